@@ -1,0 +1,220 @@
+import { Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import { identityKey, IDENTITY_PRIORITY, type Identity } from '../domain/identity';
+import { profileIdForEvent } from '../domain/ids';
+import { PROFILE_WRITER_LOCK_WORKFLOW_ID } from '../domain/workflowIds';
+import { addLinkedProfile, applyEvent, hasApplied, newProfile, type ProfileDoc } from '../domain/profile';
+import type { Store } from '../store/db';
+import type { StoredEvent } from '../domain/event';
+import { EventLog } from '../store/eventLog';
+import { IdentityIndex, type IdentityDoc, type IdentityLinkDoc } from '../store/identities';
+import { ProfileStore } from '../store/profiles';
+import { acquireProfileWriterSignal, profileWriterLock, type LockRequest } from '../workflows/profileWriterLock';
+
+export interface DrainInput {
+  sourceId: string;
+  cursor: number;
+  maxEvents: number;
+}
+
+export interface DrainResult {
+  /** The next chunk to drain. */
+  cursor: number;
+  chunks: number;
+  applied: number;
+  duplicates: number;
+  /** Events a previous, interrupted attempt had already folded into their profiles. */
+  alreadyApplied: number;
+  profilesWritten: number;
+  /** True when the batch stopped at its size limit, so more is ready now. */
+  more: boolean;
+}
+
+/** Named points inside a drain where tests may interrupt it, to prove a retry converges. */
+export type DrainStep = 'identities-written' | 'profiles-partly-written';
+
+export interface CollectionDeps {
+  store: Store;
+  temporal: Client;
+  taskQueue: string;
+  now?: () => Date;
+  /** How long a chunk may stay pending (its writer mid-append) before the drain treats it as abandoned. */
+  pendingGraceMs?: number;
+  /** Profiles per bulk write; a batch touching more profiles is written in several. */
+  profileWriteBatch?: number;
+  onDrainStep?: (step: DrainStep) => void | Promise<void>;
+}
+
+interface Assignment {
+  seq: number;
+  event: StoredEvent;
+  profileId: string;
+  linkedTo: string[];
+}
+
+function heartbeat(details?: unknown): void {
+  // Outside an activity (unit use) there is nobody to heartbeat to.
+  try {
+    Context.current().heartbeat(details);
+  } catch {
+    /* not running as an activity */
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function createCollectionActivities(deps: CollectionDeps) {
+  const log = new EventLog(deps.store);
+  const identityIndex = new IdentityIndex(deps.store);
+  const profiles = new ProfileStore(deps.store);
+  const now = deps.now ?? (() => new Date());
+  const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
+  const profileWriteBatch = deps.profileWriteBatch ?? 500;
+
+  async function isReady(sourceId: string, seq: number): Promise<boolean> {
+    const chunk = await log.read(sourceId, seq);
+    if (!chunk) return false;
+    return chunk.state === 'sealed' || now().getTime() - chunk.createdAt.getTime() >= pendingGraceMs;
+  }
+
+  /** Picks each event's profile: the one its highest-priority known identity points at, else a new one. */
+  function assignProfiles(sourceId: string, batch: Array<{ seq: number; event: StoredEvent }>, known: Map<string, string>) {
+    const newIdentities: IdentityDoc[] = [];
+    const links: IdentityLinkDoc[] = [];
+    const assignments: Assignment[] = [];
+    const createdAt = now();
+    for (const { seq, event } of batch) {
+      const byPriority = [...event.identities].sort((a, b) => IDENTITY_PRIORITY.indexOf(a.type) - IDENTITY_PRIORITY.indexOf(b.type));
+      const owners = byPriority.map((identity) => known.get(identityKey(identity)));
+      const profileId = owners.find((owner) => owner !== undefined) ?? profileIdForEvent(sourceId, event.id);
+      const linkedTo = new Set<string>();
+      byPriority.forEach((identity: Identity, index) => {
+        const owner = owners[index];
+        if (owner === undefined) {
+          known.set(identityKey(identity), profileId);
+          newIdentities.push({ _id: identityKey(identity), type: identity.type, profileId, createdAt });
+        } else if (owner !== profileId && !linkedTo.has(owner)) {
+          linkedTo.add(owner);
+          const pair = [profileId, owner].sort() as [string, string];
+          links.push({ _id: pair.join('|'), profiles: pair, via: identityKey(identity), sourceId, eventId: event.id, createdAt });
+        }
+      });
+      assignments.push({ seq, event, profileId, linkedTo: [...linkedTo] });
+    }
+    return { assignments, newIdentities, links };
+  }
+
+  return {
+    /** Read-only; safe to retry. Waits (heartbeating) until the chunk at `cursor` can be drained. */
+    async waitForSourceEvents(input: { sourceId: string; cursor: number; maxWaitMs: number }): Promise<boolean> {
+      const deadline = Date.now() + input.maxWaitMs;
+      for (;;) {
+        if (await isReady(input.sourceId, input.cursor)) return true;
+        if (Date.now() >= deadline) return false;
+        heartbeat();
+        await sleep(150);
+      }
+    },
+
+    /** Signal-with-start is keyed by the ticket, and the lock ignores a ticket it already has: safe to retry. */
+    async requestProfileWriterLock(request: LockRequest): Promise<void> {
+      await deps.temporal.workflow.signalWithStart(profileWriterLock, {
+        workflowId: PROFILE_WRITER_LOCK_WORKFLOW_ID,
+        taskQueue: deps.taskQueue,
+        args: [{ queue: [] }],
+        signal: acquireProfileWriterSignal,
+        signalArgs: [request],
+      });
+    },
+
+    /**
+     * Folds the next chunks of a source's log into profiles. Safe to retry: identity and link writes
+     * are keyed inserts, new profile ids derive from the event, and each profile carries the last
+     * chunk it absorbed per source, written in the same document write as the changes themselves.
+     * Runs only while the caller holds the profile-writer lock, so no one else writes profiles.
+     */
+    async drainSourceBatch(input: DrainInput): Promise<DrainResult> {
+      const { sourceId } = input;
+      const batch: Array<{ seq: number; event: StoredEvent }> = [];
+      let seq = input.cursor;
+      let duplicates = 0;
+      let chunks = 0;
+      let more = false;
+      for (;;) {
+        if (batch.length >= input.maxEvents) {
+          more = await isReady(sourceId, seq);
+          break;
+        }
+        const chunk = await log.read(sourceId, seq);
+        if (!chunk) break;
+        let skip: Set<number>;
+        if (chunk.state === 'sealed') skip = new Set(chunk.duplicates ?? []);
+        else if (now().getTime() - chunk.createdAt.getTime() >= pendingGraceMs) skip = await log.unclaimedIndexes(chunk);
+        else break;
+        chunk.events.forEach((event, index) => {
+          if (skip.has(index)) duplicates++;
+          else batch.push({ seq, event });
+        });
+        seq++;
+        chunks++;
+        heartbeat({ seq });
+      }
+      const result: DrainResult = { cursor: seq, chunks, applied: 0, duplicates, alreadyApplied: 0, profilesWritten: 0, more };
+      if (batch.length === 0) return result;
+
+      const keys = [...new Set(batch.flatMap(({ event }) => event.identities.map(identityKey)))];
+      const known = await identityIndex.resolve(keys);
+      heartbeat({ seq, resolved: keys.length });
+      const { assignments, newIdentities, links } = assignProfiles(sourceId, batch, known);
+
+      const touchedIds = [...new Set(assignments.flatMap((a) => [a.profileId, ...a.linkedTo]))];
+      const loaded = await profiles.load(touchedIds);
+      // The retry guard compares with what was stored, not with this batch's own in-memory progress.
+      const storedMarks = new Map([...loaded].map(([id, doc]) => [id, { ...doc.applied }]));
+      const dirty = new Map<string, ProfileDoc>();
+      const profileFor = (id: string, seenAt: Date): ProfileDoc => {
+        let doc = loaded.get(id);
+        if (!doc) {
+          doc = newProfile(id, now(), seenAt);
+          loaded.set(id, doc);
+        }
+        dirty.set(id, doc);
+        return doc;
+      };
+      for (const { seq: chunkSeq, event, profileId, linkedTo } of assignments) {
+        const stored = storedMarks.get(profileId);
+        if (stored && hasApplied(stored, sourceId, chunkSeq)) {
+          result.alreadyApplied++;
+          continue;
+        }
+        const profile = profileFor(profileId, event.timestamp);
+        applyEvent(profile, event, sourceId, chunkSeq);
+        for (const other of linkedTo) {
+          addLinkedProfile(profile, other);
+          addLinkedProfile(profileFor(other, event.timestamp), profileId);
+        }
+        result.applied++;
+      }
+
+      // Identities before profiles: a profile is never saved that its identities cannot find.
+      await identityIndex.addIdentities(newIdentities);
+      await identityIndex.addLinks(links);
+      await deps.onDrainStep?.('identities-written');
+      const updatedAt = now();
+      const toSave = [...dirty.values()];
+      for (let start = 0; start < toSave.length; start += profileWriteBatch) {
+        const slice = toSave.slice(start, start + profileWriteBatch);
+        for (const doc of slice) doc.updatedAt = updatedAt;
+        await profiles.saveAll(slice);
+        heartbeat({ seq, saved: start + slice.length });
+        if (start + slice.length < toSave.length) await deps.onDrainStep?.('profiles-partly-written');
+      }
+      result.profilesWritten = toSave.length;
+      return result;
+    },
+  };
+}
+
+export type CollectionActivities = ReturnType<typeof createCollectionActivities>;

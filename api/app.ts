@@ -1,0 +1,187 @@
+import express, { type Express } from 'express';
+import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import type { Config } from '../config';
+import { prepareEvents } from '../domain/collect';
+import { hashSecret, newSourceId, newWriteKey } from '../domain/ids';
+import { sourceWorkflowId } from '../domain/workflowIds';
+import { toStoredIdentity, identityKey, IdentityError } from '../domain/identity';
+import { toProfileView } from '../domain/profile';
+import {
+  CollectRequestSchema,
+  CreateSourceRequestSchema,
+  LookupQuerySchema,
+  type CollectResponse,
+  type SourceStatus,
+} from '../domain/schemas';
+import { logger } from '../logger';
+import { pingStore, type Store } from '../store/db';
+import { AckDeadlineExceeded, EventLog } from '../store/eventLog';
+import { IdentityIndex } from '../store/identities';
+import { ProfileStore } from '../store/profiles';
+import { SourceStore, type SourceDoc } from '../store/sources';
+import { ensureSourceWorkflow } from '../temporal/client';
+import { pauseSourceSignal, resumeSourceSignal, sourceStatusQuery } from '../workflows/sourceConnection';
+import { requireAdmin, requireWriteKey } from './auth';
+import { GroupCommitter } from './groupCommit';
+import { buildOpenApiDocument } from './openapi';
+import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
+import { pendingWork } from './pendingWork';
+
+export type ApiConfig = Pick<
+  Config,
+  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION'
+> & { DMP_ADMIN_KEY: string };
+
+export interface ApiDeps {
+  config: ApiConfig;
+  store: Store;
+  temporal: Client;
+}
+
+export function createApp({ config, store, temporal }: ApiDeps): Express {
+  const sources = new SourceStore(store);
+  const log = new EventLog(store);
+  const identities = new IdentityIndex(store);
+  const profiles = new ProfileStore(store);
+  const committer = new GroupCommitter(log, config.DMP_CHUNK_MAX_EVENTS);
+  const admin = requireAdmin(config.DMP_ADMIN_KEY);
+  const openApi = buildOpenApiDocument(config);
+
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: ['application/json', 'application/*+json'] }));
+
+  app.get('/healthz', async (_req, res) => {
+    const checks = await Promise.allSettled([pingStore(store), temporal.workflowService.getSystemInfo({})]);
+    const [storeCheck, temporalCheck] = checks.map((check) => (check.status === 'fulfilled' ? 'ok' : String(check.reason)));
+    const ok = storeCheck === 'ok' && temporalCheck === 'ok';
+    res.status(ok ? 200 : 503).json({ status: ok ? 'ok' : 'unavailable', api: 'ok', store: storeCheck, temporal: temporalCheck });
+  });
+
+  app.get('/openapi.json', (_req, res) => {
+    res.json(openApi);
+  });
+
+  // ---- sources -------------------------------------------------------------------------------
+
+  app.post('/v1/sources', admin, async (req, res) => {
+    const body = parseOr400(CreateSourceRequestSchema, req.body, 'source');
+    const writeKey = newWriteKey();
+    const source: SourceDoc = { _id: newSourceId(), ...body, writeKeyHash: hashSecret(writeKey), createdAt: new Date() };
+    await sources.create(source);
+    try {
+      await ensureSourceWorkflow(temporal, source, config);
+    } catch (error) {
+      await sources.remove(source);
+      throw error;
+    }
+    logger.info({ sourceId: source._id, workflowId: sourceWorkflowId(source._id), kind: source.kind, party: source.party }, 'source created');
+    res.status(201).json({ id: source._id, writeKey });
+  });
+
+  app.get('/v1/sources', admin, async (_req, res) => {
+    const all = await sources.list();
+    res.json({ sources: all.map(({ _id, name, kind, party, labels, createdAt }) => ({ id: _id, name, kind, party, labels, createdAt: createdAt.toISOString() })) });
+  });
+
+  async function loadSource(id: string): Promise<SourceDoc> {
+    const source = await sources.get(id);
+    if (!source) throw new ProblemError(404, 'source-not-found', 'No such source', [{ path: 'params.id', message: `no source ${id}` }]);
+    return source;
+  }
+
+  async function describeSource(source: SourceDoc): Promise<SourceStatus> {
+    const handle = temporal.workflow.getHandle(sourceWorkflowId(source._id));
+    let workflowStatus = 'NOT_FOUND';
+    let progress: SourceStatus['progress'] = null;
+    try {
+      workflowStatus = (await handle.describe()).status.name;
+      if (workflowStatus === 'RUNNING') progress = await handle.query(sourceStatusQuery);
+    } catch (error) {
+      if (!(error instanceof WorkflowNotFoundError)) throw error;
+    }
+    if (workflowStatus !== 'RUNNING') {
+      // A source whose workflow is gone (e.g. terminated by an operator) gets it back.
+      await ensureSourceWorkflow(temporal, source, config);
+    }
+    return {
+      id: source._id,
+      name: source.name,
+      kind: source.kind,
+      party: source.party,
+      labels: source.labels,
+      createdAt: source.createdAt.toISOString(),
+      workflowId: sourceWorkflowId(source._id),
+      workflowStatus,
+      progress,
+      pending: await pendingWork(log, source._id, progress?.cursor ?? 0),
+    };
+  }
+
+  app.get('/v1/sources/:id', admin, async (req, res) => {
+    res.json(await describeSource(await loadSource(String(req.params.id))));
+  });
+
+  for (const [action, signal] of [['pause', pauseSourceSignal], ['resume', resumeSourceSignal]] as const) {
+    app.post(`/v1/sources/:id/${action}`, admin, async (req, res) => {
+      const source = await loadSource(String(req.params.id));
+      await ensureSourceWorkflow(temporal, source, config);
+      await temporal.workflow.getHandle(sourceWorkflowId(source._id)).signal(signal);
+      logger.info({ sourceId: source._id, workflowId: sourceWorkflowId(source._id) }, `source ${action}d`);
+      res.status(202).json(await describeSource(source));
+    });
+  }
+
+  // ---- collection ----------------------------------------------------------------------------
+
+  app.post('/v1/collect', requireWriteKey(sources), async (req, res) => {
+    if (!req.is('application/json') && !req.is('application/*+json')) {
+      throw new ProblemError(415, 'unsupported-media-type', 'Send JSON', [{ path: 'headers.content-type', message: 'expected application/json' }]);
+    }
+    const { events } = parseOr400(CollectRequestSchema, req.body, 'collect request');
+    if (events.length > config.DMP_MAX_BATCH_EVENTS) {
+      throw new ProblemError(413, 'batch-too-large', 'Too many events in one request', [
+        { path: 'events', message: `${events.length} events; at most ${config.DMP_MAX_BATCH_EVENTS}` },
+      ]);
+    }
+    const sourceId = req.sourceId as string;
+    const prepared = prepareEvents(events, { now: new Date(), defaultPhoneRegion: config.DMP_DEFAULT_PHONE_REGION });
+    let duplicates = 0;
+    if (prepared.accepted.length > 0) {
+      try {
+        duplicates = (await committer.submit(sourceId, prepared.accepted.map((a) => a.event))).size;
+      } catch (error) {
+        if (error instanceof AckDeadlineExceeded) {
+          logger.warn({ sourceId, workflowId: sourceWorkflowId(sourceId), err: error }, 'append missed its deadline; not acknowledged');
+          throw new ProblemError(503, 'unavailable', 'The store is too slow right now; retry later');
+        }
+        throw error;
+      }
+    }
+    const body: CollectResponse = { accepted: prepared.accepted.length - duplicates, duplicates, rejected: prepared.rejected };
+    res.status(202).json(body);
+  });
+
+  // ---- profiles ------------------------------------------------------------------------------
+
+  app.get('/v1/profiles/lookup', admin, async (req, res) => {
+    const query = parseOr400(LookupQuerySchema, req.query, 'lookup query');
+    let key: string;
+    try {
+      key = identityKey(toStoredIdentity(query.type, query.value, config.DMP_DEFAULT_PHONE_REGION));
+    } catch (error) {
+      if (!(error instanceof IdentityError)) throw error;
+      throw new ProblemError(400, 'validation', 'Invalid lookup query', [{ path: 'value', message: error.message }]);
+    }
+    const profileId = await identities.profileIdFor(key);
+    const profile = profileId ? await profiles.get(profileId) : null;
+    if (!profile) throw new ProblemError(404, 'profile-not-found', 'No profile has this identity', [{ path: 'value', message: 'not found' }]);
+    res.json(toProfileView(profile));
+  });
+
+  app.use(notFound);
+  app.use(problemHandler);
+  return app;
+}

@@ -1,0 +1,67 @@
+import type { StoredEvent } from '../domain/event';
+import type { EventLog } from '../store/eventLog';
+
+interface Submission {
+  events: StoredEvent[];
+  resolve: (duplicates: Set<number>) => void;
+  reject: (error: unknown) => void;
+}
+
+/**
+ * Group commit: requests for one source that arrive while a write is in flight are gathered and
+ * written together as the next chunk (or chunks, past `maxChunkEvents`). Under load this turns many
+ * small writes into a few large ones; an idle source writes at once, adding no latency.
+ */
+export class GroupCommitter {
+  private readonly queues = new Map<string, Submission[]>();
+  private readonly flushing = new Set<string>();
+
+  constructor(private readonly log: EventLog, private readonly maxChunkEvents: number) {}
+
+  /** Resolves with the indexes (into `events`) that were duplicates, once the events are durably stored. */
+  submit(sourceId: string, events: StoredEvent[]): Promise<Set<number>> {
+    return new Promise((resolve, reject) => {
+      const queue = this.queues.get(sourceId) ?? [];
+      queue.push({ events, resolve, reject });
+      this.queues.set(sourceId, queue);
+      if (!this.flushing.has(sourceId)) void this.flush(sourceId);
+    });
+  }
+
+  private async flush(sourceId: string): Promise<void> {
+    this.flushing.add(sourceId);
+    try {
+      for (let queue = this.queues.get(sourceId); queue && queue.length > 0; queue = this.queues.get(sourceId)) {
+        const group = this.takeGroup(queue);
+        try {
+          const { duplicateIndexes } = await this.log.append(sourceId, group.flatMap((s) => s.events));
+          let offset = 0;
+          for (const submission of group) {
+            const own = new Set<number>();
+            submission.events.forEach((_, index) => {
+              if (duplicateIndexes.has(offset + index)) own.add(index);
+            });
+            offset += submission.events.length;
+            submission.resolve(own);
+          }
+        } catch (error) {
+          for (const submission of group) submission.reject(error);
+        }
+      }
+    } finally {
+      this.flushing.delete(sourceId);
+      this.queues.delete(sourceId);
+    }
+  }
+
+  /** Takes submissions from the front of the queue up to the chunk size (always at least one). */
+  private takeGroup(queue: Submission[]): Submission[] {
+    let size = 0;
+    let count = 0;
+    while (count < queue.length && (count === 0 || size + queue[count].events.length <= this.maxChunkEvents)) {
+      size += queue[count].events.length;
+      count++;
+    }
+    return queue.splice(0, count);
+  }
+}

@@ -1,0 +1,86 @@
+import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-openapi';
+import { z } from 'zod';
+import {
+  CollectRequestSchema,
+  CollectResponseSchema,
+  CreateSourceRequestSchema,
+  CreateSourceResponseSchema,
+  EventInputSchema,
+  LookupQuerySchema,
+  ProblemSchema,
+  ProfileSchema,
+  SourceStatusSchema,
+} from '../domain/schemas';
+import type { ApiConfig } from './app';
+
+/** The OpenAPI document, generated from the same zod schemas the handlers validate with. */
+export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVENTS' | 'DMP_MAX_BODY_BYTES'>) {
+  const registry = new OpenAPIRegistry();
+  const admin = registry.registerComponent('securitySchemes', 'adminKey', { type: 'http', scheme: 'bearer', description: 'Admin API key' });
+  const writeKey = registry.registerComponent('securitySchemes', 'writeKey', { type: 'http', scheme: 'bearer', description: "A source's write key" });
+  registry.register('Event', EventInputSchema);
+  const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: ProblemSchema } } });
+  const json = <T extends z.ZodType>(schema: T) => ({ content: { 'application/json': { schema } } });
+  const idParam = z.object({ id: z.string() });
+
+  registry.registerPath({
+    method: 'get',
+    path: '/healthz',
+    summary: 'Healthy only when the API, Temporal and the store are all reachable',
+    responses: { 200: { description: 'All reachable' }, 503: { description: 'Something is not reachable' } },
+  });
+  registry.registerPath({
+    method: 'post',
+    path: '/v1/sources',
+    summary: "Create a source connection and start its workflow (`source:<id>`)",
+    security: [{ [admin.name]: [] }],
+    request: { body: json(CreateSourceRequestSchema) },
+    responses: { 201: { description: 'Created', ...json(CreateSourceResponseSchema) }, 400: problem('Invalid body'), 401: problem('No admin key') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/sources/{id}',
+    summary: "A source with its workflow's live status and the work pending",
+    security: [{ [admin.name]: [] }],
+    request: { params: idParam },
+    responses: { 200: { description: 'Status', ...json(SourceStatusSchema) }, 404: problem('No such source') },
+  });
+  for (const action of ['pause', 'resume']) {
+    registry.registerPath({
+      method: 'post',
+      path: `/v1/sources/{id}/${action}`,
+      summary: `${action[0].toUpperCase()}${action.slice(1)} draining the source into profiles (collection continues)`,
+      security: [{ [admin.name]: [] }],
+      request: { params: idParam },
+      responses: { 202: { description: 'Signalled', ...json(SourceStatusSchema) }, 404: problem('No such source') },
+    });
+  }
+  registry.registerPath({
+    method: 'post',
+    path: '/v1/collect',
+    summary: `Collect up to ${config.DMP_MAX_BATCH_EVENTS} events (body ≤ ${config.DMP_MAX_BODY_BYTES} bytes); answered once they are durably stored`,
+    security: [{ [writeKey.name]: [] }],
+    request: { body: json(CollectRequestSchema) },
+    responses: {
+      202: { description: 'Stored; invalid events are listed with their index and reasons', ...json(CollectResponseSchema) },
+      400: problem('Malformed JSON or envelope'),
+      401: problem('Missing or unknown write key'),
+      413: problem('Body or batch too large'),
+      415: problem('Not JSON'),
+      503: problem('Store unavailable; nothing was acknowledged'),
+    },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/profiles/lookup',
+    summary: 'Find a profile by any of its identities (raw emails and phones are hashed first)',
+    security: [{ [admin.name]: [] }],
+    request: { query: LookupQuerySchema },
+    responses: { 200: { description: 'The profile', ...json(ProfileSchema) }, 404: problem('No profile has this identity') },
+  });
+
+  return new OpenApiGeneratorV31(registry.definitions).generateDocument({
+    openapi: '3.1.0',
+    info: { title: 'DMP API', version: '0.1.0', description: 'Collection, sources and profiles of the Data Management Platform' },
+  });
+}

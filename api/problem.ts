@@ -1,0 +1,66 @@
+import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
+import { z } from 'zod';
+import { zodIssuesToFieldErrors, type FieldError } from '../domain/collect';
+import type { Problem } from '../domain/schemas';
+import { logger } from '../logger';
+
+/** An error the API answers as `application/problem+json`; `type` is stable, clients may switch on it. */
+export class ProblemError extends Error {
+  constructor(
+    readonly status: number,
+    readonly slug: string,
+    readonly title: string,
+    readonly errors?: FieldError[],
+    readonly detail?: string,
+  ) {
+    super(title);
+  }
+}
+
+export function sendProblem(res: Response, problem: ProblemError): void {
+  const body: Problem = { type: `/problems/${problem.slug}`, title: problem.title, status: problem.status };
+  if (problem.detail) body.detail = problem.detail;
+  if (problem.errors) body.errors = problem.errors;
+  res.status(problem.status).type('application/problem+json').send(JSON.stringify(body));
+}
+
+/** Parses with a zod schema or throws a 400 naming each offending field. */
+export function parseOr400<T extends z.ZodType>(schema: T, value: unknown, where: string): z.infer<T> {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    throw new ProblemError(400, 'validation', `Invalid ${where}`, zodIssuesToFieldErrors(parsed.error.issues));
+  }
+  return parsed.data;
+}
+
+export const notFound: RequestHandler = (req) => {
+  throw new ProblemError(404, 'not-found', 'No such resource', undefined, `${req.method} ${req.path}`);
+};
+
+function isUnavailable(error: unknown): boolean {
+  const name = (error as { name?: string })?.name ?? '';
+  return /^Mongo(ServerSelection|Network|NotConnected|Topology)/.test(name) || /ServiceError|ConnectionError|TransportError/.test(name);
+}
+
+/** Body-parser, store and Temporal errors become problems too; only a real bug is a 500. */
+export const problemHandler: ErrorRequestHandler = (error, req, res, next) => {
+  void next;
+  if (error instanceof ProblemError) return sendProblem(res, error);
+  const parserType = (error as { type?: string }).type;
+  if (parserType === 'entity.parse.failed') {
+    return sendProblem(res, new ProblemError(400, 'malformed-json', 'Body is not valid JSON', [{ path: '(body)', message: (error as Error).message }]));
+  }
+  if (parserType === 'entity.too.large') {
+    const limit = (error as { limit?: number }).limit;
+    return sendProblem(res, new ProblemError(413, 'body-too-large', 'Body is too large', [{ path: '(body)', message: `larger than ${limit} bytes` }]));
+  }
+  if (parserType === 'encoding.unsupported' || parserType === 'charset.unsupported') {
+    return sendProblem(res, new ProblemError(415, 'unsupported-encoding', 'Unsupported body encoding', [{ path: '(body)', message: (error as Error).message }]));
+  }
+  if (isUnavailable(error)) {
+    logger.warn({ err: error, path: req.path }, 'dependency unavailable');
+    return sendProblem(res, new ProblemError(503, 'unavailable', 'A backing service is unavailable; retry later'));
+  }
+  logger.error({ err: error, path: req.path }, 'unhandled error');
+  return sendProblem(res, new ProblemError(500, 'internal', 'Internal error'));
+};

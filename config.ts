@@ -1,0 +1,27 @@
+import { z } from 'zod';
+
+/** Every setting the platform reads, with its documented default; parsed once at start. */
+export const ConfigSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  DMP_ADMIN_KEY: z.string().min(16).optional(),
+  TEMPORAL_ADDRESS: z.string().default('127.0.0.1:7233'),
+  TEMPORAL_NAMESPACE: z.string().default('default'),
+  DMP_TASK_QUEUE: z.string().default('dmp'),
+  MONGODB_URI: z.string().default('mongodb://127.0.0.1:27017/dmp'),
+  /** Largest accepted request body, in bytes. */
+  DMP_MAX_BODY_BYTES: z.coerce.number().int().positive().default(1_048_576),
+  /** Most events one collect request may carry. */
+  DMP_MAX_BATCH_EVENTS: z.coerce.number().int().positive().default(1000),
+  /** Most events one stored chunk may hold (a group commit writes one chunk per source). */
+  DMP_CHUNK_MAX_EVENTS: z.coerce.number().int().positive().default(2000),
+  /** Most events one drain activity applies to profiles. */
+  DMP_DRAIN_BATCH_EVENTS: z.coerce.number().int().positive().default(5000),
+  /** Region assumed for phone numbers written without a country code. */
+  DMP_DEFAULT_PHONE_REGION: z.string().length(2).default('US'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+export type Config = z.infer<typeof ConfigSchema>;
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  return ConfigSchema.parse(env);
+}

@@ -1,0 +1,24 @@
+/**
+ * Client-chosen names (trait names, event types, property names) become document keys. MongoDB and
+ * FerretDB refuse `.` and a leading `$` in keys, so those characters (and `%`, the escape itself)
+ * are percent-encoded on the way in and decoded on the way out.
+ */
+export function encodeFieldName(name: string): string {
+  return name.replace(/[%.$]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+}
+
+export function decodeFieldName(key: string): string {
+  return key.replace(/%(25|2E|24)/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+}
+
+export function encodeKeys<T>(record: Record<string, T>): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (const [key, value] of Object.entries(record)) out[encodeFieldName(key)] = value;
+  return out;
+}
+
+export function decodeKeys<T>(record: Record<string, T>): Record<string, T> {
+  const out: Record<string, T> = {};
+  for (const [key, value] of Object.entries(record)) out[decodeFieldName(key)] = value;
+  return out;
+}

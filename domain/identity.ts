@@ -1,0 +1,83 @@
+import { createHash } from 'node:crypto';
+import { parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js';
+
+/** Identity types a client may send. Raw `email`/`phone` never reach the store: they become hashes. */
+export const INPUT_IDENTITY_TYPES = ['cookie_id', 'maid', 'email', 'phone', 'email_sha256', 'phone_sha256', 'crm_id'] as const;
+export type InputIdentityType = (typeof INPUT_IDENTITY_TYPES)[number];
+
+/** Identity types as stored in profiles and in the identity index. */
+export const STORED_IDENTITY_TYPES = ['cookie_id', 'maid', 'email_sha256', 'phone_sha256', 'crm_id'] as const;
+export type StoredIdentityType = (typeof STORED_IDENTITY_TYPES)[number];
+
+export interface Identity {
+  type: StoredIdentityType;
+  value: string;
+}
+
+/** The order in which an event's identities choose its profile when they point at different ones. */
+export const IDENTITY_PRIORITY: readonly StoredIdentityType[] = ['crm_id', 'email_sha256', 'phone_sha256', 'maid', 'cookie_id'];
+
+export class IdentityError extends Error {}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+/** Trimmed and lowercased; the base form every destination's own rules start from. */
+export function normalizeEmail(raw: string): string {
+  const email = raw.trim().toLowerCase();
+  const at = email.lastIndexOf('@');
+  if (at < 1 || at === email.length - 1 || email.indexOf('@') !== at || /\s/.test(email) || !email.slice(at + 1).includes('.')) {
+    throw new IdentityError('not a valid email address');
+  }
+  return email;
+}
+
+/** E.164 (`+<country><number>`); numbers without a country code are read in `defaultRegion`. */
+export function normalizePhone(raw: string, defaultRegion: string): string {
+  const parsed = parsePhoneNumberFromString(raw.trim(), defaultRegion.toUpperCase() as CountryCode);
+  if (!parsed || !parsed.isPossible()) throw new IdentityError('not a possible phone number');
+  return parsed.number;
+}
+
+const HEX_SHA256 = /^[0-9a-f]{64}$/;
+const BASE64_SHA256 = /^[A-Za-z0-9+/]{43}=$/;
+
+/** Accepts a SHA-256 digest as hex (any case) or base64 and returns lowercase hex. */
+export function normalizeSha256(raw: string): string {
+  const text = raw.trim();
+  if (HEX_SHA256.test(text.toLowerCase())) return text.toLowerCase();
+  if (BASE64_SHA256.test(text)) return Buffer.from(text, 'base64').toString('hex');
+  throw new IdentityError('not a SHA-256 digest (64 hex characters or 44 base64 characters)');
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** Turns one client-sent identity into its stored form: hashed when it is PII, validated always. */
+export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPhoneRegion: string): Identity {
+  switch (type) {
+    case 'email':
+      return { type: 'email_sha256', value: sha256Hex(normalizeEmail(raw)) };
+    case 'phone':
+      return { type: 'phone_sha256', value: sha256Hex(normalizePhone(raw, defaultPhoneRegion)) };
+    case 'email_sha256':
+    case 'phone_sha256':
+      return { type, value: normalizeSha256(raw) };
+    case 'maid': {
+      const value = raw.trim().toLowerCase();
+      if (!UUID.test(value)) throw new IdentityError('not a mobile advertising id (IDFA/GAID UUID)');
+      return { type, value };
+    }
+    case 'cookie_id':
+    case 'crm_id': {
+      const value = raw.trim();
+      if (value.length === 0 || value.length > 256) throw new IdentityError('must be 1 to 256 characters');
+      return { type, value };
+    }
+  }
+}
+
+/** The identity index key: `<type>:<value>`; also the `_id` of the identity document. */
+export function identityKey(identity: Identity): string {
+  return `${identity.type}:${identity.value}`;
+}

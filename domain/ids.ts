@@ -1,0 +1,21 @@
+import { createHash, randomBytes } from 'node:crypto';
+
+export function newSourceId(): string {
+  return `src_${randomBytes(10).toString('hex')}`;
+}
+
+export function newWriteKey(): string {
+  return `wk_${randomBytes(24).toString('base64url')}`;
+}
+
+export function hashSecret(secret: string): string {
+  return createHash('sha256').update(secret, 'utf8').digest('hex');
+}
+
+/**
+ * A new profile's id comes from the event that created it, so a retried drain that creates it again
+ * picks the same id instead of a second profile.
+ */
+export function profileIdForEvent(sourceId: string, eventId: string): string {
+  return `p_${createHash('sha256').update(`${sourceId}\u0000${eventId}`).digest('base64url').slice(0, 22)}`;
+}

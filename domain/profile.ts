@@ -1,0 +1,122 @@
+import type { StoredConsent } from './consent';
+import type { StoredEvent } from './event';
+import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
+import { identityKey, type Identity } from './identity';
+import type { ProfileView } from './schemas';
+
+export interface EventCounter {
+  count: number;
+  firstSeen: Date;
+  lastSeen: Date;
+}
+
+/** An anonymous profile as stored. Trait names and event types are encoded keys (see fieldNames). */
+export interface ProfileDoc {
+  _id: string;
+  identities: Identity[];
+  traits: Record<string, unknown>;
+  /** When each trait was last set, so a late-arriving older event does not overwrite a newer value. */
+  traitsAt: Record<string, Date>;
+  counters: Record<string, EventCounter>;
+  consent: (StoredConsent & { sourceId: string; at: Date }) | null;
+  sources: string[];
+  linkedProfiles: string[];
+  /** Per source, the last log chunk whose events are already in this document: the retry guard. */
+  applied: Record<string, number>;
+  firstSeen: Date;
+  lastSeen: Date;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** The fields of a log event that profile application reads. */
+export type ProfileEvent = Pick<StoredEvent, 'id' | 'type' | 'timestamp' | 'identities' | 'traits' | 'consent'>;
+
+/** `seenAt` is the time of the event that creates the profile; `now` is when it is written. */
+export function newProfile(id: string, now: Date, seenAt: Date): ProfileDoc {
+  return {
+    _id: id,
+    identities: [],
+    traits: {},
+    traitsAt: {},
+    counters: {},
+    consent: null,
+    sources: [],
+    linkedProfiles: [],
+    applied: {},
+    firstSeen: seenAt,
+    lastSeen: seenAt,
+    createdAt: now,
+    updatedAt: now,
+  };
+}
+
+/** Whether a profile's stored retry guard (`applied`) already covers this chunk of this source. */
+export function hasApplied(applied: ProfileDoc['applied'], sourceId: string, chunkSeq: number): boolean {
+  const last = applied[sourceId];
+  return last !== undefined && chunkSeq <= last;
+}
+
+export function addIdentity(profile: ProfileDoc, identity: Identity): void {
+  const key = identityKey(identity);
+  if (!profile.identities.some((existing) => identityKey(existing) === key)) profile.identities.push(identity);
+}
+
+export function addLinkedProfile(profile: ProfileDoc, otherId: string): void {
+  if (otherId !== profile._id && !profile.linkedProfiles.includes(otherId)) profile.linkedProfiles.push(otherId);
+}
+
+/** Folds one event into a profile: identities, counters with first/last seen, traits, consent, sources. */
+export function applyEvent(profile: ProfileDoc, event: ProfileEvent, sourceId: string, chunkSeq: number): void {
+  for (const identity of event.identities) addIdentity(profile, identity);
+
+  const counterKey = encodeFieldName(event.type);
+  const counter = profile.counters[counterKey];
+  if (counter) {
+    counter.count += 1;
+    if (event.timestamp < counter.firstSeen) counter.firstSeen = event.timestamp;
+    if (event.timestamp > counter.lastSeen) counter.lastSeen = event.timestamp;
+  } else {
+    profile.counters[counterKey] = { count: 1, firstSeen: event.timestamp, lastSeen: event.timestamp };
+  }
+
+  for (const [name, value] of Object.entries(event.traits ?? {})) {
+    const setAt = profile.traitsAt[name];
+    if (!setAt || event.timestamp >= setAt) {
+      profile.traits[name] = value;
+      profile.traitsAt[name] = event.timestamp;
+    }
+  }
+
+  if (event.consent && (!profile.consent || event.timestamp >= profile.consent.at)) {
+    profile.consent = { ...event.consent, sourceId, at: event.timestamp };
+  }
+
+  if (!profile.sources.includes(sourceId)) profile.sources.push(sourceId);
+  if (event.timestamp < profile.firstSeen) profile.firstSeen = event.timestamp;
+  if (event.timestamp > profile.lastSeen) profile.lastSeen = event.timestamp;
+  profile.applied[sourceId] = Math.max(profile.applied[sourceId] ?? -1, chunkSeq);
+}
+
+export function toProfileView(doc: ProfileDoc): ProfileView {
+  const counters: ProfileView['counters'] = {};
+  for (const [key, counter] of Object.entries(doc.counters)) {
+    counters[decodeFieldName(key)] = {
+      count: counter.count,
+      firstSeen: counter.firstSeen.toISOString(),
+      lastSeen: counter.lastSeen.toISOString(),
+    };
+  }
+  return {
+    id: doc._id,
+    identities: doc.identities,
+    traits: decodeKeys(doc.traits),
+    counters,
+    consent: doc.consent,
+    sources: doc.sources,
+    linkedProfiles: doc.linkedProfiles,
+    firstSeen: doc.firstSeen.toISOString(),
+    lastSeen: doc.lastSeen.toISOString(),
+    updatedAt: doc.updatedAt.toISOString(),
+  };
+}

@@ -1,0 +1,152 @@
+import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
+import { z } from 'zod';
+import { INPUT_IDENTITY_TYPES, STORED_IDENTITY_TYPES } from './identity';
+
+extendZodWithOpenApi(z);
+
+// ---- sources ---------------------------------------------------------------------------------
+
+export const SourceKindSchema = z.enum(['events']).openapi({ description: 'How the source delivers data; `events` is the server-side event API.' });
+export type SourceKind = z.infer<typeof SourceKindSchema>;
+
+export const PartySchema = z.enum(['first', 'second', 'third']);
+export type Party = z.infer<typeof PartySchema>;
+
+export const UsageLabelSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_:-]{0,63}$/, 'lowercase letters, digits, `_`, `:` or `-`, at most 64')
+  .openapi({ example: 'no_third_party_export' });
+
+export const CreateSourceRequestSchema = z
+  .object({
+    name: z.string().trim().min(1).max(200),
+    kind: SourceKindSchema,
+    party: PartySchema,
+    labels: z.array(UsageLabelSchema).max(32).default([]),
+  })
+  .strict()
+  .openapi('CreateSourceRequest');
+export type CreateSourceRequest = z.infer<typeof CreateSourceRequestSchema>;
+
+export const CreateSourceResponseSchema = z
+  .object({ id: z.string(), writeKey: z.string().openapi({ description: 'Shown once; only its hash is stored.' }) })
+  .openapi('CreateSourceResponse');
+
+export const SourceStateSchema = z.enum(['active', 'paused']);
+export type SourceState = z.infer<typeof SourceStateSchema>;
+
+/** What the source's workflow reports through its status query. */
+export const SourceProgressSchema = z
+  .object({
+    state: SourceStateSchema,
+    cursor: z.number().int().openapi({ description: 'Next chunk of the source log to drain.' }),
+    eventsProcessed: z.number().int(),
+    duplicatesSkipped: z.number().int(),
+    batchesApplied: z.number().int(),
+    lastError: z.string().nullable(),
+    lastDrainAt: z.string().nullable(),
+  })
+  .openapi('SourceProgress');
+export type SourceProgress = z.infer<typeof SourceProgressSchema>;
+
+export const SourceStatusSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    kind: SourceKindSchema,
+    party: PartySchema,
+    labels: z.array(z.string()),
+    createdAt: z.string(),
+    workflowId: z.string(),
+    workflowStatus: z.string(),
+    progress: SourceProgressSchema.nullable(),
+    pending: z.object({
+      chunks: z.number().int(),
+      events: z.number().int(),
+      lagSeconds: z.number().nullable().openapi({ description: 'Age of the oldest event not yet applied to profiles.' }),
+    }),
+  })
+  .openapi('SourceStatus');
+export type SourceStatus = z.infer<typeof SourceStatusSchema>;
+
+// ---- collection ------------------------------------------------------------------------------
+
+const Scalar = z.union([z.string().max(1024), z.number().finite(), z.boolean(), z.null()]);
+/** Flat values only: the store refuses nested arrays, and flat values are what segment rules test. */
+const FlatValue = z.union([Scalar, z.array(z.union([z.string().max(1024), z.number().finite(), z.boolean()])).max(100)]);
+const FieldName = z.string().min(1).max(128);
+
+export const ConsentInputSchema = z
+  .object({
+    tcf: z.string().min(1).max(4096).optional().openapi({ description: 'IAB TCF v2 TC string' }),
+    gpp: z.string().regex(/^D[A-Za-z0-9_~.-]+$/, 'not a GPP string').max(4096).optional().openapi({ description: 'IAB GPP string' }),
+    purposes: z.record(z.string().regex(/^[a-z_]{1,64}$/), z.boolean()).optional().openapi({ description: 'Explicit purpose flags' }),
+  })
+  .strict()
+  .openapi('Consent');
+export type ConsentInput = z.infer<typeof ConsentInputSchema>;
+
+export const IdentitiesInputSchema = z
+  .partialRecord(z.enum(INPUT_IDENTITY_TYPES), z.string().min(1).max(512))
+  .refine((ids) => Object.keys(ids).length > 0, 'at least one identity is required');
+
+export const EventInputSchema = z
+  .object({
+    id: z.string().min(1).max(128).optional().openapi({ description: 'Idempotency id; a repeated id is a duplicate.' }),
+    type: z.string().min(1).max(128),
+    timestamp: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative()]).optional(),
+    identities: IdentitiesInputSchema,
+    traits: z.record(FieldName, FlatValue).optional(),
+    properties: z.record(FieldName, FlatValue).optional(),
+    consent: ConsentInputSchema.optional(),
+  })
+  .strict()
+  .openapi('Event');
+export type EventInput = z.infer<typeof EventInputSchema>;
+
+/** The envelope is checked as a whole; each event is then checked on its own. */
+export const CollectRequestSchema = z.object({ events: z.array(z.unknown()).min(1) }).strict().openapi('CollectRequest', {
+  example: { events: [{ type: 'page_view', identities: { cookie_id: 'c-123' } }] },
+});
+
+export const CollectResponseSchema = z
+  .object({
+    accepted: z.number().int(),
+    duplicates: z.number().int(),
+    rejected: z.array(z.object({ index: z.number().int(), errors: z.array(z.object({ path: z.string(), message: z.string() })) })),
+  })
+  .openapi('CollectResponse');
+export type CollectResponse = z.infer<typeof CollectResponseSchema>;
+
+// ---- profiles --------------------------------------------------------------------------------
+
+export const LookupQuerySchema = z.object({ type: z.enum(INPUT_IDENTITY_TYPES), value: z.string().min(1).max(512) });
+
+export const ProfileSchema = z
+  .object({
+    id: z.string(),
+    identities: z.array(z.object({ type: z.enum(STORED_IDENTITY_TYPES), value: z.string() })),
+    traits: z.record(z.string(), z.unknown()),
+    counters: z.record(z.string(), z.object({ count: z.number().int(), firstSeen: z.string(), lastSeen: z.string() })),
+    consent: z.unknown().nullable(),
+    sources: z.array(z.string()),
+    linkedProfiles: z.array(z.string()),
+    firstSeen: z.string(),
+    lastSeen: z.string(),
+    updatedAt: z.string(),
+  })
+  .openapi('Profile');
+export type ProfileView = z.infer<typeof ProfileSchema>;
+
+// ---- errors ----------------------------------------------------------------------------------
+
+export const ProblemSchema = z
+  .object({
+    type: z.string(),
+    title: z.string(),
+    status: z.number().int(),
+    detail: z.string().optional(),
+    errors: z.array(z.object({ path: z.string(), message: z.string() })).optional(),
+  })
+  .openapi('Problem');
+export type Problem = z.infer<typeof ProblemSchema>;

@@ -1,0 +1,149 @@
+import type { Collection } from 'mongodb';
+import type { StoredEvent } from '../domain/event';
+import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+
+/**
+ * One group commit of one source. A chunk is written `pending` with every candidate event, then the
+ * event ids are claimed, then it is `sealed` with the indexes that turned out to be duplicates.
+ */
+export interface EventChunk {
+  _id: string;
+  sourceId: string;
+  seq: number;
+  state: 'pending' | 'sealed';
+  createdAt: Date;
+  events: StoredEvent[];
+  duplicates?: number[];
+}
+
+interface EventIdDoc {
+  _id: string;
+  chunk: number;
+}
+
+export class AckDeadlineExceeded extends Error {}
+
+export function chunkId(sourceId: string, seq: number): string {
+  return `${sourceId}:${seq.toString().padStart(12, '0')}`;
+}
+
+export function eventIdKey(sourceId: string, eventId: string): string {
+  return `${sourceId}:${eventId}`;
+}
+
+export interface AppendResult {
+  seq: number;
+  duplicateIndexes: Set<number>;
+}
+
+/**
+ * The source log: an append-only sequence of chunks whose `_id`s are `<sourceId>:<seq>`, so both the
+ * writer (claiming the next slot by inserting it) and the reader (reading slot after slot) touch
+ * documents only by exact `_id` — the one lookup FerretDB's SQLite backend does not answer by scanning.
+ */
+export class EventLog {
+  private readonly chunks: Collection<EventChunk>;
+  private readonly eventIds: Collection<EventIdDoc>;
+  /** Where this process expects the next free slot of each source; a hint, corrected on conflict. */
+  private readonly nextSlot = new Map<string, number>();
+
+  constructor(store: Store, private readonly options: { ackDeadlineMs: number; now?: () => number } = { ackDeadlineMs: 10_000 }) {
+    this.chunks = store.db.collection<EventChunk>(COLLECTIONS.events);
+    this.eventIds = store.db.collection<EventIdDoc>(COLLECTIONS.eventIds);
+  }
+
+  private now(): number {
+    return this.options.now ? this.options.now() : Date.now();
+  }
+
+  /**
+   * Durably appends events and reports which were duplicates. Resolves only when the chunk is sealed
+   * within the acknowledgement deadline; a drain treats a chunk still pending after its (longer) grace
+   * period as abandoned and applies exactly the events whose ids it claimed.
+   */
+  async append(sourceId: string, events: StoredEvent[]): Promise<AppendResult> {
+    const started = this.now();
+    const seq = await this.claimSlot(sourceId, { state: 'pending', createdAt: new Date(started), events });
+    const duplicateIndexes = await this.claimEventIds(sourceId, seq, events);
+    await this.chunks.updateOne({ _id: chunkId(sourceId, seq) }, { $set: { state: 'sealed', duplicates: [...duplicateIndexes] } });
+    if (this.now() - started > this.options.ackDeadlineMs) {
+      throw new AckDeadlineExceeded(`chunk ${seq} of ${sourceId} took longer than ${this.options.ackDeadlineMs} ms to seal`);
+    }
+    return { seq, duplicateIndexes };
+  }
+
+  private async claimSlot(sourceId: string, body: Omit<EventChunk, '_id' | 'sourceId' | 'seq'>): Promise<number> {
+    let seq = this.nextSlot.get(sourceId) ?? (await this.findHead(sourceId, 0));
+    for (;;) {
+      try {
+        await this.chunks.insertOne({ _id: chunkId(sourceId, seq), sourceId, seq, ...body });
+        this.nextSlot.set(sourceId, seq + 1);
+        return seq;
+      } catch (error) {
+        if (!isDuplicateKeyError(error)) throw error;
+        // Another writer took this slot: jump to the current head rather than stepping one by one.
+        seq = await this.findHead(sourceId, seq + 1);
+      }
+    }
+  }
+
+  private async claimEventIds(sourceId: string, seq: number, events: StoredEvent[]): Promise<Set<number>> {
+    const duplicates = new Set<number>();
+    if (events.length === 0) return duplicates;
+    try {
+      await this.eventIds.insertMany(
+        events.map((event) => ({ _id: eventIdKey(sourceId, event.id), chunk: seq })),
+        { ordered: false },
+      );
+    } catch (error) {
+      const writeErrors = (error as { writeErrors?: Array<{ index: number; code: number }> }).writeErrors;
+      if (!isDuplicateKeyError(error) || !writeErrors) throw error;
+      for (const writeError of writeErrors) {
+        if (writeError.code !== 11000) throw error;
+        duplicates.add(writeError.index);
+      }
+    }
+    return duplicates;
+  }
+
+  async exists(sourceId: string, seq: number): Promise<boolean> {
+    return (await this.chunks.findOne({ _id: chunkId(sourceId, seq) }, { projection: { _id: 1 } })) !== null;
+  }
+
+  /** The first free slot at or after `from`: gallop forward, then bisect; O(log n) reads by `_id`. */
+  async findHead(sourceId: string, from: number): Promise<number> {
+    if (!(await this.exists(sourceId, from))) return from;
+    let present = from;
+    let step = 1;
+    while (await this.exists(sourceId, present + step)) {
+      present += step;
+      step *= 2;
+    }
+    let absent = present + step;
+    while (absent - present > 1) {
+      const middle = Math.floor((present + absent) / 2);
+      if (await this.exists(sourceId, middle)) present = middle;
+      else absent = middle;
+    }
+    return absent;
+  }
+
+  async read(sourceId: string, seq: number): Promise<EventChunk | null> {
+    return this.chunks.findOne({ _id: chunkId(sourceId, seq) });
+  }
+
+  /** For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim. */
+  async unclaimedIndexes(chunk: EventChunk): Promise<Set<number>> {
+    const owners = await Promise.all(
+      chunk.events.map((event) => this.eventIds.findOne({ _id: eventIdKey(chunk.sourceId, event.id) })),
+    );
+    const unclaimed = new Set<number>();
+    const seen = new Set<string>();
+    owners.forEach((owner, index) => {
+      const id = chunk.events[index].id;
+      if (owner?.chunk !== chunk.seq || seen.has(id)) unclaimed.add(index);
+      seen.add(id);
+    });
+    return unclaimed;
+  }
+}

@@ -1,0 +1,34 @@
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import type { Client } from '@temporalio/client';
+import { createActivities } from '../activities';
+import type { CollectionDeps } from '../activities/collection';
+import type { Config } from '../config';
+import type { Store } from '../store/db';
+
+export interface WorkerParts {
+  config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'DMP_TASK_QUEUE'>;
+  store: Store;
+  temporal: Client;
+  /** Test seams: same activities, other dependencies. */
+  activityOverrides?: Partial<CollectionDeps>;
+  workerOptions?: Partial<WorkerOptions>;
+}
+
+/** Wires the task queue to the workflows and to activities built over real dependencies. */
+export async function createWorker(parts: WorkerParts): Promise<{ worker: Worker; connection: NativeConnection }> {
+  const connection = await NativeConnection.connect({ address: parts.config.TEMPORAL_ADDRESS });
+  const worker = await Worker.create({
+    connection,
+    namespace: parts.config.TEMPORAL_NAMESPACE,
+    taskQueue: parts.config.DMP_TASK_QUEUE,
+    workflowsPath: require.resolve('../workflows'),
+    activities: createActivities({
+      store: parts.store,
+      temporal: parts.temporal,
+      taskQueue: parts.config.DMP_TASK_QUEUE,
+      ...parts.activityOverrides,
+    }),
+    ...parts.workerOptions,
+  });
+  return { worker, connection };
+}

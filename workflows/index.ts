@@ -1,0 +1,2 @@
+export { sourceConnection } from './sourceConnection';
+export { profileWriterLock } from './profileWriterLock';

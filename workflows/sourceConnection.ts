@@ -1,0 +1,132 @@
+import {
+  ActivityFailure,
+  condition,
+  continueAsNew,
+  defineQuery,
+  defineSignal,
+  getExternalWorkflowHandle,
+  proxyActivities,
+  setHandler,
+  sleep,
+  upsertMemo,
+  upsertSearchAttributes,
+  uuid4,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { CollectionActivities } from '../activities/collection';
+import { PROFILE_WRITER_LOCK_WORKFLOW_ID } from '../domain/workflowIds';
+import type { SourceProgress } from '../domain/schemas';
+import { SA } from '../domain/searchAttributes';
+import { profileWriterGrantedSignal, releaseProfileWriterSignal } from './profileWriterLock';
+
+export const pauseSourceSignal = defineSignal('pause');
+export const resumeSourceSignal = defineSignal('resume');
+export const sourceStatusQuery = defineQuery<SourceProgress>('status');
+
+export interface SourceConnectionInput {
+  sourceId: string;
+  drainBatchEvents: number;
+  /** Carried across continue-as-new. */
+  progress?: SourceProgress;
+}
+
+const { waitForSourceEvents, requestProfileWriterLock } = proxyActivities<CollectionActivities>({
+  startToCloseTimeout: '1 minute',
+  heartbeatTimeout: '10 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+
+const { drainSourceBatch } = proxyActivities<CollectionActivities>({
+  startToCloseTimeout: '5 minutes',
+  heartbeatTimeout: '10 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 5 },
+});
+
+/** How long one turn holding the profile-writer lock may last before others get theirs. */
+const MAX_HOLD_MS = 60_000;
+const HISTORY_LIMIT = 4_000;
+
+/**
+ * One durable workflow per source connection: wait for the source's log to grow, take the
+ * profile-writer lock, fold the new chunks into profiles, report progress; continue as new when the
+ * history grows long. Events never pass through here — only the log cursor does.
+ */
+export async function sourceConnection(input: SourceConnectionInput): Promise<void> {
+  const { sourceId } = input;
+  const progress: SourceProgress = input.progress ?? {
+    state: 'active',
+    cursor: 0,
+    eventsProcessed: 0,
+    duplicatesSkipped: 0,
+    batchesApplied: 0,
+    lastError: null,
+    lastDrainAt: null,
+  };
+  let grantedTicket: string | null = null;
+
+  setHandler(sourceStatusQuery, () => progress);
+  setHandler(pauseSourceSignal, () => {
+    progress.state = 'paused';
+    reportProgress();
+  });
+  setHandler(resumeSourceSignal, () => {
+    progress.state = 'active';
+    reportProgress();
+  });
+  setHandler(profileWriterGrantedSignal, ({ ticket }) => {
+    grantedTicket = ticket;
+  });
+
+  function reportProgress(): void {
+    upsertSearchAttributes([
+      { key: SA.state, value: progress.state },
+      { key: SA.eventsProcessed, value: progress.eventsProcessed },
+    ]);
+    upsertMemo({ progress });
+  }
+
+  async function withProfileWriterLock(work: () => Promise<void>): Promise<void> {
+    const ticket = uuid4();
+    await requestProfileWriterLock({ holder: workflowInfo().workflowId, ticket });
+    await condition(() => grantedTicket === ticket);
+    try {
+      await work();
+    } finally {
+      await getExternalWorkflowHandle(PROFILE_WRITER_LOCK_WORKFLOW_ID).signal(releaseProfileWriterSignal, { ticket });
+    }
+  }
+
+  async function drainWhileReady(): Promise<void> {
+    const started = Date.now(); // workflow time: deterministic
+    for (;;) {
+      const result = await drainSourceBatch({ sourceId, cursor: progress.cursor, maxEvents: input.drainBatchEvents });
+      progress.cursor = result.cursor;
+      progress.eventsProcessed += result.applied + result.alreadyApplied;
+      progress.duplicatesSkipped += result.duplicates;
+      progress.batchesApplied += 1;
+      progress.lastDrainAt = new Date().toISOString();
+      progress.lastError = null;
+      if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_HOLD_MS) return;
+    }
+  }
+
+  reportProgress();
+  while (workflowInfo().historyLength < HISTORY_LIMIT && !workflowInfo().continueAsNewSuggested) {
+    if (progress.state === 'paused') {
+      await condition(() => progress.state === 'active');
+      continue;
+    }
+    const ready = await waitForSourceEvents({ sourceId, cursor: progress.cursor, maxWaitMs: 10_000 });
+    if (!ready || progress.state !== 'active') continue;
+    try {
+      await withProfileWriterLock(drainWhileReady);
+    } catch (error) {
+      if (!(error instanceof ActivityFailure)) throw error;
+      progress.lastError = error.cause?.message ?? error.message;
+      reportProgress();
+      await sleep('30 seconds');
+    }
+    reportProgress();
+  }
+  await continueAsNew<typeof sourceConnection>({ ...input, progress });
+}
