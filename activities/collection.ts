@@ -2,8 +2,8 @@ import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { identityKey, IDENTITY_PRIORITY, type Identity } from '../domain/identity';
 import { profileIdForEvent } from '../domain/ids';
-import { PROFILE_WRITER_LOCK_WORKFLOW_ID } from '../domain/workflowIds';
-import { addLinkedProfile, applyEvent, hasApplied, newProfile, type ProfileDoc } from '../domain/profile';
+import { profileWriterLockWorkflowId } from '../domain/workflowIds';
+import { addLinkedProfile, applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import type { Store } from '../store/db';
 import type { StoredEvent } from '../domain/event';
 import { EventLog } from '../store/eventLog';
@@ -68,6 +68,7 @@ function sleep(ms: number): Promise<void> {
 export function createCollectionActivities(deps: CollectionDeps) {
   const log = new EventLog(deps.store);
   const identityIndex = new IdentityIndex(deps.store);
+  // One ProfileStore per worker process: its cache of newest versions serves every drain here.
   const profiles = new ProfileStore(deps.store);
   const now = deps.now ?? (() => new Date());
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
@@ -118,15 +119,20 @@ export function createCollectionActivities(deps: CollectionDeps) {
       }
     },
 
-    /** Signal-with-start is keyed by the ticket, and the lock ignores a ticket it already has: safe to retry. */
-    async requestProfileWriterLock(request: LockRequest): Promise<void> {
+    /**
+     * Queues for the lock of this store's profiles and returns the lock's workflow id. Safe to retry:
+     * the lock ignores a ticket it already has.
+     */
+    async requestProfileWriterLock(request: LockRequest): Promise<string> {
+      const workflowId = profileWriterLockWorkflowId(deps.store.db.databaseName);
       await deps.temporal.workflow.signalWithStart(profileWriterLock, {
-        workflowId: PROFILE_WRITER_LOCK_WORKFLOW_ID,
+        workflowId,
         taskQueue: deps.taskQueue,
         args: [{ queue: [] }],
         signal: acquireProfileWriterSignal,
         signalArgs: [request],
       });
+      return workflowId;
     },
 
     /**
@@ -170,30 +176,30 @@ export function createCollectionActivities(deps: CollectionDeps) {
       const { assignments, newIdentities, links } = assignProfiles(sourceId, batch, known);
 
       const touchedIds = [...new Set(assignments.flatMap((a) => [a.profileId, ...a.linkedTo]))];
-      const loaded = await profiles.load(touchedIds);
-      // The retry guard compares with what was stored, not with this batch's own in-memory progress.
-      const storedMarks = new Map([...loaded].map(([id, doc]) => [id, { ...doc.applied }]));
-      const dirty = new Map<string, ProfileDoc>();
-      const profileFor = (id: string, seenAt: Date): ProfileDoc => {
-        let doc = loaded.get(id);
+      const stored = await profiles.load(touchedIds);
+      heartbeat({ seq, loaded: stored.size });
+      const changed = new Map<string, ProfileDoc>();
+      const writable = (id: string, seenAt: Date): ProfileDoc => {
+        let doc = changed.get(id);
         if (!doc) {
-          doc = newProfile(id, now(), seenAt);
-          loaded.set(id, doc);
+          const current = stored.get(id);
+          doc = current ? nextVersion(current) : newProfile(id, now(), seenAt);
+          changed.set(id, doc);
         }
-        dirty.set(id, doc);
         return doc;
       };
       for (const { seq: chunkSeq, event, profileId, linkedTo } of assignments) {
-        const stored = storedMarks.get(profileId);
-        if (stored && hasApplied(stored, sourceId, chunkSeq)) {
+        // The retry guard compares with what was stored, not with this batch's own progress.
+        const current = stored.get(profileId);
+        if (current && hasApplied(current.applied, sourceId, chunkSeq)) {
           result.alreadyApplied++;
           continue;
         }
-        const profile = profileFor(profileId, event.timestamp);
+        const profile = writable(profileId, event.timestamp);
         applyEvent(profile, event, sourceId, chunkSeq);
         for (const other of linkedTo) {
           addLinkedProfile(profile, other);
-          addLinkedProfile(profileFor(other, event.timestamp), profileId);
+          addLinkedProfile(writable(other, event.timestamp), profileId);
         }
         result.applied++;
       }
@@ -203,11 +209,11 @@ export function createCollectionActivities(deps: CollectionDeps) {
       await identityIndex.addLinks(links);
       await deps.onDrainStep?.('identities-written');
       const updatedAt = now();
-      const toSave = [...dirty.values()];
+      const toSave = [...changed.values()];
       for (let start = 0; start < toSave.length; start += profileWriteBatch) {
         const slice = toSave.slice(start, start + profileWriteBatch);
         for (const doc of slice) doc.updatedAt = updatedAt;
-        await profiles.saveAll(slice);
+        await profiles.saveVersions(slice);
         heartbeat({ seq, saved: start + slice.length });
         if (start + slice.length < toSave.length) await deps.onDrainStep?.('profiles-partly-written');
       }

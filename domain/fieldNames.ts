@@ -11,14 +11,11 @@ export function decodeFieldName(key: string): string {
   return key.replace(/%(25|2E|24)/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }
 
+// Object.fromEntries makes plain own keys even of names such as `__proto__`.
 export function encodeKeys<T>(record: Record<string, T>): Record<string, T> {
-  const out: Record<string, T> = {};
-  for (const [key, value] of Object.entries(record)) out[encodeFieldName(key)] = value;
-  return out;
+  return Object.fromEntries(Object.entries(record).map(([key, value]) => [encodeFieldName(key), value]));
 }
 
 export function decodeKeys<T>(record: Record<string, T>): Record<string, T> {
-  const out: Record<string, T> = {};
-  for (const [key, value] of Object.entries(record)) out[decodeFieldName(key)] = value;
-  return out;
+  return Object.fromEntries(Object.entries(record).map(([key, value]) => [decodeFieldName(key), value]));
 }

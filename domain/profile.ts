@@ -10,9 +10,15 @@ export interface EventCounter {
   lastSeen: Date;
 }
 
-/** An anonymous profile as stored. Trait names and event types are encoded keys (see fieldNames). */
+/**
+ * One version of an anonymous profile. Versions are never updated, only added: `_id` is
+ * `<profileId>@<version>` and the newest is the profile (see store/profiles). Trait names and event
+ * types are encoded keys (see fieldNames).
+ */
 export interface ProfileDoc {
   _id: string;
+  profileId: string;
+  version: number;
   identities: Identity[];
   traits: Record<string, unknown>;
   /** When each trait was last set, so a late-arriving older event does not overwrite a newer value. */
@@ -35,7 +41,9 @@ export type ProfileEvent = Pick<StoredEvent, 'id' | 'type' | 'timestamp' | 'iden
 /** `seenAt` is the time of the event that creates the profile; `now` is when it is written. */
 export function newProfile(id: string, now: Date, seenAt: Date): ProfileDoc {
   return {
-    _id: id,
+    _id: profileVersionId(id, 0),
+    profileId: id,
+    version: 0,
     identities: [],
     traits: {},
     traitsAt: {},
@@ -62,8 +70,20 @@ export function addIdentity(profile: ProfileDoc, identity: Identity): void {
   if (!profile.identities.some((existing) => identityKey(existing) === key)) profile.identities.push(identity);
 }
 
+export function profileVersionId(profileId: string, version: number): string {
+  return `${profileId}@${version.toString().padStart(8, '0')}`;
+}
+
+/** The next version of a profile: the same content under the next `_id`, to be changed and inserted. */
+export function nextVersion(profile: ProfileDoc): ProfileDoc {
+  const next = structuredClone(profile);
+  next.version = profile.version + 1;
+  next._id = profileVersionId(profile.profileId, next.version);
+  return next;
+}
+
 export function addLinkedProfile(profile: ProfileDoc, otherId: string): void {
-  if (otherId !== profile._id && !profile.linkedProfiles.includes(otherId)) profile.linkedProfiles.push(otherId);
+  if (otherId !== profile.profileId && !profile.linkedProfiles.includes(otherId)) profile.linkedProfiles.push(otherId);
 }
 
 /** Folds one event into a profile: identities, counters with first/last seen, traits, consent, sources. */
@@ -71,20 +91,21 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, sourceId: s
   for (const identity of event.identities) addIdentity(profile, identity);
 
   const counterKey = encodeFieldName(event.type);
-  const counter = profile.counters[counterKey];
+  // Own properties only: a name like `constructor` must not find Object's built-ins.
+  const counter = Object.hasOwn(profile.counters, counterKey) ? profile.counters[counterKey] : undefined;
   if (counter) {
     counter.count += 1;
     if (event.timestamp < counter.firstSeen) counter.firstSeen = event.timestamp;
     if (event.timestamp > counter.lastSeen) counter.lastSeen = event.timestamp;
   } else {
-    profile.counters[counterKey] = { count: 1, firstSeen: event.timestamp, lastSeen: event.timestamp };
+    setOwn(profile.counters, counterKey, { count: 1, firstSeen: event.timestamp, lastSeen: event.timestamp });
   }
 
   for (const [name, value] of Object.entries(event.traits ?? {})) {
-    const setAt = profile.traitsAt[name];
+    const setAt = Object.hasOwn(profile.traitsAt, name) ? profile.traitsAt[name] : undefined;
     if (!setAt || event.timestamp >= setAt) {
-      profile.traits[name] = value;
-      profile.traitsAt[name] = event.timestamp;
+      setOwn(profile.traits, name, value);
+      setOwn(profile.traitsAt, name, event.timestamp);
     }
   }
 
@@ -98,17 +119,20 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, sourceId: s
   profile.applied[sourceId] = Math.max(profile.applied[sourceId] ?? -1, chunkSeq);
 }
 
+/** Assigns a plain own property even for names such as `__proto__`. */
+function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
+  Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
+}
+
 export function toProfileView(doc: ProfileDoc): ProfileView {
-  const counters: ProfileView['counters'] = {};
-  for (const [key, counter] of Object.entries(doc.counters)) {
-    counters[decodeFieldName(key)] = {
-      count: counter.count,
-      firstSeen: counter.firstSeen.toISOString(),
-      lastSeen: counter.lastSeen.toISOString(),
-    };
-  }
+  const counters: ProfileView['counters'] = Object.fromEntries(
+    Object.entries(doc.counters).map(([key, counter]) => [
+      decodeFieldName(key),
+      { count: counter.count, firstSeen: counter.firstSeen.toISOString(), lastSeen: counter.lastSeen.toISOString() },
+    ]),
+  );
   return {
-    id: doc._id,
+    id: doc.profileId,
     identities: doc.identities,
     traits: decodeKeys(doc.traits),
     counters,

@@ -6,4 +6,7 @@ export function sourceWorkflowId(sourceId: string): string {
   return `source:${sourceId}`;
 }
 
-export const PROFILE_WRITER_LOCK_WORKFLOW_ID = 'profile-writer-lock';
+/** One profile writer per store: the lock is named after the database whose profiles it guards. */
+export function profileWriterLockWorkflowId(databaseName: string): string {
+  return `profile-writer-lock:${databaseName}`;
+}

@@ -582,7 +582,7 @@ EOF
 
 pg_running() { as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; }
 
-pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2 >/dev/null 2>&1; }
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -t 2 >/dev/null 2>&1; }
 
 record_pg_pid() {
   if [[ -r "$PGDATA_DIR/postmaster.pid" ]]; then
@@ -724,6 +724,8 @@ cmd_up() {
   ((${#NAMES[@]} == 0)) || die "up takes no service names"
   lock
   trap on_up_exit EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
   local t0=$SECONDS
   start_temporal
   if [[ -n "${MONGODB_URI:-}" ]]; then

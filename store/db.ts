@@ -10,6 +10,8 @@ export const COLLECTIONS = {
   sourceKeys: 'source_keys',
   /** The per-source event log: chunk documents with predictable `_id`s `<sourceId>:<seq>`. */
   events: 'events',
+  /** One per sealed chunk, same `_id`: the chunk's duplicate indexes. */
+  eventSeals: 'event_seals',
   /** One document per accepted event id (`<sourceId>:<eventId>`): the duplicate check. */
   eventIds: 'event_ids',
   identities: 'identities',
@@ -23,10 +25,14 @@ export interface Store {
   close(): Promise<void>;
 }
 
-export async function connectStore(uri: string): Promise<Store> {
+/**
+ * Driver-level write retries are off: a retried insert that had in fact landed would come back as a
+ * duplicate key, and the duplicate check would then misreport an accepted event as a repeat.
+ */
+export async function connectStore(uri: string, databaseName?: string): Promise<Store> {
   const client = new MongoClient(uri, { maxPoolSize: 32, serverSelectionTimeoutMS: 5000, retryWrites: false });
   await client.connect();
-  const db = client.db();
+  const db = client.db(databaseName);
   return { client, db, close: () => client.close() };
 }
 

@@ -1,19 +1,31 @@
 import type { Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
 import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { firstAbsent } from './keyedSequence';
 
 /**
- * One group commit of one source. A chunk is written `pending` with every candidate event, then the
- * event ids are claimed, then it is `sealed` with the indexes that turned out to be duplicates.
+ * One group commit of one source. A chunk is written with every candidate event, then the event ids
+ * are claimed, then a seal is written beside it (same `_id`) naming the indexes that turned out to be
+ * duplicates. A chunk without a seal is pending: its writer is mid-append, or died there.
  */
 export interface EventChunk {
   _id: string;
   sourceId: string;
   seq: number;
-  state: 'pending' | 'sealed';
   createdAt: Date;
   events: StoredEvent[];
-  duplicates?: number[];
+}
+
+/** Written once, never updated: FerretDB reads a whole table to update one document, but not to insert. */
+interface ChunkSeal {
+  _id: string;
+  duplicates: number[];
+  sealedAt: Date;
+}
+
+export interface ReadChunk extends EventChunk {
+  state: 'pending' | 'sealed';
+  duplicates: number[];
 }
 
 interface EventIdDoc {
@@ -43,12 +55,14 @@ export interface AppendResult {
  */
 export class EventLog {
   private readonly chunks: Collection<EventChunk>;
+  private readonly seals: Collection<ChunkSeal>;
   private readonly eventIds: Collection<EventIdDoc>;
   /** Where this process expects the next free slot of each source; a hint, corrected on conflict. */
   private readonly nextSlot = new Map<string, number>();
 
   constructor(store: Store, private readonly options: { ackDeadlineMs: number; now?: () => number } = { ackDeadlineMs: 10_000 }) {
     this.chunks = store.db.collection<EventChunk>(COLLECTIONS.events);
+    this.seals = store.db.collection<ChunkSeal>(COLLECTIONS.eventSeals);
     this.eventIds = store.db.collection<EventIdDoc>(COLLECTIONS.eventIds);
   }
 
@@ -63,9 +77,9 @@ export class EventLog {
    */
   async append(sourceId: string, events: StoredEvent[]): Promise<AppendResult> {
     const started = this.now();
-    const seq = await this.claimSlot(sourceId, { state: 'pending', createdAt: new Date(started), events });
+    const seq = await this.claimSlot(sourceId, { createdAt: new Date(started), events });
     const duplicateIndexes = await this.claimEventIds(sourceId, seq, events);
-    await this.chunks.updateOne({ _id: chunkId(sourceId, seq) }, { $set: { state: 'sealed', duplicates: [...duplicateIndexes] } });
+    await this.seals.insertOne({ _id: chunkId(sourceId, seq), duplicates: [...duplicateIndexes], sealedAt: new Date(this.now()) });
     if (this.now() - started > this.options.ackDeadlineMs) {
       throw new AckDeadlineExceeded(`chunk ${seq} of ${sourceId} took longer than ${this.options.ackDeadlineMs} ms to seal`);
     }
@@ -110,26 +124,16 @@ export class EventLog {
     return (await this.chunks.findOne({ _id: chunkId(sourceId, seq) }, { projection: { _id: 1 } })) !== null;
   }
 
-  /** The first free slot at or after `from`: gallop forward, then bisect; O(log n) reads by `_id`. */
-  async findHead(sourceId: string, from: number): Promise<number> {
-    if (!(await this.exists(sourceId, from))) return from;
-    let present = from;
-    let step = 1;
-    while (await this.exists(sourceId, present + step)) {
-      present += step;
-      step *= 2;
-    }
-    let absent = present + step;
-    while (absent - present > 1) {
-      const middle = Math.floor((present + absent) / 2);
-      if (await this.exists(sourceId, middle)) present = middle;
-      else absent = middle;
-    }
-    return absent;
+  /** The first free slot at or after `from`. */
+  findHead(sourceId: string, from: number): Promise<number> {
+    return firstAbsent((seq) => this.exists(sourceId, seq), from);
   }
 
-  async read(sourceId: string, seq: number): Promise<EventChunk | null> {
-    return this.chunks.findOne({ _id: chunkId(sourceId, seq) });
+  async read(sourceId: string, seq: number): Promise<ReadChunk | null> {
+    const id = chunkId(sourceId, seq);
+    const [chunk, seal] = await Promise.all([this.chunks.findOne({ _id: id }), this.seals.findOne({ _id: id })]);
+    if (!chunk) return null;
+    return { ...chunk, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
   }
 
   /** For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim. */

@@ -1,6 +1,7 @@
 import type { Collection } from 'mongodb';
 import type { StoredIdentityType } from '../domain/identity';
 import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { BoundedCache } from './keyedSequence';
 
 /** The identity index: `_id` is `<type>:<value>`, so resolving an identity is one read by `_id`. */
 export interface IdentityDoc {
@@ -50,22 +51,39 @@ export class IdentityIndex {
   readonly identities: Collection<IdentityDoc>;
   readonly links: Collection<IdentityLinkDoc>;
 
-  constructor(store: Store) {
+  /** Identity documents are written once and never changed, so what was read or written stays true. */
+  private readonly cache: BoundedCache<string, string>;
+
+  constructor(store: Store, cacheSize = 500_000) {
     this.identities = store.db.collection<IdentityDoc>(COLLECTIONS.identities);
     this.links = store.db.collection<IdentityLinkDoc>(COLLECTIONS.identityLinks);
+    this.cache = new BoundedCache(cacheSize);
   }
 
+  /** Maps each known identity key to its profile id; unknown keys are absent from the result. */
   async resolve(keys: string[]): Promise<Map<string, string>> {
-    const docs = await findByIds(this.identities, keys);
-    return new Map([...docs].map(([key, doc]) => [key, doc.profileId]));
+    const resolved = new Map<string, string>();
+    const missing: string[] = [];
+    for (const key of keys) {
+      const profileId = this.cache.get(key);
+      if (profileId) resolved.set(key, profileId);
+      else missing.push(key);
+    }
+    for (const [key, doc] of await findByIds(this.identities, missing)) {
+      this.cache.set(key, doc.profileId);
+      resolved.set(key, doc.profileId);
+    }
+    return resolved;
   }
 
   async profileIdFor(key: string): Promise<string | null> {
     return (await this.identities.findOne({ _id: key }))?.profileId ?? null;
   }
 
-  addIdentities(docs: IdentityDoc[]): Promise<void> {
-    return insertKeyed(this.identities, docs);
+  /** Only the profile-writer lock holder adds identities, and new profile ids are deterministic, so a duplicate is an earlier attempt's identical write. */
+  async addIdentities(docs: IdentityDoc[]): Promise<void> {
+    await insertKeyed(this.identities, docs);
+    for (const doc of docs) this.cache.set(doc._id, doc.profileId);
   }
 
   addLinks(docs: IdentityLinkDoc[]): Promise<void> {

@@ -20,7 +20,7 @@ export interface LockRequest {
 
 export const acquireProfileWriterSignal = defineSignal<[LockRequest]>('acquire');
 export const releaseProfileWriterSignal = defineSignal<[{ ticket: string }]>('release');
-export const profileWriterGrantedSignal = defineSignal<[{ ticket: string }]>('profileWriterGranted');
+export const profileWriterGrantedSignal = defineSignal<[{ ticket: string; lockWorkflowId: string }]>('profileWriterGranted');
 
 export interface ProfileWriterLockState {
   queue: LockRequest[];
@@ -51,7 +51,7 @@ export async function profileWriterLock(state: ProfileWriterLockState = { queue:
     const holder = queue.shift() as LockRequest;
     current = holder;
     try {
-      await getExternalWorkflowHandle(holder.holder).signal(profileWriterGrantedSignal, { ticket: holder.ticket });
+      await getExternalWorkflowHandle(holder.holder).signal(profileWriterGrantedSignal, { ticket: holder.ticket, lockWorkflowId: workflowInfo().workflowId });
     } catch (error) {
       log.warn('lock holder is gone; skipping it', { holder: holder.holder, error: String(error) });
       current = null;

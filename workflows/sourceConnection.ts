@@ -14,7 +14,6 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { CollectionActivities } from '../activities/collection';
-import { PROFILE_WRITER_LOCK_WORKFLOW_ID } from '../domain/workflowIds';
 import type { SourceProgress } from '../domain/schemas';
 import { SA } from '../domain/searchAttributes';
 import { profileWriterGrantedSignal, releaseProfileWriterSignal } from './profileWriterLock';
@@ -62,6 +61,7 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     lastError: null,
     lastDrainAt: null,
   };
+  let awaitedTicket: string | null = null;
   let grantedTicket: string | null = null;
 
   setHandler(sourceStatusQuery, () => progress);
@@ -73,8 +73,10 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     progress.state = 'active';
     reportProgress();
   });
-  setHandler(profileWriterGrantedSignal, ({ ticket }) => {
-    grantedTicket = ticket;
+  setHandler(profileWriterGrantedSignal, ({ ticket, lockWorkflowId }) => {
+    if (ticket === awaitedTicket) grantedTicket = ticket;
+    // A grant for a ticket this run no longer waits for (e.g. from before continue-as-new): give it back.
+    else void getExternalWorkflowHandle(lockWorkflowId).signal(releaseProfileWriterSignal, { ticket });
   });
 
   function reportProgress(): void {
@@ -87,12 +89,13 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
 
   async function withProfileWriterLock(work: () => Promise<void>): Promise<void> {
     const ticket = uuid4();
-    await requestProfileWriterLock({ holder: workflowInfo().workflowId, ticket });
+    awaitedTicket = ticket;
+    const lockWorkflowId = await requestProfileWriterLock({ holder: workflowInfo().workflowId, ticket });
     await condition(() => grantedTicket === ticket);
     try {
       await work();
     } finally {
-      await getExternalWorkflowHandle(PROFILE_WRITER_LOCK_WORKFLOW_ID).signal(releaseProfileWriterSignal, { ticket });
+      await getExternalWorkflowHandle(lockWorkflowId).signal(releaseProfileWriterSignal, { ticket });
     }
   }
 

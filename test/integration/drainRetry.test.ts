@@ -1,0 +1,75 @@
+import type { Client } from '@temporalio/client';
+import type { DrainStep } from '../../activities/collection';
+import { prepareEvents } from '../../domain/collect';
+import { sourceWorkflowId } from '../../domain/workflowIds';
+import type { Store } from '../../store/db';
+import { EventLog } from '../../store/eventLog';
+import { ensureSourceWorkflow } from '../../temporal/client';
+import { sourceStatusQuery } from '../../workflows/sourceConnection';
+import { expectedProfiles, userEvent, type GeneratedEvent } from '../support/audience';
+import { profileDifferences } from '../support/profiles';
+import { baseConfig, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningWorker } from '../support/services';
+
+async function appendAll(store: Store, sourceId: string, generated: GeneratedEvent[], perChunk: number): Promise<void> {
+  const log = new EventLog(store);
+  for (let start = 0; start < generated.length; start += perChunk) {
+    const { accepted } = prepareEvents(generated.slice(start, start + perChunk), { now: new Date(), defaultPhoneRegion: 'US' });
+    await log.append(sourceId, accepted.map((a) => a.event));
+  }
+}
+
+describe('draining a source into profiles', () => {
+  let store: Store;
+  let temporal: Client;
+  let worker: RunningWorker | undefined;
+
+  beforeAll(async () => {
+    store = await testStore('drain');
+    temporal = await testTemporal();
+  });
+  afterEach(async () => {
+    await worker?.stop();
+    worker = undefined;
+  });
+  afterAll(async () => {
+    await store.close();
+    await temporal.connection.close();
+  });
+
+  it('converges to the clean result when an activity fails after writing half a batch and is retried', async () => {
+    const taskQueue = uniqueName('drain-retry');
+    const sourceId = uniqueName('src');
+    const generated = Array.from({ length: 1500 }, (_, n) => userEvent(n % 300, Math.floor(n / 300)));
+    // Every id is sent twice, in different chunks: the repeats must count once.
+    await appendAll(store, sourceId, [...generated, ...generated.slice(0, 200)], 250);
+
+    const injected: DrainStep[] = [];
+    worker = await startWorker({
+      store,
+      temporal,
+      taskQueue,
+      activityOverrides: {
+        profileWriteBatch: 40,
+        onDrainStep: (step) => {
+          if (step === 'profiles-partly-written' && injected.length < 2) {
+            injected.push(step);
+            throw new Error('injected failure after a partial profile write');
+          }
+        },
+      },
+    });
+    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue });
+    const handle = temporal.workflow.getHandle(sourceWorkflowId(sourceId));
+    const progress = await waitFor('the drain to finish', async () => {
+      const status = await handle.query(sourceStatusQuery);
+      return status.eventsProcessed + status.duplicatesSkipped >= 1700 ? status : undefined;
+    });
+
+    expect(injected).toHaveLength(2);
+    expect(progress.eventsProcessed).toBe(1500);
+    expect(progress.duplicatesSkipped).toBe(200);
+    expect(progress.lastError).toBeNull();
+    expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+    await handle.terminate('test finished');
+  });
+});

@@ -1,0 +1,76 @@
+import type { StoredEvent } from '../../domain/event';
+import { COLLECTIONS, connectStore, type Store } from '../../store/db';
+import { AckDeadlineExceeded, chunkId, eventIdKey, EventLog, type EventChunk } from '../../store/eventLog';
+import { baseConfig, testStore } from '../support/services';
+
+function events(ids: string[]): StoredEvent[] {
+  const now = new Date();
+  return ids.map((id) => ({ id, type: 'page_view', timestamp: now, receivedAt: now, identities: [{ type: 'cookie_id', value: `c-${id}` }] }));
+}
+
+describe('source event log', () => {
+  let store: Store;
+  beforeAll(async () => {
+    store = await testStore('eventlog');
+  });
+  afterAll(() => store.close());
+
+  it('reports repeated ids as duplicates, within one append and across appends', async () => {
+    const log = new EventLog(store);
+    const first = await log.append('s1', events(['a', 'b', 'a']));
+    expect([...first.duplicateIndexes]).toEqual([2]);
+    const second = await log.append('s1', events(['b', 'c']));
+    expect([...second.duplicateIndexes]).toEqual([0]);
+    expect(second.seq).toBe(first.seq + 1);
+    const sealed = await log.read('s1', second.seq);
+    expect(sealed?.state).toBe('sealed');
+    expect(sealed?.duplicates).toEqual([0]);
+  });
+
+  it('reads a chunk whose writer has not sealed it as pending', async () => {
+    const log = new EventLog(store);
+    await store.db.collection<EventChunk>(COLLECTIONS.events).insertOne({ _id: chunkId('s6', 0), sourceId: 's6', seq: 0, createdAt: new Date(), events: events(['p']) });
+    expect((await log.read('s6', 0))?.state).toBe('pending');
+  });
+
+  it('gives concurrent writers in different processes distinct, gap-free slots', async () => {
+    const other = await connectStore(baseConfig.MONGODB_URI, store.db.databaseName);
+    try {
+      const writers = [new EventLog(store), new EventLog(other)];
+      const appends = Array.from({ length: 40 }, (_, n) => writers[n % 2].append('s2', events([`e${n}`])));
+      const seqs = (await Promise.all(appends)).map((result) => result.seq).sort((a, b) => a - b);
+      expect(seqs).toEqual(Array.from({ length: 40 }, (_, n) => n));
+      expect(await writers[0].findHead('s2', 0)).toBe(40);
+      const stored = await store.db.collection<EventChunk>(COLLECTIONS.events).find({ sourceId: 's2' }).toArray();
+      expect(stored.flatMap((chunk) => chunk.events.map((event) => event.id)).sort()).toEqual(
+        Array.from({ length: 40 }, (_, n) => `e${n}`).sort(),
+      );
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('finds the head of a long log from any point at or below it', async () => {
+    const log = new EventLog(store);
+    for (let n = 0; n < 37; n++) await log.append('s3', events([`h${n}`]));
+    expect(await new EventLog(store).findHead('s3', 0)).toBe(37);
+    expect(await new EventLog(store).findHead('s3', 36)).toBe(37);
+    expect(await new EventLog(store).findHead('s3', 37)).toBe(37);
+  });
+
+  it('treats the ids an abandoned pending chunk did not claim as not its own', async () => {
+    const log = new EventLog(store);
+    await log.append('s4', events(['x']));
+    const chunk: EventChunk = { _id: chunkId('s4', 1), sourceId: 's4', seq: 1, createdAt: new Date(0), events: events(['x', 'y', 'z', 'y']) };
+    await store.db.collection<EventChunk>(COLLECTIONS.events).insertOne(chunk);
+    // The writer died after claiming `y` only; `x` belongs to chunk 0 and `z` was never claimed.
+    await store.db.collection(COLLECTIONS.eventIds).insertOne({ _id: eventIdKey('s4', 'y') as never, chunk: 1 });
+    expect([...(await log.unclaimedIndexes(chunk))].sort()).toEqual([0, 2, 3]);
+  });
+
+  it('refuses to acknowledge an append that outlived its deadline', async () => {
+    let clock = 0;
+    const log = new EventLog(store, { ackDeadlineMs: 1000, now: () => (clock += 1100) });
+    await expect(log.append('s5', events(['late']))).rejects.toBeInstanceOf(AckDeadlineExceeded);
+  });
+});

@@ -1,0 +1,51 @@
+import { decodeFieldName } from '../../domain/fieldNames';
+import type { ProfileDoc } from '../../domain/profile';
+import { COLLECTIONS, type Store } from '../../store/db';
+import type { ExpectedProfile } from './audience';
+
+/** Compares every stored profile with the expected fold of the input; returns readable differences. */
+export async function profileDifferences(store: Store, expected: Map<string, ExpectedProfile>): Promise<string[]> {
+  const differences: string[] = [];
+  const docs = await latestProfiles(store);
+  if (docs.length !== expected.size) differences.push(`profile count ${docs.length}, expected ${expected.size}`);
+  const byCookie = new Map<string, ProfileDoc>();
+  for (const doc of docs) {
+    const cookies = doc.identities.filter((identity) => identity.type === 'cookie_id');
+    if (cookies.length !== 1) differences.push(`profile ${doc.profileId} has ${cookies.length} cookies`);
+    for (const cookie of cookies) {
+      if (byCookie.has(cookie.value)) differences.push(`cookie ${cookie.value} is on two profiles`);
+      byCookie.set(cookie.value, doc);
+    }
+  }
+  for (const [cookie, want] of expected) {
+    const doc = byCookie.get(cookie);
+    if (!doc) {
+      differences.push(`no profile for ${cookie}`);
+      continue;
+    }
+    const counters: ExpectedProfile['counters'] = {};
+    for (const [key, counter] of Object.entries(doc.counters)) {
+      counters[decodeFieldName(key)] = { count: counter.count, firstSeen: counter.firstSeen.toISOString(), lastSeen: counter.lastSeen.toISOString() };
+    }
+    if (JSON.stringify(sortKeys(counters)) !== JSON.stringify(sortKeys(want.counters))) {
+      differences.push(`${cookie}: counters ${JSON.stringify(counters)} expected ${JSON.stringify(want.counters)}`);
+    }
+    const email = doc.identities.find((identity) => identity.type === 'email_sha256')?.value;
+    if (email !== want.emailSha256) differences.push(`${cookie}: email hash ${email} expected ${want.emailSha256}`);
+  }
+  return differences.slice(0, 20);
+}
+
+/** The newest version of every profile (a test-side full scan; the product never scans on a hot path). */
+export async function latestProfiles(store: Store): Promise<ProfileDoc[]> {
+  const newest = new Map<string, ProfileDoc>();
+  for await (const doc of store.db.collection<ProfileDoc>(COLLECTIONS.profiles).find({})) {
+    const seen = newest.get(doc.profileId);
+    if (!seen || seen.version < doc.version) newest.set(doc.profileId, doc);
+  }
+  return [...newest.values()];
+}
+
+function sortKeys<T>(record: Record<string, T>): Record<string, T> {
+  return Object.fromEntries(Object.entries(record).sort(([a], [b]) => a.localeCompare(b)));
+}

@@ -1,0 +1,96 @@
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import type { Client } from '@temporalio/client';
+import { Runtime, DefaultLogger, type Worker } from '@temporalio/worker';
+import { createApp } from '../../api/app';
+import type { CollectionDeps } from '../../activities/collection';
+import { loadConfig, type Config } from '../../config';
+import { connectStore, type Store } from '../../store/db';
+import { connectTemporal } from '../../temporal/client';
+import { createWorker } from '../../workers/worker';
+
+/** Integration and end-to-end tests run against the real servers that `npm test` starts. */
+export const baseConfig: Config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
+
+let runtimeInstalled = false;
+function quietRuntime(): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+}
+
+/** A fresh database per test file keeps tests independent without deleting anything. */
+export function uniqueName(prefix: string): string {
+  return `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 7)}`;
+}
+
+export function testStore(name: string): Promise<Store> {
+  return connectStore(baseConfig.MONGODB_URI, uniqueName(`dmp_test_${name}`));
+}
+
+export function testTemporal(): Promise<Client> {
+  return connectTemporal(baseConfig);
+}
+
+export interface RunningWorker {
+  worker: Worker;
+  stop(): Promise<void>;
+}
+
+export async function startWorker(options: {
+  store: Store;
+  temporal: Client;
+  taskQueue: string;
+  activityOverrides?: Partial<CollectionDeps>;
+}): Promise<RunningWorker> {
+  quietRuntime();
+  const { worker, connection } = await createWorker({
+    config: { ...baseConfig, DMP_TASK_QUEUE: options.taskQueue },
+    store: options.store,
+    temporal: options.temporal,
+    activityOverrides: options.activityOverrides,
+  });
+  const running = worker.run();
+  return {
+    worker,
+    async stop() {
+      if (worker.getState() === 'RUNNING') worker.shutdown();
+      await running;
+      await connection.close();
+    },
+  };
+}
+
+export interface RunningApi {
+  url: string;
+  adminKey: string;
+  close(): Promise<void>;
+}
+
+export async function startApi(options: { store: Store; temporal: Client; taskQueue: string; config?: Partial<Config> }): Promise<RunningApi> {
+  const adminKey = 'adm_test_0123456789abcdef';
+  const app = createApp({
+    config: { ...baseConfig, ...options.config, DMP_TASK_QUEUE: options.taskQueue, DMP_ADMIN_KEY: adminKey },
+    store: options.store,
+    temporal: options.temporal,
+  });
+  const server: Server = await new Promise((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    adminKey,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
+
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | null | false>, timeoutMs = 60_000, everyMs = 250): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, everyMs));
+  }
+}

@@ -1,0 +1,296 @@
+import { prepareEvents, type PrepareOptions } from '../../domain/collect';
+import { sha256Hex } from '../../domain/identity';
+import { buildTcString } from './tcfFixture';
+
+const NOW = new Date('2025-06-15T12:00:00.000Z');
+const OPTIONS: PrepareOptions = { now: NOW, defaultPhoneRegion: 'US' };
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+function pathsOf(result: ReturnType<typeof prepareEvents>, index: number): string[] {
+  const rejected = result.rejected.find((r) => r.index === index);
+  return rejected ? rejected.errors.map((e) => e.path) : [];
+}
+
+describe('prepareEvents: accepted events', () => {
+  it('accepts a minimal event and generates an id when none is given', () => {
+    const result = prepareEvents([{ type: 'page_view', identities: { cookie_id: 'c-1' } }], OPTIONS);
+    expect(result.rejected).toEqual([]);
+    expect(result.accepted).toHaveLength(1);
+    const { index, event } = result.accepted[0];
+    expect(index).toBe(0);
+    expect(event.id).toMatch(UUID);
+    expect(event.type).toBe('page_view');
+    expect(event.identities).toEqual([{ type: 'cookie_id', value: 'c-1' }]);
+  });
+
+  it('generates a different id for each event without one', () => {
+    const event = { type: 'page_view', identities: { cookie_id: 'c-1' } };
+    const result = prepareEvents([event, event], OPTIONS);
+    expect(result.accepted[0].event.id).not.toBe(result.accepted[1].event.id);
+  });
+
+  it('keeps an id the client gave', () => {
+    const result = prepareEvents([{ id: 'evt-42', type: 'page_view', identities: { cookie_id: 'c-1' } }], OPTIONS);
+    expect(result.accepted[0].event.id).toBe('evt-42');
+  });
+
+  it('stamps an event without a timestamp with now, and receivedAt with now', () => {
+    const { event } = prepareEvents([{ type: 'page_view', identities: { cookie_id: 'c-1' } }], OPTIONS).accepted[0];
+    expect(event.timestamp.getTime()).toBe(NOW.getTime());
+    expect(event.receivedAt.getTime()).toBe(NOW.getTime());
+  });
+
+  it('parses a timestamp given as an ISO string with Z', () => {
+    const { event } = prepareEvents(
+      [{ type: 'x', identities: { cookie_id: 'c' }, timestamp: '2025-06-14T08:30:00.250Z' }],
+      OPTIONS,
+    ).accepted[0];
+    expect(event.timestamp).toBeInstanceOf(Date);
+    expect(event.timestamp.toISOString()).toBe('2025-06-14T08:30:00.250Z');
+  });
+
+  it('parses a timestamp given as an ISO string with an offset', () => {
+    const { event } = prepareEvents(
+      [{ type: 'x', identities: { cookie_id: 'c' }, timestamp: '2025-06-14T10:30:00+02:00' }],
+      OPTIONS,
+    ).accepted[0];
+    expect(event.timestamp.toISOString()).toBe('2025-06-14T08:30:00.000Z');
+  });
+
+  it('parses a timestamp given as epoch milliseconds', () => {
+    const ms = Date.UTC(2025, 5, 14, 8, 30, 0, 250);
+    const { event } = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, timestamp: ms }], OPTIONS).accepted[0];
+    expect(event.timestamp).toBeInstanceOf(Date);
+    expect(event.timestamp.getTime()).toBe(ms);
+  });
+
+  it('accepts a timestamp in the future within the allowed skew', () => {
+    const result = prepareEvents(
+      [{ type: 'x', identities: { cookie_id: 'c' }, timestamp: NOW.getTime() + 60_000 }],
+      { ...OPTIONS, maxFutureSkewMs: 120_000 },
+    );
+    expect(result.rejected).toEqual([]);
+    expect(result.accepted).toHaveLength(1);
+  });
+
+  it('hashes raw email and phone and keeps the others', () => {
+    const result = prepareEvents(
+      [
+        {
+          type: 'signup',
+          identities: {
+            email: ' Jane.Doe@Example.com ',
+            phone: '(202) 555-0143',
+            cookie_id: 'c-1',
+            maid: '6D92078A-8246-4BA4-AE5B-76104861E7DC',
+          },
+        },
+      ],
+      OPTIONS,
+    );
+    expect(result.rejected).toEqual([]);
+    expect(result.accepted[0].event.identities).toEqual(
+      expect.arrayContaining([
+        { type: 'email_sha256', value: sha256Hex('jane.doe@example.com') },
+        { type: 'phone_sha256', value: sha256Hex('+12025550143') },
+        { type: 'cookie_id', value: 'c-1' },
+        { type: 'maid', value: '6d92078a-8246-4ba4-ae5b-76104861e7dc' },
+      ]),
+    );
+    expect(result.accepted[0].event.identities).toHaveLength(4);
+  });
+
+  it('reads a national phone number in the configured default region', () => {
+    const result = prepareEvents([{ type: 'x', identities: { phone: '020 7946 0958' } }], {
+      ...OPTIONS,
+      defaultPhoneRegion: 'GB',
+    });
+    expect(result.accepted[0].event.identities).toEqual([{ type: 'phone_sha256', value: sha256Hex('+442079460958') }]);
+  });
+
+  it('puts no raw email or phone in the serialized accepted events', () => {
+    const rawEmail = 'Jane.Doe+dmp@Example.com';
+    const rawPhone = '+1 (202) 555-0143';
+    const result = prepareEvents(
+      [
+        { type: 'signup', identities: { email: rawEmail } },
+        { type: 'signup', identities: { phone: rawPhone } },
+        { type: 'signup', identities: { email: rawEmail, phone: rawPhone, crm_id: 'crm-1' } },
+      ],
+      OPTIONS,
+    );
+    expect(result.accepted).toHaveLength(3);
+    const serialized = JSON.stringify(result.accepted);
+    for (const needle of [rawEmail, rawEmail.toLowerCase(), 'jane.doe', 'example.com', rawPhone, '2025550143', '5550143']) {
+      expect(serialized.toLowerCase()).not.toContain(needle.toLowerCase());
+    }
+    expect(serialized).toContain(sha256Hex('jane.doe+dmp@example.com'));
+    expect(serialized).toContain(sha256Hex('+12025550143'));
+  });
+
+  it('encodes dotted and dollar trait and property names', () => {
+    const { event } = prepareEvents(
+      [
+        {
+          type: 'x',
+          identities: { cookie_id: 'c' },
+          traits: { 'plan.tier': 'gold', $score: 3, plain: true },
+          properties: { 'page.url': '/home' },
+        },
+      ],
+      OPTIONS,
+    ).accepted[0];
+    expect(event.traits).toEqual({ 'plan%2Etier': 'gold', '%24score': 3, plain: true });
+    expect(event.properties).toEqual({ 'page%2Eurl': '/home' });
+  });
+
+  it('leaves traits, properties and consent out when the event has none', () => {
+    const { event } = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' } }], OPTIONS).accepted[0];
+    expect('traits' in event).toBe(false);
+    expect('properties' in event).toBe(false);
+    expect('consent' in event).toBe(false);
+  });
+
+  it('decodes a TCF consent string into purpose and vendor ids', () => {
+    const tcf = buildTcString({ purposeConsents: [1, 2], vendorConsents: [8] });
+    const { event } = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, consent: { tcf } }], OPTIONS).accepted[0];
+    expect(event.consent?.tcf?.purposeConsents).toEqual([1, 2]);
+    expect(event.consent?.tcf?.vendorConsents).toEqual([8]);
+    expect(event.consent?.tcf?.tcString).toBe(tcf);
+  });
+});
+
+describe('prepareEvents: rejected events', () => {
+  it('rejects each invalid event on its own, by index, and keeps the valid ones in order', () => {
+    const result = prepareEvents(
+      [
+        { type: 'ok-0', identities: { cookie_id: 'a' } },
+        { identities: { cookie_id: 'b' } },
+        { type: 'ok-2', identities: { cookie_id: 'c' } },
+        { type: 'bad-3', identities: {} },
+        { type: 'ok-4', identities: { cookie_id: 'e' } },
+      ],
+      OPTIONS,
+    );
+    expect(result.accepted.map((a) => a.index)).toEqual([0, 2, 4]);
+    expect(result.accepted.map((a) => a.event.type)).toEqual(['ok-0', 'ok-2', 'ok-4']);
+    expect(result.rejected.map((r) => r.index)).toEqual([1, 3]);
+  });
+
+  it('reports a missing type at path "type"', () => {
+    expect(pathsOf(prepareEvents([{ identities: { cookie_id: 'c' } }], OPTIONS), 0)).toEqual(['type']);
+  });
+
+  it('reports empty identities at path "identities"', () => {
+    expect(pathsOf(prepareEvents([{ type: 'x', identities: {} }], OPTIONS), 0)).toEqual(['identities']);
+  });
+
+  it('reports missing identities at path "identities"', () => {
+    expect(pathsOf(prepareEvents([{ type: 'x' }], OPTIONS), 0)).toEqual(['identities']);
+  });
+
+  it('reports an unknown identity type under "identities"', () => {
+    const result = prepareEvents([{ type: 'x', identities: { fingerprint: 'abc' } }], OPTIONS);
+    expect(result.accepted).toEqual([]);
+    expect(pathsOf(result, 0)).toContain('identities');
+    expect(JSON.stringify(result.rejected)).toContain('fingerprint');
+  });
+
+  it('reports fields of the wrong type at their own paths', () => {
+    const result = prepareEvents(
+      [{ type: 5, identities: { cookie_id: 7 }, timestamp: true, traits: { score: { nested: 1 } } }],
+      OPTIONS,
+    );
+    expect(pathsOf(result, 0).sort()).toEqual(['identities.cookie_id', 'timestamp', 'traits.score', 'type']);
+  });
+
+  it('reports a body that is not an object at "(body)"', () => {
+    const result = prepareEvents(['not an event', null, 42], OPTIONS);
+    expect(result.accepted).toEqual([]);
+    expect(result.rejected.map((r) => [r.index, r.errors.map((e) => e.path)])).toEqual([
+      [0, ['(body)']],
+      [1, ['(body)']],
+      [2, ['(body)']],
+    ]);
+  });
+
+  it('reports an unknown top-level key', () => {
+    const result = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, userId: 'u-1' }], OPTIONS);
+    expect(result.accepted).toEqual([]);
+    expect(JSON.stringify(result.rejected)).toContain('userId');
+  });
+
+  it('reports a phone that is not a possible number at "identities.phone"', () => {
+    const result = prepareEvents([{ type: 'x', identities: { phone: 'call me maybe' } }], OPTIONS);
+    expect(result.accepted).toEqual([]);
+    expect(pathsOf(result, 0)).toEqual(['identities.phone']);
+  });
+
+  it('reports an invalid email at "identities.email"', () => {
+    const result = prepareEvents([{ type: 'x', identities: { email: 'jane-at-example.com' } }], OPTIONS);
+    expect(pathsOf(result, 0)).toEqual(['identities.email']);
+  });
+
+  it('rejects the whole event when one of several identities is invalid', () => {
+    const result = prepareEvents([{ type: 'x', identities: { cookie_id: 'c', maid: 'not-a-uuid' } }], OPTIONS);
+    expect(result.accepted).toEqual([]);
+    expect(pathsOf(result, 0)).toEqual(['identities.maid']);
+  });
+
+  it('reports every invalid identity, not only the first', () => {
+    const result = prepareEvents([{ type: 'x', identities: { email: 'nope', phone: 'nope', email_sha256: 'nope' } }], OPTIONS);
+    expect(pathsOf(result, 0).sort()).toEqual(['identities.email', 'identities.email_sha256', 'identities.phone']);
+  });
+
+  it('reports a timestamp too far in the future at "timestamp"', () => {
+    const result = prepareEvents(
+      [{ type: 'x', identities: { cookie_id: 'c' }, timestamp: NOW.getTime() + 25 * 3600 * 1000 }],
+      OPTIONS,
+    );
+    expect(result.accepted).toEqual([]);
+    expect(pathsOf(result, 0)).toEqual(['timestamp']);
+  });
+
+  it('applies a custom future skew', () => {
+    const result = prepareEvents(
+      [{ type: 'x', identities: { cookie_id: 'c' }, timestamp: new Date(NOW.getTime() + 5_000).toISOString() }],
+      { ...OPTIONS, maxFutureSkewMs: 1_000 },
+    );
+    expect(pathsOf(result, 0)).toEqual(['timestamp']);
+  });
+
+  it('reports a timestamp that is not ISO 8601 or an integer at "timestamp"', () => {
+    for (const timestamp of ['yesterday', '2025-06-14', '2025-06-14T08:30:00', -1, 1.5]) {
+      const result = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, timestamp }], OPTIONS);
+      expect(pathsOf(result, 0)).toEqual(['timestamp']);
+    }
+  });
+
+  it('reports an unreadable TCF string at "consent.tcf"', () => {
+    const result = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, consent: { tcf: 'garbage' } }], OPTIONS);
+    expect(result.accepted).toEqual([]);
+    expect(pathsOf(result, 0)).toEqual(['consent.tcf']);
+  });
+
+  it('reports identity, timestamp and consent errors of one event together', () => {
+    const result = prepareEvents(
+      [
+        {
+          type: 'x',
+          identities: { phone: 'nope' },
+          timestamp: NOW.getTime() + 48 * 3600 * 1000,
+          consent: { tcf: 'garbage' },
+        },
+      ],
+      OPTIONS,
+    );
+    expect(pathsOf(result, 0).sort()).toEqual(['consent.tcf', 'identities.phone', 'timestamp']);
+  });
+
+  it('does not echo a rejected raw email or phone back in its errors', () => {
+    const result = prepareEvents([{ type: 'x', identities: { email: 'jane doe@example.com', phone: 'jane 555 0143 x' } }], OPTIONS);
+    const serialized = JSON.stringify(result.rejected);
+    expect(serialized).not.toContain('jane');
+    expect(serialized).not.toContain('0143');
+  });
+});

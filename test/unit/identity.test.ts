@@ -1,0 +1,207 @@
+import { createHash } from 'node:crypto';
+import {
+  IDENTITY_PRIORITY,
+  IdentityError,
+  STORED_IDENTITY_TYPES,
+  identityKey,
+  normalizeEmail,
+  normalizePhone,
+  normalizeSha256,
+  sha256Hex,
+  toStoredIdentity,
+} from '../../domain/identity';
+
+describe('sha256Hex', () => {
+  it('matches the FIPS 180-2 test vector for "abc"', () => {
+    expect(sha256Hex('abc')).toBe('ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  });
+
+  it('matches the published digest of the empty string', () => {
+    expect(sha256Hex('')).toBe('e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855');
+  });
+
+  it('matches the FIPS 180-2 two-block test vector', () => {
+    expect(sha256Hex('abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq')).toBe(
+      '248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1',
+    );
+  });
+
+  it('hashes text as its UTF-8 bytes', () => {
+    // "é" is c3 a9 in UTF-8; a Latin-1 reading would hash the single byte e9.
+    const utf8 = createHash('sha256').update(Buffer.from([0xc3, 0xa9])).digest('hex');
+    const latin1 = createHash('sha256').update(Buffer.from([0xe9])).digest('hex');
+    expect(sha256Hex('é')).toBe(utf8);
+    expect(sha256Hex('é')).not.toBe(latin1);
+  });
+});
+
+describe('normalizeEmail', () => {
+  it('trims surrounding whitespace and lowercases', () => {
+    expect(normalizeEmail('  Jane.Doe@Example.COM \n')).toBe('jane.doe@example.com');
+  });
+
+  it.each([
+    ['no at sign', 'jane.example.com'],
+    ['nothing before the at sign', '@example.com'],
+    ['nothing after the at sign', 'jane@'],
+    ['two at signs', 'jane@doe@example.com'],
+    ['whitespace inside', 'jane doe@example.com'],
+    ['domain without a dot', 'jane@localhost'],
+    ['empty', ''],
+    ['only whitespace', '   '],
+  ])('rejects an address with %s', (_, raw) => {
+    expect(() => normalizeEmail(raw)).toThrow(IdentityError);
+  });
+});
+
+describe('normalizePhone', () => {
+  it('reads a national number in the default region and returns E.164', () => {
+    expect(normalizePhone('(202) 555-0143', 'US')).toBe('+12025550143');
+  });
+
+  it('accepts the default region in lower case', () => {
+    expect(normalizePhone('(202) 555-0143', 'us')).toBe('+12025550143');
+  });
+
+  it('keeps the country code of an international number regardless of the default region', () => {
+    expect(normalizePhone('+44 20 7946 0958', 'US')).toBe('+442079460958');
+  });
+
+  it('gives the same E.164 for differently formatted spellings of one number', () => {
+    expect(normalizePhone('202.555.0143', 'US')).toBe(normalizePhone('+1 (202) 555-0143', 'DE'));
+  });
+
+  it.each([['hello'], ['12'], ['+1 202'], [''], ['not a phone 555']])('rejects %j', (raw) => {
+    expect(() => normalizePhone(raw, 'US')).toThrow(IdentityError);
+  });
+});
+
+describe('normalizeSha256', () => {
+  const hex = sha256Hex('jane.doe@example.com');
+  const base64 = Buffer.from(hex, 'hex').toString('base64');
+
+  it('returns lowercase hex unchanged', () => {
+    expect(normalizeSha256(hex)).toBe(hex);
+  });
+
+  it('lowercases uppercase hex', () => {
+    expect(normalizeSha256(hex.toUpperCase())).toBe(hex);
+  });
+
+  it('trims whitespace around the digest', () => {
+    expect(normalizeSha256(`  ${hex.toUpperCase()}\t`)).toBe(hex);
+  });
+
+  it('converts a base64 digest to the same lowercase hex', () => {
+    expect(base64).toHaveLength(44);
+    expect(normalizeSha256(base64)).toBe(hex);
+  });
+
+  it.each([
+    ['63 hex characters', 'a'.repeat(63)],
+    ['65 hex characters', 'a'.repeat(65)],
+    ['a non-hex character', `${'a'.repeat(63)}g`],
+    ['base64 of the wrong length', Buffer.from('short').toString('base64')],
+    ['base64 without padding', Buffer.from(hex, 'hex').toString('base64').slice(0, 43)],
+    ['an MD5 digest', '5d41402abc4b2a76b9719d911017c592'],
+    ['empty', ''],
+  ])('rejects %s', (_, raw) => {
+    expect(() => normalizeSha256(raw)).toThrow(IdentityError);
+  });
+});
+
+describe('toStoredIdentity', () => {
+  const rawEmail = '  Jane.Doe@Example.COM ';
+  const rawPhone = '(202) 555-0143';
+
+  it('stores a raw email as the SHA-256 of its normalized form', () => {
+    expect(toStoredIdentity('email', rawEmail, 'US')).toEqual({
+      type: 'email_sha256',
+      value: sha256Hex('jane.doe@example.com'),
+    });
+  });
+
+  it('stores a raw phone as the SHA-256 of its E.164 form', () => {
+    expect(toStoredIdentity('phone', rawPhone, 'US')).toEqual({ type: 'phone_sha256', value: sha256Hex('+12025550143') });
+  });
+
+  it('gives the same stored identity for a raw email and its client-side hash', () => {
+    const fromRaw = toStoredIdentity('email', rawEmail, 'US');
+    const fromHash = toStoredIdentity('email_sha256', sha256Hex('jane.doe@example.com').toUpperCase(), 'US');
+    expect(fromHash).toEqual(fromRaw);
+  });
+
+  it('never returns the raw email or phone', () => {
+    for (const [type, raw] of [
+      ['email', rawEmail],
+      ['phone', rawPhone],
+    ] as const) {
+      const stored = toStoredIdentity(type, raw, 'US');
+      const text = JSON.stringify(stored);
+      expect(STORED_IDENTITY_TYPES).toContain(stored.type);
+      expect(stored.type).not.toBe(type);
+      expect(stored.value).toMatch(/^[0-9a-f]{64}$/);
+      expect(text.toLowerCase()).not.toContain(raw.trim().toLowerCase());
+      expect(text).not.toContain('jane');
+      expect(text).not.toContain('5550143');
+    }
+  });
+
+  it('rejects an invalid raw email or phone', () => {
+    expect(() => toStoredIdentity('email', 'not-an-email', 'US')).toThrow(IdentityError);
+    expect(() => toStoredIdentity('phone', 'call me', 'US')).toThrow(IdentityError);
+  });
+
+  it('normalizes a base64 phone hash to lowercase hex', () => {
+    const hex = sha256Hex('+12025550143');
+    expect(toStoredIdentity('phone_sha256', Buffer.from(hex, 'hex').toString('base64'), 'US')).toEqual({
+      type: 'phone_sha256',
+      value: hex,
+    });
+  });
+
+  it('lowercases a mobile advertising id', () => {
+    expect(toStoredIdentity('maid', ' 6D92078A-8246-4BA4-AE5B-76104861E7DC ', 'US')).toEqual({
+      type: 'maid',
+      value: '6d92078a-8246-4ba4-ae5b-76104861e7dc',
+    });
+  });
+
+  it.each([
+    ['not a UUID', 'not-a-uuid'],
+    ['a UUID without dashes', '6d92078a82464ba4ae5b76104861e7dc'],
+    ['a UUID with a non-hex character', '6d92078a-8246-4ba4-ae5b-76104861e7dz'],
+    ['a UUID in braces', '{6d92078a-8246-4ba4-ae5b-76104861e7dc}'],
+  ])('rejects a mobile advertising id that is %s', (_, raw) => {
+    expect(() => toStoredIdentity('maid', raw, 'US')).toThrow(IdentityError);
+  });
+
+  it('keeps cookie and CRM ids as given apart from surrounding whitespace', () => {
+    expect(toStoredIdentity('cookie_id', '  Abc-123 ', 'US')).toEqual({ type: 'cookie_id', value: 'Abc-123' });
+    expect(toStoredIdentity('crm_id', 'CRM/42', 'US')).toEqual({ type: 'crm_id', value: 'CRM/42' });
+  });
+
+  it('accepts cookie and CRM ids of 1 to 256 characters only', () => {
+    expect(toStoredIdentity('cookie_id', 'x'.repeat(256), 'US').value).toHaveLength(256);
+    expect(() => toStoredIdentity('cookie_id', 'x'.repeat(257), 'US')).toThrow(IdentityError);
+    expect(() => toStoredIdentity('crm_id', '   ', 'US')).toThrow(IdentityError);
+  });
+});
+
+describe('identityKey', () => {
+  it('is "<type>:<value>"', () => {
+    expect(identityKey({ type: 'cookie_id', value: 'abc' })).toBe('cookie_id:abc');
+    const hex = sha256Hex('jane.doe@example.com');
+    expect(identityKey(toStoredIdentity('email', 'Jane.Doe@example.com', 'US'))).toBe(`email_sha256:${hex}`);
+  });
+
+  it('tells apart equal values of different types', () => {
+    expect(identityKey({ type: 'cookie_id', value: 'x' })).not.toBe(identityKey({ type: 'crm_id', value: 'x' }));
+  });
+});
+
+describe('IDENTITY_PRIORITY', () => {
+  it('ranks every stored identity type exactly once', () => {
+    expect([...IDENTITY_PRIORITY].sort()).toEqual([...STORED_IDENTITY_TYPES].sort());
+  });
+});

@@ -1,0 +1,370 @@
+import type { StoredConsent } from '../../domain/consent';
+import { encodeFieldName } from '../../domain/fieldNames';
+import {
+  addIdentity,
+  addLinkedProfile,
+  applyEvent,
+  hasApplied,
+  newProfile,
+  nextVersion,
+  toProfileView,
+  type ProfileDoc,
+  type ProfileEvent,
+} from '../../domain/profile';
+
+const CREATED_AT = new Date('2025-06-15T12:00:00.000Z');
+const at = (iso: string) => new Date(iso);
+
+function event(overrides: Partial<ProfileEvent> & Pick<ProfileEvent, 'timestamp'>): ProfileEvent {
+  return { id: 'e', type: 'page_view', identities: [], ...overrides };
+}
+
+function profile(seenAt = at('2025-06-01T00:00:00Z')): ProfileDoc {
+  return newProfile('p_test', CREATED_AT, seenAt);
+}
+
+function tcfConsent(purposes: number[]): StoredConsent {
+  return {
+    tcf: {
+      tcString: `tc-${purposes.join('-')}`,
+      policyVersion: 4,
+      cmpId: 10,
+      created: at('2025-01-01T00:00:00Z'),
+      purposeConsents: purposes,
+      purposeLegitimateInterests: [],
+      vendorConsents: [],
+    },
+  };
+}
+
+/** Undoes what counting an event typed like an Object.prototype member writes onto built-ins. */
+function removeCountFromBuiltIns(): void {
+  for (const target of [Object.prototype, Object, Object.prototype.toString, Object.prototype.hasOwnProperty]) {
+    delete (target as unknown as Record<string, unknown>).count;
+  }
+}
+
+describe('newProfile', () => {
+  it("uses the creating event's time for firstSeen and lastSeen, and now for createdAt and updatedAt", () => {
+    const seenAt = at('2025-05-01T08:00:00Z');
+    const doc = newProfile('p_1', CREATED_AT, seenAt);
+    expect(doc._id).toBe('p_1@00000000');
+    expect(doc.profileId).toBe('p_1');
+    expect(doc.version).toBe(0);
+    expect(doc.firstSeen).toEqual(seenAt);
+    expect(doc.lastSeen).toEqual(seenAt);
+    expect(doc.createdAt).toEqual(CREATED_AT);
+    expect(doc.updatedAt).toEqual(CREATED_AT);
+  });
+
+  it('starts empty', () => {
+    const doc = profile();
+    expect(doc.identities).toEqual([]);
+    expect(doc.traits).toEqual({});
+    expect(doc.counters).toEqual({});
+    expect(doc.consent).toBeNull();
+    expect(doc.sources).toEqual([]);
+    expect(doc.linkedProfiles).toEqual([]);
+    expect(doc.applied).toEqual({});
+  });
+
+  it('keeps firstSeen at the creating event when that event is then applied', () => {
+    const seenAt = at('2025-05-01T08:00:00Z');
+    const doc = newProfile('p_1', CREATED_AT, seenAt);
+    applyEvent(doc, event({ timestamp: seenAt }), 'src_a', 0);
+    expect(doc.firstSeen).toEqual(seenAt);
+    expect(doc.lastSeen).toEqual(seenAt);
+  });
+});
+
+describe('applyEvent: counters', () => {
+  it('counts events per type', () => {
+    const doc = profile();
+    applyEvent(doc, event({ type: 'page_view', timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
+    applyEvent(doc, event({ type: 'page_view', timestamp: at('2025-06-03T00:00:00Z') }), 'src_a', 0);
+    applyEvent(doc, event({ type: 'purchase', timestamp: at('2025-06-04T00:00:00Z') }), 'src_a', 0);
+    expect(doc.counters.page_view.count).toBe(2);
+    expect(doc.counters.purchase.count).toBe(1);
+    expect(Object.keys(doc.counters).sort()).toEqual(['page_view', 'purchase']);
+  });
+
+  it('records first and last seen per type, including for an older event arriving late', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z') }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-07T00:00:00Z') }), 'src_a', 1);
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z') }), 'src_a', 2);
+    applyEvent(doc, event({ timestamp: at('2025-06-06T00:00:00Z') }), 'src_a', 3);
+    expect(doc.counters.page_view).toEqual({
+      count: 4,
+      firstSeen: at('2025-06-03T00:00:00Z'),
+      lastSeen: at('2025-06-07T00:00:00Z'),
+    });
+  });
+
+  it('moves the profile firstSeen back for an older event and lastSeen forward for a newer one', () => {
+    const doc = profile(at('2025-06-05T00:00:00Z'));
+    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z') }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-01T00:00:00Z') }), 'src_a', 1);
+    applyEvent(doc, event({ timestamp: at('2025-06-09T00:00:00Z') }), 'src_a', 2);
+    applyEvent(doc, event({ timestamp: at('2025-06-04T00:00:00Z') }), 'src_a', 3);
+    expect(doc.firstSeen).toEqual(at('2025-06-01T00:00:00Z'));
+    expect(doc.lastSeen).toEqual(at('2025-06-09T00:00:00Z'));
+  });
+
+  it('keys counters by the encoded event type', () => {
+    const doc = profile();
+    applyEvent(doc, event({ type: 'checkout.step$1', timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
+    expect(Object.keys(doc.counters)).toEqual([encodeFieldName('checkout.step$1')]);
+    expect(Object.keys(doc.counters)[0]).not.toContain('.');
+  });
+
+  it.each([['constructor'], ['toString'], ['hasOwnProperty'], ['__proto__']])(
+    'counts an event whose type is %j like any other type',
+    (type) => {
+      const doc = profile();
+      try {
+        applyEvent(doc, event({ type, timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
+        applyEvent(doc, event({ type, timestamp: at('2025-06-03T00:00:00Z') }), 'src_a', 1);
+        const view = toProfileView(doc);
+        expect(Object.prototype.hasOwnProperty.call(view.counters, type)).toBe(true);
+        expect(view.counters[type]).toEqual({
+          count: 2,
+          firstSeen: '2025-06-02T00:00:00.000Z',
+          lastSeen: '2025-06-03T00:00:00.000Z',
+        });
+      } finally {
+        removeCountFromBuiltIns();
+      }
+    },
+  );
+
+  it.each([['__proto__'], ['constructor']])('does not write onto shared built-in objects for an event typed %j', (type) => {
+    const doc = profile();
+    try {
+      applyEvent(doc, event({ type, timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
+      expect(Object.prototype.hasOwnProperty.call(Object.prototype, 'count')).toBe(false);
+      expect(({} as Record<string, unknown>).count).toBeUndefined();
+      expect(Object.prototype.hasOwnProperty.call(Object, 'count')).toBe(false);
+    } finally {
+      removeCountFromBuiltIns();
+    }
+  });
+});
+
+describe('applyEvent: traits', () => {
+  it('sets traits from an event', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'gold', seats: 3 } }), 'src_a', 0);
+    expect(doc.traits).toEqual({ plan: 'gold', seats: 3 });
+    expect(doc.traitsAt).toEqual({ plan: at('2025-06-02T00:00:00Z'), seats: at('2025-06-02T00:00:00Z') });
+  });
+
+  it('lets a newer event overwrite a trait', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'silver' } }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 1);
+    expect(doc.traits.plan).toBe('gold');
+    expect(doc.traitsAt.plan).toEqual(at('2025-06-03T00:00:00Z'));
+  });
+
+  it('does not let an older event that arrives late overwrite a trait', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'silver' } }), 'src_a', 1);
+    expect(doc.traits.plan).toBe('gold');
+    expect(doc.traitsAt.plan).toEqual(at('2025-06-03T00:00:00Z'));
+  });
+
+  it('decides per trait: an older event still sets traits the profile does not have', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 0);
+    applyEvent(
+      doc,
+      event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'silver', country: 'DE' } }),
+      'src_a',
+      1,
+    );
+    expect(doc.traits).toEqual({ plan: 'gold', country: 'DE' });
+  });
+
+  it('lets the later-applied event win a tie on timestamp', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'silver' } }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 1);
+    expect(doc.traits.plan).toBe('gold');
+  });
+
+  it('keeps traits of other names when an event sets some', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { country: 'DE' } }), 'src_a', 1);
+    applyEvent(doc, event({ timestamp: at('2025-06-04T00:00:00Z') }), 'src_a', 2);
+    expect(doc.traits).toEqual({ plan: 'gold', country: 'DE' });
+  });
+
+  it.each([['constructor'], ['toString'], ['valueOf']])('stores a trait named %j like any other trait', (name) => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { [name]: 'v1' } }), 'src_a', 0);
+    expect(toProfileView(doc).traits).toEqual({ [name]: 'v1' });
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { [name]: 'v2' } }), 'src_a', 1);
+    expect(toProfileView(doc).traits).toEqual({ [name]: 'v2' });
+  });
+});
+
+describe('applyEvent: consent, identities, sources, applied', () => {
+  it('takes consent from an event and records its source and time', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), 'src_a', 0);
+    expect(doc.consent).toEqual({ ...tcfConsent([1]), sourceId: 'src_a', at: at('2025-06-02T00:00:00Z') });
+  });
+
+  it('keeps the consent of the newest event, whatever the order of application', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z'), consent: tcfConsent([1, 2]) }), 'src_new', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), 'src_old', 0);
+    expect(doc.consent?.tcf?.purposeConsents).toEqual([1, 2]);
+    expect(doc.consent?.sourceId).toBe('src_new');
+    expect(doc.consent?.at).toEqual(at('2025-06-05T00:00:00Z'));
+
+    applyEvent(doc, event({ timestamp: at('2025-06-07T00:00:00Z'), consent: { purposes: { ads: false } } }), 'src_old', 1);
+    expect(doc.consent).toEqual({ purposes: { ads: false }, sourceId: 'src_old', at: at('2025-06-07T00:00:00Z') });
+  });
+
+  it('keeps consent when a newer event carries none', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-09T00:00:00Z') }), 'src_a', 1);
+    expect(doc.consent?.tcf?.purposeConsents).toEqual([1]);
+  });
+
+  it('lists each source once, in order of first appearance', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_b', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_b', 1);
+    expect(doc.sources).toEqual(['src_b', 'src_a']);
+  });
+
+  it('adds identities without duplicates', () => {
+    const doc = profile();
+    const cookie = { type: 'cookie_id' as const, value: 'c-1' };
+    const crm = { type: 'crm_id' as const, value: 'c-1' };
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [cookie] }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [{ ...cookie }, crm] }), 'src_a', 0);
+    addIdentity(doc, { ...crm });
+    expect(doc.identities).toEqual([cookie, crm]);
+  });
+
+  it('records the highest chunk applied per source, even when chunks are applied out of order', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 3);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 1);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_b', 0);
+    expect(doc.applied).toEqual({ src_a: 3, src_b: 0 });
+  });
+});
+
+describe('hasApplied', () => {
+  it('is false for a source the profile has never seen', () => {
+    expect(hasApplied({}, 'src_a', 0)).toBe(false);
+    expect(hasApplied({ src_b: 5 }, 'src_a', 0)).toBe(false);
+  });
+
+  it('is true for the last applied chunk and every earlier one', () => {
+    expect(hasApplied({ src_a: 5 }, 'src_a', 5)).toBe(true);
+    expect(hasApplied({ src_a: 5 }, 'src_a', 4)).toBe(true);
+    expect(hasApplied({ src_a: 5 }, 'src_a', 0)).toBe(true);
+  });
+
+  it('is false for a later chunk', () => {
+    expect(hasApplied({ src_a: 5 }, 'src_a', 6)).toBe(false);
+  });
+
+  it('treats chunk 0 as applied once recorded', () => {
+    expect(hasApplied({ src_a: 0 }, 'src_a', 0)).toBe(true);
+    expect(hasApplied({ src_a: 0 }, 'src_a', 1)).toBe(false);
+  });
+
+  it('agrees with what applyEvent records', () => {
+    const doc = profile();
+    expect(hasApplied(doc.applied, 'src_a', 2)).toBe(false);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 2);
+    expect(hasApplied(doc.applied, 'src_a', 2)).toBe(true);
+    expect(hasApplied(doc.applied, 'src_a', 3)).toBe(false);
+  });
+});
+
+describe('addLinkedProfile', () => {
+  it('links other profiles once and never the profile itself', () => {
+    const doc = newProfile('p_self', CREATED_AT, CREATED_AT);
+    addLinkedProfile(doc, 'p_other');
+    addLinkedProfile(doc, 'p_other');
+    addLinkedProfile(doc, 'p_self');
+    expect(doc.linkedProfiles).toEqual(['p_other']);
+  });
+});
+
+describe('toProfileView', () => {
+  it('decodes encoded trait names and counter names', () => {
+    const doc = profile(at('2025-06-02T00:00:00Z'));
+    applyEvent(
+      doc,
+      event({
+        type: 'checkout.completed',
+        timestamp: at('2025-06-02T00:00:00Z'),
+        traits: { 'plan%2Etier': 'gold', '%24score': 3, '100%25': true },
+      }),
+      'src_a',
+      0,
+    );
+    const view = toProfileView(doc);
+    expect(view.traits).toEqual({ 'plan.tier': 'gold', $score: 3, '100%': true });
+    expect(Object.keys(view.counters)).toEqual(['checkout.completed']);
+  });
+
+  it('renders dates as ISO strings and copies the other fields', () => {
+    const doc = newProfile('p_view', CREATED_AT, at('2025-06-02T00:00:00Z'));
+    applyEvent(
+      doc,
+      event({
+        type: 'page_view',
+        timestamp: at('2025-06-03T00:00:00Z'),
+        identities: [{ type: 'cookie_id', value: 'c-1' }],
+        consent: { purposes: { ads: true } },
+      }),
+      'src_a',
+      0,
+    );
+    addLinkedProfile(doc, 'p_other');
+    expect(toProfileView(doc)).toEqual({
+      id: 'p_view',
+      identities: [{ type: 'cookie_id', value: 'c-1' }],
+      traits: {},
+      counters: { page_view: { count: 1, firstSeen: '2025-06-03T00:00:00.000Z', lastSeen: '2025-06-03T00:00:00.000Z' } },
+      consent: { purposes: { ads: true }, sourceId: 'src_a', at: at('2025-06-03T00:00:00Z') },
+      sources: ['src_a'],
+      linkedProfiles: ['p_other'],
+      firstSeen: '2025-06-02T00:00:00.000Z',
+      lastSeen: '2025-06-03T00:00:00.000Z',
+      updatedAt: CREATED_AT.toISOString(),
+    });
+  });
+
+  it('does not expose internal bookkeeping', () => {
+    const view = toProfileView(profile()) as Record<string, unknown>;
+    for (const key of ['_id', 'traitsAt', 'applied', 'createdAt']) expect(key in view).toBe(false);
+  });
+});
+
+describe('nextVersion', () => {
+  it('copies the profile under the next versioned id without sharing state with it', () => {
+    const first = newProfile('p_9', new Date('2025-01-01T00:00:00Z'), new Date('2025-01-01T00:00:00Z'));
+    first.traits.tier = 'gold';
+    const second = nextVersion(first);
+    expect(second._id).toBe('p_9@00000001');
+    expect(second.version).toBe(1);
+    second.traits.tier = 'silver';
+    expect(first.traits.tier).toBe('gold');
+    expect(second.firstSeen).toEqual(first.firstSeen);
+  });
+});
