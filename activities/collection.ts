@@ -61,6 +61,16 @@ function heartbeat(details?: unknown): void {
   }
 }
 
+/** Heartbeats on a timer while `work` runs: long store reads in between give no natural point to. */
+async function withHeartbeats<T>(work: () => Promise<T>, everyMs = 2000): Promise<T> {
+  const timer = setInterval(() => heartbeat(), everyMs);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -107,6 +117,92 @@ export function createCollectionActivities(deps: CollectionDeps) {
     return { assignments, newIdentities, links };
   }
 
+  /**
+   * Folds the next chunks of a source's log into profiles. Safe to retry: identity and link writes
+   * are keyed inserts, new profile ids derive from the event, and each profile version carries the
+   * last chunk it absorbed per source, written in the same insert as the changes themselves.
+   * Runs only while the caller holds the profile-writer lock, so no one else writes profiles.
+   */
+  async function drainBatch(input: DrainInput): Promise<DrainResult> {
+    const { sourceId } = input;
+    const batch: Array<{ seq: number; event: StoredEvent }> = [];
+    let seq = input.cursor;
+    let duplicates = 0;
+    let chunks = 0;
+    let more = false;
+    for (;;) {
+      if (batch.length >= input.maxEvents) {
+        more = await isReady(sourceId, seq);
+        break;
+      }
+      const chunk = await log.read(sourceId, seq);
+      if (!chunk) break;
+      let skip: Set<number>;
+      if (chunk.state === 'sealed') skip = new Set(chunk.duplicates ?? []);
+      else if (now().getTime() - chunk.createdAt.getTime() >= pendingGraceMs) skip = await log.unclaimedIndexes(chunk);
+      else break;
+      chunk.events.forEach((event, index) => {
+        if (skip.has(index)) duplicates++;
+        else batch.push({ seq, event });
+      });
+      seq++;
+      chunks++;
+      heartbeat({ seq });
+    }
+    const result: DrainResult = { cursor: seq, chunks, applied: 0, duplicates, alreadyApplied: 0, profilesWritten: 0, more };
+    if (batch.length === 0) return result;
+
+    const keys = [...new Set(batch.flatMap(({ event }) => event.identities.map(identityKey)))];
+    const known = await identityIndex.resolve(keys);
+    heartbeat({ seq, resolved: keys.length });
+    const { assignments, newIdentities, links } = assignProfiles(sourceId, batch, known);
+
+    const touchedIds = [...new Set(assignments.flatMap((a) => [a.profileId, ...a.linkedTo]))];
+    const stored = await profiles.load(touchedIds);
+    heartbeat({ seq, loaded: stored.size });
+    const changed = new Map<string, ProfileDoc>();
+    const writable = (id: string, seenAt: Date): ProfileDoc => {
+      let doc = changed.get(id);
+      if (!doc) {
+        const current = stored.get(id);
+        doc = current ? nextVersion(current) : newProfile(id, now(), seenAt);
+        changed.set(id, doc);
+      }
+      return doc;
+    };
+    for (const { seq: chunkSeq, event, profileId, linkedTo } of assignments) {
+      // The retry guard compares with what was stored, not with this batch's own progress.
+      const current = stored.get(profileId);
+      if (current && hasApplied(current.applied, sourceId, chunkSeq)) {
+        result.alreadyApplied++;
+        continue;
+      }
+      const profile = writable(profileId, event.timestamp);
+      applyEvent(profile, event, sourceId, chunkSeq);
+      for (const other of linkedTo) {
+        addLinkedProfile(profile, other);
+        addLinkedProfile(writable(other, event.timestamp), profileId);
+      }
+      result.applied++;
+    }
+
+    // Identities before profiles: a profile is never saved that its identities cannot find.
+    await identityIndex.addIdentities(newIdentities);
+    await identityIndex.addLinks(links);
+    await deps.onDrainStep?.('identities-written');
+    const updatedAt = now();
+    const toSave = [...changed.values()];
+    for (let start = 0; start < toSave.length; start += profileWriteBatch) {
+      const slice = toSave.slice(start, start + profileWriteBatch);
+      for (const doc of slice) doc.updatedAt = updatedAt;
+      await profiles.saveVersions(slice);
+      heartbeat({ seq, saved: start + slice.length });
+      if (start + slice.length < toSave.length) await deps.onDrainStep?.('profiles-partly-written');
+    }
+    result.profilesWritten = toSave.length;
+    return result;
+  }
+
   return {
     /** Read-only; safe to retry. Waits (heartbeating) until the chunk at `cursor` can be drained. */
     async waitForSourceEvents(input: { sourceId: string; cursor: number; maxWaitMs: number }): Promise<boolean> {
@@ -135,90 +231,9 @@ export function createCollectionActivities(deps: CollectionDeps) {
       return workflowId;
     },
 
-    /**
-     * Folds the next chunks of a source's log into profiles. Safe to retry: identity and link writes
-     * are keyed inserts, new profile ids derive from the event, and each profile carries the last
-     * chunk it absorbed per source, written in the same document write as the changes themselves.
-     * Runs only while the caller holds the profile-writer lock, so no one else writes profiles.
-     */
-    async drainSourceBatch(input: DrainInput): Promise<DrainResult> {
-      const { sourceId } = input;
-      const batch: Array<{ seq: number; event: StoredEvent }> = [];
-      let seq = input.cursor;
-      let duplicates = 0;
-      let chunks = 0;
-      let more = false;
-      for (;;) {
-        if (batch.length >= input.maxEvents) {
-          more = await isReady(sourceId, seq);
-          break;
-        }
-        const chunk = await log.read(sourceId, seq);
-        if (!chunk) break;
-        let skip: Set<number>;
-        if (chunk.state === 'sealed') skip = new Set(chunk.duplicates ?? []);
-        else if (now().getTime() - chunk.createdAt.getTime() >= pendingGraceMs) skip = await log.unclaimedIndexes(chunk);
-        else break;
-        chunk.events.forEach((event, index) => {
-          if (skip.has(index)) duplicates++;
-          else batch.push({ seq, event });
-        });
-        seq++;
-        chunks++;
-        heartbeat({ seq });
-      }
-      const result: DrainResult = { cursor: seq, chunks, applied: 0, duplicates, alreadyApplied: 0, profilesWritten: 0, more };
-      if (batch.length === 0) return result;
-
-      const keys = [...new Set(batch.flatMap(({ event }) => event.identities.map(identityKey)))];
-      const known = await identityIndex.resolve(keys);
-      heartbeat({ seq, resolved: keys.length });
-      const { assignments, newIdentities, links } = assignProfiles(sourceId, batch, known);
-
-      const touchedIds = [...new Set(assignments.flatMap((a) => [a.profileId, ...a.linkedTo]))];
-      const stored = await profiles.load(touchedIds);
-      heartbeat({ seq, loaded: stored.size });
-      const changed = new Map<string, ProfileDoc>();
-      const writable = (id: string, seenAt: Date): ProfileDoc => {
-        let doc = changed.get(id);
-        if (!doc) {
-          const current = stored.get(id);
-          doc = current ? nextVersion(current) : newProfile(id, now(), seenAt);
-          changed.set(id, doc);
-        }
-        return doc;
-      };
-      for (const { seq: chunkSeq, event, profileId, linkedTo } of assignments) {
-        // The retry guard compares with what was stored, not with this batch's own progress.
-        const current = stored.get(profileId);
-        if (current && hasApplied(current.applied, sourceId, chunkSeq)) {
-          result.alreadyApplied++;
-          continue;
-        }
-        const profile = writable(profileId, event.timestamp);
-        applyEvent(profile, event, sourceId, chunkSeq);
-        for (const other of linkedTo) {
-          addLinkedProfile(profile, other);
-          addLinkedProfile(writable(other, event.timestamp), profileId);
-        }
-        result.applied++;
-      }
-
-      // Identities before profiles: a profile is never saved that its identities cannot find.
-      await identityIndex.addIdentities(newIdentities);
-      await identityIndex.addLinks(links);
-      await deps.onDrainStep?.('identities-written');
-      const updatedAt = now();
-      const toSave = [...changed.values()];
-      for (let start = 0; start < toSave.length; start += profileWriteBatch) {
-        const slice = toSave.slice(start, start + profileWriteBatch);
-        for (const doc of slice) doc.updatedAt = updatedAt;
-        await profiles.saveVersions(slice);
-        heartbeat({ seq, saved: start + slice.length });
-        if (start + slice.length < toSave.length) await deps.onDrainStep?.('profiles-partly-written');
-      }
-      result.profilesWritten = toSave.length;
-      return result;
+    /** See drainBatch. */
+    drainSourceBatch(input: DrainInput): Promise<DrainResult> {
+      return withHeartbeats(() => drainBatch(input));
     },
   };
 }

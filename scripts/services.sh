@@ -14,14 +14,15 @@
 #
 # Services (names accepted by `down`):
 #   temporal             Temporal dev server (gRPC + Web UI), SQLite file persistence
-#   ferretdb-sqlite      FerretDB on its SQLite backend (default store)
+#   ferretdb-sqlite      FerretDB on its SQLite backend
 #   postgres             PostgreSQL cluster used by the postgresql store backend
-#   ferretdb-postgresql  FerretDB on the PostgreSQL backend
+#   ferretdb-postgresql  FerretDB on the PostgreSQL backend (default store)
 #
 # Environment:
 #   TEMPORAL_ADDRESS      when set, Temporal is external: nothing is started for it
 #   MONGODB_URI           when set, the store is external: nothing is started for it
-#   DMP_STORE_BACKEND     sqlite (default) | postgresql; `--backend` wins over it
+#   DMP_STORE_BACKEND     postgresql (default: faster on the hot paths, see README) | sqlite;
+#                         `--backend` wins over it
 #   DMP_TEMPORAL_PORT     Temporal gRPC port (7233)
 #   DMP_TEMPORAL_UI_PORT  Temporal Web UI port (8233)
 #   DMP_STORE_PORT        FerretDB port (27017 for sqlite, 27018 for postgresql, so
@@ -86,7 +87,7 @@ COMMAND="${1:-}"
 [[ -n "$COMMAND" ]] || usage
 shift
 
-BACKEND="${DMP_STORE_BACKEND:-sqlite}"
+BACKEND="${DMP_STORE_BACKEND:-postgresql}"
 NAMES=()
 while [[ $# -gt 0 ]]; do
   case "$1" in

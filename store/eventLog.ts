@@ -20,6 +20,9 @@ export interface EventChunk {
 interface ChunkSeal {
   _id: string;
   duplicates: number[];
+  /** Events in the chunk that are not duplicates; with `chunkCreatedAt`, lets status read seals only. */
+  accepted: number;
+  chunkCreatedAt: Date;
   sealedAt: Date;
 }
 
@@ -79,7 +82,13 @@ export class EventLog {
     const started = this.now();
     const seq = await this.claimSlot(sourceId, { createdAt: new Date(started), events });
     const duplicateIndexes = await this.claimEventIds(sourceId, seq, events);
-    await this.seals.insertOne({ _id: chunkId(sourceId, seq), duplicates: [...duplicateIndexes], sealedAt: new Date(this.now()) });
+    await this.seals.insertOne({
+      _id: chunkId(sourceId, seq),
+      duplicates: [...duplicateIndexes],
+      accepted: events.length - duplicateIndexes.size,
+      chunkCreatedAt: new Date(started),
+      sealedAt: new Date(this.now()),
+    });
     if (this.now() - started > this.options.ackDeadlineMs) {
       throw new AckDeadlineExceeded(`chunk ${seq} of ${sourceId} took longer than ${this.options.ackDeadlineMs} ms to seal`);
     }
@@ -134,6 +143,11 @@ export class EventLog {
     const [chunk, seal] = await Promise.all([this.chunks.findOne({ _id: id }), this.seals.findOne({ _id: id })]);
     if (!chunk) return null;
     return { ...chunk, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
+  }
+
+  /** A sealed chunk's counts without its events (null while the chunk is pending or absent). */
+  async readSeal(sourceId: string, seq: number): Promise<{ accepted: number; chunkCreatedAt: Date } | null> {
+    return this.seals.findOne({ _id: chunkId(sourceId, seq) }, { projection: { accepted: 1, chunkCreatedAt: 1 } });
   }
 
   /** For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim. */

@@ -1,0 +1,92 @@
+import type { Client } from '@temporalio/client';
+import type { Store } from '../../store/db';
+import { expectedProfiles, userEvent, type GeneratedEvent } from '../support/audience';
+import { call, inParallel } from '../support/http';
+import { profileDifferences } from '../support/profiles';
+import { startApi, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningApi, type RunningWorker } from '../support/services';
+
+const USERS = 2000;
+const EVENTS_PER_USER = 10;
+const DUPLICATES = 2000; // 10% of the unique events, sent again
+const INVALID = 300;
+
+function invalidEvent(n: number): unknown {
+  switch (n % 3) {
+    case 0:
+      return { id: `bad-${n}`, type: 'page_view', identities: { phone: 'not a phone' } };
+    case 1:
+      return { id: `bad-${n}`, identities: { cookie_id: `c-${n}` } }; // no type
+    default:
+      return { id: `bad-${n}`, type: 'page_view', identities: { fax: '123' } };
+  }
+}
+
+describe('collect → profiles, end to end', () => {
+  let store: Store;
+  let temporal: Client;
+  let worker: RunningWorker;
+  let api: RunningApi;
+  const taskQueue = uniqueName('e2e');
+
+  beforeAll(async () => {
+    store = await testStore('e2e');
+    temporal = await testTemporal();
+    worker = await startWorker({ store, temporal, taskQueue });
+    api = await startApi({ store, temporal, taskQueue });
+  });
+  afterAll(async () => {
+    await api.close();
+    await worker.stop();
+    await temporal.connection.close();
+    await store.close();
+  });
+
+  it('turns 20,000 events for 2,000 users, with 10% repeats and invalid events, into exact profiles', async () => {
+    const created = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'web events', kind: 'events', party: 'first' } });
+    expect(created.status).toBe(201);
+    const { id: sourceId, writeKey } = created.body;
+
+    const unique: GeneratedEvent[] = [];
+    for (let user = 0; user < USERS; user++) for (let n = 0; n < EVENTS_PER_USER; n++) unique.push(userEvent(user, n));
+    // Repeats are spread over other requests and, for some, placed in the same request as the original.
+    const stream: unknown[] = [...unique];
+    for (let d = 0; d < DUPLICATES; d++) stream.splice((d * 7919) % stream.length, 0, unique[(d * 104729) % unique.length]);
+    for (let n = 0; n < INVALID; n++) stream.splice((n * 4099) % stream.length, 0, invalidEvent(n));
+    const requests: unknown[][] = [];
+    for (let start = 0; start < stream.length; start += 500) requests.push(stream.slice(start, start + 500));
+
+    const responses = await inParallel(
+      requests.map((events) => () => call(`${api.url}/v1/collect`, { key: writeKey, body: { events } })),
+      8,
+    );
+    expect(responses.every((response) => response.status === 202)).toBe(true);
+    const accepted = responses.reduce((sum, r) => sum + r.body.accepted, 0);
+    const duplicates = responses.reduce((sum, r) => sum + r.body.duplicates, 0);
+    const rejected = responses.flatMap((r, requestIndex) => r.body.rejected.map((x: { index: number }) => requests[requestIndex][x.index]));
+    expect(accepted).toBe(USERS * EVENTS_PER_USER);
+    expect(duplicates).toBe(DUPLICATES);
+    expect(rejected).toHaveLength(INVALID);
+    expect(new Set(rejected.map((event: any) => event.id))).toEqual(new Set(Array.from({ length: INVALID }, (_, n) => `bad-${n}`)));
+
+    const status = await waitFor(
+      'the source to drain',
+      async () => {
+        const response = await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey });
+        return response.body.progress?.eventsProcessed === USERS * EVENTS_PER_USER ? response.body : undefined;
+      },
+      300_000,
+      1000,
+    );
+    expect(status.progress.duplicatesSkipped).toBe(DUPLICATES);
+    expect(status.progress.lastError).toBeNull();
+    expect(status.pending.chunks).toBe(0);
+    expect(await profileDifferences(store, expectedProfiles(unique))).toEqual([]);
+
+    const byEmail = await call(`${api.url}/v1/profiles/lookup?type=email&value=${encodeURIComponent('USER42@example.com')}`, { key: api.adminKey });
+    expect(byEmail.status).toBe(200);
+    expect(byEmail.body.identities).toEqual(expect.arrayContaining([{ type: 'cookie_id', value: 'c-42' }]));
+    expect(byEmail.body.counters).toEqual(expectedProfiles(unique).get('c-42')?.counters);
+    expect(JSON.stringify(byEmail.body)).not.toMatch(/example\.com/i);
+    expect(byEmail.body.traits).toEqual({ 'plan.tier': 'free', visits: 9 });
+  });
+});
