@@ -1,22 +1,13 @@
 import type { Client } from '@temporalio/client';
 import type { DrainStep } from '../../activities/collection';
-import { prepareEvents } from '../../domain/collect';
 import { sourceWorkflowId } from '../../domain/workflowIds';
 import type { Store } from '../../store/db';
-import { EventLog } from '../../store/eventLog';
 import { ensureSourceWorkflow } from '../../temporal/client';
 import { sourceStatusQuery } from '../../workflows/sourceConnection';
-import { expectedProfiles, userEvent, type GeneratedEvent } from '../support/audience';
+import { appendToLog } from '../support/appendEvents';
+import { expectedProfiles, userEvent } from '../support/audience';
 import { profileDifferences } from '../support/profiles';
 import { baseConfig, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningWorker } from '../support/services';
-
-async function appendAll(store: Store, sourceId: string, generated: GeneratedEvent[], perChunk: number): Promise<void> {
-  const log = new EventLog(store);
-  for (let start = 0; start < generated.length; start += perChunk) {
-    const { accepted } = prepareEvents(generated.slice(start, start + perChunk), { now: new Date(), defaultPhoneRegion: 'US' });
-    await log.append(sourceId, accepted.map((a) => a.event));
-  }
-}
 
 describe('draining a source into profiles', () => {
   let store: Store;
@@ -41,7 +32,7 @@ describe('draining a source into profiles', () => {
     const sourceId = uniqueName('src');
     const generated = Array.from({ length: 1500 }, (_, n) => userEvent(n % 300, Math.floor(n / 300)));
     // Every id is sent twice, in different chunks: the repeats must count once.
-    await appendAll(store, sourceId, [...generated, ...generated.slice(0, 200)], 250);
+    await appendToLog(store, sourceId, [...generated, ...generated.slice(0, 200)], 250);
 
     const injected: DrainStep[] = [];
     worker = await startWorker({

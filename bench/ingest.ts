@@ -1,0 +1,643 @@
+/**
+ * Ingestion benchmark: how fast the collect API acknowledges events and how fast a source drains
+ * them into profiles, each set against what the same store does with raw writes in the same run.
+ *
+ *   npm run bench:ingest                              # PostgreSQL-backed FerretDB (the default store)
+ *   DMP_STORE_BACKEND=sqlite npm run bench:ingest     # SQLite-backed FerretDB
+ *   MONGODB_URI=mongodb://host:port/db npm run bench:ingest   # any other store, reported as `external`
+ *
+ * Steps, all against loopback, all bounded in time:
+ *   1. a fresh database `dmp_bench_<timestamp>` on the MONGODB_URI server;
+ *   2. store baseline: raw `insertMany` of stored-event documents and raw bulk upserts
+ *      (`replaceOne` + `upsert`) of profile-sized documents, 500 per batch;
+ *   3. the worker and the API as separate processes on that database, one new source, paused;
+ *   4. load from a separate process (bench/loadgen.ts, autocannon): batches of 100 events over
+ *      16 connections, then single events over 32 connections; every event id is new;
+ *   5. resume the source and time the drain until `progress.eventsProcessed` reaches every event the
+ *      log accepted;
+ *   6. stop the processes, terminate the bench workflows and drop the database.
+ *
+ * A table goes to stderr; the last stdout line is one JSON object with the results.
+ *
+ * Knobs (environment, all optional): DMP_BENCH_INSERT_DOCS (20000), DMP_BENCH_UPSERT_DOCS (3000),
+ * DMP_BENCH_STORE_CAP_SECONDS (45, per store baseline), DMP_BENCH_WARMUP_SECONDS (3),
+ * DMP_BENCH_BATCH_SECONDS (15), DMP_BENCH_SINGLE_SECONDS (10), DMP_BENCH_USERS (10000),
+ * DMP_BENCH_DRAIN_TIMEOUT_SECONDS (150).
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { randomBytes } from 'node:crypto';
+import { BSON, type Document } from 'mongodb';
+import type { Client } from '@temporalio/client';
+import { loadConfig } from '../config';
+import { prepareEvents } from '../domain/collect';
+import { sha256Hex } from '../domain/identity';
+import { newProfile, type ProfileDoc } from '../domain/profile';
+import { profileWriterLockWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
+import { COLLECTIONS, connectStore, type Store } from '../store/db';
+import { connectTemporal } from '../temporal/client';
+import { benchEvent, type LoadResult, type LoadSpec } from './loadgen';
+
+const ROOT = path.resolve(__dirname, '..');
+const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
+
+function envNumber(name: string, fallback: number, min = 1): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min) throw new Error(`${name} must be a number ≥ ${min}, got '${raw}'`);
+  return value;
+}
+
+const SETTINGS = {
+  storeBatch: 500,
+  /**
+   * A batch of upserts goes out as several `update` commands of this many statements: FerretDB 1.24
+   * keeps each statement's query (and its pooled backend connection) open until the whole command
+   * ends, so one command with as many statements as its pool has connections (50 on PostgreSQL)
+   * never finishes and leaves the server unable to answer anyone.
+   */
+  updateStatementsPerCommand: 20,
+  insertDocs: envNumber('DMP_BENCH_INSERT_DOCS', 20_000),
+  upsertDocs: envNumber('DMP_BENCH_UPSERT_DOCS', 3_000),
+  storeCapSeconds: envNumber('DMP_BENCH_STORE_CAP_SECONDS', 45),
+  warmupSeconds: envNumber('DMP_BENCH_WARMUP_SECONDS', 3, 0),
+  batchSeconds: envNumber('DMP_BENCH_BATCH_SECONDS', 15),
+  batchConnections: 16,
+  batchEvents: 100,
+  singleSeconds: envNumber('DMP_BENCH_SINGLE_SECONDS', 10),
+  singleConnections: 32,
+  users: envNumber('DMP_BENCH_USERS', 10_000),
+  drainTimeoutSeconds: envNumber('DMP_BENCH_DRAIN_TIMEOUT_SECONDS', 150),
+  /** The whole run gives up (and cleans up) after this long, whatever it is waiting for. */
+  deadlineSeconds: envNumber('DMP_BENCH_DEADLINE_SECONDS', 600),
+  startTimeoutSeconds: 120,
+  pollMs: 500,
+};
+
+// ---- small helpers ----------------------------------------------------------------------------
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const say = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits;
+
+/** Settles like `promise`, or rejects once `ms` have passed: keeps a stuck store from stalling the run. */
+function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** The same server URI with another database in its path (options after `?` are kept). */
+export function withDatabase(uri: string, databaseName: string): string {
+  const match = /^(mongodb(?:\+srv)?:\/\/[^/?]+)(\/[^?]*)?(\?.*)?$/.exec(uri);
+  if (!match) throw new Error(`cannot read MONGODB_URI ${redact(uri)}`);
+  return `${match[1]}/${databaseName}${match[3] ?? ''}`;
+}
+
+function redact(uri: string): string {
+  return uri.replace(/\/\/[^@/]*@/, '//***@');
+}
+
+/**
+ * The store's name for the report: the FerretDB handler when the URI is the one scripts/services.sh
+ * hands out (`mongodb://127.0.0.1:<port>/dmp`), read from the server's own command line when it runs
+ * here; `external` for any other URI.
+ */
+function backendName(uri: string, serverPid: number | undefined): string {
+  const local = /^mongodb:\/\/127\.0\.0\.1:(\d+)\/dmp$/.exec(uri);
+  if (!local) return 'external';
+  if (serverPid) {
+    try {
+      const cmdline = readFileSync(`/proc/${serverPid}/cmdline`, 'utf8').split('\0').join(' ');
+      const handler = /--handler=(\w+)/.exec(cmdline)?.[1];
+      if (handler) return handler;
+    } catch {
+      /* not readable here: fall back to the configuration */
+    }
+  }
+  const configured = process.env.DMP_STORE_BACKEND ?? 'postgresql';
+  return ['postgres', 'pg'].includes(configured) ? 'postgresql' : configured;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+interface HttpReply {
+  status: number;
+  body: any;
+}
+
+async function http(method: string, url: string, key: string, body?: unknown, timeoutMs = 30_000): Promise<HttpReply> {
+  const headers: Record<string, string> = { authorization: `Bearer ${key}` };
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const response = await fetch(url, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const text = await response.text();
+  try {
+    return { status: response.status, body: JSON.parse(text) };
+  } catch {
+    return { status: response.status, body: text };
+  }
+}
+
+// ---- store baseline ---------------------------------------------------------------------------
+
+interface Rate {
+  docs: number;
+  seconds: number;
+  eps: number;
+  capped: boolean;
+  avgBytes: number;
+}
+
+/** Writes `docs` batch after batch; stops early (at a batch boundary) once `capSeconds` have passed. */
+async function timedBatches<T>(docs: T[], write: (batch: T[]) => Promise<unknown>): Promise<Omit<Rate, 'avgBytes'>> {
+  const started = performance.now();
+  let done = 0;
+  let capped = false;
+  while (done < docs.length) {
+    if (performance.now() - started > SETTINGS.storeCapSeconds * 1000) {
+      capped = true;
+      break;
+    }
+    const batch = docs.slice(done, done + SETTINGS.storeBatch);
+    await write(batch);
+    done += batch.length;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  return { docs: done, seconds, eps: done / seconds, capped };
+}
+
+function averageBytes(docs: Document[]): number {
+  const sample = docs.slice(0, 200);
+  return Math.round(sample.reduce((sum, doc) => sum + BSON.calculateObjectSize(doc), 0) / Math.max(1, sample.length));
+}
+
+/** Events as a chunk of the source log holds them: validated, normalized, identities hashed. */
+function storedEventDocs(count: number): Document[] {
+  const now = new Date();
+  const docs: Document[] = [];
+  for (let start = 0; start < count; start += SETTINGS.storeBatch) {
+    const inputs = Array.from({ length: Math.min(SETTINGS.storeBatch, count - start) }, (_, i) => benchEvent(start + i, 'store', SETTINGS.users));
+    const prepared = prepareEvents(inputs, { now, defaultPhoneRegion: 'US' });
+    if (prepared.rejected.length > 0) throw new Error(`generated events were rejected: ${JSON.stringify(prepared.rejected[0])}`);
+    for (const { event } of prepared.accepted) docs.push({ _id: `bench:${event.id}`, ...event });
+  }
+  return docs;
+}
+
+/** A profile-sized document (~1 KB): identities, a dozen traits with their times, three counters. */
+function profileDoc(i: number, revision: number, now: Date): ProfileDoc {
+  const doc = newProfile(`bench-p-${i}`, now, new Date(now.getTime() - 86_400_000));
+  doc._id = `bench-p-${i}`;
+  doc.version = revision;
+  doc.identities = [
+    { type: 'cookie_id', value: `c-${i}` },
+    { type: 'email_sha256', value: sha256Hex(`user${i}@example.com`) },
+  ];
+  doc.traits = {
+    'plan%2Etier': ['free', 'pro'][i % 2],
+    visits: i % 97 + revision,
+    country: ['DE', 'FR', 'US', 'GB'][i % 4],
+    language: ['de-DE', 'fr-FR', 'en-US', 'en-GB'][i % 4],
+    lifetime_value: (i % 500) * 1.5,
+    newsletter: i % 3 === 0,
+    last_campaign: 'spring_sale',
+    favourite_category: ['shoes', 'books', 'garden', 'toys'][i % 4],
+  };
+  doc.traitsAt = Object.fromEntries(Object.keys(doc.traits).map((name) => [name, now]));
+  doc.counters = Object.fromEntries(
+    ['page_view', 'add_to_cart', 'purchase'].map((type, k) => [type, { count: (i + k) % 50 + revision, firstSeen: doc.firstSeen, lastSeen: now }]),
+  );
+  doc.sources = ['src_bench_web', 'src_bench_crm'];
+  doc.applied = { src_bench_web: 1000 + revision, src_bench_crm: 40 + revision };
+  doc.updatedAt = now;
+  return doc;
+}
+
+async function storeBaseline(store: Store): Promise<{ insert: Rate; upsert: Rate }> {
+  const events = storedEventDocs(SETTINGS.insertDocs);
+  const eventScratch = store.db.collection<Document>('bench_scratch_events');
+  say(`store baseline: insertMany of ${events.length} stored events, ${SETTINGS.storeBatch} per batch`);
+  const inserted = await timedBatches(events, (batch) => eventScratch.insertMany(batch));
+  const insert = { ...inserted, avgBytes: averageBytes(events) };
+
+  const now = new Date();
+  const profiles = Array.from({ length: SETTINGS.upsertDocs }, (_, i) => profileDoc(i, 0, now));
+  const profileScratch = store.db.collection<ProfileDoc>('bench_scratch_profiles');
+  say(`store baseline: seeding ${profiles.length} profile-sized documents (not timed)`);
+  for (let start = 0; start < profiles.length; start += SETTINGS.storeBatch) {
+    await profileScratch.insertMany(profiles.slice(start, start + SETTINGS.storeBatch));
+  }
+  const revised = Array.from({ length: SETTINGS.upsertDocs }, (_, i) => profileDoc(i, 1, new Date()));
+  say(
+    `store baseline: replaceOne+upsert of ${revised.length} documents over that collection, ${SETTINGS.storeBatch} per batch ` +
+      `(bulkWrite commands of ${SETTINGS.updateStatementsPerCommand})`,
+  );
+  const upserted = await timedBatches(revised, async (batch) => {
+    for (let start = 0; start < batch.length; start += SETTINGS.updateStatementsPerCommand) {
+      const slice = batch.slice(start, start + SETTINGS.updateStatementsPerCommand);
+      await profileScratch.bulkWrite(slice.map((doc) => ({ replaceOne: { filter: { _id: doc._id }, replacement: doc, upsert: true } })));
+    }
+  });
+  const upsert = { ...upserted, avgBytes: averageBytes(revised) };
+
+  await eventScratch.drop().catch(() => undefined);
+  await profileScratch.drop().catch(() => undefined);
+  return { insert, upsert };
+}
+
+// ---- processes --------------------------------------------------------------------------------
+
+interface Service {
+  name: string;
+  child: ChildProcess;
+  logFile: string;
+  exited: Promise<void>;
+}
+
+const services: Service[] = [];
+const loadgens = new Set<ChildProcess>();
+
+function running(child: ChildProcess): boolean {
+  return child.exitCode === null && child.signalCode === null;
+}
+
+/** Starts `tsx <script>` in its own process group, its output into a log file. */
+function startService(name: string, script: string, env: NodeJS.ProcessEnv, logDir: string): Service {
+  const logFile = path.join(logDir, `${name}.log`);
+  const fd = openSync(logFile, 'a');
+  const child = spawn(TSX, [script], { cwd: ROOT, env, stdio: ['ignore', fd, fd], detached: true });
+  closeSync(fd);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const service = { name, child, logFile, exited };
+  services.push(service);
+  return service;
+}
+
+function logTail(service: Service, lines = 30): string {
+  try {
+    return readFileSync(service.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
+  } catch {
+    return '(no log)';
+  }
+}
+
+/** SIGTERM to the process (tsx passes it on), SIGKILL to its whole group if it lingers. */
+async function stopService(service: Service): Promise<void> {
+  if (!running(service.child) || service.child.pid === undefined) return;
+  service.child.kill('SIGTERM');
+  const stopped = await Promise.race([service.exited.then(() => true), sleep(10_000).then(() => false)]);
+  if (stopped) return;
+  say(`${service.name} did not stop within 10 s; killing its process group ${service.child.pid}`);
+  try {
+    process.kill(-service.child.pid, 'SIGKILL');
+  } catch {
+    /* already gone */
+  }
+  await Promise.race([service.exited, sleep(5_000)]);
+}
+
+async function waitUntil<T>(what: string, timeoutSeconds: number, everyMs: number, probe: () => Promise<T | null | undefined | false>): Promise<T> {
+  const deadline = performance.now() + timeoutSeconds * 1000;
+  let lastError: unknown;
+  for (;;) {
+    for (const service of services) {
+      if (!running(service.child)) throw new Error(`${service.name} exited while waiting for ${what}:\n${logTail(service)}`);
+    }
+    try {
+      const value = await probe();
+      if (value) return value;
+    } catch (error) {
+      lastError = error;
+    }
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${timeoutSeconds} s waiting for ${what}${lastError ? ` (last error: ${String(lastError)})` : ''}`);
+    }
+    await sleep(everyMs);
+  }
+}
+
+async function runLoadgen(spec: LoadSpec): Promise<LoadResult> {
+  const child = spawn(TSX, [path.join(ROOT, 'bench', 'loadgen.ts'), JSON.stringify(spec)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  loadgens.add(child);
+  let out = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => {
+    out += chunk;
+  });
+  const guard = setTimeout(() => child.kill('SIGKILL'), (spec.durationSeconds + 90) * 1000);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)));
+  clearTimeout(guard);
+  loadgens.delete(child);
+  const last = out.trim().split('\n').pop() ?? '';
+  if (code !== 0 || !last) throw new Error(`load generator failed (exit ${code})`);
+  return JSON.parse(last) as LoadResult;
+}
+
+// ---- the run ----------------------------------------------------------------------------------
+
+interface Phase {
+  name: string;
+  load: LoadResult;
+  acceptedEps: number;
+}
+
+function phaseOf(name: string, load: LoadResult): Phase {
+  return { name, load, acceptedEps: load.accepted / load.durationSeconds };
+}
+
+/** Sum of `accepted` over all chunk seals, once no new seal has appeared for a second. */
+async function settledLogTotal(store: Store): Promise<{ chunks: number; accepted: number }> {
+  const seals = store.db.collection<{ _id: string; accepted: number }>(COLLECTIONS.eventSeals);
+  let previous = -1;
+  const deadline = performance.now() + 30_000;
+  for (;;) {
+    const count = await seals.countDocuments({});
+    if (count === previous || performance.now() > deadline) break;
+    previous = count;
+    await sleep(1000);
+  }
+  let chunks = 0;
+  let accepted = 0;
+  for await (const seal of seals.find({}, { projection: { accepted: 1 } })) {
+    chunks++;
+    accepted += seal.accepted;
+  }
+  return { chunks, accepted };
+}
+
+interface Cleanup {
+  store?: Store;
+  temporal?: Client;
+  databaseName?: string;
+  sourceId?: string;
+}
+
+const cleanupState: Cleanup = {};
+let cleanupPromise: Promise<void> | undefined;
+
+function cleanup(): Promise<void> {
+  cleanupPromise ??= (async () => {
+    for (const child of loadgens) if (running(child)) child.kill('SIGKILL');
+    await Promise.all(services.map(stopService));
+    const { store, temporal, databaseName, sourceId } = cleanupState;
+    if (temporal && databaseName) {
+      const ids = [profileWriterLockWorkflowId(databaseName), ...(sourceId ? [sourceWorkflowId(sourceId)] : [])];
+      for (const id of ids) {
+        // Not started or already closed is fine.
+        await within(temporal.workflow.getHandle(id).terminate('ingest benchmark finished'), 10_000, `terminating ${id}`).catch(() => undefined);
+      }
+      await within(temporal.connection.close(), 5000, 'closing the Temporal connection').catch(() => undefined);
+    }
+    if (store) {
+      try {
+        await within(store.db.dropDatabase(), 60_000, 'dropDatabase');
+        say(`dropped database ${store.db.databaseName}`);
+      } catch (error) {
+        say(`could not drop database ${store.db.databaseName}: ${String(error)}`);
+      }
+      await within(store.close(), 5000, 'closing the store connection').catch(() => undefined);
+    }
+  })();
+  return cleanupPromise;
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
+  const serverUri = config.MONGODB_URI;
+  const databaseName = `dmp_bench_${Date.now()}`;
+  const benchUri = withDatabase(serverUri, databaseName);
+  cleanupState.databaseName = databaseName;
+
+  const store = await connectStore(benchUri, databaseName);
+  cleanupState.store = store;
+  await within(store.db.command({ ping: 1 }), 10_000, `the store at ${redact(serverUri)}`);
+  const status = await store.db.admin().command({ serverStatus: 1 }).catch(() => ({}) as Document);
+  const backend = backendName(serverUri, typeof status.pid === 'number' ? status.pid : undefined);
+  const serverVersion = status.ferretdbVersion ? `FerretDB ${status.ferretdbVersion}` : `MongoDB ${status.version ?? '?'}`;
+  say(`backend ${backend} (${serverVersion}) at ${redact(serverUri)}; database ${databaseName}`);
+
+  // 2. Store baseline, before anything else uses the server.
+  const baseline = await storeBaseline(store);
+  say(`store insertMany: ${round(baseline.insert.eps)} docs/s; bulk upsert: ${round(baseline.upsert.eps)} docs/s`);
+
+  // 3. Worker and API.
+  const port = await freePort();
+  const adminKey = `adm_bench_${randomBytes(12).toString('hex')}`;
+  const taskQueue = `dmp-bench-${databaseName}`;
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    PORT: String(port),
+    DMP_ADMIN_KEY: adminKey,
+    DMP_TASK_QUEUE: taskQueue,
+    MONGODB_URI: benchUri,
+    TEMPORAL_ADDRESS: config.TEMPORAL_ADDRESS,
+    LOG_LEVEL: 'warn',
+  };
+  const logDir = mkdtempSync(path.join(tmpdir(), 'dmp-bench-'));
+  const startedAt = performance.now();
+  startService('worker', 'workers/main.ts', env, logDir);
+  startService('api', 'api/main.ts', env, logDir);
+  say(`started worker and API (port ${port}, task queue ${taskQueue}); logs in ${logDir}`);
+  cleanupState.temporal = await connectTemporal(config);
+
+  const url = `http://127.0.0.1:${port}`;
+  await waitUntil('GET /healthz = 200', SETTINGS.startTimeoutSeconds, 500, async () => (await http('GET', `${url}/healthz`, adminKey, undefined, 5000)).status === 200);
+
+  const created = await http('POST', `${url}/v1/sources`, adminKey, { name: 'ingest benchmark', kind: 'events', party: 'first' });
+  if (created.status !== 201) throw new Error(`creating the source failed: ${created.status} ${JSON.stringify(created.body)}`);
+  const sourceId = String(created.body.id);
+  const writeKey = String(created.body.writeKey);
+  cleanupState.sourceId = sourceId;
+
+  // Pausing needs the worker to answer the status query, so this also waits for the worker.
+  await waitUntil('the source to be paused', SETTINGS.startTimeoutSeconds, 1000, async () => {
+    const reply = await http('POST', `${url}/v1/sources/${sourceId}/pause`, adminKey, undefined, 15_000);
+    return reply.status === 202 && reply.body?.progress?.state === 'paused';
+  });
+  say(`source ${sourceId} created and paused; services ready after ${round((performance.now() - startedAt) / 1000)} s`);
+
+  // 4. Load, from a separate process, with the drain paused.
+  const spec = (name: string, seconds: number, connections: number, eventsPerRequest: number): LoadSpec => ({
+    url,
+    writeKey,
+    connections,
+    durationSeconds: seconds,
+    eventsPerRequest,
+    users: SETTINGS.users,
+    idPrefix: `${name}-${Date.now().toString(36)}`,
+  });
+  if (SETTINGS.warmupSeconds > 0) {
+    say(`warm-up: ${SETTINGS.warmupSeconds} s, ${SETTINGS.batchEvents} events per request, 8 connections (not reported)`);
+    await runLoadgen(spec('warm', SETTINGS.warmupSeconds, 8, SETTINGS.batchEvents));
+  }
+  say(`batches: ${SETTINGS.batchSeconds} s, ${SETTINGS.batchEvents} events per request, ${SETTINGS.batchConnections} connections`);
+  const batches = phaseOf('batches', await runLoadgen(spec('batch', SETTINGS.batchSeconds, SETTINGS.batchConnections, SETTINGS.batchEvents)));
+  say(`single events: ${SETTINGS.singleSeconds} s, 1 event per request, ${SETTINGS.singleConnections} connections`);
+  const singles = phaseOf('single', await runLoadgen(spec('single', SETTINGS.singleSeconds, SETTINGS.singleConnections, 1)));
+
+  // 5. Drain: everything the log accepted (acknowledged or not), from resume until processed.
+  const log = await settledLogTotal(store);
+  say(`log holds ${log.accepted} accepted events in ${log.chunks} chunks; resuming the source`);
+  const drainStarted = performance.now();
+  const resumed = await http('POST', `${url}/v1/sources/${sourceId}/resume`, adminKey);
+  if (resumed.status !== 202) throw new Error(`resuming the source failed: ${resumed.status} ${JSON.stringify(resumed.body)}`);
+  let processed = 0;
+  let drainSeconds = 0;
+  let drainComplete = false;
+  let lastError: string | null = null;
+  const drainDeadline = drainStarted + SETTINGS.drainTimeoutSeconds * 1000;
+  let nextReport = drainStarted + 10_000;
+  for (;;) {
+    const reply = await http('GET', `${url}/v1/sources/${sourceId}`, adminKey).catch(() => null);
+    const now = performance.now();
+    if (reply?.status === 200) {
+      processed = reply.body?.progress?.eventsProcessed ?? processed;
+      lastError = reply.body?.progress?.lastError ?? lastError;
+    }
+    drainSeconds = (now - drainStarted) / 1000;
+    if (processed >= log.accepted) {
+      drainComplete = true;
+      break;
+    }
+    if (now > drainDeadline) break;
+    if (now > nextReport) {
+      say(`drain: ${processed}/${log.accepted} events after ${round(drainSeconds)} s`);
+      nextReport += 10_000;
+    }
+    await sleep(SETTINGS.pollMs);
+  }
+  if (!drainComplete) say(`drain stopped waiting after ${SETTINGS.drainTimeoutSeconds} s at ${processed}/${log.accepted} events; rate is over the part done`);
+  if (lastError) say(`drain reported an error on the way: ${lastError}`);
+  const drainedEps = processed / drainSeconds;
+
+  // 6. Report.
+  const acceptedEps = batches.acceptedEps;
+  const ratioAccept = acceptedEps / baseline.insert.eps;
+  const ratioDrain = drainedEps / baseline.upsert.eps;
+  const rows: string[][] = [
+    ['measurement', 'count', 'seconds', 'rate/s', 'p50 ms', 'p99 ms', 'non-2xx', 'notes'],
+    [
+      'store insertMany',
+      `${baseline.insert.docs} docs`,
+      `${round(baseline.insert.seconds, 2)}`,
+      `${round(baseline.insert.eps)}`,
+      '',
+      '',
+      '',
+      `${SETTINGS.storeBatch}/batch, ~${baseline.insert.avgBytes} B/doc${baseline.insert.capped ? ', capped by time' : ''}`,
+    ],
+    [
+      'store bulk upsert',
+      `${baseline.upsert.docs} docs`,
+      `${round(baseline.upsert.seconds, 2)}`,
+      `${round(baseline.upsert.eps)}`,
+      '',
+      '',
+      '',
+      `replaceOne+upsert by _id, ${SETTINGS.storeBatch}/batch in commands of ${SETTINGS.updateStatementsPerCommand}, ~${baseline.upsert.avgBytes} B/doc, collection ${SETTINGS.upsertDocs} docs${baseline.upsert.capped ? ', capped by time' : ''}`,
+    ],
+    ...[batches, singles].map((phase) => [
+      phase.name === 'batches' ? `collect ${SETTINGS.batchEvents} ev/req` : 'collect 1 ev/req',
+      `${phase.load.accepted} events`,
+      `${round(phase.load.durationSeconds, 2)}`,
+      `${round(phase.acceptedEps)}`,
+      `${phase.load.latencyMs.p50}`,
+      `${phase.load.latencyMs.p99}`,
+      `${phase.load.non2xx}`,
+      `${phase.name === 'batches' ? SETTINGS.batchConnections : SETTINGS.singleConnections} conns, ${phase.load.requests} req (${round(phase.load.requests / phase.load.durationSeconds)}/s), dup ${phase.load.duplicates}, rejected ${phase.load.rejected}, errors ${phase.load.errors}, timeouts ${phase.load.timeouts}`,
+    ]),
+    [
+      'drain to profiles',
+      `${processed} events`,
+      `${round(drainSeconds, 2)}`,
+      `${round(drainedEps)}`,
+      '',
+      '',
+      '',
+      `${drainComplete ? 'complete' : 'NOT complete'}: ${log.accepted} events in ${log.chunks} chunks, ${SETTINGS.users} users`,
+    ],
+  ];
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  const lines = rows.map((row) => row.map((cell, column) => (column >= 1 && column <= 6 ? cell.padStart(widths[column]) : cell.padEnd(widths[column]))).join('  ').trimEnd());
+  process.stderr.write(
+    [
+      '',
+      `Ingest benchmark, backend ${backend} (${serverVersion}), database ${databaseName}`,
+      lines[0],
+      lines[0].replace(/./g, '-'),
+      ...lines.slice(1),
+      `accepted (batches) vs store insertMany: ${round(ratioAccept, 3)}   drained vs store bulk upsert: ${round(ratioDrain, 3)}`,
+      '',
+    ].join('\n'),
+  );
+
+  const summary = {
+    bench: 'ingest',
+    backend,
+    accepted_eps: round(acceptedEps),
+    accepted_single_eps: round(singles.acceptedEps),
+    p50_ms: batches.load.latencyMs.p50,
+    p99_ms: batches.load.latencyMs.p99,
+    single_p50_ms: singles.load.latencyMs.p50,
+    single_p99_ms: singles.load.latencyMs.p99,
+    non2xx: batches.load.non2xx,
+    single_non2xx: singles.load.non2xx,
+    drained_eps: round(drainedEps),
+    drain_complete: drainComplete,
+    drained_events: processed,
+    log_accepted_events: log.accepted,
+    store_insert_eps: round(baseline.insert.eps),
+    store_upsert_eps: round(baseline.upsert.eps),
+    store_upsert_collection_docs: SETTINGS.upsertDocs,
+    ratio_accept_vs_store: round(ratioAccept, 3),
+    ratio_drain_vs_store: round(ratioDrain, 3),
+  };
+  await cleanup();
+  process.stdout.write(`${JSON.stringify(summary)}\n`);
+}
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    say(`${signal}: stopping`);
+    void cleanup().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+  });
+}
+
+const watchdog = setTimeout(() => {
+  say(`the run took longer than ${SETTINGS.deadlineSeconds} s; giving up`);
+  for (const service of services) say(`last lines of ${service.name} (${service.logFile}):\n${logTail(service)}`);
+  void cleanup().finally(() => process.exit(1));
+}, SETTINGS.deadlineSeconds * 1000);
+watchdog.unref();
+
+main().then(
+  () => process.exit(0),
+  async (error: unknown) => {
+    say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+    for (const service of services) say(`last lines of ${service.name} (${service.logFile}):\n${logTail(service)}`);
+    await cleanup();
+    process.exit(1);
+  },
+);
