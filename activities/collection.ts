@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { identityKey, IDENTITY_PRIORITY, type Identity } from '../domain/identity';
@@ -15,6 +17,8 @@ export interface DrainInput {
   sourceId: string;
   cursor: number;
   maxEvents: number;
+  /** The process that last wrote profiles (see profileWriterLock); null when unknown. */
+  lastWriter: string | null;
 }
 
 export interface DrainResult {
@@ -28,6 +32,8 @@ export interface DrainResult {
   profilesWritten: number;
   /** True when the batch stopped at its size limit, so more is ready now. */
   more: boolean;
+  /** This process: the last writer of profiles once this drain has succeeded. */
+  writer: string;
 }
 
 /** Named points inside a drain where tests may interrupt it, to prove a retry converges. */
@@ -83,6 +89,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
   const now = deps.now ?? (() => new Date());
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
+  const writerId = `${hostname()}:${process.pid}:${randomUUID()}`;
 
   async function isReady(sourceId: string, seq: number): Promise<boolean> {
     const chunk = await log.read(sourceId, seq);
@@ -149,7 +156,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       chunks++;
       heartbeat({ seq });
     }
-    const result: DrainResult = { cursor: seq, chunks, applied: 0, duplicates, alreadyApplied: 0, profilesWritten: 0, more };
+    const result: DrainResult = { cursor: seq, chunks, applied: 0, duplicates, alreadyApplied: 0, profilesWritten: 0, more, writer: writerId };
     if (batch.length === 0) return result;
 
     const keys = [...new Set(batch.flatMap(({ event }) => event.identities.map(identityKey)))];
@@ -158,7 +165,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const { assignments, newIdentities, links } = assignProfiles(sourceId, batch, known);
 
     const touchedIds = [...new Set(assignments.flatMap((a) => [a.profileId, ...a.linkedTo]))];
-    const stored = await profiles.load(touchedIds);
+    // When this process wrote profiles last, nobody has changed them since: its cache is current.
+    const stored = await profiles.load(touchedIds, { trustCache: input.lastWriter === writerId });
     heartbeat({ seq, loaded: stored.size });
     const changed = new Map<string, ProfileDoc>();
     const writable = (id: string, seenAt: Date): ProfileDoc => {
@@ -224,7 +232,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       await deps.temporal.workflow.signalWithStart(profileWriterLock, {
         workflowId,
         taskQueue: deps.taskQueue,
-        args: [{ queue: [] }],
+        args: [{ queue: [], lastWriter: null }],
         signal: acquireProfileWriterSignal,
         signalArgs: [request],
       });

@@ -24,9 +24,13 @@ export class ProfileStore {
     return (await this.profiles.findOne({ _id: profileVersionId(profileId, version) }, { projection: { _id: 1 } })) !== null;
   }
 
-  /** The newest version of a profile, or null when it has none. */
-  async get(profileId: string): Promise<ProfileDoc | null> {
+  /**
+   * The newest version of a profile, or null when it has none. `trustCache` skips the check for a
+   * newer version than the cached one: only for a caller that knows nobody else has written since.
+   */
+  async get(profileId: string, options: { trustCache?: boolean } = {}): Promise<ProfileDoc | null> {
     const cached = this.latest.get(profileId);
+    if (cached && options.trustCache) return structuredClone(cached);
     const head = await firstAbsent((version) => this.versionExists(profileId, version), cached ? cached.version + 1 : 0);
     if (cached && head === cached.version + 1) return structuredClone(cached);
     if (head === 0) return null;
@@ -36,13 +40,13 @@ export class ProfileStore {
   }
 
   /** Loads many profiles, a bounded number of reads in flight at once. */
-  async load(profileIds: string[], concurrency = 16): Promise<Map<string, ProfileDoc>> {
+  async load(profileIds: string[], options: { trustCache?: boolean } = {}, concurrency = 16): Promise<Map<string, ProfileDoc>> {
     const found = new Map<string, ProfileDoc>();
     let next = 0;
     const worker = async () => {
       while (next < profileIds.length) {
         const id = profileIds[next++];
-        const doc = await this.get(id);
+        const doc = await this.get(id, options);
         if (doc) found.set(id, doc);
       }
     };

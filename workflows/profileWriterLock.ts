@@ -19,28 +19,37 @@ export interface LockRequest {
 }
 
 export const acquireProfileWriterSignal = defineSignal<[LockRequest]>('acquire');
-export const releaseProfileWriterSignal = defineSignal<[{ ticket: string }]>('release');
-export const profileWriterGrantedSignal = defineSignal<[{ ticket: string; lockWorkflowId: string }]>('profileWriterGranted');
+/**
+ * `writer` names the process that last wrote profiles under this grant, or null when that is not
+ * known (a drain failed part-way). The next holder learns it: a process that was itself the last
+ * writer may trust what it cached of the profiles it wrote.
+ */
+export const releaseProfileWriterSignal = defineSignal<[{ ticket: string; writer: string | null }]>('release');
+export const profileWriterGrantedSignal = defineSignal<[{ ticket: string; lockWorkflowId: string; lastWriter: string | null }]>('profileWriterGranted');
 
 export interface ProfileWriterLockState {
   queue: LockRequest[];
+  lastWriter: string | null;
 }
 
 /** Longer than a holder may keep the lock (it releases after a bounded drain), so expiry means the holder is gone. */
 const LEASE = '30 minutes';
 const GRANTS_PER_RUN = 500;
 
-export async function profileWriterLock(state: ProfileWriterLockState = { queue: [] }): Promise<void> {
+export async function profileWriterLock(state: ProfileWriterLockState = { queue: [], lastWriter: null }): Promise<void> {
   const queue = [...state.queue];
   let current: LockRequest | null = null;
+  let lastWriter = state.lastWriter ?? null;
 
   setHandler(acquireProfileWriterSignal, (request) => {
     if (current?.ticket === request.ticket || queue.some((queued) => queued.ticket === request.ticket)) return;
     queue.push(request);
   });
-  setHandler(releaseProfileWriterSignal, ({ ticket }) => {
-    if (current?.ticket === ticket) current = null;
-    else {
+  setHandler(releaseProfileWriterSignal, ({ ticket, writer }) => {
+    if (current?.ticket === ticket) {
+      current = null;
+      lastWriter = writer;
+    } else {
       const index = queue.findIndex((queued) => queued.ticket === ticket);
       if (index >= 0) queue.splice(index, 1);
     }
@@ -51,7 +60,11 @@ export async function profileWriterLock(state: ProfileWriterLockState = { queue:
     const holder = queue.shift() as LockRequest;
     current = holder;
     try {
-      await getExternalWorkflowHandle(holder.holder).signal(profileWriterGrantedSignal, { ticket: holder.ticket, lockWorkflowId: workflowInfo().workflowId });
+      await getExternalWorkflowHandle(holder.holder).signal(profileWriterGrantedSignal, {
+        ticket: holder.ticket,
+        lockWorkflowId: workflowInfo().workflowId,
+        lastWriter,
+      });
     } catch (error) {
       log.warn('lock holder is gone; skipping it', { holder: holder.holder, error: String(error) });
       current = null;
@@ -60,7 +73,8 @@ export async function profileWriterLock(state: ProfileWriterLockState = { queue:
     if (!(await condition(() => current === null, LEASE))) {
       log.warn('lock lease expired without a release', { holder: holder.holder, ticket: holder.ticket });
       current = null;
+      lastWriter = null;
     }
   }
-  await continueAsNew<typeof profileWriterLock>({ queue });
+  await continueAsNew<typeof profileWriterLock>({ queue, lastWriter });
 }

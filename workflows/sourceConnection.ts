@@ -63,6 +63,8 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
   };
   let awaitedTicket: string | null = null;
   let grantedTicket: string | null = null;
+  /** The process that last wrote profiles, as the lock reported it and as our own drains update it. */
+  let lastWriter: string | null = null;
 
   setHandler(sourceStatusQuery, () => progress);
   setHandler(pauseSourceSignal, () => {
@@ -73,10 +75,14 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     progress.state = 'active';
     reportProgress();
   });
-  setHandler(profileWriterGrantedSignal, ({ ticket, lockWorkflowId }) => {
-    if (ticket === awaitedTicket) grantedTicket = ticket;
-    // A grant for a ticket this run no longer waits for (e.g. from before continue-as-new): give it back.
-    else void getExternalWorkflowHandle(lockWorkflowId).signal(releaseProfileWriterSignal, { ticket });
+  setHandler(profileWriterGrantedSignal, (grant) => {
+    if (grant.ticket === awaitedTicket) {
+      grantedTicket = grant.ticket;
+      lastWriter = grant.lastWriter;
+    } else {
+      // A grant for a ticket this run no longer waits for (e.g. from before continue-as-new): give it back.
+      void getExternalWorkflowHandle(grant.lockWorkflowId).signal(releaseProfileWriterSignal, { ticket: grant.ticket, writer: grant.lastWriter });
+    }
   });
 
   function reportProgress(): void {
@@ -94,15 +100,19 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     await condition(() => grantedTicket === ticket);
     try {
       await work();
+    } catch (error) {
+      lastWriter = null; // a failed drain may have written part of its batch
+      throw error;
     } finally {
-      await getExternalWorkflowHandle(lockWorkflowId).signal(releaseProfileWriterSignal, { ticket });
+      await getExternalWorkflowHandle(lockWorkflowId).signal(releaseProfileWriterSignal, { ticket, writer: lastWriter });
     }
   }
 
   async function drainWhileReady(): Promise<void> {
     const started = Date.now(); // workflow time: deterministic
     for (;;) {
-      const result = await drainSourceBatch({ sourceId, cursor: progress.cursor, maxEvents: input.drainBatchEvents });
+      const result = await drainSourceBatch({ sourceId, cursor: progress.cursor, maxEvents: input.drainBatchEvents, lastWriter });
+      lastWriter = result.writer;
       progress.cursor = result.cursor;
       progress.eventsProcessed += result.applied + result.alreadyApplied;
       progress.duplicatesSkipped += result.duplicates;
