@@ -509,8 +509,17 @@ async function main(): Promise<void> {
   const log = await settledLogTotal(store);
   say(`log holds ${log.accepted} accepted events in ${log.chunks} chunks; resuming the source`);
   const drainStarted = performance.now();
-  const resumed = await http('POST', `${url}/v1/sources/${sourceId}/resume`, adminKey);
-  if (resumed.status !== 202) throw new Error(`resuming the source failed: ${resumed.status} ${JSON.stringify(resumed.body)}`);
+  // The API signals the workflow, then describes the source (status query plus a look at the log);
+  // on a busy store the description can be slow, so a slow answer is not taken as a failed resume:
+  // the polls below re-send it while the source still reports itself paused.
+  const resume = async () => {
+    const reply = await http('POST', `${url}/v1/sources/${sourceId}/resume`, adminKey, undefined, 60_000).catch((error: unknown) => {
+      say(`resume: no answer yet (${String(error)}); checking the source's state instead`);
+      return null;
+    });
+    if (reply && reply.status !== 202) throw new Error(`resuming the source failed: ${reply.status} ${JSON.stringify(reply.body)}`);
+  };
+  await resume();
   let processed = 0;
   /** Seconds from resume to the poll that first saw the current `processed`: the rate is over that. */
   let drainSeconds = 0;
@@ -530,6 +539,7 @@ async function main(): Promise<void> {
         drainSeconds = waitedSeconds;
       }
       lastError = reply.body?.progress?.lastError ?? lastError;
+      if (reply.body?.progress?.state === 'paused') await resume();
     }
     if (processed >= log.accepted) {
       drainComplete = true;
