@@ -87,6 +87,8 @@ describe('collect → profiles, end to end', () => {
     expect(byEmail.body.identities).toEqual(expect.arrayContaining([{ type: 'cookie_id', value: 'c-42' }]));
     expect(byEmail.body.counters).toEqual(expectedProfiles(unique).get('c-42')?.counters);
     expect(JSON.stringify(byEmail.body)).not.toMatch(/example\.com/i);
-    expect(byEmail.body.traits).toEqual({ 'plan.tier': 'free', visits: 9 });
+    // Traits are last-write-wins by event time, not by arrival order.
+    const newest = unique.filter((event) => event.identities.cookie_id === 'c-42').sort((a, b) => a.timestamp.localeCompare(b.timestamp)).pop();
+    expect(byEmail.body.traits).toEqual(newest?.traits);
   });
 });
