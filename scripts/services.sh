@@ -25,7 +25,7 @@
 #                         `--backend` wins over it
 #   DMP_TEMPORAL_PORT     Temporal gRPC port (7233)
 #   DMP_TEMPORAL_UI_PORT  Temporal Web UI port (8233)
-#   DMP_STORE_PORT        FerretDB port (27017 for sqlite, 27018 for postgresql, so
+#   DMP_STORE_PORT        FerretDB port (27017 for postgresql, 27018 for sqlite, so
 #                         both backends can run side by side)
 #   DMP_PG_PORT           PostgreSQL port (5433)
 #   DMP_FERRETDB_DEBUG_ADDR  FerretDB metrics/pprof listener; off ("-") by default
@@ -110,10 +110,10 @@ while [[ $# -gt 0 ]]; do
 done
 
 case "$BACKEND" in
-  sqlite) DEFAULT_STORE_PORT=27017 ;;
+  sqlite) DEFAULT_STORE_PORT=27018 ;;
   postgresql | postgres | pg)
     BACKEND=postgresql
-    DEFAULT_STORE_PORT=27018
+    DEFAULT_STORE_PORT=27017
     ;;
   *) die "unknown store backend '$BACKEND' (expected sqlite or postgresql)" ;;
 esac
@@ -777,9 +777,9 @@ cmd_status() {
     if [[ -n "${DMP_STORE_PORT:-}" && "$backend" == "$BACKEND" ]]; then
       port="$DMP_STORE_PORT"
     elif [[ "$backend" == sqlite ]]; then
-      port=27017
-    else
       port=27018
+    else
+      port=27017
     fi
     if pid="$(live_pid "ferretdb-$backend")"; then
       # The port comes from the running process when it can be read.
