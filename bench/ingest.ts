@@ -177,19 +177,25 @@ interface Rate {
   avgBytes: number;
 }
 
-/** Writes `docs` batch after batch; stops early (at a batch boundary) once `capSeconds` have passed. */
-async function timedBatches<T>(docs: T[], write: (batch: T[]) => Promise<unknown>): Promise<Omit<Rate, 'avgBytes'>> {
+/**
+ * Writes `docs` in batches of `SETTINGS.storeBatch`, each sent as commands of `perCommand` documents;
+ * stops early, between two commands, once `SETTINGS.storeCapSeconds` have passed.
+ */
+async function timedBatches<T>(docs: T[], perCommand: number, write: (slice: T[]) => Promise<unknown>): Promise<Omit<Rate, 'avgBytes'>> {
   const started = performance.now();
   let done = 0;
   let capped = false;
-  while (done < docs.length) {
-    if (performance.now() - started > SETTINGS.storeCapSeconds * 1000) {
-      capped = true;
-      break;
+  outer: for (let batchStart = 0; batchStart < docs.length; batchStart += SETTINGS.storeBatch) {
+    const batch = docs.slice(batchStart, batchStart + SETTINGS.storeBatch);
+    for (let start = 0; start < batch.length; start += perCommand) {
+      if (performance.now() - started > SETTINGS.storeCapSeconds * 1000) {
+        capped = true;
+        break outer;
+      }
+      const slice = batch.slice(start, start + perCommand);
+      await write(slice);
+      done += slice.length;
     }
-    const batch = docs.slice(done, done + SETTINGS.storeBatch);
-    await write(batch);
-    done += batch.length;
   }
   const seconds = (performance.now() - started) / 1000;
   return { docs: done, seconds, eps: done / seconds, capped };
@@ -246,7 +252,7 @@ async function storeBaseline(store: Store): Promise<{ insert: Rate; upsert: Rate
   const events = storedEventDocs(SETTINGS.insertDocs);
   const eventScratch = store.db.collection<Document>('bench_scratch_events');
   say(`store baseline: insertMany of ${events.length} stored events, ${SETTINGS.storeBatch} per batch`);
-  const inserted = await timedBatches(events, (batch) => eventScratch.insertMany(batch));
+  const inserted = await timedBatches(events, SETTINGS.storeBatch, (batch) => eventScratch.insertMany(batch));
   const insert = { ...inserted, avgBytes: averageBytes(events) };
 
   const now = new Date();
@@ -261,12 +267,9 @@ async function storeBaseline(store: Store): Promise<{ insert: Rate; upsert: Rate
     `store baseline: replaceOne+upsert of ${revised.length} documents over that collection, ${SETTINGS.storeBatch} per batch ` +
       `(bulkWrite commands of ${SETTINGS.updateStatementsPerCommand})`,
   );
-  const upserted = await timedBatches(revised, async (batch) => {
-    for (let start = 0; start < batch.length; start += SETTINGS.updateStatementsPerCommand) {
-      const slice = batch.slice(start, start + SETTINGS.updateStatementsPerCommand);
-      await profileScratch.bulkWrite(slice.map((doc) => ({ replaceOne: { filter: { _id: doc._id }, replacement: doc, upsert: true } })));
-    }
-  });
+  const upserted = await timedBatches(revised, SETTINGS.updateStatementsPerCommand, (slice) =>
+    profileScratch.bulkWrite(slice.map((doc) => ({ replaceOne: { filter: { _id: doc._id }, replacement: doc, upsert: true } }))),
+  );
   const upsert = { ...upserted, avgBytes: averageBytes(revised) };
 
   await eventScratch.drop().catch(() => undefined);
@@ -526,12 +529,15 @@ async function main(): Promise<void> {
   let waitedSeconds = 0;
   let drainComplete = false;
   let lastError: string | null = null;
+  /** Status reads that failed: the store or Temporal did not answer the API. */
+  let failedPolls = 0;
   const drainDeadline = drainStarted + SETTINGS.drainTimeoutSeconds * 1000;
   let nextReport = drainStarted + 10_000;
   for (;;) {
     const reply = await http('GET', `${url}/v1/sources/${sourceId}`, adminKey).catch(() => null);
     const now = performance.now();
     waitedSeconds = (now - drainStarted) / 1000;
+    if (reply?.status !== 200) failedPolls++;
     if (reply?.status === 200) {
       const seen: number = reply.body?.progress?.eventsProcessed ?? processed;
       if (seen > processed) {
@@ -548,7 +554,7 @@ async function main(): Promise<void> {
     if (now > drainDeadline) break;
     if (now > nextReport) {
       say(`drain: ${processed}/${log.accepted} events after ${round(waitedSeconds)} s`);
-      nextReport += 10_000;
+      nextReport = now + 10_000;
     }
     await sleep(SETTINGS.pollMs);
   }
@@ -556,6 +562,7 @@ async function main(): Promise<void> {
     say(`drain: stopped waiting after ${round(waitedSeconds)} s at ${processed}/${log.accepted} events; the rate is over the part done`);
   }
   if (lastError) say(`drain reported an error on the way: ${lastError}`);
+  if (failedPolls > 0) say(`drain: ${failedPolls} status reads failed (store or Temporal unavailable to the API for a while)`);
   const drainedEps = drainSeconds > 0 ? processed / drainSeconds : 0;
 
   // 6. Report.
@@ -602,7 +609,7 @@ async function main(): Promise<void> {
       '',
       '',
       '',
-      `${drainComplete ? 'complete' : `partial (waited ${round(waitedSeconds)} s)`}: log ${log.accepted} events in ${log.chunks} chunks, ${SETTINGS.users} users, ${SETTINGS.drainBatchEvents} events/activity`,
+      `${drainComplete ? 'complete' : `partial (waited ${round(waitedSeconds)} s)`}: log ${log.accepted} events in ${log.chunks} chunks, ${SETTINGS.users} users, ${SETTINGS.drainBatchEvents} events/activity${failedPolls ? `, ${failedPolls} failed status reads` : ''}`,
     ],
   ];
   const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));

@@ -8,7 +8,7 @@ bash scripts/install.sh || exit 1
 mkdir -p .data
 results=.data/jest-results.json
 rm -f "$results"
-bash scripts/with-services.sh npx jest --ci --json --outputFile="$results" "$@"
+LOG_LEVEL="${LOG_LEVEL:-warn}" bash scripts/with-services.sh npx jest --ci --json --outputFile="$results" "$@"
 status=$?
 node scripts/test-summary.js "$results"
 exit "$status"
