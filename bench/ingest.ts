@@ -220,7 +220,7 @@ function storedEventDocs(count: number): Document[] {
   return docs;
 }
 
-/** A profile-sized document (~1 KB): identities, a dozen traits with their times, three counters. */
+/** A profile-sized document (~1 KB): two identities, eight traits with their times, three counters. */
 function profileDoc(i: number, revision: number, now: Date): ProfileDoc {
   const doc = newProfile(`bench-p-${i}`, now, new Date(now.getTime() - 86_400_000));
   doc._id = `bench-p-${i}`;
@@ -318,15 +318,22 @@ function logTail(service: Service, lines = 30): string {
 async function stopService(service: Service): Promise<void> {
   if (!running(service.child) || service.child.pid === undefined) return;
   service.child.kill('SIGTERM');
-  const stopped = await Promise.race([service.exited.then(() => true), sleep(10_000).then(() => false)]);
+  // The worker finishes its in-flight activities first; waiting for new log events lasts up to 10 s.
+  const stopped = await Promise.race([service.exited.then(() => true), sleep(20_000).then(() => false)]);
   if (stopped) return;
-  say(`${service.name} did not stop within 10 s; killing its process group ${service.child.pid}`);
+  say(`${service.name} did not stop within 20 s; killing its process group ${service.child.pid}`);
+  killGroup(service.child);
+  await Promise.race([service.exited, sleep(5_000)]);
+}
+
+/** SIGKILL to the process group a detached child leads. */
+function killGroup(child: ChildProcess): void {
+  if (child.pid === undefined) return;
   try {
-    process.kill(-service.child.pid, 'SIGKILL');
+    process.kill(-child.pid, 'SIGKILL');
   } catch {
     /* already gone */
   }
-  await Promise.race([service.exited, sleep(5_000)]);
 }
 
 async function waitUntil<T>(what: string, timeoutSeconds: number, everyMs: number, probe: () => Promise<T | null | undefined | false>): Promise<T> {
@@ -350,14 +357,19 @@ async function waitUntil<T>(what: string, timeoutSeconds: number, everyMs: numbe
 }
 
 async function runLoadgen(spec: LoadSpec): Promise<LoadResult> {
-  const child = spawn(TSX, [path.join(ROOT, 'bench', 'loadgen.ts'), JSON.stringify(spec)], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  // Its own process group, so that tsx and the node process under it can be stopped together.
+  const child = spawn(TSX, [path.join(ROOT, 'bench', 'loadgen.ts'), JSON.stringify(spec)], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    detached: true,
+  });
   loadgens.add(child);
   let out = '';
   child.stdout?.setEncoding('utf8');
   child.stdout?.on('data', (chunk: string) => {
     out += chunk;
   });
-  const guard = setTimeout(() => child.kill('SIGKILL'), (spec.durationSeconds + 90) * 1000);
+  const guard = setTimeout(() => killGroup(child), (spec.durationSeconds + 90) * 1000);
   const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)));
   clearTimeout(guard);
   loadgens.delete(child);
@@ -413,7 +425,7 @@ function cleanup(): Promise<void> {
     // From here on a late failure of something being torn down is reported, not fatal.
     process.on('uncaughtException', (error) => say(`while cleaning up: ${String(error)}`));
     process.on('unhandledRejection', (error) => say(`while cleaning up: ${String(error)}`));
-    for (const child of loadgens) if (running(child)) child.kill('SIGKILL');
+    for (const child of loadgens) if (running(child)) killGroup(child);
     await Promise.all(services.map(stopService));
     const { store, temporal, databaseName, sourceId } = cleanupState;
     if (temporal && databaseName) {
