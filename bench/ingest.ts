@@ -26,7 +26,7 @@
  * (1000), DMP_BENCH_DEADLINE_SECONDS (600, the whole run).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -676,6 +676,7 @@ async function main(): Promise<void> {
     ratio_drain_vs_store: round(ratioDrain, 3),
   };
   await cleanup();
+  rmSync(logDir, { recursive: true, force: true }); // kept only when the run fails
   process.stdout.write(`${JSON.stringify(summary)}\n`);
 }
 
