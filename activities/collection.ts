@@ -82,20 +82,14 @@ function sleep(ms: number): Promise<void> {
 }
 
 export function createCollectionActivities(deps: CollectionDeps) {
-  const log = new EventLog(deps.store);
+  const now = deps.now ?? (() => new Date());
+  const log = new EventLog(deps.store, { now: () => now().getTime() });
   const identityIndex = new IdentityIndex(deps.store);
   // One ProfileStore per worker process: its cache of newest versions serves every drain here.
   const profiles = new ProfileStore(deps.store);
-  const now = deps.now ?? (() => new Date());
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
   const writerId = `${hostname()}:${process.pid}:${randomUUID()}`;
-
-  async function isReady(sourceId: string, seq: number): Promise<boolean> {
-    const chunk = await log.read(sourceId, seq);
-    if (!chunk) return false;
-    return chunk.state === 'sealed' || now().getTime() - chunk.createdAt.getTime() >= pendingGraceMs;
-  }
 
   /** Picks each event's profile: the one its highest-priority known identity points at, else a new one. */
   function assignProfiles(sourceId: string, batch: Array<{ seq: number; event: StoredEvent }>, known: Map<string, string>) {
@@ -139,7 +133,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     let more = false;
     for (;;) {
       if (batch.length >= input.maxEvents) {
-        more = await isReady(sourceId, seq);
+        more = await log.isReady(sourceId, seq, pendingGraceMs);
         break;
       }
       const chunk = await log.read(sourceId, seq);
@@ -216,7 +210,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     async waitForSourceEvents(input: { sourceId: string; cursor: number; maxWaitMs: number }): Promise<boolean> {
       const deadline = Date.now() + input.maxWaitMs;
       for (;;) {
-        if (await isReady(input.sourceId, input.cursor)) return true;
+        if (await log.isReady(input.sourceId, input.cursor, pendingGraceMs)) return true;
         if (Date.now() >= deadline) return false;
         heartbeat();
         await sleep(150);

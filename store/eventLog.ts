@@ -63,7 +63,7 @@ export class EventLog {
   /** Where this process expects the next free slot of each source; a hint, corrected on conflict. */
   private readonly nextSlot = new Map<string, number>();
 
-  constructor(store: Store, private readonly options: { ackDeadlineMs: number; now?: () => number } = { ackDeadlineMs: 10_000 }) {
+  constructor(store: Store, private readonly options: { ackDeadlineMs?: number; now?: () => number } = {}) {
     this.chunks = store.db.collection<EventChunk>(COLLECTIONS.events);
     this.seals = store.db.collection<ChunkSeal>(COLLECTIONS.eventSeals);
     this.eventIds = store.db.collection<EventIdDoc>(COLLECTIONS.eventIds);
@@ -89,8 +89,9 @@ export class EventLog {
       chunkCreatedAt: new Date(started),
       sealedAt: new Date(this.now()),
     });
-    if (this.now() - started > this.options.ackDeadlineMs) {
-      throw new AckDeadlineExceeded(`chunk ${seq} of ${sourceId} took longer than ${this.options.ackDeadlineMs} ms to seal`);
+    const deadlineMs = this.options.ackDeadlineMs ?? 10_000;
+    if (this.now() - started > deadlineMs) {
+      throw new AckDeadlineExceeded(`chunk ${seq} of ${sourceId} took longer than ${deadlineMs} ms to seal`);
     }
     return { seq, duplicateIndexes };
   }
@@ -143,6 +144,17 @@ export class EventLog {
     const [chunk, seal] = await Promise.all([this.chunks.findOne({ _id: id }), this.seals.findOne({ _id: id })]);
     if (!chunk) return null;
     return { ...chunk, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
+  }
+
+  /**
+   * Whether the chunk at `seq` can be drained: sealed, or pending for longer than `graceMs` (its writer
+   * is gone). Reads the small seal, and only the chunk's creation time, never its events.
+   */
+  async isReady(sourceId: string, seq: number, graceMs: number): Promise<boolean> {
+    const id = chunkId(sourceId, seq);
+    if (await this.seals.findOne({ _id: id }, { projection: { _id: 1 } })) return true;
+    const chunk = await this.chunks.findOne({ _id: id }, { projection: { createdAt: 1 } });
+    return chunk !== null && this.now() - chunk.createdAt.getTime() >= graceMs;
   }
 
   /** A sealed chunk's counts without its events (null while the chunk is pending or absent). */

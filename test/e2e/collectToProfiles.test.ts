@@ -1,9 +1,8 @@
-import type { Client } from '@temporalio/client';
 import type { Store } from '../../store/db';
 import { expectedProfiles, userEvent, type GeneratedEvent } from '../support/audience';
 import { call, inParallel } from '../support/http';
 import { profileDifferences } from '../support/profiles';
-import { startApi, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningApi, type RunningWorker } from '../support/services';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 
 const USERS = 2000;
 const EVENTS_PER_USER = 10;
@@ -22,24 +21,15 @@ function invalidEvent(n: number): unknown {
 }
 
 describe('collect → profiles, end to end', () => {
+  let platform: RunningPlatform;
   let store: Store;
-  let temporal: Client;
-  let worker: RunningWorker;
   let api: RunningApi;
-  const taskQueue = uniqueName('e2e');
 
   beforeAll(async () => {
-    store = await testStore('e2e');
-    temporal = await testTemporal();
-    worker = await startWorker({ store, temporal, taskQueue });
-    api = await startApi({ store, temporal, taskQueue });
+    platform = await startPlatform('e2e');
+    ({ store, api } = platform);
   });
-  afterAll(async () => {
-    await api.close();
-    await worker.stop();
-    await temporal.connection.close();
-    await store.close();
-  });
+  afterAll(() => platform.stop());
 
   it('turns 20,000 events for 2,000 users, with 10% repeats and invalid events, into exact profiles', async () => {
     const created = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'web events', kind: 'events', party: 'first' } });

@@ -1,29 +1,19 @@
 import type { Client } from '@temporalio/client';
 import { sourceWorkflowId } from '../../domain/workflowIds';
 import { SA } from '../../domain/searchAttributes';
-import type { Store } from '../../store/db';
 import { call } from '../support/http';
-import { startApi, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningApi, type RunningWorker } from '../support/services';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 
 describe('source connections', () => {
-  let store: Store;
+  let platform: RunningPlatform;
   let temporal: Client;
-  let worker: RunningWorker;
   let api: RunningApi;
-  const taskQueue = uniqueName('sources');
 
   beforeAll(async () => {
-    store = await testStore('sources');
-    temporal = await testTemporal();
-    worker = await startWorker({ store, temporal, taskQueue });
-    api = await startApi({ store, temporal, taskQueue });
+    platform = await startPlatform('sources');
+    ({ temporal, api } = platform);
   });
-  afterAll(async () => {
-    await api.close();
-    await worker.stop();
-    await temporal.connection.close();
-    await store.close();
-  });
+  afterAll(() => platform.stop());
 
   it('answers /healthz with 200 when the API, Temporal and the store are reachable', async () => {
     const health = await call(`${api.url}/healthz`);

@@ -94,3 +94,32 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }
+
+export interface RunningPlatform {
+  store: Store;
+  temporal: Client;
+  worker: RunningWorker;
+  api: RunningApi;
+  stop(): Promise<void>;
+}
+
+/** A fresh database, a worker and an API on their own task queue: the platform as end-to-end tests use it. */
+export async function startPlatform(name: string): Promise<RunningPlatform> {
+  const taskQueue = uniqueName(name);
+  const store = await testStore(name);
+  const temporal = await testTemporal();
+  const worker = await startWorker({ store, temporal, taskQueue });
+  const api = await startApi({ store, temporal, taskQueue });
+  return {
+    store,
+    temporal,
+    worker,
+    api,
+    async stop() {
+      await api.close();
+      await worker.stop();
+      await temporal.connection.close();
+      await store.close();
+    },
+  };
+}
