@@ -16,6 +16,8 @@ export const ConfigSchema = z.object({
   DMP_CHUNK_MAX_EVENTS: z.coerce.number().int().positive().default(2000),
   /** Most events one drain activity applies to profiles. */
   DMP_DRAIN_BATCH_EVENTS: z.coerce.number().int().positive().default(5000),
+  /** How long an idle source waits for a wake-up from the API before looking at its log anyway. */
+  DMP_SOURCE_IDLE_POLL_SECONDS: z.coerce.number().positive().default(300),
   /** Region assumed for phone numbers written without a country code. */
   DMP_DEFAULT_PHONE_REGION: z.string().length(2).default('US'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),

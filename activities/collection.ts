@@ -8,6 +8,8 @@ import { profileWriterLockWorkflowId } from '../domain/workflowIds';
 import { addLinkedProfile, applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import type { Store } from '../store/db';
 import type { StoredEvent } from '../domain/event';
+import type { DrainPosition, SourceState } from '../domain/schemas';
+import { SourceStore } from '../store/sources';
 import { EventLog } from '../store/eventLog';
 import { IdentityIndex, type IdentityDoc, type IdentityLinkDoc } from '../store/identities';
 import { ProfileStore } from '../store/profiles';
@@ -15,15 +17,16 @@ import { acquireProfileWriterSignal, profileWriterLock, type LockRequest } from 
 
 export interface DrainInput {
   sourceId: string;
-  cursor: number;
+  /** Where the drain stands before this batch; saved, advanced, once the batch is applied. */
+  position: DrainPosition;
   maxEvents: number;
   /** The process that last wrote profiles (see profileWriterLock); null when unknown. */
   lastWriter: string | null;
 }
 
 export interface DrainResult {
-  /** The next chunk to drain. */
-  cursor: number;
+  /** Where the drain stands after this batch (as saved in the store). */
+  position: DrainPosition;
   chunks: number;
   applied: number;
   duplicates: number;
@@ -77,16 +80,13 @@ async function withHeartbeats<T>(work: () => Promise<T>, everyMs = 2000): Promis
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 export function createCollectionActivities(deps: CollectionDeps) {
   const now = deps.now ?? (() => new Date());
   const log = new EventLog(deps.store, { now: () => now().getTime() });
   const identityIndex = new IdentityIndex(deps.store);
   // One ProfileStore per worker process: its cache of newest versions serves every drain here.
   const profiles = new ProfileStore(deps.store);
+  const sources = new SourceStore(deps.store);
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
   const writerId = `${hostname()}:${process.pid}:${randomUUID()}`;
@@ -127,13 +127,13 @@ export function createCollectionActivities(deps: CollectionDeps) {
   async function drainBatch(input: DrainInput): Promise<DrainResult> {
     const { sourceId } = input;
     const batch: Array<{ seq: number; event: StoredEvent }> = [];
-    let seq = input.cursor;
+    let seq = input.position.cursor;
     let duplicates = 0;
     let chunks = 0;
     let more = false;
     for (;;) {
       if (batch.length >= input.maxEvents) {
-        more = await log.isReady(sourceId, seq, pendingGraceMs);
+        more = (await log.readiness(sourceId, seq, pendingGraceMs)).ready;
         break;
       }
       const chunk = await log.read(sourceId, seq);
@@ -150,18 +150,31 @@ export function createCollectionActivities(deps: CollectionDeps) {
       chunks++;
       heartbeat({ seq });
     }
-    const result: DrainResult = { cursor: seq, chunks, applied: 0, duplicates, alreadyApplied: 0, profilesWritten: 0, more, writer: writerId };
-    if (batch.length === 0) return result;
+    const result: DrainResult = { position: input.position, chunks, applied: 0, duplicates, alreadyApplied: 0, profilesWritten: 0, more, writer: writerId };
+    if (chunks === 0) return result;
+    if (batch.length > 0) await applyToProfiles(sourceId, batch, input.lastWriter, result);
+    result.position = {
+      cursor: seq,
+      eventsProcessed: input.position.eventsProcessed + result.applied + result.alreadyApplied,
+      duplicatesSkipped: input.position.duplicatesSkipped + duplicates,
+      batchesApplied: input.position.batchesApplied + 1,
+      lastDrainAt: now().toISOString(),
+    };
+    // Saved last: a drain interrupted before this point is redone, and the profiles' retry guards skip what it had applied.
+    await sources.savePosition(sourceId, result.position);
+    return result;
+  }
 
+  async function applyToProfiles(sourceId: string, batch: Array<{ seq: number; event: StoredEvent }>, lastWriter: string | null, result: DrainResult): Promise<void> {
     const keys = [...new Set(batch.flatMap(({ event }) => event.identities.map(identityKey)))];
     const known = await identityIndex.resolve(keys);
-    heartbeat({ seq, resolved: keys.length });
+    heartbeat({ resolved: keys.length });
     const { assignments, newIdentities, links } = assignProfiles(sourceId, batch, known);
 
     const touchedIds = [...new Set(assignments.flatMap((a) => [a.profileId, ...a.linkedTo]))];
     // When this process wrote profiles last, nobody has changed them since: its cache is current.
-    const stored = await profiles.load(touchedIds, { trustCache: input.lastWriter === writerId });
-    heartbeat({ seq, loaded: stored.size });
+    const stored = await profiles.load(touchedIds, { trustCache: lastWriter === writerId });
+    heartbeat({ loaded: stored.size });
     const changed = new Map<string, ProfileDoc>();
     const writable = (id: string, seenAt: Date): ProfileDoc => {
       let doc = changed.get(id);
@@ -198,23 +211,25 @@ export function createCollectionActivities(deps: CollectionDeps) {
       const slice = toSave.slice(start, start + profileWriteBatch);
       for (const doc of slice) doc.updatedAt = updatedAt;
       await profiles.saveVersions(slice);
-      heartbeat({ seq, saved: start + slice.length });
+      heartbeat({ saved: start + slice.length });
       if (start + slice.length < toSave.length) await deps.onDrainStep?.('profiles-partly-written');
     }
     result.profilesWritten = toSave.length;
-    return result;
   }
 
   return {
-    /** Read-only; safe to retry. Waits (heartbeating) until the chunk at `cursor` can be drained. */
-    async waitForSourceEvents(input: { sourceId: string; cursor: number; maxWaitMs: number }): Promise<boolean> {
-      const deadline = Date.now() + input.maxWaitMs;
-      for (;;) {
-        if (await log.isReady(input.sourceId, input.cursor, pendingGraceMs)) return true;
-        if (Date.now() >= deadline) return false;
-        heartbeat();
-        await sleep(150);
-      }
+    /** Read-only; safe to retry. Where the source's drain stands, as saved, and whether it is paused. */
+    async loadDrainPosition(sourceId: string): Promise<{ position: DrainPosition; state: SourceState }> {
+      const [position, source] = await Promise.all([sources.loadPosition(sourceId), sources.get(sourceId)]);
+      return {
+        position: position ?? { cursor: 0, eventsProcessed: 0, duplicatesSkipped: 0, batchesApplied: 0, lastDrainAt: null },
+        state: source?.state ?? 'active',
+      };
+    },
+
+    /** Read-only; safe to retry. Whether the chunk at `cursor` can be drained now, or when to look again. */
+    checkSourceLog(input: { sourceId: string; cursor: number }): Promise<{ ready: boolean; retryInMs: number | null }> {
+      return log.readiness(input.sourceId, input.cursor, pendingGraceMs);
     },
 
     /**

@@ -20,17 +20,18 @@ import { AckDeadlineExceeded, EventLog } from '../store/eventLog';
 import { IdentityIndex } from '../store/identities';
 import { ProfileStore } from '../store/profiles';
 import { SourceStore, type SourceDoc } from '../store/sources';
-import { ensureSourceWorkflow } from '../temporal/client';
+import { ensureSourceWorkflow, wakeSourceWorkflow } from '../temporal/client';
 import { pauseSourceSignal, resumeSourceSignal, sourceStatusQuery } from '../workflows/sourceConnection';
 import { requireAdmin, requireWriteKey } from './auth';
 import { GroupCommitter } from './groupCommit';
 import { buildOpenApiDocument } from './openapi';
 import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { pendingWork } from './pendingWork';
+import { SourceWaker } from './sourceWaker';
 
 export type ApiConfig = Pick<
   Config,
-  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION'
+  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION'
 > & { DMP_ADMIN_KEY: string };
 
 export interface ApiDeps {
@@ -44,7 +45,11 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   const log = new EventLog(store);
   const identities = new IdentityIndex(store);
   const profiles = new ProfileStore(store);
-  const committer = new GroupCommitter(log, config.DMP_CHUNK_MAX_EVENTS);
+  const waker = new SourceWaker(
+    (sourceId) => wakeSourceWorkflow(temporal, sourceId, (id) => sources.get(id), config),
+    (sourceId, error) => logger.warn({ sourceId, workflowId: sourceWorkflowId(sourceId), err: error }, 'could not wake the source; its idle poll will'),
+  );
+  const committer = new GroupCommitter(log, config.DMP_CHUNK_MAX_EVENTS, (sourceId) => waker.notify(sourceId));
   const admin = requireAdmin(config.DMP_ADMIN_KEY);
   const openApi = buildOpenApiDocument(config);
 
@@ -124,9 +129,11 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     res.json(await describeSource(await loadSource(String(req.params.id))));
   });
 
-  for (const [action, signal] of [['pause', pauseSourceSignal], ['resume', resumeSourceSignal]] as const) {
+  for (const [action, signal, state] of [['pause', pauseSourceSignal, 'paused'], ['resume', resumeSourceSignal, 'active']] as const) {
     app.post(`/v1/sources/:id/${action}`, admin, async (req, res) => {
       const source = await loadSource(String(req.params.id));
+      // Saved first, so a workflow started again later (or right now) begins in this state.
+      await sources.setState(source._id, state);
       await ensureSourceWorkflow(temporal, source, config);
       await temporal.workflow.getHandle(sourceWorkflowId(source._id)).signal(signal);
       logger.info({ sourceId: source._id, workflowId: sourceWorkflowId(source._id) }, `source ${action}d`);

@@ -16,7 +16,12 @@ export class GroupCommitter {
   private readonly queues = new Map<string, Submission[]>();
   private readonly flushing = new Set<string>();
 
-  constructor(private readonly log: EventLog, private readonly maxChunkEvents: number) {}
+  constructor(
+    private readonly log: EventLog,
+    private readonly maxChunkEvents: number,
+    /** Called after each chunk is sealed (e.g. to wake the source's drain). */
+    private readonly onAppended: (sourceId: string) => void = () => {},
+  ) {}
 
   /** Resolves with the indexes (into `events`) that were duplicates, once the events are durably stored. */
   submit(sourceId: string, events: StoredEvent[]): Promise<Set<number>> {
@@ -35,6 +40,7 @@ export class GroupCommitter {
         const group = this.takeGroup(queue);
         try {
           const { duplicateIndexes } = await this.log.append(sourceId, group.flatMap((s) => s.events));
+          this.onAppended(sourceId);
           let offset = 0;
           for (const submission of group) {
             const own = new Set<number>();

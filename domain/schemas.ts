@@ -35,18 +35,21 @@ export const CreateSourceResponseSchema = z
 export const SourceStateSchema = z.enum(['active', 'paused']);
 export type SourceState = z.infer<typeof SourceStateSchema>;
 
+/** Where a source's drain stands; saved in the store after every batch, so a restarted workflow resumes. */
+export const DrainPositionSchema = z.object({
+  cursor: z.number().int().openapi({ description: 'Next chunk of the source log to drain.' }),
+  eventsProcessed: z.number().int(),
+  duplicatesSkipped: z.number().int(),
+  batchesApplied: z.number().int(),
+  lastDrainAt: z.string().nullable(),
+});
+export type DrainPosition = z.infer<typeof DrainPositionSchema>;
+
 /** What the source's workflow reports through its status query. */
-export const SourceProgressSchema = z
-  .object({
-    state: SourceStateSchema,
-    cursor: z.number().int().openapi({ description: 'Next chunk of the source log to drain.' }),
-    eventsProcessed: z.number().int(),
-    duplicatesSkipped: z.number().int(),
-    batchesApplied: z.number().int(),
-    lastError: z.string().nullable(),
-    lastDrainAt: z.string().nullable(),
-  })
-  .openapi('SourceProgress');
+export const SourceProgressSchema = DrainPositionSchema.extend({
+  state: SourceStateSchema,
+  lastError: z.string().nullable(),
+}).openapi('SourceProgress');
 export type SourceProgress = z.infer<typeof SourceProgressSchema>;
 
 export const SourceStatusSchema = z

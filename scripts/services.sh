@@ -570,6 +570,7 @@ checkpoint_completion_target = 0.9
 random_page_cost = 1.1              # SSD-backed storage
 effective_io_concurrency = 200
 jit = off                           # short queries pay JIT compile time for nothing
+plan_cache_mode = force_custom_plan # FerretDB binds field names as parameters; indexes need them known
 fsync = on                          # durability kept: see scripts/services.sh
 synchronous_commit = on
 full_page_writes = on
@@ -597,6 +598,9 @@ ensure_ferretdb_database() {
     "${psql[@]}" -c 'CREATE DATABASE ferretdb' >&2 || die "postgres: could not create database ferretdb"
     log "postgres: created database ferretdb"
   fi
+  # FerretDB's own indexes cannot serve its pushed-down filters; see the SQL file for the fix.
+  "${psql[@]}" -d ferretdb -f "$ROOT/scripts/sql/ferretdb-postgresql-indexes.sql" >/dev/null ||
+    die "postgres: could not install the index tuning for FerretDB"
 }
 
 start_postgres() {

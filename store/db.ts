@@ -8,6 +8,8 @@ import { MongoClient, type Db, MongoServerError } from 'mongodb';
 export const COLLECTIONS = {
   sources: 'sources',
   sourceKeys: 'source_keys',
+  /** One per source (`_id` = source id): where its drain stands. */
+  drainPositions: 'drain_positions',
   /** The per-source event log: chunk documents with predictable `_id`s `<sourceId>:<seq>`. */
   events: 'events',
   /** One per sealed chunk, same `_id`: the chunk's duplicate indexes. */

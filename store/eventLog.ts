@@ -148,13 +148,16 @@ export class EventLog {
 
   /**
    * Whether the chunk at `seq` can be drained: sealed, or pending for longer than `graceMs` (its writer
-   * is gone). Reads the small seal, and only the chunk's creation time, never its events.
+   * is gone). When it is pending, `retryInMs` says when it will count as abandoned; null when absent.
+   * Reads the small seal, and only the chunk's creation time, never its events.
    */
-  async isReady(sourceId: string, seq: number, graceMs: number): Promise<boolean> {
+  async readiness(sourceId: string, seq: number, graceMs: number): Promise<{ ready: boolean; retryInMs: number | null }> {
     const id = chunkId(sourceId, seq);
-    if (await this.seals.findOne({ _id: id }, { projection: { _id: 1 } })) return true;
+    if (await this.seals.findOne({ _id: id }, { projection: { _id: 1 } })) return { ready: true, retryInMs: null };
     const chunk = await this.chunks.findOne({ _id: id }, { projection: { createdAt: 1 } });
-    return chunk !== null && this.now() - chunk.createdAt.getTime() >= graceMs;
+    if (!chunk) return { ready: false, retryInMs: null };
+    const waited = this.now() - chunk.createdAt.getTime();
+    return waited >= graceMs ? { ready: true, retryInMs: null } : { ready: false, retryInMs: graceMs - waited };
   }
 
   /** A sealed chunk's counts without its events (null while the chunk is pending or absent). */

@@ -1,5 +1,5 @@
 import type { Collection } from 'mongodb';
-import type { Party, SourceKind } from '../domain/schemas';
+import type { DrainPosition, Party, SourceKind, SourceState } from '../domain/schemas';
 import { COLLECTIONS, type Store } from './db';
 
 export interface SourceDoc {
@@ -10,6 +10,16 @@ export interface SourceDoc {
   labels: string[];
   writeKeyHash: string;
   createdAt: Date;
+  /** Whether draining is paused; absent means active. Set by the API, read when a workflow (re)starts. */
+  state?: SourceState;
+}
+
+/**
+ * Where a source's drain stands, written by the drain itself after each batch (one writer: the
+ * source's workflow), so a terminated and restarted workflow resumes at its cursor with its counts.
+ */
+interface DrainPositionDoc extends DrainPosition {
+  _id: string;
 }
 
 /** Write keys are looked up by the hash of the key, as an exact `_id`; the key itself is never stored. */
@@ -21,10 +31,12 @@ interface SourceKeyDoc {
 export class SourceStore {
   private readonly sources: Collection<SourceDoc>;
   private readonly keys: Collection<SourceKeyDoc>;
+  private readonly positions: Collection<DrainPositionDoc>;
 
   constructor(store: Store) {
     this.sources = store.db.collection<SourceDoc>(COLLECTIONS.sources);
     this.keys = store.db.collection<SourceKeyDoc>(COLLECTIONS.sourceKeys);
+    this.positions = store.db.collection<DrainPositionDoc>(COLLECTIONS.drainPositions);
   }
 
   async create(source: SourceDoc): Promise<void> {
@@ -53,5 +65,22 @@ export class SourceStore {
 
   list(): Promise<SourceDoc[]> {
     return this.sources.find({}).sort({ createdAt: 1 }).toArray();
+  }
+
+  async setState(id: string, state: SourceState): Promise<void> {
+    await this.sources.updateOne({ _id: id }, { $set: { state } });
+  }
+
+  /** The drain's saved position, or null before its first batch. */
+  async loadPosition(id: string): Promise<DrainPosition | null> {
+    const doc = await this.positions.findOne({ _id: id });
+    if (!doc) return null;
+    const { _id, ...position } = doc;
+    return position;
+  }
+
+  /** Replaces the saved position by `_id`; the same batch saved twice writes the same document. */
+  async savePosition(id: string, position: DrainPosition): Promise<void> {
+    await this.positions.replaceOne({ _id: id }, position, { upsert: true });
   }
 }

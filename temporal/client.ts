@@ -1,26 +1,25 @@
-import { Client, Connection, WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { sourceWorkflowId } from '../domain/workflowIds';
 import { SA } from '../domain/searchAttributes';
 import type { Config } from '../config';
 import type { SourceDoc } from '../store/sources';
-import { sourceConnection } from '../workflows/sourceConnection';
+import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnection';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
   return new Client({ connection, namespace: config.TEMPORAL_NAMESPACE });
 }
 
+export type SourceWorkflowConfig = Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS'>;
+type SourceIdentity = Pick<SourceDoc, '_id' | 'kind' | 'party'>;
+
 /** Starts the source's workflow under its deterministic id; finding it already running is success. */
-export async function ensureSourceWorkflow(
-  client: Client,
-  source: Pick<SourceDoc, '_id' | 'kind' | 'party'>,
-  config: Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS'>,
-): Promise<void> {
+export async function ensureSourceWorkflow(client: Client, source: SourceIdentity, config: SourceWorkflowConfig): Promise<void> {
   try {
     await client.workflow.start(sourceConnection, {
       workflowId: sourceWorkflowId(source._id),
       taskQueue: config.DMP_TASK_QUEUE,
-      args: [{ sourceId: source._id, drainBatchEvents: config.DMP_DRAIN_BATCH_EVENTS }],
+      args: [{ sourceId: source._id, drainBatchEvents: config.DMP_DRAIN_BATCH_EVENTS, idlePollMs: config.DMP_SOURCE_IDLE_POLL_SECONDS * 1000 }],
       typedSearchAttributes: [
         { key: SA.sourceId, value: source._id },
         { key: SA.sourceKind, value: source.kind },
@@ -32,5 +31,27 @@ export async function ensureSourceWorkflow(
     });
   } catch (error) {
     if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+  }
+}
+
+/**
+ * Tells a source's workflow that its log grew. A workflow that is gone (e.g. terminated by an
+ * operator) is started again first; it resumes from the position its drain saved.
+ */
+export async function wakeSourceWorkflow(
+  client: Client,
+  sourceId: string,
+  loadSource: (id: string) => Promise<SourceIdentity | null>,
+  config: SourceWorkflowConfig,
+): Promise<void> {
+  const handle = client.workflow.getHandle(sourceWorkflowId(sourceId));
+  try {
+    await handle.signal(sourceLogGrewSignal);
+  } catch (error) {
+    if (!(error instanceof WorkflowNotFoundError)) throw error;
+    const source = await loadSource(sourceId);
+    if (!source) return;
+    await ensureSourceWorkflow(client, source, config);
+    await handle.signal(sourceLogGrewSignal);
   }
 }

@@ -20,18 +20,21 @@ import { profileWriterGrantedSignal, releaseProfileWriterSignal } from './profil
 
 export const pauseSourceSignal = defineSignal('pause');
 export const resumeSourceSignal = defineSignal('resume');
+/** Sent by the API after it seals a chunk of this source's log: there is something to drain. */
+export const sourceLogGrewSignal = defineSignal('logGrew');
 export const sourceStatusQuery = defineQuery<SourceProgress>('status');
 
 export interface SourceConnectionInput {
   sourceId: string;
   drainBatchEvents: number;
-  /** Carried across continue-as-new. */
+  /** How long an idle source sleeps before looking at its log without being woken (a safety net). */
+  idlePollMs: number;
+  /** Carried across continue-as-new; a fresh start reads the position saved in the store. */
   progress?: SourceProgress;
 }
 
-const { waitForSourceEvents, requestProfileWriterLock } = proxyActivities<CollectionActivities>({
+const { loadDrainPosition, checkSourceLog, requestProfileWriterLock } = proxyActivities<CollectionActivities>({
   startToCloseTimeout: '1 minute',
-  heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
 
@@ -46,9 +49,10 @@ const MAX_HOLD_MS = 60_000;
 const HISTORY_LIMIT = 4_000;
 
 /**
- * One durable workflow per source connection: wait for the source's log to grow, take the
- * profile-writer lock, fold the new chunks into profiles, report progress; continue as new when the
- * history grows long. Events never pass through here — only the log cursor does.
+ * One durable workflow per source connection: sleep until the API says the log grew (or the idle
+ * poll comes round), take the profile-writer lock, fold the new chunks into profiles, report
+ * progress; continue as new when the history grows long. Events never pass through here — only the
+ * log cursor does, and the drain saves it in the store, so a restarted workflow resumes where it was.
  */
 export async function sourceConnection(input: SourceConnectionInput): Promise<void> {
   const { sourceId } = input;
@@ -61,18 +65,25 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     lastError: null,
     lastDrainAt: null,
   };
+  /** Look at the log at once after a (re)start: a wake-up may have come while nothing listened. */
+  let woken = true;
+  let nextLookMs = input.idlePollMs;
   let awaitedTicket: string | null = null;
   let grantedTicket: string | null = null;
   /** The process that last wrote profiles, as the lock reported it and as our own drains update it. */
   let lastWriter: string | null = null;
 
   setHandler(sourceStatusQuery, () => progress);
+  setHandler(sourceLogGrewSignal, () => {
+    woken = true;
+  });
   setHandler(pauseSourceSignal, () => {
     progress.state = 'paused';
     reportProgress();
   });
   setHandler(resumeSourceSignal, () => {
     progress.state = 'active';
+    woken = true;
     reportProgress();
   });
   setHandler(profileWriterGrantedSignal, (grant) => {
@@ -111,28 +122,34 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
   async function drainWhileReady(): Promise<void> {
     const started = Date.now(); // workflow time: deterministic
     for (;;) {
-      const result = await drainSourceBatch({ sourceId, cursor: progress.cursor, maxEvents: input.drainBatchEvents, lastWriter });
+      const { state, lastError, ...position } = progress;
+      const result = await drainSourceBatch({ sourceId, position, maxEvents: input.drainBatchEvents, lastWriter });
       lastWriter = result.writer;
-      progress.cursor = result.cursor;
-      progress.eventsProcessed += result.applied + result.alreadyApplied;
-      progress.duplicatesSkipped += result.duplicates;
-      progress.batchesApplied += 1;
-      progress.lastDrainAt = new Date().toISOString();
-      progress.lastError = null;
+      Object.assign(progress, result.position, { lastError: null });
       if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_HOLD_MS) return;
     }
   }
 
+  if (!input.progress) {
+    const saved = await loadDrainPosition(sourceId);
+    Object.assign(progress, saved.position, { state: saved.state });
+  }
   reportProgress();
   while (workflowInfo().historyLength < HISTORY_LIMIT && !workflowInfo().continueAsNewSuggested) {
     if (progress.state === 'paused') {
       await condition(() => progress.state === 'active');
       continue;
     }
-    const ready = await waitForSourceEvents({ sourceId, cursor: progress.cursor, maxWaitMs: 10_000 });
-    if (!ready || progress.state !== 'active') continue;
+    if (!woken) await condition(() => woken || progress.state !== 'active', nextLookMs);
+    woken = false;
+    if (progress.state !== 'active') continue;
+    const log = await checkSourceLog({ sourceId, cursor: progress.cursor });
+    // A pending chunk (its writer mid-append) is looked at again when it would count as abandoned.
+    nextLookMs = log.retryInMs ?? input.idlePollMs;
+    if (!log.ready) continue;
     try {
       await withProfileWriterLock(drainWhileReady);
+      woken = true; // more may have been sealed while we drained; one cheap look settles it
     } catch (error) {
       if (!(error instanceof ActivityFailure)) throw error;
       progress.lastError = error.cause?.message ?? error.message;

@@ -10,7 +10,8 @@ describe('source connections', () => {
   let api: RunningApi;
 
   beforeAll(async () => {
-    platform = await startPlatform('sources');
+    // An idle poll of an hour: only the API's wake-up can make a drain happen within these tests.
+    platform = await startPlatform('sources', { DMP_SOURCE_IDLE_POLL_SECONDS: 3600 });
     ({ temporal, api } = platform);
   });
   afterAll(() => platform.stop());
@@ -73,5 +74,51 @@ describe('source connections', () => {
     expect(drained.pending.chunks).toBe(0);
     const profile = await call(`${api.url}/v1/profiles/lookup?type=cookie_id&value=pc-1`, { key: api.adminKey });
     expect(profile.body.counters.page_view.count).toBe(10);
+  });
+
+  it('drains collected events within seconds because the API wakes the idle source', async () => {
+    const { id, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'woken', kind: 'events', party: 'first' } })).body;
+    // Let the new workflow make its first look and fall asleep on its hour-long idle poll.
+    await waitFor('the source to settle', async () => (await call(`${api.url}/v1/sources/${id}`, { key: api.adminKey })).body.progress?.state === 'active');
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const sentAt = Date.now();
+    await call(`${api.url}/v1/collect`, { key: writeKey, body: { events: [{ id: 'w-1', type: 'page_view', identities: { cookie_id: 'woken-1' } }] } });
+    const profile = await waitFor('the woken drain', async () => {
+      const found = await call(`${api.url}/v1/profiles/lookup?type=cookie_id&value=woken-1`, { key: api.adminKey });
+      return found.status === 200 ? found.body : undefined;
+    }, 10_000, 50);
+    expect(profile.counters.page_view.count).toBe(1);
+    expect(Date.now() - sentAt).toBeLessThan(10_000);
+  });
+
+  it('resumes a terminated source workflow at its saved cursor without counting events twice', async () => {
+    const { id, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'restarted', kind: 'events', party: 'first' } })).body;
+    const send = (prefix: string) =>
+      call(`${api.url}/v1/collect`, { key: writeKey, body: { events: Array.from({ length: 20 }, (_, n) => ({ id: `${prefix}-${n}`, type: 'page_view', identities: { cookie_id: `r-${n % 4}` } })) } });
+    const progressOf = async () => (await call(`${api.url}/v1/sources/${id}`, { key: api.adminKey })).body.progress;
+    await send('a');
+    await waitFor('the first drain', async () => (await progressOf())?.eventsProcessed === 20);
+
+    await temporal.workflow.getHandle(sourceWorkflowId(id)).terminate('operator test');
+    // Collecting wakes the source, which starts its workflow again; it resumes at the saved cursor.
+    await send('b');
+    const resumed = await waitFor('the drain after the restart', async () => {
+      const progress = await progressOf();
+      return progress?.eventsProcessed >= 40 ? progress : undefined;
+    });
+    expect(resumed).toMatchObject({ eventsProcessed: 40, cursor: 2, batchesApplied: 2 });
+    const profile = await call(`${api.url}/v1/profiles/lookup?type=cookie_id&value=r-1`, { key: api.adminKey });
+    expect(profile.body.counters.page_view.count).toBe(10);
+  });
+
+  it('keeps a paused source paused when its workflow is started again', async () => {
+    const { id } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'stays paused', kind: 'events', party: 'first' } })).body;
+    await call(`${api.url}/v1/sources/${id}/pause`, { key: api.adminKey, method: 'POST' });
+    await temporal.workflow.getHandle(sourceWorkflowId(id)).terminate('operator test');
+    const status = await waitFor('the restarted workflow', async () => {
+      const body = (await call(`${api.url}/v1/sources/${id}`, { key: api.adminKey })).body;
+      return body.workflowStatus === 'RUNNING' && body.progress?.state === 'paused' ? body : undefined;
+    });
+    expect(status.progress.state).toBe('paused');
   });
 });
