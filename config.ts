@@ -14,8 +14,13 @@ export const ConfigSchema = z.object({
   DMP_MAX_BATCH_EVENTS: z.coerce.number().int().positive().default(1000),
   /** Most events one stored chunk may hold (a group commit writes one chunk per source). */
   DMP_CHUNK_MAX_EVENTS: z.coerce.number().int().positive().default(2000),
-  /** Most events one drain activity applies to profiles. */
+  /** Most events one drain activity routes, and one partition fold applies to profiles. */
   DMP_DRAIN_BATCH_EVENTS: z.coerce.number().int().positive().default(5000),
+  /**
+   * Partitions of the profiles, each with one writer at a time: as many workers as partitions can
+   * fold at once. Fixed for a store's lifetime (a profile's partition derives from its id).
+   */
+  DMP_PROFILE_PARTITIONS: z.coerce.number().int().min(1).max(1024).default(8),
   /** How long an idle source waits for a wake-up from the API before looking at its log anyway. */
   DMP_SOURCE_IDLE_POLL_SECONDS: z.coerce.number().positive().default(300),
   /** Region assumed for phone numbers written without a country code. */

@@ -1,6 +1,9 @@
 import { createCollectionActivities, type CollectionDeps } from './collection';
+import { createProfileWriterActivities, type ProfileWriterDeps } from './profileWriter';
+
+export type ActivityDeps = CollectionDeps & ProfileWriterDeps;
 
 /** Every activity the worker registers, built over the dependencies it is given. */
-export function createActivities(deps: CollectionDeps) {
-  return { ...createCollectionActivities(deps) };
+export function createActivities(deps: ActivityDeps) {
+  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps) };
 }

@@ -6,19 +6,19 @@ import { prepareEvents } from '../domain/collect';
 import { hashSecret, newSourceId, newWriteKey } from '../domain/ids';
 import { sourceWorkflowId } from '../domain/workflowIds';
 import { toStoredIdentity, identityKey, IdentityError } from '../domain/identity';
-import { toProfileView } from '../domain/profile';
+import { decodeKeys } from '../domain/fieldNames';
 import {
   CollectRequestSchema,
   CreateSourceRequestSchema,
   LookupQuerySchema,
+  ProfileEventsQuerySchema,
   type CollectResponse,
   type SourceStatus,
 } from '../domain/schemas';
 import { logger } from '../logger';
 import { pingStore, type Store } from '../store/db';
 import { AckDeadlineExceeded, EventLog } from '../store/eventLog';
-import { IdentityIndex } from '../store/identities';
-import { ProfileStore } from '../store/profiles';
+import { ProfileEventLog } from '../store/profileEvents';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { ensureSourceWorkflow, wakeSourceWorkflow } from '../temporal/client';
 import { pauseSourceSignal, resumeSourceSignal, sourceStatusQuery } from '../workflows/sourceConnection';
@@ -27,11 +27,12 @@ import { GroupCommitter } from './groupCommit';
 import { buildOpenApiDocument } from './openapi';
 import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { pendingWork } from './pendingWork';
+import { ProfileReader } from './profileReader';
 import { SourceWaker } from './sourceWaker';
 
 export type ApiConfig = Pick<
   Config,
-  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION'
+  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION'
 > & { DMP_ADMIN_KEY: string };
 
 export interface ApiDeps {
@@ -43,8 +44,8 @@ export interface ApiDeps {
 export function createApp({ config, store, temporal }: ApiDeps): Express {
   const sources = new SourceStore(store);
   const log = new EventLog(store);
-  const identities = new IdentityIndex(store);
-  const profiles = new ProfileStore(store);
+  const profiles = new ProfileReader(store);
+  const routedEvents = new ProfileEventLog(store);
   const waker = new SourceWaker(
     (sourceId) => wakeSourceWorkflow(temporal, sourceId, (id) => sources.get(id), config),
     (sourceId, error) => logger.warn({ sourceId, workflowId: sourceWorkflowId(sourceId), err: error }, 'could not wake the source; its idle poll will'),
@@ -97,6 +98,12 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     return source;
   }
 
+  /** Summed over the partitions' saved positions: one read per partition. */
+  async function eventsApplied(sourceId: string): Promise<number> {
+    const positions = await Promise.all(Array.from({ length: config.DMP_PROFILE_PARTITIONS }, (_, p) => routedEvents.loadPosition(p)));
+    return positions.reduce((sum, position) => sum + (position.applied[sourceId] ?? 0), 0);
+  }
+
   async function describeSource(source: SourceDoc): Promise<SourceStatus> {
     const handle = temporal.workflow.getHandle(sourceWorkflowId(source._id));
     let workflowStatus = 'NOT_FOUND';
@@ -122,6 +129,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       workflowStatus,
       progress,
       pending: await pendingWork(log, source._id, progress?.cursor ?? 0),
+      profiles: { eventsApplied: await eventsApplied(source._id) },
     };
   }
 
@@ -182,10 +190,35 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       if (!(error instanceof IdentityError)) throw error;
       throw new ProblemError(400, 'validation', 'Invalid lookup query', [{ path: 'value', message: error.message }]);
     }
-    const profileId = await identities.profileIdFor(key);
-    const profile = profileId ? await profiles.get(profileId) : null;
+    const profile = await profiles.byIdentity(key);
     if (!profile) throw new ProblemError(404, 'profile-not-found', 'No profile has this identity', [{ path: 'value', message: 'not found' }]);
-    res.json(toProfileView(profile));
+    res.json(profile);
+  });
+
+  app.get('/v1/profiles/:id', admin, async (req, res) => {
+    const id = String(req.params.id);
+    const profile = await profiles.byId(id);
+    if (!profile) throw new ProblemError(404, 'profile-not-found', 'No such profile', [{ path: 'params.id', message: `no profile ${id}` }]);
+    res.json(profile);
+  });
+
+  app.get('/v1/profiles/:id/events', admin, async (req, res) => {
+    const id = String(req.params.id);
+    const query = parseOr400(ProfileEventsQuerySchema, req.query, 'events query');
+    const events = await profiles.eventsOf(id);
+    if (events.length === 0 && !(await profiles.byId(id))) {
+      throw new ProblemError(404, 'profile-not-found', 'No such profile', [{ path: 'params.id', message: `no profile ${id}` }]);
+    }
+    const offset = Number(query.cursor ?? 0);
+    const page = events.slice(offset, offset + query.limit);
+    res.json({
+      events: page.map(({ seq, traits, properties, ...event }) => ({
+        ...event,
+        ...(traits && { traits: decodeKeys(traits) }),
+        ...(properties && { properties: decodeKeys(properties) }),
+      })),
+      next: offset + query.limit < events.length ? String(offset + query.limit) : null,
+    });
   });
 
   app.use(notFound);

@@ -8,6 +8,8 @@ import {
   EventInputSchema,
   LookupQuerySchema,
   ProblemSchema,
+  ProfileEventsQuerySchema,
+  ProfileEventsSchema,
   ProfileSchema,
   SourceStatusSchema,
 } from '../domain/schemas';
@@ -70,13 +72,31 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
       503: problem('Store unavailable; nothing was acknowledged'),
     },
   });
+  const adminProblems = { 401: problem('No admin key'), 403: problem('Not an admin key') };
   registry.registerPath({
     method: 'get',
     path: '/v1/profiles/lookup',
     summary: 'Find a profile by any of its identities (raw emails and phones are hashed first)',
     security: [{ [admin.name]: [] }],
     request: { query: LookupQuerySchema },
-    responses: { 200: { description: 'The profile', ...json(ProfileSchema) }, 404: problem('No profile has this identity') },
+    responses: { 200: { description: 'The profile', ...json(ProfileSchema) }, 400: problem('Invalid query'), ...adminProblems, 404: problem('No profile has this identity') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/profiles/{id}',
+    summary: 'The 360° view of a profile: identities, traits with their origins, behaviour, consent, sources, merge history',
+    description: 'Any id of a profile document merged into the profile finds it; `id` in the answer is the profile\'s own id.',
+    security: [{ [admin.name]: [] }],
+    request: { params: idParam },
+    responses: { 200: { description: 'The profile', ...json(ProfileSchema) }, ...adminProblems, 404: problem('No such profile') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/profiles/{id}/events',
+    summary: "A profile's retained events, newest first, in pages",
+    security: [{ [admin.name]: [] }],
+    request: { params: idParam, query: ProfileEventsQuerySchema },
+    responses: { 200: { description: 'A page of events', ...json(ProfileEventsSchema) }, 400: problem('Invalid query'), ...adminProblems, 404: problem('No such profile') },
   });
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({

@@ -37,8 +37,9 @@ import type { Client } from '@temporalio/client';
 import { loadConfig } from '../config';
 import { prepareEvents } from '../domain/collect';
 import { sha256Hex } from '../domain/identity';
-import { newProfile, type ProfileDoc } from '../domain/profile';
-import { profileWriterLockWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
+import { dayKey, newProfile, type ProfileDoc } from '../domain/profile';
+import { profilePartitionWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
+import { ProfileEventLog } from '../store/profileEvents';
 import { COLLECTIONS, connectStore, type Store } from '../store/db';
 import { connectTemporal } from '../temporal/client';
 import { sourceStatusQuery } from '../workflows/sourceConnection';
@@ -226,8 +227,8 @@ function profileDoc(i: number, revision: number, now: Date): ProfileDoc {
   doc._id = `bench-p-${i}`;
   doc.version = revision;
   doc.identities = [
-    { type: 'cookie_id', value: `c-${i}` },
-    { type: 'email_sha256', value: sha256Hex(`user${i}@example.com`) },
+    { type: 'cookie_id', value: `c-${i}`, firstSeen: doc.firstSeen, lastSeen: now, sourceId: 'src_bench_web' },
+    { type: 'email_sha256', value: sha256Hex(`user${i}@example.com`), firstSeen: doc.firstSeen, lastSeen: now, sourceId: 'src_bench_crm' },
   ];
   doc.traits = {
     'plan%2Etier': ['free', 'pro'][i % 2],
@@ -239,9 +240,9 @@ function profileDoc(i: number, revision: number, now: Date): ProfileDoc {
     last_campaign: 'spring_sale',
     favourite_category: ['shoes', 'books', 'garden', 'toys'][i % 4],
   };
-  doc.traitsAt = Object.fromEntries(Object.keys(doc.traits).map((name) => [name, now]));
+  doc.traitOrigins = Object.fromEntries(Object.keys(doc.traits).map((name) => [name, { at: now, sourceId: 'src_bench_web', party: 'first' as const }]));
   doc.counters = Object.fromEntries(
-    ['page_view', 'add_to_cart', 'purchase'].map((type, k) => [type, { count: (i + k) % 50 + revision, firstSeen: doc.firstSeen, lastSeen: now }]),
+    ['page_view', 'add_to_cart', 'purchase'].map((type, k) => [type, { count: (i + k) % 50 + revision, firstSeen: doc.firstSeen, lastSeen: now, days: { [dayKey(now)]: 1 } }]),
   );
   doc.sources = ['src_bench_web', 'src_bench_crm'];
   doc.applied = { src_bench_web: 1000 + revision, src_bench_crm: 40 + revision };
@@ -429,7 +430,8 @@ function cleanup(): Promise<void> {
     await Promise.all(services.map(stopService));
     const { store, temporal, databaseName, sourceId } = cleanupState;
     if (temporal && databaseName) {
-      const ids = [profileWriterLockWorkflowId(databaseName), ...(sourceId ? [sourceWorkflowId(sourceId)] : [])];
+      const partitionIds = Array.from({ length: loadConfig({ ...process.env, LOG_LEVEL: 'warn' }).DMP_PROFILE_PARTITIONS }, (_, p) => profilePartitionWorkflowId(databaseName, p));
+      const ids = [...partitionIds, ...(sourceId ? [sourceWorkflowId(sourceId)] : [])];
       for (const id of ids) {
         // Not started or already closed is fine.
         await within(temporal.workflow.getHandle(id).terminate('ingest benchmark finished'), 10_000, `terminating ${id}`).catch(() => undefined);
@@ -555,14 +557,20 @@ async function main(): Promise<void> {
   // as `progress`: that endpoint also scans up to 100 chunk seals for `pending`, and doing that
   // twice a second would take store time away from the drain being measured.
   const workflow = temporal.workflow.getHandle(sourceWorkflowId(sourceId));
+  const routedEvents = new ProfileEventLog(store);
+  const folded = async () => {
+    const positions = await Promise.all(Array.from({ length: config.DMP_PROFILE_PARTITIONS }, (_, p) => routedEvents.loadPosition(p)));
+    return positions.reduce((sum, position) => sum + (position.applied[sourceId] ?? 0), 0);
+  };
   for (;;) {
     const progress = await within(workflow.query(sourceStatusQuery), 15_000, 'status query').catch(() => null);
+    const foldedNow = await within(folded(), 15_000, 'partition positions').catch(() => null);
     const now = performance.now();
     waitedSeconds = (now - drainStarted) / 1000;
-    if (!progress) failedPolls++;
+    if (!progress || foldedNow === null) failedPolls++;
     else {
-      if (progress.eventsProcessed > processed) {
-        processed = progress.eventsProcessed;
+      if (foldedNow > processed) {
+        processed = foldedNow;
         drainSeconds = waitedSeconds;
       }
       lastError = progress.lastError ?? lastError;

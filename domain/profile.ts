@@ -2,31 +2,51 @@ import type { StoredConsent } from './consent';
 import type { StoredEvent } from './event';
 import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
 import { identityKey, type Identity } from './identity';
-import type { ProfileView } from './schemas';
+import type { Party, ProfileView } from './schemas';
+
+/** Days of per-type behaviour kept on a profile: segment windows ("≥ 2 purchases in 30 days") read them. */
+export const BEHAVIOUR_DAYS = 90;
 
 export interface EventCounter {
   count: number;
   firstSeen: Date;
   lastSeen: Date;
+  /** Events per UTC day (`YYYYMMDD`), for the BEHAVIOUR_DAYS days up to `lastSeen`. */
+  days: Record<string, number>;
 }
 
+export interface IdentityEntry extends Identity {
+  firstSeen: Date;
+  lastSeen: Date;
+  /** The source that first reported it. */
+  sourceId: string;
+}
+
+/** Where a trait's value came from: it decides which value wins (see `outranks`). */
+export interface TraitOrigin {
+  at: Date;
+  sourceId: string;
+  party: Party;
+}
+
+export type ProfileConsent = StoredConsent & { sourceId: string; at: Date };
+
 /**
- * One version of an anonymous profile. Versions are never updated, only added: `_id` is
- * `<profileId>@<version>` and the newest is the profile (see store/profiles). Trait names and event
- * types are encoded keys (see fieldNames).
+ * One stored profile document. Versions are never updated, only added: `_id` is
+ * `<profileId>@<version>` and the newest version is the document (see store/profiles). A person may
+ * be several such documents joined by identity links — the profile the API shows is their
+ * combination (`combineProfiles`). Trait names and event types are encoded keys (see fieldNames).
  */
 export interface ProfileDoc {
   _id: string;
   profileId: string;
   version: number;
-  identities: Identity[];
+  identities: IdentityEntry[];
   traits: Record<string, unknown>;
-  /** When each trait was last set, so a late-arriving older event does not overwrite a newer value. */
-  traitsAt: Record<string, Date>;
+  traitOrigins: Record<string, TraitOrigin>;
   counters: Record<string, EventCounter>;
-  consent: (StoredConsent & { sourceId: string; at: Date }) | null;
+  consent: ProfileConsent | null;
   sources: string[];
-  linkedProfiles: string[];
   /** Per source, the last log chunk whose events are already in this document: the retry guard. */
   applied: Record<string, number>;
   firstSeen: Date;
@@ -38,6 +58,13 @@ export interface ProfileDoc {
 /** The fields of a log event that profile application reads. */
 export type ProfileEvent = Pick<StoredEvent, 'id' | 'type' | 'timestamp' | 'identities' | 'traits' | 'consent'>;
 
+/** Which source (and its party) an event came from, and the log chunk that held it. */
+export interface EventOrigin {
+  sourceId: string;
+  party: Party;
+  seq: number;
+}
+
 /** `seenAt` is the time of the event that creates the profile; `now` is when it is written. */
 export function newProfile(id: string, now: Date, seenAt: Date): ProfileDoc {
   return {
@@ -46,11 +73,10 @@ export function newProfile(id: string, now: Date, seenAt: Date): ProfileDoc {
     version: 0,
     identities: [],
     traits: {},
-    traitsAt: {},
+    traitOrigins: {},
     counters: {},
     consent: null,
     sources: [],
-    linkedProfiles: [],
     applied: {},
     firstSeen: seenAt,
     lastSeen: seenAt,
@@ -65,11 +91,6 @@ export function hasApplied(applied: ProfileDoc['applied'], sourceId: string, chu
   return last !== undefined && chunkSeq <= last;
 }
 
-export function addIdentity(profile: ProfileDoc, identity: Identity): void {
-  const key = identityKey(identity);
-  if (!profile.identities.some((existing) => identityKey(existing) === key)) profile.identities.push(identity);
-}
-
 export function profileVersionId(profileId: string, version: number): string {
   return `${profileId}@${version.toString().padStart(8, '0')}`;
 }
@@ -82,41 +103,84 @@ export function nextVersion(profile: ProfileDoc): ProfileDoc {
   return next;
 }
 
-export function addLinkedProfile(profile: ProfileDoc, otherId: string): void {
-  if (otherId !== profile.profileId && !profile.linkedProfiles.includes(otherId)) profile.linkedProfiles.push(otherId);
+const PARTY_RANK: Record<Party, number> = { first: 3, second: 2, third: 1 };
+
+/**
+ * Trait precedence, the same for one document and for a merge: first party over second over third;
+ * within a party the newer value; then a fixed order of sources and values, so the outcome never
+ * depends on the order events or documents are seen in.
+ */
+export function outranks(a: TraitOrigin & { value: unknown }, b: TraitOrigin & { value: unknown }): boolean {
+  if (PARTY_RANK[a.party] !== PARTY_RANK[b.party]) return PARTY_RANK[a.party] > PARTY_RANK[b.party];
+  if (a.at.getTime() !== b.at.getTime()) return a.at > b.at;
+  if (a.sourceId !== b.sourceId) return a.sourceId > b.sourceId;
+  return JSON.stringify(a.value) > JSON.stringify(b.value);
 }
 
-/** Folds one event into a profile: identities, counters with first/last seen, traits, consent, sources. */
-export function applyEvent(profile: ProfileDoc, event: ProfileEvent, sourceId: string, chunkSeq: number): void {
-  for (const identity of event.identities) addIdentity(profile, identity);
+export function dayKey(at: Date): string {
+  return at.toISOString().slice(0, 10).replace(/-/g, '');
+}
 
-  const counterKey = encodeFieldName(event.type);
+/** Drops daily buckets older than BEHAVIOUR_DAYS before `lastSeen`. */
+function pruneDays(counter: EventCounter): void {
+  const oldest = dayKey(new Date(counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * 86_400_000));
+  for (const day of Object.keys(counter.days)) if (day < oldest) delete counter.days[day];
+}
+
+function addToCounter(counters: Record<string, EventCounter>, key: string, add: EventCounter): void {
   // Own properties only: a name like `constructor` must not find Object's built-ins.
-  const counter = Object.hasOwn(profile.counters, counterKey) ? profile.counters[counterKey] : undefined;
-  if (counter) {
-    counter.count += 1;
-    if (event.timestamp < counter.firstSeen) counter.firstSeen = event.timestamp;
-    if (event.timestamp > counter.lastSeen) counter.lastSeen = event.timestamp;
-  } else {
-    setOwn(profile.counters, counterKey, { count: 1, firstSeen: event.timestamp, lastSeen: event.timestamp });
+  const counter = Object.hasOwn(counters, key) ? counters[key] : undefined;
+  if (!counter) {
+    setOwn(counters, key, { count: add.count, firstSeen: add.firstSeen, lastSeen: add.lastSeen, days: { ...add.days } });
+    return;
   }
+  counter.count += add.count;
+  if (add.firstSeen < counter.firstSeen) counter.firstSeen = add.firstSeen;
+  if (add.lastSeen > counter.lastSeen) counter.lastSeen = add.lastSeen;
+  for (const [day, count] of Object.entries(add.days)) counter.days[day] = (counter.days[day] ?? 0) + count;
+  pruneDays(counter);
+}
 
-  for (const [name, value] of Object.entries(event.traits ?? {})) {
-    const setAt = Object.hasOwn(profile.traitsAt, name) ? profile.traitsAt[name] : undefined;
-    if (!setAt || event.timestamp >= setAt) {
-      setOwn(profile.traits, name, value);
-      setOwn(profile.traitsAt, name, event.timestamp);
-    }
+function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
+  const key = identityKey(add);
+  const entry = entries.find((existing) => identityKey(existing) === key);
+  if (!entry) {
+    entries.push({ type: add.type, value: add.value, firstSeen: add.firstSeen, lastSeen: add.lastSeen, sourceId: add.sourceId });
+    return;
   }
-
-  if (event.consent && (!profile.consent || event.timestamp >= profile.consent.at)) {
-    profile.consent = { ...event.consent, sourceId, at: event.timestamp };
+  if (add.firstSeen < entry.firstSeen || (add.firstSeen.getTime() === entry.firstSeen.getTime() && add.sourceId < entry.sourceId)) {
+    entry.firstSeen = add.firstSeen;
+    entry.sourceId = add.sourceId;
   }
+  if (add.lastSeen > entry.lastSeen) entry.lastSeen = add.lastSeen;
+}
 
-  if (!profile.sources.includes(sourceId)) profile.sources.push(sourceId);
-  if (event.timestamp < profile.firstSeen) profile.firstSeen = event.timestamp;
-  if (event.timestamp > profile.lastSeen) profile.lastSeen = event.timestamp;
-  profile.applied[sourceId] = Math.max(profile.applied[sourceId] ?? -1, chunkSeq);
+function setTrait(profile: Pick<ProfileDoc, 'traits' | 'traitOrigins'>, name: string, value: unknown, origin: TraitOrigin): void {
+  const current = Object.hasOwn(profile.traitOrigins, name) ? profile.traitOrigins[name] : undefined;
+  if (current && !outranks({ ...origin, value }, { ...current, value: profile.traits[name] })) return;
+  setOwn(profile.traits, name, value);
+  setOwn(profile.traitOrigins, name, { at: origin.at, sourceId: origin.sourceId, party: origin.party });
+}
+
+/** Within one document the newest consent signal stands (a person changing their mind). */
+function newerConsent(a: ProfileConsent | null, b: ProfileConsent): boolean {
+  return !a || b.at > a.at || (b.at.getTime() === a.at.getTime() && JSON.stringify(b) > JSON.stringify(a));
+}
+
+/** Folds one event into a profile: identities, counters with daily buckets, traits, consent, sources. */
+export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
+  const at = event.timestamp;
+  for (const identity of event.identities) addIdentityEntry(profile.identities, { ...identity, firstSeen: at, lastSeen: at, sourceId: origin.sourceId });
+  addToCounter(profile.counters, encodeFieldName(event.type), { count: 1, firstSeen: at, lastSeen: at, days: { [dayKey(at)]: 1 } });
+  for (const [name, value] of Object.entries(event.traits ?? {})) setTrait(profile, name, value, { at, sourceId: origin.sourceId, party: origin.party });
+  if (event.consent) {
+    const consent = { ...event.consent, sourceId: origin.sourceId, at };
+    if (newerConsent(profile.consent, consent)) profile.consent = consent;
+  }
+  if (!profile.sources.includes(origin.sourceId)) profile.sources.push(origin.sourceId);
+  if (at < profile.firstSeen) profile.firstSeen = at;
+  if (at > profile.lastSeen) profile.lastSeen = at;
+  profile.applied[origin.sourceId] = Math.max(profile.applied[origin.sourceId] ?? -1, origin.seq);
 }
 
 /** Assigns a plain own property even for names such as `__proto__`. */
@@ -124,23 +188,86 @@ function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
   Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
 }
 
-export function toProfileView(doc: ProfileDoc): ProfileView {
-  const counters: ProfileView['counters'] = Object.fromEntries(
-    Object.entries(doc.counters).map(([key, counter]) => [
-      decodeFieldName(key),
-      { count: counter.count, firstSeen: counter.firstSeen.toISOString(), lastSeen: counter.lastSeen.toISOString() },
-    ]),
-  );
+const intersect = (a: number[], b: number[]) => a.filter((id) => b.includes(id));
+
+/**
+ * Across merged documents consent is the most restrictive: a TCF purpose or vendor counts only when
+ * every document that carries a TCF signal consents to it, an explicit purpose flag only when no
+ * document says no. The newest signal's own fields (string, CMP, GPP) are kept for reference.
+ */
+export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConsent | null {
+  if (consents.length === 0) return null;
+  const sorted = [...consents].sort((a, b) => (newerConsent(a, b) ? -1 : 1));
+  const newest = sorted[sorted.length - 1];
+  const result: ProfileConsent = structuredClone(newest);
+  const tcfs = consents.flatMap((consent) => (consent.tcf ? [consent.tcf] : []));
+  if (result.tcf) {
+    result.tcf.purposeConsents = tcfs.map((tcf) => tcf.purposeConsents).reduce(intersect);
+    result.tcf.purposeLegitimateInterests = tcfs.map((tcf) => tcf.purposeLegitimateInterests).reduce(intersect);
+    result.tcf.vendorConsents = tcfs.map((tcf) => tcf.vendorConsents).reduce(intersect);
+  }
+  const flags = consents.flatMap((consent) => Object.entries(consent.purposes ?? {}));
+  if (flags.length > 0) {
+    const purposes: Record<string, boolean> = {};
+    for (const [name, allowed] of flags) setOwn(purposes, name, (purposes[name] ?? true) && allowed);
+    result.purposes = purposes;
+  }
+  return result;
+}
+
+/** A merge recorded in the identity graph: the two documents an identity (or an event) joined. */
+export interface ProfileLink {
+  profiles: [string, string];
+  via: string;
+  sourceId: string;
+  eventId: string;
+  createdAt: Date;
+}
+
+/**
+ * The profile of a person: every document of their connected component combined — counters summed,
+ * traits by precedence (`outranks`), consent most restrictive, identities and sources united. Its id
+ * is the smallest document id, so every identity of the component finds the same profile. The result
+ * does not depend on the order of `docs`.
+ */
+export function combineProfiles(docs: ProfileDoc[], links: ProfileLink[] = []): ProfileView {
+  if (docs.length === 0) throw new Error('a profile needs at least one document');
+  const ordered = [...docs].sort((a, b) => (a.profileId < b.profileId ? -1 : 1));
+  const identities: IdentityEntry[] = [];
+  const counters: Record<string, EventCounter> = {};
+  const traits: Pick<ProfileDoc, 'traits' | 'traitOrigins'> = { traits: {}, traitOrigins: {} };
+  const sources = new Set<string>();
+  for (const doc of ordered) {
+    for (const identity of doc.identities) addIdentityEntry(identities, identity);
+    for (const [key, counter] of Object.entries(doc.counters)) addToCounter(counters, key, counter);
+    for (const [name, origin] of Object.entries(doc.traitOrigins)) setTrait(traits, name, doc.traits[name], origin);
+    for (const source of doc.sources) sources.add(source);
+  }
+  const consent = mostRestrictiveConsent(ordered.flatMap((doc) => (doc.consent ? [doc.consent] : [])));
+  const iso = (date: Date) => date.toISOString();
   return {
-    id: doc.profileId,
-    identities: doc.identities,
-    traits: decodeKeys(doc.traits),
-    counters,
-    consent: doc.consent,
-    sources: doc.sources,
-    linkedProfiles: doc.linkedProfiles,
-    firstSeen: doc.firstSeen.toISOString(),
-    lastSeen: doc.lastSeen.toISOString(),
-    updatedAt: doc.updatedAt.toISOString(),
+    id: ordered[0].profileId,
+    profileIds: ordered.map((doc) => doc.profileId),
+    identities: identities
+      .sort((a, b) => (identityKey(a) < identityKey(b) ? -1 : 1))
+      .map((entry) => ({ type: entry.type, value: entry.value, firstSeen: iso(entry.firstSeen), lastSeen: iso(entry.lastSeen), sourceId: entry.sourceId })),
+    traits: decodeKeys(traits.traits),
+    traitOrigins: Object.fromEntries(
+      Object.entries(traits.traitOrigins).map(([name, origin]) => [decodeFieldName(name), { at: iso(origin.at), sourceId: origin.sourceId, party: origin.party }]),
+    ),
+    counters: Object.fromEntries(
+      Object.entries(counters).map(([key, counter]) => [
+        decodeFieldName(key),
+        { count: counter.count, firstSeen: iso(counter.firstSeen), lastSeen: iso(counter.lastSeen), days: counter.days },
+      ]),
+    ),
+    consent: consent && { ...consent, at: iso(consent.at) },
+    sources: [...sources].sort(),
+    mergeHistory: [...links]
+      .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())
+      .map((link) => ({ profiles: link.profiles, via: link.via, sourceId: link.sourceId, eventId: link.eventId, at: iso(link.createdAt) })),
+    firstSeen: iso(ordered.reduce((min, doc) => (doc.firstSeen < min ? doc.firstSeen : min), ordered[0].firstSeen)),
+    lastSeen: iso(ordered.reduce((max, doc) => (doc.lastSeen > max ? doc.lastSeen : max), ordered[0].lastSeen)),
+    updatedAt: iso(ordered.reduce((max, doc) => (doc.updatedAt > max ? doc.updatedAt : max), ordered[0].updatedAt)),
   };
 }

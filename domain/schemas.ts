@@ -66,7 +66,10 @@ export const SourceStatusSchema = z
     pending: z.object({
       chunks: z.number().int(),
       events: z.number().int(),
-      lagSeconds: z.number().nullable().openapi({ description: 'Age of the oldest event not yet applied to profiles.' }),
+      lagSeconds: z.number().nullable().openapi({ description: 'Age of the oldest event not yet routed to the profile partitions.' }),
+    }),
+    profiles: z.object({
+      eventsApplied: z.number().int().openapi({ description: "This source's events folded into profiles by the partition writers." }),
     }),
   })
   .openapi('SourceStatus');
@@ -125,21 +128,62 @@ export type CollectResponse = z.infer<typeof CollectResponseSchema>;
 
 export const LookupQuerySchema = z.object({ type: z.enum(INPUT_IDENTITY_TYPES), value: z.string().min(1).max(512) });
 
+const Iso = z.string().openapi({ format: 'date-time' });
+
 export const ProfileSchema = z
   .object({
-    id: z.string(),
-    identities: z.array(z.object({ type: z.enum(STORED_IDENTITY_TYPES), value: z.string() })),
+    id: z.string().openapi({ description: "The profile's id: the smallest id among the documents merged into it." }),
+    profileIds: z.array(z.string()).openapi({ description: 'Every profile document merged into this profile (the id first).' }),
+    identities: z.array(
+      z.object({ type: z.enum(STORED_IDENTITY_TYPES), value: z.string(), firstSeen: Iso, lastSeen: Iso, sourceId: z.string().openapi({ description: 'The source that first reported it' }) }),
+    ),
     traits: z.record(z.string(), z.unknown()),
-    counters: z.record(z.string(), z.object({ count: z.number().int(), firstSeen: z.string(), lastSeen: z.string() })),
+    traitOrigins: z.record(z.string(), z.object({ at: Iso, sourceId: z.string(), party: PartySchema })),
+    counters: z.record(
+      z.string(),
+      z.object({
+        count: z.number().int(),
+        firstSeen: Iso,
+        lastSeen: Iso,
+        days: z.record(z.string(), z.number().int()).openapi({ description: 'Events per UTC day (YYYYMMDD) for the 90 days up to lastSeen' }),
+      }),
+    ),
     consent: z.unknown().nullable(),
     sources: z.array(z.string()),
-    linkedProfiles: z.array(z.string()),
-    firstSeen: z.string(),
-    lastSeen: z.string(),
-    updatedAt: z.string(),
+    mergeHistory: z.array(
+      z.object({ profiles: z.array(z.string()), via: z.string().openapi({ description: 'The identity (`type:value`) that joined them' }), sourceId: z.string(), eventId: z.string(), at: Iso }),
+    ),
+    firstSeen: Iso,
+    lastSeen: Iso,
+    updatedAt: Iso,
   })
   .openapi('Profile');
 export type ProfileView = z.infer<typeof ProfileSchema>;
+
+export const ProfileEventsQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+  cursor: z.string().regex(/^[0-9]{1,9}$/, 'a cursor from a previous page').optional().openapi({ description: 'The `next` of the previous page' }),
+});
+
+export const ProfileEventsSchema = z
+  .object({
+    events: z.array(
+      z.object({
+        id: z.string(),
+        type: z.string(),
+        timestamp: Iso,
+        receivedAt: Iso,
+        sourceId: z.string(),
+        profileId: z.string().openapi({ description: 'The profile document it was folded into' }),
+        identities: z.array(z.object({ type: z.enum(STORED_IDENTITY_TYPES), value: z.string() })),
+        traits: z.record(z.string(), z.unknown()).optional(),
+        properties: z.record(z.string(), z.unknown()).optional(),
+        consent: z.unknown().optional(),
+      }),
+    ),
+    next: z.string().nullable().openapi({ description: 'Cursor of the next (older) page; null on the last' }),
+  })
+  .openapi('ProfileEvents');
 
 // ---- errors ----------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ export function sourceWorkflowId(sourceId: string): string {
   return `source:${sourceId}`;
 }
 
-/** One profile writer per store: the lock is named after the database whose profiles it guards. */
-export function profileWriterLockWorkflowId(databaseName: string): string {
-  return `profile-writer-lock:${databaseName}`;
+/** The writer of one partition of a store's profiles (see domain/partition). */
+export function profilePartitionWorkflowId(databaseName: string, partition: number): string {
+  return `profile-partition:${databaseName}:${partition}`;
 }

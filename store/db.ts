@@ -1,4 +1,4 @@
-import { MongoClient, type Db, MongoServerError } from 'mongodb';
+import { MongoClient, type Collection, type Db, MongoServerError } from 'mongodb';
 
 /**
  * The store is any MongoDB-wire server: MongoDB ≥ 6 in production, FerretDB 1.24 embedded. The data
@@ -17,9 +17,28 @@ export const COLLECTIONS = {
   /** One document per accepted event id (`<sourceId>:<eventId>`): the duplicate check. */
   eventIds: 'event_ids',
   identities: 'identities',
+  /** Edges of the identity graph between profile documents (`_id` = the sorted pair). */
   identityLinks: 'identity_links',
+  /** Insert-only profile document versions, `<profileId>@<version>`. */
   profiles: 'profiles',
+  /** A source batch's routing (`<sourceId>:<from>` → the chunk it ends before), fixed by its first writer. */
+  eventRoutes: 'event_routes',
+  /** Events routed to a profile partition, one document per partition and source batch; kept for the profile's event history. */
+  profileEvents: 'profile_events',
+  /** One per partition: how far its writer has folded each source's routed events. */
+  partitionPositions: 'partition_positions',
 } as const;
+
+/**
+ * Equality lookups the data layer makes besides `_id`, declared the MongoDB way. On FerretDB's
+ * PostgreSQL backend the service scripts give each such index a twin that can answer FerretDB's
+ * pushed-down filters (scripts/sql/ferretdb-postgresql-indexes.sql).
+ */
+const INDEXES: Array<[string, string]> = [
+  [COLLECTIONS.profiles, 'profileId'],
+  [COLLECTIONS.identityLinks, 'profiles'],
+  [COLLECTIONS.profileEvents, 'profiles'],
+];
 
 export interface Store {
   client: MongoClient;
@@ -35,6 +54,7 @@ export async function connectStore(uri: string, databaseName?: string): Promise<
   const client = new MongoClient(uri, { maxPoolSize: 32, serverSelectionTimeoutMS: 5000, retryWrites: false });
   await client.connect();
   const db = client.db(databaseName);
+  for (const [collection, field] of INDEXES) await db.collection(collection).createIndex({ [field]: 1 });
   return { client, db, close: () => client.close() };
 }
 
@@ -44,4 +64,40 @@ export async function pingStore(store: Store): Promise<void> {
 
 export function isDuplicateKeyError(error: unknown): boolean {
   return error instanceof MongoServerError && error.code === 11000;
+}
+
+/** Runs `work` over `items` with at most `concurrency` in flight. */
+export async function forEachConcurrently<T>(items: T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await work(items[next++]);
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+}
+
+/** Reads keys concurrently, each by exact `_id` (a `$in` would scan the whole table on FerretDB). */
+export async function findByIds<T extends { _id: string }>(collection: Collection<T>, ids: string[], concurrency = 32): Promise<Map<string, T>> {
+  const found = new Map<string, T>();
+  await forEachConcurrently(ids, concurrency, async (id) => {
+    const doc = (await collection.findOne({ _id: id } as never)) as T | null;
+    if (doc) found.set(id, doc);
+  });
+  return found;
+}
+
+/**
+ * Inserts keyed documents and returns the indexes of those whose `_id` already existed: for a
+ * retried write, documents an earlier attempt wrote; for a claim, keys someone else holds.
+ */
+export async function insertKeyed<T extends { _id: string }>(collection: Collection<T>, docs: T[]): Promise<Set<number>> {
+  const existing = new Set<number>();
+  if (docs.length === 0) return existing;
+  try {
+    await collection.insertMany(docs as never[], { ordered: false });
+  } catch (error) {
+    const writeErrors = (error as { writeErrors?: Array<{ code: number; index: number }> }).writeErrors;
+    if (!isDuplicateKeyError(error) || !writeErrors || writeErrors.some((e) => e.code !== 11000)) throw error;
+    for (const writeError of writeErrors) existing.add(writeError.index);
+  }
+  return existing;
 }

@@ -1,7 +1,9 @@
 import type { Collection } from 'mongodb';
 import type { StoredIdentityType } from '../domain/identity';
-import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { COLLECTIONS, findByIds, insertKeyed, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
+import type { IdentityClaim } from '../domain/identityResolution';
+import type { ProfileLink } from '../domain/profile';
 
 /** The identity index: `_id` is `<type>:<value>`, so resolving an identity is one read by `_id`. */
 export interface IdentityDoc {
@@ -11,40 +13,13 @@ export interface IdentityDoc {
   createdAt: Date;
 }
 
-/** A recorded claim that two profiles are one person, left for the identity-graph merge to act on. */
-export interface IdentityLinkDoc {
+/**
+ * An edge of the identity graph between two profile documents: an event showed them to be one
+ * person. `_id` is the sorted pair, so an edge is written once; `profiles` is indexed, so a
+ * document's edges are one indexed read.
+ */
+export interface IdentityLinkDoc extends ProfileLink {
   _id: string;
-  profiles: [string, string];
-  via: string;
-  sourceId: string;
-  eventId: string;
-  createdAt: Date;
-}
-
-/** Reads keys concurrently, each by exact `_id` (a `$in` would scan the whole table on FerretDB/SQLite). */
-export async function findByIds<T extends { _id: string }>(collection: Collection<T>, ids: string[], concurrency = 32): Promise<Map<string, T>> {
-  const found = new Map<string, T>();
-  let next = 0;
-  async function worker(): Promise<void> {
-    while (next < ids.length) {
-      const id = ids[next++];
-      const doc = (await collection.findOne({ _id: id } as never)) as T | null;
-      if (doc) found.set(id, doc);
-    }
-  }
-  await Promise.all(Array.from({ length: Math.min(concurrency, ids.length) }, worker));
-  return found;
-}
-
-/** Inserts keyed documents; a duplicate key means an earlier attempt already wrote it. */
-export async function insertKeyed<T extends { _id: string }>(collection: Collection<T>, docs: T[]): Promise<void> {
-  if (docs.length === 0) return;
-  try {
-    await collection.insertMany(docs as never[], { ordered: false });
-  } catch (error) {
-    const writeErrors = (error as { writeErrors?: Array<{ code: number }> }).writeErrors;
-    if (!isDuplicateKeyError(error) || !writeErrors || writeErrors.some((e) => e.code !== 11000)) throw error;
-  }
 }
 
 export class IdentityIndex {
@@ -80,13 +55,56 @@ export class IdentityIndex {
     return (await this.identities.findOne({ _id: key }))?.profileId ?? null;
   }
 
-  /** Only the profile-writer lock holder adds identities, and new profile ids are deterministic, so a duplicate is an earlier attempt's identical write. */
-  async addIdentities(docs: IdentityDoc[]): Promise<void> {
-    await insertKeyed(this.identities, docs);
-    for (const doc of docs) this.cache.set(doc._id, doc.profileId);
+  /**
+   * Claims identities for profile documents. The first claim of a key wins and never changes, so
+   * concurrent resolvers agree; returns the keys already held (by an earlier attempt or by another
+   * resolver), whose owners the caller must read again.
+   */
+  async claim(claims: IdentityClaim[], createdAt: Date): Promise<string[]> {
+    const docs = claims.map((claim) => ({ _id: claim.key, type: claim.type, profileId: claim.profileId, createdAt }));
+    const held = await insertKeyed(this.identities, docs);
+    docs.forEach((doc, index) => {
+      if (held.has(index)) this.cache.delete(doc._id);
+      else this.cache.set(doc._id, doc.profileId);
+    });
+    return [...held].map((index) => docs[index]._id);
   }
 
-  addLinks(docs: IdentityLinkDoc[]): Promise<void> {
-    return insertKeyed(this.links, docs);
+  /** Reads owners from the store, past the cache (for keys whose claim just lost). */
+  async reload(keys: string[]): Promise<Map<string, string>> {
+    const owners = new Map<string, string>();
+    for (const [key, doc] of await findByIds(this.identities, keys)) {
+      this.cache.set(key, doc.profileId);
+      owners.set(key, doc.profileId);
+    }
+    return owners;
+  }
+
+  async addLinks(links: IdentityLinkDoc[]): Promise<void> {
+    await insertKeyed(this.links, links);
+  }
+
+  /**
+   * The connected component of a profile document: every document reachable over links, and the
+   * links themselves. One indexed read per document of the component.
+   */
+  async componentOf(profileId: string): Promise<{ profileIds: string[]; links: IdentityLinkDoc[] }> {
+    const seen = new Set([profileId]);
+    const links = new Map<string, IdentityLinkDoc>();
+    let frontier = [profileId];
+    while (frontier.length > 0) {
+      const found = await Promise.all(frontier.map((id) => this.links.find({ profiles: id }).toArray()));
+      frontier = [];
+      for (const link of found.flat()) {
+        links.set(link._id, link);
+        for (const id of link.profiles) {
+          if (!seen.has(id)) {
+            seen.add(id);
+            frontier.push(id);
+          }
+        }
+      }
+    }
+    return { profileIds: [...seen].sort(), links: [...links.values()] };
   }
 }

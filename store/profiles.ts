@@ -1,18 +1,19 @@
 import type { Collection } from 'mongodb';
-import { profileVersionId, type ProfileDoc } from '../domain/profile';
-import { COLLECTIONS, type Store } from './db';
-import { BoundedCache, firstAbsent } from './keyedSequence';
+import type { ProfileDoc } from '../domain/profile';
+import { COLLECTIONS, forEachConcurrently, type Store } from './db';
+import { BoundedCache } from './keyedSequence';
 
 /**
- * Profiles are stored as versions that are inserted, never updated: on FerretDB an update or delete
- * reads the whole table, an insert does not. The newest version is found by exact-`_id` reads (see
- * keyedSequence). A version carries its own retry guard, so writing the next version is the whole
- * commit of a drain for that profile: a retry finds it and skips the events it already holds.
- * Superseded versions stay until compaction removes them.
+ * Profile documents are stored as versions that are inserted, never updated: on FerretDB an insert
+ * costs a fraction of an update (measured: ~17k inserted documents/s against ~500 replaced/s at 1M
+ * documents). The newest version is found with one indexed read of the document's versions. A
+ * version carries its own retry guard, so inserting it is the whole commit of a fold for that
+ * document, and its versioned `_id` makes a second writer of the same version fail instead of
+ * overwriting. Superseded versions are removed by compaction.
  */
 export class ProfileStore {
   readonly profiles: Collection<ProfileDoc>;
-  /** The newest version this process has seen of each profile: verified with one read before use. */
+  /** The newest version this process has seen of each document. */
   private readonly latest: BoundedCache<string, ProfileDoc>;
 
   constructor(store: Store, cacheSize = 100_000) {
@@ -20,43 +21,33 @@ export class ProfileStore {
     this.latest = new BoundedCache(cacheSize);
   }
 
-  private async versionExists(profileId: string, version: number): Promise<boolean> {
-    return (await this.profiles.findOne({ _id: profileVersionId(profileId, version) }, { projection: { _id: 1 } })) !== null;
-  }
-
   /**
-   * The newest version of a profile, or null when it has none. `trustCache` skips the check for a
-   * newer version than the cached one: only for a caller that knows nobody else has written since.
+   * The newest version of a document, or null when it has none. `trustCache` answers from this
+   * process's cache when it can: only for a writer that knows nobody else has written since.
    */
   async get(profileId: string, options: { trustCache?: boolean } = {}): Promise<ProfileDoc | null> {
     const cached = this.latest.get(profileId);
     if (cached && options.trustCache) return structuredClone(cached);
-    const head = await firstAbsent((version) => this.versionExists(profileId, version), cached ? cached.version + 1 : 0);
-    if (cached && head === cached.version + 1) return structuredClone(cached);
-    if (head === 0) return null;
-    const doc = await this.profiles.findOne({ _id: profileVersionId(profileId, head - 1) });
-    if (doc) this.latest.set(profileId, doc);
-    return doc ? structuredClone(doc) : null;
+    const versions = await this.profiles.find({ profileId }).toArray();
+    if (versions.length === 0) return null;
+    const newest = versions.reduce((a, b) => (b.version > a.version ? b : a));
+    this.latest.set(profileId, newest);
+    return structuredClone(newest);
   }
 
-  /** Loads many profiles, a bounded number of reads in flight at once. */
+  /** Loads many documents, a bounded number of reads in flight at once. */
   async load(profileIds: string[], options: { trustCache?: boolean } = {}, concurrency = 16): Promise<Map<string, ProfileDoc>> {
     const found = new Map<string, ProfileDoc>();
-    let next = 0;
-    const worker = async () => {
-      while (next < profileIds.length) {
-        const id = profileIds[next++];
-        const doc = await this.get(id, options);
-        if (doc) found.set(id, doc);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(concurrency, profileIds.length) }, worker));
+    await forEachConcurrently(profileIds, concurrency, async (id) => {
+      const doc = await this.get(id, options);
+      if (doc) found.set(id, doc);
+    });
     return found;
   }
 
   /**
    * Inserts new versions in one write. A version that already exists means someone else wrote this
-   * profile since it was read: the write fails, and the retry reads again.
+   * document since it was read: the write fails, and the retry reads again.
    */
   async saveVersions(docs: ProfileDoc[]): Promise<void> {
     if (docs.length === 0) return;

@@ -1,8 +1,9 @@
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
-import { sourceWorkflowId } from '../domain/workflowIds';
+import { profilePartitionWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
 import { SA } from '../domain/searchAttributes';
 import type { Config } from '../config';
 import type { SourceDoc } from '../store/sources';
+import { eventsRoutedSignal, profilePartition } from '../workflows/profilePartition';
 import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnection';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
@@ -12,6 +13,7 @@ export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 
 
 export type SourceWorkflowConfig = Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS'>;
 type SourceIdentity = Pick<SourceDoc, '_id' | 'kind' | 'party'>;
+export type PartitionWorkflowConfig = Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_PROFILE_PARTITIONS'>;
 
 /** Starts the source's workflow under its deterministic id; finding it already running is success. */
 export async function ensureSourceWorkflow(client: Client, source: SourceIdentity, config: SourceWorkflowConfig): Promise<void> {
@@ -19,7 +21,7 @@ export async function ensureSourceWorkflow(client: Client, source: SourceIdentit
     await client.workflow.start(sourceConnection, {
       workflowId: sourceWorkflowId(source._id),
       taskQueue: config.DMP_TASK_QUEUE,
-      args: [{ sourceId: source._id, drainBatchEvents: config.DMP_DRAIN_BATCH_EVENTS, idlePollMs: config.DMP_SOURCE_IDLE_POLL_SECONDS * 1000 }],
+      args: [{ sourceId: source._id, party: source.party, drainBatchEvents: config.DMP_DRAIN_BATCH_EVENTS, idlePollMs: config.DMP_SOURCE_IDLE_POLL_SECONDS * 1000 }],
       typedSearchAttributes: [
         { key: SA.sourceId, value: source._id },
         { key: SA.sourceKind, value: source.kind },
@@ -54,4 +56,16 @@ export async function wakeSourceWorkflow(
     await ensureSourceWorkflow(client, source, config);
     await handle.signal(sourceLogGrewSignal);
   }
+}
+
+/** Tells a partition's writer that `sourceId` routed events to it, starting the writer when it is not running. */
+export async function wakeProfilePartition(client: Client, databaseName: string, partition: number, sourceId: string, config: PartitionWorkflowConfig): Promise<void> {
+  await client.workflow.signalWithStart(profilePartition, {
+    workflowId: profilePartitionWorkflowId(databaseName, partition),
+    taskQueue: config.DMP_TASK_QUEUE,
+    args: [{ partition, foldBatchEvents: config.DMP_DRAIN_BATCH_EVENTS }],
+    signal: eventsRoutedSignal,
+    signalArgs: [sourceId],
+    memo: { partition },
+  });
 }

@@ -1,16 +1,16 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Client } from '@temporalio/client';
 import { createActivities } from '../activities';
-import type { CollectionDeps } from '../activities/collection';
+import type { ActivityDeps } from '../activities';
 import type { Config } from '../config';
 import type { Store } from '../store/db';
 
 export interface WorkerParts {
-  config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'DMP_TASK_QUEUE'>;
+  config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_PROFILE_PARTITIONS'>;
   store: Store;
   temporal: Client;
   /** Test seams: same activities, other dependencies. */
-  activityOverrides?: Partial<CollectionDeps>;
+  activityOverrides?: Partial<ActivityDeps>;
   workerOptions?: Partial<WorkerOptions>;
 }
 
@@ -25,7 +25,7 @@ export async function createWorker(parts: WorkerParts): Promise<{ worker: Worker
     activities: createActivities({
       store: parts.store,
       temporal: parts.temporal,
-      taskQueue: parts.config.DMP_TASK_QUEUE,
+      config: parts.config,
       ...parts.activityOverrides,
     }),
     ...parts.workerOptions,

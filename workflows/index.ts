@@ -1,2 +1,2 @@
 export { sourceConnection } from './sourceConnection';
-export { profileWriterLock } from './profileWriterLock';
+export { profilePartition } from './profilePartition';

@@ -4,19 +4,16 @@ import {
   continueAsNew,
   defineQuery,
   defineSignal,
-  getExternalWorkflowHandle,
   proxyActivities,
   setHandler,
   sleep,
   upsertMemo,
   upsertSearchAttributes,
-  uuid4,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { CollectionActivities } from '../activities/collection';
-import type { SourceProgress } from '../domain/schemas';
+import type { Party, SourceProgress } from '../domain/schemas';
 import { SA } from '../domain/searchAttributes';
-import { profileWriterGrantedSignal, releaseProfileWriterSignal } from './profileWriterLock';
 
 export const pauseSourceSignal = defineSignal('pause');
 export const resumeSourceSignal = defineSignal('resume');
@@ -26,6 +23,7 @@ export const sourceStatusQuery = defineQuery<SourceProgress>('status');
 
 export interface SourceConnectionInput {
   sourceId: string;
+  party: Party;
   drainBatchEvents: number;
   /** How long an idle source sleeps before looking at its log without being woken (a safety net). */
   idlePollMs: number;
@@ -33,26 +31,27 @@ export interface SourceConnectionInput {
   progress?: SourceProgress;
 }
 
-const { loadDrainPosition, checkSourceLog, requestProfileWriterLock } = proxyActivities<CollectionActivities>({
+const { loadDrainPosition, checkSourceLog } = proxyActivities<CollectionActivities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
 
-const { drainSourceBatch } = proxyActivities<CollectionActivities>({
+const { routeSourceBatch } = proxyActivities<CollectionActivities>({
   startToCloseTimeout: '5 minutes',
   heartbeatTimeout: '10 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 5 },
 });
 
-/** How long one turn holding the profile-writer lock may last before others get theirs. */
-const MAX_HOLD_MS = 60_000;
+/** How long one drain turn may last before the workflow reports progress and looks at signals again. */
+const MAX_TURN_MS = 60_000;
 const HISTORY_LIMIT = 4_000;
 
 /**
  * One durable workflow per source connection: sleep until the API says the log grew (or the idle
- * poll comes round), take the profile-writer lock, fold the new chunks into profiles, report
- * progress; continue as new when the history grows long. Events never pass through here — only the
- * log cursor does, and the drain saves it in the store, so a restarted workflow resumes where it was.
+ * poll comes round), route the new chunks to the partitions that own their profiles (resolving
+ * identities on the way), report progress; continue as new when the history grows long. Events never
+ * pass through here — only the log cursor does, and the drain saves it in the store, so a restarted
+ * workflow resumes where it was. Sources need no lock: each partition's own writer folds the events.
  */
 export async function sourceConnection(input: SourceConnectionInput): Promise<void> {
   const { sourceId } = input;
@@ -68,10 +67,6 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
   /** Look at the log at once after a (re)start: a wake-up may have come while nothing listened. */
   let woken = true;
   let nextLookMs = input.idlePollMs;
-  let awaitedTicket: string | null = null;
-  let grantedTicket: string | null = null;
-  /** The process that last wrote profiles, as the lock reported it and as our own drains update it. */
-  let lastWriter: string | null = null;
 
   setHandler(sourceStatusQuery, () => progress);
   setHandler(sourceLogGrewSignal, () => {
@@ -86,15 +81,6 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     woken = true;
     reportProgress();
   });
-  setHandler(profileWriterGrantedSignal, (grant) => {
-    if (grant.ticket === awaitedTicket) {
-      grantedTicket = grant.ticket;
-      lastWriter = grant.lastWriter;
-    } else {
-      // A grant for a ticket this run no longer waits for (e.g. from before continue-as-new): give it back.
-      void getExternalWorkflowHandle(grant.lockWorkflowId).signal(releaseProfileWriterSignal, { ticket: grant.ticket, writer: grant.lastWriter });
-    }
-  });
 
   function reportProgress(): void {
     upsertSearchAttributes([
@@ -104,29 +90,13 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     upsertMemo({ progress });
   }
 
-  async function withProfileWriterLock(work: () => Promise<void>): Promise<void> {
-    const ticket = uuid4();
-    awaitedTicket = ticket;
-    const lockWorkflowId = await requestProfileWriterLock({ holder: workflowInfo().workflowId, ticket });
-    await condition(() => grantedTicket === ticket);
-    try {
-      await work();
-    } catch (error) {
-      lastWriter = null; // a failed drain may have written part of its batch
-      throw error;
-    } finally {
-      await getExternalWorkflowHandle(lockWorkflowId).signal(releaseProfileWriterSignal, { ticket, writer: lastWriter });
-    }
-  }
-
   async function drainWhileReady(): Promise<void> {
     const started = Date.now(); // workflow time: deterministic
     for (;;) {
       const { state, lastError, ...position } = progress;
-      const result = await drainSourceBatch({ sourceId, position, maxEvents: input.drainBatchEvents, lastWriter });
-      lastWriter = result.writer;
+      const result = await routeSourceBatch({ sourceId, party: input.party, position, maxEvents: input.drainBatchEvents });
       Object.assign(progress, result.position, { lastError: null });
-      if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_HOLD_MS) return;
+      if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_TURN_MS) return;
     }
   }
 
@@ -148,7 +118,7 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     nextLookMs = log.retryInMs ?? input.idlePollMs;
     if (!log.ready) continue;
     try {
-      await withProfileWriterLock(drainWhileReady);
+      await drainWhileReady();
       woken = true; // more may have been sealed while we drained; one cheap look settles it
     } catch (error) {
       if (!(error instanceof ActivityFailure)) throw error;

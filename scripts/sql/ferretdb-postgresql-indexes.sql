@@ -7,15 +7,21 @@
 -- `jsonb_path_ops` index on the same expression can (measured: `findOne({_id})` at 100k documents
 -- goes from ~60 ms to ~2 ms). So every single-field btree index FerretDB creates gets a GIN twin,
 -- through an event trigger; the application keeps declaring indexes the MongoDB way.
+-- A non-unique btree is then emptied (rebuilt under its own name with `WHERE false`, which FerretDB's
+-- metadata still finds): nothing FerretDB asks can use it, and a btree holds a whole array value in
+-- one entry, so an array field (e.g. the profile ids of a batch of events) would overflow its 2.7 kB
+-- row limit. Unique btrees (`_id`) stay: they enforce uniqueness.
 -- (`plan_cache_mode = force_custom_plan`, set in the server configuration, makes PostgreSQL plan
 -- each statement with the field name known, which the index match needs.)
+
+SET client_min_messages = warning;
 
 CREATE OR REPLACE FUNCTION public.dmp_add_gin_twin(index_oid oid) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
   r record;
 BEGIN
-  SELECT am.amname, i.indnatts, pg_get_expr(i.indexprs, i.indrelid) AS expr,
+  SELECT am.amname, i.indnatts, i.indisunique, i.indpred IS NOT NULL AS partial, pg_get_expr(i.indexprs, i.indrelid) AS expr,
          c.relname AS index_name, t.relname AS table_name, n.nspname AS schema_name
     INTO r
     FROM pg_index i
@@ -24,7 +30,7 @@ BEGIN
     JOIN pg_class t ON t.oid = i.indrelid
     JOIN pg_namespace n ON n.oid = t.relnamespace
    WHERE i.indexrelid = index_oid;
-  IF NOT FOUND OR r.amname <> 'btree' OR r.indnatts <> 1 OR r.expr IS NULL
+  IF NOT FOUND OR r.amname <> 'btree' OR r.indnatts <> 1 OR r.expr IS NULL OR r.partial
      OR r.expr !~ '^\(?_jsonb -> ''[^'']+''::text\)?$'
      OR r.table_name = '_ferretdb_database_metadata' THEN
     RETURN;
@@ -36,6 +42,10 @@ BEGIN
   END IF;
   EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I.%I USING gin ((%s) jsonb_path_ops)',
                  left(r.index_name, 59) || '_gin', r.schema_name, r.table_name, r.expr);
+  IF NOT r.indisunique THEN
+    EXECUTE format('DROP INDEX %I.%I', r.schema_name, r.index_name);
+    EXECUTE format('CREATE INDEX %I ON %I.%I ((%s)) WHERE false', r.index_name, r.schema_name, r.table_name, r.expr);
+  END IF;
 END
 $$;
 

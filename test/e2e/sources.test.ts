@@ -69,7 +69,7 @@ describe('source connections', () => {
     await call(`${api.url}/v1/sources/${id}/resume`, { key: api.adminKey, method: 'POST' });
     const drained = await waitFor('the drain after resume', async () => {
       const body = (await call(`${api.url}/v1/sources/${id}`, { key: api.adminKey })).body;
-      return body.progress?.eventsProcessed === 50 ? body : undefined;
+      return body.profiles?.eventsApplied === 50 ? body : undefined;
     });
     expect(drained.pending.chunks).toBe(0);
     const profile = await call(`${api.url}/v1/profiles/lookup?type=cookie_id&value=pc-1`, { key: api.adminKey });
@@ -97,7 +97,8 @@ describe('source connections', () => {
       call(`${api.url}/v1/collect`, { key: writeKey, body: { events: Array.from({ length: 20 }, (_, n) => ({ id: `${prefix}-${n}`, type: 'page_view', identities: { cookie_id: `r-${n % 4}` } })) } });
     const progressOf = async () => (await call(`${api.url}/v1/sources/${id}`, { key: api.adminKey })).body.progress;
     await send('a');
-    await waitFor('the first drain', async () => (await progressOf())?.eventsProcessed === 20);
+    const applied = async () => (await call(`${api.url}/v1/sources/${id}`, { key: api.adminKey })).body.profiles?.eventsApplied;
+    await waitFor('the first drain', async () => (await applied()) === 20);
 
     await temporal.workflow.getHandle(sourceWorkflowId(id)).terminate('operator test');
     // Collecting wakes the source, which starts its workflow again; it resumes at the saved cursor.
@@ -107,6 +108,7 @@ describe('source connections', () => {
       return progress?.eventsProcessed >= 40 ? progress : undefined;
     });
     expect(resumed).toMatchObject({ eventsProcessed: 40, cursor: 2, batchesApplied: 2 });
+    await waitFor('the partitions to fold the second batch', async () => (await applied()) === 40);
     const profile = await call(`${api.url}/v1/profiles/lookup?type=cookie_id&value=r-1`, { key: api.adminKey });
     expect(profile.body.counters.page_view.count).toBe(10);
   });

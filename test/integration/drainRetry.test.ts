@@ -1,12 +1,12 @@
 import type { Client } from '@temporalio/client';
-import type { DrainStep } from '../../activities/collection';
+import type { FoldStep } from '../../activities/profileWriter';
 import { sourceWorkflowId } from '../../domain/workflowIds';
 import type { Store } from '../../store/db';
 import { ensureSourceWorkflow } from '../../temporal/client';
 import { sourceStatusQuery } from '../../workflows/sourceConnection';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
-import { profileDifferences } from '../support/profiles';
+import { eventsFolded, profileDifferences } from '../support/profiles';
 import { baseConfig, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningWorker } from '../support/services';
 
 describe('draining a source into profiles', () => {
@@ -34,14 +34,14 @@ describe('draining a source into profiles', () => {
     // Every id is sent twice, in different chunks: the repeats must count once.
     await appendToLog(store, sourceId, [...generated, ...generated.slice(0, 200)], 250);
 
-    const injected: DrainStep[] = [];
+    const injected: FoldStep[] = [];
     worker = await startWorker({
       store,
       temporal,
       taskQueue,
       activityOverrides: {
         profileWriteBatch: 40,
-        onDrainStep: (step) => {
+        onFoldStep: (step) => {
           if (step === 'profiles-partly-written' && injected.length < 2) {
             injected.push(step);
             throw new Error('injected failure after a partial profile write');
@@ -55,6 +55,7 @@ describe('draining a source into profiles', () => {
       const status = await handle.query(sourceStatusQuery);
       return status.eventsProcessed + status.duplicatesSkipped >= 1700 ? status : undefined;
     });
+    await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= 1500);
 
     expect(injected).toHaveLength(2);
     expect(progress.eventsProcessed).toBe(1500);

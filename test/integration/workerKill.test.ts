@@ -6,7 +6,7 @@ import { ensureSourceWorkflow } from '../../temporal/client';
 import { sourceStatusQuery } from '../../workflows/sourceConnection';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
-import { profileDifferences } from '../support/profiles';
+import { eventsFolded, profileDifferences } from '../support/profiles';
 import { baseConfig, testStore, testTemporal, uniqueName, waitFor } from '../support/services';
 
 /** The real worker entry point, as its own process group so it can be killed outright. */
@@ -67,6 +67,7 @@ describe('a worker killed mid-drain', () => {
       const status = await handle.query(sourceStatusQuery);
       return status.eventsProcessed >= generated.length ? status : undefined;
     }, 180_000, 500);
+    await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length, 180_000, 500);
 
     expect(done.eventsProcessed).toBe(generated.length);
     expect(done.duplicatesSkipped).toBe(0);

@@ -1,6 +1,7 @@
 import { decodeFieldName } from '../../domain/fieldNames';
 import type { ProfileDoc } from '../../domain/profile';
 import { COLLECTIONS, type Store } from '../../store/db';
+import { ProfileEventLog } from '../../store/profileEvents';
 import type { ExpectedProfile } from './audience';
 
 /** Compares every stored profile with the expected fold of the input; returns readable differences. */
@@ -48,4 +49,11 @@ export async function latestProfiles(store: Store): Promise<ProfileDoc[]> {
 
 function sortKeys<T>(record: Record<string, T>): Record<string, T> {
   return Object.fromEntries(Object.entries(record).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+/** How many of a source's events the partition writers have folded into profiles, from their saved positions. */
+export async function eventsFolded(store: Store, sourceId: string, partitions: number): Promise<number> {
+  const log = new ProfileEventLog(store);
+  const positions = await Promise.all(Array.from({ length: partitions }, (_, p) => log.loadPosition(p)));
+  return positions.reduce((sum, position) => sum + (position.applied[sourceId] ?? 0), 0);
 }

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import type { Client } from '@temporalio/client';
 import { Runtime, DefaultLogger, type Worker } from '@temporalio/worker';
 import { createApp } from '../../api/app';
-import type { CollectionDeps } from '../../activities/collection';
+import type { ActivityDeps } from '../../activities';
 import { loadConfig, type Config } from '../../config';
 import { connectStore, type Store } from '../../store/db';
 import { connectTemporal } from '../../temporal/client';
@@ -41,7 +41,7 @@ export async function startWorker(options: {
   store: Store;
   temporal: Client;
   taskQueue: string;
-  activityOverrides?: Partial<CollectionDeps>;
+  activityOverrides?: Partial<ActivityDeps>;
 }): Promise<RunningWorker> {
   quietRuntime();
   const { worker, connection } = await createWorker({

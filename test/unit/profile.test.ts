@@ -1,13 +1,11 @@
 import type { StoredConsent } from '../../domain/consent';
 import { encodeFieldName } from '../../domain/fieldNames';
 import {
-  addIdentity,
-  addLinkedProfile,
   applyEvent,
+  combineProfiles,
   hasApplied,
   newProfile,
   nextVersion,
-  toProfileView,
   type ProfileDoc,
   type ProfileEvent,
 } from '../../domain/profile';
@@ -64,14 +62,13 @@ describe('newProfile', () => {
     expect(doc.counters).toEqual({});
     expect(doc.consent).toBeNull();
     expect(doc.sources).toEqual([]);
-    expect(doc.linkedProfiles).toEqual([]);
     expect(doc.applied).toEqual({});
   });
 
   it('keeps firstSeen at the creating event when that event is then applied', () => {
     const seenAt = at('2025-05-01T08:00:00Z');
     const doc = newProfile('p_1', CREATED_AT, seenAt);
-    applyEvent(doc, event({ timestamp: seenAt }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: seenAt }), { sourceId: 'src_a', party: 'first', seq: 0 });
     expect(doc.firstSeen).toEqual(seenAt);
     expect(doc.lastSeen).toEqual(seenAt);
   });
@@ -80,9 +77,9 @@ describe('newProfile', () => {
 describe('applyEvent: counters', () => {
   it('counts events per type', () => {
     const doc = profile();
-    applyEvent(doc, event({ type: 'page_view', timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
-    applyEvent(doc, event({ type: 'page_view', timestamp: at('2025-06-03T00:00:00Z') }), 'src_a', 0);
-    applyEvent(doc, event({ type: 'purchase', timestamp: at('2025-06-04T00:00:00Z') }), 'src_a', 0);
+    applyEvent(doc, event({ type: 'page_view', timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ type: 'page_view', timestamp: at('2025-06-03T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ type: 'purchase', timestamp: at('2025-06-04T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 0 });
     expect(doc.counters.page_view.count).toBe(2);
     expect(doc.counters.purchase.count).toBe(1);
     expect(Object.keys(doc.counters).sort()).toEqual(['page_view', 'purchase']);
@@ -90,30 +87,31 @@ describe('applyEvent: counters', () => {
 
   it('records first and last seen per type, including for an older event arriving late', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z') }), 'src_a', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-07T00:00:00Z') }), 'src_a', 1);
-    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z') }), 'src_a', 2);
-    applyEvent(doc, event({ timestamp: at('2025-06-06T00:00:00Z') }), 'src_a', 3);
+    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-07T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 1 });
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 2 });
+    applyEvent(doc, event({ timestamp: at('2025-06-06T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 3 });
     expect(doc.counters.page_view).toEqual({
       count: 4,
       firstSeen: at('2025-06-03T00:00:00Z'),
       lastSeen: at('2025-06-07T00:00:00Z'),
+      days: { '20250603': 1, '20250605': 1, '20250606': 1, '20250607': 1 },
     });
   });
 
   it('moves the profile firstSeen back for an older event and lastSeen forward for a newer one', () => {
     const doc = profile(at('2025-06-05T00:00:00Z'));
-    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z') }), 'src_a', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-01T00:00:00Z') }), 'src_a', 1);
-    applyEvent(doc, event({ timestamp: at('2025-06-09T00:00:00Z') }), 'src_a', 2);
-    applyEvent(doc, event({ timestamp: at('2025-06-04T00:00:00Z') }), 'src_a', 3);
+    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-01T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 1 });
+    applyEvent(doc, event({ timestamp: at('2025-06-09T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 2 });
+    applyEvent(doc, event({ timestamp: at('2025-06-04T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 3 });
     expect(doc.firstSeen).toEqual(at('2025-06-01T00:00:00Z'));
     expect(doc.lastSeen).toEqual(at('2025-06-09T00:00:00Z'));
   });
 
   it('keys counters by the encoded event type', () => {
     const doc = profile();
-    applyEvent(doc, event({ type: 'checkout.step$1', timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
+    applyEvent(doc, event({ type: 'checkout.step$1', timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 0 });
     expect(Object.keys(doc.counters)).toEqual([encodeFieldName('checkout.step$1')]);
     expect(Object.keys(doc.counters)[0]).not.toContain('.');
   });
@@ -123,14 +121,15 @@ describe('applyEvent: counters', () => {
     (type) => {
       const doc = profile();
       try {
-        applyEvent(doc, event({ type, timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
-        applyEvent(doc, event({ type, timestamp: at('2025-06-03T00:00:00Z') }), 'src_a', 1);
-        const view = toProfileView(doc);
+        applyEvent(doc, event({ type, timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 0 });
+        applyEvent(doc, event({ type, timestamp: at('2025-06-03T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 1 });
+        const view = combineProfiles([doc]);
         expect(Object.prototype.hasOwnProperty.call(view.counters, type)).toBe(true);
         expect(view.counters[type]).toEqual({
           count: 2,
           firstSeen: '2025-06-02T00:00:00.000Z',
           lastSeen: '2025-06-03T00:00:00.000Z',
+          days: { '20250602': 1, '20250603': 1 },
         });
       } finally {
         removeCountFromBuiltIns();
@@ -141,7 +140,7 @@ describe('applyEvent: counters', () => {
   it.each([['__proto__'], ['constructor']])('does not write onto shared built-in objects for an event typed %j', (type) => {
     const doc = profile();
     try {
-      applyEvent(doc, event({ type, timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
+      applyEvent(doc, event({ type, timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 0 });
       expect(Object.prototype.hasOwnProperty.call(Object.prototype, 'count')).toBe(false);
       expect(({} as Record<string, unknown>).count).toBeUndefined();
       expect(Object.prototype.hasOwnProperty.call(Object, 'count')).toBe(false);
@@ -154,94 +153,110 @@ describe('applyEvent: counters', () => {
 describe('applyEvent: traits', () => {
   it('sets traits from an event', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'gold', seats: 3 } }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'gold', seats: 3 } }), { sourceId: 'src_a', party: 'first', seq: 0 });
     expect(doc.traits).toEqual({ plan: 'gold', seats: 3 });
-    expect(doc.traitsAt).toEqual({ plan: at('2025-06-02T00:00:00Z'), seats: at('2025-06-02T00:00:00Z') });
+    const origin = { at: at('2025-06-02T00:00:00Z'), sourceId: 'src_a', party: 'first' };
+    expect(doc.traitOrigins).toEqual({ plan: origin, seats: origin });
   });
 
   it('lets a newer event overwrite a trait', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'silver' } }), 'src_a', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 1);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'silver' } }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), { sourceId: 'src_a', party: 'first', seq: 1 });
     expect(doc.traits.plan).toBe('gold');
-    expect(doc.traitsAt.plan).toEqual(at('2025-06-03T00:00:00Z'));
+    expect(doc.traitOrigins.plan.at).toEqual(at('2025-06-03T00:00:00Z'));
   });
 
   it('does not let an older event that arrives late overwrite a trait', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'silver' } }), 'src_a', 1);
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'silver' } }), { sourceId: 'src_a', party: 'first', seq: 1 });
     expect(doc.traits.plan).toBe('gold');
-    expect(doc.traitsAt.plan).toEqual(at('2025-06-03T00:00:00Z'));
+    expect(doc.traitOrigins.plan.at).toEqual(at('2025-06-03T00:00:00Z'));
   });
 
   it('decides per trait: an older event still sets traits the profile does not have', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), { sourceId: 'src_a', party: 'first', seq: 0 });
     applyEvent(
       doc,
       event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'silver', country: 'DE' } }),
-      'src_a',
-      1,
+      { sourceId: 'src_a', party: 'first', seq: 1 },
     );
     expect(doc.traits).toEqual({ plan: 'gold', country: 'DE' });
   });
 
-  it('lets the later-applied event win a tie on timestamp', () => {
+  it('breaks a tie on timestamp the same way whatever the order of application', () => {
+    const silver = event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'silver' } });
+    const gold = event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } });
+    const one = profile();
+    applyEvent(one, silver, { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(one, gold, { sourceId: 'src_a', party: 'first', seq: 1 });
+    const other = profile();
+    applyEvent(other, gold, { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(other, silver, { sourceId: 'src_a', party: 'first', seq: 1 });
+    expect(one.traits.plan).toBe(other.traits.plan);
+  });
+
+  it('never lets a second- or third-party value replace a first-party one, even when newer', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'silver' } }), 'src_a', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 1);
-    expect(doc.traits.plan).toBe('gold');
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { age: '25-34' } }), { sourceId: 'src_crm', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-09T00:00:00Z'), traits: { age: '45-54' } }), { sourceId: 'src_feed', party: 'third', seq: 0 });
+    expect(doc.traits.age).toBe('25-34');
+    applyEvent(doc, event({ timestamp: at('2025-06-09T00:00:00Z'), traits: { income: 'high' } }), { sourceId: 'src_feed', party: 'third', seq: 1 });
+    applyEvent(doc, event({ timestamp: at('2025-06-01T00:00:00Z'), traits: { income: 'mid' } }), { sourceId: 'src_partner', party: 'second', seq: 0 });
+    expect(doc.traits.income).toBe('mid');
+    expect(doc.traitOrigins.income).toEqual({ at: at('2025-06-01T00:00:00Z'), sourceId: 'src_partner', party: 'second' });
   });
 
   it('keeps traits of other names when an event sets some', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'gold' } }), 'src_a', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { country: 'DE' } }), 'src_a', 1);
-    applyEvent(doc, event({ timestamp: at('2025-06-04T00:00:00Z') }), 'src_a', 2);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { plan: 'gold' } }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { country: 'DE' } }), { sourceId: 'src_a', party: 'first', seq: 1 });
+    applyEvent(doc, event({ timestamp: at('2025-06-04T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 2 });
     expect(doc.traits).toEqual({ plan: 'gold', country: 'DE' });
   });
 
   it.each([['constructor'], ['toString'], ['valueOf']])('stores a trait named %j like any other trait', (name) => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { [name]: 'v1' } }), 'src_a', 0);
-    expect(toProfileView(doc).traits).toEqual({ [name]: 'v1' });
-    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { [name]: 'v2' } }), 'src_a', 1);
-    expect(toProfileView(doc).traits).toEqual({ [name]: 'v2' });
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), traits: { [name]: 'v1' } }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    expect(combineProfiles([doc]).traits).toEqual({ [name]: 'v1' });
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { [name]: 'v2' } }), { sourceId: 'src_a', party: 'first', seq: 1 });
+    expect(combineProfiles([doc]).traits).toEqual({ [name]: 'v2' });
   });
 });
 
 describe('applyEvent: consent, identities, sources, applied', () => {
   it('takes consent from an event and records its source and time', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), 'src_a', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), { sourceId: 'src_a', party: 'first', seq: 0 });
     expect(doc.consent).toEqual({ ...tcfConsent([1]), sourceId: 'src_a', at: at('2025-06-02T00:00:00Z') });
   });
 
   it('keeps the consent of the newest event, whatever the order of application', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z'), consent: tcfConsent([1, 2]) }), 'src_new', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), 'src_old', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z'), consent: tcfConsent([1, 2]) }), { sourceId: 'src_new', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), { sourceId: 'src_old', party: 'first', seq: 0 });
     expect(doc.consent?.tcf?.purposeConsents).toEqual([1, 2]);
     expect(doc.consent?.sourceId).toBe('src_new');
     expect(doc.consent?.at).toEqual(at('2025-06-05T00:00:00Z'));
 
-    applyEvent(doc, event({ timestamp: at('2025-06-07T00:00:00Z'), consent: { purposes: { ads: false } } }), 'src_old', 1);
+    applyEvent(doc, event({ timestamp: at('2025-06-07T00:00:00Z'), consent: { purposes: { ads: false } } }), { sourceId: 'src_old', party: 'first', seq: 1 });
     expect(doc.consent).toEqual({ purposes: { ads: false }, sourceId: 'src_old', at: at('2025-06-07T00:00:00Z') });
   });
 
   it('keeps consent when a newer event carries none', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), 'src_a', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-09T00:00:00Z') }), 'src_a', 1);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-09T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 1 });
     expect(doc.consent?.tcf?.purposeConsents).toEqual([1]);
   });
 
   it('lists each source once, in order of first appearance', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_b', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_b', 1);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_b', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_b', party: 'first', seq: 1 });
     expect(doc.sources).toEqual(['src_b', 'src_a']);
   });
 
@@ -249,17 +264,17 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     const doc = profile();
     const cookie = { type: 'cookie_id' as const, value: 'c-1' };
     const crm = { type: 'crm_id' as const, value: 'c-1' };
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [cookie] }), 'src_a', 0);
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [{ ...cookie }, crm] }), 'src_a', 0);
-    addIdentity(doc, { ...crm });
-    expect(doc.identities).toEqual([cookie, crm]);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [cookie] }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [{ ...cookie }, crm] }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    const seen = { firstSeen: at('2025-06-02T00:00:00Z'), lastSeen: at('2025-06-02T00:00:00Z'), sourceId: 'src_a' };
+    expect(doc.identities).toEqual([{ ...cookie, ...seen }, { ...crm, ...seen }]);
   });
 
   it('records the highest chunk applied per source, even when chunks are applied out of order', () => {
     const doc = profile();
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 3);
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 1);
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_b', 0);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 3 });
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 1 });
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_b', party: 'first', seq: 0 });
     expect(doc.applied).toEqual({ src_a: 3, src_b: 0 });
   });
 });
@@ -288,71 +303,9 @@ describe('hasApplied', () => {
   it('agrees with what applyEvent records', () => {
     const doc = profile();
     expect(hasApplied(doc.applied, 'src_a', 2)).toBe(false);
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), 'src_a', 2);
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 2 });
     expect(hasApplied(doc.applied, 'src_a', 2)).toBe(true);
     expect(hasApplied(doc.applied, 'src_a', 3)).toBe(false);
-  });
-});
-
-describe('addLinkedProfile', () => {
-  it('links other profiles once and never the profile itself', () => {
-    const doc = newProfile('p_self', CREATED_AT, CREATED_AT);
-    addLinkedProfile(doc, 'p_other');
-    addLinkedProfile(doc, 'p_other');
-    addLinkedProfile(doc, 'p_self');
-    expect(doc.linkedProfiles).toEqual(['p_other']);
-  });
-});
-
-describe('toProfileView', () => {
-  it('decodes encoded trait names and counter names', () => {
-    const doc = profile(at('2025-06-02T00:00:00Z'));
-    applyEvent(
-      doc,
-      event({
-        type: 'checkout.completed',
-        timestamp: at('2025-06-02T00:00:00Z'),
-        traits: { 'plan%2Etier': 'gold', '%24score': 3, '100%25': true },
-      }),
-      'src_a',
-      0,
-    );
-    const view = toProfileView(doc);
-    expect(view.traits).toEqual({ 'plan.tier': 'gold', $score: 3, '100%': true });
-    expect(Object.keys(view.counters)).toEqual(['checkout.completed']);
-  });
-
-  it('renders dates as ISO strings and copies the other fields', () => {
-    const doc = newProfile('p_view', CREATED_AT, at('2025-06-02T00:00:00Z'));
-    applyEvent(
-      doc,
-      event({
-        type: 'page_view',
-        timestamp: at('2025-06-03T00:00:00Z'),
-        identities: [{ type: 'cookie_id', value: 'c-1' }],
-        consent: { purposes: { ads: true } },
-      }),
-      'src_a',
-      0,
-    );
-    addLinkedProfile(doc, 'p_other');
-    expect(toProfileView(doc)).toEqual({
-      id: 'p_view',
-      identities: [{ type: 'cookie_id', value: 'c-1' }],
-      traits: {},
-      counters: { page_view: { count: 1, firstSeen: '2025-06-03T00:00:00.000Z', lastSeen: '2025-06-03T00:00:00.000Z' } },
-      consent: { purposes: { ads: true }, sourceId: 'src_a', at: at('2025-06-03T00:00:00Z') },
-      sources: ['src_a'],
-      linkedProfiles: ['p_other'],
-      firstSeen: '2025-06-02T00:00:00.000Z',
-      lastSeen: '2025-06-03T00:00:00.000Z',
-      updatedAt: CREATED_AT.toISOString(),
-    });
-  });
-
-  it('does not expose internal bookkeeping', () => {
-    const view = toProfileView(profile()) as Record<string, unknown>;
-    for (const key of ['_id', 'traitsAt', 'applied', 'createdAt']) expect(key in view).toBe(false);
   });
 });
 

@@ -1,0 +1,58 @@
+import type { StoredEvent } from './event';
+import { identityKey, IDENTITY_PRIORITY, type Identity } from './identity';
+
+/** An identity to be claimed for a profile document: the first claim of a key wins, for ever. */
+export interface IdentityClaim {
+  key: string;
+  type: Identity['type'];
+  profileId: string;
+}
+
+/** Two profile documents an event showed to be one person, and what showed it. */
+export interface LinkSpec {
+  profiles: [string, string];
+  via: string;
+  eventId: string;
+}
+
+export interface Resolution {
+  /** Per event (same order): the profile document it is folded into. */
+  targets: string[];
+  claims: IdentityClaim[];
+  links: LinkSpec[];
+}
+
+const byPriority = (a: Identity, b: Identity) => IDENTITY_PRIORITY.indexOf(a.type) - IDENTITY_PRIORITY.indexOf(b.type);
+
+/**
+ * Picks each event's profile document and what the identity graph learns from it. An event goes to
+ * the document that owns its highest-priority known identity, or to a new document whose id derives
+ * from the event; its unknown identities are claimed for that document; every other document that
+ * owns one of its identities is linked to it (a merge: the profile is the connected component).
+ * `known` maps identity keys to owning documents and is extended with this batch's claims, so later
+ * events in the batch see them. Pure: the same input gives the same output, which makes retries safe.
+ */
+export function resolveIdentities(events: StoredEvent[], known: Map<string, string>, newProfileId: (event: StoredEvent) => string): Resolution {
+  const targets: string[] = [];
+  const claims: IdentityClaim[] = [];
+  const links = new Map<string, LinkSpec>();
+  for (const event of events) {
+    const identities = [...event.identities].sort(byPriority);
+    const owners = identities.map((identity) => known.get(identityKey(identity)));
+    const target = owners.find((owner) => owner !== undefined) ?? newProfileId(event);
+    identities.forEach((identity, index) => {
+      const owner = owners[index];
+      const key = identityKey(identity);
+      if (owner === undefined) {
+        known.set(key, target);
+        claims.push({ key, type: identity.type, profileId: target });
+      } else if (owner !== target) {
+        const pair = [target, owner].sort() as [string, string];
+        const id = pair.join('|');
+        if (!links.has(id)) links.set(id, { profiles: pair, via: key, eventId: event.id });
+      }
+    });
+    targets.push(target);
+  }
+  return { targets, claims, links: [...links.values()] };
+}

@@ -1,0 +1,116 @@
+import type { Collection } from 'mongodb';
+import type { StoredEvent } from '../domain/event';
+import type { Party } from '../domain/schemas';
+import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
+
+/** An event as routed to its profile document's partition. */
+export interface RoutedEvent extends StoredEvent {
+  /** The source log chunk that held it: the retry guard of the document it is folded into. */
+  seq: number;
+  profileId: string;
+}
+
+/**
+ * One source batch's events for one partition. Every batch writes one for every partition (empty
+ * ones too), so a partition writer follows each source's batches as a gap-free chain: `_id`
+ * `<partition>:<sourceId>:<from>`, the next one starting at `to`.
+ */
+export interface RoutedBatch {
+  _id: string;
+  partition: number;
+  sourceId: string;
+  party: Party;
+  from: number;
+  to: number;
+  events: RoutedEvent[];
+  /** The documents its events go to (indexed: a profile's event history is one indexed read). */
+  profiles: string[];
+  createdAt: Date;
+}
+
+interface RouteDoc {
+  _id: string;
+  to: number;
+}
+
+/** How far a partition's writer has folded each source's routed batches, and how many events. */
+export interface PartitionPosition {
+  cursors: Record<string, number>;
+  applied: Record<string, number>;
+}
+
+interface PartitionPositionDoc extends PartitionPosition {
+  _id: string;
+}
+
+export function routedBatchId(partition: number, sourceId: string, from: number): string {
+  return `${partition}:${sourceId}:${from.toString().padStart(12, '0')}`;
+}
+
+/**
+ * The routed event log between source drains and partition writers. Everything is keyed: a
+ * batch's range is fixed by whoever routes it first, its documents are inserts with predictable
+ * `_id`s, and a partition's position is one document replaced by its single writer.
+ */
+export class ProfileEventLog {
+  private readonly routes: Collection<RouteDoc>;
+  private readonly batches: Collection<RoutedBatch>;
+  private readonly positions: Collection<PartitionPositionDoc>;
+
+  constructor(store: Store) {
+    this.routes = store.db.collection<RouteDoc>(COLLECTIONS.eventRoutes);
+    this.batches = store.db.collection<RoutedBatch>(COLLECTIONS.profileEvents);
+    this.positions = store.db.collection<PartitionPositionDoc>(COLLECTIONS.partitionPositions);
+  }
+
+  /**
+   * Fixes the chunk range of the source batch starting at `from`: the first caller's `to` stands,
+   * so a retried drain that now sees more (or fewer) ready chunks routes exactly what it routed before.
+   */
+  async fixRange(sourceId: string, from: number, to: number): Promise<number> {
+    const _id = `${sourceId}:${from}`;
+    try {
+      await this.routes.insertOne({ _id, to });
+      return to;
+    } catch (error) {
+      if (!isDuplicateKeyError(error)) throw error;
+      const fixed = await this.routes.findOne({ _id });
+      if (!fixed) throw error;
+      return fixed.to;
+    }
+  }
+
+  /** Safe to repeat: documents an earlier attempt wrote are skipped as duplicates. */
+  async write(batches: RoutedBatch[]): Promise<void> {
+    await insertKeyed(this.batches, batches);
+  }
+
+  read(partition: number, sourceId: string, from: number): Promise<RoutedBatch | null> {
+    return this.batches.findOne({ _id: routedBatchId(partition, sourceId, from) });
+  }
+
+  /** Every routed event of the given documents, newest first. */
+  async eventsOf(profileIds: string[]): Promise<Array<RoutedEvent & { sourceId: string }>> {
+    const wanted = new Set(profileIds);
+    const seen = new Set<string>();
+    const events: Array<RoutedEvent & { sourceId: string }> = [];
+    for (const profileId of profileIds) {
+      for await (const batch of this.batches.find({ profiles: profileId })) {
+        if (seen.has(batch._id)) continue;
+        seen.add(batch._id);
+        for (const event of batch.events) if (wanted.has(event.profileId)) events.push({ ...event, sourceId: batch.sourceId });
+      }
+    }
+    return events.sort((a, b) => b.timestamp.getTime() - a.timestamp.getTime() || (a.id < b.id ? 1 : -1));
+  }
+
+  async loadPosition(partition: number): Promise<PartitionPosition> {
+    const doc = await this.positions.findOne({ _id: String(partition) });
+    return { cursors: doc?.cursors ?? {}, applied: doc?.applied ?? {} };
+  }
+
+  /** Only the partition's writer saves it; the same fold saved twice writes the same document. */
+  async savePosition(partition: number, position: PartitionPosition): Promise<void> {
+    await this.positions.replaceOne({ _id: String(partition) }, position, { upsert: true });
+  }
+}

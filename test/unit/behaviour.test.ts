@@ -1,0 +1,108 @@
+import { applyEvent, BEHAVIOUR_DAYS, type EventOrigin, combineProfiles, dayKey, mostRestrictiveConsent, newProfile, type ProfileConsent, type ProfileDoc } from '../../domain/profile';
+
+const at = (iso: string) => new Date(iso);
+const first: EventOrigin = { sourceId: 'src_a', party: 'first', seq: 0 };
+
+function docWith(id: string, events: Array<{ type: string; at: string; traits?: Record<string, unknown> }>, origin = first): ProfileDoc {
+  const doc = newProfile(id, at('2026-01-01T00:00:00Z'), at(events[0].at));
+  for (const event of events) applyEvent(doc, { id: `${id}-${event.at}`, type: event.type, timestamp: at(event.at), identities: [{ type: 'cookie_id', value: id }], traits: event.traits }, origin);
+  return doc;
+}
+
+describe('daily behaviour buckets', () => {
+  it('counts events per UTC day', () => {
+    const doc = docWith('p', [
+      { type: 'purchase', at: '2026-03-01T23:59:59Z' },
+      { type: 'purchase', at: '2026-03-02T00:00:00Z' },
+      { type: 'purchase', at: '2026-03-02T10:00:00Z' },
+    ]);
+    expect(doc.counters.purchase.days).toEqual({ '20260301': 1, '20260302': 2 });
+    expect(doc.counters.purchase.count).toBe(3);
+  });
+
+  it(`keeps only the ${BEHAVIOUR_DAYS} days up to the newest event, and the total of all`, () => {
+    const doc = docWith('p', [
+      { type: 'page_view', at: '2026-01-01T12:00:00Z' },
+      { type: 'page_view', at: '2026-04-01T12:00:00Z' }, // 90 days later: the first day falls out
+    ]);
+    expect(doc.counters.page_view.days).toEqual({ '20260401': 1 });
+    expect(doc.counters.page_view.count).toBe(2);
+    const edge = docWith('q', [
+      { type: 'page_view', at: '2026-01-02T12:00:00Z' },
+      { type: 'page_view', at: '2026-04-01T12:00:00Z' }, // 89 days later: still inside
+    ]);
+    expect(Object.keys(edge.counters.page_view.days)).toEqual(['20260102', '20260401']);
+  });
+
+  it('gives the same buckets whatever the order events arrive in', () => {
+    const events = [
+      { type: 'page_view', at: '2026-01-01T12:00:00Z' },
+      { type: 'page_view', at: '2026-04-01T12:00:00Z' },
+      { type: 'page_view', at: '2026-02-10T12:00:00Z' },
+    ];
+    expect(docWith('p', events).counters).toEqual(docWith('p', [...events].reverse()).counters);
+  });
+
+  it('names days by their UTC date', () => {
+    expect(dayKey(at('2026-12-31T23:00:00-02:00'))).toBe('20270101');
+  });
+});
+
+describe('combineProfiles (a merge, read as one profile)', () => {
+  it('sums counters and their days, and takes the widest first/last seen', () => {
+    const a = docWith('p_a', [{ type: 'purchase', at: '2026-03-01T10:00:00Z' }]);
+    const b = docWith('p_b', [
+      { type: 'purchase', at: '2026-03-01T11:00:00Z' },
+      { type: 'purchase', at: '2026-03-05T11:00:00Z' },
+    ]);
+    const view = combineProfiles([b, a]);
+    expect(view.id).toBe('p_a');
+    expect(view.profileIds).toEqual(['p_a', 'p_b']);
+    expect(view.counters.purchase).toEqual({ count: 3, firstSeen: '2026-03-01T10:00:00.000Z', lastSeen: '2026-03-05T11:00:00.000Z', days: { '20260301': 2, '20260305': 1 } });
+    expect(view.identities.map((identity) => identity.value)).toEqual(['p_a', 'p_b']);
+  });
+
+  it('keeps traits by precedence: first party over third, then newer', () => {
+    const crm = docWith('p_crm', [{ type: 'signup', at: '2026-01-01T00:00:00Z', traits: { age: '25-34', plan: 'basic' } }]);
+    const feed = docWith('p_feed', [{ type: 'segment', at: '2026-05-01T00:00:00Z', traits: { age: '45-54', income: 'high' } }], { sourceId: 'src_feed', party: 'third', seq: 0 });
+    const newer = docWith('p_web', [{ type: 'upgrade', at: '2026-02-01T00:00:00Z', traits: { plan: 'pro' } }]);
+    const view = combineProfiles([crm, feed, newer]);
+    expect(view.traits).toEqual({ age: '25-34', plan: 'pro', income: 'high' });
+    expect(view.traitOrigins.age).toEqual({ at: '2026-01-01T00:00:00.000Z', sourceId: 'src_a', party: 'first' });
+    expect(combineProfiles([newer, feed, crm])).toEqual(view);
+  });
+
+  it('records the merge history from the links', () => {
+    const view = combineProfiles([docWith('p_a', [{ type: 'x', at: '2026-01-01T00:00:00Z' }]), docWith('p_b', [{ type: 'x', at: '2026-01-01T00:00:00Z' }])], [
+      { profiles: ['p_a', 'p_b'], via: 'email_sha256:abc', sourceId: 'src_a', eventId: 'e1', createdAt: at('2026-01-02T00:00:00Z') },
+    ]);
+    expect(view.mergeHistory).toEqual([{ profiles: ['p_a', 'p_b'], via: 'email_sha256:abc', sourceId: 'src_a', eventId: 'e1', at: '2026-01-02T00:00:00.000Z' }]);
+  });
+});
+
+describe('mostRestrictiveConsent', () => {
+  const tcf = (purposes: number[], vendors: number[], when: string): ProfileConsent => ({
+    tcf: { tcString: `tc-${when}`, policyVersion: 4, cmpId: 7, created: at(when), purposeConsents: purposes, purposeLegitimateInterests: [], vendorConsents: vendors },
+    sourceId: 'src_a',
+    at: at(when),
+  });
+
+  it('keeps only the purposes and vendors every document consents to', () => {
+    const merged = mostRestrictiveConsent([tcf([1, 2, 3, 4], [10, 20], '2026-01-01T00:00:00Z'), tcf([1, 3], [20, 30], '2026-02-01T00:00:00Z')]);
+    expect(merged?.tcf?.purposeConsents).toEqual([1, 3]);
+    expect(merged?.tcf?.vendorConsents).toEqual([20]);
+    expect(merged?.tcf?.tcString).toBe('tc-2026-02-01T00:00:00Z');
+  });
+
+  it('lets one "no" among explicit purpose flags win', () => {
+    const merged = mostRestrictiveConsent([
+      { purposes: { ads: true, analytics: true }, sourceId: 'src_a', at: at('2026-01-01T00:00:00Z') },
+      { purposes: { ads: false }, sourceId: 'src_b', at: at('2025-01-01T00:00:00Z') },
+    ]);
+    expect(merged?.purposes).toEqual({ ads: false, analytics: true });
+  });
+
+  it('is null without any consent signal', () => {
+    expect(mostRestrictiveConsent([])).toBeNull();
+  });
+});

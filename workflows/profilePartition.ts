@@ -1,0 +1,65 @@
+import { condition, continueAsNew, defineQuery, defineSignal, proxyActivities, setHandler, upsertMemo, workflowInfo } from '@temporalio/workflow';
+import type { FoldResult, ProfileWriterActivities } from '../activities/profileWriter';
+
+/** Sent by a source's drain after it routed events of `sourceId` to this partition. */
+export const eventsRoutedSignal = defineSignal<[string]>('eventsRouted');
+
+export interface PartitionStatus {
+  partition: number;
+  eventsFolded: number;
+  profilesWritten: number;
+  folds: number;
+  pendingSources: number;
+}
+export const partitionStatusQuery = defineQuery<PartitionStatus>('status');
+
+export interface ProfilePartitionInput {
+  partition: number;
+  foldBatchEvents: number;
+  /** Carried across continue-as-new. */
+  pendingSources?: string[];
+  status?: PartitionStatus;
+}
+
+const { foldPartitionBatch } = proxyActivities<ProfileWriterActivities>({
+  startToCloseTimeout: '5 minutes',
+  heartbeatTimeout: '20 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
+});
+
+const HISTORY_LIMIT = 4_000;
+
+/**
+ * The single writer of one partition of the profiles: wait until a source's drain routes events
+ * here, fold them into the partition's documents, repeat; continue as new when the history grows
+ * long. One fold runs at a time, so no two writers touch a document at once — the reason this
+ * workflow exists, since the store's updates are not atomic against concurrent writers. A fresh
+ * run first looks at every source the partition has seen: a wake-up may have come while none ran.
+ */
+export async function profilePartition(input: ProfilePartitionInput): Promise<void> {
+  const pending = new Set(input.pendingSources ?? []);
+  const status: PartitionStatus = input.status ?? { partition: input.partition, eventsFolded: 0, profilesWritten: 0, folds: 0, pendingSources: 0 };
+  let lookEverywhere = true;
+  let lastWriter: string | null = null;
+
+  setHandler(eventsRoutedSignal, (sourceId) => {
+    pending.add(sourceId);
+  });
+  setHandler(partitionStatusQuery, () => ({ ...status, pendingSources: pending.size }));
+
+  while (workflowInfo().historyLength < HISTORY_LIMIT && !workflowInfo().continueAsNewSuggested) {
+    if (!lookEverywhere) await condition(() => pending.size > 0);
+    const sourceIds = [...pending];
+    const includeKnown = lookEverywhere;
+    lookEverywhere = false;
+    pending.clear();
+    const result: FoldResult = await foldPartitionBatch({ partition: input.partition, sourceIds, includeKnown, maxEvents: input.foldBatchEvents, lastWriter });
+    lastWriter = result.writer;
+    for (const sourceId of result.sourcesWithMore) pending.add(sourceId);
+    status.eventsFolded += result.applied + result.alreadyApplied;
+    status.profilesWritten += result.profilesWritten;
+    status.folds += 1;
+    if (result.events > 0) upsertMemo({ status });
+  }
+  await continueAsNew<typeof profilePartition>({ ...input, pendingSources: [...pending], status });
+}
