@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { Client } from '@temporalio/client';
 import { sourceWorkflowId } from '../../domain/workflowIds';
 import type { Store } from '../../store/db';
@@ -7,24 +7,8 @@ import { sourceStatusQuery } from '../../workflows/sourceConnection';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
 import { eventsFolded, profileDifferences } from '../support/profiles';
+import { killHard, spawnWorker } from '../support/processes';
 import { baseConfig, testStore, testTemporal, uniqueName, waitFor } from '../support/services';
-
-/** The real worker entry point, as its own process group so it can be killed outright. */
-function spawnWorker(env: Record<string, string>): ChildProcess {
-  return spawn('npx', ['tsx', 'workers/main.ts'], {
-    cwd: `${__dirname}/../..`,
-    env: { ...process.env, ...env, LOG_LEVEL: 'warn' },
-    detached: true,
-    stdio: 'ignore',
-  });
-}
-
-function killHard(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    process.kill(-(child.pid as number), 'SIGKILL');
-  });
-}
 
 describe('a worker killed mid-drain', () => {
   let store: Store;
@@ -36,7 +20,7 @@ describe('a worker killed mid-drain', () => {
     temporal = await testTemporal();
   });
   afterAll(async () => {
-    for (const child of children) if (child.exitCode === null && child.signalCode === null) await killHard(child);
+    for (const child of children) await killHard(child);
     await store.close();
     await temporal.connection.close();
   });
@@ -47,10 +31,8 @@ describe('a worker killed mid-drain', () => {
     const generated = Array.from({ length: 12_000 }, (_, n) => userEvent(n % 1500, Math.floor(n / 1500)));
     await appendToLog(store, sourceId, generated, 500);
 
-    const uri = new URL(baseConfig.MONGODB_URI);
-    uri.pathname = `/${store.db.databaseName}`;
-    const env = { MONGODB_URI: uri.toString(), DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: '1000', TEMPORAL_ADDRESS: baseConfig.TEMPORAL_ADDRESS };
-    const first = spawnWorker(env);
+    const env = { DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: '1000' };
+    const first = spawnWorker(store, env);
     children.push(first);
     await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 1000 });
     const handle = temporal.workflow.getHandle(sourceWorkflowId(sourceId));
@@ -62,7 +44,7 @@ describe('a worker killed mid-drain', () => {
     await killHard(first);
     expect(atKill.eventsProcessed).toBeLessThan(generated.length);
 
-    children.push(spawnWorker(env));
+    children.push(spawnWorker(store, env));
     const done = await waitFor('the drain to finish on the new worker', async () => {
       const status = await handle.query(sourceStatusQuery);
       return status.eventsProcessed >= generated.length ? status : undefined;
