@@ -1,6 +1,7 @@
-import type { Collection } from 'mongodb';
+import type { Binary, Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
 import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { decodeEvents, encodeEvents } from './eventCodec';
 import { firstAbsent } from './keyedSequence';
 
 /**
@@ -14,6 +15,15 @@ export interface EventChunk {
   seq: number;
   createdAt: Date;
   events: StoredEvent[];
+}
+
+/** As stored: the events as one binary value (see eventCodec). */
+export interface StoredChunk extends Omit<EventChunk, 'events'> {
+  events: Binary;
+}
+
+export function encodeChunk(chunk: EventChunk): StoredChunk {
+  return { ...chunk, events: encodeEvents(chunk.events) };
 }
 
 /** Written once, never updated: FerretDB reads a whole table to update one document, but not to insert. */
@@ -57,14 +67,14 @@ export interface AppendResult {
  * documents only by exact `_id` — the one lookup FerretDB's SQLite backend does not answer by scanning.
  */
 export class EventLog {
-  private readonly chunks: Collection<EventChunk>;
+  private readonly chunks: Collection<StoredChunk>;
   private readonly seals: Collection<ChunkSeal>;
   private readonly eventIds: Collection<EventIdDoc>;
   /** Where this process expects the next free slot of each source; a hint, corrected on conflict. */
   private readonly nextSlot = new Map<string, number>();
 
   constructor(store: Store, private readonly options: { ackDeadlineMs?: number; now?: () => number } = {}) {
-    this.chunks = store.db.collection<EventChunk>(COLLECTIONS.events);
+    this.chunks = store.db.collection<StoredChunk>(COLLECTIONS.events);
     this.seals = store.db.collection<ChunkSeal>(COLLECTIONS.eventSeals);
     this.eventIds = store.db.collection<EventIdDoc>(COLLECTIONS.eventIds);
   }
@@ -100,7 +110,7 @@ export class EventLog {
     let seq = this.nextSlot.get(sourceId) ?? (await this.findHead(sourceId, 0));
     for (;;) {
       try {
-        await this.chunks.insertOne({ _id: chunkId(sourceId, seq), sourceId, seq, ...body });
+        await this.chunks.insertOne(encodeChunk({ _id: chunkId(sourceId, seq), sourceId, seq, ...body }));
         this.nextSlot.set(sourceId, seq + 1);
         return seq;
       } catch (error) {
@@ -143,7 +153,7 @@ export class EventLog {
     const id = chunkId(sourceId, seq);
     const [chunk, seal] = await Promise.all([this.chunks.findOne({ _id: id }), this.seals.findOne({ _id: id })]);
     if (!chunk) return null;
-    return { ...chunk, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
+    return { ...chunk, events: decodeEvents<StoredEvent>(chunk.events), state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
   }
 
   /**

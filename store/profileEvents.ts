@@ -1,7 +1,8 @@
-import type { Collection } from 'mongodb';
+import type { Binary, Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
 import type { Party } from '../domain/schemas';
 import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
+import { decodeEvents, encodeEvents } from './eventCodec';
 
 /** An event as routed to its profile document's partition. */
 export interface RoutedEvent extends StoredEvent {
@@ -26,6 +27,19 @@ export interface RoutedBatch {
   /** The documents its events go to (indexed: a profile's event history is one indexed read). */
   profiles: string[];
   createdAt: Date;
+}
+
+/** As stored: the events as one binary value (see eventCodec). */
+interface RoutedBatchDoc extends Omit<RoutedBatch, 'events'> {
+  events: Binary;
+}
+
+function encodeBatch(batch: RoutedBatch): RoutedBatchDoc {
+  return { ...batch, events: encodeEvents(batch.events) };
+}
+
+function decodeBatch(doc: RoutedBatchDoc): RoutedBatch {
+  return { ...doc, events: decodeEvents<RoutedEvent>(doc.events) };
 }
 
 interface RouteDoc {
@@ -54,12 +68,12 @@ export function routedBatchId(partition: number, sourceId: string, from: number)
  */
 export class ProfileEventLog {
   private readonly routes: Collection<RouteDoc>;
-  private readonly batches: Collection<RoutedBatch>;
+  private readonly batches: Collection<RoutedBatchDoc>;
   private readonly positions: Collection<PartitionPositionDoc>;
 
   constructor(store: Store) {
     this.routes = store.db.collection<RouteDoc>(COLLECTIONS.eventRoutes);
-    this.batches = store.db.collection<RoutedBatch>(COLLECTIONS.profileEvents);
+    this.batches = store.db.collection<RoutedBatchDoc>(COLLECTIONS.profileEvents);
     this.positions = store.db.collection<PartitionPositionDoc>(COLLECTIONS.partitionPositions);
   }
 
@@ -82,11 +96,12 @@ export class ProfileEventLog {
 
   /** Safe to repeat: documents an earlier attempt wrote are skipped as duplicates. */
   async write(batches: RoutedBatch[]): Promise<void> {
-    await insertKeyed(this.batches, batches);
+    await insertKeyed(this.batches, batches.map(encodeBatch));
   }
 
-  read(partition: number, sourceId: string, from: number): Promise<RoutedBatch | null> {
-    return this.batches.findOne({ _id: routedBatchId(partition, sourceId, from) });
+  async read(partition: number, sourceId: string, from: number): Promise<RoutedBatch | null> {
+    const doc = await this.batches.findOne({ _id: routedBatchId(partition, sourceId, from) });
+    return doc && decodeBatch(doc);
   }
 
   /** Every routed event of the given documents, newest first. */
@@ -95,7 +110,8 @@ export class ProfileEventLog {
     const seen = new Set<string>();
     const events: Array<RoutedEvent & { sourceId: string }> = [];
     for (const profileId of profileIds) {
-      for await (const batch of this.batches.find({ profiles: profileId })) {
+      for await (const doc of this.batches.find({ profiles: profileId })) {
+        const batch = decodeBatch(doc);
         if (seen.has(batch._id)) continue;
         seen.add(batch._id);
         for (const event of batch.events) if (wanted.has(event.profileId)) events.push({ ...event, sourceId: batch.sourceId });

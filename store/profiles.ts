@@ -1,4 +1,4 @@
-import type { Collection } from 'mongodb';
+import { Binary, BSON, type Collection } from 'mongodb';
 import type { ProfileDoc } from '../domain/profile';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
@@ -11,13 +11,35 @@ import { BoundedCache } from './keyedSequence';
  * document, and its versioned `_id` makes a second writer of the same version fail instead of
  * overwriting. Superseded versions are removed by compaction.
  */
+/**
+ * As stored: the keys the store looks documents up by, and the content as one BSON-encoded binary
+ * value — FerretDB turns every nested field into typed jsonb, which made writing a profile version
+ * cost several times what the same bytes cost as one value (see eventCodec). Nothing filters on
+ * profile content inside the store: segments and insights evaluate it in the application.
+ */
+export interface StoredProfile {
+  _id: string;
+  profileId: string;
+  version: number;
+  body: Binary;
+}
+
+function encodeProfile(doc: ProfileDoc): StoredProfile {
+  const { _id, profileId, version, ...body } = doc;
+  return { _id, profileId, version, body: new Binary(BSON.serialize(body)) };
+}
+
+export function decodeProfile(stored: StoredProfile): ProfileDoc {
+  return { _id: stored._id, profileId: stored.profileId, version: stored.version, ...(BSON.deserialize(stored.body.buffer) as Omit<ProfileDoc, '_id' | 'profileId' | 'version'>) };
+}
+
 export class ProfileStore {
-  readonly profiles: Collection<ProfileDoc>;
+  readonly profiles: Collection<StoredProfile>;
   /** The newest version this process has seen of each document. */
   private readonly latest: BoundedCache<string, ProfileDoc>;
 
   constructor(store: Store, cacheSize = 100_000) {
-    this.profiles = store.db.collection<ProfileDoc>(COLLECTIONS.profiles);
+    this.profiles = store.db.collection<StoredProfile>(COLLECTIONS.profiles);
     this.latest = new BoundedCache(cacheSize);
   }
 
@@ -30,7 +52,7 @@ export class ProfileStore {
     if (cached && options.trustCache) return structuredClone(cached);
     const versions = await this.profiles.find({ profileId }).toArray();
     if (versions.length === 0) return null;
-    const newest = versions.reduce((a, b) => (b.version > a.version ? b : a));
+    const newest = decodeProfile(versions.reduce((a, b) => (b.version > a.version ? b : a)));
     this.latest.set(profileId, newest);
     return structuredClone(newest);
   }
@@ -52,7 +74,7 @@ export class ProfileStore {
   async saveVersions(docs: ProfileDoc[]): Promise<void> {
     if (docs.length === 0) return;
     try {
-      await this.profiles.insertMany(docs, { ordered: false });
+      await this.profiles.insertMany(docs.map(encodeProfile), { ordered: false });
     } catch (error) {
       for (const doc of docs) this.latest.delete(doc.profileId);
       throw error;

@@ -1,6 +1,7 @@
 import type { StoredEvent } from '../../domain/event';
 import { COLLECTIONS, connectStore, type Store } from '../../store/db';
-import { AckDeadlineExceeded, chunkId, eventIdKey, EventLog, type EventChunk } from '../../store/eventLog';
+import { decodeEvents } from '../../store/eventCodec';
+import { AckDeadlineExceeded, chunkId, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
 import { baseConfig, testStore } from '../support/services';
 
 function events(ids: string[]): StoredEvent[] {
@@ -29,7 +30,7 @@ describe('source event log', () => {
 
   it('reads a chunk whose writer has not sealed it as pending', async () => {
     const log = new EventLog(store);
-    await store.db.collection<EventChunk>(COLLECTIONS.events).insertOne({ _id: chunkId('s6', 0), sourceId: 's6', seq: 0, createdAt: new Date(), events: events(['p']) });
+    await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk({ _id: chunkId('s6', 0), sourceId: 's6', seq: 0, createdAt: new Date(), events: events(['p']) }));
     expect((await log.read('s6', 0))?.state).toBe('pending');
   });
 
@@ -41,8 +42,8 @@ describe('source event log', () => {
       const seqs = (await Promise.all(appends)).map((result) => result.seq).sort((a, b) => a - b);
       expect(seqs).toEqual(Array.from({ length: 40 }, (_, n) => n));
       expect(await writers[0].findHead('s2', 0)).toBe(40);
-      const stored = await store.db.collection<EventChunk>(COLLECTIONS.events).find({ sourceId: 's2' }).toArray();
-      expect(stored.flatMap((chunk) => chunk.events.map((event) => event.id)).sort()).toEqual(
+      const stored = await store.db.collection<StoredChunk>(COLLECTIONS.events).find({ sourceId: 's2' }).toArray();
+      expect(stored.flatMap((chunk) => decodeEvents<StoredEvent>(chunk.events).map((event) => event.id)).sort()).toEqual(
         Array.from({ length: 40 }, (_, n) => `e${n}`).sort(),
       );
     } finally {
@@ -62,7 +63,7 @@ describe('source event log', () => {
     const log = new EventLog(store);
     await log.append('s4', events(['x']));
     const chunk: EventChunk = { _id: chunkId('s4', 1), sourceId: 's4', seq: 1, createdAt: new Date(0), events: events(['x', 'y', 'z', 'y']) };
-    await store.db.collection<EventChunk>(COLLECTIONS.events).insertOne(chunk);
+    await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk(chunk));
     // The writer died after claiming `y` only; `x` belongs to chunk 0 and `z` was never claimed.
     await store.db.collection(COLLECTIONS.eventIds).insertOne({ _id: eventIdKey('s4', 'y') as never, chunk: 1 });
     expect([...(await log.unclaimedIndexes(chunk))].sort()).toEqual([0, 2, 3]);

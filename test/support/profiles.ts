@@ -2,6 +2,7 @@ import { decodeFieldName } from '../../domain/fieldNames';
 import type { ProfileDoc } from '../../domain/profile';
 import { COLLECTIONS, type Store } from '../../store/db';
 import { ProfileEventLog } from '../../store/profileEvents';
+import { decodeProfile, type StoredProfile } from '../../store/profiles';
 import type { ExpectedProfile } from './audience';
 
 /** Compares every stored profile with the expected fold of the input; returns readable differences. */
@@ -40,7 +41,8 @@ export async function profileDifferences(store: Store, expected: Map<string, Exp
 /** The newest version of every profile (a test-side full scan; the product never scans on a hot path). */
 export async function latestProfiles(store: Store): Promise<ProfileDoc[]> {
   const newest = new Map<string, ProfileDoc>();
-  for await (const doc of store.db.collection<ProfileDoc>(COLLECTIONS.profiles).find({})) {
+  for await (const stored of store.db.collection<StoredProfile>(COLLECTIONS.profiles).find({})) {
+    const doc = decodeProfile(stored);
     const seen = newest.get(doc.profileId);
     if (!seen || seen.version < doc.version) newest.set(doc.profileId, doc);
   }
