@@ -21,6 +21,11 @@ export const ConfigSchema = z.object({
    * fold at once. Fixed for a store's lifetime (a profile's partition derives from its id).
    */
   DMP_PROFILE_PARTITIONS: z.coerce.number().int().min(1).max(1024).default(8),
+  /** Identity keys (`<type>:<value>`, as stored: emails and phones as SHA-256 hex) that never join profiles, beside the built-in junk values. */
+  DMP_IDENTITY_BLOCKLIST: z
+    .string()
+    .default('')
+    .transform((list) => list.split(',').map((key) => key.trim()).filter(Boolean)),
   /** How long an idle source waits for a wake-up from the API before looking at its log anyway. */
   DMP_SOURCE_IDLE_POLL_SECONDS: z.coerce.number().positive().default(300),
   /** Region assumed for phone numbers written without a country code. */

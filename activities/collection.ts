@@ -1,12 +1,13 @@
 import type { Client } from '@temporalio/client';
 import type { StoredEvent } from '../domain/event';
 import { identityKey } from '../domain/identity';
+import { identityBlocklist } from '../domain/identityBlocklist';
 import { resolveIdentities } from '../domain/identityResolution';
 import { profileIdForEvent } from '../domain/ids';
 import { partitionOf } from '../domain/partition';
 import type { DrainPosition, Party, SourceState } from '../domain/schemas';
 import type { Store } from '../store/db';
-import { EventLog } from '../store/eventLog';
+import { EventLog, type ReadChunk } from '../store/eventLog';
 import { IdentityIndex } from '../store/identities';
 import { ProfileEventLog, routedBatchId, type RoutedBatch } from '../store/profileEvents';
 import { SourceStore } from '../store/sources';
@@ -27,6 +28,8 @@ export interface DrainResult {
   chunks: number;
   /** Events routed to their profiles' partitions. */
   routed: number;
+  /** Events that carried only blocklisted identities (see domain/identityBlocklist). */
+  refused: number;
   duplicates: number;
   /** Profile documents this batch created, and merges (identity links) it found. */
   newProfiles: number;
@@ -48,6 +51,9 @@ export interface CollectionDeps {
   onDrainStep?: (step: DrainStep) => void | Promise<void>;
 }
 
+/** Log chunks read in parallel by a drain. */
+const READ_AHEAD = 8;
+
 interface LogBatch {
   events: Array<{ seq: number; event: StoredEvent }>;
   /** The chunk after the last one read. */
@@ -66,16 +72,23 @@ export function createCollectionActivities(deps: CollectionDeps) {
   const sources = new SourceStore(deps.store);
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
   const partitions = deps.config.DMP_PROFILE_PARTITIONS;
+  const blocked = identityBlocklist(deps.config.DMP_IDENTITY_BLOCKLIST);
 
   /** Reads chunks from `from` on: up to `maxEvents`, or exactly up to `until` when the range is fixed. */
   async function readLog(sourceId: string, from: number, limit: { maxEvents: number } | { until: number }): Promise<LogBatch> {
     const batch: LogBatch = { events: [], end: from, duplicates: 0, more: false };
+    // Chunks are read a few at a time, in parallel: one by one, the round trips were most of a drain.
+    let ahead: Array<Promise<ReadChunk | null>> = [];
     for (;;) {
       if ('until' in limit ? batch.end >= limit.until : batch.events.length >= limit.maxEvents) {
         batch.more = (await log.readiness(sourceId, batch.end, pendingGraceMs)).ready;
         return batch;
       }
-      const chunk = await log.read(sourceId, batch.end);
+      if (ahead.length === 0) {
+        const count = 'until' in limit ? Math.min(READ_AHEAD, limit.until - batch.end) : READ_AHEAD;
+        ahead = Array.from({ length: count }, (_, k) => log.read(sourceId, batch.end + k));
+      }
+      const chunk = await (ahead.shift() as Promise<ReadChunk | null>);
       if (!chunk) break;
       let skip: Set<number>;
       if (chunk.state === 'sealed') skip = new Set(chunk.duplicates ?? []);
@@ -88,6 +101,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       batch.end++;
       heartbeat({ seq: batch.end });
     }
+    await Promise.allSettled(ahead); // reads past the end are dropped, but not left unawaited
     if ('until' in limit && batch.end < limit.until) throw new Error(`chunk ${batch.end} of ${sourceId} was routed once but cannot be read now`);
     return batch;
   }
@@ -101,13 +115,13 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const keys = [...new Set(events.flatMap((event) => event.identities.map(identityKey)))];
     const known = await identities.resolve(keys);
     const newProfileId = (event: StoredEvent) => profileIdForEvent(sourceId, event.id);
-    let resolution = resolveIdentities(events, new Map(known), newProfileId);
+    let resolution = resolveIdentities(events, new Map(known), newProfileId, blocked);
     const held = await identities.claim(resolution.claims, now());
     if (held.length > 0) {
       const owners = await identities.reload(held);
       const settled = new Map(known);
       for (const claim of resolution.claims) settled.set(claim.key, owners.get(claim.key) ?? claim.profileId);
-      resolution = resolveIdentities(events, settled, newProfileId);
+      resolution = resolveIdentities(events, settled, newProfileId, blocked);
       if (resolution.claims.length > 0) throw new Error('identity resolution did not settle'); // cannot happen: every key is known
     }
     return { ...resolution, newProfiles: new Set(resolution.claims.map((claim) => claim.profileId)).size };
@@ -123,7 +137,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const { sourceId } = input;
     const from = input.position.cursor;
     let batch = await readLog(sourceId, from, { maxEvents: input.maxEvents });
-    const result: DrainResult = { position: input.position, chunks: 0, routed: 0, duplicates: 0, newProfiles: 0, links: 0, more: batch.more };
+    const result: DrainResult = { position: input.position, chunks: 0, routed: 0, refused: 0, duplicates: 0, newProfiles: 0, links: 0, more: batch.more };
     if (batch.end === from) return result;
     const to = await routedEvents.fixRange(sourceId, from, batch.end);
     if (to !== batch.end) batch = await readLog(sourceId, from, { until: to });
@@ -145,10 +159,15 @@ export function createCollectionActivities(deps: CollectionDeps) {
       profiles: [],
       createdAt,
     }));
+    let refused = 0;
     batch.events.forEach(({ seq, event }, index) => {
       const profileId = resolution.targets[index];
+      if (profileId === null) {
+        refused++; // only blocklisted identities: nothing to attach it to
+        return;
+      }
       const target = routed[partitionOf(profileId, partitions)];
-      target.events.push({ ...event, seq, profileId });
+      target.events.push({ ...event, identities: event.identities.filter((identity) => !blocked(identityKey(identity))), seq, profileId });
       if (!target.profiles.includes(profileId)) target.profiles.push(profileId);
     });
     await routedEvents.write(routed);
@@ -156,7 +175,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
 
     result.position = {
       cursor: to,
-      eventsProcessed: input.position.eventsProcessed + events.length,
+      eventsProcessed: input.position.eventsProcessed + events.length - refused,
+      eventsRefused: input.position.eventsRefused + refused,
       duplicatesSkipped: input.position.duplicatesSkipped + batch.duplicates,
       batchesApplied: input.position.batchesApplied + 1,
       lastDrainAt: now().toISOString(),
@@ -166,7 +186,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     await Promise.all(
       routed.filter((target) => target.events.length > 0).map((target) => wakeProfilePartition(deps.temporal, deps.store.db.databaseName, target.partition, sourceId, deps.config)),
     );
-    return { ...result, chunks: to - from, routed: events.length, duplicates: batch.duplicates, newProfiles: resolution.newProfiles, links: resolution.links.length };
+    return { ...result, chunks: to - from, routed: events.length - refused, refused, duplicates: batch.duplicates, newProfiles: resolution.newProfiles, links: resolution.links.length };
   }
 
   return {
@@ -174,7 +194,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     async loadDrainPosition(sourceId: string): Promise<{ position: DrainPosition; state: SourceState }> {
       const [position, source] = await Promise.all([sources.loadPosition(sourceId), sources.get(sourceId)]);
       return {
-        position: position ?? { cursor: 0, eventsProcessed: 0, duplicatesSkipped: 0, batchesApplied: 0, lastDrainAt: null },
+        position: position ?? { cursor: 0, eventsProcessed: 0, eventsRefused: 0, duplicatesSkipped: 0, batchesApplied: 0, lastDrainAt: null },
         state: source?.state ?? 'active',
       };
     },

@@ -13,9 +13,11 @@
  *   3. the worker and the API as separate processes on that database, one new source, paused;
  *   4. load from a separate process (bench/loadgen.ts, autocannon): batches of 100 events over
  *      16 connections, then single events over 32 connections; every event id is new;
- *   5. resume the source and time the drain until `progress.eventsProcessed` reaches every event the
+ *   5. resume the source and time the drain until the partition writers have folded every event the
  *      log accepted, or report the rate of the part drained when that takes longer than allowed;
- *   6. stop the processes, terminate the bench workflows and drop the database.
+ *   6. storage: profile documents per profile and stored bytes per event;
+ *   7. idle cost: the machine's busy CPU with 1,000 idle sources, against the same window before them;
+ *   8. stop the processes, terminate the run's workflows and drop the database.
  *
  * A table goes to stderr; the last stdout line is one JSON object with the results.
  *
@@ -23,7 +25,8 @@
  * also the size of the upserted collection), DMP_BENCH_STORE_CAP_SECONDS (35, per store baseline),
  * DMP_BENCH_WARMUP_SECONDS (3), DMP_BENCH_BATCH_SECONDS (15), DMP_BENCH_SINGLE_SECONDS (10),
  * DMP_BENCH_USERS (2000), DMP_BENCH_DRAIN_TIMEOUT_SECONDS (150), DMP_BENCH_DRAIN_BATCH_EVENTS
- * (1000), DMP_BENCH_DEADLINE_SECONDS (600, the whole run).
+ * (5000), DMP_BENCH_IDLE_SOURCES (1000), DMP_BENCH_IDLE_SECONDS (60, per CPU window),
+ * DMP_BENCH_DEADLINE_SECONDS (900, the whole run).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
@@ -38,7 +41,7 @@ import { loadConfig } from '../config';
 import { prepareEvents } from '../domain/collect';
 import { sha256Hex } from '../domain/identity';
 import { dayKey, newProfile, type ProfileDoc } from '../domain/profile';
-import { profilePartitionWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
+import { sourceWorkflowId } from '../domain/workflowIds';
 import { ProfileEventLog } from '../store/profileEvents';
 import { COLLECTIONS, connectStore, type Store } from '../store/db';
 import { connectTemporal } from '../temporal/client';
@@ -76,14 +79,13 @@ const SETTINGS = {
   singleConnections: 32,
   users: envNumber('DMP_BENCH_USERS', 2_000),
   drainTimeoutSeconds: envNumber('DMP_BENCH_DRAIN_TIMEOUT_SECONDS', 150),
-  /**
-   * Events per drain activity for the source under test. Progress is reported once per activity, so
-   * a smaller batch than the product's default (DMP_DRAIN_BATCH_EVENTS, 5000) lets the drain rate be
-   * read within the time the run allows.
-   */
-  drainBatchEvents: envNumber('DMP_BENCH_DRAIN_BATCH_EVENTS', 1000),
+  /** Events per drain activity (and per partition fold) for the source under test: the product's default. */
+  drainBatchEvents: envNumber('DMP_BENCH_DRAIN_BATCH_EVENTS', 5000),
+  /** Sources created for the idle-cost measurement, and the length of each CPU window. */
+  idleSources: envNumber('DMP_BENCH_IDLE_SOURCES', 1000),
+  idleSeconds: envNumber('DMP_BENCH_IDLE_SECONDS', 60),
   /** The whole run gives up (and cleans up) after this long, whatever it is waiting for. */
-  deadlineSeconds: envNumber('DMP_BENCH_DEADLINE_SECONDS', 600),
+  deadlineSeconds: envNumber('DMP_BENCH_DEADLINE_SECONDS', 900),
   startTimeoutSeconds: 120,
   pollMs: 500,
 };
@@ -279,6 +281,84 @@ async function storeBaseline(store: Store): Promise<{ insert: Rate; upsert: Rate
   return { insert, upsert };
 }
 
+// ---- drain, storage and idle figures ------------------------------------------------------------
+
+/** Rates over the first and the last third of the events, read off the drain's curve. */
+function drainThirds(curve: Array<[number, number]>, total: number): { first: number | null; last: number | null } {
+  if (total < 3 || curve.length < 3) return { first: null, last: null };
+  const timeAt = (events: number) => {
+    for (let i = 1; i < curve.length; i++) {
+      const [t1, e1] = curve[i];
+      if (e1 >= events) {
+        const [t0, e0] = curve[i - 1];
+        return t0 + ((events - e0) / (e1 - e0)) * (t1 - t0);
+      }
+    }
+    return curve[curve.length - 1][0];
+  };
+  const third = total / 3;
+  const [oneThird, twoThirds, end] = [timeAt(third), timeAt(2 * third), timeAt(total)];
+  return { first: oneThird > 0 ? third / oneThird : null, last: end > twoThirds ? third / (end - twoThirds) : null };
+}
+
+/** Profile documents against distinct profiles, and the database's stored bytes per accepted event. */
+async function storageFigures(store: Store, events: number): Promise<{ profileDocs: number; liveProfiles: number; bytesPerEvent: number | null }> {
+  const ids = new Set<string>();
+  let profileDocs = 0;
+  for await (const doc of store.db.collection(COLLECTIONS.profiles).find({}, { projection: { profileId: 1 } })) {
+    profileDocs++;
+    ids.add(String(doc.profileId));
+  }
+  const stats = await store.db.command({ dbStats: 1 }).catch(() => null);
+  const bytes = Number(stats?.storageSize ?? stats?.dataSize ?? NaN);
+  return { profileDocs, liveProfiles: ids.size, bytesPerEvent: Number.isFinite(bytes) && events > 0 ? Math.round(bytes / events) : null };
+}
+
+/** Busy CPU time of the whole machine, in seconds (all cores, from /proc/stat). */
+function busyCpuSeconds(): number {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const idleTicks = fields[3] + (fields[4] ?? 0);
+  const total = fields.reduce((sum, value) => sum + value, 0);
+  return (total - idleTicks) / 100; // USER_HZ
+}
+
+async function cpuPercentOver(seconds: number): Promise<number> {
+  const before = busyCpuSeconds();
+  await sleep(seconds * 1000);
+  return round(((busyCpuSeconds() - before) / seconds) * 100, 2);
+}
+
+/**
+ * What `SETTINGS.idleSources` sources cost while nothing arrives: the whole machine's busy CPU over
+ * a window with them, minus the same window before they existed (services, worker and API idle).
+ * Their idle polls are phased over the poll period, so a window sees its share of them.
+ */
+async function idleSourcesCpu(url: string, adminKey: string): Promise<{ sources: number; baselinePct: number; extraPct: number }> {
+  say(`idle: measuring the idle box for ${SETTINGS.idleSeconds} s`);
+  const baselinePct = await cpuPercentOver(SETTINGS.idleSeconds);
+  say(`idle: creating ${SETTINGS.idleSources} sources`);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      while (next < SETTINGS.idleSources) {
+        const n = next++;
+        const created = await http('POST', `${url}/v1/sources`, adminKey, { name: `idle ${n}`, kind: 'events', party: 'first' }, 60_000);
+        if (created.status !== 201) throw new Error(`creating idle source ${n} failed: ${created.status}`);
+      }
+    }),
+  );
+  // Every new workflow makes its first look at its log, then sleeps: wait until that has passed
+  // (10 s windows back near the idle box's level), at most two minutes.
+  for (let waited = 0; waited < 120; waited += 10) {
+    const settling = await cpuPercentOver(10);
+    say(`idle: settling after the creations, ${settling}% of one core`);
+    if (settling < baselinePct + 10) break;
+  }
+  say(`idle: measuring ${SETTINGS.idleSources} idle sources for ${SETTINGS.idleSeconds} s`);
+  const withSources = await cpuPercentOver(SETTINGS.idleSeconds);
+  return { sources: SETTINGS.idleSources, baselinePct, extraPct: round(Math.max(0, withSources - baselinePct), 2) };
+}
+
 // ---- processes --------------------------------------------------------------------------------
 
 interface Service {
@@ -414,8 +494,7 @@ async function settledLogTotal(store: Store): Promise<{ chunks: number; accepted
 interface Cleanup {
   store?: Store;
   temporal?: Client;
-  databaseName?: string;
-  sourceId?: string;
+  taskQueue?: string;
 }
 
 const cleanupState: Cleanup = {};
@@ -428,14 +507,24 @@ function cleanup(): Promise<void> {
     process.on('unhandledRejection', (error) => say(`while cleaning up: ${String(error)}`));
     for (const child of loadgens) if (running(child)) killGroup(child);
     await Promise.all(services.map(stopService));
-    const { store, temporal, databaseName, sourceId } = cleanupState;
-    if (temporal && databaseName) {
-      const partitionIds = Array.from({ length: loadConfig({ ...process.env, LOG_LEVEL: 'warn' }).DMP_PROFILE_PARTITIONS }, (_, p) => profilePartitionWorkflowId(databaseName, p));
-      const ids = [...partitionIds, ...(sourceId ? [sourceWorkflowId(sourceId)] : [])];
-      for (const id of ids) {
-        // Not started or already closed is fine.
-        await within(temporal.workflow.getHandle(id).terminate('ingest benchmark finished'), 10_000, `terminating ${id}`).catch(() => undefined);
-      }
+    const { store, temporal, taskQueue } = cleanupState;
+    if (temporal && taskQueue) {
+      // Every workflow of the run's task queue: the source under test, the idle sources, the partition writers.
+      const ids: string[] = [];
+      const listing = (async () => {
+        for await (const execution of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) ids.push(execution.workflowId);
+      })();
+      await within(listing, 30_000, 'listing the run\'s workflows').catch(() => undefined);
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          while (next < ids.length) {
+            const id = ids[next++];
+            // Already closed is fine.
+            await within(temporal.workflow.getHandle(id).terminate('ingest benchmark finished'), 10_000, `terminating ${id}`).catch(() => undefined);
+          }
+        }),
+      );
       // The Temporal connection is left to process exit: closing it under a call still retrying
       // (Temporal gone away) makes that call throw outside any handler.
     }
@@ -457,7 +546,6 @@ async function main(): Promise<void> {
   const serverUri = config.MONGODB_URI;
   const databaseName = `dmp_bench_${Date.now()}`;
   const benchUri = withDatabase(serverUri, databaseName);
-  cleanupState.databaseName = databaseName;
 
   const store = await connectStore(benchUri, databaseName);
   cleanupState.store = store;
@@ -475,6 +563,7 @@ async function main(): Promise<void> {
   const port = await freePort();
   const adminKey = `adm_bench_${randomBytes(12).toString('hex')}`;
   const taskQueue = `dmp-bench-${databaseName}`;
+  cleanupState.taskQueue = taskQueue;
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PORT: String(port),
@@ -500,7 +589,6 @@ async function main(): Promise<void> {
   if (created.status !== 201) throw new Error(`creating the source failed: ${created.status} ${JSON.stringify(created.body)}`);
   const sourceId = String(created.body.id);
   const writeKey = String(created.body.writeKey);
-  cleanupState.sourceId = sourceId;
 
   // Pausing needs the worker to answer the status query, so this also waits for the worker.
   await waitUntil('the source to be paused', SETTINGS.startTimeoutSeconds, 1000, async () => {
@@ -562,6 +650,8 @@ async function main(): Promise<void> {
     const positions = await Promise.all(Array.from({ length: config.DMP_PROFILE_PARTITIONS }, (_, p) => routedEvents.loadPosition(p)));
     return positions.reduce((sum, position) => sum + (position.applied[sourceId] ?? 0), 0);
   };
+  /** (seconds since resume, events folded) at every poll that saw progress: the drain's curve. */
+  const curve: Array<[number, number]> = [[0, 0]];
   for (;;) {
     const progress = await within(workflow.query(sourceStatusQuery), 15_000, 'status query').catch(() => null);
     const foldedNow = await within(folded(), 15_000, 'partition positions').catch(() => null);
@@ -572,6 +662,7 @@ async function main(): Promise<void> {
       if (foldedNow > processed) {
         processed = foldedNow;
         drainSeconds = waitedSeconds;
+        curve.push([waitedSeconds, processed]);
       }
       lastError = progress.lastError ?? lastError;
       if (progress.state === 'paused') await resume();
@@ -597,7 +688,14 @@ async function main(): Promise<void> {
   const apiProcessed: number | null = described?.status === 200 ? (described.body?.progress?.eventsProcessed ?? null) : null;
   say(`GET /v1/sources/${sourceId}: progress.eventsProcessed ${apiProcessed ?? 'unavailable'}, pending ${JSON.stringify(described?.body?.pending ?? null)}`);
 
-  // 6. Report.
+  const thirds = drainThirds(curve, processed);
+  const storage = await storageFigures(store, log.accepted);
+  say(`storage: ${storage.profileDocs} profile documents for ${storage.liveProfiles} profiles; ${storage.bytesPerEvent ?? 'unknown'} bytes stored per event`);
+
+  // 6. Idle sources: the cost of many sources with nothing to do, against the same box idle.
+  const idle = await idleSourcesCpu(url, adminKey);
+
+  // 7. Report.
   const acceptedEps = batches.acceptedEps;
   const ratioAccept = acceptedEps / baseline.insert.eps;
   const ratioDrain = drainedEps / baseline.upsert.eps;
@@ -653,7 +751,9 @@ async function main(): Promise<void> {
       lines[0],
       lines[0].replace(/./g, '-'),
       ...lines.slice(1),
-      `accepted (batches) vs store insertMany: ${round(ratioAccept, 3)}   drained vs store bulk upsert: ${round(ratioDrain, 3)}`,
+      `accepted (batches) vs store insertMany: ${round(ratioAccept, 3)}   drained vs accepted: ${round(drainedEps / acceptedEps, 3)}   drained vs store bulk upsert: ${round(ratioDrain, 3)}`,
+      `drain, last third vs first third: ${thirds.first && thirds.last ? round(thirds.last / thirds.first, 3) : 'n/a'}   profile documents per profile: ${storage.liveProfiles ? round(storage.profileDocs / storage.liveProfiles, 2) : 'n/a'}   bytes stored per event: ${storage.bytesPerEvent ?? 'n/a'}`,
+      `${idle.sources} idle sources: ${idle.extraPct}% of one core above the idle box (${idle.baselinePct}% over ${SETTINGS.idleSeconds} s)`,
       '',
     ].join('\n'),
   );
@@ -682,6 +782,18 @@ async function main(): Promise<void> {
     store_upsert_collection_docs: SETTINGS.upsertDocs,
     ratio_accept_vs_store: round(ratioAccept, 3),
     ratio_drain_vs_store: round(ratioDrain, 3),
+    ratio_drain_vs_accept: round(drainedEps / acceptedEps, 3),
+    drain_first_third_eps: thirds.first === null ? null : round(thirds.first),
+    drain_last_third_eps: thirds.last === null ? null : round(thirds.last),
+    drain_last_third_vs_first_third: thirds.first && thirds.last ? round(thirds.last / thirds.first, 3) : null,
+    profile_partitions: loadConfig({ ...process.env, LOG_LEVEL: 'warn' }).DMP_PROFILE_PARTITIONS,
+    profile_docs: storage.profileDocs,
+    live_profiles: storage.liveProfiles,
+    profile_docs_per_live_profile: storage.liveProfiles ? round(storage.profileDocs / storage.liveProfiles, 2) : null,
+    store_bytes_per_event: storage.bytesPerEvent,
+    idle_sources: idle.sources,
+    idle_cpu_pct_baseline: idle.baselinePct,
+    idle_cpu_pct_1000_sources: idle.extraPct,
   };
   await cleanup();
   rmSync(logDir, { recursive: true, force: true }); // kept only when the run fails

@@ -16,8 +16,8 @@ export interface LinkSpec {
 }
 
 export interface Resolution {
-  /** Per event (same order): the profile document it is folded into. */
-  targets: string[];
+  /** Per event (same order): the profile document it is folded into; null when it has no usable identity. */
+  targets: Array<string | null>;
   claims: IdentityClaim[];
   links: LinkSpec[];
 }
@@ -32,12 +32,22 @@ const byPriority = (a: Identity, b: Identity) => IDENTITY_PRIORITY.indexOf(a.typ
  * `known` maps identity keys to owning documents and is extended with this batch's claims, so later
  * events in the batch see them. Pure: the same input gives the same output, which makes retries safe.
  */
-export function resolveIdentities(events: StoredEvent[], known: Map<string, string>, newProfileId: (event: StoredEvent) => string): Resolution {
-  const targets: string[] = [];
+export function resolveIdentities(
+  events: StoredEvent[],
+  known: Map<string, string>,
+  newProfileId: (event: StoredEvent) => string,
+  blocked: (key: string) => boolean = () => false,
+): Resolution {
+  const targets: Array<string | null> = [];
   const claims: IdentityClaim[] = [];
   const links = new Map<string, LinkSpec>();
   for (const event of events) {
-    const identities = [...event.identities].sort(byPriority);
+    // Junk values (all-zero ad ids, shared test emails) would join strangers into one profile: they join nothing.
+    const identities = event.identities.filter((identity) => !blocked(identityKey(identity))).sort(byPriority);
+    if (identities.length === 0) {
+      targets.push(null);
+      continue;
+    }
     const owners = identities.map((identity) => known.get(identityKey(identity)));
     const target = owners.find((owner) => owner !== undefined) ?? newProfileId(event);
     identities.forEach((identity, index) => {

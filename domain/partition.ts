@@ -4,10 +4,15 @@
  * stable across processes and releases, cheap, and plain code that workflows may use too.
  */
 export function partitionOf(profileId: string, partitions: number): number {
+  return stableHash(profileId) % partitions;
+}
+
+/** FNV-1a, 32 bits. */
+export function stableHash(text: string): number {
   let hash = 0x811c9dc5;
-  for (let i = 0; i < profileId.length; i++) {
-    hash ^= profileId.charCodeAt(i);
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
     hash = Math.imul(hash, 0x01000193) >>> 0;
   }
-  return hash % partitions;
+  return hash;
 }

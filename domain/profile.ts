@@ -96,8 +96,8 @@ export function profileVersionId(profileId: string, version: number): string {
 }
 
 /** The next version of a profile: the same content under the next `_id`, to be changed and inserted. */
-export function nextVersion(profile: ProfileDoc): ProfileDoc {
-  const next = structuredClone(profile);
+export function nextVersion(profile: Readonly<ProfileDoc>): ProfileDoc {
+  const next = structuredClone(profile) as ProfileDoc;
   next.version = profile.version + 1;
   next._id = profileVersionId(profile.profileId, next.version);
   return next;
@@ -136,9 +136,11 @@ function addToCounter(counters: Record<string, EventCounter>, key: string, add: 
   }
   counter.count += add.count;
   if (add.firstSeen < counter.firstSeen) counter.firstSeen = add.firstSeen;
-  if (add.lastSeen > counter.lastSeen) counter.lastSeen = add.lastSeen;
+  const windowMoved = add.lastSeen > counter.lastSeen;
+  if (windowMoved) counter.lastSeen = add.lastSeen;
   for (const [day, count] of Object.entries(add.days)) counter.days[day] = (counter.days[day] ?? 0) + count;
-  pruneDays(counter);
+  // Days fall out only when the window moves, or when `add` brings days from before its start.
+  if (windowMoved || add.firstSeen.getTime() < counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * 86_400_000) pruneDays(counter);
 }
 
 function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
@@ -230,7 +232,7 @@ export interface ProfileLink {
  * is the smallest document id, so every identity of the component finds the same profile. The result
  * does not depend on the order of `docs`.
  */
-export function combineProfiles(docs: ProfileDoc[], links: ProfileLink[] = []): ProfileView {
+export function combineProfiles(docs: ReadonlyArray<Readonly<ProfileDoc>>, links: ProfileLink[] = []): ProfileView {
   if (docs.length === 0) throw new Error('a profile needs at least one document');
   const ordered = [...docs].sort((a, b) => (a.profileId < b.profileId ? -1 : 1));
   const identities: IdentityEntry[] = [];

@@ -38,7 +38,8 @@ export type SourceState = z.infer<typeof SourceStateSchema>;
 /** Where a source's drain stands; saved in the store after every batch, so a restarted workflow resumes. */
 export const DrainPositionSchema = z.object({
   cursor: z.number().int().openapi({ description: 'Next chunk of the source log to drain.' }),
-  eventsProcessed: z.number().int(),
+  eventsProcessed: z.number().int().openapi({ description: 'Events routed to the partitions that fold them into profiles.' }),
+  eventsRefused: z.number().int().openapi({ description: 'Events whose only identities are blocklisted junk (e.g. an all-zero ad id): kept in the log, never profiled.' }),
   duplicatesSkipped: z.number().int(),
   batchesApplied: z.number().int(),
   lastDrainAt: z.string().nullable(),

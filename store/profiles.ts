@@ -45,21 +45,22 @@ export class ProfileStore {
 
   /**
    * The newest version of a document, or null when it has none. `trustCache` answers from this
-   * process's cache when it can: only for a writer that knows nobody else has written since.
+   * process's cache when it can: only for a writer that knows nobody else has written since. The
+   * result is shared with the cache: read it, or change a copy (`nextVersion`), never the result.
    */
-  async get(profileId: string, options: { trustCache?: boolean } = {}): Promise<ProfileDoc | null> {
+  async get(profileId: string, options: { trustCache?: boolean } = {}): Promise<Readonly<ProfileDoc> | null> {
     const cached = this.latest.get(profileId);
-    if (cached && options.trustCache) return structuredClone(cached);
+    if (cached && options.trustCache) return cached;
     const versions = await this.profiles.find({ profileId }).toArray();
     if (versions.length === 0) return null;
     const newest = decodeProfile(versions.reduce((a, b) => (b.version > a.version ? b : a)));
     this.latest.set(profileId, newest);
-    return structuredClone(newest);
+    return newest;
   }
 
   /** Loads many documents, a bounded number of reads in flight at once. */
-  async load(profileIds: string[], options: { trustCache?: boolean } = {}, concurrency = 16): Promise<Map<string, ProfileDoc>> {
-    const found = new Map<string, ProfileDoc>();
+  async load(profileIds: string[], options: { trustCache?: boolean } = {}, concurrency = 16): Promise<Map<string, Readonly<ProfileDoc>>> {
+    const found = new Map<string, Readonly<ProfileDoc>>();
     await forEachConcurrently(profileIds, concurrency, async (id) => {
       const doc = await this.get(id, options);
       if (doc) found.set(id, doc);

@@ -13,6 +13,7 @@ import {
 } from '@temporalio/workflow';
 import type { CollectionActivities } from '../activities/collection';
 import type { Party, SourceProgress } from '../domain/schemas';
+import { stableHash } from '../domain/partition';
 import { SA } from '../domain/searchAttributes';
 
 export const pauseSourceSignal = defineSignal('pause');
@@ -59,6 +60,7 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     state: 'active',
     cursor: 0,
     eventsProcessed: 0,
+    eventsRefused: 0,
     duplicatesSkipped: 0,
     batchesApplied: 0,
     lastError: null,
@@ -66,7 +68,8 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
   };
   /** Look at the log at once after a (re)start: a wake-up may have come while nothing listened. */
   let woken = true;
-  let nextLookMs = input.idlePollMs;
+  // The first idle look comes at a phase of its own, so many sources started together do not poll together.
+  let nextLookMs = 1 + (stableHash(sourceId) % input.idlePollMs);
 
   setHandler(sourceStatusQuery, () => progress);
   setHandler(sourceLogGrewSignal, () => {

@@ -59,7 +59,7 @@ function resolveAll(batches: StoredEvent[][], concurrent: boolean[]) {
   const finish = (events: StoredEvent[]) => {
     const final = resolveIdentities(events, new Map(claimed), newId);
     expect(final.claims).toEqual([]); // every key is known once the claims are settled
-    events.forEach((event, index) => targets.set(event.id, final.targets[index]));
+    events.forEach((event, index) => targets.set(event.id, final.targets[index] as string));
     links.push(...final.links);
   };
   for (let i = 0; i < batches.length; i++) {
