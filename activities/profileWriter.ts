@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import type { Store } from '../store/db';
-import { ProfileEventLog, type RoutedBatch } from '../store/profileEvents';
+import { ProfileEventLog, type PartitionPosition, type RoutedBatch } from '../store/profileEvents';
 import { ProfileStore } from '../store/profiles';
 import { withHeartbeats, heartbeat } from './heartbeat';
 
@@ -27,16 +27,21 @@ export interface FoldResult {
   /** Events an earlier, interrupted attempt had already folded into their documents. */
   alreadyApplied: number;
   profilesWritten: number;
+  /** Compaction: versions deleted with their groups, and newest versions first carried out of them. */
+  versionsRemoved: number;
+  versionsCarried: number;
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
-export type FoldStep = 'profiles-partly-written';
+export type FoldStep = 'profiles-partly-written' | 'group-carried';
 
 export interface ProfileWriterDeps {
   store: Store;
   now?: () => Date;
   /** Profiles per insert; a fold touching more is written in several. */
   profileWriteBatch?: number;
+  /** A write group is compacted once this share of its versions has been superseded. */
+  compactAtSupersededShare?: number;
   onFoldStep?: (step: FoldStep) => void | Promise<void>;
 }
 
@@ -47,6 +52,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   // One ProfileStore per process: its cache of newest versions serves every fold here.
   const profiles = new ProfileStore(deps.store);
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
+  const compactAt = deps.compactAtSupersededShare ?? 0.5;
   const writerId = `${hostname()}:${process.pid}:${randomUUID()}`;
 
   /**
@@ -58,7 +64,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   async function fold(input: FoldInput): Promise<FoldResult> {
     const position = await routedEvents.loadPosition(input.partition);
     const sourceIds = input.includeKnown ? [...new Set([...input.sourceIds, ...Object.keys(position.cursors)])] : input.sourceIds;
-    const result: FoldResult = { writer: writerId, sourcesWithMore: [], events: 0, applied: 0, alreadyApplied: 0, profilesWritten: 0 };
+    const result: FoldResult = { writer: writerId, sourcesWithMore: [], events: 0, applied: 0, alreadyApplied: 0, profilesWritten: 0, versionsRemoved: 0, versionsCarried: 0 };
     const batches: RoutedBatch[] = [];
     for (const sourceId of sourceIds) {
       let from = position.cursors[sourceId] ?? 0;
@@ -102,18 +108,58 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       position.applied[batch.sourceId] = (position.applied[batch.sourceId] ?? 0) + batch.events.length;
     }
 
-    const updatedAt = now();
+    // Each attempt writes under a group of its own: an interrupted attempt's group is never
+    // mistaken for a recorded one (see PartitionPosition.groups).
+    const group = `p${input.partition}-${randomUUID()}`;
     const toSave = [...changed.values()];
-    for (let start = 0; start < toSave.length; start += profileWriteBatch) {
-      const slice = toSave.slice(start, start + profileWriteBatch);
-      for (const doc of slice) doc.updatedAt = updatedAt;
-      await profiles.saveVersions(slice);
-      heartbeat({ saved: start + slice.length });
-      if (start + slice.length < toSave.length) await deps.onFoldStep?.('profiles-partly-written');
+    await saveInGroup(toSave, group);
+    position.groups[group] = { written: toSave.length, superseded: 0 };
+    for (const doc of toSave) {
+      const previous = stored.get(doc.profileId);
+      const counts = previous && Object.hasOwn(position.groups, previous.group) ? position.groups[previous.group] : undefined;
+      if (counts) counts.superseded++;
     }
     result.profilesWritten = toSave.length;
+    await compact(position, group, input.lastWriter === writerId, result);
     await routedEvents.savePosition(input.partition, position);
     return result;
+  }
+
+  async function saveInGroup(docs: ProfileDoc[], group: string): Promise<void> {
+    const updatedAt = now();
+    for (let start = 0; start < docs.length; start += profileWriteBatch) {
+      const slice = docs.slice(start, start + profileWriteBatch);
+      for (const doc of slice) doc.updatedAt = updatedAt;
+      await profiles.saveVersions(slice, group);
+      heartbeat({ saved: start + slice.length });
+      if (start + slice.length < docs.length) await deps.onFoldStep?.('profiles-partly-written');
+    }
+  }
+
+  /**
+   * Removes superseded profile versions a write group at a time. A group most of whose versions have
+   * been replaced is read back; the versions in it that are still the newest of their document are
+   * carried forward (inserted again, unchanged, as the next version, in `current`), and then the
+   * group is deleted whole with one indexed delete. Safe to interrupt anywhere: a version is only
+   * ever deleted once a newer one of its document exists, and whether it is newest is read, not
+   * taken from the counts. Only the partition's writer runs it, so nothing writes these documents
+   * meanwhile.
+   */
+  async function compact(position: PartitionPosition, current: string, trustCache: boolean, result: FoldResult): Promise<void> {
+    for (const [group, counts] of Object.entries(position.groups)) {
+      if (group === current || counts.superseded < counts.written * compactAt) continue;
+      const versions = await profiles.groupVersions(group);
+      const newest = await profiles.load([...new Set(versions.map((version) => version.profileId))], { trustCache });
+      const carried = versions.filter((version) => newest.get(version.profileId)?._id === version._id).map((version) => nextVersion(version));
+      await saveInGroup(carried, current);
+      await deps.onFoldStep?.('group-carried');
+      result.versionsCarried += carried.length;
+      result.versionsRemoved += await profiles.dropGroup(group);
+      position.groups[current].written += carried.length;
+      delete position.groups[group];
+      heartbeat({ compacted: group });
+    }
+    position.versionsRemoved += result.versionsRemoved;
   }
 
   return {

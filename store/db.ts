@@ -36,6 +36,7 @@ export const COLLECTIONS = {
  */
 const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.profiles, 'profileId'],
+  [COLLECTIONS.profiles, 'group'],
   [COLLECTIONS.identityLinks, 'profiles'],
   [COLLECTIONS.profileEvents, 'profiles'],
 ];

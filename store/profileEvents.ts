@@ -51,6 +51,15 @@ interface RouteDoc {
 export interface PartitionPosition {
   cursors: Record<string, number>;
   applied: Record<string, number>;
+  /**
+   * The partition's profile write groups still in the store: versions written, and how many of
+   * those a later version has replaced since. Only a hint of when a group is worth compacting —
+   * compaction checks each version itself — so a count an interrupted fold failed to record does
+   * no harm.
+   */
+  groups: Record<string, { written: number; superseded: number }>;
+  /** Superseded versions removed so far. */
+  versionsRemoved: number;
 }
 
 interface PartitionPositionDoc extends PartitionPosition {
@@ -122,7 +131,7 @@ export class ProfileEventLog {
 
   async loadPosition(partition: number): Promise<PartitionPosition> {
     const doc = await this.positions.findOne({ _id: String(partition) });
-    return { cursors: doc?.cursors ?? {}, applied: doc?.applied ?? {} };
+    return { cursors: doc?.cursors ?? {}, applied: doc?.applied ?? {}, groups: doc?.groups ?? {}, versionsRemoved: doc?.versionsRemoved ?? 0 };
   }
 
   /** Only the partition's writer saves it; the same fold saved twice writes the same document. */

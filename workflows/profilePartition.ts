@@ -8,6 +8,7 @@ export interface PartitionStatus {
   partition: number;
   eventsFolded: number;
   profilesWritten: number;
+  versionsRemoved: number;
   folds: number;
   pendingSources: number;
 }
@@ -38,7 +39,7 @@ const HISTORY_LIMIT = 4_000;
  */
 export async function profilePartition(input: ProfilePartitionInput): Promise<void> {
   const pending = new Set(input.pendingSources ?? []);
-  const status: PartitionStatus = input.status ?? { partition: input.partition, eventsFolded: 0, profilesWritten: 0, folds: 0, pendingSources: 0 };
+  const status: PartitionStatus = input.status ?? { partition: input.partition, eventsFolded: 0, profilesWritten: 0, versionsRemoved: 0, folds: 0, pendingSources: 0 };
   let lookEverywhere = true;
   let lastWriter: string | null = null;
 
@@ -58,6 +59,7 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
     for (const sourceId of result.sourcesWithMore) pending.add(sourceId);
     status.eventsFolded += result.applied + result.alreadyApplied;
     status.profilesWritten += result.profilesWritten;
+    status.versionsRemoved += result.versionsRemoved;
     status.folds += 1;
     if (result.events > 0) upsertMemo({ status });
   }

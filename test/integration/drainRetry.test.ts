@@ -1,13 +1,14 @@
 import type { Client } from '@temporalio/client';
 import type { FoldStep } from '../../activities/profileWriter';
 import { sourceWorkflowId } from '../../domain/workflowIds';
-import type { Store } from '../../store/db';
+import { COLLECTIONS, type Store } from '../../store/db';
+import { ProfileEventLog } from '../../store/profileEvents';
 import { ensureSourceWorkflow } from '../../temporal/client';
 import { sourceStatusQuery } from '../../workflows/sourceConnection';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
 import { eventsFolded, profileDifferences } from '../support/profiles';
-import { baseConfig, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningWorker } from '../support/services';
+import { baseConfig, startWorker, stopPartitionWriters, testStore, testTemporal, uniqueName, waitFor, type RunningWorker } from '../support/services';
 
 describe('draining a source into profiles', () => {
   let store: Store;
@@ -18,9 +19,12 @@ describe('draining a source into profiles', () => {
     store = await testStore('drain');
     temporal = await testTemporal();
   });
+  const cleanups: Array<() => Promise<void>> = [];
   afterEach(async () => {
     await worker?.stop();
     worker = undefined;
+    await stopPartitionWriters(temporal, store);
+    for (const cleanup of cleanups.splice(0)) await cleanup();
   });
   afterAll(async () => {
     await store.close();
@@ -40,7 +44,7 @@ describe('draining a source into profiles', () => {
       temporal,
       taskQueue,
       activityOverrides: {
-        profileWriteBatch: 40,
+        profileWriteBatch: 10,
         onFoldStep: (step) => {
           if (step === 'profiles-partly-written' && injected.length < 2) {
             injected.push(step);
@@ -63,5 +67,48 @@ describe('draining a source into profiles', () => {
     expect(progress.lastError).toBeNull();
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
     await handle.terminate('test finished');
+  });
+
+  it('compacts superseded profile versions a group at a time, losing nothing when a fold dies mid-compaction', async () => {
+    const taskQueue = uniqueName('compact');
+    const sourceId = uniqueName('src');
+    const store = await testStore('compact'); // its own database: the same people as the test above
+    // 200 users, each seen in every one of 30 chunks: every fold supersedes the versions of the last.
+    const generated = Array.from({ length: 6000 }, (_, n) => userEvent(n % 200, Math.floor(n / 200), 'cv'));
+    await appendToLog(store, sourceId, generated, 200);
+
+    const injected: FoldStep[] = [];
+    cleanups.push(async () => {
+      await stopPartitionWriters(temporal, store);
+      await store.close();
+    });
+    worker = await startWorker({
+      store,
+      temporal,
+      taskQueue,
+      activityOverrides: {
+        onFoldStep: (step) => {
+          if (step === 'group-carried' && injected.length < 3) {
+            injected.push(step);
+            throw new Error('injected failure after carrying a group forward, before deleting it');
+          }
+        },
+      },
+    });
+    // Small drain batches: many folds, so many write groups to compact.
+    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 400 });
+    await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length, 120_000);
+
+    expect(injected.length).toBeGreaterThan(0);
+    expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+    const versions = await store.db.collection(COLLECTIONS.profiles).countDocuments({});
+    // Each group is compacted once half of it is superseded, so at most about two versions per profile remain.
+    expect(versions).toBeLessThanOrEqual(2 * 200 + 200);
+    const removed = (await Promise.all(Array.from({ length: baseConfig.DMP_PROFILE_PARTITIONS }, (_, p) => new ProfileEventLog(store).loadPosition(p)))).reduce(
+      (sum, position) => sum + position.versionsRemoved,
+      0,
+    );
+    expect(removed).toBeGreaterThan(1000);
+    await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   });
 });

@@ -8,6 +8,7 @@ import { loadConfig, type Config } from '../../config';
 import { connectStore, type Store } from '../../store/db';
 import { connectTemporal } from '../../temporal/client';
 import { createWorker } from '../../workers/worker';
+import { profilePartitionWorkflowId } from '../../domain/workflowIds';
 
 /** Integration and end-to-end tests run against the real servers that `npm test` starts. */
 export const baseConfig: Config = loadConfig({ ...process.env, LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn' });
@@ -122,4 +123,19 @@ export async function startPlatform(name: string, config: Partial<Config> = {}):
       await store.close();
     },
   };
+}
+
+/**
+ * Ends a database's partition writers. They are per database, bound to the task queue that first
+ * started them: tests that give the same database a new task queue end them in between.
+ */
+export async function stopPartitionWriters(temporal: Client, store: Store): Promise<void> {
+  await Promise.all(
+    Array.from({ length: baseConfig.DMP_PROFILE_PARTITIONS }, (_, p) =>
+      temporal.workflow
+        .getHandle(profilePartitionWorkflowId(store.db.databaseName, p))
+        .terminate('test finished')
+        .catch(() => undefined),
+    ),
+  );
 }
