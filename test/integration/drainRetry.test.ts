@@ -1,4 +1,5 @@
 import type { Client } from '@temporalio/client';
+import type { DrainStep } from '../../activities/collection';
 import type { FoldStep } from '../../activities/profileWriter';
 import { sourceWorkflowId } from '../../domain/workflowIds';
 import { COLLECTIONS, type Store } from '../../store/db';
@@ -67,6 +68,41 @@ describe('draining a source into profiles', () => {
     expect(progress.lastError).toBeNull();
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
     await handle.terminate('test finished');
+  });
+
+  it('converges when routing fails after claiming identities, and again after writing routed batches', async () => {
+    const taskQueue = uniqueName('route-retry');
+    const sourceId = uniqueName('src');
+    const store = await testStore('route_retry');
+    cleanups.push(async () => {
+      await stopPartitionWriters(temporal, store);
+      await store.close();
+    });
+    const generated = Array.from({ length: 1200 }, (_, n) => userEvent(n % 240, Math.floor(n / 240), 'rr'));
+    await appendToLog(store, sourceId, generated, 200);
+    const injected: DrainStep[] = [];
+    worker = await startWorker({
+      store,
+      temporal,
+      taskQueue,
+      activityOverrides: {
+        onDrainStep: (step) => {
+          if (!injected.includes(step)) {
+            injected.push(step);
+            throw new Error(`injected failure at ${step}`);
+          }
+        },
+      },
+    });
+    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 400 });
+    await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length);
+    const status = await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).query(sourceStatusQuery);
+
+    expect(injected.sort()).toEqual(['events-routed', 'identities-claimed']);
+    expect(status.eventsProcessed).toBe(generated.length);
+    expect(await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)).toBe(generated.length);
+    expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+    await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   });
 
   it('compacts superseded profile versions a group at a time, losing nothing when a fold dies mid-compaction', async () => {
