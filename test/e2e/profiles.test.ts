@@ -1,0 +1,67 @@
+import { call } from '../support/http';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+
+describe('profiles through the API: merges, the 360° view and the event history', () => {
+  let platform: RunningPlatform;
+  let api: RunningApi;
+  let writeKey: string;
+  let sourceId: string;
+
+  beforeAll(async () => {
+    platform = await startPlatform('profiles');
+    ({ api } = platform);
+    ({ id: sourceId, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'web', kind: 'events', party: 'first' } })).body);
+  });
+  afterAll(() => platform.stop());
+
+  const lookup = (type: string, value: string) => call(`${api.url}/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`, { key: api.adminKey });
+  const send = (events: unknown[]) => call(`${api.url}/v1/collect`, { key: writeKey, body: { events } });
+  const folded = (count: number) =>
+    waitFor(`${count} events folded`, async () => (await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body.profiles?.eventsApplied >= count);
+
+  it('merges two profiles when an event joins them, and every identity and document id finds the merged one', async () => {
+    await send([
+      { id: 'm1', type: 'page_view', timestamp: '2026-05-01T10:00:00Z', identities: { cookie_id: 'laptop-1' }, traits: { plan: 'free' } },
+      { id: 'm2', type: 'purchase', timestamp: '2026-05-02T10:00:00Z', identities: { email: 'Ada@Example.org' }, traits: { plan: 'pro' }, consent: { purposes: { ads: true } } },
+    ]);
+    await folded(2);
+    const before = [(await lookup('cookie_id', 'laptop-1')).body, (await lookup('email', 'ada@example.org')).body];
+    expect(before[0].id).not.toBe(before[1].id);
+
+    // The same person logs in on the laptop: one event carries both identities.
+    await send([{ id: 'm3', type: 'login', timestamp: '2026-05-03T10:00:00Z', identities: { cookie_id: 'laptop-1', email: 'ada@example.org' }, consent: { purposes: { ads: false } } }]);
+    await folded(3);
+    const byCookie = (await lookup('cookie_id', 'laptop-1')).body;
+    const byEmail = (await lookup('email', 'ADA@example.org')).body;
+    expect(byEmail).toEqual(byCookie);
+    expect(byCookie.profileIds.sort()).toEqual([before[0].id, before[1].id].sort());
+    expect(byCookie.id).toBe([before[0].id, before[1].id].sort()[0]);
+    expect(Object.fromEntries(Object.entries(byCookie.counters).map(([type, counter]: [string, any]) => [type, counter.count]))).toEqual({ page_view: 1, purchase: 1, login: 1 });
+    expect(byCookie.counters.purchase.days).toEqual({ '20260502': 1 });
+    expect(byCookie.traits.plan).toBe('pro'); // newer, same party
+    expect(byCookie.consent.purposes).toEqual({ ads: false }); // the most restrictive
+    expect(byCookie.mergeHistory).toEqual([
+      expect.objectContaining({ profiles: [before[0].id, before[1].id].sort(), eventId: 'm3', sourceId, via: expect.stringMatching(/^(cookie_id|email_sha256):/) }),
+    ]);
+    expect(byCookie.identities.map((identity: any) => identity.type).sort()).toEqual(['cookie_id', 'email_sha256']);
+    for (const id of byCookie.profileIds) expect((await call(`${api.url}/v1/profiles/${id}`, { key: api.adminKey })).body).toEqual(byCookie);
+    expect(JSON.stringify(byCookie)).not.toMatch(/example\.org/i);
+
+    const page1 = (await call(`${api.url}/v1/profiles/${byCookie.id}/events?limit=2`, { key: api.adminKey })).body;
+    expect(page1.events.map((event: any) => event.id)).toEqual(['m3', 'm2']);
+    const page2 = (await call(`${api.url}/v1/profiles/${byCookie.id}/events?limit=2&cursor=${page1.next}`, { key: api.adminKey })).body;
+    expect(page2.events.map((event: any) => event.id)).toEqual(['m1']);
+    expect(page2.next).toBeNull();
+    expect(page1.events[1].traits).toEqual({ plan: 'pro' });
+  });
+
+  it('answers 404 for a profile that does not exist and 400 for a bad page query', async () => {
+    const missing = await call(`${api.url}/v1/profiles/p_nobody`, { key: api.adminKey });
+    expect(missing.status).toBe(404);
+    expect(missing.contentType).toMatch(/problem\+json/);
+    const badLimit = await call(`${api.url}/v1/profiles/p_nobody/events?limit=0`, { key: api.adminKey });
+    expect(badLimit.status).toBe(400);
+    expect(badLimit.body.errors[0].path).toBe('limit');
+    expect((await call(`${api.url}/v1/profiles/p_nobody`)).status).toBe(401);
+  });
+});
