@@ -148,9 +148,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   async function compact(position: PartitionPosition, current: string, trustCache: boolean, result: FoldResult): Promise<void> {
     for (const [group, counts] of Object.entries(position.groups)) {
       if (group === current || counts.superseded < counts.written * compactAt) continue;
-      const versions = await profiles.groupVersions(group);
-      const newest = await profiles.load([...new Set(versions.map((version) => version.profileId))], { trustCache });
-      const carried = versions.filter((version) => newest.get(version.profileId)?._id === version._id).map((version) => nextVersion(version));
+      const members = await profiles.groupMembers(group);
+      const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustCache });
+      const carried = members.flatMap((member) => {
+        const current = newest.get(member.profileId);
+        return current?._id === member._id ? [nextVersion(current)] : [];
+      });
       await saveInGroup(carried, current);
       await deps.onFoldStep?.('group-carried');
       result.versionsCarried += carried.length;

@@ -90,9 +90,9 @@ export class ProfileStore {
     for (const doc of docs) this.latest.set(doc.profileId, { ...doc, group });
   }
 
-  /** Every version a write group holds. */
-  async groupVersions(group: string): Promise<StoredVersion[]> {
-    return (await this.profiles.find({ group }).toArray()).map(decodeProfile);
+  /** The versions a write group holds, without their content. */
+  groupMembers(group: string): Promise<Array<Pick<StoredProfile, '_id' | 'profileId' | 'version'>>> {
+    return this.profiles.find({ group }, { projection: { _id: 1, profileId: 1, version: 1 } }).toArray();
   }
 
   /** Removes a write group whole (one indexed delete); the caller has made sure none of it is newest. */
