@@ -98,12 +98,6 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     return source;
   }
 
-  /** Summed over the partitions' saved positions: one read per partition. */
-  async function eventsApplied(sourceId: string): Promise<number> {
-    const positions = await Promise.all(Array.from({ length: config.DMP_PROFILE_PARTITIONS }, (_, p) => routedEvents.loadPosition(p)));
-    return positions.reduce((sum, position) => sum + (position.applied[sourceId] ?? 0), 0);
-  }
-
   async function describeSource(source: SourceDoc): Promise<SourceStatus> {
     const handle = temporal.workflow.getHandle(sourceWorkflowId(source._id));
     let workflowStatus = 'NOT_FOUND';
@@ -129,7 +123,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       workflowStatus,
       progress,
       pending: await pendingWork(log, source._id, progress?.cursor ?? 0),
-      profiles: { eventsApplied: await eventsApplied(source._id) },
+      profiles: { eventsApplied: await routedEvents.eventsApplied(source._id, config.DMP_PROFILE_PARTITIONS) },
     };
   }
 

@@ -652,10 +652,7 @@ async function main(): Promise<void> {
   // twice a second would take store time away from the drain being measured.
   const workflow = temporal.workflow.getHandle(sourceWorkflowId(sourceId));
   const routedEvents = new ProfileEventLog(store);
-  const folded = async () => {
-    const positions = await Promise.all(Array.from({ length: config.DMP_PROFILE_PARTITIONS }, (_, p) => routedEvents.loadPosition(p)));
-    return positions.reduce((sum, position) => sum + (position.applied[sourceId] ?? 0), 0);
-  };
+  const folded = () => routedEvents.eventsApplied(sourceId, config.DMP_PROFILE_PARTITIONS);
   /** (seconds since resume, events folded) at every poll that saw progress: the drain's curve. */
   const curve: Array<[number, number]> = [[0, 0]];
   for (;;) {

@@ -1,6 +1,6 @@
 import type { Binary, Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
-import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
 import { decodeEvents, encodeEvents } from './eventCodec';
 import { firstAbsent } from './keyedSequence';
 
@@ -121,23 +121,9 @@ export class EventLog {
     }
   }
 
-  private async claimEventIds(sourceId: string, seq: number, events: StoredEvent[]): Promise<Set<number>> {
-    const duplicates = new Set<number>();
-    if (events.length === 0) return duplicates;
-    try {
-      await this.eventIds.insertMany(
-        events.map((event) => ({ _id: eventIdKey(sourceId, event.id), chunk: seq })),
-        { ordered: false },
-      );
-    } catch (error) {
-      const writeErrors = (error as { writeErrors?: Array<{ index: number; code: number }> }).writeErrors;
-      if (!isDuplicateKeyError(error) || !writeErrors) throw error;
-      for (const writeError of writeErrors) {
-        if (writeError.code !== 11000) throw error;
-        duplicates.add(writeError.index);
-      }
-    }
-    return duplicates;
+  /** The indexes of events whose ids an earlier chunk already claimed: the duplicates. */
+  private claimEventIds(sourceId: string, seq: number, events: StoredEvent[]): Promise<Set<number>> {
+    return insertKeyed(this.eventIds, events.map((event) => ({ _id: eventIdKey(sourceId, event.id), chunk: seq })));
   }
 
   async exists(sourceId: string, seq: number): Promise<boolean> {

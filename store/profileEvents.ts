@@ -134,6 +134,16 @@ export class ProfileEventLog {
     return { cursors: doc?.cursors ?? {}, applied: doc?.applied ?? {}, groups: doc?.groups ?? {}, versionsRemoved: doc?.versionsRemoved ?? 0 };
   }
 
+  /** Partition positions 0 … `partitions - 1`: one read each. */
+  loadPositions(partitions: number): Promise<PartitionPosition[]> {
+    return Promise.all(Array.from({ length: partitions }, (_, partition) => this.loadPosition(partition)));
+  }
+
+  /** How many of a source's events the partition writers have folded into profiles. */
+  async eventsApplied(sourceId: string, partitions: number): Promise<number> {
+    return (await this.loadPositions(partitions)).reduce((sum, position) => sum + (position.applied[sourceId] ?? 0), 0);
+  }
+
   /** Only the partition's writer saves it; the same fold saved twice writes the same document. */
   async savePosition(partition: number, position: PartitionPosition): Promise<void> {
     await this.positions.replaceOne({ _id: String(partition) }, position, { upsert: true });

@@ -140,7 +140,7 @@ describe('draining a source into profiles', () => {
     const versions = await store.db.collection(COLLECTIONS.profiles).countDocuments({});
     // Each group is compacted once half of it is superseded, so at most about two versions per profile remain.
     expect(versions).toBeLessThanOrEqual(2 * 200 + 200);
-    const removed = (await Promise.all(Array.from({ length: baseConfig.DMP_PROFILE_PARTITIONS }, (_, p) => new ProfileEventLog(store).loadPosition(p)))).reduce(
+    const removed = (await new ProfileEventLog(store).loadPositions(baseConfig.DMP_PROFILE_PARTITIONS)).reduce(
       (sum, position) => sum + position.versionsRemoved,
       0,
     );

@@ -55,7 +55,5 @@ function sortKeys<T>(record: Record<string, T>): Record<string, T> {
 
 /** How many of a source's events the partition writers have folded into profiles, from their saved positions. */
 export async function eventsFolded(store: Store, sourceId: string, partitions: number): Promise<number> {
-  const log = new ProfileEventLog(store);
-  const positions = await Promise.all(Array.from({ length: partitions }, (_, p) => log.loadPosition(p)));
-  return positions.reduce((sum, position) => sum + (position.applied[sourceId] ?? 0), 0);
+  return new ProfileEventLog(store).eventsApplied(sourceId, partitions);
 }
