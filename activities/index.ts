@@ -1,9 +1,10 @@
 import { createCollectionActivities, type CollectionDeps } from './collection';
+import { createUnlinkActivities } from './identityUnlink';
 import { createProfileWriterActivities, type ProfileWriterDeps } from './profileWriter';
 
 export type ActivityDeps = CollectionDeps & ProfileWriterDeps;
 
 /** Every activity the worker registers, built over the dependencies it is given. */
 export function createActivities(deps: ActivityDeps) {
-  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps) };
+  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps), ...createUnlinkActivities(deps) };
 }

@@ -1,9 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
+import type { Config } from '../config';
+import { identityKey } from '../domain/identity';
+import { redirectTarget, splitDocument, type HeldEvent } from '../domain/identitySplit';
 import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import type { Store } from '../store/db';
-import { ProfileEventLog, type PartitionPosition, type RoutedBatch } from '../store/profileEvents';
-import { ProfileStore } from '../store/profiles';
+import { IdentityIndex } from '../store/identities';
+import { UnlinkStore } from '../store/identityUnlinks';
+import { ProfileEventLog, type PartitionPosition, type RoutedBatch, type RoutedEvent } from '../store/profileEvents';
+import { ProfileStore, type StoredVersion } from '../store/profiles';
 import { withHeartbeats, heartbeat } from './heartbeat';
 
 export interface FoldInput {
@@ -15,6 +20,8 @@ export interface FoldInput {
   maxEvents: number;
   /** The process that last wrote this partition's profiles (see FoldResult.writer); null when unknown. */
   lastWriter: string | null;
+  /** Unlinks whose planned splits of this partition's documents are to be made first (see identityUnlink). */
+  splits?: string[];
 }
 
 export interface FoldResult {
@@ -27,6 +34,9 @@ export interface FoldResult {
   /** Events an earlier, interrupted attempt had already folded into their documents. */
   alreadyApplied: number;
   profilesWritten: number;
+  /** Documents split by unlinks, and events that arrived at a split document and went on to its part. */
+  documentsSplit: number;
+  eventsRedirected: number;
   /** Compaction: versions deleted with their groups, and newest versions first carried out of them. */
   versionsRemoved: number;
   versionsCarried: number;
@@ -37,6 +47,7 @@ export type FoldStep = 'profiles-partly-written' | 'group-carried';
 
 export interface ProfileWriterDeps {
   store: Store;
+  config: Pick<Config, 'DMP_PROFILE_PARTITIONS'>;
   now?: () => Date;
   /** Profiles per insert; a fold touching more is written in several. */
   profileWriteBatch?: number;
@@ -49,6 +60,8 @@ export interface ProfileWriterDeps {
 export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const now = deps.now ?? (() => new Date());
   const routedEvents = new ProfileEventLog(deps.store);
+  const identities = new IdentityIndex(deps.store, 0);
+  const unlinks = new UnlinkStore(deps.store);
   // One ProfileStore per process: its cache of newest versions serves every fold here.
   const profiles = new ProfileStore(deps.store);
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
@@ -64,7 +77,23 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   async function fold(input: FoldInput): Promise<FoldResult> {
     const position = await routedEvents.loadPosition(input.partition);
     const sourceIds = input.includeKnown ? [...new Set([...input.sourceIds, ...Object.keys(position.cursors)])] : input.sourceIds;
-    const result: FoldResult = { writer: writerId, sourcesWithMore: [], events: 0, applied: 0, alreadyApplied: 0, profilesWritten: 0, versionsRemoved: 0, versionsCarried: 0 };
+    const result: FoldResult = {
+      writer: writerId,
+      sourcesWithMore: [],
+      events: 0,
+      applied: 0,
+      alreadyApplied: 0,
+      profilesWritten: 0,
+      documentsSplit: 0,
+      eventsRedirected: 0,
+      versionsRemoved: 0,
+      versionsCarried: 0,
+    };
+    const trustCache = input.lastWriter === writerId;
+    // Each attempt writes under a group of its own: an interrupted attempt's group is never
+    // mistaken for a recorded one (see PartitionPosition.groups).
+    const group = `p${input.partition}-${randomUUID()}`;
+    const split = await splitDocuments(input.partition, input.splits ?? [], group, trustCache, result);
     const batches: RoutedBatch[] = [];
     for (const sourceId of sourceIds) {
       let from = position.cursors[sourceId] ?? 0;
@@ -82,25 +111,29 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       position.cursors[sourceId] = from;
     }
     heartbeat({ read: result.events });
-    if (batches.length === 0) return result;
+    if (batches.length === 0 && split.written.length === 0) return result;
 
     const touched = [...new Set(batches.flatMap((batch) => batch.profiles))];
     // When this process wrote the partition last, nobody has changed its documents since: its cache is current.
-    const stored = await profiles.load(touched, { trustCache: input.lastWriter === writerId });
+    const stored = await profiles.load(touched, { trustCache });
+    for (const [id, doc] of split.current) stored.set(id, doc);
     heartbeat({ loaded: stored.size });
+    const targets = await redirectLateEvents(input.partition, batches, stored, trustCache, result);
+
     const changed = new Map<string, ProfileDoc>();
     for (const batch of batches) {
       for (const event of batch.events) {
+        const target = targets.get(event) ?? event.profileId;
         // The retry guard compares with what was stored, not with this fold's own progress.
-        const current = stored.get(event.profileId);
+        const current = stored.get(target);
         if (current && hasApplied(current.applied, batch.sourceId, event.seq)) {
           result.alreadyApplied++;
           continue;
         }
-        let doc = changed.get(event.profileId);
+        let doc = changed.get(target);
         if (!doc) {
-          doc = current ? nextVersion(current) : newProfile(event.profileId, now(), event.timestamp);
-          changed.set(event.profileId, doc);
+          doc = current ? nextVersion(current) : newProfile(target, now(), event.timestamp);
+          changed.set(target, doc);
         }
         applyEvent(doc, event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq });
         result.applied++;
@@ -108,21 +141,101 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       position.applied[batch.sourceId] = (position.applied[batch.sourceId] ?? 0) + batch.events.length;
     }
 
-    // Each attempt writes under a group of its own: an interrupted attempt's group is never
-    // mistaken for a recorded one (see PartitionPosition.groups).
-    const group = `p${input.partition}-${randomUUID()}`;
+    // A split document is retired last: until then its parts must all be in the store.
     const toSave = [...changed.values()];
+    for (const doc of split.written) if (!changed.has(doc.profileId) && !doc.retired) toSave.unshift(doc);
     await saveInGroup(toSave, group);
+    const retired = split.written.filter((doc) => doc.retired);
+    await saveInGroup(retired, group);
+    toSave.push(...retired);
     position.groups[group] = { written: toSave.length, superseded: 0 };
     for (const doc of toSave) {
-      const previous = stored.get(doc.profileId);
+      const previous = split.replaced.get(doc.profileId) ?? stored.get(doc.profileId);
       const counts = previous && Object.hasOwn(position.groups, previous.group) ? position.groups[previous.group] : undefined;
-      if (counts) counts.superseded++;
+      if (counts && previous?._id !== doc._id) counts.superseded++;
     }
     result.profilesWritten = toSave.length;
-    await compact(position, group, input.lastWriter === writerId, result);
+    await compact(position, group, trustCache, result);
     await routedEvents.savePosition(input.partition, position);
     return result;
+  }
+
+  /**
+   * Makes the splits unlinks planned for this partition's documents: each document is folded apart
+   * into parts from the events it holds (domain/identitySplit) and retired pointing at them. Returns
+   * the versions to write — parts before the retired documents — and, as `current`, the newest state
+   * of every document involved, which later events in this fold build on. Safe to retry: the writer
+   * is single, a document already retired is left alone, and a part an interrupted attempt wrote is
+   * taken as it is.
+   */
+  async function splitDocuments(partition: number, unlinkIds: string[], group: string, trustCache: boolean, result: FoldResult) {
+    const written: ProfileDoc[] = [];
+    const current = new Map<string, StoredVersion>();
+    const replaced = new Map<string, StoredVersion>();
+    for (const unlinkId of unlinkIds) {
+      const plan = (await unlinks.get(unlinkId))?.plan;
+      if (!plan) continue;
+      const sideOf = Object.fromEntries(plan.sideOf.map(({ key, side }) => [key, side]));
+      for (const { profileId } of plan.docs.filter((doc) => doc.partition === partition)) {
+        const doc = current.get(profileId) ?? (await profiles.get(profileId, { trustCache }));
+        if (!doc || doc.retired) continue;
+        const held = await routedEvents.heldBy(doc);
+        const made = splitDocument(doc, held, { sideOf, sides: plan.sides }, unlinkId, deps.config.DMP_PROFILE_PARTITIONS, now());
+        await routedEvents.writeMoved(partition, `${unlinkId}:${profileId}`, [...made.moved.values()].flat());
+        const existing = await profiles.load(made.parts.map((part) => part.profileId), { trustCache });
+        for (const part of made.parts) {
+          const stored = existing.get(part.profileId);
+          if (stored) current.set(part.profileId, stored);
+          else {
+            written.push(part);
+            current.set(part.profileId, { ...part, group });
+          }
+        }
+        written.push(made.retired);
+        replaced.set(profileId, doc);
+        current.set(profileId, { ...made.retired, group });
+        result.documentsSplit++;
+      }
+    }
+    return { written, current, replaced };
+  }
+
+  /**
+   * Events routed to a document that an unlink has since split go on to the part of their side.
+   * They are kept as moved to it (the part's history), and identities claimed for the split
+   * document after it was planned follow them. Returns each redirected event's new document.
+   */
+  async function redirectLateEvents(partition: number, batches: RoutedBatch[], stored: Map<string, StoredVersion>, trustCache: boolean, result: FoldResult) {
+    const targets = new Map<RoutedEvent, string>();
+    const moves = new Map<string, { key: string; from: string; to: string }>();
+    for (let hop = 0; ; hop++) {
+      const missing = new Set<string>();
+      for (const batch of batches) {
+        for (const event of batch.events) {
+          const at = targets.get(event) ?? event.profileId;
+          const marker = stored.get(at)?.retired;
+          if (!marker) continue;
+          const to = redirectTarget(marker, event);
+          targets.set(event, to);
+          if (!stored.has(to)) missing.add(to);
+          for (const key of event.identities.map(identityKey)) if (!Object.hasOwn(marker.keys, key)) moves.set(key, { key, from: at, to });
+        }
+      }
+      if (missing.size === 0) break;
+      if (hop > 64) throw new Error('split documents point at each other');
+      for (const [id, doc] of await profiles.load([...missing], { trustCache })) stored.set(id, doc);
+    }
+    if (targets.size === 0) return targets;
+    for (const batch of batches) {
+      const moved: HeldEvent[] = batch.events.flatMap((event) => {
+        const to = targets.get(event);
+        return to ? [{ ...event, profileId: to, sourceId: batch.sourceId, party: batch.party }] : [];
+      });
+      await routedEvents.writeMoved(partition, `late:${batch._id}`, moved);
+    }
+    await identities.reassign([...moves.values()]);
+    result.eventsRedirected += targets.size;
+    return targets;
   }
 
   async function saveInGroup(docs: ProfileDoc[], group: string): Promise<void> {

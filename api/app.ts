@@ -12,6 +12,7 @@ import {
   CreateSourceRequestSchema,
   LookupQuerySchema,
   ProfileEventsQuerySchema,
+  UnlinkRequestSchema,
   type CollectResponse,
   type SourceStatus,
 } from '../domain/schemas';
@@ -29,6 +30,7 @@ import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { pendingWork } from './pendingWork';
 import { ProfileReader } from './profileReader';
 import { SourceWaker } from './sourceWaker';
+import { Unlinks, unlinkView } from './unlinks';
 
 export type ApiConfig = Pick<
   Config,
@@ -46,6 +48,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   const log = new EventLog(store);
   const profiles = new ProfileReader(store);
   const routedEvents = new ProfileEventLog(store);
+  const unlinks = new Unlinks(store, temporal, config);
   const waker = new SourceWaker(
     (sourceId) => wakeSourceWorkflow(temporal, sourceId, (id) => sources.get(id), config),
     (sourceId, error) => logger.warn({ sourceId, workflowId: sourceWorkflowId(sourceId), err: error }, 'could not wake the source; its idle poll will'),
@@ -200,19 +203,32 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     const id = String(req.params.id);
     const query = parseOr400(ProfileEventsQuerySchema, req.query, 'events query');
     const events = await profiles.eventsOf(id);
-    if (events.length === 0 && !(await profiles.byId(id))) {
-      throw new ProblemError(404, 'profile-not-found', 'No such profile', [{ path: 'params.id', message: `no profile ${id}` }]);
-    }
+    if (!events) throw new ProblemError(404, 'profile-not-found', 'No such profile', [{ path: 'params.id', message: `no profile ${id}` }]);
     const offset = Number(query.cursor ?? 0);
     const page = events.slice(offset, offset + query.limit);
     res.json({
-      events: page.map(({ seq, traits, properties, ...event }) => ({
+      events: page.map(({ seq, party, traits, properties, ...event }) => ({
         ...event,
         ...(traits && { traits: decodeKeys(traits) }),
         ...(properties && { properties: decodeKeys(properties) }),
       })),
       next: offset + query.limit < events.length ? String(offset + query.limit) : null,
     });
+  });
+
+  // ---- identity graph ------------------------------------------------------------------------
+
+  app.post('/v1/identity/unlink', admin, async (req, res) => {
+    const body = parseOr400(UnlinkRequestSchema, req.body, 'unlink request');
+    const view = unlinkView(await unlinks.request(body.identities));
+    res.status(202).location(view.statusUrl).json(view);
+  });
+
+  app.get('/v1/identity/unlinks/:id', admin, async (req, res) => {
+    const id = String(req.params.id);
+    const doc = await unlinks.get(id);
+    if (!doc) throw new ProblemError(404, 'unlink-not-found', 'No such unlink', [{ path: 'params.id', message: `no unlink ${id}` }]);
+    res.json(unlinkView(doc));
   });
 
   app.use(notFound);

@@ -11,6 +11,8 @@ import {
   ProfileEventsQuerySchema,
   ProfileEventsSchema,
   ProfileSchema,
+  UnlinkRequestSchema,
+  UnlinkViewSchema,
   SourceStatusSchema,
 } from '../domain/schemas';
 import type { ApiConfig } from './app';
@@ -97,6 +99,31 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     security: [{ [admin.name]: [] }],
     request: { params: idParam, query: ProfileEventsQuerySchema },
     responses: { 200: { description: 'A page of events', ...json(ProfileEventsSchema) }, 400: problem('Invalid query'), ...adminProblems, 404: problem('No such profile') },
+  });
+  registry.registerPath({
+    method: 'post',
+    path: '/v1/identity/unlink',
+    summary: 'Unlink identities: they stop counting as seen together, and a profile they no longer join is split in two',
+    description:
+      'Every co-occurrence of each pair among the identities is severed for good; later events that show them together link them again. ' +
+      'When nothing else joins the two sides, a durable workflow rebuilds each side from its own retained events. Follow `statusUrl`.',
+    security: [{ [admin.name]: [] }],
+    request: { body: { content: { 'application/json': { schema: UnlinkRequestSchema } } } },
+    responses: {
+      202: { description: 'Accepted; the unlink runs in the background', ...json(UnlinkViewSchema) },
+      400: problem('Invalid request (the field is named)'),
+      ...adminProblems,
+      404: problem('An identity has no profile'),
+      409: problem('The identities are not in one profile'),
+    },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/identity/unlinks/{id}',
+    summary: 'Where an unlink stands, and the profiles it left',
+    security: [{ [admin.name]: [] }],
+    request: { params: idParam },
+    responses: { 200: { description: 'The unlink', ...json(UnlinkViewSchema) }, ...adminProblems, 404: problem('No such unlink') },
   });
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({

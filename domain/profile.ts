@@ -2,6 +2,7 @@ import type { StoredConsent } from './consent';
 import type { StoredEvent } from './event';
 import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
 import { identityKey, type Identity } from './identity';
+import type { RetiredMarker } from './identitySplit';
 import type { Party, ProfileView } from './schemas';
 
 /** Days of per-type behaviour kept on a profile: segment windows ("≥ 2 purchases in 30 days") read them. */
@@ -49,6 +50,8 @@ export interface ProfileDoc {
   sources: string[];
   /** Per source, the last log chunk whose events are already in this document: the retry guard. */
   applied: Record<string, number>;
+  /** Set when an unlink split the document: it is empty, and its parts hold its content. */
+  retired?: RetiredMarker;
   firstSeen: Date;
   lastSeen: Date;
   createdAt: Date;

@@ -186,6 +186,43 @@ export const ProfileEventsSchema = z
   })
   .openapi('ProfileEvents');
 
+// ---- identity graph --------------------------------------------------------------------------
+
+export const IdentityRefSchema = z
+  .object({ type: z.enum(INPUT_IDENTITY_TYPES), value: z.string().min(1).max(512) })
+  .strict()
+  .openapi('IdentityRef', { description: 'Raw `email`/`phone` values are normalized and hashed as at collection, never stored.' });
+
+export const UnlinkRequestSchema = z
+  .object({
+    identities: z
+      .array(IdentityRefSchema)
+      .min(2)
+      .max(10)
+      .openapi({ description: 'Every pair among them stops counting as seen together; the profile is rebuilt if that splits it.' }),
+  })
+  .strict()
+  .openapi('UnlinkRequest');
+
+export const UnlinkStateSchema = z.enum(['pending', 'splitting', 'completed', 'failed']);
+export type UnlinkState = z.infer<typeof UnlinkStateSchema>;
+
+export const UnlinkViewSchema = z
+  .object({
+    id: z.string(),
+    state: UnlinkStateSchema,
+    identities: z.array(z.string()).openapi({ description: 'The identities unlinked, as `type:value` (emails and phones hashed)' }),
+    requestedAt: Iso,
+    completedAt: Iso.nullable(),
+    split: z.boolean().nullable().openapi({ description: 'Whether the profile fell apart (null until known); false when another path still joins them' }),
+    profiles: z.array(z.array(z.string())).openapi({ description: 'Per side after the split, its profile documents; the first id is the profile id' }),
+    eventsSevered: z.number().int().nullable().openapi({ description: 'Events that showed the identities together and no longer join them' }),
+    reason: z.string().nullable(),
+    statusUrl: z.string(),
+  })
+  .openapi('Unlink');
+export type UnlinkView = z.infer<typeof UnlinkViewSchema>;
+
 // ---- errors ----------------------------------------------------------------------------------
 
 export const ProblemSchema = z

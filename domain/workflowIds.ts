@@ -10,3 +10,12 @@ export function sourceWorkflowId(sourceId: string): string {
 export function profilePartitionWorkflowId(databaseName: string, partition: number): string {
   return `profile-partition:${databaseName}:${partition}`;
 }
+
+/** The queue that runs a store's unlinks one at a time (two splits of one component must not overlap). */
+export function identityGraphWorkflowId(databaseName: string): string {
+  return `identity-graph:${databaseName}`;
+}
+
+export function identityUnlinkWorkflowId(databaseName: string, unlinkId: string): string {
+  return `identity-unlink:${databaseName}:${unlinkId}`;
+}

@@ -27,6 +27,10 @@ export const COLLECTIONS = {
   profileEvents: 'profile_events',
   /** One per partition: how far its writer has folded each source's routed events. */
   partitionPositions: 'partition_positions',
+  /** Unlink requests (`POST /v1/identity/unlink`), their plans and results. */
+  identityUnlinks: 'identity_unlinks',
+  /** Co-occurrences unlinks severed: identity pairs in given events that no longer join them. */
+  identitySeverances: 'identity_severances',
 } as const;
 
 /**
@@ -39,6 +43,7 @@ const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.profiles, 'group'],
   [COLLECTIONS.identityLinks, 'profiles'],
   [COLLECTIONS.profileEvents, 'profiles'],
+  [COLLECTIONS.identitySeverances, 'keys'],
 ];
 
 export interface Store {

@@ -1,6 +1,6 @@
 import type { Collection } from 'mongodb';
 import type { StoredIdentityType } from '../domain/identity';
-import { COLLECTIONS, findByIds, insertKeyed, type Store } from './db';
+import { COLLECTIONS, findByIds, forEachConcurrently, insertKeyed, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
 import type { IdentityClaim } from '../domain/identityResolution';
 import type { ProfileLink } from '../domain/profile';
@@ -26,7 +26,10 @@ export class IdentityIndex {
   readonly identities: Collection<IdentityDoc>;
   readonly links: Collection<IdentityLinkDoc>;
 
-  /** Identity documents are written once and never changed, so what was read or written stays true. */
+  /**
+   * Identity documents change owner only when an unlink splits a document, and the split document
+   * redirects to its parts, so an owner read here stays a right place to start from.
+   */
   private readonly cache: BoundedCache<string, string>;
 
   constructor(store: Store, cacheSize = 500_000) {
@@ -84,27 +87,28 @@ export class IdentityIndex {
     await insertKeyed(this.links, links);
   }
 
+  /** A document's links: one indexed read. */
+  linksOf(profileId: string): Promise<IdentityLinkDoc[]> {
+    return this.links.find({ profiles: profileId }).toArray();
+  }
+
+  /** One delete by `_id` per link: only an unlink removes links, and it removes few. */
+  async removeLinks(ids: string[]): Promise<void> {
+    await forEachConcurrently(ids, 16, async (id) => {
+      await this.links.deleteOne({ _id: id });
+    });
+  }
+
   /**
-   * The connected component of a profile document: every document reachable over links, and the
-   * links themselves. One indexed read per document of the component.
+   * Moves identities to new owners, each only if it is still owned by `from` (a split moves what its
+   * plan saw; an identity claimed since by someone else stays theirs). This is the one change ever
+   * made to an identity document, so caches elsewhere may hold the old owner for a while: a split
+   * document keeps pointing at its parts (see domain/identitySplit), which keeps them right.
    */
-  async componentOf(profileId: string): Promise<{ profileIds: string[]; links: IdentityLinkDoc[] }> {
-    const seen = new Set([profileId]);
-    const links = new Map<string, IdentityLinkDoc>();
-    let frontier = [profileId];
-    while (frontier.length > 0) {
-      const found = await Promise.all(frontier.map((id) => this.links.find({ profiles: id }).toArray()));
-      frontier = [];
-      for (const link of found.flat()) {
-        links.set(link._id, link);
-        for (const id of link.profiles) {
-          if (!seen.has(id)) {
-            seen.add(id);
-            frontier.push(id);
-          }
-        }
-      }
-    }
-    return { profileIds: [...seen].sort(), links: [...links.values()] };
+  async reassign(moves: Array<{ key: string; from: string; to: string }>): Promise<void> {
+    await forEachConcurrently(moves, 16, async ({ key, from, to }) => {
+      await this.identities.updateOne({ _id: key, profileId: from }, { $set: { profileId: to } });
+      this.cache.delete(key);
+    });
   }
 }

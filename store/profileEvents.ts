@@ -1,5 +1,7 @@
 import type { Binary, Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
+import type { HeldEvent } from '../domain/identitySplit';
+import { hasApplied, type ProfileDoc } from '../domain/profile';
 import type { Party } from '../domain/schemas';
 import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
 import { decodeEvents, encodeEvents } from './eventCodec';
@@ -9,7 +11,13 @@ export interface RoutedEvent extends StoredEvent {
   /** The source log chunk that held it: the retry guard of the document it is folded into. */
   seq: number;
   profileId: string;
+  /** Only on events moved to another document (see `writeMoved`): where they came from. */
+  sourceId?: string;
+  party?: Party;
 }
+
+/** Moved events are kept under their own chain name, which no source id can take (those start `src_`). */
+const MOVED = '~moved';
 
 /**
  * One source batch's events for one partition. Every batch writes one for every partition (empty
@@ -113,20 +121,52 @@ export class ProfileEventLog {
     return doc && decodeBatch(doc);
   }
 
-  /** Every routed event of the given documents, newest first. */
-  async eventsOf(profileIds: string[]): Promise<Array<RoutedEvent & { sourceId: string }>> {
+  /**
+   * Keeps events that now belong to another document than the one they were routed to (an unlink
+   * split their document, or they arrived at it after the split): the event history of a document is
+   * what was routed to it plus what was moved to it. `key` names the move, so a retry writes nothing twice.
+   */
+  async writeMoved(partition: number, key: string, events: HeldEvent[]): Promise<void> {
+    if (events.length === 0) return;
+    const batch: RoutedBatch = {
+      _id: `${partition}:${MOVED}:${key}`,
+      partition,
+      sourceId: MOVED,
+      party: 'first',
+      from: 0,
+      to: 0,
+      events,
+      profiles: [...new Set(events.map((event) => event.profileId))],
+      createdAt: new Date(),
+    };
+    await insertKeyed(this.batches, [encodeBatch(batch)]);
+  }
+
+  /** Every routed (or moved) event of the given documents, newest first. */
+  async eventsOf(profileIds: string[]): Promise<HeldEvent[]> {
     const wanted = new Set(profileIds);
     const seen = new Set<string>();
-    const events: Array<RoutedEvent & { sourceId: string }> = [];
+    const events: HeldEvent[] = [];
     for (const profileId of profileIds) {
       for await (const doc of this.batches.find({ profiles: profileId })) {
         const batch = decodeBatch(doc);
         if (seen.has(batch._id)) continue;
         seen.add(batch._id);
-        for (const event of batch.events) if (wanted.has(event.profileId)) events.push({ ...event, sourceId: batch.sourceId });
+        for (const event of batch.events) {
+          if (wanted.has(event.profileId)) events.push({ ...event, sourceId: event.sourceId ?? batch.sourceId, party: event.party ?? batch.party });
+        }
       }
     }
     return events.sort((a, b) => b.timestamp.getTime() - a.timestamp.getTime() || (a.id < b.id ? 1 : -1));
+  }
+
+  /**
+   * The events a document version holds: routed or moved to it, and covered by its retry guard (an
+   * event routed but not folded yet is not in it). A document that is still being written may be
+   * given more later.
+   */
+  async heldBy(doc: Pick<ProfileDoc, 'profileId' | 'applied'>): Promise<HeldEvent[]> {
+    return (await this.eventsOf([doc.profileId])).filter((event) => hasApplied(doc.applied, event.sourceId, event.seq));
   }
 
   async loadPosition(partition: number): Promise<PartitionPosition> {

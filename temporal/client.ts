@@ -1,9 +1,11 @@
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
-import { profilePartitionWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
+import type { SignalDefinition } from '@temporalio/common';
+import { identityGraphWorkflowId, profilePartitionWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
 import { SA } from '../domain/searchAttributes';
 import type { Config } from '../config';
 import type { SourceDoc } from '../store/sources';
-import { eventsRoutedSignal, profilePartition } from '../workflows/profilePartition';
+import { identityGraph, unlinkRequestedSignal } from '../workflows/identityUnlink';
+import { eventsRoutedSignal, profilePartition, splitRequestedSignal } from '../workflows/profilePartition';
 import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnection';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
@@ -58,14 +60,35 @@ export async function wakeSourceWorkflow(
   }
 }
 
-/** Tells a partition's writer that `sourceId` routed events to it, starting the writer when it is not running. */
-export async function wakeProfilePartition(client: Client, databaseName: string, partition: number, sourceId: string, config: PartitionWorkflowConfig): Promise<void> {
+/** Signals a partition's writer, starting it when it is not running. */
+async function signalPartition(client: Client, databaseName: string, partition: number, signal: SignalDefinition<[string]>, arg: string, config: PartitionWorkflowConfig): Promise<void> {
   await client.workflow.signalWithStart(profilePartition, {
     workflowId: profilePartitionWorkflowId(databaseName, partition),
     taskQueue: config.DMP_TASK_QUEUE,
     args: [{ partition, foldBatchEvents: config.DMP_DRAIN_BATCH_EVENTS }],
-    signal: eventsRoutedSignal,
-    signalArgs: [sourceId],
+    signal,
+    signalArgs: [arg],
     memo: { partition },
+  });
+}
+
+/** Tells a partition's writer that `sourceId` routed events to it. */
+export function wakeProfilePartition(client: Client, databaseName: string, partition: number, sourceId: string, config: PartitionWorkflowConfig): Promise<void> {
+  return signalPartition(client, databaseName, partition, eventsRoutedSignal, sourceId, config);
+}
+
+/** Asks a partition's writer to make an unlink's splits of its documents. */
+export function requestPartitionSplit(client: Client, databaseName: string, partition: number, unlinkId: string, config: PartitionWorkflowConfig): Promise<void> {
+  return signalPartition(client, databaseName, partition, splitRequestedSignal, unlinkId, config);
+}
+
+/** Queues an unlink on the store's identity graph workflow, starting it when it is not running. */
+export async function requestUnlink(client: Client, databaseName: string, unlinkId: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  await client.workflow.signalWithStart(identityGraph, {
+    workflowId: identityGraphWorkflowId(databaseName),
+    taskQueue: config.DMP_TASK_QUEUE,
+    args: [{ databaseName }],
+    signal: unlinkRequestedSignal,
+    signalArgs: [unlinkId],
   });
 }

@@ -1,2 +1,3 @@
 export { sourceConnection } from './sourceConnection';
 export { profilePartition } from './profilePartition';
+export { identityGraph, identityUnlink } from './identityUnlink';

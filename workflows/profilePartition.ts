@@ -3,6 +3,8 @@ import type { FoldResult, ProfileWriterActivities } from '../activities/profileW
 
 /** Sent by a source's drain after it routed events of `sourceId` to this partition. */
 export const eventsRoutedSignal = defineSignal<[string]>('eventsRouted');
+/** Sent by an unlink whose plan splits documents of this partition (see identityUnlink). */
+export const splitRequestedSignal = defineSignal<[string]>('splitRequested');
 
 export interface PartitionStatus {
   partition: number;
@@ -10,6 +12,7 @@ export interface PartitionStatus {
   profilesWritten: number;
   versionsRemoved: number;
   folds: number;
+  documentsSplit: number;
   pendingSources: number;
 }
 export const partitionStatusQuery = defineQuery<PartitionStatus>('status');
@@ -19,6 +22,7 @@ export interface ProfilePartitionInput {
   foldBatchEvents: number;
   /** Carried across continue-as-new. */
   pendingSources?: string[];
+  pendingSplits?: string[];
   status?: PartitionStatus;
 }
 
@@ -32,36 +36,43 @@ const HISTORY_LIMIT = 4_000;
 
 /**
  * The single writer of one partition of the profiles: wait until a source's drain routes events
- * here, fold them into the partition's documents, repeat; continue as new when the history grows
+ * here (or an unlink asks for documents to be split), fold them into the partition's documents, repeat; continue as new when the history grows
  * long. One fold runs at a time, so no two writers touch a document at once — the reason this
  * workflow exists, since the store's updates are not atomic against concurrent writers. A fresh
  * run first looks at every source the partition has seen: a wake-up may have come while none ran.
  */
 export async function profilePartition(input: ProfilePartitionInput): Promise<void> {
   const pending = new Set(input.pendingSources ?? []);
-  const status: PartitionStatus = input.status ?? { partition: input.partition, eventsFolded: 0, profilesWritten: 0, versionsRemoved: 0, folds: 0, pendingSources: 0 };
+  const splits = new Set(input.pendingSplits ?? []);
+  const status: PartitionStatus = input.status ?? { partition: input.partition, eventsFolded: 0, profilesWritten: 0, versionsRemoved: 0, folds: 0, documentsSplit: 0, pendingSources: 0 };
   let lookEverywhere = true;
   let lastWriter: string | null = null;
 
   setHandler(eventsRoutedSignal, (sourceId) => {
     pending.add(sourceId);
   });
+  setHandler(splitRequestedSignal, (unlinkId) => {
+    splits.add(unlinkId);
+  });
   setHandler(partitionStatusQuery, () => ({ ...status, pendingSources: pending.size }));
 
   while (workflowInfo().historyLength < HISTORY_LIMIT && !workflowInfo().continueAsNewSuggested) {
-    if (!lookEverywhere) await condition(() => pending.size > 0);
+    if (!lookEverywhere) await condition(() => pending.size > 0 || splits.size > 0);
     const sourceIds = [...pending];
+    const splitsNow = [...splits];
     const includeKnown = lookEverywhere;
     lookEverywhere = false;
     pending.clear();
-    const result: FoldResult = await foldPartitionBatch({ partition: input.partition, sourceIds, includeKnown, maxEvents: input.foldBatchEvents, lastWriter });
+    splits.clear();
+    const result: FoldResult = await foldPartitionBatch({ partition: input.partition, sourceIds, includeKnown, maxEvents: input.foldBatchEvents, lastWriter, splits: splitsNow });
     lastWriter = result.writer;
     for (const sourceId of result.sourcesWithMore) pending.add(sourceId);
     status.eventsFolded += result.applied + result.alreadyApplied;
     status.profilesWritten += result.profilesWritten;
     status.versionsRemoved += result.versionsRemoved;
+    status.documentsSplit = (status.documentsSplit ?? 0) + result.documentsSplit;
     status.folds += 1;
-    if (result.events > 0) upsertMemo({ status });
+    if (result.events > 0 || result.documentsSplit > 0) upsertMemo({ status });
   }
-  await continueAsNew<typeof profilePartition>({ ...input, pendingSources: [...pending], status });
+  await continueAsNew<typeof profilePartition>({ ...input, pendingSources: [...pending], pendingSplits: [...splits], status });
 }

@@ -55,6 +55,61 @@ describe('profiles through the API: merges, the 360° view and the event history
     expect(page1.events[1].traits).toEqual({ plan: 'pro' });
   });
 
+  it('unlinks a shared device: the profile splits, each side holds exactly its own history, and later events find their side', async () => {
+    const unlink = (identities: unknown) => call(`${api.url}/v1/identity/unlink`, { key: api.adminKey, body: { identities } });
+    await send([
+      { id: 'u1', type: 'purchase', timestamp: '2026-06-01T10:00:00Z', identities: { cookie_id: 'tablet-9', email: 'ana@example.net' }, traits: { name: 'Ana' } },
+      { id: 'u2', type: 'page_view', timestamp: '2026-06-02T10:00:00Z', identities: { email: 'ana@example.net' } },
+      { id: 'u3', type: 'login', timestamp: '2026-06-03T10:00:00Z', identities: { cookie_id: 'tablet-9', email: 'ben@example.net' }, traits: { plan: 'team' } },
+      { id: 'u4', type: 'purchase', timestamp: '2026-06-04T10:00:00Z', identities: { email: 'ben@example.net' } },
+      { id: 'u5', type: 'page_view', timestamp: '2026-06-05T10:00:00Z', identities: { cookie_id: 'tablet-9' } },
+    ]);
+    await folded(8);
+    const merged = (await lookup('email', 'ben@example.net')).body;
+    expect((await lookup('email', 'ana@example.net')).body.id).toBe(merged.id);
+
+    expect((await unlink([{ type: 'email', value: 'ben@example' }, { type: 'cookie_id', value: 'tablet-9' }])).body.errors[0].path).toBe('identities.0.value');
+    expect((await unlink([{ type: 'email', value: 'nobody@example.net' }, { type: 'cookie_id', value: 'tablet-9' }])).status).toBe(404);
+    expect((await unlink([{ type: 'email', value: 'ben@example.net' }, { type: 'cookie_id', value: 'laptop-1' }])).status).toBe(409);
+
+    const accepted = await unlink([{ type: 'cookie_id', value: 'tablet-9' }, { type: 'email', value: 'BEN@example.net' }]);
+    expect(accepted.status).toBe(202);
+    expect(accepted.body.state).toBe('pending');
+    const done = await waitFor('the unlink to complete', async () => {
+      const status = (await call(`${api.url}${accepted.body.statusUrl}`, { key: api.adminKey })).body;
+      return status.state === 'completed' ? status : undefined;
+    });
+    expect(done).toMatchObject({ split: true, eventsSevered: 1, reason: null });
+    expect(done.profiles).toHaveLength(2);
+
+    const ana = (await lookup('email', 'ana@example.net')).body;
+    const ben = (await lookup('email', 'ben@example.net')).body;
+    expect(ana.id).not.toBe(ben.id);
+    expect((await lookup('cookie_id', 'tablet-9')).body.id).toBe(ana.id);
+    const counts = (profile: any) => Object.fromEntries(Object.entries(profile.counters).map(([type, counter]: [string, any]) => [type, counter.count]));
+    expect(counts(ana)).toEqual({ purchase: 1, page_view: 2 });
+    expect(counts(ben)).toEqual({ login: 1, purchase: 1 });
+    expect(ana.identities.map((identity: any) => identity.type).sort()).toEqual(['cookie_id', 'email_sha256']);
+    expect(ben.identities.map((identity: any) => identity.type)).toEqual(['email_sha256']);
+    expect(ana.traits).toEqual({ name: 'Ana' });
+    expect(ben.traits).toEqual({ plan: 'team' });
+    const history = async (id: string) => (await call(`${api.url}/v1/profiles/${id}/events`, { key: api.adminKey })).body.events.map((event: any) => event.id);
+    expect(await history(ana.id)).toEqual(['u5', 'u2', 'u1']);
+    expect(await history(ben.id)).toEqual(['u4', 'u3']);
+    // The merged profile's id named a document that is split now: it names no one any more.
+    expect((await call(`${api.url}/v1/profiles/${merged.id}`, { key: api.adminKey })).status).toBe(404);
+
+    // Later events go to their side, whichever document the drain still thinks owns them.
+    await send([
+      { id: 'u6', type: 'page_view', timestamp: '2026-06-06T10:00:00Z', identities: { cookie_id: 'tablet-9' } },
+      { id: 'u7', type: 'purchase', timestamp: '2026-06-07T10:00:00Z', identities: { email: 'ben@example.net' } },
+    ]);
+    await folded(10);
+    expect(counts((await lookup('cookie_id', 'tablet-9')).body)).toEqual({ purchase: 1, page_view: 3 });
+    expect(counts((await lookup('email', 'ben@example.net')).body)).toEqual({ login: 1, purchase: 2 });
+    expect(await history((await lookup('email', 'ben@example.net')).body.id)).toEqual(['u7', 'u4', 'u3']);
+  });
+
   it('answers 404 for a profile that does not exist and 400 for a bad page query', async () => {
     const missing = await call(`${api.url}/v1/profiles/p_nobody`, { key: api.adminKey });
     expect(missing.status).toBe(404);

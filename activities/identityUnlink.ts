@@ -1,0 +1,194 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import { identityKey } from '../domain/identity';
+import { planSplit, redirectLinkEnd, type RetiredMarker, type Severance } from '../domain/identitySplit';
+import { partitionOf } from '../domain/partition';
+import type { Store } from '../store/db';
+import { forEachConcurrently } from '../store/db';
+import type { IdentityLinkDoc } from '../store/identities';
+import { UnlinkStore, type UnlinkDoc, type UnlinkResult } from '../store/identityUnlinks';
+import { ProfileEventLog } from '../store/profileEvents';
+import { ProfileGraph } from '../store/profileGraph';
+import { requestPartitionSplit, type PartitionWorkflowConfig } from '../temporal/client';
+import { heartbeat, withHeartbeats } from './heartbeat';
+
+export interface UnlinkDeps {
+  store: Store;
+  temporal: Client;
+  config: PartitionWorkflowConfig;
+  now?: () => Date;
+}
+
+export interface PlannedUnlink {
+  split: boolean;
+  /** Partitions holding documents to split. */
+  partitions: number[];
+}
+
+/** The activities of an unlink: plan how the component splits, follow the partition writers splitting it, relink the parts. */
+export function createUnlinkActivities(deps: UnlinkDeps) {
+  const now = deps.now ?? (() => new Date());
+  const unlinks = new UnlinkStore(deps.store);
+  const graph = ProfileGraph.open(deps.store);
+  const events = new ProfileEventLog(deps.store);
+  const partitions = deps.config.DMP_PROFILE_PARTITIONS;
+
+  async function load(unlinkId: string): Promise<UnlinkDoc> {
+    const doc = await unlinks.get(unlinkId);
+    if (!doc) throw ApplicationFailure.nonRetryable(`no unlink ${unlinkId}`);
+    return doc;
+  }
+
+  async function finish(doc: UnlinkDoc, result: UnlinkResult): Promise<void> {
+    await unlinks.save({ ...doc, state: 'completed', result, completedAt: now() });
+  }
+
+  /** The planned documents' retired markers (each must be split by now). */
+  async function markers(doc: UnlinkDoc): Promise<Map<string, RetiredMarker>> {
+    const found = new Map<string, RetiredMarker>();
+    await forEachConcurrently(doc.plan?.docs ?? [], 16, async ({ profileId }) => {
+      const marker = (await graph.profiles.get(profileId))?.retired;
+      if (marker?.rebuildId === doc._id) found.set(profileId, marker);
+    });
+    return found;
+  }
+
+  /**
+   * Fixes how the component holding the identities splits. The identities' co-occurrences are
+   * severed (recorded for good), and the sides are what the component's events still join, minus
+   * every severance ever made (domain/identitySplit). The first plan stands: a retry returns it.
+   */
+  async function plan(unlinkId: string): Promise<PlannedUnlink> {
+    const doc = await load(unlinkId);
+    const summary = () => ({ split: doc.plan !== undefined && doc.plan.sides > 1, partitions: [...new Set(doc.plan?.docs.map((d) => d.partition))].sort((a, b) => a - b) });
+    if (doc.plan || doc.state !== 'pending') return summary();
+    const owners = await Promise.all(doc.keys.map((key) => graph.ownerOf(key)));
+    if (owners.some((owner) => !owner)) {
+      await finish(doc, { split: false, sides: [], eventsSevered: 0, reason: 'an identity has no profile (any more)' });
+      return { split: false, partitions: [] };
+    }
+    const component = await graph.component(owners[0]!);
+    const ids = component.docs.map((d) => d.profileId);
+    if (!owners.every((owner) => ids.includes(owner!.profileId))) {
+      await finish(doc, { split: false, sides: [{ profileIds: ids }], eventsSevered: 0, reason: 'the identities are not in one profile' });
+      return { split: false, partitions: [] };
+    }
+    heartbeat({ component: ids.length });
+    // Routed but not yet folded events count too: their links are already in the graph.
+    const all = await events.eventsOf(ids);
+    const severed: Severance[] = [];
+    for (let i = 0; i < doc.keys.length; i++) {
+      for (let j = i + 1; j < doc.keys.length; j++) {
+        const pair = [doc.keys[i], doc.keys[j]].sort() as [string, string];
+        const eventIds = all.filter((event) => pair.every((key) => event.identities.some((identity) => identityKey(identity) === key))).map((event) => event.id);
+        if (eventIds.length > 0) severed.push({ keys: pair, eventIds });
+      }
+    }
+    await unlinks.sever(unlinkId, severed, now());
+    const docIdentities = new Map(component.docs.map((d) => [d.profileId, d.identities.map(identityKey)]));
+    const keys = [...new Set([...all.flatMap((event) => event.identities.map(identityKey)), ...[...docIdentities.values()].flat()])];
+    const split = planSplit(all, docIdentities, await unlinks.severancesOf(keys));
+    doc.plan = {
+      sides: split.sides,
+      sideOf: Object.entries(split.sideOf).map(([key, side]) => ({ key, side })),
+      docs: ids.map((profileId) => ({ profileId, partition: partitionOf(profileId, partitions) })),
+      links: component.links.map((link) => link._id),
+    };
+    const eventsSevered = new Set(severed.flatMap((s) => s.eventIds)).size;
+    if (split.sides > 1) {
+      await unlinks.save({ ...doc, state: 'splitting', result: { split: true, sides: [], eventsSevered } });
+    } else {
+      await finish(doc, { split: false, sides: [{ profileIds: ids }], eventsSevered, reason: 'another path still joins them' });
+    }
+    return summary();
+  }
+
+  /**
+   * Once every planned document is split: identities move to the part of their side, links are made
+   * again from the evidence the parts hold, and the old links (and any made meanwhile to a split
+   * document) are replaced. Safe to repeat: moves and new links are keyed, removals are by `_id`.
+   */
+  async function relink(unlinkId: string): Promise<UnlinkResult> {
+    const doc = await load(unlinkId);
+    if (doc.state === 'completed' && doc.result) return doc.result;
+    const retired = await markers(doc);
+    const sideOf = new Map((doc.plan?.sideOf ?? []).map(({ key, side }) => [key, side]));
+    const owners = await graph.identities.reload([...sideOf.keys()]);
+    const newOwner = (key: string, owner: string) => {
+      const marker = retired.get(owner);
+      return marker ? redirectLinkEnd(marker, key) : owner;
+    };
+    const moves = [...owners].flatMap(([key, owner]) => (retired.has(owner) ? [{ key, from: owner, to: newOwner(key, owner) }] : []));
+    await graph.identities.reassign(moves);
+    heartbeat({ moved: moves.length });
+
+    const parts = [...new Set([...retired.values()].flatMap((marker) => Object.values(marker.parts)))];
+    const ownerOf = new Map(moves.map((move) => [move.key, move.to]));
+    for (const [key, owner] of owners) if (!ownerOf.has(key)) ownerOf.set(key, owner);
+    const links = new Map<string, IdentityLinkDoc>();
+    const at = now();
+    for (const event of await events.eventsOf(parts)) {
+      for (const key of event.identities.map(identityKey)) {
+        const other = ownerOf.get(key);
+        if (!other || other === event.profileId) continue;
+        const pair = [event.profileId, other].sort() as [string, string];
+        const id = pair.join('|');
+        if (!links.has(id)) links.set(id, { _id: id, profiles: pair, via: key, eventId: event.id, sourceId: event.sourceId, createdAt: at });
+      }
+    }
+    // Links made to a split document after the plan was taken keep their evidence: their ends move to the parts.
+    const planned = new Set(doc.plan?.links ?? []);
+    const stale: string[] = [...planned];
+    for (const profileId of retired.keys()) {
+      for (const link of await graph.identities.linksOf(profileId)) {
+        if (planned.has(link._id)) continue;
+        stale.push(link._id);
+        const ends = link.profiles.map((end) => (retired.has(end) ? redirectLinkEnd(retired.get(end)!, link.via) : end)).sort() as [string, string];
+        if (ends[0] !== ends[1] && !links.has(ends.join('|'))) links.set(ends.join('|'), { ...link, _id: ends.join('|'), profiles: ends });
+      }
+    }
+    await graph.identities.addLinks([...links.values()]);
+    await graph.identities.removeLinks([...new Set(stale)]);
+
+    const sides = new Map<string, string[]>();
+    for (const marker of retired.values()) for (const [side, part] of Object.entries(marker.parts)) sides.set(side, [...(sides.get(side) ?? []), part]);
+    const result: UnlinkResult = {
+      split: true,
+      sides: [...sides.entries()].sort((a, b) => Number(a[0]) - Number(b[0])).map(([, ids]) => ({ profileIds: [...new Set(ids)].sort() })),
+      eventsSevered: doc.result?.eventsSevered ?? 0,
+    };
+    await finish(doc, result);
+    return result;
+  }
+
+  return {
+    /** See plan. */
+    planUnlink(unlinkId: string): Promise<PlannedUnlink> {
+      return withHeartbeats(() => plan(unlinkId));
+    },
+
+    /** Asks the partitions' writers to make the unlink's splits (a repeated ask is harmless: a split document is left alone). */
+    async requestSplits(input: { unlinkId: string; partitions: number[] }): Promise<void> {
+      await Promise.all(input.partitions.map((partition) => requestPartitionSplit(deps.temporal, deps.store.db.databaseName, partition, input.unlinkId, deps.config)));
+    },
+
+    /** Read-only. The partitions whose planned documents are not split yet. */
+    async pendingSplits(unlinkId: string): Promise<number[]> {
+      const doc = await load(unlinkId);
+      const done = await markers(doc);
+      return [...new Set((doc.plan?.docs ?? []).filter((d) => !done.has(d.profileId)).map((d) => d.partition))].sort((a, b) => a - b);
+    },
+
+    /** See relink. */
+    relinkUnlink(unlinkId: string): Promise<UnlinkResult> {
+      return withHeartbeats(() => relink(unlinkId));
+    },
+
+    /** Read-only. Unlink requests not finished yet, oldest first (picked up again after a restart). */
+    unfinishedUnlinks(): Promise<string[]> {
+      return unlinks.unfinished();
+    },
+  };
+}
+
+export type UnlinkActivities = ReturnType<typeof createUnlinkActivities>;

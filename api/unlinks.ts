@@ -1,0 +1,76 @@
+import { randomBytes } from 'node:crypto';
+import type { Client } from '@temporalio/client';
+import { identityKey, IdentityError, toStoredIdentity } from '../domain/identity';
+import type { UnlinkView } from '../domain/schemas';
+import type { Store } from '../store/db';
+import { UnlinkStore, type UnlinkDoc } from '../store/identityUnlinks';
+import { ProfileGraph } from '../store/profileGraph';
+import { requestUnlink } from '../temporal/client';
+import { ProblemError } from './problem';
+
+export function unlinkView(doc: UnlinkDoc): UnlinkView {
+  return {
+    id: doc._id,
+    state: doc.state,
+    identities: doc.keys,
+    requestedAt: doc.requestedAt.toISOString(),
+    completedAt: doc.completedAt?.toISOString() ?? null,
+    split: doc.result?.split ?? null,
+    profiles: doc.result?.sides.map((side) => side.profileIds) ?? [],
+    eventsSevered: doc.result?.eventsSevered ?? null,
+    reason: doc.result?.reason ?? null,
+    statusUrl: `/v1/identity/unlinks/${doc._id}`,
+  };
+}
+
+/**
+ * Unlink requests as the API takes them: the identities are checked against the graph (known, and
+ * in one profile) before anything is recorded, then the request is queued on the store's identity
+ * graph workflow, which splits the profile if the unlink separates it.
+ */
+export class Unlinks {
+  private readonly store: UnlinkStore;
+  private readonly graph: ProfileGraph;
+
+  constructor(
+    store: Store,
+    private readonly temporal: Client,
+    private readonly config: { DMP_TASK_QUEUE: string; DMP_DEFAULT_PHONE_REGION: string },
+  ) {
+    this.store = new UnlinkStore(store);
+    this.graph = ProfileGraph.open(store);
+    this.databaseName = store.db.databaseName;
+  }
+
+  private readonly databaseName: string;
+
+  async request(identities: Array<{ type: Parameters<typeof toStoredIdentity>[0]; value: string }>): Promise<UnlinkDoc> {
+    const keys = identities.map((identity, index) => {
+      try {
+        return identityKey(toStoredIdentity(identity.type, identity.value, this.config.DMP_DEFAULT_PHONE_REGION));
+      } catch (error) {
+        if (!(error instanceof IdentityError)) throw error;
+        throw new ProblemError(400, 'validation', 'Invalid unlink request', [{ path: `identities.${index}.value`, message: error.message }]);
+      }
+    });
+    const repeated = keys.findIndex((key, index) => keys.indexOf(key) !== index);
+    if (repeated >= 0) throw new ProblemError(400, 'validation', 'Invalid unlink request', [{ path: `identities.${repeated}`, message: 'the same identity twice' }]);
+    const owners = await Promise.all(keys.map((key) => this.graph.ownerOf(key)));
+    const unknown = owners.findIndex((owner) => !owner);
+    if (unknown >= 0) throw new ProblemError(404, 'identity-not-found', 'No profile has this identity', [{ path: `identities.${unknown}`, message: 'not found' }]);
+    const component = await this.graph.component(owners[0]!);
+    const members = new Set(component.docs.map((doc) => doc.profileId));
+    const apart = owners.findIndex((owner) => !members.has(owner!.profileId));
+    if (apart >= 0) {
+      throw new ProblemError(409, 'not-linked', 'The identities are not in one profile', [{ path: `identities.${apart}`, message: `not in the profile of identities.0 (${component.docs[0].profileId})` }]);
+    }
+    const doc: UnlinkDoc = { _id: `ul_${randomBytes(10).toString('hex')}`, keys, state: 'pending', requestedAt: new Date() };
+    await this.store.create(doc);
+    await requestUnlink(this.temporal, this.databaseName, doc._id, this.config);
+    return doc;
+  }
+
+  get(id: string): Promise<UnlinkDoc | null> {
+    return this.store.get(id);
+  }
+}

@@ -1,0 +1,217 @@
+import type { StoredEvent } from './event';
+import { identityKey, IDENTITY_PRIORITY } from './identity';
+import { partitionOf } from './partition';
+import { applyEvent, newProfile, nextVersion, type ProfileDoc } from './profile';
+import type { Party } from './schemas';
+
+/** An event as a profile document holds it: where it came from, and the document it was folded into. */
+export interface HeldEvent extends StoredEvent {
+  profileId: string;
+  sourceId: string;
+  party: Party;
+  /** The source log chunk that held it (the documents' retry guard). */
+  seq: number;
+}
+
+/**
+ * Co-occurrences an unlink removed: in these events, these two identities no longer count as seen
+ * together. Later events that show them together link them again — new evidence.
+ */
+export interface Severance {
+  keys: [string, string];
+  eventIds: string[];
+}
+
+/** How a component of the identity graph falls apart once severed co-occurrences stop counting. */
+export interface SplitPlan {
+  /** Identity key → side. Sides are numbered by their smallest key, so the same input gives the same plan. */
+  sideOf: Record<string, number>;
+  sides: number;
+}
+
+class UnionFind {
+  private readonly parent = new Map<string, string>();
+  find(x: string): string {
+    let root = this.parent.get(x) ?? x;
+    if (root === x) {
+      this.parent.set(x, x);
+      return x;
+    }
+    root = this.find(root);
+    this.parent.set(x, root);
+    return root;
+  }
+  union(a: string, b: string): void {
+    const [ra, rb] = [this.find(a), this.find(b)];
+    if (ra !== rb) this.parent.set(ra < rb ? rb : ra, ra < rb ? ra : rb);
+  }
+}
+
+const pairKey = (a: string, b: string) => (a < b ? `${a}|${b}` : `${b}|${a}`);
+
+/**
+ * The sides of a component: identities joined by the co-occurrences its events show, minus the
+ * severed ones. `docIdentities` lists the identities each document holds; one without a retained
+ * event (its events have expired) stays with the side holding most of its document's events.
+ */
+export function planSplit(events: ReadonlyArray<HeldEvent>, docIdentities: ReadonlyMap<string, string[]>, severances: ReadonlyArray<Severance>): SplitPlan {
+  const severed = new Map<string, Set<string>>();
+  for (const severance of severances) {
+    for (const eventId of severance.eventIds) {
+      const pairs = severed.get(eventId) ?? new Set<string>();
+      pairs.add(pairKey(...severance.keys));
+      severed.set(eventId, pairs);
+    }
+  }
+  const graph = new UnionFind();
+  const evidenced = new Set<string>();
+  for (const event of events) {
+    const keys = event.identities.map(identityKey);
+    const cut = severed.get(event.id);
+    keys.forEach((key, i) => {
+      graph.find(key);
+      evidenced.add(key);
+      for (let j = i + 1; j < keys.length; j++) if (!cut?.has(pairKey(key, keys[j]))) graph.union(key, keys[j]);
+    });
+  }
+  // Identities without evidence follow their document's bulk; a document with no events at all keeps its identities together.
+  for (const [profileId, keys] of docIdentities) {
+    const orphans = keys.filter((key) => !evidenced.has(key));
+    if (orphans.length === 0) continue;
+    const weights = new Map<string, number>();
+    for (const event of events) {
+      if (event.profileId !== profileId || event.identities.length === 0) continue;
+      const root = graph.find(identityKey(event.identities[0]));
+      weights.set(root, (weights.get(root) ?? 0) + 1);
+    }
+    const bulk = [...weights].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]?.[0] ?? orphans[0];
+    for (const key of orphans) graph.union(bulk, key);
+  }
+  const members = new Map<string, string[]>();
+  for (const key of [...new Set([...evidenced, ...[...docIdentities.values()].flat()])].sort()) {
+    const root = graph.find(key);
+    members.set(root, [...(members.get(root) ?? []), key]);
+  }
+  const sides = [...members.values()].sort((a, b) => (a[0] < b[0] ? -1 : 1));
+  const sideOf: Record<string, number> = {};
+  sides.forEach((keys, side) => keys.forEach((key) => (sideOf[key] = side)));
+  return { sideOf, sides: sides.length };
+}
+
+const byPriority = (a: string, b: string) =>
+  IDENTITY_PRIORITY.indexOf(a.slice(0, a.indexOf(':')) as never) - IDENTITY_PRIORITY.indexOf(b.slice(0, b.indexOf(':')) as never) || (a < b ? -1 : 1);
+
+/** The side an event belongs to: that of its highest-priority identity the plan knows; undefined when it knows none. */
+export function sideOfEvent(event: Pick<StoredEvent, 'identities'>, sideOf: Readonly<Record<string, number>>): number | undefined {
+  const known = event.identities.map(identityKey).filter((key) => Object.hasOwn(sideOf, key)).sort(byPriority);
+  return known.length > 0 ? sideOf[known[0]] : undefined;
+}
+
+/** What a split document leaves behind: where each of its sides went, so late events and old links find them. */
+export interface RetiredMarker {
+  rebuildId: string;
+  /** Side → the part that holds this document's share of it. */
+  parts: Record<string, string>;
+  /** The document's identity keys → their side. */
+  keys: Record<string, number>;
+  /** The part taking events whose side the document cannot tell. */
+  fallback: string;
+}
+
+/**
+ * The id of a document's part on one side. It stays in the document's partition, so the partition's
+ * single writer can create it, and it derives from the rebuild, so a retried split names it again.
+ */
+export function partId(profileId: string, rebuildId: string, side: number, partitions: number): string {
+  const base = profileId.split('~')[0];
+  const partition = partitionOf(profileId, partitions);
+  for (let n = 0; ; n++) {
+    const id = `${base}~${rebuildId}.${side}.${n}`;
+    if (partitionOf(id, partitions) === partition) return id;
+  }
+}
+
+export interface DocumentSplit {
+  parts: ProfileDoc[];
+  /** The next version of the document: empty, marked retired, pointing at its parts. */
+  retired: ProfileDoc;
+  /** The events each part holds now, identities of other sides removed. */
+  moved: Map<string, HeldEvent[]>;
+}
+
+/**
+ * Splits one profile document by a plan: each of its events goes to the part of its side, without
+ * the identities of other sides, and each part is folded from its events alone — so each side holds
+ * exactly its own history. Identities without retained events go to the part of their side. Pure.
+ */
+export function splitDocument(
+  doc: Readonly<ProfileDoc>,
+  held: ReadonlyArray<HeldEvent>,
+  plan: SplitPlan,
+  rebuildId: string,
+  partitions: number,
+  now: Date,
+): DocumentSplit {
+  const counts = new Map<number, number>();
+  for (const event of held) {
+    const side = sideOfEvent(event, plan.sideOf);
+    if (side !== undefined) counts.set(side, (counts.get(side) ?? 0) + 1);
+  }
+  const firstKnown = doc.identities.map(identityKey).find((key) => Object.hasOwn(plan.sideOf, key));
+  const fallbackSide = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]?.[0] ?? (firstKnown ? plan.sideOf[firstKnown] : 0);
+
+  const moved = new Map<number, HeldEvent[]>();
+  for (const event of held) {
+    const side = sideOfEvent(event, plan.sideOf) ?? fallbackSide;
+    const identities = event.identities.filter((identity) => (plan.sideOf[identityKey(identity)] ?? side) === side);
+    moved.set(side, [...(moved.get(side) ?? []), { ...event, identities }]);
+  }
+  const keys: Record<string, number> = {};
+  for (const entry of doc.identities) {
+    const key = identityKey(entry);
+    keys[key] = plan.sideOf[key] ?? fallbackSide;
+    if (!moved.has(keys[key])) moved.set(keys[key], []);
+  }
+  if (!moved.has(fallbackSide)) moved.set(fallbackSide, []);
+
+  const parts: ProfileDoc[] = [];
+  const movedById = new Map<string, HeldEvent[]>();
+  const partsBySide: Record<string, string> = {};
+  for (const [side, events] of [...moved].sort((a, b) => a[0] - b[0])) {
+    const id = partId(doc.profileId, rebuildId, side, partitions);
+    const part = newProfile(id, now, events[0]?.timestamp ?? doc.firstSeen);
+    for (const event of events) {
+      const relocated = { ...event, profileId: id };
+      applyEvent(part, relocated, { sourceId: event.sourceId, party: event.party, seq: event.seq });
+      movedById.set(id, [...(movedById.get(id) ?? []), relocated]);
+    }
+    // Identities whose events have expired still belong to someone: keep them on their side.
+    for (const entry of doc.identities) {
+      const key = identityKey(entry);
+      if (keys[key] === side && !part.identities.some((own) => identityKey(own) === key)) part.identities.push({ ...entry });
+    }
+    if (events.length === 0) part.lastSeen = part.identities.reduce((max, entry) => (entry.lastSeen > max ? entry.lastSeen : max), part.firstSeen);
+    // The part covers everything its document had folded: the same retry guard.
+    part.applied = { ...doc.applied };
+    parts.push(part);
+    partsBySide[String(side)] = id;
+    if (!movedById.has(id)) movedById.set(id, []);
+  }
+
+  const retired = nextVersion(doc);
+  Object.assign(retired, { identities: [], traits: {}, traitOrigins: {}, counters: {}, consent: null, sources: [] });
+  retired.retired = { rebuildId, parts: partsBySide, keys, fallback: partsBySide[String(fallbackSide)] };
+  return { parts, retired, moved: movedById };
+}
+
+/** The part of a retired document that an event arriving late (routed there before the split was known) belongs to. */
+export function redirectTarget(marker: RetiredMarker, event: Pick<StoredEvent, 'identities'>): string {
+  const side = sideOfEvent(event, marker.keys);
+  return (side !== undefined && marker.parts[String(side)]) || marker.fallback;
+}
+
+/** Where a link's end at a retired document goes: the part on the side of the identity the link was made through. */
+export function redirectLinkEnd(marker: RetiredMarker, via: string): string {
+  const side = Object.hasOwn(marker.keys, via) ? marker.keys[via] : undefined;
+  return (side !== undefined && marker.parts[String(side)]) || marker.fallback;
+}

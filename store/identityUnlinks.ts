@@ -1,0 +1,88 @@
+import type { Collection } from 'mongodb';
+import type { Severance } from '../domain/identitySplit';
+import type { UnlinkState } from '../domain/schemas';
+import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from './db';
+
+/** How an unlink splits its component, fixed by its first plan so every step and retry agrees. */
+export interface UnlinkPlan {
+  sides: number;
+  /** Identity key → side, as a list: keys may hold characters a field name may not (and FerretDB stores no nested arrays). */
+  sideOf: Array<{ key: string; side: number }>;
+  /** The component's live documents when planned, and their partitions. */
+  docs: Array<{ profileId: string; partition: number }>;
+  /** The links between them, replaced once the documents are split. */
+  links: string[];
+}
+
+export interface UnlinkResult {
+  split: boolean;
+  /** Per side after the split: the profile documents holding it (the profile id first). */
+  sides: Array<{ profileIds: string[] }>;
+  /** Events in which the identities were seen together and no longer join them. */
+  eventsSevered: number;
+  reason?: string;
+}
+
+/** One unlink request: written by the API, then advanced only by its own workflow. */
+export interface UnlinkDoc {
+  _id: string;
+  keys: string[];
+  state: UnlinkState;
+  requestedAt: Date;
+  plan?: UnlinkPlan;
+  result?: UnlinkResult;
+  completedAt?: Date;
+}
+
+interface SeveranceDoc extends Severance {
+  _id: string;
+  unlinkId: string;
+  at: Date;
+}
+
+/** Unlink requests and the co-occurrences they severed (kept for good: every later split must respect them). */
+export class UnlinkStore {
+  private readonly unlinks: Collection<UnlinkDoc>;
+  private readonly severances: Collection<SeveranceDoc>;
+
+  constructor(store: Store) {
+    this.unlinks = store.db.collection<UnlinkDoc>(COLLECTIONS.identityUnlinks);
+    this.severances = store.db.collection<SeveranceDoc>(COLLECTIONS.identitySeverances);
+  }
+
+  async create(doc: UnlinkDoc): Promise<void> {
+    await this.unlinks.insertOne(doc);
+  }
+
+  get(id: string): Promise<UnlinkDoc | null> {
+    return this.unlinks.findOne({ _id: id });
+  }
+
+  /** Only the request's workflow writes it after creation, one step at a time. */
+  async save(doc: UnlinkDoc): Promise<void> {
+    await this.unlinks.replaceOne({ _id: doc._id }, doc);
+  }
+
+  /** Requests not finished yet (few: unlinks are operator actions), oldest first. */
+  async unfinished(): Promise<string[]> {
+    const docs = await this.unlinks.find({ state: { $in: ['pending', 'splitting'] } }, { projection: { _id: 1, requestedAt: 1 } }).toArray();
+    return docs.sort((a, b) => a.requestedAt.getTime() - b.requestedAt.getTime()).map((doc) => doc._id);
+  }
+
+  /** Keyed by request and pair: a retried plan records the same severance once. */
+  async sever(unlinkId: string, severances: Severance[], at: Date): Promise<void> {
+    await insertKeyed(
+      this.severances,
+      severances.map((severance) => ({ _id: `${unlinkId}:${severance.keys.join('|')}`, ...severance, unlinkId, at })),
+    );
+  }
+
+  /** Every severance touching one of `keys`: one indexed read per key. */
+  async severancesOf(keys: string[]): Promise<Severance[]> {
+    const found = new Map<string, Severance>();
+    await forEachConcurrently(keys, 16, async (key) => {
+      for (const doc of await this.severances.find({ keys: key }).toArray()) found.set(doc._id, { keys: doc.keys, eventIds: doc.eventIds });
+    });
+    return [...found.values()];
+  }
+}
