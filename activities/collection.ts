@@ -2,7 +2,7 @@ import type { Client } from '@temporalio/client';
 import type { StoredEvent } from '../domain/event';
 import { identityKey } from '../domain/identity';
 import { identityBlocklist } from '../domain/identityBlocklist';
-import { resolveIdentities } from '../domain/identityResolution';
+import { linkId, resolveIdentities } from '../domain/identityResolution';
 import { profileIdForEvent } from '../domain/ids';
 import { partitionOf } from '../domain/partition';
 import type { DrainPosition, Party, SourceState } from '../domain/schemas';
@@ -145,7 +145,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const events = batch.events.map(({ event }) => event);
     const resolution = await resolveBatch(sourceId, events);
     const createdAt = now();
-    await identities.addLinks(resolution.links.map((link) => ({ _id: link.profiles.join('|'), ...link, sourceId, createdAt })));
+    await identities.addLinks(resolution.links.map((link) => ({ _id: linkId(link.profiles, link.via), ...link, sourceId, createdAt })));
     await deps.onDrainStep?.('identities-claimed');
 
     const routed: RoutedBatch[] = Array.from({ length: partitions }, (_, partition) => ({

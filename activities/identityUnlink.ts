@@ -1,11 +1,10 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { identityKey } from '../domain/identity';
-import { planSplit, redirectLinkEnd, type RetiredMarker, type Severance } from '../domain/identitySplit';
+import { evidenceOf, linksFromEvidence, planSplit, redirectLinkEnd, relinkToParts, type RetiredMarker, type Severance } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
 import type { Store } from '../store/db';
 import { forEachConcurrently } from '../store/db';
-import type { IdentityLinkDoc } from '../store/identities';
 import { UnlinkStore, type UnlinkDoc, type UnlinkResult } from '../store/identityUnlinks';
 import { ProfileEventLog } from '../store/profileEvents';
 import { ProfileGraph } from '../store/profileGraph';
@@ -80,7 +79,7 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     for (let i = 0; i < doc.keys.length; i++) {
       for (let j = i + 1; j < doc.keys.length; j++) {
         const pair = [doc.keys[i], doc.keys[j]].sort() as [string, string];
-        const eventIds = all.filter((event) => pair.every((key) => event.identities.some((identity) => identityKey(identity) === key))).map((event) => event.id);
+        const eventIds = [...new Set(all.filter((event) => pair.every((key) => evidenceOf(event).some((identity) => identityKey(identity) === key))).map((event) => event.id))];
         if (eventIds.length > 0) severed.push({ keys: pair, eventIds });
       }
     }
@@ -123,19 +122,9 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     heartbeat({ moved: moves.length });
 
     const parts = [...new Set([...retired.values()].flatMap((marker) => Object.values(marker.parts)))];
-    const ownerOf = new Map(moves.map((move) => [move.key, move.to]));
-    for (const [key, owner] of owners) if (!ownerOf.has(key)) ownerOf.set(key, owner);
-    const links = new Map<string, IdentityLinkDoc>();
-    const at = now();
-    for (const event of await events.eventsOf(parts)) {
-      for (const key of event.identities.map(identityKey)) {
-        const other = ownerOf.get(key);
-        if (!other || other === event.profileId) continue;
-        const pair = [event.profileId, other].sort() as [string, string];
-        const id = pair.join('|');
-        if (!links.has(id)) links.set(id, { _id: id, profiles: pair, via: key, eventId: event.id, sourceId: event.sourceId, createdAt: at });
-      }
-    }
+    const ownerOf = new Map(owners);
+    for (const move of moves) ownerOf.set(move.key, move.to);
+    const links = new Map(linksFromEvidence(await events.eventsOf(parts), (key) => ownerOf.get(key), (key) => sideOf.get(key), now()).map((link) => [link._id, link]));
     // Links made to a split document after the plan was taken keep their evidence: their ends move to the parts.
     const planned = new Set(doc.plan?.links ?? []);
     const stale: string[] = [...planned];
@@ -143,8 +132,8 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
       for (const link of await graph.identities.linksOf(profileId)) {
         if (planned.has(link._id)) continue;
         stale.push(link._id);
-        const ends = link.profiles.map((end) => (retired.has(end) ? redirectLinkEnd(retired.get(end)!, link.via) : end)).sort() as [string, string];
-        if (ends[0] !== ends[1] && !links.has(ends.join('|'))) links.set(ends.join('|'), { ...link, _id: ends.join('|'), profiles: ends });
+        const moved = relinkToParts(link, retired);
+        if (moved && !links.has(moved._id)) links.set(moved._id, moved);
       }
     }
     await graph.identities.addLinks([...links.values()]);

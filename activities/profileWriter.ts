@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Config } from '../config';
-import { identityKey } from '../domain/identity';
-import { redirectTarget, splitDocument, type HeldEvent } from '../domain/identitySplit';
+import { linkId } from '../domain/identityResolution';
+import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import type { Store } from '../store/db';
-import { IdentityIndex } from '../store/identities';
+import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
 import { UnlinkStore } from '../store/identityUnlinks';
 import { ProfileEventLog, type PartitionPosition, type RoutedBatch, type RoutedEvent } from '../store/profileEvents';
 import { ProfileStore, type StoredVersion } from '../store/profiles';
@@ -118,7 +118,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const stored = await profiles.load(touched, { trustCache });
     for (const [id, doc] of split.current) stored.set(id, doc);
     heartbeat({ loaded: stored.size });
-    const targets = await redirectLateEvents(input.partition, batches, stored, trustCache, result);
+    const { targets, relearned } = await redirectLateEvents(input.partition, batches, stored, trustCache, result);
 
     const changed = new Map<string, ProfileDoc>();
     for (const batch of batches) {
@@ -145,7 +145,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const toSave = [...changed.values()];
     for (const doc of split.written) if (!changed.has(doc.profileId) && !doc.retired) toSave.unshift(doc);
     await saveInGroup(toSave, group);
-    const retired = split.written.filter((doc) => doc.retired);
+    const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
     await saveInGroup(retired, group);
     toSave.push(...retired);
     position.groups[group] = { written: toSave.length, superseded: 0 };
@@ -202,12 +202,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
 
   /**
    * Events routed to a document that an unlink has since split go on to the part of their side.
-   * They are kept as moved to it (the part's history), and identities claimed for the split
-   * document after it was planned follow them. Returns each redirected event's new document.
+   * They are kept as moved to it (the part's history), identities claimed for the split document
+   * after it was planned follow them, and an event that shows the document's sides together again
+   * links them (new evidence, which the drain could not see: to it they were one document). Returns each redirected event's new document.
    */
   async function redirectLateEvents(partition: number, batches: RoutedBatch[], stored: Map<string, StoredVersion>, trustCache: boolean, result: FoldResult) {
     const targets = new Map<RoutedEvent, string>();
     const moves = new Map<string, { key: string; from: string; to: string }>();
+    const links = new Map<string, IdentityLinkDoc>();
+    const relearned = new Map<string, ProfileDoc>();
     for (let hop = 0; ; hop++) {
       const missing = new Set<string>();
       for (const batch of batches) {
@@ -215,17 +218,27 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
           const at = targets.get(event) ?? event.profileId;
           const marker = stored.get(at)?.retired;
           if (!marker) continue;
-          const to = redirectTarget(marker, event);
+          const { target: to, joins, learned } = redirectLateEvent(marker, event);
           targets.set(event, to);
           if (!stored.has(to)) missing.add(to);
-          for (const key of event.identities.map(identityKey)) if (!Object.hasOwn(marker.keys, key)) moves.set(key, { key, from: at, to });
+          if (Object.keys(learned).length > 0) {
+            const next = relearned.get(at) ?? nextVersion(stored.get(at) as StoredVersion);
+            Object.assign((next.retired as RetiredMarker).keys, learned);
+            relearned.set(at, next);
+            stored.set(at, { ...next, group: stored.get(at)?.group ?? '' });
+            for (const key of Object.keys(learned)) moves.set(key, { key, from: at, to });
+          }
+          for (const { part, via } of joins) {
+            const profiles = [to, part].sort() as [string, string];
+            links.set(linkId(profiles, via), { _id: linkId(profiles, via), profiles, via, eventId: event.id, sourceId: batch.sourceId, createdAt: now() });
+          }
         }
       }
       if (missing.size === 0) break;
       if (hop > 64) throw new Error('split documents point at each other');
       for (const [id, doc] of await profiles.load([...missing], { trustCache })) stored.set(id, doc);
     }
-    if (targets.size === 0) return targets;
+    if (targets.size === 0) return { targets, relearned: [] };
     for (const batch of batches) {
       const moved: HeldEvent[] = batch.events.flatMap((event) => {
         const to = targets.get(event);
@@ -234,8 +247,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       await routedEvents.writeMoved(partition, `late:${batch._id}`, moved);
     }
     await identities.reassign([...moves.values()]);
+    await identities.addLinks([...links.values()]);
     result.eventsRedirected += targets.size;
-    return targets;
+    return { targets, relearned: [...relearned.values()] };
   }
 
   async function saveInGroup(docs: ProfileDoc[], group: string): Promise<void> {

@@ -42,6 +42,7 @@ export class ProfileReader {
     const doc = await this.graph.profiles.get(profileId);
     if (!doc || doc.retired) return null;
     const component = await this.graph.component(doc);
-    return this.events.eventsOf(component.docs.map((d) => d.profileId));
+    // Evidence copies a split left in other sides' documents are not events of theirs.
+    return (await this.events.eventsOf(component.docs.map((d) => d.profileId))).filter((event) => !event.evidenceOnly);
   }
 }

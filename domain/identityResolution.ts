@@ -8,6 +8,14 @@ export interface IdentityClaim {
   profileId: string;
 }
 
+/**
+ * A link's key: the two documents and the identity that joined them. One per identity, not one per
+ * pair: if an unlink later splits one of the documents, each identity leads to its own side.
+ */
+export function linkId(profiles: readonly [string, string], via: string): string {
+  return `${profiles[0]}|${profiles[1]}|${via}`;
+}
+
 /** Two profile documents an event showed to be one person, and what showed it. */
 export interface LinkSpec {
   profiles: [string, string];
@@ -28,7 +36,7 @@ const byPriority = (a: Identity, b: Identity) => IDENTITY_PRIORITY.indexOf(a.typ
  * Picks each event's profile document and what the identity graph learns from it. An event goes to
  * the document that owns its highest-priority known identity, or to a new document whose id derives
  * from the event; its unknown identities are claimed for that document; every other document that
- * owns one of its identities is linked to it (a merge: the profile is the connected component).
+ * owns one of its identities is linked to it, once per such identity (a merge: the profile is the connected component).
  * `known` maps identity keys to owning documents and is extended with this batch's claims, so later
  * events in the batch see them. Pure: the same input gives the same output, which makes retries safe.
  */
@@ -58,7 +66,7 @@ export function resolveIdentities(
         claims.push({ key, type: identity.type, profileId: target });
       } else if (owner !== target) {
         const pair = [target, owner].sort() as [string, string];
-        const id = pair.join('|');
+        const id = linkId(pair, key);
         if (!links.has(id)) links.set(id, { profiles: pair, via: key, eventId: event.id });
       }
     });

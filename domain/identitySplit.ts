@@ -1,7 +1,9 @@
+import { createHash } from 'node:crypto';
 import type { StoredEvent } from './event';
 import { identityKey, IDENTITY_PRIORITY } from './identity';
+import { linkId } from './identityResolution';
 import { partitionOf } from './partition';
-import { applyEvent, newProfile, nextVersion, type ProfileDoc } from './profile';
+import { applyEvent, newProfile, nextVersion, type ProfileDoc, type ProfileLink } from './profile';
 import type { Party } from './schemas';
 
 /** An event as a profile document holds it: where it came from, and the document it was folded into. */
@@ -11,7 +13,20 @@ export interface HeldEvent extends StoredEvent {
   party: Party;
   /** The source log chunk that held it (the documents' retry guard). */
   seq: number;
+  /**
+   * On an event moved by a split, which keeps only its side's identities: all the identities it was
+   * collected with. Later splits read co-occurrences from these, so none is lost.
+   */
+  evidence?: StoredEvent['identities'];
+  /**
+   * A copy kept only as evidence, in a part of another side than the event's: never folded, never
+   * shown, but a later split of that side still sees which of its identities the event showed together.
+   */
+  evidenceOnly?: true;
 }
+
+/** The identities an event was collected with. */
+export const evidenceOf = (event: HeldEvent) => event.evidence ?? event.identities;
 
 /**
  * Co-occurrences an unlink removed: in these events, these two identities no longer count as seen
@@ -29,7 +44,8 @@ export interface SplitPlan {
   sides: number;
 }
 
-class UnionFind {
+/** Union-find over string keys; the smaller key is the root, so results do not depend on the order of unions. */
+export class UnionFind {
   private readonly parent = new Map<string, string>();
   find(x: string): string {
     let root = this.parent.get(x) ?? x;
@@ -66,7 +82,7 @@ export function planSplit(events: ReadonlyArray<HeldEvent>, docIdentities: Reado
   const graph = new UnionFind();
   const evidenced = new Set<string>();
   for (const event of events) {
-    const keys = event.identities.map(identityKey);
+    const keys = evidenceOf(event).map(identityKey);
     const cut = severed.get(event.id);
     keys.forEach((key, i) => {
       graph.find(key);
@@ -80,8 +96,8 @@ export function planSplit(events: ReadonlyArray<HeldEvent>, docIdentities: Reado
     if (orphans.length === 0) continue;
     const weights = new Map<string, number>();
     for (const event of events) {
-      if (event.profileId !== profileId || event.identities.length === 0) continue;
-      const root = graph.find(identityKey(event.identities[0]));
+      if (event.profileId !== profileId || evidenceOf(event).length === 0) continue;
+      const root = graph.find(identityKey(evidenceOf(event)[0]));
       weights.set(root, (weights.get(root) ?? 0) + 1);
     }
     const bulk = [...weights].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]?.[0] ?? orphans[0];
@@ -123,10 +139,12 @@ export interface RetiredMarker {
  * single writer can create it, and it derives from the rebuild, so a retried split names it again.
  */
 export function partId(profileId: string, rebuildId: string, side: number, partitions: number): string {
+  // The original document's id stays readable; the digest tells apart parts of two parts of it split together.
   const base = profileId.split('~')[0];
+  const of = createHash('sha256').update(profileId).digest('base64url').slice(0, 8);
   const partition = partitionOf(profileId, partitions);
   for (let n = 0; ; n++) {
-    const id = `${base}~${rebuildId}.${side}.${n}`;
+    const id = `${base}~${rebuildId}.${of}.${side}.${n}`;
     if (partitionOf(id, partitions) === partition) return id;
   }
 }
@@ -154,17 +172,26 @@ export function splitDocument(
 ): DocumentSplit {
   const counts = new Map<number, number>();
   for (const event of held) {
-    const side = sideOfEvent(event, plan.sideOf);
-    if (side !== undefined) counts.set(side, (counts.get(side) ?? 0) + 1);
+    const side = sideOfEvent({ identities: evidenceOf(event) }, plan.sideOf);
+    if (side !== undefined && !event.evidenceOnly) counts.set(side, (counts.get(side) ?? 0) + 1);
   }
   const firstKnown = doc.identities.map(identityKey).find((key) => Object.hasOwn(plan.sideOf, key));
   const fallbackSide = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]?.[0] ?? (firstKnown ? plan.sideOf[firstKnown] : 0);
 
   const moved = new Map<number, HeldEvent[]>();
-  for (const event of held) {
-    const side = sideOfEvent(event, plan.sideOf) ?? fallbackSide;
+  const move = (side: number, event: HeldEvent) => {
+    const events = moved.get(side) ?? [];
+    if (!events.some((other) => other.id === event.id && other.sourceId === event.sourceId)) events.push(event);
+    moved.set(side, events);
+  };
+  // Real events first, so an evidence copy never takes the place of the event itself.
+  for (const event of [...held].sort((a, b) => Number(a.evidenceOnly ?? false) - Number(b.evidenceOnly ?? false))) {
+    const evidence = evidenceOf(event);
+    const side = sideOfEvent({ identities: evidence }, plan.sideOf) ?? fallbackSide;
     const identities = event.identities.filter((identity) => (plan.sideOf[identityKey(identity)] ?? side) === side);
-    moved.set(side, [...(moved.get(side) ?? []), { ...event, identities }]);
+    if (!event.evidenceOnly) move(side, { ...event, identities, ...(identities.length < evidence.length && { evidence }) });
+    const elsewhere = new Set(evidence.map((identity) => plan.sideOf[identityKey(identity)]).filter((other) => other !== undefined && (other !== side || event.evidenceOnly)));
+    for (const other of elsewhere) move(other, { ...event, identities: [], evidence, evidenceOnly: true });
   }
   const keys: Record<string, number> = {};
   for (const entry of doc.identities) {
@@ -179,10 +206,11 @@ export function splitDocument(
   const partsBySide: Record<string, string> = {};
   for (const [side, events] of [...moved].sort((a, b) => a[0] - b[0])) {
     const id = partId(doc.profileId, rebuildId, side, partitions);
-    const part = newProfile(id, now, events[0]?.timestamp ?? doc.firstSeen);
+    const folded = events.filter((event) => !event.evidenceOnly);
+    const part = newProfile(id, now, folded[0]?.timestamp ?? doc.firstSeen);
     for (const event of events) {
       const relocated = { ...event, profileId: id };
-      applyEvent(part, relocated, { sourceId: event.sourceId, party: event.party, seq: event.seq });
+      if (!event.evidenceOnly) applyEvent(part, relocated, { sourceId: event.sourceId, party: event.party, seq: event.seq });
       movedById.set(id, [...(movedById.get(id) ?? []), relocated]);
     }
     // Identities whose events have expired still belong to someone: keep them on their side.
@@ -190,9 +218,10 @@ export function splitDocument(
       const key = identityKey(entry);
       if (keys[key] === side && !part.identities.some((own) => identityKey(own) === key)) part.identities.push({ ...entry });
     }
-    if (events.length === 0) part.lastSeen = part.identities.reduce((max, entry) => (entry.lastSeen > max ? entry.lastSeen : max), part.firstSeen);
+    if (folded.length === 0) part.lastSeen = part.identities.reduce((max, entry) => (entry.lastSeen > max ? entry.lastSeen : max), part.firstSeen);
     // The part covers everything its document had folded: the same retry guard.
     part.applied = { ...doc.applied };
+    part.ancestors = [doc.profileId, ...(doc.ancestors ?? [])];
     parts.push(part);
     partsBySide[String(side)] = id;
     if (!movedById.has(id)) movedById.set(id, []);
@@ -204,14 +233,77 @@ export function splitDocument(
   return { parts, retired, moved: movedById };
 }
 
-/** The part of a retired document that an event arriving late (routed there before the split was known) belongs to. */
-export function redirectTarget(marker: RetiredMarker, event: Pick<StoredEvent, 'identities'>): string {
+/**
+ * Where an event that arrives at a split document (routed there by a drain that did not know of the
+ * split yet) goes: the part of its side. When it also carries identities of the document's other
+ * sides it shows them together again — new evidence — so it links its part to theirs. Identities the
+ * document did not know (claimed for it by such a drain) join the event's side: `learned`, which the
+ * writer adds to the marker so that later events carrying only them go there too.
+ */
+export function redirectLateEvent(marker: RetiredMarker, event: Pick<StoredEvent, 'identities'>): { target: string; joins: Array<{ part: string; via: string }>; learned: Record<string, number> } {
   const side = sideOfEvent(event, marker.keys);
-  return (side !== undefined && marker.parts[String(side)]) || marker.fallback;
+  const target = (side !== undefined && marker.parts[String(side)]) || marker.fallback;
+  const targetSide = Number(Object.keys(marker.parts).find((s) => marker.parts[s] === target));
+  const joins = new Map<string, string>();
+  const learned: Record<string, number> = {};
+  for (const key of event.identities.map(identityKey)) {
+    if (!Object.hasOwn(marker.keys, key)) {
+      learned[key] = targetSide;
+      continue;
+    }
+    const part = marker.parts[String(marker.keys[key])] ?? marker.fallback;
+    if (part !== target && !joins.has(part)) joins.set(part, key);
+  }
+  return { target, joins: [...joins].map(([part, via]) => ({ part, via })), learned };
 }
 
 /** Where a link's end at a retired document goes: the part on the side of the identity the link was made through. */
 export function redirectLinkEnd(marker: RetiredMarker, via: string): string {
   const side = Object.hasOwn(marker.keys, via) ? marker.keys[via] : undefined;
   return (side !== undefined && marker.parts[String(side)]) || marker.fallback;
+}
+
+/**
+ * The links a split's parts need, from the evidence they hold: an event joins the part holding it to
+ * the owners of its identities, and — for an event moved with identities of other sides — the owners
+ * of each other side's identities among themselves (the event showed those together too). `ownerOf`
+ * gives identities' owners after the split, `sideOf` their side in the plan.
+ */
+export function linksFromEvidence(
+  events: ReadonlyArray<HeldEvent>,
+  ownerOf: (key: string) => string | undefined,
+  sideOf: (key: string) => number | undefined,
+  createdAt: Date,
+): Array<ProfileLink & { _id: string }> {
+  const links = new Map<string, ProfileLink & { _id: string }>();
+  const join = (a: string, b: string, via: string, event: HeldEvent) => {
+    if (a === b) return;
+    const profiles = [a, b].sort() as [string, string];
+    const _id = linkId(profiles, via);
+    if (!links.has(_id)) links.set(_id, { _id, profiles, via, eventId: event.id, sourceId: event.sourceId, createdAt });
+  };
+  for (const event of events) {
+    const own = new Set(event.identities.map(identityKey));
+    const elsewhere = new Map<number | undefined, string[]>();
+    for (const key of evidenceOf(event).map(identityKey)) {
+      const owner = ownerOf(key);
+      if (!owner) continue;
+      if (own.has(key)) join(event.profileId, owner, key, event);
+      else elsewhere.set(sideOf(key), [...(elsewhere.get(sideOf(key)) ?? []), key]);
+    }
+    for (const keys of elsewhere.values()) {
+      const anchor = ownerOf(keys[0]) as string;
+      for (const key of keys.slice(1)) join(anchor, ownerOf(key) as string, key, event);
+    }
+  }
+  return [...links.values()];
+}
+
+/** A link made to a split document (before the split was known), with its ends moved to the parts; null when both land on one part. */
+export function relinkToParts<T extends ProfileLink>(link: T, markers: ReadonlyMap<string, RetiredMarker>): (T & { _id: string }) | null {
+  const profiles = link.profiles.map((end) => {
+    const marker = markers.get(end);
+    return marker ? redirectLinkEnd(marker, link.via) : end;
+  }).sort() as [string, string];
+  return profiles[0] === profiles[1] ? null : { ...link, _id: linkId(profiles, link.via), profiles };
 }

@@ -52,6 +52,8 @@ export interface ProfileDoc {
   applied: Record<string, number>;
   /** Set when an unlink split the document: it is empty, and its parts hold its content. */
   retired?: RetiredMarker;
+  /** For a part of a split document: the split documents it descends from, nearest first (links made to them may reach it). */
+  ancestors?: string[];
   firstSeen: Date;
   lastSeen: Date;
   createdAt: Date;

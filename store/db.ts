@@ -17,7 +17,7 @@ export const COLLECTIONS = {
   /** One document per accepted event id (`<sourceId>:<eventId>`): the duplicate check. */
   eventIds: 'event_ids',
   identities: 'identities',
-  /** Edges of the identity graph between profile documents (`_id` = the sorted pair). */
+  /** Edges of the identity graph between profile documents (`_id` = the sorted pair and the joining identity). */
   identityLinks: 'identity_links',
   /** Insert-only profile document versions, `<profileId>@<version>`. */
   profiles: 'profiles',

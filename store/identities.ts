@@ -15,7 +15,7 @@ export interface IdentityDoc {
 
 /**
  * An edge of the identity graph between two profile documents: an event showed them to be one
- * person. `_id` is the sorted pair, so an edge is written once; `profiles` is indexed, so a
+ * person. `_id` is the sorted pair and the identity that joined them (domain/identityResolution `linkId`), so an edge is written once; `profiles` is indexed, so a
  * document's edges are one indexed read.
  */
 export interface IdentityLinkDoc extends ProfileLink {

@@ -1,5 +1,4 @@
-import { redirectLinkEnd, redirectTarget } from '../domain/identitySplit';
-import type { Identity } from '../domain/identity';
+import { redirectLinkEnd } from '../domain/identitySplit';
 import type { Store } from './db';
 import { IdentityIndex, type IdentityLinkDoc } from './identities';
 import { ProfileStore, type StoredVersion } from './profiles';
@@ -29,13 +28,13 @@ export class ProfileGraph {
     return new ProfileGraph(new IdentityIndex(store, 0), new ProfileStore(store, 0));
   }
 
-  /** The live document standing for `profileId`, reached through `via` (an identity key or an event's identities); null when none is written. */
-  async live(profileId: string, via: string | { identities: Identity[] }): Promise<StoredVersion | null> {
+  /** The live document standing for `profileId`, reached through identity `via`; null when none is written. */
+  async live(profileId: string, via: string): Promise<StoredVersion | null> {
     let id = profileId;
     for (let hop = 0; hop < MAX_HOPS; hop++) {
       const doc = await this.profiles.get(id);
       if (!doc?.retired) return doc;
-      id = typeof via === 'string' ? redirectLinkEnd(doc.retired, via) : redirectTarget(doc.retired, via);
+      id = redirectLinkEnd(doc.retired, via);
     }
     throw new Error(`profile ${profileId} is split more than ${MAX_HOPS} times over`);
   }
@@ -44,6 +43,23 @@ export class ProfileGraph {
   async ownerOf(key: string): Promise<StoredVersion | null> {
     const owner = (await this.identities.reload([key])).get(key);
     return owner ? this.live(owner, key) : null;
+  }
+
+  /**
+   * A document's links, and for a part of a split document also the links made to the documents it
+   * descends from (by drains that did not know of the split yet) whose end leads to it.
+   */
+  private async linksOf(doc: StoredVersion | string): Promise<IdentityLinkDoc[]> {
+    if (typeof doc === 'string') return this.identities.linksOf(doc);
+    const own = await this.identities.linksOf(doc.profileId);
+    const inherited = await Promise.all(
+      (doc.ancestors ?? []).map(async (ancestor) => {
+        const links = await this.identities.linksOf(ancestor);
+        const leads = await Promise.all(links.map(async (link) => (await this.live(ancestor, link.via))?.profileId === doc.profileId));
+        return links.filter((_, index) => leads[index]);
+      }),
+    );
+    return [...own, ...inherited.flat()];
   }
 
   /**
@@ -57,7 +73,7 @@ export class ProfileGraph {
     const links = new Map<string, IdentityLinkDoc>();
     let frontier = [start.profileId];
     while (frontier.length > 0) {
-      const found = (await Promise.all(frontier.map((id) => this.identities.linksOf(id)))).flat();
+      const found = (await Promise.all(frontier.map((id) => this.linksOf(docs.get(id) ?? id)))).flat();
       frontier = [];
       const ends = found.flatMap((link) => {
         links.set(link._id, link);
