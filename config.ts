@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { parseIdentityCaps } from './domain/identityCaps';
 
 /** Every setting the platform reads, with its documented default; parsed once at start. */
 export const ConfigSchema = z.object({
@@ -26,6 +27,21 @@ export const ConfigSchema = z.object({
     .string()
     .default('')
     .transform((list) => list.split(',').map((key) => key.trim()).filter(Boolean)),
+  /**
+   * Most identities of a type one profile document takes (`type=n,…`; unnamed types keep their
+   * default, see domain/identityCaps): past it, joins are refused and recorded.
+   */
+  DMP_IDENTITY_CAPS: z
+    .string()
+    .default('')
+    .transform((text, ctx) => {
+      try {
+        return parseIdentityCaps(text);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message });
+        return z.NEVER;
+      }
+    }),
   /** How long an idle source waits for a wake-up from the API before looking at its log anyway. */
   DMP_SOURCE_IDLE_POLL_SECONDS: z.coerce.number().positive().default(300),
   /** Region assumed for phone numbers written without a country code. */

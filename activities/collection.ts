@@ -1,13 +1,14 @@
 import type { Client } from '@temporalio/client';
 import type { StoredEvent } from '../domain/event';
-import { identityKey } from '../domain/identity';
+import { identityKey, type Identity } from '../domain/identity';
 import { identityBlocklist } from '../domain/identityBlocklist';
-import { linkId, resolveIdentities } from '../domain/identityResolution';
+import { linkId, resolveIdentities, type CappedCheck } from '../domain/identityResolution';
 import { profileIdForEvent } from '../domain/ids';
 import { partitionOf } from '../domain/partition';
 import type { DrainPosition, Party, SourceState } from '../domain/schemas';
 import type { Store } from '../store/db';
 import { EventLog, type ReadChunk } from '../store/eventLog';
+import { IdentityCapStore } from '../store/identityCaps';
 import { IdentityIndex } from '../store/identities';
 import { ProfileEventLog, routedBatchId, type RoutedBatch } from '../store/profileEvents';
 import { SourceStore } from '../store/sources';
@@ -31,9 +32,10 @@ export interface DrainResult {
   /** Events that carried only blocklisted identities (see domain/identityBlocklist). */
   refused: number;
   duplicates: number;
-  /** Profile documents this batch created, and merges (identity links) it found. */
+  /** Profile documents this batch created, merges (identity links) it found, and joins the caps refused. */
   newProfiles: number;
   links: number;
+  capRefusals: number;
   /** True when the batch stopped at its size limit, so more is ready now. */
   more: boolean;
 }
@@ -68,6 +70,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
   const now = deps.now ?? (() => new Date());
   const log = new EventLog(deps.store, { now: () => now().getTime() });
   const identities = new IdentityIndex(deps.store);
+  const capStore = new IdentityCapStore(deps.store);
   const routedEvents = new ProfileEventLog(deps.store);
   const sources = new SourceStore(deps.store);
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
@@ -114,17 +117,25 @@ export function createCollectionActivities(deps: CollectionDeps) {
   async function resolveBatch(sourceId: string, events: StoredEvent[]) {
     const keys = [...new Set(events.flatMap((event) => event.identities.map(identityKey)))];
     const known = await identities.resolve(keys);
-    const newProfileId = (event: StoredEvent) => profileIdForEvent(sourceId, event.id);
+    const newProfileId = (event: StoredEvent, key?: string) => profileIdForEvent(sourceId, key === undefined ? event.id : `${event.id}\u0000${key}`);
     let resolution = resolveIdentities(events, new Map(known), newProfileId, blocked);
+    // Caps are read only for documents this batch would add to: most batches add to none.
+    const existing = new Set(known.values());
+    const joined = [...resolution.claims.filter((claim) => existing.has(claim.profileId)).map((claim) => claim.profileId), ...resolution.links.flatMap((link) => link.profiles)];
+    const caps = joined.length > 0 ? await capStore.capped(joined) : new Map();
+    const capped: CappedCheck = (profileId, type) => caps.get(profileId)?.has(type) ?? false;
+    if (caps.size > 0) resolution = resolveIdentities(events, new Map(known), newProfileId, blocked, capped);
     const held = await identities.claim(resolution.claims, now());
+    const lost = new Set(held);
+    const newProfiles = new Set(resolution.claims.filter((claim) => !lost.has(claim.key)).map((claim) => claim.profileId)).size;
     if (held.length > 0) {
       const owners = await identities.reload(held);
       const settled = new Map(known);
       for (const claim of resolution.claims) settled.set(claim.key, owners.get(claim.key) ?? claim.profileId);
-      resolution = resolveIdentities(events, settled, newProfileId, blocked);
+      resolution = resolveIdentities(events, settled, newProfileId, blocked, capped);
       if (resolution.claims.length > 0) throw new Error('identity resolution did not settle'); // cannot happen: every key is known
     }
-    return { ...resolution, newProfiles: new Set(resolution.claims.map((claim) => claim.profileId)).size };
+    return { ...resolution, newProfiles };
   }
 
   /**
@@ -137,7 +148,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const { sourceId } = input;
     const from = input.position.cursor;
     let batch = await readLog(sourceId, from, { maxEvents: input.maxEvents });
-    const result: DrainResult = { position: input.position, chunks: 0, routed: 0, refused: 0, duplicates: 0, newProfiles: 0, links: 0, more: batch.more };
+    const result: DrainResult = { position: input.position, chunks: 0, routed: 0, refused: 0, duplicates: 0, newProfiles: 0, links: 0, capRefusals: 0, more: batch.more };
     if (batch.end === from) return result;
     const to = await routedEvents.fixRange(sourceId, from, batch.end);
     if (to !== batch.end) batch = await readLog(sourceId, from, { until: to });
@@ -146,6 +157,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const resolution = await resolveBatch(sourceId, events);
     const createdAt = now();
     await identities.addLinks(resolution.links.map((link) => ({ _id: linkId(link.profiles, link.via), ...link, sourceId, createdAt })));
+    await capStore.record(resolution.refusals.map((refusal) => ({ ...refusal, cap: deps.config.DMP_IDENTITY_CAPS[refusal.type], sourceId })), createdAt);
     await deps.onDrainStep?.('identities-claimed');
 
     const routed: RoutedBatch[] = Array.from({ length: partitions }, (_, partition) => ({
@@ -160,6 +172,10 @@ export function createCollectionActivities(deps: CollectionDeps) {
       createdAt,
     }));
     let refused = 0;
+    // A refused identity stays off the event: the document it would have joined is full of its type.
+    const refusedKeys = new Map<number, Set<string>>();
+    for (const refusal of resolution.refusals) refusedKeys.set(refusal.event, (refusedKeys.get(refusal.event) ?? new Set()).add(refusal.key));
+    const keep = (index: number) => (identity: Identity) => !blocked(identityKey(identity)) && !refusedKeys.get(index)?.has(identityKey(identity));
     batch.events.forEach(({ seq, event }, index) => {
       const profileId = resolution.targets[index];
       if (profileId === null) {
@@ -167,7 +183,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
         return;
       }
       const target = routed[partitionOf(profileId, partitions)];
-      target.events.push({ ...event, identities: event.identities.filter((identity) => !blocked(identityKey(identity))), seq, profileId });
+      target.events.push({ ...event, identities: event.identities.filter(keep(index)), seq, profileId });
       if (!target.profiles.includes(profileId)) target.profiles.push(profileId);
     });
     await routedEvents.write(routed);
@@ -186,7 +202,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     await Promise.all(
       routed.filter((target) => target.events.length > 0).map((target) => wakeProfilePartition(deps.temporal, deps.store.db.databaseName, target.partition, sourceId, deps.config)),
     );
-    return { ...result, chunks: to - from, routed: events.length - refused, refused, duplicates: batch.duplicates, newProfiles: resolution.newProfiles, links: resolution.links.length };
+    return { ...result, chunks: to - from, routed: events.length - refused, refused, duplicates: batch.duplicates, newProfiles: resolution.newProfiles, links: resolution.links.length, capRefusals: resolution.refusals.length };
   }
 
   return {

@@ -66,12 +66,13 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
       await finish(doc, { split: false, sides: [], eventsSevered: 0, reason: 'an identity has no profile (any more)' });
       return { split: false, partitions: [] };
     }
-    const component = await graph.component(owners[0]!);
-    const ids = component.docs.map((d) => d.profileId);
-    if (!owners.every((owner) => ids.includes(owner!.profileId))) {
-      await finish(doc, { split: false, sides: [{ profileIds: ids }], eventsSevered: 0, reason: 'the identities are not in one profile' });
+    const component = await graph.component(owners[0]!.id);
+    if (!owners.every((owner) => component.ids.includes(owner!.id))) {
+      await finish(doc, { split: false, sides: [{ profileIds: component.ids }], eventsSevered: 0, reason: 'the identities are not in one profile' });
       return { split: false, partitions: [] };
     }
+    // Documents not written yet hold no events and are not split; the relink keeps their identities joined by evidence.
+    const ids = component.docs.map((d) => d.profileId);
     heartbeat({ component: ids.length });
     // Routed but not yet folded events count too: their links are already in the graph.
     const all = await events.eventsOf(ids);

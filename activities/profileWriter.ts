@@ -1,10 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Config } from '../config';
+import { cappedTypes } from '../domain/identityCaps';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import type { Store } from '../store/db';
+import { IdentityCapStore } from '../store/identityCaps';
 import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
 import { UnlinkStore } from '../store/identityUnlinks';
 import { ProfileEventLog, type PartitionPosition, type RoutedBatch, type RoutedEvent } from '../store/profileEvents';
@@ -47,7 +49,7 @@ export type FoldStep = 'profiles-partly-written' | 'group-carried';
 
 export interface ProfileWriterDeps {
   store: Store;
-  config: Pick<Config, 'DMP_PROFILE_PARTITIONS'>;
+  config: Pick<Config, 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_CAPS'>;
   now?: () => Date;
   /** Profiles per insert; a fold touching more is written in several. */
   profileWriteBatch?: number;
@@ -62,6 +64,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const routedEvents = new ProfileEventLog(deps.store);
   const identities = new IdentityIndex(deps.store, 0);
   const unlinks = new UnlinkStore(deps.store);
+  const caps = new IdentityCapStore(deps.store);
   // One ProfileStore per process: its cache of newest versions serves every fold here.
   const profiles = new ProfileStore(deps.store);
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
@@ -148,6 +151,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
     await saveInGroup(retired, group);
     toSave.push(...retired);
+    await markCaps(toSave, split.replaced, stored);
     position.groups[group] = { written: toSave.length, superseded: 0 };
     for (const doc of toSave) {
       const previous = split.replaced.get(doc.profileId) ?? stored.get(doc.profileId);
@@ -250,6 +254,16 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await identities.addLinks([...links.values()]);
     result.eventsRedirected += targets.size;
     return { targets, relearned: [...relearned.values()] };
+  }
+
+  /** Marks documents that reached a cap of some identity type in this fold, so drains stop joining to them. */
+  async function markCaps(saved: ProfileDoc[], ...before: Array<Map<string, StoredVersion>>): Promise<void> {
+    for (const doc of saved) {
+      if (doc.retired) continue;
+      const types = cappedTypes(doc, deps.config.DMP_IDENTITY_CAPS);
+      const previous = before.map((versions) => versions.get(doc.profileId)).find(Boolean);
+      if (types.length > (previous ? cappedTypes(previous, deps.config.DMP_IDENTITY_CAPS).length : 0)) await caps.mark(doc.profileId, types, now());
+    }
   }
 
   async function saveInGroup(docs: ProfileDoc[], group: string): Promise<void> {

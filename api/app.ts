@@ -12,6 +12,7 @@ import {
   CreateSourceRequestSchema,
   LookupQuerySchema,
   ProfileEventsQuerySchema,
+  RefusalsQuerySchema,
   UnlinkRequestSchema,
   type CollectResponse,
   type SourceStatus,
@@ -19,6 +20,7 @@ import {
 import { logger } from '../logger';
 import { pingStore, type Store } from '../store/db';
 import { AckDeadlineExceeded, EventLog } from '../store/eventLog';
+import { IdentityCapStore } from '../store/identityCaps';
 import { ProfileEventLog } from '../store/profileEvents';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { ensureSourceWorkflow, wakeSourceWorkflow } from '../temporal/client';
@@ -49,6 +51,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   const profiles = new ProfileReader(store);
   const routedEvents = new ProfileEventLog(store);
   const unlinks = new Unlinks(store, temporal, config);
+  const caps = new IdentityCapStore(store);
   const waker = new SourceWaker(
     (sourceId) => wakeSourceWorkflow(temporal, sourceId, (id) => sources.get(id), config),
     (sourceId, error) => logger.warn({ sourceId, workflowId: sourceWorkflowId(sourceId), err: error }, 'could not wake the source; its idle poll will'),
@@ -229,6 +232,22 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     const doc = await unlinks.get(id);
     if (!doc) throw new ProblemError(404, 'unlink-not-found', 'No such unlink', [{ path: 'params.id', message: `no unlink ${id}` }]);
     res.json(unlinkView(doc));
+  });
+
+  app.get('/v1/identity/refusals', admin, async (req, res) => {
+    const query = parseOr400(RefusalsQuerySchema, req.query, 'refusals query');
+    const refusals = await caps.list(query);
+    res.json({
+      refusals: refusals.map((refusal) => ({
+        profileId: refusal.profileId,
+        identity: refusal.key,
+        type: refusal.type,
+        cap: refusal.cap,
+        eventId: refusal.eventId,
+        sourceId: refusal.sourceId,
+        at: refusal.at.toISOString(),
+      })),
+    });
   });
 
   app.use(notFound);

@@ -11,6 +11,8 @@ import {
   ProfileEventsQuerySchema,
   ProfileEventsSchema,
   ProfileSchema,
+  RefusalsQuerySchema,
+  RefusalsSchema,
   UnlinkRequestSchema,
   UnlinkViewSchema,
   SourceStatusSchema,
@@ -124,6 +126,15 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     security: [{ [admin.name]: [] }],
     request: { params: idParam },
     responses: { 200: { description: 'The unlink', ...json(UnlinkViewSchema) }, ...adminProblems, 404: problem('No such unlink') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/identity/refusals',
+    summary: 'Joins refused by the per-type identity caps (over-merge protection), newest first',
+    description: 'A profile document holding its cap of an identity type (`DMP_IDENTITY_CAPS`) takes no more of that type: a new one gets a profile of its own, a known one is not linked.',
+    security: [{ [admin.name]: [] }],
+    request: { query: RefusalsQuerySchema },
+    responses: { 200: { description: 'Refusals', ...json(RefusalsSchema) }, 400: problem('Invalid query'), ...adminProblems },
   });
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({

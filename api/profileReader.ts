@@ -25,23 +25,24 @@ export class ProfileReader {
   async byId(profileId: string): Promise<ProfileView | null> {
     const doc = await this.graph.profiles.get(profileId);
     if (!doc || doc.retired) return null;
-    const component = await this.graph.component(doc);
+    const component = await this.graph.component(profileId);
     return combineProfiles(component.docs, component.links);
   }
 
   /** The profile holding an identity (`<type>:<value>`), or null. */
   async byIdentity(key: string): Promise<ProfileView | null> {
-    const doc = await this.graph.ownerOf(key);
-    if (!doc) return null;
-    const component = await this.graph.component(doc);
-    return combineProfiles(component.docs, component.links);
+    // The owner may not be written (see ProfileGraph.live): the profile is its component all the same.
+    const owner = await this.graph.ownerOf(key);
+    if (!owner) return null;
+    const component = await this.graph.component(owner.id);
+    return component.docs.length === 0 ? null : combineProfiles(component.docs, component.links);
   }
 
   /** The retained events of a profile (all its documents), newest first; null when there is no such profile. */
   async eventsOf(profileId: string) {
     const doc = await this.graph.profiles.get(profileId);
     if (!doc || doc.retired) return null;
-    const component = await this.graph.component(doc);
+    const component = await this.graph.component(profileId);
     // Evidence copies a split left in other sides' documents are not events of theirs.
     return (await this.events.eventsOf(component.docs.map((d) => d.profileId))).filter((event) => !event.evidenceOnly);
   }

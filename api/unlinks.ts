@@ -58,11 +58,10 @@ export class Unlinks {
     const owners = await Promise.all(keys.map((key) => this.graph.ownerOf(key)));
     const unknown = owners.findIndex((owner) => !owner);
     if (unknown >= 0) throw new ProblemError(404, 'identity-not-found', 'No profile has this identity', [{ path: `identities.${unknown}`, message: 'not found' }]);
-    const component = await this.graph.component(owners[0]!);
-    const members = new Set(component.docs.map((doc) => doc.profileId));
-    const apart = owners.findIndex((owner) => !members.has(owner!.profileId));
+    const component = await this.graph.component(owners[0]!.id);
+    const apart = owners.findIndex((owner) => !component.ids.includes(owner!.id));
     if (apart >= 0) {
-      throw new ProblemError(409, 'not-linked', 'The identities are not in one profile', [{ path: `identities.${apart}`, message: `not in the profile of identities.0 (${component.docs[0].profileId})` }]);
+      throw new ProblemError(409, 'not-linked', 'The identities are not in one profile', [{ path: `identities.${apart}`, message: `not in the profile of identities.0 (${component.ids[0]})` }]);
     }
     const doc: UnlinkDoc = { _id: `ul_${randomBytes(10).toString('hex')}`, keys, state: 'pending', requestedAt: new Date() };
     await this.store.create(doc);

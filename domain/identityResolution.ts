@@ -23,12 +23,26 @@ export interface LinkSpec {
   eventId: string;
 }
 
+/** A join the caps refused: `key` would have joined `profileId`, which already holds its cap of `key`'s type. */
+export interface Refusal {
+  profileId: string;
+  key: string;
+  type: Identity['type'];
+  /** Index of the event (in the batch) that showed them together. */
+  event: number;
+  eventId: string;
+}
+
 export interface Resolution {
   /** Per event (same order): the profile document it is folded into; null when it has no usable identity. */
   targets: Array<string | null>;
   claims: IdentityClaim[];
   links: LinkSpec[];
+  refusals: Refusal[];
 }
+
+/** Whether a profile document holds its cap of identities of a type (see domain/identityCaps). */
+export type CappedCheck = (profileId: string, type: Identity['type']) => boolean;
 
 const byPriority = (a: Identity, b: Identity) => IDENTITY_PRIORITY.indexOf(a.type) - IDENTITY_PRIORITY.indexOf(b.type);
 
@@ -38,32 +52,44 @@ const byPriority = (a: Identity, b: Identity) => IDENTITY_PRIORITY.indexOf(a.typ
  * from the event; its unknown identities are claimed for that document; every other document that
  * owns one of its identities is linked to it, once per such identity (a merge: the profile is the connected component).
  * `known` maps identity keys to owning documents and is extended with this batch's claims, so later
- * events in the batch see them. Pure: the same input gives the same output, which makes retries safe.
+ * events in the batch see them. Over-merge protection: an identity that would join a document
+ * `capped` for its type is refused — an unknown one is claimed for a document of its own (derived
+ * from the event and the identity) and left off the event, a known one is not linked. Pure: the
+ * same input gives the same output, which makes retries safe.
  */
 export function resolveIdentities(
   events: StoredEvent[],
   known: Map<string, string>,
-  newProfileId: (event: StoredEvent) => string,
+  newProfileId: (event: StoredEvent, key?: string) => string,
   blocked: (key: string) => boolean = () => false,
+  capped: CappedCheck = () => false,
 ): Resolution {
   const targets: Array<string | null> = [];
   const claims: IdentityClaim[] = [];
   const links = new Map<string, LinkSpec>();
-  for (const event of events) {
+  const refusals: Refusal[] = [];
+  events.forEach((event, eventIndex) => {
     // Junk values (all-zero ad ids, shared test emails) would join strangers into one profile: they join nothing.
     const identities = event.identities.filter((identity) => !blocked(identityKey(identity))).sort(byPriority);
     if (identities.length === 0) {
       targets.push(null);
-      continue;
+      return;
     }
     const owners = identities.map((identity) => known.get(identityKey(identity)));
     const target = owners.find((owner) => owner !== undefined) ?? newProfileId(event);
     identities.forEach((identity, index) => {
       const owner = owners[index];
       const key = identityKey(identity);
-      if (owner === undefined) {
+      if (owner === undefined && capped(target, identity.type)) {
+        const own = newProfileId(event, key);
+        known.set(key, own);
+        claims.push({ key, type: identity.type, profileId: own });
+        refusals.push({ profileId: target, key, type: identity.type, event: eventIndex, eventId: event.id });
+      } else if (owner === undefined) {
         known.set(key, target);
         claims.push({ key, type: identity.type, profileId: target });
+      } else if (owner !== target && (capped(target, identity.type) || capped(owner, identity.type))) {
+        refusals.push({ profileId: capped(target, identity.type) ? target : owner, key, type: identity.type, event: eventIndex, eventId: event.id });
       } else if (owner !== target) {
         const pair = [target, owner].sort() as [string, string];
         const id = linkId(pair, key);
@@ -71,6 +97,6 @@ export function resolveIdentities(
       }
     });
     targets.push(target);
-  }
-  return { targets, claims, links: [...links.values()] };
+  });
+  return { targets, claims, links: [...links.values()], refusals };
 }

@@ -221,7 +221,29 @@ export const UnlinkViewSchema = z
     statusUrl: z.string(),
   })
   .openapi('Unlink');
+
 export type UnlinkView = z.infer<typeof UnlinkViewSchema>;
+
+export const RefusalsQuerySchema = z.object({
+  profileId: z.string().min(1).max(256).optional().openapi({ description: 'Only refusals of joins to this profile document' }),
+  limit: z.coerce.number().int().min(1).max(1000).default(100),
+});
+
+export const RefusalsSchema = z
+  .object({
+    refusals: z.array(
+      z.object({
+        profileId: z.string().openapi({ description: 'The profile document that holds its cap of the identity type' }),
+        identity: z.string().openapi({ description: 'The identity refused (`type:value`)' }),
+        type: z.enum(STORED_IDENTITY_TYPES),
+        cap: z.number().int(),
+        eventId: z.string().openapi({ description: 'The event that showed them together' }),
+        sourceId: z.string(),
+        at: Iso,
+      }),
+    ),
+  })
+  .openapi('Refusals');
 
 // ---- errors ----------------------------------------------------------------------------------
 

@@ -29,6 +29,10 @@ export const COLLECTIONS = {
   partitionPositions: 'partition_positions',
   /** Unlink requests (`POST /v1/identity/unlink`), their plans and results. */
   identityUnlinks: 'identity_unlinks',
+  /** One per profile document holding its cap of some identity type (`_id` = the document id). */
+  identityCaps: 'identity_caps',
+  /** Joins the caps refused: `<profileId>|<identity>`. */
+  identityRefusals: 'identity_refusals',
   /** Co-occurrences unlinks severed: identity pairs in given events that no longer join them. */
   identitySeverances: 'identity_severances',
 } as const;
@@ -44,6 +48,7 @@ const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.identityLinks, 'profiles'],
   [COLLECTIONS.profileEvents, 'profiles'],
   [COLLECTIONS.identitySeverances, 'keys'],
+  [COLLECTIONS.identityRefusals, 'profileId'],
 ];
 
 export interface Store {

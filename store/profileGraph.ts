@@ -7,7 +7,9 @@ import { ProfileStore, type StoredVersion } from './profiles';
 const MAX_HOPS = 64;
 
 export interface Component {
-  /** The live documents of the profile (split documents left out: their parts stand in). */
+  /** Every live document id of the profile, written or not yet. */
+  ids: string[];
+  /** The written live documents of the profile (split documents left out: their parts stand in). */
   docs: StoredVersion[];
   links: IdentityLinkDoc[];
 }
@@ -28,19 +30,23 @@ export class ProfileGraph {
     return new ProfileGraph(new IdentityIndex(store, 0), new ProfileStore(store, 0));
   }
 
-  /** The live document standing for `profileId`, reached through identity `via`; null when none is written. */
-  async live(profileId: string, via: string): Promise<StoredVersion | null> {
+  /**
+   * The live document standing for `profileId`, reached through identity `via`: its id, and its
+   * newest version — null when it is not written yet (its events are still on their way to its
+   * writer, or it only owns identities a concurrent drain claimed first for it).
+   */
+  async live(profileId: string, via: string): Promise<{ id: string; doc: StoredVersion | null }> {
     let id = profileId;
     for (let hop = 0; hop < MAX_HOPS; hop++) {
       const doc = await this.profiles.get(id);
-      if (!doc?.retired) return doc;
+      if (!doc?.retired) return { id, doc };
       id = redirectLinkEnd(doc.retired, via);
     }
     throw new Error(`profile ${profileId} is split more than ${MAX_HOPS} times over`);
   }
 
-  /** The live document holding an identity, or null. */
-  async ownerOf(key: string): Promise<StoredVersion | null> {
+  /** The live document holding an identity (see `live`), or null when no document holds it. */
+  async ownerOf(key: string): Promise<{ id: string; doc: StoredVersion | null } | null> {
     const owner = (await this.identities.reload([key])).get(key);
     return owner ? this.live(owner, key) : null;
   }
@@ -49,13 +55,12 @@ export class ProfileGraph {
    * A document's links, and for a part of a split document also the links made to the documents it
    * descends from (by drains that did not know of the split yet) whose end leads to it.
    */
-  private async linksOf(doc: StoredVersion | string): Promise<IdentityLinkDoc[]> {
-    if (typeof doc === 'string') return this.identities.linksOf(doc);
-    const own = await this.identities.linksOf(doc.profileId);
+  private async linksOf(id: string, doc: StoredVersion | undefined): Promise<IdentityLinkDoc[]> {
+    const own = await this.identities.linksOf(id);
     const inherited = await Promise.all(
-      (doc.ancestors ?? []).map(async (ancestor) => {
+      (doc?.ancestors ?? []).map(async (ancestor) => {
         const links = await this.identities.linksOf(ancestor);
-        const leads = await Promise.all(links.map(async (link) => (await this.live(ancestor, link.via))?.profileId === doc.profileId));
+        const leads = await Promise.all(links.map(async (link) => (await this.live(ancestor, link.via)).id === id));
         return links.filter((_, index) => leads[index]);
       }),
     );
@@ -63,33 +68,32 @@ export class ProfileGraph {
   }
 
   /**
-   * Every live document reachable from `start` over links, and the links walked. One indexed read per
-   * document. A linked document not written yet (its events are still on their way to its writer) is
-   * walked through all the same.
+   * Every live document reachable from the live document `start` over links, and the links walked.
+   * One indexed read per document. A document not written yet is walked through all the same.
    */
-  async component(start: StoredVersion): Promise<Component> {
-    const docs = new Map([[start.profileId, start]]);
-    const visited = new Set([start.profileId]);
+  async component(start: string): Promise<Component> {
+    const docs = new Map<string, StoredVersion>();
+    const first = await this.profiles.get(start);
+    if (first && !first.retired) docs.set(start, first);
+    const seenEnds = new Set([start]);
+    const live = new Set([start]);
     const links = new Map<string, IdentityLinkDoc>();
-    let frontier = [start.profileId];
+    let frontier = [start];
     while (frontier.length > 0) {
-      const found = (await Promise.all(frontier.map((id) => this.linksOf(docs.get(id) ?? id)))).flat();
+      const found = (await Promise.all(frontier.map((id) => this.linksOf(id, docs.get(id))))).flat();
       frontier = [];
       const ends = found.flatMap((link) => {
         links.set(link._id, link);
-        return link.profiles.filter((id) => !visited.has(id)).map((id) => ({ id, via: link.via }));
+        return link.profiles.filter((id) => !seenEnds.has(id)).map((id) => ({ id, via: link.via }));
       });
-      for (const end of ends) visited.add(end.id);
-      const reached = await Promise.all(ends.map(async (end) => ({ end, doc: await this.live(end.id, end.via) })));
-      for (const { end, doc } of reached) {
-        const id = doc?.profileId ?? end.id;
-        if (doc && !docs.has(id)) docs.set(id, doc);
-        if (id === end.id || !visited.has(id)) {
-          visited.add(id);
-          if (!frontier.includes(id)) frontier.push(id);
-        }
+      for (const end of ends) seenEnds.add(end.id);
+      for (const reached of await Promise.all(ends.map((end) => this.live(end.id, end.via)))) {
+        if (live.has(reached.id)) continue;
+        live.add(reached.id);
+        if (reached.doc) docs.set(reached.id, reached.doc);
+        frontier.push(reached.id);
       }
     }
-    return { docs: [...docs.values()].sort((a, b) => (a.profileId < b.profileId ? -1 : 1)), links: [...links.values()] };
+    return { ids: [...live].sort(), docs: [...docs.values()].sort((a, b) => (a.profileId < b.profileId ? -1 : 1)), links: [...links.values()] };
   }
 }

@@ -15,7 +15,7 @@ export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 
 
 export type SourceWorkflowConfig = Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS'>;
 type SourceIdentity = Pick<SourceDoc, '_id' | 'kind' | 'party'>;
-export type PartitionWorkflowConfig = Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_BLOCKLIST'>;
+export type PartitionWorkflowConfig = Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_BLOCKLIST' | 'DMP_IDENTITY_CAPS'>;
 
 /** Starts the source's workflow under its deterministic id; finding it already running is success. */
 export async function ensureSourceWorkflow(client: Client, source: SourceIdentity, config: SourceWorkflowConfig): Promise<void> {

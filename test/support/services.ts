@@ -43,10 +43,11 @@ export async function startWorker(options: {
   temporal: Client;
   taskQueue: string;
   activityOverrides?: Partial<ActivityDeps>;
+  config?: Partial<Config>;
 }): Promise<RunningWorker> {
   quietRuntime();
   const { worker, connection } = await createWorker({
-    config: { ...baseConfig, DMP_TASK_QUEUE: options.taskQueue },
+    config: { ...baseConfig, ...options.config, DMP_TASK_QUEUE: options.taskQueue },
     store: options.store,
     temporal: options.temporal,
     activityOverrides: options.activityOverrides,
@@ -109,7 +110,7 @@ export async function startPlatform(name: string, config: Partial<Config> = {}):
   const taskQueue = uniqueName(name);
   const store = await testStore(name);
   const temporal = await testTemporal();
-  const worker = await startWorker({ store, temporal, taskQueue });
+  const worker = await startWorker({ store, temporal, taskQueue, config });
   const api = await startApi({ store, temporal, taskQueue, config });
   return {
     store,

@@ -1,0 +1,54 @@
+import { call } from '../support/http';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+
+describe('over-merge protection: identity caps per profile, and the record of refused joins', () => {
+  let platform: RunningPlatform;
+  let api: RunningApi;
+  let writeKey: string;
+  let sourceId: string;
+
+  beforeAll(async () => {
+    platform = await startPlatform('caps', { DMP_IDENTITY_CAPS: { cookie_id: 2, maid: 100, email_sha256: 20, phone_sha256: 20, crm_id: 5 } });
+    ({ api } = platform);
+    ({ id: sourceId, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'crm-web', kind: 'events', party: 'first' } })).body);
+  });
+  afterAll(() => platform.stop());
+
+  const lookup = (type: string, value: string) => call(`${api.url}/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`, { key: api.adminKey });
+  const send = (events: unknown[]) => call(`${api.url}/v1/collect`, { key: writeKey, body: { events } });
+  const folded = (count: number) =>
+    waitFor(`${count} events folded`, async () => (await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body.profiles?.eventsApplied >= count);
+  const cookies = (profile: any) => profile.identities.filter((identity: any) => identity.type === 'cookie_id').map((identity: any) => identity.value).sort();
+
+  it('stops joining cookies to a profile that holds its cap, gives the next one a profile of its own, and records each refusal', async () => {
+    await send([
+      { id: 'c1', type: 'login', timestamp: '2026-07-01T10:00:00Z', identities: { crm_id: 'shared-123', cookie_id: 'ck-a' } },
+      { id: 'c2', type: 'login', timestamp: '2026-07-02T10:00:00Z', identities: { crm_id: 'shared-123', cookie_id: 'ck-b' } },
+    ]);
+    await folded(2);
+    const crm = (await lookup('crm_id', 'shared-123')).body;
+    expect(cookies(crm)).toEqual(['ck-a', 'ck-b']);
+
+    // A third cookie: the event still counts for the CRM profile, but the cookie does not join it.
+    await send([{ id: 'c3', type: 'login', timestamp: '2026-07-03T10:00:00Z', identities: { crm_id: 'shared-123', cookie_id: 'ck-c' } }]);
+    await folded(3);
+    const after = (await lookup('crm_id', 'shared-123')).body;
+    expect(cookies(after)).toEqual(['ck-a', 'ck-b']);
+    expect(after.counters.login.count).toBe(3);
+
+    // The refused cookie lives on as a profile of its own; seen with the CRM id again, it is still not linked.
+    await send([
+      { id: 'c4', type: 'page_view', timestamp: '2026-07-04T10:00:00Z', identities: { cookie_id: 'ck-c' } },
+      { id: 'c5', type: 'login', timestamp: '2026-07-05T10:00:00Z', identities: { cookie_id: 'ck-c', crm_id: 'shared-123' } },
+    ]);
+    await folded(5);
+    const own = (await lookup('cookie_id', 'ck-c')).body;
+    expect(own.id).not.toBe(after.id);
+    expect(own.counters.page_view.count).toBe(1);
+    expect((await lookup('crm_id', 'shared-123')).body.counters.login.count).toBe(4);
+
+    const listed = (await call(`${api.url}/v1/identity/refusals?profileId=${after.id}`, { key: api.adminKey })).body.refusals;
+    expect(listed).toEqual([expect.objectContaining({ profileId: after.id, identity: 'cookie_id:ck-c', type: 'cookie_id', cap: 2, eventId: 'c3', sourceId })]);
+    expect((await call(`${api.url}/v1/identity/refusals?limit=0`, { key: api.adminKey })).body.errors[0].path).toBe('limit');
+  });
+});
