@@ -79,6 +79,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    */
   async function fold(input: FoldInput): Promise<FoldResult> {
     const position = await routedEvents.loadPosition(input.partition);
+    const saved = structuredClone(position);
     const sourceIds = input.includeKnown ? [...new Set([...input.sourceIds, ...Object.keys(position.cursors)])] : input.sourceIds;
     const result: FoldResult = {
       writer: writerId,
@@ -93,8 +94,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       versionsCarried: 0,
     };
     const trustCache = input.lastWriter === writerId;
-    // Each attempt writes under a group of its own: an interrupted attempt's group is never
-    // mistaken for a recorded one (see PartitionPosition.groups).
+    // Each attempt writes under a group of its own, recorded before its first write (below).
     const group = `p${input.partition}-${randomUUID()}`;
     const split = await splitDocuments(input.partition, input.splits ?? [], group, trustCache, result);
     const batches: RoutedBatch[] = [];
@@ -147,6 +147,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // A split document is retired last: until then its parts must all be in the store.
     const toSave = [...changed.values()];
     for (const doc of split.written) if (!changed.has(doc.profileId) && !doc.retired) toSave.unshift(doc);
+    // The group is recorded before anything is written to it: an attempt interrupted mid-write
+    // leaves a group compaction knows of (its versions are superseded by the retry's), never a leak.
+    await routedEvents.savePosition(input.partition, { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } });
     await saveInGroup(toSave, group);
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
     await saveInGroup(retired, group);

@@ -61,9 +61,9 @@ export interface PartitionPosition {
   applied: Record<string, number>;
   /**
    * The partition's profile write groups still in the store: versions written, and how many of
-   * those a later version has replaced since. Only a hint of when a group is worth compacting —
-   * compaction checks each version itself — so a count an interrupted fold failed to record does
-   * no harm.
+   * those a later version has replaced since. A fold records its group before writing to it, so
+   * every group in the store is here; the counts are only a hint of when a group is worth
+   * compacting — compaction checks each version itself.
    */
   groups: Record<string, { written: number; superseded: number }>;
   /** Superseded versions removed so far. */
