@@ -42,6 +42,14 @@ export const ConfigSchema = z.object({
         return z.NEVER;
       }
     }),
+  /** How long an event id stays a duplicate: ids leave a whole generation at a time, so between this and twice this. */
+  DMP_DEDUPE_WINDOW_HOURS: z.coerce.number().int().min(1).default(168),
+  /** How long a source's raw log chunks are kept once drained (the routed copies serve history and rebuilds). */
+  DMP_RAW_EVENT_TTL_HOURS: z.coerce.number().min(0).default(24),
+  /** How long routed events are kept for profile histories and unlink rebuilds. */
+  DMP_EVENT_HISTORY_DAYS: z.coerce.number().min(1).default(395),
+  /** How often the retention run looks for what may leave the store. */
+  DMP_RETENTION_EVERY_MINUTES: z.coerce.number().min(1).default(60),
   /** How long an idle source waits for a wake-up from the API before looking at its log anyway. */
   DMP_SOURCE_IDLE_POLL_SECONDS: z.coerce.number().positive().default(300),
   /** Region assumed for phone numbers written without a country code. */

@@ -1,10 +1,11 @@
 import { createCollectionActivities, type CollectionDeps } from './collection';
 import { createUnlinkActivities } from './identityUnlink';
 import { createProfileWriterActivities, type ProfileWriterDeps } from './profileWriter';
+import { createRetentionActivities, type RetentionDeps } from './retention';
 
-export type ActivityDeps = CollectionDeps & ProfileWriterDeps;
+export type ActivityDeps = CollectionDeps & ProfileWriterDeps & RetentionDeps;
 
 /** Every activity the worker registers, built over the dependencies it is given. */
 export function createActivities(deps: ActivityDeps) {
-  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps), ...createUnlinkActivities(deps) };
+  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps), ...createUnlinkActivities(deps), ...createRetentionActivities(deps) };
 }

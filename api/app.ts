@@ -36,7 +36,7 @@ import { Unlinks, unlinkView } from './unlinks';
 
 export type ApiConfig = Pick<
   Config,
-  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION'
+  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION' | 'DMP_DEDUPE_WINDOW_HOURS'
 > & { DMP_ADMIN_KEY: string };
 
 export interface ApiDeps {
@@ -47,7 +47,7 @@ export interface ApiDeps {
 
 export function createApp({ config, store, temporal }: ApiDeps): Express {
   const sources = new SourceStore(store);
-  const log = new EventLog(store);
+  const log = new EventLog(store, { dedupeWindowHours: config.DMP_DEDUPE_WINDOW_HOURS });
   const profiles = new ProfileReader(store);
   const routedEvents = new ProfileEventLog(store);
   const unlinks = new Unlinks(store, temporal, config);

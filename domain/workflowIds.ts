@@ -19,3 +19,8 @@ export function identityGraphWorkflowId(databaseName: string): string {
 export function identityUnlinkWorkflowId(databaseName: string, unlinkId: string): string {
   return `identity-unlink:${databaseName}:${unlinkId}`;
 }
+
+/** The schedule of a store's retention runs, and the id its runs start under. */
+export function retentionScheduleId(databaseName: string): string {
+  return `store-retention:${databaseName}`;
+}

@@ -14,8 +14,6 @@ export const COLLECTIONS = {
   events: 'events',
   /** One per sealed chunk, same `_id`: the chunk's duplicate indexes. */
   eventSeals: 'event_seals',
-  /** One document per accepted event id (`<sourceId>:<eventId>`): the duplicate check. */
-  eventIds: 'event_ids',
   identities: 'identities',
   /** Edges of the identity graph between profile documents (`_id` = the sorted pair and the joining identity). */
   identityLinks: 'identity_links',
@@ -27,6 +25,8 @@ export const COLLECTIONS = {
   profileEvents: 'profile_events',
   /** One per partition: how far its writer has folded each source's routed events. */
   partitionPositions: 'partition_positions',
+  /** Where each retention stream's removals stand (see store/retention). Event ids live in generations: store/eventIds. */
+  retentionPositions: 'retention_positions',
   /** Unlink requests (`POST /v1/identity/unlink`), their plans and results. */
   identityUnlinks: 'identity_unlinks',
   /** One per profile document holding its cap of some identity type (`_id` = the document id). */

@@ -1,6 +1,10 @@
 import type { Binary, Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
-import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
+import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { EventIdGenerations } from './eventIds';
+
+/** How long an event id stays a duplicate when nothing else is said (DMP_DEDUPE_WINDOW_HOURS). */
+export const DEFAULT_DEDUPE_WINDOW_HOURS = 168;
 import { decodeEvents, encodeEvents } from './eventCodec';
 import { firstAbsent } from './keyedSequence';
 
@@ -41,11 +45,6 @@ export interface ReadChunk extends EventChunk {
   duplicates: number[];
 }
 
-interface EventIdDoc {
-  _id: string;
-  chunk: number;
-}
-
 export class AckDeadlineExceeded extends Error {}
 
 export function chunkId(sourceId: string, seq: number): string {
@@ -69,14 +68,14 @@ export interface AppendResult {
 export class EventLog {
   private readonly chunks: Collection<StoredChunk>;
   private readonly seals: Collection<ChunkSeal>;
-  private readonly eventIds: Collection<EventIdDoc>;
+  private readonly eventIds: EventIdGenerations;
   /** Where this process expects the next free slot of each source; a hint, corrected on conflict. */
   private readonly nextSlot = new Map<string, number>();
 
-  constructor(store: Store, private readonly options: { ackDeadlineMs?: number; now?: () => number } = {}) {
+  constructor(store: Store, private readonly options: { ackDeadlineMs?: number; now?: () => number; dedupeWindowHours?: number } = {}) {
     this.chunks = store.db.collection<StoredChunk>(COLLECTIONS.events);
     this.seals = store.db.collection<ChunkSeal>(COLLECTIONS.eventSeals);
-    this.eventIds = store.db.collection<EventIdDoc>(COLLECTIONS.eventIds);
+    this.eventIds = new EventIdGenerations(store.db, options.dedupeWindowHours ?? DEFAULT_DEDUPE_WINDOW_HOURS);
   }
 
   private now(): number {
@@ -91,7 +90,7 @@ export class EventLog {
   async append(sourceId: string, events: StoredEvent[]): Promise<AppendResult> {
     const started = this.now();
     const seq = await this.claimSlot(sourceId, { createdAt: new Date(started), events });
-    const duplicateIndexes = await this.claimEventIds(sourceId, seq, events);
+    const duplicateIndexes = await this.claimEventIds(sourceId, seq, events, started);
     await this.seals.insertOne({
       _id: chunkId(sourceId, seq),
       duplicates: [...duplicateIndexes],
@@ -122,8 +121,11 @@ export class EventLog {
   }
 
   /** The indexes of events whose ids an earlier chunk already claimed: the duplicates. */
-  private claimEventIds(sourceId: string, seq: number, events: StoredEvent[]): Promise<Set<number>> {
-    return insertKeyed(this.eventIds, events.map((event) => ({ _id: eventIdKey(sourceId, event.id), chunk: seq })));
+  private claimEventIds(sourceId: string, seq: number, events: StoredEvent[], at: number): Promise<Set<number>> {
+    return this.eventIds.claim(
+      events.map((event) => ({ _id: eventIdKey(sourceId, event.id), chunk: seq })),
+      at,
+    );
   }
 
   async exists(sourceId: string, seq: number): Promise<boolean> {
@@ -164,7 +166,7 @@ export class EventLog {
   /** For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim. */
   async unclaimedIndexes(chunk: EventChunk): Promise<Set<number>> {
     const owners = await Promise.all(
-      chunk.events.map((event) => this.eventIds.findOne({ _id: eventIdKey(chunk.sourceId, event.id) })),
+      chunk.events.map((event) => this.eventIds.owner(eventIdKey(chunk.sourceId, event.id), chunk.createdAt.getTime())),
     );
     const unclaimed = new Set<number>();
     const seen = new Set<string>();

@@ -1,12 +1,13 @@
-import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { Client, Connection, ScheduleAlreadyRunning, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { identityGraphWorkflowId, profilePartitionWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
+import { identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import { SA } from '../domain/searchAttributes';
 import type { Config } from '../config';
 import type { SourceDoc } from '../store/sources';
 import { identityGraph, unlinkRequestedSignal } from '../workflows/identityUnlink';
 import { eventsRoutedSignal, profilePartition, splitRequestedSignal } from '../workflows/profilePartition';
 import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnection';
+import { storeRetention } from '../workflows/storeRetention';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
@@ -91,4 +92,31 @@ export async function requestUnlink(client: Client, databaseName: string, unlink
     signal: unlinkRequestedSignal,
     signalArgs: [unlinkId],
   });
+}
+
+/**
+ * The store's retention schedule: a run every `DMP_RETENTION_EVERY_MINUTES`, never two at once.
+ * Created once; an existing schedule is left as it is (an operator may have paused or changed it).
+ */
+export async function ensureRetentionSchedule(
+  client: Client,
+  databaseName: string,
+  config: Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_RETENTION_EVERY_MINUTES' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS'>,
+): Promise<void> {
+  try {
+    await client.schedule.create({
+      scheduleId: retentionScheduleId(databaseName),
+      spec: { intervals: [{ every: `${config.DMP_RETENTION_EVERY_MINUTES}m` }] },
+      action: {
+        type: 'startWorkflow',
+        workflowType: storeRetention,
+        workflowId: retentionScheduleId(databaseName),
+        taskQueue: config.DMP_TASK_QUEUE,
+        args: [{ rawEventTtlMs: config.DMP_RAW_EVENT_TTL_HOURS * 3_600_000, eventHistoryTtlMs: config.DMP_EVENT_HISTORY_DAYS * 86_400_000 }],
+      },
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+    });
+  } catch (error) {
+    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+  }
 }

@@ -1,7 +1,7 @@
 import { loadConfig } from '../config';
 import { logger } from '../logger';
 import { connectStore } from '../store/db';
-import { connectTemporal } from '../temporal/client';
+import { connectTemporal, ensureRetentionSchedule } from '../temporal/client';
 import { createWorker } from './worker';
 
 async function main(): Promise<void> {
@@ -9,6 +9,7 @@ async function main(): Promise<void> {
   const store = await connectStore(config.MONGODB_URI);
   const temporal = await connectTemporal(config);
   const { worker, connection } = await createWorker({ config, store, temporal });
+  await ensureRetentionSchedule(temporal, store.db.databaseName, config);
   logger.info({ taskQueue: config.DMP_TASK_QUEUE, temporal: config.TEMPORAL_ADDRESS }, 'worker started');
   await worker.run(); // resolves after SIGINT/SIGTERM, once in-flight tasks are done
   await connection.close();

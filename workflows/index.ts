@@ -1,3 +1,4 @@
 export { sourceConnection } from './sourceConnection';
 export { profilePartition } from './profilePartition';
 export { identityGraph, identityUnlink } from './identityUnlink';
+export { storeRetention } from './storeRetention';

@@ -1,7 +1,8 @@
 import type { StoredEvent } from '../../domain/event';
 import { COLLECTIONS, connectStore, type Store } from '../../store/db';
 import { decodeEvents } from '../../store/eventCodec';
-import { AckDeadlineExceeded, chunkId, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
+import { EventIdGenerations } from '../../store/eventIds';
+import { AckDeadlineExceeded, chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
 import { baseConfig, testStore } from '../support/services';
 
 function events(ids: string[]): StoredEvent[] {
@@ -65,7 +66,7 @@ describe('source event log', () => {
     const chunk: EventChunk = { _id: chunkId('s4', 1), sourceId: 's4', seq: 1, createdAt: new Date(0), events: events(['x', 'y', 'z', 'y']) };
     await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk(chunk));
     // The writer died after claiming `y` only; `x` belongs to chunk 0 and `z` was never claimed.
-    await store.db.collection(COLLECTIONS.eventIds).insertOne({ _id: eventIdKey('s4', 'y') as never, chunk: 1 });
+    await store.db.collection(new EventIdGenerations(store.db, DEFAULT_DEDUPE_WINDOW_HOURS).collectionName(0)).insertOne({ _id: eventIdKey('s4', 'y') as never, chunk: 1 });
     expect([...(await log.unclaimedIndexes(chunk))].sort()).toEqual([0, 2, 3]);
   });
 

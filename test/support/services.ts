@@ -98,6 +98,7 @@ export async function waitFor<T>(what: string, probe: () => Promise<T | undefine
 }
 
 export interface RunningPlatform {
+  taskQueue: string;
   store: Store;
   temporal: Client;
   worker: RunningWorker;
@@ -113,6 +114,7 @@ export async function startPlatform(name: string, config: Partial<Config> = {}):
   const worker = await startWorker({ store, temporal, taskQueue, config });
   const api = await startApi({ store, temporal, taskQueue, config });
   return {
+    taskQueue,
     store,
     temporal,
     worker,

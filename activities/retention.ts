@@ -1,0 +1,76 @@
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import type { Store } from '../store/db';
+import { EventIdGenerations } from '../store/eventIds';
+import { ProfileEventLog } from '../store/profileEvents';
+import { RetentionStore } from '../store/retention';
+import { SourceStore } from '../store/sources';
+import { wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
+import { heartbeat, withHeartbeats } from './heartbeat';
+
+export interface RetentionDeps {
+  store: Store;
+  temporal: Client;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS'>;
+  now?: () => Date;
+}
+
+/** Most removals per stream and run: a backlog is worked off over several runs, each bounded. */
+const PER_STREAM = 20_000;
+
+/** The activities of the retention run: each removes one kind of old data and says how much. */
+export function createRetentionActivities(deps: RetentionDeps) {
+  const now = deps.now ?? (() => new Date());
+  const retention = new RetentionStore(deps.store);
+  const sources = new SourceStore(deps.store);
+  const routed = new ProfileEventLog(deps.store);
+  const eventIds = new EventIdGenerations(deps.store.db, deps.config.DMP_DEDUPE_WINDOW_HOURS);
+
+  return {
+    /** Event-id generations past the dedupe window, dropped whole. */
+    expireEventIds(): Promise<{ generations: number; ids: number }> {
+      return eventIds.dropExpired(now().getTime());
+    },
+
+    /** Drained raw log chunks older than `ttlMs`, per source. Safe to repeat: removals are by `_id`, positions only advance. */
+    expireRawChunks(input: { ttlMs: number }): Promise<{ chunks: number; events: number }> {
+      return withHeartbeats(async () => {
+        const before = new Date(now().getTime() - input.ttlMs);
+        const total = { chunks: 0, events: 0 };
+        for (const source of await sources.list()) {
+          const cursor = (await sources.loadPosition(source._id))?.cursor ?? 0;
+          const removed = await retention.expireRawChunks(source._id, cursor, before, PER_STREAM);
+          total.chunks += removed.chunks;
+          total.events += removed.events;
+          heartbeat({ source: source._id });
+        }
+        return total;
+      });
+    },
+
+    /**
+     * Folded routed batches older than `ttlMs`, per partition and source: the history window. A
+     * partition that has only empty batches of a source waiting (its writer is woken only for
+     * events) is woken to step over them, so they can leave on a later run.
+     */
+    expireRoutedEvents(input: { ttlMs: number }): Promise<{ batches: number }> {
+      return withHeartbeats(async () => {
+        const before = new Date(now().getTime() - input.ttlMs);
+        let batches = 0;
+        const positions = await routed.loadPositions(deps.config.DMP_PROFILE_PARTITIONS);
+        for (const source of await sources.list()) {
+          const drained = (await sources.loadPosition(source._id))?.cursor ?? 0;
+          for (const [partition, position] of positions.entries()) {
+            const cursor = position.cursors[source._id] ?? 0;
+            batches += await retention.expireRoutedBatches(partition, source._id, cursor, before, PER_STREAM);
+            if (cursor < drained) await wakeProfilePartition(deps.temporal, deps.store.db.databaseName, partition, source._id, deps.config);
+            heartbeat({ partition, sourceId: source._id });
+          }
+        }
+        return { batches };
+      });
+    },
+  };
+}
+
+export type RetentionActivities = ReturnType<typeof createRetentionActivities>;

@@ -1,0 +1,82 @@
+import type { Collection } from 'mongodb';
+import { chunkId } from './eventLog';
+import { COLLECTIONS, type Store } from './db';
+import { routedBatchId } from './profileEvents';
+
+interface RetentionPositionDoc {
+  _id: string;
+  /** The first chunk (raw log) or routed batch start (routed events) still in the store. */
+  from: number;
+}
+
+interface SealDoc {
+  _id: string;
+  accepted: number;
+  chunkCreatedAt: Date;
+}
+
+/**
+ * What leaves the store with age, oldest first, by exact `_id` (the one lookup FerretDB answers
+ * from an index): a source's raw log chunks once drained, and routed events once folded and past the
+ * history window. Where each stream's removal stands is kept, so a run never scans what is gone.
+ */
+export class RetentionStore {
+  private readonly positions: Collection<RetentionPositionDoc>;
+  private readonly chunks: Collection<{ _id: string }>;
+  private readonly seals: Collection<SealDoc>;
+  private readonly batches: Collection<{ _id: string; to: number; createdAt: Date }>;
+
+  constructor(store: Store) {
+    this.positions = store.db.collection<RetentionPositionDoc>(COLLECTIONS.retentionPositions);
+    this.chunks = store.db.collection(COLLECTIONS.events);
+    this.seals = store.db.collection<SealDoc>(COLLECTIONS.eventSeals);
+    this.batches = store.db.collection(COLLECTIONS.profileEvents);
+  }
+
+  private async from(stream: string): Promise<number> {
+    return (await this.positions.findOne({ _id: stream }))?.from ?? 0;
+  }
+
+  private async advance(stream: string, from: number): Promise<void> {
+    await this.positions.replaceOne({ _id: stream }, { from }, { upsert: true });
+  }
+
+  /**
+   * Removes a source's drained chunks (below `cursor`) sealed before `before`, at most `limit`.
+   * A chunk goes after its seal is read and before the seal goes, so an interrupted run resumes.
+   */
+  async expireRawChunks(sourceId: string, cursor: number, before: Date, limit: number): Promise<{ chunks: number; events: number }> {
+    const stream = `raw:${sourceId}`;
+    let seq = await this.from(stream);
+    const removed = { chunks: 0, events: 0 };
+    while (seq < cursor && removed.chunks < limit) {
+      const id = chunkId(sourceId, seq);
+      const seal = await this.seals.findOne({ _id: id }, { projection: { accepted: 1, chunkCreatedAt: 1 } });
+      if (seal && seal.chunkCreatedAt >= before) break;
+      await this.chunks.deleteOne({ _id: id });
+      await this.seals.deleteOne({ _id: id });
+      removed.chunks++;
+      removed.events += seal?.accepted ?? 0;
+      seq++;
+    }
+    if (removed.chunks > 0) await this.advance(stream, seq);
+    return removed;
+  }
+
+  /** Removes a partition's routed batches of a source that are folded (end at or below `cursor`) and older than `before`. */
+  async expireRoutedBatches(partition: number, sourceId: string, cursor: number, before: Date, limit: number): Promise<number> {
+    const stream = `routed:${partition}:${sourceId}`;
+    let from = await this.from(stream);
+    let removed = 0;
+    while (from < cursor && removed < limit) {
+      const id = routedBatchId(partition, sourceId, from);
+      const batch = await this.batches.findOne({ _id: id }, { projection: { to: 1, createdAt: 1 } });
+      if (!batch || batch.to > cursor || batch.createdAt >= before) break;
+      await this.batches.deleteOne({ _id: id });
+      removed++;
+      from = batch.to;
+    }
+    if (removed > 0) await this.advance(stream, from);
+    return removed;
+  }
+}

@@ -1,0 +1,87 @@
+import { ScheduleOverlapPolicy } from '@temporalio/client';
+import { retentionScheduleId } from '../../domain/workflowIds';
+import { COLLECTIONS } from '../../store/db';
+import { EventIdGenerations } from '../../store/eventIds';
+import { ensureRetentionSchedule } from '../../temporal/client';
+import { storeRetention } from '../../workflows/storeRetention';
+import { call } from '../support/http';
+import { startPlatform, testStore, uniqueName, waitFor, type RunningPlatform } from '../support/services';
+
+describe('retention: what has aged out leaves the store, whole or by key, and the run says how much', () => {
+  let platform: RunningPlatform;
+  let writeKey: string;
+  let sourceId: string;
+
+  beforeAll(async () => {
+    platform = await startPlatform('retention');
+    ({ id: sourceId, writeKey } = (await call(`${platform.api.url}/v1/sources`, { key: platform.api.adminKey, body: { name: 'web', kind: 'events', party: 'first' } })).body);
+  });
+  afterAll(() => platform.stop());
+
+  const send = (ids: string[]) =>
+    call(`${platform.api.url}/v1/collect`, { key: writeKey, body: { events: ids.map((id) => ({ id, type: 'page_view', timestamp: '2026-08-01T10:00:00Z', identities: { cookie_id: 'kept-1' } })) } });
+  const folded = (count: number) =>
+    waitFor(`${count} events folded`, async () => (await call(`${platform.api.url}/v1/sources/${sourceId}`, { key: platform.api.adminKey })).body.profiles?.eventsApplied >= count);
+  const retain = (ttlMs: number) =>
+    platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ rawEventTtlMs: ttlMs, eventHistoryTtlMs: ttlMs }] });
+  const lookup = async () => (await call(`${platform.api.url}/v1/profiles/lookup?type=cookie_id&value=kept-1`, { key: platform.api.adminKey })).body;
+
+  it('removes drained raw chunks and folded routed events past their age, leaves profiles whole, and the drain goes on after it', async () => {
+    for (const batch of [['r1', 'r2', 'r3'], ['r4', 'r5'], ['r6']]) await send(batch);
+    await folded(6);
+    expect((await retain(3_600_000)).rawEventsRemoved).toBe(0); // nothing is an hour old yet
+
+    const report = await retain(0);
+    expect(report.rawEventsRemoved).toBe(6);
+    expect(report.rawChunksRemoved).toBeGreaterThanOrEqual(1);
+    expect(report.routedBatchesRemoved).toBeGreaterThanOrEqual(1);
+    expect(await platform.store.db.collection(COLLECTIONS.events).countDocuments({ sourceId })).toBe(0);
+    // Partitions that only had empty batches of the source are woken to step over them; a later run removes those.
+    const routedLeft = () => platform.store.db.collection(COLLECTIONS.profileEvents).countDocuments({ sourceId });
+    await waitFor('every routed batch to leave', async () => (await retain(0)) && (await routedLeft()) === 0, 30_000, 500);
+    const profile = await lookup();
+    expect(profile.counters.page_view.count).toBe(6);
+    // The history window was zero: the profile keeps its counts, its events are gone.
+    expect((await call(`${platform.api.url}/v1/profiles/${profile.id}/events`, { key: platform.api.adminKey })).body.events).toEqual([]);
+
+    await send(['r7', 'r8']);
+    await folded(8);
+    expect((await lookup()).counters.page_view.count).toBe(8);
+    const again = await retain(0);
+    expect(again.rawEventsRemoved).toBe(2);
+    // Retention removes raw events, not the record of their ids: a repeat inside the dedupe window is still a duplicate.
+    expect((await send(['r1'])).body).toMatchObject({ accepted: 0, duplicates: 1 });
+  });
+
+  it('keeps an event id a duplicate for at least the dedupe window, and drops whole generations past it', async () => {
+    const window = 3_600_000;
+    // A store of its own: a generation written under another window counts as expired there.
+    const store = await testStore('eventids');
+    const ids = new EventIdGenerations(store.db, 1);
+    const start = Math.ceil(Date.UTC(2030, 0, 1) / window) * window;
+    const doc = { _id: 'src:dedupe-1', chunk: 0 };
+    expect([...(await ids.claim([doc], start))]).toEqual([]);
+    expect([...(await ids.claim([doc], start + window / 2))]).toEqual([0]);
+    expect([...(await ids.claim([doc], start + 1.5 * window))]).toEqual([0]);
+    expect([...(await ids.claim([doc], start + 2.5 * window))]).toEqual([]); // past twice the window: new again
+    expect(await ids.dropExpired(start + 2.5 * window)).toEqual({ generations: 2, ids: 2 });
+    expect((await ids.owner(doc._id, start + 2.5 * window))?.chunk).toBe(0);
+    await store.db.dropDatabase();
+    await store.close();
+  });
+
+  it('runs on a schedule of its own per store, created once and never twice at a time', async () => {
+    const config = { DMP_TASK_QUEUE: platform.taskQueue, DMP_RETENTION_EVERY_MINUTES: 30, DMP_RAW_EVENT_TTL_HOURS: 24, DMP_EVENT_HISTORY_DAYS: 395 };
+    await ensureRetentionSchedule(platform.temporal, platform.store.db.databaseName, config);
+    await ensureRetentionSchedule(platform.temporal, platform.store.db.databaseName, config);
+    const handle = platform.temporal.schedule.getHandle(retentionScheduleId(platform.store.db.databaseName));
+    try {
+      const described = await handle.describe();
+      expect(described.spec.intervals?.[0].every).toBe(30 * 60_000);
+      expect(described.policies.overlap).toBe(ScheduleOverlapPolicy.SKIP);
+      expect(described.action).toMatchObject({ type: 'startWorkflow', workflowType: 'storeRetention', args: [{ rawEventTtlMs: 86_400_000, eventHistoryTtlMs: 395 * 86_400_000 }] });
+    } finally {
+      await handle.delete();
+    }
+  });
+});
