@@ -11,11 +11,15 @@ import { ProfileGraph } from '../store/profileGraph';
 import { requestPartitionSplit, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
 
+/** Named points inside an unlink where tests may interrupt it, to prove a retry converges. */
+export type UnlinkStep = 'identities-moved';
+
 export interface UnlinkDeps {
   store: Store;
   temporal: Client;
   config: PartitionWorkflowConfig;
   now?: () => Date;
+  onUnlinkStep?: (step: UnlinkStep) => void | Promise<void>;
 }
 
 export interface PlannedUnlink {
@@ -121,6 +125,7 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     const moves = [...owners].flatMap(([key, owner]) => (retired.has(owner) ? [{ key, from: owner, to: newOwner(key, owner) }] : []));
     await graph.identities.reassign(moves);
     heartbeat({ moved: moves.length });
+    await deps.onUnlinkStep?.('identities-moved');
 
     const parts = [...new Set([...retired.values()].flatMap((marker) => Object.values(marker.parts)))];
     const ownerOf = new Map(owners);

@@ -45,7 +45,7 @@ export interface FoldResult {
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
-export type FoldStep = 'profiles-partly-written' | 'group-carried';
+export type FoldStep = 'profiles-partly-written' | 'group-carried' | 'split-parts-written';
 
 export interface ProfileWriterDeps {
   store: Store;
@@ -151,6 +151,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // leaves a group compaction knows of (its versions are superseded by the retry's), never a leak.
     await routedEvents.savePosition(input.partition, { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } });
     await saveInGroup(toSave, group);
+    if (split.written.length > 0) await deps.onFoldStep?.('split-parts-written');
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
     await saveInGroup(retired, group);
     toSave.push(...retired);

@@ -1,0 +1,60 @@
+import type { FoldStep } from '../../activities/profileWriter';
+import type { UnlinkStep } from '../../activities/identityUnlink';
+import { call } from '../support/http';
+import { startApi, startWorker, stopPartitionWriters, testStore, testTemporal, uniqueName, waitFor } from '../support/services';
+
+describe('an unlink interrupted at its riskiest points', () => {
+  it('converges to the same split when the writer fails between writing the parts and retiring the document, and the relink fails after moving identities', async () => {
+    const store = await testStore('unlink_retry');
+    const temporal = await testTemporal();
+    const taskQueue = uniqueName('unlink-retry');
+    const injected: string[] = [];
+    const failOnce = (step: FoldStep | UnlinkStep) => {
+      if ((step === 'split-parts-written' || step === 'identities-moved') && !injected.includes(step)) {
+        injected.push(step);
+        throw new Error(`injected failure at ${step}`);
+      }
+    };
+    const worker = await startWorker({ store, temporal, taskQueue, activityOverrides: { onFoldStep: failOnce, onUnlinkStep: failOnce } });
+    const api = await startApi({ store, temporal, taskQueue });
+    try {
+      const { id: sourceId, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'app', kind: 'events', party: 'first' } })).body;
+      const send = (events: unknown[]) => call(`${api.url}/v1/collect`, { key: writeKey, body: { events } });
+      const folded = (count: number) =>
+        waitFor(`${count} events folded`, async () => (await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body.profiles?.eventsApplied >= count);
+      const lookup = async (type: string, value: string) => (await call(`${api.url}/v1/profiles/lookup?type=${type}&value=${value}`, { key: api.adminKey })).body;
+
+      await send([
+        { id: 'k1', type: 'purchase', timestamp: '2026-06-01T10:00:00Z', identities: { maid: '6d92078a-8246-4ba4-ae5b-76104861e7dc', crm_id: 'kim' } },
+        { id: 'k2', type: 'page_view', timestamp: '2026-06-02T10:00:00Z', identities: { maid: '6d92078a-8246-4ba4-ae5b-76104861e7dc', crm_id: 'lee' } },
+        { id: 'k3', type: 'purchase', timestamp: '2026-06-03T10:00:00Z', identities: { crm_id: 'lee' } },
+        { id: 'k4', type: 'login', timestamp: '2026-06-04T10:00:00Z', identities: { crm_id: 'kim' } },
+      ]);
+      await folded(4);
+      expect((await lookup('crm_id', 'kim')).id).toBe((await lookup('crm_id', 'lee')).id);
+
+      const accepted = (await call(`${api.url}/v1/identity/unlink`, { key: api.adminKey, body: { identities: [{ type: 'maid', value: '6d92078a-8246-4ba4-ae5b-76104861e7dc' }, { type: 'crm_id', value: 'lee' }] } })).body;
+      const done = await waitFor('the unlink to complete', async () => {
+        const status = (await call(`${api.url}${accepted.statusUrl}`, { key: api.adminKey })).body;
+        return status.state === 'completed' ? status : undefined;
+      });
+      expect(injected.sort()).toEqual(['identities-moved', 'split-parts-written']);
+      expect(done.split).toBe(true);
+
+      const kim = await lookup('crm_id', 'kim');
+      const lee = await lookup('crm_id', 'lee');
+      expect(kim.id).not.toBe(lee.id);
+      expect((await lookup('maid', '6d92078a-8246-4ba4-ae5b-76104861e7dc')).id).toBe(kim.id);
+      const counts = (profile: any) => Object.fromEntries(Object.entries(profile.counters).map(([type, counter]: [string, any]) => [type, counter.count]));
+      expect(counts(kim)).toEqual({ purchase: 1, login: 1 });
+      expect(counts(lee)).toEqual({ page_view: 1, purchase: 1 });
+      expect(done.profiles.flat().sort()).toEqual([...kim.profileIds, ...lee.profileIds].sort());
+    } finally {
+      await api.close();
+      await worker.stop();
+      await stopPartitionWriters(temporal, store);
+      await temporal.connection.close();
+      await store.close();
+    }
+  });
+});
