@@ -1,9 +1,8 @@
 import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
 import type { StoredEvent } from '../domain/event';
 import { identityKey, type Identity } from '../domain/identity';
 import { identityBlocklist } from '../domain/identityBlocklist';
-import { linkId, resolveIdentities, type CappedCheck } from '../domain/identityResolution';
-import { profileIdForEvent } from '../domain/ids';
 import { partitionOf } from '../domain/partition';
 import type { DrainPosition, Party, SourceState } from '../domain/schemas';
 import type { Store } from '../store/db';
@@ -14,6 +13,7 @@ import { ProfileEventLog, routedBatchId, type RoutedBatch } from '../store/profi
 import { SourceStore } from '../store/sources';
 import { wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
+import { createIdentityResolver, linkDocs } from './identityResolver';
 
 export interface DrainInput {
   sourceId: string;
@@ -46,7 +46,7 @@ export type DrainStep = 'identities-claimed' | 'events-routed';
 export interface CollectionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS'>;
   now?: () => Date;
   /** How long a chunk may stay pending (its writer mid-append) before the drain treats it as abandoned. */
   pendingGraceMs?: number;
@@ -68,7 +68,7 @@ interface LogBatch {
 /** The activities of a source's workflow: where its drain stands, and routing its log to the profile partitions. */
 export function createCollectionActivities(deps: CollectionDeps) {
   const now = deps.now ?? (() => new Date());
-  const log = new EventLog(deps.store, { now: () => now().getTime() });
+  const log = new EventLog(deps.store, { now: () => now().getTime(), dedupeWindowHours: deps.config.DMP_DEDUPE_WINDOW_HOURS });
   const identities = new IdentityIndex(deps.store);
   const capStore = new IdentityCapStore(deps.store);
   const routedEvents = new ProfileEventLog(deps.store);
@@ -76,6 +76,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
   const partitions = deps.config.DMP_PROFILE_PARTITIONS;
   const blocked = identityBlocklist(deps.config.DMP_IDENTITY_BLOCKLIST);
+  const resolver = createIdentityResolver({ identities, capStore, blocked, now });
 
   /** Reads chunks from `from` on: up to `maxEvents`, or exactly up to `until` when the range is fixed. */
   async function readLog(sourceId: string, from: number, limit: { maxEvents: number } | { until: number }): Promise<LogBatch> {
@@ -110,35 +111,6 @@ export function createCollectionActivities(deps: CollectionDeps) {
   }
 
   /**
-   * Resolves the batch's identities against the graph and claims the unknown ones. A claim that
-   * loses (another source's drain claimed the key first) is read back and the batch resolved again
-   * with every key known, so the second pass claims nothing and agrees with the store.
-   */
-  async function resolveBatch(sourceId: string, events: StoredEvent[]) {
-    const keys = [...new Set(events.flatMap((event) => event.identities.map(identityKey)))];
-    const known = await identities.resolve(keys);
-    const newProfileId = (event: StoredEvent, key?: string) => profileIdForEvent(sourceId, key === undefined ? event.id : `${event.id}\u0000${key}`);
-    let resolution = resolveIdentities(events, new Map(known), newProfileId, blocked);
-    // Caps are read only for documents this batch would add to: most batches add to none.
-    const existing = new Set(known.values());
-    const joined = [...resolution.claims.filter((claim) => existing.has(claim.profileId)).map((claim) => claim.profileId), ...resolution.links.flatMap((link) => link.profiles)];
-    const caps = joined.length > 0 ? await capStore.capped(joined) : new Map();
-    const capped: CappedCheck = (profileId, type) => caps.get(profileId)?.has(type) ?? false;
-    if (caps.size > 0) resolution = resolveIdentities(events, new Map(known), newProfileId, blocked, capped);
-    const held = await identities.claim(resolution.claims, now());
-    const lost = new Set(held);
-    const newProfiles = new Set(resolution.claims.filter((claim) => !lost.has(claim.key)).map((claim) => claim.profileId)).size;
-    if (held.length > 0) {
-      const owners = await identities.reload(held);
-      const settled = new Map(known);
-      for (const claim of resolution.claims) settled.set(claim.key, owners.get(claim.key) ?? claim.profileId);
-      resolution = resolveIdentities(events, settled, newProfileId, blocked, capped);
-      if (resolution.claims.length > 0) throw new Error('identity resolution did not settle'); // cannot happen: every key is known
-    }
-    return { ...resolution, newProfiles };
-  }
-
-  /**
    * Routes the next chunks of a source's log to the partitions that own their profiles. Safe to
    * retry: the batch's chunk range is fixed by its first attempt, identity claims and links are
    * keyed inserts whose outcome a retry reads back, new profile ids derive from the event, routed
@@ -154,9 +126,9 @@ export function createCollectionActivities(deps: CollectionDeps) {
     if (to !== batch.end) batch = await readLog(sourceId, from, { until: to });
 
     const events = batch.events.map(({ event }) => event);
-    const resolution = await resolveBatch(sourceId, events);
+    const resolution = await resolver.resolve(sourceId, events);
     const createdAt = now();
-    await identities.addLinks(resolution.links.map((link) => ({ _id: linkId(link.profiles, link.via), ...link, sourceId, createdAt })));
+    await identities.addLinks(linkDocs(resolution.links, sourceId, createdAt));
     await capStore.record(resolution.refusals.map((refusal) => ({ ...refusal, cap: deps.config.DMP_IDENTITY_CAPS[refusal.type], sourceId })), createdAt);
     await deps.onDrainStep?.('identities-claimed');
 

@@ -26,12 +26,13 @@
  * DMP_BENCH_WARMUP_SECONDS (3), DMP_BENCH_BATCH_SECONDS (15), DMP_BENCH_SINGLE_SECONDS (10),
  * DMP_BENCH_USERS (2000), DMP_BENCH_DRAIN_TIMEOUT_SECONDS (150), DMP_BENCH_DRAIN_BATCH_EVENTS
  * (5000), DMP_BENCH_IDLE_SOURCES (1000), DMP_BENCH_IDLE_SECONDS (60, per CPU window),
- * DMP_BENCH_DEADLINE_SECONDS (900, the whole run).
+ * DMP_BENCH_DEADLINE_SECONDS (900, the whole run), DMP_BENCH_WORKERS (worker processes; the number
+ * of cores, at most 4).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
@@ -41,23 +42,16 @@ import { loadConfig } from '../config';
 import { prepareEvents } from '../domain/collect';
 import { sha256Hex } from '../domain/identity';
 import { dayKey, newProfile, type ProfileDoc } from '../domain/profile';
-import { sourceWorkflowId } from '../domain/workflowIds';
+import { retentionScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import { ProfileEventLog } from '../store/profileEvents';
 import { COLLECTIONS, connectStore, type Store } from '../store/db';
 import { connectTemporal } from '../temporal/client';
 import { sourceStatusQuery } from '../workflows/sourceConnection';
 import { benchEvent, type LoadResult, type LoadSpec } from './loadgen';
+import { describeStore, dropStore, envNumber, once, redact, round, runBench, say, table, within } from './support';
 
 const ROOT = path.resolve(__dirname, '..');
 const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
-
-function envNumber(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value < min) throw new Error(`${name} must be a number ≥ ${min}, got '${raw}'`);
-  return value;
-}
 
 const SETTINGS = {
   storeBatch: 500,
@@ -86,6 +80,7 @@ const SETTINGS = {
   idleSeconds: envNumber('DMP_BENCH_IDLE_SECONDS', 60),
   /** The whole run gives up (and cleans up) after this long, whatever it is waiting for. */
   deadlineSeconds: envNumber('DMP_BENCH_DEADLINE_SECONDS', 900),
+  workers: envNumber('DMP_BENCH_WORKERS', Math.max(1, Math.min(4, availableParallelism()))),
   startTimeoutSeconds: 120,
   pollMs: 500,
 };
@@ -93,48 +88,12 @@ const SETTINGS = {
 // ---- small helpers ----------------------------------------------------------------------------
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-const say = (line: string) => process.stderr.write(`[bench] ${line}\n`);
-const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits;
-
-/** Settles like `promise`, or rejects once `ms` have passed: keeps a stuck store from stalling the run. */
-function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000} s`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** The same server URI with another database in its path (options after `?` are kept). */
 export function withDatabase(uri: string, databaseName: string): string {
   const match = /^(mongodb(?:\+srv)?:\/\/[^/?]+)(\/[^?]*)?(\?.*)?$/.exec(uri);
   if (!match) throw new Error(`cannot read MONGODB_URI ${redact(uri)}`);
   return `${match[1]}/${databaseName}${match[3] ?? ''}`;
-}
-
-function redact(uri: string): string {
-  return uri.replace(/\/\/[^@/]*@/, '//***@');
-}
-
-/**
- * The store's name for the report: the FerretDB handler when the URI is the one scripts/services.sh
- * hands out (`mongodb://127.0.0.1:<port>/dmp`), read from the server's own command line when it runs
- * here; `external` for any other URI.
- */
-function backendName(uri: string, serverPid: number | undefined): string {
-  const local = /^mongodb:\/\/127\.0\.0\.1:(\d+)\/dmp$/.exec(uri);
-  if (!local) return 'external';
-  if (serverPid) {
-    try {
-      const cmdline = readFileSync(`/proc/${serverPid}/cmdline`, 'utf8').split('\0').join(' ');
-      const handler = /--handler=(\w+)/.exec(cmdline)?.[1];
-      if (handler) return handler;
-    } catch {
-      /* not readable here: fall back to the configuration */
-    }
-  }
-  const configured = process.env.DMP_STORE_BACKEND ?? 'postgresql';
-  return ['postgres', 'pg'].includes(configured) ? 'postgresql' : configured;
 }
 
 async function freePort(): Promise<number> {
@@ -504,48 +463,40 @@ interface Cleanup {
 }
 
 const cleanupState: Cleanup = {};
-let cleanupPromise: Promise<void> | undefined;
 
-function cleanup(): Promise<void> {
-  cleanupPromise ??= (async () => {
-    // From here on a late failure of something being torn down is reported, not fatal.
-    process.on('uncaughtException', (error) => say(`while cleaning up: ${String(error)}`));
-    process.on('unhandledRejection', (error) => say(`while cleaning up: ${String(error)}`));
-    for (const child of loadgens) if (running(child)) killGroup(child);
-    await Promise.all(services.map(stopService));
-    const { store, temporal, taskQueue } = cleanupState;
-    if (temporal && taskQueue) {
-      // Every workflow of the run's task queue: the source under test, the idle sources, the partition writers.
-      const ids: string[] = [];
-      const listing = (async () => {
-        for await (const execution of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) ids.push(execution.workflowId);
-      })();
-      await within(listing, 30_000, 'listing the run\'s workflows').catch(() => undefined);
-      let next = 0;
-      await Promise.all(
-        Array.from({ length: 8 }, async () => {
-          while (next < ids.length) {
-            const id = ids[next++];
-            // Already closed is fine.
-            await within(temporal.workflow.getHandle(id).terminate('ingest benchmark finished'), 10_000, `terminating ${id}`).catch(() => undefined);
-          }
-        }),
-      );
-      // The Temporal connection is left to process exit: closing it under a call still retrying
-      // (Temporal gone away) makes that call throw outside any handler.
-    }
+const cleanup = once(async () => {
+  // From here on a late failure of something being torn down is reported, not fatal.
+  process.on('uncaughtException', (error) => say(`while cleaning up: ${String(error)}`));
+  process.on('unhandledRejection', (error) => say(`while cleaning up: ${String(error)}`));
+  for (const child of loadgens) if (running(child)) killGroup(child);
+  await Promise.all(services.map(stopService));
+  const { store, temporal, taskQueue } = cleanupState;
+  if (temporal && taskQueue) {
+    // Every workflow of the run's task queue: the source under test, the idle sources, the partition writers.
+    const ids: string[] = [];
+    const listing = (async () => {
+      for await (const execution of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) ids.push(execution.workflowId);
+    })();
+    await within(listing, 30_000, 'listing the run\'s workflows').catch(() => undefined);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (next < ids.length) {
+          const id = ids[next++];
+          // Already closed is fine.
+          await within(temporal.workflow.getHandle(id).terminate('ingest benchmark finished'), 10_000, `terminating ${id}`).catch(() => undefined);
+        }
+      }),
+    );
     if (store) {
-      try {
-        await within(store.db.dropDatabase(), 60_000, 'dropDatabase');
-        say(`dropped database ${store.db.databaseName}`);
-      } catch (error) {
-        say(`could not drop database ${store.db.databaseName}: ${String(error)}`);
-      }
-      await within(store.close(), 5000, 'closing the store connection').catch(() => undefined);
+      // The workers made the store's retention schedule; it goes with the store.
+      await within(temporal.schedule.getHandle(retentionScheduleId(store.db.databaseName)).delete(), 10_000, 'deleting the retention schedule').catch(() => undefined);
     }
-  })();
-  return cleanupPromise;
-}
+    // The Temporal connection is left to process exit: closing it under a call still retrying
+    // (Temporal gone away) makes that call throw outside any handler.
+  }
+  if (store) await dropStore(store);
+});
 
 async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
@@ -555,11 +506,7 @@ async function main(): Promise<void> {
 
   const store = await connectStore(benchUri, databaseName);
   cleanupState.store = store;
-  await within(store.db.command({ ping: 1 }), 10_000, `the store at ${redact(serverUri)}`);
-  const status = await store.db.admin().command({ serverStatus: 1 }).catch(() => ({}) as Document);
-  const backend = backendName(serverUri, typeof status.pid === 'number' ? status.pid : undefined);
-  const serverVersion = status.ferretdbVersion ? `FerretDB ${status.ferretdbVersion}` : `MongoDB ${status.version ?? '?'}`;
-  say(`backend ${backend} (${serverVersion}) at ${redact(serverUri)}; database ${databaseName}`);
+  const { backend, serverVersion } = await describeStore(store, serverUri);
 
   // 2. Store baseline, before anything else uses the server.
   const baseline = await storeBaseline(store);
@@ -582,9 +529,10 @@ async function main(): Promise<void> {
   };
   const logDir = mkdtempSync(path.join(tmpdir(), 'dmp-bench-'));
   const startedAt = performance.now();
-  startService('worker', 'workers/main.ts', env, logDir);
+  // As many workers as cores: the partitions' folds and the sources' routing spread over them.
+  for (let n = 0; n < SETTINGS.workers; n++) startService(`worker-${n + 1}`, 'workers/main.ts', env, logDir);
   startService('api', 'api/main.ts', env, logDir);
-  say(`started worker and API (port ${port}, task queue ${taskQueue}); logs in ${logDir}`);
+  say(`started ${SETTINGS.workers} worker(s) and the API (port ${port}, task queue ${taskQueue}); logs in ${logDir}`);
   const temporal = await connectTemporal(config);
   cleanupState.temporal = temporal;
 
@@ -745,15 +693,10 @@ async function main(): Promise<void> {
       `${drainComplete ? 'complete' : `partial (waited ${round(waitedSeconds)} s)`}: log ${log.accepted} events in ${log.chunks} chunks, ${SETTINGS.users} users, ${SETTINGS.drainBatchEvents} events/activity${failedPolls ? `, ${failedPolls} failed status queries` : ''}`,
     ],
   ];
-  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
-  const lines = rows.map((row) => row.map((cell, column) => (column >= 1 && column <= 6 ? cell.padStart(widths[column]) : cell.padEnd(widths[column]))).join('  ').trimEnd());
   process.stderr.write(
     [
       '',
-      `Ingest benchmark, backend ${backend} (${serverVersion}), database ${databaseName}`,
-      lines[0],
-      lines[0].replace(/./g, '-'),
-      ...lines.slice(1),
+      ...table(`Ingest benchmark, backend ${backend} (${serverVersion}), database ${databaseName}`, rows, [1, 6]),
       `accepted (batches) vs store insertMany: ${round(ratioAccept, 3)}   drained vs accepted: ${round(drainedEps / acceptedEps, 3)}   drained vs store bulk upsert: ${round(ratioDrain, 3)}`,
       `drain, last third vs first third: ${thirds.first && thirds.last ? round(thirds.last / thirds.first, 3) : 'n/a'}   profile documents per profile: ${storage.liveProfiles ? round(storage.profileDocs / storage.liveProfiles, 2) : 'n/a'}   bytes stored per event: ${storage.bytesPerEvent ?? 'n/a'}`,
       `${idle.sources} idle sources: ${idle.extraPct}% of one core above the idle box (${idle.withSourcesPct}% against ${idle.baselinePct}%, ${SETTINGS.idleSeconds} s each)`,
@@ -790,6 +733,7 @@ async function main(): Promise<void> {
     drain_last_third_eps: thirds.last === null ? null : round(thirds.last),
     drain_last_third_vs_first_third: thirds.first && thirds.last ? round(thirds.last / thirds.first, 3) : null,
     profile_partitions: loadConfig({ ...process.env, LOG_LEVEL: 'warn' }).DMP_PROFILE_PARTITIONS,
+    workers: SETTINGS.workers,
     profile_docs: storage.profileDocs,
     live_profiles: storage.liveProfiles,
     profile_docs_per_live_profile: storage.liveProfiles ? round(storage.profileDocs / storage.liveProfiles, 2) : null,
@@ -804,26 +748,11 @@ async function main(): Promise<void> {
   process.stdout.write(`${JSON.stringify(summary)}\n`);
 }
 
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
-    say(`${signal}: stopping`);
-    void cleanup().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
-  });
-}
-
-const watchdog = setTimeout(() => {
-  say(`the run took longer than ${SETTINGS.deadlineSeconds} s; giving up`);
-  for (const service of services) say(`last lines of ${service.name} (${service.logFile}):\n${logTail(service)}`);
-  void cleanup().finally(() => process.exit(1));
-}, SETTINGS.deadlineSeconds * 1000);
-watchdog.unref();
-
-main().then(
-  () => process.exit(0),
-  async (error: unknown) => {
-    say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+runBench({
+  main,
+  cleanup,
+  deadlineSeconds: SETTINGS.deadlineSeconds,
+  onFailure: () => {
     for (const service of services) say(`last lines of ${service.name} (${service.logFile}):\n${logTail(service)}`);
-    await cleanup();
-    process.exit(1);
   },
-);
+});

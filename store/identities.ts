@@ -22,6 +22,15 @@ export interface IdentityLinkDoc extends ProfileLink {
   _id: string;
 }
 
+/** What a claim found: see `IdentityIndex.claim`. */
+export interface ClaimOutcome {
+  /** Keys held before this claim; their owners must be read again. */
+  held: string[];
+  /** Claims sent to the store, and how many of them it already held. */
+  sent: number;
+  refused: number;
+}
+
 export class IdentityIndex {
   readonly identities: Collection<IdentityDoc>;
   readonly links: Collection<IdentityLinkDoc>;
@@ -31,6 +40,8 @@ export class IdentityIndex {
    * redirects to its parts, so an owner read here stays a right place to start from.
    */
   private readonly cache: BoundedCache<string, string>;
+  /** Keys this process is inserting claims for, and when those inserts end. */
+  private readonly claiming = new Map<string, Promise<void>>();
 
   constructor(store: Store, cacheSize = 500_000) {
     this.identities = store.db.collection<IdentityDoc>(COLLECTIONS.identities);
@@ -38,20 +49,16 @@ export class IdentityIndex {
     this.cache = new BoundedCache(cacheSize);
   }
 
-  /** Maps each known identity key to its profile id; unknown keys are absent from the result. */
-  async resolve(keys: string[]): Promise<Map<string, string>> {
-    const resolved = new Map<string, string>();
+  /** Owners of the keys this process has cached, and the keys it has not. */
+  cached(keys: string[]): { owners: Map<string, string>; missing: string[] } {
+    const owners = new Map<string, string>();
     const missing: string[] = [];
     for (const key of keys) {
       const profileId = this.cache.get(key);
-      if (profileId) resolved.set(key, profileId);
+      if (profileId) owners.set(key, profileId);
       else missing.push(key);
     }
-    for (const [key, doc] of await findByIds(this.identities, missing)) {
-      this.cache.set(key, doc.profileId);
-      resolved.set(key, doc.profileId);
-    }
-    return resolved;
+    return { owners, missing };
   }
 
   async profileIdFor(key: string): Promise<string | null> {
@@ -60,20 +67,41 @@ export class IdentityIndex {
 
   /**
    * Claims identities for profile documents. The first claim of a key wins and never changes, so
-   * concurrent resolvers agree; returns the keys already held (by an earlier attempt or by another
-   * resolver), whose owners the caller must read again.
+   * concurrent resolvers agree. A key that another claim in this process is inserting is waited
+   * for rather than sent again: a duplicate key makes FerretDB insert its whole slice of the batch
+   * one document at a time. Returns the keys already held (by an earlier attempt, by another drain
+   * of this process or by another resolver), whose owners the caller must read again, and how many
+   * claims went to the store and how many of those it refused.
    */
-  async claim(claims: IdentityClaim[], createdAt: Date): Promise<string[]> {
-    const docs = claims.map((claim) => ({ _id: claim.key, type: claim.type, profileId: claim.profileId, createdAt }));
-    const held = await insertKeyed(this.identities, docs);
-    docs.forEach((doc, index) => {
-      if (held.has(index)) this.cache.delete(doc._id);
-      else this.cache.set(doc._id, doc.profileId);
-    });
-    return [...held].map((index) => docs[index]._id);
+  async claim(claims: IdentityClaim[], createdAt: Date): Promise<ClaimOutcome> {
+    const pending = () => new Set(claims.map((claim) => this.claiming.get(claim.key)).filter((claiming) => claiming !== undefined));
+    for (let waits = pending(); waits.size > 0; waits = pending()) await Promise.all(waits);
+    const held: string[] = [];
+    const docs: IdentityDoc[] = [];
+    for (const claim of claims) {
+      // Cached since the caller looked (a claim of this process won it, or a read found it): held.
+      if (this.cache.get(claim.key)) held.push(claim.key);
+      else docs.push({ _id: claim.key, type: claim.type, profileId: claim.profileId, createdAt });
+    }
+    let release = () => {};
+    const settled = new Promise<void>((resolve) => (release = resolve));
+    for (const doc of docs) this.claiming.set(doc._id, settled);
+    try {
+      const refused = await insertKeyed(this.identities, docs);
+      docs.forEach((doc, index) => {
+        if (refused.has(index)) {
+          this.cache.delete(doc._id);
+          held.push(doc._id);
+        } else this.cache.set(doc._id, doc.profileId);
+      });
+      return { held, sent: docs.length, refused: refused.size };
+    } finally {
+      for (const doc of docs) this.claiming.delete(doc._id);
+      release();
+    }
   }
 
-  /** Reads owners from the store, past the cache (for keys whose claim just lost). */
+  /** Reads owners from the store, past the cache (one read by `_id` per key), and caches them; keys it does not hold are absent. */
   async reload(keys: string[]): Promise<Map<string, string>> {
     const owners = new Map<string, string>();
     for (const [key, doc] of await findByIds(this.identities, keys)) {

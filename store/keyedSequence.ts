@@ -23,6 +23,11 @@ export async function firstAbsent(exists: (n: number) => Promise<boolean>, from:
 /** A bounded map that forgets its oldest entries first; for caching immutable or verified facts. */
 export class BoundedCache<K, V> {
   private readonly entries = new Map<K, V>();
+  /**
+   * Walks the keys oldest first, kept between evictions: a fresh `keys()` each time would step over
+   * every deleted slot at the front of the Map again, and evictions would grow ever slower.
+   */
+  private oldest: Iterator<K> = this.entries.keys();
 
   constructor(private readonly capacity: number) {}
 
@@ -33,7 +38,13 @@ export class BoundedCache<K, V> {
   set(key: K, value: V): void {
     this.entries.delete(key);
     this.entries.set(key, value);
-    if (this.entries.size > this.capacity) this.entries.delete(this.entries.keys().next().value as K);
+    if (this.entries.size <= this.capacity) return;
+    let next = this.oldest.next();
+    if (next.done) {
+      this.oldest = this.entries.keys();
+      next = this.oldest.next();
+    }
+    this.entries.delete(next.value as K);
   }
 
   delete(key: K): void {

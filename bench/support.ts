@@ -1,0 +1,122 @@
+/** What the benchmarks share: their knobs, progress lines, time limits, the store's name, and how a run starts and ends. */
+import { readFileSync } from 'node:fs';
+import type { Document } from 'mongodb';
+import type { Store } from '../store/db';
+
+/** A numeric knob from the environment, or `fallback` when it is unset. */
+export function envNumber(name: string, fallback: number, min = 1): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < min) throw new Error(`${name} must be a number ≥ ${min}, got '${raw}'`);
+  return value;
+}
+
+export const say = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+export const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits;
+
+/** A text table: its title, the header row, a rule, the rows; columns `figures[0]` to `figures[1]` (the numbers) aligned right. */
+export function table(title: string, rows: string[][], figures: [number, number]): string[] {
+  const widths = rows[0].map((_, column) => Math.max(...rows.map((row) => row[column].length)));
+  const right = (column: number) => column >= figures[0] && column <= figures[1];
+  const lines = rows.map((row) => row.map((cell, column) => (right(column) ? cell.padStart(widths[column]) : cell.padEnd(widths[column]))).join('  ').trimEnd());
+  return [title, lines[0], lines[0].replace(/./g, '-'), ...lines.slice(1)];
+}
+
+/** Settles like `promise`, or rejects once `ms` have passed: keeps a stuck store from stalling the run. */
+export function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+export function redact(uri: string): string {
+  return uri.replace(/\/\/[^@/]*@/, '//***@');
+}
+
+/**
+ * The store's name for the report: the FerretDB handler when the URI is the one scripts/services.sh
+ * hands out (`mongodb://127.0.0.1:<port>/dmp`), read from the server's own command line when it runs
+ * here; `external` for any other URI.
+ */
+function backendName(uri: string, serverPid: number | undefined): string {
+  const local = /^mongodb:\/\/127\.0\.0\.1:(\d+)\/dmp$/.exec(uri);
+  if (!local) return 'external';
+  if (serverPid) {
+    try {
+      const cmdline = readFileSync(`/proc/${serverPid}/cmdline`, 'utf8').split('\0').join(' ');
+      const handler = /--handler=(\w+)/.exec(cmdline)?.[1];
+      if (handler) return handler;
+    } catch {
+      /* not readable here: fall back to the configuration */
+    }
+  }
+  const configured = process.env.DMP_STORE_BACKEND ?? 'postgresql';
+  return ['postgres', 'pg'].includes(configured) ? 'postgresql' : configured;
+}
+
+/** Checks that the store answers and names it (backend and server version), with a line saying so. */
+export async function describeStore(store: Store, serverUri: string): Promise<{ backend: string; serverVersion: string }> {
+  await within(store.db.command({ ping: 1 }), 10_000, `the store at ${redact(serverUri)}`);
+  const status = await store.db.admin().command({ serverStatus: 1 }).catch(() => ({}) as Document);
+  const backend = backendName(serverUri, typeof status.pid === 'number' ? status.pid : undefined);
+  const serverVersion = status.ferretdbVersion ? `FerretDB ${status.ferretdbVersion}` : `MongoDB ${status.version ?? '?'}`;
+  say(`backend ${backend} (${serverVersion}) at ${redact(serverUri)}; database ${store.db.databaseName}`);
+  return { backend, serverVersion };
+}
+
+/** Drops the run's database and closes the connection; a failure is reported, not thrown. */
+export async function dropStore(store: Store): Promise<void> {
+  try {
+    await within(store.db.dropDatabase(), 60_000, 'dropDatabase');
+    say(`dropped database ${store.db.databaseName}`);
+  } catch (error) {
+    say(`could not drop database ${store.db.databaseName}: ${String(error)}`);
+  }
+  await within(store.close(), 5000, 'closing the store connection').catch(() => undefined);
+}
+
+/** `work` run once: later calls get the first call's promise. */
+export function once(work: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  return () => (running ??= work());
+}
+
+export interface BenchRun {
+  /** The run; resolves to the exit code (0 when nothing is returned). */
+  main: () => Promise<number | void>;
+  /** Undoes what the run made, however the run ends; see `once`. */
+  cleanup: () => Promise<void>;
+  deadlineSeconds: number;
+  /** Says what may explain a failure (e.g. the last lines of a service's log). */
+  onFailure?: () => void;
+}
+
+/** Runs a benchmark to its exit code, cleaning up on success, failure, a signal, or the deadline. */
+export function runBench(run: BenchRun): void {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      say(`${signal}: stopping`);
+      void run.cleanup().finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+    });
+  }
+
+  const watchdog = setTimeout(() => {
+    say(`the run took longer than ${run.deadlineSeconds} s; giving up`);
+    run.onFailure?.();
+    void run.cleanup().finally(() => process.exit(1));
+  }, run.deadlineSeconds * 1000);
+  watchdog.unref();
+
+  run.main().then(
+    (code) => process.exit(code ?? 0),
+    async (error: unknown) => {
+      say(`failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+      run.onFailure?.();
+      await run.cleanup();
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,98 @@
+import { createIdentityResolver, MissEstimate } from '../../activities/identityResolver';
+import type { StoredEvent } from '../../domain/event';
+import { identityKey, type Identity } from '../../domain/identity';
+import type { Store } from '../../store/db';
+import { IdentityCapStore } from '../../store/identityCaps';
+import { IdentityIndex } from '../../store/identities';
+import { testStore, uniqueName } from '../support/services';
+
+const at = new Date('2026-03-01T00:00:00Z');
+const event = (id: string, identities: Identity[]): StoredEvent => ({ id, type: 'login', timestamp: at, receivedAt: at, identities });
+const cookie = (value: string): Identity => ({ type: 'cookie_id', value });
+const crm = (value: string): Identity => ({ type: 'crm_id', value });
+
+/** Events of `count` new people, each a CRM id with a cookie. */
+function people(prefix: string, count: number): StoredEvent[] {
+  return Array.from({ length: count }, (_, n) => event(`${prefix}-${n}`, [crm(`${prefix}-${n}`), cookie(`${prefix}-c${n}`)]));
+}
+
+describe('identity resolver: cache misses left to the claims, and claims settled within the process', () => {
+  let store: Store;
+  beforeAll(async () => {
+    store = await testStore('resolver');
+  });
+  afterAll(() => store.close());
+
+  function resolverOn(identities: IdentityIndex) {
+    // Small limits, so a few batches teach it that misses are new.
+    const misses = new MissEstimate({ horizon: 100, evidence: 40, rare: 0.02 });
+    return createIdentityResolver({ identities, capStore: new IdentityCapStore(store), blocked: () => false, now: () => at, misses });
+  }
+
+  /** Puts identity documents in the store as another process would: this process has not cached them. */
+  async function claimElsewhere(keys: string[], profileId: string): Promise<void> {
+    const other = new IdentityIndex(store);
+    await other.claim(keys.map((key) => ({ key, type: key.startsWith('crm_id:') ? 'crm_id' : 'cookie_id', profileId })), at);
+  }
+
+  it('stops reading misses once they prove new, settles the few held ones through their claims, and reads again after', async () => {
+    const source = uniqueName('src');
+    const identities = new IdentityIndex(store);
+    const resolver = resolverOn(identities);
+
+    expect((await resolver.resolve(source, people('a', 30))).unread).toBe(0); // no evidence yet: read
+    const skipped = await resolver.resolve(source, people('b', 30));
+    expect(skipped.unread).toBe(60);
+    expect(skipped.lostClaims).toBe(0);
+
+    // Three CRM ids another process already holds, unknown to this one; their events bring new cookies.
+    const held = ['x-0', 'x-1', 'x-2'].map((value) => identityKey(crm(value)));
+    await claimElsewhere(held, 'p_elsewhere');
+    const events = [event('x-0', [crm('x-0'), cookie('x-c0')]), event('x-1', [cookie('x-c1'), crm('x-1')]), event('x-2', [crm('x-2')]), ...people('c', 20)];
+    const settled = await resolver.resolve(source, events);
+    expect(settled.unread).toBe(45);
+    expect(settled.lostClaims).toBe(3);
+    // Each event goes where its CRM id lives, as a read would have found; a new cookie joins that
+    // profile through a link to the document its claim made.
+    expect(settled.targets.slice(0, 3)).toEqual(['p_elsewhere', 'p_elsewhere', 'p_elsewhere']);
+    expect(settled.claims).toEqual([]);
+    expect(settled.links.map((link) => link.profiles)).toEqual(
+      expect.arrayContaining([expect.arrayContaining(['p_elsewhere']), expect.arrayContaining(['p_elsewhere'])]),
+    );
+    expect(settled.links).toHaveLength(2);
+
+    // 3 of 45 misses were held: too many to keep skipping reads.
+    expect((await resolver.resolve(source, people('d', 10))).unread).toBe(0);
+  });
+
+  it('reads the caps of a document it learns of only through a lost claim, and refuses the join', async () => {
+    const source = uniqueName('src');
+    const identities = new IdentityIndex(store);
+    const resolver = resolverOn(identities);
+    await resolver.resolve(source, people('e', 30));
+    await resolver.resolve(source, people('f', 30));
+
+    const full = uniqueName('p_full');
+    await claimElsewhere([identityKey(crm('y-0'))], full);
+    await new IdentityCapStore(store).mark(full, ['cookie_id'], at);
+    const result = await resolver.resolve(source, [event('y-0', [crm('y-0'), cookie('y-c0')])]);
+    expect(result.unread).toBe(2);
+    expect(result.lostClaims).toBe(1);
+    expect(result.targets).toEqual([full]);
+    expect(result.links).toEqual([]);
+    expect(result.refusals).toEqual([expect.objectContaining({ profileId: full, key: identityKey(cookie('y-c0')) })]);
+  });
+
+  it('waits for a claim of the same keys in flight in this process instead of sending them again', async () => {
+    const identities = new IdentityIndex(store);
+    const claims = (profileId: string, values: string[]) => values.map((value) => ({ key: identityKey(cookie(`k-${value}`)), type: 'cookie_id' as const, profileId }));
+    const [first, second] = await Promise.all([identities.claim(claims('p1', ['a', 'b', 'c']), at), identities.claim(claims('p2', ['b', 'c', 'd']), at)]);
+    expect(first).toEqual({ held: [], sent: 3, refused: 0 });
+    expect(second).toEqual({ held: [identityKey(cookie('k-b')), identityKey(cookie('k-c'))], sent: 1, refused: 0 });
+    const owners = identities.cached([identityKey(cookie('k-b')), identityKey(cookie('k-d'))]).owners;
+    expect([...owners.values()]).toEqual(['p1', 'p2']);
+    // Another process has no such help: the store refuses its claim, and it reads the owner back.
+    const other = new IdentityIndex(store);
+    expect(await other.claim(claims('p2', ['a']), at)).toEqual({ held: [identityKey(cookie('k-a'))], sent: 1, refused: 1 });
+  });
+});
