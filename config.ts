@@ -15,8 +15,10 @@ export const ConfigSchema = z.object({
   DMP_MAX_BATCH_EVENTS: z.coerce.number().int().positive().default(1000),
   /** Most events one stored chunk may hold (a group commit writes one chunk per source). */
   DMP_CHUNK_MAX_EVENTS: z.coerce.number().int().positive().default(2000),
-  /** Most events one drain activity routes, and one partition fold applies to profiles. */
+  /** Most events one drain activity routes per range, and one partition fold applies to profiles. */
   DMP_DRAIN_BATCH_EVENTS: z.coerce.number().int().positive().default(5000),
+  /** Consecutive ranges of a source's log one drain activity routes at once (each read while the one before resolves). */
+  DMP_DRAIN_CONCURRENCY: z.coerce.number().int().min(1).max(8).default(2),
   /**
    * Partitions of the profiles, each with one writer at a time: as many workers as partitions can
    * fold at once. Fixed for a store's lifetime (a profile's partition derives from its id).

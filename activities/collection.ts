@@ -13,7 +13,7 @@ import { ProfileEventLog, routedBatchId, type RoutedBatch } from '../store/profi
 import { SourceStore } from '../store/sources';
 import { wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
-import { createIdentityResolver, linkDocs } from './identityResolver';
+import { createIdentityResolver, linkDocs, type BatchResolution } from './identityResolver';
 
 export interface DrainInput {
   sourceId: string;
@@ -46,7 +46,7 @@ export type DrainStep = 'identities-claimed' | 'events-routed';
 export interface CollectionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS'>;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_DRAIN_CONCURRENCY'>;
   now?: () => Date;
   /** How long a chunk may stay pending (its writer mid-append) before the drain treats it as abandoned. */
   pendingGraceMs?: number;
@@ -110,23 +110,20 @@ export function createCollectionActivities(deps: CollectionDeps) {
     return batch;
   }
 
-  /**
-   * Routes the next chunks of a source's log to the partitions that own their profiles. Safe to
-   * retry: the batch's chunk range is fixed by its first attempt, identity claims and links are
-   * keyed inserts whose outcome a retry reads back, new profile ids derive from the event, routed
-   * batches have predictable ids, and the saved position is replaced by the same values.
-   */
-  async function routeBatch(input: DrainInput): Promise<DrainResult> {
-    const { sourceId } = input;
-    const from = input.position.cursor;
-    let batch = await readLog(sourceId, from, { maxEvents: input.maxEvents });
-    const result: DrainResult = { position: input.position, chunks: 0, routed: 0, refused: 0, duplicates: 0, newProfiles: 0, links: 0, capRefusals: 0, more: batch.more };
-    if (batch.end === from) return result;
-    const to = await routedEvents.fixRange(sourceId, from, batch.end);
-    if (to !== batch.end) batch = await readLog(sourceId, from, { until: to });
+  interface RangeResult {
+    routed: number;
+    refused: number;
+    duplicates: number;
+    newProfiles: number;
+    links: number;
+    capRefusals: number;
+    /** Partitions that got events. */
+    woken: number[];
+  }
 
+  /** Routes one fixed range of a source's log, its identities resolved: write one routed batch per partition. */
+  async function routeRange(sourceId: string, party: Party, from: number, to: number, batch: LogBatch, resolution: BatchResolution): Promise<RangeResult> {
     const events = batch.events.map(({ event }) => event);
-    const resolution = await resolver.resolve(sourceId, events);
     const createdAt = now();
     await identities.addLinks(linkDocs(resolution.links, sourceId, createdAt));
     await capStore.record(resolution.refusals.map((refusal) => ({ ...refusal, cap: deps.config.DMP_IDENTITY_CAPS[refusal.type], sourceId })), createdAt);
@@ -136,7 +133,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       _id: routedBatchId(partition, sourceId, from),
       partition,
       sourceId,
-      party: input.party,
+      party,
       from,
       to,
       events: [],
@@ -160,21 +157,80 @@ export function createCollectionActivities(deps: CollectionDeps) {
     });
     await routedEvents.write(routed);
     await deps.onDrainStep?.('events-routed');
+    return {
+      routed: events.length - refused,
+      refused,
+      duplicates: batch.duplicates,
+      newProfiles: resolution.newProfiles,
+      links: resolution.links.length,
+      capRefusals: resolution.refusals.length,
+      woken: routed.filter((target) => target.events.length > 0).map((target) => target.partition),
+    };
+  }
 
+  /**
+   * Routes the next chunks of a source's log to the partitions that own their profiles: up to
+   * `DMP_DRAIN_CONCURRENCY` consecutive ranges of up to `maxEvents` each, read one after the other
+   * and routed at once (a range's identities are resolved while the next is read). Safe to retry:
+   * each range is fixed by its first attempt, identity claims and links are keyed inserts whose
+   * outcome a retry reads back, new profile ids derive from the event, routed batches have
+   * predictable ids, and the saved position is replaced by the same values.
+   */
+  async function routeBatch(input: DrainInput): Promise<DrainResult> {
+    const { sourceId } = input;
+    const start = input.position.cursor;
+    const ranges: Array<Promise<RangeResult>> = [];
+    let cursor = start;
+    let more = false;
+    // Ranges resolve their identities one after the other — a person new in two of them then gets
+    // one document, not two linked — while the next range is read and the one before is written.
+    let resolved: Promise<unknown> = Promise.resolve();
+    try {
+      while (ranges.length < deps.config.DMP_DRAIN_CONCURRENCY) {
+        const from = cursor;
+        let batch = await readLog(sourceId, from, { maxEvents: input.maxEvents });
+        more = batch.more;
+        if (batch.end === from) break;
+        const to = await routedEvents.fixRange(sourceId, from, batch.end);
+        if (to !== batch.end) batch = await readLog(sourceId, from, { until: to });
+        const read = batch;
+        const resolution = resolved.catch(() => undefined).then(() => resolver.resolve(sourceId, read.events.map(({ event }) => event)));
+        resolved = resolution;
+        ranges.push(resolution.then((done) => routeRange(sourceId, input.party, from, to, read, done)));
+        cursor = to;
+        if (!batch.more) break;
+      }
+    } catch (error) {
+      await Promise.allSettled(ranges); // a range already under way is not left unawaited
+      throw error;
+    }
+    const results = await Promise.all(ranges);
+    const sum = (field: Exclude<keyof RangeResult, 'woken'>) => results.reduce((total, result) => total + result[field], 0);
+    const result: DrainResult = {
+      position: input.position,
+      chunks: cursor - start,
+      routed: sum('routed'),
+      refused: sum('refused'),
+      duplicates: sum('duplicates'),
+      newProfiles: sum('newProfiles'),
+      links: sum('links'),
+      capRefusals: sum('capRefusals'),
+      more,
+    };
+    if (results.length === 0) return result;
     result.position = {
-      cursor: to,
-      eventsProcessed: input.position.eventsProcessed + events.length - refused,
-      eventsRefused: input.position.eventsRefused + refused,
-      duplicatesSkipped: input.position.duplicatesSkipped + batch.duplicates,
-      batchesApplied: input.position.batchesApplied + 1,
+      cursor,
+      eventsProcessed: input.position.eventsProcessed + result.routed,
+      eventsRefused: input.position.eventsRefused + result.refused,
+      duplicatesSkipped: input.position.duplicatesSkipped + result.duplicates,
+      batchesApplied: input.position.batchesApplied + results.length,
       lastDrainAt: now().toISOString(),
     };
     // Saved before the partitions are woken: a wake-up must never point past what a restart would redo.
     await sources.savePosition(sourceId, result.position);
-    await Promise.all(
-      routed.filter((target) => target.events.length > 0).map((target) => wakeProfilePartition(deps.temporal, deps.store.db.databaseName, target.partition, sourceId, deps.config)),
-    );
-    return { ...result, chunks: to - from, routed: events.length - refused, refused, duplicates: batch.duplicates, newProfiles: resolution.newProfiles, links: resolution.links.length, capRefusals: resolution.refusals.length };
+    const woken = [...new Set(results.flatMap((range) => range.woken))];
+    await Promise.all(woken.map((partition) => wakeProfilePartition(deps.temporal, deps.store.db.databaseName, partition, sourceId, deps.config)));
+    return result;
   }
 
   return {
