@@ -18,7 +18,7 @@ export const ConfigSchema = z.object({
   /** Most events one drain activity routes per range, and one partition fold applies to profiles. */
   DMP_DRAIN_BATCH_EVENTS: z.coerce.number().int().positive().default(5000),
   /** Consecutive ranges of a source's log one drain activity routes at once (each read while the one before resolves). */
-  DMP_DRAIN_CONCURRENCY: z.coerce.number().int().min(1).max(8).default(2),
+  DMP_DRAIN_CONCURRENCY: z.coerce.number().int().min(1).max(8).default(4),
   /**
    * Partitions of the profiles, each with one writer at a time: as many workers as partitions can
    * fold at once. Fixed for a store's lifetime (a profile's partition derives from its id).
