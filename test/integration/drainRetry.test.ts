@@ -122,6 +122,8 @@ describe('draining a source into profiles', () => {
       store,
       temporal,
       taskQueue,
+      // One range per drain turn: each wakes the partitions, so many small folds, many write groups.
+      config: { DMP_DRAIN_CONCURRENCY: 1 },
       activityOverrides: {
         onFoldStep: (step) => {
           if (step === 'group-carried' && injected.length < 3) {
