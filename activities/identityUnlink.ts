@@ -131,13 +131,19 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     const ownerOf = new Map(owners);
     for (const move of moves) ownerOf.set(move.key, move.to);
     const links = new Map(linksFromEvidence(await events.eventsOf(parts), (key) => ownerOf.get(key), (key) => sideOf.get(key), now()).map((link) => [link._id, link]));
-    // Links made to a split document after the plan was taken keep their evidence: their ends move to the parts.
+    // Every link of a split document is replaced. Between split documents the parts' evidence has
+    // made them again (severed co-occurrences left out); a link to a document not split (not written
+    // yet, or made after the plan was taken) keeps its evidence, its split ends moved to the part on
+    // the side of the identity it was made through — when that document holds the identity, so the
+    // link cannot cross sides.
     const planned = new Set(doc.plan?.links ?? []);
-    const stale: string[] = [...planned];
+    const stale: string[] = [];
     for (const profileId of retired.keys()) {
       for (const link of await graph.identities.linksOf(profileId)) {
-        if (planned.has(link._id)) continue;
         stale.push(link._id);
+        const ends = link.profiles.filter((end) => retired.has(end));
+        if (planned.has(link._id) && ends.length === 2) continue;
+        if (!ends.every((end) => Object.hasOwn(retired.get(end)!.keys, link.via))) continue;
         const moved = relinkToParts(link, retired);
         if (moved && !links.has(moved._id)) links.set(moved._id, moved);
       }
@@ -177,6 +183,13 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     /** See relink. */
     relinkUnlink(unlinkId: string): Promise<UnlinkResult> {
       return withHeartbeats(() => relink(unlinkId));
+    },
+
+    /** Records an unlink that could not be carried out; a document already split stays split (its parts hold everything). */
+    async failUnlink(input: { unlinkId: string; reason: string }): Promise<void> {
+      const doc = await unlinks.get(input.unlinkId);
+      if (!doc || doc.state === 'completed') return;
+      await unlinks.save({ ...doc, state: 'failed', result: { split: false, sides: [], eventsSevered: doc.result?.eventsSevered ?? 0, ...doc.result, reason: input.reason }, completedAt: now() });
     },
 
     /** Read-only. Unlink requests not finished yet, oldest first (picked up again after a restart). */

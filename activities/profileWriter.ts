@@ -147,6 +147,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // A split document is retired last: until then its parts must all be in the store.
     const toSave = [...changed.values()];
     for (const doc of split.written) if (!changed.has(doc.profileId) && !doc.retired) toSave.unshift(doc);
+    // Marked before the versions are written: a retry that finds them written would not mark again.
+    await markCaps([...toSave, ...split.written], split.replaced, stored);
     // The group is recorded before anything is written to it: an attempt interrupted mid-write
     // leaves a group compaction knows of (its versions are superseded by the retry's), never a leak.
     await routedEvents.savePosition(input.partition, { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } });
@@ -155,7 +157,6 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
     await saveInGroup(retired, group);
     toSave.push(...retired);
-    await markCaps(toSave, split.replaced, stored);
     position.groups[group] = { written: toSave.length, superseded: 0 };
     for (const doc of toSave) {
       const previous = split.replaced.get(doc.profileId) ?? stored.get(doc.profileId);

@@ -11,7 +11,7 @@ import { heartbeat, withHeartbeats } from './heartbeat';
 export interface RetentionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS'>;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS'>;
   now?: () => Date;
 }
 
@@ -32,10 +32,10 @@ export function createRetentionActivities(deps: RetentionDeps) {
       return eventIds.dropExpired(now().getTime());
     },
 
-    /** Drained raw log chunks older than `ttlMs`, per source. Safe to repeat: removals are by `_id`, positions only advance. */
-    expireRawChunks(input: { ttlMs: number }): Promise<{ chunks: number; events: number }> {
+    /** Drained raw log chunks older than `ttlMs` (else DMP_RAW_EVENT_TTL_HOURS), per source. Safe to repeat: removals are by `_id`, positions only advance. */
+    expireRawChunks(input: { ttlMs?: number }): Promise<{ chunks: number; events: number }> {
       return withHeartbeats(async () => {
-        const before = new Date(now().getTime() - input.ttlMs);
+        const before = new Date(now().getTime() - (input.ttlMs ?? deps.config.DMP_RAW_EVENT_TTL_HOURS * 3_600_000));
         const total = { chunks: 0, events: 0 };
         for (const source of await sources.list()) {
           const cursor = (await sources.loadPosition(source._id))?.cursor ?? 0;
@@ -49,13 +49,13 @@ export function createRetentionActivities(deps: RetentionDeps) {
     },
 
     /**
-     * Folded routed batches older than `ttlMs`, per partition and source: the history window. A
+     * Folded routed batches older than `ttlMs` (else DMP_EVENT_HISTORY_DAYS), per partition and source: the history window. A
      * partition that has only empty batches of a source waiting (its writer is woken only for
      * events) is woken to step over them, so they can leave on a later run.
      */
-    expireRoutedEvents(input: { ttlMs: number }): Promise<{ batches: number }> {
+    expireRoutedEvents(input: { ttlMs?: number }): Promise<{ batches: number }> {
       return withHeartbeats(async () => {
-        const before = new Date(now().getTime() - input.ttlMs);
+        const before = new Date(now().getTime() - (input.ttlMs ?? deps.config.DMP_EVENT_HISTORY_DAYS * 86_400_000));
         let batches = 0;
         const positions = await routed.loadPositions(deps.config.DMP_PROFILE_PARTITIONS);
         for (const source of await sources.list()) {

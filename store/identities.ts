@@ -61,12 +61,9 @@ export class IdentityIndex {
     return { owners, missing };
   }
 
-  async profileIdFor(key: string): Promise<string | null> {
-    return (await this.identities.findOne({ _id: key }))?.profileId ?? null;
-  }
 
   /**
-   * Claims identities for profile documents. The first claim of a key wins and never changes, so
+   * Claims identities for profile documents. The first claim of a key wins (only an unlink moves it later), so
    * concurrent resolvers agree. A key that another claim in this process is inserting is waited
    * for rather than sent again: a duplicate key makes FerretDB insert its whole slice of the batch
    * one document at a time. Returns the keys already held (by an earlier attempt, by another drain

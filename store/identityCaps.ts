@@ -30,7 +30,7 @@ export interface RefusalDoc {
 export class IdentityCapStore {
   private readonly markers: Collection<CapMarkerDoc>;
   private readonly refusals: Collection<RefusalDoc>;
-  /** Caps reached stay reached (a document's identities only grow), so a marker seen is kept. */
+  /** A marker seen is kept: a document's identities only grow (a split retires it, marker and all, for new parts). */
   private readonly seen = new BoundedCache<string, Set<StoredIdentityType>>(100_000);
 
   constructor(store: Store) {

@@ -96,12 +96,13 @@ export async function requestUnlink(client: Client, databaseName: string, unlink
 
 /**
  * The store's retention schedule: a run every `DMP_RETENTION_EVERY_MINUTES`, never two at once.
- * Created once; an existing schedule is left as it is (an operator may have paused or changed it).
+ * Created once; an existing schedule is left as it is (an operator may have paused or changed it;
+ * a changed interval is set on the schedule itself).
  */
 export async function ensureRetentionSchedule(
   client: Client,
   databaseName: string,
-  config: Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_RETENTION_EVERY_MINUTES' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS'>,
+  config: Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_RETENTION_EVERY_MINUTES'>,
 ): Promise<void> {
   try {
     await client.schedule.create({
@@ -112,7 +113,8 @@ export async function ensureRetentionSchedule(
         workflowType: storeRetention,
         workflowId: retentionScheduleId(databaseName),
         taskQueue: config.DMP_TASK_QUEUE,
-        args: [{ rawEventTtlMs: config.DMP_RAW_EVENT_TTL_HOURS * 3_600_000, eventHistoryTtlMs: config.DMP_EVENT_HISTORY_DAYS * 86_400_000 }],
+        // No ages here: each run's activities read them from the workers' configuration, so a changed setting counts.
+        args: [{}],
       },
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
     });

@@ -6,7 +6,7 @@ import type { Config } from '../config';
 import type { Store } from '../store/db';
 
 export interface WorkerParts {
-  config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_BLOCKLIST' | 'DMP_IDENTITY_CAPS' | 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_DRAIN_CONCURRENCY'>;
+  config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE' | 'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_BLOCKLIST' | 'DMP_IDENTITY_CAPS' | 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_DRAIN_CONCURRENCY' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS'>;
   store: Store;
   temporal: Client;
   /** Test seams: same activities, other dependencies. */

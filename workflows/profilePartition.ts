@@ -70,7 +70,7 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
     status.eventsFolded += result.applied + result.alreadyApplied;
     status.profilesWritten += result.profilesWritten;
     status.versionsRemoved += result.versionsRemoved;
-    status.documentsSplit = (status.documentsSplit ?? 0) + result.documentsSplit;
+    status.documentsSplit = (status.documentsSplit ?? 0) + (result.documentsSplit ?? 0);
     status.folds += 1;
     if (result.events > 0 || result.documentsSplit > 0) upsertMemo({ status });
   }

@@ -7,9 +7,10 @@ const { expireEventIds, expireRawChunks, expireRoutedEvents } = proxyActivities<
   retry: { initialInterval: '5 seconds', maximumInterval: '1 minute' },
 });
 
+/** Ages to keep, for a run started by hand; the schedule's runs take them from the workers' configuration. */
 export interface RetentionInput {
-  rawEventTtlMs: number;
-  eventHistoryTtlMs: number;
+  rawEventTtlMs?: number;
+  eventHistoryTtlMs?: number;
 }
 
 export interface RetentionReport {
@@ -26,7 +27,7 @@ export interface RetentionReport {
  * the history window — and the run reports how much (its result, and its memo in the Temporal UI).
  * Superseded profile versions leave through the partition writers' compaction, not here.
  */
-export async function storeRetention(input: RetentionInput): Promise<RetentionReport> {
+export async function storeRetention(input: RetentionInput = {}): Promise<RetentionReport> {
   const ids = await expireEventIds();
   const raw = await expireRawChunks({ ttlMs: input.rawEventTtlMs });
   const routed = await expireRoutedEvents({ ttlMs: input.eventHistoryTtlMs });

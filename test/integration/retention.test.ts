@@ -71,7 +71,7 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
   });
 
   it('runs on a schedule of its own per store, created once and never twice at a time', async () => {
-    const config = { DMP_TASK_QUEUE: platform.taskQueue, DMP_RETENTION_EVERY_MINUTES: 30, DMP_RAW_EVENT_TTL_HOURS: 24, DMP_EVENT_HISTORY_DAYS: 395 };
+    const config = { DMP_TASK_QUEUE: platform.taskQueue, DMP_RETENTION_EVERY_MINUTES: 30 };
     await ensureRetentionSchedule(platform.temporal, platform.store.db.databaseName, config);
     await ensureRetentionSchedule(platform.temporal, platform.store.db.databaseName, config);
     const handle = platform.temporal.schedule.getHandle(retentionScheduleId(platform.store.db.databaseName));
@@ -79,7 +79,7 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
       const described = await handle.describe();
       expect(described.spec.intervals?.[0].every).toBe(30 * 60_000);
       expect(described.policies.overlap).toBe(ScheduleOverlapPolicy.SKIP);
-      expect(described.action).toMatchObject({ type: 'startWorkflow', workflowType: 'storeRetention', args: [{ rawEventTtlMs: 86_400_000, eventHistoryTtlMs: 395 * 86_400_000 }] });
+      expect(described.action).toMatchObject({ type: 'startWorkflow', workflowType: 'storeRetention', args: [{}] });
     } finally {
       await handle.delete();
     }
