@@ -110,16 +110,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
     return batch;
   }
 
-  interface RangeResult {
-    routed: number;
-    refused: number;
-    duplicates: number;
-    newProfiles: number;
-    links: number;
-    capRefusals: number;
-    /** Partitions that got events. */
-    woken: number[];
-  }
+  /** A range's share of a drain's counts, and the partitions that got events. */
+  type RangeResult = Pick<DrainResult, 'routed' | 'refused' | 'duplicates' | 'newProfiles' | 'links' | 'capRefusals'> & { woken: number[] };
 
   /** Routes one fixed range of a source's log, its identities resolved: write one routed batch per partition. */
   async function routeRange(sourceId: string, party: Party, from: number, to: number, batch: LogBatch, resolution: BatchResolution): Promise<RangeResult> {
