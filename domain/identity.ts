@@ -17,6 +17,11 @@ export interface Identity {
 /** The order in which an event's identities choose its profile when they point at different ones. */
 export const IDENTITY_PRIORITY: readonly StoredIdentityType[] = ['crm_id', 'email_sha256', 'phone_sha256', 'maid', 'cookie_id'];
 
+/** Orders identity types by IDENTITY_PRIORITY, highest first. */
+export function byTypePriority(a: StoredIdentityType, b: StoredIdentityType): number {
+  return IDENTITY_PRIORITY.indexOf(a) - IDENTITY_PRIORITY.indexOf(b);
+}
+
 export class IdentityError extends Error {}
 
 export function sha256Hex(text: string): string {

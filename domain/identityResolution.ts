@@ -1,5 +1,5 @@
 import type { StoredEvent } from './event';
-import { identityKey, IDENTITY_PRIORITY, type Identity } from './identity';
+import { byTypePriority, identityKey, type Identity } from './identity';
 
 /** An identity to be claimed for a profile document: the first claim of a key wins, for ever. */
 export interface IdentityClaim {
@@ -44,7 +44,7 @@ export interface Resolution {
 /** Whether a profile document holds its cap of identities of a type (see domain/identityCaps). */
 export type CappedCheck = (profileId: string, type: Identity['type']) => boolean;
 
-const byPriority = (a: Identity, b: Identity) => IDENTITY_PRIORITY.indexOf(a.type) - IDENTITY_PRIORITY.indexOf(b.type);
+const byPriority = (a: Identity, b: Identity) => byTypePriority(a.type, b.type);
 
 /**
  * Picks each event's profile document and what the identity graph learns from it. An event goes to

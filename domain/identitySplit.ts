@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { StoredEvent } from './event';
-import { identityKey, IDENTITY_PRIORITY } from './identity';
+import { byTypePriority, identityKey, type StoredIdentityType } from './identity';
 import { linkId } from './identityResolution';
 import { partitionOf } from './partition';
 import { applyEvent, newProfile, nextVersion, type ProfileDoc, type ProfileLink } from './profile';
@@ -114,8 +114,8 @@ export function planSplit(events: ReadonlyArray<HeldEvent>, docIdentities: Reado
   return { sideOf, sides: sides.length };
 }
 
-const byPriority = (a: string, b: string) =>
-  IDENTITY_PRIORITY.indexOf(a.slice(0, a.indexOf(':')) as never) - IDENTITY_PRIORITY.indexOf(b.slice(0, b.indexOf(':')) as never) || (a < b ? -1 : 1);
+const typeOf = (key: string) => key.slice(0, key.indexOf(':')) as StoredIdentityType;
+const byPriority = (a: string, b: string) => byTypePriority(typeOf(a), typeOf(b)) || (a < b ? -1 : 1);
 
 /** The side an event belongs to: that of its highest-priority identity the plan knows; undefined when it knows none. */
 export function sideOfEvent(event: Pick<StoredEvent, 'identities'>, sideOf: Readonly<Record<string, number>>): number | undefined {

@@ -1,23 +1,22 @@
 import { call } from '../support/http';
-import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { startPlatform, type RunningApi, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
 
 describe('over-merge protection: identity caps per profile, and the record of refused joins', () => {
   let platform: RunningPlatform;
   let api: RunningApi;
-  let writeKey: string;
-  let sourceId: string;
+  let source: SourceClient;
 
   beforeAll(async () => {
     platform = await startPlatform('caps', { DMP_IDENTITY_CAPS: { cookie_id: 2, maid: 100, email_sha256: 20, phone_sha256: 20, crm_id: 5 } });
     ({ api } = platform);
-    ({ id: sourceId, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'crm-web', kind: 'events', party: 'first' } })).body);
+    source = await newSource(api, 'crm-web');
   });
   afterAll(() => platform.stop());
 
-  const lookup = (type: string, value: string) => call(`${api.url}/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`, { key: api.adminKey });
-  const send = (events: unknown[]) => call(`${api.url}/v1/collect`, { key: writeKey, body: { events } });
-  const folded = (count: number) =>
-    waitFor(`${count} events folded`, async () => (await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body.profiles?.eventsApplied >= count);
+  const lookup = (type: string, value: string) => source.lookup(type, value);
+  const send = (events: unknown[]) => source.send(events);
+  const folded = (count: number) => source.folded(count);
   const cookies = (profile: any) => profile.identities.filter((identity: any) => identity.type === 'cookie_id').map((identity: any) => identity.value).sort();
 
   it('stops joining cookies to a profile that holds its cap, gives the next one a profile of its own, and records each refusal', async () => {
@@ -48,7 +47,7 @@ describe('over-merge protection: identity caps per profile, and the record of re
     expect((await lookup('crm_id', 'shared-123')).body.counters.login.count).toBe(4);
 
     const listed = (await call(`${api.url}/v1/identity/refusals?profileId=${after.id}`, { key: api.adminKey })).body.refusals;
-    expect(listed).toEqual([expect.objectContaining({ profileId: after.id, identity: 'cookie_id:ck-c', type: 'cookie_id', cap: 2, eventId: 'c3', sourceId })]);
+    expect(listed).toEqual([expect.objectContaining({ profileId: after.id, identity: 'cookie_id:ck-c', type: 'cookie_id', cap: 2, eventId: 'c3', sourceId: source.sourceId })]);
     expect((await call(`${api.url}/v1/identity/refusals?limit=0`, { key: api.adminKey })).body.errors[0].path).toBe('limit');
   });
 });

@@ -1,23 +1,22 @@
 import { call } from '../support/http';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
 
 describe('profiles through the API: merges, the 360° view and the event history', () => {
   let platform: RunningPlatform;
   let api: RunningApi;
-  let writeKey: string;
-  let sourceId: string;
+  let source: SourceClient;
 
   beforeAll(async () => {
     platform = await startPlatform('profiles');
     ({ api } = platform);
-    ({ id: sourceId, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'web', kind: 'events', party: 'first' } })).body);
+    source = await newSource(api);
   });
   afterAll(() => platform.stop());
 
-  const lookup = (type: string, value: string) => call(`${api.url}/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`, { key: api.adminKey });
-  const send = (events: unknown[]) => call(`${api.url}/v1/collect`, { key: writeKey, body: { events } });
-  const folded = (count: number) =>
-    waitFor(`${count} events folded`, async () => (await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body.profiles?.eventsApplied >= count);
+  const lookup = (type: string, value: string) => source.lookup(type, value);
+  const send = (events: unknown[]) => source.send(events);
+  const folded = (count: number) => source.folded(count);
 
   it('merges two profiles when an event joins them, and every identity and document id finds the merged one', async () => {
     await send([
@@ -41,7 +40,7 @@ describe('profiles through the API: merges, the 360° view and the event history
     expect(byCookie.traits.plan).toBe('pro'); // newer, same party
     expect(byCookie.consent.purposes).toEqual({ ads: false }); // the most restrictive
     expect(byCookie.mergeHistory).toEqual([
-      expect.objectContaining({ profiles: [before[0].id, before[1].id].sort(), eventId: 'm3', sourceId, via: expect.stringMatching(/^(cookie_id|email_sha256):/) }),
+      expect.objectContaining({ profiles: [before[0].id, before[1].id].sort(), eventId: 'm3', sourceId: source.sourceId, via: expect.stringMatching(/^(cookie_id|email_sha256):/) }),
     ]);
     expect(byCookie.identities.map((identity: any) => identity.type).sort()).toEqual(['cookie_id', 'email_sha256']);
     for (const id of byCookie.profileIds) expect((await call(`${api.url}/v1/profiles/${id}`, { key: api.adminKey })).body).toEqual(byCookie);

@@ -6,25 +6,23 @@ import { ensureRetentionSchedule } from '../../temporal/client';
 import { storeRetention } from '../../workflows/storeRetention';
 import { call } from '../support/http';
 import { startPlatform, testStore, uniqueName, waitFor, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
 
 describe('retention: what has aged out leaves the store, whole or by key, and the run says how much', () => {
   let platform: RunningPlatform;
-  let writeKey: string;
-  let sourceId: string;
+  let source: SourceClient;
 
   beforeAll(async () => {
     platform = await startPlatform('retention');
-    ({ id: sourceId, writeKey } = (await call(`${platform.api.url}/v1/sources`, { key: platform.api.adminKey, body: { name: 'web', kind: 'events', party: 'first' } })).body);
+    source = await newSource(platform.api);
   });
   afterAll(() => platform.stop());
 
-  const send = (ids: string[]) =>
-    call(`${platform.api.url}/v1/collect`, { key: writeKey, body: { events: ids.map((id) => ({ id, type: 'page_view', timestamp: '2026-08-01T10:00:00Z', identities: { cookie_id: 'kept-1' } })) } });
-  const folded = (count: number) =>
-    waitFor(`${count} events folded`, async () => (await call(`${platform.api.url}/v1/sources/${sourceId}`, { key: platform.api.adminKey })).body.profiles?.eventsApplied >= count);
+  const send = (ids: string[]) => source.send(ids.map((id) => ({ id, type: 'page_view', timestamp: '2026-08-01T10:00:00Z', identities: { cookie_id: 'kept-1' } })));
+  const folded = (count: number) => source.folded(count);
   const retain = (ttlMs: number) =>
     platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ rawEventTtlMs: ttlMs, eventHistoryTtlMs: ttlMs }] });
-  const lookup = async () => (await call(`${platform.api.url}/v1/profiles/lookup?type=cookie_id&value=kept-1`, { key: platform.api.adminKey })).body;
+  const lookup = async () => (await source.lookup('cookie_id', 'kept-1')).body;
 
   it('removes drained raw chunks and folded routed events past their age, leaves profiles whole, and the drain goes on after it', async () => {
     for (const batch of [['r1', 'r2', 'r3'], ['r4', 'r5'], ['r6']]) await send(batch);
@@ -35,9 +33,9 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect(report.rawEventsRemoved).toBe(6);
     expect(report.rawChunksRemoved).toBeGreaterThanOrEqual(1);
     expect(report.routedBatchesRemoved).toBeGreaterThanOrEqual(1);
-    expect(await platform.store.db.collection(COLLECTIONS.events).countDocuments({ sourceId })).toBe(0);
+    expect(await platform.store.db.collection(COLLECTIONS.events).countDocuments({ sourceId: source.sourceId })).toBe(0);
     // Partitions that only had empty batches of the source are woken to step over them; a later run removes those.
-    const routedLeft = () => platform.store.db.collection(COLLECTIONS.profileEvents).countDocuments({ sourceId });
+    const routedLeft = () => platform.store.db.collection(COLLECTIONS.profileEvents).countDocuments({ sourceId: source.sourceId });
     await waitFor('every routed batch to leave', async () => (await retain(0)) && (await routedLeft()) === 0, 30_000, 500);
     const profile = await lookup();
     expect(profile.counters.page_view.count).toBe(6);

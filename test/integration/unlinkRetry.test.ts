@@ -1,6 +1,7 @@
 import type { FoldStep } from '../../activities/profileWriter';
 import type { UnlinkStep } from '../../activities/identityUnlink';
 import { call } from '../support/http';
+import { newSource } from '../support/sourceClient';
 import { startApi, startWorker, stopPartitionWriters, testStore, testTemporal, uniqueName, waitFor } from '../support/services';
 
 describe('an unlink interrupted at its riskiest points', () => {
@@ -18,11 +19,8 @@ describe('an unlink interrupted at its riskiest points', () => {
     const worker = await startWorker({ store, temporal, taskQueue, activityOverrides: { onFoldStep: failOnce, onUnlinkStep: failOnce } });
     const api = await startApi({ store, temporal, taskQueue });
     try {
-      const { id: sourceId, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'app', kind: 'events', party: 'first' } })).body;
-      const send = (events: unknown[]) => call(`${api.url}/v1/collect`, { key: writeKey, body: { events } });
-      const folded = (count: number) =>
-        waitFor(`${count} events folded`, async () => (await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body.profiles?.eventsApplied >= count);
-      const lookup = async (type: string, value: string) => (await call(`${api.url}/v1/profiles/lookup?type=${type}&value=${value}`, { key: api.adminKey })).body;
+      const { send, folded, ...source } = await newSource(api, 'app');
+      const lookup = async (type: string, value: string) => (await source.lookup(type, value)).body;
 
       await send([
         { id: 'k1', type: 'purchase', timestamp: '2026-06-01T10:00:00Z', identities: { maid: '6d92078a-8246-4ba4-ae5b-76104861e7dc', crm_id: 'kim' } },
