@@ -132,6 +132,12 @@ export function createCollectionActivities(deps: CollectionDeps) {
       profiles: [],
       createdAt,
     }));
+    for (const link of resolution.links) {
+      for (const end of link.profiles) {
+        const target = routed[partitionOf(end, partitions)];
+        target.linked = [...new Set([...(target.linked ?? []), end])];
+      }
+    }
     let refused = 0;
     // A refused identity stays off the event: the document it would have joined is full of its type.
     const refusedKeys = new Map<number, Set<string>>();

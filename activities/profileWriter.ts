@@ -1,16 +1,20 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Config } from '../config';
 import { cappedTypes } from '../domain/identityCaps';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
-import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { applyEvent, combineDocuments, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { EvaluationTime, SegmentEvaluator, type SegmentDefinition } from '../domain/segmentRules';
 import type { Store } from '../store/db';
 import { IdentityCapStore } from '../store/identityCaps';
 import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
 import { UnlinkStore } from '../store/identityUnlinks';
 import { ProfileEventLog, type PartitionPosition, type RoutedBatch, type RoutedEvent } from '../store/profileEvents';
+import { ProfileGraph } from '../store/profileGraph';
 import { ProfileStore, type StoredVersion } from '../store/profiles';
+import { SegmentRunStore } from '../store/segmentRuns';
+import { ruleOf, SegmentStore } from '../store/segments';
 import { withHeartbeats, heartbeat } from './heartbeat';
 
 export interface FoldInput {
@@ -70,6 +74,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
   const compactAt = deps.compactAtSupersededShare ?? 0.5;
   const writerId = `${hostname()}:${process.pid}:${randomUUID()}`;
+  const segmentStore = new SegmentStore(deps.store);
+  const segmentRuns = new SegmentRunStore(deps.store);
+  const profileGraph = new ProfileGraph(identities, profiles);
+  let compiled: { key: string; evaluator: SegmentEvaluator } | null = null;
+  const evaluatorFor = (definitions: SegmentDefinition[]): SegmentEvaluator => {
+    const key = JSON.stringify(definitions);
+    if (compiled?.key !== key) compiled = { key, evaluator: new SegmentEvaluator(definitions) };
+    return compiled.evaluator;
+  };
 
   /**
    * Folds the partition's next routed events into its profile documents. Safe to retry: each new
@@ -116,7 +129,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     heartbeat({ read: result.events });
     if (batches.length === 0 && split.written.length === 0) return result;
 
-    const touched = [...new Set(batches.flatMap((batch) => batch.profiles))];
+    const linkedNow = new Set(batches.flatMap((batch) => batch.linked ?? []));
+    const touched = [...new Set([...batches.flatMap((batch) => batch.profiles), ...linkedNow])];
     // When this process wrote the partition last, nobody has changed its documents since: its cache is current.
     const stored = await profiles.load(touched, { trustCache });
     for (const [id, doc] of split.current) stored.set(id, doc);
@@ -144,6 +158,14 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       position.applied[batch.sourceId] = (position.applied[batch.sourceId] ?? 0) + batch.events.length;
     }
 
+    for (const id of linkedNow) {
+      const current = stored.get(id);
+      const doc = changed.get(id) ?? (current && !current.retired && !current.linked ? nextVersion(current) : undefined);
+      if (!doc) continue;
+      doc.linked = true;
+      changed.set(id, doc);
+    }
+
     // A split document is retired last: until then its parts must all be in the store.
     const toSave = [...changed.values()];
     for (const doc of split.written) if (!changed.has(doc.profileId) && !doc.retired) toSave.unshift(doc);
@@ -163,6 +185,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       const counts = previous && Object.hasOwn(position.groups, previous.group) ? position.groups[previous.group] : undefined;
       if (counts && previous?._id !== doc._id) counts.superseded++;
     }
+    // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
+    await recordSegmentChanges(input, saved, changed, stored);
     result.profilesWritten = toSave.length;
     await compact(position, group, trustCache, result);
     await routedEvents.savePosition(input.partition, position);
@@ -259,6 +283,48 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await identities.addLinks([...links.values()]);
     result.eventsRedirected += targets.size;
     return { targets, relearned: [...relearned.values()] };
+  }
+
+  /**
+   * The real-time path of segmentation: every profile this fold changes is evaluated before and
+   * after, with the same evaluator as batch runs, and who entered and exited which segment is
+   * recorded — under an id fixed by where the fold started, so a retried fold replaces its own record.
+   * (A fold interrupted between writing its versions and this record loses these changes; the next
+   * batch run counts them.)
+   * A document linked to others is evaluated as its whole profile (its component, with this fold's
+   * versions of any of its documents).
+   */
+  async function recordSegmentChanges(input: FoldInput, start: PartitionPosition, changed: Map<string, ProfileDoc>, stored: Map<string, StoredVersion>): Promise<void> {
+    const definitions = (await segmentStore.list()).map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
+    if (definitions.length === 0 || changed.size === 0) return;
+    const evaluator = evaluatorFor(definitions);
+    const at = new EvaluationTime(now());
+    const changes: Record<string, { entered: string[]; exited: string[] }> = {};
+    const note = (person: string, before: string[], after: string[]) => {
+      for (const id of after) if (!before.includes(id)) (changes[id] ??= { entered: [], exited: [] }).entered.push(person);
+      for (const id of before) if (!after.includes(id)) (changes[id] ??= { entered: [], exited: [] }).exited.push(person);
+    };
+    const evaluated = new Set<string>();
+    for (const doc of changed.values()) {
+      if (doc.retired || evaluated.has(doc.profileId)) continue;
+      const old = stored.get(doc.profileId);
+      const previous = old && !old.retired ? old : null;
+      if (!doc.linked && !doc.ancestors?.length) {
+        note(doc.profileId, previous ? evaluator.evaluate(previous, at) : [], evaluator.evaluate(doc, at));
+        continue;
+      }
+      const component = await profileGraph.component(doc.profileId);
+      const before = component.docs.length > 0 ? combineDocuments(component.docs) : null;
+      const after = combineDocuments([...component.docs.filter((d) => d.profileId !== doc.profileId).map((d) => changed.get(d.profileId) ?? d), doc]);
+      for (const id of after.profileIds) evaluated.add(id);
+      note(after.id, before && before.id === after.id ? evaluator.evaluate(before, at) : [], evaluator.evaluate(after, at));
+      // A document that was a profile of its own until this link: its memberships under its own id end.
+      if (previous && !previous.linked && doc.profileId !== after.id) note(doc.profileId, evaluator.evaluate(previous, at), []);
+      if (before && before.id !== after.id) note(before.id, evaluator.evaluate(before, at), []);
+    }
+    if (Object.keys(changes).length === 0) return;
+    const startedAt = createHash('sha256').update(JSON.stringify([Object.entries(start.cursors).sort(), input.splits ?? []])).digest('base64url').slice(0, 16);
+    await segmentRuns.recordChanges({ _id: `p${input.partition}:${startedAt}`, at: at.now, changes });
   }
 
   /** Marks documents that reached a cap of some identity type in this fold, so drains stop joining to them. */

@@ -22,6 +22,7 @@ import { pingStore, type Store } from '../store/db';
 import { AckDeadlineExceeded, EventLog } from '../store/eventLog';
 import { IdentityCapStore } from '../store/identityCaps';
 import { ProfileEventLog } from '../store/profileEvents';
+import { SegmentStore } from '../store/segments';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { ensureSourceWorkflow, wakeSourceWorkflow } from '../temporal/client';
 import { pauseSourceSignal, resumeSourceSignal, sourceStatusQuery } from '../workflows/sourceConnection';
@@ -32,6 +33,8 @@ import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { pendingWork } from './pendingWork';
 import { ProfileReader } from './profileReader';
 import { SourceWaker } from './sourceWaker';
+import { segmentsRouter } from './segments';
+import { taxonomyRouter } from './taxonomy';
 import { Unlinks, unlinkView } from './unlinks';
 
 export type ApiConfig = Pick<
@@ -249,6 +252,10 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       })),
     });
   });
+
+  app.use(segmentsRouter({ store, temporal, config, admin }));
+  const segmentStore = new SegmentStore(store);
+  app.use(taxonomyRouter({ store, admin, listSegments: async () => (await segmentStore.list()).map((doc) => ({ id: doc._id, name: doc.name, taxonomyPath: doc.taxonomyPath })) }));
 
   app.use(notFound);
   app.use(problemHandler);

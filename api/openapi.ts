@@ -17,6 +17,20 @@ import {
   UnlinkViewSchema,
   SourceStatusSchema,
 } from '../domain/schemas';
+import {
+  CreateSegmentRequestSchema,
+  EstimateRequestSchema,
+  EstimateSchema,
+  HistoryQuerySchema,
+  HistorySchema,
+  MembersQuerySchema,
+  MembersSchema,
+  PatchSegmentRequestSchema,
+  RunViewSchema,
+  SegmentViewSchema,
+} from '../domain/segments';
+import { RuleSchema } from '../domain/segmentRules';
+import { TaxonomyImportQuerySchema, TaxonomyImportResponseSchema, TaxonomyTreeSchema } from '../domain/taxonomy';
 import type { ApiConfig } from './app';
 
 /** The OpenAPI document, generated from the same zod schemas the handlers validate with. */
@@ -136,6 +150,112 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     request: { query: RefusalsQuerySchema },
     responses: { 200: { description: 'Refusals', ...json(RefusalsSchema) }, 400: problem('Invalid query'), ...adminProblems },
   });
+
+  // ---- segments ---------------------------------------------------------------------------------
+  registry.register('Rule', RuleSchema);
+  const ruleProblem = problem('Invalid body or rule: each problem names its path (`rule.all[1].within`), e.g. an unknown field, a cycle of segments, a window longer than the 90 days kept');
+  const runIdParam = z.object({ id: z.string(), runId: z.string() });
+  const segmentPaths: Array<{ method: 'get' | 'post' | 'patch' | 'delete'; path: string; summary: string; request?: object; ok: [number, string, z.ZodType | null]; extra?: object }> = [
+    {
+      method: 'post',
+      path: '/v1/segments',
+      summary: 'Create a segment; a batch run evaluates it over every existing profile at once, and partition writers keep it current in real time',
+      request: { body: json(CreateSegmentRequestSchema) },
+      ok: [201, 'Created', SegmentViewSchema],
+      extra: { 400: ruleProblem },
+    },
+    { method: 'get', path: '/v1/segments', summary: 'Every segment with its size and runs', ok: [200, 'Segments', z.object({ segments: z.array(SegmentViewSchema) })] },
+    { method: 'get', path: '/v1/segments/{id}', summary: 'A segment', request: { params: idParam }, ok: [200, 'The segment', SegmentViewSchema], extra: { 404: problem('No such segment') } },
+    {
+      method: 'patch',
+      path: '/v1/segments/{id}',
+      summary: 'Change a segment; a changed rule is a new version, evaluated over every profile by a new run',
+      request: { params: idParam, body: json(PatchSegmentRequestSchema) },
+      ok: [200, 'The segment', SegmentViewSchema],
+      extra: { 400: ruleProblem, 404: problem('No such segment'), 409: problem('Changed meanwhile') },
+    },
+    {
+      method: 'delete',
+      path: '/v1/segments/{id}',
+      summary: 'Delete a segment (refused while another segment refers to it)',
+      request: { params: idParam },
+      ok: [204, 'Deleted', null],
+      extra: { 404: problem('No such segment'), 409: problem('Another segment refers to it') },
+    },
+    {
+      method: 'get',
+      path: '/v1/segments/{id}/members',
+      summary: 'Members in ascending profile id order, in pages: the last completed run with real-time changes since',
+      request: { params: idParam, query: MembersQuerySchema },
+      ok: [200, 'A page of members', MembersSchema],
+      extra: { 400: problem('Invalid query'), 404: problem('No such segment') },
+    },
+    {
+      method: 'post',
+      path: '/v1/segments/{id}/runs',
+      summary: 'Start a batch run now (it evaluates every segment in one pass); its id derives from the segment versions and the second',
+      request: { params: idParam },
+      ok: [202, 'Started', z.object({ runId: z.string() })],
+      extra: { 404: problem('No such segment') },
+    },
+    {
+      method: 'get',
+      path: '/v1/segments/{id}/runs/{runId}',
+      summary: 'Where a batch run stands',
+      request: { params: runIdParam },
+      ok: [200, 'The run', RunViewSchema],
+      extra: { 404: problem('No such segment or run') },
+    },
+    {
+      method: 'post',
+      path: '/v1/segments/estimate',
+      summary: "Estimate a rule's audience from the uniform sample the last run kept (well under a second)",
+      request: { body: json(EstimateRequestSchema) },
+      ok: [200, 'The estimate', EstimateSchema],
+      extra: { 400: ruleProblem },
+    },
+    {
+      method: 'get',
+      path: '/v1/segments/{id}/history',
+      summary: 'Profiles that entered and exited per day (real-time changes and batch runs)',
+      request: { params: idParam, query: HistoryQuerySchema },
+      ok: [200, 'Per day', HistorySchema],
+      extra: { 400: problem('Invalid query'), 404: problem('No such segment') },
+    },
+  ];
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/taxonomy',
+    summary: 'The taxonomy: folders of segments (by their taxonomyPath), and each imported category taxonomy',
+    security: [{ [admin.name]: [] }],
+    responses: { 200: { description: 'The tree', ...json(TaxonomyTreeSchema) }, ...adminProblems },
+  });
+  registry.registerPath({
+    method: 'post',
+    path: '/v1/taxonomy/imports',
+    summary: "Import the IAB Audience Taxonomy (TSV/CSV: Unique ID, Parent ID, Name or Condensed Name, Tier 1–6) or a data provider's own (CSV: id, parent_id, name, description?); replaces that taxonomy whole",
+    security: [{ [admin.name]: [] }],
+    request: { query: TaxonomyImportQuerySchema, body: { content: { 'text/csv': { schema: z.string() }, 'text/tab-separated-values': { schema: z.string() } } } },
+    responses: {
+      201: { description: 'Imported', ...json(TaxonomyImportResponseSchema) },
+      400: problem('Invalid query or file: each problem names its row and column'),
+      ...adminProblems,
+      409: problem('A later import of the same taxonomy replaced this one'),
+      413: problem('File larger than 20 MB'),
+      415: problem('Not a text file'),
+    },
+  });
+  for (const { method, path, summary, request, ok, extra } of segmentPaths) {
+    const [status, description, schema] = ok;
+    registry.registerPath({
+      method,
+      path,
+      summary,
+      security: [{ [admin.name]: [] }],
+      request,
+      responses: { [status]: schema ? { description, ...json(schema) } : { description }, ...adminProblems, ...extra },
+    });
+  }
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',

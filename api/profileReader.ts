@@ -1,8 +1,11 @@
-import { combineProfiles } from '../domain/profile';
+import { combineDocuments, combineProfiles, type ProfileLink } from '../domain/profile';
+import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
 import type { ProfileView } from '../domain/schemas';
 import type { Store } from '../store/db';
 import { ProfileEventLog } from '../store/profileEvents';
 import { ProfileGraph } from '../store/profileGraph';
+import type { StoredVersion } from '../store/profiles';
+import { ruleOf, SegmentStore } from '../store/segments';
 
 /**
  * Reads profiles as people see them: a profile is the connected component of live profile documents
@@ -13,9 +16,19 @@ export class ProfileReader {
   private readonly graph: ProfileGraph;
   private readonly events: ProfileEventLog;
 
+  private readonly segments: SegmentStore;
+
   constructor(store: Store) {
     this.graph = ProfileGraph.open(store);
     this.events = new ProfileEventLog(store);
+    this.segments = new SegmentStore(store);
+  }
+
+  /** The view, with the segments the profile is a member of now: the rules evaluated on it as it is. */
+  private async view(docs: StoredVersion[], links: ProfileLink[]): Promise<ProfileView> {
+    const definitions = (await this.segments.list()).map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
+    const segments = definitions.length > 0 ? new SegmentEvaluator(definitions).evaluate(combineDocuments(docs), new EvaluationTime(new Date())) : [];
+    return combineProfiles(docs, links, segments);
   }
 
   /**
@@ -26,7 +39,7 @@ export class ProfileReader {
     const doc = await this.graph.profiles.get(profileId);
     if (!doc || doc.retired) return null;
     const component = await this.graph.component(profileId);
-    return combineProfiles(component.docs, component.links);
+    return this.view(component.docs, component.links);
   }
 
   /** The profile holding an identity (`<type>:<value>`), or null. */
@@ -35,7 +48,7 @@ export class ProfileReader {
     const owner = await this.graph.ownerOf(key);
     if (!owner) return null;
     const component = await this.graph.component(owner.id);
-    return component.docs.length === 0 ? null : combineProfiles(component.docs, component.links);
+    return component.docs.length === 0 ? null : this.view(component.docs, component.links);
   }
 
   /** The retained events of a profile (all its documents), newest first; null when there is no such profile. */

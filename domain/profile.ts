@@ -8,12 +8,28 @@ import type { Party, ProfileView } from './schemas';
 /** Days of per-type behaviour kept on a profile: segment windows ("≥ 2 purchases in 30 days") read them. */
 export const BEHAVIOUR_DAYS = 90;
 
+/**
+ * Per event type, the newest events kept with their properties, for segment rules that filter on
+ * properties ("a purchase with category shoes in 30 days"): at most RECENT_EVENTS_KEPT events, within
+ * BEHAVIOUR_DAYS of the type's last event, each with at most RECENT_PROPERTIES_KEPT properties (the
+ * first by name). A filtered count therefore counts among these events only.
+ */
+export const RECENT_EVENTS_KEPT = 32;
+export const RECENT_PROPERTIES_KEPT = 16;
+
+export interface RecentEvent {
+  at: Date;
+  properties: Record<string, unknown>;
+}
+
 export interface EventCounter {
   count: number;
   firstSeen: Date;
   lastSeen: Date;
   /** Events per UTC day (`YYYYMMDD`), for the BEHAVIOUR_DAYS days up to `lastSeen`. */
   days: Record<string, number>;
+  /** Newest first. Absent on documents written before properties were kept. */
+  recent?: RecentEvent[];
 }
 
 export interface IdentityEntry extends Identity {
@@ -54,6 +70,8 @@ export interface ProfileDoc {
   retired?: RetiredMarker;
   /** For a part of a split document: the split documents it descends from, nearest first (links made to them may reach it). */
   ancestors?: string[];
+  /** Set once a link joins it to another document: its segments are evaluated over its whole profile. */
+  linked?: boolean;
   firstSeen: Date;
   lastSeen: Date;
   createdAt: Date;
@@ -61,7 +79,10 @@ export interface ProfileDoc {
 }
 
 /** The fields of a log event that profile application reads. */
-export type ProfileEvent = Pick<StoredEvent, 'id' | 'type' | 'timestamp' | 'identities' | 'traits' | 'consent'>;
+export type ProfileEvent = Pick<StoredEvent, 'id' | 'type' | 'timestamp' | 'identities' | 'traits' | 'properties' | 'consent'>;
+
+/** What segment rules read: one document, or a person's documents combined (`combineDocuments`). Keys encoded. */
+export type SegmentSubject = Pick<ProfileDoc, 'identities' | 'traits' | 'counters' | 'consent' | 'lastSeen'>;
 
 /** Which source (and its party) an event came from, and the log chunk that held it. */
 export interface EventOrigin {
@@ -126,20 +147,37 @@ export function dayKey(at: Date): string {
   return at.toISOString().slice(0, 10).replace(/-/g, '');
 }
 
-/** Drops daily buckets older than BEHAVIOUR_DAYS before `lastSeen`. */
+/** Drops daily buckets and recent events older than BEHAVIOUR_DAYS before `lastSeen`. */
 function pruneDays(counter: EventCounter): void {
   const oldest = dayKey(new Date(counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * 86_400_000));
   for (const day of Object.keys(counter.days)) if (day < oldest) delete counter.days[day];
+  if (counter.recent) counter.recent = counter.recent.filter((event) => dayKey(event.at) >= oldest);
+}
+
+/** Newest first, ties in a fixed order, at most RECENT_EVENTS_KEPT: the same whatever order events came in. */
+function mergeRecent(a: RecentEvent[], b: RecentEvent[]): RecentEvent[] {
+  return [...a, ...b]
+    .sort((x, y) => y.at.getTime() - x.at.getTime() || (JSON.stringify(x.properties) < JSON.stringify(y.properties) ? -1 : 1))
+    .slice(0, RECENT_EVENTS_KEPT);
+}
+
+function keptProperties(properties: Record<string, unknown> | undefined): Record<string, unknown> {
+  if (!properties) return {};
+  const names = Object.keys(properties).sort().slice(0, RECENT_PROPERTIES_KEPT);
+  const kept: Record<string, unknown> = {};
+  for (const name of names) setOwn(kept, name, properties[name]);
+  return kept;
 }
 
 function addToCounter(counters: Record<string, EventCounter>, key: string, add: EventCounter): void {
   // Own properties only: a name like `constructor` must not find Object's built-ins.
   const counter = Object.hasOwn(counters, key) ? counters[key] : undefined;
   if (!counter) {
-    setOwn(counters, key, { count: add.count, firstSeen: add.firstSeen, lastSeen: add.lastSeen, days: { ...add.days } });
+    setOwn(counters, key, { count: add.count, firstSeen: add.firstSeen, lastSeen: add.lastSeen, days: { ...add.days }, recent: [...(add.recent ?? [])] });
     return;
   }
   counter.count += add.count;
+  counter.recent = mergeRecent(counter.recent ?? [], add.recent ?? []);
   if (add.firstSeen < counter.firstSeen) counter.firstSeen = add.firstSeen;
   const windowMoved = add.lastSeen > counter.lastSeen;
   if (windowMoved) counter.lastSeen = add.lastSeen;
@@ -178,7 +216,8 @@ function newerConsent(a: ProfileConsent | null, b: ProfileConsent): boolean {
 export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
   const at = event.timestamp;
   for (const identity of event.identities) addIdentityEntry(profile.identities, { ...identity, firstSeen: at, lastSeen: at, sourceId: origin.sourceId });
-  addToCounter(profile.counters, encodeFieldName(event.type), { count: 1, firstSeen: at, lastSeen: at, days: { [dayKey(at)]: 1 } });
+  const recent = [{ at, properties: keptProperties(event.properties) }];
+  addToCounter(profile.counters, encodeFieldName(event.type), { count: 1, firstSeen: at, lastSeen: at, days: { [dayKey(at)]: 1 }, recent });
   for (const [name, value] of Object.entries(event.traits ?? {})) setTrait(profile, name, value, { at, sourceId: origin.sourceId, party: origin.party });
   if (event.consent) {
     const consent = { ...event.consent, sourceId: origin.sourceId, at };
@@ -231,13 +270,23 @@ export interface ProfileLink {
   createdAt: Date;
 }
 
+/** A person's documents combined, keys still encoded: what segments evaluate and the profile view shows. */
+export interface CombinedProfile extends SegmentSubject {
+  id: string;
+  profileIds: string[];
+  traitOrigins: Record<string, TraitOrigin>;
+  sources: string[];
+  firstSeen: Date;
+  updatedAt: Date;
+}
+
 /**
- * The profile of a person: every document of their connected component combined — counters summed,
- * traits by precedence (`outranks`), consent most restrictive, identities and sources united. Its id
- * is the smallest document id, so every identity of the component finds the same profile. The result
- * does not depend on the order of `docs`.
+ * A person: every document of their connected component combined — counters summed, traits by
+ * precedence (`outranks`), consent most restrictive, identities and sources united. Its id is the
+ * smallest document id, so every identity of the component finds the same profile. The result does
+ * not depend on the order of `docs`.
  */
-export function combineProfiles(docs: ReadonlyArray<Readonly<ProfileDoc>>, links: ProfileLink[] = []): ProfileView {
+export function combineDocuments(docs: ReadonlyArray<Readonly<ProfileDoc>>): CombinedProfile {
   if (docs.length === 0) throw new Error('a profile needs at least one document');
   const ordered = [...docs].sort((a, b) => (a.profileId < b.profileId ? -1 : 1));
   const identities: IdentityEntry[] = [];
@@ -250,31 +299,48 @@ export function combineProfiles(docs: ReadonlyArray<Readonly<ProfileDoc>>, links
     for (const [name, origin] of Object.entries(doc.traitOrigins)) setTrait(traits, name, doc.traits[name], origin);
     for (const source of doc.sources) sources.add(source);
   }
-  const consent = mostRestrictiveConsent(ordered.flatMap((doc) => (doc.consent ? [doc.consent] : [])));
-  const iso = (date: Date) => date.toISOString();
+  const latest = (pick: (doc: Readonly<ProfileDoc>) => Date) => ordered.reduce((max, doc) => (pick(doc) > max ? pick(doc) : max), pick(ordered[0]));
   return {
     id: ordered[0].profileId,
     profileIds: ordered.map((doc) => doc.profileId),
-    identities: identities
-      .sort((a, b) => (identityKey(a) < identityKey(b) ? -1 : 1))
-      .map((entry) => ({ type: entry.type, value: entry.value, firstSeen: iso(entry.firstSeen), lastSeen: iso(entry.lastSeen), sourceId: entry.sourceId })),
-    traits: decodeKeys(traits.traits),
+    identities: identities.sort((a, b) => (identityKey(a) < identityKey(b) ? -1 : 1)),
+    traits: traits.traits,
+    traitOrigins: traits.traitOrigins,
+    counters,
+    consent: mostRestrictiveConsent(ordered.flatMap((doc) => (doc.consent ? [doc.consent] : []))),
+    sources: [...sources].sort(),
+    firstSeen: ordered.reduce((min, doc) => (doc.firstSeen < min ? doc.firstSeen : min), ordered[0].firstSeen),
+    lastSeen: latest((doc) => doc.lastSeen),
+    updatedAt: latest((doc) => doc.updatedAt),
+  };
+}
+
+/** The profile as the API shows it: names decoded, times as ISO strings, the merges that made it. */
+export function combineProfiles(docs: ReadonlyArray<Readonly<ProfileDoc>>, links: ProfileLink[] = [], segments: string[] = []): ProfileView {
+  const person = combineDocuments(docs);
+  const iso = (date: Date) => date.toISOString();
+  return {
+    id: person.id,
+    profileIds: person.profileIds,
+    identities: person.identities.map((entry) => ({ type: entry.type, value: entry.value, firstSeen: iso(entry.firstSeen), lastSeen: iso(entry.lastSeen), sourceId: entry.sourceId })),
+    traits: decodeKeys(person.traits),
     traitOrigins: Object.fromEntries(
-      Object.entries(traits.traitOrigins).map(([name, origin]) => [decodeFieldName(name), { at: iso(origin.at), sourceId: origin.sourceId, party: origin.party }]),
+      Object.entries(person.traitOrigins).map(([name, origin]) => [decodeFieldName(name), { at: iso(origin.at), sourceId: origin.sourceId, party: origin.party }]),
     ),
     counters: Object.fromEntries(
-      Object.entries(counters).map(([key, counter]) => [
+      Object.entries(person.counters).map(([key, counter]) => [
         decodeFieldName(key),
         { count: counter.count, firstSeen: iso(counter.firstSeen), lastSeen: iso(counter.lastSeen), days: counter.days },
       ]),
     ),
-    consent: consent && { ...consent, at: iso(consent.at) },
-    sources: [...sources].sort(),
+    consent: person.consent && { ...person.consent, at: iso(person.consent.at) },
+    sources: person.sources,
+    segments,
     mergeHistory: [...links]
       .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())
       .map((link) => ({ profiles: link.profiles, via: link.via, sourceId: link.sourceId, eventId: link.eventId, at: iso(link.createdAt) })),
-    firstSeen: iso(ordered.reduce((min, doc) => (doc.firstSeen < min ? doc.firstSeen : min), ordered[0].firstSeen)),
-    lastSeen: iso(ordered.reduce((max, doc) => (doc.lastSeen > max ? doc.lastSeen : max), ordered[0].lastSeen)),
-    updatedAt: iso(ordered.reduce((max, doc) => (doc.updatedAt > max ? doc.updatedAt : max), ordered[0].updatedAt)),
+    firstSeen: iso(person.firstSeen),
+    lastSeen: iso(person.lastSeen),
+    updatedAt: iso(person.updatedAt),
   };
 }

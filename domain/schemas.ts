@@ -151,6 +151,7 @@ export const ProfileSchema = z
     ),
     consent: z.unknown().nullable(),
     sources: z.array(z.string()),
+    segments: z.array(z.string()).openapi({ description: 'The segments it is a member of now (ids, sorted)' }),
     mergeHistory: z.array(
       z.object({ profiles: z.array(z.string()), via: z.string().openapi({ description: 'The identity (`type:value`) that joined them' }), sourceId: z.string(), eventId: z.string(), at: Iso }),
     ),

@@ -24,3 +24,13 @@ export function identityUnlinkWorkflowId(databaseName: string, unlinkId: string)
 export function retentionScheduleId(databaseName: string): string {
   return `store-retention:${databaseName}`;
 }
+
+/** A batch segmentation run (`runId` derives from the segment versions and the second it evaluates). */
+export function segmentRunWorkflowId(databaseName: string, runId: string): string {
+  return `segment-run:${databaseName}:${runId}`;
+}
+
+/** The schedule of one segment's batch runs; scheduled runs evaluate every segment in the one pass. */
+export function segmentScheduleId(databaseName: string, segmentId: string): string {
+  return `segment-schedule:${databaseName}:${segmentId}`;
+}

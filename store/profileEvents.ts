@@ -34,6 +34,8 @@ export interface RoutedBatch {
   events: RoutedEvent[];
   /** The documents its events go to (indexed: a profile's event history is one indexed read). */
   profiles: string[];
+  /** Documents of this partition that this batch's drain linked to another: their segments are evaluated over the whole profile from now on. */
+  linked?: string[];
   createdAt: Date;
 }
 

@@ -1,12 +1,15 @@
-import { Client, Connection, ScheduleAlreadyRunning, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { Client, Connection, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { durationMs } from '../domain/segmentRules';
+import type { SegmentSchedule } from '../domain/segments';
 import { SA } from '../domain/searchAttributes';
 import type { Config } from '../config';
 import type { SourceDoc } from '../store/sources';
 import { identityGraph, unlinkRequestedSignal } from '../workflows/identityUnlink';
 import { eventsRoutedSignal, profilePartition, splitRequestedSignal } from '../workflows/profilePartition';
 import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnection';
+import { segmentRun } from '../workflows/segmentRun';
 import { storeRetention } from '../workflows/storeRetention';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
@@ -120,5 +123,47 @@ export async function ensureRetentionSchedule(
     });
   } catch (error) {
     if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+  }
+}
+
+/** Starts a prepared batch segmentation run under its deterministic id; finding it started is success. */
+export async function startSegmentRun(client: Client, databaseName: string, runId: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  try {
+    await client.workflow.start(segmentRun, { workflowId: segmentRunWorkflowId(databaseName, runId), taskQueue: config.DMP_TASK_QUEUE, args: [{ runId }], memo: { runId } });
+  } catch (error) {
+    if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+  }
+}
+
+/**
+ * Makes a segment's schedule match its definition: created, replaced, or removed when it has none.
+ * Each scheduled run evaluates every segment in one pass (never two at once; a run missed while
+ * the cluster was down is caught up within the hour).
+ */
+export async function syncSegmentSchedule(
+  client: Client,
+  databaseName: string,
+  segmentId: string,
+  schedule: SegmentSchedule | null,
+  config: Pick<Config, 'DMP_TASK_QUEUE'>,
+): Promise<void> {
+  const scheduleId = segmentScheduleId(databaseName, segmentId);
+  const handle = client.schedule.getHandle(scheduleId);
+  if (!schedule) {
+    try {
+      await handle.delete();
+    } catch (error) {
+      if (!(error instanceof ScheduleNotFoundError)) throw error;
+    }
+    return;
+  }
+  const spec: ScheduleSpec = 'every' in schedule ? { intervals: [{ every: durationMs(schedule.every) }] } : { cronExpressions: [schedule.cron] };
+  const action = { type: 'startWorkflow' as const, workflowType: segmentRun, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{}] as [object] };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' as const };
+  try {
+    await client.schedule.create({ scheduleId, spec, action, policies });
+  } catch (error) {
+    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+    await handle.update((previous) => ({ ...previous, spec, action }));
   }
 }

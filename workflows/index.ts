@@ -2,3 +2,4 @@ export { sourceConnection } from './sourceConnection';
 export { profilePartition } from './profilePartition';
 export { identityGraph, identityUnlink } from './identityUnlink';
 export { storeRetention } from './storeRetention';
+export { segmentRun } from './segmentRun';

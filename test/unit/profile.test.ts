@@ -2,6 +2,9 @@ import type { StoredConsent } from '../../domain/consent';
 import { encodeFieldName } from '../../domain/fieldNames';
 import {
   applyEvent,
+  BEHAVIOUR_DAYS,
+  RECENT_EVENTS_KEPT,
+  RECENT_PROPERTIES_KEPT,
   combineProfiles,
   hasApplied,
   newProfile,
@@ -96,7 +99,24 @@ describe('applyEvent: counters', () => {
       firstSeen: at('2025-06-03T00:00:00Z'),
       lastSeen: at('2025-06-07T00:00:00Z'),
       days: { '20250603': 1, '20250605': 1, '20250606': 1, '20250607': 1 },
+      recent: ['2025-06-07', '2025-06-06', '2025-06-05', '2025-06-03'].map((day) => ({ at: at(`${day}T00:00:00Z`), properties: {} })),
     });
+  });
+
+  it('keeps the newest events of a type with their first properties by name, for property filters, and forgets them with the daily buckets', () => {
+    const doc = profile();
+    const properties = Object.fromEntries(Array.from({ length: RECENT_PROPERTIES_KEPT + 4 }, (_, k) => [`p${String(k).padStart(2, '0')}`, k]));
+    for (let k = 0; k < RECENT_EVENTS_KEPT + 5; k++) {
+      applyEvent(doc, event({ timestamp: new Date(Date.UTC(2025, 5, 1) + k * 3_600_000), properties }), { sourceId: 'src_a', party: 'first', seq: k });
+    }
+    const recent = doc.counters.page_view.recent ?? [];
+    expect(recent).toHaveLength(RECENT_EVENTS_KEPT);
+    expect(recent[0].at).toEqual(new Date(Date.UTC(2025, 5, 1) + (RECENT_EVENTS_KEPT + 4) * 3_600_000));
+    expect(Object.keys(recent[0].properties)).toEqual(Object.keys(properties).slice(0, RECENT_PROPERTIES_KEPT));
+    // An event BEHAVIOUR_DAYS later moves the window past all of them.
+    applyEvent(doc, event({ timestamp: new Date(Date.UTC(2025, 5, 1) + BEHAVIOUR_DAYS * 86_400_000 + 86_400_000) }), { sourceId: 'src_a', party: 'first', seq: 99 });
+    expect(doc.counters.page_view.recent).toHaveLength(1);
+    expect(doc.counters.page_view.count).toBe(RECENT_EVENTS_KEPT + 6);
   });
 
   it('moves the profile firstSeen back for an older event and lastSeen forward for a newer one', () => {

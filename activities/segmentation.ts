@@ -1,0 +1,247 @@
+import type { Config } from '../config';
+import { combineDocuments, dayKey, type ProfileDoc, type SegmentSubject } from '../domain/profile';
+import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
+import { Bitmap, sampleRank } from '../domain/segments';
+import { forEachConcurrently, type Store } from '../store/db';
+import { IdentityIndex } from '../store/identities';
+import { ProfileGraph } from '../store/profileGraph';
+import { decodeProfile, ProfileStore } from '../store/profiles';
+import { SegmentMembership } from '../store/segmentMembership';
+import { rulesOfRun, SegmentRunStore, type RunDoc, type SnapshotChunk } from '../store/segmentRuns';
+import { SegmentStore } from '../store/segments';
+import { heartbeat, withHeartbeats } from './heartbeat';
+
+/** Profiles per stored membership chunk: ~20 bytes an id, so a chunk stays a few hundred kilobytes. */
+export const CHUNK_PROFILES = 10_000;
+/** Profiles the estimate evaluates rules on: a 95% interval of at most ±2.2 points. */
+export const SAMPLE_SIZE = 2_000;
+
+/** Named points inside a run where tests may interrupt it, to prove a retry gives the same membership. */
+export type RunStep = 'scanned' | 'chunk-written';
+
+export interface SegmentationDeps {
+  store: Store;
+  config: Pick<Config, 'DMP_PROFILE_PARTITIONS'>;
+  now?: () => Date;
+  onRunStep?: (step: RunStep) => void | Promise<void>;
+}
+
+interface Evaluated {
+  version: number;
+  kind: 'single' | 'linked' | 'retired';
+  bits: Uint8Array | null;
+}
+
+/** Keeps the SAMPLE_SIZE profiles of lowest `sampleRank`: a uniform sample that does not depend on scan order. */
+class BottomSample {
+  private readonly kept = new Map<string, { rank: number; subject: SegmentSubject }>();
+  private threshold = Infinity;
+
+  offer(id: string, subject: SegmentSubject): void {
+    const rank = sampleRank(id);
+    if (rank > this.threshold) return;
+    this.kept.set(id, { rank, subject });
+    if (this.kept.size < 2 * SAMPLE_SIZE) return;
+    const ordered = [...this.kept].sort((a, b) => a[1].rank - b[1].rank || (a[0] < b[0] ? -1 : 1));
+    for (const [dropped] of ordered.slice(SAMPLE_SIZE)) this.kept.delete(dropped);
+    this.threshold = ordered[SAMPLE_SIZE - 1][1].rank;
+  }
+
+  remove(id: string): void {
+    this.kept.delete(id);
+  }
+
+  subjects(): SegmentSubject[] {
+    return [...this.kept]
+      .sort((a, b) => a[1].rank - b[1].rank || (a[0] < b[0] ? -1 : 1))
+      .slice(0, SAMPLE_SIZE)
+      .map(([, { subject }]) => ({ identities: subject.identities, traits: subject.traits, counters: subject.counters, consent: subject.consent, lastSeen: subject.lastSeen }));
+  }
+}
+
+/** The activities of a segmentation run: one pass over every profile evaluates every segment. */
+export function createSegmentationActivities(deps: SegmentationDeps) {
+  const now = deps.now ?? (() => new Date());
+  const segments = new SegmentStore(deps.store);
+  const runs = new SegmentRunStore(deps.store);
+  const profiles = new ProfileStore(deps.store, 0);
+  const graph = ProfileGraph.open(deps.store);
+  const identities = new IdentityIndex(deps.store, 0);
+
+  /**
+   * Streams every profile document once (the store serves one cursor; ranges and sorts by `_id` would
+   * each scan the table again) and evaluates every segment of the run on the newest version of each.
+   * Documents joined to others by links are set aside and evaluated as their whole profile after
+   * the pass. Results stay in memory (an id and a few bytes of bits per profile) until the pass ends,
+   * then are written as chunks of consecutive ids. Safe to retry: a retry passes again and writes the
+   * same chunk ids; the rules and the evaluation time are fixed in the run record.
+   */
+  async function evaluate(runId: string): Promise<{ evaluated: number; documentsScanned: number }> {
+    const run = await runs.getRun(runId);
+    if (!run || run.state !== 'running') return { evaluated: run?.evaluated ?? 0, documentsScanned: run?.documentsScanned ?? 0 };
+    if (await runs.supersededBy(run)) {
+      // Segments created or changed one after the other each start a run; the latest pass serves them all.
+      await runs.saveRun({ ...run, state: 'superseded', finishedAt: now() });
+      return { evaluated: 0, documentsScanned: 0 };
+    }
+    const evaluator = new SegmentEvaluator(rulesOfRun(run));
+    const order = run.segments.map((segment) => segment.id);
+    const at = new EvaluationTime(run.now);
+    const bitsOf = (subject: SegmentSubject): Uint8Array => {
+      const bits = new Bitmap(order.length);
+      const members = new Set(evaluator.evaluate(subject, at));
+      order.forEach((id, index) => members.has(id) && bits.set(index));
+      return bits.bytes;
+    };
+
+    const linked = new Set<string>();
+    for await (const link of identities.links.find({}, { projection: { profiles: 1 } })) for (const id of link.profiles) linked.add(id);
+    heartbeat({ phase: 'links', links: linked.size });
+
+    const results = new Map<string, Evaluated>();
+    const sample = new BottomSample();
+    let documentsScanned = 0;
+    for await (const stored of profiles.profiles.find({}, { batchSize: 1000 })) {
+      documentsScanned++;
+      if (documentsScanned % 20_000 === 0) heartbeat({ phase: 'scan', documentsScanned });
+      const seen = results.get(stored.profileId);
+      if (seen && seen.version >= stored.version) continue;
+      const doc = decodeProfile(stored) as ProfileDoc;
+      if (doc.retired) {
+        results.set(doc.profileId, { version: doc.version, kind: 'retired', bits: null });
+        sample.remove(doc.profileId);
+      } else if (doc.linked || doc.ancestors?.length || linked.has(doc.profileId)) {
+        results.set(doc.profileId, { version: doc.version, kind: 'linked', bits: null });
+        sample.remove(doc.profileId);
+      } else {
+        results.set(doc.profileId, { version: doc.version, kind: 'single', bits: bitsOf(doc) });
+        sample.offer(doc.profileId, doc);
+      }
+    }
+    await deps.onRunStep?.('scanned');
+
+    // A profile of several documents: each is read with its component, which is combined and evaluated once.
+    const people = new Map<string, Uint8Array>();
+    const done = new Set<string>();
+    const pending = [...results].filter(([, result]) => result.kind === 'linked').map(([id]) => id).sort();
+    await forEachConcurrently(pending, 8, async (id) => {
+      if (done.has(id)) return;
+      const component = await graph.component(id);
+      for (const member of component.ids) done.add(member);
+      if (component.docs.length === 0) return;
+      const person = combineDocuments(component.docs);
+      people.set(person.id, bitsOf(person));
+      sample.offer(person.id, person);
+    });
+    for (const [id, result] of results) if (result.kind === 'single' && !done.has(id)) people.set(id, result.bits as Uint8Array);
+    results.clear();
+    heartbeat({ phase: 'linked', profiles: people.size });
+
+    const ids = [...people.keys()].sort();
+    const membership = new SegmentMembership(runs);
+    const segmentDocs = await Promise.all(order.map((id) => segments.get(id)));
+    const states = await membership.realTime(segmentDocs.flatMap((doc) => (doc ? [doc] : [])));
+    const previous = await Promise.all(segmentDocs.map(async (doc) => (doc ? { doc, size: (await membership.size(doc, states)) ?? 0 } : null)));
+    const counts = order.map(() => ({ members: 0, kept: 0 }));
+    run.chunks = [];
+    for (let start = 0, n = 0; start < ids.length; start += CHUNK_PROFILES, n++) {
+      const slice = ids.slice(start, start + CHUNK_PROFILES);
+      const chunk: SnapshotChunk = { ids: slice, bits: order.map(() => new Uint8Array(Math.ceil(slice.length / 8))) };
+      const chunkCounts = order.map(() => 0);
+      for (let i = 0; i < slice.length; i++) {
+        const bits = new Bitmap(people.get(slice[i]) as Uint8Array);
+        for (let k = 0; k < order.length; k++) {
+          if (!bits.has(k)) continue;
+          new Bitmap(chunk.bits[k]).set(i);
+          chunkCounts[k]++;
+          counts[k].members++;
+          const before = previous[k];
+          if (before && (await membership.isMember(before.doc, slice[i], states))) counts[k].kept++;
+        }
+      }
+      await runs.writeChunk(run._id, n, chunk);
+      run.chunks.push({ first: slice[0], last: slice[slice.length - 1], counts: chunkCounts });
+      heartbeat({ phase: 'write', chunk: n });
+      await deps.onRunStep?.('chunk-written');
+    }
+    run.evaluated = ids.length;
+    run.documentsScanned = documentsScanned;
+    order.forEach((id, k) => {
+      run.members[id] = counts[k].members;
+      run.entered[id] = counts[k].members - counts[k].kept;
+      run.exited[id] = (previous[k]?.size ?? 0) - counts[k].kept;
+    });
+    await runs.writeSample(run._id, ids.length, sample.subjects());
+    await runs.saveRun(run);
+    return { evaluated: ids.length, documentsScanned };
+  }
+
+  /**
+   * Makes a run's snapshot the membership of its segments — each flipped only if it was not edited
+   * since (the edit started a run of its own) — records the run's entered/exited counts, and lets
+   * go of what no segment reads any more: older snapshots, and real-time changes of past days
+   * (counted into the history first). Safe to repeat.
+   */
+  async function complete(runId: string): Promise<void> {
+    const run = await runs.getRun(runId);
+    if (!run) return;
+    const finishedAt = run.finishedAt ?? now();
+    if (run.state === 'superseded') {
+      for (const segment of run.segments) await segments.setLastRun(segment.id, { runId, state: 'superseded', startedAt: run.startedAt, finishedAt });
+      return;
+    }
+    if (run.state === 'running') {
+      for (const segment of run.segments) {
+        const current = { runId, version: segment.version, size: run.members[segment.id] ?? 0, now: run.now, startedAt: run.startedAt, finishedAt };
+        if (await segments.flip(segment.id, current)) {
+          await runs.writeHistory([{ _id: `${segment.id}:${runId}`, segment: segment.id, day: dayKey(run.now), entered: run.entered[segment.id] ?? 0, exited: run.exited[segment.id] ?? 0 }]);
+        }
+        await segments.setLastRun(segment.id, { runId, state: 'completed', startedAt: run.startedAt, finishedAt });
+      }
+      await runs.saveRun({ ...run, state: 'completed', finishedAt });
+    }
+    await releaseUnread(runId);
+  }
+
+  /** Drops the chunks of completed runs no segment reads, and folds past days of real-time changes into history. */
+  async function releaseUnread(keep: string): Promise<void> {
+    const all = await segments.list();
+    const read = new Set([keep, ...all.flatMap((segment) => (segment.current ? [segment.current.runId] : []))]);
+    for (const run of await runs.runs.find({ state: { $ne: 'running' } }, { projection: { _id: 1, chunks: 1, state: 1 } }).toArray()) {
+      if (read.has(run._id) || run.chunks.length === 0) continue;
+      await runs.dropChunks(run as RunDoc);
+    }
+    if (all.some((segment) => !segment.current)) return;
+    const cutoff = all.reduce((min, segment) => (segment.current!.startedAt < min ? segment.current!.startedAt : min), now());
+    await runs.foldChangesIntoHistory(new Date(cutoff.getTime() - 3_600_000));
+  }
+
+  return {
+    /** Records a run of every segment as it is now, evaluated at `evaluatedAt` (ms); returns its id. */
+    async prepareSegmentRun(input: { evaluatedAt: number }): Promise<string> {
+      const run = await runs.prepare(await segments.list(), new Date(input.evaluatedAt), now());
+      for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
+      return run._id;
+    },
+
+    /** See evaluate. */
+    evaluateSegmentRun(input: { runId: string }) {
+      return withHeartbeats(() => evaluate(input.runId));
+    },
+
+    completeSegmentRun(input: { runId: string }): Promise<void> {
+      return withHeartbeats(() => complete(input.runId));
+    },
+
+    /** Records a run that could not finish; its segments keep reading their previous snapshot. */
+    async failSegmentRun(input: { runId: string; error: string }): Promise<void> {
+      const run = await runs.getRun(input.runId);
+      if (!run || run.state !== 'running') return;
+      const finishedAt = now();
+      await runs.saveRun({ ...run, state: 'failed', finishedAt, error: input.error.slice(0, 2000) });
+      for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'failed', startedAt: run.startedAt, finishedAt });
+    },
+  };
+}
+
+export type SegmentationActivities = ReturnType<typeof createSegmentationActivities>;

@@ -1,0 +1,253 @@
+import { Router, type RequestHandler } from 'express';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import { combineDocuments, dayKey } from '../domain/profile';
+import { EvaluationTime, findCycle, parseRule, referencedSegments, SegmentEvaluator, type Rule } from '../domain/segmentRules';
+import {
+  CreateSegmentRequestSchema,
+  EstimateRequestSchema,
+  HistoryQuerySchema,
+  MembersQuerySchema,
+  PatchSegmentRequestSchema,
+  wilson,
+  windowStart,
+  type SegmentView,
+} from '../domain/segments';
+import type { Store } from '../store/db';
+import { decodeProfile, ProfileStore } from '../store/profiles';
+import { SegmentMembership } from '../store/segmentMembership';
+import { SegmentRunStore, type RunDoc } from '../store/segmentRuns';
+import { newSegmentId, ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
+import { startSegmentRun, syncSegmentSchedule } from '../temporal/client';
+import { parseOr400, ProblemError } from './problem';
+
+/** Profiles read for an estimate before any run has kept a sample. */
+const FIRST_SAMPLE = 2_000;
+
+function invalidRule(errors: Array<{ path: string; message: string }>): ProblemError {
+  return new ProblemError(400, 'validation', 'Invalid segment rule', errors);
+}
+
+/** A rule checked on its own, then against the other segments: each it names exists, and none refers back. */
+async function checkRule(segments: SegmentStore, value: unknown, selfId: string | null): Promise<Rule> {
+  const parsed = parseRule(value);
+  if (!parsed.rule) throw invalidRule(parsed.errors);
+  const all = await segments.list();
+  const rules = new Map(all.map((doc) => [doc._id, ruleOf(doc)]));
+  const missing = referencedSegments(parsed.rule).filter((id) => !rules.has(id) && id !== selfId);
+  if (missing.length > 0) throw invalidRule(missing.map((id) => ({ path: 'rule', message: `refers to segment ${id}, which does not exist` })));
+  rules.set(selfId ?? '(new)', parsed.rule);
+  const cycle = findCycle(rules);
+  if (cycle) throw invalidRule([{ path: 'rule', message: `segments would refer to each other: ${cycle.join(' → ')}` }]);
+  return parsed.rule;
+}
+
+function segmentView(doc: SegmentDoc, size: number | null): SegmentView {
+  const iso = (date: Date) => date.toISOString();
+  return {
+    id: doc._id,
+    name: doc.name,
+    description: doc.description,
+    taxonomyPath: doc.taxonomyPath,
+    rule: ruleOf(doc),
+    schedule: doc.schedule,
+    version: doc.version,
+    size,
+    lastRun: doc.lastRun && { runId: doc.lastRun.runId, state: doc.lastRun.state, startedAt: iso(doc.lastRun.startedAt), finishedAt: doc.lastRun.finishedAt && iso(doc.lastRun.finishedAt) },
+    currentRun: doc.current && { runId: doc.current.runId, version: doc.current.version, size: doc.current.size, evaluatedAt: iso(doc.current.now), finishedAt: iso(doc.current.finishedAt) },
+    createdAt: iso(doc.createdAt),
+    updatedAt: iso(doc.updatedAt),
+  };
+}
+
+function runView(run: RunDoc, segmentId: string) {
+  const iso = (date: Date) => date.toISOString();
+  const has = (record: Record<string, number>) => (Object.hasOwn(record, segmentId) ? record[segmentId] : null);
+  return {
+    runId: run._id,
+    state: run.state,
+    segments: run.segments.map(({ id, version }) => ({ id, version })),
+    evaluatedAt: iso(run.now),
+    evaluated: run.evaluated,
+    documentsScanned: run.documentsScanned,
+    members: has(run.members),
+    entered: has(run.entered),
+    exited: has(run.exited),
+    startedAt: iso(run.startedAt),
+    finishedAt: run.finishedAt && iso(run.finishedAt),
+    error: run.error,
+  };
+}
+
+export interface SegmentsRouterDeps {
+  store: Store;
+  temporal: Client;
+  config: Pick<Config, 'DMP_TASK_QUEUE'>;
+  admin: RequestHandler;
+}
+
+/**
+ * The segments API: definitions, membership, batch runs, estimates and history. Every change of a
+ * rule starts a batch run over all profiles (no "only profiles seen again" gap); real-time changes
+ * come from the partition writers as they fold events.
+ */
+export function segmentsRouter({ store, temporal, config, admin }: SegmentsRouterDeps): Router {
+  const segments = new SegmentStore(store);
+  const runs = new SegmentRunStore(store);
+  const profiles = new ProfileStore(store, 0);
+  const databaseName = store.db.databaseName;
+  const router = Router();
+
+  async function load(id: string): Promise<SegmentDoc> {
+    const doc = await segments.get(id);
+    if (!doc) throw new ProblemError(404, 'segment-not-found', 'No such segment', [{ path: 'params.id', message: `no segment ${id}` }]);
+    return doc;
+  }
+
+  /** Starts a run of every segment as they are now; returns its id. */
+  async function startRun(): Promise<string> {
+    const run = await runs.prepare(await segments.list(), windowStart(new Date()), new Date());
+    for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
+    await startSegmentRun(temporal, databaseName, run._id, config);
+    return run._id;
+  }
+
+  async function views(docs: SegmentDoc[]): Promise<SegmentView[]> {
+    const membership = new SegmentMembership(runs);
+    const states = await membership.realTime(docs);
+    return Promise.all(docs.map(async (doc) => segmentView(doc, await membership.size(doc, states))));
+  }
+
+  router.post('/v1/segments', admin, async (req, res) => {
+    const body = parseOr400(CreateSegmentRequestSchema, req.body, 'segment');
+    const rule = await checkRule(segments, body.rule, null);
+    const now = new Date();
+    const doc: SegmentDoc = {
+      _id: newSegmentId(),
+      name: body.name,
+      description: body.description ?? null,
+      taxonomyPath: body.taxonomyPath ?? null,
+      ruleJson: JSON.stringify(rule),
+      schedule: body.schedule ?? null,
+      version: 1,
+      createdAt: now,
+      updatedAt: now,
+      current: null,
+      lastRun: null,
+    };
+    await segments.create(doc);
+    await syncSegmentSchedule(temporal, databaseName, doc._id, doc.schedule, config);
+    await startRun();
+    res.status(201).location(`/v1/segments/${doc._id}`).json((await views([await load(doc._id)]))[0]);
+  });
+
+  router.get('/v1/segments', admin, async (_req, res) => {
+    const docs = (await segments.list()).sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a._id < b._id ? -1 : 1));
+    res.json({ segments: await views(docs) });
+  });
+
+  router.post('/v1/segments/estimate', admin, async (req, res) => {
+    const body = parseOr400(EstimateRequestSchema, req.body, 'estimate request');
+    const rule = await checkRule(segments, body.rule, null);
+    const definitions = (await segments.list()).map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
+    const evaluator = new SegmentEvaluator([...definitions, { id: '(estimate)', rule }]);
+    let sample = await runs.readSample();
+    if (!sample) {
+      // No run has kept a sample yet (no segment exists): the first profiles read stand in, whole profiles not combined.
+      const docs = await profiles.profiles.find({}).limit(FIRST_SAMPLE).toArray();
+      const population = await profiles.profiles.estimatedDocumentCount();
+      sample = { runId: '', population, subjects: docs.map((doc) => combineDocuments([decodeProfile(doc)])) };
+    }
+    const at = new EvaluationTime(new Date());
+    const hits = sample.subjects.filter((subject) => evaluator.evaluate(subject, at).includes('(estimate)')).length;
+    const n = sample.subjects.length;
+    const interval = wilson(hits, n);
+    const scale = (share: number) => Math.round(share * sample.population);
+    res.json({ estimate: n === 0 ? 0 : scale(hits / n), low: scale(interval.low), high: scale(interval.high), sampled: n, population: sample.population });
+  });
+
+  router.get('/v1/segments/:id', admin, async (req, res) => {
+    res.json((await views([await load(String(req.params.id))]))[0]);
+  });
+
+  router.patch('/v1/segments/:id', admin, async (req, res) => {
+    const doc = await load(String(req.params.id));
+    const patch = parseOr400(PatchSegmentRequestSchema, req.body, 'segment change');
+    const next: SegmentDoc = { ...doc, updatedAt: new Date() };
+    if (patch.name !== undefined) next.name = patch.name;
+    if (patch.description !== undefined) next.description = patch.description;
+    if (patch.taxonomyPath !== undefined) next.taxonomyPath = patch.taxonomyPath;
+    if (patch.schedule !== undefined) next.schedule = patch.schedule;
+    const ruleChanged = patch.rule !== undefined && JSON.stringify(await checkRule(segments, patch.rule, doc._id)) !== doc.ruleJson;
+    if (ruleChanged) {
+      next.ruleJson = JSON.stringify(patch.rule);
+      next.version = doc.version + 1;
+    }
+    if (!(await segments.replace(next, doc.version))) {
+      throw new ProblemError(409, 'segment-changed', 'The segment was changed meanwhile; read it and try again');
+    }
+    if (patch.schedule !== undefined) await syncSegmentSchedule(temporal, databaseName, doc._id, next.schedule, config);
+    if (ruleChanged) await startRun();
+    res.json((await views([await load(doc._id)]))[0]);
+  });
+
+  router.delete('/v1/segments/:id', admin, async (req, res) => {
+    const doc = await load(String(req.params.id));
+    const users = (await segments.list()).filter((other) => other._id !== doc._id && referencedSegments(ruleOf(other)).includes(doc._id));
+    if (users.length > 0) {
+      throw new ProblemError(409, 'segment-in-use', 'Other segments refer to this one', users.map((user) => ({ path: 'params.id', message: `used by segment ${user._id}` })));
+    }
+    await syncSegmentSchedule(temporal, databaseName, doc._id, null, config);
+    await segments.remove(doc._id);
+    res.status(204).end();
+  });
+
+  router.get('/v1/segments/:id/members', admin, async (req, res) => {
+    const doc = await load(String(req.params.id));
+    const query = parseOr400(MembersQuerySchema, req.query, 'members query');
+    const membership = new SegmentMembership(runs);
+    const states = await membership.realTime([doc]);
+    res.json(await membership.members(doc, states, query.cursor ?? '', query.limit));
+  });
+
+  router.post('/v1/segments/:id/runs', admin, async (req, res) => {
+    const doc = await load(String(req.params.id));
+    const runId = await startRun();
+    res.status(202).location(`/v1/segments/${doc._id}/runs/${runId}`).json({ runId });
+  });
+
+  router.get('/v1/segments/:id/runs/:runId', admin, async (req, res) => {
+    const doc = await load(String(req.params.id));
+    const run = await runs.getRun(String(req.params.runId));
+    if (!run || !run.segments.some((segment) => segment.id === doc._id)) {
+      throw new ProblemError(404, 'run-not-found', 'No such run of this segment', [{ path: 'params.runId', message: `no run ${String(req.params.runId)} of ${doc._id}` }]);
+    }
+    res.json(runView(run, doc._id));
+  });
+
+  router.get('/v1/segments/:id/history', admin, async (req, res) => {
+    const doc = await load(String(req.params.id));
+    const query = parseOr400(HistoryQuerySchema, req.query, 'history query');
+    const days = new Map<string, { entered: number; exited: number }>();
+    const add = (day: string, entered: number, exited: number) => {
+      const entry = days.get(day) ?? { entered: 0, exited: 0 };
+      entry.entered += entered;
+      entry.exited += exited;
+      days.set(day, entry);
+    };
+    for (const entry of await runs.historyOf(doc._id)) add(entry.day, entry.entered, entry.exited);
+    for (const change of await runs.changesSince(new Date(0))) {
+      const counts = Object.hasOwn(change.changes, doc._id) ? change.changes[doc._id] : undefined;
+      if (counts) add(dayKey(change.at), counts.entered.length, counts.exited.length);
+    }
+    const first = dayKey(new Date(Date.now() - (query.days - 1) * 86_400_000));
+    res.json({
+      days: [...days]
+        .filter(([day]) => day >= first)
+        .sort(([a], [b]) => (a < b ? -1 : 1))
+        .map(([day, counts]) => ({ day: `${day.slice(0, 4)}-${day.slice(4, 6)}-${day.slice(6)}`, ...counts })),
+    });
+  });
+
+  return router;
+}

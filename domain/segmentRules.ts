@@ -1,0 +1,384 @@
+import { z } from 'zod';
+import type { FieldError } from './collect';
+import { encodeFieldName } from './fieldNames';
+import type { StoredIdentityType } from './identity';
+import { BEHAVIOUR_DAYS, dayKey, type SegmentSubject } from './profile';
+
+// ---- the rule language -------------------------------------------------------------------------
+
+export const TRAIT_OPS = ['eq', 'neq', 'in', 'gt', 'gte', 'lt', 'lte', 'exists', 'contains'] as const;
+export type TraitOp = (typeof TRAIT_OPS)[number];
+
+export const IDENTITY_KINDS = ['email', 'phone', 'maid', 'crm_id', 'cookie_id'] as const;
+export type IdentityKind = (typeof IDENTITY_KINDS)[number];
+const STORED_TYPE_OF: Record<IdentityKind, StoredIdentityType> = {
+  email: 'email_sha256',
+  phone: 'phone_sha256',
+  maid: 'maid',
+  crm_id: 'crm_id',
+  cookie_id: 'cookie_id',
+};
+
+/** ISO 8601 durations of whole days and/or hours: `P30D`, `PT12H`, `P1DT6H`. */
+const DURATION = /^P(?:(\d{1,4})D)?(?:T(\d{1,5})H)?$/;
+export const DurationSchema = z
+  .string()
+  .regex(DURATION, 'an ISO 8601 duration of days and/or hours, e.g. P30D or PT12H')
+  .refine((text) => text !== 'P' && text !== 'PT' && durationMs(text) > 0, 'must be longer than zero')
+  .openapi({ example: 'P30D' });
+
+export function durationMs(text: string): number {
+  const match = DURATION.exec(text);
+  if (!match) throw new Error(`not a duration: ${text}`);
+  return (Number(match[1] ?? 0) * 24 + Number(match[2] ?? 0)) * 3_600_000;
+}
+
+const Value = z.union([z.string().max(1024), z.number().finite(), z.boolean(), z.null()]);
+const OperandSchema = z.union([Value, z.array(Value).max(1000)]).optional();
+
+/** A comparison of a trait or event property with a value; `exists` takes none, `in` takes a list. */
+function comparison<T extends z.ZodRawShape>(shape: T) {
+  return z
+    .object({ ...shape, op: z.enum(TRAIT_OPS), value: OperandSchema })
+    .strict()
+    .superRefine((rule, ctx) => {
+      const { op, value } = rule as { op: TraitOp; value?: unknown };
+      if (op === 'exists' && value !== undefined) ctx.addIssue({ code: 'custom', path: ['value'], message: '`exists` takes no value' });
+      if (op !== 'exists' && value === undefined) ctx.addIssue({ code: 'custom', path: ['value'], message: `\`${op}\` needs a value` });
+      if (op === 'in' && !Array.isArray(value)) ctx.addIssue({ code: 'custom', path: ['value'], message: '`in` needs a list of values' });
+      if (op !== 'in' && Array.isArray(value)) ctx.addIssue({ code: 'custom', path: ['value'], message: `\`${op}\` compares with one value, not a list` });
+    });
+}
+
+const Name = z.string().min(1).max(128);
+export const TraitRuleSchema = comparison({ trait: Name });
+export const PropertyFilterSchema = comparison({ property: Name });
+export const EventRuleSchema = z
+  .object({
+    event: Name,
+    count: z.object({ op: z.enum(['gte', 'lte', 'eq']), value: z.number().int().min(0).max(1_000_000) }).strict().optional(),
+    within: DurationSchema.optional(),
+    where: z.array(PropertyFilterSchema).min(1).max(8).optional(),
+  })
+  .strict();
+export const LastSeenRuleSchema = z
+  .object({ lastSeen: z.object({ within: DurationSchema.optional(), notWithin: DurationSchema.optional() }).strict().refine((w) => w.within || w.notWithin, 'needs `within` or `notWithin`') })
+  .strict();
+export const IdentityRuleSchema = z.object({ identity: z.enum(IDENTITY_KINDS) }).strict();
+export const ConsentRuleSchema = z.object({ consent: z.object({ purpose: z.number().int().min(1).max(24) }).strict() }).strict();
+export const SegmentRefRuleSchema = z.object({ segment: z.string().min(1).max(64) }).strict();
+
+export type TraitRule = z.infer<typeof TraitRuleSchema>;
+export type EventRule = z.infer<typeof EventRuleSchema>;
+export type PropertyFilter = z.infer<typeof PropertyFilterSchema>;
+export type Rule =
+  | { all: Rule[] }
+  | { any: Rule[] }
+  | { not: Rule }
+  | TraitRule
+  | EventRule
+  | z.infer<typeof LastSeenRuleSchema>
+  | z.infer<typeof IdentityRuleSchema>
+  | z.infer<typeof ConsentRuleSchema>
+  | z.infer<typeof SegmentRefRuleSchema>;
+
+const MAX_CHILDREN = 100;
+const MAX_DEPTH = 16;
+const MAX_NODES = 500;
+
+/** The whole language as one schema, for the OpenAPI document; `parseRule` validates (it names the exact path). */
+export const RuleSchema: z.ZodType<Rule> = z
+  .lazy(() =>
+    z.union([
+      z.object({ all: z.array(RuleSchema).min(1).max(MAX_CHILDREN) }).strict(),
+      z.object({ any: z.array(RuleSchema).min(1).max(MAX_CHILDREN) }).strict(),
+      z.object({ not: RuleSchema }).strict(),
+      TraitRuleSchema,
+      EventRuleSchema,
+      LastSeenRuleSchema,
+      IdentityRuleSchema,
+      ConsentRuleSchema,
+      SegmentRefRuleSchema,
+    ]),
+  )
+  .openapi('Rule', {
+    description:
+      'all/any/not combine rules; trait compares a trait; event counts events of a type (default: at least one), optionally within a window and filtered on properties; lastSeen tests recency; identity needs an identity of a type; consent needs a TCF purpose; segment needs membership of another segment.',
+    example: { all: [{ event: 'purchase', count: { op: 'gte', value: 2 }, within: 'P30D' }, { not: { segment: 'seg_churned' } }] },
+  }) as z.ZodType<Rule>;
+
+const LEAF_SCHEMAS = {
+  trait: TraitRuleSchema,
+  event: EventRuleSchema,
+  lastSeen: LastSeenRuleSchema,
+  identity: IdentityRuleSchema,
+  consent: ConsentRuleSchema,
+  segment: SegmentRefRuleSchema,
+} as const;
+const KINDS = ['all', 'any', 'not', ...Object.keys(LEAF_SCHEMAS)];
+
+/**
+ * Validates a rule, naming the exact path of each problem (`rule.all[2].within`): the kind is taken
+ * from the key present, so an error is reported against the rule the client meant, not against
+ * every alternative of a union. Event windows may not reach past the behaviour kept on profiles.
+ */
+export function parseRule(value: unknown, path = 'rule'): { rule: Rule; errors: [] } | { rule: null; errors: FieldError[] } {
+  const errors: FieldError[] = [];
+  let nodes = 0;
+  const walk = (node: unknown, at: string, depth: number): void => {
+    if (++nodes > MAX_NODES) {
+      if (nodes === MAX_NODES + 1) errors.push({ path: at, message: `a rule may hold at most ${MAX_NODES} conditions` });
+      return;
+    }
+    if (depth > MAX_DEPTH) return void errors.push({ path: at, message: `rules nest at most ${MAX_DEPTH} deep` });
+    if (typeof node !== 'object' || node === null || Array.isArray(node)) return void errors.push({ path: at, message: 'must be a rule object' });
+    const kinds = Object.keys(node).filter((key) => KINDS.includes(key));
+    if (kinds.length !== 1) {
+      return void errors.push({ path: at, message: kinds.length === 0 ? `must have one of ${KINDS.join(', ')}` : `has both ${kinds.join(' and ')}: one kind per rule` });
+    }
+    const kind = kinds[0];
+    if (kind === 'all' || kind === 'any' || kind === 'not') {
+      const extra = Object.keys(node).filter((key) => key !== kind);
+      for (const key of extra) errors.push({ path: `${at}.${key}`, message: `unknown field of a \`${kind}\` rule` });
+      const children = (node as Record<string, unknown>)[kind];
+      if (kind === 'not') return walk(children, `${at}.not`, depth + 1);
+      if (!Array.isArray(children) || children.length === 0 || children.length > MAX_CHILDREN) {
+        return void errors.push({ path: `${at}.${kind}`, message: `must be a list of 1 to ${MAX_CHILDREN} rules` });
+      }
+      children.forEach((child, index) => walk(child, `${at}.${kind}[${index}]`, depth + 1));
+      return;
+    }
+    const parsed = LEAF_SCHEMAS[kind as keyof typeof LEAF_SCHEMAS].safeParse(node);
+    if (!parsed.success) {
+      for (const issue of parsed.error.issues) {
+        const suffix = issue.path.map((part) => (typeof part === 'number' ? `[${part}]` : `.${String(part)}`)).join('');
+        const unknown = issue.code === 'unrecognized_keys' ? `: ${issue.keys.join(', ')}` : '';
+        errors.push({ path: `${at}${suffix}`, message: issue.message + unknown });
+      }
+      return;
+    }
+    if (kind === 'event') {
+      const rule = parsed.data as EventRule;
+      if (rule.within && durationMs(rule.within) > BEHAVIOUR_DAYS * 86_400_000) {
+        errors.push({ path: `${at}.within`, message: `longer than the ${BEHAVIOUR_DAYS} days of behaviour kept on profiles` });
+      }
+    }
+  };
+  walk(value, path, 0);
+  return errors.length > 0 ? { rule: null, errors } : { rule: value as Rule, errors: [] };
+}
+
+/** The segments a rule refers to, each once. */
+export function referencedSegments(rule: Rule): string[] {
+  const found = new Set<string>();
+  const walk = (node: Rule) => {
+    if ('all' in node) node.all.forEach(walk);
+    else if ('any' in node) node.any.forEach(walk);
+    else if ('not' in node) walk(node.not);
+    else if ('segment' in node) found.add(node.segment);
+  };
+  walk(rule);
+  return [...found];
+}
+
+/**
+ * The first cycle of segment references, as the ids along it (`[a, b, a]`), or null. `rules` holds
+ * every segment's rule as it would be after the change being checked.
+ */
+export function findCycle(rules: ReadonlyMap<string, Rule>): string[] | null {
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const visit = (id: string): string[] | null => {
+    if (state.get(id) === 'done') return null;
+    if (state.get(id) === 'open') return [...stack.slice(stack.indexOf(id)), id];
+    state.set(id, 'open');
+    stack.push(id);
+    const rule = rules.get(id);
+    for (const next of rule ? referencedSegments(rule) : []) {
+      const cycle = visit(next);
+      if (cycle) return cycle;
+    }
+    stack.pop();
+    state.set(id, 'done');
+    return null;
+  };
+  for (const id of [...rules.keys()].sort()) {
+    const cycle = visit(id);
+    if (cycle) return cycle;
+  }
+  return null;
+}
+
+// ---- evaluation ----------------------------------------------------------------------------------
+
+/**
+ * What `eq`, `in`, `gt`… mean, the same for traits and event properties. `eq` is deep equality;
+ * `neq` is its negation (a missing value is not equal); `contains` is substring for strings and
+ * membership for lists; order comparisons need both sides numbers or both strings (ISO dates
+ * compare as strings); `exists` is present and not null.
+ */
+export function compare(actual: unknown, op: TraitOp, expected: unknown): boolean {
+  switch (op) {
+    case 'exists':
+      return actual !== undefined && actual !== null;
+    case 'eq':
+      return equal(actual, expected);
+    case 'neq':
+      return !equal(actual, expected);
+    case 'in':
+      return Array.isArray(expected) && expected.some((candidate) => equal(actual, candidate));
+    case 'contains':
+      if (typeof actual === 'string') return typeof expected === 'string' && actual.includes(expected);
+      return Array.isArray(actual) && actual.some((item) => equal(item, expected));
+    case 'gt':
+    case 'gte':
+    case 'lt':
+    case 'lte': {
+      if (!((typeof actual === 'number' && typeof expected === 'number') || (typeof actual === 'string' && typeof expected === 'string'))) return false;
+      if (op === 'gt') return actual > expected;
+      if (op === 'gte') return actual >= expected;
+      if (op === 'lt') return actual < expected;
+      return actual <= expected;
+    }
+  }
+}
+
+function equal(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Array.isArray(a) && Array.isArray(b)) return a.length === b.length && a.every((item, index) => equal(item, b[index]));
+  return false;
+}
+
+type Predicate = (subject: SegmentSubject, at: EvaluationTime) => boolean;
+
+/** `now` and the first daily bucket of each window, computed once per evaluation time. */
+export class EvaluationTime {
+  private readonly firstDays = new Map<number, string>();
+  constructor(readonly now: Date) {}
+
+  /** The oldest UTC day a window reaching back `ms` from now covers: windows count whole days of the daily buckets. */
+  firstDay(ms: number): string {
+    let day = this.firstDays.get(ms);
+    if (day === undefined) {
+      day = dayKey(new Date(this.now.getTime() - ms));
+      this.firstDays.set(ms, day);
+    }
+    return day;
+  }
+}
+
+function countMatches(count: EventRule['count'], n: number): boolean {
+  const { op, value } = count ?? { op: 'gte', value: 1 };
+  return op === 'gte' ? n >= value : op === 'lte' ? n <= value : n === value;
+}
+
+function compileEvent(rule: EventRule): Predicate {
+  const key = encodeFieldName(rule.event);
+  const windowMs = rule.within ? durationMs(rule.within) : null;
+  const filters = (rule.where ?? []).map((filter) => ({ key: encodeFieldName(filter.property), op: filter.op, value: filter.value }));
+  return (subject, at) => {
+    const counter = Object.hasOwn(subject.counters, key) ? subject.counters[key] : undefined;
+    let n = 0;
+    if (counter && filters.length > 0) {
+      // Property filters read the recent events kept per type: exact times, so the window is exact too.
+      const since = windowMs === null ? -Infinity : at.now.getTime() - windowMs;
+      for (const event of counter.recent ?? []) {
+        if (event.at.getTime() < since || event.at.getTime() > at.now.getTime()) continue;
+        if (filters.every((filter) => compare(Object.hasOwn(event.properties, filter.key) ? event.properties[filter.key] : undefined, filter.op, filter.value))) n++;
+      }
+    } else if (counter && windowMs === null) {
+      n = counter.count;
+    } else if (counter && windowMs !== null) {
+      const first = at.firstDay(windowMs);
+      const last = dayKey(at.now);
+      for (const [day, count] of Object.entries(counter.days)) if (day >= first && day <= last) n += count;
+    }
+    return countMatches(rule.count, n);
+  };
+}
+
+function compile(rule: Rule, segment: (id: string) => Predicate): Predicate {
+  if ('all' in rule) {
+    const parts = rule.all.map((child) => compile(child, segment));
+    return (subject, at) => parts.every((part) => part(subject, at));
+  }
+  if ('any' in rule) {
+    const parts = rule.any.map((child) => compile(child, segment));
+    return (subject, at) => parts.some((part) => part(subject, at));
+  }
+  if ('not' in rule) {
+    const inner = compile(rule.not, segment);
+    return (subject, at) => !inner(subject, at);
+  }
+  if ('trait' in rule) {
+    const key = encodeFieldName(rule.trait);
+    return (subject) => compare(Object.hasOwn(subject.traits, key) ? subject.traits[key] : undefined, rule.op, rule.value);
+  }
+  if ('event' in rule) return compileEvent(rule);
+  if ('lastSeen' in rule) {
+    const within = rule.lastSeen.within ? durationMs(rule.lastSeen.within) : null;
+    const notWithin = rule.lastSeen.notWithin ? durationMs(rule.lastSeen.notWithin) : null;
+    return (subject, at) => {
+      const age = at.now.getTime() - subject.lastSeen.getTime();
+      return (within === null || age <= within) && (notWithin === null || age > notWithin);
+    };
+  }
+  if ('identity' in rule) {
+    const type = STORED_TYPE_OF[rule.identity];
+    return (subject) => subject.identities.some((identity) => identity.type === type);
+  }
+  if ('consent' in rule) {
+    const purpose = rule.consent.purpose;
+    // No TCF signal is no consent: a purpose counts only when a TC string grants it.
+    return (subject) => subject.consent?.tcf?.purposeConsents.includes(purpose) ?? false;
+  }
+  const id = rule.segment;
+  return (subject, at) => segment(id)(subject, at);
+}
+
+export interface SegmentDefinition {
+  id: string;
+  rule: Rule;
+}
+
+/**
+ * Compiles segments into one evaluator: the single meaning of every rule, used by the real-time
+ * path (a partition writer, per profile it changes), the batch run (per profile it streams), the
+ * estimate (per sampled profile) and the profile view. A segment referred to by another is
+ * evaluated once per subject and time, whichever refers to it. Segments referred to but not given
+ * count as no member (a deleted segment).
+ */
+export class SegmentEvaluator {
+  readonly ids: string[];
+  private readonly predicates = new Map<string, Predicate>();
+  private memo = new WeakMap<SegmentSubject, Map<string, boolean>>();
+
+  constructor(definitions: SegmentDefinition[]) {
+    this.ids = definitions.map((definition) => definition.id).sort();
+    const rules = new Map(definitions.map((definition) => [definition.id, definition.rule]));
+    const cycle = findCycle(rules);
+    if (cycle) throw new Error(`segments refer to each other: ${cycle.join(' → ')}`);
+    const memoized = (id: string): Predicate => (subject, at) => {
+      let results = this.memo.get(subject);
+      if (!results) this.memo.set(subject, (results = new Map()));
+      let member = results.get(id);
+      if (member === undefined) {
+        const predicate = this.predicates.get(id);
+        member = predicate ? predicate(subject, at) : false;
+        results.set(id, member);
+      }
+      return member;
+    };
+    for (const [id, rule] of rules) this.predicates.set(id, compile(rule, memoized));
+    this.member = (id, subject, at) => memoized(id)(subject, at);
+  }
+
+  readonly member: (id: string, subject: SegmentSubject, at: EvaluationTime) => boolean;
+
+  /** The segments the subject is a member of at `at`, sorted. */
+  evaluate(subject: SegmentSubject, at: EvaluationTime): string[] {
+    const members = this.ids.filter((id) => this.member(id, subject, at));
+    this.memo.delete(subject);
+    return members;
+  }
+}

@@ -1,0 +1,163 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { DurationSchema, RuleSchema } from './segmentRules';
+
+// ---- API schemas -------------------------------------------------------------------------------
+
+export const SegmentScheduleSchema = z
+  .union([
+    z.object({ every: DurationSchema.openapi({ description: 'ISO 8601 days/hours between runs, e.g. PT6H' }) }).strict(),
+    z
+      .object({
+        cron: z
+          .string()
+          .regex(/^\s*(\S+\s+){4}\S+\s*$/, 'a cron expression of five fields (minute hour day month weekday)')
+          .regex(/^[\d\s*/,\-A-Za-z]+$/, 'cron fields hold digits, names, `*`, `/`, `,` or `-`'),
+      })
+      .strict(),
+  ])
+  .openapi('SegmentSchedule', { description: 'Batch runs on a schedule: they catch time windows passing without new events.' });
+export type SegmentSchedule = z.infer<typeof SegmentScheduleSchema>;
+
+const TaxonomyPath = z
+  .string()
+  .regex(/^[^/\s][^/]{0,99}(\/[^/\s][^/]{0,99}){0,7}$/, 'folder names separated by `/`, at most 8 deep')
+  .openapi({ example: 'Interests/Sports' });
+
+export const CreateSegmentRequestSchema = z
+  .object({
+    name: z.string().trim().min(1).max(200),
+    rule: z.unknown().openapi({ description: 'A Rule (see the Rule schema); checked with the exact path of each problem' }),
+    description: z.string().max(2000).optional(),
+    taxonomyPath: TaxonomyPath.optional(),
+    schedule: SegmentScheduleSchema.optional(),
+  })
+  .strict()
+  .openapi('CreateSegmentRequest', { example: { name: 'Repeat buyers', rule: { event: 'purchase', count: { op: 'gte', value: 2 }, within: 'P30D' } } });
+
+export const PatchSegmentRequestSchema = z
+  .object({
+    name: z.string().trim().min(1).max(200).optional(),
+    rule: z.unknown().optional(),
+    description: z.string().max(2000).nullable().optional(),
+    taxonomyPath: TaxonomyPath.nullable().optional(),
+    schedule: SegmentScheduleSchema.nullable().optional(),
+  })
+  .strict()
+  .refine((patch) => Object.keys(patch).length > 0, 'nothing to change')
+  .openapi('PatchSegmentRequest');
+
+const Iso = z.string().openapi({ format: 'date-time' });
+
+export const RunStateSchema = z.enum(['running', 'completed', 'failed', 'superseded']).openapi({ description: '`superseded`: a later run evaluates all its segments, so this one did not pass over the profiles' });
+
+export const SegmentViewSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    description: z.string().nullable(),
+    taxonomyPath: z.string().nullable(),
+    rule: RuleSchema,
+    schedule: SegmentScheduleSchema.nullable(),
+    version: z.number().int().openapi({ description: 'Goes up with every change of the rule' }),
+    size: z.number().int().nullable().openapi({ description: 'Members now: the last completed run, with real-time changes since; null before the first run completes' }),
+    lastRun: z.object({ runId: z.string(), state: RunStateSchema, startedAt: Iso, finishedAt: Iso.nullable() }).nullable(),
+    currentRun: z
+      .object({ runId: z.string(), version: z.number().int(), size: z.number().int(), evaluatedAt: Iso, finishedAt: Iso })
+      .nullable()
+      .openapi({ description: 'The completed run whose snapshot the membership reads' }),
+    createdAt: Iso,
+    updatedAt: Iso,
+  })
+  .openapi('Segment');
+export type SegmentView = z.infer<typeof SegmentViewSchema>;
+
+export const MembersQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(10_000).default(1000),
+  cursor: z.string().min(1).max(256).optional().openapi({ description: 'The `next` of the previous page' }),
+});
+
+export const MembersSchema = z
+  .object({ members: z.array(z.string()).openapi({ description: 'Profile ids, ascending' }), next: z.string().nullable() })
+  .openapi('SegmentMembers');
+
+export const RunViewSchema = z
+  .object({
+    runId: z.string(),
+    state: RunStateSchema,
+    segments: z.array(z.object({ id: z.string(), version: z.number().int() })).openapi({ description: 'Every segment the run evaluated, in one pass' }),
+    evaluatedAt: Iso.openapi({ description: 'The time rules were evaluated at' }),
+    evaluated: z.number().int().openapi({ description: 'Profiles evaluated' }),
+    documentsScanned: z.number().int(),
+    members: z.number().int().nullable().openapi({ description: "This segment's members in the run" }),
+    entered: z.number().int().nullable(),
+    exited: z.number().int().nullable(),
+    startedAt: Iso,
+    finishedAt: Iso.nullable(),
+    error: z.string().nullable(),
+  })
+  .openapi('SegmentRun');
+
+export const EstimateRequestSchema = z.object({ rule: z.unknown() }).strict().openapi('EstimateRequest');
+export const EstimateSchema = z
+  .object({
+    estimate: z.number().int(),
+    low: z.number().int().openapi({ description: '95% Wilson interval, scaled to the population' }),
+    high: z.number().int(),
+    sampled: z.number().int().openapi({ description: 'Profiles in the sample the rule was evaluated on' }),
+    population: z.number().int(),
+  })
+  .openapi('Estimate');
+
+export const HistoryQuerySchema = z.object({ days: z.coerce.number().int().min(1).max(400).default(30) });
+export const HistorySchema = z
+  .object({ days: z.array(z.object({ day: z.string().openapi({ example: '2026-11-30' }), entered: z.number().int(), exited: z.number().int() })) })
+  .openapi('SegmentHistory');
+
+// ---- run identity --------------------------------------------------------------------------------
+
+/**
+ * A batch run's id derives from what it evaluates and when: the segment versions, and the window
+ * (its evaluation time, to the minute). Starting the same run twice finds the one running.
+ */
+export function segmentRunId(segments: ReadonlyArray<{ id: string; version: number }>, evaluatedAt: Date): string {
+  const versions = [...segments].sort((a, b) => (a.id < b.id ? -1 : 1)).map((s) => `${s.id}@${s.version}`).join(',');
+  const window = evaluatedAt.toISOString().slice(0, 19).replace(/[-:]/g, '');
+  return `run_${window}_${createHash('sha256').update(versions).digest('hex').slice(0, 12)}`;
+}
+
+export function windowStart(at: Date): Date {
+  return new Date(Math.floor(at.getTime() / 1000) * 1000);
+}
+
+// ---- compact membership --------------------------------------------------------------------------
+
+/** Bits per profile, one set per segment: a run's chunk stores its profile ids once and a bitmap per segment. */
+export class Bitmap {
+  readonly bytes: Uint8Array;
+  constructor(size: number | Uint8Array) {
+    this.bytes = typeof size === 'number' ? new Uint8Array(Math.ceil(size / 8)) : size;
+  }
+  set(index: number): void {
+    this.bytes[index >> 3] |= 1 << (index & 7);
+  }
+  has(index: number): boolean {
+    return (this.bytes[index >> 3] & (1 << (index & 7))) !== 0;
+  }
+}
+
+/** The 95% Wilson score interval of a proportion seen `hits` times in `n`. */
+export function wilson(hits: number, n: number): { low: number; high: number } {
+  if (n === 0) return { low: 0, high: 1 };
+  const z = 1.96;
+  const p = hits / n;
+  const centre = p + (z * z) / (2 * n);
+  const spread = z * Math.sqrt((p * (1 - p)) / n + (z * z) / (4 * n * n));
+  const denominator = 1 + (z * z) / n;
+  return { low: Math.max(0, (centre - spread) / denominator), high: Math.min(1, (centre + spread) / denominator) };
+}
+
+/** Where a profile id falls in a deterministic uniform order: the sample keeps the lowest. */
+export function sampleRank(profileId: string): number {
+  return createHash('sha1').update(profileId).digest().readUInt32BE(0);
+}

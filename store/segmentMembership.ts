@@ -1,0 +1,102 @@
+import { Bitmap } from '../domain/segments';
+import type { Store } from './db';
+import { SegmentRunStore, SnapshotReader } from './segmentRuns';
+import type { SegmentDoc } from './segments';
+
+/** Per segment, each profile's latest real-time state since the segment's snapshot: true entered, false exited. */
+export type RealTimeStates = Map<string, Map<string, boolean>>;
+
+/**
+ * A segment's membership now: the snapshot of its last completed batch run, overridden per profile
+ * by the real-time changes recorded since that run started (the later evaluation of a profile wins:
+ * a change recorded after the run started saw the profile no earlier than the run did).
+ */
+export class SegmentMembership {
+  readonly runs: SegmentRunStore;
+  private readonly readers = new Map<string, SnapshotReader>();
+
+  constructor(store: Store | SegmentRunStore) {
+    this.runs = store instanceof SegmentRunStore ? store : new SegmentRunStore(store);
+  }
+
+  /** The real-time states of the given segments, from one read of the pending changes. */
+  async realTime(segments: SegmentDoc[]): Promise<RealTimeStates> {
+    const states: RealTimeStates = new Map(segments.map((segment) => [segment._id, new Map()]));
+    if (segments.length === 0) return states;
+    const since = (segment: SegmentDoc) => segment.current?.startedAt ?? new Date(0);
+    const oldest = segments.reduce((min, segment) => (since(segment) < min ? since(segment) : min), since(segments[0]));
+    for (const change of await this.runs.changesSince(oldest)) {
+      for (const segment of segments) {
+        const entry = Object.hasOwn(change.changes, segment._id) ? change.changes[segment._id] : undefined;
+        if (!entry || change.at < since(segment)) continue;
+        const state = states.get(segment._id) as Map<string, boolean>;
+        for (const id of entry.entered) state.set(id, true);
+        for (const id of entry.exited) state.set(id, false);
+      }
+    }
+    return states;
+  }
+
+  private async reader(segment: SegmentDoc): Promise<SnapshotReader | null> {
+    if (!segment.current) return null;
+    let reader = this.readers.get(segment.current.runId);
+    if (!reader) {
+      const run = await this.runs.getRun(segment.current.runId);
+      if (!run) return null;
+      reader = new SnapshotReader(this.runs, run);
+      this.readers.set(run._id, reader);
+    }
+    return reader;
+  }
+
+  async inSnapshot(segment: SegmentDoc, profileId: string): Promise<boolean> {
+    const reader = await this.reader(segment);
+    return reader ? reader.isMember(segment._id, profileId) : false;
+  }
+
+  async isMember(segment: SegmentDoc, profileId: string, states: RealTimeStates): Promise<boolean> {
+    const state = states.get(segment._id)?.get(profileId);
+    return state ?? this.inSnapshot(segment, profileId);
+  }
+
+  /** Members now; null before the segment's first run completes. */
+  async size(segment: SegmentDoc, states: RealTimeStates): Promise<number | null> {
+    if (!segment.current) return null;
+    let size = segment.current.size;
+    for (const [id, state] of states.get(segment._id) ?? []) {
+      const before = await this.inSnapshot(segment, id);
+      if (state && !before) size++;
+      if (!state && before) size--;
+    }
+    return size;
+  }
+
+  /** A page of members in ascending id order after `after`, and the cursor of the next page (null on the last). */
+  async members(segment: SegmentDoc, states: RealTimeStates, after: string, limit: number): Promise<{ members: string[]; next: string | null }> {
+    const state = states.get(segment._id) ?? new Map<string, boolean>();
+    const entered = [...state].filter(([id, member]) => member && id > after).map(([id]) => id).sort();
+    const page: string[] = [];
+    let e = 0;
+    const take = (id: string) => page.push(id) <= limit;
+    const reader = await this.reader(segment);
+    const index = reader?.segmentIndex(segment._id) ?? -1;
+    if (reader && index >= 0) {
+      for (let n = reader.chunkAfter(after); n < reader.run.chunks.length && page.length <= limit; n++) {
+        if (reader.run.chunks[n].counts[index] === 0) continue;
+        const chunk = await reader.chunk(n);
+        if (!chunk) continue;
+        const bits = new Bitmap(chunk.bits[index]);
+        for (let i = 0; i < chunk.ids.length && page.length <= limit; i++) {
+          const id = chunk.ids[i];
+          if (id <= after || !bits.has(i) || state.has(id)) continue;
+          while (e < entered.length && entered[e] < id && page.length <= limit) take(entered[e++]);
+          if (page.length <= limit) take(id);
+        }
+      }
+    }
+    while (e < entered.length && page.length <= limit) take(entered[e++]);
+    const more = page.length > limit;
+    const members = page.slice(0, limit);
+    return { members, next: more ? members[members.length - 1] : null };
+  }
+}

@@ -1,0 +1,290 @@
+import { Binary, BSON, type Collection } from 'mongodb';
+import { dayKey } from '../domain/profile';
+import { Bitmap, segmentRunId, windowStart } from '../domain/segments';
+import type { SegmentSubject } from '../domain/profile';
+import type { Rule } from '../domain/segmentRules';
+import { forEachConcurrently, insertKeyed, type Store } from './db';
+import type { SegmentDoc } from './segments';
+
+export const SEGMENT_COLLECTIONS = {
+  /** One per batch run: the definitions it evaluated, its progress, and the index of its chunks. */
+  runs: 'segment_runs',
+  /** A run's membership, in chunks of consecutive profile ids: `<runId>:<n>`, ids once and a bitmap per segment. */
+  snapshots: 'segment_snapshots',
+  /** Real-time membership changes, one document per partition fold that changed any. */
+  changes: 'segment_changes',
+  /** Entered/exited counts: one per segment and batch run, and one per segment and past day of real-time changes. */
+  history: 'segment_history',
+  /** The uniform sample of profiles the latest run kept for estimates. */
+  samples: 'segment_samples',
+} as const;
+
+export interface RunChunk {
+  first: string;
+  last: string;
+  /** Members per segment, in the order of the run's `segments`. */
+  counts: number[];
+}
+
+export interface RunDoc {
+  _id: string;
+  segments: Array<{ id: string; version: number; ruleJson: string }>;
+  now: Date;
+  /** `superseded`: a later run of the same or newer versions of all its segments was prepared before this one began its pass. */
+  state: 'running' | 'completed' | 'failed' | 'superseded';
+  startedAt: Date;
+  finishedAt: Date | null;
+  documentsScanned: number;
+  evaluated: number;
+  chunks: RunChunk[];
+  members: Record<string, number>;
+  entered: Record<string, number>;
+  exited: Record<string, number>;
+  error: string | null;
+}
+
+export interface SnapshotChunk {
+  ids: string[];
+  /** Per segment of the run, the bitmap over `ids`. */
+  bits: Uint8Array[];
+}
+
+interface StoredChunk {
+  _id: string;
+  runId: string;
+  body: Binary;
+}
+
+/** One fold's real-time changes: per segment, the profiles that entered and exited. */
+export interface ChangeDoc {
+  _id: string;
+  at: Date;
+  changes: Record<string, { entered: string[]; exited: string[] }>;
+}
+
+export interface HistoryDoc {
+  _id: string;
+  segment: string;
+  day: string;
+  entered: number;
+  exited: number;
+}
+
+interface StoredSample {
+  _id: string;
+  runId: string;
+  population: number;
+  body: Binary;
+}
+
+/**
+ * Segment membership as stored. A run's snapshot is compact — per chunk of up to CHUNK_PROFILES
+ * consecutive profile ids, the ids once and one bitmap per segment — so 1M profiles × 50 segments is
+ * ~100 documents of a few hundred kilobytes, not 50M pair documents the store could not insert in
+ * minutes. Chunks are found through the run's index (their first and last ids), by exact `_id`.
+ */
+export class SegmentRunStore {
+  readonly runs: Collection<RunDoc>;
+  readonly snapshots: Collection<StoredChunk>;
+  readonly changes: Collection<ChangeDoc>;
+  readonly history: Collection<HistoryDoc>;
+  readonly samples: Collection<StoredSample>;
+
+  constructor(store: Store) {
+    this.runs = store.db.collection<RunDoc>(SEGMENT_COLLECTIONS.runs);
+    this.snapshots = store.db.collection<StoredChunk>(SEGMENT_COLLECTIONS.snapshots);
+    this.changes = store.db.collection<ChangeDoc>(SEGMENT_COLLECTIONS.changes);
+    this.history = store.db.collection<HistoryDoc>(SEGMENT_COLLECTIONS.history);
+    this.samples = store.db.collection<StoredSample>(SEGMENT_COLLECTIONS.samples);
+  }
+
+  getRun(runId: string): Promise<RunDoc | null> {
+    return this.runs.findOne({ _id: runId });
+  }
+
+  /** Records a run's start; a retried start finds the record of the first and keeps it. */
+  async startRun(run: RunDoc): Promise<RunDoc> {
+    await insertKeyed(this.runs, [run]);
+    return (await this.getRun(run._id)) as RunDoc;
+  }
+
+  async saveRun(run: RunDoc): Promise<void> {
+    await this.runs.replaceOne({ _id: run._id }, run);
+  }
+
+  /** Writes a chunk under its fixed id; a retry writes the same id again, and the last attempt's content stands. */
+  async writeChunk(runId: string, n: number, chunk: SnapshotChunk): Promise<void> {
+    const body = new Binary(BSON.serialize({ ids: chunk.ids, bits: chunk.bits.map((bits) => new Binary(bits)) }));
+    await this.snapshots.replaceOne({ _id: `${runId}:${n}` }, { runId, body }, { upsert: true });
+  }
+
+  async readChunk(runId: string, n: number): Promise<SnapshotChunk | null> {
+    const stored = await this.snapshots.findOne({ _id: `${runId}:${n}` });
+    if (!stored) return null;
+    const body = BSON.deserialize(stored.body.buffer) as { ids: string[]; bits: Binary[] };
+    return { ids: body.ids, bits: body.bits.map((bits) => new Uint8Array(bits.buffer)) };
+  }
+
+  /**
+   * Records a run of `segments` as they are now, evaluated at `evaluatedAt`. Its id derives from the
+   * segment versions and the minute (see segmentRunId), so preparing the same run twice finds the first.
+   */
+  async prepare(segments: SegmentDoc[], evaluatedAt: Date, startedAt: Date): Promise<RunDoc> {
+    const definitions = segments.map((segment) => ({ id: segment._id, version: segment.version, ruleJson: segment.ruleJson })).sort((a, b) => (a.id < b.id ? -1 : 1));
+    const now = windowStart(evaluatedAt);
+    return this.startRun({
+      _id: segmentRunId(definitions, now),
+      segments: definitions,
+      now,
+      state: 'running',
+      startedAt,
+      finishedAt: null,
+      documentsScanned: 0,
+      evaluated: 0,
+      chunks: [],
+      members: {},
+      entered: {},
+      exited: {},
+      error: null,
+    });
+  }
+
+  /** A run prepared later that evaluates every segment of `run` at the same or a newer version, if any. */
+  async supersededBy(run: RunDoc): Promise<string | null> {
+    const later = await this.runs.find({ state: 'running' }, { projection: { _id: 1, segments: 1, startedAt: 1, now: 1 } }).toArray();
+    const newer = later.find(
+      (other) =>
+        other._id !== run._id &&
+        (other.now > run.now || (other.now.getTime() === run.now.getTime() && other._id > run._id)) &&
+        run.segments.every((segment) => other.segments.some((o) => o.id === segment.id && o.version >= segment.version)),
+    );
+    return newer?._id ?? null;
+  }
+
+  /** Removes a run's chunks (by exact id, from its index); its record stays, for its counts. */
+  async dropChunks(run: Pick<RunDoc, '_id' | 'chunks'>): Promise<void> {
+    await forEachConcurrently(
+      run.chunks.map((_, n) => n),
+      8,
+      async (n) => void (await this.snapshots.deleteOne({ _id: `${run._id}:${n}` })),
+    );
+    await this.runs.updateOne({ _id: run._id }, { $set: { chunks: [] } });
+  }
+
+  /**
+   * Counts the real-time changes of whole days before `before` into per-day history entries, then
+   * removes them. An entry is inserted once (a retry that finds it leaves it: it was counted from all
+   * of that day's changes, which are only removed after every entry is in).
+   */
+  async foldChangesIntoHistory(before: Date): Promise<void> {
+    const endOfDays = new Date(Math.floor(before.getTime() / 86_400_000) * 86_400_000);
+    const old = (await this.changes.find({}).toArray()).filter((doc) => doc.at < endOfDays);
+    if (old.length === 0) return;
+    const totals = new Map<string, HistoryDoc>();
+    for (const doc of old) {
+      const day = dayKey(doc.at);
+      for (const [segment, change] of Object.entries(doc.changes)) {
+        const id = `${segment}:rt:${day}`;
+        const entry = totals.get(id) ?? { _id: id, segment, day, entered: 0, exited: 0 };
+        entry.entered += change.entered.length;
+        entry.exited += change.exited.length;
+        totals.set(id, entry);
+      }
+    }
+    await insertKeyed(this.history, [...totals.values()]);
+    await forEachConcurrently(old, 8, async (doc) => void (await this.changes.deleteOne({ _id: doc._id })));
+  }
+
+  /** One fold's changes, under an id fixed by where the fold started: a retried fold replaces its own. */
+  async recordChanges(doc: ChangeDoc): Promise<void> {
+    await this.changes.replaceOne({ _id: doc._id }, doc, { upsert: true });
+  }
+
+  /** Real-time changes since `since`, oldest first. A scan: the collection holds only changes not yet folded into history. */
+  async changesSince(since: Date): Promise<ChangeDoc[]> {
+    const docs = await this.changes.find({}).toArray();
+    return docs.filter((doc) => doc.at >= since).sort((a, b) => a.at.getTime() - b.at.getTime() || (a._id < b._id ? -1 : 1));
+  }
+
+  async writeHistory(docs: HistoryDoc[]): Promise<void> {
+    for (const doc of docs) await this.history.replaceOne({ _id: doc._id }, doc, { upsert: true });
+  }
+
+  /** History entries of a segment; a scan of a collection of one entry per segment and run or day. */
+  historyOf(segmentId: string): Promise<HistoryDoc[]> {
+    return this.history.find({ segment: segmentId }).toArray();
+  }
+
+  async writeSample(runId: string, population: number, subjects: SegmentSubject[]): Promise<void> {
+    const body = new Binary(BSON.serialize({ subjects }));
+    await this.samples.replaceOne({ _id: 'latest' }, { runId, population, body }, { upsert: true });
+  }
+
+  async readSample(): Promise<{ runId: string; population: number; subjects: SegmentSubject[] } | null> {
+    const stored = await this.samples.findOne({ _id: 'latest' });
+    if (!stored) return null;
+    const { subjects } = BSON.deserialize(stored.body.buffer) as { subjects: SegmentSubject[] };
+    return { runId: stored.runId, population: stored.population, subjects };
+  }
+}
+
+/** A run's snapshot read by profile id: finds the chunk by the run's index, caches chunks read. */
+export class SnapshotReader {
+  private readonly cache = new Map<number, SnapshotChunk | null>();
+
+  constructor(
+    private readonly store: SegmentRunStore,
+    readonly run: RunDoc,
+  ) {}
+
+  segmentIndex(segmentId: string): number {
+    return this.run.segments.findIndex((segment) => segment.id === segmentId);
+  }
+
+  /** The first chunk whose last id does not satisfy `before` (chunks hold ascending, disjoint ranges). */
+  private firstChunk(before: (last: string) => boolean): number {
+    let low = 0;
+    let high = this.run.chunks.length;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if (before(this.run.chunks[middle].last)) low = middle + 1;
+      else high = middle;
+    }
+    return low;
+  }
+
+  /** The first chunk that may hold ids after `after`. */
+  chunkAfter(after: string): number {
+    return this.firstChunk((last) => last <= after);
+  }
+
+  async chunk(n: number): Promise<SnapshotChunk | null> {
+    if (!this.cache.has(n)) this.cache.set(n, await this.store.readChunk(this.run._id, n));
+    return this.cache.get(n) ?? null;
+  }
+
+  async isMember(segmentId: string, profileId: string): Promise<boolean> {
+    const index = this.segmentIndex(segmentId);
+    const n = this.firstChunk((last) => last < profileId);
+    const chunk = index >= 0 && n < this.run.chunks.length ? await this.chunk(n) : null;
+    if (!chunk) return false;
+    const at = binarySearch(chunk.ids, profileId);
+    return at >= 0 && new Bitmap(chunk.bits[index]).has(at);
+  }
+}
+
+export function binarySearch(sorted: string[], value: string): number {
+  let low = 0;
+  let high = sorted.length - 1;
+  while (low <= high) {
+    const middle = (low + high) >> 1;
+    if (sorted[middle] === value) return middle;
+    if (sorted[middle] < value) low = middle + 1;
+    else high = middle - 1;
+  }
+  return -1;
+}
+
+export function rulesOfRun(run: Pick<RunDoc, 'segments'>): Array<{ id: string; rule: Rule }> {
+  return run.segments.map((segment) => ({ id: segment.id, rule: JSON.parse(segment.ruleJson) as Rule }));
+}

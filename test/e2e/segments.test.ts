@@ -1,0 +1,165 @@
+import { call } from '../support/http';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
+import { buildTcString } from '../unit/tcfFixture';
+
+const daysAgo = (days: number) => new Date(Date.now() - days * 86_400_000).toISOString();
+
+describe('segments: rules evaluated over every profile by batch runs and kept current in real time', () => {
+  let platform: RunningPlatform;
+  let api: RunningApi;
+  let source: SourceClient;
+  const ids: Record<string, string> = {};
+
+  const segmentsUrl = () => `${api.url}/v1/segments`;
+  const create = (body: unknown) => call(segmentsUrl(), { key: api.adminKey, body });
+  const get = async (id: string) => (await call(`${segmentsUrl()}/${id}`, { key: api.adminKey })).body;
+  const members = async (id: string, query = '') => (await call(`${segmentsUrl()}/${id}/members${query}`, { key: api.adminKey })).body;
+  /** Waits for the segment's membership to read from a completed run of its current version. */
+  const settled = (id: string) =>
+    waitFor(`segment ${id} evaluated`, async () => {
+      const segment = await get(id);
+      return segment.currentRun?.version === segment.version && segment.lastRun?.state === 'completed' ? segment : null;
+    });
+  const membersOf = async (id: string) => (await members(id, '?limit=100')).members.sort();
+
+  beforeAll(async () => {
+    platform = await startPlatform('segments');
+    ({ api } = platform);
+    source = await newSource(api, 'shop');
+    const consent = buildTcString({ purposeConsents: [1, 3, 4], vendorConsents: [] });
+    await source.send([
+      // ann: two purchases this month, gold plan, email, consent to purposes 1, 3, 4
+      { id: 'a1', type: 'purchase', timestamp: daysAgo(3), identities: { cookie_id: 'ann', email: 'ann@example.com' }, traits: { plan: 'gold', age: 34 }, properties: { category: 'shoes', total: 120 }, consent: { tcf: consent } },
+      { id: 'a2', type: 'purchase', timestamp: daysAgo(10), identities: { cookie_id: 'ann' }, properties: { category: 'books', total: 15 } },
+      // bob: one purchase long ago, silver plan, last seen 40 days ago
+      { id: 'b1', type: 'purchase', timestamp: daysAgo(40), identities: { cookie_id: 'bob' }, traits: { plan: 'silver', age: 51 }, properties: { category: 'shoes', total: 80 } },
+      // cy: only page views, a maid, recently
+      { id: 'c1', type: 'page_view', timestamp: daysAgo(1), identities: { cookie_id: 'cy', maid: '6d92078a-8246-4ba4-ae5b-76104861e7dc' }, traits: { interests: ['running', 'chess'] } },
+    ]);
+    await source.folded(4);
+    for (const name of ['ann', 'bob', 'cy']) ids[name] = (await source.lookup('cookie_id', name)).body.id;
+  });
+  afterAll(() => platform.stop());
+
+  it('evaluates a new segment over every existing profile (backfill), then keeps it current as events arrive', async () => {
+    const created = await create({ name: 'Repeat buyers', rule: { event: 'purchase', count: { op: 'gte', value: 2 }, within: 'P30D' }, taxonomyPath: 'Commerce/Buyers' });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ name: 'Repeat buyers', version: 1, size: null, lastRun: { state: 'running' } });
+    const id = created.body.id;
+    const segment = await settled(id);
+    expect(segment.size).toBe(1);
+    expect(await membersOf(id)).toEqual([ids.ann]);
+
+    // Real time: bob buys twice now; the writer that folds his events records him entering.
+    await source.send([
+      { id: 'b2', type: 'purchase', timestamp: daysAgo(0), identities: { cookie_id: 'bob' } },
+      { id: 'b3', type: 'purchase', timestamp: daysAgo(0), identities: { cookie_id: 'bob' } },
+    ]);
+    await waitFor('bob in the segment', async () => (await membersOf(id)).includes(ids.bob));
+    expect(await membersOf(id)).toEqual([ids.ann, ids.bob].sort());
+    expect((await get(id)).size).toBe(2);
+    expect((await call(`${api.url}/v1/profiles/${ids.bob}`, { key: api.adminKey })).body.segments).toContain(id);
+    const history = (await call(`${segmentsUrl()}/${id}/history`, { key: api.adminKey })).body.days;
+    expect(history.reduce((sum: number, day: any) => sum + day.entered, 0)).toBe(2); // ann by the backfill, bob in real time
+
+    // A new run agrees with what real time built.
+    const { runId } = (await call(`${segmentsUrl()}/${id}/runs`, { key: api.adminKey, method: 'POST' })).body;
+    const run = await waitFor('run done', async () => {
+      const view = (await call(`${segmentsUrl()}/${id}/runs/${runId}`, { key: api.adminKey })).body;
+      return view.state === 'completed' ? view : null;
+    });
+    expect(run).toMatchObject({ members: 2, evaluated: 3 });
+    expect(await membersOf(id)).toEqual([ids.ann, ids.bob].sort());
+  });
+
+  it('evaluates every rule kind with one meaning', async () => {
+    const cases: Array<[string, unknown, string[]]> = [
+      ['trait eq', { trait: 'plan', op: 'eq', value: 'gold' }, ['ann']],
+      ['trait neq (missing counts as not equal)', { trait: 'plan', op: 'neq', value: 'gold' }, ['bob', 'cy']],
+      ['trait in', { trait: 'plan', op: 'in', value: ['gold', 'silver'] }, ['ann', 'bob']],
+      ['trait gt', { trait: 'age', op: 'gt', value: 40 }, ['bob']],
+      ['trait lte', { trait: 'age', op: 'lte', value: 34 }, ['ann']],
+      ['trait exists', { trait: 'age', op: 'exists' }, ['ann', 'bob']],
+      ['trait contains (list)', { trait: 'interests', op: 'contains', value: 'chess' }, ['cy']],
+      ['event with a property filter', { event: 'purchase', where: [{ property: 'category', op: 'eq', value: 'shoes' }] }, ['ann', 'bob']],
+      ['event filtered within a window', { event: 'purchase', within: 'P30D', where: [{ property: 'total', op: 'gte', value: 100 }] }, ['ann']],
+      ['event count eq', { event: 'purchase', count: { op: 'eq', value: 0 } }, ['cy']],
+      ['lastSeen within', { lastSeen: { within: 'P2D' } }, ['bob', 'cy']],
+      ['lastSeen notWithin', { lastSeen: { notWithin: 'P2D' } }, ['ann']],
+      ['identity', { identity: 'email' }, ['ann']],
+      ['identity maid', { identity: 'maid' }, ['cy']],
+      ['consent', { consent: { purpose: 4 } }, ['ann']],
+      ['not', { not: { consent: { purpose: 4 } } }, ['bob', 'cy']],
+      ['any', { any: [{ identity: 'maid' }, { trait: 'plan', op: 'eq', value: 'silver' }] }, ['bob', 'cy']],
+    ];
+    const made = [];
+    for (const [name, rule] of cases) made.push((await create({ name, rule })).body.id);
+    for (const id of made) await settled(id);
+    for (const [index, [name, , expected]] of cases.entries()) {
+      expect({ name, members: await membersOf(made[index]) }).toEqual({ name, members: expected.map((who) => ids[who]).sort() });
+    }
+    // Segment of segment: members of "trait in" who are not in "trait eq".
+    const nested = (await create({ name: 'silver only', rule: { all: [{ segment: made[2] }, { not: { segment: made[0] } }] } })).body.id;
+    await settled(nested);
+    expect(await membersOf(nested)).toEqual([ids.bob]);
+    const profile = (await call(`${api.url}/v1/profiles/${ids.bob}`, { key: api.adminKey })).body;
+    expect(profile.segments).toEqual(expect.arrayContaining([nested, made[2]]));
+    // A segment others refer to cannot go.
+    const refused = await call(`${segmentsUrl()}/${made[2]}`, { key: api.adminKey, method: 'DELETE' });
+    expect(refused.status).toBe(409);
+    expect(refused.body.errors[0].message).toContain(nested);
+  });
+
+  it('re-evaluates every profile when a rule changes, and pages through members', async () => {
+    const id = (await create({ name: 'Gold', rule: { trait: 'plan', op: 'eq', value: 'gold' } })).body.id;
+    await settled(id);
+    expect(await membersOf(id)).toEqual([ids.ann]);
+    const patched = await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { rule: { trait: 'plan', op: 'exists' } } });
+    expect(patched.status).toBe(200);
+    expect(patched.body.version).toBe(2);
+    await settled(id);
+    expect(await membersOf(id)).toEqual([ids.ann, ids.bob].sort());
+    const first = await members(id, '?limit=1');
+    expect(first.members).toHaveLength(1);
+    const second = await members(id, `?limit=1&cursor=${encodeURIComponent(first.next)}`);
+    expect([...first.members, ...second.members].sort()).toEqual([ids.ann, ids.bob].sort());
+    expect(second.next).toBeNull();
+  });
+
+  it('estimates a rule from the sample the last run kept, with bounds around the true count', async () => {
+    const estimate = await call(`${segmentsUrl()}/estimate`, { key: api.adminKey, body: { rule: { trait: 'plan', op: 'exists' } } });
+    expect(estimate.status).toBe(200);
+    expect(estimate.body).toMatchObject({ estimate: 2, sampled: 3, population: 3 });
+    expect(estimate.body.low).toBeLessThanOrEqual(2);
+    expect(estimate.body.high).toBeGreaterThanOrEqual(2);
+  });
+
+  it('refuses invalid rules with the path of each problem', async () => {
+    const problems = async (rule: unknown) => {
+      const response = await create({ name: 'bad', rule });
+      expect(response.status).toBe(400);
+      expect(response.contentType).toContain('application/problem+json');
+      return response.body.errors;
+    };
+    expect(await problems({ all: [{ trait: 'x', op: 'eq', value: 1 }, { event: 'buy', within: 'P120D' }] })).toEqual([
+      { path: 'rule.all[1].within', message: expect.stringContaining('90 days') },
+    ]);
+    expect((await problems({ any: [{ trait: 'x', op: 'eq', value: 1, colour: 'red' }] }))[0]).toMatchObject({ path: 'rule.any[0]', message: expect.stringContaining('colour') });
+    expect((await problems({ trait: 'x', op: 'in', value: 3 }))[0]).toMatchObject({ path: 'rule.value' });
+    expect((await problems({ wat: 1 }))[0]).toMatchObject({ path: 'rule', message: expect.stringContaining('must have one of') });
+    expect((await problems({ segment: 'seg_missing' }))[0].message).toContain('does not exist');
+    // A cycle: a refers to b, then b is changed to refer to a.
+    const a = (await create({ name: 'a', rule: { identity: 'email' } })).body.id;
+    const b = (await create({ name: 'b', rule: { segment: a } })).body.id;
+    const cycle = await call(`${segmentsUrl()}/${a}`, { key: api.adminKey, method: 'PATCH', body: { rule: { segment: b } } });
+    expect(cycle.status).toBe(400);
+    expect(cycle.body.errors[0].message).toContain('refer to each other');
+  });
+
+  it('shows segments in the taxonomy tree beside imported categories', async () => {
+    const tree = (await call(`${api.url}/v1/taxonomy`, { key: api.adminKey })).body;
+    const commerce = tree.children.find((node: any) => node.kind === 'folder' && node.name === 'Commerce');
+    expect(commerce.children[0]).toMatchObject({ kind: 'folder', name: 'Buyers', children: [expect.objectContaining({ kind: 'segment', name: 'Repeat buyers' })] });
+  });
+});

@@ -1,0 +1,38 @@
+import { ApplicationFailure, proxyActivities, upsertMemo } from '@temporalio/workflow';
+import type { SegmentationActivities } from '../activities/segmentation';
+
+const { prepareSegmentRun, completeSegmentRun, failSegmentRun } = proxyActivities<SegmentationActivities>({
+  startToCloseTimeout: '5 minutes',
+  retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 20 },
+});
+
+const { evaluateSegmentRun } = proxyActivities<SegmentationActivities>({
+  startToCloseTimeout: '2 hours',
+  heartbeatTimeout: '1 minute',
+  retry: { initialInterval: '5 seconds', maximumInterval: '1 minute', maximumAttempts: 10 },
+});
+
+export interface SegmentRunInput {
+  /** A run the API prepared; a scheduled run has none and prepares one of every segment as they are. */
+  runId?: string;
+}
+
+/**
+ * One batch segmentation run: evaluate every segment of the run over every profile in one pass,
+ * store the membership as a new snapshot, then flip the segments to it — readers see the previous
+ * snapshot until the run is complete, never a half run. Its id derives from the segment versions and
+ * the second evaluated (domain/segments `segmentRunId`).
+ */
+export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: string; evaluated: number }> {
+  const runId = input.runId ?? (await prepareSegmentRun({ evaluatedAt: Date.now() }));
+  upsertMemo({ runId });
+  try {
+    const { evaluated, documentsScanned } = await evaluateSegmentRun({ runId });
+    upsertMemo({ runId, evaluated, documentsScanned });
+    await completeSegmentRun({ runId });
+    return { runId, evaluated };
+  } catch (error) {
+    await failSegmentRun({ runId, error: error instanceof Error ? error.message : String(error) });
+    throw ApplicationFailure.nonRetryable(`segment run ${runId} failed`, 'SegmentRunFailed');
+  }
+}
