@@ -4,7 +4,8 @@ import type { Config } from '../config';
 import { cappedTypes } from '../domain/identityCaps';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
-import { applyEvent, combineDocuments, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { foldChanges } from '../domain/segmentChanges';
 import { EvaluationTime, SegmentEvaluator, type SegmentDefinition } from '../domain/segmentRules';
 import type { Store } from '../store/db';
 import { IdentityCapStore } from '../store/identityCaps';
@@ -186,7 +187,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (counts && previous?._id !== doc._id) counts.superseded++;
     }
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
-    await recordSegmentChanges(input, saved, changed, stored);
+    await recordSegmentChanges(input, saved, changed, stored, [...linkedNow].filter((id) => stored.has(id) || changed.has(id)));
     result.profilesWritten = toSave.length;
     await compact(position, group, trustCache, result);
     await routedEvents.savePosition(input.partition, position);
@@ -286,42 +287,39 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   }
 
   /**
-   * The real-time path of segmentation: every profile this fold changes is evaluated before and
-   * after, with the same evaluator as batch runs, and who entered and exited which segment is
-   * recorded — under an id fixed by where the fold started, so a retried fold replaces its own record.
-   * (A fold interrupted between writing its versions and this record loses these changes; the next
-   * batch run counts them.)
-   * A document linked to others is evaluated as its whole profile (its component, with this fold's
-   * versions of any of its documents).
+   * The real-time path of segmentation (domain/segmentChanges): the profiles this fold changed are
+   * evaluated before and after with the same evaluator as batch runs, and the changes recorded —
+   * under an id fixed by where the fold started, so a retried fold replaces its own record. Runs
+   * after the fold's versions are written, so the components read here hold them. (A fold
+   * interrupted between writing its versions and this record loses these changes; the next batch
+   * run counts them.)
    */
-  async function recordSegmentChanges(input: FoldInput, start: PartitionPosition, changed: Map<string, ProfileDoc>, stored: Map<string, StoredVersion>): Promise<void> {
+  async function recordSegmentChanges(
+    input: FoldInput,
+    start: PartitionPosition,
+    changed: Map<string, ProfileDoc>,
+    stored: Map<string, StoredVersion>,
+    relinked: string[],
+  ): Promise<void> {
     const definitions = (await segmentStore.list()).map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
-    if (definitions.length === 0 || changed.size === 0) return;
+    if (definitions.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
     const evaluator = evaluatorFor(definitions);
     const at = new EvaluationTime(now());
-    const changes: Record<string, { entered: string[]; exited: string[] }> = {};
-    const note = (person: string, before: string[], after: string[]) => {
-      for (const id of after) if (!before.includes(id)) (changes[id] ??= { entered: [], exited: [] }).entered.push(person);
-      for (const id of before) if (!after.includes(id)) (changes[id] ??= { entered: [], exited: [] }).exited.push(person);
-    };
-    const evaluated = new Set<string>();
-    for (const doc of changed.values()) {
-      if (doc.retired || evaluated.has(doc.profileId)) continue;
-      const old = stored.get(doc.profileId);
-      const previous = old && !old.retired ? old : null;
-      if (!doc.linked && !doc.ancestors?.length) {
-        note(doc.profileId, previous ? evaluator.evaluate(previous, at) : [], evaluator.evaluate(doc, at));
-        continue;
-      }
-      const component = await profileGraph.component(doc.profileId);
-      const before = component.docs.length > 0 ? combineDocuments(component.docs) : null;
-      const after = combineDocuments([...component.docs.filter((d) => d.profileId !== doc.profileId).map((d) => changed.get(d.profileId) ?? d), doc]);
-      for (const id of after.profileIds) evaluated.add(id);
-      note(after.id, before && before.id === after.id ? evaluator.evaluate(before, at) : [], evaluator.evaluate(after, at));
-      // A document that was a profile of its own until this link: its memberships under its own id end.
-      if (previous && !previous.linked && doc.profileId !== after.id) note(doc.profileId, evaluator.evaluate(previous, at), []);
-      if (before && before.id !== after.id) note(before.id, evaluator.evaluate(before, at), []);
+    const components = new Map<string, ProfileDoc[]>();
+    const linked = [...changed.values()].filter((doc) => !doc.retired && (doc.linked || doc.ancestors?.length)).map((doc) => doc.profileId);
+    for (const id of [...linked, ...relinked]) {
+      if (components.has(id)) continue;
+      const component = await profileGraph.component(id);
+      for (const member of component.ids) components.set(member, component.docs);
     }
+    const changes = foldChanges({
+      segments: evaluator.ids,
+      evaluate: (subject) => evaluator.evaluate(subject, at),
+      changed,
+      previousOf: (id) => stored.get(id) ?? null,
+      components,
+      relinked,
+    });
     if (Object.keys(changes).length === 0) return;
     const startedAt = createHash('sha256').update(JSON.stringify([Object.entries(start.cursors).sort(), input.splits ?? []])).digest('base64url').slice(0, 16);
     await segmentRuns.recordChanges({ _id: `p${input.partition}:${startedAt}`, at: at.now, changes });

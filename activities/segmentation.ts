@@ -1,11 +1,11 @@
 import type { Config } from '../config';
-import { combineDocuments, dayKey, type ProfileDoc, type SegmentSubject } from '../domain/profile';
-import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
+import { combineDocuments, dayKey, type SegmentSubject } from '../domain/profile';
+import { EvaluationTime, SegmentEvaluator, subjectNeeds } from '../domain/segmentRules';
 import { Bitmap, sampleRank } from '../domain/segments';
 import { forEachConcurrently, type Store } from '../store/db';
 import { IdentityIndex } from '../store/identities';
 import { ProfileGraph } from '../store/profileGraph';
-import { decodeProfile, ProfileStore } from '../store/profiles';
+import { decodeForSegments, decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { rulesOfRun, SegmentRunStore, type RunDoc, type SnapshotChunk } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
@@ -36,6 +36,11 @@ interface Evaluated {
 class BottomSample {
   private readonly kept = new Map<string, { rank: number; subject: SegmentSubject }>();
   private threshold = Infinity;
+
+  /** Whether `id` may make the sample (its full content is then worth decoding). */
+  wants(id: string): boolean {
+    return sampleRank(id) <= this.threshold;
+  }
 
   offer(id: string, subject: SegmentSubject): void {
     const rank = sampleRank(id);
@@ -84,7 +89,9 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       await runs.saveRun({ ...run, state: 'superseded', finishedAt: now() });
       return { evaluated: 0, documentsScanned: 0 };
     }
-    const evaluator = new SegmentEvaluator(rulesOfRun(run));
+    const rules = rulesOfRun(run);
+    const evaluator = new SegmentEvaluator(rules);
+    const needs = subjectNeeds(rules.map((definition) => definition.rule));
     const order = run.segments.map((segment) => segment.id);
     const at = new EvaluationTime(run.now);
     const bitsOf = (subject: SegmentSubject): Uint8Array => {
@@ -101,23 +108,25 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     const results = new Map<string, Evaluated>();
     const sample = new BottomSample();
     let documentsScanned = 0;
-    for await (const stored of profiles.profiles.find({}, { batchSize: 1000 })) {
-      documentsScanned++;
-      if (documentsScanned % 20_000 === 0) heartbeat({ phase: 'scan', documentsScanned });
-      const seen = results.get(stored.profileId);
-      if (seen && seen.version >= stored.version) continue;
-      const doc = decodeProfile(stored) as ProfileDoc;
-      if (doc.retired) {
-        results.set(doc.profileId, { version: doc.version, kind: 'retired', bits: null });
-        sample.remove(doc.profileId);
-      } else if (doc.linked || doc.ancestors?.length || linked.has(doc.profileId)) {
-        results.set(doc.profileId, { version: doc.version, kind: 'linked', bits: null });
-        sample.remove(doc.profileId);
-      } else {
-        results.set(doc.profileId, { version: doc.version, kind: 'single', bits: bitsOf(doc) });
-        sample.offer(doc.profileId, doc);
+    await profiles.scan((batch) => {
+      for (const stored of batch) {
+        const seen = results.get(stored.profileId);
+        if (seen && seen.version >= stored.version) continue;
+        const doc = decodeForSegments(stored, needs);
+        if (doc.retired) {
+          results.set(stored.profileId, { version: stored.version, kind: 'retired', bits: null });
+          sample.remove(stored.profileId);
+        } else if (doc.linked || doc.ancestors?.length || linked.has(stored.profileId)) {
+          results.set(stored.profileId, { version: stored.version, kind: 'linked', bits: null });
+          sample.remove(stored.profileId);
+        } else {
+          results.set(stored.profileId, { version: stored.version, kind: 'single', bits: bitsOf(doc) });
+          if (sample.wants(stored.profileId)) sample.offer(stored.profileId, decodeProfile(stored));
+        }
       }
-    }
+      documentsScanned += batch.length;
+      heartbeat({ phase: 'scan', documentsScanned });
+    });
     await deps.onRunStep?.('scanned');
 
     // A profile of several documents: each is read with its component, which is combined and evaluated once.
@@ -141,7 +150,8 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     const membership = new SegmentMembership(runs);
     const segmentDocs = await Promise.all(order.map((id) => segments.get(id)));
     const states = await membership.realTime(segmentDocs.flatMap((doc) => (doc ? [doc] : [])));
-    const previous = await Promise.all(segmentDocs.map(async (doc) => (doc ? { doc, size: (await membership.size(doc, states)) ?? 0 } : null)));
+    const previousSize = await Promise.all(segmentDocs.map(async (doc) => (doc ? ((await membership.size(doc, states)) ?? 0) : 0)));
+    const wasMember = await membership.ascending(segmentDocs, states);
     const counts = order.map(() => ({ members: 0, kept: 0 }));
     run.chunks = [];
     for (let start = 0, n = 0; start < ids.length; start += CHUNK_PROFILES, n++) {
@@ -155,8 +165,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
           new Bitmap(chunk.bits[k]).set(i);
           chunkCounts[k]++;
           counts[k].members++;
-          const before = previous[k];
-          if (before && (await membership.isMember(before.doc, slice[i], states))) counts[k].kept++;
+          if (wasMember(k, slice[i])) counts[k].kept++;
         }
       }
       await runs.writeChunk(run._id, n, chunk);
@@ -169,7 +178,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     order.forEach((id, k) => {
       run.members[id] = counts[k].members;
       run.entered[id] = counts[k].members - counts[k].kept;
-      run.exited[id] = (previous[k]?.size ?? 0) - counts[k].kept;
+      run.exited[id] = previousSize[k] - counts[k].kept;
     });
     await runs.writeSample(run._id, ids.length, sample.subjects());
     await runs.saveRun(run);

@@ -23,6 +23,8 @@ import { parseOr400, ProblemError } from './problem';
 
 /** Profiles read for an estimate before any run has kept a sample. */
 const FIRST_SAMPLE = 2_000;
+/** How long the API keeps the estimate sample before reading it again (a run keeps a new one). */
+const SAMPLE_CACHE_MS = 60_000;
 
 function invalidRule(errors: Array<{ path: string; message: string }>): ProblemError {
   return new ProblemError(400, 'validation', 'Invalid segment rule', errors);
@@ -104,6 +106,13 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     return doc;
   }
 
+  // The sample is a few megabytes: kept here for a while rather than read for every estimate.
+  let cachedSample: { at: number; sample: Awaited<ReturnType<SegmentRunStore['readSample']>> } | null = null;
+  async function latestSample() {
+    if (!cachedSample || Date.now() - cachedSample.at > SAMPLE_CACHE_MS) cachedSample = { at: Date.now(), sample: await runs.readSample() };
+    return cachedSample.sample;
+  }
+
   /** Starts a run of every segment as they are now; returns its id. */
   async function startRun(): Promise<string> {
     const run = await runs.prepare(await segments.list(), windowStart(new Date()), new Date());
@@ -151,7 +160,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     const rule = await checkRule(segments, body.rule, null);
     const definitions = (await segments.list()).map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
     const evaluator = new SegmentEvaluator([...definitions, { id: '(estimate)', rule }]);
-    let sample = await runs.readSample();
+    let sample = await latestSample();
     if (!sample) {
       // No run has kept a sample yet (no segment exists): the first profiles read stand in, whole profiles not combined.
       const docs = await profiles.profiles.find({}).limit(FIRST_SAMPLE).toArray();

@@ -45,6 +45,7 @@ import { profileIdForEvent } from '../domain/ids';
 import { connectStore, type Store } from '../store/db';
 import { IdentityCapStore } from '../store/identityCaps';
 import { IdentityIndex, type IdentityDoc } from '../store/identities';
+import { seededRandom } from '../test/support/random';
 import { describeStore, dropStore, envNumber, once, round, runBench, say, table } from './support';
 
 /** Two at most: two racing sources exercise the claim protocol, and more would only queue on the store. */
@@ -75,18 +76,6 @@ const SETTINGS = {
 };
 
 const secondsSince = (start: number) => (performance.now() - start) / 1000;
-
-/** mulberry32: small, seedable, and good enough to shape a synthetic population. */
-function seededRandom(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---- population ---------------------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
+import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { FieldError } from './collect';
 import { encodeFieldName } from './fieldNames';
 import type { StoredIdentityType } from './identity';
 import { BEHAVIOUR_DAYS, dayKey, type SegmentSubject } from './profile';
+
+extendZodWithOpenApi(z);
 
 // ---- the rule language -------------------------------------------------------------------------
 
@@ -209,6 +212,33 @@ export function findCycle(rules: ReadonlyMap<string, Rule>): string[] | null {
   return null;
 }
 
+/** What of a profile a set of rules reads: a batch run decodes only that much of each document. */
+export interface SubjectNeeds {
+  traits: boolean;
+  identities: boolean;
+  consent: boolean;
+  /** Per event type (encoded), whether its recent events (for property filters) are read too. */
+  events: Map<string, boolean>;
+}
+
+export function subjectNeeds(rules: Rule[]): SubjectNeeds {
+  const needs: SubjectNeeds = { traits: false, identities: false, consent: false, events: new Map() };
+  const walk = (rule: Rule): void => {
+    if ('all' in rule) rule.all.forEach(walk);
+    else if ('any' in rule) rule.any.forEach(walk);
+    else if ('not' in rule) walk(rule.not);
+    else if ('trait' in rule) needs.traits = true;
+    else if ('identity' in rule) needs.identities = true;
+    else if ('consent' in rule) needs.consent = true;
+    else if ('event' in rule) {
+      const key = encodeFieldName(rule.event);
+      needs.events.set(key, (needs.events.get(key) ?? false) || Boolean(rule.where?.length));
+    }
+  };
+  rules.forEach(walk);
+  return needs;
+}
+
 // ---- evaluation ----------------------------------------------------------------------------------
 
 /**
@@ -254,7 +284,11 @@ type Predicate = (subject: SegmentSubject, at: EvaluationTime) => boolean;
 /** `now` and the first daily bucket of each window, computed once per evaluation time. */
 export class EvaluationTime {
   private readonly firstDays = new Map<number, string>();
-  constructor(readonly now: Date) {}
+  /** Today's daily bucket: the last day every window covers. */
+  readonly today: string;
+  constructor(readonly now: Date) {
+    this.today = dayKey(now);
+  }
 
   /** The oldest UTC day a window reaching back `ms` from now covers: windows count whole days of the daily buckets. */
   firstDay(ms: number): string {
@@ -290,8 +324,7 @@ function compileEvent(rule: EventRule): Predicate {
       n = counter.count;
     } else if (counter && windowMs !== null) {
       const first = at.firstDay(windowMs);
-      const last = dayKey(at.now);
-      for (const [day, count] of Object.entries(counter.days)) if (day >= first && day <= last) n += count;
+      for (const [day, count] of Object.entries(counter.days)) if (day >= first && day <= at.today) n += count;
     }
     return countMatches(rule.count, n);
   };

@@ -1,5 +1,6 @@
 import { Binary, BSON, type Collection } from 'mongodb';
-import type { ProfileDoc } from '../domain/profile';
+import type { ProfileDoc, RecentEvent, SegmentSubject } from '../domain/profile';
+import type { SubjectNeeds } from '../domain/segmentRules';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
 
@@ -21,7 +22,7 @@ export interface StoredProfile {
 /** A profile document version as read back, with the write group it came in. */
 export type StoredVersion = Readonly<ProfileDoc> & { readonly group: string };
 
-function encodeProfile(doc: ProfileDoc & { group?: string }, group: string): StoredProfile {
+export function encodeProfile(doc: ProfileDoc & { group?: string }, group: string): StoredProfile {
   const { _id, profileId, version, group: _previousGroup, ...body } = doc;
   return { _id, profileId, version, group, body: new Binary(BSON.serialize(body)) };
 }
@@ -29,6 +30,109 @@ function encodeProfile(doc: ProfileDoc & { group?: string }, group: string): Sto
 export function decodeProfile(stored: StoredProfile): StoredVersion {
   const body = BSON.deserialize(stored.body.buffer) as Omit<ProfileDoc, '_id' | 'profileId' | 'version'>;
   return { _id: stored._id, profileId: stored.profileId, version: stored.version, group: stored.group, ...body };
+}
+
+const { parseToElements, ByteUtils, NumberUtils } = BSON.onDemand;
+
+/** The top-level elements of a BSON document, by name. */
+function elements(bytes: Uint8Array, offset = 0): Map<string, [type: number, offset: number, length: number]> {
+  const found = new Map<string, [number, number, number]>();
+  for (const [type, nameOffset, nameLength, at, length] of parseToElements(bytes, offset)) {
+    found.set(ByteUtils.toUTF8(bytes, nameOffset, nameOffset + nameLength, false), [type, at, length]);
+  }
+  return found;
+}
+
+const BSON_DOCUMENT = 3;
+const BSON_ARRAY = 4;
+const BSON_BOOLEAN = 8;
+const BSON_DATE = 9;
+
+/** What a batch run needs of a document besides the rules' fields: whether it is split, linked, or a part. */
+export type SegmentView = SegmentSubject & Pick<ProfileDoc, 'linked' | 'ancestors' | 'retired'>;
+
+/**
+ * Decodes only what segment rules read (`needs`) of a stored profile — decoding the whole document
+ * (trait origins, retry guards, every recent event with its properties) was most of a batch run's
+ * own work. Fields not needed are left empty, which rules that do not read them never see.
+ */
+export function decodeForSegments(stored: StoredProfile, needs: SubjectNeeds): SegmentView {
+  const bytes = stored.body.buffer;
+  const top = elements(bytes);
+  const sub = (name: string, types: number[]) => {
+    const element = top.get(name);
+    return element && types.includes(element[0]) ? element : null;
+  };
+  const decode = <T>(element: [number, number, number] | null, empty: T): T => (element ? (BSON.deserialize(bytes.subarray(element[1], element[1] + element[2]), { promoteValues: true }) as T) : empty);
+  const lastSeen = sub('lastSeen', [BSON_DATE]);
+  const view: SegmentView = {
+    identities: needs.identities ? identityTypes(bytes, sub('identities', [BSON_ARRAY])) : [],
+    traits: needs.traits ? decode(sub('traits', [BSON_DOCUMENT]), {}) : {},
+    consent: needs.consent ? purposeConsents(bytes, sub('consent', [BSON_DOCUMENT])) : null,
+    lastSeen: new Date(lastSeen ? Number(NumberUtils.getBigInt64LE(bytes, lastSeen[1])) : 0),
+    counters: {},
+  };
+  const linked = sub('linked', [BSON_BOOLEAN]);
+  if (linked && bytes[linked[1]] === 1) view.linked = true;
+  if (sub('ancestors', [BSON_ARRAY])) view.ancestors = Object.values(decode<Record<string, string>>(sub('ancestors', [BSON_ARRAY]), {}));
+  if (sub('retired', [BSON_DOCUMENT])) view.retired = decode(sub('retired', [BSON_DOCUMENT]), undefined);
+  const counters = needs.events.size > 0 ? sub('counters', [BSON_DOCUMENT]) : null;
+  if (counters) {
+    for (const [key, [type, at]] of elements(bytes, counters[1])) {
+      const recent = needs.events.get(key);
+      if (recent === undefined || type !== BSON_DOCUMENT) continue;
+      const fields = elements(bytes, at);
+      const pick = (name: string) => {
+        const element = fields.get(name);
+        return element ? BSON.deserialize(bytes.subarray(element[1], element[1] + element[2])) : undefined;
+      };
+      const count = fields.get('count');
+      view.counters[key] = {
+        count: count ? readNumber(bytes, count) : 0,
+        firstSeen: view.lastSeen,
+        lastSeen: view.lastSeen,
+        days: (pick('days') as Record<string, number> | undefined) ?? {},
+        ...(recent && { recent: Object.values((pick('recent') as Record<string, RecentEvent> | undefined) ?? {}) }),
+      };
+    }
+  }
+  return view;
+}
+
+const BSON_STRING = 2;
+
+function readString(bytes: Uint8Array, [type, at]: [number, number, number]): string | null {
+  if (type !== BSON_STRING) return null;
+  const length = NumberUtils.getInt32LE(bytes, at);
+  return ByteUtils.toUTF8(bytes, at + 4, at + 4 + length - 1, false);
+}
+
+/** Identities as rules read them: their types only. */
+function identityTypes(bytes: Uint8Array, array: [number, number, number] | null): ProfileDoc['identities'] {
+  if (!array) return [];
+  const types: ProfileDoc['identities'] = [];
+  for (const [, [type, at]] of elements(bytes, array[1])) {
+    const field = type === BSON_DOCUMENT ? elements(bytes, at).get('type') : undefined;
+    const value = field && readString(bytes, field);
+    if (value) types.push({ type: value } as ProfileDoc['identities'][number]);
+  }
+  return types;
+}
+
+/** Consent as rules read it: the TCF purposes consented to. */
+function purposeConsents(bytes: Uint8Array, consent: [number, number, number] | null): ProfileDoc['consent'] {
+  const tcf = consent && elements(bytes, consent[1]).get('tcf');
+  const purposes = tcf && tcf[0] === BSON_DOCUMENT ? elements(bytes, tcf[1]).get('purposeConsents') : undefined;
+  if (!purposes || purposes[0] !== BSON_ARRAY) return null;
+  const purposeConsents = Object.values(BSON.deserialize(bytes.subarray(purposes[1], purposes[1] + purposes[2]))) as number[];
+  return { tcf: { purposeConsents } } as ProfileDoc['consent'];
+}
+
+/** A BSON number element (int32, int64 or double) as a JS number. */
+function readNumber(bytes: Uint8Array, [type, at]: [number, number, number]): number {
+  if (type === 16) return NumberUtils.getInt32LE(bytes, at);
+  if (type === 18) return Number(NumberUtils.getBigInt64LE(bytes, at));
+  return NumberUtils.getFloat64LE(bytes, at);
 }
 
 /**
@@ -88,6 +192,25 @@ export class ProfileStore {
       throw error;
     }
     for (const doc of docs) this.latest.set(doc.profileId, { ...doc, group });
+  }
+
+  /**
+   * Hands every stored version to `take`, a batch at a time, through one cursor. The next batch is
+   * asked for before the current one is handed over, so the store reads it while the caller works
+   * (a plain cursor asks only once the caller is done).
+   */
+  async scan(take: (batch: StoredProfile[]) => void, batchSize = 1000): Promise<void> {
+    const cursor = this.profiles.find({}, { batchSize });
+    try {
+      let more = cursor.hasNext();
+      while (await more) {
+        const batch = cursor.readBufferedDocuments();
+        more = cursor.hasNext();
+        take(batch);
+      }
+    } finally {
+      await cursor.close();
+    }
   }
 
   /** The versions a write group holds, without their content. */

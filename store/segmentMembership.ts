@@ -1,6 +1,6 @@
 import { Bitmap } from '../domain/segments';
 import type { Store } from './db';
-import { SegmentRunStore, SnapshotReader } from './segmentRuns';
+import { SegmentRunStore, SnapshotReader, type RunDoc, type SnapshotChunk } from './segmentRuns';
 import type { SegmentDoc } from './segments';
 
 /** Per segment, each profile's latest real-time state since the segment's snapshot: true entered, false exited. */
@@ -30,8 +30,8 @@ export class SegmentMembership {
         const entry = Object.hasOwn(change.changes, segment._id) ? change.changes[segment._id] : undefined;
         if (!entry || change.at < since(segment)) continue;
         const state = states.get(segment._id) as Map<string, boolean>;
-        for (const id of entry.entered) state.set(id, true);
-        for (const id of entry.exited) state.set(id, false);
+        for (const id of [...entry.entered, ...(entry.statedIn ?? [])]) state.set(id, true);
+        for (const id of [...entry.exited, ...(entry.statedOut ?? [])]) state.set(id, false);
       }
     }
     return states;
@@ -71,6 +71,35 @@ export class SegmentMembership {
     return size;
   }
 
+  /**
+   * Membership now of each of `segments` (null for none), for profile ids asked in ascending order:
+   * each snapshot involved is read whole once and walked alongside, so a run's comparison of its
+   * result with what stood before costs no read per profile.
+   */
+  async ascending(segments: Array<SegmentDoc | null>, states: RealTimeStates): Promise<(k: number, id: string) => boolean> {
+    const walks = new Map<string, { walk: AscendingSnapshot; run: RunDoc }>();
+    for (const segment of segments) {
+      if (!segment?.current || walks.has(segment.current.runId)) continue;
+      const run = await this.runs.getRun(segment.current.runId);
+      if (!run) continue;
+      const chunks = await Promise.all(run.chunks.map((_, n) => this.runs.readChunk(run._id, n)));
+      walks.set(run._id, { walk: new AscendingSnapshot(chunks.flatMap((chunk) => (chunk ? [chunk] : []))), run });
+    }
+    const bySegment = segments.map((segment) => {
+      const found = segment?.current ? walks.get(segment.current.runId) : undefined;
+      return found && segment ? { walk: found.walk, index: found.run.segments.findIndex((s) => s.id === segment._id) } : null;
+    });
+    return (k, id) => {
+      const segment = segments[k];
+      const state = segment ? states.get(segment._id)?.get(id) : undefined;
+      if (state !== undefined) return state;
+      const at = bySegment[k];
+      if (!at || at.index < 0) return false;
+      const position = at.walk.seek(id);
+      return position !== null && new Bitmap(position.chunk.bits[at.index]).has(position.index);
+    };
+  }
+
   /** A page of members in ascending id order after `after`, and the cursor of the next page (null on the last). */
   async members(segment: SegmentDoc, states: RealTimeStates, after: string, limit: number): Promise<{ members: string[]; next: string | null }> {
     const state = states.get(segment._id) ?? new Map<string, boolean>();
@@ -98,5 +127,25 @@ export class SegmentMembership {
     const more = page.length > limit;
     const members = page.slice(0, limit);
     return { members, next: more ? members[members.length - 1] : null };
+  }
+}
+
+/** A snapshot's chunks walked in ascending id order: each seek moves forward only. */
+class AscendingSnapshot {
+  private c = 0;
+  private i = 0;
+
+  constructor(private readonly chunks: SnapshotChunk[]) {}
+
+  /** Where `id` is, or null; ids are asked in ascending order (asking the same id again is fine). */
+  seek(id: string): { chunk: SnapshotChunk; index: number } | null {
+    while (this.c < this.chunks.length) {
+      const chunk = this.chunks[this.c];
+      while (this.i < chunk.ids.length && chunk.ids[this.i] < id) this.i++;
+      if (this.i < chunk.ids.length) return chunk.ids[this.i] === id ? { chunk, index: this.i } : null;
+      this.c++;
+      this.i = 0;
+    }
+    return null;
   }
 }

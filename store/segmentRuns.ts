@@ -2,6 +2,7 @@ import { Binary, BSON, type Collection } from 'mongodb';
 import { dayKey } from '../domain/profile';
 import { Bitmap, segmentRunId, windowStart } from '../domain/segments';
 import type { SegmentSubject } from '../domain/profile';
+import type { ChangeSet } from '../domain/segmentChanges';
 import type { Rule } from '../domain/segmentRules';
 import { forEachConcurrently, insertKeyed, type Store } from './db';
 import type { SegmentDoc } from './segments';
@@ -55,11 +56,11 @@ interface StoredChunk {
   body: Binary;
 }
 
-/** One fold's real-time changes: per segment, the profiles that entered and exited. */
+/** One fold's real-time changes (domain/segmentChanges). */
 export interface ChangeDoc {
   _id: string;
   at: Date;
-  changes: Record<string, { entered: string[]; exited: string[] }>;
+  changes: ChangeSet;
 }
 
 export interface HistoryDoc {

@@ -8,7 +8,8 @@ const { prepareSegmentRun, completeSegmentRun, failSegmentRun } = proxyActivitie
 
 const { evaluateSegmentRun } = proxyActivities<SegmentationActivities>({
   startToCloseTimeout: '2 hours',
-  heartbeatTimeout: '1 minute',
+  // The pass heartbeats every few seconds: a killed worker's pass is taken over within this.
+  heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '5 seconds', maximumInterval: '1 minute', maximumAttempts: 10 },
 });
 

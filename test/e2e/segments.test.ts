@@ -1,6 +1,7 @@
 import { call } from '../support/http';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
+import { segmentScheduleId } from '../../domain/workflowIds';
 import { buildTcString } from '../unit/tcfFixture';
 
 const daysAgo = (days: number) => new Date(Date.now() - days * 86_400_000).toISOString();
@@ -155,6 +156,22 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     const cycle = await call(`${segmentsUrl()}/${a}`, { key: api.adminKey, method: 'PATCH', body: { rule: { segment: b } } });
     expect(cycle.status).toBe(400);
     expect(cycle.body.errors[0].message).toContain('refer to each other');
+  });
+
+  it('keeps a Temporal Schedule of batch runs for a segment with a schedule, and removes it with the schedule', async () => {
+    const id = (await create({ name: 'Lapsed', rule: { lastSeen: { notWithin: 'P30D' } }, schedule: { every: 'PT6H' } })).body.id;
+    const handle = platform.temporal.schedule.getHandle(segmentScheduleId(platform.store.db.databaseName, id));
+    const described = await handle.describe();
+    expect(described.spec.intervals?.[0].every).toBe(6 * 3_600_000);
+    expect(described.policies.overlap).toBe('SKIP');
+    const cron = await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: { cron: '0 3 * * *' } } });
+    expect(cron.body.schedule).toEqual({ cron: '0 3 * * *' });
+    expect((await handle.describe()).spec.calendars).toEqual([expect.objectContaining({ hour: [{ start: 3, end: 3, step: 1 }] })]);
+    await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: null } });
+    await expect(handle.describe()).rejects.toThrow();
+    const bad = await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: { every: 'soon' } } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.errors[0].path).toMatch(/^schedule/);
   });
 
   it('shows segments in the taxonomy tree beside imported categories', async () => {

@@ -1,0 +1,324 @@
+/**
+ * Segmentation benchmark: one batch run of many segments over a large profile store, set against the
+ * store's own scan rate in the same run, and real-time qualification latency under ingest load.
+ *
+ *   npm run bench:segment                              # PostgreSQL-backed FerretDB (the default store)
+ *   MONGODB_URI=mongodb://host:port/db npm run bench:segment   # any other store, reported as `external`
+ *
+ * Steps:
+ *   1. a fresh database `dmp_bench_segment_<timestamp>`; a worker and the API in this process, on a
+ *      task queue of their own;
+ *   2. DMP_BENCH_SEGMENT_PROFILES synthetic profile documents from a fixed seed (identities, traits,
+ *      90 days of behaviour with recent events and their properties, TCF consent on most), a few
+ *      hundred of them joined in pairs by identity links — inserted, not timed;
+ *   3. store baseline: one cursor over every profile document, as the run reads them (docs/s);
+ *   4. 50 mixed segments (every rule kind; some refer to others), written as definitions, then ONE
+ *      batch run through the segmentRun workflow: `batch_seconds` from its start to its completion;
+ *   5. real time: a probe segment (`{event: "bench_probe"}`), then DMP_BENCH_SEGMENT_LOAD_EPS events/s
+ *      of new visitors through POST /v1/collect for DMP_BENCH_SEGMENT_LOAD_SECONDS, with a probe event
+ *      (a new profile qualifying for the probe segment) every 250 ms; the load comes from
+ *      DMP_BENCH_SEGMENT_VISITORS returning visitors; `realtime_p95_ms` is from each
+ *      probe's acknowledgement to its membership change recorded by the partition writer (which is
+ *      when the members API shows it);
+ *   6. drop the database (also when the run fails).
+ *
+ * The last stdout line is one JSON object:
+ * {"bench":"segment","profiles":…,"segments":50,"batch_seconds":…,"evaluations_per_s":…,
+ *  "store_scan_docs_per_s":…,"ratio_vs_store_scan":…,"realtime_p95_ms":…}
+ * where `ratio_vs_store_scan` is the run's profiles/s over the baseline's docs/s.
+ *
+ * Knobs (environment, all optional): DMP_BENCH_SEGMENT_PROFILES (1000000), DMP_BENCH_SEGMENT_LOAD_EPS
+ * (500), DMP_BENCH_SEGMENT_LOAD_SECONDS (60), DMP_BENCH_SEGMENT_VISITORS (2000: the load's distinct
+ * visitors, returning as on a site), DMP_BENCH_SEGMENTS (50), DMP_BENCH_SEED (1),
+ * DMP_BENCH_DEADLINE_SECONDS (2400).
+ */
+import type { Server } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import { Runtime } from '@temporalio/worker';
+import { createApp } from '../api/app';
+import { loadConfig } from '../config';
+import { profileIdForEvent } from '../domain/ids';
+import type { ProfileDoc } from '../domain/profile';
+import { profilePartitionWorkflowId, segmentRunWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
+import { connectStore, forEachConcurrently, type Store } from '../store/db';
+import { IdentityIndex } from '../store/identities';
+import { ProfileStore } from '../store/profiles';
+import { SegmentRunStore } from '../store/segmentRuns';
+import { SegmentStore, type SegmentDoc } from '../store/segments';
+import { connectTemporal, startSegmentRun } from '../temporal/client';
+import { createWorker } from '../workers/worker';
+import { CATEGORIES, EVENT_TYPES, mixedSegments, syntheticProfile } from '../test/support/segmentFixtures';
+import { seededRandom } from '../test/support/random';
+import { describeStore, dropStore, envNumber, once, round, runBench, say, table } from './support';
+
+const SETTINGS = {
+  profiles: Math.floor(envNumber('DMP_BENCH_SEGMENT_PROFILES', 1_000_000)),
+  segments: Math.floor(envNumber('DMP_BENCH_SEGMENTS', 50)),
+  loadEps: envNumber('DMP_BENCH_SEGMENT_LOAD_EPS', 500, 0),
+  loadSeconds: envNumber('DMP_BENCH_SEGMENT_LOAD_SECONDS', 60),
+  /** Distinct visitors the load's events come from: returning visitors, as on a site (each new one is a new profile). */
+  visitors: Math.floor(envNumber('DMP_BENCH_SEGMENT_VISITORS', 2000)),
+  probeEveryMs: 250,
+  seed: Math.floor(envNumber('DMP_BENCH_SEED', 1, 0)),
+  deadlineSeconds: envNumber('DMP_BENCH_DEADLINE_SECONDS', 2400),
+  insertBatch: 1000,
+  /** One pair of linked documents per this many profiles. */
+  linkEvery: 2000,
+};
+
+const cleanupState: { store?: Store; stop?: () => Promise<void> } = {};
+const cleanup = once(async () => {
+  await cleanupState.stop?.().catch((error) => say(`stopping the worker and API: ${String(error)}`));
+  if (cleanupState.store) await dropStore(cleanupState.store);
+});
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const percentile = (values: number[], p: number) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+};
+
+async function main(): Promise<void> {
+  const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
+  const databaseName = `dmp_bench_segment_${Date.now()}`;
+  const url = new URL(config.MONGODB_URI);
+  url.pathname = `/${databaseName}`;
+  const store = await connectStore(url.toString(), databaseName);
+  cleanupState.store = store;
+  const { backend, serverVersion } = await describeStore(store, config.MONGODB_URI);
+
+  // 1. A worker and the API, here.
+  Runtime.install({ logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (message: string) => say(`temporal: ${message}`) } as never });
+  const taskQueue = `dmp-bench-${databaseName}`;
+  const adminKey = `adm_bench_${Date.now()}_segment`;
+  const temporal = await connectTemporal(config);
+  const { worker, connection } = await createWorker({ config: { ...config, DMP_TASK_QUEUE: taskQueue }, store, temporal });
+  const running = worker.run();
+  const app = createApp({ config: { ...config, DMP_TASK_QUEUE: taskQueue, DMP_ADMIN_KEY: adminKey }, store, temporal });
+  const server: Server = await new Promise((resolve) => {
+    const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
+  });
+  const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  cleanupState.stop = async () => {
+    await new Promise((resolve) => server.close(resolve));
+    for await (const execution of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
+      await temporal.workflow.getHandle(execution.workflowId).terminate('benchmark finished').catch(() => undefined);
+    }
+    worker.shutdown();
+    await running;
+    await connection.close();
+    await temporal.connection.close();
+  };
+
+  // 2. The profiles (not timed).
+  const random = seededRandom(SETTINGS.seed);
+  const now = Date.now();
+  const profiles = new ProfileStore(store, 0);
+  const generateStart = performance.now();
+  const batches = Math.ceil(SETTINGS.profiles / SETTINGS.insertBatch);
+  let lastSay = performance.now();
+  await forEachConcurrently(
+    Array.from({ length: batches }, (_, b) => b),
+    2,
+    async (b) => {
+      const docs: ProfileDoc[] = [];
+      for (let n = b * SETTINGS.insertBatch; n < Math.min(SETTINGS.profiles, (b + 1) * SETTINGS.insertBatch); n++) docs.push(syntheticProfile(n, random, now));
+      await profiles.saveVersions(docs, 'bench');
+      if (performance.now() - lastSay > 15_000) {
+        lastSay = performance.now();
+        say(`generated ${((b + 1) * SETTINGS.insertBatch).toLocaleString()} profiles`);
+      }
+    },
+  );
+  const links = new IdentityIndex(store, 0);
+  const pairs = Math.floor(SETTINGS.profiles / SETTINGS.linkEvery);
+  await links.addLinks(
+    Array.from({ length: pairs }, (_, k) => {
+      const a = `p_bench${(k * SETTINGS.linkEvery).toString(36).padStart(9, '0')}`;
+      const b = `p_bench${(k * SETTINGS.linkEvery + 1).toString(36).padStart(9, '0')}`;
+      return { _id: `${a}|${b}|cookie_id:shared-${k}`, profiles: [a, b] as [string, string], via: `cookie_id:shared-${k}`, sourceId: 'src_bench_segment', eventId: `e${k}`, createdAt: new Date(now) };
+    }),
+  );
+  say(`generated ${SETTINGS.profiles.toLocaleString()} profiles (${pairs} linked pairs) in ${round((performance.now() - generateStart) / 1000)} s`);
+
+  // 3. Store baseline: one cursor over every profile document.
+  const scanStart = performance.now();
+  let scanned = 0;
+  for await (const doc of profiles.profiles.find({}, { batchSize: 1000 })) if (doc) scanned++;
+  const scanSeconds = (performance.now() - scanStart) / 1000;
+  const storeScan = scanned / scanSeconds;
+  say(`store scan: ${scanned.toLocaleString()} documents in ${round(scanSeconds)} s = ${round(storeScan)} docs/s`);
+
+  // 4. Fifty segments, one batch run.
+  const segments = new SegmentStore(store);
+  const ids: string[] = [];
+  const created = new Date();
+  for (const [index, rule] of mixedSegments(random, SETTINGS.segments).entries()) {
+    const id = `seg_bench${String(index).padStart(2, '0')}`;
+    const doc: SegmentDoc = {
+      _id: id,
+      name: `bench ${index}`,
+      description: null,
+      taxonomyPath: 'Bench',
+      ruleJson: JSON.stringify(typeof rule === 'function' ? rule(ids) : rule),
+      schedule: null,
+      version: 1,
+      createdAt: created,
+      updatedAt: created,
+      current: null,
+      lastRun: null,
+    };
+    await segments.create(doc);
+    ids.push(id);
+  }
+  const runs = new SegmentRunStore(store);
+  const run = await runs.prepare(await segments.list(), new Date(), new Date());
+  const batchStart = performance.now();
+  await startSegmentRun(temporal, databaseName, run._id, { DMP_TASK_QUEUE: taskQueue });
+  await temporal.workflow.getHandle(segmentRunWorkflowId(databaseName, run._id)).result();
+  const batchSeconds = (performance.now() - batchStart) / 1000;
+  const done = await runs.getRun(run._id);
+  if (done?.state !== 'completed') throw new Error(`the run ended ${done?.state}: ${done?.error}`);
+  const sizes = Object.values(done.members);
+  say(`batch run: ${done.evaluated.toLocaleString()} profiles (${done.documentsScanned.toLocaleString()} documents) × ${ids.length} segments in ${round(batchSeconds)} s; segment sizes ${Math.min(...sizes)}–${Math.max(...sizes)}`);
+
+  // An estimate from the run's sample, through the API (first call reads the sample; then it is cached).
+  const estimateTimes: number[] = [];
+  type Estimate = { estimate: number; low: number; high: number; sampled: number };
+  let estimate = { estimate: 0, low: 0, high: 0, sampled: 0 } as Estimate;
+  for (let k = 0; k < 5; k++) {
+    const started = performance.now();
+    const response = await fetch(`${api}/v1/segments/estimate`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ rule: JSON.parse((await segments.get(ids[0]))!.ruleJson) }),
+    });
+    estimate = (await response.json()) as Estimate;
+    estimateTimes.push(performance.now() - started);
+  }
+  say(`estimate of ${ids[0]}: ${estimate.estimate} (${estimate.low}–${estimate.high}, ${estimate.sampled} sampled; the run counted ${done.members[ids[0]]}) in ${Math.round(estimateTimes[0])} ms first, ${Math.round(percentile(estimateTimes.slice(1), 50))} ms after`);
+
+  // 5. Real time under ingest load.
+  await segments.create({ ...(await segments.get(ids[0]))!, _id: 'seg_bench_probe', name: 'probe', ruleJson: JSON.stringify({ event: 'bench_probe' }), current: null, lastRun: null });
+  const source = (await (await fetch(`${api}/v1/sources`, { method: 'POST', headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'bench', kind: 'events', party: 'first' }) })).json()) as { id: string; writeKey: string };
+  const acked = new Map<string, number>();
+  const recorded = new Map<string, number>();
+  const send = async (events: unknown[]) => {
+    const response = await fetch(`${api}/v1/collect`, { method: 'POST', headers: { authorization: `Bearer ${source.writeKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ events }) });
+    if (response.status !== 202) throw new Error(`collect answered ${response.status}: ${await response.text()}`);
+    return Date.now();
+  };
+  // The writer stamps each change record with when it evaluated: read them after the load, not during it (a poll would be load too).
+  const collectRecorded = async () => {
+    for (const change of await runs.changes.find({}).toArray()) {
+      for (const person of change.changes.seg_bench_probe?.entered ?? []) if (!recorded.has(person)) recorded.set(person, change.at.getTime());
+    }
+    return [...acked.keys()].every((person) => recorded.has(person));
+  };
+  const loadStart = performance.now();
+  let sent = 0;
+  let probes = 0;
+  let nextProbe = loadStart;
+  const tick = 100;
+  // Requests go out on a fixed clock and are not awaited in turn: the load does not slow down with the API.
+  const inFlight = new Set<Promise<void>>();
+  while (performance.now() - loadStart < SETTINGS.loadSeconds * 1000) {
+    const tickStart = performance.now();
+    const events: unknown[] = Array.from({ length: Math.round((SETTINGS.loadEps * tick) / 1000) }, () => ({
+      id: `load-${sent}`,
+      type: EVENT_TYPES[sent % EVENT_TYPES.length],
+      identities: { cookie_id: `visitor-${sent++ % SETTINGS.visitors}` },
+      properties: { category: CATEGORIES[sent % CATEGORIES.length], total: sent % 300 },
+    }));
+    const probe = performance.now() >= nextProbe ? `probe-${probes++}` : null;
+    if (probe) {
+      nextProbe += SETTINGS.probeEveryMs;
+      events.push({ id: probe, type: 'bench_probe', identities: { cookie_id: probe } });
+    }
+    if (events.length > 0) {
+      const request = send(events).then((at) => {
+        if (probe) acked.set(profileIdForEvent(source.id, probe), at);
+      });
+      inFlight.add(request);
+      void request.finally(() => inFlight.delete(request));
+    }
+    await sleep(Math.max(0, tick - (performance.now() - tickStart)));
+  }
+  await Promise.all(inFlight);
+  const loadEnd = performance.now();
+  while (!(await collectRecorded()) && performance.now() - loadEnd < 120_000) await sleep(1000);
+  if (process.env.DMP_BENCH_DEBUG) {
+    for (const workflowId of [profilePartitionWorkflowId(databaseName, 0), sourceWorkflowId(source.id)]) {
+      const history = await temporal.workflow.getHandle(workflowId).fetchHistory();
+      const at = (event: { eventTime?: { seconds?: unknown; nanos?: number | null } | null }) => Number(event.eventTime?.seconds) * 1000 + (event.eventTime?.nanos ?? 0) / 1e6;
+      const scheduled = new Map<string, number>();
+      const started = new Map<string, number>();
+      const waits: number[] = [];
+      const runs: Array<[string, number]> = [];
+      for (const event of history.events ?? []) {
+        const id = String(event.eventId);
+        if (event.activityTaskScheduledEventAttributes) scheduled.set(id, at(event));
+        if (event.activityTaskStartedEventAttributes) {
+          const s = String(event.activityTaskStartedEventAttributes.scheduledEventId);
+          started.set(s, at(event));
+          waits.push(at(event) - (scheduled.get(s) ?? 0));
+        }
+        if (event.activityTaskCompletedEventAttributes) {
+          const s = String(event.activityTaskCompletedEventAttributes.scheduledEventId);
+          runs.push([s, at(event) - (started.get(s) ?? 0)]);
+        }
+      }
+      const durations = runs.map(([, ms]) => ms);
+      say(`debug ${workflowId}: ${runs.length} activities, queue wait p50 ${percentile(waits, 50)} ms, run p50 ${percentile(durations, 50)} ms p95 ${percentile(durations, 95)} ms`);
+    }
+  }
+  // Where the time went: a probe's routed batch is stamped when the drain wrote it.
+  const routedEvents = store.db.collection<{ profiles: string[]; createdAt: Date }>('profile_events');
+  const routing: number[] = [];
+  for (const [person, at] of [...acked].slice(0, 100)) {
+    const batch = await routedEvents.findOne({ profiles: person }, { projection: { createdAt: 1 } });
+    if (batch) routing.push(batch.createdAt.getTime() - at);
+  }
+  const latencies = [...acked].flatMap(([person, at]) => (recorded.has(person) ? [Math.max(0, (recorded.get(person) as number) - at)] : []));
+  if (latencies.length < acked.size) say(`${acked.size - latencies.length} of ${acked.size} probes were not recorded within two minutes after the load`);
+  const p95 = latencies.length === acked.size ? percentile(latencies, 95) : Infinity;
+  say(`real time, acknowledged → routed to a partition: p50 ${percentile(routing, 50)} ms, p95 ${percentile(routing, 95)} ms (the rest is the partition's fold)`);
+  say(`real time: ${sent.toLocaleString()} events in ${round((loadEnd - loadStart) / 1000)} s, ${acked.size} probes, p50 ${percentile(latencies, 50)} ms, p95 ${p95} ms, max ${Math.max(...latencies)} ms`);
+
+  const result = {
+    bench: 'segment',
+    backend,
+    server: serverVersion,
+    profiles: done.evaluated,
+    documents: done.documentsScanned,
+    segments: ids.length,
+    batch_seconds: round(batchSeconds),
+    evaluations_per_s: Math.round((done.evaluated * ids.length) / batchSeconds),
+    store_scan_docs_per_s: Math.round(storeScan),
+    ratio_vs_store_scan: round(done.evaluated / batchSeconds / storeScan, 2),
+    realtime_p95_ms: p95,
+    realtime_p50_ms: percentile(latencies, 50),
+    realtime_probes: acked.size,
+    realtime_routed_p95_ms: percentile(routing, 95),
+    load_events_per_s: Math.round(sent / ((loadEnd - loadStart) / 1000)),
+    load_visitors: SETTINGS.visitors,
+    estimate_ms: Math.round(estimateTimes[0]),
+  };
+  for (const line of table(
+    'segmentation',
+    [
+      ['figure', 'value', 'target'],
+      ['batch run (s)', String(result.batch_seconds), '≤ 300'],
+      ['evaluations/s', result.evaluations_per_s.toLocaleString(), ''],
+      ['store scan (docs/s)', result.store_scan_docs_per_s.toLocaleString(), ''],
+      ['run vs store scan', String(result.ratio_vs_store_scan), '≥ 0.5'],
+      ['real-time p95 (ms)', String(result.realtime_p95_ms), '≤ 1000'],
+    ],
+    [1, 2],
+  ))
+    say(line);
+  await cleanup();
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+runBench({ main, cleanup, deadlineSeconds: SETTINGS.deadlineSeconds });

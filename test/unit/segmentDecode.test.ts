@@ -1,0 +1,42 @@
+import { EvaluationTime, SegmentEvaluator, subjectNeeds, type Rule } from '../../domain/segmentRules';
+import { decodeForSegments, decodeProfile, encodeProfile } from '../../store/profiles';
+import { seededRandom } from '../support/random';
+import { mixedSegments, syntheticProfile } from '../support/segmentFixtures';
+
+describe('decoding only what segment rules read', () => {
+  const random = seededRandom(3);
+  const now = Date.UTC(2026, 5, 30);
+  const docs = Array.from({ length: 2000 }, (_, n) => syntheticProfile(n, random, now));
+  const ids: string[] = [];
+  const definitions = mixedSegments(random, 50).map((rule, k) => {
+    const id = `s${String(k).padStart(2, '0')}`;
+    ids.push(id);
+    return { id, rule: (typeof rule === 'function' ? rule(ids) : rule) as Rule };
+  });
+  const at = new EvaluationTime(new Date(now));
+
+  it('gives every segment the same members as the whole document does', () => {
+    const evaluator = new SegmentEvaluator(definitions);
+    const needs = subjectNeeds(definitions.map((definition) => definition.rule));
+    for (const doc of docs) {
+      const stored = encodeProfile(doc, 'g');
+      expect({ id: doc.profileId, members: evaluator.evaluate(decodeForSegments(stored, needs), at) }).toEqual({
+        id: doc.profileId,
+        members: evaluator.evaluate(decodeProfile(stored), at),
+      });
+    }
+  });
+
+  it('reads only the fields the rules need, and always whether a document is linked, a part, or split', () => {
+    const doc = { ...docs[0], linked: true, ancestors: ['p_a', 'p_b'] };
+    const view = decodeForSegments(encodeProfile(doc, 'g'), subjectNeeds([{ event: 'purchase' }]));
+    expect(view.traits).toEqual({});
+    expect(view.identities).toEqual([]);
+    expect(view.consent).toBeNull();
+    expect(Object.keys(view.counters)).toEqual(Object.keys(doc.counters).filter((key) => key === 'purchase'));
+    expect(view.counters.purchase?.recent).toBeUndefined();
+    expect(view).toMatchObject({ linked: true, ancestors: ['p_a', 'p_b'], lastSeen: doc.lastSeen });
+    const retired = decodeForSegments(encodeProfile({ ...docs[1], retired: { rebuildId: 'u1', parts: [], keys: {}, fallback: 'p_x' } as never }, 'g'), subjectNeeds([]));
+    expect(retired.retired).toBeTruthy();
+  });
+});
