@@ -27,7 +27,8 @@ const DURATION = /^P(?:(\d{1,4})D)?(?:T(\d{1,5})H)?$/;
 export const DurationSchema = z
   .string()
   .regex(DURATION, 'an ISO 8601 duration of days and/or hours, e.g. P30D or PT12H')
-  .refine((text) => text !== 'P' && text !== 'PT' && durationMs(text) > 0, 'must be longer than zero')
+  // Only a well-formed duration is measured here (the pattern above reports the rest).
+  .refine((text) => !DURATION.test(text) || (text !== 'P' && text !== 'PT' && durationMs(text) > 0), 'must be longer than zero')
   .openapi({ example: 'P30D' });
 
 export function durationMs(text: string): number {

@@ -1,0 +1,120 @@
+import { applyEvent, newProfile, type ProfileDoc } from '../../domain/profile';
+import { compare, durationMs, EvaluationTime, findCycle, parseRule, SegmentEvaluator, type Rule } from '../../domain/segmentRules';
+import { Bitmap, segmentRunId, wilson } from '../../domain/segments';
+
+const NOW = new Date('2026-06-30T12:00:00Z');
+const at = new EvaluationTime(NOW);
+
+function profileWith(events: Array<{ type: string; hoursAgo: number; properties?: Record<string, unknown> }>): ProfileDoc {
+  // Created as its first event arrived: its first and last seen come from the events.
+  const doc = newProfile('p1', NOW, new Date(NOW.getTime() - events[0].hoursAgo * 3_600_000));
+  events.forEach((event, seq) =>
+    applyEvent(doc, { id: `e${seq}`, type: event.type, timestamp: new Date(NOW.getTime() - event.hoursAgo * 3_600_000), identities: [], properties: event.properties }, { sourceId: 'src_a', party: 'first', seq }),
+  );
+  return doc;
+}
+
+const member = (rule: Rule, doc: ProfileDoc) => new SegmentEvaluator([{ id: 's', rule }]).evaluate(doc, at).includes('s');
+
+describe('segment rules: validation', () => {
+  it('names the exact path of each problem', () => {
+    expect(parseRule({ all: [{ trait: 'a', op: 'eq', value: 1 }, { not: { event: 'x', within: 'P91D' } }] }).errors).toEqual([
+      { path: 'rule.all[1].not.within', message: 'longer than the 90 days of behaviour kept on profiles' },
+    ]);
+    expect(parseRule({ event: 'x', within: 'P3W' }).errors[0]).toMatchObject({ path: 'rule.within' });
+    expect(parseRule({ event: 'x', within: 'P0D' }).errors).toEqual([{ path: 'rule.within', message: 'must be longer than zero' }]);
+    expect(parseRule({ trait: 'a', op: 'exists', value: 1 }).errors).toEqual([{ path: 'rule.value', message: '`exists` takes no value' }]);
+    expect(parseRule({ trait: 'a', op: 'eq' }).errors).toEqual([{ path: 'rule.value', message: '`eq` needs a value' }]);
+    expect(parseRule({ trait: 'a', event: 'b' }).errors[0].message).toContain('one kind per rule');
+    expect(parseRule({ all: [] }).errors).toEqual([{ path: 'rule.all', message: 'must be a list of 1 to 100 rules' }]);
+    expect(parseRule({ lastSeen: {} }).errors[0]).toMatchObject({ path: 'rule.lastSeen' });
+    expect(parseRule({ identity: 'passport' }).errors[0]).toMatchObject({ path: 'rule.identity' });
+    expect(parseRule({ consent: { purpose: 11, vendor: 3 } }).errors[0]).toMatchObject({ path: 'rule.consent', message: expect.stringContaining('vendor') });
+  });
+
+  it('reads ISO 8601 days and hours', () => {
+    expect(durationMs('P30D')).toBe(30 * 86_400_000);
+    expect(durationMs('PT12H')).toBe(12 * 3_600_000);
+    expect(durationMs('P1DT6H')).toBe(30 * 3_600_000);
+  });
+
+  it('finds cycles of segment references', () => {
+    const rules = new Map<string, Rule>([
+      ['a', { segment: 'b' }],
+      ['b', { all: [{ identity: 'email' }, { not: { segment: 'c' } }] }],
+      ['c', { any: [{ segment: 'a' }] }],
+    ]);
+    expect(findCycle(rules)).toEqual(['a', 'b', 'c', 'a']);
+    rules.set('c', { identity: 'maid' });
+    expect(findCycle(rules)).toBeNull();
+    expect(() => new SegmentEvaluator([{ id: 'x', rule: { segment: 'x' } }])).toThrow('refer to each other');
+  });
+});
+
+describe('segment rules: one meaning', () => {
+  it('compares values as documented', () => {
+    expect(compare(undefined, 'neq', 'a')).toBe(true);
+    expect(compare(['a', 'b'], 'contains', 'b')).toBe(true);
+    expect(compare('shoes and socks', 'contains', 'socks')).toBe(true);
+    expect(compare(3, 'gt', '2')).toBe(false);
+    expect(compare('2026-06-01', 'lt', '2026-07-01')).toBe(true);
+    expect(compare(null, 'exists', undefined)).toBe(false);
+    expect(compare(2, 'in', [1, 2])).toBe(true);
+    expect(compare(['a'], 'eq', ['a'])).toBe(true);
+  });
+
+  it('counts events in whole days of the daily buckets, and filters on the recent events kept with their properties', () => {
+    const doc = profileWith([
+      { type: 'buy', hoursAgo: 1, properties: { cat: 'shoes', total: 120 } },
+      { type: 'buy', hoursAgo: 30, properties: { cat: 'books', total: 15 } },
+      { type: 'buy', hoursAgo: 24 * 20, properties: { cat: 'shoes', total: 80 } },
+    ]);
+    expect(member({ event: 'buy', count: { op: 'eq', value: 2 }, within: 'P2D' }, doc)).toBe(true);
+    // PT1H reaches back into today only (whole days): one buy was today.
+    expect(member({ event: 'buy', count: { op: 'eq', value: 1 }, within: 'PT1H' }, doc)).toBe(true);
+    expect(member({ event: 'buy', count: { op: 'gte', value: 3 } }, doc)).toBe(true);
+    expect(member({ event: 'buy', where: [{ property: 'cat', op: 'eq', value: 'shoes' }], count: { op: 'eq', value: 2 } }, doc)).toBe(true);
+    expect(member({ event: 'buy', within: 'P7D', where: [{ property: 'cat', op: 'eq', value: 'shoes' }], count: { op: 'eq', value: 1 } }, doc)).toBe(true);
+    expect(member({ event: 'buy', where: [{ property: 'total', op: 'gt', value: 100 }, { property: 'cat', op: 'eq', value: 'shoes' }] }, doc)).toBe(true);
+    expect(member({ event: 'view' }, doc)).toBe(false);
+    expect(member({ event: 'view', count: { op: 'eq', value: 0 } }, doc)).toBe(true);
+  });
+
+  it('tests recency with exact times, and segment membership through the same evaluator', () => {
+    const doc = profileWith([{ type: 'visit', hoursAgo: 24 * 10 }]);
+    expect(member({ lastSeen: { within: 'P7D' } }, doc)).toBe(false);
+    expect(member({ lastSeen: { within: 'P30D', notWithin: 'P7D' } }, doc)).toBe(true);
+    const evaluator = new SegmentEvaluator([
+      { id: 'recent', rule: { lastSeen: { within: 'P30D' } } },
+      { id: 'lapsing', rule: { all: [{ segment: 'recent' }, { not: { lastSeen: { within: 'P7D' } } }] } },
+      { id: 'gone', rule: { segment: 'deleted-one' } },
+    ]);
+    expect(evaluator.evaluate(doc, at)).toEqual(['lapsing', 'recent']);
+  });
+});
+
+describe('segment runs: identity, storage, estimates', () => {
+  it('derives a run id from the segment versions and the second evaluated, whatever their order', () => {
+    const a = segmentRunId([{ id: 's1', version: 1 }, { id: 's2', version: 3 }], new Date('2026-06-30T12:00:00.400Z'));
+    expect(segmentRunId([{ id: 's2', version: 3 }, { id: 's1', version: 1 }], new Date('2026-06-30T12:00:00.900Z'))).toBe(a);
+    expect(segmentRunId([{ id: 's1', version: 2 }, { id: 's2', version: 3 }], new Date('2026-06-30T12:00:00.400Z'))).not.toBe(a);
+    expect(segmentRunId([{ id: 's1', version: 1 }, { id: 's2', version: 3 }], new Date('2026-06-30T12:00:01Z'))).not.toBe(a);
+  });
+
+  it('keeps a bit per profile', () => {
+    const bits = new Bitmap(20);
+    bits.set(0);
+    bits.set(13);
+    expect(Array.from({ length: 20 }, (_, k) => bits.has(k)).flatMap((set, k) => (set ? [k] : []))).toEqual([0, 13]);
+    expect(bits.bytes).toHaveLength(3);
+  });
+
+  it('bounds a sampled share with the Wilson interval', () => {
+    const { low, high } = wilson(250, 2000);
+    expect(low).toBeLessThan(0.125);
+    expect(high).toBeGreaterThan(0.125);
+    expect(high - low).toBeLessThan(0.03);
+    expect(wilson(0, 2000).low).toBe(0);
+    expect(wilson(0, 0)).toEqual({ low: 0, high: 1 });
+  });
+});
