@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { call } from '../support/http';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
@@ -175,7 +176,22 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
   });
 
   it('shows segments in the taxonomy tree beside imported categories', async () => {
+    const iab = readFileSync(`${__dirname}/../fixtures/iab-audience-taxonomy-1.1-excerpt.tsv`, 'utf8');
+    const imported = await call(`${api.url}/v1/taxonomy/imports?format=iab`, { key: api.adminKey, rawBody: iab, contentType: 'text/tab-separated-values' });
+    expect(imported.status).toBe(201);
+    expect(imported.body).toMatchObject({ taxonomy: 'iab-audience-1.1', nodes: 40 });
+    const provider = await call(`${api.url}/v1/taxonomy/imports?format=provider&name=acme`, {
+      key: api.adminKey,
+      rawBody: 'id,parent_id,name\nauto,,Auto intenders\nev,auto,Electric vehicles\nev,auto,Twice\n',
+      contentType: 'text/csv',
+    });
+    expect(provider.status).toBe(400);
+    expect(provider.body.errors[0].path).toBe('row 4.id');
     const tree = (await call(`${api.url}/v1/taxonomy`, { key: api.adminKey })).body;
+    const iabBranch = tree.children.find((node: any) => node.taxonomy === 'iab-audience-1.1' && node.kind === 'folder');
+    const demographic = iabBranch.children.find((node: any) => node.name === 'Demographic');
+    expect(demographic).toMatchObject({ kind: 'category', id: '1' });
+    expect(demographic.children.find((node: any) => node.name === 'Age Range').children.map((node: any) => node.name)).toContain('18-20');
     const commerce = tree.children.find((node: any) => node.kind === 'folder' && node.name === 'Commerce');
     expect(commerce.children[0]).toMatchObject({ kind: 'folder', name: 'Buyers', children: [expect.objectContaining({ kind: 'segment', name: 'Repeat buyers' })] });
   });
