@@ -1,11 +1,11 @@
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Config } from '../config';
 import { cappedTypes } from '../domain/identityCaps';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
-import { foldChanges } from '../domain/segmentChanges';
+import { foldChanges, withVersions } from '../domain/segmentChanges';
 import { EvaluationTime, SegmentEvaluator, type SegmentDefinition } from '../domain/segmentRules';
 import type { Store } from '../store/db';
 import { IdentityCapStore } from '../store/identityCaps';
@@ -187,7 +187,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (counts && previous?._id !== doc._id) counts.superseded++;
     }
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
-    await recordSegmentChanges(input, saved, changed, stored, [...linkedNow].filter((id) => stored.has(id) || changed.has(id)));
+    await recordSegmentChanges(group, changed, stored, [...linkedNow].filter((id) => stored.has(id) || changed.has(id)));
     result.profilesWritten = toSave.length;
     await compact(position, group, trustCache, result);
     await routedEvents.savePosition(input.partition, position);
@@ -288,21 +288,22 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
 
   /**
    * The real-time path of segmentation (domain/segmentChanges): the profiles this fold changed are
-   * evaluated before and after with the same evaluator as batch runs, and the changes recorded —
-   * under an id fixed by where the fold started, so a retried fold replaces its own record. Runs
-   * after the fold's versions are written, so the components read here hold them. (A fold
-   * interrupted between writing its versions and this record loses these changes; the next batch
-   * run counts them.)
+   * evaluated before and after with the same evaluator as batch runs, and the changes recorded
+   * under the attempt's write group. Runs after the fold's versions are written, so the components
+   * read here hold them, and a retry compares with what an interrupted attempt wrote: nothing is
+   * counted twice. (An attempt interrupted between writing its versions and this record loses these
+   * changes; the next batch run counts them.)
    */
   async function recordSegmentChanges(
-    input: FoldInput,
-    start: PartitionPosition,
+    group: string,
     changed: Map<string, ProfileDoc>,
     stored: Map<string, StoredVersion>,
     relinked: string[],
   ): Promise<void> {
-    const definitions = (await segmentStore.list()).map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
-    if (definitions.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
+    const segments = await segmentStore.list();
+    if (segments.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
+    const definitions = segments.map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
+    const versions = new Map(segments.map((doc) => [doc._id, doc.version]));
     const evaluator = evaluatorFor(definitions);
     const at = new EvaluationTime(now());
     const components = new Map<string, ProfileDoc[]>();
@@ -321,8 +322,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       relinked,
     });
     if (Object.keys(changes).length === 0) return;
-    const startedAt = createHash('sha256').update(JSON.stringify([Object.entries(start.cursors).sort(), input.splits ?? []])).digest('base64url').slice(0, 16);
-    await segmentRuns.recordChanges({ _id: `p${input.partition}:${startedAt}`, at: at.now, changes });
+    await segmentRuns.recordChanges({ _id: group, at: at.now, changes: withVersions(changes, versions) });
   }
 
   /** Marks documents that reached a cap of some identity type in this fold, so drains stop joining to them. */

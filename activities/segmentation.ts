@@ -1,4 +1,6 @@
+import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
+import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { combineDocuments, dayKey, type SegmentSubject } from '../domain/profile';
 import { EvaluationTime, SegmentEvaluator, subjectNeeds } from '../domain/segmentRules';
 import { Bitmap, sampleRank } from '../domain/segments';
@@ -21,6 +23,7 @@ export type RunStep = 'scanned' | 'chunk-written';
 
 export interface SegmentationDeps {
   store: Store;
+  temporal: Client;
   config: Pick<Config, 'DMP_PROFILE_PARTITIONS'>;
   now?: () => Date;
   onRunStep?: (step: RunStep) => void | Promise<void>;
@@ -73,6 +76,16 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   const graph = ProfileGraph.open(deps.store);
   const identities = new IdentityIndex(deps.store, 0);
 
+  /** Whether a run's workflow is alive: only a run that will finish may stand in for another. */
+  async function isRunning(runId: string): Promise<boolean> {
+    try {
+      const described = await deps.temporal.workflow.getHandle(segmentRunWorkflowId(deps.store.db.databaseName, runId)).describe();
+      return described.status.name === 'RUNNING';
+    } catch {
+      return false;
+    }
+  }
+
   /**
    * Streams every profile document once (the store serves one cursor; ranges and sorts by `_id` would
    * each scan the table again) and evaluates every segment of the run on the newest version of each.
@@ -84,7 +97,8 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   async function evaluate(runId: string): Promise<{ evaluated: number; documentsScanned: number }> {
     const run = await runs.getRun(runId);
     if (!run || run.state !== 'running') return { evaluated: run?.evaluated ?? 0, documentsScanned: run?.documentsScanned ?? 0 };
-    if (await runs.supersededBy(run)) {
+    const newer = await runs.supersededBy(run);
+    if (newer && (await isRunning(newer))) {
       // Segments created or changed one after the other each start a run; the latest pass serves them all.
       await runs.saveRun({ ...run, state: 'superseded', finishedAt: now() });
       return { evaluated: 0, documentsScanned: 0 };

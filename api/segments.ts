@@ -117,7 +117,14 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
   async function startRun(): Promise<string> {
     const run = await runs.prepare(await segments.list(), windowStart(new Date()), new Date());
     for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
-    await startSegmentRun(temporal, databaseName, run._id, config);
+    try {
+      await startSegmentRun(temporal, databaseName, run._id, config);
+    } catch (error) {
+      // A run that never starts must not stand for its segments (nor supersede another run).
+      await runs.saveRun({ ...run, state: 'failed', finishedAt: new Date(), error: `could not start: ${String(error)}` });
+      for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'failed', startedAt: run.startedAt, finishedAt: new Date() });
+      throw error;
+    }
     return run._id;
   }
 

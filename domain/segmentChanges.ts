@@ -7,6 +7,8 @@ export interface SegmentChange {
   /** States made when a link reshapes a profile: its earlier membership is unknown here, so the new one is stated whole. */
   statedIn?: string[];
   statedOut?: string[];
+  /** The segment version the changes were evaluated with: a snapshot of another version ignores them. */
+  version?: number;
 }
 export type ChangeSet = Record<string, SegmentChange>;
 
@@ -86,5 +88,11 @@ export function foldChanges(input: FoldChangesInput): ChangeSet {
       else state(member.profileId, []);
     }
   }
+  return changes;
+}
+
+/** Stamps each segment's changes with the version of the rule they were evaluated with. */
+export function withVersions(changes: ChangeSet, versions: ReadonlyMap<string, number>): ChangeSet {
+  for (const [segment, change] of Object.entries(changes)) change.version = versions.get(segment);
   return changes;
 }

@@ -384,14 +384,22 @@ export interface SegmentDefinition {
  */
 export class SegmentEvaluator {
   readonly ids: string[];
+  /** Segments left without members because they refer to each other. */
+  readonly cyclic: string[];
   private readonly predicates = new Map<string, Predicate>();
   private memo = new WeakMap<SegmentSubject, Map<string, boolean>>();
 
   constructor(definitions: SegmentDefinition[]) {
     this.ids = definitions.map((definition) => definition.id).sort();
     const rules = new Map(definitions.map((definition) => [definition.id, definition.rule]));
-    const cycle = findCycle(rules);
-    if (cycle) throw new Error(`segments refer to each other: ${cycle.join(' → ')}`);
+    // The API refuses cycles, but two edits at once could still make one: its segments then have
+    // no members (reported here), rather than stopping every fold that evaluates segments.
+    const cyclic: string[] = [];
+    for (let cycle = findCycle(rules); cycle; cycle = findCycle(rules)) {
+      for (const id of cycle) rules.delete(id);
+      cyclic.push(...cycle.slice(0, -1));
+    }
+    this.cyclic = cyclic.sort();
     const memoized = (id: string): Predicate => (subject, at) => {
       let results = this.memo.get(subject);
       if (!results) this.memo.set(subject, (results = new Map()));

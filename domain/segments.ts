@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 import { DurationSchema, RuleSchema } from './segmentRules';
 
@@ -12,7 +13,15 @@ export const SegmentScheduleSchema = z
         cron: z
           .string()
           .regex(/^\s*(\S+\s+){4}\S+\s*$/, 'a cron expression of five fields (minute hour day month weekday)')
-          .regex(/^[\d\s*/,\-A-Za-z]+$/, 'cron fields hold digits, names, `*`, `/`, `,` or `-`'),
+          .regex(/^[\d\s*/,\-A-Za-z]+$/, 'cron fields hold digits, names, `*`, `/`, `,` or `-`')
+          .superRefine((cron, ctx) => {
+            // Checked here so a value the scheduler would refuse is a 400, not a failed schedule.
+            try {
+              CronExpressionParser.parse(cron);
+            } catch (error) {
+              ctx.addIssue({ code: 'custom', message: (error as Error).message });
+            }
+          }),
       })
       .strict(),
   ])

@@ -13,6 +13,8 @@ extendZodWithOpenApi(z);
 
 export const IAB_AUDIENCE_TAXONOMY = 'iab-audience-1.1';
 export const MAX_TAXONOMY_ROWS = 50_000;
+/** Levels a category may sit below its root. */
+export const MAX_TAXONOMY_DEPTH = 16;
 /** Enough to fix a file by; a wholly wrong file would otherwise answer with 50k of them. */
 const MAX_REPORTED_ERRORS = 100;
 
@@ -225,6 +227,17 @@ function buildNodes(rows: CategoryRow[], taxonomy: string, labels: { id: string;
     if (row.parentId !== null && !byId.has(row.parentId)) errors.push({ path: `row ${row.row}.${labels.parentId}`, message: `unknown parent "${row.parentId}"` });
   }
   if (errors.length === 0) errors.push(...findCycles(byId, labels.parentId));
+  if (errors.length === 0) {
+    // Taxonomies are a few levels deep (IAB's has 6); a far deeper chain is a broken file, and its paths would cost quadratic memory.
+    for (const row of rows) {
+      let depth = 0;
+      for (let at: CategoryRow | undefined = row; at && depth <= MAX_TAXONOMY_DEPTH; at = at.parentId === null ? undefined : byId.get(at.parentId)) depth++;
+      if (depth > MAX_TAXONOMY_DEPTH) {
+        errors.push({ path: `row ${row.row}.${labels.parentId}`, message: `more than ${MAX_TAXONOMY_DEPTH} levels deep` });
+        break;
+      }
+    }
+  }
   if (errors.length > 0) {
     const shown = errors.slice(0, MAX_REPORTED_ERRORS);
     if (errors.length > shown.length) shown.push({ path: '(body)', message: `and ${errors.length - shown.length} more errors` });

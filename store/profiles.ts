@@ -87,13 +87,14 @@ export function decodeForSegments(stored: StoredProfile, needs: SubjectNeeds): S
         return element ? BSON.deserialize(bytes.subarray(element[1], element[1] + element[2])) : undefined;
       };
       const count = fields.get('count');
-      view.counters[key] = {
+      // An own property even for a name such as `__proto__`, as a whole decode makes it.
+      Object.defineProperty(view.counters, key, { enumerable: true, writable: true, configurable: true, value: {
         count: count ? readNumber(bytes, count) : 0,
         firstSeen: view.lastSeen,
         lastSeen: view.lastSeen,
         days: (pick('days') as Record<string, number> | undefined) ?? {},
         ...(recent && { recent: Object.values((pick('recent') as Record<string, RecentEvent> | undefined) ?? {}) }),
-      };
+      } });
     }
   }
   return view;

@@ -28,7 +28,8 @@ export class SegmentMembership {
     for (const change of await this.runs.changesSince(oldest)) {
       for (const segment of segments) {
         const entry = Object.hasOwn(change.changes, segment._id) ? change.changes[segment._id] : undefined;
-        if (!entry || change.at < since(segment)) continue;
+        // Changes under another version of the rule belong to another snapshot (an edit's run replaces this one).
+        if (!entry || change.at < since(segment) || (entry.version !== undefined && entry.version !== (segment.current?.version ?? segment.version))) continue;
         const state = states.get(segment._id) as Map<string, boolean>;
         for (const id of [...entry.entered, ...(entry.statedIn ?? [])]) state.set(id, true);
         for (const id of [...entry.exited, ...(entry.statedOut ?? [])]) state.set(id, false);

@@ -71,12 +71,16 @@ export interface HistoryDoc {
   exited: number;
 }
 
+/** The header (`latest`: its run and how many parts) or one part (`<runId>:<n>`) of the estimate's sample. */
 interface StoredSample {
   _id: string;
   runId: string;
   population: number;
-  body: Binary;
+  parts?: number;
+  body?: Binary;
 }
+
+const SAMPLE_PART = 200;
 
 /**
  * Segment membership as stored. A run's snapshot is compact — per chunk of up to CHUNK_PROFILES
@@ -128,12 +132,20 @@ export class SegmentRunStore {
 
   /**
    * Records a run of `segments` as they are now, evaluated at `evaluatedAt`. Its id derives from the
-   * segment versions and the minute (see segmentRunId), so preparing the same run twice finds the first.
+   * segment versions and the second (see segmentRunId), so preparing the same run twice while it runs
+   * finds the first.
    */
   async prepare(segments: SegmentDoc[], evaluatedAt: Date, startedAt: Date): Promise<RunDoc> {
     const definitions = segments.map((segment) => ({ id: segment._id, version: segment.version, ruleJson: segment.ruleJson })).sort((a, b) => (a.id < b.id ? -1 : 1));
-    const now = windowStart(evaluatedAt);
-    return this.startRun({
+    for (let now = windowStart(evaluatedAt); ; now = new Date(now.getTime() + 1000)) {
+      const run = await this.startRun(this.newRun(definitions, now, startedAt));
+      // A run of the same versions that already ended in this second read the profiles before this request: the next second is a new run.
+      if (run.state === 'running' || run.startedAt.getTime() >= startedAt.getTime()) return run;
+    }
+  }
+
+  private newRun(definitions: RunDoc['segments'], now: Date, startedAt: Date): RunDoc {
+    return {
       _id: segmentRunId(definitions, now),
       segments: definitions,
       now,
@@ -147,7 +159,7 @@ export class SegmentRunStore {
       entered: {},
       exited: {},
       error: null,
-    });
+    };
   }
 
   /** A run prepared later that evaluates every segment of `run` at the same or a newer version, if any. */
@@ -216,16 +228,32 @@ export class SegmentRunStore {
     return this.history.find({ segment: segmentId }).toArray();
   }
 
+  /**
+   * The estimate's sample, in parts of SAMPLE_PART profiles (a busy profile's behaviour is tens of
+   * kilobytes; one document of them all could pass the store's 16 MB), then the header naming them.
+   */
   async writeSample(runId: string, population: number, subjects: SegmentSubject[]): Promise<void> {
-    const body = new Binary(BSON.serialize({ subjects }));
-    await this.samples.replaceOne({ _id: 'latest' }, { runId, population, body }, { upsert: true });
+    const parts = Math.ceil(subjects.length / SAMPLE_PART);
+    for (let part = 0; part < parts; part++) {
+      const body = new Binary(BSON.serialize({ subjects: subjects.slice(part * SAMPLE_PART, (part + 1) * SAMPLE_PART) }));
+      await this.samples.replaceOne({ _id: `${runId}:${part}` }, { runId, population, body }, { upsert: true });
+    }
+    const previous = await this.samples.findOne({ _id: 'latest' });
+    await this.samples.replaceOne({ _id: 'latest' }, { runId, population, parts }, { upsert: true });
+    if (previous?.runId && previous.runId !== runId) {
+      for (let part = 0; part < (previous.parts ?? 0); part++) await this.samples.deleteOne({ _id: `${previous.runId}:${part}` });
+    }
   }
 
   async readSample(): Promise<{ runId: string; population: number; subjects: SegmentSubject[] } | null> {
-    const stored = await this.samples.findOne({ _id: 'latest' });
-    if (!stored) return null;
-    const { subjects } = BSON.deserialize(stored.body.buffer) as { subjects: SegmentSubject[] };
-    return { runId: stored.runId, population: stored.population, subjects };
+    const header = await this.samples.findOne({ _id: 'latest' });
+    if (!header) return null;
+    const subjects: SegmentSubject[] = [];
+    for (let part = 0; part < (header.parts ?? 0); part++) {
+      const stored = await this.samples.findOne({ _id: `${header.runId}:${part}` });
+      if (stored?.body) subjects.push(...(BSON.deserialize(stored.body.buffer) as { subjects: SegmentSubject[] }).subjects);
+    }
+    return { runId: header.runId, population: header.population, subjects };
   }
 }
 

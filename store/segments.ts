@@ -89,8 +89,13 @@ export class SegmentStore {
     await this.segments.updateOne({ _id: id }, { $set: { lastRun } });
   }
 
-  /** Points a segment at a completed run, unless it was edited since the run read it (its own run follows). */
+  /**
+   * Points a segment at a completed run, unless it was edited since the run read it (its own run
+   * follows) or a run that started later has already been made its snapshot (runs may overlap).
+   */
   async flip(id: string, current: CurrentRun): Promise<boolean> {
+    const doc = await this.get(id);
+    if (!doc || doc.version !== current.version || (doc.current && doc.current.startedAt > current.startedAt)) return false;
     const result = await this.segments.updateOne({ _id: id, version: current.version }, { $set: { current } });
     return result.matchedCount === 1;
   }

@@ -158,7 +158,7 @@ export async function syncSegmentSchedule(
     return;
   }
   const spec: ScheduleSpec = 'every' in schedule ? { intervals: [{ every: durationMs(schedule.every) }] } : { cronExpressions: [schedule.cron] };
-  const action = { type: 'startWorkflow' as const, workflowType: segmentRun, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{}] as [object] };
+  const action = { type: 'startWorkflow' as const, workflowType: segmentRun, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ databaseName }] as [object] };
   const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' as const };
   try {
     await client.schedule.create({ scheduleId, spec, action, policies });

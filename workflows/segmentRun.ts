@@ -1,4 +1,6 @@
-import { ApplicationFailure, proxyActivities, upsertMemo } from '@temporalio/workflow';
+import { ApplicationFailure, executeChild, proxyActivities, upsertMemo } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
+import { segmentRunWorkflowId } from '../domain/workflowIds';
 import type { SegmentationActivities } from '../activities/segmentation';
 
 const { prepareSegmentRun, completeSegmentRun, failSegmentRun } = proxyActivities<SegmentationActivities>({
@@ -16,6 +18,8 @@ const { evaluateSegmentRun } = proxyActivities<SegmentationActivities>({
 export interface SegmentRunInput {
   /** A run the API prepared; a scheduled run has none and prepares one of every segment as they are. */
   runId?: string;
+  /** For a scheduled run: the store, to run the prepared run under its own id. */
+  databaseName?: string;
 }
 
 /**
@@ -25,7 +29,18 @@ export interface SegmentRunInput {
  * the second evaluated (domain/segments `segmentRunId`).
  */
 export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: string; evaluated: number }> {
-  const runId = input.runId ?? (await prepareSegmentRun({ evaluatedAt: Date.now() }));
+  if (!input.runId) {
+    // Scheduled: schedules of several segments firing together prepare the same run, which then
+    // runs once, as the child under its own id; the others find it started.
+    const runId = await prepareSegmentRun({ evaluatedAt: Date.now() });
+    try {
+      return await executeChild(segmentRun, { workflowId: segmentRunWorkflowId(input.databaseName ?? '', runId), args: [{ runId }] });
+    } catch (error) {
+      if (error instanceof WorkflowExecutionAlreadyStartedError) return { runId, evaluated: 0 };
+      throw error;
+    }
+  }
+  const runId = input.runId;
   upsertMemo({ runId });
   try {
     const { evaluated, documentsScanned } = await evaluateSegmentRun({ runId });

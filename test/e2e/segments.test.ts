@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { call } from '../support/http';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
-import { segmentScheduleId } from '../../domain/workflowIds';
+import { segmentRunWorkflowId, segmentScheduleId } from '../../domain/workflowIds';
 import { buildTcString } from '../unit/tcfFixture';
 
 const daysAgo = (days: number) => new Date(Date.now() - days * 86_400_000).toISOString();
@@ -165,6 +165,15 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     const described = await handle.describe();
     expect(described.spec.intervals?.[0].every).toBe(6 * 3_600_000);
     expect(described.policies.overlap).toBe('SKIP');
+    // A scheduled run evaluates every segment in one pass, as a run of its own id.
+    const before = (await settled(id)).lastRun.runId;
+    await handle.trigger();
+    const scheduled = await waitFor('the scheduled run', async () => {
+      const segment = await get(id);
+      return segment.lastRun.runId !== before && segment.lastRun.state === 'completed' ? segment : null;
+    });
+    expect(scheduled.currentRun.runId).toBe(scheduled.lastRun.runId);
+    await platform.temporal.workflow.getHandle(segmentRunWorkflowId(platform.store.db.databaseName, scheduled.lastRun.runId)).result();
     const cron = await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: { cron: '0 3 * * *' } } });
     expect(cron.body.schedule).toEqual({ cron: '0 3 * * *' });
     expect((await handle.describe()).spec.calendars).toEqual([expect.objectContaining({ hour: [{ start: 3, end: 3, step: 1 }] })]);
@@ -173,6 +182,9 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     const bad = await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: { every: 'soon' } } });
     expect(bad.status).toBe(400);
     expect(bad.body.errors[0].path).toMatch(/^schedule/);
+    const badCron = await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: { cron: '99 * * * *' } } });
+    expect(badCron.status).toBe(400);
+    expect(badCron.body.errors[0]).toMatchObject({ path: expect.stringMatching(/^schedule/), message: expect.stringContaining('0-59') });
   });
 
   it('shows segments in the taxonomy tree beside imported categories', async () => {

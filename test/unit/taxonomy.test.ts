@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import {
   buildTaxonomyTree,
   IAB_AUDIENCE_TAXONOMY,
+  MAX_TAXONOMY_DEPTH,
   MAX_TAXONOMY_ROWS,
   parseIabAudienceTaxonomy,
   parseProviderTaxonomy,
@@ -135,6 +136,12 @@ describe('parseProviderTaxonomy: id,parent_id,name[,description]', () => {
   it('names the missing column and the offending row by its header', () => {
     expect(errorsOf(parseProviderTaxonomy('id,name\n1,A\n', 'acme'))).toEqual([{ path: 'header.parent_id', message: 'missing column "parent_id"' }]);
     expect(errorsOf(parseProviderTaxonomy('ID,Parent_ID,Name\n1,,A\n2,1, \n', 'acme'))).toEqual([{ path: 'row 3.Name', message: 'empty name' }]);
+  });
+
+  it('refuses a chain deeper than any taxonomy, naming the first row too deep', () => {
+    const chain = (levels: number) => ['id,parent_id,name', ...Array.from({ length: levels }, (_, k) => `${k},${k === 0 ? '' : k - 1},level ${k}`)].join('\n');
+    expect(parseProviderTaxonomy(chain(MAX_TAXONOMY_DEPTH), 'acme').ok).toBe(true);
+    expect(errorsOf(parseProviderTaxonomy(chain(MAX_TAXONOMY_DEPTH + 1), 'acme'))).toEqual([{ path: `row ${MAX_TAXONOMY_DEPTH + 2}.parent_id`, message: `more than ${MAX_TAXONOMY_DEPTH} levels deep` }]);
   });
 });
 
