@@ -18,15 +18,11 @@ export const CHUNK_PROFILES = 10_000;
 /** Profiles the estimate evaluates rules on: a 95% interval of at most ±2.2 points. */
 export const SAMPLE_SIZE = 2_000;
 
-/** Named points inside a run where tests may interrupt it, to prove a retry gives the same membership. */
-export type RunStep = 'scanned' | 'chunk-written';
-
 export interface SegmentationDeps {
   store: Store;
   temporal: Client;
   config: Pick<Config, 'DMP_PROFILE_PARTITIONS'>;
   now?: () => Date;
-  onRunStep?: (step: RunStep) => void | Promise<void>;
 }
 
 interface Evaluated {
@@ -141,7 +137,6 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       documentsScanned += batch.length;
       heartbeat({ phase: 'scan', documentsScanned });
     });
-    await deps.onRunStep?.('scanned');
 
     // A profile of several documents: each is read with its component, which is combined and evaluated once.
     const people = new Map<string, Uint8Array>();
@@ -185,7 +180,6 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       await runs.writeChunk(run._id, n, chunk);
       run.chunks.push({ first: slice[0], last: slice[slice.length - 1], counts: chunkCounts });
       heartbeat({ phase: 'write', chunk: n });
-      await deps.onRunStep?.('chunk-written');
     }
     run.evaluated = ids.length;
     run.documentsScanned = documentsScanned;

@@ -49,14 +49,14 @@ const BSON_BOOLEAN = 8;
 const BSON_DATE = 9;
 
 /** What a batch run needs of a document besides the rules' fields: whether it is split, linked, or a part. */
-export type SegmentView = SegmentSubject & Pick<ProfileDoc, 'linked' | 'ancestors' | 'retired'>;
+export type SegmentFields = SegmentSubject & Pick<ProfileDoc, 'linked' | 'ancestors' | 'retired'>;
 
 /**
  * Decodes only what segment rules read (`needs`) of a stored profile — decoding the whole document
  * (trait origins, retry guards, every recent event with its properties) was most of a batch run's
  * own work. Fields not needed are left empty, which rules that do not read them never see.
  */
-export function decodeForSegments(stored: StoredProfile, needs: SubjectNeeds): SegmentView {
+export function decodeForSegments(stored: StoredProfile, needs: SubjectNeeds): SegmentFields {
   const bytes = stored.body.buffer;
   const top = elements(bytes);
   const sub = (name: string, types: number[]) => {
@@ -65,7 +65,7 @@ export function decodeForSegments(stored: StoredProfile, needs: SubjectNeeds): S
   };
   const decode = <T>(element: [number, number, number] | null, empty: T): T => (element ? (BSON.deserialize(bytes.subarray(element[1], element[1] + element[2]), { promoteValues: true }) as T) : empty);
   const lastSeen = sub('lastSeen', [BSON_DATE]);
-  const view: SegmentView = {
+  const view: SegmentFields = {
     identities: needs.identities ? identityTypes(bytes, sub('identities', [BSON_ARRAY])) : [],
     traits: needs.traits ? decode(sub('traits', [BSON_DOCUMENT]), {}) : {},
     consent: needs.consent ? purposeConsents(bytes, sub('consent', [BSON_DOCUMENT])) : null,
