@@ -107,7 +107,6 @@ export class SegmentMembership {
     const entered = [...state].filter(([id, member]) => member && id > after).map(([id]) => id).sort();
     const page: string[] = [];
     let e = 0;
-    const take = (id: string) => page.push(id) <= limit;
     const reader = await this.reader(segment);
     const index = reader?.segmentIndex(segment._id) ?? -1;
     if (reader && index >= 0) {
@@ -119,12 +118,12 @@ export class SegmentMembership {
         for (let i = 0; i < chunk.ids.length && page.length <= limit; i++) {
           const id = chunk.ids[i];
           if (id <= after || !bits.has(i) || state.has(id)) continue;
-          while (e < entered.length && entered[e] < id && page.length <= limit) take(entered[e++]);
-          if (page.length <= limit) take(id);
+          while (e < entered.length && entered[e] < id && page.length <= limit) page.push(entered[e++]);
+          if (page.length <= limit) page.push(id);
         }
       }
     }
-    while (e < entered.length && page.length <= limit) take(entered[e++]);
+    while (e < entered.length && page.length <= limit) page.push(entered[e++]);
     const more = page.length > limit;
     const members = page.slice(0, limit);
     return { members, next: more ? members[members.length - 1] : null };
