@@ -15,7 +15,7 @@ import { ProfileEventLog, type PartitionPosition, type RoutedBatch, type RoutedE
 import { ProfileGraph } from '../store/profileGraph';
 import { ProfileStore, type StoredVersion } from '../store/profiles';
 import { SegmentRunStore } from '../store/segmentRuns';
-import { ruleOf, SegmentStore } from '../store/segments';
+import { definitionsOf, SegmentStore } from '../store/segments';
 import { withHeartbeats, heartbeat } from './heartbeat';
 
 export interface FoldInput {
@@ -302,7 +302,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   ): Promise<void> {
     const segments = await segmentStore.list();
     if (segments.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
-    const definitions = segments.map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
+    const definitions = definitionsOf(segments);
     const versions = new Map(segments.map((doc) => [doc._id, doc.version]));
     const evaluator = evaluatorFor(definitions);
     const at = new EvaluationTime(now());

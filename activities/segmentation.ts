@@ -9,7 +9,7 @@ import { IdentityIndex } from '../store/identities';
 import { ProfileGraph } from '../store/profileGraph';
 import { decodeForSegments, decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
-import { rulesOfRun, SegmentRunStore, type RunDoc, type SnapshotChunk } from '../store/segmentRuns';
+import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type RunDoc, type SnapshotChunk } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { heartbeat, withHeartbeats } from './heartbeat';
 
@@ -236,9 +236,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   return {
     /** Records a run of every segment as it is now, evaluated at `evaluatedAt` (ms); returns its id. */
     async prepareSegmentRun(input: { evaluatedAt: number }): Promise<string> {
-      const run = await runs.prepare(await segments.list(), new Date(input.evaluatedAt), now());
-      for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
-      return run._id;
+      return (await prepareRun(segments, runs, new Date(input.evaluatedAt), now()))._id;
     },
 
     /** See evaluate. */
@@ -251,12 +249,8 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     },
 
     /** Records a run that could not finish; its segments keep reading their previous snapshot. */
-    async failSegmentRun(input: { runId: string; error: string }): Promise<void> {
-      const run = await runs.getRun(input.runId);
-      if (!run || run.state !== 'running') return;
-      const finishedAt = now();
-      await runs.saveRun({ ...run, state: 'failed', finishedAt, error: input.error.slice(0, 2000) });
-      for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'failed', startedAt: run.startedAt, finishedAt });
+    failSegmentRun(input: { runId: string; error: string }): Promise<void> {
+      return failRun(segments, runs, input.runId, input.error, now());
     },
   };
 }

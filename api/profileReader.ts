@@ -5,7 +5,7 @@ import type { Store } from '../store/db';
 import { ProfileEventLog } from '../store/profileEvents';
 import { ProfileGraph } from '../store/profileGraph';
 import type { StoredVersion } from '../store/profiles';
-import { ruleOf, SegmentStore } from '../store/segments';
+import { definitionsOf, SegmentStore } from '../store/segments';
 
 /**
  * Reads profiles as people see them: a profile is the connected component of live profile documents
@@ -26,7 +26,7 @@ export class ProfileReader {
 
   /** The view, with the segments the profile is a member of now: the rules evaluated on it as it is. */
   private async view(docs: StoredVersion[], links: ProfileLink[]): Promise<ProfileView> {
-    const definitions = (await this.segments.list()).map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
+    const definitions = definitionsOf(await this.segments.list());
     const segments = definitions.length > 0 ? new SegmentEvaluator(definitions).evaluate(combineDocuments(docs), new EvaluationTime(new Date())) : [];
     return combineProfiles(docs, links, segments);
   }

@@ -1,7 +1,7 @@
 import { Router, type RequestHandler } from 'express';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
-import { combineDocuments, dayKey } from '../domain/profile';
+import { dayKey } from '../domain/profile';
 import { EvaluationTime, findCycle, parseRule, referencedSegments, SegmentEvaluator, type Rule } from '../domain/segmentRules';
 import {
   CreateSegmentRequestSchema,
@@ -10,14 +10,13 @@ import {
   MembersQuerySchema,
   PatchSegmentRequestSchema,
   wilson,
-  windowStart,
   type SegmentView,
 } from '../domain/segments';
 import type { Store } from '../store/db';
 import { decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
-import { SegmentRunStore, type RunDoc } from '../store/segmentRuns';
-import { newSegmentId, ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
+import { failRun, prepareRun, SegmentRunStore, type RunDoc } from '../store/segmentRuns';
+import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
 import { startSegmentRun, syncSegmentSchedule } from '../temporal/client';
 import { parseOr400, ProblemError } from './problem';
 
@@ -30,11 +29,13 @@ function invalidRule(errors: Array<{ path: string; message: string }>): ProblemE
   return new ProblemError(400, 'validation', 'Invalid segment rule', errors);
 }
 
-/** A rule checked on its own, then against the other segments: each it names exists, and none refers back. */
-async function checkRule(segments: SegmentStore, value: unknown, selfId: string | null): Promise<Rule> {
+/**
+ * A rule checked on its own, then against the other segments (`all`, read by the caller): each it
+ * names exists, and none refers back.
+ */
+function checkRule(all: SegmentDoc[], value: unknown, selfId: string | null): Rule {
   const parsed = parseRule(value);
   if (!parsed.rule) throw invalidRule(parsed.errors);
-  const all = await segments.list();
   const rules = new Map(all.map((doc) => [doc._id, ruleOf(doc)]));
   const missing = referencedSegments(parsed.rule).filter((id) => !rules.has(id) && id !== selfId);
   if (missing.length > 0) throw invalidRule(missing.map((id) => ({ path: 'rule', message: `refers to segment ${id}, which does not exist` })));
@@ -115,14 +116,12 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
 
   /** Starts a run of every segment as they are now; returns its id. */
   async function startRun(): Promise<string> {
-    const run = await runs.prepare(await segments.list(), windowStart(new Date()), new Date());
-    for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
+    const run = await prepareRun(segments, runs, new Date(), new Date());
     try {
       await startSegmentRun(temporal, databaseName, run._id, config);
     } catch (error) {
       // A run that never starts must not stand for its segments (nor supersede another run).
-      await runs.saveRun({ ...run, state: 'failed', finishedAt: new Date(), error: `could not start: ${String(error)}` });
-      for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'failed', startedAt: run.startedAt, finishedAt: new Date() });
+      await failRun(segments, runs, run._id, `could not start: ${String(error)}`, new Date());
       throw error;
     }
     return run._id;
@@ -136,7 +135,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
 
   router.post('/v1/segments', admin, async (req, res) => {
     const body = parseOr400(CreateSegmentRequestSchema, req.body, 'segment');
-    const rule = await checkRule(segments, body.rule, null);
+    const rule = checkRule(await segments.list(), body.rule, null);
     const now = new Date();
     const doc: SegmentDoc = {
       _id: newSegmentId(),
@@ -164,15 +163,15 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
 
   router.post('/v1/segments/estimate', admin, async (req, res) => {
     const body = parseOr400(EstimateRequestSchema, req.body, 'estimate request');
-    const rule = await checkRule(segments, body.rule, null);
-    const definitions = (await segments.list()).map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
-    const evaluator = new SegmentEvaluator([...definitions, { id: '(estimate)', rule }]);
+    const all = await segments.list();
+    const rule = checkRule(all, body.rule, null);
+    const evaluator = new SegmentEvaluator([...definitionsOf(all), { id: '(estimate)', rule }]);
     let sample = await latestSample();
     if (!sample) {
-      // No run has kept a sample yet (no segment exists): the first profiles read stand in, whole profiles not combined.
+      // No run has kept a sample yet (no segment exists): the first documents read stand in, each on its own.
       const docs = await profiles.profiles.find({}).limit(FIRST_SAMPLE).toArray();
       const population = await profiles.profiles.estimatedDocumentCount();
-      sample = { runId: '', population, subjects: docs.map((doc) => combineDocuments([decodeProfile(doc)])) };
+      sample = { runId: '', population, subjects: docs.map(decodeProfile) };
     }
     const at = new EvaluationTime(new Date());
     const hits = sample.subjects.filter((subject) => evaluator.evaluate(subject, at).includes('(estimate)')).length;
@@ -194,7 +193,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     if (patch.description !== undefined) next.description = patch.description;
     if (patch.taxonomyPath !== undefined) next.taxonomyPath = patch.taxonomyPath;
     if (patch.schedule !== undefined) next.schedule = patch.schedule;
-    const ruleChanged = patch.rule !== undefined && JSON.stringify(await checkRule(segments, patch.rule, doc._id)) !== doc.ruleJson;
+    const ruleChanged = patch.rule !== undefined && JSON.stringify(checkRule(await segments.list(), patch.rule, doc._id)) !== doc.ruleJson;
     if (ruleChanged) {
       next.ruleJson = JSON.stringify(patch.rule);
       next.version = doc.version + 1;

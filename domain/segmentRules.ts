@@ -74,7 +74,6 @@ export const SegmentRefRuleSchema = z.object({ segment: z.string().min(1).max(64
 
 export type TraitRule = z.infer<typeof TraitRuleSchema>;
 export type EventRule = z.infer<typeof EventRuleSchema>;
-export type PropertyFilter = z.infer<typeof PropertyFilterSchema>;
 export type Rule =
   | { all: Rule[] }
   | { any: Rule[] }

@@ -55,11 +55,6 @@ export class SegmentMembership {
     return reader ? reader.isMember(segment._id, profileId) : false;
   }
 
-  async isMember(segment: SegmentDoc, profileId: string, states: RealTimeStates): Promise<boolean> {
-    const state = states.get(segment._id)?.get(profileId);
-    return state ?? this.inSnapshot(segment, profileId);
-  }
-
   /** Members now; null before the segment's first run completes. */
   async size(segment: SegmentDoc, states: RealTimeStates): Promise<number | null> {
     if (!segment.current) return null;

@@ -5,7 +5,7 @@ import type { SegmentSubject } from '../domain/profile';
 import type { ChangeSet } from '../domain/segmentChanges';
 import type { Rule } from '../domain/segmentRules';
 import { forEachConcurrently, insertKeyed, type Store } from './db';
-import type { SegmentDoc } from './segments';
+import type { SegmentDoc, SegmentStore } from './segments';
 
 export const SEGMENT_COLLECTIONS = {
   /** One per batch run: the definitions it evaluated, its progress, and the index of its chunks. */
@@ -312,6 +312,23 @@ export function binarySearch(sorted: string[], value: string): number {
     else high = middle - 1;
   }
   return -1;
+}
+
+/** Prepares a run of every segment as it is now (see `SegmentRunStore.prepare`) and shows it on each. */
+export async function prepareRun(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date): Promise<RunDoc> {
+  const run = await runs.prepare(await segments.list(), evaluatedAt, startedAt);
+  if (run.state === 'running') {
+    for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
+  }
+  return run;
+}
+
+/** Records a run that could not finish; its segments keep reading their previous snapshot. */
+export async function failRun(segments: SegmentStore, runs: SegmentRunStore, runId: string, error: string, finishedAt: Date): Promise<void> {
+  const run = await runs.getRun(runId);
+  if (!run || run.state !== 'running') return;
+  await runs.saveRun({ ...run, state: 'failed', finishedAt, error: error.slice(0, 2000) });
+  for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'failed', startedAt: run.startedAt, finishedAt });
 }
 
 export function rulesOfRun(run: Pick<RunDoc, 'segments'>): Array<{ id: string; rule: Rule }> {

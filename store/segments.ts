@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Collection } from 'mongodb';
-import type { Rule } from '../domain/segmentRules';
+import type { Rule, SegmentDefinition } from '../domain/segmentRules';
 import type { SegmentSchedule } from '../domain/segments';
 import type { Store } from './db';
 
@@ -47,6 +47,11 @@ export function newSegmentId(): string {
 
 export function ruleOf(doc: Pick<SegmentDoc, 'ruleJson'>): Rule {
   return JSON.parse(doc.ruleJson) as Rule;
+}
+
+/** What the evaluator takes: each segment's id and rule. */
+export function definitionsOf(docs: SegmentDoc[]): SegmentDefinition[] {
+  return docs.map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
 }
 
 /**

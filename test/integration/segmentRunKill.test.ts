@@ -6,7 +6,7 @@ import type { Store } from '../../store/db';
 import { ProfileStore } from '../../store/profiles';
 import { SegmentMembership } from '../../store/segmentMembership';
 import { SegmentRunStore } from '../../store/segmentRuns';
-import { ruleOf, SegmentStore } from '../../store/segments';
+import { definitionsOf, SegmentStore } from '../../store/segments';
 import { startSegmentRun } from '../../temporal/client';
 import { killHard, spawnWorker } from '../support/processes';
 import { seededRandom } from '../support/random';
@@ -62,7 +62,7 @@ describe('a worker killed mid segmentation run', () => {
     expect(done).toMatchObject({ state: 'completed', evaluated: docs.length });
 
     // The reference: every profile evaluated on its own (none is linked) at the run's time.
-    const evaluator = new SegmentEvaluator((await segments.list()).map((doc) => ({ id: doc._id, rule: ruleOf(doc) })));
+    const evaluator = new SegmentEvaluator(definitionsOf(await segments.list()));
     const at = new EvaluationTime(done!.now);
     const expected = new Map<string, string[]>(evaluator.ids.map((id) => [id, []]));
     for (const doc of docs) for (const id of evaluator.evaluate(doc, at)) expected.get(id)!.push(doc.profileId);
