@@ -56,6 +56,15 @@ export const ConfigSchema = z.object({
   DMP_SOURCE_IDLE_POLL_SECONDS: z.coerce.number().positive().default(300),
   /** Region assumed for phone numbers written without a country code. */
   DMP_DEFAULT_PHONE_REGION: z.string().length(2).default('US'),
+  /** Partner hosts (exact names or addresses) exports may reach even though they resolve to private or loopback addresses. */
+  DMP_DESTINATION_ALLOWLIST: z
+    .string()
+    .default('')
+    .transform((list) => list.split(',').map((host) => host.trim().toLowerCase()).filter(Boolean)),
+  /** How long a partner may take to answer one batch before the delivery is abandoned and retried. */
+  DMP_DESTINATION_TIMEOUT_SECONDS: z.coerce.number().positive().default(30),
+  /** Where `segment_file` destinations with a `folder` write their files. */
+  DMP_EXPORT_DIR: z.string().default('.data/exports'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type Config = z.infer<typeof ConfigSchema>;

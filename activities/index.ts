@@ -1,12 +1,13 @@
 import { createCollectionActivities, type CollectionDeps } from './collection';
+import { createExportActivities, type ExportDeps } from './exports';
 import { createUnlinkActivities, type UnlinkDeps } from './identityUnlink';
 import { createProfileWriterActivities, type ProfileWriterDeps } from './profileWriter';
 import { createRetentionActivities, type RetentionDeps } from './retention';
 import { createSegmentationActivities, type SegmentationDeps } from './segmentation';
 
-export type ActivityDeps = CollectionDeps & ProfileWriterDeps & RetentionDeps & UnlinkDeps & SegmentationDeps;
+export type ActivityDeps = CollectionDeps & ProfileWriterDeps & RetentionDeps & UnlinkDeps & SegmentationDeps & ExportDeps;
 
 /** Every activity the worker registers, built over the dependencies it is given. */
 export function createActivities(deps: ActivityDeps) {
-  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps), ...createUnlinkActivities(deps), ...createRetentionActivities(deps), ...createSegmentationActivities(deps) };
+  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps), ...createUnlinkActivities(deps), ...createRetentionActivities(deps), ...createSegmentationActivities(deps), ...createExportActivities(deps) };
 }

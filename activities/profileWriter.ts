@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Config } from '../config';
+import { factsChanged } from '../domain/destinations';
 import { cappedTypes } from '../domain/identityCaps';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
@@ -321,8 +322,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       components,
       relinked,
     });
-    if (Object.keys(changes).length === 0) return;
-    await segmentRuns.recordChanges({ _id: group, at: at.now, changes: withVersions(changes, versions) });
+    const personOf = (id: string) => components.get(id)?.reduce((min, doc) => (doc.profileId < min ? doc.profileId : min), id) ?? id;
+    const touched = [...new Set([...changed.values()].filter((doc) => !doc.retired && factsChanged(stored.get(doc.profileId) ?? null, doc)).map((doc) => personOf(doc.profileId)))];
+    if (Object.keys(changes).length === 0 && touched.length === 0) return;
+    await segmentRuns.recordChanges({ _id: group, at: at.now, changes: withVersions(changes, versions), ...(touched.length > 0 && { touched }) });
   }
 
   /** Marks documents that reached a cap of some identity type in this fold, so drains stop joining to them. */

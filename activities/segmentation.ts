@@ -7,7 +7,9 @@ import { Bitmap, sampleRank } from '../domain/segments';
 import { forEachConcurrently, type Store } from '../store/db';
 import { IdentityIndex } from '../store/identities';
 import { ProfileGraph } from '../store/profileGraph';
-import { decodeForSegments, decodeProfile, ProfileStore } from '../store/profiles';
+import { decodeForExport, decodeForSegments, decodeProfile, ProfileStore } from '../store/profiles';
+import { exportFacts } from '../domain/destinations';
+import { DestinationStore } from '../store/destinations';
 import { SegmentMembership } from '../store/segmentMembership';
 import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type RunDoc, type SnapshotChunk } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
@@ -71,6 +73,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   const profiles = new ProfileStore(deps.store, 0);
   const graph = ProfileGraph.open(deps.store);
   const identities = new IdentityIndex(deps.store, 0);
+  const destinations = new DestinationStore(deps.store);
 
   /** Whether a run's workflow is alive: only a run that will finish may stand in for another. */
   async function isRunning(runId: string): Promise<boolean> {
@@ -110,6 +113,14 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       order.forEach((id, index) => members.has(id) && bits.set(index));
       return bits.bytes;
     };
+    // Members of segments some destination exports keep what an export reads of them (ids, consent,
+    // sources) beside their bits, so an export reads the snapshot and never the profiles again.
+    const exported = await destinations.exportedSegments();
+    run.factsFor = order.filter((id) => exported.has(id));
+    const exportedBits = new Bitmap(order.length);
+    order.forEach((id, index) => exported.has(id) && exportedBits.set(index));
+    const isExported = (bits: Uint8Array) => bits.some((byte, i) => (byte & exportedBits.bytes[i]) !== 0);
+    const facts = new Map<string, string>();
 
     const linked = new Set<string>();
     for await (const link of identities.links.find({}, { projection: { profiles: 1 } })) for (const id of link.profiles) linked.add(id);
@@ -130,7 +141,10 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
           results.set(stored.profileId, { version: stored.version, kind: 'linked', bits: null });
           sample.remove(stored.profileId);
         } else {
-          results.set(stored.profileId, { version: stored.version, kind: 'single', bits: bitsOf(doc) });
+          const bits = bitsOf(doc);
+          results.set(stored.profileId, { version: stored.version, kind: 'single', bits });
+          if (isExported(bits)) facts.set(stored.profileId, JSON.stringify(exportFacts(decodeForExport(stored))));
+          else facts.delete(stored.profileId);
           if (sample.wants(stored.profileId)) sample.offer(stored.profileId, decodeProfile(stored));
         }
       }
@@ -148,7 +162,9 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       for (const member of component.ids) done.add(member);
       if (component.docs.length === 0) return;
       const person = combineDocuments(component.docs);
-      people.set(person.id, bitsOf(person));
+      const bits = bitsOf(person);
+      people.set(person.id, bits);
+      if (isExported(bits)) facts.set(person.id, JSON.stringify(exportFacts(person)));
       sample.offer(person.id, person);
     });
     for (const [id, result] of results) if (result.kind === 'single' && !done.has(id)) people.set(id, result.bits as Uint8Array);
@@ -166,6 +182,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     for (let start = 0, n = 0; start < ids.length; start += CHUNK_PROFILES, n++) {
       const slice = ids.slice(start, start + CHUNK_PROFILES);
       const chunk: SnapshotChunk = { ids: slice, bits: order.map(() => new Uint8Array(Math.ceil(slice.length / 8))) };
+      if (run.factsFor.length > 0) chunk.facts = slice.map((id) => facts.get(id) ?? null);
       const chunkCounts = order.map(() => 0);
       for (let i = 0; i < slice.length; i++) {
         const bits = new Bitmap(people.get(slice[i]) as Uint8Array);

@@ -33,13 +33,14 @@ import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { pendingWork } from './pendingWork';
 import { ProfileReader } from './profileReader';
 import { SourceWaker } from './sourceWaker';
+import { destinationsRouter } from './destinations';
 import { segmentsRouter } from './segments';
 import { taxonomyRouter } from './taxonomy';
 import { Unlinks, unlinkView } from './unlinks';
 
 export type ApiConfig = Pick<
   Config,
-  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION' | 'DMP_DEDUPE_WINDOW_HOURS'
+  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION' | 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_DESTINATION_ALLOWLIST'
 > & { DMP_ADMIN_KEY: string };
 
 export interface ApiDeps {
@@ -254,6 +255,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   });
 
   app.use(segmentsRouter({ store, temporal, config, admin }));
+  app.use(destinationsRouter({ store, temporal, config, admin }));
   const segmentStore = new SegmentStore(store);
   app.use(taxonomyRouter({ store, admin, listSegments: async () => (await segmentStore.list()).map((doc) => ({ id: doc._id, name: doc.name, taxonomyPath: doc.taxonomyPath })) }));
 

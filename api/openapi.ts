@@ -29,6 +29,7 @@ import {
   RunViewSchema,
   SegmentViewSchema,
 } from '../domain/segments';
+import { CreateDestinationRequestSchema, DestinationViewSchema, ExportListQuerySchema, ExportRequestSchema, ExportViewSchema, PatchDestinationRequestSchema } from '../domain/destinations';
 import { RuleSchema } from '../domain/segmentRules';
 import { TaxonomyImportQuerySchema, TaxonomyImportResponseSchema, TaxonomyTreeSchema } from '../domain/taxonomy';
 import type { ApiConfig } from './app';
@@ -245,6 +246,42 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
       415: problem('Not a text file'),
     },
   });
+  // ---- destinations -----------------------------------------------------------------------------
+  const destinationProblem = problem('Invalid body: each problem names its field — `config.url` for a URL that resolves to a private address, `idType` the connector does not take, `segments[i]` that does not exist');
+  const exportIdParam = z.object({ id: z.string(), exportId: z.string() });
+  segmentPaths.push(
+    {
+      method: 'post',
+      path: '/v1/destinations',
+      summary: 'Create a destination: a partner, the segments it receives, as which ids, on which schedule (a Temporal Schedule per destination)',
+      request: { body: json(CreateDestinationRequestSchema) },
+      ok: [201, 'Created', DestinationViewSchema],
+      extra: { 400: destinationProblem },
+    },
+    { method: 'get', path: '/v1/destinations', summary: 'Every destination (secrets never shown)', ok: [200, 'Destinations', z.object({ destinations: z.array(DestinationViewSchema) })] },
+    { method: 'get', path: '/v1/destinations/{id}', summary: 'A destination, with what the partner holds per segment', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },
+    {
+      method: 'patch',
+      path: '/v1/destinations/{id}',
+      summary: 'Change a destination; segments taken off are emptied at the partner by the next export',
+      request: { params: idParam, body: json(PatchDestinationRequestSchema) },
+      ok: [200, 'The destination', DestinationViewSchema],
+      extra: { 400: destinationProblem, 404: problem('No such destination') },
+    },
+    { method: 'delete', path: '/v1/destinations/{id}', summary: 'Delete a destination and its schedule', request: { params: idParam }, ok: [204, 'Deleted', null], extra: { 404: problem('No such destination') } },
+    { method: 'post', path: '/v1/destinations/{id}/pause', summary: 'Pause its schedule; manual exports are refused while paused', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },
+    { method: 'post', path: '/v1/destinations/{id}/resume', summary: 'Resume its schedule', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },
+    {
+      method: 'post',
+      path: '/v1/destinations/{id}/exports',
+      summary: 'Export now: the delta since the last confirmed export, or everything with `full` (and removal of what the partner should no longer hold)',
+      request: { params: idParam, body: json(ExportRequestSchema) },
+      ok: [202, 'Started', z.object({ exportId: z.string() })],
+      extra: { 400: problem('Invalid body'), 404: problem('No such destination'), 409: problem('The destination is paused') },
+    },
+    { method: 'get', path: '/v1/destinations/{id}/exports', summary: 'Its exports, newest first', request: { params: idParam, query: ExportListQuerySchema }, ok: [200, 'Exports', z.object({ exports: z.array(ExportViewSchema) })], extra: { 400: problem('Invalid query'), 404: problem('No such destination') } },
+    { method: 'get', path: '/v1/destinations/{id}/exports/{exportId}', summary: 'One export: counts, match rate, batches and what export controls withheld', request: { params: exportIdParam }, ok: [200, 'The export', ExportViewSchema], extra: { 404: problem('No such export') } },
+  );
   for (const { method, path, summary, request, ok, extra } of segmentPaths) {
     const [status, description, schema] = ok;
     registry.registerPath({
@@ -259,6 +296,6 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',
-    info: { title: 'DMP API', version: '0.1.0', description: 'Collection, sources and profiles of the Data Management Platform' },
+    info: { title: 'DMP API', version: '0.1.0', description: 'Collection, sources, profiles, segments and destinations of the Data Management Platform' },
   });
 }

@@ -7,4 +7,5 @@ export const SA = {
   party: defineSearchAttributeKey('DmpParty', SearchAttributeType.KEYWORD),
   state: defineSearchAttributeKey('DmpState', SearchAttributeType.KEYWORD),
   eventsProcessed: defineSearchAttributeKey('DmpEventsProcessed', SearchAttributeType.INT),
+  destinationId: defineSearchAttributeKey('DmpDestinationId', SearchAttributeType.KEYWORD),
 } as const;

@@ -34,3 +34,13 @@ export function segmentRunWorkflowId(databaseName: string, runId: string): strin
 export function segmentScheduleId(databaseName: string, segmentId: string): string {
   return `segment-schedule:${databaseName}:${segmentId}`;
 }
+
+/** One export of a destination, asked for through the API (`exportId` derives from the destination and the second). */
+export function destinationExportWorkflowId(databaseName: string, exportId: string): string {
+  return `destination-export:${databaseName}:${exportId}`;
+}
+
+/** The schedule of a destination's exports; its runs start under this id and their time. */
+export function destinationScheduleId(databaseName: string, destinationId: string): string {
+  return `destination-schedule:${databaseName}:${destinationId}`;
+}

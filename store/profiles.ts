@@ -129,6 +129,21 @@ function purposeConsents(bytes: Uint8Array, consent: [number, number, number] | 
   return { tcf: { purposeConsents } } as ProfileDoc['consent'];
 }
 
+/** What an export reads of a stored profile (domain/destinations `exportFacts`): identities, consent and sources only. */
+export function decodeForExport(stored: StoredProfile): Pick<ProfileDoc, 'identities' | 'consent' | 'sources'> {
+  const bytes = stored.body.buffer;
+  const top = elements(bytes);
+  const decode = <T>(name: string, type: number, empty: T): T => {
+    const element = top.get(name);
+    return element && element[0] === type ? (BSON.deserialize(bytes.subarray(element[1], element[1] + element[2])) as T) : empty;
+  };
+  return {
+    identities: Object.values(decode<Record<string, ProfileDoc['identities'][number]>>('identities', BSON_ARRAY, {})),
+    consent: decode<ProfileDoc['consent']>('consent', BSON_DOCUMENT, null),
+    sources: Object.values(decode<Record<string, string>>('sources', BSON_ARRAY, {})),
+  };
+}
+
 /** A BSON number element (int32, int64 or double) as a JS number. */
 function readNumber(bytes: Uint8Array, [type, at]: [number, number, number]): number {
   if (type === 16) return NumberUtils.getInt32LE(bytes, at);

@@ -42,12 +42,16 @@ export interface RunDoc {
   entered: Record<string, number>;
   exited: Record<string, number>;
   error: string | null;
+  /** Segments whose members carry export facts in the chunks (those some destination exports). */
+  factsFor?: string[];
 }
 
 export interface SnapshotChunk {
   ids: string[];
   /** Per segment of the run, the bitmap over `ids`. */
   bits: Uint8Array[];
+  /** Per id, the export facts (JSON of domain/destinations `ExportFacts`) of a member of an exported segment, else null. */
+  facts?: Array<string | null>;
 }
 
 interface StoredChunk {
@@ -61,6 +65,8 @@ export interface ChangeDoc {
   _id: string;
   at: Date;
   changes: ChangeSet;
+  /** Profiles whose ids, consent or sources changed without a membership change: exports read them afresh. */
+  touched?: string[];
 }
 
 export interface HistoryDoc {
@@ -119,15 +125,15 @@ export class SegmentRunStore {
 
   /** Writes a chunk under its fixed id; a retry writes the same id again, and the last attempt's content stands. */
   async writeChunk(runId: string, n: number, chunk: SnapshotChunk): Promise<void> {
-    const body = new Binary(BSON.serialize({ ids: chunk.ids, bits: chunk.bits.map((bits) => new Binary(bits)) }));
+    const body = new Binary(BSON.serialize({ ids: chunk.ids, bits: chunk.bits.map((bits) => new Binary(bits)), ...(chunk.facts && { facts: chunk.facts }) }));
     await this.snapshots.replaceOne({ _id: `${runId}:${n}` }, { runId, body }, { upsert: true });
   }
 
   async readChunk(runId: string, n: number): Promise<SnapshotChunk | null> {
     const stored = await this.snapshots.findOne({ _id: `${runId}:${n}` });
     if (!stored) return null;
-    const body = BSON.deserialize(stored.body.buffer) as { ids: string[]; bits: Binary[] };
-    return { ids: body.ids, bits: body.bits.map((bits) => new Uint8Array(bits.buffer)) };
+    const body = BSON.deserialize(stored.body.buffer) as { ids: string[]; bits: Binary[]; facts?: Array<string | null> };
+    return { ids: body.ids, bits: body.bits.map((bits) => new Uint8Array(bits.buffer)), ...(body.facts && { facts: body.facts }) };
   }
 
   /**

@@ -1,6 +1,8 @@
 import { Client, Connection, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { destinationExportWorkflowId, destinationScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import type { DestinationDoc } from '../store/destinations';
+import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
 import type { SegmentSchedule } from '../domain/segments';
 import { SA } from '../domain/searchAttributes';
@@ -165,5 +167,75 @@ export async function syncSegmentSchedule(
   } catch (error) {
     if (!(error instanceof ScheduleAlreadyRunning)) throw error;
     await handle.update((previous) => ({ ...previous, spec, action }));
+  }
+}
+
+/** Starts an export the API recorded, under its deterministic id; finding it started is success. */
+export async function startDestinationExport(client: Client, databaseName: string, destinationId: string, exportId: string, full: boolean, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  try {
+    await client.workflow.start(destinationExport, {
+      workflowId: destinationExportWorkflowId(databaseName, exportId),
+      taskQueue: config.DMP_TASK_QUEUE,
+      args: [{ destinationId, exportId, full, trigger: 'api', databaseName }],
+      typedSearchAttributes: [{ key: SA.destinationId, value: destinationId }],
+      memo: { destinationId, exportId },
+    });
+  } catch (error) {
+    if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+  }
+}
+
+/**
+ * Makes a destination's schedule match it: every minute for near-real-time (a run with nothing
+ * changed records nothing), else its own schedule, else none. Never two exports of it at once; runs
+ * missed while the cluster was down are caught up within the hour. Paused with the destination.
+ */
+export async function syncDestinationSchedule(
+  client: Client,
+  databaseName: string,
+  destination: Pick<DestinationDoc, '_id' | 'schedule' | 'nearRealTime' | 'state' | 'connector'>,
+  config: Pick<Config, 'DMP_TASK_QUEUE'>,
+): Promise<string | null> {
+  const scheduleId = destinationScheduleId(databaseName, destination._id);
+  const handle = client.schedule.getHandle(scheduleId);
+  const schedule = destination.schedule;
+  if (!destination.nearRealTime && !schedule) {
+    try {
+      await handle.delete();
+    } catch (error) {
+      if (!(error instanceof ScheduleNotFoundError)) throw error;
+    }
+    return null;
+  }
+  const spec: ScheduleSpec = destination.nearRealTime
+    ? { intervals: [{ every: '1 minute' }] }
+    : schedule && 'every' in schedule
+      ? { intervals: [{ every: durationMs(schedule.every) }] }
+      : { cronExpressions: [(schedule as { cron: string }).cron] };
+  const trigger: DestinationExportInput['trigger'] = destination.nearRealTime ? 'near_real_time' : 'schedule';
+  const action = {
+    type: 'startWorkflow' as const,
+    workflowType: destinationExport,
+    workflowId: scheduleId,
+    taskQueue: config.DMP_TASK_QUEUE,
+    args: [{ destinationId: destination._id, trigger, databaseName }] as [DestinationExportInput],
+    typedSearchAttributes: [{ key: SA.destinationId, value: destination._id }],
+  };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' as const };
+  const paused = destination.state === 'paused';
+  try {
+    await client.schedule.create({ scheduleId, spec, action, policies, state: { paused }, typedSearchAttributes: [{ key: SA.destinationId, value: destination._id }] });
+  } catch (error) {
+    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+    await handle.update((previous) => ({ ...previous, spec, action, state: { ...previous.state, paused } }));
+  }
+  return scheduleId;
+}
+
+export async function deleteDestinationSchedule(client: Client, databaseName: string, destinationId: string): Promise<void> {
+  try {
+    await client.schedule.getHandle(destinationScheduleId(databaseName, destinationId)).delete();
+  } catch (error) {
+    if (!(error instanceof ScheduleNotFoundError)) throw error;
   }
 }

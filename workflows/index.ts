@@ -3,3 +3,4 @@ export { profilePartition } from './profilePartition';
 export { identityGraph, identityUnlink } from './identityUnlink';
 export { storeRetention } from './storeRetention';
 export { segmentRun } from './segmentRun';
+export { destinationExport } from './destinationExport';

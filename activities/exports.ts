@@ -1,0 +1,396 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import { CONNECTORS } from '../connectors/registry';
+import type { Connector, ExportBatch } from '../connectors/connector';
+import { DeliveryError, Outbound } from '../connectors/outbound';
+import { decide, delta, exportFacts, exportIdFor, nextState, toBatches, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
+import { combineDocuments } from '../domain/profile';
+import { forEachConcurrently, type Store } from '../store/db';
+import { batchId, DestinationStore, type DestinationDoc, type ExportDoc, type PlannedSegment } from '../store/destinations';
+import { ProfileGraph } from '../store/profileGraph';
+import { SegmentMembership } from '../store/segmentMembership';
+import { prepareRun, SegmentRunStore, SnapshotReader } from '../store/segmentRuns';
+import { SegmentStore, type SegmentDoc } from '../store/segments';
+import { SourceStore } from '../store/sources';
+import { heartbeat, withHeartbeats } from './heartbeat';
+
+export interface ExportDeps {
+  store: Store;
+  temporal: Client;
+  config: Pick<Config, 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_EXPORT_DIR'>;
+  now?: () => Date;
+}
+
+/** Attempts of one batch within a delivery before the export gives up on the partner for now. */
+const MAX_ATTEMPTS = 8;
+/** The longest wait between attempts, whatever the partner's Retry-After says. */
+const MAX_WAIT_MS = 5 * 60_000;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Paces requests to a partner's rate, and holds every request back while the partner asked us to wait. */
+class Pacer {
+  private next = 0;
+  private pausedUntil = 0;
+
+  constructor(private readonly perSecond: number) {}
+
+  async wait(): Promise<void> {
+    for (;;) {
+      const now = Date.now();
+      const at = Math.max(this.next, this.pausedUntil);
+      if (at <= now) {
+        this.next = Math.max(now, this.next) + 1000 / this.perSecond;
+        return;
+      }
+      await sleep(Math.min(at - now, 1000));
+      heartbeat();
+    }
+  }
+
+  pause(ms: number): void {
+    this.pausedUntil = Math.max(this.pausedUntil, Date.now() + ms);
+  }
+}
+
+export function connectorOf(destination: Pick<DestinationDoc, 'connector'>): Connector {
+  const connector = CONNECTORS[destination.connector];
+  if (!connector) throw ApplicationFailure.nonRetryable(`unknown connector "${destination.connector}"`, 'UnknownConnector');
+  return connector;
+}
+
+/** Exponential backoff with jitter: 1 s, 2 s, 4 s… up to a minute. */
+function backoffMs(attempt: number): number {
+  return Math.min(60_000, 1000 * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.5);
+}
+
+/**
+ * The activities of a destination export: open (one record per destination and window), plan (the
+ * delta of every segment against what the partner confirmed holding, cut into batches), deliver
+ * (paced, retried, receipted per batch) and finish (the partner state advanced by the confirmed
+ * batches only). Each is safe to retry: plans are written under fixed ids once, receipts say what
+ * was delivered, and finishing computes from the state the plan recorded.
+ */
+export function createExportActivities(deps: ExportDeps) {
+  const now = deps.now ?? (() => new Date());
+  const destinations = new DestinationStore(deps.store);
+  const segments = new SegmentStore(deps.store);
+  const runs = new SegmentRunStore(deps.store);
+  const sources = new SourceStore(deps.store);
+  const graph = ProfileGraph.open(deps.store);
+  const outbound = new Outbound(new Set(deps.config.DMP_DESTINATION_ALLOWLIST), deps.config.DMP_DESTINATION_TIMEOUT_SECONDS * 1000);
+  const context = { http: outbound, exportDir: deps.config.DMP_EXPORT_DIR };
+
+  async function requireDestination(id: string): Promise<DestinationDoc> {
+    const destination = await destinations.get(id);
+    if (!destination) throw ApplicationFailure.nonRetryable(`destination ${id} does not exist`, 'DestinationGone');
+    return destination;
+  }
+
+  async function requireExport(id: string): Promise<ExportDoc> {
+    const found = await destinations.getExport(id);
+    if (!found) throw ApplicationFailure.nonRetryable(`export ${id} does not exist`, 'ExportGone');
+    return found;
+  }
+
+  async function isRunning(workflowId: string): Promise<boolean> {
+    try {
+      return (await deps.temporal.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
+    } catch {
+      return false;
+    }
+  }
+
+  /** Whether anything an export would send changed since the destination's last export was planned. */
+  async function changedSince(destination: DestinationDoc): Promise<boolean> {
+    const last = destination.lastExport && (await destinations.getExport(destination.lastExport.exportId));
+    if (!last?.plan || last.state === 'failed' || destination.updatedAt > last.plan.plannedAt) return true;
+    const planned = new Map(last.plan.segments.map((segment) => [segment.id, segment.runId]));
+    for (const id of destination.segments) {
+      const segment = await segments.get(id);
+      if (!planned.has(id) || (segment?.current?.runId ?? null) !== planned.get(id)) return true;
+    }
+    const since = last.plan.changesAt ?? last.plan.plannedAt;
+    return (await runs.changesSince(since)).some((change) => change.at > since && ((change.touched?.length ?? 0) > 0 || destination.segments.some((id) => Object.hasOwn(change.changes, id))));
+  }
+
+  /**
+   * Records an export of the destination for the window starting at `at` (a scheduled run's time, or
+   * the second it was asked for). A near-real-time check with nothing changed records nothing.
+   */
+  async function openExport(input: { destinationId: string; at: number; full?: boolean; trigger: ExportDoc['trigger'] }): Promise<string | null> {
+    const destination = await requireDestination(input.destinationId);
+    if (destination.state === 'paused' && input.trigger !== 'api') return null;
+    if (input.trigger === 'near_real_time' && !(await changedSince(destination))) return null;
+    const exportId = exportIdFor(destination._id, new Date(Math.floor(input.at / 1000) * 1000));
+    await destinations.openExport(newExport(exportId, destination._id, input.full ?? false, input.trigger, now()));
+    return exportId;
+  }
+
+  /** Takes the destination for this export; waits (by retrying) while another live export holds it. */
+  async function claim(exp: ExportDoc): Promise<void> {
+    const holder = await destinations.claim(exp.destinationId, exp._id);
+    if (holder === exp._id) return;
+    const other = holder ? await destinations.getExport(holder) : null;
+    if (other && other.state === 'running' && other.workflowId && (await isRunning(other.workflowId))) {
+      throw ApplicationFailure.retryable(`export ${holder} of this destination is still running`, 'DestinationBusy');
+    }
+    if (other?.state === 'running') await finish(other._id, 'abandoned: its workflow ended before it finished');
+    await destinations.release(exp.destinationId, holder as string);
+    if ((await destinations.claim(exp.destinationId, exp._id)) !== exp._id) throw ApplicationFailure.retryable('the destination was taken by another export', 'DestinationBusy');
+  }
+
+  /** A member's facts now, read from its profile: for members that changed since the snapshot. */
+  async function currentFacts(profileId: string): Promise<ExportFacts | null> {
+    const component = await graph.component(profileId);
+    return component.docs.length > 0 ? exportFacts(combineDocuments(component.docs)) : null;
+  }
+
+  /**
+   * The ids the partner should hold for one segment, with the counts of who was matched, unmatched
+   * or withheld and why: the snapshot's members (with the facts kept beside them) as changed in real
+   * time since (changed members are read afresh).
+   */
+  async function targetOf(segment: SegmentDoc, policy: ExportPolicy): Promise<{ ids: string[]; stats: Pick<SegmentExport, 'members' | 'matched' | 'unmatched' | 'withheld'> }> {
+    const stats = { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {} as Record<string, number> } };
+    const ids = new Set<string>();
+    const count = (decision: Decision) => {
+      stats.members++;
+      if (decision.withheld === 'consent') stats.withheld.consent++;
+      else if (decision.withheld === 'label') stats.withheld.labels[decision.label] = (stats.withheld.labels[decision.label] ?? 0) + 1;
+      else if (decision.ids.length === 0) stats.unmatched++;
+      else {
+        stats.matched++;
+        for (const id of decision.ids) ids.add(id);
+      }
+    };
+    const membership = new SegmentMembership(runs);
+    const states = (await membership.realTime([segment])).get(segment._id) ?? new Map<string, boolean>();
+    // Members whose ids, consent or sources changed since the snapshot are read afresh, like those who entered.
+    const touched = new Set<string>();
+    for (const change of segment.current ? await runs.changesSince(segment.current.startedAt) : []) for (const id of change.touched ?? []) touched.add(id);
+    const fresh = [...states].filter(([, member]) => member).map(([id]) => id);
+    const run = segment.current && (await runs.getRun(segment.current.runId));
+    if (run) {
+      const reader = new SnapshotReader(runs, run);
+      const index = reader.segmentIndex(segment._id);
+      for (let n = 0; n < run.chunks.length; n++) {
+        if (run.chunks[n].counts[index] === 0) continue;
+        const chunk = await runs.readChunk(run._id, n);
+        if (!chunk?.facts) throw new Error(`snapshot chunk ${n} of run ${run._id} is missing or has no export facts`);
+        const bits = chunk.bits[index];
+        for (let i = 0; i < chunk.ids.length; i++) {
+          if ((bits[i >> 3] & (1 << (i & 7))) === 0 || states.has(chunk.ids[i])) continue;
+          if (touched.has(chunk.ids[i])) {
+            fresh.push(chunk.ids[i]);
+            continue;
+          }
+          const facts = chunk.facts[i];
+          if (facts) count(decide(JSON.parse(facts) as ExportFacts, policy));
+        }
+        heartbeat({ phase: 'plan', segment: segment._id, chunk: n });
+      }
+    }
+    await forEachConcurrently(fresh, 16, async (id) => {
+      const facts = await currentFacts(id);
+      if (facts) count(decide(facts, policy));
+    });
+    return { ids: [...ids].sort(), stats };
+  }
+
+  /**
+   * Plans the export: per segment the target, the delta against the partner's confirmed state, and
+   * the batches. Returns `ready: false` when a segment's snapshot has no export facts yet (a batch
+   * run must record them first). A plan once written is kept: a retry delivers the same batches.
+   */
+  async function planExport(input: { exportId: string }): Promise<{ ready: boolean; batches: number }> {
+    const exp = await requireExport(input.exportId);
+    if (exp.plan) return { ready: true, batches: exp.plan.batches };
+    if (exp.state !== 'running') return { ready: true, batches: 0 };
+    await claim(exp);
+    const destination = await requireDestination(exp.destinationId);
+    const connector = connectorOf(destination);
+    const config = connector.config.parse(destination.config);
+    const limits = connector.limits(config);
+    const ids = [...new Set([...destination.segments, ...Object.keys(destination.held)])];
+    const docs = await Promise.all(ids.map((id) => segments.get(id)));
+    for (const doc of docs) {
+      if (!doc || !destination.segments.includes(doc._id)) continue;
+      if (!doc.current) return { ready: false, batches: 0 };
+      const run = await runs.getRun(doc.current.runId);
+      if (!run?.factsFor?.includes(doc._id)) return { ready: false, batches: 0 };
+    }
+    const labels = new Map<string, string[]>();
+    for (const source of await sources.list()) labels.set(source._id, source.labels);
+    const policy: ExportPolicy = { idType: destination.idType, consent: destination.consent, labelsAllowed: destination.labelsAllowed, labelsOf: (id) => labels.get(id) ?? [] };
+    const changesAt = (await runs.changesSince(new Date(0))).reduce<Date | null>((latest, change) => (!latest || change.at > latest ? change.at : latest), null);
+
+    const planned: PlannedSegment[] = [];
+    let n = 0;
+    for (let k = 0; k < ids.length; k++) {
+      const doc = docs[k];
+      // A segment no longer exported (or deleted) is emptied at the partner: its target is nothing.
+      const exported = doc !== null && destination.segments.includes(ids[k]);
+      const { ids: target, stats } = exported ? await targetOf(doc, policy) : { ids: [], stats: { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {} } } };
+      const minimum = connector.minAudience?.(config) ?? 0;
+      const refused = exported && target.length < minimum ? `${target.length} matched ids, under the partner's minimum audience of ${minimum}: nothing added` : null;
+      const before = destination.held[ids[k]] ?? null;
+      const state = await destinations.readState(destination._id, ids[k], before);
+      const change = delta(refused ? [] : target, state, exp.full);
+      // Under the minimum nothing is added, but whatever the partner holds that should not be is still removed.
+      if (refused) change.removes = change.removes.filter((id) => !target.includes(id));
+      const batches = toBatches(change.adds, change.removes, limits.batchSize);
+      const from = n;
+      for (const batch of batches) await destinations.writeBatch(exp._id, n++, { segmentId: ids[k], ...batch });
+      heartbeat({ phase: 'plan', segment: ids[k], batches: n });
+      const matchRate = stats.matched + stats.unmatched > 0 ? stats.matched / (stats.matched + stats.unmatched) : null;
+      planned.push({ id: ids[k], name: doc?.name ?? ids[k], ...stats, matchRate, adds: change.adds.length, removes: change.removes.length, ids: 0, before, batches: [from, n], refused, runId: doc?.current?.runId ?? null });
+    }
+    exp.plan = { segments: planned, batches: n, plannedAt: now(), changesAt };
+    await destinations.saveExport(exp);
+    return { ready: true, batches: n };
+  }
+
+  /** Prepares a batch run of every segment (it records export facts for the exported ones). */
+  async function prepareExportRun(): Promise<string> {
+    const at = now();
+    return (await prepareRun(segments, runs, at, at))._id;
+  }
+
+  /** Waits for a segmentation run another workflow executes. */
+  async function awaitSegmentRun(input: { runId: string }): Promise<void> {
+    for (;;) {
+      const run = await runs.getRun(input.runId);
+      if (!run || run.state !== 'running') return;
+      heartbeat();
+      await sleep(2000);
+    }
+  }
+
+  /**
+   * Delivers every planned batch without a receipt: paced to the partner's rate, each retried with
+   * backoff (the partner's Retry-After first) under the same batch id, and receipted on the
+   * partner's confirmation. Returns the error that stopped delivery (a refusal, or a partner still
+   * failing after MAX_ATTEMPTS), or null when every batch is confirmed.
+   */
+  async function deliverExport(input: { exportId: string }): Promise<{ confirmed: number; error: string | null }> {
+    const exp = await requireExport(input.exportId);
+    if (!exp.plan || exp.state !== 'running') return { confirmed: exp.batchesConfirmed, error: exp.error };
+    const plan = exp.plan;
+    const destination = await requireDestination(exp.destinationId);
+    const connector = connectorOf(destination);
+    const config = connector.config.parse(destination.config);
+    const limits = connector.limits(config);
+    const receipts = await destinations.receiptsOf(exp._id, plan.batches);
+    const pending = Array.from({ length: plan.batches }, (_, n) => n).filter((n) => receipts.get(n)?.state !== 'applied');
+    let confirmed = plan.batches - pending.length;
+    const pacer = new Pacer(limits.requestsPerSecond);
+    let stopped: string | null = null;
+    const segmentOf = (n: number) => plan.segments.find((segment) => n >= segment.batches[0] && n < segment.batches[1]) as PlannedSegment;
+
+    await withHeartbeats(() =>
+      forEachConcurrently(pending, limits.concurrency, async (n) => {
+        if (stopped) return;
+        const stored = await destinations.readBatch(exp._id, n);
+        if (!stored) throw new Error(`planned batch ${n} of export ${exp._id} is missing`);
+        const segment = segmentOf(n);
+        const batch: ExportBatch = { destinationId: destination._id, exportId: exp._id, batchId: batchId(exp._id, n), segment: { id: segment.id, name: segment.name }, idType: destination.idType, adds: stored.adds, removes: stored.removes };
+        let attempts = receipts.get(n)?.attempts ?? 0;
+        for (let attempt = 1; !stopped; attempt++) {
+          await pacer.wait();
+          attempts++;
+          try {
+            const { rejected } = await connector.deliver(batch, config, context);
+            await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'applied', attempts, rejected, status: null, error: null, at: now() });
+            confirmed++;
+            heartbeat({ phase: 'deliver', confirmed });
+            return;
+          } catch (error) {
+            if (!(error instanceof DeliveryError)) throw error;
+            const last = !error.retryable || attempt >= MAX_ATTEMPTS;
+            await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'failed', attempts, rejected: 0, status: error.status, error: error.message, at: now() });
+            if (last) {
+              stopped = `batch ${n}: ${error.message}${error.retryable ? ` (after ${attempt} attempts)` : ''}`;
+              return;
+            }
+            const wait = Math.min(MAX_WAIT_MS, error.retryAfterMs ?? backoffMs(attempt));
+            if (error.retryAfterMs !== null) pacer.pause(wait);
+            await sleep(wait);
+          }
+        }
+      }),
+    );
+    return { confirmed, error: stopped };
+  }
+
+  /**
+   * Ends an export: each segment's partner state advances by the confirmed batches only (ids of
+   * unconfirmed ones become uncertain), the destination points at the new state, and the plan's
+   * batches are let go (receipts stay). Completed when every batch was confirmed and no error is
+   * given; failed otherwise. Safe to repeat.
+   */
+  async function finish(exportId: string, error: string | null): Promise<ExportDoc> {
+    const exp = await requireExport(exportId);
+    if (exp.state !== 'running') return exp;
+    const destination = await destinations.get(exp.destinationId);
+    const plan = exp.plan;
+    if (plan && destination) {
+      const receipts = await destinations.receiptsOf(exp._id, plan.batches);
+      const held = { ...destination.held };
+      for (const segment of plan.segments) {
+        const outcomes = [];
+        for (let n = segment.batches[0]; n < segment.batches[1]; n++) {
+          const batch = await destinations.readBatch(exp._id, n);
+          if (batch) outcomes.push({ adds: batch.adds, removes: batch.removes, confirmed: receipts.get(n)?.state === 'applied' });
+        }
+        heartbeat({ phase: 'finish', segment: segment.id });
+        if (held[segment.id]?.exportId === exp._id) {
+          segment.ids = held[segment.id].ids;
+          continue;
+        }
+        const state = nextState(await destinations.readState(destination._id, segment.id, segment.before), outcomes);
+        segment.ids = state.held.length;
+        const written = await destinations.writeState(destination._id, segment.id, exp._id, state);
+        if (written.ids === 0 && written.uncertain === 0 && !destination.segments.includes(segment.id)) delete held[segment.id];
+        else held[segment.id] = written;
+      }
+      await destinations.update(destination._id, { held });
+      exp.batchesConfirmed = [...receipts.values()].filter((receipt) => receipt.state === 'applied').length;
+      exp.rejected = [...receipts.values()].reduce((sum, receipt) => sum + (receipt.state === 'applied' ? receipt.rejected : 0), 0);
+      if (!error && exp.batchesConfirmed < plan.batches) error = `${plan.batches - exp.batchesConfirmed} of ${plan.batches} batches unconfirmed`;
+    }
+    exp.state = error ? 'failed' : 'completed';
+    exp.error = error;
+    exp.finishedAt = now();
+    await destinations.saveExport(exp);
+    if (destination) {
+      await destinations.update(destination._id, { lastExport: { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt } });
+      if (plan) {
+        for (const segment of plan.segments) if (segment.before && segment.before.exportId !== exp._id) await destinations.dropState(destination._id, segment.id, segment.before);
+      }
+      await destinations.release(destination._id, exp._id);
+    }
+    if (plan) await destinations.dropBatches(exp._id, plan.batches);
+    return exp;
+  }
+
+  async function finishExport(input: { exportId: string; error?: string | null }): Promise<{ state: ExportDoc['state']; adds: number; removes: number; batches: number }> {
+    const exp = await withHeartbeats(() => finish(input.exportId, input.error ?? null));
+    const sum = (pick: (segment: PlannedSegment) => number) => (exp.plan?.segments ?? []).reduce((total, segment) => total + pick(segment), 0);
+    return { state: exp.state, adds: sum((segment) => segment.adds), removes: sum((segment) => segment.removes), batches: exp.plan?.batches ?? 0 };
+  }
+
+  /** Records the workflow running an export (a later export of the destination checks it is alive). */
+  async function attachExport(input: { exportId: string; workflowId: string }): Promise<void> {
+    await destinations.exports.updateOne({ _id: input.exportId }, { $set: { workflowId: input.workflowId } });
+  }
+
+  return { openExport, attachExport, planExport, prepareExportRun, awaitSegmentRun, deliverExport, finishExport };
+}
+
+export function newExport(exportId: string, destinationId: string, full: boolean, trigger: ExportDoc['trigger'], at: Date): ExportDoc {
+  return { _id: exportId, destinationId, state: 'running', full, trigger, plan: null, batchesConfirmed: 0, rejected: 0, startedAt: at, finishedAt: null, error: null };
+}
+
+export type ExportActivities = ReturnType<typeof createExportActivities>;

@@ -1,0 +1,252 @@
+import { Router, type RequestHandler } from 'express';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import { newExport } from '../activities/exports';
+import { CONNECTORS } from '../connectors/registry';
+import type { Connector } from '../connectors/connector';
+import { refuseUrl } from '../connectors/outbound';
+import { zodIssuesToFieldErrors } from '../domain/collect';
+import {
+  CreateDestinationRequestSchema,
+  DestinationConsentSchema,
+  ExportListQuerySchema,
+  ExportRequestSchema,
+  exportIdFor,
+  PatchDestinationRequestSchema,
+  type DestinationView,
+  type ExportView,
+} from '../domain/destinations';
+import { destinationScheduleId } from '../domain/workflowIds';
+import type { Store } from '../store/db';
+import { DestinationStore, newDestinationId, type DestinationDoc, type ExportDoc } from '../store/destinations';
+import { SegmentStore } from '../store/segments';
+import { deleteDestinationSchedule, startDestinationExport, syncDestinationSchedule } from '../temporal/client';
+import { parseOr400, ProblemError } from './problem';
+
+/** What the API shows in place of a secret. */
+const SECRET_SET = '(set)';
+
+export interface DestinationsRouterDeps {
+  store: Store;
+  temporal: Client;
+  config: Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_DESTINATION_ALLOWLIST'>;
+  admin: RequestHandler;
+}
+
+function invalid(errors: Array<{ path: string; message: string }>): ProblemError {
+  return new ProblemError(400, 'validation', 'Invalid destination', errors);
+}
+
+/** The connector's own checks of its config, with paths under `config`, and its URLs against the allowlist. */
+async function checkConfig(connector: Connector, value: unknown, allowlist: Set<string>): Promise<Record<string, unknown>> {
+  const parsed = connector.config.safeParse(value ?? {});
+  if (!parsed.success) throw invalid(zodIssuesToFieldErrors(parsed.error.issues).map((error) => ({ path: error.path === '(body)' ? 'config' : `config.${error.path}`, message: error.message })));
+  const refusals = [];
+  for (const url of connector.urls(parsed.data)) {
+    const reason = await refuseUrl(url, allowlist);
+    if (reason) refusals.push({ path: 'config.url', message: reason });
+  }
+  if (refusals.length > 0) throw invalid(refusals);
+  return parsed.data;
+}
+
+function connectorOr400(name: string): Connector {
+  const connector = Object.hasOwn(CONNECTORS, name) ? CONNECTORS[name] : undefined;
+  if (!connector) throw invalid([{ path: 'connector', message: `unknown connector "${name}" (one of: ${Object.keys(CONNECTORS).join(', ')})` }]);
+  return connector;
+}
+
+function checkIdType(connector: Connector, idType: string): void {
+  if (!connector.idTypes.includes(idType as never)) throw invalid([{ path: 'idType', message: `the ${connector.name} connector takes ${connector.idTypes.join(', ')}` }]);
+}
+
+export function destinationView(doc: DestinationDoc, databaseName: string): DestinationView {
+  const connector = CONNECTORS[doc.connector];
+  const config = { ...doc.config };
+  for (const field of connector?.secrets ?? []) if (config[field] !== undefined) config[field] = SECRET_SET;
+  const iso = (date: Date) => date.toISOString();
+  return {
+    id: doc._id,
+    name: doc.name,
+    connector: doc.connector,
+    config,
+    segments: doc.segments,
+    idType: doc.idType,
+    schedule: doc.schedule,
+    nearRealTime: doc.nearRealTime,
+    labelsAllowed: doc.labelsAllowed,
+    consent: doc.consent,
+    state: doc.state,
+    held: Object.fromEntries(Object.entries(doc.held).map(([segment, held]) => [segment, { ids: held.ids, uncertain: held.uncertain }])),
+    lastExport: doc.lastExport && { exportId: doc.lastExport.exportId, state: doc.lastExport.state, startedAt: iso(doc.lastExport.startedAt), finishedAt: doc.lastExport.finishedAt && iso(doc.lastExport.finishedAt) },
+    scheduleId: doc.schedule || doc.nearRealTime ? destinationScheduleId(databaseName, doc._id) : null,
+    createdAt: iso(doc.createdAt),
+    updatedAt: iso(doc.updatedAt),
+  };
+}
+
+export function exportView(doc: ExportDoc): ExportView {
+  const segments = (doc.plan?.segments ?? []).map(({ before: _before, batches: _batches, refused: _refused, runId: _runId, ...segment }) => segment);
+  const sum = (pick: (segment: (typeof segments)[number]) => number) => segments.reduce((total, segment) => total + pick(segment), 0);
+  const matched = sum((segment) => segment.matched);
+  const unmatched = sum((segment) => segment.unmatched);
+  const labels: Record<string, number> = {};
+  for (const segment of segments) for (const [label, count] of Object.entries(segment.withheld.labels)) labels[label] = (labels[label] ?? 0) + count;
+  return {
+    exportId: doc._id,
+    destinationId: doc.destinationId,
+    state: doc.state,
+    full: doc.full,
+    trigger: doc.trigger,
+    adds: sum((segment) => segment.adds),
+    removes: sum((segment) => segment.removes),
+    matched,
+    unmatched,
+    matchRate: matched + unmatched > 0 ? matched / (matched + unmatched) : null,
+    batches: doc.plan?.batches ?? 0,
+    batchesConfirmed: doc.batchesConfirmed,
+    rejected: doc.rejected,
+    withheld: { consent: sum((segment) => segment.withheld.consent), labels },
+    segments: (doc.plan?.segments ?? []).map(({ before: _before, batches: _batches, runId: _runId, refused, ...segment }) => ({ ...segment, ...(refused && { refused }) })),
+    startedAt: doc.startedAt.toISOString(),
+    finishedAt: doc.finishedAt && doc.finishedAt.toISOString(),
+    error: doc.error,
+  };
+}
+
+/** Destinations (partners audiences are sent to) and their exports; every route takes the admin key. */
+export function destinationsRouter({ store, temporal, config, admin }: DestinationsRouterDeps): Router {
+  const destinations = new DestinationStore(store);
+  const segments = new SegmentStore(store);
+  const databaseName = store.db.databaseName;
+  const allowlist = new Set(config.DMP_DESTINATION_ALLOWLIST);
+  const router = Router();
+
+  async function requireDestination(id: string): Promise<DestinationDoc> {
+    const doc = await destinations.get(id);
+    if (!doc) throw new ProblemError(404, 'not-found', 'No such destination', undefined, id);
+    return doc;
+  }
+
+  async function checkSegments(ids: string[]): Promise<void> {
+    const known = new Set((await segments.list()).map((doc) => doc._id));
+    const missing = ids.map((id, index) => ({ id, index })).filter(({ id }) => !known.has(id));
+    if (missing.length > 0) throw invalid(missing.map(({ id, index }) => ({ path: `segments[${index}]`, message: `segment ${id} does not exist` })));
+  }
+
+  router.post('/v1/destinations', admin, async (req, res) => {
+    const body = parseOr400(CreateDestinationRequestSchema, req.body, 'destination');
+    const connector = connectorOr400(body.connector);
+    checkIdType(connector, body.idType);
+    const connectorConfig = await checkConfig(connector, body.config, allowlist);
+    await checkSegments(body.segments);
+    const at = new Date();
+    const doc: DestinationDoc = {
+      _id: newDestinationId(),
+      name: body.name,
+      connector: connector.name,
+      config: connectorConfig,
+      segments: body.segments,
+      idType: body.idType,
+      schedule: body.schedule ?? null,
+      nearRealTime: body.nearRealTime ?? false,
+      labelsAllowed: body.labelsAllowed ?? [],
+      consent: body.consent ?? DestinationConsentSchema.parse({}),
+      state: 'active',
+      held: {},
+      running: null,
+      lastExport: null,
+      createdAt: at,
+      updatedAt: at,
+    };
+    await destinations.create(doc);
+    try {
+      await syncDestinationSchedule(temporal, databaseName, doc, config);
+    } catch (error) {
+      // No destination without the schedule it asked for.
+      await destinations.remove(doc._id);
+      throw error;
+    }
+    res.status(201).json(destinationView(doc, databaseName));
+  });
+
+  router.get('/v1/destinations', admin, async (_req, res) => {
+    res.json({ destinations: (await destinations.list()).map((doc) => destinationView(doc, databaseName)) });
+  });
+
+  router.get('/v1/destinations/:id', admin, async (req, res) => {
+    res.json(destinationView(await requireDestination(req.params.id as string), databaseName));
+  });
+
+  router.patch('/v1/destinations/:id', admin, async (req, res) => {
+    const doc = await requireDestination(req.params.id as string);
+    const patch = parseOr400(PatchDestinationRequestSchema, req.body, 'destination change');
+    const connector = connectorOr400(doc.connector);
+    const set: Partial<DestinationDoc> = { updatedAt: new Date() };
+    if (patch.name !== undefined) set.name = patch.name;
+    if (patch.config !== undefined) {
+      // Secrets left out (or sent back as shown) keep their stored value: the API never hands them out.
+      const given = { ...(patch.config as Record<string, unknown>) };
+      for (const field of connector.secrets) if ((given[field] === undefined || given[field] === SECRET_SET) && doc.config[field] !== undefined) given[field] = doc.config[field];
+      set.config = await checkConfig(connector, given, allowlist);
+    }
+    if (patch.segments !== undefined) {
+      await checkSegments(patch.segments);
+      set.segments = patch.segments;
+    }
+    if (patch.schedule !== undefined) set.schedule = patch.schedule;
+    if (patch.nearRealTime !== undefined) set.nearRealTime = patch.nearRealTime;
+    if (patch.labelsAllowed !== undefined) set.labelsAllowed = patch.labelsAllowed;
+    if (patch.consent !== undefined) set.consent = patch.consent;
+    await destinations.update(doc._id, set);
+    const updated = { ...doc, ...set };
+    await syncDestinationSchedule(temporal, databaseName, updated, config);
+    res.json(destinationView(updated, databaseName));
+  });
+
+  router.delete('/v1/destinations/:id', admin, async (req, res) => {
+    const doc = await requireDestination(req.params.id as string);
+    await deleteDestinationSchedule(temporal, databaseName, doc._id);
+    await destinations.remove(doc._id);
+    res.status(204).end();
+  });
+
+  for (const [action, state] of [['pause', 'paused'], ['resume', 'active']] as const) {
+    router.post(`/v1/destinations/:id/${action}`, admin, async (req, res) => {
+      const doc = await requireDestination(req.params.id as string);
+      const updated = { ...doc, state, updatedAt: doc.updatedAt };
+      await destinations.update(doc._id, { state });
+      await syncDestinationSchedule(temporal, databaseName, updated, config);
+      res.json(destinationView(updated, databaseName));
+    });
+  }
+
+  router.post('/v1/destinations/:id/exports', admin, async (req, res) => {
+    const doc = await requireDestination(req.params.id as string);
+    const body = parseOr400(ExportRequestSchema, req.body ?? {}, 'export request');
+    if (doc.state === 'paused') throw new ProblemError(409, 'paused', 'The destination is paused', [{ path: 'id', message: 'resume it first' }]);
+    // One export per destination and second: a second asked for within the same second is the next second's.
+    const startedAt = new Date();
+    let exportId = '';
+    for (let at = Math.floor(startedAt.getTime() / 1000) * 1000; ; at += 1000) {
+      exportId = exportIdFor(doc._id, new Date(at));
+      if ((await destinations.openExport(newExport(exportId, doc._id, body.full ?? false, 'api', startedAt))).startedAt.getTime() === startedAt.getTime()) break;
+    }
+    await startDestinationExport(temporal, databaseName, doc._id, exportId, body.full ?? false, config);
+    res.status(202).json({ exportId });
+  });
+
+  router.get('/v1/destinations/:id/exports', admin, async (req, res) => {
+    const doc = await requireDestination(req.params.id as string);
+    const query = parseOr400(ExportListQuerySchema, req.query, 'query');
+    res.json({ exports: (await destinations.listExports(doc._id, query.limit)).map(exportView) });
+  });
+
+  router.get('/v1/destinations/:id/exports/:exportId', admin, async (req, res) => {
+    const found = await destinations.getExport(req.params.exportId as string);
+    if (!found || found.destinationId !== req.params.id) throw new ProblemError(404, 'not-found', 'No such export', undefined, req.params.exportId as string);
+    res.json(exportView(found));
+  });
+
+  return router;
+}

@@ -1,0 +1,55 @@
+import type { z } from 'zod';
+import type { IdType } from '../domain/destinations';
+import type { Outbound } from './outbound';
+
+/** What a delivery may use: the guarded HTTP client, and the folder root file destinations write under. */
+export interface DeliveryContext {
+  http: Outbound;
+  exportDir: string;
+}
+
+/** One batch of an export: a segment's adds or removes for one partner, under a stable id. */
+export interface ExportBatch {
+  destinationId: string;
+  exportId: string;
+  /** Stable across retries: the partner's idempotency key. */
+  batchId: string;
+  segment: { id: string; name: string };
+  idType: IdType;
+  adds: string[];
+  removes: string[];
+}
+
+export interface Limits {
+  /** Most ids one batch carries. */
+  batchSize: number;
+  /** Most requests per second the partner accepts (its documented rate limit). */
+  requestsPerSecond: number;
+  /** Requests in flight at once. */
+  concurrency: number;
+}
+
+/**
+ * A destination connector: one module with its config schema and its delivery. It never stores
+ * anything: the export workflow around it plans batches, paces, retries and keeps receipts.
+ */
+export interface Connector<C extends Record<string, unknown> = Record<string, unknown>> {
+  /** The registry name destinations use in `connector`. */
+  name: string;
+  config: z.ZodType<C>;
+  /** Config fields never echoed by the API. */
+  secrets: readonly string[];
+  idTypes: readonly IdType[];
+  limits(config: C): Limits;
+  /** Outbound URLs the config names: refused when private unless allowlisted. */
+  urls(config: C): string[];
+  /** Fewest matched ids a segment must have before the partner may receive it (people-based lists). */
+  minAudience?(config: C): number;
+  /** Delivers one batch; resolves when the partner confirmed it, with the ids it refused inside it. Throws DeliveryError. */
+  deliver(batch: ExportBatch, config: C, context: DeliveryContext): Promise<{ rejected: number }>;
+}
+
+/** Identity for typing a connector module while keeping its config type. */
+export function defineConnector<C extends Record<string, unknown>>(connector: Connector<C>): Connector<C> {
+  return connector;
+}

@@ -1,0 +1,50 @@
+import { z } from 'zod';
+import { defineConnector } from './connector';
+
+const Config = z
+  .object({
+    url: z.string().url(),
+    token: z.string().min(1).max(4096),
+    advertiserId: z.string().min(1).max(64),
+    /** The partner's code for each of our segment ids; a segment without one is sent under its id. */
+    segmentCodes: z.record(z.string(), z.string().min(1).max(128)).default({}),
+    ttlMinutes: z.number().int().min(1).max(259_200).default(43_200),
+    batchSize: z.number().int().min(1).max(10_000).default(5_000),
+    requestsPerSecond: z.number().positive().max(100).default(10),
+    concurrency: z.number().int().min(1).max(8).default(2),
+  })
+  .strict();
+
+/** The item key the format gives each id type: TDID for the DSP's (synced) cookie ids, DAID for device ids. */
+const ID_KEYS = { cookie_id: 'TDID', maid: 'DAID' } as const;
+
+/**
+ * A DSP segment-data API modelled on The Trade Desk's Data API (`POST /data/advertiser`): items of
+ * one id each carry the segments it holds with a TTL in minutes; a TTL of 0 takes the id out of the
+ * segment. Bearer auth; the partner's rate limit is `requestsPerSecond` (429 with Retry-After past
+ * it). Ids it cannot take come back as `FailedLines` in a 200 and count as rejected.
+ */
+export const dspSegments = defineConnector({
+  name: 'dsp_segments',
+  config: Config,
+  secrets: ['token'],
+  idTypes: ['cookie_id', 'maid'],
+  limits: (config) => ({ batchSize: config.batchSize, requestsPerSecond: config.requestsPerSecond, concurrency: config.concurrency }),
+  urls: (config) => [config.url],
+  async deliver(batch, config, { http }) {
+    const key = ID_KEYS[batch.idType as keyof typeof ID_KEYS];
+    const name = config.segmentCodes[batch.segment.id] ?? batch.segment.id;
+    const item = (id: string, ttl: number) => ({ [key]: id, Data: [{ Name: name, TTLInMinutes: ttl }] });
+    const body = JSON.stringify({
+      AdvertiserId: config.advertiserId,
+      Items: [...batch.adds.map((id) => item(id, config.ttlMinutes)), ...batch.removes.map((id) => item(id, 0))],
+    });
+    const response = await http.send(config.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${config.token}`, 'idempotency-key': batch.batchId },
+      body,
+    });
+    const result = (await response.json().catch(() => ({}))) as { FailedLines?: unknown[] };
+    return { rejected: Array.isArray(result.FailedLines) ? result.FailedLines.length : 0 };
+  },
+});

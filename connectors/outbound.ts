@@ -1,0 +1,122 @@
+import { lookup } from 'node:dns/promises';
+import { lookup as lookupCallback, type LookupAddress } from 'node:dns';
+import ipaddr from 'ipaddr.js';
+import { Agent, fetch, type Response } from 'undici';
+
+/**
+ * A delivery that did not land. `retryable`: the same batch may be sent again (a 429, a 5xx, a
+ * timeout, a dropped connection); otherwise the partner refused it as it is. `retryAfterMs` is the
+ * partner's own `Retry-After`, when it gave one.
+ */
+export class DeliveryError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    readonly status: number | null = null,
+    readonly retryAfterMs: number | null = null,
+  ) {
+    super(message);
+  }
+}
+
+/** Whether an address is one the public internet routes: not private, loopback, link-local, multicast… */
+function isPublic(address: string): boolean {
+  const parsed = ipaddr.process(address);
+  return parsed.range() === 'unicast';
+}
+
+function hostOf(url: URL): string {
+  return url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+}
+
+/**
+ * Why an outbound URL may not be used, or null when it may: only http(s), and never a host that
+ * resolves to a private, loopback or link-local address unless the host is allowlisted (partners
+ * are on the internet; anything else would let a destination reach into our own network).
+ */
+export async function refuseUrl(raw: string, allowlist: Set<string>): Promise<string | null> {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return 'not a URL';
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'only http and https URLs';
+  if (url.username || url.password) return 'credentials belong in the config, not the URL';
+  const host = hostOf(url);
+  if (allowlist.has(host)) return null;
+  let addresses: LookupAddress[];
+  try {
+    addresses = ipaddr.isValid(host) ? [{ address: host, family: host.includes(':') ? 6 : 4 }] : await lookup(host, { all: true });
+  } catch {
+    return `host ${host} does not resolve`;
+  }
+  const blocked = addresses.find((entry) => !isPublic(entry.address));
+  return blocked ? `${host} resolves to ${blocked.address}, a private, loopback or link-local address (allow it with DMP_DESTINATION_ALLOWLIST)` : null;
+}
+
+/**
+ * The HTTP client of deliveries. The address check runs again at connect time on the address
+ * actually dialled, so a name that resolves differently later (DNS rebinding) cannot reach inside.
+ */
+export class Outbound {
+  private readonly agent: Agent;
+
+  constructor(
+    readonly allowlist: Set<string>,
+    readonly timeoutMs: number,
+  ) {
+    this.agent = new Agent({
+      connections: 16,
+      keepAliveTimeout: 10_000,
+      connect: {
+        lookup: (hostname, options, callback) => {
+          lookupCallback(hostname, { ...options, all: true }, (error, addresses) => {
+            if (error) return callback(error, '', 0);
+            const list = addresses as unknown as LookupAddress[];
+            if (!this.allowlist.has(hostname.toLowerCase())) {
+              const blocked = list.find((entry) => !isPublic(entry.address));
+              if (blocked) return callback(new Error(`${hostname} resolves to ${blocked.address}, which destinations may not reach`), '', 0);
+            }
+            if ((options as { all?: boolean }).all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, list);
+            callback(null, list[0].address, list[0].family);
+          });
+        },
+      },
+    });
+  }
+
+  /**
+   * Sends one request and returns a 2xx response; anything else is a DeliveryError: 408, 425, 429
+   * and 5xx are retryable (with the partner's Retry-After), other statuses are refusals. A partner
+   * slower than `timeoutMs` is abandoned (retryable: it may have applied the batch, so the retry
+   * carries the same idempotency key).
+   */
+  async send(url: string, init: { method: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<Response> {
+    const host = hostOf(new URL(url));
+    if (!this.allowlist.has(host) && ipaddr.isValid(host) && !isPublic(host)) throw new DeliveryError(`${host} is a private address`, false);
+    let response: Response;
+    try {
+      response = await fetch(url, { ...init, dispatcher: this.agent, signal: AbortSignal.timeout(this.timeoutMs), redirect: 'manual' });
+    } catch (error) {
+      const reason = (error as Error).name === 'TimeoutError' ? `no response within ${this.timeoutMs} ms` : `${(error as Error).message}${(error as { cause?: Error }).cause ? `: ${(error as { cause: Error }).cause.message}` : ''}`;
+      throw new DeliveryError(reason, !/may not reach|private address/.test(reason));
+    }
+    if (response.status >= 200 && response.status < 300) return response;
+    const text = (await response.text().catch(() => '')).slice(0, 300);
+    const retryable = response.status === 408 || response.status === 425 || response.status === 429 || response.status >= 500;
+    throw new DeliveryError(`HTTP ${response.status}${text ? `: ${text}` : ''}`, retryable, response.status, retryAfterMs(response.headers.get('retry-after')));
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+}
+
+/** `Retry-After` as seconds or an HTTP date, in milliseconds from now; null when absent or unreadable. */
+export function retryAfterMs(header: string | null, now = Date.now()): number | null {
+  if (!header) return null;
+  if (/^\d+$/.test(header.trim())) return Number(header.trim()) * 1000;
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? null : Math.max(0, at - now);
+}

@@ -1,0 +1,46 @@
+import { z } from 'zod';
+import { defineConnector } from './connector';
+
+const Config = z
+  .object({
+    url: z.string().url(),
+    token: z.string().min(1).max(4096),
+    listId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'letters, digits, `_` or `-`'),
+    /** The platform refuses to serve smaller lists (Meta Custom Audiences: 100; Google Customer Match: 1,000). */
+    minAudience: z.number().int().min(1).default(100),
+    batchSize: z.number().int().min(1).max(10_000).default(10_000),
+    requestsPerSecond: z.number().positive().max(100).default(5),
+    concurrency: z.number().int().min(1).max(8).default(2),
+  })
+  .strict();
+
+const SCHEMAS = { email_sha256: 'EMAIL_SHA256', phone_sha256: 'PHONE_SHA256' } as const;
+
+/**
+ * A people-based list (the shape of Meta Custom Audiences and Google Customer Match uploads):
+ * SHA-256 hex of the email trimmed and lowercased, or of the phone in E.164 — the hashes collection
+ * already keeps — posted to `members:add` / `members:remove` with bearer auth. A segment with fewer
+ * matched ids than `minAudience` is not sent at all (counted on the export).
+ */
+export const peopleList = defineConnector({
+  name: 'people_list',
+  config: Config,
+  secrets: ['token'],
+  idTypes: ['email_sha256', 'phone_sha256'],
+  limits: (config) => ({ batchSize: config.batchSize, requestsPerSecond: config.requestsPerSecond, concurrency: config.concurrency }),
+  urls: (config) => [config.url],
+  minAudience: (config) => config.minAudience,
+  async deliver(batch, config, { http }) {
+    const schema = SCHEMAS[batch.idType as keyof typeof SCHEMAS];
+    const base = `${config.url.replace(/\/$/, '')}/audiences/${config.listId}/members`;
+    const headers = { 'content-type': 'application/json', authorization: `Bearer ${config.token}`, 'idempotency-key': batch.batchId };
+    let rejected = 0;
+    for (const [operation, ids] of [['add', batch.adds], ['remove', batch.removes]] as const) {
+      if (ids.length === 0) continue;
+      const response = await http.send(`${base}:${operation}`, { method: 'POST', headers, body: JSON.stringify({ schema, data: ids }) });
+      const result = (await response.json().catch(() => ({}))) as { invalid?: number };
+      rejected += typeof result.invalid === 'number' ? result.invalid : 0;
+    }
+    return { rejected };
+  },
+});

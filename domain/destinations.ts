@@ -1,0 +1,289 @@
+import { z } from 'zod';
+import { identityKey, type Identity, type StoredIdentityType } from './identity';
+import type { ProfileConsent, ProfileDoc } from './profile';
+import { UsageLabelSchema } from './schemas';
+import { SegmentScheduleSchema } from './segments';
+
+// ---- API schemas -------------------------------------------------------------------------------
+
+/** What a partner receives for each member. */
+export const ID_TYPES = ['cookie_id', 'maid', 'crm_id', 'email_sha256', 'phone_sha256'] as const satisfies readonly StoredIdentityType[];
+export const IdTypeSchema = z.enum(ID_TYPES).openapi({ description: 'The ids the partner receives; emails and phones only ever as SHA-256 of the normalized value' });
+export type IdType = z.infer<typeof IdTypeSchema>;
+
+export const DestinationConsentSchema = z
+  .object({
+    tcfPurposes: z
+      .array(z.number().int().min(1).max(24))
+      .max(24)
+      .default([1, 3, 4])
+      .openapi({ description: 'TCF purposes a profile with a TC string must have consented to (default: store/access, build and use a personalised-ads profile)' }),
+    tcfVendorId: z.number().int().min(1).max(65535).optional().openapi({ description: "The partner's IAB vendor id: when set, a profile's TC string must also consent to this vendor" }),
+    requireTcf: z.boolean().default(false).openapi({ description: 'Withhold profiles that carry no TC string at all (e.g. for EU-only audiences)' }),
+  })
+  .strict()
+  .openapi('DestinationConsent');
+export type DestinationConsent = z.infer<typeof DestinationConsentSchema>;
+
+const SegmentIds = z.array(z.string().min(1).max(64)).min(1).max(50).refine((ids) => new Set(ids).size === ids.length, 'segments are listed once each');
+
+export const CreateDestinationRequestSchema = z
+  .object({
+    name: z.string().trim().min(1).max(200),
+    connector: z.string().min(1).max(64).openapi({ description: 'One of the registered connectors: `webhook`, `dsp_segments`, `people_list`, `segment_file`' }),
+    config: z.unknown().openapi({ description: "The connector's configuration, checked against its schema (see the README)" }),
+    segments: SegmentIds,
+    idType: IdTypeSchema,
+    schedule: SegmentScheduleSchema.optional(),
+    nearRealTime: z.boolean().optional().openapi({ description: 'Check for membership changes every minute and export them when there are any' }),
+    labelsAllowed: z.array(UsageLabelSchema).max(64).optional().openapi({ description: "Source labels whose data may leave for this partner; a profile holding data of a source with any other label is withheld" }),
+    consent: DestinationConsentSchema.optional(),
+  })
+  .strict()
+  .openapi('CreateDestinationRequest', {
+    example: { name: 'CRM webhook', connector: 'webhook', config: { url: 'https://crm.example.com/dmp', secret: 'a-long-shared-secret' }, segments: ['seg_0123456789abcdef'], idType: 'crm_id', schedule: { every: 'PT1H' } },
+  });
+export type CreateDestinationRequest = z.infer<typeof CreateDestinationRequestSchema>;
+
+export const PatchDestinationRequestSchema = z
+  .object({
+    name: z.string().trim().min(1).max(200).optional(),
+    config: z.unknown().optional().openapi({ description: "Replaces the connector's configuration; secret fields left out keep their stored value" }),
+    segments: SegmentIds.optional(),
+    schedule: SegmentScheduleSchema.nullable().optional(),
+    nearRealTime: z.boolean().optional(),
+    labelsAllowed: z.array(UsageLabelSchema).max(64).optional(),
+    consent: DestinationConsentSchema.optional(),
+  })
+  .strict()
+  .refine((patch) => Object.keys(patch).length > 0, 'nothing to change')
+  .openapi('PatchDestinationRequest');
+
+const Iso = z.string().openapi({ format: 'date-time' });
+export const ExportStateSchema = z.enum(['running', 'completed', 'failed']);
+export type ExportState = z.infer<typeof ExportStateSchema>;
+
+export const DestinationViewSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    connector: z.string(),
+    config: z.record(z.string(), z.unknown()).openapi({ description: 'Secret fields read `"(set)"`: they are never echoed' }),
+    segments: z.array(z.string()),
+    idType: IdTypeSchema,
+    schedule: SegmentScheduleSchema.nullable(),
+    nearRealTime: z.boolean(),
+    labelsAllowed: z.array(z.string()),
+    consent: DestinationConsentSchema,
+    state: z.enum(['active', 'paused']),
+    held: z.record(z.string(), z.object({ ids: z.number().int(), uncertain: z.number().int() })).openapi({ description: 'Per segment, the ids the partner confirmed holding, and those whose last delivery is unconfirmed' }),
+    lastExport: z.object({ exportId: z.string(), state: ExportStateSchema, startedAt: Iso, finishedAt: Iso.nullable() }).nullable(),
+    scheduleId: z.string().nullable().openapi({ description: 'The Temporal Schedule that starts its exports' }),
+    createdAt: Iso,
+    updatedAt: Iso,
+  })
+  .openapi('Destination');
+export type DestinationView = z.infer<typeof DestinationViewSchema>;
+
+export const ExportRequestSchema = z.object({ full: z.boolean().optional() }).strict().openapi('ExportRequest');
+
+const Withheld = z
+  .object({ consent: z.number().int(), labels: z.record(z.string(), z.number().int()).openapi({ description: 'Members withheld per source label not allowed' }) })
+  .openapi({ description: 'Members kept from the partner by export controls, with the reason' });
+
+export const SegmentExportSchema = z.object({
+  id: z.string(),
+  name: z.string(),
+  members: z.number().int(),
+  matched: z.number().int().openapi({ description: 'Members sent with at least one id of the idType' }),
+  unmatched: z.number().int().openapi({ description: 'Members allowed to leave but holding no id of the idType' }),
+  matchRate: z.number().nullable(),
+  withheld: Withheld,
+  adds: z.number().int(),
+  removes: z.number().int(),
+  ids: z.number().int().openapi({ description: 'Ids the partner holds for the segment after this export' }),
+  refused: z.string().optional().openapi({ description: 'Why nothing was added, e.g. fewer matched ids than the partner serves' }),
+});
+
+export const ExportViewSchema = z
+  .object({
+    exportId: z.string(),
+    destinationId: z.string(),
+    state: ExportStateSchema,
+    full: z.boolean(),
+    trigger: z.enum(['api', 'schedule', 'near_real_time']),
+    adds: z.number().int(),
+    removes: z.number().int(),
+    matched: z.number().int(),
+    unmatched: z.number().int(),
+    matchRate: z.number().nullable().openapi({ description: 'matched / (matched + unmatched), over all segments' }),
+    batches: z.number().int(),
+    batchesConfirmed: z.number().int(),
+    rejected: z.number().int().openapi({ description: 'Ids the partner refused inside batches it accepted' }),
+    withheld: Withheld,
+    segments: z.array(SegmentExportSchema),
+    startedAt: Iso,
+    finishedAt: Iso.nullable(),
+    error: z.string().nullable(),
+  })
+  .openapi('Export');
+export type ExportView = z.infer<typeof ExportViewSchema>;
+export type SegmentExport = z.infer<typeof SegmentExportSchema>;
+
+export const ExportListQuerySchema = z.object({ limit: z.coerce.number().int().min(1).max(200).default(50) });
+
+// ---- what a member carries out -----------------------------------------------------------------
+
+/**
+ * What an export needs of a member profile, kept with its segment snapshot: its identity keys, its
+ * TCF consent (null when it never sent a TC string) and the sources its data came from.
+ */
+export interface ExportFacts {
+  ids: string[];
+  tcf: { purposes: number[]; vendors: number[] } | null;
+  sources: string[];
+}
+
+export function exportFacts(subject: { identities: Identity[]; consent: ProfileConsent | null; sources: string[] }): ExportFacts {
+  const tcf = subject.consent?.tcf;
+  return {
+    ids: subject.identities.map(identityKey),
+    tcf: tcf ? { purposes: tcf.purposeConsents, vendors: tcf.vendorConsents } : null,
+    sources: subject.sources,
+  };
+}
+
+type FactFields = Pick<ProfileDoc, 'identities' | 'consent' | 'sources'>;
+
+/**
+ * Whether a fold changed what an export reads of a document it already had: an identity or a source
+ * added, or a new consent signal. Exports re-read such members instead of trusting the snapshot.
+ */
+export function factsChanged(before: FactFields | null, after: FactFields): boolean {
+  if (!before) return false;
+  return (
+    before.identities.length !== after.identities.length ||
+    before.sources.length !== after.sources.length ||
+    before.consent?.tcf?.tcString !== after.consent?.tcf?.tcString ||
+    JSON.stringify(before.consent?.purposes ?? null) !== JSON.stringify(after.consent?.purposes ?? null)
+  );
+}
+
+export interface ExportPolicy {
+  idType: IdType;
+  consent: DestinationConsent;
+  labelsAllowed: readonly string[];
+  /** Labels of each source (a missing source has none). */
+  labelsOf: (sourceId: string) => readonly string[];
+}
+
+export type Decision = { withheld: 'consent' } | { withheld: 'label'; label: string } | { withheld: null; ids: string[] };
+
+/**
+ * Whether a member may leave for this partner and with which ids. Consent comes first (a profile
+ * whose TC string lacks a required purpose or the vendor is withheld; no TC string passes unless the
+ * destination requires one), then export controls (every label of every source that contributed
+ * must be allowed: the data that qualified a profile is not traceable to one source, so all count).
+ */
+export function decide(facts: ExportFacts, policy: ExportPolicy): Decision {
+  if (facts.tcf === null) {
+    if (policy.consent.requireTcf) return { withheld: 'consent' };
+  } else {
+    const tcf = facts.tcf;
+    if (!policy.consent.tcfPurposes.every((purpose) => tcf.purposes.includes(purpose))) return { withheld: 'consent' };
+    if (policy.consent.tcfVendorId !== undefined && !tcf.vendors.includes(policy.consent.tcfVendorId)) return { withheld: 'consent' };
+  }
+  for (const source of facts.sources) {
+    const label = policy.labelsOf(source).find((l) => !policy.labelsAllowed.includes(l));
+    if (label !== undefined) return { withheld: 'label', label };
+  }
+  const prefix = `${policy.idType}:`;
+  return { withheld: null, ids: facts.ids.filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length)) };
+}
+
+// ---- deltas and partner state ------------------------------------------------------------------
+
+/**
+ * What a partner holds for one segment, as far as confirmations tell: `held` ids it confirmed, and
+ * `uncertain` ids whose last add or remove was sent without a confirmation (it may hold them or
+ * not). Both sorted, disjoint.
+ */
+export interface PartnerState {
+  held: string[];
+  uncertain: string[];
+}
+
+/**
+ * The changes that bring a partner from `state` to `target` (sorted, unique). Adds: targeted ids it
+ * does not surely hold; removes: ids it may hold that are not targeted. A full export adds every
+ * targeted id again.
+ */
+export function delta(target: readonly string[], state: PartnerState, full: boolean): { adds: string[]; removes: string[] } {
+  const adds: string[] = [];
+  const removes: string[] = [];
+  let t = 0;
+  let h = 0;
+  let u = 0;
+  while (t < target.length || h < state.held.length || u < state.uncertain.length) {
+    const id = minOf(target[t], state.held[h], state.uncertain[u]);
+    const inTarget = target[t] === id;
+    const held = state.held[h] === id;
+    const uncertain = state.uncertain[u] === id;
+    if (inTarget && (full || !held)) adds.push(id);
+    if (!inTarget && (held || uncertain)) removes.push(id);
+    if (inTarget) t++;
+    if (held) h++;
+    if (uncertain) u++;
+  }
+  return { adds, removes };
+}
+
+function minOf(...ids: Array<string | undefined>): string {
+  let min: string | undefined;
+  for (const id of ids) if (id !== undefined && (min === undefined || id < min)) min = id;
+  return min as string;
+}
+
+export interface BatchOutcome {
+  adds: readonly string[];
+  removes: readonly string[];
+  /** The partner confirmed it (a 2xx); otherwise it may or may not have applied it. */
+  confirmed: boolean;
+}
+
+/**
+ * The partner's state after an export's batches: confirmed adds are held, confirmed removes gone,
+ * and every id of an unconfirmed batch uncertain — the next export resends whichever way the target
+ * then says. Ids no batch touched keep their state.
+ */
+export function nextState(state: PartnerState, batches: readonly BatchOutcome[]): PartnerState {
+  const outcome = new Map<string, 'held' | 'gone' | 'uncertain'>();
+  for (const batch of batches) {
+    for (const id of batch.adds) outcome.set(id, batch.confirmed ? 'held' : 'uncertain');
+    for (const id of batch.removes) outcome.set(id, batch.confirmed ? 'gone' : 'uncertain');
+  }
+  const held: string[] = [];
+  const uncertain: string[] = [];
+  const before = new Map<string, 'held' | 'uncertain'>();
+  for (const id of state.held) before.set(id, 'held');
+  for (const id of state.uncertain) before.set(id, 'uncertain');
+  for (const id of new Set([...before.keys(), ...outcome.keys()])) {
+    const now = outcome.get(id) ?? before.get(id);
+    if (now === 'held') held.push(id);
+    else if (now === 'uncertain') uncertain.push(id);
+  }
+  return { held: held.sort(), uncertain: uncertain.sort() };
+}
+
+/** Cuts a segment's changes into batches of at most `size` ids: adds first, then removes. */
+export function toBatches(adds: readonly string[], removes: readonly string[], size: number): Array<{ adds: string[]; removes: string[] }> {
+  const batches: Array<{ adds: string[]; removes: string[] }> = [];
+  for (let i = 0; i < adds.length; i += size) batches.push({ adds: adds.slice(i, i + size), removes: [] });
+  for (let i = 0; i < removes.length; i += size) batches.push({ adds: [], removes: removes.slice(i, i + size) });
+  return batches;
+}
+
+/** Deterministic export ids: one per destination and window (the second it was asked for, or the scheduled time). */
+export function exportIdFor(destinationId: string, window: Date): string {
+  return `${destinationId}-${window.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z')}`;
+}

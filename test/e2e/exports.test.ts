@@ -1,0 +1,240 @@
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { sha256Hex } from '../../domain/identity';
+import { destinationScheduleId } from '../../domain/workflowIds';
+import { call } from '../support/http';
+import { applyFile, PartnerServer } from '../support/partners';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
+import { buildTcString } from '../unit/tcfFixture';
+
+const maid = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
+const PEOPLE = 24;
+/** Profiles 0–11 are gold; 7 refused purpose 3 (withheld for consent); 5 holds data of a labelled broker source. */
+const GOLD = Array.from({ length: 12 }, (_, i) => i);
+/** Gold after the webhook test's changes (0 and 1 left, 12 joined). */
+const GOLD_NOW = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
+const cookies = (indexes: number[]) => indexes.map((i) => `ck-${i}`).sort();
+
+describe('destinations: scheduled, receipted exports of segments to partners', () => {
+  let platform: RunningPlatform;
+  let api: RunningApi;
+  let shop: SourceClient;
+  let segmentId: string;
+  const exportDir = mkdtempSync(join(tmpdir(), 'dmp-exports-'));
+  const partners: PartnerServer[] = [];
+  const consented = buildTcString({ purposeConsents: [1, 3, 4], vendorConsents: [] });
+  const refused = buildTcString({ purposeConsents: [1, 4], vendorConsents: [] });
+
+  const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+  const partner = async (options: ConstructorParameters<typeof PartnerServer>[0]) => {
+    const server = await new PartnerServer(options).start();
+    partners.push(server);
+    return server;
+  };
+  const createDestination = async (body: Record<string, unknown>) => {
+    const created = await admin('/v1/destinations', { body: { name: 'partner', segments: [segmentId], ...body } });
+    expect(created.status).toBe(201);
+    return created.body.id as string;
+  };
+  /** Starts an export and waits for it to end. */
+  const exportNow = async (destinationId: string, body: Record<string, unknown> = {}) => {
+    const started = await admin(`/v1/destinations/${destinationId}/exports`, { body });
+    expect(started.status).toBe(202);
+    return waitFor(
+      `export ${started.body.exportId}`,
+      async () => {
+        const view = (await admin(`/v1/destinations/${destinationId}/exports/${started.body.exportId}`)).body;
+        return view.state === 'running' ? null : view;
+      },
+      120_000,
+    );
+  };
+  const members = async () => (await admin(`/v1/segments/${segmentId}/members?limit=100`)).body.members as string[];
+
+  beforeAll(async () => {
+    platform = await startPlatform('exports', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'], DMP_DESTINATION_TIMEOUT_SECONDS: 2, DMP_EXPORT_DIR: exportDir });
+    ({ api } = platform);
+    shop = await newSource(api, 'shop');
+    const broker = await newSource(api, 'broker', { party: 'third', labels: ['partner_data'] });
+    await shop.send(
+      Array.from({ length: PEOPLE }, (_, i) => ({
+        id: `e${i}`,
+        type: 'purchase',
+        identities: { cookie_id: `ck-${i}`, ...(i % 2 === 0 && { email: `user${i}@example.com` }), ...(i % 4 === 0 && { maid: maid(i) }) },
+        traits: { plan: i < 12 ? 'gold' : 'silver' },
+        consent: { tcf: i === 7 ? refused : consented },
+      })),
+    );
+    await broker.send([{ id: 'b5', type: 'income_band', identities: { cookie_id: 'ck-5' }, traits: { income: 'high' } }]);
+    await shop.folded(PEOPLE);
+    await broker.folded(1);
+    segmentId = (await admin('/v1/segments', { body: { name: 'Gold', rule: { trait: 'plan', op: 'eq', value: 'gold' } } })).body.id;
+    await waitFor('the segment evaluated', async () => (await admin(`/v1/segments/${segmentId}`)).body.lastRun?.state === 'completed');
+  }, 120_000);
+  afterAll(async () => {
+    for (const server of partners) await server.stop();
+    await platform.stop();
+  });
+
+  it('refuses bad destinations with the field named, and never echoes secrets', async () => {
+    const base = { name: 'x', segments: [segmentId], idType: 'cookie_id', connector: 'webhook', config: { url: 'http://10.1.2.3/hook', secret: 'a-secret-of-16-chars' } };
+    const cases: Array<[Record<string, unknown>, string]> = [
+      [base, 'config.url'],
+      [{ ...base, config: { url: 'http://169.254.169.254/latest', secret: 'a-secret-of-16-chars' } }, 'config.url'],
+      [{ ...base, config: { url: 'ftp://127.0.0.1/x', secret: 'a-secret-of-16-chars' } }, 'config.url'],
+      [{ ...base, config: { url: 'http://127.0.0.1:1/hook', secret: 'short' } }, 'config.secret'],
+      [{ ...base, connector: 'nope' }, 'connector'],
+      [{ ...base, connector: 'dsp_segments', config: { url: 'http://127.0.0.1:1/data', token: 't', advertiserId: 'a' }, idType: 'email_sha256' }, 'idType'],
+      [{ ...base, config: { url: 'http://127.0.0.1:1/hook', secret: 'a-secret-of-16-chars' }, segments: ['seg_missing'] }, 'segments[0]'],
+      [{ ...base, config: { url: 'http://127.0.0.1:1/hook', secret: 'a-secret-of-16-chars' }, schedule: { every: 'soon' } }, 'schedule'],
+    ];
+    for (const [body, path] of cases) {
+      const response = await admin('/v1/destinations', { body });
+      expect({ path, status: response.status }).toEqual({ path, status: 400 });
+      expect(response.body.errors.map((error: { path: string }) => error.path).join(' ')).toContain(path);
+    }
+    const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', config: { url: 'http://127.0.0.1:1/hook', secret: 'a-secret-of-16-chars' } });
+    const shown = JSON.stringify((await admin(`/v1/destinations/${id}`)).body);
+    expect(shown).not.toContain('a-secret-of-16-chars');
+    expect(JSON.parse(shown).config.secret).toBe('(set)');
+    // A change that leaves the secret out keeps it.
+    const patched = await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: 'http://127.0.0.1:2/hook' } } });
+    expect(patched.status).toBe(200);
+    expect(patched.body.config).toMatchObject({ url: 'http://127.0.0.1:2/hook', secret: '(set)' });
+    expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
+  });
+
+  it('delivers a signed webhook export through a dropped connection, a 5xx, a partner past the timeout and a 429, applying no batch twice, then sends deltas', async () => {
+    const server = await partner({ kind: 'webhook', secret: 'webhook-secret-0123456789', faults: ['applyThenDrop', 'http500', 'stall', 'http429'], stallMs: 4000 });
+    const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', config: { url: `${server.url}/dmp`, secret: 'webhook-secret-0123456789', batchSize: 3 } });
+
+    const first = await exportNow(id);
+    const allowed = GOLD.filter((i) => i !== 5 && i !== 7);
+    expect(first).toMatchObject({ state: 'completed', adds: allowed.length, removes: 0, matched: allowed.length, unmatched: 0, matchRate: 1, batches: 4, batchesConfirmed: 4, withheld: { consent: 1, labels: { partner_data: 1 } } });
+    expect(server.audience(segmentId)).toEqual(cookies(allowed));
+    expect(new Set(server.applied).size).toBe(server.applied.length);
+    expect(server.duplicates).toBeGreaterThanOrEqual(1); // the batch whose answer was lost came again under its key
+    expect(server.rejectedAuth).toBe(0);
+
+    // Two leave the segment, one enters, one withdraws consent: the next export sends only that.
+    await shop.send([
+      { id: 'd0', type: 'page_view', identities: { cookie_id: 'ck-0' }, traits: { plan: 'silver' } },
+      { id: 'd1', type: 'page_view', identities: { cookie_id: 'ck-1' }, traits: { plan: 'silver' } },
+      { id: 'd12', type: 'page_view', identities: { cookie_id: 'ck-12' }, traits: { plan: 'gold' } },
+      { id: 'd2', type: 'page_view', identities: { cookie_id: 'ck-2' }, consent: { tcf: refused } },
+    ]);
+    await shop.folded(PEOPLE + 4);
+    const profile12 = (await shop.lookup('cookie_id', 'ck-12')).body.id;
+    await waitFor('the segment to change', async () => (await members()).includes(profile12));
+    const second = await exportNow(id);
+    const now = [...allowed.filter((i) => i > 2), 12];
+    expect(second).toMatchObject({ state: 'completed', adds: 1, removes: 3, withheld: { consent: 2 } });
+    expect(server.audience(segmentId)).toEqual(cookies(now));
+
+    // A full export sends everything again and leaves the partner as it was.
+    const full = await exportNow(id, { full: true });
+    expect(full).toMatchObject({ state: 'completed', full: true, adds: now.length, removes: 0 });
+    expect(server.audience(segmentId)).toEqual(cookies(now));
+
+    // Allowing the broker's label lets its profile leave.
+    expect((await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { labelsAllowed: ['partner_data'] } })).status).toBe(200);
+    const labelled = await exportNow(id);
+    expect(labelled).toMatchObject({ state: 'completed', adds: 1, removes: 0, withheld: { labels: {} } });
+    expect(server.audience(segmentId)).toEqual(cookies([...now, 5]));
+    expect(new Set(server.applied).size).toBe(server.applied.length);
+
+    const destination = (await admin(`/v1/destinations/${id}`)).body;
+    expect(destination.held[segmentId]).toEqual({ ids: now.length + 1, uncertain: 0 });
+    const listed = (await admin(`/v1/destinations/${id}/exports`)).body.exports;
+    expect(listed.map((view: { exportId: string }) => view.exportId)).toEqual([labelled.exportId, full.exportId, second.exportId, first.exportId]);
+  }, 240_000);
+
+  it("sends device ids to a DSP in its segment-data format under its rate limit, and counts the match rate", async () => {
+    const server = await partner({ kind: 'dsp', token: 'dsp-token', ratePerSecond: 2 });
+    const id = await createDestination({
+      connector: 'dsp_segments',
+      idType: 'maid',
+      config: { url: `${server.url}/data/advertiser`, token: 'dsp-token', advertiserId: 'adv1', segmentCodes: { [segmentId]: 'dmp-gold' }, batchSize: 1, requestsPerSecond: 5 },
+    });
+    const done = await exportNow(id);
+    // After the webhook test: 2–12 are gold; 2 and 7 withheld for consent, 5 for its broker label.
+    const allowed = GOLD_NOW.filter((i) => ![2, 5, 7].includes(i));
+    const withMaid = allowed.filter((i) => i % 4 === 0);
+    expect((await members()).length).toBe(GOLD_NOW.length);
+    expect(done).toMatchObject({ state: 'completed', adds: withMaid.length, matched: withMaid.length, unmatched: allowed.length - withMaid.length, batches: withMaid.length, rejected: 0 });
+    expect(done.withheld).toEqual({ consent: 2, labels: { partner_data: 1 } });
+    expect(done.matchRate).toBeCloseTo(withMaid.length / allowed.length, 5);
+    expect(server.audience('dmp-gold')).toEqual(withMaid.map(maid).sort());
+    expect(server.rateLimited).toBeGreaterThan(0); // paced at 5/s against a partner taking 2/s: it said 429, and we waited
+  }, 120_000);
+
+  it('refuses a people-based list under its minimum audience, then sends SHA-256 email hashes', async () => {
+    const server = await partner({ kind: 'people', token: 'list-token' });
+    const config = { url: server.url, token: 'list-token', listId: 'gold_buyers', minAudience: 50 };
+    const id = await createDestination({ connector: 'people_list', idType: 'email_sha256', config });
+    const refusedExport = await exportNow(id);
+    expect(refusedExport).toMatchObject({ state: 'completed', adds: 0, batches: 0 });
+    expect(refusedExport.segments[0].refused).toMatch(/minimum audience of 50/);
+    expect(server.requests).toBe(0);
+
+    await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { ...config, token: undefined, minAudience: 3 } } });
+    const sent = await exportNow(id);
+    const hashes = GOLD_NOW.filter((i) => i % 2 === 0 && i !== 2).map((i) => sha256Hex(`user${i}@example.com`)).sort();
+    expect(sent).toMatchObject({ state: 'completed', adds: hashes.length });
+    expect(server.audience('gold_buyers')).toEqual(hashes);
+  }, 120_000);
+
+  it('writes exchange segment files into a folder and uploads them over HTTP', async () => {
+    const folderId = await createDestination({ connector: 'segment_file', idType: 'cookie_id', config: { folder: 'ssp/gold', format: 'csv', batchSize: 4 } });
+    const folderExport = await exportNow(folderId);
+    expect(folderExport.state).toBe('completed');
+    const folder = join(exportDir, 'ssp/gold');
+    const files = readdirSync(folder).sort();
+    expect(files.every((name) => name.endsWith('.csv'))).toBe(true);
+    const fromFiles = new Map<string, Set<string>>();
+    for (const name of files) applyFile(readFileSync(join(folder, name), 'utf8'), 'csv', (segment) => fromFiles.get(segment) ?? fromFiles.set(segment, new Set()).get(segment)!);
+    expect(folderExport.adds).toBeGreaterThan(0);
+    expect([...(fromFiles.get(segmentId) ?? [])].length).toBe(folderExport.adds);
+
+    const server = await partner({ kind: 'files', token: 'upload-token' });
+    const uploadId = await createDestination({ connector: 'segment_file', idType: 'cookie_id', config: { url: `${server.url}/incoming`, token: 'upload-token', format: 'ndjson' } });
+    const uploaded = await exportNow(uploadId);
+    expect(uploaded.state).toBe('completed');
+    expect([...server.files.keys()].every((name) => name.endsWith('.ndjson'))).toBe(true);
+    expect(server.audience(segmentId)).toEqual([...(fromFiles.get(segmentId) ?? [])].sort());
+  }, 120_000);
+
+  it('runs exports from a Temporal Schedule per destination, paused and resumed through the API', async () => {
+    const server = await partner({ kind: 'webhook', secret: 'schedule-secret-0123456789' });
+    const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', schedule: { every: 'PT1H' }, config: { url: server.url, secret: 'schedule-secret-0123456789' } });
+    const view = (await admin(`/v1/destinations/${id}`)).body;
+    expect(view.scheduleId).toBe(destinationScheduleId(platform.store.db.databaseName, id));
+    const handle = platform.temporal.schedule.getHandle(view.scheduleId);
+    const described = await handle.describe();
+    expect(described.policies.overlap).toBe('SKIP');
+    expect(described.state.paused).toBe(false);
+
+    expect((await admin(`/v1/destinations/${id}/pause`, { method: 'POST' })).body.state).toBe('paused');
+    expect((await handle.describe()).state.paused).toBe(true);
+    expect((await admin(`/v1/destinations/${id}/exports`, { body: {} })).status).toBe(409);
+    expect((await admin(`/v1/destinations/${id}/resume`, { method: 'POST' })).body.state).toBe('active');
+    expect((await handle.describe()).state.paused).toBe(false);
+
+    await handle.trigger();
+    const scheduled = await waitFor(
+      'the scheduled export',
+      async () => {
+        const [latest] = (await admin(`/v1/destinations/${id}/exports`)).body.exports;
+        return latest && latest.state !== 'running' ? latest : null;
+      },
+      120_000,
+    );
+    expect(scheduled).toMatchObject({ trigger: 'schedule', state: 'completed' });
+    expect(server.audience(segmentId).length).toBe(scheduled.adds);
+
+    expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
+    await expect(handle.describe()).rejects.toThrow();
+  }, 180_000);
+});
