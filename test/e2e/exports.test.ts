@@ -237,4 +237,21 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
     await expect(handle.describe()).rejects.toThrow();
   }, 180_000);
+
+  it('exports near real time: a membership change reaches the partner within about a minute, by the schedule alone', async () => {
+    const server = await partner({ kind: 'webhook', secret: 'realtime-secret-0123456789' });
+    const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', nearRealTime: true, labelsAllowed: ['partner_data'], config: { url: server.url, secret: 'realtime-secret-0123456789' } });
+    const initial = GOLD_NOW.filter((i) => i !== 2 && i !== 7);
+    await waitFor('the first near-real-time export', async () => server.audience(segmentId).length === initial.length, 90_000, 500);
+    expect(server.audience(segmentId)).toEqual(cookies(initial));
+
+    await shop.send([{ id: 'rt13', type: 'page_view', identities: { cookie_id: 'ck-13' }, traits: { plan: 'gold' } }]);
+    const acknowledged = Date.now();
+    await waitFor('ck-13 at the partner', async () => server.audience(segmentId).includes('ck-13'), 120_000, 250);
+    // The schedule checks every minute; folding, planning and delivery come on top.
+    expect(Date.now() - acknowledged).toBeLessThan(90_000);
+    const exports = (await admin(`/v1/destinations/${id}/exports`)).body.exports;
+    expect(exports[0]).toMatchObject({ trigger: 'near_real_time', state: 'completed', adds: 1, removes: 0 });
+    await admin(`/v1/destinations/${id}`, { method: 'DELETE' });
+  }, 240_000);
 });

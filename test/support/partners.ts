@@ -22,6 +22,8 @@ export interface PartnerOptions {
   faults?: Fault[];
   /** How long a stalled request hangs. */
   stallMs?: number;
+  /** How long every request takes to handle (a slow partner). */
+  delayMs?: number;
 }
 
 export class PartnerServer {
@@ -100,6 +102,7 @@ export class PartnerServer {
       await new Promise((resolve) => setTimeout(resolve, this.options.stallMs ?? 5000));
       return void req.socket.destroy();
     }
+    if (this.options.delayMs) await new Promise((resolve) => setTimeout(resolve, this.options.delayMs));
     const key = String(req.headers['idempotency-key'] ?? '');
     // The people kind takes adds and removes of one batch in two requests under the same key.
     const scopedKey = this.options.kind === 'people' ? `${key}|${req.url}` : key;

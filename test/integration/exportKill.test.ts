@@ -1,0 +1,93 @@
+import type { ChildProcess } from 'node:child_process';
+import type { Client } from '@temporalio/client';
+import { newExport } from '../../activities/exports';
+import { DestinationConsentSchema } from '../../domain/destinations';
+import { destinationExportWorkflowId } from '../../domain/workflowIds';
+import type { Store } from '../../store/db';
+import { batchId, DestinationStore } from '../../store/destinations';
+import { ProfileStore } from '../../store/profiles';
+import { SegmentStore } from '../../store/segments';
+import { startDestinationExport } from '../../temporal/client';
+import { PartnerServer } from '../support/partners';
+import { killHard, spawnWorker } from '../support/processes';
+import { seededRandom } from '../support/random';
+import { syntheticProfile } from '../support/segmentFixtures';
+import { testStore, testTemporal, uniqueName, waitFor } from '../support/services';
+
+describe('a worker killed mid export', () => {
+  let store: Store;
+  let temporal: Client;
+  let partner: PartnerServer;
+  const children: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    store = await testStore('exportkill');
+    temporal = await testTemporal();
+    partner = await new PartnerServer({ kind: 'webhook', secret: 'kill-test-secret-0123456789', delayMs: 60 }).start();
+  });
+  afterAll(async () => {
+    for (const child of children) await killHard(child);
+    await partner.stop();
+    await store.close();
+    await temporal.connection.close();
+  });
+
+  it('ends, after another worker takes over, with the partner holding exactly the segment and one applied batch per receipt', async () => {
+    const random = seededRandom(11);
+    const now = Date.now();
+    const docs = Array.from({ length: 3_000 }, (_, n) => syntheticProfile(n, random, now));
+    const profiles = new ProfileStore(store, 0);
+    for (let start = 0; start < docs.length; start += 1000) await profiles.saveVersions(docs.slice(start, start + 1000), 'fixture');
+    const at = new Date(now);
+    await new SegmentStore(store).create({ _id: 'seg_all', name: 'All', description: null, taxonomyPath: null, ruleJson: JSON.stringify({ identity: 'cookie_id' }), schedule: null, version: 1, createdAt: at, updatedAt: at, current: null, lastRun: null });
+    const destinations = new DestinationStore(store);
+    await destinations.create({
+      _id: 'dst_kill',
+      name: 'webhook',
+      connector: 'webhook',
+      config: { url: `${partner.url}/hook`, secret: 'kill-test-secret-0123456789', batchSize: 50, requestsPerSecond: 1000, concurrency: 2 },
+      segments: ['seg_all'],
+      idType: 'cookie_id',
+      schedule: null,
+      nearRealTime: false,
+      labelsAllowed: [],
+      consent: DestinationConsentSchema.parse({ tcfPurposes: [] }),
+      state: 'active',
+      held: {},
+      running: null,
+      lastExport: null,
+      createdAt: at,
+      updatedAt: at,
+    });
+
+    const taskQueue = uniqueName('exportkill');
+    const env = { DMP_TASK_QUEUE: taskQueue, DMP_DESTINATION_ALLOWLIST: '127.0.0.1' };
+    const first = spawnWorker(store, env);
+    children.push(first);
+    const exportId = 'dst_kill-20260101T000000Z';
+    await destinations.openExport(newExport(exportId, 'dst_kill', false, 'api', at));
+    await startDestinationExport(temporal, store.db.databaseName, 'dst_kill', exportId, false, { DMP_TASK_QUEUE: taskQueue });
+    // Killed while batches are being delivered (the export first runs the segmentation pass it needs).
+    await waitFor('delivery under way', async () => partner.applied.length >= 10, 120_000, 20);
+    await killHard(first);
+    const appliedAtKill = partner.applied.length;
+    expect(appliedAtKill).toBeLessThan(60);
+
+    children.push(spawnWorker(store, env));
+    await temporal.workflow.getHandle(destinationExportWorkflowId(store.db.databaseName, exportId)).result();
+
+    const done = await destinations.getExport(exportId);
+    const expected = docs.map((doc) => doc.identities.find((identity) => identity.type === 'cookie_id')!.value).sort();
+    expect(done).toMatchObject({ state: 'completed', batchesConfirmed: 60, error: null });
+    expect(partner.audience('seg_all')).toEqual(expected);
+    // No batch applied twice, and every batch applied exactly once has its receipt.
+    expect(new Set(partner.applied).size).toBe(partner.applied.length);
+    expect([...partner.applied].sort()).toEqual(Array.from({ length: 60 }, (_, n) => batchId(exportId, n)).sort());
+    const receipts = await destinations.receiptsOf(exportId, 60);
+    expect([...receipts.values()].every((receipt) => receipt.state === 'applied')).toBe(true);
+    expect(receipts.size).toBe(60);
+    const destination = await destinations.get('dst_kill');
+    expect(destination?.held.seg_all).toMatchObject({ exportId, ids: 3000, uncertain: 0 });
+    expect(destination?.running).toBeNull();
+  }, 300_000);
+});

@@ -1,0 +1,567 @@
+import { createHmac } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { z } from 'zod';
+import { type ExportBatch } from '../../connectors/connector';
+import { DeliveryError, Outbound, refuseUrl, retryAfterMs } from '../../connectors/outbound';
+import { CONNECTORS } from '../../connectors/registry';
+import { fileContent } from '../../connectors/segmentFile';
+import { signature, webhook } from '../../connectors/webhook';
+import {
+  CreateDestinationRequestSchema,
+  decide,
+  delta,
+  exportFacts,
+  ExportListQuerySchema,
+  ExportRequestSchema,
+  exportIdFor,
+  factsChanged,
+  nextState,
+  PatchDestinationRequestSchema,
+  toBatches,
+  type ExportFacts,
+  type ExportPolicy,
+} from '../../domain/destinations';
+import type { ProfileConsent, ProfileDoc } from '../../domain/profile';
+
+const AT = new Date('2026-06-30T12:00:00Z');
+
+function issuePaths(result: { success: boolean; error?: { issues: Array<{ path: PropertyKey[] }> } }): string[] {
+  return (result.error?.issues ?? []).map((issue) => issue.path.map(String).join('.'));
+}
+
+// ---- delta ------------------------------------------------------------------------------------
+
+describe('delta', () => {
+  it('adds the targeted ids the partner does not hold, and removes the held ones no longer targeted', () => {
+    expect(delta(['a', 'b', 'c'], { held: ['b', 'd'], uncertain: [] }, false)).toEqual({ adds: ['a', 'c'], removes: ['d'] });
+  });
+
+  it('adds targeted ids that are uncertain, and removes uncertain ids that are not targeted', () => {
+    // An unconfirmed batch may or may not have landed: the next export resends it whichever way the target says.
+    expect(delta(['a', 'u1'], { held: [], uncertain: ['u1', 'u2'] }, false)).toEqual({ adds: ['a', 'u1'], removes: ['u2'] });
+  });
+
+  it('with `full`, adds every targeted id again, held ones included, and still removes', () => {
+    expect(delta(['a', 'b', 'c'], { held: ['b', 'x'], uncertain: ['c', 'y'] }, true)).toEqual({ adds: ['a', 'b', 'c'], removes: ['x', 'y'] });
+  });
+
+  it('is empty when the partner already holds exactly the target', () => {
+    expect(delta(['a', 'b'], { held: ['a', 'b'], uncertain: [] }, false)).toEqual({ adds: [], removes: [] });
+    expect(delta([], { held: [], uncertain: [] }, false)).toEqual({ adds: [], removes: [] });
+    expect(delta([], { held: [], uncertain: [] }, true)).toEqual({ adds: [], removes: [] });
+  });
+
+  it('removes everything when the target is empty', () => {
+    expect(delta([], { held: ['a', 'c'], uncertain: ['b'] }, false)).toEqual({ adds: [], removes: ['a', 'b', 'c'] });
+  });
+
+  it('returns sorted, unique lists when the inputs interleave', () => {
+    // Code-unit order, as Array.prototype.sort gives: 'B' < 'a' < 'a1' < 'b'.
+    const { adds, removes } = delta(['B', 'a1', 'c', 'e'], { held: ['a', 'c', 'd'], uncertain: ['B', 'b', 'f'] }, false);
+    expect(adds).toEqual(['B', 'a1', 'e']);
+    expect(removes).toEqual(['a', 'b', 'd', 'f']);
+  });
+});
+
+// ---- nextState --------------------------------------------------------------------------------
+
+describe('nextState', () => {
+  it('holds confirmed adds and drops confirmed removes', () => {
+    expect(nextState({ held: ['a', 'x'], uncertain: [] }, [{ adds: ['b'], removes: ['x'], confirmed: true }])).toEqual({ held: ['a', 'b'], uncertain: [] });
+  });
+
+  it('makes every id of an unconfirmed batch uncertain, adds and removes alike', () => {
+    expect(nextState({ held: ['x'], uncertain: [] }, [{ adds: ['b', 'c'], removes: ['x'], confirmed: false }])).toEqual({ held: [], uncertain: ['b', 'c', 'x'] });
+  });
+
+  it('resolves uncertain ids once a batch touching them is confirmed', () => {
+    const state = { held: [], uncertain: ['u1', 'u2'] };
+    expect(nextState(state, [{ adds: ['u1'], removes: ['u2'], confirmed: true }])).toEqual({ held: ['u1'], uncertain: [] });
+  });
+
+  it('keeps the state of ids no batch touched', () => {
+    const state = { held: ['h1', 'h2'], uncertain: ['u1'] };
+    expect(nextState(state, [])).toEqual(state);
+    expect(nextState(state, [{ adds: ['n'], removes: [], confirmed: false }])).toEqual({ held: ['h1', 'h2'], uncertain: ['n', 'u1'] });
+  });
+
+  it('returns sorted, disjoint lists whatever order the batches came in', () => {
+    const next = nextState({ held: ['m'], uncertain: ['k'] }, [
+      { adds: ['z', 'c'], removes: [], confirmed: true },
+      { adds: ['b', 'y'], removes: [], confirmed: false },
+      { adds: [], removes: ['m'], confirmed: false },
+      { adds: [], removes: ['k'], confirmed: true },
+    ]);
+    expect(next).toEqual({ held: ['c', 'z'], uncertain: ['b', 'm', 'y'] });
+  });
+});
+
+// ---- toBatches --------------------------------------------------------------------------------
+
+describe('toBatches', () => {
+  it('cuts adds then removes into batches of at most `size`, never mixing the two', () => {
+    expect(toBatches(['a', 'b', 'c'], ['x', 'y'], 2)).toEqual([
+      { adds: ['a', 'b'], removes: [] },
+      { adds: ['c'], removes: [] },
+      { adds: [], removes: ['x', 'y'] },
+    ]);
+  });
+
+  it('makes no batch of nothing', () => {
+    expect(toBatches([], [], 10)).toEqual([]);
+    expect(toBatches([], ['x'], 10)).toEqual([{ adds: [], removes: ['x'] }]);
+  });
+});
+
+// ---- consent and export controls --------------------------------------------------------------
+
+describe('decide', () => {
+  const LABELS: Record<string, string[]> = { src_shop: [], src_crm: ['crm'], src_broker: ['partner_data', 'crm'] };
+  const policy = (overrides: Partial<ExportPolicy> & { consent?: Partial<ExportPolicy['consent']> } = {}): ExportPolicy => ({
+    idType: 'cookie_id',
+    labelsAllowed: [],
+    labelsOf: (source) => LABELS[source] ?? [],
+    ...overrides,
+    consent: { tcfPurposes: [1, 3, 4], requireTcf: false, ...overrides.consent },
+  });
+  const facts = (overrides: Partial<ExportFacts> = {}): ExportFacts => ({
+    ids: ['cookie_id:ck1', 'email_sha256:abc', 'cookie_id:ck2', 'maid:m1'],
+    tcf: null,
+    sources: ['src_shop'],
+    ...overrides,
+  });
+
+  it('lets a profile without a TC string pass unless the destination requires one', () => {
+    expect(decide(facts(), policy())).toEqual({ withheld: null, ids: ['ck1', 'ck2'] });
+    expect(decide(facts(), policy({ consent: { requireTcf: true } }))).toEqual({ withheld: 'consent' });
+  });
+
+  it('withholds a profile whose TC string lacks any required purpose', () => {
+    expect(decide(facts({ tcf: { purposes: [1, 4, 7], vendors: [] } }), policy())).toEqual({ withheld: 'consent' });
+    expect(decide(facts({ tcf: { purposes: [], vendors: [] } }), policy())).toEqual({ withheld: 'consent' });
+    expect(decide(facts({ tcf: { purposes: [4, 3, 2, 1], vendors: [] } }), policy())).toMatchObject({ withheld: null });
+  });
+
+  it('requires no purpose when the destination lists none', () => {
+    expect(decide(facts({ tcf: { purposes: [], vendors: [] } }), policy({ consent: { tcfPurposes: [] } }))).toMatchObject({ withheld: null });
+  });
+
+  it("withholds a profile whose TC string does not consent to the partner's vendor id", () => {
+    const tcf = { purposes: [1, 3, 4], vendors: [10, 20] };
+    expect(decide(facts({ tcf }), policy({ consent: { tcfVendorId: 30 } }))).toEqual({ withheld: 'consent' });
+    expect(decide(facts({ tcf }), policy({ consent: { tcfVendorId: 20 } }))).toMatchObject({ withheld: null });
+    // Without a TC string there is no vendor to check: the vendor id alone does not require one.
+    expect(decide(facts(), policy({ consent: { tcfVendorId: 30 } }))).toMatchObject({ withheld: null });
+  });
+
+  it('withholds a profile holding data of a source with a label not allowed, naming that label', () => {
+    expect(decide(facts({ sources: ['src_shop', 'src_crm'] }), policy())).toEqual({ withheld: 'label', label: 'crm' });
+    expect(decide(facts({ sources: ['src_shop', 'src_broker'] }), policy({ labelsAllowed: ['crm'] }))).toEqual({ withheld: 'label', label: 'partner_data' });
+    expect(decide(facts({ sources: ['src_broker', 'src_crm'] }), policy({ labelsAllowed: ['crm', 'partner_data'] }))).toMatchObject({ withheld: null });
+    // A source the policy knows no labels of carries none.
+    expect(decide(facts({ sources: ['src_gone'] }), policy())).toMatchObject({ withheld: null });
+  });
+
+  it('checks consent before labels', () => {
+    expect(decide(facts({ tcf: { purposes: [1], vendors: [] }, sources: ['src_crm'] }), policy())).toEqual({ withheld: 'consent' });
+  });
+
+  it("sends only ids of the destination's id type, without the type prefix", () => {
+    expect(decide(facts(), policy({ idType: 'email_sha256' }))).toEqual({ withheld: null, ids: ['abc'] });
+    expect(decide(facts(), policy({ idType: 'maid' }))).toEqual({ withheld: null, ids: ['m1'] });
+    expect(decide(facts(), policy({ idType: 'crm_id' }))).toEqual({ withheld: null, ids: [] });
+    // Only the prefix goes: a value holding colons itself keeps them.
+    expect(decide(facts({ ids: ['crm_id:acme:42'] }), policy({ idType: 'crm_id' }))).toEqual({ withheld: null, ids: ['acme:42'] });
+  });
+});
+
+// ---- export facts -----------------------------------------------------------------------------
+
+describe('exportFacts and factsChanged', () => {
+  const tcf = (tcString: string): NonNullable<ProfileConsent['tcf']> => ({
+    tcString,
+    policyVersion: 4,
+    cmpId: 7,
+    created: AT,
+    purposeConsents: [1, 3, 4],
+    purposeLegitimateInterests: [2],
+    vendorConsents: [755],
+  });
+  const consent = (extra: Partial<ProfileConsent> = {}): ProfileConsent => ({ sourceId: 'src_shop', at: AT, ...extra });
+  type FactFields = Pick<ProfileDoc, 'identities' | 'consent' | 'sources'>;
+  const doc = (overrides: Partial<FactFields> = {}): FactFields => ({
+    identities: [{ type: 'cookie_id', value: 'ck1', firstSeen: AT, lastSeen: AT, sourceId: 'src_shop' }],
+    consent: consent({ tcf: tcf('TC-A'), purposes: { analytics: true } }),
+    sources: ['src_shop'],
+    ...overrides,
+  });
+
+  it('keeps identity keys, the TCF purposes and vendors, and the sources', () => {
+    expect(exportFacts(doc())).toEqual({ ids: ['cookie_id:ck1'], tcf: { purposes: [1, 3, 4], vendors: [755] }, sources: ['src_shop'] });
+  });
+
+  it('has no TCF facts when the profile never sent a TC string', () => {
+    expect(exportFacts(doc({ consent: null })).tcf).toBeNull();
+    expect(exportFacts(doc({ consent: consent({ purposes: { ads: true } }) })).tcf).toBeNull();
+  });
+
+  it('is false for a document that did not exist before', () => {
+    expect(factsChanged(null, doc())).toBe(false);
+  });
+
+  it('is false when nothing an export reads changed', () => {
+    expect(factsChanged(doc(), doc())).toBe(false);
+    // A newer copy of the same consent (same TC string, same purposes) is not a change.
+    expect(factsChanged(doc(), doc({ consent: consent({ at: new Date(AT.getTime() + 1000), tcf: tcf('TC-A'), purposes: { analytics: true } }) }))).toBe(false);
+  });
+
+  it('is true when an identity or a source was added', () => {
+    const more = [...doc().identities, { type: 'maid' as const, value: 'm1', firstSeen: AT, lastSeen: AT, sourceId: 'src_app' }];
+    expect(factsChanged(doc(), doc({ identities: more }))).toBe(true);
+    expect(factsChanged(doc(), doc({ sources: ['src_shop', 'src_app'] }))).toBe(true);
+  });
+
+  it('is true when the TC string changed, appeared or went', () => {
+    expect(factsChanged(doc(), doc({ consent: consent({ tcf: tcf('TC-B'), purposes: { analytics: true } }) }))).toBe(true);
+    expect(factsChanged(doc({ consent: null }), doc())).toBe(true);
+    expect(factsChanged(doc(), doc({ consent: consent({ purposes: { analytics: true } }) }))).toBe(true);
+  });
+
+  it('is true when the purposes map changed', () => {
+    expect(factsChanged(doc(), doc({ consent: consent({ tcf: tcf('TC-A'), purposes: { analytics: false } }) }))).toBe(true);
+    expect(factsChanged(doc(), doc({ consent: consent({ tcf: tcf('TC-A'), purposes: { analytics: true, ads: true } }) }))).toBe(true);
+    expect(factsChanged(doc(), doc({ consent: consent({ tcf: tcf('TC-A') }) }))).toBe(true);
+  });
+});
+
+// ---- export ids -------------------------------------------------------------------------------
+
+describe('exportIdFor', () => {
+  const window = new Date('2026-01-02T03:04:05.678Z');
+
+  it('is deterministic, and carries no colons', () => {
+    const id = exportIdFor('dst_x', window);
+    expect(id).toBe(exportIdFor('dst_x', new Date(window.getTime())));
+    expect(id).not.toContain(':');
+    expect(id.startsWith('dst_x')).toBe(true);
+  });
+
+  it('is the same within one second and differs across seconds and destinations', () => {
+    const id = exportIdFor('dst_x', window);
+    expect(exportIdFor('dst_x', new Date('2026-01-02T03:04:05.000Z'))).toBe(id);
+    expect(exportIdFor('dst_x', new Date('2026-01-02T03:04:05.999Z'))).toBe(id);
+    expect(exportIdFor('dst_x', new Date('2026-01-02T03:04:06.000Z'))).not.toBe(id);
+    expect(exportIdFor('dst_y', window)).not.toBe(id);
+  });
+});
+
+// ---- API schemas ------------------------------------------------------------------------------
+
+describe('destination request schemas', () => {
+  const valid = { name: 'CRM webhook', connector: 'webhook', config: { url: 'https://crm.example.com/dmp', secret: 'a-long-shared-secret' }, segments: ['seg_1'], idType: 'crm_id' };
+
+  it('accepts a valid creation request, and fills the consent defaults', () => {
+    expect(CreateDestinationRequestSchema.safeParse({ ...valid, schedule: { every: 'PT1H' } }).success).toBe(true);
+    expect(CreateDestinationRequestSchema.parse({ ...valid, consent: {} }).consent).toEqual({ tcfPurposes: [1, 3, 4], requireTcf: false });
+  });
+
+  it('refuses unknown fields, at the top and in consent', () => {
+    expect(issuePaths(CreateDestinationRequestSchema.safeParse({ ...valid, extra: 1 }))).toEqual(['']);
+    expect(issuePaths(CreateDestinationRequestSchema.safeParse({ ...valid, consent: { purposes: [1] } }))).toEqual(['consent']);
+  });
+
+  it('refuses a segment listed twice, no segment, and an unknown id type', () => {
+    expect(issuePaths(CreateDestinationRequestSchema.safeParse({ ...valid, segments: ['seg_1', 'seg_1'] }))).toEqual(['segments']);
+    expect(issuePaths(CreateDestinationRequestSchema.safeParse({ ...valid, segments: [] }))).toEqual(['segments']);
+    // Raw emails never leave: only their hashes are an id type.
+    expect(issuePaths(CreateDestinationRequestSchema.safeParse({ ...valid, idType: 'email' }))).toEqual(['idType']);
+  });
+
+  it('refuses TCF purposes outside 1–24, a vendor id of 0 and a malformed label', () => {
+    expect(issuePaths(CreateDestinationRequestSchema.safeParse({ ...valid, consent: { tcfPurposes: [25] } }))).toEqual(['consent.tcfPurposes.0']);
+    expect(issuePaths(CreateDestinationRequestSchema.safeParse({ ...valid, consent: { tcfVendorId: 0 } }))).toEqual(['consent.tcfVendorId']);
+    expect(issuePaths(CreateDestinationRequestSchema.safeParse({ ...valid, labelsAllowed: ['Partner Data'] }))).toEqual(['labelsAllowed.0']);
+  });
+
+  it('refuses an empty patch and unknown patch fields; a null schedule clears it', () => {
+    expect(PatchDestinationRequestSchema.safeParse({}).success).toBe(false);
+    expect(PatchDestinationRequestSchema.safeParse({ connector: 'webhook' }).success).toBe(false);
+    expect(PatchDestinationRequestSchema.parse({ schedule: null })).toEqual({ schedule: null });
+  });
+
+  it('reads export requests and list queries', () => {
+    expect(ExportRequestSchema.parse({})).toEqual({});
+    expect(ExportRequestSchema.parse({ full: true })).toEqual({ full: true });
+    expect(ExportRequestSchema.safeParse({ full: 'yes' }).success).toBe(false);
+    expect(ExportRequestSchema.safeParse({ full: true, dryRun: true }).success).toBe(false);
+    expect(ExportListQuerySchema.parse({})).toEqual({ limit: 50 });
+    expect(ExportListQuerySchema.parse({ limit: '10' })).toEqual({ limit: 10 });
+    expect(ExportListQuerySchema.safeParse({ limit: '0' }).success).toBe(false);
+    expect(ExportListQuerySchema.safeParse({ limit: '201' }).success).toBe(false);
+  });
+});
+
+// ---- connectors: registry ---------------------------------------------------------------------
+
+describe('connector registry', () => {
+  /** A minimal valid config of each connector: the unknown-field check must fail on that field alone. */
+  const VALID: Record<string, Record<string, unknown>> = {
+    webhook: { url: 'https://crm.example.com/dmp', secret: 'a-long-shared-secret' },
+    dsp_segments: { url: 'https://dsp.example.com/data/advertiser', token: 't', advertiserId: 'adv1' },
+    people_list: { url: 'https://people.example.com', token: 't', listId: 'list_1' },
+    segment_file: { folder: 'exchange/out' },
+  };
+
+  it('registers the four connectors under their own names', () => {
+    expect(Object.keys(CONNECTORS).sort()).toEqual(['dsp_segments', 'people_list', 'segment_file', 'webhook']);
+    for (const [name, connector] of Object.entries(CONNECTORS)) expect(connector.name).toBe(name);
+  });
+
+  it.each(Object.keys(VALID))('%s: accepts its minimal config and refuses an unknown field', (name) => {
+    const schema = CONNECTORS[name].config;
+    expect(schema.safeParse(VALID[name]).success).toBe(true);
+    const result = schema.safeParse({ ...VALID[name], surprise: true });
+    expect(result.success).toBe(false);
+    expect(result.error?.issues).toEqual([expect.objectContaining({ code: 'unrecognized_keys', keys: ['surprise'] })]);
+  });
+
+  it.each(Object.keys(VALID))('%s: names as secrets only fields of its config', (name) => {
+    const connector = CONNECTORS[name];
+    const shape = (connector.config as unknown as z.ZodObject).shape;
+    expect(connector.secrets.length).toBeGreaterThan(0);
+    for (const secret of connector.secrets) expect(Object.keys(shape)).toContain(secret);
+  });
+});
+
+// ---- connectors: formats ----------------------------------------------------------------------
+
+describe('webhook signature', () => {
+  it('is sha256= and the hex HMAC-SHA256 of the raw body under the secret', () => {
+    const body = JSON.stringify({ segment: { id: 'seg_1', name: 'Gold' }, adds: ['ä', 'b'], removes: [] });
+    const secret = 'a-long-shared-secret';
+    expect(signature(secret, body)).toBe(`sha256=${createHmac('sha256', secret).update(Buffer.from(body, 'utf8')).digest('hex')}`);
+    expect(signature(secret, body)).not.toBe(signature(`${secret}x`, body));
+  });
+
+  it('matches a fixed vector (RFC 4231 test case 2)', () => {
+    expect(signature('Jefe', 'what do ya want for nothing?')).toBe('sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+  });
+});
+
+describe('segment file content', () => {
+  const batch = (adds: string[], removes: string[], segmentId = 'seg_1'): ExportBatch => ({
+    destinationId: 'dst_x',
+    exportId: 'dst_x-20260102T030405Z',
+    batchId: 'dst_x-20260102T030405Z-seg_1-0',
+    segment: { id: segmentId, name: 'Gold, "best"' },
+    idType: 'cookie_id',
+    adds,
+    removes,
+  });
+
+  it('writes a CSV header then one row per id, adds before removes', () => {
+    expect(fileContent(batch(['a1', 'a2'], ['r1']), 'csv')).toBe('id,id_type,segment,action\na1,cookie_id,seg_1,add\na2,cookie_id,seg_1,add\nr1,cookie_id,seg_1,remove\n');
+    expect(fileContent(batch([], []), 'csv')).toBe('id,id_type,segment,action\n');
+  });
+
+  it('quotes CSV cells holding commas, quotes or line breaks, doubling the quotes', () => {
+    expect(fileContent(batch(['a,b', 'say "hi"', 'two\nlines'], [], 'seg,1'), 'csv')).toBe(
+      'id,id_type,segment,action\n"a,b",cookie_id,"seg,1",add\n"say ""hi""",cookie_id,"seg,1",add\n"two\nlines",cookie_id,"seg,1",add\n',
+    );
+  });
+
+  it('writes one JSON object per line in NDJSON', () => {
+    const text = fileContent(batch(['a"1'], ['r1']), 'ndjson');
+    expect(text.endsWith('\n')).toBe(true);
+    expect(text.trimEnd().split('\n').map((line) => JSON.parse(line))).toEqual([
+      { id: 'a"1', idType: 'cookie_id', segment: 'seg_1', action: 'add' },
+      { id: 'r1', idType: 'cookie_id', segment: 'seg_1', action: 'remove' },
+    ]);
+    expect(fileContent(batch([], []), 'ndjson')).toBe('');
+  });
+});
+
+// ---- connectors: outbound HTTP ----------------------------------------------------------------
+
+describe('retryAfterMs', () => {
+  const now = Date.parse('2026-06-30T12:00:00Z');
+
+  it('reads seconds', () => {
+    expect(retryAfterMs('3', now)).toBe(3000);
+    expect(retryAfterMs(' 120 ', now)).toBe(120_000);
+    expect(retryAfterMs('0', now)).toBe(0);
+  });
+
+  it('reads an HTTP date as the time left, and a past date as no wait', () => {
+    expect(retryAfterMs('Tue, 30 Jun 2026 12:00:30 GMT', now)).toBe(30_000);
+    expect(retryAfterMs('Tue, 30 Jun 2026 11:00:00 GMT', now)).toBe(0);
+  });
+
+  it('is null when absent or unreadable', () => {
+    expect(retryAfterMs(null, now)).toBeNull();
+    expect(retryAfterMs('', now)).toBeNull();
+    expect(retryAfterMs('soon', now)).toBeNull();
+  });
+});
+
+describe('refuseUrl', () => {
+  const none = new Set<string>();
+
+  it('allows http(s) URLs of public addresses', async () => {
+    expect(await refuseUrl('https://8.8.8.8/hook', none)).toBeNull();
+    expect(await refuseUrl('http://[2606:4700:4700::1111]:8080/', none)).toBeNull();
+  });
+
+  it('refuses what is not an http(s) URL, and credentials in the URL', async () => {
+    expect(await refuseUrl('not a url', none)).toBe('not a URL');
+    expect(await refuseUrl('ftp://8.8.8.8/file', none)).toBe('only http and https URLs');
+    expect(await refuseUrl('file:///etc/passwd', none)).toBe('only http and https URLs');
+    expect(await refuseUrl('https://user:pw@8.8.8.8/', none)).toBe('credentials belong in the config, not the URL');
+  });
+
+  it.each([
+    ['a loopback address', 'http://127.0.0.1:8080/'],
+    ['a loopback address spelled as one number', 'http://2130706433/'],
+    ['the IPv6 loopback', 'http://[::1]/'],
+    ['an IPv4-mapped loopback', 'http://[::ffff:127.0.0.1]/'],
+    ['a private address', 'http://10.1.2.3/'],
+    ['a private address', 'https://192.168.0.10/'],
+    ['the cloud metadata address (link-local)', 'http://169.254.169.254/latest/meta-data'],
+    ['the unspecified address', 'http://0.0.0.0/'],
+    ['an IPv6 unique local address', 'http://[fd00::1]/'],
+    ['localhost (resolved from the hosts file)', 'http://localhost:3000/'],
+  ])('refuses %s: %s', async (_kind, url) => {
+    expect(await refuseUrl(url, none)).toMatch(/private, loopback or link-local/);
+  });
+
+  it('allows an allowlisted host, and only that host', async () => {
+    expect(await refuseUrl('http://127.0.0.1:8080/', new Set(['127.0.0.1']))).toBeNull();
+    expect(await refuseUrl('http://LOCALHOST:8080/', new Set(['localhost']))).toBeNull();
+    expect(await refuseUrl('http://[::1]:8080/', new Set(['::1']))).toBeNull();
+    expect(await refuseUrl('http://10.0.0.1/', new Set(['127.0.0.1']))).toMatch(/10\.0\.0\.1/);
+  });
+});
+
+describe('Outbound.send against a local partner', () => {
+  let server: Server;
+  let base: string;
+  const received: Array<{ url: string; method: string; headers: IncomingMessage['headers']; body: string }> = [];
+  const allowed = new Outbound(new Set(['127.0.0.1']), 2000);
+  const impatient = new Outbound(new Set(['127.0.0.1']), 300);
+  const guarded = new Outbound(new Set(), 1000);
+
+  const handle = (req: IncomingMessage, res: ServerResponse, body: string) => {
+    received.push({ url: req.url ?? '', method: req.method ?? '', headers: req.headers, body });
+    const reply = (status: number, headers: Record<string, string> = {}, text = '') => res.writeHead(status, headers).end(text);
+    switch (req.url) {
+      case '/ok':
+        return reply(200, { 'content-type': 'application/json' }, '{"FailedLines":[]}');
+      case '/accepted':
+        return reply(202);
+      case '/busy':
+        return reply(429, { 'retry-after': '3' }, 'slow down');
+      case '/broken':
+        return reply(500, {}, 'oops');
+      case '/refused':
+        return reply(400, {}, 'bad ids');
+      case '/moved':
+        // A redirect into our own network must not be followed.
+        return reply(302, { location: 'http://10.0.0.1/' });
+      case '/hang':
+        return; // never answers
+      default:
+        return reply(404);
+    }
+  };
+
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      let body = '';
+      req.setEncoding('utf8');
+      req.on('data', (chunk: string) => (body += chunk));
+      req.on('end', () => handle(req, res, body));
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await Promise.all([allowed.close(), impatient.close(), guarded.close()]);
+  });
+
+  const failure = async (promise: Promise<unknown>): Promise<DeliveryError> => {
+    const error = await promise.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(DeliveryError);
+    return error as DeliveryError;
+  };
+
+  it('resolves with the response on a 2xx, sending the method, headers and body given', async () => {
+    const response = await allowed.send(`${base}/ok`, { method: 'POST', headers: { 'x-test': 'yes' }, body: 'payload' });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ FailedLines: [] });
+    expect(received.at(-1)).toMatchObject({ url: '/ok', method: 'POST', headers: expect.objectContaining({ 'x-test': 'yes' }), body: 'payload' });
+    expect((await allowed.send(`${base}/accepted`, { method: 'PUT', body: 'x' })).status).toBe(202);
+  });
+
+  it("makes a 429 retryable, with the partner's Retry-After", async () => {
+    const error = await failure(allowed.send(`${base}/busy`, { method: 'POST', body: '{}' }));
+    expect(error).toMatchObject({ retryable: true, status: 429, retryAfterMs: 3000 });
+    expect(error.message).toContain('slow down');
+  });
+
+  it('makes a 5xx retryable', async () => {
+    expect(await failure(allowed.send(`${base}/broken`, { method: 'POST', body: '{}' }))).toMatchObject({ retryable: true, status: 500, retryAfterMs: null });
+  });
+
+  it('makes a 400 a refusal, not retryable', async () => {
+    const error = await failure(allowed.send(`${base}/refused`, { method: 'POST', body: '{}' }));
+    expect(error).toMatchObject({ retryable: false, status: 400 });
+    expect(error.message).toBe('HTTP 400: bad ids');
+  });
+
+  it('does not follow redirects', async () => {
+    expect(await failure(allowed.send(`${base}/moved`, { method: 'POST', body: '{}' }))).toMatchObject({ retryable: false, status: 302 });
+  });
+
+  it('abandons a partner that never answers, as retryable', async () => {
+    const started = Date.now();
+    const error = await failure(impatient.send(`${base}/hang`, { method: 'POST', body: '{}' }));
+    expect(error).toMatchObject({ retryable: true, status: null });
+    expect(error.message).toBe('no response within 300 ms');
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it('refuses a private address not allowlisted before connecting, not retryable', async () => {
+    const before = received.length;
+    const error = await failure(guarded.send(`${base}/ok`, { method: 'POST', body: '{}' }));
+    expect(error).toMatchObject({ retryable: false, status: null });
+    expect(error.message).toContain('private address');
+    expect(received.length).toBe(before);
+  });
+
+  it('refuses a host name that resolves to a private address not allowlisted, not retryable', async () => {
+    // `localhost` is not on the allowlist even though 127.0.0.1 is: the check runs on the name dialled.
+    const before = received.length;
+    const error = await failure(allowed.send(`${base.replace('127.0.0.1', 'localhost')}/ok`, { method: 'POST', body: '{}' }));
+    expect(error.retryable).toBe(false);
+    expect(error.message).toContain('may not reach');
+    expect(received.length).toBe(before);
+  });
+
+  it('delivers a webhook batch whose signature verifies against the bytes received', async () => {
+    const secret = 'a-long-shared-secret';
+    const batch: ExportBatch = { destinationId: 'dst_x', exportId: 'exp_1', batchId: 'exp_1-0', segment: { id: 'seg_1', name: 'Gold' }, idType: 'crm_id', adds: ['crm-é'], removes: ['crm-2'] };
+    const config = webhook.config.parse({ url: `${base}/ok`, secret });
+    expect(await webhook.deliver(batch, config, { http: allowed, exportDir: '/nonexistent' })).toEqual({ rejected: 0 });
+    const request = received.at(-1)!;
+    expect(request.headers['idempotency-key']).toBe('exp_1-0');
+    expect(request.headers['x-dmp-signature']).toBe(`sha256=${createHmac('sha256', secret).update(request.body, 'utf8').digest('hex')}`);
+    expect(JSON.parse(request.body)).toMatchObject({ destinationId: 'dst_x', exportId: 'exp_1', batchId: 'exp_1-0', adds: ['crm-é'], removes: ['crm-2'] });
+  });
+});
