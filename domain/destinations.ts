@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { identityKey, type Identity, type StoredIdentityType } from './identity';
+import { identityKey, uid2Of, type Identity } from './identity';
 import type { ProfileConsent, ProfileDoc } from './profile';
 import { UsageLabelSchema } from './schemas';
 import { SegmentScheduleSchema } from './segments';
@@ -7,8 +7,10 @@ import { SegmentScheduleSchema } from './segments';
 // ---- API schemas -------------------------------------------------------------------------------
 
 /** What a partner receives for each member. */
-export const ID_TYPES = ['cookie_id', 'maid', 'crm_id', 'email_sha256', 'phone_sha256'] as const satisfies readonly StoredIdentityType[];
-export const IdTypeSchema = z.enum(ID_TYPES).openapi({ description: 'The ids the partner receives; emails and phones only ever as SHA-256 of the normalized value' });
+export const ID_TYPES = ['cookie_id', 'maid', 'crm_id', 'email_sha256', 'phone_sha256', 'email_uid2'] as const;
+export const IdTypeSchema = z.enum(ID_TYPES).openapi({
+  description: 'The ids the partner receives; emails and phones only ever hashed: `email_sha256` is hex SHA-256 of the trimmed, lowercased address, `email_uid2` the base64 hash after UID2\'s normalization (gmail dots and +suffix dropped)',
+});
 export type IdType = z.infer<typeof IdTypeSchema>;
 
 export const DestinationConsentSchema = z
@@ -147,7 +149,8 @@ export interface ExportFacts {
 export function exportFacts(subject: { identities: Identity[]; consent: ProfileConsent | null; sources: string[] }): ExportFacts {
   const tcf = subject.consent?.tcf;
   return {
-    ids: subject.identities.map(identityKey),
+    // UID2's hashed email travels as an id type of its own, beside ours.
+    ids: subject.identities.flatMap((identity) => (identity.type === 'email_sha256' ? [identityKey(identity), `email_uid2:${uid2Of(identity)}`] : [identityKey(identity)])),
     tcf: tcf ? { purposes: tcf.purposeConsents, vendors: tcf.vendorConsents } : null,
     sources: subject.sources,
   };

@@ -12,6 +12,12 @@ export type StoredIdentityType = (typeof STORED_IDENTITY_TYPES)[number];
 export interface Identity {
   type: StoredIdentityType;
   value: string;
+  /**
+   * For an email: its UID2 hashed form (base64 SHA-256 after UID2's normalization), kept only when
+   * it is not our own hash in base64 — gmail.com addresses with dots or a `+suffix`. Computed here
+   * at the edge, since the raw address is never stored. See `uid2EmailHash`.
+   */
+  uid2?: string;
 }
 
 /** The order in which an event's identities choose its profile when they point at different ones. */
@@ -45,6 +51,33 @@ export function normalizePhone(raw: string, defaultRegion: string): string {
   return parsed.number;
 }
 
+/**
+ * UID2's hashed email: trimmed and lowercased, and for gmail.com the local part without dots and
+ * without a `+suffix`; then SHA-256, base64-encoded (UID2 "Normalization and Encoding").
+ */
+export function uid2EmailHash(raw: string): string {
+  let email = raw.trim().toLowerCase();
+  const at = email.lastIndexOf('@');
+  if (email.slice(at + 1) === 'gmail.com') {
+    const local = email.slice(0, at).split('+')[0].replace(/\./g, '');
+    email = `${local}@gmail.com`;
+  }
+  return createHash('sha256').update(email, 'utf8').digest('base64');
+}
+
+function hexToBase64(hex: string): string {
+  return Buffer.from(hex, 'hex').toString('base64');
+}
+
+/**
+ * The UID2 hashed email of an `email_sha256` identity: the one computed at the edge, or ours in
+ * base64 — the same digest whenever UID2's normalization does not differ from ours (and the best
+ * there is for emails that arrived already hashed).
+ */
+export function uid2Of(identity: Identity): string {
+  return identity.uid2 ?? hexToBase64(identity.value);
+}
+
 const HEX_SHA256 = /^[0-9a-f]{64}$/;
 const BASE64_SHA256 = /^[A-Za-z0-9+/]{43}=$/;
 
@@ -61,8 +94,12 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** Turns one client-sent identity into its stored form: hashed when it is PII, validated always. */
 export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPhoneRegion: string): Identity {
   switch (type) {
-    case 'email':
-      return { type: 'email_sha256', value: sha256Hex(normalizeEmail(raw)) };
+    case 'email': {
+      const email = normalizeEmail(raw);
+      const value = sha256Hex(email);
+      const uid2 = uid2EmailHash(email);
+      return uid2 === hexToBase64(value) ? { type: 'email_sha256', value } : { type: 'email_sha256', value, uid2 };
+    }
     case 'phone':
       return { type: 'phone_sha256', value: sha256Hex(normalizePhone(raw, defaultPhoneRegion)) };
     case 'email_sha256':

@@ -190,9 +190,10 @@ function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
   const key = identityKey(add);
   const entry = entries.find((existing) => identityKey(existing) === key);
   if (!entry) {
-    entries.push({ type: add.type, value: add.value, firstSeen: add.firstSeen, lastSeen: add.lastSeen, sourceId: add.sourceId });
+    entries.push({ type: add.type, value: add.value, firstSeen: add.firstSeen, lastSeen: add.lastSeen, sourceId: add.sourceId, ...(add.uid2 && { uid2: add.uid2 }) });
     return;
   }
+  if (add.uid2 && !entry.uid2) entry.uid2 = add.uid2;
   if (add.firstSeen < entry.firstSeen || (add.firstSeen.getTime() === entry.firstSeen.getTime() && add.sourceId < entry.sourceId)) {
     entry.firstSeen = add.firstSeen;
     entry.sourceId = add.sourceId;

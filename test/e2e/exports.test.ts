@@ -254,4 +254,18 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(exports[0]).toMatchObject({ trigger: 'near_real_time', state: 'completed', adds: 1, removes: 0 });
     await admin(`/v1/destinations/${id}`, { method: 'DELETE' });
   }, 240_000);
+
+  it("sends UID2 hashed emails computed at the collection edge (UID2's published vector)", async () => {
+    await shop.send([{ id: 'jane', type: 'purchase', identities: { cookie_id: 'ck-jane', email: 'Jane.Saoirse@gmail.com' }, traits: { plan: 'gold' }, consent: { tcf: consented } }]);
+    const jane = await waitFor('jane folded', async () => (await shop.lookup('cookie_id', 'ck-jane')).body.id as string | undefined);
+    await waitFor('jane in the segment', async () => (await members()).includes(jane));
+    const server = await partner({ kind: 'webhook', secret: 'uid2-secret-0123456789ab' });
+    const id = await createDestination({ connector: 'webhook', idType: 'email_uid2', config: { url: server.url, secret: 'uid2-secret-0123456789ab' } });
+    const done = await exportNow(id);
+    expect(done.state).toBe('completed');
+    const sent = server.audience(segmentId);
+    expect(sent).toContain('ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8=');
+    // Addresses UID2 normalizes as we do are our own digest in base64.
+    expect(sent).toContain(Buffer.from(sha256Hex('user4@example.com'), 'hex').toString('base64'));
+  }, 120_000);
 });

@@ -9,6 +9,8 @@ import {
   normalizeSha256,
   sha256Hex,
   toStoredIdentity,
+  uid2EmailHash,
+  uid2Of,
 } from '../../domain/identity';
 
 describe('sha256Hex', () => {
@@ -203,5 +205,23 @@ describe('identityKey', () => {
 describe('IDENTITY_PRIORITY', () => {
   it('ranks every stored identity type exactly once', () => {
     expect([...IDENTITY_PRIORITY].sort()).toEqual([...STORED_IDENTITY_TYPES].sort());
+  });
+});
+
+describe('UID2 hashed emails, computed at the edge beside ours', () => {
+  it("matches UID2's published vector", () => {
+    expect(uid2EmailHash('Jane.Saoirse@gmail.com')).toBe('ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8=');
+    // gmail.com drops dots and a +suffix from the local part, after trimming and lowercasing.
+    expect(uid2EmailHash('  JANE.SAOIRSE+news@GMAIL.COM ')).toBe('ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8=');
+  });
+
+  it('keeps the UID2 hash on the stored identity only where it differs from ours', () => {
+    const gmail = toStoredIdentity('email', 'Jane.Saoirse@gmail.com', 'US');
+    expect(gmail).toEqual({ type: 'email_sha256', value: createHash('sha256').update('jane.saoirse@gmail.com').digest('hex'), uid2: 'ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8=' });
+    expect(uid2Of(gmail)).toBe('ku4mBX7Z3qJTXWyLFB1INzkyR2WZGW4ANSJUiW21iI8=');
+    // Other domains keep dots and suffixes: UID2's hash is ours, in base64.
+    const other = toStoredIdentity('email', 'Jane.Saoirse+news@example.com', 'US');
+    expect(other.uid2).toBeUndefined();
+    expect(uid2Of(other)).toBe(createHash('sha256').update('jane.saoirse+news@example.com').digest('base64'));
   });
 });
