@@ -113,10 +113,15 @@ export class Outbound {
   }
 }
 
-/** `Retry-After` as seconds or an HTTP date, in milliseconds from now; null when absent or unreadable. */
+/** Longer than this, a Retry-After is read as "much later" and capped by the caller's own limit. */
+const RETRY_AFTER_CAP_MS = 86_400_000;
+
+/** `Retry-After` as delay-seconds or an HTTP-date (RFC 9110), in milliseconds from now; null when absent or unreadable. */
 export function retryAfterMs(header: string | null, now = Date.now()): number | null {
-  if (!header) return null;
-  if (/^\d+$/.test(header.trim())) return Number(header.trim()) * 1000;
-  const at = Date.parse(header);
-  return Number.isNaN(at) ? null : Math.max(0, at - now);
+  const text = header?.trim();
+  if (!text) return null;
+  if (/^\d+$/.test(text)) return Math.min(RETRY_AFTER_CAP_MS, Number(text) * 1000);
+  if (!/^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(text)) return null;
+  const at = Date.parse(text);
+  return Number.isNaN(at) ? null : Math.min(RETRY_AFTER_CAP_MS, Math.max(0, at - now));
 }

@@ -168,8 +168,12 @@ export function factsChanged(before: FactFields | null, after: FactFields): bool
     before.identities.length !== after.identities.length ||
     before.sources.length !== after.sources.length ||
     before.consent?.tcf?.tcString !== after.consent?.tcf?.tcString ||
-    JSON.stringify(before.consent?.purposes ?? null) !== JSON.stringify(after.consent?.purposes ?? null)
+    sortedJson(before.consent?.purposes) !== sortedJson(after.consent?.purposes)
   );
+}
+
+function sortedJson(flags: Record<string, boolean> | undefined): string {
+  return JSON.stringify(Object.entries(flags ?? {}).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 export interface ExportPolicy {

@@ -118,7 +118,7 @@ describe('toBatches', () => {
 
 describe('decide', () => {
   const LABELS: Record<string, string[]> = { src_shop: [], src_crm: ['crm'], src_broker: ['partner_data', 'crm'] };
-  const policy = (overrides: Partial<ExportPolicy> & { consent?: Partial<ExportPolicy['consent']> } = {}): ExportPolicy => ({
+  const policy = (overrides: Partial<Omit<ExportPolicy, 'consent'>> & { consent?: Partial<ExportPolicy['consent']> } = {}): ExportPolicy => ({
     idType: 'cookie_id',
     labelsAllowed: [],
     labelsOf: (source) => LABELS[source] ?? [],
