@@ -332,45 +332,54 @@ export function createExportActivities(deps: ExportDeps) {
    */
   async function finish(exportId: string, error: string | null): Promise<ExportDoc> {
     const exp = await requireExport(exportId);
-    if (exp.state !== 'running') return exp;
     const destination = await destinations.get(exp.destinationId);
     const plan = exp.plan;
-    if (plan && destination) {
-      const receipts = await destinations.receiptsOf(exp._id, plan.batches);
-      const held = { ...destination.held };
-      for (const segment of plan.segments) {
-        const outcomes = [];
-        for (let n = segment.batches[0]; n < segment.batches[1]; n++) {
-          const batch = await destinations.readBatch(exp._id, n);
-          if (batch) outcomes.push({ adds: batch.adds, removes: batch.removes, confirmed: receipts.get(n)?.state === 'applied' });
+    if (exp.state === 'running') {
+      if (plan && destination) {
+        const receipts = await destinations.receiptsOf(exp._id, plan.batches);
+        const held = { ...destination.held };
+        for (const segment of plan.segments) {
+          if (held[segment.id]?.exportId === exp._id) {
+            // Advanced by an interrupted attempt of this finish.
+            segment.ids = held[segment.id].ids;
+            continue;
+          }
+          if (segment.batches[0] === segment.batches[1]) {
+            // Nothing sent: the partner's state stands as it was (and is not rewritten); a segment the
+            // destination no longer exports, once the partner holds none of it, is forgotten.
+            segment.ids = segment.before?.ids ?? 0;
+            if (!destination.segments.includes(segment.id) && segment.ids === 0 && (segment.before?.uncertain ?? 0) === 0) delete held[segment.id];
+            continue;
+          }
+          const outcomes = [];
+          for (let n = segment.batches[0]; n < segment.batches[1]; n++) {
+            const batch = await destinations.readBatch(exp._id, n);
+            if (batch) outcomes.push({ adds: batch.adds, removes: batch.removes, confirmed: receipts.get(n)?.state === 'applied' });
+          }
+          heartbeat({ phase: 'finish', segment: segment.id });
+          const state = nextState(await destinations.readState(destination._id, segment.id, segment.before), outcomes);
+          segment.ids = state.held.length;
+          const written = await destinations.writeState(destination._id, segment.id, exp._id, state);
+          if (written.ids === 0 && written.uncertain === 0 && !destination.segments.includes(segment.id)) delete held[segment.id];
+          else held[segment.id] = written;
         }
-        heartbeat({ phase: 'finish', segment: segment.id });
-        if (held[segment.id]?.exportId === exp._id) {
-          segment.ids = held[segment.id].ids;
-          continue;
+        await destinations.update(destination._id, { held });
+        // States this export replaced are let go (a repeated finish finds them gone).
+        for (const segment of plan.segments) {
+          if (segment.before && segment.before.exportId !== exp._id && held[segment.id]?.exportId !== segment.before.exportId) await destinations.dropState(destination._id, segment.id, segment.before);
         }
-        const state = nextState(await destinations.readState(destination._id, segment.id, segment.before), outcomes);
-        segment.ids = state.held.length;
-        const written = await destinations.writeState(destination._id, segment.id, exp._id, state);
-        if (written.ids === 0 && written.uncertain === 0 && !destination.segments.includes(segment.id)) delete held[segment.id];
-        else held[segment.id] = written;
+        exp.batchesConfirmed = [...receipts.values()].filter((receipt) => receipt.state === 'applied').length;
+        exp.rejected = [...receipts.values()].reduce((sum, receipt) => sum + (receipt.state === 'applied' ? receipt.rejected : 0), 0);
+        if (!error && exp.batchesConfirmed < plan.batches) error = `${plan.batches - exp.batchesConfirmed} of ${plan.batches} batches unconfirmed`;
       }
-      await destinations.update(destination._id, { held });
-      exp.batchesConfirmed = [...receipts.values()].filter((receipt) => receipt.state === 'applied').length;
-      exp.rejected = [...receipts.values()].reduce((sum, receipt) => sum + (receipt.state === 'applied' ? receipt.rejected : 0), 0);
-      if (!error && exp.batchesConfirmed < plan.batches) error = `${plan.batches - exp.batchesConfirmed} of ${plan.batches} batches unconfirmed`;
+      exp.state = error ? 'failed' : 'completed';
+      exp.error = error;
+      exp.finishedAt = now();
+      await destinations.saveExport(exp);
+      if (destination) await destinations.update(destination._id, { lastExport: { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt } });
     }
-    exp.state = error ? 'failed' : 'completed';
-    exp.error = error;
-    exp.finishedAt = now();
-    await destinations.saveExport(exp);
-    if (destination) {
-      await destinations.update(destination._id, { lastExport: { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt } });
-      if (plan) {
-        for (const segment of plan.segments) if (segment.before && segment.before.exportId !== exp._id) await destinations.dropState(destination._id, segment.id, segment.before);
-      }
-      await destinations.release(destination._id, exp._id);
-    }
+    // Also on a repeat: an attempt interrupted after recording the outcome left these to do.
+    if (destination) await destinations.release(destination._id, exp._id);
     if (plan) await destinations.dropBatches(exp._id, plan.batches);
     return exp;
   }
