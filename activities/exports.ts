@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
 import type { Connector, ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
-import { decide, delta, exportFacts, exportIdFor, nextState, toBatches, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
+import { decide, delta, exportFacts, exportIdFor, nextState, PackedDecisions, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
 import { combineDocuments } from '../domain/profile';
 import { forEachConcurrently, type Store } from '../store/db';
 import { batchId, DestinationStore, type DestinationDoc, type ExportDoc, type PlannedSegment } from '../store/destinations';
@@ -24,6 +24,8 @@ export interface ExportDeps {
 
 /** Attempts of one batch within a delivery before the export gives up on the partner for now. */
 const MAX_ATTEMPTS = 8;
+/** Snapshot chunks read ahead while one is decoded. */
+const READ_AHEAD = 3;
 /** The longest wait between attempts, whatever the partner's Retry-After says. */
 const MAX_WAIT_MS = 5 * 60_000;
 
@@ -173,21 +175,30 @@ export function createExportActivities(deps: ExportDeps) {
     const fresh = [...states].filter(([, member]) => member).map(([id]) => id);
     const run = segment.current && (await runs.getRun(segment.current.runId));
     if (run) {
-      const reader = new SnapshotReader(runs, run);
-      const index = reader.segmentIndex(segment._id);
-      for (let n = 0; n < run.chunks.length; n++) {
-        if (run.chunks[n].counts[index] === 0) continue;
-        const chunk = await runs.readChunk(run._id, n);
+      const index = new SnapshotReader(runs, run).segmentIndex(segment._id);
+      const wanted = run.chunks.flatMap((chunk, n) => (chunk.counts[index] > 0 ? [n] : []));
+      // The store's reads are most of the time: a few chunks are read ahead while one is decoded.
+      const reads = new Map<number, ReturnType<typeof runs.readChunk>>();
+      const readAhead = (from: number) => {
+        for (let k = from; k < Math.min(wanted.length, from + READ_AHEAD); k++) if (!reads.has(k)) reads.set(k, runs.readChunk(run._id, wanted[k]));
+      };
+      for (let k = 0; k < wanted.length; k++) {
+        const n = wanted[k];
+        readAhead(k);
+        const chunk = await reads.get(k);
+        reads.delete(k);
+        readAhead(k + 1);
         if (!chunk?.facts) throw new Error(`snapshot chunk ${n} of run ${run._id} is missing or has no export facts`);
         const bits = chunk.bits[index];
+        const decisions = new PackedDecisions(chunk.facts, policy);
         for (let i = 0; i < chunk.ids.length; i++) {
           if ((bits[i >> 3] & (1 << (i & 7))) === 0 || states.has(chunk.ids[i])) continue;
           if (touched.has(chunk.ids[i])) {
             fresh.push(chunk.ids[i]);
             continue;
           }
-          const facts = chunk.facts[i];
-          if (facts) count(decide(JSON.parse(facts) as ExportFacts, policy));
+          const decision = decisions.decide(i);
+          if (decision) count(decision);
         }
         heartbeat({ phase: 'plan', segment: segment._id, chunk: n });
       }
@@ -351,11 +362,12 @@ export function createExportActivities(deps: ExportDeps) {
             if (!destination.segments.includes(segment.id) && segment.ids === 0 && (segment.before?.uncertain ?? 0) === 0) delete held[segment.id];
             continue;
           }
-          const outcomes = [];
-          for (let n = segment.batches[0]; n < segment.batches[1]; n++) {
+          const numbers = Array.from({ length: segment.batches[1] - segment.batches[0] }, (_, k) => segment.batches[0] + k);
+          const outcomes: BatchOutcome[] = [];
+          await forEachConcurrently(numbers, 4, async (n) => {
             const batch = await destinations.readBatch(exp._id, n);
             if (batch) outcomes.push({ adds: batch.adds, removes: batch.removes, confirmed: receipts.get(n)?.state === 'applied' });
-          }
+          });
           heartbeat({ phase: 'finish', segment: segment.id });
           const state = nextState(await destinations.readState(destination._id, segment.id, segment.before), outcomes);
           segment.ids = state.held.length;

@@ -8,7 +8,7 @@ import { forEachConcurrently, type Store } from '../store/db';
 import { IdentityIndex } from '../store/identities';
 import { ProfileGraph } from '../store/profileGraph';
 import { decodeForExport, decodeForSegments, decodeProfile, ProfileStore } from '../store/profiles';
-import { exportFacts } from '../domain/destinations';
+import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/destinations';
 import { DestinationStore } from '../store/destinations';
 import { SegmentMembership } from '../store/segmentMembership';
 import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type RunDoc, type SnapshotChunk } from '../store/segmentRuns';
@@ -120,7 +120,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     const exportedBits = new Bitmap(order.length);
     order.forEach((id, index) => exported.has(id) && exportedBits.set(index));
     const isExported = (bits: Uint8Array) => bits.some((byte, i) => (byte & exportedBits.bytes[i]) !== 0);
-    const facts = new Map<string, string>();
+    const facts = new Map<string, FlatFacts>();
 
     const linked = new Set<string>();
     for await (const link of identities.links.find({}, { projection: { profiles: 1 } })) for (const id of link.profiles) linked.add(id);
@@ -143,7 +143,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
         } else {
           const bits = bitsOf(doc);
           results.set(stored.profileId, { version: stored.version, kind: 'single', bits });
-          if (isExported(bits)) facts.set(stored.profileId, JSON.stringify(exportFacts(decodeForExport(stored))));
+          if (isExported(bits)) facts.set(stored.profileId, flattenFacts(exportFacts(decodeForExport(stored))));
           else facts.delete(stored.profileId);
           if (sample.wants(stored.profileId)) sample.offer(stored.profileId, decodeProfile(stored));
         }
@@ -164,7 +164,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       const person = combineDocuments(component.docs);
       const bits = bitsOf(person);
       people.set(person.id, bits);
-      if (isExported(bits)) facts.set(person.id, JSON.stringify(exportFacts(person)));
+      if (isExported(bits)) facts.set(person.id, flattenFacts(exportFacts(person)));
       sample.offer(person.id, person);
     });
     for (const [id, result] of results) if (result.kind === 'single' && !done.has(id)) people.set(id, result.bits as Uint8Array);
@@ -182,7 +182,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     for (let start = 0, n = 0; start < ids.length; start += CHUNK_PROFILES, n++) {
       const slice = ids.slice(start, start + CHUNK_PROFILES);
       const chunk: SnapshotChunk = { ids: slice, bits: order.map(() => new Uint8Array(Math.ceil(slice.length / 8))) };
-      if (run.factsFor.length > 0) chunk.facts = slice.map((id) => facts.get(id) ?? null);
+      if (run.factsFor.length > 0) chunk.facts = packFacts(slice.map((id) => facts.get(id) ?? null));
       const chunkCounts = order.map(() => 0);
       for (let i = 0; i < slice.length; i++) {
         const bits = new Bitmap(people.get(slice[i]) as Uint8Array);

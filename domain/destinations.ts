@@ -156,6 +156,77 @@ export function exportFacts(subject: { identities: Identity[]; consent: ProfileC
   };
 }
 
+/** Export facts as a batch run keeps them per member until it writes its chunks: three strings. */
+export interface FlatFacts {
+  /** Identity keys joined by newlines (keys never hold one: values are validated or hashed). */
+  ids: string;
+  /** JSON of `tcf`, and of `sources`: few distinct values, stored once per chunk. */
+  tcf: string;
+  sources: string;
+}
+
+export function flattenFacts(facts: ExportFacts): FlatFacts {
+  return { ids: facts.ids.join('\n'), tcf: JSON.stringify(facts.tcf), sources: JSON.stringify(facts.sources) };
+}
+
+/**
+ * A snapshot chunk's export facts, packed: each distinct consent and source list once, and per id of
+ * the chunk an index into each (-1: no facts, the profile is in no exported segment) and its
+ * identity keys. Most of an export's time is reading these, so they are kept small.
+ */
+export interface PackedFacts {
+  consents: string[];
+  sources: string[];
+  consentOf: Int32Array;
+  sourcesOf: Int32Array;
+  ids: string[];
+}
+
+export function packFacts(facts: ReadonlyArray<FlatFacts | null>): PackedFacts {
+  const consents = new Map<string, number>();
+  const sources = new Map<string, number>();
+  const indexIn = (table: Map<string, number>, value: string) => {
+    let index = table.get(value);
+    if (index === undefined) table.set(value, (index = table.size));
+    return index;
+  };
+  const packed: PackedFacts = { consents: [], sources: [], consentOf: new Int32Array(facts.length), sourcesOf: new Int32Array(facts.length), ids: [] };
+  facts.forEach((fact, i) => {
+    packed.consentOf[i] = fact ? indexIn(consents, fact.tcf) : -1;
+    packed.sourcesOf[i] = fact ? indexIn(sources, fact.sources) : -1;
+    packed.ids.push(fact?.ids ?? '');
+  });
+  packed.consents = [...consents.keys()];
+  packed.sources = [...sources.keys()];
+  return packed;
+}
+
+/** Decides members of a packed chunk: consent and labels once per distinct pair, then each member's ids. */
+export class PackedDecisions {
+  private readonly cache = new Map<number, Decision>();
+
+  constructor(
+    private readonly packed: PackedFacts,
+    private readonly policy: ExportPolicy,
+  ) {}
+
+  /** The decision for the chunk's `i`th id, null when it carries no facts. */
+  decide(i: number): Decision | null {
+    const c = this.packed.consentOf[i];
+    if (c < 0) return null;
+    const key = c * this.packed.sources.length + this.packed.sourcesOf[i];
+    let base = this.cache.get(key);
+    if (!base) {
+      const facts = { ids: [], tcf: JSON.parse(this.packed.consents[c]), sources: JSON.parse(this.packed.sources[this.packed.sourcesOf[i]]) };
+      this.cache.set(key, (base = decide(facts, this.policy)));
+    }
+    if (base.withheld !== null) return base;
+    const prefix = `${this.policy.idType}:`;
+    const ids = this.packed.ids[i].split('\n').filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length));
+    return { withheld: null, ids };
+  }
+}
+
 type FactFields = Pick<ProfileDoc, 'identities' | 'consent' | 'sources'>;
 
 /**

@@ -3,6 +3,7 @@ import { dayKey } from '../domain/profile';
 import { Bitmap, segmentRunId, windowStart } from '../domain/segments';
 import type { SegmentSubject } from '../domain/profile';
 import type { ChangeSet } from '../domain/segmentChanges';
+import type { PackedFacts } from '../domain/destinations';
 import type { Rule } from '../domain/segmentRules';
 import { forEachConcurrently, insertKeyed, type Store } from './db';
 import type { SegmentDoc, SegmentStore } from './segments';
@@ -50,8 +51,18 @@ export interface SnapshotChunk {
   ids: string[];
   /** Per segment of the run, the bitmap over `ids`. */
   bits: Uint8Array[];
-  /** Per id, the export facts (JSON of domain/destinations `ExportFacts`) of a member of an exported segment, else null. */
-  facts?: Array<string | null>;
+  /** The export facts of the ids that are members of an exported segment (domain/destinations). */
+  facts?: PackedFacts;
+}
+
+function int32Binary(values: Int32Array): Binary {
+  return new Binary(new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+}
+
+function fromInt32Binary(binary: Binary): Int32Array {
+  // Copied: the decoded bytes need not sit at a 4-byte aligned offset.
+  const bytes = new Uint8Array(binary.buffer);
+  return new Int32Array(bytes.slice().buffer);
 }
 
 interface StoredChunk {
@@ -125,15 +136,17 @@ export class SegmentRunStore {
 
   /** Writes a chunk under its fixed id; a retry writes the same id again, and the last attempt's content stands. */
   async writeChunk(runId: string, n: number, chunk: SnapshotChunk): Promise<void> {
-    const body = new Binary(BSON.serialize({ ids: chunk.ids, bits: chunk.bits.map((bits) => new Binary(bits)), ...(chunk.facts && { facts: chunk.facts }) }));
+    const facts = chunk.facts && { ...chunk.facts, consentOf: int32Binary(chunk.facts.consentOf), sourcesOf: int32Binary(chunk.facts.sourcesOf) };
+    const body = new Binary(BSON.serialize({ ids: chunk.ids, bits: chunk.bits.map((bits) => new Binary(bits)), ...(facts && { facts }) }));
     await this.snapshots.replaceOne({ _id: `${runId}:${n}` }, { runId, body }, { upsert: true });
   }
 
   async readChunk(runId: string, n: number): Promise<SnapshotChunk | null> {
     const stored = await this.snapshots.findOne({ _id: `${runId}:${n}` });
     if (!stored) return null;
-    const body = BSON.deserialize(stored.body.buffer) as { ids: string[]; bits: Binary[]; facts?: Array<string | null> };
-    return { ids: body.ids, bits: body.bits.map((bits) => new Uint8Array(bits.buffer)), ...(body.facts && { facts: body.facts }) };
+    const body = BSON.deserialize(stored.body.buffer) as { ids: string[]; bits: Binary[]; facts?: Omit<PackedFacts, 'consentOf' | 'sourcesOf'> & { consentOf: Binary; sourcesOf: Binary } };
+    const facts = body.facts && { ...body.facts, consentOf: fromInt32Binary(body.facts.consentOf), sourcesOf: fromInt32Binary(body.facts.sourcesOf) };
+    return { ids: body.ids, bits: body.bits.map((bits) => new Uint8Array(bits.buffer)), ...(facts && { facts }) };
   }
 
   /**

@@ -16,7 +16,10 @@ import {
   ExportRequestSchema,
   exportIdFor,
   factsChanged,
+  flattenFacts,
   nextState,
+  PackedDecisions,
+  packFacts,
   PatchDestinationRequestSchema,
   toBatches,
   type ExportFacts,
@@ -177,6 +180,31 @@ describe('decide', () => {
 });
 
 // ---- export facts -----------------------------------------------------------------------------
+
+describe('packed export facts', () => {
+  const policy: ExportPolicy = { idType: 'cookie_id', labelsAllowed: [], labelsOf: (source) => (source === 'src_broker' ? ['partner_data'] : []), consent: { tcfPurposes: [1, 3, 4], requireTcf: false } };
+  const members: Array<ExportFacts | null> = [
+    { ids: ['cookie_id:a', 'email_sha256:e1'], tcf: { purposes: [1, 3, 4], vendors: [] }, sources: ['src_shop'] },
+    null,
+    { ids: ['cookie_id:b', 'cookie_id:c'], tcf: { purposes: [1, 3, 4], vendors: [] }, sources: ['src_shop'] },
+    { ids: ['cookie_id:d'], tcf: { purposes: [1, 4], vendors: [] }, sources: ['src_shop'] },
+    { ids: ['cookie_id:e'], tcf: null, sources: ['src_broker', 'src_shop'] },
+    { ids: ['maid:m'], tcf: null, sources: ['src_shop'] },
+  ];
+
+  it('keeps each distinct consent and source list once, and -1 for ids without facts', () => {
+    const packed = packFacts(members.map((facts) => facts && flattenFacts(facts)));
+    expect(packed.consents).toHaveLength(3);
+    expect(packed.sources).toHaveLength(2);
+    expect([...packed.consentOf]).toEqual([0, -1, 0, 1, 2, 2]);
+    expect(packed.ids[1]).toBe('');
+  });
+
+  it('decides every member as decide does on its unpacked facts', () => {
+    const decisions = new PackedDecisions(packFacts(members.map((facts) => facts && flattenFacts(facts))), policy);
+    members.forEach((facts, i) => expect(decisions.decide(i)).toEqual(facts && decide(facts, policy)));
+  });
+});
 
 describe('exportFacts and factsChanged', () => {
   const tcf = (tcString: string): NonNullable<ProfileConsent['tcf']> => ({
