@@ -1,5 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/activity';
-import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
 import type { Connector, ExportBatch } from '../connectors/connector';
@@ -24,6 +25,8 @@ export interface ExportDeps {
 
 /** Attempts of one batch within a delivery before the export gives up on the partner for now. */
 const MAX_ATTEMPTS = 8;
+/** How much older than a plan a change record may be and still not have been seen by it. */
+const CHANGE_MARGIN_MS = 10_000;
 /** Snapshot chunks read ahead while one is decoded. */
 const READ_AHEAD = 3;
 /** The longest wait between attempts, whatever the partner's Retry-After says. */
@@ -62,6 +65,17 @@ export function connectorOf(destination: Pick<DestinationDoc, 'connector'>): Con
   return connector;
 }
 
+/** An error text without the connector's secrets (a partner or a library may quote a header back). */
+function redact(message: string | null, connector: Connector, config: Record<string, unknown>): string | null {
+  if (message === null) return null;
+  let text = message;
+  for (const field of connector.secrets) {
+    const secret = config[field];
+    if (typeof secret === 'string' && secret.length > 0) text = text.split(secret).join('(secret)');
+  }
+  return text;
+}
+
 /** Exponential backoff with jitter: 1 s, 2 s, 4 s… up to a minute. */
 function backoffMs(attempt: number): number {
   return Math.min(60_000, 1000 * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.5);
@@ -96,25 +110,28 @@ export function createExportActivities(deps: ExportDeps) {
     return found;
   }
 
+  /** Whether a workflow is alive; only a workflow Temporal does not know counts as gone (any other error is retried). */
   async function isRunning(workflowId: string): Promise<boolean> {
     try {
       return (await deps.temporal.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
-    } catch {
-      return false;
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError) return false;
+      throw error;
     }
   }
 
   /** Whether anything an export would send changed since the destination's last export was planned. */
   async function changedSince(destination: DestinationDoc): Promise<boolean> {
     const last = destination.lastExport && (await destinations.getExport(destination.lastExport.exportId));
-    if (!last?.plan || last.state === 'failed' || destination.updatedAt > last.plan.plannedAt) return true;
+    if (!last?.plan || last.state === 'failed' || destination.updatedAt >= last.plan.plannedAt) return true;
     const planned = new Map(last.plan.segments.map((segment) => [segment.id, segment.runId]));
     for (const id of destination.segments) {
       const segment = await segments.get(id);
       if (!planned.has(id) || (segment?.current?.runId ?? null) !== planned.get(id)) return true;
     }
-    const since = last.plan.changesAt ?? last.plan.plannedAt;
-    return (await runs.changesSince(since)).some((change) => change.at > since && ((change.touched?.length ?? 0) > 0 || destination.segments.some((id) => Object.hasOwn(change.changes, id))));
+    // A fold stamps its record before writing it: records a little older than the plan may have landed after it read them.
+    const since = new Date(last.plan.plannedAt.getTime() - CHANGE_MARGIN_MS);
+    return (await runs.changesSince(since)).some((change) => ((change.touched?.length ?? 0) > 0 || destination.segments.some((id) => Object.hasOwn(change.changes, id))));
   }
 
   /**
@@ -125,9 +142,11 @@ export function createExportActivities(deps: ExportDeps) {
     const destination = await requireDestination(input.destinationId);
     if (destination.state === 'paused' && input.trigger !== 'api') return null;
     if (input.trigger === 'near_real_time' && !(await changedSince(destination))) return null;
-    const exportId = exportIdFor(destination._id, new Date(Math.floor(input.at / 1000) * 1000));
-    await destinations.openExport(newExport(exportId, destination._id, input.full ?? false, input.trigger, now()));
-    return exportId;
+    // The same window asked for another way (the API in the same second) is another export: the next second's.
+    for (let at = Math.floor(input.at / 1000) * 1000; ; at += 1000) {
+      const exportId = exportIdFor(destination._id, new Date(at));
+      if ((await destinations.openExport(newExport(exportId, destination._id, input.full ?? false, input.trigger, now()))).trigger === input.trigger) return exportId;
+    }
   }
 
   /** Takes the destination for this export; waits (by retrying) while another live export holds it. */
@@ -216,11 +235,16 @@ export function createExportActivities(deps: ExportDeps) {
    * run must record them first). A plan once written is kept: a retry delivers the same batches.
    */
   async function planExport(input: { exportId: string }): Promise<{ ready: boolean; batches: number }> {
-    const exp = await requireExport(input.exportId);
+    return withHeartbeats(() => plan(input.exportId));
+  }
+
+  async function plan(exportId: string): Promise<{ ready: boolean; batches: number }> {
+    const startedAt = now();
+    const exp = await requireExport(exportId);
     if (exp.plan) return { ready: true, batches: exp.plan.batches };
     if (exp.state !== 'running') return { ready: true, batches: 0 };
-    await claim(exp);
     const destination = await requireDestination(exp.destinationId);
+    await claim(exp);
     const connector = connectorOf(destination);
     const config = connector.config.parse(destination.config);
     const limits = connector.limits(config);
@@ -235,9 +259,9 @@ export function createExportActivities(deps: ExportDeps) {
     const labels = new Map<string, string[]>();
     for (const source of await sources.list()) labels.set(source._id, source.labels);
     const policy: ExportPolicy = { idType: destination.idType, consent: destination.consent, labelsAllowed: destination.labelsAllowed, labelsOf: (id) => labels.get(id) ?? [] };
-    const changesAt = (await runs.changesSince(new Date(0))).reduce<Date | null>((latest, change) => (!latest || change.at > latest ? change.at : latest), null);
 
     const planned: PlannedSegment[] = [];
+    const planId = `${exp._id}:${randomBytes(4).toString('hex')}`;
     let n = 0;
     for (let k = 0; k < ids.length; k++) {
       const doc = docs[k];
@@ -248,18 +272,23 @@ export function createExportActivities(deps: ExportDeps) {
       const refused = exported && target.length < minimum ? `${target.length} matched ids, under the partner's minimum audience of ${minimum}: nothing added` : null;
       const before = destination.held[ids[k]] ?? null;
       const state = await destinations.readState(destination._id, ids[k], before);
-      const change = delta(refused ? [] : target, state, exp.full);
+      // After the partner's address changed, what it holds is unknown: everything is sent again.
+      const change = delta(refused ? [] : target, state, exp.full || destination.resend === true);
       // Under the minimum nothing is added, but whatever the partner holds that should not be is still removed.
       if (refused) change.removes = change.removes.filter((id) => !target.includes(id));
       const batches = toBatches(change.adds, change.removes, limits.batchSize);
       const from = n;
-      for (const batch of batches) await destinations.writeBatch(exp._id, n++, { segmentId: ids[k], ...batch });
+      for (const batch of batches) await destinations.writeBatch(planId, n++, { segmentId: ids[k], ...batch });
       heartbeat({ phase: 'plan', segment: ids[k], batches: n });
       const matchRate = stats.matched + stats.unmatched > 0 ? stats.matched / (stats.matched + stats.unmatched) : null;
       planned.push({ id: ids[k], name: doc?.name ?? ids[k], ...stats, matchRate, adds: change.adds.length, removes: change.removes.length, ids: 0, before, batches: [from, n], refused, runId: doc?.current?.runId ?? null });
     }
-    exp.plan = { segments: planned, batches: n, plannedAt: now(), changesAt };
-    await destinations.saveExport(exp);
+    // A plan once saved stands: an attempt that lost a race with another saves nothing.
+    const saved = await destinations.savePlan(exp._id, { id: planId, segments: planned, batches: n, plannedAt: startedAt, resent: destination.resend === true });
+    if (!saved) {
+      await destinations.dropBatches(planId, n);
+      throw ApplicationFailure.retryable(`export ${exp._id} was planned meanwhile`, 'PlannedMeanwhile');
+    }
     return { ready: true, batches: n };
   }
 
@@ -298,14 +327,20 @@ export function createExportActivities(deps: ExportDeps) {
     let confirmed = plan.batches - pending.length;
     const pacer = new Pacer(limits.requestsPerSecond);
     let stopped: string | null = null;
+    const refusals: string[] = [];
     const segmentOf = (n: number) => plan.segments.find((segment) => n >= segment.batches[0] && n < segment.batches[1]) as PlannedSegment;
 
     await withHeartbeats(() =>
       forEachConcurrently(pending, limits.concurrency, async (n) => {
         if (stopped) return;
-        const stored = await destinations.readBatch(exp._id, n);
-        if (!stored) throw new Error(`planned batch ${n} of export ${exp._id} is missing`);
+        const stored = await destinations.readBatch(plan.id, n);
         const segment = segmentOf(n);
+        if (!stored || stored.segmentId !== segment.id) throw new Error(`planned batch ${n} of export ${exp._id} is missing or not the plan's`);
+        // An export that lost the destination (taken over as abandoned) sends nothing more.
+        if ((await destinations.get(destination._id))?.running !== exp._id) {
+          stopped = 'the export no longer holds the destination';
+          return;
+        }
         const batch: ExportBatch = { destinationId: destination._id, exportId: exp._id, batchId: batchId(exp._id, n), segment: { id: segment.id, name: segment.name }, idType: destination.idType, adds: stored.adds, removes: stored.removes };
         let attempts = receipts.get(n)?.attempts ?? 0;
         for (let attempt = 1; !stopped; attempt++) {
@@ -320,9 +355,11 @@ export function createExportActivities(deps: ExportDeps) {
           } catch (error) {
             if (!(error instanceof DeliveryError)) throw error;
             const last = !error.retryable || attempt >= MAX_ATTEMPTS;
-            await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'failed', attempts, rejected: 0, status: error.status, error: error.message, at: now() });
+            await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'failed', attempts, rejected: 0, status: error.status, error: redact(error.message, connector, config), at: now() });
             if (last) {
-              stopped = `batch ${n}: ${error.message}${error.retryable ? ` (after ${attempt} attempts)` : ''}`;
+              // A refused batch leaves the others to go (removals above all); a partner still failing stops the export.
+              refusals.push(`batch ${n}: ${error.message}`);
+              if (error.retryable) stopped = `batch ${n}: ${error.message} (after ${attempt} attempts)`;
               return;
             }
             const wait = Math.min(MAX_WAIT_MS, error.retryAfterMs ?? backoffMs(attempt));
@@ -332,7 +369,7 @@ export function createExportActivities(deps: ExportDeps) {
         }
       }),
     );
-    return { confirmed, error: stopped };
+    return { confirmed, error: redact(stopped ?? (refusals.length > 0 ? refusals.join('; ').slice(0, 2000) : null), connector, config) };
   }
 
   /**
@@ -365,8 +402,9 @@ export function createExportActivities(deps: ExportDeps) {
           const numbers = Array.from({ length: segment.batches[1] - segment.batches[0] }, (_, k) => segment.batches[0] + k);
           const outcomes: BatchOutcome[] = [];
           await forEachConcurrently(numbers, 4, async (n) => {
-            const batch = await destinations.readBatch(exp._id, n);
-            if (batch) outcomes.push({ adds: batch.adds, removes: batch.removes, confirmed: receipts.get(n)?.state === 'applied' });
+            const batch = await destinations.readBatch(plan.id, n);
+            if (!batch) throw new Error(`planned batch ${n} of export ${exp._id} is missing`);
+            outcomes.push({ adds: batch.adds, removes: batch.removes, confirmed: receipts.get(n)?.state === 'applied' });
           });
           heartbeat({ phase: 'finish', segment: segment.id });
           const state = nextState(await destinations.readState(destination._id, segment.id, segment.before), outcomes);
@@ -376,13 +414,11 @@ export function createExportActivities(deps: ExportDeps) {
           else held[segment.id] = written;
         }
         await destinations.update(destination._id, { held });
-        // States this export replaced are let go (a repeated finish finds them gone).
-        for (const segment of plan.segments) {
-          if (segment.before && segment.before.exportId !== exp._id && held[segment.id]?.exportId !== segment.before.exportId) await destinations.dropState(destination._id, segment.id, segment.before);
-        }
         exp.batchesConfirmed = [...receipts.values()].filter((receipt) => receipt.state === 'applied').length;
         exp.rejected = [...receipts.values()].reduce((sum, receipt) => sum + (receipt.state === 'applied' ? receipt.rejected : 0), 0);
         if (!error && exp.batchesConfirmed < plan.batches) error = `${plan.batches - exp.batchesConfirmed} of ${plan.batches} batches unconfirmed`;
+        // Everything was sent again to a changed partner address, unless it changed again since the plan.
+        if (!error && plan.resent && destination.updatedAt < plan.plannedAt) await destinations.update(destination._id, { resend: false });
       }
       exp.state = error ? 'failed' : 'completed';
       exp.error = error;
@@ -390,9 +426,16 @@ export function createExportActivities(deps: ExportDeps) {
       await destinations.saveExport(exp);
       if (destination) await destinations.update(destination._id, { lastExport: { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt } });
     }
-    // Also on a repeat: an attempt interrupted after recording the outcome left these to do.
-    if (destination) await destinations.release(destination._id, exp._id);
-    if (plan) await destinations.dropBatches(exp._id, plan.batches);
+    // Also on a repeat: an attempt interrupted after recording the outcome left these to do. States
+    // this export replaced go only now — until the outcome is recorded, a repeat computes from them.
+    const current = await destinations.get(exp.destinationId);
+    if (current && plan) {
+      for (const segment of plan.segments) {
+        if (segment.before && segment.before.exportId !== exp._id && current.held[segment.id]?.exportId !== segment.before.exportId) await destinations.dropState(current._id, segment.id, segment.before);
+      }
+    }
+    if (current) await destinations.release(current._id, exp._id);
+    if (plan) await destinations.dropBatches(plan.id, plan.batches);
     return exp;
   }
 

@@ -25,6 +25,8 @@ import { parseOr400, ProblemError } from './problem';
 
 /** What the API shows in place of a secret. */
 const SECRET_SET = '(set)';
+/** Config fields that change how a partner is sent to, not which partner or list receives. */
+const TUNING = new Set(['batchSize', 'requestsPerSecond', 'concurrency', 'minAudience', 'ttlMinutes', 'format']);
 
 export interface DestinationsRouterDeps {
   store: Store;
@@ -61,8 +63,9 @@ function checkIdType(connector: Connector, idType: string): void {
 }
 
 export function destinationView(doc: DestinationDoc, databaseName: string): DestinationView {
-  const connector = CONNECTORS[doc.connector];
-  const config = { ...doc.config };
+  const connector = Object.hasOwn(CONNECTORS, doc.connector) ? CONNECTORS[doc.connector] : undefined;
+  // A connector this version does not know: its secrets are unknown too, so nothing of its config is shown.
+  const config = connector ? { ...doc.config } : {};
   for (const field of connector?.secrets ?? []) if (config[field] !== undefined) config[field] = SECRET_SET;
   const iso = (date: Date) => date.toISOString();
   return {
@@ -163,8 +166,9 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     try {
       await syncDestinationSchedule(temporal, databaseName, doc, config);
     } catch (error) {
-      // No destination without the schedule it asked for.
+      // No destination without the schedule it asked for (nor a schedule whose creation answered too late).
       await destinations.remove(doc._id);
+      await deleteDestinationSchedule(temporal, databaseName, doc._id).catch(() => undefined);
       throw error;
     }
     res.status(201).json(destinationView(doc, databaseName));
@@ -187,8 +191,18 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     if (patch.config !== undefined) {
       // Secrets left out (or sent back as shown) keep their stored value: the API never hands them out.
       const given = { ...(patch.config as Record<string, unknown>) };
-      for (const field of connector.secrets) if ((given[field] === undefined || given[field] === SECRET_SET) && doc.config[field] !== undefined) given[field] = doc.config[field];
+      const moved = JSON.stringify(connector.urls(doc.config)) !== JSON.stringify(connector.urls(connector.config.safeParse({ ...doc.config, ...given }).data ?? doc.config));
+      for (const field of connector.secrets) {
+        if ((given[field] === undefined || given[field] === SECRET_SET) && doc.config[field] !== undefined) {
+          // A kept secret never goes to another address than the one it was given for.
+          if (moved) throw invalid([{ path: `config.${field}`, message: 'send the secret again when the address changes' }]);
+          given[field] = doc.config[field];
+        }
+      }
       set.config = await checkConfig(connector, given, allowlist);
+      // Another partner list or address holds none of what the old one did: the next export sends everything.
+      const where = (config: Record<string, unknown>) => JSON.stringify(Object.entries(config).filter(([field]) => !TUNING.has(field) && !connector.secrets.includes(field)).sort());
+      if (where(set.config) !== where(doc.config)) set.resend = true;
     }
     if (patch.segments !== undefined) {
       await checkSegments(patch.segments);

@@ -1,4 +1,4 @@
-import type { z } from 'zod';
+import { z } from 'zod';
 import type { IdType } from '../domain/destinations';
 import type { Outbound } from './outbound';
 
@@ -53,3 +53,6 @@ export interface Connector<C extends Record<string, unknown> = Record<string, un
 export function defineConnector<C extends Record<string, unknown>>(connector: Connector<C>): Connector<C> {
   return connector;
 }
+
+/** A bearer token: printable ASCII without spaces, so it can only ever be a header value (never split one). */
+export const HeaderToken = z.string().regex(/^[\x21-\x7e]{1,4096}$/, 'printable ASCII without spaces, at most 4096 characters');

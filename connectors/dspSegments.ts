@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import { defineConnector } from './connector';
+import { defineConnector, HeaderToken } from './connector';
 
 const Config = z
   .object({
     url: z.string().url(),
-    token: z.string().min(1).max(4096),
+    token: HeaderToken,
     advertiserId: z.string().min(1).max(64),
     /** The partner's code for each of our segment ids; a segment without one is sent under its id. */
     segmentCodes: z.record(z.string(), z.string().min(1).max(128)).default({}),

@@ -52,7 +52,8 @@ export async function refuseUrl(raw: string, allowlist: Set<string>): Promise<st
     return `host ${host} does not resolve`;
   }
   const blocked = addresses.find((entry) => !isPublic(entry.address));
-  return blocked ? `${host} resolves to ${blocked.address}, a private, loopback or link-local address (allow it with DMP_DESTINATION_ALLOWLIST)` : null;
+  if (blocked) return `${host} resolves to ${blocked.address}, a private, loopback or link-local address (allow it with DMP_DESTINATION_ALLOWLIST)`;
+  return url.protocol === 'http:' ? 'https only (plain http is for allowlisted hosts): tokens and audiences must not travel unencrypted' : null;
 }
 
 /**

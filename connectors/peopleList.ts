@@ -1,10 +1,10 @@
 import { z } from 'zod';
-import { defineConnector } from './connector';
+import { defineConnector, HeaderToken } from './connector';
 
 const Config = z
   .object({
     url: z.string().url(),
-    token: z.string().min(1).max(4096),
+    token: HeaderToken,
     listId: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'letters, digits, `_` or `-`'),
     /** The platform refuses to serve smaller lists (Meta Custom Audiences: 100; Google Customer Match: 1,000). */
     minAudience: z.number().int().min(1).default(100),

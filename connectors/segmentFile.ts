@@ -2,7 +2,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ID_TYPES } from '../domain/destinations';
-import { defineConnector, type ExportBatch } from './connector';
+import { defineConnector, HeaderToken, type ExportBatch } from './connector';
 
 const Config = z
   .object({
@@ -12,7 +12,7 @@ const Config = z
       .regex(/^(?!\/)(?!.*(^|\/)\.\.?(\/|$))[A-Za-z0-9._/-]{1,200}$/, 'a relative folder under DMP_EXPORT_DIR, without `.` or `..` parts')
       .optional(),
     url: z.string().url().optional(),
-    token: z.string().min(1).max(4096).optional(),
+    token: HeaderToken.optional(),
     batchSize: z.number().int().min(1).max(100_000).default(50_000),
     requestsPerSecond: z.number().positive().max(100).default(10),
     concurrency: z.number().int().min(1).max(8).default(2),

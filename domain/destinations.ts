@@ -353,11 +353,11 @@ export function nextState(state: PartnerState, batches: readonly BatchOutcome[])
   return { held: held.sort(), uncertain: uncertain.sort() };
 }
 
-/** Cuts a segment's changes into batches of at most `size` ids: adds first, then removes. */
+/** Cuts a segment's changes into batches of at most `size` ids: removes first (who left or withdrew consent goes before anyone is added), then adds. */
 export function toBatches(adds: readonly string[], removes: readonly string[], size: number): Array<{ adds: string[]; removes: string[] }> {
   const batches: Array<{ adds: string[]; removes: string[] }> = [];
-  for (let i = 0; i < adds.length; i += size) batches.push({ adds: adds.slice(i, i + size), removes: [] });
   for (let i = 0; i < removes.length; i += size) batches.push({ adds: [], removes: removes.slice(i, i + size) });
+  for (let i = 0; i < adds.length; i += size) batches.push({ adds: adds.slice(i, i + size), removes: [] });
   return batches;
 }
 

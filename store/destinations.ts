@@ -8,7 +8,7 @@ export const DESTINATION_COLLECTIONS = {
   destinations: 'destinations',
   /** One per export: its plan, counts and outcome. */
   exports: 'destination_exports',
-  /** An export's planned batches (`<exportId>:<n>`), removed once the export is finished. */
+  /** An export's planned batches (`<planId>:<n>`), removed once the export is finished. */
   batches: 'export_batches',
   /** One per delivered batch (`_id` = batch id): the partner's confirmation, kept. */
   receipts: 'export_receipts',
@@ -41,6 +41,8 @@ export interface DestinationDoc {
   held: Record<string, HeldState>;
   /** The export holding the destination (exports of one destination run one at a time). */
   running: string | null;
+  /** Set when the partner's address changed: the next export sends everything again. */
+  resend?: boolean;
   lastExport: { exportId: string; state: ExportState; startedAt: Date; finishedAt: Date | null } | null;
   createdAt: Date;
   updatedAt: Date;
@@ -66,7 +68,8 @@ export interface ExportDoc {
   /** The workflow running it, once it started: a later export waits only for a live one. */
   workflowId?: string;
   /** Set once planned. */
-  plan: { segments: PlannedSegment[]; batches: number; plannedAt: Date; changesAt: Date | null } | null;
+  /** Set once planned; `plannedAt` is when planning began (changes after it are the next export's). */
+  plan: { id: string; segments: PlannedSegment[]; batches: number; plannedAt: Date; resent: boolean } | null;
   batchesConfirmed: number;
   rejected: number;
   startedAt: Date;
@@ -174,6 +177,12 @@ export class DestinationStore {
     return (await this.getExport(doc._id)) as ExportDoc;
   }
 
+  /** Saves an export's plan unless one is saved already; whether this one was. */
+  async savePlan(id: string, plan: NonNullable<ExportDoc['plan']>): Promise<boolean> {
+    const result = await this.exports.updateOne({ _id: id, state: 'running', plan: null }, { $set: { plan } });
+    return result.modifiedCount === 1;
+  }
+
   async saveExport(doc: ExportDoc): Promise<void> {
     await this.exports.replaceOne({ _id: doc._id }, doc);
   }
@@ -183,21 +192,21 @@ export class DestinationStore {
     return docs.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime()).slice(0, limit);
   }
 
-  /** Writes a planned batch under its fixed id; a retried plan writes the same ids. */
-  async writeBatch(exportId: string, n: number, batch: BatchDoc): Promise<void> {
-    await this.batches.replaceOne({ _id: batchId(exportId, n) }, { body: new Binary(BSON.serialize(batch)) }, { upsert: true });
+  /** Writes a planned batch under its plan's id: two attempts at planning never write into each other's batches. */
+  async writeBatch(planId: string, n: number, batch: BatchDoc): Promise<void> {
+    await this.batches.replaceOne({ _id: `${planId}:${n}` }, { body: new Binary(BSON.serialize(batch)) }, { upsert: true });
   }
 
-  async readBatch(exportId: string, n: number): Promise<BatchDoc | null> {
-    const stored = await this.batches.findOne({ _id: batchId(exportId, n) });
+  async readBatch(planId: string, n: number): Promise<BatchDoc | null> {
+    const stored = await this.batches.findOne({ _id: `${planId}:${n}` });
     return stored ? (BSON.deserialize(stored.body.buffer) as BatchDoc) : null;
   }
 
-  async dropBatches(exportId: string, count: number): Promise<void> {
+  async dropBatches(planId: string, count: number): Promise<void> {
     await forEachConcurrently(
       Array.from({ length: count }, (_, n) => n),
       8,
-      async (n) => void (await this.batches.deleteOne({ _id: batchId(exportId, n) })),
+      async (n) => void (await this.batches.deleteOne({ _id: `${planId}:${n}` })),
     );
   }
 

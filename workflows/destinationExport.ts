@@ -4,8 +4,15 @@ import { segmentRunWorkflowId } from '../domain/workflowIds';
 import type { ExportActivities } from '../activities/exports';
 import { segmentRun } from './segmentRun';
 
-const { openExport, attachExport, prepareExportRun, finishExport } = proxyActivities<ExportActivities>({
+const { openExport, attachExport, prepareExportRun } = proxyActivities<ExportActivities>({
   startToCloseTimeout: '5 minutes',
+  retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 20 },
+});
+
+const { finishExport } = proxyActivities<ExportActivities>({
+  startToCloseTimeout: '1 hour',
+  // Heartbeats: a killed worker's finish is taken over promptly, never run twice at once.
+  heartbeatTimeout: '30 seconds',
   retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 20 },
 });
 

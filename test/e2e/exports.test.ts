@@ -99,10 +99,13 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     const shown = JSON.stringify((await admin(`/v1/destinations/${id}`)).body);
     expect(shown).not.toContain('a-secret-of-16-chars');
     expect(JSON.parse(shown).config.secret).toBe('(set)');
-    // A change that leaves the secret out keeps it.
-    const patched = await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: 'http://127.0.0.1:2/hook' } } });
+    // A change that leaves the secret out keeps it, but never for another address.
+    const patched = await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: 'http://127.0.0.1:1/hook', batchSize: 5 } } });
     expect(patched.status).toBe(200);
-    expect(patched.body.config).toMatchObject({ url: 'http://127.0.0.1:2/hook', secret: '(set)' });
+    expect(patched.body.config).toMatchObject({ url: 'http://127.0.0.1:1/hook', secret: '(set)', batchSize: 5 });
+    const moved = await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: 'http://127.0.0.1:2/hook' } } });
+    expect(moved.status).toBe(400);
+    expect(moved.body.errors).toEqual([{ path: 'config.secret', message: 'send the secret again when the address changes' }]);
     expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
   });
 

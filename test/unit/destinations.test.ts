@@ -103,11 +103,11 @@ describe('nextState', () => {
 // ---- toBatches --------------------------------------------------------------------------------
 
 describe('toBatches', () => {
-  it('cuts adds then removes into batches of at most `size`, never mixing the two', () => {
+  it('cuts removes then adds into batches of at most `size`, never mixing the two (who left goes first)', () => {
     expect(toBatches(['a', 'b', 'c'], ['x', 'y'], 2)).toEqual([
+      { adds: [], removes: ['x', 'y'] },
       { adds: ['a', 'b'], removes: [] },
       { adds: ['c'], removes: [] },
-      { adds: [], removes: ['x', 'y'] },
     ]);
   });
 
@@ -436,9 +436,11 @@ describe('retryAfterMs', () => {
 describe('refuseUrl', () => {
   const none = new Set<string>();
 
-  it('allows http(s) URLs of public addresses', async () => {
+  it('allows https URLs of public addresses, and plain http only for allowlisted hosts', async () => {
     expect(await refuseUrl('https://8.8.8.8/hook', none)).toBeNull();
-    expect(await refuseUrl('http://[2606:4700:4700::1111]:8080/', none)).toBeNull();
+    expect(await refuseUrl('https://[2606:4700:4700::1111]:8080/', none)).toBeNull();
+    expect(await refuseUrl('http://[2606:4700:4700::1111]:8080/', none)).toMatch(/^https only/);
+    expect(await refuseUrl('http://8.8.8.8/hook', new Set(['8.8.8.8']))).toBeNull();
   });
 
   it('refuses what is not an http(s) URL, and credentials in the URL', async () => {
