@@ -284,7 +284,7 @@ export function createExportActivities(deps: ExportDeps) {
       planned.push({ id: ids[k], name: doc?.name ?? ids[k], ...stats, matchRate, adds: change.adds.length, removes: change.removes.length, ids: 0, before, batches: [from, n], refused, runId: doc?.current?.runId ?? null });
     }
     // A plan once saved stands: an attempt that lost a race with another saves nothing.
-    const saved = await destinations.savePlan(exp._id, { id: planId, segments: planned, batches: n, plannedAt: startedAt, resent: destination.resend === true });
+    const saved = await destinations.savePlan(exp._id, { id: planId, segments: planned, batches: n, plannedAt: startedAt, resent: destination.resend === true, tookMs: now().getTime() - startedAt.getTime() });
     if (!saved) {
       await destinations.dropBatches(planId, n);
       throw ApplicationFailure.retryable(`export ${exp._id} was planned meanwhile`, 'PlannedMeanwhile');

@@ -186,7 +186,7 @@ async function main(): Promise<void> {
     if (view.state !== 'completed') throw new Error(`export ${exportId} ended ${view.state}: ${view.error}`);
     // Planning (reading the snapshot, the delta, storing batches) against delivering and finishing.
     const stored = await new DestinationStore(store).getExport(exportId);
-    const planSeconds = stored?.plan ? (stored.plan.plannedAt.getTime() - stored.startedAt.getTime()) / 1000 : NaN;
+    const planSeconds = stored?.plan ? stored.plan.tookMs / 1000 : NaN;
     return { view, seconds, planSeconds };
   };
 

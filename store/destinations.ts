@@ -69,7 +69,7 @@ export interface ExportDoc {
   workflowId?: string;
   /** Set once planned. */
   /** Set once planned; `plannedAt` is when planning began (changes after it are the next export's). */
-  plan: { id: string; segments: PlannedSegment[]; batches: number; plannedAt: Date; resent: boolean } | null;
+  plan: { id: string; segments: PlannedSegment[]; batches: number; plannedAt: Date; resent: boolean; /** How long planning took. */ tookMs: number } | null;
   batchesConfirmed: number;
   rejected: number;
   startedAt: Date;

@@ -253,8 +253,12 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     await waitFor('ck-13 at the partner', async () => server.audience(segmentId).includes('ck-13'), 120_000, 250);
     // The schedule checks every minute; folding, planning and delivery come on top.
     expect(Date.now() - acknowledged).toBeLessThan(90_000);
-    const exports = (await admin(`/v1/destinations/${id}/exports`)).body.exports;
-    expect(exports[0]).toMatchObject({ trigger: 'near_real_time', state: 'completed', adds: 1, removes: 0 });
+    // The partner confirmed the batch; the export records it once its state has advanced.
+    const [latest] = await waitFor('the export recorded', async () => {
+      const listed = (await admin(`/v1/destinations/${id}/exports`)).body.exports;
+      return listed[0]?.state === 'running' ? null : listed;
+    });
+    expect(latest).toMatchObject({ trigger: 'near_real_time', state: 'completed', adds: 1, removes: 0 });
     await admin(`/v1/destinations/${id}`, { method: 'DELETE' });
   }, 240_000);
 
