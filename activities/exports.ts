@@ -7,6 +7,7 @@ import type { Connector, ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
 import { decide, delta, exportFacts, exportIdFor, nextState, PackedDecisions, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
 import { combineDocuments } from '../domain/profile';
+import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { forEachConcurrently, type Store } from '../store/db';
 import { batchId, DestinationStore, type DestinationDoc, type ExportDoc, type PlannedSegment } from '../store/destinations';
 import { ProfileGraph } from '../store/profileGraph';
@@ -298,11 +299,11 @@ export function createExportActivities(deps: ExportDeps) {
     return (await prepareRun(segments, runs, at, at))._id;
   }
 
-  /** Waits for a segmentation run another workflow executes. */
+  /** Waits for a segmentation run another workflow executes (or until that workflow is gone: planning then tells). */
   async function awaitSegmentRun(input: { runId: string }): Promise<void> {
     for (;;) {
       const run = await runs.getRun(input.runId);
-      if (!run || run.state !== 'running') return;
+      if (!run || run.state !== 'running' || !(await isRunning(segmentRunWorkflowId(deps.store.db.databaseName, input.runId)))) return;
       heartbeat();
       await sleep(2000);
     }

@@ -37,7 +37,7 @@ export const CreateDestinationRequestSchema = z
     segments: SegmentIds,
     idType: IdTypeSchema,
     schedule: SegmentScheduleSchema.optional(),
-    nearRealTime: z.boolean().optional().openapi({ description: 'Check for membership changes every minute and export them when there are any' }),
+    nearRealTime: z.boolean().optional().openapi({ description: 'Check for membership changes every minute and export them when there are any (takes the place of `schedule`)' }),
     labelsAllowed: z.array(UsageLabelSchema).max(64).optional().openapi({ description: "Source labels whose data may leave for this partner; a profile holding data of a source with any other label is withheld" }),
     consent: DestinationConsentSchema.optional(),
   })
