@@ -187,11 +187,11 @@ export function createExportActivities(deps: ExportDeps) {
         for (const id of decision.ids) ids.add(id);
       }
     };
-    const membership = new SegmentMembership(runs);
-    const states = (await membership.realTime([segment])).get(segment._id) ?? new Map<string, boolean>();
+    const changes = await runs.changesSince(segment.current?.startedAt ?? new Date(0));
+    const states = (await new SegmentMembership(runs).realTime([segment], changes)).get(segment._id) ?? new Map<string, boolean>();
     // Members whose ids, consent or sources changed since the snapshot are read afresh, like those who entered.
     const touched = new Set<string>();
-    for (const change of segment.current ? await runs.changesSince(segment.current.startedAt) : []) for (const id of change.touched ?? []) touched.add(id);
+    for (const change of changes) for (const id of change.touched ?? []) touched.add(id);
     const fresh = [...states].filter(([, member]) => member).map(([id]) => id);
     const run = segment.current && (await runs.getRun(segment.current.runId));
     if (run) {

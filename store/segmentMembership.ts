@@ -1,6 +1,6 @@
 import { Bitmap } from '../domain/segments';
 import type { Store } from './db';
-import { SegmentRunStore, SnapshotReader, type RunDoc, type SnapshotChunk } from './segmentRuns';
+import { SegmentRunStore, SnapshotReader, type ChangeDoc, type RunDoc, type SnapshotChunk } from './segmentRuns';
 import type { SegmentDoc } from './segments';
 
 /** Per segment, each profile's latest real-time state since the segment's snapshot: true entered, false exited. */
@@ -19,13 +19,13 @@ export class SegmentMembership {
     this.runs = store instanceof SegmentRunStore ? store : new SegmentRunStore(store);
   }
 
-  /** The real-time states of the given segments, from one read of the pending changes. */
-  async realTime(segments: SegmentDoc[]): Promise<RealTimeStates> {
+  /** The real-time states of the given segments, from one read of the pending changes (or the changes given, read since the oldest snapshot's start). */
+  async realTime(segments: SegmentDoc[], changes?: ChangeDoc[]): Promise<RealTimeStates> {
     const states: RealTimeStates = new Map(segments.map((segment) => [segment._id, new Map()]));
     if (segments.length === 0) return states;
     const since = (segment: SegmentDoc) => segment.current?.startedAt ?? new Date(0);
     const oldest = segments.reduce((min, segment) => (since(segment) < min ? since(segment) : min), since(segments[0]));
-    for (const change of await this.runs.changesSince(oldest)) {
+    for (const change of changes ?? (await this.runs.changesSince(oldest))) {
       for (const segment of segments) {
         const entry = Object.hasOwn(change.changes, segment._id) ? change.changes[segment._id] : undefined;
         // Changes under another version of the rule belong to another snapshot (an edit's run replaces this one).
