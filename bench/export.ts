@@ -37,12 +37,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import type { Server } from 'node:http';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
-import { Runtime } from '@temporalio/worker';
-import { createApp } from '../api/app';
 import { loadConfig } from '../config';
 import { Outbound } from '../connectors/outbound';
 import { signature } from '../connectors/webhook';
@@ -52,11 +49,9 @@ import type { SegmentView } from '../domain/segments';
 import { connectStore, forEachConcurrently, type Store } from '../store/db';
 import { DestinationStore } from '../store/destinations';
 import { ProfileStore } from '../store/profiles';
-import { connectTemporal } from '../temporal/client';
-import { createWorker } from '../workers/worker';
 import { syntheticProfile } from '../test/support/segmentFixtures';
 import { seededRandom } from '../test/support/random';
-import { describeStore, dropStore, envNumber, once, round, runBench, say, table } from './support';
+import { describeStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
 
 const SETTINGS = {
   profiles: Math.floor(envNumber('DMP_BENCH_EXPORT_PROFILES', 1_000_000)),
@@ -122,27 +117,8 @@ async function main(): Promise<void> {
   const { backend, serverVersion } = await describeStore(store, config.MONGODB_URI);
 
   // 1. A worker and the API, here; the partner in its own process.
-  Runtime.install({ logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (message: string) => say(`temporal: ${message}`) } as never });
-  const taskQueue = `dmp-bench-${databaseName}`;
-  const adminKey = `adm_bench_${Date.now()}_export`;
-  const temporal = await connectTemporal(config);
-  const { worker, connection } = await createWorker({ config: { ...config, DMP_TASK_QUEUE: taskQueue }, store, temporal });
-  const running = worker.run();
-  const app = createApp({ config: { ...config, DMP_TASK_QUEUE: taskQueue, DMP_ADMIN_KEY: adminKey }, store, temporal });
-  const server: Server = await new Promise((resolve) => {
-    const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
-  });
-  const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  cleanupState.stop = async () => {
-    await new Promise((resolve) => server.close(resolve));
-    for await (const execution of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
-      await temporal.workflow.getHandle(execution.workflowId).terminate('benchmark finished').catch(() => undefined);
-    }
-    worker.shutdown();
-    await running;
-    await connection.close();
-    await temporal.connection.close();
-  };
+  const { api, adminKey, stop } = await startInProcess(config, store, 'export');
+  cleanupState.stop = stop;
   const secret = randomBytes(24).toString('hex');
   const partner = await startPartner(secret);
   say(`partner listening at ${partner}`);

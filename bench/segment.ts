@@ -32,10 +32,7 @@
  * visitors, returning as on a site), DMP_BENCH_SEGMENTS (50), DMP_BENCH_SEED (1),
  * DMP_BENCH_DEADLINE_SECONDS (2400).
  */
-import type { Server } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { Runtime } from '@temporalio/worker';
-import { createApp } from '../api/app';
 import { loadConfig } from '../config';
 import { profileIdForEvent } from '../domain/ids';
 import type { ProfileDoc } from '../domain/profile';
@@ -45,11 +42,10 @@ import { IdentityIndex } from '../store/identities';
 import { ProfileStore } from '../store/profiles';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
-import { connectTemporal, startSegmentRun } from '../temporal/client';
-import { createWorker } from '../workers/worker';
+import { startSegmentRun } from '../temporal/client';
 import { CATEGORIES, EVENT_TYPES, mixedSegments, syntheticProfile } from '../test/support/segmentFixtures';
 import { seededRandom } from '../test/support/random';
-import { describeStore, dropStore, envNumber, once, round, runBench, say, table } from './support';
+import { describeStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
 
 const SETTINGS = {
   profiles: Math.floor(envNumber('DMP_BENCH_SEGMENT_PROFILES', 1_000_000)),
@@ -88,27 +84,8 @@ async function main(): Promise<void> {
   const { backend, serverVersion } = await describeStore(store, config.MONGODB_URI);
 
   // 1. A worker and the API, here.
-  Runtime.install({ logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (message: string) => say(`temporal: ${message}`) } as never });
-  const taskQueue = `dmp-bench-${databaseName}`;
-  const adminKey = `adm_bench_${Date.now()}_segment`;
-  const temporal = await connectTemporal(config);
-  const { worker, connection } = await createWorker({ config: { ...config, DMP_TASK_QUEUE: taskQueue }, store, temporal });
-  const running = worker.run();
-  const app = createApp({ config: { ...config, DMP_TASK_QUEUE: taskQueue, DMP_ADMIN_KEY: adminKey }, store, temporal });
-  const server: Server = await new Promise((resolve) => {
-    const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
-  });
-  const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
-  cleanupState.stop = async () => {
-    await new Promise((resolve) => server.close(resolve));
-    for await (const execution of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
-      await temporal.workflow.getHandle(execution.workflowId).terminate('benchmark finished').catch(() => undefined);
-    }
-    worker.shutdown();
-    await running;
-    await connection.close();
-    await temporal.connection.close();
-  };
+  const { temporal, taskQueue, api, adminKey, stop } = await startInProcess(config, store, 'segment');
+  cleanupState.stop = stop;
 
   // 2. The profiles (not timed).
   const random = seededRandom(SETTINGS.seed);

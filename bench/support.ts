@@ -1,7 +1,14 @@
 /** What the benchmarks share: their knobs, progress lines, time limits, the store's name, and how a run starts and ends. */
 import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { Client } from '@temporalio/client';
+import { Runtime } from '@temporalio/worker';
 import type { Document } from 'mongodb';
+import { createApp } from '../api/app';
+import type { Config } from '../config';
 import type { Store } from '../store/db';
+import { connectTemporal } from '../temporal/client';
+import { createWorker } from '../workers/worker';
 
 /** A numeric knob from the environment, or `fallback` when it is unset. */
 export function envNumber(name: string, fallback: number, min = 1): number {
@@ -119,4 +126,34 @@ export function runBench(run: BenchRun): void {
       process.exit(1);
     },
   );
+}
+
+/**
+ * A worker and the API in the bench's own process, on a task queue of their own (Temporal's logs
+ * reduced to its errors). `stop` closes the API, ends every workflow still running on the queue and
+ * shuts the worker down.
+ */
+export async function startInProcess(config: Config, store: Store, name: string): Promise<{ temporal: Client; taskQueue: string; api: string; adminKey: string; stop: () => Promise<void> }> {
+  Runtime.install({ logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (message: string) => say(`temporal: ${message}`) } as never });
+  const taskQueue = `dmp-bench-${store.db.databaseName}`;
+  const adminKey = `adm_bench_${Date.now()}_${name}`;
+  const temporal = await connectTemporal(config);
+  const { worker, connection } = await createWorker({ config: { ...config, DMP_TASK_QUEUE: taskQueue }, store, temporal });
+  const running = worker.run();
+  const app = createApp({ config: { ...config, DMP_TASK_QUEUE: taskQueue, DMP_ADMIN_KEY: adminKey }, store, temporal });
+  const server: Server = await new Promise((resolve) => {
+    const listening = app.listen(0, '127.0.0.1', () => resolve(listening));
+  });
+  const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  const stop = async () => {
+    await new Promise((resolve) => server.close(resolve));
+    for await (const execution of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
+      await temporal.workflow.getHandle(execution.workflowId).terminate('benchmark finished').catch(() => undefined);
+    }
+    worker.shutdown();
+    await running;
+    await connection.close();
+    await temporal.connection.close();
+  };
+  return { temporal, taskQueue, api, adminKey, stop };
 }
