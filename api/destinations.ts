@@ -246,7 +246,14 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       exportId = exportIdFor(doc._id, new Date(at));
       if ((await destinations.openExport(newExport(exportId, doc._id, body.full ?? false, 'api', startedAt))).startedAt.getTime() === startedAt.getTime()) break;
     }
-    await startDestinationExport(temporal, databaseName, doc._id, exportId, body.full ?? false, config);
+    try {
+      await startDestinationExport(temporal, databaseName, doc._id, exportId, body.full ?? false, config);
+    } catch (error) {
+      // Nothing will run it: recorded as failed, not left running for ever.
+      const opened = await destinations.getExport(exportId);
+      if (opened?.state === 'running' && !opened.plan) await destinations.saveExport({ ...opened, state: 'failed', finishedAt: new Date(), error: 'its workflow could not be started' });
+      throw error;
+    }
     res.status(202).json({ exportId });
   });
 
