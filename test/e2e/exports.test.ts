@@ -117,7 +117,8 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     const allowed = GOLD.filter((i) => i !== 5 && i !== 7);
     expect(first).toMatchObject({ state: 'completed', adds: allowed.length, removes: 0, matched: allowed.length, unmatched: 0, matchRate: 1, batches: 4, batchesConfirmed: 4, withheld: { consent: 1, labels: { partner_data: 1 } } });
     expect(server.audience(segmentId)).toEqual(cookies(allowed));
-    expect(new Set(server.applied).size).toBe(server.applied.length);
+    // The partner applies a key once: as many keys applied as batches planned means no batch went again under a new key.
+    expect(server.applied.length).toBe(first.batches);
     expect(server.duplicates).toBeGreaterThanOrEqual(1); // the batch whose answer was lost came again under its key
     expect(server.rejectedAuth).toBe(0);
 
@@ -146,7 +147,7 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     const labelled = await exportNow(id);
     expect(labelled).toMatchObject({ state: 'completed', adds: 1, removes: 0, withheld: { labels: {} } });
     expect(server.audience(segmentId)).toEqual(cookies([...now, 5]));
-    expect(new Set(server.applied).size).toBe(server.applied.length);
+    expect(server.applied.length).toBe(first.batches + second.batches + full.batches + labelled.batches);
 
     const destination = (await admin(`/v1/destinations/${id}`)).body;
     expect(destination.held[segmentId]).toEqual({ ids: now.length + 1, uncertain: 0 });
