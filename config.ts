@@ -65,6 +65,12 @@ export const ConfigSchema = z.object({
   DMP_DESTINATION_TIMEOUT_SECONDS: z.coerce.number().positive().default(30),
   /** Where `segment_file` destinations with a `folder` write their files. */
   DMP_EXPORT_DIR: z.string().default('.data/exports'),
+  /** Domain attribute of the platform's own cookie (set by the pixel and cookie syncs); host-only when empty. */
+  DMP_COOKIE_DOMAIN: z.string().default(''),
+  /** How long a cookie-sync match (partner id ↔ our cookie id) lives without being seen again. */
+  DMP_MATCH_TTL_DAYS: z.coerce.number().positive().default(90),
+  /** Most partner ids kept per cookie id and per partner (and cookie ids per partner id): the newest win. */
+  DMP_MATCH_CAP: z.coerce.number().int().min(1).default(5),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 export type Config = z.infer<typeof ConfigSchema>;

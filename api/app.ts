@@ -2,7 +2,6 @@ import express, { type Express } from 'express';
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Config } from '../config';
-import { prepareEvents } from '../domain/collect';
 import { hashSecret, newSourceId, newWriteKey } from '../domain/ids';
 import { sourceWorkflowId } from '../domain/workflowIds';
 import { toStoredIdentity, identityKey, IdentityError } from '../domain/identity';
@@ -14,19 +13,19 @@ import {
   ProfileEventsQuerySchema,
   RefusalsQuerySchema,
   UnlinkRequestSchema,
-  type CollectResponse,
   type SourceStatus,
 } from '../domain/schemas';
 import { logger } from '../logger';
 import { pingStore, type Store } from '../store/db';
-import { AckDeadlineExceeded, EventLog } from '../store/eventLog';
+import { EventLog } from '../store/eventLog';
 import { IdentityCapStore } from '../store/identityCaps';
 import { ProfileEventLog } from '../store/profileEvents';
 import { SegmentStore } from '../store/segments';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { ensureSourceWorkflow, wakeSourceWorkflow } from '../temporal/client';
 import { pauseSourceSignal, resumeSourceSignal, sourceStatusQuery } from '../workflows/sourceConnection';
-import { requireAdmin, requireWriteKey } from './auth';
+import { requireAdmin, WriteKeys } from './auth';
+import { Collector } from './collector';
 import { GroupCommitter } from './groupCommit';
 import { buildOpenApiDocument } from './openapi';
 import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
@@ -34,14 +33,14 @@ import { pendingWork } from './pendingWork';
 import { ProfileReader } from './profileReader';
 import { SourceWaker } from './sourceWaker';
 import { destinationsRouter } from './destinations';
+import { partnersRouter } from './partners';
+import { segmentApiRouter } from './segmentApi';
+import { tagRouter } from './tag';
 import { segmentsRouter } from './segments';
 import { taxonomyRouter } from './taxonomy';
 import { Unlinks, unlinkView } from './unlinks';
 
-export type ApiConfig = Pick<
-  Config,
-  'DMP_TASK_QUEUE' | 'DMP_DRAIN_BATCH_EVENTS' | 'DMP_SOURCE_IDLE_POLL_SECONDS' | 'DMP_PROFILE_PARTITIONS' | 'DMP_MAX_BODY_BYTES' | 'DMP_MAX_BATCH_EVENTS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION' | 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_DESTINATION_ALLOWLIST'
-> & { DMP_ADMIN_KEY: string };
+export type ApiConfig = Omit<Config, 'DMP_ADMIN_KEY'> & { DMP_ADMIN_KEY: string };
 
 export interface ApiDeps {
   config: ApiConfig;
@@ -61,6 +60,8 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     (sourceId, error) => logger.warn({ sourceId, workflowId: sourceWorkflowId(sourceId), err: error }, 'could not wake the source; its idle poll will'),
   );
   const committer = new GroupCommitter(log, config.DMP_CHUNK_MAX_EVENTS, (sourceId) => waker.notify(sourceId));
+  const collector = new Collector(committer, config);
+  const writeKeys = new WriteKeys(sources);
   const admin = requireAdmin(config.DMP_ADMIN_KEY);
   const openApi = buildOpenApiDocument(config);
 
@@ -155,7 +156,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
 
   // ---- collection ----------------------------------------------------------------------------
 
-  app.post('/v1/collect', requireWriteKey(sources), async (req, res) => {
+  app.post('/v1/collect', writeKeys.require(), async (req, res) => {
     if (!req.is('application/json') && !req.is('application/*+json')) {
       throw new ProblemError(415, 'unsupported-media-type', 'Send JSON', [{ path: 'headers.content-type', message: 'expected application/json' }]);
     }
@@ -165,22 +166,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
         { path: 'events', message: `${events.length} events; at most ${config.DMP_MAX_BATCH_EVENTS}` },
       ]);
     }
-    const sourceId = req.sourceId as string;
-    const prepared = prepareEvents(events, { now: new Date(), defaultPhoneRegion: config.DMP_DEFAULT_PHONE_REGION });
-    let duplicates = 0;
-    if (prepared.accepted.length > 0) {
-      try {
-        duplicates = (await committer.submit(sourceId, prepared.accepted.map((a) => a.event))).size;
-      } catch (error) {
-        if (error instanceof AckDeadlineExceeded) {
-          logger.warn({ sourceId, workflowId: sourceWorkflowId(sourceId), err: error }, 'append missed its deadline; not acknowledged');
-          throw new ProblemError(503, 'unavailable', 'The store is too slow right now; retry later');
-        }
-        throw error;
-      }
-    }
-    const body: CollectResponse = { accepted: prepared.accepted.length - duplicates, duplicates, rejected: prepared.rejected };
-    res.status(202).json(body);
+    res.status(202).json(await collector.collect(req.source as SourceDoc, events));
   });
 
   // ---- profiles ------------------------------------------------------------------------------
@@ -254,6 +240,10 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     });
   });
 
+  const routerDeps = { store, temporal, config, admin, writeKeys, collector };
+  app.use(segmentApiRouter(routerDeps));
+  app.use(tagRouter(routerDeps));
+  app.use(partnersRouter(routerDeps));
   app.use(segmentsRouter({ store, temporal, config, admin }));
   app.use(destinationsRouter({ store, temporal, config, admin }));
   const segmentStore = new SegmentStore(store);

@@ -33,6 +33,18 @@ import { CreateDestinationRequestSchema, DestinationViewSchema, ExportListQueryS
 import { RuleSchema } from '../domain/segmentRules';
 import { TaxonomyImportQuerySchema, TaxonomyImportResponseSchema, TaxonomyTreeSchema } from '../domain/taxonomy';
 import type { ApiConfig } from './app';
+import { registerPartnerPaths } from './partners';
+import { registerSegmentApiPaths } from './segmentApi';
+import { registerTagPaths } from './tag';
+
+/** What a router's module needs to document its own paths. */
+export interface OpenApiParts {
+  registry: OpenAPIRegistry;
+  problem: (description: string) => object;
+  json: <T extends z.ZodType>(schema: T) => object;
+  adminKey: string;
+  writeKey: string;
+}
 
 /** The OpenAPI document, generated from the same zod schemas the handlers validate with. */
 export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVENTS' | 'DMP_MAX_BODY_BYTES'>) {
@@ -293,6 +305,11 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
       responses: { [status]: schema ? { description, ...json(schema) } : { description }, ...adminProblems, ...extra },
     });
   }
+
+  const parts: OpenApiParts = { registry, problem, json, adminKey: admin.name, writeKey: writeKey.name };
+  registerSegmentApiPaths(parts);
+  registerTagPaths(parts);
+  registerPartnerPaths(parts);
 
   return new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',

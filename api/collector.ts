@@ -1,0 +1,39 @@
+import type { ApiConfig } from './app';
+import { prepareEvents } from '../domain/collect';
+import type { CollectResponse } from '../domain/schemas';
+import { sourceWorkflowId } from '../domain/workflowIds';
+import { logger } from '../logger';
+import { AckDeadlineExceeded } from '../store/eventLog';
+import type { SourceDoc } from '../store/sources';
+import type { GroupCommitter } from './groupCommit';
+import { ProblemError } from './problem';
+
+/**
+ * The one way into the source log for every channel (server API, tracking API, tag, pixel, uploads):
+ * each event is validated, hashed and consent-checked on its own, then the valid ones are durably
+ * appended before the caller answers.
+ */
+export class Collector {
+  constructor(
+    private readonly committer: GroupCommitter,
+    private readonly config: Pick<ApiConfig, 'DMP_DEFAULT_PHONE_REGION'>,
+  ) {}
+
+  /** Appends what is valid; a 503 ProblemError when the store is too slow to acknowledge in time. */
+  async collect(source: SourceDoc, events: unknown[], now = new Date()): Promise<CollectResponse> {
+    const prepared = prepareEvents(events, { now, defaultPhoneRegion: this.config.DMP_DEFAULT_PHONE_REGION });
+    let duplicates = 0;
+    if (prepared.accepted.length > 0) {
+      try {
+        duplicates = (await this.committer.submit(source._id, prepared.accepted.map((a) => a.event))).size;
+      } catch (error) {
+        if (error instanceof AckDeadlineExceeded) {
+          logger.warn({ sourceId: source._id, workflowId: sourceWorkflowId(source._id), err: error }, 'append missed its deadline; not acknowledged');
+          throw new ProblemError(503, 'unavailable', 'The store is too slow right now; retry later');
+        }
+        throw error;
+      }
+    }
+    return { accepted: prepared.accepted.length - duplicates, duplicates, rejected: prepared.rejected };
+  }
+}
