@@ -4,6 +4,7 @@ import type { StoredEvent } from '../domain/event';
 import { identityKey, type Identity } from '../domain/identity';
 import { identityBlocklist } from '../domain/identityBlocklist';
 import { partitionOf } from '../domain/partition';
+import { INITIAL_DRAIN_POSITION } from '../domain/drainPosition';
 import type { DrainPosition, Party, SourceState } from '../domain/schemas';
 import type { Store } from '../store/db';
 import { EventLog, type ReadChunk } from '../store/eventLog';
@@ -32,6 +33,8 @@ export interface DrainResult {
   /** Events that carried only blocklisted identities (see domain/identityBlocklist). */
   refused: number;
   duplicates: number;
+  /** Events their source's consent policy keeps from profiling, per reason. */
+  nonProfiling: Record<string, number>;
   /** Profile documents this batch created, merges (identity links) it found, and joins the caps refused. */
   newProfiles: number;
   links: number;
@@ -53,6 +56,13 @@ export interface CollectionDeps {
   onDrainStep?: (step: DrainStep) => void | Promise<void>;
 }
 
+/** Sums counts kept per key. */
+function addCounts(counts: Array<Record<string, number>>): Record<string, number> {
+  const total: Record<string, number> = {};
+  for (const count of counts) for (const [key, n] of Object.entries(count)) total[key] = (total[key] ?? 0) + n;
+  return total;
+}
+
 /** Log chunks read in parallel by a drain. */
 const READ_AHEAD = 8;
 
@@ -61,6 +71,7 @@ interface LogBatch {
   /** The chunk after the last one read. */
   end: number;
   duplicates: number;
+  nonProfiling: Record<string, number>;
   /** Whether a ready chunk follows `end` (the batch stopped at its size limit). */
   more: boolean;
 }
@@ -80,7 +91,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
 
   /** Reads chunks from `from` on: up to `maxEvents`, or exactly up to `until` when the range is fixed. */
   async function readLog(sourceId: string, from: number, limit: { maxEvents: number } | { until: number }): Promise<LogBatch> {
-    const batch: LogBatch = { events: [], end: from, duplicates: 0, more: false };
+    const batch: LogBatch = { events: [], end: from, duplicates: 0, nonProfiling: {}, more: false };
     // Chunks are read a few at a time, in parallel: one by one, the round trips were most of a drain.
     let ahead: Array<Promise<ReadChunk | null>> = [];
     for (;;) {
@@ -100,6 +111,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       else break;
       chunk.events.forEach((event, index) => {
         if (skip.has(index)) batch.duplicates++;
+        else if (event.nonProfiling) batch.nonProfiling[event.nonProfiling] = (batch.nonProfiling[event.nonProfiling] ?? 0) + 1;
         else batch.events.push({ seq: batch.end, event });
       });
       batch.end++;
@@ -111,7 +123,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
   }
 
   /** A range's share of a drain's counts, and the partitions that got events. */
-  type RangeResult = Pick<DrainResult, 'routed' | 'refused' | 'duplicates' | 'newProfiles' | 'links' | 'capRefusals'> & { woken: number[] };
+  type RangeResult = Pick<DrainResult, 'routed' | 'refused' | 'duplicates' | 'nonProfiling' | 'newProfiles' | 'links' | 'capRefusals'> & { woken: number[] };
 
   /** Routes one fixed range of a source's log, its identities resolved: write one routed batch per partition. */
   async function routeRange(sourceId: string, party: Party, from: number, to: number, batch: LogBatch, resolution: BatchResolution): Promise<RangeResult> {
@@ -159,6 +171,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       routed: events.length - refused,
       refused,
       duplicates: batch.duplicates,
+      nonProfiling: batch.nonProfiling,
       newProfiles: resolution.newProfiles,
       links: resolution.links.length,
       capRefusals: resolution.refusals.length,
@@ -203,13 +216,15 @@ export function createCollectionActivities(deps: CollectionDeps) {
       throw error;
     }
     const results = await Promise.all(ranges);
-    const sum = (field: Exclude<keyof RangeResult, 'woken'>) => results.reduce((total, result) => total + result[field], 0);
+    const sum = (field: Exclude<keyof RangeResult, 'woken' | 'nonProfiling'>) => results.reduce((total, result) => total + result[field], 0);
+    const nonProfiling = addCounts([...results.map((range) => range.nonProfiling)]);
     const result: DrainResult = {
       position: input.position,
       chunks: cursor - start,
       routed: sum('routed'),
       refused: sum('refused'),
       duplicates: sum('duplicates'),
+      nonProfiling,
       newProfiles: sum('newProfiles'),
       links: sum('links'),
       capRefusals: sum('capRefusals'),
@@ -220,6 +235,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
       cursor,
       eventsProcessed: input.position.eventsProcessed + result.routed,
       eventsRefused: input.position.eventsRefused + result.refused,
+      // A position carried from before per-reason counts existed has none.
+      eventsNonProfiling: addCounts([input.position.eventsNonProfiling ?? {}, nonProfiling]),
       duplicatesSkipped: input.position.duplicatesSkipped + result.duplicates,
       batchesApplied: input.position.batchesApplied + results.length,
       lastDrainAt: now().toISOString(),
@@ -236,7 +253,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
     async loadDrainPosition(sourceId: string): Promise<{ position: DrainPosition; state: SourceState }> {
       const [position, source] = await Promise.all([sources.loadPosition(sourceId), sources.get(sourceId)]);
       return {
-        position: position ?? { cursor: 0, eventsProcessed: 0, eventsRefused: 0, duplicatesSkipped: 0, batchesApplied: 0, lastDrainAt: null },
+        // Positions saved before a field existed get its initial value.
+        position: { ...INITIAL_DRAIN_POSITION, ...position },
         state: source?.state ?? 'active',
       };
     },

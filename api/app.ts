@@ -9,6 +9,7 @@ import { decodeKeys } from '../domain/fieldNames';
 import {
   CollectRequestSchema,
   CreateSourceRequestSchema,
+  DEFAULT_CONSENT_POLICY,
   LookupQuerySchema,
   ProfileEventsQuerySchema,
   RefusalsQuerySchema,
@@ -129,6 +130,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       kind: source.kind,
       party: source.party,
       labels: source.labels,
+      consent: source.consent ?? DEFAULT_CONSENT_POLICY,
       createdAt: source.createdAt.toISOString(),
       workflowId: sourceWorkflowId(source._id),
       workflowStatus,

@@ -21,11 +21,11 @@ export class Collector {
 
   /** Appends what is valid; a 503 ProblemError when the store is too slow to acknowledge in time. */
   async collect(source: SourceDoc, events: unknown[], now = new Date()): Promise<CollectResponse> {
-    const prepared = prepareEvents(events, { now, defaultPhoneRegion: this.config.DMP_DEFAULT_PHONE_REGION });
-    let duplicates = 0;
+    const prepared = prepareEvents(events, { now, defaultPhoneRegion: this.config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent });
+    let duplicates = new Set<number>();
     if (prepared.accepted.length > 0) {
       try {
-        duplicates = (await this.committer.submit(source._id, prepared.accepted.map((a) => a.event))).size;
+        duplicates = await this.committer.submit(source._id, prepared.accepted.map((a) => a.event));
       } catch (error) {
         if (error instanceof AckDeadlineExceeded) {
           logger.warn({ sourceId: source._id, workflowId: sourceWorkflowId(source._id), err: error }, 'append missed its deadline; not acknowledged');
@@ -34,6 +34,7 @@ export class Collector {
         throw error;
       }
     }
-    return { accepted: prepared.accepted.length - duplicates, duplicates, rejected: prepared.rejected };
+    const nonProfiling = prepared.accepted.filter((a, index) => a.event.nonProfiling && !duplicates.has(index)).length;
+    return { accepted: prepared.accepted.length - duplicates.size, duplicates: duplicates.size, nonProfiling, rejected: prepared.rejected };
   }
 }

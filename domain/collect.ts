@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
-import { ConsentError, decodeConsent } from './consent';
+import { ConsentError, decodeConsent, profilingRefusal } from './consent';
 import { encodeKeys } from './fieldNames';
 import { IdentityError, toStoredIdentity, type Identity, type InputIdentityType } from './identity';
-import { EventInputSchema } from './schemas';
+import { DEFAULT_CONSENT_POLICY, EventInputSchema, type ConsentPolicy } from './schemas';
 import type { StoredEvent } from './event';
 
 export interface FieldError {
@@ -27,6 +27,8 @@ export interface PrepareOptions {
   defaultPhoneRegion: string;
   /** Events stamped further in the future than this are refused as a clock error. */
   maxFutureSkewMs?: number;
+  /** The source's consent policy: events it does not allow to be profiled are marked so. */
+  consentPolicy?: ConsentPolicy;
 }
 
 export function zodIssuesToFieldErrors(issues: z.core.$ZodIssue[], prefix: string[] = []): FieldError[] {
@@ -38,8 +40,8 @@ export function zodIssuesToFieldErrors(issues: z.core.$ZodIssue[], prefix: strin
 
 /**
  * Validates each event on its own and turns it into its stored form: raw emails and phones are
- * normalized and hashed here, consent is decoded, client-chosen names are encoded. Nothing raw
- * leaves this function.
+ * normalized and hashed here, consent is decoded and checked against the source's policy,
+ * client-chosen names are encoded. Nothing raw leaves this function.
  */
 export function prepareEvents(events: unknown[], options: PrepareOptions): PreparedEvents {
   const maxFutureSkewMs = options.maxFutureSkewMs ?? 24 * 3600 * 1000;
@@ -72,7 +74,7 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
         consent = decodeConsent(input.consent);
       } catch (error) {
         if (!(error instanceof ConsentError)) throw error;
-        errors.push({ path: 'consent.tcf', message: error.message });
+        errors.push({ path: `consent.${error.field}`, message: error.message });
       }
     }
     if (errors.length > 0) {
@@ -89,6 +91,8 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
     if (input.traits) event.traits = encodeKeys(input.traits);
     if (input.properties) event.properties = encodeKeys(input.properties);
     if (consent) event.consent = consent;
+    const refusal = profilingRefusal(consent, options.consentPolicy ?? DEFAULT_CONSENT_POLICY);
+    if (refusal) event.nonProfiling = refusal;
     accepted.push({ index, event });
   });
   return { accepted, rejected };

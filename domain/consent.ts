@@ -1,5 +1,6 @@
 import { TCString } from '@iabtcf/core';
-import type { ConsentInput } from './schemas';
+import { GppModel } from '@iabgpp/cmpapi';
+import type { ConsentInput, ConsentPolicy } from './schemas';
 
 /** Consent as stored on an event and a profile: what the signal said, decoded once at the edge. */
 export interface StoredConsent {
@@ -12,11 +13,35 @@ export interface StoredConsent {
     purposeLegitimateInterests: number[];
     vendorConsents: number[];
   };
-  gpp?: { gppString: string };
+  gpp?: StoredGpp;
   purposes?: Record<string, boolean>;
 }
 
-export class ConsentError extends Error {}
+/**
+ * A GPP string with what its US sections say about selling, sharing and targeted advertising:
+ * true when any applicable section records the person's opt-out (US National, a state section, or
+ * the older US Privacy string), false when sections apply and none does, absent when none applies.
+ */
+export interface StoredGpp {
+  gppString: string;
+  sectionIds: number[];
+  saleOptOut?: boolean;
+  sharingOptOut?: boolean;
+  targetedAdvertisingOptOut?: boolean;
+}
+
+export class ConsentError extends Error {
+  constructor(
+    message: string,
+    /** The input field the problem is in. */
+    readonly field: 'tcf' | 'gpp' = 'tcf',
+  ) {
+    super(message);
+  }
+}
+
+/** TCF 2.2 strings carry policy version 4; older ones were issued under rules the IAB has retired. */
+const MIN_TCF_POLICY_VERSION = 4;
 
 function idsOf(vector: { forEach(cb: (value: boolean, id: number) => void): void }): number[] {
   const ids: number[] = [];
@@ -35,9 +60,11 @@ export function decodeTcf(tcString: string): NonNullable<StoredConsent['tcf']> {
     throw new ConsentError(`not a readable TCF string: ${(error as Error).message}`);
   }
   if (model.version !== 2) throw new ConsentError(`TCF version ${model.version} is not supported`);
+  const policyVersion = Number(model.policyVersion);
+  if (policyVersion < MIN_TCF_POLICY_VERSION) throw new ConsentError(`TCF policy version ${policyVersion} is invalid; TCF v2.2 needs ${MIN_TCF_POLICY_VERSION} or later`);
   return {
     tcString,
-    policyVersion: Number(model.policyVersion),
+    policyVersion,
     cmpId: Number(model.cmpId),
     created: model.created,
     purposeConsents: idsOf(model.purposeConsents),
@@ -46,10 +73,84 @@ export function decodeTcf(tcString: string): NonNullable<StoredConsent['tcf']> {
   };
 }
 
+/** GPP's US opt-out fields: 0 not applicable, 1 opted out, 2 did not opt out. */
+const US_OPT_OUT_FIELDS = { saleOptOut: 'SaleOptOut', sharingOptOut: 'SharingOptOut', targetedAdvertisingOptOut: 'TargetedAdvertisingOptOut' } as const;
+const TCF_EU_SECTION = 'tcfeuv2';
+const TCF_EU_SECTION_ID = 2;
+const US_PRIVACY_SECTION = 'uspv1';
+
+/** Decodes a GPP string with the IAB's library (every section, so a corrupt one is refused here, not later). */
+export function decodeGpp(gppString: string): { gpp: StoredGpp; tcfString?: string } {
+  let sections: Record<string, Record<string, unknown>>;
+  let model: GppModel;
+  try {
+    model = new GppModel(gppString);
+    sections = model.toObject() as Record<string, Record<string, unknown>>;
+  } catch (error) {
+    throw new ConsentError(`not a readable GPP string: ${(error as Error).message}`, 'gpp');
+  }
+  const gpp: StoredGpp = { gppString, sectionIds: model.getSectionIds() as number[] };
+  for (const [name, section] of Object.entries(sections)) {
+    for (const [key, field] of Object.entries(US_OPT_OUT_FIELDS) as Array<[keyof typeof US_OPT_OUT_FIELDS, string]>) {
+      const value = section[field];
+      if (value === 1) gpp[key] = true;
+      else if (value === 2 && gpp[key] === undefined) gpp[key] = false;
+    }
+    if (name === US_PRIVACY_SECTION && (section.OptOutSale === 'Y' || section.OptOutSale === 'N')) {
+      gpp.saleOptOut = gpp.saleOptOut === true || section.OptOutSale === 'Y';
+    }
+  }
+  // The EU section is a TC string in its own right: read it (as sent) as one, so both signals mean the same.
+  const tcfIndex = gpp.sectionIds.indexOf(TCF_EU_SECTION_ID);
+  const tcfString = sections[TCF_EU_SECTION] && tcfIndex !== -1 ? gppString.split('~')[tcfIndex + 1] : undefined;
+  return tcfString ? { gpp, tcfString } : { gpp };
+}
+
 export function decodeConsent(input: ConsentInput): StoredConsent {
   const consent: StoredConsent = {};
+  if (input.gpp !== undefined) {
+    const { gpp, tcfString } = decodeGpp(input.gpp);
+    consent.gpp = gpp;
+    if (tcfString && input.tcf === undefined) {
+      try {
+        consent.tcf = decodeTcf(tcfString);
+      } catch (error) {
+        if (!(error instanceof ConsentError)) throw error;
+        throw new ConsentError(`its TCF EU section: ${error.message}`, 'gpp');
+      }
+    }
+  }
   if (input.tcf !== undefined) consent.tcf = decodeTcf(input.tcf);
-  if (input.gpp !== undefined) consent.gpp = { gppString: input.gpp };
   if (input.purposes !== undefined) consent.purposes = input.purposes;
   return consent;
+}
+
+/** Purposes a vendor may only base on consent under TCF 2.2 (storage, and building or using profiles). */
+const CONSENT_ONLY_PURPOSES = new Set([1, 3, 4, 5, 6]);
+
+/** Why an event may not be profiled under its source's policy; the values are stable, counted per source. */
+export type NonProfilingReason = 'no_consent_signal' | 'tcf_purpose' | 'tcf_vendor' | 'gpp_opt_out' | 'purpose_flag';
+
+/**
+ * Whether an event with this consent may build a profile under its source's policy; null when it
+ * may, else the reason. `not_required` sources (e.g. a CRM with its own legal basis) skip the check;
+ * `when_present` checks the signals an event carries; `require` also refuses events that carry none.
+ */
+export function profilingRefusal(consent: StoredConsent | undefined, policy: ConsentPolicy): NonProfilingReason | null {
+  if (policy.mode === 'not_required') return null;
+  const tcf = consent?.tcf;
+  const gpp = consent?.gpp;
+  if (!tcf && !gpp && consent?.purposes?.[policy.purposeFlag] === undefined) {
+    return policy.mode === 'require' ? 'no_consent_signal' : null;
+  }
+  if (consent?.purposes?.[policy.purposeFlag] === false) return 'purpose_flag';
+  if (tcf) {
+    for (const purpose of policy.tcfPurposes) {
+      const granted = tcf.purposeConsents.includes(purpose) || (!CONSENT_ONLY_PURPOSES.has(purpose) && tcf.purposeLegitimateInterests.includes(purpose));
+      if (!granted) return 'tcf_purpose';
+    }
+    if (policy.tcfVendorId !== undefined && !tcf.vendorConsents.includes(policy.tcfVendorId)) return 'tcf_vendor';
+  }
+  if (gpp && policy.honorGppOptOuts && (gpp.saleOptOut || gpp.sharingOptOut || gpp.targetedAdvertisingOptOut)) return 'gpp_opt_out';
+  return null;
 }

@@ -108,6 +108,8 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
     case 'maid': {
       const value = raw.trim().toLowerCase();
       if (!UUID.test(value)) throw new IdentityError('not a mobile advertising id (IDFA/GAID UUID)');
+      // What iOS and Android report when the user limits ad tracking: shared by millions, never an id.
+      if (/^[0-]+$/.test(value)) throw new IdentityError('is all zeros: the device limits ad tracking');
       return { type, value };
     }
     case 'cookie_id':

@@ -17,12 +17,41 @@ export const UsageLabelSchema = z
   .regex(/^[a-z0-9][a-z0-9_:-]{0,63}$/, 'lowercase letters, digits, `_`, `:` or `-`, at most 64')
   .openapi({ example: 'no_third_party_export' });
 
+export const ConsentPolicySchema = z
+  .object({
+    mode: z
+      .enum(['require', 'when_present', 'not_required'])
+      .default('when_present')
+      .openapi({
+        description:
+          '`require`: an event is profiled only when a consent signal it carries allows it; `when_present` (default): signals an event carries are enforced, events without one are profiled (e.g. traffic outside the GDPR); `not_required`: signals are kept but not enforced (data with its own legal basis, e.g. a CRM).',
+      }),
+    tcfPurposes: z
+      .array(z.number().int().min(1).max(11))
+      .max(11)
+      .default([1, 3])
+      .openapi({ description: 'TCF purposes a TC string must allow (default: store/access on a device, create a personalised-ads profile). Purposes 1 and 3–6 count only with consent; others also with legitimate interest.' }),
+    tcfVendorId: z.number().int().min(1).max(65535).optional().openapi({ description: "Our IAB vendor id: when set, a TC string must also consent to this vendor" }),
+    honorGppOptOuts: z.boolean().default(true).openapi({ description: "A GPP string whose US section (US National, a state, or US Privacy) records an opt-out of sale, sharing or targeted advertising makes the event non-profiling" }),
+    purposeFlag: z
+      .string()
+      .regex(/^[a-z_]{1,64}$/)
+      .default('profiling')
+      .openapi({ description: 'The explicit purpose flag (`consent.purposes.<flag>`) that, when false, makes an event non-profiling, and when present counts as a signal' }),
+  })
+  .strict()
+  .openapi('ConsentPolicy', { description: 'What consent an event of this source needs to be applied to profiles and segments. An event without it is kept as non-profiling: counted on the source, never profiled.' });
+export type ConsentPolicy = z.infer<typeof ConsentPolicySchema>;
+/** A source created before consent policies existed, or without one. */
+export const DEFAULT_CONSENT_POLICY: ConsentPolicy = ConsentPolicySchema.parse({});
+
 export const CreateSourceRequestSchema = z
   .object({
     name: z.string().trim().min(1).max(200),
     kind: SourceKindSchema,
     party: PartySchema,
     labels: z.array(UsageLabelSchema).max(32).default([]),
+    consent: ConsentPolicySchema.default(DEFAULT_CONSENT_POLICY),
   })
   .strict()
   .openapi('CreateSourceRequest');
@@ -40,6 +69,9 @@ export const DrainPositionSchema = z.object({
   cursor: z.number().int().openapi({ description: 'Next chunk of the source log to drain.' }),
   eventsProcessed: z.number().int().openapi({ description: 'Events routed to the partitions that fold them into profiles.' }),
   eventsRefused: z.number().int().openapi({ description: 'Events whose only identities are blocklisted junk (e.g. an all-zero ad id): kept in the log, never profiled.' }),
+  eventsNonProfiling: z
+    .record(z.string(), z.number().int())
+    .openapi({ description: "Events the source's consent policy does not allow to be profiled, per reason (no_consent_signal, tcf_purpose, tcf_vendor, gpp_opt_out, purpose_flag): kept in the log, never applied to profiles or segments." }),
   duplicatesSkipped: z.number().int(),
   batchesApplied: z.number().int(),
   lastDrainAt: z.string().nullable(),
@@ -60,6 +92,7 @@ export const SourceStatusSchema = z
     kind: SourceKindSchema,
     party: PartySchema,
     labels: z.array(z.string()),
+    consent: ConsentPolicySchema,
     createdAt: z.string(),
     workflowId: z.string(),
     workflowStatus: z.string(),
@@ -120,6 +153,7 @@ export const CollectResponseSchema = z
   .object({
     accepted: z.number().int(),
     duplicates: z.number().int(),
+    nonProfiling: z.number().int().openapi({ description: "Of the accepted events, those the source's consent policy keeps from profiling: stored and counted, never applied to profiles or segments." }),
     rejected: z.array(z.object({ index: z.number().int(), errors: z.array(z.object({ path: z.string(), message: z.string() })) })),
   })
   .openapi('CollectResponse');

@@ -1,5 +1,5 @@
 import type { Collection } from 'mongodb';
-import type { DrainPosition, Party, SourceKind, SourceState } from '../domain/schemas';
+import type { ConsentPolicy, DrainPosition, Party, SourceKind, SourceState } from '../domain/schemas';
 import { COLLECTIONS, type Store } from './db';
 
 export interface SourceDoc {
@@ -10,6 +10,8 @@ export interface SourceDoc {
   labels: string[];
   writeKeyHash: string;
   createdAt: Date;
+  /** Absent on sources made before policies existed: they get DEFAULT_CONSENT_POLICY. */
+  consent?: ConsentPolicy;
   /** Whether draining is paused; absent means active. Set by the API, read when a workflow (re)starts. */
   state?: SourceState;
 }

@@ -12,6 +12,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { CollectionActivities } from '../activities/collection';
+import { INITIAL_DRAIN_POSITION } from '../domain/drainPosition';
 import type { Party, SourceProgress } from '../domain/schemas';
 import { stableHash } from '../domain/partition';
 import { SA } from '../domain/searchAttributes';
@@ -56,16 +57,7 @@ const HISTORY_LIMIT = 4_000;
  */
 export async function sourceConnection(input: SourceConnectionInput): Promise<void> {
   const { sourceId } = input;
-  const progress: SourceProgress = input.progress ?? {
-    state: 'active',
-    cursor: 0,
-    eventsProcessed: 0,
-    eventsRefused: 0,
-    duplicatesSkipped: 0,
-    batchesApplied: 0,
-    lastError: null,
-    lastDrainAt: null,
-  };
+  const progress: SourceProgress = input.progress ?? { state: 'active', ...INITIAL_DRAIN_POSITION, lastError: null };
   /** Look at the log at once after a (re)start: a wake-up may have come while nothing listened. */
   let woken = true;
   // The first idle look comes at a phase of its own, so many sources started together do not poll together.

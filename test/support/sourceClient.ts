@@ -2,8 +2,8 @@ import { call } from './http';
 import { waitFor, type RunningApi } from './services';
 
 /** One new source on the API under test, and what the tests do with it: send events, look profiles up, wait for folds. */
-export async function newSource(api: RunningApi, name = 'web', options: { party?: 'first' | 'second' | 'third'; labels?: string[] } = {}) {
-  const body = { name, kind: 'events', party: options.party ?? 'first', labels: options.labels ?? [] };
+export async function newSource(api: RunningApi, name = 'web', options: { party?: 'first' | 'second' | 'third'; labels?: string[]; consent?: object } = {}) {
+  const body = { name, kind: 'events', party: options.party ?? 'first', labels: options.labels ?? [], ...(options.consent && { consent: options.consent }) };
   const { id: sourceId, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body })).body;
   return {
     sourceId,

@@ -76,9 +76,6 @@ describe('decodeConsent', () => {
   it('decodes only the signals present', () => {
     expect(decodeConsent({})).toEqual({});
     expect(decodeConsent({ purposes: { analytics: true, ads: false } })).toEqual({ purposes: { analytics: true, ads: false } });
-    expect(decodeConsent({ gpp: 'DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA' })).toEqual({
-      gpp: { gppString: 'DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA' },
-    });
   });
 
   it('decodes a TCF string alongside other signals', () => {

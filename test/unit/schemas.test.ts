@@ -13,10 +13,16 @@ function issuePaths(result: { success: boolean; error?: { issues: Array<{ path: 
 describe('CreateSourceRequestSchema', () => {
   const valid = { name: 'Web shop', kind: 'events', party: 'first' };
 
-  it('accepts a valid request and defaults labels to an empty list', () => {
+  it('accepts a valid request and defaults labels to an empty list and consent to the default policy', () => {
     const result = CreateSourceRequestSchema.safeParse(valid);
     expect(result.success).toBe(true);
-    expect(result.data).toEqual({ ...valid, labels: [] });
+    expect(result.data).toEqual({ ...valid, labels: [], consent: { mode: 'when_present', tcfPurposes: [1, 3], honorGppOptOuts: true, purposeFlag: 'profiling' } });
+  });
+
+  it('names the field of an invalid consent policy', () => {
+    const result = CreateSourceRequestSchema.safeParse({ ...valid, consent: { mode: 'always', tcfPurposes: [12] } });
+    expect(result.success).toBe(false);
+    expect(result.error?.issues.map((issue) => issue.path.join('.')).sort()).toEqual(['consent.mode', 'consent.tcfPurposes.0']);
   });
 
   it('keeps valid labels', () => {

@@ -12,6 +12,10 @@ export interface TcfFixtureOptions {
   vendorConsents?: number[];
   /** Vendors present in the vendor list; vendors absent from it are dropped by the encoder. */
   gvlVendors?: number[];
+  /** The TCF policy version the string is issued under (4 is TCF v2.2). */
+  policyVersion?: number;
+  /** Service-specific strings are what GPP's TCF EU section carries. */
+  isServiceSpecific?: boolean;
 }
 
 function vendor(id: number): Vendor {
@@ -32,7 +36,7 @@ function vendor(id: number): Vendor {
   };
 }
 
-function inMemoryGvl(vendorIds: number[]): GVL {
+function inMemoryGvl(vendorIds: number[], policyVersion: number): GVL {
   const purposes: Record<number, Purpose> = {};
   for (let id = 1; id <= 11; id++) purposes[id] = { id, name: `Purpose ${id}`, description: '', descriptionLegal: '' };
   const vendors: Record<number, Vendor> = {};
@@ -40,7 +44,7 @@ function inMemoryGvl(vendorIds: number[]): GVL {
   const list: VendorList = {
     gvlSpecificationVersion: 3,
     vendorListVersion: 150,
-    tcfPolicyVersion: 4,
+    tcfPolicyVersion: policyVersion,
     lastUpdated: '2024-01-01T00:00:00Z',
     purposes,
     specialPurposes: {},
@@ -54,10 +58,11 @@ function inMemoryGvl(vendorIds: number[]): GVL {
 
 export function buildTcString(options: TcfFixtureOptions = {}): string {
   const vendorConsents = options.vendorConsents ?? [];
-  const model = new TCModel(inMemoryGvl(options.gvlVendors ?? vendorConsents));
+  const model = new TCModel(inMemoryGvl(options.gvlVendors ?? vendorConsents, options.policyVersion ?? 4));
   model.cmpId = options.cmpId ?? 10;
   model.cmpVersion = options.cmpVersion ?? 2;
   model.publisherCountryCode = 'DE';
+  model.isServiceSpecific = options.isServiceSpecific ?? false;
   model.purposeConsents.set(options.purposeConsents ?? []);
   model.purposeLegitimateInterests.set(options.purposeLegitimateInterests ?? []);
   model.vendorConsents.set(vendorConsents);

@@ -1,0 +1,83 @@
+import { GppModel } from '@iabgpp/cmpapi';
+import { call } from '../support/http';
+import { startPlatform, waitFor, type RunningPlatform } from '../support/services';
+import { newSource } from '../support/sourceClient';
+import { buildTcString } from '../unit/tcfFixture';
+
+function usnatOptOut(): string {
+  const model = new GppModel();
+  model.setFieldValue('usnat', 'SaleOptOutNotice', 1);
+  model.setFieldValue('usnat', 'SaleOptOut', 1);
+  return model.encode();
+}
+
+describe('consent at the door', () => {
+  let platform: RunningPlatform;
+
+  beforeAll(async () => {
+    platform = await startPlatform('consent_door');
+  });
+  afterAll(async () => {
+    await platform?.stop();
+  });
+
+  it('stores events without the consent the source requires as non-profiling: counted on the source, never profiled', async () => {
+    const { api } = platform;
+    const source = await newSource(api, 'eu-site', { consent: { mode: 'require', tcfPurposes: [1, 3, 4] } });
+    const granted = buildTcString({ purposeConsents: [1, 3, 4] });
+    const partial = buildTcString({ purposeConsents: [1, 3] });
+    const response = await source.send([
+      { type: 'page_view', identities: { cookie_id: 'no-signal' } },
+      { type: 'page_view', identities: { cookie_id: 'granted' }, consent: { tcf: granted } },
+      { type: 'page_view', identities: { cookie_id: 'partial' }, consent: { tcf: partial } },
+      { type: 'page_view', identities: { cookie_id: 'sale-opt-out' }, consent: { tcf: granted, gpp: usnatOptOut() } },
+      { type: 'page_view', identities: { cookie_id: 'flag-off' }, consent: { tcf: granted, purposes: { profiling: false } } },
+    ]);
+    expect(response.status).toBe(202);
+    expect(response.body).toMatchObject({ accepted: 5, duplicates: 0, nonProfiling: 4, rejected: [] });
+
+    const status = await waitFor('the drain to pass all five events', async () => {
+      const body = (await call(`${api.url}/v1/sources/${source.sourceId}`, { key: api.adminKey })).body;
+      return body.progress?.cursor >= 1 && body.profiles.eventsApplied >= 1 ? body : null;
+    });
+    expect(status.consent).toEqual({ mode: 'require', tcfPurposes: [1, 3, 4], honorGppOptOuts: true, purposeFlag: 'profiling' });
+    expect(status.progress.eventsProcessed).toBe(1);
+    expect(status.progress.eventsNonProfiling).toEqual({ no_consent_signal: 1, tcf_purpose: 1, gpp_opt_out: 1, purpose_flag: 1 });
+
+    expect((await source.lookup('cookie_id', 'granted')).status).toBe(200);
+    for (const cookie of ['no-signal', 'partial', 'sale-opt-out', 'flag-off']) {
+      expect({ cookie, status: (await source.lookup('cookie_id', cookie)).status }).toEqual({ cookie, status: 404 });
+    }
+  });
+
+  it('profiles events without a signal on a source whose policy enforces only the signals present', async () => {
+    const { api } = platform;
+    const source = await newSource(api, 'us-app');
+    const response = await source.send([
+      { type: 'app_open', identities: { cookie_id: 'plain' } },
+      { type: 'app_open', identities: { cookie_id: 'opted-out' }, consent: { gpp: usnatOptOut() } },
+    ]);
+    expect(response.body).toMatchObject({ accepted: 2, nonProfiling: 1 });
+    await source.folded(1);
+    expect((await source.lookup('cookie_id', 'plain')).status).toBe(200);
+    expect((await source.lookup('cookie_id', 'opted-out')).status).toBe(404);
+  });
+
+  it('rejects a TC string under a policy version before TCF v2.2 and an unreadable GPP string, naming the field', async () => {
+    const source = await newSource(platform.api, 'strict');
+    const response = await source.send([
+      { type: 'page_view', identities: { cookie_id: 'old' }, consent: { tcf: buildTcString({ purposeConsents: [1, 3], policyVersion: 2 }) } },
+      { type: 'page_view', identities: { cookie_id: 'bad-gpp' }, consent: { gpp: 'DBABMA~garbage' } },
+    ]);
+    expect(response.status).toBe(202);
+    expect(response.body.accepted).toBe(0);
+    expect(response.body.rejected.map((r: { errors: Array<{ path: string }> }) => r.errors[0].path)).toEqual(['consent.tcf', 'consent.gpp']);
+  });
+
+  it('refuses a source whose consent policy is invalid, naming the field', async () => {
+    const { api } = platform;
+    const response = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'x', kind: 'events', party: 'first', consent: { mode: 'sometimes' } } });
+    expect(response.status).toBe(400);
+    expect(response.body.errors.map((e: { path: string }) => e.path)).toEqual(['consent.mode']);
+  });
+});

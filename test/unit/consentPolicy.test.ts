@@ -1,0 +1,162 @@
+import { GppModel } from '@iabgpp/cmpapi';
+import { ConsentError, decodeConsent, decodeGpp, decodeTcf, profilingRefusal, type StoredConsent } from '../../domain/consent';
+import { prepareEvents } from '../../domain/collect';
+import { ConsentPolicySchema, DEFAULT_CONSENT_POLICY, type ConsentPolicy } from '../../domain/schemas';
+import { buildTcString } from './tcfFixture';
+
+/** A GPP string with the given sections' fields set, encoded by the IAB's own library. */
+function gppString(fields: Record<string, Record<string, unknown>>): string {
+  const model = new GppModel();
+  for (const [section, values] of Object.entries(fields)) for (const [field, value] of Object.entries(values)) model.setFieldValue(section, field, value);
+  return model.encode();
+}
+
+const policy = (overrides: Partial<ConsentPolicy> = {}): ConsentPolicy => ConsentPolicySchema.parse(overrides);
+
+describe('TCF policy version', () => {
+  it('refuses a TC string issued under a policy version before TCF v2.2 (4)', () => {
+    const old = buildTcString({ purposeConsents: [1, 3], policyVersion: 2 });
+    expect(() => decodeTcf(old)).toThrow(ConsentError);
+    expect(() => decodeTcf(old)).toThrow('TCF policy version 2 is invalid');
+  });
+
+  it('accepts policy version 4 and later', () => {
+    expect(decodeTcf(buildTcString({ purposeConsents: [1], policyVersion: 4 })).policyVersion).toBe(4);
+    expect(decodeTcf(buildTcString({ purposeConsents: [1], policyVersion: 5 })).policyVersion).toBe(5);
+  });
+});
+
+describe('decodeGpp', () => {
+  it('reads a US National sale opt-out', () => {
+    const { gpp } = decodeGpp(gppString({ usnat: { SaleOptOutNotice: 1, SaleOptOut: 1 } }));
+    expect(gpp.sectionIds).toEqual([7]);
+    expect(gpp.saleOptOut).toBe(true);
+  });
+
+  it('reads "did not opt out" as false and "not applicable" as absent', () => {
+    const { gpp } = decodeGpp(gppString({ usnat: { SaleOptOut: 2, SharingOptOut: 2, TargetedAdvertisingOptOut: 0 } }));
+    expect(gpp.saleOptOut).toBe(false);
+    expect(gpp.sharingOptOut).toBe(false);
+    expect(gpp.targetedAdvertisingOptOut).toBeUndefined();
+  });
+
+  it('reads a targeted-advertising opt-out in a state section', () => {
+    expect(decodeGpp(gppString({ usca: { SharingOptOut: 1 } })).gpp.sharingOptOut).toBe(true);
+    expect(decodeGpp(gppString({ usva: { TargetedAdvertisingOptOut: 1 } })).gpp.targetedAdvertisingOptOut).toBe(true);
+  });
+
+  it('reads the US Privacy section as a sale opt-out', () => {
+    expect(decodeGpp(gppString({ uspv1: { Notice: 'Y', OptOutSale: 'Y' } })).gpp.saleOptOut).toBe(true);
+    expect(decodeGpp(gppString({ uspv1: { Notice: 'Y', OptOutSale: 'N' } })).gpp.saleOptOut).toBe(false);
+  });
+
+  it('an opt-out in any section wins over "did not opt out" in another', () => {
+    expect(decodeGpp(gppString({ usnat: { SaleOptOut: 2 }, usca: { SaleOptOut: 1 } })).gpp.saleOptOut).toBe(true);
+  });
+
+  it('reads the TCF EU section as a TC string', () => {
+    const tcString = buildTcString({ purposeConsents: [1, 3, 4], vendorConsents: [755], isServiceSpecific: true });
+    const model = new GppModel();
+    model.decodeSection('tcfeuv2', tcString);
+    const consent = decodeConsent({ gpp: model.encode() });
+    expect(consent.tcf?.purposeConsents).toEqual([1, 3, 4]);
+    expect(consent.tcf?.vendorConsents).toEqual([755]);
+  });
+
+  it('a TC string sent beside the GPP string takes precedence over its EU section', () => {
+    const model = new GppModel();
+    model.decodeSection('tcfeuv2', buildTcString({ purposeConsents: [1], isServiceSpecific: true }));
+    const consent = decodeConsent({ gpp: model.encode(), tcf: buildTcString({ purposeConsents: [1, 3] }) });
+    expect(consent.tcf?.purposeConsents).toEqual([1, 3]);
+  });
+
+  it.each([['garbage sections', 'DBABMA~garbage'], ['a truncated header', 'DBA']])('refuses %s with ConsentError naming gpp', (_, value) => {
+    let error: unknown;
+    try {
+      decodeGpp(value);
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConsentError);
+    expect((error as ConsentError).field).toBe('gpp');
+  });
+});
+
+describe('profilingRefusal', () => {
+  const tcf = (purposeConsents: number[], extra: { li?: number[]; vendors?: number[] } = {}): StoredConsent =>
+    decodeConsent({ tcf: buildTcString({ purposeConsents, purposeLegitimateInterests: extra.li, vendorConsents: extra.vendors }) });
+
+  it('profiles an event without any signal unless the policy requires one', () => {
+    expect(profilingRefusal(undefined, policy())).toBeNull();
+    expect(profilingRefusal(undefined, policy({ mode: 'require' }))).toBe('no_consent_signal');
+    expect(profilingRefusal({}, policy({ mode: 'require' }))).toBe('no_consent_signal');
+  });
+
+  it('needs consent to every purpose of the policy (default 1 and 3)', () => {
+    expect(DEFAULT_CONSENT_POLICY.tcfPurposes).toEqual([1, 3]);
+    expect(profilingRefusal(tcf([1, 3]), policy())).toBeNull();
+    expect(profilingRefusal(tcf([1]), policy())).toBe('tcf_purpose');
+    expect(profilingRefusal(tcf([]), policy({ mode: 'require' }))).toBe('tcf_purpose');
+  });
+
+  it('does not take legitimate interest for purposes 3 to 6, but does for others', () => {
+    expect(profilingRefusal(tcf([1], { li: [3] }), policy())).toBe('tcf_purpose');
+    expect(profilingRefusal(tcf([1], { li: [7] }), policy({ tcfPurposes: [1, 7] }))).toBeNull();
+    expect(profilingRefusal(tcf([], { li: [1] }), policy({ tcfPurposes: [1] }))).toBe('tcf_purpose');
+  });
+
+  it('checks the vendor when the policy names one', () => {
+    expect(profilingRefusal(tcf([1, 3], { vendors: [755] }), policy({ tcfVendorId: 755 }))).toBeNull();
+    expect(profilingRefusal(tcf([1, 3], { vendors: [8] }), policy({ tcfVendorId: 755 }))).toBe('tcf_vendor');
+  });
+
+  it('honours GPP opt-outs of sale, sharing and targeted advertising unless told not to', () => {
+    const optedOut = decodeConsent({ gpp: gppString({ usnat: { SharingOptOut: 1 } }) });
+    const notOptedOut = decodeConsent({ gpp: gppString({ usnat: { SaleOptOut: 2, SharingOptOut: 2, TargetedAdvertisingOptOut: 2 } }) });
+    expect(profilingRefusal(optedOut, policy())).toBe('gpp_opt_out');
+    expect(profilingRefusal(notOptedOut, policy({ mode: 'require' }))).toBeNull();
+    expect(profilingRefusal(optedOut, policy({ honorGppOptOuts: false }))).toBeNull();
+  });
+
+  it('reads the explicit purpose flag', () => {
+    expect(profilingRefusal({ purposes: { profiling: false } }, policy())).toBe('purpose_flag');
+    expect(profilingRefusal({ purposes: { profiling: true } }, policy({ mode: 'require' }))).toBeNull();
+    expect(profilingRefusal({ purposes: { analytics: true } }, policy({ mode: 'require' }))).toBe('no_consent_signal');
+    expect(profilingRefusal({ purposes: { ads: false } }, policy({ purposeFlag: 'ads' }))).toBe('purpose_flag');
+  });
+
+  it('ignores every signal when consent is not required', () => {
+    expect(profilingRefusal(tcf([]), policy({ mode: 'not_required' }))).toBeNull();
+  });
+});
+
+describe('prepareEvents with a consent policy', () => {
+  const now = new Date('2026-06-01T00:00:00Z');
+  const base = { type: 'page_view', identities: { cookie_id: 'c-1' } };
+
+  it('marks events the policy does not allow as non-profiling, and keeps them', () => {
+    const prepared = prepareEvents([base, { ...base, consent: { tcf: buildTcString({ purposeConsents: [1, 3] }) } }], {
+      now,
+      defaultPhoneRegion: 'US',
+      consentPolicy: policy({ mode: 'require' }),
+    });
+    expect(prepared.rejected).toEqual([]);
+    expect(prepared.accepted.map((a) => a.event.nonProfiling)).toEqual(['no_consent_signal', undefined]);
+  });
+
+  it('rejects a TC string under an old policy version, naming consent.tcf', () => {
+    const prepared = prepareEvents([{ ...base, consent: { tcf: buildTcString({ purposeConsents: [1, 3], policyVersion: 3 }) } }], { now, defaultPhoneRegion: 'US' });
+    expect(prepared.accepted).toEqual([]);
+    expect(prepared.rejected[0].errors).toEqual([{ path: 'consent.tcf', message: expect.stringContaining('policy version 3') }]);
+  });
+
+  it('rejects an unreadable GPP string, naming consent.gpp', () => {
+    const prepared = prepareEvents([{ ...base, consent: { gpp: 'DBABMA~garbage' } }], { now, defaultPhoneRegion: 'US' });
+    expect(prepared.rejected[0].errors[0].path).toBe('consent.gpp');
+  });
+
+  it('rejects an all-zero mobile ad id, naming identities.maid', () => {
+    const prepared = prepareEvents([{ type: 'app_open', identities: { maid: '00000000-0000-0000-0000-000000000000' } }], { now, defaultPhoneRegion: 'US' });
+    expect(prepared.rejected[0].errors).toEqual([{ path: 'identities.maid', message: expect.stringContaining('all zeros') }]);
+  });
+});
