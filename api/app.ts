@@ -131,6 +131,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       party: source.party,
       labels: source.labels,
       consent: source.consent ?? DEFAULT_CONSENT_POLICY,
+      ...(source.mapping && { mapping: source.mapping }),
       createdAt: source.createdAt.toISOString(),
       workflowId: sourceWorkflowId(source._id),
       workflowStatus,

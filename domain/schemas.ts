@@ -1,12 +1,15 @@
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import { INPUT_IDENTITY_TYPES, STORED_IDENTITY_TYPES } from './identity';
+import { CrmMappingSchema } from './uploads';
 
 extendZodWithOpenApi(z);
 
 // ---- sources ---------------------------------------------------------------------------------
 
-export const SourceKindSchema = z.enum(['events']).openapi({ description: 'How the source delivers data; `events` is the server-side event API.' });
+export const SourceKindSchema = z.enum(['events', 'crm']).openapi({
+  description: 'How the source delivers data: `events` through the event API, the tracking API, the tag and the pixel; `crm` by CSV uploads read through its `mapping`.',
+});
 export type SourceKind = z.infer<typeof SourceKindSchema>;
 
 export const PartySchema = z.enum(['first', 'second', 'third']);
@@ -52,8 +55,13 @@ export const CreateSourceRequestSchema = z
     party: PartySchema,
     labels: z.array(UsageLabelSchema).max(32).default([]),
     consent: ConsentPolicySchema.default(DEFAULT_CONSENT_POLICY),
+    mapping: CrmMappingSchema.optional().openapi({ description: 'Required for `crm` sources: how upload columns become identities and traits' }),
   })
   .strict()
+  .superRefine((source, ctx) => {
+    if (source.kind === 'crm' && !source.mapping) ctx.addIssue({ code: 'custom', path: ['mapping'], message: 'a crm source needs a mapping' });
+    if (source.kind !== 'crm' && source.mapping) ctx.addIssue({ code: 'custom', path: ['mapping'], message: 'only crm sources take a mapping' });
+  })
   .openapi('CreateSourceRequest');
 export type CreateSourceRequest = z.infer<typeof CreateSourceRequestSchema>;
 
@@ -93,6 +101,7 @@ export const SourceStatusSchema = z
     party: PartySchema,
     labels: z.array(z.string()),
     consent: ConsentPolicySchema,
+    mapping: CrmMappingSchema.optional(),
     createdAt: z.string(),
     workflowId: z.string(),
     workflowStatus: z.string(),

@@ -1,5 +1,6 @@
 import type { Collection } from 'mongodb';
 import type { ConsentPolicy, DrainPosition, Party, SourceKind, SourceState } from '../domain/schemas';
+import type { CrmMapping } from '../domain/uploads';
 import { COLLECTIONS, type Store } from './db';
 
 export interface SourceDoc {
@@ -12,6 +13,8 @@ export interface SourceDoc {
   createdAt: Date;
   /** Absent on sources made before policies existed: they get DEFAULT_CONSENT_POLICY. */
   consent?: ConsentPolicy;
+  /** How a `crm` source's uploads are read. */
+  mapping?: CrmMapping;
   /** Whether draining is paused; absent means active. Set by the API, read when a workflow (re)starts. */
   state?: SourceState;
 }
