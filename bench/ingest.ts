@@ -36,10 +36,8 @@ import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { randomBytes } from 'node:crypto';
-import { BSON, type Document } from 'mongodb';
 import type { Client } from '@temporalio/client';
 import { loadConfig } from '../config';
-import { prepareEvents } from '../domain/collect';
 import { sha256Hex } from '../domain/identity';
 import { dayKey, newProfile, type ProfileDoc } from '../domain/profile';
 import { retentionScheduleId, sourceWorkflowId } from '../domain/workflowIds';
@@ -47,7 +45,9 @@ import { ProfileEventLog } from '../store/profileEvents';
 import { COLLECTIONS, connectStore, type Store } from '../store/db';
 import { connectTemporal } from '../temporal/client';
 import { sourceStatusQuery } from '../workflows/sourceConnection';
-import { benchEvent, type LoadResult, type LoadSpec } from './loadgen';
+import type { LoadResult, LoadSpec } from './loadgen';
+import { killGroup, runLoadgen, stopLoadgens } from './loadgenProcess';
+import { averageBytes, rawInsertRate, timedBatches, type Rate } from './storeBaseline';
 import { describeStore, dropStore, envNumber, once, redact, round, runBench, say, table, within } from './support';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -132,56 +132,6 @@ async function http(method: string, url: string, key: string, body?: unknown, ti
 
 // ---- store baseline ---------------------------------------------------------------------------
 
-interface Rate {
-  docs: number;
-  seconds: number;
-  eps: number;
-  capped: boolean;
-  avgBytes: number;
-}
-
-/**
- * Writes `docs` in batches of `SETTINGS.storeBatch`, each sent as commands of `perCommand` documents;
- * stops early, between two commands, once `SETTINGS.storeCapSeconds` have passed.
- */
-async function timedBatches<T>(docs: T[], perCommand: number, write: (slice: T[]) => Promise<unknown>): Promise<Omit<Rate, 'avgBytes'>> {
-  const started = performance.now();
-  let done = 0;
-  let capped = false;
-  outer: for (let batchStart = 0; batchStart < docs.length; batchStart += SETTINGS.storeBatch) {
-    const batch = docs.slice(batchStart, batchStart + SETTINGS.storeBatch);
-    for (let start = 0; start < batch.length; start += perCommand) {
-      if (performance.now() - started > SETTINGS.storeCapSeconds * 1000) {
-        capped = true;
-        break outer;
-      }
-      const slice = batch.slice(start, start + perCommand);
-      await write(slice);
-      done += slice.length;
-    }
-  }
-  const seconds = (performance.now() - started) / 1000;
-  return { docs: done, seconds, eps: done / seconds, capped };
-}
-
-function averageBytes(docs: Document[]): number {
-  const sample = docs.slice(0, 200);
-  return Math.round(sample.reduce((sum, doc) => sum + BSON.calculateObjectSize(doc), 0) / Math.max(1, sample.length));
-}
-
-/** Events as a chunk of the source log holds them: validated, normalized, identities hashed. */
-function storedEventDocs(count: number): Document[] {
-  const now = new Date();
-  const docs: Document[] = [];
-  for (let start = 0; start < count; start += SETTINGS.storeBatch) {
-    const inputs = Array.from({ length: Math.min(SETTINGS.storeBatch, count - start) }, (_, i) => benchEvent(start + i, 'store', SETTINGS.users));
-    const prepared = prepareEvents(inputs, { now, defaultPhoneRegion: 'US' });
-    if (prepared.rejected.length > 0) throw new Error(`generated events were rejected: ${JSON.stringify(prepared.rejected[0])}`);
-    for (const { event } of prepared.accepted) docs.push({ _id: `bench:${event.id}`, ...event });
-  }
-  return docs;
-}
-
 /** A profile-sized document (~1 KB): two identities, eight traits with their times, three counters. */
 function profileDoc(i: number, revision: number, now: Date): ProfileDoc {
   const doc = newProfile(`bench-p-${i}`, now, new Date(now.getTime() - 86_400_000));
@@ -212,11 +162,8 @@ function profileDoc(i: number, revision: number, now: Date): ProfileDoc {
 }
 
 async function storeBaseline(store: Store): Promise<{ insert: Rate; upsert: Rate }> {
-  const events = storedEventDocs(SETTINGS.insertDocs);
-  const eventScratch = store.db.collection<Document>('bench_scratch_events');
-  say(`store baseline: insertMany of ${events.length} stored events, ${SETTINGS.storeBatch} per batch`);
-  const inserted = await timedBatches(events, SETTINGS.storeBatch, (batch) => eventScratch.insertMany(batch));
-  const insert = { ...inserted, avgBytes: averageBytes(events) };
+  const batchSettings = { batch: SETTINGS.storeBatch, capSeconds: SETTINGS.storeCapSeconds };
+  const insert = await rawInsertRate(store, SETTINGS.insertDocs, SETTINGS.users, batchSettings);
 
   const now = new Date();
   const profiles = Array.from({ length: SETTINGS.upsertDocs }, (_, i) => profileDoc(i, 0, now));
@@ -230,12 +177,11 @@ async function storeBaseline(store: Store): Promise<{ insert: Rate; upsert: Rate
     `store baseline: replaceOne+upsert of ${revised.length} documents over that collection, ${SETTINGS.storeBatch} per batch ` +
       `(bulkWrite commands of ${SETTINGS.updateStatementsPerCommand})`,
   );
-  const upserted = await timedBatches(revised, SETTINGS.updateStatementsPerCommand, (slice) =>
+  const upserted = await timedBatches(revised, SETTINGS.updateStatementsPerCommand, batchSettings, (slice) =>
     profileScratch.bulkWrite(slice.map((doc) => ({ replaceOne: { filter: { _id: doc._id }, replacement: doc, upsert: true } }))),
   );
   const upsert = { ...upserted, avgBytes: averageBytes(revised) };
 
-  await eventScratch.drop().catch(() => undefined);
   await profileScratch.drop().catch(() => undefined);
   return { insert, upsert };
 }
@@ -334,7 +280,6 @@ interface Service {
 }
 
 const services: Service[] = [];
-const loadgens = new Set<ChildProcess>();
 
 function running(child: ChildProcess): boolean {
   return child.exitCode === null && child.signalCode === null;
@@ -372,16 +317,6 @@ async function stopService(service: Service): Promise<void> {
   await Promise.race([service.exited, sleep(5_000)]);
 }
 
-/** SIGKILL to the process group a detached child leads. */
-function killGroup(child: ChildProcess): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, 'SIGKILL');
-  } catch {
-    /* already gone */
-  }
-}
-
 async function waitUntil<T>(what: string, timeoutSeconds: number, everyMs: number, probe: () => Promise<T | null | undefined | false>): Promise<T> {
   const deadline = performance.now() + timeoutSeconds * 1000;
   let lastError: unknown;
@@ -400,28 +335,6 @@ async function waitUntil<T>(what: string, timeoutSeconds: number, everyMs: numbe
     }
     await sleep(everyMs);
   }
-}
-
-async function runLoadgen(spec: LoadSpec): Promise<LoadResult> {
-  // Its own process group, so that tsx and the node process under it can be stopped together.
-  const child = spawn(TSX, [path.join(ROOT, 'bench', 'loadgen.ts'), JSON.stringify(spec)], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'inherit'],
-    detached: true,
-  });
-  loadgens.add(child);
-  let out = '';
-  child.stdout?.setEncoding('utf8');
-  child.stdout?.on('data', (chunk: string) => {
-    out += chunk;
-  });
-  const guard = setTimeout(() => killGroup(child), (spec.durationSeconds + 90) * 1000);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)));
-  clearTimeout(guard);
-  loadgens.delete(child);
-  const last = out.trim().split('\n').pop() ?? '';
-  if (code !== 0 || !last) throw new Error(`load generator failed (exit ${code})`);
-  return JSON.parse(last) as LoadResult;
 }
 
 // ---- the run ----------------------------------------------------------------------------------
@@ -468,7 +381,7 @@ const cleanup = once(async () => {
   // From here on a late failure of something being torn down is reported, not fatal.
   process.on('uncaughtException', (error) => say(`while cleaning up: ${String(error)}`));
   process.on('unhandledRejection', (error) => say(`while cleaning up: ${String(error)}`));
-  for (const child of loadgens) if (running(child)) killGroup(child);
+  stopLoadgens();
   await Promise.all(services.map(stopService));
   const { store, temporal, taskQueue } = cleanupState;
   if (temporal && taskQueue) {
