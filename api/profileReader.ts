@@ -6,6 +6,7 @@ import { ProfileEventLog } from '../store/profileEvents';
 import { ProfileGraph } from '../store/profileGraph';
 import type { StoredVersion } from '../store/profiles';
 import { definitionsOf, SegmentStore } from '../store/segments';
+import { SourceStore } from '../store/sources';
 
 /**
  * Reads profiles as people see them: a profile is the connected component of live profile documents
@@ -17,18 +18,28 @@ export class ProfileReader {
   private readonly events: ProfileEventLog;
 
   private readonly segments: SegmentStore;
+  private readonly sources: SourceStore;
 
   constructor(store: Store) {
     this.graph = ProfileGraph.open(store);
     this.events = new ProfileEventLog(store);
     this.segments = new SegmentStore(store);
+    this.sources = new SourceStore(store);
   }
 
-  /** The view, with the segments the profile is a member of now: the rules evaluated on it as it is. */
+  /**
+   * The view, with the segments the profile is a member of now (the rules evaluated on it as it is)
+   * and each trait's usage labels: its source's labels as they stand, so a relabelled source's
+   * declared data (a survey's answers, a partner's traits) shows what it may be used for today.
+   */
   private async view(docs: StoredVersion[], links: ProfileLink[]): Promise<ProfileView> {
-    const definitions = definitionsOf(await this.segments.list());
+    const [list, sources] = await Promise.all([this.segments.list(), this.sources.list()]);
+    const definitions = definitionsOf(list);
     const segments = definitions.length > 0 ? new SegmentEvaluator(definitions).evaluate(combineDocuments(docs), new EvaluationTime(new Date())) : [];
-    return combineProfiles(docs, links, segments);
+    const view = combineProfiles(docs, links, segments);
+    const labels = new Map(sources.map((source) => [source._id, source.labels]));
+    for (const origin of Object.values(view.traitOrigins)) origin.labels = labels.get(origin.sourceId) ?? [];
+    return view;
   }
 
   /**

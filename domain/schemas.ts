@@ -182,7 +182,10 @@ export const ProfileSchema = z
       z.object({ type: z.enum(STORED_IDENTITY_TYPES), value: z.string(), firstSeen: Iso, lastSeen: Iso, sourceId: z.string().openapi({ description: 'The source that first reported it' }) }),
     ),
     traits: z.record(z.string(), z.unknown()),
-    traitOrigins: z.record(z.string(), z.object({ at: Iso, sourceId: z.string(), party: PartySchema })),
+    traitOrigins: z.record(
+      z.string(),
+      z.object({ at: Iso, sourceId: z.string(), party: PartySchema, labels: z.array(z.string()).optional().openapi({ description: "The usage labels of the trait's source" }) }),
+    ),
     counters: z.record(
       z.string(),
       z.object({
