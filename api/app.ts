@@ -4,6 +4,7 @@ import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Config } from '../config';
 import { hashSecret, newSourceId, newWriteKey } from '../domain/ids';
 import { sourceWorkflowId } from '../domain/workflowIds';
+import { summarizeHealth } from '../domain/sourceHealth';
 import { toStoredIdentity, identityKey, IdentityError } from '../domain/identity';
 import { decodeKeys } from '../domain/fieldNames';
 import {
@@ -40,6 +41,7 @@ import { tagRouter } from './tag';
 import { segmentsRouter } from './segments';
 import { taxonomyRouter } from './taxonomy';
 import { Unlinks, unlinkView } from './unlinks';
+import { uploadsRouter } from './uploads';
 
 export type ApiConfig = Omit<Config, 'DMP_ADMIN_KEY'> & { DMP_ADMIN_KEY: string };
 
@@ -124,6 +126,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       // A source whose workflow is gone (e.g. terminated by an operator) gets it back.
       await ensureSourceWorkflow(temporal, source, config);
     }
+    const pending = await pendingWork(log, source._id, progress?.cursor ?? 0);
     return {
       id: source._id,
       name: source.name,
@@ -136,7 +139,8 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       workflowId: sourceWorkflowId(source._id),
       workflowStatus,
       progress,
-      pending: await pendingWork(log, source._id, progress?.cursor ?? 0),
+      pending,
+      health: { ...summarizeHealth(progress?.health, Date.now()), lagSeconds: pending.lagSeconds },
       profiles: { eventsApplied: await routedEvents.eventsApplied(source._id, config.DMP_PROFILE_PARTITIONS) },
     };
   }
@@ -247,6 +251,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   app.use(segmentApiRouter(routerDeps));
   app.use(tagRouter(routerDeps));
   app.use(partnersRouter(routerDeps));
+  app.use(uploadsRouter(routerDeps));
   app.use(segmentsRouter({ store, temporal, config, admin }));
   app.use(destinationsRouter({ store, temporal, config, admin }));
   const segmentStore = new SegmentStore(store);

@@ -90,6 +90,14 @@ export type DrainPosition = z.infer<typeof DrainPositionSchema>;
 export const SourceProgressSchema = DrainPositionSchema.extend({
   state: SourceStateSchema,
   lastError: z.string().nullable(),
+  health: z
+    .object({
+      minutes: z.array(z.object({ minute: z.number().int(), events: z.number().int(), turns: z.number().int(), failures: z.number().int() })),
+      lastSuccessAt: z.string().nullable(),
+      lastFailureAt: z.string().nullable(),
+    })
+    .optional()
+    .openapi({ description: "The workflow's per-minute counts of the last hour (summarized as the source's `health`)" }),
 }).openapi('SourceProgress');
 export type SourceProgress = z.infer<typeof SourceProgressSchema>;
 
@@ -111,6 +119,16 @@ export const SourceStatusSchema = z
       events: z.number().int(),
       lagSeconds: z.number().nullable().openapi({ description: 'Age of the oldest event not yet routed to the profile partitions.' }),
     }),
+    health: z
+      .object({
+        lastSuccessAt: z.string().nullable().openapi({ description: 'When a drain turn last routed events without failing' }),
+        lastFailureAt: z.string().nullable(),
+        eventsLastHour: z.number().int().openapi({ description: 'Events routed to profiles in the last 60 minutes' }),
+        turnsLastHour: z.number().int(),
+        errorRate: z.number().nullable().openapi({ description: 'Share of the last hour’s drain turns that failed (after their retries); null without any' }),
+        lagSeconds: z.number().nullable().openapi({ description: 'Age of the oldest event not yet routed (as `pending.lagSeconds`)' }),
+      })
+      .openapi('SourceHealth'),
     profiles: z.object({
       eventsApplied: z.number().int().openapi({ description: "This source's events folded into profiles by the partition writers." }),
     }),

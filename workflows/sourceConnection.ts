@@ -13,6 +13,7 @@ import {
 } from '@temporalio/workflow';
 import type { CollectionActivities } from '../activities/collection';
 import { INITIAL_DRAIN_POSITION } from '../domain/drainPosition';
+import { emptyHealth, recordTurn } from '../domain/sourceHealth';
 import type { Party, SourceProgress } from '../domain/schemas';
 import { stableHash } from '../domain/partition';
 import { SA } from '../domain/searchAttributes';
@@ -57,7 +58,10 @@ const HISTORY_LIMIT = 4_000;
  */
 export async function sourceConnection(input: SourceConnectionInput): Promise<void> {
   const { sourceId } = input;
-  const progress: SourceProgress = input.progress ?? { state: 'active', ...INITIAL_DRAIN_POSITION, lastError: null };
+  const progress: SourceProgress = input.progress ?? { state: 'active', ...INITIAL_DRAIN_POSITION, lastError: null, health: emptyHealth() };
+  // Progress carried from before health was kept starts an empty window.
+  progress.health ??= emptyHealth();
+  const health = progress.health;
   /** Look at the log at once after a (re)start: a wake-up may have come while nothing listened. */
   let woken = true;
   // The first idle look comes at a phase of its own, so many sources started together do not poll together.
@@ -88,8 +92,9 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
   async function drainWhileReady(): Promise<void> {
     const started = Date.now(); // workflow time: deterministic
     for (;;) {
-      const { state, lastError, ...position } = progress;
+      const { state, lastError, health: _, ...position } = progress;
       const result = await routeSourceBatch({ sourceId, party: input.party, position, maxEvents: input.drainBatchEvents });
+      recordTurn(health, Date.now(), { events: result.position.eventsProcessed - position.eventsProcessed });
       Object.assign(progress, result.position, { lastError: null });
       if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_TURN_MS) return;
     }
@@ -118,6 +123,7 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     } catch (error) {
       if (!(error instanceof ActivityFailure)) throw error;
       progress.lastError = error.cause?.message ?? error.message;
+      recordTurn(health, Date.now(), { failed: true });
       reportProgress();
       await sleep('30 seconds');
     }

@@ -91,6 +91,24 @@ describe('source connections', () => {
     expect(Date.now() - sentAt).toBeLessThan(10_000);
   });
 
+  it("reports the source's health: events routed in the last hour, the last success, the error rate and the lag", async () => {
+    const { id, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'healthy', kind: 'events', party: 'first' } })).body;
+    const fresh = (await call(`${api.url}/v1/sources/${id}`, { key: api.adminKey })).body;
+    expect(fresh.health).toMatchObject({ lastSuccessAt: null, eventsLastHour: 0, errorRate: null });
+    const events = Array.from({ length: 30 }, (_, i) => ({ id: `h-${i}`, type: 'page_view', identities: { cookie_id: `healthy-${i % 3}` } }));
+    await call(`${api.url}/v1/collect`, { key: writeKey, body: { events: events.slice(0, 20) } });
+    await call(`${api.url}/v1/collect`, { key: writeKey, body: { events: events.slice(10) } }); // ten of them again
+    const status = await waitFor('30 events routed', async () => {
+      const body = (await call(`${api.url}/v1/sources/${id}`, { key: api.adminKey })).body;
+      return body.health.eventsLastHour === 30 ? body : undefined;
+    });
+    expect(status.health.turnsLastHour).toBeGreaterThanOrEqual(1);
+    expect(status.health.errorRate).toBe(0);
+    expect(status.health.lastFailureAt).toBeNull();
+    expect(Date.now() - Date.parse(status.health.lastSuccessAt)).toBeLessThan(60_000);
+    expect(status.health.lagSeconds).toBeNull(); // nothing pending
+  });
+
   it('resumes a terminated source workflow at its saved cursor without counting events twice', async () => {
     const { id, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'restarted', kind: 'events', party: 'first' } })).body;
     const send = (prefix: string) =>
