@@ -1,10 +1,174 @@
-import { Router } from 'express';
+import express, { Router, type Request } from 'express';
+import { z } from 'zod';
+import type { RejectedEvent } from '../domain/collect';
+import type { EventInput } from '../domain/schemas';
+import {
+  AliasMessageSchema,
+  GroupMessageSchema,
+  IdentifyMessageSchema,
+  MAX_BATCH_BYTES,
+  MESSAGE_TYPES,
+  PageMessageSchema,
+  ScreenMessageSchema,
+  SegmentBatchSchema,
+  SegmentMessageSchema,
+  SegmentResponseSchema,
+  TrackMessageSchema,
+  mapSegmentMessage,
+  messagePath,
+  type FieldOrigins,
+  type MessageEnvelope,
+  type MessageType,
+  type SegmentResponse,
+} from '../domain/trackingApi';
+import type { SourceDoc } from '../store/sources';
+import type { Collector } from './collector';
 import type { OpenApiParts } from './openapi';
+import { parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
-/** Segment-compatible tracking API. */
-export function segmentApiRouter(_deps: RouterDeps): Router {
-  return Router();
+/**
+ * Segment's 500 KB per request, for bodies the app's JSON parser already read (its own limit is
+ * larger): the length as sent, or for a compressed body its JSON, which is what was inflated.
+ */
+function checkBodySize(req: Request): void {
+  const encoding = req.headers['content-encoding'] ?? 'identity';
+  const length = Number(req.headers['content-length']);
+  const bytes = encoding === 'identity' && Number.isFinite(length) ? length : Buffer.byteLength(JSON.stringify(req.body) ?? '');
+  if (bytes > MAX_BATCH_BYTES) {
+    throw new ProblemError(413, 'body-too-large', 'Body is too large', [{ path: '(body)', message: `larger than ${MAX_BATCH_BYTES} bytes (500 KB)` }]);
+  }
 }
 
-export function registerSegmentApiPaths(_parts: OpenApiParts): void {}
+/** Maps each message on its own, collects the valid ones, and reports every refusal at the message field it concerns. */
+async function collectMessages(collector: Collector, source: SourceDoc, messages: unknown[], envelope: MessageEnvelope): Promise<SegmentResponse> {
+  const receivedAt = new Date();
+  const rejected: RejectedEvent[] = [];
+  const mapped: Array<{ index: number; event: EventInput; origins: FieldOrigins }> = [];
+  messages.forEach((message, index) => {
+    const result = mapSegmentMessage(message, envelope, receivedAt);
+    if (result.errors) rejected.push({ index, errors: result.errors });
+    else mapped.push({ index, event: result.event, origins: result.origins });
+  });
+  let accepted = 0;
+  let duplicates = 0;
+  let nonProfiling = 0;
+  if (mapped.length > 0) {
+    const result = await collector.collect(source, mapped.map((m) => m.event), receivedAt);
+    ({ accepted, duplicates, nonProfiling } = result);
+    for (const refusal of result.rejected) {
+      const { index, origins } = mapped[refusal.index];
+      rejected.push({ index, errors: refusal.errors.map((error) => ({ path: messagePath(origins, error.path), message: error.message })) });
+    }
+  }
+  return { success: true, accepted, duplicates, nonProfiling, rejected: rejected.sort((a, b) => a.index - b.index) };
+}
+
+/**
+ * The Segment HTTP Tracking API (which RudderStack implements too), so their server SDKs send here
+ * unchanged: the write key as the HTTP Basic user (or a Bearer token), `{"success": true}` back.
+ */
+export function segmentApiRouter({ writeKeys, collector, config }: RouterDeps): Router {
+  const router = Router();
+  const auth = writeKeys.require(['basic', 'bearer']);
+  // Bodies the app's JSON parser leaves, such as RudderStack's gzipped JSON sent as a form, are read here whatever their type.
+  const body = express.json({ type: () => true, limit: MAX_BATCH_BYTES });
+
+  router.post('/v1/batch', auth, body, async (req, res) => {
+    checkBodySize(req);
+    const envelope = parseOr400(SegmentBatchSchema, req.body, 'batch request');
+    if (envelope.batch.length > config.DMP_MAX_BATCH_EVENTS) {
+      throw new ProblemError(413, 'batch-too-large', 'Too many messages in one request', [
+        { path: 'batch', message: `${envelope.batch.length} messages; at most ${config.DMP_MAX_BATCH_EVENTS}` },
+      ]);
+    }
+    res.json(await collectMessages(collector, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context }));
+  });
+
+  for (const type of MESSAGE_TYPES) {
+    router.post(`/v1/${type}`, auth, body, async (req, res) => {
+      checkBodySize(req);
+      if (typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) {
+        throw new ProblemError(400, 'validation', `Invalid ${type} message`, [{ path: '(body)', message: 'expected a JSON object' }]);
+      }
+      const response = await collectMessages(collector, req.source as SourceDoc, [req.body], { type });
+      // One message is the whole request: Segment answers 400 when it is refused.
+      if (response.rejected.length > 0) throw new ProblemError(400, 'validation', `Invalid ${type} message`, response.rejected[0].errors);
+      res.json(response);
+    });
+  }
+  return router;
+}
+
+const SINGLE_MESSAGE_SCHEMAS: Record<MessageType, z.ZodObject> = {
+  track: TrackMessageSchema,
+  identify: IdentifyMessageSchema,
+  page: PageMessageSchema,
+  screen: ScreenMessageSchema,
+  alias: AliasMessageSchema,
+  group: GroupMessageSchema,
+};
+
+const SINGLE_MESSAGE_SUMMARIES: Record<MessageType, string> = {
+  track: 'A track: an event of the type the event name gives, with its properties',
+  identify: 'An identify: the traits of a user (type `identify`)',
+  page: 'A page view (type `page`): properties from `context.page`, `properties`, `name` and `category`',
+  screen: 'A screen view (type `screen`): properties from `context.page`, `properties`, `name` and `category`',
+  alias: 'An alias (type `alias`): `previousId` (as `cookie_id`) and `userId` (as `crm_id`) in one event, which joins their profiles',
+  group: 'A group (type `group`): `groupId` and the group traits as traits under `group.` (`group.id`, `group.name`)',
+};
+
+const MAPPING = [
+  'Each message becomes one event: `messageId` is the event id (a message sent again is a duplicate); `anonymousId` → `cookie_id`, `userId` → `crm_id`;',
+  'the `email` and `phone` traits (an identify’s `traits`, else `context.traits`) → the `email`/`phone` identities, hashed at once and never kept as traits;',
+  '`context.device.advertisingId` → `maid`, **not used at all when `context.device.adTrackingEnabled` is false**;',
+  '`context.traits` (and an identify’s `traits` over them) → traits; nested objects in traits and properties are flattened into dotted names (`address.city`),',
+  'a list of objects into one list per field (`products.sku: ["a", "b"]`); values then follow the Event schema (strings ≤ 1,024 characters, lists ≤ 100);',
+  'the time is `timestamp` (or `originalTimestamp`) corrected for clock skew when `sentAt` (the message’s or the batch’s) is known: receivedAt − (sentAt − timestamp),',
+  'and refused more than a day in the future; `context.consent.categoryPreferences` → consent purposes (names lowercased, `DataSharing` → `data_sharing`),',
+  '`context.consent.tcf`/`gpp` → the TCF/GPP strings. Messages over 32 KB are refused.',
+].join(' ');
+
+export function registerSegmentApiPaths({ registry, problem, json, writeKey }: OpenApiParts): void {
+  const basic = registry.registerComponent('securitySchemes', 'writeKeyBasic', {
+    type: 'http',
+    scheme: 'basic',
+    description: "A source's write key as the user name with an empty password, as Segment and RudderStack SDKs send it",
+  });
+  const security = [{ [basic.name]: [] }, { [writeKey]: [] }];
+  const common = {
+    401: problem('No write key (`headers.authorization`), or one no source has'),
+    415: problem('A Content-Encoding other than gzip, deflate or br'),
+    503: problem('The store is too slow to acknowledge right now; nothing was kept, send again'),
+  };
+  registry.registerPath({
+    method: 'post',
+    path: '/v1/batch',
+    summary: 'Segment/RudderStack batch: many messages of any type in one request',
+    description: `${MAPPING} Each message is checked on its own: one refused does not fail the others. The body is read as JSON whatever its Content-Type, gzip or not.`,
+    security,
+    request: { body: { content: { 'application/json': { schema: SegmentBatchSchema.extend({ batch: z.array(SegmentMessageSchema).min(1) }) } } } },
+    responses: {
+      200: { description: 'The messages kept (`accepted`), already kept (`duplicates`) and refused (`rejected`, by index, naming the fields)', ...json(SegmentResponseSchema) },
+      400: problem('Malformed JSON (`(body)`) or envelope (`batch`, `sentAt`, `context`)'),
+      413: problem('Body larger than 500 KB (`(body)`; a compressed body as inflated), or more messages than `DMP_MAX_BATCH_EVENTS` (`batch`)'),
+      ...common,
+    },
+  });
+  for (const type of MESSAGE_TYPES) {
+    registry.registerPath({
+      method: 'post',
+      path: `/v1/${type}`,
+      summary: SINGLE_MESSAGE_SUMMARIES[type],
+      description: `${MAPPING} \`type\` may be left out.`,
+      security,
+      request: { body: { content: { 'application/json': { schema: SINGLE_MESSAGE_SCHEMAS[type].partial({ type: true }) } } } },
+      responses: {
+        200: { description: 'Kept (`accepted: 1`) or already kept (`duplicates: 1`)', ...json(SegmentResponseSchema) },
+        400: problem('Malformed JSON, not an object (`(body)`), or a message refused: over 32 KB, or invalid, each problem naming the message field (`event`, `traits.email`, `timestamp`, …)'),
+        413: problem('Body larger than 500 KB (`(body)`)'),
+        ...common,
+      },
+    });
+  }
+}

@@ -38,7 +38,7 @@ export const ConsentPolicySchema = z
     honorGppOptOuts: z.boolean().default(true).openapi({ description: "A GPP string whose US section (US National, a state, or US Privacy) records an opt-out of sale, sharing or targeted advertising makes the event non-profiling" }),
     purposeFlag: z
       .string()
-      .regex(/^[a-z_]{1,64}$/)
+      .regex(/^[a-z0-9_]{1,64}$/)
       .default('profiling')
       .openapi({ description: 'The explicit purpose flag (`consent.purposes.<flag>`) that, when false, makes an event non-profiling, and when present counts as a signal' }),
   })
@@ -147,7 +147,7 @@ export const ConsentInputSchema = z
   .object({
     tcf: z.string().min(1).max(4096).optional().openapi({ description: 'IAB TCF v2 TC string' }),
     gpp: z.string().regex(/^D[A-Za-z0-9_~.-]+$/, 'not a GPP string').max(4096).optional().openapi({ description: 'IAB GPP string' }),
-    purposes: z.record(z.string().regex(/^[a-z_]{1,64}$/), z.boolean()).optional().openapi({ description: 'Explicit purpose flags' }),
+    purposes: z.record(z.string().regex(/^[a-z0-9_]{1,64}$/), z.boolean()).optional().openapi({ description: 'Explicit purpose flags' }),
   })
   .strict()
   .openapi('Consent');

@@ -1,0 +1,384 @@
+import { z } from 'zod';
+import { zodIssuesToFieldErrors, type FieldError } from './collect';
+import type { InputIdentityType } from './identity';
+import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
+
+/**
+ * The Segment HTTP Tracking API (also RudderStack's): its message types as zod schemas, and the pure
+ * mapping of one message to our EventInput, so Segment's and RudderStack's server SDKs send here unchanged.
+ */
+
+/** Segment's limits: 32 KB per message, 500 KB per batch request. */
+export const MAX_MESSAGE_BYTES = 32 * 1024;
+export const MAX_BATCH_BYTES = 500 * 1024;
+
+export const MESSAGE_TYPES = ['track', 'identify', 'page', 'screen', 'alias', 'group'] as const;
+export type MessageType = (typeof MESSAGE_TYPES)[number];
+
+// ---- schemas ---------------------------------------------------------------------------------
+
+const Iso = z.iso.datetime({ offset: true }).openapi({ format: 'date-time' });
+/** SDKs have long sent numbers as ids too; they are read as strings. */
+const Id = z.union([z.string().max(512), z.number().finite()]);
+const Fields = z.record(z.string(), z.unknown());
+
+const ContextSchema = z
+  .looseObject({
+    traits: Fields.nullish().openapi({
+      description: "The user's traits: `email` and `phone` become the identities `email` and `phone` (hashed; never kept as traits), the rest traits",
+    }),
+    device: z
+      .looseObject({
+        advertisingId: z.string().nullish().openapi({ description: 'IDFA/GAID: the `maid` identity — unless `adTrackingEnabled` is false' }),
+        adTrackingEnabled: z.boolean().nullish().openapi({ description: 'false (the user limited ad tracking): the advertising id is not used at all' }),
+      })
+      .nullish(),
+    page: Fields.nullish().openapi({ description: 'On page and screen messages: url, path, referrer, search, title become properties' }),
+    consent: z
+      .looseObject({
+        categoryPreferences: z.record(z.string(), z.boolean()).nullish().openapi({
+          description:
+            'Consent per category, as Segment Consent Management sends it: our consent `purposes`, each name lowercased (`DataSharing` → `data_sharing`). OneTrust\'s `C0004` becomes `c0004`.',
+        }),
+        tcf: z.string().nullish().openapi({ description: 'An IAB TCF v2 TC string the client read from its CMP' }),
+        gpp: z.string().nullish().openapi({ description: 'An IAB GPP string the client read from its CMP' }),
+      })
+      .nullish(),
+  })
+  .openapi('SegmentContext', { description: 'Other context fields (library, ip, userAgent, …) are accepted and not kept' });
+
+const common = {
+  messageId: z.string().min(1).max(128).nullish().openapi({ description: 'The event id: a message sent again with the same id is a duplicate' }),
+  anonymousId: Id.nullish().openapi({ description: 'The `cookie_id` identity' }),
+  userId: Id.nullish().openapi({ description: 'The `crm_id` identity' }),
+  timestamp: Iso.nullish().openapi({ description: "When it happened, by the sender's clock" }),
+  originalTimestamp: Iso.nullish().openapi({ description: 'Read when `timestamp` is absent' }),
+  sentAt: Iso.nullish().openapi({ description: "When it was sent, by the sender's clock: with it, the time is corrected for clock skew: receivedAt − (sentAt − timestamp)" }),
+  context: ContextSchema.nullish(),
+};
+
+export const TrackMessageSchema = z
+  .looseObject({
+    type: z.literal('track'),
+    event: z.string().trim().min(1).max(128).openapi({ description: 'The event type, kept as named (`Order Completed`)' }),
+    properties: Fields.nullish().openapi({ description: 'Properties; nested objects flattened into dotted names' }),
+    ...common,
+  })
+  .openapi('SegmentTrack');
+
+export const IdentifyMessageSchema = z
+  .looseObject({
+    type: z.literal('identify'),
+    traits: Fields.nullish().openapi({ description: 'Traits (over `context.traits`); `email`/`phone` become identities, nested objects flattened into dotted names' }),
+    ...common,
+  })
+  .openapi('SegmentIdentify');
+
+const pageFields = {
+  name: z.string().nullish().openapi({ description: 'Kept as the property `name`' }),
+  category: z.string().nullish().openapi({ description: 'Kept as the property `category`' }),
+  properties: Fields.nullish().openapi({ description: 'Properties over those of `context.page`; nested objects flattened into dotted names' }),
+  ...common,
+};
+
+export const PageMessageSchema = z.looseObject({ type: z.literal('page'), ...pageFields }).openapi('SegmentPage');
+
+export const ScreenMessageSchema = z.looseObject({ type: z.literal('screen'), ...pageFields }).openapi('SegmentScreen');
+
+export const AliasMessageSchema = z
+  .looseObject({
+    type: z.literal('alias'),
+    ...common,
+    userId: Id.openapi({ description: 'The `crm_id` identity the person is known by from now on' }),
+    previousId: Id.openapi({
+      description: 'The anonymous id the person had before, as the `cookie_id` identity: one alias event holds both, which joins their profiles',
+    }),
+    anonymousId: Id.nullish().openapi({ description: 'If given, the same as `previousId` (an event holds one cookie id)' }),
+  })
+  .openapi('SegmentAlias');
+
+export const GroupMessageSchema = z
+  .looseObject({
+    type: z.literal('group'),
+    groupId: Id.openapi({ description: 'Kept as the trait `group.id`' }),
+    traits: Fields.nullish().openapi({ description: "The group's traits, kept as traits under `group.` (`group.name`); its `email`/`phone` are dropped" }),
+    ...common,
+  })
+  .openapi('SegmentGroup');
+
+export const SegmentMessageSchema = z.discriminatedUnion('type', [
+  TrackMessageSchema,
+  IdentifyMessageSchema,
+  PageMessageSchema,
+  ScreenMessageSchema,
+  AliasMessageSchema,
+  GroupMessageSchema,
+]);
+export type SegmentMessage = z.infer<typeof SegmentMessageSchema>;
+
+/** The envelope is checked as a whole; each message in it is then checked on its own. */
+export const SegmentBatchSchema = z
+  .looseObject({
+    batch: z.array(z.unknown()).min(1),
+    sentAt: Iso.nullish().openapi({ description: "Send time by the sender's clock, for messages without their own" }),
+    context: Fields.nullish().openapi({ description: 'Context for every message; a message\'s own context fields win (objects such as `device` merged one level deep)' }),
+  })
+  .openapi('SegmentBatch', { description: 'Other fields (writeKey, integrations, …) are accepted and ignored: the write key is read from the Authorization header' });
+export type SegmentBatch = z.infer<typeof SegmentBatchSchema>;
+
+export const SegmentResponseSchema = CollectResponseSchema.extend({
+  success: z.literal(true).openapi({ description: 'What Segment and RudderStack SDKs look for' }),
+}).openapi('SegmentResponse', { description: '`rejected` lists messages not kept, by index in the batch, with the message fields at fault' });
+export type SegmentResponse = z.infer<typeof SegmentResponseSchema>;
+
+// ---- mapping ---------------------------------------------------------------------------------
+
+type FlatScalar = string | number | boolean | null;
+type FlatValue = FlatScalar | Array<string | number | boolean>;
+
+/** Where each field of the mapped event came from in the message, so errors name the field the sender wrote. */
+export type FieldOrigins = Map<string, string>;
+
+export type MappedMessage = { event: EventInput; origins: FieldOrigins; errors?: undefined } | { errors: FieldError[]; event?: undefined };
+
+/** What a message takes from the request around it. */
+export interface MessageEnvelope {
+  /** The endpoint's type (`/v1/track`); a batch's messages carry their own. */
+  type?: MessageType;
+  sentAt?: string | null;
+  context?: Record<string, unknown> | null;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/**
+ * Flattens nested objects into dotted names (`{address: {city}}` → `address.city`), since our events
+ * take flat values only; dots in names are encoded on the way to the store (domain/fieldNames). A list
+ * of scalars stays a list; a list of objects becomes one list per field across its elements
+ * (`products: [{sku: 'a'}, {sku: 'b'}]` → `products.sku: ['a', 'b']`), so a rule can ask whether it
+ * contains a value. Nulls inside lists are dropped; empty objects leave nothing.
+ */
+export function flattenFields(record: Record<string, unknown>): Map<string, FlatValue> {
+  const collected = new Map<string, { values: FlatScalar[]; list: boolean }>();
+  const visit = (value: unknown, name: string, inList: boolean): void => {
+    if (Array.isArray(value)) {
+      if (value.length === 0 && !collected.has(name)) collected.set(name, { values: [], list: true });
+      for (const element of value) visit(element, name, true);
+      return;
+    }
+    if (isRecord(value)) {
+      for (const [key, inner] of Object.entries(value)) visit(inner, name === '' ? key : `${name}.${key}`, inList);
+      return;
+    }
+    const entry = collected.get(name) ?? { values: [], list: false };
+    entry.list ||= inList;
+    entry.values.push(value as FlatScalar);
+    collected.set(name, entry);
+  };
+  visit(record, '', false);
+  const flat = new Map<string, FlatValue>();
+  for (const [name, { values, list }] of collected) {
+    flat.set(name, list ? values.filter((value): value is string | number | boolean => value !== null) : values[values.length - 1]);
+  }
+  return flat;
+}
+
+/** A Segment consent category as one of our purpose names: `DataSharing` → `data_sharing`, `Functional Cookies` → `functional_cookies`. */
+export function purposeName(category: string): string {
+  return category
+    .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '_')
+    .replace(/^_+|_+$/g, '');
+}
+
+/** The message field an error about `path` of the mapped event is about; the longest known prefix wins. */
+export function messagePath(origins: FieldOrigins, path: string): string {
+  let best: string | undefined;
+  for (const key of origins.keys()) {
+    if ((path === key || path.startsWith(`${key}.`)) && (best === undefined || key.length > best.length)) best = key;
+  }
+  return best === undefined ? path : `${origins.get(best)}${path.slice(best.length)}`;
+}
+
+/** Builds flat traits or properties from sources in rising precedence, remembering where each came from. */
+class FlatFields {
+  readonly values: Record<string, FlatValue> = {};
+
+  constructor(
+    private readonly origins: FieldOrigins,
+    private readonly eventField: 'traits' | 'properties',
+  ) {}
+
+  add(record: Record<string, unknown> | null | undefined, messageField: string, prefix = ''): void {
+    if (!record) return;
+    for (const [name, value] of flattenFields(record)) this.set(`${prefix}${name}`, value, `${messageField}.${name}`);
+  }
+
+  set(name: string, value: FlatValue, messageField: string): void {
+    // defineProperty: a name such as `__proto__` stays a plain field.
+    Object.defineProperty(this.values, name, { value, enumerable: true, configurable: true, writable: true });
+    this.origins.set(`${this.eventField}.${name}`, messageField);
+  }
+
+  get isEmpty(): boolean {
+    return Object.keys(this.values).length === 0;
+  }
+}
+
+/** Reserved traits that are identities: taken out of the traits, so the raw value is never kept. */
+const IDENTITY_TRAITS = ['email', 'phone'] as const satisfies readonly InputIdentityType[];
+
+function withoutIdentityTraits(traits: Record<string, unknown> | null | undefined): Record<string, unknown> | undefined {
+  if (!traits) return undefined;
+  return Object.fromEntries(Object.entries(traits).filter(([name]) => !(IDENTITY_TRAITS as readonly string[]).includes(name)));
+}
+
+/** Merges the batch's context under the message's own, objects one level deep. */
+function mergeContext(outer: Record<string, unknown> | null | undefined, inner: unknown): unknown {
+  if (!outer) return inner;
+  if (!isRecord(inner)) return inner ?? outer;
+  const merged: Record<string, unknown> = { ...outer };
+  for (const [key, value] of Object.entries(inner)) merged[key] = isRecord(value) && isRecord(outer[key]) ? { ...outer[key], ...value } : value;
+  return merged;
+}
+
+function idText(value: string | number | null | undefined): string | undefined {
+  const text = value === null || value === undefined ? '' : String(value).trim();
+  return text === '' ? undefined : text;
+}
+
+/** The refusal names the message's largest top-level field, so the sender knows what to trim. */
+function oversize(message: Record<string, unknown>, bytes: number): FieldError {
+  let path = '(message)';
+  let largest = 0;
+  for (const [key, value] of Object.entries(message)) {
+    const size = Buffer.byteLength(JSON.stringify(value) ?? '');
+    if (size > largest) [path, largest] = [key, size];
+  }
+  return { path, message: `the message is ${bytes} bytes, more than ${MAX_MESSAGE_BYTES} (32 KB); this field holds ${largest} of them` };
+}
+
+/**
+ * One Segment message as our event:
+ * - `messageId` → `id` (a message sent again is a duplicate); `anonymousId` → `cookie_id`,
+ *   `userId` → `crm_id`; the `email`/`phone` trait (identify: `traits` over `context.traits`, other
+ *   types: `context.traits`) → the `email`/`phone` identity, hashed by the collector and dropped from
+ *   the traits; `context.device.advertisingId` → `maid` unless `adTrackingEnabled` is false;
+ * - track: the event name is the type, `properties` the properties; page/screen: type `page`/`screen`,
+ *   properties from `context.page`, then `properties`, then `name` and `category`; identify: type
+ *   `identify`, the traits; alias: type `alias` holding `userId` (`crm_id`) and `previousId`
+ *   (`cookie_id`), which joins their profiles; group: type `group`, `groupId` and the group's
+ *   traits as traits under `group.`; every type: `context.traits` as traits (under the message's own);
+ * - time: `timestamp` (or `originalTimestamp`) corrected for the sender's clock skew when `sentAt`
+ *   is known: receivedAt − (sentAt − timestamp);
+ * - consent: `context.consent.categoryPreferences` → `purposes`, `context.consent.tcf`/`gpp` as given.
+ */
+export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, receivedAt: Date): MappedMessage {
+  if (!isRecord(raw)) return { errors: [{ path: '(message)', message: 'must be a JSON object' }] };
+  const bytes = Buffer.byteLength(JSON.stringify(raw));
+  if (bytes > MAX_MESSAGE_BYTES) return { errors: [oversize(raw, bytes)] };
+  if (envelope.type !== undefined && raw.type !== undefined && raw.type !== envelope.type) {
+    return { errors: [{ path: 'type', message: `is "${String(raw.type)}" but this endpoint takes ${envelope.type} messages` }] };
+  }
+  const parsed = SegmentMessageSchema.safeParse({ ...raw, type: envelope.type ?? raw.type, context: mergeContext(envelope.context, raw.context) });
+  if (!parsed.success) return { errors: zodIssuesToFieldErrors(parsed.error.issues) };
+  const message = parsed.data;
+  const context = message.context ?? {};
+  const origins: FieldOrigins = new Map();
+  const errors: FieldError[] = [];
+
+  // ---- identities
+  const identities: EventInput['identities'] = {};
+  const identify = (type: InputIdentityType, value: string | undefined, messageField: string) => {
+    if (value === undefined) return;
+    identities[type] = value;
+    origins.set(`identities.${type}`, messageField);
+  };
+  if (message.type === 'alias') {
+    const previousId = idText(message.previousId);
+    const anonymousId = idText(message.anonymousId);
+    if (anonymousId !== undefined && anonymousId !== previousId) {
+      errors.push({ path: 'anonymousId', message: 'differs from previousId: an alias joins previousId (the cookie id) to userId; send another anonymousId with an identify' });
+    }
+    identify('cookie_id', previousId, 'previousId');
+    if (previousId === undefined) errors.push({ path: 'previousId', message: 'must not be empty' });
+    if (idText(message.userId) === undefined) errors.push({ path: 'userId', message: 'must not be empty' });
+  } else {
+    identify('cookie_id', idText(message.anonymousId), 'anonymousId');
+  }
+  identify('crm_id', idText(message.userId), 'userId');
+  const ownTraits = message.type === 'identify' ? message.traits : undefined;
+  for (const type of IDENTITY_TRAITS) {
+    const [value, messageField] = ownTraits?.[type] != null ? [ownTraits[type], `traits.${type}`] : [context.traits?.[type], `context.traits.${type}`];
+    if (value === undefined || value === null) continue;
+    if (typeof value === 'string' || (type === 'phone' && typeof value === 'number')) identify(type, String(value), messageField);
+    else errors.push({ path: messageField, message: 'must be a string' });
+  }
+  const advertisingId = context.device?.adTrackingEnabled === false ? undefined : idText(context.device?.advertisingId);
+  identify('maid', advertisingId, 'context.device.advertisingId');
+  if (Object.keys(identities).length === 0 && errors.length === 0) {
+    errors.push({ path: 'userId', message: 'a message needs a userId or an anonymousId (or an email, phone or advertising id)' });
+  }
+
+  // ---- type and time
+  const event: EventInput = { type: message.type === 'track' ? message.event : message.type, identities };
+  origins.set('type', message.type === 'track' ? 'event' : 'type');
+  if (message.messageId) {
+    event.id = message.messageId;
+    origins.set('id', 'messageId');
+  }
+  const [time, timeField] = message.timestamp ? [message.timestamp, 'timestamp'] : [message.originalTimestamp, 'originalTimestamp'];
+  if (time) {
+    const sentAt = message.sentAt ?? envelope.sentAt;
+    const at = sentAt ? receivedAt.getTime() - (Date.parse(sentAt) - Date.parse(time)) : Date.parse(time);
+    event.timestamp = new Date(at).toISOString();
+    origins.set('timestamp', timeField);
+  }
+
+  // ---- traits and properties
+  const traits = new FlatFields(origins, 'traits');
+  traits.add(withoutIdentityTraits(context.traits), 'context.traits');
+  if (message.type === 'identify') traits.add(withoutIdentityTraits(message.traits), 'traits');
+  if (message.type === 'group') {
+    traits.add(withoutIdentityTraits(message.traits), 'traits', 'group.');
+    traits.set('group.id', String(message.groupId), 'groupId');
+  }
+  if (!traits.isEmpty) event.traits = traits.values;
+  const properties = new FlatFields(origins, 'properties');
+  if (message.type === 'track') properties.add(message.properties, 'properties');
+  if (message.type === 'page' || message.type === 'screen') {
+    properties.add(context.page, 'context.page');
+    properties.add(message.properties, 'properties');
+    if (message.name != null) properties.set('name', message.name, 'name');
+    if (message.category != null) properties.set('category', message.category, 'category');
+  }
+  if (!properties.isEmpty) event.properties = properties.values;
+
+  // ---- consent
+  const consent: ConsentInput = {};
+  const signals = context.consent;
+  if (signals?.categoryPreferences) {
+    const purposes: Record<string, boolean> = {};
+    for (const [category, granted] of Object.entries(signals.categoryPreferences)) {
+      const purpose = purposeName(category);
+      // Two categories read as one purpose: it is granted only if both are.
+      purposes[purpose] = Object.hasOwn(purposes, purpose) ? purposes[purpose] && granted : granted;
+      origins.set(`consent.purposes.${purpose}`, `context.consent.categoryPreferences.${category}`);
+    }
+    if (Object.keys(purposes).length > 0) consent.purposes = purposes;
+  }
+  if (signals?.tcf) {
+    consent.tcf = signals.tcf;
+    origins.set('consent.tcf', 'context.consent.tcf');
+  }
+  if (signals?.gpp) {
+    consent.gpp = signals.gpp;
+    origins.set('consent.gpp', 'context.consent.gpp');
+  }
+  if (Object.keys(consent).length > 0) event.consent = consent;
+
+  return errors.length > 0 ? { errors } : { event, origins };
+}

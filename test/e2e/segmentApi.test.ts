@@ -1,0 +1,295 @@
+import { gzipSync } from 'node:zlib';
+import { Analytics } from '@segment/analytics-node';
+import RudderAnalytics from '@rudderstack/rudder-sdk-node';
+import { sha256Hex } from '../../domain/identity';
+import type { Store } from '../../store/db';
+import { call } from '../support/http';
+import { latestProfiles } from '../support/profiles';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+
+/** What Segment's and RudderStack's Node SDKs have in common: one message object per call. */
+interface TrackingClient {
+  track(message: object): unknown;
+  identify(message: object): unknown;
+  page(message: object): unknown;
+  screen(message: object): unknown;
+  alias(message: object): unknown;
+  group(message: object): unknown;
+}
+
+/** Per person: an anonymous visit on another device, a visit, two orders, sign-up, an app screen, the alias of the first device and a company. */
+const MESSAGES_PER_PERSON = 8;
+
+function person(prefix: string, n: number) {
+  return {
+    oldAnonymousId: `${prefix}-old-${n}`,
+    anonymousId: `${prefix}-anon-${n}`,
+    userId: `${prefix}-user-${n}`,
+    email: `${prefix.toUpperCase()}.User${n}@Example.com`,
+    advertisingId: `6d92078a-8246-4ba4-ae5b-${sha256Hex(`${prefix}-${n}`).slice(0, 12)}`,
+    // Every other person limited ad tracking: their ad id must not be used.
+    adTrackingEnabled: n % 2 === 0,
+  };
+}
+
+function journey(client: TrackingClient, prefix: string, people: number): void {
+  for (let n = 0; n < people; n++) {
+    const p = person(prefix, n);
+    client.track({ anonymousId: p.oldAnonymousId, event: 'Product Viewed', properties: { sku: `sku-${n}` } });
+    client.page({ anonymousId: p.anonymousId, name: 'Pricing', category: 'Docs', properties: { url: `https://shop.test/pricing?n=${n}` } });
+    for (const total of [10, 20]) {
+      client.track({ anonymousId: p.anonymousId, event: 'Order Completed', properties: { total, products: [{ sku: 'a', price: 4 }, { sku: 'b', price: 6 }] } });
+    }
+    client.identify({ userId: p.userId, anonymousId: p.anonymousId, traits: { email: p.email, plan: 'pro', address: { city: 'Paris' } } });
+    client.screen({
+      userId: p.userId,
+      name: 'Home',
+      context: { device: { advertisingId: p.advertisingId, adTrackingEnabled: p.adTrackingEnabled }, consent: { categoryPreferences: { Advertising: true, DataSharing: false } } },
+    });
+    client.alias({ userId: p.userId, previousId: p.oldAnonymousId });
+    client.group({ userId: p.userId, groupId: 'acme', traits: { name: 'Acme', employees: 50, email: 'billing@acme.test' } });
+  }
+}
+
+function basic(writeKey: string): string {
+  return `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`;
+}
+
+describe('the Segment tracking API, with the real Segment and RudderStack SDKs', () => {
+  let platform: RunningPlatform;
+  let store: Store;
+  let api: RunningApi;
+  let sourceId: string;
+  let writeKey: string;
+  /** Events the source's profiles must have folded so far. */
+  let folded = 0;
+  const segmentRequests: string[] = [];
+
+  beforeAll(async () => {
+    platform = await startPlatform('segmentapi');
+    ({ store, api } = platform);
+    ({ id: sourceId, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'server sdks', kind: 'events', party: 'first' } })).body);
+  });
+  afterAll(() => platform.stop());
+
+  async function post(path: string, body: unknown, headers: Record<string, string> = { authorization: basic(writeKey) }) {
+    const payload = typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
+    const response = await fetch(`${api.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: payload });
+    const text = await response.text();
+    return { status: response.status, contentType: response.headers.get('content-type') ?? '', body: JSON.parse(text) };
+  }
+
+  function expectProblem(response: Awaited<ReturnType<typeof post>>, status: number, type: string, path: string): void {
+    expect(response.status).toBe(status);
+    expect(response.contentType).toMatch(/^application\/problem\+json/);
+    expect(response.body.type).toBe(`/problems/${type}`);
+    expect(response.body.errors.map((error: { path: string }) => error.path)).toContain(path);
+  }
+
+  /** Sends only when flushed (beyond the first message, which it sends at once); failures land in `errors`. */
+  const rudderClient = (key: string, errors: unknown[]) =>
+    new RudderAnalytics(key, { dataPlaneUrl: api.url, flushAt: 1000, flushInterval: 60_000, retryCount: 0, logLevel: 'none', errorHandler: (error) => errors.push(error) });
+  const lookup = async (type: string, value: string) => (await call(`${api.url}/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`, { key: api.adminKey })).body;
+  const sourceStatus = async () => (await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body;
+
+  async function allFolded(added: number) {
+    folded += added;
+    const status = await waitFor(`${folded} events folded`, async () => {
+      const current = await sourceStatus();
+      return current.profiles.eventsApplied >= folded && current;
+    });
+    expect(status.profiles.eventsApplied).toBe(folded);
+    return status;
+  }
+
+  /** How many people the store holds: its documents, each counted once under the profile it is part of. */
+  async function profileCount(): Promise<number> {
+    const ids = new Set<string>();
+    for (const doc of await latestProfiles(store)) ids.add((await call(`${api.url}/v1/profiles/${doc.profileId}`, { key: api.adminKey })).body.id);
+    return ids.size;
+  }
+
+  async function expectPerson(prefix: string, n: number): Promise<void> {
+    const p = person(prefix, n);
+    const profile = await lookup('crm_id', p.userId);
+    const counts = Object.fromEntries(Object.entries(profile.counters).map(([type, counter]) => [type, (counter as { count: number }).count]));
+    expect(counts).toEqual({ 'Product Viewed': 1, page: 1, 'Order Completed': 2, identify: 1, screen: 1, alias: 1, group: 1 });
+    const identities = profile.identities.map((identity: { type: string; value: string }) => `${identity.type}:${identity.value}`).sort();
+    const expected = [`cookie_id:${p.anonymousId}`, `cookie_id:${p.oldAnonymousId}`, `crm_id:${p.userId}`, `email_sha256:${sha256Hex(p.email.toLowerCase())}`];
+    if (p.adTrackingEnabled) expected.push(`maid:${p.advertisingId}`);
+    expect(identities).toEqual(expected.sort());
+    expect(profile.traits).toEqual({ plan: 'pro', 'address.city': 'Paris', 'group.id': 'acme', 'group.name': 'Acme', 'group.employees': 50 });
+    expect(profile.consent.purposes).toEqual({ advertising: true, data_sharing: false });
+    // Every identity finds the same person: the alias joined the first device, the identify the email.
+    for (const [type, value] of [['cookie_id', p.oldAnonymousId], ['cookie_id', p.anonymousId], ['email', p.email]]) expect((await lookup(type, value)).id).toBe(profile.id);
+    expect(JSON.stringify(profile)).not.toMatch(/example\.com|acme\.test/i);
+  }
+
+  it("Segment's Node SDK: every message type of 6 people becomes 6 profiles with exact counters, identities and traits", async () => {
+    const people = 6;
+    const errors: unknown[] = [];
+    const statuses: number[] = [];
+    const analytics = new Analytics({ writeKey, host: api.url, flushAt: 1000, flushInterval: 60_000, maxRetries: 0 });
+    analytics.on('http_request', (request) => segmentRequests.push(request.body));
+    analytics.on('http_response', (response) => statuses.push(response.status));
+    analytics.on('error', (error) => errors.push(error));
+    journey(analytics, 'seg', people);
+    await analytics.closeAndFlush();
+    expect(errors).toEqual([]);
+    expect(statuses).toEqual([200]);
+    expect(JSON.parse(segmentRequests[0]).batch).toHaveLength(people * MESSAGES_PER_PERSON);
+
+    await allFolded(people * MESSAGES_PER_PERSON);
+    for (let n = 0; n < people; n++) await expectPerson('seg', n);
+    expect(await lookup('maid', person('seg', 1).advertisingId)).toMatchObject({ status: 404 });
+    expect(await profileCount()).toBe(people);
+  });
+
+  it("RudderStack's Node SDK (gzipped bodies): every message type of 5 more people becomes 5 more profiles", async () => {
+    const people = 5;
+    const errors: unknown[] = [];
+    const rudder = rudderClient(writeKey, errors);
+    journey(rudder, 'rud', people);
+    await rudder.flush();
+    expect(errors).toEqual([]);
+
+    await allFolded(people * MESSAGES_PER_PERSON);
+    for (let n = 0; n < people; n++) await expectPerson('rud', n);
+    expect(await profileCount()).toBe(6 + people);
+  });
+
+  it('a batch sent again (the same messageIds) adds nothing', async () => {
+    const before = await lookup('crm_id', person('seg', 0).userId);
+    const { progress } = await sourceStatus();
+    const resent = await post('/v1/batch', segmentRequests[0]);
+    expect(resent.status).toBe(200);
+    expect(resent.body).toEqual({ success: true, accepted: 0, duplicates: 6 * MESSAGES_PER_PERSON, nonProfiling: 0, rejected: [] });
+    await waitFor('the duplicates to be drained', async () => (await sourceStatus()).progress.duplicatesSkipped >= progress.duplicatesSkipped + 6 * MESSAGES_PER_PERSON);
+    expect((await sourceStatus()).profiles.eventsApplied).toBe(folded);
+    const after = await lookup('crm_id', person('seg', 0).userId);
+    expect(after.counters).toEqual(before.counters);
+    for (let n = 0; n < 6; n++) await expectPerson('seg', n);
+  });
+
+  it('corrects the sender\'s clock skew with sentAt, and still refuses events far in the future', async () => {
+    // The sender's clock is 3 hours fast.
+    const skew = 3 * 3600_000;
+    const senderNow = Date.now() + skew;
+    const iso = (ms: number) => new Date(ms).toISOString();
+    const batch = await post('/v1/batch', {
+      batch: [
+        { type: 'track', event: 'Clock Check', anonymousId: 'skewed-1', messageId: 'skew-1', timestamp: iso(senderNow - 5 * 60_000) },
+        // A sender whose clock is right stamping an event two days ahead: corrected, it is as far ahead, and refused.
+        { type: 'track', event: 'Clock Check', anonymousId: 'skewed-1', messageId: 'skew-2', timestamp: iso(Date.now() + 2 * 86400_000), sentAt: iso(Date.now()) },
+      ],
+      sentAt: iso(senderNow),
+    });
+    expect(batch.status).toBe(200);
+    expect(batch.body).toMatchObject({ success: true, accepted: 1, rejected: [{ index: 1, errors: [{ path: 'timestamp', message: 'is too far in the future' }] }] });
+    // RudderStack's way: originalTimestamp and the message's own sentAt, to the single-message endpoint.
+    const single = await post('/v1/track', { event: 'Clock Check', anonymousId: 'skewed-1', messageId: 'skew-3', originalTimestamp: iso(senderNow - 10 * 60_000), sentAt: iso(senderNow) });
+    expect(single.body).toEqual({ success: true, accepted: 1, duplicates: 0, nonProfiling: 0, rejected: [] });
+    await allFolded(2);
+
+    const profile = await lookup('cookie_id', 'skewed-1');
+    const { events } = (await call(`${api.url}/v1/profiles/${profile.id}/events`, { key: api.adminKey })).body;
+    const byId = new Map<string, { timestamp: string; receivedAt: string }>(events.map((event: { id: string }) => [event.id, event]));
+    expect(byId.get('skew-1')?.timestamp).toBe(iso(Date.parse(byId.get('skew-1')!.receivedAt) - 5 * 60_000));
+    expect(byId.get('skew-3')?.timestamp).toBe(iso(Date.parse(byId.get('skew-3')!.receivedAt) - 10 * 60_000));
+    expect(byId.has('skew-2')).toBe(false);
+  });
+
+  it('each single-message endpoint takes its type, and answers 400 naming the field of a message it refuses', async () => {
+    const sent = await Promise.all([
+      post('/v1/identify', { userId: 'single-1', traits: { plan: 'free' } }),
+      post('/v1/page', { userId: 'single-1', name: 'Home' }),
+      post('/v1/screen', { userId: 'single-1', name: 'Home' }),
+      post('/v1/alias', { userId: 'single-1', previousId: 'single-anon-1' }),
+      post('/v1/group', { userId: 'single-1', groupId: 'initech' }),
+      post('/v1/track', { userId: 'single-1', event: 'Signed Up' }, { authorization: `Bearer ${writeKey}` }),
+    ]);
+    expect(sent.map((response) => [response.status, response.body.accepted])).toEqual(Array(6).fill([200, 1]));
+    await allFolded(6);
+    const profile = await lookup('cookie_id', 'single-anon-1');
+    expect(Object.fromEntries(Object.entries(profile.counters).map(([type, counter]) => [type, (counter as { count: number }).count]))).toEqual({
+      identify: 1,
+      page: 1,
+      screen: 1,
+      alias: 1,
+      group: 1,
+      'Signed Up': 1,
+    });
+    expect(profile.traits).toEqual({ plan: 'free', 'group.id': 'initech' });
+
+    expectProblem(await post('/v1/track', { userId: 'single-1' }), 400, 'validation', 'event');
+    expectProblem(await post('/v1/identify', { userId: 'single-1', traits: { email: 'not-an-email' } }), 400, 'validation', 'traits.email');
+    expectProblem(await post('/v1/page', { type: 'track', userId: 'single-1' }), 400, 'validation', 'type');
+    expectProblem(await post('/v1/alias', { userId: 'single-1', previousId: 'a', anonymousId: 'b' }), 400, 'validation', 'anonymousId');
+    expectProblem(await post('/v1/track', [{ event: 'x' }]), 400, 'validation', '(body)');
+    expectProblem(await post('/v1/track', '{"event": '), 400, 'malformed-json', '(body)');
+  });
+
+  it('refuses a message over 32 KB without failing the others, and a body over 500 KB, gzipped or not, with 413', async () => {
+    const big = { type: 'track', event: 'Big', anonymousId: 'big-1', properties: { blob: 'x'.repeat(33 * 1024) } };
+    const mixed = await post('/v1/batch', { batch: [big, { type: 'track', event: 'Small', anonymousId: 'big-1' }, { type: 'purchase', anonymousId: 'big-1' }] });
+    expect(mixed.status).toBe(200);
+    expect(mixed.body).toMatchObject({ success: true, accepted: 1, duplicates: 0 });
+    expect(mixed.body.rejected).toEqual([
+      { index: 0, errors: [{ path: 'properties', message: expect.stringContaining('more than 32768') }] },
+      { index: 2, errors: [{ path: 'type', message: expect.any(String) }] },
+    ]);
+    await allFolded(1);
+
+    const messages = Array.from({ length: 20 }, (_, n) => ({ type: 'track', event: 'Big', anonymousId: `big-${n}`, properties: { blob: 'x'.repeat(30 * 1024) } }));
+    const oversize = JSON.stringify({ batch: messages });
+    expectProblem(await post('/v1/batch', oversize), 413, 'body-too-large', '(body)');
+    // As RudderStack's SDK sends it: gzipped, typed as a form. The limit applies to what it inflates to.
+    const gzipped = gzipSync(oversize);
+    expect(gzipped.length).toBeLessThan(100 * 1024);
+    expectProblem(
+      await post('/v1/batch', gzipped, { authorization: basic(writeKey), 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': 'gzip' }),
+      413,
+      'body-too-large',
+      '(body)',
+    );
+  });
+
+  it('refuses a malformed envelope with 400 naming the field', async () => {
+    expectProblem(await post('/v1/batch', { batch: 'many' }), 400, 'validation', 'batch');
+    expectProblem(await post('/v1/batch', { batch: [] }), 400, 'validation', 'batch');
+    expectProblem(await post('/v1/batch', { batch: [{ type: 'track', event: 'x', anonymousId: 'a' }], sentAt: 'yesterday' }), 400, 'validation', 'sentAt');
+    expectProblem(await post('/v1/batch', { batch: [{ type: 'track', event: 'x', anonymousId: 'a' }], context: 'web' }), 400, 'validation', 'context');
+  });
+
+  it('a missing or wrong write key → 401 problem on every route, and the SDK is told', async () => {
+    for (const path of ['/v1/batch', '/v1/track', '/v1/identify', '/v1/page', '/v1/screen', '/v1/alias', '/v1/group']) {
+      expectProblem(await post(path, { batch: [] }, {}), 401, 'unauthorized', 'headers.authorization');
+      expectProblem(await post(path, { batch: [] }, { authorization: basic('wk_not_a_key') }), 401, 'unknown-write-key', 'headers.authorization');
+    }
+    const errors: Array<{ response?: { status: number } }> = [];
+    const rudder = rudderClient('wk_not_a_key', errors);
+    rudder.track({ anonymousId: 'nobody', event: 'x' });
+    await rudder.flush();
+    expect(errors.map((error) => error.response?.status)).toEqual([401]);
+  });
+
+  it('documents every route with the Basic write-key scheme and each status it answers', async () => {
+    const doc = (await call(`${api.url}/openapi.json`)).body;
+    expect(doc.components.securitySchemes.writeKeyBasic).toEqual(expect.objectContaining({ type: 'http', scheme: 'basic' }));
+    for (const path of ['/v1/batch', '/v1/track', '/v1/identify', '/v1/page', '/v1/screen', '/v1/alias', '/v1/group']) {
+      const operation = doc.paths[path].post;
+      expect(operation.security).toContainEqual({ writeKeyBasic: [] });
+      expect(Object.keys(operation.responses).sort()).toEqual(['200', '400', '401', '413', '415', '503']);
+    }
+    expect(doc.paths['/v1/batch'].post.description).toMatch(/adTrackingEnabled` is false/);
+  });
+
+  it('a consent category saying no to profiling keeps the event out of profiles', async () => {
+    // The source's default policy: a `profiling` purpose flag that says no makes the event non-profiling.
+    const response = await post('/v1/track', { userId: 'consent-1', event: 'Signed Up', context: { consent: { categoryPreferences: { Profiling: false } } } });
+    expect(response.body).toMatchObject({ success: true, accepted: 1, nonProfiling: 1 });
+    await waitFor('the event to be drained', async () => (await sourceStatus()).progress.eventsNonProfiling.purpose_flag === 1);
+    expect((await sourceStatus()).profiles.eventsApplied).toBe(folded);
+    expect(await lookup('crm_id', 'consent-1')).toMatchObject({ status: 404 });
+  });
+});
