@@ -23,6 +23,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
 COPY --from=build /app/dist ./dist
+# The tag's browser script is served as is: tsc does not copy it.
+COPY --from=build /app/api/public ./dist/api/public
 
 # The base image ships an unprivileged "node" user (uid 1000).
 USER node

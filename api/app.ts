@@ -24,6 +24,7 @@ import { IdentityCapStore } from '../store/identityCaps';
 import { ProfileEventLog } from '../store/profileEvents';
 import { SegmentStore } from '../store/segments';
 import { SourceStore, type SourceDoc } from '../store/sources';
+import { ChannelRejections } from '../store/channelRejections';
 import { ensureSourceWorkflow, wakeSourceWorkflow } from '../temporal/client';
 import { pauseSourceSignal, resumeSourceSignal, sourceStatusQuery } from '../workflows/sourceConnection';
 import { requireAdmin, WriteKeys } from './auth';
@@ -64,6 +65,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   );
   const committer = new GroupCommitter(log, config.DMP_CHUNK_MAX_EVENTS, (sourceId) => waker.notify(sourceId));
   const collector = new Collector(committer, config);
+  const rejections = new ChannelRejections(store);
   const writeKeys = new WriteKeys(sources);
   const admin = requireAdmin(config.DMP_ADMIN_KEY);
   const openApi = buildOpenApiDocument(config);
@@ -140,6 +142,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       workflowStatus,
       progress,
       pending,
+      rejections: await rejections.totalsFor(source._id),
       health: { ...summarizeHealth(progress?.health, Date.now()), lagSeconds: pending.lagSeconds },
       profiles: { eventsApplied: await routedEvents.eventsApplied(source._id, config.DMP_PROFILE_PARTITIONS) },
     };
@@ -247,7 +250,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     });
   });
 
-  const routerDeps = { store, temporal, config, admin, writeKeys, collector };
+  const routerDeps = { store, temporal, config, admin, writeKeys, collector, rejections };
   app.use(segmentApiRouter(routerDeps));
   app.use(tagRouter(routerDeps));
   app.use(partnersRouter(routerDeps));

@@ -46,11 +46,15 @@ export type WriteKeyCarrier = 'bearer' | 'basic' | 'query';
  * hot path does not read the store for every request; a changed source takes effect within `cacheMs`.
  */
 export class WriteKeys {
-  private readonly cache = new Map<string, { source: SourceDoc; until: number }>();
+  private readonly cache = new Map<string, { source: SourceDoc | null; until: number }>();
 
   constructor(
     private readonly sources: SourceStore,
     private readonly cacheMs = 60_000,
+    /** Unknown keys are remembered too, briefly: a pixel fired with a stale key must not cost a store read per hit. */
+    private readonly missMs = 10_000,
+    /** Bounds the memory that random keys could take; the cache starts afresh when full. */
+    private readonly maxEntries = 100_000,
   ) {}
 
   async resolve(key: string): Promise<SourceDoc | null> {
@@ -59,7 +63,8 @@ export class WriteKeys {
     if (cached && cached.until > Date.now()) return cached.source;
     const sourceId = await this.sources.sourceIdForKeyHash(keyHash);
     const source = sourceId ? await this.sources.get(sourceId) : null;
-    if (source) this.cache.set(keyHash, { source, until: Date.now() + this.cacheMs });
+    if (this.cache.size >= this.maxEntries) this.cache.clear();
+    this.cache.set(keyHash, { source, until: Date.now() + (source ? this.cacheMs : this.missMs) });
     return source;
   }
 

@@ -1,5 +1,6 @@
 import type { Client } from '@temporalio/client';
 import type { RequestHandler } from 'express';
+import type { ChannelRejections } from '../store/channelRejections';
 import type { Store } from '../store/db';
 import type { ApiConfig } from './app';
 import type { WriteKeys } from './auth';
@@ -13,4 +14,6 @@ export interface RouterDeps {
   admin: RequestHandler;
   writeKeys: WriteKeys;
   collector: Collector;
+  /** Counts of bad input from channels whose senders never see an error. */
+  rejections: ChannelRejections;
 }

@@ -22,7 +22,6 @@ import {
   type SegmentResponse,
 } from '../domain/trackingApi';
 import type { SourceDoc } from '../store/sources';
-import type { Collector } from './collector';
 import type { OpenApiParts } from './openapi';
 import { parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
@@ -41,7 +40,7 @@ function checkBodySize(req: Request): void {
 }
 
 /** Maps each message on its own, collects the valid ones, and reports every refusal at the message field it concerns. */
-async function collectMessages(collector: Collector, source: SourceDoc, messages: unknown[], envelope: MessageEnvelope): Promise<SegmentResponse> {
+async function collectMessages({ collector, rejections }: Pick<RouterDeps, 'collector' | 'rejections'>, source: SourceDoc, messages: unknown[], envelope: MessageEnvelope): Promise<SegmentResponse> {
   const receivedAt = new Date();
   const rejected: RejectedEvent[] = [];
   const mapped: Array<{ index: number; event: EventInput; origins: FieldOrigins }> = [];
@@ -61,14 +60,21 @@ async function collectMessages(collector: Collector, source: SourceDoc, messages
       rejected.push({ index, errors: refusal.errors.map((error) => ({ path: messagePath(origins, error.path), message: error.message })) });
     }
   }
-  return { success: true, accepted, duplicates, nonProfiling, rejected: rejected.sort((a, b) => a.index - b.index) };
+  rejected.sort((a, b) => a.index - b.index);
+  // SDKs do not read the answer: refusals are counted on the source, where an operator sees them.
+  if (rejected.length > 0) {
+    const sample = rejected[0];
+    rejections.count(source._id, 'segment', sample.errors.map((error) => ({ path: `batch.${sample.index}.${error.path}`, message: error.message })), rejected.length);
+  }
+  return { success: true, accepted, duplicates, nonProfiling, rejected };
 }
 
 /**
  * The Segment HTTP Tracking API (which RudderStack implements too), so their server SDKs send here
  * unchanged: the write key as the HTTP Basic user (or a Bearer token), `{"success": true}` back.
  */
-export function segmentApiRouter({ writeKeys, collector, config }: RouterDeps): Router {
+export function segmentApiRouter(deps: RouterDeps): Router {
+  const { writeKeys, config } = deps;
   const router = Router();
   const auth = writeKeys.require(['basic', 'bearer']);
   // Bodies the app's JSON parser leaves, such as RudderStack's gzipped JSON sent as a form, are read here whatever their type.
@@ -82,7 +88,7 @@ export function segmentApiRouter({ writeKeys, collector, config }: RouterDeps): 
         { path: 'batch', message: `${envelope.batch.length} messages; at most ${config.DMP_MAX_BATCH_EVENTS}` },
       ]);
     }
-    res.json(await collectMessages(collector, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context }));
+    res.json(await collectMessages(deps, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context }));
   });
 
   for (const type of MESSAGE_TYPES) {
@@ -91,7 +97,7 @@ export function segmentApiRouter({ writeKeys, collector, config }: RouterDeps): 
       if (typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) {
         throw new ProblemError(400, 'validation', `Invalid ${type} message`, [{ path: '(body)', message: 'expected a JSON object' }]);
       }
-      const response = await collectMessages(collector, req.source as SourceDoc, [req.body], { type });
+      const response = await collectMessages(deps, req.source as SourceDoc, [req.body], { type });
       // One message is the whole request: Segment answers 400 when it is refused.
       if (response.rejected.length > 0) throw new ProblemError(400, 'validation', `Invalid ${type} message`, response.rejected[0].errors);
       res.json(response);

@@ -1,10 +1,144 @@
-import { Router } from 'express';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import express, { Router, type ErrorRequestHandler, type Request, type RequestHandler } from 'express';
+import { z } from 'zod';
+import { PixelQuerySchema } from '../domain/pixel';
+import { CollectRequestSchema, CollectResponseSchema } from '../domain/schemas';
+import type { SourceDoc } from '../store/sources';
 import type { OpenApiParts } from './openapi';
+import { PIXEL_PATH, pixelHandler } from './pixel';
+import { parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
-/** JS tag and pixel. */
-export function tagRouter(_deps: RouterDeps): Router {
-  return Router();
+export const TAG_SCRIPT_PATH = '/v1/tag.js';
+/** Where the tag sends its batches: its own path with `tag.js` replaced by `tag/events`. */
+export const TAG_EVENTS_PATH = '/v1/tag/events';
+
+/** The browser script, served as it is in the repository (read at start, so a missing file fails the start). */
+const TAG_SCRIPT_FILE = join(__dirname, 'public', 'tag.js');
+/** Sites embed one URL for good; an hour bounds how long a new version takes to reach them. */
+const TAG_CACHE_CONTROL = 'public, max-age=3600';
+
+function tagEventsBody(req: Request): unknown {
+  if (typeof req.body === 'string') {
+    try {
+      return JSON.parse(req.body);
+    } catch (error) {
+      throw new ProblemError(400, 'malformed-json', 'Body is not valid JSON', [{ path: '(body)', message: (error as Error).message }]);
+    }
+  }
+  // JSON content types were parsed by the app; anything else was not read.
+  if (req.body === undefined) {
+    throw new ProblemError(415, 'unsupported-media-type', 'Send JSON as text/plain', [{ path: 'headers.content-type', message: 'expected text/plain or application/json' }]);
+  }
+  return req.body;
 }
 
-export function registerTagPaths(_parts: OpenApiParts): void {}
+/** The JS tag (`GET /v1/tag.js`), the endpoint its beacons go to, and the pixel. */
+export function tagRouter(deps: RouterDeps): Router {
+  const { config, collector, writeKeys } = deps;
+  const { rejections } = deps;
+  const script = readFileSync(TAG_SCRIPT_FILE);
+  const etag = `"${createHash('sha256').update(script).digest('base64url').slice(0, 27)}"`;
+  const router = Router();
+
+  router.get(TAG_SCRIPT_PATH, (req, res) => {
+    res.set({
+      'Content-Type': 'application/javascript; charset=utf-8',
+      'Cache-Control': TAG_CACHE_CONTROL,
+      ETag: etag,
+      'Cross-Origin-Resource-Policy': 'cross-origin',
+      'X-Content-Type-Options': 'nosniff',
+    });
+    if (req.fresh) {
+      res.status(304).end();
+      return;
+    }
+    res.send(script);
+  });
+
+  // Beacons are simple requests (text/plain, no credentials needed), so browsers send them without a
+  // preflight; the answer is readable by any page all the same, and a preflight is answered too.
+  const cors: RequestHandler = (_req, res, next) => {
+    res.set('Access-Control-Allow-Origin', '*');
+    next();
+  };
+  router.options(TAG_EVENTS_PATH, cors, (_req, res) => {
+    res.set({ 'Access-Control-Allow-Methods': 'POST', 'Access-Control-Allow-Headers': 'Content-Type', 'Access-Control-Max-Age': '86400' }).status(204).end();
+  });
+  // A page never reads what it is answered: refusals of a known source are counted for its operators.
+  const countRefusal: ErrorRequestHandler = (error, req, _res, next) => {
+    const status = (error as { status?: number }).status ?? 500;
+    if (req.source && status >= 400 && status < 500) {
+      rejections.count(req.source._id, 'tag', error instanceof ProblemError ? (error.errors ?? []) : [{ path: '(body)', message: (error as Error).message }]);
+    }
+    next(error);
+  };
+  const collectBatch: RequestHandler = async (req, res) => {
+    const source = req.source as SourceDoc;
+    const { events } = parseOr400(CollectRequestSchema, tagEventsBody(req), 'tag events');
+    if (events.length > config.DMP_MAX_BATCH_EVENTS) {
+      throw new ProblemError(413, 'batch-too-large', 'Too many events in one request', [{ path: 'events', message: `${events.length} events; at most ${config.DMP_MAX_BATCH_EVENTS}` }]);
+    }
+    const result = await collector.collect(source, events);
+    if (result.rejected.length > 0) {
+      const sample = result.rejected[0];
+      rejections.count(source._id, 'tag', sample.errors.map((error) => ({ path: `events.${sample.index}.${error.path}`, message: error.message })), result.rejected.length);
+    }
+    res.status(202).json(result);
+  };
+  router.post(TAG_EVENTS_PATH, cors, writeKeys.require(['query']), express.text({ type: 'text/plain', limit: config.DMP_MAX_BODY_BYTES }), collectBatch, countRefusal);
+
+  router.get(PIXEL_PATH, pixelHandler(deps));
+  return router;
+}
+
+export function registerTagPaths({ registry, problem, json }: OpenApiParts): void {
+  const writeKeyQuery = z.object({ writeKey: z.string().openapi({ description: "The source's write key (public, write-only)" }) });
+  registry.registerPath({
+    method: 'get',
+    path: TAG_SCRIPT_PATH,
+    summary:
+      'The JS tag. Embed `<script async src="…/v1/tag.js?writeKey=…"></script>`; it reads its endpoint and write key from its own src, keeps a first-party cookie id, sends a page view and `dmp.track`/`dmp.identify` calls with the page\'s TCF/GPP consent in batches (sendBeacon) to `/v1/tag/events`. Its header documents the stub that queues calls made before it loads.',
+    request: { query: writeKeyQuery },
+    responses: {
+      200: { description: `The script (\`Cache-Control: ${TAG_CACHE_CONTROL}\`)`, content: { 'application/javascript': { schema: z.string() } } },
+      304: { description: 'Not modified (`If-None-Match` with its ETag)' },
+    },
+  });
+  const problems = {
+    400: problem('Malformed JSON or envelope, naming the field'),
+    401: problem('Missing or unknown write key (`query.writeKey`)'),
+    413: problem('Body larger than DMP_MAX_BODY_BYTES, or more events than DMP_MAX_BATCH_EVENTS'),
+    415: problem('Body neither text/plain nor JSON'),
+    503: problem('The store is too slow to acknowledge; retry later'),
+  };
+  registry.registerPath({
+    method: 'post',
+    path: TAG_EVENTS_PATH,
+    summary:
+      "The tag's batches: `{events: [...]}` as JSON in a text/plain body (what sendBeacon sends without a CORS preflight; application/json is taken too). Each event as in /v1/collect; events refused one by one are counted on the source as tag rejections.",
+    request: { query: writeKeyQuery, body: { content: { 'text/plain': { schema: CollectRequestSchema }, 'application/json': { schema: CollectRequestSchema } } } },
+    responses: { 202: { description: 'Appended durably; what was accepted, duplicated and refused', ...json(CollectResponseSchema) }, ...problems },
+  });
+  registry.registerPath({
+    method: 'options',
+    path: TAG_EVENTS_PATH,
+    summary: 'CORS preflight (browsers skip it for text/plain beacons)',
+    responses: { 204: { description: 'Any origin may POST' } },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: PIXEL_PATH,
+    summary:
+      "A 1×1 GIF that records one event from its query: `e` event type (default `pixel`), `id` event id, `uid` crm_id, `em` email_sha256, `ph` phone_sha256, `p.<name>` properties and `t.<name>` traits (strings; repeated, lists), `gdpr`/`gdpr_consent`/`gpp` consent, `cb` ignored; unexpanded macros count as absent, unknown parameters are ignored. The platform's cookie (`dmp_uid`; SameSite=None; Secure over https; Domain DMP_COOKIE_DOMAIN) is read or set as the event's cookie_id — unless the GDPR applies (`gdpr=1`, or a TC string) without consent to purpose 1, when the hit gets an id of its own. Always answers the GIF: a missing or unknown write key records nothing, bad parameters are counted on the source as pixel rejections.",
+    request: { query: PixelQuerySchema },
+    responses: {
+      200: {
+        description: 'The GIF, always (`Cache-Control: no-store`); a `Set-Cookie` when the browser had no cookie id',
+        content: { 'image/gif': { schema: z.string().openapi({ format: 'binary' }) } },
+      },
+    },
+  });
+}

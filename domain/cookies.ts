@@ -21,11 +21,16 @@ export function isCookieId(value: string | undefined): value is string {
   return value !== undefined && COOKIE_ID.test(value);
 }
 
-/** The value of one cookie in a `Cookie` request header. */
+/** The value of one cookie in a `Cookie` request header; undefined when absent or not decodable (not one we set). */
 export function readCookie(header: string | undefined, name: string): string | undefined {
   for (const part of (header ?? '').split(';')) {
     const eq = part.indexOf('=');
-    if (eq !== -1 && part.slice(0, eq).trim() === name) return decodeURIComponent(part.slice(eq + 1).trim());
+    if (eq === -1 || part.slice(0, eq).trim() !== name) continue;
+    try {
+      return decodeURIComponent(part.slice(eq + 1).trim());
+    } catch {
+      return undefined; // a malformed %-escape
+    }
   }
   return undefined;
 }

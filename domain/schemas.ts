@@ -101,6 +101,24 @@ export const SourceProgressSchema = DrainPositionSchema.extend({
 }).openapi('SourceProgress');
 export type SourceProgress = z.infer<typeof SourceProgressSchema>;
 
+/** Collection channels that answer whatever happens (the pixel's GIF, the tag's unread beacons, SDKs that ignore answers), so their rejections are counted. */
+export const REJECTION_CHANNELS = ['pixel', 'tag', 'segment'] as const;
+export type RejectionChannel = (typeof REJECTION_CHANNELS)[number];
+const ChannelCountsSchema = z.object({ pixel: z.number().int(), tag: z.number().int(), segment: z.number().int() });
+export const ChannelRejectionsSchema = z
+  .object({
+    total: ChannelCountsSchema,
+    last24Hours: ChannelCountsSchema,
+    last: z
+      .object({ channel: z.enum(REJECTION_CHANNELS), at: z.string(), errors: z.array(z.object({ path: z.string(), message: z.string() })) })
+      .nullable(),
+  })
+  .openapi('ChannelRejections', {
+    description:
+      'Pixel hits, tag batches or events, and tracking-API messages refused as bad input (the sender is answered all the same, or does not read the answer), counted per API process and flushed every few seconds; `last` is the newest refusal',
+  });
+export type ChannelRejectionTotals = z.infer<typeof ChannelRejectionsSchema>;
+
 export const SourceStatusSchema = z
   .object({
     id: z.string(),
@@ -129,6 +147,7 @@ export const SourceStatusSchema = z
         lagSeconds: z.number().nullable().openapi({ description: 'Age of the oldest event not yet routed (as `pending.lagSeconds`)' }),
       })
       .openapi('SourceHealth'),
+    rejections: ChannelRejectionsSchema,
     profiles: z.object({
       eventsApplied: z.number().int().openapi({ description: "This source's events folded into profiles by the partition writers." }),
     }),

@@ -6,6 +6,8 @@ import { MongoClient, type Collection, type Db, MongoServerError } from 'mongodb
  * `_id` only, writes are keyed, and nothing relies on transactions, change streams or TTL indexes.
  */
 export const COLLECTIONS = {
+  /** Per source, hour and API process: rejections of channels that answer the browser whatever happens. */
+  channelRejections: 'channel_rejections',
   sources: 'sources',
   sourceKeys: 'source_keys',
   /** One per source (`_id` = source id): where its drain stands. */
@@ -43,6 +45,7 @@ export const COLLECTIONS = {
  * pushed-down filters (scripts/sql/ferretdb-postgresql-indexes.sql).
  */
 const INDEXES: Array<[string, string]> = [
+  [COLLECTIONS.channelRejections, 'sourceId'],
   [COLLECTIONS.profiles, 'profileId'],
   [COLLECTIONS.profiles, 'group'],
   [COLLECTIONS.identityLinks, 'profiles'],

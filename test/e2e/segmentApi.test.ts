@@ -239,6 +239,12 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
       { index: 2, errors: [{ path: 'type', message: expect.any(String) }] },
     ]);
     await allFolded(1);
+    // The SDKs never read that answer: the refusals are counted on the source for its operators.
+    const counted = await waitFor('the refusals counted on the source', async () => {
+      const { rejections } = await sourceStatus();
+      return rejections.total.segment >= 2 ? rejections : undefined;
+    }, 15_000);
+    expect(counted.last).toMatchObject({ channel: 'segment', errors: [{ path: expect.stringMatching(/^batch\.\d+\./) }] });
 
     const messages = Array.from({ length: 20 }, (_, n) => ({ type: 'track', event: 'Big', anonymousId: `big-${n}`, properties: { blob: 'x'.repeat(30 * 1024) } }));
     const oversize = JSON.stringify({ batch: messages });

@@ -1,0 +1,305 @@
+/*
+ * DMP tag: page views, custom events and identities of a site's visitors, for one source.
+ *
+ * Embed it with the source's write key; the optional first script lets the page call `dmp` before the
+ * tag has loaded (the calls are queued and replayed in order):
+ *
+ *   <script>window.dmp=window.dmp||{q:[]};['track','identify','page'].forEach(function(m){dmp[m]=dmp[m]||function(){dmp.q.push([m,[].slice.call(arguments)])}})</script>
+ *   <script async src="https://dmp.example/v1/tag.js?writeKey=WRITE_KEY"></script>
+ *
+ *   dmp.track(type, properties)       a custom event; property values are flat: strings, numbers, booleans, null or lists of them
+ *   dmp.identify(identities, traits)  who the visitor is: { email, phone, crm_id, email_sha256, phone_sha256, maid } (hashed by the platform)
+ *   dmp.page(properties)              another page view (single-page apps); one is sent on load with url, referrer and title
+ *
+ * The visitor's id is a first-party cookie `_dmp_id` on the site's registrable domain (13 months, SameSite=Lax), sent as
+ * `cookie_id`. Consent is read from the page's CMP, through `__tcfapi` (TCF v2) and `__gpp` (GPP), and attached to every event
+ * as `consent: {tcf, gpp}`; events wait up to a second for the CMP. Where the GDPR applies and purpose 1 (storing information on
+ * a device) is not consented, the cookie is neither read nor written (a withdrawal removes it) and events carry an id for the page
+ * only; while a TCF CMP on the page has no TC string to give (the visitor has not chosen yet), events also say
+ * `purposes: {profiling: false}`. Events are sent together a second after the first, and at once when the page is hidden or
+ * left, with navigator.sendBeacon (a text/plain body, so no CORS preflight) or else fetch with keepalive.
+ */
+(function (window, document) {
+  'use strict';
+  var COOKIE = '_dmp_id';
+  var COOKIE_MAX_AGE = 395 * 24 * 3600;
+  var COOKIE_ID = /^[A-Za-z0-9_-]{16,64}$/;
+  var FLUSH_MS = 1000;
+  var CMP_WAIT_MS = 1000;
+  var MAX_EVENTS = 100;
+  var MAX_BYTES = 60000; // a beacon or keepalive request may carry 64 KiB
+  var MAX_TEXT = 1024;
+  var IDENTITY_TYPES = ['email', 'phone', 'crm_id', 'email_sha256', 'phone_sha256', 'maid'];
+  var GPP_STRING = /^D[A-Za-z0-9_~.-]+$/;
+
+  var stub = window.dmp;
+  if (stub && stub.loaded) return;
+  var script = document.currentScript || document.querySelector('script[src*="/tag.js"]');
+  var src = script && new URL(script.src, location.href);
+  var writeKey = src && src.searchParams.get('writeKey');
+  if (!writeKey) {
+    if (window.console) console.warn('dmp: the tag needs ?writeKey= in its src');
+    return;
+  }
+  var endpoint = src.origin + src.pathname.replace(/tag\.js$/, 'tag/events') + '?writeKey=' + encodeURIComponent(writeKey);
+
+  function newId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    var bytes = crypto.getRandomValues(new Uint8Array(16));
+    bytes[6] = (bytes[6] & 15) | 64;
+    bytes[8] = (bytes[8] & 63) | 128;
+    var hex = '';
+    for (var i = 0; i < 16; i++) hex += (bytes[i] + 256).toString(16).slice(1);
+    return hex.slice(0, 8) + '-' + hex.slice(8, 12) + '-' + hex.slice(12, 16) + '-' + hex.slice(16, 20) + '-' + hex.slice(20);
+  }
+  var pageId = newId();
+  var queue = []; // events not sent yet, with the identities they were given
+  var timer = null;
+
+  // ---- consent --------------------------------------------------------------------------------
+  var hasTcf = typeof window.__tcfapi === 'function';
+  var hasGpp = typeof window.__gpp === 'function';
+  var tcf = null; // the CMP's latest answer: { applies, tcString, storage }
+  var tcfDecided = !hasTcf;
+  var gpp = null; // { gppString, euStorage }: euStorage is null unless the GPP string's EU TCF section applies
+  var gppDecided = !hasGpp;
+  var waitUntil = new Date().getTime() + CMP_WAIT_MS;
+
+  function consentKnown() {
+    return (tcfDecided && gppDecided) || new Date().getTime() >= waitUntil;
+  }
+
+  /**
+   * Whether the cookie may be read and written: not where the GDPR applies without consent to purpose 1, nor while a TCF CMP
+   * has not answered. (A GPP string's EU section is read for CMPs without `__tcfapi`; TCF CMPs must offer it.)
+   */
+  function storageAllowed() {
+    if (hasTcf) return !!tcf && (!tcf.applies || tcf.storage);
+    return !gpp || gpp.euStorage !== false;
+  }
+
+  function consentSignal() {
+    var consent = {};
+    var signal = false;
+    if (tcf && tcf.applies && tcf.tcString) {
+      consent.tcf = tcf.tcString;
+      signal = true;
+    } else if (hasTcf && (!tcf || tcf.applies)) {
+      // The GDPR applies (or the CMP has not said) and there is no TC string yet: nothing was consented.
+      consent.purposes = { profiling: false };
+      signal = true;
+    }
+    if (gpp && GPP_STRING.test(gpp.gppString) && gpp.gppString.length <= 4096) {
+      consent.gpp = gpp.gppString;
+      signal = true;
+    }
+    return signal ? consent : null;
+  }
+
+  function onConsentChange() {
+    if (tcfDecided && gppDecided && !storageAllowed()) forgetCookie();
+    if (queue.length) schedule(0);
+  }
+
+  if (hasTcf) {
+    try {
+      window.__tcfapi('addEventListener', 2, function (data, success) {
+        if (!success || !data) return;
+        var consents = data.purpose && data.purpose.consents;
+        tcf = { applies: data.gdprApplies !== false, tcString: data.tcString || '', storage: !!(consents && consents[1]) };
+        // 'cmpuishown' is an answer too, but the visitor is still choosing: wait (up to the bound) for their choice.
+        if (data.eventStatus === 'tcloaded' || data.eventStatus === 'useractioncomplete' || data.gdprApplies === false) tcfDecided = true;
+        onConsentChange();
+      });
+    } catch (error) {
+      tcfDecided = true;
+    }
+  }
+
+  function onGpp(ping) {
+    if (!ping || typeof ping.gppString !== 'string') return;
+    var eu = null;
+    if (ping.applicableSections && ping.applicableSections.indexOf(2) !== -1 && ping.parsedSections && ping.parsedSections.tcfeuv2) {
+      var section = ping.parsedSections.tcfeuv2;
+      var core = section instanceof Array ? section[0] : section;
+      eu = !!(core && core.PurposeConsents && core.PurposeConsents[0]);
+    }
+    gpp = { gppString: ping.gppString, euStorage: eu };
+    if (ping.signalStatus === 'ready' || (!ping.signalStatus && ping.cmpStatus === 'loaded') || ping.cmpStatus === 'error') gppDecided = true;
+    onConsentChange();
+  }
+
+  if (hasGpp) {
+    try {
+      window.__gpp('addEventListener', function (event, success) {
+        if (success && event) onGpp(event.pingData);
+      });
+      window.__gpp('ping', function (ping, success) {
+        if (success) onGpp(ping);
+      });
+    } catch (error) {
+      gppDecided = true;
+    }
+  }
+
+  // ---- the cookie -----------------------------------------------------------------------------
+  function readCookie() {
+    var match = document.cookie.match(new RegExp('(?:^|;\\s*)' + COOKIE + '=([^;]*)'));
+    return match && COOKIE_ID.test(match[1]) ? match[1] : null;
+  }
+
+  /** Candidate cookie domains, highest first: `example.co.uk` is the highest a browser accepts for `www.example.co.uk`. */
+  function cookieDomains() {
+    var host = location.hostname;
+    if (host.indexOf('.') === -1 || /^[\d.]+$/.test(host) || host.indexOf(':') !== -1) return [];
+    var labels = host.split('.');
+    var domains = [];
+    for (var i = labels.length - 2; i >= 0; i--) domains.push(labels.slice(i).join('.'));
+    return domains;
+  }
+
+  function setCookie(value, maxAge, domain) {
+    document.cookie =
+      COOKIE + '=' + value + '; Max-Age=' + maxAge + '; Path=/' + (domain ? '; Domain=' + domain : '') + '; SameSite=Lax' + (location.protocol === 'https:' ? '; Secure' : '');
+  }
+
+  /** The cookie's id, made once and never extended: consent-based identifiers should not outlive 13 months. */
+  function cookieId() {
+    var id = readCookie();
+    if (id) return id;
+    id = newId();
+    forgotten = false;
+    var domains = cookieDomains();
+    for (var i = 0; i < domains.length; i++) {
+      setCookie(id, COOKIE_MAX_AGE, domains[i]);
+      if (readCookie() === id) return id;
+    }
+    setCookie(id, COOKIE_MAX_AGE); // host-only: localhost, IP addresses
+    return readCookie() === id ? id : null;
+  }
+
+  /** Expires the cookie without reading it (a withdrawn consent); once per page unless a cookie is made again. */
+  var forgotten = false;
+  function forgetCookie() {
+    if (forgotten) return;
+    forgotten = true;
+    var domains = cookieDomains();
+    for (var i = 0; i < domains.length; i++) setCookie('', 0, domains[i]);
+    setCookie('', 0);
+  }
+
+  // ---- events and sending ---------------------------------------------------------------------
+  function copyFlat(values) {
+    var copy = {};
+    var any = false;
+    if (values && typeof values === 'object') {
+      for (var key in values) {
+        if (Object.prototype.hasOwnProperty.call(values, key) && values[key] !== undefined && typeof values[key] !== 'function') {
+          copy[key] = values[key];
+          any = true;
+        }
+      }
+    }
+    return any ? copy : null;
+  }
+
+  function text(value) {
+    return String(value || '').slice(0, MAX_TEXT);
+  }
+
+  function enqueue(type, identities, properties, traits) {
+    var event = { id: newId(), type: type, timestamp: new Date().toISOString() };
+    if (properties) event.properties = properties;
+    if (traits) event.traits = traits;
+    queue.push({ event: event, identities: identities });
+    schedule(FLUSH_MS);
+  }
+
+  function schedule(delay) {
+    if (timer) return;
+    timer = setTimeout(function () {
+      timer = null;
+      flush(false);
+    }, Math.max(delay, consentKnown() ? 0 : waitUntil - new Date().getTime()));
+  }
+
+  /** Sends what is queued; before consent is known only when the page is going away. */
+  function flush(leaving) {
+    if (!queue.length || (!leaving && !consentKnown())) return;
+    if (timer) {
+      clearTimeout(timer);
+      timer = null;
+    }
+    var browserId = (storageAllowed() && cookieId()) || pageId;
+    var consent = consentSignal();
+    var events = [];
+    for (var i = 0; i < queue.length; i++) {
+      var event = queue[i].event;
+      event.identities = { cookie_id: browserId };
+      var extra = queue[i].identities;
+      for (var type in extra) event.identities[type] = extra[type];
+      if (consent) event.consent = consent;
+      events.push(event);
+    }
+    queue = [];
+    send(events);
+  }
+
+  function send(events) {
+    var body = JSON.stringify({ events: events });
+    if (events.length > 1 && (events.length > MAX_EVENTS || new TextEncoder().encode(body).length > MAX_BYTES)) {
+      var half = Math.ceil(events.length / 2);
+      send(events.slice(0, half));
+      send(events.slice(half));
+      return;
+    }
+    try {
+      if (navigator.sendBeacon && navigator.sendBeacon(endpoint, body)) return;
+    } catch (error) {
+      // Fall through to fetch.
+    }
+    if (window.fetch) {
+      fetch(endpoint, { method: 'POST', body: body, keepalive: true, credentials: 'omit', headers: { 'Content-Type': 'text/plain' } })['catch'](function () {});
+    }
+  }
+
+  document.addEventListener('visibilitychange', function () {
+    if (document.visibilityState === 'hidden') flush(true);
+  });
+  window.addEventListener('pagehide', function () {
+    flush(true);
+  });
+
+  var dmp = {
+    loaded: true,
+    track: function (type, properties) {
+      if (typeof type !== 'string' || !type) return void (window.console && console.warn('dmp.track: the event type must be a non-empty string'));
+      enqueue(type, null, copyFlat(properties), null);
+    },
+    identify: function (identities, traits) {
+      var known = {};
+      var any = false;
+      for (var i = 0; i < IDENTITY_TYPES.length; i++) {
+        var value = identities && identities[IDENTITY_TYPES[i]];
+        if (typeof value === 'string' && value) {
+          known[IDENTITY_TYPES[i]] = value;
+          any = true;
+        }
+      }
+      if (!any && !copyFlat(traits)) return void (window.console && console.warn('dmp.identify: no identity of a known type (' + IDENTITY_TYPES.join(', ') + ') and no traits'));
+      enqueue('identify', known, null, copyFlat(traits));
+    },
+    page: function (properties) {
+      var page = { url: text(location.href), referrer: text(document.referrer), title: text(document.title) };
+      var extra = copyFlat(properties);
+      for (var key in extra) page[key] = extra[key];
+      enqueue('page_view', null, page, null);
+    },
+  };
+  window.dmp = dmp;
+  dmp.page();
+  var calls = (stub && stub.q) || [];
+  for (var c = 0; c < calls.length; c++) {
+    if (typeof dmp[calls[c][0]] === 'function') dmp[calls[c][0]].apply(dmp, calls[c][1]);
+  }
+})(window, document);

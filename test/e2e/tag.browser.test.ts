@@ -1,0 +1,309 @@
+import { createServer, get, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { GppModel } from '@iabgpp/cmpapi';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { sha256Hex } from '../../domain/identity';
+import { ChannelRejections } from '../../store/channelRejections';
+import { call } from '../support/http';
+import { startPlatform, waitFor, type RunningPlatform } from '../support/services';
+import { buildTcString } from '../unit/tcfFixture';
+
+/** Debian's chromium (scripts/install.sh installs it). */
+const CHROMIUM = '/usr/bin/chromium';
+const TAG_COOKIE = '_dmp_id';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** The queueing stub the tag's header documents, as a site pastes it. */
+const STUB = `window.dmp=window.dmp||{q:[]};['track','identify','page'].forEach(function(m){dmp[m]=dmp[m]||function(){dmp.q.push([m,[].slice.call(arguments)])}})`;
+
+/** A TCF CMP on the page: answers `addEventListener` after `delayMs` with the given TC string, as a real one would. */
+function tcfCmp(tcString: string, purposeConsents: number[], delayMs: number, eventStatus = 'tcloaded'): string {
+  const consents = Object.fromEntries(purposeConsents.map((purpose) => [purpose, true]));
+  const data = { tcString, gdprApplies: true, eventStatus, cmpStatus: 'loaded', listenerId: 1, purpose: { consents, legitimateInterests: {} } };
+  return `window.__tcfapi=function(command,version,callback){if(command==='addEventListener')setTimeout(function(){callback(${JSON.stringify(data)},true)},${delayMs})};`;
+}
+
+/** A GPP CMP (v1.1): `ping` and `addEventListener` report the GPP string once its signal is ready. */
+function gppCmp(gppString: string): string {
+  const ping = { gppVersion: '1.1', cmpStatus: 'loaded', signalStatus: 'ready', applicableSections: [7], gppString, parsedSections: {} };
+  return `window.__gpp=function(command,callback){var ping=${JSON.stringify(ping)};if(command==='ping')callback(ping,true);if(command==='addEventListener')callback({eventName:'signalStatus',listenerId:1,data:'ready',pingData:ping},true)};`;
+}
+
+interface Beacon {
+  contentType: string;
+  events: Array<{ id: string; type: string; identities: Record<string, string>; properties?: Record<string, unknown>; traits?: Record<string, unknown>; consent?: Record<string, unknown> }>;
+}
+
+describe('the JS tag in Chromium, on a site of another origin', () => {
+  let platform: RunningPlatform;
+  let browser: Browser;
+  let site: Server;
+  let siteUrl: string;
+  const refusedTc = buildTcString({ purposeConsents: [3, 4] });
+  const grantedTc = buildTcString({ purposeConsents: [1, 3, 4] });
+  const gppString = (() => {
+    const model = new GppModel();
+    model.setFieldValue('usnat', 'SaleOptOut', 2);
+    return model.encode();
+  })();
+
+  /** The site's pages; `k` in the page's query is the source's write key. */
+  function page(path: string, writeKey: string): string | null {
+    const tag = `<script async src="${platform.api.url}/v1/tag.js?writeKey=${encodeURIComponent(writeKey)}"></script>`;
+    switch (path) {
+      case '/shop/first.html':
+        return `<!doctype html><html><head><title>First page</title><script>${STUB}</script>${tag}
+          <script>dmp.track('add_to_cart', { sku: 'A1', price: 12.5 }); dmp.identify({ email: ' Jane.Doe@Example.com ' }, { plan: 'pro' });</script>
+          </head><body><a id="next" href="/shop/second.html?k=${writeKey}">next</a></body></html>`;
+      case '/shop/second.html':
+        return `<!doctype html><html><head><title>Second page</title>${tag}</head><body>second</body></html>`;
+      case '/eu/refused.html':
+        return `<!doctype html><html><head><title>No consent</title><script>${tcfCmp(refusedTc, [3, 4], 100)}${STUB}</script>${tag}
+          <script>dmp.track('article_read', { section: 'news' });</script></head><body>eu</body></html>`;
+      case '/eu/granted.html':
+        return `<!doctype html><html><head><title>Consent</title><script>${tcfCmp(grantedTc, [1, 3, 4], 300)}${gppCmp(gppString)}${STUB}</script>${tag}
+          <script>dmp.track('article_read', { section: 'sport' });</script></head><body>eu</body></html>`;
+      case '/eu/undecided.html':
+        return `<!doctype html><html><head><title>Undecided</title><script>${tcfCmp('', [], 10, 'cmpuishown')}</script>${tag}</head><body>eu</body></html>`;
+      default:
+        return null;
+    }
+  }
+
+  beforeAll(async () => {
+    platform = await startPlatform('tag');
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    site = createServer((req, res) => {
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      const html = page(url.pathname, url.searchParams.get('k') ?? '');
+      res.writeHead(html ? 200 : 404, { 'content-type': 'text/html; charset=utf-8' }).end(html ?? 'not found');
+    });
+    await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
+    // `localhost`, not 127.0.0.1 where the API is: the site is another origin, as in real life.
+    siteUrl = `http://localhost:${(site.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await new Promise((resolve) => site?.close(resolve));
+    await platform?.stop();
+  });
+
+  async function createSource(name: string): Promise<{ id: string; writeKey: string }> {
+    return (await call(`${platform.api.url}/v1/sources`, { key: platform.api.adminKey, body: { name, kind: 'events', party: 'first' } })).body;
+  }
+  const status = async (id: string) => (await call(`${platform.api.url}/v1/sources/${id}`, { key: platform.api.adminKey })).body;
+  const lookup = (type: string, value: string) => call(`${platform.api.url}/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`, { key: platform.api.adminKey });
+
+  /** Script errors on any page: the tag must raise none. */
+  const pageErrors: string[] = [];
+  afterEach(() => {
+    expect(pageErrors.splice(0)).toEqual([]);
+  });
+
+  /** Every batch the tag sends from this context, as the browser sent it. */
+  function recordBeacons(context: BrowserContext): Beacon[] {
+    const beacons: Beacon[] = [];
+    context.on('weberror', (error) => pageErrors.push(error.error().message));
+    context.on('request', (request) => {
+      if (request.method() === 'POST' && request.url().startsWith(`${platform.api.url}/v1/tag/events`)) {
+        beacons.push({ contentType: request.headers()['content-type'] ?? '', events: JSON.parse(request.postData() ?? '{}').events });
+      }
+    });
+    return beacons;
+  }
+  const sent = (beacons: Beacon[]) => beacons.flatMap((beacon) => beacon.events);
+  const tagCookies = async (context: BrowserContext) => (await context.cookies()).filter((cookie) => cookie.name === TAG_COOKIE);
+  const waitForEvents = (beacons: Beacon[], count: number) => waitFor(`${count} events sent`, async () => sent(beacons).length >= count, 15_000, 100);
+
+  it('sends page views with url, referrer and title, queued track and identify calls, and keeps its cookie across page loads', async () => {
+    const source = await createSource('site');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab: Page = await context.newPage();
+    const firstUrl = `${siteUrl}/shop/first.html?k=${source.writeKey}`;
+    await tab.goto(firstUrl);
+    await waitForEvents(beacons, 3);
+    await tab.click('#next');
+    await tab.waitForURL(/second\.html/);
+    await waitForEvents(beacons, 4);
+    await context.close();
+
+    expect(beacons.every((beacon) => beacon.contentType.startsWith('text/plain'))).toBe(true);
+    const events = sent(beacons);
+    expect(events.map((event) => event.type)).toEqual(['page_view', 'add_to_cart', 'identify', 'page_view']);
+    const cookieIds = new Set(events.map((event) => event.identities.cookie_id));
+    expect(cookieIds.size).toBe(1);
+    const [cookieId] = cookieIds;
+    expect(cookieId).toMatch(UUID);
+    expect(events[0].properties).toEqual({ url: firstUrl, referrer: '', title: 'First page' });
+    expect(events[1].properties).toEqual({ sku: 'A1', price: 12.5 });
+    expect(events[2]).toMatchObject({ identities: { cookie_id: cookieId, email: ' Jane.Doe@Example.com ' }, traits: { plan: 'pro' } });
+    expect(events[3].properties).toEqual({ url: `${siteUrl}/shop/second.html?k=${source.writeKey}`, referrer: firstUrl, title: 'Second page' });
+    expect(events.every((event) => event.consent === undefined)).toBe(true);
+
+    await waitFor('the events folded', async () => (await status(source.id)).profiles.eventsApplied >= 4);
+    const byCookie = await lookup('cookie_id', cookieId);
+    expect(byCookie.status).toBe(200);
+    expect(byCookie.body.counters.page_view.count).toBe(2);
+    expect(byCookie.body.counters.add_to_cart.count).toBe(1);
+    expect(byCookie.body.traits.plan).toBe('pro');
+    expect(byCookie.body.identities).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'email_sha256', value: sha256Hex('jane.doe@example.com') })]));
+    const byEmail = await lookup('email', 'jane.doe@example.com');
+    expect(byEmail.body.id).toBe(byCookie.body.id);
+  });
+
+  it('keeps the cookie for a later visit', async () => {
+    const source = await createSource('returning');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}/shop/second.html?k=${source.writeKey}`);
+    await waitForEvents(beacons, 1);
+    const [cookie] = await tagCookies(context);
+    expect(cookie).toMatchObject({ domain: 'localhost', path: '/', sameSite: 'Lax', httpOnly: false });
+    // Thirteen months, within the few seconds the test takes.
+    expect(cookie.expires * 1000 - Date.now()).toBeGreaterThan(395 * 24 * 3600 * 1000 - 60_000);
+    await tab.reload();
+    await waitForEvents(beacons, 2);
+    await context.close();
+    expect(sent(beacons).map((event) => event.identities.cookie_id)).toEqual([cookie.value, cookie.value]);
+  });
+
+  it('no consent ⇒ no profiling: where the GDPR applies without purpose 1 it sets no cookie, and its events are not profiled', async () => {
+    const source = await createSource('eu site');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    const url = `${siteUrl}/eu/refused.html?k=${source.writeKey}`;
+    await tab.goto(url);
+    await waitForEvents(beacons, 2);
+    await tab.reload();
+    await waitForEvents(beacons, 4);
+    expect(await tagCookies(context)).toEqual([]);
+    await context.close();
+
+    const events = sent(beacons);
+    expect(events.every((event) => (event.consent as { tcf: string }).tcf === refusedTc)).toBe(true);
+    // An id per page only: the two loads do not share one.
+    expect(events[0].identities.cookie_id).toMatch(UUID);
+    expect(events[0].identities.cookie_id).toBe(events[1].identities.cookie_id);
+    expect(events[2].identities.cookie_id).toBe(events[3].identities.cookie_id);
+    expect(events[0].identities.cookie_id).not.toBe(events[2].identities.cookie_id);
+
+    const drained = await waitFor('the events drained as non-profiling', async () => {
+      const body = await status(source.id);
+      return body.progress?.eventsNonProfiling?.tcf_purpose === 4 ? body : undefined;
+    });
+    expect(drained.progress.eventsProcessed).toBe(0);
+    expect((await lookup('cookie_id', events[0].identities.cookie_id)).status).toBe(404);
+  });
+
+  it('with consent, waits for the CMP, sets its cookie and attaches {tcf, gpp} to every event', async () => {
+    const source = await createSource('eu site, consent');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}/eu/granted.html?k=${source.writeKey}`);
+    await waitForEvents(beacons, 2);
+    const [cookie] = await tagCookies(context);
+    await context.close();
+
+    const events = sent(beacons);
+    expect(events.map((event) => event.consent)).toEqual([
+      { tcf: grantedTc, gpp: gppString },
+      { tcf: grantedTc, gpp: gppString },
+    ]);
+    expect(events.map((event) => event.identities.cookie_id)).toEqual([cookie.value, cookie.value]);
+    await waitFor('the events folded', async () => (await status(source.id)).profiles.eventsApplied >= 2);
+    const profile = await lookup('cookie_id', cookie.value);
+    expect(profile.status).toBe(200);
+    expect(profile.body.consent.tcf.purposeConsents).toEqual([1, 3, 4]);
+  });
+
+  it('serves the script as JavaScript, cacheable, and revalidates by ETag', async () => {
+    const first = await fetch(`${platform.api.url}/v1/tag.js?writeKey=any`);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('content-type')).toBe('application/javascript; charset=utf-8');
+    expect(first.headers.get('cache-control')).toBe('public, max-age=3600');
+    expect(await first.text()).toContain('navigator.sendBeacon');
+    // node:http, not fetch: fetch marks a request with its own If-None-Match `no-cache`.
+    const again = await new Promise<number | undefined>((resolve, reject) => {
+      get(`${platform.api.url}/v1/tag.js?writeKey=any`, { headers: { 'if-none-match': first.headers.get('etag') ?? '' } }, (response) => {
+        response.resume();
+        resolve(response.statusCode);
+      }).on('error', reject);
+    });
+    expect(again).toBe(304);
+  });
+
+  it('documents the script and its endpoint, with every status the endpoint answers, in the OpenAPI', async () => {
+    const doc = (await call(`${platform.api.url}/openapi.json`)).body;
+    expect(Object.keys(doc.paths['/v1/tag.js'].get.responses['200'].content)).toEqual(['application/javascript']);
+    const post = doc.paths['/v1/tag/events'].post;
+    expect(Object.keys(post.requestBody.content)).toEqual(['text/plain', 'application/json']);
+    expect(Object.keys(post.responses).sort()).toEqual(['202', '400', '401', '413', '415', '503']);
+  });
+
+  it("the tag's endpoint answers CORS, refuses bad batches with problems naming the field, and counts them on the source", async () => {
+    const source = await createSource('tag endpoint');
+    const endpoint = `${platform.api.url}/v1/tag/events?writeKey=${source.writeKey}`;
+    const post = async (body: string, contentType = 'text/plain;charset=UTF-8', url = endpoint) => {
+      const response = await fetch(url, { method: 'POST', headers: { 'content-type': contentType }, body });
+      return { status: response.status, cors: response.headers.get('access-control-allow-origin'), contentType: response.headers.get('content-type') ?? '', body: (await response.json()) as any };
+    };
+    const event = (n: number) => ({ type: 'page_view', identities: { cookie_id: `cookie-${n}-0123456789abcdef` } });
+
+    const preflight = await fetch(endpoint, { method: 'OPTIONS', headers: { origin: siteUrl, 'access-control-request-method': 'POST' } });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-origin')).toBe('*');
+
+    const good = await post(JSON.stringify({ events: [event(1), { type: 'page_view', identities: { fax: '1' } }] }));
+    expect(good).toMatchObject({ status: 202, cors: '*', body: { accepted: 1, duplicates: 0, rejected: [{ index: 1 }] } });
+
+    const refusals: Array<[Awaited<ReturnType<typeof post>>, number, string, string]> = [
+      [await post('{"events": ['), 400, 'malformed-json', '(body)'],
+      [await post(JSON.stringify({ events: 'many' })), 400, 'validation', 'events'],
+      [await post(JSON.stringify({ events: Array.from({ length: 1001 }, (_, n) => event(n)) })), 413, 'batch-too-large', 'events'],
+      [await post('x'.repeat(1_100_000)), 413, 'body-too-large', '(body)'],
+      [await post('events=1', 'application/x-www-form-urlencoded'), 415, 'unsupported-media-type', 'headers.content-type'],
+    ];
+    for (const [response, code, type, path] of refusals) {
+      expect(response).toMatchObject({ status: code, cors: '*', body: { type: `/problems/${type}` } });
+      expect(response.contentType).toMatch(/^application\/problem\+json/);
+      expect(response.body.errors.map((error: { path: string }) => error.path)).toContain(path);
+    }
+    const unknown = await post(JSON.stringify({ events: [event(2)] }), undefined, `${platform.api.url}/v1/tag/events?writeKey=wk_unknown`);
+    expect(unknown).toMatchObject({ status: 401, cors: '*', body: { type: '/problems/unknown-write-key' } });
+    const missing = await post(JSON.stringify({ events: [event(2)] }), undefined, `${platform.api.url}/v1/tag/events`);
+    expect(missing.status).toBe(401);
+    expect(missing.body.errors[0].path).toBe('query.writeKey');
+
+    const rejections = new ChannelRejections(platform.store);
+    try {
+      // The refused event and the five refused batches; the 401s have no source to count on.
+      const totals = await waitFor('the rejections flushed', async () => {
+        const found = await rejections.totalsFor(source.id);
+        return found.total.tag === 6 ? found : undefined;
+      });
+      expect(totals.total.pixel).toBe(0);
+      expect(totals.last?.errors[0].path).toBe('headers.content-type');
+    } finally {
+      await rejections.close();
+    }
+  });
+
+  it('a CMP still waiting for the visitor: events go after the bounded wait, without a cookie, marked not for profiling', async () => {
+    const source = await createSource('eu site, undecided');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    const started = Date.now();
+    await tab.goto(`${siteUrl}/eu/undecided.html?k=${source.writeKey}`);
+    await waitForEvents(beacons, 1);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await tagCookies(context)).toEqual([]);
+    await context.close();
+    expect(sent(beacons)[0].consent).toEqual({ purposes: { profiling: false } });
+    await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.purpose_flag === 1);
+  });
+});
