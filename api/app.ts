@@ -10,6 +10,7 @@ import { decodeKeys } from '../domain/fieldNames';
 import {
   CollectRequestSchema,
   CreateSourceRequestSchema,
+  SourceFieldsSchema,
   DEFAULT_CONSENT_POLICY,
   LookupQuerySchema,
   ProfileEventsQuerySchema,
@@ -30,6 +31,7 @@ import { pauseSourceSignal, resumeSourceSignal, sourceStatusQuery } from '../wor
 import { requireAdmin, WriteKeys } from './auth';
 import { Collector } from './collector';
 import { GroupCommitter } from './groupCommit';
+import { methodNotAllowed } from './methodNotAllowed';
 import { buildOpenApiDocument } from './openapi';
 import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { pendingWork } from './pendingWork';
@@ -73,6 +75,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.use(methodNotAllowed(openApi));
   app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: ['application/json', 'application/*+json'] }));
 
   app.get('/healthz', async (_req, res) => {
@@ -89,6 +92,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   // ---- sources -------------------------------------------------------------------------------
 
   app.post('/v1/sources', admin, async (req, res) => {
+    parseOr400(SourceFieldsSchema, req.body, 'source');
     const body = parseOr400(CreateSourceRequestSchema, req.body, 'source');
     const writeKey = newWriteKey();
     const source: SourceDoc = { _id: newSourceId(), ...body, writeKeyHash: hashSecret(writeKey), createdAt: new Date() };
@@ -188,7 +192,8 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       key = identityKey(toStoredIdentity(query.type, query.value, config.DMP_DEFAULT_PHONE_REGION));
     } catch (error) {
       if (!(error instanceof IdentityError)) throw error;
-      throw new ProblemError(400, 'validation', 'Invalid lookup query', [{ path: 'value', message: error.message }]);
+      // Well-formed as a query, but no profile can hold such an identity: not found, and why.
+      throw new ProblemError(404, 'profile-not-found', 'No profile can have this identity', [{ path: 'value', message: error.message }]);
     }
     const profile = await profiles.byIdentity(key);
     if (!profile) throw new ProblemError(404, 'profile-not-found', 'No profile has this identity', [{ path: 'value', message: 'not found' }]);

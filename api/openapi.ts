@@ -6,6 +6,8 @@ import {
   CreateSourceRequestSchema,
   CreateSourceResponseSchema,
   EventInputSchema,
+  PartySchema,
+  SourceKindSchema,
   LookupQuerySchema,
   ProblemSchema,
   ProfileEventsQuerySchema,
@@ -36,6 +38,7 @@ import type { ApiConfig } from './app';
 import { registerPartnerPaths } from './partners';
 import { registerSegmentApiPaths } from './segmentApi';
 import { registerTagPaths } from './tag';
+import { registerUploadPaths } from './uploads';
 
 /** What a router's module needs to document its own paths. */
 export interface OpenApiParts {
@@ -69,6 +72,24 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     security: [{ [admin.name]: [] }],
     request: { body: json(CreateSourceRequestSchema) },
     responses: { 201: { description: 'Created', ...json(CreateSourceResponseSchema) }, 400: problem('Invalid body'), 401: problem('No admin key') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/openapi.json',
+    summary: 'This document',
+    responses: { 200: { description: 'The OpenAPI 3.1 document', content: { 'application/json': { schema: z.object({}).passthrough() } } } },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/sources',
+    summary: 'Every source, oldest first',
+    security: [{ [admin.name]: [] }],
+    responses: {
+      200: {
+        description: 'Sources',
+        ...json(z.object({ sources: z.array(z.object({ id: z.string(), name: z.string(), kind: SourceKindSchema, party: PartySchema, labels: z.array(z.string()), createdAt: z.string() })) })),
+      },
+    },
   });
   registry.registerPath({
     method: 'get',
@@ -110,7 +131,7 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     summary: 'Find a profile by any of its identities (raw emails and phones are hashed first)',
     security: [{ [admin.name]: [] }],
     request: { query: LookupQuerySchema },
-    responses: { 200: { description: 'The profile', ...json(ProfileSchema) }, 400: problem('Invalid query'), ...adminProblems, 404: problem('No profile has this identity') },
+    responses: { 200: { description: 'The profile', ...json(ProfileSchema) }, 400: problem('Invalid query'), ...adminProblems, 404: problem('No profile has this identity, or can have it (the value is not one of its type; the problem names `value`)') },
   });
   registry.registerPath({
     method: 'get',
@@ -310,9 +331,37 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
   registerSegmentApiPaths(parts);
   registerTagPaths(parts);
   registerPartnerPaths(parts);
+  registerUploadPaths(parts);
 
-  return new OpenApiGeneratorV31(registry.definitions).generateDocument({
+  const document = new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',
     info: { title: 'DMP API', version: '0.1.0', description: 'Collection, sources, profiles, segments and destinations of the Data Management Platform' },
   });
+  documentCommonProblems(document, admin.name);
+  return document;
+}
+
+type Operation = { security?: Array<Record<string, string[]>>; parameters?: unknown[]; requestBody?: { content?: Record<string, unknown> }; responses?: Record<string, unknown> };
+
+/**
+ * Adds the problems every route of a kind can answer where its own registration left them out:
+ * 401 (and 403 for the admin key) on secured routes, 400 on routes that read parameters or a body
+ * (each problem names its field) and 413 on routes with a JSON body (the body limit).
+ */
+function documentCommonProblems(document: ReturnType<OpenApiGeneratorV31['generateDocument']>, adminScheme: string): void {
+  const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } });
+  for (const item of Object.values(document.paths ?? {})) {
+    for (const operation of Object.values(item) as Operation[]) {
+      if (!operation || typeof operation !== 'object' || !operation.responses) continue;
+      const responses = operation.responses;
+      const add = (status: number, description: string) => {
+        responses[status] ??= problem(description);
+      };
+      const schemes = (operation.security ?? []).flatMap((requirement) => Object.keys(requirement));
+      if (schemes.length > 0) add(401, 'Missing or unknown key');
+      if (schemes.includes(adminScheme)) add(403, 'Not an admin key');
+      if ((operation.parameters?.length ?? 0) > 0 || operation.requestBody) add(400, 'Invalid request: each problem names its field');
+      if (operation.requestBody?.content?.['application/json']) add(413, 'Body too large');
+    }
+  }
 }

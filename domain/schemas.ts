@@ -48,20 +48,25 @@ export type ConsentPolicy = z.infer<typeof ConsentPolicySchema>;
 /** A source created before consent policies existed, or without one. */
 export const DEFAULT_CONSENT_POLICY: ConsentPolicy = ConsentPolicySchema.parse({});
 
+const SourceFields = {
+  // Limits apply to the name as sent (so the document states them exactly), then it is trimmed.
+  name: z.string().max(200).regex(/\S/, 'must not be blank').trim(),
+  party: PartySchema,
+  labels: z.array(UsageLabelSchema).max(32).default([]),
+  consent: ConsentPolicySchema.default(DEFAULT_CONSENT_POLICY),
+};
+
+/** Every field checked at once, so one answer names them all (the union below stops at an unknown kind). */
+export const SourceFieldsSchema = z.object({ ...SourceFields, kind: SourceKindSchema, mapping: CrmMappingSchema.optional() }).strict();
+
+/** One shape per kind, so what a kind needs (a crm source's mapping) is in the document, not only in code. */
 export const CreateSourceRequestSchema = z
-  .object({
-    name: z.string().trim().min(1).max(200),
-    kind: SourceKindSchema,
-    party: PartySchema,
-    labels: z.array(UsageLabelSchema).max(32).default([]),
-    consent: ConsentPolicySchema.default(DEFAULT_CONSENT_POLICY),
-    mapping: CrmMappingSchema.optional().openapi({ description: 'Required for `crm` sources: how upload columns become identities and traits' }),
-  })
-  .strict()
-  .superRefine((source, ctx) => {
-    if (source.kind === 'crm' && !source.mapping) ctx.addIssue({ code: 'custom', path: ['mapping'], message: 'a crm source needs a mapping' });
-    if (source.kind !== 'crm' && source.mapping) ctx.addIssue({ code: 'custom', path: ['mapping'], message: 'only crm sources take a mapping' });
-  })
+  .discriminatedUnion('kind', [
+    z.object({ ...SourceFields, kind: z.literal('events') }).strict(),
+    z
+      .object({ ...SourceFields, kind: z.literal('crm'), mapping: CrmMappingSchema.openapi({ description: 'How upload columns become identities and traits' }) })
+      .strict(),
+  ])
   .openapi('CreateSourceRequest');
 export type CreateSourceRequest = z.infer<typeof CreateSourceRequestSchema>;
 
@@ -207,7 +212,7 @@ export type CollectResponse = z.infer<typeof CollectResponseSchema>;
 
 // ---- profiles --------------------------------------------------------------------------------
 
-export const LookupQuerySchema = z.object({ type: z.enum(INPUT_IDENTITY_TYPES), value: z.string().min(1).max(512) });
+export const LookupQuerySchema = z.object({ type: z.enum(INPUT_IDENTITY_TYPES), value: z.string().min(1).max(256) });
 
 const Iso = z.string().openapi({ format: 'date-time' });
 

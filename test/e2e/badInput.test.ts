@@ -95,6 +95,7 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     expect(bad.body.errors.map((e: { path: string }) => e.path).sort()).toEqual(['kind', 'name', 'party']);
     expectProblem(await call(`${api.url}/v1/sources/src_missing`, { key: api.adminKey }), 404, 'source-not-found', 'params.id');
     expectProblem(await call(`${api.url}/v1/profiles/lookup?type=fax&value=1`, { key: api.adminKey }), 400, 'validation', 'type');
+    expectProblem(await call(`${api.url}/v1/profiles/lookup?type=maid&value=0`, { key: api.adminKey }), 404, 'profile-not-found', 'value');
     expectProblem(await call(`${api.url}/v1/nowhere`, { key: api.adminKey }), 404, 'not-found');
   });
 

@@ -28,7 +28,14 @@ describe('source connections', () => {
     expect(doc.body.openapi).toBe('3.1.0');
     expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/v1/sources', '/v1/collect', '/v1/profiles/lookup', '/v1/sources/{id}']));
     expect(doc.body.components.schemas.Event.properties.identities).toBeDefined();
-    expect(doc.body.components.schemas.CreateSourceRequest.required).toEqual(expect.arrayContaining(['name', 'kind', 'party']));
+    const variants = doc.body.components.schemas.CreateSourceRequest.oneOf;
+    expect(variants.map((variant: { properties: { kind: { enum: string[] } } }) => variant.properties.kind.enum)).toEqual([['events'], ['crm']]);
+    for (const variant of variants) expect(variant.required).toEqual(expect.arrayContaining(['name', 'kind', 'party']));
+    expect(variants[1].required).toContain('mapping');
+    // Every path answers undeclared methods with 405 and the methods it takes.
+    const trace = await fetch(`${api.url}/v1/sources`, { method: 'DELETE' });
+    expect(trace.status).toBe(405);
+    expect(trace.headers.get('allow')).toBe('GET, HEAD, POST');
   });
 
   it('starts one workflow per source under a deterministic id, findable by its search attributes', async () => {

@@ -19,6 +19,15 @@ describe('CreateSourceRequestSchema', () => {
     expect(result.data).toEqual({ ...valid, labels: [], consent: { mode: 'when_present', tcfPurposes: [1, 3], honorGppOptOuts: true, purposeFlag: 'profiling' } });
   });
 
+  it('needs a mapping for a crm source and refuses one on an events source, naming mapping', () => {
+    const crm = CreateSourceRequestSchema.safeParse({ ...valid, kind: 'crm' });
+    expect(crm.error?.issues.map((issue) => issue.path.join('.'))).toEqual(['mapping']);
+    const mapping = { identities: { crm_id: 'customer_id' } };
+    expect(CreateSourceRequestSchema.safeParse({ ...valid, kind: 'crm', mapping }).success).toBe(true);
+    const events = CreateSourceRequestSchema.safeParse({ ...valid, mapping });
+    expect(events.error?.issues.map((issue) => issue.path.join('.') || (issue as { keys?: string[] }).keys?.join())).toEqual(['mapping']);
+  });
+
   it('names the field of an invalid consent policy', () => {
     const result = CreateSourceRequestSchema.safeParse({ ...valid, consent: { mode: 'always', tcfPurposes: [12] } });
     expect(result.success).toBe(false);
