@@ -97,10 +97,10 @@ export function segmentApiRouter(deps: RouterDeps): Router {
       if (typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) {
         throw new ProblemError(400, 'validation', `Invalid ${type} message`, [{ path: '(body)', message: 'expected a JSON object' }]);
       }
-      const response = await collectMessages(deps, req.source as SourceDoc, [req.body], { type });
-      // One message is the whole request: Segment answers 400 when it is refused.
-      if (response.rejected.length > 0) throw new ProblemError(400, 'validation', `Invalid ${type} message`, response.rejected[0].errors);
-      res.json(response);
+      // What the document says a message is, checked here (400); what only the data can tell (no id
+      // at all, an email that is not one) is refused in `rejected`, as in a batch, and counted.
+      parseOr400(singleMessageSchema(type), req.body, `${type} message`);
+      res.json(await collectMessages(deps, req.source as SourceDoc, [req.body], { type }));
     });
   }
   return router;
@@ -114,6 +114,11 @@ const SINGLE_MESSAGE_SCHEMAS: Record<MessageType, z.ZodObject> = {
   alias: AliasMessageSchema,
   group: GroupMessageSchema,
 };
+
+/** A message sent to its type's own route: `type` may be left out. */
+function singleMessageSchema(type: MessageType) {
+  return SINGLE_MESSAGE_SCHEMAS[type].partial({ type: true });
+}
 
 const SINGLE_MESSAGE_SUMMARIES: Record<MessageType, string> = {
   track: 'A track: an event of the type the event name gives, with its properties',
@@ -168,10 +173,14 @@ export function registerSegmentApiPaths({ registry, problem, json, writeKey }: O
       summary: SINGLE_MESSAGE_SUMMARIES[type],
       description: `${MAPPING} \`type\` may be left out.`,
       security,
-      request: { body: { content: { 'application/json': { schema: SINGLE_MESSAGE_SCHEMAS[type].partial({ type: true }) } } } },
+      request: { body: { content: { 'application/json': { schema: singleMessageSchema(type) } } } },
       responses: {
-        200: { description: 'Kept (`accepted: 1`) or already kept (`duplicates: 1`)', ...json(SegmentResponseSchema) },
-        400: problem('Malformed JSON, not an object (`(body)`), or a message refused: over 32 KB, or invalid, each problem naming the message field (`event`, `traits.email`, `timestamp`, …)'),
+        200: {
+          description:
+            'Kept (`accepted: 1`), already kept (`duplicates: 1`), or refused for what only its data can tell — no identity at all, an email that is not one, over 32 KB — in `rejected`, naming the message field (`userId`, `traits.email`, …), as in a batch',
+          ...json(SegmentResponseSchema),
+        },
+        400: problem('Malformed JSON, not an object (`(body)`), or not a message of this type as documented, each problem naming the field (`event`, `timestamp`, …)'),
         413: problem('Body larger than 500 KB (`(body)`)'),
         ...common,
       },

@@ -222,9 +222,20 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     expect(profile.traits).toEqual({ plan: 'free', 'group.id': 'initech' });
 
     expectProblem(await post('/v1/track', { userId: 'single-1' }), 400, 'validation', 'event');
-    expectProblem(await post('/v1/identify', { userId: 'single-1', traits: { email: 'not-an-email' } }), 400, 'validation', 'traits.email');
     expectProblem(await post('/v1/page', { type: 'track', userId: 'single-1' }), 400, 'validation', 'type');
-    expectProblem(await post('/v1/alias', { userId: 'single-1', previousId: 'a', anonymousId: 'b' }), 400, 'validation', 'anonymousId');
+    // A message as documented whose data is refused is answered as in a batch: 200, refused in `rejected`.
+    for (const [route, message, path] of [
+      ['/v1/identify', { userId: 'single-1', traits: { email: 'not-an-email' } }, 'traits.email'],
+      ['/v1/alias', { userId: 'single-1', previousId: 'a', anonymousId: 'b' }, 'anonymousId'],
+      ['/v1/track', { event: 'Nobody' }, 'userId'],
+    ] as const) {
+      const refused = await post(route, message);
+      expect({ route, status: refused.status, body: refused.body }).toMatchObject({
+        route,
+        status: 200,
+        body: { success: true, accepted: 0, rejected: [{ index: 0, errors: [expect.objectContaining({ path })] }] },
+      });
+    }
     expectProblem(await post('/v1/track', [{ event: 'x' }]), 400, 'validation', '(body)');
     expectProblem(await post('/v1/track', '{"event": '), 400, 'malformed-json', '(body)');
   });
