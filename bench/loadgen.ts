@@ -10,6 +10,11 @@
 import { userEvent, type GeneratedEvent } from '../test/support/audience';
 
 export interface LoadSpec {
+  /**
+   * What is sent: our own `POST /v1/collect` (default), the Segment-compatible `POST /v1/batch`
+   * (write key as the HTTP Basic user), or pixel hits (`GET /v1/pixel.gif`, one event each).
+   */
+  kind?: 'collect' | 'segment' | 'pixel';
   /** Base URL of the API, e.g. http://127.0.0.1:8080 */
   url: string;
   writeKey: string;
@@ -48,6 +53,27 @@ export function benchEvent(seq: number, idPrefix: string, users: number): Genera
   };
 }
 
+/** The same event as a Segment `track` message. */
+function segmentMessage(event: ReturnType<typeof benchEvent>): Record<string, unknown> {
+  const { email, cookie_id: anonymousId } = event.identities;
+  return {
+    type: 'track',
+    event: event.type,
+    messageId: event.id,
+    anonymousId,
+    timestamp: event.timestamp,
+    properties: event.properties,
+    context: { traits: { ...event.traits, ...(email && { email }) } },
+  };
+}
+
+/** The same event as a pixel hit: its type, the user as a CRM id, its properties as `p.<name>`. */
+function pixelPath(event: ReturnType<typeof benchEvent>, writeKey: string): string {
+  const query = new URLSearchParams({ writeKey, e: event.type, uid: event.identities.cookie_id });
+  for (const [name, value] of Object.entries(event.properties)) query.set(`p.${name}`, String(value));
+  return `/v1/pixel.gif?${query}`;
+}
+
 interface AutocannonRequest {
   method: string;
   path: string;
@@ -80,18 +106,39 @@ export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   let duplicates = 0;
   let rejected = 0;
 
-  const request: AutocannonRequest = {
-    method: 'POST',
-    path: '/v1/collect',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${spec.writeKey}` },
-    // Called for every request: each body is built on the spot with fresh event ids.
-    setupRequest: (base) => {
-      const events = Array.from({ length: spec.eventsPerRequest }, () => benchEvent(seq++, spec.idPrefix, spec.users));
+  const kind = spec.kind ?? 'collect';
+  const nextEvents = () => Array.from({ length: spec.eventsPerRequest }, () => benchEvent(seq++, spec.idPrefix, spec.users));
+  // Called for every request: each is built on the spot with fresh event ids.
+  const setups: Record<NonNullable<LoadSpec['kind']>, AutocannonRequest['setupRequest']> = {
+    collect: (base) => {
+      const events = nextEvents();
       eventsSent += events.length;
       return { ...base, body: JSON.stringify({ events }) };
     },
+    segment: (base) => {
+      const batch = nextEvents().map(segmentMessage);
+      eventsSent += batch.length;
+      return { ...base, body: JSON.stringify({ batch, sentAt: new Date().toISOString() }) };
+    },
+    pixel: (base) => {
+      eventsSent++;
+      return { ...base, path: pixelPath(benchEvent(seq++, spec.idPrefix, spec.users), spec.writeKey) };
+    },
+  };
+  const request: AutocannonRequest = {
+    method: kind === 'pixel' ? 'GET' : 'POST',
+    path: kind === 'segment' ? '/v1/batch' : kind === 'pixel' ? '/v1/pixel.gif' : '/v1/collect',
+    headers:
+      kind === 'pixel'
+        ? {}
+        : { 'content-type': 'application/json', authorization: kind === 'segment' ? `Basic ${Buffer.from(`${spec.writeKey}:`).toString('base64')}` : `Bearer ${spec.writeKey}` },
+    setupRequest: setups[kind],
     onResponse: (status, body) => {
       if (status < 200 || status >= 300) return;
+      if (kind === 'pixel') {
+        accepted++; // a pixel answers the GIF whatever happened; rejections are counted on the source
+        return;
+      }
       try {
         const parsed = JSON.parse(body) as { accepted?: number; duplicates?: number; rejected?: unknown[] };
         accepted += parsed.accepted ?? 0;
