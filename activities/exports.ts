@@ -1,15 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import type { Config } from '../config';
+import { ConfigSchema, type Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
 import type { Connector, ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
-import { decide, delta, exportFacts, exportIdFor, nextState, PackedDecisions, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
+import { decide, delta, exportFacts, exportIdFor, nextState, PackedDecisions, partnerOfIdType, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
+import { matchLimits } from '../domain/partners';
 import { combineDocuments } from '../domain/profile';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { forEachConcurrently, type Store } from '../store/db';
 import { batchId, DestinationStore, type DestinationDoc, type ExportDoc, type PlannedSegment } from '../store/destinations';
+import { MatchTableStore } from '../store/matchTables';
 import { ProfileGraph } from '../store/profileGraph';
 import { SegmentMembership } from '../store/segmentMembership';
 import { prepareRun, SegmentRunStore, SnapshotReader } from '../store/segmentRuns';
@@ -20,7 +22,7 @@ import { heartbeat, withHeartbeats } from './heartbeat';
 export interface ExportDeps {
   store: Store;
   temporal: Client;
-  config: Pick<Config, 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_EXPORT_DIR'>;
+  config: Pick<Config, 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_EXPORT_DIR'> & Partial<Pick<Config, 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>>;
   now?: () => Date;
 }
 
@@ -96,6 +98,8 @@ export function createExportActivities(deps: ExportDeps) {
   const runs = new SegmentRunStore(deps.store);
   const sources = new SourceStore(deps.store);
   const graph = ProfileGraph.open(deps.store);
+  // Match-table limits as the API applies them (their documented defaults when the config leaves them out).
+  const matches = new MatchTableStore(deps.store, matchLimits(ConfigSchema.pick({ DMP_MATCH_TTL_DAYS: true, DMP_MATCH_CAP: true }).parse(deps.config)), now);
   const outbound = new Outbound(new Set(deps.config.DMP_DESTINATION_ALLOWLIST), deps.config.DMP_DESTINATION_TIMEOUT_SECONDS * 1000);
   const context = { http: outbound, exportDir: deps.config.DMP_EXPORT_DIR };
 
@@ -172,7 +176,8 @@ export function createExportActivities(deps: ExportDeps) {
   /**
    * The ids the partner should hold for one segment, with the counts of who was matched, unmatched
    * or withheld and why: the snapshot's members (with the facts kept beside them) as changed in real
-   * time since (changed members are read afresh).
+   * time since (changed members are read afresh). Partner ids are the match table's for the members'
+   * cookie ids, read by exact `_id` once per snapshot chunk (and once for the members read afresh).
    */
   async function targetOf(segment: SegmentDoc, policy: ExportPolicy): Promise<{ ids: string[]; stats: Pick<SegmentExport, 'members' | 'matched' | 'unmatched' | 'withheld'> }> {
     const stats = { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {} as Record<string, number> } };
@@ -186,6 +191,20 @@ export function createExportActivities(deps: ExportDeps) {
         stats.matched++;
         for (const id of decision.ids) ids.add(id);
       }
+    };
+    const partner = partnerOfIdType(policy.idType);
+    // Members leaving with partner ids: their cookie ids wait for one batch of match-table reads.
+    let awaiting: string[][] = [];
+    const countOrAwait = (decision: Decision) => {
+      if (partner !== null && decision.withheld === null) awaiting.push(decision.ids);
+      else count(decision);
+    };
+    const countAwaiting = async () => {
+      if (partner === null || awaiting.length === 0) return;
+      const members = awaiting;
+      awaiting = [];
+      const found = await matches.partnerIdsOf(partner, members.flat());
+      for (const cookieIds of members) count({ withheld: null, ids: [...new Set(cookieIds.flatMap((cookieId) => found.get(cookieId) ?? []))] });
     };
     const changes = await runs.changesSince(segment.current?.startedAt ?? new Date(0));
     const states = (await new SegmentMembership(runs).realTime([segment], changes)).get(segment._id) ?? new Map<string, boolean>();
@@ -218,15 +237,17 @@ export function createExportActivities(deps: ExportDeps) {
             continue;
           }
           const decision = decisions.decide(i);
-          if (decision) count(decision);
+          if (decision) countOrAwait(decision);
         }
+        await countAwaiting();
         heartbeat({ phase: 'plan', segment: segment._id, chunk: n });
       }
     }
     await forEachConcurrently(fresh, 16, async (id) => {
       const facts = await currentFacts(id);
-      if (facts) count(decide(facts, policy));
+      if (facts) countOrAwait(decide(facts, policy));
     });
+    await countAwaiting();
     return { ids: [...ids].sort(), stats };
   }
 

@@ -13,12 +13,17 @@ import {
   ExportRequestSchema,
   exportIdFor,
   PatchDestinationRequestSchema,
+  partnerOfIdType,
+  takesIdType,
+  takesPartnerIds,
   type DestinationView,
   type ExportView,
+  type IdType,
 } from '../domain/destinations';
 import { destinationScheduleId } from '../domain/workflowIds';
 import type { Store } from '../store/db';
 import { DestinationStore, newDestinationId, type DestinationDoc, type ExportDoc } from '../store/destinations';
+import { PartnerStore } from '../store/partners';
 import { SegmentStore } from '../store/segments';
 import { deleteDestinationSchedule, startDestinationExport, syncDestinationSchedule } from '../temporal/client';
 import { parseOr400, ProblemError } from './problem';
@@ -58,8 +63,11 @@ function connectorOr400(name: string): Connector {
   return connector;
 }
 
-function checkIdType(connector: Connector, idType: string): void {
-  if (!connector.idTypes.includes(idType as never)) throw invalid([{ path: 'idType', message: `the ${connector.name} connector takes ${connector.idTypes.join(', ')}` }]);
+function checkIdType(connector: Connector, idType: IdType): void {
+  if (!takesIdType(connector.idTypes, idType)) {
+    const partnerIds = takesPartnerIds(connector.idTypes) ? ', partner:<partner id>' : '';
+    throw invalid([{ path: 'idType', message: `the ${connector.name} connector takes ${connector.idTypes.join(', ')}${partnerIds}` }]);
+  }
 }
 
 export function destinationView(doc: DestinationDoc, databaseName: string): DestinationView {
@@ -121,6 +129,7 @@ export function exportView(doc: ExportDoc): ExportView {
 export function destinationsRouter({ store, temporal, config, admin }: DestinationsRouterDeps): Router {
   const destinations = new DestinationStore(store);
   const segments = new SegmentStore(store);
+  const partners = new PartnerStore(store);
   const databaseName = store.db.databaseName;
   const allowlist = new Set(config.DMP_DESTINATION_ALLOWLIST);
   const router = Router();
@@ -137,10 +146,17 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     if (missing.length > 0) throw invalid(missing.map(({ id, index }) => ({ path: `segments[${index}]`, message: `segment ${id} does not exist` })));
   }
 
+  /** A partner id type needs the sync partner whose match table it reads. */
+  async function checkPartner(idType: IdType): Promise<void> {
+    const partner = partnerOfIdType(idType);
+    if (partner !== null && !(await partners.get(partner))) throw invalid([{ path: 'idType', message: `sync partner ${partner} does not exist` }]);
+  }
+
   router.post('/v1/destinations', admin, async (req, res) => {
     const body = parseOr400(CreateDestinationRequestSchema, req.body, 'destination');
     const connector = connectorOr400(body.connector);
     checkIdType(connector, body.idType);
+    await checkPartner(body.idType);
     const connectorConfig = await checkConfig(connector, body.config, allowlist);
     await checkSegments(body.segments);
     const at = new Date();

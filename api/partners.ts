@@ -1,10 +1,244 @@
 import { Router } from 'express';
+import { z } from 'zod';
+import { DMP_COOKIE_NAME, newCookieId } from '../domain/cookies';
+import { partnerOfIdType } from '../domain/destinations';
+import {
+  cookieSyncEventId,
+  CreatePartnerRequestSchema,
+  expandRedirect,
+  matchLimits,
+  PartnerViewSchema,
+  PatchPartnerRequestSchema,
+  readSyncQuery,
+  REDIRECT_PARAMS,
+  redirectUrlProblem,
+  SyncQuerySchema,
+  syncPathOf,
+  type PartnerView,
+  type SyncDecision,
+} from '../domain/partners';
+import { logger } from '../logger';
+import { DestinationStore } from '../store/destinations';
+import { MatchTableStore } from '../store/matchTables';
+import { PartnerStore, type PartnerDoc } from '../store/partners';
+import { SourceStore, type SourceDoc } from '../store/sources';
 import type { OpenApiParts } from './openapi';
+import { platformCookieOf, setPlatformCookie } from './platformCookie';
+import { parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
-/** Sync partners, cookie sync and match tables. */
-export function partnersRouter(_deps: RouterDeps): Router {
-  return Router();
+export const SYNC_PATH = '/v1/sync/:partner';
+
+/** How long the sync path trusts a partner (and its source) it read; changes made through this process apply at once. */
+const PARTNER_CACHE_MS = 30_000;
+
+function partnerView(doc: PartnerDoc): PartnerView {
+  return {
+    id: doc._id,
+    name: doc.name,
+    redirectUrl: doc.redirectUrl,
+    sourceId: doc.sourceId,
+    syncPath: syncPathOf(doc._id),
+    createdAt: doc.createdAt.toISOString(),
+    updatedAt: doc.updatedAt.toISOString(),
+  };
 }
 
-export function registerPartnerPaths(_parts: OpenApiParts): void {}
+function invalid(errors: Array<{ path: string; message: string }>): ProblemError {
+  return new ProblemError(400, 'validation', 'Invalid partner', errors);
+}
+
+/**
+ * Sync partners (admin key) and the cookie sync itself (`GET /v1/sync/:partner`, called by
+ * browsers): partner id ↔ our cookie id recorded in the match tables, then a redirect to the
+ * partner's configured match URL with our id.
+ */
+export function partnersRouter({ store, config, admin, collector }: RouterDeps): Router {
+  const partners = new PartnerStore(store);
+  const sources = new SourceStore(store);
+  const destinations = new DestinationStore(store);
+  const matches = new MatchTableStore(store, matchLimits(config));
+  const allowlist = new Set(config.DMP_DESTINATION_ALLOWLIST);
+  const cache = new Map<string, { partner: PartnerDoc; source: SourceDoc | null; until: number }>();
+  const router = Router();
+
+  async function requirePartner(id: string): Promise<PartnerDoc> {
+    const doc = await partners.get(id);
+    if (!doc) throw new ProblemError(404, 'partner-not-found', 'No such partner', [{ path: 'params.id', message: `no partner ${id}` }]);
+    return doc;
+  }
+
+  async function checkSource(sourceId: string | null | undefined): Promise<void> {
+    if (sourceId && !(await sources.get(sourceId))) throw invalid([{ path: 'sourceId', message: `source ${sourceId} does not exist` }]);
+  }
+
+  function checkRedirectUrl(template: string | undefined): void {
+    const problem = template === undefined ? null : redirectUrlProblem(template, allowlist);
+    if (problem) throw invalid([{ path: 'redirectUrl', message: problem }]);
+  }
+
+  router.post('/v1/partners', admin, async (req, res) => {
+    const body = parseOr400(CreatePartnerRequestSchema, req.body, 'partner');
+    checkRedirectUrl(body.redirectUrl);
+    await checkSource(body.sourceId);
+    const at = new Date();
+    const doc: PartnerDoc = { _id: body.id, name: body.name, redirectUrl: body.redirectUrl, sourceId: body.sourceId ?? null, createdAt: at, updatedAt: at };
+    if (!(await partners.create(doc))) throw new ProblemError(409, 'partner-exists', 'A partner with this id exists', [{ path: 'id', message: `partner ${body.id} exists` }]);
+    res.status(201).json(partnerView(doc));
+  });
+
+  router.get('/v1/partners', admin, async (_req, res) => {
+    res.json({ partners: (await partners.list()).map(partnerView) });
+  });
+
+  router.get('/v1/partners/:id', admin, async (req, res) => {
+    res.json(partnerView(await requirePartner(req.params.id as string)));
+  });
+
+  router.patch('/v1/partners/:id', admin, async (req, res) => {
+    const doc = await requirePartner(req.params.id as string);
+    const patch = parseOr400(PatchPartnerRequestSchema, req.body, 'partner change');
+    checkRedirectUrl(patch.redirectUrl);
+    await checkSource(patch.sourceId);
+    const updated: PartnerDoc = {
+      ...doc,
+      ...(patch.name !== undefined && { name: patch.name }),
+      ...(patch.redirectUrl !== undefined && { redirectUrl: patch.redirectUrl }),
+      ...(patch.sourceId !== undefined && { sourceId: patch.sourceId }),
+      updatedAt: new Date(),
+    };
+    await partners.replace(updated);
+    cache.delete(doc._id);
+    res.json(partnerView(updated));
+  });
+
+  router.delete('/v1/partners/:id', admin, async (req, res) => {
+    const doc = await requirePartner(req.params.id as string);
+    const using = (await destinations.list()).filter((destination) => partnerOfIdType(destination.idType) === doc._id);
+    if (using.length > 0) {
+      throw new ProblemError(409, 'partner-in-use', 'Destinations export this partner\'s ids', using.map((destination) => ({ path: 'id', message: `destination ${destination._id} has idType partner:${doc._id}` })));
+    }
+    await partners.remove(doc._id);
+    cache.delete(doc._id);
+    res.status(204).end();
+  });
+
+  async function syncTarget(id: string): Promise<{ partner: PartnerDoc; source: SourceDoc | null }> {
+    const cached = cache.get(id);
+    if (cached && cached.until > Date.now()) return cached;
+    const partner = await partners.get(id);
+    if (!partner) throw new ProblemError(404, 'partner-not-found', 'No such sync partner', [{ path: 'params.partner', message: `no partner ${id}` }]);
+    const source = partner.sourceId ? await sources.get(partner.sourceId) : null;
+    if (partner.sourceId && !source) logger.warn({ partnerId: id, sourceId: partner.sourceId }, "a sync partner's source does not exist; syncs record no events");
+    const target = { partner, source, until: Date.now() + PARTNER_CACHE_MS };
+    cache.set(id, target);
+    return target;
+  }
+
+  /** Appends the sync to the partner's source: one event per partner id, cookie and day (repeats are duplicates). */
+  async function appendSyncEvent(source: SourceDoc, partner: PartnerDoc, sync: SyncDecision, cookieId: string, at: Date): Promise<void> {
+    const { gdpr_consent: tcf, gpp } = sync.signals;
+    const event = {
+      id: cookieSyncEventId(partner._id, sync.puid, cookieId, at),
+      type: 'cookie_sync',
+      timestamp: at.toISOString(),
+      identities: { cookie_id: cookieId },
+      properties: { partner: partner._id },
+      ...((tcf !== undefined || gpp !== undefined) && { consent: { ...(tcf !== undefined && { tcf }), ...(gpp !== undefined && { gpp }) } }),
+    };
+    const result = await collector.collect(source, [event], at);
+    if (result.rejected.length > 0) logger.warn({ sourceId: source._id, partnerId: partner._id, errors: result.rejected[0].errors }, 'cookie_sync event refused');
+  }
+
+  router.get(SYNC_PATH, async (req, res) => {
+    const { partner, source } = await syncTarget(req.params.partner as string);
+    const read = readSyncQuery(req.query as Record<string, unknown>);
+    if (!read.ok) throw new ProblemError(400, 'validation', 'Invalid sync request', read.errors);
+    const { sync } = read;
+    let cookieId: string | null = null;
+    if (!sync.refused) {
+      const at = new Date();
+      const known = platformCookieOf(req);
+      cookieId = known ?? newCookieId();
+      await Promise.all([matches.record(partner._id, sync.puid, cookieId, at), source && appendSyncEvent(source, partner, sync, cookieId, at)]);
+      // Only once recorded: a sync that failed leaves the browser as it was.
+      if (!known) setPlatformCookie(req, res, cookieId, config.DMP_COOKIE_DOMAIN);
+    }
+    res.set('Cache-Control', 'no-store');
+    res.redirect(302, expandRedirect(partner.redirectUrl, cookieId, sync.signals));
+  });
+
+  return router;
+}
+
+export function registerPartnerPaths({ registry, problem, json, adminKey }: OpenApiParts): void {
+  const idParam = z.object({ id: z.string() });
+  const adminProblems = { 401: problem('No admin key'), 403: problem('Not an admin key') };
+  const partnerProblem = problem('Invalid body: each problem names its field — `redirectUrl` without `${DMP_UID}`, not https (http only for hosts in DMP_DESTINATION_ALLOWLIST), with an unknown macro; `sourceId` that does not exist');
+  const paths: Array<{ method: 'get' | 'post' | 'patch' | 'delete'; path: string; summary: string; request?: object; ok: [number, string, z.ZodType | null]; extra?: object }> = [
+    {
+      method: 'post',
+      path: '/v1/partners',
+      summary: 'Add a cookie-sync partner: the match URL its browsers are sent to with our id, and optionally the source that records each sync',
+      request: { body: json(CreatePartnerRequestSchema) },
+      ok: [201, 'Created', PartnerViewSchema],
+      extra: { 400: partnerProblem, 409: problem('A partner with this id exists') },
+    },
+    { method: 'get', path: '/v1/partners', summary: 'Every sync partner', ok: [200, 'Partners', z.object({ partners: z.array(PartnerViewSchema) })] },
+    { method: 'get', path: '/v1/partners/{id}', summary: 'A sync partner', request: { params: idParam }, ok: [200, 'The partner', PartnerViewSchema], extra: { 404: problem('No such partner') } },
+    {
+      method: 'patch',
+      path: '/v1/partners/{id}',
+      summary: 'Change a sync partner (`sourceId: null` stops recording sync events); other API processes apply it within 30 seconds',
+      request: { params: idParam, body: json(PatchPartnerRequestSchema) },
+      ok: [200, 'The partner', PartnerViewSchema],
+      extra: { 400: partnerProblem, 404: problem('No such partner') },
+    },
+    {
+      method: 'delete',
+      path: '/v1/partners/{id}',
+      summary: 'Remove a sync partner (refused while a destination exports its ids); its matches stay until they expire',
+      request: { params: idParam },
+      ok: [204, 'Deleted', null],
+      extra: { 404: problem('No such partner'), 409: problem('A destination has idType `partner:<id>`') },
+    },
+  ];
+  for (const { method, path, summary, request, ok, extra } of paths) {
+    const [status, description, schema] = ok;
+    registry.registerPath({
+      method,
+      path,
+      summary,
+      security: [{ [adminKey]: [] }],
+      request,
+      responses: { [status]: schema ? { description, ...json(schema) } : { description }, ...adminProblems, ...extra },
+    });
+  }
+
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/sync/{partner}',
+    summary: "Cookie sync, called by the browser (no key): records the partner's id with our cookie id in the match tables and redirects to the partner's match URL with our id",
+    description:
+      `Reads the platform's cookie (\`${DMP_COOKIE_NAME}\`) or sets a new one (HttpOnly, 13 months, Path=/, SameSite=None; Secure over https — Lax over plain http, where browsers refuse SameSite=None — Domain=DMP_COOKIE_DOMAIN when set). ` +
+      'Records the pair both ways (newest DMP_MATCH_CAP kept per id, for DMP_MATCH_TTL_DAYS since last seen) and, when the partner has a `sourceId`, a `cookie_sync` event (one per partner id, cookie and day). ' +
+      "The redirect target only ever comes from the partner's config: a request naming one (" +
+      REDIRECT_PARAMS.map((param) => `\`${param}\``).join(', ') +
+      ') is refused. Consent: where the GDPR applies (`gdpr=1`, or a TC string is sent) without consent to TCF purpose 1, or a GPP US section or US Privacy string records an opt-out, ' +
+      "the cookie is neither read nor set and nothing is recorded; the partner still gets its redirect, with an empty id, so its sync chain ends normally and it sees the same consent signal. " +
+      'Empty parameters and unexpanded macros (`${GDPR}`, `[GDPR]`, `%%GDPR%%`) count as absent; other parameters (cache busters) are ignored.',
+    request: { params: z.object({ partner: z.string().openapi({ description: 'The partner id' }) }), query: SyncQuerySchema },
+    responses: {
+      302: {
+        description: "To the partner's match URL, our id (or, without consent, nothing) in place of `${DMP_UID}`",
+        headers: {
+          Location: { description: "The partner's configured match URL, expanded", schema: { type: 'string' } },
+          'Set-Cookie': { description: `\`${DMP_COOKIE_NAME}\`, when the browser had no cookie id we set (never without consent)`, schema: { type: 'string' } },
+        },
+      },
+      400: problem('Invalid query, naming the parameter: `query.puid` missing or not printable ASCII (≤ 256), `query.gdpr_consent`/`query.gpp` unreadable, `query.redirect` (or another target) given'),
+      404: problem('No such partner'),
+      503: problem('The store is unavailable or too slow to acknowledge; retry later'),
+    },
+  });
+}

@@ -1,17 +1,43 @@
 import { z } from 'zod';
 import { identityKey, uid2Of, type Identity } from './identity';
 import type { ProfileConsent, ProfileDoc } from './profile';
+import { PartnerIdSchema } from './partners';
 import { UsageLabelSchema } from './schemas';
 import { SegmentScheduleSchema } from './segments';
 
 // ---- API schemas -------------------------------------------------------------------------------
 
-/** What a partner receives for each member. */
+/** What a partner receives for each member: one of the platform's own id types… */
 export const ID_TYPES = ['cookie_id', 'maid', 'crm_id', 'email_sha256', 'phone_sha256', 'email_uid2'] as const;
-export const IdTypeSchema = z.enum(ID_TYPES).openapi({
-  description: 'The ids the partner receives; emails and phones only ever hashed: `email_sha256` is hex SHA-256 of the trimmed, lowercased address, `email_uid2` the base64 hash after UID2\'s normalization (gmail dots and +suffix dropped)',
-});
+/** …or a sync partner's own ids, from the cookie-sync match tables (`partner:<partner id>`). */
+const PartnerIdTypeSchema = z.templateLiteral(['partner:', PartnerIdSchema]);
+export const IdTypeSchema = z
+  .union([z.enum(ID_TYPES), PartnerIdTypeSchema], { error: `one of ${ID_TYPES.join(', ')}, or partner:<partner id>` })
+  .openapi({
+    description:
+      'The ids the partner receives; emails and phones only ever hashed: `email_sha256` is hex SHA-256 of the trimmed, lowercased address, `email_uid2` the base64 hash after UID2\'s normalization (gmail dots and +suffix dropped). ' +
+      '`partner:<partner id>` sends a sync partner\'s own user ids: those the cookie-sync match table holds for the member\'s cookie ids (a member without one counts as unmatched); the partner must exist, and only connectors that name the id type with each batch (`webhook`, `segment_file`) take it.',
+  });
 export type IdType = z.infer<typeof IdTypeSchema>;
+
+/** The sync partner whose ids an id type stands for, or null for the platform's own id types. */
+export function partnerOfIdType(idType: IdType): string | null {
+  return idType.startsWith('partner:') ? idType.slice('partner:'.length) : null;
+}
+
+/** Connectors that take every id type of ours name the type beside each batch (webhook, segment files): they can carry a sync partner's ids too. */
+export function takesPartnerIds(idTypes: readonly IdType[]): boolean {
+  return ID_TYPES.every((type) => idTypes.includes(type));
+}
+
+export function takesIdType(idTypes: readonly IdType[], idType: IdType): boolean {
+  return partnerOfIdType(idType) === null ? idTypes.includes(idType) : takesPartnerIds(idTypes);
+}
+
+/** The identity keys a member's ids of `idType` are read from: partner ids are found through the member's cookie ids. */
+function memberKeyPrefix(idType: IdType): string {
+  return `${partnerOfIdType(idType) === null ? idType : 'cookie_id'}:`;
+}
 
 export const DestinationConsentSchema = z
   .object({
@@ -221,7 +247,7 @@ export class PackedDecisions {
       this.cache.set(key, (base = decide(facts, this.policy)));
     }
     if (base.withheld !== null) return base;
-    const prefix = `${this.policy.idType}:`;
+    const prefix = memberKeyPrefix(this.policy.idType);
     const ids = this.packed.ids[i].split('\n').filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length));
     return { withheld: null, ids };
   }
@@ -262,6 +288,8 @@ export type Decision = { withheld: 'consent' } | { withheld: 'label'; label: str
  * whose TC string lacks a required purpose or the vendor is withheld; no TC string passes unless the
  * destination requires one), then export controls (every label of every source that contributed
  * must be allowed: the data that qualified a profile is not traceable to one source, so all count).
+ * For a `partner:` id type the ids are the member's cookie ids, which the export maps through the
+ * match table.
  */
 export function decide(facts: ExportFacts, policy: ExportPolicy): Decision {
   if (facts.tcf === null) {
@@ -275,7 +303,7 @@ export function decide(facts: ExportFacts, policy: ExportPolicy): Decision {
     const label = policy.labelsOf(source).find((l) => !policy.labelsAllowed.includes(l));
     if (label !== undefined) return { withheld: 'label', label };
   }
-  const prefix = `${policy.idType}:`;
+  const prefix = memberKeyPrefix(policy.idType);
   return { withheld: null, ids: facts.ids.filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length)) };
 }
 

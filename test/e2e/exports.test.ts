@@ -11,7 +11,7 @@ import { buildTcString } from '../unit/tcfFixture';
 
 const maid = (i: number) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
 const PEOPLE = 24;
-/** Profiles 0–11 are gold; 7 refused purpose 3 (withheld for consent); 5 holds data of a labelled broker source. */
+/** Profiles 0–11 are gold; 7 refused purpose 4, using a profile for ads (withheld for consent; it may be profiled); 5 holds data of a labelled broker source. */
 const GOLD = Array.from({ length: 12 }, (_, i) => i);
 /** Gold after the webhook test's changes (0 and 1 left, 12 joined). */
 const GOLD_NOW = [2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
@@ -25,7 +25,7 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
   const exportDir = mkdtempSync(join(tmpdir(), 'dmp-exports-'));
   const partners: PartnerServer[] = [];
   const consented = buildTcString({ purposeConsents: [1, 3, 4], vendorConsents: [] });
-  const refused = buildTcString({ purposeConsents: [1, 4], vendorConsents: [] });
+  const refused = buildTcString({ purposeConsents: [1, 3], vendorConsents: [] });
 
   const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
   const partner = async (options: ConstructorParameters<typeof PartnerServer>[0]) => {

@@ -1,0 +1,236 @@
+import { createHash } from 'node:crypto';
+import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
+import { z } from 'zod';
+import { zodIssuesToFieldErrors, type FieldError } from './collect';
+import { ConsentError, decodeConsent, type StoredConsent } from './consent';
+
+extendZodWithOpenApi(z);
+
+// ---- partners ----------------------------------------------------------------------------------
+
+/** A partner's id: a slug, since it is part of match-table keys (`<partner>:<puid>`) and of the `partner:<id>` id type. */
+export const PartnerIdSchema = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'a slug: lowercase letters, digits, `_` or `-`, at most 32, starting with a letter or digit')
+  .openapi({ example: 'ttd' });
+
+/** Where our cookie id goes in a partner's match URL. */
+export const DMP_UID_MACRO = '${DMP_UID}';
+
+/**
+ * Consent macros a partner's match URL may carry, each replaced by the query parameter of the sync
+ * request of the same meaning: whoever passes a user on passes the consent signal with it.
+ */
+export const CONSENT_MACROS = {
+  '${GDPR}': 'gdpr',
+  '${GDPR_CONSENT}': 'gdpr_consent',
+  '${GPP}': 'gpp',
+  '${GPP_SID}': 'gpp_sid',
+  '${US_PRIVACY}': 'us_privacy',
+} as const;
+
+const MACRO = /\$\{[^}]*\}/g;
+const KNOWN_MACROS = new Set<string>([DMP_UID_MACRO, ...Object.keys(CONSENT_MACROS)]);
+
+const RedirectUrlSchema = z
+  .string()
+  .min(1)
+  .max(2048)
+  .openapi({
+    description: `The partner's match URL, where the browser is sent after a sync. \`${DMP_UID_MACRO}\` (required) becomes our cookie id, URL-encoded; \`\${GDPR}\`, \`\${GDPR_CONSENT}\`, \`\${GPP}\`, \`\${GPP_SID}\` and \`\${US_PRIVACY}\` become the sync request's consent parameters. https only (http for hosts in DMP_DESTINATION_ALLOWLIST).`,
+    example: 'https://sync.partner.example/match?dmp_uid=${DMP_UID}&gdpr=${GDPR}&gdpr_consent=${GDPR_CONSENT}',
+  });
+
+const PartnerName = z.string().trim().min(1).max(200);
+const SourceRef = z.string().min(1).max(64).openapi({ description: 'A source whose log gets a `cookie_sync` event per recorded sync (identity `cookie_id`, property `partner`), so the cookie\'s profile sees it' });
+
+export const CreatePartnerRequestSchema = z
+  .object({ id: PartnerIdSchema, name: PartnerName, redirectUrl: RedirectUrlSchema, sourceId: SourceRef.optional() })
+  .strict()
+  .openapi('CreatePartnerRequest', {
+    example: { id: 'ttd', name: 'The Trade Desk', redirectUrl: 'https://match.partner.example/track?dmp_uid=${DMP_UID}&gdpr=${GDPR}&gdpr_consent=${GDPR_CONSENT}' },
+  });
+export type CreatePartnerRequest = z.infer<typeof CreatePartnerRequestSchema>;
+
+export const PatchPartnerRequestSchema = z
+  .object({ name: PartnerName.optional(), redirectUrl: RedirectUrlSchema.optional(), sourceId: SourceRef.nullable().optional() })
+  .strict()
+  .refine((patch) => Object.keys(patch).length > 0, 'nothing to change')
+  .openapi('PatchPartnerRequest');
+
+const Iso = z.string().openapi({ format: 'date-time' });
+
+export const PartnerViewSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    redirectUrl: z.string(),
+    sourceId: z.string().nullable(),
+    syncPath: z.string().openapi({ description: 'What the partner calls on our host: its own user id in `puid`, and its consent macros' }),
+    createdAt: Iso,
+    updatedAt: Iso,
+  })
+  .openapi('Partner');
+export type PartnerView = z.infer<typeof PartnerViewSchema>;
+
+export function syncPathOf(partnerId: string): string {
+  return `/v1/sync/${partnerId}?puid=<partner user id>&gdpr=\${GDPR}&gdpr_consent=\${GDPR_CONSENT}&gpp=\${GPP}&gpp_sid=\${GPP_SID}&us_privacy=\${US_PRIVACY}`;
+}
+
+/**
+ * Why a match URL template may not be used, or null when it may. The browser, not our server,
+ * follows it, so what matters is that our id never travels unencrypted (https, or http to a host
+ * the operator allowlisted), that it carries our id where the partner reads it (the macro, and
+ * never in the host), that no other macro is a typo, and that no credentials ride in it.
+ */
+export function redirectUrlProblem(template: string, allowlist: ReadonlySet<string>): string | null {
+  if (!template.includes(DMP_UID_MACRO)) return `must contain ${DMP_UID_MACRO}, where our cookie id goes`;
+  const unknown = (template.match(MACRO) ?? []).find((macro) => !KNOWN_MACROS.has(macro));
+  if (unknown) return `unknown macro ${unknown} (known: ${[...KNOWN_MACROS].join(', ')})`;
+  const marker = 'dmpmacro0';
+  let url: URL;
+  try {
+    url = new URL(template.replace(MACRO, marker));
+  } catch {
+    return 'not a URL';
+  }
+  if (url.host.includes(marker) || url.protocol.includes(marker)) return 'macros belong in the path or query, not the host';
+  if (url.username || url.password) return 'no credentials in the URL';
+  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (url.protocol === 'https:') return null;
+  if (url.protocol === 'http:') return allowlist.has(host) ? null : 'https only (plain http is for hosts in DMP_DESTINATION_ALLOWLIST): our id must not travel unencrypted';
+  return 'only https URLs';
+}
+
+/** The partner's match URL for one sync: our id (empty when we may not share it) and the consent parameters, each URL-encoded. */
+export function expandRedirect(template: string, cookieId: string | null, signals: Partial<Record<(typeof CONSENT_MACROS)[keyof typeof CONSENT_MACROS], string>>): string {
+  return template.replace(MACRO, (macro) => {
+    if (macro === DMP_UID_MACRO) return encodeURIComponent(cookieId ?? '');
+    return encodeURIComponent(signals[CONSENT_MACROS[macro as keyof typeof CONSENT_MACROS]] ?? '');
+  });
+}
+
+// ---- the sync request --------------------------------------------------------------------------
+
+/**
+ * Query parameters that name a place to go. The target of a sync only ever comes from the
+ * partner's config; a request naming one is refused rather than ignored, so a partner that
+ * integrated wrongly finds out at once instead of silently losing its redirect.
+ */
+export const REDIRECT_PARAMS = ['redirect', 'redirect_uri', 'redirect_url', 'redir', 'url', 'return', 'return_url', 'returnUrl', 'next', 'continue', 'dest', 'destination', 'target', 'goto'] as const;
+
+/** `${GDPR}`, `[GDPR]`, `%%GDPR%%`: what a partner sends when it did not expand a macro; counted as absent. */
+const UNEXPANDED_MACRO = /^(\$\{.*\}|\[.*\]|%%.*%%)$/;
+
+export const SyncQuerySchema = z.object({
+  puid: z
+    .string()
+    .min(1)
+    .max(256)
+    .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+    .openapi({ description: "The partner's own user id (required)" }),
+  gdpr: z.enum(['0', '1']).optional().openapi({ description: '1 when the GDPR applies: the sync then needs a TC string consenting to purpose 1 (storage and access on a device)' }),
+  gdpr_consent: z.string().max(4096).optional().openapi({ description: 'TCF v2 TC string' }),
+  gpp: z.string().max(4096).optional().openapi({ description: 'GPP string (its US sections\' opt-outs and TCF EU section are honoured)' }),
+  gpp_sid: z
+    .string()
+    .regex(/^-?\d{1,3}(,-?\d{1,3}){0,31}$/, 'comma-separated section ids')
+    .optional()
+    .openapi({ description: 'GPP section ids that apply; passed on to the partner' }),
+  us_privacy: z
+    .string()
+    .regex(/^1[YNyn-]{3}$/, 'a US Privacy string such as 1YNN')
+    .optional()
+    .openapi({ description: 'IAB US Privacy string; an opt-out of sale (third character Y) stops the sync like a missing consent' }),
+});
+
+export type SyncSignals = Omit<z.infer<typeof SyncQuerySchema>, 'puid'>;
+
+/**
+ * What a sync may do. `refused`: where the GDPR applies without consent to storage (TCF purpose 1),
+ * or the person opted out of sale, sharing or targeted advertising (GPP US sections, US Privacy):
+ * then our cookie is neither read nor set, nothing is recorded, and the partner still gets its
+ * redirect, without our id — its sync chain completes and it sees the same consent signal.
+ */
+export type SyncDecision = { puid: string; signals: SyncSignals; refused: null | 'tcf_storage' | 'us_opt_out' };
+
+/** Reads a sync request's query; errors name `query.<parameter>`. */
+export function readSyncQuery(query: Record<string, unknown>): { ok: true; sync: SyncDecision } | { ok: false; errors: FieldError[] } {
+  const errors: FieldError[] = [];
+  for (const param of REDIRECT_PARAMS) {
+    if (query[param] !== undefined) errors.push({ path: `query.${param}`, message: "a sync redirects only to the partner's configured match URL; the request cannot choose where" });
+  }
+  const given = Object.fromEntries(Object.entries(query).filter(([, value]) => value !== '' && !(typeof value === 'string' && UNEXPANDED_MACRO.test(value))));
+  const parsed = SyncQuerySchema.safeParse(given);
+  if (!parsed.success) errors.push(...zodIssuesToFieldErrors(parsed.error.issues, ['query']));
+  if (!parsed.success || errors.length > 0) return { ok: false, errors };
+  const { puid, ...signals } = parsed.data;
+
+  let consent: StoredConsent;
+  try {
+    consent = decodeConsent({ ...(signals.gdpr_consent !== undefined && { tcf: signals.gdpr_consent }), ...(signals.gpp !== undefined && { gpp: signals.gpp }) });
+  } catch (error) {
+    if (!(error instanceof ConsentError)) throw error;
+    return { ok: false, errors: [{ path: error.field === 'gpp' ? 'query.gpp' : 'query.gdpr_consent', message: error.message }] };
+  }
+  // gdpr=1 needs a TC string granting storage; gdpr=0 needs none; unknown follows a TC string if there is one.
+  const storage = consent.tcf?.purposeConsents.includes(1);
+  const storageAllowed = signals.gdpr === '0' ? true : signals.gdpr === '1' ? storage === true : storage !== false;
+  const optedOut = consent.gpp?.saleOptOut === true || consent.gpp?.sharingOptOut === true || consent.gpp?.targetedAdvertisingOptOut === true || signals.us_privacy?.[2]?.toUpperCase() === 'Y';
+  return { ok: true, sync: { puid, signals, refused: !storageAllowed ? 'tcf_storage' : optedOut ? 'us_opt_out' : null } };
+}
+
+/** The `cookie_sync` event's id: one per partner, partner id, cookie and UTC day, so repeated syncs that day are duplicates. */
+export function cookieSyncEventId(partnerId: string, puid: string, cookieId: string, at: Date): string {
+  const day = at.toISOString().slice(0, 10);
+  return `cookie_sync:${createHash('sha256').update(`${partnerId}\n${puid}\n${cookieId}\n${day}`, 'utf8').digest('hex').slice(0, 40)}`;
+}
+
+// ---- match tables ------------------------------------------------------------------------------
+
+/** One side of a match: an id of the other side and when the pair was last seen. */
+export interface MatchEntry {
+  id: string;
+  lastSeen: Date;
+}
+
+export interface MatchLimits {
+  /** Entries kept per key: the newest. */
+  cap: number;
+  ttlMs: number;
+}
+
+export function matchLimits(config: { DMP_MATCH_TTL_DAYS: number; DMP_MATCH_CAP: number }): MatchLimits {
+  return { cap: config.DMP_MATCH_CAP, ttlMs: config.DMP_MATCH_TTL_DAYS * 86_400_000 };
+}
+
+/**
+ * A pair seen again this soon after its last sighting is not written again: a browser syncs the
+ * same partner many times a day, and `lastSeen` only matters against a TTL of days.
+ */
+function refreshAfterMs(limits: MatchLimits): number {
+  return Math.min(3_600_000, limits.ttlMs / 24);
+}
+
+/** The live entries, newest first, at most `cap` of them. */
+export function liveEntries(entries: readonly MatchEntry[], now: Date, limits: MatchLimits): MatchEntry[] {
+  const from = now.getTime() - limits.ttlMs;
+  return entries
+    .filter((entry) => entry.lastSeen.getTime() > from)
+    .sort((a, b) => b.lastSeen.getTime() - a.lastSeen.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0))
+    .slice(0, limits.cap);
+}
+
+/**
+ * The entries after seeing `id` at `at`: it is added or refreshed, expired entries leave and only
+ * the newest `cap` stay. Null when nothing needs writing (the pair was seen lately and nothing else
+ * expired or overflows).
+ */
+export function withSighting(entries: readonly MatchEntry[], id: string, at: Date, limits: MatchLimits): MatchEntry[] | null {
+  const known = entries.find((entry) => entry.id === id);
+  const live = liveEntries(entries, at, limits);
+  if (known && live.length === entries.length && live.includes(known) && at.getTime() - known.lastSeen.getTime() < refreshAfterMs(limits)) return null;
+  // A clock behind another API process's never moves a sighting back.
+  const seen = { id, lastSeen: known && known.lastSeen > at ? known.lastSeen : at };
+  return liveEntries([...entries.filter((entry) => entry.id !== id), seen], at, limits);
+}
