@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { ConfigSchema, type Config } from '../config';
+import type { Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
 import type { Connector, ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
@@ -22,7 +22,7 @@ import { heartbeat, withHeartbeats } from './heartbeat';
 export interface ExportDeps {
   store: Store;
   temporal: Client;
-  config: Pick<Config, 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_EXPORT_DIR'> & Partial<Pick<Config, 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>>;
+  config: Pick<Config, 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_EXPORT_DIR' | 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>;
   now?: () => Date;
 }
 
@@ -99,7 +99,7 @@ export function createExportActivities(deps: ExportDeps) {
   const sources = new SourceStore(deps.store);
   const graph = ProfileGraph.open(deps.store);
   // Match-table limits as the API applies them (their documented defaults when the config leaves them out).
-  const matches = new MatchTableStore(deps.store, matchLimits(ConfigSchema.pick({ DMP_MATCH_TTL_DAYS: true, DMP_MATCH_CAP: true }).parse(deps.config)), now);
+  const matches = new MatchTableStore(deps.store, matchLimits(deps.config), now);
   const outbound = new Outbound(new Set(deps.config.DMP_DESTINATION_ALLOWLIST), deps.config.DMP_DESTINATION_TIMEOUT_SECONDS * 1000);
   const context = { http: outbound, exportDir: deps.config.DMP_EXPORT_DIR };
 

@@ -4,10 +4,11 @@ import { createUnlinkActivities, type UnlinkDeps } from './identityUnlink';
 import { createProfileWriterActivities, type ProfileWriterDeps } from './profileWriter';
 import { createRetentionActivities, type RetentionDeps } from './retention';
 import { createSegmentationActivities, type SegmentationDeps } from './segmentation';
+import { createUploadActivities, type UploadDeps } from './uploads';
 
-export type ActivityDeps = CollectionDeps & ProfileWriterDeps & RetentionDeps & UnlinkDeps & SegmentationDeps & ExportDeps;
+export type ActivityDeps = CollectionDeps & ProfileWriterDeps & RetentionDeps & UnlinkDeps & SegmentationDeps & ExportDeps & UploadDeps;
 
 /** Every activity the worker registers, built over the dependencies it is given. */
 export function createActivities(deps: ActivityDeps) {
-  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps), ...createUnlinkActivities(deps), ...createRetentionActivities(deps), ...createSegmentationActivities(deps), ...createExportActivities(deps) };
+  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps), ...createUnlinkActivities(deps), ...createRetentionActivities(deps), ...createSegmentationActivities(deps), ...createExportActivities(deps), ...createUploadActivities(deps) };
 }

@@ -13,6 +13,8 @@ async function main(): Promise<void> {
   const temporal = await connectTemporal(config);
   const app = createApp({ config: { ...config, DMP_ADMIN_KEY: adminKey }, store, temporal });
   const server = app.listen(config.PORT, () => logger.info({ port: config.PORT }, 'api listening'));
+  // CRM uploads stream for as long as the file takes (1M rows: under a minute here); Node's default cuts bodies at 5 minutes.
+  server.requestTimeout = 3_600_000;
   const stop = () => {
     server.close(() => {
       void Promise.all([store.close(), temporal.connection.close()]).then(() => process.exit(0));

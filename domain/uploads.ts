@@ -1,11 +1,17 @@
 import { z } from 'zod';
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
-import { INPUT_IDENTITY_TYPES } from './identity';
+import type { Options as CsvOptions } from 'csv-parse';
+import type { FieldError } from './collect';
+import { INPUT_IDENTITY_TYPES, type InputIdentityType } from './identity';
+import type { EventInput } from './schemas';
 
 extendZodWithOpenApi(z);
 
 const ColumnName = z.string().min(1).max(128);
 const TraitName = z.string().min(1).max(128);
+
+/** Identity types whose raw values are personal data: their columns never become traits. */
+const RAW_PII_TYPES: readonly InputIdentityType[] = ['email', 'phone'];
 
 /**
  * How a CRM source's CSV uploads become events: which columns hold identities (raw emails and
@@ -21,10 +27,139 @@ export const CrmMappingSchema = z
     traits: z
       .record(ColumnName, TraitName)
       .default({})
-      .openapi({ description: 'Column → trait name, e.g. `{"Tier": "loyalty_tier"}`; other columns are ignored' }),
+      .openapi({ description: 'Column → trait name, e.g. `{"Tier": "loyalty_tier"}`; other columns are ignored. A column mapped as a raw `email` or `phone` cannot also be a trait.' }),
     eventType: z.string().min(1).max(128).default('crm_record').openapi({ description: 'The event type each row is recorded as' }),
     delimiter: z.enum([',', ';', '\t', '|']).default(','),
   })
   .strict()
+  .superRefine((mapping, ctx) => {
+    // A trait is stored as it is: raw emails and phones would reach the store through one.
+    for (const type of RAW_PII_TYPES) {
+      const column = mapping.identities[type];
+      if (column !== undefined && Object.hasOwn(mapping.traits, column)) {
+        ctx.addIssue({ code: 'custom', path: ['traits', column], message: `column "${column}" holds raw ${type}s (identities.${type}); it cannot also be a trait` });
+      }
+    }
+  })
   .openapi('CrmMapping');
 export type CrmMapping = z.infer<typeof CrmMappingSchema>;
+
+// ---- reading a file --------------------------------------------------------------------------
+
+/** A record longer than this is refused: an unclosed quote must not read the rest of the file into one field. */
+const MAX_RECORD_CHARS = 65_536;
+
+/**
+ * How csv-parse reads a source's files: its delimiter, a byte-order mark dropped, rows of another
+ * length kept (and refused one by one, not the whole file), stray quotes inside a field read as text.
+ */
+export function crmCsvOptions(mapping: Pick<CrmMapping, 'delimiter'>): CsvOptions {
+  return { delimiter: mapping.delimiter, bom: true, relax_column_count: true, relax_quotes: true, max_record_size: MAX_RECORD_CHARS };
+}
+
+/** Where the mapped columns are in one file's header. */
+export interface CrmColumns {
+  /** Fields a row must have: the header's. */
+  width: number;
+  identities: Array<{ type: InputIdentityType; column: string; index: number }>;
+  traits: Array<{ trait: string; column: string; index: number }>;
+  eventType: string;
+}
+
+/**
+ * Finds every mapped column in a file's header (names trimmed, compared exactly). A column that is
+ * missing, or that appears twice, is an error naming the mapping field that wants it.
+ */
+export function readCrmHeader(header: string[], mapping: CrmMapping): { columns: CrmColumns } | { errors: FieldError[] } {
+  const names = header.map((name) => name.trim());
+  const errors: FieldError[] = [];
+  const find = (column: string, path: string): number => {
+    const count = names.filter((name) => name === column).length;
+    if (count === 0) errors.push({ path, message: `column "${column}" is not in the header` });
+    if (count > 1) errors.push({ path, message: `column "${column}" appears ${count} times in the header` });
+    return names.indexOf(column);
+  };
+  const identities = (Object.entries(mapping.identities) as Array<[InputIdentityType, string]>).map(([type, column]) => ({ type, column, index: find(column, `mapping.identities.${type}`) }));
+  const traits = Object.entries(mapping.traits).map(([column, trait]) => ({ trait, column, index: find(column, `mapping.traits.${column}`) }));
+  if (errors.length > 0) return { errors };
+  return { columns: { width: names.length, identities, traits, eventType: mapping.eventType } };
+}
+
+/** A row's event id: fixed by its upload and row, so appending it again is a duplicate of the first append. */
+export function crmEventId(uploadId: string, row: number): string {
+  return `${uploadId}:${row}`;
+}
+
+/**
+ * One CSV row as an event of our shape (validated, hashed and stamped afterwards by `prepareEvents`,
+ * like every event that enters): its non-empty identity cells as identities, its non-empty trait
+ * cells as traits (text, as in the file; an empty cell leaves the trait as it was). `row` is the
+ * row's number in the file, the header being row 1 — a spreadsheet's row number.
+ */
+export function crmRowToEvent(fields: string[], row: number, columns: CrmColumns, uploadId: string): { event: EventInput } | { errors: FieldError[] } {
+  if (fields.length !== columns.width) {
+    return { errors: [{ path: '(row)', message: `has ${fields.length} fields; the header has ${columns.width}` }] };
+  }
+  const identities: EventInput['identities'] = {};
+  for (const { type, index } of columns.identities) {
+    const value = fields[index].trim();
+    if (value !== '') identities[type] = value;
+  }
+  if (Object.keys(identities).length === 0) {
+    return { errors: [{ path: '(row)', message: `no identity: ${columns.identities.map(({ column }) => `"${column}"`).join(', ')} ${columns.identities.length === 1 ? 'is' : 'are all'} empty` }] };
+  }
+  const traits: Record<string, string> = {};
+  for (const { trait, index } of columns.traits) {
+    const value = fields[index].trim();
+    if (value !== '') traits[trait] = value;
+  }
+  const event: EventInput = { id: crmEventId(uploadId, row), type: columns.eventType, identities };
+  if (Object.keys(traits).length > 0) event.traits = traits;
+  return { event };
+}
+
+/** Names the column an event field came from (`identities.email` → `Email`), so a rejection points into the file. */
+export function columnOf(path: string, columns: CrmColumns): string {
+  for (const { type, column } of columns.identities) if (path === `identities.${type}`) return column;
+  for (const { trait, column } of columns.traits) if (path === `traits.${trait}` || path.startsWith(`traits.${trait}.`)) return column;
+  return path;
+}
+
+// ---- uploads ---------------------------------------------------------------------------------
+
+/** Rejected rows kept on an upload, the first ones of the file; `rowsRejected` counts them all. */
+export const UPLOAD_REJECTIONS_KEPT = 100;
+
+export const UploadStateSchema = z.enum(['receiving', 'importing', 'completed', 'failed']).openapi({
+  description: '`receiving`: the file is being read and its rows staged; `importing`: staged, the import workflow appends the rows to the source log; `completed`; `failed` (see `error`).',
+});
+export type UploadState = z.infer<typeof UploadStateSchema>;
+
+export const UploadRejectionSchema = z.object({
+  row: z.number().int().openapi({ description: "The row's number in the file, the header being row 1 (a spreadsheet's row number)" }),
+  errors: z.array(z.object({ path: z.string().openapi({ description: 'The column (as the header names it), or `(row)` for the row as a whole' }), message: z.string() })),
+});
+export type UploadRejection = z.infer<typeof UploadRejectionSchema>;
+
+const Iso = z.string().openapi({ format: 'date-time' });
+
+export const UploadViewSchema = z
+  .object({
+    uploadId: z.string(),
+    sourceId: z.string(),
+    state: UploadStateSchema,
+    rowsReceived: z.number().int().openapi({ description: 'Data rows read from the file (the header not counted)' }),
+    rowsImported: z.number().int().openapi({ description: 'Rows appended to the source log as events, each exactly once (a resumed import counts the rows an interrupted attempt appended)' }),
+    rowsRejected: z.number().int().openapi({ description: 'Rows refused; the first ones are listed in `rejections`' }),
+    rowsNonProfiling: z.number().int().openapi({ description: "Of the rows kept, those the source's consent policy keeps from profiling (a CRM source usually sets `consent.mode: not_required`)" }),
+    rejections: z.array(UploadRejectionSchema).openapi({ description: `The first ${UPLOAD_REJECTIONS_KEPT} rows refused, with the column and the reason` }),
+    workflowId: z.string().openapi({ description: 'The import workflow (one per upload)' }),
+    startedAt: Iso,
+    receivedAt: Iso.nullable().openapi({ description: 'When the whole file was staged' }),
+    finishedAt: Iso.nullable(),
+    error: z.string().nullable(),
+  })
+  .openapi('Upload');
+export type UploadView = z.infer<typeof UploadViewSchema>;
+
+export const UploadListQuerySchema = z.object({ limit: z.coerce.number().int().min(1).max(200).default(50) });

@@ -44,3 +44,8 @@ export function destinationExportWorkflowId(databaseName: string, exportId: stri
 export function destinationScheduleId(databaseName: string, destinationId: string): string {
   return `destination-schedule:${databaseName}:${destinationId}`;
 }
+
+/** The import of one CRM upload into its source's log. */
+export function crmImportWorkflowId(databaseName: string, uploadId: string): string {
+  return `crm-import:${databaseName}:${uploadId}`;
+}

@@ -6,6 +6,16 @@ import { MongoClient, type Collection, type Db, MongoServerError } from 'mongodb
  * `_id` only, writes are keyed, and nothing relies on transactions, change streams or TTL indexes.
  */
 export const COLLECTIONS = {
+  /** Cookie-sync partners (`_id` = the partner's slug). */
+  partners: 'partners',
+  /** `<partner>:<puid>` → our cookie ids seen with that partner id. */
+  matchByPartnerId: 'match_partner_ids',
+  /** `<cookieId>:<partner>` → that partner's ids seen with our cookie id. */
+  matchByCookie: 'match_cookie_ids',
+  /** One per CRM upload (`_id` = upload id): its state, counts, first rejections and import checkpoint. */
+  uploads: 'uploads',
+  /** An upload's rows as prepared at the edge (hashed, validated), `<uploadId>:<n>`; removed once imported. */
+  uploadRows: 'upload_rows',
   /** Per source, hour and API process: rejections of channels that answer the browser whatever happens. */
   channelRejections: 'channel_rejections',
   sources: 'sources',
@@ -45,6 +55,7 @@ export const COLLECTIONS = {
  * pushed-down filters (scripts/sql/ferretdb-postgresql-indexes.sql).
  */
 const INDEXES: Array<[string, string]> = [
+  [COLLECTIONS.uploads, 'sourceId'],
   [COLLECTIONS.channelRejections, 'sourceId'],
   [COLLECTIONS.profiles, 'profileId'],
   [COLLECTIONS.profiles, 'group'],

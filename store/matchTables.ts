@@ -1,13 +1,6 @@
 import type { Collection } from 'mongodb';
 import { liveEntries, withSighting, type MatchEntry, type MatchLimits } from '../domain/partners';
-import { findByIds, isDuplicateKeyError, type Store } from './db';
-
-export const MATCH_COLLECTIONS = {
-  /** `<partner>:<puid>` → our cookie ids seen with that partner id. */
-  byPartnerId: 'match_partner_ids',
-  /** `<cookieId>:<partner>` → that partner's ids seen with our cookie id. */
-  byCookie: 'match_cookie_ids',
-} as const;
+import { COLLECTIONS, findByIds, isDuplicateKeyError, type Store } from './db';
 
 /** One key's side of the match table: its newest live entries and a version for conditional replaces. */
 interface MatchDoc {
@@ -67,8 +60,8 @@ export class MatchTableStore {
     private readonly limits: MatchLimits,
     private readonly now: () => Date = () => new Date(),
   ) {
-    this.byPartnerId = store.db.collection<MatchDoc>(MATCH_COLLECTIONS.byPartnerId);
-    this.byCookie = store.db.collection<MatchDoc>(MATCH_COLLECTIONS.byCookie);
+    this.byPartnerId = store.db.collection<MatchDoc>(COLLECTIONS.matchByPartnerId);
+    this.byCookie = store.db.collection<MatchDoc>(COLLECTIONS.matchByCookie);
   }
 
   /** Records that the partner's `puid` and our `cookieId` were seen together at `at`, on both sides. */

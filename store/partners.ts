@@ -1,7 +1,5 @@
 import type { Collection } from 'mongodb';
-import { isDuplicateKeyError, type Store } from './db';
-
-export const PARTNERS = 'partners';
+import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
 
 /** A cookie-sync partner (`_id` = its slug). */
 export interface PartnerDoc {
@@ -20,7 +18,7 @@ export class PartnerStore {
   readonly partners: Collection<PartnerDoc>;
 
   constructor(store: Store) {
-    this.partners = store.db.collection<PartnerDoc>(PARTNERS);
+    this.partners = store.db.collection<PartnerDoc>(COLLECTIONS.partners);
   }
 
   get(id: string): Promise<PartnerDoc | null> {

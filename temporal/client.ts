@@ -1,6 +1,6 @@
 import { Client, Connection, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { destinationExportWorkflowId, destinationScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import type { DestinationDoc } from '../store/destinations';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
@@ -8,6 +8,7 @@ import type { SegmentSchedule } from '../domain/segments';
 import { SA } from '../domain/searchAttributes';
 import type { Config } from '../config';
 import type { SourceDoc } from '../store/sources';
+import { crmImport } from '../workflows/crmImport';
 import { identityGraph, unlinkRequestedSignal } from '../workflows/identityUnlink';
 import { eventsRoutedSignal, profilePartition, splitRequestedSignal } from '../workflows/profilePartition';
 import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnection';
@@ -237,5 +238,24 @@ export async function deleteDestinationSchedule(client: Client, databaseName: st
     await client.schedule.getHandle(destinationScheduleId(databaseName, destinationId)).delete();
   } catch (error) {
     if (!(error instanceof ScheduleNotFoundError)) throw error;
+  }
+}
+
+/** Starts the import of a received CRM upload under its deterministic id; finding it started is success. */
+export async function startCrmImport(client: Client, databaseName: string, uploadId: string, source: SourceIdentity, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  try {
+    await client.workflow.start(crmImport, {
+      workflowId: crmImportWorkflowId(databaseName, uploadId),
+      taskQueue: config.DMP_TASK_QUEUE,
+      args: [{ uploadId, sourceId: source._id }],
+      typedSearchAttributes: [
+        { key: SA.sourceId, value: source._id },
+        { key: SA.sourceKind, value: source.kind },
+        { key: SA.party, value: source.party },
+      ],
+      memo: { uploadId, sourceId: source._id },
+    });
+  } catch (error) {
+    if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
   }
 }

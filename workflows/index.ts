@@ -4,3 +4,4 @@ export { identityGraph, identityUnlink } from './identityUnlink';
 export { storeRetention } from './storeRetention';
 export { segmentRun } from './segmentRun';
 export { destinationExport } from './destinationExport';
+export { crmImport } from './crmImport';

@@ -1,0 +1,135 @@
+import { ApplicationFailure } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import type { Store } from '../store/db';
+import { EventLog } from '../store/eventLog';
+import { SourceStore } from '../store/sources';
+import { UploadStore, type ImportCheckpoint, type UploadDoc } from '../store/uploads';
+import { wakeSourceWorkflow, type SourceWorkflowConfig } from '../temporal/client';
+import { heartbeat, withHeartbeats } from './heartbeat';
+
+export interface UploadDeps {
+  store: Store;
+  temporal: Client;
+  config: SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS'>;
+  now?: () => Date;
+}
+
+/** Where an import stands after a step: its checkpoint, of how many staged chunks, and whether that was the last. */
+export interface ImportProgress extends ImportCheckpoint {
+  total: number;
+  done: boolean;
+}
+
+/** How long one import step appends before it returns to its workflow, which records the progress. */
+const STEP_MS = 60_000;
+/** Staged chunks appended at once: the store takes concurrent inserts faster than one after the other. */
+export const APPENDS_IN_FLIGHT = 3;
+/** The least time between two wake-ups of the source's drain while an import appends. */
+const WAKE_EVERY_MS = 2_000;
+/**
+ * An append here answers no client, so it is not held to the API's acknowledgement deadline: a
+ * slow seal is still a good append (and one that missed a deadline would be appended again, as duplicates).
+ */
+const APPEND_DEADLINE_MS = 10 * 60_000;
+
+/**
+ * The activities of a CRM upload's import: append its staged chunks to the source log from the
+ * saved checkpoint, then complete (or fail) the upload. Every row's event id is fixed by its upload
+ * and row, so a chunk appended again after a crash comes back as duplicates of itself: retries and
+ * killed workers import no row twice.
+ */
+export function createUploadActivities(deps: UploadDeps) {
+  const now = deps.now ?? (() => new Date());
+  const uploads = new UploadStore(deps.store);
+  const sources = new SourceStore(deps.store);
+  const log = new EventLog(deps.store, { dedupeWindowHours: deps.config.DMP_DEDUPE_WINDOW_HOURS, ackDeadlineMs: APPEND_DEADLINE_MS });
+
+  async function requireUpload(uploadId: string): Promise<UploadDoc> {
+    const upload = await uploads.get(uploadId);
+    if (!upload) throw ApplicationFailure.nonRetryable(`upload ${uploadId} does not exist`, 'UploadGone');
+    return upload;
+  }
+
+  function wakeSource(sourceId: string): Promise<void> {
+    return wakeSourceWorkflow(deps.temporal, sourceId, (id) => sources.get(id), deps.config);
+  }
+
+  /** Reads staged chunk `n` and appends it to the source log; how many rows it held, and how many were in the log already. */
+  async function appendStaged(upload: UploadDoc, n: number): Promise<{ rows: number; resumed: number }> {
+    const events = await uploads.readChunk(upload._id, n);
+    if (!events) throw ApplicationFailure.nonRetryable(`staged chunk ${n} of upload ${upload._id} is missing`, 'StagedChunkMissing');
+    const { duplicateIndexes } = await log.append(upload.sourceId, events);
+    return { rows: events.length, resumed: duplicateIndexes.size };
+  }
+
+  async function importStep(uploadId: string): Promise<ImportProgress> {
+    const upload = await requireUpload(uploadId);
+    if (upload.state !== 'importing') throw ApplicationFailure.nonRetryable(`upload ${uploadId} is ${upload.state}, not importing`, 'UploadNotImporting');
+    const started = Date.now();
+    let checkpoint = upload.imported;
+    let lastWake = started;
+    // A few chunks are appended at once; they finish in any order, and the checkpoint follows them in order.
+    const inFlight: Array<Promise<{ rows: number; resumed: number }>> = [];
+    let launched = checkpoint.chunks;
+    const launch = () => {
+      while (inFlight.length < APPENDS_IN_FLIGHT && launched < upload.chunks && Date.now() - started < STEP_MS) {
+        const append = appendStaged(upload, launched++);
+        append.catch(() => undefined); // awaited in order below
+        inFlight.push(append);
+      }
+    };
+    try {
+      for (launch(); inFlight.length > 0; launch()) {
+        const appended = await (inFlight.shift() as Promise<{ rows: number; resumed: number }>);
+        checkpoint = { chunks: checkpoint.chunks + 1, rows: checkpoint.rows + appended.rows, resumed: checkpoint.resumed + appended.resumed };
+        await uploads.update(uploadId, { imported: checkpoint });
+        heartbeat(checkpoint);
+        if (Date.now() - lastWake >= WAKE_EVERY_MS) {
+          await wakeSource(upload.sourceId);
+          lastWake = Date.now();
+        }
+      }
+    } catch (error) {
+      // No append of this attempt may still run when the next attempt starts.
+      await Promise.allSettled(inFlight);
+      throw error;
+    }
+    await wakeSource(upload.sourceId);
+    return { ...checkpoint, total: upload.chunks, done: checkpoint.chunks >= upload.chunks };
+  }
+
+  return {
+    /**
+     * Appends staged chunks to the source log from the saved checkpoint for up to a minute, saving
+     * the checkpoint after each. Safe to retry: the chunks appended but not yet checkpointed (at most
+     * APPENDS_IN_FLIGHT) are appended again and found to be duplicates of themselves (counted in
+     * `resumed`), so each row is in the log once.
+     */
+    importUploadChunks(input: { uploadId: string }): Promise<ImportProgress> {
+      return withHeartbeats(() => importStep(input.uploadId));
+    },
+
+    /** Completes a fully imported upload and removes its staged rows. Safe to retry: removing is by `_id`, and a completed upload stays so. */
+    async completeImport(input: { uploadId: string }): Promise<{ state: 'completed'; rowsImported: number; rowsRejected: number }> {
+      const upload = await requireUpload(input.uploadId);
+      if (upload.state !== 'completed') {
+        if (upload.state !== 'importing') throw ApplicationFailure.nonRetryable(`upload ${upload._id} is ${upload.state}`, 'UploadNotImporting');
+        if (upload.imported.chunks < upload.chunks) throw ApplicationFailure.nonRetryable(`upload ${upload._id} has chunks left to import`, 'ImportIncomplete');
+        await withHeartbeats(() => uploads.dropChunks(upload._id, upload.chunks));
+        await uploads.finish(upload._id, 'importing', 'completed', null, now());
+      }
+      return { state: 'completed', rowsImported: upload.imported.rows, rowsRejected: upload.rowsRejected };
+    },
+
+    /** Records why an import failed and removes its staged rows; rows it appended stay in the log. Safe to retry. */
+    async failImport(input: { uploadId: string; error: string }): Promise<void> {
+      const upload = await uploads.get(input.uploadId);
+      if (!upload || upload.state === 'completed') return;
+      await withHeartbeats(() => uploads.dropChunks(upload._id, upload.chunks));
+      await uploads.finish(upload._id, 'importing', 'failed', input.error, now());
+    },
+  };
+}
+
+export type UploadActivities = ReturnType<typeof createUploadActivities>;

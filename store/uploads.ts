@@ -1,0 +1,112 @@
+import { randomBytes } from 'node:crypto';
+import type { Binary, Collection } from 'mongodb';
+import type { StoredEvent } from '../domain/event';
+import type { UploadRejection, UploadState } from '../domain/uploads';
+import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from './db';
+import { decodeEvents, encodeEvents } from './eventCodec';
+
+/** Where an import stands: saved after each staged chunk is appended, so a retried import resumes there. */
+export interface ImportCheckpoint {
+  /** Staged chunks in the source log; the next to append is this one. */
+  chunks: number;
+  /** Rows of those chunks in the log. */
+  rows: number;
+  /** Of `rows`, those an interrupted attempt had appended already (they came back as duplicates of themselves). */
+  resumed: number;
+}
+
+export interface UploadDoc {
+  _id: string;
+  sourceId: string;
+  state: UploadState;
+  rowsReceived: number;
+  rowsRejected: number;
+  rowsNonProfiling: number;
+  /** The first rejected rows (UPLOAD_REJECTIONS_KEPT); `rowsRejected` counts them all. */
+  rejections: UploadRejection[];
+  /** Staged chunks, final once the file is received. */
+  chunks: number;
+  imported: ImportCheckpoint;
+  startedAt: Date;
+  receivedAt: Date | null;
+  finishedAt: Date | null;
+  error: string | null;
+}
+
+/** A staged chunk: its events as one binary value (see eventCodec), never read field by field. */
+interface StagedChunk {
+  _id: string;
+  uploadId: string;
+  events: Binary;
+}
+
+export function newUploadId(): string {
+  return `upl_${randomBytes(8).toString('hex')}`;
+}
+
+function stagedChunkId(uploadId: string, n: number): string {
+  return `${uploadId}:${n}`;
+}
+
+/**
+ * Uploads and their staged rows. An upload document has one writer at a time — the API while it
+ * receives the file, then the import workflow's activities — so its updates by `_id` never race.
+ * Staged chunks are read and written by exact `_id` only.
+ */
+export class UploadStore {
+  private readonly uploads: Collection<UploadDoc>;
+  private readonly rows: Collection<StagedChunk>;
+
+  constructor(store: Store) {
+    this.uploads = store.db.collection<UploadDoc>(COLLECTIONS.uploads);
+    this.rows = store.db.collection<StagedChunk>(COLLECTIONS.uploadRows);
+  }
+
+  async create(doc: UploadDoc): Promise<void> {
+    await this.uploads.insertOne(doc);
+  }
+
+  get(uploadId: string): Promise<UploadDoc | null> {
+    return this.uploads.findOne({ _id: uploadId });
+  }
+
+  /** A source's uploads, newest first (a scan of the uploads collection: one small document per file). */
+  async listForSource(sourceId: string, limit: number): Promise<UploadDoc[]> {
+    const docs = await this.uploads.find({ sourceId }).toArray();
+    return docs.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime()).slice(0, limit);
+  }
+
+  /** Forgets an upload refused before any row was read. */
+  async remove(uploadId: string): Promise<void> {
+    await this.uploads.deleteOne({ _id: uploadId });
+  }
+
+  async update(uploadId: string, set: Partial<Omit<UploadDoc, '_id' | 'sourceId'>>): Promise<void> {
+    await this.uploads.updateOne({ _id: uploadId }, { $set: set });
+  }
+
+  /** Moves an upload from `from` to a final state; false when it was not in `from` (already moved). */
+  async finish(uploadId: string, from: UploadState, state: 'completed' | 'failed', error: string | null, at: Date): Promise<boolean> {
+    const result = await this.uploads.updateOne({ _id: uploadId, state: from }, { $set: { state, error, finishedAt: at } });
+    return result.matchedCount === 1;
+  }
+
+  /** Stages chunk `n` of an upload; writing it again (a retry) leaves the first write. */
+  async stageChunk(uploadId: string, n: number, events: StoredEvent[]): Promise<void> {
+    await insertKeyed(this.rows, [{ _id: stagedChunkId(uploadId, n), uploadId, events: encodeEvents(events) }]);
+  }
+
+  async readChunk(uploadId: string, n: number): Promise<StoredEvent[] | null> {
+    const staged = await this.rows.findOne({ _id: stagedChunkId(uploadId, n) });
+    return staged ? decodeEvents<StoredEvent>(staged.events) : null;
+  }
+
+  /** Removes an upload's staged chunks (those already gone are skipped), a few deletes by `_id` at a time. */
+  async dropChunks(uploadId: string, count: number): Promise<void> {
+    await forEachConcurrently(
+      Array.from({ length: count }, (_, n) => n),
+      8,
+      async (n) => void (await this.rows.deleteOne({ _id: stagedChunkId(uploadId, n) })),
+    );
+  }
+}
