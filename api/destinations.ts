@@ -15,7 +15,6 @@ import {
   PatchDestinationRequestSchema,
   partnerOfIdType,
   takesIdType,
-  takesPartnerIds,
   type DestinationView,
   type ExportView,
   type IdType,
@@ -64,8 +63,8 @@ function connectorOr400(name: string): Connector {
 }
 
 function checkIdType(connector: Connector, idType: IdType): void {
-  if (!takesIdType(connector.idTypes, idType)) {
-    const partnerIds = takesPartnerIds(connector.idTypes) ? ', partner:<partner id>' : '';
+  if (!takesIdType(connector, idType)) {
+    const partnerIds = connector.partnerIds ? ', partner:<partner id>' : '';
     throw invalid([{ path: 'idType', message: `the ${connector.name} connector takes ${connector.idTypes.join(', ')}${partnerIds}` }]);
   }
 }

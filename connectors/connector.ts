@@ -40,6 +40,8 @@ export interface Connector<C extends Record<string, unknown> = Record<string, un
   /** Config fields never echoed by the API. */
   secrets: readonly string[];
   idTypes: readonly IdType[];
+  /** Whether it takes a sync partner's own ids (`partner:<id>`, from the cookie-sync match table). */
+  partnerIds: boolean;
   limits(config: C): Limits;
   /** Outbound URLs the config names: refused when private unless allowlisted. */
   urls(config: C): string[];

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineConnector, HeaderToken } from './connector';
+import { partnerOfIdType } from '../domain/destinations';
 
 const Config = z
   .object({
@@ -15,7 +16,7 @@ const Config = z
   })
   .strict();
 
-/** The item key the format gives each id type: TDID for the DSP's (synced) cookie ids, DAID for device ids. */
+/** The item key the format gives each id type: TDID for cookie ids (best the DSP's own, `partner:<id>` from cookie syncs), DAID for device ids. */
 const ID_KEYS = { cookie_id: 'TDID', maid: 'DAID' } as const;
 
 /**
@@ -29,10 +30,12 @@ export const dspSegments = defineConnector({
   config: Config,
   secrets: ['token'],
   idTypes: ['cookie_id', 'maid'],
+  // The DSP's own cookie ids, learnt by cookie sync, are what its TDID means.
+  partnerIds: true,
   limits: (config) => ({ batchSize: config.batchSize, requestsPerSecond: config.requestsPerSecond, concurrency: config.concurrency }),
   urls: (config) => [config.url],
   async deliver(batch, config, { http }) {
-    const key = ID_KEYS[batch.idType as keyof typeof ID_KEYS];
+    const key = partnerOfIdType(batch.idType) !== null ? ID_KEYS.cookie_id : ID_KEYS[batch.idType as keyof typeof ID_KEYS];
     const name = config.segmentCodes[batch.segment.id] ?? batch.segment.id;
     const item = (id: string, ttl: number) => ({ [key]: id, Data: [{ Name: name, TTLInMinutes: ttl }] });
     const body = JSON.stringify({

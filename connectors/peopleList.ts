@@ -27,6 +27,7 @@ export const peopleList = defineConnector({
   config: Config,
   secrets: ['token'],
   idTypes: ['email_sha256', 'phone_sha256'],
+  partnerIds: false,
   limits: (config) => ({ batchSize: config.batchSize, requestsPerSecond: config.requestsPerSecond, concurrency: config.concurrency }),
   urls: (config) => [config.url],
   minAudience: (config) => config.minAudience,

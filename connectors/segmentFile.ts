@@ -38,6 +38,7 @@ export const segmentFile = defineConnector({
   config: Config,
   secrets: ['token'],
   idTypes: ID_TYPES,
+  partnerIds: true,
   limits: (config) => ({ batchSize: config.batchSize, requestsPerSecond: config.requestsPerSecond, concurrency: config.concurrency }),
   urls: (config) => (config.url ? [config.url] : []),
   async deliver(batch, config, { http, exportDir }) {

@@ -27,6 +27,7 @@ export const webhook = defineConnector({
   config: Config,
   secrets: ['secret'],
   idTypes: ID_TYPES,
+  partnerIds: true,
   limits: (config) => ({ batchSize: config.batchSize, requestsPerSecond: config.requestsPerSecond, concurrency: config.concurrency }),
   urls: (config) => [config.url],
   async deliver(batch, config, { http }) {

@@ -4,6 +4,7 @@ import type { ProfileConsent, ProfileDoc } from './profile';
 import { PartnerIdSchema } from './partners';
 import { UsageLabelSchema } from './schemas';
 import { SegmentScheduleSchema } from './segments';
+import { nameText } from './text';
 
 // ---- API schemas -------------------------------------------------------------------------------
 
@@ -16,7 +17,7 @@ export const IdTypeSchema = z
   .openapi({
     description:
       'The ids the partner receives; emails and phones only ever hashed: `email_sha256` is hex SHA-256 of the trimmed, lowercased address, `email_uid2` the base64 hash after UID2\'s normalization (gmail dots and +suffix dropped). ' +
-      '`partner:<partner id>` sends a sync partner\'s own user ids: those the cookie-sync match table holds for the member\'s cookie ids (a member without one counts as unmatched); the partner must exist, and only connectors that name the id type with each batch (`webhook`, `segment_file`) take it.',
+      '`partner:<partner id>` sends a sync partner\'s own user ids: those the cookie-sync match table holds for the member\'s cookie ids (a member without one counts as unmatched); the partner must exist, and connectors that take it: `webhook`, `segment_file`, and `dsp_segments` (sent as TDID).',
   });
 export type IdType = z.infer<typeof IdTypeSchema>;
 
@@ -25,13 +26,9 @@ export function partnerOfIdType(idType: IdType): string | null {
   return idType.startsWith('partner:') ? idType.slice('partner:'.length) : null;
 }
 
-/** Connectors that take every id type of ours name the type beside each batch (webhook, segment files): they can carry a sync partner's ids too. */
-export function takesPartnerIds(idTypes: readonly IdType[]): boolean {
-  return ID_TYPES.every((type) => idTypes.includes(type));
-}
-
-export function takesIdType(idTypes: readonly IdType[], idType: IdType): boolean {
-  return partnerOfIdType(idType) === null ? idTypes.includes(idType) : takesPartnerIds(idTypes);
+/** Whether a connector (its id types, and whether it takes sync partners' ids) takes an id type. */
+export function takesIdType(connector: { idTypes: readonly IdType[]; partnerIds: boolean }, idType: IdType): boolean {
+  return partnerOfIdType(idType) === null ? connector.idTypes.includes(idType) : connector.partnerIds;
 }
 
 /** The identity keys a member's ids of `idType` are read from: partner ids are found through the member's cookie ids. */
@@ -57,7 +54,7 @@ const SegmentIds = z.array(z.string().min(1).max(64)).min(1).max(50).refine((ids
 
 export const CreateDestinationRequestSchema = z
   .object({
-    name: z.string().trim().min(1).max(200),
+    name: nameText(200),
     connector: z.string().min(1).max(64).openapi({ description: 'One of the registered connectors: `webhook`, `dsp_segments`, `people_list`, `segment_file`' }),
     config: z.unknown().openapi({ description: "The connector's configuration, checked against its schema (see the README)" }),
     segments: SegmentIds,
@@ -75,7 +72,7 @@ export type CreateDestinationRequest = z.infer<typeof CreateDestinationRequestSc
 
 export const PatchDestinationRequestSchema = z
   .object({
-    name: z.string().trim().min(1).max(200).optional(),
+    name: nameText(200).optional(),
     config: z.unknown().optional().openapi({ description: "Replaces the connector's configuration; secret fields left out keep their stored value" }),
     segments: SegmentIds.optional(),
     schedule: SegmentScheduleSchema.nullable().optional(),

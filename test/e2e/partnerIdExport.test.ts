@@ -70,7 +70,7 @@ describe("exports of a segment as a sync partner's own ids, from the cookie-sync
     const cases: Array<[Record<string, unknown>, RegExp]> = [
       [{ ...base, idType: 'partner:nobody' }, /sync partner nobody does not exist/],
       [{ ...base, idType: 'partner:Not-A-Slug' }, /partner:<partner id>/],
-      [{ ...base, connector: 'dsp_segments', config: { url: `${server.url}/data`, token: 't', advertiserId: 'a' }, idType: 'partner:dsp' }, /takes cookie_id, maid$/],
+      [{ ...base, connector: 'people_list', config: { url: `${server.url}/list`, token: 't', listId: 'a' }, idType: 'partner:dsp' }, /takes email_sha256, phone_sha256$/],
     ];
     for (const [body, message] of cases) {
       const response = await admin('/v1/destinations', { body });
@@ -103,6 +103,20 @@ describe("exports of a segment as a sync partner's own ids, from the cookie-sync
     expect(removal.status).toBe(409);
     expect(removal.body.errors[0].message).toContain(id);
   }, 180_000);
+
+  it("sends a DSP its own cookie ids, learnt by cookie sync, as TDID", async () => {
+    const dsp = await new PartnerServer({ kind: 'dsp', token: 'dsp-token' }).start();
+    try {
+      const created = await admin('/v1/destinations', {
+        body: { name: 'DSP data API', segments: [segmentId], connector: 'dsp_segments', idType: 'partner:dsp', config: { url: `${dsp.url}/data/advertiser`, token: 'dsp-token', advertiserId: 'adv1', segmentCodes: { [segmentId]: 'dmp-gold' } } },
+      });
+      expect(created.status).toBe(201);
+      expect(await exportNow(created.body.id)).toMatchObject({ state: 'completed', adds: 6, rejected: 0 });
+      expect(dsp.audience('dmp-gold')).toEqual(['P-a', 'P-b1', 'P-b2', 'P-c1', 'P-c2', 'P-e']);
+    } finally {
+      await dsp.stop();
+    }
+  }, 120_000);
 
   it('names the partner id type in segment files', async () => {
     const created = await admin('/v1/destinations', { body: { name: 'SSP files', segments: [segmentId], connector: 'segment_file', idType: 'partner:dsp', config: { folder: 'ssp', format: 'csv' } } });

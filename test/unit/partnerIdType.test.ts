@@ -49,13 +49,13 @@ describe('the partner id type', () => {
   });
 
   it('goes to connectors that name the id type with each batch, not to those with formats of fixed id types', () => {
-    expect(takesIdType(CONNECTORS.webhook.idTypes, 'partner:ttd')).toBe(true);
-    expect(takesIdType(CONNECTORS.segment_file.idTypes, 'partner:ttd')).toBe(true);
-    expect(takesIdType(CONNECTORS.dsp_segments.idTypes, 'partner:ttd')).toBe(false);
-    expect(takesIdType(CONNECTORS.people_list.idTypes, 'partner:ttd')).toBe(false);
+    expect(takesIdType(CONNECTORS.webhook, 'partner:ttd')).toBe(true);
+    expect(takesIdType(CONNECTORS.segment_file, 'partner:ttd')).toBe(true);
+    expect(takesIdType(CONNECTORS.dsp_segments, 'partner:ttd')).toBe(true);
+    expect(takesIdType(CONNECTORS.people_list, 'partner:ttd')).toBe(false);
     // Our own id types as before.
-    expect(takesIdType(CONNECTORS.dsp_segments.idTypes, 'maid')).toBe(true);
-    expect(takesIdType(CONNECTORS.dsp_segments.idTypes, 'email_sha256')).toBe(false);
+    expect(takesIdType(CONNECTORS.dsp_segments, 'maid')).toBe(true);
+    expect(takesIdType(CONNECTORS.dsp_segments, 'email_sha256')).toBe(false);
   });
 });
 
