@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { StoredEvent } from '../domain/event';
-import { identityKey, type Identity } from '../domain/identity';
+import { byTypePriority, identityKey, type Identity } from '../domain/identity';
 import { identityBlocklist } from '../domain/identityBlocklist';
 import { partitionOf } from '../domain/partition';
 import { INITIAL_DRAIN_POSITION } from '../domain/drainPosition';
@@ -72,6 +72,8 @@ interface LogBatch {
   end: number;
   duplicates: number;
   nonProfiling: Record<string, number>;
+  /** Non-profiling events with a consent signal: it reaches the profiles they already belong to. */
+  consentOnly: Array<{ seq: number; event: StoredEvent }>;
   /** Whether a ready chunk follows `end` (the batch stopped at its size limit). */
   more: boolean;
 }
@@ -91,7 +93,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
 
   /** Reads chunks from `from` on: up to `maxEvents`, or exactly up to `until` when the range is fixed. */
   async function readLog(sourceId: string, from: number, limit: { maxEvents: number } | { until: number }): Promise<LogBatch> {
-    const batch: LogBatch = { events: [], end: from, duplicates: 0, nonProfiling: {}, more: false };
+    const batch: LogBatch = { events: [], end: from, duplicates: 0, nonProfiling: {}, consentOnly: [], more: false };
     // Chunks are read a few at a time, in parallel: one by one, the round trips were most of a drain.
     let ahead: Array<Promise<ReadChunk | null>> = [];
     for (;;) {
@@ -111,7 +113,10 @@ export function createCollectionActivities(deps: CollectionDeps) {
       else break;
       chunk.events.forEach((event, index) => {
         if (skip.has(index)) batch.duplicates++;
-        else if (event.nonProfiling) batch.nonProfiling[event.nonProfiling] = (batch.nonProfiling[event.nonProfiling] ?? 0) + 1;
+        else if (event.nonProfiling) {
+          batch.nonProfiling[event.nonProfiling] = (batch.nonProfiling[event.nonProfiling] ?? 0) + 1;
+          if (event.consent) batch.consentOnly.push({ seq: batch.end, event });
+        }
         else batch.events.push({ seq: batch.end, event });
       });
       batch.end++;
@@ -120,6 +125,23 @@ export function createCollectionActivities(deps: CollectionDeps) {
     await Promise.allSettled(ahead); // reads past the end are dropped, but not left unawaited
     if ('until' in limit && batch.end < limit.until) throw new Error(`chunk ${batch.end} of ${sourceId} was routed once but cannot be read now`);
     return batch;
+  }
+
+  /**
+   * Where the consent signals of non-profiling events go: the document owning the event's
+   * highest-priority identity, if one does already — such an event never creates a profile, links
+   * documents or claims an identity. Owners come from the index's cache, else one read by `_id` per key.
+   */
+  async function consentUpdates(events: LogBatch['consentOnly']): Promise<Array<{ seq: number; event: StoredEvent; profileId: string }>> {
+    if (events.length === 0) return [];
+    const keysOf = (event: StoredEvent) =>
+      [...event.identities].sort((a, b) => byTypePriority(a.type, b.type)).map(identityKey).filter((key) => !blocked(key));
+    const { owners, missing } = identities.cached([...new Set(events.flatMap(({ event }) => keysOf(event)))]);
+    for (const [key, owner] of await identities.reload(missing)) owners.set(key, owner);
+    return events.flatMap(({ seq, event }) => {
+      const owned = keysOf(event).find((key) => owners.has(key));
+      return owned ? [{ seq, event, profileId: owners.get(owned) as string }] : [];
+    });
   }
 
   /** A range's share of a drain's counts, and the partitions that got events. */
@@ -165,6 +187,12 @@ export function createCollectionActivities(deps: CollectionDeps) {
       target.events.push({ ...event, identities: event.identities.filter(keep(index)), seq, profileId });
       if (!target.profiles.includes(profileId)) target.profiles.push(profileId);
     });
+    for (const { seq, event, profileId } of await consentUpdates(batch.consentOnly)) {
+      const target = routed[partitionOf(profileId, partitions)];
+      const { id, type, timestamp, receivedAt, consent } = event;
+      target.events.push({ id, type, timestamp, receivedAt, identities: [], evidence: event.identities, consent, consentOnly: true, seq, profileId });
+      if (!target.profiles.includes(profileId)) target.profiles.push(profileId);
+    }
     await routedEvents.write(routed);
     await deps.onDrainStep?.('events-routed');
     return {

@@ -157,7 +157,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         applyEvent(doc, event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq });
         result.applied++;
       }
-      position.applied[batch.sourceId] = (position.applied[batch.sourceId] ?? 0) + batch.events.length;
+      // Consent signals of events that were not profiled are not events applied.
+      position.applied[batch.sourceId] = (position.applied[batch.sourceId] ?? 0) + batch.events.filter((event) => !event.consentOnly).length;
     }
 
     for (const id of linkedNow) {

@@ -67,7 +67,8 @@ export class ProfileReader {
     const doc = await this.graph.profiles.get(profileId);
     if (!doc || doc.retired) return null;
     const component = await this.graph.component(profileId);
-    // Evidence copies a split left in other sides' documents are not events of theirs.
-    return (await this.events.eventsOf(component.docs.map((d) => d.profileId))).filter((event) => !event.evidenceOnly);
+    // Evidence copies a split left in other sides' documents are not events of theirs, nor are the
+    // consent signals of events that were not profiled.
+    return (await this.events.eventsOf(component.docs.map((d) => d.profileId))).filter((event) => !event.evidenceOnly && !event.consentOnly);
   }
 }

@@ -13,4 +13,10 @@ export interface StoredEvent {
   consent?: StoredConsent;
   /** Set when the source's consent policy does not allow profiling it: kept in the log, never applied. */
   nonProfiling?: NonProfilingReason;
+  /**
+   * Only on the routed copy of a non-profiling event: its consent signal reaches the profile its
+   * identities already belong to (a withdrawal must), and nothing else does — no identity, count or
+   * trait. Its identities travel as `evidence` only, so a split still knows whose it is.
+   */
+  consentOnly?: true;
 }

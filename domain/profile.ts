@@ -79,7 +79,7 @@ export interface ProfileDoc {
 }
 
 /** The fields of a log event that profile application reads. */
-export type ProfileEvent = Pick<StoredEvent, 'id' | 'type' | 'timestamp' | 'identities' | 'traits' | 'properties' | 'consent'>;
+export type ProfileEvent = Pick<StoredEvent, 'id' | 'type' | 'timestamp' | 'identities' | 'traits' | 'properties' | 'consent' | 'consentOnly'>;
 
 /** What segment rules read: one document, or a person's documents combined (`combineDocuments`). Keys encoded. */
 export type SegmentSubject = Pick<ProfileDoc, 'identities' | 'traits' | 'counters' | 'consent' | 'lastSeen'>;
@@ -213,17 +213,28 @@ function newerConsent(a: ProfileConsent | null, b: ProfileConsent): boolean {
   return !a || b.at > a.at || (b.at.getTime() === a.at.getTime() && JSON.stringify(b) > JSON.stringify(a));
 }
 
-/** Folds one event into a profile: identities, counters with daily buckets, traits, consent, sources. */
+function applyConsent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
+  if (!event.consent) return;
+  const consent = { ...event.consent, sourceId: origin.sourceId, at: event.timestamp };
+  if (newerConsent(profile.consent, consent)) profile.consent = consent;
+}
+
+/**
+ * Folds one event into a profile: identities, counters with daily buckets, traits, consent, sources
+ * — or, for a consent-only event (see StoredEvent.consentOnly), its consent alone.
+ */
 export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
   const at = event.timestamp;
+  if (event.consentOnly) {
+    applyConsent(profile, event, origin);
+    profile.applied[origin.sourceId] = Math.max(profile.applied[origin.sourceId] ?? -1, origin.seq);
+    return;
+  }
   for (const identity of event.identities) addIdentityEntry(profile.identities, { ...identity, firstSeen: at, lastSeen: at, sourceId: origin.sourceId });
   const recent = [{ at, properties: keptProperties(event.properties) }];
   addToCounter(profile.counters, encodeFieldName(event.type), { count: 1, firstSeen: at, lastSeen: at, days: { [dayKey(at)]: 1 }, recent });
   for (const [name, value] of Object.entries(event.traits ?? {})) setTrait(profile, name, value, { at, sourceId: origin.sourceId, party: origin.party });
-  if (event.consent) {
-    const consent = { ...event.consent, sourceId: origin.sourceId, at };
-    if (newerConsent(profile.consent, consent)) profile.consent = consent;
-  }
+  applyConsent(profile, event, origin);
   if (!profile.sources.includes(origin.sourceId)) profile.sources.push(origin.sourceId);
   if (at < profile.firstSeen) profile.firstSeen = at;
   if (at > profile.lastSeen) profile.lastSeen = at;

@@ -11,6 +11,8 @@ export interface RoutedEvent extends StoredEvent {
   /** The source log chunk that held it: the retry guard of the document it is folded into. */
   seq: number;
   profileId: string;
+  /** Only on consent-only events (see StoredEvent.consentOnly): the identities they were collected with. */
+  evidence?: StoredEvent['identities'];
   /** Only on events moved to another document (see `writeMoved`): where they came from. */
   sourceId?: string;
   party?: Party;

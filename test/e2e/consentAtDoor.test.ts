@@ -50,6 +50,41 @@ describe('consent at the door', () => {
     }
   });
 
+  it('applies a withdrawal to the profile it belongs to: its consent changes, nothing else does, and segments follow', async () => {
+    const { api } = platform;
+    const source = await newSource(api, 'eu-shop', { consent: { mode: 'require' } });
+    const segment = (await call(`${api.url}/v1/segments`, { key: api.adminKey, body: { name: 'Ads profiling allowed', rule: { consent: { purpose: 3 } } } })).body;
+    const granted = buildTcString({ purposeConsents: [1, 3, 4] });
+    await source.send([{ id: 'w-1', type: 'page_view', identities: { cookie_id: 'withdrawer' }, traits: { plan: 'gold' }, consent: { tcf: granted } }]);
+    await source.folded(1);
+    const members = async () => (await call(`${api.url}/v1/segments/${segment.id}/members`, { key: api.adminKey })).body.members as string[];
+    const before = (await source.lookup('cookie_id', 'withdrawer')).body;
+    await waitFor('the member to enter', async () => (await members()).includes(before.id));
+
+    const withdrawn = buildTcString({ purposeConsents: [1] });
+    const later = new Date(Date.now() + 1000).toISOString();
+    const response = await source.send([
+      { id: 'w-2', type: 'page_view', timestamp: later, identities: { cookie_id: 'withdrawer', crm_id: 'never-linked' }, traits: { plan: 'silver' }, consent: { tcf: withdrawn } },
+      { id: 'w-3', type: 'page_view', timestamp: later, identities: { cookie_id: 'stranger' }, consent: { tcf: withdrawn } },
+    ]);
+    expect(response.body).toMatchObject({ accepted: 2, nonProfiling: 2 });
+    const after = await waitFor('the withdrawal on the profile', async () => {
+      const profile = (await source.lookup('cookie_id', 'withdrawer')).body;
+      return profile.consent?.tcf?.tcString === withdrawn ? profile : undefined;
+    });
+    expect(after.consent.tcf.purposeConsents).toEqual([1]);
+    expect(after.counters.page_view.count).toBe(1);
+    expect(after.traits.plan).toBe('gold');
+    expect(after.identities.map((identity: { type: string }) => identity.type)).toEqual(['cookie_id']);
+    expect((await source.lookup('crm_id', 'never-linked')).status).toBe(404);
+    expect((await source.lookup('cookie_id', 'stranger')).status).toBe(404);
+    const history = (await call(`${api.url}/v1/profiles/${after.id}/events`, { key: api.adminKey })).body.events;
+    expect(history.map((event: { id: string }) => event.id)).toEqual(['w-1']);
+    await waitFor('the member to exit', async () => !(await members()).includes(after.id));
+    const status = (await call(`${api.url}/v1/sources/${source.sourceId}`, { key: api.adminKey })).body;
+    expect(status.profiles.eventsApplied).toBe(1);
+  });
+
   it('profiles events without a signal on a source whose policy enforces only the signals present', async () => {
     const { api } = platform;
     const source = await newSource(api, 'us-app');

@@ -247,6 +247,16 @@ describe('applyEvent: traits', () => {
 });
 
 describe('applyEvent: consent, identities, sources, applied', () => {
+  it('takes only the consent of a consent-only event: no count, identity, trait, source or time seen', () => {
+    const doc = profile();
+    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'c1' }], traits: { plan: 'gold' }, consent: tcfConsent([1, 3]) }), { sourceId: 'src_a', party: 'first', seq: 1 });
+    const before = structuredClone(doc);
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'silver' }, consent: tcfConsent([1]), consentOnly: true }), { sourceId: 'src_b', party: 'first', seq: 7 });
+    expect(doc.consent).toEqual({ ...tcfConsent([1]), sourceId: 'src_b', at: at('2025-06-03T00:00:00Z') });
+    expect({ ...doc, consent: null, applied: {} }).toEqual({ ...before, consent: null, applied: {} });
+    expect(doc.applied).toEqual({ src_a: 1, src_b: 7 });
+  });
+
   it('takes consent from an event and records its source and time', () => {
     const doc = profile();
     applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), { sourceId: 'src_a', party: 'first', seq: 0 });
