@@ -354,6 +354,9 @@ function documentCommonProblems(document: ReturnType<OpenApiGeneratorV31['genera
     for (const operation of Object.values(item) as Operation[]) {
       if (!operation || typeof operation !== 'object' || !operation.responses) continue;
       const responses = operation.responses;
+      // Routes that serve an asset (the pixel's GIF, the tag's script) answer every request with it.
+      const servesAsset = Object.entries(responses).every(([status, response]) => !status.startsWith('2') || !(response as { content?: object }).content || !('application/json' in ((response as { content: object }).content)));
+      if (servesAsset && Object.keys(responses).every((status) => status.startsWith('2') || status.startsWith('3'))) continue;
       const add = (status: number, description: string) => {
         responses[status] ??= problem(description);
       };
