@@ -68,6 +68,7 @@ export interface AppendResult {
 export class EventLog {
   private readonly chunks: Collection<StoredChunk>;
   private readonly seals: Collection<ChunkSeal>;
+  private readonly drainPositions: Collection<{ _id: string; cursor: number }>;
   private readonly eventIds: EventIdGenerations;
   /** Where this process expects the next free slot of each source; a hint, corrected on conflict. */
   private readonly nextSlot = new Map<string, number>();
@@ -75,6 +76,7 @@ export class EventLog {
   constructor(store: Store, private readonly options: { ackDeadlineMs?: number; now?: () => number; dedupeWindowHours?: number } = {}) {
     this.chunks = store.db.collection<StoredChunk>(COLLECTIONS.events);
     this.seals = store.db.collection<ChunkSeal>(COLLECTIONS.eventSeals);
+    this.drainPositions = store.db.collection(COLLECTIONS.drainPositions);
     this.eventIds = new EventIdGenerations(store.db, options.dedupeWindowHours ?? DEFAULT_DEDUPE_WINDOW_HOURS);
   }
 
@@ -106,7 +108,7 @@ export class EventLog {
   }
 
   private async claimSlot(sourceId: string, body: Omit<EventChunk, '_id' | 'sourceId' | 'seq'>): Promise<number> {
-    let seq = this.nextSlot.get(sourceId) ?? (await this.findHead(sourceId, 0));
+    let seq = this.nextSlot.get(sourceId) ?? (await this.findHead(sourceId, await this.drainedUpTo(sourceId)));
     for (;;) {
       try {
         await this.chunks.insertOne(encodeChunk({ _id: chunkId(sourceId, seq), sourceId, seq, ...body }));
@@ -118,6 +120,15 @@ export class EventLog {
         seq = await this.findHead(sourceId, seq + 1);
       }
     }
+  }
+
+  /**
+   * The drain's saved cursor: every slot below it is drained and may already be expired, so a writer
+   * that probed from 0 would find a free slot the drain never reads again and lose what it acknowledged.
+   * Retention only removes chunks below this cursor, so the probe from here finds the true head.
+   */
+  private async drainedUpTo(sourceId: string): Promise<number> {
+    return (await this.drainPositions.findOne({ _id: sourceId }, { projection: { cursor: 1 } }))?.cursor ?? 0;
   }
 
   /** The indexes of events whose ids an earlier chunk already claimed: the duplicates. */
