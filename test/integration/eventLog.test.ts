@@ -65,7 +65,7 @@ describe('source event log', () => {
     for (let n = 0; n < 5; n++) await log.append('s7', events([`r${n}`]));
     // The drain has folded slots 0–3 and retention removed 0–2: slot 0 is free again, but behind the drain.
     await store.db.collection(COLLECTIONS.drainPositions).insertOne({ _id: 's7' as never, cursor: 4 });
-    await store.db.collection(COLLECTIONS.events).deleteMany({ _id: { $in: [0, 1, 2].map((seq) => chunkId('s7', seq)) } });
+    await store.db.collection<StoredChunk>(COLLECTIONS.events).deleteMany({ _id: { $in: [0, 1, 2].map((seq) => chunkId('s7', seq)) } });
     const fresh = await new EventLog(store).append('s7', events(['after-restart']));
     expect(fresh.seq).toBe(5);
   });
