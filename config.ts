@@ -65,6 +65,8 @@ export const ConfigSchema = z.object({
   DMP_DESTINATION_TIMEOUT_SECONDS: z.coerce.number().positive().default(30),
   /** Where `segment_file` destinations with a `folder` write their files. */
   DMP_EXPORT_DIR: z.string().default('.data/exports'),
+  /** The root of feed sources' drop folders (`feed.folder` is a folder under it). */
+  DMP_FEED_DIR: z.string().default('.data/feeds'),
   /** Domain attribute of the platform's own cookie (set by the pixel and cookie syncs); host-only when empty. */
   DMP_COOKIE_DOMAIN: z.string().default(''),
   /** How long a cookie-sync match (partner id ↔ our cookie id) lives without being seen again. */

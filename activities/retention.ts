@@ -4,6 +4,8 @@ import type { Store } from '../store/db';
 import { EventIdGenerations } from '../store/eventIds';
 import { ProfileEventLog } from '../store/profileEvents';
 import { RetentionStore } from '../store/retention';
+import { SegmentRunStore } from '../store/segmentRuns';
+import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
 import { wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
@@ -27,6 +29,11 @@ export function createRetentionActivities(deps: RetentionDeps) {
   const eventIds = new EventIdGenerations(deps.store.db, deps.config.DMP_DEDUPE_WINDOW_HOURS);
 
   return {
+    /** Snapshots of segment runs no segment reads any more, and past days of real-time changes folded into history. */
+    releaseSegmentSnapshots(): Promise<{ runs: number }> {
+      return withHeartbeats(async () => ({ runs: await new SegmentRunStore(deps.store).releaseUnread(await new SegmentStore(deps.store).list(), now()) }));
+    },
+
     /** Event-id generations past the dedupe window, dropped whole. */
     expireEventIds(): Promise<{ generations: number; ids: number }> {
       return eventIds.dropExpired(now().getTime());

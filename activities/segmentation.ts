@@ -11,7 +11,7 @@ import { decodeForExport, decodeForSegments, decodeProfile, ProfileStore } from 
 import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/destinations';
 import { DestinationStore } from '../store/destinations';
 import { SegmentMembership } from '../store/segmentMembership';
-import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type RunDoc, type SnapshotChunk } from '../store/segmentRuns';
+import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type SnapshotChunk } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { heartbeat, withHeartbeats } from './heartbeat';
 
@@ -212,42 +212,28 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
 
   /**
    * Makes a run's snapshot the membership of its segments — each flipped only if it was not edited
-   * since (the edit started a run of its own) — records the run's entered/exited counts, and lets
-   * go of what no segment reads any more: older snapshots, and real-time changes of past days
-   * (counted into the history first). Safe to repeat.
+   * since (the edit started a run of its own) — and records the run's entered/exited counts. What
+   * no segment reads any more is let go by the retention run (`releaseUnread`), not here: that reads
+   * every segment and run, which a run of one segment should not pay for. Safe to repeat.
    */
   async function complete(runId: string): Promise<void> {
     const run = await runs.getRun(runId);
     if (!run) return;
     const finishedAt = run.finishedAt ?? now();
     if (run.state === 'superseded') {
-      for (const segment of run.segments) await segments.setLastRun(segment.id, { runId, state: 'superseded', startedAt: run.startedAt, finishedAt });
+      await segments.setLastRuns(run.segments.map((segment) => segment.id), { runId, state: 'superseded', startedAt: run.startedAt, finishedAt });
       return;
     }
     if (run.state === 'running') {
-      for (const segment of run.segments) {
+      await forEachConcurrently(run.segments, 8, async (segment) => {
         const current = { runId, version: segment.version, size: run.members[segment.id] ?? 0, now: run.now, startedAt: run.startedAt, finishedAt };
         if (await segments.flip(segment.id, current)) {
           await runs.writeHistory([{ _id: `${segment.id}:${runId}`, segment: segment.id, day: dayKey(run.now), entered: run.entered[segment.id] ?? 0, exited: run.exited[segment.id] ?? 0 }]);
         }
         await segments.setLastRun(segment.id, { runId, state: 'completed', startedAt: run.startedAt, finishedAt });
-      }
+      });
       await runs.saveRun({ ...run, state: 'completed', finishedAt });
     }
-    await releaseUnread(runId);
-  }
-
-  /** Drops the chunks of completed runs no segment reads, and folds past days of real-time changes into history. */
-  async function releaseUnread(keep: string): Promise<void> {
-    const all = await segments.list();
-    const read = new Set([keep, ...all.flatMap((segment) => (segment.current ? [segment.current.runId] : []))]);
-    for (const run of await runs.runs.find({ state: { $ne: 'running' } }, { projection: { _id: 1, chunks: 1, state: 1 } }).toArray()) {
-      if (read.has(run._id) || run.chunks.length === 0) continue;
-      await runs.dropChunks(run as RunDoc);
-    }
-    if (all.some((segment) => !segment.current)) return;
-    const cutoff = all.reduce((min, segment) => (segment.current!.startedAt < min ? segment.current!.startedAt : min), now());
-    await runs.foldChangesIntoHistory(new Date(cutoff.getTime() - 3_600_000));
   }
 
   return {

@@ -1,7 +1,7 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
-import type { Store } from '../store/db';
+import { forEachConcurrently, type Store } from '../store/db';
 import { EventLog } from '../store/eventLog';
 import { SourceStore } from '../store/sources';
 import { UploadStore, type ImportCheckpoint, type UploadDoc } from '../store/uploads';
@@ -19,6 +19,13 @@ export interface UploadDeps {
 export interface ImportProgress extends ImportCheckpoint {
   total: number;
   done: boolean;
+}
+
+/** What appending one staged chunk did (see ImportCheckpoint). */
+interface Appended {
+  rows: number;
+  resumed: number;
+  duplicates: number;
 }
 
 /** How long one import step appends before it returns to its workflow, which records the progress. */
@@ -55,12 +62,24 @@ export function createUploadActivities(deps: UploadDeps) {
     return wakeSourceWorkflow(deps.temporal, sourceId, (id) => sources.get(id), deps.config);
   }
 
-  /** Reads staged chunk `n` and appends it to the source log; how many rows it held, and how many were in the log already. */
-  async function appendStaged(upload: UploadDoc, n: number): Promise<{ rows: number; resumed: number }> {
+  /**
+   * Reads staged chunk `n` and appends it to the source log: how many rows it held, and of those
+   * that the log held already, how many an interrupted attempt of this import had appended
+   * (`resumed`) and how many earlier imports had (`duplicates`). Only a chunk an interrupted attempt
+   * may have appended (`mayBeResumed`) has its duplicates' claims read to tell the two apart.
+   */
+  async function appendStaged(upload: UploadDoc, n: number, logFrom: number, mayBeResumed: boolean): Promise<Appended> {
     const events = await uploads.readChunk(upload._id, n);
     if (!events) throw ApplicationFailure.nonRetryable(`staged chunk ${n} of upload ${upload._id} is missing`, 'StagedChunkMissing');
     const { duplicateIndexes } = await log.append(upload.sourceId, events);
-    return { rows: events.length, resumed: duplicateIndexes.size };
+    let resumed = 0;
+    if (mayBeResumed) {
+      await forEachConcurrently([...duplicateIndexes], 16, async (index) => {
+        const claimedBy = await log.claimingChunk(upload.sourceId, events[index].id, Date.now());
+        if (claimedBy !== null && claimedBy >= logFrom) resumed++;
+      });
+    }
+    return { rows: events.length, resumed, duplicates: duplicateIndexes.size - resumed };
   }
 
   async function importStep(uploadId: string): Promise<ImportProgress> {
@@ -68,21 +87,37 @@ export function createUploadActivities(deps: UploadDeps) {
     if (upload.state !== 'importing') throw ApplicationFailure.nonRetryable(`upload ${uploadId} is ${upload.state}, not importing`, 'UploadNotImporting');
     const started = Date.now();
     let checkpoint = upload.imported;
+    if (checkpoint.logFrom === undefined) {
+      // Saved before the first append, so a retry still knows which claims are this import's own.
+      const drained = (await sources.loadPosition(upload.sourceId))?.cursor ?? 0;
+      checkpoint = { ...checkpoint, logFrom: await log.findHead(upload.sourceId, drained) };
+      await uploads.update(uploadId, { imported: checkpoint });
+    }
+    const logFrom = checkpoint.logFrom as number;
+    // A retried step resumes where a killed attempt had up to APPENDS_IN_FLIGHT chunks under way.
+    const resumableUntil = Context.current().info.attempt > 1 ? checkpoint.chunks + APPENDS_IN_FLIGHT : 0;
     let lastWake = started;
     // A few chunks are appended at once; they finish in any order, and the checkpoint follows them in order.
-    const inFlight: Array<Promise<{ rows: number; resumed: number }>> = [];
+    const inFlight: Array<Promise<Appended>> = [];
     let launched = checkpoint.chunks;
     const launch = () => {
       while (inFlight.length < APPENDS_IN_FLIGHT && launched < upload.chunks && Date.now() - started < STEP_MS) {
-        const append = appendStaged(upload, launched++);
+        const append = appendStaged(upload, launched, logFrom, launched < resumableUntil);
+        launched++;
         append.catch(() => undefined); // awaited in order below
         inFlight.push(append);
       }
     };
     try {
       for (launch(); inFlight.length > 0; launch()) {
-        const appended = await (inFlight.shift() as Promise<{ rows: number; resumed: number }>);
-        checkpoint = { chunks: checkpoint.chunks + 1, rows: checkpoint.rows + appended.rows, resumed: checkpoint.resumed + appended.resumed };
+        const appended = await (inFlight.shift() as Promise<Appended>);
+        checkpoint = {
+          ...checkpoint,
+          chunks: checkpoint.chunks + 1,
+          rows: checkpoint.rows + appended.rows,
+          resumed: checkpoint.resumed + appended.resumed,
+          duplicates: checkpoint.duplicates + appended.duplicates,
+        };
         await uploads.update(uploadId, { imported: checkpoint });
         heartbeat(checkpoint);
         if (Date.now() - lastWake >= WAKE_EVERY_MS) {
@@ -119,7 +154,7 @@ export function createUploadActivities(deps: UploadDeps) {
         await withHeartbeats(() => uploads.dropChunks(upload._id, upload.chunks));
         await uploads.finish(upload._id, 'importing', 'completed', null, now());
       }
-      return { state: 'completed', rowsImported: upload.imported.rows, rowsRejected: upload.rowsRejected };
+      return { state: 'completed', rowsImported: upload.imported.rows - upload.imported.duplicates, rowsRejected: upload.rowsRejected };
     },
 
     /** Records why an import failed and removes its staged rows; rows it appended stay in the log. Safe to retry. */

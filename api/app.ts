@@ -8,7 +8,7 @@ import { summarizeHealth } from '../domain/sourceHealth';
 import { toStoredIdentity, identityKey, IdentityError } from '../domain/identity';
 import { decodeKeys } from '../domain/fieldNames';
 import {
-  CollectRequestSchema,
+  collectRequestSchema,
   CreateSourceRequestSchema,
   SourceFieldsSchema,
   DEFAULT_CONSENT_POLICY,
@@ -32,8 +32,10 @@ import { requireAdmin, WriteKeys } from './auth';
 import { Collector } from './collector';
 import { GroupCommitter } from './groupCommit';
 import { methodNotAllowed } from './methodNotAllowed';
+import { requiredBody } from './requiredBody';
 import { buildOpenApiDocument } from './openapi';
 import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
+import { requireSource } from './requireSource';
 import { pendingWork } from './pendingWork';
 import { ProfileReader } from './profileReader';
 import { SourceWaker } from './sourceWaker';
@@ -45,6 +47,7 @@ import { segmentsRouter } from './segments';
 import { taxonomyRouter } from './taxonomy';
 import { Unlinks, unlinkView } from './unlinks';
 import { uploadsRouter } from './uploads';
+import { feedSourceHooks, feedsRouter } from './feeds';
 
 export type ApiConfig = Omit<Config, 'DMP_ADMIN_KEY'> & { DMP_ADMIN_KEY: string };
 
@@ -61,6 +64,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   const routedEvents = new ProfileEventLog(store);
   const unlinks = new Unlinks(store, temporal, config);
   const caps = new IdentityCapStore(store);
+  const feeds = feedSourceHooks({ store, temporal, config });
   const waker = new SourceWaker(
     (sourceId) => wakeSourceWorkflow(temporal, sourceId, (id) => sources.get(id), config),
     (sourceId, error) => logger.warn({ sourceId, workflowId: sourceWorkflowId(sourceId), err: error }, 'could not wake the source; its idle poll will'),
@@ -71,11 +75,15 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   const writeKeys = new WriteKeys(sources);
   const admin = requireAdmin(config.DMP_ADMIN_KEY);
   const openApi = buildOpenApiDocument(config);
+  const collectRequest = collectRequestSchema(config.DMP_MAX_BATCH_EVENTS);
 
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(methodNotAllowed(openApi));
+  app.use(requiredBody(openApi));
+  // No resource has an id holding NUL, and the store cannot even look one up (domain/text.ts).
+  app.use((req, res, next) => (req.path.includes('%00') ? notFound(req, res, next) : next()));
   app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: ['application/json', 'application/*+json'] }));
 
   app.get('/healthz', async (_req, res) => {
@@ -94,11 +102,13 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   app.post('/v1/sources', admin, async (req, res) => {
     parseOr400(SourceFieldsSchema, req.body, 'source');
     const body = parseOr400(CreateSourceRequestSchema, req.body, 'source');
+    await feeds.check(body);
     const writeKey = newWriteKey();
     const source: SourceDoc = { _id: newSourceId(), ...body, writeKeyHash: hashSecret(writeKey), createdAt: new Date() };
     await sources.create(source);
     try {
       await ensureSourceWorkflow(temporal, source, config);
+      await feeds.syncSchedule(source);
     } catch (error) {
       await sources.remove(source);
       throw error;
@@ -111,12 +121,6 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     const all = await sources.list();
     res.json({ sources: all.map(({ _id, name, kind, party, labels, createdAt }) => ({ id: _id, name, kind, party, labels, createdAt: createdAt.toISOString() })) });
   });
-
-  async function loadSource(id: string): Promise<SourceDoc> {
-    const source = await sources.get(id);
-    if (!source) throw new ProblemError(404, 'source-not-found', 'No such source', [{ path: 'params.id', message: `no source ${id}` }]);
-    return source;
-  }
 
   async function describeSource(source: SourceDoc): Promise<SourceStatus> {
     const handle = temporal.workflow.getHandle(sourceWorkflowId(source._id));
@@ -141,6 +145,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       labels: source.labels,
       consent: source.consent ?? DEFAULT_CONSENT_POLICY,
       ...(source.mapping && { mapping: source.mapping }),
+      ...(source.feed && { feed: await feeds.describe(source) }),
       createdAt: source.createdAt.toISOString(),
       workflowId: sourceWorkflowId(source._id),
       workflowStatus,
@@ -153,14 +158,15 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   }
 
   app.get('/v1/sources/:id', admin, async (req, res) => {
-    res.json(await describeSource(await loadSource(String(req.params.id))));
+    res.json(await describeSource(await requireSource(sources, String(req.params.id))));
   });
 
   for (const [action, signal, state] of [['pause', pauseSourceSignal, 'paused'], ['resume', resumeSourceSignal, 'active']] as const) {
     app.post(`/v1/sources/:id/${action}`, admin, async (req, res) => {
-      const source = await loadSource(String(req.params.id));
+      const source = await requireSource(sources, String(req.params.id));
       // Saved first, so a workflow started again later (or right now) begins in this state.
       await sources.setState(source._id, state);
+      await feeds.syncSchedule({ ...source, state });
       await ensureSourceWorkflow(temporal, source, config);
       await temporal.workflow.getHandle(sourceWorkflowId(source._id)).signal(signal);
       logger.info({ sourceId: source._id, workflowId: sourceWorkflowId(source._id) }, `source ${action}d`);
@@ -174,12 +180,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     if (!req.is('application/json') && !req.is('application/*+json')) {
       throw new ProblemError(415, 'unsupported-media-type', 'Send JSON', [{ path: 'headers.content-type', message: 'expected application/json' }]);
     }
-    const { events } = parseOr400(CollectRequestSchema, req.body, 'collect request');
-    if (events.length > config.DMP_MAX_BATCH_EVENTS) {
-      throw new ProblemError(413, 'batch-too-large', 'Too many events in one request', [
-        { path: 'events', message: `${events.length} events; at most ${config.DMP_MAX_BATCH_EVENTS}` },
-      ]);
-    }
+    const { events } = parseOr400(collectRequest, req.body, 'collect request');
     res.status(202).json(await collector.collect(req.source as SourceDoc, events));
   });
 
@@ -260,6 +261,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   app.use(tagRouter(routerDeps));
   app.use(partnersRouter(routerDeps));
   app.use(uploadsRouter(routerDeps));
+  app.use(feedsRouter(routerDeps));
   app.use(segmentsRouter({ store, temporal, config, admin }));
   app.use(destinationsRouter({ store, temporal, config, admin }));
   const segmentStore = new SegmentStore(store);

@@ -1,5 +1,6 @@
 import { Router, type RequestHandler } from 'express';
 import type { Client } from '@temporalio/client';
+import { z } from 'zod';
 import type { Config } from '../config';
 import { newExport } from '../activities/exports';
 import { CONNECTORS } from '../connectors/registry';
@@ -12,13 +13,14 @@ import {
   ExportListQuerySchema,
   ExportRequestSchema,
   exportIdFor,
+  PartnerIdTypeSchema,
   PatchDestinationRequestSchema,
   partnerOfIdType,
-  takesIdType,
   type DestinationView,
   type ExportView,
   type IdType,
 } from '../domain/destinations';
+import { deliveryUrlSchema } from '../domain/outboundUrls';
 import { destinationScheduleId } from '../domain/workflowIds';
 import type { Store } from '../store/db';
 import { DestinationStore, newDestinationId, type DestinationDoc, type ExportDoc } from '../store/destinations';
@@ -39,34 +41,53 @@ export interface DestinationsRouterDeps {
   admin: RequestHandler;
 }
 
-function invalid(errors: Array<{ path: string; message: string }>): ProblemError {
-  return new ProblemError(400, 'validation', 'Invalid destination', errors);
+/**
+ * A connector's config as the document states it: the connector's own schema, its delivery URL
+ * (connectors name it `url`) https or an allowlisted http host, without credentials.
+ */
+function configSchema(connector: Connector, allowlist: ReadonlySet<string>) {
+  return connector.config.and(z.looseObject({ url: deliveryUrlSchema(allowlist).optional() }));
 }
 
-/** The connector's own checks of its config, with paths under `config`, and its URLs against the allowlist. */
-async function checkConfig(connector: Connector, value: unknown, allowlist: Set<string>): Promise<Record<string, unknown>> {
-  const parsed = connector.config.safeParse(value ?? {});
-  if (!parsed.success) throw invalid(zodIssuesToFieldErrors(parsed.error.issues).map((error) => ({ path: error.path === '(body)' ? 'config' : `config.${error.path}`, message: error.message })));
-  const refusals = [];
-  for (const url of connector.urls(parsed.data)) {
+/** The id types a connector takes, refused with a message listing them. */
+function idTypeSchema(connector: Connector) {
+  const error = `the ${connector.name} connector takes ${connector.idTypes.join(', ')}${connector.partnerIds ? ', partner:<partner id>' : ''}`;
+  const own = z.enum(connector.idTypes as [IdType, ...IdType[]], { error });
+  return connector.partnerIds ? z.union([own, PartnerIdTypeSchema], { error }) : own;
+}
+
+/** One shape per connector, as the document states it (`oneOf` on `connector`): its config and the id types it takes. */
+export function createDestinationRequestSchema(allowlist: ReadonlySet<string>) {
+  const shapes = Object.values(CONNECTORS).map((connector) =>
+    z.object({ ...CreateDestinationRequestSchema.shape, connector: z.literal(connector.name), config: configSchema(connector, allowlist), idType: idTypeSchema(connector) }).strict(),
+  );
+  return z.discriminatedUnion('connector', shapes as [(typeof shapes)[number], ...typeof shapes]).openapi('CreateDestinationRequest', {
+    example: { name: 'CRM webhook', connector: 'webhook', config: { url: 'https://crm.example.com/dmp', secret: 'a-long-shared-secret' }, segments: ['seg_0123456789abcdef'], idType: 'crm_id', schedule: { every: 'PT1H' } },
+  });
+}
+
+/**
+ * The config's delivery URLs resolved: one whose host does not resolve is not found (404), one that
+ * resolves to a private, loopback or link-local address is forbidden (403) unless allowlisted.
+ */
+async function checkDeliveryUrls(connector: Connector, config: Record<string, unknown>, allowlist: Set<string>): Promise<void> {
+  for (const url of connector.urls(config)) {
     const reason = await refuseUrl(url, allowlist);
-    if (reason) refusals.push({ path: 'config.url', message: reason });
+    if (reason === null) continue;
+    // The document's pattern leaves only what resolving tells: no address, or one destinations may not reach.
+    if (/does not resolve/.test(reason)) throw new ProblemError(404, 'host-not-found', 'The delivery host does not resolve', [{ path: 'config.url', message: reason }]);
+    throw new ProblemError(403, 'address-not-allowed', 'Destinations may not deliver to this address', [{ path: 'config.url', message: reason }]);
   }
-  if (refusals.length > 0) throw invalid(refusals);
-  return parsed.data;
 }
 
-function connectorOr400(name: string): Connector {
-  const connector = Object.hasOwn(CONNECTORS, name) ? CONNECTORS[name] : undefined;
-  if (!connector) throw invalid([{ path: 'connector', message: `unknown connector "${name}" (one of: ${Object.keys(CONNECTORS).join(', ')})` }]);
-  return connector;
-}
-
-function checkIdType(connector: Connector, idType: IdType): void {
-  if (!takesIdType(connector, idType)) {
-    const partnerIds = connector.partnerIds ? ', partner:<partner id>' : '';
-    throw invalid([{ path: 'idType', message: `the ${connector.name} connector takes ${connector.idTypes.join(', ')}${partnerIds}` }]);
+/** A config checked against the destination's own connector: one that does not fit it conflicts with the destination (409). */
+function configOf(connector: Connector, value: Record<string, unknown>, allowlist: ReadonlySet<string>): Record<string, unknown> {
+  const parsed = configSchema(connector, allowlist).safeParse(value);
+  if (!parsed.success) {
+    const errors = zodIssuesToFieldErrors(parsed.error.issues).map((error) => ({ path: error.path === '(body)' ? 'config' : `config.${error.path}`, message: error.message }));
+    throw new ProblemError(409, 'config-mismatch', `The config does not fit the destination's connector (${connector.name})`, errors);
   }
+  return parsed.data as Record<string, unknown>;
 }
 
 export function destinationView(doc: DestinationDoc, databaseName: string): DestinationView {
@@ -131,6 +152,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
   const partners = new PartnerStore(store);
   const databaseName = store.db.databaseName;
   const allowlist = new Set(config.DMP_DESTINATION_ALLOWLIST);
+  const createRequest = createDestinationRequestSchema(allowlist);
   const router = Router();
 
   async function requireDestination(id: string): Promise<DestinationDoc> {
@@ -142,22 +164,22 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
   async function checkSegments(ids: string[]): Promise<void> {
     const known = new Set((await segments.list()).map((doc) => doc._id));
     const missing = ids.map((id, index) => ({ id, index })).filter(({ id }) => !known.has(id));
-    if (missing.length > 0) throw invalid(missing.map(({ id, index }) => ({ path: `segments[${index}]`, message: `segment ${id} does not exist` })));
+    if (missing.length > 0) throw new ProblemError(404, 'segment-not-found', 'No such segment', missing.map(({ id, index }) => ({ path: `segments.${index}`, message: `segment ${id} does not exist` })));
   }
 
   /** A partner id type needs the sync partner whose match table it reads. */
   async function checkPartner(idType: IdType): Promise<void> {
     const partner = partnerOfIdType(idType);
-    if (partner !== null && !(await partners.get(partner))) throw invalid([{ path: 'idType', message: `sync partner ${partner} does not exist` }]);
+    if (partner !== null && !(await partners.get(partner))) throw new ProblemError(404, 'partner-not-found', 'No such sync partner', [{ path: 'idType', message: `sync partner ${partner} does not exist` }]);
   }
 
   router.post('/v1/destinations', admin, async (req, res) => {
-    const body = parseOr400(CreateDestinationRequestSchema, req.body, 'destination');
-    const connector = connectorOr400(body.connector);
-    checkIdType(connector, body.idType);
+    const body = parseOr400(createRequest, req.body, 'destination');
+    const connector = CONNECTORS[body.connector];
     await checkPartner(body.idType);
-    const connectorConfig = await checkConfig(connector, body.config, allowlist);
     await checkSegments(body.segments);
+    const connectorConfig = body.config as Record<string, unknown>;
+    await checkDeliveryUrls(connector, connectorConfig, allowlist);
     const at = new Date();
     const doc: DestinationDoc = {
       _id: newDestinationId(),
@@ -200,21 +222,23 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
   router.patch('/v1/destinations/:id', admin, async (req, res) => {
     const doc = await requireDestination(req.params.id as string);
     const patch = parseOr400(PatchDestinationRequestSchema, req.body, 'destination change');
-    const connector = connectorOr400(doc.connector);
     const set: Partial<DestinationDoc> = { updatedAt: new Date() };
     if (patch.name !== undefined) set.name = patch.name;
     if (patch.config !== undefined) {
+      const connector = Object.hasOwn(CONNECTORS, doc.connector) ? CONNECTORS[doc.connector] : undefined;
+      if (!connector) throw new ProblemError(409, 'config-mismatch', 'The destination\'s connector is not one this version knows', [{ path: 'config', message: `connector ${doc.connector}` }]);
       // Secrets left out (or sent back as shown) keep their stored value: the API never hands them out.
-      const given = { ...(patch.config as Record<string, unknown>) };
+      const given = { ...patch.config };
       const moved = JSON.stringify(connector.urls(doc.config)) !== JSON.stringify(connector.urls(connector.config.safeParse({ ...doc.config, ...given }).data ?? doc.config));
       for (const field of connector.secrets) {
         if ((given[field] === undefined || given[field] === SECRET_SET) && doc.config[field] !== undefined) {
           // A kept secret never goes to another address than the one it was given for.
-          if (moved) throw invalid([{ path: `config.${field}`, message: 'send the secret again when the address changes' }]);
+          if (moved) throw new ProblemError(409, 'secret-needed', 'The address changes: send the secret again', [{ path: `config.${field}`, message: 'send the secret again when the address changes' }]);
           given[field] = doc.config[field];
         }
       }
-      set.config = await checkConfig(connector, given, allowlist);
+      set.config = configOf(connector, given, allowlist);
+      await checkDeliveryUrls(connector, set.config, allowlist);
       // Another partner list or address holds none of what the old one did: the next export sends everything.
       const where = (config: Record<string, unknown>) => JSON.stringify(Object.entries(config).filter(([field]) => !TUNING.has(field) && !connector.secrets.includes(field)).sort());
       if (where(set.config) !== where(doc.config)) set.resend = true;

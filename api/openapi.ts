@@ -1,7 +1,7 @@
 import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import {
-  CollectRequestSchema,
+  collectRequestSchema,
   CollectResponseSchema,
   CreateSourceRequestSchema,
   CreateSourceResponseSchema,
@@ -31,14 +31,18 @@ import {
   RunViewSchema,
   SegmentViewSchema,
 } from '../domain/segments';
-import { CreateDestinationRequestSchema, DestinationViewSchema, ExportListQuerySchema, ExportRequestSchema, ExportViewSchema, PatchDestinationRequestSchema } from '../domain/destinations';
+import { DestinationViewSchema, ExportListQuerySchema, ExportRequestSchema, ExportViewSchema, PatchDestinationRequestSchema } from '../domain/destinations';
 import { RuleSchema } from '../domain/segmentRules';
-import { TaxonomyImportQuerySchema, TaxonomyImportResponseSchema, TaxonomyTreeSchema } from '../domain/taxonomy';
+import { TaxonomyImportQuerySchema, TaxonomyImportRefusalSchema, TaxonomyImportResponseSchema, TaxonomyTreeSchema } from '../domain/taxonomy';
 import type { ApiConfig } from './app';
 import { registerPartnerPaths } from './partners';
 import { registerSegmentApiPaths } from './segmentApi';
+import { createDestinationRequestSchema } from './destinations';
+import { PIXEL_PATH } from './pixel';
 import { registerTagPaths } from './tag';
+import { TAXONOMY_FILE_TYPES } from './taxonomy';
 import { registerUploadPaths } from './uploads';
+import { registerFeedPaths } from './feeds';
 
 /** What a router's module needs to document its own paths. */
 export interface OpenApiParts {
@@ -47,10 +51,14 @@ export interface OpenApiParts {
   json: <T extends z.ZodType>(schema: T) => object;
   adminKey: string;
   writeKey: string;
+  config: DocumentConfig;
 }
 
+/** The settings the document states limits from. */
+export type DocumentConfig = Pick<ApiConfig, 'DMP_MAX_BATCH_EVENTS' | 'DMP_MAX_BODY_BYTES' | 'DMP_DESTINATION_ALLOWLIST'>;
+
 /** The OpenAPI document, generated from the same zod schemas the handlers validate with. */
-export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVENTS' | 'DMP_MAX_BODY_BYTES'>) {
+export function buildOpenApiDocument(config: DocumentConfig) {
   const registry = new OpenAPIRegistry();
   const admin = registry.registerComponent('securitySchemes', 'adminKey', { type: 'http', scheme: 'bearer', description: 'Admin API key' });
   const writeKey = registry.registerComponent('securitySchemes', 'writeKey', { type: 'http', scheme: 'bearer', description: "A source's write key" });
@@ -114,12 +122,12 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     path: '/v1/collect',
     summary: `Collect up to ${config.DMP_MAX_BATCH_EVENTS} events (body ≤ ${config.DMP_MAX_BODY_BYTES} bytes); answered once they are durably stored`,
     security: [{ [writeKey.name]: [] }],
-    request: { body: json(CollectRequestSchema) },
+    request: { body: json(collectRequestSchema(config.DMP_MAX_BATCH_EVENTS)) },
     responses: {
       202: { description: 'Stored; invalid events are listed with their index and reasons', ...json(CollectResponseSchema) },
-      400: problem('Malformed JSON or envelope'),
+      400: problem('Malformed JSON or envelope (`events`: 1 to DMP_MAX_BATCH_EVENTS of them)'),
       401: problem('Missing or unknown write key'),
-      413: problem('Body or batch too large'),
+      413: problem('Body larger than DMP_MAX_BODY_BYTES'),
       415: problem('Not JSON'),
       503: problem('Store unavailable; nothing was acknowledged'),
     },
@@ -161,9 +169,9 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     request: { body: { content: { 'application/json': { schema: UnlinkRequestSchema } } } },
     responses: {
       202: { description: 'Accepted; the unlink runs in the background', ...json(UnlinkViewSchema) },
-      400: problem('Invalid request (the field is named)'),
+      400: problem('Invalid request (the field is named), or the same identity twice as normalized (an email in another case, a hash in another encoding)'),
       ...adminProblems,
-      404: problem('An identity has no profile'),
+      404: problem('An identity has no profile, or none can have it (the value is not one of its type; the problem names `identities.<i>.value`)'),
       409: problem('The identities are not in one profile'),
     },
   });
@@ -187,7 +195,8 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
 
   // ---- segments ---------------------------------------------------------------------------------
   registry.register('Rule', RuleSchema);
-  const ruleProblem = problem('Invalid body or rule: each problem names its path (`rule.all[1].within`), e.g. an unknown field, a cycle of segments, a window longer than the 90 days kept');
+  const ruleProblem = problem('Invalid body or rule: each problem names its path (`rule.all[1].within`), e.g. an unknown field, a window longer than the 90 days kept, more than 500 conditions');
+  const missingSegment = 'a segment the rule refers to does not exist (named by its path, `rule.all[1].segment`)';
   const runIdParam = z.object({ id: z.string(), runId: z.string() });
   const segmentPaths: Array<{ method: 'get' | 'post' | 'patch' | 'delete'; path: string; summary: string; request?: object; ok: [number, string, z.ZodType | null]; extra?: object }> = [
     {
@@ -196,7 +205,7 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
       summary: 'Create a segment; a batch run evaluates it over every existing profile at once, and partition writers keep it current in real time',
       request: { body: json(CreateSegmentRequestSchema) },
       ok: [201, 'Created', SegmentViewSchema],
-      extra: { 400: ruleProblem },
+      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`) },
     },
     { method: 'get', path: '/v1/segments', summary: 'Every segment with its size and runs', ok: [200, 'Segments', z.object({ segments: z.array(SegmentViewSchema) })] },
     { method: 'get', path: '/v1/segments/{id}', summary: 'A segment', request: { params: idParam }, ok: [200, 'The segment', SegmentViewSchema], extra: { 404: problem('No such segment') } },
@@ -206,7 +215,7 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
       summary: 'Change a segment; a changed rule is a new version, evaluated over every profile by a new run',
       request: { params: idParam, body: json(PatchSegmentRequestSchema) },
       ok: [200, 'The segment', SegmentViewSchema],
-      extra: { 400: ruleProblem, 404: problem('No such segment'), 409: problem('Changed meanwhile') },
+      extra: { 400: ruleProblem, 404: problem(`No such segment, or ${missingSegment}`), 409: problem('Changed meanwhile, or the rule would make segments refer to each other (`rule`, naming the cycle)') },
     },
     {
       method: 'delete',
@@ -246,7 +255,7 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
       summary: "Estimate a rule's audience from the uniform sample the last run kept (well under a second)",
       request: { body: json(EstimateRequestSchema) },
       ok: [200, 'The estimate', EstimateSchema],
-      extra: { 400: ruleProblem },
+      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`) },
     },
     {
       method: 'get',
@@ -269,10 +278,16 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     path: '/v1/taxonomy/imports',
     summary: "Import the IAB Audience Taxonomy (TSV/CSV: Unique ID, Parent ID, Name or Condensed Name, Tier 1–6) or a data provider's own (CSV: id, parent_id, name, description?); replaces that taxonomy whole",
     security: [{ [admin.name]: [] }],
-    request: { query: TaxonomyImportQuerySchema, body: { content: { 'text/csv': { schema: z.string() }, 'text/tab-separated-values': { schema: z.string() } } } },
+    // One object exploded into the query parameters (`format=provider&name=acme`): a parameter each could not say that `provider` needs a `name`.
+    parameters: [{ name: 'import', in: 'query', required: true, style: 'form', explode: true, description: '`format` (`iab` or `provider`) and `name`, the taxonomy to replace: required for `provider`, `iab-audience-1.1` by default for `iab`', schema: inputJsonSchema(TaxonomyImportQuerySchema) }],
+    request: { body: { content: Object.fromEntries(TAXONOMY_FILE_TYPES.map((type) => [type, { schema: z.string().min(1).openapi({ description: 'The file' }) }])) } },
     responses: {
+      200: {
+        description: 'Refused for what only its rows tell — empty or repeated ids, unknown parents, cycles, too deep, a header without the columns: nothing was imported (an import is all or nothing), and each problem names its row and column',
+        ...json(TaxonomyImportRefusalSchema),
+      },
       201: { description: 'Imported', ...json(TaxonomyImportResponseSchema) },
-      400: problem('Invalid query or file: each problem names its row and column'),
+      400: problem('Invalid query (`format`, `name`), or no file'),
       ...adminProblems,
       409: problem('A later import of the same taxonomy replaced this one'),
       413: problem('File larger than 20 MB'),
@@ -280,16 +295,18 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     },
   });
   // ---- destinations -----------------------------------------------------------------------------
-  const destinationProblem = problem('Invalid body: each problem names its field — `config.url` for a URL that resolves to a private address, `idType` the connector does not take, `segments[i]` that does not exist');
+  const destinationProblem = problem('Invalid body: each problem names its field — `config.url` not https (http only for hosts in DMP_DESTINATION_ALLOWLIST), `idType` the connector does not take');
+  const destinationForbidden = problem('Not an admin key, or `config.url` resolves to a private, loopback or link-local address (allow the host with DMP_DESTINATION_ALLOWLIST)');
+  const destinationReferences = 'a segment (`segments.<i>`) or the sync partner of a `partner:<id>` idType (`idType`) does not exist, or the host of `config.url` does not resolve';
   const exportIdParam = z.object({ id: z.string(), exportId: z.string() });
   segmentPaths.push(
     {
       method: 'post',
       path: '/v1/destinations',
       summary: 'Create a destination: a partner, the segments it receives, as which ids, on which schedule (a Temporal Schedule per destination)',
-      request: { body: json(CreateDestinationRequestSchema) },
+      request: { body: json(createDestinationRequestSchema(new Set(config.DMP_DESTINATION_ALLOWLIST))) },
       ok: [201, 'Created', DestinationViewSchema],
-      extra: { 400: destinationProblem },
+      extra: { 400: destinationProblem, 403: destinationForbidden, 404: problem(`Not found: ${destinationReferences}`) },
     },
     { method: 'get', path: '/v1/destinations', summary: 'Every destination (secrets never shown)', ok: [200, 'Destinations', z.object({ destinations: z.array(DestinationViewSchema) })] },
     { method: 'get', path: '/v1/destinations/{id}', summary: 'A destination, with what the partner holds per segment', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },
@@ -299,7 +316,12 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
       summary: 'Change a destination; segments taken off are emptied at the partner by the next export',
       request: { params: idParam, body: json(PatchDestinationRequestSchema) },
       ok: [200, 'The destination', DestinationViewSchema],
-      extra: { 400: destinationProblem, 404: problem('No such destination') },
+      extra: {
+        400: problem('Invalid body, naming the field'),
+        403: destinationForbidden,
+        404: problem(`No such destination, or ${destinationReferences}`),
+        409: problem("The config does not fit the destination's connector (naming `config.<field>`), or changes the address without sending the secret again"),
+      },
     },
     { method: 'delete', path: '/v1/destinations/{id}', summary: 'Delete a destination and its schedule', request: { params: idParam }, ok: [204, 'Deleted', null], extra: { 404: problem('No such destination') } },
     { method: 'post', path: '/v1/destinations/{id}/pause', summary: 'Pause its schedule; manual exports are refused while paused', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },
@@ -308,7 +330,7 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
       method: 'post',
       path: '/v1/destinations/{id}/exports',
       summary: 'Export now: the delta since the last confirmed export, or everything with `full` (and removal of what the partner should no longer hold)',
-      request: { params: idParam, body: json(ExportRequestSchema) },
+      request: { params: idParam, body: { ...json(ExportRequestSchema), required: false } },
       ok: [202, 'Started', z.object({ exportId: z.string() })],
       extra: { 400: problem('Invalid body'), 404: problem('No such destination'), 409: problem('The destination is paused') },
     },
@@ -327,11 +349,12 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
     });
   }
 
-  const parts: OpenApiParts = { registry, problem, json, adminKey: admin.name, writeKey: writeKey.name };
+  const parts: OpenApiParts = { registry, problem, json, adminKey: admin.name, writeKey: writeKey.name, config };
   registerSegmentApiPaths(parts);
   registerTagPaths(parts);
   registerPartnerPaths(parts);
   registerUploadPaths(parts);
+  registerFeedPaths(parts);
 
   const document = new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',
@@ -341,16 +364,25 @@ export function buildOpenApiDocument(config: Pick<ApiConfig, 'DMP_MAX_BATCH_EVEN
   return document;
 }
 
-type Operation = { security?: Array<Record<string, string[]>>; parameters?: unknown[]; requestBody?: { content?: Record<string, unknown> }; responses?: Record<string, unknown> };
+/** A zod schema's input as JSON Schema, for a parameter the registry's `request` cannot describe. */
+function inputJsonSchema(schema: z.ZodType): Record<string, unknown> {
+  const { $schema: _dialect, ...json } = z.toJSONSchema(schema, { io: 'input' }) as Record<string, unknown>;
+  return json;
+}
+
+type Operation = { security?: Array<Record<string, string[]>>; parameters?: unknown[]; requestBody?: { required?: boolean; content?: Record<string, unknown> }; responses?: Record<string, unknown> };
 
 /**
- * Adds the problems every route of a kind can answer where its own registration left them out:
- * 401 (and 403 for the admin key) on secured routes, 400 on routes that read parameters or a body
- * (each problem names its field) and 413 on routes with a JSON body (the body limit).
+ * Adds what every route of a kind shares where its own registration left it out: a body is
+ * required (a route that reads none without one says so); 401 (and 403 for the admin key) on
+ * secured routes, 400 on routes that read parameters or a body (each problem names its field) and
+ * 413 on routes with a JSON body (the body limit).
  */
 function documentCommonProblems(document: ReturnType<OpenApiGeneratorV31['generateDocument']>, adminScheme: string): void {
   const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } });
-  for (const item of Object.values(document.paths ?? {})) {
+  for (const [path, item] of Object.entries(document.paths ?? {})) {
+    // The pixel answers its GIF whatever it is sent: an image tag cannot show an error.
+    if (path === PIXEL_PATH) continue;
     for (const operation of Object.values(item) as Operation[]) {
       if (!operation || typeof operation !== 'object' || !operation.responses) continue;
       const responses = operation.responses;
@@ -360,6 +392,7 @@ function documentCommonProblems(document: ReturnType<OpenApiGeneratorV31['genera
       const add = (status: number, description: string) => {
         responses[status] ??= problem(description);
       };
+      if (operation.requestBody) operation.requestBody.required ??= true;
       const schemes = (operation.security ?? []).flatMap((requirement) => Object.keys(requirement));
       if (schemes.length > 0) add(401, 'Missing or unknown key');
       if (schemes.includes(adminScheme)) add(403, 'Not an admin key');

@@ -4,14 +4,12 @@ import { DMP_COOKIE_NAME, newCookieId } from '../domain/cookies';
 import { partnerOfIdType } from '../domain/destinations';
 import {
   cookieSyncEventId,
-  CreatePartnerRequestSchema,
   expandRedirect,
   matchLimits,
+  partnerRequestSchemas,
   PartnerViewSchema,
-  PatchPartnerRequestSchema,
   readSyncQuery,
   REDIRECT_PARAMS,
-  redirectUrlProblem,
   SyncQuerySchema,
   syncPathOf,
   type PartnerView,
@@ -44,10 +42,6 @@ function partnerView(doc: PartnerDoc): PartnerView {
   };
 }
 
-function invalid(errors: Array<{ path: string; message: string }>): ProblemError {
-  return new ProblemError(400, 'validation', 'Invalid partner', errors);
-}
-
 /**
  * Sync partners (admin key) and the cookie sync itself (`GET /v1/sync/:partner`, called by
  * browsers): partner id ↔ our cookie id recorded in the match tables, then a redirect to the
@@ -58,7 +52,7 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
   const sources = new SourceStore(store);
   const destinations = new DestinationStore(store);
   const matches = new MatchTableStore(store, matchLimits(config));
-  const allowlist = new Set(config.DMP_DESTINATION_ALLOWLIST);
+  const requests = partnerRequestSchemas(new Set(config.DMP_DESTINATION_ALLOWLIST));
   const cache = new Map<string, { partner: PartnerDoc; source: SourceDoc | null; until: number }>();
   const router = Router();
 
@@ -69,17 +63,11 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
   }
 
   async function checkSource(sourceId: string | null | undefined): Promise<void> {
-    if (sourceId && !(await sources.get(sourceId))) throw invalid([{ path: 'sourceId', message: `source ${sourceId} does not exist` }]);
-  }
-
-  function checkRedirectUrl(template: string | undefined): void {
-    const problem = template === undefined ? null : redirectUrlProblem(template, allowlist);
-    if (problem) throw invalid([{ path: 'redirectUrl', message: problem }]);
+    if (sourceId && !(await sources.get(sourceId))) throw new ProblemError(404, 'source-not-found', 'No such source', [{ path: 'sourceId', message: `source ${sourceId} does not exist` }]);
   }
 
   router.post('/v1/partners', admin, async (req, res) => {
-    const body = parseOr400(CreatePartnerRequestSchema, req.body, 'partner');
-    checkRedirectUrl(body.redirectUrl);
+    const body = parseOr400(requests.create, req.body, 'partner');
     await checkSource(body.sourceId);
     const at = new Date();
     const doc: PartnerDoc = { _id: body.id, name: body.name, redirectUrl: body.redirectUrl, sourceId: body.sourceId ?? null, createdAt: at, updatedAt: at };
@@ -97,8 +85,7 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
 
   router.patch('/v1/partners/:id', admin, async (req, res) => {
     const doc = await requirePartner(req.params.id as string);
-    const patch = parseOr400(PatchPartnerRequestSchema, req.body, 'partner change');
-    checkRedirectUrl(patch.redirectUrl);
+    const patch = parseOr400(requests.patch, req.body, 'partner change');
     await checkSource(patch.sourceId);
     const updated: PartnerDoc = {
       ...doc,
@@ -171,18 +158,20 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
   return router;
 }
 
-export function registerPartnerPaths({ registry, problem, json, adminKey }: OpenApiParts): void {
+export function registerPartnerPaths({ registry, problem, json, adminKey, config }: OpenApiParts): void {
   const idParam = z.object({ id: z.string() });
   const adminProblems = { 401: problem('No admin key'), 403: problem('Not an admin key') };
-  const partnerProblem = problem('Invalid body: each problem names its field — `redirectUrl` without `${DMP_UID}`, not https (http only for hosts in DMP_DESTINATION_ALLOWLIST), with an unknown macro; `sourceId` that does not exist');
+  const requests = partnerRequestSchemas(new Set(config.DMP_DESTINATION_ALLOWLIST));
+  const partnerProblem = problem('Invalid body: each problem names its field — `redirectUrl` without `${DMP_UID}`, not https (http only for hosts in DMP_DESTINATION_ALLOWLIST), with an unknown macro');
+  const noSource = problem('The `sourceId` names no source');
   const paths: Array<{ method: 'get' | 'post' | 'patch' | 'delete'; path: string; summary: string; request?: object; ok: [number, string, z.ZodType | null]; extra?: object }> = [
     {
       method: 'post',
       path: '/v1/partners',
       summary: 'Add a cookie-sync partner: the match URL its browsers are sent to with our id, and optionally the source that records each sync',
-      request: { body: json(CreatePartnerRequestSchema) },
+      request: { body: json(requests.create) },
       ok: [201, 'Created', PartnerViewSchema],
-      extra: { 400: partnerProblem, 409: problem('A partner with this id exists') },
+      extra: { 400: partnerProblem, 404: noSource, 409: problem('A partner with this id exists') },
     },
     { method: 'get', path: '/v1/partners', summary: 'Every sync partner', ok: [200, 'Partners', z.object({ partners: z.array(PartnerViewSchema) })] },
     { method: 'get', path: '/v1/partners/{id}', summary: 'A sync partner', request: { params: idParam }, ok: [200, 'The partner', PartnerViewSchema], extra: { 404: problem('No such partner') } },
@@ -190,9 +179,9 @@ export function registerPartnerPaths({ registry, problem, json, adminKey }: Open
       method: 'patch',
       path: '/v1/partners/{id}',
       summary: 'Change a sync partner (`sourceId: null` stops recording sync events); other API processes apply it within 30 seconds',
-      request: { params: idParam, body: json(PatchPartnerRequestSchema) },
+      request: { params: idParam, body: json(requests.patch) },
       ok: [200, 'The partner', PartnerViewSchema],
-      extra: { 400: partnerProblem, 404: problem('No such partner') },
+      extra: { 400: partnerProblem, 404: problem('No such partner, or the `sourceId` names no source') },
     },
     {
       method: 'delete',
@@ -224,7 +213,7 @@ export function registerPartnerPaths({ registry, problem, json, adminKey }: Open
       'Records the pair both ways (newest DMP_MATCH_CAP kept per id, for DMP_MATCH_TTL_DAYS since last seen) and, when the partner has a `sourceId`, a `cookie_sync` event (one per partner id, cookie and day). ' +
       "The redirect target only ever comes from the partner's config: a request naming one (" +
       REDIRECT_PARAMS.map((param) => `\`${param}\``).join(', ') +
-      ') is refused. Consent: where the GDPR applies (`gdpr=1`, or a TC string is sent) without consent to TCF purpose 1, or a GPP US section or US Privacy string records an opt-out, ' +
+      ') is refused. Consent: where the GDPR applies (`gdpr=1`, or a TC string is sent) without consent to TCF purpose 1, or a GPP US section or US Privacy string records an opt-out, or a TC or GPP string cannot be read, ' +
       "the cookie is neither read nor set and nothing is recorded; the partner still gets its redirect, with an empty id, so its sync chain ends normally and it sees the same consent signal. " +
       'Empty parameters and unexpanded macros (`${GDPR}`, `[GDPR]`, `%%GDPR%%`) count as absent; other parameters (cache busters) are ignored.',
     request: { params: z.object({ partner: z.string().openapi({ description: 'The partner id' }) }), query: SyncQuerySchema },
@@ -236,7 +225,7 @@ export function registerPartnerPaths({ registry, problem, json, adminKey }: Open
           'Set-Cookie': { description: `\`${DMP_COOKIE_NAME}\`, when the browser had no cookie id we set (never without consent)`, schema: { type: 'string' } },
         },
       },
-      400: problem('Invalid query, naming the parameter: `query.puid` missing or not printable ASCII (≤ 256), `query.gdpr_consent`/`query.gpp` unreadable, `query.redirect` (or another target) given'),
+      400: problem('Invalid query, naming the parameter: `query.puid` missing or not printable ASCII (≤ 256), `query.gdpr_consent`/`query.gpp` not made of a TC/GPP string\'s characters, `query.redirect` (or another target) given'),
       404: problem('No such partner'),
       503: problem('The store is unavailable or too slow to acknowledge; retry later'),
     },

@@ -10,7 +10,7 @@ import {
   MESSAGE_TYPES,
   PageMessageSchema,
   ScreenMessageSchema,
-  SegmentBatchSchema,
+  segmentBatchSchema,
   SegmentMessageSchema,
   SegmentResponseSchema,
   TrackMessageSchema,
@@ -79,15 +79,11 @@ export function segmentApiRouter(deps: RouterDeps): Router {
   const auth = writeKeys.require(['basic', 'bearer']);
   // Bodies the app's JSON parser leaves, such as RudderStack's gzipped JSON sent as a form, are read here whatever their type.
   const body = express.json({ type: () => true, limit: MAX_BATCH_BYTES });
+  const batchRequest = segmentBatchSchema(config.DMP_MAX_BATCH_EVENTS);
 
   router.post('/v1/batch', auth, body, async (req, res) => {
     checkBodySize(req);
-    const envelope = parseOr400(SegmentBatchSchema, req.body, 'batch request');
-    if (envelope.batch.length > config.DMP_MAX_BATCH_EVENTS) {
-      throw new ProblemError(413, 'batch-too-large', 'Too many messages in one request', [
-        { path: 'batch', message: `${envelope.batch.length} messages; at most ${config.DMP_MAX_BATCH_EVENTS}` },
-      ]);
-    }
+    const envelope = parseOr400(batchRequest, req.body, 'batch request');
     res.json(await collectMessages(deps, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context }));
   });
 
@@ -140,7 +136,8 @@ const MAPPING = [
   '`context.consent.tcf`/`gpp` → the TCF/GPP strings. Messages over 32 KB are refused.',
 ].join(' ');
 
-export function registerSegmentApiPaths({ registry, problem, json, writeKey }: OpenApiParts): void {
+export function registerSegmentApiPaths({ registry, problem, json, writeKey, config }: OpenApiParts): void {
+  registry.register('SegmentMessage', SegmentMessageSchema);
   const basic = registry.registerComponent('securitySchemes', 'writeKeyBasic', {
     type: 'http',
     scheme: 'basic',
@@ -158,11 +155,11 @@ export function registerSegmentApiPaths({ registry, problem, json, writeKey }: O
     summary: 'Segment/RudderStack batch: many messages of any type in one request',
     description: `${MAPPING} Each message is checked on its own: one refused does not fail the others. The body is read as JSON whatever its Content-Type, gzip or not.`,
     security,
-    request: { body: { content: { 'application/json': { schema: SegmentBatchSchema.extend({ batch: z.array(SegmentMessageSchema).min(1) }) } } } },
+    request: { body: { content: { 'application/json': { schema: segmentBatchSchema(config.DMP_MAX_BATCH_EVENTS) } } } },
     responses: {
       200: { description: 'The messages kept (`accepted`), already kept (`duplicates`) and refused (`rejected`, by index, naming the fields)', ...json(SegmentResponseSchema) },
-      400: problem('Malformed JSON (`(body)`) or envelope (`batch`, `sentAt`, `context`)'),
-      413: problem('Body larger than 500 KB (`(body)`; a compressed body as inflated), or more messages than `DMP_MAX_BATCH_EVENTS` (`batch`)'),
+      400: problem('Malformed JSON (`(body)`) or envelope (`batch`: 1 to `DMP_MAX_BATCH_EVENTS` messages, `sentAt`, `context`)'),
+      413: problem('Body larger than 500 KB (`(body)`; a compressed body as inflated)'),
       ...common,
     },
   });

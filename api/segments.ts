@@ -1,8 +1,9 @@
 import { Router, type RequestHandler } from 'express';
+import type { z } from 'zod';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import { dayKey } from '../domain/profile';
-import { EvaluationTime, findCycle, parseRule, referencedSegments, SegmentEvaluator, type Rule } from '../domain/segmentRules';
+import { EvaluationTime, findCycle, parseRule, referencedSegments, segmentReferences, SegmentEvaluator, type Rule } from '../domain/segmentRules';
 import {
   CreateSegmentRequestSchema,
   EstimateRequestSchema,
@@ -15,7 +16,7 @@ import {
 import type { Store } from '../store/db';
 import { decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
-import { failRun, prepareRun, SegmentRunStore, type RunDoc } from '../store/segmentRuns';
+import { failRun, prepareRun, prepareRunOf, SegmentRunStore, type RunDoc } from '../store/segmentRuns';
 import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
 import { startSegmentRun, syncSegmentSchedule } from '../temporal/client';
 import { parseOr400, ProblemError } from './problem';
@@ -25,24 +26,33 @@ const FIRST_SAMPLE = 2_000;
 /** How long the API keeps the estimate sample before reading it again (a run keeps a new one). */
 const SAMPLE_CACHE_MS = 60_000;
 
-function invalidRule(errors: Array<{ path: string; message: string }>): ProblemError {
-  return new ProblemError(400, 'validation', 'Invalid segment rule', errors);
+/**
+ * A segment request: its rule's own problems first, each at its exact path (`rule.all[1].within`),
+ * then the request as the document states it.
+ */
+function parseSegmentRequest<T extends z.ZodType>(schema: T, body: unknown, where: string): z.infer<T> {
+  if (typeof body === 'object' && body !== null && 'rule' in body) {
+    const parsed = parseRule(body.rule);
+    if (!parsed.rule) throw new ProblemError(400, 'validation', 'Invalid segment rule', parsed.errors);
+  }
+  return parseOr400(schema, body, where);
 }
 
 /**
- * A rule checked on its own, then against the other segments (`all`, read by the caller): each it
- * names exists, and none refers back.
+ * A valid rule checked against the segments it refers to (`referenced`: those it names and, in turn,
+ * theirs, read by the caller): each segment it names exists (else 404 naming where), and none
+ * refers back to `selfId` (else 409).
  */
-function checkRule(all: SegmentDoc[], value: unknown, selfId: string | null): Rule {
-  const parsed = parseRule(value);
-  if (!parsed.rule) throw invalidRule(parsed.errors);
-  const rules = new Map(all.map((doc) => [doc._id, ruleOf(doc)]));
-  const missing = referencedSegments(parsed.rule).filter((id) => !rules.has(id) && id !== selfId);
-  if (missing.length > 0) throw invalidRule(missing.map((id) => ({ path: 'rule', message: `refers to segment ${id}, which does not exist` })));
-  rules.set(selfId ?? '(new)', parsed.rule);
+function checkReferences(referenced: SegmentDoc[], rule: Rule, selfId: string | null): Rule {
+  const rules = new Map(referenced.map((doc) => [doc._id, ruleOf(doc)]));
+  const missing = segmentReferences(rule).filter(({ id }) => !rules.has(id) && id !== selfId);
+  if (missing.length > 0) {
+    throw new ProblemError(404, 'segment-not-found', 'The rule refers to a segment that does not exist', missing.map(({ id, path }) => ({ path, message: `no segment ${id}` })));
+  }
+  rules.set(selfId ?? '(new)', rule);
   const cycle = findCycle(rules);
-  if (cycle) throw invalidRule([{ path: 'rule', message: `segments would refer to each other: ${cycle.join(' → ')}` }]);
-  return parsed.rule;
+  if (cycle) throw new ProblemError(409, 'segment-cycle', 'Segments would refer to each other', [{ path: 'rule', message: cycle.join(' → ') }]);
+  return rule;
 }
 
 function segmentView(doc: SegmentDoc, size: number | null): SegmentView {
@@ -114,9 +124,8 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     return cachedSample.sample;
   }
 
-  /** Starts a run of every segment as they are now; returns its id. */
-  async function startRun(): Promise<string> {
-    const run = await prepareRun(segments, runs, new Date(), new Date());
+  /** Starts `run` (prepared) as a workflow; returns its id. */
+  async function start(run: RunDoc): Promise<string> {
     try {
       await startSegmentRun(temporal, databaseName, run._id, config);
     } catch (error) {
@@ -127,6 +136,11 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     return run._id;
   }
 
+  /** Starts a run of the segment and of those its change touches (dependents, and what they refer to). */
+  async function startRun(segmentId: string): Promise<string> {
+    return start(await prepareRun(segments, runs, new Date(), new Date(), [segmentId]));
+  }
+
   async function views(docs: SegmentDoc[]): Promise<SegmentView[]> {
     const membership = new SegmentMembership(runs);
     const states = await membership.realTime(docs);
@@ -134,8 +148,10 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
   }
 
   router.post('/v1/segments', admin, async (req, res) => {
-    const body = parseOr400(CreateSegmentRequestSchema, req.body, 'segment');
-    const rule = checkRule(await segments.list(), body.rule, null);
+    const body = parseSegmentRequest(CreateSegmentRequestSchema, req.body, 'segment');
+    // A new segment has no dependents: its references (read by id) are all its check and its run need.
+    const referenced = await segments.withReferences(referencedSegments(body.rule));
+    const rule = checkReferences(referenced, body.rule, null);
     const now = new Date();
     const doc: SegmentDoc = {
       _id: newSegmentId(),
@@ -152,7 +168,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     };
     await segments.create(doc);
     await syncSegmentSchedule(temporal, databaseName, doc._id, doc.schedule, config);
-    await startRun();
+    await start(await prepareRunOf(segments, runs, [doc, ...referenced], now, now));
     res.status(201).location(`/v1/segments/${doc._id}`).json((await views([await load(doc._id)]))[0]);
   });
 
@@ -162,10 +178,10 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
   });
 
   router.post('/v1/segments/estimate', admin, async (req, res) => {
-    const body = parseOr400(EstimateRequestSchema, req.body, 'estimate request');
-    const all = await segments.list();
-    const rule = checkRule(all, body.rule, null);
-    const evaluator = new SegmentEvaluator([...definitionsOf(all), { id: '(estimate)', rule }]);
+    const body = parseSegmentRequest(EstimateRequestSchema, req.body, 'estimate request');
+    const referenced = await segments.withReferences(referencedSegments(body.rule));
+    const rule = checkReferences(referenced, body.rule, null);
+    const evaluator = new SegmentEvaluator([...definitionsOf(referenced), { id: '(estimate)', rule }]);
     let sample = await latestSample();
     if (!sample) {
       // No run has kept a sample yet (no segment exists): the first documents read stand in, each on its own.
@@ -187,13 +203,14 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
 
   router.patch('/v1/segments/:id', admin, async (req, res) => {
     const doc = await load(String(req.params.id));
-    const patch = parseOr400(PatchSegmentRequestSchema, req.body, 'segment change');
+    const patch = parseSegmentRequest(PatchSegmentRequestSchema, req.body, 'segment change');
     const next: SegmentDoc = { ...doc, updatedAt: new Date() };
     if (patch.name !== undefined) next.name = patch.name;
     if (patch.description !== undefined) next.description = patch.description;
     if (patch.taxonomyPath !== undefined) next.taxonomyPath = patch.taxonomyPath;
     if (patch.schedule !== undefined) next.schedule = patch.schedule;
-    const ruleChanged = patch.rule !== undefined && JSON.stringify(checkRule(await segments.list(), patch.rule, doc._id)) !== doc.ruleJson;
+    // A cycle through this segment would run through what its new rule refers to: those, read by id, are all the check needs.
+    const ruleChanged = patch.rule !== undefined && JSON.stringify(checkReferences(await segments.withReferences(referencedSegments(patch.rule)), patch.rule, doc._id)) !== doc.ruleJson;
     if (ruleChanged) {
       next.ruleJson = JSON.stringify(patch.rule);
       next.version = doc.version + 1;
@@ -201,8 +218,11 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     if (!(await segments.replace(next, doc.version))) {
       throw new ProblemError(409, 'segment-changed', 'The segment was changed meanwhile; read it and try again');
     }
+    // A request cut short after the change was stored (Temporal unreachable: a 503) is made whole by
+    // sending it again: the run of a version that has none yet starts then, and the schedule is set.
+    const unevaluated = next.current?.version !== next.version && next.lastRun?.state !== 'running';
+    if (ruleChanged || unevaluated) await startRun(doc._id);
     if (patch.schedule !== undefined) await syncSegmentSchedule(temporal, databaseName, doc._id, next.schedule, config);
-    if (ruleChanged) await startRun();
     res.json((await views([await load(doc._id)]))[0]);
   });
 
@@ -227,7 +247,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
 
   router.post('/v1/segments/:id/runs', admin, async (req, res) => {
     const doc = await load(String(req.params.id));
-    const runId = await startRun();
+    const runId = await startRun(doc._id);
     res.status(202).location(`/v1/segments/${doc._id}/runs/${runId}`).json({ runId });
   });
 

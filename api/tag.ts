@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import express, { Router, type ErrorRequestHandler, type Request, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { PixelQuerySchema } from '../domain/pixel';
-import { CollectRequestSchema, CollectResponseSchema } from '../domain/schemas';
+import { collectRequestSchema, CollectResponseSchema } from '../domain/schemas';
 import type { SourceDoc } from '../store/sources';
 import type { OpenApiParts } from './openapi';
 import { PIXEL_PATH, pixelHandler } from './pixel';
@@ -41,6 +41,7 @@ export function tagRouter(deps: RouterDeps): Router {
   const { rejections } = deps;
   const script = readFileSync(TAG_SCRIPT_FILE);
   const etag = `"${createHash('sha256').update(script).digest('base64url').slice(0, 27)}"`;
+  const collectRequest = collectRequestSchema(config.DMP_MAX_BATCH_EVENTS);
   const router = Router();
 
   router.get(TAG_SCRIPT_PATH, (req, res) => {
@@ -77,10 +78,7 @@ export function tagRouter(deps: RouterDeps): Router {
   };
   const collectBatch: RequestHandler = async (req, res) => {
     const source = req.source as SourceDoc;
-    const { events } = parseOr400(CollectRequestSchema, tagEventsBody(req), 'tag events');
-    if (events.length > config.DMP_MAX_BATCH_EVENTS) {
-      throw new ProblemError(413, 'batch-too-large', 'Too many events in one request', [{ path: 'events', message: `${events.length} events; at most ${config.DMP_MAX_BATCH_EVENTS}` }]);
-    }
+    const { events } = parseOr400(collectRequest, tagEventsBody(req), 'tag events');
     const result = await collector.collect(source, events);
     if (result.rejected.length > 0) {
       const sample = result.rejected[0];
@@ -94,23 +92,30 @@ export function tagRouter(deps: RouterDeps): Router {
   return router;
 }
 
-export function registerTagPaths({ registry, problem, json }: OpenApiParts): void {
-  const writeKeyQuery = z.object({ writeKey: z.string().openapi({ description: "The source's write key (public, write-only)" }) });
+export function registerTagPaths({ registry, problem, json, config }: OpenApiParts): void {
+  // The write key rides in the query: a script tag, a beacon and an image cannot set headers.
+  const writeKeyQuery = registry.registerComponent('securitySchemes', 'writeKeyQuery', {
+    type: 'apiKey',
+    in: 'query',
+    name: 'writeKey',
+    description: "A source's write key (public, write-only) as the `writeKey` query parameter",
+  });
   registry.registerPath({
     method: 'get',
     path: TAG_SCRIPT_PATH,
     summary:
       'The JS tag. Embed `<script async src="…/v1/tag.js?writeKey=…"></script>`; it reads its endpoint and write key from its own src, keeps a first-party cookie id, sends a page view and `dmp.track`/`dmp.identify` calls with the page\'s TCF/GPP consent in batches (sendBeacon) to `/v1/tag/events`. Its header documents the stub that queues calls made before it loads.',
-    request: { query: writeKeyQuery },
+    request: { query: z.object({ writeKey: z.string().optional().openapi({ description: "The source's write key, which the script reads from its own src; the server serves the same script whatever the query" }) }) },
     responses: {
       200: { description: `The script (\`Cache-Control: ${TAG_CACHE_CONTROL}\`)`, content: { 'application/javascript': { schema: z.string() } } },
       304: { description: 'Not modified (`If-None-Match` with its ETag)' },
     },
   });
+  const collectRequest = collectRequestSchema(config.DMP_MAX_BATCH_EVENTS);
   const problems = {
-    400: problem('Malformed JSON or envelope, naming the field'),
+    400: problem('Malformed JSON or envelope (`events`: 1 to DMP_MAX_BATCH_EVENTS of them), naming the field'),
     401: problem('Missing or unknown write key (`query.writeKey`)'),
-    413: problem('Body larger than DMP_MAX_BODY_BYTES, or more events than DMP_MAX_BATCH_EVENTS'),
+    413: problem('Body larger than DMP_MAX_BODY_BYTES'),
     415: problem('Body neither text/plain nor JSON'),
     503: problem('The store is too slow to acknowledge; retry later'),
   };
@@ -119,7 +124,8 @@ export function registerTagPaths({ registry, problem, json }: OpenApiParts): voi
     path: TAG_EVENTS_PATH,
     summary:
       "The tag's batches: `{events: [...]}` as JSON in a text/plain body (what sendBeacon sends without a CORS preflight; application/json is taken too). Each event as in /v1/collect; events refused one by one are counted on the source as tag rejections.",
-    request: { query: writeKeyQuery, body: { content: { 'text/plain': { schema: CollectRequestSchema }, 'application/json': { schema: CollectRequestSchema } } } },
+    security: [{ [writeKeyQuery.name]: [] }],
+    request: { body: { content: { 'text/plain': { schema: collectRequest }, 'application/json': { schema: collectRequest } } } },
     responses: { 202: { description: 'Appended durably; what was accepted, duplicated and refused', ...json(CollectResponseSchema) }, ...problems },
   });
   registry.registerPath({
@@ -133,6 +139,8 @@ export function registerTagPaths({ registry, problem, json }: OpenApiParts): voi
     path: PIXEL_PATH,
     summary:
       "A 1×1 GIF that records one event from its query: `e` event type (default `pixel`), `id` event id, `uid` crm_id, `em` email_sha256, `ph` phone_sha256, `p.<name>` properties and `t.<name>` traits (strings; repeated, lists), `gdpr`/`gdpr_consent`/`gpp` consent, `cb` ignored; unexpanded macros count as absent, unknown parameters are ignored. The platform's cookie (`dmp_uid`; SameSite=None; Secure over https; Domain DMP_COOKIE_DOMAIN) is read or set as the event's cookie_id — unless the GDPR applies (`gdpr=1`, or a TC string) without consent to purpose 1, when the hit gets an id of its own. Always answers the GIF: a missing or unknown write key records nothing, bad parameters are counted on the source as pixel rejections.",
+    // Without a key (or with one no source has) the GIF is answered all the same, and nothing is recorded.
+    security: [{ [writeKeyQuery.name]: [] }, {}],
     request: { query: PixelQuerySchema },
     responses: {
       200: {

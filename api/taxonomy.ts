@@ -4,6 +4,7 @@ import {
   parseTaxonomyFile,
   TaxonomyImportQuerySchema,
   type SegmentPlacement,
+  type TaxonomyImportRefusal,
   type TaxonomyImportResponse,
   type TaxonomyTree,
 } from '../domain/taxonomy';
@@ -40,8 +41,15 @@ export function taxonomyRouter({ store, listSegments, admin }: TaxonomyRouterDep
         { path: 'headers.content-type', message: `expected one of ${TAXONOMY_FILE_TYPES.join(', ')}` },
       ]);
     }
+    // The document requires a file of at least one character: nothing at all is a bad request, not a file of no rows.
+    if (req.body.length === 0) throw new ProblemError(400, 'validation', 'A taxonomy file is required', [{ path: '(body)', message: 'empty file: expected a header row' }]);
     const parsed = parseTaxonomyFile(format, req.body, taxonomy);
-    if (!parsed.ok) throw new ProblemError(400, 'validation', 'Invalid taxonomy file', parsed.errors);
+    if (!parsed.ok) {
+      // The request is as documented; its rows are refused, as a batch's items are (the taxonomy stays as it was).
+      const refusal: TaxonomyImportRefusal = { taxonomy, imported: false, rejected: parsed.errors };
+      res.status(200).json(refusal);
+      return;
+    }
     let imported;
     try {
       imported = await taxonomies.replace(taxonomy, parsed.nodes);

@@ -50,14 +50,16 @@ export class Unlinks {
         return identityKey(toStoredIdentity(identity.type, identity.value, this.config.DMP_DEFAULT_PHONE_REGION));
       } catch (error) {
         if (!(error instanceof IdentityError)) throw error;
-        throw new ProblemError(400, 'validation', 'Invalid unlink request', [{ path: `identities.${index}.value`, message: error.message }]);
+        // Well-formed as a request, but no profile can hold such an identity (as for a lookup).
+        throw new ProblemError(404, 'identity-not-found', 'No profile can have this identity', [{ path: `identities.${index}.value`, message: error.message }]);
       }
     });
-    const repeated = keys.findIndex((key, index) => keys.indexOf(key) !== index);
-    if (repeated >= 0) throw new ProblemError(400, 'validation', 'Invalid unlink request', [{ path: `identities.${repeated}`, message: 'the same identity twice' }]);
     const owners = await Promise.all(keys.map((key) => this.graph.ownerOf(key)));
     const unknown = owners.findIndex((owner) => !owner);
     if (unknown >= 0) throw new ProblemError(404, 'identity-not-found', 'No profile has this identity', [{ path: `identities.${unknown}`, message: 'not found' }]);
+    // Sent differently, read as one (an email's case, a hash's encoding): the document cannot tell them apart.
+    const repeated = keys.findIndex((key, index) => keys.indexOf(key) !== index);
+    if (repeated >= 0) throw new ProblemError(400, 'validation', 'Invalid unlink request', [{ path: `identities.${repeated}`, message: 'the same identity twice, as normalized' }]);
     const component = await this.graph.component(owners[0]!.id);
     const apart = owners.findIndex((owner) => !component.ids.includes(owner!.id));
     if (apart >= 0) {

@@ -1,21 +1,21 @@
 import type { Readable, Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Router, type Request } from 'express';
-import { CsvError, parse } from 'csv-parse';
+import { parse } from 'csv-parse';
 import { z } from 'zod';
-import { prepareEvents, type PrepareOptions } from '../domain/collect';
-import type { StoredEvent } from '../domain/event';
+import { newUpload, prepareMappedRows, UploadStaging, type NumberedRow, type PreparedRows } from '../activities/uploadStaging';
+import type { PrepareOptions } from '../domain/collect';
 import {
   columnOf,
   crmCsvOptions,
   crmRowToEvent,
+  fileProblems,
+  FileUnreadable,
   readCrmHeader,
-  UPLOAD_REJECTIONS_KEPT,
   UploadListQuerySchema,
   UploadViewSchema,
   type CrmColumns,
   type CrmMapping,
-  type UploadRejection,
   type UploadView,
 } from '../domain/uploads';
 import { crmImportWorkflowId } from '../domain/workflowIds';
@@ -25,39 +25,18 @@ import { newUploadId, UploadStore, type UploadDoc } from '../store/uploads';
 import { startCrmImport } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
 import { parseOr400, ProblemError } from './problem';
+import { requireSource } from './requireSource';
 import type { RouterDeps } from './routerDeps';
-
-/** While a file is received, its counts on the upload are brought up to date every this many chunks. */
-const PROGRESS_EVERY_CHUNKS = 25;
 
 const DECOMPRESSORS: Record<string, () => Transform> = { gzip: createGunzip, deflate: createInflate, br: createBrotliDecompress };
 
-/** What a batch of rows became: the events to stage, the rows refused, and how many events may not be profiled. */
-export interface PreparedRows {
-  events: StoredEvent[];
-  rejections: UploadRejection[];
-  nonProfiling: number;
-}
-
-/**
- * Rows of a CRM file as events of the source log: each row mapped through the source's mapping, then
- * validated, normalized and hashed by `prepareEvents` like every event that enters — raw emails and
- * phones go no further than this. A refused row is reported with its row number and the column at fault.
- */
-export function prepareCrmRows(rows: Array<{ row: number; fields: string[] }>, columns: CrmColumns, uploadId: string, options: PrepareOptions): PreparedRows {
-  const rejections: UploadRejection[] = [];
-  const mapped: Array<{ row: number; event: unknown }> = [];
-  for (const { row, fields } of rows) {
-    const result = crmRowToEvent(fields, row, columns, uploadId);
-    if ('errors' in result) rejections.push({ row, errors: result.errors });
-    else mapped.push({ row, event: result.event });
-  }
-  const prepared = prepareEvents(mapped.map(({ event }) => event), options);
-  for (const { index, errors } of prepared.rejected) {
-    rejections.push({ row: mapped[index].row, errors: errors.map((error) => ({ path: columnOf(error.path, columns), message: error.message })) });
-  }
-  const events = prepared.accepted.map(({ event }) => event);
-  return { events, rejections: rejections.sort((a, b) => a.row - b.row), nonProfiling: events.filter((event) => event.nonProfiling).length };
+/** Rows of a CRM file as events of the source log, each mapped through the source's mapping (see prepareMappedRows). */
+export function prepareCrmRows(rows: NumberedRow[], columns: CrmColumns, uploadId: string, options: PrepareOptions): PreparedRows {
+  return prepareMappedRows(
+    rows.map(({ row, fields }) => ({ row, mapped: crmRowToEvent(fields, row, columns, uploadId) })),
+    (path) => columnOf(path, columns),
+    options,
+  );
 }
 
 export function uploadView(doc: UploadDoc, databaseName: string): UploadView {
@@ -66,7 +45,8 @@ export function uploadView(doc: UploadDoc, databaseName: string): UploadView {
     sourceId: doc.sourceId,
     state: doc.state,
     rowsReceived: doc.rowsReceived,
-    rowsImported: doc.imported.rows,
+    rowsImported: doc.imported.rows - doc.imported.duplicates,
+    rowsDuplicate: doc.imported.duplicates,
     rowsRejected: doc.rowsRejected,
     rowsNonProfiling: doc.rowsNonProfiling,
     rejections: doc.rejections,
@@ -78,8 +58,15 @@ export function uploadView(doc: UploadDoc, databaseName: string): UploadView {
   };
 }
 
+/**
+ * A file the upload refuses: one whose header lacks what the source's mapping names does not fit
+ * that source as it is now (409: change the file or the mapping); text that is not CSV is a bad body (400).
+ */
 function invalidFile(errors: Array<{ path: string; message: string }>): ProblemError {
-  return new ProblemError(400, 'invalid-file', 'The file cannot be read with the source mapping', errors);
+  if (errors.every((error) => error.path.startsWith('mapping.'))) {
+    return new ProblemError(409, 'file-does-not-fit-mapping', "The file's header does not fit the source's mapping", errors);
+  }
+  return new ProblemError(400, 'invalid-file', 'The file cannot be read as CSV', errors);
 }
 
 /** The request body as a stream of CSV text: refuses other types, charsets and encodings (415). */
@@ -102,16 +89,6 @@ function discardRest(req: Request, body: Readable): void {
   req.resume();
 }
 
-/** Why reading the file stopped, said without the file's content (csv-parse may quote a field). */
-class FileUnreadable extends Error {
-  constructor(
-    readonly path: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /** Uploads of CRM files into `crm` sources: received as a stream, hashed and staged at the edge, imported by a workflow each. */
 export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): Router {
   const uploads = new UploadStore(store);
@@ -119,25 +96,18 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
   const databaseName = store.db.databaseName;
   const router = Router();
 
-  async function requireSource(id: string): Promise<SourceDoc> {
-    const source = await sources.get(id);
-    if (!source) throw new ProblemError(404, 'source-not-found', 'No such source', [{ path: 'params.id', message: `no source ${id}` }]);
-    return source;
-  }
-
   async function requireCrmSource(id: string): Promise<SourceDoc & { mapping: CrmMapping }> {
-    const source = await requireSource(id);
+    const source = await requireSource(sources, id);
     if (source.kind !== 'crm' || !source.mapping) {
-      throw new ProblemError(400, 'not-a-crm-source', 'Uploads go to crm sources', [{ path: 'kind', message: `source ${id} is of kind "${source.kind}"; uploads go to sources of kind "crm"` }]);
+      throw new ProblemError(409, 'not-a-crm-source', 'Uploads go to crm sources', [{ path: 'kind', message: `source ${id} is of kind "${source.kind}"; uploads go to sources of kind "crm"` }]);
     }
     return source as SourceDoc & { mapping: CrmMapping };
   }
 
   /**
-   * Reads the file as it streams in: the header is checked against the mapping, then rows are
-   * prepared and staged a chunk at a time (one chunk written while the next is read). Resolves with
-   * the upload once every row is staged. A file refused for its header leaves nothing; one that
-   * stops being readable later leaves a failed upload, named by its row, and no staged rows.
+   * Reads the file as it streams in and stages its rows (see UploadStaging). Resolves with the
+   * upload once every row is staged. A file refused for its header leaves nothing; one that stops
+   * being readable later leaves a failed upload, named by its row, and no staged rows.
    */
   async function receive(req: Request, source: SourceDoc & { mapping: CrmMapping }): Promise<UploadDoc> {
     const body = csvBody(req);
@@ -152,84 +122,23 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
     parser.on('error', () => undefined);
 
     // Recorded before reading: a parse error may come before the header is handed over, and is still this upload's.
-    const upload: UploadDoc = {
-      _id: newUploadId(),
-      sourceId: source._id,
-      state: 'receiving',
-      rowsReceived: 0,
-      rowsRejected: 0,
-      rowsNonProfiling: 0,
-      rejections: [],
-      chunks: 0,
-      imported: { chunks: 0, rows: 0, resumed: 0 },
-      startedAt: new Date(),
-      receivedAt: null,
-      finishedAt: null,
-      error: null,
-    };
+    const upload = newUpload(newUploadId(), source._id, new Date());
     await uploads.create(upload);
     body.pipe(parser);
     const options: PrepareOptions = { now: upload.startedAt, defaultPhoneRegion: config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent };
-    let columns: CrmColumns | null = null;
-    let row = 0;
-    let rows: Array<{ row: number; fields: string[] }> = [];
-    let staging: Promise<void> = Promise.resolve();
-    const counts = { received: 0, rejected: 0, nonProfiling: 0, chunks: 0 };
-    const rejections: UploadRejection[] = [];
-    /** Set when the file is refused before any row: then it leaves nothing behind. */
-    let refusedWhole = false;
-    const refuse = (errors: Array<{ path: string; message: string }>) => {
-      refusedWhole = true;
-      return invalidFile(errors);
-    };
-
-    const stage = async (cols: CrmColumns) => {
-      const prepared = prepareCrmRows(rows, cols, upload._id, options);
-      counts.received += rows.length;
-      counts.rejected += prepared.rejections.length;
-      counts.nonProfiling += prepared.nonProfiling;
-      rejections.push(...prepared.rejections.slice(0, UPLOAD_REJECTIONS_KEPT - rejections.length));
-      rows = [];
-      await staging;
-      if (prepared.events.length === 0) return;
-      const n = counts.chunks++;
-      staging = uploads.stageChunk(upload._id, n, prepared.events);
-      staging.catch(() => undefined); // awaited before the next chunk, and at the end
-      if (counts.chunks % PROGRESS_EVERY_CHUNKS === 0) await uploads.update(upload._id, { rowsReceived: counts.received, rowsRejected: counts.rejected, rowsNonProfiling: counts.nonProfiling, rejections });
-    };
-
+    const staging = new UploadStaging(uploads, upload, config.DMP_CHUNK_MAX_EVENTS);
     try {
-      for await (const fields of parser as AsyncIterable<string[]>) {
-        row++;
-        if (!columns) {
-          const header = readCrmHeader(fields, source.mapping);
-          if ('errors' in header) throw refuse(header.errors);
-          columns = header.columns;
-          continue;
-        }
-        // A blank line keeps its row number but is no record.
-        if (fields.length === 1 && fields[0].trim() === '') continue;
-        rows.push({ row, fields });
-        if (rows.length >= config.DMP_CHUNK_MAX_EVENTS) await stage(columns);
-      }
-      if (!columns) throw refuse([{ path: '(body)', message: 'empty file: expected a header row' }]);
-      await stage(columns);
-      await staging;
+      await staging.readFile(parser, (header) => {
+        const read = readCrmHeader(header, source.mapping);
+        return 'errors' in read ? read : { prepare: (rows) => prepareCrmRows(rows, read.columns, upload._id, options) };
+      });
+      return await staging.complete();
     } catch (error) {
       discardRest(req, body);
-      await staging.catch(() => undefined); // a chunk still being written is removed with the others
-      const problem = unreadable(error);
-      if (refusedWhole) {
-        await uploads.remove(upload._id);
-      } else {
-        await uploads.finish(upload._id, 'receiving', 'failed', problem ? `${problem.errors?.[0].path}: ${problem.errors?.[0].message}` : 'the file could not be staged', new Date());
-        await uploads.dropChunks(upload._id, counts.chunks);
-      }
-      throw problem ?? error;
+      const problems = fileProblems(error);
+      await staging.abandon(error, problems ? `${problems[0].path}: ${problems[0].message}` : 'the file could not be staged');
+      throw problems ? invalidFile(problems) : error;
     }
-    const received = { rowsReceived: counts.received, rowsRejected: counts.rejected, rowsNonProfiling: counts.nonProfiling, rejections, chunks: counts.chunks, receivedAt: new Date() };
-    await uploads.update(upload._id, { ...received, state: 'importing' });
-    return { ...upload, ...received, state: 'importing' };
   }
 
   router.post('/v1/sources/:id/uploads', admin, async (req, res) => {
@@ -248,13 +157,13 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
   });
 
   router.get('/v1/sources/:id/uploads', admin, async (req, res) => {
-    const source = await requireSource(String(req.params.id));
+    const source = await requireSource(sources, String(req.params.id));
     const query = parseOr400(UploadListQuerySchema, req.query, 'uploads query');
     res.json({ uploads: (await uploads.listForSource(source._id, query.limit)).map((doc) => uploadView(doc, databaseName)) });
   });
 
   router.get('/v1/sources/:id/uploads/:uploadId', admin, async (req, res) => {
-    const source = await requireSource(String(req.params.id));
+    const source = await requireSource(sources, String(req.params.id));
     const uploadId = String(req.params.uploadId);
     const doc = await uploads.get(uploadId);
     if (!doc || doc.sourceId !== source._id) throw new ProblemError(404, 'upload-not-found', 'No such upload', [{ path: 'params.uploadId', message: `no upload ${uploadId} of source ${source._id}` }]);
@@ -262,15 +171,6 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
   });
 
   return router;
-}
-
-/** The 400 for a file that cannot be read (null for other failures, e.g. of the store): never quoting the file. */
-function unreadable(error: unknown): ProblemError | null {
-  if (error instanceof ProblemError) return error;
-  if (error instanceof FileUnreadable) return invalidFile([{ path: error.path, message: error.message }]);
-  // `records` counts the records read before the one that failed, the header included.
-  if (error instanceof CsvError) return invalidFile([{ path: `row ${((error as CsvError & { records?: number }).records ?? 0) + 1}`, message: `not valid CSV (${error.code})` }]);
-  return null;
 }
 
 export function registerUploadPaths({ registry, problem, json, adminKey }: OpenApiParts): void {
@@ -299,7 +199,8 @@ export function registerUploadPaths({ registry, problem, json, adminKey }: OpenA
         ...json(UploadViewSchema),
         links: { upload: { operationId: 'getUpload', parameters: { id: '$request.path.id', uploadId: '$response.body#/uploadId' } } },
       },
-      400: problem('Not a crm source (`kind`); the header lacks a mapped column (`mapping.identities.email: column "Email" is not in the header`) or has it twice; an empty file (`(body)`); text that is not CSV (`row <n>`); a body that could not be inflated or was cut off (`(body)`)'),
+      400: problem('An empty file (`(body)`); text that is not CSV (`row <n>`); a body that could not be inflated or was cut off (`(body)`)'),
+      409: problem('Not a crm source (`kind`), or the header does not fit the source\'s mapping: it lacks a mapped column (`mapping.identities.email: column "Email" is not in the header`) or has it twice'),
       ...admin,
       404: problem('No such source'),
       415: problem('Not `text/csv` or not UTF-8 (`headers.content-type`), or an unknown `Content-Encoding` (`headers.content-encoding`)'),

@@ -1,5 +1,7 @@
 import { lookup } from 'node:dns/promises';
 import { lookup as lookupCallback, type LookupAddress } from 'node:dns';
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import ipaddr from 'ipaddr.js';
 import { Agent, fetch, type Response } from 'undici';
 
@@ -56,20 +58,37 @@ export async function refuseUrl(raw: string, allowlist: Set<string>): Promise<st
   return url.protocol === 'http:' ? 'https only (plain http is for allowlisted hosts): tokens and audiences must not travel unencrypted' : null;
 }
 
+/** A partner's file as it starts to arrive (see `Outbound.download`). */
+export interface Download {
+  status: number;
+  headers: { get(name: string): string | null };
+  /** Null for a 304. Errors if the transfer breaks off: the connection closes early, short of its Content-Length, or idles too long. */
+  body: Readable | null;
+}
+
 /**
- * The HTTP client of deliveries. The address check runs again at connect time on the address
- * actually dialled, so a name that resolves differently later (DNS rebinding) cannot reach inside.
+ * The HTTP client of deliveries and feed pulls. The address check runs again at connect time on
+ * the address actually dialled, so a name that resolves differently later (DNS rebinding) cannot
+ * reach inside.
  */
 export class Outbound {
   private readonly agent: Agent;
+  /** For downloads: a partner that answers nothing, or lets a body stall (while we read), for `timeoutMs` is given up on. */
+  private readonly downloads: Agent;
 
   constructor(
     readonly allowlist: Set<string>,
     readonly timeoutMs: number,
   ) {
-    this.agent = new Agent({
+    this.agent = this.guardedAgent({});
+    this.downloads = this.guardedAgent({ headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+  }
+
+  private guardedAgent(timeouts: { headersTimeout?: number; bodyTimeout?: number }): Agent {
+    return new Agent({
       connections: 16,
       keepAliveTimeout: 10_000,
+      ...timeouts,
       connect: {
         lookup: (hostname, options, callback) => {
           lookupCallback(hostname, { ...options, all: true }, (error, addresses) => {
@@ -94,24 +113,54 @@ export class Outbound {
    * carries the same idempotency key).
    */
   async send(url: string, init: { method: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<Response> {
-    const host = hostOf(new URL(url));
-    if (!this.allowlist.has(host) && ipaddr.isValid(host) && !isPublic(host)) throw new DeliveryError(`${host} is a private address`, false);
-    let response: Response;
-    try {
-      response = await fetch(url, { ...init, dispatcher: this.agent, signal: AbortSignal.timeout(this.timeoutMs), redirect: 'manual' });
-    } catch (error) {
-      const reason = (error as Error).name === 'TimeoutError' ? `no response within ${this.timeoutMs} ms` : `${(error as Error).message}${(error as { cause?: Error }).cause ? `: ${(error as { cause: Error }).cause.message}` : ''}`;
-      throw new DeliveryError(reason, !/may not reach|private address/.test(reason));
-    }
+    const response = await this.request(this.agent, url, { ...init, signal: AbortSignal.timeout(this.timeoutMs) });
     if (response.status >= 200 && response.status < 300) return response;
-    const text = (await response.text().catch(() => '')).slice(0, 300);
-    const retryable = response.status === 408 || response.status === 425 || response.status === 429 || response.status >= 500;
-    throw new DeliveryError(`HTTP ${response.status}${text ? `: ${text}` : ''}`, retryable, response.status, retryAfterMs(response.headers.get('retry-after')));
+    throw await refusal(response);
   }
 
-  close(): Promise<void> {
-    return this.agent.close();
+  /**
+   * A GET whose body is read as a stream, however long the file: the partner must start answering
+   * within `timeoutMs` and never let the body stall longer than that (a slow partner is given up on
+   * and retried, not waited for). A 2xx or a 304 comes back; anything else is a DeliveryError as
+   * for `send`. Redirects are not followed: the checked URL is the one fetched.
+   */
+  async download(url: string, headers: Record<string, string>): Promise<Download> {
+    const response = await this.request(this.downloads, url, { method: 'GET', headers });
+    if (response.status === 304) return { status: 304, headers: response.headers, body: null };
+    if (response.status < 200 || response.status >= 300) throw await refusal(response);
+    const body = response.body ? Readable.fromWeb(response.body as WebReadableStream<Uint8Array>) : Readable.from([]);
+    // A transfer may break before anyone reads the body; the stream keeps the error, and reading it throws it.
+    body.on('error', () => undefined);
+    return { status: response.status, headers: response.headers, body };
   }
+
+  private async request(agent: Agent, url: string, init: { method: string; headers?: Record<string, string>; body?: string | Buffer; signal?: AbortSignal }): Promise<Response> {
+    const host = hostOf(new URL(url));
+    if (!this.allowlist.has(host) && ipaddr.isValid(host) && !isPublic(host)) throw new DeliveryError(`${host} is a private address`, false);
+    try {
+      return await fetch(url, { ...init, dispatcher: agent, redirect: 'manual' });
+    } catch (error) {
+      const reason = (error as Error).name === 'TimeoutError' ? `no response within ${this.timeoutMs} ms` : describeFailure(error);
+      throw new DeliveryError(reason, !/may not reach|private address/.test(reason));
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.agent.close(), this.downloads.close()]);
+  }
+}
+
+/** A fetch or stream error with its cause (undici says "fetch failed" or "terminated" and puts the reason in `cause`). */
+export function describeFailure(error: unknown): string {
+  const cause = (error as { cause?: Error }).cause;
+  return `${(error as Error).message}${cause ? `: ${cause.message}` : ''}`;
+}
+
+/** A partner's answer other than success: 408, 425, 429 and 5xx may be tried again (after its Retry-After). */
+async function refusal(response: Response): Promise<DeliveryError> {
+  const text = (await response.text().catch(() => '')).slice(0, 300);
+  const retryable = response.status === 408 || response.status === 425 || response.status === 429 || response.status >= 500;
+  return new DeliveryError(`HTTP ${response.status}${text ? `: ${text}` : ''}`, retryable, response.status, retryAfterMs(response.headers.get('retry-after')));
 }
 
 /** Longer than this, a Retry-After is read as "much later" and capped by the caller's own limit. */

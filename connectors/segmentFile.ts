@@ -2,10 +2,11 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { ID_TYPES } from '../domain/destinations';
+import { exactlyOneOf } from '../domain/schemaChecks';
 import { defineConnector, HeaderToken, type ExportBatch } from './connector';
 
-const Config = z
-  .object({
+const Config = exactlyOneOf(
+  z.object({
     format: z.enum(['ndjson', 'csv']).default('ndjson'),
     folder: z
       .string()
@@ -17,8 +18,9 @@ const Config = z
     requestsPerSecond: z.number().positive().max(100).default(10),
     concurrency: z.number().int().min(1).max(8).default(2),
   })
-  .strict()
-  .refine((config) => (config.folder === undefined) !== (config.url === undefined), { message: 'exactly one of `folder` and `url`', path: ['folder'] });
+  .strict(),
+  ['folder', 'url'],
+);
 
 /** One line per id: the partner id, the segment id, and whether it is added or removed. */
 export function fileContent(batch: ExportBatch, format: 'ndjson' | 'csv'): string {

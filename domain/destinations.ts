@@ -1,9 +1,10 @@
 import { z } from 'zod';
 import { identityKey, uid2Of, type Identity } from './identity';
 import type { ProfileConsent, ProfileDoc } from './profile';
-import { PartnerIdSchema } from './partners';
+import { PARTNER_ID } from './partners';
+import { listedOnce, nonEmptyChange } from './schemaChecks';
 import { UsageLabelSchema } from './schemas';
-import { SegmentScheduleSchema } from './segments';
+import { NullableScheduleSchema, SegmentScheduleSchema } from './segments';
 import { nameText } from './text';
 
 // ---- API schemas -------------------------------------------------------------------------------
@@ -11,7 +12,7 @@ import { nameText } from './text';
 /** What a partner receives for each member: one of the platform's own id types… */
 export const ID_TYPES = ['cookie_id', 'maid', 'crm_id', 'email_sha256', 'phone_sha256', 'email_uid2'] as const;
 /** …or a sync partner's own ids, from the cookie-sync match tables (`partner:<partner id>`). */
-const PartnerIdTypeSchema = z.templateLiteral(['partner:', PartnerIdSchema]);
+export const PartnerIdTypeSchema = z.string().regex(new RegExp(`^partner:${PARTNER_ID.source.slice(1)}`), `one of ${ID_TYPES.join(', ')}, or partner:<partner id>`) as unknown as z.ZodType<`partner:${string}`>;
 export const IdTypeSchema = z
   .union([z.enum(ID_TYPES), PartnerIdTypeSchema], { error: `one of ${ID_TYPES.join(', ')}, or partner:<partner id>` })
   .openapi({
@@ -45,12 +46,16 @@ export const DestinationConsentSchema = z
       .openapi({ description: 'TCF purposes a profile with a TC string must have consented to (default: store/access, build and use a personalised-ads profile)' }),
     tcfVendorId: z.number().int().min(1).max(65535).optional().openapi({ description: "The partner's IAB vendor id: when set, a profile's TC string must also consent to this vendor" }),
     requireTcf: z.boolean().default(false).openapi({ description: 'Withhold profiles that carry no TC string at all (e.g. for EU-only audiences)' }),
+    honorGppOptOuts: z
+      .boolean()
+      .default(true)
+      .openapi({ description: "Withhold profiles whose GPP string records a US opt-out of sale, sharing or targeted advertising (US National, a state section, or US Privacy)" }),
   })
   .strict()
   .openapi('DestinationConsent');
 export type DestinationConsent = z.infer<typeof DestinationConsentSchema>;
 
-const SegmentIds = z.array(z.string().min(1).max(64)).min(1).max(50).refine((ids) => new Set(ids).size === ids.length, 'segments are listed once each');
+const SegmentIds = listedOnce(z.array(z.string().min(1).max(64)).min(1).max(50), (id) => id, 'segments are listed once each');
 
 export const CreateDestinationRequestSchema = z
   .object({
@@ -70,19 +75,22 @@ export const CreateDestinationRequestSchema = z
   });
 export type CreateDestinationRequest = z.infer<typeof CreateDestinationRequestSchema>;
 
-export const PatchDestinationRequestSchema = z
-  .object({
-    name: nameText(200).optional(),
-    config: z.unknown().optional().openapi({ description: "Replaces the connector's configuration; secret fields left out keep their stored value" }),
-    segments: SegmentIds.optional(),
-    schedule: SegmentScheduleSchema.nullable().optional(),
-    nearRealTime: z.boolean().optional(),
-    labelsAllowed: z.array(UsageLabelSchema).max(64).optional(),
-    consent: DestinationConsentSchema.optional(),
-  })
-  .strict()
-  .refine((patch) => Object.keys(patch).length > 0, 'nothing to change')
-  .openapi('PatchDestinationRequest');
+export const PatchDestinationRequestSchema = nonEmptyChange(
+  z
+    .object({
+      name: nameText(200).optional(),
+      config: z
+        .record(z.string(), z.unknown())
+        .optional()
+        .openapi({ description: "Replaces the connector's configuration (its schema in CreateDestinationRequest); secret fields left out keep their stored value. One that does not fit the destination's connector is a 409." }),
+      segments: SegmentIds.optional(),
+      schedule: NullableScheduleSchema.optional(),
+      nearRealTime: z.boolean().optional(),
+      labelsAllowed: z.array(UsageLabelSchema).max(64).optional(),
+      consent: DestinationConsentSchema.optional(),
+    })
+    .strict(),
+).openapi('PatchDestinationRequest');
 
 const Iso = z.string().openapi({ format: 'date-time' });
 export const ExportStateSchema = z.enum(['running', 'completed', 'failed']);
@@ -96,7 +104,7 @@ export const DestinationViewSchema = z
     config: z.record(z.string(), z.unknown()).openapi({ description: 'Secret fields read `"(set)"`: they are never echoed' }),
     segments: z.array(z.string()),
     idType: IdTypeSchema,
-    schedule: SegmentScheduleSchema.nullable(),
+    schedule: NullableScheduleSchema,
     nearRealTime: z.boolean(),
     labelsAllowed: z.array(z.string()),
     consent: DestinationConsentSchema,
@@ -161,20 +169,32 @@ export const ExportListQuerySchema = z.object({ limit: z.coerce.number().int().m
 
 /**
  * What an export needs of a member profile, kept with its segment snapshot: its identity keys, its
- * TCF consent (null when it never sent a TC string) and the sources its data came from.
+ * TCF consent (null when it never sent a TC string), whether its GPP string records a US opt-out of
+ * sale, sharing or targeted advertising (absent: none), and the sources its data came from.
  */
 export interface ExportFacts {
   ids: string[];
   tcf: { purposes: number[]; vendors: number[] } | null;
+  usOptOut?: true;
   sources: string[];
+}
+
+type ConsentFacts = Pick<ExportFacts, 'tcf' | 'usOptOut'>;
+
+/** Reads a packed consent: `{tcf, usOptOut}`, or the bare `tcf` that runs made before opt-outs were kept. */
+function consentFacts(json: string): ConsentFacts {
+  const value = JSON.parse(json);
+  return value !== null && 'tcf' in value ? value : { tcf: value };
 }
 
 export function exportFacts(subject: { identities: Identity[]; consent: ProfileConsent | null; sources: string[] }): ExportFacts {
   const tcf = subject.consent?.tcf;
+  const gpp = subject.consent?.gpp;
   return {
     // UID2's hashed email travels as an id type of its own, beside ours.
     ids: subject.identities.flatMap((identity) => (identity.type === 'email_sha256' ? [identityKey(identity), `email_uid2:${uid2Of(identity)}`] : [identityKey(identity)])),
     tcf: tcf ? { purposes: tcf.purposeConsents, vendors: tcf.vendorConsents } : null,
+    ...(gpp && (gpp.saleOptOut || gpp.sharingOptOut || gpp.targetedAdvertisingOptOut) && { usOptOut: true as const }),
     sources: subject.sources,
   };
 }
@@ -183,13 +203,14 @@ export function exportFacts(subject: { identities: Identity[]; consent: ProfileC
 export interface FlatFacts {
   /** Identity keys joined by newlines (keys never hold one: values are validated or hashed). */
   ids: string;
-  /** JSON of `tcf`, and of `sources`: few distinct values, stored once per chunk. */
-  tcf: string;
+  /** JSON of the consent (`tcf`, `usOptOut`), and of `sources`: few distinct values, stored once per chunk. */
+  consent: string;
   sources: string;
 }
 
 export function flattenFacts(facts: ExportFacts): FlatFacts {
-  return { ids: facts.ids.join('\n'), tcf: JSON.stringify(facts.tcf), sources: JSON.stringify(facts.sources) };
+  const consent: ConsentFacts = facts.usOptOut ? { tcf: facts.tcf, usOptOut: true } : { tcf: facts.tcf };
+  return { ids: facts.ids.join('\n'), consent: JSON.stringify(consent), sources: JSON.stringify(facts.sources) };
 }
 
 /**
@@ -215,7 +236,7 @@ export function packFacts(facts: ReadonlyArray<FlatFacts | null>): PackedFacts {
   };
   const packed: PackedFacts = { consents: [], sources: [], consentOf: new Int32Array(facts.length), sourcesOf: new Int32Array(facts.length), ids: [] };
   facts.forEach((fact, i) => {
-    packed.consentOf[i] = fact ? indexIn(consents, fact.tcf) : -1;
+    packed.consentOf[i] = fact ? indexIn(consents, fact.consent) : -1;
     packed.sourcesOf[i] = fact ? indexIn(sources, fact.sources) : -1;
     packed.ids.push(fact?.ids ?? '');
   });
@@ -240,7 +261,7 @@ export class PackedDecisions {
     const key = c * this.packed.sources.length + this.packed.sourcesOf[i];
     let base = this.cache.get(key);
     if (!base) {
-      const facts = { ids: [], tcf: JSON.parse(this.packed.consents[c]), sources: JSON.parse(this.packed.sources[this.packed.sourcesOf[i]]) };
+      const facts = { ids: [], ...consentFacts(this.packed.consents[c]), sources: JSON.parse(this.packed.sources[this.packed.sourcesOf[i]]) };
       this.cache.set(key, (base = decide(facts, this.policy)));
     }
     if (base.withheld !== null) return base;
@@ -262,6 +283,7 @@ export function factsChanged(before: FactFields | null, after: FactFields): bool
     before.identities.length !== after.identities.length ||
     before.sources.length !== after.sources.length ||
     before.consent?.tcf?.tcString !== after.consent?.tcf?.tcString ||
+    before.consent?.gpp?.gppString !== after.consent?.gpp?.gppString ||
     sortedJson(before.consent?.purposes) !== sortedJson(after.consent?.purposes)
   );
 }
@@ -283,12 +305,14 @@ export type Decision = { withheld: 'consent' } | { withheld: 'label'; label: str
 /**
  * Whether a member may leave for this partner and with which ids. Consent comes first (a profile
  * whose TC string lacks a required purpose or the vendor is withheld; no TC string passes unless the
- * destination requires one), then export controls (every label of every source that contributed
+ * destination requires one; a US opt-out of sale, sharing or targeted advertising is withheld unless
+ * the destination says otherwise), then export controls (every label of every source that contributed
  * must be allowed: the data that qualified a profile is not traceable to one source, so all count).
  * For a `partner:` id type the ids are the member's cookie ids, which the export maps through the
  * match table.
  */
 export function decide(facts: ExportFacts, policy: ExportPolicy): Decision {
+  if (facts.usOptOut && policy.consent.honorGppOptOuts !== false) return { withheld: 'consent' };
   if (facts.tcf === null) {
     if (policy.consent.requireTcf) return { withheld: 'consent' };
   } else {

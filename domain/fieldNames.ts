@@ -1,14 +1,14 @@
 /**
  * Client-chosen names (trait names, event types, property names) become document keys. MongoDB and
- * FerretDB refuse `.` and a leading `$` in keys, so those characters (and `%`, the escape itself)
- * are percent-encoded on the way in and decoded on the way out.
+ * FerretDB refuse `.`, a leading `$` and NUL in keys, so those characters (and `%`, the escape
+ * itself) are percent-encoded on the way in and decoded on the way out.
  */
 export function encodeFieldName(name: string): string {
-  return name.replace(/[%.$]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+  return name.replace(/[%.$\u0000]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 }
 
 export function decodeFieldName(key: string): string {
-  return key.replace(/%(25|2E|24)/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  return key.replace(/%(25|2E|24|00)/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
 }
 
 // Object.fromEntries makes plain own keys even of names such as `__proto__`.

@@ -116,6 +116,8 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
     case 'crm_id': {
       const value = raw.trim();
       if (value.length === 0 || value.length > 256) throw new IdentityError('must be 1 to 256 characters');
+      // Kept as it is sent, and the store holds no NUL (hashed and UUID types never carry one).
+      if (value.includes('\u0000')) throw new IdentityError('must not hold the NUL character');
       return { type, value };
     }
   }

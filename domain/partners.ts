@@ -3,15 +3,19 @@ import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from './collect';
 import { ConsentError, decodeConsent, type StoredConsent } from './consent';
+import { escapeRegex, originPattern } from './outboundUrls';
+import { nonEmptyChange } from './schemaChecks';
+import { nameText, storableText } from './text';
 
 extendZodWithOpenApi(z);
 
 // ---- partners ----------------------------------------------------------------------------------
 
 /** A partner's id: a slug, since it is part of match-table keys (`<partner>:<puid>`) and of the `partner:<id>` id type. */
+export const PARTNER_ID = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 export const PartnerIdSchema = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9_-]{0,31}$/, 'a slug: lowercase letters, digits, `_` or `-`, at most 32, starting with a letter or digit')
+  .regex(PARTNER_ID, 'a slug: lowercase letters, digits, `_` or `-`, at most 32, starting with a letter or digit')
   .openapi({ example: 'ttd' });
 
 /** Where our cookie id goes in a partner's match URL. */
@@ -32,31 +36,49 @@ export const CONSENT_MACROS = {
 const MACRO = /\$\{[^}]*\}/g;
 const KNOWN_MACROS = new Set<string>([DMP_UID_MACRO, ...Object.keys(CONSENT_MACROS)]);
 
-const RedirectUrlSchema = z
-  .string()
+/**
+ * The match URLs a partner may have, as one pattern the document states and the API checks: an
+ * origin `originPattern` takes, then a path or query with `${DMP_UID}` and no `$` but the known
+ * macros' (a `$` before anything but `{` or `$` is text). It is `redirectUrlProblem`'s rules, a
+ * little stricter where they would need a URL parser to state.
+ */
+export function redirectUrlPattern(allowlist: ReadonlySet<string>): RegExp {
+  const text = `(?:[^$\\u0000]|\\$[^{$\\u0000]|${[...KNOWN_MACROS].map(escapeRegex).join('|')})`;
+  return new RegExp(`^${originPattern(allowlist)}[/?#\\\\]${text}*${escapeRegex(DMP_UID_MACRO)}${text}*$`);
+}
+
+function redirectUrlSchema(allowlist: ReadonlySet<string>) {
+  return z
+    .string()
+    .max(2048)
+    .regex(redirectUrlPattern(allowlist), {
+      error: (issue) => redirectUrlProblem(String(issue.input), allowlist) ?? 'an https URL (http for hosts in DMP_DESTINATION_ALLOWLIST) to a host name or IPv4 address, with ${DMP_UID} in its path or query',
+    })
+    .openapi({
+      description: `The partner's match URL, where the browser is sent after a sync. \`${DMP_UID_MACRO}\` (required) becomes our cookie id, URL-encoded; \`\${GDPR}\`, \`\${GDPR_CONSENT}\`, \`\${GPP}\`, \`\${GPP_SID}\` and \`\${US_PRIVACY}\` become the sync request's consent parameters. https only (http for hosts in DMP_DESTINATION_ALLOWLIST); no credentials; no other \`\${…}\`.`,
+      example: 'https://sync.partner.example/match?dmp_uid=${DMP_UID}&gdpr=${GDPR}&gdpr_consent=${GDPR_CONSENT}',
+    });
+}
+
+const PartnerName = nameText(200);
+const SourceRef = storableText(64)
   .min(1)
-  .max(2048)
-  .openapi({
-    description: `The partner's match URL, where the browser is sent after a sync. \`${DMP_UID_MACRO}\` (required) becomes our cookie id, URL-encoded; \`\${GDPR}\`, \`\${GDPR_CONSENT}\`, \`\${GPP}\`, \`\${GPP_SID}\` and \`\${US_PRIVACY}\` become the sync request's consent parameters. https only (http for hosts in DMP_DESTINATION_ALLOWLIST).`,
-    example: 'https://sync.partner.example/match?dmp_uid=${DMP_UID}&gdpr=${GDPR}&gdpr_consent=${GDPR_CONSENT}',
-  });
+  .openapi({ description: 'A source whose log gets a `cookie_sync` event per recorded sync (identity `cookie_id`, property `partner`), so the cookie\'s profile sees it; it must exist (404 naming `sourceId`)' });
 
-const PartnerName = z.string().trim().min(1).max(200);
-const SourceRef = z.string().min(1).max(64).openapi({ description: 'A source whose log gets a `cookie_sync` event per recorded sync (identity `cookie_id`, property `partner`), so the cookie\'s profile sees it' });
-
-export const CreatePartnerRequestSchema = z
-  .object({ id: PartnerIdSchema, name: PartnerName, redirectUrl: RedirectUrlSchema, sourceId: SourceRef.optional() })
-  .strict()
-  .openapi('CreatePartnerRequest', {
-    example: { id: 'ttd', name: 'The Trade Desk', redirectUrl: 'https://match.partner.example/track?dmp_uid=${DMP_UID}&gdpr=${GDPR}&gdpr_consent=${GDPR_CONSENT}' },
-  });
-export type CreatePartnerRequest = z.infer<typeof CreatePartnerRequestSchema>;
-
-export const PatchPartnerRequestSchema = z
-  .object({ name: PartnerName.optional(), redirectUrl: RedirectUrlSchema.optional(), sourceId: SourceRef.nullable().optional() })
-  .strict()
-  .refine((patch) => Object.keys(patch).length > 0, 'nothing to change')
-  .openapi('PatchPartnerRequest');
+/** The partner requests; match URLs may use plain http to the hosts in `allowlist`. */
+export function partnerRequestSchemas(allowlist: ReadonlySet<string>) {
+  const redirectUrl = redirectUrlSchema(allowlist);
+  return {
+    create: z
+      .object({ id: PartnerIdSchema, name: PartnerName, redirectUrl, sourceId: SourceRef.optional() })
+      .strict()
+      .openapi('CreatePartnerRequest', {
+        example: { id: 'ttd', name: 'The Trade Desk', redirectUrl: 'https://match.partner.example/track?dmp_uid=${DMP_UID}&gdpr=${GDPR}&gdpr_consent=${GDPR_CONSENT}' },
+      }),
+    patch: nonEmptyChange(z.object({ name: PartnerName.optional(), redirectUrl: redirectUrl.optional(), sourceId: SourceRef.nullable().optional() }).strict()).openapi('PatchPartnerRequest'),
+  };
+}
+export type CreatePartnerRequest = z.infer<ReturnType<typeof partnerRequestSchemas>['create']>;
 
 const Iso = z.string().openapi({ format: 'date-time' });
 
@@ -122,26 +144,31 @@ export const REDIRECT_PARAMS = ['redirect', 'redirect_uri', 'redirect_url', 'red
 /** `${GDPR}`, `[GDPR]`, `%%GDPR%%`: what a partner sends when it did not expand a macro; counted as absent. */
 const UNEXPANDED_MACRO = /^(\$\{.*\}|\[.*\]|%%.*%%)$/;
 
+/** A parameter sent empty, or as a macro the partner left unexpanded, counts as absent. */
+const Absent = z.union([z.literal(''), z.string().regex(UNEXPANDED_MACRO)]).transform(() => undefined);
+function signal<T extends z.ZodType<string>>(schema: T, description: string) {
+  return z.union([Absent, schema]).optional().openapi({ description: `${description}; empty or an unexpanded macro counts as absent` });
+}
+
 export const SyncQuerySchema = z.object({
   puid: z
     .string()
-    .min(1)
-    .max(256)
-    .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+    .regex(/^(?!\$\{.*\}$|\[.*\]$|%%.*%%$)[\x21-\x7e]{1,256}$/, 'printable ASCII without spaces, at most 256, not an unexpanded macro')
     .openapi({ description: "The partner's own user id (required)" }),
-  gdpr: z.enum(['0', '1']).optional().openapi({ description: '1 when the GDPR applies: the sync then needs a TC string consenting to purpose 1 (storage and access on a device)' }),
-  gdpr_consent: z.string().max(4096).optional().openapi({ description: 'TCF v2 TC string' }),
-  gpp: z.string().max(4096).optional().openapi({ description: 'GPP string (its US sections\' opt-outs and TCF EU section are honoured)' }),
-  gpp_sid: z
-    .string()
-    .regex(/^-?\d{1,3}(,-?\d{1,3}){0,31}$/, 'comma-separated section ids')
-    .optional()
-    .openapi({ description: 'GPP section ids that apply; passed on to the partner' }),
-  us_privacy: z
-    .string()
-    .regex(/^1[YNyn-]{3}$/, 'a US Privacy string such as 1YNN')
-    .optional()
-    .openapi({ description: 'IAB US Privacy string; an opt-out of sale (third character Y) stops the sync like a missing consent' }),
+  gdpr: signal(z.enum(['0', '1']), '1 when the GDPR applies: the sync then needs a TC string consenting to purpose 1 (storage and access on a device)'),
+  gdpr_consent: signal(
+    z.string().regex(/^[A-Za-z0-9_.+/=-]{1,4096}$/, 'a TC string: base64 characters and `.`, at most 4096'),
+    'TCF v2 TC string; one that cannot be read grants nothing: the sync is then answered as without consent',
+  ),
+  gpp: signal(
+    z.string().regex(/^D[A-Za-z0-9_~.-]{1,4095}$/, 'a GPP string, at most 4096 characters'),
+    "GPP string (its US sections' opt-outs and TCF EU section are honoured); one that cannot be read grants nothing: the sync is then answered as without consent",
+  ),
+  gpp_sid: signal(z.string().regex(/^-?\d{1,3}(,-?\d{1,3}){0,31}$/, 'comma-separated section ids'), 'GPP section ids that apply; passed on to the partner'),
+  us_privacy: signal(
+    z.string().regex(/^1[YNyn-]{3}$/, 'a US Privacy string such as 1YNN'),
+    'IAB US Privacy string; an opt-out of sale (third character Y) stops the sync like a missing consent',
+  ),
 });
 
 export type SyncSignals = Omit<z.infer<typeof SyncQuerySchema>, 'puid'>;
@@ -152,7 +179,7 @@ export type SyncSignals = Omit<z.infer<typeof SyncQuerySchema>, 'puid'>;
  * then our cookie is neither read nor set, nothing is recorded, and the partner still gets its
  * redirect, without our id — its sync chain completes and it sees the same consent signal.
  */
-export type SyncDecision = { puid: string; signals: SyncSignals; refused: null | 'tcf_storage' | 'us_opt_out' };
+export type SyncDecision = { puid: string; signals: SyncSignals; refused: null | 'tcf_storage' | 'us_opt_out' | 'unreadable_consent' };
 
 /** Reads a sync request's query; errors name `query.<parameter>`. */
 export function readSyncQuery(query: Record<string, unknown>): { ok: true; sync: SyncDecision } | { ok: false; errors: FieldError[] } {
@@ -160,8 +187,7 @@ export function readSyncQuery(query: Record<string, unknown>): { ok: true; sync:
   for (const param of REDIRECT_PARAMS) {
     if (query[param] !== undefined) errors.push({ path: `query.${param}`, message: "a sync redirects only to the partner's configured match URL; the request cannot choose where" });
   }
-  const given = Object.fromEntries(Object.entries(query).filter(([, value]) => value !== '' && !(typeof value === 'string' && UNEXPANDED_MACRO.test(value))));
-  const parsed = SyncQuerySchema.safeParse(given);
+  const parsed = SyncQuerySchema.safeParse(query);
   if (!parsed.success) errors.push(...zodIssuesToFieldErrors(parsed.error.issues, ['query']));
   if (!parsed.success || errors.length > 0) return { ok: false, errors };
   const { puid, ...signals } = parsed.data;
@@ -171,7 +197,8 @@ export function readSyncQuery(query: Record<string, unknown>): { ok: true; sync:
     consent = decodeConsent({ ...(signals.gdpr_consent !== undefined && { tcf: signals.gdpr_consent }), ...(signals.gpp !== undefined && { gpp: signals.gpp }) });
   } catch (error) {
     if (!(error instanceof ConsentError)) throw error;
-    return { ok: false, errors: [{ path: error.field === 'gpp' ? 'query.gpp' : 'query.gdpr_consent', message: error.message }] };
+    // A signal that cannot be read proves no consent (and hides no opt-out): as without consent, the partner still gets its redirect.
+    return { ok: true, sync: { puid, signals, refused: 'unreadable_consent' } };
   }
   // gdpr=1 needs a TC string granting storage; gdpr=0 needs none; unknown follows a TC string if there is one.
   const storage = consent.tcf?.purposeConsents.includes(1);

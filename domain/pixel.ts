@@ -1,7 +1,10 @@
+import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { FieldError } from './collect';
 import { ConsentError, decodeConsent } from './consent';
-import { ConsentInputSchema, type ConsentInput, type EventInput } from './schemas';
+import type { ConsentInput, EventInput } from './schemas';
+
+extendZodWithOpenApi(z);
 
 /**
  * The pixel's query string (`GET /v1/pixel.gif?writeKey=…&…`), mapped to one event:
@@ -29,17 +32,20 @@ const IDENTITY_PARAMS = { uid: 'crm_id', em: 'email_sha256', ph: 'phone_sha256' 
 const PROPERTY_PREFIX = 'p.';
 const TRAIT_PREFIX = 't.';
 
-/** The pixel's query parameters, for the OpenAPI document (`p.<name>` and `t.<name>` are described in words). */
+/**
+ * The pixel's query parameters, for the OpenAPI document (`p.<name>` and `t.<name>` are described in
+ * words; the write key is a security scheme). Each is any string: the GIF is answered whatever the
+ * query holds, and a value that cannot be recorded is counted as a pixel rejection of the source.
+ */
 export const PixelQuerySchema = z.object({
-  writeKey: z.string().openapi({ description: "The source's write key" }),
   e: z.string().optional().openapi({ description: `Event type (default \`${PIXEL_DEFAULT_EVENT_TYPE}\`)` }),
   id: z.string().optional().openapi({ description: 'Event id; a repeated id is a duplicate' }),
   uid: z.string().optional().openapi({ description: 'Identity `crm_id`' }),
   em: z.string().optional().openapi({ description: 'Identity `email_sha256`: SHA-256 (hex or base64) of the trimmed, lowercased email; raw addresses are refused' }),
   ph: z.string().optional().openapi({ description: 'Identity `phone_sha256`: SHA-256 (hex or base64) of the E.164 number' }),
-  gdpr: z.enum(['0', '1']).optional().openapi({ description: '1 when the GDPR applies: the cookie is then read and set only with a TC string consenting to purpose 1' }),
-  gdpr_consent: ConsentInputSchema.shape.tcf,
-  gpp: ConsentInputSchema.shape.gpp,
+  gdpr: z.string().optional().openapi({ description: '`1` when the GDPR applies (the cookie is then read and set only with a TC string consenting to purpose 1), `0` when not' }),
+  gdpr_consent: z.string().optional().openapi({ description: 'TCF v2 TC string' }),
+  gpp: z.string().optional().openapi({ description: 'GPP string' }),
   gpp_sid: z.string().optional().openapi({ description: 'Accepted and ignored: the GPP string names its sections' }),
   cb: z.string().optional().openapi({ description: 'Cache-buster, ignored' }),
 });

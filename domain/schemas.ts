@@ -2,13 +2,17 @@ import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import { INPUT_IDENTITY_TYPES, STORED_IDENTITY_TYPES } from './identity';
 import { CrmMappingSchema } from './uploads';
+import { FeedConfigSchema, FeedStatusSchema } from './feeds';
+import { listedOnce } from './schemaChecks';
+import { nameText, storableText } from './text';
 
 extendZodWithOpenApi(z);
 
 // ---- sources ---------------------------------------------------------------------------------
 
-export const SourceKindSchema = z.enum(['events', 'crm']).openapi({
-  description: 'How the source delivers data: `events` through the event API, the tracking API, the tag and the pixel; `crm` by CSV uploads read through its `mapping`.',
+export const SourceKindSchema = z.enum(['events', 'crm', 'feed']).openapi({
+  description:
+    'How the source delivers data: `events` through the event API, the tracking API, the tag and the pixel; `crm` by CSV uploads read through its `mapping`; `feed` by files pulled on a schedule from a partner\'s URL or a drop folder (its `feed`).',
 });
 export type SourceKind = z.infer<typeof SourceKindSchema>;
 
@@ -49,15 +53,14 @@ export type ConsentPolicy = z.infer<typeof ConsentPolicySchema>;
 export const DEFAULT_CONSENT_POLICY: ConsentPolicy = ConsentPolicySchema.parse({});
 
 const SourceFields = {
-  // Limits apply to the name as sent (so the document states them exactly), then it is trimmed.
-  name: z.string().max(200).regex(/\S/, 'must not be blank').trim(),
+  name: nameText(200),
   party: PartySchema,
   labels: z.array(UsageLabelSchema).max(32).default([]),
   consent: ConsentPolicySchema.default(DEFAULT_CONSENT_POLICY),
 };
 
 /** Every field checked at once, so one answer names them all (the union below stops at an unknown kind). */
-export const SourceFieldsSchema = z.object({ ...SourceFields, kind: SourceKindSchema, mapping: CrmMappingSchema.optional() }).strict();
+export const SourceFieldsSchema = z.object({ ...SourceFields, kind: SourceKindSchema, mapping: CrmMappingSchema.optional(), feed: FeedConfigSchema.optional() }).strict();
 
 /** One shape per kind, so what a kind needs (a crm source's mapping) is in the document, not only in code. */
 export const CreateSourceRequestSchema = z
@@ -66,6 +69,7 @@ export const CreateSourceRequestSchema = z
     z
       .object({ ...SourceFields, kind: z.literal('crm'), mapping: CrmMappingSchema.openapi({ description: 'How upload columns become identities and traits' }) })
       .strict(),
+    z.object({ ...SourceFields, kind: z.literal('feed'), feed: FeedConfigSchema }).strict(),
   ])
   .openapi('CreateSourceRequest');
 export type CreateSourceRequest = z.infer<typeof CreateSourceRequestSchema>;
@@ -133,10 +137,12 @@ export const SourceStatusSchema = z
     labels: z.array(z.string()),
     consent: ConsentPolicySchema,
     mapping: CrmMappingSchema.optional(),
+    feed: FeedStatusSchema.optional().openapi({ description: "A feed source: its config, cursor, validators and last pull" }),
     createdAt: z.string(),
     workflowId: z.string(),
     workflowStatus: z.string(),
-    progress: SourceProgressSchema.nullable(),
+    // A union, not `.nullable()`: the generator documents a named object made nullable as never null.
+    progress: z.union([SourceProgressSchema, z.null()]),
     pending: z.object({
       chunks: z.number().int(),
       events: z.number().int(),
@@ -162,9 +168,9 @@ export type SourceStatus = z.infer<typeof SourceStatusSchema>;
 
 // ---- collection ------------------------------------------------------------------------------
 
-const Scalar = z.union([z.string().max(1024), z.number().finite(), z.boolean(), z.null()]);
+const Scalar = z.union([storableText(1024), z.number().finite(), z.boolean(), z.null()]);
 /** Flat values only: the store refuses nested arrays, and flat values are what segment rules test. */
-const FlatValue = z.union([Scalar, z.array(z.union([z.string().max(1024), z.number().finite(), z.boolean()])).max(100)]);
+const FlatValue = z.union([Scalar, z.array(z.union([storableText(1024), z.number().finite(), z.boolean()])).max(100)]);
 const FieldName = z.string().min(1).max(128);
 
 export const ConsentInputSchema = z
@@ -183,8 +189,8 @@ export const IdentitiesInputSchema = z
 
 export const EventInputSchema = z
   .object({
-    id: z.string().min(1).max(128).optional().openapi({ description: 'Idempotency id; a repeated id is a duplicate.' }),
-    type: z.string().min(1).max(128),
+    id: storableText(128).min(1).optional().openapi({ description: 'Idempotency id; a repeated id is a duplicate.' }),
+    type: storableText(128).min(1),
     timestamp: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative()]).optional(),
     identities: IdentitiesInputSchema,
     traits: z.record(FieldName, FlatValue).optional(),
@@ -195,10 +201,13 @@ export const EventInputSchema = z
   .openapi('Event');
 export type EventInput = z.infer<typeof EventInputSchema>;
 
-/** The envelope is checked as a whole; each event is then checked on its own. */
-export const CollectRequestSchema = z.object({ events: z.array(z.unknown()).min(1) }).strict().openapi('CollectRequest', {
-  example: { events: [{ type: 'page_view', identities: { cookie_id: 'c-123' } }] },
-});
+/** The envelope is checked as a whole (1 to `maxEvents` events); each event is then checked on its own. */
+export function collectRequestSchema(maxEvents: number) {
+  return z
+    .object({ events: z.array(z.unknown().openapi({ description: 'An Event; one that is not is refused in `rejected`' })).min(1).max(maxEvents, `at most ${maxEvents} events in one request`) })
+    .strict()
+    .openapi('CollectRequest', { example: { events: [{ type: 'page_view', identities: { cookie_id: 'c-123' } }] } });
+}
 
 export const CollectResponseSchema = z
   .object({
@@ -284,11 +293,9 @@ export const IdentityRefSchema = z
 
 export const UnlinkRequestSchema = z
   .object({
-    identities: z
-      .array(IdentityRefSchema)
-      .min(2)
-      .max(10)
-      .openapi({ description: 'Every pair among them stops counting as seen together; the profile is rebuilt if that splits it.' }),
+    identities: listedOnce(z.array(IdentityRefSchema).min(2).max(10), (identity) => `${identity.type}:${identity.value}`, 'the same identity twice').openapi({
+      description: 'Every pair among them stops counting as seen together; the profile is rebuilt if that splits it.',
+    }),
   })
   .strict()
   .openapi('UnlinkRequest');

@@ -4,6 +4,8 @@ import type { FieldError } from './collect';
 import { encodeFieldName } from './fieldNames';
 import type { StoredIdentityType } from './identity';
 import { BEHAVIOUR_DAYS, dayKey, type SegmentSubject } from './profile';
+import { oneOfRequired } from './schemaChecks';
+import { numberPattern, storableText } from './text';
 
 extendZodWithOpenApi(z);
 
@@ -24,12 +26,6 @@ const STORED_TYPE_OF: Record<IdentityKind, StoredIdentityType> = {
 
 /** ISO 8601 durations of whole days and/or hours: `P30D`, `PT12H`, `P1DT6H`. */
 const DURATION = /^P(?:(\d{1,4})D)?(?:T(\d{1,5})H)?$/;
-export const DurationSchema = z
-  .string()
-  .regex(DURATION, 'an ISO 8601 duration of days and/or hours, e.g. P30D or PT12H')
-  // Only a well-formed duration is measured here (the pattern above reports the rest).
-  .refine((text) => !DURATION.test(text) || (text !== 'P' && text !== 'PT' && durationMs(text) > 0), 'must be longer than zero')
-  .openapi({ example: 'P30D' });
 
 export function durationMs(text: string): number {
   const match = DURATION.exec(text);
@@ -37,40 +33,87 @@ export function durationMs(text: string): number {
   return (Number(match[1] ?? 0) * 24 + Number(match[2] ?? 0)) * 3_600_000;
 }
 
-const Value = z.union([z.string().max(1024), z.number().finite(), z.boolean(), z.null()]);
-const OperandSchema = z.union([Value, z.array(Value).max(1000)]).optional();
+/** Durations of 1 to `maxHours` hours in all (days count 24), as one pattern the document states. */
+function durationPattern(maxHours: number): RegExp {
+  const maxDays = Math.floor(maxHours / 24);
+  const parts = [`P${numberPattern(1, Math.min(maxDays, 9999), 4)}D`, `PT${numberPattern(1, Math.min(maxHours, 99999), 5)}H`];
+  if (maxDays >= 9999) {
+    // Without a bound that days and hours share, either may take its whole width.
+    parts.push(`P\\d{1,4}DT${numberPattern(1, 99999, 5)}H`, `P${numberPattern(1, 9999, 4)}DT\\d{1,5}H`);
+  } else {
+    for (let days = 0; days <= maxDays; days++) parts.push(`P${numberPattern(days, days, 4)}DT${numberPattern(days === 0 ? 1 : 0, maxHours - 24 * days, 5)}H`);
+  }
+  return new RegExp(`^(?:${parts.join('|')})$`);
+}
 
-/** A comparison of a trait or event property with a value; `exists` takes none, `in` takes a list. */
-function comparison<T extends z.ZodRawShape>(shape: T) {
+/** A duration schema whose pattern is the check, and whose message says what is wrong with the value. */
+function durationSchema(maxHours: number, tooLong: string) {
   return z
-    .object({ ...shape, op: z.enum(TRAIT_OPS), value: OperandSchema })
-    .strict()
-    .superRefine((rule, ctx) => {
-      const { op, value } = rule as { op: TraitOp; value?: unknown };
-      if (op === 'exists' && value !== undefined) ctx.addIssue({ code: 'custom', path: ['value'], message: '`exists` takes no value' });
-      if (op !== 'exists' && value === undefined) ctx.addIssue({ code: 'custom', path: ['value'], message: `\`${op}\` needs a value` });
-      if (op === 'in' && !Array.isArray(value)) ctx.addIssue({ code: 'custom', path: ['value'], message: '`in` needs a list of values' });
-      if (op !== 'in' && Array.isArray(value)) ctx.addIssue({ code: 'custom', path: ['value'], message: `\`${op}\` compares with one value, not a list` });
-    });
+    .string()
+    .regex(durationPattern(maxHours), {
+      error: (issue) => {
+        const text = String(issue.input);
+        if (!DURATION.test(text)) return 'an ISO 8601 duration of days and/or hours, e.g. P30D or PT12H';
+        return durationMs(text) === 0 ? 'must be longer than zero' : tooLong;
+      },
+    })
+    .openapi({ example: 'P30D' });
+}
+
+export const DurationSchema = durationSchema(Infinity, 'too long');
+
+/** An event window reaches back no further than the behaviour profiles keep. */
+const EventWindowSchema = durationSchema(BEHAVIOUR_DAYS * 24, `longer than the ${BEHAVIOUR_DAYS} days of behaviour kept on profiles`);
+
+const VALUES = [z.string().max(1024), z.number().finite(), z.boolean(), z.null()] as const;
+const Value = z.union(VALUES);
+
+/** One value to compare with, refused with a message naming the operator. */
+function operand(op: TraitOp) {
+  return z.union(VALUES, {
+    error: (issue) => (issue.input === undefined ? `\`${op}\` needs a value` : Array.isArray(issue.input) ? `\`${op}\` compares with one value, not a list` : undefined),
+  });
+}
+
+/**
+ * A comparison of a trait or event property with a value, one shape per operator (the document's
+ * `oneOf` on `op`): `exists` takes no value, `in` a list, the others one value.
+ */
+function comparison<K extends string>(field: K, name: string) {
+  const subject = { [field]: Name } as Record<K, typeof Name>;
+  const shape = <T extends z.ZodRawShape>(op: TraitOp, value: T) => z.object({ ...subject, op: z.literal(op), ...value }).strict();
+  return z
+    .discriminatedUnion('op', [
+      // Stated as a `value` nothing matches, so a value sent is refused at its own path.
+      shape('exists', { value: z.unknown().refine(() => false, '`exists` takes no value').openapi({ not: {} }).optional() }),
+      shape('in', { value: z.array(Value, { error: '`in` needs a list of values' }).max(1000) }),
+      ...TRAIT_OPS.filter((op) => op !== 'exists' && op !== 'in').map((op) => shape(op, { value: operand(op) })),
+    ])
+    .openapi(name);
 }
 
 const Name = z.string().min(1).max(128);
-export const TraitRuleSchema = comparison({ trait: Name });
-export const PropertyFilterSchema = comparison({ property: Name });
+export const TraitRuleSchema = comparison('trait', 'TraitRule');
+export const PropertyFilterSchema = comparison('property', 'PropertyFilter');
 export const EventRuleSchema = z
   .object({
     event: Name,
     count: z.object({ op: z.enum(['gte', 'lte', 'eq']), value: z.number().int().min(0).max(1_000_000) }).strict().optional(),
-    within: DurationSchema.optional(),
+    within: EventWindowSchema.optional(),
     where: z.array(PropertyFilterSchema).min(1).max(8).optional(),
   })
-  .strict();
+  .strict()
+  .openapi('EventRule');
 export const LastSeenRuleSchema = z
-  .object({ lastSeen: z.object({ within: DurationSchema.optional(), notWithin: DurationSchema.optional() }).strict().refine((w) => w.within || w.notWithin, 'needs `within` or `notWithin`') })
-  .strict();
-export const IdentityRuleSchema = z.object({ identity: z.enum(IDENTITY_KINDS) }).strict();
-export const ConsentRuleSchema = z.object({ consent: z.object({ purpose: z.number().int().min(1).max(24) }).strict() }).strict();
-export const SegmentRefRuleSchema = z.object({ segment: z.string().min(1).max(64) }).strict();
+  .object({ lastSeen: oneOfRequired(z.object({ within: DurationSchema.optional(), notWithin: DurationSchema.optional() }).strict(), ['within', 'notWithin']) })
+  .strict()
+  .openapi('LastSeenRule');
+export const IdentityRuleSchema = z.object({ identity: z.enum(IDENTITY_KINDS) }).strict().openapi('IdentityRule');
+export const ConsentRuleSchema = z.object({ consent: z.object({ purpose: z.number().int().min(1).max(24) }).strict() }).strict().openapi('ConsentRule');
+export const SegmentRefRuleSchema = z
+  .object({ segment: storableText(64).min(1).openapi({ description: 'Another segment, which must exist (404 naming this path)' }) })
+  .strict()
+  .openapi('SegmentRule');
 
 export type TraitRule = z.infer<typeof TraitRuleSchema>;
 export type EventRule = z.infer<typeof EventRuleSchema>;
@@ -86,27 +129,28 @@ export type Rule =
   | z.infer<typeof SegmentRefRuleSchema>;
 
 const MAX_CHILDREN = 100;
-const MAX_DEPTH = 16;
 const MAX_NODES = 500;
 
-/** The whole language as one schema, for the OpenAPI document; `parseRule` validates (it names the exact path). */
+/**
+ * The whole language as one schema, which the document states and requests are parsed with.
+ * `parseRule` checks the same first, naming the exact path of each problem, and counts the
+ * conditions (at most MAX_NODES, which bounds how deep rules nest too): the one limit no schema
+ * can state.
+ */
 export const RuleSchema: z.ZodType<Rule> = z
   .lazy(() =>
     z.union([
       z.object({ all: z.array(RuleSchema).min(1).max(MAX_CHILDREN) }).strict(),
       z.object({ any: z.array(RuleSchema).min(1).max(MAX_CHILDREN) }).strict(),
       z.object({ not: RuleSchema }).strict(),
-      TraitRuleSchema,
-      EventRuleSchema,
-      LastSeenRuleSchema,
-      IdentityRuleSchema,
-      ConsentRuleSchema,
-      SegmentRefRuleSchema,
+      // Read-only, so the document refers to a leaf by its name rather than spreading its own alternatives here.
+      ...[TraitRuleSchema, EventRuleSchema, LastSeenRuleSchema, IdentityRuleSchema, ConsentRuleSchema, SegmentRefRuleSchema].map((leaf) => leaf.readonly()),
     ]),
   )
   .openapi('Rule', {
     description:
-      'all/any/not combine rules; trait compares a trait; event counts events of a type (default: at least one), optionally within a window and filtered on properties; lastSeen tests recency; identity needs an identity of a type; consent needs a TCF purpose; segment needs membership of another segment.',
+      'all/any/not combine rules; trait compares a trait; event counts events of a type (default: at least one), optionally within a window and filtered on properties; lastSeen tests recency; identity needs an identity of a type; consent needs a TCF purpose; segment needs membership of another segment. ' +
+      `A rule holds at most ${MAX_NODES} conditions in all (counted on the whole rule: a 400 naming where the count ran over).`,
     example: { all: [{ event: 'purchase', count: { op: 'gte', value: 2 }, within: 'P30D' }, { not: { segment: 'seg_churned' } }] },
   }) as z.ZodType<Rule>;
 
@@ -123,17 +167,16 @@ const KINDS = ['all', 'any', 'not', ...Object.keys(LEAF_SCHEMAS)];
 /**
  * Validates a rule, naming the exact path of each problem (`rule.all[2].within`): the kind is taken
  * from the key present, so an error is reported against the rule the client meant, not against
- * every alternative of a union. Event windows may not reach past the behaviour kept on profiles.
+ * every alternative of a union. It also counts the conditions, the one limit no schema can state.
  */
 export function parseRule(value: unknown, path = 'rule'): { rule: Rule; errors: [] } | { rule: null; errors: FieldError[] } {
   const errors: FieldError[] = [];
   let nodes = 0;
-  const walk = (node: unknown, at: string, depth: number): void => {
+  const walk = (node: unknown, at: string): void => {
     if (++nodes > MAX_NODES) {
       if (nodes === MAX_NODES + 1) errors.push({ path: at, message: `a rule may hold at most ${MAX_NODES} conditions` });
       return;
     }
-    if (depth > MAX_DEPTH) return void errors.push({ path: at, message: `rules nest at most ${MAX_DEPTH} deep` });
     if (typeof node !== 'object' || node === null || Array.isArray(node)) return void errors.push({ path: at, message: 'must be a rule object' });
     const kinds = Object.keys(node).filter((key) => KINDS.includes(key));
     if (kinds.length !== 1) {
@@ -144,11 +187,11 @@ export function parseRule(value: unknown, path = 'rule'): { rule: Rule; errors: 
       const extra = Object.keys(node).filter((key) => key !== kind);
       for (const key of extra) errors.push({ path: `${at}.${key}`, message: `unknown field of a \`${kind}\` rule` });
       const children = (node as Record<string, unknown>)[kind];
-      if (kind === 'not') return walk(children, `${at}.not`, depth + 1);
+      if (kind === 'not') return walk(children, `${at}.not`);
       if (!Array.isArray(children) || children.length === 0 || children.length > MAX_CHILDREN) {
         return void errors.push({ path: `${at}.${kind}`, message: `must be a list of 1 to ${MAX_CHILDREN} rules` });
       }
-      children.forEach((child, index) => walk(child, `${at}.${kind}[${index}]`, depth + 1));
+      children.forEach((child, index) => walk(child, `${at}.${kind}[${index}]`));
       return;
     }
     const parsed = LEAF_SCHEMAS[kind as keyof typeof LEAF_SCHEMAS].safeParse(node);
@@ -160,28 +203,27 @@ export function parseRule(value: unknown, path = 'rule'): { rule: Rule; errors: 
       }
       return;
     }
-    if (kind === 'event') {
-      const rule = parsed.data as EventRule;
-      if (rule.within && durationMs(rule.within) > BEHAVIOUR_DAYS * 86_400_000) {
-        errors.push({ path: `${at}.within`, message: `longer than the ${BEHAVIOUR_DAYS} days of behaviour kept on profiles` });
-      }
-    }
   };
-  walk(value, path, 0);
+  walk(value, path);
   return errors.length > 0 ? { rule: null, errors } : { rule: value as Rule, errors: [] };
+}
+
+/** Where a rule refers to other segments: each reference with its path (`rule.all[1].segment`). */
+export function segmentReferences(rule: Rule, path = 'rule'): Array<{ id: string; path: string }> {
+  const found: Array<{ id: string; path: string }> = [];
+  const walk = (node: Rule, at: string) => {
+    if ('all' in node) node.all.forEach((child, index) => walk(child, `${at}.all[${index}]`));
+    else if ('any' in node) node.any.forEach((child, index) => walk(child, `${at}.any[${index}]`));
+    else if ('not' in node) walk(node.not, `${at}.not`);
+    else if ('segment' in node) found.push({ id: node.segment, path: `${at}.segment` });
+  };
+  walk(rule, path);
+  return found;
 }
 
 /** The segments a rule refers to, each once. */
 export function referencedSegments(rule: Rule): string[] {
-  const found = new Set<string>();
-  const walk = (node: Rule) => {
-    if ('all' in node) node.all.forEach(walk);
-    else if ('any' in node) node.any.forEach(walk);
-    else if ('not' in node) walk(node.not);
-    else if ('segment' in node) found.add(node.segment);
-  };
-  walk(rule);
-  return [...found];
+  return [...new Set(segmentReferences(rule).map((reference) => reference.id))];
 }
 
 /**

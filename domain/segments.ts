@@ -1,60 +1,73 @@
 import { createHash } from 'node:crypto';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
+import { cronPattern, MINUTE_FIELD } from './cronPattern';
 import { DurationSchema, RuleSchema } from './segmentRules';
+import { exactlyOneOf, nonEmptyChange } from './schemaChecks';
+import { nameText, storableText, TRIMMED_CHARS } from './text';
 
 // ---- API schemas -------------------------------------------------------------------------------
 
-export const SegmentScheduleSchema = z
-  .union([
-    z.object({ every: DurationSchema.openapi({ description: 'ISO 8601 days/hours between runs, e.g. PT6H' }) }).strict(),
-    z
-      .object({
-        cron: z
-          .string()
-          .regex(/^\s*(\S+\s+){4}\S+\s*$/, 'a cron expression of five fields (minute hour day month weekday)')
-          .regex(/^[\d\s*/,\-A-Za-z]+$/, 'cron fields hold digits, names, `*`, `/`, `,` or `-`')
-          .superRefine((cron, ctx) => {
-            // Checked here so a value the scheduler would refuse is a 400, not a failed schedule.
-            try {
-              CronExpressionParser.parse(cron);
-            } catch (error) {
-              ctx.addIssue({ code: 'custom', message: (error as Error).message });
-            }
-          }),
-      })
-      .strict(),
-  ])
-  .openapi('SegmentSchedule', { description: 'Batch runs on a schedule: they catch time windows passing without new events.' });
-export type SegmentSchedule = z.infer<typeof SegmentScheduleSchema>;
+const CRON = cronPattern();
 
+/** Why a cron expression is refused: the scheduler's parser's reason, or what the pattern takes. */
+function cronProblem(cron: string): string {
+  try {
+    CronExpressionParser.parse(cron);
+  } catch (error) {
+    return (error as Error).message;
+  }
+  if (!new RegExp(`^${MINUTE_FIELD} `).test(cron)) return 'runs at most hourly: the minute field is one value from 0 to 59';
+  return 'five fields (minute hour day month weekday) separated by single spaces: the minute one value, the others each `*`, `*/step`, a value, a range `a-b` (with `/step`) or a list of values in rising order';
+}
+
+/** Runs every so long, or at the times a cron expression names. */
+export type SegmentSchedule = { every: string } | { cron: string };
+
+export const SegmentScheduleSchema = exactlyOneOf(
+  z
+    .object({
+      every: DurationSchema.optional().openapi({ description: 'ISO 8601 days/hours between runs, e.g. PT6H' }),
+      cron: z
+        .string()
+        .regex(CRON, { error: (issue) => cronProblem(String(issue.input)) })
+        .optional()
+        .openapi({ description: 'A cron expression of five fields (minute hour day month weekday), at most hourly (the minute is one value), e.g. `0 3 * * mon-fri`; the pattern states exactly which the scheduler takes', example: '0 3 * * *' }),
+    })
+    .strict(),
+  ['every', 'cron'],
+).openapi('SegmentSchedule', { description: 'Batch runs on a schedule (`every` or `cron`): they catch time windows passing without new events.' }) as unknown as z.ZodType<SegmentSchedule>;
+/** A schedule or none (null), as a union: the generator documents `.nullable()` of a named object as never null. */
+export const NullableScheduleSchema = z.union([SegmentScheduleSchema, z.null()]);
+
+const FOLDER = `[^/\\u0000${TRIMMED_CHARS}][^/\\u0000]{0,99}`;
 const TaxonomyPath = z
   .string()
-  .regex(/^[^/\s][^/]{0,99}(\/[^/\s][^/]{0,99}){0,7}$/, 'folder names separated by `/`, at most 8 deep')
+  .regex(new RegExp(`^${FOLDER}(/${FOLDER}){0,7}$`), 'folder names separated by `/`, at most 8 deep, each starting with other than a space')
   .openapi({ example: 'Interests/Sports' });
 
 export const CreateSegmentRequestSchema = z
   .object({
-    name: z.string().trim().min(1).max(200),
-    rule: z.unknown().openapi({ description: 'A Rule (see the Rule schema); checked with the exact path of each problem' }),
-    description: z.string().max(2000).optional(),
+    name: nameText(200),
+    rule: RuleSchema,
+    description: storableText(2000).optional(),
     taxonomyPath: TaxonomyPath.optional(),
     schedule: SegmentScheduleSchema.optional(),
   })
   .strict()
   .openapi('CreateSegmentRequest', { example: { name: 'Repeat buyers', rule: { event: 'purchase', count: { op: 'gte', value: 2 }, within: 'P30D' } } });
 
-export const PatchSegmentRequestSchema = z
-  .object({
-    name: z.string().trim().min(1).max(200).optional(),
-    rule: z.unknown().optional(),
-    description: z.string().max(2000).nullable().optional(),
-    taxonomyPath: TaxonomyPath.nullable().optional(),
-    schedule: SegmentScheduleSchema.nullable().optional(),
-  })
-  .strict()
-  .refine((patch) => Object.keys(patch).length > 0, 'nothing to change')
-  .openapi('PatchSegmentRequest');
+export const PatchSegmentRequestSchema = nonEmptyChange(
+  z
+    .object({
+      name: nameText(200).optional(),
+      rule: RuleSchema.optional(),
+      description: storableText(2000).nullable().optional(),
+      taxonomyPath: TaxonomyPath.nullable().optional(),
+      schedule: NullableScheduleSchema.optional(),
+    })
+    .strict(),
+).openapi('PatchSegmentRequest');
 
 const Iso = z.string().openapi({ format: 'date-time' });
 
@@ -67,7 +80,7 @@ export const SegmentViewSchema = z
     description: z.string().nullable(),
     taxonomyPath: z.string().nullable(),
     rule: RuleSchema,
-    schedule: SegmentScheduleSchema.nullable(),
+    schedule: NullableScheduleSchema,
     version: z.number().int().openapi({ description: 'Goes up with every change of the rule' }),
     size: z.number().int().nullable().openapi({ description: 'Members now: the last completed run, with real-time changes since; null before the first run completes' }),
     lastRun: z.object({ runId: z.string(), state: RunStateSchema, startedAt: Iso, finishedAt: Iso.nullable() }).nullable(),
@@ -107,7 +120,7 @@ export const RunViewSchema = z
   })
   .openapi('SegmentRun');
 
-export const EstimateRequestSchema = z.object({ rule: z.unknown() }).strict().openapi('EstimateRequest');
+export const EstimateRequestSchema = z.object({ rule: RuleSchema }).strict().openapi('EstimateRequest');
 export const EstimateSchema = z
   .object({
     estimate: z.number().int(),

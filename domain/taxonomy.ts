@@ -29,16 +29,16 @@ export const TaxonomyNameSchema = z
 export const TAXONOMY_FORMATS = ['iab', 'provider'] as const;
 export type TaxonomyFormat = (typeof TAXONOMY_FORMATS)[number];
 
+/**
+ * The import's query, one shape per format (the document's `oneOf` on `format`): `iab` imports the
+ * IAB Audience Taxonomy 1.1 TSV/CSV as published, into `name` (default `iab-audience-1.1`);
+ * `provider` a CSV with columns `id,parent_id,name[,description]`, into `name`, which it needs.
+ */
 export const TaxonomyImportQuerySchema = z
-  .object({
-    format: z.enum(TAXONOMY_FORMATS).openapi({
-      description: '`iab`: the IAB Audience Taxonomy 1.1 TSV/CSV as published. `provider`: a CSV with columns `id,parent_id,name[,description]`.',
-    }),
-    name: TaxonomyNameSchema.optional().openapi({ description: `The taxonomy to replace; required for \`provider\`, \`${IAB_AUDIENCE_TAXONOMY}\` by default for \`iab\`.` }),
-  })
-  .superRefine((query, context) => {
-    if (query.format === 'provider' && !query.name) context.addIssue({ code: 'custom', path: ['name'], message: 'required for a provider taxonomy' });
-  })
+  .discriminatedUnion('format', [
+    z.object({ format: z.literal('iab'), name: TaxonomyNameSchema.optional() }),
+    z.object({ format: z.literal('provider'), name: TaxonomyNameSchema }),
+  ])
   .transform((query) => ({ format: query.format, taxonomy: query.name ?? IAB_AUDIENCE_TAXONOMY }));
 
 export const TaxonomyNodeSchema = z
@@ -76,6 +76,18 @@ export const TaxonomyImportResponseSchema = z
   .object({ taxonomy: z.string(), nodes: z.number().int(), importedAt: z.string().openapi({ format: 'date-time' }) })
   .openapi('TaxonomyImportResponse');
 export type TaxonomyImportResponse = z.infer<typeof TaxonomyImportResponseSchema>;
+
+/** A file refused for what only its rows can tell: the import is all or nothing, so nothing of it was kept. */
+export const TaxonomyImportRefusalSchema = z
+  .object({
+    taxonomy: z.string(),
+    imported: z.literal(false),
+    rejected: z
+      .array(z.object({ path: z.string(), message: z.string() }))
+      .openapi({ description: 'What is wrong with the file, each naming its row and column (`row 4.parent_id`), its header (`header.Parent ID`) or the whole file (`(body)`); at most 100, and how many more' }),
+  })
+  .openapi('TaxonomyImportRefusal');
+export type TaxonomyImportRefusal = z.infer<typeof TaxonomyImportRefusalSchema>;
 
 // ---- parsing -----------------------------------------------------------------------------------
 

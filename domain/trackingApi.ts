@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from './collect';
 import type { InputIdentityType } from './identity';
 import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
+import { nameText } from './text';
 
 /**
  * The Segment HTTP Tracking API (also RudderStack's): its message types as zod schemas, and the pure
@@ -54,13 +55,14 @@ const common = {
   timestamp: Iso.nullish().openapi({ description: "When it happened, by the sender's clock" }),
   originalTimestamp: Iso.nullish().openapi({ description: 'Read when `timestamp` is absent' }),
   sentAt: Iso.nullish().openapi({ description: "When it was sent, by the sender's clock: with it, the time is corrected for clock skew: receivedAt − (sentAt − timestamp)" }),
-  context: ContextSchema.nullish(),
+  // A union, not `.nullish()`: the generator documents a named object made nullable as never null.
+  context: z.union([ContextSchema, z.null()]).optional(),
 };
 
 export const TrackMessageSchema = z
   .looseObject({
     type: z.literal('track'),
-    event: z.string().trim().min(1).max(128).openapi({ description: 'The event type, kept as named (`Order Completed`)' }),
+    event: nameText(128).openapi({ description: 'The event type, kept as named (`Order Completed`)' }),
     properties: Fields.nullish().openapi({ description: 'Properties; nested objects flattened into dotted names' }),
     ...common,
   })
@@ -116,15 +118,19 @@ export const SegmentMessageSchema = z.discriminatedUnion('type', [
 ]);
 export type SegmentMessage = z.infer<typeof SegmentMessageSchema>;
 
-/** The envelope is checked as a whole; each message in it is then checked on its own. */
-export const SegmentBatchSchema = z
-  .looseObject({
-    batch: z.array(z.unknown()).min(1),
-    sentAt: Iso.nullish().openapi({ description: "Send time by the sender's clock, for messages without their own" }),
-    context: Fields.nullish().openapi({ description: 'Context for every message; a message\'s own context fields win (objects such as `device` merged one level deep)' }),
-  })
-  .openapi('SegmentBatch', { description: 'Other fields (writeKey, integrations, …) are accepted and ignored: the write key is read from the Authorization header' });
-export type SegmentBatch = z.infer<typeof SegmentBatchSchema>;
+/** The envelope is checked as a whole (1 to `maxMessages` messages); each message in it is then checked on its own. */
+export function segmentBatchSchema(maxMessages: number) {
+  return z
+    .looseObject({
+      batch: z
+        .array(z.unknown().openapi({ description: 'A message (SegmentMessage); one that is not is refused in `rejected`, naming its fields' }))
+        .min(1)
+        .max(maxMessages, `at most ${maxMessages} messages in one request`),
+      sentAt: Iso.nullish().openapi({ description: "Send time by the sender's clock, for messages without their own" }),
+      context: Fields.nullish().openapi({ description: 'Context for every message; a message\'s own context fields win (objects such as `device` merged one level deep)' }),
+    })
+    .openapi('SegmentBatch', { description: 'Other fields (writeKey, integrations, …) are accepted and ignored: the write key is read from the Authorization header' });
+}
 
 export const SegmentResponseSchema = CollectResponseSchema.extend({
   success: z.literal(true).openapi({ description: 'What Segment and RudderStack SDKs look for' }),

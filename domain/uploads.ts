@@ -7,11 +7,30 @@ import type { EventInput } from './schemas';
 
 extendZodWithOpenApi(z);
 
-const ColumnName = z.string().min(1).max(128);
+export const ColumnName = z.string().min(1).max(128);
 const TraitName = z.string().min(1).max(128);
 
 /** Identity types whose raw values are personal data: their columns never become traits. */
 const RAW_PII_TYPES: readonly InputIdentityType[] = ['email', 'phone'];
+
+/** What every file mapping (a CRM source's, a feed's) has besides its identity columns. */
+export const MappingFields = {
+  traits: z
+    .record(ColumnName, TraitName)
+    .default({})
+    .openapi({ description: 'Column → trait name, e.g. `{"Tier": "loyalty_tier"}`; other columns are ignored. A column mapped as a raw `email` or `phone` cannot also be a trait.' }),
+  delimiter: z.enum([',', ';', '\t', '|']).default(','),
+};
+
+/** A trait is stored as it is: raw emails and phones would reach the store through one. */
+export function refuseRawPiiTraits(mapping: { identities: Partial<Record<string, string>>; traits: Record<string, string> }, ctx: z.RefinementCtx): void {
+  for (const type of RAW_PII_TYPES) {
+    const column = mapping.identities[type];
+    if (column !== undefined && Object.hasOwn(mapping.traits, column)) {
+      ctx.addIssue({ code: 'custom', path: ['traits', column], message: `column "${column}" holds raw ${type}s (identities.${type}); it cannot also be a trait` });
+    }
+  }
+}
 
 /**
  * How a CRM source's CSV uploads become events: which columns hold identities (raw emails and
@@ -24,23 +43,12 @@ export const CrmMappingSchema = z
       .partialRecord(z.enum(INPUT_IDENTITY_TYPES), ColumnName)
       .refine((columns) => Object.keys(columns).length > 0, 'map at least one identity column')
       .openapi({ description: 'Identity type → column, e.g. `{"crm_id": "customer_id", "email": "Email"}`', example: { crm_id: 'customer_id', email: 'email' } }),
-    traits: z
-      .record(ColumnName, TraitName)
-      .default({})
-      .openapi({ description: 'Column → trait name, e.g. `{"Tier": "loyalty_tier"}`; other columns are ignored. A column mapped as a raw `email` or `phone` cannot also be a trait.' }),
+    traits: MappingFields.traits,
     eventType: z.string().min(1).max(128).default('crm_record').openapi({ description: 'The event type each row is recorded as' }),
-    delimiter: z.enum([',', ';', '\t', '|']).default(','),
+    delimiter: MappingFields.delimiter,
   })
   .strict()
-  .superRefine((mapping, ctx) => {
-    // A trait is stored as it is: raw emails and phones would reach the store through one.
-    for (const type of RAW_PII_TYPES) {
-      const column = mapping.identities[type];
-      if (column !== undefined && Object.hasOwn(mapping.traits, column)) {
-        ctx.addIssue({ code: 'custom', path: ['traits', column], message: `column "${column}" holds raw ${type}s (identities.${type}); it cannot also be a trait` });
-      }
-    }
-  })
+  .superRefine(refuseRawPiiTraits)
   .openapi('CrmMapping');
 export type CrmMapping = z.infer<typeof CrmMappingSchema>;
 
@@ -67,22 +75,39 @@ export interface CrmColumns {
 }
 
 /**
- * Finds every mapped column in a file's header (names trimmed, compared exactly). A column that is
- * missing, or that appears twice, is an error naming the mapping field that wants it.
+ * Where each wanted column is in a file's header (names trimmed, compared exactly). A column that
+ * is missing, or that appears twice, is an error naming the mapping field that wants it.
  */
-export function readCrmHeader(header: string[], mapping: CrmMapping): { columns: CrmColumns } | { errors: FieldError[] } {
+export function locateColumns(header: string[], wanted: Array<{ column: string; path: string }>): { indexes: number[] } | { errors: FieldError[] } {
   const names = header.map((name) => name.trim());
   const errors: FieldError[] = [];
-  const find = (column: string, path: string): number => {
+  const indexes = wanted.map(({ column, path }) => {
     const count = names.filter((name) => name === column).length;
     if (count === 0) errors.push({ path, message: `column "${column}" is not in the header` });
     if (count > 1) errors.push({ path, message: `column "${column}" appears ${count} times in the header` });
     return names.indexOf(column);
+  });
+  return errors.length > 0 ? { errors } : { indexes };
+}
+
+/** Finds every column a CRM mapping names in a file's header. */
+export function readCrmHeader(header: string[], mapping: CrmMapping): { columns: CrmColumns } | { errors: FieldError[] } {
+  const identities = Object.entries(mapping.identities) as Array<[InputIdentityType, string]>;
+  const traits = Object.entries(mapping.traits);
+  const located = locateColumns(header, [
+    ...identities.map(([type, column]) => ({ column, path: `mapping.identities.${type}` })),
+    ...traits.map(([column]) => ({ column, path: `mapping.traits.${column}` })),
+  ]);
+  if ('errors' in located) return located;
+  const at = (n: number) => located.indexes[n];
+  return {
+    columns: {
+      width: header.length,
+      identities: identities.map(([type, column], n) => ({ type, column, index: at(n) })),
+      traits: traits.map(([column, trait], n) => ({ trait, column, index: at(identities.length + n) })),
+      eventType: mapping.eventType,
+    },
   };
-  const identities = (Object.entries(mapping.identities) as Array<[InputIdentityType, string]>).map(([type, column]) => ({ type, column, index: find(column, `mapping.identities.${type}`) }));
-  const traits = Object.entries(mapping.traits).map(([column, trait]) => ({ trait, column, index: find(column, `mapping.traits.${column}`) }));
-  if (errors.length > 0) return { errors };
-  return { columns: { width: names.length, identities, traits, eventType: mapping.eventType } };
 }
 
 /** A row's event id: fixed by its upload and row, so appending it again is a duplicate of the first append. */
@@ -125,6 +150,30 @@ export function columnOf(path: string, columns: CrmColumns): string {
   return path;
 }
 
+/** A file refused before any of its rows was read (a header without a mapped column, an empty file). */
+export class FileRefused extends Error {
+  constructor(readonly errors: FieldError[]) {
+    super(errors.map((error) => `${error.path}: ${error.message}`).join('; '));
+  }
+}
+
+/** Why reading a file stopped, said without the file's content (csv-parse may quote a field). */
+export class FileUnreadable extends Error {
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** What is wrong with a file, for its reader (null for other failures, e.g. of the store): never quoting the file. */
+export function fileProblems(error: unknown): FieldError[] | null {
+  if (error instanceof FileRefused) return error.errors;
+  if (error instanceof FileUnreadable) return [{ path: error.path, message: error.message }];
+  return null;
+}
+
 // ---- uploads ---------------------------------------------------------------------------------
 
 /** Rejected rows kept on an upload, the first ones of the file; `rowsRejected` counts them all. */
@@ -136,7 +185,8 @@ export const UploadStateSchema = z.enum(['receiving', 'importing', 'completed', 
 export type UploadState = z.infer<typeof UploadStateSchema>;
 
 export const UploadRejectionSchema = z.object({
-  row: z.number().int().openapi({ description: "The row's number in the file, the header being row 1 (a spreadsheet's row number)" }),
+  file: z.string().optional().openapi({ description: 'The file the row is in, when the upload read several (a drop-folder feed)' }),
+  row: z.number().int().openapi({ description: "The row's number in the file, the header being row 1 (a spreadsheet's row number); in an NDJSON file, its line number" }),
   errors: z.array(z.object({ path: z.string().openapi({ description: 'The column (as the header names it), or `(row)` for the row as a whole' }), message: z.string() })),
 });
 export type UploadRejection = z.infer<typeof UploadRejectionSchema>;
@@ -150,6 +200,10 @@ export const UploadViewSchema = z
     state: UploadStateSchema,
     rowsReceived: z.number().int().openapi({ description: 'Data rows read from the file (the header not counted)' }),
     rowsImported: z.number().int().openapi({ description: 'Rows appended to the source log as events, each exactly once (a resumed import counts the rows an interrupted attempt appended)' }),
+    rowsDuplicate: z
+      .number()
+      .int()
+      .openapi({ description: "Rows whose event id the source log held already from an earlier import (a feed's rows pulled again within DMP_DEDUPE_WINDOW_HOURS): not imported again" }),
     rowsRejected: z.number().int().openapi({ description: 'Rows refused; the first ones are listed in `rejections`' }),
     rowsNonProfiling: z.number().int().openapi({ description: "Of the rows kept, those the source's consent policy keeps from profiling (a CRM source usually sets `consent.mode: not_required`)" }),
     rejections: z.array(UploadRejectionSchema).openapi({ description: `The first ${UPLOAD_REJECTIONS_KEPT} rows refused, with the column and the reason` }),

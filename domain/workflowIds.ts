@@ -49,3 +49,13 @@ export function destinationScheduleId(databaseName: string, destinationId: strin
 export function crmImportWorkflowId(databaseName: string, uploadId: string): string {
   return `crm-import:${databaseName}:${uploadId}`;
 }
+
+/** A feed's pulls, one at a time: scheduled, asked for and backfill pulls all run under this id. */
+export function feedPullWorkflowId(databaseName: string, sourceId: string): string {
+  return `feed-pull:${databaseName}:${sourceId}`;
+}
+
+/** The schedule of a feed's pulls; its runs start under this id and their time, and each starts the feed's pull. */
+export function feedScheduleId(databaseName: string, sourceId: string): string {
+  return `feed-schedule:${databaseName}:${sourceId}`;
+}

@@ -6,6 +6,8 @@ import { MongoClient, type Collection, type Db, MongoServerError } from 'mongodb
  * `_id` only, writes are keyed, and nothing relies on transactions, change streams or TTL indexes.
  */
 export const COLLECTIONS = {
+  /** Segment definitions, one document per segment. */
+  segments: 'segments',
   /** Cookie-sync partners (`_id` = the partner's slug). */
   partners: 'partners',
   /** `<partner>:<puid>` → our cookie ids seen with that partner id. */
@@ -16,6 +18,10 @@ export const COLLECTIONS = {
   uploads: 'uploads',
   /** An upload's rows as prepared at the edge (hashed, validated), `<uploadId>:<n>`; removed once imported. */
   uploadRows: 'upload_rows',
+  /** One per feed source (`_id` = source id): its cursor, ETag / Last-Modified and imported files, advanced by completed pulls. */
+  feedStates: 'feed_states',
+  /** One per pull of a feed (`_id` = pull id): its trigger, window, HTTP answer, counts and attempts. */
+  feedPulls: 'feed_pulls',
   /** Per source, hour and API process: rejections of channels that answer the browser whatever happens. */
   channelRejections: 'channel_rejections',
   sources: 'sources',
@@ -56,6 +62,7 @@ export const COLLECTIONS = {
  */
 const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.uploads, 'sourceId'],
+  [COLLECTIONS.feedPulls, 'sourceId'],
   [COLLECTIONS.channelRejections, 'sourceId'],
   [COLLECTIONS.profiles, 'profileId'],
   [COLLECTIONS.profiles, 'group'],
@@ -63,6 +70,7 @@ const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.profileEvents, 'profiles'],
   [COLLECTIONS.identitySeverances, 'keys'],
   [COLLECTIONS.identityRefusals, 'profileId'],
+  [COLLECTIONS.segments, 'refersTo'],
 ];
 
 export interface Store {

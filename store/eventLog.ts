@@ -174,6 +174,11 @@ export class EventLog {
     return this.seals.findOne({ _id: chunkId(sourceId, seq) }, { projection: { accepted: 1, chunkCreatedAt: 1 } });
   }
 
+  /** The chunk that claimed an event id around time `at`, or null: tells a resumed append's own events from earlier appends'. */
+  async claimingChunk(sourceId: string, eventId: string, at: number): Promise<number | null> {
+    return (await this.eventIds.owner(eventIdKey(sourceId, eventId), at))?.chunk ?? null;
+  }
+
   /** For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim. */
   async unclaimedIndexes(chunk: EventChunk): Promise<Set<number>> {
     const owners = await Promise.all(

@@ -204,6 +204,25 @@ export class SegmentRunStore {
   }
 
   /**
+   * Drops the snapshot chunks of ended runs no segment reads (`segments` is every segment), and folds
+   * real-time changes of past days into history once every segment has a snapshot newer than them.
+   * Returns how many runs let go of their chunks. Safe to repeat.
+   */
+  async releaseUnread(segments: SegmentDoc[], now: Date): Promise<number> {
+    const read = new Set(segments.flatMap((segment) => (segment.current ? [segment.current.runId] : [])));
+    let released = 0;
+    for (const run of await this.runs.find({ state: { $ne: 'running' } }, { projection: { _id: 1, chunks: 1 } }).toArray()) {
+      if (read.has(run._id) || run.chunks.length === 0) continue;
+      await this.dropChunks(run);
+      released++;
+    }
+    if (segments.some((segment) => !segment.current)) return released;
+    const cutoff = segments.reduce((min, segment) => (segment.current!.startedAt < min ? segment.current!.startedAt : min), now);
+    await this.foldChangesIntoHistory(new Date(cutoff.getTime() - 3_600_000));
+    return released;
+  }
+
+  /**
    * Counts the real-time changes of whole days before `before` into per-day history entries, then
    * removes them. An entry is inserted once (a retry that finds it leaves it: it was counted from all
    * of that day's changes, which are only removed after every entry is in).
@@ -333,11 +352,22 @@ export function binarySearch(sorted: string[], value: string): number {
   return -1;
 }
 
-/** Prepares a run of every segment as it is now (see `SegmentRunStore.prepare`) and shows it on each. */
-export async function prepareRun(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date): Promise<RunDoc> {
-  const run = await runs.prepare(await segments.list(), evaluatedAt, startedAt);
+/**
+ * Prepares a run of every segment as it is now, or of those a change of `only` touches — the
+ * segments named, those whose rules lead to them, and what all of those refer to (read by id, not
+ * by reading every segment) — and shows it on each.
+ */
+export async function prepareRun(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date, only?: readonly string[]): Promise<RunDoc> {
+  if (!only) return prepareRunOf(segments, runs, await segments.list(), evaluatedAt, startedAt);
+  const touched = [...only, ...(await segments.dependentsOf(only)).map((doc) => doc._id)];
+  return prepareRunOf(segments, runs, await segments.withReferences(touched), evaluatedAt, startedAt);
+}
+
+/** Prepares a run of exactly `docs` (which must hold every segment their rules refer to) and shows it on each. */
+export async function prepareRunOf(segments: SegmentStore, runs: SegmentRunStore, docs: SegmentDoc[], evaluatedAt: Date, startedAt: Date): Promise<RunDoc> {
+  const run = await runs.prepare(docs, evaluatedAt, startedAt);
   if (run.state === 'running') {
-    for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
+    await segments.setLastRuns(run.segments.map((segment) => segment.id), { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
   }
   return run;
 }
@@ -347,7 +377,7 @@ export async function failRun(segments: SegmentStore, runs: SegmentRunStore, run
   const run = await runs.getRun(runId);
   if (!run || run.state !== 'running') return;
   await runs.saveRun({ ...run, state: 'failed', finishedAt, error: error.slice(0, 2000) });
-  for (const segment of run.segments) await segments.setLastRun(segment.id, { runId: run._id, state: 'failed', startedAt: run.startedAt, finishedAt });
+  await segments.setLastRuns(run.segments.map((segment) => segment.id), { runId: run._id, state: 'failed', startedAt: run.startedAt, finishedAt });
 }
 
 export function rulesOfRun(run: Pick<RunDoc, 'segments'>): Array<{ id: string; rule: Rule }> {

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { Collection } from 'mongodb';
-import type { Rule, SegmentDefinition } from '../domain/segmentRules';
+import { referencedSegments, type Rule, type SegmentDefinition } from '../domain/segmentRules';
 import type { SegmentSchedule } from '../domain/segments';
-import type { Store } from './db';
+import { COLLECTIONS, forEachConcurrently, type Store } from './db';
 
-export const SEGMENTS = 'segments';
+export const SEGMENTS = COLLECTIONS.segments;
 
 /** Where a segment's membership stands: the batch run whose snapshot it reads. */
 export interface CurrentRun {
@@ -39,6 +39,13 @@ export interface SegmentDoc {
   updatedAt: Date;
   current: CurrentRun | null;
   lastRun: RunSummary | null;
+  /** The segments the rule refers to, written by the store with the rule: finds a segment's dependents by exact match. */
+  refersTo?: string[];
+}
+
+/** A document as stored: with the segments its rule refers to. */
+function withRefersTo(doc: SegmentDoc): SegmentDoc {
+  return { ...doc, refersTo: referencedSegments(JSON.parse(doc.ruleJson) as Rule) };
 }
 
 export function newSegmentId(): string {
@@ -58,6 +65,9 @@ export function definitionsOf(docs: SegmentDoc[]): SegmentDefinition[] {
  * Segment definitions: a small collection (tens to hundreds of documents), read whole. Every write is
  * by `_id`. Writers and readers read the definitions afresh each time: a new segment counts at once.
  */
+/** Segment documents written at once when a run's state is recorded on all of them. */
+const LAST_RUN_WRITES_AT_ONCE = 8;
+
 export class SegmentStore {
   readonly segments: Collection<SegmentDoc>;
 
@@ -73,13 +83,59 @@ export class SegmentStore {
     return this.segments.findOne({ _id: id });
   }
 
+  /**
+   * The segments `ids` name and, transitively, those their rules refer to, read by exact id: what a
+   * new segment's rule needs checked and evaluated, without reading every segment. Ids that name no
+   * segment are left out.
+   */
+  async withReferences(ids: readonly string[]): Promise<SegmentDoc[]> {
+    const found = new Map<string, SegmentDoc>();
+    const seen = new Set<string>();
+    let next = [...new Set(ids)];
+    while (next.length > 0) {
+      next.forEach((id) => seen.add(id));
+      const docs = (await Promise.all(next.map((id) => this.get(id)))).filter((doc): doc is SegmentDoc => doc !== null);
+      docs.forEach((doc) => found.set(doc._id, doc));
+      next = [...new Set(docs.flatMap((doc) => referencedSegments(JSON.parse(doc.ruleJson) as Rule)))].filter((id) => !seen.has(id));
+    }
+    return [...found.values()];
+  }
+
+  /**
+   * The segments whose rules lead to any of `ids` (refer to one, or to a segment that does), found
+   * by exact match on `refersTo`, one query per segment reached: no read of every segment.
+   */
+  async dependentsOf(ids: readonly string[]): Promise<SegmentDoc[]> {
+    const found = new Map<string, SegmentDoc>();
+    const seen = new Set(ids);
+    let next = [...seen];
+    while (next.length > 0) {
+      const users = (await Promise.all(next.map((id) => this.segments.find({ refersTo: id }).toArray()))).flat();
+      next = [];
+      for (const user of users) {
+        if (found.has(user._id)) continue;
+        found.set(user._id, user);
+        if (!seen.has(user._id)) next.push(user._id);
+        seen.add(user._id);
+      }
+    }
+    return [...found.values()];
+  }
+
+  /** Writes `refersTo` on segments stored without it (before it was kept); run when a worker starts. */
+  async indexReferences(): Promise<number> {
+    const unindexed = await this.segments.find({ refersTo: { $exists: false } }).toArray();
+    for (const doc of unindexed) await this.segments.updateOne({ _id: doc._id }, { $set: { refersTo: withRefersTo(doc).refersTo } });
+    return unindexed.length;
+  }
+
   async create(doc: SegmentDoc): Promise<void> {
-    await this.segments.insertOne(doc);
+    await this.segments.insertOne(withRefersTo(doc));
   }
 
   /** Replaces a segment if it is still at `version`: a concurrent edit makes this return false. */
   async replace(doc: SegmentDoc, expectedVersion: number): Promise<boolean> {
-    const result = await this.segments.replaceOne({ _id: doc._id, version: expectedVersion }, doc);
+    const result = await this.segments.replaceOne({ _id: doc._id, version: expectedVersion }, withRefersTo(doc));
     return result.matchedCount === 1;
   }
 
@@ -92,6 +148,11 @@ export class SegmentStore {
     const doc = await this.get(id);
     if (!doc || (doc.lastRun && doc.lastRun.runId !== lastRun.runId && doc.lastRun.startedAt > lastRun.startedAt)) return;
     await this.segments.updateOne({ _id: id }, { $set: { lastRun } });
+  }
+
+  /** Records a run's state on each of its segments (each one read and written: a few at a time, as a run may hold thousands). */
+  setLastRuns(ids: string[], lastRun: RunSummary): Promise<void> {
+    return forEachConcurrently(ids, LAST_RUN_WRITES_AT_ONCE, (id) => this.setLastRun(id, lastRun));
   }
 
   /**

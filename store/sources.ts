@@ -1,5 +1,6 @@
 import type { Collection } from 'mongodb';
 import type { ConsentPolicy, DrainPosition, Party, SourceKind, SourceState } from '../domain/schemas';
+import type { FeedConfig } from '../domain/feeds';
 import type { CrmMapping } from '../domain/uploads';
 import { COLLECTIONS, type Store } from './db';
 
@@ -15,6 +16,8 @@ export interface SourceDoc {
   consent?: ConsentPolicy;
   /** How a `crm` source's uploads are read. */
   mapping?: CrmMapping;
+  /** Where a `feed` source's files come from, when, and how they are read. */
+  feed?: FeedConfig;
   /** Whether draining is paused; absent means active. Set by the API, read when a workflow (re)starts. */
   state?: SourceState;
 }

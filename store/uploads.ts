@@ -13,7 +13,14 @@ export interface ImportCheckpoint {
   rows: number;
   /** Of `rows`, those an interrupted attempt had appended already (they came back as duplicates of themselves). */
   resumed: number;
+  /** Of `rows`, those the log held from an earlier import (a feed's rows pulled again): not imported by this one. */
+  duplicates: number;
+  /** The source log's head when this import began: a duplicate claimed at or past it was claimed by this import. */
+  logFrom?: number;
 }
+
+/** An upload's checkpoint before any of it is appended. */
+export const NOTHING_IMPORTED: ImportCheckpoint = { chunks: 0, rows: 0, resumed: 0, duplicates: 0 };
 
 export interface UploadDoc {
   _id: string;
@@ -99,6 +106,15 @@ export class UploadStore {
   async readChunk(uploadId: string, n: number): Promise<StoredEvent[] | null> {
     const staged = await this.rows.findOne({ _id: stagedChunkId(uploadId, n) });
     return staged ? decodeEvents<StoredEvent>(staged.events) : null;
+  }
+
+  /**
+   * Removes the chunks an upload staged before its writer stopped, however far it got: chunks are
+   * staged one after the other from 0, so deleting by `_id` in order until one is missing finds them all.
+   */
+  async dropStaged(uploadId: string): Promise<void> {
+    let n = 0;
+    while ((await this.rows.deleteOne({ _id: stagedChunkId(uploadId, n) })).deletedCount === 1) n++;
   }
 
   /** Removes an upload's staged chunks (those already gone are skipped), a few deletes by `_id` at a time. */

@@ -1,6 +1,6 @@
 import { Client, Connection, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import type { DestinationDoc } from '../store/destinations';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
@@ -9,6 +9,7 @@ import { SA } from '../domain/searchAttributes';
 import type { Config } from '../config';
 import type { SourceDoc } from '../store/sources';
 import { crmImport } from '../workflows/crmImport';
+import { feedPull, scheduledFeedPull, type FeedPullInput } from '../workflows/feedPull';
 import { identityGraph, unlinkRequestedSignal } from '../workflows/identityUnlink';
 import { eventsRoutedSignal, profilePartition, splitRequestedSignal } from '../workflows/profilePartition';
 import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnection';
@@ -129,6 +130,11 @@ export async function ensureRetentionSchedule(
   }
 }
 
+/** A schedule of ours (`{every}` or `{cron}`) as a Temporal Schedule spec. */
+function scheduleSpec(schedule: SegmentSchedule): ScheduleSpec {
+  return 'every' in schedule ? { intervals: [{ every: durationMs(schedule.every) }] } : { cronExpressions: [schedule.cron] };
+}
+
 /** Starts a prepared batch segmentation run under its deterministic id; finding it started is success. */
 export async function startSegmentRun(client: Client, databaseName: string, runId: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
   try {
@@ -160,7 +166,7 @@ export async function syncSegmentSchedule(
     }
     return;
   }
-  const spec: ScheduleSpec = 'every' in schedule ? { intervals: [{ every: durationMs(schedule.every) }] } : { cronExpressions: [schedule.cron] };
+  const spec = scheduleSpec(schedule);
   const action = { type: 'startWorkflow' as const, workflowType: segmentRun, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ databaseName }] as [object] };
   const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' as const };
   try {
@@ -208,11 +214,7 @@ export async function syncDestinationSchedule(
     }
     return null;
   }
-  const spec: ScheduleSpec = destination.nearRealTime
-    ? { intervals: [{ every: '1 minute' }] }
-    : schedule && 'every' in schedule
-      ? { intervals: [{ every: durationMs(schedule.every) }] }
-      : { cronExpressions: [(schedule as { cron: string }).cron] };
+  const spec: ScheduleSpec = destination.nearRealTime || !schedule ? { intervals: [{ every: '1 minute' }] } : scheduleSpec(schedule);
   const trigger: DestinationExportInput['trigger'] = destination.nearRealTime ? 'near_real_time' : 'schedule';
   const action = {
     type: 'startWorkflow' as const,
@@ -258,4 +260,60 @@ export async function startCrmImport(client: Client, databaseName: string, uploa
   } catch (error) {
     if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
   }
+}
+
+/**
+ * Makes a feed source's schedule match it: a pull at its interval or cron, paused while the source
+ * is; nothing for other kinds. Pulls never overlap (the schedule skips a turn while one runs, and
+ * every pull of a feed runs under one workflow id); one missed while the cluster was down is caught
+ * up within the hour.
+ */
+export async function syncFeedSchedule(
+  client: Client,
+  databaseName: string,
+  source: Pick<SourceDoc, '_id' | 'kind' | 'party' | 'feed' | 'state'>,
+  config: Pick<Config, 'DMP_TASK_QUEUE'>,
+): Promise<void> {
+  if (!source.feed) return;
+  const scheduleId = feedScheduleId(databaseName, source._id);
+  const spec = scheduleSpec(source.feed.schedule);
+  const searchAttributes = [
+    { key: SA.sourceId, value: source._id },
+    { key: SA.sourceKind, value: source.kind },
+    { key: SA.party, value: source.party },
+  ];
+  const action = {
+    type: 'startWorkflow' as const,
+    workflowType: scheduledFeedPull,
+    workflowId: scheduleId,
+    taskQueue: config.DMP_TASK_QUEUE,
+    args: [{ sourceId: source._id, databaseName }] as [{ sourceId: string; databaseName: string }],
+    typedSearchAttributes: searchAttributes,
+  };
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' as const };
+  const paused = source.state === 'paused';
+  try {
+    await client.schedule.create({ scheduleId, spec, action, policies, state: { paused }, typedSearchAttributes: searchAttributes });
+  } catch (error) {
+    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+    await client.schedule.getHandle(scheduleId).update((previous) => ({ ...previous, spec, action, state: { ...previous.state, paused } }));
+  }
+}
+
+/**
+ * Starts a pull of a feed under the feed's one pull id. A pull of the feed already running is a
+ * WorkflowExecutionAlreadyStartedError: pulls of a feed never overlap.
+ */
+export async function startFeedPull(client: Client, source: Pick<SourceDoc, '_id' | 'kind' | 'party'>, input: FeedPullInput, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  await client.workflow.start(feedPull, {
+    workflowId: feedPullWorkflowId(input.databaseName, source._id),
+    taskQueue: config.DMP_TASK_QUEUE,
+    args: [input],
+    typedSearchAttributes: [
+      { key: SA.sourceId, value: source._id },
+      { key: SA.sourceKind, value: source.kind },
+      { key: SA.party, value: source.party },
+    ],
+    memo: { sourceId: source._id, pullId: input.pullId },
+  });
 }

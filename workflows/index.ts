@@ -5,3 +5,4 @@ export { storeRetention } from './storeRetention';
 export { segmentRun } from './segmentRun';
 export { destinationExport } from './destinationExport';
 export { crmImport } from './crmImport';
+export { feedPull, scheduledFeedPull } from './feedPull';

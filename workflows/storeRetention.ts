@@ -1,7 +1,7 @@
 import { proxyActivities, upsertMemo } from '@temporalio/workflow';
 import type { RetentionActivities } from '../activities/retention';
 
-const { expireEventIds, expireRawChunks, expireRoutedEvents } = proxyActivities<RetentionActivities>({
+const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots } = proxyActivities<RetentionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '5 seconds', maximumInterval: '1 minute' },
@@ -19,24 +19,27 @@ export interface RetentionReport {
   rawChunksRemoved: number;
   rawEventsRemoved: number;
   routedBatchesRemoved: number;
+  segmentRunsReleased: number;
 }
 
 /**
  * One retention run, started by the store's schedule: what has aged out leaves the store — event-id
  * generations past the dedupe window, drained raw chunks past their TTL, folded routed events past
- * the history window — and the run reports how much (its result, and its memo in the Temporal UI).
+ * the history window, snapshots of segment runs no segment reads — and the run reports how much (its result, and its memo in the Temporal UI).
  * Superseded profile versions leave through the partition writers' compaction, not here.
  */
 export async function storeRetention(input: RetentionInput = {}): Promise<RetentionReport> {
   const ids = await expireEventIds();
   const raw = await expireRawChunks({ ttlMs: input.rawEventTtlMs });
   const routed = await expireRoutedEvents({ ttlMs: input.eventHistoryTtlMs });
+  const snapshots = await releaseSegmentSnapshots();
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
     rawChunksRemoved: raw.chunks,
     rawEventsRemoved: raw.events,
     routedBatchesRemoved: routed.batches,
+    segmentRunsReleased: snapshots.runs,
   };
   upsertMemo({ report });
   return report;

@@ -38,6 +38,13 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     expectProblem(await collect({ rawBody: '{"events": [' }), 400, 'malformed-json', '(body)');
   });
 
+  it('no body where the document requires a JSON one → 400 naming the body, not read as an empty object', async () => {
+    // The JSON parser would read nothing as `{}`: the answer names the missing body, not each missing field.
+    const response = await call(`${api.url}/v1/sources`, { key: api.adminKey, method: 'POST' });
+    expectProblem(response, 400, 'validation', '(body)');
+    expect(response.body.errors).toEqual([{ path: '(body)', message: 'missing' }]);
+  });
+
   it('wrong envelope types → 400 naming `events`', async () => {
     expectProblem(await collect({ body: { events: 'many' } }), 400, 'validation', 'events');
     expectProblem(await collect({ body: { events: [], extra: 1 } }), 400, 'validation');
@@ -58,9 +65,9 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     expectProblem(await collect({ body: { events: [...events, ...events, ...events, ...events, ...events] } }), 413, 'body-too-large', '(body)');
   });
 
-  it('too many events → 413 batch-too-large naming `events`', async () => {
+  it('too many events → 400 naming `events` (the document states the most a request holds)', async () => {
     const events = Array.from({ length: 6 }, (_, n) => ({ type: 'x', identities: { cookie_id: `c${n}` } }));
-    expectProblem(await collect({ body: { events } }), 413, 'batch-too-large', 'events');
+    expectProblem(await collect({ body: { events } }), 400, 'validation', 'events');
   });
 
   it('refused requests stored nothing', async () => {

@@ -49,7 +49,6 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
       [{ ...base, redirectUrl: 'http://dsp.example/sync?u=${DMP_UID}' }, 'redirectUrl'],
       [{ ...base, redirectUrl: 'https://dsp.example/sync?u=${DMP_ID}' }, 'redirectUrl'],
       [{ ...base, id: 'Not A Slug' }, 'id'],
-      [{ ...base, sourceId: 'src_missing' }, 'sourceId'],
       [{ ...base, redirect: 'x' }, '(body)'],
     ];
     for (const [body, path] of cases) {
@@ -57,6 +56,9 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
       expect({ path, status: response.status }).toEqual({ path, status: 400 });
       expect(response.body.errors.map((error: { path: string }) => error.path)).toContain(path);
     }
+    // A source that does not exist is not found, and named.
+    const noSource = await admin('/v1/partners', { body: { ...base, sourceId: 'src_missing' } });
+    expect({ status: noSource.status, paths: noSource.body.errors.map((error: { path: string }) => error.path) }).toEqual({ status: 404, paths: ['sourceId'] });
     // Plain http is for allowlisted hosts.
     const local = await admin('/v1/partners', { body: { ...base, redirectUrl: 'http://127.0.0.1:9/sync?u=${DMP_UID}' } });
     expect(local.status).toBe(201);
@@ -167,10 +169,16 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     const allowed = await sync('ttd', { puid: 'eu-user', gdpr: '1', gdpr_consent: granted }, { cookie: `dmp_uid=${cookie(902)}` });
     expect(allowed.headers.get('location')).toBe(`${MATCH_URL}?dmp_uid=${cookie(902)}&gdpr=1&gdpr_consent=${encodeURIComponent(granted)}`);
     expect(await matches.cookieIdsOf('ttd', 'eu-user')).toEqual([cookie(902)]);
-    // An unreadable TC string is bad input, named.
-    const unreadable = await sync('ttd', { puid: 'eu-user', gdpr: '1', gdpr_consent: 'garbage' });
-    expect(unreadable.status).toBe(400);
-    expect((await problemOf(unreadable)).errors[0].path).toBe('query.gdpr_consent');
+    // A TC string that cannot be read grants nothing: answered as without consent, the signal passed on as it came.
+    const unreadable = await sync('ttd', { puid: 'eu-reader', gdpr: '1', gdpr_consent: 'garbage' }, { cookie: `dmp_uid=${cookie(904)}` });
+    expect(unreadable.status).toBe(302);
+    expect(setCookies(unreadable)).toEqual([]);
+    expect(unreadable.headers.get('location')).toBe(`${MATCH_URL}?dmp_uid=&gdpr=1&gdpr_consent=garbage`);
+    expect(await matches.cookieIdsOf('ttd', 'eu-reader')).toEqual([]);
+    // One that is not even made of a TC string's characters is bad input, named.
+    const malformed = await sync('ttd', { puid: 'eu-user', gdpr: '1', gdpr_consent: 'not a tc string' });
+    expect(malformed.status).toBe(400);
+    expect((await problemOf(malformed)).errors[0].path).toBe('query.gdpr_consent');
   });
 
   it('keeps the newest ids on both sides: partner ids per cookie, and cookie ids per partner id', async () => {

@@ -87,13 +87,23 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
       [{ ...base, config: { url: 'http://127.0.0.1:1/hook', secret: 'short' } }, 'config.secret'],
       [{ ...base, connector: 'nope' }, 'connector'],
       [{ ...base, connector: 'dsp_segments', config: { url: 'http://127.0.0.1:1/data', token: 't', advertiserId: 'a' }, idType: 'email_sha256' }, 'idType'],
-      [{ ...base, config: { url: 'http://127.0.0.1:1/hook', secret: 'a-secret-of-16-chars' }, segments: ['seg_missing'] }, 'segments[0]'],
       [{ ...base, config: { url: 'http://127.0.0.1:1/hook', secret: 'a-secret-of-16-chars' }, schedule: { every: 'soon' } }, 'schedule'],
     ];
     for (const [body, path] of cases) {
       const response = await admin('/v1/destinations', { body });
       expect({ path, status: response.status }).toEqual({ path, status: 400 });
       expect(response.body.errors.map((error: { path: string }) => error.path).join(' ')).toContain(path);
+    }
+    // What only the store or the network can tell: a segment that does not exist, a host that does not
+    // resolve (not found), a host inside our own network (forbidden).
+    const references: Array<[Record<string, unknown>, number, string]> = [
+      [{ ...base, config: { url: 'http://127.0.0.1:1/hook', secret: 'a-secret-of-16-chars' }, segments: [segmentId, 'seg_missing'] }, 404, 'segments.1'],
+      [{ ...base, config: { url: 'https://nowhere.invalid/hook', secret: 'a-secret-of-16-chars' } }, 404, 'config.url'],
+      [{ ...base, config: { url: 'https://10.1.2.3/hook', secret: 'a-secret-of-16-chars' } }, 403, 'config.url'],
+    ];
+    for (const [body, status, path] of references) {
+      const response = await admin('/v1/destinations', { body });
+      expect({ path, status: response.status, paths: response.body.errors.map((error: { path: string }) => error.path) }).toEqual({ path, status, paths: [path] });
     }
     const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', config: { url: 'http://127.0.0.1:1/hook', secret: 'a-secret-of-16-chars' } });
     const shown = JSON.stringify((await admin(`/v1/destinations/${id}`)).body);
@@ -104,7 +114,7 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(patched.status).toBe(200);
     expect(patched.body.config).toMatchObject({ url: 'http://127.0.0.1:1/hook', secret: '(set)', batchSize: 5 });
     const moved = await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: 'http://127.0.0.1:2/hook' } } });
-    expect(moved.status).toBe(400);
+    expect(moved.status).toBe(409);
     expect(moved.body.errors).toEqual([{ path: 'config.secret', message: 'send the secret again when the address changes' }]);
     expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
   });

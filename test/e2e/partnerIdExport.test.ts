@@ -67,14 +67,14 @@ describe("exports of a segment as a sync partner's own ids, from the cookie-sync
 
   it('takes a partner id type only for a partner that exists and a connector that can carry it, naming idType', async () => {
     const base = { name: 'x', segments: [segmentId], connector: 'webhook', config: { url: `${server.url}/hook`, secret: 'partner-ids-secret-0123' } };
-    const cases: Array<[Record<string, unknown>, RegExp]> = [
-      [{ ...base, idType: 'partner:nobody' }, /sync partner nobody does not exist/],
-      [{ ...base, idType: 'partner:Not-A-Slug' }, /partner:<partner id>/],
-      [{ ...base, connector: 'people_list', config: { url: `${server.url}/list`, token: 't', listId: 'a' }, idType: 'partner:dsp' }, /takes email_sha256, phone_sha256$/],
+    const cases: Array<[Record<string, unknown>, number, RegExp]> = [
+      [{ ...base, idType: 'partner:nobody' }, 404, /sync partner nobody does not exist/],
+      [{ ...base, idType: 'partner:Not-A-Slug' }, 400, /partner:<partner id>/],
+      [{ ...base, connector: 'people_list', config: { url: `${server.url}/list`, token: 't', listId: 'a' }, idType: 'partner:dsp' }, 400, /takes email_sha256, phone_sha256$/],
     ];
-    for (const [body, message] of cases) {
+    for (const [body, status, message] of cases) {
       const response = await admin('/v1/destinations', { body });
-      expect(response.status).toBe(400);
+      expect(response.status).toBe(status);
       expect(response.body.errors).toEqual([{ path: 'idType', message: expect.stringMatching(message) }]);
     }
   });

@@ -263,7 +263,7 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     const refusals: Array<[Awaited<ReturnType<typeof post>>, number, string, string]> = [
       [await post('{"events": ['), 400, 'malformed-json', '(body)'],
       [await post(JSON.stringify({ events: 'many' })), 400, 'validation', 'events'],
-      [await post(JSON.stringify({ events: Array.from({ length: 1001 }, (_, n) => event(n)) })), 413, 'batch-too-large', 'events'],
+      [await post(JSON.stringify({ events: Array.from({ length: 1001 }, (_, n) => event(n)) })), 400, 'validation', 'events'],
       [await post('x'.repeat(1_100_000)), 413, 'body-too-large', '(body)'],
       [await post('events=1', 'application/x-www-form-urlencoded'), 415, 'unsupported-media-type', 'headers.content-type'],
     ];

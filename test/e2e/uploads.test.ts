@@ -181,7 +181,7 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
     expect(unknown.body.errors).toEqual([{ path: 'params.id', message: 'no source src_nope' }]);
 
     const notCrm = await upload(eventsSource, customerFile());
-    expect(notCrm.status).toBe(400);
+    expect(notCrm.status).toBe(409);
     expect(notCrm.body.errors).toEqual([{ path: 'kind', message: `source ${eventsSource} is of kind "events"; uploads go to sources of kind "crm"` }]);
 
     const json = await upload(sourceId, JSON.stringify({ rows: [] }), 'application/json');
@@ -191,7 +191,7 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
     expect(latin1.status).toBe(415);
 
     const noEmailColumn = await upload(sourceId, 'customer_id,E-mail,Tier,City\nc-1,a@example.com,gold,Rome\n');
-    expect(noEmailColumn.status).toBe(400);
+    expect(noEmailColumn.status).toBe(409);
     expect(noEmailColumn.body.errors).toEqual([{ path: 'mapping.identities.email', message: 'column "Email" is not in the header' }]);
 
     const empty = await upload(sourceId, '');

@@ -2,6 +2,7 @@ import { ScheduleOverlapPolicy } from '@temporalio/client';
 import { retentionScheduleId } from '../../domain/workflowIds';
 import { COLLECTIONS } from '../../store/db';
 import { EventIdGenerations } from '../../store/eventIds';
+import { SEGMENT_COLLECTIONS } from '../../store/segmentRuns';
 import { ensureRetentionSchedule } from '../../temporal/client';
 import { storeRetention } from '../../workflows/storeRetention';
 import { call } from '../support/http';
@@ -49,6 +50,30 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect(again.rawEventsRemoved).toBe(2);
     // Retention removes raw events, not the record of their ids: a repeat inside the dedupe window is still a duplicate.
     expect((await send(['r1'])).body).toMatchObject({ accepted: 0, duplicates: 1 });
+  });
+
+  it('lets go of the snapshots of segment runs no segment reads any more, and keeps the ones segments read', async () => {
+    const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
+    const own = await newSource(platform.api);
+    await own.send([{ id: 'snap-1', type: 'snapshot_check', identities: { cookie_id: 'snap-1' } }]);
+    await own.folded(1);
+    const segment = (await admin('/v1/segments', { body: { name: 'Kept', rule: { event: 'snapshot_check' } } })).body;
+    const completed = async (runId: string) =>
+      waitFor('the run to complete', async () => (await admin(`/v1/segments/${segment.id}/runs/${runId}`)).body.state === 'completed', 30_000, 200);
+    await completed(segment.lastRun.runId);
+    const first = segment.lastRun.runId as string;
+    const second = (await admin(`/v1/segments/${segment.id}/runs`, { method: 'POST' })).body.runId as string;
+    await completed(second);
+    const snapshots = platform.store.db.collection(SEGMENT_COLLECTIONS.snapshots);
+    const chunksOf = (runId: string) => snapshots.countDocuments({ _id: { $regex: `^${runId}:` } } as never);
+    expect(await chunksOf(first)).toBeGreaterThan(0);
+
+    const report = await retain(3_600_000);
+    expect(report.segmentRunsReleased).toBe(1);
+    expect(await chunksOf(first)).toBe(0);
+    expect(await chunksOf(second)).toBeGreaterThan(0);
+    expect((await admin(`/v1/segments/${segment.id}/members`)).body.members).toHaveLength(1);
+    expect((await retain(3_600_000)).segmentRunsReleased).toBe(0);
   });
 
   it('keeps an event id a duplicate for at least the dedupe window, and drops whole generations past it', async () => {

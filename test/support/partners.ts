@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { LocalServer } from './localServer';
 
 /**
  * Local HTTP servers that behave like the partners exports talk to: each checks its format and auth,
@@ -26,7 +26,7 @@ export interface PartnerOptions {
   delayMs?: number;
 }
 
-export class PartnerServer {
+export class PartnerServer extends LocalServer {
   /** Per audience (segment or list), the ids held. */
   readonly audiences = new Map<string, Set<string>>();
   /** Idempotency keys applied, in order: a key twice would be a batch applied twice. */
@@ -41,23 +41,10 @@ export class PartnerServer {
   private readonly faults: Fault[];
   private windowStart = 0;
   private windowCount = 0;
-  private server!: Server;
-  url = '';
 
   constructor(readonly options: PartnerOptions) {
+    super();
     this.faults = [...(options.faults ?? [])];
-  }
-
-  async start(): Promise<this> {
-    this.server = createServer((req, res) => void this.handle(req, res));
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-    return this;
-  }
-
-  stop(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((resolve) => this.server.close(() => resolve()));
   }
 
   audience(name: string): string[] {
@@ -70,7 +57,7 @@ export class PartnerServer {
     return found;
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  protected async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const raw = Buffer.concat(chunks).toString('utf8');

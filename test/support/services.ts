@@ -121,11 +121,23 @@ export async function startPlatform(name: string, config: Partial<Config> = {}):
     api,
     async stop() {
       await api.close();
+      await deleteSchedules(temporal, store.db.databaseName);
       await worker.stop();
       await temporal.connection.close();
       await store.close();
     },
   };
+}
+
+/** Deletes the schedules made for a database (their ids hold it after the kind), so none fires once its test is over. */
+export async function deleteSchedules(temporal: Client, databaseName: string): Promise<void> {
+  for await (const schedule of temporal.schedule.list()) {
+    if (schedule.scheduleId.split(':')[1] !== databaseName) continue;
+    await temporal.schedule
+      .getHandle(schedule.scheduleId)
+      .delete()
+      .catch(() => undefined);
+  }
 }
 
 /**

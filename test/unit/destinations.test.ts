@@ -126,7 +126,7 @@ describe('decide', () => {
     labelsAllowed: [],
     labelsOf: (source) => LABELS[source] ?? [],
     ...overrides,
-    consent: { tcfPurposes: [1, 3, 4], requireTcf: false, ...overrides.consent },
+    consent: { tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true, ...overrides.consent },
   });
   const facts = (overrides: Partial<ExportFacts> = {}): ExportFacts => ({
     ids: ['cookie_id:ck1', 'email_sha256:abc', 'cookie_id:ck2', 'maid:m1'],
@@ -158,6 +158,15 @@ describe('decide', () => {
     expect(decide(facts(), policy({ consent: { tcfVendorId: 30 } }))).toMatchObject({ withheld: null });
   });
 
+  it('withholds a profile whose GPP string records a US opt-out, unless the destination does not honour them', () => {
+    const granted = { purposes: [1, 3, 4], vendors: [] };
+    expect(decide(facts({ tcf: granted, usOptOut: true }), policy())).toEqual({ withheld: 'consent' });
+    expect(decide(facts({ usOptOut: true }), policy())).toEqual({ withheld: 'consent' });
+    expect(decide(facts({ usOptOut: true }), policy({ consent: { honorGppOptOuts: false } }))).toMatchObject({ withheld: null });
+    // Destinations made before the setting existed honour opt-outs.
+    expect(decide(facts({ usOptOut: true }), { ...policy(), consent: { tcfPurposes: [], requireTcf: false } as never })).toEqual({ withheld: 'consent' });
+  });
+
   it('withholds a profile holding data of a source with a label not allowed, naming that label', () => {
     expect(decide(facts({ sources: ['src_shop', 'src_crm'] }), policy())).toEqual({ withheld: 'label', label: 'crm' });
     expect(decide(facts({ sources: ['src_shop', 'src_broker'] }), policy({ labelsAllowed: ['crm'] }))).toEqual({ withheld: 'label', label: 'partner_data' });
@@ -182,7 +191,7 @@ describe('decide', () => {
 // ---- export facts -----------------------------------------------------------------------------
 
 describe('packed export facts', () => {
-  const policy: ExportPolicy = { idType: 'cookie_id', labelsAllowed: [], labelsOf: (source) => (source === 'src_broker' ? ['partner_data'] : []), consent: { tcfPurposes: [1, 3, 4], requireTcf: false } };
+  const policy: ExportPolicy = { idType: 'cookie_id', labelsAllowed: [], labelsOf: (source) => (source === 'src_broker' ? ['partner_data'] : []), consent: { tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true } };
   const members: Array<ExportFacts | null> = [
     { ids: ['cookie_id:a', 'email_sha256:e1'], tcf: { purposes: [1, 3, 4], vendors: [] }, sources: ['src_shop'] },
     null,
@@ -190,19 +199,28 @@ describe('packed export facts', () => {
     { ids: ['cookie_id:d'], tcf: { purposes: [1, 4], vendors: [] }, sources: ['src_shop'] },
     { ids: ['cookie_id:e'], tcf: null, sources: ['src_broker', 'src_shop'] },
     { ids: ['maid:m'], tcf: null, sources: ['src_shop'] },
+    { ids: ['cookie_id:f'], tcf: { purposes: [1, 3, 4], vendors: [] }, usOptOut: true, sources: ['src_shop'] },
   ];
 
   it('keeps each distinct consent and source list once, and -1 for ids without facts', () => {
     const packed = packFacts(members.map((facts) => facts && flattenFacts(facts)));
-    expect(packed.consents).toHaveLength(3);
+    expect(packed.consents).toHaveLength(4);
     expect(packed.sources).toHaveLength(2);
-    expect([...packed.consentOf]).toEqual([0, -1, 0, 1, 2, 2]);
+    expect([...packed.consentOf]).toEqual([0, -1, 0, 1, 2, 2, 3]);
     expect(packed.ids[1]).toBe('');
   });
 
   it('decides every member as decide does on its unpacked facts', () => {
     const decisions = new PackedDecisions(packFacts(members.map((facts) => facts && flattenFacts(facts))), policy);
     members.forEach((facts, i) => expect(decisions.decide(i)).toEqual(facts && decide(facts, policy)));
+    expect(decisions.decide(6)).toEqual({ withheld: 'consent' });
+  });
+
+  it('reads consents packed by runs made before opt-outs were kept (the bare TCF facts)', () => {
+    const old = { consents: [JSON.stringify({ purposes: [1, 3, 4], vendors: [] }), 'null'], sources: ['["src_shop"]'], consentOf: Int32Array.from([0, 1]), sourcesOf: Int32Array.from([0, 0]), ids: ['cookie_id:a', 'cookie_id:b'] };
+    const decisions = new PackedDecisions(old, policy);
+    expect(decisions.decide(0)).toEqual({ withheld: null, ids: ['a'] });
+    expect(decisions.decide(1)).toEqual({ withheld: null, ids: ['b'] });
   });
 });
 
@@ -227,6 +245,14 @@ describe('exportFacts and factsChanged', () => {
 
   it('keeps identity keys, the TCF purposes and vendors, and the sources', () => {
     expect(exportFacts(doc())).toEqual({ ids: ['cookie_id:ck1'], tcf: { purposes: [1, 3, 4], vendors: [755] }, sources: ['src_shop'] });
+  });
+
+  it('marks a US opt-out of sale, sharing or targeted advertising from the GPP string, and nothing else', () => {
+    const gpp = (extra: object) => consent({ tcf: tcf('TC-A'), gpp: { gppString: 'DBABL~x', sectionIds: [7], ...extra } });
+    expect(exportFacts(doc({ consent: gpp({ saleOptOut: true }) })).usOptOut).toBe(true);
+    expect(exportFacts(doc({ consent: gpp({ targetedAdvertisingOptOut: true }) })).usOptOut).toBe(true);
+    expect(exportFacts(doc({ consent: gpp({ saleOptOut: false, sharingOptOut: false }) }))).not.toHaveProperty('usOptOut');
+    expect(factsChanged(doc({ consent: gpp({}) }), doc({ consent: consent({ tcf: tcf('TC-A'), gpp: { gppString: 'DBABL~y', sectionIds: [7], saleOptOut: true } }) }))).toBe(true);
   });
 
   it('has no TCF facts when the profile never sent a TC string', () => {
@@ -291,7 +317,7 @@ describe('destination request schemas', () => {
 
   it('accepts a valid creation request, and fills the consent defaults', () => {
     expect(CreateDestinationRequestSchema.safeParse({ ...valid, schedule: { every: 'PT1H' } }).success).toBe(true);
-    expect(CreateDestinationRequestSchema.parse({ ...valid, consent: {} }).consent).toEqual({ tcfPurposes: [1, 3, 4], requireTcf: false });
+    expect(CreateDestinationRequestSchema.parse({ ...valid, consent: {} }).consent).toEqual({ tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true });
   });
 
   it('refuses unknown fields, at the top and in consent', () => {

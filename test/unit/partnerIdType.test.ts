@@ -16,7 +16,7 @@ import {
 
 const policy = (idType: IdType, overrides: Partial<ExportPolicy> = {}): ExportPolicy => ({
   idType,
-  consent: { tcfPurposes: [1, 3, 4], requireTcf: false },
+  consent: { tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true },
   labelsAllowed: [],
   labelsOf: () => [],
   ...overrides,

@@ -1,11 +1,12 @@
 import { GppModel } from '@iabgpp/cmpapi';
+import fc from 'fast-check';
 import {
   cookieSyncEventId,
-  CreatePartnerRequestSchema,
   expandRedirect,
   liveEntries,
-  PatchPartnerRequestSchema,
+  partnerRequestSchemas,
   readSyncQuery,
+  redirectUrlPattern,
   redirectUrlProblem,
   withSighting,
   type MatchEntry,
@@ -57,7 +58,23 @@ describe('partner config', () => {
     expect(redirectUrlProblem('http://127.0.0.2:8080/match?u=${DMP_UID}', new Set(['127.0.0.1']))).toMatch(/https only/);
   });
 
+  it('states its rules as one pattern, which takes only URLs the rules take', () => {
+    const allowlist = new Set(['127.0.0.1']);
+    const pattern = redirectUrlPattern(allowlist);
+    fc.assert(
+      fc.property(fc.stringMatching(pattern), (template) => {
+        expect(redirectUrlProblem(template, allowlist)).toBeNull();
+      }),
+      { numRuns: 2000 },
+    );
+    for (const template of [TEMPLATE, 'https://1.2.3.4:8443/m/${DMP_UID}?g=${GDPR}', 'http://127.0.0.1:9/sync?u=${DMP_UID}']) expect(pattern.test(template)).toBe(true);
+    for (const template of ['https://sync.partner.example/match?uid=', 'http://sync.partner.example/?u=${DMP_UID}', 'https://a.example/?u=${DMP_UID}&g=${GDRP}', 'https://u:p@a.example/${DMP_UID}', 'https://1.2.3.999/${DMP_UID}']) {
+      expect(pattern.test(template)).toBe(false);
+    }
+  });
+
   it('names the field of a bad id, and refuses unknown fields', () => {
+    const { create: CreatePartnerRequestSchema, patch: PatchPartnerRequestSchema } = partnerRequestSchemas(NOONE);
     const parsed = CreatePartnerRequestSchema.safeParse({ id: 'The Trade Desk', name: 'TTD', redirectUrl: TEMPLATE, extra: 1 });
     expect(parsed.success).toBe(false);
     expect(parsed.error?.issues.map((issue) => issue.path.join('.') || issue.code).sort()).toEqual(['id', 'unrecognized_keys']);
@@ -102,10 +119,16 @@ describe('readSyncQuery', () => {
 
   it('names a bad consent parameter', () => {
     expect(paths(readSyncQuery({ puid: 'p', gdpr: '2' }))).toEqual(['query.gdpr']);
-    expect(paths(readSyncQuery({ puid: 'p', gdpr: '1', gdpr_consent: 'not-a-tc-string' }))).toEqual(['query.gdpr_consent']);
-    expect(paths(readSyncQuery({ puid: 'p', gpp: 'DBABMA~garbage' }))).toEqual(['query.gpp']);
+    expect(paths(readSyncQuery({ puid: 'p', gdpr: '1', gdpr_consent: 'not a tc string' }))).toEqual(['query.gdpr_consent']);
+    expect(paths(readSyncQuery({ puid: 'p', gpp: 'not a gpp string' }))).toEqual(['query.gpp']);
     expect(paths(readSyncQuery({ puid: 'p', us_privacy: 'YYYY' }))).toEqual(['query.us_privacy']);
     expect(paths(readSyncQuery({ puid: 'p', gpp_sid: '7;8' }))).toEqual(['query.gpp_sid']);
+  });
+
+  it('takes a consent string that cannot be read as no consent', () => {
+    expect(refusal({ gdpr: '1', gdpr_consent: 'not-a-tc-string' })).toBe('unreadable_consent');
+    expect(refusal({ gdpr_consent: 'not-a-tc-string' })).toBe('unreadable_consent');
+    expect(refusal({ gpp: 'DBABMA~garbage' })).toBe('unreadable_consent');
   });
 
   it('where the GDPR applies, needs consent to storage (TCF purpose 1)', () => {

@@ -1,5 +1,5 @@
 import {
-  CollectRequestSchema,
+  collectRequestSchema,
   ConsentInputSchema,
   CreateSourceRequestSchema,
   EventInputSchema,
@@ -209,10 +209,12 @@ describe('ConsentInputSchema', () => {
   });
 });
 
-describe('CollectRequestSchema', () => {
-  it('requires at least one event and no other keys', () => {
+describe('collectRequestSchema', () => {
+  it('requires one to the most events allowed and no other keys', () => {
+    const CollectRequestSchema = collectRequestSchema(2);
     expect(CollectRequestSchema.safeParse({ events: [{}] }).success).toBe(true);
     expect(CollectRequestSchema.safeParse({ events: [] }).success).toBe(false);
+    expect(CollectRequestSchema.safeParse({ events: [{}, {}, {}] }).success).toBe(false);
     expect(CollectRequestSchema.safeParse({ events: [{}], batch: 1 }).success).toBe(false);
   });
 });

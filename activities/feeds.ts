@@ -1,0 +1,289 @@
+import type { Readable } from 'node:stream';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import type { Config } from '../config';
+import { checkUnchanged, feedFolder, feedRecords, listFeedFiles, openFeedFile } from '../connectors/feedFiles';
+import { DeliveryError, Outbound } from '../connectors/outbound';
+import type { PrepareOptions } from '../domain/collect';
+import { feedColumnOf, feedRowToEvent, laterCursor, readFeedHeader, rowCursor, type CursorWindow, type FeedColumns, type FeedConfig, type FeedTrigger } from '../domain/feeds';
+import { matchLimits } from '../domain/partners';
+import { fileProblems, FileRefused } from '../domain/uploads';
+import { forEachConcurrently, type Store } from '../store/db';
+import { FeedStore, feedFileKey, newFeedPull, type FeedFile, type FeedPullDoc, type FeedStateDoc } from '../store/feeds';
+import { MatchTableStore } from '../store/matchTables';
+import { SourceStore, type SourceDoc } from '../store/sources';
+import { UploadStore } from '../store/uploads';
+import { withHeartbeats } from './heartbeat';
+import { newUpload, prepareMappedRows, UploadStaging, type MappedRow, type NumberedRow, type PreparedRows } from './uploadStaging';
+
+export interface FeedDeps {
+  store: Store;
+  config: Pick<Config, 'DMP_FEED_DIR' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION' | 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>;
+  now?: () => Date;
+}
+
+export interface FeedPullOutcome {
+  pullId: string;
+  state: 'completed';
+  rowsImported: number;
+  rowsDuplicate: number;
+}
+
+/** The longest a partner's Retry-After holds a fetch back; the next scheduled pull comes anyway. */
+const MAX_RETRY_AFTER_MS = 10 * 60_000;
+
+/** A file of a pull: where it is (its name tells `.gz`), how it is opened, and a check once it is read. */
+interface PulledFile {
+  path: string;
+  /** Names the file in rejections when a pull reads several (a folder's). */
+  label?: string;
+  open(): Readable;
+  verify?(): Promise<void>;
+}
+
+/** What a fetch attempt read besides the staged rows. */
+interface ReadCounts {
+  skipped: number;
+  unmatched: number;
+  cursor: string | null;
+}
+
+type FeedSource = SourceDoc & { feed: FeedConfig };
+
+/**
+ * A fetch attempt's failure as the workflow's retry policy should see it: a partner that is down,
+ * slow or rate-limiting, and a file cut short or broken, are tried again (after the partner's
+ * Retry-After); a refusal (4xx) or a file whose header lacks mapped columns is not — the next
+ * scheduled pull tries again.
+ */
+function asFailure(error: unknown): unknown {
+  if (error instanceof DeliveryError) {
+    if (!error.retryable) return ApplicationFailure.nonRetryable(error.message, 'FeedRefused');
+    const delay = error.retryAfterMs === null ? undefined : Math.min(error.retryAfterMs, MAX_RETRY_AFTER_MS);
+    return ApplicationFailure.create({ message: error.message, type: 'FeedUnavailable', nextRetryDelay: delay });
+  }
+  if (error instanceof FileRefused) return ApplicationFailure.nonRetryable(error.message, 'FeedFileRefused');
+  const problems = fileProblems(error);
+  if (problems) return ApplicationFailure.retryable(`${problems[0].path}: ${problems[0].message}`, 'FeedFileBroken');
+  return error;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/**
+ * The activities of a feed's pull: open it, fetch the partner's file (or a drop folder's new
+ * files) and stage its rows into an upload — which the upload import then appends to the source
+ * log — and finish or fail it. Every row's event id derives from its content (domain/feeds), so a
+ * row fetched again by a retry, a later pull or a backfill is a duplicate in the log, never a
+ * second event; the feed's cursor and validators move only when a pull completes.
+ */
+export function createFeedActivities(deps: FeedDeps) {
+  const now = deps.now ?? (() => new Date());
+  const feeds = new FeedStore(deps.store);
+  const sources = new SourceStore(deps.store);
+  const uploads = new UploadStore(deps.store);
+  const matches = new MatchTableStore(deps.store, matchLimits(deps.config), now);
+  const outbound = new Outbound(new Set(deps.config.DMP_DESTINATION_ALLOWLIST), deps.config.DMP_DESTINATION_TIMEOUT_SECONDS * 1000);
+
+  async function requirePull(pullId: string): Promise<FeedPullDoc> {
+    const pull = await feeds.getPull(pullId);
+    if (!pull) throw ApplicationFailure.nonRetryable(`pull ${pullId} does not exist`, 'PullGone');
+    return pull;
+  }
+
+  async function requireFeedSource(sourceId: string): Promise<FeedSource> {
+    const source = await sources.get(sourceId);
+    if (!source?.feed) throw ApplicationFailure.nonRetryable(`source ${sourceId} is not a feed`, 'NotAFeed');
+    return source as FeedSource;
+  }
+
+  /** Fails and empties the uploads of a pull's earlier attempts (a killed attempt leaves its upload receiving, its chunks staged). */
+  async function discardStaged(pull: FeedPullDoc): Promise<void> {
+    for (const uploadId of pull.uploads) {
+      const upload = await uploads.get(uploadId);
+      if (!upload || upload.state === 'completed') continue;
+      if (upload.state !== 'failed') await uploads.finish(uploadId, upload.state, 'failed', 'a later attempt of its pull read the file again', now());
+      await uploads.dropStaged(uploadId);
+    }
+  }
+
+  /** The cookie id the match table holds for each partner id of the rows in the window (the newest): one read by `_id` per distinct id. */
+  async function matchPartnerIds(rows: NumberedRow[], columns: FeedColumns, window: CursorWindow): Promise<Map<string, string | null>> {
+    const found = new Map<string, string | null>();
+    if (!columns.partner) return found;
+    const { partnerId, index } = columns.partner;
+    const wanted = rows.filter(({ fields }) => !columns.cursor || rowCursor(fields, columns, window) !== null);
+    const ids = [...new Set(wanted.map(({ fields }) => (fields[index] ?? '').trim()).filter((id) => id !== ''))];
+    await forEachConcurrently(ids, 16, async (id) => {
+      found.set(id, (await matches.cookieIdsOf(partnerId, id))[0] ?? null);
+    });
+    return found;
+  }
+
+  async function prepareFeedRows(rows: NumberedRow[], columns: FeedColumns, window: CursorWindow, read: ReadCounts, options: PrepareOptions): Promise<PreparedRows> {
+    const cookieIds = await matchPartnerIds(rows, columns, window);
+    const mapped: MappedRow[] = [];
+    for (const { row, fields } of rows) {
+      read.cursor = laterCursor(read.cursor, rowCursor(fields, columns, window));
+      const result = feedRowToEvent(fields, columns, window, (id) => cookieIds.get(id) ?? null);
+      if ('skipped' in result) read.skipped++;
+      else if ('unmatched' in result) read.unmatched++;
+      else mapped.push({ row, mapped: result });
+    }
+    return prepareMappedRows(mapped, (path) => feedColumnOf(path, columns), options);
+  }
+
+  /**
+   * Stages the files of one fetch attempt into an upload of its own (`<pullId>_<attempt>`),
+   * recorded on the pull first so that a later attempt removes whatever this one leaves. Only a
+   * pull whose files were all read whole records what it read and the upload to import.
+   */
+  async function stage(pull: FeedPullDoc, source: FeedSource, attempt: number, files: PulledFile[], found: Pick<FeedPullDoc, 'http'> | Pick<FeedPullDoc, 'files'>): Promise<{ uploadId: string }> {
+    const upload = newUpload(`${pull._id}_${attempt}`, source._id, now());
+    await feeds.updatePull(pull._id, { uploads: [...pull.uploads, upload._id] });
+    await uploads.create(upload);
+    const staging = new UploadStaging(uploads, upload, deps.config.DMP_CHUNK_MAX_EVENTS);
+    const read: ReadCounts = { skipped: 0, unmatched: 0, cursor: null };
+    const options: PrepareOptions = { now: upload.startedAt, defaultPhoneRegion: deps.config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent };
+    try {
+      for (const file of files) {
+        const readHeader = (header: string[]) => {
+          const located = readFeedHeader(header, source.feed);
+          return 'errors' in located ? located : { prepare: (rows: NumberedRow[]) => prepareFeedRows(rows, located.columns, pull.window, read, options) };
+        };
+        const stream = file.open();
+        try {
+          await staging.readFile(feedRecords(stream, file.path, source.feed), readHeader, { file: file.label, lineNumbers: source.feed.format === 'ndjson' });
+        } finally {
+          stream.destroy(); // a file left unread (a refused header, a broken row) is let go of
+        }
+        await file.verify?.();
+      }
+      await staging.complete();
+    } catch (error) {
+      const problems = fileProblems(error);
+      await staging.abandon(error, problems ? `${problems[0].path}: ${problems[0].message}` : messageOf(error));
+      throw error;
+    }
+    await feeds.updatePull(pull._id, { ...found, uploadId: upload._id, cursor: read.cursor, rowsSkipped: read.skipped, rowsUnmatched: read.unmatched });
+    return { uploadId: upload._id };
+  }
+
+  /** A conditional GET (not for a backfill, which re-reads a window whatever changed): a 304 is nothing to do. */
+  async function fetchUrl(pull: FeedPullDoc, source: FeedSource, url: string, state: FeedStateDoc, attempt: number): Promise<{ uploadId: string | null }> {
+    const { feed } = source;
+    const headers: Record<string, string> = {};
+    if (pull.trigger !== 'backfill' && state.etag) headers['if-none-match'] = state.etag;
+    if (pull.trigger !== 'backfill' && state.lastModified) headers['if-modified-since'] = state.lastModified;
+    if (feed.bearerToken) headers.authorization = `Bearer ${feed.bearerToken}`;
+    const response = await outbound.download(url, headers);
+    const http = { status: response.status, etag: response.headers.get('etag'), lastModified: response.headers.get('last-modified') };
+    const body = response.body;
+    if (!body) {
+      await feeds.updatePull(pull._id, { http });
+      return { uploadId: null };
+    }
+    try {
+      return await stage(pull, source, attempt, [{ path: new URL(url).pathname, open: () => body }], { http });
+    } finally {
+      body.destroy(); // also when staging failed before reading it: the connection is let go of
+    }
+  }
+
+  /** The folder's files no completed pull imported (a backfill reads them all). */
+  async function readFolder(pull: FeedPullDoc, source: FeedSource, folder: string, state: FeedStateDoc, attempt: number): Promise<{ uploadId: string | null }> {
+    const dir = await feedFolder(deps.config.DMP_FEED_DIR, folder);
+    const imported = new Set(state.files.map(feedFileKey));
+    const files = (await listFeedFiles(dir)).filter((file) => pull.trigger === 'backfill' || !imported.has(feedFileKey(file)));
+    if (files.length === 0) return { uploadId: null };
+    const pulled = files.map((file) => ({ path: file.name, label: file.name, open: () => openFeedFile(dir, file), verify: () => checkUnchanged(dir, file) }));
+    return stage(pull, source, attempt, pulled, { files });
+  }
+
+  /**
+   * The files the feed has imported, less those gone from its folder (a file gone will not come
+   * back as the same file); all of them when the folder cannot be listed now.
+   */
+  async function filesKept(folder: string, files: FeedFile[]): Promise<FeedFile[]> {
+    const listed = await feedFolder(deps.config.DMP_FEED_DIR, folder)
+      .then(listFeedFiles)
+      .catch(() => null);
+    const present = listed && new Set(listed.map(feedFileKey));
+    const kept = new Map(files.filter((file) => !present || present.has(feedFileKey(file))).map((file) => [feedFileKey(file), file]));
+    return [...kept.values()];
+  }
+
+  async function fetchStep(pullId: string): Promise<{ uploadId: string | null }> {
+    const pull = await requirePull(pullId);
+    if (pull.state !== 'running') throw ApplicationFailure.nonRetryable(`pull ${pullId} is ${pull.state}`, 'PullNotRunning');
+    const source = await requireFeedSource(pull.sourceId);
+    const attempt = Context.current().info.attempt;
+    await discardStaged(pull);
+    const state = await feeds.state(source._id);
+    try {
+      const { url, folder } = source.feed;
+      if (url !== undefined) return await fetchUrl(pull, source, url, state, attempt);
+      return await readFolder(pull, source, folder as string, state, attempt);
+    } catch (error) {
+      await feeds.recordAttempt(pull, { attempt, at: now(), error: messageOf(asFailure(error)) });
+      throw asFailure(error);
+    }
+  }
+
+  return {
+    /** Records the pull (the API records those it is asked for) with its window, and makes it the feed's last. Safe to retry: both writes are by `_id` and the same again. */
+    async openFeedPull(input: { sourceId: string; pullId: string; trigger: FeedTrigger; window: CursorWindow | null }): Promise<void> {
+      const state = await feeds.state(input.sourceId);
+      const window = input.window ?? { from: state.cursor, to: null };
+      const known = await feeds.getPull(input.pullId);
+      if (!known) await feeds.createPull(newFeedPull(input.pullId, input.sourceId, input.trigger, window, now()));
+      else if (known.state === 'running') await feeds.updatePull(input.pullId, { window });
+      if (state.lastPullId !== input.pullId) await feeds.saveState({ ...state, lastPullId: input.pullId });
+    },
+
+    /**
+     * Fetches the feed and stages what is new; null when there is nothing (a 304, no new file).
+     * Safe to retry: each attempt stages into an upload of its own and first removes those of
+     * earlier attempts, so only a file read whole by one attempt is ever imported.
+     */
+    fetchFeed(input: { pullId: string }): Promise<{ uploadId: string | null }> {
+      return withHeartbeats(() => fetchStep(input.pullId));
+    },
+
+    /**
+     * Completes an imported pull and moves the feed on: its cursor to the highest value read, its
+     * ETag / Last-Modified to the response's, its folder's imported files (a backfill moves
+     * nothing). Safe to retry: the feed's new state derives from what the pull recorded, not from counts.
+     */
+    async finishFeedPull(input: { pullId: string; uploadId: string | null }): Promise<FeedPullOutcome> {
+      const pull = await requirePull(input.pullId);
+      const upload = input.uploadId ? await uploads.get(input.uploadId) : null;
+      const outcome: FeedPullOutcome = { pullId: pull._id, state: 'completed', rowsImported: upload ? upload.imported.rows - upload.imported.duplicates : 0, rowsDuplicate: upload?.imported.duplicates ?? 0 };
+      if (pull.state === 'completed') return outcome;
+      if (pull.state !== 'running') throw ApplicationFailure.nonRetryable(`pull ${pull._id} is ${pull.state}`, 'PullNotRunning');
+      const source = await requireFeedSource(pull.sourceId);
+      const at = now();
+      const state = await feeds.state(source._id);
+      const next: FeedStateDoc = { ...state, lastSuccessAt: at };
+      if (pull.trigger !== 'backfill') {
+        next.cursor = laterCursor(state.cursor, pull.cursor);
+        if (pull.http && pull.http.status !== 304) Object.assign(next, { etag: pull.http.etag, lastModified: pull.http.lastModified });
+        if (source.feed.folder !== undefined) next.files = await filesKept(source.feed.folder, [...state.files, ...pull.files]);
+      }
+      await feeds.saveState(next);
+      await feeds.updatePull(pull._id, { state: 'completed', uploadId: input.uploadId, finishedAt: at });
+      return outcome;
+    },
+
+    /** Records why a pull failed and removes what its attempts staged; the feed stays where it was. Safe to retry. */
+    async failFeedPull(input: { pullId: string; error: string }): Promise<void> {
+      const pull = await feeds.getPull(input.pullId);
+      if (!pull || pull.state !== 'running') return;
+      await discardStaged(pull);
+      await feeds.updatePull(pull._id, { state: 'failed', error: input.error, finishedAt: now() });
+    },
+  };
+}
+
+export type FeedActivities = ReturnType<typeof createFeedActivities>;

@@ -1,0 +1,169 @@
+import { CsvError } from 'csv-parse';
+import { prepareEvents, type FieldError, type PrepareOptions } from '../domain/collect';
+import type { StoredEvent } from '../domain/event';
+import { FileRefused, FileUnreadable, UPLOAD_REJECTIONS_KEPT, type UploadRejection } from '../domain/uploads';
+import { NOTHING_IMPORTED, type UploadDoc, type UploadStore } from '../store/uploads';
+
+/** While a file is read, its counts on the upload are brought up to date every this many chunks. */
+const PROGRESS_EVERY_CHUNKS = 25;
+
+/** A data row of a file, numbered as in the file: the header is row 1 (a spreadsheet's row number). */
+export interface NumberedRow {
+  row: number;
+  fields: string[];
+}
+
+/** What a batch of rows became: the events to stage, the rows refused, and how many events may not be profiled. */
+export interface PreparedRows {
+  events: StoredEvent[];
+  rejections: UploadRejection[];
+  nonProfiling: number;
+}
+
+/** One row as its mapping made it: an event of our shape, or why it was refused. */
+export interface MappedRow {
+  row: number;
+  mapped: { event: unknown } | { errors: FieldError[] };
+}
+
+/**
+ * Mapped rows as events of the source log: validated, normalized and hashed by `prepareEvents` like
+ * every event that enters — raw emails and phones go no further than this. A refused row is reported
+ * with its row number and, through `columnOf`, the column at fault.
+ */
+export function prepareMappedRows(rows: MappedRow[], columnOf: (path: string) => string, options: PrepareOptions): PreparedRows {
+  const rejections: UploadRejection[] = [];
+  const mapped: Array<{ row: number; event: unknown }> = [];
+  for (const { row, mapped: result } of rows) {
+    if ('errors' in result) rejections.push({ row, errors: result.errors });
+    else mapped.push({ row, event: result.event });
+  }
+  const prepared = prepareEvents(
+    mapped.map(({ event }) => event),
+    options,
+  );
+  for (const { index, errors } of prepared.rejected) {
+    rejections.push({ row: mapped[index].row, errors: errors.map((error) => ({ path: columnOf(error.path), message: error.message })) });
+  }
+  const events = prepared.accepted.map(({ event }) => event);
+  return { events, rejections: rejections.sort((a, b) => a.row - b.row), nonProfiling: events.filter((event) => event.nonProfiling).length };
+}
+
+/** How one file's rows are read, once its header is known. */
+export interface RowReader {
+  prepare(rows: NumberedRow[]): PreparedRows | Promise<PreparedRows>;
+}
+
+/** A new upload, receiving. */
+export function newUpload(uploadId: string, sourceId: string, at: Date): UploadDoc {
+  return {
+    _id: uploadId,
+    sourceId,
+    state: 'receiving',
+    rowsReceived: 0,
+    rowsRejected: 0,
+    rowsNonProfiling: 0,
+    rejections: [],
+    chunks: 0,
+    imported: NOTHING_IMPORTED,
+    startedAt: at,
+    receivedAt: null,
+    finishedAt: null,
+    error: null,
+  };
+}
+
+/**
+ * Stages the rows of one or more files into an upload as they stream in: each file's header is
+ * read first, then rows are prepared and staged a chunk at a time (one chunk written while the next
+ * is read). The same for a CRM file sent to the API and a feed's file pulled from a partner; the
+ * import workflow then appends the staged chunks to the source log.
+ */
+export class UploadStaging {
+  private readonly counts = { received: 0, rejected: 0, nonProfiling: 0, chunks: 0 };
+  private readonly rejections: UploadRejection[] = [];
+  private staging: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly uploads: UploadStore,
+    readonly upload: UploadDoc,
+    private readonly chunkRows: number,
+  ) {}
+
+  /**
+   * Reads one file's records, its header first (`readHeader` refuses it or says how its rows are
+   * read). Blank lines keep their row number but are no records. `file` names the file in
+   * rejections when an upload reads several; `lineNumbers` numbers rows as lines when the header
+   * is not in the file (NDJSON).
+   */
+  async readFile(records: AsyncIterable<string[]>, readHeader: (header: string[]) => RowReader | { errors: FieldError[] }, options: { file?: string; lineNumbers?: boolean } = {}): Promise<void> {
+    const { file } = options;
+    let reader: RowReader | null = null;
+    let row = options.lineNumbers ? -1 : 0;
+    let rows: NumberedRow[] = [];
+    try {
+      for await (const fields of records) {
+        row++;
+        if (!reader) {
+          const read = readHeader(fields);
+          if ('errors' in read) throw new FileRefused(read.errors);
+          reader = read;
+          continue;
+        }
+        if (fields.length === 1 && fields[0].trim() === '') continue;
+        rows.push({ row, fields });
+        if (rows.length >= this.chunkRows) {
+          await this.stage(reader, rows, file);
+          rows = [];
+        }
+      }
+    } catch (error) {
+      // `records` counts the records read before the one that failed, the header included.
+      if (error instanceof CsvError) throw new FileUnreadable(`${file ? `${file} ` : ''}row ${((error as CsvError & { records?: number }).records ?? 0) + 1}`, `not valid CSV (${error.code})`);
+      throw error;
+    }
+    if (!reader) throw new FileRefused([{ path: file ?? '(body)', message: 'empty file: expected a header row' }]);
+    await this.stage(reader, rows, file);
+  }
+
+  private async stage(reader: RowReader, rows: NumberedRow[], file: string | undefined): Promise<void> {
+    const prepared = await reader.prepare(rows);
+    this.counts.received += rows.length;
+    this.counts.rejected += prepared.rejections.length;
+    this.counts.nonProfiling += prepared.nonProfiling;
+    const kept = prepared.rejections.slice(0, UPLOAD_REJECTIONS_KEPT - this.rejections.length);
+    this.rejections.push(...(file === undefined ? kept : kept.map((rejection) => ({ file, ...rejection }))));
+    await this.staging;
+    if (prepared.events.length === 0) return;
+    const n = this.counts.chunks++;
+    this.staging = this.uploads.stageChunk(this.upload._id, n, prepared.events);
+    this.staging.catch(() => undefined); // awaited before the next chunk, and at the end
+    if (this.counts.chunks % PROGRESS_EVERY_CHUNKS === 0) await this.uploads.update(this.upload._id, this.received());
+  }
+
+  private received() {
+    return { rowsReceived: this.counts.received, rowsRejected: this.counts.rejected, rowsNonProfiling: this.counts.nonProfiling, rejections: this.rejections };
+  }
+
+  /** Every file is staged: the upload moves on to its import. */
+  async complete(): Promise<UploadDoc> {
+    await this.staging;
+    const received = { ...this.received(), chunks: this.counts.chunks, receivedAt: new Date() };
+    await this.uploads.update(this.upload._id, { ...received, state: 'importing' });
+    return { ...this.upload, ...received, state: 'importing' };
+  }
+
+  /**
+   * Reading stopped with `error`: an upload refused before any row was read leaves nothing behind;
+   * otherwise it is failed with `reason`. Its staged chunks are removed either way.
+   */
+  async abandon(error: unknown, reason: string): Promise<void> {
+    await this.staging.catch(() => undefined); // a chunk still being written is removed with the others
+    if (error instanceof FileRefused && this.counts.received === 0) {
+      await this.uploads.remove(this.upload._id);
+    } else {
+      await this.uploads.finish(this.upload._id, 'receiving', 'failed', reason, new Date());
+      await this.uploads.dropChunks(this.upload._id, this.counts.chunks);
+    }
+  }
+}

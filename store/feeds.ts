@@ -1,0 +1,147 @@
+import { randomBytes } from 'node:crypto';
+import type { Collection } from 'mongodb';
+import type { CursorWindow, FeedPullState, FeedTrigger } from '../domain/feeds';
+import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+
+/** A file of a drop folder, as listed: a file is new while no pull imported this name, size and modification time. */
+export interface FeedFile {
+  name: string;
+  size: number;
+  modifiedAt: Date;
+}
+
+export function feedFileKey(file: FeedFile): string {
+  return `${file.name}|${file.size}|${file.modifiedAt.getTime()}`;
+}
+
+/** Where a feed stands (`_id` = its source id): what the next pull asks for and reads from. Written by its pulls, one at a time. */
+export interface FeedStateDoc {
+  _id: string;
+  /** The highest cursor value of the completed pulls; the next pull reads rows at or past it. */
+  cursor: string | null;
+  /** From the last completed pull's response: sent back as If-None-Match / If-Modified-Since. */
+  etag: string | null;
+  lastModified: string | null;
+  /** A folder feed's files imported, of those still in the folder. */
+  files: FeedFile[];
+  lastPullId: string | null;
+  lastSuccessAt: Date | null;
+}
+
+/** One pull of a feed (`_id` = pull id). */
+export interface FeedPullDoc {
+  _id: string;
+  sourceId: string;
+  trigger: FeedTrigger;
+  state: FeedPullState;
+  window: CursorWindow;
+  /** The upload its rows were staged in and imported from: the one of the fetch attempt that read the file whole. */
+  uploadId: string | null;
+  /** Every upload a fetch attempt staged into; those of attempts that failed or were cut short are removed. */
+  uploads: string[];
+  http: { status: number; etag: string | null; lastModified: string | null } | null;
+  files: FeedFile[];
+  /** The highest cursor value read. */
+  cursor: string | null;
+  rowsSkipped: number;
+  rowsUnmatched: number;
+  /** Attempts that failed, the first ones (see MAX_ATTEMPTS_KEPT). */
+  attempts: Array<{ attempt: number; at: Date; error: string }>;
+  startedAt: Date;
+  finishedAt: Date | null;
+  error: string | null;
+}
+
+/** Failed attempts a pull keeps (its activity's retries are bounded well below). */
+const MAX_ATTEMPTS_KEPT = 20;
+
+export function newPullId(): string {
+  return `pul_${randomBytes(8).toString('hex')}`;
+}
+
+/** A pull about to run; its window is that of a backfill, or the feed's cursor once the pull opens. */
+export function newFeedPull(pullId: string, sourceId: string, trigger: FeedTrigger, window: CursorWindow, at: Date): FeedPullDoc {
+  return {
+    _id: pullId,
+    sourceId,
+    trigger,
+    state: 'running',
+    window,
+    uploadId: null,
+    uploads: [],
+    http: null,
+    files: [],
+    cursor: null,
+    rowsSkipped: 0,
+    rowsUnmatched: 0,
+    attempts: [],
+    startedAt: at,
+    finishedAt: null,
+    error: null,
+  };
+}
+
+function emptyFeedState(sourceId: string): FeedStateDoc {
+  return { _id: sourceId, cursor: null, etag: null, lastModified: null, files: [], lastPullId: null, lastSuccessAt: null };
+}
+
+/**
+ * Feed states and pulls. Both are read and written by exact `_id`, and have one writer at a time:
+ * a feed's pulls run one after the other under one workflow id, and the API only creates a pull
+ * before starting that workflow. Listing a source's pulls scans the (small) pulls collection.
+ */
+export class FeedStore {
+  private readonly states: Collection<FeedStateDoc>;
+  private readonly pulls: Collection<FeedPullDoc>;
+
+  constructor(store: Store) {
+    this.states = store.db.collection<FeedStateDoc>(COLLECTIONS.feedStates);
+    this.pulls = store.db.collection<FeedPullDoc>(COLLECTIONS.feedPulls);
+  }
+
+  async state(sourceId: string): Promise<FeedStateDoc> {
+    return (await this.states.findOne({ _id: sourceId })) ?? emptyFeedState(sourceId);
+  }
+
+  /** Replaces the state by `_id`: writing the same state again (a retry) changes nothing. */
+  async saveState(state: FeedStateDoc): Promise<void> {
+    const { _id, ...fields } = state;
+    await this.states.replaceOne({ _id }, fields, { upsert: true });
+  }
+
+  /** Whether it was created: false when the pull exists (a retried open). */
+  async createPull(doc: FeedPullDoc): Promise<boolean> {
+    try {
+      await this.pulls.insertOne(doc);
+      return true;
+    } catch (error) {
+      if (isDuplicateKeyError(error)) return false;
+      throw error;
+    }
+  }
+
+  getPull(pullId: string): Promise<FeedPullDoc | null> {
+    return this.pulls.findOne({ _id: pullId });
+  }
+
+  async updatePull(pullId: string, set: Partial<Omit<FeedPullDoc, '_id' | 'sourceId'>>): Promise<void> {
+    await this.pulls.updateOne({ _id: pullId }, { $set: set });
+  }
+
+  /** Records a failed attempt, keeping the first MAX_ATTEMPTS_KEPT. */
+  async recordAttempt(pull: FeedPullDoc, attempt: { attempt: number; at: Date; error: string }): Promise<void> {
+    if (pull.attempts.length >= MAX_ATTEMPTS_KEPT || pull.attempts.some((known) => known.attempt === attempt.attempt)) return;
+    await this.updatePull(pull._id, { attempts: [...pull.attempts, attempt] });
+  }
+
+  /** Forgets a pull that never started (its workflow could not be started because another pull runs). */
+  async removePull(pullId: string): Promise<void> {
+    await this.pulls.deleteOne({ _id: pullId });
+  }
+
+  /** A source's pulls, newest first (a scan of the pulls collection: one small document per pull). */
+  async listPulls(sourceId: string, limit: number): Promise<FeedPullDoc[]> {
+    const docs = await this.pulls.find({ sourceId }).toArray();
+    return docs.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime()).slice(0, limit);
+  }
+}

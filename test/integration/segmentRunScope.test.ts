@@ -1,0 +1,59 @@
+import type { Rule } from '../../domain/segmentRules';
+import { COLLECTIONS, type Store } from '../../store/db';
+import { prepareRun, SegmentRunStore } from '../../store/segmentRuns';
+import { SegmentStore, type SegmentDoc } from '../../store/segments';
+import { testStore } from '../support/services';
+
+function segment(id: string, rule: Rule): SegmentDoc {
+  const at = new Date('2026-11-01T00:00:00Z');
+  return { _id: id, name: id, description: null, taxonomyPath: null, ruleJson: JSON.stringify(rule), schedule: null, version: 1, createdAt: at, updatedAt: at, current: null, lastRun: null };
+}
+
+describe('the segments a run holds', () => {
+  let store: Store;
+  let segments: SegmentStore;
+  let runs: SegmentRunStore;
+  beforeAll(async () => {
+    store = await testStore('runscope');
+    segments = new SegmentStore(store);
+    runs = new SegmentRunStore(store);
+    for (const doc of [
+      segment('base', { identity: 'email' }),
+      segment('target', { all: [{ segment: 'base' }, { event: 'purchase' }] }),
+      segment('uses-target', { not: { segment: 'target' } }),
+      segment('uses-user', { any: [{ segment: 'uses-target' }, { segment: 'other' }] }),
+      segment('other', { trait: 'tier', op: 'eq', value: 'gold' }),
+      segment('unrelated', { segment: 'base' }),
+      segment('alone', { identity: 'maid' }),
+    ]) {
+      await segments.create(doc);
+    }
+  });
+  afterAll(() => store.close());
+
+  const scopeOf = async (only?: string[]) => (await prepareRun(segments, runs, new Date(), new Date(), only)).segments.map((s) => s.id).sort();
+
+  it("holds a segment's own run to it, the segments whose rules lead to it, and what all of those refer to", async () => {
+    expect(await scopeOf(['target'])).toEqual(['base', 'other', 'target', 'uses-target', 'uses-user']);
+    expect(await scopeOf(['other'])).toEqual(['base', 'other', 'target', 'uses-target', 'uses-user']);
+    expect(await scopeOf(['unrelated'])).toEqual(['base', 'unrelated']);
+    expect(await scopeOf(['base'])).toEqual(['base', 'other', 'target', 'unrelated', 'uses-target', 'uses-user']);
+    expect(await scopeOf(['alone'])).toEqual(['alone']);
+  });
+
+  it('holds every segment in a run for all', async () => {
+    expect(await scopeOf()).toEqual(['alone', 'base', 'other', 'target', 'unrelated', 'uses-target', 'uses-user']);
+  });
+
+  it('finds the dependents of a rule changed to refer elsewhere, and of segments stored before references were kept', async () => {
+    const doc = (await segments.get('uses-target'))!;
+    expect(await segments.replace({ ...doc, ruleJson: JSON.stringify({ segment: 'alone' }), version: 2 }, 1)).toBe(true);
+    expect(await scopeOf(['target'])).toEqual(['base', 'target']);
+    expect(await scopeOf(['alone'])).toEqual(['alone', 'other', 'uses-target', 'uses-user']);
+    // A document written without `refersTo` is found again once the worker indexes it at start.
+    await store.db.collection(COLLECTIONS.segments).updateOne({ _id: 'unrelated' } as never, { $unset: { refersTo: '' } });
+    expect(await scopeOf(['base'])).toEqual(['base', 'target']);
+    expect(await segments.indexReferences()).toBe(1);
+    expect(await scopeOf(['base'])).toEqual(['base', 'target', 'unrelated']);
+  });
+});

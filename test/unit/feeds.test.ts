@@ -1,0 +1,195 @@
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { prepareMappedRows } from '../../activities/uploadStaging';
+import { feedRecords } from '../../connectors/feedFiles';
+import {
+  BackfillRequestSchema,
+  compareCursors,
+  FeedConfigSchema,
+  feedColumnOf,
+  feedRowToEvent,
+  inCursorWindow,
+  laterCursor,
+  ndjsonFields,
+  readFeedHeader,
+  rowCursor,
+  type FeedColumns,
+  type FeedConfig,
+} from '../../domain/feeds';
+import { sha256Hex } from '../../domain/identity';
+import { FileUnreadable } from '../../domain/uploads';
+
+const HEADER = ['tdid', 'hashed_email', 'income', 'segments', 'updated_at', 'notes'];
+const FEED: FeedConfig = FeedConfigSchema.parse({
+  url: 'https://partner.example/audience.csv',
+  schedule: { every: 'PT1H' },
+  mapping: { identities: { 'partner:ttd': 'tdid', email_sha256: 'hashed_email' }, traits: { income: 'income_band' } },
+  cursorColumn: 'updated_at',
+  taxonomy: { column: 'segments', provider: 'iab' },
+});
+const OPEN = { from: null, to: null };
+const EMAIL_HASH = sha256Hex('ada@example.com');
+
+function columnsOf(header: string[] = HEADER, feed: FeedConfig = FEED): FeedColumns {
+  const read = readFeedHeader(header, feed);
+  if ('errors' in read) throw new Error(JSON.stringify(read.errors));
+  return read.columns;
+}
+
+/** The match table as the rows see it: partner user id → our newest cookie id. */
+const matched = (table: Record<string, string>) => (id: string) => table[id] ?? null;
+
+async function recordsOf(text: string | Buffer, name: string, feed: FeedConfig): Promise<string[][]> {
+  const records: string[][] = [];
+  for await (const record of feedRecords(Readable.from([Buffer.from(text)]), name, feed)) records.push(record);
+  return records;
+}
+
+describe('feed config', () => {
+  it('takes a partner id column beside our own identity types, and refuses two of them or one beside a cookie id column', () => {
+    expect(FEED.mapping).toMatchObject({ eventType: 'feed_record', identities: { 'partner:ttd': 'tdid', email_sha256: 'hashed_email' } });
+    const issues = (mapping: object) => FeedConfigSchema.safeParse({ ...FEED, mapping }).error?.issues.map((issue) => [issue.path.join('.'), issue.message]);
+    expect(issues({ identities: { 'partner:ttd': 'a', 'partner:xandr': 'b' } })).toEqual([['mapping.identities', 'at most one partner id column']]);
+    expect(issues({ identities: { 'partner:ttd': 'a', cookie_id: 'b' } })).toEqual([['mapping.identities.cookie_id', 'a partner id column already gives the row its cookie id']]);
+    expect(issues({ identities: { 'Partner:TTD': 'a' } })?.[0][0]).toBe('mapping.identities.Partner:TTD');
+    expect(issues({ identities: { email: 'Email' }, traits: { Email: 'email' } })).toEqual([['mapping.traits.Email', 'column "Email" holds raw emails (identities.email); it cannot also be a trait']]);
+  });
+
+  it('needs a url or a folder (not both), and a folder that stays under the feed root', () => {
+    const { url: _url, ...noUrl } = FEED;
+    const paths = (feed: object) => FeedConfigSchema.safeParse(feed).error?.issues.map((issue) => issue.path.join('.'));
+    expect(paths(noUrl)).toEqual(['url']);
+    expect(paths({ ...FEED, folder: 'partner' })).toEqual(['folder']);
+    for (const folder of ['../etc', '/etc', 'a/../../b', 'a/./b']) expect(paths({ ...noUrl, folder })).toEqual(['folder']);
+    expect(FeedConfigSchema.safeParse({ ...noUrl, folder: 'partner-x/daily' }).success).toBe(true);
+    expect(paths({ ...FEED, url: 'ftp://partner.example/f.csv' })).toEqual(['url']);
+  });
+});
+
+describe('feed cursors', () => {
+  it('orders numbers by value, however long, and ISO timestamps by time', () => {
+    expect(compareCursors('9', '10')).toBeLessThan(0);
+    expect(compareCursors('123456789012345678901234567890', '123456789012345678901234567891')).toBeLessThan(0);
+    expect(compareCursors('2.5', '10')).toBeLessThan(0);
+    expect(compareCursors('2026-03-01T09:00:00Z', '2026-03-01T10:00:00Z')).toBeLessThan(0);
+    expect(compareCursors('7', '7')).toBe(0);
+  });
+
+  it('reads a window with both ends included and an open end for null', () => {
+    expect(inCursorWindow('5', { from: '5', to: '7' })).toBe(true);
+    expect(inCursorWindow('7', { from: '5', to: '7' })).toBe(true);
+    expect(inCursorWindow('8', { from: '5', to: '7' })).toBe(false);
+    expect(inCursorWindow('4', { from: '5', to: null })).toBe(false);
+    expect(inCursorWindow('4', OPEN)).toBe(true);
+    expect(laterCursor(null, '3')).toBe('3');
+    expect(laterCursor('10', '9')).toBe('10');
+  });
+
+  it('refuses a backfill window that ends before it begins, naming `to`', () => {
+    expect(BackfillRequestSchema.safeParse({ from: '10', to: '9' }).error?.issues.map((issue) => issue.path.join('.'))).toEqual(['to']);
+    expect(BackfillRequestSchema.safeParse({ from: '9', to: '10' }).success).toBe(true);
+  });
+});
+
+describe('feed rows as events', () => {
+  const columns = columnsOf();
+
+  it('names the config field of every column the header lacks', () => {
+    expect(readFeedHeader(['tdid', 'income', 'notes'], FEED)).toEqual({
+      errors: [
+        { path: 'feed.mapping.identities.email_sha256', message: 'column "hashed_email" is not in the header' },
+        { path: 'feed.taxonomy.column', message: 'column "segments" is not in the header' },
+        { path: 'feed.cursorColumn', message: 'column "updated_at" is not in the header' },
+      ],
+    });
+  });
+
+  it("maps a partner id to the cookie id the match table holds, the segment ids to a list trait, and keeps the cursor value", () => {
+    const row = feedRowToEvent(['tdid-1', EMAIL_HASH, 'high', ' 123| 456 |123|', '2026-03-01T09:00:00Z', 'x'], columns, OPEN, matched({ 'tdid-1': 'cookie-1' }));
+    expect(row).toEqual({
+      event: {
+        id: expect.stringMatching(/^fr_[A-Za-z0-9_-]{32}$/),
+        type: 'feed_record',
+        identities: { email_sha256: EMAIL_HASH, cookie_id: 'cookie-1' },
+        traits: { income_band: 'high', 'provider_segments.iab': ['123', '456'] },
+      },
+    });
+  });
+
+  it('counts a row whose only identity is an unmatched partner id as unmatched, and imports one with another identity without it', () => {
+    expect(feedRowToEvent(['tdid-9', '', 'low', '', '1', ''], columns, OPEN, matched({}))).toEqual({ unmatched: true });
+    const withEmail = feedRowToEvent(['tdid-9', EMAIL_HASH, 'low', '', '1', ''], columns, OPEN, matched({}));
+    expect(withEmail).toMatchObject({ event: { identities: { email_sha256: EMAIL_HASH } } });
+    expect(feedRowToEvent(['', '', 'low', '', '1', ''], columns, OPEN, matched({}))).toEqual({ errors: [{ path: '(row)', message: 'no identity: "hashed_email", "tdid" are all empty' }] });
+  });
+
+  it('skips rows outside the cursor window, and refuses a row without a cursor value, naming the column', () => {
+    const window = { from: '2026-03-01T10:00:00Z', to: null };
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', '2026-03-01T09:59:59Z', ''], columns, window, matched({}))).toEqual({ skipped: true });
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', '2026-03-01T10:00:00Z', ''], columns, window, matched({}))).toMatchObject({ event: { identities: { email_sha256: EMAIL_HASH } } });
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', ' ', ''], columns, window, matched({}))).toEqual({ errors: [{ path: 'updated_at', message: 'is empty: every row needs its cursor value' }] });
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH], columns, window, matched({}))).toEqual({ errors: [{ path: '(row)', message: 'has 2 fields; the header has 6' }] });
+  });
+
+  it("reads a row's cursor value when the row is in the window, whatever becomes of it", () => {
+    const window = { from: '2026-03-01T10:00:00Z', to: null };
+    expect(rowCursor(['tdid-9', '', '', '', ' 2026-03-01T11:00:00Z ', ''], columns, window)).toBe('2026-03-01T11:00:00Z');
+    expect(rowCursor(['tdid-9', '', '', '', '2026-03-01T09:00:00Z', ''], columns, window)).toBeNull();
+    expect(rowCursor(['tdid-9'], columns, window)).toBeNull();
+    expect(rowCursor(['tdid-9', '', '', '', '5', ''], columnsOf(HEADER, { ...FEED, cursorColumn: undefined }), OPEN)).toBeNull();
+  });
+
+  it('gives a row read again the same event id whatever its unread cells or match, and a changed row another', () => {
+    const id = (fields: string[], table: Record<string, string> = {}) => (feedRowToEvent(fields, columns, OPEN, matched(table)) as { event: { id: string } }).event.id;
+    const row = ['tdid-1', EMAIL_HASH, 'high', '1|2', '5', 'note'];
+    expect(id(row)).toBe(id([' tdid-1 ', EMAIL_HASH, 'high', '1|2', '5', 'another note'], { 'tdid-1': 'cookie-1' }));
+    expect(id(row)).not.toBe(id(['tdid-1', EMAIL_HASH, 'medium', '1|2', '5', 'note']));
+    expect(id(row)).not.toBe(id(['tdid-1', EMAIL_HASH, 'high', '1|2', '6', 'note']));
+  });
+
+  it('names the column of a refusal found at preparation: the partner id column for its cookie id, the segments column for too many ids', () => {
+    const many = Array.from({ length: 101 }, (_, i) => `s${i}`).join('|');
+    const rows = [
+      { row: 2, mapped: feedRowToEvent(['tdid-1', 'not-a-hash', 'high', '', '1', ''], columns, OPEN, matched({ 'tdid-1': 'cookie-1' })) as { event: unknown } },
+      { row: 3, mapped: feedRowToEvent(['tdid-1', EMAIL_HASH, 'high', many, '1', ''], columns, OPEN, matched({ 'tdid-1': 'cookie-1' })) as { event: unknown } },
+    ];
+    const prepared = prepareMappedRows(rows, (path) => feedColumnOf(path, columns), { now: new Date(), defaultPhoneRegion: 'US' });
+    expect(prepared.events).toHaveLength(0);
+    expect(prepared.rejections.map(({ row, errors }) => [row, errors.map((error) => error.path)])).toEqual([
+      [2, ['hashed_email']],
+      [3, ['segments']],
+    ]);
+    expect(feedColumnOf('identities.cookie_id', columns)).toBe('tdid');
+  });
+});
+
+describe('feed files as records', () => {
+  it('reads NDJSON objects by the names the feed reads, lists as segment ids', () => {
+    const ndjson = { ...FEED, format: 'ndjson' as const };
+    expect(ndjsonFields({ tdid: 'a', hashed_email: null, income: 3, segments: ['1', 2], updated_at: true }, ['tdid', 'hashed_email', 'income', 'segments', 'updated_at'], '|')).toEqual(['a', '', '3', '1|2', 'true']);
+    return expect(recordsOf('{"tdid":"a","updated_at":"1"}\n\n{"tdid":"b","segments":["x","y"],"updated_at":"2"}\n', 'f.ndjson', ndjson)).resolves.toEqual([
+      ['tdid', 'hashed_email', 'income', 'segments', 'updated_at'],
+      ['a', '', '', '', '1'],
+      [''],
+      ['b', '', '', 'x|y', '2'],
+    ]);
+  });
+
+  it('refuses a CSV file cut off inside its last row, and takes one whose last row simply lacks a line break', async () => {
+    const whole = 'tdid,hashed_email,income,segments,updated_at,notes\na,,high,,1,\nb,,low,,2,';
+    expect(await recordsOf(whole, 'f.csv', FEED)).toHaveLength(3);
+    await expect(recordsOf('tdid,hashed_email,income,segments,updated_at,notes\na,,high,,1,\nb,,lo', 'f.csv', FEED)).rejects.toEqual(new FileUnreadable('row 3', 'the file ends inside this row: it was cut short'));
+    await expect(recordsOf('tdid,hashed_email,income,segments,updated_at,notes\na,,"high', 'f.csv', FEED)).rejects.toMatchObject({ code: 'CSV_QUOTE_NOT_CLOSED' });
+  });
+
+  it('refuses an NDJSON line that is not a JSON object, naming the line', async () => {
+    const ndjson = { ...FEED, format: 'ndjson' as const };
+    await expect(recordsOf('{"tdid":"a"}\n{"tdid":"b",', 'f.ndjson', ndjson)).rejects.toEqual(new FileUnreadable('line 2', 'not valid JSON'));
+    await expect(recordsOf('{"tdid":"a"}\n[1]\n', 'f.ndjson', ndjson)).rejects.toEqual(new FileUnreadable('line 2', 'not a JSON object'));
+  });
+
+  it('decompresses .gz files, and refuses one that is not gzip', async () => {
+    expect(await recordsOf(gzipSync('tdid,hashed_email,income,segments,updated_at,notes\na,,high,,1,\n'), 'f.csv.gz', FEED)).toHaveLength(2);
+    await expect(recordsOf('plain text', 'f.csv.gz', FEED)).rejects.toThrow(/^not gzip/);
+  });
+});
