@@ -16,7 +16,7 @@ import {
 import type { Store } from '../store/db';
 import { decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
-import { failRun, prepareRun, prepareRunOf, SegmentRunStore, type RunDoc } from '../store/segmentRuns';
+import { failRun, prepareRun, SegmentRunStore, type RunDoc } from '../store/segmentRuns';
 import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
 import { startSegmentRun, syncSegmentSchedule } from '../temporal/client';
 import { parseOr400, ProblemError } from './problem';
@@ -124,8 +124,9 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     return cachedSample.sample;
   }
 
-  /** Starts `run` (prepared) as a workflow; returns its id. */
-  async function start(run: RunDoc): Promise<string> {
+  /** Starts a run of the segment and of those its change touches (dependents, and what they refer to); returns its id. */
+  async function startRun(segmentId: string): Promise<string> {
+    const run = await prepareRun(segments, runs, new Date(), new Date(), [segmentId]);
     try {
       await startSegmentRun(temporal, databaseName, run._id, config);
     } catch (error) {
@@ -136,11 +137,6 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     return run._id;
   }
 
-  /** Starts a run of the segment and of those its change touches (dependents, and what they refer to). */
-  async function startRun(segmentId: string): Promise<string> {
-    return start(await prepareRun(segments, runs, new Date(), new Date(), [segmentId]));
-  }
-
   async function views(docs: SegmentDoc[]): Promise<SegmentView[]> {
     const membership = new SegmentMembership(runs);
     const states = await membership.realTime(docs);
@@ -149,7 +145,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
 
   router.post('/v1/segments', admin, async (req, res) => {
     const body = parseSegmentRequest(CreateSegmentRequestSchema, req.body, 'segment');
-    // A new segment has no dependents: its references (read by id) are all its check and its run need.
+    // A new segment has no dependents: its references (read by id) are all its check needs.
     const referenced = await segments.withReferences(referencedSegments(body.rule));
     const rule = checkReferences(referenced, body.rule, null);
     const now = new Date();
@@ -168,7 +164,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     };
     await segments.create(doc);
     await syncSegmentSchedule(temporal, databaseName, doc._id, doc.schedule, config);
-    await start(await prepareRunOf(segments, runs, [doc, ...referenced], now, now));
+    await startRun(doc._id);
     res.status(201).location(`/v1/segments/${doc._id}`).json((await views([await load(doc._id)]))[0]);
   });
 

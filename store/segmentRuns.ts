@@ -181,6 +181,12 @@ export class SegmentRunStore {
     };
   }
 
+  /** The segments of the runs not yet finished (their pass may not have begun). */
+  async runningSegmentIds(): Promise<Set<string>> {
+    const running = await this.runs.find({ state: 'running' }, { projection: { segments: 1 } }).toArray();
+    return new Set(running.flatMap((run) => run.segments.map((segment) => segment.id)));
+  }
+
   /** A run prepared later that evaluates every segment of `run` at the same or a newer version, if any. */
   async supersededBy(run: RunDoc): Promise<string | null> {
     const later = await this.runs.find({ state: 'running' }, { projection: { _id: 1, segments: 1, startedAt: 1, now: 1 } }).toArray();
@@ -358,10 +364,16 @@ export function binarySearch(sorted: string[], value: string): number {
  * by reading every segment) — and shows it on each.
  */
 export async function prepareRun(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date, only?: readonly string[]): Promise<RunDoc> {
-  if (!only) return prepareRunOf(segments, runs, await segments.list(), evaluatedAt, startedAt);
-  const touched = [...only, ...(await segments.dependentsOf(only)).map((doc) => doc._id)];
+  // The segments of unfinished runs join this one, so it supersedes those whose pass has not begun:
+  // edits in quick succession still cost one pass over the profiles, not one each.
+  const running = only ? await runs.runningSegmentIds() : null;
+  if (!only || !running || running.size > RUN_BY_ID_AT_MOST) return prepareRunOf(segments, runs, await segments.list(), evaluatedAt, startedAt);
+  const touched = [...only, ...(await segments.dependentsOf(only)).map((doc) => doc._id), ...running];
   return prepareRunOf(segments, runs, await segments.withReferences(touched), evaluatedAt, startedAt);
 }
+
+/** Past this many segments, a run reads them all at once rather than each by id. */
+const RUN_BY_ID_AT_MOST = 64;
 
 /** Prepares a run of exactly `docs` (which must hold every segment their rules refer to) and shows it on each. */
 export async function prepareRunOf(segments: SegmentStore, runs: SegmentRunStore, docs: SegmentDoc[], evaluatedAt: Date, startedAt: Date): Promise<RunDoc> {

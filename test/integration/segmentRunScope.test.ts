@@ -31,7 +31,12 @@ describe('the segments a run holds', () => {
   });
   afterAll(() => store.close());
 
-  const scopeOf = async (only?: string[]) => (await prepareRun(segments, runs, new Date(), new Date(), only)).segments.map((s) => s.id).sort();
+  /** The segments of a run prepared for `only`; the run is then ended, as a worker would, so the next stands alone. */
+  const scopeOf = async (only?: string[], keepRunning = false) => {
+    const run = await prepareRun(segments, runs, new Date(), new Date(), only);
+    if (!keepRunning) await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
+    return run.segments.map((s) => s.id).sort();
+  };
 
   it("holds a segment's own run to it, the segments whose rules lead to it, and what all of those refer to", async () => {
     expect(await scopeOf(['target'])).toEqual(['base', 'other', 'target', 'uses-target', 'uses-user']);
@@ -39,6 +44,18 @@ describe('the segments a run holds', () => {
     expect(await scopeOf(['unrelated'])).toEqual(['base', 'unrelated']);
     expect(await scopeOf(['base'])).toEqual(['base', 'other', 'target', 'unrelated', 'uses-target', 'uses-user']);
     expect(await scopeOf(['alone'])).toEqual(['alone']);
+  });
+
+  it('takes in the segments of runs not yet finished, so it supersedes them: edits in a row cost one pass', async () => {
+    expect(await scopeOf(['alone'], true)).toEqual(['alone']);
+    expect(await scopeOf(['unrelated'], true)).toEqual(['alone', 'base', 'unrelated']);
+    // Evaluated a second later: runs of the same second are ordered by id, not by when they were asked for.
+    const latest = await prepareRun(segments, runs, new Date(Date.now() + 1000), new Date(), ['other']);
+    expect(latest.segments.map((s) => s.id).sort()).toEqual(['alone', 'base', 'other', 'target', 'unrelated', 'uses-target', 'uses-user']);
+    for (const run of await runs.runs.find({ state: 'running' }).toArray()) {
+      if (run._id !== latest._id) expect(await runs.supersededBy(run)).toBe(latest._id);
+      await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
+    }
   });
 
   it('holds every segment in a run for all', async () => {
