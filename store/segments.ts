@@ -61,13 +61,14 @@ export function definitionsOf(docs: SegmentDoc[]): SegmentDefinition[] {
   return docs.map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
 }
 
-/**
- * Segment definitions: a small collection (tens to hundreds of documents), read whole. Every write is
- * by `_id`. Writers and readers read the definitions afresh each time: a new segment counts at once.
- */
 /** Segment documents written at once when a run's state is recorded on all of them. */
 const LAST_RUN_WRITES_AT_ONCE = 8;
 
+/**
+ * Segment definitions, one document per segment. Every write is by `_id`. Writers and readers read
+ * the definitions afresh each time: a new segment counts at once. Reading them all costs a read per
+ * segment, so what one segment's change needs is read by id (`withReferences`, `dependentsOf`).
+ */
 export class SegmentStore {
   readonly segments: Collection<SegmentDoc>;
 
