@@ -29,7 +29,7 @@ describe('source connections', () => {
     expect(Object.keys(doc.body.paths)).toEqual(expect.arrayContaining(['/v1/sources', '/v1/collect', '/v1/profiles/lookup', '/v1/sources/{id}']));
     expect(doc.body.components.schemas.Event.properties.identities).toBeDefined();
     const variants = doc.body.components.schemas.CreateSourceRequest.oneOf;
-    expect(variants.map((variant: { properties: { kind: { enum: string[] } } }) => variant.properties.kind.enum)).toEqual([['events'], ['crm']]);
+    expect(variants.map((variant: { properties: { kind: { enum: string[] } } }) => variant.properties.kind.enum)).toEqual([['events'], ['crm'], ['feed']]);
     for (const variant of variants) expect(variant.required).toEqual(expect.arrayContaining(['name', 'kind', 'party']));
     expect(variants[1].required).toContain('mapping');
     // Every path answers undeclared methods with 405 and the methods it takes.
