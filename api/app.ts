@@ -1,4 +1,4 @@
-import express, { type Express } from 'express';
+import express, { type Express, type Request } from 'express';
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Config } from '../config';
@@ -32,9 +32,8 @@ import { requireAdmin, WriteKeys } from './auth';
 import { Collector } from './collector';
 import { GroupCommitter } from './groupCommit';
 import { methodNotAllowed } from './methodNotAllowed';
-import { requiredBody } from './requiredBody';
 import { buildOpenApiDocument } from './openapi';
-import { notFound, parseOr400, problemHandler, ProblemError } from './problem';
+import { bodySent, notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { requireSource } from './requireSource';
 import { pendingWork } from './pendingWork';
 import { ProfileReader } from './profileReader';
@@ -81,10 +80,10 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(methodNotAllowed(openApi));
-  app.use(requiredBody(openApi));
   // No resource has an id holding NUL, and the store cannot even look one up (domain/text.ts).
   app.use((req, res, next) => (req.path.includes('%00') ? notFound(req, res, next) : next()));
-  app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: ['application/json', 'application/*+json'] }));
+  // An empty JSON body is left unread, not read as `{}`: a route that requires one then names it missing (parseOr400).
+  app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: (req) => bodySent(req) && Boolean((req as Request).is(['application/json', 'application/*+json'])) }));
 
   app.get('/healthz', async (_req, res) => {
     const checks = await Promise.allSettled([pingStore(store), temporal.workflowService.getSystemInfo({})]);
@@ -177,7 +176,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   // ---- collection ----------------------------------------------------------------------------
 
   app.post('/v1/collect', writeKeys.require(), async (req, res) => {
-    if (!req.is('application/json') && !req.is('application/*+json')) {
+    if (bodySent(req) && !req.is('application/json') && !req.is('application/*+json')) {
       throw new ProblemError(415, 'unsupported-media-type', 'Send JSON', [{ path: 'headers.content-type', message: 'expected application/json' }]);
     }
     const { events } = parseOr400(collectRequest, req.body, 'collect request');

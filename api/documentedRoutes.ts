@@ -1,5 +1,5 @@
-/** An operation of the OpenAPI document, as far as the middleware that enforces it reads it. */
-export type DocumentedOperations = Record<string, { requestBody?: { required?: boolean; content?: Record<string, unknown> } } | undefined>;
+/** A path item of the OpenAPI document: its operations by method. */
+export type DocumentedOperations = Record<string, unknown>;
 
 /**
  * The document's operations for a request path: those of the templates it matches with the fewest

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from '../domain/collect';
@@ -24,8 +25,17 @@ export function sendProblem(res: Response, problem: ProblemError): void {
   res.status(problem.status).type('application/problem+json').send(JSON.stringify(body));
 }
 
-/** Parses with a zod schema or throws a 400 naming each offending field. */
+/** Whether the request carries a body at all (a chunked one, or a non-zero Content-Length). */
+export function bodySent(req: IncomingMessage): boolean {
+  return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
+}
+
+/**
+ * Parses with a zod schema or throws a 400 naming each offending field. A request body that was never
+ * sent is `undefined` here and named as missing, after the route's own authentication has run.
+ */
 export function parseOr400<T extends z.ZodType>(schema: T, value: unknown, where: string): z.infer<T> {
+  if (value === undefined) throw new ProblemError(400, 'validation', 'A body is required', [{ path: '(body)', message: 'missing' }]);
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
     throw new ProblemError(400, 'validation', `Invalid ${where}`, zodIssuesToFieldErrors(parsed.error.issues));

@@ -8,7 +8,7 @@ import { collectRequestSchema, CollectResponseSchema } from '../domain/schemas';
 import type { SourceDoc } from '../store/sources';
 import type { OpenApiParts } from './openapi';
 import { PIXEL_PATH, pixelHandler } from './pixel';
-import { parseOr400, ProblemError } from './problem';
+import { bodySent, parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
 export const TAG_SCRIPT_PATH = '/v1/tag.js';
@@ -28,8 +28,8 @@ function tagEventsBody(req: Request): unknown {
       throw new ProblemError(400, 'malformed-json', 'Body is not valid JSON', [{ path: '(body)', message: (error as Error).message }]);
     }
   }
-  // JSON content types were parsed by the app; anything else was not read.
-  if (req.body === undefined) {
+  // JSON content types were parsed by the app; anything else sent was not read.
+  if (req.body === undefined && bodySent(req)) {
     throw new ProblemError(415, 'unsupported-media-type', 'Send JSON as text/plain', [{ path: 'headers.content-type', message: 'expected text/plain or application/json' }]);
   }
   return req.body;

@@ -92,8 +92,12 @@ describe('the pixel, end to end', () => {
     expect(Object.keys(operation.responses)).toEqual(['200']);
     expect(Object.keys(operation.responses['200'].content)).toEqual(['image/gif']);
     expect(operation.parameters.map((parameter: { name: string }) => parameter.name)).toEqual(
-      expect.arrayContaining(['writeKey', 'e', 'id', 'uid', 'em', 'ph', 'gdpr', 'gdpr_consent', 'gpp', 'cb']),
+      expect.arrayContaining(['e', 'id', 'uid', 'em', 'ph', 'gdpr', 'gdpr_consent', 'gpp', 'cb']),
     );
+    // The write key is the query parameter of a security scheme; without one the GIF is answered all the same.
+    const schemes = operation.security.flatMap((requirement: object) => Object.keys(requirement));
+    expect(schemes.map((name: string) => doc.components.securitySchemes[name])).toEqual([{ type: 'apiKey', in: 'query', name: 'writeKey', description: expect.any(String) }]);
+    expect(operation.security).toContainEqual({});
   });
 
   it('over https (behind a proxy) the cookie is SameSite=None; Secure, for third-party use', async () => {
