@@ -52,6 +52,8 @@ export const ConfigSchema = z.object({
   DMP_EVENT_HISTORY_DAYS: z.coerce.number().min(1).default(395),
   /** How often the retention run looks for what may leave the store. */
   DMP_RETENTION_EVERY_MINUTES: z.coerce.number().min(1).default(60),
+  /** How long an insight waits for an audience report it started before answering with what there is. */
+  DMP_REPORT_WAIT_SECONDS: z.coerce.number().min(0).max(300).default(25),
   /** How long an idle source waits for a wake-up from the API before looking at its log anyway. */
   DMP_SOURCE_IDLE_POLL_SECONDS: z.coerce.number().positive().default(300),
   /** Region assumed for phone numbers written without a country code. */

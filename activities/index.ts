@@ -1,3 +1,4 @@
+import { createAudienceReportActivities, type AudienceReportDeps } from './audienceReports';
 import { createCollectionActivities, type CollectionDeps } from './collection';
 import { createExportActivities, type ExportDeps } from './exports';
 import { createFeedActivities, type FeedDeps } from './feeds';
@@ -7,9 +8,9 @@ import { createRetentionActivities, type RetentionDeps } from './retention';
 import { createSegmentationActivities, type SegmentationDeps } from './segmentation';
 import { createUploadActivities, type UploadDeps } from './uploads';
 
-export type ActivityDeps = CollectionDeps & ProfileWriterDeps & RetentionDeps & UnlinkDeps & SegmentationDeps & ExportDeps & UploadDeps & FeedDeps;
+export type ActivityDeps = CollectionDeps & ProfileWriterDeps & RetentionDeps & UnlinkDeps & SegmentationDeps & ExportDeps & UploadDeps & FeedDeps & AudienceReportDeps;
 
 /** Every activity the worker registers, built over the dependencies it is given. */
 export function createActivities(deps: ActivityDeps) {
-  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps), ...createUnlinkActivities(deps), ...createRetentionActivities(deps), ...createSegmentationActivities(deps), ...createExportActivities(deps), ...createUploadActivities(deps), ...createFeedActivities(deps) };
+  return { ...createCollectionActivities(deps), ...createProfileWriterActivities(deps), ...createUnlinkActivities(deps), ...createRetentionActivities(deps), ...createSegmentationActivities(deps), ...createExportActivities(deps), ...createUploadActivities(deps), ...createFeedActivities(deps), ...createAudienceReportActivities(deps) };
 }

@@ -1,19 +1,20 @@
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
-import { combineDocuments, dayKey, type SegmentSubject } from '../domain/profile';
+import { dayKey, type SegmentSubject } from '../domain/profile';
 import { EvaluationTime, SegmentEvaluator, subjectNeeds } from '../domain/segmentRules';
 import { Bitmap, sampleRank } from '../domain/segments';
 import { forEachConcurrently, type Store } from '../store/db';
 import { IdentityIndex } from '../store/identities';
 import { ProfileGraph } from '../store/profileGraph';
-import { decodeForExport, decodeForSegments, decodeProfile, ProfileStore } from '../store/profiles';
+import { decodeForExport, decodeProfile, ProfileStore } from '../store/profiles';
 import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/destinations';
 import { DestinationStore } from '../store/destinations';
 import { SegmentMembership } from '../store/segmentMembership';
 import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type SnapshotChunk } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { heartbeat, withHeartbeats } from './heartbeat';
+import { passPeople } from './peoplePass';
 
 /** Profiles per stored membership chunk: ~20 bytes an id, so a chunk stays a few hundred kilobytes. */
 export const CHUNK_PROFILES = 10_000;
@@ -25,12 +26,6 @@ export interface SegmentationDeps {
   temporal: Client;
   config: Pick<Config, 'DMP_PROFILE_PARTITIONS'>;
   now?: () => Date;
-}
-
-interface Evaluated {
-  version: number;
-  kind: 'single' | 'linked' | 'retired';
-  bits: Uint8Array | null;
 }
 
 /** Keeps the SAMPLE_SIZE profiles of lowest `sampleRank`: a uniform sample that does not depend on scan order. */
@@ -70,9 +65,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   const now = deps.now ?? (() => new Date());
   const segments = new SegmentStore(deps.store);
   const runs = new SegmentRunStore(deps.store);
-  const profiles = new ProfileStore(deps.store, 0);
-  const graph = ProfileGraph.open(deps.store);
-  const identities = new IdentityIndex(deps.store, 0);
+  const stores = { profiles: new ProfileStore(deps.store, 0), graph: ProfileGraph.open(deps.store), identities: new IdentityIndex(deps.store, 0) };
   const destinations = new DestinationStore(deps.store);
 
   /** Whether a run's workflow is alive: only a run that will finish may stand in for another. */
@@ -86,11 +79,9 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   }
 
   /**
-   * Streams every profile document once (the store serves one cursor; ranges and sorts by `_id` would
-   * each scan the table again) and evaluates every segment of the run on the newest version of each.
-   * Documents joined to others by links are set aside and evaluated as their whole profile after
-   * the pass. Results stay in memory (an id and a few bytes of bits per profile) until the pass ends,
-   * then are written as chunks of consecutive ids. Safe to retry: a retry passes again and writes the
+   * Evaluates every segment of the run on every person, in one pass over the profiles (passPeople).
+   * Results stay in memory (an id and a few bytes of bits per person) until the pass ends, then are
+   * written as chunks of consecutive ids. Safe to retry: a retry passes again and writes the
    * same chunk ids; the rules and the evaluation time are fixed in the run record.
    */
   async function evaluate(runId: string): Promise<{ evaluated: number; documentsScanned: number }> {
@@ -122,54 +113,26 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     const isExported = (bits: Uint8Array) => bits.some((byte, i) => (byte & exportedBits.bytes[i]) !== 0);
     const facts = new Map<string, FlatFacts>();
 
-    const linked = new Set<string>();
-    for await (const link of identities.links.find({}, { projection: { profiles: 1 } })) for (const id of link.profiles) linked.add(id);
-    heartbeat({ phase: 'links', links: linked.size });
-
-    const results = new Map<string, Evaluated>();
     const sample = new BottomSample();
-    let documentsScanned = 0;
-    await profiles.scan((batch) => {
-      for (const stored of batch) {
-        const seen = results.get(stored.profileId);
-        if (seen && seen.version >= stored.version) continue;
-        const doc = decodeForSegments(stored, needs);
-        if (doc.retired) {
-          results.set(stored.profileId, { version: stored.version, kind: 'retired', bits: null });
-          sample.remove(stored.profileId);
-        } else if (doc.linked || doc.ancestors?.length || linked.has(stored.profileId)) {
-          results.set(stored.profileId, { version: stored.version, kind: 'linked', bits: null });
-          sample.remove(stored.profileId);
-        } else {
-          const bits = bitsOf(doc);
-          results.set(stored.profileId, { version: stored.version, kind: 'single', bits });
-          if (isExported(bits)) facts.set(stored.profileId, flattenFacts(exportFacts(decodeForExport(stored))));
-          else facts.delete(stored.profileId);
-          if (sample.wants(stored.profileId)) sample.offer(stored.profileId, decodeProfile(stored));
-        }
-      }
-      documentsScanned += batch.length;
-      heartbeat({ phase: 'scan', documentsScanned });
+    const { people, documentsScanned } = await passPeople(stores, needs, {
+      document(stored, fields) {
+        const bits = bitsOf(fields);
+        if (isExported(bits)) facts.set(stored.profileId, flattenFacts(exportFacts(decodeForExport(stored))));
+        else facts.delete(stored.profileId);
+        if (sample.wants(stored.profileId)) sample.offer(stored.profileId, decodeProfile(stored));
+        return bits;
+      },
+      dropped(profileId) {
+        facts.delete(profileId);
+        sample.remove(profileId);
+      },
+      person(person) {
+        const bits = bitsOf(person);
+        if (isExported(bits)) facts.set(person.id, flattenFacts(exportFacts(person)));
+        sample.offer(person.id, person);
+        return bits;
+      },
     });
-
-    // A profile of several documents: each is read with its component, which is combined and evaluated once.
-    const people = new Map<string, Uint8Array>();
-    const done = new Set<string>();
-    const pending = [...results].filter(([, result]) => result.kind === 'linked').map(([id]) => id).sort();
-    await forEachConcurrently(pending, 8, async (id) => {
-      if (done.has(id)) return;
-      const component = await graph.component(id);
-      for (const member of component.ids) done.add(member);
-      if (component.docs.length === 0) return;
-      const person = combineDocuments(component.docs);
-      const bits = bitsOf(person);
-      people.set(person.id, bits);
-      if (isExported(bits)) facts.set(person.id, flattenFacts(exportFacts(person)));
-      sample.offer(person.id, person);
-    });
-    for (const [id, result] of results) if (result.kind === 'single' && !done.has(id)) people.set(id, result.bits as Uint8Array);
-    results.clear();
-    heartbeat({ phase: 'linked', profiles: people.size });
 
     const ids = [...people.keys()].sort();
     const membership = new SegmentMembership(runs);

@@ -43,6 +43,7 @@ import { registerTagPaths } from './tag';
 import { TAXONOMY_FILE_TYPES } from './taxonomy';
 import { registerUploadPaths } from './uploads';
 import { registerFeedPaths } from './feeds';
+import { registerInsightPaths } from './insights';
 
 /** What a router's module needs to document its own paths. */
 export interface OpenApiParts {
@@ -355,6 +356,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
   registerPartnerPaths(parts);
   registerUploadPaths(parts);
   registerFeedPaths(parts);
+  registerInsightPaths(parts);
 
   const document = new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',

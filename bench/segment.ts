@@ -35,16 +35,13 @@
 import { performance } from 'node:perf_hooks';
 import { loadConfig } from '../config';
 import { profileIdForEvent } from '../domain/ids';
-import type { ProfileDoc } from '../domain/profile';
-import { profilePartitionWorkflowId, segmentRunWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
-import { connectStore, forEachConcurrently, type Store } from '../store/db';
-import { IdentityIndex } from '../store/identities';
-import { ProfileStore } from '../store/profiles';
+import { profilePartitionWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
+import { connectStore, type Store } from '../store/db';
 import { SegmentRunStore } from '../store/segmentRuns';
-import { SegmentStore, type SegmentDoc } from '../store/segments';
-import { startSegmentRun } from '../temporal/client';
-import { CATEGORIES, EVENT_TYPES, mixedSegments, syntheticProfile } from '../test/support/segmentFixtures';
+import { SegmentStore } from '../store/segments';
+import { CATEGORIES, EVENT_TYPES } from '../test/support/segmentFixtures';
 import { seededRandom } from '../test/support/random';
+import { defineSegments, generateProfiles, profileScanRate, runEverySegment } from './profileFixtures';
 import { describeStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
 
 const SETTINGS = {
@@ -89,75 +86,16 @@ async function main(): Promise<void> {
 
   // 2. The profiles (not timed).
   const random = seededRandom(SETTINGS.seed);
-  const now = Date.now();
-  const profiles = new ProfileStore(store, 0);
-  const generateStart = performance.now();
-  const batches = Math.ceil(SETTINGS.profiles / SETTINGS.insertBatch);
-  let lastSay = performance.now();
-  await forEachConcurrently(
-    Array.from({ length: batches }, (_, b) => b),
-    2,
-    async (b) => {
-      const docs: ProfileDoc[] = [];
-      for (let n = b * SETTINGS.insertBatch; n < Math.min(SETTINGS.profiles, (b + 1) * SETTINGS.insertBatch); n++) docs.push(syntheticProfile(n, random, now));
-      await profiles.saveVersions(docs, 'bench');
-      if (performance.now() - lastSay > 15_000) {
-        lastSay = performance.now();
-        say(`generated ${((b + 1) * SETTINGS.insertBatch).toLocaleString()} profiles`);
-      }
-    },
-  );
-  const links = new IdentityIndex(store, 0);
-  const pairs = Math.floor(SETTINGS.profiles / SETTINGS.linkEvery);
-  await links.addLinks(
-    Array.from({ length: pairs }, (_, k) => {
-      const a = `p_bench${(k * SETTINGS.linkEvery).toString(36).padStart(9, '0')}`;
-      const b = `p_bench${(k * SETTINGS.linkEvery + 1).toString(36).padStart(9, '0')}`;
-      return { _id: `${a}|${b}|cookie_id:shared-${k}`, profiles: [a, b] as [string, string], via: `cookie_id:shared-${k}`, sourceId: 'src_bench_segment', eventId: `e${k}`, createdAt: new Date(now) };
-    }),
-  );
-  say(`generated ${SETTINGS.profiles.toLocaleString()} profiles (${pairs} linked pairs) in ${round((performance.now() - generateStart) / 1000)} s`);
+  await generateProfiles(store, SETTINGS.profiles, random, Date.now(), { insertBatch: SETTINGS.insertBatch, linkEvery: SETTINGS.linkEvery });
 
   // 3. Store baseline: one cursor over every profile document.
-  const scanStart = performance.now();
-  let scanned = 0;
-  for await (const doc of profiles.profiles.find({}, { batchSize: 1000 })) if (doc) scanned++;
-  const scanSeconds = (performance.now() - scanStart) / 1000;
-  const storeScan = scanned / scanSeconds;
-  say(`store scan: ${scanned.toLocaleString()} documents in ${round(scanSeconds)} s = ${round(storeScan)} docs/s`);
+  const storeScan = await profileScanRate(store);
 
   // 4. Fifty segments, one batch run.
   const segments = new SegmentStore(store);
-  const ids: string[] = [];
-  const created = new Date();
-  for (const [index, rule] of mixedSegments(random, SETTINGS.segments).entries()) {
-    const id = `seg_bench${String(index).padStart(2, '0')}`;
-    const doc: SegmentDoc = {
-      _id: id,
-      name: `bench ${index}`,
-      description: null,
-      taxonomyPath: 'Bench',
-      ruleJson: JSON.stringify(typeof rule === 'function' ? rule(ids) : rule),
-      schedule: null,
-      version: 1,
-      createdAt: created,
-      updatedAt: created,
-      current: null,
-      lastRun: null,
-    };
-    await segments.create(doc);
-    ids.push(id);
-  }
   const runs = new SegmentRunStore(store);
-  const run = await runs.prepare(await segments.list(), new Date(), new Date());
-  const batchStart = performance.now();
-  await startSegmentRun(temporal, databaseName, run._id, { DMP_TASK_QUEUE: taskQueue });
-  await temporal.workflow.getHandle(segmentRunWorkflowId(databaseName, run._id)).result();
-  const batchSeconds = (performance.now() - batchStart) / 1000;
-  const done = await runs.getRun(run._id);
-  if (done?.state !== 'completed') throw new Error(`the run ended ${done?.state}: ${done?.error}`);
-  const sizes = Object.values(done.members);
-  say(`batch run: ${done.evaluated.toLocaleString()} profiles (${done.documentsScanned.toLocaleString()} documents) × ${ids.length} segments in ${round(batchSeconds)} s; segment sizes ${Math.min(...sizes)}–${Math.max(...sizes)}`);
+  const ids = await defineSegments(store, random, SETTINGS.segments);
+  const { run: done, seconds: batchSeconds } = await runEverySegment(store, temporal, taskQueue);
 
   // An estimate from the run's sample, through the API (first call reads the sample; then it is cached).
   const estimateTimes: number[] = [];

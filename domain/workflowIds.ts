@@ -59,3 +59,8 @@ export function feedPullWorkflowId(databaseName: string, sourceId: string): stri
 export function feedScheduleId(databaseName: string, sourceId: string): string {
   return `feed-schedule:${databaseName}:${sourceId}`;
 }
+
+/** A store's audience reports: the daily schedule, and the run an insight asks for (one at a time). */
+export function audienceReportsWorkflowId(databaseName: string): string {
+  return `audience-reports:${databaseName}`;
+}

@@ -1,6 +1,6 @@
-import { Client, Connection, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandle, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { audienceReportsWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import type { DestinationDoc } from '../store/destinations';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
@@ -15,6 +15,7 @@ import { eventsRoutedSignal, profilePartition, splitRequestedSignal } from '../w
 import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnection';
 import { segmentRun } from '../workflows/segmentRun';
 import { storeRetention } from '../workflows/storeRetention';
+import { audienceReports } from '../workflows/audienceReports';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
@@ -128,6 +129,30 @@ export async function ensureRetentionSchedule(
   } catch (error) {
     if (!(error instanceof ScheduleAlreadyRunning)) throw error;
   }
+}
+
+/** The store's daily audience reports (insights and trend points of every segment); created once, like the retention schedule. */
+export async function ensureAudienceReportSchedule(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  try {
+    await client.schedule.create({
+      scheduleId: audienceReportsWorkflowId(databaseName),
+      spec: { intervals: [{ every: '1 day' }] },
+      action: { type: 'startWorkflow', workflowType: audienceReports, workflowId: audienceReportsWorkflowId(databaseName), taskQueue: config.DMP_TASK_QUEUE, args: [] },
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+    });
+  } catch (error) {
+    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+  }
+}
+
+/** Starts an audience report now, or finds the one running (asked for by another insight). */
+export async function requestAudienceReports(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<WorkflowHandle<typeof audienceReports>> {
+  return client.workflow.start(audienceReports, {
+    workflowId: audienceReportsWorkflowId(databaseName),
+    taskQueue: config.DMP_TASK_QUEUE,
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    args: [],
+  });
 }
 
 /** A schedule of ours (`{every}` or `{cron}`) as a Temporal Schedule spec. */

@@ -6,3 +6,4 @@ export { segmentRun } from './segmentRun';
 export { destinationExport } from './destinationExport';
 export { crmImport } from './crmImport';
 export { feedPull, scheduledFeedPull } from './feedPull';
+export { audienceReports } from './audienceReports';

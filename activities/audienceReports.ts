@@ -1,0 +1,83 @@
+import { ALL_PROFILES, AudienceTally, FeatureDictionary, trendPointOf, type AudienceReport } from '../domain/audienceReports';
+import { dayKey } from '../domain/profile';
+import type { SubjectNeeds } from '../domain/segmentRules';
+import { AudienceReportStore } from '../store/audienceReports';
+import type { Store } from '../store/db';
+import { IdentityIndex } from '../store/identities';
+import { ProfileGraph } from '../store/profileGraph';
+import { decodeProfile, ProfileStore } from '../store/profiles';
+import { SegmentMembership } from '../store/segmentMembership';
+import { SegmentStore } from '../store/segments';
+import { heartbeat, withHeartbeats } from './heartbeat';
+import { passPeople } from './peoplePass';
+
+export interface AudienceReportDeps {
+  store: Store;
+}
+
+/** The pass reads whole documents itself: nothing is decoded for rules. */
+const NO_RULE_NEEDS: SubjectNeeds = { traits: false, identities: false, consent: false, events: new Map() };
+/** Members read per page of a segment's snapshot. */
+const MEMBER_PAGE = 10_000;
+
+export interface AudienceReportsResult {
+  at: string;
+  profiles: number;
+  segments: number;
+  documentsScanned: number;
+}
+
+/** The activities of an audience report: one pass over every person counts what every segment's members hold. */
+export function createAudienceReportActivities(deps: AudienceReportDeps) {
+  const stores = { profiles: new ProfileStore(deps.store, 0), graph: ProfileGraph.open(deps.store), identities: new IdentityIndex(deps.store, 0) };
+  const segments = new SegmentStore(deps.store);
+  const reports = new AudienceReportStore(deps.store);
+
+  /**
+   * Reads every person once, keeping each one's features (a few small integers), then walks each
+   * segment's members as they stand (snapshot and real-time changes) and counts their features.
+   * Safe to retry: a retry counts again and writes the same documents; a report never replaces a
+   * newer one (store/audienceReports).
+   */
+  async function writeAudienceReports(at: Date): Promise<AudienceReportsResult> {
+    const dictionary = new FeatureDictionary();
+    const { people, documentsScanned } = await passPeople(stores, NO_RULE_NEEDS, {
+      document: (stored) => dictionary.features(decodeProfile(stored)),
+      person: (person) => dictionary.features(person),
+    });
+    const all = new AudienceTally();
+    for (const features of people.values()) all.add(features);
+    const written: AudienceReport[] = [all.report(dictionary, ALL_PROFILES, at, null)];
+
+    // Segments are read after the pass: one whose first run completed meanwhile is counted too.
+    const evaluated = (await segments.list()).filter((segment) => segment.current);
+    const membership = new SegmentMembership(deps.store);
+    const states = await membership.realTime(evaluated);
+    for (const segment of evaluated) {
+      const tally = new AudienceTally();
+      for (let after = ''; ; ) {
+        const page = await membership.members(segment, states, after, MEMBER_PAGE);
+        for (const id of page.members) {
+          const features = people.get(id);
+          if (features) tally.add(features);
+        }
+        heartbeat({ phase: 'segments', segment: segment._id, counted: tally.size });
+        if (!page.next) break;
+        after = page.next;
+      }
+      written.push(tally.report(dictionary, segment._id, at, segment.current?.runId ?? null));
+    }
+    const day = dayKey(at);
+    await reports.write(written, written.filter((report) => report._id !== ALL_PROFILES).map((report) => trendPointOf(report, day)));
+    return { at: at.toISOString(), profiles: people.size, segments: evaluated.length, documentsScanned };
+  }
+
+  return {
+    /** See writeAudienceReports; `at` (ms) is the report's time, fixed by its workflow. */
+    writeAudienceReports(input: { at: number }): Promise<AudienceReportsResult> {
+      return withHeartbeats(() => writeAudienceReports(new Date(input.at)));
+    },
+  };
+}
+
+export type AudienceReportActivities = ReturnType<typeof createAudienceReportActivities>;

@@ -1,0 +1,167 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Router, type Response } from 'express';
+import { z } from 'zod';
+import {
+  affinityOf,
+  AffinityQuerySchema,
+  AffinitySchema,
+  ALL_PROFILES,
+  insightsOf,
+  InsightsQuerySchema,
+  InsightsSchema,
+  overlapOf,
+  OverlapRequestSchema,
+  OverlapSchema,
+  trendDayOf,
+  TrendQuerySchema,
+  TrendSchema,
+  type AudienceReport,
+} from '../domain/audienceReports';
+import { dayKey } from '../domain/profile';
+import { AudienceReportStore } from '../store/audienceReports';
+import { SegmentMembership } from '../store/segmentMembership';
+import { SegmentStore, type SegmentDoc } from '../store/segments';
+import { requestAudienceReports } from '../temporal/client';
+import type { OpenApiParts } from './openapi';
+import { parseOr400, ProblemError } from './problem';
+import type { RouterDeps } from './routerDeps';
+
+/** Members read per page when overlaps are counted. */
+const MEMBER_PAGE = 10_000;
+/** Seconds a client is asked to wait before asking again for a report still being counted. */
+const RETRY_AFTER_SECONDS = 10;
+
+/**
+ * Audience insights: composition (`insights`), over-represented traits (`affinity`) and the daily
+ * series (`trend`) read the segment's audience report (activities/audienceReports); overlaps are
+ * counted from memberships as they stand now.
+ */
+export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDeps, 'store' | 'temporal' | 'config' | 'admin'>): Router {
+  const segments = new SegmentStore(store);
+  const reports = new AudienceReportStore(store);
+  const router = Router();
+
+  async function evaluated(id: string, path: string): Promise<SegmentDoc & { current: NonNullable<SegmentDoc['current']> }> {
+    const doc = await segments.get(id);
+    if (!doc) throw new ProblemError(404, 'segment-not-found', 'No such segment', [{ path, message: `no segment ${id}` }]);
+    if (!doc.current) throw new ProblemError(409, 'segment-not-evaluated', "The segment's first run has not completed", [{ path, message: `${id} has no members yet; see its lastRun` }]);
+    return doc as SegmentDoc & { current: NonNullable<SegmentDoc['current']> };
+  }
+
+  /**
+   * The segment's report, counted over the members of its current run: when the stored one predates
+   * that run, a report is started (or the running one joined) and awaited for up to
+   * DMP_REPORT_WAIT_SECONDS. Null when none was ever counted and none finished in time.
+   */
+  async function reportOf(segment: SegmentDoc & { current: NonNullable<SegmentDoc['current']> }): Promise<{ report: AudienceReport; stale: boolean } | null> {
+    let report = await reports.get(segment._id);
+    const deadline = Date.now() + config.DMP_REPORT_WAIT_SECONDS * 1000;
+    while (report?.runId !== segment.current.runId && Date.now() < deadline) {
+      const handle = await requestAudienceReports(temporal, store.db.databaseName, config);
+      // A report that started before the run completed does not count it: the loop asks for the next one.
+      const waited = new AbortController();
+      await Promise.race([handle.result().catch(() => undefined), sleep(Math.max(0, deadline - Date.now()), undefined, { signal: waited.signal }).catch(() => undefined)]);
+      waited.abort();
+      report = await reports.get(segment._id);
+    }
+    return report ? { report, stale: report.runId !== segment.current.runId } : null;
+  }
+
+  function stillCounting(res: Response): void {
+    res.status(202).set('Retry-After', String(RETRY_AFTER_SECONDS)).json({ state: 'counting', retryAfterSeconds: RETRY_AFTER_SECONDS });
+  }
+
+  router.get('/v1/segments/:id/insights', admin, async (req, res) => {
+    const query = parseOr400(InsightsQuerySchema, req.query, 'insights query');
+    const segment = await evaluated(String(req.params.id), 'params.id');
+    const found = await reportOf(segment);
+    if (!found) return stillCounting(res);
+    res.json(insightsOf(segment._id, found.report, found.stale, query.top));
+  });
+
+  router.get('/v1/segments/:id/affinity', admin, async (req, res) => {
+    const query = parseOr400(AffinityQuerySchema, req.query, 'affinity query');
+    const segment = await evaluated(String(req.params.id), 'params.id');
+    const baseSegment = query.base === ALL_PROFILES ? null : await evaluated(query.base, 'query.base');
+    const found = await reportOf(segment);
+    const base = baseSegment ? await reportOf(baseSegment) : await reports.get(ALL_PROFILES).then((report) => report && { report, stale: false });
+    if (!found || !base) return stillCounting(res);
+    res.json(affinityOf(segment._id, query.base, found.report, base.report, query.minSupport, query.limit));
+  });
+
+  router.get('/v1/segments/:id/trend', admin, async (req, res) => {
+    const query = parseOr400(TrendQuerySchema, req.query, 'trend query');
+    const id = String(req.params.id);
+    if (!(await segments.get(id))) throw new ProblemError(404, 'segment-not-found', 'No such segment', [{ path: 'params.id', message: `no segment ${id}` }]);
+    const days = Array.from({ length: query.days }, (_, n) => dayKey(new Date(Date.now() - (query.days - 1 - n) * 86_400_000)));
+    const points = await reports.points(id, days);
+    res.json({ segmentId: id, days: days.flatMap((day) => (points.has(day) ? [trendDayOf(day, points.get(day) as NonNullable<ReturnType<typeof points.get>>)] : [])) });
+  });
+
+  router.post('/v1/insights/overlap', admin, async (req, res) => {
+    const body = parseOr400(OverlapRequestSchema, req.body, 'overlap request');
+    const docs = await Promise.all(body.segments.map((id, k) => evaluated(id, `segments.${k}`)));
+    const membership = new SegmentMembership(store);
+    const states = await membership.realTime(docs);
+    // Each person's mask of the segments holding it: one walk of each segment's members, ids once in memory.
+    const masks = new Map<string, number>();
+    for (const [k, doc] of docs.entries()) {
+      for (let after = ''; ; ) {
+        const page = await membership.members(doc, states, after, MEMBER_PAGE);
+        for (const id of page.members) masks.set(id, (masks.get(id) ?? 0) | (1 << k));
+        if (!page.next) break;
+        after = page.next;
+      }
+    }
+    res.json(overlapOf(body.segments, masks.values()));
+  });
+
+  return router;
+}
+
+export function registerInsightPaths({ registry, problem, json, adminKey }: OpenApiParts): void {
+  const security = [{ [adminKey]: [] }];
+  const admin = { 401: problem('No admin key'), 403: problem('Not an admin key') };
+  const idParam = z.object({ id: z.string() });
+  const notEvaluated = problem("The segment's first batch run has not completed (`params.id`, or `query.base`)");
+  const counting = {
+    description: 'No report has counted the segment yet and the one started did not finish in time: ask again after `Retry-After` seconds',
+    ...json(z.object({ state: z.literal('counting'), retryAfterSeconds: z.number().int() })),
+  };
+  const reportNote =
+    'Counted by the audience report: one pass over every profile for every segment, run daily (a point of the trend) and whenever this is asked of a segment whose report predates its last completed run — the answer then waits for the new report for up to DMP_REPORT_WAIT_SECONDS, and says `stale` if it did not finish.';
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/segments/{id}/insights',
+    summary: "Who the segment's members are: top trait values, events, identity and consent coverage",
+    description: reportNote,
+    security,
+    request: { params: idParam, query: InsightsQuerySchema },
+    responses: { 200: { description: 'The insights', ...json(InsightsSchema) }, 202: counting, 400: problem('Invalid query'), ...admin, 404: problem('No such segment'), 409: notEvaluated },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/segments/{id}/affinity',
+    summary: 'Trait values over-represented in the segment against a base (all profiles, or another segment)',
+    description: `index = audienceShare / baseShare × 100: 100 means as common as in the base, 300 three times as common. Values held by fewer than \`minSupport\` members are left out, as are values the base's report does not keep. ${reportNote}`,
+    security,
+    request: { params: idParam, query: AffinityQuerySchema },
+    responses: { 200: { description: 'Items, highest index first', ...json(AffinitySchema) }, 202: counting, 400: problem('Invalid query'), ...admin, 404: problem('No such segment (`params.id` or `query.base`)'), 409: notEvaluated },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/segments/{id}/trend',
+    summary: "The segment's size and coverage per day, from the daily audience reports",
+    security,
+    request: { params: idParam, query: TrendQuerySchema },
+    responses: { 200: { description: 'The series', ...json(TrendSchema) }, 400: problem('Invalid query'), ...admin, 404: problem('No such segment') },
+  });
+  registry.registerPath({
+    method: 'post',
+    path: '/v1/insights/overlap',
+    summary: 'Pairwise overlaps of 2 to 20 segments: sizes, intersections and Jaccard indexes, from memberships as they stand now',
+    security,
+    request: { body: { content: { 'application/json': { schema: OverlapRequestSchema } } } },
+    responses: { 200: { description: 'The overlaps', ...json(OverlapSchema) }, 400: problem('Invalid body (`segments`)'), ...admin, 404: problem('No such segment (`segments.<i>`)'), 409: notEvaluated },
+  });
+}

@@ -1,0 +1,49 @@
+import type { Collection } from 'mongodb';
+import type { AudienceReport, TrendPoint } from '../domain/audienceReports';
+import { findByIds, forEachConcurrently, isDuplicateKeyError, type Store } from './db';
+
+export const REPORT_COLLECTIONS = {
+  /** The latest report of each segment (and of all profiles), by segment id: replaced by each pass. */
+  reports: 'audience_reports',
+  /** A segment's size and coverage per day (`<segmentId>:<YYYYMMDD>`), for its trend. */
+  trend: 'audience_trend',
+} as const;
+
+/** Reports and trend points are read and written by `_id` only: one indexed operation each. */
+export class AudienceReportStore {
+  readonly reports: Collection<AudienceReport>;
+  readonly trend: Collection<TrendPoint>;
+
+  constructor(store: Store) {
+    this.reports = store.db.collection<AudienceReport>(REPORT_COLLECTIONS.reports);
+    this.trend = store.db.collection<TrendPoint>(REPORT_COLLECTIONS.trend);
+  }
+
+  get(id: string): Promise<AudienceReport | null> {
+    return this.reports.findOne({ _id: id });
+  }
+
+  /**
+   * Replaces each report and its day's trend point, unless a report counted later is there already
+   * (two passes may overlap: a scheduled one and one asked for): repeating it writes the same documents.
+   */
+  async write(reports: AudienceReport[], points: TrendPoint[]): Promise<void> {
+    await forEachConcurrently(reports, 8, (report) => replaceUnlessNewer(this.reports, report));
+    await forEachConcurrently(points, 8, (point) => replaceUnlessNewer(this.trend, point));
+  }
+
+  /** A segment's trend points for the given days (`YYYYMMDD`), by day. */
+  async points(segmentId: string, days: string[]): Promise<Map<string, TrendPoint>> {
+    const found = await findByIds(this.trend, days.map((day) => `${segmentId}:${day}`), 8);
+    return new Map([...found].map(([id, point]) => [id.slice(segmentId.length + 1), point]));
+  }
+}
+
+/** Writes `doc` where the stored one is no newer (`at`); a newer one makes the upsert's insert a duplicate, which leaves it be. */
+async function replaceUnlessNewer<T extends { _id: string; at: Date }>(collection: Collection<T>, doc: T): Promise<void> {
+  try {
+    await collection.replaceOne({ _id: doc._id, at: { $lte: doc.at } } as never, doc, { upsert: true });
+  } catch (error) {
+    if (!isDuplicateKeyError(error)) throw error;
+  }
+}

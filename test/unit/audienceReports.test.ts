@@ -1,0 +1,87 @@
+import { affinityOf, AudienceTally, FeatureDictionary, insightsOf, overlapOf, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
+import { encodeFieldName } from '../../domain/fieldNames';
+import type { SegmentSubject } from '../../domain/profile';
+
+const at = new Date('2026-11-30T00:00:00Z');
+const counter = (count: number) => ({ count, firstSeen: at, lastSeen: at, days: {} });
+
+function subject(fields: Partial<SegmentSubject>): Pick<SegmentSubject, 'traits' | 'counters' | 'identities' | 'consent'> {
+  return { traits: {}, counters: {}, identities: [], consent: null, ...fields };
+}
+
+function reportOf(subjects: Array<Pick<SegmentSubject, 'traits' | 'counters' | 'identities' | 'consent'>>, id = 'seg'): AudienceReport {
+  const dictionary = new FeatureDictionary();
+  const tally = new AudienceTally();
+  for (const features of subjects.map((s) => dictionary.features(s))) tally.add(features);
+  return tally.report(dictionary, id, at, 'run');
+}
+
+describe('audience reports', () => {
+  it('count a list trait element by element, each once per person, and tell the string "1" from the number 1', () => {
+    const report = reportOf([subject({ traits: { tags: ['a', 'b', 'a'], code: '1' } }), subject({ traits: { tags: ['a'], code: 1 } })]);
+    expect(report.traits.find((trait) => trait.name === 'tags')).toMatchObject({ profiles: 2, distinct: 2, values: [{ value: 'a', count: 2 }, { value: 'b', count: 1 }] });
+    expect(report.traits.find((trait) => trait.name === 'code')?.values).toEqual([
+      { value: 1, count: 1 },
+      { value: '1', count: 1 },
+    ]);
+  });
+
+  it('leave objects and nulls out, and name traits and events as collected', () => {
+    const name = 'a.b$c';
+    const report = reportOf([subject({ traits: { [encodeFieldName(name)]: 'x', nested: { deep: 1 }, empty: null }, counters: { [encodeFieldName('add.to$cart')]: counter(3) } })]);
+    expect(report.traits.map((trait) => trait.name)).toEqual([name]);
+    expect(report.events).toEqual([{ type: 'add.to$cart', profiles: 1, total: 3 }]);
+  });
+
+  it('count values past the per-trait bound as uncounted, and keep the most held values only', () => {
+    const subjects = Array.from({ length: VALUES_COUNTED_PER_TRAIT + 5 }, (_, i) => subject({ traits: { id: `v${i}` } }));
+    subjects.push(subject({ traits: { id: 'v0' } }));
+    const trait = reportOf(subjects).traits[0];
+    expect(trait).toMatchObject({ name: 'id', profiles: VALUES_COUNTED_PER_TRAIT + 6, distinct: VALUES_COUNTED_PER_TRAIT, uncounted: 5 });
+    expect(trait.values).toHaveLength(REPORT_VALUES_KEPT);
+    expect(trait.values[0]).toEqual({ value: 'v0', count: 2 });
+  });
+
+  it('cover identities by type and consent by TCF purpose', () => {
+    const tcf = (purposeConsents: number[]) => ({ sourceId: 's', at, tcf: { tcString: '', policyVersion: 4, cmpId: 1, created: at, purposeConsents, purposeLegitimateInterests: [], vendorConsents: [] } });
+    const identity = (type: 'email_sha256' | 'cookie_id') => ({ type, value: 'x', firstSeen: at, lastSeen: at, sourceId: 's' });
+    const report = reportOf([subject({ identities: [identity('email_sha256'), identity('cookie_id')], consent: tcf([1, 4]) }), subject({ identities: [identity('cookie_id')], consent: tcf([1]) })]);
+    const insights = insightsOf('seg', report, false, 10);
+    expect(insights.identityCoverage).toEqual({ email: 0.5, phone: 0, maid: 0, crm_id: 0, cookie_id: 1 });
+    expect(insights.consentCoverage).toEqual({ 1: 1, 4: 0.5 });
+  });
+
+  it('affinity indexes a value by its share against the base, leaving out values the base lacks or too few hold', () => {
+    const people = [
+      ...Array.from({ length: 10 }, () => subject({ traits: { color: 'red' } })),
+      ...Array.from({ length: 30 }, () => subject({ traits: { color: 'blue' } })),
+    ];
+    const dictionary = new FeatureDictionary();
+    const features = people.map((person) => dictionary.features(person));
+    const all = new AudienceTally();
+    const audience = new AudienceTally();
+    features.forEach((f, i) => {
+      all.add(f);
+      if (i < 10 || i % 3 === 0) audience.add(f); // every red, and 10 of the blue
+    });
+    const result = affinityOf('seg', 'all', audience.report(dictionary, 'seg', at, 'run'), all.report(dictionary, 'all', at, null), 5, 10);
+    expect(result.items).toEqual([
+      { trait: 'color', value: 'red', audienceShare: 0.5, baseShare: 0.25, index: 200, support: 10 },
+      { trait: 'color', value: 'blue', audienceShare: 0.5, baseShare: 0.75, index: (0.5 / 0.75) * 100, support: 10 },
+    ]);
+    expect(affinityOf('seg', 'all', audience.report(dictionary, 'seg', at, 'run'), all.report(dictionary, 'all', at, null), 11, 10).items).toEqual([]);
+  });
+
+  it('overlap counts every pair from membership masks', () => {
+    // a: {1,2,3}, b: {2,3,4}, c: {}
+    const masks = [0b001, 0b011, 0b011, 0b010];
+    expect(overlapOf(['a', 'b', 'c'], masks)).toEqual({
+      sizes: { a: 3, b: 3, c: 0 },
+      pairs: [
+        { a: 'a', b: 'b', intersection: 2, jaccard: 0.5 },
+        { a: 'a', b: 'c', intersection: 0, jaccard: 0 },
+        { a: 'b', b: 'c', intersection: 0, jaccard: 0 },
+      ],
+    });
+  });
+});
