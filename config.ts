@@ -52,6 +52,13 @@ export const ConfigSchema = z.object({
   DMP_EVENT_HISTORY_DAYS: z.coerce.number().min(1).default(395),
   /** How often the retention run looks for what may leave the store. */
   DMP_RETENTION_EVERY_MINUTES: z.coerce.number().min(1).default(60),
+  /** Event types whose `properties.item` are interactions the item model (recommendations) learns from. */
+  DMP_ITEM_EVENT_TYPES: z
+    .string()
+    .default('product_view,add_to_cart,purchase')
+    .transform((list) => list.split(',').map((type) => type.trim()).filter(Boolean)),
+  /** How often the item model is rebuilt. */
+  DMP_ITEM_MODEL_EVERY_MINUTES: z.coerce.number().min(1).default(60),
   /** How long an insight waits for an audience report it started before answering with what there is. */
   DMP_REPORT_WAIT_SECONDS: z.coerce.number().min(0).max(300).default(25),
   /** How long an idle source waits for a wake-up from the API before looking at its log anyway. */

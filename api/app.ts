@@ -40,6 +40,7 @@ import { ProfileReader } from './profileReader';
 import { SourceWaker } from './sourceWaker';
 import { destinationsRouter } from './destinations';
 import { insightsRouter } from './insights';
+import { personalizationRouter } from './personalization';
 import { partnersRouter } from './partners';
 import { segmentApiRouter } from './segmentApi';
 import { tagRouter } from './tag';
@@ -265,6 +266,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   app.use(segmentsRouter({ store, temporal, config, admin }));
   app.use(destinationsRouter({ store, temporal, config, admin }));
   app.use(insightsRouter(routerDeps));
+  app.use(personalizationRouter(routerDeps));
   const segmentStore = new SegmentStore(store);
   app.use(taxonomyRouter({ store, admin, listSegments: async () => (await segmentStore.list()).map((doc) => ({ id: doc._id, name: doc.name, taxonomyPath: doc.taxonomyPath })) }));
 

@@ -44,6 +44,7 @@ import { TAXONOMY_FILE_TYPES } from './taxonomy';
 import { registerUploadPaths } from './uploads';
 import { registerFeedPaths } from './feeds';
 import { registerInsightPaths } from './insights';
+import { registerPersonalizationPaths } from './personalization';
 
 /** What a router's module needs to document its own paths. */
 export interface OpenApiParts {
@@ -357,6 +358,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
   registerUploadPaths(parts);
   registerFeedPaths(parts);
   registerInsightPaths(parts);
+  registerPersonalizationPaths(parts);
 
   const document = new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',

@@ -1,4 +1,4 @@
-import { combineDocuments, combineProfiles, type ProfileLink } from '../domain/profile';
+import { combineDocuments, combineProfiles, type CombinedProfile, type ProfileLink } from '../domain/profile';
 import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
 import type { ProfileView } from '../domain/schemas';
 import type { Store } from '../store/db';
@@ -51,6 +51,14 @@ export class ProfileReader {
     if (!doc || doc.retired) return null;
     const component = await this.graph.component(profileId);
     return this.view(component.docs, component.links);
+  }
+
+  /** A profile's documents combined (what rules and recommendations read), without building its view; null as for `byId`. */
+  async person(profileId: string): Promise<CombinedProfile | null> {
+    const doc = await this.graph.profiles.get(profileId);
+    if (!doc || doc.retired) return null;
+    const component = await this.graph.component(profileId);
+    return component.docs.length === 0 ? null : combineDocuments(component.docs);
   }
 
   /** The profile holding an identity (`<type>:<value>`), or null. */

@@ -17,28 +17,32 @@
  *   6. `overlap_seconds`: POST /v1/insights/overlap of 10 segments (memberships now, no report);
  *   7. `affinity_seconds`: GET …/affinity against all profiles and against another segment (from the
  *      reports step 5 wrote);
- *   8. drop the database (also when the run fails).
+ *   8. `recs_p95_ms`: the item model built (one pass; `item_model_seconds`), then DMP_BENCH_RECS_REQUESTS
+ *      GET /v1/profiles/:id/recommendations of random profiles one after another (the first ten,
+ *      which read the model into the API's memory, not counted);
+ *   9. drop the database (also when the run fails).
  *
  * The last stdout line is one JSON object:
  * {"bench":"insights","profiles":…,"insights_seconds":…,"overlap_seconds":…,"affinity_seconds":…,
- *  "lookalike_seconds":null,"lookalike_auc":null,"recs_p95_ms":null,"store_scan_docs_per_s":…,…}
- * Lookalikes and recommendations are not built yet: their figures are null.
+ *  "lookalike_seconds":null,"lookalike_auc":null,"recs_p95_ms":…,"store_scan_docs_per_s":…,…}
+ * Lookalikes are not built yet: their figures are null.
  *
  * Knobs (environment, all optional): DMP_BENCH_INSIGHTS_PROFILES (1000000), DMP_BENCH_INSIGHTS_SEGMENTS
- * (20), DMP_BENCH_SEED (1), DMP_BENCH_DEADLINE_SECONDS (3600).
+ * (20), DMP_BENCH_RECS_REQUESTS (1000), DMP_BENCH_SEED (1), DMP_BENCH_DEADLINE_SECONDS (3600).
  */
 import { performance } from 'node:perf_hooks';
 import { loadConfig } from '../config';
 import { connectStore, type Store } from '../store/db';
-import { requestAudienceReports } from '../temporal/client';
+import { requestAudienceReports, requestItemModel } from '../temporal/client';
 import { seededRandom } from '../test/support/random';
 import { defineSegments, generateProfiles, profileScanRate, runEverySegment } from './profileFixtures';
-import { describeStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
+import { describeStore, dropStore, envNumber, once, percentile, round, runBench, say, startInProcess, table } from './support';
 
 const SETTINGS = {
   profiles: Math.floor(envNumber('DMP_BENCH_INSIGHTS_PROFILES', 1_000_000)),
   segments: Math.max(10, Math.floor(envNumber('DMP_BENCH_INSIGHTS_SEGMENTS', 20))),
   seed: Math.floor(envNumber('DMP_BENCH_SEED', 1, 0)),
+  recsRequests: Math.floor(envNumber('DMP_BENCH_RECS_REQUESTS', 1000)),
   deadlineSeconds: envNumber('DMP_BENCH_DEADLINE_SECONDS', 3600),
 };
 
@@ -99,6 +103,23 @@ async function main(): Promise<void> {
   const affinitySeconds = againstAll.seconds + againstSegment.seconds;
   say(`affinity: ${againstAll.body.items.length} items against all profiles, ${againstSegment.body.items.length} against ${other}, in ${round(affinitySeconds, 3)} s`);
 
+  // Recommendations: the item model built (one pass), then profiles asked one after another, as pages would.
+  const buildStart = performance.now();
+  const model = await (await requestItemModel(temporal, databaseName, { DMP_TASK_QUEUE: taskQueue })).result();
+  const buildSeconds = (performance.now() - buildStart) / 1000;
+  say(`item model: ${model.items.toLocaleString()} items from ${model.people.toLocaleString()} people in ${round(buildSeconds)} s`);
+  const recsTimes: number[] = [];
+  let recommended = 0;
+  for (let k = 0; k < SETTINGS.recsRequests; k++) {
+    const profile = `p_bench${Math.floor(random() * SETTINGS.profiles).toString(36).padStart(9, '0')}`;
+    const answer = await get<{ items: unknown[] }>(`/v1/profiles/${profile}/recommendations`);
+    // The first answers read the model into the API's memory: it is served from there.
+    if (k >= 10) recsTimes.push(answer.seconds * 1000);
+    if (answer.body.items.length > 0) recommended++;
+  }
+  const recsP95 = percentile(recsTimes, 95);
+  say(`recommendations: ${recsTimes.length} requests, p50 ${round(percentile(recsTimes, 50))} ms, p95 ${round(recsP95)} ms; ${recommended} with items`);
+
   const result = {
     bench: 'insights',
     backend,
@@ -111,7 +132,8 @@ async function main(): Promise<void> {
     affinity_seconds: round(affinitySeconds, 3),
     lookalike_seconds: null,
     lookalike_auc: null,
-    recs_p95_ms: null,
+    recs_p95_ms: round(recsP95),
+    item_model_seconds: round(buildSeconds),
     store_scan_docs_per_s: Math.round(storeScan),
     report_vs_store_scan: round(report.documentsScanned / reportSeconds / storeScan, 2),
   };
@@ -124,6 +146,8 @@ async function main(): Promise<void> {
       ['affinity (s)', String(result.affinity_seconds), '≤ 300'],
       ['store scan (docs/s)', result.store_scan_docs_per_s.toLocaleString(), ''],
       ['report vs store scan', String(result.report_vs_store_scan), ''],
+      ['recommendations p95 (ms)', String(result.recs_p95_ms), '≤ 20'],
+      ['item model build (s)', String(result.item_model_seconds), ''],
     ],
     [1, 2],
   ))

@@ -42,7 +42,7 @@ import { SegmentStore } from '../store/segments';
 import { CATEGORIES, EVENT_TYPES } from '../test/support/segmentFixtures';
 import { seededRandom } from '../test/support/random';
 import { defineSegments, generateProfiles, profileScanRate, runEverySegment } from './profileFixtures';
-import { describeStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
+import { describeStore, dropStore, envNumber, once, percentile, round, runBench, say, startInProcess, table } from './support';
 
 const SETTINGS = {
   profiles: Math.floor(envNumber('DMP_BENCH_SEGMENT_PROFILES', 1_000_000)),
@@ -66,11 +66,6 @@ const cleanup = once(async () => {
 });
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const percentile = (values: number[], p: number) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
-};
-
 async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
   const databaseName = `dmp_bench_segment_${Date.now()}`;

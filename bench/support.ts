@@ -20,6 +20,12 @@ export function envNumber(name: string, fallback: number, min = 1): number {
 }
 
 export const say = (line: string) => process.stderr.write(`[bench] ${line}\n`);
+/** The nearest-rank percentile `p` (0–100) of `values`. */
+export function percentile(values: number[], p: number): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)];
+}
+
 export const round = (value: number, digits = 1) => Math.round(value * 10 ** digits) / 10 ** digits;
 
 /** A text table: its title, the header row, a rule, the rows; columns `figures[0]` to `figures[1]` (the numbers) aligned right. */

@@ -64,3 +64,8 @@ export function feedScheduleId(databaseName: string, sourceId: string): string {
 export function audienceReportsWorkflowId(databaseName: string): string {
   return `audience-reports:${databaseName}`;
 }
+
+/** A store's item model builds: the schedule, and the build an operator asks for (one at a time). */
+export function itemModelWorkflowId(databaseName: string): string {
+  return `item-model:${databaseName}`;
+}

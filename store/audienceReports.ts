@@ -1,6 +1,6 @@
 import type { Collection } from 'mongodb';
 import type { AudienceReport, TrendPoint } from '../domain/audienceReports';
-import { findByIds, forEachConcurrently, isDuplicateKeyError, type Store } from './db';
+import { findByIds, forEachConcurrently, replaceUnlessNewer, type Store } from './db';
 
 export const REPORT_COLLECTIONS = {
   /** The latest report of each segment (and of all profiles), by segment id: replaced by each pass. */
@@ -39,11 +39,3 @@ export class AudienceReportStore {
   }
 }
 
-/** Writes `doc` where the stored one is no newer (`at`); a newer one makes the upsert's insert a duplicate, which leaves it be. */
-async function replaceUnlessNewer<T extends { _id: string; at: Date }>(collection: Collection<T>, doc: T): Promise<void> {
-  try {
-    await collection.replaceOne({ _id: doc._id, at: { $lte: doc.at } } as never, doc, { upsert: true });
-  } catch (error) {
-    if (!isDuplicateKeyError(error)) throw error;
-  }
-}

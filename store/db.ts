@@ -134,3 +134,16 @@ export async function insertKeyed<T extends { _id: string }>(collection: Collect
   }
   return existing;
 }
+
+/**
+ * Writes `doc` where the stored one is no newer (`at`): when a newer one is there, the filter matches
+ * nothing and the upsert's insert is a duplicate, which leaves it be. For results of passes that
+ * may overlap (a scheduled one and one asked for).
+ */
+export async function replaceUnlessNewer<T extends { _id: string; at: Date }>(collection: Collection<T>, doc: T): Promise<void> {
+  try {
+    await collection.replaceOne({ _id: doc._id, at: { $lte: doc.at } } as never, doc, { upsert: true });
+  } catch (error) {
+    if (!isDuplicateKeyError(error)) throw error;
+  }
+}

@@ -1,6 +1,6 @@
 import { Client, Connection, type WorkflowHandle, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { audienceReportsWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { audienceReportsWorkflowId, itemModelWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import type { DestinationDoc } from '../store/destinations';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
@@ -16,6 +16,7 @@ import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnec
 import { segmentRun } from '../workflows/segmentRun';
 import { storeRetention } from '../workflows/storeRetention';
 import { audienceReports } from '../workflows/audienceReports';
+import { itemModel } from '../workflows/itemModel';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
@@ -131,13 +132,13 @@ export async function ensureRetentionSchedule(
   }
 }
 
-/** The store's daily audience reports (insights and trend points of every segment); created once, like the retention schedule. */
-export async function ensureAudienceReportSchedule(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+/** A store-wide pass on a schedule of its own (never two at once); created once, like the retention schedule. */
+async function ensurePassSchedule(client: Client, workflow: typeof audienceReports | typeof itemModel, workflowId: string, everyMs: number, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
   try {
     await client.schedule.create({
-      scheduleId: audienceReportsWorkflowId(databaseName),
-      spec: { intervals: [{ every: '1 day' }] },
-      action: { type: 'startWorkflow', workflowType: audienceReports, workflowId: audienceReportsWorkflowId(databaseName), taskQueue: config.DMP_TASK_QUEUE, args: [] },
+      scheduleId: workflowId,
+      spec: { intervals: [{ every: everyMs }] },
+      action: { type: 'startWorkflow', workflowType: workflow, workflowId, taskQueue: config.DMP_TASK_QUEUE, args: [] },
       policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
     });
   } catch (error) {
@@ -145,14 +146,20 @@ export async function ensureAudienceReportSchedule(client: Client, databaseName:
   }
 }
 
+/** The store's daily audience reports (insights and trend points of every segment) and its item model builds. */
+export async function ensurePassSchedules(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_ITEM_MODEL_EVERY_MINUTES'>): Promise<void> {
+  await ensurePassSchedule(client, audienceReports, audienceReportsWorkflowId(databaseName), 86_400_000, config);
+  await ensurePassSchedule(client, itemModel, itemModelWorkflowId(databaseName), config.DMP_ITEM_MODEL_EVERY_MINUTES * 60_000, config);
+}
+
 /** Starts an audience report now, or finds the one running (asked for by another insight). */
 export async function requestAudienceReports(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<WorkflowHandle<typeof audienceReports>> {
-  return client.workflow.start(audienceReports, {
-    workflowId: audienceReportsWorkflowId(databaseName),
-    taskQueue: config.DMP_TASK_QUEUE,
-    workflowIdConflictPolicy: 'USE_EXISTING',
-    args: [],
-  });
+  return client.workflow.start(audienceReports, { workflowId: audienceReportsWorkflowId(databaseName), taskQueue: config.DMP_TASK_QUEUE, workflowIdConflictPolicy: 'USE_EXISTING', args: [] });
+}
+
+/** Starts an item model build now, or finds the one running. */
+export async function requestItemModel(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<WorkflowHandle<typeof itemModel>> {
+  return client.workflow.start(itemModel, { workflowId: itemModelWorkflowId(databaseName), taskQueue: config.DMP_TASK_QUEUE, workflowIdConflictPolicy: 'USE_EXISTING', args: [] });
 }
 
 /** A schedule of ours (`{every}` or `{cron}`) as a Temporal Schedule spec. */

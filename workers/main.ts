@@ -2,7 +2,7 @@ import { loadConfig } from '../config';
 import { logger } from '../logger';
 import { connectStore } from '../store/db';
 import { SegmentStore } from '../store/segments';
-import { connectTemporal, ensureAudienceReportSchedule, ensureRetentionSchedule } from '../temporal/client';
+import { connectTemporal, ensurePassSchedules, ensureRetentionSchedule } from '../temporal/client';
 import { createWorker } from './worker';
 
 async function main(): Promise<void> {
@@ -11,7 +11,7 @@ async function main(): Promise<void> {
   const temporal = await connectTemporal(config);
   const { worker, connection } = await createWorker({ config, store, temporal });
   await ensureRetentionSchedule(temporal, store.db.databaseName, config);
-  await ensureAudienceReportSchedule(temporal, store.db.databaseName, config);
+  await ensurePassSchedules(temporal, store.db.databaseName, config);
   await new SegmentStore(store).indexReferences();
   logger.info({ taskQueue: config.DMP_TASK_QUEUE, temporal: config.TEMPORAL_ADDRESS }, 'worker started');
   await worker.run(); // resolves after SIGINT/SIGTERM, once in-flight tasks are done

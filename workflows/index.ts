@@ -7,3 +7,4 @@ export { destinationExport } from './destinationExport';
 export { crmImport } from './crmImport';
 export { feedPull, scheduledFeedPull } from './feedPull';
 export { audienceReports } from './audienceReports';
+export { itemModel } from './itemModel';

@@ -42,7 +42,7 @@ export function syntheticProfile(n: number, random: () => number, now: number): 
       const times = 1 + Math.floor(random() * 3);
       days[day] = (days[day] ?? 0) + times;
       count += times;
-      if (recent.length < 6) recent.push({ at, properties: type === 'purchase' || type === 'add_to_cart' ? { category: pick(CATEGORIES), total: Math.floor(random() * 300) } : {} });
+      if (recent.length < 6) recent.push({ at, properties: type === 'purchase' || type === 'add_to_cart' ? commerceProperties(pick(CATEGORIES), random) : {} });
     }
     recent.sort((a, b) => b.at.getTime() - a.at.getTime());
     const firstSeen = recent[recent.length - 1].at;
@@ -84,3 +84,8 @@ export function mixedSegments(random: () => number, count = 50): Array<Rule | ((
   return rules.slice(0, count);
 }
 
+
+/** A purchase's or cart's properties: its category, a total, and an item of that category's 300 (what recommendations learn from). */
+function commerceProperties(category: string, random: () => number): Record<string, unknown> {
+  return { category, total: Math.floor(random() * 300), item: `${category}-${Math.floor(random() * 300)}` };
+}

@@ -1,0 +1,127 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { ItemModelSchema, itemsOf, ProfileSegmentsSchema, recommend, RecommendationsQuerySchema, RecommendationsSchema, type ItemNeighbours } from '../domain/recommendations';
+import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
+import { ItemModelStore, type ItemModelHead } from '../store/itemModel';
+import { definitionsOf, SegmentStore } from '../store/segments';
+import { requestItemModel } from '../temporal/client';
+import type { OpenApiParts } from './openapi';
+import { ProfileReader } from './profileReader';
+import { parseOr400, ProblemError } from './problem';
+import type { RouterDeps } from './routerDeps';
+
+/** How long a page's answer may use segment definitions or an item model already read: one read per period, not per request. */
+const REFRESH_MS = 5_000;
+
+/** A value read from the store at most once per REFRESH_MS, concurrent callers sharing the read. */
+class Refreshed<T> {
+  private value: { at: number; value: T } | null = null;
+  private reading: Promise<T> | null = null;
+
+  constructor(private readonly read: (previous: T | null) => Promise<T>) {}
+
+  get(): Promise<T> {
+    if (this.value && Date.now() - this.value.at < REFRESH_MS) return Promise.resolve(this.value.value);
+    this.reading ??= this.read(this.value?.value ?? null)
+      .then((value) => {
+        this.value = { at: Date.now(), value };
+        return value;
+      })
+      .finally(() => {
+        this.reading = null;
+      });
+    return this.reading;
+  }
+}
+
+/**
+ * On-page personalization: a profile's segments and recommended items, answered from what the API
+ * holds in memory (segment definitions and the item model, re-read every few seconds) and one read
+ * of the profile.
+ */
+export function personalizationRouter({ store, temporal, config, admin }: Pick<RouterDeps, 'store' | 'temporal' | 'config' | 'admin'>): Router {
+  const reader = new ProfileReader(store);
+  const segmentStore = new SegmentStore(store);
+  const models = new ItemModelStore(store);
+  const segments = new Refreshed(async () => {
+    const docs = await segmentStore.list();
+    return { evaluator: new SegmentEvaluator(definitionsOf(docs)), names: new Map(docs.map((doc) => [doc._id, doc.name])) };
+  });
+  // The model is read whole only when a new build is published; otherwise one read of its head.
+  const model = new Refreshed<{ head: ItemModelHead | null; items: Map<string, ItemNeighbours> }>(async (previous) => {
+    const head = await models.head();
+    if (!head) return { head: null, items: new Map() };
+    if (previous?.head?.buildId === head.buildId) return previous;
+    return { head, items: await models.read(head) };
+  });
+  const router = Router();
+
+  async function personOf(id: string) {
+    const person = await reader.person(id);
+    if (!person) throw new ProblemError(404, 'profile-not-found', 'No such profile', [{ path: 'params.id', message: `no profile ${id}` }]);
+    return person;
+  }
+
+  router.get('/v1/profiles/:id/segments', admin, async (req, res) => {
+    const [person, current] = await Promise.all([personOf(String(req.params.id)), segments.get()]);
+    const ids = current.evaluator.evaluate(person, new EvaluationTime(new Date()));
+    res.json({ profileId: person.id, segments: ids.sort().map((id) => ({ id, name: current.names.get(id) ?? id })) });
+  });
+
+  router.get('/v1/profiles/:id/recommendations', admin, async (req, res) => {
+    const query = parseOr400(RecommendationsQuerySchema, req.query, 'recommendations query');
+    const [person, current] = await Promise.all([personOf(String(req.params.id)), model.get()]);
+    const items = current.head ? recommend(current.items, itemsOf(person, current.head.eventTypes), query.limit) : [];
+    res.json({ profileId: person.id, modelBuiltAt: current.head?.at.toISOString() ?? null, items });
+  });
+
+  router.get('/v1/recommendations/model', admin, async (_req, res) => {
+    const head = await models.head();
+    res.json({ state: head ? 'built' : 'none', builtAt: head?.at.toISOString() ?? null, items: head?.items ?? 0, people: head?.people ?? 0, eventTypes: head?.eventTypes ?? config.DMP_ITEM_EVENT_TYPES });
+  });
+
+  router.post('/v1/recommendations/model', admin, async (_req, res) => {
+    const handle = await requestItemModel(temporal, store.db.databaseName, config);
+    res.status(202).json({ workflowId: handle.workflowId });
+  });
+
+  return router;
+}
+
+export function registerPersonalizationPaths({ registry, problem, json, adminKey }: OpenApiParts): void {
+  const security = [{ [adminKey]: [] }];
+  const admin = { 401: problem('No admin key'), 403: problem('Not an admin key') };
+  const idParam = z.object({ id: z.string() });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/profiles/{id}/segments',
+    summary: "The profile's segments now, for on-page personalization (rules evaluated on the profile as it is; definitions read every few seconds)",
+    security,
+    request: { params: idParam },
+    responses: { 200: { description: 'Its segments', ...json(ProfileSegmentsSchema) }, ...admin, 404: problem('No such profile') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/profiles/{id}/recommendations',
+    summary: 'Items the profile has not interacted with, closest first to those it has (item-to-item co-occurrence)',
+    description:
+      "Interactions are `properties.item` of the profile's recent events of the model's event types (DMP_ITEM_EVENT_TYPES). Each candidate scores the sum of its cosine similarities (people who interacted with both over √(people of each)) to the profile's items. Served from the item model built by the `itemModel` workflow (every DMP_ITEM_MODEL_EVERY_MINUTES, or POST /v1/recommendations/model).",
+    security,
+    request: { params: idParam, query: RecommendationsQuerySchema },
+    responses: { 200: { description: 'Recommended items', ...json(RecommendationsSchema) }, 400: problem('Invalid query'), ...admin, 404: problem('No such profile') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/recommendations/model',
+    summary: 'The item model being served: when it was built, over how many items and people',
+    security,
+    responses: { 200: { description: 'The model', ...json(ItemModelSchema) }, ...admin },
+  });
+  registry.registerPath({
+    method: 'post',
+    path: '/v1/recommendations/model',
+    summary: 'Build the item model now (one pass over every profile), or join the build running',
+    security,
+    responses: { 202: { description: 'The build runs in the background', ...json(z.object({ workflowId: z.string() })) }, ...admin },
+  });
+}

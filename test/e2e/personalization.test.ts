@@ -1,0 +1,100 @@
+import { call } from '../support/http';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
+
+const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000).toISOString();
+
+/**
+ * Planted baskets: 12 people bought a tent and a stove, 4 a tent and a lamp, 8 a book and a pen;
+ * `solo` only viewed the tent. Co-occurrence: tent–stove 12, tent–lamp 4; people per item: tent 17,
+ * stove 12, lamp 4. Cosine similarity: tent–stove 12/√(17·12), tent–lamp 4/√(17·4).
+ */
+function baskets(): unknown[] {
+  const events: unknown[] = [];
+  const buy = (person: string, items: string[]) => items.forEach((item, n) => events.push({ id: `${person}-${item}`, type: 'purchase', timestamp: minutesAgo(10 + n), identities: { cookie_id: person }, properties: { item, price: 10 } }));
+  for (let i = 0; i < 12; i++) buy(`camper${i}`, ['tent', 'stove']);
+  for (let i = 0; i < 4; i++) buy(`hiker${i}`, ['tent', 'lamp']);
+  for (let i = 0; i < 8; i++) buy(`reader${i}`, ['book', 'pen']);
+  events.push({ id: 'solo-view', type: 'product_view', timestamp: minutesAgo(5), identities: { cookie_id: 'solo' }, properties: { item: 'tent' } });
+  // Not an item event type: its item is no interaction.
+  events.push({ id: 'solo-page', type: 'page_view', timestamp: minutesAgo(4), identities: { cookie_id: 'solo' }, properties: { item: 'book' } });
+  return events;
+}
+
+describe('personalization: recommended items from co-occurrence, and a profile’s segments, for a page', () => {
+  let platform: RunningPlatform;
+  let api: RunningApi;
+  let source: SourceClient;
+  const ids: Record<string, string> = {};
+  const get = (path: string) => call(`${api.url}${path}`, { key: api.adminKey });
+
+  beforeAll(async () => {
+    platform = await startPlatform('personalization');
+    ({ api } = platform);
+    source = await newSource(api, 'shop');
+    const events = baskets();
+    expect((await source.send(events)).body.accepted).toBe(events.length);
+    await source.folded(events.length);
+    for (const person of ['solo', 'camper0', 'hiker0', 'reader0']) ids[person] = (await source.lookup('cookie_id', person)).body.id;
+  });
+  afterAll(() => platform.stop());
+
+  it('before any build there is no model and nothing to recommend', async () => {
+    expect((await get('/v1/recommendations/model')).body).toEqual({ state: 'none', builtAt: null, items: 0, people: 0, eventTypes: ['product_view', 'add_to_cart', 'purchase'] });
+    expect((await get(`/v1/profiles/${ids.solo}/recommendations`)).body).toEqual({ profileId: ids.solo, modelBuiltAt: null, items: [] });
+  });
+
+  it('recommends the items most often bought with what the profile has, leaving out what it has', async () => {
+    const started = await call(`${api.url}/v1/recommendations/model`, { key: api.adminKey, method: 'POST' });
+    expect(started.status).toBe(202);
+    const model = await waitFor('the model built', async () => {
+      const body = (await get('/v1/recommendations/model')).body;
+      return body.state === 'built' ? body : null;
+    });
+    expect(model).toMatchObject({ items: 5, people: 25 });
+
+    const solo = await waitFor('recommendations served from the model', async () => {
+      const body = (await get(`/v1/profiles/${ids.solo}/recommendations`)).body;
+      return body.modelBuiltAt ? body : null;
+    });
+    expect(solo.items).toEqual([
+      { item: 'stove', score: 12 / Math.sqrt(17 * 12) },
+      { item: 'lamp', score: 4 / Math.sqrt(17 * 4) },
+    ]);
+    // A camper has the tent and the stove: the lamp is what is left near them.
+    expect((await get(`/v1/profiles/${ids.camper0}/recommendations`)).body.items).toEqual([{ item: 'lamp', score: 4 / Math.sqrt(17 * 4) }]);
+    expect((await get(`/v1/profiles/${ids.reader0}/recommendations?limit=1`)).body.items).toEqual([]);
+    expect((await get(`/v1/profiles/${ids.hiker0}/recommendations?limit=1`)).body.items).toEqual([{ item: 'stove', score: 12 / Math.sqrt(17 * 12) }]);
+  });
+
+  it('a new build replaces the one served and removes the chunks of the one it replaced', async () => {
+    const first = (await get('/v1/recommendations/model')).body.builtAt;
+    await platform.temporal.workflow.execute('itemModel', { workflowId: `item-model-again-${Date.now()}`, taskQueue: platform.taskQueue, args: [] });
+    const head = await platform.store.db.collection('item_model_head').findOne({ _id: 'current' as never });
+    expect(head?.at.toISOString()).not.toBe(first);
+    expect(head?.previous.buildId).toBe(String(new Date(first).getTime()));
+    const chunks = await platform.store.db.collection('item_model_chunks').find({}, { projection: { _id: 1 } }).toArray();
+    expect(chunks.map((chunk) => chunk._id)).toEqual([`${head?.buildId}:0`]);
+  });
+
+  it("lists the profile's segments now, by id and name", async () => {
+    const created = await call(`${api.url}/v1/segments`, { key: api.adminKey, body: { name: 'Buyers', rule: { event: 'purchase' } } });
+    expect(created.status).toBe(201);
+    const buyer = await waitFor('the segment served', async () => {
+      const body = (await get(`/v1/profiles/${ids.camper0}/segments`)).body;
+      return body.segments.length > 0 ? body : null;
+    });
+    expect(buyer).toEqual({ profileId: ids.camper0, segments: [{ id: created.body.id, name: 'Buyers' }] });
+    expect((await get(`/v1/profiles/${ids.solo}/segments`)).body).toEqual({ profileId: ids.solo, segments: [] });
+  });
+
+  it('answers 404 for a profile that does not exist, and 400 for a bad limit', async () => {
+    const missing = await get('/v1/profiles/p_nope/recommendations');
+    expect(missing.status).toBe(404);
+    expect(missing.body.errors).toEqual([{ path: 'params.id', message: 'no profile p_nope' }]);
+    expect((await get('/v1/profiles/p_nope/segments')).status).toBe(404);
+    const bad = await get(`/v1/profiles/${ids.solo}/recommendations?limit=0`);
+    expect(bad.status).toBe(400);
+    expect(bad.body.errors[0].path).toBe('limit');
+  });
+});
