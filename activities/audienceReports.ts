@@ -1,8 +1,10 @@
-import { ALL_PROFILES, AudienceTally, FeatureDictionary, trendPointOf, type AudienceReport } from '../domain/audienceReports';
+import { ALL_PROFILES, AudienceTally, CampaignTally, FeatureDictionary, trendPointOf, type AudienceReport } from '../domain/audienceReports';
+import { isHeldOut } from '../domain/destinations';
 import { dayKey } from '../domain/profile';
 import type { SubjectNeeds } from '../domain/segmentRules';
 import { AudienceReportStore } from '../store/audienceReports';
 import type { Store } from '../store/db';
+import { DestinationStore } from '../store/destinations';
 import { IdentityIndex } from '../store/identities';
 import { ProfileGraph } from '../store/profileGraph';
 import { decodeProfile, ProfileStore } from '../store/profiles';
@@ -32,6 +34,7 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
   const stores = { profiles: new ProfileStore(deps.store, 0), graph: ProfileGraph.open(deps.store), identities: new IdentityIndex(deps.store, 0) };
   const segments = new SegmentStore(deps.store);
   const reports = new AudienceReportStore(deps.store);
+  const destinations = new DestinationStore(deps.store);
 
   /**
    * Reads every person once, keeping each one's features (a few small integers), then walks each
@@ -51,21 +54,34 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
 
     // Segments are read after the pass: one whose first run completed meanwhile is counted too.
     const evaluated = (await segments.list()).filter((segment) => segment.current);
+    const withHoldouts = (await destinations.list()).filter((destination) => (destination.holdoutShare ?? 0) > 0);
     const membership = new SegmentMembership(deps.store);
     const states = await membership.realTime(evaluated);
     for (const segment of evaluated) {
       const tally = new AudienceTally();
+      // Each destination holding out members of the segment splits them in two: held out, and exported.
+      const splits = withHoldouts
+        .filter((destination) => destination.segments.includes(segment._id))
+        .map((destination) => ({ destinationId: destination._id, share: destination.holdoutShare as number, held: new CampaignTally(), treated: new CampaignTally() }));
       for (let after = ''; ; ) {
         const page = await membership.members(segment, states, after, MEMBER_PAGE);
         for (const id of page.members) {
           const features = people.get(id);
-          if (features) tally.add(features);
+          if (!features) continue;
+          tally.add(features);
+          for (const split of splits) (isHeldOut(split.destinationId, id, split.share) ? split.held : split.treated).add(features);
         }
         heartbeat({ phase: 'segments', segment: segment._id, counted: tally.size });
         if (!page.next) break;
         after = page.next;
       }
-      written.push(tally.report(dictionary, segment._id, at, segment.current?.runId ?? null));
+      const holdouts = splits.map((split) => ({
+        destinationId: split.destinationId,
+        share: split.share,
+        held: { size: split.held.size, campaigns: split.held.figures(dictionary) },
+        treated: { size: split.treated.size, campaigns: split.treated.figures(dictionary) },
+      }));
+      written.push(tally.report(dictionary, segment._id, at, segment.current?.runId ?? null, holdouts));
     }
     const day = dayKey(at);
     await reports.write(written, written.filter((report) => report._id !== ALL_PROFILES).map((report) => trendPointOf(report, day)));

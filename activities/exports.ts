@@ -5,7 +5,7 @@ import type { Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
 import type { Connector, ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
-import { decide, delta, exportFacts, exportIdFor, nextState, PackedDecisions, partnerOfIdType, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
+import { decide, delta, exportFacts, exportIdFor, isHeldOut, nextState, PackedDecisions, partnerOfIdType, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
 import { combineDocuments } from '../domain/profile';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
@@ -179,8 +179,15 @@ export function createExportActivities(deps: ExportDeps) {
    * time since (changed members are read afresh). Partner ids are the match table's for the members'
    * cookie ids, read by exact `_id` once per snapshot chunk (and once for the members read afresh).
    */
-  async function targetOf(segment: SegmentDoc, policy: ExportPolicy): Promise<{ ids: string[]; stats: Pick<SegmentExport, 'members' | 'matched' | 'unmatched' | 'withheld'> }> {
-    const stats = { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {} as Record<string, number> } };
+  async function targetOf(segment: SegmentDoc, policy: ExportPolicy, holdout: { destinationId: string; share: number }): Promise<{ ids: string[]; stats: Pick<SegmentExport, 'members' | 'matched' | 'unmatched' | 'withheld'> }> {
+    const stats = { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {} as Record<string, number>, holdout: 0 } };
+    // Held-out members count as members, then go no further: consent and ids are not even read.
+    const heldOut = (profileId: string) => {
+      if (!isHeldOut(holdout.destinationId, profileId, holdout.share)) return false;
+      stats.members++;
+      stats.withheld.holdout++;
+      return true;
+    };
     const ids = new Set<string>();
     const count = (decision: Decision) => {
       stats.members++;
@@ -231,7 +238,7 @@ export function createExportActivities(deps: ExportDeps) {
         const bits = chunk.bits[index];
         const decisions = new PackedDecisions(chunk.facts, policy);
         for (let i = 0; i < chunk.ids.length; i++) {
-          if ((bits[i >> 3] & (1 << (i & 7))) === 0 || states.has(chunk.ids[i])) continue;
+          if ((bits[i >> 3] & (1 << (i & 7))) === 0 || states.has(chunk.ids[i]) || heldOut(chunk.ids[i])) continue;
           if (touched.has(chunk.ids[i])) {
             fresh.push(chunk.ids[i]);
             continue;
@@ -244,6 +251,7 @@ export function createExportActivities(deps: ExportDeps) {
       }
     }
     await forEachConcurrently(fresh, 16, async (id) => {
+      if (heldOut(id)) return;
       const facts = await currentFacts(id);
       if (facts) countOrAwait(decide(facts, policy));
     });
@@ -289,7 +297,7 @@ export function createExportActivities(deps: ExportDeps) {
       const doc = docs[k];
       // A segment no longer exported (or deleted) is emptied at the partner: its target is nothing.
       const exported = doc !== null && destination.segments.includes(ids[k]);
-      const { ids: target, stats } = exported ? await targetOf(doc, policy) : { ids: [], stats: { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {} } } };
+      const { ids: target, stats } = exported ? await targetOf(doc, policy, { destinationId: destination._id, share: destination.holdoutShare ?? 0 }) : { ids: [], stats: { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {}, holdout: 0 } } };
       const minimum = connector.minAudience?.(config) ?? 0;
       const refused = exported && target.length < minimum ? `${target.length} matched ids, under the partner's minimum audience of ${minimum}: nothing added` : null;
       const before = destination.held[ids[k]] ?? null;

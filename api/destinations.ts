@@ -107,6 +107,7 @@ export function destinationView(doc: DestinationDoc, databaseName: string): Dest
     nearRealTime: doc.nearRealTime,
     labelsAllowed: doc.labelsAllowed,
     consent: doc.consent,
+    holdoutShare: doc.holdoutShare ?? 0,
     state: doc.state,
     held: Object.fromEntries(Object.entries(doc.held).map(([segment, held]) => [segment, { ids: held.ids, uncertain: held.uncertain }])),
     lastExport: doc.lastExport && { exportId: doc.lastExport.exportId, state: doc.lastExport.state, startedAt: iso(doc.lastExport.startedAt), finishedAt: doc.lastExport.finishedAt && iso(doc.lastExport.finishedAt) },
@@ -137,7 +138,8 @@ export function exportView(doc: ExportDoc): ExportView {
     batches: doc.plan?.batches ?? 0,
     batchesConfirmed: doc.batchesConfirmed,
     rejected: doc.rejected,
-    withheld: { consent: sum((segment) => segment.withheld.consent), labels },
+    // Exports planned before holdouts existed count none.
+    withheld: { consent: sum((segment) => segment.withheld.consent), labels, holdout: sum((segment) => segment.withheld.holdout ?? 0) },
     segments: (doc.plan?.segments ?? []).map(({ before: _before, batches: _batches, runId: _runId, refused, ...segment }) => ({ ...segment, ...(refused && { refused }) })),
     startedAt: doc.startedAt.toISOString(),
     finishedAt: doc.finishedAt && doc.finishedAt.toISOString(),
@@ -192,6 +194,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       nearRealTime: body.nearRealTime ?? false,
       labelsAllowed: body.labelsAllowed ?? [],
       consent: body.consent ?? DestinationConsentSchema.parse({}),
+      holdoutShare: body.holdoutShare ?? 0,
       state: 'active',
       held: {},
       running: null,
@@ -251,6 +254,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     if (patch.nearRealTime !== undefined) set.nearRealTime = patch.nearRealTime;
     if (patch.labelsAllowed !== undefined) set.labelsAllowed = patch.labelsAllowed;
     if (patch.consent !== undefined) set.consent = patch.consent;
+    if (patch.holdoutShare !== undefined) set.holdoutShare = patch.holdoutShare;
     await destinations.update(doc._id, set);
     const updated = { ...doc, ...set };
     await syncDestinationSchedule(temporal, databaseName, updated, config);

@@ -17,6 +17,7 @@ import {
   TrendSchema,
   type AudienceReport,
 } from '../domain/audienceReports';
+import { campaignReportOf, CampaignReportQuerySchema, CampaignReportSchema } from '../domain/campaignReports';
 import { dayKey } from '../domain/profile';
 import { AudienceReportStore } from '../store/audienceReports';
 import { SegmentMembership } from '../store/segmentMembership';
@@ -98,6 +99,23 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     res.json({ segmentId: id, days: days.flatMap((day) => (points.has(day) ? [trendDayOf(day, points.get(day) as NonNullable<ReturnType<typeof points.get>>)] : [])) });
   });
 
+  router.get('/v1/campaigns/:campaign/report', admin, async (req, res) => {
+    const query = parseOr400(CampaignReportQuerySchema, req.query, 'campaign report query');
+    const segment = await evaluated(query.segment, 'query.segment');
+    const found = await reportOf(segment);
+    if (!found) return stillCounting(res);
+    const holdouts = found.report.holdouts ?? [];
+    let holdout = query.destination === undefined ? null : (holdouts.find((candidate) => candidate.destinationId === query.destination) ?? null);
+    if (query.destination !== undefined && !holdout) {
+      throw new ProblemError(400, 'validation', 'No holdout to measure against', [{ path: 'query.destination', message: `${query.destination} holds out none of ${segment._id} (as of the report)` }]);
+    }
+    if (query.destination === undefined && holdouts.length > 1) {
+      throw new ProblemError(400, 'validation', 'Several holdouts: name one', [{ path: 'query.destination', message: `destinations ${holdouts.map((h) => h.destinationId).join(', ')} hold out members of ${segment._id}` }]);
+    }
+    holdout ??= holdouts[0] ?? null;
+    res.json(campaignReportOf(String(req.params.campaign), segment._id, found.report, found.stale, holdout));
+  });
+
   router.post('/v1/insights/overlap', admin, async (req, res) => {
     const body = parseOr400(OverlapRequestSchema, req.body, 'overlap request');
     const docs = await Promise.all(body.segments.map((id, k) => evaluated(id, `segments.${k}`)));
@@ -123,7 +141,7 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
   const security = [{ [adminKey]: [] }];
   const admin = { 401: problem('No admin key'), 403: problem('Not an admin key') };
   const idParam = z.object({ id: z.string() });
-  const notEvaluated = problem("The segment's first batch run has not completed (`params.id`, or `query.base`)");
+  const notEvaluated = problem("The segment's first batch run has not completed (`params.id`, `query.base` or `query.segment`)");
   const counting = {
     description: 'No report has counted the segment yet and the one started did not finish in time: ask again after `Retry-After` seconds',
     ...json(z.object({ state: z.literal('counting'), retryAfterSeconds: z.number().int() })),
@@ -155,6 +173,22 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
     security,
     request: { params: idParam, query: TrendQuerySchema },
     responses: { 200: { description: 'The series', ...json(TrendSchema) }, 400: problem('Invalid query'), ...admin, 404: problem('No such segment') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/campaigns/{campaign}/report',
+    summary: "A campaign's response among a segment's members — reach, frequency, CTR, conversions — and its lift against a destination's holdout",
+    description: `Counted from impression, click and conversion events carrying \`properties.campaign\` (conversions' \`properties.value\` summed), as profiles keep them (the 100 most recently seen campaigns per profile document). With a destination holding out a share of the segment (\`holdoutShare\`), \`holdout\` and \`treated\` compare the members it held out with those it exported, and \`lift\` is their conversion rates' ratio − 1 with a 95% interval. ${reportNote}`,
+    security,
+    request: { params: z.object({ campaign: z.string() }), query: CampaignReportQuerySchema },
+    responses: {
+      200: { description: 'The report', ...json(CampaignReportSchema) },
+      202: counting,
+      400: problem('Invalid query; or `query.destination` holds out none of the segment, or is needed because several destinations do'),
+      ...admin,
+      404: problem('No such segment (`query.segment`)'),
+      409: notEvaluated,
+    },
   });
   registry.registerPath({
     method: 'post',

@@ -47,18 +47,14 @@ export class ProfileReader {
    * was split by an unlink (its id no longer names one person; look its identities up instead).
    */
   async byId(profileId: string): Promise<ProfileView | null> {
-    const doc = await this.graph.profiles.get(profileId);
-    if (!doc || doc.retired) return null;
     const component = await this.graph.component(profileId);
-    return this.view(component.docs, component.links);
+    return component.docs.some((doc) => doc.profileId === profileId) ? this.view(component.docs, component.links) : null;
   }
 
   /** A profile's documents combined (what rules and recommendations read), without building its view; null as for `byId`. */
   async person(profileId: string): Promise<CombinedProfile | null> {
-    const doc = await this.graph.profiles.get(profileId);
-    if (!doc || doc.retired) return null;
     const component = await this.graph.component(profileId);
-    return component.docs.length === 0 ? null : combineDocuments(component.docs);
+    return component.docs.some((doc) => doc.profileId === profileId) ? combineDocuments(component.docs) : null;
   }
 
   /** The profile holding an identity (`<type>:<value>`), or null. */
@@ -72,9 +68,8 @@ export class ProfileReader {
 
   /** The retained events of a profile (all its documents), newest first; null when there is no such profile. */
   async eventsOf(profileId: string) {
-    const doc = await this.graph.profiles.get(profileId);
-    if (!doc || doc.retired) return null;
     const component = await this.graph.component(profileId);
+    if (!component.docs.some((doc) => doc.profileId === profileId)) return null;
     // Evidence copies a split left in other sides' documents are not events of theirs, nor are the
     // consent signals of events that were not profiled.
     return (await this.events.eventsOf(component.docs.map((d) => d.profileId))).filter((event) => !event.evidenceOnly && !event.consentOnly);

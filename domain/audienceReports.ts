@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { decodeFieldName } from './fieldNames';
 import { STORED_IDENTITY_TYPES } from './identity';
-import type { SegmentSubject } from './profile';
+import type { CampaignCounter, SegmentSubject } from './profile';
 import { listedOnce } from './schemaChecks';
 
 /**
@@ -40,18 +40,27 @@ export interface PersonFeatures {
   identities: number;
   /** Bit `p - 1` per TCF purpose `p` consented. */
   purposes: number;
+  /** Per campaign, CAMPAIGN_FIGURES numbers: (interned campaign, impressions, clicks, conversions, value). */
+  campaigns: Float64Array;
 }
+
+/** Numbers per campaign in PersonFeatures.campaigns. */
+const CAMPAIGN_FIGURES = 5;
+/** Campaigns a report keeps, those reaching the most members first. */
+export const REPORT_CAMPAIGNS_KEPT = 1000;
 
 /** Interns trait names, (trait, value) pairs and event types met during one pass. */
 export class FeatureDictionary {
   readonly traitNames: string[] = [];
   readonly valueOf: Array<{ trait: number; value: string | number | boolean }> = [];
   readonly eventTypes: string[] = [];
+  readonly campaigns: string[] = [];
   /** Per trait, how many people held a value beyond VALUES_COUNTED_PER_TRAIT. */
   readonly uncounted = new Map<number, number>();
   private readonly traitIds = new Map<string, number>();
   private readonly valueIds = new Map<number, Map<string, number>>();
   private readonly eventIds = new Map<string, number>();
+  private readonly campaignIds = new Map<string, number>();
 
   private trait(key: string): number {
     let id = this.traitIds.get(key);
@@ -77,16 +86,11 @@ export class FeatureDictionary {
   }
 
   private event(key: string): number {
-    let id = this.eventIds.get(key);
-    if (id === undefined) {
-      id = this.eventTypes.push(key) - 1;
-      this.eventIds.set(key, id);
-    }
-    return id;
+    return intern(this.eventIds, this.eventTypes, key);
   }
 
   /** A person's features. Trait names and event types stay encoded (as stored) until a report is written. */
-  features(subject: Pick<SegmentSubject, 'traits' | 'counters' | 'identities' | 'consent'>): PersonFeatures {
+  features(subject: Pick<SegmentSubject, 'traits' | 'counters' | 'identities' | 'consent'> & { campaigns?: Record<string, CampaignCounter> }): PersonFeatures {
     const values = new Set<number>();
     const traits = new Set<number>();
     for (const [key, raw] of Object.entries(subject.traits)) {
@@ -111,8 +115,70 @@ export class FeatureDictionary {
     }
     let purposes = 0;
     for (const purpose of subject.consent?.tcf?.purposeConsents ?? []) if (purpose >= 1 && purpose <= TCF_PURPOSES) purposes |= 1 << (purpose - 1);
-    return { values: Int32Array.from(values), traits: Int32Array.from(traits), events: Float64Array.from(events), identities, purposes };
+    const campaigns: number[] = [];
+    for (const [key, counter] of Object.entries(subject.campaigns ?? {})) {
+      campaigns.push(intern(this.campaignIds, this.campaigns, key), counter.impressions, counter.clicks, counter.conversions, counter.value);
+    }
+    return { values: Int32Array.from(values), traits: Int32Array.from(traits), events: Float64Array.from(events), identities, purposes, campaigns: Float64Array.from(campaigns) };
   }
+}
+
+function intern(ids: Map<string, number>, names: string[], key: string): number {
+  let id = ids.get(key);
+  if (id === undefined) {
+    id = names.push(key) - 1;
+    ids.set(key, id);
+  }
+  return id;
+}
+
+/** A group's response to one campaign: members reached (with an impression), converting, and the event totals. */
+export interface CampaignFigures {
+  campaign: string;
+  reach: number;
+  impressions: number;
+  clicks: number;
+  converters: number;
+  conversions: number;
+  value: number;
+}
+
+/** Counts a group's response to every campaign its members' profiles record. */
+export class CampaignTally {
+  size = 0;
+  private readonly campaigns = new Map<number, Omit<CampaignFigures, 'campaign'>>();
+
+  add(features: PersonFeatures): void {
+    this.size++;
+    const figures = features.campaigns;
+    for (let i = 0; i < figures.length; i += CAMPAIGN_FIGURES) {
+      let tally = this.campaigns.get(figures[i]);
+      if (!tally) this.campaigns.set(figures[i], (tally = { reach: 0, impressions: 0, clicks: 0, converters: 0, conversions: 0, value: 0 }));
+      const [impressions, clicks, conversions, value] = [figures[i + 1], figures[i + 2], figures[i + 3], figures[i + 4]];
+      if (impressions > 0) tally.reach++;
+      if (conversions > 0) tally.converters++;
+      tally.impressions += impressions;
+      tally.clicks += clicks;
+      tally.conversions += conversions;
+      tally.value += value;
+    }
+  }
+
+  /** The REPORT_CAMPAIGNS_KEPT campaigns reaching the most members (then the most converting). */
+  figures(dictionary: FeatureDictionary): CampaignFigures[] {
+    return [...this.campaigns]
+      .map(([id, tally]) => ({ campaign: decodeFieldName(dictionary.campaigns[id]), ...tally }))
+      .sort((a, b) => b.reach - a.reach || b.converters - a.converters || compareText(a.campaign, b.campaign))
+      .slice(0, REPORT_CAMPAIGNS_KEPT);
+  }
+}
+
+/** A destination's holdout of a segment: its held-out and its treated (exported) members' campaign response. */
+export interface HoldoutReport {
+  destinationId: string;
+  share: number;
+  held: { size: number; campaigns: CampaignFigures[] };
+  treated: { size: number; campaigns: CampaignFigures[] };
 }
 
 /** One audience's report as stored: counts only, names decoded. */
@@ -128,6 +194,10 @@ export interface AudienceReport {
   events: Array<{ type: string; profiles: number; total: number }>;
   identities: Record<(typeof STORED_IDENTITY_TYPES)[number], number>;
   consent: Array<{ purpose: number; profiles: number }>;
+  /** Absent on reports counted before campaigns were. */
+  campaigns?: CampaignFigures[];
+  /** Per destination holding out members of the segment. */
+  holdouts?: HoldoutReport[];
 }
 
 /** Counts the features of one audience's members as they are added. */
@@ -138,9 +208,11 @@ export class AudienceTally {
   private readonly events = new Map<number, { profiles: number; total: number }>();
   private readonly identities = new Array<number>(STORED_IDENTITY_TYPES.length).fill(0);
   private readonly purposes = new Array<number>(TCF_PURPOSES).fill(0);
+  private readonly campaigns = new CampaignTally();
 
   add(features: PersonFeatures): void {
     this.size++;
+    this.campaigns.add(features);
     for (const id of features.values) this.values.set(id, (this.values.get(id) ?? 0) + 1);
     for (const id of features.traits) this.traits.set(id, (this.traits.get(id) ?? 0) + 1);
     for (let i = 0; i < features.events.length; i += 2) {
@@ -157,7 +229,7 @@ export class AudienceTally {
   }
 
   /** The report: the REPORT_TRAITS_KEPT most held traits, each with its REPORT_VALUES_KEPT most held values. */
-  report(dictionary: FeatureDictionary, id: string, at: Date, runId: string | null): AudienceReport {
+  report(dictionary: FeatureDictionary, id: string, at: Date, runId: string | null, holdouts: HoldoutReport[] = []): AudienceReport {
     const byTrait = new Map<number, Array<{ value: string | number | boolean; count: number }>>();
     for (const [valueId, count] of this.values) {
       const { trait, value } = dictionary.valueOf[valueId];
@@ -177,7 +249,7 @@ export class AudienceTally {
       .sort((a, b) => b.profiles - a.profiles || compareText(a.type, b.type));
     const identities = Object.fromEntries(STORED_IDENTITY_TYPES.map((type, bit) => [type, this.identities[bit]])) as AudienceReport['identities'];
     const consent = this.purposes.flatMap((profiles, bit) => (profiles > 0 ? [{ purpose: bit + 1, profiles }] : []));
-    return { _id: id, at, runId, size: this.size, traits, events, identities, consent };
+    return { _id: id, at, runId, size: this.size, traits, events, identities, consent, campaigns: this.campaigns.figures(dictionary), holdouts };
   }
 }
 

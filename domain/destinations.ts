@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { identityKey, uid2Of, type Identity } from './identity';
 import type { ProfileConsent, ProfileDoc } from './profile';
@@ -68,6 +69,12 @@ export const CreateDestinationRequestSchema = z
     nearRealTime: z.boolean().optional().openapi({ description: 'Check for membership changes every minute and export them when there are any (takes the place of `schedule`)' }),
     labelsAllowed: z.array(UsageLabelSchema).max(64).optional().openapi({ description: "Source labels whose data may leave for this partner; a profile holding data of a source with any other label is withheld" }),
     consent: DestinationConsentSchema.optional(),
+    holdoutShare: z
+      .number()
+      .min(0)
+      .max(0.5)
+      .optional()
+      .openapi({ description: 'A share (0–0.5) of each segment held out from this partner — the same members every export (a hash of the destination and profile ids) — so a campaign report can measure lift against them' }),
   })
   .strict()
   .openapi('CreateDestinationRequest', {
@@ -88,6 +95,7 @@ export const PatchDestinationRequestSchema = nonEmptyChange(
       nearRealTime: z.boolean().optional(),
       labelsAllowed: z.array(UsageLabelSchema).max(64).optional(),
       consent: DestinationConsentSchema.optional(),
+      holdoutShare: z.number().min(0).max(0.5).optional(),
     })
     .strict(),
 ).openapi('PatchDestinationRequest');
@@ -108,6 +116,7 @@ export const DestinationViewSchema = z
     nearRealTime: z.boolean(),
     labelsAllowed: z.array(z.string()),
     consent: DestinationConsentSchema,
+    holdoutShare: z.number().openapi({ description: 'The share of each segment held out from this partner (0: none)' }),
     state: z.enum(['active', 'paused']),
     held: z.record(z.string(), z.object({ ids: z.number().int(), uncertain: z.number().int() })).openapi({ description: 'Per segment, the ids the partner confirmed holding, and those whose last delivery is unconfirmed' }),
     lastExport: z.object({ exportId: z.string(), state: ExportStateSchema, startedAt: Iso, finishedAt: Iso.nullable() }).nullable(),
@@ -121,7 +130,11 @@ export type DestinationView = z.infer<typeof DestinationViewSchema>;
 export const ExportRequestSchema = z.object({ full: z.boolean().optional() }).strict().openapi('ExportRequest');
 
 const Withheld = z
-  .object({ consent: z.number().int(), labels: z.record(z.string(), z.number().int()).openapi({ description: 'Members withheld per source label not allowed' }) })
+  .object({
+    consent: z.number().int(),
+    labels: z.record(z.string(), z.number().int()).openapi({ description: 'Members withheld per source label not allowed' }),
+    holdout: z.number().int().openapi({ description: "Members in the destination's holdout (`holdoutShare`)" }),
+  })
   .openapi({ description: 'Members kept from the partner by export controls, with the reason' });
 
 export const SegmentExportSchema = z.object({
@@ -290,6 +303,16 @@ export function factsChanged(before: FactFields | null, after: FactFields): bool
 
 function sortedJson(flags: Record<string, boolean> | undefined): string {
   return JSON.stringify(Object.entries(flags ?? {}).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+/**
+ * Whether a member is in a destination's holdout: the first 32 bits of SHA-256 of the destination
+ * and profile ids, as a fraction, under the share. The same members every export (a changed share
+ * moves only the members between the old and new share), and independent between destinations.
+ */
+export function isHeldOut(destinationId: string, profileId: string, share: number): boolean {
+  if (share <= 0) return false;
+  return createHash('sha256').update(`${destinationId}\u0000${profileId}`).digest().readUInt32BE(0) / 2 ** 32 < share;
 }
 
 export interface ExportPolicy {

@@ -32,6 +32,21 @@ export interface EventCounter {
   recent?: RecentEvent[];
 }
 
+/** Event types a campaign's response is counted from (`properties.campaign`), and the figure each adds to. */
+export const CAMPAIGN_EVENT_FIELDS = { impression: 'impressions', click: 'clicks', conversion: 'conversions' } as const;
+/** Campaigns kept per document, the most recently seen: the oldest campaign leaves first. */
+export const CAMPAIGNS_KEPT = 100;
+const CAMPAIGN_NAME_MAX = 200;
+
+/** One campaign's response on a profile: its impressions, clicks and conversions (with their `properties.value`). */
+export interface CampaignCounter {
+  impressions: number;
+  clicks: number;
+  conversions: number;
+  value: number;
+  lastSeen: Date;
+}
+
 export interface IdentityEntry extends Identity {
   firstSeen: Date;
   lastSeen: Date;
@@ -62,6 +77,8 @@ export interface ProfileDoc {
   traits: Record<string, unknown>;
   traitOrigins: Record<string, TraitOrigin>;
   counters: Record<string, EventCounter>;
+  /** Per campaign (encoded name), the response to it; absent until a campaign event is folded. */
+  campaigns?: Record<string, CampaignCounter>;
   consent: ProfileConsent | null;
   sources: string[];
   /** Per source, the last log chunk whose events are already in this document: the retry guard. */
@@ -186,6 +203,34 @@ function addToCounter(counters: Record<string, EventCounter>, key: string, add: 
   if (windowMoved || add.firstSeen.getTime() < counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * 86_400_000) pruneDays(counter);
 }
 
+function addToCampaign(campaigns: Record<string, CampaignCounter>, key: string, add: CampaignCounter): void {
+  const counter = Object.hasOwn(campaigns, key) ? campaigns[key] : undefined;
+  if (!counter) {
+    setOwn(campaigns, key, { ...add });
+    return;
+  }
+  counter.impressions += add.impressions;
+  counter.clicks += add.clicks;
+  counter.conversions += add.conversions;
+  counter.value += add.value;
+  if (add.lastSeen > counter.lastSeen) counter.lastSeen = add.lastSeen;
+}
+
+/** Counts an impression, click or conversion of a campaign; past CAMPAIGNS_KEPT the least recently seen campaign leaves. */
+function applyCampaign(profile: ProfileDoc, event: ProfileEvent): void {
+  const field = Object.hasOwn(CAMPAIGN_EVENT_FIELDS, event.type) ? CAMPAIGN_EVENT_FIELDS[event.type as keyof typeof CAMPAIGN_EVENT_FIELDS] : undefined;
+  const campaign = event.properties?.campaign;
+  if (!field || typeof campaign !== 'string' || campaign.length === 0 || campaign.length > CAMPAIGN_NAME_MAX) return;
+  const value = field === 'conversions' && typeof event.properties?.value === 'number' && Number.isFinite(event.properties.value) ? event.properties.value : 0;
+  profile.campaigns ??= {};
+  addToCampaign(profile.campaigns, encodeFieldName(campaign), { impressions: 0, clicks: 0, conversions: 0, [field]: 1, value, lastSeen: event.timestamp });
+  const keys = Object.keys(profile.campaigns);
+  if (keys.length <= CAMPAIGNS_KEPT) return;
+  const campaigns = profile.campaigns;
+  const oldest = keys.reduce((min, key) => (campaigns[key].lastSeen < campaigns[min].lastSeen || (campaigns[key].lastSeen.getTime() === campaigns[min].lastSeen.getTime() && key < min) ? key : min));
+  delete campaigns[oldest];
+}
+
 function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
   const key = identityKey(add);
   const entry = entries.find((existing) => identityKey(existing) === key);
@@ -233,6 +278,7 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: Eve
   for (const identity of event.identities) addIdentityEntry(profile.identities, { ...identity, firstSeen: at, lastSeen: at, sourceId: origin.sourceId });
   const recent = [{ at, properties: keptProperties(event.properties) }];
   addToCounter(profile.counters, encodeFieldName(event.type), { count: 1, firstSeen: at, lastSeen: at, days: { [dayKey(at)]: 1 }, recent });
+  applyCampaign(profile, event);
   for (const [name, value] of Object.entries(event.traits ?? {})) setTrait(profile, name, value, { at, sourceId: origin.sourceId, party: origin.party });
   applyConsent(profile, event, origin);
   if (!profile.sources.includes(origin.sourceId)) profile.sources.push(origin.sourceId);
@@ -287,6 +333,7 @@ export interface CombinedProfile extends SegmentSubject {
   id: string;
   profileIds: string[];
   traitOrigins: Record<string, TraitOrigin>;
+  campaigns: Record<string, CampaignCounter>;
   sources: string[];
   firstSeen: Date;
   updatedAt: Date;
@@ -304,10 +351,12 @@ export function combineDocuments(docs: ReadonlyArray<Readonly<ProfileDoc>>): Com
   const identities: IdentityEntry[] = [];
   const counters: Record<string, EventCounter> = {};
   const traits: Pick<ProfileDoc, 'traits' | 'traitOrigins'> = { traits: {}, traitOrigins: {} };
+  const campaigns: Record<string, CampaignCounter> = {};
   const sources = new Set<string>();
   for (const doc of ordered) {
     for (const identity of doc.identities) addIdentityEntry(identities, identity);
     for (const [key, counter] of Object.entries(doc.counters)) addToCounter(counters, key, counter);
+    for (const [key, counter] of Object.entries(doc.campaigns ?? {})) addToCampaign(campaigns, key, counter);
     for (const [name, origin] of Object.entries(doc.traitOrigins)) setTrait(traits, name, doc.traits[name], origin);
     for (const source of doc.sources) sources.add(source);
   }
@@ -319,6 +368,7 @@ export function combineDocuments(docs: ReadonlyArray<Readonly<ProfileDoc>>): Com
     traits: traits.traits,
     traitOrigins: traits.traitOrigins,
     counters,
+    campaigns,
     consent: mostRestrictiveConsent(ordered.flatMap((doc) => (doc.consent ? [doc.consent] : []))),
     sources: [...sources].sort(),
     firstSeen: ordered.reduce((min, doc) => (doc.firstSeen < min ? doc.firstSeen : min), ordered[0].firstSeen),

@@ -36,6 +36,8 @@ export interface DestinationDoc {
   nearRealTime: boolean;
   labelsAllowed: string[];
   consent: DestinationConsent;
+  /** The share of each segment held out from the partner (domain/destinations isHeldOut); absent on destinations made before holdouts. */
+  holdoutShare?: number;
   state: 'active' | 'paused';
   /** Per segment id. A segment dropped from the destination keeps its entry until an export removed its ids. */
   held: Record<string, HeldState>;

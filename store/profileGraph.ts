@@ -55,8 +55,8 @@ export class ProfileGraph {
    * A document's links, and for a part of a split document also the links made to the documents it
    * descends from (by drains that did not know of the split yet) whose end leads to it.
    */
-  private async linksOf(id: string, doc: StoredVersion | undefined): Promise<IdentityLinkDoc[]> {
-    const own = await this.identities.linksOf(id);
+  private async linksOf(id: string, doc: StoredVersion | undefined, read?: IdentityLinkDoc[]): Promise<IdentityLinkDoc[]> {
+    const own = read ?? (await this.identities.linksOf(id));
     const inherited = await Promise.all(
       (doc?.ancestors ?? []).map(async (ancestor) => {
         const links = await this.identities.linksOf(ancestor);
@@ -73,14 +73,15 @@ export class ProfileGraph {
    */
   async component(start: string): Promise<Component> {
     const docs = new Map<string, StoredVersion>();
-    const first = await this.profiles.get(start);
+    // The start's document and its links are read together: a profile read is these two reads when nothing joins it.
+    const [first, startLinks] = await Promise.all([this.profiles.get(start), this.identities.linksOf(start)]);
     if (first && !first.retired) docs.set(start, first);
     const seenEnds = new Set([start]);
     const live = new Set([start]);
     const links = new Map<string, IdentityLinkDoc>();
     let frontier = [start];
     while (frontier.length > 0) {
-      const found = (await Promise.all(frontier.map((id) => this.linksOf(id, docs.get(id))))).flat();
+      const found = (await Promise.all(frontier.map((id) => this.linksOf(id, docs.get(id), id === start ? startLinks : undefined)))).flat();
       frontier = [];
       const ends = found.flatMap((link) => {
         links.set(link._id, link);

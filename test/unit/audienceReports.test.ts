@@ -1,6 +1,8 @@
 import { affinityOf, AudienceTally, FeatureDictionary, insightsOf, overlapOf, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
+import { liftOf } from '../../domain/campaignReports';
+import { isHeldOut } from '../../domain/destinations';
 import { encodeFieldName } from '../../domain/fieldNames';
-import type { SegmentSubject } from '../../domain/profile';
+import { applyEvent, CAMPAIGNS_KEPT, newProfile, type SegmentSubject } from '../../domain/profile';
 
 const at = new Date('2026-11-30T00:00:00Z');
 const counter = (count: number) => ({ count, firstSeen: at, lastSeen: at, days: {} });
@@ -83,5 +85,40 @@ describe('audience reports', () => {
         { a: 'b', b: 'c', intersection: 0, jaccard: 0 },
       ],
     });
+  });
+});
+
+describe('campaign response', () => {
+  it('a profile counts impressions, clicks and conversions per campaign, keeping the most recently seen campaigns', () => {
+    const profile = newProfile('p1', at, at);
+    const event = (id: string, type: string, campaign: unknown, minutes: number, value?: unknown) => ({ id, type, timestamp: new Date(at.getTime() + minutes * 60_000), identities: [], properties: { campaign, ...(value !== undefined && { value }) } });
+    const origin = { sourceId: 's', party: 'first' as const, seq: 0 };
+    for (const e of [event('1', 'impression', 'spring', 1), event('2', 'click', 'spring', 2), event('3', 'conversion', 'spring', 3, 25), event('4', 'conversion', 'spring', 4, 'x'), event('5', 'impression', 7, 5), event('6', 'page_view', 'spring', 6)]) applyEvent(profile, e, origin);
+    expect(profile.campaigns).toEqual({ spring: { impressions: 1, clicks: 1, conversions: 2, value: 25, lastSeen: new Date(at.getTime() + 4 * 60_000) } });
+    for (let n = 0; n < CAMPAIGNS_KEPT; n++) applyEvent(profile, event(`c${n}`, 'impression', `c${n}`, 10 + n), origin);
+    expect(Object.keys(profile.campaigns ?? {})).toHaveLength(CAMPAIGNS_KEPT);
+    expect(profile.campaigns?.spring).toBeUndefined();
+  });
+
+  it('lift is the ratio of the conversion rates less one, with an interval around it', () => {
+    const { lift, interval } = liftOf({ converters: 90, size: 300 }, { converters: 10, size: 100 });
+    expect(lift).toBeCloseTo(2, 12);
+    expect(interval?.low).toBeLessThan(2);
+    expect(interval?.high).toBeGreaterThan(2);
+    expect(interval?.low).toBeGreaterThan(0);
+    expect(liftOf({ converters: 5, size: 10 }, { converters: 0, size: 10 })).toEqual({ lift: null, interval: null });
+  });
+
+  it('a holdout takes about its share of members, the same ones every time, different ones per destination', () => {
+    const ids = Array.from({ length: 10_000 }, (_, n) => `p${n}`);
+    const held = ids.filter((id) => isHeldOut('dst_a', id, 0.2));
+    expect(held.length / ids.length).toBeGreaterThan(0.18);
+    expect(held.length / ids.length).toBeLessThan(0.22);
+    expect(ids.filter((id) => isHeldOut('dst_a', id, 0.2))).toEqual(held);
+    expect(ids.filter((id) => isHeldOut('dst_b', id, 0.2))).not.toEqual(held);
+    // A larger share keeps everyone the smaller held out.
+    const more = new Set(ids.filter((id) => isHeldOut('dst_a', id, 0.3)));
+    expect(held.every((id) => more.has(id))).toBe(true);
+    expect(ids.some((id) => isHeldOut('dst_a', id, 0))).toBe(false);
   });
 });

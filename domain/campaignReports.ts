@@ -1,0 +1,97 @@
+import { z } from 'zod';
+import type { AudienceReport, CampaignFigures, HoldoutReport } from './audienceReports';
+import './schemaChecks';
+
+/**
+ * A campaign's response among a segment's members, from the segment's audience report, and its lift
+ * against a destination's holdout: members held out from the partner (never shown the campaign
+ * there) against members exported to it.
+ */
+
+const Iso = z.string().openapi({ format: 'date-time' });
+const Rate = z.number().nullable();
+
+export const CampaignReportQuerySchema = z.object({
+  segment: z.string().min(1).max(64).openapi({ description: 'The segment whose members the report counts' }),
+  destination: z.string().min(1).max(64).optional().openapi({ description: 'The destination whose holdout lift is measured against; needed only when several destinations hold out members of the segment' }),
+});
+
+const GroupSchema = z.object({
+  size: z.number().int(),
+  reach: z.number().int(),
+  converters: z.number().int(),
+  conversionRate: Rate.openapi({ description: 'converters / size: every member of the group counts, reached or not' }),
+});
+
+export const CampaignReportSchema = z
+  .object({
+    campaign: z.string(),
+    segmentId: z.string(),
+    asOf: Iso,
+    stale: z.boolean(),
+    members: z.number().int(),
+    reach: z.number().int().openapi({ description: 'Members with an impression' }),
+    impressions: z.number().int(),
+    frequency: Rate.openapi({ description: 'impressions / reach' }),
+    clicks: z.number().int(),
+    ctr: Rate.openapi({ description: 'clicks / impressions' }),
+    conversions: z.number().int(),
+    converters: z.number().int().openapi({ description: 'Members with a conversion' }),
+    conversionRate: Rate.openapi({ description: 'converters / reach' }),
+    value: z.number().openapi({ description: "Sum of the conversions' `properties.value`" }),
+    holdout: GroupSchema.extend({ destinationId: z.string(), share: z.number() }).optional().openapi({ description: "Members the destination held out (its `holdoutShare`)" }),
+    treated: GroupSchema.optional().openapi({ description: 'Members exported to the destination' }),
+    lift: Rate.optional().openapi({ description: "treated.conversionRate / holdout.conversionRate − 1; null while the holdout has no converter" }),
+    liftInterval: z.object({ low: z.number(), high: z.number() }).nullable().optional().openapi({ description: '95% interval of the lift (log relative risk); null while either group has no converter' }),
+  })
+  .openapi('CampaignReport');
+export type CampaignReport = z.infer<typeof CampaignReportSchema>;
+
+const ratio = (a: number, b: number) => (b === 0 ? null : a / b);
+
+function figuresOf(campaigns: CampaignFigures[] | undefined, campaign: string): Omit<CampaignFigures, 'campaign'> {
+  const found = campaigns?.find((figures) => figures.campaign === campaign);
+  return found ?? { reach: 0, impressions: 0, clicks: 0, converters: 0, conversions: 0, value: 0 };
+}
+
+function groupOf(group: HoldoutReport['held'], campaign: string): z.infer<typeof GroupSchema> {
+  const figures = figuresOf(group.campaigns, campaign);
+  return { size: group.size, reach: figures.reach, converters: figures.converters, conversionRate: ratio(figures.converters, group.size) };
+}
+
+/**
+ * The lift of the treated group's conversion rate over the holdout's, and its 95% interval from the
+ * normal approximation of the log relative risk: se = √(1/x₁ − 1/n₁ + 1/x₂ − 1/n₂).
+ */
+export function liftOf(treated: { converters: number; size: number }, held: { converters: number; size: number }): { lift: number | null; interval: { low: number; high: number } | null } {
+  if (held.converters === 0 || held.size === 0 || treated.size === 0) return { lift: null, interval: null };
+  const relative = treated.converters / treated.size / (held.converters / held.size);
+  if (treated.converters === 0) return { lift: relative - 1, interval: null };
+  const se = Math.sqrt(1 / treated.converters - 1 / treated.size + 1 / held.converters - 1 / held.size);
+  return { lift: relative - 1, interval: { low: relative * Math.exp(-1.96 * se) - 1, high: relative * Math.exp(1.96 * se) - 1 } };
+}
+
+export function campaignReportOf(campaign: string, segmentId: string, report: AudienceReport, stale: boolean, holdout: HoldoutReport | null): CampaignReport {
+  const figures = figuresOf(report.campaigns, campaign);
+  const result: CampaignReport = {
+    campaign,
+    segmentId,
+    asOf: report.at.toISOString(),
+    stale,
+    members: report.size,
+    reach: figures.reach,
+    impressions: figures.impressions,
+    frequency: ratio(figures.impressions, figures.reach),
+    clicks: figures.clicks,
+    ctr: ratio(figures.clicks, figures.impressions),
+    conversions: figures.conversions,
+    converters: figures.converters,
+    conversionRate: ratio(figures.converters, figures.reach),
+    value: figures.value,
+  };
+  if (!holdout) return result;
+  const held = groupOf(holdout.held, campaign);
+  const treated = groupOf(holdout.treated, campaign);
+  const { lift, interval } = liftOf(treated, held);
+  return { ...result, holdout: { destinationId: holdout.destinationId, share: holdout.share, ...held }, treated, lift, liftInterval: interval };
+}

@@ -1,0 +1,137 @@
+import { isHeldOut } from '../../domain/destinations';
+import { liftOf } from '../../domain/campaignReports';
+import { call } from '../support/http';
+import { PartnerServer } from '../support/partners';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
+
+const PEOPLE = 400;
+const HOLDOUT = 0.25;
+const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000).toISOString();
+
+describe('campaign response: reach, frequency, CTR and conversions of a segment, and lift against a destination holdout', () => {
+  let platform: RunningPlatform;
+  let api: RunningApi;
+  let source: SourceClient;
+  let partner: PartnerServer;
+  let segmentId: string;
+  let destinationId: string;
+  const profileIds: string[] = [];
+  const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+
+  beforeAll(async () => {
+    platform = await startPlatform('campaigns', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] });
+    ({ api } = platform);
+    source = await newSource(api, 'site');
+    const visits = Array.from({ length: PEOPLE }, (_, i) => ({ id: `v${i}`, type: 'page_view', timestamp: minutesAgo(30), identities: { cookie_id: `ck-${i}` }, traits: { audience: 'outdoor' } }));
+    for (let start = 0; start < PEOPLE; start += 100) await source.send(visits.slice(start, start + 100));
+    await source.folded(PEOPLE);
+    for (let i = 0; i < PEOPLE; i++) profileIds.push((await source.lookup('cookie_id', `ck-${i}`)).body.id);
+    segmentId = (await admin('/v1/segments', { body: { name: 'Outdoor', rule: { trait: 'audience', op: 'eq', value: 'outdoor' } } })).body.id;
+    await waitFor('the segment evaluated', async () => (await admin(`/v1/segments/${segmentId}`)).body.lastRun?.state === 'completed');
+    partner = await new PartnerServer({ kind: 'webhook', secret: 'a-secret-of-16-chars' }).start();
+  }, 120_000);
+  afterAll(async () => {
+    await partner.stop();
+    await platform.stop();
+  });
+
+  it('a destination holds out a stable share of the segment from the partner', async () => {
+    const created = await admin('/v1/destinations', {
+      body: { name: 'DSP', connector: 'webhook', config: { url: `${partner.url}/hook`, secret: 'a-secret-of-16-chars' }, segments: [segmentId], idType: 'cookie_id', holdoutShare: HOLDOUT },
+    });
+    expect(created.status).toBe(201);
+    expect(created.body.holdoutShare).toBe(HOLDOUT);
+    destinationId = created.body.id;
+    const started = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
+    const view = await waitFor('the export', async () => {
+      const body = (await admin(`/v1/destinations/${destinationId}/exports/${started.body.exportId}`)).body;
+      return body.state === 'running' ? null : body;
+    });
+    const held = profileIds.filter((id) => isHeldOut(destinationId, id, HOLDOUT));
+    // A quarter, give or take what chance gives 400 draws.
+    expect(held.length).toBeGreaterThan(PEOPLE * 0.15);
+    expect(held.length).toBeLessThan(PEOPLE * 0.35);
+    expect(view).toMatchObject({ state: 'completed', withheld: { consent: 0, labels: {}, holdout: held.length }, adds: PEOPLE - held.length });
+    const sent = [...(partner.audiences.get(segmentId) ?? [])].sort();
+    const expected = profileIds.flatMap((id, i) => (isHeldOut(destinationId, id, HOLDOUT) ? [] : [`ck-${i}`])).sort();
+    expect(sent).toEqual(expected);
+  });
+
+  it('reports the response of the segment and the lift over the holdout that the planted effect gives', async () => {
+    // Exported members see the campaign (one impression, every fifth clicks) and 30% convert; held-out members see nothing and 10% convert.
+    const events: unknown[] = [];
+    const treated = { size: 0, converters: 0, clicks: 0 };
+    const held = { size: 0, converters: 0 };
+    profileIds.forEach((id, i) => {
+      const identities = { cookie_id: `ck-${i}` };
+      if (isHeldOut(destinationId, id, HOLDOUT)) {
+        held.size++;
+        if (i % 10 === 0) {
+          held.converters++;
+          events.push({ id: `c${i}`, type: 'conversion', timestamp: minutesAgo(1), identities, properties: { campaign: 'spring', value: 20 } });
+        }
+        return;
+      }
+      treated.size++;
+      events.push({ id: `i${i}`, type: 'impression', timestamp: minutesAgo(10), identities, properties: { campaign: 'spring', creative: 'tent-300x250' } });
+      if (i % 5 === 0) {
+        treated.clicks++;
+        events.push({ id: `k${i}`, type: 'click', timestamp: minutesAgo(9), identities, properties: { campaign: 'spring' } });
+      }
+      if (i % 10 < 3) {
+        treated.converters++;
+        events.push({ id: `c${i}`, type: 'conversion', timestamp: minutesAgo(1), identities, properties: { campaign: 'spring', value: 20 } });
+      }
+    });
+    // Another campaign's impressions are not this one's.
+    events.push({ id: 'other', type: 'impression', timestamp: minutesAgo(2), identities: { cookie_id: 'ck-1' }, properties: { campaign: 'autumn' } });
+    for (let start = 0; start < events.length; start += 100) await source.send(events.slice(start, start + 100));
+    await source.folded(PEOPLE + events.length);
+
+    const response = await admin(`/v1/campaigns/spring/report?segment=${segmentId}`);
+    expect(response.status).toBe(200);
+    const report = response.body;
+    const converters = treated.converters + held.converters;
+    expect(report).toMatchObject({
+      campaign: 'spring',
+      segmentId,
+      stale: false,
+      members: PEOPLE,
+      reach: treated.size,
+      impressions: treated.size,
+      frequency: 1,
+      clicks: treated.clicks,
+      ctr: treated.clicks / treated.size,
+      conversions: converters,
+      converters,
+      conversionRate: converters / treated.size,
+      value: 20 * converters,
+      holdout: { destinationId, share: HOLDOUT, size: held.size, reach: 0, converters: held.converters, conversionRate: held.converters / held.size },
+      treated: { size: treated.size, reach: treated.size, converters: treated.converters, conversionRate: treated.converters / treated.size },
+    });
+    const expected = liftOf(treated, held);
+    expect(report.lift).toBeCloseTo((treated.converters / treated.size) / (held.converters / held.size) - 1, 12);
+    expect(report.liftInterval).toEqual(expected.interval);
+    // The planted effect (30% against 10%: a lift of 2) lies within the interval.
+    expect(report.liftInterval.low).toBeLessThan(2);
+    expect(report.liftInterval.high).toBeGreaterThan(2);
+
+    const other = (await admin(`/v1/campaigns/autumn/report?segment=${segmentId}`)).body;
+    expect(other).toMatchObject({ reach: 1, impressions: 1, conversions: 0, conversionRate: 0 });
+    const unknown = (await admin(`/v1/campaigns/winter/report?segment=${segmentId}`)).body;
+    expect(unknown).toMatchObject({ reach: 0, impressions: 0, frequency: null, ctr: null, conversionRate: null });
+  });
+
+  it('refuses a report it cannot give, naming the field', async () => {
+    const noSegment = await admin('/v1/campaigns/spring/report');
+    expect(noSegment.status).toBe(400);
+    expect(noSegment.body.errors[0].path).toBe('segment');
+    const missing = await admin('/v1/campaigns/spring/report?segment=seg_nope');
+    expect(missing.status).toBe(404);
+    expect(missing.body.errors[0].path).toBe('query.segment');
+    const notHolding = await admin(`/v1/campaigns/spring/report?segment=${segmentId}&destination=dst_nope`);
+    expect(notHolding.status).toBe(400);
+    expect(notHolding.body.errors[0].path).toBe('query.destination');
+  });
+});
