@@ -18,11 +18,13 @@ import {
   type AudienceReport,
 } from '../domain/audienceReports';
 import { campaignReportOf, CampaignReportQuerySchema, CampaignReportSchema } from '../domain/campaignReports';
+import { LookalikeRequestSchema, lookalikeRunId, LookalikeViewSchema, type LookalikeView } from '../domain/lookalike';
 import { dayKey } from '../domain/profile';
 import { AudienceReportStore } from '../store/audienceReports';
+import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
-import { requestAudienceReports } from '../temporal/client';
+import { requestAudienceReports, startLookalike } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
 import { parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
@@ -40,6 +42,7 @@ const RETRY_AFTER_SECONDS = 10;
 export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDeps, 'store' | 'temporal' | 'config' | 'admin'>): Router {
   const segments = new SegmentStore(store);
   const reports = new AudienceReportStore(store);
+  const lookalikes = new LookalikeRunStore(store);
   const router = Router();
 
   async function evaluated(id: string, path: string): Promise<SegmentDoc & { current: NonNullable<SegmentDoc['current']> }> {
@@ -116,6 +119,28 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     res.json(campaignReportOf(String(req.params.campaign), segment._id, found.report, found.stale, holdout));
   });
 
+  router.post('/v1/segments/:id/lookalike', admin, async (req, res) => {
+    const body = parseOr400(LookalikeRequestSchema, req.body ?? {}, 'lookalike request');
+    const seed = await evaluated(String(req.params.id), 'params.id');
+    const base = body.base ?? ALL_PROFILES;
+    if (base !== ALL_PROFILES) {
+      if (base === seed._id) throw new ProblemError(400, 'validation', 'The base cannot be the seed', [{ path: 'base', message: 'name another segment, or all' }]);
+      await evaluated(base, 'base');
+    }
+    const startedAt = new Date();
+    const runId = lookalikeRunId(seed._id, body, startedAt);
+    const run: LookalikeRunDoc = { _id: runId, seedId: seed._id, base, reach: body.reach ?? null, accuracy: body.accuracy ?? null, state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, startedAt, finishedAt: null };
+    await lookalikes.create(run);
+    await startLookalike(temporal, store.db.databaseName, runId, config);
+    res.status(202).location(`/v1/segments/${seed._id}/lookalike/${runId}`).json({ runId });
+  });
+
+  router.get('/v1/segments/:id/lookalike/:runId', admin, async (req, res) => {
+    const run = await lookalikes.get(String(req.params.runId));
+    if (!run || run.seedId !== String(req.params.id)) throw new ProblemError(404, 'lookalike-not-found', 'No such lookalike run of this segment', [{ path: 'params.runId', message: `no run ${String(req.params.runId)} of ${String(req.params.id)}` }]);
+    res.json(lookalikeView(run));
+  });
+
   router.post('/v1/insights/overlap', admin, async (req, res) => {
     const body = parseOr400(OverlapRequestSchema, req.body, 'overlap request');
     const docs = await Promise.all(body.segments.map((id, k) => evaluated(id, `segments.${k}`)));
@@ -190,6 +215,31 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
       409: notEvaluated,
     },
   });
+  const runParams = z.object({ id: z.string(), runId: z.string() });
+  registry.registerPath({
+    method: 'post',
+    path: '/v1/segments/{id}/lookalike',
+    summary: 'Extend a segment to profiles like its members: train a model on it against a base, and create the extension as an ordinary segment',
+    description:
+      "A durable workflow passes over every profile once, trains a logistic regression of membership on binary features (trait values, event types, events in the last 30 days, identity types) — never those the seed's rule is defined by — on the seed against the rest of the base (up to 20,000 profiles a class, 20% held out to measure the AUC), scores the base, and creates the extension: a segment whose rule is the model (a `score` rule) and not the seed, holding the `reach` best-scored base profiles (or those at `accuracy` probability or more). Follow `Location`.",
+    security,
+    request: { params: idParam, body: { content: { 'application/json': { schema: LookalikeRequestSchema } } } },
+    responses: {
+      202: { description: 'The run started', ...json(z.object({ runId: z.string() })) },
+      400: problem('Invalid body (the field is named), or the base is the seed'),
+      ...admin,
+      404: problem('No such segment (`params.id`, or `base`)'),
+      409: problem("The seed's or the base's first batch run has not completed"),
+    },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/segments/{id}/lookalike/{runId}',
+    summary: 'Where a lookalike run stands: its holdout AUC, threshold, reach, extension segment and strongest features',
+    security,
+    request: { params: runParams },
+    responses: { 200: { description: 'The run', ...json(LookalikeViewSchema) }, ...admin, 404: problem('No such run of this segment') },
+  });
   registry.registerPath({
     method: 'post',
     path: '/v1/insights/overlap',
@@ -198,4 +248,24 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
     request: { body: { content: { 'application/json': { schema: OverlapRequestSchema } } } },
     responses: { 200: { description: 'The overlaps', ...json(OverlapSchema) }, 400: problem('Invalid body (`segments`)'), ...admin, 404: problem('No such segment (`segments.<i>`)'), 409: notEvaluated },
   });
+}
+
+function lookalikeView(run: LookalikeRunDoc): LookalikeView {
+  return {
+    runId: run._id,
+    state: run.state,
+    seedId: run.seedId,
+    base: run.base,
+    auc: run.auc,
+    holdoutSize: run.holdoutSize,
+    trainingSize: run.trainingSize,
+    threshold: run.threshold,
+    reach: run.reachFound,
+    segmentId: run.segmentId,
+    topFeatures: run.topFeatures,
+    excluded: run.excluded,
+    error: run.error,
+    startedAt: run.startedAt.toISOString(),
+    finishedAt: run.finishedAt?.toISOString() ?? null,
+  };
 }

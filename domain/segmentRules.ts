@@ -5,6 +5,7 @@ import { encodeFieldName } from './fieldNames';
 import type { StoredIdentityType } from './identity';
 import { BEHAVIOUR_DAYS, dayKey, type SegmentSubject } from './profile';
 import { oneOfRequired } from './schemaChecks';
+import { compileScore, modelNeeds, ScoreRuleSchema } from './scoreModel';
 import { numberPattern, storableText } from './text';
 
 extendZodWithOpenApi(z);
@@ -16,7 +17,7 @@ export type TraitOp = (typeof TRAIT_OPS)[number];
 
 export const IDENTITY_KINDS = ['email', 'phone', 'maid', 'crm_id', 'cookie_id'] as const;
 export type IdentityKind = (typeof IDENTITY_KINDS)[number];
-const STORED_TYPE_OF: Record<IdentityKind, StoredIdentityType> = {
+export const STORED_TYPE_OF_KIND: Record<IdentityKind, StoredIdentityType> = {
   email: 'email_sha256',
   phone: 'phone_sha256',
   maid: 'maid',
@@ -126,7 +127,8 @@ export type Rule =
   | z.infer<typeof LastSeenRuleSchema>
   | z.infer<typeof IdentityRuleSchema>
   | z.infer<typeof ConsentRuleSchema>
-  | z.infer<typeof SegmentRefRuleSchema>;
+  | z.infer<typeof SegmentRefRuleSchema>
+  | z.infer<typeof ScoreRuleSchema>;
 
 const MAX_CHILDREN = 100;
 const MAX_NODES = 500;
@@ -144,12 +146,12 @@ export const RuleSchema: z.ZodType<Rule> = z
       z.object({ any: z.array(RuleSchema).min(1).max(MAX_CHILDREN) }).strict(),
       z.object({ not: RuleSchema }).strict(),
       // Read-only, so the document refers to a leaf by its name rather than spreading its own alternatives here.
-      ...[TraitRuleSchema, EventRuleSchema, LastSeenRuleSchema, IdentityRuleSchema, ConsentRuleSchema, SegmentRefRuleSchema].map((leaf) => leaf.readonly()),
+      ...[TraitRuleSchema, EventRuleSchema, LastSeenRuleSchema, IdentityRuleSchema, ConsentRuleSchema, SegmentRefRuleSchema, ScoreRuleSchema].map((leaf) => leaf.readonly()),
     ]),
   )
   .openapi('Rule', {
     description:
-      'all/any/not combine rules; trait compares a trait; event counts events of a type (default: at least one), optionally within a window and filtered on properties; lastSeen tests recency; identity needs an identity of a type; consent needs a TCF purpose; segment needs membership of another segment. ' +
+      'all/any/not combine rules; trait compares a trait; event counts events of a type (default: at least one), optionally within a window and filtered on properties; lastSeen tests recency; identity needs an identity of a type; consent needs a TCF purpose; segment needs membership of another segment; score qualifies by a logistic model over profile features (what a lookalike extension states). ' +
       `A rule holds at most ${MAX_NODES} conditions in all (counted on the whole rule: a 400 naming where the count ran over).`,
     example: { all: [{ event: 'purchase', count: { op: 'gte', value: 2 }, within: 'P30D' }, { not: { segment: 'seg_churned' } }] },
   }) as z.ZodType<Rule>;
@@ -161,6 +163,7 @@ const LEAF_SCHEMAS = {
   identity: IdentityRuleSchema,
   consent: ConsentRuleSchema,
   segment: SegmentRefRuleSchema,
+  score: ScoreRuleSchema,
 } as const;
 const KINDS = ['all', 'any', 'not', ...Object.keys(LEAF_SCHEMAS)];
 
@@ -272,7 +275,12 @@ export function subjectNeeds(rules: Rule[]): SubjectNeeds {
     else if ('trait' in rule) needs.traits = true;
     else if ('identity' in rule) needs.identities = true;
     else if ('consent' in rule) needs.consent = true;
-    else if ('event' in rule) {
+    else if ('score' in rule) {
+      const model = modelNeeds(rule.score.weights);
+      needs.traits ||= model.traits;
+      needs.identities ||= model.identities;
+      for (const key of model.events) if (!needs.events.has(key)) needs.events.set(key, false);
+    } else if ('event' in rule) {
       const key = encodeFieldName(rule.event);
       needs.events.set(key, (needs.events.get(key) ?? false) || Boolean(rule.where?.length));
     }
@@ -399,13 +407,17 @@ function compile(rule: Rule, segment: (id: string) => Predicate): Predicate {
     };
   }
   if ('identity' in rule) {
-    const type = STORED_TYPE_OF[rule.identity];
+    const type = STORED_TYPE_OF_KIND[rule.identity];
     return (subject) => subject.identities.some((identity) => identity.type === type);
   }
   if ('consent' in rule) {
     const purpose = rule.consent.purpose;
     // No TCF signal is no consent: a purpose counts only when a TC string grants it.
     return (subject) => subject.consent?.tcf?.purposeConsents.includes(purpose) ?? false;
+  }
+  if ('score' in rule) {
+    const qualifies = compileScore(rule.score);
+    return (subject, at) => qualifies(subject, at.now);
   }
   const id = rule.segment;
   return (subject, at) => segment(id)(subject, at);

@@ -69,3 +69,8 @@ export function audienceReportsWorkflowId(databaseName: string): string {
 export function itemModelWorkflowId(databaseName: string): string {
   return `item-model:${databaseName}`;
 }
+
+/** One lookalike run (`runId` derives from the seed, the request and the second). */
+export function lookalikeWorkflowId(databaseName: string, runId: string): string {
+  return `lookalike:${databaseName}:${runId}`;
+}

@@ -1,6 +1,6 @@
 import { Client, Connection, type WorkflowHandle, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { audienceReportsWorkflowId, itemModelWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import type { DestinationDoc } from '../store/destinations';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
@@ -17,6 +17,7 @@ import { segmentRun } from '../workflows/segmentRun';
 import { storeRetention } from '../workflows/storeRetention';
 import { audienceReports } from '../workflows/audienceReports';
 import { itemModel } from '../workflows/itemModel';
+import { lookalike } from '../workflows/lookalike';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
@@ -155,6 +156,15 @@ export async function ensurePassSchedules(client: Client, databaseName: string, 
 /** Starts an audience report now, or finds the one running (asked for by another insight). */
 export async function requestAudienceReports(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<WorkflowHandle<typeof audienceReports>> {
   return client.workflow.start(audienceReports, { workflowId: audienceReportsWorkflowId(databaseName), taskQueue: config.DMP_TASK_QUEUE, workflowIdConflictPolicy: 'USE_EXISTING', args: [] });
+}
+
+/** Starts a recorded lookalike run under its deterministic id; finding it started is success. */
+export async function startLookalike(client: Client, databaseName: string, runId: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  try {
+    await client.workflow.start(lookalike, { workflowId: lookalikeWorkflowId(databaseName, runId), taskQueue: config.DMP_TASK_QUEUE, args: [{ runId }] });
+  } catch (error) {
+    if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+  }
 }
 
 /** Starts an item model build now, or finds the one running. */

@@ -66,7 +66,8 @@ describe('the API contract under fuzzing', () => {
   let platform: RunningPlatform;
 
   beforeAll(async () => {
-    platform = await startPlatform('contract', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] });
+    // An insight waits for the audience report it starts only briefly: fuzzed segments change all the time.
+    platform = await startPlatform('contract', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'], DMP_REPORT_WAIT_SECONDS: 2 });
     mkdirSync(OUTPUT_DIR, { recursive: true });
   });
   afterAll(async () => {

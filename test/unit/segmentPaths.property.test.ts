@@ -39,6 +39,17 @@ function ruleArb(earlier: number): fc.Arbitrary<Rule> {
       .map((w) => ({ lastSeen: Object.fromEntries(Object.entries(w).filter(([, v]) => v !== undefined)) }) as Rule),
     fc.constantFrom('email', 'maid', 'cookie_id' as const).map((identity) => ({ identity }) as Rule),
     fc.integer({ min: 1, max: 3 }).map((purpose) => ({ consent: { purpose } }) as Rule),
+    // A model over the features these profiles can hold (domain/scoreModel).
+    fc
+      .record({
+        intercept: fc.double({ min: -2, max: 2, noNaN: true }),
+        weights: fc.uniqueArray(
+          fc.tuple(fc.constantFrom('trait:plan="a"', 'trait:tags="b"', 'trait:score=3', 'event:buy', 'recent:view', 'identity:maid'), fc.double({ min: -3, max: 3, noNaN: true })),
+          { maxLength: 4, selector: ([feature]) => feature },
+        ),
+        min: fc.double({ min: 0.05, max: 0.95, noNaN: true }),
+      })
+      .map((score) => ({ score }) as Rule),
   ];
   if (earlier > 0) leaves.push(fc.integer({ min: 0, max: earlier - 1 }).map((k) => ({ segment: `s${k}` })));
   const { rule } = fc.letrec<{ rule: Rule }>((tie) => ({

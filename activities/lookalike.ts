@@ -1,0 +1,188 @@
+import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import { auc, definingFeatures, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLASS, MIN_FEATURE_SUPPORT, scoreRow, trainLogistic, type TrainingRow } from '../domain/lookalike';
+import { featuresOf, MAX_MODEL_FEATURES } from '../domain/scoreModel';
+import type { Rule, SubjectNeeds } from '../domain/segmentRules';
+import { isDuplicateKeyError, type Store } from '../store/db';
+import { IdentityIndex } from '../store/identities';
+import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
+import { ProfileGraph } from '../store/profileGraph';
+import { decodeProfile, ProfileStore } from '../store/profiles';
+import { SegmentMembership } from '../store/segmentMembership';
+import { prepareRun, SegmentRunStore } from '../store/segmentRuns';
+import { ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
+import { startSegmentRun } from '../temporal/client';
+import { heartbeat, withHeartbeats } from './heartbeat';
+import { passPeople } from './peoplePass';
+
+export interface LookalikeDeps {
+  store: Store;
+  temporal: Client;
+  config: Pick<Config, 'DMP_TASK_QUEUE'>;
+}
+
+/** The pass reads whole documents itself. */
+const NO_RULE_NEEDS: SubjectNeeds = { traits: false, identities: false, consent: false, events: new Map() };
+const MEMBER_PAGE = 10_000;
+const TOP_FEATURES = 20;
+
+const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
+/** A probability a `score` rule can state (strictly between 0 and 1). */
+const clampProbability = (p: number) => Math.min(1 - 1e-12, Math.max(1e-12, p));
+
+/** The extension segment of a run: its id derives from the run, so a retry finds the one it made. */
+export function extensionSegmentId(runId: string): string {
+  return `seg_${runId}`;
+}
+
+/** The activity of a lookalike run: train, measure, score, and make the extension segment. */
+export function createLookalikeActivities(deps: LookalikeDeps) {
+  const stores = { profiles: new ProfileStore(deps.store, 0), graph: ProfileGraph.open(deps.store), identities: new IdentityIndex(deps.store, 0) };
+  const segments = new SegmentStore(deps.store);
+  const runs = new LookalikeRunStore(deps.store);
+
+  async function membersOf(segment: SegmentDoc): Promise<Set<string>> {
+    const membership = new SegmentMembership(deps.store);
+    const states = await membership.realTime([segment]);
+    const members = new Set<string>();
+    for (let after = ''; ; ) {
+      const page = await membership.members(segment, states, after, MEMBER_PAGE);
+      for (const id of page.members) members.add(id);
+      heartbeat({ phase: 'members', segment: segment._id, members: members.size });
+      if (!page.next) return members;
+      after = page.next;
+    }
+  }
+
+  async function evaluatedSegment(id: string, role: string): Promise<SegmentDoc> {
+    const doc = await segments.get(id);
+    if (!doc?.current) throw new Error(`the ${role} segment ${id} is gone or has no completed run`);
+    return doc;
+  }
+
+  /**
+   * One pass over every person gives each one's features (those defining the seed left out); the
+   * seed's members against the rest of the base, sampled by id hash and split into training and
+   * holdout the same way, train the model; the holdout gives its AUC; every base profile outside the
+   * seed is scored to place the threshold at the asked reach; the extension is a segment whose rule
+   * is the model (and not the seed), evaluated by a batch run like any other. Safe to retry: the
+   * sample, split and training are deterministic, and the segment's id derives from the run.
+   */
+  async function train(run: LookalikeRunDoc): Promise<LookalikeRunDoc> {
+    const seed = await evaluatedSegment(run.seedId, 'seed');
+    const base = run.base === 'all' ? null : await evaluatedSegment(run.base, 'base');
+    const rules = new Map((await segments.withReferences([seed._id])).map((doc) => [doc._id, ruleOf(doc)]));
+    const excluded = definingFeatures(ruleOf(seed), (id) => rules.get(id) ?? null);
+
+    const names: string[] = [];
+    const ids = new Map<string, number>();
+    const intern = (feature: string) => {
+      let id = ids.get(feature);
+      if (id === undefined) {
+        id = names.push(feature) - 1;
+        ids.set(feature, id);
+      }
+      return id;
+    };
+    const featuresOfPerson = (subject: Parameters<typeof featuresOf>[0]) => Int32Array.from(featuresOf(subject, run.startedAt).filter((feature) => !isDefining(feature, excluded)).map(intern));
+    const { people } = await passPeople(stores, NO_RULE_NEEDS, {
+      document: (stored) => featuresOfPerson(decodeProfile(stored)),
+      person: (person) => featuresOfPerson(person),
+    });
+    const seedMembers = await membersOf(seed);
+    const baseMembers = base ? await membersOf(base) : null;
+    const inBase = (id: string) => baseMembers === null || baseMembers.has(id);
+
+    // Training profiles: the seed (within the base) and the rest of the base, each class sampled down to MAX_PER_CLASS.
+    const positives = [...seedMembers].filter((id) => people.has(id) && inBase(id));
+    const negatives = [...people.keys()].filter((id) => inBase(id) && !seedMembers.has(id));
+    if (positives.length === 0 || negatives.length === 0) throw new Error(positives.length === 0 ? 'the seed has no members in the base' : 'the base has no profiles outside the seed');
+    const sampled = (list: string[]) => list.filter((id) => hashUnit(id, `sample:${run._id}`) < MAX_PER_CLASS / list.length);
+    const labelled = [...sampled(positives).map((id) => ({ id, label: 1 as const })), ...sampled(negatives).map((id) => ({ id, label: 0 as const }))];
+    const isHoldout = (id: string) => hashUnit(id, `holdout:${run._id}`) < HOLDOUT_SHARE;
+    const training = labelled.filter((row) => !isHoldout(row.id));
+    const holdout = labelled.filter((row) => isHoldout(row.id));
+
+    // Features too rare in training carry no weight (their index maps to none).
+    const support = new Int32Array(names.length);
+    for (const row of training) for (const f of people.get(row.id) as Int32Array) support[f]++;
+    const kept = new Int32Array(names.length).fill(-1);
+    const keptNames: string[] = [];
+    for (let f = 0; f < names.length; f++) if (support[f] >= MIN_FEATURE_SUPPORT) kept[f] = keptNames.push(names[f]) - 1;
+    const rowOf = (row: { id: string; label: 0 | 1 }): TrainingRow => ({ features: Int32Array.from((people.get(row.id) as Int32Array).filter((f) => kept[f] >= 0), (f) => kept[f]), label: row.label });
+    heartbeat({ phase: 'train', rows: training.length, features: keptNames.length });
+    const model = trainLogistic(training.map(rowOf), keptNames.length);
+
+    // What the rule states: the strongest weights (at most MAX_MODEL_FEATURES); scores and the threshold use exactly those.
+    const stated = [...model.weights.entries()]
+      .filter(([, weight]) => weight !== 0)
+      .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]) || (keptNames[a[0]] < keptNames[b[0]] ? -1 : 1))
+      .slice(0, MAX_MODEL_FEATURES);
+    const statedModel = { intercept: model.intercept, weights: new Float64Array(keptNames.length) };
+    for (const [f, weight] of stated) statedModel.weights[f] = weight;
+    const score = (id: string) => scoreRow(statedModel, rowOf({ id, label: 0 }).features);
+    const measured = auc(holdout.map((row) => ({ score: score(row.id), label: row.label })));
+
+    const candidates = negatives.map(score).sort((a, b) => b - a);
+    const wanted = Math.min(run.reach ?? seedMembers.size, candidates.length);
+    // Just under the reach-th best score: the rule sums the same weights in another order, which must not drop it.
+    const threshold = clampProbability(run.accuracy ?? sigmoid(candidates[Math.max(0, wanted - 1)] - 1e-9));
+    const cut = Math.log(threshold / (1 - threshold));
+    const reachFound = candidates.filter((z) => z >= cut).length;
+
+    const scoreRule = { score: { intercept: model.intercept, weights: stated.map(([f, weight]) => [keptNames[f], weight] as [string, number]), min: threshold } };
+    const rule: Rule = { all: [scoreRule, { not: { segment: seed._id } }, ...(base ? [{ segment: base._id }] : [])] };
+    const segmentId = extensionSegmentId(run._id);
+    const now = new Date();
+    try {
+      await segments.create({
+        _id: segmentId,
+        name: `${seed.name} (lookalike)`.slice(0, 200),
+        description: `Profiles like ${seed._id}${base ? ` within ${base._id}` : ''}, by lookalike run ${run._id}`,
+        taxonomyPath: seed.taxonomyPath,
+        ruleJson: JSON.stringify(rule),
+        schedule: null,
+        version: 1,
+        createdAt: now,
+        updatedAt: now,
+        current: null,
+        lastRun: null,
+      });
+    } catch (error) {
+      if (!isDuplicateKeyError(error)) throw error;
+    }
+    const segmentRun = await prepareRun(segments, new SegmentRunStore(deps.store), now, now, [segmentId]);
+    await startSegmentRun(deps.temporal, deps.store.db.databaseName, segmentRun._id, deps.config);
+
+    return {
+      ...run,
+      state: 'completed',
+      auc: measured,
+      holdoutSize: holdout.length,
+      trainingSize: training.length,
+      threshold,
+      reachFound,
+      segmentId,
+      topFeatures: stated.slice(0, TOP_FEATURES).map(([f, weight]) => ({ feature: keptNames[f], weight })),
+      excluded,
+      finishedAt: new Date(),
+    };
+  }
+
+  return {
+    /** See train; a run already finished is left as it is. */
+    async trainLookalike(input: { runId: string }): Promise<void> {
+      const run = await runs.get(input.runId);
+      if (!run || run.state !== 'running') return;
+      await runs.save(await withHeartbeats(() => train(run)));
+    },
+
+    /** Records a run that could not finish, and why. */
+    async failLookalike(input: { runId: string; error: string }): Promise<void> {
+      const run = await runs.get(input.runId);
+      if (run?.state === 'running') await runs.save({ ...run, state: 'failed', error: input.error, finishedAt: new Date() });
+    },
+  };
+}
+
+export type LookalikeActivities = ReturnType<typeof createLookalikeActivities>;

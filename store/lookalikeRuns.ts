@@ -1,0 +1,50 @@
+import type { Collection } from 'mongodb';
+import { insertKeyed, type Store } from './db';
+
+export const LOOKALIKE_COLLECTIONS = {
+  /** One per lookalike run: what it was asked, where it stands, and what it found. */
+  runs: 'lookalike_runs',
+} as const;
+
+export interface LookalikeRunDoc {
+  _id: string;
+  seedId: string;
+  /** `all` or a segment id. */
+  base: string;
+  reach: number | null;
+  accuracy: number | null;
+  state: 'running' | 'completed' | 'failed';
+  auc: number | null;
+  holdoutSize: number;
+  trainingSize: number;
+  threshold: number | null;
+  reachFound: number | null;
+  segmentId: string | null;
+  topFeatures: Array<{ feature: string; weight: number }>;
+  excluded: string[];
+  error: string | null;
+  startedAt: Date;
+  finishedAt: Date | null;
+}
+
+/** Lookalike runs, read and written by `_id` only. */
+export class LookalikeRunStore {
+  readonly runs: Collection<LookalikeRunDoc>;
+
+  constructor(store: Store) {
+    this.runs = store.db.collection<LookalikeRunDoc>(LOOKALIKE_COLLECTIONS.runs);
+  }
+
+  get(id: string): Promise<LookalikeRunDoc | null> {
+    return this.runs.findOne({ _id: id });
+  }
+
+  /** Records a run once: asking again within the same second finds the same run. */
+  async create(doc: LookalikeRunDoc): Promise<void> {
+    await insertKeyed(this.runs, [doc]);
+  }
+
+  async save(doc: LookalikeRunDoc): Promise<void> {
+    await this.runs.replaceOne({ _id: doc._id }, doc);
+  }
+}

@@ -1,0 +1,106 @@
+import { call } from '../support/http';
+import { seededRandom } from '../support/random';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
+
+const PEOPLE = 1000;
+const hoursAgo = (hours: number) => new Date(Date.now() - hours * 3_600_000).toISOString();
+
+/**
+ * Planted: every fourth person bought gear (the seed). 80% of buyers read the alpine magazine against
+ * 10% of the others — a signal the model may learn, since the seed is defined by the purchase, not
+ * the magazine. `lucky` is a coin flip independent of everything: a seed defined by it has nothing
+ * to learn.
+ */
+function plantedEvents(): unknown[] {
+  const random = seededRandom(7);
+  const events: unknown[] = [];
+  for (let i = 0; i < PEOPLE; i++) {
+    const buyer = i % 4 === 0;
+    const alpine = buyer ? i % 5 !== 0 : i % 10 === 1;
+    const traits = { region: ['north', 'south', 'east'][i % 3], lucky: random() < 0.5, ...(alpine && { magazine: 'alpine' }) };
+    events.push({ id: `v${i}`, type: 'page_view', timestamp: hoursAgo(3), identities: { cookie_id: `ck-${i}` }, traits });
+    if (buyer) events.push({ id: `g${i}`, type: 'gear_purchase', timestamp: hoursAgo(2), identities: { cookie_id: `ck-${i}` } });
+  }
+  return events;
+}
+
+describe('lookalike: a model trained on a seed against the base, measured on a holdout, extending the seed as a segment', () => {
+  let platform: RunningPlatform;
+  let api: RunningApi;
+  let source: SourceClient;
+  const seeds: Record<'buyers' | 'lucky', string> = { buyers: '', lucky: '' };
+  const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+  const settled = (id: string) => waitFor(`segment ${id} evaluated`, async () => ((await admin(`/v1/segments/${id}`)).body.lastRun?.state === 'completed' ? (await admin(`/v1/segments/${id}`)).body : null), 120_000);
+  const lookalike = async (seed: string, body: unknown) => {
+    const started = await admin(`/v1/segments/${seed}/lookalike`, { body });
+    expect(started.status).toBe(202);
+    return waitFor(
+      `lookalike ${started.body.runId}`,
+      async () => {
+        const view = (await admin(`/v1/segments/${seed}/lookalike/${started.body.runId}`)).body;
+        return view.state === 'running' ? null : view;
+      },
+      120_000,
+    );
+  };
+
+  beforeAll(async () => {
+    platform = await startPlatform('lookalike');
+    ({ api } = platform);
+    source = await newSource(api, 'shop');
+    const events = plantedEvents();
+    for (let start = 0; start < events.length; start += 100) await source.send(events.slice(start, start + 100));
+    await source.folded(events.length);
+    seeds.buyers = (await admin('/v1/segments', { body: { name: 'Gear buyers', rule: { event: 'gear_purchase' } } })).body.id;
+    seeds.lucky = (await admin('/v1/segments', { body: { name: 'Lucky', rule: { trait: 'lucky', op: 'eq', value: true } } })).body.id;
+    await settled(seeds.buyers);
+    await settled(seeds.lucky);
+  }, 180_000);
+  afterAll(() => platform.stop());
+
+  it('recovers a planted signal (holdout AUC ≥ 0.8) without reading the seed’s own definition, and extends it as an ordinary segment', async () => {
+    const run = await lookalike(seeds.buyers, { reach: 100 });
+    expect(run).toMatchObject({ state: 'completed', seedId: seeds.buyers, base: 'all', error: null });
+    expect(run.auc).toBeGreaterThanOrEqual(0.8);
+    expect(run.holdoutSize).toBeGreaterThan(100);
+    expect(run.excluded).toEqual(expect.arrayContaining(['event:gear_purchase', 'recent:gear_purchase']));
+    expect(run.topFeatures[0]).toMatchObject({ feature: 'trait:magazine="alpine"' });
+    expect(run.topFeatures[0].weight).toBeGreaterThan(0);
+    expect(run.topFeatures.some((feature: { feature: string }) => feature.feature.includes('gear_purchase'))).toBe(false);
+    // The 75 alpine readers outside the seed score alike and best: the 100th best is below them.
+    expect(run.reach).toBeGreaterThanOrEqual(100);
+
+    // The extension is a segment like any other: its run evaluates the model, and agrees with the training's count.
+    const extension = await settled(run.segmentId);
+    expect(extension.size).toBe(run.reach);
+    const members: string[] = (await admin(`/v1/segments/${run.segmentId}/members?limit=1000`)).body.members;
+    const seedMembers = new Set<string>((await admin(`/v1/segments/${seeds.buyers}/members?limit=1000`)).body.members);
+    expect(members.filter((id) => seedMembers.has(id))).toEqual([]);
+    const alpineOutsideSeed = [];
+    for (let i = 1; i < PEOPLE; i += 10) if (i % 4 !== 0) alpineOutsideSeed.push((await source.lookup('cookie_id', `ck-${i}`)).body.id);
+    expect(members).toEqual(expect.arrayContaining(alpineOutsideSeed));
+  });
+
+  it('finds nothing to learn in a seed with no signal (AUC near 0.5)', async () => {
+    const run = await lookalike(seeds.lucky, { accuracy: 0.9 });
+    expect(run.state).toBe('completed');
+    expect(run.excluded).toEqual(['trait:lucky=']);
+    expect(run.auc).toBeGreaterThan(0.35);
+    expect(run.auc).toBeLessThan(0.65);
+    expect(run.threshold).toBe(0.9);
+  });
+
+  it('refuses what it cannot run, naming the field', async () => {
+    const both = await admin(`/v1/segments/${seeds.buyers}/lookalike`, { body: { reach: 10, accuracy: 0.5 } });
+    expect(both.status).toBe(400);
+    expect(both.body.errors[0].path).toBe('accuracy');
+    const self = await admin(`/v1/segments/${seeds.buyers}/lookalike`, { body: { base: seeds.buyers } });
+    expect(self.status).toBe(400);
+    expect(self.body.errors[0].path).toBe('base');
+    const unknownBase = await admin(`/v1/segments/${seeds.buyers}/lookalike`, { body: { base: 'seg_nope' } });
+    expect(unknownBase.status).toBe(404);
+    expect(unknownBase.body.errors[0].path).toBe('base');
+    expect((await admin(`/v1/segments/${seeds.buyers}/lookalike/lk_nope`)).status).toBe(404);
+  });
+});
