@@ -5,13 +5,11 @@ import type { SubjectNeeds } from '../domain/segmentRules';
 import { AudienceReportStore } from '../store/audienceReports';
 import type { Store } from '../store/db';
 import { DestinationStore } from '../store/destinations';
-import { IdentityIndex } from '../store/identities';
-import { ProfileGraph } from '../store/profileGraph';
-import { decodeProfile, ProfileStore } from '../store/profiles';
+import { decodeProfile } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore } from '../store/segments';
 import { heartbeat, withHeartbeats } from './heartbeat';
-import { passPeople } from './peoplePass';
+import { passPeople, peoplePassStores } from './peoplePass';
 
 export interface AudienceReportDeps {
   store: Store;
@@ -19,8 +17,6 @@ export interface AudienceReportDeps {
 
 /** The pass reads whole documents itself: nothing is decoded for rules. */
 const NO_RULE_NEEDS: SubjectNeeds = { traits: false, identities: false, consent: false, events: new Map() };
-/** Members read per page of a segment's snapshot. */
-const MEMBER_PAGE = 10_000;
 
 export interface AudienceReportsResult {
   at: string;
@@ -31,7 +27,7 @@ export interface AudienceReportsResult {
 
 /** The activities of an audience report: one pass over every person counts what every segment's members hold. */
 export function createAudienceReportActivities(deps: AudienceReportDeps) {
-  const stores = { profiles: new ProfileStore(deps.store, 0), graph: ProfileGraph.open(deps.store), identities: new IdentityIndex(deps.store, 0) };
+  const stores = peoplePassStores(deps.store);
   const segments = new SegmentStore(deps.store);
   const reports = new AudienceReportStore(deps.store);
   const destinations = new DestinationStore(deps.store);
@@ -63,17 +59,14 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
       const splits = withHoldouts
         .filter((destination) => destination.segments.includes(segment._id))
         .map((destination) => ({ destinationId: destination._id, share: destination.holdoutShare as number, held: new CampaignTally(), treated: new CampaignTally() }));
-      for (let after = ''; ; ) {
-        const page = await membership.members(segment, states, after, MEMBER_PAGE);
-        for (const id of page.members) {
+      for await (const page of membership.pages(segment, states)) {
+        for (const id of page) {
           const features = people.get(id);
           if (!features) continue;
           tally.add(features);
           for (const split of splits) (isHeldOut(split.destinationId, id, split.share) ? split.held : split.treated).add(features);
         }
         heartbeat({ phase: 'segments', segment: segment._id, counted: tally.size });
-        if (!page.next) break;
-        after = page.next;
       }
       const holdouts = splits.map((split) => ({
         destinationId: split.destinationId,

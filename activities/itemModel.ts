@@ -3,12 +3,9 @@ import { CooccurrenceCounter, itemsOf, MODEL_CHUNK_ITEMS } from '../domain/recom
 import { encodeFieldName } from '../domain/fieldNames';
 import type { SubjectNeeds } from '../domain/segmentRules';
 import type { Store } from '../store/db';
-import { IdentityIndex } from '../store/identities';
 import { ItemModelStore } from '../store/itemModel';
-import { ProfileGraph } from '../store/profileGraph';
-import { ProfileStore } from '../store/profiles';
 import { heartbeat, withHeartbeats } from './heartbeat';
-import { passPeople } from './peoplePass';
+import { passPeople, peoplePassStores } from './peoplePass';
 
 export interface ItemModelDeps {
   store: Store;
@@ -24,7 +21,7 @@ export interface ItemModelResult {
 
 /** The activity that builds the item model recommendations are served from. */
 export function createItemModelActivities(deps: ItemModelDeps) {
-  const stores = { profiles: new ProfileStore(deps.store, 0), graph: ProfileGraph.open(deps.store), identities: new IdentityIndex(deps.store, 0) };
+  const stores = peoplePassStores(deps.store);
   const models = new ItemModelStore(deps.store);
 
   /**

@@ -4,16 +4,14 @@ import { auc, definingFeatures, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLA
 import { featuresOf, MAX_MODEL_FEATURES } from '../domain/scoreModel';
 import type { Rule, SubjectNeeds } from '../domain/segmentRules';
 import { isDuplicateKeyError, type Store } from '../store/db';
-import { IdentityIndex } from '../store/identities';
 import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
-import { ProfileGraph } from '../store/profileGraph';
-import { decodeProfile, ProfileStore } from '../store/profiles';
+import { decodeProfile } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { prepareRun, SegmentRunStore } from '../store/segmentRuns';
 import { ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
 import { startSegmentRun } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
-import { passPeople } from './peoplePass';
+import { passPeople, peoplePassStores } from './peoplePass';
 
 export interface LookalikeDeps {
   store: Store;
@@ -23,7 +21,6 @@ export interface LookalikeDeps {
 
 /** The pass reads whole documents itself. */
 const NO_RULE_NEEDS: SubjectNeeds = { traits: false, identities: false, consent: false, events: new Map() };
-const MEMBER_PAGE = 10_000;
 const TOP_FEATURES = 20;
 
 const sigmoid = (z: number) => 1 / (1 + Math.exp(-z));
@@ -37,7 +34,7 @@ export function extensionSegmentId(runId: string): string {
 
 /** The activity of a lookalike run: train, measure, score, and make the extension segment. */
 export function createLookalikeActivities(deps: LookalikeDeps) {
-  const stores = { profiles: new ProfileStore(deps.store, 0), graph: ProfileGraph.open(deps.store), identities: new IdentityIndex(deps.store, 0) };
+  const stores = peoplePassStores(deps.store);
   const segments = new SegmentStore(deps.store);
   const runs = new LookalikeRunStore(deps.store);
 
@@ -45,13 +42,11 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     const membership = new SegmentMembership(deps.store);
     const states = await membership.realTime([segment]);
     const members = new Set<string>();
-    for (let after = ''; ; ) {
-      const page = await membership.members(segment, states, after, MEMBER_PAGE);
-      for (const id of page.members) members.add(id);
+    for await (const page of membership.pages(segment, states)) {
+      for (const id of page) members.add(id);
       heartbeat({ phase: 'members', segment: segment._id, members: members.size });
-      if (!page.next) return members;
-      after = page.next;
     }
+    return members;
   }
 
   async function evaluatedSegment(id: string, role: string): Promise<SegmentDoc> {

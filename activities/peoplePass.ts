@@ -1,15 +1,20 @@
 import { combineDocuments, type CombinedProfile } from '../domain/profile';
 import type { SubjectNeeds } from '../domain/segmentRules';
-import { forEachConcurrently } from '../store/db';
-import type { IdentityIndex } from '../store/identities';
-import type { ProfileGraph } from '../store/profileGraph';
-import { decodeForSegments, type ProfileStore, type SegmentFields, type StoredProfile } from '../store/profiles';
+import { forEachConcurrently, type Store } from '../store/db';
+import { IdentityIndex } from '../store/identities';
+import { ProfileGraph } from '../store/profileGraph';
+import { decodeForSegments, ProfileStore, type SegmentFields, type StoredProfile } from '../store/profiles';
 import { heartbeat } from './heartbeat';
 
 export interface PeoplePassStores {
   profiles: ProfileStore;
   graph: ProfileGraph;
   identities: IdentityIndex;
+}
+
+/** What a pass reads, over a store: profile documents, the graph that joins them, and its links. */
+export function peoplePassStores(store: Store): PeoplePassStores {
+  return { profiles: new ProfileStore(store, 0), graph: ProfileGraph.open(store), identities: new IdentityIndex(store, 0) };
 }
 
 /** What a pass does with each person; what it returns is kept per person until the pass ends. */

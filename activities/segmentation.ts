@@ -5,16 +5,14 @@ import { dayKey, type SegmentSubject } from '../domain/profile';
 import { EvaluationTime, SegmentEvaluator, subjectNeeds } from '../domain/segmentRules';
 import { Bitmap, sampleRank } from '../domain/segments';
 import { forEachConcurrently, type Store } from '../store/db';
-import { IdentityIndex } from '../store/identities';
-import { ProfileGraph } from '../store/profileGraph';
-import { decodeForExport, decodeProfile, ProfileStore } from '../store/profiles';
+import { decodeForExport, decodeProfile } from '../store/profiles';
 import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/destinations';
 import { DestinationStore } from '../store/destinations';
 import { SegmentMembership } from '../store/segmentMembership';
 import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type SnapshotChunk } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { heartbeat, withHeartbeats } from './heartbeat';
-import { passPeople } from './peoplePass';
+import { passPeople, peoplePassStores } from './peoplePass';
 
 /** Profiles per stored membership chunk: ~20 bytes an id, so a chunk stays a few hundred kilobytes. */
 export const CHUNK_PROFILES = 10_000;
@@ -65,7 +63,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   const now = deps.now ?? (() => new Date());
   const segments = new SegmentStore(deps.store);
   const runs = new SegmentRunStore(deps.store);
-  const stores = { profiles: new ProfileStore(deps.store, 0), graph: ProfileGraph.open(deps.store), identities: new IdentityIndex(deps.store, 0) };
+  const stores = peoplePassStores(deps.store);
   const destinations = new DestinationStore(deps.store);
 
   /** Whether a run's workflow is alive: only a run that will finish may stand in for another. */

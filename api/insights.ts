@@ -29,8 +29,6 @@ import type { OpenApiParts } from './openapi';
 import { parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
-/** Members read per page when overlaps are counted. */
-const MEMBER_PAGE = 10_000;
 /** Seconds a client is asked to wait before asking again for a report still being counted. */
 const RETRY_AFTER_SECONDS = 10;
 
@@ -149,12 +147,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     // Each person's mask of the segments holding it: one walk of each segment's members, ids once in memory.
     const masks = new Map<string, number>();
     for (const [k, doc] of docs.entries()) {
-      for (let after = ''; ; ) {
-        const page = await membership.members(doc, states, after, MEMBER_PAGE);
-        for (const id of page.members) masks.set(id, (masks.get(id) ?? 0) | (1 << k));
-        if (!page.next) break;
-        after = page.next;
-      }
+      for await (const page of membership.pages(doc, states)) for (const id of page) masks.set(id, (masks.get(id) ?? 0) | (1 << k));
     }
     res.json(overlapOf(body.segments, masks.values()));
   });

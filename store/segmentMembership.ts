@@ -3,6 +3,9 @@ import type { Store } from './db';
 import { SegmentRunStore, SnapshotReader, type ChangeDoc, type RunDoc, type SnapshotChunk } from './segmentRuns';
 import type { SegmentDoc } from './segments';
 
+/** Members per page when all of a segment's members are walked. */
+const MEMBER_PAGE = 10_000;
+
 /** Per segment, each profile's latest real-time state since the segment's snapshot: true entered, false exited. */
 export type RealTimeStates = Map<string, Map<string, boolean>>;
 
@@ -94,6 +97,16 @@ export class SegmentMembership {
       const position = at.walk.seek(id);
       return position !== null && new Bitmap(position.chunk.bits[at.index]).has(position.index);
     };
+  }
+
+  /** Every member, in ascending id order, a page at a time (a snapshot chunk's worth is read per page). */
+  async *pages(segment: SegmentDoc, states: RealTimeStates): AsyncGenerator<string[]> {
+    for (let after = ''; ; ) {
+      const page = await this.members(segment, states, after, MEMBER_PAGE);
+      yield page.members;
+      if (!page.next) return;
+      after = page.next;
+    }
   }
 
   /** A page of members in ascending id order after `after`, and the cursor of the next page (null on the last). */
