@@ -97,7 +97,13 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     if (!(await segments.get(id))) throw new ProblemError(404, 'segment-not-found', 'No such segment', [{ path: 'params.id', message: `no segment ${id}` }]);
     const days = Array.from({ length: query.days }, (_, n) => dayKey(new Date(Date.now() - (query.days - 1 - n) * 86_400_000)));
     const points = await reports.points(id, days);
-    res.json({ segmentId: id, days: days.flatMap((day) => (points.has(day) ? [trendDayOf(day, points.get(day) as NonNullable<ReturnType<typeof points.get>>)] : [])) });
+    res.json({
+      segmentId: id,
+      days: days.flatMap((day) => {
+        const point = points.get(day);
+        return point ? [trendDayOf(day, point)] : [];
+      }),
+    });
   });
 
   router.get('/v1/campaigns/:campaign/report', admin, async (req, res) => {
