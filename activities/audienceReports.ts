@@ -5,7 +5,7 @@ import type { SubjectNeeds } from '../domain/segmentRules';
 import { AudienceReportStore } from '../store/audienceReports';
 import type { Store } from '../store/db';
 import { DestinationStore } from '../store/destinations';
-import { decodeProfile } from '../store/profiles';
+import { decodeForReports } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore } from '../store/segments';
 import { heartbeat, withHeartbeats } from './heartbeat';
@@ -41,7 +41,7 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
   async function writeAudienceReports(at: Date): Promise<AudienceReportsResult> {
     const dictionary = new FeatureDictionary();
     const { people, documentsScanned } = await passPeople(stores, NO_RULE_NEEDS, {
-      document: (stored) => dictionary.features(decodeProfile(stored)),
+      document: (stored) => dictionary.features(decodeForReports(stored)),
       person: (person) => dictionary.features(person),
     });
     const all = new AudienceTally();

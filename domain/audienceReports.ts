@@ -49,6 +49,12 @@ const CAMPAIGN_FIGURES = 5;
 /** Campaigns a report keeps, those reaching the most members first. */
 export const REPORT_CAMPAIGNS_KEPT = 1000;
 
+/** What a report counts of a person: traits, each event type's total, identity types, consent and campaigns. */
+export type CountedSubject = Pick<SegmentSubject, 'traits' | 'identities' | 'consent'> & {
+  counters: Record<string, { count: number }>;
+  campaigns?: Record<string, CampaignCounter>;
+};
+
 /** Interns trait names, (trait, value) pairs and event types met during one pass. */
 export class FeatureDictionary {
   readonly traitNames: string[] = [];
@@ -90,7 +96,7 @@ export class FeatureDictionary {
   }
 
   /** A person's features. Trait names and event types stay encoded (as stored) until a report is written. */
-  features(subject: Pick<SegmentSubject, 'traits' | 'counters' | 'identities' | 'consent'> & { campaigns?: Record<string, CampaignCounter> }): PersonFeatures {
+  features(subject: CountedSubject): PersonFeatures {
     const values = new Set<number>();
     const traits = new Set<number>();
     for (const [key, raw] of Object.entries(subject.traits)) {

@@ -1,4 +1,5 @@
 import { Binary, BSON, type Collection } from 'mongodb';
+import type { CountedSubject } from '../domain/audienceReports';
 import type { ProfileDoc, RecentEvent, SegmentSubject } from '../domain/profile';
 import type { SubjectNeeds } from '../domain/segmentRules';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
@@ -43,6 +44,17 @@ function elements(bytes: Uint8Array, offset = 0): Map<string, [type: number, off
   return found;
 }
 
+/** A document's top-level elements of the expected types, and a whole decode of one of them. */
+function topLevel(bytes: Uint8Array) {
+  const top = elements(bytes);
+  const sub = (name: string, types: number[]) => {
+    const element = top.get(name);
+    return element && types.includes(element[0]) ? element : null;
+  };
+  const decode = <T>(element: [number, number, number] | null, empty: T): T => (element ? (BSON.deserialize(bytes.subarray(element[1], element[1] + element[2]), { promoteValues: true }) as T) : empty);
+  return { sub, decode };
+}
+
 const BSON_DOCUMENT = 3;
 const BSON_ARRAY = 4;
 const BSON_BOOLEAN = 8;
@@ -58,12 +70,7 @@ export type SegmentFields = SegmentSubject & Pick<ProfileDoc, 'linked' | 'ancest
  */
 export function decodeForSegments(stored: StoredProfile, needs: SubjectNeeds): SegmentFields {
   const bytes = stored.body.buffer;
-  const top = elements(bytes);
-  const sub = (name: string, types: number[]) => {
-    const element = top.get(name);
-    return element && types.includes(element[0]) ? element : null;
-  };
-  const decode = <T>(element: [number, number, number] | null, empty: T): T => (element ? (BSON.deserialize(bytes.subarray(element[1], element[1] + element[2]), { promoteValues: true }) as T) : empty);
+  const { sub, decode } = topLevel(bytes);
   const lastSeen = sub('lastSeen', [BSON_DATE]);
   const view: SegmentFields = {
     identities: needs.identities ? identityTypes(bytes, sub('identities', [BSON_ARRAY])) : [],
@@ -98,6 +105,32 @@ export function decodeForSegments(stored: StoredProfile, needs: SubjectNeeds): S
     }
   }
   return view;
+}
+
+/**
+ * Decodes only what an audience report counts: traits, each event type's total (not its daily
+ * buckets or recent events, most of a document's bytes), identity types, consented purposes and
+ * campaign counters.
+ */
+export function decodeForReports(stored: StoredProfile): CountedSubject {
+  const bytes = stored.body.buffer;
+  const { sub, decode } = topLevel(bytes);
+  const counters: Record<string, { count: number }> = {};
+  const counterElements = sub('counters', [BSON_DOCUMENT]);
+  if (counterElements) {
+    for (const [key, [type, at]] of elements(bytes, counterElements[1])) {
+      const count = type === BSON_DOCUMENT ? elements(bytes, at).get('count') : undefined;
+      // An own property even for a name such as `__proto__`, as a whole decode makes it.
+      if (count) Object.defineProperty(counters, key, { enumerable: true, writable: true, configurable: true, value: { count: readNumber(bytes, count) } });
+    }
+  }
+  return {
+    identities: identityTypes(bytes, sub('identities', [BSON_ARRAY])),
+    traits: decode(sub('traits', [BSON_DOCUMENT]), {}),
+    consent: purposeConsents(bytes, sub('consent', [BSON_DOCUMENT])),
+    campaigns: decode(sub('campaigns', [BSON_DOCUMENT]), undefined),
+    counters,
+  };
 }
 
 const BSON_STRING = 2;

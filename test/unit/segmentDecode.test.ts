@@ -1,5 +1,6 @@
 import { EvaluationTime, SegmentEvaluator, subjectNeeds, type Rule } from '../../domain/segmentRules';
-import { decodeForSegments, decodeProfile, encodeProfile } from '../../store/profiles';
+import { FeatureDictionary } from '../../domain/audienceReports';
+import { decodeForReports, decodeForSegments, decodeProfile, encodeProfile } from '../../store/profiles';
 import { seededRandom } from '../support/random';
 import { mixedSegments, syntheticProfile } from '../support/segmentFixtures';
 
@@ -38,5 +39,16 @@ describe('decoding only what segment rules read', () => {
     expect(view).toMatchObject({ linked: true, ancestors: ['p_a', 'p_b'], lastSeen: doc.lastSeen });
     const retired = decodeForSegments(encodeProfile({ ...docs[1], retired: { rebuildId: 'u1', parts: [], keys: {}, fallback: 'p_x' } as never }, 'g'), subjectNeeds([]));
     expect(retired.retired).toBeTruthy();
+  });
+
+  it('gives an audience report the same features as the whole document does', () => {
+    const whole = new FeatureDictionary();
+    const partial = new FeatureDictionary();
+    for (const [n, doc] of docs.entries()) {
+      const campaigns = n % 3 === 0 ? { spring: { impressions: n, clicks: 1, conversions: n % 2, value: 9.5, lastSeen: doc.lastSeen } } : undefined;
+      const stored = encodeProfile({ ...doc, ...(campaigns && { campaigns }) }, 'g');
+      expect(partial.features(decodeForReports(stored))).toEqual(whole.features(decodeProfile(stored)));
+    }
+    expect(partial.uncounted).toEqual(whole.uncounted);
   });
 });
