@@ -1,6 +1,7 @@
+import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
-import { auc, definingFeatures, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLASS, MIN_FEATURE_SUPPORT, scoreRow, trainLogistic, type TrainingRow } from '../domain/lookalike';
+import { auc, definingFeatures, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLASS, MIN_FEATURE_SUPPORT, retrainRunId, scoreRow, trainLogistic, type TrainingRow } from '../domain/lookalike';
 import { featuresOf, MAX_MODEL_FEATURES } from '../domain/scoreModel';
 import type { Rule, SubjectNeeds } from '../domain/segmentRules';
 import { isDuplicateKeyError, type Store } from '../store/db';
@@ -9,7 +10,7 @@ import { decodeProfile } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { prepareRun, SegmentRunStore } from '../store/segmentRuns';
 import { ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
-import { startSegmentRun } from '../temporal/client';
+import { startSegmentRun, syncLookalikeSchedule } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
 import { passPeople, peoplePassStores } from './peoplePass';
 
@@ -127,24 +128,34 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
 
     const scoreRule = { score: { intercept: model.intercept, weights: stated.map(([f, weight]) => [keptNames[f], weight] as [string, number]), min: threshold } };
     const rule: Rule = { all: [scoreRule, { not: { segment: seed._id } }, ...(base ? [{ segment: base._id }] : [])] };
-    const segmentId = extensionSegmentId(run._id);
+    const segmentId = extensionSegmentId(run.retrainOf ?? run._id);
     const now = new Date();
-    try {
-      await segments.create({
-        _id: segmentId,
-        name: `${seed.name} (lookalike)`.slice(0, 200),
-        description: `Profiles like ${seed._id}${base ? ` within ${base._id}` : ''}, by lookalike run ${run._id}`,
-        taxonomyPath: seed.taxonomyPath,
-        ruleJson: JSON.stringify(rule),
-        schedule: null,
-        version: 1,
-        createdAt: now,
-        updatedAt: now,
-        current: null,
-        lastRun: null,
-      });
-    } catch (error) {
-      if (!isDuplicateKeyError(error)) throw error;
+    const description = `Profiles like ${seed._id}${base ? ` within ${base._id}` : ''}, by lookalike run ${run._id}`;
+    if (run.retrainOf) {
+      // A re-train replaces the extension's model in place (a retry finds it replaced already).
+      const extension = await segments.get(segmentId);
+      if (!extension) throw ApplicationFailure.nonRetryable(`the extension segment ${segmentId} is gone`);
+      if (extension.description !== description && !(await segments.replace({ ...extension, description, ruleJson: JSON.stringify(rule), version: extension.version + 1, updatedAt: now }, extension.version))) {
+        throw new Error(`the extension segment ${segmentId} changed while its model was replaced`);
+      }
+    } else {
+      try {
+        await segments.create({
+          _id: segmentId,
+          name: `${seed.name} (lookalike)`.slice(0, 200),
+          description,
+          taxonomyPath: seed.taxonomyPath,
+          ruleJson: JSON.stringify(rule),
+          schedule: null,
+          version: 1,
+          createdAt: now,
+          updatedAt: now,
+          current: null,
+          lastRun: null,
+        });
+      } catch (error) {
+        if (!isDuplicateKeyError(error)) throw error;
+      }
     }
     const segmentRun = await prepareRun(segments, new SegmentRunStore(deps.store), now, now, [segmentId]);
     await startSegmentRun(deps.temporal, deps.store.db.databaseName, segmentRun._id, deps.config);
@@ -170,6 +181,25 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
       const run = await runs.get(input.runId);
       if (!run || run.state !== 'running') return;
       await runs.save(await withHeartbeats(() => train(run)));
+      if (run.retrainOf) await runs.set(run.retrainOf, { latestRetrain: run._id });
+    },
+
+    /**
+     * Records the re-train a schedule firing asks for (a retry finds it recorded) and returns its id;
+     * none when the run that set the schedule, its seed or its extension is gone, or the schedule
+     * was stopped — then the schedule is deleted.
+     */
+    async beginRetrain(input: { firstRunId: string; at: number }): Promise<string | null> {
+      const first = await runs.get(input.firstRunId);
+      const alive = first?.retrain && first.state === 'completed' && (await segments.get(first.seedId))?.current && (await segments.get(extensionSegmentId(first._id)));
+      if (!first || !alive) {
+        await syncLookalikeSchedule(deps.temporal, deps.store.db.databaseName, input.firstRunId, null, deps.config);
+        return null;
+      }
+      const at = new Date(input.at);
+      const run: LookalikeRunDoc = { ...first, _id: retrainRunId(first._id, at), state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: null, retrainOf: first._id, latestRetrain: null, startedAt: at, finishedAt: null };
+      await runs.create(run);
+      return run._id;
     },
 
     /** Records a run that could not finish, and why. */

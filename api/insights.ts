@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Router, type Response } from 'express';
+import { Router, type Request, type Response } from 'express';
 import { z } from 'zod';
 import {
   affinityOf,
@@ -24,7 +24,7 @@ import { AudienceReportStore } from '../store/audienceReports';
 import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
-import { requestAudienceReports, startLookalike } from '../temporal/client';
+import { requestAudienceReports, startLookalike, syncLookalikeSchedule } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
 import { parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
@@ -133,16 +133,28 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     }
     const startedAt = new Date();
     const runId = lookalikeRunId(seed._id, body, startedAt);
-    const run: LookalikeRunDoc = { _id: runId, seedId: seed._id, base, reach: body.reach ?? null, accuracy: body.accuracy ?? null, state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, startedAt, finishedAt: null };
+    const run: LookalikeRunDoc = { _id: runId, seedId: seed._id, base, reach: body.reach ?? null, accuracy: body.accuracy ?? null, state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: body.retrain ?? null, retrainOf: null, latestRetrain: null, startedAt, finishedAt: null };
     await lookalikes.create(run);
     await startLookalike(temporal, store.db.databaseName, runId, config);
+    if (run.retrain) await syncLookalikeSchedule(temporal, store.db.databaseName, runId, run.retrain, config);
     res.status(202).location(`/v1/segments/${seed._id}/lookalike/${runId}`).json({ runId });
   });
 
-  router.get('/v1/segments/:id/lookalike/:runId', admin, async (req, res) => {
+  const lookalikeRun = async (req: Request): Promise<LookalikeRunDoc> => {
     const run = await lookalikes.get(String(req.params.runId));
     if (!run || run.seedId !== String(req.params.id)) throw new ProblemError(404, 'lookalike-not-found', 'No such lookalike run of this segment', [{ path: 'params.runId', message: `no run ${String(req.params.runId)} of ${String(req.params.id)}` }]);
-    res.json(lookalikeView(run));
+    return run;
+  };
+
+  router.get('/v1/segments/:id/lookalike/:runId', admin, async (req, res) => {
+    res.json(lookalikeView(await lookalikeRun(req)));
+  });
+
+  router.delete('/v1/segments/:id/lookalike/:runId/retrain', admin, async (req, res) => {
+    const run = await lookalikeRun(req);
+    await syncLookalikeSchedule(temporal, store.db.databaseName, run._id, null, config);
+    await lookalikes.set(run._id, { retrain: null });
+    res.status(204).end();
   });
 
   router.post('/v1/insights/overlap', admin, async (req, res) => {
@@ -240,6 +252,14 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
     responses: { 200: { description: 'The run', ...json(LookalikeViewSchema) }, ...admin, 404: problem('No such run of this segment') },
   });
   registry.registerPath({
+    method: 'delete',
+    path: '/v1/segments/{id}/lookalike/{runId}/retrain',
+    summary: "Stop a lookalike's re-training schedule (the extension segment keeps the model it holds)",
+    security,
+    request: { params: runParams },
+    responses: { 204: { description: 'Stopped (or there was none)' }, ...admin, 404: problem('No such run of this segment') },
+  });
+  registry.registerPath({
     method: 'post',
     path: '/v1/insights/overlap',
     summary: 'Pairwise overlaps of 2 to 20 segments: sizes, intersections and Jaccard indexes, from memberships as they stand now',
@@ -264,6 +284,9 @@ function lookalikeView(run: LookalikeRunDoc): LookalikeView {
     topFeatures: run.topFeatures,
     excluded: run.excluded,
     error: run.error,
+    retrain: run.retrain ?? null,
+    retrainOf: run.retrainOf ?? null,
+    latestRetrain: run.latestRetrain ?? null,
     startedAt: run.startedAt.toISOString(),
     finishedAt: run.finishedAt?.toISOString() ?? null,
   };

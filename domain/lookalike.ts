@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { STORED_TYPE_OF_KIND, type Rule } from './segmentRules';
+import { NullableScheduleSchema, SegmentScheduleSchema } from './segments';
 import './schemaChecks';
 
 /**
@@ -26,6 +27,11 @@ const L2 = 1e-3;
 export function lookalikeRunId(seedId: string, request: LookalikeRequest, at: Date): string {
   const second = at.toISOString().slice(0, 19).replace(/[-:]/g, '');
   return `lk_${second}_${createHash('sha256').update(`${seedId}\u0000${JSON.stringify(request)}`).digest('hex').slice(0, 12)}`;
+}
+
+/** A re-train's id: the run whose schedule started it, and the scheduled time (one re-train per firing). */
+export function retrainRunId(firstRunId: string, at: Date): string {
+  return `${firstRunId}_r${at.toISOString().slice(0, 19).replace(/[-:]/g, '')}`;
 }
 
 /** A deterministic uniform number in [0, 1) per id and purpose: samples and splits do not depend on scan order. */
@@ -131,6 +137,7 @@ export const LookalikeRequestSchema = z
     base: z.string().min(1).max(64).optional().openapi({ description: '`all` (default) or a segment whose members are the base: the model learns the seed against the rest of it, and the extension is drawn from it' }),
     reach: z.number().int().min(1).max(100_000_000).optional().openapi({ description: 'How many base profiles outside the seed the extension holds: the best scored (default: as many as the seed)' }),
     accuracy: z.number().gt(0).lt(1).optional().openapi({ description: 'Instead of `reach`: the least model probability a profile needs (higher: fewer, more alike)' }),
+    retrain: SegmentScheduleSchema.optional().openapi({ description: "Re-train on this schedule (`{\"every\": \"P7D\"}` or a cron): each re-train is a run of its own, learning from the seed and base as they are then, and replaces the extension segment's model in place — same segment id, so destinations keep exporting it" }),
   })
   .strict()
   .refine((body) => body.reach === undefined || body.accuracy === undefined, { message: 'give reach or accuracy, not both', path: ['accuracy'] })
@@ -154,6 +161,9 @@ export const LookalikeViewSchema = z
     topFeatures: z.array(z.object({ feature: z.string(), weight: z.number() })),
     excluded: z.array(z.string()).openapi({ description: "Features the seed's rule is defined by, never read by the model" }),
     error: z.string().nullable(),
+    retrain: NullableScheduleSchema.openapi({ description: 'The re-training schedule this run set (null: none, or stopped)' }),
+    retrainOf: z.string().nullable().openapi({ description: 'For a re-train: the run whose schedule started it, and whose extension segment it updated' }),
+    latestRetrain: z.string().nullable().openapi({ description: "For a run with a schedule: its newest completed re-train, whose model the extension segment now holds" }),
     startedAt: z.string().openapi({ format: 'date-time' }),
     finishedAt: z.string().openapi({ format: 'date-time' }).nullable(),
   })

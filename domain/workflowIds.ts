@@ -70,6 +70,11 @@ export function itemModelWorkflowId(databaseName: string): string {
   return `item-model:${databaseName}`;
 }
 
+/** A lookalike's re-training schedule, and the re-trains it starts (one at a time). */
+export function lookalikeScheduleId(databaseName: string, firstRunId: string): string {
+  return `lookalike-retrain:${databaseName}:${firstRunId}`;
+}
+
 /** One lookalike run (`runId` derives from the seed, the request and the second). */
 export function lookalikeWorkflowId(databaseName: string, runId: string): string {
   return `lookalike:${databaseName}:${runId}`;

@@ -1,4 +1,5 @@
 import type { Collection } from 'mongodb';
+import type { SegmentSchedule } from '../domain/segments';
 import { insertKeyed, type Store } from './db';
 
 export const LOOKALIKE_COLLECTIONS = {
@@ -23,6 +24,12 @@ export interface LookalikeRunDoc {
   topFeatures: Array<{ feature: string; weight: number }>;
   excluded: string[];
   error: string | null;
+  /** The schedule this run re-trains on (null: none, or stopped). */
+  retrain?: SegmentSchedule | null;
+  /** For a re-train: the run whose schedule started it. */
+  retrainOf?: string | null;
+  /** For a run with a schedule: its newest completed re-train. */
+  latestRetrain?: string | null;
   startedAt: Date;
   finishedAt: Date | null;
 }
@@ -46,5 +53,10 @@ export class LookalikeRunStore {
 
   async save(doc: LookalikeRunDoc): Promise<void> {
     await this.runs.replaceOne({ _id: doc._id }, doc);
+  }
+
+  /** Sets fields of a run (its schedule stopped, its newest re-train). */
+  async set(id: string, fields: Pick<LookalikeRunDoc, 'retrain' | 'latestRetrain'>): Promise<void> {
+    await this.runs.updateOne({ _id: id }, { $set: fields });
   }
 }

@@ -1,6 +1,6 @@
-import { Client, Connection, type WorkflowHandle, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandle, type ScheduleOptions, type ScheduleOptionsAction, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeScheduleId, lookalikeWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import type { DestinationDoc } from '../store/destinations';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
@@ -17,7 +17,7 @@ import { segmentRun } from '../workflows/segmentRun';
 import { storeRetention } from '../workflows/storeRetention';
 import { audienceReports } from '../workflows/audienceReports';
 import { itemModel } from '../workflows/itemModel';
-import { lookalike } from '../workflows/lookalike';
+import { lookalike, lookalikeRetrain } from '../workflows/lookalike';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
@@ -167,6 +167,15 @@ export async function startLookalike(client: Client, databaseName: string, runId
   }
 }
 
+/**
+ * Makes a lookalike's re-training schedule match its run: each firing re-trains on the seed and base
+ * as they are then (never two at once); none (`null`) stops it.
+ */
+export async function syncLookalikeSchedule(client: Client, databaseName: string, firstRunId: string, schedule: SegmentSchedule | null, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  const scheduleId = lookalikeScheduleId(databaseName, firstRunId);
+  await putSchedule(client, scheduleId, schedule && { spec: scheduleSpec(schedule), action: { workflowType: lookalikeRetrain, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ firstRunId }] } });
+}
+
 /** Starts an item model build now, or finds the one running. */
 export async function requestItemModel(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<WorkflowHandle<typeof itemModel>> {
   return client.workflow.start(itemModel, { workflowId: itemModelWorkflowId(databaseName), taskQueue: config.DMP_TASK_QUEUE, workflowIdConflictPolicy: 'USE_EXISTING', args: [] });
@@ -175,6 +184,35 @@ export async function requestItemModel(client: Client, databaseName: string, con
 /** A schedule of ours (`{every}` or `{cron}`) as a Temporal Schedule spec. */
 function scheduleSpec(schedule: SegmentSchedule): ScheduleSpec {
   return 'every' in schedule ? { intervals: [{ every: durationMs(schedule.every) }] } : { cronExpressions: [schedule.cron] };
+}
+
+/**
+ * Makes a schedule match what it should be: created, its spec, action and pause replaced, or
+ * deleted (`null`). Its runs never overlap (a turn is skipped while one runs); one missed while the
+ * cluster was down is caught up within the hour.
+ */
+async function putSchedule(
+  client: Client,
+  scheduleId: string,
+  wanted: { spec: ScheduleSpec; action: Omit<ScheduleOptionsAction, 'type'>; paused?: boolean; typedSearchAttributes?: ScheduleOptions['typedSearchAttributes'] } | null,
+): Promise<void> {
+  const handle = client.schedule.getHandle(scheduleId);
+  if (!wanted) {
+    try {
+      await handle.delete();
+    } catch (error) {
+      if (!(error instanceof ScheduleNotFoundError)) throw error;
+    }
+    return;
+  }
+  const { spec, action, paused = false, typedSearchAttributes } = wanted;
+  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' as const };
+  try {
+    await client.schedule.create({ scheduleId, spec, action: { ...action, type: 'startWorkflow' }, policies, state: { paused }, ...(typedSearchAttributes && { typedSearchAttributes }) });
+  } catch (error) {
+    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+    await handle.update((previous) => ({ ...previous, spec, action: { ...action, type: 'startWorkflow' }, state: { ...previous.state, paused } }));
+  }
 }
 
 /** Starts a prepared batch segmentation run under its deterministic id; finding it started is success. */
@@ -199,24 +237,7 @@ export async function syncSegmentSchedule(
   config: Pick<Config, 'DMP_TASK_QUEUE'>,
 ): Promise<void> {
   const scheduleId = segmentScheduleId(databaseName, segmentId);
-  const handle = client.schedule.getHandle(scheduleId);
-  if (!schedule) {
-    try {
-      await handle.delete();
-    } catch (error) {
-      if (!(error instanceof ScheduleNotFoundError)) throw error;
-    }
-    return;
-  }
-  const spec = scheduleSpec(schedule);
-  const action = { type: 'startWorkflow' as const, workflowType: segmentRun, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ databaseName }] as [object] };
-  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' as const };
-  try {
-    await client.schedule.create({ scheduleId, spec, action, policies });
-  } catch (error) {
-    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
-    await handle.update((previous) => ({ ...previous, spec, action }));
-  }
+  await putSchedule(client, scheduleId, schedule && { spec: scheduleSpec(schedule), action: { workflowType: segmentRun, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ databaseName }] } });
 }
 
 /** Starts an export the API recorded, under its deterministic id; finding it started is success. */
@@ -246,43 +267,22 @@ export async function syncDestinationSchedule(
   config: Pick<Config, 'DMP_TASK_QUEUE'>,
 ): Promise<string | null> {
   const scheduleId = destinationScheduleId(databaseName, destination._id);
-  const handle = client.schedule.getHandle(scheduleId);
   const schedule = destination.schedule;
   if (!destination.nearRealTime && !schedule) {
-    try {
-      await handle.delete();
-    } catch (error) {
-      if (!(error instanceof ScheduleNotFoundError)) throw error;
-    }
+    await putSchedule(client, scheduleId, null);
     return null;
   }
   const spec: ScheduleSpec = destination.nearRealTime || !schedule ? { intervals: [{ every: '1 minute' }] } : scheduleSpec(schedule);
   const trigger: DestinationExportInput['trigger'] = destination.nearRealTime ? 'near_real_time' : 'schedule';
-  const action = {
-    type: 'startWorkflow' as const,
-    workflowType: destinationExport,
-    workflowId: scheduleId,
-    taskQueue: config.DMP_TASK_QUEUE,
-    args: [{ destinationId: destination._id, trigger, databaseName }] as [DestinationExportInput],
-    typedSearchAttributes: [{ key: SA.destinationId, value: destination._id }],
-  };
-  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' as const };
-  const paused = destination.state === 'paused';
-  try {
-    await client.schedule.create({ scheduleId, spec, action, policies, state: { paused }, typedSearchAttributes: [{ key: SA.destinationId, value: destination._id }] });
-  } catch (error) {
-    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
-    await handle.update((previous) => ({ ...previous, spec, action, state: { ...previous.state, paused } }));
-  }
+  const typedSearchAttributes = [{ key: SA.destinationId, value: destination._id }];
+  const args: [DestinationExportInput] = [{ destinationId: destination._id, trigger, databaseName }];
+  const action = { workflowType: destinationExport, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args, typedSearchAttributes };
+  await putSchedule(client, scheduleId, { spec, action, paused: destination.state === 'paused', typedSearchAttributes });
   return scheduleId;
 }
 
-export async function deleteDestinationSchedule(client: Client, databaseName: string, destinationId: string): Promise<void> {
-  try {
-    await client.schedule.getHandle(destinationScheduleId(databaseName, destinationId)).delete();
-  } catch (error) {
-    if (!(error instanceof ScheduleNotFoundError)) throw error;
-  }
+export function deleteDestinationSchedule(client: Client, databaseName: string, destinationId: string): Promise<void> {
+  return putSchedule(client, destinationScheduleId(databaseName, destinationId), null);
 }
 
 /** Starts the import of a received CRM upload under its deterministic id; finding it started is success. */
@@ -324,22 +324,8 @@ export async function syncFeedSchedule(
     { key: SA.sourceKind, value: source.kind },
     { key: SA.party, value: source.party },
   ];
-  const action = {
-    type: 'startWorkflow' as const,
-    workflowType: scheduledFeedPull,
-    workflowId: scheduleId,
-    taskQueue: config.DMP_TASK_QUEUE,
-    args: [{ sourceId: source._id, databaseName }] as [{ sourceId: string; databaseName: string }],
-    typedSearchAttributes: searchAttributes,
-  };
-  const policies = { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' as const };
-  const paused = source.state === 'paused';
-  try {
-    await client.schedule.create({ scheduleId, spec, action, policies, state: { paused }, typedSearchAttributes: searchAttributes });
-  } catch (error) {
-    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
-    await client.schedule.getHandle(scheduleId).update((previous) => ({ ...previous, spec, action, state: { ...previous.state, paused } }));
-  }
+  const action = { workflowType: scheduledFeedPull, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ sourceId: source._id, databaseName }], typedSearchAttributes: searchAttributes };
+  await putSchedule(client, scheduleId, { spec, action, paused: source.state === 'paused', typedSearchAttributes: searchAttributes });
 }
 
 /**

@@ -8,4 +8,4 @@ export { crmImport } from './crmImport';
 export { feedPull, scheduledFeedPull } from './feedPull';
 export { audienceReports } from './audienceReports';
 export { itemModel } from './itemModel';
-export { lookalike } from './lookalike';
+export { lookalike, lookalikeRetrain } from './lookalike';

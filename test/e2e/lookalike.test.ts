@@ -1,3 +1,5 @@
+import { ScheduleNotFoundError } from '@temporalio/client';
+import { lookalikeScheduleId } from '../../domain/workflowIds';
 import { call } from '../support/http';
 import { seededRandom } from '../support/random';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
@@ -7,17 +9,17 @@ const PEOPLE = 1000;
 const hoursAgo = (hours: number) => new Date(Date.now() - hours * 3_600_000).toISOString();
 
 /**
- * Planted: every fourth person bought gear (the seed). 80% of buyers read the alpine magazine against
- * 10% of the others — a signal the model may learn, since the seed is defined by the purchase, not
- * the magazine. `lucky` is a coin flip independent of everything: a seed defined by it has nothing
- * to learn.
+ * Planted: every fourth person bought gear (the seed). 90% of buyers read the alpine magazine against
+ * 5% of the others (an AUC near 0.92 for a model that finds it) — a signal the model may learn, since
+ * the seed is defined by the purchase, not the magazine. `lucky` is a coin flip independent of
+ * everything: a seed defined by it has nothing to learn.
  */
 function plantedEvents(): unknown[] {
   const random = seededRandom(7);
   const events: unknown[] = [];
   for (let i = 0; i < PEOPLE; i++) {
     const buyer = i % 4 === 0;
-    const alpine = buyer ? i % 5 !== 0 : i % 10 === 1;
+    const alpine = buyer ? i % 40 !== 0 : i % 20 === 1;
     const traits = { region: ['north', 'south', 'east'][i % 3], lucky: random() < 0.5, ...(alpine && { magazine: 'alpine' }) };
     events.push({ id: `v${i}`, type: 'page_view', timestamp: hoursAgo(3), identities: { cookie_id: `ck-${i}` }, traits });
     if (buyer) events.push({ id: `g${i}`, type: 'gear_purchase', timestamp: hoursAgo(2), identities: { cookie_id: `ck-${i}` } });
@@ -68,7 +70,7 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     expect(run.topFeatures[0]).toMatchObject({ feature: 'trait:magazine="alpine"' });
     expect(run.topFeatures[0].weight).toBeGreaterThan(0);
     expect(run.topFeatures.some((feature: { feature: string }) => feature.feature.includes('gear_purchase'))).toBe(false);
-    // The 75 alpine readers outside the seed score alike and best: the 100th best is below them.
+    // The 50 alpine readers outside the seed score alike and best: the 100th best is below them.
     expect(run.reach).toBeGreaterThanOrEqual(100);
 
     // The extension is a segment like any other: its run evaluates the model, and agrees with the training's count.
@@ -78,8 +80,37 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     const seedMembers = new Set<string>((await admin(`/v1/segments/${seeds.buyers}/members?limit=1000`)).body.members);
     expect(members.filter((id) => seedMembers.has(id))).toEqual([]);
     const alpineOutsideSeed = [];
-    for (let i = 1; i < PEOPLE; i += 10) if (i % 4 !== 0) alpineOutsideSeed.push((await source.lookup('cookie_id', `ck-${i}`)).body.id);
+    for (let i = 1; i < PEOPLE; i += 20) alpineOutsideSeed.push((await source.lookup('cookie_id', `ck-${i}`)).body.id);
     expect(members).toEqual(expect.arrayContaining(alpineOutsideSeed));
+  });
+
+  it('re-trains on its schedule, replacing the extension’s model in place, until stopped', async () => {
+    const run = await lookalike(seeds.buyers, { reach: 50, retrain: { every: 'P1D' } });
+    expect(run).toMatchObject({ state: 'completed', retrain: { every: 'P1D' }, retrainOf: null, latestRetrain: null });
+    const before = await settled(run.segmentId);
+    const schedule = platform.temporal.schedule.getHandle(lookalikeScheduleId(platform.store.db.databaseName, run.runId));
+    expect((await schedule.describe()).action).toMatchObject({ type: 'startWorkflow', workflowType: 'lookalikeRetrain' });
+
+    // A firing now rather than tomorrow: a new run, whose model the same segment now holds and is evaluated by.
+    await schedule.trigger();
+    const retrained = await waitFor('the re-train', async () => {
+      const latest = (await admin(`/v1/segments/${seeds.buyers}/lookalike/${run.runId}`)).body.latestRetrain;
+      return latest ? (await admin(`/v1/segments/${seeds.buyers}/lookalike/${latest}`)).body : null;
+    }, 120_000);
+    expect(retrained).toMatchObject({ state: 'completed', retrainOf: run.runId, segmentId: run.segmentId, retrain: null });
+    expect(retrained.runId).not.toBe(run.runId);
+    expect(retrained.topFeatures[0]).toMatchObject({ feature: 'trait:magazine="alpine"' });
+    const after = await waitFor('the extension re-evaluated', async () => {
+      const view = (await admin(`/v1/segments/${run.segmentId}`)).body;
+      return view.version > before.version && view.lastRun?.state === 'completed' ? view : null;
+    }, 120_000);
+    expect(after.description).toContain(retrained.runId);
+    expect(after.size).toBe(retrained.reach);
+
+    const stopped = await admin(`/v1/segments/${seeds.buyers}/lookalike/${run.runId}/retrain`, { method: 'DELETE' });
+    expect(stopped.status).toBe(204);
+    await expect(schedule.describe()).rejects.toBeInstanceOf(ScheduleNotFoundError);
+    expect((await admin(`/v1/segments/${seeds.buyers}/lookalike/${run.runId}`)).body.retrain).toBeNull();
   });
 
   it('finds nothing to learn in a seed with no signal (AUC near 0.5)', async () => {
