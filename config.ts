@@ -57,8 +57,10 @@ export const ConfigSchema = z.object({
     .string()
     .default('product_view,add_to_cart,purchase')
     .transform((list) => list.split(',').map((type) => type.trim()).filter(Boolean)),
-  /** How often the item model is rebuilt. */
-  DMP_ITEM_MODEL_EVERY_MINUTES: z.coerce.number().min(1).default(60),
+  /** How often the item model is rebuilt by a pass over every person (between, refreshes apply what folds recorded). */
+  DMP_ITEM_MODEL_EVERY_MINUTES: z.coerce.number().min(1).default(1440),
+  /** How often the item model takes in the interactions folded since its last update. */
+  DMP_ITEM_MODEL_REFRESH_MINUTES: z.coerce.number().min(1).default(5),
   /** How long an insight waits for an audience report it started before answering with what there is. */
   DMP_REPORT_WAIT_SECONDS: z.coerce.number().min(0).max(300).default(25),
   /** How long an idle source waits for a wake-up from the API before looking at its log anyway. */

@@ -6,11 +6,13 @@ import { cappedTypes } from '../domain/identityCaps';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
 import { EvaluationTime, SegmentEvaluator, type SegmentDefinition } from '../domain/segmentRules';
 import type { Store } from '../store/db';
 import { IdentityCapStore } from '../store/identityCaps';
 import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
+import { ItemModelStore } from '../store/itemModel';
 import { UnlinkStore } from '../store/identityUnlinks';
 import { ProfileEventLog, type PartitionPosition, type RoutedBatch, type RoutedEvent } from '../store/profileEvents';
 import { ProfileGraph } from '../store/profileGraph';
@@ -55,7 +57,7 @@ export type FoldStep = 'profiles-partly-written' | 'group-carried' | 'split-part
 
 export interface ProfileWriterDeps {
   store: Store;
-  config: Pick<Config, 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_CAPS'>;
+  config: Pick<Config, 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_CAPS'> & Partial<Pick<Config, 'DMP_ITEM_EVENT_TYPES'>>;
   now?: () => Date;
   /** Profiles per insert; a fold touching more is written in several. */
   profileWriteBatch?: number;
@@ -78,6 +80,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const writerId = `${hostname()}:${process.pid}:${randomUUID()}`;
   const segmentStore = new SegmentStore(deps.store);
   const segmentRuns = new SegmentRunStore(deps.store);
+  const itemModels = new ItemModelStore(deps.store);
+  const itemTypes = deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES;
   const profileGraph = new ProfileGraph(identities, profiles);
   let compiled: { key: string; evaluator: SegmentEvaluator } | null = null;
   const evaluatorFor = (definitions: SegmentDefinition[]): SegmentEvaluator => {
@@ -190,6 +194,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     }
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
     await recordSegmentChanges(group, changed, stored, [...linkedNow].filter((id) => stored.has(id) || changed.has(id)));
+    await recordItemChanges(group, changed, stored);
     result.profilesWritten = toSave.length;
     await compact(position, group, trustCache, result);
     await routedEvents.savePosition(input.partition, position);
@@ -327,6 +332,25 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const touched = [...new Set([...changed.values()].filter((doc) => !doc.retired && factsChanged(stored.get(doc.profileId) ?? null, doc)).map((doc) => personOf(doc.profileId)))];
     if (Object.keys(changes).length === 0 && touched.length === 0) return;
     await segmentRuns.recordChanges({ _id: group, at: at.now, changes: withVersions(changes, versions), ...(touched.length > 0 && { touched }) });
+  }
+
+  /**
+   * The incremental path of the item model (activities/itemModel): each person whose items this
+   * fold changed, with their items before and after, recorded under the attempt's write group (a
+   * retry writes the same record). Documents joined to others are left to the next full build: their
+   * person's items are the component's.
+   */
+  async function recordItemChanges(group: string, changed: Map<string, ProfileDoc>, stored: Map<string, StoredVersion>): Promise<void> {
+    const single = (doc: Readonly<ProfileDoc> | undefined) => !!doc && !doc.retired && !doc.linked && !doc.ancestors?.length;
+    const people: ItemChange[] = [];
+    for (const doc of changed.values()) {
+      const previous = stored.get(doc.profileId);
+      if (!single(doc) || (previous && !single(previous))) continue;
+      const before = previous ? itemsOf(previous, itemTypes) : [];
+      const after = itemsOf(doc, itemTypes);
+      if (before.join('\u0000') !== after.join('\u0000')) people.push({ personId: doc.profileId, before, after });
+    }
+    if (people.length > 0) await itemModels.recordChanges({ _id: group, at: now(), people });
   }
 
   /** Marks documents that reached a cap of some identity type in this fold, so drains stop joining to them. */

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { ItemModelSchema, itemsOf, ProfileSegmentsSchema, recommend, RecommendationsQuerySchema, RecommendationsSchema, type ItemNeighbours } from '../domain/recommendations';
+import { ItemModelRequestSchema, ItemModelSchema, itemsOf, ProfileSegmentsSchema, recommend, RecommendationsQuerySchema, RecommendationsSchema, type ItemNeighbours } from '../domain/recommendations';
 import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
 import { ItemModelStore, type ItemModelHead } from '../store/itemModel';
 import { definitionsOf, SegmentStore } from '../store/segments';
@@ -77,11 +77,12 @@ export function personalizationRouter({ store, temporal, config, admin }: Pick<R
 
   router.get('/v1/recommendations/model', admin, async (_req, res) => {
     const head = await models.head();
-    res.json({ state: head ? 'built' : 'none', builtAt: head?.at.toISOString() ?? null, items: head?.items ?? 0, people: head?.people ?? 0, eventTypes: head?.eventTypes ?? config.DMP_ITEM_EVENT_TYPES });
+    res.json({ state: head ? 'built' : 'none', builtAt: head?.at.toISOString() ?? null, fullBuildAt: head?.fullAt?.toISOString() ?? null, items: head?.items ?? 0, people: head?.people ?? 0, eventTypes: head?.eventTypes ?? config.DMP_ITEM_EVENT_TYPES });
   });
 
-  router.post('/v1/recommendations/model', admin, async (_req, res) => {
-    const handle = await requestItemModel(temporal, store.db.databaseName, config);
+  router.post('/v1/recommendations/model', admin, async (req, res) => {
+    const body = parseOr400(ItemModelRequestSchema, req.body ?? {}, 'item model request');
+    const handle = await requestItemModel(temporal, store.db.databaseName, body.full, config);
     res.status(202).json({ workflowId: handle.workflowId });
   });
 
@@ -105,7 +106,7 @@ export function registerPersonalizationPaths({ registry, problem, json, adminKey
     path: '/v1/profiles/{id}/recommendations',
     summary: 'Items the profile has not interacted with, closest first to those it has (item-to-item co-occurrence)',
     description:
-      "Interactions are `properties.item` of the profile's recent events of the model's event types (DMP_ITEM_EVENT_TYPES). Each candidate scores the sum of its cosine similarities (people who interacted with both over √(people of each)) to the profile's items. Served from the item model built by the `itemModel` workflow (every DMP_ITEM_MODEL_EVERY_MINUTES, or POST /v1/recommendations/model).",
+      "Interactions are `properties.item` of the profile's recent events of the model's event types (DMP_ITEM_EVENT_TYPES). Each candidate scores the sum of its cosine similarities (people who interacted with both over √(people of each)) to the profile's items. Served from the item model the `itemModel` workflow keeps: every DMP_ITEM_MODEL_REFRESH_MINUTES it applies the interactions folds recorded since (a full pass every DMP_ITEM_MODEL_EVERY_MINUTES), or when POST /v1/recommendations/model asks.",
     security,
     request: { params: idParam, query: RecommendationsQuerySchema },
     responses: { 200: { description: 'Recommended items', ...json(RecommendationsSchema) }, 400: problem('Invalid query'), ...admin, 404: problem('No such profile') },
@@ -120,8 +121,9 @@ export function registerPersonalizationPaths({ registry, problem, json, adminKey
   registry.registerPath({
     method: 'post',
     path: '/v1/recommendations/model',
-    summary: 'Build the item model now (one pass over every profile), or join the build running',
+    summary: 'Update the item model now — a full build (one pass over every profile), or a refresh with the interactions folded since — or join the update running',
     security,
-    responses: { 202: { description: 'The build runs in the background', ...json(z.object({ workflowId: z.string() })) }, ...admin },
+    request: { body: { required: false, content: { 'application/json': { schema: ItemModelRequestSchema } } } },
+    responses: { 202: { description: 'The update runs in the background', ...json(z.object({ workflowId: z.string() })) }, 400: problem('Invalid body (the field is named)'), ...admin },
   });
 }

@@ -128,7 +128,7 @@ async function main(): Promise<void> {
 
   // Recommendations: the item model built (one pass), then profiles asked one after another, as pages would.
   const buildStart = performance.now();
-  const model = await (await requestItemModel(temporal, databaseName, { DMP_TASK_QUEUE: taskQueue })).result();
+  const model = await (await requestItemModel(temporal, databaseName, true, { DMP_TASK_QUEUE: taskQueue })).result();
   const buildSeconds = (performance.now() - buildStart) / 1000;
   say(`item model: ${model.items.toLocaleString()} items from ${model.people.toLocaleString()} people in ${round(buildSeconds)} s`);
   const recsTimes: number[] = [];

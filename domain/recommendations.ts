@@ -44,6 +44,20 @@ export interface ItemNeighbours {
   neighbours: Array<[string, number]>;
 }
 
+/** A counter's counts as stored between builds: items, people per item, and `[key, count]` per pair flattened. */
+export interface CooccurrenceState {
+  names: string[];
+  people: number[];
+  pairs: Float64Array;
+}
+
+/** One person's items before and after a fold changed them (the incremental refresh applies these). */
+export interface ItemChange {
+  personId: string;
+  before: string[];
+  after: string[];
+}
+
 /** Counts, over people's item sets, how many people hold each item and each pair. */
 export class CooccurrenceCounter {
   private readonly ids = new Map<string, number>();
@@ -51,6 +65,38 @@ export class CooccurrenceCounter {
   private readonly people: number[] = [];
   /** Pair counts keyed `low · 2^26 + high` (item ids below 2^26 — 67M items — keep the key an exact integer). */
   private readonly pairs = new Map<number, number>();
+
+  /** A counter holding stored counts, to apply changes to. */
+  static from(state: CooccurrenceState): CooccurrenceCounter {
+    const counter = new CooccurrenceCounter();
+    for (const [id, name] of state.names.entries()) {
+      counter.ids.set(name, id);
+      counter.names.push(name);
+      counter.people.push(state.people[id]);
+    }
+    for (let i = 0; i < state.pairs.length; i += 2) counter.pairs.set(state.pairs[i], state.pairs[i + 1]);
+    return counter;
+  }
+
+  state(): CooccurrenceState {
+    const pairs = new Float64Array(this.pairs.size * 2);
+    let i = 0;
+    for (const [key, count] of this.pairs) {
+      pairs[i++] = key;
+      pairs[i++] = count;
+    }
+    return { names: [...this.names], people: [...this.people], pairs };
+  }
+
+  /**
+   * A person's items changed from `before` to `after`: their old set's counts leave and the new
+   * set's come in — the same counts a pass over everyone would give, as long as `before` is what
+   * was counted of them.
+   */
+  change(before: string[], after: string[]): void {
+    this.count(before, -1);
+    this.count(after, 1);
+  }
 
   private id(item: string): number {
     let id = this.ids.get(item);
@@ -63,12 +109,18 @@ export class CooccurrenceCounter {
   }
 
   add(items: string[]): void {
+    this.count(items, 1);
+  }
+
+  private count(items: string[], by: 1 | -1): void {
     const ids = [...new Set(items.map((item) => this.id(item)))].sort((a, b) => a - b);
-    for (const id of ids) this.people[id]++;
+    for (const id of ids) this.people[id] += by;
     for (let a = 0; a < ids.length; a++) {
       for (let b = a + 1; b < ids.length; b++) {
         const key = ids[a] * 2 ** 26 + ids[b];
-        this.pairs.set(key, (this.pairs.get(key) ?? 0) + 1);
+        const count = (this.pairs.get(key) ?? 0) + by;
+        if (count > 0) this.pairs.set(key, count);
+        else this.pairs.delete(key);
       }
     }
   }
@@ -87,14 +139,14 @@ export class CooccurrenceCounter {
       lists[low].push([high, similarity, count]);
       lists[high].push([low, similarity, count]);
     }
-    return lists.map((list, id) => ({
+    return lists.flatMap((list, id) => (this.people[id] > 0 ? [{
       item: this.names[id],
       people: this.people[id],
       neighbours: list
         .sort((a, b) => b[1] - a[1] || b[2] - a[2] || (this.names[a[0]] < this.names[b[0]] ? -1 : 1))
         .slice(0, NEIGHBOURS_KEPT)
         .map(([other, similarity]) => [this.names[other], similarity] as [string, number]),
-    }));
+    }] : []));
   }
 }
 
@@ -129,10 +181,16 @@ export const ProfileSegmentsSchema = z
   .object({ profileId: z.string(), segments: z.array(z.object({ id: z.string(), name: z.string() })) })
   .openapi('ProfileSegments');
 
+export const ItemModelRequestSchema = z
+  .object({ full: z.boolean().default(true).openapi({ description: 'true (default): a pass over every profile; false: apply the interactions folded since the last update' }) })
+  .strict()
+  .openapi('ItemModelRequest');
+
 export const ItemModelSchema = z
   .object({
     state: z.enum(['none', 'built']),
-    builtAt: z.string().openapi({ format: 'date-time' }).nullable(),
+    builtAt: z.string().openapi({ format: 'date-time' }).nullable().openapi({ description: 'When the model served was last updated (a full build or a refresh)' }),
+    fullBuildAt: z.string().openapi({ format: 'date-time' }).nullable().openapi({ description: 'When the full build its counts descend from began' }),
     items: z.number().int(),
     people: z.number().int().openapi({ description: 'People with at least one item' }),
     eventTypes: z.array(z.string()),

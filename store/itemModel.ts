@@ -1,5 +1,5 @@
 import { Binary, BSON, type Collection } from 'mongodb';
-import type { ItemNeighbours } from '../domain/recommendations';
+import type { CooccurrenceState, ItemChange, ItemNeighbours } from '../domain/recommendations';
 import { findByIds, forEachConcurrently, replaceUnlessNewer, type Store } from './db';
 
 export const ITEM_MODEL_COLLECTIONS = {
@@ -7,7 +7,27 @@ export const ITEM_MODEL_COLLECTIONS = {
   chunks: 'item_model_chunks',
   /** `current`: the build the API serves, and the one before it (removed once the new one is published). */
   head: 'item_model_head',
+  /** A build's counts (items, people per item, pair counts), `<buildId>:<n>`, that refreshes apply changes to. */
+  state: 'item_model_state',
+  /** Per fold that changed someone's items (`_id` its write group): who, and their items before and after (objects: the store takes no nested arrays). */
+  changes: 'item_changes',
 } as const;
+
+/** Pair counts per stored state chunk (16 bytes each: a chunk stays well under a document's 16 MB). */
+const PAIRS_PER_CHUNK = 400_000;
+
+/** A build's stored parts: its neighbour chunks and its state chunks. */
+export interface ItemModelBuild {
+  buildId: string;
+  chunks: number;
+  stateChunks?: number;
+}
+
+export interface ItemChangesDoc {
+  _id: string;
+  at: Date;
+  people: ItemChange[];
+}
 
 export interface ItemModelHead {
   _id: 'current';
@@ -18,7 +38,13 @@ export interface ItemModelHead {
   items: number;
   people: number;
   eventTypes: string[];
-  previous: { buildId: string; chunks: number } | null;
+  /** Chunks of the counts this build's neighbours came from. */
+  stateChunks?: number;
+  /** When the full build these counts descend from began (a refresh keeps it). */
+  fullAt?: Date;
+  /** The item change records this build applied (a retried refresh skips them). */
+  applied?: string[];
+  previous: ItemModelBuild | null;
 }
 
 interface ModelChunk {
@@ -26,14 +52,73 @@ interface ModelChunk {
   body: Binary;
 }
 
+interface StateChunk {
+  _id: string;
+  names?: string[];
+  people?: number[];
+  pairs: Binary;
+}
+
 /** The item model: chunks written by key, then published by replacing the head; read whole by the API. */
 export class ItemModelStore {
   readonly chunks: Collection<ModelChunk>;
   readonly heads: Collection<ItemModelHead>;
+  readonly states: Collection<StateChunk>;
+  readonly changes: Collection<ItemChangesDoc>;
 
   constructor(store: Store) {
     this.chunks = store.db.collection<ModelChunk>(ITEM_MODEL_COLLECTIONS.chunks);
     this.heads = store.db.collection<ItemModelHead>(ITEM_MODEL_COLLECTIONS.head);
+    this.states = store.db.collection<StateChunk>(ITEM_MODEL_COLLECTIONS.state);
+    this.changes = store.db.collection<ItemChangesDoc>(ITEM_MODEL_COLLECTIONS.changes);
+  }
+
+  /** Records a fold's item changes under its write group (a retry writes the same record). */
+  async recordChanges(doc: ItemChangesDoc): Promise<void> {
+    await this.changes.replaceOne({ _id: doc._id }, doc, { upsert: true });
+  }
+
+  /** Every change record not yet folded into a build, oldest first. A scan: the collection holds only those. */
+  async pendingChanges(): Promise<ItemChangesDoc[]> {
+    const docs = await this.changes.find({}).toArray();
+    return docs.sort((a, b) => a.at.getTime() - b.at.getTime() || (a._id < b._id ? -1 : 1));
+  }
+
+  /** Removes change records a published build holds. */
+  async dropChanges(ids: string[]): Promise<void> {
+    for (let start = 0; start < ids.length; start += 1000) await this.changes.deleteMany({ _id: { $in: ids.slice(start, start + 1000) } });
+  }
+
+  /** Writes a build's counts (the same ids again on a retry); returns how many chunks hold them. */
+  async writeState(buildId: string, state: CooccurrenceState): Promise<number> {
+    const parts = Math.max(1, Math.ceil(state.pairs.length / 2 / PAIRS_PER_CHUNK));
+    await forEachConcurrently(
+      Array.from({ length: parts }, (_, n) => n),
+      2,
+      async (n) => {
+        const pairs = state.pairs.subarray(n * PAIRS_PER_CHUNK * 2, (n + 1) * PAIRS_PER_CHUNK * 2);
+        const body = { pairs: new Binary(new Uint8Array(pairs.buffer, pairs.byteOffset, pairs.byteLength)), ...(n === 0 && { names: state.names, people: state.people }) };
+        await this.states.replaceOne({ _id: `${buildId}:${n}` }, body, { upsert: true });
+      },
+    );
+    return parts;
+  }
+
+  /** A build's counts; null when it has none stored (built before counts were kept, or removed). */
+  async readState(head: ItemModelHead): Promise<CooccurrenceState | null> {
+    if (!head.stateChunks) return null;
+    const found = await findByIds(this.states, Array.from({ length: head.stateChunks }, (_, n) => `${head.buildId}:${n}`), 2);
+    const parts = Array.from({ length: head.stateChunks }, (_, n) => found.get(`${head.buildId}:${n}`));
+    if (parts.some((part) => !part) || !parts[0]?.names || !parts[0].people) return null;
+    const pairs = new Float64Array(parts.reduce((sum, part) => sum + (part as StateChunk).pairs.buffer.byteLength / 8, 0));
+    let at = 0;
+    for (const part of parts as StateChunk[]) {
+      const bytes = part.pairs.buffer;
+      // Copied through a fresh buffer: the driver's bytes need not be 8-byte aligned.
+      pairs.set(new Float64Array(Uint8Array.from(bytes).buffer), at);
+      at += bytes.byteLength / 8;
+    }
+    return { names: parts[0].names, people: parts[0].people, pairs };
   }
 
   head(): Promise<ItemModelHead | null> {
@@ -56,8 +141,8 @@ export class ItemModelStore {
     return replaceUnlessNewer(this.heads, head);
   }
 
-  /** Removes a build's chunks, by key. */
-  async drop(build: { buildId: string; chunks: number }): Promise<void> {
+  /** Removes a build's chunks and counts, by key. */
+  async drop(build: ItemModelBuild): Promise<void> {
     await forEachConcurrently(
       Array.from({ length: build.chunks }, (_, n) => n),
       4,
@@ -65,6 +150,7 @@ export class ItemModelStore {
         await this.chunks.deleteOne({ _id: `${build.buildId}:${n}` });
       },
     );
+    for (let n = 0; n < (build.stateChunks ?? 0); n++) await this.states.deleteOne({ _id: `${build.buildId}:${n}` });
   }
 
   /** A build's neighbour lists, by item. */

@@ -148,9 +148,9 @@ async function ensurePassSchedule(client: Client, workflow: typeof audienceRepor
 }
 
 /** The store's daily audience reports (insights and trend points of every segment) and its item model builds. */
-export async function ensurePassSchedules(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_ITEM_MODEL_EVERY_MINUTES'>): Promise<void> {
+export async function ensurePassSchedules(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_ITEM_MODEL_REFRESH_MINUTES'>): Promise<void> {
   await ensurePassSchedule(client, audienceReports, audienceReportsWorkflowId(databaseName), 86_400_000, config);
-  await ensurePassSchedule(client, itemModel, itemModelWorkflowId(databaseName), config.DMP_ITEM_MODEL_EVERY_MINUTES * 60_000, config);
+  await ensurePassSchedule(client, itemModel, itemModelWorkflowId(databaseName), config.DMP_ITEM_MODEL_REFRESH_MINUTES * 60_000, config);
 }
 
 /** Starts an audience report now, or finds the one running (asked for by another insight). */
@@ -176,9 +176,9 @@ export async function syncLookalikeSchedule(client: Client, databaseName: string
   await putSchedule(client, scheduleId, schedule && { spec: scheduleSpec(schedule), action: { workflowType: lookalikeRetrain, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ firstRunId }] } });
 }
 
-/** Starts an item model build now, or finds the one running. */
-export async function requestItemModel(client: Client, databaseName: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<WorkflowHandle<typeof itemModel>> {
-  return client.workflow.start(itemModel, { workflowId: itemModelWorkflowId(databaseName), taskQueue: config.DMP_TASK_QUEUE, workflowIdConflictPolicy: 'USE_EXISTING', args: [] });
+/** Starts an item model update now (a full build, or a refresh with what folds recorded), or finds the one running. */
+export async function requestItemModel(client: Client, databaseName: string, full: boolean, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<WorkflowHandle<typeof itemModel>> {
+  return client.workflow.start(itemModel, { workflowId: itemModelWorkflowId(databaseName), taskQueue: config.DMP_TASK_QUEUE, workflowIdConflictPolicy: 'USE_EXISTING', args: [{ full }] });
 }
 
 /** A schedule of ours (`{every}` or `{cron}`) as a Temporal Schedule spec. */

@@ -40,7 +40,7 @@ describe('personalization: recommended items from co-occurrence, and a profileâ€
   afterAll(() => platform.stop());
 
   it('before any build there is no model and nothing to recommend', async () => {
-    expect((await get('/v1/recommendations/model')).body).toEqual({ state: 'none', builtAt: null, items: 0, people: 0, eventTypes: ['product_view', 'add_to_cart', 'purchase'] });
+    expect((await get('/v1/recommendations/model')).body).toEqual({ state: 'none', builtAt: null, fullBuildAt: null, items: 0, people: 0, eventTypes: ['product_view', 'add_to_cart', 'purchase'] });
     expect((await get(`/v1/profiles/${ids.solo}/recommendations`)).body).toEqual({ profileId: ids.solo, modelBuiltAt: null, items: [] });
   });
 
@@ -69,12 +69,50 @@ describe('personalization: recommended items from co-occurrence, and a profileâ€
 
   it('a new build replaces the one served and removes the chunks of the one it replaced', async () => {
     const first = (await get('/v1/recommendations/model')).body.builtAt;
-    await platform.temporal.workflow.execute('itemModel', { workflowId: `item-model-again-${Date.now()}`, taskQueue: platform.taskQueue, args: [] });
+    await platform.temporal.workflow.execute('itemModel', { workflowId: `item-model-again-${Date.now()}`, taskQueue: platform.taskQueue, args: [{ full: true }] });
     const head = await platform.store.db.collection('item_model_head').findOne({ _id: 'current' as never });
     expect(head?.at.toISOString()).not.toBe(first);
     expect(head?.previous.buildId).toBe(String(new Date(first).getTime()));
-    const chunks = await platform.store.db.collection('item_model_chunks').find({}, { projection: { _id: 1 } }).toArray();
-    expect(chunks.map((chunk) => chunk._id)).toEqual([`${head?.buildId}:0`]);
+    for (const collection of ['item_model_chunks', 'item_model_state']) {
+      const chunks = await platform.store.db.collection(collection).find({}, { projection: { _id: 1 } }).toArray();
+      expect(chunks.map((chunk) => chunk._id)).toEqual([`${head?.buildId}:0`]);
+    }
+  });
+
+  it('takes in interactions folded since without a pass, counting as a full build would', async () => {
+    const update = (full: boolean) => platform.temporal.workflow.execute('itemModel', { workflowId: `item-model-${full ? 'full' : 'refresh'}-${Date.now()}`, taskQueue: platform.taskQueue, args: [{ full }] });
+    const fullBuildAt = (await get('/v1/recommendations/model')).body.fullBuildAt;
+    // camper0 adds the lamp to the tent and stove; three cooks buy a stove and a lamp.
+    const events = [{ id: 'camper0-lamp', type: 'add_to_cart', timestamp: minutesAgo(3), identities: { cookie_id: 'camper0' }, properties: { item: 'lamp' } }];
+    for (let i = 0; i < 3; i++) for (const item of ['stove', 'lamp']) events.push({ id: `cook${i}-${item}`, type: 'purchase', timestamp: minutesAgo(2), identities: { cookie_id: `cook${i}` }, properties: { item } });
+    expect((await source.send(events)).body.accepted).toBe(events.length);
+    await source.folded(baskets().length + events.length);
+
+    const refreshed = await update(false);
+    expect(refreshed).toMatchObject({ kind: 'refresh', documentsScanned: 0, changesApplied: 4, people: 28 });
+    expect(await platform.store.db.collection('item_changes').countDocuments()).toBe(0);
+    const model = (await get('/v1/recommendations/model')).body;
+    expect(model).toMatchObject({ state: 'built', items: 5, people: 28, fullBuildAt });
+    // Now tent 17 people, stove 15, lamp 8; tentâ€“stove 12, tentâ€“lamp 5.
+    const expected = [
+      { item: 'stove', score: 12 / Math.sqrt(17 * 15) },
+      { item: 'lamp', score: 5 / Math.sqrt(17 * 8) },
+    ];
+    const served = () => Promise.all(['solo', 'hiker0', 'reader0'].map(async (person) => (await get(`/v1/profiles/${ids[person]}/recommendations`)).body));
+    const afterRefresh = await waitFor('the refreshed model served', async () => {
+      const answers = await served();
+      return answers[0].modelBuiltAt === model.builtAt ? answers : null;
+    });
+    expect(afterRefresh[0].items).toEqual(expected);
+
+    // A full build finds exactly the same counts.
+    expect(await update(true)).toMatchObject({ kind: 'build', people: 28 });
+    const afterBuild = await waitFor('the full build served', async () => {
+      const answers = await served();
+      return answers[0].modelBuiltAt !== model.builtAt ? answers : null;
+    });
+    expect(afterBuild.map((answer) => answer.items)).toEqual(afterRefresh.map((answer) => answer.items));
+    expect(await update(false)).toMatchObject({ kind: 'unchanged' });
   });
 
   it("lists the profile's segments now, by id and name", async () => {
@@ -86,6 +124,12 @@ describe('personalization: recommended items from co-occurrence, and a profileâ€
     });
     expect(buyer).toEqual({ profileId: ids.camper0, segments: [{ id: created.body.id, name: 'Buyers' }] });
     expect((await get(`/v1/profiles/${ids.solo}/segments`)).body).toEqual({ profileId: ids.solo, segments: [] });
+  });
+
+  it('refuses an update request it cannot read, naming the field', async () => {
+    const bad = await call(`${api.url}/v1/recommendations/model`, { key: api.adminKey, method: 'POST', body: { full: 'no' } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.errors[0].path).toBe('full');
   });
 
   it('answers 404 for a profile that does not exist, and 400 for a bad limit', async () => {

@@ -1,4 +1,5 @@
 import { encodeFieldName } from '../../domain/fieldNames';
+import { seededRandom } from '../support/random';
 import { CooccurrenceCounter, ITEMS_PER_PERSON, itemsOf, NEIGHBOURS_KEPT, recommend } from '../../domain/recommendations';
 
 const at = new Date('2026-11-30T00:00:00Z');
@@ -36,5 +37,26 @@ describe('recommendations', () => {
     expect(hub?.neighbours).toHaveLength(NEIGHBOURS_KEPT);
     const similarities = hub?.neighbours.map(([, similarity]) => similarity) ?? [];
     expect(similarities).toEqual([...similarities].sort((a, b) => b - a));
+  });
+
+  it('apply changes to stored counts exactly as a recount of everyone would give', () => {
+    const random = seededRandom(11);
+    const catalogue = Array.from({ length: 30 }, (_, n) => `item${n}`);
+    const basket = () => catalogue.filter(() => random() < 0.15);
+    const people = Array.from({ length: 200 }, basket);
+    const counted = new CooccurrenceCounter();
+    for (const items of people) counted.add(items);
+
+    // Through a stored state, as a refresh reads it: some people change their items, some lose all.
+    const refreshed = CooccurrenceCounter.from(counted.state());
+    for (let n = 0; n < people.length; n += 3) {
+      const after = n % 2 === 0 ? basket() : [];
+      refreshed.change(people[n], after);
+      people[n] = after;
+    }
+    const recounted = new CooccurrenceCounter();
+    for (const items of people) recounted.add(items);
+    const byItem = (counter: CooccurrenceCounter) => counter.neighbours().sort((a, b) => catalogue.indexOf(a.item) - catalogue.indexOf(b.item));
+    expect(byItem(refreshed)).toEqual(byItem(recounted));
   });
 });
