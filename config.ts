@@ -65,6 +65,8 @@ export const ConfigSchema = z.object({
   DMP_REPORT_WAIT_SECONDS: z.coerce.number().min(0).max(300).default(25),
   /** How long an idle source waits for a wake-up from the API before looking at its log anyway. */
   DMP_SOURCE_IDLE_POLL_SECONDS: z.coerce.number().positive().default(300),
+  /** The salt of privacy requests' subject hashes; without it, one is made for the store and kept there. */
+  DMP_PRIVACY_SALT: z.string().min(16).optional(),
   /** Region assumed for phone numbers written without a country code. */
   DMP_DEFAULT_PHONE_REGION: z.string().length(2).default('US'),
   /** Partner hosts (exact names or addresses) exports may reach even though they resolve to private or loopback addresses. */

@@ -36,11 +36,12 @@ import { buildOpenApiDocument } from './openapi';
 import { bodySent, notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { requireSource } from './requireSource';
 import { pendingWork } from './pendingWork';
-import { ProfileReader } from './profileReader';
+import { ProfileReader } from '../store/profileReader';
 import { SourceWaker } from './sourceWaker';
 import { destinationsRouter } from './destinations';
 import { insightsRouter } from './insights';
 import { personalizationRouter } from './personalization';
+import { privacyRouter } from './privacy';
 import { partnersRouter } from './partners';
 import { segmentApiRouter } from './segmentApi';
 import { tagRouter } from './tag';
@@ -267,6 +268,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   app.use(destinationsRouter({ store, temporal, config, admin }));
   app.use(insightsRouter(routerDeps));
   app.use(personalizationRouter(routerDeps));
+  app.use(privacyRouter(routerDeps));
   const segmentStore = new SegmentStore(store);
   app.use(taxonomyRouter({ store, admin, listSegments: async () => (await segmentStore.list()).map((doc) => ({ id: doc._id, name: doc.name, taxonomyPath: doc.taxonomyPath })) }));
 

@@ -45,6 +45,7 @@ import { registerUploadPaths } from './uploads';
 import { registerFeedPaths } from './feeds';
 import { registerInsightPaths } from './insights';
 import { registerPersonalizationPaths } from './personalization';
+import { registerPrivacyPaths } from './privacy';
 
 /** What a router's module needs to document its own paths. */
 export interface OpenApiParts {
@@ -359,6 +360,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
   registerFeedPaths(parts);
   registerInsightPaths(parts);
   registerPersonalizationPaths(parts);
+  registerPrivacyPaths(parts);
 
   const document = new OpenApiGeneratorV31(registry.definitions).generateDocument({
     openapi: '3.1.0',

@@ -6,7 +6,7 @@ import { ItemModelStore, type ItemModelHead } from '../store/itemModel';
 import { definitionsOf, SegmentStore } from '../store/segments';
 import { requestItemModel } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
-import { ProfileReader } from './profileReader';
+import { ProfileReader } from '../store/profileReader';
 import { parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 

@@ -34,7 +34,7 @@ export function takesIdType(connector: { idTypes: readonly IdType[]; partnerIds:
 }
 
 /** The identity keys a member's ids of `idType` are read from: partner ids are found through the member's cookie ids. */
-function memberKeyPrefix(idType: IdType): string {
+export function memberKeyPrefix(idType: IdType): string {
   return `${partnerOfIdType(idType) === null ? idType : 'cookie_id'}:`;
 }
 

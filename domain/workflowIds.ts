@@ -75,6 +75,11 @@ export function lookalikeScheduleId(databaseName: string, firstRunId: string): s
   return `lookalike-retrain:${databaseName}:${firstRunId}`;
 }
 
+/** One privacy request (its id derives from the subject's salted hash, the type and the request's place). */
+export function privacyRequestWorkflowId(databaseName: string, requestId: string): string {
+  return `privacy-request:${databaseName}:${requestId}`;
+}
+
 /** One lookalike run (`runId` derives from the seed, the request and the second). */
 export function lookalikeWorkflowId(databaseName: string, runId: string): string {
   return `lookalike:${databaseName}:${runId}`;

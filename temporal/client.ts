@@ -1,6 +1,6 @@
 import { Client, Connection, type WorkflowHandle, type ScheduleOptions, type ScheduleOptionsAction, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
-import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeScheduleId, lookalikeWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
+import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeScheduleId, lookalikeWorkflowId, privacyRequestWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import type { DestinationDoc } from '../store/destinations';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
@@ -18,6 +18,8 @@ import { storeRetention } from '../workflows/storeRetention';
 import { audienceReports } from '../workflows/audienceReports';
 import { itemModel } from '../workflows/itemModel';
 import { lookalike, lookalikeRetrain } from '../workflows/lookalike';
+import { privacyRequest } from '../workflows/privacyRequest';
+import type { PrivacyRequestType } from '../domain/privacy';
 
 export async function connectTemporal(config: Pick<Config, 'TEMPORAL_ADDRESS' | 'TEMPORAL_NAMESPACE'>): Promise<Client> {
   const connection = await Connection.connect({ address: config.TEMPORAL_ADDRESS });
@@ -174,6 +176,15 @@ export async function startLookalike(client: Client, databaseName: string, runId
 export async function syncLookalikeSchedule(client: Client, databaseName: string, firstRunId: string, schedule: SegmentSchedule | null, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
   const scheduleId = lookalikeScheduleId(databaseName, firstRunId);
   await putSchedule(client, scheduleId, schedule && { spec: scheduleSpec(schedule), action: { workflowType: lookalikeRetrain, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ firstRunId }] } });
+}
+
+/** Starts a recorded privacy request under its deterministic id; finding it started is success. */
+export async function startPrivacyRequest(client: Client, databaseName: string, requestId: string, type: PrivacyRequestType, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  try {
+    await client.workflow.start(privacyRequest, { workflowId: privacyRequestWorkflowId(databaseName, requestId), taskQueue: config.DMP_TASK_QUEUE, args: [{ requestId, type }], memo: { requestId, type } });
+  } catch (error) {
+    if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+  }
 }
 
 /** Starts an item model update now (a full build, or a refresh with what folds recorded), or finds the one running. */

@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import type { Client } from '@temporalio/client';
-import { ProfileReader } from '../../api/profileReader';
+import { ProfileReader } from '../../store/profileReader';
 import { identityKey, sha256Hex } from '../../domain/identity';
 import { sourceWorkflowId } from '../../domain/workflowIds';
 import { COLLECTIONS, forEachConcurrently, type Store } from '../../store/db';

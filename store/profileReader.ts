@@ -1,12 +1,12 @@
 import { combineDocuments, combineProfiles, type CombinedProfile, type ProfileLink } from '../domain/profile';
 import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
 import type { ProfileView } from '../domain/schemas';
-import type { Store } from '../store/db';
-import { ProfileEventLog } from '../store/profileEvents';
-import { ProfileGraph } from '../store/profileGraph';
-import type { StoredVersion } from '../store/profiles';
-import { definitionsOf, SegmentStore } from '../store/segments';
-import { SourceStore } from '../store/sources';
+import type { Store } from './db';
+import { ProfileEventLog } from './profileEvents';
+import { ProfileGraph } from './profileGraph';
+import type { StoredVersion } from './profiles';
+import { definitionsOf, SegmentStore } from './segments';
+import { SourceStore } from './sources';
 
 /**
  * Reads profiles as people see them: a profile is the connected component of live profile documents

@@ -1,0 +1,180 @@
+import { Router } from 'express';
+import { z } from 'zod';
+import { identityKey, IdentityError, toStoredIdentity } from '../domain/identity';
+import {
+  deadlineOf,
+  PRIVACY_STEPS,
+  PrivacyListQuerySchema,
+  privacyRequestId,
+  PrivacyRequestSchema,
+  PrivacyRequestViewSchema,
+  subjectHash,
+  SUPPORTED_PRIVACY_TYPES,
+  targetOf,
+  type PrivacyRequestView,
+} from '../domain/privacy';
+import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
+import { startPrivacyRequest } from '../temporal/client';
+import type { OpenApiParts } from './openapi';
+import { parseOr400, ProblemError } from './problem';
+import type { RouterDeps } from './routerDeps';
+
+/** Requests of one type about one subject at most: the n-th is looked for before a new one is made. */
+const MAX_REQUESTS_PER_SUBJECT = 50;
+
+export function privacyView(doc: PrivacyRequestDoc): PrivacyRequestView {
+  return {
+    id: doc._id,
+    type: doc.type,
+    state: doc.state,
+    subject: doc.subject,
+    requestedBy: doc.requestedBy,
+    receivedAt: doc.receivedAt.toISOString(),
+    deadline: doc.deadline.toISOString(),
+    target: doc.target.toISOString(),
+    steps: doc.steps.map((step) => ({ name: step.name, state: step.state, at: step.at?.toISOString() ?? null, touched: step.touched })),
+    completedAt: doc.completedAt?.toISOString() ?? null,
+    error: doc.error,
+    result: doc.result,
+    statusUrl: `/v1/privacy/requests/${doc._id}`,
+  };
+}
+
+/**
+ * Privacy requests (admin key). A request names its subject by one identity, hashed as at collection;
+ * the request keeps only a salted hash of it, and its id is that hash with the type and its place
+ * among the subject's requests of that type — asking again while one is open finds the same request.
+ */
+export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDeps, 'store' | 'temporal' | 'config' | 'admin'>): Router {
+  const router = Router();
+  const requests = new PrivacyStore(store);
+  let salt: Promise<string> | null = null;
+  const saltOf = () => (salt ??= config.DMP_PRIVACY_SALT ? Promise.resolve(config.DMP_PRIVACY_SALT) : requests.salt().catch((error) => ((salt = null), Promise.reject(error))));
+
+  const found = async (id: string): Promise<PrivacyRequestDoc> => {
+    const doc = await requests.get(id);
+    if (!doc) throw new ProblemError(404, 'privacy-request-not-found', 'No such privacy request', [{ path: 'params.id', message: `no request ${id}` }]);
+    return doc;
+  };
+
+  router.post('/v1/privacy/requests', admin, async (req, res) => {
+    const body = parseOr400(PrivacyRequestSchema, req.body, 'privacy request');
+    if (!SUPPORTED_PRIVACY_TYPES.includes(body.type)) {
+      throw new ProblemError(501, 'not-implemented', 'This type of privacy request is not carried out yet', [{ path: 'type', message: `${body.type} is not implemented yet; supported: ${SUPPORTED_PRIVACY_TYPES.join(', ')}` }]);
+    }
+    let key: string;
+    try {
+      key = identityKey(toStoredIdentity(body.identity.type, body.identity.value, config.DMP_DEFAULT_PHONE_REGION));
+    } catch (error) {
+      if (!(error instanceof IdentityError)) throw error;
+      throw new ProblemError(400, 'validation', 'Invalid privacy request', [{ path: 'identity.value', message: error.message }]);
+    }
+    const subject = subjectHash(await saltOf(), key);
+    const candidates = Array.from({ length: MAX_REQUESTS_PER_SUBJECT }, (_, n) => privacyRequestId(body.type, subject, n + 1));
+    for (let n = 0; n < candidates.length; n += 10) {
+      const existing = await requests.getMany(candidates.slice(n, n + 10));
+      for (const id of candidates.slice(n, n + 10)) {
+        const doc = existing.get(id);
+        if (doc && doc.state !== 'completed' && doc.state !== 'failed') {
+          // Still open: the same request (its workflow started again if an earlier attempt stopped short).
+          await startPrivacyRequest(temporal, store.db.databaseName, doc._id, doc.type, config);
+          res.status(202).location(`/v1/privacy/requests/${doc._id}`).json({ id: doc._id, statusUrl: `/v1/privacy/requests/${doc._id}` });
+          return;
+        }
+        if (doc) continue;
+        const receivedAt = new Date();
+        const request: PrivacyRequestDoc = {
+          _id: id,
+          type: body.type,
+          subject: `${key.slice(0, key.indexOf(':'))}:${subject}`,
+          state: 'received',
+          requestedBy: body.requestedBy ?? null,
+          receivedAt,
+          deadline: deadlineOf(receivedAt),
+          target: targetOf(receivedAt),
+          steps: PRIVACY_STEPS.map((name) => ({ name, state: 'pending', at: null, touched: {} })),
+          completedAt: null,
+          error: null,
+          result: null,
+        };
+        // A concurrent request made this one first: take the next place.
+        if (!(await requests.create(request, key))) continue;
+        await startPrivacyRequest(temporal, store.db.databaseName, id, body.type, config);
+        res.status(202).location(`/v1/privacy/requests/${id}`).json({ id, statusUrl: `/v1/privacy/requests/${id}` });
+        return;
+      }
+    }
+    throw new ProblemError(409, 'too-many-requests-for-subject', 'This subject has made too many requests of this type', [{ path: 'identity', message: `${MAX_REQUESTS_PER_SUBJECT} requests of type ${body.type} already` }]);
+  });
+
+  router.get('/v1/privacy/requests', admin, async (req, res) => {
+    const query = parseOr400(PrivacyListQuerySchema, req.query, 'privacy request list query');
+    res.json({ requests: (await requests.list(query.state, query.limit)).map(privacyView) });
+  });
+
+  router.get('/v1/privacy/requests/:id', admin, async (req, res) => {
+    res.json(privacyView(await found(String(req.params.id))));
+  });
+
+  router.get('/v1/privacy/requests/:id/export', admin, async (req, res) => {
+    const doc = await found(String(req.params.id));
+    if (doc.type !== 'access') throw new ProblemError(404, 'no-export', 'Only an access request has an export', [{ path: 'params.id', message: `${doc._id} is a ${doc.type} request` }]);
+    if (doc.state !== 'completed') throw new ProblemError(409, 'not-ready', 'The export is not ready', [{ path: 'params.id', message: `the request is ${doc.state}` }]);
+    const json = await requests.readExport(doc);
+    if (json === null) throw new ProblemError(404, 'no-export', 'The export is no longer held', [{ path: 'params.id', message: 'removed' }]);
+    res.status(200).type('application/json').attachment(`${doc._id}.json`).send(json);
+  });
+
+  return router;
+}
+
+export function registerPrivacyPaths({ registry, problem, json, adminKey }: OpenApiParts): void {
+  const security = [{ [adminKey]: [] }];
+  const admin = { 401: problem('No admin key'), 403: problem('Not an admin key') };
+  const idParam = z.object({ id: z.string() });
+  registry.registerPath({
+    method: 'post',
+    path: '/v1/privacy/requests',
+    summary: "Make a data subject's privacy request: access (a JSON export of everything held about them)",
+    description:
+      'One durable `privacyRequest` workflow per request, its id deterministic per subject and type (asking again while one is open returns it). The identity is normalized and hashed as at collection; the request keeps only a salted hash of it (the salt: DMP_PRIVACY_SALT, or one made for the store). `erase` and `opt_out` are answered 501 until they are carried out.',
+    security,
+    request: { body: { content: { 'application/json': { schema: PrivacyRequestSchema } } } },
+    responses: {
+      202: { description: 'The request, recorded and started (or the open one)', ...json(z.object({ id: z.string(), statusUrl: z.string() })) },
+      400: problem('Invalid body (the field is named)'),
+      ...admin,
+      409: problem('Too many requests of this type about this subject'),
+      501: problem('A request type not carried out yet (`type`)'),
+    },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/privacy/requests',
+    summary: 'Privacy requests, newest first, optionally in one state',
+    security,
+    request: { query: PrivacyListQuerySchema },
+    responses: { 200: { description: 'The requests', ...json(z.object({ requests: z.array(PrivacyRequestViewSchema) })) }, 400: problem('Invalid query'), ...admin },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/privacy/requests/{id}',
+    summary: 'Where a privacy request stands: its steps (each audited), deadline, target and result',
+    security,
+    request: { params: idParam },
+    responses: { 200: { description: 'The request', ...json(PrivacyRequestViewSchema) }, ...admin, 404: problem('No such request') },
+  });
+  registry.registerPath({
+    method: 'get',
+    path: '/v1/privacy/requests/{id}/export',
+    summary: "An access request's export: the profile, its identities with their sources, events, segments, and the partners holding the subject",
+    security,
+    request: { params: idParam },
+    responses: {
+      200: { description: 'The export (a JSON download)', content: { 'application/json': { schema: z.object({}).passthrough().openapi('AccessExport') } } },
+      ...admin,
+      404: problem('No such request, not an access request, or the export is gone'),
+      409: problem('The request has not completed'),
+    },
+  });
+}

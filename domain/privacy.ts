@@ -1,0 +1,125 @@
+import { createHmac } from 'node:crypto';
+import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
+import { z } from 'zod';
+import { IdentityRefSchema } from './schemas';
+
+extendZodWithOpenApi(z);
+
+/**
+ * Privacy requests of data subjects (GDPR Art. 15 and 17, CCPA/CPRA "do not sell or share"): each is
+ * one durable workflow, named by the subject's salted identity hash and the request type, whose every
+ * step leaves an audit entry. The subject's identity is kept only as that hash.
+ */
+
+export const PRIVACY_REQUEST_TYPES = ['erase', 'access', 'opt_out'] as const;
+export type PrivacyRequestType = (typeof PRIVACY_REQUEST_TYPES)[number];
+/** The types the platform carries out today; the others are refused with 501 until they are. */
+export const SUPPORTED_PRIVACY_TYPES: readonly PrivacyRequestType[] = ['access'];
+
+export const PRIVACY_STATES = ['received', 'running', 'completed', 'failed'] as const;
+export type PrivacyState = (typeof PRIVACY_STATES)[number];
+
+/** What the law allows (one month from receipt) and what the platform aims for. */
+export const TARGET_HOURS = 72;
+
+/** The statutory deadline: the same day of the next month (its last day when that month is shorter). */
+export function deadlineOf(received: Date): Date {
+  const deadline = new Date(received);
+  deadline.setUTCDate(1);
+  deadline.setUTCMonth(deadline.getUTCMonth() + 1);
+  const lastDay = new Date(Date.UTC(deadline.getUTCFullYear(), deadline.getUTCMonth() + 1, 0)).getUTCDate();
+  deadline.setUTCDate(Math.min(received.getUTCDate(), lastDay));
+  return deadline;
+}
+
+export function targetOf(received: Date): Date {
+  return new Date(received.getTime() + TARGET_HOURS * 3_600_000);
+}
+
+/**
+ * A subject's identity key (`<type>:<value>`, as stored) salted and hashed: what names the subject
+ * in request ids, audit entries and tombstones. The salt is the store's own, so the hash cannot be
+ * recomputed from a list of emails without it.
+ */
+export function subjectHash(salt: string, key: string): string {
+  return createHmac('sha256', salt).update(key).digest('base64url').slice(0, 22);
+}
+
+/** The n-th request (from 1) of one type about one subject: deterministic, so a repeat finds the open one. */
+export function privacyRequestId(type: PrivacyRequestType, subject: string, n: number): string {
+  return `pr_${type}_${subject}_${n}`;
+}
+
+export const PrivacyRequestSchema = z
+  .object({
+    type: z.enum(PRIVACY_REQUEST_TYPES).openapi({ description: '`access`: a JSON export of everything held about the subject; `erase` and `opt_out` are not carried out yet (501)' }),
+    identity: IdentityRefSchema.openapi({ description: 'One identity of the subject; the request covers the whole profile it belongs to. Raw `email`/`phone` values are normalized and hashed as at collection, never stored.' }),
+    requestedBy: z.string().trim().min(1).max(200).optional().openapi({ description: 'Who asked, for the audit trail (an operator, a ticket)' }),
+  })
+  .strict()
+  .openapi('PrivacyRequest');
+export type PrivacyRequestInput = z.infer<typeof PrivacyRequestSchema>;
+
+export const PRIVACY_STEPS = ['resolve', 'collect', 'complete'] as const;
+export type PrivacyStepName = (typeof PRIVACY_STEPS)[number];
+
+export const PrivacyStepSchema = z
+  .object({
+    name: z.enum(PRIVACY_STEPS),
+    state: z.enum(['pending', 'done']),
+    at: z.string().openapi({ format: 'date-time' }).nullable(),
+    touched: z.record(z.string(), z.number().int()).openapi({ description: 'Per collection, the documents the step read or wrote (counts only, never values)' }),
+  })
+  .openapi('PrivacyStep');
+export type PrivacyStep = z.infer<typeof PrivacyStepSchema>;
+
+export const PrivacyResultSchema = z
+  .object({
+    found: z.boolean().openapi({ description: 'Whether any profile holds the identity' }),
+    profiles: z.number().int().openapi({ description: 'Profile documents of the subject' }),
+    identities: z.number().int(),
+    events: z.number().int(),
+    segments: z.number().int(),
+    destinations: z.number().int().openapi({ description: 'Destinations whose partner holds (or may hold) the subject' }),
+    exportUrl: z.string().nullable().openapi({ description: 'Where the access export downloads from' }),
+  })
+  .openapi('PrivacyResult');
+export type PrivacyResult = z.infer<typeof PrivacyResultSchema>;
+
+export const PrivacyRequestViewSchema = z
+  .object({
+    id: z.string(),
+    type: z.enum(PRIVACY_REQUEST_TYPES),
+    state: z.enum(PRIVACY_STATES),
+    subject: z.string().openapi({ description: "The subject's identity type and salted hash: the only name the request keeps" }),
+    requestedBy: z.string().nullable(),
+    receivedAt: z.string().openapi({ format: 'date-time' }),
+    deadline: z.string().openapi({ format: 'date-time', description: 'The statutory deadline: one month from receipt' }),
+    target: z.string().openapi({ format: 'date-time', description: `Our target: ${TARGET_HOURS} hours from receipt` }),
+    steps: z.array(PrivacyStepSchema),
+    completedAt: z.string().openapi({ format: 'date-time' }).nullable(),
+    error: z.string().nullable(),
+    result: PrivacyResultSchema.nullable(),
+    statusUrl: z.string(),
+  })
+  .openapi('PrivacyRequestView');
+export type PrivacyRequestView = z.infer<typeof PrivacyRequestViewSchema>;
+
+export const PrivacyListQuerySchema = z.object({
+  state: z.enum(PRIVACY_STATES).optional(),
+  limit: z.coerce.number().int().min(1).max(500).default(100),
+});
+
+/** Everything held about a subject, as the access export gives it. */
+export interface AccessExport {
+  request: { id: string; receivedAt: string; subject: string };
+  generatedAt: string;
+  /** The profile as GET /v1/profiles/:id shows it (identities with their sources, traits with theirs, consent, counters); null when none holds the identity. */
+  profile: unknown;
+  /** The retained events of every document of the profile, newest first. */
+  events: unknown[];
+  /** Segments the profile is a member of now. */
+  segments: Array<{ id: string; name: string }>;
+  /** Partners that hold (or may hold) the subject's ids, per segment, and the export that last sent them. */
+  destinations: Array<{ id: string; name: string; connector: string; idType: string; segments: Array<{ segmentId: string; exportId: string; state: 'held' | 'uncertain' }> }>;
+}

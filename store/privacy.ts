@@ -1,0 +1,146 @@
+import { randomBytes } from 'node:crypto';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { Binary, type Collection } from 'mongodb';
+import type { PrivacyRequestType, PrivacyResult, PrivacyState, PrivacyStepName } from '../domain/privacy';
+import { findByIds, insertKeyed, type Store } from './db';
+
+export const PRIVACY_COLLECTIONS = {
+  /** One per request: its type, state, steps, deadline and result; the subject only as a salted hash. */
+  requests: 'privacy_requests',
+  /** A request's working set while it runs: the identity key it resolves from. Removed when it ends. */
+  subjects: 'privacy_subjects',
+  /** Insert-only, `<requestId>:<nn>:<step>`: who asked, when, what each step touched (counts, never values). */
+  audit: 'privacy_audit',
+  /** An access request's export, `<requestId>:<n>`, gzipped JSON in parts. */
+  exports: 'privacy_exports',
+  /** `salt`: the store's salt for subject hashes, when DMP_PRIVACY_SALT does not give one. */
+  settings: 'privacy_settings',
+} as const;
+
+/** Gzipped bytes per stored export part: well under a document's 16 MB. */
+const EXPORT_PART_BYTES = 8 * 1024 * 1024;
+
+export interface PrivacyStepDoc {
+  name: PrivacyStepName;
+  state: 'pending' | 'done';
+  at: Date | null;
+  touched: Record<string, number>;
+}
+
+export interface PrivacyRequestDoc {
+  _id: string;
+  type: PrivacyRequestType;
+  /** `<identity type>:<salted hash>`. */
+  subject: string;
+  state: PrivacyState;
+  requestedBy: string | null;
+  receivedAt: Date;
+  deadline: Date;
+  target: Date;
+  steps: PrivacyStepDoc[];
+  completedAt: Date | null;
+  error: string | null;
+  result: PrivacyResult | null;
+  /** Parts of the access export, once written. */
+  exportParts?: number;
+}
+
+export interface PrivacyAuditDoc {
+  _id: string;
+  requestId: string;
+  step: string;
+  at: Date;
+  actor: string;
+  touched: Record<string, number>;
+}
+
+/** Privacy requests and what they keep, each read and written by `_id` (listing scans the small request collection). */
+export class PrivacyStore {
+  readonly requests: Collection<PrivacyRequestDoc>;
+  readonly subjects: Collection<{ _id: string; key: string }>;
+  readonly audit: Collection<PrivacyAuditDoc>;
+  readonly exports: Collection<{ _id: string; body: Binary }>;
+  readonly settings: Collection<{ _id: string; value: string }>;
+
+  constructor(store: Store) {
+    this.requests = store.db.collection(PRIVACY_COLLECTIONS.requests);
+    this.subjects = store.db.collection(PRIVACY_COLLECTIONS.subjects);
+    this.audit = store.db.collection(PRIVACY_COLLECTIONS.audit);
+    this.exports = store.db.collection(PRIVACY_COLLECTIONS.exports);
+    this.settings = store.db.collection(PRIVACY_COLLECTIONS.settings);
+  }
+
+  /** The store's salt: made once by whoever asks first (an insert decides), then read. */
+  async salt(): Promise<string> {
+    await insertKeyed(this.settings, [{ _id: 'salt', value: randomBytes(32).toString('base64url') }]);
+    const stored = await this.settings.findOne({ _id: 'salt' });
+    if (!stored) throw new Error('the privacy salt could not be read back');
+    return stored.value;
+  }
+
+  get(id: string): Promise<PrivacyRequestDoc | null> {
+    return this.requests.findOne({ _id: id });
+  }
+
+  /** The requests of ids, by id (absent ids left out). */
+  getMany(ids: string[]): Promise<Map<string, PrivacyRequestDoc>> {
+    return findByIds(this.requests, ids, 4);
+  }
+
+  /** Records a request and its subject's key; returns false when the id was taken (a concurrent repeat). */
+  async create(doc: PrivacyRequestDoc, key: string): Promise<boolean> {
+    await insertKeyed(this.subjects, [{ _id: doc._id, key }]);
+    return (await insertKeyed(this.requests, [doc])).size === 0;
+  }
+
+  async list(state: PrivacyState | undefined, limit: number): Promise<PrivacyRequestDoc[]> {
+    const docs = await this.requests.find(state ? { state } : {}).toArray();
+    return docs.sort((a, b) => b.receivedAt.getTime() - a.receivedAt.getTime() || (a._id < b._id ? -1 : 1)).slice(0, limit);
+  }
+
+  async keyOf(id: string): Promise<string | null> {
+    return (await this.subjects.findOne({ _id: id }))?.key ?? null;
+  }
+
+  /** Records a step done and its audit entry (`nn` its place in the request); a retry writes the same. */
+  async stepDone(request: PrivacyRequestDoc, name: PrivacyStepName, touched: Record<string, number>, at: Date, actor: string): Promise<void> {
+    const n = request.steps.findIndex((step) => step.name === name);
+    await insertKeyed(this.audit, [{ _id: `${request._id}:${String(n).padStart(2, '0')}:${name}`, requestId: request._id, step: name, at, actor, touched }]);
+    const steps = request.steps.map((step) => (step.name === name && step.state !== 'done' ? { ...step, state: 'done' as const, at, touched } : step));
+    await this.requests.updateOne({ _id: request._id }, { $set: { steps, state: request.state === 'received' ? 'running' : request.state } });
+  }
+
+  async finish(id: string, set: Pick<PrivacyRequestDoc, 'state' | 'completedAt' | 'error' | 'result'>): Promise<void> {
+    await this.requests.updateOne({ _id: id }, { $set: set });
+    await this.subjects.deleteOne({ _id: id });
+  }
+
+  async auditOf(request: PrivacyRequestDoc): Promise<PrivacyAuditDoc[]> {
+    const ids = request.steps.map((step, n) => `${request._id}:${String(n).padStart(2, '0')}:${step.name}`);
+    const found = await findByIds(this.audit, ids, 4);
+    return ids.flatMap((id) => found.get(id) ?? []);
+  }
+
+  /** Writes an access export in gzipped parts (the same ids again on a retry); returns how many. */
+  async writeExport(id: string, json: string): Promise<number> {
+    const gz = gzipSync(json);
+    const parts = Math.max(1, Math.ceil(gz.length / EXPORT_PART_BYTES));
+    for (let n = 0; n < parts; n++) {
+      await this.exports.replaceOne({ _id: `${id}:${n}` }, { body: new Binary(gz.subarray(n * EXPORT_PART_BYTES, (n + 1) * EXPORT_PART_BYTES)) }, { upsert: true });
+    }
+    await this.requests.updateOne({ _id: id }, { $set: { exportParts: parts } });
+    return parts;
+  }
+
+  /** An access export as JSON text; null when it is not (or no longer) there. */
+  async readExport(request: PrivacyRequestDoc): Promise<string | null> {
+    if (!request.exportParts) return null;
+    const parts: Buffer[] = [];
+    for (let n = 0; n < request.exportParts; n++) {
+      const part = await this.exports.findOne({ _id: `${request._id}:${n}` });
+      if (!part) return null;
+      parts.push(Buffer.from(part.body.buffer));
+    }
+    return gunzipSync(Buffer.concat(parts)).toString('utf8');
+  }
+}

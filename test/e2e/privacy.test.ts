@@ -1,0 +1,135 @@
+import { createHash } from 'node:crypto';
+import { call } from '../support/http';
+import { PartnerServer } from '../support/partners';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
+
+const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000).toISOString();
+const ALICE_EMAIL = 'Alice.Example@Example.com';
+const aliceHash = createHash('sha256').update('alice.example@example.com').digest('hex');
+
+describe('privacy requests: access, with every step audited', () => {
+  let platform: RunningPlatform;
+  let api: RunningApi;
+  let source: SourceClient;
+  let partner: PartnerServer;
+  let segmentId: string;
+  let destinationId: string;
+  const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+  const settledRequest = (id: string) =>
+    waitFor(
+      `privacy request ${id}`,
+      async () => {
+        const view = (await admin(`/v1/privacy/requests/${id}`)).body;
+        return view.state === 'completed' || view.state === 'failed' ? view : null;
+      },
+      60_000,
+    );
+
+  beforeAll(async () => {
+    platform = await startPlatform('privacy', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] });
+    ({ api } = platform);
+    source = await newSource(api, 'shop');
+    // Alice's cookie and her email meet on one event: one profile, with two identities from this source.
+    const events = [
+      { id: 'a1', type: 'page_view', timestamp: minutesAgo(30), identities: { cookie_id: 'ck-alice' }, traits: { plan: 'gold' } },
+      { id: 'a2', type: 'purchase', timestamp: minutesAgo(20), identities: { cookie_id: 'ck-alice', email: ALICE_EMAIL }, properties: { item: 'tent', price: 120 } },
+      { id: 'b1', type: 'purchase', timestamp: minutesAgo(10), identities: { cookie_id: 'ck-bob' }, traits: { plan: 'gold' }, properties: { item: 'pen' } },
+    ];
+    expect((await source.send(events)).body.accepted).toBe(events.length);
+    await source.folded(events.length);
+    segmentId = (await admin('/v1/segments', { body: { name: 'Gold plan', rule: { trait: 'plan', op: 'eq', value: 'gold' } } })).body.id;
+    await waitFor('the segment evaluated', async () => (await admin(`/v1/segments/${segmentId}`)).body.lastRun?.state === 'completed');
+    partner = await new PartnerServer({ kind: 'webhook', secret: 'webhook-secret-0123456789' }).start();
+    destinationId = (await admin('/v1/destinations', { body: { name: 'Hooked', connector: 'webhook', idType: 'cookie_id', segments: [segmentId], config: { url: `${partner.url}/dmp`, secret: 'webhook-secret-0123456789' } } })).body.id;
+    const started = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
+    await waitFor('the export', async () => (await admin(`/v1/destinations/${destinationId}/exports/${started.body.exportId}`)).body.state === 'completed', 60_000);
+    expect(partner.audience(segmentId)).toEqual(['ck-alice', 'ck-bob']);
+  }, 180_000);
+  afterAll(async () => {
+    await partner?.stop();
+    await platform.stop();
+  });
+
+  it('exports everything held about the subject: profile, identities with sources, events, segments, and the partners holding them', async () => {
+    const started = await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'email', value: ALICE_EMAIL }, requestedBy: 'ticket 4711' } });
+    expect(started.status).toBe(202);
+    expect(started.body.id).toMatch(/^pr_access_[A-Za-z0-9_-]{22}_1$/);
+    // The request keeps a salted hash of the subject, never the email or its plain hash.
+    expect(started.body.id).not.toContain(aliceHash.slice(0, 12));
+
+    const view = await settledRequest(started.body.id);
+    expect(view).toMatchObject({ type: 'access', state: 'completed', requestedBy: 'ticket 4711', error: null });
+    expect(view.subject).toMatch(/^email_sha256:/);
+    expect(new Date(view.deadline).getTime() - new Date(view.receivedAt).getTime()).toBeGreaterThanOrEqual(28 * 86_400_000);
+    expect(new Date(view.target).getTime() - new Date(view.receivedAt).getTime()).toBe(72 * 3_600_000);
+    expect(view.steps.map((step: { name: string; state: string }) => [step.name, step.state])).toEqual([
+      ['resolve', 'done'],
+      ['collect', 'done'],
+      ['complete', 'done'],
+    ]);
+    expect(view.steps[1].touched).toMatchObject({ profiles: 1, profile_events: 2 });
+    expect(view.result).toMatchObject({ found: true, profiles: 1, identities: 2, events: 2, segments: 1, destinations: 1, exportUrl: `/v1/privacy/requests/${started.body.id}/export` });
+
+    const download = await admin(view.result.exportUrl);
+    expect(download.status).toBe(200);
+    const exported = download.body;
+    expect(exported.request).toMatchObject({ id: started.body.id, subject: view.subject });
+    expect(exported.profile.identities.map((identity: { type: string; value: string; sourceId: string }) => [identity.type, identity.value, identity.sourceId]).sort()).toEqual([
+      ['cookie_id', 'ck-alice', source.sourceId],
+      ['email_sha256', aliceHash, source.sourceId],
+    ]);
+    expect(exported.profile.traits).toEqual({ plan: 'gold' });
+    expect(exported.events.map((event: { id: string }) => event.id).sort()).toEqual(['a1', 'a2']);
+    expect(exported.segments).toEqual([{ id: segmentId, name: 'Gold plan' }]);
+    expect(exported.destinations).toEqual([{ id: destinationId, name: 'Hooked', connector: 'webhook', idType: 'cookie_id', segments: [{ segmentId, exportId: expect.any(String), state: 'held' }] }]);
+    // Nothing of Bob's.
+    expect(JSON.stringify(exported)).not.toContain('ck-bob');
+  });
+
+  it('audits every step, and lets the subject key go when the request ends', async () => {
+    const listed = (await admin('/v1/privacy/requests?state=completed')).body.requests;
+    expect(listed.length).toBeGreaterThanOrEqual(1);
+    const id = listed[0].id;
+    const audit = await platform.store.db.collection('privacy_audit').find({ requestId: id }).toArray();
+    expect(audit.map((entry) => entry.step).sort()).toEqual(['collect', 'complete', 'resolve']);
+    for (const entry of audit) expect(entry).toMatchObject({ actor: 'admin for ticket 4711', at: expect.any(Date) });
+    expect(await platform.store.db.collection('privacy_subjects').countDocuments({ _id: id as never })).toBe(0);
+    // The audit and the request name the subject only by its salted hash.
+    const kept = JSON.stringify([await platform.store.db.collection('privacy_requests').findOne({ _id: id as never }), audit]);
+    expect(kept).not.toContain(aliceHash);
+    expect(kept).not.toContain('ck-alice');
+  });
+
+  it('finds the open request when asked again, and makes a new one once it has ended', async () => {
+    const first = (await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: 'ck-bob' } } })).body.id;
+    const again = (await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: 'ck-bob' } } })).body.id;
+    expect(again).toBe(first);
+    await settledRequest(first);
+    const later = (await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: 'ck-bob' } } })).body.id;
+    expect(later).toBe(first.replace(/_1$/, '_2'));
+    expect((await settledRequest(later)).state).toBe('completed');
+  });
+
+  it('completes an access request about an identity nobody holds, with nothing found', async () => {
+    const id = (await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'email', value: 'nobody@example.com' } } })).body.id;
+    const view = await settledRequest(id);
+    expect(view.result).toMatchObject({ found: false, profiles: 0, events: 0, destinations: 0 });
+    expect((await admin(view.result.exportUrl)).body).toMatchObject({ profile: null, events: [], segments: [], destinations: [] });
+  });
+
+  it('refuses what it cannot take, naming the field', async () => {
+    const bad = await admin('/v1/privacy/requests', { body: { type: 'forget', identity: { type: 'email', value: 'a@b.co' } } });
+    expect(bad.status).toBe(400);
+    expect(bad.body.errors[0].path).toBe('type');
+    const badEmail = await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'email', value: 'not an email' } } });
+    expect(badEmail.status).toBe(400);
+    expect(badEmail.body.errors[0].path).toBe('identity.value');
+    const later = await admin('/v1/privacy/requests', { body: { type: 'erase', identity: { type: 'email', value: ALICE_EMAIL } } });
+    expect(later.status).toBe(501);
+    expect(later.body.errors[0].path).toBe('type');
+    expect((await admin('/v1/privacy/requests/pr_access_nothing_1')).status).toBe(404);
+    expect((await admin('/v1/privacy/requests?state=lost')).status).toBe(400);
+    expect((await call(`${api.url}/v1/privacy/requests`, { body: { type: 'access', identity: { type: 'email', value: ALICE_EMAIL } } })).status).toBe(401);
+  });
+});
