@@ -84,9 +84,12 @@ export function createItemModelActivities(deps: ItemModelDeps) {
     const state = await models.readState(head);
     if (!state) return null;
     const done = new Set(head.applied ?? []);
-    const records = (await models.pendingChanges()).filter((record) => !done.has(record._id));
+    const pending = await models.pendingChanges();
+    // Applied by the served build but not yet removed (its update stopped short): carried until they are.
+    const leftover = pending.filter((record) => done.has(record._id)).map((record) => record._id);
+    const records = pending.filter((record) => !done.has(record._id));
     if (records.length === 0) {
-      await models.dropChanges([...done]);
+      await models.dropChanges(leftover);
       return { kind: 'unchanged', buildId: head.buildId, items: head.items, people: head.people, documentsScanned: 0, changesApplied: 0 };
     }
     const counter = CooccurrenceCounter.from(state);
@@ -99,8 +102,7 @@ export function createItemModelActivities(deps: ItemModelDeps) {
         changesApplied++;
       }
     }
-    const buildId = await publish(at, counter, { people, eventTypes: head.eventTypes, fullAt: head.fullAt, applied: records.map((record) => record._id) });
-    await models.dropChanges([...done]);
+    const buildId = await publish(at, counter, { people, eventTypes: head.eventTypes, fullAt: head.fullAt, applied: [...leftover, ...records.map((record) => record._id)] });
     return { kind: 'refresh', buildId, items: counter.items, people, documentsScanned: 0, changesApplied };
   }
 
