@@ -12,6 +12,7 @@ import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { forEachConcurrently, type Store } from '../store/db';
 import { batchId, DestinationStore, type DestinationDoc, type ExportDoc, type PlannedSegment } from '../store/destinations';
 import { MatchTableStore } from '../store/matchTables';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
 import { SegmentMembership } from '../store/segmentMembership';
 import { prepareRun, SegmentRunStore, SnapshotReader } from '../store/segmentRuns';
@@ -100,6 +101,7 @@ export function createExportActivities(deps: ExportDeps) {
   const graph = ProfileGraph.open(deps.store);
   // Match-table limits as the API applies them (their documented defaults when the config leaves them out).
   const matches = new MatchTableStore(deps.store, matchLimits(deps.config), now);
+  const marks = new PrivacyMarks(deps.store);
   const outbound = new Outbound(new Set(deps.config.DMP_DESTINATION_ALLOWLIST), deps.config.DMP_DESTINATION_TIMEOUT_SECONDS * 1000);
   const context = { http: outbound, exportDir: deps.config.DMP_EXPORT_DIR };
 
@@ -145,7 +147,8 @@ export function createExportActivities(deps: ExportDeps) {
    */
   async function openExport(input: { destinationId: string; at: number; full?: boolean; trigger: ExportDoc['trigger'] }): Promise<string | null> {
     const destination = await requireDestination(input.destinationId);
-    if (destination.state === 'paused' && input.trigger !== 'api') return null;
+    // A removal a privacy request owes is sent even to a paused destination.
+    if (destination.state === 'paused' && input.trigger !== 'api' && input.trigger !== 'privacy') return null;
     if (input.trigger === 'near_real_time' && !(await changedSince(destination))) return null;
     // The same window asked for another way (the API in the same second) is another export: the next second's.
     for (let at = Math.floor(input.at / 1000) * 1000; ; at += 1000) {
@@ -180,9 +183,15 @@ export function createExportActivities(deps: ExportDeps) {
    * cookie ids, read by exact `_id` once per snapshot chunk (and once for the members read afresh).
    */
   async function targetOf(segment: SegmentDoc, policy: ExportPolicy, holdout: { destinationId: string; share: number }): Promise<{ ids: string[]; stats: Pick<SegmentExport, 'members' | 'matched' | 'unmatched' | 'withheld'> }> {
-    const stats = { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {} as Record<string, number>, holdout: 0 } };
-    // Held-out members count as members, then go no further: consent and ids are not even read.
+    const stats = { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {} as Record<string, number>, holdout: 0, optOut: 0 } };
+    // Held-out members, and members who opted out since their segments were evaluated, count as
+    // members, then go no further: consent and ids are not even read.
     const heldOut = (profileId: string) => {
+      if (marks.has([profileId])) {
+        stats.members++;
+        stats.withheld.optOut++;
+        return true;
+      }
       if (!isHeldOut(holdout.destinationId, profileId, holdout.share)) return false;
       stats.members++;
       stats.withheld.holdout++;
@@ -275,6 +284,7 @@ export function createExportActivities(deps: ExportDeps) {
     if (exp.state !== 'running') return { ready: true, batches: 0 };
     const destination = await requireDestination(exp.destinationId);
     await claim(exp);
+    await marks.refresh(true);
     const connector = connectorOf(destination);
     const config = connector.config.parse(destination.config);
     const limits = connector.limits(config);
@@ -297,7 +307,7 @@ export function createExportActivities(deps: ExportDeps) {
       const doc = docs[k];
       // A segment no longer exported (or deleted) is emptied at the partner: its target is nothing.
       const exported = doc !== null && destination.segments.includes(ids[k]);
-      const { ids: target, stats } = exported ? await targetOf(doc, policy, { destinationId: destination._id, share: destination.holdoutShare ?? 0 }) : { ids: [], stats: { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {}, holdout: 0 } } };
+      const { ids: target, stats } = exported ? await targetOf(doc, policy, { destinationId: destination._id, share: destination.holdoutShare ?? 0 }) : { ids: [], stats: { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {}, holdout: 0, optOut: 0 } } };
       const minimum = connector.minAudience?.(config) ?? 0;
       const refused = exported && target.length < minimum ? `${target.length} matched ids, under the partner's minimum audience of ${minimum}: nothing added` : null;
       const before = destination.held[ids[k]] ?? null;

@@ -3,13 +3,18 @@ import type { Config } from '../config';
 import { exportFacts, memberKeyPrefix, partnerOfIdType } from '../domain/destinations';
 import { decodeKeys } from '../domain/fieldNames';
 import { matchLimits } from '../domain/partners';
-import type { AccessExport, PrivacyResult, PrivacyStepName } from '../domain/privacy';
+import { documentIdsOf, type AccessExport, type PrivacyResult, type PrivacyStepName, type RemovalState } from '../domain/privacy';
+import { combineDocuments } from '../domain/profile';
+import type { ChangeSet } from '../domain/segmentChanges';
 import type { Store } from '../store/db';
 import { DestinationStore, type DestinationDoc } from '../store/destinations';
 import { MatchTableStore } from '../store/matchTables';
 import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
 import { ProfileReader } from '../store/profileReader';
+import { SegmentMembership } from '../store/segmentMembership';
+import { SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { withHeartbeats } from './heartbeat';
 
@@ -26,6 +31,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
   const segments = new SegmentStore(deps.store);
   const destinations = new DestinationStore(deps.store);
   const matches = new MatchTableStore(deps.store, matchLimits(deps.config));
+  const marks = new PrivacyMarks(deps.store);
+  const segmentRuns = new SegmentRunStore(deps.store);
 
   const actorOf = (request: PrivacyRequestDoc) => `admin${request.requestedBy ? ` for ${request.requestedBy}` : ''}`;
 
@@ -43,10 +50,12 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
 
   /**
    * The partners that hold, or may hold, the subject: per destination, the segments whose confirmed
-   * (or unconfirmed) partner state holds one of the subject's ids of the destination's id type.
+   * (or unconfirmed) partner state holds one of the subject's ids of the destination's id type, and
+   * those ids.
    */
-  async function heldBy(facts: ReturnType<typeof exportFacts>): Promise<{ held: AccessExport['destinations']; read: number }> {
+  async function heldBy(facts: ReturnType<typeof exportFacts>): Promise<{ held: AccessExport['destinations']; ids: Record<string, string[]>; read: number }> {
     const held: AccessExport['destinations'] = [];
+    const heldIds: Record<string, string[]> = {};
     let read = 0;
     for (const destination of await destinations.list()) {
       const ids = await idsAt(destination, facts);
@@ -58,9 +67,27 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const where = partner.held.some((id) => ids.has(id)) ? 'held' : partner.uncertain.some((id) => ids.has(id)) ? 'uncertain' : null;
         if (where) segmentsHeld.push({ segmentId, exportId: state.exportId, state: where });
       }
-      if (segmentsHeld.length > 0) held.push({ id: destination._id, name: destination.name, connector: destination.connector, idType: destination.idType, segments: segmentsHeld });
+      if (segmentsHeld.length === 0) continue;
+      held.push({ id: destination._id, name: destination.name, connector: destination.connector, idType: destination.idType, segments: segmentsHeld });
+      heldIds[destination._id] = [...ids];
     }
-    return { held, read };
+    return { held, ids: heldIds, read };
+  }
+
+  /** Whether the destination's partner still holds (or may hold) any of these ids, by its state now. */
+  async function stillHeld(destination: DestinationDoc, ids: Set<string>): Promise<boolean> {
+    for (const [segmentId, state] of Object.entries(destination.held ?? {})) {
+      const partner = await destinations.readState(destination._id, segmentId, state);
+      if (partner.held.some((id) => ids.has(id)) || partner.uncertain.some((id) => ids.has(id))) return true;
+    }
+    return false;
+  }
+
+  /** The subject's person (their documents combined), or null when no profile holds the identity. */
+  async function personOf(key: string) {
+    const owner = await graph.ownerOf(key);
+    const component = owner ? await graph.component(owner.id) : null;
+    return component && component.docs.length > 0 ? { component, person: combineDocuments(component.docs) } : null;
   }
 
   /** The subject's ids as the destination's partner receives them (through the match table for partner ids). */
@@ -121,6 +148,68 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
           exportUrl: `/v1/privacy/requests/${request._id}/export`,
         };
       });
+    },
+
+    /**
+     * Opts the subject out: their documents (and those they were split from) are marked, so from
+     * now on folds apply only their consent signals, rules place them in no segment, and exports
+     * withhold them; and they leave every segment they are in at once, as a real-time change.
+     */
+    async markOptOut(input: { requestId: string }): Promise<{ found: boolean; profiles: number; segments: number }> {
+      const { request, key } = await open(input.requestId);
+      const found = await personOf(key);
+      if (!found) {
+        await done(request, 'mark', {});
+        return { found: false, profiles: 0, segments: 0 };
+      }
+      const { component, person } = found;
+      await marks.add(request._id, documentIdsOf({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) }), new Date());
+      const evaluated = (await segments.list()).filter((segment) => segment.current);
+      const membership = new SegmentMembership(deps.store);
+      const states = await membership.realTime(evaluated);
+      const changes: ChangeSet = {};
+      for (const segment of evaluated) {
+        const state = states.get(segment._id)?.get(person.id);
+        if (state ?? (await membership.inSnapshot(segment, person.id))) changes[segment._id] = { entered: [], exited: [person.id], version: segment.current?.version ?? segment.version };
+      }
+      if (Object.keys(changes).length > 0) await segmentRuns.recordChanges({ _id: `privacy:${request._id}`, at: new Date(), changes, touched: [person.id] });
+      await done(request, 'mark', { profiles: person.profileIds.length, privacy_marks: 1, segment_changes: Object.keys(changes).length > 0 ? 1 : 0 });
+      return { found: true, profiles: person.profileIds.length, segments: Object.keys(changes).length };
+    },
+
+    /** The destinations whose partner holds (or may hold) the subject: each gets a ledger line, pending. */
+    async findRemovals(input: { requestId: string }): Promise<string[]> {
+      const { request, key } = await open(input.requestId);
+      const found = await personOf(key);
+      const { held, ids } = found ? await heldBy(exportFacts(found.person)) : { held: [], ids: {} };
+      await requests.setPartnerIds(request._id, ids);
+      for (const destination of held) {
+        if (!(request.destinations ?? []).some((line) => line.destinationId === destination.id)) {
+          await requests.setRemoval(request._id, { destinationId: destination.id, name: destination.name, state: 'pending', round: 0, exportId: null, lastError: null, updatedAt: new Date() });
+        }
+      }
+      return held.map((destination) => destination.id);
+    },
+
+    /** Records where one destination's removal stands. */
+    async recordRemoval(input: { requestId: string; destinationId: string; state: RemovalState; round: number; exportId: string | null; error: string | null }): Promise<void> {
+      const request = await requests.get(input.requestId);
+      const line = request?.destinations?.find((entry) => entry.destinationId === input.destinationId);
+      if (!request || !line) return;
+      await requests.setRemoval(request._id, { ...line, state: input.state, round: input.round, exportId: input.exportId, lastError: input.error, updatedAt: new Date() });
+    },
+
+    /** Whether the destination's partner still holds the subject by what it confirmed (a destination deleted holds nothing of ours to remove). */
+    async removalPending(input: { requestId: string; destinationId: string }): Promise<boolean> {
+      const destination = await destinations.get(input.destinationId);
+      if (!destination) return false;
+      return stillHeld(destination, new Set(await requests.partnerIdsOf(input.requestId, input.destinationId)));
+    },
+
+    /** Records the removal step done. */
+    async removalsDone(input: { requestId: string }): Promise<void> {
+      const request = await requests.get(input.requestId);
+      if (request) await done(request, 'remove', { destinations: request.destinations?.length ?? 0, partner_state: request.destinations?.length ?? 0 });
     },
 
     /** Closes a request with its result; the subject's identity key leaves the store with it. */

@@ -6,6 +6,7 @@ import { cappedTypes } from '../domain/identityCaps';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { documentIdsOf, withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
 import { EvaluationTime, SegmentEvaluator, type SegmentDefinition } from '../domain/segmentRules';
@@ -15,6 +16,7 @@ import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
 import { ItemModelStore } from '../store/itemModel';
 import { UnlinkStore } from '../store/identityUnlinks';
 import { ProfileEventLog, type PartitionPosition, type RoutedBatch, type RoutedEvent } from '../store/profileEvents';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
 import { ProfileStore, type StoredVersion } from '../store/profiles';
 import { SegmentRunStore } from '../store/segmentRuns';
@@ -43,6 +45,8 @@ export interface FoldResult {
   applied: number;
   /** Events an earlier, interrupted attempt had already folded into their documents. */
   alreadyApplied: number;
+  /** Events of people who opted out: only their consent signals were applied. */
+  eventsOptedOut: number;
   profilesWritten: number;
   /** Documents split by unlinks, and events that arrived at a split document and went on to its part. */
   documentsSplit: number;
@@ -81,6 +85,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const segmentStore = new SegmentStore(deps.store);
   const segmentRuns = new SegmentRunStore(deps.store);
   const itemModels = new ItemModelStore(deps.store);
+  const marks = new PrivacyMarks(deps.store);
   const itemTypes = deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES;
   const profileGraph = new ProfileGraph(identities, profiles);
   let compiled: { key: string; evaluator: SegmentEvaluator } | null = null;
@@ -97,6 +102,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * overwrites; the position is saved last and replaced by the same values.
    */
   async function fold(input: FoldInput): Promise<FoldResult> {
+    await marks.refresh();
     const position = await routedEvents.loadPosition(input.partition);
     const saved = structuredClone(position);
     const sourceIds = input.includeKnown ? [...new Set([...input.sourceIds, ...Object.keys(position.cursors)])] : input.sourceIds;
@@ -106,6 +112,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       events: 0,
       applied: 0,
       alreadyApplied: 0,
+      eventsOptedOut: 0,
       profilesWritten: 0,
       documentsSplit: 0,
       eventsRedirected: 0,
@@ -158,7 +165,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
           doc = current ? nextVersion(current) : newProfile(target, now(), event.timestamp);
           changed.set(target, doc);
         }
-        applyEvent(doc, event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq });
+        // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
+        const optedOut = marks.has([target, ...(current?.ancestors ?? [])]);
+        if (optedOut && !event.consentOnly) result.eventsOptedOut++;
+        applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq });
         result.applied++;
       }
       // Consent signals of events that were not profiled are not events applied.
@@ -322,7 +332,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     }
     const changes = foldChanges({
       segments: evaluator.ids,
-      evaluate: (subject) => evaluator.evaluate(subject, at),
+      evaluate: (subject) => evaluator.evaluate(withOptOut(subject, marks.has(documentIdsOf(subject))), at),
       changed,
       previousOf: (id) => stored.get(id) ?? null,
       components,

@@ -2,9 +2,11 @@ import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { dayKey, type SegmentSubject } from '../domain/profile';
+import { withOptOut } from '../domain/privacy';
 import { EvaluationTime, SegmentEvaluator, subjectNeeds } from '../domain/segmentRules';
 import { Bitmap, sampleRank } from '../domain/segments';
 import { forEachConcurrently, type Store } from '../store/db';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { decodeForExport, decodeProfile } from '../store/profiles';
 import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/destinations';
 import { DestinationStore } from '../store/destinations';
@@ -65,6 +67,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   const runs = new SegmentRunStore(deps.store);
   const stores = peoplePassStores(deps.store);
   const destinations = new DestinationStore(deps.store);
+  const marks = new PrivacyMarks(deps.store);
 
   /** Whether a run's workflow is alive: only a run that will finish may stand in for another. */
   async function isRunning(runId: string): Promise<boolean> {
@@ -112,12 +115,16 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     const facts = new Map<string, FlatFacts>();
 
     const sample = new BottomSample();
+    // People who opted out are in no segment, and no estimate counts them.
+    await marks.refresh(true);
     const { people, documentsScanned } = await passPeople(stores, needs, {
       document(stored, fields) {
-        const bits = bitsOf(fields);
+        const optedOut = marks.has([stored.profileId, ...(fields.ancestors ?? [])]);
+        const bits = bitsOf(withOptOut(fields, optedOut));
         if (isExported(bits)) facts.set(stored.profileId, flattenFacts(exportFacts(decodeForExport(stored))));
         else facts.delete(stored.profileId);
-        if (sample.wants(stored.profileId)) sample.offer(stored.profileId, decodeProfile(stored));
+        if (optedOut) sample.remove(stored.profileId);
+        else if (sample.wants(stored.profileId)) sample.offer(stored.profileId, decodeProfile(stored));
         return bits;
       },
       dropped(profileId) {
@@ -125,9 +132,10 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
         sample.remove(profileId);
       },
       person(person) {
-        const bits = bitsOf(person);
+        const optedOut = marks.has(person.profileIds);
+        const bits = bitsOf(withOptOut(person, optedOut));
         if (isExported(bits)) facts.set(person.id, flattenFacts(exportFacts(person)));
-        sample.offer(person.id, person);
+        if (!optedOut) sample.offer(person.id, person);
         return bits;
       },
     });

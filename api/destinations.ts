@@ -139,7 +139,7 @@ export function exportView(doc: ExportDoc): ExportView {
     batchesConfirmed: doc.batchesConfirmed,
     rejected: doc.rejected,
     // Exports planned before holdouts existed count none.
-    withheld: { consent: sum((segment) => segment.withheld.consent), labels, holdout: sum((segment) => segment.withheld.holdout ?? 0) },
+    withheld: { consent: sum((segment) => segment.withheld.consent), labels, holdout: sum((segment) => segment.withheld.holdout ?? 0), optOut: sum((segment) => segment.withheld.optOut ?? 0) },
     segments: (doc.plan?.segments ?? []).map(({ before: _before, batches: _batches, runId: _runId, refused, ...segment }) => ({ ...segment, ...(refused && { refused }) })),
     startedAt: doc.startedAt.toISOString(),
     finishedAt: doc.finishedAt && doc.finishedAt.toISOString(),

@@ -71,7 +71,8 @@ export function personalizationRouter({ store, temporal, config, admin }: Pick<R
   router.get('/v1/profiles/:id/recommendations', admin, async (req, res) => {
     const query = parseOr400(RecommendationsQuerySchema, req.query, 'recommendations query');
     const [person, current] = await Promise.all([personOf(String(req.params.id)), model.get()]);
-    const items = current.head ? recommend(current.items, itemsOf(person, current.head.eventTypes), query.limit) : [];
+    // A person who opted out of profiling is recommended nothing from what they did.
+    const items = current.head && !person.optOut ? recommend(current.items, itemsOf(person, current.head.eventTypes), query.limit) : [];
     res.json({ profileId: person.id, modelBuiltAt: current.head?.at.toISOString() ?? null, items });
   });
 

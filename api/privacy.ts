@@ -3,12 +3,12 @@ import { z } from 'zod';
 import { identityKey, IdentityError, toStoredIdentity } from '../domain/identity';
 import {
   deadlineOf,
-  PRIVACY_STEPS,
   PrivacyListQuerySchema,
   privacyRequestId,
   PrivacyRequestSchema,
   PrivacyRequestViewSchema,
   subjectHash,
+  STEPS_OF,
   SUPPORTED_PRIVACY_TYPES,
   targetOf,
   type PrivacyRequestView,
@@ -33,6 +33,7 @@ export function privacyView(doc: PrivacyRequestDoc): PrivacyRequestView {
     deadline: doc.deadline.toISOString(),
     target: doc.target.toISOString(),
     steps: doc.steps.map((step) => ({ name: step.name, state: step.state, at: step.at?.toISOString() ?? null, touched: step.touched })),
+    destinations: (doc.destinations ?? []).map((removal) => ({ ...removal, updatedAt: removal.updatedAt.toISOString() })),
     completedAt: doc.completedAt?.toISOString() ?? null,
     error: doc.error,
     result: doc.result,
@@ -92,7 +93,8 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
           receivedAt,
           deadline: deadlineOf(receivedAt),
           target: targetOf(receivedAt),
-          steps: PRIVACY_STEPS.map((name) => ({ name, state: 'pending', at: null, touched: {} })),
+          steps: STEPS_OF[body.type].map((name) => ({ name, state: 'pending', at: null, touched: {} })),
+          destinations: [],
           completedAt: null,
           error: null,
           result: null,
@@ -135,9 +137,9 @@ export function registerPrivacyPaths({ registry, problem, json, adminKey }: Open
   registry.registerPath({
     method: 'post',
     path: '/v1/privacy/requests',
-    summary: "Make a data subject's privacy request: access (a JSON export of everything held about them)",
+    summary: "Make a data subject's privacy request: access (a JSON export of everything held about them), or opt-out (no more profiling, segments or exports, and a removal at every partner)",
     description:
-      'One durable `privacyRequest` workflow per request, its id deterministic per subject and type (asking again while one is open returns it). The identity is normalized and hashed as at collection; the request keeps only a salted hash of it (the salt: DMP_PRIVACY_SALT, or one made for the store). `erase` and `opt_out` are answered 501 until they are carried out.',
+      'One durable `privacyRequest` workflow per request, its id deterministic per subject and type (asking again while one is open returns it). The identity is normalized and hashed as at collection; the request keeps only a salted hash of it (the salt: DMP_PRIVACY_SALT, or one made for the store). An opt-out marks the profile documents (the mark survives merges), takes the person out of every segment at once, and exports each destination that held them until its partner confirms the removal (`destinations`, the ledger). `erase` is answered 501 until it is carried out.',
     security,
     request: { body: { content: { 'application/json': { schema: PrivacyRequestSchema } } } },
     responses: {

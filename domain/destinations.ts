@@ -134,6 +134,7 @@ const Withheld = z
     consent: z.number().int(),
     labels: z.record(z.string(), z.number().int()).openapi({ description: 'Members withheld per source label not allowed' }),
     holdout: z.number().int().openapi({ description: "Members in the destination's holdout (`holdoutShare`)" }),
+    optOut: z.number().int().openapi({ description: 'Members who opted out ("do not sell or share", POST /v1/privacy/requests) since their segments were evaluated' }),
   })
   .openapi({ description: 'Members kept from the partner by export controls, with the reason' });
 
@@ -157,7 +158,7 @@ export const ExportViewSchema = z
     destinationId: z.string(),
     state: ExportStateSchema,
     full: z.boolean(),
-    trigger: z.enum(['api', 'schedule', 'near_real_time']),
+    trigger: z.enum(['api', 'schedule', 'near_real_time', 'privacy']).openapi({ description: '`privacy`: sent for a privacy request, to remove its subject' }),
     adds: z.number().int(),
     removes: z.number().int(),
     matched: z.number().int(),

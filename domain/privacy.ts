@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
+import type { SegmentSubject } from './profile';
 import { IdentityRefSchema } from './schemas';
 
 extendZodWithOpenApi(z);
@@ -14,7 +15,7 @@ extendZodWithOpenApi(z);
 export const PRIVACY_REQUEST_TYPES = ['erase', 'access', 'opt_out'] as const;
 export type PrivacyRequestType = (typeof PRIVACY_REQUEST_TYPES)[number];
 /** The types the platform carries out today; the others are refused with 501 until they are. */
-export const SUPPORTED_PRIVACY_TYPES: readonly PrivacyRequestType[] = ['access'];
+export const SUPPORTED_PRIVACY_TYPES: readonly PrivacyRequestType[] = ['access', 'opt_out'];
 
 export const PRIVACY_STATES = ['received', 'running', 'completed', 'failed'] as const;
 export type PrivacyState = (typeof PRIVACY_STATES)[number];
@@ -52,7 +53,9 @@ export function privacyRequestId(type: PrivacyRequestType, subject: string, n: n
 
 export const PrivacyRequestSchema = z
   .object({
-    type: z.enum(PRIVACY_REQUEST_TYPES).openapi({ description: '`access`: a JSON export of everything held about the subject; `erase` and `opt_out` are not carried out yet (501)' }),
+    type: z.enum(PRIVACY_REQUEST_TYPES).openapi({
+      description: '`access`: a JSON export of everything held about the subject; `opt_out`: no profiling, segments or exports of them from now on, and a removal at every partner holding them; `erase` is not carried out yet (501)',
+    }),
     identity: IdentityRefSchema.openapi({ description: 'One identity of the subject; the request covers the whole profile it belongs to. Raw `email`/`phone` values are normalized and hashed as at collection, never stored.' }),
     requestedBy: z.string().trim().min(1).max(200).optional().openapi({ description: 'Who asked, for the audit trail (an operator, a ticket)' }),
   })
@@ -60,8 +63,32 @@ export const PrivacyRequestSchema = z
   .openapi('PrivacyRequest');
 export type PrivacyRequestInput = z.infer<typeof PrivacyRequestSchema>;
 
-export const PRIVACY_STEPS = ['resolve', 'collect', 'complete'] as const;
+export const PRIVACY_STEPS = ['resolve', 'collect', 'mark', 'remove', 'complete'] as const;
 export type PrivacyStepName = (typeof PRIVACY_STEPS)[number];
+
+/** The steps of each type of request, in order. */
+export const STEPS_OF: Record<PrivacyRequestType, readonly PrivacyStepName[]> = {
+  access: ['resolve', 'collect', 'complete'],
+  opt_out: ['resolve', 'mark', 'remove', 'complete'],
+  erase: ['resolve', 'remove', 'complete'],
+};
+
+/** Where a partner's removal of the subject stands: planned, sent in an export, confirmed, or failed and to be tried again. */
+export const REMOVAL_STATES = ['pending', 'sent', 'acknowledged', 'failed_retrying'] as const;
+export type RemovalState = (typeof REMOVAL_STATES)[number];
+
+export const RemovalSchema = z
+  .object({
+    destinationId: z.string(),
+    name: z.string(),
+    state: z.enum(REMOVAL_STATES),
+    round: z.number().int().openapi({ description: 'Exports sent for the removal so far' }),
+    exportId: z.string().nullable().openapi({ description: 'The export of the last round' }),
+    lastError: z.string().nullable(),
+    updatedAt: z.string().openapi({ format: 'date-time' }),
+  })
+  .openapi('PrivacyRemoval', { description: "One partner's removal of the subject: the request's ledger holds one per destination that held them" });
+export type Removal = z.infer<typeof RemovalSchema>;
 
 export const PrivacyStepSchema = z
   .object({
@@ -80,7 +107,7 @@ export const PrivacyResultSchema = z
     identities: z.number().int(),
     events: z.number().int(),
     segments: z.number().int(),
-    destinations: z.number().int().openapi({ description: 'Destinations whose partner holds (or may hold) the subject' }),
+    destinations: z.number().int().openapi({ description: 'Destinations whose partner holds (or may hold) the subject; for an opt-out, those that held them' }),
     exportUrl: z.string().nullable().openapi({ description: 'Where the access export downloads from' }),
   })
   .openapi('PrivacyResult');
@@ -97,6 +124,7 @@ export const PrivacyRequestViewSchema = z
     deadline: z.string().openapi({ format: 'date-time', description: 'The statutory deadline: one month from receipt' }),
     target: z.string().openapi({ format: 'date-time', description: `Our target: ${TARGET_HOURS} hours from receipt` }),
     steps: z.array(PrivacyStepSchema),
+    destinations: z.array(RemovalSchema).openapi({ description: 'The ledger: per destination whose partner held the subject, where its removal stands' }),
     completedAt: z.string().openapi({ format: 'date-time' }).nullable(),
     error: z.string().nullable(),
     result: PrivacyResultSchema.nullable(),
@@ -122,4 +150,14 @@ export interface AccessExport {
   segments: Array<{ id: string; name: string }>;
   /** Partners that hold (or may hold) the subject's ids, per segment, and the export that last sent them. */
   destinations: Array<{ id: string; name: string; connector: string; idType: string; segments: Array<{ segmentId: string; exportId: string; state: 'held' | 'uncertain' }> }>;
+}
+
+/** The document ids a subject stands for: a combined person's documents, or one document and those it was split from. */
+export function documentIdsOf(subject: { profileId?: string; profileIds?: string[]; ancestors?: string[] }): string[] {
+  return [...(subject.profileIds ?? (subject.profileId ? [subject.profileId] : [])), ...(subject.ancestors ?? [])];
+}
+
+/** A subject as rules read it: marked opted out (rules then place it in no segment) when `optedOut` says so. */
+export function withOptOut<T extends SegmentSubject>(subject: T, optedOut: boolean): T {
+  return optedOut ? { ...subject, optOut: true } : subject;
 }

@@ -99,7 +99,10 @@ export interface ProfileDoc {
 export type ProfileEvent = Pick<StoredEvent, 'id' | 'type' | 'timestamp' | 'identities' | 'traits' | 'properties' | 'consent' | 'consentOnly'>;
 
 /** What segment rules read: one document, or a person's documents combined (`combineDocuments`). Keys encoded. */
-export type SegmentSubject = Pick<ProfileDoc, 'identities' | 'traits' | 'counters' | 'consent' | 'lastSeen'>;
+export type SegmentSubject = Pick<ProfileDoc, 'identities' | 'traits' | 'counters' | 'consent' | 'lastSeen'> & {
+  /** The person opted out of profiling ("do not sell or share"): no rule places them in a segment. */
+  optOut?: boolean;
+};
 
 /** Which source (and its party) an event came from, and the log chunk that held it. */
 export interface EventOrigin {

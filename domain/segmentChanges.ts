@@ -1,4 +1,4 @@
-import { combineDocuments, type ProfileDoc, type SegmentSubject } from './profile';
+import { combineDocuments, type CombinedProfile, type ProfileDoc } from './profile';
 
 /** Per segment: who entered and exited (counted in history), and who is stated in or out without being counted. */
 export interface SegmentChange {
@@ -16,7 +16,7 @@ export interface FoldChangesInput {
   /** Every segment id: a stated membership names the segments a profile is out of too. */
   segments: string[];
   /** The segments a profile (one document, or documents combined) is a member of, at one time for the whole fold. */
-  evaluate: (subject: SegmentSubject) => string[];
+  evaluate: (subject: ProfileDoc | CombinedProfile) => string[];
   /** The documents this fold writes, by id. */
   changed: Map<string, ProfileDoc>;
   /** A changed document's version before this fold, null when it is new. */

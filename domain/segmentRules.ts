@@ -472,6 +472,7 @@ export class SegmentEvaluator {
 
   /** The segments the subject is a member of at `at`, sorted. */
   evaluate(subject: SegmentSubject, at: EvaluationTime): string[] {
+    if (subject.optOut) return [];
     const members = this.ids.filter((id) => this.member(id, subject, at));
     this.memo.delete(subject);
     return members;

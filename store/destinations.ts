@@ -66,7 +66,7 @@ export interface ExportDoc {
   destinationId: string;
   state: ExportState;
   full: boolean;
-  trigger: 'api' | 'schedule' | 'near_real_time';
+  trigger: 'api' | 'schedule' | 'near_real_time' | 'privacy';
   /** The workflow running it, once it started: a later export waits only for a live one. */
   workflowId?: string;
   /** Set once planned. */

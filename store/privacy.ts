@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { Binary, type Collection } from 'mongodb';
-import type { PrivacyRequestType, PrivacyResult, PrivacyState, PrivacyStepName } from '../domain/privacy';
+import type { PrivacyRequestType, PrivacyResult, PrivacyState, PrivacyStepName, Removal } from '../domain/privacy';
 import { findByIds, insertKeyed, type Store } from './db';
 
 export const PRIVACY_COLLECTIONS = {
@@ -41,9 +41,13 @@ export interface PrivacyRequestDoc {
   completedAt: Date | null;
   error: string | null;
   result: PrivacyResult | null;
+  /** The ledger: per destination that held the subject, where its removal stands. */
+  destinations?: RemovalDoc[];
   /** Parts of the access export, once written. */
   exportParts?: number;
 }
+
+export type RemovalDoc = Omit<Removal, 'updatedAt'> & { updatedAt: Date };
 
 export interface PrivacyAuditDoc {
   _id: string;
@@ -57,7 +61,7 @@ export interface PrivacyAuditDoc {
 /** Privacy requests and what they keep, each read and written by `_id` (listing scans the small request collection). */
 export class PrivacyStore {
   readonly requests: Collection<PrivacyRequestDoc>;
-  readonly subjects: Collection<{ _id: string; key: string }>;
+  readonly subjects: Collection<{ _id: string; key: string; partnerIds?: Record<string, string[]> }>;
   readonly audit: Collection<PrivacyAuditDoc>;
   readonly exports: Collection<{ _id: string; body: Binary }>;
   readonly settings: Collection<{ _id: string; value: string }>;
@@ -100,6 +104,24 @@ export class PrivacyStore {
 
   async keyOf(id: string): Promise<string | null> {
     return (await this.subjects.findOne({ _id: id }))?.key ?? null;
+  }
+
+  /** The subject's ids as each holding destination's partner knows them, kept while the request runs (to check each removal). */
+  async setPartnerIds(id: string, partnerIds: Record<string, string[]>): Promise<void> {
+    await this.subjects.updateOne({ _id: id }, { $set: { partnerIds } });
+  }
+
+  async partnerIdsOf(id: string, destinationId: string): Promise<string[]> {
+    const partnerIds = (await this.subjects.findOne({ _id: id }))?.partnerIds ?? {};
+    return Object.hasOwn(partnerIds, destinationId) ? partnerIds[destinationId] : [];
+  }
+
+  /** Sets one destination's line of the ledger (the request's workflow is its one writer). */
+  async setRemoval(id: string, removal: RemovalDoc): Promise<void> {
+    const request = await this.get(id);
+    if (!request) return;
+    const ledger = (request.destinations ?? []).filter((line) => line.destinationId !== removal.destinationId);
+    await this.requests.updateOne({ _id: id }, { $set: { destinations: [...ledger, removal].sort((a, b) => (a.destinationId < b.destinationId ? -1 : 1)) } });
   }
 
   /** Records a step done and its audit entry (`nn` its place in the request); a retry writes the same. */

@@ -1,8 +1,10 @@
 import { combineDocuments, combineProfiles, type CombinedProfile, type ProfileLink } from '../domain/profile';
+import { documentIdsOf, withOptOut } from '../domain/privacy';
 import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
 import type { ProfileView } from '../domain/schemas';
 import type { Store } from './db';
 import { ProfileEventLog } from './profileEvents';
+import { PrivacyMarks } from './privacyMarks';
 import { ProfileGraph } from './profileGraph';
 import type { StoredVersion } from './profiles';
 import { definitionsOf, SegmentStore } from './segments';
@@ -19,8 +21,10 @@ export class ProfileReader {
 
   private readonly segments: SegmentStore;
   private readonly sources: SourceStore;
+  private readonly marks: PrivacyMarks;
 
   constructor(store: Store) {
+    this.marks = new PrivacyMarks(store);
     this.graph = ProfileGraph.open(store);
     this.events = new ProfileEventLog(store);
     this.segments = new SegmentStore(store);
@@ -35,7 +39,7 @@ export class ProfileReader {
   private async view(docs: StoredVersion[], links: ProfileLink[]): Promise<ProfileView> {
     const [list, sources] = await Promise.all([this.segments.list(), this.sources.list()]);
     const definitions = definitionsOf(list);
-    const segments = definitions.length > 0 ? new SegmentEvaluator(definitions).evaluate(combineDocuments(docs), new EvaluationTime(new Date())) : [];
+    const segments = definitions.length > 0 ? new SegmentEvaluator(definitions).evaluate(await this.combined(docs), new EvaluationTime(new Date())) : [];
     const view = combineProfiles(docs, links, segments);
     const labels = new Map(sources.map((source) => [source._id, source.labels]));
     for (const origin of Object.values(view.traitOrigins)) origin.labels = labels.get(origin.sourceId) ?? [];
@@ -54,7 +58,14 @@ export class ProfileReader {
   /** A profile's documents combined (what rules and recommendations read), without building its view; null as for `byId`. */
   async person(profileId: string): Promise<CombinedProfile | null> {
     const component = await this.graph.component(profileId);
-    return component.docs.some((doc) => doc.profileId === profileId) ? combineDocuments(component.docs) : null;
+    return component.docs.some((doc) => doc.profileId === profileId) ? this.combined(component.docs) : null;
+  }
+
+  /** Documents combined into their person, marked when the person opted out (rules then place them in no segment). */
+  private async combined(docs: StoredVersion[]): Promise<CombinedProfile> {
+    await this.marks.refresh();
+    const person = combineDocuments(docs);
+    return withOptOut(person, this.marks.has(documentIdsOf({ profileIds: person.profileIds, ancestors: docs.flatMap((doc) => doc.ancestors ?? []) })));
   }
 
   /** The profile holding an identity (`<type>:<value>`), or null. */

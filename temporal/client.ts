@@ -181,7 +181,7 @@ export async function syncLookalikeSchedule(client: Client, databaseName: string
 /** Starts a recorded privacy request under its deterministic id; finding it started is success. */
 export async function startPrivacyRequest(client: Client, databaseName: string, requestId: string, type: PrivacyRequestType, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
   try {
-    await client.workflow.start(privacyRequest, { workflowId: privacyRequestWorkflowId(databaseName, requestId), taskQueue: config.DMP_TASK_QUEUE, args: [{ requestId, type }], memo: { requestId, type } });
+    await client.workflow.start(privacyRequest, { workflowId: privacyRequestWorkflowId(databaseName, requestId), taskQueue: config.DMP_TASK_QUEUE, args: [{ requestId, type, databaseName }], memo: { requestId, type } });
   } catch (error) {
     if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
   }

@@ -35,7 +35,7 @@ export interface DestinationExportInput {
   /** An export the API recorded; a scheduled run records its own from its start time. */
   exportId?: string;
   full?: boolean;
-  trigger: 'api' | 'schedule' | 'near_real_time';
+  trigger: 'api' | 'schedule' | 'near_real_time' | 'privacy';
   /** For running a segmentation pass first, under its own id. */
   databaseName: string;
 }

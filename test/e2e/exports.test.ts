@@ -178,7 +178,7 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     const withMaid = allowed.filter((i) => i % 4 === 0);
     expect((await members()).length).toBe(GOLD_NOW.length);
     expect(done).toMatchObject({ state: 'completed', adds: withMaid.length, matched: withMaid.length, unmatched: allowed.length - withMaid.length, batches: withMaid.length, rejected: 0 });
-    expect(done.withheld).toEqual({ consent: 2, labels: { partner_data: 1 }, holdout: 0 });
+    expect(done.withheld).toEqual({ consent: 2, labels: { partner_data: 1 }, holdout: 0, optOut: 0 });
     expect(done.matchRate).toBeCloseTo(withMaid.length / allowed.length, 5);
     expect(server.audience('dmp-gold')).toEqual(withMaid.map(maid).sort());
     expect(server.rateLimited).toBeGreaterThan(0); // paced at 5/s against a partner taking 2/s: it said 429, and we waited

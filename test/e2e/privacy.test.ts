@@ -8,7 +8,7 @@ const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000).
 const ALICE_EMAIL = 'Alice.Example@Example.com';
 const aliceHash = createHash('sha256').update('alice.example@example.com').digest('hex');
 
-describe('privacy requests: access, with every step audited', () => {
+describe('privacy requests: access and opt-out, with every step audited', () => {
   let platform: RunningPlatform;
   let api: RunningApi;
   let source: SourceClient;
@@ -27,7 +27,7 @@ describe('privacy requests: access, with every step audited', () => {
     );
 
   beforeAll(async () => {
-    platform = await startPlatform('privacy', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] });
+    platform = await startPlatform('privacy', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'], DMP_DESTINATION_TIMEOUT_SECONDS: 2 });
     ({ api } = platform);
     source = await newSource(api, 'shop');
     // Alice's cookie and her email meet on one event: one profile, with two identities from this source.
@@ -40,7 +40,7 @@ describe('privacy requests: access, with every step audited', () => {
     await source.folded(events.length);
     segmentId = (await admin('/v1/segments', { body: { name: 'Gold plan', rule: { trait: 'plan', op: 'eq', value: 'gold' } } })).body.id;
     await waitFor('the segment evaluated', async () => (await admin(`/v1/segments/${segmentId}`)).body.lastRun?.state === 'completed');
-    partner = await new PartnerServer({ kind: 'webhook', secret: 'webhook-secret-0123456789' }).start();
+    partner = await new PartnerServer({ kind: 'webhook', secret: 'webhook-secret-0123456789', stallMs: 4000 }).start();
     destinationId = (await admin('/v1/destinations', { body: { name: 'Hooked', connector: 'webhook', idType: 'cookie_id', segments: [segmentId], config: { url: `${partner.url}/dmp`, secret: 'webhook-secret-0123456789' } } })).body.id;
     const started = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
     await waitFor('the export', async () => (await admin(`/v1/destinations/${destinationId}/exports/${started.body.exportId}`)).body.state === 'completed', 60_000);
@@ -116,6 +116,60 @@ describe('privacy requests: access, with every step audited', () => {
     const view = await settledRequest(id);
     expect(view.result).toMatchObject({ found: false, profiles: 0, events: 0, destinations: 0 });
     expect((await admin(view.result.exportUrl)).body).toMatchObject({ profile: null, events: [], segments: [], destinations: [] });
+  });
+
+  it('opts a subject out: out of every segment at once, removed at the partner through a 5xx and a timeout, the ledger acknowledged', async () => {
+    const aliceId = (await source.lookup('cookie_id', 'ck-alice')).body.id;
+    const bobId = (await source.lookup('cookie_id', 'ck-bob')).body.id;
+    partner.failNext('http500', 'stall');
+    const started = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'email', value: ALICE_EMAIL }, requestedBy: 'ccpa form' } });
+    expect(started.status).toBe(202);
+    expect(started.body.id).toMatch(/^pr_opt_out_/);
+    const view = await settledRequest(started.body.id);
+    expect(view).toMatchObject({ type: 'opt_out', state: 'completed', error: null });
+    expect(view.steps.map((step: { name: string; state: string }) => [step.name, step.state])).toEqual([
+      ['resolve', 'done'],
+      ['mark', 'done'],
+      ['remove', 'done'],
+      ['complete', 'done'],
+    ]);
+    expect(view.destinations).toEqual([{ destinationId, name: 'Hooked', state: 'acknowledged', round: 1, exportId: expect.any(String), lastError: null, updatedAt: expect.any(String) }]);
+    expect(view.result).toMatchObject({ found: true, profiles: 1, segments: 1, destinations: 1, exportUrl: null });
+    // The partner removed her (the batch came again after the 5xx and the stall), and holds Bob still.
+    expect(partner.audience(segmentId)).toEqual(['ck-bob']);
+    const removal = (await admin(`/v1/destinations/${destinationId}/exports/${view.destinations[0].exportId}`)).body;
+    expect(removal).toMatchObject({ state: 'completed', trigger: 'privacy', removes: 1, adds: 0 });
+    // She left the segment when the request marked her, not at the next batch run.
+    expect((await admin(`/v1/segments/${segmentId}/members?limit=10`)).body.members).toEqual([bobId]);
+    expect((await admin(`/v1/profiles/${aliceId}`)).body.segments).toEqual([]);
+  });
+
+  it('profiles an opted-out subject no more: later events change nothing but consent, a new identity joins the mark, batch runs and exports leave them out', async () => {
+    const aliceId = (await source.lookup('cookie_id', 'ck-alice')).body.id;
+    const before = (await admin(`/v1/profiles/${aliceId}`)).body;
+    const events = [
+      { id: 'a3', type: 'purchase', timestamp: minutesAgo(2), identities: { cookie_id: 'ck-alice' }, traits: { plan: 'platinum' }, properties: { item: 'stove' } },
+      { id: 'a4', type: 'page_view', timestamp: minutesAgo(1), identities: { cookie_id: 'ck-alice-2', email: ALICE_EMAIL }, traits: { plan: 'gold' } },
+    ];
+    expect((await source.send(events)).body.accepted).toBe(events.length);
+    await source.folded(3 + events.length);
+    const after = (await admin(`/v1/profiles/${aliceId}`)).body;
+    expect(after.traits).toEqual({ plan: 'gold' });
+    expect(after.counters).toEqual(before.counters);
+    expect(after.segments).toEqual([]);
+    // Her new cookie finds her profile, and her profile is still out of every segment.
+    expect((await source.lookup('cookie_id', 'ck-alice-2')).body).toMatchObject({ id: aliceId, segments: [] });
+
+    const run = await admin(`/v1/segments/${segmentId}/runs`, { method: 'POST' });
+    expect(run.status).toBe(202);
+    const done = await waitFor('the batch run', async () => {
+      const state = (await admin(`/v1/segments/${segmentId}/runs/${run.body.runId}`)).body;
+      return state.state === 'completed' ? state : null;
+    }, 60_000);
+    expect(done.members).toBe(1);
+    const exported = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
+    await waitFor('the export', async () => (await admin(`/v1/destinations/${destinationId}/exports/${exported.body.exportId}`)).body.state === 'completed', 60_000);
+    expect(partner.audience(segmentId)).toEqual(['ck-bob']);
   });
 
   it('refuses what it cannot take, naming the field', async () => {

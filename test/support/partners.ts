@@ -47,6 +47,11 @@ export class PartnerServer extends LocalServer {
     this.faults = [...(options.faults ?? [])];
   }
 
+  /** Faults served in turn by the next requests, after those still queued. */
+  failNext(...faults: Fault[]): void {
+    this.faults.push(...faults);
+  }
+
   audience(name: string): string[] {
     return [...(this.audiences.get(name) ?? [])].sort();
   }

@@ -1,4 +1,5 @@
-import { deadlineOf, privacyRequestId, subjectHash, targetOf } from '../../domain/privacy';
+import { deadlineOf, documentIdsOf, privacyRequestId, subjectHash, targetOf, withOptOut } from '../../domain/privacy';
+import { EvaluationTime, SegmentEvaluator } from '../../domain/segmentRules';
 
 describe('privacy requests', () => {
   it('are due one calendar month from receipt, the month’s last day when it is shorter', () => {
@@ -17,5 +18,16 @@ describe('privacy requests', () => {
     expect(subjectHash('salt-two-0123456789', key)).not.toBe(hash);
     expect(privacyRequestId('access', hash, 3)).toBe(`pr_access_${hash}_3`);
     expect(privacyRequestId('access', hash, 3)).not.toContain('2c26b46b');
+  });
+
+  it('mark a person opted out by any of their documents, or one they were split from, and then no rule holds them', () => {
+    expect(documentIdsOf({ profileId: 'p_b', ancestors: ['p_a'] })).toEqual(['p_b', 'p_a']);
+    expect(documentIdsOf({ profileIds: ['p_a', 'p_c'] })).toEqual(['p_a', 'p_c']);
+    const subject = { identities: [], traits: { plan: 'gold' }, counters: {}, consent: null, lastSeen: new Date() };
+    const evaluator = new SegmentEvaluator([{ id: 'gold', rule: { trait: 'plan', op: 'eq', value: 'gold' } }]);
+    const at = new EvaluationTime(new Date());
+    expect(evaluator.evaluate(withOptOut(subject, false), at)).toEqual(['gold']);
+    expect(withOptOut(subject, false)).toBe(subject);
+    expect(evaluator.evaluate(withOptOut(subject, true), at)).toEqual([]);
   });
 });
