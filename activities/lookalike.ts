@@ -7,7 +7,7 @@ import type { Rule, SubjectNeeds } from '../domain/segmentRules';
 import { isDuplicateKeyError, type Store } from '../store/db';
 import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { decodeProfile } from '../store/profiles';
-import { SegmentMembership } from '../store/segmentMembership';
+import { SegmentMembership, type RealTimeStates } from '../store/segmentMembership';
 import { prepareRun, SegmentRunStore } from '../store/segmentRuns';
 import { ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
 import { startSegmentRun, syncLookalikeSchedule } from '../temporal/client';
@@ -39,9 +39,8 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
   const segments = new SegmentStore(deps.store);
   const runs = new LookalikeRunStore(deps.store);
 
-  async function membersOf(segment: SegmentDoc): Promise<Set<string>> {
-    const membership = new SegmentMembership(deps.store);
-    const states = await membership.realTime([segment]);
+  /** A segment's members now (one membership reader per run: the segments of one batch run share its snapshot chunks). */
+  async function membersOf(segment: SegmentDoc, membership: SegmentMembership, states: RealTimeStates): Promise<Set<string>> {
     const members = new Set<string>();
     for await (const page of membership.pages(segment, states)) {
       for (const id of page) members.add(id);
@@ -67,8 +66,13 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
   async function train(run: LookalikeRunDoc): Promise<LookalikeRunDoc> {
     const seed = await evaluatedSegment(run.seedId, 'seed');
     const base = run.base === 'all' ? null : await evaluatedSegment(run.base, 'base');
-    const rules = new Map((await segments.withReferences([seed._id])).map((doc) => [doc._id, ruleOf(doc)]));
-    const excluded = definingFeatures(ruleOf(seed), (id) => rules.get(id) ?? null);
+    const all = await segments.list();
+    const rules = new Map(all.map((doc) => [doc._id, ruleOf(doc)]));
+    const ruleOfId = (id: string) => rules.get(id) ?? null;
+    const excluded = definingFeatures(ruleOf(seed), ruleOfId);
+    // Taxonomy features: membership of the other evaluated segments — except those whose own rules
+    // read what defines the seed (or refer to it): they would give its definition away.
+    const taxonomy = all.filter((doc) => doc.current && doc._id !== seed._id && doc._id !== base?._id && !definingFeatures(ruleOf(doc), ruleOfId).some((prefix) => prefix === `segment:${seed._id}` || excluded.includes(prefix)));
 
     const names: string[] = [];
     const ids = new Map<string, number>();
@@ -85,8 +89,17 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
       document: (stored) => featuresOfPerson(decodeProfile(stored)),
       person: (person) => featuresOfPerson(person),
     });
-    const seedMembers = await membersOf(seed);
-    const baseMembers = base ? await membersOf(base) : null;
+    const membership = new SegmentMembership(deps.store);
+    const states = await membership.realTime([...taxonomy, seed, ...(base ? [base] : [])]);
+    for (const segment of taxonomy) {
+      const feature = intern(`segment:${segment._id}`);
+      for (const id of await membersOf(segment, membership, states)) {
+        const features = people.get(id);
+        if (features) people.set(id, Int32Array.of(...features, feature));
+      }
+    }
+    const seedMembers = await membersOf(seed, membership, states);
+    const baseMembers = base ? await membersOf(base, membership, states) : null;
     const inBase = (id: string) => baseMembers === null || baseMembers.has(id);
 
     // Training profiles: the seed (within the base) and the rest of the base, each class sampled down to MAX_PER_CLASS.

@@ -59,6 +59,7 @@ export function definingFeatures(rule: Rule, ruleOf: (segmentId: string) => Rule
     else if ('score' in node) for (const [feature] of node.score.weights) prefixes.add(feature);
     else if ('segment' in node && !seen.has(node.segment)) {
       seen.add(node.segment);
+      prefixes.add(`segment:${node.segment}`);
       const referenced = ruleOf(node.segment);
       if (referenced) walk(referenced);
     }

@@ -17,6 +17,7 @@ extendZodWithOpenApi(z);
  * | `event:<type>`             | has events of the type                                      |
  * | `recent:<type>`            | has events of the type in the last RECENT_DAYS days          |
  * | `identity:<type>`          | holds an identity of the (stored) type                       |
+ * | `segment:<id>`             | is a member of the segment (a taxonomy node): rules read it as `{segment}` |
  */
 
 /** The window of `recent:` features. */
@@ -28,7 +29,14 @@ const Feature = z
   .string()
   .min(3)
   .max(300)
-  .regex(/^(trait:[^=]+=.+|event:.+|recent:.+|identity:[a-z0-9_]+)$/, 'trait:<name>=<json value>, event:<type>, recent:<type> or identity:<type>');
+  .regex(/^(trait:[^=]+=.+|event:.+|recent:.+|identity:[a-z0-9_]+|segment:.+)$/, 'trait:<name>=<json value>, event:<type>, recent:<type>, identity:<type> or segment:<id>');
+
+const SEGMENT_FEATURE = 'segment:';
+
+/** The segment a `segment:<id>` feature names, or null for a feature read off the profile. */
+export function segmentOfFeature(feature: string): string | null {
+  return feature.startsWith(SEGMENT_FEATURE) ? feature.slice(SEGMENT_FEATURE.length) : null;
+}
 
 export const ScoreRuleSchema = z
   .object({
@@ -50,6 +58,8 @@ export function modelNeeds(weights: ReadonlyArray<readonly [string, number]>): {
   let traits = false;
   let identities = false;
   for (const [feature] of weights) {
+    // Membership is the evaluator's to say (the referenced segment's own needs count for it).
+    if (segmentOfFeature(feature) !== null) continue;
     if (feature.startsWith('trait:')) traits = true;
     else if (feature.startsWith('identity:')) identities = true;
     else events.add(encodeFieldName(feature.slice(feature.indexOf(':') + 1)));
@@ -82,13 +92,18 @@ export function featuresOf(subject: Pick<SegmentSubject, 'traits' | 'counters' |
   return [...features];
 }
 
-/** Whether a profile's features reach the rule's least probability. */
-export function compileScore(rule: ScoreRule['score']): (subject: Pick<SegmentSubject, 'traits' | 'counters' | 'identities'>, now: Date) => boolean {
-  const weights = new Map(rule.weights);
+/** Whether a profile's features reach the rule's least probability; `member` says whether it is in a segment a `segment:` feature names. */
+export function compileScore(rule: ScoreRule['score']): (subject: Pick<SegmentSubject, 'traits' | 'counters' | 'identities'>, now: Date, member?: (segmentId: string) => boolean) => boolean {
+  const weights = new Map(rule.weights.filter(([feature]) => segmentOfFeature(feature) === null));
+  const segments = rule.weights.flatMap(([feature, weight]) => {
+    const id = segmentOfFeature(feature);
+    return id === null ? [] : [[id, weight] as const];
+  });
   const threshold = Math.log(rule.min / (1 - rule.min));
-  return (subject, now) => {
+  return (subject, now, member = () => false) => {
     let z = rule.intercept;
     for (const feature of featuresOf(subject, now)) z += weights.get(feature) ?? 0;
+    for (const [id, weight] of segments) if (member(id)) z += weight;
     return z >= threshold;
   };
 }

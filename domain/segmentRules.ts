@@ -5,7 +5,7 @@ import { encodeFieldName } from './fieldNames';
 import type { StoredIdentityType } from './identity';
 import { BEHAVIOUR_DAYS, dayKey, type SegmentSubject } from './profile';
 import { oneOfRequired } from './schemaChecks';
-import { compileScore, modelNeeds, ScoreRuleSchema } from './scoreModel';
+import { compileScore, modelNeeds, ScoreRuleSchema, segmentOfFeature } from './scoreModel';
 import { numberPattern, storableText } from './text';
 
 extendZodWithOpenApi(z);
@@ -219,6 +219,12 @@ export function segmentReferences(rule: Rule, path = 'rule'): Array<{ id: string
     else if ('any' in node) node.any.forEach((child, index) => walk(child, `${at}.any[${index}]`));
     else if ('not' in node) walk(node.not, `${at}.not`);
     else if ('segment' in node) found.push({ id: node.segment, path: `${at}.segment` });
+    else if ('score' in node) {
+      node.score.weights.forEach(([feature], k) => {
+        const id = segmentOfFeature(feature);
+        if (id !== null) found.push({ id, path: `${at}.score.weights[${k}][0]` });
+      });
+    }
   };
   walk(rule, path);
   return found;
@@ -417,7 +423,7 @@ function compile(rule: Rule, segment: (id: string) => Predicate): Predicate {
   }
   if ('score' in rule) {
     const qualifies = compileScore(rule.score);
-    return (subject, at) => qualifies(subject, at.now);
+    return (subject, at) => qualifies(subject, at.now, (id) => segment(id)(subject, at));
   }
   const id = rule.segment;
   return (subject, at) => segment(id)(subject, at);

@@ -122,6 +122,26 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     expect(run.threshold).toBe(0.9);
   });
 
+  it('reads membership of other segments (taxonomy nodes) as features, never of one defined as the seed is', async () => {
+    const alpine = (await admin('/v1/segments', { body: { name: 'Alpine readers', taxonomyPath: 'Interests/Outdoors', rule: { trait: 'magazine', op: 'eq', value: 'alpine' } } })).body.id;
+    const alsoBuyers = (await admin('/v1/segments', { body: { name: 'Gear buyers again', rule: { event: 'gear_purchase', count: { op: 'gte', value: 1 } } } })).body.id;
+    await settled(alpine);
+    await settled(alsoBuyers);
+    const run = await lookalike(seeds.buyers, { reach: 60 });
+    expect(run.state).toBe('completed');
+    const features = run.topFeatures.map((feature: { feature: string }) => feature.feature);
+    const weightOf = (name: string) => run.topFeatures.find((feature: { feature: string }) => feature.feature === name)?.weight ?? 0;
+    // The alpine readers' segment carries the planted signal; a segment of the seed's own definition is never read.
+    expect(weightOf(`segment:${alpine}`) + weightOf('trait:magazine="alpine"')).toBeGreaterThan(2);
+    expect(features).toContain(`segment:${alpine}`);
+    expect(features).not.toContain(`segment:${alsoBuyers}`);
+    expect(run.auc).toBeLessThan(0.99);
+    // The extension's rule reads the alpine segment's membership: it is evaluated like any rule that refers to a segment.
+    const extension = await settled(run.segmentId);
+    expect(extension.size).toBe(run.reach);
+    expect(JSON.stringify(extension.rule)).toContain(`segment:${alpine}`);
+  });
+
   it('refuses what it cannot run, naming the field', async () => {
     const both = await admin(`/v1/segments/${seeds.buyers}/lookalike`, { body: { reach: 10, accuracy: 0.5 } });
     expect(both.status).toBe(400);

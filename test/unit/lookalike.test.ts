@@ -1,7 +1,7 @@
 import { auc, definingFeatures, isDefining, trainLogistic, type TrainingRow } from '../../domain/lookalike';
 import { compileScore, featuresOf } from '../../domain/scoreModel';
 import { encodeFieldName } from '../../domain/fieldNames';
-import { parseRule, SegmentEvaluator, EvaluationTime, subjectNeeds, type Rule } from '../../domain/segmentRules';
+import { parseRule, SegmentEvaluator, EvaluationTime, segmentReferences, subjectNeeds, type Rule } from '../../domain/segmentRules';
 
 const now = new Date('2026-11-30T12:00:00Z');
 const counter = (count: number, day: string) => ({ count, firstSeen: now, lastSeen: now, days: { [day]: count } });
@@ -31,7 +31,7 @@ describe('lookalike models', () => {
   it('the features defining a seed include those of the segments it refers to', () => {
     const rules = new Map<string, Rule>([['seg_b', { any: [{ identity: 'email' }, { trait: 'tier', op: 'eq', value: 'vip' }] }]]);
     const defining = definingFeatures({ all: [{ event: 'purchase' }, { not: { segment: 'seg_b' } }] }, (id) => rules.get(id) ?? null);
-    expect(defining.sort()).toEqual(['event:purchase', 'identity:email_sha256', 'recent:purchase', 'trait:tier=']);
+    expect(defining.sort()).toEqual(['event:purchase', 'identity:email_sha256', 'recent:purchase', 'segment:seg_b', 'trait:tier=']);
     expect(isDefining('trait:tier="vip"', defining)).toBe(true);
     expect(isDefining('trait:tiered="x"', defining)).toBe(false);
     expect(isDefining('event:purchase_return', defining)).toBe(false);
@@ -60,6 +60,22 @@ describe('the score rule', () => {
     const needs = subjectNeeds([rule]);
     expect(needs).toMatchObject({ traits: true, identities: false });
     expect([...needs.events.keys()]).toEqual([encodeFieldName('page.view')]);
+  });
+
+  it('reads membership of a segment (a taxonomy node) as a feature, which refers to that segment as a segment rule does', () => {
+    const rule = { score: { intercept: -2, weights: [['segment:gold', 3]] as Array<[string, number]>, min: 0.5 } };
+    expect(parseRule(rule).errors).toEqual([]);
+    expect(segmentReferences(rule)).toEqual([{ id: 'gold', path: 'rule.score.weights[0][0]' }]);
+    expect(definingFeatures({ all: [{ segment: 'gold' }] }, () => ({ trait: 'plan', op: 'eq', value: 'gold' }))).toEqual(['segment:gold', 'trait:plan=']);
+    const evaluator = new SegmentEvaluator([
+      { id: 'gold', rule: { trait: 'plan', op: 'eq', value: 'gold' } },
+      { id: 'ext', rule },
+    ]);
+    const at = new EvaluationTime(now);
+    const person = (plan: string) => ({ ...subject, traits: { plan }, consent: null, lastSeen: now });
+    expect(evaluator.evaluate(person('gold'), at)).toEqual(['ext', 'gold']);
+    expect(evaluator.evaluate(person('tin'), at)).toEqual([]);
+    expect(subjectNeeds([rule]).traits).toBe(false);
   });
 
   it('refuses a malformed model with the path named', () => {
