@@ -13,6 +13,7 @@ import {
   wilson,
   type SegmentView,
 } from '../domain/segments';
+import { AudienceReportStore } from '../store/audienceReports';
 import type { Store } from '../store/db';
 import { decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
@@ -107,6 +108,7 @@ export interface SegmentsRouterDeps {
 export function segmentsRouter({ store, temporal, config, admin }: SegmentsRouterDeps): Router {
   const segments = new SegmentStore(store);
   const runs = new SegmentRunStore(store);
+  const reports = new AudienceReportStore(store);
   const profiles = new ProfileStore(store, 0);
   const databaseName = store.db.databaseName;
   const router = Router();
@@ -230,6 +232,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     }
     await syncSegmentSchedule(temporal, databaseName, doc._id, null, config);
     await segments.remove(doc._id);
+    await reports.remove(doc._id);
     res.status(204).end();
   });
 

@@ -9,7 +9,7 @@ export const REPORT_COLLECTIONS = {
   trend: 'audience_trend',
 } as const;
 
-/** Reports and trend points are read and written by `_id` only: one indexed operation each. */
+/** Reports and trend points are read and written by `_id`: one indexed operation each (a deleted segment's leave by one scan). */
 export class AudienceReportStore {
   readonly reports: Collection<AudienceReport>;
   readonly trend: Collection<TrendPoint>;
@@ -30,6 +30,13 @@ export class AudienceReportStore {
   async write(reports: AudienceReport[], points: TrendPoint[]): Promise<void> {
     await forEachConcurrently(reports, 8, (report) => replaceUnlessNewer(this.reports, report));
     await forEachConcurrently(points, 8, (point) => replaceUnlessNewer(this.trend, point));
+  }
+
+  /** Removes a deleted segment's report and every trend point of it (one scan of the trend: deletions are rare). */
+  async remove(segmentId: string): Promise<void> {
+    await this.reports.deleteOne({ _id: segmentId });
+    // Its points' ids run from `<id>:` up to `<id>;` (the next character).
+    await this.trend.deleteMany({ _id: { $gte: `${segmentId}:`, $lt: `${segmentId};` } });
   }
 
   /** A segment's trend points for the given days (`YYYYMMDD`), by day. */

@@ -170,6 +170,21 @@ describe('audience insights: composition, overlap, affinity and trend of segment
     expect((await reports.get(segments.north))?.size).toBe(61);
   });
 
+  it('a deleted segment leaves no report or trend point behind, and the others keep theirs', async () => {
+    const created = await call(`${api.url}/v1/segments`, { key: api.adminKey, body: { name: 'passing', rule: { trait: 'region', op: 'eq', value: 'south' } } });
+    const id = created.body.id;
+    await settled(id);
+    expect((await get(`/v1/segments/${id}/insights`)).status).toBe(200);
+    const reports = new AudienceReportStore(platform.store);
+    expect(await reports.get(id)).not.toBeNull();
+    const today = dayKey(new Date());
+    expect((await reports.points(id, [today])).size).toBe(1);
+    expect((await call(`${api.url}/v1/segments/${id}`, { key: api.adminKey, method: 'DELETE' })).status).toBe(204);
+    expect(await reports.get(id)).toBeNull();
+    expect(await platform.store.db.collection('audience_trend').countDocuments({ _id: { $gte: `${id}:`, $lt: `${id};` } as never })).toBe(0);
+    expect((await reports.points(segments.north, [today])).size).toBe(1);
+  });
+
   it('refuses what it cannot answer with a problem naming the field', async () => {
     const missing = await get('/v1/segments/seg_nope/insights');
     expect(missing.status).toBe(404);
