@@ -7,6 +7,8 @@ import { newSource, type SourceClient } from '../support/sourceClient';
 const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000).toISOString();
 const ALICE_EMAIL = 'Alice.Example@Example.com';
 const aliceHash = createHash('sha256').update('alice.example@example.com').digest('hex');
+const CAROL_PHONE = '+1 415 555 0123';
+const INITIAL_EVENTS = 6;
 
 describe('privacy requests: access and opt-out, with every step audited', () => {
   let platform: RunningPlatform;
@@ -16,6 +18,13 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
   let segmentId: string;
   let destinationId: string;
   const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+  const exportNow = async () => {
+    const started = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
+    return waitFor('the export', async () => {
+      const view = (await admin(`/v1/destinations/${destinationId}/exports/${started.body.exportId}`)).body;
+      return view.state === 'completed' ? view : null;
+    }, 60_000);
+  };
   const settledRequest = (id: string) =>
     waitFor(
       `privacy request ${id}`,
@@ -35,16 +44,19 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
       { id: 'a1', type: 'page_view', timestamp: minutesAgo(30), identities: { cookie_id: 'ck-alice' }, traits: { plan: 'gold' } },
       { id: 'a2', type: 'purchase', timestamp: minutesAgo(20), identities: { cookie_id: 'ck-alice', email: ALICE_EMAIL }, properties: { item: 'tent', price: 120 } },
       { id: 'b1', type: 'purchase', timestamp: minutesAgo(10), identities: { cookie_id: 'ck-bob' }, traits: { plan: 'gold' }, properties: { item: 'pen' } },
+      { id: 'd1', type: 'page_view', timestamp: minutesAgo(10), identities: { cookie_id: 'ck-dave' }, traits: { plan: 'gold' } },
+      // Carol, as two profiles the graph has not joined yet: her web cookie, and her app's cookie with her phone.
+      { id: 'c1', type: 'page_view', timestamp: minutesAgo(10), identities: { cookie_id: 'ck-carol-web' }, traits: { plan: 'gold' } },
+      { id: 'c2', type: 'page_view', timestamp: minutesAgo(9), identities: { cookie_id: 'ck-carol-app', phone: CAROL_PHONE } },
     ];
     expect((await source.send(events)).body.accepted).toBe(events.length);
-    await source.folded(events.length);
+    await source.folded(INITIAL_EVENTS);
     segmentId = (await admin('/v1/segments', { body: { name: 'Gold plan', rule: { trait: 'plan', op: 'eq', value: 'gold' } } })).body.id;
     await waitFor('the segment evaluated', async () => (await admin(`/v1/segments/${segmentId}`)).body.lastRun?.state === 'completed');
     partner = await new PartnerServer({ kind: 'webhook', secret: 'webhook-secret-0123456789', stallMs: 4000 }).start();
     destinationId = (await admin('/v1/destinations', { body: { name: 'Hooked', connector: 'webhook', idType: 'cookie_id', segments: [segmentId], config: { url: `${partner.url}/dmp`, secret: 'webhook-secret-0123456789' } } })).body.id;
-    const started = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
-    await waitFor('the export', async () => (await admin(`/v1/destinations/${destinationId}/exports/${started.body.exportId}`)).body.state === 'completed', 60_000);
-    expect(partner.audience(segmentId)).toEqual(['ck-alice', 'ck-bob']);
+    await exportNow();
+    expect(partner.audience(segmentId)).toEqual(['ck-alice', 'ck-bob', 'ck-carol-web', 'ck-dave']);
   }, 180_000);
   afterAll(async () => {
     await partner?.stop();
@@ -136,11 +148,12 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect(view.destinations).toEqual([{ destinationId, name: 'Hooked', state: 'acknowledged', round: 1, exportId: expect.any(String), lastError: null, updatedAt: expect.any(String) }]);
     expect(view.result).toMatchObject({ found: true, profiles: 1, segments: 1, destinations: 1, exportUrl: null });
     // The partner removed her (the batch came again after the 5xx and the stall), and holds Bob still.
-    expect(partner.audience(segmentId)).toEqual(['ck-bob']);
+    expect(partner.audience(segmentId)).toEqual(['ck-bob', 'ck-carol-web', 'ck-dave']);
     const removal = (await admin(`/v1/destinations/${destinationId}/exports/${view.destinations[0].exportId}`)).body;
     expect(removal).toMatchObject({ state: 'completed', trigger: 'privacy', removes: 1, adds: 0 });
     // She left the segment when the request marked her, not at the next batch run.
-    expect((await admin(`/v1/segments/${segmentId}/members?limit=10`)).body.members).toEqual([bobId]);
+    expect((await admin(`/v1/segments/${segmentId}/members?limit=10`)).body.members).not.toContain(aliceId);
+    expect((await admin(`/v1/segments/${segmentId}/members?limit=10`)).body.members).toContain(bobId);
     expect((await admin(`/v1/profiles/${aliceId}`)).body.segments).toEqual([]);
   });
 
@@ -152,7 +165,7 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
       { id: 'a4', type: 'page_view', timestamp: minutesAgo(1), identities: { cookie_id: 'ck-alice-2', email: ALICE_EMAIL }, traits: { plan: 'gold' } },
     ];
     expect((await source.send(events)).body.accepted).toBe(events.length);
-    await source.folded(3 + events.length);
+    await source.folded(INITIAL_EVENTS + events.length);
     const after = (await admin(`/v1/profiles/${aliceId}`)).body;
     expect(after.traits).toEqual({ plan: 'gold' });
     expect(after.counters).toEqual(before.counters);
@@ -166,9 +179,41 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
       const state = (await admin(`/v1/segments/${segmentId}/runs/${run.body.runId}`)).body;
       return state.state === 'completed' ? state : null;
     }, 60_000);
-    expect(done.members).toBe(1);
-    const exported = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
-    await waitFor('the export', async () => (await admin(`/v1/destinations/${destinationId}/exports/${exported.body.exportId}`)).body.state === 'completed', 60_000);
+    expect(done.members).toBe(3);
+    await exportNow();
+    expect(partner.audience(segmentId)).toEqual(['ck-bob', 'ck-carol-web', 'ck-dave']);
+  });
+
+  it('keeps the mark through a merge: a profile joined to an opted-out one leaves its segments and its partners', async () => {
+    const opted = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'phone', value: CAROL_PHONE } } });
+    // Her app profile was in no exported segment: nothing to remove anywhere.
+    expect(await settledRequest(opted.body.id)).toMatchObject({ state: 'completed', destinations: [], result: { found: true, segments: 0, destinations: 0 } });
+    const web = (await source.lookup('cookie_id', 'ck-carol-web')).body;
+    expect(web.segments).toEqual([segmentId]);
+    // One event shows her web cookie with her phone: the graph joins the two profiles into one person, who opted out.
+    expect((await source.send([{ id: 'c3', type: 'page_view', timestamp: minutesAgo(1), identities: { cookie_id: 'ck-carol-web', phone: CAROL_PHONE } }])).body.accepted).toBe(1);
+    await source.folded(INITIAL_EVENTS + 3);
+    const joined = await waitFor('the profiles joined', async () => {
+      const view = (await source.lookup('cookie_id', 'ck-carol-web')).body;
+      return view.profileIds.length === 2 ? view : null;
+    });
+    expect(joined.segments).toEqual([]);
+    expect((await admin(`/v1/segments/${segmentId}/members?limit=10`)).body.members).not.toContain(joined.id);
+    await exportNow();
+    expect(partner.audience(segmentId)).toEqual(['ck-bob', 'ck-dave']);
+  });
+
+  it('keeps a removal on the ledger as failed and retrying until the partner confirms it', async () => {
+    partner.failNext('http400');
+    const started = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'ck-dave' } } });
+    const failing = await waitFor('the refused removal on the ledger', async () => {
+      const view = (await admin(`/v1/privacy/requests/${started.body.id}`)).body;
+      return view.destinations[0]?.state === 'failed_retrying' ? view : null;
+    }, 60_000);
+    expect(failing.state).toBe('running');
+    expect(failing.destinations[0]).toMatchObject({ destinationId, round: 1, lastError: expect.stringContaining('failed') });
+    const view = await settledRequest(started.body.id);
+    expect(view.destinations).toEqual([expect.objectContaining({ destinationId, state: 'acknowledged', round: 2, lastError: null })]);
     expect(partner.audience(segmentId)).toEqual(['ck-bob']);
   });
 

@@ -8,7 +8,7 @@ import { LocalServer } from './localServer';
  * rate limit with 429 + Retry-After, and misbehaves on cue (5xx, a stall past the client's timeout,
  * or applying a batch and then dropping the connection before answering).
  */
-export type Fault = 'http500' | 'http429' | 'stall' | 'applyThenDrop';
+export type Fault = 'http500' | 'http400' | 'http429' | 'stall' | 'applyThenDrop';
 
 export interface PartnerOptions {
   kind: 'webhook' | 'dsp' | 'people' | 'files';
@@ -86,6 +86,7 @@ export class PartnerServer extends LocalServer {
     }
     const fault = this.faults.shift();
     if (fault === 'http500') return answer(500, { error: 'partner down' });
+    if (fault === 'http400') return answer(400, { error: 'refused' });
     if (fault === 'http429') {
       this.rateLimited++;
       return answer(429, { error: 'slow down' }, { 'retry-after': '2' });
