@@ -187,7 +187,7 @@ export function createExportActivities(deps: ExportDeps) {
     // Held-out members, and members who opted out since their segments were evaluated, count as
     // members, then go no further: consent and ids are not even read.
     const heldOut = (profileId: string) => {
-      if (marks.has([profileId])) {
+      if (marks.optedOut({ profileId })) {
         stats.members++;
         stats.withheld.optOut++;
         return true;

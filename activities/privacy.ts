@@ -1,7 +1,6 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Config } from '../config';
 import { exportFacts, memberKeyPrefix, partnerOfIdType } from '../domain/destinations';
-import { decodeKeys } from '../domain/fieldNames';
 import { matchLimits } from '../domain/partners';
 import { documentIdsOf, type AccessExport, type PrivacyResult, type PrivacyStepName, type RemovalState } from '../domain/privacy';
 import { combineDocuments } from '../domain/profile';
@@ -12,7 +11,7 @@ import { MatchTableStore } from '../store/matchTables';
 import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
-import { ProfileReader } from '../store/profileReader';
+import { collectedEvent, ProfileReader } from '../store/profileReader';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
@@ -120,12 +119,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const { request, key } = await open(input.requestId);
         const view = await reader.byIdentity(key);
         const person = view ? await reader.person(view.id) : null;
-        // Events as GET /v1/profiles/:id/events gives them: names as collected.
-        const events = (view ? ((await reader.eventsOf(view.id)) ?? []) : []).map(({ seq: _seq, party: _party, traits, properties, ...event }) => ({
-          ...event,
-          ...(traits && { traits: decodeKeys(traits) }),
-          ...(properties && { properties: decodeKeys(properties) }),
-        }));
+        const events = (view ? ((await reader.eventsOf(view.id)) ?? []) : []).map(collectedEvent);
         const names = new Map((await segments.list()).map((segment) => [segment._id, segment.name]));
         const { held, read } = person ? await heldBy(exportFacts(person)) : { held: [], read: 0 };
         const document: AccessExport = {

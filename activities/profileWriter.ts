@@ -6,7 +6,7 @@ import { cappedTypes } from '../domain/identityCaps';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
-import { documentIdsOf, withOptOut } from '../domain/privacy';
+import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
 import { EvaluationTime, SegmentEvaluator, type SegmentDefinition } from '../domain/segmentRules';
@@ -166,7 +166,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
           changed.set(target, doc);
         }
         // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
-        const optedOut = marks.has([target, ...(current?.ancestors ?? [])]);
+        const optedOut = marks.optedOut({ profileId: target, ancestors: current?.ancestors });
         if (optedOut && !event.consentOnly) result.eventsOptedOut++;
         applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq });
         result.applied++;
@@ -332,7 +332,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     }
     const changes = foldChanges({
       segments: evaluator.ids,
-      evaluate: (subject) => evaluator.evaluate(withOptOut(subject, marks.has(documentIdsOf(subject))), at),
+      evaluate: (subject) => evaluator.evaluate(withOptOut(subject, marks.optedOut(subject)), at),
       changed,
       previousOf: (id) => stored.get(id) ?? null,
       components,

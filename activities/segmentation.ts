@@ -119,7 +119,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     await marks.refresh(true);
     const { people, documentsScanned } = await passPeople(stores, needs, {
       document(stored, fields) {
-        const optedOut = marks.has([stored.profileId, ...(fields.ancestors ?? [])]);
+        const optedOut = marks.optedOut({ profileId: stored.profileId, ancestors: fields.ancestors });
         const bits = bitsOf(withOptOut(fields, optedOut));
         if (isExported(bits)) facts.set(stored.profileId, flattenFacts(exportFacts(decodeForExport(stored))));
         else facts.delete(stored.profileId);
@@ -132,7 +132,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
         sample.remove(profileId);
       },
       person(person) {
-        const optedOut = marks.has(person.profileIds);
+        const optedOut = marks.optedOut(person);
         const bits = bitsOf(withOptOut(person, optedOut));
         if (isExported(bits)) facts.set(person.id, flattenFacts(exportFacts(person)));
         if (!optedOut) sample.offer(person.id, person);

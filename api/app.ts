@@ -6,7 +6,6 @@ import { hashSecret, newSourceId, newWriteKey } from '../domain/ids';
 import { sourceWorkflowId } from '../domain/workflowIds';
 import { summarizeHealth } from '../domain/sourceHealth';
 import { toStoredIdentity, identityKey, IdentityError } from '../domain/identity';
-import { decodeKeys } from '../domain/fieldNames';
 import {
   collectRequestSchema,
   CreateSourceRequestSchema,
@@ -36,7 +35,7 @@ import { buildOpenApiDocument } from './openapi';
 import { bodySent, notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { requireSource } from './requireSource';
 import { pendingWork } from './pendingWork';
-import { ProfileReader } from '../store/profileReader';
+import { collectedEvent, ProfileReader } from '../store/profileReader';
 import { SourceWaker } from './sourceWaker';
 import { destinationsRouter } from './destinations';
 import { insightsRouter } from './insights';
@@ -218,11 +217,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     const offset = Number(query.cursor ?? 0);
     const page = events.slice(offset, offset + query.limit);
     res.json({
-      events: page.map(({ seq, party, traits, properties, ...event }) => ({
-        ...event,
-        ...(traits && { traits: decodeKeys(traits) }),
-        ...(properties && { properties: decodeKeys(properties) }),
-      })),
+      events: page.map(collectedEvent),
       next: offset + query.limit < events.length ? String(offset + query.limit) : null,
     });
   });

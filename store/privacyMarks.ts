@@ -1,4 +1,5 @@
 import type { Collection } from 'mongodb';
+import { documentIdsOf } from '../domain/privacy';
 import { insertKeyed, type Store } from './db';
 import { firstAbsent } from './keyedSequence';
 
@@ -29,7 +30,7 @@ const REFRESH_MS = 1000;
  */
 export class PrivacyMarks {
   private readonly slots: Collection<MarkSlot>;
-  private readonly optedOut = new Map<string, string>();
+  private readonly documents = new Map<string, string>();
   private read = 0;
   private refreshedAt = 0;
   private refreshing: Promise<void> | null = null;
@@ -46,7 +47,7 @@ export class PrivacyMarks {
         for (;;) {
           const slot = await this.slots.findOne({ _id: slotId(this.read + 1) });
           if (!slot) break;
-          for (const id of slot.documents) this.optedOut.set(id, slot.requestId);
+          for (const id of slot.documents) this.documents.set(id, slot.requestId);
           this.read++;
         }
         this.refreshedAt = Date.now();
@@ -57,14 +58,10 @@ export class PrivacyMarks {
     return this.refreshing;
   }
 
-  /** Whether any of these documents is opted out (as of the last refresh). */
-  has(documentIds: readonly string[]): boolean {
-    if (this.optedOut.size === 0) return false;
-    return documentIds.some((id) => this.optedOut.has(id));
-  }
-
-  get size(): number {
-    return this.optedOut.size;
+  /** Whether a subject — a document and those it was split from, or a person's documents — is opted out (as of the last refresh). */
+  optedOut(subject: Parameters<typeof documentIdsOf>[0]): boolean {
+    if (this.documents.size === 0) return false;
+    return documentIdsOf(subject).some((id) => this.documents.has(id));
   }
 
   /** Records an opt-out of these documents in a new slot (a retry of the same request adds the same ids again: a set). */

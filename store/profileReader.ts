@@ -1,5 +1,7 @@
 import { combineDocuments, combineProfiles, type CombinedProfile, type ProfileLink } from '../domain/profile';
-import { documentIdsOf, withOptOut } from '../domain/privacy';
+import { decodeKeys } from '../domain/fieldNames';
+import type { HeldEvent } from '../domain/identitySplit';
+import { withOptOut } from '../domain/privacy';
 import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
 import type { ProfileView } from '../domain/schemas';
 import type { Store } from './db';
@@ -9,6 +11,15 @@ import { ProfileGraph } from './profileGraph';
 import type { StoredVersion } from './profiles';
 import { definitionsOf, SegmentStore } from './segments';
 import { SourceStore } from './sources';
+
+/** A retained event as the API shows it: its names as collected, without the log position and party it was folded with. */
+export function collectedEvent({ seq: _seq, party: _party, traits, properties, ...event }: HeldEvent) {
+  return {
+    ...event,
+    ...(traits && { traits: decodeKeys(traits) }),
+    ...(properties && { properties: decodeKeys(properties) }),
+  };
+}
 
 /**
  * Reads profiles as people see them: a profile is the connected component of live profile documents
@@ -65,7 +76,7 @@ export class ProfileReader {
   private async combined(docs: StoredVersion[]): Promise<CombinedProfile> {
     await this.marks.refresh();
     const person = combineDocuments(docs);
-    return withOptOut(person, this.marks.has(documentIdsOf({ profileIds: person.profileIds, ancestors: docs.flatMap((doc) => doc.ancestors ?? []) })));
+    return withOptOut(person, this.marks.optedOut({ profileIds: person.profileIds, ancestors: docs.flatMap((doc) => doc.ancestors ?? []) }));
   }
 
   /** The profile holding an identity (`<type>:<value>`), or null. */
