@@ -10,6 +10,7 @@ import type { Store } from '../store/db';
 import { EventLog, type ReadChunk } from '../store/eventLog';
 import { IdentityCapStore } from '../store/identityCaps';
 import { IdentityIndex } from '../store/identities';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileEventLog, routedBatchId, type RoutedBatch } from '../store/profileEvents';
 import { SourceStore } from '../store/sources';
 import { wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
@@ -49,7 +50,7 @@ export type DrainStep = 'identities-claimed' | 'events-routed';
 export interface CollectionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_DRAIN_CONCURRENCY'>;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_DRAIN_CONCURRENCY' | 'DMP_PRIVACY_SALT'>;
   now?: () => Date;
   /** How long a chunk may stay pending (its writer mid-append) before the drain treats it as abandoned. */
   pendingGraceMs?: number;
@@ -90,15 +91,19 @@ export function createCollectionActivities(deps: CollectionDeps) {
   const partitions = deps.config.DMP_PROFILE_PARTITIONS;
   const blocked = identityBlocklist(deps.config.DMP_IDENTITY_BLOCKLIST);
   const resolver = createIdentityResolver({ identities, capStore, blocked, now });
+  const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
 
   /** Reads chunks from `from` on: up to `maxEvents`, or exactly up to `until` when the range is fixed. */
   async function readLog(sourceId: string, from: number, limit: { maxEvents: number } | { until: number }): Promise<LogBatch> {
     const batch: LogBatch = { events: [], end: from, duplicates: 0, nonProfiling: {}, consentOnly: [], more: false };
+    await marks.refresh();
+    const late = new Map<string, number>();
     // Chunks are read a few at a time, in parallel: one by one, the round trips were most of a drain.
     let ahead: Array<Promise<ReadChunk | null>> = [];
     for (;;) {
       if ('until' in limit ? batch.end >= limit.until : batch.events.length >= limit.maxEvents) {
         batch.more = (await log.readiness(sourceId, batch.end, pendingGraceMs)).ready;
+        await marks.countLate(late);
         return batch;
       }
       if (ahead.length === 0) {
@@ -112,7 +117,11 @@ export function createCollectionActivities(deps: CollectionDeps) {
       else if (now().getTime() - chunk.createdAt.getTime() >= pendingGraceMs) skip = await log.unclaimedIndexes(chunk);
       else break;
       chunk.events.forEach((event, index) => {
+        // An erased subject's events go nowhere: not the placeholders an erasure left, nor late ones.
+        const erasedBy = event.erased ? null : marks.erasedBy(event.identities);
         if (skip.has(index)) batch.duplicates++;
+        else if (event.erased) return;
+        else if (erasedBy) late.set(erasedBy, (late.get(erasedBy) ?? 0) + 1);
         else if (event.nonProfiling) {
           batch.nonProfiling[event.nonProfiling] = (batch.nonProfiling[event.nonProfiling] ?? 0) + 1;
           if (event.consent) batch.consentOnly.push({ seq: batch.end, event });
@@ -123,6 +132,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       heartbeat({ seq: batch.end });
     }
     await Promise.allSettled(ahead); // reads past the end are dropped, but not left unawaited
+    await marks.countLate(late);
     if ('until' in limit && batch.end < limit.until) throw new Error(`chunk ${batch.end} of ${sourceId} was routed once but cannot be read now`);
     return batch;
   }

@@ -2,7 +2,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import type { Config } from '../config';
 import { exportFacts, memberKeyPrefix, partnerOfIdType } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
-import { documentIdsOf, type AccessExport, type PrivacyResult, type PrivacyStepName, type RemovalState } from '../domain/privacy';
+import { documentIdsOf, privacyRequestId, subjectHash, type AccessExport, type PrivacyResult, type PrivacyStepName, type RemovalState } from '../domain/privacy';
 import { combineDocuments } from '../domain/profile';
 import type { ChangeSet } from '../domain/segmentChanges';
 import type { Store } from '../store/db';
@@ -15,11 +15,13 @@ import { collectedEvent, ProfileReader } from '../store/profileReader';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
+import { SourceStore } from '../store/sources';
+import { SubjectErasure } from '../store/subjectErasure';
 import { withHeartbeats } from './heartbeat';
 
 export interface PrivacyDeps {
   store: Store;
-  config: Pick<Config, 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>;
+  config: Pick<Config, 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP' | 'DMP_PRIVACY_SALT'>;
 }
 
 /** The steps of a privacy request: each reads the request, does its part, and records itself done with an audit entry. */
@@ -30,8 +32,12 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
   const segments = new SegmentStore(deps.store);
   const destinations = new DestinationStore(deps.store);
   const matches = new MatchTableStore(deps.store, matchLimits(deps.config));
-  const marks = new PrivacyMarks(deps.store);
+  const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
   const segmentRuns = new SegmentRunStore(deps.store);
+  const erasure = new SubjectErasure(deps.store);
+  const sources = new SourceStore(deps.store);
+  let salt: Promise<string> | null = null;
+  const saltOf = () => (salt ??= deps.config.DMP_PRIVACY_SALT ? Promise.resolve(deps.config.DMP_PRIVACY_SALT) : requests.salt());
 
   const actorOf = (request: PrivacyRequestDoc) => `admin${request.requestedBy ? ` for ${request.requestedBy}` : ''}`;
 
@@ -89,6 +95,20 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     return component && component.docs.length > 0 ? { component, person: combineDocuments(component.docs) } : null;
   }
 
+  /**
+   * Everything of the subject an erasure starts from: the documents of their person (and any that
+   * linked or split into them), and every identity key any version of those documents ever held.
+   */
+  async function closureOf(key: string): Promise<{ keys: string[]; documents: string[] }> {
+    const owner = await graph.ownerOf(key);
+    const component = owner ? await graph.component(owner.id) : null;
+    const documents = new Set([...(component?.ids ?? []), ...(owner ? [owner.id] : [])]);
+    for (const link of component?.links ?? []) for (const end of link.profiles) documents.add(end);
+    const subject = { keys: new Set([key]), documents };
+    const more = await erasure.remaining(subject);
+    return { keys: [key, ...more.keys], documents: [...documents, ...more.documents] };
+  }
+
   /** The subject's ids as the destination's partner receives them (through the match table for partner ids). */
   async function idsAt(destination: DestinationDoc, facts: ReturnType<typeof exportFacts>): Promise<Set<string>> {
     const prefix = memberKeyPrefix(destination.idType);
@@ -105,8 +125,90 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
       const owner = await graph.ownerOf(key);
       const component = owner ? await graph.component(owner.id) : null;
       const profiles = component?.docs.length ?? 0;
+      if (request.type === 'erase') {
+        const subject = await requests.subjectOf(request._id);
+        // The first resolution stands (a retry finds it); later growth comes from the verification.
+        if (subject && !subject.documents) {
+          const closure = await closureOf(key);
+          await requests.saveSubject({ ...subject, ...closure });
+        }
+      }
       await done(request, 'resolve', { identities: 1, profiles, identity_links: component?.links.length ?? 0 });
       return { found: profiles > 0, profiles };
+    },
+
+    /**
+     * Tombstones the subject's identity keys not tombstoned yet (salted hashes, in a mark slot that
+     * also withholds their documents from segments and exports at once). Before the first, records
+     * where each source's drain stands: the events after it may never reach a routed batch.
+     */
+    async writeTombstones(input: { requestId: string }): Promise<{ tombstones: number }> {
+      const { request } = await open(input.requestId);
+      const subject = (await requests.subjectOf(request._id))!;
+      if (!subject.undrained) {
+        const undrained: Record<string, number> = {};
+        for (const source of await sources.list()) undrained[source._id] = (await sources.loadPosition(source._id))?.cursor ?? 0;
+        subject.undrained = undrained;
+        await requests.saveSubject(subject);
+      }
+      const keys = (subject.keys ?? []).filter((key) => !(subject.tombstoned ?? []).includes(key));
+      const documents = subject.documents ?? [];
+      if (keys.length > 0) {
+        const secret = await saltOf();
+        const slot = await marks.add(request._id, documents, new Date(), keys.map((key) => subjectHash(secret, key)));
+        await requests.saveSubject({ ...subject, tombstoned: [...(subject.tombstoned ?? []), ...keys], slots: [...(subject.slots ?? []), slot] });
+      }
+      await done(request, 'tombstone', { privacy_marks: keys.length > 0 ? 1 : 0, drain_positions: Object.keys(subject.undrained).length });
+      return { tombstones: keys.length };
+    },
+
+    /**
+     * Removes the subject from every collection (store/subjectErasure): their events from the raw
+     * log and the routed batches (other people's in the same documents untouched), event ids,
+     * identities and links, match-table entries, every profile version, segment snapshots, changes
+     * and samples, and access exports made for them.
+     */
+    async eraseSubject(input: { requestId: string }): Promise<{ events: number; runsRunning: number }> {
+      return withHeartbeats(async () => {
+        const { request } = await open(input.requestId);
+        const doc = (await requests.subjectOf(request._id))!;
+        const subject = { keys: new Set(doc.keys ?? []), documents: new Set(doc.documents ?? []) };
+        const touched: Record<string, number> = {};
+        const events = await erasure.events(subject, doc.undrained ?? {}, touched);
+        await erasure.identityGraph(subject, touched);
+        await erasure.matchTables(subject, touched);
+        await erasure.profiles(subject, touched);
+        const running = await erasure.segments(subject, touched);
+        const secret = await saltOf();
+        const accessRequests = (await requests.getMany(doc.keys!.flatMap((key) => Array.from({ length: 10 }, (_, n) => privacyRequestId('access', subjectHash(secret, key), n + 1))))).values();
+        await erasure.accessExports([...accessRequests], touched);
+        await requests.saveSubject({ ...doc, runsRunning: [...new Set([...(doc.runsRunning ?? []), ...running])], events: (doc.events ?? 0) + events });
+        await done(request, 'erase', touched);
+        return { events, runsRunning: running.length };
+      });
+    },
+
+    /**
+     * Checks that nothing of the subject is left where it is found by key, and finishes the
+     * snapshots of runs that were running during the erasure. Anything new of the subject (a version
+     * written by a fold that began before the tombstones, a key it added) grows the closure: then
+     * the workflow tombstones and erases again.
+     */
+    async verifyErasure(input: { requestId: string }): Promise<{ clean: boolean; grew: boolean; waiting: number }> {
+      return withHeartbeats(async () => {
+        const { request } = await open(input.requestId);
+        const doc = (await requests.subjectOf(request._id))!;
+        const subject = { keys: new Set(doc.keys ?? []), documents: new Set(doc.documents ?? []) };
+        const touched: Record<string, number> = {};
+        const waiting: string[] = [];
+        for (const runId of doc.runsRunning ?? []) if (!(await erasure.endedRun(runId, subject, touched))) waiting.push(runId);
+        const left = await erasure.remaining(subject);
+        const grew = left.keys.length > 0 || left.documents.length > 0;
+        await requests.saveSubject({ ...doc, keys: [...subject.keys, ...left.keys], documents: [...subject.documents, ...left.documents], runsRunning: waiting });
+        const clean = waiting.length === 0 && !grew && Object.keys(left.found).length === 0;
+        if (clean) await done(request, 'verify', touched);
+        return { clean, grew, waiting: waiting.length };
+      });
     },
 
     /**
@@ -210,8 +312,15 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     async completePrivacyRequest(input: { requestId: string; result: PrivacyResult }): Promise<void> {
       const request = await requests.get(input.requestId);
       if (!request || request.state === 'completed') return;
-      await done(request, 'complete', { privacy_subjects: 1 });
-      await requests.finish(request._id, { state: 'completed', completedAt: new Date(), error: null, result: input.result });
+      let result = input.result;
+      const subject = await requests.subjectOf(request._id);
+      if (request.type === 'erase' && subject) {
+        // The documents are gone: the mark that withheld them while they were erased names them no more.
+        for (const slot of subject.slots ?? []) await marks.forgetDocuments(slot);
+        result = { ...result, profiles: subject.documents?.length ?? 0, identities: subject.keys?.length ?? 0, events: subject.events ?? 0 };
+      }
+      await done(request, 'complete', { privacy_subjects: 1, privacy_marks: subject?.slots?.length ?? 0 });
+      await requests.finish(request._id, { state: 'completed', completedAt: new Date(), error: null, result });
     },
 
     /** Records a request that could not finish, and why. */

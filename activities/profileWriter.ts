@@ -47,6 +47,8 @@ export interface FoldResult {
   alreadyApplied: number;
   /** Events of people who opted out: only their consent signals were applied. */
   eventsOptedOut: number;
+  /** Events of an erased subject routed before the erasure: dropped, never folded. */
+  eventsErased: number;
   profilesWritten: number;
   /** Documents split by unlinks, and events that arrived at a split document and went on to its part. */
   documentsSplit: number;
@@ -61,7 +63,7 @@ export type FoldStep = 'profiles-partly-written' | 'group-carried' | 'split-part
 
 export interface ProfileWriterDeps {
   store: Store;
-  config: Pick<Config, 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_CAPS'> & Partial<Pick<Config, 'DMP_ITEM_EVENT_TYPES'>>;
+  config: Pick<Config, 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_CAPS' | 'DMP_PRIVACY_SALT'> & Partial<Pick<Config, 'DMP_ITEM_EVENT_TYPES'>>;
   now?: () => Date;
   /** Profiles per insert; a fold touching more is written in several. */
   profileWriteBatch?: number;
@@ -85,7 +87,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const segmentStore = new SegmentStore(deps.store);
   const segmentRuns = new SegmentRunStore(deps.store);
   const itemModels = new ItemModelStore(deps.store);
-  const marks = new PrivacyMarks(deps.store);
+  const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
   const itemTypes = deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES;
   const profileGraph = new ProfileGraph(identities, profiles);
   let compiled: { key: string; evaluator: SegmentEvaluator } | null = null;
@@ -113,6 +115,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       applied: 0,
       alreadyApplied: 0,
       eventsOptedOut: 0,
+      eventsErased: 0,
       profilesWritten: 0,
       documentsSplit: 0,
       eventsRedirected: 0,
@@ -158,6 +161,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         const current = stored.get(target);
         if (current && hasApplied(current.applied, batch.sourceId, event.seq)) {
           result.alreadyApplied++;
+          continue;
+        }
+        if (marks.erasedBy(event.evidence ? [...event.identities, ...event.evidence] : event.identities)) {
+          result.eventsErased++;
           continue;
         }
         let doc = changed.get(target);

@@ -3,6 +3,7 @@ import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import { forEachConcurrently, type Store } from '../store/db';
 import { EventLog } from '../store/eventLog';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { SourceStore } from '../store/sources';
 import { UploadStore, type ImportCheckpoint, type UploadDoc } from '../store/uploads';
 import { wakeSourceWorkflow, type SourceWorkflowConfig } from '../temporal/client';
@@ -11,7 +12,7 @@ import { heartbeat, withHeartbeats } from './heartbeat';
 export interface UploadDeps {
   store: Store;
   temporal: Client;
-  config: SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS'>;
+  config: SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_PRIVACY_SALT'>;
   now?: () => Date;
 }
 
@@ -51,6 +52,7 @@ export function createUploadActivities(deps: UploadDeps) {
   const uploads = new UploadStore(deps.store);
   const sources = new SourceStore(deps.store);
   const log = new EventLog(deps.store, { dedupeWindowHours: deps.config.DMP_DEDUPE_WINDOW_HOURS, ackDeadlineMs: APPEND_DEADLINE_MS });
+  const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
 
   async function requireUpload(uploadId: string): Promise<UploadDoc> {
     const upload = await uploads.get(uploadId);
@@ -69,8 +71,18 @@ export function createUploadActivities(deps: UploadDeps) {
    * may have appended (`mayBeResumed`) has its duplicates' claims read to tell the two apart.
    */
   async function appendStaged(upload: UploadDoc, n: number, logFrom: number, mayBeResumed: boolean): Promise<Appended> {
-    const events = await uploads.readChunk(upload._id, n);
-    if (!events) throw ApplicationFailure.nonRetryable(`staged chunk ${n} of upload ${upload._id} is missing`, 'StagedChunkMissing');
+    const staged = await uploads.readChunk(upload._id, n);
+    if (!staged) throw ApplicationFailure.nonRetryable(`staged chunk ${n} of upload ${upload._id} is missing`, 'StagedChunkMissing');
+    // Rows of an erased subject are counted and dropped, never appended (as at the API's door).
+    await marks.refresh();
+    const late = new Map<string, number>();
+    const events = staged.filter((event) => {
+      const requestId = marks.erasedBy(event.identities);
+      if (requestId) late.set(requestId, (late.get(requestId) ?? 0) + 1);
+      return !requestId;
+    });
+    await marks.countLate(late);
+    if (events.length === 0) return { rows: staged.length, resumed: 0, duplicates: 0 };
     const { duplicateIndexes } = await log.append(upload.sourceId, events);
     let resumed = 0;
     if (mayBeResumed) {
@@ -79,7 +91,7 @@ export function createUploadActivities(deps: UploadDeps) {
         if (claimedBy !== null && claimedBy >= logFrom) resumed++;
       });
     }
-    return { rows: events.length, resumed, duplicates: duplicateIndexes.size - resumed };
+    return { rows: staged.length, resumed, duplicates: duplicateIndexes.size - resumed };
   }
 
   async function importStep(uploadId: string): Promise<ImportProgress> {

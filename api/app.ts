@@ -35,6 +35,7 @@ import { buildOpenApiDocument } from './openapi';
 import { bodySent, notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { requireSource } from './requireSource';
 import { pendingWork } from './pendingWork';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { collectedEvent, ProfileReader } from '../store/profileReader';
 import { SourceWaker } from './sourceWaker';
 import { destinationsRouter } from './destinations';
@@ -71,7 +72,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     (sourceId, error) => logger.warn({ sourceId, workflowId: sourceWorkflowId(sourceId), err: error }, 'could not wake the source; its idle poll will'),
   );
   const committer = new GroupCommitter(log, config.DMP_CHUNK_MAX_EVENTS, (sourceId) => waker.notify(sourceId));
-  const collector = new Collector(committer, config);
+  const collector = new Collector(committer, config, new PrivacyMarks(store, config.DMP_PRIVACY_SALT));
   const rejections = new ChannelRejections(store);
   const writeKeys = new WriteKeys(sources);
   const admin = requireAdmin(config.DMP_ADMIN_KEY);

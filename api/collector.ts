@@ -4,6 +4,7 @@ import type { CollectResponse } from '../domain/schemas';
 import { sourceWorkflowId } from '../domain/workflowIds';
 import { logger } from '../logger';
 import { AckDeadlineExceeded } from '../store/eventLog';
+import type { PrivacyMarks } from '../store/privacyMarks';
 import type { SourceDoc } from '../store/sources';
 import type { GroupCommitter } from './groupCommit';
 import { ProblemError } from './problem';
@@ -17,11 +18,36 @@ export class Collector {
   constructor(
     private readonly committer: GroupCommitter,
     private readonly config: Pick<ApiConfig, 'DMP_DEFAULT_PHONE_REGION'>,
+    private readonly marks: PrivacyMarks,
   ) {}
 
-  /** Appends what is valid; a 503 ProblemError when the store is too slow to acknowledge in time. */
+  /**
+   * Appends what is valid; a 503 ProblemError when the store is too slow to acknowledge in time.
+   * Events naming an erased subject are counted and dropped here, never stored — and answered as
+   * accepted, so the answer does not tell a sender who was erased.
+   */
   async collect(source: SourceDoc, events: unknown[], now = new Date()): Promise<CollectResponse> {
     const prepared = prepareEvents(events, { now, defaultPhoneRegion: this.config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent });
+    await this.marks.refresh();
+    const late = new Map<string, number>();
+    const erased = new Set<number>();
+    prepared.accepted.forEach((accepted, index) => {
+      const requestId = this.marks.erasedBy(accepted.event.identities);
+      if (requestId) {
+        erased.add(index);
+        late.set(requestId, (late.get(requestId) ?? 0) + 1);
+      }
+    });
+    if (erased.size > 0) {
+      await this.marks.countLate(late);
+      const kept = prepared.accepted.filter((_, index) => !erased.has(index));
+      const result = await this.append(source, { ...prepared, accepted: kept });
+      return { ...result, accepted: result.accepted + erased.size };
+    }
+    return this.append(source, prepared);
+  }
+
+  private async append(source: SourceDoc, prepared: ReturnType<typeof prepareEvents>): Promise<CollectResponse> {
     let duplicates = new Set<number>();
     if (prepared.accepted.length > 0) {
       try {

@@ -9,10 +9,10 @@ import {
   PrivacyRequestViewSchema,
   subjectHash,
   STEPS_OF,
-  SUPPORTED_PRIVACY_TYPES,
   targetOf,
   type PrivacyRequestView,
 } from '../domain/privacy';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
 import { startPrivacyRequest } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
@@ -22,7 +22,7 @@ import type { RouterDeps } from './routerDeps';
 /** Requests of one type about one subject at most: the n-th is looked for before a new one is made. */
 const MAX_REQUESTS_PER_SUBJECT = 50;
 
-export function privacyView(doc: PrivacyRequestDoc): PrivacyRequestView {
+export function privacyView(doc: PrivacyRequestDoc, lateEventsDropped = 0): PrivacyRequestView {
   return {
     id: doc._id,
     type: doc.type,
@@ -37,6 +37,7 @@ export function privacyView(doc: PrivacyRequestDoc): PrivacyRequestView {
     completedAt: doc.completedAt?.toISOString() ?? null,
     error: doc.error,
     result: doc.result,
+    lateEventsDropped,
     statusUrl: `/v1/privacy/requests/${doc._id}`,
   };
 }
@@ -49,6 +50,7 @@ export function privacyView(doc: PrivacyRequestDoc): PrivacyRequestView {
 export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDeps, 'store' | 'temporal' | 'config' | 'admin'>): Router {
   const router = Router();
   const requests = new PrivacyStore(store);
+  const marks = new PrivacyMarks(store, config.DMP_PRIVACY_SALT);
   let salt: Promise<string> | null = null;
   const saltOf = () => (salt ??= config.DMP_PRIVACY_SALT ? Promise.resolve(config.DMP_PRIVACY_SALT) : requests.salt().catch((error) => ((salt = null), Promise.reject(error))));
 
@@ -60,9 +62,6 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
 
   router.post('/v1/privacy/requests', admin, async (req, res) => {
     const body = parseOr400(PrivacyRequestSchema, req.body, 'privacy request');
-    if (!SUPPORTED_PRIVACY_TYPES.includes(body.type)) {
-      throw new ProblemError(501, 'not-implemented', 'This type of privacy request is not carried out yet', [{ path: 'type', message: `${body.type} is not implemented yet; supported: ${SUPPORTED_PRIVACY_TYPES.join(', ')}` }]);
-    }
     let key: string;
     try {
       key = identityKey(toStoredIdentity(body.identity.type, body.identity.value, config.DMP_DEFAULT_PHONE_REGION));
@@ -111,11 +110,12 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
 
   router.get('/v1/privacy/requests', admin, async (req, res) => {
     const query = parseOr400(PrivacyListQuerySchema, req.query, 'privacy request list query');
-    res.json({ requests: (await requests.list(query.state, query.limit)).map(privacyView) });
+    res.json({ requests: (await requests.list(query.state, query.limit)).map((doc) => privacyView(doc)) });
   });
 
   router.get('/v1/privacy/requests/:id', admin, async (req, res) => {
-    res.json(privacyView(await found(String(req.params.id))));
+    const doc = await found(String(req.params.id));
+    res.json(privacyView(doc, doc.type === 'erase' ? await marks.lateEventsOf(doc._id) : 0));
   });
 
   router.get('/v1/privacy/requests/:id/export', admin, async (req, res) => {
@@ -137,9 +137,9 @@ export function registerPrivacyPaths({ registry, problem, json, adminKey }: Open
   registry.registerPath({
     method: 'post',
     path: '/v1/privacy/requests',
-    summary: "Make a data subject's privacy request: access (a JSON export of everything held about them), or opt-out (no more profiling, segments or exports, and a removal at every partner)",
+    summary: "Make a data subject's privacy request: erase (removed from every store and every partner, a salted tombstone kept), access (a JSON export of everything held about them), or opt-out (no more profiling, segments or exports, and a removal at every partner)",
     description:
-      'One durable `privacyRequest` workflow per request, its id deterministic per subject and type (asking again while one is open returns it). The identity is normalized and hashed as at collection; the request keeps only a salted hash of it (the salt: DMP_PRIVACY_SALT, or one made for the store). An opt-out marks the profile documents (the mark survives merges), takes the person out of every segment at once, and exports each destination that held them until its partner confirms the removal (`destinations`, the ledger). `erase` is answered 501 until it is carried out.',
+      'One durable `privacyRequest` workflow per request, its id deterministic per subject and type (asking again while one is open returns it). The identity is normalized and hashed as at collection; the request keeps only a salted hash of it (the salt: DMP_PRIVACY_SALT, or one made for the store). An erasure tombstones every identity of the subject (salted hashes: later events naming one are counted and dropped at the door and at the drains), removes the subject from every collection — shared event chunks and routed batches are rewritten without their events, the data of others in them untouched — checks that nothing is left, and removes them at each partner. An opt-out marks the profile documents (the mark survives merges) and takes the person out of every segment at once. Both export each destination that held the subject until its partner confirms the removal (`destinations`, the ledger).',
     security,
     request: { body: { content: { 'application/json': { schema: PrivacyRequestSchema } } } },
     responses: {
@@ -147,7 +147,6 @@ export function registerPrivacyPaths({ registry, problem, json, adminKey }: Open
       400: problem('Invalid body (the field is named)'),
       ...admin,
       409: problem('Too many requests of this type about this subject'),
-      501: problem('A request type not carried out yet (`type`)'),
     },
   });
   registry.registerPath({

@@ -19,4 +19,6 @@ export interface StoredEvent {
    * trait. Its identities travel as `evidence` only, so a split still knows whose it is.
    */
   consentOnly?: true;
+  /** Where an erased subject's event stood in a raw chunk (domain/erasure `erasedPlaceholder`): skipped by drains. */
+  erased?: true;
 }

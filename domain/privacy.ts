@@ -14,8 +14,6 @@ extendZodWithOpenApi(z);
 
 export const PRIVACY_REQUEST_TYPES = ['erase', 'access', 'opt_out'] as const;
 export type PrivacyRequestType = (typeof PRIVACY_REQUEST_TYPES)[number];
-/** The types the platform carries out today; the others are refused with 501 until they are. */
-export const SUPPORTED_PRIVACY_TYPES: readonly PrivacyRequestType[] = ['access', 'opt_out'];
 
 export const PRIVACY_STATES = ['received', 'running', 'completed', 'failed'] as const;
 export type PrivacyState = (typeof PRIVACY_STATES)[number];
@@ -63,14 +61,14 @@ export const PrivacyRequestSchema = z
   .openapi('PrivacyRequest');
 export type PrivacyRequestInput = z.infer<typeof PrivacyRequestSchema>;
 
-export const PRIVACY_STEPS = ['resolve', 'collect', 'mark', 'remove', 'complete'] as const;
+export const PRIVACY_STEPS = ['resolve', 'collect', 'mark', 'tombstone', 'erase', 'verify', 'remove', 'complete'] as const;
 export type PrivacyStepName = (typeof PRIVACY_STEPS)[number];
 
 /** The steps of each type of request, in order. */
 export const STEPS_OF: Record<PrivacyRequestType, readonly PrivacyStepName[]> = {
   access: ['resolve', 'collect', 'complete'],
   opt_out: ['resolve', 'mark', 'remove', 'complete'],
-  erase: ['resolve', 'remove', 'complete'],
+  erase: ['resolve', 'tombstone', 'erase', 'verify', 'remove', 'complete'],
 };
 
 /** Where a partner's removal of the subject stands: planned, sent in an export, confirmed, or failed and to be tried again. */
@@ -128,6 +126,7 @@ export const PrivacyRequestViewSchema = z
     completedAt: z.string().openapi({ format: 'date-time' }).nullable(),
     error: z.string().nullable(),
     result: PrivacyResultSchema.nullable(),
+    lateEventsDropped: z.number().int().openapi({ description: "An erasure's late events: sent after it, naming an erased identity, counted and dropped, never stored (counted on the request's own view; 0 in lists)" }),
     statusUrl: z.string(),
   })
   .openapi('PrivacyRequestView');

@@ -38,6 +38,11 @@ export class EventIdGenerations {
     return this.db.collection<EventIdDoc>(this.collectionName(generation));
   }
 
+  /** The generations in the store now, under any window: where an id may still be held. */
+  static async live(db: Db): Promise<string[]> {
+    return (await db.listCollections({}, { nameOnly: true }).toArray()).map((c) => c.name).filter((name) => name.startsWith(PREFIX));
+  }
+
   /** Claims ids for chunk `seq` at time `at`; returns the indexes already claimed (the duplicates). */
   async claim(docs: EventIdDoc[], at: number): Promise<Set<number>> {
     const current = this.number(at);

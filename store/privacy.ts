@@ -58,10 +58,32 @@ export interface PrivacyAuditDoc {
   touched: Record<string, number>;
 }
 
+/**
+ * A request's working set while it runs: the identity it resolves from and, for an erasure, what it
+ * found of the subject. Removed when the request ends: only then are the subject's ids gone.
+ */
+export interface SubjectDoc {
+  _id: string;
+  key: string;
+  partnerIds?: Record<string, string[]>;
+  /** An erasure's closure: every identity key and profile document of the subject found so far (it only grows). */
+  keys?: string[];
+  documents?: string[];
+  /** Keys whose tombstones are written, and the mark slots that hold them. */
+  tombstoned?: string[];
+  slots?: number[];
+  /** Per source, where its drain stood before the first tombstones: events from there on may be in no routed batch. */
+  undrained?: Record<string, number>;
+  /** Segment runs that were running during the erasure: their snapshots are done once they end. */
+  runsRunning?: string[];
+  /** The subject's events erased so far. */
+  events?: number;
+}
+
 /** Privacy requests and what they keep, each read and written by `_id` (listing scans the small request collection). */
 export class PrivacyStore {
   readonly requests: Collection<PrivacyRequestDoc>;
-  readonly subjects: Collection<{ _id: string; key: string; partnerIds?: Record<string, string[]> }>;
+  readonly subjects: Collection<SubjectDoc>;
   readonly audit: Collection<PrivacyAuditDoc>;
   readonly exports: Collection<{ _id: string; body: Binary }>;
   readonly settings: Collection<{ _id: string; value: string }>;
@@ -104,6 +126,15 @@ export class PrivacyStore {
 
   async keyOf(id: string): Promise<string | null> {
     return (await this.subjects.findOne({ _id: id }))?.key ?? null;
+  }
+
+  subjectOf(id: string): Promise<SubjectDoc | null> {
+    return this.subjects.findOne({ _id: id });
+  }
+
+  /** Saves an erasure's working set (this request's workflow is its one writer). */
+  async saveSubject(doc: SubjectDoc): Promise<void> {
+    await this.subjects.replaceOne({ _id: doc._id }, doc);
   }
 
   /** The subject's ids as each holding destination's partner knows them, kept while the request runs (to check each removal). */

@@ -218,6 +218,11 @@ export class ProfileStore {
     return newest;
   }
 
+  /** Every stored version of a document (one indexed read): what an erasure must find all of. */
+  async versions(profileId: string): Promise<StoredVersion[]> {
+    return (await this.profiles.find({ profileId }).toArray()).map(decodeProfile);
+  }
+
   /** Loads many documents, a bounded number of reads in flight at once. */
   async load(profileIds: string[], options: { trustCache?: boolean } = {}, concurrency = 16): Promise<Map<string, StoredVersion>> {
     const found = new Map<string, StoredVersion>();

@@ -3,7 +3,20 @@ import type { PrivacyActivities } from '../activities/privacy';
 import type { PrivacyRequestType, PrivacyResult } from '../domain/privacy';
 import { destinationExport } from './destinationExport';
 
-const { resolvePrivacySubject, collectAccessExport, markOptOut, findRemovals, recordRemoval, removalPending, removalsDone, completePrivacyRequest, failPrivacyRequest } = proxyActivities<PrivacyActivities>({
+const {
+  resolvePrivacySubject,
+  collectAccessExport,
+  markOptOut,
+  writeTombstones,
+  eraseSubject,
+  verifyErasure,
+  findRemovals,
+  recordRemoval,
+  removalPending,
+  removalsDone,
+  completePrivacyRequest,
+  failPrivacyRequest,
+} = proxyActivities<PrivacyActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '2 minutes',
   retry: { initialInterval: '5 seconds', maximumInterval: '5 minutes' },
@@ -15,6 +28,14 @@ export interface PrivacyRequestInput {
   /** The store's database: the removal exports name their segmentation runs with it. */
   databaseName: string;
 }
+
+/**
+ * How long after tombstones are written before the store is scrubbed: every drain and fold reads
+ * new tombstones within a second, and this lets a batch that began before them end.
+ */
+const TOMBSTONE_SETTLE = '5 seconds';
+/** Erasure passes before the request fails (and is retried as a whole): each pass only follows what the last one found. */
+const MAX_ERASE_PASSES = 10;
 
 /** Seconds before a failed removal is sent again: 15 s, doubling, at most an hour. */
 const retryAfter = (round: number) => Math.min(3600, 15 * 2 ** (round - 1));
@@ -52,9 +73,39 @@ async function removeAt(input: PrivacyRequestInput, destinationId: string): Prom
 }
 
 /**
+ * Erasure: tombstone the subject's identities (late events are then dropped), let batches already
+ * under way end, scrub every collection, and verify — again with whatever the check still finds
+ * (a fold that began before the tombstones, a key it added) until nothing is left. Partners are
+ * told meanwhile, each until it confirms.
+ */
+async function erase(input: PrivacyRequestInput, found: boolean): Promise<PrivacyResult> {
+  let removals: Promise<void[]> | null = null;
+  let holders: string[] = [];
+  let events = 0;
+  for (let pass = 1; ; pass++) {
+    await writeTombstones(input);
+    if (!removals) {
+      holders = await findRemovals(input);
+      removals = Promise.all(holders.map((destinationId) => removeAt(input, destinationId)));
+    }
+    await sleep(TOMBSTONE_SETTLE);
+    events += (await eraseSubject(input)).events;
+    const verified = await verifyErasure(input);
+    if (verified.clean) break;
+    if (pass === MAX_ERASE_PASSES) throw ApplicationFailure.nonRetryable(`the subject was still found after ${pass} erasure passes`);
+    // A segment run under way is waited for: its snapshot is rewritten when it ends.
+    if (verified.waiting > 0 && !verified.grew) await sleep('30 seconds');
+  }
+  await removals;
+  await removalsDone(input);
+  return { found, profiles: 0, identities: 0, events, segments: 0, destinations: holders.length, exportUrl: null };
+}
+
+/**
  * A data subject's privacy request: find their profile through the identity graph, carry out the
  * request, and close it with its result. Every step is recorded on the request with an audit entry.
  * - access: everything held about them, written as the request's download;
+ * - erase: removed from every store and every partner, a salted tombstone kept against late events;
  * - opt_out: their documents marked (no more profiling, segments or exports), then a removal at every
  *   partner that held them, each tracked on the ledger until the partner confirms it.
  */
@@ -71,7 +122,7 @@ export async function privacyRequest(input: PrivacyRequestInput): Promise<void> 
       await removalsDone(input);
       result = { found: resolved.found, profiles: marked.profiles, identities: 0, events: 0, segments: marked.segments, destinations: holders.length, exportUrl: null };
     } else {
-      throw ApplicationFailure.nonRetryable(`${input.type} requests are not carried out yet`);
+      result = await erase(input, resolved.found);
     }
     await completePrivacyRequest({ requestId: input.requestId, result });
   } catch (error) {

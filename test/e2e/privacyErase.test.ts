@@ -1,0 +1,134 @@
+import { createHash } from 'node:crypto';
+import { call } from '../support/http';
+import { PartnerServer } from '../support/partners';
+import { findResidue } from '../support/residue';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
+
+const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000).toISOString();
+const ALICE_EMAIL = 'Alice.Erased@Example.com';
+const aliceHash = createHash('sha256').update('alice.erased@example.com').digest('hex');
+const ALICE_COOKIE = 'ck-erase-alice-0001';
+const BOB_COOKIE = 'ck-erase-bob-00001';
+const ALICE_PUID = 'ttd-puid-alice-77';
+
+describe('privacy requests: erasure from every store and every partner', () => {
+  let platform: RunningPlatform;
+  let api: RunningApi;
+  let source: SourceClient;
+  let partner: PartnerServer;
+  let segmentId: string;
+  let destinationId: string;
+  let aliceDocuments: string[];
+  let bobId: string;
+  let erasure: { id: string; view: Record<string, any> };
+  const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+  const lookup = (type: string, value: string) => admin(`/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`);
+  const settledRequest = (id: string) =>
+    waitFor(
+      `privacy request ${id}`,
+      async () => {
+        const view = (await admin(`/v1/privacy/requests/${id}`)).body;
+        return view.state === 'completed' || view.state === 'failed' ? view : null;
+      },
+      120_000,
+    );
+  /** Everything that names Alice: her identities as stored (and as UID2 would send the email), her event ids, her documents, her partner id. */
+  const aliceNeedles = () => [ALICE_COOKIE, aliceHash, Buffer.from(aliceHash, 'hex').toString('base64'), 'ev-alice-1', 'ev-alice-2', 'ev-alice-3', ALICE_PUID, ...aliceDocuments];
+
+  beforeAll(async () => {
+    platform = await startPlatform('privacyerase', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'], DMP_DESTINATION_TIMEOUT_SECONDS: 2 });
+    ({ api } = platform);
+    source = await newSource(api, 'shop');
+    // Alice and Bob arrive in one request: their events share the log's chunk and the routed batches.
+    const events = [
+      { id: 'ev-alice-1', type: 'page_view', timestamp: minutesAgo(30), identities: { cookie_id: ALICE_COOKIE }, traits: { plan: 'gold' } },
+      { id: 'ev-alice-2', type: 'purchase', timestamp: minutesAgo(20), identities: { cookie_id: ALICE_COOKIE, email: ALICE_EMAIL }, properties: { item: 'tent' } },
+      { id: 'ev-bob-1', type: 'purchase', timestamp: minutesAgo(10), identities: { cookie_id: BOB_COOKIE }, traits: { plan: 'gold' }, properties: { item: 'pen' } },
+    ];
+    expect((await source.send(events)).body.accepted).toBe(3);
+    await source.folded(3);
+    // A cookie sync gave a partner's id for Alice's cookie.
+    expect((await admin('/v1/partners', { body: { id: 'ttd', name: 'The Trade Desk', redirectUrl: 'https://sync.partner.example/match?dmp_uid=${DMP_UID}' } })).status).toBe(201);
+    const synced = await fetch(`${api.url}/v1/sync/ttd?puid=${ALICE_PUID}`, { redirect: 'manual', headers: { cookie: `dmp_uid=${ALICE_COOKIE}` } });
+    expect(synced.status).toBe(302);
+    segmentId = (await admin('/v1/segments', { body: { name: 'Gold plan', rule: { trait: 'plan', op: 'eq', value: 'gold' } } })).body.id;
+    await waitFor('the segment evaluated', async () => (await admin(`/v1/segments/${segmentId}`)).body.lastRun?.state === 'completed');
+    partner = await new PartnerServer({ kind: 'webhook', secret: 'webhook-secret-0123456789' }).start();
+    destinationId = (await admin('/v1/destinations', { body: { name: 'Hooked', connector: 'webhook', idType: 'cookie_id', segments: [segmentId], config: { url: `${partner.url}/dmp`, secret: 'webhook-secret-0123456789' } } })).body.id;
+    const exported = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
+    await waitFor('the export', async () => (await admin(`/v1/destinations/${destinationId}/exports/${exported.body.exportId}`)).body.state === 'completed', 60_000);
+    expect(partner.audience(segmentId)).toEqual([BOB_COOKIE, ALICE_COOKIE].sort());
+
+    const alice = (await lookup('email', ALICE_EMAIL)).body;
+    aliceDocuments = alice.profileIds;
+    bobId = (await lookup('cookie_id', BOB_COOKIE)).body.id;
+    // An access export made earlier holds everything about her: it goes too.
+    const access = (await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: ALICE_COOKIE } } })).body.id;
+    expect((await settledRequest(access)).state).toBe('completed');
+    expect((await findResidue(platform.store.db, aliceNeedles())).length).toBeGreaterThan(0);
+
+    partner.failNext('http500');
+    const started = await admin('/v1/privacy/requests', { body: { type: 'erase', identity: { type: 'email', value: ALICE_EMAIL }, requestedBy: 'ticket 99' } });
+    expect(started.status).toBe(202);
+    expect(started.body.id).toMatch(/^pr_erase_[A-Za-z0-9_-]{22}_1$/);
+    erasure = { id: started.body.id, view: await settledRequest(started.body.id) };
+  }, 300_000);
+  afterAll(async () => {
+    await partner?.stop();
+    await platform.stop();
+  });
+
+  it('completes every step, audited, and removes the subject at the partner through a 5xx', async () => {
+    const { view } = erasure;
+    expect(view).toMatchObject({ type: 'erase', state: 'completed', error: null, requestedBy: 'ticket 99' });
+    expect(view.steps.map((step: { name: string; state: string }) => [step.name, step.state])).toEqual([
+      ['resolve', 'done'],
+      ['tombstone', 'done'],
+      ['erase', 'done'],
+      ['verify', 'done'],
+      ['remove', 'done'],
+      ['complete', 'done'],
+    ]);
+    expect(view.steps[2].touched).toMatchObject({ profiles: expect.any(Number), identities: 2, events: 1, profile_events: expect.any(Number), match_cookie_ids: 1, match_partner_ids: 1 });
+    expect(view.result).toMatchObject({ found: true, profiles: aliceDocuments.length, identities: 2, events: 2, destinations: 1 });
+    expect(view.destinations).toEqual([expect.objectContaining({ destinationId, state: 'acknowledged', lastError: null })]);
+    expect(partner.audience(segmentId)).toEqual([BOB_COOKIE]);
+    const audit = await platform.store.db.collection('privacy_audit').find({ requestId: erasure.id }).toArray();
+    expect(audit.map((entry) => entry.step).sort()).toEqual(['complete', 'erase', 'remove', 'resolve', 'tombstone', 'verify']);
+  });
+
+  it('leaves nothing that names the subject in any collection, only the salted tombstone', async () => {
+    expect(await findResidue(platform.store.db, aliceNeedles())).toEqual([]);
+    expect((await lookup('email', ALICE_EMAIL)).status).toBe(404);
+    expect((await lookup('cookie_id', ALICE_COOKIE)).status).toBe(404);
+    for (const id of aliceDocuments) expect((await admin(`/v1/profiles/${id}`)).status).toBe(404);
+  });
+
+  it("keeps other people's data in the same chunks, batches and snapshots intact", async () => {
+    const bob = (await lookup('cookie_id', BOB_COOKIE)).body;
+    expect(bob).toMatchObject({ id: bobId, traits: { plan: 'gold' } });
+    expect((await admin(`/v1/profiles/${bobId}/events`)).body.events.map((event: { id: string }) => event.id)).toEqual(['ev-bob-1']);
+    expect((await admin(`/v1/segments/${segmentId}/members`)).body.members).toEqual([bobId]);
+    expect((await admin(`/v1/segments/${segmentId}`)).body.size).toBe(1);
+    // His event is still in the raw log and the dedupe window, beside where hers stood.
+    const residue = await findResidue(platform.store.db, [BOB_COOKIE, 'ev-bob-1']);
+    expect(new Set(residue.map((hit) => hit.collection))).toEqual(expect.objectContaining(new Set(['events', 'profile_events', 'identities', 'profiles'])));
+    expect(residue.some((hit) => hit.collection.startsWith('event_ids_'))).toBe(true);
+    expect((await admin(`/v1/destinations/${destinationId}/exports`, { body: {} })).status).toBe(202);
+  });
+
+  it('drops and counts late events naming an erased identity: the profile is not re-created', async () => {
+    const late = await source.send([
+      { id: 'ev-alice-3', type: 'page_view', timestamp: minutesAgo(1), identities: { cookie_id: ALICE_COOKIE }, traits: { plan: 'gold' } },
+      { id: 'ev-bob-2', type: 'page_view', timestamp: minutesAgo(1), identities: { cookie_id: BOB_COOKIE } },
+    ]);
+    // Answered as accepted: the answer does not tell a sender who was erased.
+    expect(late.body.accepted).toBe(2);
+    await source.folded(4);
+    expect((await admin(`/v1/profiles/${bobId}/events`)).body.events).toHaveLength(2);
+    expect((await lookup('cookie_id', ALICE_COOKIE)).status).toBe(404);
+    expect((await admin(`/v1/privacy/requests/${erasure.id}`)).body.lateEventsDropped).toBe(1);
+    expect(await findResidue(platform.store.db, aliceNeedles())).toEqual([]);
+  });
+});
