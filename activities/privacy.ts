@@ -118,6 +118,20 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     return new Set([...(await matches.partnerIdsOf(partner, ours)).values()].flat());
   }
 
+  /** The destinations whose partner holds (or may hold) the subject: each gets a ledger line, pending. */
+  async function findRemovals(requestId: string): Promise<string[]> {
+    const { request, key } = await open(requestId);
+    const found = await personOf(key);
+    const { held, ids } = found ? await heldBy(exportFacts(found.person)) : { held: [], ids: {} };
+    await requests.setPartnerIds(request._id, ids);
+    for (const destination of held) {
+      if (!(request.destinations ?? []).some((line) => line.destinationId === destination.id)) {
+        await requests.setRemoval(request._id, { destinationId: destination.id, name: destination.name, state: 'pending', round: 0, exportId: null, lastError: null, updatedAt: new Date() });
+      }
+    }
+    return held.map((destination) => destination.id);
+  }
+
   return {
     /** Finds the profile the subject's identity belongs to (its documents, through the identity graph). */
     async resolvePrivacySubject(input: { requestId: string }): Promise<{ found: boolean; profiles: number }> {
@@ -273,18 +287,9 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
       return { found: true, profiles: person.profileIds.length, segments: Object.keys(changes).length };
     },
 
-    /** The destinations whose partner holds (or may hold) the subject: each gets a ledger line, pending. */
+    /** Finds the destinations holding the subject and opens their ledger lines. */
     async findRemovals(input: { requestId: string }): Promise<string[]> {
-      const { request, key } = await open(input.requestId);
-      const found = await personOf(key);
-      const { held, ids } = found ? await heldBy(exportFacts(found.person)) : { held: [], ids: {} };
-      await requests.setPartnerIds(request._id, ids);
-      for (const destination of held) {
-        if (!(request.destinations ?? []).some((line) => line.destinationId === destination.id)) {
-          await requests.setRemoval(request._id, { destinationId: destination.id, name: destination.name, state: 'pending', round: 0, exportId: null, lastError: null, updatedAt: new Date() });
-        }
-      }
-      return held.map((destination) => destination.id);
+      return withHeartbeats(() => findRemovals(input.requestId));
     },
 
     /** Records where one destination's removal stands. */

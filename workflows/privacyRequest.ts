@@ -18,7 +18,8 @@ const {
   failPrivacyRequest,
 } = proxyActivities<PrivacyActivities>({
   startToCloseTimeout: '30 minutes',
-  heartbeatTimeout: '2 minutes',
+  // Long steps heartbeat every 2 s: a worker that dies mid-step is noticed, and the step retried elsewhere, within 20 s.
+  heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '5 seconds', maximumInterval: '5 minutes' },
 });
 

@@ -1,0 +1,101 @@
+import fc from 'fast-check';
+import { eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, memberCounts, type ErasableChunk, type ErasedSubject } from '../../domain/erasure';
+import type { StoredEvent } from '../../domain/event';
+
+const at = new Date('2026-11-01T10:00:00Z');
+const event = (id: string, cookie: string, extra: Partial<StoredEvent> & { profileId?: string } = {}) => ({
+  id,
+  type: 'page_view',
+  timestamp: at,
+  receivedAt: at,
+  identities: [{ type: 'cookie_id' as const, value: cookie }],
+  ...extra,
+});
+const subject = (keys: string[], documents: string[] = []): ErasedSubject => ({ keys: new Set(keys), documents: new Set(documents) });
+
+/** A snapshot chunk as a run writes it: sorted ids, one bitmap per segment, facts per id. */
+const chunkArbitrary = fc
+  .record({
+    ids: fc.uniqueArray(fc.stringMatching(/^p_[a-f0-9]{6}$/), { minLength: 1, maxLength: 40 }),
+    segments: fc.integer({ min: 1, max: 4 }),
+    seed: fc.integer(),
+  })
+  .map(({ ids, segments, seed }) => {
+    const sorted = [...ids].sort();
+    const member = (s: number, i: number) => ((seed ^ (s * 7919 + i * 104729)) & 3) === 0;
+    const bits = Array.from({ length: segments }, (_, s) => {
+      const bytes = new Uint8Array(Math.ceil(sorted.length / 8));
+      sorted.forEach((_, i) => {
+        if (member(s, i)) bytes[i >> 3] |= 1 << (i & 7);
+      });
+      return bytes;
+    });
+    const chunk: ErasableChunk = {
+      ids: sorted,
+      bits,
+      facts: { consents: ['{}'], sources: ['[]'], consentOf: Int32Array.from(sorted, (_, i) => i % 2), sourcesOf: Int32Array.from(sorted, (_, i) => (i % 2 === 0 ? 0 : -1)), ids: sorted.map((id) => `cookie_id:${id}`) },
+    };
+    return { chunk, member };
+  });
+
+describe('erasure rewrites', () => {
+  it('takes ids out of a snapshot chunk exactly as if the run had never seen them', () => {
+    fc.assert(
+      fc.property(chunkArbitrary, fc.integer({ min: 0, max: 1 << 30 }), ({ chunk, member }, pick) => {
+        const removed = new Set(chunk.ids.filter((_, i) => ((pick >> i % 30) & 1) === 1));
+        const erased = eraseFromSnapshotChunk(chunk, removed);
+        if (removed.size === 0) return expect(erased).toBeNull();
+        const kept = chunk.ids.map((id, i) => ({ id, i })).filter(({ id }) => !removed.has(id));
+        expect(erased!.ids).toEqual(kept.map(({ id }) => id));
+        erased!.bits.forEach((bytes, s) => {
+          kept.forEach(({ i }, j) => expect(((bytes[j >> 3] >> (j & 7)) & 1) === 1).toBe(member(s, i)));
+          expect(bytes.length).toBe(Math.ceil(kept.length / 8));
+        });
+        expect(erased!.facts!.ids).toEqual(kept.map(({ id }) => `cookie_id:${id}`));
+        expect([...erased!.facts!.consentOf]).toEqual(kept.map(({ i }) => i % 2));
+        expect([...erased!.facts!.sourcesOf]).toEqual(kept.map(({ i }) => (i % 2 === 0 ? 0 : -1)));
+        expect(memberCounts(erased!)).toEqual(chunk.bits.map((_, s) => kept.filter(({ i }) => member(s, i)).length));
+      }),
+    );
+  });
+
+  it("replaces the subject's events in a raw chunk by placeholders, keeping length and positions", () => {
+    const events = [event('e1', 'ck-a'), event('e2', 'ck-b'), event('e3', 'ck-a'), { ...event('e4', 'ck-c'), identities: [] }];
+    const erased = eraseFromChunk(events, subject(['cookie_id:ck-a']));
+    expect(erased!.erased).toEqual(['e1', 'e3']);
+    expect(erased!.events).toHaveLength(4);
+    expect(erased!.events[1]).toBe(events[1]);
+    expect(erased!.events[3]).toBe(events[3]);
+    for (const placeholder of [erased!.events[0], erased!.events[2]]) {
+      expect(placeholder).toEqual({ id: '', type: '', timestamp: at, receivedAt: at, identities: [], erased: true });
+    }
+    // A second pass finds nothing more: the rewrite is idempotent.
+    expect(eraseFromChunk(erased!.events, subject(['cookie_id:ck-a']))).toBeNull();
+    expect(eraseFromChunk(events, subject(['cookie_id:ck-z']))).toBeNull();
+  });
+
+  it("drops the subject's routed events — theirs by document, by identity or by consent evidence — and their documents, keeping the rest", () => {
+    const batch = {
+      events: [
+        event('e1', 'ck-a', { profileId: 'p_a' }),
+        event('e2', 'ck-b', { profileId: 'p_b' }),
+        { ...event('e3', 'ck-x', { profileId: 'p_b' }), identities: [], evidence: [{ type: 'cookie_id' as const, value: 'ck-a' }] },
+        event('e4', 'ck-new', { profileId: 'p_a' }),
+      ],
+      profiles: ['p_a', 'p_b'],
+      linked: ['p_a'],
+    };
+    const erased = eraseFromRoutedBatch(batch, subject(['cookie_id:ck-a'], ['p_a']));
+    expect(erased!.events.map((e) => e.id)).toEqual(['e2']);
+    expect(erased!.erased.map((e) => e.id)).toEqual(['e1', 'e3', 'e4']);
+    expect(erased!.profiles).toEqual(['p_b']);
+    expect(erased!.linked).toEqual([]);
+    expect(eraseFromRoutedBatch({ events: [batch.events[1]], profiles: ['p_b'] }, subject(['cookie_id:ck-a'], ['p_a']))).toBeNull();
+  });
+
+  it('takes the subject out of real-time changes, stated memberships and touched profiles alike', () => {
+    const doc = { changes: { s1: { entered: ['p_a', 'p_b'], exited: [], statedIn: ['p_a'], version: 2 }, s2: { entered: [], exited: ['p_c'] } }, touched: ['p_a', 'p_c'] };
+    expect(eraseFromChanges(doc, new Set(['p_a']))).toEqual({ changes: { s1: { entered: ['p_b'], exited: [], statedIn: [], version: 2 }, s2: { entered: [], exited: ['p_c'] } }, touched: ['p_c'] });
+    expect(eraseFromChanges(doc, new Set(['p_z']))).toBeNull();
+  });
+});
