@@ -34,7 +34,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
   const matches = new MatchTableStore(deps.store, matchLimits(deps.config));
   const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
   const segmentRuns = new SegmentRunStore(deps.store);
-  const erasure = new SubjectErasure(deps.store);
+  const erasure = new SubjectErasure(deps.store, matches);
   const sources = new SourceStore(deps.store);
   let salt: Promise<string> | null = null;
   const saltOf = () => (salt ??= deps.config.DMP_PRIVACY_SALT ? Promise.resolve(deps.config.DMP_PRIVACY_SALT) : requests.salt());

@@ -52,11 +52,13 @@ class BottomSample {
     this.kept.delete(id);
   }
 
-  subjects(): SegmentSubject[] {
-    return [...this.kept]
-      .sort((a, b) => a[1].rank - b[1].rank || (a[0] < b[0] ? -1 : 1))
-      .slice(0, SAMPLE_SIZE)
-      .map(([, { subject }]) => ({ identities: subject.identities, traits: subject.traits, counters: subject.counters, consent: subject.consent, lastSeen: subject.lastSeen }));
+  /** The sample, and the highest rank in it: a profile whose every document ranks above it is not in it. */
+  subjects(): { subjects: SegmentSubject[]; maxRank: number } {
+    const kept = [...this.kept].sort((a, b) => a[1].rank - b[1].rank || (a[0] < b[0] ? -1 : 1)).slice(0, SAMPLE_SIZE);
+    return {
+      subjects: kept.map(([, { subject }]) => ({ identities: subject.identities, traits: subject.traits, counters: subject.counters, consent: subject.consent, lastSeen: subject.lastSeen })),
+      maxRank: kept.length > 0 ? kept[kept.length - 1][1].rank : -1,
+    };
   }
 }
 
@@ -174,7 +176,8 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       run.entered[id] = counts[k].members - counts[k].kept;
       run.exited[id] = previousSize[k] - counts[k].kept;
     });
-    await runs.writeSample(run._id, ids.length, sample.subjects());
+    const { subjects, maxRank } = sample.subjects();
+    await runs.writeSample(run._id, ids.length, subjects, maxRank);
     await runs.saveRun(run);
     return { evaluated: ids.length, documentsScanned };
   }

@@ -147,3 +147,23 @@ export async function replaceUnlessNewer<T extends { _id: string; at: Date }>(co
     if (!isDuplicateKeyError(error)) throw error;
   }
 }
+
+const writing = new Map<string, Promise<void>>();
+
+/**
+ * Runs `write` after every earlier write of this process under the same key. For writers of one
+ * document that write only if it is unchanged since they read it: FerretDB's conditional replace is
+ * not atomic across connections (it reads, then writes back by `_id`; measured with 8 writers racing
+ * on one document, 87 of 200 acknowledged changes survived). So a process never races itself;
+ * between processes the check is atomic on MongoDB and narrows the window on FerretDB.
+ */
+export async function oneAtATime(key: string, write: () => Promise<void>): Promise<void> {
+  const mine = (writing.get(key) ?? Promise.resolve()).then(write);
+  const tail = mine.catch(() => undefined);
+  writing.set(key, tail);
+  try {
+    await mine;
+  } finally {
+    if (writing.get(key) === tail) writing.delete(key);
+  }
+}

@@ -1,6 +1,6 @@
 import type { Collection } from 'mongodb';
 import { liveEntries, withSighting, type MatchEntry, type MatchLimits } from '../domain/partners';
-import { COLLECTIONS, findByIds, isDuplicateKeyError, type Store } from './db';
+import { COLLECTIONS, findByIds, isDuplicateKeyError, oneAtATime, type Store } from './db';
 
 /** One key's side of the match table: its newest live entries and a version for conditional replaces. */
 interface MatchDoc {
@@ -11,25 +11,6 @@ interface MatchDoc {
 
 /** Conflicting writes from other processes before a sighting gives up (each one wrote meanwhile). */
 const MAX_ATTEMPTS = 8;
-
-/**
- * Writes of one match document, one at a time in this process. FerretDB's conditional replace is
- * not atomic across connections (it reads, then writes back by `_id`): measured with 8 writers
- * racing on one document, 87 of 200 acknowledged changes survived. So a process never races
- * itself; between processes the version check is atomic on MongoDB and narrows the window on FerretDB.
- */
-const writing = new Map<string, Promise<void>>();
-
-async function oneAtATime(key: string, write: () => Promise<void>): Promise<void> {
-  const mine = (writing.get(key) ?? Promise.resolve()).then(write);
-  const tail = mine.catch(() => undefined);
-  writing.set(key, tail);
-  try {
-    await mine;
-  } finally {
-    if (writing.get(key) === tail) writing.delete(key);
-  }
-}
 
 function partnerKey(partnerId: string, puid: string): string {
   return `${partnerId}:${puid}`;
@@ -87,24 +68,59 @@ export class MatchTableStore {
     return ids;
   }
 
+  /**
+   * Our cookie ids out of both sides of the tables (an erasure): each one's own entries with every
+   * partner, and its place among the cookies a partner id was seen with. Returns documents changed.
+   */
+  async forget(cookieIds: readonly string[], partnerIds: readonly string[]): Promise<{ byCookie: number; byPartnerId: number }> {
+    const changed = { byCookie: 0, byPartnerId: 0 };
+    const gone = new Set(cookieIds);
+    for (const cookieId of cookieIds) {
+      for (const partnerId of partnerIds) {
+        const doc = await this.byCookie.findOne({ _id: cookieKey(cookieId, partnerId) });
+        if (!doc) continue;
+        for (const entry of doc.entries) {
+          if (await this.change(this.byPartnerId, partnerKey(partnerId, entry.id), (entries) => entries.filter((e) => !gone.has(e.id)))) changed.byPartnerId++;
+        }
+        if (await this.change(this.byCookie, doc._id, () => [])) changed.byCookie++;
+      }
+    }
+    return changed;
+  }
+
   private sight(collection: Collection<MatchDoc>, key: string, id: string, at: Date): Promise<void> {
-    return oneAtATime(`${collection.dbName}/${collection.collectionName}/${key}`, async () => {
+    return this.change(collection, key, (entries) => withSighting(entries, id, at, this.limits)).then(() => undefined);
+  }
+
+  /**
+   * Changes one key's entries by version, one writer at a time in this process; a change to no
+   * entries removes the document. Whether anything was written (`change` returns null for no change).
+   */
+  private async change(collection: Collection<MatchDoc>, key: string, change: (entries: MatchEntry[]) => MatchEntry[] | null): Promise<boolean> {
+    let written = false;
+    await oneAtATime(`${collection.dbName}/${collection.collectionName}/${key}`, async () => {
       for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const doc = await collection.findOne({ _id: key });
-        const entries = withSighting(doc?.entries ?? [], id, at, this.limits);
-        if (!entries) return;
+        const entries = change(doc?.entries ?? []);
+        if (!entries || (!doc && entries.length === 0) || (doc && entries.length === doc.entries.length && entries.every((e, i) => e === doc.entries[i]))) return;
         if (!doc) {
           try {
             await collection.insertOne({ _id: key, v: 1, entries });
+            written = true;
             return;
           } catch (error) {
             if (!isDuplicateKeyError(error)) throw error;
             continue; // another process created it meanwhile: merge into theirs
           }
         }
-        if ((await collection.replaceOne({ _id: key, v: doc.v }, { v: doc.v + 1, entries })).matchedCount === 1) return;
+        const result = entries.length === 0 ? await collection.deleteOne({ _id: key, v: doc.v }) : await collection.replaceOne({ _id: key, v: doc.v }, { v: doc.v + 1, entries });
+        if (('deletedCount' in result ? result.deletedCount : result.matchedCount) === 1) {
+          written = true;
+          return;
+        }
       }
       throw new Error(`match table key ${key} changed under ${MAX_ATTEMPTS} attempts in a row`);
     });
+    return written;
   }
 }

@@ -65,6 +65,18 @@ function fromInt32Binary(binary: Binary): Int32Array {
   return new Int32Array(bytes.slice().buffer);
 }
 
+/** A snapshot chunk as one binary value (ids, bitmaps and fact columns: the store converts nothing). */
+export function encodeSnapshotChunk(chunk: SnapshotChunk): Binary {
+  const facts = chunk.facts && { ...chunk.facts, consentOf: int32Binary(chunk.facts.consentOf), sourcesOf: int32Binary(chunk.facts.sourcesOf) };
+  return new Binary(BSON.serialize({ ids: chunk.ids, bits: chunk.bits.map((bits) => new Binary(bits)), ...(facts && { facts }) }));
+}
+
+export function decodeSnapshotChunk(stored: Binary): SnapshotChunk {
+  const body = BSON.deserialize(stored.buffer) as { ids: string[]; bits: Binary[]; facts?: Omit<PackedFacts, 'consentOf' | 'sourcesOf'> & { consentOf: Binary; sourcesOf: Binary } };
+  const facts = body.facts && { ...body.facts, consentOf: fromInt32Binary(body.facts.consentOf), sourcesOf: fromInt32Binary(body.facts.sourcesOf) };
+  return { ids: body.ids, bits: body.bits.map((bits) => new Uint8Array(bits.buffer)), ...(facts && { facts }) };
+}
+
 interface StoredChunk {
   _id: string;
   runId: string;
@@ -94,6 +106,8 @@ interface StoredSample {
   runId: string;
   population: number;
   parts?: number;
+  /** On the header: the highest sample rank kept (domain/segments `sampleRank`). */
+  maxRank?: number;
   body?: Binary;
 }
 
@@ -136,17 +150,12 @@ export class SegmentRunStore {
 
   /** Writes a chunk under its fixed id; a retry writes the same id again, and the last attempt's content stands. */
   async writeChunk(runId: string, n: number, chunk: SnapshotChunk): Promise<void> {
-    const facts = chunk.facts && { ...chunk.facts, consentOf: int32Binary(chunk.facts.consentOf), sourcesOf: int32Binary(chunk.facts.sourcesOf) };
-    const body = new Binary(BSON.serialize({ ids: chunk.ids, bits: chunk.bits.map((bits) => new Binary(bits)), ...(facts && { facts }) }));
-    await this.snapshots.replaceOne({ _id: `${runId}:${n}` }, { runId, body }, { upsert: true });
+    await this.snapshots.replaceOne({ _id: `${runId}:${n}` }, { runId, body: encodeSnapshotChunk(chunk) }, { upsert: true });
   }
 
   async readChunk(runId: string, n: number): Promise<SnapshotChunk | null> {
     const stored = await this.snapshots.findOne({ _id: `${runId}:${n}` });
-    if (!stored) return null;
-    const body = BSON.deserialize(stored.body.buffer) as { ids: string[]; bits: Binary[]; facts?: Omit<PackedFacts, 'consentOf' | 'sourcesOf'> & { consentOf: Binary; sourcesOf: Binary } };
-    const facts = body.facts && { ...body.facts, consentOf: fromInt32Binary(body.facts.consentOf), sourcesOf: fromInt32Binary(body.facts.sourcesOf) };
-    return { ids: body.ids, bits: body.bits.map((bits) => new Uint8Array(bits.buffer)), ...(facts && { facts }) };
+    return stored && decodeSnapshotChunk(stored.body);
   }
 
   /**
@@ -276,14 +285,14 @@ export class SegmentRunStore {
    * The estimate's sample, in parts of SAMPLE_PART profiles (a busy profile's behaviour is tens of
    * kilobytes; one document of them all could pass the store's 16 MB), then the header naming them.
    */
-  async writeSample(runId: string, population: number, subjects: SegmentSubject[]): Promise<void> {
+  async writeSample(runId: string, population: number, subjects: SegmentSubject[], maxRank?: number): Promise<void> {
     const parts = Math.ceil(subjects.length / SAMPLE_PART);
     for (let part = 0; part < parts; part++) {
       const body = new Binary(BSON.serialize({ subjects: subjects.slice(part * SAMPLE_PART, (part + 1) * SAMPLE_PART) }));
       await this.samples.replaceOne({ _id: `${runId}:${part}` }, { runId, population, body }, { upsert: true });
     }
     const previous = await this.samples.findOne({ _id: 'latest' });
-    await this.samples.replaceOne({ _id: 'latest' }, { runId, population, parts }, { upsert: true });
+    await this.samples.replaceOne({ _id: 'latest' }, { runId, population, parts, ...(maxRank !== undefined && { maxRank }) }, { upsert: true });
     if (previous?.runId && previous.runId !== runId) {
       for (let part = 0; part < (previous.parts ?? 0); part++) await this.samples.deleteOne({ _id: `${previous.runId}:${part}` });
     }

@@ -1,26 +1,29 @@
 import { Binary, BSON, type Collection } from 'mongodb';
 import { namesSubject, eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, memberCounts, type ErasedSubject } from '../domain/erasure';
 import type { StoredEvent } from '../domain/event';
-import { documentIdsOf } from '../domain/privacy';
 import type { SegmentSubject } from '../domain/profile';
 import type { ItemChange } from '../domain/recommendations';
 import { identityKey } from '../domain/identity';
-import { COLLECTIONS, forEachConcurrently, type Store } from './db';
+import { sampleRank } from '../domain/segments';
+import { COLLECTIONS, forEachConcurrently, oneAtATime, type Store } from './db';
 import { decodeEvents, encodeEvents } from './eventCodec';
 import { EventIdGenerations } from './eventIds';
 import { chunkId, eventIdKey, type StoredChunk } from './eventLog';
 import { ITEM_MODEL_COLLECTIONS } from './itemModel';
+import type { MatchTableStore } from './matchTables';
 import { PartnerStore } from './partners';
 import { PRIVACY_COLLECTIONS } from './privacy';
 import { ProfileStore } from './profiles';
 import type { RoutedEvent } from './profileEvents';
-import { SEGMENT_COLLECTIONS, SegmentRunStore, type RunDoc } from './segmentRuns';
+import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, type ChangeDoc, type RunChunk, type RunDoc } from './segmentRuns';
 
 /** Per collection, the documents an erasure step deleted or rewrote (counts for the audit, never values). */
 export type Touched = Record<string, number>;
 
 /** Concurrent deletes and rewrites: each is one statement by `_id` or by an indexed field. */
 const IN_FLIGHT = 16;
+/** Rewrites of one shared document lost to other erasures before giving up (each loss means another made progress). */
+const MAX_REWRITE_ATTEMPTS = 100;
 
 function add(touched: Touched, collection: string, n: number): void {
   if (n > 0) touched[collection] = (touched[collection] ?? 0) + n;
@@ -36,12 +39,44 @@ function add(touched: Touched, collection: string, n: number): void {
 export class SubjectErasure {
   private readonly db: Store['db'];
 
-  constructor(private readonly store: Store) {
+  constructor(
+    private readonly store: Store,
+    private readonly matches: MatchTableStore,
+  ) {
     this.db = store.db;
   }
 
   private collection<T extends { _id: string }>(name: string): Collection<T> {
     return this.db.collection<T>(name);
+  }
+
+  /**
+   * Rewrites one document that other erasures may be rewriting too (a chunk holds many people):
+   * read, change, and write only if no erasure wrote it since the read — its `erasures` count says
+   * — else read again. Nothing else updates these documents, so the count is all it takes. Returns
+   * what `change` reported, or null when the document is gone or needs no change.
+   */
+  private async rewrite<T extends { _id: string; erasures?: number }, R>(collection: Collection<T>, id: string, change: (doc: T) => { doc: Omit<T, '_id' | 'erasures'>; result: R } | null): Promise<R | null> {
+    let result: R | null = null;
+    // Erasures in this process take turns (they would only lose to each other); other processes lose at the write.
+    await oneAtATime(`${collection.dbName}/${collection.collectionName}/${id}`, async () => {
+      result = await this.rewriteOnce(collection, id, change);
+    });
+    return result;
+  }
+
+  private async rewriteOnce<T extends { _id: string; erasures?: number }, R>(collection: Collection<T>, id: string, change: (doc: T) => { doc: Omit<T, '_id' | 'erasures'>; result: R } | null): Promise<R | null> {
+    for (let attempt = 0; attempt < MAX_REWRITE_ATTEMPTS; attempt++) {
+      const doc = (await collection.findOne({ _id: id } as never)) as T | null;
+      if (!doc) return null;
+      const changed = change(doc);
+      if (!changed) return null;
+      const { _id: _, erasures: __, ...next } = changed.doc as T;
+      // No upsert: a document removed meanwhile (retention) stays removed; an event log stays gap-free.
+      const written = await collection.replaceOne({ _id: id, erasures: doc.erasures ?? { $exists: false } } as never, { ...next, erasures: (doc.erasures ?? 0) + 1 } as never);
+      if (written.matchedCount === 1) return changed.result;
+    }
+    throw new Error(`${collection.collectionName} ${id} kept changing under the erasure`);
   }
 
   /**
@@ -53,7 +88,7 @@ export class SubjectErasure {
    */
   async events(subject: ErasedSubject, undrained: Record<string, number>, touched: Touched): Promise<number> {
     let events = 0;
-    const batches = this.collection<{ _id: string; sourceId: string; events: Binary; profiles: string[]; linked?: string[] }>(COLLECTIONS.profileEvents);
+    const batches = this.collection<{ _id: string; sourceId: string; events: Binary; profiles: string[]; linked?: string[]; erasures?: number }>(COLLECTIONS.profileEvents);
     const generations = await EventIdGenerations.live(this.db);
     const done = new Set<string>();
     const seen = new Set<string>();
@@ -74,9 +109,11 @@ export class SubjectErasure {
         }
         // The raw chunk may be gone already (retention), its ids still held for the dedupe window.
         await this.forgetIds(ids, generations, touched);
-        const { erased: _, ...kept } = erased;
-        await batches.replaceOne({ _id: doc._id }, { ...doc, ...kept, events: encodeEvents(kept.events) });
-        add(touched, COLLECTIONS.profileEvents, 1);
+        const rewritten = await this.rewrite(batches, doc._id, (current) => {
+          const kept = eraseFromRoutedBatch({ events: decodeEvents<RoutedEvent>(current.events), profiles: current.profiles, linked: current.linked }, subject);
+          return kept && { doc: { ...current, profiles: kept.profiles, ...(kept.linked && { linked: kept.linked }), events: encodeEvents(kept.events) }, result: true };
+        });
+        if (rewritten) add(touched, COLLECTIONS.profileEvents, 1);
       }
     }
     for (const [sourceId, from] of Object.entries(undrained)) {
@@ -96,15 +133,17 @@ export class SubjectErasure {
    * dedupe generations. How many were the subject's; null when the chunk does not exist.
    */
   private async rawChunk(id: string, subject: ErasedSubject, generations: string[], touched: Touched): Promise<number | null> {
-    const chunks = this.collection<StoredChunk>(COLLECTIONS.events);
+    const chunks = this.collection<StoredChunk & { erasures?: number }>(COLLECTIONS.events);
     const doc = await chunks.findOne({ _id: id });
     if (!doc) return null;
     const erased = eraseFromChunk(decodeEvents<StoredEvent>(doc.events), subject);
     if (!erased) return 0;
     await this.forgetIds(new Set(erased.erased.map((eventId) => eventIdKey(doc.sourceId, eventId))), generations, touched);
-    // No upsert: a chunk that retention removed meanwhile stays removed, and the log stays gap-free.
-    await chunks.replaceOne({ _id: doc._id }, { ...doc, events: encodeEvents(erased.events) });
-    add(touched, COLLECTIONS.events, 1);
+    const rewritten = await this.rewrite(chunks, id, (current) => {
+      const again = eraseFromChunk(decodeEvents<StoredEvent>(current.events), subject);
+      return again && { doc: { ...current, events: encodeEvents(again.events) }, result: again.erased.length };
+    });
+    if (rewritten) add(touched, COLLECTIONS.events, 1);
     return erased.erased.length;
   }
 
@@ -140,37 +179,14 @@ export class SubjectErasure {
     });
   }
 
-  /**
-   * The subject's cookie ids out of the cookie-sync match tables, on both sides: their own entries,
-   * and their place among the cookies a partner id was seen with (written by version, like a sync).
-   */
+  /** The subject's cookie ids out of the cookie-sync match tables, on both sides. */
   async matchTables(subject: ErasedSubject, touched: Touched): Promise<void> {
     const cookies = [...subject.keys].filter((key) => key.startsWith('cookie_id:')).map((key) => key.slice('cookie_id:'.length));
     if (cookies.length === 0) return;
-    type MatchDoc = { _id: string; v: number; entries: Array<{ id: string; lastSeen: Date }> };
-    const byCookie = this.collection<MatchDoc>(COLLECTIONS.matchByCookie);
-    const byPartnerId = this.collection<MatchDoc>(COLLECTIONS.matchByPartnerId);
     const partners = (await new PartnerStore(this.store).list()).map((partner) => partner._id);
-    const gone = new Set(cookies);
-    for (const cookie of cookies) {
-      for (const partner of partners) {
-        const doc = await byCookie.findOne({ _id: `${cookie}:${partner}` });
-        if (!doc) continue;
-        for (const entry of doc.entries) {
-          for (let attempt = 0; attempt < 8; attempt++) {
-            const other = await byPartnerId.findOne({ _id: `${partner}:${entry.id}` });
-            if (!other) break;
-            const entries = other.entries.filter((e) => !gone.has(e.id));
-            const written = entries.length === 0 ? await byPartnerId.deleteOne({ _id: other._id, v: other.v }) : await byPartnerId.replaceOne({ _id: other._id, v: other.v }, { v: other.v + 1, entries });
-            if (('deletedCount' in written ? written.deletedCount : written.matchedCount) === 1) {
-              add(touched, COLLECTIONS.matchByPartnerId, 1);
-              break;
-            }
-          }
-        }
-        add(touched, COLLECTIONS.matchByCookie, (await byCookie.deleteOne({ _id: doc._id })).deletedCount);
-      }
-    }
+    const changed = await this.matches.forget(cookies, partners);
+    add(touched, COLLECTIONS.matchByCookie, changed.byCookie);
+    add(touched, COLLECTIONS.matchByPartnerId, changed.byPartnerId);
   }
 
   /** Every version of the subject's profile documents (one indexed delete per document). */
@@ -197,29 +213,42 @@ export class SubjectErasure {
       }
       if (await this.snapshot(runs, run as RunDoc, ids)) add(touched, SEGMENT_COLLECTIONS.runs, 1);
     }
-    for (const doc of await runs.changes.find({}).toArray()) {
-      const erased = eraseFromChanges(doc, subject.documents);
-      if (!erased) continue;
-      await runs.changes.replaceOne({ _id: doc._id }, { ...doc, ...erased });
-      add(touched, SEGMENT_COLLECTIONS.changes, 1);
+    const changes = this.collection<ChangeDoc & { erasures?: number }>(SEGMENT_COLLECTIONS.changes);
+    for (const { _id } of await changes.find({}, { projection: { _id: 1 } }).toArray()) {
+      const rewritten = await this.rewrite(changes, _id, (doc) => {
+        const erased = eraseFromChanges(doc, subject.documents);
+        return erased && { doc: { ...doc, ...erased }, result: true };
+      });
+      if (rewritten) add(touched, SEGMENT_COLLECTIONS.changes, 1);
     }
-    const samples = this.collection<{ _id: string; runId: string; population: number; body?: Binary }>(SEGMENT_COLLECTIONS.samples);
-    for (const part of await samples.find({ body: { $exists: true } }).toArray()) {
-      // A sampled subject is a document (`profileId`) or a person combined from documents (`id`, `profileIds`).
-      const subjects = (BSON.deserialize(part.body!.buffer) as { subjects: Array<SegmentSubject & { id?: string; profileId?: string; profileIds?: string[] }> }).subjects;
-      const kept = subjects.filter((s) => !documentIdsOf(s).some((id) => subject.documents.has(id)) && !(s.id && subject.documents.has(s.id)) && !namesSubject(s.identities, subject));
-      if (kept.length === subjects.length) continue;
-      await samples.replaceOne({ _id: part._id }, { ...part, body: new Binary(BSON.serialize({ subjects: kept })) });
-      add(touched, SEGMENT_COLLECTIONS.samples, 1);
-    }
-    const itemChanges = this.collection<{ _id: string; people: ItemChange[] }>(ITEM_MODEL_COLLECTIONS.changes);
-    for (const doc of await itemChanges.find({}).toArray()) {
-      const people = doc.people.filter((person) => !subject.documents.has(person.personId));
-      if (people.length === doc.people.length) continue;
-      await itemChanges.replaceOne({ _id: doc._id }, { ...doc, people });
-      add(touched, ITEM_MODEL_COLLECTIONS.changes, 1);
+    await this.sample(subject, touched);
+    const itemChanges = this.collection<{ _id: string; people: ItemChange[]; erasures?: number }>(ITEM_MODEL_COLLECTIONS.changes);
+    for (const { _id } of await itemChanges.find({}, { projection: { _id: 1 } }).toArray()) {
+      const rewritten = await this.rewrite(itemChanges, _id, (doc) => {
+        const people = doc.people.filter((person) => !subject.documents.has(person.personId));
+        return people.length === doc.people.length ? null : { doc: { ...doc, people }, result: true };
+      });
+      if (rewritten) add(touched, ITEM_MODEL_COLLECTIONS.changes, 1);
     }
     return running;
+  }
+
+  /** The estimate's sample: its parts rewritten without the subject (they hold sampled identities). */
+  private async sample(subject: ErasedSubject, touched: Touched): Promise<void> {
+    const samples = this.collection<{ _id: string; runId: string; population: number; body?: Binary; maxRank?: number; erasures?: number }>(SEGMENT_COLLECTIONS.samples);
+    // The sample keeps the profiles of lowest rank: one whose every document ranks above the highest kept is not in it.
+    const header = await samples.findOne({ _id: 'latest' });
+    const maybeSampled = header?.maxRank === undefined || [...subject.documents].some((id) => sampleRank(id) <= header.maxRank!);
+    const parts = maybeSampled ? await samples.find({ body: { $exists: true } }, { projection: { _id: 1 } }).toArray() : [];
+    for (const { _id } of parts) {
+      const rewritten = await this.rewrite(samples, _id, (part) => {
+        // Sampled subjects keep no profile id: their identities name them.
+        const subjects = (BSON.deserialize(part.body!.buffer) as { subjects: SegmentSubject[] }).subjects;
+        const kept = subjects.filter((sampled) => !namesSubject(sampled.identities, subject));
+        return kept.length === subjects.length ? null : { doc: { ...part, body: new Binary(BSON.serialize({ subjects: kept })) }, result: true };
+      });
+      if (rewritten) add(touched, SEGMENT_COLLECTIONS.samples, 1);
+    }
   }
 
   /** The snapshot of one run that was running during the erasure, once it has ended; false while it runs. */
@@ -228,6 +257,8 @@ export class SubjectErasure {
     const run = await runs.getRun(runId);
     if (run?.state === 'running') return false;
     if (run && run.chunks.length > 0 && (await this.snapshot(runs, run, [...subject.documents].sort()))) add(touched, SEGMENT_COLLECTIONS.runs, 1);
+    // Its sample was written at its end, from profiles it may have read before they were erased.
+    await this.sample(subject, touched);
     return true;
   }
 
@@ -267,35 +298,36 @@ export class SubjectErasure {
     return { found, keys: [...keys].filter((key) => !subject.keys.has(key)), documents: [...documents].filter((id) => !subject.documents.has(id)) };
   }
 
-  /** Rewrites a run's chunks that hold any of `ids` (sorted), then its index; whether it changed. */
+  /**
+   * Rewrites a run's snapshot chunks that hold any of `ids` (sorted), then its index from what each
+   * chunk holds now — so erasures rewriting the same run in any order agree — and the size of the
+   * segments reading it. Whether any chunk changed.
+   */
   private async snapshot(runs: SegmentRunStore, run: RunDoc, ids: string[]): Promise<boolean> {
-    const chunks = [...run.chunks];
-    const members = { ...run.members };
-    let changed = false;
-    const numbers = new Set(ids.map((id) => chunks.findIndex((chunk) => chunk.last >= id)).filter((n) => n >= 0));
+    const documents = new Set(ids);
+    const numbers = [...new Set(ids.map((id) => run.chunks.findIndex((chunk) => chunk.last >= id)).filter((n) => n >= 0))];
+    const chunks = this.collection<{ _id: string; runId: string; body: Binary; erasures?: number }>(SEGMENT_COLLECTIONS.snapshots);
+    const rewritten = new Map<number, RunChunk>();
     for (const n of numbers) {
-      const chunk = await runs.readChunk(run._id, n);
-      const erased = chunk && eraseFromSnapshotChunk(chunk, new Set(ids));
-      if (!erased) continue;
-      await runs.writeChunk(run._id, n, erased);
-      const counts = memberCounts(erased);
-      chunks[n].counts.forEach((before, i) => {
-        const segment = run.segments[i]?.id;
-        if (segment && members[segment] !== undefined) members[segment] -= before - counts[i];
+      const chunk = await this.rewrite(chunks, `${run._id}:${n}`, (stored) => {
+        const erased = eraseFromSnapshotChunk(decodeSnapshotChunk(stored.body), documents);
+        return erased && { doc: { ...stored, body: encodeSnapshotChunk(erased) }, result: erased };
       });
+      if (!chunk) continue;
       // An emptied chunk keeps its place in the index under its neighbour's boundary, naming no one.
-      const boundary = erased.ids.length > 0 ? null : (chunks[n - 1]?.last ?? '');
-      chunks[n] = { first: erased.ids[0] ?? boundary!, last: erased.ids[erased.ids.length - 1] ?? boundary!, counts };
-      changed = true;
+      const boundary = chunk.ids.length > 0 ? null : (run.chunks[n - 1]?.last ?? '');
+      rewritten.set(n, { first: chunk.ids[0] ?? boundary!, last: chunk.ids[chunk.ids.length - 1] ?? boundary!, counts: memberCounts(chunk) });
     }
-    if (!changed) return false;
-    await runs.runs.updateOne({ _id: run._id }, { $set: { chunks, members } });
+    if (rewritten.size === 0) return false;
+    const index = await this.rewrite(runs.runs as Collection<RunDoc & { erasures?: number }>, run._id, (current) => {
+      if (current.chunks.length !== run.chunks.length) return null; // its chunks were let go meanwhile
+      const next = current.chunks.map((chunk, n) => rewritten.get(n) ?? chunk);
+      const members = Object.fromEntries(current.segments.map((segment, i) => [segment.id, next.reduce((sum, chunk) => sum + (chunk.counts[i] ?? 0), 0)]));
+      return { doc: { ...current, chunks: next, members }, result: members };
+    });
     // Segments reading this run count its members without the subject (only while they still read it).
     const segments = this.collection<{ _id: string }>(COLLECTIONS.segments);
-    for (const { id } of run.segments) {
-      const removed = (run.members[id] ?? 0) - (members[id] ?? 0);
-      if (removed > 0) await segments.updateOne({ _id: id, 'current.runId': run._id } as never, { $inc: { 'current.size': -removed } });
-    }
+    for (const [id, size] of Object.entries(index ?? {})) await segments.updateOne({ _id: id, 'current.runId': run._id } as never, { $set: { 'current.size': size } });
     return true;
   }
 
