@@ -4,17 +4,19 @@ import { forEachConcurrently, type Store } from '../store/db';
 import { IdentityIndex } from '../store/identities';
 import { ProfileGraph } from '../store/profileGraph';
 import { decodeForSegments, ProfileStore, type SegmentFields, type StoredProfile } from '../store/profiles';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { heartbeat } from './heartbeat';
 
 export interface PeoplePassStores {
   profiles: ProfileStore;
   graph: ProfileGraph;
   identities: IdentityIndex;
+  marks: PrivacyMarks;
 }
 
 /** What a pass reads, over a store: profile documents, the graph that joins them, and its links. */
 export function peoplePassStores(store: Store): PeoplePassStores {
-  return { profiles: new ProfileStore(store, 0), graph: ProfileGraph.open(store), identities: new IdentityIndex(store, 0) };
+  return { profiles: new ProfileStore(store, 0), graph: ProfileGraph.open(store), identities: new IdentityIndex(store, 0), marks: new PrivacyMarks(store) };
 }
 
 /** What a pass does with each person; what it returns is kept per person until the pass ends. */
@@ -37,12 +39,20 @@ export interface PersonVisitor<T> {
  * links are set aside and visited as their whole person after the pass, each component read once.
  * Returns each person's result by person id.
  */
-export async function passPeople<T>(stores: PeoplePassStores, needs: SubjectNeeds, visitor: PersonVisitor<T>): Promise<{ people: Map<string, T>; documentsScanned: number }> {
+export async function passPeople<T>(
+  stores: PeoplePassStores,
+  needs: SubjectNeeds,
+  visitor: PersonVisitor<T>,
+  options: { skipOptedOut?: boolean } = {},
+): Promise<{ people: Map<string, T>; documentsScanned: number }> {
+  // Models built from people (recommendations, lookalikes) leave out those who opted out of profiling.
+  await stores.marks.refresh(true);
+  const skipped = (subject: Parameters<PrivacyMarks['optedOut']>[0]) => options.skipOptedOut === true && stores.marks.optedOut(subject);
   const linked = new Set<string>();
   for await (const link of stores.identities.links.find({}, { projection: { profiles: 1 } })) for (const id of link.profiles) linked.add(id);
   heartbeat({ phase: 'links', links: linked.size });
 
-  const results = new Map<string, { version: number; kind: 'single' | 'linked' | 'retired'; result: T | null }>();
+  const results = new Map<string, { version: number; kind: 'single' | 'linked' | 'retired' | 'skipped'; result: T | null }>();
   let documentsScanned = 0;
   await stores.profiles.scan((batch) => {
     for (const stored of batch) {
@@ -51,6 +61,9 @@ export async function passPeople<T>(stores: PeoplePassStores, needs: SubjectNeed
       const fields = decodeForSegments(stored, needs);
       if (fields.retired || fields.linked || fields.ancestors?.length || linked.has(stored.profileId)) {
         results.set(stored.profileId, { version: stored.version, kind: fields.retired ? 'retired' : 'linked', result: null });
+        if (seen?.kind === 'single') visitor.dropped?.(stored.profileId);
+      } else if (skipped({ profileId: stored.profileId })) {
+        results.set(stored.profileId, { version: stored.version, kind: 'skipped', result: null });
         if (seen?.kind === 'single') visitor.dropped?.(stored.profileId);
       } else {
         results.set(stored.profileId, { version: stored.version, kind: 'single', result: visitor.document(stored, fields) });
@@ -69,6 +82,7 @@ export async function passPeople<T>(stores: PeoplePassStores, needs: SubjectNeed
     for (const member of component.ids) done.add(member);
     if (component.docs.length === 0) return;
     const person = combineDocuments(component.docs);
+    if (skipped({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) })) return;
     people.set(person.id, visitor.person(person));
   });
   for (const [id, seen] of results) if (seen.kind === 'single' && !done.has(id)) people.set(id, seen.result as T);

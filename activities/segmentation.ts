@@ -6,7 +6,6 @@ import { withOptOut } from '../domain/privacy';
 import { EvaluationTime, SegmentEvaluator, subjectNeeds } from '../domain/segmentRules';
 import { Bitmap, sampleRank } from '../domain/segments';
 import { forEachConcurrently, type Store } from '../store/db';
-import { PrivacyMarks } from '../store/privacyMarks';
 import { decodeForExport, decodeProfile } from '../store/profiles';
 import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/destinations';
 import { DestinationStore } from '../store/destinations';
@@ -69,7 +68,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   const runs = new SegmentRunStore(deps.store);
   const stores = peoplePassStores(deps.store);
   const destinations = new DestinationStore(deps.store);
-  const marks = new PrivacyMarks(deps.store);
+  const marks = stores.marks;
 
   /** Whether a run's workflow is alive: only a run that will finish may stand in for another. */
   async function isRunning(runId: string): Promise<boolean> {

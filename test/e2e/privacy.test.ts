@@ -182,6 +182,13 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect(done.members).toBe(3);
     await exportNow();
     expect(partner.audience(segmentId)).toEqual(['ck-bob', 'ck-carol-web', 'ck-dave']);
+    // Models built from people leave her out: the recommendations' item model holds Bob's pen alone, not her tent.
+    expect((await admin('/v1/recommendations/model', { method: 'POST', body: { full: true } })).status).toBe(202);
+    const model = await waitFor('the item model', async () => {
+      const body = (await admin('/v1/recommendations/model')).body;
+      return body.state === 'built' ? body : null;
+    }, 60_000);
+    expect(model).toMatchObject({ people: 1, items: 1 });
   });
 
   it('keeps the mark through a merge: a profile joined to an opted-out one leaves its segments and its partners', async () => {
