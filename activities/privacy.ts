@@ -105,8 +105,22 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     const documents = new Set([...(component?.ids ?? []), ...(owner ? [owner.id] : [])]);
     for (const link of component?.links ?? []) for (const end of link.profiles) documents.add(end);
     const subject = { keys: new Set([key]), documents };
-    const more = await erasure.remaining(subject);
+    const more = await erasure.remaining(subject, { batches: false });
     return { keys: [key, ...more.keys], documents: [...documents, ...more.documents] };
+  }
+
+  /** Access requests made about any of these identity keys (each asked for by id, in order, until one is missing). */
+  async function accessRequestsOf(keys: string[]): Promise<PrivacyRequestDoc[]> {
+    const secret = await saltOf();
+    const found: PrivacyRequestDoc[] = [];
+    for (const key of keys) {
+      for (let n = 1; ; n++) {
+        const request = await requests.get(privacyRequestId('access', subjectHash(secret, key), n));
+        if (!request) break;
+        found.push(request);
+      }
+    }
+    return found;
   }
 
   /** The subject's ids as the destination's partner receives them (through the match table for partner ids). */
@@ -139,50 +153,53 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
       const owner = await graph.ownerOf(key);
       const component = owner ? await graph.component(owner.id) : null;
       const profiles = component?.docs.length ?? 0;
-      if (request.type === 'erase') {
-        const subject = await requests.subjectOf(request._id);
-        // The first resolution stands (a retry finds it); later growth comes from the verification.
-        if (subject && !subject.documents) {
-          const closure = await closureOf(key);
-          await requests.saveSubject({ ...subject, ...closure });
-        }
-      }
       await done(request, 'resolve', { identities: 1, profiles, identity_links: component?.links.length ?? 0 });
       return { found: profiles > 0, profiles };
     },
 
     /**
-     * Tombstones the subject's identity keys not tombstoned yet (salted hashes, in a mark slot that
-     * also withholds their documents from segments and exports at once). Before the first, records
-     * where each source's drain stands: the events after it may never reach a routed batch.
+     * An erasure's first steps, and each later pass's: the subject resolved once to everything the
+     * erasure starts from (their documents, any linked to or split from them, every identity key
+     * any version held); the keys not tombstoned yet tombstoned — salted hashes in a mark slot that
+     * also withholds the documents from segments and exports at once — after recording where each
+     * source's drain stands (the events after it may never reach a routed batch); and, the first
+     * time, the destinations holding the subject given their ledger lines.
      */
-    async writeTombstones(input: { requestId: string }): Promise<{ tombstones: number }> {
-      const { request } = await open(input.requestId);
-      const subject = (await requests.subjectOf(request._id))!;
-      if (!subject.undrained) {
-        const undrained: Record<string, number> = {};
-        for (const source of await sources.list()) undrained[source._id] = (await sources.loadPosition(source._id))?.cursor ?? 0;
-        subject.undrained = undrained;
-        await requests.saveSubject(subject);
-      }
-      const keys = (subject.keys ?? []).filter((key) => !(subject.tombstoned ?? []).includes(key));
-      const documents = subject.documents ?? [];
-      if (keys.length > 0) {
-        const secret = await saltOf();
-        const slot = await marks.add(request._id, documents, new Date(), keys.map((key) => subjectHash(secret, key)));
-        await requests.saveSubject({ ...subject, tombstoned: [...(subject.tombstoned ?? []), ...keys], slots: [...(subject.slots ?? []), slot] });
-      }
-      await done(request, 'tombstone', { privacy_marks: keys.length > 0 ? 1 : 0, drain_positions: Object.keys(subject.undrained).length });
-      return { tombstones: keys.length };
+    async prepareErasure(input: { requestId: string }): Promise<{ found: boolean; holders: string[] }> {
+      return withHeartbeats(async () => {
+        const { request, key } = await open(input.requestId);
+        let subject = (await requests.subjectOf(request._id))!;
+        const resolving = !subject.documents;
+        if (resolving) {
+          const closure = await closureOf(key);
+          subject = { ...subject, ...closure, undrained: {} };
+          for (const source of await sources.list()) subject.undrained![source._id] = (await sources.loadPosition(source._id))?.cursor ?? 0;
+          await requests.saveSubject(subject);
+          await done(request, 'resolve', { identities: closure.keys.length, profiles: closure.documents.length, drain_positions: Object.keys(subject.undrained!).length });
+        }
+        const keys = (subject.keys ?? []).filter((k) => !(subject.tombstoned ?? []).includes(k));
+        if (keys.length > 0) {
+          const secret = await saltOf();
+          await marks.add(request._id, subject.documents ?? [], keys.map((k) => subjectHash(secret, k)));
+          await requests.saveSubject({ ...subject, tombstoned: [...(subject.tombstoned ?? []), ...keys] });
+        }
+        await done(request, 'tombstone', { privacy_marks: keys.length > 0 ? 1 : 0 });
+        // The partners are found while the subject's identities and match entries are still there to map them.
+        const holders = resolving || !request.destinations ? await findRemovals(request._id) : request.destinations.map((line) => line.destinationId);
+        return { found: (subject.documents ?? []).length > 0, holders };
+      });
     },
 
     /**
      * Removes the subject from every collection (store/subjectErasure): their events from the raw
      * log and the routed batches (other people's in the same documents untouched), event ids,
      * identities and links, match-table entries, every profile version, segment snapshots, changes
-     * and samples, and access exports made for them.
+     * and samples, and access exports made for them. Then checks that nothing of them is left where
+     * it is found by key, and finishes the snapshots of runs that were running. Anything new of the
+     * subject (a version written by a fold that began before the tombstones, a key it added) grows
+     * the closure: the workflow then tombstones and erases again.
      */
-    async eraseSubject(input: { requestId: string }): Promise<{ events: number; runsRunning: number }> {
+    async eraseSubject(input: { requestId: string }): Promise<{ events: number; clean: boolean; grew: boolean; waiting: number }> {
       return withHeartbeats(async () => {
         const { request } = await open(input.requestId);
         const doc = (await requests.subjectOf(request._id))!;
@@ -192,36 +209,19 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         await erasure.identityGraph(subject, touched);
         await erasure.matchTables(subject, touched);
         await erasure.profiles(subject, touched);
-        const running = await erasure.segments(subject, touched);
-        const secret = await saltOf();
-        const accessRequests = (await requests.getMany(doc.keys!.flatMap((key) => Array.from({ length: 10 }, (_, n) => privacyRequestId('access', subjectHash(secret, key), n + 1))))).values();
-        await erasure.accessExports([...accessRequests], touched);
-        await requests.saveSubject({ ...doc, runsRunning: [...new Set([...(doc.runsRunning ?? []), ...running])], events: (doc.events ?? 0) + events });
+        const running = new Set([...(doc.runsRunning ?? []), ...(await erasure.segments(subject, touched))]);
+        await erasure.accessExports(await accessRequestsOf(doc.keys ?? []), touched);
         await done(request, 'erase', touched);
-        return { events, runsRunning: running.length };
-      });
-    },
 
-    /**
-     * Checks that nothing of the subject is left where it is found by key, and finishes the
-     * snapshots of runs that were running during the erasure. Anything new of the subject (a version
-     * written by a fold that began before the tombstones, a key it added) grows the closure: then
-     * the workflow tombstones and erases again.
-     */
-    async verifyErasure(input: { requestId: string }): Promise<{ clean: boolean; grew: boolean; waiting: number }> {
-      return withHeartbeats(async () => {
-        const { request } = await open(input.requestId);
-        const doc = (await requests.subjectOf(request._id))!;
-        const subject = { keys: new Set(doc.keys ?? []), documents: new Set(doc.documents ?? []) };
-        const touched: Record<string, number> = {};
+        const verified: Record<string, number> = {};
         const waiting: string[] = [];
-        for (const runId of doc.runsRunning ?? []) if (!(await erasure.endedRun(runId, subject, touched))) waiting.push(runId);
+        for (const runId of running) if (!(await erasure.endedRun(runId, subject, verified))) waiting.push(runId);
         const left = await erasure.remaining(subject);
         const grew = left.keys.length > 0 || left.documents.length > 0;
-        await requests.saveSubject({ ...doc, keys: [...subject.keys, ...left.keys], documents: [...subject.documents, ...left.documents], runsRunning: waiting });
+        await requests.saveSubject({ ...doc, keys: [...subject.keys, ...left.keys], documents: [...subject.documents, ...left.documents], runsRunning: waiting, events: (doc.events ?? 0) + events });
         const clean = waiting.length === 0 && !grew && Object.keys(left.found).length === 0;
-        if (clean) await done(request, 'verify', touched);
-        return { clean, grew, waiting: waiting.length };
+        if (clean) await done(request, 'verify', verified);
+        return { events, clean, grew, waiting: waiting.length };
       });
     },
 
@@ -273,7 +273,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         return { found: false, profiles: 0, segments: 0 };
       }
       const { component, person } = found;
-      await marks.add(request._id, documentIdsOf({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) }), new Date());
+      await marks.add(request._id, documentIdsOf({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) }));
       const evaluated = (await segments.list()).filter((segment) => segment.current);
       const membership = new SegmentMembership(deps.store);
       const states = await membership.realTime(evaluated);
@@ -307,24 +307,23 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
       return stillHeld(destination, new Set(await requests.partnerIdsOf(input.requestId, input.destinationId)));
     },
 
-    /** Records the removal step done. */
-    async removalsDone(input: { requestId: string }): Promise<void> {
-      const request = await requests.get(input.requestId);
-      if (request) await done(request, 'remove', { destinations: request.destinations?.length ?? 0, partner_state: request.destinations?.length ?? 0 });
-    },
-
     /** Closes a request with its result; the subject's identity key leaves the store with it. */
     async completePrivacyRequest(input: { requestId: string; result: PrivacyResult }): Promise<void> {
       const request = await requests.get(input.requestId);
       if (!request || request.state === 'completed') return;
       let result = input.result;
       const subject = await requests.subjectOf(request._id);
+      let marked = 0;
       if (request.type === 'erase' && subject) {
         // The documents are gone: the mark that withheld them while they were erased names them no more.
-        for (const slot of subject.slots ?? []) await marks.forgetDocuments(slot);
+        marked = await marks.forgetDocumentsOf(request._id);
         result = { ...result, profiles: subject.documents?.length ?? 0, identities: subject.keys?.length ?? 0, events: subject.events ?? 0 };
       }
-      await done(request, 'complete', { privacy_subjects: 1, privacy_marks: subject?.slots?.length ?? 0 });
+      // Every removal confirmed (the workflow waited for each): the removal step is done.
+      if (request.steps.some((step) => step.name === 'remove' && step.state === 'pending')) {
+        await done(request, 'remove', { destinations: request.destinations?.length ?? 0 });
+      }
+      await done(request, 'complete', { privacy_subjects: 1, privacy_marks: marked });
       await requests.finish(request._id, { state: 'completed', completedAt: new Date(), error: null, result });
     },
 

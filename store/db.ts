@@ -71,6 +71,10 @@ const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.identitySeverances, 'keys'],
   [COLLECTIONS.identityRefusals, 'profileId'],
   [COLLECTIONS.segments, 'refersTo'],
+  // Privacy collections (store/privacy, store/privacyMarks): few documents per request, read per request.
+  ['privacy_requests', 'state'],
+  ['privacy_marks', 'requestIds'],
+  ['privacy_late_events', 'requestId'],
 ];
 
 export interface Store {

@@ -69,9 +69,8 @@ export interface SubjectDoc {
   /** An erasure's closure: every identity key and profile document of the subject found so far (it only grows). */
   keys?: string[];
   documents?: string[];
-  /** Keys whose tombstones are written, and the mark slots that hold them. */
+  /** Keys whose tombstones are written. */
   tombstoned?: string[];
-  slots?: number[];
   /** Per source, where its drain stood before the first tombstones: events from there on may be in no routed batch. */
   undrained?: Record<string, number>;
   /** Segment runs that were running during the erasure: their snapshots are done once they end. */
@@ -160,7 +159,10 @@ export class PrivacyStore {
     const n = request.steps.findIndex((step) => step.name === name);
     await insertKeyed(this.audit, [{ _id: `${request._id}:${String(n).padStart(2, '0')}:${name}`, requestId: request._id, step: name, at, actor, touched }]);
     const steps = request.steps.map((step) => (step.name === name && step.state !== 'done' ? { ...step, state: 'done' as const, at, touched } : step));
-    await this.requests.updateOne({ _id: request._id }, { $set: { steps, state: request.state === 'received' ? 'running' : request.state } });
+    const state = request.state === 'received' ? 'running' : request.state;
+    await this.requests.updateOne({ _id: request._id }, { $set: { steps, state } });
+    // The caller's copy follows, so its next step is recorded on top of this one.
+    Object.assign(request, { steps, state });
   }
 
   async finish(id: string, set: Pick<PrivacyRequestDoc, 'state' | 'completedAt' | 'error' | 'result'>): Promise<void> {

@@ -3,26 +3,41 @@ import type { Collection } from 'mongodb';
 import type { Identity } from '../domain/identity';
 import { identityKey } from '../domain/identity';
 import { documentIdsOf, subjectHash } from '../domain/privacy';
-import { insertKeyed, type Store } from './db';
-import { firstAbsent } from './keyedSequence';
+import { insertKeyed, oneAtATime, type Store } from './db';
+import { BoundedCache, firstAbsent } from './keyedSequence';
 import { PrivacyStore } from './privacy';
 
 export const PRIVACY_MARK_COLLECTIONS = {
-  /** Opt-outs and erasures, one slot `<n12>` per request: the subject's profile documents when it was made, and an erasure's tombstones. */
+  /** Opt-outs and erasures, in slots `<n12>` of one or more requests: the subject's profile documents, and an erasure's tombstones. */
   marks: 'privacy_marks',
   /** Events of erased subjects dropped at the door or at a drain, per request and process (`<requestId>:<process>`). */
   lateEvents: 'privacy_late_events',
 } as const;
 
-interface MarkSlot {
-  _id: string;
+/** One request's mark. */
+interface MarkEntry {
   requestId: string;
-  at: Date;
   /** Profile document ids (pseudonymous), never identities. An erasure empties them once the documents are gone. */
   documents: string[];
   /** An erasure's tombstones: the subject's identity keys, each salted and hashed (domain/privacy `subjectHash`). */
   tombstones?: string[];
 }
+
+/** The marks of the requests one process wrote at once (older slots hold one request's entry at the top level). */
+interface MarkSlot extends Partial<MarkEntry> {
+  _id: string;
+  at: Date;
+  entries?: MarkEntry[];
+  /** The requests of `entries` (indexed: a request finds its slot). */
+  requestIds?: string[];
+}
+
+const entriesOf = (slot: MarkSlot): MarkEntry[] => slot.entries ?? [{ requestId: slot.requestId!, documents: slot.documents ?? [], tombstones: slot.tombstones }];
+
+/** Requests whose marks go into one slot at most. */
+const SLOT_ENTRIES = 50;
+/** Writes of a slot's entries before giving up on one that other requests keep rewriting. */
+const MAX_FORGET_ATTEMPTS = 20;
 
 interface LateEventsDoc {
   _id: string;
@@ -36,10 +51,10 @@ const slotId = (n: number) => String(n).padStart(12, '0');
 const REFRESH_MS = 1000;
 
 /**
- * The documents of people who opted out ("do not sell or share"), held in memory by every process
- * that folds, evaluates or exports. Slots are inserted and never changed, so a process reads only
- * the slots after the last it read, by exact `_id` — at most one read a second when nothing is new,
- * and no scan. A person is opted out when any document of theirs (or one it was split from) is:
+ * The documents of people who opted out ("do not sell or share") and the tombstones of those
+ * erased, held in memory by every process that collects, folds, evaluates or exports. Slots are
+ * inserted (only an erasure, once done, empties its documents), so a process reads only the slots
+ * after the last it read, by exact `_id` — at most one read a second when nothing is new, and no scan. A person is opted out when any document of theirs (or one it was split from) is:
  * the mark survives merges, since a merged person holds the marked document.
  */
 export class PrivacyMarks {
@@ -49,10 +64,14 @@ export class PrivacyMarks {
   /** Tombstone → the erasure request that wrote it. */
   private readonly tombstones = new Map<string, string>();
   private salt: string | null = null;
+  /** Salted hashes of identity keys seen lately: the keys of active people recur, their HMACs need not. */
+  private readonly hashes = new BoundedCache<string, string>(200_000);
   private read = 0;
   private refreshedAt = 0;
   private refreshing: Promise<void> | null = null;
   private readonly process = randomBytes(6).toString('hex');
+  /** Marks waiting for the next slot this process writes. */
+  private readonly adding: Array<{ entry: MarkEntry; resolve: () => void; reject: (error: unknown) => void }> = [];
 
   /** `salt`: DMP_PRIVACY_SALT when set; else the store's own, read when the first tombstone is. */
   constructor(
@@ -71,9 +90,11 @@ export class PrivacyMarks {
         for (;;) {
           const slot = await this.slots.findOne({ _id: slotId(this.read + 1) });
           if (!slot) break;
-          for (const id of slot.documents) this.documents.set(id, slot.requestId);
-          for (const tombstone of slot.tombstones ?? []) this.tombstones.set(tombstone, slot.requestId);
-          if (slot.tombstones?.length) this.salt ??= this.configuredSalt ?? (await new PrivacyStore(this.store).salt());
+          for (const entry of entriesOf(slot)) {
+            for (const id of entry.documents) this.documents.set(id, entry.requestId);
+            for (const tombstone of entry.tombstones ?? []) this.tombstones.set(tombstone, entry.requestId);
+            if (entry.tombstones?.length) this.salt ??= this.configuredSalt ?? (await new PrivacyStore(this.store).salt());
+          }
           this.read++;
         }
         this.refreshedAt = Date.now();
@@ -92,31 +113,69 @@ export class PrivacyMarks {
 
   /**
    * The erasure request whose tombstone one of these identities hits (as of the last refresh), or
-   * null. Costs nothing while no one has been erased; else one HMAC per identity.
+   * null. Costs nothing while no one has been erased; else a cached HMAC per identity.
    */
   erasedBy(identities: readonly Identity[]): string | null {
     if (this.tombstones.size === 0 || this.salt === null) return null;
     for (const identity of identities) {
-      const requestId = this.tombstones.get(subjectHash(this.salt, identityKey(identity)));
+      const key = identityKey(identity);
+      let hash = this.hashes.get(key);
+      if (hash === undefined) this.hashes.set(key, (hash = subjectHash(this.salt, key)));
+      const requestId = this.tombstones.get(hash);
       if (requestId) return requestId;
     }
     return null;
   }
 
-  /** Records an opt-out of these documents (with an erasure's tombstones) in a new slot; returns the slot. A retry of the same request adds the same again: a set. */
-  async add(requestId: string, documents: string[], at: Date, tombstones?: string[]): Promise<number> {
-    let n: number;
-    for (;;) {
-      n = await firstAbsent(async (k) => (await this.slots.findOne({ _id: slotId(k) }, { projection: { _id: 1 } })) !== null, this.read + 1);
-      if ((await insertKeyed(this.slots, [{ _id: slotId(n), requestId, at, documents, ...(tombstones && { tombstones }) }])).size === 0) break;
-    }
-    await this.refresh(true);
-    return n;
+  /**
+   * Records an opt-out of these documents (with an erasure's tombstones). Requests of this process
+   * that arrive meanwhile share the next slot: one insert for them all, where each on its own would
+   * wait for the one before it. A retry of the same request adds the same again: a set.
+   */
+  add(requestId: string, documents: string[], tombstones?: string[]): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.adding.push({ entry: { requestId, documents, ...(tombstones && { tombstones }) }, resolve, reject });
+      if (this.adding.length === 1) void this.writeAdded();
+    });
   }
 
-  /** Empties a slot's documents (an erasure's, once they are gone): processes that read it keep them, harmlessly; its tombstones stay. */
-  async forgetDocuments(n: number): Promise<void> {
-    await this.slots.updateOne({ _id: slotId(n) }, { $set: { documents: [] } });
+  private async writeAdded(): Promise<void> {
+    while (this.adding.length > 0) {
+      const batch = this.adding.slice(0, SLOT_ENTRIES);
+      try {
+        const entries = batch.map((added) => added.entry);
+        // The slot after the last read is free unless another process wrote meanwhile: tried first, then looked for.
+        for (let n = this.read + 1; ; n = await firstAbsent(async (k) => (await this.slots.findOne({ _id: slotId(k) }, { projection: { _id: 1 } })) !== null, this.read + 1)) {
+          if ((await insertKeyed(this.slots, [{ _id: slotId(n), at: new Date(), entries, requestIds: [...new Set(entries.map((entry) => entry.requestId))] }])).size === 0) break;
+        }
+        await this.refresh(true);
+        for (const added of batch) added.resolve();
+      } catch (error) {
+        for (const added of batch) added.reject(error);
+      }
+      this.adding.splice(0, batch.length);
+    }
+  }
+
+  /**
+   * Empties a request's documents in the slots holding its mark (an erasure's, once they are gone):
+   * processes that read them keep them, harmlessly; the tombstones stay. Each slot is read again
+   * after the write, until it shows them gone: requests sharing a slot may be writing it too.
+   */
+  async forgetDocumentsOf(requestId: string): Promise<number> {
+    const slots = await this.slots.find({ requestIds: requestId }, { projection: { _id: 1 } }).toArray();
+    for (const { _id } of slots) {
+      await oneAtATime(`${this.slots.dbName}/${this.slots.collectionName}/${_id}`, async () => {
+        for (let attempt = 0; attempt < MAX_FORGET_ATTEMPTS; attempt++) {
+          const slot = await this.slots.findOne({ _id });
+          if (!slot?.entries?.some((entry) => entry.requestId === requestId && entry.documents.length > 0)) return;
+          const entries = slot.entries.map((entry) => (entry.requestId === requestId ? { ...entry, documents: [] } : entry));
+          await this.slots.updateOne({ _id }, { $set: { entries } });
+        }
+        throw new Error(`the documents of ${requestId} in mark slot ${_id} kept coming back`);
+      });
+    }
+    return slots.length;
   }
 
   /** Counts events of an erased subject that were dropped (this process's own document per request: no two writers). */

@@ -5,7 +5,7 @@ import type { SegmentSubject } from '../domain/profile';
 import type { ItemChange } from '../domain/recommendations';
 import { identityKey } from '../domain/identity';
 import { sampleRank } from '../domain/segments';
-import { COLLECTIONS, forEachConcurrently, oneAtATime, type Store } from './db';
+import { COLLECTIONS, forEachConcurrently, type Store } from './db';
 import { decodeEvents, encodeEvents } from './eventCodec';
 import { EventIdGenerations } from './eventIds';
 import { chunkId, eventIdKey, type StoredChunk } from './eventLog';
@@ -19,6 +19,11 @@ import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentR
 
 /** Per collection, the documents an erasure step deleted or rewrote (counts for the audit, never values). */
 export type Touched = Record<string, number>;
+
+/** A document erasures rewrite: `erasures` counts the rewrites, so one can tell whether another wrote since it read. */
+type Erasable = { _id: string; erasures?: number };
+/** One erasure's change to a document: the document without the subject, and what to report; null when it holds none of them. */
+type Change<T extends Erasable, R> = (doc: T) => { doc: Omit<T, '_id' | 'erasures'>; result: R } | null;
 
 /** Concurrent deletes and rewrites: each is one statement by `_id` or by an indexed field. */
 const IN_FLIGHT = 16;
@@ -39,6 +44,9 @@ function add(touched: Touched, collection: string, n: number): void {
 export class SubjectErasure {
   private readonly db: Store['db'];
 
+  /** Per document, the changes waiting for its next rewrite (see `rewrite`). */
+  private readonly waiting = new Map<string, Array<{ change: Change<Erasable, unknown>; read?: Erasable; resolve: (result: unknown) => void; reject: (error: unknown) => void }>>();
+
   constructor(
     private readonly store: Store,
     private readonly matches: MatchTableStore,
@@ -51,30 +59,59 @@ export class SubjectErasure {
   }
 
   /**
-   * Rewrites one document that other erasures may be rewriting too (a chunk holds many people):
-   * read, change, and write only if no erasure wrote it since the read — its `erasures` count says
-   * — else read again. Nothing else updates these documents, so the count is all it takes. Returns
-   * what `change` reported, or null when the document is gone or needs no change.
+   * Rewrites one document that other erasures may be rewriting too (a chunk holds many people).
+   * Erasures in this process that want the same document meanwhile share one rewrite: one read,
+   * every change applied in turn, one write — so a document shared by many subjects is rewritten a
+   * few times, not once per subject. The write goes through only if no other process's erasure
+   * wrote since the read (the document's `erasures` count; nothing else updates these documents),
+   * else it is read and done again. Returns what `change` reported, or null when the document is
+   * gone or `change` had nothing to do.
    */
-  private async rewrite<T extends { _id: string; erasures?: number }, R>(collection: Collection<T>, id: string, change: (doc: T) => { doc: Omit<T, '_id' | 'erasures'>; result: R } | null): Promise<R | null> {
-    let result: R | null = null;
-    // Erasures in this process take turns (they would only lose to each other); other processes lose at the write.
-    await oneAtATime(`${collection.dbName}/${collection.collectionName}/${id}`, async () => {
-      result = await this.rewriteOnce(collection, id, change);
+  private rewrite<T extends Erasable, R>(collection: Collection<T>, id: string, change: Change<T, R>, read?: T): Promise<R | null> {
+    const key = `${collection.dbName}/${collection.collectionName}/${id}`;
+    return new Promise((resolve, reject) => {
+      const waiting = this.waiting.get(key);
+      const entry = { change: change as Change<Erasable, unknown>, read, resolve: resolve as (result: unknown) => void, reject };
+      if (waiting) return void waiting.push(entry);
+      this.waiting.set(key, [entry]);
+      void this.rewriteWaiting(collection as unknown as Collection<Erasable>, id, key);
     });
-    return result;
   }
 
-  private async rewriteOnce<T extends { _id: string; erasures?: number }, R>(collection: Collection<T>, id: string, change: (doc: T) => { doc: Omit<T, '_id' | 'erasures'>; result: R } | null): Promise<R | null> {
+  /** Rewrites a document for every change waiting on it, round after round until none waits. */
+  private async rewriteWaiting(collection: Collection<Erasable>, id: string, key: string): Promise<void> {
+    for (;;) {
+      const entries = this.waiting.get(key)!.splice(0);
+      if (entries.length === 0) {
+        this.waiting.delete(key);
+        return;
+      }
+      try {
+        // A document the caller has just read is not read again, unless others wait on it too.
+        const results = await this.rewriteOnce(collection, id, entries.map((entry) => entry.change), entries.length === 1 ? entries[0].read : undefined);
+        entries.forEach((entry, n) => entry.resolve(results[n]));
+      } catch (error) {
+        for (const entry of entries) entry.reject(error);
+      }
+    }
+  }
+
+  private async rewriteOnce(collection: Collection<Erasable>, id: string, changes: Array<Change<Erasable, unknown>>, read?: Erasable): Promise<unknown[]> {
     for (let attempt = 0; attempt < MAX_REWRITE_ATTEMPTS; attempt++) {
-      const doc = (await collection.findOne({ _id: id } as never)) as T | null;
-      if (!doc) return null;
-      const changed = change(doc);
-      if (!changed) return null;
-      const { _id: _, erasures: __, ...next } = changed.doc as T;
+      const doc = attempt === 0 && read ? read : await collection.findOne({ _id: id });
+      if (!doc) return changes.map(() => null);
+      let current = doc;
+      const results = changes.map((change) => {
+        const changed = change(current);
+        if (!changed) return null;
+        current = { ...changed.doc, _id: id, erasures: doc.erasures } as Erasable;
+        return changed.result;
+      });
+      if (current === doc) return results;
+      const { _id: _, erasures: __, ...next } = current;
       // No upsert: a document removed meanwhile (retention) stays removed; an event log stays gap-free.
-      const written = await collection.replaceOne({ _id: id, erasures: doc.erasures ?? { $exists: false } } as never, { ...next, erasures: (doc.erasures ?? 0) + 1 } as never);
-      if (written.matchedCount === 1) return changed.result;
+      const written = await collection.replaceOne({ _id: id, erasures: doc.erasures ?? { $exists: false } } as never, { ...next, erasures: (doc.erasures ?? 0) + 1 });
+      if (written.matchedCount === 1) return results;
     }
     throw new Error(`${collection.collectionName} ${id} kept changing under the erasure`);
   }
@@ -109,10 +146,15 @@ export class SubjectErasure {
         }
         // The raw chunk may be gone already (retention), its ids still held for the dedupe window.
         await this.forgetIds(ids, generations, touched);
-        const rewritten = await this.rewrite(batches, doc._id, (current) => {
-          const kept = eraseFromRoutedBatch({ events: decodeEvents<RoutedEvent>(current.events), profiles: current.profiles, linked: current.linked }, subject);
-          return kept && { doc: { ...current, profiles: kept.profiles, ...(kept.linked && { linked: kept.linked }), events: encodeEvents(kept.events) }, result: true };
-        });
+        const rewritten = await this.rewrite(
+          batches,
+          doc._id,
+          (current) => {
+            const kept = current === doc ? erased : eraseFromRoutedBatch({ events: decodeEvents<RoutedEvent>(current.events), profiles: current.profiles, linked: current.linked }, subject);
+            return kept && { doc: { ...current, profiles: kept.profiles, ...(kept.linked && { linked: kept.linked }), events: encodeEvents(kept.events) }, result: true };
+          },
+          doc,
+        );
         if (rewritten) add(touched, COLLECTIONS.profileEvents, 1);
       }
     }
@@ -139,10 +181,15 @@ export class SubjectErasure {
     const erased = eraseFromChunk(decodeEvents<StoredEvent>(doc.events), subject);
     if (!erased) return 0;
     await this.forgetIds(new Set(erased.erased.map((eventId) => eventIdKey(doc.sourceId, eventId))), generations, touched);
-    const rewritten = await this.rewrite(chunks, id, (current) => {
-      const again = eraseFromChunk(decodeEvents<StoredEvent>(current.events), subject);
-      return again && { doc: { ...current, events: encodeEvents(again.events) }, result: again.erased.length };
-    });
+    const rewritten = await this.rewrite(
+      chunks,
+      id,
+      (current) => {
+        const again = current === doc ? erased : eraseFromChunk(decodeEvents<StoredEvent>(current.events), subject);
+        return again && { doc: { ...current, events: encodeEvents(again.events) }, result: again.erased.length };
+      },
+      doc,
+    );
     if (rewritten) add(touched, COLLECTIONS.events, 1);
     return erased.erased.length;
   }
@@ -268,7 +315,7 @@ export class SubjectErasure {
    * of the subject not yet in the closure (keys of versions written since, owners of their keys,
    * documents linked to theirs) — the closure grows by it and the erasure goes round again.
    */
-  async remaining(subject: ErasedSubject): Promise<{ found: Touched; keys: string[]; documents: string[] }> {
+  async remaining(subject: ErasedSubject, options: { batches: boolean } = { batches: true }): Promise<{ found: Touched; keys: string[]; documents: string[] }> {
     const found: Touched = {};
     const keys = new Set<string>();
     const documents = new Set<string>();
@@ -287,7 +334,8 @@ export class SubjectErasure {
         add(found, COLLECTIONS.identityLinks, 1);
         for (const end of link.profiles) documents.add(end);
       }
-      if (await batches.findOne({ profiles: documentId }, { projection: { _id: 1 } })) add(found, COLLECTIONS.profileEvents, 1);
+      // A batch is read whole even for its `_id` (the store projects after reading): only asked for once the subject should be gone from them.
+      if (options.batches && (await batches.findOne({ profiles: documentId }, { projection: { _id: 1 } }))) add(found, COLLECTIONS.profileEvents, 1);
     });
     await forEachConcurrently([...subject.keys], IN_FLIGHT, async (key) => {
       const identity = await identities.findOne({ _id: key });
@@ -323,7 +371,8 @@ export class SubjectErasure {
       if (current.chunks.length !== run.chunks.length) return null; // its chunks were let go meanwhile
       const next = current.chunks.map((chunk, n) => rewritten.get(n) ?? chunk);
       const members = Object.fromEntries(current.segments.map((segment, i) => [segment.id, next.reduce((sum, chunk) => sum + (chunk.counts[i] ?? 0), 0)]));
-      return { doc: { ...current, chunks: next, members }, result: members };
+      const changed = Object.fromEntries(Object.entries(members).filter(([id, size]) => current.members[id] !== size));
+      return { doc: { ...current, chunks: next, members }, result: changed };
     });
     // Segments reading this run count its members without the subject (only while they still read it).
     const segments = this.collection<{ _id: string }>(COLLECTIONS.segments);

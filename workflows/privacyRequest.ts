@@ -7,13 +7,11 @@ const {
   resolvePrivacySubject,
   collectAccessExport,
   markOptOut,
-  writeTombstones,
+  prepareErasure,
   eraseSubject,
-  verifyErasure,
   findRemovals,
   recordRemoval,
   removalPending,
-  removalsDone,
   completePrivacyRequest,
   failPrivacyRequest,
 } = proxyActivities<PrivacyActivities>({
@@ -79,27 +77,23 @@ async function removeAt(input: PrivacyRequestInput, destinationId: string): Prom
  * (a fold that began before the tombstones, a key it added) until nothing is left. Partners are
  * told meanwhile, each until it confirms.
  */
-async function erase(input: PrivacyRequestInput, found: boolean): Promise<PrivacyResult> {
+async function erase(input: PrivacyRequestInput): Promise<PrivacyResult> {
   let removals: Promise<void[]> | null = null;
-  let holders: string[] = [];
+  let prepared: { found: boolean; holders: string[] } | null = null;
   let events = 0;
   for (let pass = 1; ; pass++) {
-    await writeTombstones(input);
-    if (!removals) {
-      holders = await findRemovals(input);
-      removals = Promise.all(holders.map((destinationId) => removeAt(input, destinationId)));
-    }
+    prepared = await prepareErasure(input);
+    removals ??= Promise.all(prepared.holders.map((destinationId) => removeAt(input, destinationId)));
     await sleep(TOMBSTONE_SETTLE);
-    events += (await eraseSubject(input)).events;
-    const verified = await verifyErasure(input);
-    if (verified.clean) break;
+    const erased = await eraseSubject(input);
+    events += erased.events;
+    if (erased.clean) break;
     if (pass === MAX_ERASE_PASSES) throw ApplicationFailure.nonRetryable(`the subject was still found after ${pass} erasure passes`);
     // A segment run under way is waited for: its snapshot is rewritten when it ends.
-    if (verified.waiting > 0 && !verified.grew) await sleep('30 seconds');
+    if (erased.waiting > 0 && !erased.grew) await sleep('30 seconds');
   }
   await removals;
-  await removalsDone(input);
-  return { found, profiles: 0, identities: 0, events, segments: 0, destinations: holders.length, exportUrl: null };
+  return { found: prepared.found, profiles: 0, identities: 0, events, segments: 0, destinations: prepared.holders.length, exportUrl: null };
 }
 
 /**
@@ -112,18 +106,19 @@ async function erase(input: PrivacyRequestInput, found: boolean): Promise<Privac
  */
 export async function privacyRequest(input: PrivacyRequestInput): Promise<void> {
   try {
-    const resolved = await resolvePrivacySubject(input);
     let result: PrivacyResult;
-    if (input.type === 'access') {
-      result = await collectAccessExport(input);
-    } else if (input.type === 'opt_out') {
-      const marked = await markOptOut(input);
-      const holders = await findRemovals(input);
-      await Promise.all(holders.map((destinationId) => removeAt(input, destinationId)));
-      await removalsDone(input);
-      result = { found: resolved.found, profiles: marked.profiles, identities: 0, events: 0, segments: marked.segments, destinations: holders.length, exportUrl: null };
+    if (input.type === 'erase') {
+      result = await erase(input);
     } else {
-      result = await erase(input, resolved.found);
+      const resolved = await resolvePrivacySubject(input);
+      if (input.type === 'access') {
+        result = await collectAccessExport(input);
+      } else {
+        const marked = await markOptOut(input);
+        const holders = await findRemovals(input);
+        await Promise.all(holders.map((destinationId) => removeAt(input, destinationId)));
+        result = { found: resolved.found, profiles: marked.profiles, identities: 0, events: 0, segments: marked.segments, destinations: holders.length, exportUrl: null };
+      }
     }
     await completePrivacyRequest({ requestId: input.requestId, result });
   } catch (error) {

@@ -1,8 +1,11 @@
 import { createHash } from 'node:crypto';
+import { SourceStore } from '../../store/sources';
+import { wakeSourceWorkflow } from '../../temporal/client';
+import { appendToLog } from '../support/appendEvents';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
 import { findResidue } from '../support/residue';
-import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { baseConfig, startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
 const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000).toISOString();
@@ -130,5 +133,15 @@ describe('privacy requests: erasure from every store and every partner', () => {
     expect((await lookup('cookie_id', ALICE_COOKIE)).status).toBe(404);
     expect((await admin(`/v1/privacy/requests/${erasure.id}`)).body.lateEventsDropped).toBe(1);
     expect(await findResidue(platform.store.db, aliceNeedles())).toEqual([]);
+  });
+
+  it('drops at the drain an event that was already in the log when its tombstone came, and counts it', async () => {
+    // Appended straight to the log, past the door: as an event accepted just before the erasure would be.
+    await appendToLog(platform.store, source.sourceId, [{ id: 'ev-alice-4', type: 'page_view', timestamp: minutesAgo(1), identities: { cookie_id: ALICE_COOKIE } }], 1);
+    const sources = new SourceStore(platform.store);
+    await wakeSourceWorkflow(platform.temporal, source.sourceId, (id) => sources.get(id), { ...baseConfig, DMP_TASK_QUEUE: platform.taskQueue });
+    await waitFor('the drain to count it', async () => (await admin(`/v1/privacy/requests/${erasure.id}`)).body.lateEventsDropped === 2, 60_000);
+    expect((await lookup('cookie_id', ALICE_COOKIE)).status).toBe(404);
+    expect(await platform.store.db.collection('identities').countDocuments({ _id: `cookie_id:${ALICE_COOKIE}` as never })).toBe(0);
   });
 });
