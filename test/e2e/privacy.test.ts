@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
+import { settledRequest as settled } from '../support/privacyRequests';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
@@ -25,15 +26,7 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
       return view.state === 'completed' ? view : null;
     }, 60_000);
   };
-  const settledRequest = (id: string) =>
-    waitFor(
-      `privacy request ${id}`,
-      async () => {
-        const view = (await admin(`/v1/privacy/requests/${id}`)).body;
-        return view.state === 'completed' || view.state === 'failed' ? view : null;
-      },
-      60_000,
-    );
+  const settledRequest = (id: string) => settled(admin, id);
 
   beforeAll(async () => {
     platform = await startPlatform('privacy', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'], DMP_DESTINATION_TIMEOUT_SECONDS: 2 });

@@ -4,6 +4,7 @@ import { wakeSourceWorkflow } from '../../temporal/client';
 import { appendToLog } from '../support/appendEvents';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
+import { settledRequest as settled } from '../support/privacyRequests';
 import { findResidue } from '../support/residue';
 import { baseConfig, startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
@@ -27,15 +28,7 @@ describe('privacy requests: erasure from every store and every partner', () => {
   let erasure: { id: string; view: Record<string, any> };
   const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
   const lookup = (type: string, value: string) => admin(`/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`);
-  const settledRequest = (id: string) =>
-    waitFor(
-      `privacy request ${id}`,
-      async () => {
-        const view = (await admin(`/v1/privacy/requests/${id}`)).body;
-        return view.state === 'completed' || view.state === 'failed' ? view : null;
-      },
-      120_000,
-    );
+  const settledRequest = (id: string) => settled(admin, id, 120_000);
   /** Everything that names Alice: her identities as stored (and as UID2 would send the email), her event ids, her documents, her partner id. */
   const aliceNeedles = () => [ALICE_COOKIE, aliceHash, Buffer.from(aliceHash, 'hex').toString('base64'), 'ev-alice-1', 'ev-alice-2', 'ev-alice-3', ALICE_PUID, ...aliceDocuments];
 
