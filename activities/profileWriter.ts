@@ -49,6 +49,8 @@ export interface FoldResult {
   eventsOptedOut: number;
   /** Events of an erased subject routed before the erasure: dropped, never folded. */
   eventsErased: number;
+  /** Repeats of events their documents had already folded (see ProfileDoc.recentEventIds): dropped. */
+  duplicates: number;
   profilesWritten: number;
   /** Documents split by unlinks, and events that arrived at a split document and went on to its part. */
   documentsSplit: number;
@@ -116,6 +118,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       alreadyApplied: 0,
       eventsOptedOut: 0,
       eventsErased: 0,
+      duplicates: 0,
       profilesWritten: 0,
       documentsSplit: 0,
       eventsRedirected: 0,
@@ -154,6 +157,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const { targets, relearned } = await redirectLateEvents(input.partition, batches, stored, trustCache, result);
 
     const changed = new Map<string, ProfileDoc>();
+    const duplicatesBySource = new Map<string, number>();
     for (const batch of batches) {
       for (const event of batch.events) {
         const target = targets.get(event) ?? event.profileId;
@@ -168,19 +172,26 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
           continue;
         }
         let doc = changed.get(target);
+        const fresh = !doc;
         if (!doc) {
           doc = current ? nextVersion(current) : newProfile(target, now(), event.timestamp);
           changed.set(target, doc);
         }
         // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
         const optedOut = marks.optedOut({ profileId: target, ancestors: current?.ancestors });
+        if (!applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq })) {
+          result.duplicates++;
+          duplicatesBySource.set(batch.sourceId, (duplicatesBySource.get(batch.sourceId) ?? 0) + 1);
+          if (fresh) changed.delete(target);
+          continue;
+        }
         if (optedOut && !event.consentOnly) result.eventsOptedOut++;
-        applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq });
         result.applied++;
       }
       // Consent signals of events that were not profiled are not events applied.
       position.applied[batch.sourceId] = (position.applied[batch.sourceId] ?? 0) + batch.events.filter((event) => !event.consentOnly).length;
     }
+    for (const [sourceId, count] of duplicatesBySource) position.duplicates[sourceId] = (position.duplicates[sourceId] ?? 0) + count;
 
     for (const id of linkedNow) {
       const current = stored.get(id);

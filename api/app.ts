@@ -155,7 +155,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       pending,
       rejections: await rejections.totalsFor(source._id),
       health: { ...summarizeHealth(progress?.health, Date.now()), lagSeconds: pending.lagSeconds },
-      profiles: { eventsApplied: await routedEvents.eventsApplied(source._id, config.DMP_PROFILE_PARTITIONS) },
+      profiles: await routedEvents.foldCounts(source._id, config.DMP_PROFILE_PARTITIONS),
     };
   }
 

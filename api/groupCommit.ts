@@ -23,7 +23,10 @@ export class GroupCommitter {
     private readonly onAppended: (sourceId: string) => void = () => {},
   ) {}
 
-  /** Resolves with the indexes (into `events`) that were duplicates, once the events are durably stored. */
+  /**
+   * Resolves once the events are durably stored, with the indexes (into `events`) that repeat an event
+   * stored with them; repeats of earlier chunks are the profile writer's to drop (EventLog.append).
+   */
   submit(sourceId: string, events: StoredEvent[]): Promise<Set<number>> {
     return new Promise((resolve, reject) => {
       const queue = this.queues.get(sourceId) ?? [];
@@ -39,7 +42,7 @@ export class GroupCommitter {
       for (let queue = this.queues.get(sourceId); queue && queue.length > 0; queue = this.queues.get(sourceId)) {
         const group = this.takeGroup(queue);
         try {
-          const { duplicateIndexes } = await this.log.append(sourceId, group.flatMap((s) => s.events));
+          const { duplicateIndexes } = await this.log.append(sourceId, group.flatMap((s) => s.events), { claimIds: false });
           this.onAppended(sourceId);
           let offset = 0;
           for (const submission of group) {

@@ -127,7 +127,11 @@ export function buildOpenApiDocument(config: DocumentConfig) {
     security: [{ [writeKey.name]: [] }],
     request: { body: json(collectRequestSchema(config.DMP_MAX_BATCH_EVENTS)) },
     responses: {
-      202: { description: 'Stored; invalid events are listed with their index and reasons', ...json(CollectResponseSchema) },
+      202: {
+        description:
+          'Stored; invalid events are listed with their index and reasons. Repeats within what was stored together are counted in `duplicates`; a repeat of an event acknowledged by an earlier request is stored too and dropped when folded into its profile (counted on the source as `profiles.duplicatesDropped`)',
+        ...json(CollectResponseSchema),
+      },
       400: problem('Malformed JSON or envelope (`events`: 1 to DMP_MAX_BATCH_EVENTS of them)'),
       401: problem('Missing or unknown write key'),
       413: problem('Body larger than DMP_MAX_BODY_BYTES'),

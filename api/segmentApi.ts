@@ -157,7 +157,11 @@ export function registerSegmentApiPaths({ registry, problem, json, writeKey, con
     security,
     request: { body: { content: { 'application/json': { schema: segmentBatchSchema(config.DMP_MAX_BATCH_EVENTS) } } } },
     responses: {
-      200: { description: 'The messages kept (`accepted`), already kept (`duplicates`) and refused (`rejected`, by index, naming the fields)', ...json(SegmentResponseSchema) },
+      200: {
+        description:
+          'The messages kept (`accepted`), repeats of messages stored with them (`duplicates`) and refused (`rejected`, by index, naming the fields). A message repeating one acknowledged earlier is kept and dropped when folded into its profile (`profiles.duplicatesDropped` on the source)',
+        ...json(SegmentResponseSchema),
+      },
       400: problem('Malformed JSON (`(body)`) or envelope (`batch`: 1 to `DMP_MAX_BATCH_EVENTS` messages, `sentAt`, `context`)'),
       413: problem('Body larger than 500 KB (`(body)`; a compressed body as inflated)'),
       ...common,

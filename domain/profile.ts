@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { StoredConsent } from './consent';
 import type { StoredEvent } from './event';
 import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
@@ -83,6 +84,13 @@ export interface ProfileDoc {
   sources: string[];
   /** Per source, the last log chunk whose events are already in this document: the retry guard. */
   applied: Record<string, number>;
+  /**
+   * The newest events folded into this document, at most EVENT_IDS_KEPT, as one string of tokens
+   * (see eventIdToken), oldest first: an event repeating one of them is dropped. The tracking
+   * channels acknowledge before any event id is claimed, so this is where a client's retry of an
+   * acknowledged batch stops. Absent until an event is folded.
+   */
+  recentEventIds?: string;
   /** Set when an unlink split the document: it is empty, and its parts hold its content. */
   retired?: RetiredMarker;
   /** For a part of a split document: the split documents it descends from, nearest first (links made to them may reach it). */
@@ -268,16 +276,60 @@ function applyConsent(profile: ProfileDoc, event: ProfileEvent, origin: EventOri
 }
 
 /**
- * Folds one event into a profile: identities, counters with daily buckets, traits, consent, sources
- * — or, for a consent-only event (see StoredEvent.consentOnly), its consent alone.
+ * Event ids a document remembers: a repeat of one of its newest this many is dropped. A client's
+ * retry lands on the document its first attempt did (same identities), within minutes; 500 ids cost
+ * a busy document 6 KB.
  */
-export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
+export const EVENT_IDS_KEPT = 500;
+const TOKEN_CHARS = 12;
+
+/** 9 bytes of SHA-256 over source and event id, in base64: 12 characters, collisions out of reach at 500 per document. */
+export function eventIdToken(sourceId: string, eventId: string): string {
+  return createHash('sha256').update(sourceId).update('\0').update(eventId).digest().subarray(0, 9).toString('base64');
+}
+
+/** Per document being folded, its remembered tokens as a set: built once, kept in step by `remember`. */
+const tokenSets = new WeakMap<ProfileDoc, Set<string>>();
+
+function tokensOf(profile: ProfileDoc): Set<string> {
+  let tokens = tokenSets.get(profile);
+  if (!tokens) {
+    const text = profile.recentEventIds ?? '';
+    tokens = new Set();
+    for (let at = 0; at < text.length; at += TOKEN_CHARS) tokens.add(text.slice(at, at + TOKEN_CHARS));
+    tokenSets.set(profile, tokens);
+  }
+  return tokens;
+}
+
+function remember(profile: ProfileDoc, token: string): void {
+  const tokens = tokensOf(profile);
+  let text = (profile.recentEventIds ?? '') + token;
+  tokens.add(token);
+  const over = text.length / TOKEN_CHARS - EVENT_IDS_KEPT;
+  if (over > 0) {
+    for (let k = 0; k < over; k++) tokens.delete(text.slice(k * TOKEN_CHARS, (k + 1) * TOKEN_CHARS));
+    text = text.slice(over * TOKEN_CHARS);
+  }
+  profile.recentEventIds = text;
+}
+
+/**
+ * Folds one event into a profile: identities, counters with daily buckets, traits, consent, sources
+ * — or, for a consent-only event (see StoredEvent.consentOnly), its consent alone. Returns false, and
+ * changes nothing, for a repeat of an event the document remembers (see `recentEventIds`).
+ */
+export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): boolean {
   const at = event.timestamp;
   if (event.consentOnly) {
+    // A consent signal applied twice changes nothing: no need to remember it.
     applyConsent(profile, event, origin);
     profile.applied[origin.sourceId] = Math.max(profile.applied[origin.sourceId] ?? -1, origin.seq);
-    return;
+    return true;
   }
+  const token = eventIdToken(origin.sourceId, event.id);
+  if (tokensOf(profile).has(token)) return false;
+  remember(profile, token);
   for (const identity of event.identities) addIdentityEntry(profile.identities, { ...identity, firstSeen: at, lastSeen: at, sourceId: origin.sourceId });
   const recent = [{ at, properties: keptProperties(event.properties) }];
   addToCounter(profile.counters, encodeFieldName(event.type), { count: 1, firstSeen: at, lastSeen: at, days: { [dayKey(at)]: 1 }, recent });
@@ -288,6 +340,7 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: Eve
   if (at < profile.firstSeen) profile.firstSeen = at;
   if (at > profile.lastSeen) profile.lastSeen = at;
   profile.applied[origin.sourceId] = Math.max(profile.applied[origin.sourceId] ?? -1, origin.seq);
+  return true;
 }
 
 /** Assigns a plain own property even for names such as `__proto__`. */

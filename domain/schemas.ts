@@ -89,7 +89,7 @@ export const DrainPositionSchema = z.object({
   eventsNonProfiling: z
     .record(z.string(), z.number().int())
     .openapi({ description: "Events the source's consent policy does not allow to be profiled, per reason (no_consent_signal, tcf_purpose, tcf_vendor, gpp_opt_out, purpose_flag): kept in the log, never applied to profiles or segments." }),
-  duplicatesSkipped: z.number().int(),
+  duplicatesSkipped: z.number().int().openapi({ description: 'Events the drain skipped as repeats found at collection or import (repeats of earlier acknowledged events are dropped later: `profiles.duplicatesDropped`).' }),
   batchesApplied: z.number().int(),
   lastDrainAt: z.string().nullable(),
 });
@@ -160,7 +160,11 @@ export const SourceStatusSchema = z
       .openapi('SourceHealth'),
     rejections: ChannelRejectionsSchema,
     profiles: z.object({
-      eventsApplied: z.number().int().openapi({ description: "This source's events folded into profiles by the partition writers." }),
+      eventsApplied: z.number().int().openapi({ description: "This source's events taken by the partition writers (repeats dropped there included)." }),
+      duplicatesDropped: z
+        .number()
+        .int()
+        .openapi({ description: 'Events the partition writers dropped as repeats of events already folded into the same profile document: retries of batches the tracking channels had acknowledged (see `CollectResponse.duplicates`).' }),
     }),
   })
   .openapi('SourceStatus');
@@ -211,8 +215,11 @@ export function collectRequestSchema(maxEvents: number) {
 
 export const CollectResponseSchema = z
   .object({
-    accepted: z.number().int(),
-    duplicates: z.number().int(),
+    accepted: z.number().int().openapi({
+      description:
+        'Events durably stored before this answer. Repeats of events acknowledged earlier are not known yet: the partition writers drop them when they fold them, and the source counts them (`profiles.duplicatesDropped`).',
+    }),
+    duplicates: z.number().int().openapi({ description: 'Events of this request (or of requests stored together with it) repeating the id of one before them: not stored.' }),
     nonProfiling: z.number().int().openapi({ description: "Of the accepted events, those the source's consent policy keeps from profiling: stored and counted, never applied to profiles or segments." }),
     rejected: z.array(z.object({ index: z.number().int(), errors: z.array(z.object({ path: z.string(), message: z.string() })) })),
   })

@@ -9,9 +9,9 @@ import { decodeEvents, encodeEvents } from './eventCodec';
 import { firstAbsent } from './keyedSequence';
 
 /**
- * One group commit of one source. A chunk is written with every candidate event, then the event ids
- * are claimed, then a seal is written beside it (same `_id`) naming the indexes that turned out to be
- * duplicates. A chunk without a seal is pending: its writer is mid-append, or died there.
+ * One group commit of one source. A chunk is written with every candidate event, then (for imports)
+ * the event ids are claimed, then a seal is written beside it (same `_id`) naming the indexes that
+ * turned out to be duplicates. A chunk without a seal is pending: its writer is mid-append, or died there.
  */
 export interface EventChunk {
   _id: string;
@@ -19,6 +19,12 @@ export interface EventChunk {
   seq: number;
   createdAt: Date;
   events: StoredEvent[];
+  /**
+   * False when the appender claimed no event ids (the tracking channels): the seal names only
+   * repeats within the chunk, and the profile writer drops a later repeat (domain/profile
+   * `applyEvent`). Absent on chunks whose ids were claimed.
+   */
+  claimed?: false;
 }
 
 /** As stored: the events as one binary value (see eventCodec). */
@@ -46,6 +52,17 @@ export interface ReadChunk extends EventChunk {
 }
 
 export class AckDeadlineExceeded extends Error {}
+
+/** The indexes of events whose id an earlier event of the same list carries. */
+function repeatsWithin(events: StoredEvent[]): Set<number> {
+  const seen = new Set<string>();
+  const repeats = new Set<number>();
+  events.forEach((event, index) => {
+    if (seen.has(event.id)) repeats.add(index);
+    seen.add(event.id);
+  });
+  return repeats;
+}
 
 export function chunkId(sourceId: string, seq: number): string {
   return `${sourceId}:${seq.toString().padStart(12, '0')}`;
@@ -88,11 +105,15 @@ export class EventLog {
    * Durably appends events and reports which were duplicates. Resolves only when the chunk is sealed
    * within the acknowledgement deadline; a drain treats a chunk still pending after its (longer) grace
    * period as abandoned and applies exactly the events whose ids it claimed.
+   *
+   * With `claimIds: false` no id is claimed — two fewer inserts per event before the answer — and only
+   * repeats within the chunk are reported: the profile writer drops repeats of earlier chunks.
    */
-  async append(sourceId: string, events: StoredEvent[]): Promise<AppendResult> {
+  async append(sourceId: string, events: StoredEvent[], options: { claimIds?: boolean } = {}): Promise<AppendResult> {
     const started = this.now();
-    const seq = await this.claimSlot(sourceId, { createdAt: new Date(started), events });
-    const duplicateIndexes = await this.claimEventIds(sourceId, seq, events, started);
+    const claimIds = options.claimIds ?? true;
+    const seq = await this.claimSlot(sourceId, { createdAt: new Date(started), events, ...(claimIds ? {} : { claimed: false as const }) });
+    const duplicateIndexes = claimIds ? await this.claimEventIds(sourceId, seq, events, started) : repeatsWithin(events);
     await this.seals.insertOne({
       _id: chunkId(sourceId, seq),
       duplicates: [...duplicateIndexes],
@@ -179,8 +200,12 @@ export class EventLog {
     return (await this.eventIds.owner(eventIdKey(sourceId, eventId), at))?.chunk ?? null;
   }
 
-  /** For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim. */
+  /**
+   * For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim — or,
+   * for a chunk that claims none, of the repeats within it.
+   */
   async unclaimedIndexes(chunk: EventChunk): Promise<Set<number>> {
+    if (chunk.claimed === false) return repeatsWithin(chunk.events);
     const owners = await Promise.all(
       chunk.events.map((event) => this.eventIds.owner(eventIdKey(chunk.sourceId, event.id), chunk.createdAt.getTime())),
     );

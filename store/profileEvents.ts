@@ -63,6 +63,8 @@ interface RouteDoc {
 export interface PartitionPosition {
   cursors: Record<string, number>;
   applied: Record<string, number>;
+  /** Per source, events dropped as repeats of events their documents had folded (ProfileDoc.recentEventIds). */
+  duplicates: Record<string, number>;
   /**
    * The partition's profile write groups still in the store: versions written, and how many of
    * those a later version has replaced since. A fold records its group before writing to it, so
@@ -146,22 +148,30 @@ export class ProfileEventLog {
     await insertKeyed(this.batches, [encodeBatch(batch)]);
   }
 
-  /** Every routed (or moved) event of the given documents, newest first. */
+  /**
+   * Every routed (or moved) event of the given documents, newest first. A repeat of an event routed
+   * to the same document — acknowledged before it was known as one, dropped when folded — is left
+   * out: the first copy, by log position, stands.
+   */
   async eventsOf(profileIds: string[]): Promise<HeldEvent[]> {
     const wanted = new Set(profileIds);
     const seen = new Set<string>();
-    const events: HeldEvent[] = [];
+    const events = new Map<string, HeldEvent>();
     for (const profileId of profileIds) {
       for await (const doc of this.batches.find({ profiles: profileId })) {
         const batch = decodeBatch(doc);
         if (seen.has(batch._id)) continue;
         seen.add(batch._id);
         for (const event of batch.events) {
-          if (wanted.has(event.profileId)) events.push({ ...event, sourceId: event.sourceId ?? batch.sourceId, party: event.party ?? batch.party });
+          if (!wanted.has(event.profileId)) continue;
+          const held = { ...event, sourceId: event.sourceId ?? batch.sourceId, party: event.party ?? batch.party };
+          const key = `${held.profileId}\0${held.sourceId}\0${held.id}`;
+          const other = events.get(key);
+          if (!other || held.seq < other.seq) events.set(key, held);
         }
       }
     }
-    return events.sort((a, b) => b.timestamp.getTime() - a.timestamp.getTime() || (a.id < b.id ? 1 : -1));
+    return [...events.values()].sort((a, b) => b.timestamp.getTime() - a.timestamp.getTime() || (a.id < b.id ? 1 : -1));
   }
 
   /**
@@ -175,7 +185,7 @@ export class ProfileEventLog {
 
   async loadPosition(partition: number): Promise<PartitionPosition> {
     const doc = await this.positions.findOne({ _id: String(partition) });
-    return { cursors: doc?.cursors ?? {}, applied: doc?.applied ?? {}, groups: doc?.groups ?? {}, versionsRemoved: doc?.versionsRemoved ?? 0 };
+    return { cursors: doc?.cursors ?? {}, applied: doc?.applied ?? {}, duplicates: doc?.duplicates ?? {}, groups: doc?.groups ?? {}, versionsRemoved: doc?.versionsRemoved ?? 0 };
   }
 
   /** Partition positions 0 … `partitions - 1`: one read each. */
@@ -185,7 +195,14 @@ export class ProfileEventLog {
 
   /** How many of a source's events the partition writers have folded into profiles. */
   async eventsApplied(sourceId: string, partitions: number): Promise<number> {
-    return (await this.loadPositions(partitions)).reduce((sum, position) => sum + (position.applied[sourceId] ?? 0), 0);
+    return (await this.foldCounts(sourceId, partitions)).eventsApplied;
+  }
+
+  /** A source's events the partition writers have taken (`eventsApplied`), and those among them dropped as repeats. */
+  async foldCounts(sourceId: string, partitions: number): Promise<{ eventsApplied: number; duplicatesDropped: number }> {
+    const positions = await this.loadPositions(partitions);
+    const sum = (counts: (position: PartitionPosition) => Record<string, number>) => positions.reduce((total, position) => total + (counts(position)[sourceId] ?? 0), 0);
+    return { eventsApplied: sum((position) => position.applied), duplicatesDropped: sum((position) => position.duplicates) };
   }
 
   /** Only the partition's writer saves it; the same fold saved twice writes the same document. */

@@ -158,14 +158,15 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     expect(await profileCount()).toBe(6 + people);
   });
 
-  it('a batch sent again (the same messageIds) adds nothing', async () => {
+  it('a batch sent again (the same messageIds) adds nothing: acknowledged, then dropped by the profile writer', async () => {
     const before = await lookup('crm_id', person('seg', 0).userId);
-    const { progress } = await sourceStatus();
+    const { profiles } = await sourceStatus();
     const resent = await post('/v1/batch', segmentRequests[0]);
     expect(resent.status).toBe(200);
-    expect(resent.body).toEqual({ success: true, accepted: 0, duplicates: 6 * MESSAGES_PER_PERSON, nonProfiling: 0, rejected: [] });
-    await waitFor('the duplicates to be drained', async () => (await sourceStatus()).progress.duplicatesSkipped >= progress.duplicatesSkipped + 6 * MESSAGES_PER_PERSON);
-    expect((await sourceStatus()).profiles.eventsApplied).toBe(folded);
+    // Repeats of earlier requests are not known before the answer (nothing is looked up to give it).
+    expect(resent.body).toEqual({ success: true, accepted: 6 * MESSAGES_PER_PERSON, duplicates: 0, nonProfiling: 0, rejected: [] });
+    const status = await allFolded(6 * MESSAGES_PER_PERSON);
+    expect(status.profiles.duplicatesDropped).toBe(profiles.duplicatesDropped + 6 * MESSAGES_PER_PERSON);
     const after = await lookup('crm_id', person('seg', 0).userId);
     expect(after.counters).toEqual(before.counters);
     for (let n = 0; n < 6; n++) await expectPerson('seg', n);

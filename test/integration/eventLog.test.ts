@@ -29,6 +29,18 @@ describe('source event log', () => {
     expect(sealed?.duplicates).toEqual([0]);
   });
 
+  it('without claims, reports only repeats within the append, marks the chunk unclaimed and writes no id', async () => {
+    const log = new EventLog(store);
+    await log.append('s8', events(['a']));
+    const unclaimed = await log.append('s8', events(['a', 'b', 'b']), { claimIds: false });
+    expect([...unclaimed.duplicateIndexes]).toEqual([2]);
+    const read = await log.read('s8', unclaimed.seq);
+    expect(read).toMatchObject({ state: 'sealed', duplicates: [2], claimed: false });
+    expect(await log.claimingChunk('s8', 'b', Date.now())).toBeNull();
+    // Abandoned while pending, such a chunk still skips only its own repeats: the profile writer drops the rest.
+    expect([...(await log.unclaimedIndexes({ ...(read as EventChunk), createdAt: new Date(0) }))]).toEqual([2]);
+  });
+
   it('reads a chunk whose writer has not sealed it as pending', async () => {
     const log = new EventLog(store);
     await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk({ _id: chunkId('s6', 0), sourceId: 's6', seq: 0, createdAt: new Date(), events: events(['p']) }));

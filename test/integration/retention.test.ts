@@ -48,8 +48,11 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect((await lookup()).counters.page_view.count).toBe(8);
     const again = await retain(0);
     expect(again.rawEventsRemoved).toBe(2);
-    // Retention removes raw events, not the record of their ids: a repeat inside the dedupe window is still a duplicate.
-    expect((await send(['r1'])).body).toMatchObject({ accepted: 0, duplicates: 1 });
+    // Retention removes raw events, not the profile's memory of their ids: a repeat is still dropped when it is folded.
+    expect((await send(['r1'])).body).toMatchObject({ accepted: 1, duplicates: 0 });
+    await folded(9);
+    expect(await source.duplicatesDropped()).toBe(1);
+    expect((await lookup()).counters.page_view.count).toBe(8);
   });
 
   it('lets go of the snapshots of segment runs no segment reads any more, and keeps the ones segments read', async () => {

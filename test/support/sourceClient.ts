@@ -12,6 +12,8 @@ export async function newSource(api: RunningApi, name = 'web', options: { party?
     /** Waits until the partitions have folded at least `count` of this source's events. */
     folded: (count: number) =>
       waitFor(`${count} events folded`, async () => (await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body.profiles?.eventsApplied >= count),
+    /** Events the partition writers dropped as repeats of events already folded. */
+    duplicatesDropped: async (): Promise<number> => (await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body.profiles.duplicatesDropped,
   };
 }
 

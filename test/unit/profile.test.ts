@@ -6,6 +6,7 @@ import {
   RECENT_EVENTS_KEPT,
   RECENT_PROPERTIES_KEPT,
   combineProfiles,
+  EVENT_IDS_KEPT,
   hasApplied,
   newProfile,
   nextVersion,
@@ -16,8 +17,11 @@ import {
 const CREATED_AT = new Date('2025-06-15T12:00:00.000Z');
 const at = (iso: string) => new Date(iso);
 
+let eventNumber = 0;
+
+/** An event with an id of its own, unless the test names one. */
 function event(overrides: Partial<ProfileEvent> & Pick<ProfileEvent, 'timestamp'>): ProfileEvent {
-  return { id: 'e', type: 'page_view', identities: [], ...overrides };
+  return { id: `e${++eventNumber}`, type: 'page_view', identities: [], ...overrides };
 }
 
 function profile(seenAt = at('2025-06-01T00:00:00Z')): ProfileDoc {
@@ -306,6 +310,55 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_a', party: 'first', seq: 1 });
     applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z') }), { sourceId: 'src_b', party: 'first', seq: 0 });
     expect(doc.applied).toEqual({ src_a: 3, src_b: 0 });
+  });
+});
+
+describe('applyEvent: repeats of events already folded', () => {
+  const origin = (sourceId = 'src_a', seq = 0) => ({ sourceId, party: 'first' as const, seq });
+
+  it('drops an event whose id the document has folded from the same source, changing nothing', () => {
+    const doc = profile();
+    expect(applyEvent(doc, event({ id: 'm-1', type: 'purchase', timestamp: at('2025-06-02T00:00:00Z'), traits: { tier: 'gold' } }), origin('src_a', 0))).toBe(true);
+    const before = structuredClone(doc);
+    expect(applyEvent(doc, event({ id: 'm-1', type: 'purchase', timestamp: at('2025-06-02T00:00:00Z'), traits: { tier: 'gold' } }), origin('src_a', 7))).toBe(false);
+    expect(doc).toEqual(before);
+    expect(doc.counters.purchase.count).toBe(1);
+  });
+
+  it('keeps ids per source: the same id from another source is another event', () => {
+    const doc = profile();
+    expect(applyEvent(doc, event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z') }), origin('src_a'))).toBe(true);
+    expect(applyEvent(doc, event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z') }), origin('src_b'))).toBe(true);
+    expect(doc.counters.page_view.count).toBe(2);
+  });
+
+  it('remembers ids across versions: a repeat folded into the next version is dropped too', () => {
+    const doc = profile();
+    applyEvent(doc, event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z') }), origin());
+    const next = nextVersion(doc);
+    expect(applyEvent(next, event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z') }), origin('src_a', 1))).toBe(false);
+    expect(next.counters.page_view.count).toBe(1);
+  });
+
+  it(`remembers the newest ${EVENT_IDS_KEPT} ids: the oldest is forgotten first, and a repeat of it counts again`, () => {
+    const doc = profile();
+    for (let n = 0; n <= EVENT_IDS_KEPT; n++) expect(applyEvent(doc, event({ id: `m-${n}`, timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(true);
+    expect((doc.recentEventIds ?? '').length).toBe(EVENT_IDS_KEPT * 12);
+    // m-0 was pushed out by m-500; m-1 … m-500 are still remembered.
+    expect(applyEvent(doc, event({ id: `m-${EVENT_IDS_KEPT}`, timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(false);
+    expect(applyEvent(doc, event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(false);
+    expect(applyEvent(doc, event({ id: 'm-0', timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(true);
+    expect(doc.counters.page_view.count).toBe(EVENT_IDS_KEPT + 2);
+    // Remembering m-0 again pushed out m-1, the oldest.
+    expect(applyEvent(nextVersion(doc), event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(true);
+  });
+
+  it('applies a repeated consent signal again (harmless) and does not remember it', () => {
+    const doc = profile();
+    const signal = event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z'), consentOnly: true, consent: { purposes: { analytics: false } } as StoredConsent });
+    expect(applyEvent(doc, signal, origin())).toBe(true);
+    expect(applyEvent(doc, signal, origin())).toBe(true);
+    expect(doc.recentEventIds).toBeUndefined();
   });
 });
 
