@@ -5,6 +5,11 @@ import { parseIdentityCaps } from './domain/identityCaps';
 export const ConfigSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   DMP_ADMIN_KEY: z.string().min(16).optional(),
+  /**
+   * API processes sharing the port (node:cluster): preparing events is CPU work, so collection
+   * scales with cores. 1 runs the API in the starting process itself.
+   */
+  DMP_API_PROCESSES: z.coerce.number().int().min(1).max(64).default(1),
   TEMPORAL_ADDRESS: z.string().default('127.0.0.1:7233'),
   TEMPORAL_NAMESPACE: z.string().default('default'),
   DMP_TASK_QUEUE: z.string().default('dmp'),

@@ -9,8 +9,10 @@
  *   1. a fresh database `dmp_bench_collect_<timestamp>`; the store's raw insert rate (`insertMany`
  *      of stored-event documents, 500 per batch);
  *   2. a worker and the API in this process; an `events` source whose drain is paused (collection is
- *      what is measured, not profiling) and a `crm` source with a column mapping;
- *   3. load from a separate process (bench/loadgen.ts, autocannon), every event id new:
+ *      what is measured, not profiling) and a `crm` source with a column mapping; the API as it is
+ *      deployed for collection — api/main.ts with DMP_API_PROCESSES processes, one per core — in a
+ *      process of its own, for the load;
+ *   3. load from a separate process (bench/loadgen.ts, autocannon) at that API, every event id new:
  *      pixel hits over 32 connections; `POST /v1/batch` with 100 Segment `track` messages over 16
  *      connections; `POST /v1/collect` with 100 events over 16 connections;
  *   4. a CSV of DMP_BENCH_CSV_ROWS rows (customer id, email, two traits) streamed to
@@ -23,11 +25,12 @@
  * Targets: both ratios ≥ 0.5 and segment_api_events_per_s ≥ 40,000 (100-event batches).
  *
  * Knobs (environment, all optional): DMP_BENCH_CSV_ROWS (1000000), DMP_BENCH_LOAD_SECONDS (15 per
- * load phase), DMP_BENCH_INSERT_DOCS (20000), DMP_BENCH_DEADLINE_SECONDS (3600).
+ * load phase), DMP_BENCH_INSERT_DOCS (20000), DMP_BENCH_DEADLINE_SECONDS (3600),
+ * DMP_BENCH_API_PROCESSES (the number of cores).
  */
 import { createReadStream, createWriteStream, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { once as onceEvent } from 'node:events';
@@ -35,6 +38,7 @@ import { loadConfig } from '../config';
 import { connectStore, type Store } from '../store/db';
 import type { LoadResult, LoadSpec } from './loadgen';
 import { runLoadgen, stopLoadgens } from './loadgenProcess';
+import { freePort, logTail, services, startService, stopService } from './processes';
 import { rawInsertRate } from './storeBaseline';
 import { describeStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
 
@@ -43,6 +47,7 @@ const SETTINGS = {
   loadSeconds: envNumber('DMP_BENCH_LOAD_SECONDS', 15),
   insertDocs: Math.floor(envNumber('DMP_BENCH_INSERT_DOCS', 20_000)),
   deadlineSeconds: envNumber('DMP_BENCH_DEADLINE_SECONDS', 3600),
+  apiProcesses: envNumber('DMP_BENCH_API_PROCESSES', availableParallelism()),
   users: 20_000,
   storeBatch: 500,
   storeCapSeconds: 35,
@@ -52,6 +57,7 @@ const SETTINGS = {
 const cleanupState: { store?: Store; stop?: () => Promise<void>; dir?: string } = {};
 const cleanup = once(async () => {
   stopLoadgens();
+  await Promise.all(services.map(stopService));
   await cleanupState.stop?.().catch((error) => say(`stopping the worker and API: ${String(error)}`));
   if (cleanupState.store) await dropStore(cleanupState.store);
   if (cleanupState.dir) rmSync(cleanupState.dir, { recursive: true, force: true });
@@ -107,8 +113,18 @@ async function main(): Promise<void> {
   say(`store: ${Math.round(insert.eps).toLocaleString()} docs/s raw insert (~${insert.avgBytes} B/doc)`);
 
   // 2. A worker and the API; the sources.
-  const { api, adminKey, stop } = await startInProcess(config, store, 'collect');
+  const { api, adminKey, taskQueue, stop } = await startInProcess(config, store, 'collect');
   cleanupState.stop = stop;
+  const port = await freePort();
+  const collector = `http://127.0.0.1:${port}`;
+  const dir = mkdtempSync(join(tmpdir(), 'dmp-bench-collect-'));
+  cleanupState.dir = dir;
+  const apiProcess = startService('api', 'api/main.ts', { ...process.env, PORT: String(port), DMP_API_PROCESSES: String(SETTINGS.apiProcesses), DMP_ADMIN_KEY: adminKey, DMP_TASK_QUEUE: taskQueue, MONGODB_URI: url.toString(), LOG_LEVEL: 'warn' }, dir);
+  for (const deadline = performance.now() + 120_000; ; await sleep(500)) {
+    if ((await fetch(`${collector}/healthz`).then((response) => response.status).catch(() => 0)) === 200) break;
+    if (performance.now() > deadline || apiProcess.child.exitCode !== null) throw new Error(`the API did not start:\n${logTail(apiProcess)}`);
+  }
+  say(`collecting API: ${SETTINGS.apiProcesses} process(es) on port ${port}`);
   const admin = async (path: string, body?: unknown): Promise<any> => {
     const response = await fetch(`${api}${path}`, {
       method: body === undefined ? 'GET' : 'POST',
@@ -133,7 +149,7 @@ async function main(): Promise<void> {
   // 3. Load phases, each from its own process.
   const load = (kind: NonNullable<LoadSpec['kind']>, connections: number, eventsPerRequest: number): Promise<LoadResult> => {
     say(`${kind}: ${SETTINGS.loadSeconds} s, ${eventsPerRequest} event(s) per request, ${connections} connections`);
-    return runLoadgen({ kind, url: api, writeKey: web.writeKey, connections, durationSeconds: SETTINGS.loadSeconds, eventsPerRequest, users: SETTINGS.users, idPrefix: `${kind}-${Date.now()}` });
+    return runLoadgen({ kind, url: collector, writeKey: web.writeKey, connections, durationSeconds: SETTINGS.loadSeconds, eventsPerRequest, users: SETTINGS.users, idPrefix: `${kind}-${Date.now()}` });
   };
   const pixel = await load('pixel', 32, 1);
   const segment = await load('segment', 16, 100);
@@ -143,8 +159,6 @@ async function main(): Promise<void> {
   }
 
   // 4. The CSV import.
-  const dir = mkdtempSync(join(tmpdir(), 'dmp-bench-collect-'));
-  cleanupState.dir = dir;
   const file = join(dir, 'customers.csv');
   const bytes = await writeCsv(file, SETTINGS.csvRows);
   say(`csv: ${SETTINGS.csvRows.toLocaleString()} rows (${Math.round(bytes / 1e6)} MB) → POST /v1/sources/${crm.id}/uploads`);
@@ -179,6 +193,7 @@ async function main(): Promise<void> {
     ratio_collect_vs_store: round(collectRate / insert.eps, 2),
     segment_api_p99_ms: segment.latencyMs.p99,
     segment_api_batches_per_s: round(segment.responses2xx / segment.durationSeconds),
+    api_processes: SETTINGS.apiProcesses,
     pixel_p99_ms: pixel.latencyMs.p99,
     collect_p99_ms: collect.latencyMs.p99,
     csv_rows: SETTINGS.csvRows,

@@ -29,9 +29,7 @@
  * DMP_BENCH_DEADLINE_SECONDS (900, the whole run), DMP_BENCH_WORKERS (worker processes; the number
  * of cores, at most 4).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -46,12 +44,11 @@ import { COLLECTIONS, connectStore, type Store } from '../store/db';
 import { connectTemporal } from '../temporal/client';
 import { sourceStatusQuery } from '../workflows/sourceConnection';
 import type { LoadResult, LoadSpec } from './loadgen';
-import { killGroup, runLoadgen, stopLoadgens } from './loadgenProcess';
+import { runLoadgen, stopLoadgens } from './loadgenProcess';
+import { freePort, logTail, running, services, startService, stopService } from './processes';
 import { averageBytes, rawInsertRate, timedBatches, type Rate } from './storeBaseline';
 import { describeStore, dropStore, envNumber, once, redact, round, runBench, say, table, within } from './support';
 
-const ROOT = path.resolve(__dirname, '..');
-const TSX = path.join(ROOT, 'node_modules', '.bin', 'tsx');
 
 const SETTINGS = {
   storeBatch: 500,
@@ -94,18 +91,6 @@ export function withDatabase(uri: string, databaseName: string): string {
   const match = /^(mongodb(?:\+srv)?:\/\/[^/?]+)(\/[^?]*)?(\?.*)?$/.exec(uri);
   if (!match) throw new Error(`cannot read MONGODB_URI ${redact(uri)}`);
   return `${match[1]}/${databaseName}${match[3] ?? ''}`;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 interface HttpReply {
@@ -271,51 +256,6 @@ async function idleSourcesCpu(url: string, adminKey: string): Promise<{ sources:
 }
 
 // ---- processes --------------------------------------------------------------------------------
-
-interface Service {
-  name: string;
-  child: ChildProcess;
-  logFile: string;
-  exited: Promise<void>;
-}
-
-const services: Service[] = [];
-
-function running(child: ChildProcess): boolean {
-  return child.exitCode === null && child.signalCode === null;
-}
-
-/** Starts `tsx <script>` in its own process group, its output into a log file. */
-function startService(name: string, script: string, env: NodeJS.ProcessEnv, logDir: string): Service {
-  const logFile = path.join(logDir, `${name}.log`);
-  const fd = openSync(logFile, 'a');
-  const child = spawn(TSX, [script], { cwd: ROOT, env, stdio: ['ignore', fd, fd], detached: true });
-  closeSync(fd);
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const service = { name, child, logFile, exited };
-  services.push(service);
-  return service;
-}
-
-function logTail(service: Service, lines = 30): string {
-  try {
-    return readFileSync(service.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
-  } catch {
-    return '(no log)';
-  }
-}
-
-/** SIGTERM to the process (tsx passes it on), SIGKILL to its whole group if it lingers. */
-async function stopService(service: Service): Promise<void> {
-  if (!running(service.child) || service.child.pid === undefined) return;
-  service.child.kill('SIGTERM');
-  // The worker finishes its in-flight activities first; waiting for new log events lasts up to 10 s.
-  const stopped = await Promise.race([service.exited.then(() => true), sleep(20_000).then(() => false)]);
-  if (stopped) return;
-  say(`${service.name} did not stop within 20 s; killing its process group ${service.child.pid}`);
-  killGroup(service.child);
-  await Promise.race([service.exited, sleep(5_000)]);
-}
 
 async function waitUntil<T>(what: string, timeoutSeconds: number, everyMs: number, probe: () => Promise<T | null | undefined | false>): Promise<T> {
   const deadline = performance.now() + timeoutSeconds * 1000;

@@ -10,6 +10,7 @@ describe('SourceWaker', () => {
         await new Promise<void>((resolve) => (release = resolve));
       },
       () => {},
+      0,
     );
     waker.notify('a');
     waker.notify('a');
@@ -21,6 +22,23 @@ describe('SourceWaker', () => {
     release();
     await waker.idle();
     expect(sent).toEqual(['a', 'a']);
+  });
+
+  it('sends the wake-up for seals that came meanwhile no sooner than the interval after the one before', async () => {
+    const sentAt: number[] = [];
+    const waker = new SourceWaker(async () => void sentAt.push(Date.now()), () => {}, 200);
+    waker.notify('a');
+    waker.notify('a'); // while the first is in flight
+    await waker.idle();
+    expect(sentAt).toHaveLength(2);
+    expect(sentAt[1] - sentAt[0]).toBeGreaterThanOrEqual(195);
+    // A seal after a quiet spell is sent at once.
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    const before = Date.now();
+    waker.notify('a');
+    await waker.idle();
+    expect(sentAt).toHaveLength(3);
+    expect(sentAt[2] - before).toBeLessThan(50);
   });
 
   it('wakes different sources independently', async () => {

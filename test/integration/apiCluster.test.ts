@@ -1,0 +1,127 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import type { Client } from '@temporalio/client';
+import type { Store } from '../../store/db';
+import { expectedProfiles, userEvent, type GeneratedEvent } from '../support/audience';
+import { call, inParallel } from '../support/http';
+import { killHard } from '../support/processes';
+import { profileDifferences } from '../support/profiles';
+import { baseConfig, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningWorker } from '../support/services';
+
+const ADMIN_KEY = 'adm_cluster_0123456789abcdef';
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** The pids of the API's cluster processes: node:cluster marks each with NODE_UNIQUE_ID, and they inherit the run's tag. */
+function clusterProcesses(tag: string): number[] {
+  const pids: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const environ = readFileSync(`/proc/${entry}/environ`, 'utf8').split('\0');
+      if (environ.includes(`DMP_TEST_RUN=${tag}`) && environ.some((variable) => variable.startsWith('NODE_UNIQUE_ID='))) pids.push(Number(entry));
+    } catch {
+      // gone meanwhile, or not ours to read
+    }
+  }
+  return pids.sort();
+}
+
+describe('the API as several processes on one port (DMP_API_PROCESSES)', () => {
+  let store: Store;
+  let temporal: Client;
+  let worker: RunningWorker;
+  let api: ChildProcess | undefined;
+
+  beforeAll(async () => {
+    store = await testStore('cluster');
+    temporal = await testTemporal();
+  });
+  afterAll(async () => {
+    if (api) await killHard(api);
+    await worker?.stop();
+    await temporal.connection.close();
+    await store.close();
+  });
+
+  it('takes turns at one source log; with a process killed under load, client retries add nothing twice and every acknowledged event is folded once', async () => {
+    const taskQueue = uniqueName('cluster');
+    worker = await startWorker({ store, temporal, taskQueue });
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const tag = uniqueName('run');
+    const uri = new URL(baseConfig.MONGODB_URI);
+    uri.pathname = `/${store.db.databaseName}`;
+    api = spawn('npx', ['tsx', 'api/main.ts'], {
+      cwd: `${__dirname}/../..`,
+      env: { ...process.env, PORT: String(port), DMP_API_PROCESSES: '2', DMP_ADMIN_KEY: ADMIN_KEY, DMP_TASK_QUEUE: taskQueue, MONGODB_URI: uri.toString(), DMP_TEST_RUN: tag, LOG_LEVEL: 'warn' },
+      detached: true,
+      stdio: 'ignore',
+    });
+    await waitFor('the API to answer', async () => (await call(`${url}/healthz`).catch(() => ({ status: 0 }))).status === 200, 120_000, 500);
+    const first = await waitFor('two API processes', async () => clusterProcesses(tag).length === 2 && clusterProcesses(tag));
+
+    const source = (await call(`${url}/v1/sources`, { key: ADMIN_KEY, body: { name: 'clustered', kind: 'events', party: 'first' } })).body;
+    const generated: GeneratedEvent[] = Array.from({ length: 8_000 }, (_, n) => userEvent(n % 400, Math.floor(n / 400), 'cl'));
+    const requests = Array.from({ length: generated.length / 100 }, (_, k) => generated.slice(k * 100, (k + 1) * 100));
+    let retries = 0;
+    let sent = 0;
+    let killed: number | undefined;
+    // A client as the SDKs are: a request without an answer is sent again, as it was.
+    const send = async (events: GeneratedEvent[]): Promise<{ accepted: number; duplicates: number }> => {
+      for (;;) {
+        const reply = await call(`${url}/v1/collect`, { key: source.writeKey, body: { events } }).catch(() => null);
+        if (reply?.status === 202) return reply.body;
+        retries++;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+    };
+    const replies = await inParallel(
+      requests.map((events) => async () => {
+        if (++sent === 20) {
+          killed = first[0];
+          process.kill(killed, 'SIGKILL');
+        }
+        return send(events);
+      }),
+      8,
+    );
+    expect(killed).toBeDefined();
+    // Some requests were in flight at the killed process: their clients sent them again.
+    expect(retries).toBeGreaterThan(0);
+    const replaced = await waitFor('a process in place of the killed one', async () => {
+      const now = clusterProcesses(tag);
+      return now.length === 2 && !now.includes(killed as number) && now;
+    });
+    expect(replaced).toContain(first[1]);
+
+    const accepted = replies.reduce((sum, reply) => sum + reply.accepted, 0);
+    expect(replies.every((reply) => reply.duplicates === 0)).toBe(true);
+    // At least every event once; a retried request whose first attempt was stored, twice.
+    expect(accepted).toBeGreaterThanOrEqual(generated.length);
+    // A chunk the killed process stored but never sealed (its request unanswered, so sent again) is
+    // drained after the grace period: its events reach their documents and are dropped there too.
+    const status = await waitFor(
+      'every acknowledged event folded, and nothing left pending',
+      async () => {
+        const body = (await call(`${url}/v1/sources/${source.id}`, { key: ADMIN_KEY })).body;
+        return body.profiles?.eventsApplied >= accepted && body.pending?.chunks === 0 && body;
+      },
+      240_000,
+      1000,
+    );
+    expect(status.profiles.duplicatesDropped).toBe(status.profiles.eventsApplied - generated.length);
+    expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+    await temporal.workflow.getHandle(`source:${source.id}`).terminate('test finished').catch(() => undefined);
+  }, 360_000);
+});
