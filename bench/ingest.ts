@@ -200,7 +200,9 @@ async function storageFigures(store: Store, events: number): Promise<{ profileDo
     ids.add(String(doc.profileId));
   }
   const stats = await store.db.command({ dbStats: 1 }).catch(() => null);
-  const bytes = Number(stats?.storageSize ?? stats?.dataSize ?? NaN);
+  // totalSize: data and indexes as stored, with what PostgreSQL keeps out of line (TOAST), where a
+  // chunk of hundreds of events lives; FerretDB's storageSize leaves that out.
+  const bytes = Number(stats?.totalSize ?? (stats ? Number(stats.storageSize) + Number(stats.indexSize ?? 0) : NaN));
   return { profileDocs, liveProfiles: ids.size, bytesPerEvent: Number.isFinite(bytes) && events > 0 ? Math.round(bytes / events) : null };
 }
 
