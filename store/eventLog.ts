@@ -53,6 +53,9 @@ export interface ReadChunk extends EventChunk {
 
 export class AckDeadlineExceeded extends Error {}
 
+/** Appends that look for the head first after another process took a slot (see EventLog.contended). */
+const CONTENDED_APPENDS = 100;
+
 /** The indexes of events whose id an earlier event of the same list carries. */
 function repeatsWithin(events: StoredEvent[]): Set<number> {
   const seen = new Set<string>();
@@ -89,6 +92,13 @@ export class EventLog {
   private readonly eventIds: EventIdGenerations;
   /** Where this process expects the next free slot of each source; a hint, corrected on conflict. */
   private readonly nextSlot = new Map<string, number>();
+  /**
+   * Per source another process appends to as well (it took a slot from under this one lately): how
+   * many more appends look for the head before inserting. One read by `_id` is far cheaper than an
+   * insert of a whole chunk refused for its key — and with two writers taking turns, this process's
+   * hint is otherwise always one slot behind.
+   */
+  private readonly contended = new Map<string, number>();
 
   constructor(store: Store, private readonly options: { ackDeadlineMs?: number; now?: () => number; dedupeWindowHours?: number } = {}) {
     this.chunks = store.db.collection<StoredChunk>(COLLECTIONS.events);
@@ -130,6 +140,11 @@ export class EventLog {
 
   private async claimSlot(sourceId: string, body: Omit<EventChunk, '_id' | 'sourceId' | 'seq'>): Promise<number> {
     let seq = this.nextSlot.get(sourceId) ?? (await this.findHead(sourceId, await this.drainedUpTo(sourceId)));
+    const probesLeft = this.contended.get(sourceId) ?? 0;
+    if (probesLeft > 0) {
+      this.contended.set(sourceId, probesLeft - 1);
+      seq = await this.findHead(sourceId, seq);
+    }
     for (;;) {
       try {
         await this.chunks.insertOne(encodeChunk({ _id: chunkId(sourceId, seq), sourceId, seq, ...body }));
@@ -137,6 +152,7 @@ export class EventLog {
         return seq;
       } catch (error) {
         if (!isDuplicateKeyError(error)) throw error;
+        this.contended.set(sourceId, CONTENDED_APPENDS);
         // Another writer took this slot: jump to the current head rather than stepping one by one.
         seq = await this.findHead(sourceId, seq + 1);
       }
