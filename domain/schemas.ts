@@ -219,7 +219,7 @@ export const CollectResponseSchema = z
       description:
         'Events durably stored before this answer. Repeats of events acknowledged earlier are not known yet: the partition writers drop them when they fold them, and the source counts them (`profiles.duplicatesDropped`).',
     }),
-    duplicates: z.number().int().openapi({ description: 'Events of this request (or of requests stored together with it) repeating the id of one before them: not stored.' }),
+    duplicates: z.number().int().openapi({ description: 'Events of this request (or of requests stored together with it) repeating the id of one before them: never applied to profiles.' }),
     nonProfiling: z.number().int().openapi({ description: "Of the accepted events, those the source's consent policy keeps from profiling: stored and counted, never applied to profiles or segments." }),
     rejected: z.array(z.object({ index: z.number().int(), errors: z.array(z.object({ path: z.string(), message: z.string() })) })),
   })
