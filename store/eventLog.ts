@@ -20,9 +20,9 @@ export interface EventChunk {
   createdAt: Date;
   events: StoredEvent[];
   /**
-   * False when the appender claimed no event ids (the tracking channels): the seal names only
-   * repeats within the chunk, and the profile writer drops a later repeat (domain/profile
-   * `applyEvent`). Absent on chunks whose ids were claimed.
+   * False when the appender claimed no event ids (the tracking channels): such a chunk is complete
+   * once written, the seal names only repeats within it, and the profile writer drops a later repeat
+   * (domain/profile `applyEvent`). Absent on chunks whose ids were claimed.
    */
   claimed?: false;
 }
@@ -185,23 +185,32 @@ export class EventLog {
     return firstAbsent((seq) => this.exists(sourceId, seq), from);
   }
 
+  /**
+   * A chunk with its events and what to skip. A chunk that claims no ids is complete once written
+   * (one insert): it reads as sealed, seal or not, and its repeats are found in it — its seal is
+   * not read, and a writer that died before sealing it delays nothing.
+   */
   async read(sourceId: string, seq: number): Promise<ReadChunk | null> {
     const id = chunkId(sourceId, seq);
-    const [chunk, seal] = await Promise.all([this.chunks.findOne({ _id: id }), this.seals.findOne({ _id: id })]);
+    const chunk = await this.chunks.findOne({ _id: id });
     if (!chunk) return null;
-    return { ...chunk, events: decodeEvents<StoredEvent>(chunk.events), state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
+    const events = decodeEvents<StoredEvent>(chunk.events);
+    if (chunk.claimed === false) return { ...chunk, events, state: 'sealed', duplicates: [...repeatsWithin(events)] };
+    const seal = await this.seals.findOne({ _id: id });
+    return { ...chunk, events, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
   }
 
   /**
-   * Whether the chunk at `seq` can be drained: sealed, or pending for longer than `graceMs` (its writer
-   * is gone). When it is pending, `retryInMs` says when it will count as abandoned; null when absent.
+   * Whether the chunk at `seq` can be drained: sealed, claiming no ids (see `read`), or pending for
+   * longer than `graceMs` (its writer is gone). When it is pending, `retryInMs` says when it will count as abandoned; null when absent.
    * Reads the small seal, and only the chunk's creation time, never its events.
    */
   async readiness(sourceId: string, seq: number, graceMs: number): Promise<{ ready: boolean; retryInMs: number | null }> {
     const id = chunkId(sourceId, seq);
     if (await this.seals.findOne({ _id: id }, { projection: { _id: 1 } })) return { ready: true, retryInMs: null };
-    const chunk = await this.chunks.findOne({ _id: id }, { projection: { createdAt: 1 } });
+    const chunk = await this.chunks.findOne({ _id: id }, { projection: { createdAt: 1, claimed: 1 } });
     if (!chunk) return { ready: false, retryInMs: null };
+    if (chunk.claimed === false) return { ready: true, retryInMs: null };
     const waited = this.now() - chunk.createdAt.getTime();
     return waited >= graceMs ? { ready: true, retryInMs: null } : { ready: false, retryInMs: graceMs - waited };
   }

@@ -110,7 +110,7 @@ describe('the API as several processes on one port (DMP_API_PROCESSES)', () => {
     // At least every event once; a retried request whose first attempt was stored, twice.
     expect(accepted).toBeGreaterThanOrEqual(generated.length);
     // A chunk the killed process stored but never sealed (its request unanswered, so sent again) is
-    // drained after the grace period: its events reach their documents and are dropped there too.
+    // drained like any other: its events reach their documents and are dropped there as repeats.
     const status = await waitFor(
       'every acknowledged event folded, and nothing left pending',
       async () => {

@@ -41,6 +41,17 @@ describe('source event log', () => {
     expect([...(await log.unclaimedIndexes({ ...(read as EventChunk), createdAt: new Date(0) }))]).toEqual([2]);
   });
 
+  it('drains a chunk that claims no ids at once, even when its writer died before the seal', async () => {
+    const log = new EventLog(store);
+    // Written a moment ago, never sealed: a claiming chunk would wait out the grace period.
+    const chunk: EventChunk = { _id: chunkId('s9', 0), sourceId: 's9', seq: 0, createdAt: new Date(), events: events(['p', 'q', 'p']), claimed: false };
+    await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk(chunk));
+    expect(await log.readiness('s9', 0, 60_000)).toEqual({ ready: true, retryInMs: null });
+    expect(await log.read('s9', 0)).toMatchObject({ state: 'sealed', duplicates: [2] });
+    // The next append finds the slot taken and goes after it.
+    expect((await log.append('s9', events(['r']), { claimIds: false })).seq).toBe(1);
+  });
+
   it('reads a chunk whose writer has not sealed it as pending', async () => {
     const log = new EventLog(store);
     await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk({ _id: chunkId('s6', 0), sourceId: 's6', seq: 0, createdAt: new Date(), events: events(['p']) }));
