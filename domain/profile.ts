@@ -288,30 +288,17 @@ export function eventIdToken(sourceId: string, eventId: string): string {
   return createHash('sha256').update(sourceId).update('\0').update(eventId).digest().subarray(0, 9).toString('base64');
 }
 
-/** Per document being folded, its remembered tokens as a set: built once, kept in step by `remember`. */
-const tokenSets = new WeakMap<ProfileDoc, Set<string>>();
-
-function tokensOf(profile: ProfileDoc): Set<string> {
-  let tokens = tokenSets.get(profile);
-  if (!tokens) {
-    const text = profile.recentEventIds ?? '';
-    tokens = new Set();
-    for (let at = 0; at < text.length; at += TOKEN_CHARS) tokens.add(text.slice(at, at + TOKEN_CHARS));
-    tokenSets.set(profile, tokens);
-  }
-  return tokens;
+/** Whether the document remembers the token: a match at a token boundary of `recentEventIds`. */
+function remembers(profile: ProfileDoc, token: string): boolean {
+  const text = profile.recentEventIds ?? '';
+  for (let at = text.indexOf(token); at !== -1; at = text.indexOf(token, at + 1)) if (at % TOKEN_CHARS === 0) return true;
+  return false;
 }
 
+/** Adds the token as the newest, the oldest leaving past EVENT_IDS_KEPT. */
 function remember(profile: ProfileDoc, token: string): void {
-  const tokens = tokensOf(profile);
-  let text = (profile.recentEventIds ?? '') + token;
-  tokens.add(token);
-  const over = text.length / TOKEN_CHARS - EVENT_IDS_KEPT;
-  if (over > 0) {
-    for (let k = 0; k < over; k++) tokens.delete(text.slice(k * TOKEN_CHARS, (k + 1) * TOKEN_CHARS));
-    text = text.slice(over * TOKEN_CHARS);
-  }
-  profile.recentEventIds = text;
+  const text = (profile.recentEventIds ?? '') + token;
+  profile.recentEventIds = text.slice(Math.max(0, text.length - EVENT_IDS_KEPT * TOKEN_CHARS));
 }
 
 /**
@@ -328,7 +315,7 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: Eve
     return true;
   }
   const token = eventIdToken(origin.sourceId, event.id);
-  if (tokensOf(profile).has(token)) return false;
+  if (remembers(profile, token)) return false;
   remember(profile, token);
   for (const identity of event.identities) addIdentityEntry(profile.identities, { ...identity, firstSeen: at, lastSeen: at, sourceId: origin.sourceId });
   const recent = [{ at, properties: keptProperties(event.properties) }];

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import type { Client } from '@temporalio/client';
+import { freePort } from '../../bench/processes';
 import type { Store } from '../../store/db';
 import { expectedProfiles, userEvent, type GeneratedEvent } from '../support/audience';
 import { call, inParallel } from '../support/http';
@@ -10,17 +10,6 @@ import { profileDifferences } from '../support/profiles';
 import { baseConfig, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningWorker } from '../support/services';
 
 const ADMIN_KEY = 'adm_cluster_0123456789abcdef';
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 /** The pids of the API's cluster processes: node:cluster marks each with NODE_UNIQUE_ID, and they inherit the run's tag. */
 function clusterProcesses(tag: string): number[] {
