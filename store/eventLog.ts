@@ -225,12 +225,8 @@ export class EventLog {
     return (await this.eventIds.owner(eventIdKey(sourceId, eventId), at))?.chunk ?? null;
   }
 
-  /**
-   * For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim — or,
-   * for a chunk that claims none, of the repeats within it.
-   */
+  /** For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim. */
   async unclaimedIndexes(chunk: EventChunk): Promise<Set<number>> {
-    if (chunk.claimed === false) return repeatsWithin(chunk.events);
     const owners = await Promise.all(
       chunk.events.map((event) => this.eventIds.owner(eventIdKey(chunk.sourceId, event.id), chunk.createdAt.getTime())),
     );
