@@ -335,7 +335,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     stored: Map<string, StoredVersion>,
     relinked: string[],
   ): Promise<void> {
-    const segments = await segmentStore.list();
+    const segments = await segmentStore.definitions();
     if (segments.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
     const definitions = definitionsOf(segments);
     const versions = new Map(segments.map((doc) => [doc._id, doc.version]));

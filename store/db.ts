@@ -8,6 +8,8 @@ import { MongoClient, type Collection, type Db, MongoServerError } from 'mongodb
 export const COLLECTIONS = {
   /** Segment definitions, one document per segment. */
   segments: 'segments',
+  /** One document, replaced after every change of a segment definition: a reader that keeps the definitions compares it. */
+  segmentDefinitionsStamp: 'segment_definitions_stamp',
   /** Cookie-sync partners (`_id` = the partner's slug). */
   partners: 'partners',
   /** `<partner>:<puid>` → our cookie ids seen with that partner id. */

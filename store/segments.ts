@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import { referencedSegments, type Rule, type SegmentDefinition } from '../domain/segmentRules';
 import type { SegmentSchedule } from '../domain/segments';
@@ -61,23 +61,55 @@ export function definitionsOf(docs: SegmentDoc[]): SegmentDefinition[] {
   return docs.map((doc) => ({ id: doc._id, rule: ruleOf(doc) }));
 }
 
+/** The longest `SegmentStore.definitions` answers from what it read before without reading the segments again. */
+const DEFINITIONS_KEPT_MS = 30_000;
+
 /** Segment documents written at once when a run's state is recorded on all of them. */
 const LAST_RUN_WRITES_AT_ONCE = 8;
 
+interface DefinitionsStamp {
+  _id: 'definitions';
+  token: string;
+}
+
 /**
- * Segment definitions, one document per segment. Every write is by `_id`. Writers and readers read
- * the definitions afresh each time: a new segment counts at once. Reading them all costs a read per
- * segment, so what one segment's change needs is read by id (`withReferences`, `dependentsOf`).
+ * Segment definitions, one document per segment. Every write is by `_id`. Readers read the
+ * definitions afresh each time, or check the stamp (`definitions`): a new segment counts at once.
+ * Reading them all costs a read per segment, so what one segment's change needs is read by id
+ * (`withReferences`, `dependentsOf`).
  */
 export class SegmentStore {
   readonly segments: Collection<SegmentDoc>;
+  private readonly stamp: Collection<DefinitionsStamp>;
+  /** The definitions as of a stamp: `definitions` reads them again only when the stamp changed. */
+  private kept: { token: string | null; docs: SegmentDoc[]; at: number } | null = null;
 
   constructor(store: Store) {
     this.segments = store.db.collection<SegmentDoc>(SEGMENTS);
+    this.stamp = store.db.collection<DefinitionsStamp>(COLLECTIONS.segmentDefinitionsStamp);
   }
 
   list(): Promise<SegmentDoc[]> {
     return this.segments.find({}).toArray();
+  }
+
+  /**
+   * Every segment, current as of this call for what counts to a reader of definitions (rules,
+   * versions), for the price of one read by `_id` while none changed: each definition change
+   * replaces the stamp after writing the segment, so a stamp seen unchanged means no definition was
+   * changed before this call began reading. Run state (`current`, `lastRun`) may be older. They are
+   * read again at least every `DEFINITIONS_KEPT_MS` all the same: a writer that died between a
+   * change and its stamp is missed for that long at most.
+   */
+  async definitions(): Promise<SegmentDoc[]> {
+    const token = (await this.stamp.findOne({ _id: 'definitions' }))?.token ?? null;
+    if (this.kept?.token !== token || Date.now() - this.kept.at > DEFINITIONS_KEPT_MS) this.kept = { token, docs: await this.list(), at: Date.now() };
+    return this.kept.docs;
+  }
+
+  /** After a definition changed: readers that keep the definitions read them again. */
+  private async changed(): Promise<void> {
+    await this.stamp.replaceOne({ _id: 'definitions' }, { token: randomUUID() }, { upsert: true });
   }
 
   get(id: string): Promise<SegmentDoc | null> {
@@ -132,16 +164,20 @@ export class SegmentStore {
 
   async create(doc: SegmentDoc): Promise<void> {
     await this.segments.insertOne(withRefersTo(doc));
+    await this.changed();
   }
 
   /** Replaces a segment if it is still at `version`: a concurrent edit makes this return false. */
   async replace(doc: SegmentDoc, expectedVersion: number): Promise<boolean> {
     const result = await this.segments.replaceOne({ _id: doc._id, version: expectedVersion }, withRefersTo(doc));
+    if (result.matchedCount === 1) await this.changed();
     return result.matchedCount === 1;
   }
 
   async remove(id: string): Promise<boolean> {
-    return (await this.segments.deleteOne({ _id: id })).deletedCount === 1;
+    const removed = (await this.segments.deleteOne({ _id: id })).deletedCount === 1;
+    if (removed) await this.changed();
+    return removed;
   }
 
   /** Records a run's state on a segment, unless a run started later is recorded there already. */
