@@ -42,6 +42,11 @@ export interface DrainResult {
   capRefusals: number;
   /** True when the batch stopped at its size limit, so more is ready now. */
   more: boolean;
+  /**
+   * When the drain stopped at a pending chunk (its writer mid-append): how long until it counts as
+   * abandoned. Null when it stopped at the log's end or its size limit.
+   */
+  retryInMs: number | null;
 }
 
 /** Named points inside a drain where tests may interrupt it, to prove a retry converges. */
@@ -77,6 +82,8 @@ interface LogBatch {
   consentOnly: Array<{ seq: number; event: StoredEvent }>;
   /** Whether a ready chunk follows `end` (the batch stopped at its size limit). */
   more: boolean;
+  /** When the batch stopped at a pending chunk: how long until it counts as abandoned. */
+  retryInMs: number | null;
 }
 
 /** The activities of a source's workflow: where its drain stands, and routing its log to the profile partitions. */
@@ -95,7 +102,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
 
   /** Reads chunks from `from` on: up to `maxEvents`, or exactly up to `until` when the range is fixed. */
   async function readLog(sourceId: string, from: number, limit: { maxEvents: number } | { until: number }): Promise<LogBatch> {
-    const batch: LogBatch = { events: [], end: from, duplicates: 0, nonProfiling: {}, consentOnly: [], more: false };
+    const batch: LogBatch = { events: [], end: from, duplicates: 0, nonProfiling: {}, consentOnly: [], more: false, retryInMs: null };
     await marks.refresh();
     const late = new Map<string, number>();
     // Chunks are read a few at a time, in parallel: one by one, the round trips were most of a drain.
@@ -113,9 +120,13 @@ export function createCollectionActivities(deps: CollectionDeps) {
       const chunk = await (ahead.shift() as Promise<ReadChunk | null>);
       if (!chunk) break;
       let skip: Set<number>;
+      const waited = now().getTime() - chunk.createdAt.getTime();
       if (chunk.state === 'sealed') skip = new Set(chunk.duplicates ?? []);
-      else if (now().getTime() - chunk.createdAt.getTime() >= pendingGraceMs) skip = await log.unclaimedIndexes(chunk);
-      else break;
+      else if (waited >= pendingGraceMs) skip = await log.unclaimedIndexes(chunk);
+      else {
+        batch.retryInMs = pendingGraceMs - waited;
+        break;
+      }
       chunk.events.forEach((event, index) => {
         // An erased subject's events go nowhere: not the placeholders an erasure left, nor late ones.
         const erasedBy = event.erased ? null : marks.erasedBy(event.identities);
@@ -231,6 +242,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const ranges: Array<Promise<RangeResult>> = [];
     let cursor = start;
     let more = false;
+    let retryInMs: number | null = null;
     // Ranges resolve their identities one after the other — a person new in two of them then gets
     // one document, not two linked — while the next range is read and the one before is written.
     let resolved: Promise<unknown> = Promise.resolve();
@@ -239,6 +251,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
         const from = cursor;
         let batch = await readLog(sourceId, from, { maxEvents: input.maxEvents });
         more = batch.more;
+        retryInMs = batch.retryInMs;
         if (batch.end === from) break;
         const to = await routedEvents.fixRange(sourceId, from, batch.end);
         if (to !== batch.end) batch = await readLog(sourceId, from, { until: to });
@@ -267,6 +280,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       links: sum('links'),
       capRefusals: sum('capRefusals'),
       more,
+      retryInMs,
     };
     if (results.length === 0) return result;
     result.position = {

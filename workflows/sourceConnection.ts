@@ -4,6 +4,7 @@ import {
   continueAsNew,
   defineQuery,
   defineSignal,
+  patched,
   proxyActivities,
   setHandler,
   sleep,
@@ -48,6 +49,8 @@ const { routeSourceBatch } = proxyActivities<CollectionActivities>({
 /** How long one drain turn may last before the workflow reports progress and looks at signals again. */
 const MAX_TURN_MS = 60_000;
 const HISTORY_LIMIT = 4_000;
+/** Histories from before it looked at the log before every drain turn; see the loop. */
+const ROUTE_ON_WAKE = 'route-on-wake';
 
 /**
  * One durable workflow per source connection: sleep until the API says the log grew (or the idle
@@ -89,14 +92,15 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     upsertMemo({ progress });
   }
 
-  async function drainWhileReady(): Promise<void> {
+  /** Routes while more is ready; returns when to look again if it stopped at a pending chunk. */
+  async function drainWhileReady(): Promise<number | null> {
     const started = Date.now(); // workflow time: deterministic
     for (;;) {
       const { state, lastError, health: _, ...position } = progress;
       const result = await routeSourceBatch({ sourceId, party: input.party, position, maxEvents: input.drainBatchEvents });
       recordTurn(health, Date.now(), { events: result.position.eventsProcessed - position.eventsProcessed });
       Object.assign(progress, result.position, { lastError: null });
-      if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_TURN_MS) return;
+      if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_TURN_MS) return result.retryInMs ?? null;
     }
   }
 
@@ -111,15 +115,24 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
       continue;
     }
     if (!woken) await condition(() => woken || progress.state !== 'active', nextLookMs);
+    const toldLogGrew = woken;
     woken = false;
     if (progress.state !== 'active') continue;
-    const log = await checkSourceLog({ sourceId, cursor: progress.cursor });
-    // A pending chunk (its writer mid-append) is looked at again when it would count as abandoned.
-    nextLookMs = log.retryInMs ?? input.idlePollMs;
-    if (!log.ready) continue;
+    // Told that the log grew, the drain routes at once: a look first would cost every event a round
+    // trip on its way to a profile. The idle safety net looks first, as a look costs less than a
+    // route that finds nothing. A seal made while the drain routes sends its own wake-up.
+    const routeAtOnce = toldLogGrew && patched(ROUTE_ON_WAKE);
+    nextLookMs = input.idlePollMs;
+    if (!routeAtOnce) {
+      const log = await checkSourceLog({ sourceId, cursor: progress.cursor });
+      // A pending chunk (its writer mid-append) is looked at again when it would count as abandoned.
+      nextLookMs = log.retryInMs ?? input.idlePollMs;
+      if (!log.ready) continue;
+    }
     try {
-      await drainWhileReady();
-      woken = true; // more may have been sealed while we drained; one cheap look settles it
+      const retryInMs = await drainWhileReady();
+      if (retryInMs !== null) nextLookMs = retryInMs;
+      if (!routeAtOnce) woken = true; // (histories from before ROUTE_ON_WAKE looked once more here)
     } catch (error) {
       if (!(error instanceof ActivityFailure)) throw error;
       progress.lastError = error.cause?.message ?? error.message;
