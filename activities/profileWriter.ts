@@ -58,6 +58,25 @@ export interface FoldResult {
   /** Compaction: versions deleted with their groups, and newest versions first carried out of them. */
   versionsRemoved: number;
   versionsCarried: number;
+  /** Write groups are due for compaction, which waits until the partition has nothing to fold (see compactPartition). */
+  compactionDue?: boolean;
+}
+
+export interface CompactInput {
+  partition: number;
+  /** As in FoldInput. */
+  lastWriter: string | null;
+  /** Most write groups one call compacts, so a fold waiting behind it waits little. */
+  maxGroups: number;
+}
+
+export interface CompactResult {
+  writer: string;
+  groups: number;
+  versionsRemoved: number;
+  versionsCarried: number;
+  /** More groups are due. */
+  more: boolean;
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
@@ -71,6 +90,11 @@ export interface ProfileWriterDeps {
   profileWriteBatch?: number;
   /** A write group is compacted once this share of its versions has been superseded. */
   compactAtSupersededShare?: number;
+  /**
+   * A fold compacts due groups itself, rather than leaving them until the partition is idle, once
+   * they hold this share of the partition's live versions: a partition that never idles stays bounded.
+   */
+  compactInFoldAtShare?: number;
   onFoldStep?: (step: FoldStep) => void | Promise<void>;
 }
 
@@ -85,6 +109,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const profiles = new ProfileStore(deps.store);
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
   const compactAt = deps.compactAtSupersededShare ?? 0.5;
+  const compactInFoldAt = deps.compactInFoldAtShare ?? 0.5;
   const writerId = `${hostname()}:${process.pid}:${randomUUID()}`;
   const segmentStore = new SegmentStore(deps.store);
   const segmentRuns = new SegmentRunStore(deps.store);
@@ -224,7 +249,44 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await recordSegmentChanges(group, changed, stored, [...linkedNow].filter((id) => stored.has(id) || changed.has(id)));
     await recordItemChanges(group, changed, stored);
     result.profilesWritten = toSave.length;
-    await compact(position, group, trustCache, result);
+    // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
+    if (overdue(position, group)) await compact(position, group, trustCache, result, Infinity);
+    result.compactionDue = dueGroups(position, group).length > 0;
+    await routedEvents.savePosition(input.partition, position);
+    return result;
+  }
+
+  /** The write groups other than `current` most of whose versions have been superseded. */
+  function dueGroups(position: PartitionPosition, current: string | null): string[] {
+    return Object.entries(position.groups)
+      .filter(([group, counts]) => group !== current && counts.superseded >= counts.written * compactAt)
+      .map(([group]) => group);
+  }
+
+  /** Whether the due groups' superseded versions have grown past `compactInFoldAt` of the live ones. */
+  function overdue(position: PartitionPosition, current: string): boolean {
+    const counts = Object.values(position.groups);
+    const live = counts.reduce((sum, group) => sum + group.written - group.superseded, 0);
+    const waiting = dueGroups(position, current).reduce((sum, group) => sum + position.groups[group].superseded, 0);
+    return waiting > 0 && waiting >= live * compactInFoldAt;
+  }
+
+  /**
+   * Compacts up to `maxGroups` due write groups of an idle partition. Its survivors are carried into
+   * a write group of its own, recorded before anything is written to it (as a fold's). Safe to
+   * retry for the reasons `compact` gives.
+   */
+  async function compactPartition(input: CompactInput): Promise<CompactResult> {
+    const position = await routedEvents.loadPosition(input.partition);
+    const result: CompactResult = { writer: writerId, groups: 0, versionsRemoved: 0, versionsCarried: 0, more: false };
+    const due = dueGroups(position, null);
+    if (due.length === 0) return result;
+    const group = `p${input.partition}-${randomUUID()}`;
+    position.groups[group] = { written: 0, superseded: 0 };
+    await routedEvents.savePosition(input.partition, position);
+    result.groups = await compact(position, group, input.lastWriter === writerId, result, input.maxGroups);
+    result.more = dueGroups(position, group).length > 0;
+    if (position.groups[group].written === 0) delete position.groups[group];
     await routedEvents.savePosition(input.partition, position);
     return result;
   }
@@ -411,9 +473,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * taken from the counts. Only the partition's writer runs it, so nothing writes these documents
    * meanwhile.
    */
-  async function compact(position: PartitionPosition, current: string, trustCache: boolean, result: FoldResult): Promise<void> {
-    for (const [group, counts] of Object.entries(position.groups)) {
-      if (group === current || counts.superseded < counts.written * compactAt) continue;
+  async function compact(
+    position: PartitionPosition,
+    current: string,
+    trustCache: boolean,
+    result: Pick<FoldResult, 'versionsRemoved' | 'versionsCarried'>,
+    maxGroups: number,
+  ): Promise<number> {
+    const groups = dueGroups(position, current).slice(0, maxGroups);
+    for (const group of groups) {
       const members = await profiles.groupMembers(group);
       const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustCache });
       const carried = members.flatMap((member) => {
@@ -429,12 +497,18 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       heartbeat({ compacted: group });
     }
     position.versionsRemoved += result.versionsRemoved;
+    return groups.length;
   }
 
   return {
     /** See fold. */
     foldPartitionBatch(input: FoldInput): Promise<FoldResult> {
       return withHeartbeats(() => fold(input));
+    },
+
+    /** See compactPartition. */
+    compactPartition(input: CompactInput): Promise<CompactResult> {
+      return withHeartbeats(() => compactPartition(input));
     },
   };
 }

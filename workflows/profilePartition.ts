@@ -1,5 +1,5 @@
 import { condition, continueAsNew, defineQuery, defineSignal, proxyActivities, setHandler, upsertMemo, workflowInfo } from '@temporalio/workflow';
-import type { FoldResult, ProfileWriterActivities } from '../activities/profileWriter';
+import type { CompactResult, FoldResult, ProfileWriterActivities } from '../activities/profileWriter';
 
 /** Sent by a source's drain after it routed events of `sourceId` to this partition. */
 export const eventsRoutedSignal = defineSignal<[string]>('eventsRouted');
@@ -23,23 +23,28 @@ export interface ProfilePartitionInput {
   /** Carried across continue-as-new. */
   pendingSources?: string[];
   pendingSplits?: string[];
+  compactionDue?: boolean;
   status?: PartitionStatus;
 }
 
-const { foldPartitionBatch } = proxyActivities<ProfileWriterActivities>({
+const { foldPartitionBatch, compactPartition } = proxyActivities<ProfileWriterActivities>({
   startToCloseTimeout: '5 minutes',
   heartbeatTimeout: '20 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
 });
 
 const HISTORY_LIMIT = 4_000;
+/** Write groups one compaction compacts at most: a fold that comes meanwhile waits for no more. */
+const COMPACT_GROUPS_AT_ONCE = 8;
 
 /**
  * The single writer of one partition of the profiles: wait until a source's drain routes events
- * here (or an unlink asks for documents to be split), fold them into the partition's documents, repeat; continue as new when the history grows
- * long. One fold runs at a time, so no two writers touch a document at once — the reason this
- * workflow exists, since the store's updates are not atomic against concurrent writers. A fresh
- * run first looks at every source the partition has seen: a wake-up may have come while none ran.
+ * here (or an unlink asks for documents to be split), fold them into the partition's documents,
+ * repeat; compact superseded versions while nothing waits to be folded; continue as new when the
+ * history grows long. One fold or compaction runs at a time, so no two writers touch a document at
+ * once — the reason this workflow exists, since the store's updates are not atomic against
+ * concurrent writers. A fresh run first looks at every source the partition has seen: a wake-up
+ * may have come while none ran.
  */
 export async function profilePartition(input: ProfilePartitionInput): Promise<void> {
   const pending = new Set(input.pendingSources ?? []);
@@ -47,6 +52,8 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
   const status: PartitionStatus = input.status ?? { partition: input.partition, eventsFolded: 0, profilesWritten: 0, versionsRemoved: 0, folds: 0, documentsSplit: 0, pendingSources: 0 };
   let lookEverywhere = true;
   let lastWriter: string | null = null;
+  /** The last fold or compaction left write groups due for compaction (histories from before it never set this). */
+  let compactionDue = input.compactionDue ?? false;
 
   setHandler(eventsRoutedSignal, (sourceId) => {
     pending.add(sourceId);
@@ -57,7 +64,15 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
   setHandler(partitionStatusQuery, () => ({ ...status, pendingSources: pending.size }));
 
   while (workflowInfo().historyLength < HISTORY_LIMIT && !workflowInfo().continueAsNewSuggested) {
-    if (!lookEverywhere) await condition(() => pending.size > 0 || splits.size > 0);
+    if (!lookEverywhere) await condition(() => pending.size > 0 || splits.size > 0 || compactionDue);
+    if (!lookEverywhere && pending.size === 0 && splits.size === 0) {
+      const compacted: CompactResult = await compactPartition({ partition: input.partition, lastWriter, maxGroups: COMPACT_GROUPS_AT_ONCE });
+      lastWriter = compacted.writer;
+      compactionDue = compacted.more;
+      status.versionsRemoved += compacted.versionsRemoved;
+      if (compacted.groups > 0) upsertMemo({ status });
+      continue;
+    }
     const sourceIds = [...pending];
     const splitsNow = [...splits];
     const includeKnown = lookEverywhere;
@@ -66,6 +81,7 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
     splits.clear();
     const result: FoldResult = await foldPartitionBatch({ partition: input.partition, sourceIds, includeKnown, maxEvents: input.foldBatchEvents, lastWriter, splits: splitsNow });
     lastWriter = result.writer;
+    compactionDue = result.compactionDue ?? false;
     for (const sourceId of result.sourcesWithMore) pending.add(sourceId);
     status.eventsFolded += result.applied + result.alreadyApplied;
     status.profilesWritten += result.profilesWritten;
@@ -74,5 +90,5 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
     status.folds += 1;
     if (result.events > 0 || result.documentsSplit > 0) upsertMemo({ status });
   }
-  await continueAsNew<typeof profilePartition>({ ...input, pendingSources: [...pending], pendingSplits: [...splits], status });
+  await continueAsNew<typeof profilePartition>({ ...input, pendingSources: [...pending], pendingSplits: [...splits], compactionDue, status });
 }

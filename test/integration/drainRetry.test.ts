@@ -105,7 +105,7 @@ describe('draining a source into profiles', () => {
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   });
 
-  it('compacts superseded profile versions a group at a time, losing nothing when a fold dies mid-compaction', async () => {
+  it('compacts superseded profile versions a group at a time, in folds and once idle, losing nothing when it dies mid-compaction', async () => {
     const taskQueue = uniqueName('compact');
     const sourceId = uniqueName('src');
     const store = await testStore('compact'); // its own database: the same people as the test above
@@ -147,6 +147,13 @@ describe('draining a source into profiles', () => {
       0,
     );
     expect(removed).toBeGreaterThan(1000);
+    // Once nothing is left to fold, each writer compacts what is still due on its own.
+    const positions = new ProfileEventLog(store);
+    await waitFor('the idle partitions to compact every due group', async () =>
+      (await positions.loadPositions(baseConfig.DMP_PROFILE_PARTITIONS)).every((position) => Object.values(position.groups).every((group) => group.superseded < group.written * 0.5)),
+    60_000);
+    expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+    expect(await store.db.collection(COLLECTIONS.profiles).countDocuments({})).toBeLessThan(2 * 200);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   });
 });
