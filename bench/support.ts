@@ -139,6 +139,13 @@ export function runBench(run: BenchRun): void {
  * reduced to its errors). `stop` closes the API, ends every workflow still running on the queue and
  * shuts the worker down.
  */
+/** Ends every workflow still running on a benchmark's task queue (sources and partition writers wait for ever). */
+export async function terminateTaskQueue(temporal: Client, taskQueue: string): Promise<void> {
+  for await (const execution of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
+    await temporal.workflow.getHandle(execution.workflowId).terminate('benchmark finished').catch(() => undefined);
+  }
+}
+
 export async function startInProcess(config: Config, store: Store, name: string): Promise<{ temporal: Client; taskQueue: string; api: string; adminKey: string; stop: () => Promise<void> }> {
   Runtime.install({ logger: { log: () => undefined, trace: () => undefined, debug: () => undefined, info: () => undefined, warn: () => undefined, error: (message: string) => say(`temporal: ${message}`) } as never });
   const taskQueue = `dmp-bench-${store.db.databaseName}`;
@@ -153,9 +160,7 @@ export async function startInProcess(config: Config, store: Store, name: string)
   const api = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
   const stop = async () => {
     await new Promise((resolve) => server.close(resolve));
-    for await (const execution of temporal.workflow.list({ query: `TaskQueue = '${taskQueue}' AND ExecutionStatus = 'Running'` })) {
-      await temporal.workflow.getHandle(execution.workflowId).terminate('benchmark finished').catch(() => undefined);
-    }
+    await terminateTaskQueue(temporal, taskQueue);
     worker.shutdown();
     await running;
     await connection.close();
