@@ -91,9 +91,12 @@ export interface ProfileWriterDeps {
   /** A write group is compacted once this share of its versions has been superseded. */
   compactAtSupersededShare?: number;
   /**
-   * A fold compacts due groups itself, rather than leaving them until the partition is idle, once
-   * they hold this share of the partition's live versions: a partition that never idles stays bounded.
+   * Due groups are compacted once their superseded versions reach this share of the partition's
+   * live versions: while the partition is idle at `compactWhenIdleAtShare` (a compaction then
+   * handles several groups, so the writer's workflow rarely runs one), by the fold itself at
+   * `compactInFoldAtShare` (a partition that never idles stays bounded).
    */
+  compactWhenIdleAtShare?: number;
   compactInFoldAtShare?: number;
   onFoldStep?: (step: FoldStep) => void | Promise<void>;
 }
@@ -109,6 +112,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const profiles = new ProfileStore(deps.store);
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
   const compactAt = deps.compactAtSupersededShare ?? 0.5;
+  const compactWhenIdleAt = deps.compactWhenIdleAtShare ?? 0.25;
   const compactInFoldAt = deps.compactInFoldAtShare ?? 0.5;
   const writerId = `${hostname()}:${process.pid}:${randomUUID()}`;
   const segmentStore = new SegmentStore(deps.store);
@@ -250,8 +254,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await recordItemChanges(group, changed, stored);
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
-    if (overdue(position, group)) await compact(position, group, trustCache, result, Infinity);
-    result.compactionDue = dueGroups(position, group).length > 0;
+    if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustCache, result, Infinity);
+    result.compactionDue = dueShare(position, group) >= compactWhenIdleAt;
     await routedEvents.savePosition(input.partition, position);
     return result;
   }
@@ -263,12 +267,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       .map(([group]) => group);
   }
 
-  /** Whether the due groups' superseded versions have grown past `compactInFoldAt` of the live ones. */
-  function overdue(position: PartitionPosition, current: string): boolean {
-    const counts = Object.values(position.groups);
-    const live = counts.reduce((sum, group) => sum + group.written - group.superseded, 0);
+  /** The due groups' superseded versions as a share of the partition's live ones (0 when none are due). */
+  function dueShare(position: PartitionPosition, current: string | null): number {
     const waiting = dueGroups(position, current).reduce((sum, group) => sum + position.groups[group].superseded, 0);
-    return waiting > 0 && waiting >= live * compactInFoldAt;
+    if (waiting === 0) return 0;
+    const live = Object.values(position.groups).reduce((sum, group) => sum + group.written - group.superseded, 0);
+    return live > 0 ? waiting / live : Infinity;
   }
 
   /**
@@ -279,13 +283,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   async function compactPartition(input: CompactInput): Promise<CompactResult> {
     const position = await routedEvents.loadPosition(input.partition);
     const result: CompactResult = { writer: writerId, groups: 0, versionsRemoved: 0, versionsCarried: 0, more: false };
-    const due = dueGroups(position, null);
-    if (due.length === 0) return result;
+    if (dueGroups(position, null).length === 0) return result;
     const group = `p${input.partition}-${randomUUID()}`;
     position.groups[group] = { written: 0, superseded: 0 };
     await routedEvents.savePosition(input.partition, position);
     result.groups = await compact(position, group, input.lastWriter === writerId, result, input.maxGroups);
-    result.more = dueGroups(position, group).length > 0;
+    result.more = dueShare(position, group) >= compactWhenIdleAt;
     if (position.groups[group].written === 0) delete position.groups[group];
     await routedEvents.savePosition(input.partition, position);
     return result;
