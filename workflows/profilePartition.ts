@@ -1,4 +1,5 @@
-import { condition, continueAsNew, defineQuery, defineSignal, proxyActivities, setHandler, upsertMemo, workflowInfo } from '@temporalio/workflow';
+import type { RetryPolicy } from '@temporalio/common';
+import { condition, continueAsNew, defineQuery, defineSignal, patched, proxyActivities, proxyLocalActivities, setHandler, upsertMemo, workflowInfo } from '@temporalio/workflow';
 import type { CompactResult, FoldResult, ProfileWriterActivities } from '../activities/profileWriter';
 
 /** Sent by a source's drain after it routed events of `sourceId` to this partition. */
@@ -27,11 +28,17 @@ export interface ProfilePartitionInput {
   status?: PartitionStatus;
 }
 
-const { foldPartitionBatch, compactPartition } = proxyActivities<ProfileWriterActivities>({
-  startToCloseTimeout: '5 minutes',
-  heartbeatTimeout: '20 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '10 seconds' },
-});
+const writerRetry: RetryPolicy = { initialInterval: '1 second', maximumInterval: '10 seconds' };
+/** How runs from before LOCAL_WRITES folded: as activities through the Temporal server. */
+const remote = proxyActivities<ProfileWriterActivities>({ startToCloseTimeout: '5 minutes', heartbeatTimeout: '20 seconds', retry: writerRetry });
+/**
+ * Folds and compactions run as local activities, in the worker that runs this workflow: a fold
+ * comes several times a second per partition under steady load, and as a task the Temporal server
+ * hands out it cost the server more than the fold cost the store. A worker that dies mid-fold
+ * leaves its workflow task to time out; the next worker folds again, which a fold is safe to.
+ */
+const local = proxyLocalActivities<ProfileWriterActivities>({ startToCloseTimeout: '5 minutes', retry: writerRetry });
+const LOCAL_WRITES = 'local-writes';
 
 const HISTORY_LIMIT = 4_000;
 /** Write groups one compaction compacts at most: a fold that comes meanwhile waits for no more. */
@@ -66,7 +73,7 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
   while (workflowInfo().historyLength < HISTORY_LIMIT && !workflowInfo().continueAsNewSuggested) {
     if (!lookEverywhere) await condition(() => pending.size > 0 || splits.size > 0 || compactionDue);
     if (!lookEverywhere && pending.size === 0 && splits.size === 0) {
-      const compacted: CompactResult = await compactPartition({ partition: input.partition, lastWriter, maxGroups: COMPACT_GROUPS_AT_ONCE });
+      const compacted: CompactResult = await (patched(LOCAL_WRITES) ? local : remote).compactPartition({ partition: input.partition, lastWriter, maxGroups: COMPACT_GROUPS_AT_ONCE });
       lastWriter = compacted.writer;
       compactionDue = compacted.more;
       status.versionsRemoved += compacted.versionsRemoved;
@@ -79,7 +86,7 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
     lookEverywhere = false;
     pending.clear();
     splits.clear();
-    const result: FoldResult = await foldPartitionBatch({ partition: input.partition, sourceIds, includeKnown, maxEvents: input.foldBatchEvents, lastWriter, splits: splitsNow });
+    const result: FoldResult = await (patched(LOCAL_WRITES) ? local : remote).foldPartitionBatch({ partition: input.partition, sourceIds, includeKnown, maxEvents: input.foldBatchEvents, lastWriter, splits: splitsNow });
     lastWriter = result.writer;
     compactionDue = result.compactionDue ?? false;
     for (const sourceId of result.sourcesWithMore) pending.add(sourceId);
