@@ -1,9 +1,10 @@
 import { Context } from '@temporalio/activity';
 
 export function heartbeat(details?: unknown): void {
-  // Outside an activity (unit use) there is nobody to heartbeat to.
+  // Outside an activity (unit use) there is nobody to heartbeat to; a local activity has no heartbeat.
   try {
-    Context.current().heartbeat(details);
+    const context = Context.current();
+    if (!context.info.isLocal) context.heartbeat(details);
   } catch {
     /* not running as an activity */
   }
