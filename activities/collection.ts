@@ -214,6 +214,11 @@ export function createCollectionActivities(deps: CollectionDeps) {
       target.events.push({ id, type, timestamp, receivedAt, identities: [], evidence: event.identities, consent, consentOnly: true, seq, profileId });
       if (!target.profiles.includes(profileId)) target.profiles.push(profileId);
     }
+    const created = new Set(resolution.created);
+    for (const target of routed) {
+      const made = target.profiles.filter((profileId) => created.has(profileId));
+      if (made.length > 0) target.created = made;
+    }
     await routedEvents.write(routed);
     await deps.onDrainStep?.('events-routed');
     return {

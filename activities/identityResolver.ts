@@ -51,6 +51,8 @@ export interface IdentityResolverDeps {
 export interface BatchResolution extends Resolution {
   /** Profile documents the batch created: its claims that held. */
   newProfiles: number;
+  /** Documents this batch made: no identity of theirs was owned before it. Nothing has been written to them yet (see RoutedBatch.created). */
+  created: string[];
   /** Claims someone else had made first, settled by reading their owners back. */
   lostClaims: number;
   /** Cache misses not read from the store, left to the claims to find (see MissEstimate). */
@@ -108,18 +110,24 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
     const claimed = await step('claim', () => identities.claim(resolution.claims, now()));
     misses.observe(found.size + claimed.refused, read.length > 0 ? read.length : claimed.sent);
     const lost = new Set(claimed.held);
-    const newProfiles = new Set(resolution.claims.filter((claim) => !lost.has(claim.key)).map((claim) => claim.profileId)).size;
+    /** Owners of the keys this batch's claims lost, once read back. */
+    const lostTo = new Map<string, string>();
+    const held = new Set(resolution.claims.filter((claim) => !lost.has(claim.key)).map((claim) => claim.profileId));
+    const newProfiles = held.size;
     if (lost.size > 0) {
       // Keys a claim of this process won meanwhile are cached; the rest are read from the store.
       const { owners: holders, missing: unsettled } = identities.cached(claimed.held);
       for (const [key, owner] of await step('reload', () => identities.reload(unsettled))) holders.set(key, owner);
+      for (const [key, owner] of holders) lostTo.set(key, owner);
       const settled = new Map(known);
       for (const claim of resolution.claims) settled.set(claim.key, holders.get(claim.key) ?? claim.profileId);
       // The owners read back may be documents this batch had not seen: their caps are read before joining them.
       resolution = await pass(settled, new Set([...known.values(), ...holders.values()]));
       if (resolution.claims.length > 0) throw new Error('identity resolution did not settle'); // cannot happen: every key is known
     }
-    return { ...resolution, newProfiles, lostClaims: lost.size, unread: missing.length - read.length };
+    const owned = new Set([...known.values(), ...lostTo.values()]);
+    const created = [...held].filter((profileId) => !owned.has(profileId));
+    return { ...resolution, newProfiles, created, lostClaims: lost.size, unread: missing.length - read.length };
   }
 
   return { resolve };

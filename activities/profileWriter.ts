@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Context } from '@temporalio/activity';
 import { hostname } from 'node:os';
 import type { Config } from '../config';
 import { factsChanged } from '../domain/destinations';
@@ -77,6 +78,15 @@ export interface CompactResult {
   versionsCarried: number;
   /** More groups are due. */
   more: boolean;
+}
+
+/** Whether this is known to be an activity's first attempt (never outside one). */
+function firstAttempt(): boolean {
+  try {
+    return Context.current().info.attempt <= 1;
+  } catch {
+    return false;
+  }
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
@@ -179,8 +189,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
 
     const linkedNow = new Set(batches.flatMap((batch) => batch.linked ?? []));
     const touched = [...new Set([...batches.flatMap((batch) => batch.profiles), ...linkedNow])];
-    // When this process wrote the partition last, nobody has changed its documents since: its cache is current.
-    const stored = await profiles.load(touched, { trustCache });
+    // When this process wrote the partition last, nobody has changed its documents since: its cache is
+    // current. Documents the drain made have no versions yet, unless an earlier attempt wrote some.
+    const created = firstAttempt() ? new Set(batches.flatMap((batch) => batch.created ?? [])) : new Set<string>();
+    const stored = await profiles.load(touched.filter((id) => !created.has(id)), { trustCache });
     for (const [id, doc] of split.current) stored.set(id, doc);
     heartbeat({ loaded: stored.size });
     const { targets, relearned } = await redirectLateEvents(input.partition, batches, stored, trustCache, result);

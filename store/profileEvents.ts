@@ -38,6 +38,13 @@ export interface RoutedBatch {
   profiles: string[];
   /** Documents of this partition that this batch's drain linked to another: their segments are evaluated over the whole profile from now on. */
   linked?: string[];
+  /**
+   * Documents this batch's drain made (no identity of theirs was owned before it): a first fold
+   * attempt need not look for versions of them. Should one exist after all (an earlier attempt
+   * wrote it, or another source's batch reached the document first), inserting its first version
+   * again fails on its versioned `_id`, and the retry reads.
+   */
+  created?: string[];
   createdAt: Date;
 }
 

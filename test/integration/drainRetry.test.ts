@@ -3,8 +3,12 @@ import type { DrainStep } from '../../activities/collection';
 import type { FoldStep } from '../../activities/profileWriter';
 import { sourceWorkflowId } from '../../domain/workflowIds';
 import { COLLECTIONS, type Store } from '../../store/db';
-import { ProfileEventLog } from '../../store/profileEvents';
-import { ensureSourceWorkflow } from '../../temporal/client';
+import { identityKey } from '../../domain/identity';
+import { partitionOf } from '../../domain/partition';
+import { IdentityIndex } from '../../store/identities';
+import { ProfileEventLog, routedBatchId } from '../../store/profileEvents';
+import { ProfileStore } from '../../store/profiles';
+import { ensureSourceWorkflow, wakeProfilePartition } from '../../temporal/client';
 import { sourceStatusQuery } from '../../workflows/sourceConnection';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
@@ -151,5 +155,35 @@ describe('draining a source into profiles', () => {
     await waitFor('the idle partitions to compact', async () => (await store.db.collection(COLLECTIONS.profiles).countDocuments({})) < 1.5 * 200, 60_000);
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
+  });
+  it('folds into a document a batch claims to have made, when another batch reached it first', async () => {
+    const taskQueue = uniqueName('drain-made');
+    const first = uniqueName('src');
+    const second = uniqueName('src');
+    // A person of their own: the file's other tests share this database.
+    const person = userEvent(900_001, 0, 'made');
+    await appendToLog(store, first, [person], 1);
+    worker = await startWorker({ store, temporal, taskQueue });
+    const config = { ...baseConfig, DMP_TASK_QUEUE: taskQueue };
+    await ensureSourceWorkflow(temporal, { _id: first, kind: 'events', party: 'first' }, config);
+    await waitFor('the first source folded', async () => (await eventsFolded(store, first, config.DMP_PROFILE_PARTITIONS)) === 1, 60_000);
+    const cookieKey = identityKey({ type: 'cookie_id', value: person.identities.cookie_id });
+    const profileId = (await new IdentityIndex(store).reload([cookieKey])).get(cookieKey) as string;
+    await temporal.workflow.getHandle(sourceWorkflowId(first)).terminate('test finished');
+
+    // A second source's batch that names the same document as made by it, as a drain racing the
+    // first source's for a new identity would: the fold's first attempt does not look for its
+    // versions, its insert collides with the stored one, and the retry reads it.
+    const partition = partitionOf(profileId, config.DMP_PROFILE_PARTITIONS);
+    const at = new Date();
+    const event = { id: 'made-late', type: 'purchase', timestamp: at, receivedAt: at, identities: [{ type: 'cookie_id' as const, value: person.identities.cookie_id }], seq: 0, profileId };
+    await new ProfileEventLog(store).write([{ _id: routedBatchId(partition, second, 0), partition, sourceId: second, party: 'first', from: 0, to: 1, events: [event], profiles: [profileId], created: [profileId], createdAt: at }]);
+    await wakeProfilePartition(temporal, store.db.databaseName, partition, second, config);
+    await waitFor('the second batch folded', async () => (await eventsFolded(store, second, config.DMP_PROFILE_PARTITIONS)) === 1, 60_000);
+
+    const doc = await new ProfileStore(store).get(profileId);
+    expect(Object.values(doc?.counters ?? {}).reduce((sum, counter) => sum + counter.count, 0)).toBe(2);
+    expect(doc?.counters.purchase?.count).toBeGreaterThanOrEqual(1);
+    expect(doc?.version).toBe(1); // the second version (a document's first is 0), built on the stored one
   });
 });

@@ -95,4 +95,24 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     const other = new IdentityIndex(store);
     expect(await other.claim(claims('p2', ['a']), at)).toEqual({ held: [identityKey(cookie('k-a'))], sent: 1, refused: 1 });
   });
+  it('names the documents a batch makes, never one that owned an identity before it', async () => {
+    const source = uniqueName('src');
+    const resolver = resolverOn(new IdentityIndex(store));
+    const first = await resolver.resolve(source, people('g', 5));
+    expect([...first.created].sort()).toEqual([...new Set(first.targets)].sort());
+    expect(first.created).toHaveLength(5);
+
+    // The same batch again, as a retried drain resolves it: its documents exist by now.
+    const again = await resolver.resolve(source, people('g', 5));
+    expect(again.targets).toEqual(first.targets);
+    expect(again.created).toEqual([]);
+
+    // A known person's new cookie is claimed for their document, which the batch did not make; a
+    // new person's document it did — also when its claims won against another process's.
+    await claimElsewhere([identityKey(crm('h-held'))], 'p_held_elsewhere');
+    const mixed = await resolver.resolve(source, [event('g-0', [crm('g-0'), cookie('g-new-cookie')]), event('h-0', [crm('h-0')]), event('h-held', [crm('h-held')])]);
+    expect(mixed.targets[0]).toBe(first.targets[0]);
+    expect(mixed.targets[2]).toBe('p_held_elsewhere');
+    expect(mixed.created).toEqual([mixed.targets[1]]);
+  });
 });
