@@ -45,14 +45,15 @@ export function eraseFromChunk(events: StoredEvent[], subject: ErasedSubject): {
 
 /** A routed batch without the subject's events and documents; null when it held none of them. */
 export function eraseFromRoutedBatch<E extends Parameters<typeof isSubjectEvent>[0]>(
-  batch: { events: E[]; profiles: string[]; linked?: string[] },
+  batch: { events: E[]; profiles: string[]; linked?: string[]; created?: string[] },
   subject: ErasedSubject,
-): { events: E[]; profiles: string[]; linked?: string[]; erased: E[] } | null {
+): { events: E[]; profiles: string[]; linked?: string[]; created?: string[]; erased: E[] } | null {
   const erased = batch.events.filter((event) => isSubjectEvent(event, subject));
   const profiles = batch.profiles.filter((id) => !subject.documents.has(id));
   const linked = batch.linked?.filter((id) => !subject.documents.has(id));
-  if (erased.length === 0 && profiles.length === batch.profiles.length && linked?.length === batch.linked?.length) return null;
-  return { events: batch.events.filter((event) => !isSubjectEvent(event, subject)), profiles, ...(linked && { linked }), erased };
+  const created = batch.created?.filter((id) => !subject.documents.has(id));
+  if (erased.length === 0 && profiles.length === batch.profiles.length && linked?.length === batch.linked?.length && created?.length === batch.created?.length) return null;
+  return { events: batch.events.filter((event) => !isSubjectEvent(event, subject)), profiles, ...(linked && { linked }), ...(created && { created }), erased };
 }
 
 /** A snapshot chunk's part that names profiles: ids, one bitmap per segment over them, and the members' export facts. */

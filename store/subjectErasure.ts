@@ -125,7 +125,7 @@ export class SubjectErasure {
    */
   async events(subject: ErasedSubject, undrained: Record<string, number>, touched: Touched): Promise<number> {
     let events = 0;
-    const batches = this.collection<{ _id: string; sourceId: string; events: Binary; profiles: string[]; linked?: string[]; erasures?: number }>(COLLECTIONS.profileEvents);
+    const batches = this.collection<{ _id: string; sourceId: string; events: Binary; profiles: string[]; linked?: string[]; created?: string[]; erasures?: number }>(COLLECTIONS.profileEvents);
     const generations = await EventIdGenerations.live(this.db);
     const done = new Set<string>();
     const seen = new Set<string>();
@@ -133,7 +133,7 @@ export class SubjectErasure {
       for (const doc of await batches.find({ profiles: documentId }).toArray()) {
         if (seen.has(doc._id)) continue;
         seen.add(doc._id);
-        const erased = eraseFromRoutedBatch({ events: decodeEvents<RoutedEvent>(doc.events), profiles: doc.profiles, linked: doc.linked }, subject);
+        const erased = eraseFromRoutedBatch({ events: decodeEvents<RoutedEvent>(doc.events), profiles: doc.profiles, linked: doc.linked, created: doc.created }, subject);
         if (!erased) continue;
         const ids = new Set<string>();
         events += erased.erased.length;
@@ -150,8 +150,8 @@ export class SubjectErasure {
           batches,
           doc._id,
           (current) => {
-            const kept = current === doc ? erased : eraseFromRoutedBatch({ events: decodeEvents<RoutedEvent>(current.events), profiles: current.profiles, linked: current.linked }, subject);
-            return kept && { doc: { ...current, profiles: kept.profiles, ...(kept.linked && { linked: kept.linked }), events: encodeEvents(kept.events) }, result: true };
+            const kept = current === doc ? erased : eraseFromRoutedBatch({ events: decodeEvents<RoutedEvent>(current.events), profiles: current.profiles, linked: current.linked, created: current.created }, subject);
+            return kept && { doc: { ...current, profiles: kept.profiles, ...(kept.linked && { linked: kept.linked }), ...(kept.created && { created: kept.created }), events: encodeEvents(kept.events) }, result: true };
           },
           doc,
         );

@@ -84,13 +84,17 @@ describe('erasure rewrites', () => {
       ],
       profiles: ['p_a', 'p_b'],
       linked: ['p_a'],
+      created: ['p_a', 'p_b'],
     };
     const erased = eraseFromRoutedBatch(batch, subject(['cookie_id:ck-a'], ['p_a']));
     expect(erased!.events.map((e) => e.id)).toEqual(['e2']);
     expect(erased!.erased.map((e) => e.id)).toEqual(['e1', 'e3', 'e4']);
     expect(erased!.profiles).toEqual(['p_b']);
     expect(erased!.linked).toEqual([]);
+    expect(erased!.created).toEqual(['p_b']);
     expect(eraseFromRoutedBatch({ events: [batch.events[1]], profiles: ['p_b'] }, subject(['cookie_id:ck-a'], ['p_a']))).toBeNull();
+    // A batch that names the subject's document only as made by it is rewritten too.
+    expect(eraseFromRoutedBatch({ events: [batch.events[1]], profiles: ['p_b'], created: ['p_a'] }, subject(['cookie_id:ck-a'], ['p_a']))?.created).toEqual([]);
   });
 
   it('takes the subject out of real-time changes, stated memberships and touched profiles alike', () => {
