@@ -6,6 +6,7 @@ import {
   defineSignal,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   sleep,
   upsertMemo,
@@ -35,16 +36,21 @@ export interface SourceConnectionInput {
   progress?: SourceProgress;
 }
 
-const { loadDrainPosition, checkSourceLog } = proxyActivities<CollectionActivities>({
-  startToCloseTimeout: '1 minute',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
-});
-
-const { routeSourceBatch } = proxyActivities<CollectionActivities>({
-  startToCloseTimeout: '5 minutes',
-  heartbeatTimeout: '10 seconds',
-  retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 5 },
-});
+const lookOptions = { startToCloseTimeout: '1 minute', retry: { initialInterval: '1 second', maximumInterval: '30 seconds' } } as const;
+const routeOptions = { startToCloseTimeout: '5 minutes', retry: { initialInterval: '1 second', maximumInterval: '10 seconds', maximumAttempts: 5 } } as const;
+/** How runs from before LOCAL_DRAIN looked and routed: as activities through the Temporal server. */
+const remoteLook = proxyActivities<CollectionActivities>(lookOptions);
+const remoteRoute = proxyActivities<CollectionActivities>({ ...routeOptions, heartbeatTimeout: '10 seconds' });
+/**
+ * Looks and routing turns run as local activities, in the worker that runs this workflow's task:
+ * a busy source routes several times a second and an idle one looks at its log now and then, and
+ * as tasks the Temporal server hands out, each cost the server more than the work. A worker that
+ * dies mid-turn leaves its workflow task to time out; the next worker routes the same range again,
+ * which routing is safe to.
+ */
+const localLook = proxyLocalActivities<CollectionActivities>(lookOptions);
+const localRoute = proxyLocalActivities<CollectionActivities>(routeOptions);
+const LOCAL_DRAIN = 'local-drain';
 
 /** How long one drain turn may last before the workflow reports progress and looks at signals again. */
 const MAX_TURN_MS = 60_000;
@@ -97,15 +103,16 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     const started = Date.now(); // workflow time: deterministic
     for (;;) {
       const { state, lastError, health: _, ...position } = progress;
-      const result = await routeSourceBatch({ sourceId, party: input.party, position, maxEvents: input.drainBatchEvents });
-      recordTurn(health, Date.now(), { events: result.position.eventsProcessed - position.eventsProcessed });
+      const result = await (patched(LOCAL_DRAIN) ? localRoute : remoteRoute).routeSourceBatch({ sourceId, party: input.party, position, maxEvents: input.drainBatchEvents });
+      // A wake-up whose chunks an earlier turn routed finds none: no turn for the source's health.
+      if (result.chunks > 0) recordTurn(health, Date.now(), { events: result.position.eventsProcessed - position.eventsProcessed });
       Object.assign(progress, result.position, { lastError: null });
       if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_TURN_MS) return result.retryInMs ?? null;
     }
   }
 
   if (!input.progress) {
-    const saved = await loadDrainPosition(sourceId);
+    const saved = await (patched(LOCAL_DRAIN) ? localLook : remoteLook).loadDrainPosition(sourceId);
     Object.assign(progress, saved.position, { state: saved.state });
   }
   reportProgress();
@@ -124,7 +131,7 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     const routeAtOnce = toldLogGrew && patched(ROUTE_ON_WAKE);
     nextLookMs = input.idlePollMs;
     if (!routeAtOnce) {
-      const log = await checkSourceLog({ sourceId, cursor: progress.cursor });
+      const log = await (patched(LOCAL_DRAIN) ? localLook : remoteLook).checkSourceLog({ sourceId, cursor: progress.cursor });
       // A pending chunk (its writer mid-append) is looked at again when it would count as abandoned.
       nextLookMs = log.retryInMs ?? input.idlePollMs;
       if (!log.ready) continue;
