@@ -98,8 +98,8 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     upsertMemo({ progress });
   }
 
-  /** Routes while more is ready; returns when to look again if it stopped at a pending chunk. */
-  async function drainWhileReady(): Promise<number | null> {
+  /** Routes while more is ready; returns whether more was still ready, and when to look again if it stopped at a pending chunk. */
+  async function drainWhileReady(): Promise<{ more: boolean; retryInMs: number | null }> {
     const started = Date.now(); // workflow time: deterministic
     for (;;) {
       const { state, lastError, health: _, ...position } = progress;
@@ -107,7 +107,7 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
       // A wake-up whose chunks an earlier turn routed finds none: no turn for the source's health.
       if (result.chunks > 0) recordTurn(health, Date.now(), { events: result.position.eventsProcessed - position.eventsProcessed });
       Object.assign(progress, result.position, { lastError: null });
-      if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_TURN_MS) return result.retryInMs ?? null;
+      if (!result.more || progress.state !== 'active' || Date.now() - started > MAX_TURN_MS) return { more: result.more, retryInMs: result.retryInMs ?? null };
     }
   }
 
@@ -137,9 +137,11 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
       if (!log.ready) continue;
     }
     try {
-      const retryInMs = await drainWhileReady();
-      if (retryInMs !== null) nextLookMs = retryInMs;
-      if (!routeAtOnce) woken = true; // (histories from before ROUTE_ON_WAKE looked once more here)
+      const stopped = await drainWhileReady();
+      if (stopped.retryInMs !== null) nextLookMs = stopped.retryInMs;
+      // A turn that ended at its time limit goes on after reporting progress. (Histories from before
+      // ROUTE_ON_WAKE looked once more here whatever happened.)
+      if (stopped.more || !routeAtOnce) woken = true;
     } catch (error) {
       if (!(error instanceof ActivityFailure)) throw error;
       progress.lastError = error.cause?.message ?? error.message;
