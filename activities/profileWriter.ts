@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { Context } from '@temporalio/activity';
 import { hostname } from 'node:os';
+import { Context } from '@temporalio/activity';
 import type { Config } from '../config';
 import { factsChanged } from '../domain/destinations';
 import { cappedTypes } from '../domain/identityCaps';
