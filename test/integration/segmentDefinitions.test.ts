@@ -1,12 +1,7 @@
-import type { Rule } from '../../domain/segmentRules';
 import type { Store } from '../../store/db';
 import { SegmentStore, type SegmentDoc } from '../../store/segments';
+import { segmentDoc } from '../support/segmentFixtures';
 import { testStore } from '../support/services';
-
-function segment(id: string, rule: Rule, version = 1): SegmentDoc {
-  const at = new Date('2026-11-01T00:00:00Z');
-  return { _id: id, name: id, description: null, taxonomyPath: null, ruleJson: JSON.stringify(rule), schedule: null, version, createdAt: at, updatedAt: at, current: null, lastRun: null };
-}
 
 describe('segment definitions as a frequent reader keeps them', () => {
   let store: Store;
@@ -24,22 +19,22 @@ describe('segment definitions as a frequent reader keeps them', () => {
 
   it('reads them again after every create, edit and removal, and keeps them while none changed', async () => {
     expect(await reader.definitions()).toEqual([]);
-    await writer.create(segment('buyers', { event: 'purchase' }));
+    await writer.create(segmentDoc('buyers', { event: 'purchase' }));
     const afterCreate = await reader.definitions();
     expect(rulesOf(afterCreate)).toEqual({ buyers: { event: 'purchase' } });
     // Unchanged: the same list, not read again.
     expect(await reader.definitions()).toBe(afterCreate);
 
-    expect(await writer.replace(segment('buyers', { event: 'purchase', count: { op: 'gte', value: 2 } }, 2), 1)).toBe(true);
+    expect(await writer.replace(segmentDoc('buyers', { event: 'purchase', count: { op: 'gte', value: 2 } }, 2), 1)).toBe(true);
     const afterEdit = await reader.definitions();
     expect(rulesOf(afterEdit)).toEqual({ buyers: { event: 'purchase', count: { op: 'gte', value: 2 } } });
     expect(afterEdit[0].version).toBe(2);
 
     // An edit that lost its race changes nothing, and the kept list stands.
-    expect(await writer.replace(segment('buyers', { event: 'page_view' }, 3), 1)).toBe(false);
+    expect(await writer.replace(segmentDoc('buyers', { event: 'page_view' }, 3), 1)).toBe(false);
     expect(await reader.definitions()).toBe(afterEdit);
 
-    await writer.create(segment('gold', { trait: 'tier', op: 'eq', value: 'gold' }));
+    await writer.create(segmentDoc('gold', { trait: 'tier', op: 'eq', value: 'gold' }));
     expect(Object.keys(rulesOf(await reader.definitions())).sort()).toEqual(['buyers', 'gold']);
     expect(await writer.remove('buyers')).toBe(true);
     expect(Object.keys(rulesOf(await reader.definitions()))).toEqual(['gold']);

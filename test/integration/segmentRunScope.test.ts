@@ -1,13 +1,8 @@
-import type { Rule } from '../../domain/segmentRules';
 import { COLLECTIONS, type Store } from '../../store/db';
 import { prepareRun, SegmentRunStore } from '../../store/segmentRuns';
-import { SegmentStore, type SegmentDoc } from '../../store/segments';
+import { SegmentStore } from '../../store/segments';
+import { segmentDoc } from '../support/segmentFixtures';
 import { testStore } from '../support/services';
-
-function segment(id: string, rule: Rule): SegmentDoc {
-  const at = new Date('2026-11-01T00:00:00Z');
-  return { _id: id, name: id, description: null, taxonomyPath: null, ruleJson: JSON.stringify(rule), schedule: null, version: 1, createdAt: at, updatedAt: at, current: null, lastRun: null };
-}
 
 describe('the segments a run holds', () => {
   let store: Store;
@@ -18,13 +13,13 @@ describe('the segments a run holds', () => {
     segments = new SegmentStore(store);
     runs = new SegmentRunStore(store);
     for (const doc of [
-      segment('base', { identity: 'email' }),
-      segment('target', { all: [{ segment: 'base' }, { event: 'purchase' }] }),
-      segment('uses-target', { not: { segment: 'target' } }),
-      segment('uses-user', { any: [{ segment: 'uses-target' }, { segment: 'other' }] }),
-      segment('other', { trait: 'tier', op: 'eq', value: 'gold' }),
-      segment('unrelated', { segment: 'base' }),
-      segment('alone', { identity: 'maid' }),
+      segmentDoc('base', { identity: 'email' }),
+      segmentDoc('target', { all: [{ segment: 'base' }, { event: 'purchase' }] }),
+      segmentDoc('uses-target', { not: { segment: 'target' } }),
+      segmentDoc('uses-user', { any: [{ segment: 'uses-target' }, { segment: 'other' }] }),
+      segmentDoc('other', { trait: 'tier', op: 'eq', value: 'gold' }),
+      segmentDoc('unrelated', { segment: 'base' }),
+      segmentDoc('alone', { identity: 'maid' }),
     ]) {
       await segments.create(doc);
     }

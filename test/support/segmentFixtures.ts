@@ -1,6 +1,7 @@
 import { sha256Hex } from '../../domain/identity';
 import { newProfile, type EventCounter, type ProfileDoc } from '../../domain/profile';
 import type { Rule } from '../../domain/segmentRules';
+import type { SegmentDoc } from '../../store/segments';
 
 /** Synthetic profiles and segments over them, for the segmentation benchmark and the tests that need many profiles. */
 const DAY = 86_400_000;
@@ -88,4 +89,10 @@ export function mixedSegments(random: () => number, count = 50): Array<Rule | ((
 /** A purchase's or cart's properties: its category, a total, and an item of that category's 300 (what recommendations learn from). */
 function commerceProperties(category: string, random: () => number): Record<string, unknown> {
   return { category, total: Math.floor(random() * 300), item: `${category}-${Math.floor(random() * 300)}` };
+}
+
+/** A segment document as the store keeps it, for tests that write segments without the API. */
+export function segmentDoc(id: string, rule: Rule, version = 1): SegmentDoc {
+  const at = new Date('2026-11-01T00:00:00Z');
+  return { _id: id, name: id, description: null, taxonomyPath: null, ruleJson: JSON.stringify(rule), schedule: null, version, createdAt: at, updatedAt: at, current: null, lastRun: null };
 }
