@@ -44,7 +44,7 @@ export interface DrainResult {
   more: boolean;
   /**
    * When the drain stopped at a pending chunk (its writer mid-append): how long until it counts as
-   * abandoned. Null when it stopped at the log's end or its size limit.
+   * abandoned, also when that chunk follows a batch that stopped at its size limit. Null otherwise.
    */
   retryInMs: number | null;
 }
@@ -109,7 +109,10 @@ export function createCollectionActivities(deps: CollectionDeps) {
     let ahead: Array<Promise<ReadChunk | null>> = [];
     for (;;) {
       if ('until' in limit ? batch.end >= limit.until : batch.events.length >= limit.maxEvents) {
-        batch.more = (await log.readiness(sourceId, batch.end, pendingGraceMs)).ready;
+        // A pending chunk right after a full batch says when to come back, as one met mid-batch does.
+        const next = await log.readiness(sourceId, batch.end, pendingGraceMs);
+        batch.more = next.ready;
+        batch.retryInMs = next.retryInMs;
         await marks.countLate(late);
         return batch;
       }

@@ -2,7 +2,10 @@ import type { Client } from '@temporalio/client';
 import type { DrainStep } from '../../activities/collection';
 import type { FoldStep } from '../../activities/profileWriter';
 import { sourceWorkflowId } from '../../domain/workflowIds';
+import { prepareEvents } from '../../domain/collect';
 import { COLLECTIONS, type Store } from '../../store/db';
+import { EventIdGenerations } from '../../store/eventIds';
+import { chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, type StoredChunk } from '../../store/eventLog';
 import { identityKey } from '../../domain/identity';
 import { partitionOf } from '../../domain/partition';
 import { IdentityIndex } from '../../store/identities';
@@ -156,6 +159,7 @@ describe('draining a source into profiles', () => {
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   });
+
   it('folds into a document a batch claims to have made, when another batch reached it first', async () => {
     const taskQueue = uniqueName('drain-made');
     const first = uniqueName('src');
@@ -185,5 +189,27 @@ describe('draining a source into profiles', () => {
     expect(Object.values(doc?.counters ?? {}).reduce((sum, counter) => sum + counter.count, 0)).toBe(2);
     expect(doc?.counters.purchase?.count).toBeGreaterThanOrEqual(1);
     expect(doc?.version).toBe(1); // the second version (a document's first is 0), built on the stored one
+  });
+
+  it('routes a chunk left pending right after a full batch once its grace runs out, without waiting for the idle look', async () => {
+    const taskQueue = uniqueName('drain-pending');
+    const sourceId = uniqueName('src');
+    const generated = Array.from({ length: 150 }, (_, n) => userEvent(n % 30, Math.floor(n / 30), 'pend'));
+    await appendToLog(store, sourceId, generated.slice(0, 100), 100);
+    // A writer that died after claiming its events' ids, before the seal: its chunk stays pending.
+    const { accepted } = prepareEvents(generated.slice(100), { now: new Date(), defaultPhoneRegion: 'US' });
+    const events = accepted.map((a) => a.event);
+    const at = Date.now();
+    await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk({ _id: chunkId(sourceId, 1), sourceId, seq: 1, createdAt: new Date(at), events }));
+    await new EventIdGenerations(store.db, DEFAULT_DEDUPE_WINDOW_HOURS).claim(events.map((event) => ({ _id: eventIdKey(sourceId, event.id), chunk: 1 })), at);
+
+    worker = await startWorker({ store, temporal, taskQueue, activityOverrides: { pendingGraceMs: 3_000 } });
+    // The first turn fills its batch exactly at the pending chunk; the idle look is minutes away.
+    const config = { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 100, DMP_SOURCE_IDLE_POLL_SECONDS: 600 };
+    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, config);
+    await waitFor('the abandoned chunk folded', async () => (await eventsFolded(store, sourceId, config.DMP_PROFILE_PARTITIONS)) >= generated.length, 30_000);
+
+    expect(await eventsFolded(store, sourceId, config.DMP_PROFILE_PARTITIONS)).toBe(generated.length);
+    await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   });
 });
