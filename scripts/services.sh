@@ -335,6 +335,11 @@ start_temporal() {
     --port "$TEMPORAL_PORT"
     --ui-port "$TEMPORAL_UI_PORT"
     --db-filename "$DATA_DIR/temporal/temporal.db"
+    # A write-ahead log, synced at checkpoints: every signal and workflow task is a transaction, and
+    # SQLite's default journal syncs each one twice (a signal took ~35 ms, ~10 ms this way). A killed
+    # server loses nothing committed; only a machine crash can lose the last moments.
+    --sqlite-pragma journal_mode=wal
+    --sqlite-pragma synchronous=normal
     --namespace default
     --log-level warn)
   local spec
