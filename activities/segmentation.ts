@@ -95,6 +95,8 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       await runs.saveRun({ ...run, state: 'superseded', finishedAt: now() });
       return { evaluated: 0, documentsScanned: 0 };
     }
+    run.passStartedAt ??= now();
+    await runs.markPassStarted(run._id, run.passStartedAt);
     const rules = rulesOfRun(run);
     const evaluator = new SegmentEvaluator(rules);
     const needs = subjectNeeds(rules.map((definition) => definition.rule));
@@ -198,10 +200,14 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     if (run.state === 'running') {
       await forEachConcurrently(run.segments, 8, async (segment) => {
         const current = { runId, version: segment.version, size: run.members[segment.id] ?? 0, now: run.now, startedAt: run.startedAt, finishedAt };
-        if (await segments.flip(segment.id, current)) {
-          await runs.writeHistory([{ _id: `${segment.id}:${runId}`, segment: segment.id, day: dayKey(run.now), entered: run.entered[segment.id] ?? 0, exited: run.exited[segment.id] ?? 0 }]);
+        const entered = run.entered[segment.id] ?? 0;
+        const exited = run.exited[segment.id] ?? 0;
+        const flipped = await segments.completeRun(segment.id, current, { runId, state: 'completed', startedAt: run.startedAt, finishedAt });
+        // A run that changed nothing adds nothing to the history: a run of thousands of segments
+        // re-run for one edit would otherwise write thousands of empty entries.
+        if (flipped && (entered > 0 || exited > 0)) {
+          await runs.writeHistory([{ _id: `${segment.id}:${runId}`, segment: segment.id, day: dayKey(run.now), entered, exited }]);
         }
-        await segments.setLastRun(segment.id, { runId, state: 'completed', startedAt: run.startedAt, finishedAt });
       });
       await runs.saveRun({ ...run, state: 'completed', finishedAt });
     }

@@ -45,6 +45,8 @@ export interface RunDoc {
   error: string | null;
   /** Segments whose members carry export facts in the chunks (those some destination exports). */
   factsFor?: string[];
+  /** When its pass over the profiles began (not superseded by then); absent before. */
+  passStartedAt?: Date;
 }
 
 export interface SnapshotChunk {
@@ -190,10 +192,15 @@ export class SegmentRunStore {
     };
   }
 
-  /** The segments of the runs not yet finished (their pass may not have begun). */
+  /** The segments of the runs whose pass over the profiles has not begun yet. */
   async runningSegmentIds(): Promise<Set<string>> {
-    const running = await this.runs.find({ state: 'running' }, { projection: { segments: 1 } }).toArray();
-    return new Set(running.flatMap((run) => run.segments.map((segment) => segment.id)));
+    const running = await this.runs.find({ state: 'running' }, { projection: { segments: 1, passStartedAt: 1 } }).toArray();
+    return new Set(running.filter((run) => !run.passStartedAt).flatMap((run) => run.segments.map((segment) => segment.id)));
+  }
+
+  /** Marks a run's pass as begun: later runs no longer take in its segments (see prepareRun). */
+  async markPassStarted(runId: string, at: Date): Promise<void> {
+    await this.runs.updateOne({ _id: runId }, { $set: { passStartedAt: at } });
   }
 
   /** A run prepared later that evaluates every segment of `run` at the same or a newer version, if any. */
@@ -373,12 +380,14 @@ export function binarySearch(sorted: string[], value: string): number {
  * by reading every segment) — and shows it on each.
  */
 export async function prepareRun(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date, only?: readonly string[]): Promise<RunDoc> {
-  // The segments of unfinished runs join this one, so it supersedes those whose pass has not begun:
-  // edits in quick succession still cost one pass over the profiles, not one each.
-  const running = only ? await runs.runningSegmentIds() : null;
-  if (!only || !running || running.size > RUN_BY_ID_AT_MOST) return prepareRunOf(segments, runs, await segments.list(), evaluatedAt, startedAt);
-  const touched = [...only, ...(await segments.dependentsOf(only)).map((doc) => doc._id), ...running];
-  return prepareRunOf(segments, runs, await segments.withReferences(touched), evaluatedAt, startedAt);
+  // The segments of runs whose pass has not begun join this one, so it supersedes them: edits in
+  // quick succession still cost one pass over the profiles, not one each. Runs already passing are
+  // left to finish: taking them in too would chain every run of a steady stream of edits to the
+  // first run of every segment, and make each hold them all.
+  if (!only) return prepareRunOf(segments, runs, await segments.list(), evaluatedAt, startedAt);
+  const touched = [...only, ...(await segments.dependentsOf(only)).map((doc) => doc._id), ...(await runs.runningSegmentIds())];
+  const all = touched.length > RUN_BY_ID_AT_MOST ? await segments.list() : undefined;
+  return prepareRunOf(segments, runs, await segments.withReferences(touched, all), evaluatedAt, startedAt);
 }
 
 /** Past this many segments, a run reads them all at once rather than each by id. */

@@ -119,15 +119,17 @@ export class SegmentStore {
   /**
    * The segments `ids` name and, transitively, those their rules refer to, read by exact id: what a
    * new segment's rule needs checked and evaluated, without reading every segment. Ids that name no
-   * segment are left out.
+   * segment are left out. Given `all` (every segment, read at once), they are looked up there.
    */
-  async withReferences(ids: readonly string[]): Promise<SegmentDoc[]> {
+  async withReferences(ids: readonly string[], all?: readonly SegmentDoc[]): Promise<SegmentDoc[]> {
+    const byId = all && new Map(all.map((doc) => [doc._id, doc]));
+    const read = (id: string) => (byId ? Promise.resolve(byId.get(id) ?? null) : this.get(id));
     const found = new Map<string, SegmentDoc>();
     const seen = new Set<string>();
     let next = [...new Set(ids)];
     while (next.length > 0) {
       next.forEach((id) => seen.add(id));
-      const docs = (await Promise.all(next.map((id) => this.get(id)))).filter((doc): doc is SegmentDoc => doc !== null);
+      const docs = (await Promise.all(next.map(read))).filter((doc): doc is SegmentDoc => doc !== null);
       docs.forEach((doc) => found.set(doc._id, doc));
       next = [...new Set(docs.flatMap((doc) => referencedSegments(JSON.parse(doc.ruleJson) as Rule)))].filter((id) => !seen.has(id));
     }
@@ -181,7 +183,7 @@ export class SegmentStore {
   }
 
   /** Records a run's state on a segment, unless a run started later is recorded there already. */
-  async setLastRun(id: string, lastRun: RunSummary): Promise<void> {
+  private async setLastRun(id: string, lastRun: RunSummary): Promise<void> {
     const doc = await this.get(id);
     if (!doc || (doc.lastRun && doc.lastRun.runId !== lastRun.runId && doc.lastRun.startedAt > lastRun.startedAt)) return;
     await this.segments.updateOne({ _id: id }, { $set: { lastRun } });
@@ -194,12 +196,21 @@ export class SegmentStore {
 
   /**
    * Points a segment at a completed run, unless it was edited since the run read it (its own run
-   * follows) or a run that started later has already been made its snapshot (runs may overlap).
+   * follows) or a run that started later has already been made its snapshot (runs may overlap);
+   * and records the run as its last, unless a later one is recorded. One read and one write, as a
+   * run may complete thousands of segments. Returns whether it was made the snapshot.
    */
-  async flip(id: string, current: CurrentRun): Promise<boolean> {
+  async completeRun(id: string, current: CurrentRun, lastRun: RunSummary): Promise<boolean> {
     const doc = await this.get(id);
-    if (!doc || doc.version !== current.version || (doc.current && doc.current.startedAt > current.startedAt)) return false;
-    const result = await this.segments.updateOne({ _id: id, version: current.version }, { $set: { current } });
-    return result.matchedCount === 1;
+    if (!doc) return false;
+    const flips = doc.version === current.version && !(doc.current && doc.current.startedAt > current.startedAt);
+    const records = !(doc.lastRun && doc.lastRun.runId !== lastRun.runId && doc.lastRun.startedAt > lastRun.startedAt);
+    if (flips) {
+      const result = await this.segments.updateOne({ _id: id, version: current.version }, { $set: records ? { current, lastRun } : { current } });
+      if (result.matchedCount === 1) return true;
+    }
+    // Not the snapshot (or edited between the read and the write): the run is still its last.
+    if (records) await this.segments.updateOne({ _id: id }, { $set: { lastRun } });
+    return false;
   }
 }

@@ -41,7 +41,7 @@ describe('the segments a run holds', () => {
     expect(await scopeOf(['alone'])).toEqual(['alone']);
   });
 
-  it('takes in the segments of runs not yet finished, so it supersedes them: edits in a row cost one pass', async () => {
+  it('takes in the segments of runs whose pass has not begun, so it supersedes them: edits in a row cost one pass', async () => {
     expect(await scopeOf(['alone'], true)).toEqual(['alone']);
     expect(await scopeOf(['unrelated'], true)).toEqual(['alone', 'base', 'unrelated']);
     // Evaluated later than the others (a run repeated in one second moves to the next): runs of the
@@ -52,6 +52,13 @@ describe('the segments a run holds', () => {
     const supersededBy = await Promise.all(running.filter((run) => run._id !== latest._id).map((run) => runs.supersededBy(run)));
     for (const run of running) await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
     expect(supersededBy).toEqual([latest._id, latest._id]);
+  });
+
+  it('leaves a run whose pass has begun to finish, not taking in its segments', async () => {
+    const begun = await prepareRun(segments, runs, new Date(), new Date(), ['alone']);
+    await runs.markPassStarted(begun._id, new Date());
+    expect(await scopeOf(['unrelated'])).toEqual(['base', 'unrelated']);
+    await runs.saveRun({ ...begun, state: 'completed', finishedAt: new Date() });
   });
 
   it('holds every segment in a run for all', async () => {
@@ -68,5 +75,14 @@ describe('the segments a run holds', () => {
     expect(await scopeOf(['base'])).toEqual(['base', 'target']);
     expect(await segments.indexReferences()).toBe(1);
     expect(await scopeOf(['base'])).toEqual(['base', 'target', 'unrelated']);
+  });
+
+  it('holds a burst of edits to what they touch, however many runs are still going', async () => {
+    const burst = Array.from({ length: 65 }, (_, n) => `burst-${String(n).padStart(2, '0')}`);
+    for (const id of burst) await segments.create(segmentDoc(id, { identity: 'email' }));
+    for (const id of burst) await scopeOf([id], true);
+    // Past a few dozen segments they are read at once, but the run still holds only these.
+    expect(await scopeOf(['unrelated'])).toEqual([...burst, 'base', 'unrelated'].sort());
+    for (const run of await runs.runs.find({ state: 'running' }).toArray()) await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
   });
 });
