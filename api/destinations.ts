@@ -5,7 +5,6 @@ import type { Config } from '../config';
 import { newExport } from '../activities/exports';
 import { CONNECTORS } from '../connectors/registry';
 import type { Connector } from '../connectors/connector';
-import { refuseUrl } from '../connectors/outbound';
 import { zodIssuesToFieldErrors } from '../domain/collect';
 import {
   CreateDestinationRequestSchema,
@@ -27,6 +26,7 @@ import { DestinationStore, newDestinationId, type DestinationDoc, type ExportDoc
 import { PartnerStore } from '../store/partners';
 import { SegmentStore } from '../store/segments';
 import { deleteDestinationSchedule, startDestinationExport, syncDestinationSchedule } from '../temporal/client';
+import { checkOutboundUrl } from './outboundUrl';
 import { parseOr400, ProblemError } from './problem';
 
 /** What the API shows in place of a secret. */
@@ -66,18 +66,9 @@ export function createDestinationRequestSchema(allowlist: ReadonlySet<string>) {
   });
 }
 
-/**
- * The config's delivery URLs resolved: one whose host does not resolve is not found (404), one that
- * resolves to a private, loopback or link-local address is forbidden (403) unless allowlisted.
- */
+/** The config's delivery URLs resolved; see checkOutboundUrl (the document's pattern leaves only what resolving tells). */
 async function checkDeliveryUrls(connector: Connector, config: Record<string, unknown>, allowlist: Set<string>): Promise<void> {
-  for (const url of connector.urls(config)) {
-    const reason = await refuseUrl(url, allowlist);
-    if (reason === null) continue;
-    // The document's pattern leaves only what resolving tells: no address, or one destinations may not reach.
-    if (/does not resolve/.test(reason)) throw new ProblemError(404, 'host-not-found', 'The delivery host does not resolve', [{ path: 'config.url', message: reason }]);
-    throw new ProblemError(403, 'address-not-allowed', 'Destinations may not deliver to this address', [{ path: 'config.url', message: reason }]);
-  }
+  for (const url of connector.urls(config)) await checkOutboundUrl(url, allowlist, 'config.url');
 }
 
 /** A config checked against the destination's own connector: one that does not fit it conflicts with the destination (409). */

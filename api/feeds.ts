@@ -2,7 +2,6 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Clien
 import { Router, type Response } from 'express';
 import { z } from 'zod';
 import type { Config } from '../config';
-import { refuseUrl } from '../connectors/outbound';
 import { BackfillRequestSchema, FeedPullViewSchema, type CursorWindow, type FeedConfig, type FeedPullView, type FeedStatus, type FeedTrigger } from '../domain/feeds';
 import type { CreateSourceRequest } from '../domain/schemas';
 import { UploadListQuerySchema } from '../domain/uploads';
@@ -15,6 +14,7 @@ import { SourceStore, type SourceDoc } from '../store/sources';
 import { UploadStore } from '../store/uploads';
 import { startFeedPull, syncFeedSchedule } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
+import { checkOutboundUrl } from './outboundUrl';
 import { parseOr400, ProblemError } from './problem';
 import { requireSource } from './requireSource';
 import type { RouterDeps } from './routerDeps';
@@ -74,17 +74,19 @@ export function feedSourceHooks({ store, temporal, config }: FeedDeps) {
   const allowlist = new Set(config.DMP_DESTINATION_ALLOWLIST);
 
   return {
-    /** Refuses (400, naming the field) a feed whose URL the outbound guard refuses or whose partner id column names no sync partner. */
+    /**
+     * Refuses a feed whose URL the outbound guard refuses (see checkOutboundUrl) or whose partner id
+     * column names no sync partner (404), naming the field.
+     */
     async check(body: CreateSourceRequest): Promise<void> {
       if (body.kind !== 'feed') return;
-      const errors = [];
-      const refusal = body.feed.url === undefined ? null : await refuseUrl(body.feed.url, allowlist);
-      if (refusal) errors.push({ path: 'feed.url', message: refusal });
+      if (body.feed.url !== undefined) await checkOutboundUrl(body.feed.url, allowlist, 'feed.url');
       for (const type of Object.keys(body.feed.mapping.identities)) {
         const partner = type.startsWith('partner:') ? type.slice('partner:'.length) : null;
-        if (partner !== null && !(await partners.get(partner))) errors.push({ path: `feed.mapping.identities.${type}`, message: `sync partner ${partner} does not exist` });
+        if (partner !== null && !(await partners.get(partner))) {
+          throw new ProblemError(404, 'partner-not-found', 'No such sync partner', [{ path: `feed.mapping.identities.${type}`, message: `sync partner ${partner} does not exist` }]);
+        }
       }
-      if (errors.length > 0) throw new ProblemError(400, 'validation', 'Invalid source', errors);
     },
 
     /** Creates, pauses or resumes a feed source's schedule as the source is (nothing for other kinds). */
@@ -193,7 +195,7 @@ export function feedsRouter({ store, temporal, config, admin }: RouterDeps): Rou
 
   router.post('/v1/sources/:id/backfill', admin, async (req, res) => {
     const source = await requireFeedSource(String(req.params.id));
-    const window = parseOr400(BackfillRequestSchema, req.body ?? {}, 'backfill');
+    const window = parseOr400(BackfillRequestSchema, req.body, 'backfill');
     if (!source.feed.cursorColumn) {
       throw new ProblemError(409, 'no-cursor-column', 'A backfill needs a cursor column', [{ path: 'feed.cursorColumn', message: `source ${source._id} has no cursor column to take a window of` }]);
     }

@@ -234,7 +234,7 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
     description:
       "A durable workflow passes over every profile once, trains a logistic regression of membership on binary features (trait values, event types, events in the last 30 days, identity types) — never those the seed's rule is defined by — on the seed against the rest of the base (up to 20,000 profiles a class, 20% held out to measure the AUC), scores the base, and creates the extension: a segment whose rule is the model (a `score` rule) and not the seed, holding the `reach` best-scored base profiles (or those at `accuracy` probability or more). Follow `Location`.",
     security,
-    request: { params: idParam, body: { content: { 'application/json': { schema: LookalikeRequestSchema } } } },
+    request: { params: idParam, body: { required: false, content: { 'application/json': { schema: LookalikeRequestSchema } } } },
     responses: {
       202: { description: 'The run started', ...json(z.object({ runId: z.string() })) },
       400: problem('Invalid body (the field is named), or the base is the seed'),

@@ -33,7 +33,7 @@ import {
 } from '../domain/segments';
 import { DestinationViewSchema, ExportListQuerySchema, ExportRequestSchema, ExportViewSchema, PatchDestinationRequestSchema } from '../domain/destinations';
 import { RuleSchema } from '../domain/segmentRules';
-import { TaxonomyImportQuerySchema, TaxonomyImportRefusalSchema, TaxonomyImportResponseSchema, TaxonomyTreeSchema } from '../domain/taxonomy';
+import { TaxonomyImportQuerySchema, TaxonomyImportResponseSchema, TaxonomyTreeSchema } from '../domain/taxonomy';
 import type { ApiConfig } from './app';
 import { registerPartnerPaths } from './partners';
 import { registerSegmentApiPaths } from './segmentApi';
@@ -82,7 +82,13 @@ export function buildOpenApiDocument(config: DocumentConfig) {
     summary: "Create a source connection and start its workflow (`source:<id>`)",
     security: [{ [admin.name]: [] }],
     request: { body: json(CreateSourceRequestSchema) },
-    responses: { 201: { description: 'Created', ...json(CreateSourceResponseSchema) }, 400: problem('Invalid body'), 401: problem('No admin key') },
+    responses: {
+      201: { description: 'Created', ...json(CreateSourceResponseSchema) },
+      400: problem('Invalid body, naming each field'),
+      401: problem('No admin key'),
+      403: problem("A feed's `feed.url` resolves to a private, loopback or link-local address (not in `DMP_DESTINATION_ALLOWLIST`), or is plain http to a host not allowlisted"),
+      404: problem("A feed's `feed.url` host does not resolve, or a `partner:<id>` column of `feed.mapping.identities` names no sync partner"),
+    },
   });
   registry.registerPath({
     method: 'get',
@@ -289,16 +295,13 @@ export function buildOpenApiDocument(config: DocumentConfig) {
     parameters: [{ name: 'import', in: 'query', required: true, style: 'form', explode: true, description: '`format` (`iab` or `provider`) and `name`, the taxonomy to replace: required for `provider`, `iab-audience-1.1` by default for `iab`', schema: inputJsonSchema(TaxonomyImportQuerySchema) }],
     request: { body: { content: Object.fromEntries(TAXONOMY_FILE_TYPES.map((type) => [type, { schema: z.string().min(1).openapi({ description: 'The file' }) }])) } },
     responses: {
-      200: {
-        description: 'Refused for what only its rows tell — empty or repeated ids, unknown parents, cycles, too deep, a header without the columns: nothing was imported (an import is all or nothing), and each problem names its row and column',
-        ...json(TaxonomyImportRefusalSchema),
-      },
       201: { description: 'Imported', ...json(TaxonomyImportResponseSchema) },
       400: problem('Invalid query (`format`, `name`), or no file'),
       ...adminProblems,
       409: problem('A later import of the same taxonomy replaced this one'),
       413: problem('File larger than 20 MB'),
       415: problem('Not a text file'),
+      422: problem('Refused for what only its rows tell — empty or repeated ids, unknown parents, cycles, too deep, a header without the columns: nothing was imported (an import is all or nothing), and each problem (`errors`, at most 100) names its row and column (`row 4.parent_id`), its header (`header.Parent ID`) or the whole file (`(body)`)'),
     },
   });
   // ---- destinations -----------------------------------------------------------------------------

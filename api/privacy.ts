@@ -67,7 +67,8 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
       key = identityKey(toStoredIdentity(body.identity.type, body.identity.value, config.DMP_DEFAULT_PHONE_REGION));
     } catch (error) {
       if (!(error instanceof IdentityError)) throw error;
-      throw new ProblemError(400, 'validation', 'Invalid privacy request', [{ path: 'identity.value', message: error.message }]);
+      // Well-formed as a request, but no profile can hold such an identity (as for a lookup or an unlink).
+      throw new ProblemError(404, 'identity-not-found', 'No profile can have this identity', [{ path: 'identity.value', message: error.message }]);
     }
     const subject = subjectHash(await saltOf(), key);
     const candidates = Array.from({ length: MAX_REQUESTS_PER_SUBJECT }, (_, n) => privacyRequestId(body.type, subject, n + 1));
@@ -146,6 +147,7 @@ export function registerPrivacyPaths({ registry, problem, json, adminKey }: Open
       202: { description: 'The request, recorded and started (or the open one)', ...json(z.object({ id: z.string(), statusUrl: z.string() })) },
       400: problem('Invalid body (the field is named)'),
       ...admin,
+      404: problem('No profile can have this identity: `identity.value` does not normalize as its type (not an email, a phone number, an advertising id…)'),
       409: problem('Too many requests of this type about this subject'),
     },
   });

@@ -23,7 +23,7 @@ import {
 } from '../domain/trackingApi';
 import type { SourceDoc } from '../store/sources';
 import type { OpenApiParts } from './openapi';
-import { parseOr400, ProblemError } from './problem';
+import { bodySent, parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
 /**
@@ -90,7 +90,8 @@ export function segmentApiRouter(deps: RouterDeps): Router {
   for (const type of MESSAGE_TYPES) {
     router.post(`/v1/${type}`, auth, body, async (req, res) => {
       checkBodySize(req);
-      if (typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) {
+      // The JSON parser reads an empty body as `{}`: a message never sent is not an empty one.
+      if (!bodySent(req) || typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) {
         throw new ProblemError(400, 'validation', `Invalid ${type} message`, [{ path: '(body)', message: 'expected a JSON object' }]);
       }
       // What the document says a message is, checked here (400); what only the data can tell (no id

@@ -4,7 +4,6 @@ import {
   parseTaxonomyFile,
   TaxonomyImportQuerySchema,
   type SegmentPlacement,
-  type TaxonomyImportRefusal,
   type TaxonomyImportResponse,
   type TaxonomyTree,
 } from '../domain/taxonomy';
@@ -45,10 +44,8 @@ export function taxonomyRouter({ store, listSegments, admin }: TaxonomyRouterDep
     if (req.body.length === 0) throw new ProblemError(400, 'validation', 'A taxonomy file is required', [{ path: '(body)', message: 'empty file: expected a header row' }]);
     const parsed = parseTaxonomyFile(format, req.body, taxonomy);
     if (!parsed.ok) {
-      // The request is as documented; its rows are refused, as a batch's items are (the taxonomy stays as it was).
-      const refusal: TaxonomyImportRefusal = { taxonomy, imported: false, rejected: parsed.errors };
-      res.status(200).json(refusal);
-      return;
+      // The request is as documented; what its rows say cannot be imported (and the taxonomy stays as it was).
+      throw new ProblemError(422, 'taxonomy-file-refused', 'The taxonomy file was refused: nothing of it was imported', parsed.errors);
     }
     let imported;
     try {

@@ -60,13 +60,15 @@ export function uploadView(doc: UploadDoc, databaseName: string): UploadView {
 
 /**
  * A file the upload refuses: one whose header lacks what the source's mapping names does not fit
- * that source as it is now (409: change the file or the mapping); text that is not CSV is a bad body (400).
+ * that source as it is now (409: change the file or the mapping); a body that holds no file (empty,
+ * or not decompressible) is a bad request (400); text that stops being CSV cannot be processed (422).
  */
 function invalidFile(errors: Array<{ path: string; message: string }>): ProblemError {
   if (errors.every((error) => error.path.startsWith('mapping.'))) {
     return new ProblemError(409, 'file-does-not-fit-mapping', "The file's header does not fit the source's mapping", errors);
   }
-  return new ProblemError(400, 'invalid-file', 'The file cannot be read as CSV', errors);
+  const status = errors.every((error) => error.path === '(body)') ? 400 : 422;
+  return new ProblemError(status, 'invalid-file', 'The file cannot be read as CSV', errors);
 }
 
 /** The request body as a stream of CSV text: refuses other types, charsets and encodings (415). */
@@ -192,18 +194,19 @@ export function registerUploadPaths({ registry, problem, json, adminKey }: OpenA
       "as the newer file has them; only the count of the `eventType` event grows, by one per file that lists the person.",
     ].join(' '),
     security,
-    request: { params: sourceParam, body: { description: 'The CSV file', required: true, content: { 'text/csv': { schema: z.string().openapi({ example: 'customer_id,email\nc-1,ada@example.com\n' }) } } } },
+    request: { params: sourceParam, body: { description: 'The CSV file', required: true, content: { 'text/csv': { schema: z.string().min(1).openapi({ example: 'customer_id,email\nc-1,ada@example.com\n' }) } } } },
     responses: {
       202: {
         description: 'Every row read and staged; the import runs in the background. Follow `Location`.',
         ...json(UploadViewSchema),
         links: { upload: { operationId: 'getUpload', parameters: { id: '$request.path.id', uploadId: '$response.body#/uploadId' } } },
       },
-      400: problem('An empty file (`(body)`); text that is not CSV (`row <n>`); a body that could not be inflated or was cut off (`(body)`)'),
+      400: problem('An empty file, or a body that could not be inflated or was cut off (`(body)`)'),
       409: problem('Not a crm source (`kind`), or the header does not fit the source\'s mapping: it lacks a mapped column (`mapping.identities.email: column "Email" is not in the header`) or has it twice'),
       ...admin,
       404: problem('No such source'),
       415: problem('Not `text/csv` or not UTF-8 (`headers.content-type`), or an unknown `Content-Encoding` (`headers.content-encoding`)'),
+      422: problem('Text that stops being CSV, naming the row (`row <n>`): nothing was imported'),
       503: problem('The store or Temporal is unavailable; nothing was imported (send the file again)'),
     },
   });

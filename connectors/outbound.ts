@@ -35,27 +35,28 @@ function hostOf(url: URL): string {
  * Why an outbound URL may not be used, or null when it may: only http(s), and never a host that
  * resolves to a private, loopback or link-local address unless the host is allowlisted (partners
  * are on the internet; anything else would let a destination reach into our own network).
+ * `kind` tells a malformed URL from one whose host does not resolve and one that may not be reached.
  */
-export async function refuseUrl(raw: string, allowlist: Set<string>): Promise<string | null> {
+export async function urlRefusal(raw: string, allowlist: Set<string>): Promise<{ kind: 'malformed' | 'unresolved' | 'forbidden'; message: string } | null> {
   let url: URL;
   try {
     url = new URL(raw);
   } catch {
-    return 'not a URL';
+    return { kind: 'malformed', message: 'not a URL' };
   }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:') return 'only http and https URLs';
-  if (url.username || url.password) return 'credentials belong in the config, not the URL';
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') return { kind: 'malformed', message: 'only http and https URLs' };
+  if (url.username || url.password) return { kind: 'malformed', message: 'credentials belong in the config, not the URL' };
   const host = hostOf(url);
   if (allowlist.has(host)) return null;
   let addresses: LookupAddress[];
   try {
     addresses = ipaddr.isValid(host) ? [{ address: host, family: host.includes(':') ? 6 : 4 }] : await lookup(host, { all: true });
   } catch {
-    return `host ${host} does not resolve`;
+    return { kind: 'unresolved', message: `host ${host} does not resolve` };
   }
   const blocked = addresses.find((entry) => !isPublic(entry.address));
-  if (blocked) return `${host} resolves to ${blocked.address}, a private, loopback or link-local address (allow it with DMP_DESTINATION_ALLOWLIST)`;
-  return url.protocol === 'http:' ? 'https only (plain http is for allowlisted hosts): tokens and audiences must not travel unencrypted' : null;
+  if (blocked) return { kind: 'forbidden', message: `${host} resolves to ${blocked.address}, a private, loopback or link-local address (allow it with DMP_DESTINATION_ALLOWLIST)` };
+  return url.protocol === 'http:' ? { kind: 'forbidden', message: 'https only (plain http is for allowlisted hosts): tokens and audiences must not travel unencrypted' } : null;
 }
 
 /** A partner's file as it starts to arrive (see `Outbound.download`). */

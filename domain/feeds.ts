@@ -23,12 +23,17 @@ const FEED_FORMATS = ['csv', 'ndjson'] as const;
 const PartnerIdentitySchema = z.templateLiteral(['partner:', z.string().min(1).max(32)]);
 type PartnerIdentity = z.infer<typeof PartnerIdentitySchema>;
 
+/** The keys the document allows (OpenAPI 3.1's `propertyNames`, which the metadata type does not know). */
+const IDENTITY_KEYS = { propertyNames: { anyOf: [{ enum: [...INPUT_IDENTITY_TYPES] }, { pattern: '^partner:.{1,32}$' }] } };
+
 const FeedMappingSchema = z
   .object({
     identities: z
       .partialRecord(z.union([z.enum(INPUT_IDENTITY_TYPES), PartnerIdentitySchema], { error: `one of ${INPUT_IDENTITY_TYPES.join(', ')}, or partner:<partner id>` }), ColumnName)
       .refine((columns) => Object.keys(columns).length > 0, 'map at least one identity column')
       .openapi({
+        minProperties: 1,
+        ...IDENTITY_KEYS,
         description:
           'Identity type → column, e.g. `{"email_sha256": "hashed_email", "partner:ttd": "tdid"}`. `partner:<partner id>` holds a cookie-sync partner\'s user ids: each lands on our cookie id matched with it (the newest, from the match table); a row whose only ids have no match is counted as unmatched, not imported.',
         example: { email_sha256: 'hashed_email', 'partner:ttd': 'tdid' },
@@ -61,9 +66,14 @@ const FeedTaxonomySchema = z
   .strict()
   .openapi('FeedTaxonomy');
 
-/** A drop folder under DMP_FEED_DIR: a relative path that stays inside it. */
-const FolderSchema = storableText(512)
-  .regex(/^(?![/\\])(?!.*(^|[/\\])\.\.?([/\\]|$)).+$/, 'a relative path under DMP_FEED_DIR, without `.` or `..` parts')
+/**
+ * A drop folder under DMP_FEED_DIR: a relative path that stays inside it. One pattern (the document
+ * shows only one), which also keeps out what the store cannot hold (NUL) and line breaks.
+ */
+const FolderSchema = z
+  .string()
+  .max(512)
+  .regex(/^(?![/\\])(?!.*(^|[/\\])\.\.?([/\\]|$))[^\u0000\n\r\u2028\u2029]+$/, 'a relative path under DMP_FEED_DIR, without `.` or `..` parts, line breaks or NUL')
   .openapi({ example: 'partner-x/audiences' });
 
 const FeedConfigFields = {

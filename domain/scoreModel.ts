@@ -43,7 +43,7 @@ export const ScoreRuleSchema = z
     score: z
       .object({
         intercept: z.number().finite(),
-        weights: z.array(z.tuple([Feature, z.number().finite()])).max(MAX_MODEL_FEATURES).openapi({ description: '`[feature, weight]` pairs' }),
+        weights: z.array(z.tuple([Feature, z.number().finite()]).openapi({ minItems: 2, maxItems: 2 })).max(MAX_MODEL_FEATURES).openapi({ description: '`[feature, weight]` pairs' }),
         min: z.number().gt(0).lt(1).openapi({ description: 'The least probability, 1 / (1 + e^−(intercept + Σ weights of the features present)), that qualifies' }),
       })
       .strict(),

@@ -77,18 +77,6 @@ export const TaxonomyImportResponseSchema = z
   .openapi('TaxonomyImportResponse');
 export type TaxonomyImportResponse = z.infer<typeof TaxonomyImportResponseSchema>;
 
-/** A file refused for what only its rows can tell: the import is all or nothing, so nothing of it was kept. */
-export const TaxonomyImportRefusalSchema = z
-  .object({
-    taxonomy: z.string(),
-    imported: z.literal(false),
-    rejected: z
-      .array(z.object({ path: z.string(), message: z.string() }))
-      .openapi({ description: 'What is wrong with the file, each naming its row and column (`row 4.parent_id`), its header (`header.Parent ID`) or the whole file (`(body)`); at most 100, and how many more' }),
-  })
-  .openapi('TaxonomyImportRefusal');
-export type TaxonomyImportRefusal = z.infer<typeof TaxonomyImportRefusalSchema>;
-
 // ---- parsing -----------------------------------------------------------------------------------
 
 export type TaxonomyParseResult = { ok: true; nodes: TaxonomyNode[] } | { ok: false; errors: FieldError[] };

@@ -42,7 +42,7 @@ export const CrmMappingSchema = z
     identities: z
       .partialRecord(z.enum(INPUT_IDENTITY_TYPES), ColumnName)
       .refine((columns) => Object.keys(columns).length > 0, 'map at least one identity column')
-      .openapi({ description: 'Identity type → column, e.g. `{"crm_id": "customer_id", "email": "Email"}`', example: { crm_id: 'customer_id', email: 'email' } }),
+      .openapi({ minProperties: 1, additionalProperties: false, description: 'Identity type → column, e.g. `{"crm_id": "customer_id", "email": "Email"}`', example: { crm_id: 'customer_id', email: 'email' } }),
     traits: MappingFields.traits,
     eventType: z.string().min(1).max(128).default('crm_record').openapi({ description: 'The event type each row is recorded as' }),
     delimiter: MappingFields.delimiter,

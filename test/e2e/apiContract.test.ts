@@ -13,9 +13,19 @@ const OUTPUT_DIR = path.resolve(__dirname, '../../.data/apiContract');
  * The examples, coverage and stateful phases run whole.
  */
 const MAX_EXAMPLES = '5';
-/** The coverage phase sends ~11k requests (thousands of valid segments among them): ~13 minutes on 2 cores. */
+/** The coverage phase sends ~12.8k requests (~800 valid segments among them): ~13 minutes on 2 cores. */
 const RUN_LIMIT_MS = 30 * 60_000;
 const SEED = '1';
+
+/**
+ * What a request the document calls valid may be answered with: schemathesis's defaults, and 422.
+ * A schema says what is well formed, not what a file's rows turn out to hold: a taxonomy file with
+ * a cycle, CSV text with an unclosed quote are answered 422 (Unprocessable Content), while a request
+ * the document itself refuses is a 400.
+ */
+const ACCEPTED_VALID_DATA = `[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "422", "429", "5xx"]
+`;
 
 interface SecurityScheme {
   type: string;
@@ -56,12 +66,6 @@ function failureSummary(output: string): string {
   return [...failures, '', summary].join('\n');
 }
 
-/**
- * Not yet part of a plain `npm test`: on 2 cores its coverage phase outran 30 minutes in CI (the
- * store behind thousands of fuzzed segments is the bottleneck). `npm run test:contract` runs it.
- */
-const contractIt = process.env.DMP_CONTRACT_TEST === '1' ? it : it.skip;
-
 describe('the API contract under fuzzing', () => {
   let platform: RunningPlatform;
 
@@ -74,13 +78,13 @@ describe('the API contract under fuzzing', () => {
     await platform?.stop();
   });
 
-  contractIt('holds for every route with valid admin and write keys: schemathesis with all checks and all phases finds no failure', async () => {
+  it('holds for every route with valid admin and write keys: schemathesis with all checks and all phases finds no failure', async () => {
     expect(existsSync(SCHEMATHESIS)).toBe(true);
     const { api } = platform;
     const source = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'fuzzed', kind: 'events', party: 'first' } });
     expect(source.status).toBe(201);
     const document = (await call(`${api.url}/openapi.json`)).body;
-    writeFileSync(path.join(OUTPUT_DIR, 'schemathesis.toml'), authConfig(document.components.securitySchemes, 'adminKey', api.adminKey, source.body.writeKey));
+    writeFileSync(path.join(OUTPUT_DIR, 'schemathesis.toml'), `${authConfig(document.components.securitySchemes, 'adminKey', api.adminKey, source.body.writeKey)}\n${ACCEPTED_VALID_DATA}`);
 
     const started = Date.now();
     const args = ['run', `${api.url}/openapi.json`, '--checks', 'all', '--max-examples', MAX_EXAMPLES, '--seed', SEED, '--workers', '1', '--request-timeout', '30', '--no-color'];

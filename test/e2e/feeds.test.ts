@@ -107,22 +107,24 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect((await admin(`/v1/sources/${hourly}`)).body.feed).not.toHaveProperty('bearerToken');
   });
 
-  it('refuses a bad feed naming the field, and creates nothing', async () => {
+  it('refuses a bad feed naming the field (malformed 400, unreachable 403, not found 404), and creates nothing', async () => {
     const before = (await admin('/v1/sources')).body.sources.length;
     const feed = { url: `${server.url}/broker.csv`, schedule: { every: 'PT1H' }, mapping: { identities: { email_sha256: 'hashed_email' } } };
-    const cases: Array<[Record<string, unknown> | undefined, string]> = [
-      [{ ...feed, url: 'http://10.1.2.3/audience.csv' }, 'feed.url'],
-      [{ ...feed, url: 'ftp://partner.example/audience.csv' }, 'feed.url'],
-      [{ ...feed, mapping: { identities: { 'partner:nobody': 'uid' } } }, 'feed.mapping.identities.partner:nobody'],
-      [{ ...feed, folder: 'drop' }, 'feed.folder'],
-      [{ ...feed, url: undefined, folder: '../etc' }, 'feed.folder'],
-      [{ ...feed, schedule: { every: 'often' } }, 'feed.schedule'],
-      [{ ...feed, cursor: 'updated_at' }, 'feed'],
-      [undefined, 'feed'],
+    // Malformed is a 400; an address outbound calls may not reach is forbidden, and what does not exist is not found.
+    const cases: Array<[Record<string, unknown> | undefined, string, number]> = [
+      [{ ...feed, url: 'http://10.1.2.3/audience.csv' }, 'feed.url', 403],
+      [{ ...feed, url: 'https://no-such-host.invalid/audience.csv' }, 'feed.url', 404],
+      [{ ...feed, url: 'ftp://partner.example/audience.csv' }, 'feed.url', 400],
+      [{ ...feed, mapping: { identities: { 'partner:nobody': 'uid' } } }, 'feed.mapping.identities.partner:nobody', 404],
+      [{ ...feed, folder: 'drop' }, 'feed.folder', 400],
+      [{ ...feed, url: undefined, folder: '../etc' }, 'feed.folder', 400],
+      [{ ...feed, schedule: { every: 'often' } }, 'feed.schedule', 400],
+      [{ ...feed, cursor: 'updated_at' }, 'feed', 400],
+      [undefined, 'feed', 400],
     ];
-    for (const [body, path] of cases) {
+    for (const [body, path, status] of cases) {
       const response = await admin('/v1/sources', { body: { name: 'bad', kind: 'feed', party: 'third', feed: body } });
-      expect({ path, status: response.status, type: response.contentType }).toEqual({ path, status: 400, type: expect.stringContaining('application/problem+json') });
+      expect({ path, status: response.status, type: response.contentType }).toEqual({ path, status, type: expect.stringContaining('application/problem+json') });
       expect(response.body.errors.map((error: { path: string }) => error.path)).toContainEqual(expect.stringMatching(new RegExp(`^${path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`)));
     }
     expect((await admin('/v1/sources')).body.sources).toHaveLength(before);

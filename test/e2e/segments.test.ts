@@ -199,9 +199,9 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
       rawBody: 'id,parent_id,name\nauto,,Auto intenders\nev,auto,Electric vehicles\nev,auto,Twice\n',
       contentType: 'text/csv',
     });
-    // Refused for its rows, as a batch's items are: nothing of it kept, each problem named.
-    expect(provider.status).toBe(200);
-    expect(provider.body).toEqual({ taxonomy: 'acme', imported: false, rejected: [expect.objectContaining({ path: 'row 4.id' })] });
+    // Refused for its rows: nothing of it kept, each problem named.
+    expect(provider.status).toBe(422);
+    expect(provider.body).toMatchObject({ type: '/problems/taxonomy-file-refused', errors: [expect.objectContaining({ path: 'row 4.id' })] });
     const tree = (await call(`${api.url}/v1/taxonomy`, { key: api.adminKey })).body;
     expect(tree.children.some((node: any) => node.taxonomy === 'acme')).toBe(false);
     const iabBranch = tree.children.find((node: any) => node.taxonomy === 'iab-audience-1.1' && node.kind === 'folder');

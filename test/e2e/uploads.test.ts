@@ -215,7 +215,7 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
     const logged = (await sourceLogEventIds(store, sourceId)).length;
     const broken = `${HEADER}\nq-1,q1@example.com,gold,Rome\nq-2,q2@example.com,gold,"Rome\n`;
     const answer = await upload(sourceId, broken);
-    expect(answer.status).toBe(400);
+    expect(answer.status).toBe(422);
     expect(answer.body.errors).toEqual([{ path: 'row 3', message: 'not valid CSV (CSV_QUOTE_NOT_CLOSED)' }]);
     const failed = (await admin(`/v1/sources/${sourceId}/uploads`)).body.uploads[0];
     expect(failed).toMatchObject({ state: 'failed', error: 'row 3: not valid CSV (CSV_QUOTE_NOT_CLOSED)', rowsImported: 0 });

@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { z } from 'zod';
 import { type ExportBatch } from '../../connectors/connector';
-import { DeliveryError, Outbound, refuseUrl, retryAfterMs } from '../../connectors/outbound';
+import { DeliveryError, Outbound, retryAfterMs, urlRefusal } from '../../connectors/outbound';
 import { CONNECTORS } from '../../connectors/registry';
 import { fileContent } from '../../connectors/segmentFile';
 import { signature, webhook } from '../../connectors/webhook';
@@ -459,8 +459,16 @@ describe('retryAfterMs', () => {
   });
 });
 
-describe('refuseUrl', () => {
+describe('urlRefusal', () => {
   const none = new Set<string>();
+  const refuseUrl = async (url: string, allowlist: Set<string>) => (await urlRefusal(url, allowlist))?.message ?? null;
+
+  it('tells a malformed URL from an unresolved host and an address that may not be reached', async () => {
+    expect((await urlRefusal('ftp://8.8.8.8/file', none))?.kind).toBe('malformed');
+    expect((await urlRefusal('https://no-such-host.invalid/', none))?.kind).toBe('unresolved');
+    expect((await urlRefusal('https://10.1.2.3/', none))?.kind).toBe('forbidden');
+    expect((await urlRefusal('http://8.8.8.8/', none))?.kind).toBe('forbidden');
+  });
 
   it('allows https URLs of public addresses, and plain http only for allowlisted hosts', async () => {
     expect(await refuseUrl('https://8.8.8.8/hook', none)).toBeNull();
