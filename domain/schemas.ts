@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { INPUT_IDENTITY_TYPES, STORED_IDENTITY_TYPES } from './identity';
 import { CrmMappingSchema } from './uploads';
 import { FeedConfigSchema, FeedStatusSchema } from './feeds';
+import { keyedRecord } from './keyedRecord';
 import { listedOnce } from './schemaChecks';
 import { nameText, storableText } from './text';
 
@@ -181,7 +182,7 @@ export const ConsentInputSchema = z
   .object({
     tcf: z.string().min(1).max(4096).optional().openapi({ description: 'IAB TCF v2 TC string' }),
     gpp: z.string().regex(/^D[A-Za-z0-9_~.-]+$/, 'not a GPP string').max(4096).optional().openapi({ description: 'IAB GPP string' }),
-    purposes: z.record(z.string().regex(/^[a-z0-9_]{1,64}$/), z.boolean()).optional().openapi({ description: 'Explicit purpose flags' }),
+    purposes: keyedRecord(z.string().regex(/^[a-z0-9_]{1,64}$/), z.boolean()).optional().openapi({ description: 'Explicit purpose flags' }),
   })
   .strict()
   .openapi('Consent');
@@ -197,8 +198,8 @@ export const EventInputSchema = z
     type: storableText(128).min(1),
     timestamp: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative()]).optional(),
     identities: IdentitiesInputSchema,
-    traits: z.record(FieldName, FlatValue).optional(),
-    properties: z.record(FieldName, FlatValue).optional(),
+    traits: keyedRecord(FieldName, FlatValue).optional(),
+    properties: keyedRecord(FieldName, FlatValue).optional(),
     consent: ConsentInputSchema.optional(),
   })
   .strict()

@@ -3,6 +3,7 @@ import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import type { Options as CsvOptions } from 'csv-parse';
 import type { FieldError } from './collect';
 import { INPUT_IDENTITY_TYPES, type InputIdentityType } from './identity';
+import { keyedRecord } from './keyedRecord';
 import type { EventInput } from './schemas';
 
 extendZodWithOpenApi(z);
@@ -15,8 +16,7 @@ const RAW_PII_TYPES: readonly InputIdentityType[] = ['email', 'phone'];
 
 /** What every file mapping (a CRM source's, a feed's) has besides its identity columns. */
 export const MappingFields = {
-  traits: z
-    .record(ColumnName, TraitName)
+  traits: keyedRecord(ColumnName, TraitName)
     .default({})
     .openapi({ description: 'Column → trait name, e.g. `{"Tier": "loyalty_tier"}`; other columns are ignored. A column mapped as a raw `email` or `phone` cannot also be a trait.' }),
   delimiter: z.enum([',', ';', '\t', '|']).default(','),
