@@ -105,7 +105,10 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     // Training profiles: the seed (within the base) and the rest of the base, each class sampled down to MAX_PER_CLASS.
     const positives = [...seedMembers].filter((id) => people.has(id) && inBase(id));
     const negatives = [...people.keys()].filter((id) => inBase(id) && !seedMembers.has(id));
-    if (positives.length === 0 || negatives.length === 0) throw new Error(positives.length === 0 ? 'the seed has no members in the base' : 'the base has no profiles outside the seed');
+    // Retrying would read the same data: the run fails at once, naming why.
+    if (positives.length === 0 || negatives.length === 0) {
+      throw ApplicationFailure.nonRetryable(positives.length === 0 ? 'the seed has no members in the base' : 'the base has no profiles outside the seed', 'NothingToLearn');
+    }
     const sampled = (list: string[]) => list.filter((id) => hashUnit(id, `sample:${run._id}`) < MAX_PER_CLASS / list.length);
     const labelled = [...sampled(positives).map((id) => ({ id, label: 1 as const })), ...sampled(negatives).map((id) => ({ id, label: 0 as const }))];
     const isHoldout = (id: string) => hashUnit(id, `holdout:${run._id}`) < HOLDOUT_SHARE;

@@ -1,5 +1,5 @@
 import { ScheduleNotFoundError } from '@temporalio/client';
-import { lookalikeScheduleId } from '../../domain/workflowIds';
+import { lookalikeScheduleId, lookalikeWorkflowId } from '../../domain/workflowIds';
 import { call } from '../support/http';
 import { seededRandom } from '../support/random';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
@@ -140,6 +140,18 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     const extension = await settled(run.segmentId);
     expect(extension.size).toBe(run.reach);
     expect(JSON.stringify(extension.rule)).toContain(`segment:${alpine}`);
+  });
+
+  it('fails at its first attempt, naming why, when the seed has no one to learn from', async () => {
+    const nobody = (await admin('/v1/segments', { body: { name: 'Nobody', rule: { trait: 'region', op: 'eq', value: 'nowhere' } } })).body.id;
+    await settled(nobody);
+    const run = await lookalike(nobody, { reach: 10 });
+    expect(run).toMatchObject({ state: 'failed', segmentId: null });
+    expect(run.error).toContain('the seed has no members in the base');
+    // Training again would read the same profiles: no retry is spent on it.
+    const history = await platform.temporal.workflow.getHandle(lookalikeWorkflowId(platform.store.db.databaseName, run.runId)).fetchHistory();
+    const trainings = (history.events ?? []).filter((event) => event.activityTaskStartedEventAttributes);
+    expect(trainings.map((event) => event.activityTaskStartedEventAttributes?.attempt)).toEqual([1, 1]);
   });
 
   it('refuses what it cannot run, naming the field', async () => {
