@@ -30,24 +30,25 @@ import type { RouterDeps } from './routerDeps';
  * Segment's 500 KB per request, for bodies the app's JSON parser already read (its own limit is
  * larger): the length as sent, or for a compressed body its JSON, which is what was inflated.
  */
-function checkBodySize(req: Request): void {
+function checkBodySize(req: Request): number {
   const encoding = req.headers['content-encoding'] ?? 'identity';
   const length = Number(req.headers['content-length']);
   const bytes = encoding === 'identity' && Number.isFinite(length) ? length : Buffer.byteLength(JSON.stringify(req.body) ?? '');
   if (bytes > MAX_BATCH_BYTES) {
     throw new ProblemError(413, 'body-too-large', 'Body is too large', [{ path: '(body)', message: `larger than ${MAX_BATCH_BYTES} bytes (500 KB)` }]);
   }
+  return bytes;
 }
 
 /** Maps each message on its own, collects the valid ones, and reports every refusal at the message field it concerns. */
 async function collectMessages({ collector, rejections }: Pick<RouterDeps, 'collector' | 'rejections'>, source: SourceDoc, messages: unknown[], envelope: MessageEnvelope): Promise<SegmentResponse> {
   const receivedAt = new Date();
   const rejected: RejectedEvent[] = [];
-  const mapped: Array<{ index: number; event: EventInput; origins: FieldOrigins }> = [];
+  const mapped: Array<{ index: number; event: EventInput }> = [];
   messages.forEach((message, index) => {
     const result = mapSegmentMessage(message, envelope, receivedAt);
     if (result.errors) rejected.push({ index, errors: result.errors });
-    else mapped.push({ index, event: result.event, origins: result.origins });
+    else mapped.push({ index, event: result.event });
   });
   let accepted = 0;
   let duplicates = 0;
@@ -56,7 +57,9 @@ async function collectMessages({ collector, rejections }: Pick<RouterDeps, 'coll
     const result = await collector.collect(source, mapped.map((m) => m.event), receivedAt);
     ({ accepted, duplicates, nonProfiling } = result);
     for (const refusal of result.rejected) {
-      const { index, origins } = mapped[refusal.index];
+      const { index } = mapped[refusal.index];
+      const origins: FieldOrigins = new Map();
+      mapSegmentMessage(messages[index], envelope, receivedAt, origins);
       rejected.push({ index, errors: refusal.errors.map((error) => ({ path: messagePath(origins, error.path), message: error.message })) });
     }
   }
@@ -82,14 +85,14 @@ export function segmentApiRouter(deps: RouterDeps): Router {
   const batchRequest = segmentBatchSchema(config.DMP_MAX_BATCH_EVENTS);
 
   router.post('/v1/batch', auth, body, async (req, res) => {
-    checkBodySize(req);
+    const bodyBytes = checkBodySize(req);
     const envelope = parseOr400(batchRequest, req.body, 'batch request');
-    res.json(await collectMessages(deps, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context }));
+    res.json(await collectMessages(deps, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context, bodyBytes }));
   });
 
   for (const type of MESSAGE_TYPES) {
     router.post(`/v1/${type}`, auth, body, async (req, res) => {
-      checkBodySize(req);
+      const bodyBytes = checkBodySize(req);
       // The JSON parser reads an empty body as `{}`: a message never sent is not an empty one.
       if (!bodySent(req) || typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) {
         throw new ProblemError(400, 'validation', `Invalid ${type} message`, [{ path: '(body)', message: 'expected a JSON object' }]);
@@ -97,7 +100,7 @@ export function segmentApiRouter(deps: RouterDeps): Router {
       // What the document says a message is, checked here (400); what only the data can tell (no id
       // at all, an email that is not one) is refused in `rejected`, as in a batch, and counted.
       parseOr400(singleMessageSchema(type), req.body, `${type} message`);
-      res.json(await collectMessages(deps, req.source as SourceDoc, [req.body], { type }));
+      res.json(await collectMessages(deps, req.source as SourceDoc, [req.body], { type, bodyBytes }));
     });
   }
   return router;

@@ -145,7 +145,7 @@ type FlatValue = FlatScalar | Array<string | number | boolean>;
 /** Where each field of the mapped event came from in the message, so errors name the field the sender wrote. */
 export type FieldOrigins = Map<string, string>;
 
-export type MappedMessage = { event: EventInput; origins: FieldOrigins; errors?: undefined } | { errors: FieldError[]; event?: undefined };
+export type MappedMessage = { event: EventInput; errors?: undefined } | { errors: FieldError[]; event?: undefined };
 
 /** What a message takes from the request around it. */
 export interface MessageEnvelope {
@@ -153,6 +153,8 @@ export interface MessageEnvelope {
   type?: MessageType;
   sentAt?: string | null;
   context?: Record<string, unknown> | null;
+  /** The request body's size when known: no message in it is larger, so one within it need not be measured. */
+  bodyBytes?: number;
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -211,10 +213,11 @@ export function messagePath(origins: FieldOrigins, path: string): string {
 
 /** Builds flat traits or properties from sources in rising precedence, remembering where each came from. */
 class FlatFields {
-  readonly values: Record<string, FlatValue> = {};
+  // No prototype: a name such as `__proto__` stays a plain field (and plain assignment is far cheaper than defining each).
+  readonly values: Record<string, FlatValue> = Object.create(null);
 
   constructor(
-    private readonly origins: FieldOrigins,
+    private readonly origins: FieldOrigins | undefined,
     private readonly eventField: 'traits' | 'properties',
   ) {}
 
@@ -224,9 +227,8 @@ class FlatFields {
   }
 
   set(name: string, value: FlatValue, messageField: string): void {
-    // defineProperty: a name such as `__proto__` stays a plain field.
-    Object.defineProperty(this.values, name, { value, enumerable: true, configurable: true, writable: true });
-    this.origins.set(`${this.eventField}.${name}`, messageField);
+    this.values[name] = value;
+    this.origins?.set(`${this.eventField}.${name}`, messageField);
   }
 
   get isEmpty(): boolean {
@@ -281,11 +283,16 @@ function oversize(message: Record<string, unknown>, bytes: number): FieldError {
  * - time: `timestamp` (or `originalTimestamp`) corrected for the sender's clock skew when `sentAt`
  *   is known: receivedAt − (sentAt − timestamp);
  * - consent: `context.consent.categoryPreferences` → `purposes`, `context.consent.tcf`/`gpp` as given.
+ *
+ * Given `origins`, it records which message field each event field came from. Only a refused event
+ * needs them: mapping it again with them (same message, same `receivedAt`) gives the same event.
  */
-export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, receivedAt: Date): MappedMessage {
+export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, receivedAt: Date, origins?: FieldOrigins): MappedMessage {
   if (!isRecord(raw)) return { errors: [{ path: '(message)', message: 'must be a JSON object' }] };
-  const bytes = Buffer.byteLength(JSON.stringify(raw));
-  if (bytes > MAX_MESSAGE_BYTES) return { errors: [oversize(raw, bytes)] };
+  if (envelope.bodyBytes === undefined || envelope.bodyBytes > MAX_MESSAGE_BYTES) {
+    const bytes = Buffer.byteLength(JSON.stringify(raw));
+    if (bytes > MAX_MESSAGE_BYTES) return { errors: [oversize(raw, bytes)] };
+  }
   if (envelope.type !== undefined && raw.type !== undefined && raw.type !== envelope.type) {
     return { errors: [{ path: 'type', message: `is "${String(raw.type)}" but this endpoint takes ${envelope.type} messages` }] };
   }
@@ -293,7 +300,6 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
   if (!parsed.success) return { errors: zodIssuesToFieldErrors(parsed.error.issues) };
   const message = parsed.data;
   const context = message.context ?? {};
-  const origins: FieldOrigins = new Map();
   const errors: FieldError[] = [];
 
   // ---- identities
@@ -301,7 +307,7 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
   const identify = (type: InputIdentityType, value: string | undefined, messageField: string) => {
     if (value === undefined) return;
     identities[type] = value;
-    origins.set(`identities.${type}`, messageField);
+    origins?.set(`identities.${type}`, messageField);
   };
   if (message.type === 'alias') {
     const previousId = idText(message.previousId);
@@ -331,17 +337,17 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
 
   // ---- type and time
   const event: EventInput = { type: message.type === 'track' ? message.event : message.type, identities };
-  origins.set('type', message.type === 'track' ? 'event' : 'type');
+  origins?.set('type', message.type === 'track' ? 'event' : 'type');
   if (message.messageId) {
     event.id = message.messageId;
-    origins.set('id', 'messageId');
+    origins?.set('id', 'messageId');
   }
   const [time, timeField] = message.timestamp ? [message.timestamp, 'timestamp'] : [message.originalTimestamp, 'originalTimestamp'];
   if (time) {
     const sentAt = message.sentAt ?? envelope.sentAt;
     const at = sentAt ? receivedAt.getTime() - (Date.parse(sentAt) - Date.parse(time)) : Date.parse(time);
     event.timestamp = new Date(at).toISOString();
-    origins.set('timestamp', timeField);
+    origins?.set('timestamp', timeField);
   }
 
   // ---- traits and properties
@@ -372,19 +378,19 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
       const purpose = purposeName(category);
       // Two categories read as one purpose: it is granted only if both are.
       purposes[purpose] = Object.hasOwn(purposes, purpose) ? purposes[purpose] && granted : granted;
-      origins.set(`consent.purposes.${purpose}`, `context.consent.categoryPreferences.${category}`);
+      origins?.set(`consent.purposes.${purpose}`, `context.consent.categoryPreferences.${category}`);
     }
     if (Object.keys(purposes).length > 0) consent.purposes = purposes;
   }
   if (signals?.tcf) {
     consent.tcf = signals.tcf;
-    origins.set('consent.tcf', 'context.consent.tcf');
+    origins?.set('consent.tcf', 'context.consent.tcf');
   }
   if (signals?.gpp) {
     consent.gpp = signals.gpp;
-    origins.set('consent.gpp', 'context.consent.gpp');
+    origins?.set('consent.gpp', 'context.consent.gpp');
   }
   if (Object.keys(consent).length > 0) event.consent = consent;
 
-  return errors.length > 0 ? { errors } : { event, origins };
+  return errors.length > 0 ? { errors } : { event };
 }

@@ -1,6 +1,6 @@
 import { prepareEvents } from '../../domain/collect';
 import { EventInputSchema, type EventInput } from '../../domain/schemas';
-import { flattenFields, mapSegmentMessage, MAX_MESSAGE_BYTES, messagePath, purposeName, type MessageEnvelope } from '../../domain/trackingApi';
+import { flattenFields, mapSegmentMessage, MAX_MESSAGE_BYTES, messagePath, purposeName, type FieldOrigins, type MessageEnvelope } from '../../domain/trackingApi';
 import { buildTcString } from './tcfFixture';
 
 const RECEIVED_AT = new Date('2025-06-15T12:00:00.000Z');
@@ -18,10 +18,11 @@ function refusedPaths(message: unknown, envelope: MessageEnvelope = {}): string[
 
 /** The mapped event through the collector's own checks, with refusals named as the message's fields. */
 function collectorPaths(message: Record<string, unknown>): string[] {
-  const result = mapSegmentMessage(message, {}, RECEIVED_AT);
+  const origins: FieldOrigins = new Map();
+  const result = mapSegmentMessage(message, {}, RECEIVED_AT, origins);
   if (result.errors) throw new Error('refused by the mapping');
   const prepared = prepareEvents([result.event], { now: RECEIVED_AT, defaultPhoneRegion: 'US' });
-  return prepared.rejected.flatMap((rejected) => rejected.errors.map((error) => messagePath(result.origins, error.path)));
+  return prepared.rejected.flatMap((rejected) => rejected.errors.map((error) => messagePath(origins, error.path)));
 }
 
 describe('identities', () => {
@@ -277,6 +278,14 @@ describe('limits', () => {
     const message = { type: 'track', event: 'x', anonymousId: 'a', properties: { blob: 'x'.repeat(MAX_MESSAGE_BYTES) } };
     const result = mapSegmentMessage(message, {}, RECEIVED_AT);
     expect(result.errors).toEqual([{ path: 'properties', message: expect.stringMatching(/more than 32768 \(32 KB\)/) }]);
+  });
+
+  it('measures each message of a body larger than the limit, and none of a body within it', () => {
+    const message = { type: 'track', event: 'x', anonymousId: 'a', properties: { blob: 'x'.repeat(MAX_MESSAGE_BYTES) } };
+    const bodyBytes = Buffer.byteLength(JSON.stringify({ batch: [message] }));
+    expect(mapSegmentMessage(message, { bodyBytes }, RECEIVED_AT).errors).toEqual([{ path: 'properties', message: expect.stringMatching(/more than 32768/) }]);
+    // A body within the limit holds no message beyond it: the stated size spares measuring each one.
+    expect(mapSegmentMessage(message, { bodyBytes: MAX_MESSAGE_BYTES }, RECEIVED_AT).errors).toBeUndefined();
   });
 
   it('counts bytes, not characters', () => {
