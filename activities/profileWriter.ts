@@ -120,6 +120,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const caps = new IdentityCapStore(deps.store);
   // One ProfileStore per process: its cache of newest versions serves every fold here.
   const profiles = new ProfileStore(deps.store);
+  /** Each partition's position as this process saved it last (see loadPosition). */
+  const savedPositions = new Map<number, PartitionPosition>();
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
   const compactAt = deps.compactAtSupersededShare ?? 0.5;
   const compactWhenIdleAt = deps.compactWhenIdleAtShare ?? 0.25;
@@ -146,7 +148,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    */
   async function fold(input: FoldInput): Promise<FoldResult> {
     await marks.refresh();
-    const position = await routedEvents.loadPosition(input.partition);
+    const trustCache = input.lastWriter === writerId;
+    const position = await loadPosition(input.partition, trustCache);
     const saved = structuredClone(position);
     const sourceIds = input.includeKnown ? [...new Set([...input.sourceIds, ...Object.keys(position.cursors)])] : input.sourceIds;
     const result: FoldResult = {
@@ -164,7 +167,6 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       versionsRemoved: 0,
       versionsCarried: 0,
     };
-    const trustCache = input.lastWriter === writerId;
     // Each attempt writes under a group of its own, recorded before its first write (below).
     const group = `p${input.partition}-${randomUUID()}`;
     const split = await splitDocuments(input.partition, input.splits ?? [], group, trustCache, result);
@@ -249,7 +251,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await markCaps([...toSave, ...split.written], split.replaced, stored);
     // The group is recorded before anything is written to it: an attempt interrupted mid-write
     // leaves a group compaction knows of (its versions are superseded by the retry's), never a leak.
-    await routedEvents.savePosition(input.partition, { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } });
+    await savePosition(input.partition, { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } });
     await saveInGroup(toSave, group);
     if (split.written.length > 0) await deps.onFoldStep?.('split-parts-written');
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
@@ -268,7 +270,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
     if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustCache, result, Infinity);
     result.compactionDue = dueShare(position, group) >= compactWhenIdleAt;
-    await routedEvents.savePosition(input.partition, position);
+    await savePosition(input.partition, position);
     return result;
   }
 
@@ -293,17 +295,34 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * retry for the reasons `compact` gives.
    */
   async function compactPartition(input: CompactInput): Promise<CompactResult> {
-    const position = await routedEvents.loadPosition(input.partition);
+    const trustCache = input.lastWriter === writerId;
+    const position = await loadPosition(input.partition, trustCache);
     const result: CompactResult = { writer: writerId, groups: 0, versionsRemoved: 0, versionsCarried: 0, more: false };
     if (dueGroups(position, null).length === 0) return result;
     const group = `p${input.partition}-${randomUUID()}`;
     position.groups[group] = { written: 0, superseded: 0 };
-    await routedEvents.savePosition(input.partition, position);
-    result.groups = await compact(position, group, input.lastWriter === writerId, result, input.maxGroups);
+    await savePosition(input.partition, position);
+    result.groups = await compact(position, group, trustCache, result, input.maxGroups);
     result.more = dueShare(position, group) >= compactWhenIdleAt;
     if (position.groups[group].written === 0) delete position.groups[group];
-    await routedEvents.savePosition(input.partition, position);
+    await savePosition(input.partition, position);
     return result;
+  }
+
+  /**
+   * A partition's position: as this process last saved it when it wrote the partition last (the
+   * profile cache's rule: only a partition's writer saves its position), else from the store.
+   */
+  async function loadPosition(partition: number, trustCache: boolean): Promise<PartitionPosition> {
+    const saved = savedPositions.get(partition);
+    return trustCache && saved ? structuredClone(saved) : routedEvents.loadPosition(partition);
+  }
+
+  /** Forgotten first: a save that fails may still have reached the store, and the store then holds what is known. */
+  async function savePosition(partition: number, position: PartitionPosition): Promise<void> {
+    savedPositions.delete(partition);
+    await routedEvents.savePosition(partition, position);
+    savedPositions.set(partition, structuredClone(position));
   }
 
   /**
