@@ -11,13 +11,14 @@
  *   2. store baseline: raw `insertMany` of stored-event documents and raw bulk upserts
  *      (`replaceOne` + `upsert`) of profile-sized documents, 500 per batch;
  *   3. the worker and the API as separate processes on that database, one new source, paused;
- *   4. load from a separate process (bench/loadgen.ts, autocannon): batches of 100 events over
- *      16 connections, then single events over 32 connections; every event id is new;
- *   5. resume the source and time the drain until the partition writers have folded every event the
- *      log accepted, or report the rate of the part drained when that takes longer than allowed;
- *   6. storage: profile documents per profile and stored bytes per event;
- *   7. idle cost: the platform's busy CPU (API, workers, Temporal, FerretDB, PostgreSQL) with 1,000 idle
+ *   4. idle cost: the platform's busy CPU (API, workers, Temporal, FerretDB, PostgreSQL) with 1,000 idle
  *      sources, against the same window before them (the whole machine's beside it, for reference);
+ *      the sources stay for the rest of the run;
+ *   5. load from a separate process (bench/loadgen.ts, autocannon): batches of 100 events over
+ *      16 connections, then single events over 32 connections; every event id is new;
+ *   6. resume the source and time the drain until the partition writers have folded every event the
+ *      log accepted, or report the rate of the part drained when that takes longer than allowed;
+ *   7. storage: profile documents per profile and stored bytes per event;
  *   8. stop the processes, terminate the run's workflows and drop the database.
  *
  * A table goes to stderr; the last stdout line is one JSON object with the results.
@@ -271,7 +272,7 @@ interface IdleCost {
  * and API idle). Their idle polls are phased over the poll period, so a window sees its share of them.
  */
 async function idleSourcesCpu(url: string, adminKey: string): Promise<IdleCost> {
-  // The store and Temporal finish what the drain left them (e.g. vacuum) first: wait for a quiet box.
+  // The store and Temporal finish what starting left them first: wait for a quiet box.
   for (let waited = 0; waited < 120; waited += 10) {
     const settling = await cpuPercentOver(10);
     say(`idle: waiting for a quiet box, ${settling}% of one core`);
@@ -458,7 +459,13 @@ async function main(): Promise<void> {
   });
   say(`source ${sourceId} created and paused; services ready after ${round((performance.now() - startedAt) / 1000)} s`);
 
-  // 4. Load, from a separate process, with the drain paused.
+  // 4. Idle sources: the cost of many sources with nothing to do, against the same platform idle. Measured
+  // first, while nothing else runs: after a drain the store vacuums and the partitions compact in idle
+  // time, which swings a window by more than the sources cost. They stay for the rest of the run, as
+  // a platform's idle sources do beside its busy ones.
+  const idle = await idleSourcesCpu(url, adminKey);
+
+  // 5. Load, from a separate process, with the drain paused.
   const spec = (name: string, seconds: number, connections: number, eventsPerRequest: number): LoadSpec => ({
     url,
     writeKey,
@@ -477,7 +484,7 @@ async function main(): Promise<void> {
   say(`single events: ${SETTINGS.singleSeconds} s, 1 event per request, ${SETTINGS.singleConnections} connections`);
   const singles = phaseOf('single', await runLoadgen(spec('single', SETTINGS.singleSeconds, SETTINGS.singleConnections, 1)));
 
-  // 5. Drain: everything the log accepted (acknowledged or not), from resume until processed.
+  // 6. Drain: everything the log accepted (acknowledged or not), from resume until processed.
   const log = await settledLogTotal(store);
   say(`log holds ${log.accepted} accepted events in ${log.chunks} chunks; resuming the source`);
   const drainStarted = performance.now();
@@ -550,10 +557,7 @@ async function main(): Promise<void> {
   const storage = await storageFigures(store, log.accepted);
   say(`storage: ${storage.profileDocs} profile documents for ${storage.liveProfiles} profiles; ${storage.bytesPerEvent ?? 'unknown'} bytes stored per event`);
 
-  // 6. Idle sources: the cost of many sources with nothing to do, against the same box idle.
-  const idle = await idleSourcesCpu(url, adminKey);
-
-  // 7. Report.
+  // 8. Report.
   const acceptedEps = batches.acceptedEps;
   const ratioAccept = acceptedEps / baseline.insert.eps;
   const ratioDrain = drainedEps / baseline.upsert.eps;

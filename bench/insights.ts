@@ -65,7 +65,7 @@ async function main(): Promise<void> {
   cleanupState.stop = stop;
 
   const random = seededRandom(SETTINGS.seed);
-  await generateProfiles(store, SETTINGS.profiles, random, Date.now());
+  await generateProfiles(store, SETTINGS.profiles, random, Date.now(), { partitions: config.DMP_PROFILE_PARTITIONS });
   const storeScan = await profileScanRate(store);
   const ids = await defineSegments(store, random, SETTINGS.segments);
   const { run } = await runEverySegment(store, temporal, taskQueue);

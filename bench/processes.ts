@@ -25,11 +25,26 @@ export function running(child: ChildProcess): boolean {
   return child.exitCode === null && child.signalCode === null;
 }
 
+/** Where CPU profiles go: a folder per profiled service and run. */
+const PROFILE_DIR = path.join(ROOT, '.data', 'profiles');
+
+/**
+ * DMP_BENCH_CPU_PROFILE names services to profile (`api`, `worker-1`, comma-separated): finding where
+ * the time goes is the first step of making any of these figures better.
+ */
+function profileFlags(name: string): string[] {
+  const profiled = (process.env.DMP_BENCH_CPU_PROFILE ?? '').split(',').map((entry) => entry.trim());
+  if (!profiled.includes(name)) return [];
+  const dir = path.join(PROFILE_DIR, `${name}-${new Date().toISOString().replace(/[:.]/g, '')}`);
+  say(`${name}: CPU profiles (one per thread) into ${dir} when it stops`);
+  return ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+}
+
 /** Starts `tsx <script>` in its own process group, its output into a log file. */
 export function startService(name: string, script: string, env: NodeJS.ProcessEnv, logDir: string): Service {
   const logFile = path.join(logDir, `${name}.log`);
   const fd = openSync(logFile, 'a');
-  const child = spawn(TSX, [script], { cwd: ROOT, env, stdio: ['ignore', fd, fd], detached: true });
+  const child = spawn(TSX, [...profileFlags(name), script], { cwd: ROOT, env, stdio: ['ignore', fd, fd], detached: true });
   closeSync(fd);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const service = { name, child, logFile, exited };

@@ -1,9 +1,11 @@
 import { performance } from 'node:perf_hooks';
 import type { Client } from '@temporalio/client';
+import { partitionOf } from '../domain/partition';
 import type { ProfileDoc } from '../domain/profile';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { forEachConcurrently, type Store } from '../store/db';
 import { IdentityIndex } from '../store/identities';
+import { ProfileEventLog } from '../store/profileEvents';
 import { ProfileStore } from '../store/profiles';
 import { SegmentRunStore, type RunDoc } from '../store/segmentRuns';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
@@ -11,31 +13,57 @@ import { startSegmentRun } from '../temporal/client';
 import { mixedSegments, syntheticProfile } from '../test/support/segmentFixtures';
 import { round, say } from './support';
 
-/** Inserts `count` synthetic profile documents (test/support/segmentFixtures) and joins one pair in `linkEvery` by an identity link. Not timed. */
-export async function generateProfiles(store: Store, count: number, random: () => number, now: number, options = { insertBatch: 1000, linkEvery: 2000 }): Promise<void> {
+/** The write group of partition `partition`'s generated documents. */
+const benchGroup = (partition: number) => `bench-p${partition}`;
+
+/**
+ * Inserts `count` synthetic profile documents (test/support/segmentFixtures) and joins one pair in
+ * `linkEvery` by an identity link. Not timed. The documents are stored as the partition writers
+ * would have written them: each in a write group of its partition, which the partition's position
+ * records, so its writer counts them as live versions (compaction is due relative to them) and
+ * removes them once superseded.
+ */
+export async function generateProfiles(store: Store, count: number, random: () => number, now: number, options: { partitions: number; insertBatch?: number; linkEvery?: number }): Promise<void> {
+  const { partitions, insertBatch = 1000, linkEvery = 2000 } = options;
   const profiles = new ProfileStore(store, 0);
   const started = performance.now();
-  const batches = Math.ceil(count / options.insertBatch);
+  const batches = Math.ceil(count / insertBatch);
+  const written = new Array<number>(partitions).fill(0);
   let lastSay = performance.now();
   await forEachConcurrently(
     Array.from({ length: batches }, (_, b) => b),
     2,
     async (b) => {
-      const docs: ProfileDoc[] = [];
-      for (let n = b * options.insertBatch; n < Math.min(count, (b + 1) * options.insertBatch); n++) docs.push(syntheticProfile(n, random, now));
-      await profiles.saveVersions(docs, 'bench');
+      const byPartition = new Map<number, ProfileDoc[]>();
+      for (let n = b * insertBatch; n < Math.min(count, (b + 1) * insertBatch); n++) {
+        const doc = syntheticProfile(n, random, now);
+        const partition = partitionOf(doc.profileId, partitions);
+        const docs = byPartition.get(partition) ?? [];
+        docs.push(doc);
+        byPartition.set(partition, docs);
+      }
+      for (const [partition, docs] of byPartition) {
+        await profiles.saveVersions(docs, benchGroup(partition));
+        written[partition] += docs.length;
+      }
       if (performance.now() - lastSay > 15_000) {
         lastSay = performance.now();
-        say(`generated ${((b + 1) * options.insertBatch).toLocaleString()} profiles`);
+        say(`generated ${((b + 1) * insertBatch).toLocaleString()} profiles`);
       }
     },
   );
+  const routed = new ProfileEventLog(store);
+  for (let partition = 0; partition < partitions; partition++) {
+    const position = await routed.loadPosition(partition);
+    position.groups[benchGroup(partition)] = { written: written[partition], superseded: 0 };
+    await routed.savePosition(partition, position);
+  }
   const links = new IdentityIndex(store, 0);
-  const pairs = Math.floor(count / options.linkEvery);
+  const pairs = Math.floor(count / linkEvery);
   await links.addLinks(
     Array.from({ length: pairs }, (_, k) => {
-      const a = `p_bench${(k * options.linkEvery).toString(36).padStart(9, '0')}`;
-      const b = `p_bench${(k * options.linkEvery + 1).toString(36).padStart(9, '0')}`;
+      const a = `p_bench${(k * linkEvery).toString(36).padStart(9, '0')}`;
+      const b = `p_bench${(k * linkEvery + 1).toString(36).padStart(9, '0')}`;
       return { _id: `${a}|${b}|cookie_id:shared-${k}`, profiles: [a, b] as [string, string], via: `cookie_id:shared-${k}`, sourceId: 'src_bench', eventId: `e${k}`, createdAt: new Date(now) };
     }),
   );

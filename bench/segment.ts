@@ -122,7 +122,7 @@ async function main(): Promise<void> {
 
   // 2. The profiles (not timed).
   const random = seededRandom(SETTINGS.seed);
-  await generateProfiles(store, SETTINGS.profiles, random, Date.now(), { insertBatch: SETTINGS.insertBatch, linkEvery: SETTINGS.linkEvery });
+  await generateProfiles(store, SETTINGS.profiles, random, Date.now(), { partitions: config.DMP_PROFILE_PARTITIONS, insertBatch: SETTINGS.insertBatch, linkEvery: SETTINGS.linkEvery });
 
   // 3. Store baseline: one cursor over every profile document.
   const storeScan = await profileScanRate(store);
