@@ -29,22 +29,26 @@ export async function generateProfiles(store: Store, count: number, random: () =
   const started = performance.now();
   const batches = Math.ceil(count / insertBatch);
   const written = new Array<number>(partitions).fill(0);
+  // Each partition's documents wait until they fill an insert of their own.
+  const waiting = Array.from({ length: partitions }, (): ProfileDoc[] => []);
+  const flush = async (partition: number) => {
+    const docs = waiting[partition];
+    waiting[partition] = [];
+    written[partition] += docs.length;
+    if (docs.length > 0) await profiles.saveVersions(docs, benchGroup(partition));
+  };
   let lastSay = performance.now();
   await forEachConcurrently(
     Array.from({ length: batches }, (_, b) => b),
     2,
     async (b) => {
-      const byPartition = new Map<number, ProfileDoc[]>();
+      // Generated whole before any write: the seeded draws keep one order however the writes interleave.
       for (let n = b * insertBatch; n < Math.min(count, (b + 1) * insertBatch); n++) {
         const doc = syntheticProfile(n, random, now);
-        const partition = partitionOf(doc.profileId, partitions);
-        const docs = byPartition.get(partition) ?? [];
-        docs.push(doc);
-        byPartition.set(partition, docs);
+        waiting[partitionOf(doc.profileId, partitions)].push(doc);
       }
-      for (const [partition, docs] of byPartition) {
-        await profiles.saveVersions(docs, benchGroup(partition));
-        written[partition] += docs.length;
+      for (let partition = 0; partition < partitions; partition++) {
+        if (waiting[partition].length >= insertBatch) await flush(partition);
       }
       if (performance.now() - lastSay > 15_000) {
         lastSay = performance.now();
@@ -52,6 +56,7 @@ export async function generateProfiles(store: Store, count: number, random: () =
       }
     },
   );
+  for (let partition = 0; partition < partitions; partition++) await flush(partition);
   const routed = new ProfileEventLog(store);
   for (let partition = 0; partition < partitions; partition++) {
     const position = await routed.loadPosition(partition);
