@@ -150,8 +150,9 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     expect(run.error).toContain('the seed has no members in the base');
     // Training again would read the same profiles: no retry is spent on it.
     const history = await platform.temporal.workflow.getHandle(lookalikeWorkflowId(platform.store.db.databaseName, run.runId)).fetchHistory();
-    const trainings = (history.events ?? []).filter((event) => event.activityTaskStartedEventAttributes);
-    expect(trainings.map((event) => event.activityTaskStartedEventAttributes?.attempt)).toEqual([1, 1]);
+    // Two activities, each on its first attempt: the training, then recording its failure.
+    const started = (history.events ?? []).filter((event) => event.activityTaskStartedEventAttributes);
+    expect(started.map((event) => event.activityTaskStartedEventAttributes?.attempt)).toEqual([1, 1]);
   });
 
   it('refuses what it cannot run, naming the field', async () => {
