@@ -1,13 +1,16 @@
 /** A small JSON client for the API under test. */
 export async function call(
   url: string,
-  options: { method?: string; key?: string; body?: unknown; rawBody?: string; contentType?: string } = {},
+  options: { method?: string; key?: string; body?: unknown; rawBody?: string; contentType?: string; closeConnection?: boolean; timeoutMs?: number } = {},
 ): Promise<{ status: number; contentType: string; body: any }> {
   const headers: Record<string, string> = {};
   if (options.key) headers.authorization = `Bearer ${options.key}`;
   const payload = options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
   if (payload !== undefined) headers['content-type'] = options.contentType ?? 'application/json';
-  const response = await fetch(url, { method: options.method ?? (payload === undefined ? 'GET' : 'POST'), headers, body: payload });
+  // A connection for this request alone, not one kept alive for the next.
+  if (options.closeConnection) headers.connection = 'close';
+  const signal = options.timeoutMs === undefined ? undefined : AbortSignal.timeout(options.timeoutMs);
+  const response = await fetch(url, { method: options.method ?? (payload === undefined ? 'GET' : 'POST'), headers, body: payload, signal });
   const text = await response.text();
   let body: any = text;
   try {
