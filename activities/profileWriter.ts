@@ -108,7 +108,8 @@ export interface ProfileWriterDeps {
    */
   compactWhenIdleAtShare?: number;
   compactInFoldAtShare?: number;
-  onFoldStep?: (step: FoldStep) => void | Promise<void>;
+  /** Told each step of a fold or compaction and the write group it writes under (tests fail it there). */
+  onFoldStep?: (step: FoldStep, group: string) => void | Promise<void>;
 }
 
 /** The activities of a partition's writer: folding routed events into the profile documents it owns. */
@@ -122,6 +123,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const profiles = new ProfileStore(deps.store);
   /** Each partition's position as this process saved it last (see loadPosition). */
   const savedPositions = new Map<number, PartitionPosition>();
+  /** Each partition's reserved group an attempt here has taken (see attemptGroup). */
+  const takenGroups = new Map<number, string>();
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
   const compactAt = deps.compactAtSupersededShare ?? 0.5;
   const compactWhenIdleAt = deps.compactWhenIdleAtShare ?? 0.25;
@@ -168,7 +171,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       versionsCarried: 0,
     };
     // Each attempt writes under a group of its own, recorded before its first write (below).
-    const group = `p${input.partition}-${randomUUID()}`;
+    const { group, recorded } = attemptGroup(input.partition, position, trustCache);
     const split = await splitDocuments(input.partition, input.splits ?? [], group, trustCache, result);
     const batches: RoutedBatch[] = [];
     for (const sourceId of sourceIds) {
@@ -251,9 +254,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await markCaps([...toSave, ...split.written], split.replaced, stored);
     // The group is recorded before anything is written to it: an attempt interrupted mid-write
     // leaves a group compaction knows of (its versions are superseded by the retry's), never a leak.
-    await savePosition(input.partition, { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } });
+    if (recorded) takenGroups.set(input.partition, group);
+    else await savePosition(input.partition, { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } });
     await saveInGroup(toSave, group);
-    if (split.written.length > 0) await deps.onFoldStep?.('split-parts-written');
+    if (split.written.length > 0) await deps.onFoldStep?.('split-parts-written', group);
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
     await saveInGroup(retired, group);
     toSave.push(...retired);
@@ -270,14 +274,34 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
     if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustCache, result, Infinity);
     result.compactionDue = dueShare(position, group) >= compactWhenIdleAt;
-    await savePosition(input.partition, position);
+    await savePosition(input.partition, reserveNextGroup(input.partition, position));
     return result;
+  }
+
+  /**
+   * The write group an attempt writes under, and whether the saved position records it already. A
+   * writer's saves reserve a group for its next attempt (reserveNextGroup), which then writes without
+   * a save first — one store call fewer on the way from an event to its profile. A retry here, or
+   * another writer, cannot tell whether an attempt wrote there already: it takes a group of its own.
+   */
+  function attemptGroup(partition: number, position: PartitionPosition, trustCache: boolean): { group: string; recorded: boolean } {
+    const reserved = position.nextGroup;
+    if (trustCache && reserved && Object.hasOwn(position.groups, reserved) && takenGroups.get(partition) !== reserved) return { group: reserved, recorded: true };
+    return { group: `p${partition}-${randomUUID()}`, recorded: false };
+  }
+
+  /** Records a new, empty group for the writer's next attempt in the position about to be saved. */
+  function reserveNextGroup(partition: number, position: PartitionPosition): PartitionPosition {
+    const group = `p${partition}-${randomUUID()}`;
+    position.groups[group] = { written: 0, superseded: 0 };
+    position.nextGroup = group;
+    return position;
   }
 
   /** The write groups other than `current` most of whose versions have been superseded. */
   function dueGroups(position: PartitionPosition, current: string | null): string[] {
     return Object.entries(position.groups)
-      .filter(([group, counts]) => group !== current && counts.superseded >= counts.written * compactAt)
+      .filter(([group, counts]) => group !== current && group !== position.nextGroup && counts.superseded >= counts.written * compactAt)
       .map(([group]) => group);
   }
 
@@ -299,13 +323,16 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const position = await loadPosition(input.partition, trustCache);
     const result: CompactResult = { writer: writerId, groups: 0, versionsRemoved: 0, versionsCarried: 0, more: false };
     if (dueGroups(position, null).length === 0) return result;
-    const group = `p${input.partition}-${randomUUID()}`;
-    position.groups[group] = { written: 0, superseded: 0 };
-    await savePosition(input.partition, position);
+    const { group, recorded } = attemptGroup(input.partition, position, trustCache);
+    if (recorded) takenGroups.set(input.partition, group);
+    else {
+      position.groups[group] = { written: 0, superseded: 0 };
+      await savePosition(input.partition, position);
+    }
     result.groups = await compact(position, group, trustCache, result, input.maxGroups);
     result.more = dueShare(position, group) >= compactWhenIdleAt;
     if (position.groups[group].written === 0) delete position.groups[group];
-    await savePosition(input.partition, position);
+    await savePosition(input.partition, reserveNextGroup(input.partition, position));
     return result;
   }
 
@@ -494,7 +521,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       for (const doc of slice) doc.updatedAt = updatedAt;
       await profiles.saveVersions(slice, group);
       heartbeat({ saved: start + slice.length });
-      if (start + slice.length < docs.length) await deps.onFoldStep?.('profiles-partly-written');
+      if (start + slice.length < docs.length) await deps.onFoldStep?.('profiles-partly-written', group);
     }
   }
 
@@ -523,7 +550,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         return current?._id === member._id ? [nextVersion(current)] : [];
       });
       await saveInGroup(carried, current);
-      await deps.onFoldStep?.('group-carried');
+      await deps.onFoldStep?.('group-carried', current);
       result.versionsCarried += carried.length;
       result.versionsRemoved += await profiles.dropGroup(group);
       position.groups[current].written += carried.length;

@@ -79,6 +79,11 @@ export interface PartitionPosition {
    * compacting — compaction checks each version itself.
    */
   groups: Record<string, { written: number; superseded: number }>;
+  /**
+   * A group among `groups` that no attempt has written to yet, recorded by the writer's last save
+   * for its next fold or compaction: that one need not save the position before writing.
+   */
+  nextGroup?: string;
   /** Superseded versions removed so far. */
   versionsRemoved: number;
 }
@@ -192,7 +197,14 @@ export class ProfileEventLog {
 
   async loadPosition(partition: number): Promise<PartitionPosition> {
     const doc = await this.positions.findOne({ _id: String(partition) });
-    return { cursors: doc?.cursors ?? {}, applied: doc?.applied ?? {}, duplicates: doc?.duplicates ?? {}, groups: doc?.groups ?? {}, versionsRemoved: doc?.versionsRemoved ?? 0 };
+    return {
+      cursors: doc?.cursors ?? {},
+      applied: doc?.applied ?? {},
+      duplicates: doc?.duplicates ?? {},
+      groups: doc?.groups ?? {},
+      ...(doc?.nextGroup && { nextGroup: doc.nextGroup }),
+      versionsRemoved: doc?.versionsRemoved ?? 0,
+    };
   }
 
   /** Partition positions 0 … `partitions - 1`: one read each. */

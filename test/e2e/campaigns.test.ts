@@ -60,26 +60,26 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
 
   it('reports the response of the segment and the lift over the holdout that the planted effect gives', async () => {
     // Exported members see the campaign (one impression, every fifth clicks) and 30% convert; held-out members see nothing and 10% convert.
+    // Who converts goes by rank within each group, so the rates are those planted whoever the destination holds out.
     const events: unknown[] = [];
     const treated = { size: 0, converters: 0, clicks: 0 };
     const held = { size: 0, converters: 0 };
     profileIds.forEach((id, i) => {
       const identities = { cookie_id: `ck-${i}` };
       if (isHeldOut(destinationId, id, HOLDOUT)) {
-        held.size++;
-        if (i % 10 === 0) {
+        if (held.size++ % 10 === 0) {
           held.converters++;
           events.push({ id: `c${i}`, type: 'conversion', timestamp: minutesAgo(1), identities, properties: { campaign: 'spring', value: 20 } });
         }
         return;
       }
-      treated.size++;
+      const rank = treated.size++;
       events.push({ id: `i${i}`, type: 'impression', timestamp: minutesAgo(10), identities, properties: { campaign: 'spring', creative: 'tent-300x250' } });
-      if (i % 5 === 0) {
+      if (rank % 5 === 0) {
         treated.clicks++;
         events.push({ id: `k${i}`, type: 'click', timestamp: minutesAgo(9), identities, properties: { campaign: 'spring' } });
       }
-      if (i % 10 < 3) {
+      if (rank % 10 < 3) {
         treated.converters++;
         events.push({ id: `c${i}`, type: 'conversion', timestamp: minutesAgo(1), identities, properties: { campaign: 'spring', value: 20 } });
       }

@@ -15,7 +15,7 @@ import { ensureSourceWorkflow, wakeProfilePartition } from '../../temporal/clien
 import { sourceStatusQuery } from '../../workflows/sourceConnection';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
-import { eventsFolded, profileDifferences } from '../support/profiles';
+import { eventsFolded, profileDifferences, unrecordedGroups } from '../support/profiles';
 import { baseConfig, startWorker, stopPartitionWriters, testStore, testTemporal, uniqueName, waitFor, type RunningWorker } from '../support/services';
 
 describe('draining a source into profiles', () => {
@@ -46,22 +46,29 @@ describe('draining a source into profiles', () => {
     // Every id is sent twice, in different chunks: the repeats must count once.
     await appendToLog(store, sourceId, [...generated, ...generated.slice(0, 200)], 250);
 
-    const injected: FoldStep[] = [];
+    const injected: Array<{ reserved: boolean }> = [];
+    const positions = new ProfileEventLog(store);
     worker = await startWorker({
       store,
       temporal,
       taskQueue,
+      // One range per drain turn, 250 events each: several folds per partition.
+      config: { DMP_DRAIN_CONCURRENCY: 1 },
       activityOverrides: {
         profileWriteBatch: 10,
-        onFoldStep: (step) => {
-          if (step === 'profiles-partly-written' && injected.length < 2) {
-            injected.push(step);
+        // A partition's first fold records its group before writing; later ones write under the group
+        // the last save reserved. One failure of each kind.
+        onFoldStep: async (step, group) => {
+          if (step !== 'profiles-partly-written') return;
+          const reserved = (await positions.loadPositions(baseConfig.DMP_PROFILE_PARTITIONS)).some((position) => position.nextGroup === group);
+          if (!injected.some((failure) => failure.reserved === reserved)) {
+            injected.push({ reserved });
             throw new Error('injected failure after a partial profile write');
           }
         },
       },
     });
-    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue });
+    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 250 });
     const handle = temporal.workflow.getHandle(sourceWorkflowId(sourceId));
     const progress = await waitFor('the drain to finish', async () => {
       const status = await handle.query(sourceStatusQuery);
@@ -69,11 +76,13 @@ describe('draining a source into profiles', () => {
     });
     await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= 1500);
 
-    expect(injected).toHaveLength(2);
+    expect(injected).toEqual(expect.arrayContaining([{ reserved: false }, { reserved: true }]));
     expect(progress.eventsProcessed).toBe(1500);
     expect(progress.duplicatesSkipped).toBe(200);
     expect(progress.lastError).toBeNull();
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+    // The retries wrote under groups of their own; the interrupted attempts' groups are known too.
+    expect(await unrecordedGroups(store, baseConfig.DMP_PROFILE_PARTITIONS)).toEqual([]);
     await handle.terminate('test finished');
   });
 
@@ -157,6 +166,7 @@ describe('draining a source into profiles', () => {
     // Once nothing is left to fold, each writer compacts what is still due on its own.
     await waitFor('the idle partitions to compact', async () => (await store.db.collection(COLLECTIONS.profiles).countDocuments({})) < 1.5 * 200, 60_000);
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+    expect(await unrecordedGroups(store, baseConfig.DMP_PROFILE_PARTITIONS)).toEqual([]);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   });
 

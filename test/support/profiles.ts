@@ -57,3 +57,10 @@ function sortKeys<T>(record: Record<string, T>): Record<string, T> {
 export async function eventsFolded(store: Store, sourceId: string, partitions: number): Promise<number> {
   return new ProfileEventLog(store).eventsApplied(sourceId, partitions);
 }
+
+/** Write groups that hold profile versions but no partition position records: versions compaction would never remove. */
+export async function unrecordedGroups(store: Store, partitions: number): Promise<string[]> {
+  const recorded = new Set((await new ProfileEventLog(store).loadPositions(partitions)).flatMap((position) => Object.keys(position.groups)));
+  const stored: string[] = await store.db.collection(COLLECTIONS.profiles).distinct('group');
+  return stored.filter((group) => !recorded.has(group));
+}
