@@ -35,6 +35,14 @@ export function segmentScheduleId(databaseName: string, segmentId: string): stri
   return `segment-schedule:${databaseName}:${segmentId}`;
 }
 
+/**
+ * The one scheduled run of a moment: every segment schedule firing at that nominal time (hourly
+ * crons, intervals aligned to the epoch) starts it under this id, and only the first does.
+ */
+export function scheduledSegmentRunWorkflowId(databaseName: string, nominalTime: Date): string {
+  return `segment-scheduled:${databaseName}:${nominalTime.toISOString()}`;
+}
+
 /** One export of a destination, asked for through the API (`exportId` derives from the destination and the second). */
 export function destinationExportWorkflowId(databaseName: string, exportId: string): string {
   return `destination-export:${databaseName}:${exportId}`;

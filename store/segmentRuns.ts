@@ -47,6 +47,8 @@ export interface RunDoc {
   factsFor?: string[];
   /** When its pass over the profiles began (not superseded by then); absent before. */
   passStartedAt?: Date;
+  /** Prepared of every segment (a scheduled or an export's run), not for an edit: edits leave it be. */
+  ofEverySegment?: boolean;
 }
 
 export interface SnapshotChunk {
@@ -165,10 +167,10 @@ export class SegmentRunStore {
    * segment versions and the second (see segmentRunId), so preparing the same run twice while it runs
    * finds the first.
    */
-  async prepare(segments: SegmentDoc[], evaluatedAt: Date, startedAt: Date): Promise<RunDoc> {
+  async prepare(segments: SegmentDoc[], evaluatedAt: Date, startedAt: Date, ofEverySegment = false): Promise<RunDoc> {
     const definitions = segments.map((segment) => ({ id: segment._id, version: segment.version, ruleJson: segment.ruleJson })).sort((a, b) => (a.id < b.id ? -1 : 1));
     for (let now = windowStart(evaluatedAt); ; now = new Date(now.getTime() + 1000)) {
-      const run = await this.startRun(this.newRun(definitions, now, startedAt));
+      const run = await this.startRun({ ...this.newRun(definitions, now, startedAt), ...(ofEverySegment ? { ofEverySegment } : {}) });
       // A run of the same versions that already ended in this second read the profiles before this request: the next second is a new run.
       if (run.state === 'running' || run.startedAt.getTime() >= startedAt.getTime()) return run;
     }
@@ -192,10 +194,15 @@ export class SegmentRunStore {
     };
   }
 
-  /** The segments of the runs whose pass over the profiles has not begun yet. */
+  /**
+   * The segments of the edits' runs whose pass over the profiles has not begun yet. Not those of a
+   * run of every segment: an edit taking them all in would write thousands of segments (and its run
+   * complete them all again) for a run that evaluates them anyway — what a burst of edits did while
+   * the hourly run of hundreds of scheduled segments waited to begin.
+   */
   async runningSegmentIds(): Promise<Set<string>> {
-    const running = await this.runs.find({ state: 'running' }, { projection: { segments: 1, passStartedAt: 1 } }).toArray();
-    return new Set(running.filter((run) => !run.passStartedAt).flatMap((run) => run.segments.map((segment) => segment.id)));
+    const running = await this.runs.find({ state: 'running' }, { projection: { segments: 1, passStartedAt: 1, ofEverySegment: 1 } }).toArray();
+    return new Set(running.filter((run) => !run.passStartedAt && !run.ofEverySegment).flatMap((run) => run.segments.map((segment) => segment.id)));
   }
 
   /** Marks a run's pass as begun: later runs no longer take in its segments (see prepareRun). */
@@ -384,7 +391,7 @@ export async function prepareRun(segments: SegmentStore, runs: SegmentRunStore, 
   // quick succession still cost one pass over the profiles, not one each. Runs already passing are
   // left to finish: taking them in too would chain every run of a steady stream of edits to the
   // first run of every segment, and make each hold them all.
-  if (!only) return prepareRunOf(segments, runs, await segments.list(), evaluatedAt, startedAt);
+  if (!only) return prepareRunOf(segments, runs, await segments.list(), evaluatedAt, startedAt, true);
   const touched = [...only, ...(await segments.dependentsOf(only)).map((doc) => doc._id), ...(await runs.runningSegmentIds())];
   const all = touched.length > RUN_BY_ID_AT_MOST ? await segments.list() : undefined;
   return prepareRunOf(segments, runs, await segments.withReferences(touched, all), evaluatedAt, startedAt);
@@ -394,8 +401,8 @@ export async function prepareRun(segments: SegmentStore, runs: SegmentRunStore, 
 const RUN_BY_ID_AT_MOST = 64;
 
 /** Prepares a run of exactly `docs` (which must hold every segment their rules refer to) and shows it on each. */
-export async function prepareRunOf(segments: SegmentStore, runs: SegmentRunStore, docs: SegmentDoc[], evaluatedAt: Date, startedAt: Date): Promise<RunDoc> {
-  const run = await runs.prepare(docs, evaluatedAt, startedAt);
+export async function prepareRunOf(segments: SegmentStore, runs: SegmentRunStore, docs: SegmentDoc[], evaluatedAt: Date, startedAt: Date, ofEverySegment = false): Promise<RunDoc> {
+  const run = await runs.prepare(docs, evaluatedAt, startedAt, ofEverySegment);
   if (run.state === 'running') {
     await segments.setLastRuns(run.segments.map((segment) => segment.id), { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
   }

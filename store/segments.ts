@@ -1,5 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Collection } from 'mongodb';
+import type { Collection, Filter } from 'mongodb';
 import { referencedSegments, type Rule, type SegmentDefinition } from '../domain/segmentRules';
 import type { SegmentSchedule } from '../domain/segments';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
@@ -66,6 +66,11 @@ const DEFINITIONS_KEPT_MS = 30_000;
 
 /** Segment documents written at once when a run's state is recorded on all of them. */
 const LAST_RUN_WRITES_AT_ONCE = 8;
+
+/** A filter matching a segment whose `field` names no run started after `run` (or names `run` itself). */
+function noLaterRun(field: 'current' | 'lastRun', run: { runId: string; startedAt: Date }): Filter<SegmentDoc> {
+  return { $or: [{ [field]: null }, { [`${field}.runId`]: run.runId }, { [`${field}.startedAt`]: { $lte: run.startedAt } }] } as Filter<SegmentDoc>;
+}
 
 interface DefinitionsStamp {
   _id: 'definitions';
@@ -182,11 +187,13 @@ export class SegmentStore {
     return removed;
   }
 
-  /** Records a run's state on a segment, unless a run started later is recorded there already. */
+  /**
+   * Records a run's state on a segment, unless a run started later is recorded there already. The
+   * condition is in the write: judged from an earlier read, a run superseded could overwrite the
+   * completion of the run that superseded it, written in between, and stay the segment's last.
+   */
   private async setLastRun(id: string, lastRun: RunSummary): Promise<void> {
-    const doc = await this.get(id);
-    if (!doc || (doc.lastRun && doc.lastRun.runId !== lastRun.runId && doc.lastRun.startedAt > lastRun.startedAt)) return;
-    await this.segments.updateOne({ _id: id }, { $set: { lastRun } });
+    await this.segments.updateOne({ _id: id, ...noLaterRun('lastRun', lastRun) }, { $set: { lastRun } });
   }
 
   /** Records a run's state on each of its segments (each one read and written: a few at a time, as a run may hold thousands). */
@@ -197,20 +204,24 @@ export class SegmentStore {
   /**
    * Points a segment at a completed run, unless it was edited since the run read it (its own run
    * follows) or a run that started later has already been made its snapshot (runs may overlap);
-   * and records the run as its last, unless a later one is recorded. One read and one write, as a
-   * run may complete thousands of segments. Returns whether it was made the snapshot.
+   * and records the run as its last, unless a later one is recorded. Each condition is in its
+   * write, as runs complete concurrently; one read and usually one write, as a run may complete
+   * thousands of segments. Returns whether it was made the snapshot.
    */
   async completeRun(id: string, current: CurrentRun, lastRun: RunSummary): Promise<boolean> {
     const doc = await this.get(id);
     if (!doc) return false;
-    const flips = doc.version === current.version && !(doc.current && doc.current.startedAt > current.startedAt);
-    const records = !(doc.lastRun && doc.lastRun.runId !== lastRun.runId && doc.lastRun.startedAt > lastRun.startedAt);
-    if (flips) {
-      const result = await this.segments.updateOne({ _id: id, version: current.version }, { $set: records ? { current, lastRun } : { current } });
-      if (result.matchedCount === 1) return true;
+    if (doc.version === current.version && !(doc.current && doc.current.startedAt > current.startedAt)) {
+      const both = await this.segments.updateOne({ _id: id, version: current.version, $and: [noLaterRun('current', current), noLaterRun('lastRun', lastRun)] }, { $set: { current, lastRun } });
+      if (both.matchedCount === 1) return true;
+      // A later run is recorded (or the segment changed) since the read: each part on its own.
+      const flipped = await this.segments.updateOne({ _id: id, version: current.version, ...noLaterRun('current', current) }, { $set: { current } });
+      await this.setLastRun(id, lastRun);
+      return flipped.matchedCount === 1;
     }
-    // Not the snapshot (or edited between the read and the write): the run is still its last.
-    if (records) await this.segments.updateOne({ _id: id }, { $set: { lastRun } });
+    // Not the snapshot: the run may still be its last.
+    await this.setLastRun(id, lastRun);
     return false;
   }
+
 }

@@ -1,6 +1,6 @@
-import { ApplicationFailure, executeChild, proxyActivities, upsertMemo } from '@temporalio/workflow';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import { segmentRunWorkflowId } from '../domain/workflowIds';
+import { ApplicationFailure, executeChild, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
+import { defineSearchAttributeKey, SearchAttributeType, WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
+import { scheduledSegmentRunWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
 import type { SegmentationActivities } from '../activities/segmentation';
 
 const { prepareSegmentRun, completeSegmentRun, failSegmentRun } = proxyActivities<SegmentationActivities>({
@@ -20,7 +20,12 @@ export interface SegmentRunInput {
   runId?: string;
   /** For a scheduled run: the store, to run the prepared run under its own id. */
   databaseName?: string;
+  /** For a scheduled run, once its schedules have met: the nominal time (epoch ms) they fired for. */
+  nominalTime?: number;
 }
+
+/** Set by Temporal on each workflow a schedule starts: the time the schedule was due, not when the workflow ran. */
+const SCHEDULED_START = defineSearchAttributeKey('TemporalScheduledStartTime', SearchAttributeType.DATETIME);
 
 /**
  * One batch segmentation run: evaluate every segment of the run over every profile in one pass,
@@ -28,10 +33,27 @@ export interface SegmentRunInput {
  * snapshot until the run is complete, never a half run. Its id derives from the segment versions and
  * the second evaluated (domain/segments `segmentRunId`).
  */
-export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: string; evaluated: number }> {
+export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: string | null; evaluated: number }> {
+  if (!input.runId && input.nominalTime === undefined) {
+    // A segment's schedule fired. Schedules of hundreds of segments fire at the same nominal time,
+    // and their workflows start over seconds: each preparing a run of every segment (a run per
+    // second) buried the store. So they meet in one workflow per nominal time; only the first
+    // starts it, and a schedule firing late finds it started or done.
+    const nominalTime = workflowInfo().typedSearchAttributes.get(SCHEDULED_START) ?? new Date(Date.now());
+    try {
+      return await executeChild(segmentRun, {
+        workflowId: scheduledSegmentRunWorkflowId(input.databaseName ?? '', nominalTime),
+        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+        args: [{ databaseName: input.databaseName, nominalTime: nominalTime.getTime() }],
+      });
+    } catch (error) {
+      if (error instanceof WorkflowExecutionAlreadyStartedError) return { runId: null, evaluated: 0 };
+      throw error;
+    }
+  }
   if (!input.runId) {
-    // Scheduled: schedules of several segments firing together prepare the same run, which then
-    // runs once, as the child under its own id; the others find it started.
+    // The scheduled run of a nominal time: one run of every segment as they are now, under its own
+    // id (the API's run of the same versions and second is the same run, found started).
     const runId = await prepareSegmentRun({ evaluatedAt: Date.now() });
     try {
       return await executeChild(segmentRun, { workflowId: segmentRunWorkflowId(input.databaseName ?? '', runId), args: [{ runId }] });

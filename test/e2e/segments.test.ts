@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { call } from '../support/http';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
-import { segmentRunWorkflowId, segmentScheduleId } from '../../domain/workflowIds';
+import { scheduledSegmentRunWorkflowId, segmentRunWorkflowId, segmentScheduleId } from '../../domain/workflowIds';
 import { buildTcString } from '../unit/tcfFixture';
 
 const daysAgo = (days: number) => new Date(Date.now() - days * 86_400_000).toISOString();
@@ -188,6 +188,38 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     expect(badCron.status).toBe(400);
     expect(badCron.body.errors[0]).toMatchObject({ path: expect.stringMatching(/^schedule/), message: expect.stringContaining('0-59') });
   });
+
+  it('runs the segments whose schedules fire at the same time in one run, started by the first schedule to fire', async () => {
+    // The next minute at least 20 s away, so every schedule exists before it comes.
+    const due = new Date(Math.ceil((Date.now() + 20_000) / 60_000) * 60_000);
+    const scheduled = [];
+    for (let n = 0; n < 12; n++) {
+      const created = await create({ name: `Hourly ${n}`, rule: { trait: 'plan', op: 'eq', value: `plan-${n}` }, schedule: { cron: `${due.getUTCMinutes()} * * * *` } });
+      expect(created.status).toBe(201);
+      scheduled.push(created.body.id as string);
+    }
+    for (const id of scheduled) await settled(id);
+    expect(Date.now()).toBeLessThan(due.getTime());
+
+    // Each schedule started its workflow; the one run of that minute evaluated them all.
+    const handles = scheduled.map((id) => platform.temporal.schedule.getHandle(segmentScheduleId(platform.store.db.databaseName, id)));
+    const fired = await waitFor(
+      'every schedule fired',
+      async () => {
+        const actions = await Promise.all(handles.map(async (handle) => (await handle.describe()).info.recentActions.at(-1)));
+        return actions.every((action) => action && action.scheduledAt.getTime() === due.getTime()) ? actions : null;
+      },
+      120_000,
+    );
+    const results = await Promise.all(fired.map((action) => platform.temporal.workflow.getHandle(action!.action.workflow.workflowId).result()));
+    const runIds = new Set(results.map((result) => result.runId).filter((runId) => runId !== null));
+    expect(runIds.size).toBe(1);
+    const [runId] = [...runIds];
+    const meeting = await platform.temporal.workflow.getHandle(scheduledSegmentRunWorkflowId(platform.store.db.databaseName, due)).result();
+    expect(meeting.runId).toBe(runId);
+    for (const id of scheduled) expect((await get(id)).lastRun).toMatchObject({ runId, state: 'completed' });
+    for (const id of scheduled) expect((await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'DELETE' })).status).toBe(204);
+  }, 180_000);
 
   it('shows segments in the taxonomy tree beside imported categories', async () => {
     const iab = readFileSync(`${__dirname}/../fixtures/iab-audience-taxonomy-1.1-excerpt.tsv`, 'utf8');

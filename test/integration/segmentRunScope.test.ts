@@ -65,6 +65,14 @@ describe('the segments a run holds', () => {
     expect(await scopeOf()).toEqual(['alone', 'base', 'other', 'target', 'unrelated', 'uses-target', 'uses-user']);
   });
 
+  it("does not take a run of every segment into an edit's run, even before its pass begins", async () => {
+    const everySegment = await prepareRun(segments, runs, new Date(), new Date());
+    expect(everySegment.segments).toHaveLength(7);
+    expect(await scopeOf(['alone'])).toEqual(['alone']);
+    expect(await runs.supersededBy(everySegment)).toBeNull();
+    await runs.saveRun({ ...everySegment, state: 'completed', finishedAt: new Date() });
+  });
+
   it('finds the dependents of a rule changed to refer elsewhere, and of segments stored before references were kept', async () => {
     const doc = (await segments.get('uses-target'))!;
     expect(await segments.replace({ ...doc, ruleJson: JSON.stringify({ segment: 'alone' }), version: 2 }, 1)).toBe(true);
