@@ -190,16 +190,16 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
   });
 
   it('runs the segments whose schedules fire at the same time in one run, started by the first schedule to fire', async () => {
-    // The next minute at least 20 s away, so every schedule exists before it comes.
-    const due = new Date(Math.ceil((Date.now() + 20_000) / 60_000) * 60_000);
+    // The next minute at least 30 s away, so every schedule exists before it comes.
+    const due = new Date(Math.ceil((Date.now() + 30_000) / 60_000) * 60_000);
     const scheduled = [];
     for (let n = 0; n < 12; n++) {
       const created = await create({ name: `Hourly ${n}`, rule: { trait: 'plan', op: 'eq', value: `plan-${n}` }, schedule: { cron: `${due.getUTCMinutes()} * * * *` } });
       expect(created.status).toBe(201);
       scheduled.push(created.body.id as string);
     }
-    for (const id of scheduled) await settled(id);
     expect(Date.now()).toBeLessThan(due.getTime());
+    for (const id of scheduled) await settled(id);
 
     // Each schedule started its workflow; the one run of that minute evaluated them all.
     const handles = scheduled.map((id) => platform.temporal.schedule.getHandle(segmentScheduleId(platform.store.db.databaseName, id)));
