@@ -196,7 +196,7 @@ export class SegmentStore {
     await this.segments.updateOne({ _id: id, ...noLaterRun('lastRun', lastRun) }, { $set: { lastRun } });
   }
 
-  /** Records a run's state on each of its segments (each one read and written: a few at a time, as a run may hold thousands). */
+  /** Records a run's state on each of its segments (one conditional write each, a few at a time, as a run may hold thousands). */
   setLastRuns(ids: string[], lastRun: RunSummary): Promise<void> {
     return forEachConcurrently(ids, LAST_RUN_WRITES_AT_ONCE, (id) => this.setLastRun(id, lastRun));
   }
@@ -223,5 +223,4 @@ export class SegmentStore {
     await this.setLastRun(id, lastRun);
     return false;
   }
-
 }
