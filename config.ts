@@ -55,6 +55,8 @@ export const ConfigSchema = z.object({
   DMP_RAW_EVENT_TTL_HOURS: z.coerce.number().min(0).default(24),
   /** How long routed events are kept for profile histories and unlink rebuilds. */
   DMP_EVENT_HISTORY_DAYS: z.coerce.number().min(1).default(395),
+  /** How long the record of an ended segment run is kept (its counts stay in the segment's history). */
+  DMP_SEGMENT_RUN_DAYS: z.coerce.number().min(0).default(30),
   /** How often the retention run looks for what may leave the store. */
   DMP_RETENTION_EVERY_MINUTES: z.coerce.number().min(1).default(60),
   /** Event types whose `properties.item` are interactions the item model (recommendations) learns from. */

@@ -13,7 +13,7 @@ import { heartbeat, withHeartbeats } from './heartbeat';
 export interface RetentionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS'>;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS'>;
   now?: () => Date;
 }
 
@@ -29,9 +29,17 @@ export function createRetentionActivities(deps: RetentionDeps) {
   const eventIds = new EventIdGenerations(deps.store.db, deps.config.DMP_DEDUPE_WINDOW_HOURS);
 
   return {
-    /** Snapshots of segment runs no segment reads any more, and past days of real-time changes folded into history. */
-    releaseSegmentSnapshots(): Promise<{ runs: number }> {
-      return withHeartbeats(async () => ({ runs: await new SegmentRunStore(deps.store).releaseUnread(await new SegmentStore(deps.store).list(), now()) }));
+    /**
+     * Snapshots of segment runs no segment reads any more, records of runs ended more than `ttlMs`
+     * (else DMP_SEGMENT_RUN_DAYS) ago, and past days of real-time changes folded into history.
+     */
+    releaseSegmentSnapshots(input: { ttlMs?: number } = {}): Promise<{ runs: number; records: number }> {
+      return withHeartbeats(async () => {
+        const at = now();
+        const forgetBefore = new Date(at.getTime() - (input.ttlMs ?? deps.config.DMP_SEGMENT_RUN_DAYS * 86_400_000));
+        const { released, forgotten } = await new SegmentRunStore(deps.store).releaseUnread(await new SegmentStore(deps.store).list(), at, forgetBefore);
+        return { runs: released, records: forgotten };
+      });
     },
 
     /** Event-id generations past the dedupe window, dropped whole. */

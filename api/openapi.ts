@@ -260,7 +260,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Where a batch run stands',
       request: { params: runIdParam },
       ok: [200, 'The run', RunViewSchema],
-      extra: { 404: problem('No such segment or run') },
+      extra: { 404: problem('No such segment or run (the records of runs ended more than DMP_SEGMENT_RUN_DAYS ago are removed, unless the segment still reads or shows the run)') },
     },
     {
       method: 'post',

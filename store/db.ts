@@ -73,6 +73,8 @@ const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.identitySeverances, 'keys'],
   [COLLECTIONS.identityRefusals, 'profileId'],
   [COLLECTIONS.segments, 'refersTo'],
+  // Live segment runs (store/segmentRuns): each edit and run start looks for them, among a month of ended runs.
+  ['segment_runs', 'state'],
   // Privacy collections (store/privacy, store/privacyMarks): few documents per request, read per request.
   ['privacy_requests', 'state'],
   ['privacy_marks', 'requestIds'],

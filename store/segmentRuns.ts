@@ -233,22 +233,32 @@ export class SegmentRunStore {
   }
 
   /**
-   * Drops the snapshot chunks of ended runs no segment reads (`segments` is every segment), and folds
-   * real-time changes of past days into history once every segment has a snapshot newer than them.
-   * Returns how many runs let go of their chunks. Safe to repeat.
+   * Drops the snapshot chunks of ended runs no segment reads (`segments` is every segment), removes
+   * the records of runs that ended before `forgetBefore` and that no segment reads or shows as its
+   * last run (their counts stay in `history`), and folds real-time changes of past days into history
+   * once every segment has a snapshot newer than them. Records are kept bounded because every edit
+   * and every run looks among them for the live ones. Safe to repeat: a record goes only after its
+   * chunks.
    */
-  async releaseUnread(segments: SegmentDoc[], now: Date): Promise<number> {
+  async releaseUnread(segments: SegmentDoc[], now: Date, forgetBefore: Date): Promise<{ released: number; forgotten: number }> {
     const read = new Set(segments.flatMap((segment) => (segment.current ? [segment.current.runId] : [])));
-    let released = 0;
-    for (const run of await this.runs.find({ state: { $ne: 'running' } }, { projection: { _id: 1, chunks: 1 } }).toArray()) {
-      if (read.has(run._id) || run.chunks.length === 0) continue;
-      await this.dropChunks(run);
-      released++;
+    const shown = new Set(segments.flatMap((segment) => (segment.lastRun ? [segment.lastRun.runId] : [])));
+    const result = { released: 0, forgotten: 0 };
+    for (const run of await this.runs.find({ state: { $ne: 'running' } }, { projection: { _id: 1, chunks: 1, finishedAt: 1 } }).toArray()) {
+      if (read.has(run._id)) continue;
+      if (run.chunks.length > 0) {
+        await this.dropChunks(run);
+        result.released++;
+      }
+      if (!shown.has(run._id) && run.finishedAt && run.finishedAt < forgetBefore) {
+        await this.runs.deleteOne({ _id: run._id });
+        result.forgotten++;
+      }
     }
-    if (segments.some((segment) => !segment.current)) return released;
+    if (segments.some((segment) => !segment.current)) return result;
     const cutoff = segments.reduce((min, segment) => (segment.current!.startedAt < min ? segment.current!.startedAt : min), now);
     await this.foldChangesIntoHistory(new Date(cutoff.getTime() - 3_600_000));
-    return released;
+    return result;
   }
 
   /**

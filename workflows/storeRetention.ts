@@ -11,6 +11,7 @@ const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnaps
 export interface RetentionInput {
   rawEventTtlMs?: number;
   eventHistoryTtlMs?: number;
+  segmentRunTtlMs?: number;
 }
 
 export interface RetentionReport {
@@ -20,19 +21,21 @@ export interface RetentionReport {
   rawEventsRemoved: number;
   routedBatchesRemoved: number;
   segmentRunsReleased: number;
+  segmentRunRecordsRemoved: number;
 }
 
 /**
  * One retention run, started by the store's schedule: what has aged out leaves the store — event-id
  * generations past the dedupe window, drained raw chunks past their TTL, folded routed events past
- * the history window, snapshots of segment runs no segment reads — and the run reports how much (its result, and its memo in the Temporal UI).
+ * the history window, snapshots of segment runs no segment reads, records of runs past
+ * DMP_SEGMENT_RUN_DAYS — and the run reports how much (its result, and its memo in the Temporal UI).
  * Superseded profile versions leave through the partition writers' compaction, not here.
  */
 export async function storeRetention(input: RetentionInput = {}): Promise<RetentionReport> {
   const ids = await expireEventIds();
   const raw = await expireRawChunks({ ttlMs: input.rawEventTtlMs });
   const routed = await expireRoutedEvents({ ttlMs: input.eventHistoryTtlMs });
-  const snapshots = await releaseSegmentSnapshots();
+  const snapshots = await releaseSegmentSnapshots({ ttlMs: input.segmentRunTtlMs });
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -40,6 +43,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     rawEventsRemoved: raw.events,
     routedBatchesRemoved: routed.batches,
     segmentRunsReleased: snapshots.runs,
+    segmentRunRecordsRemoved: snapshots.records,
   };
   upsertMemo({ report });
   return report;

@@ -21,8 +21,8 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
 
   const send = (ids: string[]) => source.send(ids.map((id) => ({ id, type: 'page_view', timestamp: '2026-08-01T10:00:00Z', identities: { cookie_id: 'kept-1' } })));
   const folded = (count: number) => source.folded(count);
-  const retain = (ttlMs: number) =>
-    platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ rawEventTtlMs: ttlMs, eventHistoryTtlMs: ttlMs }] });
+  const retain = (ttlMs: number, segmentRunTtlMs?: number) =>
+    platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ rawEventTtlMs: ttlMs, eventHistoryTtlMs: ttlMs, segmentRunTtlMs }] });
   const lookup = async () => (await source.lookup('cookie_id', 'kept-1')).body;
 
   it('removes drained raw chunks and folded routed events past their age, leaves profiles whole, and the drain goes on after it', async () => {
@@ -55,7 +55,7 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect((await lookup()).counters.page_view.count).toBe(8);
   });
 
-  it('lets go of the snapshots of segment runs no segment reads any more, and keeps the ones segments read', async () => {
+  it('lets go of the snapshots of segment runs no segment reads any more, and of their records past their age, and keeps the ones segments read', async () => {
     const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
     const own = await newSource(platform.api);
     await own.send([{ id: 'snap-1', type: 'snapshot_check', identities: { cookie_id: 'snap-1' } }]);
@@ -77,6 +77,14 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect(await chunksOf(second)).toBeGreaterThan(0);
     expect((await admin(`/v1/segments/${segment.id}/members`)).body.members).toHaveLength(1);
     expect((await retain(3_600_000)).segmentRunsReleased).toBe(0);
+    // The records stay for DMP_SEGMENT_RUN_DAYS (30 by default); past it, those of runs no segment reads or shows as its last leave.
+    expect(report.segmentRunRecordsRemoved).toBe(0);
+    expect((await admin(`/v1/segments/${segment.id}/runs/${first}`)).status).toBe(200);
+    expect((await retain(3_600_000, 0)).segmentRunRecordsRemoved).toBeGreaterThanOrEqual(1);
+    expect((await admin(`/v1/segments/${segment.id}/runs/${first}`)).status).toBe(404);
+    expect((await admin(`/v1/segments/${segment.id}/runs/${second}`)).body.state).toBe('completed');
+    expect((await admin(`/v1/segments/${segment.id}`)).body.lastRun.runId).toBe(second);
+    expect((await admin(`/v1/segments/${segment.id}/members`)).body.members).toHaveLength(1);
   });
 
   it('keeps an event id a duplicate for at least the dedupe window, and drops whole generations past it', async () => {
