@@ -7,7 +7,7 @@ import { RetentionStore } from '../store/retention';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
-import { wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
+import { ensureSegmentSchedule, listSegmentSchedules, releaseSegmentSchedule, wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
 
 export interface RetentionDeps {
@@ -40,6 +40,26 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const { released, forgotten } = await new SegmentRunStore(deps.store).releaseUnread(await new SegmentStore(deps.store).list(), at, forgetBefore);
         return { runs: released, records: forgotten };
       });
+    },
+
+    /**
+     * The shared segment schedules made to match the segments: each schedule a segment has exists,
+     * and those no segment has (left by a request cut short, or one per segment from before they
+     * were shared) are removed.
+     */
+    async reconcileSegmentSchedules(): Promise<{ created: number; removed: number }> {
+      const databaseName = deps.store.db.databaseName;
+      const segments = new SegmentStore(deps.store);
+      const wanted = await segments.schedules();
+      const existing = new Set(await listSegmentSchedules(deps.temporal, databaseName));
+      const result = { created: 0, removed: 0 };
+      for (const [key, schedule] of wanted) {
+        if (!existing.has(key) && (await ensureSegmentSchedule(deps.temporal, databaseName, schedule, deps.config))) result.created++;
+      }
+      for (const key of existing) {
+        if (!wanted.has(key) && (await releaseSegmentSchedule(deps.temporal, databaseName, key, () => segments.schedules(), deps.config))) result.removed++;
+      }
+      return result;
     },
 
     /** Event-id generations past the dedupe window, dropped whole. */

@@ -10,7 +10,9 @@ import {
   HistoryQuerySchema,
   MembersQuerySchema,
   PatchSegmentRequestSchema,
+  scheduleKey,
   wilson,
+  type SegmentSchedule,
   type SegmentView,
 } from '../domain/segments';
 import { AudienceReportStore } from '../store/audienceReports';
@@ -19,7 +21,7 @@ import { decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { failRun, prepareRun, SegmentRunStore, type RunDoc } from '../store/segmentRuns';
 import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
-import { startSegmentRun, syncSegmentSchedule } from '../temporal/client';
+import { ensureSegmentSchedule, releaseSegmentSchedule, startSegmentRun } from '../temporal/client';
 import { parseOr400, ProblemError } from './problem';
 
 /** Profiles read for an estimate before any run has kept a sample. */
@@ -139,6 +141,16 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     return run._id;
   }
 
+  /**
+   * A segment's schedule changed from `before` to `after`: the schedule it now shares exists, and the
+   * one it left goes if no segment has it any more (one left behind by a request cut short goes with
+   * the retention run).
+   */
+  async function moveSchedule(before: SegmentSchedule | null, after: SegmentSchedule | null): Promise<void> {
+    if (after) await ensureSegmentSchedule(temporal, databaseName, after, config);
+    if (before && (!after || scheduleKey(before) !== scheduleKey(after))) await releaseSegmentSchedule(temporal, databaseName, scheduleKey(before), () => segments.schedules(), config);
+  }
+
   async function views(docs: SegmentDoc[]): Promise<SegmentView[]> {
     const membership = new SegmentMembership(runs);
     const states = await membership.realTime(docs);
@@ -165,7 +177,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
       lastRun: null,
     };
     await segments.create(doc);
-    await syncSegmentSchedule(temporal, databaseName, doc._id, doc.schedule, config);
+    await moveSchedule(null, doc.schedule);
     await startRun(doc._id);
     res.status(201).location(`/v1/segments/${doc._id}`).json((await views([await load(doc._id)]))[0]);
   });
@@ -220,7 +232,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     // sending it again: the run of a version that has none yet starts then, and the schedule is set.
     const unevaluated = next.current?.version !== next.version && next.lastRun?.state !== 'running';
     if (ruleChanged || unevaluated) await startRun(doc._id);
-    if (patch.schedule !== undefined) await syncSegmentSchedule(temporal, databaseName, doc._id, next.schedule, config);
+    if (patch.schedule !== undefined) await moveSchedule(doc.schedule, next.schedule);
     res.json((await views([await load(doc._id)]))[0]);
   });
 
@@ -230,8 +242,9 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     if (users.length > 0) {
       throw new ProblemError(409, 'segment-in-use', 'Other segments refer to this one', users.map((user) => ({ path: 'params.id', message: `used by segment ${user._id}` })));
     }
-    await syncSegmentSchedule(temporal, databaseName, doc._id, null, config);
+    // Removed first: the shared schedule goes only when no segment has it.
     await segments.remove(doc._id);
+    await moveSchedule(doc.schedule, null);
     await reports.remove(doc._id);
     res.status(204).end();
   });

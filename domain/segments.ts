@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 import { cronPattern, MINUTE_FIELD } from './cronPattern';
-import { DurationSchema, RuleSchema } from './segmentRules';
+import { durationMs, DurationSchema, RuleSchema } from './segmentRules';
 import { exactlyOneOf, nonEmptyChange } from './schemaChecks';
 import { nameText, storableText, TRIMMED_CHARS } from './text';
 
@@ -37,6 +37,15 @@ export const SegmentScheduleSchema = exactlyOneOf(
     .strict(),
   ['every', 'cron'],
 ).openapi('SegmentSchedule', { description: 'Batch runs on a schedule (`every` or `cron`): they catch time windows passing without new events.' }) as unknown as z.ZodType<SegmentSchedule>;
+/**
+ * What a schedule is known by. Segments with the same one share one Temporal Schedule: a scheduled
+ * run evaluates every segment, so one firing serves them all (intervals are aligned to the epoch,
+ * so `PT1H` and `PT60M` are the same times).
+ */
+export function scheduleKey(schedule: SegmentSchedule): string {
+  return 'every' in schedule ? `every:${durationMs(schedule.every) / 1000}s` : `cron:${schedule.cron}`;
+}
+
 /** A schedule or none (null), as a union: the generator documents `.nullable()` of a named object as never null. */
 export const NullableScheduleSchema = z.union([SegmentScheduleSchema, z.null()]);
 

@@ -30,9 +30,13 @@ export function segmentRunWorkflowId(databaseName: string, runId: string): strin
   return `segment-run:${databaseName}:${runId}`;
 }
 
-/** The schedule of one segment's batch runs; scheduled runs evaluate every segment in the one pass. */
-export function segmentScheduleId(databaseName: string, segmentId: string): string {
-  return `segment-schedule:${databaseName}:${segmentId}`;
+/**
+ * The schedule of batch runs every segment with that schedule shares (`key`: domain/segments
+ * `scheduleKey`); each firing evaluates every segment in one pass. With an empty key: the prefix of
+ * every segment schedule of the store.
+ */
+export function segmentScheduleId(databaseName: string, key: string): string {
+  return `segment-schedule:${databaseName}:${key}`;
 }
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import type { Collection, Filter } from 'mongodb';
 import { referencedSegments, type Rule, type SegmentDefinition } from '../domain/segmentRules';
-import type { SegmentSchedule } from '../domain/segments';
+import { scheduleKey, type SegmentSchedule } from '../domain/segments';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
 
 export const SEGMENTS = COLLECTIONS.segments;
@@ -115,6 +115,12 @@ export class SegmentStore {
   /** After a definition changed: readers that keep the definitions read them again. */
   private async changed(): Promise<void> {
     await this.stamp.replaceOne({ _id: 'definitions' }, { token: randomUUID() }, { upsert: true });
+  }
+
+  /** The schedules segments have, by key (domain/segments `scheduleKey`): one Temporal Schedule each. */
+  async schedules(): Promise<Map<string, SegmentSchedule>> {
+    const docs = await this.segments.find({}, { projection: { schedule: 1 } }).toArray();
+    return new Map(docs.flatMap((doc) => (doc.schedule ? [[scheduleKey(doc.schedule), doc.schedule] as const] : [])));
   }
 
   get(id: string): Promise<SegmentDoc | null> {

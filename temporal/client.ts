@@ -4,7 +4,7 @@ import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeScheduleId, lo
 import type { DestinationDoc } from '../store/destinations';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
-import type { SegmentSchedule } from '../domain/segments';
+import { scheduleKey, type SegmentSchedule } from '../domain/segments';
 import { SA } from '../domain/searchAttributes';
 import type { Config } from '../config';
 import type { SourceDoc } from '../store/sources';
@@ -236,19 +236,57 @@ export async function startSegmentRun(client: Client, databaseName: string, runI
 }
 
 /**
- * Makes a segment's schedule match its definition: created, replaced, or removed when it has none.
- * Each scheduled run evaluates every segment in one pass (never two at once; a run missed while
- * the cluster was down is caught up within the hour).
+ * Creates the schedule of batch runs the segments with `schedule` share, unless it exists (as an
+ * operator may have paused it). Each firing evaluates every segment in one pass (never two at once;
+ * a run missed while the cluster was down is caught up within the hour). Returns whether it created it.
  */
-export async function syncSegmentSchedule(
+export async function ensureSegmentSchedule(client: Client, databaseName: string, schedule: SegmentSchedule, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<boolean> {
+  const scheduleId = segmentScheduleId(databaseName, scheduleKey(schedule));
+  try {
+    await client.schedule.create({
+      scheduleId,
+      spec: scheduleSpec(schedule),
+      action: { type: 'startWorkflow', workflowType: segmentRun, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ databaseName }] },
+      policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+    });
+    return true;
+  } catch (error) {
+    if (!(error instanceof ScheduleAlreadyRunning)) throw error;
+    return false;
+  }
+}
+
+/**
+ * Removes the shared segment schedule of `key` unless a segment has that schedule. The segments are
+ * read again after the removal: a segment given the schedule meanwhile, whose request found the
+ * schedule still there, gets it back. Returns whether it removed the schedule for good.
+ */
+export async function releaseSegmentSchedule(
   client: Client,
   databaseName: string,
-  segmentId: string,
-  schedule: SegmentSchedule | null,
+  key: string,
+  schedules: () => Promise<Map<string, SegmentSchedule>>,
   config: Pick<Config, 'DMP_TASK_QUEUE'>,
-): Promise<void> {
-  const scheduleId = segmentScheduleId(databaseName, segmentId);
-  await putSchedule(client, scheduleId, schedule && { spec: scheduleSpec(schedule), action: { workflowType: segmentRun, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ databaseName }] } });
+): Promise<boolean> {
+  if ((await schedules()).has(key)) return false;
+  let removed = true;
+  try {
+    await client.schedule.getHandle(segmentScheduleId(databaseName, key)).delete();
+  } catch (error) {
+    if (!(error instanceof ScheduleNotFoundError)) throw error;
+    removed = false;
+  }
+  const wanted = (await schedules()).get(key);
+  if (wanted) await ensureSegmentSchedule(client, databaseName, wanted, config);
+  return removed && !wanted;
+}
+
+/** The keys of the segment schedules Temporal holds for the store (as its visibility lists them, a little behind). */
+export async function listSegmentSchedules(client: Client, databaseName: string): Promise<string[]> {
+  const prefix = segmentScheduleId(databaseName, '');
+  const keys: string[] = [];
+  for await (const summary of client.schedule.list()) if (summary.scheduleId.startsWith(prefix)) keys.push(summary.scheduleId.slice(prefix.length));
+  return keys;
 }
 
 /** Starts an export the API recorded, under its deterministic id; finding it started is success. */

@@ -1,7 +1,7 @@
 import { proxyActivities, upsertMemo } from '@temporalio/workflow';
 import type { RetentionActivities } from '../activities/retention';
 
-const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots } = proxyActivities<RetentionActivities>({
+const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules } = proxyActivities<RetentionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '5 seconds', maximumInterval: '1 minute' },
@@ -22,20 +22,24 @@ export interface RetentionReport {
   routedBatchesRemoved: number;
   segmentRunsReleased: number;
   segmentRunRecordsRemoved: number;
+  segmentSchedulesCreated: number;
+  segmentSchedulesRemoved: number;
 }
 
 /**
  * One retention run, started by the store's schedule: what has aged out leaves the store — event-id
  * generations past the dedupe window, drained raw chunks past their TTL, folded routed events past
  * the history window, snapshots of segment runs no segment reads, records of runs past
- * DMP_SEGMENT_RUN_DAYS — and the run reports how much (its result, and its memo in the Temporal UI).
- * Superseded profile versions leave through the partition writers' compaction, not here.
+ * DMP_SEGMENT_RUN_DAYS, segment schedules no segment has (those segments have are made sure of) —
+ * and the run reports how much (its result, and its memo in the Temporal UI). Superseded profile
+ * versions leave through the partition writers' compaction, not here.
  */
 export async function storeRetention(input: RetentionInput = {}): Promise<RetentionReport> {
   const ids = await expireEventIds();
   const raw = await expireRawChunks({ ttlMs: input.rawEventTtlMs });
   const routed = await expireRoutedEvents({ ttlMs: input.eventHistoryTtlMs });
   const snapshots = await releaseSegmentSnapshots({ ttlMs: input.segmentRunTtlMs });
+  const schedules = await reconcileSegmentSchedules();
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -44,6 +48,8 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     routedBatchesRemoved: routed.batches,
     segmentRunsReleased: snapshots.runs,
     segmentRunRecordsRemoved: snapshots.records,
+    segmentSchedulesCreated: schedules.created,
+    segmentSchedulesRemoved: schedules.removed,
   };
   upsertMemo({ report });
   return report;

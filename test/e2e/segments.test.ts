@@ -3,6 +3,7 @@ import { call } from '../support/http';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 import { scheduledSegmentRunWorkflowId, segmentRunWorkflowId, segmentScheduleId } from '../../domain/workflowIds';
+import { scheduleKey, type SegmentSchedule } from '../../domain/segments';
 import { buildTcString } from '../unit/tcfFixture';
 
 const daysAgo = (days: number) => new Date(Date.now() - days * 86_400_000).toISOString();
@@ -161,9 +162,11 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     expect(cycle.body.title).toContain('refer to each other');
   });
 
-  it('keeps a Temporal Schedule of batch runs for a segment with a schedule, and removes it with the schedule', async () => {
+  const scheduleHandle = (schedule: SegmentSchedule) => platform.temporal.schedule.getHandle(segmentScheduleId(platform.store.db.databaseName, scheduleKey(schedule)));
+
+  it('keeps a Temporal Schedule of batch runs for each schedule segments have, shared by them, and removes it when the last one leaves it', async () => {
     const id = (await create({ name: 'Lapsed', rule: { lastSeen: { notWithin: 'P30D' } }, schedule: { every: 'PT6H' } })).body.id;
-    const handle = platform.temporal.schedule.getHandle(segmentScheduleId(platform.store.db.databaseName, id));
+    const handle = scheduleHandle({ every: 'PT6H' });
     const described = await handle.describe();
     expect(described.spec.intervals?.[0].every).toBe(6 * 3_600_000);
     expect(described.policies.overlap).toBe('SKIP');
@@ -178,9 +181,16 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     await platform.temporal.workflow.getHandle(segmentRunWorkflowId(platform.store.db.databaseName, scheduled.lastRun.runId)).result();
     const cron = await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: { cron: '0 3 * * *' } } });
     expect(cron.body.schedule).toEqual({ cron: '0 3 * * *' });
-    expect((await handle.describe()).spec.calendars).toEqual([expect.objectContaining({ hour: [{ start: 3, end: 3, step: 1 }] })]);
-    await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: null } });
+    const cronHandle = scheduleHandle({ cron: '0 3 * * *' });
+    expect((await cronHandle.describe()).spec.calendars).toEqual([expect.objectContaining({ hour: [{ start: 3, end: 3, step: 1 }] })]);
+    // No segment has the six-hourly schedule any more: it is gone.
     await expect(handle.describe()).rejects.toThrow();
+    // A second segment with the same schedule shares it: it stays while one of them has it.
+    const other = (await create({ name: 'Lapsed too', rule: { lastSeen: { notWithin: 'P60D' } }, schedule: { cron: '0 3 * * *' } })).body.id;
+    await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: null } });
+    expect((await cronHandle.describe()).spec.calendars).toHaveLength(1);
+    expect((await call(`${segmentsUrl()}/${other}`, { key: api.adminKey, method: 'DELETE' })).status).toBe(204);
+    await expect(cronHandle.describe()).rejects.toThrow();
     const bad = await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'PATCH', body: { schedule: { every: 'soon' } } });
     expect(bad.status).toBe(400);
     expect(bad.body.errors[0].path).toMatch(/^schedule/);
@@ -189,29 +199,32 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     expect(badCron.body.errors[0]).toMatchObject({ path: expect.stringMatching(/^schedule/), message: expect.stringContaining('0-59') });
   });
 
-  it('runs the segments whose schedules fire at the same time in one run, started by the first schedule to fire', async () => {
+  it('runs the segments whose schedules fire at the same time in one run: one shared schedule, and one run of that time for schedules that coincide', async () => {
     // The next minute at least 30 s away, so every schedule exists before it comes.
     const due = new Date(Math.ceil((Date.now() + 30_000) / 60_000) * 60_000);
+    const hourly = { cron: `${due.getUTCMinutes()} * * * *` };
+    // Ten segments on one cron share one schedule; two more, due at the same times by a cron spelled otherwise, share another.
+    const sameTimes = { cron: `${due.getUTCMinutes()} 0-23 * * *` };
     const scheduled = [];
     for (let n = 0; n < 12; n++) {
-      const created = await create({ name: `Hourly ${n}`, rule: { trait: 'plan', op: 'eq', value: `plan-${n}` }, schedule: { cron: `${due.getUTCMinutes()} * * * *` } });
+      const created = await create({ name: `Hourly ${n}`, rule: { trait: 'plan', op: 'eq', value: `plan-${n}` }, schedule: n < 10 ? hourly : sameTimes });
       expect(created.status).toBe(201);
       scheduled.push(created.body.id as string);
     }
     expect(Date.now()).toBeLessThan(due.getTime());
     for (const id of scheduled) await settled(id);
 
-    // Each schedule started its workflow; the one run of that minute evaluated them all.
-    const handles = scheduled.map((id) => platform.temporal.schedule.getHandle(segmentScheduleId(platform.store.db.databaseName, id)));
+    // Both schedules started their workflow for that minute; the one run of that minute evaluated them all.
+    const handles = [scheduleHandle(hourly), scheduleHandle(sameTimes)];
     const fired = await waitFor(
-      'every schedule fired',
+      'both schedules fired',
       async () => {
-        const actions = await Promise.all(handles.map(async (handle) => (await handle.describe()).info.recentActions.at(-1)));
-        return actions.every((action) => action && action.scheduledAt.getTime() === due.getTime()) ? actions : null;
+        const actions = await Promise.all(handles.map(async (handle) => (await handle.describe()).info.recentActions.find((action) => action.scheduledAt.getTime() === due.getTime())));
+        return actions.every((action) => action) ? actions : null;
       },
       120_000,
     );
-    const results = await Promise.all(fired.map((action) => platform.temporal.workflow.getHandle(action!.action.workflow.workflowId).result()));
+    const results = await Promise.all(fired.map((action) => platform.temporal.workflow.getHandle(action!.action.workflow.workflowId, action!.action.workflow.firstExecutionRunId).result()));
     const runIds = new Set(results.map((result) => result.runId).filter((runId) => runId !== null));
     expect(runIds.size).toBe(1);
     const [runId] = [...runIds];
@@ -219,6 +232,7 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     expect(meeting.runId).toBe(runId);
     for (const id of scheduled) expect((await get(id)).lastRun).toMatchObject({ runId, state: 'completed' });
     for (const id of scheduled) expect((await call(`${segmentsUrl()}/${id}`, { key: api.adminKey, method: 'DELETE' })).status).toBe(204);
+    for (const handle of handles) await expect(handle.describe()).rejects.toThrow();
   }, 180_000);
 
   it('shows segments in the taxonomy tree beside imported categories', async () => {

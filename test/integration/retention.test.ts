@@ -1,5 +1,6 @@
 import { ScheduleOverlapPolicy } from '@temporalio/client';
-import { retentionScheduleId } from '../../domain/workflowIds';
+import { scheduleKey } from '../../domain/segments';
+import { retentionScheduleId, segmentScheduleId } from '../../domain/workflowIds';
 import { COLLECTIONS } from '../../store/db';
 import { EventIdGenerations } from '../../store/eventIds';
 import { SEGMENT_COLLECTIONS } from '../../store/segmentRuns';
@@ -85,6 +86,39 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect((await admin(`/v1/segments/${segment.id}/runs/${second}`)).body.state).toBe('completed');
     expect((await admin(`/v1/segments/${segment.id}`)).body.lastRun.runId).toBe(second);
     expect((await admin(`/v1/segments/${segment.id}/members`)).body.members).toHaveLength(1);
+  });
+
+  it('makes the shared segment schedules match the segments: one no segment has goes, one a segment has and lost comes back', async () => {
+    const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
+    const databaseName = platform.store.db.databaseName;
+    const schedule = { cron: '7 5 * * *' };
+    expect((await admin('/v1/segments', { body: { name: 'Early', rule: { event: 'dawn' }, schedule } })).status).toBe(201);
+    const kept = platform.temporal.schedule.getHandle(segmentScheduleId(databaseName, scheduleKey(schedule)));
+    await kept.delete();
+    // A schedule of the store no segment has (as each segment had its own before they were shared).
+    const strayId = segmentScheduleId(databaseName, 'seg_gone');
+    await platform.temporal.schedule.create({
+      scheduleId: strayId,
+      spec: { cronExpressions: ['9 5 * * *'] },
+      action: { type: 'startWorkflow', workflowType: 'segmentRun', workflowId: strayId, taskQueue: platform.taskQueue, args: [{ databaseName }] },
+    });
+    const stray = platform.temporal.schedule.getHandle(strayId);
+    const exists = (handle: typeof stray) => handle.describe().then(() => true, () => false);
+    // Temporal's list of schedules lags a little behind: a run may not see the latest yet.
+    const counts = { created: 0, removed: 0 };
+    await waitFor(
+      'the schedules to match the segments',
+      async () => {
+        const report = await retain(3_600_000);
+        counts.created += report.segmentSchedulesCreated;
+        counts.removed += report.segmentSchedulesRemoved;
+        return (await exists(kept)) && !(await exists(stray));
+      },
+      60_000,
+      1000,
+    );
+    expect(counts).toEqual({ created: 1, removed: 1 });
+    expect((await kept.describe()).spec.calendars).toEqual([expect.objectContaining({ hour: [{ start: 5, end: 5, step: 1 }] })]);
   });
 
   it('keeps an event id a duplicate for at least the dedupe window, and drops whole generations past it', async () => {
