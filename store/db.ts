@@ -51,6 +51,8 @@ export const COLLECTIONS = {
   identityUnlinks: 'identity_unlinks',
   /** One per profile document holding its cap of some identity type (`_id` = the document id). */
   identityCaps: 'identity_caps',
+  /** One document, replaced after every cap marker written: drains that keep the markers compare it. */
+  identityCapsStamp: 'identity_caps_stamp',
   /** Joins the caps refused: `<profileId>|<identity>`. */
   identityRefusals: 'identity_refusals',
   /** Co-occurrences unlinks severed: identity pairs in given events that no longer join them. */

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import type { StoredIdentityType } from '../domain/identity';
 import type { Refusal } from '../domain/identityResolution';
@@ -9,6 +10,14 @@ interface CapMarkerDoc {
   types: StoredIdentityType[];
   at: Date;
 }
+
+interface CapsStampDoc {
+  _id: string;
+  token: string;
+}
+
+/** Up to this many markers, a drain keeps them all; past it, it reads a document's by `_id` each time. */
+const KEEP_ALL_MAX = 20_000;
 
 /** A join the caps refused, as recorded. */
 export interface RefusalDoc {
@@ -29,17 +38,53 @@ export interface RefusalDoc {
  */
 export class IdentityCapStore {
   private readonly markers: Collection<CapMarkerDoc>;
+  private readonly stamp: Collection<CapsStampDoc>;
   private readonly refusals: Collection<RefusalDoc>;
   /** A marker seen is kept: a document's identities only grow (a split retires it, marker and all, for new parts). */
   private readonly seen = new BoundedCache<string, Set<StoredIdentityType>>(100_000);
+  /** Every marker as of a stamp (null: more than `keepAllMax`). */
+  private all: { token: string | null; markers: Map<string, Set<StoredIdentityType>> | null } | null = null;
 
-  constructor(store: Store) {
+  constructor(
+    store: Store,
+    private readonly keepAllMax = KEEP_ALL_MAX,
+  ) {
     this.markers = store.db.collection<CapMarkerDoc>(COLLECTIONS.identityCaps);
+    this.stamp = store.db.collection<CapsStampDoc>(COLLECTIONS.identityCapsStamp);
     this.refusals = store.db.collection<RefusalDoc>(COLLECTIONS.identityRefusals);
   }
 
-  /** The capped types of each document that has any: one read by `_id` per document not known capped. */
+  /**
+   * The capped types of each document that has any. While there are few markers, they are all kept,
+   * read again only when the stamp changed: one read by `_id` a call. "Not capped" can then be
+   * answered without reading each document's marker, which was most of a drain's reads (a batch of
+   * returning visitors adds to thousands of documents). A marker written meanwhile is seen by the
+   * next call, as a marker read by `_id` just before it was written would be.
+   */
   async capped(profileIds: string[]): Promise<Map<string, Set<StoredIdentityType>>> {
+    const all = await this.allMarkers();
+    if (all) {
+      const found = new Map<string, Set<StoredIdentityType>>();
+      for (const id of profileIds) {
+        const types = all.get(id);
+        if (types) found.set(id, types);
+      }
+      return found;
+    }
+    return this.read(profileIds);
+  }
+
+  private async allMarkers(): Promise<Map<string, Set<StoredIdentityType>> | null> {
+    const token = (await this.stamp.findOne({ _id: 'caps' }))?.token ?? null;
+    if (!this.all || this.all.token !== token) {
+      const docs = await this.markers.find({}, { projection: { types: 1 } }).limit(this.keepAllMax + 1).toArray();
+      this.all = { token, markers: docs.length > this.keepAllMax ? null : new Map(docs.map((doc) => [doc._id, new Set(doc.types)])) };
+    }
+    return this.all.markers;
+  }
+
+  /** One read by `_id` per document not known capped. */
+  private async read(profileIds: string[]): Promise<Map<string, Set<StoredIdentityType>>> {
     const found = new Map<string, Set<StoredIdentityType>>();
     const unknown: string[] = [];
     for (const id of new Set(profileIds)) {
@@ -55,9 +100,10 @@ export class IdentityCapStore {
     return found;
   }
 
-  /** Only the document's partition writer marks it. */
+  /** Only the document's partition writer marks it; the stamp changes after the marker is in. */
   async mark(profileId: string, types: StoredIdentityType[], at: Date): Promise<void> {
     await this.markers.replaceOne({ _id: profileId }, { types, at }, { upsert: true });
+    await this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true });
   }
 
   async record(refusals: Array<Omit<Refusal, 'event'> & { cap: number; sourceId: string }>, at: Date): Promise<void> {

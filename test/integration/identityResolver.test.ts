@@ -1,7 +1,7 @@
 import { createIdentityResolver, MissEstimate } from '../../activities/identityResolver';
 import type { StoredEvent } from '../../domain/event';
 import { identityKey, type Identity } from '../../domain/identity';
-import type { Store } from '../../store/db';
+import { COLLECTIONS, type Store } from '../../store/db';
 import { IdentityCapStore } from '../../store/identityCaps';
 import { IdentityIndex } from '../../store/identities';
 import { testStore, uniqueName } from '../support/services';
@@ -81,6 +81,25 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     expect(result.targets).toEqual([full]);
     expect(result.links).toEqual([]);
     expect(result.refusals).toEqual([expect.objectContaining({ profileId: full, key: identityKey(cookie('y-c0')) })]);
+  });
+
+  it('keeps every cap marker while they are few, and sees one another process writes on its next call; past the limit it reads them by document', async () => {
+    const [a, b, c] = [uniqueName('p_cap'), uniqueName('p_cap'), uniqueName('p_cap')];
+    const writer = new IdentityCapStore(store);
+    const drain = new IdentityCapStore(store);
+    expect([...(await drain.capped([a, b, c])).keys()]).toEqual([]);
+    await writer.mark(a, ['cookie_id'], at);
+    expect([...(await drain.capped([a, b, c])).entries()]).toEqual([[a, new Set(['cookie_id'])]]);
+    // A marker written without the stamp changing is not seen by a drain keeping them all: the stamp is what it reads.
+    await store.db.collection(COLLECTIONS.identityCaps).replaceOne({ _id: b } as never, { types: ['maid'], at }, { upsert: true });
+    expect([...(await drain.capped([b])).keys()]).toEqual([]);
+    await writer.mark(c, ['crm_id'], at);
+    expect(new Map(await drain.capped([a, b, c]))).toEqual(new Map([[a, new Set(['cookie_id'])], [b, new Set(['maid'])], [c, new Set(['crm_id'])]]));
+    // With more markers than it keeps (the test store holds at least these three), each document's is read by `_id`.
+    const reader = new IdentityCapStore(store, 2);
+    const fresh = uniqueName('p_cap');
+    await store.db.collection(COLLECTIONS.identityCaps).replaceOne({ _id: fresh } as never, { types: ['email_sha256'], at }, { upsert: true });
+    expect(new Map(await reader.capped([a, fresh, uniqueName('p_none')]))).toEqual(new Map([[a, new Set(['cookie_id'])], [fresh, new Set(['email_sha256'])]]));
   });
 
   it('waits for a claim of the same keys in flight in this process instead of sending them again', async () => {
