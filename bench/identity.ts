@@ -481,7 +481,7 @@ async function main(): Promise<number> {
     ...(
       [
         ['  lookup', steps.lookup, 'IdentityIndex.reload of cache misses (one read by _id per key), when they are read'],
-        ['  caps', steps.caps, 'IdentityCapStore.capped of documents joined (one read by _id per document not known capped)'],
+        ['  caps', steps.caps, 'IdentityCapStore.capped of documents joined (the markers kept, read again when their stamp changes)'],
         ['  resolveIdentities', steps.resolve, 'in memory, all passes'],
         ['  claim', steps.claim, 'IdentityIndex.claim (waits for claims of the same keys in flight, then insertMany, unordered)'],
         ['  reload', steps.reload, 'IdentityIndex.reload of lost claims not settled in this process'],
