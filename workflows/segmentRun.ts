@@ -35,10 +35,11 @@ const SCHEDULED_START = defineSearchAttributeKey('TemporalScheduledStartTime', S
  */
 export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: string | null; evaluated: number }> {
   if (!input.runId && input.nominalTime === undefined) {
-    // A segment's schedule fired. Schedules of hundreds of segments fire at the same nominal time,
-    // and their workflows start over seconds: each preparing a run of every segment (a run per
-    // second) buried the store. So they meet in one workflow per nominal time; only the first
-    // starts it, and a schedule firing late finds it started or done.
+    // A segment schedule fired. Distinct schedules fire at the same nominal time (an hourly cron
+    // and an interval; a store's one-per-segment schedules until retention removes them), and
+    // their workflows start over seconds: each preparing a run of every segment (a run per second)
+    // buried the store. So they meet in one workflow per nominal time; only the first starts it,
+    // and a schedule firing late finds it started or done.
     const nominalTime = workflowInfo().typedSearchAttributes.get(SCHEDULED_START) ?? new Date(Date.now());
     try {
       return await executeChild(segmentRun, {
