@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/activity';
-import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
+import { workflowIsRunning } from '../temporal/client';
 import type { Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
 import type { Connector, ExportBatch } from '../connectors/connector';
@@ -117,15 +118,7 @@ export function createExportActivities(deps: ExportDeps) {
     return found;
   }
 
-  /** Whether a workflow is alive; only a workflow Temporal does not know counts as gone (any other error is retried). */
-  async function isRunning(workflowId: string): Promise<boolean> {
-    try {
-      return (await deps.temporal.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
-    } catch (error) {
-      if (error instanceof WorkflowNotFoundError) return false;
-      throw error;
-    }
-  }
+  const isRunning = (workflowId: string) => workflowIsRunning(deps.temporal, workflowId);
 
   /** Whether anything an export would send changed since the destination's last export was planned. */
   async function changedSince(destination: DestinationDoc): Promise<boolean> {

@@ -4,10 +4,11 @@ import type { Store } from '../store/db';
 import { EventIdGenerations } from '../store/eventIds';
 import { ProfileEventLog } from '../store/profileEvents';
 import { RetentionStore } from '../store/retention';
-import { SegmentRunStore } from '../store/segmentRuns';
+import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
-import { ensureSegmentSchedule, listSegmentSchedules, releaseSegmentSchedule, wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
+import { segmentRunWorkflowId } from '../domain/workflowIds';
+import { ensureSegmentSchedule, listSegmentSchedules, releaseSegmentSchedule, wakeProfilePartition, workflowIsRunning, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
 
 export interface RetentionDeps {
@@ -19,6 +20,12 @@ export interface RetentionDeps {
 
 /** Most removals per stream and run: a backlog is worked off over several runs, each bounded. */
 const PER_STREAM = 20_000;
+
+/**
+ * A run is recorded before its workflow starts (the API, or a scheduled run's own workflow, starts
+ * it right after): one younger than this may still be about to start.
+ */
+const RUN_START_GRACE_MS = 15 * 60_000;
 
 /** The activities of the retention run: each removes one kind of old data and says how much. */
 export function createRetentionActivities(deps: RetentionDeps) {
@@ -60,6 +67,28 @@ export function createRetentionActivities(deps: RetentionDeps) {
         if (!wanted.has(key) && (await releaseSegmentSchedule(deps.temporal, databaseName, key, () => segments.schedules(), deps.config))) result.removed++;
       }
       return result;
+    },
+
+    /**
+     * Segment runs recorded as running whose workflow ended without saying so (terminated from the
+     * Temporal UI, or its history lost): recorded as failed, so their segments show it and keep
+     * reading their previous snapshot, and the run's record can age out like any other. Only runs
+     * older than `graceMs` (else RUN_START_GRACE_MS).
+     */
+    failAbandonedSegmentRuns(input: { graceMs?: number } = {}): Promise<{ runs: number }> {
+      return withHeartbeats(async () => {
+        const at = now();
+        const segments = new SegmentStore(deps.store);
+        const runs = new SegmentRunStore(deps.store);
+        let failed = 0;
+        for (const runId of await runs.runningSince(new Date(at.getTime() - (input.graceMs ?? RUN_START_GRACE_MS)))) {
+          if (await workflowIsRunning(deps.temporal, segmentRunWorkflowId(deps.store.db.databaseName, runId))) continue;
+          await failRun(segments, runs, runId, 'abandoned: its workflow ended before it finished', at);
+          failed++;
+          heartbeat({ runId });
+        }
+        return { runs: failed };
+      });
     },
 
     /** Event-id generations past the dedupe window, dropped whole. */

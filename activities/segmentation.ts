@@ -1,4 +1,5 @@
 import type { Client } from '@temporalio/client';
+import { workflowIsRunning } from '../temporal/client';
 import type { Config } from '../config';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { dayKey, type SegmentSubject } from '../domain/profile';
@@ -71,14 +72,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   const marks = stores.marks;
 
   /** Whether a run's workflow is alive: only a run that will finish may stand in for another. */
-  async function isRunning(runId: string): Promise<boolean> {
-    try {
-      const described = await deps.temporal.workflow.getHandle(segmentRunWorkflowId(deps.store.db.databaseName, runId)).describe();
-      return described.status.name === 'RUNNING';
-    } catch {
-      return false;
-    }
-  }
+  const isRunning = (runId: string) => workflowIsRunning(deps.temporal, segmentRunWorkflowId(deps.store.db.databaseName, runId));
 
   /**
    * Evaluates every segment of the run on every person, in one pass over the profiles (passPeople).

@@ -205,6 +205,12 @@ export class SegmentRunStore {
     return new Set(running.filter((run) => !run.passStartedAt && !run.ofEverySegment).flatMap((run) => run.segments.map((segment) => segment.id)));
   }
 
+  /** Ids of the runs recorded as running that started before `before` (by the `state` index). */
+  async runningSince(before: Date): Promise<string[]> {
+    const running = await this.runs.find({ state: 'running' }, { projection: { _id: 1, startedAt: 1 } }).toArray();
+    return running.filter((run) => run.startedAt < before).map((run) => run._id);
+  }
+
   /** Marks a run's pass as begun: later runs no longer take in its segments (see prepareRun). */
   async markPassStarted(runId: string, at: Date): Promise<void> {
     await this.runs.updateOne({ _id: runId }, { $set: { passStartedAt: at } });

@@ -226,6 +226,19 @@ async function putSchedule(
   }
 }
 
+/**
+ * Whether a workflow is alive. Only a workflow Temporal does not know (never started, or its history
+ * gone) counts as ended without a status; any other error is thrown, for the caller's retry.
+ */
+export async function workflowIsRunning(client: Client, workflowId: string): Promise<boolean> {
+  try {
+    return (await client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
+  } catch (error) {
+    if (error instanceof WorkflowNotFoundError) return false;
+    throw error;
+  }
+}
+
 /** Starts a prepared batch segmentation run under its deterministic id; finding it started is success. */
 export async function startSegmentRun(client: Client, databaseName: string, runId: string, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
   try {

@@ -1,7 +1,7 @@
 import { proxyActivities, upsertMemo } from '@temporalio/workflow';
 import type { RetentionActivities } from '../activities/retention';
 
-const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules } = proxyActivities<RetentionActivities>({
+const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules, failAbandonedSegmentRuns } = proxyActivities<RetentionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '5 seconds', maximumInterval: '1 minute' },
@@ -12,6 +12,8 @@ export interface RetentionInput {
   rawEventTtlMs?: number;
   eventHistoryTtlMs?: number;
   segmentRunTtlMs?: number;
+  /** How old a run recorded as running must be before its workflow's absence makes it failed. */
+  runStartGraceMs?: number;
 }
 
 export interface RetentionReport {
@@ -24,13 +26,15 @@ export interface RetentionReport {
   segmentRunRecordsRemoved: number;
   segmentSchedulesCreated: number;
   segmentSchedulesRemoved: number;
+  segmentRunsAbandoned: number;
 }
 
 /**
  * One retention run, started by the store's schedule: what has aged out leaves the store — event-id
  * generations past the dedupe window, drained raw chunks past their TTL, folded routed events past
  * the history window, snapshots of segment runs no segment reads, records of runs past
- * DMP_SEGMENT_RUN_DAYS, segment schedules no segment has (those segments have are made sure of) —
+ * DMP_SEGMENT_RUN_DAYS, segment schedules no segment has (those segments have are made sure of), runs whose workflow
+ * ended without recording it (marked failed) —
  * and the run reports how much (its result, and its memo in the Temporal UI). Superseded profile
  * versions leave through the partition writers' compaction, not here.
  */
@@ -40,6 +44,8 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const routed = await expireRoutedEvents({ ttlMs: input.eventHistoryTtlMs });
   const snapshots = await releaseSegmentSnapshots({ ttlMs: input.segmentRunTtlMs });
   const schedules = await reconcileSegmentSchedules();
+  // Last, so a run started before this step existed replays its history unchanged.
+  const abandoned = await failAbandonedSegmentRuns({ graceMs: input.runStartGraceMs });
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -50,6 +56,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     segmentRunRecordsRemoved: snapshots.records,
     segmentSchedulesCreated: schedules.created,
     segmentSchedulesRemoved: schedules.removed,
+    segmentRunsAbandoned: abandoned.runs,
   };
   upsertMemo({ report });
   return report;

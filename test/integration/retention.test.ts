@@ -3,7 +3,8 @@ import { scheduleKey } from '../../domain/segments';
 import { retentionScheduleId, segmentScheduleId } from '../../domain/workflowIds';
 import { COLLECTIONS } from '../../store/db';
 import { EventIdGenerations } from '../../store/eventIds';
-import { SEGMENT_COLLECTIONS } from '../../store/segmentRuns';
+import { prepareRunOf, SEGMENT_COLLECTIONS, SegmentRunStore } from '../../store/segmentRuns';
+import { SegmentStore } from '../../store/segments';
 import { ensureRetentionSchedule } from '../../temporal/client';
 import { storeRetention } from '../../workflows/storeRetention';
 import { call } from '../support/http';
@@ -22,8 +23,12 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
 
   const send = (ids: string[]) => source.send(ids.map((id) => ({ id, type: 'page_view', timestamp: '2026-08-01T10:00:00Z', identities: { cookie_id: 'kept-1' } })));
   const folded = (count: number) => source.folded(count);
-  const retain = (ttlMs: number, segmentRunTtlMs?: number) =>
-    platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ rawEventTtlMs: ttlMs, eventHistoryTtlMs: ttlMs, segmentRunTtlMs }] });
+  const retain = (ttlMs: number, segmentRunTtlMs?: number, runStartGraceMs?: number) =>
+    platform.temporal.workflow.execute(storeRetention, {
+      workflowId: uniqueName('retention'),
+      taskQueue: platform.taskQueue,
+      args: [{ rawEventTtlMs: ttlMs, eventHistoryTtlMs: ttlMs, segmentRunTtlMs, runStartGraceMs }],
+    });
   const lookup = async () => (await source.lookup('cookie_id', 'kept-1')).body;
 
   it('removes drained raw chunks and folded routed events past their age, leaves profiles whole, and the drain goes on after it', async () => {
@@ -119,6 +124,36 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     );
     expect(counts).toEqual({ created: 1, removed: 1 });
     expect((await kept.describe()).spec.calendars).toEqual([expect.objectContaining({ hour: [{ start: 5, end: 5, step: 1 }] })]);
+  });
+
+  it('records as failed a segment run whose workflow ended without recording it, once past its start, and its segment keeps its snapshot', async () => {
+    const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
+    const own = await newSource(platform.api);
+    await own.send([{ id: 'abandon-1', type: 'abandon_check', identities: { cookie_id: 'abandon-1' } }]);
+    await own.folded(1);
+    const created = (await admin('/v1/segments', { body: { name: 'Abandoned runs', rule: { event: 'abandon_check' } } })).body;
+    const run = (runId: string) => admin(`/v1/segments/${created.id}/runs/${runId}`).then((response) => response.body);
+    await waitFor('the first run to complete', async () => (await run(created.lastRun.runId)).state === 'completed', 30_000, 200);
+
+    // A run recorded as the API records it, whose workflow never starts (as if terminated from the Temporal UI).
+    const segments = new SegmentStore(platform.store);
+    const runs = new SegmentRunStore(platform.store);
+    // Evaluated a second on: the first run's second holds the run of these versions already.
+    const abandoned = await prepareRunOf(segments, runs, [(await segments.get(created.id))!], new Date(Date.now() + 1000), new Date());
+    expect((await admin(`/v1/segments/${created.id}`)).body.lastRun).toMatchObject({ runId: abandoned._id, state: 'running' });
+
+    // Younger than the grace its workflow has to start: left running.
+    expect((await retain(3_600_000)).segmentRunsAbandoned).toBe(0);
+    expect((await run(abandoned._id)).state).toBe('running');
+
+    expect((await retain(3_600_000, undefined, 0)).segmentRunsAbandoned).toBe(1);
+    expect(await run(abandoned._id)).toMatchObject({ state: 'failed', error: 'abandoned: its workflow ended before it finished' });
+    expect((await admin(`/v1/segments/${created.id}`)).body.lastRun).toMatchObject({ runId: abandoned._id, state: 'failed' });
+    expect((await admin(`/v1/segments/${created.id}/members`)).body.members).toHaveLength(1);
+    // A run whose workflow is alive is left to it.
+    const live = (await admin(`/v1/segments/${created.id}/runs`, { method: 'POST' })).body.runId as string;
+    expect((await retain(3_600_000, undefined, 0)).segmentRunsAbandoned).toBe(0);
+    await waitFor('the live run to complete', async () => (await run(live)).state === 'completed', 30_000, 200);
   });
 
   it('keeps an event id a duplicate for at least the dedupe window, and drops whole generations past it', async () => {
