@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { cloneData } from './cloneData';
 import type { StoredConsent } from './consent';
 import type { StoredEvent } from './event';
 import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
@@ -151,7 +152,7 @@ export function profileVersionId(profileId: string, version: number): string {
 
 /** The next version of a profile: the same content under the next `_id`, to be changed and inserted. */
 export function nextVersion(profile: Readonly<ProfileDoc>): ProfileDoc {
-  const next = structuredClone(profile) as ProfileDoc;
+  const next = cloneData(profile) as ProfileDoc;
   next.version = profile.version + 1;
   next._id = profileVersionId(profile.profileId, next.version);
   return next;
@@ -171,22 +172,42 @@ export function outranks(a: TraitOrigin & { value: unknown }, b: TraitOrigin & {
   return JSON.stringify(a.value) > JSON.stringify(b.value);
 }
 
+const DAY_MS = 86_400_000;
+const twoDigits = (n: number) => (n < 10 ? `0${n}` : String(n));
+
+/** The UTC day as `YYYYMMDD` (every fold counts each event under one; built from fields, not an ISO string). */
 export function dayKey(at: Date): string {
-  return at.toISOString().slice(0, 10).replace(/-/g, '');
+  const year = at.getUTCFullYear();
+  if (year < 1000 || year > 9999) return at.toISOString().slice(0, 10).replace(/-/g, '');
+  return `${year}${twoDigits(at.getUTCMonth() + 1)}${twoDigits(at.getUTCDate())}`;
 }
 
 /** Drops daily buckets and recent events older than BEHAVIOUR_DAYS before `lastSeen`. */
 function pruneDays(counter: EventCounter): void {
-  const oldest = dayKey(new Date(counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * 86_400_000));
+  const oldestMs = Math.floor((counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * DAY_MS) / DAY_MS) * DAY_MS;
+  const oldest = dayKey(new Date(oldestMs));
   for (const day of Object.keys(counter.days)) if (day < oldest) delete counter.days[day];
-  if (counter.recent) counter.recent = counter.recent.filter((event) => dayKey(event.at) >= oldest);
+  // At or after the oldest day's midnight is that day or later: no day key per event needed.
+  if (counter.recent) counter.recent = counter.recent.filter((event) => event.at.getTime() >= oldestMs);
 }
+
+/** The order of recent events: newest first, ties by their properties, so it never depends on arrival. */
+const recentOrder = (x: RecentEvent, y: RecentEvent) => y.at.getTime() - x.at.getTime() || (JSON.stringify(x.properties) < JSON.stringify(y.properties) ? -1 : 1);
 
 /** Newest first, ties in a fixed order, at most RECENT_EVENTS_KEPT: the same whatever order events came in. */
 function mergeRecent(a: RecentEvent[], b: RecentEvent[]): RecentEvent[] {
-  return [...a, ...b]
-    .sort((x, y) => y.at.getTime() - x.at.getTime() || (JSON.stringify(x.properties) < JSON.stringify(y.properties) ? -1 : 1))
-    .slice(0, RECENT_EVENTS_KEPT);
+  // A fold adds one event to a list already in order: put it in its place rather than sort them all.
+  if (b.length === 1 && isOrdered(a)) {
+    const at = a.findIndex((event) => recentOrder(b[0], event) < 0);
+    const merged = at === -1 ? [...a, b[0]] : [...a.slice(0, at), b[0], ...a.slice(at)];
+    return merged.length > RECENT_EVENTS_KEPT ? merged.slice(0, RECENT_EVENTS_KEPT) : merged;
+  }
+  return [...a, ...b].sort(recentOrder).slice(0, RECENT_EVENTS_KEPT);
+}
+
+function isOrdered(events: RecentEvent[]): boolean {
+  for (let i = 1; i < events.length; i++) if (recentOrder(events[i - 1], events[i]) > 0) return false;
+  return true;
 }
 
 function keptProperties(properties: Record<string, unknown> | undefined): Record<string, unknown> {

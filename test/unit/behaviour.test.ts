@@ -1,4 +1,5 @@
-import { applyEvent, BEHAVIOUR_DAYS, type EventOrigin, combineProfiles, dayKey, mostRestrictiveConsent, newProfile, type ProfileConsent, type ProfileDoc } from '../../domain/profile';
+import fc from 'fast-check';
+import { applyEvent, BEHAVIOUR_DAYS, RECENT_EVENTS_KEPT, type EventOrigin, combineProfiles, dayKey, mostRestrictiveConsent, newProfile, type ProfileConsent, type ProfileDoc } from '../../domain/profile';
 
 const at = (iso: string) => new Date(iso);
 const first: EventOrigin = { sourceId: 'src_a', party: 'first', seq: 0 };
@@ -45,6 +46,36 @@ describe('daily behaviour buckets', () => {
 
   it('names days by their UTC date', () => {
     expect(dayKey(at('2026-12-31T23:00:00-02:00'))).toBe('20270101');
+    expect(dayKey(at('2026-03-04T00:00:00Z'))).toBe('20260304');
+    expect(dayKey(at('0999-05-06T12:00:00Z'))).toBe('09990506');
+  });
+
+  it('keeps the same recent events, newest first and ties by their properties, whatever the order events arrive in', () => {
+    // Few distinct times, so ties are the rule; over 90 days, so some fall out of the window.
+    const event = fc.record({ day: fc.constantFrom(0, 1, 11, 95, 100), hour: fc.integer({ min: 0, max: 1 }), page: fc.constantFrom('a', 'b', 'c', 'd') });
+    const drawnAndOrder = fc
+      .array(event, { minLength: 1, maxLength: 80 })
+      .chain((drawn) => fc.tuple(fc.constant(drawn), fc.shuffledSubarray([...drawn.keys()], { minLength: drawn.length, maxLength: drawn.length })));
+    fc.assert(
+      fc.property(drawnAndOrder, ([drawn, order]) => {
+        const events = drawn.map((e, n) => ({ id: `e${n}`, at: new Date(Date.UTC(2026, 0, 1 + e.day, e.hour)), page: e.page }));
+        const fold = (ordered: typeof events) => {
+          const doc = newProfile('p', at('2026-01-01T00:00:00Z'), ordered[0].at);
+          for (const e of ordered) applyEvent(doc, { id: e.id, type: 'page_view', timestamp: e.at, identities: [{ type: 'cookie_id', value: 'p' }], properties: { page: e.page } }, first);
+          return doc.counters.page_view.recent;
+        };
+        const newest = Math.max(...events.map((e) => e.at.getTime()));
+        const oldestDay = Math.floor((newest - (BEHAVIOUR_DAYS - 1) * 86_400_000) / 86_400_000) * 86_400_000;
+        const expected = events
+          .filter((e) => e.at.getTime() >= oldestDay)
+          .sort((x, y) => y.at.getTime() - x.at.getTime() || (x.page < y.page ? -1 : x.page > y.page ? 1 : 0))
+          .slice(0, RECENT_EVENTS_KEPT)
+          .map((e) => ({ at: e.at, properties: { page: e.page } }));
+        expect(fold(events)).toEqual(expected);
+        expect(fold(order.map((n) => events[n]))).toEqual(expected);
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 
