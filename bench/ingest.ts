@@ -27,7 +27,7 @@
  * also the size of the upserted collection), DMP_BENCH_STORE_CAP_SECONDS (35, per store baseline),
  * DMP_BENCH_WARMUP_SECONDS (3), DMP_BENCH_BATCH_SECONDS (15), DMP_BENCH_SINGLE_SECONDS (10),
  * DMP_BENCH_USERS (2000), DMP_BENCH_DRAIN_TIMEOUT_SECONDS (150), DMP_BENCH_DRAIN_BATCH_EVENTS
- * (5000), DMP_BENCH_IDLE_SOURCES (1000), DMP_BENCH_IDLE_SECONDS (60, per CPU window),
+ * (20000, the product's default), DMP_BENCH_IDLE_SOURCES (1000), DMP_BENCH_IDLE_SECONDS (60, per CPU window),
  * DMP_BENCH_DEADLINE_SECONDS (900, the whole run), DMP_BENCH_WORKERS (worker processes; the number
  * of cores, at most 4).
  */
@@ -73,7 +73,7 @@ const SETTINGS = {
   users: envNumber('DMP_BENCH_USERS', 2_000),
   drainTimeoutSeconds: envNumber('DMP_BENCH_DRAIN_TIMEOUT_SECONDS', 150),
   /** Events per drain activity (and per partition fold) for the source under test: the product's default. */
-  drainBatchEvents: envNumber('DMP_BENCH_DRAIN_BATCH_EVENTS', 5000),
+  drainBatchEvents: envNumber('DMP_BENCH_DRAIN_BATCH_EVENTS', 20_000),
   /** Sources created for the idle-cost measurement, and the length of each CPU window. */
   idleSources: envNumber('DMP_BENCH_IDLE_SOURCES', 1000),
   idleSeconds: envNumber('DMP_BENCH_IDLE_SECONDS', 60),
