@@ -39,6 +39,8 @@ export const COLLECTIONS = {
   identityLinks: 'identity_links',
   /** Insert-only profile document versions, `<profileId>@<version>`. */
   profiles: 'profiles',
+  /** Which versions each write group of `profiles` holds, one document per write: compaction reads these, not the versions. */
+  profileGroupSlices: 'profile_group_slices',
   /** A source batch's routing (`<sourceId>:<from>` → the chunk it ends before), fixed by its first writer. */
   eventRoutes: 'event_routes',
   /** Events routed to a profile partition, one document per partition and source batch; kept for the profile's event history. */
@@ -70,6 +72,7 @@ const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.channelRejections, 'sourceId'],
   [COLLECTIONS.profiles, 'profileId'],
   [COLLECTIONS.profiles, 'group'],
+  [COLLECTIONS.profileGroupSlices, 'group'],
   [COLLECTIONS.identityLinks, 'profiles'],
   [COLLECTIONS.profileEvents, 'profiles'],
   [COLLECTIONS.identitySeverances, 'keys'],

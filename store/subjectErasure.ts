@@ -236,10 +236,10 @@ export class SubjectErasure {
     add(touched, COLLECTIONS.matchByPartnerId, changed.byPartnerId);
   }
 
-  /** Every version of the subject's profile documents (one indexed delete per document). */
+  /** Every version of the subject's profile documents (one indexed delete per document), and their names in the write groups' slices. */
   async profiles(subject: ErasedSubject, touched: Touched): Promise<void> {
-    const profiles = this.collection<{ _id: string; profileId: string }>(COLLECTIONS.profiles);
-    await forEachConcurrently([...subject.documents], IN_FLIGHT, async (profileId) => add(touched, COLLECTIONS.profiles, (await profiles.deleteMany({ profileId })).deletedCount));
+    const profiles = new ProfileStore(this.store, 1);
+    await forEachConcurrently([...subject.documents], IN_FLIGHT, async (profileId) => add(touched, COLLECTIONS.profiles, await profiles.removeDocument(profileId)));
   }
 
   /**

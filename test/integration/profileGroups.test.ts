@@ -1,0 +1,64 @@
+import { newProfile, nextVersion } from '../../domain/profile';
+import { COLLECTIONS, type Store } from '../../store/db';
+import { ProfileStore } from '../../store/profiles';
+import { testStore } from '../support/services';
+
+describe('profile write groups: what a group holds is read from its slices, not from the versions', () => {
+  let store: Store;
+  beforeAll(async () => {
+    store = await testStore('profile_groups');
+  });
+  afterAll(() => store.close());
+
+  const at = new Date('2026-05-01T00:00:00Z');
+  const slices = () => store.db.collection(COLLECTIONS.profileGroupSlices);
+  const ids = (members: Array<{ _id: string }>) => members.map((member) => member._id).sort();
+
+  it('lists every version each write put in a group, and removes the group and its slices together', async () => {
+    const profiles = new ProfileStore(store);
+    const [a, b, c] = ['a', 'b', 'c'].map((id) => newProfile(`p_${id}`, at, at));
+    await profiles.saveVersions([a, b], 'g1');
+    await profiles.saveVersions([c], 'g1');
+    await profiles.saveVersions([nextVersion(a)], 'g2');
+    expect(ids(await profiles.groupMembers('g1'))).toEqual(['p_a@00000000', 'p_b@00000000', 'p_c@00000000']);
+    expect(await profiles.groupMembers('g1')).toContainEqual({ _id: 'p_a@00000000', profileId: 'p_a', version: 0 });
+    expect(await slices().countDocuments({ group: 'g1' })).toBe(2);
+
+    expect(await profiles.dropGroup('g1')).toBe(3);
+    expect(await slices().countDocuments({ group: 'g1' })).toBe(0);
+    expect(await profiles.groupMembers('g1')).toEqual([]);
+    expect(ids(await profiles.groupMembers('g2'))).toEqual(['p_a@00000001']);
+    expect((await profiles.get('p_a'))?._id).toBe('p_a@00000001');
+  });
+
+  it('reads the versions themselves for a group written before slices were kept', async () => {
+    const profiles = new ProfileStore(store);
+    const [d, e] = ['d', 'e'].map((id) => newProfile(`p_${id}`, at, at));
+    await profiles.saveVersions([d, e], 'old');
+    await slices().deleteMany({ group: 'old' });
+    expect(ids(await profiles.groupMembers('old'))).toEqual(['p_d@00000000', 'p_e@00000000']);
+  });
+
+  it('keeps a slice naming a version whose write failed: a superset is safe, a missing member is not', async () => {
+    const profiles = new ProfileStore(store);
+    const f = newProfile('p_f', at, at);
+    await profiles.saveVersions([f], 'g3');
+    // The same version again fails (someone else wrote the document since it was read) after its slice is written.
+    await expect(profiles.saveVersions([f, newProfile('p_g', at, at)], 'g4')).rejects.toThrow();
+    expect(ids(await profiles.groupMembers('g4'))).toEqual(['p_f@00000000', 'p_g@00000000']);
+    expect(await profiles.dropGroup('g4')).toBe(1); // p_g was inserted (unordered), p_f was not
+    expect((await profiles.get('p_f'))?.group).toBe('g3');
+  });
+
+  it('takes an erased document out of the slices along with its versions, and leaves the others', async () => {
+    const profiles = new ProfileStore(store);
+    const [h, i] = ['h', 'i'].map((id) => newProfile(`p_${id}`, at, at));
+    await profiles.saveVersions([h, i], 'g5');
+    await profiles.saveVersions([nextVersion(h)], 'g6');
+    expect(await profiles.removeDocument('p_h')).toBe(2);
+    expect(ids(await profiles.groupMembers('g5'))).toEqual(['p_i@00000000']);
+    expect(await profiles.groupMembers('g6')).toEqual([]);
+    expect(await store.db.collection(COLLECTIONS.profiles).countDocuments({ profileId: 'p_h' })).toBe(0);
+    expect((await profiles.get('p_i'))?._id).toBe('p_i@00000000');
+  });
+});
