@@ -30,7 +30,7 @@
  * A table goes to stderr; the last stdout line is one JSON object with the results.
  *
  * Knobs (environment, all optional): DMP_BENCH_IDENTITY_LINKS (1000000), DMP_BENCH_IDENTITY_BATCH
- * (5000 events per batch, the product's drain size), DMP_BENCH_IDENTITY_DRAINS (2, or 1 to drain
+ * (20000 events per batch, the product's drain size), DMP_BENCH_IDENTITY_DRAINS (2, or 1 to drain
  * alone), DMP_BENCH_STORE_CAP_SECONDS (30, the baseline), DMP_BENCH_SEED (1),
  * DMP_BENCH_DEADLINE_SECONDS (900, the whole run).
  */
@@ -54,7 +54,7 @@ if (DRAINS > 2) throw new Error(`DMP_BENCH_IDENTITY_DRAINS must be 1 or 2, got $
 
 const SETTINGS = {
   links: Math.floor(envNumber('DMP_BENCH_IDENTITY_LINKS', 1_000_000)),
-  batchEvents: Math.floor(envNumber('DMP_BENCH_IDENTITY_BATCH', 5000)),
+  batchEvents: Math.floor(envNumber('DMP_BENCH_IDENTITY_BATCH', 20_000)),
   storeBatch: 1000,
   storeCapSeconds: envNumber('DMP_BENCH_STORE_CAP_SECONDS', 30),
   seed: Math.floor(envNumber('DMP_BENCH_SEED', 1, 0)),
