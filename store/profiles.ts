@@ -24,9 +24,10 @@ export interface StoredProfile {
 /**
  * The versions one write put in a write group, recorded just before them: compaction learns a
  * group's members here. FerretDB applies a projection only after reading whole documents, so asking
- * the versions themselves read every superseded profile once more (a third of the store's time in
- * `bench:ingest`). Written first, a slice may name a version its write never made (harmless: it is
- * not found), but never misses one.
+ * the versions themselves read every superseded profile once more (in a `bench:ingest` drain, half
+ * of the 7.3 s PostgreSQL spent reading write groups; the delete's own read is the other half).
+ * Written first, a slice may name a version its write never made (harmless: it is not found), but
+ * never misses one.
  */
 interface GroupSlice {
   _id: string;
@@ -286,19 +287,30 @@ export class ProfileStore {
   }
 
   /**
-   * Removes every version of a document, for an erasure. Its names leave the slices of the groups
-   * holding its versions first, so a retry still finds those groups through the versions.
+   * Removes every version of the documents, for an erasure. Their names leave the slices of the
+   * groups holding their versions first (so a retry still finds those groups through the versions),
+   * each slice in one `$pullAll` of exact entries: atomic per slice on either store, where a
+   * condition in `$pull` is ignored by FerretDB 1.24. Returns the versions removed.
    */
-  async removeDocument(profileId: string): Promise<number> {
-    const versions = await this.profiles.find({ profileId }, { projection: { _id: 1, group: 1 } }).toArray();
-    for (const group of new Set(versions.map((version) => version.group))) {
+  async removeDocuments(profileIds: string[], concurrency = 8): Promise<number> {
+    const ids = new Set(profileIds);
+    const groups = new Set<string>();
+    await forEachConcurrently(profileIds, concurrency, async (profileId) => {
+      for (const version of await this.profiles.find({ profileId }, { projection: { _id: 1, group: 1 } }).toArray()) groups.add(version.group);
+    });
+    await forEachConcurrently([...groups], concurrency, async (group) => {
       for (const slice of await this.slices.find({ group }).toArray()) {
-        const kept = slice.versions.filter((version) => version.profileId !== profileId);
-        if (kept.length < slice.versions.length) await this.slices.replaceOne({ _id: slice._id }, { ...slice, versions: kept });
+        const named = slice.versions.filter((version) => ids.has(version.profileId));
+        if (named.length > 0) await this.slices.updateOne({ _id: slice._id }, { $pullAll: { versions: named } });
       }
-    }
-    this.latest.delete(profileId);
-    return (await this.profiles.deleteMany({ profileId })).deletedCount;
+    });
+    let removed = 0;
+    await forEachConcurrently(profileIds, concurrency, async (profileId) => {
+      this.latest.delete(profileId);
+      const { deletedCount } = await this.profiles.deleteMany({ profileId });
+      removed += deletedCount;
+    });
+    return removed;
   }
 
   /**

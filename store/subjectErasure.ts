@@ -238,8 +238,7 @@ export class SubjectErasure {
 
   /** Every version of the subject's profile documents (one indexed delete per document), and their names in the write groups' slices. */
   async profiles(subject: ErasedSubject, touched: Touched): Promise<void> {
-    const profiles = new ProfileStore(this.store, 1);
-    await forEachConcurrently([...subject.documents], IN_FLIGHT, async (profileId) => add(touched, COLLECTIONS.profiles, await profiles.removeDocument(profileId)));
+    add(touched, COLLECTIONS.profiles, await new ProfileStore(this.store, 1).removeDocuments([...subject.documents], IN_FLIGHT));
   }
 
   /**

@@ -50,15 +50,15 @@ describe('profile write groups: what a group holds is read from its slices, not 
     expect((await profiles.get('p_f'))?.group).toBe('g3');
   });
 
-  it('takes an erased document out of the slices along with its versions, and leaves the others', async () => {
+  it('takes erased documents out of the slices along with their versions, and leaves the others', async () => {
     const profiles = new ProfileStore(store);
-    const [h, i] = ['h', 'i'].map((id) => newProfile(`p_${id}`, at, at));
-    await profiles.saveVersions([h, i], 'g5');
+    const [h, i, j] = ['h', 'i', 'j'].map((id) => newProfile(`p_${id}`, at, at));
+    await profiles.saveVersions([h, i, j], 'g5');
     await profiles.saveVersions([nextVersion(h)], 'g6');
-    expect(await profiles.removeDocument('p_h')).toBe(2);
+    expect(await profiles.removeDocuments(['p_h', 'p_j'])).toBe(3);
     expect(ids(await profiles.groupMembers('g5'))).toEqual(['p_i@00000000']);
     expect(await profiles.groupMembers('g6')).toEqual([]);
-    expect(await store.db.collection(COLLECTIONS.profiles).countDocuments({ profileId: 'p_h' })).toBe(0);
+    expect(await store.db.collection(COLLECTIONS.profiles).countDocuments({ profileId: { $in: ['p_h', 'p_j'] } })).toBe(0);
     expect((await profiles.get('p_i'))?._id).toBe('p_i@00000000');
   });
 });
