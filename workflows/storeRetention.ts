@@ -33,10 +33,10 @@ export interface RetentionReport {
  * One retention run, started by the store's schedule: what has aged out leaves the store — event-id
  * generations past the dedupe window, drained raw chunks past their TTL, folded routed events past
  * the history window, snapshots of segment runs no segment reads, records of runs past
- * DMP_SEGMENT_RUN_DAYS, segment schedules no segment has (those segments have are made sure of), runs whose workflow
- * ended without recording it (marked failed) —
- * and the run reports how much (its result, and its memo in the Temporal UI). Superseded profile
- * versions leave through the partition writers' compaction, not here.
+ * DMP_SEGMENT_RUN_DAYS, segment schedules no segment has (those segments have are made sure of);
+ * runs whose workflow ended without recording it are marked failed — and the run reports how much
+ * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
+ * partition writers' compaction, not here.
  */
 export async function storeRetention(input: RetentionInput = {}): Promise<RetentionReport> {
   const ids = await expireEventIds();

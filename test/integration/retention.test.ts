@@ -150,7 +150,7 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect(await run(abandoned._id)).toMatchObject({ state: 'failed', error: 'abandoned: its workflow ended before it finished' });
     expect((await admin(`/v1/segments/${created.id}`)).body.lastRun).toMatchObject({ runId: abandoned._id, state: 'failed' });
     expect((await admin(`/v1/segments/${created.id}/members`)).body.members).toHaveLength(1);
-    // A run whose workflow is alive is left to it.
+    // A run the API started, its workflow alive or done, is left to it.
     const live = (await admin(`/v1/segments/${created.id}/runs`, { method: 'POST' })).body.runId as string;
     expect((await retain(3_600_000, undefined, 0)).segmentRunsAbandoned).toBe(0);
     await waitFor('the live run to complete', async () => (await run(live)).state === 'completed', 30_000, 200);
