@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import type { Client } from '@temporalio/client';
 import { freePort } from '../../bench/processes';
@@ -26,26 +27,43 @@ function clusterProcesses(tag: string): number[] {
   return pids.sort((a, b) => a - b);
 }
 
-/** Whether `pid` holds an established connection accepted on `port`: a request it is serving, as each request has a connection of its own. */
-function servesOn(pid: number, port: number): boolean {
-  const sockets = new Set<string>();
-  try {
-    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-      const target = readlinkSync(`/proc/${pid}/fd/${fd}`, { encoding: 'utf8' });
-      const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
-      if (inode) sockets.add(inode);
-    }
-  } catch {
-    return false;
-  }
-  const local = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+/** The process among `pids` holding the connection accepted on `port` from the client port `remotePort`, if any yet. */
+function holderOf(pids: number[], port: number, remotePort: number): number | undefined {
+  const hex = (n: number) => `:${n.toString(16).toUpperCase().padStart(4, '0')}`;
   // A server listening on `::` holds the IPv4 connections it accepts in the IPv6 table.
-  return ['/proc/net/tcp', '/proc/net/tcp6']
+  const inodes = ['/proc/net/tcp', '/proc/net/tcp6']
     .flatMap((table) => readFileSync(table, 'utf8').split('\n').slice(1))
-    .some((line) => {
-      const fields = line.trim().split(/\s+/);
-      return fields[1]?.endsWith(local) && fields[3] === '01' && sockets.has(fields[9]);
+    .map((line) => line.trim().split(/\s+/))
+    .filter((fields) => fields[1]?.endsWith(hex(port)) && fields[2]?.endsWith(hex(remotePort)) && fields[3] === '01')
+    .map((fields) => fields[9]);
+  return pids.find((pid) => {
+    try {
+      return readdirSync(`/proc/${pid}/fd`).some((fd) => inodes.includes(/^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`, { encoding: 'utf8' }))?.[1] ?? ''));
+    } catch {
+      return false;
+    }
+  });
+}
+
+/**
+ * A request certainly unanswered: its headers and half its body sent, the rest held back, so the
+ * process serving it is still reading it. Resolves once connected, with the client's port and how
+ * the request ended (its status, or null when its connection broke).
+ */
+function heldRequest(port: number, key: string, body: string): Promise<{ localPort: number; ended: Promise<number | null> }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/v1/collect', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), connection: 'close' } });
+    const ended = new Promise<number | null>((done) => {
+      req.on('response', (response) => {
+        response.resume();
+        done(response.statusCode ?? null);
+      });
+      req.on('error', () => done(null));
     });
+    req.on('socket', (socket) => socket.once('connect', () => resolve({ localPort: socket.localPort as number, ended })));
+    req.once('error', reject);
+    req.write(body.slice(0, body.length / 2));
+  });
 }
 
 describe('the API as several processes on one port (DMP_API_PROCESSES)', () => {
@@ -100,20 +118,24 @@ describe('the API as several processes on one port (DMP_API_PROCESSES)', () => {
         await new Promise((resolve) => setTimeout(resolve, 100));
       }
     };
+    let heldEnded: number | null | undefined;
     const replies = await inParallel(
       requests.map((events) => async () => {
-        // From the 20th request on, the first process found serving one is killed.
-        const serving = ++sent >= 20 && killed === undefined ? first.find((pid) => servesOn(pid, port)) : undefined;
-        if (serving !== undefined) {
-          killed = serving;
-          process.kill(killed, 'SIGKILL');
-        }
+        // The 20th request is held half-sent, and the process reading it is killed: a request that
+        // process certainly had not answered, beside whatever else it was serving.
+        if (++sent !== 20) return send(events);
+        const held = await heldRequest(port, source.writeKey, JSON.stringify({ events }));
+        killed = await waitFor('the held request to reach an API process', async () => holderOf(first, port, held.localPort), 10_000, 20);
+        process.kill(killed, 'SIGKILL');
+        heldEnded = await held.ended;
+        retries++;
         return send(events);
       }),
       8,
     );
     expect(killed).toBeDefined();
-    // Some requests were in flight at the killed process: their clients sent them again.
+    // The held request got no answer; its client, and those of any other request in flight at the killed process, sent it again.
+    expect(heldEnded).toBeNull();
     expect(retries).toBeGreaterThan(0);
     const replaced = await waitFor('a process in place of the killed one', async () => {
       const now = clusterProcesses(tag);
