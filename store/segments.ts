@@ -198,8 +198,24 @@ export class SegmentStore {
    * condition is in the write: judged from an earlier read, a run superseded could overwrite the
    * completion of the run that superseded it, written in between, and stay the segment's last.
    */
+  /**
+   * A run shown as running never replaces itself shown as ended: a request that found the run
+   * running (preparing the same run again) may write after the run completed, and no later write
+   * would mend it.
+   */
   private async setLastRun(id: string, lastRun: RunSummary): Promise<void> {
-    await this.segments.updateOne({ _id: id, ...noLaterRun('lastRun', lastRun) }, { $set: { lastRun } });
+    const filter: Filter<SegmentDoc> =
+      lastRun.state === 'running'
+        ? {
+            _id: id,
+            $or: [
+              { lastRun: null },
+              { 'lastRun.runId': lastRun.runId, 'lastRun.state': 'running' },
+              { 'lastRun.runId': { $ne: lastRun.runId }, 'lastRun.startedAt': { $lte: lastRun.startedAt } },
+            ],
+          }
+        : { _id: id, ...noLaterRun('lastRun', lastRun) };
+    await this.segments.updateOne(filter, { $set: { lastRun } });
   }
 
   /** Records a run's state on each of its segments (one conditional write each, a few at a time, as a run may hold thousands). */
