@@ -39,4 +39,20 @@ describe('segment definitions as a frequent reader keeps them', () => {
     expect(await writer.remove('buyers')).toBe(true);
     expect(Object.keys(rulesOf(await reader.definitions()))).toEqual(['gold']);
   });
+
+  it('never shows a run as running again once it is shown ended, and a later run still replaces it', async () => {
+    await writer.create(segmentDoc('shown', { event: 'purchase' }));
+    const startedAt = new Date('2026-05-01T10:00:00Z');
+    const run = (runId: string, state: 'running' | 'completed', at = startedAt) => ({ runId, state, startedAt: at, finishedAt: state === 'running' ? null : at });
+    await writer.setLastRuns(['shown'], run('run_a', 'running'));
+    await writer.setLastRuns(['shown'], run('run_a', 'completed'));
+    // A request that found run_a running, writing after it completed.
+    await writer.setLastRuns(['shown'], run('run_a', 'running'));
+    expect((await writer.get('shown'))?.lastRun).toMatchObject({ runId: 'run_a', state: 'completed' });
+    const later = new Date(startedAt.getTime() + 1000);
+    await writer.setLastRuns(['shown'], run('run_b', 'running', later));
+    expect((await writer.get('shown'))?.lastRun).toMatchObject({ runId: 'run_b', state: 'running' });
+    await writer.setLastRuns(['shown'], run('run_a', 'running'));
+    expect((await writer.get('shown'))?.lastRun).toMatchObject({ runId: 'run_b', state: 'running' });
+  });
 });
