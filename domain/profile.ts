@@ -191,22 +191,55 @@ function pruneDays(counter: EventCounter): void {
   if (counter.recent) counter.recent = counter.recent.filter((event) => event.at.getTime() >= oldestMs);
 }
 
-/** The order of recent events: newest first, ties by their properties, so it never depends on arrival. */
-const recentOrder = (x: RecentEvent, y: RecentEvent) => y.at.getTime() - x.at.getTime() || (JSON.stringify(x.properties) < JSON.stringify(y.properties) ? -1 : 1);
+/**
+ * The order of recent events: newest first, ties by their properties, so it never depends on arrival.
+ * Two events alike in both are equal (0): a list holding them is in order, so a fold inserts into it
+ * rather than sorting it again with every event.
+ */
+function recentOrder(x: RecentEvent, y: RecentEvent): number {
+  const byTime = y.at.getTime() - x.at.getTime();
+  if (byTime !== 0) return byTime;
+  const [a, b] = [JSON.stringify(x.properties), JSON.stringify(y.properties)];
+  return a < b ? -1 : a > b ? 1 : 0;
+}
 
 /** Newest first, ties in a fixed order, at most RECENT_EVENTS_KEPT: the same whatever order events came in. */
 function mergeRecent(a: RecentEvent[], b: RecentEvent[]): RecentEvent[] {
-  // A fold adds one event to a list already in order: put it in its place rather than sort them all.
-  if (b.length === 1 && isOrdered(a)) {
-    const at = a.findIndex((event) => recentOrder(b[0], event) < 0);
-    const merged = at === -1 ? [...a, b[0]] : [...a.slice(0, at), b[0], ...a.slice(at)];
-    return merged.length > RECENT_EVENTS_KEPT ? merged.slice(0, RECENT_EVENTS_KEPT) : merged;
-  }
   return [...a, ...b].sort(recentOrder).slice(0, RECENT_EVENTS_KEPT);
 }
 
+/**
+ * Adds one event to a counter's recent events, as mergeRecent would. A list in order (as folds keep
+ * it) takes the event in its place, in place: most events of a busy type are older than all it
+ * keeps and change nothing, and their properties are then never picked.
+ */
+function addRecent(counter: EventCounter, at: Date, properties: Record<string, unknown> | undefined): void {
+  const recent = counter.recent ?? [];
+  if (!isOrdered(recent)) {
+    counter.recent = mergeRecent(recent, [{ at, properties: keptProperties(properties) }]);
+    return;
+  }
+  const full = recent.length >= RECENT_EVENTS_KEPT;
+  // Older than the oldest kept of a full list: it would go last and fall off (ties need its properties).
+  if (full && at.getTime() < recent[recent.length - 1].at.getTime()) return;
+  const event = { at, properties: keptProperties(properties) };
+  const place = recent.findIndex((kept) => recentOrder(event, kept) < 0);
+  if (place === -1) {
+    if (!full) recent.push(event);
+  } else {
+    recent.splice(place, 0, event);
+    if (recent.length > RECENT_EVENTS_KEPT) recent.length = RECENT_EVENTS_KEPT;
+  }
+  counter.recent = recent;
+}
+
+/**
+ * Whether a list is newest first. Ties need no check: every list was sorted or built in place with
+ * recentOrder, and events alike in time and properties are interchangeable, so comparing their
+ * properties again with every event would only cost.
+ */
 function isOrdered(events: RecentEvent[]): boolean {
-  for (let i = 1; i < events.length; i++) if (recentOrder(events[i - 1], events[i]) > 0) return false;
+  for (let i = 1; i < events.length; i++) if (events[i - 1].at.getTime() < events[i].at.getTime()) return false;
   return true;
 }
 
@@ -227,6 +260,24 @@ function addToCounter(counters: Record<string, EventCounter>, key: string, add: 
   }
   counter.count += add.count;
   counter.recent = mergeRecent(counter.recent ?? [], add.recent ?? []);
+  addDays(counter, add);
+}
+
+/** Counts one event of a type: addToCounter for a single event, without building a counter for it. */
+function countEvent(counters: Record<string, EventCounter>, key: string, at: Date, properties: Record<string, unknown> | undefined): void {
+  const counter = Object.hasOwn(counters, key) ? counters[key] : undefined;
+  const day = dayKey(at);
+  if (!counter) {
+    setOwn(counters, key, { count: 1, firstSeen: at, lastSeen: at, days: { [day]: 1 }, recent: [{ at, properties: keptProperties(properties) }] });
+    return;
+  }
+  counter.count += 1;
+  addRecent(counter, at, properties);
+  addDays(counter, { firstSeen: at, lastSeen: at, days: { [day]: 1 } });
+}
+
+/** Adds daily counts and the span they cover to a counter, dropping what falls out of its window. */
+function addDays(counter: EventCounter, add: Pick<EventCounter, 'firstSeen' | 'lastSeen' | 'days'>): void {
   if (add.firstSeen < counter.firstSeen) counter.firstSeen = add.firstSeen;
   const windowMoved = add.lastSeen > counter.lastSeen;
   if (windowMoved) counter.lastSeen = add.lastSeen;
@@ -339,8 +390,7 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: Eve
   if (remembers(profile, token)) return false;
   remember(profile, token);
   for (const identity of event.identities) addIdentityEntry(profile.identities, { ...identity, firstSeen: at, lastSeen: at, sourceId: origin.sourceId });
-  const recent = [{ at, properties: keptProperties(event.properties) }];
-  addToCounter(profile.counters, encodeFieldName(event.type), { count: 1, firstSeen: at, lastSeen: at, days: { [dayKey(at)]: 1 }, recent });
+  countEvent(profile.counters, encodeFieldName(event.type), at, event.properties);
   applyCampaign(profile, event);
   for (const [name, value] of Object.entries(event.traits ?? {})) setTrait(profile, name, value, { at, sourceId: origin.sourceId, party: origin.party });
   applyConsent(profile, event, origin);
