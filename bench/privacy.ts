@@ -36,7 +36,7 @@ import { partitionOf } from '../domain/partition';
 import { COLLECTIONS, connectStore, forEachConcurrently, insertKeyed, type Store } from '../store/db';
 import { chunkId, encodeChunk, eventIdKey } from '../store/eventLog';
 import { EventIdGenerations } from '../store/eventIds';
-import { encodeEvents } from '../store/eventCodec';
+import { encodeEvents, storedBytes } from '../store/eventCodec';
 import { routedBatchId, type RoutedEvent } from '../store/profileEvents';
 import { ProfileStore } from '../store/profiles';
 import { SourceStore } from '../store/sources';
@@ -160,7 +160,7 @@ async function residueOf(store: Store, needles: Set<string>): Promise<{ document
     if (value instanceof Binary) {
       let decoded: unknown;
       try {
-        decoded = BSON.deserialize(value.buffer);
+        decoded = BSON.deserialize(storedBytes(value));
       } catch {
         return false;
       }

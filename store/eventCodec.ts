@@ -15,9 +15,17 @@ export function encodeEvents<T extends object>(events: T[]): Binary {
 }
 
 export function decodeEvents<T>(binary: Binary): T[] {
-  // Batches written before they were deflated are plain BSON (the generic subtype).
-  const bson = binary.sub_type === DEFLATED_BSON ? inflateRawSync(binary.buffer) : binary.buffer;
-  return BSON.deserialize(bson).events as T[];
+  return BSON.deserialize(storedBytes(binary)).events as T[];
+}
+
+/**
+ * A stored binary value's bytes as written before deflating: inflated when it is a deflated batch,
+ * as stored otherwise (batches written before they were deflated, and every other binary value).
+ * Whatever reads binary values generically — a search for an erased subject's residue — reads them
+ * through this.
+ */
+export function storedBytes(binary: Binary): Uint8Array {
+  return binary.sub_type === DEFLATED_BSON ? inflateRawSync(binary.buffer) : binary.buffer;
 }
 
 /** A binary subtype from the range left to applications: a deflated BSON document. */

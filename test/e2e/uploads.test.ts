@@ -1,11 +1,12 @@
 import { request } from 'node:http';
 import { gzipSync } from 'node:zlib';
 import type { Client } from '@temporalio/client';
-import { BSON } from 'mongodb';
+import { Binary, BSON } from 'mongodb';
 import { sha256Hex } from '../../domain/identity';
 import { crmImportWorkflowId } from '../../domain/workflowIds';
 import type { Store } from '../../store/db';
 import { COLLECTIONS } from '../../store/db';
+import { decodeEvents, storedBytes } from '../../store/eventCodec';
 import { UploadStore } from '../../store/uploads';
 import { call } from '../support/http';
 import { latestProfiles } from '../support/profiles';
@@ -28,12 +29,22 @@ const NO_IDENTITY = Array.from({ length: ROWS }, (_, i) => i).filter((i) => i % 
 const VALID = ROWS - BAD_EMAIL.length - NO_IDENTITY.length - 1;
 const customerFile = (rows: (i: number) => string = (i) => customerRow(i)) => [HEADER, ...Array.from({ length: ROWS }, (_, i) => rows(i))].join('\n') + '\n';
 
-/** Every document of the store (the log, staged rows, profiles, identities, …) that holds `needle` in its BSON bytes. */
+/** A value's binary values as written: deflated event batches inflated (see store/eventCodec). */
+const binaryContents = (value: unknown): Uint8Array[] =>
+  value instanceof Binary
+    ? [storedBytes(value)]
+    : Array.isArray(value)
+      ? value.flatMap(binaryContents)
+      : value && typeof value === 'object' && !(value instanceof Date)
+        ? Object.values(value).flatMap(binaryContents)
+        : [];
+
+/** Every document of the store (the log, staged rows, profiles, identities, …) that holds `needle` in its BSON bytes or the contents of its binary values. */
 async function documentsHolding(store: Store, needles: string[]): Promise<string[]> {
   const found: string[] = [];
   for (const { name } of await store.db.listCollections({}, { nameOnly: true }).toArray()) {
     for await (const doc of store.db.collection(name).find({})) {
-      const bytes = Buffer.from(BSON.serialize(doc)).toString('latin1').toLowerCase();
+      const bytes = [BSON.serialize(doc), ...binaryContents(doc)].map((part) => Buffer.from(part).toString('latin1').toLowerCase()).join('\n');
       if (needles.some((needle) => bytes.includes(needle))) found.push(`${name}/${String(doc._id)}`);
     }
   }
@@ -92,7 +103,7 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
     expect(answer.body.rejections).toEqual(expectedRejections);
 
     const staged = await store.db.collection(COLLECTIONS.uploadRows).find({ uploadId }).toArray();
-    const stagedEvents = staged.flatMap((doc) => BSON.deserialize(doc.events.buffer).events as Array<{ id: string; identities: Array<{ type: string; value: string }> }>);
+    const stagedEvents = staged.flatMap((doc) => decodeEvents<{ id: string; identities: Array<{ type: string; value: string }> }>(doc.events));
     expect(stagedEvents).toHaveLength(VALID);
     expect(stagedEvents.find((event) => event.id === `${uploadId}:2`)?.identities).toEqual([
       { type: 'crm_id', value: 'c-0' },

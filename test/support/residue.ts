@@ -1,4 +1,5 @@
 import { Binary, BSON, type Db } from 'mongodb';
+import { storedBytes } from '../../store/eventCodec';
 
 /** Where a needle was found: collection, document and the path inside it. */
 export interface Residue {
@@ -10,8 +11,8 @@ export interface Residue {
 
 /**
  * Reads every document of every collection and looks for the needles in every string, every key and
- * every binary value — decoded as BSON when it is BSON (event chunks, routed batches, snapshots),
- * else searched as raw bytes. What an erasure must leave none of.
+ * every binary value — inflated when deflated (event batches), decoded as BSON when it is BSON
+ * (event chunks, routed batches, snapshots), else searched as raw bytes. What an erasure must leave none of.
  */
 export async function findResidue(db: Db, needles: string[]): Promise<Residue[]> {
   const found: Residue[] = [];
@@ -21,7 +22,7 @@ export async function findResidue(db: Db, needles: string[]): Promise<Residue[]>
   const walk = (collection: string, id: string, path: string, value: unknown): void => {
     if (typeof value === 'string') return look(collection, id, path, value);
     if (value instanceof Binary || value instanceof Uint8Array) {
-      const bytes = value instanceof Binary ? value.buffer : value;
+      const bytes = value instanceof Binary ? storedBytes(value) : value;
       let decoded: unknown = null;
       try {
         decoded = BSON.deserialize(bytes);
