@@ -43,7 +43,7 @@ export interface LoadResult {
   latencyMs: { p50: number; p90: number; p99: number; mean: number; max: number };
 }
 
-/** A collect event of the synthetic audience, with a few properties: ~300 bytes once stored. */
+/** A collect event of the synthetic audience, with a few properties: ~300 bytes of BSON. */
 export function benchEvent(seq: number, idPrefix: string, users: number): GeneratedEvent & { properties: Record<string, unknown> } {
   const user = seq % users;
   const n = Math.floor(seq / users);
