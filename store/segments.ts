@@ -67,9 +67,16 @@ const DEFINITIONS_KEPT_MS = 30_000;
 /** Segment documents written at once when a run's state is recorded on all of them. */
 const LAST_RUN_WRITES_AT_ONCE = 8;
 
-/** A filter matching a segment whose `field` names no run started after `run` (or names `run` itself). */
-function noLaterRun(field: 'current' | 'lastRun', run: { runId: string; startedAt: Date }): Filter<SegmentDoc> {
-  return { $or: [{ [field]: null }, { [`${field}.runId`]: run.runId }, { [`${field}.startedAt`]: { $lte: run.startedAt } }] } as Filter<SegmentDoc>;
+/**
+ * A filter matching a segment whose `field` names no run started after `run` (or names `run` itself).
+ * A run shown as running never replaces itself shown as ended: a request that found the run running
+ * (preparing the same run again) may write after the run completed, and no later write would mend it.
+ */
+function noLaterRun(field: 'current' | 'lastRun', run: { runId: string; startedAt: Date; state?: RunSummary['state'] }): Filter<SegmentDoc> {
+  const [runId, startedAt] = [`${field}.runId`, `${field}.startedAt`];
+  const sameRun = run.state === 'running' ? { [runId]: run.runId, [`${field}.state`]: 'running' } : { [runId]: run.runId };
+  const earlierRun = run.state === 'running' ? { [runId]: { $ne: run.runId }, [startedAt]: { $lte: run.startedAt } } : { [startedAt]: { $lte: run.startedAt } };
+  return { $or: [{ [field]: null }, sameRun, earlierRun] } as Filter<SegmentDoc>;
 }
 
 interface DefinitionsStamp {
@@ -196,26 +203,11 @@ export class SegmentStore {
   /**
    * Records a run's state on a segment, unless a run started later is recorded there already. The
    * condition is in the write: judged from an earlier read, a run superseded could overwrite the
-   * completion of the run that superseded it, written in between, and stay the segment's last.
-   */
-  /**
-   * A run shown as running never replaces itself shown as ended: a request that found the run
-   * running (preparing the same run again) may write after the run completed, and no later write
-   * would mend it.
+   * completion of the run that superseded it, written in between, and stay the segment's last (see
+   * noLaterRun, also for a run shown running after it ended).
    */
   private async setLastRun(id: string, lastRun: RunSummary): Promise<void> {
-    const filter: Filter<SegmentDoc> =
-      lastRun.state === 'running'
-        ? {
-            _id: id,
-            $or: [
-              { lastRun: null },
-              { 'lastRun.runId': lastRun.runId, 'lastRun.state': 'running' },
-              { 'lastRun.runId': { $ne: lastRun.runId }, 'lastRun.startedAt': { $lte: lastRun.startedAt } },
-            ],
-          }
-        : { _id: id, ...noLaterRun('lastRun', lastRun) };
-    await this.segments.updateOne(filter, { $set: { lastRun } });
+    await this.segments.updateOne({ _id: id, ...noLaterRun('lastRun', lastRun) }, { $set: { lastRun } });
   }
 
   /** Records a run's state on each of its segments (one conditional write each, a few at a time, as a run may hold thousands). */
