@@ -338,7 +338,7 @@ export function insightsOf(segmentId: string, report: AudienceReport, stale: boo
 
 export const AffinityQuerySchema = z.object({
   base: z.string().min(1).max(64).default(ALL_PROFILES).openapi({ description: '`all` (every profile) or the id of a segment whose members are the base' }),
-  minSupport: z.coerce.number().int().min(1).default(30).openapi({ description: 'Leave out values held by fewer audience members than this' }),
+  minSupport: z.coerce.number().int().min(1).max(1_000_000_000).default(30).openapi({ description: 'Leave out values held by fewer audience members than this' }),
   limit: z.coerce.number().int().min(1).max(10_000).default(100),
 });
 

@@ -1,4 +1,4 @@
-import { affinityOf, AudienceTally, FeatureDictionary, insightsOf, overlapOf, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
+import { affinityOf, AffinityQuerySchema, AudienceTally, FeatureDictionary, insightsOf, overlapOf, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
 import { liftOf } from '../../domain/campaignReports';
 import { isHeldOut } from '../../domain/destinations';
 import { encodeFieldName } from '../../domain/fieldNames';
@@ -120,5 +120,14 @@ describe('campaign response', () => {
     const more = new Set(ids.filter((id) => isHeldOut('dst_a', id, 0.3)));
     expect(held.every((id) => more.has(id))).toBe(true);
     expect(ids.some((id) => isHeldOut('dst_a', id, 0))).toBe(false);
+  });
+});
+
+describe('affinity query', () => {
+  it('states the largest minSupport it accepts, so a value the API documents as valid is never refused', () => {
+    expect(AffinityQuerySchema.safeParse({ minSupport: '1000000000' }).success).toBe(true);
+    const tooBig = AffinityQuerySchema.safeParse({ minSupport: '1000000001' });
+    expect(tooBig.error?.issues[0]).toMatchObject({ path: ['minSupport'], code: 'too_big', maximum: 1_000_000_000 });
+    expect(AffinityQuerySchema.safeParse({ minSupport: '15732509495570507776' }).success).toBe(false);
   });
 });
