@@ -36,7 +36,7 @@ import { partitionOf } from '../domain/partition';
 import { COLLECTIONS, connectStore, forEachConcurrently, insertKeyed, type Store } from '../store/db';
 import { chunkId, encodeChunk, eventIdKey } from '../store/eventLog';
 import { EventIdGenerations } from '../store/eventIds';
-import { encodeEvents, storedBytes } from '../store/eventCodec';
+import { encodeEvents, storedBytes } from '../store/deflatedBson';
 import { routedBatchId, type RoutedEvent } from '../store/profileEvents';
 import { ProfileStore } from '../store/profiles';
 import { SourceStore } from '../store/sources';

@@ -5,7 +5,7 @@ import { EventIdGenerations } from './eventIds';
 
 /** How long an event id stays a duplicate when nothing else is said (DMP_DEDUPE_WINDOW_HOURS). */
 export const DEFAULT_DEDUPE_WINDOW_HOURS = 168;
-import { decodeEvents, encodeEvents } from './eventCodec';
+import { decodeEvents, encodeEvents } from './deflatedBson';
 import { firstAbsent } from './keyedSequence';
 
 /**
@@ -27,7 +27,7 @@ export interface EventChunk {
   claimed?: false;
 }
 
-/** As stored: the events as one binary value (see eventCodec). */
+/** As stored: the events as one binary value (see store/deflatedBson). */
 export interface StoredChunk extends Omit<EventChunk, 'events'> {
   events: Binary;
 }

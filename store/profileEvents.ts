@@ -4,7 +4,7 @@ import type { HeldEvent } from '../domain/identitySplit';
 import { hasApplied, type ProfileDoc } from '../domain/profile';
 import type { Party } from '../domain/schemas';
 import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
-import { decodeEvents, encodeEvents } from './eventCodec';
+import { decodeEvents, encodeEvents } from './deflatedBson';
 
 /** An event as routed to its profile document's partition. */
 export interface RoutedEvent extends StoredEvent {
@@ -48,7 +48,7 @@ export interface RoutedBatch {
   createdAt: Date;
 }
 
-/** As stored: the events as one binary value (see eventCodec). */
+/** As stored: the events as one binary value (see store/deflatedBson). */
 interface RoutedBatchDoc extends Omit<RoutedBatch, 'events'> {
   events: Binary;
 }

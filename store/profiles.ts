@@ -9,7 +9,7 @@ import { BoundedCache } from './keyedSequence';
 /**
  * As stored: the keys the store looks documents up by, and the content as one BSON-encoded binary
  * value — FerretDB turns every nested field into typed jsonb, which made writing a profile version
- * cost several times what the same bytes cost as one value (see eventCodec). Nothing filters on
+ * cost several times what the same bytes cost as one value (see store/deflatedBson). Nothing filters on
  * profile content inside the store: segments and insights evaluate it in the application.
  */
 export interface StoredProfile {

@@ -16,7 +16,8 @@ export type RealTimeStates = Map<string, Map<string, boolean>>;
  */
 export class SegmentMembership {
   readonly runs: SegmentRunStore;
-  private readonly readers = new Map<string, SnapshotReader>();
+  /** Per run, read once, however many segments ask at the same time. */
+  private readonly readers = new Map<string, Promise<SnapshotReader | null>>();
 
   constructor(store: Store | SegmentRunStore) {
     this.runs = store instanceof SegmentRunStore ? store : new SegmentRunStore(store);
@@ -41,14 +42,13 @@ export class SegmentMembership {
     return states;
   }
 
-  private async reader(segment: SegmentDoc): Promise<SnapshotReader | null> {
-    if (!segment.current) return null;
-    let reader = this.readers.get(segment.current.runId);
+  private reader(segment: SegmentDoc): Promise<SnapshotReader | null> {
+    if (!segment.current) return Promise.resolve(null);
+    const { runId } = segment.current;
+    let reader = this.readers.get(runId);
     if (!reader) {
-      const run = await this.runs.getRun(segment.current.runId);
-      if (!run) return null;
-      reader = new SnapshotReader(this.runs, run);
-      this.readers.set(run._id, reader);
+      this.readers.set(runId, (reader = this.runs.getRun(runId).then((run) => run && new SnapshotReader(this.runs, run))));
+      reader.catch(() => this.readers.delete(runId)); // a failed read is tried again by the next to ask
     }
     return reader;
   }

@@ -6,6 +6,7 @@ import type { ChangeSet } from '../domain/segmentChanges';
 import type { PackedFacts } from '../domain/destinations';
 import type { Rule } from '../domain/segmentRules';
 import { forEachConcurrently, insertKeyed, type Store } from './db';
+import { deflateDocument, inflateDocument } from './deflatedBson';
 import type { SegmentDoc, SegmentStore } from './segments';
 
 export const SEGMENT_COLLECTIONS = {
@@ -96,6 +97,22 @@ export interface ChangeDoc {
   touched?: string[];
 }
 
+/**
+ * A change record as stored: its changes and touched profiles as one deflated value (nothing queries
+ * inside them; a fold's record names hundreds of segments, read field by field by the store they cost
+ * eight times as much). Records written before hold them as fields.
+ */
+export type StoredChange = Pick<ChangeDoc, '_id' | 'at'> & ({ body: Binary } | Pick<ChangeDoc, 'changes' | 'touched'>);
+
+export function storedChange({ _id, at, changes, touched }: ChangeDoc): StoredChange {
+  return { _id, at, body: deflateDocument({ changes, ...(touched && { touched }) }) };
+}
+
+export function changeDoc(stored: StoredChange): ChangeDoc {
+  if (!('body' in stored)) return stored;
+  return { _id: stored._id, at: stored.at, ...inflateDocument<Pick<ChangeDoc, 'changes' | 'touched'>>(stored.body) };
+}
+
 export interface HistoryDoc {
   _id: string;
   segment: string;
@@ -126,14 +143,14 @@ const SAMPLE_PART = 200;
 export class SegmentRunStore {
   readonly runs: Collection<RunDoc>;
   readonly snapshots: Collection<StoredChunk>;
-  readonly changes: Collection<ChangeDoc>;
+  readonly changes: Collection<StoredChange>;
   readonly history: Collection<HistoryDoc>;
   readonly samples: Collection<StoredSample>;
 
   constructor(store: Store) {
     this.runs = store.db.collection<RunDoc>(SEGMENT_COLLECTIONS.runs);
     this.snapshots = store.db.collection<StoredChunk>(SEGMENT_COLLECTIONS.snapshots);
-    this.changes = store.db.collection<ChangeDoc>(SEGMENT_COLLECTIONS.changes);
+    this.changes = store.db.collection<StoredChange>(SEGMENT_COLLECTIONS.changes);
     this.history = store.db.collection<HistoryDoc>(SEGMENT_COLLECTIONS.history);
     this.samples = store.db.collection<StoredSample>(SEGMENT_COLLECTIONS.samples);
   }
@@ -274,7 +291,7 @@ export class SegmentRunStore {
    */
   async foldChangesIntoHistory(before: Date): Promise<void> {
     const endOfDays = new Date(Math.floor(before.getTime() / 86_400_000) * 86_400_000);
-    const old = (await this.changes.find({}).toArray()).filter((doc) => doc.at < endOfDays);
+    const old = (await this.changes.find({}).toArray()).filter((doc) => doc.at < endOfDays).map(changeDoc);
     if (old.length === 0) return;
     const totals = new Map<string, HistoryDoc>();
     for (const doc of old) {
@@ -293,13 +310,13 @@ export class SegmentRunStore {
 
   /** One fold's changes, under an id fixed by where the fold started: a retried fold replaces its own. */
   async recordChanges(doc: ChangeDoc): Promise<void> {
-    await this.changes.replaceOne({ _id: doc._id }, doc, { upsert: true });
+    await this.changes.replaceOne({ _id: doc._id }, storedChange(doc), { upsert: true });
   }
 
   /** Real-time changes since `since`, oldest first. A scan: the collection holds only changes not yet folded into history. */
   async changesSince(since: Date): Promise<ChangeDoc[]> {
     const docs = await this.changes.find({}).toArray();
-    return docs.filter((doc) => doc.at >= since).sort((a, b) => a.at.getTime() - b.at.getTime() || (a._id < b._id ? -1 : 1));
+    return docs.filter((doc) => doc.at >= since).map(changeDoc).sort((a, b) => a.at.getTime() - b.at.getTime() || (a._id < b._id ? -1 : 1));
   }
 
   async writeHistory(docs: HistoryDoc[]): Promise<void> {
@@ -342,15 +359,20 @@ export class SegmentRunStore {
 
 /** A run's snapshot read by profile id: finds the chunk by the run's index, caches chunks read. */
 export class SnapshotReader {
-  private readonly cache = new Map<number, SnapshotChunk | null>();
+  /** Read once, however many ask at the same time. */
+  private readonly cache = new Map<number, Promise<SnapshotChunk | null>>();
+  private readonly indexes: Map<string, number>;
 
   constructor(
     private readonly store: SegmentRunStore,
     readonly run: RunDoc,
-  ) {}
+  ) {
+    // A run of every segment names hundreds: found by id, not by a walk per profile asked.
+    this.indexes = new Map(run.segments.map((segment, index) => [segment.id, index]));
+  }
 
   segmentIndex(segmentId: string): number {
-    return this.run.segments.findIndex((segment) => segment.id === segmentId);
+    return this.indexes.get(segmentId) ?? -1;
   }
 
   /** The first chunk whose last id does not satisfy `before` (chunks hold ascending, disjoint ranges). */
@@ -370,9 +392,13 @@ export class SnapshotReader {
     return this.firstChunk((last) => last <= after);
   }
 
-  async chunk(n: number): Promise<SnapshotChunk | null> {
-    if (!this.cache.has(n)) this.cache.set(n, await this.store.readChunk(this.run._id, n));
-    return this.cache.get(n) ?? null;
+  chunk(n: number): Promise<SnapshotChunk | null> {
+    let chunk = this.cache.get(n);
+    if (!chunk) {
+      this.cache.set(n, (chunk = this.store.readChunk(this.run._id, n)));
+      chunk.catch(() => this.cache.delete(n)); // a failed read is tried again by the next to ask
+    }
+    return chunk;
   }
 
   async isMember(segmentId: string, profileId: string): Promise<boolean> {

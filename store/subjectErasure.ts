@@ -6,7 +6,7 @@ import type { ItemChange } from '../domain/recommendations';
 import { identityKey } from '../domain/identity';
 import { sampleRank } from '../domain/segments';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
-import { decodeEvents, encodeEvents } from './eventCodec';
+import { decodeEvents, encodeEvents } from './deflatedBson';
 import { EventIdGenerations } from './eventIds';
 import { chunkId, eventIdKey, type StoredChunk } from './eventLog';
 import { ITEM_MODEL_COLLECTIONS } from './itemModel';
@@ -15,7 +15,7 @@ import { PartnerStore } from './partners';
 import { PRIVACY_COLLECTIONS } from './privacy';
 import { ProfileStore } from './profiles';
 import type { RoutedEvent } from './profileEvents';
-import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, type ChangeDoc, type RunChunk, type RunDoc } from './segmentRuns';
+import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, storedChange, type StoredChange, type RunChunk, type RunDoc } from './segmentRuns';
 
 /** Per collection, the documents an erasure step deleted or rewrote (counts for the audit, never values). */
 export type Touched = Record<string, number>;
@@ -259,11 +259,12 @@ export class SubjectErasure {
       }
       if (await this.snapshot(runs, run as RunDoc, ids)) add(touched, SEGMENT_COLLECTIONS.runs, 1);
     }
-    const changes = this.collection<ChangeDoc & { erasures?: number }>(SEGMENT_COLLECTIONS.changes);
+    const changes = this.collection<StoredChange & { erasures?: number }>(SEGMENT_COLLECTIONS.changes);
     for (const { _id } of await changes.find({}, { projection: { _id: 1 } }).toArray()) {
-      const rewritten = await this.rewrite(changes, _id, (doc) => {
-        const erased = eraseFromChanges(doc, subject.documents);
-        return erased && { doc: { ...doc, ...erased }, result: true };
+      const rewritten = await this.rewrite(changes, _id, (stored) => {
+        const change = changeDoc(stored);
+        const erased = eraseFromChanges(change, subject.documents);
+        return erased && { doc: storedChange({ ...change, ...erased }), result: true };
       });
       if (rewritten) add(touched, SEGMENT_COLLECTIONS.changes, 1);
     }

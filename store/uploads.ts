@@ -3,7 +3,7 @@ import type { Binary, Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
 import type { UploadRejection, UploadState } from '../domain/uploads';
 import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from './db';
-import { decodeEvents, encodeEvents } from './eventCodec';
+import { decodeEvents, encodeEvents } from './deflatedBson';
 
 /** Where an import stands: saved after each staged chunk is appended, so a retried import resumes there. */
 export interface ImportCheckpoint {
@@ -40,7 +40,7 @@ export interface UploadDoc {
   error: string | null;
 }
 
-/** A staged chunk: its events as one binary value (see eventCodec), never read field by field. */
+/** A staged chunk: its events as one binary value (see store/deflatedBson), never read field by field. */
 interface StagedChunk {
   _id: string;
   uploadId: string;

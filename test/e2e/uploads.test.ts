@@ -6,7 +6,7 @@ import { sha256Hex } from '../../domain/identity';
 import { crmImportWorkflowId } from '../../domain/workflowIds';
 import type { Store } from '../../store/db';
 import { COLLECTIONS } from '../../store/db';
-import { decodeEvents, storedBytes } from '../../store/eventCodec';
+import { decodeEvents, storedBytes } from '../../store/deflatedBson';
 import { UploadStore } from '../../store/uploads';
 import { call } from '../support/http';
 import { latestProfiles } from '../support/profiles';
@@ -29,7 +29,7 @@ const NO_IDENTITY = Array.from({ length: ROWS }, (_, i) => i).filter((i) => i % 
 const VALID = ROWS - BAD_EMAIL.length - NO_IDENTITY.length - 1;
 const customerFile = (rows: (i: number) => string = (i) => customerRow(i)) => [HEADER, ...Array.from({ length: ROWS }, (_, i) => rows(i))].join('\n') + '\n';
 
-/** A value's binary values as written: deflated event batches inflated (see store/eventCodec). */
+/** A value's binary values as written: deflated event batches inflated (see store/deflatedBson). */
 const binaryContents = (value: unknown): Uint8Array[] =>
   value instanceof Binary
     ? [storedBytes(value)]

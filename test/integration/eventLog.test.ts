@@ -1,6 +1,6 @@
 import type { StoredEvent } from '../../domain/event';
 import { COLLECTIONS, connectStore, type Store } from '../../store/db';
-import { decodeEvents } from '../../store/eventCodec';
+import { decodeEvents } from '../../store/deflatedBson';
 import { EventIdGenerations } from '../../store/eventIds';
 import { AckDeadlineExceeded, chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
 import { baseConfig, testStore } from '../support/services';

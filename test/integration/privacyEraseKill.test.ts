@@ -3,7 +3,7 @@ import type { ChildProcess } from 'node:child_process';
 import type { Client } from '@temporalio/client';
 import type { StoredEvent } from '../../domain/event';
 import type { Store } from '../../store/db';
-import { decodeEvents } from '../../store/eventCodec';
+import { decodeEvents } from '../../store/deflatedBson';
 import { expectedProfiles, userEvent, type GeneratedEvent } from '../support/audience';
 import { call } from '../support/http';
 import { killHard, spawnWorker } from '../support/processes';

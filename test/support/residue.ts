@@ -1,5 +1,5 @@
 import { Binary, BSON, type Db } from 'mongodb';
-import { storedBytes } from '../../store/eventCodec';
+import { storedBytes } from '../../store/deflatedBson';
 
 /** Where a needle was found: collection, document and the path inside it. */
 export interface Residue {

@@ -1,7 +1,7 @@
 import { Binary, BSON } from 'mongodb';
-import { decodeEvents, encodeEvents } from '../../store/eventCodec';
+import { decodeEvents, encodeEvents } from '../../store/deflatedBson';
 
-describe('eventCodec: a batch of events as one stored binary value', () => {
+describe('deflatedBson: a batch of events as one stored binary value', () => {
   const events = Array.from({ length: 200 }, (_, n) => ({
     id: `evt_${n}`,
     type: n % 3 === 0 ? 'purchase' : 'page_view',
