@@ -13,7 +13,7 @@ const OUTPUT_DIR = path.resolve(__dirname, '../../.data/apiContract');
  * The examples, coverage and stateful phases run whole.
  */
 const MAX_EXAMPLES = '5';
-/** The coverage phase sends ~12.8k requests (~800 valid segments among them): ~5 minutes on 2 cores (13–18 before change records were stored as one value). */
+/** The coverage phase sends ~12.8k requests (~800 valid segments among them): 5–8 minutes on 2 cores (13–18 before change records were stored as one value). */
 const RUN_LIMIT_MS = 30 * 60_000;
 const SEED = '1';
 
