@@ -29,7 +29,7 @@ const NO_IDENTITY = Array.from({ length: ROWS }, (_, i) => i).filter((i) => i % 
 const VALID = ROWS - BAD_EMAIL.length - NO_IDENTITY.length - 1;
 const customerFile = (rows: (i: number) => string = (i) => customerRow(i)) => [HEADER, ...Array.from({ length: ROWS }, (_, i) => rows(i))].join('\n') + '\n';
 
-/** A value's binary values as written: deflated event batches inflated (see store/deflatedBson). */
+/** A value's binary values as written: deflated values (event batches, change records) inflated (see store/deflatedBson). */
 const binaryContents = (value: unknown): Uint8Array[] =>
   value instanceof Binary
     ? [storedBytes(value)]

@@ -11,7 +11,7 @@ export interface Residue {
 
 /**
  * Reads every document of every collection and looks for the needles in every string, every key and
- * every binary value — inflated when deflated (event batches), decoded as BSON when it is BSON
+ * every binary value — inflated when deflated (event batches, segment change records), decoded as BSON when it is BSON
  * (event chunks, routed batches, snapshots), else searched as raw bytes. What an erasure must leave none of.
  */
 export async function findResidue(db: Db, needles: string[]): Promise<Residue[]> {
