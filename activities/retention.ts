@@ -38,14 +38,16 @@ export function createRetentionActivities(deps: RetentionDeps) {
   return {
     /**
      * Snapshots of segment runs no segment reads any more, records of runs ended more than `ttlMs`
-     * (else DMP_SEGMENT_RUN_DAYS) ago, and past days of real-time changes folded into history.
+     * (else DMP_SEGMENT_RUN_DAYS) ago, run states of removed segments, and past days of real-time
+     * changes folded into history.
      */
-    releaseSegmentSnapshots(input: { ttlMs?: number } = {}): Promise<{ runs: number; records: number }> {
+    releaseSegmentSnapshots(input: { ttlMs?: number } = {}): Promise<{ runs: number; records: number; runStates: number }> {
       return withHeartbeats(async () => {
         const at = now();
         const forgetBefore = new Date(at.getTime() - (input.ttlMs ?? deps.config.DMP_SEGMENT_RUN_DAYS * 86_400_000));
-        const { released, forgotten } = await new SegmentRunStore(deps.store).releaseUnread(await new SegmentStore(deps.store).list(), at, forgetBefore);
-        return { runs: released, records: forgotten };
+        const segments = new SegmentStore(deps.store);
+        const { released, forgotten } = await new SegmentRunStore(deps.store).releaseUnread(await segments.list(), at, forgetBefore);
+        return { runs: released, records: forgotten, runStates: await segments.forgetOrphanRunStates() };
       });
     },
 

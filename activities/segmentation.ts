@@ -178,8 +178,9 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   }
 
   /**
-   * Makes a run's snapshot the membership of its segments — each flipped only if it was not edited
-   * since (the edit started a run of its own) — and records the run's entered/exited counts. What
+   * Makes a run's snapshot the membership of its segments — each, unless a run of a newer version
+   * or one started later completed it first (store/segments `runStateOf`) — and records the run's
+   * entered/exited counts where it did. What
    * no segment reads any more is let go by the retention run (`releaseUnread`), not here: that reads
    * every segment and run, which a run of one segment should not pay for. Safe to repeat.
    */
@@ -188,7 +189,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     if (!run) return;
     const finishedAt = run.finishedAt ?? now();
     if (run.state === 'superseded') {
-      await segments.setLastRuns(run.segments.map((segment) => segment.id), { runId, state: 'superseded', startedAt: run.startedAt, finishedAt });
+      await segments.setLastRuns(run.segments, { runId, state: 'superseded', startedAt: run.startedAt, finishedAt });
       return;
     }
     if (run.state === 'running') {

@@ -8,6 +8,11 @@ import { MongoClient, type Collection, type Db, MongoServerError } from 'mongodb
 export const COLLECTIONS = {
   /** Segment definitions, one document per segment. */
   segments: 'segments',
+  /**
+   * A run's state on one of its segments (`<segmentId>:<runId>`), written by that run alone: what the
+   * segment shows as its last run and the snapshot it reads derive from these.
+   */
+  segmentRunStates: 'segment_run_states',
   /** One document, replaced after every change of a segment definition: a reader that keeps the definitions compares it. */
   segmentDefinitionsStamp: 'segment_definitions_stamp',
   /** Cookie-sync partners (`_id` = the partner's slug). */
@@ -78,6 +83,7 @@ const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.identitySeverances, 'keys'],
   [COLLECTIONS.identityRefusals, 'profileId'],
   [COLLECTIONS.segments, 'refersTo'],
+  [COLLECTIONS.segmentRunStates, 'segment'],
   // Live segment runs (store/segmentRuns): each edit and run start looks for them, among a month of ended runs.
   ['segment_runs', 'state'],
   // Privacy collections (store/privacy, store/privacyMarks): few documents per request, read per request.

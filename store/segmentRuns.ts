@@ -446,17 +446,21 @@ const RUN_BY_ID_AT_MOST = 64;
 export async function prepareRunOf(segments: SegmentStore, runs: SegmentRunStore, docs: SegmentDoc[], evaluatedAt: Date, startedAt: Date, ofEverySegment = false): Promise<RunDoc> {
   const run = await runs.prepare(docs, evaluatedAt, startedAt, ofEverySegment);
   if (run.state === 'running') {
-    await segments.setLastRuns(run.segments.map((segment) => segment.id), { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
+    await segments.setLastRuns(run.segments, { runId: run._id, state: 'running', startedAt: run.startedAt, finishedAt: null });
   }
   return run;
 }
 
-/** Records a run that could not finish; its segments keep reading their previous snapshot. */
+/**
+ * Records a run that could not finish; its segments keep reading their previous snapshot. Safe to
+ * repeat: a run recorded failed by an attempt cut short before its segments is recorded on them.
+ */
 export async function failRun(segments: SegmentStore, runs: SegmentRunStore, runId: string, error: string, finishedAt: Date): Promise<void> {
   const run = await runs.getRun(runId);
-  if (!run || run.state !== 'running') return;
-  await runs.saveRun({ ...run, state: 'failed', finishedAt, error: error.slice(0, 2000) });
-  await segments.setLastRuns(run.segments.map((segment) => segment.id), { runId: run._id, state: 'failed', startedAt: run.startedAt, finishedAt });
+  if (!run || (run.state !== 'running' && run.state !== 'failed')) return;
+  const failed = run.state === 'failed' ? run : { ...run, state: 'failed' as const, finishedAt, error: error.slice(0, 2000) };
+  if (run.state === 'running') await runs.saveRun(failed);
+  await segments.setLastRuns(run.segments, { runId: run._id, state: 'failed', startedAt: run.startedAt, finishedAt: failed.finishedAt ?? finishedAt });
 }
 
 export function rulesOfRun(run: Pick<RunDoc, 'segments'>): Array<{ id: string; rule: Rule }> {

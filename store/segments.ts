@@ -1,8 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import type { Collection, Filter } from 'mongodb';
+import type { Collection } from 'mongodb';
 import { referencedSegments, type Rule, type SegmentDefinition } from '../domain/segmentRules';
 import { scheduleKey, type SegmentSchedule } from '../domain/segments';
-import { COLLECTIONS, forEachConcurrently, type Store } from './db';
+import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from './db';
 
 export const SEGMENTS = COLLECTIONS.segments;
 
@@ -37,6 +37,10 @@ export interface SegmentDoc {
   version: number;
   createdAt: Date;
   updatedAt: Date;
+  /**
+   * Run state, derived on reading from the segment's run states (`runStateOf`); stored on the
+   * document only by segments written before those were kept apart, read when none exists.
+   */
   current: CurrentRun | null;
   lastRun: RunSummary | null;
   /** The segments the rule refers to, written by the store with the rule: finds a segment's dependents by exact match. */
@@ -64,19 +68,77 @@ export function definitionsOf(docs: SegmentDoc[]): SegmentDefinition[] {
 /** The longest `SegmentStore.definitions` answers from what it read before without reading the segments again. */
 const DEFINITIONS_KEPT_MS = 30_000;
 
-/** Segment documents written at once when a run's state is recorded on all of them. */
-const LAST_RUN_WRITES_AT_ONCE = 8;
+/** Run states written at once when a run's state is recorded on all its segments. */
+const RUN_STATE_WRITES_AT_ONCE = 8;
+
+/** Past this many segments, their run states are read all at once rather than per segment. */
+const RUN_STATES_BY_SEGMENT_AT_MOST = 16;
 
 /**
- * A filter matching a segment whose `field` names no run started after `run` (or names `run` itself).
- * A run shown as running never replaces itself shown as ended: a request that found the run running
- * (preparing the same run again) may write after the run completed, and no later write would mend it.
+ * A run's state on one of its segments (`<segmentId>:<runId>`). Only that run writes it, one step
+ * after another (prepared, then completed, superseded or failed): no two writers ever update one
+ * document at once, which the store's updates need (they read, change and write back, so a
+ * concurrent write is lost — two runs completing one segment lost one's record so). Once it is
+ * completed, only an erasure changes it (the size, without the subject).
  */
-function noLaterRun(field: 'current' | 'lastRun', run: { runId: string; startedAt: Date; state?: RunSummary['state'] }): Filter<SegmentDoc> {
-  const [runId, startedAt] = [`${field}.runId`, `${field}.startedAt`];
-  const sameRun = run.state === 'running' ? { [runId]: run.runId, [`${field}.state`]: 'running' } : { [runId]: run.runId };
-  const earlierRun = run.state === 'running' ? { [runId]: { $ne: run.runId }, [startedAt]: { $lte: run.startedAt } } : { [startedAt]: { $lte: run.startedAt } };
-  return { $or: [{ [field]: null }, sameRun, earlierRun] } as Filter<SegmentDoc>;
+export interface RunStateDoc {
+  _id: string;
+  segment: string;
+  runId: string;
+  /** The segment version the run evaluates. */
+  version: number;
+  state: RunSummary['state'];
+  startedAt: Date;
+  finishedAt: Date | null;
+  /** Once completed: the snapshot's member count and the time the run evaluated rules at. */
+  size?: number;
+  now?: Date;
+}
+
+export function runStateId(segmentId: string, runId: string): string {
+  return `${segmentId}:${runId}`;
+}
+
+function runStateDoc(segment: { id: string; version: number }, run: RunSummary, snapshot?: Pick<CurrentRun, 'size' | 'now'>): RunStateDoc {
+  return {
+    _id: runStateId(segment.id, run.runId),
+    segment: segment.id,
+    runId: run.runId,
+    version: segment.version,
+    state: run.state,
+    startedAt: run.startedAt,
+    finishedAt: run.finishedAt,
+    ...(snapshot && { size: snapshot.size, now: snapshot.now }),
+  };
+}
+
+const startedLater = (a: RunStateDoc, b: RunStateDoc) => a.startedAt.getTime() - b.startedAt.getTime() || (a.runId < b.runId ? -1 : a.runId > b.runId ? 1 : 0);
+
+/** The completed run a segment reads: of the newest version it has one for, the one started last. */
+function snapshotOf(states: RunStateDoc[], version: number): RunStateDoc | null {
+  let best: RunStateDoc | null = null;
+  for (const state of states) {
+    if (state.state !== 'completed' || state.version > version) continue;
+    if (!best || state.version > best.version || (state.version === best.version && startedLater(state, best) > 0)) best = state;
+  }
+  return best;
+}
+
+/**
+ * A segment with its run state: its last run is the run started last, and it reads the snapshot
+ * of `snapshotOf` — a run that completes after a later-started one (runs overlap) never replaces it.
+ */
+export function runStateOf(doc: SegmentDoc, states: RunStateDoc[]): SegmentDoc {
+  if (states.length === 0) return doc;
+  const last = states.reduce((a, b) => (startedLater(b, a) > 0 ? b : a));
+  const read = snapshotOf(states, doc.version);
+  return {
+    ...doc,
+    lastRun: { runId: last.runId, state: last.state, startedAt: last.startedAt, finishedAt: last.finishedAt },
+    current: read
+      ? { runId: read.runId, version: read.version, size: read.size ?? 0, now: read.now ?? read.startedAt, startedAt: read.startedAt, finishedAt: read.finishedAt ?? read.startedAt }
+      : doc.current,
+  };
 }
 
 interface DefinitionsStamp {
@@ -85,24 +147,39 @@ interface DefinitionsStamp {
 }
 
 /**
- * Segment definitions, one document per segment. Every write is by `_id`. Readers read the
- * definitions afresh each time, or check the stamp (`definitions`): a new segment counts at once.
- * Reading them all costs a read per segment, so what one segment's change needs is read by id
- * (`withReferences`, `dependentsOf`).
+ * Segment definitions, one document per segment, written by the API's edits; runs record their
+ * state in run states of their own, read with the segments. Every write is by `_id`. Readers read
+ * the definitions afresh each time, or check the stamp (`definitions`): a new segment counts at
+ * once. Reading them all costs a read per segment, so what one segment's change needs is read by
+ * id (`withReferences`, `dependentsOf`).
  */
 export class SegmentStore {
   readonly segments: Collection<SegmentDoc>;
+  private readonly runStates: Collection<RunStateDoc>;
   private readonly stamp: Collection<DefinitionsStamp>;
   /** The definitions as of a stamp: `definitions` reads them again only when the stamp changed. */
   private kept: { token: string | null; docs: SegmentDoc[]; at: number } | null = null;
 
   constructor(store: Store) {
     this.segments = store.db.collection<SegmentDoc>(SEGMENTS);
+    this.runStates = store.db.collection<RunStateDoc>(COLLECTIONS.segmentRunStates);
     this.stamp = store.db.collection<DefinitionsStamp>(COLLECTIONS.segmentDefinitionsStamp);
   }
 
-  list(): Promise<SegmentDoc[]> {
-    return this.segments.find({}).toArray();
+  async list(): Promise<SegmentDoc[]> {
+    return this.withRunStates(await this.segments.find({}).toArray());
+  }
+
+  /** `docs` with their run state; the run states of many segments are read at once (a scan of a few per segment). */
+  private async withRunStates(docs: SegmentDoc[]): Promise<SegmentDoc[]> {
+    if (docs.length === 0) return docs;
+    const states =
+      docs.length > RUN_STATES_BY_SEGMENT_AT_MOST
+        ? await this.runStates.find({}).toArray()
+        : (await Promise.all(docs.map((doc) => this.runStates.find({ segment: doc._id }).toArray()))).flat();
+    const bySegment = new Map<string, RunStateDoc[]>();
+    for (const state of states) bySegment.set(state.segment, [...(bySegment.get(state.segment) ?? []), state]);
+    return docs.map((doc) => runStateOf(doc, bySegment.get(doc._id) ?? []));
   }
 
   /**
@@ -130,8 +207,9 @@ export class SegmentStore {
     return new Map(docs.flatMap((doc) => (doc.schedule ? [[scheduleKey(doc.schedule), doc.schedule] as const] : [])));
   }
 
-  get(id: string): Promise<SegmentDoc | null> {
-    return this.segments.findOne({ _id: id });
+  async get(id: string): Promise<SegmentDoc | null> {
+    const doc = await this.segments.findOne({ _id: id });
+    return doc && (await this.withRunStates([doc]))[0];
   }
 
   /**
@@ -172,7 +250,7 @@ export class SegmentStore {
         seen.add(user._id);
       }
     }
-    return [...found.values()];
+    return this.withRunStates([...found.values()]);
   }
 
   /** Writes `refersTo` on segments stored without it (before it was kept); run when a worker starts. */
@@ -194,47 +272,48 @@ export class SegmentStore {
     return result.matchedCount === 1;
   }
 
+  /** Removes a segment, then its run states (a run completing it meanwhile may leave one: `forgetOrphanRunStates`). */
   async remove(id: string): Promise<boolean> {
     const removed = (await this.segments.deleteOne({ _id: id })).deletedCount === 1;
-    if (removed) await this.changed();
+    if (removed) {
+      await this.changed();
+      await this.runStates.deleteMany({ segment: id });
+    }
     return removed;
   }
 
   /**
-   * Records a run's state on a segment, unless a run started later is recorded there already. The
-   * condition is in the write: judged from an earlier read, a run superseded could overwrite the
-   * completion of the run that superseded it, written in between, and stay the segment's last (see
-   * noLaterRun, also for a run shown running after it ended).
+   * Records a run's state on each of its segments, a few at a time (a run may hold thousands). A
+   * run shown running is recorded only where it is not recorded yet: a request that found the run
+   * running (preparing the same run again) may write after it ended, and must not undo that.
    */
-  private async setLastRun(id: string, lastRun: RunSummary): Promise<void> {
-    await this.segments.updateOne({ _id: id, ...noLaterRun('lastRun', lastRun) }, { $set: { lastRun } });
-  }
-
-  /** Records a run's state on each of its segments (one conditional write each, a few at a time, as a run may hold thousands). */
-  setLastRuns(ids: string[], lastRun: RunSummary): Promise<void> {
-    return forEachConcurrently(ids, LAST_RUN_WRITES_AT_ONCE, (id) => this.setLastRun(id, lastRun));
+  async setLastRuns(segments: ReadonlyArray<{ id: string; version: number }>, lastRun: RunSummary): Promise<void> {
+    const states = segments.map((segment) => runStateDoc(segment, lastRun));
+    if (lastRun.state === 'running') await insertKeyed(this.runStates, states);
+    else await forEachConcurrently(states, RUN_STATE_WRITES_AT_ONCE, async (state) => void (await this.runStates.replaceOne({ _id: state._id }, state, { upsert: true })));
   }
 
   /**
-   * Points a segment at a completed run, unless it was edited since the run read it (its own run
-   * follows) or a run that started later has already been made its snapshot (runs may overlap);
-   * and records the run as its last, unless a later one is recorded. Each condition is in its
-   * write, as runs complete concurrently; one read and usually one write, as a run may complete
-   * thousands of segments. Returns whether it was made the snapshot.
+   * Records a run completed on a segment, then forgets the segment's ended runs it makes unread
+   * and not last (so each segment keeps a few). Returns whether the segment now reads its snapshot
+   * (`runStateOf`): not when a run started later completed first.
    */
   async completeRun(id: string, current: CurrentRun, lastRun: RunSummary): Promise<boolean> {
-    const doc = await this.get(id);
-    if (!doc) return false;
-    if (doc.version === current.version && !(doc.current && doc.current.startedAt > current.startedAt)) {
-      const both = await this.segments.updateOne({ _id: id, version: current.version, $and: [noLaterRun('current', current), noLaterRun('lastRun', lastRun)] }, { $set: { current, lastRun } });
-      if (both.matchedCount === 1) return true;
-      // A later run is recorded (or the segment changed) since the read: each part on its own.
-      const flipped = await this.segments.updateOne({ _id: id, version: current.version, ...noLaterRun('current', current) }, { $set: { current } });
-      await this.setLastRun(id, lastRun);
-      return flipped.matchedCount === 1;
-    }
-    // Not the snapshot: the run may still be its last.
-    await this.setLastRun(id, lastRun);
-    return false;
+    const mine = runStateDoc({ id, version: current.version }, lastRun, current);
+    await this.runStates.replaceOne({ _id: mine._id }, mine, { upsert: true });
+    const states = await this.runStates.find({ segment: id }).toArray();
+    const superseded = states.filter(
+      (state) => state.state !== 'running' && startedLater(mine, state) > 0 && (state.state !== 'completed' || state.version <= mine.version),
+    );
+    for (const state of superseded) await this.runStates.deleteOne({ _id: state._id });
+    return snapshotOf(states, Number.MAX_SAFE_INTEGER)?.runId === mine.runId;
+  }
+
+  /** Removes the run states of segments that are gone (a run that completed one as it was removed); returns how many. */
+  async forgetOrphanRunStates(): Promise<number> {
+    const ids = new Set((await this.segments.find({}, { projection: { _id: 1 } }).toArray()).map((doc) => doc._id));
+    const orphans = (await this.runStates.find({}, { projection: { _id: 1, segment: 1 } }).toArray()).filter((state) => !ids.has(state.segment));
+    await forEachConcurrently(orphans, RUN_STATE_WRITES_AT_ONCE, async (state) => void (await this.runStates.deleteOne({ _id: state._id })));
+    return orphans.length;
   }
 }

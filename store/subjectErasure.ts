@@ -16,6 +16,7 @@ import { PRIVACY_COLLECTIONS } from './privacy';
 import { ProfileStore } from './profiles';
 import type { RoutedEvent } from './profileEvents';
 import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, storedChange, type StoredChange, type RunChunk, type RunDoc } from './segmentRuns';
+import { runStateId } from './segments';
 
 /** Per collection, the documents an erasure step deleted or rewrote (counts for the audit, never values). */
 export type Touched = Record<string, number>;
@@ -374,9 +375,14 @@ export class SubjectErasure {
       const changed = Object.fromEntries(Object.entries(members).filter(([id, size]) => current.members[id] !== size));
       return { doc: { ...current, chunks: next, members }, result: changed };
     });
-    // Segments reading this run count its members without the subject (only while they still read it).
+    // Segments reading this run count its members without the subject: the size its run state holds
+    // (and, for segments stored before run states were kept apart, their own record of it).
+    const states = this.collection<{ _id: string }>(COLLECTIONS.segmentRunStates);
     const segments = this.collection<{ _id: string }>(COLLECTIONS.segments);
-    for (const [id, size] of Object.entries(index ?? {})) await segments.updateOne({ _id: id, 'current.runId': run._id } as never, { $set: { 'current.size': size } });
+    for (const [id, size] of Object.entries(index ?? {})) {
+      await states.updateOne({ _id: runStateId(id, run._id), state: 'completed' } as never, { $set: { size } });
+      await segments.updateOne({ _id: id, 'current.runId': run._id } as never, { $set: { 'current.size': size } });
+    }
     return true;
   }
 

@@ -24,6 +24,8 @@ export interface RetentionReport {
   routedBatchesRemoved: number;
   segmentRunsReleased: number;
   segmentRunRecordsRemoved: number;
+  /** Run states of segments removed while a run completed them. */
+  segmentRunStatesRemoved: number;
   segmentSchedulesCreated: number;
   segmentSchedulesRemoved: number;
   segmentRunsAbandoned: number;
@@ -54,6 +56,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     routedBatchesRemoved: routed.batches,
     segmentRunsReleased: snapshots.runs,
     segmentRunRecordsRemoved: snapshots.records,
+    segmentRunStatesRemoved: snapshots.runStates ?? 0,
     segmentSchedulesCreated: schedules.created,
     segmentSchedulesRemoved: schedules.removed,
     segmentRunsAbandoned: abandoned.runs,

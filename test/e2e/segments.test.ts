@@ -19,11 +19,21 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
   const get = async (id: string) => (await call(`${segmentsUrl()}/${id}`, { key: api.adminKey })).body;
   const members = async (id: string, query = '') => (await call(`${segmentsUrl()}/${id}/members${query}`, { key: api.adminKey })).body;
   /** Waits for the segment's membership to read from a completed run of its current version. */
-  const settled = (id: string) =>
-    waitFor(`segment ${id} evaluated`, async () => {
-      const segment = await get(id);
-      return segment.currentRun?.version === segment.version && segment.lastRun?.state === 'completed' ? segment : null;
-    });
+  const settled = async (id: string) => {
+    let seen: unknown = null;
+    try {
+      return await waitFor(`segment ${id} evaluated`, async () => {
+        const segment = await get(id);
+        seen = segment;
+        return segment.currentRun?.version === segment.version && segment.lastRun?.state === 'completed' ? segment : null;
+      });
+    } catch (error) {
+      // What the segment showed last says which run it waits on, and in what state.
+      const runId = (seen as { lastRun?: { runId?: string } } | null)?.lastRun?.runId;
+      const run = runId ? (await call(`${segmentsUrl()}/${id}/runs/${runId}`, { key: api.adminKey })).body : null;
+      throw new Error(`${(error as Error).message}: last seen ${JSON.stringify(seen)}, its last run ${JSON.stringify(run)}`);
+    }
+  };
   const membersOf = async (id: string) => (await members(id, '?limit=100')).members.sort();
 
   beforeAll(async () => {

@@ -1,4 +1,4 @@
-import type { Store } from '../../store/db';
+import { COLLECTIONS, type Store } from '../../store/db';
 import { SegmentStore, type SegmentDoc } from '../../store/segments';
 import { segmentDoc } from '../support/segmentFixtures';
 import { testStore } from '../support/services';
@@ -44,15 +44,67 @@ describe('segment definitions as a frequent reader keeps them', () => {
     await writer.create(segmentDoc('shown', { event: 'purchase' }));
     const startedAt = new Date('2026-05-01T10:00:00Z');
     const run = (runId: string, state: 'running' | 'completed', at = startedAt) => ({ runId, state, startedAt: at, finishedAt: state === 'running' ? null : at });
-    await writer.setLastRuns(['shown'], run('run_a', 'running'));
-    await writer.setLastRuns(['shown'], run('run_a', 'completed'));
+    await writer.setLastRuns([{ id: 'shown', version: 1 }], run('run_a', 'running'));
+    await writer.setLastRuns([{ id: 'shown', version: 1 }], run('run_a', 'completed'));
     // A request that found run_a running, writing after it completed.
-    await writer.setLastRuns(['shown'], run('run_a', 'running'));
+    await writer.setLastRuns([{ id: 'shown', version: 1 }], run('run_a', 'running'));
     expect((await writer.get('shown'))?.lastRun).toMatchObject({ runId: 'run_a', state: 'completed' });
     const later = new Date(startedAt.getTime() + 1000);
-    await writer.setLastRuns(['shown'], run('run_b', 'running', later));
+    await writer.setLastRuns([{ id: 'shown', version: 1 }], run('run_b', 'running', later));
     expect((await writer.get('shown'))?.lastRun).toMatchObject({ runId: 'run_b', state: 'running' });
-    await writer.setLastRuns(['shown'], run('run_a', 'running'));
+    await writer.setLastRuns([{ id: 'shown', version: 1 }], run('run_a', 'running'));
     expect((await writer.get('shown'))?.lastRun).toMatchObject({ runId: 'run_b', state: 'running' });
+  });
+
+  it('shows the later of two runs that complete a segment at the same moment as its last run and its snapshot', async () => {
+    // Two runs completing the same segments at once, as overlapping runs do: neither's record of
+    // the run may be lost to the other's write, whatever order the store applies them in.
+    const ids = Array.from({ length: 40 }, (_, n) => `both_${n}`);
+    for (const id of ids) await writer.create(segmentDoc(id, { event: 'purchase' }));
+    const [first, second] = [new Date('2026-05-02T10:00:00Z'), new Date('2026-05-02T10:00:01Z')];
+    const summary = (runId: string, startedAt: Date, state: 'running' | 'completed') => ({ runId, state, startedAt, finishedAt: state === 'running' ? null : new Date(startedAt.getTime() + 500) });
+    const current = (runId: string, startedAt: Date, size: number) => ({ runId, version: 1, size, now: startedAt, startedAt, finishedAt: new Date(startedAt.getTime() + 500) });
+    const ofVersion1 = ids.map((id) => ({ id, version: 1 }));
+    await writer.setLastRuns(ofVersion1, summary('run_first', first, 'running'));
+    await writer.setLastRuns(ofVersion1, summary('run_second', second, 'running'));
+    await Promise.all(
+      ids.flatMap((id) => [
+        writer.completeRun(id, current('run_first', first, 1), summary('run_first', first, 'completed')),
+        reader.completeRun(id, current('run_second', second, 2), summary('run_second', second, 'completed')),
+      ]),
+    );
+    for (const id of ids) {
+      const doc = await writer.get(id);
+      expect({ id, lastRun: doc?.lastRun?.runId, state: doc?.lastRun?.state, current: doc?.current?.runId }).toEqual({ id, lastRun: 'run_second', state: 'completed', current: 'run_second' });
+    }
+  });
+
+  it('forgets the ended run states a completed run makes unread and not last, and those of removed segments', async () => {
+    const states = store.db.collection(COLLECTIONS.segmentRunStates);
+    await writer.create(segmentDoc('kept', { event: 'purchase' }));
+    const one = [{ id: 'kept', version: 1 }];
+    const at = (second: number) => new Date(Date.UTC(2026, 4, 3, 10, 0, second));
+    const ended = (runId: string, second: number, state: 'completed' | 'superseded' | 'failed') => ({ runId, state, startedAt: at(second), finishedAt: at(second + 1) });
+    const snapshot = (runId: string, second: number) => ({ runId, version: 1, size: second, now: at(second), startedAt: at(second), finishedAt: at(second + 1) });
+    for (let second = 0; second < 10; second++) {
+      await writer.setLastRuns(one, { runId: `run_${second}`, state: 'running', startedAt: at(second), finishedAt: null });
+      if (second % 3 === 2) await writer.setLastRuns(one, ended(`run_${second}`, second, 'superseded'));
+      else expect(await writer.completeRun('kept', snapshot(`run_${second}`, second), ended(`run_${second}`, second, 'completed'))).toBe(true);
+    }
+    // A run still running when a later one completed stays: it is shown once it ends, if last.
+    await writer.setLastRuns(one, { runId: 'run_late', state: 'running', startedAt: at(20), finishedAt: null });
+    await writer.setLastRuns(one, { runId: 'run_slow', state: 'running', startedAt: at(15), finishedAt: null });
+    expect(await writer.completeRun('kept', snapshot('run_late', 20), ended('run_late', 20, 'completed'))).toBe(true);
+    // Completed after a later-started run did: recorded, not read.
+    expect(await writer.completeRun('kept', snapshot('run_slow', 15), ended('run_slow', 15, 'completed'))).toBe(false);
+    expect((await states.find({ segment: 'kept' }).toArray()).map((doc) => doc.runId).sort()).toEqual(['run_late', 'run_slow']);
+    expect((await writer.get('kept'))?.current).toMatchObject({ runId: 'run_late', size: 20 });
+
+    expect(await writer.remove('kept')).toBe(true);
+    expect(await states.countDocuments({ segment: 'kept' })).toBe(0);
+    // A run completing a segment as it is removed leaves a state behind: retention forgets it.
+    await writer.completeRun('kept', snapshot('run_after', 30), ended('run_after', 30, 'completed'));
+    expect(await writer.forgetOrphanRunStates()).toBe(1);
+    expect(await states.countDocuments({ segment: 'kept' })).toBe(0);
   });
 });
