@@ -265,9 +265,13 @@ export class SegmentStore {
     await this.changed();
   }
 
-  /** Replaces a segment if it is still at `version`: a concurrent edit makes this return false. */
+  /**
+   * Replaces a segment's definition if it is still at `version`: a concurrent edit makes this return
+   * false. Its run state is the runs' (and what a segment stored before keeps of it stays).
+   */
   async replace(doc: SegmentDoc, expectedVersion: number): Promise<boolean> {
-    const result = await this.segments.replaceOne({ _id: doc._id, version: expectedVersion }, withRefersTo(doc));
+    const { _id, current: _current, lastRun: _lastRun, ...definition } = withRefersTo(doc);
+    const result = await this.segments.updateOne({ _id, version: expectedVersion }, { $set: definition });
     if (result.matchedCount === 1) await this.changed();
     return result.matchedCount === 1;
   }
