@@ -5,7 +5,7 @@ import type { SegmentSubject } from '../domain/profile';
 import type { ChangeSet } from '../domain/segmentChanges';
 import type { PackedFacts } from '../domain/destinations';
 import type { Rule } from '../domain/segmentRules';
-import { forEachConcurrently, insertKeyed, type Store } from './db';
+import { forEachConcurrently, insertKeyed, isDuplicateKeyError, type Store } from './db';
 import { deflateDocument, inflateDocument } from './deflatedBson';
 import type { SegmentDoc, SegmentStore } from './segments';
 
@@ -339,7 +339,14 @@ export class SegmentRunStore {
       await this.samples.replaceOne({ _id: `${runId}:${part}` }, { runId, population, body }, { upsert: true });
     }
     const previous = await this.samples.findOne({ _id: 'latest' });
-    await this.samples.replaceOne({ _id: 'latest' }, { runId, population, parts, ...(maxRank !== undefined && { maxRank }) }, { upsert: true });
+    const header = { runId, population, parts, ...(maxRank !== undefined && { maxRank }) };
+    try {
+      await this.samples.replaceOne({ _id: 'latest' }, header, { upsert: true });
+    } catch (error) {
+      // Two first runs of a store ending at once both insert it: the one that lost replaces it.
+      if (!isDuplicateKeyError(error)) throw error;
+      await this.samples.replaceOne({ _id: 'latest' }, header);
+    }
     if (previous?.runId && previous.runId !== runId) {
       for (let part = 0; part < (previous.parts ?? 0); part++) await this.samples.deleteOne({ _id: `${previous.runId}:${part}` });
     }
