@@ -89,6 +89,7 @@ const INDEXES: Array<[string, string]> = [
   // Privacy collections (store/privacy, store/privacyMarks): few documents per request, read per request.
   ['privacy_requests', 'state'],
   ['privacy_marks', 'requestIds'],
+  ['privacy_removals', 'requestId'],
   ['privacy_late_events', 'requestId'],
 ];
 
@@ -135,6 +136,24 @@ export async function findByIds<T extends { _id: string }>(collection: Collectio
     if (doc) found.set(id, doc);
   });
   return found;
+}
+
+/**
+ * The documents of `collection` whose indexed `field` names each of `parents`, by parent: one read
+ * per parent while they are few (`perParentAtMost`), else one read of the whole collection (a
+ * `$in` would scan it anyway on FerretDB). For small collections of a few documents per parent.
+ */
+export async function findByParents<T extends object>(collection: Collection<T>, field: keyof T & string, parents: string[], perParentAtMost = 16): Promise<Map<string, T[]>> {
+  const docs =
+    parents.length > perParentAtMost
+      ? ((await collection.find({}).toArray()) as T[])
+      : ((await Promise.all(parents.map((parent) => collection.find({ [field]: parent } as never).toArray()))).flat() as T[]);
+  const byParent = new Map<string, T[]>();
+  for (const doc of docs) {
+    const parent = doc[field] as unknown as string;
+    byParent.set(parent, [...(byParent.get(parent) ?? []), doc]);
+  }
+  return byParent;
 }
 
 /**

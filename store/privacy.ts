@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { Binary, type Collection } from 'mongodb';
 import type { PrivacyRequestType, PrivacyResult, PrivacyState, PrivacyStepName, Removal } from '../domain/privacy';
-import { findByIds, insertKeyed, type Store } from './db';
+import { findByIds, findByParents, insertKeyed, type Store } from './db';
 
 export const PRIVACY_COLLECTIONS = {
   /** One per request: its type, state, steps, deadline and result; the subject only as a salted hash. */
@@ -15,6 +15,12 @@ export const PRIVACY_COLLECTIONS = {
   exports: 'privacy_exports',
   /** `salt`: the store's salt for subject hashes, when DMP_PRIVACY_SALT does not give one. */
   settings: 'privacy_settings',
+  /**
+   * The ledger, one line per request and destination (`<requestId>:<destinationId>`), each written
+   * by that destination's branch of the request's workflow alone: the branches run at once, and
+   * lines kept in one array of the request lost one another's writes.
+   */
+  removals: 'privacy_removals',
 } as const;
 
 /** Gzipped bytes per stored export part: well under a document's 16 MB. */
@@ -41,13 +47,29 @@ export interface PrivacyRequestDoc {
   completedAt: Date | null;
   error: string | null;
   result: PrivacyResult | null;
-  /** The ledger: per destination that held the subject, where its removal stands. */
+  /**
+   * The ledger: per destination that held the subject, where its removal stands. Read from its
+   * lines (`privacy_removals`); stored here only by requests that kept it before, merged under them.
+   */
   destinations?: RemovalDoc[];
   /** Parts of the access export, once written. */
   exportParts?: number;
 }
 
 export type RemovalDoc = Omit<Removal, 'updatedAt'> & { updatedAt: Date };
+
+interface RemovalLineDoc extends RemovalDoc {
+  _id: string;
+  requestId: string;
+}
+
+/** A request with its ledger: its lines, over any it stored itself before, by destination. */
+function withLedger(doc: PrivacyRequestDoc, lines: RemovalLineDoc[]): PrivacyRequestDoc {
+  if (lines.length === 0) return doc;
+  const ledger = new Map((doc.destinations ?? []).map((line) => [line.destinationId, line]));
+  for (const { _id: _, requestId: __, ...line } of lines) ledger.set(line.destinationId, line);
+  return { ...doc, destinations: [...ledger.values()].sort((a, b) => (a.destinationId < b.destinationId ? -1 : 1)) };
+}
 
 export interface PrivacyAuditDoc {
   _id: string;
@@ -86,6 +108,7 @@ export class PrivacyStore {
   readonly audit: Collection<PrivacyAuditDoc>;
   readonly exports: Collection<{ _id: string; body: Binary }>;
   readonly settings: Collection<{ _id: string; value: string }>;
+  private readonly removals: Collection<RemovalLineDoc>;
 
   constructor(store: Store) {
     this.requests = store.db.collection(PRIVACY_COLLECTIONS.requests);
@@ -93,6 +116,7 @@ export class PrivacyStore {
     this.audit = store.db.collection(PRIVACY_COLLECTIONS.audit);
     this.exports = store.db.collection(PRIVACY_COLLECTIONS.exports);
     this.settings = store.db.collection(PRIVACY_COLLECTIONS.settings);
+    this.removals = store.db.collection(PRIVACY_COLLECTIONS.removals);
   }
 
   /** The store's salt: made once by whoever asks first (an insert decides), then read. */
@@ -103,8 +127,16 @@ export class PrivacyStore {
     return stored.value;
   }
 
-  get(id: string): Promise<PrivacyRequestDoc | null> {
-    return this.requests.findOne({ _id: id });
+  async get(id: string): Promise<PrivacyRequestDoc | null> {
+    const doc = await this.requests.findOne({ _id: id });
+    return doc && (await this.withLedgers([doc]))[0];
+  }
+
+  /** `docs` with their ledgers. */
+  private async withLedgers(docs: PrivacyRequestDoc[]): Promise<PrivacyRequestDoc[]> {
+    if (docs.length === 0) return docs;
+    const byRequest = await findByParents(this.removals, 'requestId', docs.map((doc) => doc._id));
+    return docs.map((doc) => withLedger(doc, byRequest.get(doc._id) ?? []));
   }
 
   /** The requests of ids, by id (absent ids left out). */
@@ -120,7 +152,7 @@ export class PrivacyStore {
 
   async list(state: PrivacyState | undefined, limit: number): Promise<PrivacyRequestDoc[]> {
     const docs = await this.requests.find(state ? { state } : {}).toArray();
-    return docs.sort((a, b) => b.receivedAt.getTime() - a.receivedAt.getTime() || (a._id < b._id ? -1 : 1)).slice(0, limit);
+    return this.withLedgers(docs.sort((a, b) => b.receivedAt.getTime() - a.receivedAt.getTime() || (a._id < b._id ? -1 : 1)).slice(0, limit));
   }
 
   async keyOf(id: string): Promise<string | null> {
@@ -146,12 +178,10 @@ export class PrivacyStore {
     return Object.hasOwn(partnerIds, destinationId) ? partnerIds[destinationId] : [];
   }
 
-  /** Sets one destination's line of the ledger (the request's workflow is its one writer). */
+  /** Sets one destination's line of the ledger (that destination's branch of the request's workflow is its one writer). */
   async setRemoval(id: string, removal: RemovalDoc): Promise<void> {
-    const request = await this.get(id);
-    if (!request) return;
-    const ledger = (request.destinations ?? []).filter((line) => line.destinationId !== removal.destinationId);
-    await this.requests.updateOne({ _id: id }, { $set: { destinations: [...ledger, removal].sort((a, b) => (a.destinationId < b.destinationId ? -1 : 1)) } });
+    const line: RemovalLineDoc = { ...removal, _id: `${id}:${removal.destinationId}`, requestId: id };
+    await this.removals.replaceOne({ _id: line._id }, line, { upsert: true });
   }
 
   /** Records a step done and its audit entry (`nn` its place in the request); a retry writes the same. */

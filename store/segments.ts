@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import { referencedSegments, type Rule, type SegmentDefinition } from '../domain/segmentRules';
 import { scheduleKey, type SegmentSchedule } from '../domain/segments';
-import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from './db';
+import { COLLECTIONS, findByParents, forEachConcurrently, insertKeyed, type Store } from './db';
 
 export const SEGMENTS = COLLECTIONS.segments;
 
@@ -70,9 +70,6 @@ const DEFINITIONS_KEPT_MS = 30_000;
 
 /** Run states written at once when a run's state is recorded on all its segments. */
 const RUN_STATE_WRITES_AT_ONCE = 8;
-
-/** Past this many segments, their run states are read all at once rather than per segment. */
-const RUN_STATES_BY_SEGMENT_AT_MOST = 16;
 
 /**
  * A run's state on one of its segments (`<segmentId>:<runId>`). Only that run writes it, one step
@@ -170,15 +167,10 @@ export class SegmentStore {
     return this.withRunStates(await this.segments.find({}).toArray());
   }
 
-  /** `docs` with their run state; the run states of many segments are read at once (a scan of a few per segment). */
+  /** `docs` with their run state (a segment keeps a few run states). */
   private async withRunStates(docs: SegmentDoc[]): Promise<SegmentDoc[]> {
     if (docs.length === 0) return docs;
-    const states =
-      docs.length > RUN_STATES_BY_SEGMENT_AT_MOST
-        ? await this.runStates.find({}).toArray()
-        : (await Promise.all(docs.map((doc) => this.runStates.find({ segment: doc._id }).toArray()))).flat();
-    const bySegment = new Map<string, RunStateDoc[]>();
-    for (const state of states) bySegment.set(state.segment, [...(bySegment.get(state.segment) ?? []), state]);
+    const bySegment = await findByParents(this.runStates, 'segment', docs.map((doc) => doc._id));
     return docs.map((doc) => runStateOf(doc, bySegment.get(doc._id) ?? []));
   }
 
