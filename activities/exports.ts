@@ -150,16 +150,16 @@ export function createExportActivities(deps: ExportDeps) {
     }
   }
 
-  /** Takes the destination for this export; waits (by retrying) while another live export holds it. */
+  /** Takes the destination's turn for this export; waits (by retrying) while another live export holds it. */
   async function claim(exp: ExportDoc): Promise<void> {
     const holder = await destinations.claim(exp.destinationId, exp._id);
     if (holder === exp._id) return;
-    const other = holder ? await destinations.getExport(holder) : null;
+    const other = await destinations.getExport(holder);
     if (other && other.state === 'running' && other.workflowId && (await isRunning(other.workflowId))) {
       throw ApplicationFailure.retryable(`export ${holder} of this destination is still running`, 'DestinationBusy');
     }
     if (other?.state === 'running') await finish(other._id, 'abandoned: its workflow ended before it finished');
-    await destinations.release(exp.destinationId, holder as string);
+    await destinations.release(exp.destinationId, holder);
     if ((await destinations.claim(exp.destinationId, exp._id)) !== exp._id) throw ApplicationFailure.retryable('the destination was taken by another export', 'DestinationBusy');
   }
 
@@ -370,7 +370,7 @@ export function createExportActivities(deps: ExportDeps) {
         const segment = segmentOf(n);
         if (!stored || stored.segmentId !== segment.id) throw new Error(`planned batch ${n} of export ${exp._id} is missing or not the plan's`);
         // An export that lost the destination (taken over as abandoned) sends nothing more.
-        if ((await destinations.get(destination._id))?.running !== exp._id) {
+        if ((await destinations.holder(destination._id)) !== exp._id) {
           stopped = 'the export no longer holds the destination';
           return;
         }
@@ -446,18 +446,18 @@ export function createExportActivities(deps: ExportDeps) {
           if (written.ids === 0 && written.uncertain === 0 && !destination.segments.includes(segment.id)) delete held[segment.id];
           else held[segment.id] = written;
         }
-        await destinations.update(destination._id, { held });
         exp.batchesConfirmed = [...receipts.values()].filter((receipt) => receipt.state === 'applied').length;
         exp.rejected = [...receipts.values()].reduce((sum, receipt) => sum + (receipt.state === 'applied' ? receipt.rejected : 0), 0);
         if (!error && exp.batchesConfirmed < plan.batches) error = `${plan.batches - exp.batchesConfirmed} of ${plan.batches} batches unconfirmed`;
-        // Everything was sent again to a changed partner address, unless it changed again since the plan.
-        if (!error && plan.resent && destination.updatedAt < plan.plannedAt) await destinations.update(destination._id, { resend: false });
+        // Everything was sent again to the partner's address as it was when planning began.
+        const resentFor = !error && plan.resent && (destination.resentFor === null || destination.resentFor < plan.plannedAt) ? plan.plannedAt : destination.resentFor;
+        await destinations.saveHoldings(destination._id, held, resentFor);
       }
       exp.state = error ? 'failed' : 'completed';
       exp.error = error;
       exp.finishedAt = now();
       await destinations.saveExport(exp);
-      if (destination) await destinations.update(destination._id, { lastExport: { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt } });
+      if (destination) await destinations.saveLastExport(destination._id, { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt });
     }
     // Also on a repeat: an attempt interrupted after recording the outcome left these to do. States
     // this export replaced go only now — until the outcome is recorded, a repeat computes from them.

@@ -22,7 +22,7 @@ import {
 import { deliveryUrlSchema } from '../domain/outboundUrls';
 import { destinationScheduleId } from '../domain/workflowIds';
 import type { Store } from '../store/db';
-import { DestinationStore, newDestinationId, type DestinationDoc, type ExportDoc } from '../store/destinations';
+import { DestinationStore, newDestinationId, type DestinationDefinition, type DestinationDoc, type ExportDoc } from '../store/destinations';
 import { PartnerStore } from '../store/partners';
 import { SegmentStore } from '../store/segments';
 import { deleteDestinationSchedule, startDestinationExport, syncDestinationSchedule } from '../temporal/client';
@@ -174,7 +174,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     const connectorConfig = body.config as Record<string, unknown>;
     await checkDeliveryUrls(connector, connectorConfig, allowlist);
     const at = new Date();
-    const doc: DestinationDoc = {
+    const doc: DestinationDefinition = {
       _id: newDestinationId(),
       name: body.name,
       connector: connector.name,
@@ -187,9 +187,6 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       consent: body.consent ?? DestinationConsentSchema.parse({}),
       holdoutShare: body.holdoutShare ?? 0,
       state: 'active',
-      held: {},
-      running: null,
-      lastExport: null,
       createdAt: at,
       updatedAt: at,
     };
@@ -202,7 +199,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       await deleteDestinationSchedule(temporal, databaseName, doc._id).catch(() => undefined);
       throw error;
     }
-    res.status(201).json(destinationView(doc, databaseName));
+    res.status(201).json(destinationView({ ...doc, held: {}, resend: false, resentFor: null, lastExport: null }, databaseName));
   });
 
   router.get('/v1/destinations', admin, async (_req, res) => {
@@ -216,7 +213,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
   router.patch('/v1/destinations/:id', admin, async (req, res) => {
     const doc = await requireDestination(req.params.id as string);
     const patch = parseOr400(PatchDestinationRequestSchema, req.body, 'destination change');
-    const set: Partial<DestinationDoc> = { updatedAt: new Date() };
+    const set: Partial<DestinationDefinition> = { updatedAt: new Date() };
     if (patch.name !== undefined) set.name = patch.name;
     if (patch.config !== undefined) {
       const connector = Object.hasOwn(CONNECTORS, doc.connector) ? CONNECTORS[doc.connector] : undefined;
@@ -235,7 +232,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       await checkDeliveryUrls(connector, set.config, allowlist);
       // Another partner list or address holds none of what the old one did: the next export sends everything.
       const where = (config: Record<string, unknown>) => JSON.stringify(Object.entries(config).filter(([field]) => !TUNING.has(field) && !connector.secrets.includes(field)).sort());
-      if (where(set.config) !== where(doc.config)) set.resend = true;
+      if (where(set.config) !== where(doc.config)) set.addressChangedAt = set.updatedAt;
     }
     if (patch.segments !== undefined) {
       await checkSegments(patch.segments);

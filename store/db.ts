@@ -91,6 +91,8 @@ const INDEXES: Array<[string, string]> = [
   ['privacy_marks', 'requestIds'],
   ['privacy_removals', 'requestId'],
   ['privacy_late_events', 'requestId'],
+  // A destination's export turns (store/destinations): a few documents per destination.
+  ['destination_turns', 'destinationId'],
 ];
 
 export interface Store {

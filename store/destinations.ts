@@ -5,7 +5,14 @@ import type { SegmentSchedule } from '../domain/segments';
 import { findByIds, forEachConcurrently, insertKeyed, type Store } from './db';
 
 export const DESTINATION_COLLECTIONS = {
+  /** Destination definitions, written by the API alone. */
   destinations: 'destinations',
+  /** One per destination: what its partner holds per segment, written by the export holding the destination's turn. */
+  holdings: 'destination_holdings',
+  /** One per destination: how its last export ended, written by each export as it ends. */
+  lastExports: 'destination_last_exports',
+  /** Turns of a destination's exports (`<destinationId>:<n>`, ended by `<destinationId>:<n>:end`): inserts only. */
+  turns: 'destination_turns',
   /** One per export: its plan, counts and outcome. */
   exports: 'destination_exports',
   /** An export's planned batches (`<planId>:<n>`), removed once the export is finished. */
@@ -24,7 +31,12 @@ export interface HeldState {
   uncertain: number;
 }
 
-export interface DestinationDoc {
+/**
+ * A destination as the API defines it. The API is its only writer: the store's updates read, change
+ * and write back whole documents, so what exports write about a destination lives in documents of
+ * its own (holdings, last export, turns).
+ */
+export interface DestinationDefinition {
   _id: string;
   name: string;
   connector: string;
@@ -39,15 +51,51 @@ export interface DestinationDoc {
   /** The share of each segment held out from the partner (domain/destinations isHeldOut); absent on destinations made before holdouts. */
   holdoutShare?: number;
   state: 'active' | 'paused';
-  /** Per segment id. A segment dropped from the destination keeps its entry until an export removed its ids. */
-  held: Record<string, HeldState>;
-  /** The export holding the destination (exports of one destination run one at a time). */
-  running: string | null;
-  /** Set when the partner's address changed: the next export sends everything again. */
-  resend?: boolean;
-  lastExport: { exportId: string; state: ExportState; startedAt: Date; finishedAt: Date | null } | null;
+  /** When the partner's address last changed: exports planned before it did not send everything to the new one. */
+  addressChangedAt?: Date | null;
   createdAt: Date;
   updatedAt: Date;
+}
+
+/** Fields of destinations stored before exports kept their own documents: read until those exist. */
+interface LegacyExportFields {
+  held?: Record<string, HeldState>;
+  lastExport?: LastExport | null;
+  resend?: boolean;
+}
+
+type LastExport = { exportId: string; state: ExportState; startedAt: Date; finishedAt: Date | null };
+
+interface HoldingsDoc {
+  _id: string;
+  /** Per segment id. A segment dropped from the destination keeps its entry until an export removed its ids. */
+  held: Record<string, HeldState>;
+  /** When the last export that sent everything again was planned. */
+  resentFor: Date | null;
+}
+
+interface LastExportDoc {
+  _id: string;
+  lastExport: LastExport;
+}
+
+interface TurnDoc {
+  _id: string;
+  destinationId: string;
+  n: number;
+  /** The export that took the turn; absent on its end marker. */
+  exportId?: string;
+  at: Date;
+}
+
+/** A destination with what its exports recorded about it. */
+export interface DestinationDoc extends DestinationDefinition {
+  held: Record<string, HeldState>;
+  /** Whether the partner's address changed since everything was last sent: the next export sends everything again. */
+  resend: boolean;
+  /** When the last export that sent everything again was planned (null before any). */
+  resentFor: Date | null;
+  lastExport: LastExport | null;
 }
 
 export interface PlannedSegment extends Omit<SegmentExport, 'refused'> {
@@ -71,7 +119,7 @@ export interface ExportDoc {
   workflowId?: string;
   /** Set once planned. */
   /** Set once planned; `plannedAt` is when planning began (changes after it are the next export's). */
-  plan: { id: string; segments: PlannedSegment[]; batches: number; plannedAt: Date; resent: boolean; /** How long planning took. */ tookMs: number } | null;
+  plan: { id: string; segments: PlannedSegment[]; batches: number; plannedAt: Date; /** Whether it sends everything again (the partner's address changed). */ resent: boolean; /** How long planning took. */ tookMs: number } | null;
   batchesConfirmed: number;
   rejected: number;
   startedAt: Date;
@@ -119,54 +167,103 @@ export function batchId(exportId: string, n: number): string {
  * as one binary value each: the store converts nothing field by field.
  */
 export class DestinationStore {
-  readonly destinations: Collection<DestinationDoc>;
+  readonly destinations: Collection<DestinationDefinition & LegacyExportFields>;
+  readonly holdings: Collection<HoldingsDoc>;
+  readonly lastExports: Collection<LastExportDoc>;
+  readonly turns: Collection<TurnDoc>;
   readonly exports: Collection<ExportDoc>;
   readonly batches: Collection<StoredBinary>;
   readonly receipts: Collection<ReceiptDoc>;
   readonly partnerState: Collection<StoredBinary>;
 
   constructor(store: Store) {
-    this.destinations = store.db.collection<DestinationDoc>(DESTINATION_COLLECTIONS.destinations);
+    this.destinations = store.db.collection(DESTINATION_COLLECTIONS.destinations);
+    this.holdings = store.db.collection<HoldingsDoc>(DESTINATION_COLLECTIONS.holdings);
+    this.lastExports = store.db.collection<LastExportDoc>(DESTINATION_COLLECTIONS.lastExports);
+    this.turns = store.db.collection<TurnDoc>(DESTINATION_COLLECTIONS.turns);
     this.exports = store.db.collection<ExportDoc>(DESTINATION_COLLECTIONS.exports);
     this.batches = store.db.collection<StoredBinary>(DESTINATION_COLLECTIONS.batches);
     this.receipts = store.db.collection<ReceiptDoc>(DESTINATION_COLLECTIONS.receipts);
     this.partnerState = store.db.collection<StoredBinary>(DESTINATION_COLLECTIONS.partnerState);
   }
 
-  get(id: string): Promise<DestinationDoc | null> {
-    return this.destinations.findOne({ _id: id });
+  async get(id: string): Promise<DestinationDoc | null> {
+    const [definition, holdings, last] = await Promise.all([this.destinations.findOne({ _id: id }), this.holdings.findOne({ _id: id }), this.lastExports.findOne({ _id: id })]);
+    return definition && withExportState(definition, holdings, last);
   }
 
-  list(): Promise<DestinationDoc[]> {
-    return this.destinations.find({}).sort({ createdAt: 1 }).toArray();
+  async list(): Promise<DestinationDoc[]> {
+    const [definitions, holdings, lasts] = await Promise.all([this.destinations.find({}).sort({ createdAt: 1 }).toArray(), this.holdings.find({}).toArray(), this.lastExports.find({}).toArray()]);
+    const holdingsOf = new Map(holdings.map((doc) => [doc._id, doc]));
+    const lastOf = new Map(lasts.map((doc) => [doc._id, doc]));
+    return definitions.map((definition) => withExportState(definition, holdingsOf.get(definition._id) ?? null, lastOf.get(definition._id) ?? null));
   }
 
-  async create(doc: DestinationDoc): Promise<void> {
+  async create(doc: DestinationDefinition): Promise<void> {
     await this.destinations.insertOne(doc);
   }
 
-  async update(id: string, set: Partial<DestinationDoc>): Promise<void> {
+  /** Changes a destination's definition (the API's writes). */
+  async update(id: string, set: Partial<DestinationDefinition>): Promise<void> {
     await this.destinations.updateOne({ _id: id }, { $set: set });
   }
 
   async remove(id: string): Promise<void> {
     await this.destinations.deleteOne({ _id: id });
+    await Promise.all([this.holdings.deleteOne({ _id: id }), this.lastExports.deleteOne({ _id: id }), this.turns.deleteMany({ destinationId: id })]);
   }
 
   /** Every segment some destination exports: the batch runs keep export facts for their members. */
   async exportedSegments(): Promise<Set<string>> {
-    const all = await this.destinations.find({}, { projection: { segments: 1, held: 1 } }).toArray();
-    return new Set(all.flatMap((doc) => [...doc.segments, ...Object.keys(doc.held ?? {})]));
+    return new Set((await this.list()).flatMap((doc) => [...doc.segments, ...Object.keys(doc.held)]));
   }
 
-  /** Takes the destination for `exportId` if no other export holds it (or it holds it already). */
-  async claim(id: string, exportId: string): Promise<string | null> {
-    await this.destinations.updateOne({ _id: id, running: null }, { $set: { running: exportId } });
-    return (await this.get(id))?.running ?? null;
+  /** Records what the partner holds after an export; only the export holding the destination's turn calls it. */
+  async saveHoldings(id: string, held: Record<string, HeldState>, resentFor: Date | null): Promise<void> {
+    await this.holdings.replaceOne({ _id: id }, { held, resentFor }, { upsert: true });
   }
 
+  async saveLastExport(id: string, lastExport: LastExport): Promise<void> {
+    await this.lastExports.replaceOne({ _id: id }, { lastExport }, { upsert: true });
+  }
+
+  /**
+   * Takes the destination's next turn for `exportId` unless an export holds the current one; returns
+   * the holder (`exportId` itself when it holds it, also on a repeated claim). Turns are only ever
+   * inserted, never updated, so two exports claiming at once cannot both win on a store whose
+   * conditional updates are not atomic against each other.
+   */
+  async claim(id: string, exportId: string): Promise<string> {
+    const { docs, latest, holder } = await this.turnsOf(id);
+    if (holder) return holder;
+    const next = latest + 1;
+    await insertKeyed(this.turns, [{ _id: `${id}:${next}`, destinationId: id, n: next, exportId, at: new Date() }]);
+    const taken = (await this.turns.findOne({ _id: `${id}:${next}` })) as TurnDoc;
+    // Ended turns are only history now: whoever claims next reads the newest turn, which stays.
+    if (taken.exportId === exportId) await Promise.all(docs.map((doc) => this.turns.deleteOne({ _id: doc._id })));
+    return taken.exportId as string;
+  }
+
+  /** The export holding the destination's current turn, if one does. */
+  async holder(id: string): Promise<string | null> {
+    return (await this.turnsOf(id)).holder;
+  }
+
+  private async turnsOf(id: string): Promise<{ docs: TurnDoc[]; latest: number; holder: string | null }> {
+    const docs = await this.turns.find({ destinationId: id }).toArray();
+    const latest = Math.max(0, ...docs.filter((doc) => doc.exportId !== undefined).map((doc) => doc.n));
+    const taken = docs.find((doc) => doc.n === latest && doc.exportId !== undefined);
+    const ended = docs.some((doc) => doc.n === latest && doc.exportId === undefined);
+    return { docs, latest, holder: taken && !ended ? (taken.exportId as string) : null };
+  }
+
+  /** Ends the turns `exportId` took (its own release, or another export's once its workflow is gone). Safe to repeat. */
   async release(id: string, exportId: string): Promise<void> {
-    await this.destinations.updateOne({ _id: id, running: exportId }, { $set: { running: null } });
+    const taken = await this.turns.find({ destinationId: id, exportId }).toArray();
+    await insertKeyed(
+      this.turns,
+      taken.map((turn) => ({ _id: `${turn._id}:end`, destinationId: id, n: turn.n, at: new Date() })),
+    );
   }
 
   getExport(id: string): Promise<ExportDoc | null> {
@@ -257,6 +354,20 @@ export class DestinationStore {
   async dropState(destinationId: string, segmentId: string, held: HeldState): Promise<void> {
     for (let n = 0; n < held.chunks; n++) await this.partnerState.deleteOne({ _id: stateChunkId(destinationId, segmentId, held.exportId, n) });
   }
+}
+
+function withExportState(definition: DestinationDefinition & LegacyExportFields, holdings: HoldingsDoc | null, last: LastExportDoc | null): DestinationDoc {
+  const { held: legacyHeld, lastExport: legacyLast, resend: legacyResend, ...rest } = definition;
+  // A change recorded before the time of it was (then a flag cleared by the next complete export).
+  const changedAt = definition.addressChangedAt ?? (legacyResend ? definition.updatedAt : null);
+  const resentFor = holdings?.resentFor ?? null;
+  return {
+    ...rest,
+    held: holdings?.held ?? legacyHeld ?? {},
+    resend: changedAt !== null && (resentFor === null || resentFor <= changedAt),
+    resentFor,
+    lastExport: last?.lastExport ?? legacyLast ?? null,
+  };
 }
 
 function stateChunkId(destinationId: string, segmentId: string, exportId: string, n: number): string {

@@ -163,6 +163,13 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(destination.held[segmentId]).toEqual({ ids: now.length + 1, uncertain: 0 });
     const listed = (await admin(`/v1/destinations/${id}/exports`)).body.exports;
     expect(listed.map((view: { exportId: string }) => view.exportId)).toEqual([labelled.exportId, full.exportId, second.exportId, first.exportId]);
+
+    // Another address holds none of what the old one did: the next export sends everything again, once.
+    expect((await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: `${server.url}/moved`, secret: 'webhook-secret-0123456789', batchSize: 3 } } })).status).toBe(200);
+    const resent = await exportNow(id);
+    expect(resent).toMatchObject({ state: 'completed', adds: now.length + 1, removes: 0 });
+    expect(await exportNow(id)).toMatchObject({ state: 'completed', adds: 0, removes: 0 });
+    expect(server.audience(segmentId)).toEqual(cookies([...now, 5]));
   }, 240_000);
 
   it("sends device ids to a DSP in its segment-data format under its rate limit, and counts the match rate", async () => {

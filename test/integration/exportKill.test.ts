@@ -53,9 +53,6 @@ describe('a worker killed mid export', () => {
       labelsAllowed: [],
       consent: DestinationConsentSchema.parse({ tcfPurposes: [] }),
       state: 'active',
-      held: {},
-      running: null,
-      lastExport: null,
       createdAt: at,
       updatedAt: at,
     });
@@ -88,6 +85,6 @@ describe('a worker killed mid export', () => {
     expect(receipts.size).toBe(60);
     const destination = await destinations.get('dst_kill');
     expect(destination?.held.seg_all).toMatchObject({ exportId, ids: 3000, uncertain: 0 });
-    expect(destination?.running).toBeNull();
+    expect(await destinations.holder('dst_kill')).toBeNull();
   }, 300_000);
 });

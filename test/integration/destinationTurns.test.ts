@@ -1,0 +1,104 @@
+import type { Store } from '../../store/db';
+import { DestinationConsentSchema } from '../../domain/destinations';
+import { DestinationStore, type DestinationDefinition } from '../../store/destinations';
+import { testStore } from '../support/services';
+
+describe('a destination’s export turns and what its exports record beside it', () => {
+  let store: Store;
+  let destinations: DestinationStore;
+  beforeAll(async () => {
+    store = await testStore('dstturns');
+    destinations = new DestinationStore(store);
+  });
+  afterAll(() => store.close());
+
+  const at = new Date('2026-11-20T10:00:00Z');
+  const definition = (id: string): DestinationDefinition => ({
+    _id: id,
+    name: id,
+    connector: 'webhook',
+    config: { url: 'http://127.0.0.1:1/hook', secret: 'turns-test-secret-0123456789' },
+    segments: ['seg_a'],
+    idType: 'cookie_id',
+    schedule: null,
+    nearRealTime: false,
+    labelsAllowed: [],
+    consent: DestinationConsentSchema.parse({}),
+    state: 'active',
+    createdAt: at,
+    updatedAt: at,
+  });
+  const held = (exportId: string, ids: number) => ({ seg_a: { exportId, chunks: 1, ids, uncertain: 0 } });
+
+  it('gives each turn to exactly one of the exports claiming it at once, round after round', async () => {
+    const ids = Array.from({ length: 12 }, (_, n) => `dst_turns_${n}`);
+    await Promise.all(ids.map((id) => destinations.create(definition(id))));
+    for (let round = 0; round < 4; round++) {
+      await Promise.all(
+        ids.map(async (id) => {
+          const claimants = [0, 1, 2].map((k) => `${id}-r${round}-e${k}`);
+          const holders = await Promise.all(claimants.map((exportId) => destinations.claim(id, exportId)));
+          // Every claimant names the same holder, one of them, and the store agrees.
+          expect(new Set(holders).size).toBe(1);
+          expect(claimants).toContain(holders[0]);
+          expect(await destinations.holder(id)).toBe(holders[0]);
+          // Claiming again holds it still; the others are refused until it is released.
+          expect(await destinations.claim(id, holders[0])).toBe(holders[0]);
+          const loser = claimants.find((exportId) => exportId !== holders[0]) as string;
+          expect(await destinations.claim(id, loser)).toBe(holders[0]);
+          await destinations.release(id, holders[0]);
+          await destinations.release(id, holders[0]);
+          expect(await destinations.holder(id)).toBeNull();
+        }),
+      );
+    }
+    // Ended turns are let go as new ones are taken: a destination keeps a few documents.
+    expect(await destinations.turns.countDocuments({ destinationId: ids[0] })).toBeLessThanOrEqual(3);
+    await destinations.remove(ids[0]);
+    expect(await destinations.turns.countDocuments({ destinationId: ids[0] })).toBe(0);
+  });
+
+  it('keeps the API’s edits and the exports’ records when both write at once', async () => {
+    const ids = Array.from({ length: 30 }, (_, n) => `dst_both_${n}`);
+    await Promise.all(ids.map((id) => destinations.create(definition(id))));
+    await Promise.all(
+      ids.flatMap((id, n) => [
+        destinations.update(id, { name: `renamed ${n}`, segments: ['seg_a', 'seg_b'], updatedAt: new Date(at.getTime() + 1000) }),
+        destinations.saveHoldings(id, held(`exp_${n}`, n), null),
+        destinations.saveLastExport(id, { exportId: `exp_${n}`, state: 'completed', startedAt: at, finishedAt: at }),
+      ]),
+    );
+    const listed = new Map((await destinations.list()).map((doc) => [doc._id, doc]));
+    for (const [n, id] of ids.entries()) {
+      for (const doc of [await destinations.get(id), listed.get(id)]) {
+        expect(doc).toMatchObject({ name: `renamed ${n}`, segments: ['seg_a', 'seg_b'], held: held(`exp_${n}`, n), lastExport: { exportId: `exp_${n}`, state: 'completed' } });
+      }
+    }
+    expect([...(await destinations.exportedSegments())]).toEqual(expect.arrayContaining(['seg_a', 'seg_b']));
+  });
+
+  it('resends everything after an address change until an export planned after it completes', async () => {
+    await destinations.create(definition('dst_moved'));
+    expect((await destinations.get('dst_moved'))?.resend).toBe(false);
+    const changedAt = new Date(at.getTime() + 60_000);
+    await destinations.update('dst_moved', { addressChangedAt: changedAt, updatedAt: changedAt });
+    expect((await destinations.get('dst_moved'))?.resend).toBe(true);
+    // An export planned before the change resent to the old address: still owed.
+    await destinations.saveHoldings('dst_moved', {}, new Date(changedAt.getTime() - 1));
+    expect((await destinations.get('dst_moved'))?.resend).toBe(true);
+    await destinations.saveHoldings('dst_moved', {}, new Date(changedAt.getTime() + 1));
+    expect((await destinations.get('dst_moved'))?.resend).toBe(false);
+    // Another change after that export's plan owes another resend, whatever the export writes meanwhile.
+    await destinations.update('dst_moved', { addressChangedAt: new Date(changedAt.getTime() + 5_000) });
+    await destinations.saveHoldings('dst_moved', held('exp_x', 3), new Date(changedAt.getTime() + 1));
+    expect((await destinations.get('dst_moved'))?.resend).toBe(true);
+  });
+
+  it('reads destinations stored before exports kept their own documents', async () => {
+    await destinations.destinations.insertOne({ ...definition('dst_legacy'), held: held('exp_old', 7), lastExport: { exportId: 'exp_old', state: 'completed', startedAt: at, finishedAt: at }, resend: true });
+    expect(await destinations.get('dst_legacy')).toMatchObject({ held: held('exp_old', 7), lastExport: { exportId: 'exp_old' }, resend: true });
+    // The first export after: its records take over; everything was resent by a plan after the flag was set.
+    await destinations.saveHoldings('dst_legacy', held('exp_new', 9), new Date(at.getTime() + 1));
+    expect(await destinations.get('dst_legacy')).toMatchObject({ held: held('exp_new', 9), lastExport: { exportId: 'exp_old' }, resend: false });
+  });
+});
