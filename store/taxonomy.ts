@@ -1,11 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import type { TaxonomyNode } from '../domain/taxonomy';
-import { isDuplicateKeyError, type Store } from './db';
+import { insertKeyed, type Store } from './db';
 
 /** Imported taxonomy categories, one document per category and import generation. */
 export const TAXONOMY_NODES = 'taxonomy_nodes';
-/** One per taxonomy (`_id` = its name): the generation readers see, written once all its nodes are in. */
+/**
+ * One per committed import (`<taxonomy>:<generation>`), inserted once all its nodes are in: readers
+ * see a taxonomy's newest. (Taxonomies imported before kept one document named by the taxonomy.)
+ */
 export const TAXONOMY_IMPORTS = 'taxonomy_imports';
 
 const INSERT_BATCH = 1000;
@@ -21,6 +24,8 @@ interface TaxonomyNodeDoc extends TaxonomyNode {
 
 interface TaxonomyImportDoc {
   _id: string;
+  /** Absent on a taxonomy's document from before imports were kept apart (its `_id` names it). */
+  taxonomy?: string;
   generation: string;
   nodes: number;
   importedAt: Date;
@@ -50,10 +55,12 @@ function newGeneration(now: Date): string {
 
 /**
  * Taxonomies are replaced whole and readers never see half an import, without transactions: the
- * new generation's nodes are written first, the import document then points at it (the commit),
- * and only then are older generations removed. Nodes of a crashed import are never pointed at and
- * go with the next import's cleanup. The cleanup filters on `taxonomy`/`generation`, which scans on
- * FerretDB; imports are rare, so that is fine.
+ * new generation's nodes are written first, then its import document is inserted (the commit), and
+ * only then are older generations removed. Commits are inserts, never updates of one shared
+ * document (the store's updates read, change and write back, so of two concurrent imports the
+ * earlier could win), and readers take a taxonomy's newest. Nodes of a crashed import are never
+ * pointed at and go with the next import's cleanup. The cleanup and the readers filter on
+ * `taxonomy`/`generation`, which scans on FerretDB; imports are rare, so that is fine.
  */
 export class TaxonomyStore {
   private readonly nodes: Collection<TaxonomyNodeDoc>;
@@ -70,28 +77,33 @@ export class TaxonomyStore {
     for (let from = 0; from < docs.length; from += INSERT_BATCH) {
       await this.nodes.insertMany(docs.slice(from, from + INSERT_BATCH), { ordered: false });
     }
-    try {
-      // Only moves forward: an import that started earlier must not overwrite a later one.
-      await this.imports.updateOne(
-        { _id: taxonomy, generation: { $lt: generation } },
-        { $set: { generation, nodes: docs.length, importedAt: now } },
-        { upsert: true },
-      );
-    } catch (error) {
-      if (!isDuplicateKeyError(error)) throw error;
-      await this.nodes.deleteMany({ taxonomy, generation });
-      throw new TaxonomyImportSuperseded(taxonomy);
-    }
+    // Only moves forward: an import that started before the committed one is discarded.
+    const superseded = async () => ((await this.current(taxonomy))?.generation ?? '') > generation;
+    if (await superseded()) return this.discard(taxonomy, generation);
+    await insertKeyed(this.imports, [{ _id: `${taxonomy}:${generation}`, taxonomy, generation, nodes: docs.length, importedAt: now }]);
+    // A later import committed at the same time: it stands, and removes what this one wrote.
+    if (await superseded()) return this.discard(taxonomy, generation);
     await this.nodes.deleteMany({ taxonomy, generation: { $lt: generation } });
+    await this.imports.deleteMany({ taxonomy, generation: { $lt: generation } });
+    await this.imports.deleteOne({ _id: taxonomy, taxonomy: { $exists: false } });
     return { taxonomy, generation, nodes: docs.length, importedAt: now };
+  }
+
+  private async discard(taxonomy: string, generation: string): Promise<never> {
+    await this.nodes.deleteMany({ taxonomy, generation });
+    await this.imports.deleteOne({ _id: `${taxonomy}:${generation}` });
+    throw new TaxonomyImportSuperseded(taxonomy);
+  }
+
+  /** A taxonomy's newest committed import. */
+  private async current(taxonomy: string): Promise<TaxonomyImport | null> {
+    const [docs, legacy] = await Promise.all([this.imports.find({ taxonomy }).toArray(), this.imports.findOne({ _id: taxonomy, taxonomy: { $exists: false } })]);
+    return newestByTaxonomy(legacy ? [...docs, legacy] : docs)[0] ?? null;
   }
 
   /** The committed imports, by taxonomy name. */
   async listImports(): Promise<TaxonomyImport[]> {
-    const docs = await this.imports.find({}).toArray();
-    return docs
-      .map(({ _id, ...doc }) => ({ taxonomy: _id, ...doc }))
-      .sort((a, b) => (a.taxonomy < b.taxonomy ? -1 : a.taxonomy > b.taxonomy ? 1 : 0));
+    return newestByTaxonomy(await this.imports.find({}).toArray()).sort((a, b) => (a.taxonomy < b.taxonomy ? -1 : a.taxonomy > b.taxonomy ? 1 : 0));
   }
 
   /** Every taxonomy's nodes of its committed generation, taxonomy by taxonomy. */
@@ -110,10 +122,18 @@ export class TaxonomyStore {
     for (let attempt = 1; ; attempt++) {
       const docs = await this.nodes.find({ taxonomy: seen.taxonomy, generation: seen.generation }).toArray();
       if (docs.length === seen.nodes) return docs.map(({ _id, taxonomy, generation, ...node }) => node);
-      const latest = await this.imports.findOne({ _id: seen.taxonomy });
+      const latest = await this.current(seen.taxonomy);
       if (!latest) return [];
       if (attempt >= READ_ATTEMPTS) throw new Error(`taxonomy ${seen.taxonomy}: generation ${latest.generation} has ${docs.length} of its ${latest.nodes} nodes`);
-      seen = { taxonomy: seen.taxonomy, generation: latest.generation, nodes: latest.nodes, importedAt: latest.importedAt };
+      seen = latest;
     }
   }
+}
+
+function newestByTaxonomy(docs: TaxonomyImportDoc[]): TaxonomyImport[] {
+  const newest = new Map<string, TaxonomyImport>();
+  for (const { _id, taxonomy = _id, generation, nodes, importedAt } of docs) {
+    if ((newest.get(taxonomy)?.generation ?? '') < generation) newest.set(taxonomy, { taxonomy, generation, nodes, importedAt });
+  }
+  return [...newest.values()];
 }

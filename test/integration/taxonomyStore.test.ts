@@ -94,6 +94,29 @@ describe('taxonomy store: a taxonomy is replaced whole, and readers only ever se
     await taxonomies.replace('provider-d', categories('provider-d', 'D', 2));
     await taxonomies.replace('provider-d', []);
     expect(await taxonomies.list()).toEqual(before);
-    expect(await store.db.collection(TAXONOMY_IMPORTS).findOne({ _id: 'provider-d' as never })).toMatchObject({ nodes: 0 });
+    expect((await taxonomies.listImports()).find((doc) => doc.taxonomy === 'provider-d')).toMatchObject({ nodes: 0 });
+  });
+
+  it('of imports of one taxonomy committing at once, the one started last stands, whole', async () => {
+    const base = Date.now() + 120_000;
+    const attempts = await Promise.allSettled(Array.from({ length: 6 }, (_, k) => taxonomies.replace('provider-f', categories('provider-f', `Run${k}`, 50 + k), new Date(base + k))));
+    expect(attempts[5].status).toBe('fulfilled');
+    for (const attempt of attempts) if (attempt.status === 'rejected') expect(attempt.reason).toBeInstanceOf(TaxonomyImportSuperseded);
+    const nodes = (await taxonomies.list()).filter((node) => node.source === 'provider-f');
+    expect(labelsOf(nodes)).toEqual(new Set(['Run5']));
+    expect(nodes).toHaveLength(55);
+    const winner = (attempts[5] as PromiseFulfilledResult<{ generation: string }>).value.generation;
+    expect(await storedGenerations('provider-f')).toEqual(new Set([winner]));
+    expect(await store.db.collection(TAXONOMY_IMPORTS).countDocuments({ taxonomy: 'provider-f' })).toBe(1);
+  });
+
+  it('reads and replaces a taxonomy imported before imports were kept apart', async () => {
+    const generation = '000000001legacy00';
+    await store.db.collection(TAXONOMY_NODES).insertMany(categories('provider-g', 'Legacy', 2).map((node) => ({ _id: `provider-g:${generation}:${node.id}`, taxonomy: 'provider-g', generation, ...node })) as never[]);
+    await store.db.collection(TAXONOMY_IMPORTS).insertOne({ _id: 'provider-g', generation, nodes: 2, importedAt: new Date() } as never);
+    expect(labelsOf((await taxonomies.list()).filter((node) => node.source === 'provider-g'))).toEqual(new Set(['Legacy']));
+    await taxonomies.replace('provider-g', categories('provider-g', 'Current', 3));
+    expect(labelsOf((await taxonomies.list()).filter((node) => node.source === 'provider-g'))).toEqual(new Set(['Current']));
+    expect(await store.db.collection(TAXONOMY_IMPORTS).findOne({ _id: 'provider-g' as never })).toBeNull();
   });
 });
