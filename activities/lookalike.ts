@@ -5,7 +5,7 @@ import { auc, definingFeatures, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLA
 import { featuresOf, MAX_MODEL_FEATURES } from '../domain/scoreModel';
 import type { Rule, SubjectNeeds } from '../domain/segmentRules';
 import { isDuplicateKeyError, type Store } from '../store/db';
-import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
+import { LookalikeRunStore, type LookalikeOutcome, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { decodeProfile } from '../store/profiles';
 import { SegmentMembership, type RealTimeStates } from '../store/segmentMembership';
 import { prepareRun, SegmentRunStore } from '../store/segmentRuns';
@@ -63,7 +63,7 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
    * is the model (and not the seed), evaluated by a batch run like any other. Safe to retry: the
    * sample, split and training are deterministic, and the segment's id derives from the run.
    */
-  async function train(run: LookalikeRunDoc): Promise<LookalikeRunDoc> {
+  async function train(run: LookalikeRunDoc): Promise<LookalikeOutcome> {
     const seed = await evaluatedSegment(run.seedId, 'seed');
     const base = run.base === 'all' ? null : await evaluatedSegment(run.base, 'base');
     const all = await segments.list();
@@ -151,7 +151,7 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
       // A re-train replaces the extension's model in place (a retry finds it replaced already).
       const extension = await segments.get(segmentId);
       if (!extension) throw ApplicationFailure.nonRetryable(`the extension segment ${segmentId} is gone`);
-      if (extension.description !== description && !(await segments.replace({ ...extension, description, ruleJson: JSON.stringify(rule), version: extension.version + 1, updatedAt: now }, extension.version))) {
+      if (extension.description !== description && !(await segments.edit(segmentId, extension.version, { description, ruleJson: JSON.stringify(rule), version: extension.version + 1, updatedAt: now }))) {
         throw new Error(`the extension segment ${segmentId} changed while its model was replaced`);
       }
     } else {
@@ -177,8 +177,8 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     await startSegmentRun(deps.temporal, deps.store.db.databaseName, segmentRun._id, deps.config);
 
     return {
-      ...run,
       state: 'completed',
+      error: null,
       auc: measured,
       holdoutSize: holdout.length,
       trainingSize: training.length,
@@ -196,7 +196,7 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     async trainLookalike(input: { runId: string }): Promise<void> {
       const run = await runs.get(input.runId);
       if (!run || run.state !== 'running') return;
-      await runs.save(await withHeartbeats(() => train(run)));
+      await runs.saveOutcome(run._id, await withHeartbeats(() => train(run)));
       if (run.retrainOf) await runs.set(run.retrainOf, { latestRetrain: run._id });
     },
 
@@ -221,7 +221,7 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     /** Records a run that could not finish, and why. */
     async failLookalike(input: { runId: string; error: string }): Promise<void> {
       const run = await runs.get(input.runId);
-      if (run?.state === 'running') await runs.save({ ...run, state: 'failed', error: input.error, finishedAt: new Date() });
+      if (run?.state === 'running') await runs.saveOutcome(run._id, { state: 'failed', error: input.error, finishedAt: new Date() });
     },
   };
 }

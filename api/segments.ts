@@ -20,7 +20,7 @@ import type { Store } from '../store/db';
 import { decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { failRun, prepareRun, SegmentRunStore, type RunDoc } from '../store/segmentRuns';
-import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
+import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc, type SegmentEdit } from '../store/segments';
 import { ensureSegmentSchedule, releaseSegmentSchedule, startSegmentRun } from '../temporal/client';
 import { parseOr400, ProblemError } from './problem';
 
@@ -214,18 +214,19 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
   router.patch('/v1/segments/:id', admin, async (req, res) => {
     const doc = await load(String(req.params.id));
     const patch = parseSegmentRequest(PatchSegmentRequestSchema, req.body, 'segment change');
-    const next: SegmentDoc = { ...doc, updatedAt: new Date() };
-    if (patch.name !== undefined) next.name = patch.name;
-    if (patch.description !== undefined) next.description = patch.description;
-    if (patch.taxonomyPath !== undefined) next.taxonomyPath = patch.taxonomyPath;
-    if (patch.schedule !== undefined) next.schedule = patch.schedule;
+    const change: SegmentEdit = { updatedAt: new Date() };
+    if (patch.name !== undefined) change.name = patch.name;
+    if (patch.description !== undefined) change.description = patch.description;
+    if (patch.taxonomyPath !== undefined) change.taxonomyPath = patch.taxonomyPath;
+    if (patch.schedule !== undefined) change.schedule = patch.schedule;
     // A cycle through this segment would run through what its new rule refers to: those, read by id, are all the check needs.
     const ruleChanged = patch.rule !== undefined && JSON.stringify(checkReferences(await segments.withReferences(referencedSegments(patch.rule)), patch.rule, doc._id)) !== doc.ruleJson;
     if (ruleChanged) {
-      next.ruleJson = JSON.stringify(patch.rule);
-      next.version = doc.version + 1;
+      change.ruleJson = JSON.stringify(patch.rule);
+      change.version = doc.version + 1;
     }
-    if (!(await segments.replace(next, doc.version))) {
+    const next: SegmentDoc = { ...doc, ...change };
+    if (!(await segments.edit(doc._id, doc.version, change))) {
       throw new ProblemError(409, 'segment-changed', 'The segment was changed meanwhile; read it and try again');
     }
     // A request cut short after the change was stored (Temporal unreachable: a 503) is made whole by

@@ -34,6 +34,10 @@ export interface LookalikeRunDoc {
   finishedAt: Date | null;
 }
 
+/** What training finds (or why it failed): written once the run ends. */
+export type LookalikeOutcome = Pick<LookalikeRunDoc, 'state' | 'error' | 'finishedAt'> &
+  Partial<Pick<LookalikeRunDoc, 'auc' | 'holdoutSize' | 'trainingSize' | 'threshold' | 'reachFound' | 'segmentId' | 'topFeatures' | 'excluded'>>;
+
 /** Lookalike runs, read and written by `_id` only. */
 export class LookalikeRunStore {
   readonly runs: Collection<LookalikeRunDoc>;
@@ -51,8 +55,9 @@ export class LookalikeRunStore {
     await insertKeyed(this.runs, [doc]);
   }
 
-  async save(doc: LookalikeRunDoc): Promise<void> {
-    await this.runs.replaceOne({ _id: doc._id }, doc);
+  /** Records how a run ended. Only these fields: a schedule stopped while it trained stays stopped. */
+  async saveOutcome(id: string, outcome: LookalikeOutcome): Promise<void> {
+    await this.runs.updateOne({ _id: id }, { $set: outcome });
   }
 
   /** Sets fields of a run (its schedule stopped, its newest re-train). */

@@ -48,6 +48,9 @@ export interface SegmentDoc {
 }
 
 /** A document as stored: with the segments its rule refers to. */
+/** What an edit may change of a segment's definition; `version` goes up with the rule. */
+export type SegmentEdit = Partial<Pick<SegmentDoc, 'name' | 'description' | 'taxonomyPath' | 'schedule' | 'ruleJson' | 'version' | 'updatedAt'>>;
+
 function withRefersTo(doc: SegmentDoc): SegmentDoc {
   return { ...doc, refersTo: referencedSegments(JSON.parse(doc.ruleJson) as Rule) };
 }
@@ -258,12 +261,13 @@ export class SegmentStore {
   }
 
   /**
-   * Replaces a segment's definition if it is still at `version`: a concurrent edit makes this return
-   * false. Its run state is the runs' (and what a segment stored before keeps of it stays).
+   * Changes the given fields of a segment's definition if it is still at `expectedVersion` (a
+   * concurrent rule change makes this return false). Only those fields are written: an edit of the
+   * name never writes back a rule, or a run state, it read before another edit.
    */
-  async replace(doc: SegmentDoc, expectedVersion: number): Promise<boolean> {
-    const { _id, current: _current, lastRun: _lastRun, ...definition } = withRefersTo(doc);
-    const result = await this.segments.updateOne({ _id, version: expectedVersion }, { $set: definition });
+  async edit(id: string, expectedVersion: number, change: SegmentEdit): Promise<boolean> {
+    const set = change.ruleJson === undefined ? change : { ...change, refersTo: referencedSegments(JSON.parse(change.ruleJson) as Rule) };
+    const result = await this.segments.updateOne({ _id: id, version: expectedVersion }, { $set: set });
     if (result.matchedCount === 1) await this.changed();
     return result.matchedCount === 1;
   }

@@ -1,5 +1,6 @@
 import { ScheduleNotFoundError } from '@temporalio/client';
 import { lookalikeScheduleId, lookalikeWorkflowId } from '../../domain/workflowIds';
+import { LookalikeRunStore } from '../../store/lookalikeRuns';
 import { call } from '../support/http';
 import { seededRandom } from '../support/random';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
@@ -111,6 +112,15 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     expect(stopped.status).toBe(204);
     await expect(schedule.describe()).rejects.toBeInstanceOf(ScheduleNotFoundError);
     expect((await admin(`/v1/segments/${seeds.buyers}/lookalike/${run.runId}`)).body.retrain).toBeNull();
+  });
+
+  it('keeps a schedule stopped while its run trained: the run’s end writes only what it found', async () => {
+    const runs = new LookalikeRunStore(platform.store);
+    const at = new Date();
+    await runs.create({ _id: 'lal_stopped_meanwhile', seedId: seeds.buyers, base: 'all', reach: 10, accuracy: null, state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: { every: 'P1D' }, startedAt: at, finishedAt: null });
+    expect((await admin(`/v1/segments/${seeds.buyers}/lookalike/lal_stopped_meanwhile/retrain`, { method: 'DELETE' })).status).toBe(204);
+    await runs.saveOutcome('lal_stopped_meanwhile', { state: 'failed', error: 'the seed has too few members', finishedAt: new Date() });
+    expect((await admin(`/v1/segments/${seeds.buyers}/lookalike/lal_stopped_meanwhile`)).body).toMatchObject({ state: 'failed', error: 'the seed has too few members', retrain: null });
   });
 
   it('finds nothing to learn in a seed with no signal (AUC near 0.5)', async () => {

@@ -25,19 +25,27 @@ describe('segment definitions as a frequent reader keeps them', () => {
     // Unchanged: the same list, not read again.
     expect(await reader.definitions()).toBe(afterCreate);
 
-    expect(await writer.replace(segmentDoc('buyers', { event: 'purchase', count: { op: 'gte', value: 2 } }, 2), 1)).toBe(true);
+    expect(await writer.edit('buyers', 1, { ruleJson: JSON.stringify({ event: 'purchase', count: { op: 'gte', value: 2 } }), version: 2 })).toBe(true);
     const afterEdit = await reader.definitions();
     expect(rulesOf(afterEdit)).toEqual({ buyers: { event: 'purchase', count: { op: 'gte', value: 2 } } });
     expect(afterEdit[0].version).toBe(2);
 
     // An edit that lost its race changes nothing, and the kept list stands.
-    expect(await writer.replace(segmentDoc('buyers', { event: 'page_view' }, 3), 1)).toBe(false);
+    expect(await writer.edit('buyers', 1, { ruleJson: JSON.stringify({ event: 'page_view' }), version: 3 })).toBe(false);
     expect(await reader.definitions()).toBe(afterEdit);
 
     await writer.create(segmentDoc('gold', { trait: 'tier', op: 'eq', value: 'gold' }));
     expect(Object.keys(rulesOf(await reader.definitions())).sort()).toEqual(['buyers', 'gold']);
     expect(await writer.remove('buyers')).toBe(true);
     expect(Object.keys(rulesOf(await reader.definitions()))).toEqual(['gold']);
+  });
+
+  it('writes only the fields an edit changes: an edit made from an older read keeps the other edits', async () => {
+    await writer.create(segmentDoc('edited', { event: 'purchase' }));
+    const read = (await writer.get('edited'))!;
+    expect(await writer.edit('edited', read.version, { description: 'big spenders' })).toBe(true);
+    expect(await writer.edit('edited', read.version, { name: 'Spenders' })).toBe(true);
+    expect(await writer.get('edited')).toMatchObject({ name: 'Spenders', description: 'big spenders', version: 1, ruleJson: JSON.stringify({ event: 'purchase' }) });
   });
 
   it('never shows a run as running again once it is shown ended, and a later run still replaces it', async () => {

@@ -74,8 +74,7 @@ describe('the segments a run holds', () => {
   });
 
   it('finds the dependents of a rule changed to refer elsewhere, and of segments stored before references were kept', async () => {
-    const doc = (await segments.get('uses-target'))!;
-    expect(await segments.replace({ ...doc, ruleJson: JSON.stringify({ segment: 'alone' }), version: 2 }, 1)).toBe(true);
+    expect(await segments.edit('uses-target', 1, { ruleJson: JSON.stringify({ segment: 'alone' }), version: 2 })).toBe(true);
     expect(await scopeOf(['target'])).toEqual(['base', 'target']);
     expect(await scopeOf(['alone'])).toEqual(['alone', 'other', 'uses-target', 'uses-user']);
     // A document written without `refersTo` is found again once the worker indexes it at start.
