@@ -98,6 +98,11 @@ const INDEXES: Array<[string, string]> = [
 export interface Store {
   client: MongoClient;
   db: Db;
+  /**
+   * Whether a conditional single-document write is atomic against another (MongoDB). FerretDB's
+   * reads the document, changes it and writes it back: two writers can both pass one condition.
+   */
+  atomicConditionalWrites: boolean;
   close(): Promise<void>;
 }
 
@@ -110,7 +115,8 @@ export async function connectStore(uri: string, databaseName?: string): Promise<
   await client.connect();
   const db = client.db(databaseName);
   for (const [collection, field] of INDEXES) await db.collection(collection).createIndex({ [field]: 1 });
-  return { client, db, close: () => client.close() };
+  const build = await client.db('admin').command({ buildInfo: 1 });
+  return { client, db, atomicConditionalWrites: build.ferretdbVersion === undefined, close: () => client.close() };
 }
 
 export async function pingStore(store: Store): Promise<void> {

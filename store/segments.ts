@@ -3,6 +3,7 @@ import type { Collection } from 'mongodb';
 import { referencedSegments, type Rule, type SegmentDefinition } from '../domain/segmentRules';
 import { scheduleKey, type SegmentSchedule } from '../domain/segments';
 import { COLLECTIONS, findByParents, forEachConcurrently, insertKeyed, type Store } from './db';
+import { VersionClaims } from './versionClaims';
 
 export const SEGMENTS = COLLECTIONS.segments;
 
@@ -73,6 +74,8 @@ const DEFINITIONS_KEPT_MS = 30_000;
 
 /** Run states written at once when a run's state is recorded on all its segments. */
 const RUN_STATE_WRITES_AT_ONCE = 8;
+/** How long an edit waits for other edits of the same version before it answers that the segment changed. */
+const EDIT_WAIT_MS = 10_000;
 
 /**
  * A run's state on one of its segments (`<segmentId>:<runId>`). Only that run writes it, one step
@@ -157,6 +160,7 @@ export class SegmentStore {
   readonly segments: Collection<SegmentDoc>;
   private readonly runStates: Collection<RunStateDoc>;
   private readonly stamp: Collection<DefinitionsStamp>;
+  private readonly claims: VersionClaims;
   /** The definitions as of a stamp: `definitions` reads them again only when the stamp changed. */
   private kept: { token: string | null; docs: SegmentDoc[]; at: number } | null = null;
 
@@ -164,6 +168,7 @@ export class SegmentStore {
     this.segments = store.db.collection<SegmentDoc>(SEGMENTS);
     this.runStates = store.db.collection<RunStateDoc>(COLLECTIONS.segmentRunStates);
     this.stamp = store.db.collection<DefinitionsStamp>(COLLECTIONS.segmentDefinitionsStamp);
+    this.claims = new VersionClaims(store);
   }
 
   async list(): Promise<SegmentDoc[]> {
@@ -267,9 +272,14 @@ export class SegmentStore {
    */
   async edit(id: string, expectedVersion: number, change: SegmentEdit): Promise<boolean> {
     const set = change.ruleJson === undefined ? change : { ...change, refersTo: referencedSegments(JSON.parse(change.ruleJson) as Rule) };
-    const result = await this.segments.updateOne({ _id: id, version: expectedVersion }, { $set: set });
-    if (result.matchedCount === 1) await this.changed();
-    return result.matchedCount === 1;
+    // Edits of one version take turns (store/versionClaims): on FerretDB two could otherwise both pass the version check.
+    for (const deadline = Date.now() + EDIT_WAIT_MS; ; await VersionClaims.wait()) {
+      const held = await this.claims.hold(`${SEGMENTS}/${id}@${expectedVersion}`, () => this.segments.updateOne({ _id: id, version: expectedVersion }, { $set: set }));
+      if (!held && Date.now() < deadline) continue;
+      const edited = held?.value.matchedCount === 1;
+      if (edited) await this.changed();
+      return edited;
+    }
   }
 
   /** Removes a segment, then its run states (a run completing it meanwhile may leave one: `forgetOrphanRunStates`). */

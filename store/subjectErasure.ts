@@ -17,20 +17,13 @@ import { ProfileStore } from './profiles';
 import type { RoutedEvent } from './profileEvents';
 import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, storedChange, type StoredChange, type RunChunk, type RunDoc } from './segmentRuns';
 import { runStateId } from './segments';
+import { SharedRewrites } from './sharedRewrites';
 
 /** Per collection, the documents an erasure step deleted or rewrote (counts for the audit, never values). */
 export type Touched = Record<string, number>;
 
-/** A document erasures rewrite: `erasures` counts the rewrites, so one can tell whether another wrote since it read. */
-type Erasable = { _id: string; erasures?: number };
-/** One erasure's change to a document: the document without the subject, and what to report; null when it holds none of them. */
-type Change<T extends Erasable, R> = (doc: T) => { doc: Omit<T, '_id' | 'erasures'>; result: R } | null;
-
 /** Concurrent deletes and rewrites: each is one statement by `_id` or by an indexed field. */
 const IN_FLIGHT = 16;
-/** Rewrites of one shared document lost to other erasures before giving up (each loss means another made progress). */
-const MAX_REWRITE_ATTEMPTS = 100;
-
 function add(touched: Touched, collection: string, n: number): void {
   if (n > 0) touched[collection] = (touched[collection] ?? 0) + n;
 }
@@ -44,77 +37,19 @@ function add(touched: Touched, collection: string, n: number): void {
  */
 export class SubjectErasure {
   private readonly db: Store['db'];
-
-  /** Per document, the changes waiting for its next rewrite (see `rewrite`). */
-  private readonly waiting = new Map<string, Array<{ change: Change<Erasable, unknown>; read?: Erasable; resolve: (result: unknown) => void; reject: (error: unknown) => void }>>();
+  /** Documents shared with other people, which other erasures (here or in other processes) rewrite too. */
+  private readonly shared: SharedRewrites;
 
   constructor(
     private readonly store: Store,
     private readonly matches: MatchTableStore,
   ) {
     this.db = store.db;
+    this.shared = new SharedRewrites(store);
   }
 
   private collection<T extends { _id: string }>(name: string): Collection<T> {
     return this.db.collection<T>(name);
-  }
-
-  /**
-   * Rewrites one document that other erasures may be rewriting too (a chunk holds many people).
-   * Erasures in this process that want the same document meanwhile share one rewrite: one read,
-   * every change applied in turn, one write — so a document shared by many subjects is rewritten a
-   * few times, not once per subject. The write goes through only if no other process's erasure
-   * wrote since the read (the document's `erasures` count; nothing else updates these documents),
-   * else it is read and done again. Returns what `change` reported, or null when the document is
-   * gone or `change` had nothing to do.
-   */
-  private rewrite<T extends Erasable, R>(collection: Collection<T>, id: string, change: Change<T, R>, read?: T): Promise<R | null> {
-    const key = `${collection.dbName}/${collection.collectionName}/${id}`;
-    return new Promise((resolve, reject) => {
-      const waiting = this.waiting.get(key);
-      const entry = { change: change as Change<Erasable, unknown>, read, resolve: resolve as (result: unknown) => void, reject };
-      if (waiting) return void waiting.push(entry);
-      this.waiting.set(key, [entry]);
-      void this.rewriteWaiting(collection as unknown as Collection<Erasable>, id, key);
-    });
-  }
-
-  /** Rewrites a document for every change waiting on it, round after round until none waits. */
-  private async rewriteWaiting(collection: Collection<Erasable>, id: string, key: string): Promise<void> {
-    for (;;) {
-      const entries = this.waiting.get(key)!.splice(0);
-      if (entries.length === 0) {
-        this.waiting.delete(key);
-        return;
-      }
-      try {
-        // A document the caller has just read is not read again, unless others wait on it too.
-        const results = await this.rewriteOnce(collection, id, entries.map((entry) => entry.change), entries.length === 1 ? entries[0].read : undefined);
-        entries.forEach((entry, n) => entry.resolve(results[n]));
-      } catch (error) {
-        for (const entry of entries) entry.reject(error);
-      }
-    }
-  }
-
-  private async rewriteOnce(collection: Collection<Erasable>, id: string, changes: Array<Change<Erasable, unknown>>, read?: Erasable): Promise<unknown[]> {
-    for (let attempt = 0; attempt < MAX_REWRITE_ATTEMPTS; attempt++) {
-      const doc = attempt === 0 && read ? read : await collection.findOne({ _id: id });
-      if (!doc) return changes.map(() => null);
-      let current = doc;
-      const results = changes.map((change) => {
-        const changed = change(current);
-        if (!changed) return null;
-        current = { ...changed.doc, _id: id, erasures: doc.erasures } as Erasable;
-        return changed.result;
-      });
-      if (current === doc) return results;
-      const { _id: _, erasures: __, ...next } = current;
-      // No upsert: a document removed meanwhile (retention) stays removed; an event log stays gap-free.
-      const written = await collection.replaceOne({ _id: id, erasures: doc.erasures ?? { $exists: false } } as never, { ...next, erasures: (doc.erasures ?? 0) + 1 });
-      if (written.matchedCount === 1) return results;
-    }
-    throw new Error(`${collection.collectionName} ${id} kept changing under the erasure`);
   }
 
   /**
@@ -147,7 +82,7 @@ export class SubjectErasure {
         }
         // The raw chunk may be gone already (retention), its ids still held for the dedupe window.
         await this.forgetIds(ids, generations, touched);
-        const rewritten = await this.rewrite(
+        const rewritten = await this.shared.rewrite(
           batches,
           doc._id,
           (current) => {
@@ -182,7 +117,7 @@ export class SubjectErasure {
     const erased = eraseFromChunk(decodeEvents<StoredEvent>(doc.events), subject);
     if (!erased) return 0;
     await this.forgetIds(new Set(erased.erased.map((eventId) => eventIdKey(doc.sourceId, eventId))), generations, touched);
-    const rewritten = await this.rewrite(
+    const rewritten = await this.shared.rewrite(
       chunks,
       id,
       (current) => {
@@ -262,7 +197,7 @@ export class SubjectErasure {
     }
     const changes = this.collection<StoredChange & { erasures?: number }>(SEGMENT_COLLECTIONS.changes);
     for (const { _id } of await changes.find({}, { projection: { _id: 1 } }).toArray()) {
-      const rewritten = await this.rewrite(changes, _id, (stored) => {
+      const rewritten = await this.shared.rewrite(changes, _id, (stored) => {
         const change = changeDoc(stored);
         const erased = eraseFromChanges(change, subject.documents);
         return erased && { doc: storedChange({ ...change, ...erased }), result: true };
@@ -272,7 +207,7 @@ export class SubjectErasure {
     await this.sample(subject, touched);
     const itemChanges = this.collection<{ _id: string; people: ItemChange[]; erasures?: number }>(ITEM_MODEL_COLLECTIONS.changes);
     for (const { _id } of await itemChanges.find({}, { projection: { _id: 1 } }).toArray()) {
-      const rewritten = await this.rewrite(itemChanges, _id, (doc) => {
+      const rewritten = await this.shared.rewrite(itemChanges, _id, (doc) => {
         const people = doc.people.filter((person) => !subject.documents.has(person.personId));
         return people.length === doc.people.length ? null : { doc: { ...doc, people }, result: true };
       });
@@ -289,7 +224,7 @@ export class SubjectErasure {
     const maybeSampled = header?.maxRank === undefined || [...subject.documents].some((id) => sampleRank(id) <= header.maxRank!);
     const parts = maybeSampled ? await samples.find({ body: { $exists: true } }, { projection: { _id: 1 } }).toArray() : [];
     for (const { _id } of parts) {
-      const rewritten = await this.rewrite(samples, _id, (part) => {
+      const rewritten = await this.shared.rewrite(samples, _id, (part) => {
         // Sampled subjects keep no profile id: their identities name them.
         const subjects = (BSON.deserialize(part.body!.buffer) as { subjects: SegmentSubject[] }).subjects;
         const kept = subjects.filter((sampled) => !namesSubject(sampled.identities, subject));
@@ -358,7 +293,7 @@ export class SubjectErasure {
     const chunks = this.collection<{ _id: string; runId: string; body: Binary; erasures?: number }>(SEGMENT_COLLECTIONS.snapshots);
     const rewritten = new Map<number, RunChunk>();
     for (const n of numbers) {
-      const chunk = await this.rewrite(chunks, `${run._id}:${n}`, (stored) => {
+      const chunk = await this.shared.rewrite(chunks, `${run._id}:${n}`, (stored) => {
         const erased = eraseFromSnapshotChunk(decodeSnapshotChunk(stored.body), documents);
         return erased && { doc: { ...stored, body: encodeSnapshotChunk(erased) }, result: erased };
       });
@@ -368,7 +303,7 @@ export class SubjectErasure {
       rewritten.set(n, { first: chunk.ids[0] ?? boundary!, last: chunk.ids[chunk.ids.length - 1] ?? boundary!, counts: memberCounts(chunk) });
     }
     if (rewritten.size === 0) return false;
-    const index = await this.rewrite(runs.runs as Collection<RunDoc & { erasures?: number }>, run._id, (current) => {
+    const index = await this.shared.rewrite(runs.runs as Collection<RunDoc & { erasures?: number }>, run._id, (current) => {
       if (current.chunks.length !== run.chunks.length) return null; // its chunks were let go meanwhile
       const next = current.chunks.map((chunk, n) => rewritten.get(n) ?? chunk);
       const members = Object.fromEntries(current.segments.map((segment, i) => [segment.id, next.reduce((sum, chunk) => sum + (chunk.counts[i] ?? 0), 0)]));

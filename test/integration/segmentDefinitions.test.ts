@@ -48,6 +48,28 @@ describe('segment definitions as a frequent reader keeps them', () => {
     expect(await writer.get('edited')).toMatchObject({ name: 'Spenders', description: 'big spenders', version: 1, ruleJson: JSON.stringify({ event: 'purchase' }) });
   });
 
+  it('keeps every field of edits made at once, and lets one of two rule changes from the same version through', async () => {
+    const ids = Array.from({ length: 15 }, (_, n) => `at_once_${n}`);
+    await Promise.all(ids.map((id) => writer.create(segmentDoc(id, { event: 'purchase' }))));
+    const edits = await Promise.all(
+      ids.flatMap((id) => [
+        writer.edit(id, 1, { name: `${id} renamed` }),
+        writer.edit(id, 1, { description: `${id} described` }),
+        writer.edit(id, 1, { ruleJson: JSON.stringify({ event: 'page_view' }), version: 2 }),
+        writer.edit(id, 1, { ruleJson: JSON.stringify({ event: 'signup' }), version: 2 }),
+      ]),
+    );
+    for (const [n, id] of ids.entries()) {
+      const [renamed, described, first, second] = edits.slice(4 * n, 4 * n + 4);
+      const doc = (await writer.get(id))!;
+      // An edit of the name or description after a rule change finds the version moved on: refused, never half-applied.
+      if (renamed) expect(doc.name).toBe(`${id} renamed`);
+      if (described) expect(doc.description).toBe(`${id} described`);
+      expect([first, second].filter(Boolean)).toHaveLength(1);
+      expect(doc).toMatchObject({ version: 2, ruleJson: JSON.stringify(first ? { event: 'page_view' } : { event: 'signup' }) });
+    }
+  });
+
   it('never shows a run as running again once it is shown ended, and a later run still replaces it', async () => {
     await writer.create(segmentDoc('shown', { event: 'purchase' }));
     const startedAt = new Date('2026-05-01T10:00:00Z');

@@ -1,0 +1,68 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Collection } from 'mongodb';
+import { insertKeyed, type Store } from './db';
+
+export const VERSION_CLAIMS = 'version_claims';
+
+interface ClaimDoc {
+  _id: string;
+  at: Date;
+}
+
+/** A claim older than this belongs to a writer that died mid-write (a write takes well under a second). */
+const CLAIM_LEASE_MS = 60_000;
+/** How long a writer waits for another's write of the same version before it reads the document again. */
+export const CLAIM_WAIT_MS = 25;
+
+/**
+ * "Write version n+1 of this document if it is still at n", made safe on a store whose conditional
+ * writes are not atomic (FerretDB reads the document, changes it and writes it back, so two writers
+ * that read version n can both pass the condition, the later undoing the earlier's change). There
+ * the write is made only by the writer whose keyed insert of the claim `<version>` went through;
+ * the claim is removed once written, and one left by a writer that died is taken over once older
+ * than a lease, by inserting the next claim of the same version (`#1`, …). Inserts of one key are
+ * atomic on every store. On MongoDB the condition alone suffices and no claim is written.
+ */
+export class VersionClaims {
+  private readonly claims: Collection<ClaimDoc>;
+  private readonly needed: boolean;
+
+  constructor(store: Store) {
+    this.claims = store.db.collection<ClaimDoc>(VERSION_CLAIMS);
+    this.needed = !store.atomicConditionalWrites;
+  }
+
+  /**
+   * Runs `write` as the only writer of `version` (e.g. `<collection>/<id>@<n>`); null, without
+   * running it, while another live writer holds it — the caller waits (`CLAIM_WAIT_MS`) and reads again.
+   */
+  async hold<T>(version: string, write: () => Promise<T>): Promise<{ value: T } | null> {
+    if (!this.needed) return { value: await write() };
+    const held = await this.claim(version);
+    if (!held) return null;
+    try {
+      return { value: await write() };
+    } finally {
+      // Written (or not): a writer that read this version finds the document changed, or claims it afresh.
+      await Promise.all(held.map((id) => this.claims.deleteOne({ _id: id })));
+    }
+  }
+
+  /** Waits before reading again after `hold` found the version held. */
+  static wait(): Promise<void> {
+    return sleep(CLAIM_WAIT_MS);
+  }
+
+  /** The claims taken (this writer's, and the stale ones it took over, to remove with it), or null while a live writer holds the version. */
+  private async claim(version: string): Promise<string[] | null> {
+    const ids = [version];
+    for (;;) {
+      const id = ids[ids.length - 1];
+      if ((await insertKeyed(this.claims, [{ _id: id, at: new Date() }])).size === 0) return ids;
+      const held = await this.claims.findOne({ _id: id });
+      // Removed meanwhile: its writer is done, and the document changed.
+      if (!held || Date.now() - held.at.getTime() < CLAIM_LEASE_MS) return null;
+      ids.push(`${version}#${ids.length}`);
+    }
+  }
+}

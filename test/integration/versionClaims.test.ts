@@ -1,0 +1,87 @@
+import type { Collection } from 'mongodb';
+import type { Store } from '../../store/db';
+import { MatchTableStore } from '../../store/matchTables';
+import { SharedRewrites } from '../../store/sharedRewrites';
+import { VERSION_CLAIMS } from '../../store/versionClaims';
+import { testStore } from '../support/services';
+
+interface ItemsDoc {
+  _id: string;
+  items: number[];
+  erasures?: number;
+}
+
+describe('writes of documents several processes change at once, one version at a time', () => {
+  let store: Store;
+  let docs: Collection<ItemsDoc>;
+  beforeAll(async () => {
+    store = await testStore('sharedrewrites');
+    docs = store.db.collection<ItemsDoc>('shared_docs');
+  });
+  afterAll(() => store.close());
+
+  const without = (item: number) => (doc: ItemsDoc) => (doc.items.includes(item) ? { doc: { items: doc.items.filter((kept) => kept !== item) }, result: item } : null);
+
+  it('loses no change when two processes rewrite the same documents at the same moments', async () => {
+    const ids = Array.from({ length: 20 }, (_, n) => `doc_${n}`);
+    await docs.insertMany(ids.map((_id) => ({ _id, items: Array.from({ length: 12 }, (_, k) => k) })));
+    // Each process has its own rewriter (its own in-process sharing): one removes the even items, the other the odd ones.
+    const processes = [new SharedRewrites(store), new SharedRewrites(store)];
+    const results = await Promise.all(
+      ids.flatMap((id) => Array.from({ length: 12 }, (_, item) => processes[item % 2].rewrite(docs, id, without(item)))),
+    );
+    expect(results).toEqual(ids.flatMap(() => Array.from({ length: 12 }, (_, item) => item)));
+    for (const doc of await docs.find({ _id: { $in: ids } }).toArray()) expect(doc.items).toEqual([]);
+    expect(await store.db.collection(VERSION_CLAIMS).countDocuments({})).toBe(0);
+  });
+
+  it('waits while another process holds the document’s claim, and takes over a claim its writer left behind', async () => {
+    // A store whose conditional writes are atomic (MongoDB) needs no claims: none is written or read.
+    if (store.atomicConditionalWrites) {
+      await docs.insertOne({ _id: 'unclaimed', items: [1] });
+      await store.db.collection(VERSION_CLAIMS).insertOne({ _id: 'shared_docs/unclaimed@0', at: new Date() } as never);
+      await expect(new SharedRewrites(store).rewrite(docs, 'unclaimed', without(1))).resolves.toBe(1);
+      return;
+    }
+    const claims = store.db.collection<{ _id: string; at: Date }>(VERSION_CLAIMS);
+    await docs.insertMany([
+      { _id: 'held', items: [1, 2] },
+      { _id: 'left', items: [1, 2] },
+    ]);
+    const rewrites = new SharedRewrites(store);
+
+    await claims.insertOne({ _id: 'shared_docs/held@0', at: new Date() });
+    let done = false;
+    const waiting = rewrites.rewrite(docs, 'held', without(1)).then((result) => ((done = true), result));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(done).toBe(false);
+    // The other writer ends: its version written, its claim removed.
+    await docs.replaceOne({ _id: 'held' }, { items: [2], erasures: 1 });
+    await claims.deleteOne({ _id: 'shared_docs/held@0' });
+    expect(await waiting).toBeNull(); // the other writer had removed it already
+    await expect(rewrites.rewrite(docs, 'held', without(2))).resolves.toBe(2);
+    expect(await docs.findOne({ _id: 'held' })).toMatchObject({ items: [], erasures: 2 });
+
+    // A writer that died after claiming: its claim, older than the lease, is taken over.
+    await claims.insertOne({ _id: 'shared_docs/left@0', at: new Date(Date.now() - 5 * 60_000) });
+    await expect(rewrites.rewrite(docs, 'left', without(1))).resolves.toBe(1);
+    expect(await docs.findOne({ _id: 'left' })).toMatchObject({ items: [2], erasures: 1 });
+    expect(await claims.countDocuments({})).toBe(0);
+  });
+
+  it('makes a match-table write wait for the claim another process holds on the same version', async () => {
+    const matches = new MatchTableStore(store, { cap: 10, ttlMs: 86_400_000 });
+    await matches.record('ttd', 'claimed-user', 'ck-1');
+    if (store.atomicConditionalWrites) return expect(await store.db.collection(VERSION_CLAIMS).countDocuments({})).toBe(0);
+    const claims = store.db.collection<{ _id: string; at: Date }>(VERSION_CLAIMS);
+    await claims.insertOne({ _id: 'match_partner_ids/ttd:claimed-user@1', at: new Date() });
+    let done = false;
+    const sighting = matches.record('ttd', 'claimed-user', 'ck-2').then(() => (done = true));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(done).toBe(false);
+    await claims.deleteOne({ _id: 'match_partner_ids/ttd:claimed-user@1' });
+    await sighting;
+    expect((await matches.cookieIdsOf('ttd', 'claimed-user')).sort()).toEqual(['ck-1', 'ck-2']);
+    expect(await claims.countDocuments({})).toBe(0);
+  });
+});
