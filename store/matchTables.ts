@@ -130,7 +130,6 @@ export class MatchTableStore {
           return;
         }
         if (held) lost++;
-        else await VersionClaims.wait();
       }
       throw new Error(`match table key ${key} changed under ${MAX_ATTEMPTS} attempts in a row`);
     });

@@ -273,7 +273,7 @@ export class SegmentStore {
   async edit(id: string, expectedVersion: number, change: SegmentEdit): Promise<boolean> {
     const set = change.ruleJson === undefined ? change : { ...change, refersTo: referencedSegments(JSON.parse(change.ruleJson) as Rule) };
     // Edits of one version take turns (store/versionClaims): on FerretDB two could otherwise both pass the version check.
-    for (const deadline = Date.now() + EDIT_WAIT_MS; ; await VersionClaims.wait()) {
+    for (const deadline = Date.now() + EDIT_WAIT_MS; ; ) {
       const held = await this.claims.hold(`${SEGMENTS}/${id}@${expectedVersion}`, () => this.segments.updateOne({ _id: id, version: expectedVersion }, { $set: set }));
       if (!held && Date.now() < deadline) continue;
       const edited = held?.value.matchedCount === 1;

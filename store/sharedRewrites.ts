@@ -83,7 +83,6 @@ export class SharedRewrites {
       const written = await this.claims.hold(`${key}@${version}`, () => collection.replaceOne({ _id: id, erasures: doc.erasures ?? { $exists: false } } as never, { ...next, erasures: version + 1 }));
       if (written?.value.matchedCount === 1) return results;
       if (written) lost++;
-      else await VersionClaims.wait();
     }
     throw new Error(`${collection.collectionName} ${id} kept changing under the rewrite`);
   }

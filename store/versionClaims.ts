@@ -11,8 +11,8 @@ interface ClaimDoc {
 
 /** A claim older than this belongs to a writer that died mid-write (a write takes well under a second). */
 const CLAIM_LEASE_MS = 60_000;
-/** How long a writer waits for another's write of the same version before it reads the document again. */
-export const CLAIM_WAIT_MS = 25;
+/** How often a writer looks whether another's claim of the same version is gone. */
+const CLAIM_WAIT_MS = 25;
 
 /**
  * "Write version n+1 of this document if it is still at n", made safe on a store whose conditional
@@ -34,7 +34,7 @@ export class VersionClaims {
 
   /**
    * Runs `write` as the only writer of `version` (e.g. `<collection>/<id>@<n>`); null, without
-   * running it, while another live writer holds it — the caller waits (`CLAIM_WAIT_MS`) and reads again.
+   * running it, once another live writer that held it is done — the caller reads the document again.
    */
   async hold<T>(version: string, write: () => Promise<T>): Promise<{ value: T } | null> {
     if (!this.needed) return { value: await write() };
@@ -48,11 +48,6 @@ export class VersionClaims {
     }
   }
 
-  /** Waits before reading again after `hold` found the version held. */
-  static wait(): Promise<void> {
-    return sleep(CLAIM_WAIT_MS);
-  }
-
   /** The claims taken (this writer's, and the stale ones it took over, to remove with it), or null while a live writer holds the version. */
   private async claim(version: string): Promise<string[] | null> {
     const ids = [version];
@@ -60,9 +55,14 @@ export class VersionClaims {
       const id = ids[ids.length - 1];
       if ((await insertKeyed(this.claims, [{ _id: id, at: new Date() }])).size === 0) return ids;
       const held = await this.claims.findOne({ _id: id });
-      // Removed meanwhile: its writer is done, and the document changed.
-      if (!held || Date.now() - held.at.getTime() < CLAIM_LEASE_MS) return null;
-      ids.push(`${version}#${ids.length}`);
+      if (held && Date.now() - held.at.getTime() >= CLAIM_LEASE_MS) {
+        ids.push(`${version}#${ids.length}`);
+        continue;
+      }
+      // A live writer holds it: wait for its claim (a small document) to go, not re-reading the
+      // document it writes, which may be large; then the caller reads what it wrote.
+      while (held && (await this.claims.findOne({ _id: id })) && Date.now() - held.at.getTime() < CLAIM_LEASE_MS) await sleep(CLAIM_WAIT_MS);
+      return null;
     }
   }
 }
