@@ -25,7 +25,7 @@ import { ProfileEventLog } from '../store/profileEvents';
 import { SegmentStore } from '../store/segments';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { ChannelRejections } from '../store/channelRejections';
-import { ensureSourceWorkflow, wakeSourceWorkflow } from '../temporal/client';
+import { ensureSourceWorkflow, queryWithin, wakeSourceWorkflow } from '../temporal/client';
 import { pauseSourceSignal, resumeSourceSignal, sourceStatusQuery } from '../workflows/sourceConnection';
 import { requireAdmin, WriteKeys } from './auth';
 import { Collector } from './collector';
@@ -52,6 +52,9 @@ import { uploadsRouter } from './uploads';
 import { feedSourceHooks, feedsRouter } from './feeds';
 
 export type ApiConfig = Omit<Config, 'DMP_ADMIN_KEY'> & { DMP_ADMIN_KEY: string };
+
+/** How long a source's status waits for its workflow's live progress before showing what it last reported. */
+const STATUS_QUERY_WAIT_MS = 2_000;
 
 export interface ApiDeps {
   config: ApiConfig;
@@ -129,8 +132,13 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     let workflowStatus = 'NOT_FOUND';
     let progress: SourceStatus['progress'] = null;
     try {
-      workflowStatus = (await handle.describe()).status.name;
-      if (workflowStatus === 'RUNNING') progress = await handle.query(sourceStatusQuery);
+      const description = await handle.describe();
+      workflowStatus = description.status.name;
+      // A query waits for the workflow's task, which a routing turn holds for up to a minute: then
+      // the progress it reported at its last turn's end (its memo) answers instead.
+      if (workflowStatus === 'RUNNING') {
+        progress = (await queryWithin(temporal, handle, sourceStatusQuery, STATUS_QUERY_WAIT_MS)) ?? ((description.memo?.progress as SourceStatus['progress'] | undefined) ?? null);
+      }
     } catch (error) {
       if (!(error instanceof WorkflowNotFoundError)) throw error;
     }

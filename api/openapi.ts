@@ -29,6 +29,7 @@ import {
   MembersSchema,
   PatchSegmentRequestSchema,
   RunViewSchema,
+  SegmentListQuerySchema,
   SegmentViewSchema,
 } from '../domain/segments';
 import { DestinationViewSchema, ExportListQuerySchema, ExportRequestSchema, ExportViewSchema, PatchDestinationRequestSchema } from '../domain/destinations';
@@ -220,7 +221,14 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       ok: [201, 'Created', SegmentViewSchema],
       extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`) },
     },
-    { method: 'get', path: '/v1/segments', summary: 'Every segment with its size and runs', ok: [200, 'Segments', z.object({ segments: z.array(SegmentViewSchema) })] },
+    {
+      method: 'get',
+      path: '/v1/segments',
+      summary: 'The segments with their sizes and runs, oldest first: all of them, or a page of `limit` at a time',
+      request: { query: SegmentListQuerySchema },
+      ok: [200, 'Segments', z.object({ segments: z.array(SegmentViewSchema), next: z.string().nullable().openapi({ description: 'The cursor of the next page; null on the last' }) })],
+      extra: { 400: problem('Invalid query (`limit`, `cursor`)') },
+    },
     { method: 'get', path: '/v1/segments/{id}', summary: 'A segment', request: { params: idParam }, ok: [200, 'The segment', SegmentViewSchema], extra: { 404: problem('No such segment') } },
     {
       method: 'patch',

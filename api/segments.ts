@@ -9,6 +9,10 @@ import {
   EstimateRequestSchema,
   HistoryQuerySchema,
   MembersQuerySchema,
+  olderSegmentFirst,
+  parseSegmentCursor,
+  segmentCursor,
+  SegmentListQuerySchema,
   PatchSegmentRequestSchema,
   scheduleKey,
   wilson,
@@ -182,9 +186,13 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     res.status(201).location(`/v1/segments/${doc._id}`).json((await views([await load(doc._id)]))[0]);
   });
 
-  router.get('/v1/segments', admin, async (_req, res) => {
-    const docs = (await segments.list()).sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a._id < b._id ? -1 : 1));
-    res.json({ segments: await views(docs) });
+  router.get('/v1/segments', admin, async (req, res) => {
+    const query = parseOr400(SegmentListQuerySchema, req.query, 'segment list query');
+    const docs = (await segments.list()).sort(olderSegmentFirst);
+    const after = query.cursor === undefined ? null : parseSegmentCursor(query.cursor);
+    const rest = after ? docs.filter((doc) => olderSegmentFirst(after, doc) < 0) : docs;
+    const page = query.limit === undefined ? rest : rest.slice(0, query.limit);
+    res.json({ segments: await views(page), next: page.length < rest.length ? segmentCursor(page[page.length - 1]) : null });
   });
 
   router.post('/v1/segments/estimate', admin, async (req, res) => {

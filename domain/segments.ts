@@ -108,6 +108,32 @@ export const MembersQuerySchema = z.object({
   cursor: z.string().min(1).max(256).optional().openapi({ description: 'The `next` of the previous page' }),
 });
 
+export const SegmentListQuerySchema = z.object({
+  limit: z.coerce.number().int().min(1).max(1000).optional().openapi({ description: 'Segments a page, oldest first; without it, every segment in one answer' }),
+  cursor: z
+    .string()
+    .regex(/^\d{1,15}_[A-Za-z0-9_-]{1,128}$/, 'expected the `next` of the previous page')
+    .optional()
+    .openapi({ description: 'The `next` of the previous page' }),
+});
+
+type Listed = { createdAt: Date; _id: string };
+
+/** The order segments are listed in: creation time, then id. */
+export function olderSegmentFirst(a: Listed, b: Listed): number {
+  return a.createdAt.getTime() - b.createdAt.getTime() || (a._id < b._id ? -1 : a._id > b._id ? 1 : 0);
+}
+
+/** Where a page of segments ends: the last one's place in the list's order. */
+export function segmentCursor(segment: Listed): string {
+  return `${segment.createdAt.getTime()}_${segment._id}`;
+}
+
+export function parseSegmentCursor(cursor: string): Listed {
+  const at = cursor.indexOf('_');
+  return { createdAt: new Date(Number(cursor.slice(0, at))), _id: cursor.slice(at + 1) };
+}
+
 export const MembersSchema = z
   .object({ members: z.array(z.string()).openapi({ description: 'Profile ids, ascending' }), next: z.string().nullable() })
   .openapi('SegmentMembers');

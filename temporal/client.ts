@@ -1,5 +1,5 @@
-import { Client, Connection, type WorkflowHandle, type ScheduleOptions, type ScheduleOptionsAction, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
-import type { SignalDefinition } from '@temporalio/common';
+import { Client, Connection, isGrpcServiceError, ServiceError, type WorkflowHandle, type ScheduleOptions, type ScheduleOptionsAction, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
+import type { QueryDefinition, SignalDefinition } from '@temporalio/common';
 import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeScheduleId, lookalikeWorkflowId, privacyRequestWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import type { DestinationDoc } from '../store/destinations';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
@@ -230,6 +230,22 @@ async function putSchedule(
  * Whether a workflow is alive. Only a workflow Temporal does not know (never started, or its history
  * gone) counts as ended without a status; any other error is thrown, for the caller's retry.
  */
+/** gRPC's DEADLINE_EXCEEDED status code. */
+const DEADLINE_EXCEEDED = 4;
+
+/**
+ * A workflow's answer to a query within `ms`, or null when it did not come: a query waits for the
+ * workflow's task, which its local activities may hold for a while.
+ */
+export async function queryWithin<T>(client: Client, handle: WorkflowHandle, query: QueryDefinition<T>, ms: number): Promise<T | null> {
+  try {
+    return await client.connection.withDeadline(Date.now() + ms, () => handle.query(query));
+  } catch (error) {
+    if (error instanceof ServiceError && isGrpcServiceError(error.cause) && error.cause.code === DEADLINE_EXCEEDED) return null;
+    throw error;
+  }
+}
+
 export async function workflowIsRunning(client: Client, workflowId: string): Promise<boolean> {
   try {
     return (await client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';

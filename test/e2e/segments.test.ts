@@ -140,6 +140,26 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     expect(second.next).toBeNull();
   });
 
+  it('lists the segments oldest first, all at once or a page at a time', async () => {
+    const list = async (query = '') => call(`${segmentsUrl()}${query}`, { key: api.adminKey });
+    const all = (await list()).body as { segments: Array<{ id: string; createdAt: string }>; next: string | null };
+    expect(all.next).toBeNull();
+    expect(all.segments.length).toBeGreaterThanOrEqual(3);
+    const created = all.segments.map((segment) => segment.createdAt);
+    expect([...created].sort()).toEqual(created);
+    const paged: string[] = [];
+    for (let cursor: string | null = null, pages = 0; pages === 0 || cursor; pages++) {
+      const page: { segments: Array<{ id: string }>; next: string | null } = (await list(`?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`)).body;
+      expect(page.segments.length).toBeLessThanOrEqual(2);
+      paged.push(...page.segments.map((segment) => segment.id));
+      cursor = page.next;
+    }
+    expect(paged).toEqual(all.segments.map((segment) => segment.id));
+    const bad = await list('?limit=0&cursor=nope');
+    expect(bad.status).toBe(400);
+    expect(bad.body.errors.map((error: { path: string }) => error.path).sort()).toEqual(['cursor', 'limit']);
+  });
+
   it('estimates a rule from the sample the last run kept, with bounds around the true count', async () => {
     const estimate = await call(`${segmentsUrl()}/estimate`, { key: api.adminKey, body: { rule: { trait: 'plan', op: 'exists' } } });
     expect(estimate.status).toBe(200);
