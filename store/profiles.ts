@@ -5,6 +5,7 @@ import type { ProfileDoc, RecentEvent, SegmentSubject } from '../domain/profile'
 import type { SubjectNeeds } from '../domain/segmentRules';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
+import { VersionClaims } from './versionClaims';
 
 /**
  * As stored: the keys the store looks documents up by, and the content as one BSON-encoded binary
@@ -18,6 +19,8 @@ export interface StoredProfile {
   version: number;
   /** The write group (one partition fold) that inserted it: superseded versions leave a group at a time. */
   group: string;
+  /** The slice of its group naming it (absent on versions written before): an erasure pulls it out there. */
+  slice?: string;
   body: Binary;
 }
 
@@ -32,15 +35,22 @@ export interface StoredProfile {
 interface GroupSlice {
   _id: string;
   group: string;
-  versions: Array<Pick<StoredProfile, '_id' | 'profileId' | 'version'>>;
+  versions: SliceEntry[];
+}
+
+type SliceEntry = Pick<StoredProfile, '_id' | 'profileId' | 'version'>;
+
+/** A version as its slice names it: `$pullAll` matches entries whole, fields in this order. */
+function sliceEntry({ _id, profileId, version }: SliceEntry): SliceEntry {
+  return { _id, profileId, version };
 }
 
 /** A profile document version as read back, with the write group it came in. */
 export type StoredVersion = Readonly<ProfileDoc> & { readonly group: string };
 
-export function encodeProfile(doc: ProfileDoc & { group?: string }, group: string): StoredProfile {
+export function encodeProfile(doc: ProfileDoc & { group?: string }, group: string, slice?: string): StoredProfile {
   const { _id, profileId, version, group: _previousGroup, ...body } = doc;
-  return { _id, profileId, version, group, body: new Binary(BSON.serialize(body)) };
+  return { _id, profileId, version, group, ...(slice && { slice }), body: new Binary(BSON.serialize(body)) };
 }
 
 export function decodeProfile(stored: StoredProfile): StoredVersion {
@@ -211,12 +221,14 @@ function readNumber(bytes: Uint8Array, [type, at]: [number, number, number]): nu
 export class ProfileStore {
   readonly profiles: Collection<StoredProfile>;
   private readonly slices: Collection<GroupSlice>;
+  private readonly claims: VersionClaims;
   /** The newest version this process has seen of each document. */
   private readonly latest: BoundedCache<string, StoredVersion>;
 
   constructor(store: Store, cacheSize = 100_000) {
     this.profiles = store.db.collection<StoredProfile>(COLLECTIONS.profiles);
     this.slices = store.db.collection<GroupSlice>(COLLECTIONS.profileGroupSlices);
+    this.claims = new VersionClaims(store);
     this.latest = new BoundedCache(cacheSize);
   }
 
@@ -256,10 +268,10 @@ export class ProfileStore {
    */
   async saveVersions(docs: ProfileDoc[], group: string): Promise<void> {
     if (docs.length === 0) return;
-    const versions = docs.map(({ _id, profileId, version }) => ({ _id, profileId, version }));
-    await this.slices.insertOne({ _id: `${group}:${randomUUID()}`, group, versions });
+    const slice = `${group}:${randomUUID()}`;
+    await this.slices.insertOne({ _id: slice, group, versions: docs.map(sliceEntry) });
     try {
-      await this.profiles.insertMany(docs.map((doc) => encodeProfile(doc, group)), { ordered: false });
+      await this.profiles.insertMany(docs.map((doc) => encodeProfile(doc, group, slice)), { ordered: false });
     } catch (error) {
       for (const doc of docs) this.latest.delete(doc.profileId);
       throw error;
@@ -287,23 +299,29 @@ export class ProfileStore {
   }
 
   /**
-   * Removes every version of the documents, for an erasure. Their names leave the slices of the
-   * groups holding their versions first (so a retry still finds those groups through the versions),
-   * each slice in one `$pullAll` of exact entries: atomic per slice on either store, where a
-   * condition in `$pull` is ignored by FerretDB 1.24. Returns the versions removed.
+   * Removes every version of the documents, for an erasure. Their names leave the slices holding them
+   * first (so a retry still finds those slices through the versions), each slice in one `$pullAll` of
+   * exact entries: a condition in `$pull` is ignored by FerretDB 1.24. A version names its slice, so
+   * this reads no slice, however large its group; only for versions written before that are the
+   * slices of their groups read. Returns the versions removed.
    */
   async removeDocuments(profileIds: string[], concurrency = 8): Promise<number> {
-    const ids = new Set(profileIds);
-    const groups = new Set<string>();
+    const named = new Map<string, SliceEntry[]>();
+    const unsliced: Array<{ group: string; entry: SliceEntry }> = [];
     await forEachConcurrently(profileIds, concurrency, async (profileId) => {
-      for (const version of await this.profiles.find({ profileId }, { projection: { _id: 1, group: 1 } }).toArray()) groups.add(version.group);
-    });
-    await forEachConcurrently([...groups], concurrency, async (group) => {
-      for (const slice of await this.slices.find({ group }).toArray()) {
-        const named = slice.versions.filter((version) => ids.has(version.profileId));
-        if (named.length > 0) await this.slices.updateOne({ _id: slice._id }, { $pullAll: { versions: named } });
+      for (const version of await this.profiles.find({ profileId }, { projection: { _id: 1, profileId: 1, version: 1, group: 1, slice: 1 } }).toArray()) {
+        if (version.slice) named.set(version.slice, [...(named.get(version.slice) ?? []), sliceEntry(version)]);
+        else unsliced.push({ group: version.group, entry: sliceEntry(version) });
       }
     });
+    const ids = new Set(unsliced.map(({ entry }) => entry._id));
+    await forEachConcurrently([...new Set(unsliced.map(({ group }) => group))], concurrency, async (group) => {
+      for (const slice of await this.slices.find({ group }).toArray()) {
+        const entries = slice.versions.filter((version) => ids.has(version._id));
+        if (entries.length > 0) named.set(slice._id, [...(named.get(slice._id) ?? []), ...entries]);
+      }
+    });
+    await forEachConcurrently([...named], concurrency, ([slice, entries]) => this.pullFromSlice(slice, entries));
     let removed = 0;
     await forEachConcurrently(profileIds, concurrency, async (profileId) => {
       this.latest.delete(profileId);
@@ -311,6 +329,16 @@ export class ProfileStore {
       removed += deletedCount;
     });
     return removed;
+  }
+
+  /**
+   * Erasures of documents sharing a slice pull from it at once. On FerretDB an update reads the
+   * document and writes it back whole, so the later pull would put back what the earlier took out:
+   * there each pull is made under a claim of the slice, and made again when another held it.
+   */
+  private async pullFromSlice(slice: string, entries: SliceEntry[]): Promise<void> {
+    const pull = () => this.slices.updateOne({ _id: slice }, { $pullAll: { versions: entries } });
+    while (!(await this.claims.hold(`${COLLECTIONS.profileGroupSlices}/${slice}`, pull)));
   }
 
   /**

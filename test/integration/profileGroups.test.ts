@@ -61,4 +61,22 @@ describe('profile write groups: what a group holds is read from its slices, not 
     expect(await store.db.collection(COLLECTIONS.profiles).countDocuments({ profileId: { $in: ['p_h', 'p_j'] } })).toBe(0);
     expect((await profiles.get('p_i'))?._id).toBe('p_i@00000000');
   });
+
+  it('finds the slices of versions written before versions named their slice through their group', async () => {
+    const profiles = new ProfileStore(store);
+    const [k, l] = ['k', 'l'].map((id) => newProfile(`p_${id}`, at, at));
+    await profiles.saveVersions([k, l], 'g8');
+    await store.db.collection(COLLECTIONS.profiles).updateMany({ group: 'g8' }, { $unset: { slice: '' } });
+    expect(await profiles.removeDocuments(['p_k'])).toBe(1);
+    expect(ids(await profiles.groupMembers('g8'))).toEqual(['p_l@00000000']);
+  });
+
+  it('loses no erased document from a slice when erasures of documents sharing it run at once', async () => {
+    const docs = Array.from({ length: 40 }, (_, n) => newProfile(`p_many${n}`, at, at));
+    await new ProfileStore(store).saveVersions(docs, 'g7');
+    const erased = docs.slice(0, 30).map((doc) => doc.profileId);
+    // Each erasure is its own writer, as requests in different workers are.
+    await Promise.all(erased.map((profileId) => new ProfileStore(store).removeDocuments([profileId])));
+    expect(ids(await new ProfileStore(store).groupMembers('g7'))).toEqual(ids(docs.slice(30)));
+  });
 });
