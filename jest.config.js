@@ -6,4 +6,5 @@ module.exports = {
   transform: { '^.+\\.ts$': ['@swc/jest', { jsc: { target: 'es2022' } }] },
   testTimeout: 120000,
   maxWorkers: 1,
+  globalSetup: '<rootDir>/test/support/globalSetup.ts',
 };
