@@ -29,8 +29,9 @@ export interface StoredProfile {
  * group's members here. FerretDB applies a projection only after reading whole documents, so asking
  * the versions themselves read every superseded profile once more (in a `bench:ingest` drain, half
  * of the 7.3 s PostgreSQL spent reading write groups; the delete's own read is the other half).
- * Written first, a slice may name a version its write never made (harmless: it is not found), but
- * never misses one.
+ * Written first, a slice never misses a version. It names one its write never made only when the
+ * write was interrupted (harmless to compaction: it is not found); versions refused because another
+ * writer made them are taken out again.
  */
 interface GroupSlice {
   _id: string;
@@ -274,6 +275,10 @@ export class ProfileStore {
       await this.profiles.insertMany(docs.map((doc) => encodeProfile(doc, group, slice)), { ordered: false });
     } catch (error) {
       for (const doc of docs) this.latest.delete(doc.profileId);
+      // Versions someone else wrote first leave the slice, so that it names no document this write
+      // did not make (an erasure finds a slice through the versions that name it).
+      const refused = ((error as { writeErrors?: Array<{ index: number }> }).writeErrors ?? []).map(({ index }) => sliceEntry(docs[index]));
+      if (refused.length > 0) await this.pullFromSlice(slice, refused);
       throw error;
     }
     for (const doc of docs) this.latest.set(doc.profileId, { ...doc, group });
