@@ -3,6 +3,7 @@ import { Binary, BSON, type Collection } from 'mongodb';
 import type { DestinationConsent, ExportState, IdType, PartnerState, SegmentExport } from '../domain/destinations';
 import type { SegmentSchedule } from '../domain/segments';
 import { findByIds, forEachConcurrently, insertKeyed, type Store } from './db';
+import { VersionClaims } from './versionClaims';
 
 export const DESTINATION_COLLECTIONS = {
   /** Destination definitions, written by the API alone. */
@@ -175,8 +176,10 @@ export class DestinationStore {
   readonly batches: Collection<StoredBinary>;
   readonly receipts: Collection<ReceiptDoc>;
   readonly partnerState: Collection<StoredBinary>;
+  private readonly claims: VersionClaims;
 
   constructor(store: Store) {
+    this.claims = new VersionClaims(store);
     this.destinations = store.db.collection(DESTINATION_COLLECTIONS.destinations);
     this.holdings = store.db.collection<HoldingsDoc>(DESTINATION_COLLECTIONS.holdings);
     this.lastExports = store.db.collection<LastExportDoc>(DESTINATION_COLLECTIONS.lastExports);
@@ -276,10 +279,15 @@ export class DestinationStore {
     return (await this.getExport(doc._id)) as ExportDoc;
   }
 
-  /** Saves an export's plan unless one is saved already; whether this one was. */
+  /**
+   * Saves an export's plan unless one is saved already; whether this one was. Two attempts at
+   * planning (one timed out, still going) can save at once: on FerretDB both would pass the filter
+   * and the earlier plan's batches be left to nobody, so there the save is made under a claim.
+   */
   async savePlan(id: string, plan: NonNullable<ExportDoc['plan']>): Promise<boolean> {
-    const result = await this.exports.updateOne({ _id: id, state: 'running', plan: null }, { $set: { plan } });
-    return result.modifiedCount === 1;
+    const save = () => this.exports.updateOne({ _id: id, state: 'running', plan: null }, { $set: { plan } });
+    const held = await this.claims.hold(`${DESTINATION_COLLECTIONS.exports}/${id}@plan`, save);
+    return held?.value.modifiedCount === 1;
   }
 
   async saveExport(doc: ExportDoc): Promise<void> {

@@ -101,4 +101,20 @@ describe('a destination’s export turns and what its exports record beside it',
     await destinations.saveHoldings('dst_legacy', held('exp_new', 9), new Date(at.getTime() + 1));
     expect(await destinations.get('dst_legacy')).toMatchObject({ held: held('exp_new', 9), lastExport: { exportId: 'exp_old' }, resend: false });
   });
+
+  it('saves one plan of an export when attempts at planning it save at once', async () => {
+    const exportIds = Array.from({ length: 10 }, (_, n) => `exp_plans_${n}`);
+    for (const id of exportIds) {
+      await destinations.openExport({ _id: id, destinationId: 'dst_plans', state: 'running', full: false, trigger: 'api', plan: null, batchesConfirmed: 0, rejected: 0, startedAt: at, finishedAt: null, error: null });
+    }
+    await Promise.all(
+      exportIds.map(async (id) => {
+        const attempts = [0, 1, 2].map((k) => `${id}:plan${k}`);
+        const saved = await Promise.all(attempts.map((planId) => destinations.savePlan(id, { id: planId, segments: [], batches: 0, plannedAt: at, resent: false, tookMs: 1 })));
+        // Exactly one attempt was told its plan stands, and it is the plan stored.
+        expect(saved.filter(Boolean)).toHaveLength(1);
+        expect((await destinations.getExport(id))?.plan?.id).toBe(attempts[saved.indexOf(true)]);
+      }),
+    );
+  });
 });
