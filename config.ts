@@ -61,6 +61,8 @@ export const ConfigSchema = z.object({
   DMP_EVENT_HISTORY_DAYS: z.coerce.number().min(1).default(395),
   /** How long the record of an ended segment run is kept (its counts stay in the segment's history). */
   DMP_SEGMENT_RUN_DAYS: z.coerce.number().min(0).default(30),
+  /** How long the record of an ended export (and its batches' receipts) is kept. */
+  DMP_EXPORT_HISTORY_DAYS: z.coerce.number().min(0).default(90),
   /** How often the retention run looks for what may leave the store. */
   DMP_RETENTION_EVERY_MINUTES: z.coerce.number().min(1).default(60),
   /** Event types whose `properties.item` are interactions the item model (recommendations) learns from. */

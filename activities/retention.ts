@@ -4,6 +4,7 @@ import type { Store } from '../store/db';
 import { EventIdGenerations } from '../store/eventIds';
 import { ProfileEventLog } from '../store/profileEvents';
 import { RetentionStore } from '../store/retention';
+import { DestinationStore } from '../store/destinations';
 import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
@@ -14,7 +15,7 @@ import { heartbeat, withHeartbeats } from './heartbeat';
 export interface RetentionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS'>;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS'>;
   now?: () => Date;
 }
 
@@ -91,6 +92,14 @@ export function createRetentionActivities(deps: RetentionDeps) {
         }
         return { runs: failed };
       });
+    },
+
+    /**
+     * Records of exports that ended more than `ttlMs` (else DMP_EXPORT_HISTORY_DAYS) ago, with their
+     * batches' receipts: a near-real-time destination adds one every minute or so. Safe to repeat.
+     */
+    expireExportRecords(input: { ttlMs?: number } = {}): Promise<{ exports: number; receipts: number }> {
+      return withHeartbeats(() => new DestinationStore(deps.store).expireExports(new Date(now().getTime() - (input.ttlMs ?? deps.config.DMP_EXPORT_HISTORY_DAYS * 86_400_000)), PER_STREAM));
     },
 
     /** Event-id generations past the dedupe window, dropped whole. */

@@ -353,7 +353,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       extra: { 400: problem('Invalid body'), 404: problem('No such destination'), 409: problem('The destination is paused') },
     },
     { method: 'get', path: '/v1/destinations/{id}/exports', summary: 'Its exports, newest first', request: { params: idParam, query: ExportListQuerySchema }, ok: [200, 'Exports', z.object({ exports: z.array(ExportViewSchema) })], extra: { 400: problem('Invalid query'), 404: problem('No such destination') } },
-    { method: 'get', path: '/v1/destinations/{id}/exports/{exportId}', summary: 'One export: counts, match rate, batches and what export controls withheld', request: { params: exportIdParam }, ok: [200, 'The export', ExportViewSchema], extra: { 404: problem('No such export') } },
+    { method: 'get', path: '/v1/destinations/{id}/exports/{exportId}', summary: 'One export: counts, match rate, batches and what export controls withheld', request: { params: exportIdParam }, ok: [200, 'The export', ExportViewSchema], extra: { 404: problem('No such export (the records of exports ended more than DMP_EXPORT_HISTORY_DAYS ago are removed, except a destination’s last)') } },
   );
   for (const { method, path, summary, request, ok, extra } of segmentPaths) {
     const [status, description, schema] = ok;

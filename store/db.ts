@@ -91,8 +91,9 @@ const INDEXES: Array<[string, string]> = [
   ['privacy_marks', 'requestIds'],
   ['privacy_removals', 'requestId'],
   ['privacy_late_events', 'requestId'],
-  // A destination's export turns (store/destinations): a few documents per destination.
+  // A destination's export turns and its exports' records (store/destinations), listed per destination.
   ['destination_turns', 'destinationId'],
+  ['destination_exports', 'destinationId'],
 ];
 
 export interface Store {

@@ -294,6 +294,27 @@ export class DestinationStore {
     await this.exports.replaceOne({ _id: doc._id }, doc);
   }
 
+  /**
+   * Removes the records of at most `limit` exports that ended before `before`, with their batches'
+   * receipts (and any batches a failed export left), the record last, so a retry finds it again. A
+   * destination's last export stays while the destination shows it.
+   */
+  async expireExports(before: Date, limit: number): Promise<{ exports: number; receipts: number }> {
+    const shown = new Set((await this.lastExports.find({}).toArray()).map((doc) => doc.lastExport.exportId));
+    const ended = (await this.exports.find({ finishedAt: { $lt: before } }).limit(limit + shown.size).toArray()).filter((doc) => doc.state !== 'running' && !shown.has(doc._id)).slice(0, limit);
+    let receipts = 0;
+    for (const doc of ended) {
+      const batches = Array.from({ length: doc.plan?.batches ?? 0 }, (_, n) => n);
+      if (doc.plan) await this.dropBatches(doc.plan.id, batches.length);
+      await forEachConcurrently(batches, 8, async (n) => {
+        const { deletedCount } = await this.receipts.deleteOne({ _id: batchId(doc._id, n) });
+        receipts += deletedCount;
+      });
+      await this.exports.deleteOne({ _id: doc._id });
+    }
+    return { exports: ended.length, receipts };
+  }
+
   async listExports(destinationId: string, limit: number): Promise<ExportDoc[]> {
     const docs = await this.exports.find({ destinationId }).toArray();
     return docs.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime()).slice(0, limit);

@@ -1,7 +1,7 @@
 import { proxyActivities, upsertMemo } from '@temporalio/workflow';
 import type { RetentionActivities } from '../activities/retention';
 
-const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules, failAbandonedSegmentRuns } = proxyActivities<RetentionActivities>({
+const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules, failAbandonedSegmentRuns, expireExportRecords } = proxyActivities<RetentionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '5 seconds', maximumInterval: '1 minute' },
@@ -14,6 +14,7 @@ export interface RetentionInput {
   segmentRunTtlMs?: number;
   /** How old a run recorded as running must be before its workflow's absence makes it failed. */
   runStartGraceMs?: number;
+  exportHistoryTtlMs?: number;
 }
 
 export interface RetentionReport {
@@ -29,6 +30,8 @@ export interface RetentionReport {
   segmentSchedulesCreated: number;
   segmentSchedulesRemoved: number;
   segmentRunsAbandoned: number;
+  exportRecordsRemoved: number;
+  exportReceiptsRemoved: number;
 }
 
 /**
@@ -36,7 +39,8 @@ export interface RetentionReport {
  * generations past the dedupe window, drained raw chunks past their TTL, folded routed events past
  * the history window, snapshots of segment runs no segment reads, records of runs past
  * DMP_SEGMENT_RUN_DAYS, segment schedules no segment has (those segments have are made sure of);
- * runs whose workflow ended without recording it are marked failed — and the run reports how much
+ * runs whose workflow ended without recording it are marked failed; records of exports past
+ * DMP_EXPORT_HISTORY_DAYS leave with their receipts — and the run reports how much
  * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
  * partition writers' compaction, not here.
  */
@@ -48,6 +52,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const schedules = await reconcileSegmentSchedules();
   // Last, so a run started before this step existed replays its history unchanged.
   const abandoned = await failAbandonedSegmentRuns({ graceMs: input.runStartGraceMs });
+  const exports = await expireExportRecords({ ttlMs: input.exportHistoryTtlMs });
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -60,6 +65,8 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     segmentSchedulesCreated: schedules.created,
     segmentSchedulesRemoved: schedules.removed,
     segmentRunsAbandoned: abandoned.runs,
+    exportRecordsRemoved: exports.exports,
+    exportReceiptsRemoved: exports.receipts,
   };
   upsertMemo({ report });
   return report;

@@ -2,6 +2,7 @@ import { ScheduleOverlapPolicy } from '@temporalio/client';
 import { scheduleKey } from '../../domain/segments';
 import { retentionScheduleId, segmentScheduleId } from '../../domain/workflowIds';
 import { COLLECTIONS } from '../../store/db';
+import { batchId, DestinationStore, type ExportDoc } from '../../store/destinations';
 import { EventIdGenerations } from '../../store/eventIds';
 import { prepareRunOf, SEGMENT_COLLECTIONS, SegmentRunStore } from '../../store/segmentRuns';
 import { SegmentStore } from '../../store/segments';
@@ -154,6 +155,46 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     const live = (await admin(`/v1/segments/${created.id}/runs`, { method: 'POST' })).body.runId as string;
     expect((await retain(3_600_000, undefined, 0)).segmentRunsAbandoned).toBe(0);
     await waitFor('the live run to complete', async () => (await run(live)).state === 'completed', 30_000, 200);
+  });
+
+  it('removes the records of exports ended past their age with their receipts, and keeps running, recent and shown ones', async () => {
+    const destinations = new DestinationStore(platform.store);
+    const day = 86_400_000;
+    const ago = (days: number) => new Date(Date.now() - days * day);
+    const record = (id: string, state: ExportDoc['state'], finishedAt: Date | null, batches: number): ExportDoc => ({
+      _id: id,
+      destinationId: 'dst_retained',
+      state,
+      full: false,
+      trigger: 'schedule',
+      plan: { id: `${id}:plan`, segments: [], batches, plannedAt: ago(200), resent: false, tookMs: 1 },
+      batchesConfirmed: batches,
+      rejected: 0,
+      startedAt: ago(200),
+      finishedAt,
+      error: null,
+    });
+    const exports = [record('exp_old', 'completed', ago(100), 3), record('exp_failed', 'failed', ago(100), 2), record('exp_recent', 'completed', ago(1), 3), record('exp_running', 'running', null, 3), record('exp_shown', 'completed', ago(100), 1)];
+    for (const doc of exports) {
+      await destinations.openExport(doc);
+      for (let n = 0; n < (doc.plan?.batches ?? 0); n++) await destinations.writeReceipt({ _id: batchId(doc._id, n), exportId: doc._id, destinationId: doc.destinationId, state: 'applied', attempts: 1, rejected: 0, status: 200, error: null, at: ago(100) });
+    }
+    // A failed export's batches stay until it is finished with; its record's expiry takes them.
+    await destinations.writeBatch('exp_failed:plan', 0, { segmentId: 'seg', adds: ['a'], removes: [] });
+    await destinations.saveLastExport('dst_retained', { exportId: 'exp_shown', state: 'completed', startedAt: ago(200), finishedAt: ago(100) });
+
+    const report = await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ exportHistoryTtlMs: 90 * day }] });
+    expect(report).toMatchObject({ exportRecordsRemoved: 2, exportReceiptsRemoved: 5 });
+    for (const id of ['exp_old', 'exp_failed']) {
+      expect(await destinations.getExport(id)).toBeNull();
+      expect((await destinations.receiptsOf(id, 3)).size).toBe(0);
+    }
+    expect(await destinations.readBatch('exp_failed:plan', 0)).toBeNull();
+    for (const id of ['exp_recent', 'exp_running', 'exp_shown']) {
+      expect(await destinations.getExport(id)).not.toBeNull();
+      expect((await destinations.receiptsOf(id, 3)).size).toBe(id === 'exp_shown' ? 1 : 3);
+    }
+    expect((await destinations.listExports('dst_retained', 10)).map((doc) => doc._id).sort()).toEqual(['exp_recent', 'exp_running', 'exp_shown']);
   });
 
   it('keeps an event id a duplicate for at least the dedupe window, and drops whole generations past it', async () => {
