@@ -3,9 +3,9 @@ import type { Store } from './db';
 import { VersionClaims } from './versionClaims';
 
 /** A document several writers rewrite: `erasures` counts the rewrites, so one can tell whether another wrote since it read. */
-export type Rewritable = { _id: string; erasures?: number };
+type Rewritable = { _id: string; erasures?: number };
 /** One writer's change to a document: the document as changed, and what to report; null when it has nothing to change. */
-export type Change<T extends Rewritable, R> = (doc: T) => { doc: Omit<T, '_id' | 'erasures'>; result: R } | null;
+type Change<T extends Rewritable, R> = (doc: T) => { doc: Omit<T, '_id' | 'erasures'>; result: R } | null;
 
 /** Rewrites of one document lost to other writers before giving up (each loss means another made progress). */
 const MAX_LOST_WRITES = 100;
