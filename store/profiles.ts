@@ -312,17 +312,17 @@ export class ProfileStore {
    */
   async removeDocuments(profileIds: string[], concurrency = 8): Promise<number> {
     const named = new Map<string, SliceEntry[]>();
-    const unsliced: Array<{ group: string; entry: SliceEntry }> = [];
+    const unsliced = new Set<string>();
     await forEachConcurrently(profileIds, concurrency, async (profileId) => {
       for (const version of await this.profiles.find({ profileId }, { projection: { _id: 1, profileId: 1, version: 1, group: 1, slice: 1 } }).toArray()) {
         if (version.slice) named.set(version.slice, [...(named.get(version.slice) ?? []), sliceEntry(version)]);
-        else unsliced.push({ group: version.group, entry: sliceEntry(version) });
+        else unsliced.add(version.group);
       }
     });
-    const ids = new Set(unsliced.map(({ entry }) => entry._id));
-    await forEachConcurrently([...new Set(unsliced.map(({ group }) => group))], concurrency, async (group) => {
+    const erased = new Set(profileIds);
+    await forEachConcurrently([...unsliced], concurrency, async (group) => {
       for (const slice of await this.slices.find({ group }).toArray()) {
-        const entries = slice.versions.filter((version) => ids.has(version._id));
+        const entries = slice.versions.filter((version) => erased.has(version.profileId));
         if (entries.length > 0) named.set(slice._id, [...(named.get(slice._id) ?? []), ...entries]);
       }
     });
