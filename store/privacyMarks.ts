@@ -6,6 +6,7 @@ import { documentIdsOf, subjectHash } from '../domain/privacy';
 import { insertKeyed, oneAtATime, type Store } from './db';
 import { BoundedCache, firstAbsent } from './keyedSequence';
 import { PrivacyStore } from './privacy';
+import { SharedRewrites } from './sharedRewrites';
 
 export const PRIVACY_MARK_COLLECTIONS = {
   /** Opt-outs and erasures, in slots `<n12>` of one or more requests: the subject's profile documents, and an erasure's tombstones. */
@@ -27,6 +28,8 @@ interface MarkEntry {
 interface MarkSlot extends Partial<MarkEntry> {
   _id: string;
   at: Date;
+  /** Rewrites of the slot (store/sharedRewrites): erasures sharing it empty their entries in turn. */
+  erasures?: number;
   entries?: MarkEntry[];
   /** The requests of `entries` (indexed: a request finds its slot). */
   requestIds?: string[];
@@ -36,8 +39,6 @@ const entriesOf = (slot: MarkSlot): MarkEntry[] => slot.entries ?? [{ requestId:
 
 /** Requests whose marks go into one slot at most. */
 const SLOT_ENTRIES = 50;
-/** Writes of a slot's entries before giving up on one that other requests keep rewriting. */
-const MAX_FORGET_ATTEMPTS = 20;
 
 interface LateEventsDoc {
   _id: string;
@@ -60,6 +61,7 @@ const REFRESH_MS = 1000;
 export class PrivacyMarks {
   private readonly slots: Collection<MarkSlot>;
   private readonly late: Collection<LateEventsDoc>;
+  private readonly rewrites: SharedRewrites;
   private readonly documents = new Map<string, string>();
   /** Tombstone → the erasure request that wrote it. */
   private readonly tombstones = new Map<string, string>();
@@ -80,6 +82,7 @@ export class PrivacyMarks {
   ) {
     this.slots = store.db.collection<MarkSlot>(PRIVACY_MARK_COLLECTIONS.marks);
     this.late = store.db.collection<LateEventsDoc>(PRIVACY_MARK_COLLECTIONS.lateEvents);
+    this.rewrites = new SharedRewrites(store);
   }
 
   /** Reads the slots written since the last read (if the last was more than a second ago). */
@@ -159,29 +162,33 @@ export class PrivacyMarks {
 
   /**
    * Empties a request's documents in the slots holding its mark (an erasure's, once they are gone):
-   * processes that read them keep them, harmlessly; the tombstones stay. Each slot is read again
-   * after the write, until it shows them gone: requests sharing a slot may be writing it too.
+   * processes that read them keep them, harmlessly; the tombstones stay. Requests sharing a slot
+   * empty their entries at once, on other workers too: each rewrite is made only over the slot as
+   * the last one left it (store/sharedRewrites), never from an older read that would bring another
+   * request's documents back.
    */
   async forgetDocumentsOf(requestId: string): Promise<number> {
     const slots = await this.slots.find({ requestIds: requestId }, { projection: { _id: 1 } }).toArray();
     for (const { _id } of slots) {
-      await oneAtATime(`${this.slots.dbName}/${this.slots.collectionName}/${_id}`, async () => {
-        for (let attempt = 0; attempt < MAX_FORGET_ATTEMPTS; attempt++) {
-          const slot = await this.slots.findOne({ _id });
-          if (!slot?.entries?.some((entry) => entry.requestId === requestId && entry.documents.length > 0)) return;
-          const entries = slot.entries.map((entry) => (entry.requestId === requestId ? { ...entry, documents: [] } : entry));
-          await this.slots.updateOne({ _id }, { $set: { entries } });
-        }
-        throw new Error(`the documents of ${requestId} in mark slot ${_id} kept coming back`);
+      await this.rewrites.rewrite(this.slots, _id, ({ _id: _, erasures: __, ...slot }) => {
+        if (!slot.entries?.some((entry) => entry.requestId === requestId && entry.documents.length > 0)) return null;
+        return { doc: { ...slot, entries: slot.entries.map((entry) => (entry.requestId === requestId ? { ...entry, documents: [] } : entry)) }, result: true };
       });
     }
     return slots.length;
   }
 
-  /** Counts events of an erased subject that were dropped (this process's own document per request: no two writers). */
+  /**
+   * Counts events of an erased subject that were dropped, in this process's own document per
+   * request. Requests and drains of the process count at once: their writes go in turn, as an
+   * increment on FerretDB is a read and a write back, and two first upserts would collide.
+   */
   async countLate(counts: Map<string, number>): Promise<void> {
     for (const [requestId, events] of counts) {
-      await this.late.updateOne({ _id: `${requestId}:${this.process}` }, { $inc: { events }, $setOnInsert: { requestId } }, { upsert: true });
+      const _id = `${requestId}:${this.process}`;
+      await oneAtATime(`${this.late.dbName}/${this.late.collectionName}/${_id}`, async () => {
+        await this.late.updateOne({ _id }, { $inc: { events }, $setOnInsert: { requestId } }, { upsert: true });
+      });
     }
   }
 
