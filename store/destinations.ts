@@ -206,9 +206,13 @@ export class DestinationStore {
     await this.destinations.insertOne(doc);
   }
 
-  /** Changes a destination's definition (the API's writes). */
+  /**
+   * Changes a destination's definition (the API's writes). Requests on one destination may run at
+   * once (a pause during an edit): on FerretDB each writes under a claim of the document, after any
+   * other's, so neither writes the document back over the other's fields.
+   */
   async update(id: string, set: Partial<DestinationDefinition>): Promise<void> {
-    await this.destinations.updateOne({ _id: id }, { $set: set });
+    await this.claims.exclusive(`${DESTINATION_COLLECTIONS.destinations}/${id}`, () => this.destinations.updateOne({ _id: id }, { $set: set }));
   }
 
   async remove(id: string): Promise<void> {

@@ -1,6 +1,7 @@
 import type { Collection } from 'mongodb';
 import type { SegmentSchedule } from '../domain/segments';
 import { insertKeyed, type Store } from './db';
+import { VersionClaims } from './versionClaims';
 
 export const LOOKALIKE_COLLECTIONS = {
   /** One per lookalike run: what it was asked, where it stands, and what it found. */
@@ -41,9 +42,11 @@ export type LookalikeOutcome = Pick<LookalikeRunDoc, 'state' | 'error' | 'finish
 /** Lookalike runs, read and written by `_id` only. */
 export class LookalikeRunStore {
   readonly runs: Collection<LookalikeRunDoc>;
+  private readonly claims: VersionClaims;
 
   constructor(store: Store) {
     this.runs = store.db.collection<LookalikeRunDoc>(LOOKALIKE_COLLECTIONS.runs);
+    this.claims = new VersionClaims(store);
   }
 
   get(id: string): Promise<LookalikeRunDoc | null> {
@@ -57,11 +60,16 @@ export class LookalikeRunStore {
 
   /** Records how a run ended. Only these fields: a schedule stopped while it trained stays stopped. */
   async saveOutcome(id: string, outcome: LookalikeOutcome): Promise<void> {
-    await this.runs.updateOne({ _id: id }, { $set: outcome });
+    await this.update(id, outcome);
   }
 
   /** Sets fields of a run (its schedule stopped, its newest re-train). */
   async set(id: string, fields: Pick<LookalikeRunDoc, 'retrain' | 'latestRetrain'>): Promise<void> {
-    await this.runs.updateOne({ _id: id }, { $set: fields });
+    await this.update(id, fields);
+  }
+
+  /** A training's end and the API's stop of a schedule may write one run at once: on FerretDB, in turn (store/versionClaims). */
+  private async update(id: string, fields: Partial<LookalikeRunDoc>): Promise<void> {
+    await this.claims.exclusive(`${LOOKALIKE_COLLECTIONS.runs}/${id}`, () => this.runs.updateOne({ _id: id }, { $set: fields }));
   }
 }

@@ -339,11 +339,10 @@ export class ProfileStore {
   /**
    * Erasures of documents sharing a slice pull from it at once. On FerretDB an update reads the
    * document and writes it back whole, so the later pull would put back what the earlier took out:
-   * there each pull is made under a claim of the slice, and made again when another held it.
+   * there each pull is made under a claim of the slice, after any other's.
    */
   private async pullFromSlice(slice: string, entries: SliceEntry[]): Promise<void> {
-    const pull = () => this.slices.updateOne({ _id: slice }, { $pullAll: { versions: entries } });
-    while (!(await this.claims.hold(`${COLLECTIONS.profileGroupSlices}/${slice}`, pull)));
+    await this.claims.exclusive(`${COLLECTIONS.profileGroupSlices}/${slice}`, () => this.slices.updateOne({ _id: slice }, { $pullAll: { versions: entries } }));
   }
 
   /**

@@ -48,6 +48,19 @@ export class VersionClaims {
     }
   }
 
+  /**
+   * Runs `write` as the only writer of `key` (a document: `<collection>/<id>`) among those writing
+   * through claims, waiting for any other to finish first: for updates of a document that several
+   * writers make, each changing its own fields, which FerretDB would otherwise write back over
+   * each other.
+   */
+  async exclusive<T>(key: string, write: () => Promise<T>): Promise<T> {
+    for (;;) {
+      const held = await this.hold(key, write);
+      if (held) return held.value;
+    }
+  }
+
   /** The claims taken (this writer's, and the stale ones it took over, to remove with it), or null while a live writer holds the version. */
   private async claim(version: string): Promise<string[] | null> {
     const ids = [version];

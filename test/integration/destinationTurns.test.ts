@@ -117,4 +117,13 @@ describe('a destination’s export turns and what its exports record beside it',
       }),
     );
   });
+
+  it('keeps every field of API requests changing one destination at once', async () => {
+    const ids = Array.from({ length: 15 }, (_, n) => `dst_edits_${n}`);
+    await Promise.all(ids.map((id) => destinations.create(definition(id))));
+    await Promise.all(
+      ids.flatMap((id) => [destinations.update(id, { state: 'paused' }), destinations.update(id, { labelsAllowed: ['first_party'] }), destinations.update(id, { nearRealTime: true }), destinations.update(id, { segments: ['seg_b'] })]),
+    );
+    for (const id of ids) expect(await destinations.get(id)).toMatchObject({ state: 'paused', labelsAllowed: ['first_party'], nearRealTime: true, segments: ['seg_b'] });
+  });
 });
