@@ -256,8 +256,34 @@ export class SegmentStore {
   /** Writes `refersTo` on segments stored without it (before it was kept); run when a worker starts. */
   async indexReferences(): Promise<number> {
     const unindexed = await this.segments.find({ refersTo: { $exists: false } }).toArray();
-    for (const doc of unindexed) await this.segments.updateOne({ _id: doc._id }, { $set: { refersTo: withRefersTo(doc).refersTo } });
+    // An edit of the rule meanwhile writes `refersTo` itself; one of other fields leaves the rule this read.
+    for (const doc of unindexed) await this.setBeside(doc._id, { refersTo: withRefersTo(doc).refersTo }, { refersTo: { $exists: false } });
     return unindexed.length;
+  }
+
+  /**
+   * Lowers the size a segment shows for an ended run, once an erasure took members out of its
+   * snapshot. Erasures of one run write in any order, so only a smaller size is written, in turn on
+   * FerretDB (where a conditional update is a read and a write back).
+   */
+  async lowerRunSize(id: string, runId: string, size: number): Promise<void> {
+    const stateId = runStateId(id, runId);
+    await this.claims.exclusive(`${COLLECTIONS.segmentRunStates}/${stateId}`, () => this.runStates.updateOne({ _id: stateId, state: 'completed', size: { $gt: size } }, { $set: { size } }));
+    // Segments stored before run states were kept apart hold it themselves.
+    await this.setBeside(id, { 'current.size': size }, { 'current.runId': runId, 'current.size': { $gt: size } });
+  }
+
+  /**
+   * Sets fields of a segment beside its definition while `where` holds, without writing back over
+   * an edit made meanwhile: under the claim of the version read, as edits are (store/versionClaims).
+   */
+  private async setBeside(id: string, set: Record<string, unknown>, where: Record<string, unknown>): Promise<void> {
+    for (;;) {
+      const doc = await this.segments.findOne({ _id: id, ...where } as never, { projection: { version: 1 } });
+      if (!doc) return;
+      const held = await this.claims.hold(`${SEGMENTS}/${id}@${doc.version}`, () => this.segments.updateOne({ _id: id, version: doc.version, ...where } as never, { $set: set }));
+      if (held?.value.matchedCount === 1) return;
+    }
   }
 
   async create(doc: SegmentDoc): Promise<void> {

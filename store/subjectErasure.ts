@@ -16,7 +16,7 @@ import { PRIVACY_COLLECTIONS } from './privacy';
 import { ProfileStore } from './profiles';
 import type { RoutedEvent } from './profileEvents';
 import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, storedChange, type StoredChange, type RunChunk, type RunDoc } from './segmentRuns';
-import { runStateId } from './segments';
+import { SegmentStore } from './segments';
 import { SharedRewrites } from './sharedRewrites';
 
 /** Per collection, the documents an erasure step deleted or rewrote (counts for the audit, never values). */
@@ -312,12 +312,8 @@ export class SubjectErasure {
     });
     // Segments reading this run count its members without the subject: the size its run state holds
     // (and, for segments stored before run states were kept apart, their own record of it).
-    const states = this.collection<{ _id: string }>(COLLECTIONS.segmentRunStates);
-    const segments = this.collection<{ _id: string }>(COLLECTIONS.segments);
-    for (const [id, size] of Object.entries(index ?? {})) {
-      await states.updateOne({ _id: runStateId(id, run._id), state: 'completed' } as never, { $set: { size } });
-      await segments.updateOne({ _id: id, 'current.runId': run._id } as never, { $set: { 'current.size': size } });
-    }
+    const segments = new SegmentStore(this.store);
+    for (const [id, size] of Object.entries(index ?? {})) await segments.lowerRunSize(id, run._id, size);
     return true;
   }
 
