@@ -1,6 +1,7 @@
 import type { Collection } from 'mongodb';
 import type { AudienceReport, TrendPoint } from '../domain/audienceReports';
 import { findByIds, forEachConcurrently, replaceUnlessNewer, type Store } from './db';
+import { VersionClaims } from './versionClaims';
 
 export const REPORT_COLLECTIONS = {
   /** The latest report of each segment (and of all profiles), by segment id: replaced by each pass. */
@@ -13,10 +14,12 @@ export const REPORT_COLLECTIONS = {
 export class AudienceReportStore {
   readonly reports: Collection<AudienceReport>;
   readonly trend: Collection<TrendPoint>;
+  private readonly claims: VersionClaims;
 
   constructor(store: Store) {
     this.reports = store.db.collection<AudienceReport>(REPORT_COLLECTIONS.reports);
     this.trend = store.db.collection<TrendPoint>(REPORT_COLLECTIONS.trend);
+    this.claims = new VersionClaims(store);
   }
 
   get(id: string): Promise<AudienceReport | null> {
@@ -28,8 +31,8 @@ export class AudienceReportStore {
    * (two passes may overlap: a scheduled one and one asked for): repeating it writes the same documents.
    */
   async write(reports: AudienceReport[], points: TrendPoint[]): Promise<void> {
-    await forEachConcurrently(reports, 8, (report) => replaceUnlessNewer(this.reports, report));
-    await forEachConcurrently(points, 8, (point) => replaceUnlessNewer(this.trend, point));
+    await forEachConcurrently(reports, 8, (report) => replaceUnlessNewer(this.reports, report, this.claims));
+    await forEachConcurrently(points, 8, (point) => replaceUnlessNewer(this.trend, point, this.claims));
   }
 
   /** Removes a deleted segment's report and every trend point of it (one scan of the trend: deletions are rare). */

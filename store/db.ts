@@ -1,4 +1,5 @@
 import { MongoClient, type Collection, type Db, MongoServerError } from 'mongodb';
+import type { VersionClaims } from './versionClaims';
 
 /**
  * The store is any MongoDB-wire server: MongoDB ≥ 6 in production, FerretDB 1.24 embedded. The data
@@ -185,11 +186,12 @@ export async function insertKeyed<T extends { _id: string }>(collection: Collect
 /**
  * Writes `doc` where the stored one is no newer (`at`): when a newer one is there, the filter matches
  * nothing and the upsert's insert is a duplicate, which leaves it be. For results of passes that
- * may overlap (a scheduled one and one asked for).
+ * may overlap (a scheduled one and one asked for). On FerretDB the check and the write are a read
+ * and a write back, so the older could land over the newer: there writers go in turn (`claims`).
  */
-export async function replaceUnlessNewer<T extends { _id: string; at: Date }>(collection: Collection<T>, doc: T): Promise<void> {
+export async function replaceUnlessNewer<T extends { _id: string; at: Date }>(collection: Collection<T>, doc: T, claims: VersionClaims): Promise<void> {
   try {
-    await collection.replaceOne({ _id: doc._id, at: { $lte: doc.at } } as never, doc, { upsert: true });
+    await claims.exclusive(`${collection.collectionName}/${doc._id}`, () => collection.replaceOne({ _id: doc._id, at: { $lte: doc.at } } as never, doc, { upsert: true }));
   } catch (error) {
     if (!isDuplicateKeyError(error)) throw error;
   }

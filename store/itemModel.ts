@@ -1,6 +1,7 @@
 import { Binary, BSON, type Collection } from 'mongodb';
 import type { CooccurrenceState, ItemChange, ItemNeighbours } from '../domain/recommendations';
 import { findByIds, forEachConcurrently, replaceUnlessNewer, type Store } from './db';
+import { VersionClaims } from './versionClaims';
 
 export const ITEM_MODEL_COLLECTIONS = {
   /** A build's neighbour lists, `<buildId>:<n>`, MODEL_CHUNK_ITEMS items each (one binary value: the store converts nothing). */
@@ -65,12 +66,14 @@ export class ItemModelStore {
   readonly heads: Collection<ItemModelHead>;
   readonly states: Collection<StateChunk>;
   readonly changes: Collection<ItemChangesDoc>;
+  private readonly claims: VersionClaims;
 
   constructor(store: Store) {
     this.chunks = store.db.collection<ModelChunk>(ITEM_MODEL_COLLECTIONS.chunks);
     this.heads = store.db.collection<ItemModelHead>(ITEM_MODEL_COLLECTIONS.head);
     this.states = store.db.collection<StateChunk>(ITEM_MODEL_COLLECTIONS.state);
     this.changes = store.db.collection<ItemChangesDoc>(ITEM_MODEL_COLLECTIONS.changes);
+    this.claims = new VersionClaims(store);
   }
 
   /** Records a fold's item changes under its write group (a retry writes the same record). */
@@ -138,7 +141,7 @@ export class ItemModelStore {
 
   /** Makes a build the served one, unless a build begun later is served already. */
   publish(head: ItemModelHead): Promise<void> {
-    return replaceUnlessNewer(this.heads, head);
+    return replaceUnlessNewer(this.heads, head, this.claims);
   }
 
   /** Removes a build's chunks and counts, by key. */

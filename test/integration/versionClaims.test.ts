@@ -1,8 +1,8 @@
 import type { Collection } from 'mongodb';
-import type { Store } from '../../store/db';
+import { replaceUnlessNewer, type Store } from '../../store/db';
 import { MatchTableStore } from '../../store/matchTables';
 import { SharedRewrites } from '../../store/sharedRewrites';
-import { VERSION_CLAIMS } from '../../store/versionClaims';
+import { VERSION_CLAIMS, VersionClaims } from '../../store/versionClaims';
 import { testStore } from '../support/services';
 
 interface ItemsDoc {
@@ -83,5 +83,14 @@ describe('writes of documents several processes change at once, one version at a
     await sighting;
     expect((await matches.cookieIdsOf('ttd', 'claimed-user')).sort()).toEqual(['ck-1', 'ck-2']);
     expect(await claims.countDocuments({})).toBe(0);
+  });
+
+  it('keeps the newest result when results of overlapping passes are written at once, oldest last or not', async () => {
+    const results = store.db.collection<{ _id: string; at: Date; pass: number }>('pass_results');
+    const at = (pass: number) => new Date(Date.UTC(2026, 10, 20, 10, pass));
+    await Promise.all(
+      Array.from({ length: 15 }, (_, n) => [3, 0, 5, 1, 4, 2].map((pass) => replaceUnlessNewer(results, { _id: `report_${n}`, at: at(pass), pass }, new VersionClaims(store)))).flat(),
+    );
+    for (let n = 0; n < 15; n++) expect(await results.findOne({ _id: `report_${n}` })).toMatchObject({ pass: 5 });
   });
 });
