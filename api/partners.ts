@@ -87,16 +87,15 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
     const doc = await requirePartner(req.params.id as string);
     const patch = parseOr400(requests.patch, req.body, 'partner change');
     await checkSource(patch.sourceId);
-    const updated: PartnerDoc = {
-      ...doc,
+    const set = {
       ...(patch.name !== undefined && { name: patch.name }),
       ...(patch.redirectUrl !== undefined && { redirectUrl: patch.redirectUrl }),
       ...(patch.sourceId !== undefined && { sourceId: patch.sourceId }),
       updatedAt: new Date(),
     };
-    await partners.replace(updated);
+    await partners.update(doc._id, set);
     cache.delete(doc._id);
-    res.json(partnerView(updated));
+    res.json(partnerView({ ...doc, ...set }));
   });
 
   router.delete('/v1/partners/:id', admin, async (req, res) => {

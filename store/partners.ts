@@ -1,5 +1,6 @@
 import type { Collection } from 'mongodb';
 import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { VersionClaims } from './versionClaims';
 
 /** A cookie-sync partner (`_id` = its slug). */
 export interface PartnerDoc {
@@ -16,9 +17,11 @@ export interface PartnerDoc {
 /** Sync partners: a small collection, read by exact `_id` on the sync path and listed whole by the admin API. */
 export class PartnerStore {
   readonly partners: Collection<PartnerDoc>;
+  private readonly claims: VersionClaims;
 
   constructor(store: Store) {
     this.partners = store.db.collection<PartnerDoc>(COLLECTIONS.partners);
+    this.claims = new VersionClaims(store);
   }
 
   get(id: string): Promise<PartnerDoc | null> {
@@ -40,8 +43,12 @@ export class PartnerStore {
     }
   }
 
-  async replace(doc: PartnerDoc): Promise<void> {
-    await this.partners.replaceOne({ _id: doc._id }, doc);
+  /**
+   * Changes the given fields only, so two edits at once keep each other's fields; on FerretDB,
+   * which writes a whole document back, also in turn (store/versionClaims).
+   */
+  async update(id: string, set: Partial<Pick<PartnerDoc, 'name' | 'redirectUrl' | 'sourceId' | 'updatedAt'>>): Promise<void> {
+    await this.claims.exclusive(`${COLLECTIONS.partners}/${id}`, () => this.partners.updateOne({ _id: id }, { $set: set }));
   }
 
   async remove(id: string): Promise<void> {

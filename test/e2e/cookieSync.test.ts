@@ -71,6 +71,11 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     const renamed = await admin('/v1/partners/dsp1', { method: 'PATCH', body: { name: 'Renamed' } });
     expect(renamed.status).toBe(200);
     expect(renamed.body.name).toBe('Renamed');
+    // Two changes of other fields at once keep both.
+    const moved = 'http://127.0.0.1:9/moved?u=${DMP_UID}';
+    const both = await Promise.all([admin('/v1/partners/dsp1', { method: 'PATCH', body: { name: 'Both' } }), admin('/v1/partners/dsp1', { method: 'PATCH', body: { redirectUrl: moved } })]);
+    expect(both.map((response) => response.status)).toEqual([200, 200]);
+    expect((await admin('/v1/partners/dsp1')).body).toMatchObject({ name: 'Both', redirectUrl: moved });
     const badPatch = await admin('/v1/partners/dsp1', { method: 'PATCH', body: { redirectUrl: 'https://dsp.example/no-macro' } });
     expect(badPatch.status).toBe(400);
     expect(badPatch.body.errors[0].path).toBe('redirectUrl');
