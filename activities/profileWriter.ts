@@ -90,7 +90,7 @@ function firstAttempt(): boolean {
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
-export type FoldStep = 'profiles-partly-written' | 'group-carried' | 'split-parts-written';
+export type FoldStep = 'profiles-partly-written' | 'group-carried' | 'split-parts-written' | 'versions-written';
 
 export interface ProfileWriterDeps {
   store: Store;
@@ -267,9 +267,14 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       const counts = previous && Object.hasOwn(position.groups, previous.group) ? position.groups[previous.group] : undefined;
       if (counts && previous?._id !== doc._id) counts.superseded++;
     }
+    await deps.onFoldStep?.('versions-written', group);
+    // An erasure may have begun while this fold ran, and scrubbed records before these are written:
+    // they name none of its documents (the versions just written are what its check finds, and scrubs again).
+    await marks.refresh(true);
+    const kept = new Map([...changed].filter(([id]) => !marks.erased(id)));
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
-    await recordSegmentChanges(group, changed, stored, [...linkedNow].filter((id) => stored.has(id) || changed.has(id)));
-    await recordItemChanges(group, changed, stored);
+    await recordSegmentChanges(group, kept, stored, [...linkedNow].filter((id) => !marks.erased(id) && (stored.has(id) || kept.has(id))));
+    await recordItemChanges(group, kept, stored);
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
     if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustCache, result, Infinity);

@@ -63,6 +63,8 @@ export class PrivacyMarks {
   private readonly late: Collection<LateEventsDoc>;
   private readonly rewrites: SharedRewrites;
   private readonly documents = new Map<string, string>();
+  /** The documents of erasures (marks with tombstones), as of the last refresh. */
+  private readonly erasedDocuments = new Set<string>();
   /** Tombstone → the erasure request that wrote it. */
   private readonly tombstones = new Map<string, string>();
   private salt: string | null = null;
@@ -95,6 +97,7 @@ export class PrivacyMarks {
           if (!slot) break;
           for (const entry of entriesOf(slot)) {
             for (const id of entry.documents) this.documents.set(id, entry.requestId);
+            if (entry.tombstones?.length) for (const id of entry.documents) this.erasedDocuments.add(id);
             for (const tombstone of entry.tombstones ?? []) this.tombstones.set(tombstone, entry.requestId);
             if (entry.tombstones?.length) this.salt ??= this.configuredSalt ?? (await new PrivacyStore(this.store).salt());
           }
@@ -112,6 +115,11 @@ export class PrivacyMarks {
   optedOut(subject: Parameters<typeof documentIdsOf>[0]): boolean {
     if (this.documents.size === 0) return false;
     return documentIdsOf(subject).some((id) => this.documents.has(id));
+  }
+
+  /** Whether an erasure marked this document (as of the last refresh): nothing may be recorded about it. */
+  erased(profileId: string): boolean {
+    return this.erasedDocuments.has(profileId);
   }
 
   /**
