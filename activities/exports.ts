@@ -13,12 +13,14 @@ import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { forEachConcurrently, type Store } from '../store/db';
 import { batchId, DestinationStore, type DestinationDoc, type ExportDoc, type PlannedSegment } from '../store/destinations';
 import { MatchTableStore } from '../store/matchTables';
+import { StartGates, startGateKey } from '../store/startGates';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
 import { SegmentMembership } from '../store/segmentMembership';
 import { prepareRun, SegmentRunStore, SnapshotReader } from '../store/segmentRuns';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
 import { SourceStore } from '../store/sources';
+import { beginGated } from './startGate';
 import { heartbeat, withHeartbeats } from './heartbeat';
 
 export interface ExportDeps {
@@ -96,6 +98,7 @@ function backoffMs(attempt: number): number {
 export function createExportActivities(deps: ExportDeps) {
   const now = deps.now ?? (() => new Date());
   const destinations = new DestinationStore(deps.store);
+  const gates = new StartGates(deps.store);
   const segments = new SegmentStore(deps.store);
   const runs = new SegmentRunStore(deps.store);
   const sources = new SourceStore(deps.store);
@@ -478,8 +481,9 @@ export function createExportActivities(deps: ExportDeps) {
     return { state: exp.state, adds: sum((segment) => segment.adds), removes: sum((segment) => segment.removes), batches: exp.plan?.batches ?? 0 };
   }
 
-  /** Records the workflow running an export (a later export of the destination checks it is alive). */
+  /** Records the workflow running an export (a later export of the destination checks it is alive), once the API's start of it stands. */
   async function attachExport(input: { exportId: string; workflowId: string }): Promise<void> {
+    await beginGated(gates, startGateKey.export(input.exportId));
     await destinations.exports.updateOne({ _id: input.exportId }, { $set: { workflowId: input.workflowId } });
   }
 

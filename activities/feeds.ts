@@ -8,11 +8,13 @@ import { feedColumnOf, feedRowToEvent, laterCursor, readFeedHeader, rowCursor, t
 import { matchLimits } from '../domain/partners';
 import { fileProblems, FileRefused } from '../domain/uploads';
 import { forEachConcurrently, type Store } from '../store/db';
+import { StartGates, startGateKey } from '../store/startGates';
 import { FeedStore, feedFileKey, newFeedPull, type FeedFile, type FeedPullDoc, type FeedStateDoc } from '../store/feeds';
 import { MatchTableStore } from '../store/matchTables';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { UploadStore } from '../store/uploads';
 import { withHeartbeats } from './heartbeat';
+import { beginGated } from './startGate';
 import { newUpload, prepareMappedRows, UploadStaging, type MappedRow, type NumberedRow, type PreparedRows } from './uploadStaging';
 
 export interface FeedDeps {
@@ -81,6 +83,7 @@ function messageOf(error: unknown): string {
 export function createFeedActivities(deps: FeedDeps) {
   const now = deps.now ?? (() => new Date());
   const feeds = new FeedStore(deps.store);
+  const gates = new StartGates(deps.store);
   const sources = new SourceStore(deps.store);
   const uploads = new UploadStore(deps.store);
   const matches = new MatchTableStore(deps.store, matchLimits(deps.config), now);
@@ -234,6 +237,7 @@ export function createFeedActivities(deps: FeedDeps) {
   return {
     /** Records the pull (the API records those it is asked for) with its window, and makes it the feed's last. Safe to retry: both writes are by `_id` and the same again. */
     async openFeedPull(input: { sourceId: string; pullId: string; trigger: FeedTrigger; window: CursorWindow | null }): Promise<void> {
+      await beginGated(gates, startGateKey.feedPull(input.pullId));
       const state = await feeds.state(input.sourceId);
       const window = input.window ?? { from: state.cursor, to: null };
       const known = await feeds.getPull(input.pullId);

@@ -8,6 +8,7 @@ import { DestinationStore } from '../store/destinations';
 import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
+import { StartGates } from '../store/startGates';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { ensureSegmentSchedule, listSegmentSchedules, releaseSegmentSchedule, wakeProfilePartition, workflowIsRunning, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
@@ -27,6 +28,9 @@ const PER_STREAM = 20_000;
  * it right after): one younger than this may still be about to start.
  */
 const RUN_START_GRACE_MS = 15 * 60_000;
+
+/** A start gate is in question only while the API's start call is (seconds); kept far longer. */
+const START_GATE_TTL_MS = 7 * 86_400_000;
 
 /** The activities of the retention run: each removes one kind of old data and says how much. */
 export function createRetentionActivities(deps: RetentionDeps) {
@@ -100,6 +104,11 @@ export function createRetentionActivities(deps: RetentionDeps) {
      */
     expireExportRecords(input: { ttlMs?: number } = {}): Promise<{ exports: number; receipts: number }> {
       return withHeartbeats(() => new DestinationStore(deps.store).expireExports(new Date(now().getTime() - (input.ttlMs ?? deps.config.DMP_EXPORT_HISTORY_DAYS * 86_400_000)), PER_STREAM));
+    },
+
+    /** Start gates settled more than a week ago (store/startGates). */
+    async expireStartGates(): Promise<{ gates: number }> {
+      return { gates: await new StartGates(deps.store).expire(new Date(now().getTime() - START_GATE_TTL_MS)) };
     },
 
     /** Event-id generations past the dedupe window, dropped whole. */

@@ -12,8 +12,10 @@ import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/
 import { DestinationStore } from '../store/destinations';
 import { SegmentMembership } from '../store/segmentMembership';
 import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type SnapshotChunk } from '../store/segmentRuns';
+import { StartGates, startGateKey } from '../store/startGates';
 import { SegmentStore } from '../store/segments';
 import { heartbeat, withHeartbeats } from './heartbeat';
+import { beginGated } from './startGate';
 import { passPeople, peoplePassStores } from './peoplePass';
 
 /** Profiles per stored membership chunk: ~20 bytes an id, so a chunk stays a few hundred kilobytes. */
@@ -67,6 +69,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   const now = deps.now ?? (() => new Date());
   const segments = new SegmentStore(deps.store);
   const runs = new SegmentRunStore(deps.store);
+  const gates = new StartGates(deps.store);
   const stores = peoplePassStores(deps.store);
   const destinations = new DestinationStore(deps.store);
   const marks = stores.marks;
@@ -83,6 +86,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   async function evaluate(runId: string): Promise<{ evaluated: number; documentsScanned: number }> {
     const run = await runs.getRun(runId);
     if (!run || run.state !== 'running') return { evaluated: run?.evaluated ?? 0, documentsScanned: run?.documentsScanned ?? 0 };
+    await beginGated(gates, startGateKey.segmentRun(runId));
     const newer = await runs.supersededBy(run);
     if (newer && (await isRunning(newer))) {
       // Segments created or changed one after the other each start a run; the latest pass serves them all.

@@ -6,8 +6,10 @@ import { EventLog } from '../store/eventLog';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { SourceStore } from '../store/sources';
 import { UploadStore, type ImportCheckpoint, type UploadDoc } from '../store/uploads';
+import { StartGates, startGateKey } from '../store/startGates';
 import { wakeSourceWorkflow, type SourceWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
+import { beginGated } from './startGate';
 
 export interface UploadDeps {
   store: Store;
@@ -50,6 +52,7 @@ const APPEND_DEADLINE_MS = 10 * 60_000;
 export function createUploadActivities(deps: UploadDeps) {
   const now = deps.now ?? (() => new Date());
   const uploads = new UploadStore(deps.store);
+  const gates = new StartGates(deps.store);
   const sources = new SourceStore(deps.store);
   const log = new EventLog(deps.store, { dedupeWindowHours: deps.config.DMP_DEDUPE_WINDOW_HOURS, ackDeadlineMs: APPEND_DEADLINE_MS });
   const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
@@ -100,6 +103,7 @@ export function createUploadActivities(deps: UploadDeps) {
     const started = Date.now();
     let checkpoint = upload.imported;
     if (checkpoint.logFrom === undefined) {
+      await beginGated(gates, startGateKey.import(uploadId));
       // Saved before the first append, so a retry still knows which claims are this import's own.
       const drained = (await sources.loadPosition(upload.sourceId))?.cursor ?? 0;
       checkpoint = { ...checkpoint, logFrom: await log.findHead(upload.sourceId, drained) };

@@ -25,7 +25,8 @@ import type { Store } from '../store/db';
 import { DestinationStore, newDestinationId, type DestinationDefinition, type DestinationDoc, type ExportDoc } from '../store/destinations';
 import { PartnerStore } from '../store/partners';
 import { SegmentStore } from '../store/segments';
-import { deleteDestinationSchedule, startDestinationExport, syncDestinationSchedule } from '../temporal/client';
+import { deleteDestinationSchedule, startDestinationExport, startGated, syncDestinationSchedule } from '../temporal/client';
+import { StartGates, startGateKey } from '../store/startGates';
 import { checkOutboundUrl } from './outboundUrl';
 import { parseOr400, ProblemError } from './problem';
 
@@ -141,6 +142,7 @@ export function exportView(doc: ExportDoc): ExportView {
 /** Destinations (partners audiences are sent to) and their exports; every route takes the admin key. */
 export function destinationsRouter({ store, temporal, config, admin }: DestinationsRouterDeps): Router {
   const destinations = new DestinationStore(store);
+  const gates = new StartGates(store);
   const segments = new SegmentStore(store);
   const partners = new PartnerStore(store);
   const databaseName = store.db.databaseName;
@@ -277,14 +279,13 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       exportId = exportIdFor(doc._id, new Date(at));
       if ((await destinations.openExport(newExport(exportId, doc._id, body.full ?? false, 'api', startedAt))).startedAt.getTime() === startedAt.getTime()) break;
     }
-    try {
-      await startDestinationExport(temporal, databaseName, doc._id, exportId, body.full ?? false, config);
-    } catch (error) {
-      // Nothing will run it: recorded as failed, not left running for ever.
-      const opened = await destinations.getExport(exportId);
-      if (opened?.state === 'running' && !opened.plan) await destinations.saveExport({ ...opened, state: 'failed', finishedAt: new Date(), error: 'its workflow could not be started' });
-      throw error;
-    }
+    // Nothing will run an abandoned start: recorded as failed, not left running for ever.
+    await startGated(
+      gates,
+      startGateKey.export(exportId),
+      () => startDestinationExport(temporal, databaseName, doc._id, exportId, body.full ?? false, config),
+      () => destinations.failUnstarted(exportId, 'its workflow could not be started', new Date()),
+    );
     res.status(202).json({ exportId });
   });
 

@@ -12,7 +12,8 @@ import { FeedStore, newFeedPull, newPullId, type FeedPullDoc } from '../store/fe
 import { PartnerStore } from '../store/partners';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { UploadStore } from '../store/uploads';
-import { startFeedPull, syncFeedSchedule } from '../temporal/client';
+import { startFeedPull, startGated, syncFeedSchedule } from '../temporal/client';
+import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
 import { checkOutboundUrl } from './outboundUrl';
 import { parseOr400, ProblemError } from './problem';
@@ -120,6 +121,7 @@ export function feedsRouter({ store, temporal, config, admin }: RouterDeps): Rou
   const feeds = new FeedStore(store);
   const uploads = new UploadStore(store);
   const sources = new SourceStore(store);
+  const gates = new StartGates(store);
   const databaseName = store.db.databaseName;
   const router = Router();
 
@@ -165,14 +167,16 @@ export function feedsRouter({ store, temporal, config, admin }: RouterDeps): Rou
     await feeds.createPull(pull);
     for (let attempt = 1; ; attempt++) {
       try {
-        await startFeedPull(temporal, source, { sourceId: source._id, pullId: pull._id, trigger, window, databaseName }, config);
+        // Nothing will run an abandoned start: recorded as failed, not left running for ever.
+        await startGated(
+          gates,
+          startGateKey.feedPull(pull._id),
+          () => startFeedPull(temporal, source, { sourceId: source._id, pullId: pull._id, trigger, window, databaseName }, config),
+          () => feeds.updatePull(pull._id, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }),
+        );
         break;
       } catch (error) {
-        if (!(error instanceof WorkflowExecutionAlreadyStartedError)) {
-          // Nothing will run it: recorded as failed, not left running for ever.
-          await feeds.updatePull(pull._id, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() });
-          throw error;
-        }
+        if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
         const busy = await busyWith(source._id);
         if (!busy && attempt === 1) continue;
         await feeds.removePull(pull._id);

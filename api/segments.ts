@@ -25,7 +25,8 @@ import { decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { failRun, prepareRun, SegmentRunStore, type RunDoc } from '../store/segmentRuns';
 import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc, type SegmentEdit } from '../store/segments';
-import { ensureSegmentSchedule, releaseSegmentSchedule, startSegmentRun } from '../temporal/client';
+import { ensureSegmentSchedule, releaseSegmentSchedule, startGated, startSegmentRun } from '../temporal/client';
+import { StartGates, startGateKey } from '../store/startGates';
 import { parseOr400, ProblemError } from './problem';
 
 /** Profiles read for an estimate before any run has kept a sample. */
@@ -114,6 +115,7 @@ export interface SegmentsRouterDeps {
 export function segmentsRouter({ store, temporal, config, admin }: SegmentsRouterDeps): Router {
   const segments = new SegmentStore(store);
   const runs = new SegmentRunStore(store);
+  const gates = new StartGates(store);
   const reports = new AudienceReportStore(store);
   const profiles = new ProfileStore(store, 0);
   const databaseName = store.db.databaseName;
@@ -135,13 +137,13 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
   /** Starts a run of the segment and of those its change touches (dependents, and what they refer to); returns its id. */
   async function startRun(segmentId: string): Promise<string> {
     const run = await prepareRun(segments, runs, new Date(), new Date(), [segmentId]);
-    try {
-      await startSegmentRun(temporal, databaseName, run._id, config);
-    } catch (error) {
-      // A run that never starts must not stand for its segments (nor supersede another run).
-      await failRun(segments, runs, run._id, `could not start: ${String(error)}`, new Date());
-      throw error;
-    }
+    // A run that never starts must not stand for its segments (nor supersede another run).
+    await startGated(
+      gates,
+      startGateKey.segmentRun(run._id),
+      () => startSegmentRun(temporal, databaseName, run._id, config),
+      (error) => failRun(segments, runs, run._id, `could not start: ${String(error)}`, new Date()),
+    );
     return run._id;
   }
 

@@ -22,7 +22,8 @@ import { crmImportWorkflowId } from '../domain/workflowIds';
 import { logger } from '../logger';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { newUploadId, UploadStore, type UploadDoc } from '../store/uploads';
-import { startCrmImport } from '../temporal/client';
+import { startCrmImport, startGated } from '../temporal/client';
+import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
 import { parseOr400, ProblemError } from './problem';
 import { requireSource } from './requireSource';
@@ -94,6 +95,7 @@ function discardRest(req: Request, body: Readable): void {
 /** Uploads of CRM files into `crm` sources: received as a stream, hashed and staged at the edge, imported by a workflow each. */
 export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): Router {
   const uploads = new UploadStore(store);
+  const gates = new StartGates(store);
   const sources = new SourceStore(store);
   const databaseName = store.db.databaseName;
   const router = Router();
@@ -146,14 +148,16 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
   router.post('/v1/sources/:id/uploads', admin, async (req, res) => {
     const source = await requireCrmSource(String(req.params.id));
     const upload = await receive(req, source);
-    try {
-      await startCrmImport(temporal, databaseName, upload._id, source, config);
-    } catch (error) {
-      // Nothing will import it: recorded as failed, its staged rows removed.
-      await uploads.finish(upload._id, 'importing', 'failed', 'its import workflow could not be started', new Date());
-      await uploads.dropChunks(upload._id, upload.chunks);
-      throw error;
-    }
+    // Nothing will import an abandoned start: recorded as failed, its staged rows removed.
+    await startGated(
+      gates,
+      startGateKey.import(upload._id),
+      () => startCrmImport(temporal, databaseName, upload._id, source, config),
+      async () => {
+        await uploads.finish(upload._id, 'importing', 'failed', 'its import workflow could not be started', new Date());
+        await uploads.dropChunks(upload._id, upload.chunks);
+      },
+    );
     logger.info({ sourceId: source._id, uploadId: upload._id, workflowId: crmImportWorkflowId(databaseName, upload._id), rows: upload.rowsReceived, rejected: upload.rowsRejected }, 'upload received');
     res.status(202).location(`/v1/sources/${source._id}/uploads/${upload._id}`).json(uploadView(upload, databaseName));
   });

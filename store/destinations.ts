@@ -294,6 +294,11 @@ export class DestinationStore {
     return held?.value.modifiedCount === 1;
   }
 
+  /** Records as failed an export whose workflow never began (its start gate abandoned: nothing else writes it). */
+  async failUnstarted(id: string, error: string, at: Date): Promise<void> {
+    await this.exports.updateOne({ _id: id, state: 'running' }, { $set: { state: 'failed', finishedAt: at, error } });
+  }
+
   async saveExport(doc: ExportDoc): Promise<void> {
     await this.exports.replaceOne({ _id: doc._id }, doc);
   }

@@ -2,6 +2,7 @@ import { Client, Connection, isGrpcServiceError, ServiceError, type WorkflowHand
 import type { QueryDefinition, SignalDefinition } from '@temporalio/common';
 import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeScheduleId, lookalikeWorkflowId, privacyRequestWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
 import type { DestinationDoc } from '../store/destinations';
+import type { StartGates } from '../store/startGates';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
 import { scheduleKey, type SegmentSchedule } from '../domain/segments';
@@ -316,6 +317,23 @@ export async function listSegmentSchedules(client: Client, databaseName: string)
   const keys: string[] = [];
   for await (const summary of client.schedule.list()) if (summary.scheduleId.startsWith(prefix)) keys.push(summary.scheduleId.slice(prefix.length));
   return keys;
+}
+
+/**
+ * Starts the workflow of work the API recorded. A start call that fails may still have started it,
+ * its answer lost: the start gate decides. Begun by the workflow, the start stands; otherwise the
+ * gate is abandoned (the workflow, should it run, does nothing) and `fail` records the work as
+ * failed before the error goes on. Finding the workflow id taken is the caller's to judge.
+ */
+export async function startGated(gates: StartGates, key: string, start: () => Promise<void>, fail: (error: unknown) => Promise<unknown>): Promise<void> {
+  try {
+    await start();
+  } catch (error) {
+    if (error instanceof WorkflowExecutionAlreadyStartedError) throw error;
+    if (!(await gates.abandon(key))) return;
+    await fail(error);
+    throw error;
+  }
 }
 
 /** Starts an export the API recorded, under its deterministic id; finding it started is success. */

@@ -1,7 +1,7 @@
 import { proxyActivities, upsertMemo } from '@temporalio/workflow';
 import type { RetentionActivities } from '../activities/retention';
 
-const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules, failAbandonedSegmentRuns, expireExportRecords } = proxyActivities<RetentionActivities>({
+const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules, failAbandonedSegmentRuns, expireExportRecords, expireStartGates } = proxyActivities<RetentionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '5 seconds', maximumInterval: '1 minute' },
@@ -32,6 +32,7 @@ export interface RetentionReport {
   segmentRunsAbandoned: number;
   exportRecordsRemoved: number;
   exportReceiptsRemoved: number;
+  startGatesRemoved: number;
 }
 
 /**
@@ -40,7 +41,7 @@ export interface RetentionReport {
  * the history window, snapshots of segment runs no segment reads, records of runs past
  * DMP_SEGMENT_RUN_DAYS, segment schedules no segment has (those segments have are made sure of);
  * runs whose workflow ended without recording it are marked failed; records of exports past
- * DMP_EXPORT_HISTORY_DAYS leave with their receipts — and the run reports how much
+ * DMP_EXPORT_HISTORY_DAYS leave with their receipts, and week-old start gates — and the run reports how much
  * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
  * partition writers' compaction, not here.
  */
@@ -53,6 +54,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   // Last, so a run started before this step existed replays its history unchanged.
   const abandoned = await failAbandonedSegmentRuns({ graceMs: input.runStartGraceMs });
   const exports = await expireExportRecords({ ttlMs: input.exportHistoryTtlMs });
+  const gates = await expireStartGates();
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -67,6 +69,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     segmentRunsAbandoned: abandoned.runs,
     exportRecordsRemoved: exports.exports,
     exportReceiptsRemoved: exports.receipts,
+    startGatesRemoved: gates.gates,
   };
   upsertMemo({ report });
   return report;

@@ -1,0 +1,170 @@
+import { Client, ServiceError, type WorkflowStartInput } from '@temporalio/client';
+import { crmImportWorkflowId, destinationExportWorkflowId } from '../../domain/workflowIds';
+import { START_GATES, startGateKey } from '../../store/startGates';
+import { call } from '../support/http';
+import { PartnerServer } from '../support/partners';
+import { sourceLogEventIds } from '../support/sourceLog';
+import { baseConfig, startApi, startPlatform, startWorker, uniqueName, waitFor, type RunningApi, type RunningPlatform, type RunningWorker } from '../support/services';
+import { newSource } from '../support/sourceClient';
+
+const PEOPLE = 6;
+const cookies = Array.from({ length: PEOPLE }, (_, i) => `ck-${i}`).sort();
+const MAPPING = { identities: { crm_id: 'customer_id' }, traits: { Tier: 'tier' } };
+const CSV = ['customer_id,Tier', ...Array.from({ length: 40 }, (_, i) => `c-${i},gold`)].join('\n') + '\n';
+
+/**
+ * The start gate of an export's or an import's workflow start; the API's other starts (and signals)
+ * go through untouched.
+ */
+function gateOf(input: WorkflowStartInput): string | null {
+  const [args] = input.options.args as [Record<string, string>];
+  if (input.workflowType === 'destinationExport') return startGateKey.export(args.exportId);
+  if (input.workflowType === 'crmImport') return startGateKey.import(args.uploadId);
+  return null;
+}
+
+/**
+ * A Temporal client whose export and import starts reach the server but whose answers are lost:
+ * once `meanwhile` is done the call fails as a dropped connection makes it fail.
+ */
+function losingStartAnswers(platform: RunningPlatform, meanwhile: (gate: string) => Promise<unknown>): Client {
+  return new Client({
+    connection: platform.temporal.connection,
+    namespace: baseConfig.TEMPORAL_NAMESPACE,
+    interceptors: {
+      workflow: [
+        {
+          async startWithDetails(input, next) {
+            const gate = gateOf(input);
+            const started = await next(input);
+            if (gate === null) return started;
+            await meanwhile(gate);
+            throw new ServiceError('Failed to start Workflow: the connection closed before the answer');
+          },
+        },
+      ],
+    },
+  });
+}
+
+/** The messages along an error's chain of causes. */
+function failureMessages(error: unknown): string {
+  const messages: string[] = [];
+  for (let at = error as { message?: string; cause?: unknown } | undefined; at; at = at.cause as typeof at) messages.push(at.message ?? '');
+  return messages.join(' / ');
+}
+
+describe('starts whose answer is lost: the work either runs and is accepted, or is failed and never runs', () => {
+  let platform: RunningPlatform;
+  let segmentId: string;
+  let crmSourceId: string;
+  const partners: PartnerServer[] = [];
+  const apis: RunningApi[] = [];
+  const workers: RunningWorker[] = [];
+  const admin = (api: RunningApi, path: string, options: Parameters<typeof call>[1] = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+  const gates = () => platform.store.db.collection<{ _id: string; outcome: string }>(START_GATES);
+
+  /** A destination of the segment, to its own webhook partner. */
+  async function newDestination(): Promise<{ id: string; partner: PartnerServer }> {
+    const partner = await new PartnerServer({ kind: 'webhook', secret: 'webhook-secret-0123456789' }).start();
+    partners.push(partner);
+    const created = await admin(platform.api, '/v1/destinations', {
+      body: { name: 'partner', segments: [segmentId], connector: 'webhook', idType: 'cookie_id', config: { url: `${partner.url}/dmp`, secret: 'webhook-secret-0123456789' } },
+    });
+    expect(created.status).toBe(201);
+    return { id: created.body.id, partner };
+  }
+
+  async function losingApi(meanwhile: (gate: string) => Promise<unknown>, taskQueue = platform.taskQueue): Promise<RunningApi> {
+    const api = await startApi({ store: platform.store, temporal: losingStartAnswers(platform, meanwhile), taskQueue, config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] } });
+    apis.push(api);
+    return api;
+  }
+
+  /** Waits (a while; then goes on regardless) until the workflow behind `gate` has begun its work. */
+  const untilBegun = (gate: string) => waitFor(`${gate} to begin`, async () => (await gates().findOne({ _id: gate }))?.outcome === 'begun', 30_000).catch(() => undefined);
+
+  beforeAll(async () => {
+    platform = await startPlatform('lost-starts', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] });
+    const shop = await newSource(platform.api, 'shop');
+    await shop.send(Array.from({ length: PEOPLE }, (_, i) => ({ id: `e${i}`, type: 'visit', identities: { cookie_id: `ck-${i}` }, traits: { plan: 'gold' } })));
+    await shop.folded(PEOPLE);
+    segmentId = (await admin(platform.api, '/v1/segments', { body: { name: 'Gold', rule: { trait: 'plan', op: 'eq', value: 'gold' } } })).body.id;
+    await waitFor('the segment evaluated', async () => (await admin(platform.api, `/v1/segments/${segmentId}`)).body.lastRun?.state === 'completed');
+    const crm = await admin(platform.api, '/v1/sources', { body: { name: 'CRM', kind: 'crm', party: 'first', mapping: MAPPING, consent: { mode: 'not_required' } } });
+    expect(crm.status).toBe(201);
+    crmSourceId = crm.body.id;
+  }, 120_000);
+  afterAll(async () => {
+    for (const api of apis) await api.close();
+    for (const worker of workers) await worker.stop();
+    for (const partner of partners) await partner.stop();
+    await platform.stop();
+  });
+
+  it('accepts (202) an export whose workflow began before the start call failed, and delivers it', async () => {
+    const { id, partner } = await newDestination();
+    const api = await losingApi(untilBegun);
+    const started = await admin(api, `/v1/destinations/${id}/exports`, { body: {} });
+    expect(started.status).toBe(202);
+    const done = await waitFor(
+      'the export to end',
+      async () => {
+        const view = (await admin(platform.api, `/v1/destinations/${id}/exports/${started.body.exportId}`)).body;
+        return view.state === 'running' ? null : view;
+      },
+      120_000,
+    );
+    expect(done).toMatchObject({ state: 'completed', adds: PEOPLE, batchesConfirmed: 1, error: null });
+    expect(partner.audience(segmentId)).toEqual(cookies);
+  }, 180_000);
+
+  it('accepts (202) an upload whose import began before the start call failed, and imports every row once', async () => {
+    const api = await losingApi(untilBegun);
+    const uploaded = await admin(api, `/v1/sources/${crmSourceId}/uploads`, { method: 'POST', rawBody: CSV, contentType: 'text/csv' });
+    expect(uploaded.status).toBe(202);
+    const done = await waitFor(
+      'the import to end',
+      async () => {
+        const view = (await admin(platform.api, `/v1/sources/${crmSourceId}/uploads/${uploaded.body.uploadId}`)).body;
+        return view.state === 'importing' ? null : view;
+      },
+      120_000,
+    );
+    expect(done).toMatchObject({ state: 'completed', rowsReceived: 40, rowsImported: 40, rowsDuplicate: 0 });
+    expect(new Set(await sourceLogEventIds(platform.store, crmSourceId)).size).toBe(40);
+  }, 180_000);
+
+  it('records as failed (503) work whose start it gave up before the workflow began, and the workflow, once it runs, does none of it', async () => {
+    // Its workflows wait on a task queue no worker polls yet: the API's failed start settles first.
+    const later = uniqueName('lost-starts-later');
+    const api = await losingApi(async () => undefined, later);
+    const { id, partner } = await newDestination();
+    const logged = (await sourceLogEventIds(platform.store, crmSourceId)).length;
+
+    const exported = await admin(api, `/v1/destinations/${id}/exports`, { body: {} });
+    expect(exported.status).toBe(503);
+    const [exportRecord] = (await admin(platform.api, `/v1/destinations/${id}/exports`)).body.exports;
+    expect(exportRecord).toMatchObject({ state: 'failed', error: 'its workflow could not be started' });
+
+    const uploaded = await admin(api, `/v1/sources/${crmSourceId}/uploads`, { method: 'POST', rawBody: CSV.replace(/c-/g, 'd-'), contentType: 'text/csv' });
+    expect(uploaded.status).toBe(503);
+    const [uploadRecord] = (await admin(platform.api, `/v1/sources/${crmSourceId}/uploads`)).body.uploads;
+    expect(uploadRecord).toMatchObject({ state: 'failed', error: 'its import workflow could not be started' });
+
+    workers.push(await startWorker({ store: platform.store, temporal: platform.temporal, taskQueue: later, config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] } }));
+    const databaseName = platform.store.db.databaseName;
+    for (const workflowId of [destinationExportWorkflowId(databaseName, exportRecord.exportId), crmImportWorkflowId(databaseName, uploadRecord.uploadId)]) {
+      const outcome = await platform.temporal.workflow.getHandle(workflowId).result().then(
+        () => 'completed',
+        (error: unknown) => failureMessages(error),
+      );
+      // Stopped by its gate, or (an import) by its record, failed before the import's first step.
+      expect({ workflowId, outcome }).toEqual({ workflowId, outcome: expect.stringMatching(/the API gave this start up|is failed, not importing/) });
+    }
+    expect(partner.requests).toBe(0);
+    expect((await admin(platform.api, `/v1/destinations/${id}/exports/${exportRecord.exportId}`)).body).toMatchObject({ state: 'failed', batches: 0 });
+    expect((await admin(platform.api, `/v1/sources/${crmSourceId}/uploads/${uploadRecord.uploadId}`)).body).toMatchObject({ state: 'failed', rowsImported: 0 });
+    expect((await sourceLogEventIds(platform.store, crmSourceId)).length).toBe(logged);
+  }, 180_000);
+});

@@ -1,0 +1,45 @@
+import type { Store } from '../../store/db';
+import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
+import { testStore } from '../support/services';
+
+describe('start gates: a workflow and the API that gave its start up never both act', () => {
+  let store: Store;
+  beforeAll(async () => {
+    store = await testStore('startgates');
+  });
+  afterAll(() => store.close());
+
+  it('lets the first side decide, whichever it is, and repeats its answer', async () => {
+    const gates = new StartGates(store);
+    const begun = startGateKey.export('exp_1');
+    expect(await gates.begin(begun)).toBe(true);
+    expect(await gates.abandon(begun)).toBe(false);
+    expect(await gates.begin(begun)).toBe(true);
+    const abandoned = startGateKey.import('upl_1');
+    expect(await gates.abandon(abandoned)).toBe(true);
+    expect(await gates.begin(abandoned)).toBe(false);
+    expect(await gates.abandon(abandoned)).toBe(true);
+  });
+
+  it('gives exactly one side each gate when both ask at once, from separate writers', async () => {
+    const keys = Array.from({ length: 40 }, (_, n) => startGateKey.segmentRun(`run_${n}`));
+    const [workflow, api] = [new StartGates(store), new StartGates(store)];
+    const answers = await Promise.all(keys.map((key) => Promise.all([workflow.begin(key), api.abandon(key), workflow.begin(key)])));
+    for (const [began, abandoned, beganAgain] of answers) {
+      expect(began).not.toBe(abandoned);
+      expect(beganAgain).toBe(began);
+    }
+    const stored = await store.db.collection<{ _id: string; outcome: string }>(START_GATES).find({ _id: { $in: keys } }).toArray();
+    expect(stored.map((doc) => [doc._id, doc.outcome]).sort()).toEqual(keys.map((key, n) => [key, answers[n][0] ? 'begun' : 'abandoned']).sort());
+  });
+
+  it('expires gates settled before a time and keeps the rest', async () => {
+    const gates = new StartGates(store);
+    await gates.begin(startGateKey.feedPull('pull_new'));
+    const removed = await gates.expire(new Date(Date.now() - 60_000));
+    expect(removed).toBe(0);
+    const all = await store.db.collection(START_GATES).countDocuments({});
+    expect(await gates.expire(new Date(Date.now() + 1000))).toBe(all);
+    expect(await store.db.collection(START_GATES).countDocuments({})).toBe(0);
+  });
+});
