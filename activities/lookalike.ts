@@ -10,8 +10,10 @@ import { decodeProfile } from '../store/profiles';
 import { SegmentMembership, type RealTimeStates } from '../store/segmentMembership';
 import { prepareRun, SegmentRunStore } from '../store/segmentRuns';
 import { ruleOf, SegmentStore, type SegmentDoc } from '../store/segments';
+import { StartGates, startGateKey } from '../store/startGates';
 import { startSegmentRun, syncLookalikeSchedule } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
+import { beginGated } from './startGate';
 import { passPeople, peoplePassStores } from './peoplePass';
 
 export interface LookalikeDeps {
@@ -38,6 +40,7 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
   const stores = peoplePassStores(deps.store);
   const segments = new SegmentStore(deps.store);
   const runs = new LookalikeRunStore(deps.store);
+  const gates = new StartGates(deps.store);
 
   /** A segment's members now (one membership reader per run: the segments of one batch run share its snapshot chunks). */
   async function membersOf(segment: SegmentDoc, membership: SegmentMembership, states: RealTimeStates): Promise<Set<string>> {
@@ -196,6 +199,7 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     async trainLookalike(input: { runId: string }): Promise<void> {
       const run = await runs.get(input.runId);
       if (!run || run.state !== 'running') return;
+      await beginGated(gates, startGateKey.lookalike(run._id));
       await runs.saveOutcome(run._id, await withHeartbeats(() => train(run)));
       if (run.retrainOf) await runs.set(run.retrainOf, { latestRetrain: run._id });
     },

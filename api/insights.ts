@@ -24,7 +24,8 @@ import { AudienceReportStore } from '../store/audienceReports';
 import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
-import { requestAudienceReports, startLookalike, syncLookalikeSchedule } from '../temporal/client';
+import { requestAudienceReports, startGated, startLookalike, syncLookalikeSchedule } from '../temporal/client';
+import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
 import { parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
@@ -41,6 +42,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
   const segments = new SegmentStore(store);
   const reports = new AudienceReportStore(store);
   const lookalikes = new LookalikeRunStore(store);
+  const gates = new StartGates(store);
   const router = Router();
 
   async function evaluated(id: string, path: string): Promise<SegmentDoc & { current: NonNullable<SegmentDoc['current']> }> {
@@ -135,7 +137,13 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     const runId = lookalikeRunId(seed._id, body, startedAt);
     const run: LookalikeRunDoc = { _id: runId, seedId: seed._id, base, reach: body.reach ?? null, accuracy: body.accuracy ?? null, state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: body.retrain ?? null, retrainOf: null, latestRetrain: null, startedAt, finishedAt: null };
     await lookalikes.create(run);
-    await startLookalike(temporal, store.db.databaseName, runId, config);
+    // Nothing will train an abandoned start: recorded as failed, not left running for ever.
+    await startGated(
+      gates,
+      startGateKey.lookalike(runId),
+      () => startLookalike(temporal, store.db.databaseName, runId, config),
+      () => lookalikes.saveOutcome(runId, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }),
+    );
     if (run.retrain) await syncLookalikeSchedule(temporal, store.db.databaseName, runId, run.retrain, config);
     res.status(202).location(`/v1/segments/${seed._id}/lookalike/${runId}`).json({ runId });
   });

@@ -11,12 +11,13 @@ interface GateDoc {
   at: Date;
 }
 
-/** The gate of the workflow that runs a record the API wrote (an export, an upload's import, a segment run, a feed pull). */
+/** The gate of the workflow that runs a record the API wrote (an export, an upload's import, a segment run, a feed pull, a lookalike run). */
 export const startGateKey = {
   export: (exportId: string) => `export:${exportId}`,
   import: (uploadId: string) => `import:${uploadId}`,
   segmentRun: (runId: string) => `segment-run:${runId}`,
   feedPull: (pullId: string) => `feed-pull:${pullId}`,
+  lookalike: (runId: string) => `lookalike:${runId}`,
 };
 
 /**

@@ -1,5 +1,6 @@
 import { Client, ServiceError, type WorkflowStartInput } from '@temporalio/client';
-import { crmImportWorkflowId, destinationExportWorkflowId } from '../../domain/workflowIds';
+import { crmImportWorkflowId, destinationExportWorkflowId, lookalikeWorkflowId } from '../../domain/workflowIds';
+import { LOOKALIKE_COLLECTIONS, type LookalikeRunDoc } from '../../store/lookalikeRuns';
 import { START_GATES, startGateKey } from '../../store/startGates';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
@@ -13,18 +14,19 @@ const MAPPING = { identities: { crm_id: 'customer_id' }, traits: { Tier: 'tier' 
 const CSV = ['customer_id,Tier', ...Array.from({ length: 40 }, (_, i) => `c-${i},gold`)].join('\n') + '\n';
 
 /**
- * The start gate of an export's or an import's workflow start; the API's other starts (and signals)
- * go through untouched.
+ * The start gate of an export's, an import's or a lookalike's workflow start; the API's other starts
+ * (and signals) go through untouched.
  */
 function gateOf(input: WorkflowStartInput): string | null {
   const [args] = input.options.args as [Record<string, string>];
   if (input.workflowType === 'destinationExport') return startGateKey.export(args.exportId);
   if (input.workflowType === 'crmImport') return startGateKey.import(args.uploadId);
+  if (input.workflowType === 'lookalike') return startGateKey.lookalike(args.runId);
   return null;
 }
 
 /**
- * A Temporal client whose export and import starts reach the server but whose answers are lost:
+ * A Temporal client whose gated starts reach the server but whose answers are lost:
  * once `meanwhile` is done the call fails as a dropped connection makes it fail.
  */
 function losingStartAnswers(platform: RunningPlatform, meanwhile: (gate: string) => Promise<unknown>): Client {
@@ -152,8 +154,18 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const [uploadRecord] = (await admin(platform.api, `/v1/sources/${crmSourceId}/uploads`)).body.uploads;
     expect(uploadRecord).toMatchObject({ state: 'failed', error: 'its import workflow could not be started' });
 
+    const lookalike = await admin(api, `/v1/segments/${segmentId}/lookalike`, { body: {} });
+    expect(lookalike.status).toBe(503);
+    const run = await platform.store.db.collection<LookalikeRunDoc>(LOOKALIKE_COLLECTIONS.runs).findOne({ seedId: segmentId });
+    expect(run).toMatchObject({ state: 'failed', error: 'its workflow could not be started' });
+    const segmentsBefore = (await admin(platform.api, '/v1/segments')).body.segments.length;
+
     workers.push(await startWorker({ store: platform.store, temporal: platform.temporal, taskQueue: later, config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] } }));
     const databaseName = platform.store.db.databaseName;
+    // The lookalike's workflow ends without training: its run is no longer running.
+    await platform.temporal.workflow.getHandle(lookalikeWorkflowId(databaseName, (run as LookalikeRunDoc)._id)).result();
+    expect((await admin(platform.api, `/v1/segments/${segmentId}/lookalike/${(run as LookalikeRunDoc)._id}`)).body).toMatchObject({ state: 'failed', segmentId: null });
+    expect((await admin(platform.api, '/v1/segments')).body.segments.length).toBe(segmentsBefore);
     for (const workflowId of [destinationExportWorkflowId(databaseName, exportRecord.exportId), crmImportWorkflowId(databaseName, uploadRecord.uploadId)]) {
       const outcome = await platform.temporal.workflow.getHandle(workflowId).result().then(
         () => 'completed',
