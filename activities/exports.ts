@@ -481,9 +481,13 @@ export function createExportActivities(deps: ExportDeps) {
     return { state: exp.state, adds: sum((segment) => segment.adds), removes: sum((segment) => segment.removes), batches: exp.plan?.batches ?? 0 };
   }
 
-  /** Records the workflow running an export (a later export of the destination checks it is alive), once the API's start of it stands. */
+  /**
+   * Records the workflow running an export (a later export of the destination checks it is alive),
+   * once the start stands: only the API, which records an export before starting it, can give one up.
+   */
   async function attachExport(input: { exportId: string; workflowId: string }): Promise<void> {
-    await beginGated(gates, startGateKey.export(input.exportId));
+    const exp = await requireExport(input.exportId);
+    if (exp.trigger === 'api') await beginGated(gates, startGateKey.export(exp._id), () => destinations.failUnstarted(exp._id, 'its workflow could not be started', now()));
     await destinations.exports.updateOne({ _id: input.exportId }, { $set: { workflowId: input.workflowId } });
   }
 

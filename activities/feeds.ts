@@ -237,10 +237,15 @@ export function createFeedActivities(deps: FeedDeps) {
   return {
     /** Records the pull (the API records those it is asked for) with its window, and makes it the feed's last. Safe to retry: both writes are by `_id` and the same again. */
     async openFeedPull(input: { sourceId: string; pullId: string; trigger: FeedTrigger; window: CursorWindow | null }): Promise<void> {
-      await beginGated(gates, startGateKey.feedPull(input.pullId));
+      const known = await feeds.getPull(input.pullId);
+      // Only pulls the API recorded and started can have had their start given up.
+      if (input.trigger !== 'schedule') {
+        await beginGated(gates, startGateKey.feedPull(input.pullId), async () => {
+          if (known?.state === 'running') await feeds.updatePull(input.pullId, { state: 'failed', error: 'its workflow could not be started', finishedAt: now() });
+        });
+      }
       const state = await feeds.state(input.sourceId);
       const window = input.window ?? { from: state.cursor, to: null };
-      const known = await feeds.getPull(input.pullId);
       if (!known) await feeds.createPull(newFeedPull(input.pullId, input.sourceId, input.trigger, window, now()));
       else if (known.state === 'running') await feeds.updatePull(input.pullId, { window });
       if (state.lastPullId !== input.pullId) await feeds.saveState({ ...state, lastPullId: input.pullId });

@@ -199,7 +199,8 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     async trainLookalike(input: { runId: string }): Promise<void> {
       const run = await runs.get(input.runId);
       if (!run || run.state !== 'running') return;
-      await beginGated(gates, startGateKey.lookalike(run._id));
+      // A re-train's run is recorded by its own workflow; only the API's runs can have their start given up.
+      if (!run.retrainOf) await beginGated(gates, startGateKey.lookalike(run._id), () => runs.saveOutcome(run._id, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }));
       await runs.saveOutcome(run._id, await withHeartbeats(() => train(run)));
       if (run.retrainOf) await runs.set(run.retrainOf, { latestRetrain: run._id });
     },

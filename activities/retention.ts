@@ -29,7 +29,10 @@ const PER_STREAM = 20_000;
  */
 const RUN_START_GRACE_MS = 15 * 60_000;
 
-/** A start gate is in question only while the API's start call is (seconds); kept far longer. */
+/**
+ * A start gate is in question until its workflow's first activity runs: seconds, or as long as the
+ * workers are down. Past this a late workflow goes ahead; its record, failed by the API, still stops it.
+ */
 const START_GATE_TTL_MS = 7 * 86_400_000;
 
 /** The activities of the retention run: each removes one kind of old data and says how much. */
@@ -107,8 +110,8 @@ export function createRetentionActivities(deps: RetentionDeps) {
     },
 
     /** Start gates settled more than a week ago (store/startGates). */
-    async expireStartGates(): Promise<{ gates: number }> {
-      return { gates: await new StartGates(deps.store).expire(new Date(now().getTime() - START_GATE_TTL_MS)) };
+    expireStartGates(): Promise<{ gates: number }> {
+      return withHeartbeats(async () => ({ gates: await new StartGates(deps.store).expire(new Date(now().getTime() - START_GATE_TTL_MS)) }));
     },
 
     /** Event-id generations past the dedupe window, dropped whole. */

@@ -103,7 +103,8 @@ export function createUploadActivities(deps: UploadDeps) {
     const started = Date.now();
     let checkpoint = upload.imported;
     if (checkpoint.logFrom === undefined) {
-      await beginGated(gates, startGateKey.import(uploadId));
+      // Given up: its staged rows go when the workflow fails the import.
+      await beginGated(gates, startGateKey.import(uploadId), () => uploads.finish(uploadId, 'importing', 'failed', 'its import workflow could not be started', now()));
       // Saved before the first append, so a retry still knows which claims are this import's own.
       const drained = (await sources.loadPosition(upload.sourceId))?.cursor ?? 0;
       checkpoint = { ...checkpoint, logFrom: await log.findHead(upload.sourceId, drained) };

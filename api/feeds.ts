@@ -237,6 +237,7 @@ export function registerFeedPaths({ registry, problem, json, adminKey }: OpenApi
   const notRunnable = {
     404: problem('No such source'),
     409: problem('Not a feed source (`kind`); the source is paused (resume it first), or a pull of the feed is running (`params.id` names it; ask again once it is done)'),
+    503: problem('Temporal is unavailable: the pull was recorded as failed and will not run; ask again'),
   };
   registry.registerPath({
     method: 'post',

@@ -249,6 +249,7 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
       ...admin,
       404: problem('No such segment (`params.id`, or `base`)'),
       409: problem("The seed's or the base's first batch run has not completed"),
+      503: problem('Temporal is unavailable: the run was recorded as failed and will not run; ask again'),
     },
   });
   registry.registerPath({

@@ -212,6 +212,8 @@ export function buildOpenApiDocument(config: DocumentConfig) {
   const ruleProblem = problem('Invalid body or rule: each problem names its path (`rule.all[1].within`), e.g. an unknown field, a window longer than the 90 days kept, more than 500 conditions');
   const missingSegment = 'a segment the rule refers to does not exist (named by its path, `rule.all[1].segment`)';
   const runIdParam = z.object({ id: z.string(), runId: z.string() });
+  /** A start that failed: its work was recorded as failed and never runs (a start that went through despite the error is answered as started). */
+  const notStarted = (what: string) => problem(`Temporal is unavailable: ${what} was recorded as failed and will not run; ask again`);
   const segmentPaths: Array<{ method: 'get' | 'post' | 'patch' | 'delete'; path: string; summary: string; request?: object; ok: [number, string, z.ZodType | null]; extra?: object }> = [
     {
       method: 'post',
@@ -219,7 +221,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Create a segment; a batch run evaluates it over every existing profile at once, and partition writers keep it current in real time',
       request: { body: json(CreateSegmentRequestSchema) },
       ok: [201, 'Created', SegmentViewSchema],
-      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`) },
+      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`), 503: problem('Temporal is unavailable: the segment was stored (listed by GET /v1/segments) and its first run recorded as failed; start one with POST /v1/segments/{id}/runs') },
     },
     {
       method: 'get',
@@ -236,7 +238,12 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Change a segment; a changed rule is a new version, evaluated over every profile by a new run',
       request: { params: idParam, body: json(PatchSegmentRequestSchema) },
       ok: [200, 'The segment', SegmentViewSchema],
-      extra: { 400: ruleProblem, 404: problem(`No such segment, or ${missingSegment}`), 409: problem('Changed meanwhile, or the rule would make segments refer to each other (`rule`, naming the cycle)') },
+      extra: {
+        400: ruleProblem,
+        404: problem(`No such segment, or ${missingSegment}`),
+        409: problem('Changed meanwhile, or the rule would make segments refer to each other (`rule`, naming the cycle)'),
+        503: problem('Temporal is unavailable: the change was stored and its run recorded as failed; send the change again to start the run'),
+      },
     },
     {
       method: 'delete',
@@ -260,7 +267,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Start a batch run now (it evaluates every segment in one pass); its id derives from the segment versions and the second',
       request: { params: idParam },
       ok: [202, 'Started', z.object({ runId: z.string() })],
-      extra: { 404: problem('No such segment') },
+      extra: { 404: problem('No such segment'), 503: notStarted('the run') },
     },
     {
       method: 'get',
@@ -350,7 +357,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Export now: the delta since the last confirmed export, or everything with `full` (and removal of what the partner should no longer hold)',
       request: { params: idParam, body: { ...json(ExportRequestSchema), required: false } },
       ok: [202, 'Started', z.object({ exportId: z.string() })],
-      extra: { 400: problem('Invalid body'), 404: problem('No such destination'), 409: problem('The destination is paused') },
+      extra: { 400: problem('Invalid body'), 404: problem('No such destination'), 409: problem('The destination is paused'), 503: notStarted('the export') },
     },
     { method: 'get', path: '/v1/destinations/{id}/exports', summary: 'Its exports, newest first', request: { params: idParam, query: ExportListQuerySchema }, ok: [200, 'Exports', z.object({ exports: z.array(ExportViewSchema) })], extra: { 400: problem('Invalid query'), 404: problem('No such destination') } },
     { method: 'get', path: '/v1/destinations/{id}/exports/{exportId}', summary: 'One export: counts, match rate, batches and what export controls withheld', request: { params: exportIdParam }, ok: [200, 'The export', ExportViewSchema], extra: { 404: problem('No such export (the records of exports ended more than DMP_EXPORT_HISTORY_DAYS ago are removed, except a destination’s last)') } },

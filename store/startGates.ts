@@ -45,8 +45,9 @@ export class StartGates {
   }
 
   /**
-   * Removes gates settled before `before`. An abandoned start's workflow, if it ever runs after its
-   * gate is gone, still finds its record failed; a begun one is no longer in question.
+   * Removes gates settled before `before` (a scan of the gates: one small document per started piece
+   * of work). An abandoned start's workflow, if it ever runs after its gate is gone, still finds its
+   * record failed; a begun one is no longer in question.
    */
   async expire(before: Date): Promise<number> {
     return (await this.gates.deleteMany({ at: { $lt: before } })).deletedCount;

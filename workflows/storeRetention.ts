@@ -51,7 +51,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const routed = await expireRoutedEvents({ ttlMs: input.eventHistoryTtlMs });
   const snapshots = await releaseSegmentSnapshots({ ttlMs: input.segmentRunTtlMs });
   const schedules = await reconcileSegmentSchedules();
-  // Last, so a run started before this step existed replays its history unchanged.
+  // Steps added later come after those before them, so a run started before a step existed replays its history unchanged.
   const abandoned = await failAbandonedSegmentRuns({ graceMs: input.runStartGraceMs });
   const exports = await expireExportRecords({ ttlMs: input.exportHistoryTtlMs });
   const gates = await expireStartGates();

@@ -1,7 +1,7 @@
 import { Client, ServiceError, type WorkflowStartInput } from '@temporalio/client';
-import { crmImportWorkflowId, destinationExportWorkflowId, lookalikeWorkflowId } from '../../domain/workflowIds';
+import { crmImportWorkflowId, destinationExportWorkflowId, lookalikeWorkflowId, segmentRunWorkflowId } from '../../domain/workflowIds';
 import { LOOKALIKE_COLLECTIONS, type LookalikeRunDoc } from '../../store/lookalikeRuns';
-import { START_GATES, startGateKey } from '../../store/startGates';
+import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
 import { sourceLogEventIds } from '../support/sourceLog';
@@ -83,8 +83,8 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     return api;
   }
 
-  /** Waits (a while; then goes on regardless) until the workflow behind `gate` has begun its work. */
-  const untilBegun = (gate: string) => waitFor(`${gate} to begin`, async () => (await gates().findOne({ _id: gate }))?.outcome === 'begun', 30_000).catch(() => undefined);
+  /** Waits until the workflow behind `gate` has begun its work (after 30 s the answer is lost anyway). */
+  const untilBegun = (gate: string) => waitFor(`${gate} to begin`, async () => (await gates().findOne({ _id: gate }))?.outcome === 'begun', 30_000).catch((error) => console.warn(String(error)));
 
   beforeAll(async () => {
     platform = await startPlatform('lost-starts', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] });
@@ -178,5 +178,47 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect((await admin(platform.api, `/v1/destinations/${id}/exports/${exportRecord.exportId}`)).body).toMatchObject({ state: 'failed', batches: 0 });
     expect((await admin(platform.api, `/v1/sources/${crmSourceId}/uploads/${uploadRecord.uploadId}`)).body).toMatchObject({ state: 'failed', rowsImported: 0 });
     expect((await sourceLogEventIds(platform.store, crmSourceId)).length).toBe(logged);
+  }, 180_000);
+  it('fails, from its workflow, work whose start the API gave up but never recorded as failed (it stopped in between), and does none of it', async () => {
+    // Started for real on a task queue no worker polls yet; then each gate is given up as an API
+    // would whose start call failed, before it could record the failure.
+    const later = uniqueName('lost-starts-unrecorded');
+    const api = await startApi({ store: platform.store, temporal: platform.temporal, taskQueue: later, config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] } });
+    apis.push(api);
+    const { id, partner } = await newDestination();
+    const logged = (await sourceLogEventIds(platform.store, crmSourceId)).length;
+    const segmentsBefore = (await admin(platform.api, '/v1/segments')).body.segments.length;
+    const exported = await admin(api, `/v1/destinations/${id}/exports`, { body: {} });
+    const uploaded = await admin(api, `/v1/sources/${crmSourceId}/uploads`, { method: 'POST', rawBody: CSV.replace(/c-/g, 'e-'), contentType: 'text/csv' });
+    const lookalike = await admin(api, `/v1/segments/${segmentId}/lookalike`, { body: { reach: 3 } });
+    const run = await admin(api, `/v1/segments/${segmentId}/runs`, { method: 'POST' });
+    expect([exported.status, uploaded.status, lookalike.status, run.status]).toEqual([202, 202, 202, 202]);
+    const gates = new StartGates(platform.store);
+    const keys = [startGateKey.export(exported.body.exportId), startGateKey.import(uploaded.body.uploadId), startGateKey.lookalike(lookalike.body.runId), startGateKey.segmentRun(run.body.runId)];
+    for (const key of keys) expect({ key, abandoned: await gates.abandon(key) }).toEqual({ key, abandoned: true });
+
+    workers.push(await startWorker({ store: platform.store, temporal: platform.temporal, taskQueue: later, config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] } }));
+    const databaseName = platform.store.db.databaseName;
+    const workflowIds = [
+      destinationExportWorkflowId(databaseName, exported.body.exportId),
+      crmImportWorkflowId(databaseName, uploaded.body.uploadId),
+      lookalikeWorkflowId(databaseName, lookalike.body.runId),
+    ];
+    for (const workflowId of workflowIds) {
+      const outcome = await platform.temporal.workflow.getHandle(workflowId).result().then(
+        () => 'completed',
+        (error: unknown) => failureMessages(error),
+      );
+      expect({ workflowId, outcome }).toEqual({ workflowId, outcome: expect.stringContaining('the API gave this start up') });
+    }
+    // A segment run's workflow names its run only; the run's record says why.
+    await expect(platform.temporal.workflow.getHandle(segmentRunWorkflowId(databaseName, run.body.runId)).result()).rejects.toThrow();
+    expect(partner.requests).toBe(0);
+    expect((await admin(platform.api, `/v1/destinations/${id}/exports/${exported.body.exportId}`)).body).toMatchObject({ state: 'failed', batches: 0, error: 'its workflow could not be started' });
+    expect((await admin(platform.api, `/v1/sources/${crmSourceId}/uploads/${uploaded.body.uploadId}`)).body).toMatchObject({ state: 'failed', rowsImported: 0 });
+    expect((await sourceLogEventIds(platform.store, crmSourceId)).length).toBe(logged);
+    expect((await admin(platform.api, `/v1/segments/${segmentId}/lookalike/${lookalike.body.runId}`)).body).toMatchObject({ state: 'failed', segmentId: null });
+    expect((await admin(platform.api, '/v1/segments')).body.segments.length).toBe(segmentsBefore);
+    expect((await admin(platform.api, `/v1/segments/${segmentId}/runs/${run.body.runId}`)).body).toMatchObject({ state: 'failed', error: 'could not start: its workflow could not be started', evaluated: 0 });
   }, 180_000);
 });

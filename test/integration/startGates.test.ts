@@ -1,6 +1,6 @@
-import type { Store } from '../../store/db';
+import { connectStore, type Store } from '../../store/db';
 import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
-import { testStore } from '../support/services';
+import { baseConfig, testStore } from '../support/services';
 
 describe('start gates: a workflow and the API that gave its start up never both act', () => {
   let store: Store;
@@ -21,10 +21,11 @@ describe('start gates: a workflow and the API that gave its start up never both 
     expect(await gates.abandon(abandoned)).toBe(true);
   });
 
-  it('gives exactly one side each gate when both ask at once, from separate writers', async () => {
+  it('gives exactly one side each gate when both ask at once, over separate connections', async () => {
     const keys = Array.from({ length: 40 }, (_, n) => startGateKey.segmentRun(`run_${n}`));
-    const [workflow, api] = [new StartGates(store), new StartGates(store)];
-    const answers = await Promise.all(keys.map((key) => Promise.all([workflow.begin(key), api.abandon(key), workflow.begin(key)])));
+    const apiStore = await connectStore(baseConfig.MONGODB_URI, store.db.databaseName);
+    const [workflow, api] = [new StartGates(store), new StartGates(apiStore)];
+    const answers = await Promise.all(keys.map((key) => Promise.all([workflow.begin(key), api.abandon(key), workflow.begin(key)]))).finally(() => apiStore.close());
     for (const [began, abandoned, beganAgain] of answers) {
       expect(began).not.toBe(abandoned);
       expect(beganAgain).toBe(began);
@@ -35,11 +36,13 @@ describe('start gates: a workflow and the API that gave its start up never both 
 
   it('expires gates settled before a time and keeps the rest', async () => {
     const gates = new StartGates(store);
+    const collection = store.db.collection<{ _id: string; outcome: string; at: Date }>(START_GATES);
+    await collection.insertOne({ _id: startGateKey.feedPull('pull_old'), outcome: 'begun', at: new Date(Date.now() - 8 * 86_400_000) });
     await gates.begin(startGateKey.feedPull('pull_new'));
-    const removed = await gates.expire(new Date(Date.now() - 60_000));
-    expect(removed).toBe(0);
-    const all = await store.db.collection(START_GATES).countDocuments({});
-    expect(await gates.expire(new Date(Date.now() + 1000))).toBe(all);
-    expect(await store.db.collection(START_GATES).countDocuments({})).toBe(0);
+    const before = await collection.countDocuments({});
+    expect(await gates.expire(new Date(Date.now() - 7 * 86_400_000))).toBe(1);
+    expect(await collection.findOne({ _id: startGateKey.feedPull('pull_old') })).toBeNull();
+    expect(await collection.countDocuments({})).toBe(before - 1);
+    expect(await gates.begin(startGateKey.feedPull('pull_new'))).toBe(true);
   });
 });
