@@ -86,7 +86,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   async function evaluate(runId: string): Promise<{ evaluated: number; documentsScanned: number }> {
     const run = await runs.getRun(runId);
     if (!run || run.state !== 'running') return { evaluated: run?.evaluated ?? 0, documentsScanned: run?.documentsScanned ?? 0 };
-    await beginGated(gates, startGateKey.segmentRun(runId));
+    await beginGated(gates, startGateKey.segmentRun(runId), () => failRun(segments, runs, runId, 'could not start: its workflow could not be started', now()));
     const newer = await runs.supersededBy(run);
     if (newer && (await isRunning(newer))) {
       // Segments created or changed one after the other each start a run; the latest pass serves them all.
@@ -176,7 +176,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       run.exited[id] = previousSize[k] - counts[k].kept;
     });
     const { subjects, maxRank } = sample.subjects();
-    await runs.writeSample(run._id, ids.length, subjects, maxRank);
+    await runs.writeSample(run._id, run.passStartedAt ?? run.now, ids.length, subjects, maxRank);
     await runs.saveRun(run);
     return { evaluated: ids.length, documentsScanned };
   }

@@ -5,9 +5,10 @@ import type { SegmentSubject } from '../domain/profile';
 import type { ChangeSet } from '../domain/segmentChanges';
 import type { PackedFacts } from '../domain/destinations';
 import type { Rule } from '../domain/segmentRules';
-import { forEachConcurrently, insertKeyed, isDuplicateKeyError, type Store } from './db';
+import { forEachConcurrently, insertKeyed, type Store } from './db';
 import { deflateDocument, inflateDocument } from './deflatedBson';
 import type { SegmentDoc, SegmentStore } from './segments';
+import { VersionClaims } from './versionClaims';
 
 export const SEGMENT_COLLECTIONS = {
   /** One per batch run: the definitions it evaluated, its progress, and the index of its chunks. */
@@ -127,6 +128,8 @@ interface StoredSample {
   runId: string;
   population: number;
   parts?: number;
+  /** On the header: when the run's pass began (absent on headers written before). */
+  at?: Date;
   /** On the header: the highest sample rank kept (domain/segments `sampleRank`). */
   maxRank?: number;
   body?: Binary;
@@ -146,8 +149,10 @@ export class SegmentRunStore {
   readonly changes: Collection<StoredChange>;
   readonly history: Collection<HistoryDoc>;
   readonly samples: Collection<StoredSample>;
+  private readonly claims: VersionClaims;
 
   constructor(store: Store) {
+    this.claims = new VersionClaims(store);
     this.runs = store.db.collection<RunDoc>(SEGMENT_COLLECTIONS.runs);
     this.snapshots = store.db.collection<StoredChunk>(SEGMENT_COLLECTIONS.snapshots);
     this.changes = store.db.collection<StoredChange>(SEGMENT_COLLECTIONS.changes);
@@ -330,26 +335,33 @@ export class SegmentRunStore {
 
   /**
    * The estimate's sample, in parts of SAMPLE_PART profiles (a busy profile's behaviour is tens of
-   * kilobytes; one document of them all could pass the store's 16 MB), then the header naming them.
+   * kilobytes; one document of them all could pass the store's 16 MB), then the header naming them —
+   * unless a run whose pass began later (`at`) wrote its own: the newer sample stands. Runs ending at
+   * once replace the header one at a time, each from the one it read (store/versionClaims), and the
+   * writer whose sample is not named removes its parts, or the one it replaced removes the old.
    */
-  async writeSample(runId: string, population: number, subjects: SegmentSubject[], maxRank?: number): Promise<void> {
+  async writeSample(runId: string, at: Date, population: number, subjects: SegmentSubject[], maxRank?: number): Promise<void> {
     const parts = Math.ceil(subjects.length / SAMPLE_PART);
     for (let part = 0; part < parts; part++) {
       const body = new Binary(BSON.serialize({ subjects: subjects.slice(part * SAMPLE_PART, (part + 1) * SAMPLE_PART) }));
       await this.samples.replaceOne({ _id: `${runId}:${part}` }, { runId, population, body }, { upsert: true });
     }
-    const previous = await this.samples.findOne({ _id: 'latest' });
-    const header = { runId, population, parts, ...(maxRank !== undefined && { maxRank }) };
-    try {
-      await this.samples.replaceOne({ _id: 'latest' }, header, { upsert: true });
-    } catch (error) {
-      // Two first runs of a store ending at once both insert it: the one that lost replaces it.
-      if (!isDuplicateKeyError(error)) throw error;
-      await this.samples.replaceOne({ _id: 'latest' }, header);
+    const header: StoredSample = { _id: 'latest', runId, at, population, parts, ...(maxRank !== undefined && { maxRank }) };
+    for (;;) {
+      const current = await this.samples.findOne({ _id: 'latest' });
+      if (current?.runId === runId) return; // a retry: written before
+      if (current?.at && current.at > at) return this.dropSampleParts(runId, parts);
+      const replace = async () =>
+        current ? (await this.samples.replaceOne({ _id: 'latest', runId: current.runId }, header)).matchedCount === 1 : (await insertKeyed(this.samples, [header])).size === 0;
+      const held = await this.claims.hold(`${SEGMENT_COLLECTIONS.samples}/latest@${current?.runId ?? ''}`, replace);
+      if (!held?.value) continue;
+      if (current) await this.dropSampleParts(current.runId, current.parts ?? 0);
+      return;
     }
-    if (previous?.runId && previous.runId !== runId) {
-      for (let part = 0; part < (previous.parts ?? 0); part++) await this.samples.deleteOne({ _id: `${previous.runId}:${part}` });
-    }
+  }
+
+  private async dropSampleParts(runId: string, parts: number): Promise<void> {
+    for (let part = 0; part < parts; part++) await this.samples.deleteOne({ _id: `${runId}:${part}` });
   }
 
   async readSample(): Promise<{ runId: string; population: number; subjects: SegmentSubject[] } | null> {
