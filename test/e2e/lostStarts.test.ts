@@ -83,6 +83,17 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     return api;
   }
 
+  /** The view at `path` once its state is no longer `under way`. */
+  const ended = (path: string, underWay: string) =>
+    waitFor(
+      `${path} to end`,
+      async () => {
+        const view = (await admin(platform.api, path)).body;
+        return view.state === underWay ? null : view;
+      },
+      120_000,
+    );
+
   /** Waits until the workflow behind `gate` has begun its work (after 30 s the answer is lost anyway). */
   const untilBegun = (gate: string) => waitFor(`${gate} to begin`, async () => (await gates().findOne({ _id: gate }))?.outcome === 'begun', 30_000).catch((error) => console.warn(String(error)));
 
@@ -109,14 +120,7 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const api = await losingApi(untilBegun);
     const started = await admin(api, `/v1/destinations/${id}/exports`, { body: {} });
     expect(started.status).toBe(202);
-    const done = await waitFor(
-      'the export to end',
-      async () => {
-        const view = (await admin(platform.api, `/v1/destinations/${id}/exports/${started.body.exportId}`)).body;
-        return view.state === 'running' ? null : view;
-      },
-      120_000,
-    );
+    const done = await ended(`/v1/destinations/${id}/exports/${started.body.exportId}`, 'running');
     expect(done).toMatchObject({ state: 'completed', adds: PEOPLE, batchesConfirmed: 1, error: null });
     expect(partner.audience(segmentId)).toEqual(cookies);
   }, 180_000);
@@ -125,14 +129,7 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const api = await losingApi(untilBegun);
     const uploaded = await admin(api, `/v1/sources/${crmSourceId}/uploads`, { method: 'POST', rawBody: CSV, contentType: 'text/csv' });
     expect(uploaded.status).toBe(202);
-    const done = await waitFor(
-      'the import to end',
-      async () => {
-        const view = (await admin(platform.api, `/v1/sources/${crmSourceId}/uploads/${uploaded.body.uploadId}`)).body;
-        return view.state === 'importing' ? null : view;
-      },
-      120_000,
-    );
+    const done = await ended(`/v1/sources/${crmSourceId}/uploads/${uploaded.body.uploadId}`, 'importing');
     expect(done).toMatchObject({ state: 'completed', rowsReceived: 40, rowsImported: 40, rowsDuplicate: 0 });
     expect(new Set(await sourceLogEventIds(platform.store, crmSourceId)).size).toBe(40);
   }, 180_000);
