@@ -9,13 +9,13 @@ import { matchLimits } from '../domain/partners';
 import { fileProblems, FileRefused } from '../domain/uploads';
 import { forEachConcurrently, type Store } from '../store/db';
 import { StartGates, startGateKey } from '../store/startGates';
-import { FeedStore, feedFileKey, newFeedPull, type FeedFile, type FeedPullDoc, type FeedStateDoc } from '../store/feeds';
+import { FeedStore, feedFileKey, newFeedPull, type FeedFile, type FeedPullDoc, type FeedStateDoc, type FetchAttempt } from '../store/feeds';
 import { MatchTableStore } from '../store/matchTables';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { UploadStore } from '../store/uploads';
 import { withHeartbeats } from './heartbeat';
 import { beginGated } from './startGate';
-import { newUpload, prepareMappedRows, UploadStaging, type MappedRow, type NumberedRow, type PreparedRows } from './uploadStaging';
+import { newUpload, prepareMappedRows, UploadStaging, UploadSuperseded, type MappedRow, type NumberedRow, type PreparedRows } from './uploadStaging';
 
 export interface FeedDeps {
   store: Store;
@@ -52,6 +52,18 @@ interface ReadCounts {
 type FeedSource = SourceDoc & { feed: FeedConfig };
 
 /**
+ * This fetch attempt no longer owns its pull: Temporal gave up on it (its heartbeats stopped
+ * arriving) and a later attempt claimed the pull, or the pull ended. It stops without a trace;
+ * nobody waits for its result.
+ */
+class FetchSuperseded extends Error {
+  constructor(pullId: string, by: FetchAttempt) {
+    super(`attempt ${by.attempt} of pull ${pullId}'s fetch was taken over`);
+    this.name = 'FetchSuperseded';
+  }
+}
+
+/**
  * A fetch attempt's failure as the workflow's retry policy should see it: a partner that is down,
  * slow or rate-limiting, and a file cut short or broken, are tried again (after the partner's
  * Retry-After); a refusal (4xx) or a file whose header lacks mapped columns is not — the next
@@ -64,6 +76,7 @@ function asFailure(error: unknown): unknown {
     return ApplicationFailure.create({ message: error.message, type: 'FeedUnavailable', nextRetryDelay: delay });
   }
   if (error instanceof FileRefused) return ApplicationFailure.nonRetryable(error.message, 'FeedFileRefused');
+  if (error instanceof FetchSuperseded || error instanceof UploadSuperseded) return ApplicationFailure.nonRetryable(error.message, 'FetchSuperseded');
   const problems = fileProblems(error);
   if (problems) return ApplicationFailure.retryable(`${problems[0].path}: ${problems[0].message}`, 'FeedFileBroken');
   return error;
@@ -101,12 +114,17 @@ export function createFeedActivities(deps: FeedDeps) {
     return source as FeedSource;
   }
 
-  /** Fails and empties the uploads of a pull's earlier attempts (a killed attempt leaves its upload receiving, its chunks staged). */
-  async function discardStaged(pull: FeedPullDoc): Promise<void> {
+  /**
+   * Fails and empties the uploads of a pull's earlier attempts: a killed attempt leaves its upload
+   * receiving, its chunks staged; one given up on may still be staging, and stops at its next
+   * write to the upload once it is failed (removing what it staged since).
+   */
+  async function discardStaged(pullId: string, reason: string): Promise<void> {
+    const pull = await requirePull(pullId);
     for (const uploadId of pull.uploads) {
       const upload = await uploads.get(uploadId);
       if (!upload || upload.state === 'completed') continue;
-      if (upload.state !== 'failed') await uploads.finish(uploadId, upload.state, 'failed', 'a later attempt of its pull read the file again', now());
+      await uploads.failUnfinished(uploadId, reason, now());
       await uploads.dropStaged(uploadId);
     }
   }
@@ -142,10 +160,14 @@ export function createFeedActivities(deps: FeedDeps) {
    * recorded on the pull first so that a later attempt removes whatever this one leaves. Only a
    * pull whose files were all read whole records what it read and the upload to import.
    */
-  async function stage(pull: FeedPullDoc, source: FeedSource, attempt: number, files: PulledFile[], found: Pick<FeedPullDoc, 'http'> | Pick<FeedPullDoc, 'files'>): Promise<{ uploadId: string }> {
-    const upload = newUpload(`${pull._id}_${attempt}`, source._id, now());
-    await feeds.updatePull(pull._id, { uploads: [...pull.uploads, upload._id] });
+  async function stage(pull: FeedPullDoc, source: FeedSource, by: FetchAttempt, files: PulledFile[], found: Pick<FeedPullDoc, 'http'> | Pick<FeedPullDoc, 'files'>): Promise<{ uploadId: string }> {
+    const upload = newUpload(`${pull._id}_${by.attempt}`, source._id, now());
+    // Created before it is listed on the pull, so a later attempt's discard never misses it.
     await uploads.create(upload);
+    if (!(await feeds.addUpload(pull._id, by, upload._id))) {
+      await uploads.remove(upload._id);
+      throw new FetchSuperseded(pull._id, by);
+    }
     const staging = new UploadStaging(uploads, upload, deps.config.DMP_CHUNK_MAX_EVENTS);
     const read: ReadCounts = { skipped: 0, unmatched: 0, cursor: null };
     const options: PrepareOptions = { now: upload.startedAt, defaultPhoneRegion: deps.config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent };
@@ -163,18 +185,19 @@ export function createFeedActivities(deps: FeedDeps) {
         }
         await file.verify?.();
       }
+      // What was read is recorded while this attempt owns the pull; then the upload moves on, unless a later attempt failed it meanwhile.
+      if (!(await feeds.recordFetched(pull._id, by, { ...found, uploadId: upload._id, cursor: read.cursor, rowsSkipped: read.skipped, rowsUnmatched: read.unmatched }))) throw new FetchSuperseded(pull._id, by);
       await staging.complete();
     } catch (error) {
       const problems = fileProblems(error);
       await staging.abandon(error, problems ? `${problems[0].path}: ${problems[0].message}` : messageOf(error));
       throw error;
     }
-    await feeds.updatePull(pull._id, { ...found, uploadId: upload._id, cursor: read.cursor, rowsSkipped: read.skipped, rowsUnmatched: read.unmatched });
     return { uploadId: upload._id };
   }
 
   /** A conditional GET (not for a backfill, which re-reads a window whatever changed): a 304 is nothing to do. */
-  async function fetchUrl(pull: FeedPullDoc, source: FeedSource, url: string, state: FeedStateDoc, attempt: number): Promise<{ uploadId: string | null }> {
+  async function fetchUrl(pull: FeedPullDoc, source: FeedSource, url: string, state: FeedStateDoc, by: FetchAttempt): Promise<{ uploadId: string | null }> {
     const { feed } = source;
     const headers: Record<string, string> = {};
     if (pull.trigger !== 'backfill' && state.etag) headers['if-none-match'] = state.etag;
@@ -184,24 +207,24 @@ export function createFeedActivities(deps: FeedDeps) {
     const http = { status: response.status, etag: response.headers.get('etag'), lastModified: response.headers.get('last-modified') };
     const body = response.body;
     if (!body) {
-      await feeds.updatePull(pull._id, { http });
+      if (!(await feeds.recordFetched(pull._id, by, { http }))) throw new FetchSuperseded(pull._id, by);
       return { uploadId: null };
     }
     try {
-      return await stage(pull, source, attempt, [{ path: new URL(url).pathname, open: () => body }], { http });
+      return await stage(pull, source, by, [{ path: new URL(url).pathname, open: () => body }], { http });
     } finally {
       body.destroy(); // also when staging failed before reading it: the connection is let go of
     }
   }
 
   /** The folder's files no completed pull imported (a backfill reads them all). */
-  async function readFolder(pull: FeedPullDoc, source: FeedSource, folder: string, state: FeedStateDoc, attempt: number): Promise<{ uploadId: string | null }> {
+  async function readFolder(pull: FeedPullDoc, source: FeedSource, folder: string, state: FeedStateDoc, by: FetchAttempt): Promise<{ uploadId: string | null }> {
     const dir = await feedFolder(deps.config.DMP_FEED_DIR, folder);
     const imported = new Set(state.files.map(feedFileKey));
     const files = (await listFeedFiles(dir)).filter((file) => pull.trigger === 'backfill' || !imported.has(feedFileKey(file)));
     if (files.length === 0) return { uploadId: null };
     const pulled = files.map((file) => ({ path: file.name, label: file.name, open: () => openFeedFile(dir, file), verify: () => checkUnchanged(dir, file) }));
-    return stage(pull, source, attempt, pulled, { files });
+    return stage(pull, source, by, pulled, { files });
   }
 
   /**
@@ -218,18 +241,21 @@ export function createFeedActivities(deps: FeedDeps) {
   }
 
   async function fetchStep(pullId: string): Promise<{ uploadId: string | null }> {
+    const { info } = Context.current();
+    const by: FetchAttempt = { runId: info.workflowExecution?.runId ?? '', attempt: info.attempt };
+    const claimed = await feeds.claimFetch(pullId, by);
     const pull = await requirePull(pullId);
     if (pull.state !== 'running') throw ApplicationFailure.nonRetryable(`pull ${pullId} is ${pull.state}`, 'PullNotRunning');
+    if (!claimed) throw asFailure(new FetchSuperseded(pullId, by));
     const source = await requireFeedSource(pull.sourceId);
-    const attempt = Context.current().info.attempt;
-    await discardStaged(pull);
+    await discardStaged(pullId, 'a later attempt of its pull read the file again');
     const state = await feeds.state(source._id);
     try {
       const { url, folder } = source.feed;
-      if (url !== undefined) return await fetchUrl(pull, source, url, state, attempt);
-      return await readFolder(pull, source, folder as string, state, attempt);
+      if (url !== undefined) return await fetchUrl(pull, source, url, state, by);
+      return await readFolder(pull, source, folder as string, state, by);
     } catch (error) {
-      await feeds.recordAttempt(pull, { attempt, at: now(), error: messageOf(asFailure(error)) });
+      if (!(error instanceof FetchSuperseded || error instanceof UploadSuperseded)) await feeds.recordAttempt(pullId, by, { at: now(), error: messageOf(asFailure(error)) });
       throw asFailure(error);
     }
   }
@@ -288,9 +314,10 @@ export function createFeedActivities(deps: FeedDeps) {
     /** Records why a pull failed and removes what its attempts staged; the feed stays where it was. Safe to retry. */
     async failFeedPull(input: { pullId: string; error: string }): Promise<void> {
       const pull = await feeds.getPull(input.pullId);
-      if (!pull || pull.state !== 'running') return;
-      await discardStaged(pull);
-      await feeds.updatePull(pull._id, { state: 'failed', error: input.error, finishedAt: now() });
+      if (!pull || pull.state === 'completed') return;
+      // Failed first: a fetch attempt given up on that still runs can then record nothing on it.
+      if (pull.state === 'running') await feeds.updatePull(pull._id, { state: 'failed', error: input.error, finishedAt: now() });
+      await discardStaged(pull._id, input.error);
     },
   };
 }

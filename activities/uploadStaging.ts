@@ -7,6 +7,17 @@ import { NOTHING_IMPORTED, type UploadDoc, type UploadStore } from '../store/upl
 /** While a file is read, its counts on the upload are brought up to date every this many chunks. */
 const PROGRESS_EVERY_CHUNKS = 25;
 
+/**
+ * The upload stopped receiving while its rows were still being staged: a later attempt of its
+ * feed's fetch failed it (this one had been given up on, yet ran on). Abandoning removes its chunks.
+ */
+export class UploadSuperseded extends Error {
+  constructor(uploadId: string) {
+    super(`upload ${uploadId} is no longer receiving: a later attempt took its place`);
+    this.name = 'UploadSuperseded';
+  }
+}
+
 /** A data row of a file, numbered as in the file: the header is row 1 (a spreadsheet's row number). */
 export interface NumberedRow {
   row: number;
@@ -138,7 +149,12 @@ export class UploadStaging {
     const n = this.counts.chunks++;
     this.staging = this.uploads.stageChunk(this.upload._id, n, prepared.events);
     this.staging.catch(() => undefined); // awaited before the next chunk, and at the end
-    if (this.counts.chunks % PROGRESS_EVERY_CHUNKS === 0) await this.uploads.update(this.upload._id, this.received());
+    if (this.counts.chunks % PROGRESS_EVERY_CHUNKS === 0) await this.updateReceiving(this.received());
+  }
+
+  /** Every progress write also checks the upload is still this reader's to fill. */
+  private async updateReceiving(set: Parameters<UploadStore['updateReceiving']>[1]): Promise<void> {
+    if (!(await this.uploads.updateReceiving(this.upload._id, set))) throw new UploadSuperseded(this.upload._id);
   }
 
   private received() {
@@ -149,7 +165,7 @@ export class UploadStaging {
   async complete(): Promise<UploadDoc> {
     await this.staging;
     const received = { ...this.received(), chunks: this.counts.chunks, receivedAt: new Date() };
-    await this.uploads.update(this.upload._id, { ...received, state: 'importing' });
+    await this.updateReceiving({ ...received, state: 'importing' });
     return { ...this.upload, ...received, state: 'importing' };
   }
 

@@ -47,10 +47,27 @@ export interface FeedPullDoc {
   rowsUnmatched: number;
   /** Attempts that failed, the first ones (see MAX_ATTEMPTS_KEPT). */
   attempts: Array<{ attempt: number; at: Date; error: string }>;
+  /**
+   * The fetch attempt that owns the pull's staging (absent until the first claims it). An attempt
+   * Temporal gave up on can still be running; once a later one has claimed the pull, every write
+   * of the earlier one by this fence misses.
+   */
+  fetchedBy?: FetchAttempt;
   startedAt: Date;
   finishedAt: Date | null;
   error: string | null;
 }
+
+/** One attempt of a pull's fetch activity: its workflow run (a reset run counts attempts afresh) and attempt number. */
+export interface FetchAttempt {
+  runId: string;
+  attempt: number;
+}
+
+/** What an attempt's fetch records on its pull; a claim clears them for the attempt that takes over. */
+export type FetchedFields = Pick<FeedPullDoc, 'uploadId' | 'http' | 'files' | 'cursor' | 'rowsSkipped' | 'rowsUnmatched'>;
+
+const NOTHING_FETCHED: FetchedFields = { uploadId: null, http: null, files: [], cursor: null, rowsSkipped: 0, rowsUnmatched: 0 };
 
 /** Failed attempts a pull keeps (its activity's retries are bounded well below). */
 const MAX_ATTEMPTS_KEPT = 20;
@@ -67,13 +84,8 @@ export function newFeedPull(pullId: string, sourceId: string, trigger: FeedTrigg
     trigger,
     state: 'running',
     window,
-    uploadId: null,
     uploads: [],
-    http: null,
-    files: [],
-    cursor: null,
-    rowsSkipped: 0,
-    rowsUnmatched: 0,
+    ...NOTHING_FETCHED,
     attempts: [],
     startedAt: at,
     finishedAt: null,
@@ -88,7 +100,9 @@ function emptyFeedState(sourceId: string): FeedStateDoc {
 /**
  * Feed states and pulls. Both are read and written by exact `_id`, and have one writer at a time:
  * a feed's pulls run one after the other under one workflow id, and the API only creates a pull
- * before starting that workflow. Listing a source's pulls scans the (small) pulls collection.
+ * before starting that workflow — except a fetch attempt Temporal gave up on that still runs,
+ * which the pull's `fetchedBy` fence shuts out. Listing a source's pulls scans the (small) pulls
+ * collection.
  */
 export class FeedStore {
   private readonly states: Collection<FeedStateDoc>;
@@ -128,10 +142,43 @@ export class FeedStore {
     await this.pulls.updateOne({ _id: pullId }, { $set: set });
   }
 
-  /** Records a failed attempt, keeping the first MAX_ATTEMPTS_KEPT. */
-  async recordAttempt(pull: FeedPullDoc, attempt: { attempt: number; at: Date; error: string }): Promise<void> {
-    if (pull.attempts.length >= MAX_ATTEMPTS_KEPT || pull.attempts.some((known) => known.attempt === attempt.attempt)) return;
-    await this.updatePull(pull._id, { attempts: [...pull.attempts, attempt] });
+  /**
+   * Makes `by` the fetch attempt that owns a running pull and clears what earlier attempts
+   * recorded; false when a later attempt of the same run has claimed it, or the pull ended. A
+   * compare-and-set on the owner read, so two attempts racing to claim cannot both win.
+   */
+  async claimFetch(pullId: string, by: FetchAttempt): Promise<boolean> {
+    for (;;) {
+      const pull = await this.getPull(pullId);
+      if (!pull || pull.state !== 'running') return false;
+      const owner = pull.fetchedBy;
+      if (owner && owner.runId === by.runId && owner.attempt >= by.attempt) return false;
+      const unchanged = owner ? { 'fetchedBy.runId': owner.runId, 'fetchedBy.attempt': owner.attempt } : { fetchedBy: { $exists: false } };
+      const result = await this.pulls.updateOne({ _id: pullId, state: 'running', ...unchanged }, { $set: { fetchedBy: by, ...NOTHING_FETCHED } });
+      if (result.matchedCount === 1) return true;
+    }
+  }
+
+  /** The filter of a running pull still owned by fetch attempt `by`. */
+  private owned(pullId: string, by: FetchAttempt) {
+    return { _id: pullId, state: 'running' as const, 'fetchedBy.runId': by.runId, 'fetchedBy.attempt': by.attempt };
+  }
+
+  /** Lists an upload the owning attempt stages into (so a later attempt removes it); false when `by` no longer owns the pull. */
+  async addUpload(pullId: string, by: FetchAttempt, uploadId: string): Promise<boolean> {
+    return (await this.pulls.updateOne(this.owned(pullId, by), { $addToSet: { uploads: uploadId } })).matchedCount === 1;
+  }
+
+  /** Records what the owning attempt fetched; false when `by` no longer owns the pull. */
+  async recordFetched(pullId: string, by: FetchAttempt, fetched: Partial<FetchedFields>): Promise<boolean> {
+    return (await this.pulls.updateOne(this.owned(pullId, by), { $set: fetched })).matchedCount === 1;
+  }
+
+  /** Records a failed attempt while it owns the pull, keeping the first MAX_ATTEMPTS_KEPT. */
+  async recordAttempt(pullId: string, by: FetchAttempt, failure: { at: Date; error: string }): Promise<void> {
+    const pull = await this.getPull(pullId);
+    if (!pull || pull.attempts.length >= MAX_ATTEMPTS_KEPT || pull.attempts.some((known) => known.attempt === by.attempt)) return;
+    await this.pulls.updateOne(this.owned(pullId, by), { $set: { attempts: [...pull.attempts, { attempt: by.attempt, ...failure }] } });
   }
 
   /** Forgets a pull that never started (its workflow could not be started because another pull runs). */

@@ -92,6 +92,20 @@ export class UploadStore {
     await this.uploads.updateOne({ _id: uploadId }, { $set: set });
   }
 
+  /** Updates an upload still receiving its rows; false when it is not (a later attempt of its feed's fetch failed it). */
+  async updateReceiving(uploadId: string, set: Partial<Omit<UploadDoc, '_id' | 'sourceId' | 'state'>> & { state?: 'importing' }): Promise<boolean> {
+    return (await this.uploads.updateOne({ _id: uploadId, state: 'receiving' }, { $set: set })).matchedCount === 1;
+  }
+
+  /** Fails an upload that has not ended, whichever state it is in as this runs; false when it had already ended. */
+  async failUnfinished(uploadId: string, error: string, at: Date): Promise<boolean> {
+    for (;;) {
+      const upload = await this.get(uploadId);
+      if (!upload || upload.state === 'completed' || upload.state === 'failed') return false;
+      if (await this.finish(uploadId, upload.state, 'failed', error, at)) return true;
+    }
+  }
+
   /** Moves an upload from `from` to a final state; false when it was not in `from` (already moved). */
   async finish(uploadId: string, from: UploadState, state: 'completed' | 'failed', error: string | null, at: Date): Promise<boolean> {
     const result = await this.uploads.updateOne({ _id: uploadId, state: from }, { $set: { state, error, finishedAt: at } });

@@ -26,6 +26,19 @@ interface PublishedFile {
   lastModified: string;
 }
 
+/** Resolves once a response can take more, or is gone. */
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}
+
 /**
  * A local HTTP server that behaves like a partner publishing audience files: each path serves its
  * latest version with an ETag and Last-Modified, answers conditional GETs with 304, checks a bearer
@@ -106,7 +119,8 @@ export class FeedServer extends LocalServer {
     for (let from = 0; from < file.body.length; from += piece) {
       if (res.destroyed) return;
       if (from > 0) await sleep(this.options.throttleMs ?? 0);
-      res.write(file.body.subarray(from, from + piece));
+      // Waits while the client reads no further (as a server streaming a file does): the response then stays open as long as the client needs.
+      if (!res.write(file.body.subarray(from, from + piece))) await drained(res);
     }
     res.end();
   }

@@ -21,3 +21,12 @@ export function killHard(child: ChildProcess): Promise<void> {
     process.kill(-(child.pid as number), 'SIGKILL');
   });
 }
+
+/** Stops a process group as a host that hangs would (no CPU, no network), until `thaw`. */
+export function freeze(child: ChildProcess): void {
+  process.kill(-(child.pid as number), 'SIGSTOP');
+}
+
+export function thaw(child: ChildProcess): void {
+  process.kill(-(child.pid as number), 'SIGCONT');
+}
