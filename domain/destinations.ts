@@ -280,7 +280,10 @@ export class PackedDecisions {
     }
     if (base.withheld !== null) return base;
     const prefix = memberKeyPrefix(this.policy.idType);
-    const ids = this.packed.ids[i].split('\n').filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length));
+    const keys = this.packed.ids[i];
+    // Most members hold one key: read without splitting (a 1M-member plan spends its CPU here).
+    if (!keys.includes('\n')) return { withheld: null, ids: keys.startsWith(prefix) ? [keys.slice(prefix.length)] : [] };
+    const ids = keys.split('\n').filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length));
     return { withheld: null, ids };
   }
 }
@@ -408,22 +411,67 @@ export interface BatchOutcome {
  * then says. Ids no batch touched keep their state.
  */
 export function nextState(state: PartnerState, batches: readonly BatchOutcome[]): PartnerState {
-  const outcome = new Map<string, 'held' | 'gone' | 'uncertain'>();
-  for (const batch of batches) {
-    for (const id of batch.adds) outcome.set(id, batch.confirmed ? 'held' : 'uncertain');
-    for (const id of batch.removes) outcome.set(id, batch.confirmed ? 'gone' : 'uncertain');
-  }
+  // One pass over sorted lists: a 1M-id state settles in a fraction of what maps and a sort took.
+  const adds = touchedBy(batches, (batch) => batch.adds);
+  const removes = touchedBy(batches, (batch) => batch.removes);
   const held: string[] = [];
   const uncertain: string[] = [];
-  const before = new Map<string, 'held' | 'uncertain'>();
-  for (const id of state.held) before.set(id, 'held');
-  for (const id of state.uncertain) before.set(id, 'uncertain');
-  for (const id of new Set([...before.keys(), ...outcome.keys()])) {
-    const now = outcome.get(id) ?? before.get(id);
+  let a = 0;
+  let r = 0;
+  let h = 0;
+  let u = 0;
+  while (a < adds.ids.length || r < removes.ids.length || h < state.held.length || u < state.uncertain.length) {
+    const id = minOf(adds.ids[a], removes.ids[r], state.held[h], state.uncertain[u]);
+    // An id two batches touched is settled by the later one; within one batch its remove is applied last.
+    let settled: 'held' | 'gone' | 'uncertain' | null = null;
+    let by = -1;
+    if (adds.ids[a] === id) {
+      by = adds.batch[a++];
+      settled = batches[by].confirmed ? 'held' : 'uncertain';
+    }
+    if (removes.ids[r] === id) {
+      if (removes.batch[r] >= by) settled = batches[removes.batch[r]].confirmed ? 'gone' : 'uncertain';
+      r++;
+    }
+    const wasHeld = state.held[h] === id;
+    if (wasHeld) h++;
+    const wasUncertain = state.uncertain[u] === id;
+    if (wasUncertain) u++;
+    const now = settled ?? (wasUncertain ? 'uncertain' : 'held');
     if (now === 'held') held.push(id);
     else if (now === 'uncertain') uncertain.push(id);
   }
-  return { held: held.sort(), uncertain: uncertain.sort() };
+  return { held, uncertain };
+}
+
+const byCodeUnits = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
+
+/** The ids one kind of change (adds or removes) touched, in id order, each with the index of the last batch that did. */
+function touchedBy(batches: readonly BatchOutcome[], pick: (batch: BatchOutcome) => readonly string[]): { ids: string[]; batch: number[] } {
+  // A plan cuts sorted lists into consecutive batches: taken by their first ids, they follow on in order.
+  const runs = batches
+    .map((batch, index) => ({ ids: pick(batch), index }))
+    .filter((run) => run.ids.length > 0)
+    .sort((x, y) => byCodeUnits(x.ids[0], y.ids[0]) || x.index - y.index);
+  const ids: string[] = [];
+  const batch: number[] = [];
+  for (const run of runs) {
+    for (const id of run.ids) {
+      ids.push(id);
+      batch.push(run.index);
+    }
+  }
+  if (ids.every((id, i) => i === 0 || ids[i - 1] < id)) return { ids, batch };
+  // Batches cut otherwise (unsorted, overlapping): sorted one id at a time, the last batch's word kept.
+  const sorted: { ids: string[]; batch: number[] } = { ids: [], batch: [] };
+  for (const i of ids.map((_, k) => k).sort((x, y) => byCodeUnits(ids[x], ids[y]) || batch[x] - batch[y])) {
+    if (sorted.ids.at(-1) === ids[i]) sorted.batch[sorted.batch.length - 1] = batch[i];
+    else {
+      sorted.ids.push(ids[i]);
+      sorted.batch.push(batch[i]);
+    }
+  }
+  return sorted;
 }
 
 /** Cuts a segment's changes into batches of at most `size` ids: removes first (who left or withdrew consent goes before anyone is added), then adds. */

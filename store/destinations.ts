@@ -177,8 +177,18 @@ export class DestinationStore {
   readonly receipts: Collection<ReceiptDoc>;
   readonly partnerState: Collection<StoredBinary>;
   private readonly claims: VersionClaims;
+  /**
+   * Planned batches this process wrote or read, newest last, up to `keepBatchIds` ids in all: a
+   * batch is written once under its plan's id and never changed, so delivering and finishing an
+   * export planned here read it without the store's round trip (a few hundred KB each).
+   */
+  private readonly keptBatches = new Map<string, BatchDoc>();
+  private keptIds = 0;
 
-  constructor(store: Store) {
+  constructor(
+    store: Store,
+    private readonly options: { keepBatchIds?: number } = {},
+  ) {
     this.claims = new VersionClaims(store);
     this.destinations = store.db.collection(DESTINATION_COLLECTIONS.destinations);
     this.holdings = store.db.collection<HoldingsDoc>(DESTINATION_COLLECTIONS.holdings);
@@ -332,19 +342,47 @@ export class DestinationStore {
   /** Writes a planned batch under its plan's id: two attempts at planning never write into each other's batches. */
   async writeBatch(planId: string, n: number, batch: BatchDoc): Promise<void> {
     await this.batches.replaceOne({ _id: `${planId}:${n}` }, { body: new Binary(BSON.serialize(batch)) }, { upsert: true });
+    this.keepBatch(`${planId}:${n}`, batch);
   }
 
   async readBatch(planId: string, n: number): Promise<BatchDoc | null> {
+    const kept = this.keptBatches.get(`${planId}:${n}`);
+    if (kept) return kept;
     const stored = await this.batches.findOne({ _id: `${planId}:${n}` });
-    return stored ? (BSON.deserialize(stored.body.buffer) as BatchDoc) : null;
+    const batch = stored ? (BSON.deserialize(stored.body.buffer) as BatchDoc) : null;
+    if (batch) this.keepBatch(`${planId}:${n}`, batch);
+    return batch;
   }
 
   async dropBatches(planId: string, count: number): Promise<void> {
     await forEachConcurrently(
       Array.from({ length: count }, (_, n) => n),
       8,
-      async (n) => void (await this.batches.deleteOne({ _id: `${planId}:${n}` })),
+      async (n) => {
+        await this.batches.deleteOne({ _id: `${planId}:${n}` });
+        this.forgetBatch(`${planId}:${n}`);
+      },
     );
+  }
+
+  private keepBatch(id: string, batch: BatchDoc): void {
+    const limit = this.options.keepBatchIds ?? 0;
+    const size = batch.adds.length + batch.removes.length;
+    if (size > limit) return;
+    this.forgetBatch(id);
+    this.keptBatches.set(id, batch);
+    this.keptIds += size;
+    for (const [oldest] of this.keptBatches) {
+      if (this.keptIds <= limit) break;
+      this.forgetBatch(oldest);
+    }
+  }
+
+  private forgetBatch(id: string): void {
+    const kept = this.keptBatches.get(id);
+    if (!kept) return;
+    this.keptBatches.delete(id);
+    this.keptIds -= kept.adds.length + kept.removes.length;
   }
 
   /** The receipts of an export's batches, by batch number. */
@@ -362,12 +400,20 @@ export class DestinationStore {
   async readState(destinationId: string, segmentId: string, held: HeldState | null): Promise<PartnerState> {
     const state: PartnerState = { held: [], uncertain: [] };
     if (!held) return state;
-    for (let n = 0; n < held.chunks; n++) {
-      const stored = await this.partnerState.findOne({ _id: stateChunkId(destinationId, segmentId, held.exportId, n) });
-      if (!stored) throw new Error(`partner state chunk ${n} of ${destinationId}/${segmentId} (export ${held.exportId}) is missing`);
-      const body = BSON.deserialize(stored.body.buffer) as PartnerState;
-      state.held.push(...body.held);
-      state.uncertain.push(...body.uncertain);
+    const bodies: PartnerState[] = [];
+    await forEachConcurrently(
+      Array.from({ length: held.chunks }, (_, n) => n),
+      4,
+      async (n) => {
+        const stored = await this.partnerState.findOne({ _id: stateChunkId(destinationId, segmentId, held.exportId, n) });
+        if (!stored) throw new Error(`partner state chunk ${n} of ${destinationId}/${segmentId} (export ${held.exportId}) is missing`);
+        bodies[n] = BSON.deserialize(stored.body.buffer) as PartnerState;
+      },
+    );
+    // In chunk order: each chunk holds the next slice of both sorted lists.
+    for (const body of bodies) {
+      for (const id of body.held) state.held.push(id);
+      for (const id of body.uncertain) state.uncertain.push(id);
     }
     return state;
   }

@@ -126,4 +126,28 @@ describe('a destination’s export turns and what its exports record beside it',
     );
     for (const id of ids) expect(await destinations.get(id)).toMatchObject({ state: 'paused', labelsAllowed: ['first_party'], nearRealTime: true, segments: ['seg_b'] });
   });
+
+  it('keeps the planned batches it wrote, up to its limit of ids, and forgets the ones it drops', async () => {
+    const keeping = new DestinationStore(store, { keepBatchIds: 25 });
+    const batch = (n: number) => ({ segmentId: 'seg_a', adds: Array.from({ length: 10 }, (_, k) => `ck-${n}-${k}`), removes: [] });
+    for (const n of [0, 1, 2]) await keeping.writeBatch('plan_kept', n, batch(n));
+    // Read back whole by a process that kept nothing.
+    expect(await destinations.readBatch('plan_kept', 1)).toEqual(batch(1));
+    // With the stored copies gone, what is kept still reads: the two newest batches (20 of at most 25 ids), not the first.
+    await destinations.batches.deleteMany({ _id: { $in: ['plan_kept:0', 'plan_kept:1', 'plan_kept:2'] } });
+    expect(await keeping.readBatch('plan_kept', 0)).toBeNull();
+    expect(await keeping.readBatch('plan_kept', 1)).toEqual(batch(1));
+    expect(await keeping.readBatch('plan_kept', 2)).toEqual(batch(2));
+    await keeping.dropBatches('plan_kept', 3);
+    expect(await keeping.readBatch('plan_kept', 2)).toBeNull();
+  });
+
+  it('reads a partner state of many chunks back in order', async () => {
+    const held = Array.from({ length: 120_000 }, (_, n) => `ck-${String(n).padStart(7, '0')}`);
+    const uncertain = held.filter((_, n) => n % 1000 === 7).map((id) => `${id}-u`);
+    const state = { held: held.filter((_, n) => n % 1000 !== 7), uncertain };
+    const written = await destinations.writeState('dst_state', 'seg_a', 'exp_state', state);
+    expect(written.chunks).toBeGreaterThan(2);
+    expect(await destinations.readState('dst_state', 'seg_a', written)).toEqual(state);
+  });
 });

@@ -78,6 +78,27 @@ describe('destination deltas: properties', () => {
     );
   });
 
+  it('settles batches of any shape (unsorted, overlapping, in any order) as applying them one after another would', () => {
+    // The reference: each batch applied in turn, its adds then its removes.
+    const applied = (state: PartnerState, batches: BatchOutcome[]): PartnerState => {
+      const now = new Map<string, 'held' | 'gone' | 'uncertain'>([...state.held.map((id) => [id, 'held'] as const), ...state.uncertain.map((id) => [id, 'uncertain'] as const)]);
+      for (const batch of batches) {
+        for (const id of batch.adds) now.set(id, batch.confirmed ? 'held' : 'uncertain');
+        for (const id of batch.removes) now.set(id, batch.confirmed ? 'gone' : 'uncertain');
+      }
+      const having = (wanted: string) => sorted([...now].filter(([, value]) => value === wanted).map(([id]) => id));
+      return { held: having('held'), uncertain: having('uncertain') };
+    };
+    const anyIds = fc.array(fc.constantFrom(...UNIVERSE), { maxLength: 6 });
+    const batchArb: fc.Arbitrary<BatchOutcome> = fc.record({ adds: anyIds, removes: anyIds, confirmed: fc.boolean() });
+    fc.assert(
+      fc.property(stateArb, fc.array(batchArb, { maxLength: 6 }), (state, batches) => {
+        expect(nextState(state, batches)).toEqual(applied(state, batches));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
   it('reaches the target when every batch is confirmed, from any state, full or not', () => {
     fc.assert(
       fc.property(idsArb, stateArb, fc.boolean(), sizeArb, (target, state, full, size) => {
