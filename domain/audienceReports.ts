@@ -3,6 +3,7 @@ import { decodeFieldName } from './fieldNames';
 import { STORED_IDENTITY_TYPES } from './identity';
 import type { CampaignCounter, SegmentSubject } from './profile';
 import { listedOnce } from './schemaChecks';
+import { compareText } from './text';
 
 /**
  * Audience reports: what a segment's members hold (traits, events, identities, consent), counted in
@@ -257,10 +258,6 @@ export class AudienceTally {
     const consent = this.purposes.flatMap((profiles, bit) => (profiles > 0 ? [{ purpose: bit + 1, profiles }] : []));
     return { _id: id, at, runId, size: this.size, traits, events, identities, consent, campaigns: this.campaigns.figures(dictionary), holdouts };
   }
-}
-
-function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function valueKey(value: string | number | boolean): string {

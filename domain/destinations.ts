@@ -6,7 +6,7 @@ import { PARTNER_ID } from './partners';
 import { listedOnce, nonEmptyChange } from './schemaChecks';
 import { UsageLabelSchema } from './schemas';
 import { NullableScheduleSchema, SegmentScheduleSchema } from './segments';
-import { nameText } from './text';
+import { compareText, nameText } from './text';
 
 // ---- API schemas -------------------------------------------------------------------------------
 
@@ -444,15 +444,13 @@ export function nextState(state: PartnerState, batches: readonly BatchOutcome[])
   return { held, uncertain };
 }
 
-const byCodeUnits = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
-
 /** The ids one kind of change (adds or removes) touched, in id order, each with the index of the last batch that did. */
 function touchedBy(batches: readonly BatchOutcome[], pick: (batch: BatchOutcome) => readonly string[]): { ids: string[]; batch: number[] } {
   // A plan cuts sorted lists into consecutive batches: taken by their first ids, they follow on in order.
   const runs = batches
     .map((batch, index) => ({ ids: pick(batch), index }))
     .filter((run) => run.ids.length > 0)
-    .sort((x, y) => byCodeUnits(x.ids[0], y.ids[0]) || x.index - y.index);
+    .sort((x, y) => compareText(x.ids[0], y.ids[0]) || x.index - y.index);
   const ids: string[] = [];
   const batch: number[] = [];
   for (const run of runs) {
@@ -464,7 +462,7 @@ function touchedBy(batches: readonly BatchOutcome[], pick: (batch: BatchOutcome)
   if (ids.every((id, i) => i === 0 || ids[i - 1] < id)) return { ids, batch };
   // Batches cut otherwise (unsorted, overlapping): sorted one id at a time, the last batch's word kept.
   const sorted: { ids: string[]; batch: number[] } = { ids: [], batch: [] };
-  for (const i of ids.map((_, k) => k).sort((x, y) => byCodeUnits(ids[x], ids[y]) || batch[x] - batch[y])) {
+  for (const i of ids.map((_, k) => k).sort((x, y) => compareText(ids[x], ids[y]) || batch[x] - batch[y])) {
     if (sorted.ids.at(-1) === ids[i]) sorted.batch[sorted.batch.length - 1] = batch[i];
     else {
       sorted.ids.push(ids[i]);

@@ -2,6 +2,7 @@ import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { CsvError, parse } from 'csv-parse/sync';
 import { z } from 'zod';
 import type { FieldError } from './collect';
+import { compareText } from './text';
 
 extendZodWithOpenApi(z);
 
@@ -295,11 +296,6 @@ export interface SegmentPlacement {
 }
 
 const KIND_ORDER: Record<TaxonomyTreeNode['kind'], number> = { folder: 0, category: 1, segment: 2 };
-
-/** Code-unit order, not `localeCompare`: the tree must not depend on the server's locale. */
-function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
 
 function compareTreeNodes(a: TaxonomyTreeNode, b: TaxonomyTreeNode): number {
   return KIND_ORDER[a.kind] - KIND_ORDER[b.kind] || compareText(a.name, b.name) || compareText(a.taxonomy ?? '', b.taxonomy ?? '') || compareText(a.id ?? '', b.id ?? '');

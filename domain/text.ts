@@ -17,6 +17,11 @@ export const NUL_MESSAGE = 'must not hold the NUL character';
  */
 export const TRIMMED_CHARS = '\\t\\n\\v\\f\\r \\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000\\ufeff';
 
+/** Code-unit order, as `Array.prototype.sort` gives and `<` compares: not `localeCompare`, so no result depends on the server's locale. */
+export function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 /** Any text the store can hold, up to `max` characters. */
 export function storableText(max: number) {
   return z.string().max(max).regex(STORABLE_TEXT, NUL_MESSAGE);
