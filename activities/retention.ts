@@ -9,6 +9,8 @@ import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
 import { StartGates } from '../store/startGates';
+import { UploadStore } from '../store/uploads';
+import { VersionClaims } from '../store/versionClaims';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { ensureSegmentSchedule, listSegmentSchedules, releaseSegmentSchedule, wakeProfilePartition, workflowIsRunning, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
@@ -34,6 +36,16 @@ const RUN_START_GRACE_MS = 15 * 60_000;
  * workers are down. Past this a late workflow goes ahead; its record, failed by the API, still stops it.
  */
 const START_GATE_TTL_MS = 7 * 86_400_000;
+
+/**
+ * Parts of work that ended (an export's batches, an upload's staged chunks) are removed this long
+ * after it ended, and a version claim this long after it was taken: a writer given up on, still
+ * running, stops at its next write to what it works for, well within this.
+ */
+const LEFTOVER_AGE_MS = 60 * 60_000;
+
+/** An upload still receiving that wrote no progress for this long was left by its reader (progress is written every few seconds while rows arrive). */
+const UPLOAD_STALL_MS = 86_400_000;
 
 /** The activities of the retention run: each removes one kind of old data and says how much. */
 export function createRetentionActivities(deps: RetentionDeps) {
@@ -112,6 +124,26 @@ export function createRetentionActivities(deps: RetentionDeps) {
     /** Start gates settled more than a week ago (store/startGates). */
     expireStartGates(): Promise<{ gates: number }> {
       return withHeartbeats(async () => ({ gates: await new StartGates(deps.store).expire(new Date(now().getTime() - START_GATE_TTL_MS)) }));
+    },
+
+    /**
+     * What writers that stopped half way left behind: uploads still receiving whose reader is gone
+     * (failed), staged chunks and planned batches of uploads and exports that ended, and version
+     * claims (store/versionClaims) past their use. Safe to repeat: each is found afresh and removed by `_id`.
+     */
+    dropLeftovers(): Promise<{ uploadsFailed: number; uploadChunks: number; exportBatches: number; versionClaims: number }> {
+      return withHeartbeats(async () => {
+        const at = now();
+        const leftBefore = new Date(at.getTime() - LEFTOVER_AGE_MS);
+        const uploads = new UploadStore(deps.store);
+        const uploadsFailed = await uploads.failStalled(new Date(at.getTime() - UPLOAD_STALL_MS), at);
+        const uploadChunks = await uploads.dropLeftChunks(leftBefore);
+        heartbeat({ uploadChunks });
+        const exportBatches = await new DestinationStore(deps.store).dropLeftBatches(leftBefore);
+        heartbeat({ exportBatches });
+        const versionClaims = await new VersionClaims(deps.store).releaseStale(leftBefore);
+        return { uploadsFailed, uploadChunks, exportBatches, versionClaims };
+      });
     },
 
     /** Event-id generations past the dedupe window, dropped whole. */

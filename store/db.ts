@@ -149,6 +149,31 @@ export async function findByIds<T extends { _id: string }>(collection: Collectio
 }
 
 /**
+ * Every `_id` of `collection`, grouped by the owner `ownerOf` reads from it: one scan (on FerretDB it
+ * reads whole documents), for collections of parts that their owners remove when done with them.
+ */
+export async function idsByOwner<T extends { _id: string }>(collection: Collection<T>, ownerOf: (id: string) => string): Promise<Map<string, string[]>> {
+  const byOwner = new Map<string, string[]>();
+  for await (const { _id } of collection.find({}, { projection: { _id: 1 }, batchSize: 100 }) as AsyncIterable<{ _id: string }>) {
+    const owner = ownerOf(_id);
+    const ids = byOwner.get(owner);
+    if (ids) ids.push(_id);
+    else byOwner.set(owner, [_id]);
+  }
+  return byOwner;
+}
+
+/** Deletes documents by exact `_id`, a few at a time (see findByIds); how many there were. */
+export async function deleteByIds<T extends { _id: string }>(collection: Collection<T>, ids: string[], concurrency = 8): Promise<number> {
+  let deleted = 0;
+  await forEachConcurrently(ids, concurrency, async (id) => {
+    const { deletedCount } = await collection.deleteOne({ _id: id } as never);
+    deleted += deletedCount;
+  });
+  return deleted;
+}
+
+/**
  * The documents of `collection` whose indexed `field` names each of `parents`, by parent: one read
  * per parent while they are few (`perParentAtMost`), else one read of the whole collection (a
  * `$in` would scan it anyway on FerretDB). For small collections of a few documents per parent.

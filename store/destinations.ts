@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Binary, BSON, type Collection } from 'mongodb';
 import type { DestinationConsent, ExportState, IdType, PartnerState, SegmentExport } from '../domain/destinations';
 import type { SegmentSchedule } from '../domain/segments';
-import { findByIds, forEachConcurrently, insertKeyed, type Store } from './db';
+import { deleteByIds, findByIds, forEachConcurrently, idsByOwner, insertKeyed, type Store } from './db';
 import { VersionClaims } from './versionClaims';
 
 export const DESTINATION_COLLECTIONS = {
@@ -363,6 +363,24 @@ export class DestinationStore {
         this.forgetBatch(`${planId}:${n}`);
       },
     );
+  }
+
+  /**
+   * Removes the batches no export will read: those of exports that ended before `endedBefore`, or
+   * are gone. An attempt at planning that died before saving its plan leaves its batches under a
+   * plan id nobody records (`<exportId>:<plan>:<n>`). One scan of the batches' ids: the collection
+   * holds only running exports' batches and such leftovers.
+   */
+  async dropLeftBatches(endedBefore: Date): Promise<number> {
+    const byExport = await idsByOwner(this.batches, (id) => id.split(':').slice(0, -2).join(':'));
+    let dropped = 0;
+    for (const [exportId, ids] of byExport) {
+      const exp = await this.getExport(exportId);
+      if (exp && !(exp.finishedAt && exp.finishedAt < endedBefore)) continue;
+      for (const id of ids) this.forgetBatch(id);
+      dropped += await deleteByIds(this.batches, ids);
+    }
+    return dropped;
   }
 
   private keepBatch(id: string, batch: BatchDoc): void {

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Binary, Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
 import type { UploadRejection, UploadState } from '../domain/uploads';
-import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from './db';
+import { COLLECTIONS, deleteByIds, forEachConcurrently, idsByOwner, insertKeyed, type Store } from './db';
 import { decodeEvents, encodeEvents } from './deflatedBson';
 
 /** Where an import stands: saved after each staged chunk is appended, so a retried import resumes there. */
@@ -38,6 +38,8 @@ export interface UploadDoc {
   receivedAt: Date | null;
   finishedAt: Date | null;
   error: string | null;
+  /** The last progress write while receiving: an upload silent for long was left by its reader. */
+  progressAt?: Date;
 }
 
 /** A staged chunk: its events as one binary value (see store/deflatedBson), never read field by field. */
@@ -94,7 +96,38 @@ export class UploadStore {
 
   /** Updates an upload still receiving its rows; false when it is not (a later attempt of its feed's fetch failed it). */
   async updateReceiving(uploadId: string, set: Partial<Omit<UploadDoc, '_id' | 'sourceId' | 'state'>> & { state?: 'importing' }): Promise<boolean> {
-    return (await this.uploads.updateOne({ _id: uploadId, state: 'receiving' }, { $set: set })).matchedCount === 1;
+    return (await this.uploads.updateOne({ _id: uploadId, state: 'receiving' }, { $set: { ...set, progressAt: new Date() } })).matchedCount === 1;
+  }
+
+  /**
+   * Fails the uploads still receiving that wrote no progress since `before`: the API process or the
+   * fetch reading the file stopped without saying so. One scan of the uploads collection.
+   */
+  async failStalled(before: Date, at: Date): Promise<number> {
+    const receiving = await this.uploads.find({ state: 'receiving' }).toArray();
+    let failed = 0;
+    for (const upload of receiving) {
+      if ((upload.progressAt ?? upload.startedAt) >= before) continue;
+      if (await this.failUnfinished(upload._id, 'abandoned: its file stopped arriving before it was read whole', at)) failed++;
+    }
+    return failed;
+  }
+
+  /**
+   * Removes the staged chunks no import will read: those of uploads that ended before `endedBefore`,
+   * or are gone. They are left by an import that could not start, a writer stopped between failing
+   * its upload and removing its chunks, or a fetch attempt given up on and killed before its next
+   * write. One scan of the chunks' ids: the collection holds only uploads in flight and such leftovers.
+   */
+  async dropLeftChunks(endedBefore: Date): Promise<number> {
+    const byUpload = await idsByOwner(this.rows, (id) => id.slice(0, id.lastIndexOf(':')));
+    let dropped = 0;
+    for (const [uploadId, ids] of byUpload) {
+      const upload = await this.get(uploadId);
+      if (upload && !(upload.finishedAt && upload.finishedAt < endedBefore)) continue;
+      dropped += await deleteByIds(this.rows, ids);
+    }
+    return dropped;
   }
 
   /** Fails an upload that has not ended, whichever state it is in as this runs; false when it had already ended. */

@@ -61,6 +61,31 @@ export class VersionClaims {
     }
   }
 
+  /**
+   * Removes the claims writers left behind (one that died after writing, before removing its claim,
+   * leaves it to nobody once the document moved on), those taken before `before`. Each version's are
+   * taken over as a writer would (`claim`, then nothing written), so a claim in use — or the head of a
+   * chain whose later claim is in use — is never removed under its writer; how many were removed.
+   */
+  async releaseStale(before: Date): Promise<number> {
+    if (!this.needed) return (await this.claims.deleteMany({ at: { $lt: before } })).deletedCount;
+    const stale = await this.claims.find({ at: { $lt: before } }).toArray();
+    const byVersion = new Map<string, string[]>();
+    for (const { _id } of stale) {
+      const version = _id.replace(/#\d+$/, '');
+      byVersion.set(version, [...(byVersion.get(version) ?? []), _id]);
+    }
+    let removed = 0;
+    for (const [version, ids] of byVersion) {
+      const held = await this.claim(version);
+      if (!held) continue;
+      // Holding the version's first claim, no writer can begin on it: what else was stale of it is dead.
+      for (const id of new Set([...held, ...ids])) removed += (await this.claims.deleteOne({ _id: id })).deletedCount;
+      removed--; // the claim just taken is not one left behind
+    }
+    return removed;
+  }
+
   /** The claims taken (this writer's, and the stale ones it took over, to remove with it), or null while a live writer holds the version. */
   private async claim(version: string): Promise<string[] | null> {
     const ids = [version];

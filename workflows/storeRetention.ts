@@ -1,7 +1,7 @@
 import { proxyActivities, upsertMemo } from '@temporalio/workflow';
 import type { RetentionActivities } from '../activities/retention';
 
-const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules, failAbandonedSegmentRuns, expireExportRecords, expireStartGates } = proxyActivities<RetentionActivities>({
+const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules, failAbandonedSegmentRuns, expireExportRecords, expireStartGates, dropLeftovers } = proxyActivities<RetentionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '5 seconds', maximumInterval: '1 minute' },
@@ -33,6 +33,12 @@ export interface RetentionReport {
   exportRecordsRemoved: number;
   exportReceiptsRemoved: number;
   startGatesRemoved: number;
+  /** Uploads still receiving whose reader stopped long ago, now failed. */
+  stalledUploadsFailed: number;
+  /** Staged chunks and planned batches left by writers stopped half way, and claims left by writers that died. */
+  uploadChunksRemoved: number;
+  exportBatchesRemoved: number;
+  versionClaimsRemoved: number;
 }
 
 /**
@@ -41,7 +47,8 @@ export interface RetentionReport {
  * the history window, snapshots of segment runs no segment reads, records of runs past
  * DMP_SEGMENT_RUN_DAYS, segment schedules no segment has (those segments have are made sure of);
  * runs whose workflow ended without recording it are marked failed; records of exports past
- * DMP_EXPORT_HISTORY_DAYS leave with their receipts, and week-old start gates — and the run reports how much
+ * DMP_EXPORT_HISTORY_DAYS leave with their receipts, week-old start gates, and what writers stopped
+ * half way left behind (stalled uploads are failed) — and the run reports how much
  * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
  * partition writers' compaction, not here.
  */
@@ -55,6 +62,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const abandoned = await failAbandonedSegmentRuns({ graceMs: input.runStartGraceMs });
   const exports = await expireExportRecords({ ttlMs: input.exportHistoryTtlMs });
   const gates = await expireStartGates();
+  const leftovers = await dropLeftovers();
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -70,6 +78,10 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     exportRecordsRemoved: exports.exports,
     exportReceiptsRemoved: exports.receipts,
     startGatesRemoved: gates.gates,
+    stalledUploadsFailed: leftovers.uploadsFailed,
+    uploadChunksRemoved: leftovers.uploadChunks,
+    exportBatchesRemoved: leftovers.exportBatches,
+    versionClaimsRemoved: leftovers.versionClaims,
   };
   upsertMemo({ report });
   return report;

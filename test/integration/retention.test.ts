@@ -6,6 +6,9 @@ import { batchId, DestinationStore, type ExportDoc } from '../../store/destinati
 import { EventIdGenerations } from '../../store/eventIds';
 import { prepareRunOf, SEGMENT_COLLECTIONS, SegmentRunStore } from '../../store/segmentRuns';
 import { SegmentStore } from '../../store/segments';
+import { UploadStore, type UploadDoc } from '../../store/uploads';
+import { VERSION_CLAIMS } from '../../store/versionClaims';
+import { newUpload } from '../../activities/uploadStaging';
 import { ensureRetentionSchedule } from '../../temporal/client';
 import { storeRetention } from '../../workflows/storeRetention';
 import { call } from '../support/http';
@@ -195,6 +198,55 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
       expect((await destinations.receiptsOf(id, 3)).size).toBe(id === 'exp_shown' ? 1 : 3);
     }
     expect((await destinations.listExports('dst_retained', 10)).map((doc) => doc._id).sort()).toEqual(['exp_recent', 'exp_running', 'exp_shown']);
+  });
+
+  it('sweeps what writers stopped half way left: chunks of ended uploads, batches of unsaved plans, and fails uploads whose reader stopped', async () => {
+    const uploads = new UploadStore(platform.store);
+    const destinations = new DestinationStore(platform.store);
+    const ago = (minutes: number) => new Date(Date.now() - minutes * 60_000);
+    const upload = async (id: string, set: Partial<UploadDoc>, chunks: number) => {
+      if (set.state !== undefined || set.startedAt !== undefined) await uploads.create({ ...newUpload(id, 'src_swept', ago(3 * 24 * 60)), ...set });
+      for (let n = 0; n < chunks; n++) await uploads.stageChunk(id, n, [{ id: `${id}-${n}` } as never]);
+    };
+    await upload('upl_failed_old', { state: 'failed', finishedAt: ago(120) }, 3); // an import that could not start
+    await upload('upl_failed_recent', { state: 'failed', finishedAt: ago(5) }, 2); // its writer may still be stopping
+    await upload('upl_importing', { state: 'importing' }, 2);
+    await upload('upl_gone', {}, 2); // its record went (its chunks did not)
+    await upload('upl_stalled', { state: 'receiving' }, 2); // its API process was killed mid-file, days ago
+    await upload('upl_slow', { state: 'receiving' }, 1);
+    expect(await uploads.updateReceiving('upl_slow', { rowsReceived: 10 })).toBe(true); // still sending
+
+    const record = (id: string, state: ExportDoc['state'], finishedAt: Date | null): ExportDoc => ({
+      _id: id, destinationId: 'dst_swept', state, full: false, trigger: 'schedule', plan: null, batchesConfirmed: 0, rejected: 0, startedAt: ago(200), finishedAt, error: null,
+    });
+    for (const doc of [record('exp_swept_done', 'completed', ago(120)), record('exp_swept_fresh', 'failed', ago(5)), record('exp_swept_running', 'running', null)]) await destinations.openExport(doc);
+    // Plan attempts that died before saving their plan: nothing records their plan ids.
+    const planned = { exp_swept_done: 3, exp_swept_fresh: 1, exp_swept_running: 2, exp_swept_gone: 2 };
+    for (const [exportId, count] of Object.entries(planned)) {
+      for (let n = 0; n < count; n++) await destinations.writeBatch(`${exportId}:dead`, n, { segmentId: 'seg', adds: [`id-${n}`], removes: [] });
+    }
+    const claims = platform.store.db.collection<{ _id: string; at: Date }>(VERSION_CLAIMS);
+    await claims.insertOne({ _id: 'docs/swept@1', at: ago(120) });
+
+    const report = await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{}] });
+    expect(report).toMatchObject({ stalledUploadsFailed: 1, uploadChunksRemoved: 5, exportBatchesRemoved: 5 });
+    expect(report.versionClaimsRemoved).toBeGreaterThanOrEqual(1);
+    expect(await claims.findOne({ _id: 'docs/swept@1' })).toBeNull();
+
+    const chunksLeft = async (id: string, count: number) => (await Promise.all(Array.from({ length: count }, (_, n) => uploads.readChunk(id, n)))).filter(Boolean).length;
+    expect(await chunksLeft('upl_failed_old', 3)).toBe(0);
+    expect(await chunksLeft('upl_gone', 2)).toBe(0);
+    expect(await chunksLeft('upl_failed_recent', 2)).toBe(2);
+    expect(await chunksLeft('upl_importing', 2)).toBe(2);
+    expect(await uploads.get('upl_stalled')).toMatchObject({ state: 'failed', error: expect.stringContaining('abandoned') });
+    expect(await chunksLeft('upl_stalled', 2)).toBe(2); // failed just now: its chunks go an hour later
+    expect(await uploads.get('upl_slow')).toMatchObject({ state: 'receiving' });
+
+    const batchesLeft = async (exportId: string) => (await Promise.all(Array.from({ length: 3 }, (_, n) => new DestinationStore(platform.store).readBatch(`${exportId}:dead`, n)))).filter(Boolean).length;
+    expect(await batchesLeft('exp_swept_done')).toBe(0);
+    expect(await batchesLeft('exp_swept_gone')).toBe(0);
+    expect(await batchesLeft('exp_swept_fresh')).toBe(1);
+    expect(await batchesLeft('exp_swept_running')).toBe(2);
   });
 
   it('keeps an event id a duplicate for at least the dedupe window, and drops whole generations past it', async () => {

@@ -85,6 +85,32 @@ describe('writes of documents several processes change at once, one version at a
     expect(await claims.countDocuments({})).toBe(0);
   });
 
+  it('removes the claims dead writers left, never one in use nor the first of a version whose later claim is in use', async () => {
+    const claims = store.db.collection<{ _id: string; at: Date }>(VERSION_CLAIMS);
+    await claims.deleteMany({});
+    const hoursAgo = (hours: number) => new Date(Date.now() - hours * 3_600_000);
+    await claims.insertMany([
+      { _id: 'docs/left@3', at: hoursAgo(2) }, // its writer died after writing
+      { _id: 'docs/busy@1', at: hoursAgo(2) }, // taken over by a writer still writing …
+      { _id: 'docs/busy@1#1', at: new Date() },
+      { _id: 'docs/tail@2#1', at: hoursAgo(2) }, // a writer that died removing its claims
+      { _id: 'docs/live@5', at: new Date() },
+    ]);
+    const releasing = new VersionClaims(store).releaseStale(hoursAgo(1));
+    if (store.atomicConditionalWrites) {
+      // No writer claims on MongoDB: whatever is old goes.
+      expect(await releasing).toBe(3);
+      expect((await claims.find({}).toArray()).map((claim) => claim._id).sort()).toEqual(['docs/busy@1#1', 'docs/live@5']);
+      return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // … whose chain stays whole while it writes; when done it removes both.
+    expect(await claims.findOne({ _id: 'docs/busy@1' })).not.toBeNull();
+    await claims.deleteMany({ _id: { $in: ['docs/busy@1', 'docs/busy@1#1'] } });
+    expect(await releasing).toBe(2);
+    expect((await claims.find({}).toArray()).map((claim) => claim._id)).toEqual(['docs/live@5']);
+  });
+
   it('keeps the newest result when results of overlapping passes are written at once, oldest last or not', async () => {
     const results = store.db.collection<{ _id: string; at: Date; pass: number }>('pass_results');
     const at = (pass: number) => new Date(Date.UTC(2026, 10, 20, 10, pass));
