@@ -5,7 +5,7 @@ import { forEachConcurrently, type Store } from '../store/db';
 import { EventLog } from '../store/eventLog';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { SourceStore } from '../store/sources';
-import { UploadStore, type ImportCheckpoint, type UploadDoc } from '../store/uploads';
+import { UploadStore, type ImportAttempt, type ImportCheckpoint, type UploadDoc } from '../store/uploads';
 import { StartGates, startGateKey } from '../store/startGates';
 import { wakeSourceWorkflow, type SourceWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
@@ -98,8 +98,19 @@ export function createUploadActivities(deps: UploadDeps) {
   }
 
   async function importStep(uploadId: string): Promise<ImportProgress> {
-    const upload = await requireUpload(uploadId);
-    if (upload.state !== 'importing') throw ApplicationFailure.nonRetryable(`upload ${uploadId} is ${upload.state}, not importing`, 'UploadNotImporting');
+    const known = await requireUpload(uploadId);
+    if (known.state !== 'importing') throw ApplicationFailure.nonRetryable(`upload ${uploadId} is ${known.state}, not importing`, 'UploadNotImporting');
+    const { info } = Context.current();
+    const by: ImportAttempt = { runId: info.workflowExecution?.runId ?? '', activityId: info.activityId, attempt: info.attempt };
+    // Retryable: an attempt given up on ends here unheard, and a live one that lost its claim (to one
+    // of an earlier run that stalled before claiming) claims again as its next attempt.
+    const superseded = () => ApplicationFailure.retryable(`another attempt imports upload ${uploadId}`, 'ImportSuperseded');
+    const claimed = await uploads.claimImport(uploadId, by);
+    if (!claimed) throw superseded();
+    const { upload } = claimed;
+    const save = async (imported: ImportCheckpoint, stepDone = false) => {
+      if (!(await uploads.saveCheckpoint(uploadId, by, imported, stepDone))) throw superseded();
+    };
     const started = Date.now();
     let checkpoint = upload.imported;
     if (checkpoint.logFrom === undefined) {
@@ -108,11 +119,11 @@ export function createUploadActivities(deps: UploadDeps) {
       // Saved before the first append, so a retry still knows which claims are this import's own.
       const drained = (await sources.loadPosition(upload.sourceId))?.cursor ?? 0;
       checkpoint = { ...checkpoint, logFrom: await log.findHead(upload.sourceId, drained) };
-      await uploads.update(uploadId, { imported: checkpoint });
+      await save(checkpoint);
     }
     const logFrom = checkpoint.logFrom as number;
-    // A retried step resumes where a killed attempt had up to APPENDS_IN_FLIGHT chunks under way.
-    const resumableUntil = Context.current().info.attempt > 1 ? checkpoint.chunks + APPENDS_IN_FLIGHT : 0;
+    // A step taken over resumes where the attempt before it had up to APPENDS_IN_FLIGHT chunks under way.
+    const resumableUntil = claimed.interrupted ? checkpoint.chunks + APPENDS_IN_FLIGHT : 0;
     let lastWake = started;
     // A few chunks are appended at once; they finish in any order, and the checkpoint follows them in order.
     const inFlight: Array<Promise<Appended>> = [];
@@ -135,7 +146,7 @@ export function createUploadActivities(deps: UploadDeps) {
           resumed: checkpoint.resumed + appended.resumed,
           duplicates: checkpoint.duplicates + appended.duplicates,
         };
-        await uploads.update(uploadId, { imported: checkpoint });
+        await save(checkpoint);
         heartbeat(checkpoint);
         if (Date.now() - lastWake >= WAKE_EVERY_MS) {
           await wakeSource(upload.sourceId);
@@ -147,6 +158,7 @@ export function createUploadActivities(deps: UploadDeps) {
       await Promise.allSettled(inFlight);
       throw error;
     }
+    await save(checkpoint, true);
     await wakeSource(upload.sourceId);
     return { ...checkpoint, total: upload.chunks, done: checkpoint.chunks >= upload.chunks };
   }
@@ -154,7 +166,8 @@ export function createUploadActivities(deps: UploadDeps) {
   return {
     /**
      * Appends staged chunks to the source log from the saved checkpoint for up to a minute, saving
-     * the checkpoint after each. Safe to retry: the chunks appended but not yet checkpointed (at most
+     * the checkpoint after each. Safe to retry: each step claims the import first, so an attempt given
+     * up on stops at its next checkpoint write; the chunks appended but not yet checkpointed (at most
      * APPENDS_IN_FLIGHT) are appended again and found to be duplicates of themselves (counted in
      * `resumed`), so each row is in the log once.
      */

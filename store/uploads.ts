@@ -19,6 +19,13 @@ export interface ImportCheckpoint {
   logFrom?: number;
 }
 
+/** An attempt at an import step: its workflow run, the step's activity in that run, and the attempt's number. */
+export interface ImportAttempt {
+  runId: string;
+  activityId: string;
+  attempt: number;
+}
+
 /** An upload's checkpoint before any of it is appended. */
 export const NOTHING_IMPORTED: ImportCheckpoint = { chunks: 0, rows: 0, resumed: 0, duplicates: 0 };
 
@@ -38,6 +45,8 @@ export interface UploadDoc {
   receivedAt: Date | null;
   finishedAt: Date | null;
   error: string | null;
+  /** The import step writing the checkpoint, and whether it ended its step (else it stopped half way). */
+  importedBy?: ImportAttempt & { stepDone: boolean };
   /** The last progress write while receiving: an upload silent for long was left by its reader. */
   progressAt?: Date;
 }
@@ -128,6 +137,32 @@ export class UploadStore {
       dropped += await deleteByIds(this.rows, ids);
     }
     return dropped;
+  }
+
+  /**
+   * Makes attempt `by` the only writer of an importing upload's checkpoint: the upload as it was
+   * when taken, and whether the attempt before stopped half way (its last appends may be in the log
+   * beyond its checkpoint); null when a later attempt of the same step has it, or it is not importing.
+   * A run's steps follow one another, so a later step (or run) takes over from whichever held it.
+   * An attempt given up on that runs on finds its next checkpoint write refused.
+   */
+  async claimImport(uploadId: string, by: ImportAttempt): Promise<{ upload: UploadDoc; interrupted: boolean } | null> {
+    for (;;) {
+      const upload = await this.get(uploadId);
+      if (!upload || upload.state !== 'importing') return null;
+      const owner = upload.importedBy;
+      if (owner && owner.runId === by.runId && owner.activityId === by.activityId && owner.attempt >= by.attempt) return null;
+      const unchanged = owner ? { 'importedBy.runId': owner.runId, 'importedBy.activityId': owner.activityId, 'importedBy.attempt': owner.attempt } : { importedBy: { $exists: false } };
+      const result = await this.uploads.updateOne({ _id: uploadId, state: 'importing', ...unchanged }, { $set: { importedBy: { ...by, stepDone: false } } });
+      // An upload imported before steps claimed it has no owner: one with chunks appended may have been interrupted.
+      if (result.matchedCount === 1) return { upload, interrupted: owner ? !owner.stepDone : upload.imported.chunks > 0 };
+    }
+  }
+
+  /** Saves the checkpoint of the import step `by` (and whether the step ended); false when it no longer owns the import. */
+  async saveCheckpoint(uploadId: string, by: ImportAttempt, imported: ImportCheckpoint, stepDone = false): Promise<boolean> {
+    const owned = { _id: uploadId, state: 'importing' as const, 'importedBy.runId': by.runId, 'importedBy.activityId': by.activityId, 'importedBy.attempt': by.attempt };
+    return (await this.uploads.updateOne(owned, { $set: { imported, 'importedBy.stepDone': stepDone } })).matchedCount === 1;
   }
 
   /** Fails an upload that has not ended, whichever state it is in as this runs; false when it had already ended. */

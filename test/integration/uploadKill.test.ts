@@ -7,7 +7,7 @@ import type { Store } from '../../store/db';
 import { UploadStore } from '../../store/uploads';
 import { call } from '../support/http';
 import { eventsFolded, latestProfiles } from '../support/profiles';
-import { killHard, spawnWorker } from '../support/processes';
+import { freeze, killHard, spawnWorker, thaw } from '../support/processes';
 import { sourceLogEventIds } from '../support/sourceLog';
 import { baseConfig, startApi, stopPartitionWriters, testStore, testTemporal, uniqueName, waitFor, type RunningApi } from '../support/services';
 
@@ -20,14 +20,19 @@ describe('a worker killed mid-import of a CRM upload', () => {
   let store: Store;
   let temporal: Client;
   let api: RunningApi;
+  const taskQueue = uniqueName('uploadkill');
   const children: ChildProcess[] = [];
 
   beforeAll(async () => {
     store = await testStore('uploadkill');
     temporal = await testTemporal();
+    api = await startApi({ store, temporal, taskQueue, config: { DMP_CHUNK_MAX_EVENTS: CHUNK_ROWS } });
   });
   afterAll(async () => {
-    for (const child of children) await killHard(child);
+    for (const child of children) {
+      if (child.exitCode === null && child.signalCode === null) thaw(child);
+      await killHard(child);
+    }
     await api?.close();
     await stopPartitionWriters(temporal, store);
     await store.close();
@@ -35,8 +40,6 @@ describe('a worker killed mid-import of a CRM upload', () => {
   });
 
   it('imports every row exactly once after another worker resumes at the checkpoint, and folds each into its profile once', async () => {
-    const taskQueue = uniqueName('uploadkill');
-    api = await startApi({ store, temporal, taskQueue, config: { DMP_CHUNK_MAX_EVENTS: CHUNK_ROWS } });
     const mapping = { identities: { crm_id: 'customer_id', email: 'email' }, traits: { tier: 'tier' } };
     const created = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'CRM', kind: 'crm', party: 'first', mapping, consent: { mode: 'not_required' } } });
     const sourceId = created.body.id as string;
@@ -78,6 +81,37 @@ describe('a worker killed mid-import of a CRM upload', () => {
     const profiles = await latestProfiles(store);
     expect(profiles).toHaveLength(valid.length);
     expect(profiles.every((profile) => profile.counters.crm_record?.count === 1)).toBe(true);
+    await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
+  }, 600_000);
+
+  it('a worker that hangs mid-import has its step taken over; when it comes back it changes nothing the import finished with', async () => {
+    for (const child of children.splice(0)) await killHard(child);
+    const mapping = { identities: { crm_id: 'customer_id' }, traits: { tier: 'tier' } };
+    const created = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'CRM 2', kind: 'crm', party: 'first', mapping, consent: { mode: 'not_required' } } });
+    const sourceId = created.body.id as string;
+    const hung = spawnWorker(store, { DMP_TASK_QUEUE: taskQueue });
+    children.push(hung);
+    const lines = Array.from({ length: ROWS }, (_, i) => `h-${i},${i % 2 ? 'gold' : 'silver'}`);
+    const answer = await call(`${api.url}/v1/sources/${sourceId}/uploads`, { key: api.adminKey, rawBody: ['customer_id,tier', ...lines].join('\n'), contentType: 'text/csv' });
+    expect(answer.status).toBe(202);
+    const uploadId = answer.body.uploadId as string;
+    const uploads = new UploadStore(store);
+    await waitFor('the import to be under way', async () => ((await uploads.get(uploadId))?.imported.chunks ?? 0) >= 5, 180_000, 20);
+    freeze(hung); // no heartbeat reaches Temporal: its step is given up on and retried elsewhere
+
+    children.push(spawnWorker(store, { DMP_TASK_QUEUE: taskQueue }));
+    const result = await temporal.workflow.getHandle(crmImportWorkflowId(store.db.databaseName, uploadId)).result();
+    expect(result).toEqual({ state: 'completed', rowsImported: ROWS, rowsRejected: 0 });
+    const done = await uploads.get(uploadId);
+    expect(done).toMatchObject({ state: 'completed', imported: { chunks: ROWS / CHUNK_ROWS, rows: ROWS, duplicates: 0 } });
+
+    // The hung worker comes back: its appends in flight finish, and its next checkpoint write is refused.
+    thaw(hung);
+    await new Promise((resolve) => setTimeout(resolve, 8_000));
+    expect(await uploads.get(uploadId)).toEqual(done);
+    const logged = await sourceLogEventIds(store, sourceId);
+    expect(logged).toHaveLength(ROWS);
+    expect(new Set(logged).size).toBe(ROWS);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   }, 600_000);
 });
