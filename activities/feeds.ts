@@ -54,7 +54,8 @@ type FeedSource = SourceDoc & { feed: FeedConfig };
 /**
  * This fetch attempt no longer owns its pull: Temporal gave up on it (its heartbeats stopped
  * arriving) and a later attempt claimed the pull, or the pull ended. It stops without a trace;
- * nobody waits for its result.
+ * nobody waits for its result (unless an attempt of an earlier run took the pull from it: then its
+ * next attempt takes it back).
  */
 class FetchSuperseded extends Error {
   constructor(pullId: string, by: FetchAttempt) {
@@ -76,7 +77,9 @@ function asFailure(error: unknown): unknown {
     return ApplicationFailure.create({ message: error.message, type: 'FeedUnavailable', nextRetryDelay: delay });
   }
   if (error instanceof FileRefused) return ApplicationFailure.nonRetryable(error.message, 'FeedFileRefused');
-  if (error instanceof FetchSuperseded || error instanceof UploadSuperseded) return ApplicationFailure.nonRetryable(error.message, 'FetchSuperseded');
+  // Retryable: an attempt given up on ends here unheard; a live one that lost its pull to an attempt
+  // of an earlier run (one stalled before claiming, its workflow since reset) claims it back next attempt.
+  if (error instanceof FetchSuperseded || error instanceof UploadSuperseded) return ApplicationFailure.retryable(error.message, 'FetchSuperseded');
   const problems = fileProblems(error);
   if (problems) return ApplicationFailure.retryable(`${problems[0].path}: ${problems[0].message}`, 'FeedFileBroken');
   return error;
