@@ -534,10 +534,11 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * Removes superseded profile versions a write group at a time. A group most of whose versions have
    * been replaced is read back; the versions in it that are still the newest of their document are
    * carried forward (inserted again, unchanged, as the next version, in `current`), and then the
-   * group is deleted whole with one indexed delete. Safe to interrupt anywhere: a version is only
-   * ever deleted once a newer one of its document exists, and whether it is newest is read, not
-   * taken from the counts. Only the partition's writer runs it, so nothing writes these documents
-   * meanwhile.
+   * versions it listed are deleted with one indexed delete. Safe to interrupt anywhere: a version is
+   * only ever deleted once a newer one of its document exists, and whether it is newest is read, not
+   * taken from the counts. Only the partition's writer runs it; a fold of the writer it took over
+   * from that is still running (a stalled worker's) may still write into a group of the position,
+   * and what it writes is carried when it is read, and left alone when it comes later.
    */
   async function compact(
     position: PartitionPosition,
@@ -550,20 +551,31 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     for (const group of groups) {
       const members = await profiles.groupMembers(group);
       const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustCache });
-      const carried = members.flatMap((member) => {
+      // A member newer than the cache knows of was written by a fold this writer took over from, which
+      // went on running (a stalled worker's local activity): the store knows better.
+      const beyondCache = [...new Set(members.filter((member) => isNewer(member, newest)).map((member) => member.profileId))];
+      for (const [id, doc] of await profiles.load(beyondCache)) newest.set(id, doc);
+      // Still newer than the store: its write has not landed (or never will). It is neither carried nor deleted.
+      const settled = members.filter((member) => !isNewer(member, newest));
+      const carried = settled.flatMap((member) => {
         const current = newest.get(member.profileId);
         return current?._id === member._id ? [nextVersion(current)] : [];
       });
       await saveInGroup(carried, current);
       await deps.onFoldStep?.('group-carried', current);
       result.versionsCarried += carried.length;
-      result.versionsRemoved += await profiles.dropGroup(group);
+      result.versionsRemoved += await profiles.dropGroup(group, settled.map((member) => member._id));
       position.groups[current].written += carried.length;
       delete position.groups[group];
       heartbeat({ compacted: group });
     }
     position.versionsRemoved += result.versionsRemoved;
     return groups.length;
+  }
+
+  /** Whether a group member is newer than the newest version known of its document. */
+  function isNewer(member: Pick<StoredVersion, 'profileId' | 'version'>, newest: Map<string, StoredVersion>): boolean {
+    return member.version > (newest.get(member.profileId)?.version ?? -1);
   }
 
   return {

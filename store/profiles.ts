@@ -356,11 +356,12 @@ export class ProfileStore {
   }
 
   /**
-   * Removes a write group whole (one indexed delete), then its slices; the caller has made sure none
-   * of it is newest. Interrupted between the two, a retry finds the slices and no versions.
+   * Removes the listed versions of a write group (one delete, indexed by the group), then its
+   * slices; the caller has made sure none of them is newest. A version written into the group after
+   * the caller listed it stays. Interrupted between the two, a retry finds the slices and no versions.
    */
-  async dropGroup(group: string): Promise<number> {
-    const removed = (await this.profiles.deleteMany({ group })).deletedCount;
+  async dropGroup(group: string, versionIds: string[]): Promise<number> {
+    const removed = versionIds.length === 0 ? 0 : (await this.profiles.deleteMany({ group, _id: { $in: versionIds } })).deletedCount;
     await this.slices.deleteMany({ group });
     return removed;
   }
