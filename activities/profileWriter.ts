@@ -125,6 +125,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const savedPositions = new Map<number, PartitionPosition>();
   /** Each partition's reserved group an attempt here has taken (see attemptGroup). */
   const takenGroups = new Map<number, string>();
+  /** Per partition, the cache point (ProfileStore.cachePoint) since which this process's caches of it are current. */
+  const trustedSince = new Map<number, number>();
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
   const compactAt = deps.compactAtSupersededShare ?? 0.5;
   const compactWhenIdleAt = deps.compactWhenIdleAtShare ?? 0.25;
@@ -151,8 +153,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    */
   async function fold(input: FoldInput): Promise<FoldResult> {
     await marks.refresh();
-    const trustCache = input.lastWriter === writerId;
-    const position = await loadPosition(input.partition, trustCache);
+    const trustSince = trusts(input.partition, input.lastWriter);
+    const position = await loadPosition(input.partition, trustSince);
     const saved = structuredClone(position);
     const sourceIds = input.includeKnown ? [...new Set([...input.sourceIds, ...Object.keys(position.cursors)])] : input.sourceIds;
     const result: FoldResult = {
@@ -171,8 +173,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       versionsCarried: 0,
     };
     // Each attempt writes under a group of its own, recorded before its first write (below).
-    const { group, recorded } = attemptGroup(input.partition, position, trustCache);
-    const split = await splitDocuments(input.partition, input.splits ?? [], group, trustCache, result);
+    const { group, recorded } = attemptGroup(input.partition, position, trustSince);
+    const split = await splitDocuments(input.partition, input.splits ?? [], group, trustSince, result);
     const batches: RoutedBatch[] = [];
     for (const sourceId of sourceIds) {
       let from = position.cursors[sourceId] ?? 0;
@@ -197,10 +199,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // When this process wrote the partition last, nobody has changed its documents since: its cache is
     // current. Documents the drain made have no versions yet, unless an earlier attempt wrote some.
     const created = firstAttempt() ? new Set(batches.flatMap((batch) => batch.created ?? [])) : new Set<string>();
-    const stored = await profiles.load(touched.filter((id) => !created.has(id)), { trustCache });
+    const stored = await profiles.load(touched.filter((id) => !created.has(id)), { trustSince });
     for (const [id, doc] of split.current) stored.set(id, doc);
     heartbeat({ loaded: stored.size });
-    const { targets, relearned } = await redirectLateEvents(input.partition, batches, stored, trustCache, result);
+    const { targets, relearned } = await redirectLateEvents(input.partition, batches, stored, trustSince, result);
 
     const changed = new Map<string, ProfileDoc>();
     const duplicatesBySource = new Map<string, number>();
@@ -250,12 +252,20 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // A split document is retired last: until then its parts must all be in the store.
     const toSave = [...changed.values()];
     for (const doc of split.written) if (!changed.has(doc.profileId) && !doc.retired) toSave.unshift(doc);
+    // Documents this fold took for new without reading them (`created`) must not have been made meanwhile, by another
+    // source's batch folded first: their first version, superseded and compacted away, would not stop this one.
+    const bornBefore = await profiles.recordBirths([...toSave, ...split.written].filter((doc) => doc.version === 0).map((doc) => doc.profileId));
+    if ([...created].some((id) => bornBefore.has(id))) throw new Error(`partition ${input.partition}: a document a batch made had been folded before: the retry reads it`);
     // Marked before the versions are written: a retry that finds them written would not mark again.
     await markCaps([...toSave, ...split.written], split.replaced, stored);
     // The group is recorded before anything is written to it: an attempt interrupted mid-write
     // leaves a group compaction knows of (its versions are superseded by the retry's), never a leak.
     if (recorded) takenGroups.set(input.partition, group);
-    else await savePosition(input.partition, { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } });
+    else {
+      const recording = { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } };
+      await savePosition(input.partition, recording);
+      position.token = recording.token;
+    }
     await saveInGroup(toSave, group);
     if (split.written.length > 0) await deps.onFoldStep?.('split-parts-written', group);
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
@@ -268,6 +278,13 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (counts && previous?._id !== doc._id) counts.superseded++;
     }
     await deps.onFoldStep?.('versions-written', group);
+    result.profilesWritten = toSave.length;
+    // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
+    if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustSince, result, Infinity);
+    result.compactionDue = dueShare(position, group) >= compactWhenIdleAt;
+    // Saved before the changes are recorded: a fold whose writer was taken over meanwhile (its save
+    // refused) records nothing, so the writer that took over is the only one to record them.
+    await savePosition(input.partition, reserveNextGroup(input.partition, position));
     // An erasure may have begun while this fold ran, and scrubbed records before these are written:
     // they name none of its documents (the versions just written are what its check finds, and scrubs again).
     await marks.refresh(true);
@@ -275,11 +292,6 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
     await recordSegmentChanges(group, kept, stored, [...linkedNow].filter((id) => !marks.erased(id) && (stored.has(id) || kept.has(id))));
     await recordItemChanges(group, kept, stored);
-    result.profilesWritten = toSave.length;
-    // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
-    if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustCache, result, Infinity);
-    result.compactionDue = dueShare(position, group) >= compactWhenIdleAt;
-    await savePosition(input.partition, reserveNextGroup(input.partition, position));
     return result;
   }
 
@@ -289,9 +301,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * a save first — one store call fewer on the way from an event to its profile. A retry here, or
    * another writer, cannot tell whether an attempt wrote there already: it takes a group of its own.
    */
-  function attemptGroup(partition: number, position: PartitionPosition, trustCache: boolean): { group: string; recorded: boolean } {
+  function attemptGroup(partition: number, position: PartitionPosition, trustSince: number | undefined): { group: string; recorded: boolean } {
     const reserved = position.nextGroup;
-    if (trustCache && reserved && Object.hasOwn(position.groups, reserved) && takenGroups.get(partition) !== reserved) return { group: reserved, recorded: true };
+    if (trustSince !== undefined && reserved && Object.hasOwn(position.groups, reserved) && takenGroups.get(partition) !== reserved) return { group: reserved, recorded: true };
     return { group: `p${partition}-${randomUUID()}`, recorded: false };
   }
 
@@ -324,17 +336,17 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * retry for the reasons `compact` gives.
    */
   async function compactPartition(input: CompactInput): Promise<CompactResult> {
-    const trustCache = input.lastWriter === writerId;
-    const position = await loadPosition(input.partition, trustCache);
+    const trustSince = trusts(input.partition, input.lastWriter);
+    const position = await loadPosition(input.partition, trustSince);
     const result: CompactResult = { writer: writerId, groups: 0, versionsRemoved: 0, versionsCarried: 0, more: false };
     if (dueGroups(position, null).length === 0) return result;
-    const { group, recorded } = attemptGroup(input.partition, position, trustCache);
+    const { group, recorded } = attemptGroup(input.partition, position, trustSince);
     if (recorded) takenGroups.set(input.partition, group);
     else {
       position.groups[group] = { written: 0, superseded: 0 };
       await savePosition(input.partition, position);
     }
-    result.groups = await compact(position, group, trustCache, result, input.maxGroups);
+    result.groups = await compact(position, group, trustSince, result, input.maxGroups);
     result.more = dueShare(position, group) >= compactWhenIdleAt;
     if (position.groups[group].written === 0) delete position.groups[group];
     await savePosition(input.partition, reserveNextGroup(input.partition, position));
@@ -345,15 +357,38 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * A partition's position: as this process last saved it when it wrote the partition last (the
    * profile cache's rule: only a partition's writer saves its position), else from the store.
    */
-  async function loadPosition(partition: number, trustCache: boolean): Promise<PartitionPosition> {
+  async function loadPosition(partition: number, trustSince: number | undefined): Promise<PartitionPosition> {
     const saved = savedPositions.get(partition);
-    return trustCache && saved ? structuredClone(saved) : routedEvents.loadPosition(partition);
+    return trustSince !== undefined && saved ? structuredClone(saved) : routedEvents.loadPosition(partition);
   }
 
-  /** Forgotten first: a save that fails may still have reached the store, and the store then holds what is known. */
+  /**
+   * Whether this process's caches of a partition — its position, its documents' newest versions —
+   * are current, and since when: it wrote the partition last (the workflow says so) and no other
+   * writer has saved the position since (a save here would have been refused). Else it takes the
+   * partition over (or back) now: what its caches knew from before may have changed since.
+   */
+  function trusts(partition: number, lastWriter: string | null): number | undefined {
+    const since = trustedSince.get(partition);
+    if (lastWriter === writerId && since !== undefined) return since;
+    trustedSince.set(partition, profiles.cachePoint());
+    savedPositions.delete(partition);
+    return undefined;
+  }
+
+  /**
+   * Saves the position if it is still the one this attempt loaded; else this attempt was overtaken
+   * by another writer (it took over while this one stalled) and fails: a retry reads the store.
+   * Forgotten first: a save that fails may still have reached the store, and the store then holds what is known.
+   */
   async function savePosition(partition: number, position: PartitionPosition): Promise<void> {
     savedPositions.delete(partition);
-    await routedEvents.savePosition(partition, position);
+    const token = await routedEvents.savePosition(partition, position);
+    if (token === null) {
+      trustedSince.delete(partition);
+      throw new Error(`partition ${partition}: another writer saved its position since this fold loaded it`);
+    }
+    position.token = token;
     savedPositions.set(partition, structuredClone(position));
   }
 
@@ -365,7 +400,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * is single, a document already retired is left alone, and a part an interrupted attempt wrote is
    * taken as it is.
    */
-  async function splitDocuments(partition: number, unlinkIds: string[], group: string, trustCache: boolean, result: FoldResult) {
+  async function splitDocuments(partition: number, unlinkIds: string[], group: string, trustSince: number | undefined, result: FoldResult) {
     const written: ProfileDoc[] = [];
     const current = new Map<string, StoredVersion>();
     const replaced = new Map<string, StoredVersion>();
@@ -374,12 +409,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (!plan) continue;
       const sideOf = Object.fromEntries(plan.sideOf.map(({ key, side }) => [key, side]));
       for (const { profileId } of plan.docs.filter((doc) => doc.partition === partition)) {
-        const doc = current.get(profileId) ?? (await profiles.get(profileId, { trustCache }));
+        const doc = current.get(profileId) ?? (await profiles.get(profileId, { trustSince }));
         if (!doc || doc.retired) continue;
         const held = await routedEvents.heldBy(doc);
         const made = splitDocument(doc, held, { sideOf, sides: plan.sides }, unlinkId, deps.config.DMP_PROFILE_PARTITIONS, now());
         await routedEvents.writeMoved(partition, `${unlinkId}:${profileId}`, [...made.moved.values()].flat());
-        const existing = await profiles.load(made.parts.map((part) => part.profileId), { trustCache });
+        const existing = await profiles.load(made.parts.map((part) => part.profileId), { trustSince });
         for (const part of made.parts) {
           const stored = existing.get(part.profileId);
           if (stored) current.set(part.profileId, stored);
@@ -403,7 +438,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * after it was planned follow them, and an event that shows the document's sides together again
    * links them (new evidence, which the drain could not see: to it they were one document). Returns each redirected event's new document.
    */
-  async function redirectLateEvents(partition: number, batches: RoutedBatch[], stored: Map<string, StoredVersion>, trustCache: boolean, result: FoldResult) {
+  async function redirectLateEvents(partition: number, batches: RoutedBatch[], stored: Map<string, StoredVersion>, trustSince: number | undefined, result: FoldResult) {
     const targets = new Map<RoutedEvent, string>();
     const moves = new Map<string, { key: string; from: string; to: string }>();
     const links = new Map<string, IdentityLinkDoc>();
@@ -433,7 +468,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       }
       if (missing.size === 0) break;
       if (hop > 64) throw new Error('split documents point at each other');
-      for (const [id, doc] of await profiles.load([...missing], { trustCache })) stored.set(id, doc);
+      for (const [id, doc] of await profiles.load([...missing], { trustSince })) stored.set(id, doc);
     }
     if (targets.size === 0) return { targets, relearned: [] };
     for (const batch of batches) {
@@ -454,8 +489,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * evaluated before and after with the same evaluator as batch runs, and the changes recorded
    * under the attempt's write group. Runs after the fold's versions are written, so the components
    * read here hold them, and a retry compares with what an interrupted attempt wrote: nothing is
-   * counted twice. (An attempt interrupted between writing its versions and this record loses these
-   * changes; the next batch run counts them.)
+   * counted twice. (An attempt interrupted between writing its versions and this record — the
+   * position saved after them is part of that — loses these changes; the next batch run counts them.)
    */
   async function recordSegmentChanges(
     group: string,
@@ -543,14 +578,14 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   async function compact(
     position: PartitionPosition,
     current: string,
-    trustCache: boolean,
+    trustSince: number | undefined,
     result: Pick<FoldResult, 'versionsRemoved' | 'versionsCarried'>,
     maxGroups: number,
   ): Promise<number> {
     const groups = dueGroups(position, current).slice(0, maxGroups);
     for (const group of groups) {
       const members = await profiles.groupMembers(group);
-      const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustCache });
+      const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustSince });
       // A member newer than the cache knows of was written by a fold this writer took over from, which
       // went on running (a stalled worker's local activity): the store knows better.
       const beyondCache = [...new Set(members.filter((member) => isNewer(member, newest)).map((member) => member.profileId))];

@@ -61,7 +61,7 @@ export async function generateProfiles(store: Store, count: number, random: () =
   for (let partition = 0; partition < partitions; partition++) {
     const position = await routed.loadPosition(partition);
     position.groups[benchGroup(partition)] = { written: written[partition], superseded: 0 };
-    await routed.savePosition(partition, position);
+    if ((await routed.savePosition(partition, position)) === null) throw new Error(`partition ${partition}: its position changed while the bench wrote it`);
   }
   const links = new IdentityIndex(store, 0);
   const pairs = Math.floor(count / linkEvery);

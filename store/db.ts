@@ -47,6 +47,8 @@ export const COLLECTIONS = {
   profiles: 'profiles',
   /** Which versions each write group of `profiles` holds, one document per write: compaction reads these, not the versions. */
   profileGroupSlices: 'profile_group_slices',
+  /** One per profile document that has had a version (`_id` = the document id), kept when versions go: see ProfileStore.recordBirths. */
+  profileBirths: 'profile_births',
   /** A source batch's routing (`<sourceId>:<from>` → the chunk it ends before), fixed by its first writer. */
   eventRoutes: 'event_routes',
   /** Events routed to a profile partition, one document per partition and source batch; kept for the profile's event history. */

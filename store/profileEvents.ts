@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Binary, Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
 import type { HeldEvent } from '../domain/identitySplit';
@@ -86,6 +87,8 @@ export interface PartitionPosition {
   nextGroup?: string;
   /** Superseded versions removed so far. */
   versionsRemoved: number;
+  /** Set anew by every save (absent before the first): a save is refused unless the position it replaces is the one it was loaded as. */
+  token?: string;
 }
 
 interface PartitionPositionDoc extends PartitionPosition {
@@ -204,6 +207,7 @@ export class ProfileEventLog {
       groups: doc?.groups ?? {},
       ...(doc?.nextGroup && { nextGroup: doc.nextGroup }),
       versionsRemoved: doc?.versionsRemoved ?? 0,
+      ...(doc?.token && { token: doc.token }),
     };
   }
 
@@ -224,8 +228,23 @@ export class ProfileEventLog {
     return { eventsApplied: sum((position) => position.applied), duplicatesDropped: sum((position) => position.duplicates) };
   }
 
-  /** Only the partition's writer saves it; the same fold saved twice writes the same document. */
-  async savePosition(partition: number, position: PartitionPosition): Promise<void> {
-    await this.positions.replaceOne({ _id: String(partition) }, position, { upsert: true });
+  /**
+   * Replaces the partition's position if the stored one is still the one `position` was loaded as
+   * (its `token`), and returns the new token; null when another save came between. Only the
+   * partition's writer saves it, but a writer taken over (a stalled worker's fold running on) must
+   * not set back what its successor saved. On FerretDB the check and the write are not one atomic
+   * step: it fences a writer that comes back late, not two saving in the same instant.
+   */
+  async savePosition(partition: number, position: PartitionPosition): Promise<string | null> {
+    const { token: loaded, ...content } = position;
+    const token = randomUUID();
+    try {
+      const result = await this.positions.replaceOne({ _id: String(partition), token: loaded ?? { $exists: false } }, { ...content, token }, { upsert: true });
+      return result.matchedCount + result.upsertedCount > 0 ? token : null;
+    } catch (error) {
+      // No stored position matched, and the upsert found one there: saved by another writer.
+      if (isDuplicateKeyError(error)) return null;
+      throw error;
+    }
   }
 }

@@ -3,7 +3,7 @@ import { Binary, BSON, type Collection } from 'mongodb';
 import type { CountedSubject } from '../domain/audienceReports';
 import type { ProfileDoc, RecentEvent, SegmentSubject } from '../domain/profile';
 import type { SubjectNeeds } from '../domain/segmentRules';
-import { COLLECTIONS, forEachConcurrently, type Store } from './db';
+import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
 import { VersionClaims } from './versionClaims';
 
@@ -222,30 +222,58 @@ function readNumber(bytes: Uint8Array, [type, at]: [number, number, number]): nu
 export class ProfileStore {
   readonly profiles: Collection<StoredProfile>;
   private readonly slices: Collection<GroupSlice>;
+  private readonly births: Collection<{ _id: string }>;
   private readonly claims: VersionClaims;
-  /** The newest version this process has seen of each document. */
-  private readonly latest: BoundedCache<string, StoredVersion>;
+  /** The newest version this process has seen of each document, and when (see `cachePoint`). */
+  private readonly latest: BoundedCache<string, { version: StoredVersion; at: number }>;
+  private clock = 0;
 
   constructor(store: Store, cacheSize = 100_000) {
     this.profiles = store.db.collection<StoredProfile>(COLLECTIONS.profiles);
     this.slices = store.db.collection<GroupSlice>(COLLECTIONS.profileGroupSlices);
+    this.births = store.db.collection<{ _id: string }>(COLLECTIONS.profileBirths);
     this.claims = new VersionClaims(store);
     this.latest = new BoundedCache(cacheSize);
   }
 
   /**
-   * The newest version of a document, or null when it has none. `trustCache` answers from this
-   * process's cache when it can: only for a writer that knows nobody else has written since. The
-   * result is shared with the cache: read it, or change a copy (`nextVersion`), never the result.
+   * A point in this process's cache: what it learns from now on is newer. A writer that takes a
+   * partition over (or back) takes one, and trusts only what its cache learned since: what it knew
+   * from before may have been changed by the writer it took over from.
    */
-  async get(profileId: string, options: { trustCache?: boolean } = {}): Promise<StoredVersion | null> {
+  cachePoint(): number {
+    return ++this.clock;
+  }
+
+  /**
+   * The newest version of a document, or null when it has none. `trustSince` answers from this
+   * process's cache what it learned since that point (see cachePoint): only for a writer that
+   * knows nobody else has written since. The result is shared with the cache: read it, or change
+   * a copy (`nextVersion`), never the result.
+   */
+  async get(profileId: string, options: { trustSince?: number } = {}): Promise<StoredVersion | null> {
     const cached = this.latest.get(profileId);
-    if (cached && options.trustCache) return cached;
+    if (cached && options.trustSince !== undefined && cached.at >= options.trustSince) return cached.version;
     const versions = await this.profiles.find({ profileId }).toArray();
     if (versions.length === 0) return null;
     const newest = decodeProfile(versions.reduce((a, b) => (b.version > a.version ? b : a)));
-    this.latest.set(profileId, newest);
+    this.remember(newest);
     return newest;
+  }
+
+  private remember(version: StoredVersion): void {
+    this.latest.set(version.profileId, { version, at: this.clock });
+  }
+
+  /**
+   * Records that these documents get their first version now (one keyed insert for all), and
+   * returns those that had one before. A writer that takes a document for new without reading it
+   * must ask: its first version's id may be free again though the document was made — its first
+   * version superseded and compacted away — and inserting it would then succeed, unseen.
+   */
+  async recordBirths(profileIds: string[]): Promise<Set<string>> {
+    const before = await insertKeyed(this.births, profileIds.map((_id) => ({ _id })));
+    return new Set([...before].map((index) => profileIds[index]));
   }
 
   /** Every stored version of a document (one indexed read): what an erasure must find all of. */
@@ -254,7 +282,7 @@ export class ProfileStore {
   }
 
   /** Loads many documents, a bounded number of reads in flight at once. */
-  async load(profileIds: string[], options: { trustCache?: boolean } = {}, concurrency = 16): Promise<Map<string, StoredVersion>> {
+  async load(profileIds: string[], options: { trustSince?: number } = {}, concurrency = 16): Promise<Map<string, StoredVersion>> {
     const found = new Map<string, StoredVersion>();
     await forEachConcurrently(profileIds, concurrency, async (id) => {
       const doc = await this.get(id, options);
@@ -281,7 +309,7 @@ export class ProfileStore {
       if (refused.length > 0) await this.pullFromSlice(slice, refused);
       throw error;
     }
-    for (const doc of docs) this.latest.set(doc.profileId, { ...doc, group });
+    for (const doc of docs) this.remember({ ...doc, group });
   }
 
   /**
@@ -331,6 +359,7 @@ export class ProfileStore {
     await forEachConcurrently(profileIds, concurrency, async (profileId) => {
       this.latest.delete(profileId);
       const { deletedCount } = await this.profiles.deleteMany({ profileId });
+      await this.births.deleteOne({ _id: profileId });
       removed += deletedCount;
     });
     return removed;

@@ -105,7 +105,11 @@ describe('a feed fetch attempt given up on that runs on', () => {
       expect(await stagedOf(`${pullId}_${attempt}`)).toBe(0);
     }
     expect(server.requests.filter((request) => request.status === 200)).toHaveLength(2);
-    expect((await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).body.feed).toMatchObject({ cursor: String(ROWS - 1), lastPull: { pullId, state: 'completed', uploadId: before.uploadId } });
+    // The whole response is matched, so a failure shows its status and problem too.
+    expect(await call(`${api.url}/v1/sources/${sourceId}`, { key: api.adminKey })).toMatchObject({
+      status: 200,
+      body: { feed: { cursor: String(ROWS - 1), lastPull: { pullId, state: 'completed', uploadId: before.uploadId } } },
+    });
     expect(await sourceLogEventIds(store, sourceId)).toHaveLength(ROWS);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   }, 1_800_000);
