@@ -227,26 +227,30 @@ async function putSchedule(
   }
 }
 
-/**
- * Whether a workflow is alive. Only a workflow Temporal does not know (never started, or its history
- * gone) counts as ended without a status; any other error is thrown, for the caller's retry.
- */
-/** gRPC's DEADLINE_EXCEEDED status code. */
+/** gRPC status codes. */
+const CANCELLED = 1;
 const DEADLINE_EXCEEDED = 4;
 
 /**
  * A workflow's answer to a query within `ms`, or null when it did not come: a query waits for the
- * workflow's task, which its local activities may hold for a while.
+ * workflow's task, which its local activities may hold for a while. A call the deadline ends comes
+ * back as DEADLINE_EXCEEDED — or as CANCELLED when the client's own retry had begun another attempt.
  */
 export async function queryWithin<T>(client: Client, handle: WorkflowHandle, query: QueryDefinition<T>, ms: number): Promise<T | null> {
+  const deadline = Date.now() + ms;
   try {
-    return await client.connection.withDeadline(Date.now() + ms, () => handle.query(query));
+    return await client.connection.withDeadline(deadline, () => handle.query(query));
   } catch (error) {
-    if (error instanceof ServiceError && isGrpcServiceError(error.cause) && error.cause.code === DEADLINE_EXCEEDED) return null;
+    const code = error instanceof ServiceError && isGrpcServiceError(error.cause) ? error.cause.code : undefined;
+    if (code === DEADLINE_EXCEEDED || (code === CANCELLED && Date.now() >= deadline)) return null;
     throw error;
   }
 }
 
+/**
+ * Whether a workflow is alive. Only a workflow Temporal does not know (never started, or its history
+ * gone) counts as ended without a status; any other error is thrown, for the caller's retry.
+ */
 export async function workflowIsRunning(client: Client, workflowId: string): Promise<boolean> {
   try {
     return (await client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
