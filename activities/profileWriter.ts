@@ -90,7 +90,7 @@ function firstAttempt(): boolean {
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
-export type FoldStep = 'profiles-partly-written' | 'group-carried' | 'split-parts-written' | 'versions-written';
+export type FoldStep = 'versions-writing' | 'profiles-partly-written' | 'group-carried' | 'split-parts-written' | 'versions-written';
 
 export interface ProfileWriterDeps {
   store: Store;
@@ -153,6 +153,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    */
   async function fold(input: FoldInput): Promise<FoldResult> {
     await marks.refresh();
+    const marksRead = marks.slotsRead;
     const trustSince = trusts(input.partition, input.lastWriter);
     const position = await loadPosition(input.partition, trustSince);
     const saved = structuredClone(position);
@@ -266,6 +267,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       await savePosition(input.partition, recording);
       position.token = recording.token;
     }
+    await deps.onFoldStep?.('versions-writing', group);
     await saveInGroup(toSave, group);
     if (split.written.length > 0) await deps.onFoldStep?.('split-parts-written', group);
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
@@ -278,6 +280,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (counts && previous?._id !== doc._id) counts.superseded++;
     }
     await deps.onFoldStep?.('versions-written', group);
+    await withoutErasedSince(marksRead, input.partition, toSave);
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
     if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustSince, result, Infinity);
@@ -285,14 +288,31 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // Saved before the changes are recorded: a fold whose writer was taken over meanwhile (its save
     // refused) records nothing, so the writer that took over is the only one to record them.
     await savePosition(input.partition, reserveNextGroup(input.partition, position));
-    // An erasure may have begun while this fold ran, and scrubbed records before these are written:
-    // they name none of its documents (the versions just written are what its check finds, and scrubs again).
-    await marks.refresh(true);
+    // An erasure that began while this fold ran (marks read since by withoutErasedSince) may have scrubbed
+    // the records before these are written: they name none of its documents.
     const kept = new Map([...changed].filter(([id]) => !marks.erased(id)));
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
     await recordSegmentChanges(group, kept, stored, [...linkedNow].filter((id) => !marks.erased(id) && (stored.has(id) || kept.has(id))));
     await recordItemChanges(group, kept, stored);
     return result;
+  }
+
+  /**
+   * A fold reads its events, stalls (its worker paused), and writes their versions after a whole
+   * erasure of their subject ran meanwhile: the erasure's check, done by then, found none of them.
+   * So the writer looks after writing: when marks arrived since the fold began and name a document
+   * it wrote — by id, or by its identities' tombstones once the erasure has forgotten the ids —
+   * every version of those documents goes, and the fold fails before its position is saved. Its
+   * retry knows the tombstones from the start and folds without the subject's events. One read of
+   * the next mark slot per fold; nothing more while no mark arrives.
+   */
+  async function withoutErasedSince(marksRead: number, partition: number, written: ProfileDoc[]): Promise<void> {
+    await marks.refresh(true);
+    if (marks.slotsRead === marksRead) return;
+    const erased = written.filter((doc) => marks.erased(doc.profileId) || marks.erasedBy(doc.identities) !== null).map((doc) => doc.profileId);
+    if (erased.length === 0) return;
+    await profiles.removeDocuments(erased);
+    throw new Error(`partition ${partition}: an erasure began while this fold ran, and ${erased.length} of the documents it wrote are its subject's: they are removed, and the retry folds without them`);
   }
 
   /**

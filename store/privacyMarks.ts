@@ -111,6 +111,11 @@ export class PrivacyMarks {
     return this.refreshing;
   }
 
+  /** How many mark slots this process has read: more after a refresh than before means marks arrived meanwhile. */
+  get slotsRead(): number {
+    return this.read;
+  }
+
   /** Whether a subject — a document and those it was split from, or a person's documents — is opted out (as of the last refresh). */
   optedOut(subject: Parameters<typeof documentIdsOf>[0]): boolean {
     if (this.documents.size === 0) return false;

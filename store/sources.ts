@@ -2,7 +2,7 @@ import type { Collection } from 'mongodb';
 import type { ConsentPolicy, DrainPosition, Party, SourceKind, SourceState } from '../domain/schemas';
 import type { FeedConfig } from '../domain/feeds';
 import type { CrmMapping } from '../domain/uploads';
-import { COLLECTIONS, type Store } from './db';
+import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
 
 export interface SourceDoc {
   _id: string;
@@ -87,8 +87,19 @@ export class SourceStore {
     return position;
   }
 
-  /** Replaces the saved position by `_id`; the same batch saved twice writes the same document. */
+  /**
+   * Replaces the saved position by `_id`, unless the stored one is further on: the same batch saved
+   * twice writes the same document, and a turn of a stalled worker, routing a range again after
+   * another worker took the source over and went past it, cannot set the position back (a fresh
+   * start would route from there again). When it is further on, the filter matches nothing and the
+   * upsert's insert is a duplicate, which leaves it be. Atomic on MongoDB; on FerretDB a read and a
+   * write back, which leaves a window of milliseconds, not a stall's length.
+   */
   async savePosition(id: string, position: DrainPosition): Promise<void> {
-    await this.positions.replaceOne({ _id: id }, position, { upsert: true });
+    try {
+      await this.positions.replaceOne({ _id: id, cursor: { $lte: position.cursor } }, position, { upsert: true });
+    } catch (error) {
+      if (!isDuplicateKeyError(error)) throw error;
+    }
   }
 }

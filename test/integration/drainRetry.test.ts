@@ -1,8 +1,10 @@
 import type { Client } from '@temporalio/client';
-import type { DrainStep } from '../../activities/collection';
+import { createCollectionActivities, type DrainStep } from '../../activities/collection';
 import type { FoldStep } from '../../activities/profileWriter';
 import { sourceWorkflowId } from '../../domain/workflowIds';
 import { prepareEvents } from '../../domain/collect';
+import { INITIAL_DRAIN_POSITION } from '../../domain/drainPosition';
+import type { DrainPosition } from '../../domain/schemas';
 import { COLLECTIONS, type Store } from '../../store/db';
 import { EventIdGenerations } from '../../store/eventIds';
 import { chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, type StoredChunk } from '../../store/eventLog';
@@ -119,6 +121,30 @@ describe('draining a source into profiles', () => {
     expect(await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)).toBe(generated.length);
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
+  });
+
+  it("keeps the source position of the worker that took the source over when a stalled worker's turn saves an older one", async () => {
+    const sourceId = uniqueName('src');
+    await appendToLog(store, sourceId, Array.from({ length: 300 }, (_, n) => userEvent(n % 60, Math.floor(n / 60), 'stall')), 100);
+    const config = { ...baseConfig, DMP_TASK_QUEUE: uniqueName('stalled-turn'), DMP_DRAIN_CONCURRENCY: 1 };
+    const turn = (activities: ReturnType<typeof createCollectionActivities>, position: DrainPosition) =>
+      activities.routeSourceBatch({ sourceId, party: 'first', position, maxEvents: 100 });
+    const stalled = createCollectionActivities({ store, temporal, config });
+    const taking = createCollectionActivities({ store, temporal, config });
+    // Both turns start from the same position: the stalled worker's turn ran on (its worker paused)
+    // while the other worker, having taken the source over, routed the same chunk and the next one.
+    const first = await turn(taking, INITIAL_DRAIN_POSITION);
+    const second = await turn(taking, first.position);
+    expect(second.position).toMatchObject({ cursor: 2, eventsProcessed: 200 });
+    const late = await turn(stalled, INITIAL_DRAIN_POSITION);
+    expect(late.position).toMatchObject({ cursor: 1, eventsProcessed: 100 });
+    // What a fresh start of the source's workflow would route from.
+    expect((await taking.loadDrainPosition(sourceId)).position).toEqual(second.position);
+    // The same turn run again (a retry) still saves its position: the same one, drained later.
+    await turn(taking, second.position);
+    const retried = await turn(taking, second.position);
+    expect(retried.position).toMatchObject({ cursor: 3, eventsProcessed: 300 });
+    expect((await taking.loadDrainPosition(sourceId)).position).toEqual(retried.position);
   });
 
   it('compacts superseded profile versions a group at a time, in folds and once idle, losing nothing when it dies mid-compaction', async () => {

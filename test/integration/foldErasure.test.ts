@@ -1,4 +1,5 @@
 import type { Client } from '@temporalio/client';
+import { partitionOf } from '../../domain/partition';
 import { ensureSourceWorkflow } from '../../temporal/client';
 import { sourceWorkflowId } from '../../domain/workflowIds';
 import { sourceLogGrewSignal } from '../../workflows/sourceConnection';
@@ -8,11 +9,14 @@ import { PrivacyMarks } from '../../store/privacyMarks';
 import { SEGMENT_COLLECTIONS } from '../../store/segmentRuns';
 import { SegmentStore } from '../../store/segments';
 import { appendToLog } from '../support/appendEvents';
-import { userEvent } from '../support/audience';
-import { eventsFolded } from '../support/profiles';
+import { expectedProfiles, userEvent } from '../support/audience';
+import { call } from '../support/http';
+import { settledRequest } from '../support/privacyRequests';
+import { eventsFolded, profileDifferences } from '../support/profiles';
 import { findResidue } from '../support/residue';
 import { segmentDoc } from '../support/segmentFixtures';
-import { baseConfig, startWorker, stopPartitionWriters, testStore, testTemporal, uniqueName, waitFor } from '../support/services';
+import { baseConfig, startApi, startWorker, stopPartitionWriters, testStore, testTemporal, uniqueName, waitFor } from '../support/services';
+import { newSource } from '../support/sourceClient';
 
 describe('a fold under way when an erasure begins', () => {
   let store: Store;
@@ -74,4 +78,62 @@ describe('a fold under way when an erasure begins', () => {
       await worker.stop();
     }
   });
+
+  it('removes the version it writes of a subject whose whole erasure ran while it stalled before writing', async () => {
+    // A store of its own: every profile in it is this test's.
+    const own = await testStore('fold_stall');
+    const taskQueue = uniqueName('fold-stall');
+    const subject = uniqueName('c-subject');
+    const others = (round: number) => Array.from({ length: 200 }, (_, n) => userEvent(n % 40, round * 10 + Math.floor(n / 40), `ev-${taskQueue}`));
+    const subjectEvents = (round: number) =>
+      Array.from({ length: 5 }, (_, n) => ({ id: `subject-${round}-${n}`, type: 'page_view', timestamp: new Date(Date.UTC(2026, 10, 1, round, n)).toISOString(), identities: { cookie_id: subject } }));
+    // Once armed, the subject's partition's next fold — which holds the subject's new events — stalls
+    // before writing its versions until an erasure of the subject has run to the end.
+    let stall: (() => Promise<void>) | null = null;
+    let stalledIn = '';
+    const worker = await startWorker({
+      store: own,
+      temporal,
+      taskQueue,
+      activityOverrides: {
+        onFoldStep: async (step, group) => {
+          if (step !== 'versions-writing' || !stall || !group.startsWith(stalledIn)) return;
+          const run = stall;
+          stall = null;
+          await run();
+        },
+      },
+    });
+    const api = await startApi({ store: own, temporal, taskQueue });
+    try {
+      const admin = (path: string, options: { body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+      const source = await newSource(api);
+      expect((await source.send([...others(0), ...subjectEvents(0)])).body.accepted).toBe(205);
+      await source.folded(205);
+      const documents: string[] = (await source.lookup('cookie_id', subject)).body.profileIds;
+      expect(documents).toHaveLength(1);
+      expect(await findResidue(own.db, [subject, ...documents])).not.toEqual([]);
+
+      let erasure: { state: string } | undefined;
+      stalledIn = `p${partitionOf(documents[0], baseConfig.DMP_PROFILE_PARTITIONS)}-`;
+      stall = async () => {
+        const started = await admin('/v1/privacy/requests', { body: { type: 'erase', identity: { type: 'cookie_id', value: subject } } });
+        erasure = await settledRequest(admin, started.body.id, 120_000);
+      };
+      expect((await source.send([...others(1), ...subjectEvents(1)])).body.accepted).toBe(205);
+      // Everyone else's new events folded (the subject's left the routed batches with the erasure).
+      await source.folded(405);
+      expect(stall).toBeNull();
+      expect(erasure?.state).toBe('completed');
+      expect(await findResidue(own.db, [subject, ...documents])).toEqual([]);
+      expect((await source.lookup('cookie_id', subject)).status).toBe(404);
+      // The fold's retry folded everyone else's events, each once.
+      expect(await profileDifferences(own, expectedProfiles([...others(0), ...others(1)]))).toEqual([]);
+    } finally {
+      await api.close();
+      await stopPartitionWriters(temporal, own);
+      await worker.stop();
+      await own.close();
+    }
+  }, 240_000);
 });
