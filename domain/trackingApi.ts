@@ -169,6 +169,9 @@ function isRecord(value: unknown): value is Record<string, unknown> {
  * contains a value. Nulls inside lists are dropped; empty objects leave nothing.
  */
 export function flattenFields(record: Record<string, unknown>): Map<string, FlatValue> {
+  // Most records are flat already: no two names can then meet, and every value stays as it is.
+  const entries = Object.entries(record);
+  if (entries.every(([, value]) => value === null || typeof value !== 'object')) return new Map(entries as Array<[string, FlatScalar]>);
   const collected = new Map<string, { values: FlatScalar[]; list: boolean }>();
   const visit = (value: unknown, name: string, inList: boolean): void => {
     if (Array.isArray(value)) {
@@ -215,6 +218,7 @@ export function messagePath(origins: FieldOrigins, path: string): string {
 class FlatFields {
   // No prototype: a name such as `__proto__` stays a plain field (and plain assignment is far cheaper than defining each).
   readonly values: Record<string, FlatValue> = Object.create(null);
+  isEmpty = true;
 
   constructor(
     private readonly origins: FieldOrigins | undefined,
@@ -223,16 +227,18 @@ class FlatFields {
 
   add(record: Record<string, unknown> | null | undefined, messageField: string, prefix = ''): void {
     if (!record) return;
-    for (const [name, value] of flattenFields(record)) this.set(`${prefix}${name}`, value, `${messageField}.${name}`);
+    for (const [name, value] of flattenFields(record)) {
+      this.values[`${prefix}${name}`] = value;
+      this.isEmpty = false;
+      // Origins are asked for only to name the fields of a refused event: their names are not built otherwise.
+      this.origins?.set(`${this.eventField}.${prefix}${name}`, `${messageField}.${name}`);
+    }
   }
 
   set(name: string, value: FlatValue, messageField: string): void {
     this.values[name] = value;
+    this.isEmpty = false;
     this.origins?.set(`${this.eventField}.${name}`, messageField);
-  }
-
-  get isEmpty(): boolean {
-    return Object.keys(this.values).length === 0;
   }
 }
 
@@ -240,7 +246,7 @@ class FlatFields {
 const IDENTITY_TRAITS = ['email', 'phone'] as const satisfies readonly InputIdentityType[];
 
 function withoutIdentityTraits(traits: Record<string, unknown> | null | undefined): Record<string, unknown> | undefined {
-  if (!traits) return undefined;
+  if (!traits || !IDENTITY_TRAITS.some((name) => Object.hasOwn(traits, name))) return traits ?? undefined;
   return Object.fromEntries(Object.entries(traits).filter(([name]) => !(IDENTITY_TRAITS as readonly string[]).includes(name)));
 }
 
