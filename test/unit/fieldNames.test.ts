@@ -65,6 +65,15 @@ describe('encodeKeys / decodeKeys', () => {
     expect(decodeKeys(encoded)).toEqual(record);
   });
 
+  it('keeps a name such as __proto__ as a plain own key, not as the prototype', () => {
+    const record = JSON.parse('{"__proto__": {"polluted": true}, "a.b": 1}') as Record<string, unknown>;
+    for (const copy of [encodeKeys(record), decodeKeys(encodeKeys(record))]) {
+      expect(Object.keys(copy)).toEqual(['__proto__', expect.stringMatching(/^a(%2E|\.)b$/)]);
+      expect(Object.getPrototypeOf(copy)).toBe(Object.prototype);
+      expect((copy as { polluted?: boolean }).polluted).toBeUndefined();
+    }
+  });
+
   it('does not modify the record it is given', () => {
     const record = { 'a.b': 1 };
     encodeKeys(record);
