@@ -118,13 +118,13 @@ describe('a fold under way when an erasure begins', () => {
       stalledIn = `p${partitionOf(documents[0], baseConfig.DMP_PROFILE_PARTITIONS)}-`;
       stall = async () => {
         const started = await admin('/v1/privacy/requests', { body: { type: 'erase', identity: { type: 'cookie_id', value: subject } } });
-        erasure = await settledRequest(admin, started.body.id, 120_000);
+        erasure = await settledRequest(admin, started.body.id, 170_000);
       };
       expect((await source.send([...others(1), ...subjectEvents(1)])).body.accepted).toBe(205);
-      // Everyone else's new events folded (the subject's left the routed batches with the erasure).
+      // The erasure runs while the fold waits; then everyone else's new events are folded (the subject's left the routed batches with it).
+      expect((await waitFor('the erasure, run while the fold stalls', async () => erasure, 180_000)).state).toBe('completed');
       await source.folded(405);
       expect(stall).toBeNull();
-      expect(erasure?.state).toBe('completed');
       expect(await findResidue(own.db, [subject, ...documents])).toEqual([]);
       expect((await source.lookup('cookie_id', subject)).status).toBe(404);
       // The fold's retry folded everyone else's events, each once.
@@ -135,5 +135,5 @@ describe('a fold under way when an erasure begins', () => {
       await worker.stop();
       await own.close();
     }
-  }, 240_000);
+  }, 300_000);
 });
