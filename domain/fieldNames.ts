@@ -3,12 +3,15 @@
  * FerretDB refuse `.`, a leading `$` and NUL in keys, so those characters (and `%`, the escape
  * itself) are percent-encoded on the way in and decoded on the way out.
  */
-const ENCODED = /[%.$\u0000]/;
+const RESERVED = String.raw`[%.$\u0000]`;
+/** Without the global flag: `test` then keeps no state between calls. */
+const HAS_RESERVED = new RegExp(RESERVED);
+const EVERY_RESERVED = new RegExp(RESERVED, 'g');
 
 export function encodeFieldName(name: string): string {
   // Most names need nothing: a test costs far less than a replace that calls back for each match.
-  if (!ENCODED.test(name)) return name;
-  return name.replace(/[%.$\u0000]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
+  if (!HAS_RESERVED.test(name)) return name;
+  return name.replace(EVERY_RESERVED, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`);
 }
 
 export function decodeFieldName(key: string): string {
