@@ -3,13 +3,14 @@ import type { Config } from '../config';
 import type { StoredEvent } from '../domain/event';
 import { byTypePriority, identityKey, type Identity } from '../domain/identity';
 import { identityBlocklist } from '../domain/identityBlocklist';
+import type { IdentityClaim } from '../domain/identityResolution';
 import { partitionOf } from '../domain/partition';
 import { INITIAL_DRAIN_POSITION } from '../domain/drainPosition';
 import type { DrainPosition, Party, SourceState } from '../domain/schemas';
-import type { Store } from '../store/db';
+import { forEachConcurrently, type Store } from '../store/db';
 import { EventLog, type ReadChunk } from '../store/eventLog';
-import { IdentityCapStore } from '../store/identityCaps';
-import { IdentityIndex } from '../store/identities';
+import { IdentityCapStore, type RefusalDoc } from '../store/identityCaps';
+import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileEventLog, routedBatchId, type RoutedBatch } from '../store/profileEvents';
 import { SourceStore } from '../store/sources';
@@ -50,7 +51,7 @@ export interface DrainResult {
 }
 
 /** Named points inside a drain where tests may interrupt it, to prove a retry converges. */
-export type DrainStep = 'identities-claimed' | 'events-routed';
+export type DrainStep = 'events-read' | 'identities-claimed' | 'events-routed';
 
 export interface CollectionDeps {
   store: Store;
@@ -168,15 +169,26 @@ export function createCollectionActivities(deps: CollectionDeps) {
     });
   }
 
-  /** A range's share of a drain's counts, and the partitions that got events. */
-  type RangeResult = Pick<DrainResult, 'routed' | 'refused' | 'duplicates' | 'nonProfiling' | 'newProfiles' | 'links' | 'capRefusals'> & { woken: number[] };
+  /** What a range wrote that an erasure begun meanwhile may have to take back (see withoutErasedSince). */
+  interface RangeWrites {
+    from: number;
+    /** Each event routed, with the document it went to. */
+    events: Array<{ event: StoredEvent; profileId: string | null }>;
+    /** Claims, links and refusals this range inserted (not those it found there already). */
+    claims: IdentityClaim[];
+    links: IdentityLinkDoc[];
+    refusals: RefusalDoc[];
+  }
+
+  /** A range's share of a drain's counts, the partitions that got events, and what it wrote. */
+  type RangeResult = Pick<DrainResult, 'routed' | 'refused' | 'duplicates' | 'nonProfiling' | 'newProfiles' | 'links' | 'capRefusals'> & { woken: number[]; writes: RangeWrites };
 
   /** Routes one fixed range of a source's log, its identities resolved: write one routed batch per partition. */
   async function routeRange(sourceId: string, party: Party, from: number, to: number, batch: LogBatch, resolution: BatchResolution): Promise<RangeResult> {
     const events = batch.events.map(({ event }) => event);
     const createdAt = now();
-    await identities.addLinks(linkDocs(resolution.links, sourceId, createdAt));
-    await capStore.record(resolution.refusals.map((refusal) => ({ ...refusal, cap: deps.config.DMP_IDENTITY_CAPS[refusal.type], sourceId })), createdAt);
+    const links = await identities.addLinks(linkDocs(resolution.links, sourceId, createdAt));
+    const refusals = await capStore.record(resolution.refusals.map((refusal) => ({ ...refusal, cap: deps.config.DMP_IDENTITY_CAPS[refusal.type], sourceId })), createdAt);
     await deps.onDrainStep?.('identities-claimed');
 
     const routed: RoutedBatch[] = Array.from({ length: partitions }, (_, partition) => ({
@@ -211,7 +223,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
       target.events.push({ ...event, identities: event.identities.filter(keep(index)), seq, profileId });
       if (!target.profiles.includes(profileId)) target.profiles.push(profileId);
     });
-    for (const { seq, event, profileId } of await consentUpdates(batch.consentOnly)) {
+    const consent = await consentUpdates(batch.consentOnly);
+    for (const { seq, event, profileId } of consent) {
       const target = routed[partitionOf(profileId, partitions)];
       const { id, type, timestamp, receivedAt, consent } = event;
       target.events.push({ id, type, timestamp, receivedAt, identities: [], evidence: event.identities, consent, consentOnly: true, seq, profileId });
@@ -233,7 +246,48 @@ export function createCollectionActivities(deps: CollectionDeps) {
       links: resolution.links.length,
       capRefusals: resolution.refusals.length,
       woken: routed.filter((target) => target.events.length > 0).map((target) => target.partition),
+      writes: { from, events: [...events.map((event, index) => ({ event, profileId: resolution.targets[index] })), ...consent.map(({ event, profileId }) => ({ event, profileId }))], claims: resolution.claimed, links, refusals },
     };
+  }
+
+  /**
+   * A turn reads its events, stalls (its worker paused), and routes them after a whole erasure of
+   * their subject ran meanwhile: the erasure rewrote the raw chunks and checked the store before the
+   * turn wrote. So, as a fold does (activities/profileWriter), the turn looks after writing. When
+   * marks arrived since it began and tombstone an identity of an event it routed, it takes back
+   * what those events made: they leave its routed batches (with the documents only they went to),
+   * tombstoned identities lose their claims, the other identities it claimed for them lose theirs
+   * while still held by the same document, and their links and refusals go. Then it fails before
+   * its position is saved; the retry knows the tombstones from the start and routes without them.
+   * One read of the next mark slot per turn; nothing more while no mark arrives.
+   */
+  async function withoutErasedSince(marksRead: number, sourceId: string, ranges: RangeWrites[]): Promise<void> {
+    await marks.refresh(true);
+    if (marks.slotsRead === marksRead) return;
+    const erased = new Set<string>();
+    const tombstoned = new Set<string>();
+    const named = new Set<string>();
+    const theirs = new Set<string>();
+    const others = new Set<string>();
+    for (const { event, profileId } of ranges.flatMap((range) => range.events)) {
+      if (marks.erasedBy(event.identities) === null) {
+        if (profileId !== null) others.add(profileId);
+        continue;
+      }
+      erased.add(event.id);
+      if (profileId !== null) theirs.add(profileId);
+      for (const identity of event.identities) (marks.erasedBy([identity]) === null ? named : tombstoned).add(identityKey(identity));
+    }
+    if (erased.size === 0) return;
+    // Not deleted: another attempt of this turn may have saved the position past them already.
+    const subject = { keys: tombstoned, documents: new Set([...theirs].filter((id) => !others.has(id))) };
+    const batches = ranges.flatMap(({ from }) => Array.from({ length: partitions }, (_, partition) => routedBatchId(partition, sourceId, from)));
+    await forEachConcurrently(batches, 8, async (id) => void (await routedEvents.eraseSubject(id, subject)));
+    const claimed = ranges.flatMap((range) => range.claims.filter((claim) => named.has(claim.key)));
+    await identities.removeClaims([...[...tombstoned].map((key) => ({ key })), ...claimed]);
+    await identities.removeLinks(ranges.flatMap((range) => range.links.filter((link) => erased.has(link.eventId)).map((link) => link._id)));
+    await capStore.removeRefusals(ranges.flatMap((range) => range.refusals.filter((refusal) => erased.has(refusal.eventId)).map((refusal) => refusal._id)));
+    throw new Error(`${sourceId}: an erasure began while this turn routed ${erased.size} of its subject's events: what they made is taken back, and the retry routes without them`);
   }
 
   /**
@@ -247,6 +301,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
   async function routeBatch(input: DrainInput): Promise<DrainResult> {
     const { sourceId } = input;
     const start = input.position.cursor;
+    await marks.refresh();
+    const marksRead = marks.slotsRead;
     const ranges: Array<Promise<RangeResult>> = [];
     let cursor = start;
     let more = false;
@@ -261,6 +317,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
         more = batch.more;
         retryInMs = batch.retryInMs;
         if (batch.end === from) break;
+        await deps.onDrainStep?.('events-read');
         const to = await routedEvents.fixRange(sourceId, from, batch.end);
         if (to !== batch.end) batch = await readLog(sourceId, from, { until: to });
         const read = batch;
@@ -275,7 +332,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       throw error;
     }
     const results = await Promise.all(ranges);
-    const sum = (field: Exclude<keyof RangeResult, 'woken' | 'nonProfiling'>) => results.reduce((total, result) => total + result[field], 0);
+    const sum = (field: Exclude<keyof RangeResult, 'woken' | 'nonProfiling' | 'writes'>) => results.reduce((total, result) => total + result[field], 0);
     const nonProfiling = addCounts([...results.map((range) => range.nonProfiling)]);
     const result: DrainResult = {
       position: input.position,
@@ -291,6 +348,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       retryInMs,
     };
     if (results.length === 0) return result;
+    await withoutErasedSince(marksRead, sourceId, results.map((range) => range.writes));
     result.position = {
       cursor,
       eventsProcessed: input.position.eventsProcessed + result.routed,

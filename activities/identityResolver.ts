@@ -1,6 +1,6 @@
 import type { StoredEvent } from '../domain/event';
 import { identityKey, type StoredIdentityType } from '../domain/identity';
-import { linkId, resolveIdentities, type CappedCheck, type LinkSpec, type Resolution } from '../domain/identityResolution';
+import { linkId, resolveIdentities, type CappedCheck, type IdentityClaim, type LinkSpec, type Resolution } from '../domain/identityResolution';
 import { profileIdForEvent } from '../domain/ids';
 import type { IdentityCapStore } from '../store/identityCaps';
 import type { IdentityIndex, IdentityLinkDoc } from '../store/identities';
@@ -53,6 +53,8 @@ export interface BatchResolution extends Resolution {
   newProfiles: number;
   /** Documents this batch made: no identity of theirs was owned before it. Nothing has been written to them yet (see RoutedBatch.created). */
   created: string[];
+  /** The claims this batch inserted: the keys it was the first to see, with their owners. */
+  claimed: IdentityClaim[];
   /** Claims someone else had made first, settled by reading their owners back. */
   lostClaims: number;
   /** Cache misses not read from the store, left to the claims to find (see MissEstimate). */
@@ -110,6 +112,7 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
     const claimed = await step('claim', () => identities.claim(resolution.claims, now()));
     misses.observe(found.size + claimed.refused, read.length > 0 ? read.length : claimed.sent);
     const lost = new Set(claimed.held);
+    const inserted = resolution.claims.filter((claim) => !lost.has(claim.key));
     /** Owners of the keys this batch's claims lost, once read back. */
     const lostTo = new Map<string, string>();
     const held = new Set(resolution.claims.filter((claim) => !lost.has(claim.key)).map((claim) => claim.profileId));
@@ -127,7 +130,7 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
     }
     const owned = new Set([...known.values(), ...lostTo.values()]);
     const created = [...held].filter((profileId) => !owned.has(profileId));
-    return { ...resolution, newProfiles, created, lostClaims: lost.size, unread: missing.length - read.length };
+    return { ...resolution, newProfiles, created, claimed: inserted, lostClaims: lost.size, unread: missing.length - read.length };
   }
 
   return { resolve };

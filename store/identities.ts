@@ -108,8 +108,10 @@ export class IdentityIndex {
     return owners;
   }
 
-  async addLinks(links: IdentityLinkDoc[]): Promise<void> {
-    await insertKeyed(this.links, links);
+  /** Returns the links this call inserted (the rest were there already). */
+  async addLinks(links: IdentityLinkDoc[]): Promise<IdentityLinkDoc[]> {
+    const existing = await insertKeyed(this.links, links);
+    return links.filter((_, index) => !existing.has(index));
   }
 
   /** A document's links: one indexed read. */
@@ -121,6 +123,18 @@ export class IdentityIndex {
   async removeLinks(ids: string[]): Promise<void> {
     await forEachConcurrently(ids, 16, async (id) => {
       await this.links.deleteOne({ _id: id });
+    });
+  }
+
+  /**
+   * Takes claims back, each only while it still names the owner given (one delete by `_id` each),
+   * and drops their cached owners. Without an owner the claim goes whoever holds it: an erased
+   * identity may be owned by no document.
+   */
+  async removeClaims(claims: Array<{ key: string; profileId?: string }>): Promise<void> {
+    await forEachConcurrently(claims, 16, async ({ key, profileId }) => {
+      await this.identities.deleteOne(profileId === undefined ? { _id: key } : { _id: key, profileId });
+      this.cache.delete(key);
     });
   }
 

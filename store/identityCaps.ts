@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import type { StoredIdentityType } from '../domain/identity';
 import type { Refusal } from '../domain/identityResolution';
-import { COLLECTIONS, findByIds, insertKeyed, type Store } from './db';
+import { COLLECTIONS, findByIds, forEachConcurrently, insertKeyed, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
 
 interface CapMarkerDoc {
@@ -106,20 +106,27 @@ export class IdentityCapStore {
     await this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true });
   }
 
-  async record(refusals: Array<Omit<Refusal, 'event'> & { cap: number; sourceId: string }>, at: Date): Promise<void> {
-    await insertKeyed(
-      this.refusals,
-      refusals.map((refusal) => ({
-        _id: `${refusal.profileId}|${refusal.key}`,
-        profileId: refusal.profileId,
-        key: refusal.key,
-        type: refusal.type,
-        cap: refusal.cap,
-        eventId: refusal.eventId,
-        sourceId: refusal.sourceId,
-        at,
-      })),
-    );
+  /** Returns the refusals this call inserted (the rest were recorded already). */
+  async record(refusals: Array<Omit<Refusal, 'event'> & { cap: number; sourceId: string }>, at: Date): Promise<RefusalDoc[]> {
+    const docs: RefusalDoc[] = refusals.map((refusal) => ({
+      _id: `${refusal.profileId}|${refusal.key}`,
+      profileId: refusal.profileId,
+      key: refusal.key,
+      type: refusal.type,
+      cap: refusal.cap,
+      eventId: refusal.eventId,
+      sourceId: refusal.sourceId,
+      at,
+    }));
+    const existing = await insertKeyed(this.refusals, docs);
+    return docs.filter((_, index) => !existing.has(index));
+  }
+
+  /** One delete by `_id` each. */
+  async removeRefusals(ids: string[]): Promise<void> {
+    await forEachConcurrently(ids, 16, async (id) => {
+      await this.refusals.deleteOne({ _id: id });
+    });
   }
 
   /** Refusals of one document (indexed), or the latest overall. */

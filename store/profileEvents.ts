@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { Binary, Collection } from 'mongodb';
+import { eraseFromRoutedBatch, type ErasedSubject } from '../domain/erasure';
 import type { StoredEvent } from '../domain/event';
 import type { HeldEvent } from '../domain/identitySplit';
 import { hasApplied, type ProfileDoc } from '../domain/profile';
 import type { Party } from '../domain/schemas';
 import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
 import { decodeEvents, encodeEvents } from './deflatedBson';
+import { SharedRewrites } from './sharedRewrites';
 
 /** An event as routed to its profile document's partition. */
 export interface RoutedEvent extends StoredEvent {
@@ -50,7 +52,7 @@ export interface RoutedBatch {
 }
 
 /** As stored: the events as one binary value (see store/deflatedBson). */
-interface RoutedBatchDoc extends Omit<RoutedBatch, 'events'> {
+export interface RoutedBatchDoc extends Omit<RoutedBatch, 'events'> {
   events: Binary;
 }
 
@@ -108,11 +110,14 @@ export class ProfileEventLog {
   private readonly routes: Collection<RouteDoc>;
   private readonly batches: Collection<RoutedBatchDoc>;
   private readonly positions: Collection<PartitionPositionDoc>;
+  /** Routed batches hold many people, whose erasures may rewrite one batch at the same moment. */
+  private readonly shared: SharedRewrites;
 
   constructor(store: Store) {
     this.routes = store.db.collection<RouteDoc>(COLLECTIONS.eventRoutes);
     this.batches = store.db.collection<RoutedBatchDoc>(COLLECTIONS.profileEvents);
     this.positions = store.db.collection<PartitionPositionDoc>(COLLECTIONS.partitionPositions);
+    this.shared = new SharedRewrites(store);
   }
 
   /**
@@ -135,6 +140,23 @@ export class ProfileEventLog {
   /** Safe to repeat: documents an earlier attempt wrote are skipped as duplicates. */
   async write(batches: RoutedBatch[]): Promise<void> {
     await insertKeyed(this.batches, batches.map(encodeBatch));
+  }
+
+  /**
+   * Rewrites a routed batch without a subject's events and documents, alongside other writers
+   * doing the same (store/sharedRewrites). True when it held some. `read`: the batch as just read.
+   */
+  async eraseSubject(id: string, subject: ErasedSubject, read?: RoutedBatchDoc): Promise<boolean> {
+    const rewritten = await this.shared.rewrite(
+      this.batches,
+      id,
+      (current) => {
+        const kept = eraseFromRoutedBatch({ events: decodeEvents<RoutedEvent>(current.events), profiles: current.profiles, linked: current.linked, created: current.created }, subject);
+        return kept && { doc: { ...current, profiles: kept.profiles, ...(kept.linked && { linked: kept.linked }), ...(kept.created && { created: kept.created }), events: encodeEvents(kept.events) }, result: true };
+      },
+      read,
+    );
+    return rewritten === true;
   }
 
   async read(partition: number, sourceId: string, from: number): Promise<RoutedBatch | null> {

@@ -14,7 +14,7 @@ import type { MatchTableStore } from './matchTables';
 import { PartnerStore } from './partners';
 import { PRIVACY_COLLECTIONS } from './privacy';
 import { ProfileStore } from './profiles';
-import type { RoutedEvent } from './profileEvents';
+import { ProfileEventLog, type RoutedBatchDoc, type RoutedEvent } from './profileEvents';
 import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, storedChange, type StoredChange, type RunChunk, type RunDoc } from './segmentRuns';
 import { SegmentStore } from './segments';
 import { SharedRewrites } from './sharedRewrites';
@@ -39,6 +39,7 @@ export class SubjectErasure {
   private readonly db: Store['db'];
   /** Documents shared with other people, which other erasures (here or in other processes) rewrite too. */
   private readonly shared: SharedRewrites;
+  private readonly routed: ProfileEventLog;
 
   constructor(
     private readonly store: Store,
@@ -46,6 +47,7 @@ export class SubjectErasure {
   ) {
     this.db = store.db;
     this.shared = new SharedRewrites(store);
+    this.routed = new ProfileEventLog(store);
   }
 
   private collection<T extends { _id: string }>(name: string): Collection<T> {
@@ -61,7 +63,7 @@ export class SubjectErasure {
    */
   async events(subject: ErasedSubject, undrained: Record<string, number>, touched: Touched): Promise<number> {
     let events = 0;
-    const batches = this.collection<{ _id: string; sourceId: string; events: Binary; profiles: string[]; linked?: string[]; created?: string[]; erasures?: number }>(COLLECTIONS.profileEvents);
+    const batches = this.collection<RoutedBatchDoc>(COLLECTIONS.profileEvents);
     const generations = await EventIdGenerations.live(this.db);
     const done = new Set<string>();
     const seen = new Set<string>();
@@ -82,15 +84,7 @@ export class SubjectErasure {
         }
         // The raw chunk may be gone already (retention), its ids still held for the dedupe window.
         await this.forgetIds(ids, generations, touched);
-        const rewritten = await this.shared.rewrite(
-          batches,
-          doc._id,
-          (current) => {
-            const kept = current === doc ? erased : eraseFromRoutedBatch({ events: decodeEvents<RoutedEvent>(current.events), profiles: current.profiles, linked: current.linked, created: current.created }, subject);
-            return kept && { doc: { ...current, profiles: kept.profiles, ...(kept.linked && { linked: kept.linked }), ...(kept.created && { created: kept.created }), events: encodeEvents(kept.events) }, result: true };
-          },
-          doc,
-        );
+        const rewritten = await this.routed.eraseSubject(doc._id, subject, doc);
         if (rewritten) add(touched, COLLECTIONS.profileEvents, 1);
       }
     }

@@ -116,7 +116,7 @@ describe('draining a source into profiles', () => {
     await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length);
     const status = await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).query(sourceStatusQuery);
 
-    expect(injected.sort()).toEqual(['events-routed', 'identities-claimed']);
+    expect(injected.sort()).toEqual(['events-read', 'events-routed', 'identities-claimed']);
     expect(status.eventsProcessed).toBe(generated.length);
     expect(await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)).toBe(generated.length);
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
