@@ -256,10 +256,10 @@ export function createCollectionActivities(deps: CollectionDeps) {
    * turn wrote. So, as a fold does (activities/profileWriter), the turn looks after writing. When
    * marks arrived since it began and tombstone an identity of an event it routed, it takes back
    * what those events made: they leave its routed batches (with the documents only they went to),
-   * tombstoned identities lose their claims, the other identities it claimed for them lose theirs
-   * while still held by the same document, and their links and refusals go. Then it fails before
-   * its position is saved; the retry knows the tombstones from the start and routes without them.
-   * One read of the next mark slot per turn; nothing more while no mark arrives.
+   * tombstoned identities lose their claims, the other identities it claimed for them alone lose
+   * theirs while still held by the same document, and their links and refusals go. Then it fails
+   * before its position is saved; the retry knows the tombstones from the start and routes without
+   * them. One read of the next mark slot per turn; nothing more while no mark arrives.
    */
   async function withoutErasedSince(marksRead: number, sourceId: string, ranges: RangeWrites[]): Promise<void> {
     await marks.refresh(true);
@@ -269,9 +269,11 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const named = new Set<string>();
     const theirs = new Set<string>();
     const others = new Set<string>();
+    const othersKeys = new Set<string>();
     for (const { event, profileId } of ranges.flatMap((range) => range.events)) {
       if (marks.erasedBy(event.identities) === null) {
         if (profileId !== null) others.add(profileId);
+        for (const identity of event.identities) othersKeys.add(identityKey(identity));
         continue;
       }
       erased.add(event.id);
@@ -283,7 +285,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const subject = { keys: tombstoned, documents: new Set([...theirs].filter((id) => !others.has(id))) };
     const batches = ranges.flatMap(({ from }) => Array.from({ length: partitions }, (_, partition) => routedBatchId(partition, sourceId, from)));
     await forEachConcurrently(batches, 8, async (id) => void (await routedEvents.eraseSubject(id, subject)));
-    const claimed = ranges.flatMap((range) => range.claims.filter((claim) => named.has(claim.key)));
+    // A claim another person's event of this turn relies on stays: their event went to its document.
+    const claimed = ranges.flatMap((range) => range.claims.filter((claim) => named.has(claim.key) && !othersKeys.has(claim.key)));
     await identities.removeClaims([...[...tombstoned].map((key) => ({ key })), ...claimed]);
     await identities.removeLinks(ranges.flatMap((range) => range.links.filter((link) => erased.has(link.eventId)).map((link) => link._id)));
     await capStore.removeRefusals(ranges.flatMap((range) => range.refusals.filter((refusal) => erased.has(refusal.eventId)).map((refusal) => refusal._id)));
