@@ -21,11 +21,19 @@ export type MessageType = (typeof MESSAGE_TYPES)[number];
 const Iso = z.iso.datetime({ offset: true }).openapi({ format: 'date-time' });
 /** SDKs have long sent numbers as ids too; they are read as strings. */
 const Id = z.union([z.string().max(512), z.number().finite()]);
-const Fields = z.record(z.string(), z.unknown());
+/**
+ * A JSON object of any fields, or null: its values are checked once mapped, as the event's
+ * (domain/schemas). Only its kind is checked here; a record schema would also visit and copy every
+ * entry first. The document states the type itself, which the generator cannot read from a check.
+ */
+const Fields = z
+  .custom<Record<string, unknown>>((value) => isRecord(value), { message: 'Invalid input: expected object' })
+  .nullish()
+  .openapi({ type: ['object', 'null'], additionalProperties: {} });
 
 const ContextSchema = z
   .looseObject({
-    traits: Fields.nullish().openapi({
+    traits: Fields.openapi({
       description: "The user's traits: `email` and `phone` become the identities `email` and `phone` (hashed; never kept as traits), the rest traits",
     }),
     device: z
@@ -34,7 +42,7 @@ const ContextSchema = z
         adTrackingEnabled: z.boolean().nullish().openapi({ description: 'false (the user limited ad tracking): the advertising id is not used at all' }),
       })
       .nullish(),
-    page: Fields.nullish().openapi({ description: 'On page and screen messages: url, path, referrer, search, title become properties' }),
+    page: Fields.openapi({ description: 'On page and screen messages: url, path, referrer, search, title become properties' }),
     consent: z
       .looseObject({
         categoryPreferences: z.record(z.string(), z.boolean()).nullish().openapi({
@@ -63,7 +71,7 @@ export const TrackMessageSchema = z
   .looseObject({
     type: z.literal('track'),
     event: nameText(128).openapi({ description: 'The event type, kept as named (`Order Completed`)' }),
-    properties: Fields.nullish().openapi({ description: 'Properties; nested objects flattened into dotted names' }),
+    properties: Fields.openapi({ description: 'Properties; nested objects flattened into dotted names' }),
     ...common,
   })
   .openapi('SegmentTrack');
@@ -71,7 +79,7 @@ export const TrackMessageSchema = z
 export const IdentifyMessageSchema = z
   .looseObject({
     type: z.literal('identify'),
-    traits: Fields.nullish().openapi({ description: 'Traits (over `context.traits`); `email`/`phone` become identities, nested objects flattened into dotted names' }),
+    traits: Fields.openapi({ description: 'Traits (over `context.traits`); `email`/`phone` become identities, nested objects flattened into dotted names' }),
     ...common,
   })
   .openapi('SegmentIdentify');
@@ -79,7 +87,7 @@ export const IdentifyMessageSchema = z
 const pageFields = {
   name: z.string().nullish().openapi({ description: 'Kept as the property `name`' }),
   category: z.string().nullish().openapi({ description: 'Kept as the property `category`' }),
-  properties: Fields.nullish().openapi({ description: 'Properties over those of `context.page`; nested objects flattened into dotted names' }),
+  properties: Fields.openapi({ description: 'Properties over those of `context.page`; nested objects flattened into dotted names' }),
   ...common,
 };
 
@@ -103,7 +111,7 @@ export const GroupMessageSchema = z
   .looseObject({
     type: z.literal('group'),
     groupId: Id.openapi({ description: 'Kept as the trait `group.id`' }),
-    traits: Fields.nullish().openapi({ description: "The group's traits, kept as traits under `group.` (`group.name`); its `email`/`phone` are dropped" }),
+    traits: Fields.openapi({ description: "The group's traits, kept as traits under `group.` (`group.name`); its `email`/`phone` are dropped" }),
     ...common,
   })
   .openapi('SegmentGroup');
@@ -127,7 +135,7 @@ export function segmentBatchSchema(maxMessages: number) {
         .min(1)
         .max(maxMessages, `at most ${maxMessages} messages in one request`),
       sentAt: Iso.nullish().openapi({ description: "Send time by the sender's clock, for messages without their own" }),
-      context: Fields.nullish().openapi({ description: 'Context for every message; a message\'s own context fields win (objects such as `device` merged one level deep)' }),
+      context: Fields.openapi({ description: 'Context for every message; a message\'s own context fields win (objects such as `device` merged one level deep)' }),
     })
     .openapi('SegmentBatch', { description: 'Other fields (writeKey, integrations, …) are accepted and ignored: the write key is read from the Authorization header' });
 }
