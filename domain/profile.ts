@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { cloneData } from './cloneData';
 import type { StoredConsent } from './consent';
 import type { StoredEvent } from './event';
@@ -152,10 +152,30 @@ export function profileVersionId(profileId: string, version: number): string {
 
 /** The next version of a profile: the same content under the next `_id`, to be changed and inserted. */
 export function nextVersion(profile: Readonly<ProfileDoc>): ProfileDoc {
-  const next = cloneData(profile) as ProfileDoc;
+  const next = {} as ProfileDoc;
+  for (const key of Object.keys(profile) as Array<keyof ProfileDoc>) {
+    if (key === 'counters') next.counters = copyCounters(profile.counters);
+    else (next as unknown as Record<string, unknown>)[key] = cloneData(profile[key]);
+  }
   next.version = profile.version + 1;
   next._id = profileVersionId(profile.profileId, next.version);
   return next;
+}
+
+/**
+ * Counters copied for a new version, sharing their recent events: those are only ever added, dropped
+ * and reordered, never changed in place, and they are most of a profile's objects (copying them was
+ * most of a fold's copying and of the garbage it left).
+ */
+function copyCounters(counters: Readonly<Record<string, EventCounter>>): Record<string, EventCounter> {
+  const copies: Record<string, EventCounter> = {};
+  for (const key of Object.keys(counters)) {
+    const counter = counters[key];
+    const copy = {} as Record<string, unknown>;
+    for (const field of Object.keys(counter) as Array<keyof EventCounter>) copy[field] = field === 'recent' && counter.recent ? [...counter.recent] : cloneData(counter[field]);
+    setOwn(copies, key, copy as unknown as EventCounter);
+  }
+  return copies;
 }
 
 const PARTY_RANK: Record<Party, number> = { first: 3, second: 2, third: 1 };
@@ -165,11 +185,11 @@ const PARTY_RANK: Record<Party, number> = { first: 3, second: 2, third: 1 };
  * within a party the newer value; then a fixed order of sources and values, so the outcome never
  * depends on the order events or documents are seen in.
  */
-export function outranks(a: TraitOrigin & { value: unknown }, b: TraitOrigin & { value: unknown }): boolean {
+export function outranks(a: TraitOrigin, aValue: unknown, b: TraitOrigin, bValue: unknown): boolean {
   if (PARTY_RANK[a.party] !== PARTY_RANK[b.party]) return PARTY_RANK[a.party] > PARTY_RANK[b.party];
   if (a.at.getTime() !== b.at.getTime()) return a.at > b.at;
   if (a.sourceId !== b.sourceId) return a.sourceId > b.sourceId;
-  return JSON.stringify(a.value) > JSON.stringify(b.value);
+  return JSON.stringify(aValue) > JSON.stringify(bValue);
 }
 
 const DAY_MS = 86_400_000;
@@ -268,22 +288,34 @@ function countEvent(counters: Record<string, EventCounter>, key: string, at: Dat
   const counter = Object.hasOwn(counters, key) ? counters[key] : undefined;
   const day = dayKey(at);
   if (!counter) {
-    setOwn(counters, key, { count: 1, firstSeen: at, lastSeen: at, days: { [day]: 1 }, recent: [{ at, properties: keptProperties(properties) }] });
+    const days: Record<string, number> = {};
+    days[day] = 1;
+    setOwn(counters, key, { count: 1, firstSeen: at, lastSeen: at, days, recent: [{ at, properties: keptProperties(properties) }] });
     return;
   }
   counter.count += 1;
   addRecent(counter, at, properties);
-  addDays(counter, { firstSeen: at, lastSeen: at, days: { [day]: 1 } });
+  const prune = widenSpan(counter, at, at);
+  counter.days[day] = (counter.days[day] ?? 0) + 1;
+  if (prune) pruneDays(counter);
 }
 
 /** Adds daily counts and the span they cover to a counter, dropping what falls out of its window. */
 function addDays(counter: EventCounter, add: Pick<EventCounter, 'firstSeen' | 'lastSeen' | 'days'>): void {
-  if (add.firstSeen < counter.firstSeen) counter.firstSeen = add.firstSeen;
-  const windowMoved = add.lastSeen > counter.lastSeen;
-  if (windowMoved) counter.lastSeen = add.lastSeen;
+  const prune = widenSpan(counter, add.firstSeen, add.lastSeen);
   for (const [day, count] of Object.entries(add.days)) counter.days[day] = (counter.days[day] ?? 0) + count;
-  // Days fall out only when the window moves, or when `add` brings days from before its start.
-  if (windowMoved || add.firstSeen.getTime() < counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * 86_400_000) pruneDays(counter);
+  if (prune) pruneDays(counter);
+}
+
+/**
+ * Widens a counter's span to cover `firstSeen`..`lastSeen`. True when days may fall out of its
+ * window once added: only when the window moves, or when the added span starts before the window.
+ */
+function widenSpan(counter: EventCounter, firstSeen: Date, lastSeen: Date): boolean {
+  if (firstSeen < counter.firstSeen) counter.firstSeen = firstSeen;
+  const windowMoved = lastSeen > counter.lastSeen;
+  if (windowMoved) counter.lastSeen = lastSeen;
+  return windowMoved || firstSeen.getTime() < counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * DAY_MS;
 }
 
 function addToCampaign(campaigns: Record<string, CampaignCounter>, key: string, add: CampaignCounter): void {
@@ -315,8 +347,8 @@ function applyCampaign(profile: ProfileDoc, event: ProfileEvent): void {
 }
 
 function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
-  const key = identityKey(add);
-  const entry = entries.find((existing) => identityKey(existing) === key);
+  // Type and value compared apart: the same as comparing identity keys, without building one per entry.
+  const entry = entries.find((existing) => existing.type === add.type && existing.value === add.value);
   if (!entry) {
     entries.push({ type: add.type, value: add.value, firstSeen: add.firstSeen, lastSeen: add.lastSeen, sourceId: add.sourceId, ...(add.uid2 && { uid2: add.uid2 }) });
     return;
@@ -329,11 +361,12 @@ function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
   if (add.lastSeen > entry.lastSeen) entry.lastSeen = add.lastSeen;
 }
 
+/** `origin` is kept as the trait's origin when its value wins: a fresh object for each call. */
 function setTrait(profile: Pick<ProfileDoc, 'traits' | 'traitOrigins'>, name: string, value: unknown, origin: TraitOrigin): void {
   const current = Object.hasOwn(profile.traitOrigins, name) ? profile.traitOrigins[name] : undefined;
-  if (current && !outranks({ ...origin, value }, { ...current, value: profile.traits[name] })) return;
+  if (current && !outranks(origin, value, current, profile.traits[name])) return;
   setOwn(profile.traits, name, value);
-  setOwn(profile.traitOrigins, name, { at: origin.at, sourceId: origin.sourceId, party: origin.party });
+  setOwn(profile.traitOrigins, name, origin);
 }
 
 /** Within one document the newest consent signal stands (a person changing their mind). */
@@ -357,7 +390,8 @@ const TOKEN_CHARS = 12;
 
 /** 9 bytes of SHA-256 over source and event id, in base64: 12 characters, collisions out of reach at 500 per document. */
 export function eventIdToken(sourceId: string, eventId: string): string {
-  return createHash('sha256').update(sourceId).update('\0').update(eventId).digest().subarray(0, 9).toString('base64');
+  // 9 bytes are exactly the first 12 characters of the whole digest's base64.
+  return hash('sha256', `${sourceId}\0${eventId}`, 'base64').slice(0, TOKEN_CHARS);
 }
 
 /** Whether the document remembers the token: a match at a token boundary of `recentEventIds`. */
@@ -401,9 +435,13 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: Eve
   return true;
 }
 
-/** Assigns a plain own property even for names such as `__proto__`. */
+/**
+ * Assigns a plain own property even for the name `__proto__`, the one accessor plain objects inherit
+ * (any other name assigns an own property; defining each was several times slower).
+ */
 function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
-  Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
+  if (key === '__proto__') Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
+  else record[key] = value;
 }
 
 const intersect = (a: number[], b: number[]) => a.filter((id) => b.includes(id));
@@ -471,7 +509,7 @@ export function combineDocuments(docs: ReadonlyArray<Readonly<ProfileDoc>>): Com
     for (const identity of doc.identities) addIdentityEntry(identities, identity);
     for (const [key, counter] of Object.entries(doc.counters)) addToCounter(counters, key, counter);
     for (const [key, counter] of Object.entries(doc.campaigns ?? {})) addToCampaign(campaigns, key, counter);
-    for (const [name, origin] of Object.entries(doc.traitOrigins)) setTrait(traits, name, doc.traits[name], origin);
+    for (const [name, origin] of Object.entries(doc.traitOrigins)) setTrait(traits, name, doc.traits[name], { at: origin.at, sourceId: origin.sourceId, party: origin.party });
     for (const source of doc.sources) sources.add(source);
   }
   const latest = (pick: (doc: Readonly<ProfileDoc>) => Date) => ordered.reduce((max, doc) => (pick(doc) > max ? pick(doc) : max), pick(ordered[0]));

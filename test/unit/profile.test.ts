@@ -403,4 +403,24 @@ describe('nextVersion', () => {
     expect(first.traits.tier).toBe('gold');
     expect(second.firstSeen).toEqual(first.firstSeen);
   });
+
+  it('leaves the version it copies as it was while events are folded into the copy (recent events are shared, never changed)', () => {
+    const first = profile();
+    const fold = (doc: ProfileDoc, from: number, count: number, seq: number) => {
+      for (let k = from; k < from + count; k++) {
+        const type = ['page_view', 'impression', 'purchase'][k % 3];
+        const timestamp = new Date(Date.UTC(2025, 5, 1) + k * 3 * 86_400_000);
+        const identities = [{ type: 'cookie_id', value: 'c1' }, ...(k % 4 === 0 ? [{ type: 'crm_id', value: `crm-${k}` }] : [])];
+        applyEvent(doc, event({ type, timestamp, identities, traits: { tier: `t${k}` }, properties: { campaign: 'spring', page: `/p/${k % 5}` }, consent: tcfConsent([1, k % 10]) }), { sourceId: 'src_a', party: 'first', seq });
+      }
+    };
+    fold(first, 0, RECENT_EVENTS_KEPT * 3, 0);
+    const before = structuredClone(first);
+    const second = nextVersion(first);
+    // Newer events, older ones within the window, and a window that moves past the first days.
+    fold(second, RECENT_EVENTS_KEPT * 3, 40, 1);
+    fold(second, 1, 5, 2);
+    expect(second.counters[encodeFieldName('page_view')].count).toBeGreaterThan(before.counters[encodeFieldName('page_view')].count);
+    expect(first).toEqual(before);
+  });
 });
