@@ -1,5 +1,6 @@
 import type { StoredConsent } from '../../domain/consent';
 import { encodeFieldName } from '../../domain/fieldNames';
+import type { Identity } from '../../domain/identity';
 import {
   applyEvent,
   BEHAVIOUR_DAYS,
@@ -410,7 +411,7 @@ describe('nextVersion', () => {
       for (let k = from; k < from + count; k++) {
         const type = ['page_view', 'impression', 'purchase'][k % 3];
         const timestamp = new Date(Date.UTC(2025, 5, 1) + k * 3 * 86_400_000);
-        const identities = [{ type: 'cookie_id', value: 'c1' }, ...(k % 4 === 0 ? [{ type: 'crm_id', value: `crm-${k}` }] : [])];
+        const identities: Identity[] = [{ type: 'cookie_id', value: 'c1' }, ...(k % 4 === 0 ? [{ type: 'crm_id' as const, value: `crm-${k}` }] : [])];
         applyEvent(doc, event({ type, timestamp, identities, traits: { tier: `t${k}` }, properties: { campaign: 'spring', page: `/p/${k % 5}` }, consent: tcfConsent([1, k % 10]) }), { sourceId: 'src_a', party: 'first', seq });
       }
     };
