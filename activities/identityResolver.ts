@@ -115,7 +115,7 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
     const inserted = resolution.claims.filter((claim) => !lost.has(claim.key));
     /** Owners of the keys this batch's claims lost, once read back. */
     const lostTo = new Map<string, string>();
-    const held = new Set(resolution.claims.filter((claim) => !lost.has(claim.key)).map((claim) => claim.profileId));
+    const held = new Set(inserted.map((claim) => claim.profileId));
     const newProfiles = held.size;
     if (lost.size > 0) {
       // Keys a claim of this process won meanwhile are cached; the rest are read from the store.
