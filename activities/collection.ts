@@ -313,6 +313,19 @@ export function createCollectionActivities(deps: CollectionDeps) {
     // Ranges resolve their identities one after the other — a person new in two of them then gets
     // one document, not two linked — while the next range is read and the one before is written.
     let resolved: Promise<unknown> = Promise.resolve();
+    /**
+     * The ranges' results once every one has settled. When one failed (or the turn did), what the
+     * others wrote is first checked against erasures begun meanwhile, as a whole turn's is below: a
+     * retry skips the batches they wrote, so nothing would check them again.
+     */
+    async function routedRanges(failed?: { error: unknown }): Promise<RangeResult[]> {
+      const settled = await Promise.allSettled(ranges);
+      const results = settled.flatMap((range) => (range.status === 'fulfilled' ? [range.value] : []));
+      const rejected = settled.find((range) => range.status === 'rejected');
+      if (!failed && !rejected) return results;
+      await withoutErasedSince(marksRead, sourceId, results.map((range) => range.writes));
+      throw failed ? failed.error : rejected?.reason;
+    }
     try {
       while (ranges.length < deps.config.DMP_DRAIN_CONCURRENCY) {
         const from = cursor;
@@ -326,15 +339,16 @@ export function createCollectionActivities(deps: CollectionDeps) {
         const read = batch;
         const resolution = resolved.catch(() => undefined).then(() => resolver.resolve(sourceId, read.events.map(({ event }) => event)));
         resolved = resolution;
-        ranges.push(resolution.then((done) => routeRange(sourceId, input.party, from, to, read, done)));
+        const routing = resolution.then((done) => routeRange(sourceId, input.party, from, to, read, done));
+        routing.catch(() => undefined); // seen once all ranges settle (routedRanges), not as an unhandled rejection meanwhile
+        ranges.push(routing);
         cursor = to;
         if (!batch.more) break;
       }
     } catch (error) {
-      await Promise.allSettled(ranges); // a range already under way is not left unawaited
-      throw error;
+      await routedRanges({ error });
     }
-    const results = await Promise.all(ranges);
+    const results = await routedRanges();
     const sum = (field: Exclude<keyof RangeResult, 'woken' | 'nonProfiling' | 'writes'>) => results.reduce((total, result) => total + result[field], 0);
     const nonProfiling = addCounts([...results.map((range) => range.nonProfiling)]);
     const result: DrainResult = {

@@ -9,7 +9,7 @@ import { PrivacyMarks } from '../../store/privacyMarks';
 import { SEGMENT_COLLECTIONS } from '../../store/segmentRuns';
 import { SegmentStore } from '../../store/segments';
 import { appendToLog } from '../support/appendEvents';
-import { expectedProfiles, userEvent } from '../support/audience';
+import { erasureRounds, expectedProfiles, userEvent } from '../support/audience';
 import { call } from '../support/http';
 import { settledRequest } from '../support/privacyRequests';
 import { eventsFolded, profileDifferences } from '../support/profiles';
@@ -84,9 +84,8 @@ describe('a fold under way when an erasure begins', () => {
     const own = await testStore('fold_stall');
     const taskQueue = uniqueName('fold-stall');
     const subject = uniqueName('c-subject');
-    const others = (round: number) => Array.from({ length: 200 }, (_, n) => userEvent(n % 40, round * 10 + Math.floor(n / 40), `ev-${taskQueue}`));
-    const subjectEvents = (round: number) =>
-      Array.from({ length: 5 }, (_, n) => ({ id: `subject-${round}-${n}`, type: 'page_view', timestamp: new Date(Date.UTC(2026, 10, 1, round, n)).toISOString(), identities: { cookie_id: subject } }));
+    const rounds = erasureRounds(taskQueue, subject);
+    const { others, subjectEvents } = rounds;
     // Once armed, the subject's partition's next fold — which holds the subject's new events — stalls
     // before writing its versions until an erasure of the subject has run to the end.
     let stall: (() => Promise<void>) | null = null;
@@ -108,10 +107,7 @@ describe('a fold under way when an erasure begins', () => {
     try {
       const admin = (path: string, options: { body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
       const source = await newSource(api);
-      expect((await source.send([...others(0), ...subjectEvents(0)])).body.accepted).toBe(205);
-      await source.folded(205);
-      const documents: string[] = (await source.lookup('cookie_id', subject)).body.profileIds;
-      expect(documents).toHaveLength(1);
+      const documents = await rounds.firstRound(source);
       expect(await findResidue(own.db, [subject, ...documents])).not.toEqual([]);
 
       let erasure: { state: string } | undefined;
