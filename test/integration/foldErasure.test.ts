@@ -84,8 +84,7 @@ describe('a fold under way when an erasure begins', () => {
     const own = await testStore('fold_stall');
     const taskQueue = uniqueName('fold-stall');
     const subject = uniqueName('c-subject');
-    const rounds = erasureRounds(taskQueue, subject);
-    const { others, subjectEvents } = rounds;
+    const { others, subjectEvents, firstRound } = erasureRounds(taskQueue, subject);
     // Once armed, the subject's partition's next fold — which holds the subject's new events — stalls
     // before writing its versions until an erasure of the subject has run to the end.
     let stall: (() => Promise<void>) | null = null;
@@ -107,7 +106,7 @@ describe('a fold under way when an erasure begins', () => {
     try {
       const admin = (path: string, options: { body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
       const source = await newSource(api);
-      const documents = await rounds.firstRound(source);
+      const documents = await firstRound(source);
       expect(await findResidue(own.db, [subject, ...documents])).not.toEqual([]);
 
       let erasure: { state: string } | undefined;

@@ -26,8 +26,7 @@ describe('a routing turn under way when an erasure begins', () => {
     const taskQueue = uniqueName('routing-stall');
     const subject = uniqueName('c-subject');
     // The second round brings an email the erasure cannot know: it is only in the events the turn holds.
-    const rounds = erasureRounds(taskQueue, subject, { emailFrom: 1 });
-    const { others, subjectEvents } = rounds;
+    const { others, subjectEvents, firstRound } = erasureRounds(taskQueue, subject, { emailFrom: 1 });
     // Once armed, the source's next routing turn — which reads the subject's new events — stalls
     // after reading them until an erasure of the subject has run to the end.
     let stall: (() => Promise<void>) | null = null;
@@ -56,7 +55,7 @@ describe('a routing turn under way when an erasure begins', () => {
     try {
       const admin = (path: string, options: { body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
       const source = await newSource(api);
-      documents = await rounds.firstRound(source);
+      documents = await firstRound(source);
 
       let erasure: { state: string } | undefined;
       stall = async () => {
@@ -85,8 +84,7 @@ describe('a routing turn under way when an erasure begins', () => {
     const own = await testStore('routing_failed_range');
     const taskQueue = uniqueName('routing-failed-range');
     const subject = uniqueName('c-subject');
-    const rounds = erasureRounds(taskQueue, subject);
-    const { others, subjectEvents } = rounds;
+    const { others, subjectEvents, firstRound } = erasureRounds(taskQueue, subject);
     // Ranges of 100 events: the second round's two chunks (everyone else's, then the subject's) are
     // two ranges of one turn. Once armed, that turn stalls after reading the second range until an
     // erasure of the subject has run to the end, and the first range fails once after writing.
@@ -115,7 +113,7 @@ describe('a routing turn under way when an erasure begins', () => {
     try {
       const admin = (path: string, options: { body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
       const source = await newSource(api);
-      const documents = await rounds.firstRound(source);
+      const documents = await firstRound(source);
 
       expect((await admin(`/v1/sources/${source.sourceId}/pause`, { body: {} })).status).toBe(202);
       expect((await source.send(others(1))).body.accepted).toBe(200);

@@ -38,25 +38,24 @@ export function userEvent(user: number, n: number, prefix = 'ev'): GeneratedEven
  * subject — from round `emailFrom` on also naming an email the erasure cannot know of.
  */
 export function erasureRounds(prefix: string, subject: string, options: { emailFrom?: number } = {}) {
-  return {
-    others: (round: number) => Array.from({ length: 200 }, (_, n) => userEvent(n % 40, round * 10 + Math.floor(n / 40), `ev-${prefix}`)),
-    subjectEvents: (round: number): GeneratedEvent[] =>
-      Array.from({ length: 5 }, (_, n) => ({
-        id: `subject-${round}-${n}`,
-        type: 'page_view',
-        timestamp: new Date(Date.UTC(2026, 10, 1, round, n)).toISOString(),
-        identities: { cookie_id: subject, ...(options.emailFrom !== undefined && round >= options.emailFrom && { email: `${subject}@example.com` }) },
-      })),
-    /** Sends round 0 and waits until it is folded; the subject's one document. */
-    async firstRound(source: SourceClient): Promise<string[]> {
-      const sent = await source.send([...this.others(0), ...this.subjectEvents(0)]);
-      if (sent.body.accepted !== 205) throw new Error(`round 0: ${JSON.stringify(sent.body)}`);
-      await source.folded(205);
-      const documents: string[] = (await source.lookup('cookie_id', subject)).body.profileIds;
-      if (documents.length !== 1) throw new Error(`the subject has ${documents.length} documents, not one`);
-      return documents;
-    },
-  };
+  const others = (round: number) => Array.from({ length: 200 }, (_, n) => userEvent(n % 40, round * 10 + Math.floor(n / 40), `ev-${prefix}`));
+  const subjectEvents = (round: number): GeneratedEvent[] =>
+    Array.from({ length: 5 }, (_, n) => ({
+      id: `subject-${round}-${n}`,
+      type: 'page_view',
+      timestamp: new Date(Date.UTC(2026, 10, 1, round, n)).toISOString(),
+      identities: { cookie_id: subject, ...(options.emailFrom !== undefined && round >= options.emailFrom && { email: `${subject}@example.com` }) },
+    }));
+  /** Sends round 0 and waits until it is folded; the subject's one document. */
+  async function firstRound(source: SourceClient): Promise<string[]> {
+    const sent = await source.send([...others(0), ...subjectEvents(0)]);
+    if (sent.body.accepted !== 205) throw new Error(`round 0: ${JSON.stringify(sent.body)}`);
+    await source.folded(205);
+    const documents: string[] = (await source.lookup('cookie_id', subject)).body.profileIds;
+    if (documents.length !== 1) throw new Error(`the subject has ${documents.length} documents, not one`);
+    return documents;
+  }
+  return { others, subjectEvents, firstRound };
 }
 
 /** What the profiles must hold after every unique event is applied exactly once. */
