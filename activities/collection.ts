@@ -8,6 +8,7 @@ import { partitionOf } from '../domain/partition';
 import { INITIAL_DRAIN_POSITION } from '../domain/drainPosition';
 import type { DrainPosition, Party, SourceState } from '../domain/schemas';
 import { forEachConcurrently, type Store } from '../store/db';
+import { extendEvent } from '../store/deflatedBson';
 import { EventLog, type ReadChunk } from '../store/eventLog';
 import { IdentityCapStore, type RefusalDoc } from '../store/identityCaps';
 import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
@@ -220,7 +221,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
         return;
       }
       const target = routed[partitionOf(profileId, partitions)];
-      target.events.push({ ...event, identities: event.identities.filter(keep(index)), seq, profileId });
+      const kept = event.identities.filter(keep(index));
+      target.events.push(kept.length === event.identities.length ? extendEvent(event, { seq, profileId }) : { ...event, identities: kept, seq, profileId });
       if (!target.profiles.includes(profileId)) target.profiles.push(profileId);
     });
     const consent = await consentUpdates(batch.consentOnly);

@@ -194,7 +194,8 @@ export class EventLog {
     const id = chunkId(sourceId, seq);
     const chunk = await this.chunks.findOne({ _id: id });
     if (!chunk) return null;
-    const events = decodeEvents<StoredEvent>(chunk.events);
+    // Kept for routing, which stores each event again with its target (see deflatedBson.extendEvent).
+    const events = decodeEvents<StoredEvent>(chunk.events, { keepBytes: true });
     if (chunk.claimed === false) return { ...chunk, events, state: 'sealed', duplicates: [...repeatsWithin(events)] };
     const seal = await this.seals.findOne({ _id: id });
     return { ...chunk, events, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };

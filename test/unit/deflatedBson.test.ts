@@ -1,5 +1,6 @@
+import fc from 'fast-check';
 import { Binary, BSON } from 'mongodb';
-import { decodeEvents, encodeEvents } from '../../store/deflatedBson';
+import { decodeEvents, encodeEvents, extendEvent, storedBytes } from '../../store/deflatedBson';
 
 describe('deflatedBson: a batch of events as one stored binary value', () => {
   const events = Array.from({ length: 200 }, (_, n) => ({
@@ -28,5 +29,41 @@ describe('deflatedBson: a batch of events as one stored binary value', () => {
 
   it('keeps an empty batch', () => {
     expect(decodeEvents(encodeEvents([]))).toEqual([]);
+  });
+
+  describe('events read with their bytes and stored again, extended', () => {
+    const value = fc.oneof(fc.string(), fc.integer(), fc.double(), fc.boolean(), fc.constant(null), fc.date({ noInvalidDate: true }));
+    const event = fc.record({
+      id: fc.string(),
+      type: fc.constantFrom('page_view', 'purchase'),
+      timestamp: fc.date({ noInvalidDate: true }),
+      identities: fc.array(fc.record({ type: fc.constantFrom('cookie_id', 'email'), value: fc.string() }), { maxLength: 3 }),
+      traits: fc.option(fc.dictionary(fc.string(), value), { nil: undefined }),
+      properties: fc.option(fc.dictionary(fc.string(), fc.oneof(value, fc.array(value), fc.dictionary(fc.string(), value))), { nil: undefined }),
+    });
+
+    it('stores exactly the bytes encoding the extended objects would, extended or not, and reads them back the same', () => {
+      fc.assert(
+        fc.property(fc.array(event, { maxLength: 30 }), fc.array(fc.boolean(), { maxLength: 30 }), (written, extend) => {
+          const read = decodeEvents<(typeof written)[number]>(encodeEvents(written), { keepBytes: true });
+          const again = read.map((one, n) => (extend[n] ? extendEvent(one, { seq: n * 1_000_003, profileId: `p_${n}` }) : { ...one, seq: n, profileId: 'other' }));
+          const stored = encodeEvents(again);
+          expect(Buffer.from(storedBytes(stored)).equals(BSON.serialize({ events: again }))).toBe(true);
+          expect(decodeEvents(stored)).toEqual(again);
+        }),
+      );
+    });
+
+    it('encodes an extended event anew when it was not read with its bytes', () => {
+      const read = decodeEvents<(typeof events)[number]>(encodeEvents(events));
+      const again = read.map((one, n) => extendEvent(one, { seq: n, profileId: `p_${n}` }));
+      expect(decodeEvents(encodeEvents(again))).toEqual(events.map((one, n) => ({ ...one, seq: n, profileId: `p_${n}` })));
+    });
+
+    it('extends once: an extended event extended again is encoded anew, with both additions', () => {
+      const [read] = decodeEvents<(typeof events)[number]>(encodeEvents(events.slice(0, 1)), { keepBytes: true });
+      const twice = extendEvent(extendEvent(read, { seq: 1 }), { profileId: 'p_1' });
+      expect(decodeEvents(encodeEvents([twice]))).toEqual([{ ...events[0], seq: 1, profileId: 'p_1' }]);
+    });
   });
 });
