@@ -14,19 +14,21 @@ const Config = z
   })
   .strict();
 
-const SCHEMAS = { email_sha256: 'EMAIL_SHA256', phone_sha256: 'PHONE_SHA256' } as const;
+/** The platform's schema names; which phone form it hashes is its rule: E.164 (Google) or digits only (Meta, TikTok). */
+const SCHEMAS = { email_sha256: 'EMAIL_SHA256', phone_sha256: 'PHONE_SHA256', phone_sha256_digits: 'PHONE_SHA256' } as const;
 
 /**
  * A people-based list (the shape of Meta Custom Audiences and Google Customer Match uploads):
- * SHA-256 hex of the email trimmed and lowercased, or of the phone in E.164 — the hashes collection
- * already keeps — posted to `members:add` / `members:remove` with bearer auth. A segment with fewer
+ * SHA-256 hex of the email trimmed and lowercased, or of the phone in E.164 (`phone_sha256`, Google's
+ * rule) or as digits without `+` (`phone_sha256_digits`, Meta's) — the hashes collection already
+ * keeps — posted to `members:add` / `members:remove` with bearer auth. A segment with fewer
  * matched ids than `minAudience` is not sent at all (counted on the export).
  */
 export const peopleList = defineConnector({
   name: 'people_list',
   config: Config,
   secrets: ['token'],
-  idTypes: ['email_sha256', 'phone_sha256'],
+  idTypes: ['email_sha256', 'phone_sha256', 'phone_sha256_digits'],
   partnerIds: false,
   limits: (config) => ({ batchSize: config.batchSize, requestsPerSecond: config.requestsPerSecond, concurrency: config.concurrency }),
   urls: (config) => [config.url],

@@ -11,14 +11,14 @@ import { compareText, nameText } from './text';
 // ---- API schemas -------------------------------------------------------------------------------
 
 /** What a partner receives for each member: one of the platform's own id types… */
-export const ID_TYPES = ['cookie_id', 'maid', 'crm_id', 'email_sha256', 'phone_sha256', 'email_uid2'] as const;
+export const ID_TYPES = ['cookie_id', 'maid', 'crm_id', 'email_sha256', 'phone_sha256', 'phone_sha256_digits', 'email_uid2'] as const;
 /** …or a sync partner's own ids, from the cookie-sync match tables (`partner:<partner id>`). */
 export const PartnerIdTypeSchema = z.string().regex(new RegExp(`^partner:${PARTNER_ID.source.slice(1)}`), `one of ${ID_TYPES.join(', ')}, or partner:<partner id>`) as unknown as z.ZodType<`partner:${string}`>;
 export const IdTypeSchema = z
   .union([z.enum(ID_TYPES), PartnerIdTypeSchema], { error: `one of ${ID_TYPES.join(', ')}, or partner:<partner id>` })
   .openapi({
     description:
-      'The ids the partner receives; emails and phones only ever hashed: `email_sha256` is hex SHA-256 of the trimmed, lowercased address, `email_uid2` the base64 hash after UID2\'s normalization (gmail dots and +suffix dropped). ' +
+      'The ids the partner receives; emails and phones only ever hashed: `email_sha256` is hex SHA-256 of the trimmed, lowercased address, `email_uid2` the base64 hash after UID2\'s normalization (gmail dots and +suffix dropped); `phone_sha256` is hex SHA-256 of the number in E.164 (`+16505551234`, Google\'s rule), `phone_sha256_digits` of its digits with the country code and no `+` (`16505551234`, Meta\'s and TikTok\'s rule; only for phones collected raw, not sent hashed). ' +
       '`partner:<partner id>` sends a sync partner\'s own user ids: those the cookie-sync match table holds for the member\'s cookie ids (a member without one counts as unmatched); the partner must exist, and connectors that take it: `webhook`, `segment_file`, and `dsp_segments` (sent as TDID).',
   });
 export type IdType = z.infer<typeof IdTypeSchema>;
@@ -205,12 +205,18 @@ export function exportFacts(subject: { identities: Identity[]; consent: ProfileC
   const tcf = subject.consent?.tcf;
   const gpp = subject.consent?.gpp;
   return {
-    // UID2's hashed email travels as an id type of its own, beside ours.
-    ids: subject.identities.flatMap((identity) => (identity.type === 'email_sha256' ? [identityKey(identity), `email_uid2:${uid2Of(identity)}`] : [identityKey(identity)])),
+    ids: subject.identities.flatMap(exportKeys),
     tcf: tcf ? { purposes: tcf.purposeConsents, vendors: tcf.vendorConsents } : null,
     ...(gpp && (gpp.saleOptOut || gpp.sharingOptOut || gpp.targetedAdvertisingOptOut) && { usOptOut: true as const }),
     sources: subject.sources,
   };
+}
+
+/** A member's identity as export keys: UID2's hashed email and the digits-only phone hash travel as id types of their own, beside ours. */
+function exportKeys(identity: Identity): string[] {
+  if (identity.type === 'email_sha256') return [identityKey(identity), `email_uid2:${uid2Of(identity)}`];
+  if (identity.type === 'phone_sha256' && identity.digits) return [identityKey(identity), `phone_sha256_digits:${identity.digits}`];
+  return [identityKey(identity)];
 }
 
 /** Export facts as a batch run keeps them per member until it writes its chunks: three strings. */

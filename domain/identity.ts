@@ -18,6 +18,12 @@ export interface Identity {
    * at the edge, since the raw address is never stored. See `uid2EmailHash`.
    */
   uid2?: string;
+  /**
+   * For a phone: hex SHA-256 of its digits with the country code and no `+` (`16505551234`), the form
+   * Meta and TikTok hash, beside ours of E.164 (`+16505551234`, Google's). Computed here at the edge,
+   * since the raw number is never stored; absent for a phone sent already hashed.
+   */
+  digits?: string;
 }
 
 /** The order in which an event's identities choose its profile when they point at different ones. */
@@ -100,8 +106,10 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
       const uid2 = uid2EmailHash(email);
       return uid2 === hexToBase64(value) ? { type: 'email_sha256', value } : { type: 'email_sha256', value, uid2 };
     }
-    case 'phone':
-      return { type: 'phone_sha256', value: sha256Hex(normalizePhone(raw, defaultPhoneRegion)) };
+    case 'phone': {
+      const e164 = normalizePhone(raw, defaultPhoneRegion);
+      return { type: 'phone_sha256', value: sha256Hex(e164), digits: sha256Hex(e164.slice(1)) };
+    }
     case 'email_sha256':
     case 'phone_sha256':
       return { type, value: normalizeSha256(raw) };

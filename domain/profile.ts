@@ -350,10 +350,11 @@ function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
   // Type and value compared apart: the same as comparing identity keys, without building one per entry.
   const entry = entries.find((existing) => existing.type === add.type && existing.value === add.value);
   if (!entry) {
-    entries.push({ type: add.type, value: add.value, firstSeen: add.firstSeen, lastSeen: add.lastSeen, sourceId: add.sourceId, ...(add.uid2 && { uid2: add.uid2 }) });
+    entries.push({ type: add.type, value: add.value, firstSeen: add.firstSeen, lastSeen: add.lastSeen, sourceId: add.sourceId, ...(add.uid2 && { uid2: add.uid2 }), ...(add.digits && { digits: add.digits }) });
     return;
   }
   if (add.uid2 && !entry.uid2) entry.uid2 = add.uid2;
+  if (add.digits && !entry.digits) entry.digits = add.digits;
   if (add.firstSeen < entry.firstSeen || (add.firstSeen.getTime() === entry.firstSeen.getTime() && add.sourceId < entry.sourceId)) {
     entry.firstSeen = add.firstSeen;
     entry.sourceId = add.sourceId;

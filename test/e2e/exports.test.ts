@@ -280,6 +280,20 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     await admin(`/v1/destinations/${id}`, { method: 'DELETE' });
   }, 240_000);
 
+  it("sends a phone to people-based lists hashed by each platform's rule: E.164 (Google), digits without + (Meta)", async () => {
+    await shop.send([{ id: 'phil', type: 'purchase', identities: { cookie_id: 'ck-phil', phone: '+1 (650) 555-1234' }, traits: { plan: 'gold' }, consent: { tcf: consented } }]);
+    const phil = await waitFor('phil folded', async () => (await shop.lookup('cookie_id', 'ck-phil')).body.id as string | undefined);
+    await waitFor('phil in the segment', async () => (await members()).includes(phil));
+    const server = await partner({ kind: 'people', token: 'list-token' });
+    const list = (listId: string, idType: string) => createDestination({ connector: 'people_list', idType, config: { url: server.url, token: 'list-token', listId, minAudience: 1 } });
+    const google = await exportNow(await list('google_list', 'phone_sha256'));
+    const meta = await exportNow(await list('meta_list', 'phone_sha256_digits'));
+    expect(google).toMatchObject({ state: 'completed', adds: 1 });
+    expect(meta).toMatchObject({ state: 'completed', adds: 1 });
+    expect(server.audience('google_list')).toEqual([sha256Hex('+16505551234')]);
+    expect(server.audience('meta_list')).toEqual([sha256Hex('16505551234')]);
+  }, 120_000);
+
   it("sends UID2 hashed emails computed at the collection edge (UID2's published vector)", async () => {
     await shop.send([{ id: 'jane', type: 'purchase', identities: { cookie_id: 'ck-jane', email: 'Jane.Saoirse@gmail.com' }, traits: { plan: 'gold' }, consent: { tcf: consented } }]);
     const jane = await waitFor('jane folded', async () => (await shop.lookup('cookie_id', 'ck-jane')).body.id as string | undefined);

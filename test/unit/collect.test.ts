@@ -92,7 +92,7 @@ describe('prepareEvents: accepted events', () => {
     expect(result.accepted[0].event.identities).toEqual(
       expect.arrayContaining([
         { type: 'email_sha256', value: sha256Hex('jane.doe@example.com') },
-        { type: 'phone_sha256', value: sha256Hex('+12025550143') },
+        { type: 'phone_sha256', value: sha256Hex('+12025550143'), digits: sha256Hex('12025550143') },
         { type: 'cookie_id', value: 'c-1' },
         { type: 'maid', value: '6d92078a-8246-4ba4-ae5b-76104861e7dc' },
       ]),
@@ -105,7 +105,7 @@ describe('prepareEvents: accepted events', () => {
       ...OPTIONS,
       defaultPhoneRegion: 'GB',
     });
-    expect(result.accepted[0].event.identities).toEqual([{ type: 'phone_sha256', value: sha256Hex('+442079460958') }]);
+    expect(result.accepted[0].event.identities).toEqual([{ type: 'phone_sha256', value: sha256Hex('+442079460958'), digits: sha256Hex('442079460958') }]);
   });
 
   it('puts no raw email or phone in the serialized accepted events', () => {

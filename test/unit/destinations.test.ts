@@ -247,6 +247,15 @@ describe('exportFacts and factsChanged', () => {
     expect(exportFacts(doc())).toEqual({ ids: ['cookie_id:ck1'], tcf: { purposes: [1, 3, 4], vendors: [755] }, sources: ['src_shop'] });
   });
 
+  it("carries a phone's digits-only hash and an email's UID2 hash as id types of their own, beside ours", () => {
+    const identities = [
+      { type: 'phone_sha256' as const, value: 'e164hash', digits: 'digitshash', firstSeen: AT, lastSeen: AT, sourceId: 'src_shop' },
+      { type: 'phone_sha256' as const, value: 'sentHashed', firstSeen: AT, lastSeen: AT, sourceId: 'src_shop' },
+      { type: 'email_sha256' as const, value: 'ab', firstSeen: AT, lastSeen: AT, sourceId: 'src_shop' },
+    ];
+    expect(exportFacts(doc({ identities })).ids).toEqual(['phone_sha256:e164hash', 'phone_sha256_digits:digitshash', 'phone_sha256:sentHashed', 'email_sha256:ab', 'email_uid2:qw==']);
+  });
+
   it('marks a US opt-out of sale, sharing or targeted advertising from the GPP string, and nothing else', () => {
     const gpp = (extra: object) => consent({ tcf: tcf('TC-A'), gpp: { gppString: 'DBABL~x', sectionIds: [7], ...extra } });
     expect(exportFacts(doc({ consent: gpp({ saleOptOut: true }) })).usOptOut).toBe(true);

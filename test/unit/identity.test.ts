@@ -123,8 +123,11 @@ describe('toStoredIdentity', () => {
     });
   });
 
-  it('stores a raw phone as the SHA-256 of its E.164 form', () => {
-    expect(toStoredIdentity('phone', rawPhone, 'US')).toEqual({ type: 'phone_sha256', value: sha256Hex('+12025550143') });
+  it('stores a raw phone as the SHA-256 of its E.164 form, and beside it that of its digits without "+" (Meta\'s and TikTok\'s rule)', () => {
+    expect(toStoredIdentity('phone', rawPhone, 'US')).toEqual({ type: 'phone_sha256', value: sha256Hex('+12025550143'), digits: sha256Hex('12025550143') });
+    // TikTok's published example: (657)777-0000 in the US is 16577770000; a national number gets its country code.
+    expect(toStoredIdentity('phone', '(657)777-0000', 'US').digits).toBe(sha256Hex('16577770000'));
+    expect(toStoredIdentity('phone', '0844 412 4653', 'GB')).toEqual({ type: 'phone_sha256', value: sha256Hex('+448444124653'), digits: sha256Hex('448444124653') });
   });
 
   it('gives the same stored identity for a raw email and its client-side hash', () => {
@@ -154,7 +157,7 @@ describe('toStoredIdentity', () => {
     expect(() => toStoredIdentity('phone', 'call me', 'US')).toThrow(IdentityError);
   });
 
-  it('normalizes a base64 phone hash to lowercase hex', () => {
+  it('normalizes a base64 phone hash to lowercase hex, with no digits-only hash (the number is not known)', () => {
     const hex = sha256Hex('+12025550143');
     expect(toStoredIdentity('phone_sha256', Buffer.from(hex, 'hex').toString('base64'), 'US')).toEqual({
       type: 'phone_sha256',

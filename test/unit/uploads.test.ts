@@ -94,9 +94,9 @@ describe('CRM uploads: rows prepared at the edge', () => {
     expect(first.identities).toEqual([
       { type: 'crm_id', value: 'c-1' },
       { type: 'email_sha256', value: sha256Hex('ada@example.com') },
-      { type: 'phone_sha256', value: sha256Hex('+14155552671') },
+      { type: 'phone_sha256', value: sha256Hex('+14155552671'), digits: sha256Hex('14155552671') },
     ]);
-    expect(second.identities).toEqual([{ type: 'phone_sha256', value: sha256Hex('+442079460958') }]);
+    expect(second.identities).toEqual([{ type: 'phone_sha256', value: sha256Hex('+442079460958'), digits: sha256Hex('442079460958') }]);
     const stored = JSON.stringify(prepared.events);
     for (const raw of ['Ada@Example.com', 'ada@example.com', '555-2671', '4155552671', '7946']) expect(stored).not.toContain(raw);
   });
