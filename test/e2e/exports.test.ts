@@ -2,6 +2,7 @@ import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256Hex } from '../../domain/identity';
+import { SA } from '../../domain/searchAttributes';
 import { destinationScheduleId } from '../../domain/workflowIds';
 import { call } from '../support/http';
 import { applyFile, PartnerServer } from '../support/partners';
@@ -227,6 +228,18 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(server.audience(segmentId)).toEqual([...(fromFiles.get(segmentId) ?? [])].sort());
   }, 120_000);
 
+  it("waits as long as a 429's Retry-After asks before sending the batch again, under the same key", async () => {
+    // 4 s: longer than the backoff of a first retry (0.75–1.25 s), so only the header explains the wait.
+    const server = await partner({ kind: 'webhook', secret: 'retry-after-secret-0123456789', faults: ['http429'], retryAfterSeconds: 4 });
+    const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', config: { url: server.url, secret: 'retry-after-secret-0123456789' } });
+    const done = await exportNow(id);
+    expect(done).toMatchObject({ state: 'completed', batches: 1, batchesConfirmed: 1 });
+    expect(server.rateLimited).toBe(1);
+    expect(server.retryGaps).toHaveLength(1);
+    expect(server.retryGaps[0]).toBeGreaterThanOrEqual(3900);
+    expect(server.applied).toHaveLength(1);
+  });
+
   it('runs exports from a Temporal Schedule per destination, paused and resumed through the API', async () => {
     const server = await partner({ kind: 'webhook', secret: 'schedule-secret-0123456789' });
     const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', schedule: { every: 'PT1H' }, config: { url: server.url, secret: 'schedule-secret-0123456789' } });
@@ -235,6 +248,9 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     const handle = platform.temporal.schedule.getHandle(view.scheduleId);
     const described = await handle.describe();
     expect(described.policies.overlap).toBe('SKIP');
+    // Runs missed while the cluster was down are caught up within the hour, no further back.
+    expect(described.policies.catchupWindow).toBe(60 * 60 * 1000);
+    expect(described.typedSearchAttributes?.get(SA.destinationId)).toBe(id);
     expect(described.state.paused).toBe(false);
 
     expect((await admin(`/v1/destinations/${id}/pause`, { method: 'POST' })).body.state).toBe('paused');
@@ -254,6 +270,14 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     );
     expect(scheduled).toMatchObject({ trigger: 'schedule', state: 'completed' });
     expect(server.audience(segmentId).length).toBe(scheduled.adds);
+    // An operator finds the destination's runs in the Temporal UI by its search attribute.
+    const runs = await waitFor('the visibility store to index the scheduled export', async () => {
+      const ids: string[] = [];
+      for await (const execution of platform.temporal.workflow.list({ query: `DmpDestinationId = "${id}"` })) ids.push(execution.workflowId);
+      return ids.length > 0 ? ids : undefined;
+    });
+    expect(runs.length).toBeGreaterThan(0);
+    expect(runs.every((workflowId) => workflowId.startsWith(view.scheduleId))).toBe(true);
 
     expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
     await expect(handle.describe()).rejects.toThrow();
@@ -268,6 +292,9 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
 
     await shop.send([{ id: 'rt13', type: 'page_view', identities: { cookie_id: 'ck-13' }, traits: { plan: 'gold' } }]);
     const acknowledged = Date.now();
+    const profile13 = await waitFor('ck-13 folded', async () => (await shop.lookup('cookie_id', 'ck-13')).body.id as string | undefined, 60_000, 250);
+    await waitFor('ck-13 in the segment', async () => (await members()).includes(profile13), 60_000, 250);
+    const joined = Date.now();
     await waitFor('ck-13 at the partner', async () => server.audience(segmentId).includes('ck-13'), 120_000, 250);
     // The schedule checks every minute; folding, planning and delivery come on top.
     expect(Date.now() - acknowledged).toBeLessThan(90_000);
@@ -277,6 +304,9 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
       return listed[0]?.state === 'running' ? null : listed;
     });
     expect(latest).toMatchObject({ trigger: 'near_real_time', state: 'completed', adds: 1, removes: 0 });
+    // The export that carried it started within a minute of the membership change (seen within 250 ms
+    // of it), give or take the second a scheduled run takes to open its record.
+    expect(Date.parse(latest.startedAt) - joined).toBeLessThanOrEqual(61_000);
     await admin(`/v1/destinations/${id}`, { method: 'DELETE' });
   }, 240_000);
 

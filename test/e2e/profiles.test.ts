@@ -67,6 +67,10 @@ describe('profiles through the API: merges, the 360° view and the event history
     const merged = (await lookup('email', 'ben@example.net')).body;
     expect((await lookup('email', 'ana@example.net')).body.id).toBe(merged.id);
 
+    // Only the admin key may split profiles: no key is a 401, a source's write key a 403.
+    const pair = { identities: [{ type: 'cookie_id', value: 'tablet-9' }, { type: 'email', value: 'ben@example.net' }] };
+    expect((await call(`${api.url}/v1/identity/unlink`, { body: pair })).status).toBe(401);
+    expect((await call(`${api.url}/v1/identity/unlink`, { key: source.writeKey, body: pair })).status).toBe(403);
     expect((await unlink([{ type: 'email', value: 'ben@example' }, { type: 'cookie_id', value: 'tablet-9' }])).body.errors[0].path).toBe('identities.0.value');
     expect((await unlink([{ type: 'email', value: 'nobody@example.net' }, { type: 'cookie_id', value: 'tablet-9' }])).status).toBe(404);
     expect((await unlink([{ type: 'email', value: 'ben@example.net' }, { type: 'cookie_id', value: 'laptop-1' }])).status).toBe(409);

@@ -24,6 +24,8 @@ export interface PartnerOptions {
   stallMs?: number;
   /** How long every request takes to handle (a slow partner). */
   delayMs?: number;
+  /** The `Retry-After` (seconds) of an `http429` fault; 2 unless given. */
+  retryAfterSeconds?: number;
 }
 
 export class PartnerServer extends LocalServer {
@@ -36,6 +38,9 @@ export class PartnerServer extends LocalServer {
   requests = 0;
   rejectedAuth = 0;
   rateLimited = 0;
+  /** For each request answered by an `http429` fault, the milliseconds until its batch (idempotency key) came again. */
+  readonly retryGaps: number[] = [];
+  private readonly retryAsked = new Map<string, number>();
   /** Files received (files kind): name → content. */
   readonly files = new Map<string, string>();
   private readonly faults: Fault[];
@@ -67,6 +72,12 @@ export class PartnerServer extends LocalServer {
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const raw = Buffer.concat(chunks).toString('utf8');
     this.requests++;
+    const key = String(req.headers['idempotency-key'] ?? '');
+    const asked = this.retryAsked.get(key);
+    if (asked !== undefined) {
+      this.retryGaps.push(Date.now() - asked);
+      this.retryAsked.delete(key);
+    }
     const answer = (status: number, body: unknown = {}, headers: Record<string, string> = {}) => {
       res.writeHead(status, { 'content-type': 'application/json', ...headers });
       res.end(JSON.stringify(body));
@@ -89,14 +100,14 @@ export class PartnerServer extends LocalServer {
     if (fault === 'http400') return answer(400, { error: 'refused' });
     if (fault === 'http429') {
       this.rateLimited++;
-      return answer(429, { error: 'slow down' }, { 'retry-after': '2' });
+      this.retryAsked.set(key, Date.now());
+      return answer(429, { error: 'slow down' }, { 'retry-after': String(this.options.retryAfterSeconds ?? 2) });
     }
     if (fault === 'stall') {
       await new Promise((resolve) => setTimeout(resolve, this.options.stallMs ?? 5000));
       return void req.socket.destroy();
     }
     if (this.options.delayMs) await new Promise((resolve) => setTimeout(resolve, this.options.delayMs));
-    const key = String(req.headers['idempotency-key'] ?? '');
     // The people kind takes adds and removes of one batch in two requests under the same key.
     const scopedKey = this.options.kind === 'people' ? `${key}|${req.url}` : key;
     if (scopedKey && this.applied.includes(scopedKey)) {

@@ -7,6 +7,7 @@ export async function newSource(api: RunningApi, name = 'web', options: { party?
   const { id: sourceId, writeKey } = (await call(`${api.url}/v1/sources`, { key: api.adminKey, body })).body;
   return {
     sourceId,
+    writeKey: writeKey as string,
     send: (events: unknown[]) => call(`${api.url}/v1/collect`, { key: writeKey, body: { events } }),
     lookup: (type: string, value: string) => call(`${api.url}/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`, { key: api.adminKey }),
     /** Waits until the partitions have folded at least `count` of this source's events. */

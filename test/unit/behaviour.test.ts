@@ -103,6 +103,17 @@ describe('combineProfiles (a merge, read as one profile)', () => {
     expect(combineProfiles([newer, feed, crm])).toEqual(view);
   });
 
+  it('keeps traits by precedence across a merge: second party over third even when older, then newer within a party', () => {
+    const partner = docWith('p_partner', [{ type: 'match', at: '2026-01-01T00:00:00Z', traits: { segment: 'auto-intender', region: 'north' } }], { sourceId: 'src_partner', party: 'second', seq: 0 });
+    const provider = docWith('p_provider', [{ type: 'segment', at: '2026-06-01T00:00:00Z', traits: { segment: 'travel', region: 'south', age: '35-44' } }], { sourceId: 'src_provider', party: 'third', seq: 0 });
+    const laterPartner = docWith('p_partner2', [{ type: 'match', at: '2026-03-01T00:00:00Z', traits: { region: 'east' } }], { sourceId: 'src_partner', party: 'second', seq: 0 });
+    const view = combineProfiles([provider, partner, laterPartner]);
+    expect(view.traits).toEqual({ segment: 'auto-intender', region: 'east', age: '35-44' });
+    expect(view.traitOrigins.segment).toEqual({ at: '2026-01-01T00:00:00.000Z', sourceId: 'src_partner', party: 'second' });
+    expect(view.traitOrigins.age).toEqual({ at: '2026-06-01T00:00:00.000Z', sourceId: 'src_provider', party: 'third' });
+    expect(combineProfiles([laterPartner, partner, provider]).traits).toEqual(view.traits);
+  });
+
   it('records the merge history from the links', () => {
     const view = combineProfiles([docWith('p_a', [{ type: 'x', at: '2026-01-01T00:00:00Z' }]), docWith('p_b', [{ type: 'x', at: '2026-01-01T00:00:00Z' }])], [
       { profiles: ['p_a', 'p_b'], via: 'email_sha256:abc', sourceId: 'src_a', eventId: 'e1', createdAt: at('2026-01-02T00:00:00Z') },
