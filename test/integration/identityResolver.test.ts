@@ -65,6 +65,26 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     expect((await resolver.resolve(source, people('d', 10))).unread).toBe(0);
   });
 
+  it('without evidence reads a sample of many misses: the rest are left to the claims when none of it is held, read when some is', async () => {
+    const source = uniqueName('src');
+    const sampling = () => new MissEstimate({ horizon: 1000, evidence: 1000, rare: 0.01, sample: 8 });
+    // A new process, a batch of 40 new people (80 keys): 8 keys read, the other 72 claimed unread.
+    const fresh = createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), blocked: () => false, now: () => at, misses: sampling() });
+    const first = await fresh.resolve(source, people('s', 40));
+    expect(first.unread).toBe(72);
+    expect(first.lostClaims).toBe(0);
+    expect(first.newProfiles).toBe(40);
+
+    // Another new process (a restart) meets the same people again with 10 new ones: the sample finds
+    // held keys, so every miss is read and no claim is lost; the known people go to their documents.
+    const restarted = createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), blocked: () => false, now: () => at, misses: sampling() });
+    const again = await restarted.resolve(source, [...people('s', 40), ...people('t', 10)]);
+    expect(again.unread).toBe(0);
+    expect(again.lostClaims).toBe(0);
+    expect(again.targets.slice(0, 40)).toEqual(first.targets);
+    expect(again.newProfiles).toBe(10);
+  });
+
   it('reads the caps of a document it learns of only through a lost claim, and refuses the join', async () => {
     const source = uniqueName('src');
     const identities = new IdentityIndex(store);

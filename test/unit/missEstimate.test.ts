@@ -41,4 +41,15 @@ describe('MissEstimate: whether cache misses are read from the store or left to 
     misses.observe(0, 0);
     expect(misses.rare).toBe(true);
   });
+
+  it('without evidence reads all of a few misses, but only a sample spread over many; with evidence all, or none once rare', () => {
+    const misses = new MissEstimate({ ...limits, sample: 4 });
+    const keys = (count: number) => Array.from({ length: count }, (_, n) => `k${n}`);
+    expect(misses.firstReads(keys(16))).toEqual(keys(16));
+    expect(misses.firstReads(keys(40))).toEqual(['k0', 'k10', 'k20', 'k30']);
+    misses.observe(150, 300); // half of them held, as after a restart
+    expect(misses.firstReads(keys(40))).toEqual(keys(40));
+    misses.observe(0, 100_000);
+    expect(misses.firstReads(keys(40))).toEqual([]);
+  });
 });
