@@ -208,6 +208,26 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(server.audience('gold_buyers')).toEqual(hashes);
   }, 120_000);
 
+  it('delivers to a people-based list through a dropped connection, a 5xx, a timeout and a 429, applying no request twice; a refused batch fails the export', async () => {
+    const server = await partner({ kind: 'people', token: 'list-token', faults: ['applyThenDrop', 'http500', 'stall', 'http429'], stallMs: 4000 });
+    const id = await createDestination({ connector: 'people_list', idType: 'email_sha256', config: { url: server.url, token: 'list-token', listId: 'faulty', minAudience: 1, batchSize: 2 } });
+    const done = await exportNow(id);
+    const hashes = GOLD_NOW.filter((i) => i % 2 === 0 && i !== 2).map((i) => sha256Hex(`user${i}@example.com`)).sort();
+    expect(done).toMatchObject({ state: 'completed', adds: hashes.length, batches: Math.ceil(hashes.length / 2), batchesConfirmed: Math.ceil(hashes.length / 2) });
+    expect(server.audience('faulty')).toEqual(hashes);
+    // One `members:add` a batch, each applied once: the one whose answer was lost came again under its key.
+    expect(server.applied).toHaveLength(done.batches);
+    expect(server.duplicates).toBeGreaterThanOrEqual(1);
+
+    // The partner refuses a batch outright (400): not retried, and the export ends failed, saying why.
+    server.failNext('http400');
+    const refused = await exportNow(id, { full: true });
+    expect(refused.state).toBe('failed');
+    expect(refused.error).toMatch(/400/);
+    expect(refused.batchesConfirmed).toBe(refused.batches - 1);
+    expect(server.audience('faulty')).toEqual(hashes);
+  }, 120_000);
+
   it('writes exchange segment files into a folder and uploads them over HTTP', async () => {
     const folderId = await createDestination({ connector: 'segment_file', idType: 'cookie_id', config: { folder: 'ssp/gold', format: 'csv', batchSize: 4 } });
     const folderExport = await exportNow(folderId);

@@ -227,6 +227,27 @@ describe('draining a source into profiles', () => {
     expect(doc?.version).toBe(1); // the second version (a document's first is 0), built on the stored one
   });
 
+  it('folds events no signal announced at the next slow safety poll, and not before it', async () => {
+    const taskQueue = uniqueName('drain-idle-poll');
+    const [polled, unpolled] = [uniqueName('src'), uniqueName('src')];
+    worker = await startWorker({ store, temporal, taskQueue });
+    const events = (prefix: string) => Array.from({ length: 20 }, (_, n) => userEvent(n % 5, Math.floor(n / 5), prefix));
+    const partitions = baseConfig.DMP_PROFILE_PARTITIONS;
+    for (const [sourceId, pollSeconds] of [[polled, 2], [unpolled, 600]] as const) {
+      await appendToLog(store, sourceId, events(`${sourceId}-a`), 20);
+      await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_SOURCE_IDLE_POLL_SECONDS: pollSeconds });
+      cleanups.push(async () => void (await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished')));
+    }
+    // Both fold what was there when they started, then go idle.
+    await waitFor('the first events folded', async () => (await eventsFolded(store, polled, partitions)) >= 20 && (await eventsFolded(store, unpolled, partitions)) >= 20, 30_000);
+    // Appended straight to the log, as by an API process that died before sending its wake-up signal.
+    for (const sourceId of [polled, unpolled]) await appendToLog(store, sourceId, events(`${sourceId}-b`), 20);
+    await waitFor('the polled source to fold them', async () => (await eventsFolded(store, polled, partitions)) >= 40, 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 4_000)); // two more polls of the first: none of the second
+    expect(await eventsFolded(store, polled, partitions)).toBe(40);
+    expect(await eventsFolded(store, unpolled, partitions)).toBe(20);
+  });
+
   it('routes a chunk left pending right after a full batch once its grace runs out, without waiting for the idle look', async () => {
     const taskQueue = uniqueName('drain-pending');
     const sourceId = uniqueName('src');
