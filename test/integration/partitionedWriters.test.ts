@@ -48,14 +48,15 @@ describe('partition writers in two worker processes', () => {
   });
 
   /**
-   * Drains both sources with two worker processes and checks every person. With `stallMs`, one
-   * worker stops (SIGSTOP, as a host that hangs) once folding has begun, for longer than a workflow
-   * task may take: the other takes over its sources and partitions while folds and routing turns it
-   * had under way wait, and go on when it comes back.
+   * Drains both sources with two worker processes and checks every person. Once folding has begun,
+   * with `stall`, one worker stops (SIGSTOP, as a host that hangs) for longer than a workflow task
+   * may take: the other takes over its sources and partitions while folds and routing turns it had
+   * under way wait, and go on when it comes back. With `kill`, one worker is SIGKILLed while the two
+   * sources' drains are linking and merging the same people, and a new one is started in its place.
    */
-  async function drainBoth(stallMs?: number): Promise<string[]> {
-    // A database of its own: both runs know the same people.
-    const store = await testStore(stallMs === undefined ? 'partitions' : 'partitions_stall');
+  async function drainBoth(fault?: { stallMs: number } | 'kill'): Promise<string[]> {
+    // A database of its own: every run knows the same people.
+    const store = await testStore(fault === undefined ? 'partitions' : fault === 'kill' ? 'partitions_kill' : 'partitions_stall');
     stores.push(store);
     const taskQueue = uniqueName('partitions');
     const web = uniqueName('src_web');
@@ -71,11 +72,20 @@ describe('partition writers in two worker processes', () => {
     await Promise.all([ensureSourceWorkflow(temporal, { _id: web, kind: 'events', party: 'first' }, config), ensureSourceWorkflow(temporal, { _id: crm, kind: 'events', party: 'first' }, config)]);
 
     const folded = async () => [await eventsFolded(store, web, baseConfig.DMP_PROFILE_PARTITIONS), await eventsFolded(store, crm, baseConfig.DMP_PROFILE_PARTITIONS)];
-    if (stallMs !== undefined) {
+    if (fault !== undefined) {
       await waitFor('folding to begin', async () => (await folded()).some((count) => count > 0), 240_000, 50);
-      freeze(workers[0]);
-      await new Promise((resolve) => setTimeout(resolve, stallMs));
-      thaw(workers[0]);
+      if (fault === 'kill') {
+        await killHard(workers[0]);
+        const [webFolded, crmFolded] = await folded();
+        // Killed with folds still to come: merges of people both sources know were under way.
+        if (webFolded === webEvents.length && crmFolded === crmEvents.length) throw new Error('the worker was killed after the drain had ended');
+        workers[0] = spawnWorker(store, env);
+        children.push(workers[0]);
+      } else {
+        freeze(workers[0]);
+        await new Promise((resolve) => setTimeout(resolve, fault.stallMs));
+        thaw(workers[0]);
+      }
     }
     await waitFor(
       'both sources folded',
@@ -122,6 +132,10 @@ describe('partition writers in two worker processes', () => {
   }, 360_000);
 
   it('lose and double nothing when one of the two workers stalls mid-drain and comes back', async () => {
-    expect((await drainBoth(15_000)).slice(0, 10)).toEqual([`${USERS * 3} identities`]);
+    expect((await drainBoth({ stallMs: 15_000 })).slice(0, 10)).toEqual([`${USERS * 3} identities`]);
+  }, 360_000);
+
+  it('lose and double nothing when one of the two workers is SIGKILLed mid-merge and another takes its place', async () => {
+    expect((await drainBoth('kill')).slice(0, 10)).toEqual([`${USERS * 3} identities`]);
   }, 360_000);
 });
