@@ -70,7 +70,7 @@ describe("exports of a segment as a sync partner's own ids, from the cookie-sync
     const cases: Array<[Record<string, unknown>, number, RegExp]> = [
       [{ ...base, idType: 'partner:nobody' }, 404, /sync partner nobody does not exist/],
       [{ ...base, idType: 'partner:Not-A-Slug' }, 400, /partner:<partner id>/],
-      [{ ...base, connector: 'people_list', config: { url: `${server.url}/list`, token: 't', listId: 'a' }, idType: 'partner:dsp' }, 400, /takes email_sha256, phone_sha256$/],
+      [{ ...base, connector: 'people_list', config: { url: `${server.url}/list`, token: 't', listId: 'a' }, idType: 'partner:dsp' }, 400, /takes email_sha256, phone_sha256, phone_sha256_digits$/],
     ];
     for (const [body, status, message] of cases) {
       const response = await admin('/v1/destinations', { body });
