@@ -63,6 +63,11 @@ export const ConfigSchema = z.object({
   DMP_SEGMENT_RUN_DAYS: z.coerce.number().min(0).default(30),
   /** How long the record of an ended export (and its batches' receipts) is kept. */
   DMP_EXPORT_HISTORY_DAYS: z.coerce.number().min(0).default(90),
+  /**
+   * People last seen more than this many days ago leave the store at the next retention run: their
+   * profile documents, identity claims and links (domain/profileExpiry). 0 keeps everyone.
+   */
+  DMP_INACTIVE_PROFILE_DAYS: z.coerce.number().min(0).default(0),
   /** How often the retention run looks for what may leave the store. */
   DMP_RETENTION_EVERY_MINUTES: z.coerce.number().min(1).default(60),
   /** Event types whose `properties.item` are interactions the item model (recommendations) learns from. */

@@ -4,8 +4,10 @@ import { Context } from '@temporalio/activity';
 import type { Config } from '../config';
 import { factsChanged } from '../domain/destinations';
 import { cappedTypes } from '../domain/identityCaps';
+import { identityKey } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
+import { partitionOf } from '../domain/partition';
 import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
@@ -22,7 +24,9 @@ import { ProfileGraph } from '../store/profileGraph';
 import { ProfileStore, type StoredVersion } from '../store/profiles';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { definitionsOf, SegmentStore } from '../store/segments';
+import { ProfileExpiries } from '../store/profileExpiries';
 import { withHeartbeats, heartbeat } from './heartbeat';
+import { claimForSuccessors, createExpiryStep, type LateArrival } from './profileExpiry';
 
 export interface FoldInput {
   partition: number;
@@ -35,6 +39,8 @@ export interface FoldInput {
   lastWriter: string | null;
   /** Unlinks whose planned splits of this partition's documents are to be made first (see identityUnlink). */
   splits?: string[];
+  /** Expiries of inactive people whose planned documents of this partition are due (see activities/profileExpiry). */
+  expiries?: string[];
 }
 
 export interface FoldResult {
@@ -61,6 +67,9 @@ export interface FoldResult {
   versionsCarried: number;
   /** Write groups are due for compaction, which waits until the partition has nothing to fold (see compactPartition). */
   compactionDue?: boolean;
+  /** Documents of inactive people expired, and the expiries with planned documents left. */
+  profilesExpired?: number;
+  expiriesWithMore?: string[];
 }
 
 export interface CompactInput {
@@ -138,6 +147,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
   const itemTypes = deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES;
   const profileGraph = new ProfileGraph(identities, profiles);
+  const expiry = createExpiryStep({ profiles, identities, caps, expiries: new ProfileExpiries(deps.store), partitions: deps.config.DMP_PROFILE_PARTITIONS, now });
   let compiled: { key: string; evaluator: SegmentEvaluator } | null = null;
   const evaluatorFor = (definitions: SegmentDefinition[]): SegmentEvaluator => {
     const key = JSON.stringify(definitions);
@@ -193,7 +203,11 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       position.cursors[sourceId] = from;
     }
     heartbeat({ read: result.events });
-    if (batches.length === 0 && split.written.length === 0) return result;
+    // A document with events in this fold is active: it is left out of any expiry.
+    const active = new Set(batches.flatMap((batch) => [...batch.profiles, ...(batch.linked ?? [])]));
+    const expiring = await expiry.prepare(input.partition, input.expiries ?? [], active, trustSince);
+    result.expiriesWithMore = expiring.more;
+    if (batches.length === 0 && split.written.length === 0 && expiring.slices.length === 0) return result;
 
     const linkedNow = new Set(batches.flatMap((batch) => batch.linked ?? []));
     const touched = [...new Set([...batches.flatMap((batch) => batch.profiles), ...linkedNow])];
@@ -202,8 +216,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const created = firstAttempt() ? new Set(batches.flatMap((batch) => batch.created ?? [])) : new Set<string>();
     const stored = await profiles.load(touched.filter((id) => !created.has(id)), { trustSince });
     for (const [id, doc] of split.current) stored.set(id, doc);
+    for (const [id, doc] of expiring.superseded) stored.set(id, doc);
     heartbeat({ loaded: stored.size });
-    const { targets, relearned } = await redirectLateEvents(input.partition, batches, stored, trustSince, result);
+    const { targets, relearned, joined } = await redirectLateEvents(input.partition, batches, stored, trustSince, result);
+    for (const id of joined) linkedNow.add(id);
 
     const changed = new Map<string, ProfileDoc>();
     const duplicatesBySource = new Map<string, number>();
@@ -249,6 +265,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       doc.linked = true;
       changed.set(id, doc);
     }
+    for (const doc of expiring.versions) changed.set(doc.profileId, doc);
 
     // A split document is retired last: until then its parts must all be in the store.
     const toSave = [...changed.values()];
@@ -281,6 +298,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     }
     await deps.onFoldStep?.('versions-written', group);
     await withoutErasedSince(marksRead, input.partition, toSave);
+    result.profilesExpired = await expiry.release(expiring);
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
     if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustSince, result, Infinity);
@@ -456,13 +474,16 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * Events routed to a document that an unlink has since split go on to the part of their side.
    * They are kept as moved to it (the part's history), identities claimed for the split document
    * after it was planned follow them, and an event that shows the document's sides together again
-   * links them (new evidence, which the drain could not see: to it they were one document). Returns each redirected event's new document.
+   * links them (new evidence, which the drain could not see: to it they were one document). Events
+   * routed to an expired document go on to its successor, which claims their identities afresh
+   * (claimForSuccessors). Returns each redirected event's new document, and the documents joined to others.
    */
   async function redirectLateEvents(partition: number, batches: RoutedBatch[], stored: Map<string, StoredVersion>, trustSince: number | undefined, result: FoldResult) {
     const targets = new Map<RoutedEvent, string>();
     const moves = new Map<string, { key: string; from: string; to: string }>();
     const links = new Map<string, IdentityLinkDoc>();
     const relearned = new Map<string, ProfileDoc>();
+    const arrivals: LateArrival[] = [];
     for (let hop = 0; ; hop++) {
       const missing = new Set<string>();
       for (const batch of batches) {
@@ -470,6 +491,13 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
           const at = targets.get(event) ?? event.profileId;
           const marker = stored.get(at)?.retired;
           if (!marker) continue;
+          if (marker.expired) {
+            targets.set(event, marker.fallback);
+            if (!stored.has(marker.fallback)) missing.add(marker.fallback);
+            const identities = event.identities.map((identity) => ({ key: identityKey(identity), type: identity.type }));
+            arrivals.push({ successor: marker.fallback, expired: at, eventId: event.id, sourceId: batch.sourceId, identities });
+            continue;
+          }
           const { target: to, joins, learned } = redirectLateEvent(marker, event);
           targets.set(event, to);
           if (!stored.has(to)) missing.add(to);
@@ -490,7 +518,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (hop > 64) throw new Error('split documents point at each other');
       for (const [id, doc] of await profiles.load([...missing], { trustSince })) stored.set(id, doc);
     }
-    if (targets.size === 0) return { targets, relearned: [] };
+    if (targets.size === 0) return { targets, relearned: [], joined: [] };
+    // Only the last hop's arrival counts: a successor that itself expired passes its events on.
+    const landed = arrivals.filter((arrival) => !stored.get(arrival.successor)?.retired);
+    const claimed = await claimForSuccessors(identities, landed, now());
+    for (const move of claimed.moves) moves.set(move.key, move);
+    for (const link of claimed.links) links.set(link._id, link);
     for (const batch of batches) {
       const moved: HeldEvent[] = batch.events.flatMap((event) => {
         const to = targets.get(event);
@@ -501,7 +534,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await identities.reassign([...moves.values()]);
     await identities.addLinks([...links.values()]);
     result.eventsRedirected += targets.size;
-    return { targets, relearned: [...relearned.values()] };
+    const joined = claimed.links.flatMap((link) => link.profiles.filter((id) => partitionOf(id, deps.config.DMP_PROFILE_PARTITIONS) === partition));
+    return { targets, relearned: [...relearned.values()], joined };
   }
 
   /**

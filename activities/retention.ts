@@ -12,13 +12,17 @@ import { StartGates } from '../store/startGates';
 import { UploadStore } from '../store/uploads';
 import { VersionClaims } from '../store/versionClaims';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
-import { ensureSegmentSchedule, listSegmentSchedules, releaseSegmentSchedule, wakeProfilePartition, workflowIsRunning, type PartitionWorkflowConfig } from '../temporal/client';
+import { isExpired } from '../domain/profileExpiry';
+import { partitionOf } from '../domain/partition';
+import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
+import { ensureSegmentSchedule, listSegmentSchedules, releaseSegmentSchedule, requestPartitionExpiry, wakeProfilePartition, workflowIsRunning, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
+import { passPeople, peoplePassStores } from './peoplePass';
 
 export interface RetentionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS'>;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS'>;
   now?: () => Date;
 }
 
@@ -54,8 +58,106 @@ export function createRetentionActivities(deps: RetentionDeps) {
   const sources = new SourceStore(deps.store);
   const routed = new ProfileEventLog(deps.store);
   const eventIds = new EventIdGenerations(deps.store.db, deps.config.DMP_DEDUPE_WINDOW_HOURS);
+  const expiries = new ProfileExpiries(deps.store);
 
   return {
+    /**
+     * Plans the expiry of every person last seen before `ttlMs` (else DMP_INACTIVE_PROFILE_DAYS; 0
+     * is off) ago: one pass over the profiles (as a segment run's), then per partition the documents
+     * of those people, at most PER_STREAM (the rest wait for the next run), and the links between
+     * them. Written once under `expiryId`: a retry returns the same plan. Expiries left finished by
+     * earlier runs are forgotten first.
+     */
+    planInactiveExpiry(input: { expiryId: string; ttlMs?: number }): Promise<InactiveExpiryPlan> {
+      return withHeartbeats(async () => {
+        const ttlMs = input.ttlMs ?? deps.config.DMP_INACTIVE_PROFILE_DAYS * 86_400_000;
+        const none = { expiryId: input.expiryId, partitions: [], people: 0, documents: 0 };
+        if (!(ttlMs > 0)) return none;
+        const existing = await expiries.get(input.expiryId);
+        if (existing) return { expiryId: existing._id, partitions: existing.partitions, people: existing.people, documents: (await expiries.parts(existing)).reduce((sum, part) => sum + part.docs.length, 0) };
+        for (const earlier of await expiries.plannedBefore(now())) await expiries.forget(earlier);
+        const at = now();
+        const cutoff = new Date(at.getTime() - ttlMs);
+        const stores = peoplePassStores(deps.store);
+        const { people } = await passPeople(stores, { traits: false, identities: false, consent: false, events: new Map() }, {
+          document: (stored, fields) => (fields.lastSeen < cutoff ? [stored.profileId] : null),
+          person: (person) => (person.lastSeen < cutoff ? person.profileIds : null),
+        });
+        const byPartition = new Map<number, string[]>();
+        let planned = 0;
+        for (const ids of people.values()) {
+          if (!ids) continue;
+          const partitions = ids.map((id) => partitionOf(id, deps.config.DMP_PROFILE_PARTITIONS));
+          // A person is planned whole or not at all, so no share of them is left behind for lack of room.
+          if (partitions.some((partition) => (byPartition.get(partition)?.length ?? 0) + ids.length > PER_STREAM)) continue;
+          ids.forEach((id, n) => byPartition.set(partitions[n], [...(byPartition.get(partitions[n]) ?? []), id]));
+          planned++;
+        }
+        if (planned === 0) return none;
+        const expiring = new Set([...byPartition.values()].flat());
+        const links: string[] = [];
+        for await (const link of stores.identities.links.find({}, { projection: { profiles: 1 } })) if (link.profiles.every((id) => expiring.has(id))) links.push(link._id);
+        const partitions = [...byPartition.keys()].sort((a, b) => a - b);
+        const parts: ExpiryPartDoc[] = partitions.map((partition) => ({
+          _id: expiryPartId(input.expiryId, partition),
+          expiryId: input.expiryId,
+          partition,
+          cutoff,
+          docs: byPartition.get(partition)!.sort(),
+          next: 0,
+          expired: 0,
+          skipped: 0,
+          identities: 0,
+          done: false,
+        }));
+        const expiry: ExpiryDoc = { _id: input.expiryId, cutoff, plannedAt: at, people: planned, partitions, links };
+        await expiries.plan(expiry, parts);
+        return { expiryId: input.expiryId, partitions, people: planned, documents: expiring.size };
+      });
+    },
+
+    /** Asks each partition's writer for its share of an expiry (the writers expire, since only they write their documents). */
+    async requestExpiries(input: { expiryId: string; partitions: number[] }): Promise<void> {
+      await Promise.all(input.partitions.map((partition) => requestPartitionExpiry(deps.temporal, deps.store.db.databaseName, partition, input.expiryId, deps.config)));
+    },
+
+    /** Read-only. The partitions whose share of an expiry is not done. */
+    async pendingExpiries(expiryId: string): Promise<number[]> {
+      const expiry = await expiries.get(expiryId);
+      if (!expiry) return [];
+      return (await expiries.parts(expiry)).filter((part) => !part.done).map((part) => part.partition);
+    },
+
+    /**
+     * What an expiry removed: documents expired (and those found active again when their writer came
+     * to them), claims released, and the links between its documents once both ends expired. The
+     * plan then leaves (a share still under way stays, and a later run forgets it once done).
+     */
+    finishInactiveExpiry(expiryId: string): Promise<InactiveExpiryResult> {
+      return withHeartbeats(async () => {
+        const result: InactiveExpiryResult = { documentsExpired: 0, documentsSkipped: 0, identitiesReleased: 0, linksRemoved: 0 };
+        const expiry = await expiries.get(expiryId);
+        if (!expiry) return result;
+        for (const part of await expiries.parts(expiry)) {
+          result.documentsExpired += part.expired;
+          result.documentsSkipped += part.skipped;
+          result.identitiesReleased += part.identities;
+        }
+        const stores = peoplePassStores(deps.store);
+        for (const id of expiry.links) {
+          const link = await stores.identities.links.findOne({ _id: id });
+          if (!link) continue;
+          const ends = await Promise.all(link.profiles.map((end) => stores.profiles.get(end)));
+          if (!ends.every(isExpired)) continue;
+          await stores.identities.removeLinks([id]);
+          result.linksRemoved++;
+          heartbeat({ linksRemoved: result.linksRemoved });
+        }
+        await expiries.forget(expiry);
+        return result;
+      });
+    },
+
     /**
      * Snapshots of segment runs no segment reads any more, records of runs ended more than `ttlMs`
      * (else DMP_SEGMENT_RUN_DAYS) ago, run states of removed segments, and past days of real-time
@@ -193,3 +295,18 @@ export function createRetentionActivities(deps: RetentionDeps) {
 }
 
 export type RetentionActivities = ReturnType<typeof createRetentionActivities>;
+
+export interface InactiveExpiryPlan {
+  expiryId: string;
+  /** Partitions with documents to expire; none when nobody is inactive or the expiry is off. */
+  partitions: number[];
+  people: number;
+  documents: number;
+}
+
+export interface InactiveExpiryResult {
+  documentsExpired: number;
+  documentsSkipped: number;
+  identitiesReleased: number;
+  linksRemoved: number;
+}

@@ -132,6 +132,8 @@ export interface RetiredMarker {
   keys: Record<string, number>;
   /** The part taking events whose side the document cannot tell. */
   fallback: string;
+  /** Set when the document expired (domain/profileExpiry) rather than was split: its one part is the successor. */
+  expired?: { expiryId: string; at: Date };
 }
 
 /**
@@ -227,10 +229,16 @@ export function splitDocument(
     if (!movedById.has(id)) movedById.set(id, []);
   }
 
-  const retired = nextVersion(doc);
-  Object.assign(retired, { identities: [], traits: {}, traitOrigins: {}, counters: {}, consent: null, sources: [] });
-  retired.retired = { rebuildId, parts: partsBySide, keys, fallback: partsBySide[String(fallbackSide)] };
+  const retired = emptiedVersion(doc, { rebuildId, parts: partsBySide, keys, fallback: partsBySide[String(fallbackSide)] });
   return { parts, retired, moved: movedById };
+}
+
+/** The next version of a document with nothing of its person left, retired by `marker` (split apart, or expired). */
+export function emptiedVersion(doc: Readonly<ProfileDoc>, marker: RetiredMarker): ProfileDoc {
+  const next = nextVersion(doc);
+  Object.assign(next, { identities: [], traits: {}, traitOrigins: {}, counters: {}, consent: null, sources: [], retired: marker });
+  delete next.campaigns;
+  return next;
 }
 
 /**

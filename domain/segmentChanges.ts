@@ -57,7 +57,14 @@ export function foldChanges(input: FoldChangesInput): ChangeSet {
     if (doc && !input.changed.has(id)) docs.push(doc);
   }
   for (const doc of docs) {
-    if (doc.retired || done.has(doc.profileId)) continue;
+    if (done.has(doc.profileId)) continue;
+    if (doc.retired) {
+      // A person of one document who expired leaves what they were in; a split document's parts say where its people went,
+      // and an expired person of several documents leaves with the next batch run.
+      const was = input.previousOf(doc.profileId);
+      if (doc.retired.expired && was && !was.retired && !was.linked && !was.ancestors?.length) note(doc.profileId, input.evaluate(was), []);
+      continue;
+    }
     const previous = input.previousOf(doc.profileId);
     const component = input.components.get(doc.profileId);
     if (!component) {

@@ -129,13 +129,16 @@ export class IdentityIndex {
   /**
    * Takes claims back, each only while it still names the owner given (one delete by `_id` each),
    * and drops their cached owners. Without an owner the claim goes whoever holds it: an erased
-   * identity may be owned by no document.
+   * identity may be owned by no document. Returns how many were taken back.
    */
-  async removeClaims(claims: Array<{ key: string; profileId?: string }>): Promise<void> {
+  async removeClaims(claims: Array<{ key: string; profileId?: string }>): Promise<number> {
+    let removed = 0;
     await forEachConcurrently(claims, 16, async ({ key, profileId }) => {
-      await this.identities.deleteOne(profileId === undefined ? { _id: key } : { _id: key, profileId });
+      const { deletedCount } = await this.identities.deleteOne(profileId === undefined ? { _id: key } : { _id: key, profileId });
+      removed += deletedCount;
       this.cache.delete(key);
     });
+    return removed;
   }
 
   /**

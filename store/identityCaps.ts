@@ -129,6 +129,19 @@ export class IdentityCapStore {
     });
   }
 
+  /** The cap markers and refusals of documents that expired (one delete by `_id`, one indexed read each); the stamp changes when a marker went. */
+  async forget(profileIds: string[]): Promise<void> {
+    let markers = 0;
+    await forEachConcurrently(profileIds, 16, async (profileId) => {
+      const { deletedCount } = await this.markers.deleteOne({ _id: profileId });
+      markers += deletedCount;
+      this.seen.delete(profileId);
+      const refusals = await this.refusals.find({ profileId }, { projection: { _id: 1 } }).toArray();
+      await this.removeRefusals(refusals.map((refusal) => refusal._id));
+    });
+    if (markers > 0) await this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true });
+  }
+
   /** Refusals of one document (indexed), or the latest overall. */
   list(options: { profileId?: string; limit: number }): Promise<RefusalDoc[]> {
     const filter = options.profileId ? { profileId: options.profileId } : {};

@@ -12,7 +12,7 @@ import type { SourceDoc } from '../store/sources';
 import { crmImport } from '../workflows/crmImport';
 import { feedPull, scheduledFeedPull, type FeedPullInput } from '../workflows/feedPull';
 import { identityGraph, unlinkRequestedSignal } from '../workflows/identityUnlink';
-import { eventsRoutedSignal, profilePartition, splitRequestedSignal } from '../workflows/profilePartition';
+import { eventsRoutedSignal, expiryRequestedSignal, profilePartition, splitRequestedSignal } from '../workflows/profilePartition';
 import { sourceConnection, sourceLogGrewSignal } from '../workflows/sourceConnection';
 import { segmentRun } from '../workflows/segmentRun';
 import { storeRetention } from '../workflows/storeRetention';
@@ -94,6 +94,11 @@ export function wakeProfilePartition(client: Client, databaseName: string, parti
 /** Asks a partition's writer to make an unlink's splits of its documents. */
 export function requestPartitionSplit(client: Client, databaseName: string, partition: number, unlinkId: string, config: PartitionWorkflowConfig): Promise<void> {
   return signalPartition(client, databaseName, partition, splitRequestedSignal, unlinkId, config);
+}
+
+/** Asks a partition's writer to expire the documents of inactive people an expiry planned there. */
+export function requestPartitionExpiry(client: Client, databaseName: string, partition: number, expiryId: string, config: PartitionWorkflowConfig): Promise<void> {
+  return signalPartition(client, databaseName, partition, expiryRequestedSignal, expiryId, config);
 }
 
 /** Queues an unlink on the store's identity graph workflow, starting it when it is not running. */

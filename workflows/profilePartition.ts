@@ -6,6 +6,8 @@ import type { CompactResult, FoldResult, ProfileWriterActivities } from '../acti
 export const eventsRoutedSignal = defineSignal<[string]>('eventsRouted');
 /** Sent by an unlink whose plan splits documents of this partition (see identityUnlink). */
 export const splitRequestedSignal = defineSignal<[string]>('splitRequested');
+/** Sent by a retention run that planned expiries of inactive people with documents in this partition. */
+export const expiryRequestedSignal = defineSignal<[string]>('expiryRequested');
 
 export interface PartitionStatus {
   partition: number;
@@ -14,6 +16,7 @@ export interface PartitionStatus {
   versionsRemoved: number;
   folds: number;
   documentsSplit: number;
+  profilesExpired?: number;
   pendingSources: number;
 }
 export const partitionStatusQuery = defineQuery<PartitionStatus>('status');
@@ -24,6 +27,7 @@ export interface ProfilePartitionInput {
   /** Carried across continue-as-new. */
   pendingSources?: string[];
   pendingSplits?: string[];
+  pendingExpiries?: string[];
   compactionDue?: boolean;
   status?: PartitionStatus;
 }
@@ -46,7 +50,7 @@ const COMPACT_GROUPS_AT_ONCE = 8;
 
 /**
  * The single writer of one partition of the profiles: wait until a source's drain routes events
- * here (or an unlink asks for documents to be split), fold them into the partition's documents,
+ * here (or an unlink asks for documents to be split, or a retention run for inactive ones to expire), fold them into the partition's documents,
  * repeat; compact superseded versions while nothing waits to be folded; continue as new when the
  * history grows long. One fold or compaction runs at a time, so no two writers touch a document at
  * once — the reason this workflow exists, since the store's updates are not atomic against
@@ -56,6 +60,7 @@ const COMPACT_GROUPS_AT_ONCE = 8;
 export async function profilePartition(input: ProfilePartitionInput): Promise<void> {
   const pending = new Set(input.pendingSources ?? []);
   const splits = new Set(input.pendingSplits ?? []);
+  const expiries = new Set(input.pendingExpiries ?? []);
   const status: PartitionStatus = input.status ?? { partition: input.partition, eventsFolded: 0, profilesWritten: 0, versionsRemoved: 0, folds: 0, documentsSplit: 0, pendingSources: 0 };
   let lookEverywhere = true;
   let lastWriter: string | null = null;
@@ -68,11 +73,14 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
   setHandler(splitRequestedSignal, (unlinkId) => {
     splits.add(unlinkId);
   });
+  setHandler(expiryRequestedSignal, (expiryId) => {
+    expiries.add(expiryId);
+  });
   setHandler(partitionStatusQuery, () => ({ ...status, pendingSources: pending.size }));
 
   while (workflowInfo().historyLength < HISTORY_LIMIT && !workflowInfo().continueAsNewSuggested) {
-    if (!lookEverywhere) await condition(() => pending.size > 0 || splits.size > 0 || compactionDue);
-    if (!lookEverywhere && pending.size === 0 && splits.size === 0) {
+    if (!lookEverywhere) await condition(() => pending.size > 0 || splits.size > 0 || expiries.size > 0 || compactionDue);
+    if (!lookEverywhere && pending.size === 0 && splits.size === 0 && expiries.size === 0) {
       const compacted: CompactResult = await (patched(LOCAL_WRITES) ? local : remote).compactPartition({ partition: input.partition, lastWriter, maxGroups: COMPACT_GROUPS_AT_ONCE });
       lastWriter = compacted.writer;
       compactionDue = compacted.more;
@@ -82,20 +90,32 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
     }
     const sourceIds = [...pending];
     const splitsNow = [...splits];
+    const expiriesNow = [...expiries];
     const includeKnown = lookEverywhere;
     lookEverywhere = false;
     pending.clear();
     splits.clear();
-    const result: FoldResult = await (patched(LOCAL_WRITES) ? local : remote).foldPartitionBatch({ partition: input.partition, sourceIds, includeKnown, maxEvents: input.foldBatchEvents, lastWriter, splits: splitsNow });
+    expiries.clear();
+    const result: FoldResult = await (patched(LOCAL_WRITES) ? local : remote).foldPartitionBatch({
+      partition: input.partition,
+      sourceIds,
+      includeKnown,
+      maxEvents: input.foldBatchEvents,
+      lastWriter,
+      splits: splitsNow,
+      expiries: expiriesNow,
+    });
     lastWriter = result.writer;
     compactionDue = result.compactionDue ?? false;
     for (const sourceId of result.sourcesWithMore) pending.add(sourceId);
+    for (const expiryId of result.expiriesWithMore ?? []) expiries.add(expiryId);
     status.eventsFolded += result.applied + result.alreadyApplied;
     status.profilesWritten += result.profilesWritten;
     status.versionsRemoved += result.versionsRemoved;
     status.documentsSplit = (status.documentsSplit ?? 0) + (result.documentsSplit ?? 0);
+    status.profilesExpired = (status.profilesExpired ?? 0) + (result.profilesExpired ?? 0);
     status.folds += 1;
-    if (result.events > 0 || result.documentsSplit > 0) upsertMemo({ status });
+    if (result.events > 0 || result.documentsSplit > 0 || (result.profilesExpired ?? 0) > 0) upsertMemo({ status });
   }
-  await continueAsNew<typeof profilePartition>({ ...input, pendingSources: [...pending], pendingSplits: [...splits], compactionDue, status });
+  await continueAsNew<typeof profilePartition>({ ...input, pendingSources: [...pending], pendingSplits: [...splits], pendingExpiries: [...expiries], compactionDue, status });
 }

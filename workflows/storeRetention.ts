@@ -1,7 +1,21 @@
-import { proxyActivities, upsertMemo } from '@temporalio/workflow';
-import type { RetentionActivities } from '../activities/retention';
+import { patched, proxyActivities, sleep, upsertMemo, uuid4 } from '@temporalio/workflow';
+import type { InactiveExpiryResult, RetentionActivities } from '../activities/retention';
 
-const { expireEventIds, expireRawChunks, expireRoutedEvents, releaseSegmentSnapshots, reconcileSegmentSchedules, failAbandonedSegmentRuns, expireExportRecords, expireStartGates, dropLeftovers } = proxyActivities<RetentionActivities>({
+const {
+  expireEventIds,
+  expireRawChunks,
+  expireRoutedEvents,
+  releaseSegmentSnapshots,
+  reconcileSegmentSchedules,
+  failAbandonedSegmentRuns,
+  expireExportRecords,
+  expireStartGates,
+  dropLeftovers,
+  planInactiveExpiry,
+  requestExpiries,
+  pendingExpiries,
+  finishInactiveExpiry,
+} = proxyActivities<RetentionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '1 minute',
   retry: { initialInterval: '5 seconds', maximumInterval: '1 minute' },
@@ -15,6 +29,8 @@ export interface RetentionInput {
   /** How old a run recorded as running must be before its workflow's absence makes it failed. */
   runStartGraceMs?: number;
   exportHistoryTtlMs?: number;
+  /** People last seen longer ago than this leave the store (0: nobody). */
+  inactiveProfileTtlMs?: number;
 }
 
 export interface RetentionReport {
@@ -39,6 +55,34 @@ export interface RetentionReport {
   uploadChunksRemoved: number;
   exportBatchesRemoved: number;
   versionClaimsRemoved: number;
+  /** People found inactive and planned to leave, and what their partitions' writers removed of them. */
+  inactivePeoplePlanned: number;
+  inactiveDocumentsExpired: number;
+  /** Planned documents an event reached before their writer came to them: kept. */
+  inactiveDocumentsKept: number;
+  inactiveIdentitiesReleased: number;
+  inactiveLinksRemoved: number;
+}
+
+/** How often an expiry asks again for shares its partitions have not finished (a writer may have restarted). */
+const ASK_AGAIN_EVERY = 10;
+/** Rounds of waiting for the partitions (about an hour): what is left then goes on, reported by its partitions' status. */
+const MAX_EXPIRY_ROUNDS = 1_200;
+
+/**
+ * People last seen before the cutoff leave: planned from one pass over the profiles, removed by each
+ * partition's writer (the only one that writes its documents), then the links between them.
+ */
+async function expireInactivePeople(ttlMs: number | undefined): Promise<{ people: number } & InactiveExpiryResult> {
+  const plan = await planInactiveExpiry({ expiryId: `x${uuid4().replace(/-/g, '').slice(0, 11)}`, ttlMs });
+  if (plan.partitions.length === 0) return { people: 0, documentsExpired: 0, documentsSkipped: 0, identitiesReleased: 0, linksRemoved: 0 };
+  let pending = plan.partitions;
+  for (let round = 0; pending.length > 0 && round < MAX_EXPIRY_ROUNDS; round++) {
+    if (round % ASK_AGAIN_EVERY === 0) await requestExpiries({ expiryId: plan.expiryId, partitions: pending });
+    await sleep(round < ASK_AGAIN_EVERY ? 300 : 3000);
+    pending = await pendingExpiries(plan.expiryId);
+  }
+  return { people: plan.people, ...(await finishInactiveExpiry(plan.expiryId)) };
 }
 
 /**
@@ -48,7 +92,8 @@ export interface RetentionReport {
  * DMP_SEGMENT_RUN_DAYS, segment schedules no segment has (those segments have are made sure of);
  * runs whose workflow ended without recording it are marked failed; records of exports past
  * DMP_EXPORT_HISTORY_DAYS leave with their receipts, week-old start gates, and what writers stopped
- * half way left behind (stalled uploads are failed) — and the run reports how much
+ * half way left behind (stalled uploads are failed), and people inactive past DMP_INACTIVE_PROFILE_DAYS
+ * (expireInactivePeople) — and the run reports how much
  * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
  * partition writers' compaction, not here.
  */
@@ -63,6 +108,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const exports = await expireExportRecords({ ttlMs: input.exportHistoryTtlMs });
   const gates = await expireStartGates();
   const leftovers = await dropLeftovers();
+  const inactive = patched('inactive-people') ? await expireInactivePeople(input.inactiveProfileTtlMs) : null;
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -82,6 +128,11 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     uploadChunksRemoved: leftovers.uploadChunks,
     exportBatchesRemoved: leftovers.exportBatches,
     versionClaimsRemoved: leftovers.versionClaims,
+    inactivePeoplePlanned: inactive?.people ?? 0,
+    inactiveDocumentsExpired: inactive?.documentsExpired ?? 0,
+    inactiveDocumentsKept: inactive?.documentsSkipped ?? 0,
+    inactiveIdentitiesReleased: inactive?.identitiesReleased ?? 0,
+    inactiveLinksRemoved: inactive?.linksRemoved ?? 0,
   };
   upsertMemo({ report });
   return report;

@@ -1,20 +1,14 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createProfileWriterActivities, type ProfileWriterActivities } from '../../activities/profileWriter';
-import { partitionOf } from '../../domain/partition';
 import type { Store } from '../../store/db';
 import { ProfileEventLog, routedBatchId } from '../../store/profileEvents';
 import { ProfileStore } from '../../store/profiles';
+import { idsInPartition } from '../support/profiles';
 import { baseConfig, testStore, uniqueName } from '../support/services';
 
 const PARTITIONS = baseConfig.DMP_PROFILE_PARTITIONS;
 const PARTITION = 0;
 
-/** Profile ids that hash to PARTITION, as the drain's would. */
-function idsInPartition(prefix: string, count: number): string[] {
-  const ids: string[] = [];
-  for (let n = 0; ids.length < count; n++) if (partitionOf(`${prefix}-${n}`, PARTITIONS) === PARTITION) ids.push(`${prefix}-${n}`);
-  return ids;
-}
 
 /**
  * A partition's writer is a workflow whose folds run as local activities: when a worker stalls, its
@@ -62,7 +56,7 @@ describe('a partition writer taken over while the old writer still writes', () =
   }
 
   it('carries the version a stalled fold wrote into the group it had reserved, when the new writer compacts that group', async () => {
-    const [x, z] = idsInPartition(uniqueName('carry'), 2);
+    const [x, z] = idsInPartition(uniqueName('carry'), 2, PARTITION, PARTITIONS);
     const stalled = writer();
     const a = await foldOne(stalled, x, 'page_view', null);
     // Another worker takes over: it reads the position (and the group the old writer reserved) from the store.
@@ -79,7 +73,7 @@ describe('a partition writer taken over while the old writer still writes', () =
   });
 
   it('leaves a version the stalled fold writes into a group while it is being compacted', async () => {
-    const [x, z] = idsInPartition(uniqueName('late'), 2);
+    const [x, z] = idsInPartition(uniqueName('late'), 2, PARTITION, PARTITIONS);
     const stalled = writer();
     const a = await foldOne(stalled, x, 'page_view', null);
     let late: Promise<unknown> | undefined;
@@ -96,7 +90,7 @@ describe('a partition writer taken over while the old writer still writes', () =
   });
 
   it('refuses the position a stalled fold saves after the new writer saved, and counts what it folded once', async () => {
-    const [x, z] = idsInPartition(uniqueName('fence'), 2);
+    const [x, z] = idsInPartition(uniqueName('fence'), 2, PARTITION, PARTITIONS);
     const stalled = writer();
     const first = await routeOne(x, 'page_view');
     const a = (await fold(stalled, [first], null)).writer;
@@ -118,7 +112,7 @@ describe('a partition writer taken over while the old writer still writes', () =
   });
 
   it('has a writer whose save was refused fold again from the store: the writer that took over saved first', async () => {
-    const [x, z] = idsInPartition(uniqueName('first'), 2);
+    const [x, z] = idsInPartition(uniqueName('first'), 2, PARTITION, PARTITIONS);
     let armed = false;
     let late: Promise<unknown> | undefined;
     // This writer stalls after writing its versions; meanwhile another takes the partition over,
@@ -145,7 +139,7 @@ describe('a partition writer taken over while the old writer still writes', () =
   });
 
   it('reads a document a batch made when batches of another source folded it first and its first version was compacted away', async () => {
-    const [d] = idsInPartition(uniqueName('born'), 1);
+    const [d] = idsInPartition(uniqueName('born'), 1, PARTITION, PARTITIONS);
     const w = writer();
     // Another source's drain found the document's identities claimed, and its batches are folded
     // before the batch of the drain that made it: the document's first version, then its second.
@@ -163,7 +157,7 @@ describe('a partition writer taken over while the old writer still writes', () =
   });
 
   it('trusts nothing it cached before the partition was taken from it, once it is handed back', async () => {
-    const [x, y] = idsInPartition(uniqueName('back'), 2);
+    const [x, y] = idsInPartition(uniqueName('back'), 2, PARTITION, PARTITIONS);
     const first = writer();
     const second = writer();
     // The first writer folds y, and so caches its first version.

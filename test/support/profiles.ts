@@ -1,4 +1,5 @@
 import { decodeFieldName } from '../../domain/fieldNames';
+import { partitionOf } from '../../domain/partition';
 import type { ProfileDoc } from '../../domain/profile';
 import { COLLECTIONS, type Store } from '../../store/db';
 import { ProfileEventLog } from '../../store/profileEvents';
@@ -63,4 +64,11 @@ export async function unrecordedGroups(store: Store, partitions: number): Promis
   const recorded = new Set((await new ProfileEventLog(store).loadPositions(partitions)).flatMap((position) => Object.keys(position.groups)));
   const stored: string[] = await store.db.collection(COLLECTIONS.profiles).distinct('group');
   return stored.filter((group) => !recorded.has(group));
+}
+
+/** Profile ids that hash to `partition` of `partitions`, as a drain's would. */
+export function idsInPartition(prefix: string, count: number, partition: number, partitions: number): string[] {
+  const ids: string[] = [];
+  for (let n = 0; ids.length < count; n++) if (partitionOf(`${prefix}-${n}`, partitions) === partition) ids.push(`${prefix}-${n}`);
+  return ids;
 }

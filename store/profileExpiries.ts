@@ -1,0 +1,88 @@
+import type { Collection } from 'mongodb';
+import { insertKeyed, type Store } from './db';
+
+export const PROFILE_EXPIRY_COLLECTION = 'profile_expiries';
+
+/** One partition's share of an expiry, advanced only by the partition's writer. */
+export interface ExpiryPartDoc {
+  _id: string;
+  expiryId: string;
+  partition: number;
+  cutoff: Date;
+  /** The planned documents, in order; `next` is the first not yet looked at. */
+  docs: string[];
+  next: number;
+  /** Documents expired, documents found active again (or gone) when their turn came, and claims released. */
+  expired: number;
+  skipped: number;
+  identities: number;
+  /**
+   * The slice being expired: its documents and their identity keys, written before its retired
+   * versions so that a retry after them still knows which claims to release. Emptied once they are.
+   */
+  releasing?: Array<{ profileId: string; key: string }>;
+  /** Documents of the slice that hold no identity (so `releasing` cannot name them). */
+  keyless?: string[];
+  done: boolean;
+}
+
+/** An expiry's plan: the partitions it asks, and the links between its documents (removed once both ends expired). */
+export interface ExpiryDoc {
+  _id: string;
+  cutoff: Date;
+  plannedAt: Date;
+  people: number;
+  partitions: number[];
+  links: string[];
+}
+
+export const expiryPartId = (expiryId: string, partition: number) => `${expiryId}:${partition}`;
+
+/** The plans of inactive-profile expiries (domain/profileExpiry): a handful of documents per retention run. */
+export class ProfileExpiries {
+  private readonly docs: Collection<ExpiryDoc | ExpiryPartDoc>;
+
+  constructor(store: Store) {
+    this.docs = store.db.collection(PROFILE_EXPIRY_COLLECTION);
+  }
+
+  /** Writes a plan once: a retried planning finds it written and keeps the first. */
+  async plan(expiry: ExpiryDoc, parts: ExpiryPartDoc[]): Promise<ExpiryDoc> {
+    await insertKeyed(this.docs as Collection<ExpiryPartDoc>, parts);
+    await insertKeyed(this.docs as Collection<ExpiryDoc>, [expiry]);
+    return (await this.get(expiry._id))!;
+  }
+
+  get(expiryId: string): Promise<ExpiryDoc | null> {
+    return this.docs.findOne({ _id: expiryId }) as Promise<ExpiryDoc | null>;
+  }
+
+  part(expiryId: string, partition: number): Promise<ExpiryPartDoc | null> {
+    return this.docs.findOne({ _id: expiryPartId(expiryId, partition) }) as Promise<ExpiryPartDoc | null>;
+  }
+
+  /** Only the partition's writer saves its part. */
+  async savePart(part: ExpiryPartDoc): Promise<void> {
+    await this.docs.replaceOne({ _id: part._id }, part);
+  }
+
+  /** Every part of an expiry, one read by `_id` each. */
+  async parts(expiry: ExpiryDoc): Promise<ExpiryPartDoc[]> {
+    const parts = await Promise.all(expiry.partitions.map((partition) => this.part(expiry._id, partition)));
+    return parts.filter((part) => part !== null);
+  }
+
+  /** Removes an expiry's finished parts, and the expiry once none is left (whether it is gone). */
+  async forget(expiry: ExpiryDoc): Promise<boolean> {
+    const parts = await this.parts(expiry);
+    for (const part of parts) if (part.done) await this.docs.deleteOne({ _id: part._id });
+    if (parts.some((part) => !part.done)) return false;
+    await this.docs.deleteOne({ _id: expiry._id });
+    return true;
+  }
+
+  /** Expiries planned before `before` (few documents: plans leave once their parts are done). */
+  async plannedBefore(before: Date): Promise<ExpiryDoc[]> {
+    return (await this.docs.find({ plannedAt: { $lt: before } }).toArray()) as ExpiryDoc[];
+  }
+}

@@ -1,0 +1,111 @@
+import { storeRetention, type RetentionReport } from '../../workflows/storeRetention';
+import { COLLECTIONS } from '../../store/db';
+import { PROFILE_EXPIRY_COLLECTION } from '../../store/profileExpiries';
+import { ProfileStore } from '../../store/profiles';
+import { call } from '../support/http';
+import { startPlatform, uniqueName, waitFor, type RunningPlatform } from '../support/services';
+import { newSource, type SourceClient } from '../support/sourceClient';
+
+const DAY = 86_400_000;
+
+describe('inactive people leave the store: profile documents, identity claims and links, while the active stay and a returning visitor starts afresh', () => {
+  let platform: RunningPlatform;
+  let source: SourceClient;
+  const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
+  const retain = (inactiveProfileTtlMs: number): Promise<RetentionReport> =>
+    platform.temporal.workflow.execute(storeRetention, {
+      workflowId: uniqueName('retention'),
+      taskQueue: platform.taskQueue,
+      args: [{ inactiveProfileTtlMs, rawEventTtlMs: 3_600_000, eventHistoryTtlMs: 365 * DAY }],
+    });
+  const daysAgo = (days: number) => new Date(Date.now() - days * DAY).toISOString();
+  let events = 0;
+  async function send(list: Array<{ id: string; days: number; identities: Record<string, string>; traits?: Record<string, unknown> }>): Promise<void> {
+    const response = await source.send(list.map(({ id, days, identities, traits }) => ({ id, type: 'page_view', timestamp: daysAgo(days), identities, traits })));
+    expect(response.status).toBe(202);
+    events += list.length;
+    await source.folded(events);
+  }
+  const lookup = async (type: string, value: string) => source.lookup(type, value);
+
+  beforeAll(async () => {
+    platform = await startPlatform('inactive');
+    source = await newSource(platform.api);
+  });
+  afterAll(() => platform.stop());
+
+  it('expires a person of one document and a person of two linked documents last seen before the cutoff, and keeps one seen since', async () => {
+    await send([
+      { id: 'a1', days: 60, identities: { cookie_id: 'old-a', email: 'old.a@example.org' }, traits: { plan: 'gold' } },
+      { id: 'b1', days: 50, identities: { cookie_id: 'old-b' } },
+      { id: 'b2', days: 50, identities: { crm_id: 'crm-old-b' } },
+      { id: 'c1', days: 1, identities: { cookie_id: 'new-c' } },
+    ]);
+    // B's two documents are joined by a later event, still long ago.
+    await send([{ id: 'b3', days: 45, identities: { cookie_id: 'old-b', crm_id: 'crm-old-b' } }]);
+    const a = (await lookup('cookie_id', 'old-a')).body;
+    const b = (await lookup('cookie_id', 'old-b')).body;
+    expect(b.profileIds).toHaveLength(2);
+    const segment = (await admin('/v1/segments', { body: { name: 'Visitors', rule: { event: 'page_view' } } })).body;
+    const members = async () => (await admin(`/v1/segments/${segment.id}/members?limit=100`)).body.members.sort();
+    await waitFor('the first run to complete', async () => (await admin(`/v1/segments/${segment.id}/runs/${segment.lastRun.runId}`)).body.state === 'completed', 30_000, 200);
+    const c = (await lookup('cookie_id', 'new-c')).body;
+    expect(await members()).toEqual([a.id, b.id, c.id].sort());
+
+    const report = await retain(30 * DAY);
+    expect(report).toMatchObject({ inactivePeoplePlanned: 2, inactiveDocumentsExpired: 3, inactiveDocumentsKept: 0, inactiveLinksRemoved: 1 });
+    // A: cookie and the email's hashes; B: cookie and CRM id.
+    expect(report.inactiveIdentitiesReleased).toBe(a.identities.length + b.identities.length);
+
+    for (const [type, value] of [['cookie_id', 'old-a'], ['email', 'old.a@example.org'], ['cookie_id', 'old-b'], ['crm_id', 'crm-old-b']]) {
+      expect({ type, status: (await lookup(type, value)).status }).toEqual({ type, status: 404 });
+    }
+    for (const id of [a.id, ...b.profileIds]) {
+      expect((await admin(`/v1/profiles/${id}`)).status).toBe(404);
+      expect((await admin(`/v1/profiles/${id}/events`)).status).toBe(404);
+    }
+    const store = platform.store.db;
+    const gone = [a.id, ...b.profileIds];
+    expect(await store.collection(COLLECTIONS.identities).countDocuments({ profileId: { $in: gone } })).toBe(0);
+    expect(await store.collection(COLLECTIONS.identityLinks).countDocuments({ profiles: { $in: gone } })).toBe(0);
+    // What stays of an expired document is its newest version, retired and empty: no identity, trait or counter.
+    const profiles = new ProfileStore(platform.store, 0);
+    for (const id of gone) {
+      const newest = await profiles.get(id);
+      expect(newest).toMatchObject({ identities: [], traits: {}, counters: {}, consent: null, retired: { expired: expect.anything() } });
+    }
+    expect((await lookup('cookie_id', 'new-c')).body).toEqual(c);
+    // A person of one document leaves the segment at once; the next run leaves out both.
+    await waitFor('A out of the segment', async () => !(await members()).includes(a.id), 30_000, 200);
+    const run = (await admin(`/v1/segments/${segment.id}/runs`, { method: 'POST' })).body.runId as string;
+    await waitFor('the run to complete', async () => (await admin(`/v1/segments/${segment.id}/runs/${run}`)).body.state === 'completed', 30_000, 200);
+    expect(await members()).toEqual([c.id]);
+    // The plan leaves with the run, and the next run finds nobody inactive.
+    expect(await store.collection(PROFILE_EXPIRY_COLLECTION).countDocuments({})).toBe(0);
+    expect(await retain(30 * DAY)).toMatchObject({ inactivePeoplePlanned: 0, inactiveDocumentsExpired: 0 });
+  });
+
+  it('starts a new profile for a returning visitor, with nothing of the expired one, even where a drain still has the old owner cached', async () => {
+    const before = (await lookup('cookie_id', 'new-c')).body;
+    await send([{ id: 'd1', days: 40, identities: { cookie_id: 'back-d' }, traits: { tier: 'old' } }]);
+    const d = (await lookup('cookie_id', 'back-d')).body;
+    expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(1);
+    expect((await lookup('cookie_id', 'back-d')).status).toBe(404);
+
+    // The worker's drain resolved back-d before and keeps its owner cached: the event is routed to
+    // the expired document, whose writer folds it into a successor that claims back-d afresh.
+    await send([{ id: 'd2', days: 0, identities: { cookie_id: 'back-d', email: 'back.d@example.org' } }]);
+    const back = (await lookup('cookie_id', 'back-d')).body;
+    expect(back.id).not.toBe(d.id);
+    expect(back.id.startsWith(`${d.id.split('~')[0]}~`)).toBe(true); // the expired document's successor
+    expect(back.traits).toEqual({});
+    expect(Object.fromEntries(Object.entries(back.counters).map(([type, counter]: [string, any]) => [type, counter.count]))).toEqual({ page_view: 1 });
+    expect((await lookup('email', 'back.d@example.org')).body).toEqual(back);
+    expect((await admin(`/v1/profiles/${back.id}/events`)).body.events.map((event: { id: string }) => event.id)).toEqual(['d2']);
+    const owners = await platform.store.db.collection(COLLECTIONS.identities).find({ _id: 'cookie_id:back-d' as never }).toArray();
+    expect(owners.map((owner) => owner.profileId)).toEqual([back.id]);
+    // It is active now: the next run keeps it, and the active person stays untouched.
+    expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(0);
+    expect((await lookup('cookie_id', 'new-c')).body).toEqual(before);
+  });
+});
