@@ -2,6 +2,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { identityKey } from '../domain/identity';
 import { evidenceOf, linksFromEvidence, planSplit, redirectLinkEnd, relinkToParts, type RetiredMarker, type Severance } from '../domain/identitySplit';
+import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import type { Store } from '../store/db';
 import { forEachConcurrently } from '../store/db';
@@ -177,7 +178,10 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     async pendingSplits(unlinkId: string): Promise<number[]> {
       const doc = await load(unlinkId);
       const done = await markers(doc);
-      return [...new Set((doc.plan?.docs ?? []).filter((d) => !done.has(d.profileId)).map((d) => d.partition))].sort((a, b) => a - b);
+      const left = (doc.plan?.docs ?? []).filter((d) => !done.has(d.profileId));
+      // A planned document that expired since (its person inactive) has nothing left to split.
+      const expired = await Promise.all(left.map(async (d) => isExpired(await graph.profiles.get(d.profileId))));
+      return [...new Set(left.filter((_, n) => !expired[n]).map((d) => d.partition))].sort((a, b) => a - b);
     },
 
     /** See relink. */

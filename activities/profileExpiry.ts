@@ -1,5 +1,5 @@
 import { linkId } from '../domain/identityResolution';
-import { expiredVersion, expiresBy, isExpired, keysOf } from '../domain/profileExpiry';
+import { expiredVersion, expiresBy, keysOf } from '../domain/profileExpiry';
 import type { ProfileDoc } from '../domain/profile';
 import type { StoredIdentityType } from '../domain/identity';
 import type { IdentityCapStore } from '../store/identityCaps';
@@ -47,25 +47,41 @@ interface ExpiryDeps {
  * retry reads the recorded slice, and only documents whose retired version is written release keys.
  */
 export function createExpiryStep(deps: ExpiryDeps) {
+  /**
+   * The identity keys of a document whose retired version an attempt wrote without its keys in the
+   * plan (a stalled writer's save of the plan overwrote them): those of the version it superseded.
+   */
+  async function keysBefore(id: string, retired: StoredVersion): Promise<string[]> {
+    const previous = (await deps.profiles.versions(id)).filter((version) => version.version < retired.version).sort((a, b) => b.version - a.version)[0];
+    return previous ? keysOf(previous) : [];
+  }
+
   async function prepare(partition: number, expiryIds: string[], active: ReadonlySet<string>, trustSince: number | undefined): Promise<ExpiryWork> {
     const work: ExpiryWork = { slices: [], versions: [], superseded: new Map(), more: [] };
     for (const expiryId of expiryIds) {
       const part = await deps.expiries.part(expiryId, partition);
       if (!part || part.done) continue;
       const window = part.docs.slice(part.next, part.next + EXPIRE_AT_ONCE);
+      // The version each document had when planned: one changed since (joined to someone active, say) is kept.
+      const planned = new Map(window.map((id, n) => [id, part.versions?.[part.next + n]]));
       // A retry looks again only at what the interrupted attempt chose: its keys are recorded.
-      const chosen = part.releasing ? [...new Set(part.releasing.map((entry) => entry.profileId)), ...(part.keyless ?? [])] : window;
+      const chosen = part.releasing ? [...new Set([...part.releasing.map((entry) => entry.profileId), ...(part.keyless ?? [])])] : window;
       const newest = await deps.profiles.load(chosen, { trustSince });
       const slice: ExpirySlice = { part, window: window.length, expiring: [] };
+      const recovered: Array<{ profileId: string; key: string }> = [];
       for (const id of chosen) {
         const doc = newest.get(id);
-        if (doc && isExpired(doc) && doc.retired?.expired?.expiryId === expiryId) slice.expiring.push({ id, live: null, written: true });
-        else if (doc && expiresBy(doc, part.cutoff) && !active.has(id)) slice.expiring.push({ id, live: doc, written: false });
+        if (doc?.retired?.expired?.expiryId === expiryId) {
+          slice.expiring.push({ id, live: null, written: true });
+          if (!part.releasing) for (const key of await keysBefore(id, doc)) recovered.push({ profileId: id, key });
+        } else if (doc && expiresBy(doc, part.cutoff) && !active.has(id) && (planned.get(id) ?? doc.version) === doc.version) {
+          slice.expiring.push({ id, live: doc, written: false });
+        }
       }
       if (!part.releasing) {
-        const live = slice.expiring.map((entry) => entry.live!);
-        part.releasing = live.flatMap((doc) => keysOf(doc).map((key) => ({ profileId: doc.profileId, key })));
-        part.keyless = live.filter((doc) => doc.identities.length === 0).map((doc) => doc.profileId);
+        const live = slice.expiring.flatMap((entry) => (entry.live ? [entry.live] : []));
+        part.releasing = [...recovered, ...live.flatMap((doc) => keysOf(doc).map((key) => ({ profileId: doc.profileId, key })))];
+        part.keyless = slice.expiring.map((entry) => entry.id).filter((id) => !part.releasing!.some((entry) => entry.profileId === id));
         // Recorded before any retired version is written: the keys leave the store with the versions.
         await deps.expiries.savePart(part);
       }
@@ -78,6 +94,16 @@ export function createExpiryStep(deps: ExpiryDeps) {
       if (part.next + window.length < part.docs.length) work.more.push(expiryId);
     }
     return work;
+  }
+
+  /**
+   * Takes documents back out of this fold's expiry: events reached them after `prepare` (redirected
+   * to them from a document split or expired before). Their keys stay claimed; the plan counts them kept.
+   */
+  function withhold(work: ExpiryWork, ids: ReadonlySet<string>): void {
+    work.versions = work.versions.filter((doc) => !ids.has(doc.profileId));
+    for (const id of ids) work.superseded.delete(id);
+    for (const slice of work.slices) slice.expiring = slice.expiring.filter((entry) => entry.written || !ids.has(entry.id));
   }
 
   /** After the retired versions are written: claims, cap markers and refusals of the expired documents go, and each plan moves on. */
@@ -101,13 +127,14 @@ export function createExpiryStep(deps: ExpiryDeps) {
     return expired;
   }
 
-  return { prepare, release };
+  return { prepare, withhold, release };
 }
 
 /** An event that arrived at an expired document, bound for its successor. */
 export interface LateArrival {
   successor: string;
-  expired: string;
+  /** The retired documents it went through on its way (expired, or split). */
+  passed: string[];
   eventId: string;
   sourceId: string;
   identities: Array<{ key: string; type: StoredIdentityType }>;
@@ -115,7 +142,7 @@ export interface LateArrival {
 
 /**
  * Claims the identities of events that arrived at expired documents for their successors. A key a
- * drain claimed for the expired document meanwhile (its owner was cached) moves to the successor; a
+ * drain claimed for a document the event went through (its owner was cached) moves to the successor; a
  * key someone else holds now joins the successor to them, as a lost claim at a drain does. Returns
  * the moves and links to make.
  */
@@ -133,7 +160,7 @@ export async function claimForSuccessors(identities: IdentityIndex, arrivals: La
     const owner = owners.get(key);
     const { arrival } = wanted.get(key)!;
     if (!owner || owner === arrival.successor) continue;
-    if (owner === arrival.expired) moves.push({ key, from: owner, to: arrival.successor });
+    if (arrival.passed.includes(owner)) moves.push({ key, from: owner, to: arrival.successor });
     else {
       const profiles = [arrival.successor, owner].sort() as [string, string];
       links.push({ _id: linkId(profiles, key), profiles, via: key, eventId: arrival.eventId, sourceId: arrival.sourceId, createdAt: at });

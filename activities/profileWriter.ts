@@ -203,8 +203,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       position.cursors[sourceId] = from;
     }
     heartbeat({ read: result.events });
-    // A document with events in this fold is active: it is left out of any expiry.
-    const active = new Set(batches.flatMap((batch) => [...batch.profiles, ...(batch.linked ?? [])]));
+    // A document with events in this fold is active, and one split in it is no longer what was planned: both are left out of any expiry.
+    const active = new Set([...batches.flatMap((batch) => [...batch.profiles, ...(batch.linked ?? [])]), ...split.current.keys()]);
     const expiring = await expiry.prepare(input.partition, input.expiries ?? [], active, trustSince);
     result.expiriesWithMore = expiring.more;
     if (batches.length === 0 && split.written.length === 0 && expiring.slices.length === 0) return result;
@@ -218,7 +218,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     for (const [id, doc] of split.current) stored.set(id, doc);
     for (const [id, doc] of expiring.superseded) stored.set(id, doc);
     heartbeat({ loaded: stored.size });
-    const { targets, relearned, joined } = await redirectLateEvents(input.partition, batches, stored, trustSince, result);
+    const { targets, relearned, joined, successors } = await redirectLateEvents(input.partition, batches, stored, trustSince, result);
     for (const id of joined) linkedNow.add(id);
 
     const changed = new Map<string, ProfileDoc>();
@@ -240,10 +240,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         const fresh = !doc;
         if (!doc) {
           doc = current ? nextVersion(current) : newProfile(target, now(), event.timestamp);
+          // A successor descends from the expired documents: an opt-out of theirs holds for it.
+          if (!current && successors.has(target)) doc.ancestors = successors.get(target);
           changed.set(target, doc);
         }
         // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
-        const optedOut = marks.optedOut({ profileId: target, ancestors: current?.ancestors });
+        const optedOut = marks.optedOut({ profileId: target, ancestors: doc.ancestors });
         if (!applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq })) {
           result.duplicates++;
           duplicatesBySource.set(batch.sourceId, (duplicatesBySource.get(batch.sourceId) ?? 0) + 1);
@@ -265,6 +267,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       doc.linked = true;
       changed.set(id, doc);
     }
+    // Events redirected here may have reached a document planned to expire: it stays.
+    expiry.withhold(expiring, new Set([...changed.keys()].filter((id) => expiring.superseded.has(id))));
     for (const doc of expiring.versions) changed.set(doc.profileId, doc);
 
     // A split document is retired last: until then its parts must all be in the store.
@@ -298,7 +302,6 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     }
     await deps.onFoldStep?.('versions-written', group);
     await withoutErasedSince(marksRead, input.partition, toSave);
-    result.profilesExpired = await expiry.release(expiring);
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
     if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustSince, result, Infinity);
@@ -306,6 +309,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // Saved before the changes are recorded: a fold whose writer was taken over meanwhile (its save
     // refused) records nothing, so the writer that took over is the only one to record them.
     await savePosition(input.partition, reserveNextGroup(input.partition, position));
+    // After the save: a writer taken over stops at it and leaves the plan to the one that took over.
+    result.profilesExpired = await expiry.release(expiring);
     // An erasure that began while this fold ran (marks read since by withoutErasedSince) may have scrubbed
     // the records before these are written: they name none of its documents.
     const kept = new Map([...changed].filter(([id]) => !marks.erased(id)));
@@ -483,7 +488,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const moves = new Map<string, { key: string; from: string; to: string }>();
     const links = new Map<string, IdentityLinkDoc>();
     const relearned = new Map<string, ProfileDoc>();
-    const arrivals: LateArrival[] = [];
+    /** Per redirected event, every retired document it went through (split or expired). */
+    const passed = new Map<RoutedEvent, string[]>();
     for (let hop = 0; ; hop++) {
       const missing = new Set<string>();
       for (const batch of batches) {
@@ -491,11 +497,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
           const at = targets.get(event) ?? event.profileId;
           const marker = stored.get(at)?.retired;
           if (!marker) continue;
+          passed.set(event, [...(passed.get(event) ?? []), at]);
           if (marker.expired) {
             targets.set(event, marker.fallback);
             if (!stored.has(marker.fallback)) missing.add(marker.fallback);
-            const identities = event.identities.map((identity) => ({ key: identityKey(identity), type: identity.type }));
-            arrivals.push({ successor: marker.fallback, expired: at, eventId: event.id, sourceId: batch.sourceId, identities });
             continue;
           }
           const { target: to, joins, learned } = redirectLateEvent(marker, event);
@@ -518,10 +523,22 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (hop > 64) throw new Error('split documents point at each other');
       for (const [id, doc] of await profiles.load([...missing], { trustSince })) stored.set(id, doc);
     }
-    if (targets.size === 0) return { targets, relearned: [], joined: [] };
-    // Only the last hop's arrival counts: a successor that itself expired passes its events on.
-    const landed = arrivals.filter((arrival) => !stored.get(arrival.successor)?.retired);
-    const claimed = await claimForSuccessors(identities, landed, now());
+    if (targets.size === 0) return { targets, relearned: [], joined: [], successors: new Map<string, string[]>() };
+    const arrivals: LateArrival[] = [];
+    const successors = new Map<string, string[]>();
+    for (const batch of batches) {
+      for (const event of batch.events) {
+        const through = passed.get(event) ?? [];
+        const last = [...through].reverse().find((id) => stored.get(id)?.retired?.expired);
+        if (!last) continue;
+        const successor = targets.get(event)!;
+        const identities = event.identities.map((identity) => ({ key: identityKey(identity), type: identity.type }));
+        arrivals.push({ successor, passed: through, eventId: event.id, sourceId: batch.sourceId, identities });
+        successors.set(successor, [last, ...(stored.get(last)?.ancestors ?? [])]);
+      }
+    }
+    // Claimed before the split's moves are made: a key the drain claimed for a document it went through moves to where it landed.
+    const claimed = await claimForSuccessors(identities, arrivals, now());
     for (const move of claimed.moves) moves.set(move.key, move);
     for (const link of claimed.links) links.set(link._id, link);
     for (const batch of batches) {
@@ -535,7 +552,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await identities.addLinks([...links.values()]);
     result.eventsRedirected += targets.size;
     const joined = claimed.links.flatMap((link) => link.profiles.filter((id) => partitionOf(id, deps.config.DMP_PROFILE_PARTITIONS) === partition));
-    return { targets, relearned: [...relearned.values()], joined };
+    return { targets, relearned: [...relearned.values()], joined, successors };
   }
 
   /**

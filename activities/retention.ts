@@ -74,45 +74,65 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const none = { expiryId: input.expiryId, partitions: [], people: 0, documents: 0 };
         if (!(ttlMs > 0)) return none;
         const existing = await expiries.get(input.expiryId);
-        if (existing) return { expiryId: existing._id, partitions: existing.partitions, people: existing.people, documents: (await expiries.parts(existing)).reduce((sum, part) => sum + part.docs.length, 0) };
+        if (existing) {
+          const parts = await expiries.parts(existing);
+          // Complete: a retry of a planning that got as far as its end. Else it stopped half way, before any partition was asked: planned again.
+          if (parts.length === existing.partitions.length) return { expiryId: existing._id, partitions: existing.partitions, people: existing.people, documents: parts.reduce((sum, part) => sum + part.docs.length, 0) };
+          await expiries.discard(existing);
+        }
         for (const earlier of await expiries.plannedBefore(now())) await expiries.forget(earlier);
         const at = now();
         const cutoff = new Date(at.getTime() - ttlMs);
         const stores = peoplePassStores(deps.store);
-        const { people } = await passPeople(stores, { traits: false, identities: false, consent: false, events: new Map() }, {
-          document: (stored, fields) => (fields.lastSeen < cutoff ? [stored.profileId] : null),
-          person: (person) => (person.lastSeen < cutoff ? person.profileIds : null),
+        type Planned = Array<{ id: string; version?: number }>;
+        const { people } = await passPeople<Planned | null>(stores, { traits: false, identities: false, consent: false, events: new Map() }, {
+          document: (stored, fields) => (fields.lastSeen < cutoff ? [{ id: stored.profileId, version: stored.version }] : null),
+          person: (person) => (person.lastSeen < cutoff ? person.profileIds.map((id) => ({ id })) : null),
         });
-        const byPartition = new Map<number, string[]>();
+        const byPartition = new Map<number, Planned>();
+        const links = new Set<string>();
         let planned = 0;
-        for (const ids of people.values()) {
-          if (!ids) continue;
-          const partitions = ids.map((id) => partitionOf(id, deps.config.DMP_PROFILE_PARTITIONS));
+        for (const docs of people.values()) {
+          if (!docs) continue;
+          const partitions = docs.map(({ id }) => partitionOf(id, deps.config.DMP_PROFILE_PARTITIONS));
           // A person is planned whole or not at all, so no share of them is left behind for lack of room.
-          if (partitions.some((partition) => (byPartition.get(partition)?.length ?? 0) + ids.length > PER_STREAM)) continue;
-          ids.forEach((id, n) => byPartition.set(partitions[n], [...(byPartition.get(partitions[n]) ?? []), id]));
+          if (partitions.some((partition) => (byPartition.get(partition)?.length ?? 0) + docs.length > PER_STREAM)) continue;
+          if (docs.length > 1) {
+            // A person of several documents (few): each one's version and links read by `_id` and indexed field.
+            for (const doc of docs) {
+              doc.version = (await stores.profiles.get(doc.id))?.version;
+              for (const link of await stores.identities.linksOf(doc.id)) links.add(link._id);
+            }
+          }
+          docs.forEach((doc, n) => {
+            const list = byPartition.get(partitions[n]) ?? [];
+            list.push(doc);
+            byPartition.set(partitions[n], list);
+          });
           planned++;
+          if (planned % 10_000 === 0) heartbeat({ planned });
         }
         if (planned === 0) return none;
-        const expiring = new Set([...byPartition.values()].flat());
-        const links: string[] = [];
-        for await (const link of stores.identities.links.find({}, { projection: { profiles: 1 } })) if (link.profiles.every((id) => expiring.has(id))) links.push(link._id);
         const partitions = [...byPartition.keys()].sort((a, b) => a - b);
-        const parts: ExpiryPartDoc[] = partitions.map((partition) => ({
-          _id: expiryPartId(input.expiryId, partition),
-          expiryId: input.expiryId,
-          partition,
-          cutoff,
-          docs: byPartition.get(partition)!.sort(),
-          next: 0,
-          expired: 0,
-          skipped: 0,
-          identities: 0,
-          done: false,
-        }));
-        const expiry: ExpiryDoc = { _id: input.expiryId, cutoff, plannedAt: at, people: planned, partitions, links };
+        const parts: ExpiryPartDoc[] = partitions.map((partition) => {
+          const docs = byPartition.get(partition)!.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+          return {
+            _id: expiryPartId(input.expiryId, partition),
+            expiryId: input.expiryId,
+            partition,
+            cutoff,
+            docs: docs.map((doc) => doc.id),
+            versions: docs.map((doc) => doc.version ?? -1),
+            next: 0,
+            expired: 0,
+            skipped: 0,
+            identities: 0,
+            done: false,
+          };
+        });
+        const expiry: ExpiryDoc = { _id: input.expiryId, cutoff, plannedAt: at, people: planned, partitions, links: [...links] };
         await expiries.plan(expiry, parts);
-        return { expiryId: input.expiryId, partitions, people: planned, documents: expiring.size };
+        return { expiryId: input.expiryId, partitions, people: planned, documents: parts.reduce((sum, part) => sum + part.docs.length, 0) };
       });
     },
 
@@ -125,7 +145,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
     async pendingExpiries(expiryId: string): Promise<number[]> {
       const expiry = await expiries.get(expiryId);
       if (!expiry) return [];
-      return (await expiries.parts(expiry)).filter((part) => !part.done).map((part) => part.partition);
+      return (await expiries.parts(expiry, { withoutDocs: true })).filter((part) => !part.done).map((part) => part.partition);
     },
 
     /**
@@ -138,7 +158,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const result: InactiveExpiryResult = { documentsExpired: 0, documentsSkipped: 0, identitiesReleased: 0, linksRemoved: 0 };
         const expiry = await expiries.get(expiryId);
         if (!expiry) return result;
-        for (const part of await expiries.parts(expiry)) {
+        for (const part of await expiries.parts(expiry, { withoutDocs: true })) {
           result.documentsExpired += part.expired;
           result.documentsSkipped += part.skipped;
           result.identitiesReleased += part.identities;

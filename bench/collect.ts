@@ -35,12 +35,12 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { once as onceEvent } from 'node:events';
 import { loadConfig } from '../config';
-import { connectStore, type Store } from '../store/db';
+import type { Store } from '../store/db';
 import type { LoadResult, LoadSpec } from './loadgen';
 import { runLoadgen, stopLoadgens } from './loadgenProcess';
 import { freePort, logTail, services, startService, stopService } from './processes';
 import { rawInsertRate } from './storeBaseline';
-import { describeStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
+import { freshBenchStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
 
 const SETTINGS = {
   csvRows: Math.floor(envNumber('DMP_BENCH_CSV_ROWS', 1_000_000)),
@@ -105,12 +105,8 @@ function postFile(url: string, key: string, file: string, contentType: string): 
 
 async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
-  const databaseName = `dmp_bench_collect_${Date.now()}`;
-  const url = new URL(config.MONGODB_URI);
-  url.pathname = `/${databaseName}`;
-  const store = await connectStore(url.toString(), databaseName);
+  const { store, uri, backend, serverVersion } = await freshBenchStore('collect', config);
   cleanupState.store = store;
-  const { backend, serverVersion } = await describeStore(store, config.MONGODB_URI);
 
   // 1. The store's raw insert rate.
   const insert = await rawInsertRate(store, SETTINGS.insertDocs, SETTINGS.users, { batch: SETTINGS.storeBatch, capSeconds: SETTINGS.storeCapSeconds });
@@ -123,7 +119,7 @@ async function main(): Promise<void> {
   const collector = `http://127.0.0.1:${port}`;
   const dir = mkdtempSync(join(tmpdir(), 'dmp-bench-collect-'));
   cleanupState.dir = dir;
-  const apiProcess = startService('api', 'api/main.ts', { ...process.env, PORT: String(port), DMP_API_PROCESSES: String(SETTINGS.apiProcesses), DMP_ADMIN_KEY: adminKey, DMP_TASK_QUEUE: taskQueue, MONGODB_URI: url.toString(), LOG_LEVEL: 'warn' }, dir);
+  const apiProcess = startService('api', 'api/main.ts', { ...process.env, PORT: String(port), DMP_API_PROCESSES: String(SETTINGS.apiProcesses), DMP_ADMIN_KEY: adminKey, DMP_TASK_QUEUE: taskQueue, MONGODB_URI: uri, LOG_LEVEL: 'warn' }, dir);
   for (const deadline = performance.now() + 120_000; ; await sleep(500)) {
     if ((await fetch(`${collector}/healthz`).then((response) => response.status).catch(() => 0)) === 200) break;
     if (performance.now() > deadline || apiProcess.child.exitCode !== null) throw new Error(`the API did not start:\n${logTail(apiProcess)}`);

@@ -46,12 +46,12 @@ import { signature } from '../connectors/webhook';
 import type { ExportView } from '../domain/destinations';
 import type { ProfileDoc } from '../domain/profile';
 import type { SegmentView } from '../domain/segments';
-import { connectStore, forEachConcurrently, type Store } from '../store/db';
+import { forEachConcurrently, type Store } from '../store/db';
 import { DestinationStore } from '../store/destinations';
 import { ProfileStore } from '../store/profiles';
 import { syntheticProfile } from '../test/support/segmentFixtures';
 import { seededRandom } from '../test/support/random';
-import { describeStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
+import { freshBenchStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
 
 const SETTINGS = {
   profiles: Math.floor(envNumber('DMP_BENCH_EXPORT_PROFILES', 1_000_000)),
@@ -109,12 +109,8 @@ function startPartner(secret: string): Promise<string> {
 
 async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn', DMP_DESTINATION_ALLOWLIST: '127.0.0.1' });
-  const databaseName = `dmp_bench_export_${Date.now()}`;
-  const url = new URL(config.MONGODB_URI);
-  url.pathname = `/${databaseName}`;
-  const store = await connectStore(url.toString(), databaseName);
+  const { store, backend, serverVersion } = await freshBenchStore('export', config);
   cleanupState.store = store;
-  const { backend, serverVersion } = await describeStore(store, config.MONGODB_URI);
 
   // 1. A worker and the API, here; the partner in its own process.
   const { api, adminKey, stop } = await startInProcess(config, store, 'export');

@@ -33,11 +33,11 @@
  */
 import { performance } from 'node:perf_hooks';
 import { loadConfig } from '../config';
-import { connectStore, type Store } from '../store/db';
+import type { Store } from '../store/db';
 import { requestAudienceReports, requestItemModel } from '../temporal/client';
 import { seededRandom } from '../test/support/random';
 import { defineSegments, generateProfiles, profileScanRate, runEverySegment } from './profileFixtures';
-import { describeStore, dropStore, envNumber, once, percentile, round, runBench, say, startInProcess, table } from './support';
+import { freshBenchStore, dropStore, envNumber, once, percentile, round, runBench, say, startInProcess, table } from './support';
 
 const SETTINGS = {
   profiles: Math.floor(envNumber('DMP_BENCH_INSIGHTS_PROFILES', 1_000_000)),
@@ -55,12 +55,8 @@ const cleanup = once(async () => {
 
 async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
-  const databaseName = `dmp_bench_insights_${Date.now()}`;
-  const url = new URL(config.MONGODB_URI);
-  url.pathname = `/${databaseName}`;
-  const store = await connectStore(url.toString(), databaseName);
+  const { store, databaseName, backend, serverVersion } = await freshBenchStore('insights', config);
   cleanupState.store = store;
-  const { backend, serverVersion } = await describeStore(store, config.MONGODB_URI);
   const { temporal, taskQueue, api, adminKey, stop } = await startInProcess(config, store, 'insights');
   cleanupState.stop = stop;
 

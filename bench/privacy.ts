@@ -33,7 +33,7 @@ import { loadConfig } from '../config';
 import type { StoredEvent } from '../domain/event';
 import { sha256Hex, type Identity } from '../domain/identity';
 import { partitionOf } from '../domain/partition';
-import { COLLECTIONS, connectStore, forEachConcurrently, insertKeyed, type Store } from '../store/db';
+import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from '../store/db';
 import { chunkId, encodeChunk, eventIdKey } from '../store/eventLog';
 import { EventIdGenerations } from '../store/eventIds';
 import { encodeEvents, storedBytes } from '../store/deflatedBson';
@@ -43,7 +43,7 @@ import { SourceStore } from '../store/sources';
 import { seededRandom } from '../test/support/random';
 import { syntheticProfile } from '../test/support/segmentFixtures';
 import { defineSegments, profileScanRate, runEverySegment } from './profileFixtures';
-import { describeStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
+import { freshBenchStore, dropStore, envNumber, once, round, runBench, say, startInProcess, table } from './support';
 
 const SETTINGS = {
   profiles: Math.floor(envNumber('DMP_BENCH_PRIVACY_PROFILES', 1_000_000)),
@@ -184,12 +184,8 @@ async function residueOf(store: Store, needles: Set<string>): Promise<{ document
 
 async function main(): Promise<number> {
   const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
-  const databaseName = `dmp_bench_privacy_${Date.now()}`;
-  const url = new URL(config.MONGODB_URI);
-  url.pathname = `/${databaseName}`;
-  const store = await connectStore(url.toString(), databaseName);
+  const { store, backend, serverVersion } = await freshBenchStore('privacy', config);
   cleanupState.store = store;
-  const { backend, serverVersion } = await describeStore(store, config.MONGODB_URI);
   const { temporal, taskQueue, api, adminKey, stop } = await startInProcess(config, store, 'privacy');
   cleanupState.stop = stop;
 

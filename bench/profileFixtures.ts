@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks';
 import type { Client } from '@temporalio/client';
+import { identityKey } from '../domain/identity';
 import { partitionOf } from '../domain/partition';
 import type { ProfileDoc } from '../domain/profile';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
@@ -21,11 +22,19 @@ const benchGroup = (partition: number) => `bench-p${partition}`;
  * `linkEvery` by an identity link. Not timed. The documents are stored as the partition writers
  * would have written them: each in a write group of its partition, which the partition's position
  * records, so its writer counts them as live versions (compaction is due relative to them) and
- * removes them once superseded.
+ * removes them once superseded. With `claims`, each identity is claimed for its document, as the
+ * drains would have.
  */
-export async function generateProfiles(store: Store, count: number, random: () => number, now: number, options: { partitions: number; insertBatch?: number; linkEvery?: number }): Promise<void> {
+export async function generateProfiles(
+  store: Store,
+  count: number,
+  random: () => number,
+  now: number,
+  options: { partitions: number; insertBatch?: number; linkEvery?: number; claims?: boolean },
+): Promise<void> {
   const { partitions, insertBatch = 1000, linkEvery = 2000 } = options;
   const profiles = new ProfileStore(store, 0);
+  const identities = new IdentityIndex(store, 0).identities;
   const started = performance.now();
   const batches = Math.ceil(count / insertBatch);
   const written = new Array<number>(partitions).fill(0);
@@ -36,6 +45,8 @@ export async function generateProfiles(store: Store, count: number, random: () =
     waiting[partition] = [];
     written[partition] += docs.length;
     if (docs.length > 0) await profiles.saveVersions(docs, benchGroup(partition));
+    const claims = options.claims ? docs.flatMap((doc) => doc.identities.map((entry) => ({ _id: identityKey(entry), type: entry.type, profileId: doc.profileId, createdAt: new Date(now) }))) : [];
+    if (claims.length > 0) await identities.insertMany(claims, { ordered: false });
   };
   let lastSay = performance.now();
   await forEachConcurrently(

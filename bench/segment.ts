@@ -43,7 +43,7 @@ import { loadConfig } from '../config';
 import { profileIdForEvent } from '../domain/ids';
 import { profilePartitionWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
 import { sourceStatusQuery } from '../workflows/sourceConnection';
-import { connectStore, type Store } from '../store/db';
+import type { Store } from '../store/db';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { CATEGORIES, EVENT_TYPES } from '../test/support/segmentFixtures';
@@ -51,7 +51,7 @@ import { seededRandom } from '../test/support/random';
 import { connectTemporal } from '../temporal/client';
 import { freePort, logTail, services, startService, stopService } from './processes';
 import { defineSegments, generateProfiles, profileScanRate, runEverySegment } from './profileFixtures';
-import { describeStore, dropStore, envNumber, once, percentile, round, runBench, say, startInProcess, table, terminateTaskQueue, within } from './support';
+import { freshBenchStore, dropStore, envNumber, once, percentile, round, runBench, say, startInProcess, table, terminateTaskQueue, within } from './support';
 
 const SETTINGS = {
   profiles: Math.floor(envNumber('DMP_BENCH_SEGMENT_PROFILES', 1_000_000)),
@@ -109,12 +109,8 @@ async function startDeployed(env: NodeJS.ProcessEnv, taskQueue: string): Promise
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 async function main(): Promise<void> {
   const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
-  const databaseName = `dmp_bench_segment_${Date.now()}`;
-  const url = new URL(config.MONGODB_URI);
-  url.pathname = `/${databaseName}`;
-  const store = await connectStore(url.toString(), databaseName);
+  const { store, uri, databaseName, backend, serverVersion } = await freshBenchStore('segment', config);
   cleanupState.store = store;
-  const { backend, serverVersion } = await describeStore(store, config.MONGODB_URI);
 
   // 1. A worker and the API, here.
   const { temporal, taskQueue, api: inProcessApi, adminKey, stop } = await startInProcess(config, store, 'segment');
@@ -153,7 +149,7 @@ async function main(): Promise<void> {
   // process with the load, the partitions' folds held up the drain's and the API's round trips.
   await stop();
   cleanupState.stop = undefined;
-  const deployed = await startDeployed({ ...process.env, MONGODB_URI: url.toString(), DMP_ADMIN_KEY: adminKey }, taskQueue);
+  const deployed = await startDeployed({ ...process.env, MONGODB_URI: uri, DMP_ADMIN_KEY: adminKey }, taskQueue);
   cleanupState.stop = deployed.stop;
   const api = deployed.api;
   await segments.create({ ...(await segments.get(ids[0]))!, _id: 'seg_bench_probe', name: 'probe', ruleJson: JSON.stringify({ event: 'bench_probe' }), current: null, lastRun: null });

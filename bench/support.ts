@@ -6,7 +6,7 @@ import { Runtime } from '@temporalio/worker';
 import type { Document } from 'mongodb';
 import { createApp } from '../api/app';
 import type { Config } from '../config';
-import type { Store } from '../store/db';
+import { connectStore, type Store } from '../store/db';
 import { connectTemporal } from '../temporal/client';
 import { createWorker } from '../workers/worker';
 
@@ -71,6 +71,15 @@ function backendName(uri: string, serverPid: number | undefined): string {
 }
 
 /** Checks that the store answers and names it (backend and server version), with a line saying so. */
+/** A fresh database `dmp_bench_<kind>_<timestamp>` on the MONGODB_URI server, and what the report says of the server. */
+export async function freshBenchStore(kind: string, config: Pick<Config, 'MONGODB_URI'>): Promise<{ store: Store; uri: string; databaseName: string; backend: string; serverVersion: string }> {
+  const databaseName = `dmp_bench_${kind}_${Date.now()}`;
+  const url = new URL(config.MONGODB_URI);
+  url.pathname = `/${databaseName}`;
+  const store = await connectStore(url.toString(), databaseName);
+  return { store, uri: url.toString(), databaseName, ...(await describeStore(store, config.MONGODB_URI)) };
+}
+
 export async function describeStore(store: Store, serverUri: string): Promise<{ backend: string; serverVersion: string }> {
   await within(store.db.command({ ping: 1 }), 10_000, `the store at ${redact(serverUri)}`);
   const status = await store.db.admin().command({ serverStatus: 1 }).catch(() => ({}) as Document);

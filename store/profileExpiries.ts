@@ -11,6 +11,8 @@ export interface ExpiryPartDoc {
   cutoff: Date;
   /** The planned documents, in order; `next` is the first not yet looked at. */
   docs: string[];
+  /** Each planned document's version when planned (same order). */
+  versions?: number[];
   next: number;
   /** Documents expired, documents found active again (or gone) when their turn came, and claims released. */
   expired: number;
@@ -46,19 +48,26 @@ export class ProfileExpiries {
     this.docs = store.db.collection(PROFILE_EXPIRY_COLLECTION);
   }
 
-  /** Writes a plan once: a retried planning finds it written and keeps the first. */
-  async plan(expiry: ExpiryDoc, parts: ExpiryPartDoc[]): Promise<ExpiryDoc> {
-    await insertKeyed(this.docs as Collection<ExpiryPartDoc>, parts);
+  /** Writes a plan: the expiry first, so a planning cut short leaves what `discard` finds. */
+  async plan(expiry: ExpiryDoc, parts: ExpiryPartDoc[]): Promise<void> {
     await insertKeyed(this.docs as Collection<ExpiryDoc>, [expiry]);
-    return (await this.get(expiry._id))!;
+    await insertKeyed(this.docs as Collection<ExpiryPartDoc>, parts);
+  }
+
+  /** Removes a plan whatever its state (one written half way, before any partition was asked). */
+  async discard(expiry: ExpiryDoc): Promise<void> {
+    for (const partition of expiry.partitions) await this.docs.deleteOne({ _id: expiryPartId(expiry._id, partition) });
+    await this.docs.deleteOne({ _id: expiry._id });
   }
 
   get(expiryId: string): Promise<ExpiryDoc | null> {
     return this.docs.findOne({ _id: expiryId }) as Promise<ExpiryDoc | null>;
   }
 
-  part(expiryId: string, partition: number): Promise<ExpiryPartDoc | null> {
-    return this.docs.findOne({ _id: expiryPartId(expiryId, partition) }) as Promise<ExpiryPartDoc | null>;
+  /** One partition's part; `withoutDocs` leaves out its (long) lists of documents. */
+  part(expiryId: string, partition: number, options: { withoutDocs?: boolean } = {}): Promise<ExpiryPartDoc | null> {
+    const projection = options.withoutDocs ? { docs: 0, versions: 0, releasing: 0, keyless: 0 } : undefined;
+    return this.docs.findOne({ _id: expiryPartId(expiryId, partition) }, { projection }) as Promise<ExpiryPartDoc | null>;
   }
 
   /** Only the partition's writer saves its part. */
@@ -67,14 +76,14 @@ export class ProfileExpiries {
   }
 
   /** Every part of an expiry, one read by `_id` each. */
-  async parts(expiry: ExpiryDoc): Promise<ExpiryPartDoc[]> {
-    const parts = await Promise.all(expiry.partitions.map((partition) => this.part(expiry._id, partition)));
+  async parts(expiry: ExpiryDoc, options: { withoutDocs?: boolean } = {}): Promise<ExpiryPartDoc[]> {
+    const parts = await Promise.all(expiry.partitions.map((partition) => this.part(expiry._id, partition, options)));
     return parts.filter((part) => part !== null);
   }
 
   /** Removes an expiry's finished parts, and the expiry once none is left (whether it is gone). */
   async forget(expiry: ExpiryDoc): Promise<boolean> {
-    const parts = await this.parts(expiry);
+    const parts = await this.parts(expiry, { withoutDocs: true });
     for (const part of parts) if (part.done) await this.docs.deleteOne({ _id: part._id });
     if (parts.some((part) => !part.done)) return false;
     await this.docs.deleteOne({ _id: expiry._id });

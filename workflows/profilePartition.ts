@@ -43,6 +43,7 @@ const remote = proxyActivities<ProfileWriterActivities>({ startToCloseTimeout: '
  */
 const local = proxyLocalActivities<ProfileWriterActivities>({ startToCloseTimeout: '5 minutes', retry: writerRetry });
 const LOCAL_WRITES = 'local-writes';
+const EXPIRIES = 'expiries';
 
 const HISTORY_LIMIT = 4_000;
 /** Write groups one compaction compacts at most: a fold that comes meanwhile waits for no more. */
@@ -73,9 +74,12 @@ export async function profilePartition(input: ProfilePartitionInput): Promise<vo
   setHandler(splitRequestedSignal, (unlinkId) => {
     splits.add(unlinkId);
   });
-  setHandler(expiryRequestedSignal, (expiryId) => {
-    expiries.add(expiryId);
-  });
+  // A run begun before expiries existed replays without their requests; it hears them once continued as new.
+  if (patched(EXPIRIES)) {
+    setHandler(expiryRequestedSignal, (expiryId) => {
+      expiries.add(expiryId);
+    });
+  }
   setHandler(partitionStatusQuery, () => ({ ...status, pendingSources: pending.size }));
 
   while (workflowInfo().historyLength < HISTORY_LIMIT && !workflowInfo().continueAsNewSuggested) {

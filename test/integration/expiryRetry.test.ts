@@ -43,18 +43,21 @@ describe('a partition writer interrupted while it expires inactive documents', (
   const owner = async (key: string) => (await claims.identities.findOne({ _id: key }))?.profileId ?? null;
 
   it('releases the claims on retry, keeps a document an event reached, and folds a late event into the successor', async () => {
-    const [gone, kept] = idsInPartition(uniqueName('exp'), 2, PARTITION, PARTITIONS);
+    const [gone, kept, changed] = idsInPartition(uniqueName('exp'), 3, PARTITION, PARTITIONS);
     const first = createProfileWriterActivities({ store, config: baseConfig });
-    const sources = [await route(gone, [{ type: 'cookie_id', value: `ck-${gone}` }], LONG_AGO, true), await route(kept, [{ type: 'cookie_id', value: `ck-${kept}` }], LONG_AGO, true)];
+    const sources = await Promise.all([gone, kept, changed].map((id) => route(id, [{ type: 'cookie_id', value: `ck-${id}` }], LONG_AGO, true)));
     const folded = await first.foldPartitionBatch({ partition: PARTITION, sourceIds: sources, includeKnown: false, maxEvents: 1000, lastWriter: null });
-    expect(folded.applied).toBe(2);
+    expect(folded.applied).toBe(3);
 
     const expiryId = uniqueName('x');
     const cutoff = new Date('2026-04-01T00:00:00Z');
     await expiries.plan(
       { _id: expiryId, cutoff, plannedAt: new Date(), people: 2, partitions: [PARTITION], links: [] },
-      [{ _id: expiryPartId(expiryId, PARTITION), expiryId, partition: PARTITION, cutoff, docs: [gone, kept].sort(), next: 0, expired: 0, skipped: 0, identities: 0, done: false }],
+      [{ _id: expiryPartId(expiryId, PARTITION), expiryId, partition: PARTITION, cutoff, docs: [gone, kept, changed].sort(), versions: [0, 0, 0], next: 0, expired: 0, skipped: 0, identities: 0, done: false }],
     );
+    // `changed` gets a new version after it was planned (an event from long ago, folded before the expiry): it is no longer what was planned.
+    const later = await route(changed, [{ type: 'cookie_id', value: `ck-${changed}` }], LONG_AGO, false);
+    expect((await first.foldPartitionBatch({ partition: PARTITION, sourceIds: [later], includeKnown: false, maxEvents: 1000, lastWriter: null })).applied).toBe(1);
     // `kept` comes back before its writer gets to it.
     const back = await route(kept, [{ type: 'cookie_id', value: `ck-${kept}` }], new Date(), false);
 
@@ -80,7 +83,9 @@ describe('a partition writer interrupted while it expires inactive documents', (
     expect(retried).toMatchObject({ profilesExpired: 1, applied: 0, alreadyApplied: 1, expiriesWithMore: [] });
     expect(await owner(`cookie_id:ck-${gone}`)).toBeNull();
     expect(await owner(`cookie_id:ck-${kept}`)).toBe(kept);
-    expect(await expiries.part(expiryId, PARTITION)).toMatchObject({ done: true, next: 2, expired: 1, skipped: 1, identities: 1 });
+    expect(await expiries.part(expiryId, PARTITION)).toMatchObject({ done: true, next: 3, expired: 1, skipped: 2, identities: 1 });
+    expect(await owner(`cookie_id:ck-${changed}`)).toBe(changed);
+    expect(isExpired(await profiles.get(changed))).toBe(false);
     expect((await expiries.part(expiryId, PARTITION))?.releasing).toBeUndefined();
     expect((await profiles.get(kept))?.counters.page_view.count).toBe(2);
 

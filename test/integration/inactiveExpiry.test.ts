@@ -7,6 +7,7 @@ import { startPlatform, uniqueName, waitFor, type RunningPlatform } from '../sup
 import { newSource, type SourceClient } from '../support/sourceClient';
 
 const DAY = 86_400_000;
+const withoutUpdatedAt = ({ updatedAt: _, ...profile }: Record<string, unknown>) => profile;
 
 describe('inactive people leave the store: profile documents, identity claims and links, while the active stay and a returning visitor starts afresh', () => {
   let platform: RunningPlatform;
@@ -74,7 +75,8 @@ describe('inactive people leave the store: profile documents, identity claims an
       const newest = await profiles.get(id);
       expect(newest).toMatchObject({ identities: [], traits: {}, counters: {}, consent: null, retired: { expired: expect.anything() } });
     }
-    expect((await lookup('cookie_id', 'new-c')).body).toEqual(c);
+    // The active person is as they were (compaction may have carried their document forward meanwhile).
+    expect(withoutUpdatedAt((await lookup('cookie_id', 'new-c')).body)).toEqual(withoutUpdatedAt(c));
     // A person of one document leaves the segment at once; the next run leaves out both.
     await waitFor('A out of the segment', async () => !(await members()).includes(a.id), 30_000, 200);
     const run = (await admin(`/v1/segments/${segment.id}/runs`, { method: 'POST' })).body.runId as string;
@@ -106,6 +108,6 @@ describe('inactive people leave the store: profile documents, identity claims an
     expect(owners.map((owner) => owner.profileId)).toEqual([back.id]);
     // It is active now: the next run keeps it, and the active person stays untouched.
     expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(0);
-    expect((await lookup('cookie_id', 'new-c')).body).toEqual(before);
+    expect(withoutUpdatedAt((await lookup('cookie_id', 'new-c')).body)).toEqual(withoutUpdatedAt(before));
   });
 });
