@@ -3,6 +3,7 @@ import { COLLECTIONS } from '../../store/db';
 import { PROFILE_EXPIRY_COLLECTION } from '../../store/profileExpiries';
 import { ProfileStore } from '../../store/profiles';
 import { call } from '../support/http';
+import { settledRequest } from '../support/privacyRequests';
 import { startPlatform, uniqueName, waitFor, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
@@ -109,5 +110,19 @@ describe('inactive people leave the store: profile documents, identity claims an
     // It is active now: the next run keeps it, and the active person stays untouched.
     expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(0);
     expect(withoutUpdatedAt((await lookup('cookie_id', 'new-c')).body)).toEqual(withoutUpdatedAt(before));
+  });
+
+  it('keeps an opt-out: a person who opted out and expired is not profiled when they come back', async () => {
+    await send([{ id: 'e1', days: 40, identities: { cookie_id: 'opt-e' } }]);
+    const opted = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'opt-e' } } });
+    expect(opted.status).toBe(202);
+    expect(await settledRequest((path) => admin(path), opted.body.id)).toMatchObject({ state: 'completed' });
+    expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(1);
+
+    await send([{ id: 'e2', days: 0, identities: { cookie_id: 'opt-e' }, traits: { plan: 'gold' } }]);
+    const back = (await lookup('cookie_id', 'opt-e')).body;
+    // Only consent reaches an opted-out person: the event is not counted, its traits not kept.
+    expect(back.counters).toEqual({});
+    expect(back.traits).toEqual({});
   });
 });
