@@ -41,6 +41,7 @@ import type { Store } from '../store/db';
 import { IdentityIndex } from '../store/identities';
 import { decodeProfile, ProfileStore } from '../store/profiles';
 import { seededRandom } from '../test/support/random';
+import { syntheticProfile } from '../test/support/segmentFixtures';
 import { storeRetention } from '../workflows/storeRetention';
 import { generateProfiles, profileScanRate } from './profileFixtures';
 import { rawInsertRate } from './storeBaseline';
@@ -110,7 +111,7 @@ async function main(): Promise<number> {
   const claimed = new Map<string, string>();
   for await (const claim of claims.find({}, { projection: { profileId: 1 } })) claimed.set(claim._id, claim.profileId);
   const originals = new Map<string, string[]>();
-  await generateOriginals(originals, now);
+  generateOriginals(originals, now);
   let inactive = 0;
   let expired = 0;
   const wrong: string[] = [];
@@ -162,8 +163,7 @@ async function main(): Promise<number> {
 }
 
 /** Each generated document's last-seen time and identity keys, from the same seed as the store's. */
-async function generateOriginals(into: Map<string, string[]>, now: number): Promise<void> {
-  const { syntheticProfile } = await import('../test/support/segmentFixtures');
+function generateOriginals(into: Map<string, string[]>, now: number): void {
   const random = seededRandom(SETTINGS.seed);
   for (let n = 0; n < SETTINGS.profiles; n++) {
     const doc = syntheticProfile(n, random, now);

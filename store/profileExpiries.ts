@@ -81,13 +81,12 @@ export class ProfileExpiries {
     return parts.filter((part) => part !== null);
   }
 
-  /** Removes an expiry's finished parts, and the expiry once none is left (whether it is gone). */
-  async forget(expiry: ExpiryDoc): Promise<boolean> {
+  /** Removes an expiry's finished parts, and the expiry once none is left. */
+  async forget(expiry: ExpiryDoc): Promise<void> {
     const parts = await this.parts(expiry, { withoutDocs: true });
     for (const part of parts) if (part.done) await this.docs.deleteOne({ _id: part._id });
-    if (parts.some((part) => !part.done)) return false;
+    if (parts.some((part) => !part.done)) return;
     await this.docs.deleteOne({ _id: expiry._id });
-    return true;
   }
 
   /** Expiries planned before `before` (few documents: plans leave once their parts are done). */
