@@ -7,6 +7,7 @@ import { combineDocuments } from '../domain/profile';
 import type { ChangeSet } from '../domain/segmentChanges';
 import type { Store } from '../store/db';
 import { DestinationStore, type DestinationDoc } from '../store/destinations';
+import { ExpiredProfiles } from '../store/expiredProfiles';
 import { MatchTableStore } from '../store/matchTables';
 import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
 import { PrivacyMarks } from '../store/privacyMarks';
@@ -36,6 +37,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
   const segmentRuns = new SegmentRunStore(deps.store);
   const erasure = new SubjectErasure(deps.store, matches);
   const sources = new SourceStore(deps.store);
+  const expiredProfiles = new ExpiredProfiles(deps.store);
   let salt: Promise<string> | null = null;
   const saltOf = () => (salt ??= deps.config.DMP_PRIVACY_SALT ? Promise.resolve(deps.config.DMP_PRIVACY_SALT) : requests.salt());
 
@@ -235,21 +237,24 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const { request, key } = await open(input.requestId);
         const view = await reader.byIdentity(key);
         const person = view ? await reader.person(view.id) : null;
-        const events = (view ? ((await reader.eventsOf(view.id)) ?? []) : []).map(collectedEvent);
+        const expired = await expiredProfiles.naming(key);
+        const documents = [...(view?.profileIds ?? []), ...expired.map((record) => record._id)];
+        const events = (documents.length > 0 ? await reader.eventsOfDocuments(documents) : []).map(collectedEvent);
         const names = new Map((await segments.list()).map((segment) => [segment._id, segment.name]));
         const { held, read } = person ? await heldBy(exportFacts(person)) : { held: [], read: 0 };
         const document: AccessExport = {
           request: { id: request._id, receivedAt: request.receivedAt.toISOString(), subject: request.subject },
           generatedAt: new Date().toISOString(),
           profile: view,
+          expired: expired.map((record) => ({ profileId: record._id, expiredAt: record.at.toISOString() })),
           events,
           segments: (view?.segments ?? []).map((id) => ({ id, name: names.get(id) ?? id })),
           destinations: held,
         };
         const parts = await requests.writeExport(request._id, JSON.stringify(document));
-        await done(request, 'collect', { profiles: view?.profileIds.length ?? 0, profile_events: events.length, segments: names.size, partner_state: read, privacy_exports: parts });
+        await done(request, 'collect', { profiles: view?.profileIds.length ?? 0, expired_profiles: expired.length, profile_events: events.length, segments: names.size, partner_state: read, privacy_exports: parts });
         return {
-          found: view !== null,
+          found: view !== null || expired.length > 0,
           profiles: view?.profileIds.length ?? 0,
           identities: view?.identities.length ?? 0,
           events: events.length,

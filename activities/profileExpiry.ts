@@ -4,6 +4,7 @@ import type { ProfileDoc } from '../domain/profile';
 import type { StoredIdentityType } from '../domain/identity';
 import type { IdentityCapStore } from '../store/identityCaps';
 import type { IdentityIndex, IdentityLinkDoc } from '../store/identities';
+import type { ExpiredProfiles } from '../store/expiredProfiles';
 import type { ExpiryPartDoc, ProfileExpiries } from '../store/profileExpiries';
 import type { ProfileStore, StoredVersion } from '../store/profiles';
 
@@ -34,6 +35,7 @@ interface ExpiryDeps {
   identities: IdentityIndex;
   caps: IdentityCapStore;
   expiries: ProfileExpiries;
+  expired: ExpiredProfiles;
   partitions: number;
   now: () => Date;
 }
@@ -106,12 +108,24 @@ export function createExpiryStep(deps: ExpiryDeps) {
     for (const slice of work.slices) slice.expiring = slice.expiring.filter((entry) => entry.written || !ids.has(entry.id));
   }
 
-  /** After the retired versions are written: claims, cap markers and refusals of the expired documents go, and each plan moves on. */
+  /**
+   * After the retired versions are written: each expired document's keys are recorded (their events
+   * stay for the history window, and a privacy request finds them by these), then the claims, cap
+   * markers and refusals go, and each plan moves on.
+   */
   async function release(work: ExpiryWork): Promise<number> {
     let expired = 0;
     for (const { part, window, expiring } of work.slices) {
       const ids = new Set(expiring.map((entry) => entry.id));
       const claims = (part.releasing ?? []).filter((entry) => ids.has(entry.profileId));
+      const keysOfDocument = new Map<string, string[]>();
+      for (const { profileId, key } of claims) {
+        const keys = keysOfDocument.get(profileId);
+        if (keys) keys.push(key);
+        else keysOfDocument.set(profileId, [key]);
+      }
+      const at = deps.now();
+      await deps.expired.record([...keysOfDocument].map(([id, keys]) => ({ _id: id, keys, expiryId: part.expiryId, at })));
       const released = await deps.identities.removeClaims(claims.map(({ key, profileId }) => ({ key, profileId })));
       await deps.caps.forget([...ids]);
       part.next += window;

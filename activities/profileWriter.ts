@@ -24,6 +24,7 @@ import { ProfileGraph } from '../store/profileGraph';
 import { ProfileStore, type StoredVersion } from '../store/profiles';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { definitionsOf, SegmentStore } from '../store/segments';
+import { ExpiredProfiles } from '../store/expiredProfiles';
 import { ProfileExpiries } from '../store/profileExpiries';
 import { withHeartbeats, heartbeat } from './heartbeat';
 import { claimForSuccessors, createExpiryStep, type LateArrival } from './profileExpiry';
@@ -147,7 +148,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
   const itemTypes = deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES;
   const profileGraph = new ProfileGraph(identities, profiles);
-  const expiry = createExpiryStep({ profiles, identities, caps, expiries: new ProfileExpiries(deps.store), partitions: deps.config.DMP_PROFILE_PARTITIONS, now });
+  const expiry = createExpiryStep({ profiles, identities, caps, expiries: new ProfileExpiries(deps.store), expired: new ExpiredProfiles(deps.store), partitions: deps.config.DMP_PROFILE_PARTITIONS, now });
   let compiled: { key: string; evaluator: SegmentEvaluator } | null = null;
   const evaluatorFor = (definitions: SegmentDefinition[]): SegmentEvaluator => {
     const key = JSON.stringify(definitions);

@@ -2,6 +2,7 @@ import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { Store } from '../store/db';
 import { EventIdGenerations } from '../store/eventIds';
+import { ExpiredProfiles } from '../store/expiredProfiles';
 import { ProfileEventLog } from '../store/profileEvents';
 import { RetentionStore } from '../store/retention';
 import { DestinationStore } from '../store/destinations';
@@ -292,23 +293,29 @@ export function createRetentionActivities(deps: RetentionDeps) {
     /**
      * Folded routed batches older than `ttlMs` (else DMP_EVENT_HISTORY_DAYS), per partition and source: the history window. A
      * partition that has only empty batches of a source waiting (its writer is woken only for
-     * events) is woken to step over them, so they can leave on a later run.
+     * events) is woken to step over them, so they can leave on a later run. The records of
+     * documents expired before the window leave too, once no stream has a backlog left: their
+     * events were routed before they expired, so none is held any more.
      */
-    expireRoutedEvents(input: { ttlMs?: number }): Promise<{ batches: number }> {
+    expireRoutedEvents(input: { ttlMs?: number }): Promise<{ batches: number; expiredRecords: number }> {
       return withHeartbeats(async () => {
         const before = new Date(now().getTime() - (input.ttlMs ?? deps.config.DMP_EVENT_HISTORY_DAYS * 86_400_000));
         let batches = 0;
+        let backlog = false;
         const positions = await routed.loadPositions(deps.config.DMP_PROFILE_PARTITIONS);
         for (const source of await sources.list()) {
           const drained = (await sources.loadPosition(source._id))?.cursor ?? 0;
           for (const [partition, position] of positions.entries()) {
             const cursor = position.cursors[source._id] ?? 0;
-            batches += await retention.expireRoutedBatches(partition, source._id, cursor, before, PER_STREAM);
+            const removed = await retention.expireRoutedBatches(partition, source._id, cursor, before, PER_STREAM);
+            batches += removed;
+            backlog ||= removed === PER_STREAM;
             if (cursor < drained) await wakeProfilePartition(deps.temporal, deps.store.db.databaseName, partition, source._id, deps.config);
             heartbeat({ partition, sourceId: source._id });
           }
         }
-        return { batches };
+        const expiredRecords = backlog ? 0 : await new ExpiredProfiles(deps.store).forgetBefore(before);
+        return { batches, expiredRecords };
       });
     },
   };

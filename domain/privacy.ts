@@ -100,7 +100,7 @@ export type PrivacyStep = z.infer<typeof PrivacyStepSchema>;
 
 export const PrivacyResultSchema = z
   .object({
-    found: z.boolean().openapi({ description: 'Whether any profile holds the identity' }),
+    found: z.boolean().openapi({ description: 'Whether any profile holds the identity, or a profile that expired for inactivity held it (its events are still kept)' }),
     profiles: z.number().int().openapi({ description: 'Profile documents of the subject' }),
     identities: z.number().int(),
     events: z.number().int(),
@@ -143,7 +143,12 @@ export interface AccessExport {
   generatedAt: string;
   /** The profile as GET /v1/profiles/:id shows it (identities with their sources, traits with theirs, consent, counters); null when none holds the identity. */
   profile: unknown;
-  /** The retained events of every document of the profile, newest first. */
+  /**
+   * Documents of the subject that expired for inactivity (DMP_INACTIVE_PROFILE_DAYS): no profile
+   * any more, but their events are kept for the history window.
+   */
+  expired: Array<{ profileId: string; expiredAt: string }>;
+  /** The retained events of every document of the profile and of the expired ones, newest first. */
   events: unknown[];
   /** Segments the profile is a member of now. */
   segments: Array<{ id: string; name: string }>;

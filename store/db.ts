@@ -97,6 +97,8 @@ const INDEXES: Array<[string, string]> = [
   // A destination's export turns and its exports' records (store/destinations), listed per destination.
   ['destination_turns', 'destinationId'],
   ['destination_exports', 'destinationId'],
+  // Expired documents by the identities they held (store/expiredProfiles): read per privacy request.
+  ['expired_profiles', 'keys'],
 ];
 
 export interface Store {

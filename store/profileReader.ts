@@ -92,8 +92,13 @@ export class ProfileReader {
   async eventsOf(profileId: string) {
     const component = await this.graph.component(profileId);
     if (!component.docs.some((doc) => doc.profileId === profileId)) return null;
+    return this.eventsOfDocuments(component.docs.map((d) => d.profileId));
+  }
+
+  /** The retained events routed to these documents (expired ones too), newest first. */
+  async eventsOfDocuments(ids: string[]) {
     // Evidence copies a split left in other sides' documents are not events of theirs, nor are the
     // consent signals of events that were not profiled.
-    return (await this.events.eventsOf(component.docs.map((d) => d.profileId))).filter((event) => !event.evidenceOnly && !event.consentOnly);
+    return (await this.events.eventsOf(ids)).filter((event) => !event.evidenceOnly && !event.consentOnly);
   }
 }

@@ -8,6 +8,7 @@ import { sampleRank } from '../domain/segments';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
 import { decodeEvents, encodeEvents } from './deflatedBson';
 import { EventIdGenerations } from './eventIds';
+import { EXPIRED_PROFILES_COLLECTION, ExpiredProfiles } from './expiredProfiles';
 import { chunkId, eventIdKey, type StoredChunk } from './eventLog';
 import { ITEM_MODEL_COLLECTIONS } from './itemModel';
 import type { MatchTableStore } from './matchTables';
@@ -40,6 +41,7 @@ export class SubjectErasure {
   /** Documents shared with other people, which other erasures (here or in other processes) rewrite too. */
   private readonly shared: SharedRewrites;
   private readonly routed: ProfileEventLog;
+  private readonly expired: ExpiredProfiles;
 
   constructor(
     private readonly store: Store,
@@ -48,6 +50,7 @@ export class SubjectErasure {
     this.db = store.db;
     this.shared = new SharedRewrites(store);
     this.routed = new ProfileEventLog(store);
+    this.expired = new ExpiredProfiles(store);
   }
 
   private collection<T extends { _id: string }>(name: string): Collection<T> {
@@ -132,7 +135,7 @@ export class SubjectErasure {
     }
   }
 
-  /** Identities, links, cap markers, refusals and severances of the subject. */
+  /** Identities, links, cap markers, refusals, severances and expired-document records of the subject. */
   async identityGraph(subject: ErasedSubject, touched: Touched): Promise<void> {
     const identities = this.collection<{ _id: string }>(COLLECTIONS.identities);
     const links = this.collection<{ _id: string; profiles: string[] }>(COLLECTIONS.identityLinks);
@@ -154,6 +157,7 @@ export class SubjectErasure {
       }
       add(touched, COLLECTIONS.identityCaps, (await caps.deleteOne({ _id: documentId })).deletedCount);
     });
+    add(touched, EXPIRED_PROFILES_COLLECTION, await this.expired.forget([...subject.documents]));
   }
 
   /** The subject's cookie ids out of the cookie-sync match tables, on both sides. */
@@ -241,7 +245,8 @@ export class SubjectErasure {
 
   /**
    * What is still held of the subject where it is found by key (read only): versions of their
-   * documents, identities, links, routed batches naming them. Returns what was found, and anything
+   * documents, identities, links, routed batches naming them, records of their expired documents
+   * (which name the keys those held). Returns what was found, and anything
    * of the subject not yet in the closure (keys of versions written since, owners of their keys,
    * documents linked to theirs) — the closure grows by it and the erasure goes round again.
    */
@@ -267,7 +272,17 @@ export class SubjectErasure {
       // A batch is read whole even for its `_id` (the store projects after reading): only asked for once the subject should be gone from them.
       if (options.batches && (await batches.findOne({ profiles: documentId }, { projection: { _id: 1 } }))) add(found, COLLECTIONS.profileEvents, 1);
     });
+    const expired = (records: Iterable<{ _id: string; keys: string[] }>) => {
+      for (const record of records) {
+        add(found, EXPIRED_PROFILES_COLLECTION, 1);
+        documents.add(record._id);
+        for (const key of record.keys) keys.add(key);
+      }
+    };
+    expired((await this.expired.of([...subject.documents])).values());
     await forEachConcurrently([...subject.keys], IN_FLIGHT, async (key) => {
+      // An expired document's keys left the identity graph; its record still names them.
+      expired(await this.expired.naming(key));
       const identity = await identities.findOne({ _id: key });
       if (!identity) return;
       add(found, COLLECTIONS.identities, 1);

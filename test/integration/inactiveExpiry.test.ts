@@ -1,9 +1,12 @@
 import { storeRetention, type RetentionReport } from '../../workflows/storeRetention';
+import { sha256Hex } from '../../domain/identity';
 import { COLLECTIONS } from '../../store/db';
+import { EXPIRED_PROFILES_COLLECTION } from '../../store/expiredProfiles';
 import { PROFILE_EXPIRY_COLLECTION } from '../../store/profileExpiries';
 import { ProfileStore } from '../../store/profiles';
 import { call } from '../support/http';
 import { settledRequest } from '../support/privacyRequests';
+import { findResidue } from '../support/residue';
 import { startPlatform, uniqueName, waitFor, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
@@ -14,11 +17,11 @@ describe('inactive people leave the store: profile documents, identity claims an
   let platform: RunningPlatform;
   let source: SourceClient;
   const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
-  const retain = (inactiveProfileTtlMs: number): Promise<RetentionReport> =>
+  const retain = (inactiveProfileTtlMs: number, eventHistoryTtlMs = 365 * DAY): Promise<RetentionReport> =>
     platform.temporal.workflow.execute(storeRetention, {
       workflowId: uniqueName('retention'),
       taskQueue: platform.taskQueue,
-      args: [{ inactiveProfileTtlMs, rawEventTtlMs: 3_600_000, eventHistoryTtlMs: 365 * DAY }],
+      args: [{ inactiveProfileTtlMs, rawEventTtlMs: 3_600_000, eventHistoryTtlMs }],
     });
   const daysAgo = (days: number) => new Date(Date.now() - days * DAY).toISOString();
   let events = 0;
@@ -124,5 +127,49 @@ describe('inactive people leave the store: profile documents, identity claims an
     // Only consent reaches an opted-out person: the event is not counted, its traits not kept.
     expect(back.counters).toEqual({});
     expect(back.traits).toEqual({});
+  });
+
+  it("still finds an expired person's retained events by their identities: an access request lists them, an erasure removes them with every trace", async () => {
+    const email = 'gone.f@example.org';
+    await send([
+      { id: 'ev-gone-f1', days: 40, identities: { cookie_id: 'gone-f', email }, traits: { plan: 'silver' } },
+      { id: 'ev-gone-f2', days: 35, identities: { cookie_id: 'gone-f' } },
+    ]);
+    const f = (await lookup('email', email)).body;
+    expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(1);
+    expect((await lookup('email', email)).status).toBe(404);
+    const record = await platform.store.db.collection(EXPIRED_PROFILES_COLLECTION).findOne({ _id: f.id as never });
+    expect(record?.keys.sort()).toEqual(f.identities.map((identity: { type: string; value: string }) => `${identity.type}:${identity.value}`).sort());
+
+    const access = (await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'email', value: email } } })).body.id;
+    const accessed = await settledRequest((path) => admin(path), access);
+    expect(accessed).toMatchObject({ state: 'completed', result: { found: true, profiles: 0, events: 2 } });
+    const exported = (await admin(accessed.result.exportUrl)).body;
+    expect(exported.profile).toBeNull();
+    expect(exported.expired).toEqual([{ profileId: f.id, expiredAt: expect.any(String) }]);
+    expect(exported.events.map((event: { id: string }) => event.id)).toEqual(['ev-gone-f2', 'ev-gone-f1']);
+
+    const needles = ['gone-f', sha256Hex(email), 'ev-gone-f1', 'ev-gone-f2', f.id];
+    expect((await findResidue(platform.store.db, needles)).map((found) => found.collection)).toEqual(expect.arrayContaining([COLLECTIONS.profileEvents, EXPIRED_PROFILES_COLLECTION]));
+    const erase = (await admin('/v1/privacy/requests', { body: { type: 'erase', identity: { type: 'email', value: email } } })).body.id;
+    const erased = await settledRequest((path) => admin(path), erase, 120_000);
+    expect(erased).toMatchObject({ state: 'completed', result: { found: true, events: 2 } });
+    expect(erased.steps.find((step: { name: string }) => step.name === 'erase').touched).toMatchObject({ expired_profiles: 1 });
+    expect(await findResidue(platform.store.db, needles)).toEqual([]);
+  });
+
+  it('lets the record of an expired document go with the last of its events, at the end of the history window', async () => {
+    await send([{ id: 'g1', days: 40, identities: { cookie_id: 'gone-g' } }]);
+    const g = (await lookup('cookie_id', 'gone-g')).body;
+    expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(1);
+    const records = platform.store.db.collection(EXPIRED_PROFILES_COLLECTION);
+    expect(await records.countDocuments({ _id: g.id as never })).toBe(1);
+    // A window longer than the time since it expired keeps it; one that ends after it drops it with the events.
+    await retain(30 * DAY, 60_000);
+    expect(await records.countDocuments({ _id: g.id as never })).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const report = await retain(30 * DAY, 1);
+    expect(report.routedBatchesRemoved).toBeGreaterThan(0);
+    expect(await records.countDocuments({})).toBe(0);
   });
 });
