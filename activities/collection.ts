@@ -35,6 +35,8 @@ export interface DrainResult {
   routed: number;
   /** Events that carried only blocklisted identities (see domain/identityBlocklist). */
   refused: number;
+  /** Blocklisted identities dropped from events, those refused included. */
+  blocked: number;
   duplicates: number;
   /** Events their source's consent policy keeps from profiling, per reason. */
   nonProfiling: Record<string, number>;
@@ -182,7 +184,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
   }
 
   /** A range's share of a drain's counts, the partitions that got events, and what it wrote. */
-  type RangeResult = Pick<DrainResult, 'routed' | 'refused' | 'duplicates' | 'nonProfiling' | 'newProfiles' | 'links' | 'capRefusals'> & { woken: number[]; writes: RangeWrites };
+  type RangeResult = Pick<DrainResult, 'routed' | 'refused' | 'blocked' | 'duplicates' | 'nonProfiling' | 'newProfiles' | 'links' | 'capRefusals'> & { woken: number[]; writes: RangeWrites };
 
   /** Routes one fixed range of a source's log, its identities resolved: write one routed batch per partition. */
   async function routeRange(sourceId: string, party: Party, from: number, to: number, batch: LogBatch, resolution: BatchResolution): Promise<RangeResult> {
@@ -210,12 +212,14 @@ export function createCollectionActivities(deps: CollectionDeps) {
       }
     }
     let refused = 0;
+    let blockedIdentities = 0;
     // A refused identity stays off the event: the document it would have joined is full of its type.
     const refusedKeys = new Map<number, Set<string>>();
     for (const refusal of resolution.refusals) refusedKeys.set(refusal.event, (refusedKeys.get(refusal.event) ?? new Set()).add(refusal.key));
     const keep = (index: number) => (identity: Identity) => !blocked(identityKey(identity)) && !refusedKeys.get(index)?.has(identityKey(identity));
     batch.events.forEach(({ seq, event }, index) => {
       const profileId = resolution.targets[index];
+      for (const identity of event.identities) if (blocked(identityKey(identity))) blockedIdentities++;
       if (profileId === null) {
         refused++; // only blocklisted identities: nothing to attach it to
         return;
@@ -242,6 +246,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     return {
       routed: events.length - refused,
       refused,
+      blocked: blockedIdentities,
       duplicates: batch.duplicates,
       nonProfiling: batch.nonProfiling,
       newProfiles: resolution.newProfiles,
@@ -358,6 +363,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
       chunks: cursor - start,
       routed: sum('routed'),
       refused: sum('refused'),
+      blocked: sum('blocked'),
       duplicates: sum('duplicates'),
       nonProfiling,
       newProfiles: sum('newProfiles'),
@@ -372,6 +378,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
       cursor,
       eventsProcessed: input.position.eventsProcessed + result.routed,
       eventsRefused: input.position.eventsRefused + result.refused,
+      // A position saved before this count existed has none.
+      identitiesBlocked: (input.position.identitiesBlocked ?? 0) + result.blocked,
       // A position carried from before per-reason counts existed has none.
       eventsNonProfiling: addCounts([input.position.eventsNonProfiling ?? {}, nonProfiling]),
       duplicatesSkipped: input.position.duplicatesSkipped + result.duplicates,

@@ -87,6 +87,11 @@ export const DrainPositionSchema = z.object({
   cursor: z.number().int().openapi({ description: 'Next chunk of the source log to drain.' }),
   eventsProcessed: z.number().int().openapi({ description: 'Events routed to the partitions that fold them into profiles.' }),
   eventsRefused: z.number().int().openapi({ description: 'Events whose only identities are blocklisted junk (e.g. an all-zero ad id): kept in the log, never profiled.' }),
+  identitiesBlocked: z
+    .number()
+    .int()
+    .optional()
+    .openapi({ description: 'Blocklisted junk identities (built-in, or DMP_IDENTITY_BLOCKLIST) dropped from events, those of refused events included: they join no profile. Absent until the first batch drained since it was counted.' }),
   eventsNonProfiling: z
     .record(z.string(), z.number().int())
     .openapi({ description: "Events the source's consent policy does not allow to be profiled, per reason (no_consent_signal, tcf_purpose, tcf_vendor, gpp_opt_out, purpose_flag): kept in the log, never applied to profiles or segments." }),

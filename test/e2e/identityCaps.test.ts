@@ -8,7 +8,7 @@ describe('over-merge protection: identity caps per profile, and the record of re
   let source: SourceClient;
 
   beforeAll(async () => {
-    platform = await startPlatform('caps', { DMP_IDENTITY_CAPS: { cookie_id: 2, maid: 100, email_sha256: 20, phone_sha256: 20, crm_id: 5 } });
+    platform = await startPlatform('caps', { DMP_IDENTITY_CAPS: { cookie_id: 2, maid: 100, email_sha256: 20, phone_sha256: 20, crm_id: 5 }, DMP_IDENTITY_BLOCKLIST: ['cookie_id:shared-kiosk'] });
     ({ api } = platform);
     source = await newSource(api, 'crm-web');
   });
@@ -49,5 +49,30 @@ describe('over-merge protection: identity caps per profile, and the record of re
     const listed = (await call(`${api.url}/v1/identity/refusals?profileId=${after.id}`, { key: api.adminKey })).body.refusals;
     expect(listed).toEqual([expect.objectContaining({ profileId: after.id, identity: 'cookie_id:ck-c', type: 'cookie_id', cap: 2, eventId: 'c3', sourceId: source.sourceId })]);
     expect((await call(`${api.url}/v1/identity/refusals?limit=0`, { key: api.adminKey })).body.errors[0].path).toBe('limit');
+  });
+
+  it("keeps strangers who share blocklisted junk (a test email, an 'undefined' CRM id, a listed kiosk cookie) apart, and counts what it dropped", async () => {
+    const other = await newSource(api, 'app');
+    const sent = await other.send([
+      { id: 'j1', type: 'app_open', timestamp: '2026-07-01T10:00:00Z', identities: { cookie_id: 'ck-stranger-1', email: 'test@example.com', crm_id: 'undefined' } },
+      { id: 'j2', type: 'app_open', timestamp: '2026-07-01T11:00:00Z', identities: { cookie_id: 'ck-stranger-2', email: 'test@example.com', crm_id: 'undefined' } },
+      // Nothing but junk: kept in the log, attached to no one.
+      { id: 'j3', type: 'app_open', timestamp: '2026-07-01T12:00:00Z', identities: { cookie_id: 'shared-kiosk', email: 'test@example.com' } },
+    ]);
+    expect(sent.body).toMatchObject({ accepted: 3, rejected: [] });
+    await other.folded(2);
+    const first = (await other.lookup('cookie_id', 'ck-stranger-1')).body;
+    const second = (await other.lookup('cookie_id', 'ck-stranger-2')).body;
+    expect(first.id).not.toBe(second.id);
+    for (const profile of [first, second]) {
+      expect(profile.identities.map((identity: { type: string }) => identity.type)).toEqual(['cookie_id']);
+      expect(profile.counters.app_open.count).toBe(1);
+    }
+    expect((await other.lookup('email', 'test@example.com')).status).toBe(404);
+    expect((await other.lookup('crm_id', 'undefined')).status).toBe(404);
+    expect((await other.lookup('cookie_id', 'shared-kiosk')).status).toBe(404);
+    const progress = (await call(`${api.url}/v1/sources/${other.sourceId}`, { key: api.adminKey })).body.progress;
+    // Two on each stranger's event (the email's hash, the CRM id), two on the event of junk alone.
+    expect(progress).toMatchObject({ eventsProcessed: 2, eventsRefused: 1, identitiesBlocked: 6 });
   });
 });

@@ -7,7 +7,7 @@ import { ensureSourceWorkflow } from '../../temporal/client';
 import { sourceStatusQuery } from '../../workflows/sourceConnection';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
-import { eventsFolded, profileDifferences, unrecordedGroups } from '../support/profiles';
+import { compactionState, eventsFolded, profileDifferences, unrecordedGroups } from '../support/profiles';
 import { killHard, spawnWorker } from '../support/processes';
 import { baseConfig, testStore, testTemporal, uniqueName, waitFor } from '../support/services';
 
@@ -62,29 +62,36 @@ describe('a worker killed mid-drain', () => {
 
   it('leaves the profiles of a clean run and no unrecorded write group when killed while compacting', async () => {
     const compacting = await testStore('kill_compact'); // its own database: the same people as above
-    const taskQueue = uniqueName('kill-compact');
-    const sourceId = uniqueName('src');
-    // 200 users seen in each of 30 chunks, one range a turn: every fold supersedes the last one's versions.
-    const generated = Array.from({ length: 6000 }, (_, n) => userEvent(n % 200, Math.floor(n / 200), 'kc'));
-    await appendToLog(compacting, sourceId, generated, 200);
-    const env = { DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: '400', DMP_DRAIN_CONCURRENCY: '1' };
-    const first = spawnWorker(compacting, env);
-    children.push(first);
-    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 400 });
-    const positions = new ProfileEventLog(compacting);
-    const removed = async () => (await positions.loadPositions(baseConfig.DMP_PROFILE_PARTITIONS)).reduce((sum, position) => sum + position.versionsRemoved, 0);
+    try {
+      const taskQueue = uniqueName('kill-compact');
+      const sourceId = uniqueName('src');
+      // 200 users seen in each of 30 chunks, one range a turn: every fold supersedes the last one's versions.
+      const generated = Array.from({ length: 6000 }, (_, n) => userEvent(n % 200, Math.floor(n / 200), 'kc'));
+      await appendToLog(compacting, sourceId, generated, 200);
+      const env = { DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: '400', DMP_DRAIN_CONCURRENCY: '1' };
+      const first = spawnWorker(compacting, env);
+      children.push(first);
+      await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 400 });
+      const positions = new ProfileEventLog(compacting);
+      const removed = async () => (await positions.loadPositions(baseConfig.DMP_PROFILE_PARTITIONS)).reduce((sum, position) => sum + position.versionsRemoved, 0);
 
-    // Killed as soon as a compaction has removed versions: the partitions compact as they fold, so more are under way.
-    await waitFor('compaction to be under way', async () => (await removed()) > 0, 180_000, 20);
-    await killHard(first);
-    expect(await eventsFolded(compacting, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)).toBeLessThan(generated.length);
+      // Killed as soon as a compaction has removed versions: the partitions compact as they fold, so more are under way.
+      await waitFor('compaction to be under way', async () => (await removed()) > 0, 180_000, 20);
+      await killHard(first);
+      expect(await eventsFolded(compacting, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)).toBeLessThan(generated.length);
 
-    children.push(spawnWorker(compacting, env));
-    await waitFor('the partitions to fold every event', async () => (await eventsFolded(compacting, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length, 180_000, 500);
-    await waitFor('the idle partitions to compact', async () => (await compacting.db.collection(COLLECTIONS.profiles).countDocuments({})) < 1.5 * 200, 120_000, 500);
-    expect(await profileDifferences(compacting, expectedProfiles(generated))).toEqual([]);
-    expect(await unrecordedGroups(compacting, baseConfig.DMP_PROFILE_PARTITIONS)).toEqual([]);
-    await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
-    await compacting.close();
+      children.push(spawnWorker(compacting, env));
+      await waitFor('the partitions to fold every event', async () => (await eventsFolded(compacting, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length, 180_000, 500);
+      try {
+        await waitFor('the idle partitions to compact', async () => (await compacting.db.collection(COLLECTIONS.profiles).countDocuments({})) < 1.5 * 200, 120_000, 500);
+      } catch (error) {
+        throw new Error(`${(error as Error).message}\n${await compactionState(compacting, baseConfig.DMP_PROFILE_PARTITIONS)}`);
+      }
+      expect(await profileDifferences(compacting, expectedProfiles(generated))).toEqual([]);
+      expect(await unrecordedGroups(compacting, baseConfig.DMP_PROFILE_PARTITIONS)).toEqual([]);
+      await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
+    } finally {
+      await compacting.close();
+    }
   }, 360_000);
 });

@@ -66,6 +66,24 @@ export async function unrecordedGroups(store: Store, partitions: number): Promis
   return stored.filter((group) => !recorded.has(group));
 }
 
+/**
+ * Where compaction stands, for a failure's message: per partition, each write group as its position
+ * records it (written, superseded) beside the versions the store holds under it.
+ */
+export async function compactionState(store: Store, partitions: number): Promise<string> {
+  const held = new Map<string, number>();
+  for await (const version of store.db.collection<{ group?: string }>(COLLECTIONS.profiles).find({}, { projection: { group: 1 } })) {
+    held.set(version.group ?? '-', (held.get(version.group ?? '-') ?? 0) + 1);
+  }
+  const positions = await new ProfileEventLog(store).loadPositions(partitions);
+  const lines = positions.flatMap((position, partition) =>
+    Object.entries(position.groups).map(([group, counts]) => `p${partition} ${group}${group === position.nextGroup ? ' (next)' : ''}: written ${counts.written}, superseded ${counts.superseded}, stored ${held.get(group) ?? 0}`),
+  );
+  const recorded = new Set(positions.flatMap((position) => Object.keys(position.groups)));
+  for (const [group, n] of held) if (!recorded.has(group)) lines.push(`unrecorded ${group}: stored ${n}`);
+  return lines.join('\n');
+}
+
 /** Profile ids that hash to `partition` of `partitions`, as a drain's would. */
 export function idsInPartition(prefix: string, count: number, partition: number, partitions: number): string[] {
   const ids: string[] = [];
