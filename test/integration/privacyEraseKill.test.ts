@@ -1,15 +1,12 @@
 import { createHash } from 'node:crypto';
-import type { ChildProcess } from 'node:child_process';
-import type { Client } from '@temporalio/client';
 import type { StoredEvent } from '../../domain/event';
-import type { Store } from '../../store/db';
 import { decodeEvents } from '../../store/deflatedBson';
 import { expectedProfiles, userEvent, type GeneratedEvent } from '../support/audience';
 import { call } from '../support/http';
-import { killHard, spawnWorker } from '../support/processes';
+import { killHard, killTestSetting } from '../support/processes';
 import { profileDifferences } from '../support/profiles';
 import { findResidue } from '../support/residue';
-import { startApi, testStore, testTemporal, uniqueName, waitFor, type RunningApi } from '../support/services';
+import { waitFor } from '../support/services';
 import { newSource } from '../support/sourceClient';
 
 const SUBJECT_COOKIE = 'c-subject-erased';
@@ -23,28 +20,11 @@ function subjectEvent(n: number): GeneratedEvent {
 }
 
 describe('a worker killed mid-erasure', () => {
-  let store: Store;
-  let temporal: Client;
-  let api: RunningApi;
-  const children: ChildProcess[] = [];
-
-  beforeAll(async () => {
-    store = await testStore('erasekill');
-    temporal = await testTemporal();
-  });
-  afterAll(async () => {
-    for (const child of children) await killHard(child);
-    await api?.close();
-    await store.close();
-    await temporal.connection.close();
-  });
+  const { setting, startWorkers, spawnAnother } = killTestSetting('erasekill');
 
   it('finishes the job on another worker: nothing of the subject left, everyone else exactly as before', async () => {
-    const taskQueue = uniqueName('erasekill');
-    const env = { DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: '500' };
-    api = await startApi({ store, temporal, taskQueue, config: { DMP_DRAIN_BATCH_EVENTS: 500 } });
-    const first = spawnWorker(store, env);
-    children.push(first);
+    const first = await startWorkers(500);
+    const { api, store } = setting;
     const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
     const source = await newSource(api, 'web');
 
@@ -75,7 +55,7 @@ describe('a worker killed mid-erasure', () => {
     expect(atKill).toBeGreaterThan(0);
     expect((await admin(`/v1/privacy/requests/${id}`)).body.steps.find((step: { name: string }) => step.name === 'erase').state).toBe('pending');
 
-    children.push(spawnWorker(store, env));
+    spawnAnother();
     const view = await waitFor('the erasure to finish on the new worker', async () => {
       const found = (await admin(`/v1/privacy/requests/${id}`)).body;
       return found.state === 'completed' || found.state === 'failed' ? found : undefined;

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Client } from '@temporalio/client';
 import type { Store } from '../../store/db';
-import { baseConfig } from './services';
+import { baseConfig, startApi, testStore, testTemporal, uniqueName, type RunningApi } from './services';
 
 /** The real worker entry point on `store`'s database, as its own process group so it can be killed outright. */
 export function spawnWorker(store: Store, env: Record<string, string>): ChildProcess {
@@ -29,4 +30,40 @@ export function freeze(child: ChildProcess): void {
 
 export function thaw(child: ChildProcess): void {
   process.kill(-(child.pid as number), 'SIGCONT');
+}
+
+/**
+ * A kill test's setting, for one describe block: its own database, the API in this process, and
+ * worker processes on their own task queue, every one killed when the block ends.
+ */
+export function killTestSetting(name: string) {
+  const setting = { store: undefined as unknown as Store, temporal: undefined as unknown as Client, api: undefined as unknown as RunningApi, env: {} as Record<string, string> };
+  const children: ChildProcess[] = [];
+  beforeAll(async () => {
+    setting.store = await testStore(name);
+    setting.temporal = await testTemporal();
+  });
+  afterAll(async () => {
+    for (const child of children) await killHard(child);
+    await setting.api?.close();
+    await setting.store.close();
+    await setting.temporal.connection.close();
+  });
+  /** Another worker process like the first. */
+  const spawnAnother = (): ChildProcess => {
+    const child = spawnWorker(setting.store, setting.env);
+    children.push(child);
+    return child;
+  };
+  return {
+    setting,
+    /** Starts the API and the first worker process, both draining `drainBatchEvents` events a batch. */
+    async startWorkers(drainBatchEvents: number): Promise<ChildProcess> {
+      const taskQueue = uniqueName(name);
+      setting.env = { DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: String(drainBatchEvents) };
+      setting.api = await startApi({ store: setting.store, temporal: setting.temporal, taskQueue, config: { DMP_DRAIN_BATCH_EVENTS: drainBatchEvents } });
+      return spawnAnother();
+    },
+    spawnAnother,
+  };
 }
