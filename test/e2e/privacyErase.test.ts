@@ -24,8 +24,11 @@ describe('privacy requests: erasure from every store and every partner', () => {
   let api: RunningApi;
   let source: SourceClient;
   let partner: PartnerServer;
+  /** A people-based list holding the members' email hashes: a second partner that holds her. */
+  let listPartner: PartnerServer;
   let segmentId: string;
   let destinationId: string;
+  let listDestinationId: string;
   let aliceDocuments: string[];
   let bobId: string;
   let erasure: { id: string; view: Record<string, any> };
@@ -58,6 +61,11 @@ describe('privacy requests: erasure from every store and every partner', () => {
     const exported = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
     await waitFor('the export', async () => (await admin(`/v1/destinations/${destinationId}/exports/${exported.body.exportId}`)).body.state === 'completed', 60_000);
     expect(partner.audience(segmentId)).toEqual([BOB_COOKIE, ALICE_COOKIE].sort());
+    listPartner = await new PartnerServer({ kind: 'people', token: 'list-token' }).start();
+    listDestinationId = (await admin('/v1/destinations', { body: { name: 'Listed', connector: 'people_list', idType: 'email_sha256', segments: [segmentId], config: { url: listPartner.url, token: 'list-token', listId: 'gold', minAudience: 1 } } })).body.id;
+    const listed = await admin(`/v1/destinations/${listDestinationId}/exports`, { body: {} });
+    await waitFor('the list export', async () => (await admin(`/v1/destinations/${listDestinationId}/exports/${listed.body.exportId}`)).body.state === 'completed', 60_000);
+    expect(listPartner.audience('gold')).toEqual([aliceHash]);
 
     const alice = (await lookup('email', ALICE_EMAIL)).body;
     aliceDocuments = alice.profileIds;
@@ -78,10 +86,11 @@ describe('privacy requests: erasure from every store and every partner', () => {
   }, 300_000);
   afterAll(async () => {
     await partner?.stop();
+    await listPartner?.stop();
     await platform.stop();
   });
 
-  it('completes every step, audited, and removes the subject at the partner through a 5xx', async () => {
+  it('completes every step, audited, and removes the subject at every partner that held her, one through a 5xx', async () => {
     const { view } = erasure;
     expect(view).toMatchObject({ type: 'erase', state: 'completed', error: null, requestedBy: 'ticket 99' });
     expect(view.steps.map((step: { name: string; state: string }) => [step.name, step.state])).toEqual([
@@ -93,9 +102,13 @@ describe('privacy requests: erasure from every store and every partner', () => {
       ['complete', 'done'],
     ]);
     expect(view.steps[2].touched).toMatchObject({ profiles: expect.any(Number), identities: 2, events: 1, profile_events: expect.any(Number), match_cookie_ids: 1, match_partner_ids: 1 });
-    expect(view.result).toMatchObject({ found: true, profiles: aliceDocuments.length, identities: 2, events: 2, destinations: 1 });
-    expect(view.destinations).toEqual([expect.objectContaining({ destinationId, state: 'acknowledged', lastError: null })]);
+    expect(view.result).toMatchObject({ found: true, profiles: aliceDocuments.length, identities: 2, events: 2, destinations: 2 });
+    expect(view.destinations.sort((a: { name: string }, b: { name: string }) => a.name.localeCompare(b.name))).toEqual([
+      expect.objectContaining({ destinationId, name: 'Hooked', state: 'acknowledged', lastError: null }),
+      expect.objectContaining({ destinationId: listDestinationId, name: 'Listed', state: 'acknowledged', lastError: null }),
+    ]);
     expect(partner.audience(segmentId)).toEqual([BOB_COOKIE]);
+    expect(listPartner.audience('gold')).toEqual([]);
     const audit = await platform.store.db.collection('privacy_audit').find({ requestId: erasure.id }).toArray();
     expect(audit.map((entry) => entry.step).sort()).toEqual(['complete', 'erase', 'remove', 'resolve', 'tombstone', 'verify']);
   });
