@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { identityKey, IdentityError, toStoredIdentity } from '../domain/identity';
 import {
+  AccessExportSchema,
   deadlineOf,
   PrivacyListQuerySchema,
   privacyRequestId,
@@ -174,7 +175,7 @@ export function registerPrivacyPaths({ registry, problem, json, adminKey }: Open
     security,
     request: { params: idParam },
     responses: {
-      200: { description: 'The export (a JSON download)', content: { 'application/json': { schema: z.object({}).passthrough().openapi('AccessExport') } } },
+      200: { description: 'The export (a JSON download)', ...json(AccessExportSchema) },
       ...admin,
       404: problem('No such request, not an access request, or the export is gone'),
       409: problem('The request has not completed'),

@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { SegmentSubject } from './profile';
-import { IdentityRefSchema } from './schemas';
+import { IdentityRefSchema, ProfileEventSchema, ProfileSchema } from './schemas';
 
 extendZodWithOpenApi(z);
 
@@ -138,23 +138,31 @@ export const PrivacyListQuerySchema = z.object({
 });
 
 /** Everything held about a subject, as the access export gives it. */
-export interface AccessExport {
-  request: { id: string; receivedAt: string; subject: string };
-  generatedAt: string;
-  /** The profile as GET /v1/profiles/:id shows it (identities with their sources, traits with theirs, consent, counters); null when none holds the identity. */
-  profile: unknown;
-  /**
-   * Documents of the subject that expired for inactivity (DMP_INACTIVE_PROFILE_DAYS): no profile
-   * any more, but their events are kept for the history window.
-   */
-  expired: Array<{ profileId: string; expiredAt: string }>;
-  /** The retained events of every document of the profile and of the expired ones, newest first. */
-  events: unknown[];
-  /** Segments the profile is a member of now. */
-  segments: Array<{ id: string; name: string }>;
-  /** Partners that hold (or may hold) the subject's ids, per segment, and the export that last sent them. */
-  destinations: Array<{ id: string; name: string; connector: string; idType: string; segments: Array<{ segmentId: string; exportId: string; state: 'held' | 'uncertain' }> }>;
-}
+export const AccessExportSchema = z
+  .object({
+    request: z.object({ id: z.string(), receivedAt: z.string(), subject: z.string().openapi({ description: "The subject's salted identity hash" }) }),
+    generatedAt: z.string(),
+    profile: ProfileSchema.nullable().openapi({ description: 'The profile as GET /v1/profiles/:id shows it (identities with their sources, traits with theirs, consent, counters); null when none holds the identity' }),
+    expired: z
+      .array(z.object({ profileId: z.string(), expiredAt: z.string() }))
+      .openapi({ description: 'Documents of the subject that expired for inactivity (DMP_INACTIVE_PROFILE_DAYS): no profile any more, but their events are kept for the history window' }),
+    events: z.array(ProfileEventSchema).openapi({ description: 'The retained events of every document of the profile and of the expired ones, newest first' }),
+    segments: z.array(z.object({ id: z.string(), name: z.string() })).openapi({ description: 'Segments the profile is a member of now' }),
+    destinations: z
+      .array(
+        z.object({
+          id: z.string(),
+          name: z.string(),
+          connector: z.string(),
+          idType: z.string(),
+          segments: z.array(z.object({ segmentId: z.string(), exportId: z.string(), state: z.enum(['held', 'uncertain']) })),
+        }),
+      )
+      .openapi({ description: "Partners that hold (or may hold) the subject's ids, per segment, and the export that last sent them" }),
+  })
+  .openapi('AccessExport');
+/** As the activity builds it: events carry Dates, which the export's JSON writes as the schema's strings. */
+export type AccessExport = Omit<z.infer<typeof AccessExportSchema>, 'events'> & { events: unknown[] };
 
 /** The document ids a subject stands for: a combined person's documents, or one document and those it was split from. */
 export function documentIdsOf(subject: { profileId?: string; profileIds?: string[]; ancestors?: string[] }): string[] {

@@ -277,22 +277,25 @@ export const ProfileEventsQuerySchema = z.object({
   cursor: z.string().regex(/^[0-9]{1,9}$/, 'a cursor from a previous page').optional().openapi({ description: 'The `next` of the previous page' }),
 });
 
+/** A retained event as the API shows it (the profile's history, an access export). */
+export const ProfileEventSchema = z
+  .object({
+    id: z.string(),
+    type: z.string(),
+    timestamp: Iso,
+    receivedAt: Iso,
+    sourceId: z.string(),
+    profileId: z.string().openapi({ description: 'The profile document it was folded into' }),
+    identities: z.array(z.object({ type: z.enum(STORED_IDENTITY_TYPES), value: z.string() })),
+    traits: z.record(z.string(), z.unknown()).optional(),
+    properties: z.record(z.string(), z.unknown()).optional(),
+    consent: z.unknown().optional(),
+  })
+  .openapi('ProfileEvent');
+
 export const ProfileEventsSchema = z
   .object({
-    events: z.array(
-      z.object({
-        id: z.string(),
-        type: z.string(),
-        timestamp: Iso,
-        receivedAt: Iso,
-        sourceId: z.string(),
-        profileId: z.string().openapi({ description: 'The profile document it was folded into' }),
-        identities: z.array(z.object({ type: z.enum(STORED_IDENTITY_TYPES), value: z.string() })),
-        traits: z.record(z.string(), z.unknown()).optional(),
-        properties: z.record(z.string(), z.unknown()).optional(),
-        consent: z.unknown().optional(),
-      }),
-    ),
+    events: z.array(ProfileEventSchema),
     next: z.string().nullable().openapi({ description: 'Cursor of the next (older) page; null on the last' }),
   })
   .openapi('ProfileEvents');

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { AccessExportSchema } from '../../domain/privacy';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
 import { settledRequest as settled } from '../support/privacyRequests';
@@ -79,6 +80,8 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     const download = await admin(view.result.exportUrl);
     expect(download.status).toBe(200);
     const exported = download.body;
+    // The download is what the OpenAPI says it is.
+    expect(AccessExportSchema.safeParse(exported).error).toBeUndefined();
     expect(exported.request).toMatchObject({ id: started.body.id, subject: view.subject });
     expect(exported.profile.identities.map((identity: { type: string; value: string; sourceId: string }) => [identity.type, identity.value, identity.sourceId]).sort()).toEqual([
       ['cookie_id', 'ck-alice', source.sourceId],

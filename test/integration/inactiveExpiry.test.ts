@@ -1,5 +1,6 @@
 import { storeRetention, type RetentionReport } from '../../workflows/storeRetention';
 import { sha256Hex } from '../../domain/identity';
+import { AccessExportSchema } from '../../domain/privacy';
 import { COLLECTIONS } from '../../store/db';
 import { EXPIRED_PROFILES_COLLECTION } from '../../store/expiredProfiles';
 import { PROFILE_EXPIRY_COLLECTION } from '../../store/profileExpiries';
@@ -145,6 +146,7 @@ describe('inactive people leave the store: profile documents, identity claims an
     const accessed = await settledRequest((path) => admin(path), access);
     expect(accessed).toMatchObject({ state: 'completed', result: { found: true, profiles: 0, events: 2 } });
     const exported = (await admin(accessed.result.exportUrl)).body;
+    expect(AccessExportSchema.safeParse(exported).error).toBeUndefined();
     expect(exported.profile).toBeNull();
     expect(exported.expired).toEqual([{ profileId: f.id, expiredAt: expect.any(String) }]);
     expect(exported.events.map((event: { id: string }) => event.id)).toEqual(['ev-gone-f2', 'ev-gone-f1']);
