@@ -94,7 +94,7 @@ interface LogBatch {
 export function createCollectionActivities(deps: CollectionDeps) {
   const now = deps.now ?? (() => new Date());
   const log = new EventLog(deps.store, { now: () => now().getTime(), dedupeWindowHours: deps.config.DMP_DEDUPE_WINDOW_HOURS });
-  const identities = new IdentityIndex(deps.store);
+  const identities = new IdentityIndex(deps.store, undefined, () => now().getTime());
   const capStore = new IdentityCapStore(deps.store);
   const routedEvents = new ProfileEventLog(deps.store);
   const sources = new SourceStore(deps.store);

@@ -18,7 +18,7 @@ import { IdentityCapStore } from '../store/identityCaps';
 import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
 import { ItemModelStore } from '../store/itemModel';
 import { UnlinkStore } from '../store/identityUnlinks';
-import { ProfileEventLog, type PartitionPosition, type RoutedBatch, type RoutedEvent } from '../store/profileEvents';
+import { ProfileEventLog, type WriteGroupCounts, type PartitionPosition, type RoutedBatch, type RoutedEvent } from '../store/profileEvents';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
 import { ProfileStore, type StoredVersion } from '../store/profiles';
@@ -104,7 +104,7 @@ export type FoldStep = 'versions-writing' | 'profiles-partly-written' | 'group-c
 
 export interface ProfileWriterDeps {
   store: Store;
-  config: Pick<Config, 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_CAPS' | 'DMP_PRIVACY_SALT'> & Partial<Pick<Config, 'DMP_ITEM_EVENT_TYPES'>>;
+  config: Pick<Config, 'DMP_PROFILE_PARTITIONS' | 'DMP_IDENTITY_CAPS' | 'DMP_PRIVACY_SALT' | 'DMP_EVENT_HISTORY_DAYS'> & Partial<Pick<Config, 'DMP_ITEM_EVENT_TYPES'>>;
   now?: () => Date;
   /** Profiles per insert; a fold touching more is written in several. */
   profileWriteBatch?: number;
@@ -295,7 +295,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
     await saveInGroup(retired, group);
     toSave.push(...retired);
-    position.groups[group] = { written: toSave.length, superseded: 0 };
+    const stubs = expiring.versions.length;
+    position.groups[group] = { written: toSave.length, superseded: 0, ...(stubs > 0 && { expired: stubs, expiredAt: now() }) };
     for (const doc of toSave) {
       const previous = split.replaced.get(doc.profileId) ?? stored.get(doc.profileId);
       const counts = previous && Object.hasOwn(position.groups, previous.group) ? position.groups[previous.group] : undefined;
@@ -359,16 +360,26 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     return position;
   }
 
-  /** The write groups other than `current` most of whose versions have been superseded. */
+  /**
+   * Whether an expired document's empty version may go: the history window has passed since it
+   * expired, so its events are gone, and no process routes to it any more from what it cached
+   * (IdentityIndex keeps owners for hours; the window is a day at least).
+   */
+  const purgeable = (expiredAt: Date | undefined) => expiredAt !== undefined && expiredAt.getTime() <= now().getTime() - deps.config.DMP_EVENT_HISTORY_DAYS * 86_400_000;
+
+  /** A group's versions that compaction would remove: those superseded, and the expired documents' once they may go. */
+  const removable = (counts: WriteGroupCounts) => counts.superseded + (purgeable(counts.expiredAt) ? (counts.expired ?? 0) : 0);
+
+  /** The write groups other than `current` most of whose versions have been superseded (or may go). */
   function dueGroups(position: PartitionPosition, current: string | null): string[] {
     return Object.entries(position.groups)
-      .filter(([group, counts]) => group !== current && group !== position.nextGroup && counts.superseded >= counts.written * compactAt)
+      .filter(([group, counts]) => group !== current && group !== position.nextGroup && removable(counts) >= counts.written * compactAt)
       .map(([group]) => group);
   }
 
-  /** The due groups' superseded versions as a share of the partition's live ones (0 when none are due). */
+  /** The due groups' removable versions as a share of the partition's live ones (0 when none are due). */
   function dueShare(position: PartitionPosition, current: string | null): number {
-    const waiting = dueGroups(position, current).reduce((sum, group) => sum + position.groups[group].superseded, 0);
+    const waiting = dueGroups(position, current).reduce((sum, group) => sum + removable(position.groups[group]), 0);
     if (waiting === 0) return 0;
     const live = Object.values(position.groups).reduce((sum, group) => sum + group.written - group.superseded, 0);
     return live > 0 ? waiting / live : Infinity;
@@ -664,15 +675,27 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       for (const [id, doc] of await profiles.load(beyondCache)) newest.set(id, doc);
       // Still newer than the store: its write has not landed (or never will). It is neither carried nor deleted.
       const settled = members.filter((member) => !isNewer(member, newest));
-      const carried = settled.flatMap((member) => {
+      const live = settled.flatMap((member) => {
         const current = newest.get(member.profileId);
-        return current?._id === member._id ? [nextVersion(current)] : [];
+        return current?._id === member._id ? [current] : [];
       });
+      // An expired document past the history window leaves whole: its empty version is not carried, and its birth record goes first.
+      const leaving = live.filter((current) => purgeable(current.retired?.expired?.at));
+      if (leaving.length > 0) await profiles.forgetDocuments(leaving.map((doc) => doc.profileId));
+      const carried = live.filter((current) => !leaving.includes(current)).map((current) => nextVersion(current));
       await saveInGroup(carried, current);
       await deps.onFoldStep?.('group-carried', current);
       result.versionsCarried += carried.length;
       result.versionsRemoved += await profiles.dropGroup(group, settled.map((member) => member._id));
-      position.groups[current].written += carried.length;
+      const counts = position.groups[current];
+      counts.written += carried.length;
+      // Expired documents carried along stay marked: their group may go once the last of them may.
+      for (const doc of carried) {
+        const expiredAt = doc.retired?.expired?.at;
+        if (!expiredAt) continue;
+        counts.expired = (counts.expired ?? 0) + 1;
+        if (!counts.expiredAt || counts.expiredAt < expiredAt) counts.expiredAt = expiredAt;
+      }
       delete position.groups[group];
       heartbeat({ compacted: group });
     }

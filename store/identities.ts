@@ -31,22 +31,41 @@ export interface ClaimOutcome {
   refused: number;
 }
 
+/** How long a process trusts an owner it cached (see IdentityIndex.cache). */
+export const CACHE_MAX_AGE_MS = 6 * 3_600_000;
+
 export class IdentityIndex {
   readonly identities: Collection<IdentityDoc>;
   readonly links: Collection<IdentityLinkDoc>;
 
   /**
    * Identity documents change owner only when an unlink splits a document, and the split document
-   * redirects to its parts, so an owner read here stays a right place to start from.
+   * redirects to its parts, so an owner read here stays a right place to start from — for
+   * `CACHE_MAX_AGE_MS`: an expired document's empty version leaves with the history window (a day
+   * at least), and by then no process routes to it from what it cached.
    */
-  private readonly cache: BoundedCache<string, string>;
+  private readonly cache: BoundedCache<string, { profileId: string; at: number }>;
   /** Keys this process is inserting claims for, and when those inserts end. */
   private readonly claiming = new Map<string, Promise<void>>();
 
-  constructor(store: Store, cacheSize = 500_000) {
+  constructor(
+    store: Store,
+    cacheSize = 500_000,
+    private readonly clock: () => number = Date.now,
+  ) {
     this.identities = store.db.collection<IdentityDoc>(COLLECTIONS.identities);
     this.links = store.db.collection<IdentityLinkDoc>(COLLECTIONS.identityLinks);
     this.cache = new BoundedCache(cacheSize);
+  }
+
+  /** A cached owner, while it is young enough to trust. */
+  private cachedOwner(key: string): string | undefined {
+    const entry = this.cache.get(key);
+    return entry && this.clock() - entry.at < CACHE_MAX_AGE_MS ? entry.profileId : undefined;
+  }
+
+  private remember(key: string, profileId: string): void {
+    this.cache.set(key, { profileId, at: this.clock() });
   }
 
   /** Owners of the keys this process has cached, and the keys it has not. */
@@ -54,7 +73,7 @@ export class IdentityIndex {
     const owners = new Map<string, string>();
     const missing: string[] = [];
     for (const key of keys) {
-      const profileId = this.cache.get(key);
+      const profileId = this.cachedOwner(key);
       if (profileId) owners.set(key, profileId);
       else missing.push(key);
     }
@@ -77,7 +96,7 @@ export class IdentityIndex {
     const docs: IdentityDoc[] = [];
     for (const claim of claims) {
       // Cached since the caller looked (a claim of this process won it, or a read found it): held.
-      if (this.cache.get(claim.key)) held.push(claim.key);
+      if (this.cachedOwner(claim.key)) held.push(claim.key);
       else docs.push({ _id: claim.key, type: claim.type, profileId: claim.profileId, createdAt });
     }
     let release = () => {};
@@ -89,7 +108,7 @@ export class IdentityIndex {
         if (refused.has(index)) {
           this.cache.delete(doc._id);
           held.push(doc._id);
-        } else this.cache.set(doc._id, doc.profileId);
+        } else this.remember(doc._id, doc.profileId);
       });
       return { held, sent: docs.length, refused: refused.size };
     } finally {
@@ -102,7 +121,7 @@ export class IdentityIndex {
   async reload(keys: string[]): Promise<Map<string, string>> {
     const owners = new Map<string, string>();
     for (const [key, doc] of await findByIds(this.identities, keys)) {
-      this.cache.set(key, doc.profileId);
+      this.remember(key, doc.profileId);
       owners.set(key, doc.profileId);
     }
     return owners;

@@ -70,6 +70,15 @@ interface RouteDoc {
 }
 
 /** How far a partition's writer has folded each source's routed batches, and how many events. */
+/** A write group's counts in its partition's position (see PartitionPosition.groups). */
+export interface WriteGroupCounts {
+  written: number;
+  superseded: number;
+  /** Empty versions of expired documents among those written, and when (they may go once the history window has passed). */
+  expired?: number;
+  expiredAt?: Date;
+}
+
 export interface PartitionPosition {
   cursors: Record<string, number>;
   applied: Record<string, number>;
@@ -81,7 +90,7 @@ export interface PartitionPosition {
    * every group in the store is here; the counts are only a hint of when a group is worth
    * compacting — compaction checks each version itself.
    */
-  groups: Record<string, { written: number; superseded: number }>;
+  groups: Record<string, WriteGroupCounts>;
   /**
    * A group among `groups` that no attempt has written to yet, recorded by the writer's last save
    * for its next fold or compaction: that one need not save the position before writing.

@@ -3,7 +3,7 @@ import { Binary, BSON, type Collection } from 'mongodb';
 import type { CountedSubject } from '../domain/audienceReports';
 import type { ProfileDoc, RecentEvent, SegmentSubject } from '../domain/profile';
 import type { SubjectNeeds } from '../domain/segmentRules';
-import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from './db';
+import { COLLECTIONS, deleteByIds, forEachConcurrently, insertKeyed, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
 import { VersionClaims } from './versionClaims';
 
@@ -274,6 +274,15 @@ export class ProfileStore {
   async recordBirths(profileIds: string[]): Promise<Set<string>> {
     const before = await insertKeyed(this.births, profileIds.map((_id) => ({ _id })));
     return new Set([...before].map((index) => profileIds[index]));
+  }
+
+  /**
+   * Forgets documents about to leave whole (their versions go with their write group): their birth
+   * records (one delete by `_id` each) and this process's cache of them.
+   */
+  async forgetDocuments(profileIds: string[]): Promise<void> {
+    for (const id of profileIds) this.latest.delete(id);
+    await deleteByIds(this.births, profileIds);
   }
 
   /** Every stored version of a document (one indexed read): what an erasure must find all of. */

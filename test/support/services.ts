@@ -107,11 +107,11 @@ export interface RunningPlatform {
 }
 
 /** A fresh database, a worker and an API on their own task queue: the platform as end-to-end tests use it. */
-export async function startPlatform(name: string, config: Partial<Config> = {}): Promise<RunningPlatform> {
+export async function startPlatform(name: string, config: Partial<Config> = {}, activityOverrides?: Partial<ActivityDeps>): Promise<RunningPlatform> {
   const taskQueue = uniqueName(name);
   const store = await testStore(name);
   const temporal = await testTemporal();
-  const worker = await startWorker({ store, temporal, taskQueue, config });
+  const worker = await startWorker({ store, temporal, taskQueue, config, activityOverrides });
   const api = await startApi({ store, temporal, taskQueue, config });
   return {
     taskQueue,
