@@ -110,10 +110,10 @@ export function createExpiryStep(deps: ExpiryDeps) {
 
   /**
    * After the retired versions are written: each expired document's keys are recorded (their events
-   * stay for the history window, and a privacy request finds them by these), then the claims, cap
-   * markers and refusals go, and each plan moves on.
+   * stay for the history window, and a privacy request finds them by these) unless `erased` says an
+   * erasure took it, then the claims, cap markers and refusals go, and each plan moves on.
    */
-  async function release(work: ExpiryWork): Promise<number> {
+  async function release(work: ExpiryWork, erased: (profileId: string, keys: string[]) => boolean): Promise<number> {
     let expired = 0;
     for (const { part, window, expiring } of work.slices) {
       const ids = new Set(expiring.map((entry) => entry.id));
@@ -125,7 +125,9 @@ export function createExpiryStep(deps: ExpiryDeps) {
         else keysOfDocument.set(profileId, [key]);
       }
       const at = deps.now();
-      await deps.expired.record([...keysOfDocument].map(([id, keys]) => ({ _id: id, keys, expiryId: part.expiryId, at })));
+      // A document whose erasure ran meanwhile (it found the claims still there) is recorded nowhere.
+      const records = [...keysOfDocument].filter(([id, keys]) => !erased(id, keys));
+      await deps.expired.record(records.map(([id, keys]) => ({ _id: id, keys, expiryId: part.expiryId, at })));
       const released = await deps.identities.removeClaims(claims.map(({ key, profileId }) => ({ key, profileId })));
       await deps.caps.forget([...ids]);
       part.next += window;

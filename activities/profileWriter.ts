@@ -285,7 +285,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // leaves a group compaction knows of (its versions are superseded by the retry's), never a leak.
     if (recorded) takenGroups.set(input.partition, group);
     else {
-      const recording = { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0 } } };
+      const stubsRecorded = expiring.versions.length > 0 ? { expired: expiring.versions.length, expiredAt: now() } : {};
+      const recording = { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0, ...stubsRecorded } } };
       await savePosition(input.partition, recording);
       position.token = recording.token;
     }
@@ -306,13 +307,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await withoutErasedSince(marksRead, input.partition, toSave);
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
-    if (dueShare(position, group) >= compactInFoldAt) await compact(position, group, trustSince, result, Infinity);
-    result.compactionDue = dueShare(position, group) >= compactWhenIdleAt;
+    if (dueShare(position, group, false) >= compactInFoldAt) await compact(position, group, trustSince, result, Infinity, false);
+    result.compactionDue = dueShare(position, group, true) >= compactWhenIdleAt;
     // Saved before the changes are recorded: a fold whose writer was taken over meanwhile (its save
     // refused) records nothing, so the writer that took over is the only one to record them.
     await savePosition(input.partition, reserveNextGroup(input.partition, position));
     // After the save: a writer taken over stops at it and leaves the plan to the one that took over.
-    result.profilesExpired = await expiry.release(expiring);
+    // An erasure may have run to its end since the marks were last read: they are read again first.
+    if (expiring.slices.length > 0) await marks.refresh(true);
+    result.profilesExpired = await expiry.release(expiring, (id, keys) => marks.erased(id) || marks.erasedByKeys(keys) !== null);
     // An erasure that began while this fold ran (marks read since by withoutErasedSince) may have scrubbed
     // the records before these are written: they name none of its documents.
     const kept = new Map([...changed].filter(([id]) => !marks.erased(id)));
@@ -361,25 +364,26 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   }
 
   /**
-   * Whether an expired document's empty version may go: the history window has passed since it
-   * expired, so its events are gone, and no process routes to it any more from what it cached
-   * (IdentityIndex keeps owners for hours; the window is a day at least).
+   * Whether an expired document may leave whole: the history window has passed since it expired,
+   * so its events are gone, and no process routes to it any more from what it cached
+   * (IdentityIndex keeps owners for hours; the window is a day at least). Only an idle partition's
+   * compaction (`purge`) removes them: its writer has folded what was routed to it by then.
    */
   const purgeable = (expiredAt: Date | undefined) => expiredAt !== undefined && expiredAt.getTime() <= now().getTime() - deps.config.DMP_EVENT_HISTORY_DAYS * 86_400_000;
 
-  /** A group's versions that compaction would remove: those superseded, and the expired documents' once they may go. */
-  const removable = (counts: WriteGroupCounts) => counts.superseded + (purgeable(counts.expiredAt) ? (counts.expired ?? 0) : 0);
+  /** A group's versions that compaction would remove: those superseded, and, when it purges, the expired documents' that may leave. */
+  const removable = (counts: WriteGroupCounts, purge: boolean) => counts.superseded + (purge && purgeable(counts.expiredAt) ? (counts.expired ?? 0) : 0);
 
-  /** The write groups other than `current` most of whose versions have been superseded (or may go). */
-  function dueGroups(position: PartitionPosition, current: string | null): string[] {
+  /** The write groups other than `current` most of whose versions have been superseded (or may leave). */
+  function dueGroups(position: PartitionPosition, current: string | null, purge: boolean): string[] {
     return Object.entries(position.groups)
-      .filter(([group, counts]) => group !== current && group !== position.nextGroup && removable(counts) >= counts.written * compactAt)
+      .filter(([group, counts]) => group !== current && group !== position.nextGroup && removable(counts, purge) >= counts.written * compactAt)
       .map(([group]) => group);
   }
 
   /** The due groups' removable versions as a share of the partition's live ones (0 when none are due). */
-  function dueShare(position: PartitionPosition, current: string | null): number {
-    const waiting = dueGroups(position, current).reduce((sum, group) => sum + removable(position.groups[group]), 0);
+  function dueShare(position: PartitionPosition, current: string | null, purge: boolean): number {
+    const waiting = dueGroups(position, current, purge).reduce((sum, group) => sum + removable(position.groups[group], purge), 0);
     if (waiting === 0) return 0;
     const live = Object.values(position.groups).reduce((sum, group) => sum + group.written - group.superseded, 0);
     return live > 0 ? waiting / live : Infinity;
@@ -394,15 +398,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const trustSince = trusts(input.partition, input.lastWriter);
     const position = await loadPosition(input.partition, trustSince);
     const result: CompactResult = { writer: writerId, groups: 0, versionsRemoved: 0, versionsCarried: 0, more: false };
-    if (dueGroups(position, null).length === 0) return result;
+    if (dueGroups(position, null, true).length === 0) return result;
     const { group, recorded } = attemptGroup(input.partition, position, trustSince);
     if (recorded) takenGroups.set(input.partition, group);
     else {
       position.groups[group] = { written: 0, superseded: 0 };
       await savePosition(input.partition, position);
     }
-    result.groups = await compact(position, group, trustSince, result, input.maxGroups);
-    result.more = dueShare(position, group) >= compactWhenIdleAt;
+    result.groups = await compact(position, group, trustSince, result, input.maxGroups, true);
+    result.more = dueShare(position, group, true) >= compactWhenIdleAt;
     if (position.groups[group].written === 0) delete position.groups[group];
     await savePosition(input.partition, reserveNextGroup(input.partition, position));
     return result;
@@ -664,8 +668,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     trustSince: number | undefined,
     result: Pick<FoldResult, 'versionsRemoved' | 'versionsCarried'>,
     maxGroups: number,
+    purge: boolean,
   ): Promise<number> {
-    const groups = dueGroups(position, current).slice(0, maxGroups);
+    const groups = dueGroups(position, current, purge).slice(0, maxGroups);
     for (const group of groups) {
       const members = await profiles.groupMembers(group);
       const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustSince });
@@ -679,9 +684,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         const current = newest.get(member.profileId);
         return current?._id === member._id ? [current] : [];
       });
-      // An expired document past the history window leaves whole: its empty version is not carried, and its birth record goes first.
-      const leaving = live.filter((current) => purgeable(current.retired?.expired?.at));
-      if (leaving.length > 0) await profiles.forgetDocuments(leaving.map((doc) => doc.profileId));
+      // An expired document past the history window leaves whole — every version, wherever it is,
+      // and its birth record — unless a link still names it (it leads to its successor): then it is carried.
+      const leaving = purge ? await unlinked(live.filter((current) => purgeable(current.retired?.expired?.at))) : [];
+      if (leaving.length > 0) result.versionsRemoved += await profiles.purgeDocuments(leaving.map((doc) => doc.profileId));
       const carried = live.filter((current) => !leaving.includes(current)).map((current) => nextVersion(current));
       await saveInGroup(carried, current);
       await deps.onFoldStep?.('group-carried', current);
@@ -701,6 +707,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     }
     position.versionsRemoved += result.versionsRemoved;
     return groups.length;
+  }
+
+  /** The documents no identity link names (one indexed read each). */
+  async function unlinked(docs: StoredVersion[]): Promise<StoredVersion[]> {
+    const named = await Promise.all(docs.map(async (doc) => (await identities.linksOf(doc.profileId)).length > 0));
+    return docs.filter((_, n) => !named[n]);
   }
 
   /** Whether a group member is newer than the newest version known of its document. */

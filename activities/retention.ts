@@ -3,6 +3,7 @@ import type { Config } from '../config';
 import type { Store } from '../store/db';
 import { EventIdGenerations } from '../store/eventIds';
 import { ExpiredProfiles } from '../store/expiredProfiles';
+import { CACHE_MAX_AGE_MS } from '../store/identities';
 import { ProfileEventLog } from '../store/profileEvents';
 import { RetentionStore } from '../store/retention';
 import { DestinationStore } from '../store/destinations';
@@ -314,7 +315,8 @@ export function createRetentionActivities(deps: RetentionDeps) {
             heartbeat({ partition, sourceId: source._id });
           }
         }
-        const expiredRecords = backlog ? 0 : await new ExpiredProfiles(deps.store).forgetBefore(before);
+        // Past the window by a drain cache's age too: an event routed from a stale cache after the expiry is gone by then.
+        const expiredRecords = backlog ? 0 : await new ExpiredProfiles(deps.store).forgetBefore(new Date(before.getTime() - CACHE_MAX_AGE_MS));
         return { batches, expiredRecords };
       });
     },

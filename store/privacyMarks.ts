@@ -132,9 +132,13 @@ export class PrivacyMarks {
    * null. Costs nothing while no one has been erased; else a cached HMAC per identity.
    */
   erasedBy(identities: readonly Identity[]): string | null {
+    return this.tombstones.size === 0 ? null : this.erasedByKeys(identities.map(identityKey));
+  }
+
+  /** As `erasedBy`, for identity keys (`<type>:<value>`). */
+  erasedByKeys(keys: readonly string[]): string | null {
     if (this.tombstones.size === 0 || this.salt === null) return null;
-    for (const identity of identities) {
-      const key = identityKey(identity);
+    for (const key of keys) {
       let hash = this.hashes.get(key);
       if (hash === undefined) this.hashes.set(key, (hash = subjectHash(this.salt, key)));
       const requestId = this.tombstones.get(hash);

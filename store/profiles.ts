@@ -277,12 +277,18 @@ export class ProfileStore {
   }
 
   /**
-   * Forgets documents about to leave whole (their versions go with their write group): their birth
-   * records (one delete by `_id` each) and this process's cache of them.
+   * Removes documents whole, for their writer's compaction: the birth record, then every version
+   * (one indexed delete per document). Write groups' slices may still name the versions: a
+   * compaction passes over members that are gone. Returns the versions removed.
    */
-  async forgetDocuments(profileIds: string[]): Promise<void> {
+  async purgeDocuments(profileIds: string[]): Promise<number> {
     for (const id of profileIds) this.latest.delete(id);
     await deleteByIds(this.births, profileIds);
+    let removed = 0;
+    await forEachConcurrently(profileIds, 8, async (profileId) => {
+      removed += (await this.profiles.deleteMany({ profileId })).deletedCount;
+    });
+    return removed;
   }
 
   /** Every stored version of a document (one indexed read): what an erasure must find all of. */

@@ -18,11 +18,11 @@ describe('inactive people leave the store: profile documents, identity claims an
   let platform: RunningPlatform;
   let source: SourceClient;
   const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
-  const retain = (inactiveProfileTtlMs: number, eventHistoryTtlMs = 365 * DAY): Promise<RetentionReport> =>
+  const retain = (inactiveProfileTtlMs: number): Promise<RetentionReport> =>
     platform.temporal.workflow.execute(storeRetention, {
       workflowId: uniqueName('retention'),
       taskQueue: platform.taskQueue,
-      args: [{ inactiveProfileTtlMs, rawEventTtlMs: 3_600_000, eventHistoryTtlMs }],
+      args: [{ inactiveProfileTtlMs, rawEventTtlMs: 3_600_000, eventHistoryTtlMs: 365 * DAY }],
     });
   const daysAgo = (days: number) => new Date(Date.now() - days * DAY).toISOString();
   let events = 0;
@@ -158,20 +158,5 @@ describe('inactive people leave the store: profile documents, identity claims an
     expect(erased).toMatchObject({ state: 'completed', result: { found: true, events: 2 } });
     expect(erased.steps.find((step: { name: string }) => step.name === 'erase').touched).toMatchObject({ expired_profiles: 1 });
     expect(await findResidue(platform.store.db, needles)).toEqual([]);
-  });
-
-  it('lets the record of an expired document go with the last of its events, at the end of the history window', async () => {
-    await send([{ id: 'g1', days: 40, identities: { cookie_id: 'gone-g' } }]);
-    const g = (await lookup('cookie_id', 'gone-g')).body;
-    expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(1);
-    const records = platform.store.db.collection(EXPIRED_PROFILES_COLLECTION);
-    expect(await records.countDocuments({ _id: g.id as never })).toBe(1);
-    // A window longer than the time since it expired keeps it; one that ends after it drops it with the events.
-    await retain(30 * DAY, 60_000);
-    expect(await records.countDocuments({ _id: g.id as never })).toBe(1);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-    const report = await retain(30 * DAY, 1);
-    expect(report.routedBatchesRemoved).toBeGreaterThan(0);
-    expect(await records.countDocuments({})).toBe(0);
   });
 });
