@@ -695,10 +695,11 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       result.versionsRemoved += await profiles.dropGroup(group, settled.map((member) => member._id));
       const counts = position.groups[current];
       counts.written += carried.length;
-      // Expired documents carried along stay marked: their group may go once the last of them may.
+      // Expired documents carried along stay marked: their group may go once the last of them may. One
+      // kept past its time (a link names it) is not: its new group would fall due at once, and again.
       for (const doc of carried) {
         const expiredAt = doc.retired?.expired?.at;
-        if (!expiredAt) continue;
+        if (!expiredAt || (purge && purgeable(expiredAt))) continue;
         counts.expired = (counts.expired ?? 0) + 1;
         if (!counts.expiredAt || counts.expiredAt < expiredAt) counts.expiredAt = expiredAt;
       }
