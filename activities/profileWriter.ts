@@ -13,7 +13,7 @@ import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
 import { EvaluationTime, SegmentEvaluator, type SegmentDefinition } from '../domain/segmentRules';
-import type { Store } from '../store/db';
+import { forEachConcurrently, type Store } from '../store/db';
 import { IdentityCapStore } from '../store/identityCaps';
 import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
 import { ItemModelStore } from '../store/itemModel';
@@ -208,7 +208,11 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const active = new Set([...batches.flatMap((batch) => [...batch.profiles, ...(batch.linked ?? [])]), ...split.current.keys()]);
     const expiring = await expiry.prepare(input.partition, input.expiries ?? [], active, trustSince);
     result.expiriesWithMore = expiring.more;
-    if (batches.length === 0 && split.written.length === 0 && expiring.slices.length === 0) return result;
+    if (batches.length === 0 && split.written.length === 0 && expiring.slices.length === 0) {
+      // Nothing to write; expired documents may have come of age to leave since the last write.
+      result.compactionDue = dueShare(position, null, true) >= compactWhenIdleAt;
+      return result;
+    }
 
     const linkedNow = new Set(batches.flatMap((batch) => batch.linked ?? []));
     const touched = [...new Set([...batches.flatMap((batch) => batch.profiles), ...linkedNow])];
@@ -686,7 +690,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       });
       // An expired document past the history window leaves whole — every version, wherever it is,
       // and its birth record — unless a link still names it (it leads to its successor): then it is carried.
-      const leaving = purge ? await unlinked(live.filter((current) => purgeable(current.retired?.expired?.at))) : [];
+      const ofAge = purge ? live.filter((current) => purgeable(current.retired?.expired?.at)) : [];
+      const leaving = await unlinked(ofAge);
+      const keptLinked = new Set(ofAge.filter((doc) => !leaving.includes(doc)).map((doc) => doc.profileId));
       if (leaving.length > 0) result.versionsRemoved += await profiles.purgeDocuments(leaving.map((doc) => doc.profileId));
       const carried = live.filter((current) => !leaving.includes(current)).map((current) => nextVersion(current));
       await saveInGroup(carried, current);
@@ -696,10 +702,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       const counts = position.groups[current];
       counts.written += carried.length;
       // Expired documents carried along stay marked: their group may go once the last of them may. One
-      // kept past its time (a link names it) is not: its new group would fall due at once, and again.
+      // kept past its time (a link names it) is looked at again a window from now, not at once.
       for (const doc of carried) {
-        const expiredAt = doc.retired?.expired?.at;
-        if (!expiredAt || (purge && purgeable(expiredAt))) continue;
+        const expiredAt = keptLinked.has(doc.profileId) ? now() : doc.retired?.expired?.at;
+        if (!expiredAt) continue;
         counts.expired = (counts.expired ?? 0) + 1;
         if (!counts.expiredAt || counts.expiredAt < expiredAt) counts.expiredAt = expiredAt;
       }
@@ -710,10 +716,18 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     return groups.length;
   }
 
-  /** The documents no identity link names (one indexed read each). */
+  /**
+   * The documents no identity link names, neither them nor a document they descend from (a link to
+   * a split parent reaches its successors through them): one indexed read per id.
+   */
   async function unlinked(docs: StoredVersion[]): Promise<StoredVersion[]> {
-    const named = await Promise.all(docs.map(async (doc) => (await identities.linksOf(doc.profileId)).length > 0));
-    return docs.filter((_, n) => !named[n]);
+    const named = new Set<string>();
+    await forEachConcurrently(docs, 16, async (doc) => {
+      for (const id of [doc.profileId, ...(doc.ancestors ?? [])]) {
+        if ((await identities.linksOf(id)).length > 0) return void named.add(doc.profileId);
+      }
+    });
+    return docs.filter((doc) => !named.has(doc.profileId));
   }
 
   /** Whether a group member is newer than the newest version known of its document. */

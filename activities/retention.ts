@@ -304,15 +304,26 @@ export function createRetentionActivities(deps: RetentionDeps) {
         let batches = 0;
         let backlog = false;
         const positions = await routed.loadPositions(deps.config.DMP_PROFILE_PARTITIONS);
-        for (const source of await sources.list()) {
+        const woken = new Set<number>();
+        const all = await sources.list();
+        for (const source of all) {
           const drained = (await sources.loadPosition(source._id))?.cursor ?? 0;
           for (const [partition, position] of positions.entries()) {
             const cursor = position.cursors[source._id] ?? 0;
             const removed = await retention.expireRoutedBatches(partition, source._id, cursor, before, PER_STREAM);
             batches += removed;
             backlog ||= removed === PER_STREAM;
-            if (cursor < drained) await wakeProfilePartition(deps.temporal, deps.store.db.databaseName, partition, source._id, deps.config);
+            if (cursor < drained) {
+              await wakeProfilePartition(deps.temporal, deps.store.db.databaseName, partition, source._id, deps.config);
+              woken.add(partition);
+            }
             heartbeat({ partition, sourceId: source._id });
+          }
+        }
+        // Every other partition is woken too: a quiet one then looks whether expired documents have come of age to leave.
+        if (all.length > 0) {
+          for (const partition of positions.keys()) {
+            if (!woken.has(partition)) await wakeProfilePartition(deps.temporal, deps.store.db.databaseName, partition, all[0]._id, deps.config);
           }
         }
         // Past the window by a drain cache's age too: an event routed from a stale cache after the expiry is gone by then.
