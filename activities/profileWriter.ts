@@ -691,10 +691,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       // An expired document past the history window leaves whole — every version, wherever it is,
       // and its birth record — unless a link still names it (it leads to its successor): then it is carried.
       const ofAge = purge ? live.filter((current) => purgeable(current.retired?.expired?.at)) : [];
-      const leaving = await unlinked(ofAge);
-      const keptLinked = new Set(ofAge.filter((doc) => !leaving.includes(doc)).map((doc) => doc.profileId));
-      if (leaving.length > 0) result.versionsRemoved += await profiles.purgeDocuments(leaving.map((doc) => doc.profileId));
-      const carried = live.filter((current) => !leaving.includes(current)).map((current) => nextVersion(current));
+      const leaving = new Set((await unlinked(ofAge)).map((doc) => doc.profileId));
+      const keptLinked = new Set(ofAge.map((doc) => doc.profileId).filter((id) => !leaving.has(id)));
+      if (leaving.size > 0) result.versionsRemoved += await profiles.purgeDocuments([...leaving]);
+      const carried = live.filter((current) => !leaving.has(current.profileId)).map((current) => nextVersion(current));
       await saveInGroup(carried, current);
       await deps.onFoldStep?.('group-carried', current);
       result.versionsCarried += carried.length;
