@@ -216,12 +216,17 @@ export function createCollectionActivities(deps: CollectionDeps) {
     // A refused identity stays off the event: the document it would have joined is full of its type.
     const refusedKeys = new Map<number, Set<string>>();
     for (const refusal of resolution.refusals) refusedKeys.set(refusal.event, (refusedKeys.get(refusal.event) ?? new Set()).add(refusal.key));
-    const keep = (index: number) => (identity: Identity) => !blocked(identityKey(identity)) && !refusedKeys.get(index)?.has(identityKey(identity));
+    const keep = (index: number) => (identity: Identity) => {
+      const key = identityKey(identity);
+      if (!blocked(key)) return !refusedKeys.get(index)?.has(key);
+      blockedIdentities++;
+      return false;
+    };
     batch.events.forEach(({ seq, event }, index) => {
       const profileId = resolution.targets[index];
-      for (const identity of event.identities) if (blocked(identityKey(identity))) blockedIdentities++;
       if (profileId === null) {
         refused++; // only blocklisted identities: nothing to attach it to
+        blockedIdentities += event.identities.length;
         return;
       }
       const target = routed[partitionOf(profileId, partitions)];

@@ -285,12 +285,13 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     if ([...created].some((id) => bornBefore.has(id))) throw new Error(`partition ${input.partition}: a document a batch made had been folded before: the retry reads it`);
     // Marked before the versions are written: a retry that finds them written would not mark again.
     await markCaps([...toSave, ...split.written], split.replaced, stored);
+    // The expired documents' empty versions this fold writes, counted on its group (see `purgeable`).
+    const expiredMark = expiring.versions.length > 0 ? { expired: expiring.versions.length, expiredAt: now() } : {};
     // The group is recorded before anything is written to it: an attempt interrupted mid-write
     // leaves a group compaction knows of (its versions are superseded by the retry's), never a leak.
     if (recorded) takenGroups.set(input.partition, group);
     else {
-      const stubsRecorded = expiring.versions.length > 0 ? { expired: expiring.versions.length, expiredAt: now() } : {};
-      const recording = { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0, ...stubsRecorded } } };
+      const recording = { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0, ...expiredMark } } };
       await savePosition(input.partition, recording);
       position.token = recording.token;
     }
@@ -300,8 +301,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const retired = [...split.written.filter((doc) => doc.retired && !relearned.some((next) => next.profileId === doc.profileId)), ...relearned];
     await saveInGroup(retired, group);
     toSave.push(...retired);
-    const stubs = expiring.versions.length;
-    position.groups[group] = { written: toSave.length, superseded: 0, ...(stubs > 0 && { expired: stubs, expiredAt: now() }) };
+    position.groups[group] = { written: toSave.length, superseded: 0, ...expiredMark };
     for (const doc of toSave) {
       const previous = split.replaced.get(doc.profileId) ?? stored.get(doc.profileId);
       const counts = previous && Object.hasOwn(position.groups, previous.group) ? position.groups[previous.group] : undefined;
