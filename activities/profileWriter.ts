@@ -100,7 +100,7 @@ function firstAttempt(): boolean {
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
-export type FoldStep = 'versions-writing' | 'profiles-partly-written' | 'group-carried' | 'split-parts-written' | 'versions-written';
+export type FoldStep = 'versions-writing' | 'profiles-partly-written' | 'group-carried' | 'group-dropped' | 'split-parts-written' | 'versions-written';
 
 export interface ProfileWriterDeps {
   store: Store;
@@ -133,8 +133,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const profiles = new ProfileStore(deps.store);
   /** Each partition's position as this process saved it last (see loadPosition). */
   const savedPositions = new Map<number, PartitionPosition>();
-  /** Each partition's reserved group an attempt here has taken (see attemptGroup). */
-  const takenGroups = new Map<number, string>();
+  /** Each partition's group this process reserved for its next attempt and no attempt has written to yet (see attemptGroup). */
+  const reservedHere = new Map<number, string>();
   /** Per partition, the cache point (ProfileStore.cachePoint) since which this process's caches of it are current. */
   const trustedSince = new Map<number, number>();
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
@@ -167,6 +167,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const marksRead = marks.slotsRead;
     const trustSince = trusts(input.partition, input.lastWriter);
     const position = await loadPosition(input.partition, trustSince);
+    // Each attempt writes under a group of its own, recorded before its first write (below).
+    const { group, recorded } = attemptGroup(input.partition, position, trustSince);
+    await settleInterrupted(position, group);
     const saved = structuredClone(position);
     const sourceIds = input.includeKnown ? [...new Set([...input.sourceIds, ...Object.keys(position.cursors)])] : input.sourceIds;
     const result: FoldResult = {
@@ -184,8 +187,6 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       versionsRemoved: 0,
       versionsCarried: 0,
     };
-    // Each attempt writes under a group of its own, recorded before its first write (below).
-    const { group, recorded } = attemptGroup(input.partition, position, trustSince);
     const split = await splitDocuments(input.partition, input.splits ?? [], group, trustSince, result);
     const batches: RoutedBatch[] = [];
     for (const sourceId of sourceIds) {
@@ -289,9 +290,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const expiredMark = expiring.versions.length > 0 ? { expired: expiring.versions.length, expiredAt: now() } : {};
     // The group is recorded before anything is written to it: an attempt interrupted mid-write
     // leaves a group compaction knows of (its versions are superseded by the retry's), never a leak.
-    if (recorded) takenGroups.set(input.partition, group);
+    if (recorded) reservedHere.delete(input.partition);
     else {
-      const recording = { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0, ...expiredMark } } };
+      const recording = { ...saved, groups: { ...saved.groups, [group]: { written: toSave.length + split.written.length, superseded: 0, ...expiredMark } }, writing: [group] };
       await savePosition(input.partition, recording);
       position.token = recording.token;
     }
@@ -311,7 +312,13 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await withoutErasedSince(marksRead, input.partition, toSave);
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
-    if (dueShare(position, group, false) >= compactInFoldAt) await compact(position, group, trustSince, result, Infinity, false);
+    if (dueShare(position, group, false) >= compactInFoldAt) {
+      // The fold's counts are saved first, its group settled: compaction deletes only groups that saved
+      // counts make due, so one interrupted leaves no count standing for versions it deleted.
+      delete position.nextGroup;
+      await savePosition(input.partition, position);
+      await compact(position, group, trustSince, result, Infinity, false);
+    }
     result.compactionDue = dueShare(position, group, true) >= compactWhenIdleAt;
     // Saved before the changes are recorded: a fold whose writer was taken over meanwhile (its save
     // refused) records nothing, so the writer that took over is the only one to record them.
@@ -355,8 +362,31 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    */
   function attemptGroup(partition: number, position: PartitionPosition, trustSince: number | undefined): { group: string; recorded: boolean } {
     const reserved = position.nextGroup;
-    if (trustSince !== undefined && reserved && Object.hasOwn(position.groups, reserved) && takenGroups.get(partition) !== reserved) return { group: reserved, recorded: true };
+    if (trustSince !== undefined && reserved && Object.hasOwn(position.groups, reserved) && reservedHere.get(partition) === reserved) return { group: reserved, recorded: true };
     return { group: `p${partition}-${randomUUID()}`, recorded: false };
+  }
+
+  /**
+   * Settles the write groups an interrupted attempt may have written to without saving their counts —
+   * the group reserved for the next attempt (unless this one, `own`, is it) and those recorded as
+   * `writing` — from what the store holds (ProfileStore.tally): their versions, and the versions
+   * those replaced, counted superseded in their groups. Unsettled, a replaced version would count as
+   * live for ever and its group never fall due. A group found empty stays, written 0: compaction
+   * takes it (and reads what a stalled writer may still write into it).
+   */
+  async function settleInterrupted(position: PartitionPosition, own: string): Promise<void> {
+    const interrupted = new Set(position.writing ?? []);
+    if (position.nextGroup && position.nextGroup !== own) interrupted.add(position.nextGroup);
+    const tallies = [];
+    for (const group of interrupted) if (Object.hasOwn(position.groups, group)) tallies.push({ group, tally: await profiles.tally(group) });
+    for (const { group, tally } of tallies) {
+      position.groups[group] = { written: tally.written, superseded: 0, ...(tally.expired > 0 && { expired: tally.expired, expiredAt: tally.expiredAt }) };
+    }
+    for (const { tally } of tallies) {
+      for (const [group, count] of tally.replaced) if (Object.hasOwn(position.groups, group)) position.groups[group].superseded += count;
+    }
+    if (position.nextGroup !== own) delete position.nextGroup;
+    delete position.writing;
   }
 
   /** Records a new, empty group for the writer's next attempt in the position about to be saved. */
@@ -364,6 +394,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const group = `p${partition}-${randomUUID()}`;
     position.groups[group] = { written: 0, superseded: 0 };
     position.nextGroup = group;
+    reservedHere.set(partition, group);
     return position;
   }
 
@@ -402,12 +433,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const trustSince = trusts(input.partition, input.lastWriter);
     const position = await loadPosition(input.partition, trustSince);
     const result: CompactResult = { writer: writerId, groups: 0, versionsRemoved: 0, versionsCarried: 0, more: false };
-    if (dueGroups(position, null, true).length === 0) return result;
     const { group, recorded } = attemptGroup(input.partition, position, trustSince);
-    if (recorded) takenGroups.set(input.partition, group);
+    await settleInterrupted(position, group);
+    if (dueGroups(position, null, true).length === 0) return result;
+    if (recorded) reservedHere.delete(input.partition);
     else {
       position.groups[group] = { written: 0, superseded: 0 };
+      position.writing = [group];
       await savePosition(input.partition, position);
+      delete position.writing;
     }
     result.groups = await compact(position, group, trustSince, result, input.maxGroups, true);
     result.more = dueShare(position, group, true) >= compactWhenIdleAt;
@@ -699,6 +733,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       await deps.onFoldStep?.('group-carried', current);
       result.versionsCarried += carried.length;
       result.versionsRemoved += await profiles.dropGroup(group, settled.map((member) => member._id));
+      await deps.onFoldStep?.('group-dropped', current);
       const counts = position.groups[current];
       counts.written += carried.length;
       // Expired documents carried along stay marked: their group may go once the last of them may. One

@@ -96,6 +96,12 @@ export interface PartitionPosition {
    * for its next fold or compaction: that one need not save the position before writing.
    */
   nextGroup?: string;
+  /**
+   * Groups among `groups` that an attempt recorded before writing to them and has not saved its
+   * counts for since. An attempt that finds one here (or the reserved `nextGroup`, unless it takes
+   * it) was preceded by one interrupted after it may have written: it settles their counts from the store.
+   */
+  writing?: string[];
   /** Superseded versions removed so far. */
   versionsRemoved: number;
   /** Set anew by every save (absent before the first): a save is refused unless the position it replaces is the one it was loaded as. */
@@ -237,6 +243,7 @@ export class ProfileEventLog {
       duplicates: doc?.duplicates ?? {},
       groups: doc?.groups ?? {},
       ...(doc?.nextGroup && { nextGroup: doc.nextGroup }),
+      ...(doc?.writing?.length && { writing: doc.writing }),
       versionsRemoved: doc?.versionsRemoved ?? 0,
       ...(doc?.token && { token: doc.token }),
     };

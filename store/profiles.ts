@@ -46,6 +46,17 @@ function sliceEntry({ _id, profileId, version }: SliceEntry): SliceEntry {
   return { _id, profileId, version };
 }
 
+/** What a write group holds (see ProfileStore.tally). */
+export interface GroupTally {
+  /** Its versions in the store. */
+  written: number;
+  /** Per write group, how many of the versions this group's versions replaced it holds. */
+  replaced: Map<string, number>;
+  /** Empty versions of expired documents among its versions, and when the last of them expired. */
+  expired: number;
+  expiredAt?: Date;
+}
+
 /** A profile document version as read back, with the write group it came in. */
 export type StoredVersion = Readonly<ProfileDoc> & { readonly group: string };
 
@@ -387,6 +398,31 @@ export class ProfileStore {
    */
   private async pullFromSlice(slice: string, entries: SliceEntry[]): Promise<void> {
     await this.claims.exclusive(`${COLLECTIONS.profileGroupSlices}/${slice}`, () => this.slices.updateOne({ _id: slice }, { $pullAll: { versions: entries } }));
+  }
+
+  /**
+   * What a write group holds, for a writer settling a write whose counts were never saved (it was
+   * interrupted): its versions in the store, the previous version of each (the one it replaced) by
+   * write group, and its expired documents' empty versions. One indexed read of the group's slices,
+   * and one per document they name: paid only after an interruption.
+   */
+  async tally(group: string): Promise<GroupTally> {
+    const named = new Map<string, Set<string>>();
+    for (const member of await this.groupMembers(group)) named.set(member.profileId, (named.get(member.profileId) ?? new Set()).add(member._id));
+    const tally: GroupTally = { written: 0, replaced: new Map(), expired: 0 };
+    await forEachConcurrently([...named], 16, async ([profileId, ids]) => {
+      const versions = await this.profiles.find({ profileId }).toArray();
+      for (const version of versions.filter((stored) => stored.group === group && ids.has(stored._id))) {
+        tally.written++;
+        const previous = versions.filter((stored) => stored.version < version.version).sort((a, b) => b.version - a.version)[0];
+        if (previous) tally.replaced.set(previous.group, (tally.replaced.get(previous.group) ?? 0) + 1);
+        const expiredAt = decodeProfile(version).retired?.expired?.at;
+        if (!expiredAt) continue;
+        tally.expired++;
+        if (!tally.expiredAt || tally.expiredAt < expiredAt) tally.expiredAt = expiredAt;
+      }
+    });
+    return tally;
   }
 
   /**
