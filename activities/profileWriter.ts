@@ -313,11 +313,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
     if (dueShare(position, group, false) >= compactInFoldAt) {
-      // The fold's counts are saved first, its group settled: compaction deletes only groups that saved
-      // counts make due, so one interrupted leaves no count standing for versions it deleted.
+      // The fold's counts are saved first, with the group the compaction carries into: it deletes only
+      // groups that saved counts make due, so one interrupted leaves no count standing for versions it deleted.
       delete position.nextGroup;
-      await savePosition(input.partition, position);
-      await compact(position, group, trustSince, result, Infinity, false);
+      const carriedTo = await recordGroup(input.partition, position);
+      await compact(position, carriedTo, trustSince, result, Infinity, false);
+      if (position.groups[carriedTo].written === 0) delete position.groups[carriedTo];
     }
     result.compactionDue = dueShare(position, group, true) >= compactWhenIdleAt;
     // Saved before the changes are recorded: a fold whose writer was taken over meanwhile (its save
@@ -363,7 +364,22 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   function attemptGroup(partition: number, position: PartitionPosition, trustSince: number | undefined): { group: string; recorded: boolean } {
     const reserved = position.nextGroup;
     if (trustSince !== undefined && reserved && Object.hasOwn(position.groups, reserved) && reservedHere.get(partition) === reserved) return { group: reserved, recorded: true };
-    return { group: `p${partition}-${randomUUID()}`, recorded: false };
+    return { group: newGroupId(partition), recorded: false };
+  }
+
+  const newGroupId = (partition: number) => `p${partition}-${randomUUID()}`;
+
+  /**
+   * Records a new, empty group in the position and saves it, before anything is written to it; the
+   * save marks it `writing`, so an attempt interrupted before its next save is settled by the next.
+   */
+  async function recordGroup(partition: number, position: PartitionPosition): Promise<string> {
+    const group = newGroupId(partition);
+    position.groups[group] = { written: 0, superseded: 0 };
+    position.writing = [group];
+    await savePosition(partition, position);
+    delete position.writing;
+    return group;
   }
 
   /**
@@ -382,16 +398,19 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     for (const { group, tally } of tallies) {
       position.groups[group] = { written: tally.written, superseded: 0, ...(tally.expired > 0 && { expired: tally.expired, expiredAt: tally.expiredAt }) };
     }
-    for (const { tally } of tallies) {
-      for (const [group, count] of tally.replaced) if (Object.hasOwn(position.groups, group)) position.groups[group].superseded += count;
-    }
+    for (const { tally } of tallies) countReplaced(position, tally.replaced);
     if (position.nextGroup !== own) delete position.nextGroup;
     delete position.writing;
   }
 
+  /** Counts versions replaced (ProfileStore.tally) superseded in their groups. */
+  function countReplaced(position: PartitionPosition, replaced: Map<string, number>): void {
+    for (const [group, count] of replaced) if (Object.hasOwn(position.groups, group)) position.groups[group].superseded += count;
+  }
+
   /** Records a new, empty group for the writer's next attempt in the position about to be saved. */
   function reserveNextGroup(partition: number, position: PartitionPosition): PartitionPosition {
-    const group = `p${partition}-${randomUUID()}`;
+    const group = newGroupId(partition);
     position.groups[group] = { written: 0, superseded: 0 };
     position.nextGroup = group;
     reservedHere.set(partition, group);
@@ -433,16 +452,11 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const trustSince = trusts(input.partition, input.lastWriter);
     const position = await loadPosition(input.partition, trustSince);
     const result: CompactResult = { writer: writerId, groups: 0, versionsRemoved: 0, versionsCarried: 0, more: false };
-    const { group, recorded } = attemptGroup(input.partition, position, trustSince);
-    await settleInterrupted(position, group);
+    const reserved = attemptGroup(input.partition, position, trustSince);
+    await settleInterrupted(position, reserved.group);
     if (dueGroups(position, null, true).length === 0) return result;
-    if (recorded) reservedHere.delete(input.partition);
-    else {
-      position.groups[group] = { written: 0, superseded: 0 };
-      position.writing = [group];
-      await savePosition(input.partition, position);
-      delete position.writing;
-    }
+    if (reserved.recorded) reservedHere.delete(input.partition);
+    const group = reserved.recorded ? reserved.group : await recordGroup(input.partition, position);
     result.groups = await compact(position, group, trustSince, result, input.maxGroups, true);
     result.more = dueShare(position, group, true) >= compactWhenIdleAt;
     if (position.groups[group].written === 0) delete position.groups[group];
@@ -714,13 +728,18 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustSince });
       // A member newer than the cache knows of was written by a fold this writer took over from, which
       // went on running (a stalled worker's local activity): the store knows better.
-      const beyondCache = [...new Set(members.filter((member) => isNewer(member, newest)).map((member) => member.profileId))];
-      for (const [id, doc] of await profiles.load(beyondCache)) newest.set(id, doc);
+      const beyondCache = members.filter((member) => isNewer(member, newest));
+      for (const [id, doc] of await profiles.load([...new Set(beyondCache.map((member) => member.profileId))])) newest.set(id, doc);
       // Still newer than the store: its write has not landed (or never will). It is neither carried nor deleted.
       const settled = members.filter((member) => !isNewer(member, newest));
+      // Those that landed replaced versions nobody counted (that fold's save was refused): they are counted now.
+      const landed = beyondCache.filter((member) => !isNewer(member, newest));
+      if (landed.length > 0) countReplaced(position, (await profiles.tally(group, landed)).replaced);
+      // A slice may name a version its write never made (the write was interrupted), which a later
+      // attempt then made under a group of its own: the version is that group's, not this one's.
       const live = settled.flatMap((member) => {
         const current = newest.get(member.profileId);
-        return current?._id === member._id ? [current] : [];
+        return current?._id === member._id && current.group === group ? [current] : [];
       });
       // An expired document past the history window leaves whole — every version, wherever it is,
       // and its birth record — unless a link still names it (it leads to its successor): then it is carried.

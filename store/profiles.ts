@@ -214,6 +214,12 @@ export function decodeForExport(stored: StoredProfile): Pick<ProfileDoc, 'identi
   };
 }
 
+/** Only the retired marker of a stored profile (a split or expired document's), without decoding the rest. */
+function retiredOf(stored: StoredProfile): ProfileDoc['retired'] {
+  const { sub, decode } = topLevel(stored.body.buffer);
+  return decode<ProfileDoc['retired']>(sub('retired', [BSON_DOCUMENT]), undefined);
+}
+
 /** A BSON number element (int32, int64 or double) as a JS number. */
 function readNumber(bytes: Uint8Array, [type, at]: [number, number, number]): number {
   if (type === 16) return NumberUtils.getInt32LE(bytes, at);
@@ -402,21 +408,22 @@ export class ProfileStore {
 
   /**
    * What a write group holds, for a writer settling a write whose counts were never saved (it was
-   * interrupted): its versions in the store, the previous version of each (the one it replaced) by
-   * write group, and its expired documents' empty versions. One indexed read of the group's slices,
-   * and one per document they name: paid only after an interruption.
+   * interrupted): of its `members` (by default all its slices name), those in the store, the group
+   * of the version each replaced (its version before, when still stored: a compaction may have
+   * deleted it, and an older one was replaced before), and its expired documents' empty versions.
+   * One indexed read of the group's slices, and one per document: paid only after an interruption.
    */
-  async tally(group: string): Promise<GroupTally> {
+  async tally(group: string, members?: SliceEntry[]): Promise<GroupTally> {
     const named = new Map<string, Set<string>>();
-    for (const member of await this.groupMembers(group)) named.set(member.profileId, (named.get(member.profileId) ?? new Set()).add(member._id));
+    for (const member of members ?? (await this.groupMembers(group))) named.set(member.profileId, (named.get(member.profileId) ?? new Set()).add(member._id));
     const tally: GroupTally = { written: 0, replaced: new Map(), expired: 0 };
     await forEachConcurrently([...named], 16, async ([profileId, ids]) => {
       const versions = await this.profiles.find({ profileId }).toArray();
       for (const version of versions.filter((stored) => stored.group === group && ids.has(stored._id))) {
         tally.written++;
-        const previous = versions.filter((stored) => stored.version < version.version).sort((a, b) => b.version - a.version)[0];
+        const previous = versions.find((stored) => stored.version === version.version - 1);
         if (previous) tally.replaced.set(previous.group, (tally.replaced.get(previous.group) ?? 0) + 1);
-        const expiredAt = decodeProfile(version).retired?.expired?.at;
+        const expiredAt = retiredOf(version)?.expired?.at;
         if (!expiredAt) continue;
         tally.expired++;
         if (!tally.expiredAt || tally.expiredAt < expiredAt) tally.expiredAt = expiredAt;

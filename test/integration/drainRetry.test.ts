@@ -17,7 +17,7 @@ import { ensureSourceWorkflow, wakeProfilePartition } from '../../temporal/clien
 import { sourceStatusQuery } from '../../workflows/sourceConnection';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
-import { eventsFolded, profileDifferences, unrecordedGroups } from '../support/profiles';
+import { eventsFolded, groupAccounts, profileDifferences, unrecordedGroups } from '../support/profiles';
 import { baseConfig, startWorker, stopPartitionWriters, testStore, testTemporal, uniqueName, waitFor, type RunningWorker } from '../support/services';
 
 describe('draining a source into profiles', () => {
@@ -205,7 +205,7 @@ describe('draining a source into profiles', () => {
     const injected: string[] = [];
     // Failures after every version is written and before the counts are saved — under a group
     // recorded first and under a reserved one — and after a compaction deleted a group's versions.
-    const { versions, finish } = await drainEveryoneEveryChunk('replaced', (store) => async (step, group) => {
+    const { store, versions, finish } = await drainEveryoneEveryChunk('replaced', (store) => async (step, group) => {
       if (step !== 'versions-written' && step !== 'group-dropped') return;
       const reserved = (await new ProfileEventLog(store).loadPositions(baseConfig.DMP_PROFILE_PARTITIONS)).some((position) => position.nextGroup === group);
       const kind = step === 'versions-written' ? `${step}:${reserved ? 'reserved' : 'recorded'}` : step;
@@ -218,6 +218,10 @@ describe('draining a source into profiles', () => {
     expect(new Set(injected)).toEqual(new Set(['versions-written:recorded', 'versions-written:reserved', 'group-dropped']));
     // Every version but the newest of each profile is counted superseded in its group, so every such group falls due.
     await waitFor('the idle partitions to compact to one version a profile', async () => (await versions()) <= 200, 60_000);
+    // And counted exactly: each group left holds what it counts written, none of it superseded (no
+    // count stands for versions gone, none was counted twice).
+    const { groups } = await groupAccounts(store, baseConfig.DMP_PROFILE_PARTITIONS);
+    expect(groups.filter((account) => account.written !== account.stored || account.superseded !== 0)).toEqual([]);
     await finish();
   });
 

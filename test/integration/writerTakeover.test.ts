@@ -1,6 +1,7 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { createProfileWriterActivities, type ProfileWriterActivities } from '../../activities/profileWriter';
-import type { Store } from '../../store/db';
+import { profileVersionId } from '../../domain/profile';
+import { COLLECTIONS, type Store } from '../../store/db';
 import { ProfileEventLog, routedBatchId } from '../../store/profileEvents';
 import { ProfileStore } from '../../store/profiles';
 import { idsInPartition } from '../support/profiles';
@@ -70,6 +71,27 @@ describe('a partition writer taken over while the old writer still writes', () =
     expect(compacted.groups).toBeGreaterThan(0);
     expect(await counts(z)).toEqual({ page_view: 1, purchase: 1 });
     expect(await counts(x)).toEqual({ page_view: 1 });
+    // The version the stalled write replaced (the new writer's own) is counted superseded, so its group
+    // falls due too: once compaction is done, z is one version.
+    expect(compacted.more).toBe(true);
+    while ((await taking.compactPartition({ partition: PARTITION, lastWriter: b, maxGroups: 8 })).more);
+    expect(await new ProfileStore(store).versions(z)).toHaveLength(1);
+  });
+
+  it('carries nothing for a version an interrupted write named in its group when another attempt made it in its own', async () => {
+    const [z] = idsInPartition(uniqueName('named'), 1, PARTITION, PARTITIONS);
+    const old = writer();
+    const a = await foldOne(old, z, 'page_view', null);
+    // The old writer's next write into the group it had reserved was cut off between the slice naming
+    // its versions and the versions: the slice names z's version 1, which it never made.
+    const reserved = (await log.loadPosition(PARTITION)).nextGroup!;
+    await store.db.collection(COLLECTIONS.profileGroupSlices).insertOne({ _id: `${reserved}:cut` as never, group: reserved, versions: [{ _id: profileVersionId(z, 1), profileId: z, version: 1 }] });
+    // The writer taking over makes version 1 in a group of its own, then compacts the reserved group.
+    const taking = writer();
+    const b = await foldOne(taking, z, 'purchase', a);
+    while ((await taking.compactPartition({ partition: PARTITION, lastWriter: b, maxGroups: 8 })).more);
+    expect((await new ProfileStore(store).versions(z)).map((version) => version.version)).toEqual([1]);
+    expect(await counts(z)).toEqual({ page_view: 1, purchase: 1 });
   });
 
   it('leaves a version the stalled fold writes into a group while it is being compacted', async () => {

@@ -66,21 +66,38 @@ export async function unrecordedGroups(store: Store, partitions: number): Promis
   return stored.filter((group) => !recorded.has(group));
 }
 
-/**
- * Where compaction stands, for a failure's message: per partition, each write group as its position
- * records it (written, superseded) beside the versions the store holds under it.
- */
-export async function compactionState(store: Store, partitions: number): Promise<string> {
+/** A write group as its partition's position counts it, beside the versions the store holds under it. */
+export interface GroupAccount {
+  partition: number;
+  group: string;
+  next: boolean;
+  written: number;
+  superseded: number;
+  stored: number;
+}
+
+/** Every recorded write group's counts beside what the store holds (a test-side scan), and the groups no position records. */
+export async function groupAccounts(store: Store, partitions: number): Promise<{ groups: GroupAccount[]; unrecorded: Map<string, number> }> {
   const held = new Map<string, number>();
   for await (const version of store.db.collection<{ group?: string }>(COLLECTIONS.profiles).find({}, { projection: { group: 1 } })) {
     held.set(version.group ?? '-', (held.get(version.group ?? '-') ?? 0) + 1);
   }
   const positions = await new ProfileEventLog(store).loadPositions(partitions);
-  const lines = positions.flatMap((position, partition) =>
-    Object.entries(position.groups).map(([group, counts]) => `p${partition} ${group}${group === position.nextGroup ? ' (next)' : ''}: written ${counts.written}, superseded ${counts.superseded}, stored ${held.get(group) ?? 0}`),
+  const groups = positions.flatMap((position, partition) =>
+    Object.entries(position.groups).map(([group, counts]) => ({ partition, group, next: group === position.nextGroup, written: counts.written, superseded: counts.superseded, stored: held.get(group) ?? 0 })),
   );
-  const recorded = new Set(positions.flatMap((position) => Object.keys(position.groups)));
-  for (const [group, n] of held) if (!recorded.has(group)) lines.push(`unrecorded ${group}: stored ${n}`);
+  const recorded = new Set(groups.map((account) => account.group));
+  return { groups, unrecorded: new Map([...held].filter(([group]) => !recorded.has(group))) };
+}
+
+/**
+ * Where compaction stands, for a failure's message: per partition, each write group as its position
+ * records it (written, superseded) beside the versions the store holds under it.
+ */
+export async function compactionState(store: Store, partitions: number): Promise<string> {
+  const { groups, unrecorded } = await groupAccounts(store, partitions);
+  const lines = groups.map((account) => `p${account.partition} ${account.group}${account.next ? ' (next)' : ''}: written ${account.written}, superseded ${account.superseded}, stored ${account.stored}`);
+  for (const [group, n] of unrecorded) lines.push(`unrecorded ${group}: stored ${n}`);
   return lines.join('\n');
 }
 
