@@ -317,7 +317,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       // groups that saved counts make due, so one interrupted leaves no count standing for versions it deleted.
       delete position.nextGroup;
       const carriedTo = await recordGroup(input.partition, position);
-      await compact(position, carriedTo, trustSince, result, Infinity, false);
+      await compact(position, carriedTo, trustSince, result, Infinity, false, group);
       if (position.groups[carriedTo].written === 0) delete position.groups[carriedTo];
     }
     result.compactionDue = dueShare(position, group, true) >= compactWhenIdleAt;
@@ -721,8 +721,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     result: Pick<FoldResult, 'versionsRemoved' | 'versionsCarried'>,
     maxGroups: number,
     purge: boolean,
+    /** A group left alone as well: a fold's own, just written. */
+    spare?: string,
   ): Promise<number> {
-    const groups = dueGroups(position, current, purge).slice(0, maxGroups);
+    const groups = dueGroups(position, current, purge).filter((group) => group !== spare).slice(0, maxGroups);
     for (const group of groups) {
       const members = await profiles.groupMembers(group);
       const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustSince });

@@ -67,7 +67,7 @@ export function encodeProfile(doc: ProfileDoc & { group?: string }, group: strin
 
 export function decodeProfile(stored: StoredProfile): StoredVersion {
   const body = BSON.deserialize(stored.body.buffer) as Omit<ProfileDoc, '_id' | 'profileId' | 'version'>;
-  return { _id: stored._id, profileId: stored.profileId, version: stored.version, group: stored.group, ...body };
+  return { _id: stored._id, profileId: stored.profileId, version: stored.version, ...body, group: stored.group };
 }
 
 const { parseToElements, ByteUtils, NumberUtils } = BSON.onDemand;
