@@ -121,14 +121,18 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
     return target;
   }
 
-  /** Appends the sync to the partner's source: one event per partner id, cookie and day (repeats are duplicates). */
+  /**
+   * Appends the sync to the partner's source: one event per partner id, cookie and day (repeats are
+   * duplicates). It carries the partner's user id as an identity (`partner_uid`), so the sync is an
+   * edge of the identity graph: two of our cookies the partner knows as one user are one person.
+   */
   async function appendSyncEvent(source: SourceDoc, partner: PartnerDoc, sync: SyncDecision, cookieId: string, at: Date): Promise<void> {
     const { gdpr_consent: tcf, gpp } = sync.signals;
     const event = {
       id: cookieSyncEventId(partner._id, sync.puid, cookieId, at),
       type: 'cookie_sync',
       timestamp: at.toISOString(),
-      identities: { cookie_id: cookieId },
+      identities: { cookie_id: cookieId, partner_uid: `${partner._id}:${sync.puid}` },
       properties: { partner: partner._id },
       ...((tcf !== undefined || gpp !== undefined) && { consent: { ...(tcf !== undefined && { tcf }), ...(gpp !== undefined && { gpp }) } }),
     };
@@ -209,7 +213,7 @@ export function registerPartnerPaths({ registry, problem, json, adminKey, config
     summary: "Cookie sync, called by the browser (no key): records the partner's id with our cookie id in the match tables and redirects to the partner's match URL with our id",
     description:
       `Reads the platform's cookie (\`${DMP_COOKIE_NAME}\`) or sets a new one (HttpOnly, 13 months, Path=/, SameSite=None; Secure over https — Lax over plain http, where browsers refuse SameSite=None — Domain=DMP_COOKIE_DOMAIN when set). ` +
-      'Records the pair both ways (newest DMP_MATCH_CAP kept per id, for DMP_MATCH_TTL_DAYS since last seen) and, when the partner has a `sourceId`, a `cookie_sync` event (one per partner id, cookie and day). ' +
+      'Records the pair both ways (newest DMP_MATCH_CAP kept per id, for DMP_MATCH_TTL_DAYS since last seen) and, when the partner has a `sourceId`, a `cookie_sync` event (one per partner id, cookie and day) carrying the partner\'s user id as identity `partner_uid`, which joins the cookie\'s profile in the identity graph. ' +
       "The redirect target only ever comes from the partner's config: a request naming one (" +
       REDIRECT_PARAMS.map((param) => `\`${param}\``).join(', ') +
       ') is refused. Consent: where the GDPR applies (`gdpr=1`, or a TC string is sent) without consent to TCF purpose 1, or a GPP US section or US Privacy string records an opt-out, or a TC or GPP string cannot be read, ' +

@@ -297,7 +297,7 @@ export const InsightsSchema = z
       .record(z.string(), z.object({ profiles: z.number().int(), share: ShareSchema, meanCount: z.number().openapi({ description: 'Events of the type per member holding any, from the totals kept on profiles' }) }))
       .openapi({ description: 'Per event type as collected' }),
     identityCoverage: z
-      .object({ email: ShareSchema, phone: ShareSchema, maid: ShareSchema, crm_id: ShareSchema, cookie_id: ShareSchema })
+      .object({ email: ShareSchema, phone: ShareSchema, maid: ShareSchema, crm_id: ShareSchema, cookie_id: ShareSchema, partner_uid: ShareSchema })
       .openapi({ description: 'Shares of members holding an identity of each type (an email or phone counts when its hash is held)' }),
     consentCoverage: z.record(z.string(), ShareSchema).openapi({ description: 'Per TCF purpose number, the share of members whose TC string consents to it' }),
   })
@@ -313,6 +313,8 @@ function coverage(report: Pick<AudienceReport, 'size' | 'identities' | 'consent'
       maid: of(report.identities.maid),
       crm_id: of(report.identities.crm_id),
       cookie_id: of(report.identities.cookie_id),
+      // Reports counted before partner user ids joined the graph hold none.
+      partner_uid: of(report.identities.partner_uid ?? 0),
     },
     consentCoverage: Object.fromEntries(report.consent.map(({ purpose, profiles }) => [String(purpose), of(profiles)])),
   };

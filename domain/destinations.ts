@@ -1,8 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { identityKey, uid2Of, type Identity } from './identity';
+import { identityKey, PARTNER_ID, uid2Of, type Identity } from './identity';
 import type { ProfileConsent, ProfileDoc } from './profile';
-import { PARTNER_ID } from './partners';
 import { listedOnce, nonEmptyChange } from './schemaChecks';
 import { UsageLabelSchema } from './schemas';
 import { NullableScheduleSchema, SegmentScheduleSchema } from './segments';

@@ -2,11 +2,11 @@ import { createHash } from 'node:crypto';
 import { parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js';
 
 /** Identity types a client may send. Raw `email`/`phone` never reach the store: they become hashes. */
-export const INPUT_IDENTITY_TYPES = ['cookie_id', 'maid', 'email', 'phone', 'email_sha256', 'phone_sha256', 'crm_id'] as const;
+export const INPUT_IDENTITY_TYPES = ['cookie_id', 'maid', 'email', 'phone', 'email_sha256', 'phone_sha256', 'crm_id', 'partner_uid'] as const;
 export type InputIdentityType = (typeof INPUT_IDENTITY_TYPES)[number];
 
 /** Identity types as stored in profiles and in the identity index. */
-export const STORED_IDENTITY_TYPES = ['cookie_id', 'maid', 'email_sha256', 'phone_sha256', 'crm_id'] as const;
+export const STORED_IDENTITY_TYPES = ['cookie_id', 'maid', 'email_sha256', 'phone_sha256', 'crm_id', 'partner_uid'] as const;
 export type StoredIdentityType = (typeof STORED_IDENTITY_TYPES)[number];
 
 export interface Identity {
@@ -27,7 +27,7 @@ export interface Identity {
 }
 
 /** The order in which an event's identities choose its profile when they point at different ones. */
-export const IDENTITY_PRIORITY: readonly StoredIdentityType[] = ['crm_id', 'email_sha256', 'phone_sha256', 'maid', 'cookie_id'];
+export const IDENTITY_PRIORITY: readonly StoredIdentityType[] = ['crm_id', 'email_sha256', 'phone_sha256', 'maid', 'cookie_id', 'partner_uid'];
 
 /** Orders identity types by IDENTITY_PRIORITY, highest first. */
 export function byTypePriority(a: StoredIdentityType, b: StoredIdentityType): number {
@@ -97,6 +97,11 @@ export function normalizeSha256(raw: string): string {
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
+/** A sync partner's id: a slug, since it is part of match-table keys and `partner_uid` values (`<partner>:<puid>`) and of the `partner:<id>` id type. */
+export const PARTNER_ID = /^[a-z0-9][a-z0-9_-]{0,31}$/;
+/** A partner's own user id as a sync passes it: printable ASCII without spaces, not an unexpanded macro. */
+export const PARTNER_USER_ID = /^(?!\$\{.*\}$|\[.*\]$|%%.*%%$)[\x21-\x7e]{1,256}$/;
+
 /** Turns one client-sent identity into its stored form: hashed when it is PII, validated always. */
 export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPhoneRegion: string): Identity {
   switch (type) {
@@ -118,6 +123,15 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
       if (!UUID.test(value)) throw new IdentityError('not a mobile advertising id (IDFA/GAID UUID)');
       // What iOS and Android report when the user limits ad tracking: shared by millions, never an id.
       if (/^[0-]+$/.test(value)) throw new IdentityError('is all zeros: the device limits ad tracking');
+      return { type, value };
+    }
+    case 'partner_uid': {
+      // A partner's user id, named by the partner (as a cookie sync records it): the same id of two partners is two people.
+      const value = raw.trim();
+      const colon = value.indexOf(':');
+      if (colon < 1 || !PARTNER_ID.test(value.slice(0, colon)) || !PARTNER_USER_ID.test(value.slice(colon + 1))) {
+        throw new IdentityError('must be <partner>:<partner user id>: a partner id (lowercase slug), a colon, then printable ASCII without spaces, at most 256');
+      }
       return { type, value };
     }
     case 'cookie_id':

@@ -5,9 +5,11 @@ import { identityKey, sha256Hex, type Identity } from './identity';
  * profile. An all-zero mobile ad id is what iOS and Android report when tracking is limited; the
  * others are placeholders and test addresses that forms and SDKs commonly send.
  */
+const PLACEHOLDERS = ['', 'undefined', 'null', '0', '-1', 'none', 'unknown', 'anonymous', 'NaN'];
+
 const JUNK: Identity[] = [
   { type: 'maid', value: '00000000-0000-0000-0000-000000000000' },
-  ...['', 'undefined', 'null', '0', '-1', 'none', 'unknown', 'anonymous', 'NaN'].flatMap((value) => [
+  ...PLACEHOLDERS.flatMap((value) => [
     { type: 'cookie_id' as const, value },
     { type: 'crm_id' as const, value },
   ]),
@@ -17,8 +19,14 @@ const JUNK: Identity[] = [
   ...['+10000000000', '+11111111111', '+15555555555'].map((phone) => ({ type: 'phone_sha256' as const, value: sha256Hex(phone) })),
 ];
 
-/** A check for identity keys (`<type>:<value>`) that never join profiles: the built-in junk plus `extra`. */
+const PARTNER_UID = 'partner_uid:';
+
+/**
+ * A check for identity keys (`<type>:<value>`) that never join profiles: the built-in junk plus
+ * `extra`, and a placeholder as any partner's user id (`partner_uid:<partner>:<placeholder>`).
+ */
 export function identityBlocklist(extra: string[] = []): (key: string) => boolean {
   const keys = new Set([...JUNK.map(identityKey), ...extra]);
-  return (key) => keys.has(key);
+  const placeholders = new Set(PLACEHOLDERS);
+  return (key) => keys.has(key) || (key.startsWith(PARTNER_UID) && placeholders.has(key.slice(key.indexOf(':', PARTNER_UID.length) + 1)));
 }

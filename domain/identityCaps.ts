@@ -6,10 +6,10 @@ export type IdentityCaps = Record<StoredIdentityType, number>;
 
 /**
  * Defaults after what anchor products keep: Adobe Audience Manager holds at most 1,000 device ids per
- * cross-device id and 100 mobile ids per CRM id. A person with more emails, phones or CRM ids than
+ * cross-device id and 100 mobile ids per CRM id (a partner's user id is a device id of theirs). A person with more emails, phones or CRM ids than
  * these is far likelier a shared or synthetic value than a real customer.
  */
-export const DEFAULT_IDENTITY_CAPS = 'cookie_id=1000,maid=100,email_sha256=20,phone_sha256=20,crm_id=5';
+export const DEFAULT_IDENTITY_CAPS = 'cookie_id=1000,maid=100,email_sha256=20,phone_sha256=20,crm_id=5,partner_uid=1000';
 
 /** Parses `type=n,…`; types left out keep their default. Throws naming the bad part. */
 export function parseIdentityCaps(text: string): IdentityCaps {

@@ -6,13 +6,12 @@ import { ConsentError, decodeConsent, type StoredConsent } from './consent';
 import { escapeRegex, originPattern } from './outboundUrls';
 import { nonEmptyChange } from './schemaChecks';
 import { nameText, storableText } from './text';
+import { PARTNER_ID, PARTNER_USER_ID } from './identity';
 
 extendZodWithOpenApi(z);
 
 // ---- partners ----------------------------------------------------------------------------------
 
-/** A partner's id: a slug, since it is part of match-table keys (`<partner>:<puid>`) and of the `partner:<id>` id type. */
-export const PARTNER_ID = /^[a-z0-9][a-z0-9_-]{0,31}$/;
 export const PartnerIdSchema = z
   .string()
   .regex(PARTNER_ID, 'a slug: lowercase letters, digits, `_` or `-`, at most 32, starting with a letter or digit')
@@ -63,7 +62,7 @@ function redirectUrlSchema(allowlist: ReadonlySet<string>) {
 const PartnerName = nameText(200);
 const SourceRef = storableText(64)
   .min(1)
-  .openapi({ description: 'A source whose log gets a `cookie_sync` event per recorded sync (identity `cookie_id`, property `partner`), so the cookie\'s profile sees it; it must exist (404 naming `sourceId`)' });
+  .openapi({ description: 'A source whose log gets a `cookie_sync` event per recorded sync (identities `cookie_id` and `partner_uid` `<partner>:<puid>`, property `partner`), so the sync joins the cookie\'s profile in the identity graph; it must exist (404 naming `sourceId`)' });
 
 /** The partner requests; match URLs may use plain http to the hosts in `allowlist`. */
 export function partnerRequestSchemas(allowlist: ReadonlySet<string>) {
@@ -153,7 +152,7 @@ function signal<T extends z.ZodType<string>>(schema: T, description: string) {
 export const SyncQuerySchema = z.object({
   puid: z
     .string()
-    .regex(/^(?!\$\{.*\}$|\[.*\]$|%%.*%%$)[\x21-\x7e]{1,256}$/, 'printable ASCII without spaces, at most 256, not an unexpanded macro')
+    .regex(PARTNER_USER_ID, 'printable ASCII without spaces, at most 256, not an unexpanded macro')
     .openapi({ description: "The partner's own user id (required)" }),
   gdpr: signal(z.enum(['0', '1']), '1 when the GDPR applies: the sync then needs a TC string consenting to purpose 1 (storage and access on a device)'),
   gdpr_consent: signal(

@@ -15,7 +15,7 @@ extendZodWithOpenApi(z);
 export const TRAIT_OPS = ['eq', 'neq', 'in', 'gt', 'gte', 'lt', 'lte', 'exists', 'contains'] as const;
 export type TraitOp = (typeof TRAIT_OPS)[number];
 
-export const IDENTITY_KINDS = ['email', 'phone', 'maid', 'crm_id', 'cookie_id'] as const;
+export const IDENTITY_KINDS = ['email', 'phone', 'maid', 'crm_id', 'cookie_id', 'partner_uid'] as const;
 export type IdentityKind = (typeof IDENTITY_KINDS)[number];
 export const STORED_TYPE_OF_KIND: Record<IdentityKind, StoredIdentityType> = {
   email: 'email_sha256',
@@ -23,6 +23,7 @@ export const STORED_TYPE_OF_KIND: Record<IdentityKind, StoredIdentityType> = {
   maid: 'maid',
   crm_id: 'crm_id',
   cookie_id: 'cookie_id',
+  partner_uid: 'partner_uid',
 };
 
 /** ISO 8601 durations of whole days and/or hours: `P30D`, `PT12H`, `P1DT6H`. */

@@ -243,7 +243,7 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     const profile = (await source.lookup('cookie_id', cookie(960))).body;
     expect(profile.counters.cookie_sync.count).toBe(1);
     expect(await eventsOf()).toEqual([
-      expect.objectContaining({ id: cookieSyncEventId('lotame', 'lot-1', cookie(960), new Date()), type: 'cookie_sync', sourceId: source.sourceId, properties: { partner: 'lotame' }, identities: [{ type: 'cookie_id', value: cookie(960) }] }),
+      expect.objectContaining({ id: cookieSyncEventId('lotame', 'lot-1', cookie(960), new Date()), type: 'cookie_sync', sourceId: source.sourceId, properties: { partner: 'lotame' }, identities: [{ type: 'cookie_id', value: cookie(960) }, { type: 'partner_uid', value: 'lotame:lot-1' }] }),
     ]);
 
     // The same sync again today is a duplicate; another partner id is a new event. Both are appended
@@ -270,6 +270,31 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     const logged = await sourceLogEventIds(platform.store, source.sourceId);
     expect(logged).toContain(second);
     expect(logged).not.toContain(cookieSyncEventId('lotame', 'lot-3', cookie(960), new Date()));
+  }, 120_000);
+
+  it("joins two of our cookies a partner knows as one user into one person: a sync is an edge of the identity graph, a placeholder id none", async () => {
+    const source = await newSource(api, 'graph syncs');
+    expect((await admin('/v1/partners', { body: { id: 'ramp', name: 'Ramp', redirectUrl: 'https://sync.ramp.example/m?u=${DMP_UID}', sourceId: source.sourceId } })).status).toBe(201);
+    // The same partner user on two of our cookies (say, before and after the browser dropped ours).
+    await sync('ramp', { puid: 'r-7' }, { cookie: `dmp_uid=${cookie(970)}` });
+    await sync('ramp', { puid: 'r-7' }, { cookie: `dmp_uid=${cookie(971)}` });
+    // A placeholder the partner sends for users it does not know is nobody's id.
+    await sync('ramp', { puid: 'undefined' }, { cookie: `dmp_uid=${cookie(972)}` });
+    await sync('ramp', { puid: 'undefined' }, { cookie: `dmp_uid=${cookie(973)}` });
+    await source.folded(4);
+
+    const person = (await source.lookup('cookie_id', cookie(970))).body;
+    expect((await source.lookup('cookie_id', cookie(971))).body.id).toBe(person.id);
+    expect((await source.lookup('partner_uid', 'ramp:r-7')).body.id).toBe(person.id);
+    expect(person.identities.map((identity: { type: string; value: string }) => `${identity.type}:${identity.value}`).sort()).toEqual([`cookie_id:${cookie(970)}`, `cookie_id:${cookie(971)}`, 'partner_uid:ramp:r-7']);
+    expect(person.counters.cookie_sync.count).toBe(2);
+    // The same user id of another partner is someone else's.
+    expect((await source.lookup('partner_uid', 'lotame:r-7')).status).toBe(404);
+
+    expect((await source.lookup('cookie_id', cookie(972))).body.id).not.toBe((await source.lookup('cookie_id', cookie(973))).body.id);
+    expect((await source.lookup('partner_uid', 'ramp:undefined')).status).toBe(404);
+    // A malformed partner user id is no identity at all.
+    expect((await source.lookup('partner_uid', 'no-colon')).status).toBe(404);
   }, 120_000);
 
   it('documents every route and status in the OpenAPI document', async () => {

@@ -8,7 +8,7 @@ describe('over-merge protection: identity caps per profile, and the record of re
   let source: SourceClient;
 
   beforeAll(async () => {
-    platform = await startPlatform('caps', { DMP_IDENTITY_CAPS: { cookie_id: 2, maid: 100, email_sha256: 20, phone_sha256: 20, crm_id: 5 }, DMP_IDENTITY_BLOCKLIST: ['cookie_id:shared-kiosk'] });
+    platform = await startPlatform('caps', { DMP_IDENTITY_CAPS: { cookie_id: 2, maid: 100, email_sha256: 20, phone_sha256: 20, crm_id: 5, partner_uid: 1000 }, DMP_IDENTITY_BLOCKLIST: ['cookie_id:shared-kiosk'] });
     ({ api } = platform);
     source = await newSource(api, 'crm-web');
   });

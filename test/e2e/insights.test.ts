@@ -83,7 +83,7 @@ describe('audience insights: composition, overlap, affinity and trend of segment
     expect(insights.traits.interests).toMatchObject({ profiles: 50, distinct: 2, top: [{ value: 'news', count: 50, share: 1 }, { value: 'chess', count: 10, share: 0.2 }] });
     expect(insights.events.purchase).toEqual({ profiles: 50, share: 1, meanCount: 2 });
     expect(insights.events.page_view).toEqual({ profiles: 50, share: 1, meanCount: 1 });
-    expect(insights.identityCoverage).toEqual({ email: 0.2, phone: 0, maid: 0, crm_id: 0, cookie_id: 1 });
+    expect(insights.identityCoverage).toEqual({ email: 0.2, phone: 0, maid: 0, crm_id: 0, cookie_id: 1, partner_uid: 0 });
     // Gold people are all even: all consented to purposes 1 and 3, to nothing else.
     expect(insights.consentCoverage).toEqual({ 1: 1, 3: 1 });
 
@@ -155,7 +155,7 @@ describe('audience insights: composition, overlap, affinity and trend of segment
     const response = await get(`/v1/segments/${segments.north}/trend?days=7`);
     expect(response.status).toBe(200);
     const today = new Date().toISOString().slice(0, 10);
-    expect(response.body.days).toEqual([{ day: today, asOf: expect.any(String), size: 60, identityCoverage: { email: 0.2, phone: 0, maid: 0, crm_id: 0, cookie_id: 1 }, consentCoverage: { 1: 0.5, 3: 0.5 } }]);
+    expect(response.body.days).toEqual([{ day: today, asOf: expect.any(String), size: 60, identityCoverage: { email: 0.2, phone: 0, maid: 0, crm_id: 0, cookie_id: 1, partner_uid: 0 }, consentCoverage: { 1: 0.5, 3: 0.5 } }]);
   });
 
   it('a report counted earlier never replaces a newer one (two passes may overlap)', async () => {

@@ -49,7 +49,7 @@ describe('audience reports', () => {
     const identity = (type: 'email_sha256' | 'cookie_id') => ({ type, value: 'x', firstSeen: at, lastSeen: at, sourceId: 's' });
     const report = reportOf([subject({ identities: [identity('email_sha256'), identity('cookie_id')], consent: tcf([1, 4]) }), subject({ identities: [identity('cookie_id')], consent: tcf([1]) })]);
     const insights = insightsOf('seg', report, false, 10);
-    expect(insights.identityCoverage).toEqual({ email: 0.5, phone: 0, maid: 0, crm_id: 0, cookie_id: 1 });
+    expect(insights.identityCoverage).toEqual({ email: 0.5, phone: 0, maid: 0, crm_id: 0, cookie_id: 1, partner_uid: 0 });
     expect(insights.consentCoverage).toEqual({ 1: 1, 4: 0.5 });
   });
 

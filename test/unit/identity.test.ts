@@ -191,6 +191,15 @@ describe('toStoredIdentity', () => {
     expect(() => toStoredIdentity('cookie_id', 'x'.repeat(257), 'US')).toThrow(IdentityError);
     expect(() => toStoredIdentity('crm_id', '   ', 'US')).toThrow(IdentityError);
   });
+
+  it('takes a partner user id as <partner>:<their id>, the partner a slug, and refuses any other shape', () => {
+    expect(toStoredIdentity('partner_uid', ' ttd:AB-12/x=y ', 'US')).toEqual({ type: 'partner_uid', value: 'ttd:AB-12/x=y' });
+    // Only the first colon separates: a partner's own id may hold more.
+    expect(toStoredIdentity('partner_uid', 'ttd:a:b', 'US').value).toBe('ttd:a:b');
+    for (const bad of ['ttd', ':abc', 'TTD:abc', 'ttd:', 'ttd:a b', 'ttd:${PUID}', `ttd:${'x'.repeat(257)}`, `${'p'.repeat(33)}:abc`]) {
+      expect(() => toStoredIdentity('partner_uid', bad, 'US')).toThrow(IdentityError);
+    }
+  });
 });
 
 describe('identityKey', () => {

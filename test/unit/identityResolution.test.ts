@@ -42,6 +42,13 @@ describe('resolveIdentities', () => {
     expect(result.links).toEqual([]);
   });
 
+  it("blocks a placeholder as any partner's user id, and no real one", () => {
+    const blocked = identityBlocklist();
+    for (const placeholder of ['ttd:undefined', 'lotame:0', 'x:null', 'x:']) expect(blocked(`partner_uid:${placeholder}`)).toBe(true);
+    for (const real of ['ttd:u-1', 'ttd:undefined-1', 'null:abc']) expect(blocked(`partner_uid:${real}`)).toBe(false);
+    expect(blocked('cookie_id:ttd:undefined')).toBe(false);
+  });
+
   it('refuses joins to a document that holds its cap of the type: a new identity gets its own document, a known one is not linked', () => {
     const known = new Map([[identityKey(email('a@x.org')), 'p_full'], [identityKey(cookie('c7')), 'p_other']]);
     const capped = (profileId: string, type: Identity['type']) => profileId === 'p_full' && type === 'cookie_id';
@@ -63,7 +70,7 @@ describe('resolveIdentities', () => {
 
 describe('identity caps', () => {
   it('parses `type=n` lists over the defaults and names what is wrong', () => {
-    expect(parseIdentityCaps('')).toEqual({ cookie_id: 1000, maid: 100, email_sha256: 20, phone_sha256: 20, crm_id: 5 });
+    expect(parseIdentityCaps('')).toEqual({ cookie_id: 1000, maid: 100, email_sha256: 20, phone_sha256: 20, crm_id: 5, partner_uid: 1000 });
     expect(parseIdentityCaps('cookie_id=3, crm_id=1')).toMatchObject({ cookie_id: 3, crm_id: 1, maid: 100 });
     expect(() => parseIdentityCaps('email=3')).toThrow(/unknown identity type 'email'/);
     expect(() => parseIdentityCaps('maid=0')).toThrow(/cap of maid must be a whole number/);
