@@ -37,6 +37,7 @@ import { requireSource } from './requireSource';
 import { pendingWork } from './pendingWork';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { collectedEvent, ProfileReader } from '../store/profileReader';
+import { pageAfter, readCursor } from '../domain/eventPages';
 import { SourceWaker } from './sourceWaker';
 import { destinationsRouter } from './destinations';
 import { insightsRouter } from './insights';
@@ -223,12 +224,8 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     const query = parseOr400(ProfileEventsQuerySchema, req.query, 'events query');
     const events = await profiles.eventsOf(id);
     if (!events) throw new ProblemError(404, 'profile-not-found', 'No such profile', [{ path: 'params.id', message: `no profile ${id}` }]);
-    const offset = Number(query.cursor ?? 0);
-    const page = events.slice(offset, offset + query.limit);
-    res.json({
-      events: page.map(collectedEvent),
-      next: offset + query.limit < events.length ? String(offset + query.limit) : null,
-    });
+    const { page, next } = pageAfter(events, query.limit, query.cursor === undefined ? null : readCursor(query.cursor));
+    res.json({ events: page.map(collectedEvent), next });
   });
 
   // ---- identity graph ------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
+import { readCursor } from './eventPages';
 import { INPUT_IDENTITY_TYPES, STORED_IDENTITY_TYPES } from './identity';
 import { CrmMappingSchema } from './uploads';
 import { FeedConfigSchema, FeedStatusSchema } from './feeds';
@@ -274,7 +275,12 @@ export type ProfileView = z.infer<typeof ProfileSchema>;
 
 export const ProfileEventsQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
-  cursor: z.string().regex(/^[0-9]{1,9}$/, 'a cursor from a previous page').optional().openapi({ description: 'The `next` of the previous page' }),
+  cursor: z
+    .string()
+    .max(2048)
+    .refine((cursor) => readCursor(cursor) !== null, 'a cursor from a previous page')
+    .optional()
+    .openapi({ description: 'The `next` of the previous page: pages stay put while events arrive (a cursor is a place in the history, not a count)' }),
 });
 
 /** A retained event as the API shows it (the profile's history, an access export). */

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Binary, Collection } from 'mongodb';
 import { eraseFromRoutedBatch, type ErasedSubject } from '../domain/erasure';
+import { newestFirst } from '../domain/eventPages';
 import type { StoredEvent } from '../domain/event';
 import type { HeldEvent } from '../domain/identitySplit';
 import { hasApplied, type ProfileDoc } from '../domain/profile';
@@ -223,7 +224,7 @@ export class ProfileEventLog {
         }
       }
     }
-    return [...events.values()].sort((a, b) => b.timestamp.getTime() - a.timestamp.getTime() || (a.id < b.id ? 1 : -1));
+    return [...events.values()].sort(newestFirst);
   }
 
   /**

@@ -48,9 +48,17 @@ describe('profiles through the API: merges, the 360° view and the event history
 
     const page1 = (await call(`${api.url}/v1/profiles/${byCookie.id}/events?limit=2`, { key: api.adminKey })).body;
     expect(page1.events.map((event: any) => event.id)).toEqual(['m3', 'm2']);
+    // A newer event arriving between two pages shifts no page: the cursor is a place in the history.
+    await send([{ id: 'm4', type: 'page_view', timestamp: '2026-05-04T10:00:00Z', identities: { cookie_id: 'laptop-1' } }]);
+    await folded(4);
     const page2 = (await call(`${api.url}/v1/profiles/${byCookie.id}/events?limit=2&cursor=${page1.next}`, { key: api.adminKey })).body;
     expect(page2.events.map((event: any) => event.id)).toEqual(['m1']);
     expect(page2.next).toBeNull();
+    expect((await call(`${api.url}/v1/profiles/${byCookie.id}/events?limit=2`, { key: api.adminKey })).body.events.map((event: any) => event.id)).toEqual(['m4', 'm3']);
+    // A cursor this API did not give (an offset, say) is a 400 naming it.
+    const offset = await call(`${api.url}/v1/profiles/${byCookie.id}/events?limit=2&cursor=2`, { key: api.adminKey });
+    expect(offset.status).toBe(400);
+    expect(offset.body.errors).toEqual([expect.objectContaining({ path: expect.stringMatching(/cursor$/), message: 'a cursor from a previous page' })]);
     expect(page1.events[1].traits).toEqual({ plan: 'pro' });
   });
 
@@ -63,7 +71,7 @@ describe('profiles through the API: merges, the 360° view and the event history
       { id: 'u4', type: 'purchase', timestamp: '2026-06-04T10:00:00Z', identities: { email: 'ben@example.net' } },
       { id: 'u5', type: 'page_view', timestamp: '2026-06-05T10:00:00Z', identities: { cookie_id: 'tablet-9' } },
     ]);
-    await folded(8);
+    await folded(9);
     const merged = (await lookup('email', 'ben@example.net')).body;
     expect((await lookup('email', 'ana@example.net')).body.id).toBe(merged.id);
 
@@ -107,7 +115,7 @@ describe('profiles through the API: merges, the 360° view and the event history
       { id: 'u6', type: 'page_view', timestamp: '2026-06-06T10:00:00Z', identities: { cookie_id: 'tablet-9' } },
       { id: 'u7', type: 'purchase', timestamp: '2026-06-07T10:00:00Z', identities: { email: 'ben@example.net' } },
     ]);
-    await folded(10);
+    await folded(11);
     expect(counts((await lookup('cookie_id', 'tablet-9')).body)).toEqual({ purchase: 1, page_view: 3 });
     expect(counts((await lookup('email', 'ben@example.net')).body)).toEqual({ login: 1, purchase: 2 });
     expect(await history((await lookup('email', 'ben@example.net')).body.id)).toEqual(['u7', 'u4', 'u3']);

@@ -57,8 +57,8 @@ describe('a worker killed mid-unlink', () => {
     // Each side's retained events are exactly its own (the bridge's evidence stays out of Lee's history).
     const history = async (id: string) => {
       const ids: string[] = [];
-      for (let cursor: string | null = '0'; cursor !== null; ) {
-        const page: { events: Array<{ id: string }>; next: string | null } = (await admin(`/v1/profiles/${id}/events?limit=1000&cursor=${cursor}`)).body;
+      for (let cursor: string | null | undefined; cursor !== null; ) {
+        const page: { events: Array<{ id: string }>; next: string | null } = (await admin(`/v1/profiles/${id}/events?limit=1000${cursor ? `&cursor=${cursor}` : ''}`)).body;
         ids.push(...page.events.map((event) => event.id));
         cursor = page.next;
       }
