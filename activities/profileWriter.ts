@@ -224,7 +224,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     for (const [id, doc] of split.current) stored.set(id, doc);
     for (const [id, doc] of expiring.superseded) stored.set(id, doc);
     heartbeat({ loaded: stored.size });
-    const { targets, relearned, joined, successors } = await redirectLateEvents(input.partition, batches, stored, trustSince, result);
+    const madeRetired = new Set(split.written.filter((doc) => doc.retired).map((doc) => doc.profileId));
+    const { targets, relearned, relearnedFrom, joined, successors } = await redirectLateEvents(input.partition, batches, stored, madeRetired, trustSince, result);
     for (const id of joined) linkedNow.add(id);
 
     const changed = new Map<string, ProfileDoc>();
@@ -304,7 +305,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     toSave.push(...retired);
     position.groups[group] = { written: toSave.length, superseded: 0, ...expiredMark };
     for (const doc of toSave) {
-      const previous = split.replaced.get(doc.profileId) ?? stored.get(doc.profileId);
+      const previous = split.replaced.get(doc.profileId) ?? relearnedFrom.get(doc.profileId) ?? stored.get(doc.profileId);
       const counts = previous && Object.hasOwn(position.groups, previous.group) ? position.groups[previous.group] : undefined;
       if (counts && previous?._id !== doc._id) counts.superseded++;
     }
@@ -551,11 +552,13 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * routed to an expired document go on to its successor, which claims their identities afresh
    * (claimForSuccessors). Returns each redirected event's new document, and the documents joined to others.
    */
-  async function redirectLateEvents(partition: number, batches: RoutedBatch[], stored: Map<string, StoredVersion>, trustSince: number | undefined, result: FoldResult) {
+  async function redirectLateEvents(partition: number, batches: RoutedBatch[], stored: Map<string, StoredVersion>, madeRetired: Set<string>, trustSince: number | undefined, result: FoldResult) {
     const targets = new Map<RoutedEvent, string>();
     const moves = new Map<string, { key: string; from: string; to: string }>();
     const links = new Map<string, IdentityLinkDoc>();
     const relearned = new Map<string, ProfileDoc>();
+    /** Per retired document that learned keys, the stored version its new one replaces. */
+    const relearnedFrom = new Map<string, StoredVersion>();
     /** Per redirected event, every retired document it went through (split or expired). */
     const passed = new Map<RoutedEvent, string[]>();
     for (let hop = 0; ; hop++) {
@@ -575,7 +578,14 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
           targets.set(event, to);
           if (!stored.has(to)) missing.add(to);
           if (Object.keys(learned).length > 0) {
-            const next = relearned.get(at) ?? nextVersion(stored.get(at) as StoredVersion);
+            let next = relearned.get(at);
+            if (!next) {
+              const base = stored.get(at) as StoredVersion;
+              next = nextVersion(base);
+              // A document split in this fold is not stored yet: its retired version takes the keys, under its own number.
+              if (madeRetired.has(at)) Object.assign(next, { version: base.version, _id: base._id });
+              else relearnedFrom.set(at, base);
+            }
             Object.assign((next.retired as RetiredMarker).keys, learned);
             relearned.set(at, next);
             stored.set(at, { ...next, group: stored.get(at)?.group ?? '' });
@@ -591,7 +601,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (hop > 64) throw new Error('split documents point at each other');
       for (const [id, doc] of await profiles.load([...missing], { trustSince })) stored.set(id, doc);
     }
-    if (targets.size === 0) return { targets, relearned: [], joined: [], successors: new Map<string, string[]>() };
+    if (targets.size === 0) return { targets, relearned: [], relearnedFrom, joined: [], successors: new Map<string, string[]>() };
     const arrivals: LateArrival[] = [];
     const successors = new Map<string, string[]>();
     for (const batch of batches) {
@@ -620,7 +630,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await identities.addLinks([...links.values()]);
     result.eventsRedirected += targets.size;
     const joined = claimed.links.flatMap((link) => link.profiles.filter((id) => partitionOf(id, deps.config.DMP_PROFILE_PARTITIONS) === partition));
-    return { targets, relearned: [...relearned.values()], joined, successors };
+    return { targets, relearned: [...relearned.values()], relearnedFrom, joined, successors };
   }
 
   /**
