@@ -125,13 +125,16 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     return found;
   }
 
-  /** The subject's ids as the destination's partner receives them (through the match table for partner ids). */
+  /**
+   * The subject's ids as the destination's partner receives them: for partner ids, through the match
+   * table and as the identity graph holds them (a sync's `partner_uid` outlives its match entry).
+   */
   async function idsAt(destination: DestinationDoc, facts: ReturnType<typeof exportFacts>): Promise<Set<string>> {
-    const prefix = memberKeyPrefix(destination.idType);
-    const ours = facts.ids.filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length));
+    const valuesAfter = (prefix: string) => facts.ids.filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length));
+    const ours = valuesAfter(memberKeyPrefix(destination.idType));
     const partner = partnerOfIdType(destination.idType);
     if (partner === null) return new Set(ours);
-    return new Set([...(await matches.partnerIdsOf(partner, ours)).values()].flat());
+    return new Set([...[...(await matches.partnerIdsOf(partner, ours)).values()].flat(), ...valuesAfter(`partner_uid:${partner}:`)]);
   }
 
   /** The destinations whose partner holds (or may hold) the subject: each gets a ledger line, pending. */

@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { DMP_COOKIE_NAME, newCookieId } from '../domain/cookies';
 import { partnerOfIdType } from '../domain/destinations';
+import { partnerUserIdProblem } from '../domain/identity';
 import {
   cookieSyncEventId,
   expandRedirect,
@@ -128,11 +129,13 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
    */
   async function appendSyncEvent(source: SourceDoc, partner: PartnerDoc, sync: SyncDecision, cookieId: string, at: Date): Promise<void> {
     const { gdpr_consent: tcf, gpp } = sync.signals;
+    // A placeholder the partner sends for users it does not know is no identity: the sync is still an event of the cookie.
+    const partnerUserId = `${partner._id}:${sync.puid}`;
     const event = {
       id: cookieSyncEventId(partner._id, sync.puid, cookieId, at),
       type: 'cookie_sync',
       timestamp: at.toISOString(),
-      identities: { cookie_id: cookieId, partner_uid: `${partner._id}:${sync.puid}` },
+      identities: { cookie_id: cookieId, ...(partnerUserIdProblem(partnerUserId) === null && { partner_uid: partnerUserId }) },
       properties: { partner: partner._id },
       ...((tcf !== undefined || gpp !== undefined) && { consent: { ...(tcf !== undefined && { tcf }), ...(gpp !== undefined && { gpp }) } }),
     };

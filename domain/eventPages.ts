@@ -24,7 +24,7 @@ export function readCursor(cursor: string): EventPlace | null {
     const place: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
     if (!Array.isArray(place) || place.length !== 4) return null;
     const [time, id, sourceId, profileId] = place as unknown[];
-    if (typeof time !== 'number' || !Number.isFinite(time) || typeof id !== 'string' || typeof sourceId !== 'string' || typeof profileId !== 'string') return null;
+    if (typeof time !== 'number' || !Number.isSafeInteger(time) || Math.abs(time) > 8.64e15 || typeof id !== 'string' || typeof sourceId !== 'string' || typeof profileId !== 'string') return null;
     return { timestamp: new Date(time), id, sourceId, profileId };
   } catch {
     return null;

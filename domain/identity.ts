@@ -99,8 +99,22 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
 /** A sync partner's id: a slug, since it is part of match-table keys and `partner_uid` values (`<partner>:<puid>`) and of the `partner:<id>` id type. */
 export const PARTNER_ID = /^[a-z0-9][a-z0-9_-]{0,31}$/;
-/** A partner's own user id as a sync passes it: printable ASCII without spaces, not an unexpanded macro. */
-export const PARTNER_USER_ID = /^(?!\$\{.*\}$|\[.*\]$|%%.*%%$)[\x21-\x7e]{1,256}$/;
+/** A partner's own user id as a sync passes it: printable ASCII without spaces, not an unexpanded macro (`${UID}`, `{UID}`, `[UID]`, `%%UID%%`, `__UID__`, `$UID`). */
+export const PARTNER_USER_ID = /^(?!\$?\{.*\}$|\[.*\]$|%%.*%%$|__[A-Za-z0-9_]+__$|\$[A-Za-z_]+$)[\x21-\x7e]{1,256}$/;
+
+/**
+ * What is wrong with a `partner_uid` value, or null: a partner's user id named by the partner (as
+ * a cookie sync records it), so the same id at two partners is two people.
+ */
+export function partnerUserIdProblem(value: string): string | null {
+  const colon = value.indexOf(':');
+  if (colon < 1 || !PARTNER_ID.test(value.slice(0, colon)) || !PARTNER_USER_ID.test(value.slice(colon + 1))) {
+    return 'must be <partner>:<partner user id>: a partner id (lowercase slug), a colon, then printable ASCII without spaces, at most 256';
+  }
+  // What partners send for users who opted out or are unknown (The Trade Desk's all-zero UUID): shared by millions.
+  if (/^[0-]+$/.test(value.slice(colon + 1))) return 'is all zeros: a partner placeholder, never a user';
+  return null;
+}
 
 /** Turns one client-sent identity into its stored form: hashed when it is PII, validated always. */
 export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPhoneRegion: string): Identity {
@@ -126,12 +140,9 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
       return { type, value };
     }
     case 'partner_uid': {
-      // A partner's user id, named by the partner (as a cookie sync records it): the same id of two partners is two people.
       const value = raw.trim();
-      const colon = value.indexOf(':');
-      if (colon < 1 || !PARTNER_ID.test(value.slice(0, colon)) || !PARTNER_USER_ID.test(value.slice(colon + 1))) {
-        throw new IdentityError('must be <partner>:<partner user id>: a partner id (lowercase slug), a colon, then printable ASCII without spaces, at most 256');
-      }
+      const problem = partnerUserIdProblem(value);
+      if (problem) throw new IdentityError(problem);
       return { type, value };
     }
     case 'cookie_id':

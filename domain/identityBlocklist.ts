@@ -27,6 +27,7 @@ const PARTNER_UID = 'partner_uid:';
  */
 export function identityBlocklist(extra: string[] = []): (key: string) => boolean {
   const keys = new Set([...JUNK.map(identityKey), ...extra]);
-  const placeholders = new Set(PLACEHOLDERS);
-  return (key) => keys.has(key) || (key.startsWith(PARTNER_UID) && placeholders.has(key.slice(key.indexOf(':', PARTNER_UID.length) + 1)));
+  // Partners spell them in any case (`NULL`, `Undefined`).
+  const placeholders = new Set(PLACEHOLDERS.map((value) => value.toLowerCase()));
+  return (key) => keys.has(key) || (key.startsWith(PARTNER_UID) && placeholders.has(key.slice(key.indexOf(':', PARTNER_UID.length) + 1).toLowerCase()));
 }

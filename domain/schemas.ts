@@ -235,7 +235,7 @@ export type CollectResponse = z.infer<typeof CollectResponseSchema>;
 
 // ---- profiles --------------------------------------------------------------------------------
 
-export const LookupQuerySchema = z.object({ type: z.enum(INPUT_IDENTITY_TYPES), value: z.string().min(1).max(256) });
+export const LookupQuerySchema = z.object({ type: z.enum(INPUT_IDENTITY_TYPES), value: z.string().min(1).max(512) });
 
 const Iso = z.string().openapi({ format: 'date-time' });
 
@@ -277,7 +277,7 @@ export const ProfileEventsQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   cursor: z
     .string()
-    .max(2048)
+    .max(2048, { abort: true })
     .refine((cursor) => readCursor(cursor) !== null, 'a cursor from a previous page')
     .optional()
     .openapi({ description: 'The `next` of the previous page: pages stay put while events arrive (a cursor is a place in the history, not a count)' }),

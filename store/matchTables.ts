@@ -96,6 +96,26 @@ export class MatchTableStore {
     return changed;
   }
 
+  /**
+   * A person's partner user ids (`<partner>:<puid>`, as the identity graph holds them) out of both
+   * sides of the tables (an erasure): each one's entries, and its place beside each cookie it was
+   * seen with. Returns documents changed.
+   */
+  async forgetPartnerUsers(partnerUserIds: readonly string[]): Promise<{ byCookie: number; byPartnerId: number }> {
+    const changed = { byCookie: 0, byPartnerId: 0 };
+    for (const key of partnerUserIds) {
+      const colon = key.indexOf(':');
+      const [partnerId, puid] = [key.slice(0, colon), key.slice(colon + 1)];
+      const doc = await this.byPartnerId.findOne({ _id: partnerKey(partnerId, puid) });
+      if (!doc) continue;
+      for (const entry of doc.entries) {
+        if (await this.change(this.byCookie, cookieKey(entry.id, partnerId), (entries) => entries.filter((e) => e.id !== puid))) changed.byCookie++;
+      }
+      if (await this.change(this.byPartnerId, doc._id, () => [])) changed.byPartnerId++;
+    }
+    return changed;
+  }
+
   private sight(collection: Collection<MatchDoc>, key: string, id: string, at: Date): Promise<void> {
     return this.change(collection, key, (entries) => withSighting(entries, id, at, this.limits)).then(() => undefined);
   }

@@ -160,14 +160,20 @@ export class SubjectErasure {
     add(touched, EXPIRED_PROFILES_COLLECTION, await this.expired.forget([...subject.documents]));
   }
 
-  /** The subject's cookie ids out of the cookie-sync match tables, on both sides. */
+  /** The subject's cookie ids and partner user ids out of the cookie-sync match tables, on both sides. */
   async matchTables(subject: ErasedSubject, touched: Touched): Promise<void> {
-    const cookies = [...subject.keys].filter((key) => key.startsWith('cookie_id:')).map((key) => key.slice('cookie_id:'.length));
-    if (cookies.length === 0) return;
-    const partners = (await new PartnerStore(this.store).list()).map((partner) => partner._id);
-    const changed = await this.matches.forget(cookies, partners);
-    add(touched, COLLECTIONS.matchByCookie, changed.byCookie);
-    add(touched, COLLECTIONS.matchByPartnerId, changed.byPartnerId);
+    const valuesOf = (type: string) => [...subject.keys].filter((key) => key.startsWith(`${type}:`)).map((key) => key.slice(type.length + 1));
+    const cookies = valuesOf('cookie_id');
+    const partnerUsers = valuesOf('partner_uid');
+    const changes = [
+      cookies.length > 0 ? await this.matches.forget(cookies, (await new PartnerStore(this.store).list()).map((partner) => partner._id)) : null,
+      partnerUsers.length > 0 ? await this.matches.forgetPartnerUsers(partnerUsers) : null,
+    ];
+    for (const changed of changes) {
+      if (!changed) continue;
+      add(touched, COLLECTIONS.matchByCookie, changed.byCookie);
+      add(touched, COLLECTIONS.matchByPartnerId, changed.byPartnerId);
+    }
   }
 
   /** Every version of the subject's profile documents (one indexed delete per document), and their names in the write groups' slices. */

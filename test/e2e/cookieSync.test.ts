@@ -1,6 +1,7 @@
 import { cookieSyncEventId, matchLimits } from '../../domain/partners';
 import { MatchTableStore } from '../../store/matchTables';
 import { call } from '../support/http';
+import { settledRequest } from '../support/privacyRequests';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource } from '../support/sourceClient';
 import { sourceLogEventIds } from '../support/sourceLog';
@@ -295,7 +296,16 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     expect((await source.lookup('partner_uid', 'ramp:undefined')).status).toBe(404);
     // A malformed partner user id is no identity at all.
     expect((await source.lookup('partner_uid', 'no-colon')).status).toBe(404);
-  }, 120_000);
+
+    // Erased by the partner's id alone: the person and both sides of the match tables go.
+    const erase = await admin('/v1/privacy/requests', { body: { type: 'erase', identity: { type: 'partner_uid', value: 'ramp:r-7' } } });
+    expect(erase.status).toBe(202);
+    expect((await settledRequest(admin, erase.body.id, 120_000)).state).toBe('completed');
+    expect((await source.lookup('cookie_id', cookie(970))).status).toBe(404);
+    expect((await source.lookup('partner_uid', 'ramp:r-7')).status).toBe(404);
+    expect(await matches.cookieIdsOf('ramp', 'r-7')).toEqual([]);
+    expect(await matches.partnerIdsOf('ramp', [cookie(970), cookie(971)])).toEqual(new Map());
+  }, 240_000);
 
   it('documents every route and status in the OpenAPI document', async () => {
     const doc = (await call(`${api.url}/openapi.json`)).body;

@@ -196,7 +196,9 @@ describe('toStoredIdentity', () => {
     expect(toStoredIdentity('partner_uid', ' ttd:AB-12/x=y ', 'US')).toEqual({ type: 'partner_uid', value: 'ttd:AB-12/x=y' });
     // Only the first colon separates: a partner's own id may hold more.
     expect(toStoredIdentity('partner_uid', 'ttd:a:b', 'US').value).toBe('ttd:a:b');
-    for (const bad of ['ttd', ':abc', 'TTD:abc', 'ttd:', 'ttd:a b', 'ttd:${PUID}', `ttd:${'x'.repeat(257)}`, `${'p'.repeat(33)}:abc`]) {
+    // Unexpanded macros and the all-zero id partners send for users they do not know are no user's.
+    const placeholders = ['ttd:${PUID}', 'ttd:{UID}', 'ttd:[UID]', 'ttd:%%UID%%', 'ttd:__UID__', 'ttd:$UID', 'ttd:00000000-0000-0000-0000-000000000000', 'ttd:0'];
+    for (const bad of ['ttd', ':abc', 'TTD:abc', 'ttd:', 'ttd:a b', `ttd:${'x'.repeat(257)}`, `${'p'.repeat(33)}:abc`, ...placeholders]) {
       expect(() => toStoredIdentity('partner_uid', bad, 'US')).toThrow(IdentityError);
     }
   });

@@ -44,7 +44,7 @@ describe('resolveIdentities', () => {
 
   it("blocks a placeholder as any partner's user id, and no real one", () => {
     const blocked = identityBlocklist();
-    for (const placeholder of ['ttd:undefined', 'lotame:0', 'x:null', 'x:']) expect(blocked(`partner_uid:${placeholder}`)).toBe(true);
+    for (const placeholder of ['ttd:undefined', 'lotame:0', 'x:null', 'x:', 'ttd:NULL', 'ttd:Undefined']) expect(blocked(`partner_uid:${placeholder}`)).toBe(true);
     for (const real of ['ttd:u-1', 'ttd:undefined-1', 'null:abc']) expect(blocked(`partner_uid:${real}`)).toBe(false);
     expect(blocked('cookie_id:ttd:undefined')).toBe(false);
   });
