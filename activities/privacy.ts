@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Config } from '../config';
-import { exportFacts, memberKeyPrefix, partnerOfIdType } from '../domain/destinations';
+import { cookieIdsAmong, exportFacts, memberIdReader, partnerIdsOf, partnerOfIdType } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
 import { documentIdsOf, privacyRequestId, subjectHash, type AccessExport, type PrivacyResult, type PrivacyStepName, type RemovalState } from '../domain/privacy';
 import { combineDocuments } from '../domain/profile';
@@ -130,11 +130,11 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
    * table and as the identity graph holds them (a sync's `partner_uid` outlives its match entry).
    */
   async function idsAt(destination: DestinationDoc, facts: ReturnType<typeof exportFacts>): Promise<Set<string>> {
-    const valuesAfter = (prefix: string) => facts.ids.filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length));
-    const ours = valuesAfter(memberKeyPrefix(destination.idType));
+    const idOf = memberIdReader(destination.idType);
+    const ids = facts.ids.flatMap((key) => idOf(key) ?? []);
     const partner = partnerOfIdType(destination.idType);
-    if (partner === null) return new Set(ours);
-    return new Set([...[...(await matches.partnerIdsOf(partner, ours)).values()].flat(), ...valuesAfter(`partner_uid:${partner}:`)]);
+    if (partner === null) return new Set(ids);
+    return new Set(partnerIdsOf(ids, await matches.partnerIdsOf(partner, cookieIdsAmong(ids))));
   }
 
   /** The destinations whose partner holds (or may hold) the subject: each gets a ledger line, pending. */

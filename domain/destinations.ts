@@ -32,10 +32,31 @@ export function takesIdType(connector: { idTypes: readonly IdType[]; partnerIds:
   return partnerOfIdType(idType) === null ? connector.idTypes.includes(idType) : connector.partnerIds;
 }
 
-/** The identity keys a member's ids of `idType` are read from: partner ids are found through the member's cookie ids. */
-export function memberKeyPrefix(idType: IdType): string {
-  return `${partnerOfIdType(idType) === null ? idType : 'cookie_id'}:`;
+/** Marks a partner's id a member holds itself (`partner_uid`) among the cookie ids to look up: no cookie id holds a NUL. */
+export const HELD_PARTNER_ID = '\u0000';
+
+/**
+ * Reads a member's ids of `idType` from its identity keys. A partner's ids come two ways: through
+ * the match table from the member's cookie ids (returned as they are), and as the graph holds them
+ * (the member's `partner_uid` of that partner, returned after HELD_PARTNER_ID); `partnerIdsOf` resolves both.
+ */
+export function memberIdReader(idType: IdType): (key: string) => string | null {
+  const partner = partnerOfIdType(idType);
+  if (partner === null) {
+    const prefix = `${idType}:`;
+    return (key) => (key.startsWith(prefix) ? key.slice(prefix.length) : null);
+  }
+  const held = `partner_uid:${partner}:`;
+  return (key) => (key.startsWith('cookie_id:') ? key.slice('cookie_id:'.length) : key.startsWith(held) ? HELD_PARTNER_ID + key.slice(held.length) : null);
 }
+
+/** A member's partner ids, from what `memberIdReader` read: held ones as they are, cookie ids through `matched`. */
+export function partnerIdsOf(ids: readonly string[], matched: ReadonlyMap<string, readonly string[]>): string[] {
+  return [...new Set(ids.flatMap((id) => (id.startsWith(HELD_PARTNER_ID) ? [id.slice(HELD_PARTNER_ID.length)] : (matched.get(id) ?? []))))];
+}
+
+/** The cookie ids among what `memberIdReader` read for a partner: those to look up in the match table. */
+export const cookieIdsAmong = (ids: readonly string[]) => ids.filter((id) => !id.startsWith(HELD_PARTNER_ID));
 
 export const DestinationConsentSchema = z
   .object({
@@ -267,11 +288,14 @@ export function packFacts(facts: ReadonlyArray<FlatFacts | null>): PackedFacts {
 /** Decides members of a packed chunk: consent and labels once per distinct pair, then each member's ids. */
 export class PackedDecisions {
   private readonly cache = new Map<number, Decision>();
+  private readonly idOf: (key: string) => string | null;
 
   constructor(
     private readonly packed: PackedFacts,
     private readonly policy: ExportPolicy,
-  ) {}
+  ) {
+    this.idOf = memberIdReader(policy.idType);
+  }
 
   /** The decision for the chunk's `i`th id, null when it carries no facts. */
   decide(i: number): Decision | null {
@@ -284,12 +308,13 @@ export class PackedDecisions {
       this.cache.set(key, (base = decide(facts, this.policy)));
     }
     if (base.withheld !== null) return base;
-    const prefix = memberKeyPrefix(this.policy.idType);
     const keys = this.packed.ids[i];
     // Most members hold one key: read without splitting (a 1M-member plan spends its CPU here).
-    if (!keys.includes('\n')) return { withheld: null, ids: keys.startsWith(prefix) ? [keys.slice(prefix.length)] : [] };
-    const ids = keys.split('\n').filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length));
-    return { withheld: null, ids };
+    if (!keys.includes('\n')) {
+      const id = this.idOf(keys);
+      return { withheld: null, ids: id === null ? [] : [id] };
+    }
+    return { withheld: null, ids: keys.split('\n').flatMap((key) => this.idOf(key) ?? []) };
   }
 }
 
@@ -340,8 +365,8 @@ export type Decision = { withheld: 'consent' } | { withheld: 'label'; label: str
  * destination requires one; a US opt-out of sale, sharing or targeted advertising is withheld unless
  * the destination says otherwise), then export controls (every label of every source that contributed
  * must be allowed: the data that qualified a profile is not traceable to one source, so all count).
- * For a `partner:` id type the ids are the member's cookie ids, which the export maps through the
- * match table.
+ * For a `partner:` id type the ids are as `memberIdReader` reads them: the member's cookie ids,
+ * which the export maps through the match table, and the partner's ids it holds itself.
  */
 export function decide(facts: ExportFacts, policy: ExportPolicy): Decision {
   if (facts.usOptOut && policy.consent.honorGppOptOuts !== false) return { withheld: 'consent' };
@@ -356,8 +381,8 @@ export function decide(facts: ExportFacts, policy: ExportPolicy): Decision {
     const label = policy.labelsOf(source).find((l) => !policy.labelsAllowed.includes(l));
     if (label !== undefined) return { withheld: 'label', label };
   }
-  const prefix = memberKeyPrefix(policy.idType);
-  return { withheld: null, ids: facts.ids.filter((key) => key.startsWith(prefix)).map((key) => key.slice(prefix.length)) };
+  const idOf = memberIdReader(policy.idType);
+  return { withheld: null, ids: facts.ids.flatMap((key) => idOf(key) ?? []) };
 }
 
 // ---- deltas and partner state ------------------------------------------------------------------

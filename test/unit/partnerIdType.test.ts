@@ -1,12 +1,15 @@
 import { CONNECTORS } from '../../connectors/registry';
 import {
+  cookieIdsAmong,
   CreateDestinationRequestSchema,
   decide,
   flattenFacts,
+  HELD_PARTNER_ID,
   IdTypeSchema,
   ID_TYPES,
   PackedDecisions,
   packFacts,
+  partnerIdsOf,
   partnerOfIdType,
   takesIdType,
   type ExportFacts,
@@ -64,6 +67,22 @@ describe('deciding a member for partner ids', () => {
     expect(decide(member, policy('partner:ttd'))).toEqual({ withheld: null, ids: ['ck-1', 'ck-2'] });
     expect(decide(member, policy('maid'))).toEqual({ withheld: null, ids: ['m-1'] });
     expect(decide({ ...member, ids: ['maid:m-1'] }, policy('partner:ttd'))).toEqual({ withheld: null, ids: [] });
+  });
+
+  it("adds the partner's ids the member holds itself (from cookie syncs), and resolves both kinds to the partner's ids", () => {
+    const synced: ExportFacts = { ...member, ids: [...member.ids, 'partner_uid:ttd:T-9', 'partner_uid:lotame:L-1'] };
+    const decision = decide(synced, policy('partner:ttd'));
+    expect(decision).toEqual({ withheld: null, ids: ['ck-1', 'ck-2', `${HELD_PARTNER_ID}T-9`] });
+    const ids = decision.withheld === null ? decision.ids : [];
+    // Only the cookie ids are looked up; a held id and a matched one that agree count once.
+    expect(cookieIdsAmong(ids)).toEqual(['ck-1', 'ck-2']);
+    expect(partnerIdsOf(ids, new Map([['ck-1', ['T-9', 'T-3']]]))).toEqual(['T-9', 'T-3']);
+    // A member known to the partner only by its sync still reaches it.
+    expect(decide({ ...member, ids: ['partner_uid:ttd:T-9'] }, policy('partner:ttd'))).toEqual({ withheld: null, ids: [`${HELD_PARTNER_ID}T-9`] });
+    expect(decide(synced, policy('cookie_id'))).toEqual({ withheld: null, ids: ['ck-1', 'ck-2'] });
+    const packed = new PackedDecisions(packFacts([flattenFacts(synced), flattenFacts({ ...member, ids: ['partner_uid:ttd:T-9'] })]), policy('partner:ttd'));
+    expect(packed.decide(0)).toEqual(decision);
+    expect(packed.decide(1)).toEqual({ withheld: null, ids: [`${HELD_PARTNER_ID}T-9`] });
   });
 
   it('applies consent and export controls first, as for any id type', () => {
