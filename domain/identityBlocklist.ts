@@ -1,12 +1,13 @@
 import { identityKey, sha256Hex, type Identity } from './identity';
 
+/** Values forms, SDKs and partners send in place of an id they do not have. */
+const PLACEHOLDERS = ['', 'undefined', 'null', '0', '-1', 'none', 'unknown', 'anonymous', 'NaN'];
+
 /**
  * Identity values that many unrelated people share: linking on them would merge strangers into one
  * profile. An all-zero mobile ad id is what iOS and Android report when tracking is limited; the
  * others are placeholders and test addresses that forms and SDKs commonly send.
  */
-const PLACEHOLDERS = ['', 'undefined', 'null', '0', '-1', 'none', 'unknown', 'anonymous', 'NaN'];
-
 const JUNK: Identity[] = [
   { type: 'maid', value: '00000000-0000-0000-0000-000000000000' },
   ...PLACEHOLDERS.flatMap((value) => [

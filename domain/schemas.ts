@@ -1,6 +1,6 @@
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
-import { readCursor } from './eventPages';
+import { EVENT_CURSOR } from './eventPages';
 import { INPUT_IDENTITY_TYPES, STORED_IDENTITY_TYPES } from './identity';
 import { CrmMappingSchema } from './uploads';
 import { FeedConfigSchema, FeedStatusSchema } from './feeds';
@@ -277,8 +277,7 @@ export const ProfileEventsQuerySchema = z.object({
   limit: z.coerce.number().int().min(1).max(1000).default(100),
   cursor: z
     .string()
-    .max(2048, { abort: true })
-    .refine((cursor) => readCursor(cursor) !== null, 'a cursor from a previous page')
+    .regex(EVENT_CURSOR, 'a cursor from a previous page')
     .optional()
     .openapi({ description: 'The `next` of the previous page: pages stay put while events arrive (a cursor is a place in the history, not a count)' }),
 });
