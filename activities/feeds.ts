@@ -151,9 +151,9 @@ export function createFeedActivities(deps: FeedDeps) {
     for (const { row, fields } of rows) {
       read.cursor = laterCursor(read.cursor, rowCursor(fields, columns, window));
       const result = feedRowToEvent(fields, columns, window, (id) => cookieIds.get(id) ?? null);
+      if ('unmatched' in result) read.unmatched++;
       if ('skipped' in result) read.skipped++;
-      else if ('unmatched' in result) read.unmatched++;
-      else mapped.push({ row, mapped: result });
+      else if ('event' in result || 'errors' in result) mapped.push({ row, mapped: result });
     }
     return prepareMappedRows(mapped, (path) => feedColumnOf(path, columns), options);
   }

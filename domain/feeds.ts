@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { FieldError } from './collect';
-import { INPUT_IDENTITY_TYPES, type InputIdentityType } from './identity';
+import { INPUT_IDENTITY_TYPES, type InputIdentityType, partnerUserIdProblem } from './identity';
 import type { EventInput } from './schemas';
 import { SegmentScheduleSchema } from './segments';
 import { storableText } from './text';
@@ -35,22 +35,33 @@ const FeedMappingSchema = z
         minProperties: 1,
         ...IDENTITY_KEYS,
         description:
-          'Identity type → column, e.g. `{"email_sha256": "hashed_email", "partner:ttd": "tdid"}`. `partner:<partner id>` holds a cookie-sync partner\'s user ids: each lands on our cookie id matched with it (the newest, from the match table); a row whose only ids have no match is counted as unmatched, not imported.',
+          'Identity type → column, e.g. `{"email_sha256": "hashed_email", "partner:ttd": "tdid"}`. `partner:<partner id>` holds a cookie-sync partner\'s user ids: each lands on our cookie id matched with it (the newest, from the match table) and carries the partner\'s id as identity `partner_uid` (`<partner>:<id>`); what becomes of a row whose only ids have no match is `unmatched`.',
         example: { email_sha256: 'hashed_email', 'partner:ttd': 'tdid' },
       }),
     traits: MappingFields.traits,
     eventType: z.string().min(1).max(128).default('feed_record').openapi({ description: 'The event type each row is recorded as' }),
+    unmatched: z
+      .enum(['skip', 'hold'])
+      .default('skip')
+      .openapi({
+        description:
+          'A row whose only ids are a partner id the match table does not hold: `skip` reads it and counts it as unmatched; `hold` also imports it, onto a profile of its own keyed by identity `partner_uid`, which the partner\'s later cookie sync of that id joins to our cookie in the identity graph (when the partner has a `sourceId`) and which exports to the partner\'s id type send. Either way the pull counts the row in `rowsUnmatched`.',
+      }),
     delimiter: MappingFields.delimiter.openapi({ description: 'The CSV delimiter (CSV feeds)' }),
   })
   .strict()
   .superRefine(refuseRawPiiTraits)
   .superRefine((mapping, ctx) => {
-    // One partner id becomes the row's one cookie id: a second, or a cookie id column beside it, would contradict it.
+    // One partner id becomes the row's one cookie id and partner_uid: a second, or a column of either beside it, would contradict it.
     const partners = Object.keys(mapping.identities).filter((type) => type.startsWith('partner:'));
     if (partners.length > 1) ctx.addIssue({ code: 'custom', path: ['identities'], message: 'at most one partner id column' });
     if (partners.length > 0 && mapping.identities.cookie_id !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['identities', 'cookie_id'], message: 'a partner id column already gives the row its cookie id' });
     }
+    if (partners.length > 0 && mapping.identities.partner_uid !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['identities', 'partner_uid'], message: 'a partner id column already gives the row its partner_uid' });
+    }
+    if (partners.length === 0 && mapping.unmatched === 'hold') ctx.addIssue({ code: 'custom', path: ['unmatched'], message: 'holds rows of a partner id column (`partner:<partner id>`): map one' });
   })
   .openapi('FeedMapping');
 
@@ -165,7 +176,7 @@ export const BackfillRequestSchema = z
 export interface FeedColumns {
   width: number;
   identities: Array<{ type: InputIdentityType; column: string; index: number }>;
-  partner: { partnerId: string; column: string; index: number } | null;
+  partner: { partnerId: string; column: string; index: number; hold: boolean } | null;
   traits: Array<{ trait: string; column: string; index: number }>;
   taxonomy: { trait: string; column: string; index: number; separator: string } | null;
   cursor: { column: string; index: number } | null;
@@ -198,7 +209,7 @@ export function readFeedHeader(header: string[], feed: FeedReading): { columns: 
   const identities: FeedColumns['identities'] = [];
   let partner: FeedColumns['partner'] = null;
   for (const [type, column] of Object.entries(feed.mapping.identities) as Array<[InputIdentityType | PartnerIdentity, string]>) {
-    if (type.startsWith('partner:')) partner = { partnerId: type.slice('partner:'.length), column, index: indexOf(column) };
+    if (type.startsWith('partner:')) partner = { partnerId: type.slice('partner:'.length), column, index: indexOf(column), hold: feed.mapping.unmatched === 'hold' };
     else identities.push({ type: type as InputIdentityType, column, index: indexOf(column) });
   }
   return {
@@ -235,17 +246,19 @@ export function feedRowEventId(fields: string[], columns: FeedColumns): string {
 
 /** What one feed row is for a pull. */
 export type FeedRow =
-  | { event: EventInput }
+  /** `unmatched`: held under its partner id alone (the mapping's `unmatched: "hold"`). */
+  | { event: EventInput; unmatched?: true }
   | { errors: FieldError[] }
   /** Outside the pull's cursor window: read, not imported. */
   | { skipped: true }
-  /** Its only identity is a partner id the match table does not hold: not imported. */
+  /** Its only identity is a partner id the match table does not hold, and the mapping skips such rows: not imported. */
   | { unmatched: true };
 
 /**
  * One feed row as an event of our shape (validated, hashed and stamped afterwards by
  * `prepareEvents`): a row outside the cursor window is skipped; its identity cells become
- * identities, its partner id the cookie id the match table holds for it (`cookieIdOf`), its trait
+ * identities, its partner id the cookie id the match table holds for it (`cookieIdOf`) and its
+ * `partner_uid` (or, unmatched, is skipped or held as the mapping says), its trait
  * cells traits, its segment ids one list trait. Refusals name the column at fault.
  */
 export function feedRowToEvent(fields: string[], columns: FeedColumns, window: CursorWindow, cookieIdOf: (partnerUserId: string) => string | null): FeedRow {
@@ -261,12 +274,19 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
     if (value !== '') identities[type] = value;
   }
   const partnerUserId = columns.partner ? fields[columns.partner.index].trim() : '';
-  if (partnerUserId !== '') {
+  let unmatched = false;
+  if (columns.partner && partnerUserId !== '') {
     const cookieId = cookieIdOf(partnerUserId);
     if (cookieId !== null) identities.cookie_id = cookieId;
+    unmatched = Object.keys(identities).length === 0;
+    if (unmatched && !columns.partner.hold) return { unmatched: true };
+    // As a sync does: an id the graph refuses (a placeholder, say) still maps through the match table.
+    const partnerUid = `${columns.partner.partnerId}:${partnerUserId}`;
+    const problem = partnerUserIdProblem(partnerUid);
+    if (problem === null) identities.partner_uid = partnerUid;
+    else if (unmatched) return { errors: [{ path: columns.partner.column, message: `cannot be held: ${problem}` }] };
   }
   if (Object.keys(identities).length === 0) {
-    if (partnerUserId !== '') return { unmatched: true };
     const named = [...columns.identities.map(({ column }) => column), ...(columns.partner ? [columns.partner.column] : [])];
     return { errors: [{ path: '(row)', message: `no identity: ${named.map((column) => `"${column}"`).join(', ')} ${named.length === 1 ? 'is' : 'are all'} empty` }] };
   }
@@ -282,7 +302,7 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
   }
   const event: EventInput = { id: feedRowEventId(fields, columns), type: columns.eventType, identities };
   if (Object.keys(traits).length > 0) event.traits = traits;
-  return { event };
+  return unmatched ? { event, unmatched: true } : { event };
 }
 
 /** The cursor value of a row the pull reads (in its window), or null: how far a pull has read, whatever became of the row. */
@@ -294,7 +314,7 @@ export function rowCursor(fields: string[], columns: FeedColumns, window: Cursor
 /** Names the column an event field came from (`identities.cookie_id` → the partner id column), so a rejection points into the file. */
 export function feedColumnOf(path: string, columns: FeedColumns): string {
   for (const { type, column } of columns.identities) if (path === `identities.${type}`) return column;
-  if (columns.partner && path === 'identities.cookie_id') return columns.partner.column;
+  if (columns.partner && (path === 'identities.cookie_id' || path === 'identities.partner_uid')) return columns.partner.column;
   const traits = [...columns.traits, ...(columns.taxonomy ? [columns.taxonomy] : [])];
   for (const { trait, column } of traits) if (path === `traits.${trait}` || path.startsWith(`traits.${trait}.`)) return column;
   return path;

@@ -295,6 +295,33 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect((await admin(`/v1/sources/${shared}/pulls`)).body.pulls.map((view: { trigger: string }) => view.trigger)).toEqual(['schedule', 'backfill', 'api']);
   });
 
+  it("holds a partner's unmatched rows under its user id (refusing a placeholder, naming the column), and the partner's later cookie sync joins them to our cookie", async () => {
+    const syncs = await newSource(api, 'liveramp syncs');
+    expect((await admin('/v1/partners', { body: { id: 'lr', name: 'LiveRamp', redirectUrl: 'https://sync.lr.example/m?u=${DMP_UID}', sourceId: syncs.sourceId } })).status).toBe(201);
+    const holding = await createFeed({
+      name: 'Partner audience, held',
+      party: 'second',
+      labels: ['partner_shared'],
+      feed: { url: `${server.url}/held.csv`, schedule: YEARLY, mapping: { identities: { 'partner:lr': 'uid' }, traits: { interest: 'interest' }, unmatched: 'hold' }, bearerToken: TOKEN },
+    });
+    expect((await admin(`/v1/sources/${holding}`)).body.feed.mapping).toMatchObject({ unmatched: 'hold' });
+    server.publish('/held.csv', 'uid,interest\nlr-1,travel\nlr-2,golf\n0000-0000,chess\n');
+    const first = await pull(holding);
+    expect(first.error).toBeNull();
+    expect(first).toMatchObject({ state: 'completed', rowsReceived: 3, rowsImported: 2, rowsUnmatched: 2, rowsRejected: 1, rejections: [{ row: 4, errors: [{ path: 'uid', message: 'cannot be held: is all zeros: a partner placeholder, never a user' }] }] });
+    await folded(holding, 2);
+    const held = await lookup('partner_uid', 'lr:lr-1');
+    expect(held).toMatchObject({ traits: { interest: 'travel' }, identities: [{ type: 'partner_uid', value: 'lr:lr-1' }] });
+
+    const response = await fetch(`${api.url}/v1/sync/lr?puid=lr-1`, { redirect: 'manual' });
+    const cookie = new URL(response.headers.get('location') as string).searchParams.get('u') as string;
+    await syncs.folded(1);
+    const joined = await lookup('cookie_id', cookie);
+    expect(joined).toMatchObject({ traits: { interest: 'travel' }, counters: { cookie_sync: { count: 1 }, feed_record: { count: 1 } } });
+    expect((await lookup('partner_uid', 'lr:lr-1')).id).toBe(joined.id);
+    expect((await lookup('partner_uid', 'lr:lr-2')).traits).toEqual({ interest: 'golf' });
+  });
+
   it('refuses a second pull while one runs, naming it; a scheduled turn meanwhile is skipped', async () => {
     server.publish('/broker.csv', brokerFile([brokerRow(90, 9)]));
     server.fail('stall', 'stall');

@@ -46,11 +46,14 @@ async function recordsOf(text: string | Buffer, name: string, feed: FeedConfig):
 }
 
 describe('feed config', () => {
-  it('takes a partner id column beside our own identity types, and refuses two of them or one beside a cookie id column', () => {
+  it('takes a partner id column beside our own identity types, and refuses two of them, one beside a cookie id or partner_uid column, or holding unmatched rows without one', () => {
     expect(FEED.mapping).toMatchObject({ eventType: 'feed_record', identities: { 'partner:ttd': 'tdid', email_sha256: 'hashed_email' } });
     const issues = (mapping: object) => FeedConfigSchema.safeParse({ ...FEED, mapping }).error?.issues.map((issue) => [issue.path.join('.'), issue.message]);
     expect(issues({ identities: { 'partner:ttd': 'a', 'partner:xandr': 'b' } })).toEqual([['mapping.identities', 'at most one partner id column']]);
     expect(issues({ identities: { 'partner:ttd': 'a', cookie_id: 'b' } })).toEqual([['mapping.identities.cookie_id', 'a partner id column already gives the row its cookie id']]);
+    expect(issues({ identities: { 'partner:ttd': 'a', partner_uid: 'b' } })).toEqual([['mapping.identities.partner_uid', 'a partner id column already gives the row its partner_uid']]);
+    expect(issues({ identities: { email_sha256: 'a' }, unmatched: 'hold' })).toEqual([['mapping.unmatched', 'holds rows of a partner id column (`partner:<partner id>`): map one']]);
+    expect(FEED.mapping.unmatched).toBe('skip');
     expect(issues({ identities: { 'Partner:TTD': 'a' } })?.[0][0]).toBe('mapping.identities.Partner:TTD');
     expect(issues({ identities: { email: 'Email' }, traits: { Email: 'email' } })).toEqual([['mapping.traits.Email', 'column "Email" holds raw emails (identities.email); it cannot also be a trait']]);
   });
@@ -104,23 +107,36 @@ describe('feed rows as events', () => {
     });
   });
 
-  it("maps a partner id to the cookie id the match table holds, the segment ids to a list trait, and keeps the cursor value", () => {
+  it("maps a partner id to the cookie id the match table holds and to its partner_uid, the segment ids to a list trait, and keeps the cursor value", () => {
     const row = feedRowToEvent(['tdid-1', EMAIL_HASH, 'high', ' 123| 456 |123|', '2026-03-01T09:00:00Z', 'x'], columns, OPEN, matched({ 'tdid-1': 'cookie-1' }));
     expect(row).toEqual({
       event: {
         id: expect.stringMatching(/^fr_[A-Za-z0-9_-]{32}$/),
         type: 'feed_record',
-        identities: { email_sha256: EMAIL_HASH, cookie_id: 'cookie-1' },
+        identities: { email_sha256: EMAIL_HASH, cookie_id: 'cookie-1', partner_uid: 'ttd:tdid-1' },
         traits: { income_band: 'high', 'provider_segments.iab': ['123', '456'] },
       },
     });
   });
 
-  it('counts a row whose only identity is an unmatched partner id as unmatched, and imports one with another identity without it', () => {
+  it('counts a row whose only identity is an unmatched partner id as unmatched, and imports one with another identity with its partner_uid', () => {
     expect(feedRowToEvent(['tdid-9', '', 'low', '', '1', ''], columns, OPEN, matched({}))).toEqual({ unmatched: true });
     const withEmail = feedRowToEvent(['tdid-9', EMAIL_HASH, 'low', '', '1', ''], columns, OPEN, matched({}));
-    expect(withEmail).toMatchObject({ event: { identities: { email_sha256: EMAIL_HASH } } });
+    expect(withEmail).toEqual({ event: expect.objectContaining({ identities: { email_sha256: EMAIL_HASH, partner_uid: 'ttd:tdid-9' } }) });
     expect(feedRowToEvent(['', '', 'low', '', '1', ''], columns, OPEN, matched({}))).toEqual({ errors: [{ path: '(row)', message: 'no identity: "hashed_email", "tdid" are all empty' }] });
+  });
+
+  it('holds a row whose only identity is an unmatched partner id under its partner_uid when the mapping says so, still counted as unmatched', () => {
+    const holding = columnsOf(HEADER, FeedConfigSchema.parse({ ...FEED, mapping: { ...FEED.mapping, unmatched: 'hold' } }));
+    const held = feedRowToEvent(['tdid-9', '', 'low', '', '1', ''], holding, OPEN, matched({}));
+    expect(held).toEqual({ unmatched: true, event: expect.objectContaining({ identities: { partner_uid: 'ttd:tdid-9' }, traits: { income_band: 'low' } }) });
+    // The same row read once matched is the same event: a duplicate, and the sync joins what was held.
+    const later = feedRowToEvent(['tdid-9', '', 'low', '', '1', ''], holding, OPEN, matched({ 'tdid-9': 'cookie-9' }));
+    expect(later).toEqual({ event: expect.objectContaining({ identities: { cookie_id: 'cookie-9', partner_uid: 'ttd:tdid-9' } }) });
+    expect('event' in later && 'event' in held && later.event.id).toBe('event' in held && held.event.id);
+    // An id the graph refuses cannot be held (the column is named); matched, it still lands on the cookie, without a partner_uid.
+    expect(feedRowToEvent(['0000-0000', '', 'low', '', '1', ''], holding, OPEN, matched({}))).toEqual({ errors: [{ path: 'tdid', message: 'cannot be held: is all zeros: a partner placeholder, never a user' }] });
+    expect(feedRowToEvent(['0000-0000', '', 'low', '', '1', ''], holding, OPEN, matched({ '0000-0000': 'cookie-0' }))).toEqual({ event: expect.objectContaining({ identities: { cookie_id: 'cookie-0' } }) });
   });
 
   it('skips rows outside the cursor window, and refuses a row without a cursor value, naming the column', () => {
