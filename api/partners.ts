@@ -72,7 +72,13 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
     await checkSource(body.sourceId);
     const at = new Date();
     const doc: PartnerDoc = { _id: body.id, name: body.name, redirectUrl: body.redirectUrl, sourceId: body.sourceId ?? null, createdAt: at, updatedAt: at };
-    if (!(await partners.create(doc))) throw new ProblemError(409, 'partner-exists', 'A partner with this id exists', [{ path: 'id', message: `partner ${body.id} exists` }]);
+    const created = await partners.create(doc);
+    if (created === 'exists') throw new ProblemError(409, 'partner-exists', 'A partner with this id exists', [{ path: 'id', message: `partner ${body.id} exists` }]);
+    if (created === 'retired') {
+      throw new ProblemError(409, 'partner-id-retired', 'A deleted partner had this id', [
+        { path: 'id', message: `partner ${body.id} was deleted; profiles still hold its users' ids (partner_uid ${body.id}:…), so the id is not reused: choose another` },
+      ]);
+    }
     res.status(201).json(partnerView(doc));
   });
 
@@ -101,11 +107,15 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
 
   router.delete('/v1/partners/:id', admin, async (req, res) => {
     const doc = await requirePartner(req.params.id as string);
-    const using = (await destinations.list()).filter((destination) => partnerOfIdType(destination.idType) === doc._id);
-    if (using.length > 0) {
-      throw new ProblemError(409, 'partner-in-use', 'Destinations export this partner\'s ids', using.map((destination) => ({ path: 'id', message: `destination ${destination._id} has idType partner:${doc._id}` })));
+    const exporting = (await destinations.list()).filter((destination) => partnerOfIdType(destination.idType) === doc._id);
+    const feeding = (await sources.list()).filter((source) => source.feed?.mapping.identities[`partner:${doc._id}`] !== undefined);
+    if (exporting.length + feeding.length > 0) {
+      throw new ProblemError(409, 'partner-in-use', 'Destinations export or feeds map this partner\'s ids', [
+        ...exporting.map((destination) => ({ path: 'id', message: `destination ${destination._id} has idType partner:${doc._id}` })),
+        ...feeding.map((source) => ({ path: 'id', message: `feed source ${source._id} maps a partner:${doc._id} column` })),
+      ]);
     }
-    await partners.remove(doc._id);
+    await partners.retire(doc._id, new Date());
     cache.delete(doc._id);
     res.status(204).end();
   });
@@ -177,7 +187,7 @@ export function registerPartnerPaths({ registry, problem, json, adminKey, config
       summary: 'Add a cookie-sync partner: the match URL its browsers are sent to with our id, and optionally the source that records each sync',
       request: { body: json(requests.create) },
       ok: [201, 'Created', PartnerViewSchema],
-      extra: { 400: partnerProblem, 404: noSource, 409: problem('A partner with this id exists') },
+      extra: { 400: partnerProblem, 404: noSource, 409: problem('A partner with this id exists, or a deleted one had it (an id is never reused)') },
     },
     { method: 'get', path: '/v1/partners', summary: 'Every sync partner', ok: [200, 'Partners', z.object({ partners: z.array(PartnerViewSchema) })] },
     { method: 'get', path: '/v1/partners/{id}', summary: 'A sync partner', request: { params: idParam }, ok: [200, 'The partner', PartnerViewSchema], extra: { 404: problem('No such partner') } },
@@ -192,10 +202,11 @@ export function registerPartnerPaths({ registry, problem, json, adminKey, config
     {
       method: 'delete',
       path: '/v1/partners/{id}',
-      summary: 'Remove a sync partner (refused while a destination exports its ids); its matches stay until they expire',
+      summary:
+        "Remove a sync partner (refused while a destination exports its ids or a feed maps them): its syncs are refused from then on; its matches stay until they expire, and profiles keep its users' ids (`partner_uid`), so its id is never given to another partner",
       request: { params: idParam },
       ok: [204, 'Deleted', null],
-      extra: { 404: problem('No such partner'), 409: problem('A destination has idType `partner:<id>`') },
+      extra: { 404: problem('No such partner'), 409: problem('A destination has idType `partner:<id>`, or a feed maps a `partner:<id>` column; each is named') },
     },
   ];
   for (const { method, path, summary, request, ok, extra } of paths) {

@@ -166,7 +166,7 @@ export class SubjectErasure {
     const cookies = valuesOf('cookie_id');
     const partnerUsers = valuesOf('partner_uid');
     const changes = [
-      cookies.length > 0 ? await this.matches.forget(cookies, (await new PartnerStore(this.store).list()).map((partner) => partner._id)) : null,
+      cookies.length > 0 ? await this.matches.forget(cookies, await new PartnerStore(this.store).everyId()) : null,
       partnerUsers.length > 0 ? await this.matches.forgetPartnerUsers(partnerUsers) : null,
     ];
     for (const changed of changes) {

@@ -83,6 +83,14 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     expect((await admin('/v1/partners/dsp1', { method: 'DELETE' })).status).toBe(204);
     expect((await admin('/v1/partners/dsp1')).status).toBe(404);
     expect((await admin('/v1/partners/dsp1', { method: 'PATCH', body: { name: 'x' } })).status).toBe(404);
+    expect((await admin('/v1/partners')).body.partners.map((partner: { id: string }) => partner.id)).toEqual(['ttd']);
+    expect((await sync('dsp1', { puid: 'after-delete' })).status).toBe(404);
+    // Profiles may still hold its users' ids: the id is not given to a new partner.
+    const reused = await admin('/v1/partners', { body: base });
+    expect({ status: reused.status, errors: reused.body.errors }).toEqual({
+      status: 409,
+      errors: [{ path: 'id', message: "partner dsp1 was deleted; profiles still hold its users' ids (partner_uid dsp1:…), so the id is not reused: choose another" }],
+    });
   });
 
   it('records the pair and redirects to the partner with our id; the cookie minted is reused on the next sync', async () => {

@@ -320,6 +320,10 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect(joined).toMatchObject({ traits: { interest: 'travel' }, counters: { cookie_sync: { count: 1 }, feed_record: { count: 1 } } });
     expect((await lookup('partner_uid', 'lr:lr-1')).id).toBe(joined.id);
     expect((await lookup('partner_uid', 'lr:lr-2')).traits).toEqual({ interest: 'golf' });
+
+    // A partner whose ids a feed maps is not removed.
+    const removal = await admin('/v1/partners/lr', { method: 'DELETE' });
+    expect({ status: removal.status, errors: removal.body.errors }).toEqual({ status: 409, errors: [{ path: 'id', message: `feed source ${holding} maps a partner:lr column` }] });
   });
 
   it('refuses a second pull while one runs, naming it; a scheduled turn meanwhile is skipped', async () => {
