@@ -54,7 +54,7 @@ export interface DrainResult {
 }
 
 /** Named points inside a drain where tests may interrupt it, to prove a retry converges. */
-export type DrainStep = 'events-read' | 'identities-claimed' | 'events-routed';
+export type DrainStep = 'events-read' | 'identities-claimed' | 'events-routed' | 'position-saved';
 
 export interface CollectionDeps {
   store: Store;
@@ -377,7 +377,12 @@ export function createCollectionActivities(deps: CollectionDeps) {
       more,
       retryInMs,
     };
-    if (results.length === 0) return result;
+    if (results.length === 0) {
+      // Nothing new: a turn that saved its position and died before its wake-ups left them owed.
+      const owed = await sources.owedWakes(sourceId);
+      if (owed) await wakePartitions(sourceId, owed.cursor, owed.partitions);
+      return result;
+    }
     await withoutErasedSince(marksRead, sourceId, results.map((range) => range.writes));
     result.position = {
       cursor,
@@ -391,11 +396,19 @@ export function createCollectionActivities(deps: CollectionDeps) {
       batchesApplied: input.position.batchesApplied + results.length,
       lastDrainAt: now().toISOString(),
     };
-    // Saved before the partitions are woken: a wake-up must never point past what a restart would redo.
-    await sources.savePosition(sourceId, result.position);
+    // Saved before the partitions are woken, which the position records until they are: a wake-up
+    // must never point past what a restart would redo, and one lost with a dying worker is sent by the next turn.
     const woken = [...new Set(results.flatMap((range) => range.woken))];
-    await Promise.all(woken.map((partition) => wakeProfilePartition(deps.temporal, deps.store.db.databaseName, partition, sourceId, deps.config)));
+    await sources.savePosition(sourceId, result.position, woken);
+    await deps.onDrainStep?.('position-saved');
+    await wakePartitions(sourceId, cursor, woken);
     return result;
+  }
+
+  async function wakePartitions(sourceId: string, cursor: number, partitions: number[]): Promise<void> {
+    if (partitions.length === 0) return;
+    await Promise.all(partitions.map((partition) => wakeProfilePartition(deps.temporal, deps.store.db.databaseName, partition, sourceId, deps.config)));
+    await sources.wakesSent(sourceId, cursor);
   }
 
   return {

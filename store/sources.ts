@@ -28,6 +28,12 @@ export interface SourceDoc {
  */
 interface DrainPositionDoc extends DrainPosition {
   _id: string;
+  /**
+   * The partitions the turn that saved it routed events to, until they are woken: a worker that
+   * dies between the save and the wake-ups leaves them here for the next turn, which finds no new
+   * chunk to route and would otherwise wake nobody. Absent in positions saved before it existed.
+   */
+  wakes?: number[];
 }
 
 /** Write keys are looked up by the hash of the key, as an exact `_id`; the key itself is never stored. */
@@ -83,8 +89,19 @@ export class SourceStore {
   async loadPosition(id: string): Promise<DrainPosition | null> {
     const doc = await this.positions.findOne({ _id: id });
     if (!doc) return null;
-    const { _id, ...position } = doc;
+    const { _id, wakes: _, ...position } = doc;
     return position;
+  }
+
+  /** The partitions a turn saved as to be woken and not yet as woken (see `DrainPositionDoc.wakes`). */
+  async owedWakes(id: string): Promise<{ cursor: number; partitions: number[] } | null> {
+    const doc = await this.positions.findOne({ _id: id }, { projection: { cursor: 1, wakes: 1 } });
+    return doc?.wakes?.length ? { cursor: doc.cursor, partitions: doc.wakes } : null;
+  }
+
+  /** Records the wake-ups of the turn that saved the position at `cursor` as sent; a later turn's are left be. */
+  async wakesSent(id: string, cursor: number): Promise<void> {
+    await this.positions.updateOne({ _id: id, cursor }, { $set: { wakes: [] } });
   }
 
   /**
@@ -95,9 +112,9 @@ export class SourceStore {
    * upsert's insert is a duplicate, which leaves it be. Atomic on MongoDB; on FerretDB a read and a
    * write back, which leaves a window of milliseconds, not a stall's length.
    */
-  async savePosition(id: string, position: DrainPosition): Promise<void> {
+  async savePosition(id: string, position: DrainPosition, wakes: number[] = []): Promise<void> {
     try {
-      await this.positions.replaceOne({ _id: id, cursor: { $lte: position.cursor } }, position, { upsert: true });
+      await this.positions.replaceOne({ _id: id, cursor: { $lte: position.cursor } }, { ...position, wakes }, { upsert: true });
     } catch (error) {
       if (!isDuplicateKeyError(error)) throw error;
     }

@@ -147,6 +147,33 @@ describe('draining a source into profiles', () => {
     expect((await taking.loadDrainPosition(sourceId)).position).toEqual(retried.position);
   });
 
+  it('wakes the partitions a turn saved its position for and died before waking, at the next turn, which finds nothing new to route', async () => {
+    const taskQueue = uniqueName('owed-wakes');
+    const sourceId = uniqueName('src');
+    const generated = Array.from({ length: 300 }, (_, n) => userEvent(n % 60, Math.floor(n / 60), 'owed'));
+    await appendToLog(store, sourceId, generated, 100);
+    worker = await startWorker({ store, temporal, taskQueue });
+    const config = { ...baseConfig, DMP_TASK_QUEUE: taskQueue };
+    const dying = createCollectionActivities({
+      store,
+      temporal,
+      config,
+      onDrainStep: (step) => {
+        if (step === 'position-saved') throw new Error('the worker died after saving its position');
+      },
+    });
+    await expect(dying.routeSourceBatch({ sourceId, party: 'first', position: INITIAL_DRAIN_POSITION, maxEvents: 1000 })).rejects.toThrow('died after saving');
+    // A fresh run of the source's workflow starts from the saved position: nothing is left to route.
+    const restarted = createCollectionActivities({ store, temporal, config });
+    const { position } = await restarted.loadDrainPosition(sourceId);
+    expect(position).toMatchObject({ cursor: 3, eventsProcessed: 300 });
+    expect(await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)).toBe(0);
+    const turn = await restarted.routeSourceBatch({ sourceId, party: 'first', position, maxEvents: 1000 });
+    expect(turn).toMatchObject({ chunks: 0, routed: 0 });
+    await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) === generated.length);
+    expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+  });
+
   /**
    * Drains 200 users, each seen in every one of 30 chunks (every fold replaces every version of its
    * partition), into a database of its own, one range a drain turn (each wakes the partitions: many
