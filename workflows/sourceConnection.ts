@@ -1,5 +1,4 @@
 import {
-  ActivityFailure,
   condition,
   continueAsNew,
   defineQuery,
@@ -9,6 +8,7 @@ import {
   proxyLocalActivities,
   setHandler,
   sleep,
+  TemporalFailure,
   upsertMemo,
   upsertSearchAttributes,
   workflowInfo,
@@ -57,6 +57,10 @@ const MAX_TURN_MS = 60_000;
 const HISTORY_LIMIT = 4_000;
 /** Histories from before it looked at the log before every drain turn; see the loop. */
 const ROUTE_ON_WAKE = 'route-on-wake';
+/** Histories from before a failed turn was tried again after its pause, rather than at the next wake-up or idle look. */
+const RETRY_FAILED_TURN = 'retry-failed-turn';
+/** The pause after a turn failed (its activity's own retries spent) before it is tried again. */
+const FAILED_TURN_PAUSE = '30 seconds';
 
 /**
  * One durable workflow per source connection: sleep until the API says the log grew (or the idle
@@ -143,11 +147,15 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
       // ROUTE_ON_WAKE looked once more here whatever happened.)
       if (stopped.more || !routeAtOnce) woken = true;
     } catch (error) {
-      if (!(error instanceof ActivityFailure)) throw error;
+      // A local activity's spent retries surface as its own failure (an ApplicationFailure, say), not
+      // wrapped in an ActivityFailure as a remote one's are: either is a failed turn, not a failed source.
+      if (!(error instanceof TemporalFailure)) throw error;
       progress.lastError = error.cause?.message ?? error.message;
       recordTurn(health, Date.now(), { failed: true });
       reportProgress();
-      await sleep('30 seconds');
+      await sleep(FAILED_TURN_PAUSE);
+      // The chunks it failed on are still there: a quiet source would otherwise leave them until its idle look.
+      if (patched(RETRY_FAILED_TURN)) woken = true;
     }
     reportProgress();
   }

@@ -304,6 +304,34 @@ describe('draining a source into profiles', () => {
     expect(await eventsFolded(store, unpolled, partitions)).toBe(20);
   });
 
+  it("tries a turn whose activity's retries all failed again after a pause, without waiting for a wake-up or the idle look", async () => {
+    const taskQueue = uniqueName('drain-failed');
+    const sourceId = uniqueName('src');
+    const generated = Array.from({ length: 100 }, (_, n) => userEvent(n % 20, Math.floor(n / 20), 'fail'));
+    await appendToLog(store, sourceId, generated, 100);
+    let failures = 0;
+    worker = await startWorker({
+      store,
+      temporal,
+      taskQueue,
+      activityOverrides: {
+        // Every attempt of the first turn fails (the store down for a while, say); the next succeeds.
+        onDrainStep: (step) => {
+          if (step === 'events-read' && failures < 5) throw new Error(`store unavailable (${++failures})`);
+        },
+      },
+    });
+    const config = { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_SOURCE_IDLE_POLL_SECONDS: 600 };
+    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, config);
+    await waitFor('the events folded', async () => (await eventsFolded(store, sourceId, config.DMP_PROFILE_PARTITIONS)) >= generated.length, 120_000);
+
+    expect(failures).toBe(5);
+    const status = await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).query(sourceStatusQuery);
+    expect(status).toMatchObject({ eventsProcessed: generated.length, lastError: null });
+    expect(status.health?.minutes.reduce((sum, minute) => sum + minute.failures, 0)).toBe(1);
+    await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
+  });
+
   it('routes a chunk left pending right after a full batch once its grace runs out, without waiting for the idle look', async () => {
     const taskQueue = uniqueName('drain-pending');
     const sourceId = uniqueName('src');
