@@ -88,7 +88,7 @@ describe('draining a source into profiles', () => {
     await handle.terminate('test finished');
   });
 
-  it('converges when routing fails after claiming identities, and again after writing routed batches', async () => {
+  it('converges when routing fails after claiming identities, again after writing routed batches, and after saving its position', async () => {
     const taskQueue = uniqueName('route-retry');
     const sourceId = uniqueName('src');
     const store = await testStore('route_retry');
@@ -116,7 +116,7 @@ describe('draining a source into profiles', () => {
     await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length);
     const status = await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).query(sourceStatusQuery);
 
-    expect(injected.sort()).toEqual(['events-read', 'events-routed', 'identities-claimed']);
+    expect(injected.sort()).toEqual(['events-read', 'events-routed', 'identities-claimed', 'position-saved']);
     expect(status.eventsProcessed).toBe(generated.length);
     expect(await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)).toBe(generated.length);
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
@@ -150,6 +150,11 @@ describe('draining a source into profiles', () => {
   it('wakes the partitions a turn saved its position for and died before waking, at the next turn, which finds nothing new to route', async () => {
     const taskQueue = uniqueName('owed-wakes');
     const sourceId = uniqueName('src');
+    const store = await testStore('owed_wakes'); // its own database: the same people as other tests
+    cleanups.push(async () => {
+      await stopPartitionWriters(temporal, store);
+      await store.close();
+    });
     const generated = Array.from({ length: 300 }, (_, n) => userEvent(n % 60, Math.floor(n / 60), 'owed'));
     await appendToLog(store, sourceId, generated, 100);
     worker = await startWorker({ store, temporal, taskQueue });
