@@ -7,17 +7,29 @@ import { CACHE_MAX_AGE_MS } from '../store/identities';
 import { ProfileEventLog } from '../store/profileEvents';
 import { RetentionStore } from '../store/retention';
 import { DestinationStore } from '../store/destinations';
+import { UnlinkStore } from '../store/identityUnlinks';
+import { PrivacyStore } from '../store/privacy';
 import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
 import { StartGates } from '../store/startGates';
 import { UploadStore } from '../store/uploads';
 import { VersionClaims } from '../store/versionClaims';
-import { segmentRunWorkflowId } from '../domain/workflowIds';
+import { identityUnlinkWorkflowId, privacyRequestWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
 import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
-import { ensureSegmentSchedule, listSegmentSchedules, releaseSegmentSchedule, requestPartitionExpiry, wakeProfilePartition, workflowIsRunning, type PartitionWorkflowConfig } from '../temporal/client';
+import {
+  ensureSegmentSchedule,
+  listSegmentSchedules,
+  releaseSegmentSchedule,
+  requestPartitionExpiry,
+  requestUnlink,
+  startPrivacyRequest,
+  wakeProfilePartition,
+  workflowIsRunning,
+  type PartitionWorkflowConfig,
+} from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
 import { passPeople, peoplePassStores } from './peoplePass';
 
@@ -243,6 +255,35 @@ export function createRetentionActivities(deps: RetentionDeps) {
      */
     expireExportRecords(input: { ttlMs?: number } = {}): Promise<{ exports: number; receipts: number }> {
       return withHeartbeats(() => new DestinationStore(deps.store).expireExports(new Date(now().getTime() - (input.ttlMs ?? deps.config.DMP_EXPORT_HISTORY_DAYS * 86_400_000)), PER_STREAM));
+    },
+
+    /**
+     * Privacy requests and unlinks the API recorded but whose workflow never started or stopped
+     * short (the API died between the record and the start, or a run was terminated): started
+     * again, or asked for again, as the API does when the same request comes twice. Only those older
+     * than `graceMs` (else RUN_START_GRACE_MS) whose workflow is not running; safe to repeat.
+     */
+    resumeLostStarts(input: { graceMs?: number } = {}): Promise<{ privacyRequests: number; unlinks: number }> {
+      return withHeartbeats(async () => {
+        const databaseName = deps.store.db.databaseName;
+        const before = new Date(now().getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
+        let privacyRequests = 0;
+        for (const request of await new PrivacyStore(deps.store).openBefore(before)) {
+          if (await workflowIsRunning(deps.temporal, privacyRequestWorkflowId(databaseName, request._id))) continue;
+          await startPrivacyRequest(deps.temporal, databaseName, request._id, request.type, deps.config);
+          privacyRequests++;
+          heartbeat({ requestId: request._id });
+        }
+        let unlinks = 0;
+        for (const unlinkId of await new UnlinkStore(deps.store).unfinished(before)) {
+          if (await workflowIsRunning(deps.temporal, identityUnlinkWorkflowId(databaseName, unlinkId))) continue;
+          // The store's unlink queue takes an id it holds once.
+          await requestUnlink(deps.temporal, databaseName, unlinkId, deps.config);
+          unlinks++;
+          heartbeat({ unlinkId });
+        }
+        return { privacyRequests, unlinks };
+      });
     },
 
     /** Start gates settled more than a week ago (store/startGates). */

@@ -64,8 +64,9 @@ export class UnlinkStore {
   }
 
   /** Requests not finished yet (few: unlinks are operator actions), oldest first. */
-  async unfinished(): Promise<string[]> {
-    const docs = await this.unlinks.find({ state: { $in: ['pending', 'splitting'] } }, { projection: { _id: 1, requestedAt: 1 } }).toArray();
+  /** Unlinks not yet done or failed, oldest first; only those requested before `before` when given. */
+  async unfinished(before?: Date): Promise<string[]> {
+    const docs = await this.unlinks.find({ state: { $in: ['pending', 'splitting'] }, ...(before && { requestedAt: { $lt: before } }) }, { projection: { _id: 1, requestedAt: 1 } }).toArray();
     return docs.sort((a, b) => a.requestedAt.getTime() - b.requestedAt.getTime()).map((doc) => doc._id);
   }
 

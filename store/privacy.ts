@@ -155,6 +155,11 @@ export class PrivacyStore {
     return this.withLedgers(docs.sort((a, b) => b.receivedAt.getTime() - a.receivedAt.getTime() || (a._id < b._id ? -1 : 1)).slice(0, limit));
   }
 
+  /** Requests received before `before` and neither completed nor failed (a scan of the requests, a small collection). */
+  async openBefore(before: Date): Promise<Array<Pick<PrivacyRequestDoc, '_id' | 'type'>>> {
+    return this.requests.find({ state: { $in: ['received', 'running'] }, receivedAt: { $lt: before } }, { projection: { _id: 1, type: 1 } }).toArray();
+  }
+
   async keyOf(id: string): Promise<string | null> {
     return (await this.subjects.findOne({ _id: id }))?.key ?? null;
   }

@@ -8,6 +8,7 @@ const {
   releaseSegmentSnapshots,
   reconcileSegmentSchedules,
   failAbandonedSegmentRuns,
+  resumeLostStarts,
   expireExportRecords,
   expireStartGates,
   dropLeftovers,
@@ -62,6 +63,9 @@ export interface RetentionReport {
   inactiveDocumentsKept: number;
   inactiveIdentitiesReleased: number;
   inactiveLinksRemoved: number;
+  /** Privacy requests whose workflow never started or stopped short, started again; unlinks asked for again. */
+  privacyRequestsResumed: number;
+  unlinksResumed: number;
 }
 
 /** How often an expiry asks again for shares its partitions have not finished (a writer may have restarted). */
@@ -93,7 +97,8 @@ async function expireInactivePeople(ttlMs: number | undefined): Promise<{ people
  * runs whose workflow ended without recording it are marked failed; records of exports past
  * DMP_EXPORT_HISTORY_DAYS leave with their receipts, week-old start gates, and what writers stopped
  * half way left behind (stalled uploads are failed), and people inactive past DMP_INACTIVE_PROFILE_DAYS
- * (expireInactivePeople) — and the run reports how much
+ * (expireInactivePeople); privacy requests and unlinks the API recorded but never started are
+ * started — and the run reports how much
  * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
  * partition writers' compaction, not here.
  */
@@ -109,6 +114,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const gates = await expireStartGates();
   const leftovers = await dropLeftovers();
   const inactive = patched('inactive-people') ? await expireInactivePeople(input.inactiveProfileTtlMs) : null;
+  const resumed = patched('lost-starts') ? await resumeLostStarts({ graceMs: input.runStartGraceMs }) : null;
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -133,6 +139,8 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     inactiveDocumentsKept: inactive?.documentsSkipped ?? 0,
     inactiveIdentitiesReleased: inactive?.identitiesReleased ?? 0,
     inactiveLinksRemoved: inactive?.linksRemoved ?? 0,
+    privacyRequestsResumed: resumed?.privacyRequests ?? 0,
+    unlinksResumed: resumed?.unlinks ?? 0,
   };
   upsertMemo({ report });
   return report;

@@ -1,6 +1,7 @@
 import { Client, ServiceError, type WorkflowStartInput } from '@temporalio/client';
 import { crmImportWorkflowId, destinationExportWorkflowId, lookalikeWorkflowId, segmentRunWorkflowId } from '../../domain/workflowIds';
 import { LOOKALIKE_COLLECTIONS, type LookalikeRunDoc } from '../../store/lookalikeRuns';
+import { storeRetention } from '../../workflows/storeRetention';
 import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
@@ -42,6 +43,29 @@ function losingStartAnswers(platform: RunningPlatform, meanwhile: (gate: string)
             if (gate === null) return started;
             await meanwhile(gate);
             throw new ServiceError('Failed to start Workflow: the connection closed before the answer');
+          },
+        },
+      ],
+    },
+  });
+}
+
+/** A Temporal client through which privacy requests' starts and unlinks' signals never arrive, as from an API that died before sending them. */
+function droppingUngatedStarts(platform: RunningPlatform): Client {
+  const lost = () => new ServiceError('the API stopped before it started the workflow');
+  return new Client({
+    connection: platform.temporal.connection,
+    namespace: baseConfig.TEMPORAL_NAMESPACE,
+    interceptors: {
+      workflow: [
+        {
+          async startWithDetails(input, next) {
+            if (input.workflowType === 'privacyRequest') throw lost();
+            return next(input);
+          },
+          async signalWithStart(input, next) {
+            if (input.workflowType === 'identityGraph') throw lost();
+            return next(input);
           },
         },
       ],
@@ -176,6 +200,32 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect((await admin(platform.api, `/v1/sources/${crmSourceId}/uploads/${uploadRecord.uploadId}`)).body).toMatchObject({ state: 'failed', rowsImported: 0 });
     expect((await sourceLogEventIds(platform.store, crmSourceId)).length).toBe(logged);
   }, 180_000);
+  it('starts at the next retention run a privacy request and an unlink the API recorded but never started (it stopped in between)', async () => {
+    const api = await startApi({ store: platform.store, temporal: droppingUngatedStarts(platform), taskQueue: platform.taskQueue, config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] } });
+    apis.push(api);
+    const web = await newSource(platform.api, 'web');
+    await web.send([
+      { id: 'j1', type: 'visit', identities: { cookie_id: 'ck-joined', crm_id: 'crm-joined' } },
+      { id: 'j2', type: 'visit', identities: { cookie_id: 'ck-joined' } },
+      { id: 'j3', type: 'purchase', identities: { crm_id: 'crm-joined' } },
+    ]);
+    await web.folded(3);
+    const ownerOf = async (type: string, value: string) => (await admin(platform.api, `/v1/profiles/lookup?type=${type}&value=${value}`)).body.id as string;
+    expect(await ownerOf('cookie_id', 'ck-joined')).toBe(await ownerOf('crm_id', 'crm-joined'));
+    const access = await admin(api, '/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: 'ck-0' } } });
+    const unlink = await admin(api, '/v1/identity/unlink', { body: { identities: [{ type: 'cookie_id', value: 'ck-joined' }, { type: 'crm_id', value: 'crm-joined' }] } });
+    expect([access.status, unlink.status]).toEqual([503, 503]);
+    const [request] = (await admin(platform.api, '/v1/privacy/requests')).body.requests;
+    expect(request).toMatchObject({ type: 'access', state: 'received' });
+
+    const report = await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
+    expect(report).toMatchObject({ privacyRequestsResumed: 1, unlinksResumed: 1 });
+    expect(await ended(`/v1/privacy/requests/${request.id}`, 'received').then(() => ended(`/v1/privacy/requests/${request.id}`, 'running'))).toMatchObject({ state: 'completed', result: { found: true } });
+    await waitFor('the unlink to split the profile', async () => (await ownerOf('cookie_id', 'ck-joined')) !== (await ownerOf('crm_id', 'crm-joined')), 120_000);
+    // A run that finds them started starts nothing.
+    expect(await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] })).toMatchObject({ privacyRequestsResumed: 0, unlinksResumed: 0 });
+  }, 180_000);
+
   it('fails, from its workflow, work whose start the API gave up but never recorded as failed (it stopped in between), and does none of it', async () => {
     // Started for real on a task queue no worker polls yet; then each gate is given up as an API
     // would whose start call failed, before it could record the failure.
