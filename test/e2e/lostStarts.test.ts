@@ -1,4 +1,4 @@
-import { Client, ServiceError, type WorkflowStartInput } from '@temporalio/client';
+import { Client, ServiceError, type WorkflowClientInterceptor, type WorkflowStartInput } from '@temporalio/client';
 import { crmImportWorkflowId, destinationExportWorkflowId, lookalikeWorkflowId, segmentRunWorkflowId } from '../../domain/workflowIds';
 import { LOOKALIKE_COLLECTIONS, type LookalikeRunDoc } from '../../store/lookalikeRuns';
 import { storeRetention } from '../../workflows/storeRetention';
@@ -26,26 +26,23 @@ function gateOf(input: WorkflowStartInput): string | null {
   return null;
 }
 
+/** The platform's Temporal client with one workflow client interceptor: the API's view of Temporal in these tests. */
+function clientWith(platform: RunningPlatform, interceptor: WorkflowClientInterceptor): Client {
+  return new Client({ connection: platform.temporal.connection, namespace: baseConfig.TEMPORAL_NAMESPACE, interceptors: { workflow: [interceptor] } });
+}
+
 /**
  * A Temporal client whose gated starts reach the server but whose answers are lost:
  * once `meanwhile` is done the call fails as a dropped connection makes it fail.
  */
 function losingStartAnswers(platform: RunningPlatform, meanwhile: (gate: string) => Promise<unknown>): Client {
-  return new Client({
-    connection: platform.temporal.connection,
-    namespace: baseConfig.TEMPORAL_NAMESPACE,
-    interceptors: {
-      workflow: [
-        {
-          async startWithDetails(input, next) {
-            const gate = gateOf(input);
-            const started = await next(input);
-            if (gate === null) return started;
-            await meanwhile(gate);
-            throw new ServiceError('Failed to start Workflow: the connection closed before the answer');
-          },
-        },
-      ],
+  return clientWith(platform, {
+    async startWithDetails(input, next) {
+      const gate = gateOf(input);
+      const started = await next(input);
+      if (gate === null) return started;
+      await meanwhile(gate);
+      throw new ServiceError('Failed to start Workflow: the connection closed before the answer');
     },
   });
 }
@@ -53,22 +50,14 @@ function losingStartAnswers(platform: RunningPlatform, meanwhile: (gate: string)
 /** A Temporal client through which privacy requests' starts and unlinks' signals never arrive, as from an API that died before sending them. */
 function droppingUngatedStarts(platform: RunningPlatform): Client {
   const lost = () => new ServiceError('the API stopped before it started the workflow');
-  return new Client({
-    connection: platform.temporal.connection,
-    namespace: baseConfig.TEMPORAL_NAMESPACE,
-    interceptors: {
-      workflow: [
-        {
-          async startWithDetails(input, next) {
-            if (input.workflowType === 'privacyRequest') throw lost();
-            return next(input);
-          },
-          async signalWithStart(input, next) {
-            if (input.workflowType === 'identityGraph') throw lost();
-            return next(input);
-          },
-        },
-      ],
+  return clientWith(platform, {
+    async startWithDetails(input, next) {
+      if (input.workflowType === 'privacyRequest') throw lost();
+      return next(input);
+    },
+    async signalWithStart(input, next) {
+      if (input.workflowType === 'identityGraph') throw lost();
+      return next(input);
     },
   });
 }
