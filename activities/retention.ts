@@ -8,14 +8,15 @@ import { ProfileEventLog } from '../store/profileEvents';
 import { RetentionStore } from '../store/retention';
 import { DestinationStore } from '../store/destinations';
 import { UnlinkStore } from '../store/identityUnlinks';
+import { LookalikeRunStore } from '../store/lookalikeRuns';
 import { PrivacyStore } from '../store/privacy';
 import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
-import { StartGates } from '../store/startGates';
+import { startGateKey, StartGates } from '../store/startGates';
 import { UploadStore } from '../store/uploads';
 import { VersionClaims } from '../store/versionClaims';
-import { identityUnlinkWorkflowId, privacyRequestWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
+import { crmImportWorkflowId, destinationExportWorkflowId, identityUnlinkWorkflowId, lookalikeWorkflowId, privacyRequestWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
 import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
@@ -255,6 +256,52 @@ export function createRetentionActivities(deps: RetentionDeps) {
      */
     expireExportRecords(input: { ttlMs?: number } = {}): Promise<{ exports: number; receipts: number }> {
       return withHeartbeats(() => new DestinationStore(deps.store).expireExports(new Date(now().getTime() - (input.ttlMs ?? deps.config.DMP_EXPORT_HISTORY_DAYS * 86_400_000)), PER_STREAM));
+    },
+
+    /**
+     * Exports, imports and lookalike runs the API recorded and then never started (it stopped
+     * between the record and the start), or whose workflow ended without recording how (terminated
+     * from the Temporal UI): recorded as failed, an import's staged rows removed. Work never begun
+     * is first given up at its start gate, so a workflow that starts after all does none of it (as
+     * after a start the API gave up). Only records older than `graceMs` (else RUN_START_GRACE_MS)
+     * whose workflow is not running.
+     */
+    failAbandonedWork(input: { graceMs?: number } = {}): Promise<{ exports: number; imports: number; lookalikes: number }> {
+      return withHeartbeats(async () => {
+        const databaseName = deps.store.db.databaseName;
+        const at = now();
+        const before = new Date(at.getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
+        const gates = new StartGates(deps.store);
+        /** Whether the work's workflow is gone: never begun (now given up for good) or ended without saying so. */
+        const gone = async (workflowId: string, gate: string): Promise<string | null> => {
+          if (await workflowIsRunning(deps.temporal, workflowId)) return null;
+          heartbeat({ workflowId });
+          return (await gates.abandon(gate)) ? 'abandoned: its workflow never started' : 'abandoned: its workflow ended before it finished';
+        };
+        const result = { exports: 0, imports: 0, lookalikes: 0 };
+        const destinations = new DestinationStore(deps.store);
+        for (const exportId of await destinations.apiExportsRunningBefore(before)) {
+          const error = await gone(destinationExportWorkflowId(databaseName, exportId), startGateKey.export(exportId));
+          if (error === null) continue;
+          await destinations.failUnstarted(exportId, error, at);
+          result.exports++;
+        }
+        const uploads = new UploadStore(deps.store);
+        for (const upload of await uploads.importingBefore(before)) {
+          const error = await gone(crmImportWorkflowId(databaseName, upload._id), startGateKey.import(upload._id));
+          if (error === null || !(await uploads.finish(upload._id, 'importing', 'failed', error, at))) continue;
+          await uploads.dropChunks(upload._id, upload.chunks);
+          result.imports++;
+        }
+        const lookalikes = new LookalikeRunStore(deps.store);
+        for (const runId of await lookalikes.apiRunsRunningBefore(before)) {
+          const error = await gone(lookalikeWorkflowId(databaseName, runId), startGateKey.lookalike(runId));
+          if (error === null) continue;
+          await lookalikes.failRunning(runId, error, at);
+          result.lookalikes++;
+        }
+        return result;
+      });
     },
 
     /**

@@ -304,6 +304,15 @@ export class DestinationStore {
     return held?.value.modifiedCount === 1;
   }
 
+  /**
+   * Exports the API started (under `destinationExportWorkflowId`; scheduled ones run under their
+   * schedule's ids) recorded as running since before `before`: one scan of the export records.
+   */
+  async apiExportsRunningBefore(before: Date): Promise<string[]> {
+    const running = await this.exports.find({ state: 'running' }, { projection: { _id: 1, startedAt: 1, trigger: 1 } }).toArray();
+    return running.filter((doc) => doc.trigger === 'api' && doc.startedAt < before).map((doc) => doc._id);
+  }
+
   /** Records as failed an export whose workflow never began (its start gate abandoned: nothing else writes it). */
   async failUnstarted(id: string, error: string, at: Date): Promise<void> {
     await this.exports.updateOne({ _id: id, state: 'running' }, { $set: { state: 'failed', finishedAt: at, error } });

@@ -63,6 +63,20 @@ export class LookalikeRunStore {
     await this.update(id, outcome);
   }
 
+  /**
+   * Runs the API started (under `lookalikeWorkflowId`; a re-train runs inside its schedule's
+   * workflow) recorded as running since before `before`: one scan of the runs.
+   */
+  async apiRunsRunningBefore(before: Date): Promise<string[]> {
+    const running = await this.runs.find({ state: 'running' }, { projection: { _id: 1, startedAt: 1, retrainOf: 1 } }).toArray();
+    return running.filter((run) => !run.retrainOf && run.startedAt < before).map((run) => run._id);
+  }
+
+  /** Records a run still recorded as running as failed; a run that ended meanwhile keeps its outcome. */
+  async failRunning(id: string, error: string, at: Date): Promise<void> {
+    await this.claims.exclusive(`${LOOKALIKE_COLLECTIONS.runs}/${id}`, () => this.runs.updateOne({ _id: id, state: 'running' }, { $set: { state: 'failed', error, finishedAt: at } }));
+  }
+
   /** Sets fields of a run (its schedule stopped, its newest re-train). */
   async set(id: string, fields: Pick<LookalikeRunDoc, 'retrain' | 'latestRetrain'>): Promise<void> {
     await this.update(id, fields);

@@ -174,6 +174,12 @@ export class UploadStore {
     }
   }
 
+  /** Uploads importing whose rows were all received before `before` (one scan of the uploads collection). */
+  async importingBefore(before: Date): Promise<UploadDoc[]> {
+    const importing = await this.uploads.find({ state: 'importing' }).toArray();
+    return importing.filter((upload) => (upload.receivedAt ?? upload.startedAt) < before);
+  }
+
   /** Moves an upload from `from` to a final state; false when it was not in `from` (already moved). */
   async finish(uploadId: string, from: UploadState, state: 'completed' | 'failed', error: string | null, at: Date): Promise<boolean> {
     const result = await this.uploads.updateOne({ _id: uploadId, state: from }, { $set: { state, error, finishedAt: at } });

@@ -9,6 +9,7 @@ const {
   reconcileSegmentSchedules,
   failAbandonedSegmentRuns,
   resumeLostStarts,
+  failAbandonedWork,
   expireExportRecords,
   expireStartGates,
   dropLeftovers,
@@ -66,6 +67,10 @@ export interface RetentionReport {
   /** Privacy requests whose workflow never started or stopped short, started again; unlinks asked for again. */
   privacyRequestsResumed: number;
   unlinksResumed: number;
+  /** Work the API recorded whose workflow never started, or ended without recording how: failed. */
+  exportsAbandoned: number;
+  importsAbandoned: number;
+  lookalikesAbandoned: number;
 }
 
 /** How often an expiry asks again for shares its partitions have not finished (a writer may have restarted). */
@@ -98,7 +103,7 @@ async function expireInactivePeople(ttlMs: number | undefined): Promise<{ people
  * DMP_EXPORT_HISTORY_DAYS leave with their receipts, week-old start gates, and what writers stopped
  * half way left behind (stalled uploads are failed), and people inactive past DMP_INACTIVE_PROFILE_DAYS
  * (expireInactivePeople); privacy requests and unlinks the API recorded but never started are
- * started — and the run reports how much
+ * started, and exports, imports and lookalike runs it never started are failed — and the run reports how much
  * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
  * partition writers' compaction, not here.
  */
@@ -115,6 +120,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const leftovers = await dropLeftovers();
   const inactive = patched('inactive-people') ? await expireInactivePeople(input.inactiveProfileTtlMs) : null;
   const resumed = patched('lost-starts') ? await resumeLostStarts({ graceMs: input.runStartGraceMs }) : null;
+  const failedWork = patched('abandoned-work') ? await failAbandonedWork({ graceMs: input.runStartGraceMs }) : null;
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -141,6 +147,9 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     inactiveLinksRemoved: inactive?.linksRemoved ?? 0,
     privacyRequestsResumed: resumed?.privacyRequests ?? 0,
     unlinksResumed: resumed?.unlinks ?? 0,
+    exportsAbandoned: failedWork?.exports ?? 0,
+    importsAbandoned: failedWork?.imports ?? 0,
+    lookalikesAbandoned: failedWork?.lookalikes ?? 0,
   };
   upsertMemo({ report });
   return report;

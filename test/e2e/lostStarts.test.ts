@@ -3,6 +3,7 @@ import { crmImportWorkflowId, destinationExportWorkflowId, lookalikeWorkflowId, 
 import { LOOKALIKE_COLLECTIONS, type LookalikeRunDoc } from '../../store/lookalikeRuns';
 import { storeRetention } from '../../workflows/storeRetention';
 import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
+import { UploadStore } from '../../store/uploads';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
 import { sourceLogEventIds } from '../support/sourceLog';
@@ -213,6 +214,57 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     await waitFor('the unlink to split the profile', async () => (await ownerOf('cookie_id', 'ck-joined')) !== (await ownerOf('crm_id', 'crm-joined')), 120_000);
     // A run that finds them started starts nothing.
     expect(await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] })).toMatchObject({ privacyRequestsResumed: 0, unlinksResumed: 0 });
+  }, 180_000);
+
+  it('fails at the next retention run an export, an import and a lookalike the API recorded and never started (it stopped in between), and none of it runs', async () => {
+    // The API's gated starts hang until the retention run is over, as an API process that stopped
+    // between recording the work and starting it; then they fail, as its next attempt would.
+    let release = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const api = await startApi({
+      store: platform.store,
+      temporal: clientWith(platform, {
+        async startWithDetails(input, next) {
+          if (gateOf(input) === null) return next(input);
+          await released;
+          throw new ServiceError('the API stopped before it started the workflow');
+        },
+      }),
+      taskQueue: platform.taskQueue,
+      config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] },
+    });
+    apis.push(api);
+    const { id, partner } = await newDestination();
+    const logged = (await sourceLogEventIds(platform.store, crmSourceId)).length;
+    const calls = [
+      admin(api, `/v1/destinations/${id}/exports`, { body: {} }),
+      admin(api, `/v1/sources/${crmSourceId}/uploads`, { method: 'POST', rawBody: CSV.replace(/c-/g, 'f-'), contentType: 'text/csv' }),
+      admin(api, `/v1/segments/${segmentId}/lookalike`, { body: { reach: 2 } }),
+    ];
+    const recorded = await waitFor('the three records', async () => {
+      const [exportRecord] = (await admin(platform.api, `/v1/destinations/${id}/exports`)).body.exports;
+      const upload = (await admin(platform.api, `/v1/sources/${crmSourceId}/uploads`)).body.uploads.find((view: { state: string }) => view.state === 'importing');
+      const run = await platform.store.db.collection<LookalikeRunDoc>(LOOKALIKE_COLLECTIONS.runs).findOne({ seedId: segmentId, reach: 2 });
+      return exportRecord && upload && run && { exportId: exportRecord.exportId as string, uploadId: upload.uploadId as string, runId: run._id };
+    });
+
+    const report = await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
+    expect(report).toMatchObject({ exportsAbandoned: 1, importsAbandoned: 1, lookalikesAbandoned: 1 });
+    const never = 'abandoned: its workflow never started';
+    expect((await admin(platform.api, `/v1/destinations/${id}/exports/${recorded.exportId}`)).body).toMatchObject({ state: 'failed', error: never });
+    expect((await admin(platform.api, `/v1/sources/${crmSourceId}/uploads/${recorded.uploadId}`)).body).toMatchObject({ state: 'failed', error: never });
+    expect((await admin(platform.api, `/v1/segments/${segmentId}/lookalike/${recorded.runId}`)).body).toMatchObject({ state: 'failed', error: never });
+    expect(await new UploadStore(platform.store).readChunk(recorded.uploadId, 0)).toBeNull();
+
+    // The API's start, failing at last, finds the work given up and answers 503; nothing of it ever ran.
+    release();
+    expect((await Promise.all(calls)).map((response) => response.status)).toEqual([503, 503, 503]);
+    const databaseName = platform.store.db.databaseName;
+    for (const workflowId of [destinationExportWorkflowId(databaseName, recorded.exportId), crmImportWorkflowId(databaseName, recorded.uploadId), lookalikeWorkflowId(databaseName, recorded.runId)]) {
+      await expect(platform.temporal.workflow.getHandle(workflowId).describe()).rejects.toThrow(/not found/i);
+    }
+    expect(partner.requests).toBe(0);
+    expect((await sourceLogEventIds(platform.store, crmSourceId)).length).toBe(logged);
   }, 180_000);
 
   it('fails, from its workflow, work whose start the API gave up but never recorded as failed (it stopped in between), and does none of it', async () => {
