@@ -57,6 +57,8 @@ const MAX_TURN_MS = 60_000;
 const HISTORY_LIMIT = 4_000;
 /** Histories from before it looked at the log before every drain turn; see the loop. */
 const ROUTE_ON_WAKE = 'route-on-wake';
+/** Histories from before a paused source looked at its saved state at each idle look. */
+const RECHECK_PAUSE = 'recheck-pause';
 /** Histories from before a failed turn was tried again after its pause, rather than at the next wake-up or idle look. */
 const RETRY_FAILED_TURN = 'retry-failed-turn';
 /** The pause after a turn failed (its activity's own retries spent) before it is tried again. */
@@ -122,7 +124,16 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
   reportProgress();
   while (workflowInfo().historyLength < HISTORY_LIMIT && !workflowInfo().continueAsNewSuggested) {
     if (progress.state === 'paused') {
-      await condition(() => progress.state === 'active');
+      if (!patched(RECHECK_PAUSE)) await condition(() => progress.state === 'active');
+      else if (!(await condition(() => progress.state === 'active', input.idlePollMs))) {
+        // A resume saved whose signal never came (its API stopped in between) is found at the idle look.
+        const saved = await (patched(LOCAL_DRAIN) ? localLook : remoteLook).loadDrainPosition(sourceId);
+        if (saved.state === 'active') {
+          progress.state = 'active';
+          woken = true;
+          reportProgress();
+        }
+      }
       continue;
     }
     if (!woken) await condition(() => woken || progress.state !== 'active', nextLookMs);

@@ -14,7 +14,8 @@ import { IdentityIndex } from '../../store/identities';
 import { ProfileEventLog, routedBatchId } from '../../store/profileEvents';
 import { ProfileStore } from '../../store/profiles';
 import { ensureSourceWorkflow, wakeProfilePartition } from '../../temporal/client';
-import { sourceStatusQuery } from '../../workflows/sourceConnection';
+import { pauseSourceSignal, sourceStatusQuery } from '../../workflows/sourceConnection';
+import { SourceStore } from '../../store/sources';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
 import { eventsFolded, groupAccounts, profileDifferences, unrecordedGroups } from '../support/profiles';
@@ -335,6 +336,32 @@ describe('draining a source into profiles', () => {
     expect(status).toMatchObject({ eventsProcessed: generated.length, lastError: null });
     expect(status.health?.minutes.reduce((sum, minute) => sum + minute.failures, 0)).toBe(1);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
+  });
+
+  it('resumes a paused source at its idle look once its saved state is active, though the resume signal never came', async () => {
+    const taskQueue = uniqueName('drain-resume');
+    const sourceId = uniqueName('src');
+    const sources = new SourceStore(store);
+    await sources.create({ _id: sourceId, name: 'resumed', kind: 'events', party: 'first', labels: [], writeKeyHash: `resume-${sourceId}`, createdAt: new Date() });
+    await appendToLog(store, sourceId, Array.from({ length: 20 }, (_, n) => userEvent(n % 5, Math.floor(n / 5), 'resume-a')), 20);
+    worker = await startWorker({ store, temporal, taskQueue });
+    const config = { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_SOURCE_IDLE_POLL_SECONDS: 2 };
+    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, config);
+    const folded = () => eventsFolded(store, sourceId, config.DMP_PROFILE_PARTITIONS);
+    await waitFor('the first events folded', async () => (await folded()) === 20, 30_000);
+    const handle = temporal.workflow.getHandle(sourceWorkflowId(sourceId));
+    // Paused as the API pauses: saved, then signalled.
+    await sources.setState(sourceId, 'paused');
+    await handle.signal(pauseSourceSignal);
+    await waitFor('the pause', async () => (await handle.query(sourceStatusQuery)).state === 'paused');
+    await appendToLog(store, sourceId, Array.from({ length: 20 }, (_, n) => userEvent(n % 5, Math.floor(n / 5), 'resume-b')), 20);
+    await new Promise((resolve) => setTimeout(resolve, 5_000)); // two idle looks: the saved state is still paused
+    expect(await folded()).toBe(20);
+    // Resumed as an API that stopped after saving it: no signal.
+    await sources.setState(sourceId, 'active');
+    await waitFor('the events appended while paused folded', async () => (await folded()) === 40, 30_000);
+    expect((await handle.query(sourceStatusQuery)).state).toBe('active');
+    await handle.terminate('test finished');
   });
 
   it('routes a chunk left pending right after a full batch once its grace runs out, without waiting for the idle look', async () => {
