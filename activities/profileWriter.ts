@@ -307,7 +307,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     for (const doc of toSave) {
       const previous = split.replaced.get(doc.profileId) ?? relearnedFrom.get(doc.profileId) ?? stored.get(doc.profileId);
       const counts = previous && Object.hasOwn(position.groups, previous.group) ? position.groups[previous.group] : undefined;
-      if (counts && previous?._id !== doc._id) counts.superseded++;
+      // A version under this attempt's own group that is not the one written is a part this fold made and then changed: never stored.
+      if (counts && previous?._id !== doc._id && previous?.group !== group) counts.superseded++;
     }
     await deps.onFoldStep?.('versions-written', group);
     await withoutErasedSince(marksRead, input.partition, toSave);
