@@ -377,9 +377,9 @@ export function createCollectionActivities(deps: CollectionDeps) {
       more,
       retryInMs,
     };
+    // Wake-ups a turn that saved its position and died before sending them left owed: this turn sends them.
+    const owed = await sources.owedWakes(sourceId);
     if (results.length === 0) {
-      // Nothing new: a turn that saved its position and died before its wake-ups left them owed.
-      const owed = await sources.owedWakes(sourceId);
       if (owed) await wakePartitions(sourceId, owed.cursor, owed.partitions);
       return result;
     }
@@ -398,7 +398,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
     };
     // Saved before the partitions are woken, which the position records until they are: a wake-up
     // must never point past what a restart would redo, and one lost with a dying worker is sent by the next turn.
-    const woken = [...new Set(results.flatMap((range) => range.woken))];
+    const woken = [...new Set([...(owed?.partitions ?? []), ...results.flatMap((range) => range.woken)])];
     await sources.savePosition(sourceId, result.position, woken);
     await deps.onDrainStep?.('position-saved');
     await wakePartitions(sourceId, cursor, woken);

@@ -248,7 +248,8 @@ export function feedRowEventId(fields: string[], columns: FeedColumns): string {
 export type FeedRow =
   /** `unmatched`: held under its partner id alone (the mapping's `unmatched: "hold"`). */
   | { event: EventInput; unmatched?: true }
-  | { errors: FieldError[] }
+  /** `unmatched`: a row the mapping would hold that cannot be. */
+  | { errors: FieldError[]; unmatched?: true }
   /** Outside the pull's cursor window: read, not imported. */
   | { skipped: true }
   /** Its only identity is a partner id the match table does not hold, and the mapping skips such rows: not imported. */
@@ -284,7 +285,7 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
     const partnerUid = `${columns.partner.partnerId}:${partnerUserId}`;
     const problem = partnerUserIdProblem(partnerUid);
     if (problem === null) identities.partner_uid = partnerUid;
-    else if (unmatched) return { errors: [{ path: columns.partner.column, message: `cannot be held: ${problem}` }] };
+    else if (unmatched) return { errors: [{ path: columns.partner.column, message: `cannot be held: ${problem}` }], unmatched: true };
   }
   if (Object.keys(identities).length === 0) {
     const named = [...columns.identities.map(({ column }) => column), ...(columns.partner ? [columns.partner.column] : [])];

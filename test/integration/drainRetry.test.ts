@@ -148,7 +148,7 @@ describe('draining a source into profiles', () => {
     expect((await taking.loadDrainPosition(sourceId)).position).toEqual(retried.position);
   });
 
-  it('wakes the partitions a turn saved its position for and died before waking, at the next turn, which finds nothing new to route', async () => {
+  it('wakes the partitions a turn saved its position for and died before waking, at the next turn, whether it finds nothing new to route or more', async () => {
     const taskQueue = uniqueName('owed-wakes');
     const sourceId = uniqueName('src');
     const store = await testStore('owed_wakes'); // its own database: the same people as other tests
@@ -178,6 +178,21 @@ describe('draining a source into profiles', () => {
     expect(turn).toMatchObject({ chunks: 0, routed: 0 });
     await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) === generated.length);
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+    expect(await new SourceStore(store).owedWakes(sourceId)).toBeNull();
+
+    // Dying again, with the log grown meanwhile by one person's event: the next turn routes it to one
+    // partition and wakes the others it owes too.
+    const more = Array.from({ length: 300 }, (_, n) => userEvent(n % 60, Math.floor(n / 60), 'owed2'));
+    await appendToLog(store, sourceId, more, 100);
+    await expect(dying.routeSourceBatch({ sourceId, party: 'first', position: turn.position, maxEvents: 1000 })).rejects.toThrow('died after saving');
+    const last = [userEvent(0, 99, 'owed3')];
+    await appendToLog(store, sourceId, last, 1);
+    const after = await restarted.routeSourceBatch({ sourceId, party: 'first', position: (await restarted.loadDrainPosition(sourceId)).position, maxEvents: 1000 });
+    expect(after).toMatchObject({ chunks: 1, routed: 1 });
+    const all = [...generated, ...more, ...last];
+    await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) === all.length);
+    expect(await profileDifferences(store, expectedProfiles(all))).toEqual([]);
+    expect(await new SourceStore(store).owedWakes(sourceId)).toBeNull();
   });
 
   /**

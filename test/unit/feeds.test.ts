@@ -135,7 +135,7 @@ describe('feed rows as events', () => {
     expect(later).toEqual({ event: expect.objectContaining({ identities: { cookie_id: 'cookie-9', partner_uid: 'ttd:tdid-9' } }) });
     expect('event' in later && 'event' in held && later.event.id).toBe('event' in held && held.event.id);
     // An id the graph refuses cannot be held (the column is named); matched, it still lands on the cookie, without a partner_uid.
-    expect(feedRowToEvent(['0000-0000', '', 'low', '', '1', ''], holding, OPEN, matched({}))).toEqual({ errors: [{ path: 'tdid', message: 'cannot be held: is all zeros: a partner placeholder, never a user' }] });
+    expect(feedRowToEvent(['0000-0000', '', 'low', '', '1', ''], holding, OPEN, matched({}))).toEqual({ errors: [{ path: 'tdid', message: 'cannot be held: is all zeros: a partner placeholder, never a user' }], unmatched: true });
     expect(feedRowToEvent(['0000-0000', '', 'low', '', '1', ''], holding, OPEN, matched({ '0000-0000': 'cookie-0' }))).toEqual({ event: expect.objectContaining({ identities: { cookie_id: 'cookie-0' } }) });
   });
 
