@@ -33,11 +33,21 @@ export const ConfigSchema = z.object({
    * fold at once. Fixed for a store's lifetime (a profile's partition derives from its id).
    */
   DMP_PROFILE_PARTITIONS: z.coerce.number().int().min(1).max(1024).default(8),
-  /** Identity keys (`<type>:<value>`, as stored: emails and phones as SHA-256 hex) that never join profiles, beside the built-in junk values. */
+  /**
+   * Identity keys (`<type>:<value>`, as stored: emails and phones as SHA-256 hex) that never join
+   * profiles, beside the built-in junk values: comma-separated, or a JSON array of strings for keys
+   * that hold commas (a partner's user ids may).
+   */
   DMP_IDENTITY_BLOCKLIST: z
     .string()
     .default('')
-    .transform((list) => list.split(',').map((key) => key.trim()).filter(Boolean)),
+    .transform((list, ctx) => {
+      if (!list.trim().startsWith('[')) return list.split(',').map((key) => key.trim()).filter(Boolean);
+      const keys = z.array(z.string().min(1)).safeParse(parseJsonOrNull(list));
+      if (keys.success) return keys.data;
+      ctx.addIssue({ code: 'custom', message: 'a JSON array of identity keys (strings), or keys separated by commas' });
+      return z.NEVER;
+    }),
   /**
    * Most identities of a type one profile document takes (`type=n,…`; unnamed types keep their
    * default, see domain/identityCaps): past it, joins are refused and recorded.
@@ -110,4 +120,12 @@ export type Config = z.infer<typeof ConfigSchema>;
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   return ConfigSchema.parse(env);
+}
+
+function parseJsonOrNull(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return null;
+  }
 }
