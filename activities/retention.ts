@@ -260,8 +260,9 @@ export function createRetentionActivities(deps: RetentionDeps) {
 
     /**
      * Exports, imports and lookalike runs the API recorded and then never started (it stopped
-     * between the record and the start), or whose workflow ended without recording how (terminated
-     * from the Temporal UI): recorded as failed, an import's staged rows removed. Work never begun
+     * between the record and the start), and imports and lookalike runs whose workflow ended without
+     * recording how (terminated from the Temporal UI): recorded as failed, an import's staged rows
+     * removed. (An export that began is closed by the destination's next export.) Work never begun
      * is first given up at its start gate, so a workflow that starts after all does none of it (as
      * after a start the API gave up). Only records older than `graceMs` (else RUN_START_GRACE_MS)
      * whose workflow is not running.
@@ -281,9 +282,10 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const result = { exports: 0, imports: 0, lookalikes: 0 };
         const destinations = new DestinationStore(deps.store);
         for (const exportId of await destinations.apiExportsRunningBefore(before)) {
-          const error = await gone(destinationExportWorkflowId(databaseName, exportId), startGateKey.export(exportId));
-          if (error === null) continue;
-          await destinations.failUnstarted(exportId, error, at);
+          if (await workflowIsRunning(deps.temporal, destinationExportWorkflowId(databaseName, exportId))) continue;
+          // One that began is the next export's to close: it books what the partner confirmed (activities/exports).
+          if (!(await gates.abandon(startGateKey.export(exportId)))) continue;
+          await destinations.failUnstarted(exportId, 'abandoned: its workflow never started', at);
           result.exports++;
         }
         const uploads = new UploadStore(deps.store);

@@ -86,11 +86,15 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
   setHandler(sourceLogGrewSignal, () => {
     woken = true;
   });
+  /** Pause and resume signals heard: a saved state read while one came in is older than it. */
+  let stateSignals = 0;
   setHandler(pauseSourceSignal, () => {
+    stateSignals++;
     progress.state = 'paused';
     reportProgress();
   });
   setHandler(resumeSourceSignal, () => {
+    stateSignals++;
     progress.state = 'active';
     woken = true;
     reportProgress();
@@ -127,8 +131,9 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
       if (!patched(RECHECK_PAUSE)) await condition(() => progress.state === 'active');
       else if (!(await condition(() => progress.state === 'active', input.idlePollMs))) {
         // A resume saved whose signal never came (its API stopped in between) is found at the idle look.
+        const heard = stateSignals;
         const saved = await (patched(LOCAL_DRAIN) ? localLook : remoteLook).loadDrainPosition(sourceId);
-        if (saved.state === 'active') {
+        if (saved.state === 'active' && stateSignals === heard) {
           progress.state = 'active';
           woken = true;
           reportProgress();

@@ -159,7 +159,10 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     expect(run).toMatchObject({ state: 'failed', segmentId: null });
     expect(run.error).toContain('the seed has no members in the base');
     // Training again would read the same profiles: no retry is spent on it.
-    const history = await platform.temporal.workflow.getHandle(lookalikeWorkflowId(platform.store.db.databaseName, run.runId)).fetchHistory();
+    const handle = platform.temporal.workflow.getHandle(lookalikeWorkflowId(platform.store.db.databaseName, run.runId));
+    // The run's record is failed by the second activity, whose start the history records only once it has returned.
+    await handle.result().catch(() => undefined);
+    const history = await handle.fetchHistory();
     // Two activities, each on its first attempt: the training, then recording its failure.
     const started = (history.events ?? []).filter((event) => event.activityTaskStartedEventAttributes);
     expect(started.map((event) => event.activityTaskStartedEventAttributes?.attempt)).toEqual([1, 1]);
