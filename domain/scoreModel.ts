@@ -29,7 +29,8 @@ const Feature = z
   .string()
   .min(3)
   .max(300)
-  .regex(/^(trait:[^=]+=.+|event:.+|recent:.+|identity:[a-z0-9_]+|segment:.+)$/, 'trait:<name>=<json value>, event:<type>, recent:<type>, identity:<type> or segment:<id>');
+  // `[\s\S]`, not `.`: the document's pattern is read by other regex engines, whose `.` takes a `\r` or a `\u2028` that JavaScript's refuses.
+  .regex(/^(trait:[^=]+=[\s\S]+|event:[\s\S]+|recent:[\s\S]+|identity:[a-z0-9_]+|segment:[\s\S]+)$/, 'trait:<name>=<json value>, event:<type>, recent:<type>, identity:<type> or segment:<id>');
 
 const SEGMENT_FEATURE = 'segment:';
 

@@ -1,5 +1,5 @@
 import { auc, definingFeatures, isDefining, trainLogistic, type TrainingRow } from '../../domain/lookalike';
-import { compileScore, featuresOf } from '../../domain/scoreModel';
+import { compileScore, featuresOf, ScoreRuleSchema } from '../../domain/scoreModel';
 import { encodeFieldName } from '../../domain/fieldNames';
 import { parseRule, SegmentEvaluator, EvaluationTime, segmentReferences, subjectNeeds, type Rule } from '../../domain/segmentRules';
 
@@ -44,6 +44,12 @@ describe('the score rule', () => {
     counters: { [encodeFieldName('page.view')]: counter(2, '20261129'), old: counter(1, '20260101') },
     identities: [{ type: 'email_sha256' as const, value: 'x', firstSeen: now, lastSeen: now, sourceId: 's' }],
   };
+
+  it('takes as a feature every string the documented pattern takes, line breaks in an event type too, and refuses an unknown kind', () => {
+    const weights = (feature: string) => ScoreRuleSchema.safeParse({ score: { intercept: 0, weights: [[feature, 1]], min: 0.5 } }).success;
+    expect(['event:signup\r', 'trait:plan="a\u2028b"', 'recent:view\n', 'segment:seg_1', 'identity:partner_uid'].map(weights)).toEqual([true, true, true, true, true]);
+    expect(['visit:home', 'identity:Cookie', 'trait:plan'].map(weights)).toEqual([false, false, false]);
+  });
 
   it('reads trait values, list elements, event types, recent events and identity types as features', () => {
     expect(featuresOf(subject, now).sort()).toEqual(['event:old', 'event:page.view', 'identity:email_sha256', 'recent:page.view', 'trait:mag.name="alpine"', 'trait:n=3', 'trait:tags="a"', 'trait:tags="b"'].sort());
