@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { decodeFieldName, encodeFieldName } from './fieldNames';
 import { STORED_IDENTITY_TYPES } from './identity';
 import { dayKey, type SegmentSubject } from './profile';
+import { NUL_MESSAGE } from './text';
 
 extendZodWithOpenApi(z);
 
@@ -29,8 +30,12 @@ const Feature = z
   .string()
   .min(3)
   .max(300)
-  // `[\s\S]`, not `.`: the document's pattern is read by other regex engines, whose `.` takes a `\r` or a `\u2028` that JavaScript's refuses.
-  .regex(/^(trait:[^=]+=[\s\S]+|event:[\s\S]+|recent:[\s\S]+|identity:[a-z0-9_]+|segment:[\s\S]+)$/, 'trait:<name>=<json value>, event:<type>, recent:<type>, identity:<type> or segment:<id>');
+  // Any storable character (domain/text), not `.`: the document's pattern is read by other regex
+  // engines too, whose `.` takes a `\r` or a `\u2028` that JavaScript's refuses. One pattern, so the document states all of it.
+  .regex(
+    /^(trait:[^=\u0000]+=[^\u0000]+|event:[^\u0000]+|recent:[^\u0000]+|identity:[a-z0-9_]+|segment:[^\u0000]+)$/,
+    `trait:<name>=<json value>, event:<type>, recent:<type>, identity:<type> or segment:<id>, and ${NUL_MESSAGE}`,
+  );
 
 const SEGMENT_FEATURE = 'segment:';
 

@@ -45,10 +45,10 @@ describe('the score rule', () => {
     identities: [{ type: 'email_sha256' as const, value: 'x', firstSeen: now, lastSeen: now, sourceId: 's' }],
   };
 
-  it('takes as a feature every string the documented pattern takes, line breaks in an event type too, and refuses an unknown kind', () => {
+  it('takes as a feature every string the documented pattern takes, line breaks in an event type too, and refuses an unknown kind or a NUL', () => {
     const weights = (feature: string) => ScoreRuleSchema.safeParse({ score: { intercept: 0, weights: [[feature, 1]], min: 0.5 } }).success;
     expect(['event:signup\r', 'trait:plan="a\u2028b"', 'recent:view\n', 'segment:seg_1', 'identity:partner_uid'].map(weights)).toEqual([true, true, true, true, true]);
-    expect(['visit:home', 'identity:Cookie', 'trait:plan'].map(weights)).toEqual([false, false, false]);
+    expect(['visit:home', 'identity:Cookie', 'trait:plan', 'segment:seg\u0000'].map(weights)).toEqual([false, false, false, false]);
   });
 
   it('reads trait values, list elements, event types, recent events and identity types as features', () => {
