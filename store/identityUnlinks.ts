@@ -63,8 +63,7 @@ export class UnlinkStore {
     await this.unlinks.replaceOne({ _id: doc._id }, doc);
   }
 
-  /** Requests not finished yet (few: unlinks are operator actions), oldest first. */
-  /** Unlinks not yet done or failed, oldest first; only those requested before `before` when given. */
+  /** Requests not finished yet (few: unlinks are operator actions), oldest first; only those requested before `before` when given. */
   async unfinished(before?: Date): Promise<string[]> {
     const docs = await this.unlinks.find({ state: { $in: ['pending', 'splitting'] }, ...(before && { requestedAt: { $lt: before } }) }, { projection: { _id: 1, requestedAt: 1 } }).toArray();
     return docs.sort((a, b) => a.requestedAt.getTime() - b.requestedAt.getTime()).map((doc) => doc._id);
