@@ -7,6 +7,7 @@ import { CACHE_MAX_AGE_MS } from '../store/identities';
 import { ProfileEventLog } from '../store/profileEvents';
 import { RetentionStore } from '../store/retention';
 import { DestinationStore } from '../store/destinations';
+import { FeedStore } from '../store/feeds';
 import { UnlinkStore } from '../store/identityUnlinks';
 import { LookalikeRunStore } from '../store/lookalikeRuns';
 import { PrivacyStore } from '../store/privacy';
@@ -16,7 +17,7 @@ import { SourceStore } from '../store/sources';
 import { startGateKey, StartGates } from '../store/startGates';
 import { UploadStore } from '../store/uploads';
 import { VersionClaims } from '../store/versionClaims';
-import { crmImportWorkflowId, destinationExportWorkflowId, identityUnlinkWorkflowId, lookalikeWorkflowId, privacyRequestWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
+import { crmImportWorkflowId, destinationExportWorkflowId, feedPullWorkflowId, identityUnlinkWorkflowId, lookalikeWorkflowId, privacyRequestWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
 import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
@@ -26,6 +27,7 @@ import {
   releaseSegmentSchedule,
   requestPartitionExpiry,
   requestUnlink,
+  runningWorkflowMemo,
   startPrivacyRequest,
   wakeProfilePartition,
   workflowIsRunning,
@@ -259,27 +261,29 @@ export function createRetentionActivities(deps: RetentionDeps) {
     },
 
     /**
-     * Exports, imports and lookalike runs the API recorded and then never started (it stopped
-     * between the record and the start), and imports and lookalike runs whose workflow ended without
-     * recording how (terminated from the Temporal UI): recorded as failed, an import's staged rows
-     * removed. (An export that began is closed by the destination's next export.) Work never begun
-     * is first given up at its start gate, so a workflow that starts after all does none of it (as
-     * after a start the API gave up). Only records older than `graceMs` (else RUN_START_GRACE_MS)
-     * whose workflow is not running.
+     * Exports, imports, feed pulls and lookalike runs the API recorded and then never started (it
+     * stopped between the record and the start), and imports, feed pulls and lookalike runs whose
+     * workflow ended without recording how (terminated from the Temporal UI): recorded as failed, an
+     * import's staged rows removed. (An export that began is closed by the destination's next
+     * export.) Work never begun is first given up at its start gate, so a workflow that starts after
+     * all does none of it (as after a start the API gave up). Only records older than `graceMs`
+     * (else RUN_START_GRACE_MS) whose workflow is not running.
      */
-    failAbandonedWork(input: { graceMs?: number } = {}): Promise<{ exports: number; imports: number; lookalikes: number }> {
+    failAbandonedWork(input: { graceMs?: number } = {}): Promise<{ exports: number; imports: number; feedPulls: number; lookalikes: number }> {
       return withHeartbeats(async () => {
         const databaseName = deps.store.db.databaseName;
         const at = now();
         const before = new Date(at.getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
         const gates = new StartGates(deps.store);
-        /** Whether the work's workflow is gone: never begun (now given up for good) or ended without saying so. */
-        const gone = async (workflowId: string, gate: string): Promise<string | null> => {
-          if (await workflowIsRunning(deps.temporal, workflowId)) return null;
-          heartbeat({ workflowId });
-          return (await gates.abandon(gate)) ? 'abandoned: its workflow never started' : 'abandoned: its workflow ended before it finished';
+        /**
+         * Why the work is no longer under way, or null while its workflow runs it: never begun (now
+         * given up for good), or ended without saying so. `gate` is null for work only a schedule starts.
+         */
+        const gone = async (running: boolean, gate: string | null): Promise<string | null> => {
+          if (running) return null;
+          return gate !== null && (await gates.abandon(gate)) ? 'abandoned: its workflow never started' : 'abandoned: its workflow ended before it finished';
         };
-        const result = { exports: 0, imports: 0, lookalikes: 0 };
+        const result = { exports: 0, imports: 0, feedPulls: 0, lookalikes: 0 };
         const destinations = new DestinationStore(deps.store);
         for (const exportId of await destinations.apiExportsRunningBefore(before)) {
           if (await workflowIsRunning(deps.temporal, destinationExportWorkflowId(databaseName, exportId))) continue;
@@ -287,20 +291,32 @@ export function createRetentionActivities(deps: RetentionDeps) {
           if (!(await gates.abandon(startGateKey.export(exportId)))) continue;
           await destinations.failUnstarted(exportId, 'abandoned: its workflow never started', at);
           result.exports++;
+          heartbeat({ exportId });
         }
         const uploads = new UploadStore(deps.store);
         for (const upload of await uploads.importingBefore(before)) {
-          const error = await gone(crmImportWorkflowId(databaseName, upload._id), startGateKey.import(upload._id));
+          const error = await gone(await workflowIsRunning(deps.temporal, crmImportWorkflowId(databaseName, upload._id)), startGateKey.import(upload._id));
           if (error === null || !(await uploads.finish(upload._id, 'importing', 'failed', error, at))) continue;
           await uploads.dropChunks(upload._id, upload.chunks);
           result.imports++;
+          heartbeat({ uploadId: upload._id });
+        }
+        const feeds = new FeedStore(deps.store);
+        for (const pull of await feeds.runningBefore(before)) {
+          // A feed's pulls run one at a time under one workflow id; its memo names the pull it is on.
+          const memo = await runningWorkflowMemo(deps.temporal, feedPullWorkflowId(databaseName, pull.sourceId));
+          const error = await gone(memo?.pullId === pull._id, pull.trigger === 'schedule' ? null : startGateKey.feedPull(pull._id));
+          if (error === null || !(await feeds.failRunning(pull._id, error, at))) continue;
+          result.feedPulls++;
+          heartbeat({ pullId: pull._id });
         }
         const lookalikes = new LookalikeRunStore(deps.store);
         for (const runId of await lookalikes.apiRunsRunningBefore(before)) {
-          const error = await gone(lookalikeWorkflowId(databaseName, runId), startGateKey.lookalike(runId));
+          const error = await gone(await workflowIsRunning(deps.temporal, lookalikeWorkflowId(databaseName, runId)), startGateKey.lookalike(runId));
           if (error === null) continue;
           await lookalikes.failRunning(runId, error, at);
           result.lookalikes++;
+          heartbeat({ runId });
         }
         return result;
       });

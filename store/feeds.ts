@@ -181,6 +181,17 @@ export class FeedStore {
     await this.pulls.updateOne(this.owned(pullId, by), { $set: { attempts: [...pull.attempts, { attempt: by.attempt, ...failure }] } });
   }
 
+  /** Pulls recorded as running since before `before` (a scan of the pulls collection: one small document per pull). */
+  async runningBefore(before: Date): Promise<Array<Pick<FeedPullDoc, '_id' | 'sourceId' | 'trigger' | 'startedAt'>>> {
+    const running = await this.pulls.find({ state: 'running' }, { projection: { _id: 1, sourceId: 1, trigger: 1, startedAt: 1 } }).toArray();
+    return running.filter((pull) => pull.startedAt < before);
+  }
+
+  /** Records a pull still running as failed; false when it ended meanwhile (it keeps its outcome). */
+  async failRunning(pullId: string, error: string, at: Date): Promise<boolean> {
+    return (await this.pulls.updateOne({ _id: pullId, state: 'running' }, { $set: { state: 'failed', error, finishedAt: at } })).matchedCount === 1;
+  }
+
   /** Forgets a pull that never started (its workflow could not be started because another pull runs). */
   async removePull(pullId: string): Promise<void> {
     await this.pulls.deleteOne({ _id: pullId });

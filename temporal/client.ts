@@ -257,10 +257,16 @@ export async function queryWithin<T>(client: Client, handle: WorkflowHandle, que
  * gone) counts as ended without a status; any other error is thrown, for the caller's retry.
  */
 export async function workflowIsRunning(client: Client, workflowId: string): Promise<boolean> {
+  return (await runningWorkflowMemo(client, workflowId)) !== null;
+}
+
+/** The memo of the workflow's run while it runs (which of several pieces of work under one id it is on); null when it does not run. */
+export async function runningWorkflowMemo(client: Client, workflowId: string): Promise<Record<string, unknown> | null> {
   try {
-    return (await client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
+    const description = await client.workflow.getHandle(workflowId).describe();
+    return description.status.name === 'RUNNING' ? (description.memo ?? {}) : null;
   } catch (error) {
-    if (error instanceof WorkflowNotFoundError) return false;
+    if (error instanceof WorkflowNotFoundError) return null;
     throw error;
   }
 }

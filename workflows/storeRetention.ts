@@ -70,6 +70,7 @@ export interface RetentionReport {
   /** Work the API recorded whose workflow never started, or ended without recording how: failed. */
   exportsAbandoned: number;
   importsAbandoned: number;
+  feedPullsAbandoned: number;
   lookalikesAbandoned: number;
 }
 
@@ -149,6 +150,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     unlinksResumed: resumed?.unlinks ?? 0,
     exportsAbandoned: failedWork?.exports ?? 0,
     importsAbandoned: failedWork?.imports ?? 0,
+    feedPullsAbandoned: failedWork?.feedPulls ?? 0,
     lookalikesAbandoned: failedWork?.lookalikes ?? 0,
   };
   upsertMemo({ report });

@@ -1,9 +1,10 @@
 import { Client, ServiceError, type WorkflowClientInterceptor, type WorkflowStartInput } from '@temporalio/client';
-import { crmImportWorkflowId, destinationExportWorkflowId, lookalikeWorkflowId, segmentRunWorkflowId } from '../../domain/workflowIds';
+import { crmImportWorkflowId, destinationExportWorkflowId, feedPullWorkflowId, lookalikeWorkflowId, segmentRunWorkflowId } from '../../domain/workflowIds';
 import { LOOKALIKE_COLLECTIONS, type LookalikeRunDoc } from '../../store/lookalikeRuns';
 import { storeRetention } from '../../workflows/storeRetention';
 import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
 import { UploadStore } from '../../store/uploads';
+import { FeedServer } from '../support/feeds';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
 import { sourceLogEventIds } from '../support/sourceLog';
@@ -16,7 +17,7 @@ const MAPPING = { identities: { crm_id: 'customer_id' }, traits: { Tier: 'tier' 
 const CSV = ['customer_id,Tier', ...Array.from({ length: 40 }, (_, i) => `c-${i},gold`)].join('\n') + '\n';
 
 /**
- * The start gate of an export's, an import's or a lookalike's workflow start; the API's other starts
+ * The start gate of an export's, an import's, a feed pull's or a lookalike's workflow start; the API's other starts
  * (and signals) go through untouched.
  */
 function gateOf(input: WorkflowStartInput): string | null {
@@ -24,6 +25,7 @@ function gateOf(input: WorkflowStartInput): string | null {
   if (input.workflowType === 'destinationExport') return startGateKey.export(args.exportId);
   if (input.workflowType === 'crmImport') return startGateKey.import(args.uploadId);
   if (input.workflowType === 'lookalike') return startGateKey.lookalike(args.runId);
+  if (input.workflowType === 'feedPull') return startGateKey.feedPull(args.pullId);
   return null;
 }
 
@@ -75,6 +77,7 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
   let segmentId: string;
   let crmSourceId: string;
   const partners: PartnerServer[] = [];
+  const feedServers: FeedServer[] = [];
   const apis: RunningApi[] = [];
   const workers: RunningWorker[] = [];
   const admin = (api: RunningApi, path: string, options: Parameters<typeof call>[1] = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
@@ -89,6 +92,15 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     });
     expect(created.status).toBe(201);
     return { id: created.body.id, partner };
+  }
+
+  /** A feed source pulling `path` from `server`, on a schedule that does not fire during the test. */
+  async function newFeed(server: FeedServer, path: string): Promise<string> {
+    const created = await admin(platform.api, '/v1/sources', {
+      body: { name: 'broker', kind: 'feed', party: 'third', consent: { mode: 'not_required' }, feed: { url: `${server.url}${path}`, schedule: { cron: '0 0 1 1 *' }, mapping: MAPPING } },
+    });
+    expect(created.status).toBe(201);
+    return created.body.id;
   }
 
   async function losingApi(meanwhile: (gate: string) => Promise<unknown>, taskQueue = platform.taskQueue): Promise<RunningApi> {
@@ -126,6 +138,7 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     for (const api of apis) await api.close();
     for (const worker of workers) await worker.stop();
     for (const partner of partners) await partner.stop();
+    for (const server of feedServers) await server.stop();
     await platform.stop();
   });
 
@@ -216,7 +229,7 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect(await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] })).toMatchObject({ privacyRequestsResumed: 0, unlinksResumed: 0 });
   }, 180_000);
 
-  it('fails at the next retention run an export, an import and a lookalike the API recorded and never started (it stopped in between), and none of it runs', async () => {
+  it('fails at the next retention run an export, an import, a feed pull and a lookalike the API recorded and never started (it stopped in between), and none of it runs', async () => {
     // The API's gated starts hang until the retention run is over, as an API process that stopped
     // between recording the work and starting it; then they fail, as its next attempt would.
     let release = () => {};
@@ -235,35 +248,48 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     });
     apis.push(api);
     const { id, partner } = await newDestination();
+    const feedServer = await new FeedServer().start();
+    feedServers.push(feedServer);
+    feedServer.publish('/rows.csv', CSV);
+    const feedId = await newFeed(feedServer, '/rows.csv');
     const logged = (await sourceLogEventIds(platform.store, crmSourceId)).length;
     const calls = [
       admin(api, `/v1/destinations/${id}/exports`, { body: {} }),
       admin(api, `/v1/sources/${crmSourceId}/uploads`, { method: 'POST', rawBody: CSV.replace(/c-/g, 'f-'), contentType: 'text/csv' }),
+      admin(api, `/v1/sources/${feedId}/pulls`, { method: 'POST' }),
       admin(api, `/v1/segments/${segmentId}/lookalike`, { body: { reach: 2 } }),
     ];
-    const recorded = await waitFor('the three records', async () => {
+    const recorded = await waitFor('the four records', async () => {
       const [exportRecord] = (await admin(platform.api, `/v1/destinations/${id}/exports`)).body.exports;
       const upload = (await admin(platform.api, `/v1/sources/${crmSourceId}/uploads`)).body.uploads.find((view: { state: string }) => view.state === 'importing');
+      const [pull] = (await admin(platform.api, `/v1/sources/${feedId}/pulls`)).body.pulls;
       const run = await platform.store.db.collection<LookalikeRunDoc>(LOOKALIKE_COLLECTIONS.runs).findOne({ seedId: segmentId, reach: 2 });
-      return exportRecord && upload && run && { exportId: exportRecord.exportId as string, uploadId: upload.uploadId as string, runId: run._id };
+      return exportRecord && upload && pull && run && { exportId: exportRecord.exportId as string, uploadId: upload.uploadId as string, pullId: pull.pullId as string, runId: run._id };
     });
 
     const report = await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
-    expect(report).toMatchObject({ exportsAbandoned: 1, importsAbandoned: 1, lookalikesAbandoned: 1 });
+    expect(report).toMatchObject({ exportsAbandoned: 1, importsAbandoned: 1, feedPullsAbandoned: 1, lookalikesAbandoned: 1 });
     const never = 'abandoned: its workflow never started';
     expect((await admin(platform.api, `/v1/destinations/${id}/exports/${recorded.exportId}`)).body).toMatchObject({ state: 'failed', error: never });
     expect((await admin(platform.api, `/v1/sources/${crmSourceId}/uploads/${recorded.uploadId}`)).body).toMatchObject({ state: 'failed', error: never });
+    expect((await admin(platform.api, `/v1/sources/${feedId}/pulls/${recorded.pullId}`)).body).toMatchObject({ state: 'failed', error: never });
     expect((await admin(platform.api, `/v1/segments/${segmentId}/lookalike/${recorded.runId}`)).body).toMatchObject({ state: 'failed', error: never });
     expect(await new UploadStore(platform.store).readChunk(recorded.uploadId, 0)).toBeNull();
 
     // The API's start, failing at last, finds the work given up and answers 503; nothing of it ever ran.
     release();
-    expect((await Promise.all(calls)).map((response) => response.status)).toEqual([503, 503, 503]);
+    expect((await Promise.all(calls)).map((response) => response.status)).toEqual([503, 503, 503, 503]);
     const databaseName = platform.store.db.databaseName;
-    for (const workflowId of [destinationExportWorkflowId(databaseName, recorded.exportId), crmImportWorkflowId(databaseName, recorded.uploadId), lookalikeWorkflowId(databaseName, recorded.runId)]) {
+    for (const workflowId of [
+      destinationExportWorkflowId(databaseName, recorded.exportId),
+      crmImportWorkflowId(databaseName, recorded.uploadId),
+      feedPullWorkflowId(databaseName, feedId),
+      lookalikeWorkflowId(databaseName, recorded.runId),
+    ]) {
       await expect(platform.temporal.workflow.getHandle(workflowId).describe()).rejects.toThrow(/not found/i);
     }
     expect(partner.requests).toBe(0);
+    expect(feedServer.requests).toEqual([]);
     expect((await sourceLogEventIds(platform.store, crmSourceId)).length).toBe(logged);
   }, 180_000);
 
@@ -308,5 +334,25 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect((await admin(platform.api, `/v1/segments/${segmentId}/lookalike/${lookalike.body.runId}`)).body).toMatchObject({ state: 'failed', segmentId: null });
     expect((await admin(platform.api, '/v1/segments')).body.segments.length).toBe(segmentsBefore);
     expect((await admin(platform.api, `/v1/segments/${segmentId}/runs/${run.body.runId}`)).body).toMatchObject({ state: 'failed', error: 'could not start: its workflow could not be started', evaluated: 0 });
+  }, 180_000);
+  it('fails at the next retention run a feed pull whose workflow was terminated, and leaves a pull its workflow is on alone', async () => {
+    // A slow but steady partner: the pull's fetch is still reading when the retention runs come.
+    const slow = await new FeedServer({ throttleBytes: 16, throttleMs: 1_000 }).start();
+    feedServers.push(slow);
+    slow.publish('/slow.csv', CSV);
+    const feedId = await newFeed(slow, '/slow.csv');
+    const started = await admin(platform.api, `/v1/sources/${feedId}/pulls`, { method: 'POST' });
+    expect(started.status).toBe(202);
+    const pullPath = `/v1/sources/${feedId}/pulls/${started.body.pullId}`;
+    await waitFor('the partner to be asked for the file', async () => slow.requests.length > 0);
+    const retention = () => platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
+
+    expect(await retention()).toMatchObject({ feedPullsAbandoned: 0 });
+    expect((await admin(platform.api, pullPath)).body).toMatchObject({ state: 'running' });
+
+    await platform.temporal.workflow.getHandle(feedPullWorkflowId(platform.store.db.databaseName, feedId)).terminate('stopped from the Temporal UI');
+    expect(await retention()).toMatchObject({ feedPullsAbandoned: 1 });
+    expect((await admin(platform.api, pullPath)).body).toMatchObject({ state: 'failed', error: 'abandoned: its workflow ended before it finished' });
+    expect(await retention()).toMatchObject({ feedPullsAbandoned: 0 });
   }, 180_000);
 });
