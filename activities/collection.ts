@@ -422,6 +422,11 @@ export function createCollectionActivities(deps: CollectionDeps) {
       };
     },
 
+    /** Read-only; safe to retry. Whether the source is paused or active, as saved (one read by `_id`). */
+    async loadSourceState(sourceId: string): Promise<SourceState> {
+      return (await sources.get(sourceId))?.state ?? 'active';
+    },
+
     /** Read-only; safe to retry. Whether the chunk at `cursor` can be drained now, or when to look again. */
     checkSourceLog(input: { sourceId: string; cursor: number }): Promise<{ ready: boolean; retryInMs: number | null }> {
       return log.readiness(input.sourceId, input.cursor, pendingGraceMs);

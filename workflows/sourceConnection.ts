@@ -59,6 +59,8 @@ const HISTORY_LIMIT = 4_000;
 const ROUTE_ON_WAKE = 'route-on-wake';
 /** Histories from before a paused source looked at its saved state at each idle look. */
 const RECHECK_PAUSE = 'recheck-pause';
+/** Histories from before an active source looked at its saved state once an idle poll had passed. */
+const RECHECK_STATE = 'recheck-state';
 /** Histories from before a failed turn was tried again after its pause, rather than at the next wake-up or idle look. */
 const RETRY_FAILED_TURN = 'retry-failed-turn';
 /** The pause after a turn failed (its activity's own retries spent) before it is tried again. */
@@ -88,6 +90,8 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
   });
   /** Pause and resume signals heard: a saved state read while one came in is older than it. */
   let stateSignals = 0;
+  /** When an active source last read its saved state (workflow time). */
+  let stateReadAt = Date.now();
   setHandler(pauseSourceSignal, () => {
     stateSignals++;
     progress.state = 'paused';
@@ -145,6 +149,18 @@ export async function sourceConnection(input: SourceConnectionInput): Promise<vo
     const toldLogGrew = woken;
     woken = false;
     if (progress.state !== 'active') continue;
+    // A pause saved whose signal never came (its API stopped in between) is found within an idle
+    // poll, busy or not: a busy source's turns follow its wake-ups and never reach the idle look.
+    if (Date.now() - stateReadAt >= input.idlePollMs && patched(RECHECK_STATE)) {
+      stateReadAt = Date.now();
+      const heard = stateSignals;
+      const saved = await (patched(LOCAL_DRAIN) ? localLook : remoteLook).loadSourceState(sourceId);
+      if (saved === 'paused' && stateSignals === heard) {
+        progress.state = 'paused';
+        reportProgress();
+        continue;
+      }
+    }
     // Told that the log grew, the drain routes at once: a look first would cost every event a round
     // trip on its way to a profile. The idle safety net looks first, as a look costs less than a
     // route that finds nothing. A seal made while the drain routes sends its own wake-up.

@@ -14,7 +14,7 @@ import { IdentityIndex } from '../../store/identities';
 import { ProfileEventLog, routedBatchId } from '../../store/profileEvents';
 import { ProfileStore } from '../../store/profiles';
 import { ensureSourceWorkflow, wakeProfilePartition } from '../../temporal/client';
-import { pauseSourceSignal, sourceStatusQuery } from '../../workflows/sourceConnection';
+import { pauseSourceSignal, resumeSourceSignal, sourceLogGrewSignal, sourceStatusQuery } from '../../workflows/sourceConnection';
 import { SourceStore } from '../../store/sources';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
@@ -353,29 +353,55 @@ describe('draining a source into profiles', () => {
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   });
 
-  it('resumes a paused source at its idle look once its saved state is active, though the resume signal never came', async () => {
-    const taskQueue = uniqueName('drain-resume');
+  /**
+   * A source with 20 events folded, its workflow looking at its log every 2 s, and a way to add 20
+   * more; `folded` counts the events its partitions applied.
+   */
+  async function foldedSource(name: string) {
+    const taskQueue = uniqueName(`drain-${name}`);
     const sourceId = uniqueName('src');
     const sources = new SourceStore(store);
-    await sources.create({ _id: sourceId, name: 'resumed', kind: 'events', party: 'first', labels: [], writeKeyHash: `resume-${sourceId}`, createdAt: new Date() });
-    await appendToLog(store, sourceId, Array.from({ length: 20 }, (_, n) => userEvent(n % 5, Math.floor(n / 5), 'resume-a')), 20);
+    await sources.create({ _id: sourceId, name, kind: 'events', party: 'first', labels: [], writeKeyHash: `${name}-${sourceId}`, createdAt: new Date() });
+    const append = (round: string) => appendToLog(store, sourceId, Array.from({ length: 20 }, (_, n) => userEvent(n % 5, Math.floor(n / 5), `${name}-${round}`)), 20);
+    await append('a');
     worker = await startWorker({ store, temporal, taskQueue });
     const config = { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_SOURCE_IDLE_POLL_SECONDS: 2 };
     await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, config);
     const folded = () => eventsFolded(store, sourceId, config.DMP_PROFILE_PARTITIONS);
     await waitFor('the first events folded', async () => (await folded()) === 20, 30_000);
-    const handle = temporal.workflow.getHandle(sourceWorkflowId(sourceId));
+    return { sourceId, sources, folded, append: () => append('b'), handle: temporal.workflow.getHandle(sourceWorkflowId(sourceId)) };
+  }
+
+  it('resumes a paused source at its idle look once its saved state is active, though the resume signal never came', async () => {
+    const { sourceId, sources, folded, append, handle } = await foldedSource('resume');
     // Paused as the API pauses: saved, then signalled.
     await sources.setState(sourceId, 'paused');
     await handle.signal(pauseSourceSignal);
     await waitFor('the pause', async () => (await handle.query(sourceStatusQuery)).state === 'paused');
-    await appendToLog(store, sourceId, Array.from({ length: 20 }, (_, n) => userEvent(n % 5, Math.floor(n / 5), 'resume-b')), 20);
+    await append();
     await new Promise((resolve) => setTimeout(resolve, 5_000)); // two idle looks: the saved state is still paused
     expect(await folded()).toBe(20);
     // Resumed as an API that stopped after saving it: no signal.
     await sources.setState(sourceId, 'active');
     await waitFor('the events appended while paused folded', async () => (await folded()) === 40, 30_000);
     expect((await handle.query(sourceStatusQuery)).state).toBe('active');
+    await handle.terminate('test finished');
+  });
+
+  it('pauses an active source within an idle poll once its saved state is paused, though the pause signal never came', async () => {
+    const { sourceId, sources, folded, append, handle } = await foldedSource('pause');
+    // Paused as an API that stopped after saving it: no signal.
+    await sources.setState(sourceId, 'paused');
+    await waitFor('the pause found', async () => (await handle.query(sourceStatusQuery)).state === 'paused', 30_000);
+    await append();
+    await handle.signal(sourceLogGrewSignal);
+    await new Promise((resolve) => setTimeout(resolve, 5_000)); // a wake-up and two idle polls: still paused
+    expect(await folded()).toBe(20);
+    expect((await handle.query(sourceStatusQuery)).state).toBe('paused');
+    // Resumed as the API resumes: saved, then signalled.
+    await sources.setState(sourceId, 'active');
+    await handle.signal(resumeSourceSignal);
+    await waitFor('the events appended while paused folded', async () => (await folded()) === 40, 30_000);
     await handle.terminate('test finished');
   });
 
