@@ -14,6 +14,7 @@ import { PrivacyStore } from '../store/privacy';
 import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
+import type { ScheduleSyncMark, ScheduleSyncs } from '../store/scheduleSyncs';
 import { startGateKey, StartGates } from '../store/startGates';
 import { UploadStore } from '../store/uploads';
 import { VersionClaims } from '../store/versionClaims';
@@ -22,6 +23,7 @@ import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
 import {
+  deleteDestinationSchedule,
   ensureSegmentSchedule,
   listSegmentSchedules,
   releaseSegmentSchedule,
@@ -29,6 +31,8 @@ import {
   requestUnlink,
   runningWorkflowMemo,
   startPrivacyRequest,
+  syncDestinationSchedule,
+  syncFeedSchedule,
   wakeProfilePartition,
   workflowIsRunning,
   type PartitionWorkflowConfig,
@@ -69,6 +73,23 @@ const LEFTOVER_AGE_MS = 60 * 60_000;
 const UPLOAD_STALL_MS = 86_400_000;
 
 /** The activities of the retention run: each removes one kind of old data and says how much. */
+/**
+ * Makes a marked document's schedule match it, then removes the mark. A change the API saves
+ * meanwhile may have its schedule update land before this one: the document is read again after
+ * each update and the schedule made again while what it follows (`follows`) moved; `sync(null)`
+ * when the document is gone.
+ */
+async function resync<T extends { _id: string; scheduleSync?: ScheduleSyncMark }>(syncs: ScheduleSyncs<T>, owed: T, sync: (doc: T | null) => Promise<unknown>, follows: (doc: T) => unknown[]): Promise<void> {
+  let synced: T | null = owed;
+  for (;;) {
+    await sync(synced);
+    const current = await syncs.get(owed._id);
+    if (current === null ? synced === null : synced !== null && JSON.stringify(follows(current)) === JSON.stringify(follows(synced))) break;
+    synced = current;
+  }
+  await syncs.synced(owed._id, owed.scheduleSync as ScheduleSyncMark);
+}
+
 export function createRetentionActivities(deps: RetentionDeps) {
   const now = deps.now ?? (() => new Date());
   const retention = new RetentionStore(deps.store);
@@ -228,6 +249,33 @@ export function createRetentionActivities(deps: RetentionDeps) {
         if (!wanted.has(key) && (await releaseSegmentSchedule(deps.temporal, databaseName, key, () => segments.schedules(), deps.config))) result.removed++;
       }
       return result;
+    },
+
+    /**
+     * Destination and feed schedules a change was saved for but never made (the API stopped
+     * between saving it and updating the schedule): made to match the destination or source as it
+     * is now. Only changes older than `graceMs` (else RUN_START_GRACE_MS), so none the API is still
+     * making; schedules no change is owed to are left alone, paused from the Temporal UI or not.
+     */
+    resyncSchedules(input: { graceMs?: number } = {}): Promise<{ schedules: number }> {
+      return withHeartbeats(async () => {
+        const databaseName = deps.store.db.databaseName;
+        const before = new Date(now().getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
+        let schedules = 0;
+        const destinations = new DestinationStore(deps.store).scheduleSyncs;
+        for (const owed of await destinations.owedBefore(before)) {
+          await resync(destinations, owed, (doc) => (doc ? syncDestinationSchedule(deps.temporal, databaseName, doc, deps.config) : deleteDestinationSchedule(deps.temporal, databaseName, owed._id)), (doc) => [doc.schedule, doc.nearRealTime, doc.state]);
+          schedules++;
+          heartbeat({ destinationId: owed._id });
+        }
+        const sources = new SourceStore(deps.store).scheduleSyncs;
+        for (const owed of await sources.owedBefore(before)) {
+          await resync(sources, owed, (doc) => (doc ? syncFeedSchedule(deps.temporal, databaseName, doc, deps.config) : Promise.resolve()), (doc) => [doc.feed?.schedule, doc.state]);
+          schedules++;
+          heartbeat({ sourceId: owed._id });
+        }
+        return { schedules };
+      });
     },
 
     /**

@@ -23,6 +23,7 @@ import { EventLog } from '../store/eventLog';
 import { IdentityCapStore } from '../store/identityCaps';
 import { ProfileEventLog } from '../store/profileEvents';
 import { SegmentStore } from '../store/segments';
+import { newScheduleSyncMark } from '../store/scheduleSyncs';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { ChannelRejections } from '../store/channelRejections';
 import { ensureSourceWorkflow, queryWithin, wakeSourceWorkflow } from '../temporal/client';
@@ -110,11 +111,12 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     const body = parseOr400(CreateSourceRequestSchema, req.body, 'source');
     await feeds.check(body);
     const writeKey = newWriteKey();
-    const source: SourceDoc = { _id: newSourceId(), ...body, writeKeyHash: hashSecret(writeKey), createdAt: new Date() };
+    const source: SourceDoc = { _id: newSourceId(), ...body, writeKeyHash: hashSecret(writeKey), createdAt: new Date(), ...(body.kind === 'feed' && { scheduleSync: newScheduleSyncMark() }) };
     await sources.create(source);
     try {
       await ensureSourceWorkflow(temporal, source, config);
       await feeds.syncSchedule(source);
+      if (source.scheduleSync) await sources.scheduleSyncs.synced(source._id, source.scheduleSync);
     } catch (error) {
       await sources.remove(source);
       throw error;
@@ -176,8 +178,10 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     app.post(`/v1/sources/:id/${action}`, admin, async (req, res) => {
       const source = await requireSource(sources, String(req.params.id));
       // Saved first, so a workflow started again later (or right now) begins in this state.
-      await sources.setState(source._id, state);
+      const scheduleSync = source.feed && newScheduleSyncMark();
+      await sources.setState(source._id, state, scheduleSync);
       await feeds.syncSchedule({ ...source, state });
+      if (scheduleSync) await sources.scheduleSyncs.synced(source._id, scheduleSync);
       await ensureSourceWorkflow(temporal, source, config);
       await temporal.workflow.getHandle(sourceWorkflowId(source._id)).signal(signal);
       logger.info({ sourceId: source._id, workflowId: sourceWorkflowId(source._id) }, `source ${action}d`);

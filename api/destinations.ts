@@ -25,6 +25,7 @@ import type { Store } from '../store/db';
 import { DestinationStore, newDestinationId, type DestinationDefinition, type DestinationDoc, type ExportDoc } from '../store/destinations';
 import { PartnerStore } from '../store/partners';
 import { SegmentStore } from '../store/segments';
+import { newScheduleSyncMark, type ScheduleSyncMark } from '../store/scheduleSyncs';
 import { deleteDestinationSchedule, startDestinationExport, startGated, syncDestinationSchedule } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import { checkOutboundUrl } from './outboundUrl';
@@ -189,12 +190,14 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       consent: body.consent ?? DestinationConsentSchema.parse({}),
       holdoutShare: body.holdoutShare ?? 0,
       state: 'active',
+      scheduleSync: newScheduleSyncMark(at),
       createdAt: at,
       updatedAt: at,
     };
     await destinations.create(doc);
     try {
       await syncDestinationSchedule(temporal, databaseName, doc, config);
+      await destinations.scheduleSyncs.synced(doc._id, doc.scheduleSync as ScheduleSyncMark);
     } catch (error) {
       // No destination without the schedule it asked for (nor a schedule whose creation answered too late).
       await destinations.remove(doc._id);
@@ -215,7 +218,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
   router.patch('/v1/destinations/:id', admin, async (req, res) => {
     const doc = await requireDestination(req.params.id as string);
     const patch = parseOr400(PatchDestinationRequestSchema, req.body, 'destination change');
-    const set: Partial<DestinationDefinition> = { updatedAt: new Date() };
+    const set: Partial<DestinationDefinition> = { updatedAt: new Date(), scheduleSync: newScheduleSyncMark() };
     if (patch.name !== undefined) set.name = patch.name;
     if (patch.config !== undefined) {
       const connector = Object.hasOwn(CONNECTORS, doc.connector) ? CONNECTORS[doc.connector] : undefined;
@@ -248,11 +251,14 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     await destinations.update(doc._id, set);
     const updated = { ...doc, ...set };
     await syncDestinationSchedule(temporal, databaseName, updated, config);
+    await destinations.scheduleSyncs.synced(doc._id, set.scheduleSync as ScheduleSyncMark);
     res.json(destinationView(updated, databaseName));
   });
 
   router.delete('/v1/destinations/:id', admin, async (req, res) => {
     const doc = await requireDestination(req.params.id as string);
+    // Marked first: a destination left without its schedule (the API stopped before removing it) gets it back.
+    await destinations.update(doc._id, { scheduleSync: newScheduleSyncMark() });
     await deleteDestinationSchedule(temporal, databaseName, doc._id);
     await destinations.remove(doc._id);
     res.status(204).end();
@@ -262,8 +268,10 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     router.post(`/v1/destinations/:id/${action}`, admin, async (req, res) => {
       const doc = await requireDestination(req.params.id as string);
       const updated = { ...doc, state, updatedAt: doc.updatedAt };
-      await destinations.update(doc._id, { state });
+      const scheduleSync = newScheduleSyncMark();
+      await destinations.update(doc._id, { state, scheduleSync });
       await syncDestinationSchedule(temporal, databaseName, updated, config);
+      await destinations.scheduleSyncs.synced(doc._id, scheduleSync);
       res.json(destinationView(updated, databaseName));
     });
   }

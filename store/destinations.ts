@@ -3,6 +3,7 @@ import { Binary, BSON, type Collection } from 'mongodb';
 import type { DestinationConsent, ExportState, IdType, PartnerState, SegmentExport } from '../domain/destinations';
 import type { SegmentSchedule } from '../domain/segments';
 import { deleteByIds, findByIds, forEachConcurrently, idsByOwner, insertKeyed, type Store } from './db';
+import { ScheduleSyncs, type ScheduleSyncMark } from './scheduleSyncs';
 import { VersionClaims } from './versionClaims';
 
 export const DESTINATION_COLLECTIONS = {
@@ -54,6 +55,8 @@ export interface DestinationDefinition {
   state: 'active' | 'paused';
   /** When the partner's address last changed: exports planned before it did not send everything to the new one. */
   addressChangedAt?: Date | null;
+  /** A change whose schedule update is still owed (see ScheduleSyncs). */
+  scheduleSync?: ScheduleSyncMark;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -177,6 +180,7 @@ export class DestinationStore {
   readonly receipts: Collection<ReceiptDoc>;
   readonly partnerState: Collection<StoredBinary>;
   private readonly claims: VersionClaims;
+  readonly scheduleSyncs: ScheduleSyncs<DestinationDefinition & LegacyExportFields>;
   /**
    * Planned batches this process wrote or read, newest last, up to `keepBatchIds` ids in all: a
    * batch is written once under its plan's id and never changed, so delivering and finishing an
@@ -191,6 +195,7 @@ export class DestinationStore {
   ) {
     this.claims = new VersionClaims(store);
     this.destinations = store.db.collection(DESTINATION_COLLECTIONS.destinations);
+    this.scheduleSyncs = new ScheduleSyncs(store, this.destinations);
     this.holdings = store.db.collection<HoldingsDoc>(DESTINATION_COLLECTIONS.holdings);
     this.lastExports = store.db.collection<LastExportDoc>(DESTINATION_COLLECTIONS.lastExports);
     this.turns = store.db.collection<TurnDoc>(DESTINATION_COLLECTIONS.turns);
@@ -222,7 +227,7 @@ export class DestinationStore {
    * other's, so neither writes the document back over the other's fields.
    */
   async update(id: string, set: Partial<DestinationDefinition>): Promise<void> {
-    await this.claims.exclusive(`${DESTINATION_COLLECTIONS.destinations}/${id}`, () => this.destinations.updateOne({ _id: id }, { $set: set }));
+    await this.scheduleSyncs.exclusive(id, () => this.destinations.updateOne({ _id: id }, { $set: set }));
   }
 
   async remove(id: string): Promise<void> {

@@ -3,6 +3,7 @@ import type { ConsentPolicy, DrainPosition, Party, SourceKind, SourceState } fro
 import type { FeedConfig } from '../domain/feeds';
 import type { CrmMapping } from '../domain/uploads';
 import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { ScheduleSyncs, type ScheduleSyncMark } from './scheduleSyncs';
 
 export interface SourceDoc {
   _id: string;
@@ -20,6 +21,8 @@ export interface SourceDoc {
   feed?: FeedConfig;
   /** Whether draining is paused; absent means active. Set by the API, read when a workflow (re)starts. */
   state?: SourceState;
+  /** A feed source's change whose schedule update is still owed (see ScheduleSyncs). */
+  scheduleSync?: ScheduleSyncMark;
 }
 
 /**
@@ -46,9 +49,11 @@ export class SourceStore {
   private readonly sources: Collection<SourceDoc>;
   private readonly keys: Collection<SourceKeyDoc>;
   private readonly positions: Collection<DrainPositionDoc>;
+  readonly scheduleSyncs: ScheduleSyncs<SourceDoc>;
 
   constructor(store: Store) {
     this.sources = store.db.collection<SourceDoc>(COLLECTIONS.sources);
+    this.scheduleSyncs = new ScheduleSyncs(store, this.sources);
     this.keys = store.db.collection<SourceKeyDoc>(COLLECTIONS.sourceKeys);
     this.positions = store.db.collection<DrainPositionDoc>(COLLECTIONS.drainPositions);
   }
@@ -81,8 +86,9 @@ export class SourceStore {
     return this.sources.find({}).sort({ createdAt: 1 }).toArray();
   }
 
-  async setState(id: string, state: SourceState): Promise<void> {
-    await this.sources.updateOne({ _id: id }, { $set: { state } });
+  /** Saves a pause or resume, with the mark of its schedule update when the source has a schedule. */
+  async setState(id: string, state: SourceState, scheduleSync?: ScheduleSyncMark): Promise<void> {
+    await this.scheduleSyncs.exclusive(id, () => this.sources.updateOne({ _id: id }, { $set: { state, ...(scheduleSync && { scheduleSync }) } }));
   }
 
   /** The drain's saved position, or null before its first batch. */

@@ -10,6 +10,7 @@ const {
   failAbandonedSegmentRuns,
   resumeLostStarts,
   failAbandonedWork,
+  resyncSchedules,
   expireExportRecords,
   expireStartGates,
   dropLeftovers,
@@ -72,6 +73,8 @@ export interface RetentionReport {
   importsAbandoned: number;
   feedPullsAbandoned: number;
   lookalikesAbandoned: number;
+  /** Destination and feed schedules a saved change was never made to (the API stopped in between): made to match. */
+  schedulesResynced: number;
 }
 
 /** How often an expiry asks again for shares its partitions have not finished (a writer may have restarted). */
@@ -104,7 +107,8 @@ async function expireInactivePeople(ttlMs: number | undefined): Promise<{ people
  * DMP_EXPORT_HISTORY_DAYS leave with their receipts, week-old start gates, and what writers stopped
  * half way left behind (stalled uploads are failed), and people inactive past DMP_INACTIVE_PROFILE_DAYS
  * (expireInactivePeople); privacy requests and unlinks the API recorded but never started are
- * started, and exports, imports and lookalike runs it never started are failed — and the run reports how much
+ * started, exports, imports, feed pulls and lookalike runs it never started are failed, and destination and
+ * feed schedules a saved change never reached are made to match — and the run reports how much
  * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
  * partition writers' compaction, not here.
  */
@@ -122,6 +126,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const inactive = patched('inactive-people') ? await expireInactivePeople(input.inactiveProfileTtlMs) : null;
   const resumed = patched('lost-starts') ? await resumeLostStarts({ graceMs: input.runStartGraceMs }) : null;
   const failedWork = patched('abandoned-work') ? await failAbandonedWork({ graceMs: input.runStartGraceMs }) : null;
+  const resynced = patched('resync-schedules') ? await resyncSchedules({ graceMs: input.runStartGraceMs }) : null;
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -152,6 +157,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     importsAbandoned: failedWork?.imports ?? 0,
     feedPullsAbandoned: failedWork?.feedPulls ?? 0,
     lookalikesAbandoned: failedWork?.lookalikes ?? 0,
+    schedulesResynced: resynced?.schedules ?? 0,
   };
   upsertMemo({ report });
   return report;

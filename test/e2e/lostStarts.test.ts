@@ -1,5 +1,5 @@
 import { Client, ServiceError, type WorkflowClientInterceptor, type WorkflowStartInput } from '@temporalio/client';
-import { crmImportWorkflowId, destinationExportWorkflowId, feedPullWorkflowId, lookalikeWorkflowId, segmentRunWorkflowId } from '../../domain/workflowIds';
+import { crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, lookalikeWorkflowId, segmentRunWorkflowId } from '../../domain/workflowIds';
 import { LOOKALIKE_COLLECTIONS, type LookalikeRunDoc } from '../../store/lookalikeRuns';
 import { storeRetention } from '../../workflows/storeRetention';
 import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
@@ -354,5 +354,55 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect(await retention()).toMatchObject({ feedPullsAbandoned: 1 });
     expect((await admin(platform.api, pullPath)).body).toMatchObject({ state: 'failed', error: 'abandoned: its workflow ended before it finished' });
     expect(await retention()).toMatchObject({ feedPullsAbandoned: 0 });
+  }, 180_000);
+  it("makes at the next retention run the schedules of changes an API saved and stopped before making (a pause, a new feed), and leaves one paused from the Temporal UI alone", async () => {
+    const databaseName = platform.store.db.databaseName;
+    const hourly = async () => {
+      const created = await admin(platform.api, '/v1/destinations', {
+        body: { name: 'hourly', segments: [segmentId], connector: 'webhook', idType: 'cookie_id', schedule: { every: 'PT1H' }, config: { url: 'http://127.0.0.1:9/dmp', secret: 'webhook-secret-0123456789' } },
+      });
+      expect(created.status).toBe(201);
+      return created.body.id as string;
+    };
+    const paused = await hourly();
+    const operatorPaused = await hourly();
+    const schedule = (scheduleId: string) => platform.temporal.schedule.getHandle(scheduleId).describe();
+    await platform.temporal.schedule.getHandle(destinationScheduleId(databaseName, operatorPaused)).pause('paused by an operator');
+
+    // Schedule updates hang until the retention run is over, as an API that stopped after saving the change.
+    let release = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const api = await startApi({
+      store: platform.store,
+      temporal: new Client({ connection: platform.temporal.connection, namespace: baseConfig.TEMPORAL_NAMESPACE, interceptors: { schedule: [{ create: async (input, next) => (await released, next(input)) }] } }),
+      taskQueue: platform.taskQueue,
+      config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] },
+    });
+    apis.push(api);
+    const feedServer = await new FeedServer().start();
+    feedServers.push(feedServer);
+    const calls = [
+      admin(api, `/v1/destinations/${paused}/pause`, { method: 'POST' }),
+      admin(api, '/v1/sources', { body: { name: 'unscheduled', kind: 'feed', party: 'third', consent: { mode: 'not_required' }, feed: { url: `${feedServer.url}/rows.csv`, schedule: { every: 'PT1H' }, mapping: MAPPING } } }),
+    ];
+    const feedId = await waitFor('the pause and the feed saved', async () => {
+      const feed = (await admin(platform.api, '/v1/sources')).body.sources.find((source: { name: string }) => source.name === 'unscheduled');
+      return (await admin(platform.api, `/v1/destinations/${paused}`)).body.state === 'paused' && feed ? (feed.id as string) : null;
+    });
+    expect((await schedule(destinationScheduleId(databaseName, paused))).state.paused).toBe(false);
+    await expect(schedule(feedScheduleId(databaseName, feedId))).rejects.toThrow(/not found/i);
+
+    const retention = () => platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
+    expect(await retention()).toMatchObject({ schedulesResynced: 2 });
+    expect((await schedule(destinationScheduleId(databaseName, paused))).state.paused).toBe(true);
+    expect((await schedule(feedScheduleId(databaseName, feedId))).state.paused).toBe(false);
+    expect((await schedule(destinationScheduleId(databaseName, operatorPaused))).state).toMatchObject({ paused: true, note: 'paused by an operator' });
+    expect(await retention()).toMatchObject({ schedulesResynced: 0 });
+
+    // The API, going on at last, makes the same schedules.
+    release();
+    expect((await Promise.all(calls)).map((response) => response.status)).toEqual([200, 201]);
+    expect((await schedule(destinationScheduleId(databaseName, paused))).state.paused).toBe(true);
+    expect(await retention()).toMatchObject({ schedulesResynced: 0 });
   }, 180_000);
 });
