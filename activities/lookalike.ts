@@ -218,7 +218,8 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
         return null;
       }
       const at = new Date(input.at);
-      const run: LookalikeRunDoc = { ...first, _id: retrainRunId(first._id, at), state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: null, retrainOf: first._id, latestRetrain: null, startedAt: at, finishedAt: null };
+      const { scheduleSync: _owed, ...asked } = first;
+      const run: LookalikeRunDoc = { ...asked, _id: retrainRunId(first._id, at), state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: null, retrainOf: first._id, latestRetrain: null, startedAt: at, finishedAt: null };
       await runs.create(run);
       return run._id;
     },

@@ -9,7 +9,7 @@ import { RetentionStore } from '../store/retention';
 import { DestinationStore } from '../store/destinations';
 import { FeedStore } from '../store/feeds';
 import { UnlinkStore } from '../store/identityUnlinks';
-import { LookalikeRunStore } from '../store/lookalikeRuns';
+import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { PrivacyStore } from '../store/privacy';
 import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
@@ -33,6 +33,7 @@ import {
   startPrivacyRequest,
   syncDestinationSchedule,
   syncFeedSchedule,
+  syncLookalikeSchedule,
   wakeProfilePartition,
   workflowIsRunning,
   type PartitionWorkflowConfig,
@@ -252,9 +253,9 @@ export function createRetentionActivities(deps: RetentionDeps) {
     },
 
     /**
-     * Destination and feed schedules a change was saved for but never made (the API stopped
-     * between saving it and updating the schedule): made to match the destination or source as it
-     * is now. Only changes older than `graceMs` (else RUN_START_GRACE_MS), so none the API is still
+     * Destination, feed and lookalike re-training schedules a change was saved for but never made
+     * (the API stopped between saving it and updating the schedule): made to match the destination,
+     * source or run as it is now. Only changes older than `graceMs` (else RUN_START_GRACE_MS), so none the API is still
      * making; schedules no change is owed to are left alone, paused from the Temporal UI or not.
      */
     resyncSchedules(input: { graceMs?: number } = {}): Promise<{ schedules: number }> {
@@ -273,6 +274,14 @@ export function createRetentionActivities(deps: RetentionDeps) {
           await resync(sources, owed, (doc) => (doc ? syncFeedSchedule(deps.temporal, databaseName, doc, deps.config) : Promise.resolve()), (doc) => [doc.feed?.schedule, doc.state]);
           schedules++;
           heartbeat({ sourceId: owed._id });
+        }
+        // A run that failed re-trains nothing (its schedule's first firing would remove it).
+        const retrainOf = (run: LookalikeRunDoc | null) => (run && run.state !== 'failed' ? (run.retrain ?? null) : null);
+        const lookalikes = new LookalikeRunStore(deps.store).scheduleSyncs;
+        for (const owed of await lookalikes.owedBefore(before)) {
+          await resync(lookalikes, owed, (doc) => syncLookalikeSchedule(deps.temporal, databaseName, owed._id, retrainOf(doc), deps.config), (doc) => [retrainOf(doc)]);
+          schedules++;
+          heartbeat({ runId: owed._id });
         }
         return { schedules };
       });

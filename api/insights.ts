@@ -24,6 +24,7 @@ import { AudienceReportStore } from '../store/audienceReports';
 import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
+import { newScheduleSyncMark } from '../store/scheduleSyncs';
 import { requestAudienceReports, startGated, startLookalike, syncLookalikeSchedule } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
@@ -135,7 +136,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     }
     const startedAt = new Date();
     const runId = lookalikeRunId(seed._id, body, startedAt);
-    const run: LookalikeRunDoc = { _id: runId, seedId: seed._id, base, reach: body.reach ?? null, accuracy: body.accuracy ?? null, state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: body.retrain ?? null, retrainOf: null, latestRetrain: null, startedAt, finishedAt: null };
+    const run: LookalikeRunDoc = { _id: runId, seedId: seed._id, base, reach: body.reach ?? null, accuracy: body.accuracy ?? null, state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: body.retrain ?? null, retrainOf: null, latestRetrain: null, ...(body.retrain && { scheduleSync: newScheduleSyncMark(startedAt) }), startedAt, finishedAt: null };
     await lookalikes.create(run);
     // Nothing will train an abandoned start: recorded as failed, not left running for ever.
     await startGated(
@@ -144,7 +145,10 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
       () => startLookalike(temporal, store.db.databaseName, runId, config),
       () => lookalikes.saveOutcome(runId, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }),
     );
-    if (run.retrain) await syncLookalikeSchedule(temporal, store.db.databaseName, runId, run.retrain, config);
+    if (run.retrain && run.scheduleSync) {
+      await syncLookalikeSchedule(temporal, store.db.databaseName, runId, run.retrain, config);
+      await lookalikes.scheduleSyncs.synced(runId, run.scheduleSync);
+    }
     res.status(202).location(`/v1/segments/${seed._id}/lookalike/${runId}`).json({ runId });
   });
 
@@ -160,8 +164,11 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
 
   router.delete('/v1/segments/:id/lookalike/:runId/retrain', admin, async (req, res) => {
     const run = await lookalikeRun(req);
+    // Saved first: a schedule left behind (the API stopped in between) is removed by the retention run.
+    const scheduleSync = newScheduleSyncMark();
+    await lookalikes.set(run._id, { retrain: null, scheduleSync });
     await syncLookalikeSchedule(temporal, store.db.databaseName, run._id, null, config);
-    await lookalikes.set(run._id, { retrain: null });
+    await lookalikes.scheduleSyncs.synced(run._id, scheduleSync);
     res.status(204).end();
   });
 

@@ -1,7 +1,7 @@
 import type { Collection } from 'mongodb';
 import type { SegmentSchedule } from '../domain/segments';
 import { insertKeyed, type Store } from './db';
-import { VersionClaims } from './versionClaims';
+import { ScheduleSyncs, type ScheduleSyncMark } from './scheduleSyncs';
 
 export const LOOKALIKE_COLLECTIONS = {
   /** One per lookalike run: what it was asked, where it stands, and what it found. */
@@ -31,6 +31,8 @@ export interface LookalikeRunDoc {
   retrainOf?: string | null;
   /** For a run with a schedule: its newest completed re-train. */
   latestRetrain?: string | null;
+  /** A change of `retrain` whose schedule update is still owed (see ScheduleSyncs). */
+  scheduleSync?: ScheduleSyncMark;
   startedAt: Date;
   finishedAt: Date | null;
 }
@@ -42,11 +44,11 @@ export type LookalikeOutcome = Pick<LookalikeRunDoc, 'state' | 'error' | 'finish
 /** Lookalike runs, read and written by `_id` only. */
 export class LookalikeRunStore {
   readonly runs: Collection<LookalikeRunDoc>;
-  private readonly claims: VersionClaims;
+  readonly scheduleSyncs: ScheduleSyncs<LookalikeRunDoc>;
 
   constructor(store: Store) {
     this.runs = store.db.collection<LookalikeRunDoc>(LOOKALIKE_COLLECTIONS.runs);
-    this.claims = new VersionClaims(store);
+    this.scheduleSyncs = new ScheduleSyncs(store, this.runs);
   }
 
   get(id: string): Promise<LookalikeRunDoc | null> {
@@ -74,16 +76,16 @@ export class LookalikeRunStore {
 
   /** Records a run still recorded as running as failed; a run that ended meanwhile keeps its outcome. */
   async failRunning(id: string, error: string, at: Date): Promise<void> {
-    await this.claims.exclusive(`${LOOKALIKE_COLLECTIONS.runs}/${id}`, () => this.runs.updateOne({ _id: id, state: 'running' }, { $set: { state: 'failed', error, finishedAt: at } }));
+    await this.scheduleSyncs.exclusive(id, () => this.runs.updateOne({ _id: id, state: 'running' }, { $set: { state: 'failed', error, finishedAt: at } }));
   }
 
   /** Sets fields of a run (its schedule stopped, its newest re-train). */
-  async set(id: string, fields: Pick<LookalikeRunDoc, 'retrain' | 'latestRetrain'>): Promise<void> {
+  async set(id: string, fields: Partial<Pick<LookalikeRunDoc, 'retrain' | 'latestRetrain' | 'scheduleSync'>>): Promise<void> {
     await this.update(id, fields);
   }
 
   /** A training's end and the API's stop of a schedule may write one run at once: on FerretDB, in turn (store/versionClaims). */
   private async update(id: string, fields: Partial<LookalikeRunDoc>): Promise<void> {
-    await this.claims.exclusive(`${LOOKALIKE_COLLECTIONS.runs}/${id}`, () => this.runs.updateOne({ _id: id }, { $set: fields }));
+    await this.scheduleSyncs.exclusive(id, () => this.runs.updateOne({ _id: id }, { $set: fields }));
   }
 }

@@ -1,6 +1,7 @@
 import { Client, ServiceError, type WorkflowClientInterceptor, type WorkflowStartInput } from '@temporalio/client';
-import { crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, lookalikeWorkflowId, segmentRunWorkflowId } from '../../domain/workflowIds';
-import { LOOKALIKE_COLLECTIONS, type LookalikeRunDoc } from '../../store/lookalikeRuns';
+import { crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, lookalikeScheduleId, lookalikeWorkflowId, segmentRunWorkflowId } from '../../domain/workflowIds';
+import { LOOKALIKE_COLLECTIONS, LookalikeRunStore, type LookalikeRunDoc } from '../../store/lookalikeRuns';
+import { newScheduleSyncMark } from '../../store/scheduleSyncs';
 import { storeRetention } from '../../workflows/storeRetention';
 import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
 import { UploadStore } from '../../store/uploads';
@@ -355,7 +356,7 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect((await admin(platform.api, pullPath)).body).toMatchObject({ state: 'failed', error: 'abandoned: its workflow ended before it finished' });
     expect(await retention()).toMatchObject({ feedPullsAbandoned: 0 });
   }, 180_000);
-  it("makes at the next retention run the schedules of changes an API saved and stopped before making (a pause, a new feed), and leaves one paused from the Temporal UI alone", async () => {
+  it("makes at the next retention run the schedules of changes an API saved and stopped before making (a pause, a new feed, a lookalike's re-training), and leaves one paused from the Temporal UI alone", async () => {
     const databaseName = platform.store.db.databaseName;
     const hourly = async () => {
       const created = await admin(platform.api, '/v1/destinations', {
@@ -369,13 +370,14 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const schedule = (scheduleId: string) => platform.temporal.schedule.getHandle(scheduleId).describe();
     await platform.temporal.schedule.getHandle(destinationScheduleId(databaseName, operatorPaused)).pause('paused by an operator');
 
-    // Schedule updates hang until the retention run is over, as an API that stopped after saving the change.
+    // Schedule updates hang until the retention run is over, as an API that stopped after saving the
+    // change. Its workflows wait on a task queue no worker polls: the lookalike stays running.
     let release = () => {};
     const released = new Promise<void>((resolve) => (release = resolve));
     const api = await startApi({
       store: platform.store,
       temporal: new Client({ connection: platform.temporal.connection, namespace: baseConfig.TEMPORAL_NAMESPACE, interceptors: { schedule: [{ create: async (input, next) => (await released, next(input)) }] } }),
-      taskQueue: platform.taskQueue,
+      taskQueue: uniqueName('lost-schedules'),
       config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] },
     });
     apis.push(api);
@@ -384,25 +386,35 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const calls = [
       admin(api, `/v1/destinations/${paused}/pause`, { method: 'POST' }),
       admin(api, '/v1/sources', { body: { name: 'unscheduled', kind: 'feed', party: 'third', consent: { mode: 'not_required' }, feed: { url: `${feedServer.url}/rows.csv`, schedule: { every: 'PT1H' }, mapping: MAPPING } } }),
+      admin(api, `/v1/segments/${segmentId}/lookalike`, { body: { reach: 4, retrain: { every: 'P1D' } } }),
     ];
-    const feedId = await waitFor('the pause and the feed saved', async () => {
+    const { feedId, runId } = await waitFor('the pause, the feed and the lookalike saved', async () => {
       const feed = (await admin(platform.api, '/v1/sources')).body.sources.find((source: { name: string }) => source.name === 'unscheduled');
-      return (await admin(platform.api, `/v1/destinations/${paused}`)).body.state === 'paused' && feed ? (feed.id as string) : null;
+      const run = await platform.store.db.collection<LookalikeRunDoc>(LOOKALIKE_COLLECTIONS.runs).findOne({ seedId: segmentId, reach: 4 });
+      return (await admin(platform.api, `/v1/destinations/${paused}`)).body.state === 'paused' && feed && run ? { feedId: feed.id as string, runId: run._id } : null;
     });
     expect((await schedule(destinationScheduleId(databaseName, paused))).state.paused).toBe(false);
     await expect(schedule(feedScheduleId(databaseName, feedId))).rejects.toThrow(/not found/i);
+    await expect(schedule(lookalikeScheduleId(databaseName, runId))).rejects.toThrow(/not found/i);
 
     const retention = () => platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
-    expect(await retention()).toMatchObject({ schedulesResynced: 2 });
+    expect(await retention()).toMatchObject({ schedulesResynced: 3 });
     expect((await schedule(destinationScheduleId(databaseName, paused))).state.paused).toBe(true);
     expect((await schedule(feedScheduleId(databaseName, feedId))).state.paused).toBe(false);
+    expect((await schedule(lookalikeScheduleId(databaseName, runId))).state.paused).toBe(false);
     expect((await schedule(destinationScheduleId(databaseName, operatorPaused))).state).toMatchObject({ paused: true, note: 'paused by an operator' });
     expect(await retention()).toMatchObject({ schedulesResynced: 0 });
 
     // The API, going on at last, makes the same schedules.
     release();
-    expect((await Promise.all(calls)).map((response) => response.status)).toEqual([200, 201]);
+    expect((await Promise.all(calls)).map((response) => response.status)).toEqual([200, 201, 202]);
     expect((await schedule(destinationScheduleId(databaseName, paused))).state.paused).toBe(true);
     expect(await retention()).toMatchObject({ schedulesResynced: 0 });
+
+    // A re-training stopped by an API that stopped right after saving that: its schedule goes at the next run.
+    await new LookalikeRunStore(platform.store).set(runId, { retrain: null, scheduleSync: newScheduleSyncMark() });
+    expect((await schedule(lookalikeScheduleId(databaseName, runId))).state.paused).toBe(false);
+    expect(await retention()).toMatchObject({ schedulesResynced: 1 });
+    await expect(schedule(lookalikeScheduleId(databaseName, runId))).rejects.toThrow(/not found/i);
   }, 180_000);
 });
