@@ -9,12 +9,11 @@ import { RetentionStore } from '../store/retention';
 import { DestinationStore } from '../store/destinations';
 import { FeedStore } from '../store/feeds';
 import { UnlinkStore } from '../store/identityUnlinks';
-import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
+import { LookalikeRunStore } from '../store/lookalikeRuns';
 import { PrivacyStore } from '../store/privacy';
 import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
 import { SourceStore } from '../store/sources';
-import type { ScheduleSyncMark, ScheduleSyncs } from '../store/scheduleSyncs';
 import { startGateKey, StartGates } from '../store/startGates';
 import { UploadStore } from '../store/uploads';
 import { VersionClaims } from '../store/versionClaims';
@@ -23,17 +22,16 @@ import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
 import {
-  deleteDestinationSchedule,
   ensureSegmentSchedule,
   listSegmentSchedules,
   releaseSegmentSchedule,
   requestPartitionExpiry,
   requestUnlink,
-  runningWorkflowMemo,
+  latestWorkflowRun,
+  settleDestinationSchedule,
+  settleFeedSchedule,
+  settleLookalikeSchedule,
   startPrivacyRequest,
-  syncDestinationSchedule,
-  syncFeedSchedule,
-  syncLookalikeSchedule,
   wakeProfilePartition,
   workflowIsRunning,
   type PartitionWorkflowConfig,
@@ -56,6 +54,11 @@ const PER_STREAM = 20_000;
  * it right after): one younger than this may still be about to start.
  */
 const RUN_START_GRACE_MS = 15 * 60_000;
+/**
+ * How long after a feed pull's workflow ended its record is left as it is (at most the grace): past
+ * its fetch's heartbeat timeout (20 s), so no attempt of it still writes to the record.
+ */
+const ENDED_PULL_SETTLE_MS = 5 * 60_000;
 
 /**
  * A start gate is in question until its workflow's first activity runs: seconds, or as long as the
@@ -74,23 +77,6 @@ const LEFTOVER_AGE_MS = 60 * 60_000;
 const UPLOAD_STALL_MS = 86_400_000;
 
 /** The activities of the retention run: each removes one kind of old data and says how much. */
-/**
- * Makes a marked document's schedule match it, then removes the mark. A change the API saves
- * meanwhile may have its schedule update land before this one: the document is read again after
- * each update and the schedule made again while what it follows (`follows`) moved; `sync(null)`
- * when the document is gone.
- */
-async function resync<T extends { _id: string; scheduleSync?: ScheduleSyncMark }>(syncs: ScheduleSyncs<T>, owed: T, sync: (doc: T | null) => Promise<unknown>, follows: (doc: T) => unknown[]): Promise<void> {
-  let synced: T | null = owed;
-  for (;;) {
-    await sync(synced);
-    const current = await syncs.get(owed._id);
-    if (current === null ? synced === null : synced !== null && JSON.stringify(follows(current)) === JSON.stringify(follows(synced))) break;
-    synced = current;
-  }
-  await syncs.synced(owed._id, owed.scheduleSync as ScheduleSyncMark);
-}
-
 export function createRetentionActivities(deps: RetentionDeps) {
   const now = deps.now ?? (() => new Date());
   const retention = new RetentionStore(deps.store);
@@ -265,21 +251,19 @@ export function createRetentionActivities(deps: RetentionDeps) {
         let schedules = 0;
         const destinations = new DestinationStore(deps.store).scheduleSyncs;
         for (const owed of await destinations.owedBefore(before)) {
-          await resync(destinations, owed, (doc) => (doc ? syncDestinationSchedule(deps.temporal, databaseName, doc, deps.config) : deleteDestinationSchedule(deps.temporal, databaseName, owed._id)), (doc) => [doc.schedule, doc.nearRealTime, doc.state]);
+          await settleDestinationSchedule(deps.temporal, databaseName, destinations, owed._id, owed.scheduleSync, deps.config);
           schedules++;
           heartbeat({ destinationId: owed._id });
         }
         const sources = new SourceStore(deps.store).scheduleSyncs;
         for (const owed of await sources.owedBefore(before)) {
-          await resync(sources, owed, (doc) => (doc ? syncFeedSchedule(deps.temporal, databaseName, doc, deps.config) : Promise.resolve()), (doc) => [doc.feed?.schedule, doc.state]);
+          await settleFeedSchedule(deps.temporal, databaseName, sources, owed._id, owed.scheduleSync, deps.config);
           schedules++;
           heartbeat({ sourceId: owed._id });
         }
-        // A run that failed re-trains nothing (its schedule's first firing would remove it).
-        const retrainOf = (run: LookalikeRunDoc | null) => (run && run.state !== 'failed' ? (run.retrain ?? null) : null);
         const lookalikes = new LookalikeRunStore(deps.store).scheduleSyncs;
         for (const owed of await lookalikes.owedBefore(before)) {
-          await resync(lookalikes, owed, (doc) => syncLookalikeSchedule(deps.temporal, databaseName, owed._id, retrainOf(doc), deps.config), (doc) => [retrainOf(doc)]);
+          await settleLookalikeSchedule(deps.temporal, databaseName, lookalikes, owed._id, owed.scheduleSync, deps.config);
           schedules++;
           heartbeat({ runId: owed._id });
         }
@@ -330,7 +314,8 @@ export function createRetentionActivities(deps: RetentionDeps) {
       return withHeartbeats(async () => {
         const databaseName = deps.store.db.databaseName;
         const at = now();
-        const before = new Date(at.getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
+        const graceMs = input.graceMs ?? RUN_START_GRACE_MS;
+        const before = new Date(at.getTime() - graceMs);
         const gates = new StartGates(deps.store);
         /**
          * Why the work is no longer under way, or null while its workflow runs it: never begun (now
@@ -361,8 +346,11 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const feeds = new FeedStore(deps.store);
         for (const pull of await feeds.runningBefore(before)) {
           // A feed's pulls run one at a time under one workflow id; its memo names the pull it is on.
-          const memo = await runningWorkflowMemo(deps.temporal, feedPullWorkflowId(databaseName, pull.sourceId));
-          const error = await gone(memo?.pullId === pull._id, pull.trigger === 'schedule' ? null : startGateKey.feedPull(pull._id));
+          const run = await latestWorkflowRun(deps.temporal, feedPullWorkflowId(databaseName, pull.sourceId));
+          const ours = run?.memo.pullId === pull._id;
+          // A fetch attempt of a pull whose workflow just ended may still write to it until its next heartbeat.
+          if (ours && run.closedAt !== null && run.closedAt.getTime() > at.getTime() - Math.min(graceMs, ENDED_PULL_SETTLE_MS)) continue;
+          const error = await gone(ours && run.closedAt === null, pull.trigger === 'schedule' ? null : startGateKey.feedPull(pull._id));
           if (error === null || !(await feeds.failRunning(pull._id, error, at))) continue;
           result.feedPulls++;
           heartbeat({ pullId: pull._id });

@@ -115,10 +115,11 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     await sources.create(source);
     try {
       await ensureSourceWorkflow(temporal, source, config);
-      await feeds.syncSchedule(source);
-      if (source.scheduleSync) await sources.scheduleSyncs.synced(source._id, source.scheduleSync);
+      if (source.scheduleSync) await feeds.settleSchedule(source._id, source.scheduleSync);
     } catch (error) {
       await sources.remove(source);
+      // Nor a schedule of a source that is not there (one whose creation answered too late).
+      if (source.scheduleSync) await feeds.removeSchedule(source._id).catch(() => undefined);
       throw error;
     }
     logger.info({ sourceId: source._id, workflowId: sourceWorkflowId(source._id), kind: source.kind, party: source.party }, 'source created');
@@ -180,8 +181,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       // Saved first, so a workflow started again later (or right now) begins in this state.
       const scheduleSync = source.feed && newScheduleSyncMark();
       await sources.setState(source._id, state, scheduleSync);
-      await feeds.syncSchedule({ ...source, state });
-      if (scheduleSync) await sources.scheduleSyncs.synced(source._id, scheduleSync);
+      if (scheduleSync) await feeds.settleSchedule(source._id, scheduleSync);
       await ensureSourceWorkflow(temporal, source, config);
       await temporal.workflow.getHandle(sourceWorkflowId(source._id)).signal(signal);
       logger.info({ sourceId: source._id, workflowId: sourceWorkflowId(source._id) }, `source ${action}d`);

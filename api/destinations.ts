@@ -26,7 +26,7 @@ import { DestinationStore, newDestinationId, type DestinationDefinition, type De
 import { PartnerStore } from '../store/partners';
 import { SegmentStore } from '../store/segments';
 import { newScheduleSyncMark, type ScheduleSyncMark } from '../store/scheduleSyncs';
-import { deleteDestinationSchedule, startDestinationExport, startGated, syncDestinationSchedule } from '../temporal/client';
+import { deleteDestinationSchedule, settleDestinationSchedule, startDestinationExport, startGated } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import { checkOutboundUrl } from './outboundUrl';
 import { parseOr400, ProblemError } from './problem';
@@ -196,8 +196,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     };
     await destinations.create(doc);
     try {
-      await syncDestinationSchedule(temporal, databaseName, doc, config);
-      await destinations.scheduleSyncs.synced(doc._id, doc.scheduleSync as ScheduleSyncMark);
+      await settleDestinationSchedule(temporal, databaseName, destinations.scheduleSyncs, doc._id, doc.scheduleSync as ScheduleSyncMark, config);
     } catch (error) {
       // No destination without the schedule it asked for (nor a schedule whose creation answered too late).
       await destinations.remove(doc._id);
@@ -249,10 +248,8 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     if (patch.consent !== undefined) set.consent = patch.consent;
     if (patch.holdoutShare !== undefined) set.holdoutShare = patch.holdoutShare;
     await destinations.update(doc._id, set);
-    const updated = { ...doc, ...set };
-    await syncDestinationSchedule(temporal, databaseName, updated, config);
-    await destinations.scheduleSyncs.synced(doc._id, set.scheduleSync as ScheduleSyncMark);
-    res.json(destinationView(updated, databaseName));
+    await settleDestinationSchedule(temporal, databaseName, destinations.scheduleSyncs, doc._id, set.scheduleSync as ScheduleSyncMark, config);
+    res.json(destinationView({ ...doc, ...set }, databaseName));
   });
 
   router.delete('/v1/destinations/:id', admin, async (req, res) => {
@@ -261,18 +258,18 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     await destinations.update(doc._id, { scheduleSync: newScheduleSyncMark() });
     await deleteDestinationSchedule(temporal, databaseName, doc._id);
     await destinations.remove(doc._id);
+    // Again: a change saved meanwhile may have made the schedule anew (it removes it too once it reads the destination gone).
+    await deleteDestinationSchedule(temporal, databaseName, doc._id);
     res.status(204).end();
   });
 
   for (const [action, state] of [['pause', 'paused'], ['resume', 'active']] as const) {
     router.post(`/v1/destinations/:id/${action}`, admin, async (req, res) => {
       const doc = await requireDestination(req.params.id as string);
-      const updated = { ...doc, state, updatedAt: doc.updatedAt };
       const scheduleSync = newScheduleSyncMark();
       await destinations.update(doc._id, { state, scheduleSync });
-      await syncDestinationSchedule(temporal, databaseName, updated, config);
-      await destinations.scheduleSyncs.synced(doc._id, scheduleSync);
-      res.json(destinationView(updated, databaseName));
+      await settleDestinationSchedule(temporal, databaseName, destinations.scheduleSyncs, doc._id, scheduleSync, config);
+      res.json(destinationView({ ...doc, state }, databaseName));
     });
   }
 

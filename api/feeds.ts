@@ -12,7 +12,8 @@ import { FeedStore, newFeedPull, newPullId, type FeedPullDoc } from '../store/fe
 import { PartnerStore } from '../store/partners';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { UploadStore } from '../store/uploads';
-import { startFeedPull, startGated, syncFeedSchedule } from '../temporal/client';
+import { deleteFeedSchedule, settleFeedSchedule, startFeedPull, startGated } from '../temporal/client';
+import type { ScheduleSyncMark } from '../store/scheduleSyncs';
 import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
 import { checkOutboundUrl } from './outboundUrl';
@@ -71,6 +72,7 @@ export function feedSourceHooks({ store, temporal, config }: FeedDeps) {
   const feeds = new FeedStore(store);
   const uploads = new UploadStore(store);
   const partners = new PartnerStore(store);
+  const sources = new SourceStore(store);
   const databaseName = store.db.databaseName;
   const allowlist = new Set(config.DMP_DESTINATION_ALLOWLIST);
 
@@ -90,9 +92,13 @@ export function feedSourceHooks({ store, temporal, config }: FeedDeps) {
       }
     },
 
-    /** Creates, pauses or resumes a feed source's schedule as the source is (nothing for other kinds). */
-    syncSchedule(source: SourceDoc): Promise<void> {
-      return syncFeedSchedule(temporal, databaseName, source, config);
+    /** Makes a feed source's schedule match the source as saved with `mark` (created, paused or resumed), then removes the mark. */
+    settleSchedule(sourceId: string, mark: ScheduleSyncMark): Promise<void> {
+      return settleFeedSchedule(temporal, databaseName, sources.scheduleSyncs, sourceId, mark, config);
+    },
+
+    removeSchedule(sourceId: string): Promise<void> {
+      return deleteFeedSchedule(temporal, databaseName, sourceId);
     },
 
     /** A feed source's config (its token never shown), cursor, validators and last pull. */
@@ -172,7 +178,8 @@ export function feedsRouter({ store, temporal, config, admin }: RouterDeps): Rou
           gates,
           startGateKey.feedPull(pull._id),
           () => startFeedPull(temporal, source, { sourceId: source._id, pullId: pull._id, trigger, window, databaseName }, config),
-          () => feeds.updatePull(pull._id, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }),
+          // Failed only if still running: the retention run may have failed it first, saying why.
+          () => feeds.failRunning(pull._id, 'its workflow could not be started', new Date()),
         );
         break;
       } catch (error) {

@@ -25,7 +25,7 @@ import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns'
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
 import { newScheduleSyncMark } from '../store/scheduleSyncs';
-import { requestAudienceReports, startGated, startLookalike, syncLookalikeSchedule } from '../temporal/client';
+import { requestAudienceReports, settleLookalikeSchedule, startGated, startLookalike } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
 import { parseOr400, ProblemError } from './problem';
@@ -145,10 +145,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
       () => startLookalike(temporal, store.db.databaseName, runId, config),
       () => lookalikes.saveOutcome(runId, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }),
     );
-    if (run.retrain && run.scheduleSync) {
-      await syncLookalikeSchedule(temporal, store.db.databaseName, runId, run.retrain, config);
-      await lookalikes.scheduleSyncs.synced(runId, run.scheduleSync);
-    }
+    if (run.scheduleSync) await settleLookalikeSchedule(temporal, store.db.databaseName, lookalikes.scheduleSyncs, runId, run.scheduleSync, config);
     res.status(202).location(`/v1/segments/${seed._id}/lookalike/${runId}`).json({ runId });
   });
 
@@ -167,8 +164,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     // Saved first: a schedule left behind (the API stopped in between) is removed by the retention run.
     const scheduleSync = newScheduleSyncMark();
     await lookalikes.set(run._id, { retrain: null, scheduleSync });
-    await syncLookalikeSchedule(temporal, store.db.databaseName, run._id, null, config);
-    await lookalikes.scheduleSyncs.synced(run._id, scheduleSync);
+    await settleLookalikeSchedule(temporal, store.db.databaseName, lookalikes.scheduleSyncs, run._id, scheduleSync, config);
     res.status(204).end();
   });
 

@@ -77,6 +77,8 @@ export const COLLECTIONS = {
 const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.uploads, 'sourceId'],
   [COLLECTIONS.feedPulls, 'sourceId'],
+  // Pulls still running (the retention run's look for those left so): few among all a feed made.
+  [COLLECTIONS.feedPulls, 'state'],
   [COLLECTIONS.channelRejections, 'sourceId'],
   [COLLECTIONS.profiles, 'profileId'],
   [COLLECTIONS.profiles, 'group'],

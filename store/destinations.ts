@@ -180,7 +180,7 @@ export class DestinationStore {
   readonly receipts: Collection<ReceiptDoc>;
   readonly partnerState: Collection<StoredBinary>;
   private readonly claims: VersionClaims;
-  readonly scheduleSyncs: ScheduleSyncs<DestinationDefinition & LegacyExportFields>;
+  readonly scheduleSyncs: ScheduleSyncs<DestinationDefinition>;
   /**
    * Planned batches this process wrote or read, newest last, up to `keepBatchIds` ids in all: a
    * batch is written once under its plan's id and never changed, so delivering and finishing an

@@ -101,8 +101,9 @@ function emptyFeedState(sourceId: string): FeedStateDoc {
  * Feed states and pulls. Both are read and written by exact `_id`, and have one writer at a time:
  * a feed's pulls run one after the other under one workflow id, and the API only creates a pull
  * before starting that workflow — except a fetch attempt Temporal gave up on that still runs,
- * which the pull's `fetchedBy` fence shuts out. Listing a source's pulls scans the (small) pulls
- * collection.
+ * which the pull's `fetchedBy` fence shuts out, and the retention run, which fails a pull only
+ * once its workflow is gone and its fetch attempts have stopped (`failRunning`). Listing a
+ * source's pulls reads them by the index on `sourceId`.
  */
 export class FeedStore {
   private readonly states: Collection<FeedStateDoc>;
@@ -181,7 +182,7 @@ export class FeedStore {
     await this.pulls.updateOne(this.owned(pullId, by), { $set: { attempts: [...pull.attempts, { attempt: by.attempt, ...failure }] } });
   }
 
-  /** Pulls recorded as running since before `before` (a scan of the pulls collection: one small document per pull). */
+  /** Pulls recorded as running since before `before` (by the index on `state`). */
   async runningBefore(before: Date): Promise<Array<Pick<FeedPullDoc, '_id' | 'sourceId' | 'trigger' | 'startedAt'>>> {
     const running = await this.pulls.find({ state: 'running' }, { projection: { _id: 1, sourceId: 1, trigger: 1, startedAt: 1 } }).toArray();
     return running.filter((pull) => pull.startedAt < before);

@@ -42,19 +42,30 @@ export class ScheduleSyncs<T extends Marked> {
     return this.claims.exclusive(`${this.collection.collectionName}/${id}`, update);
   }
 
-  /** Removes `mark` once the schedule matches; a later change's mark stays. */
-  async synced(id: string, mark: ScheduleSyncMark): Promise<void> {
+  /**
+   * Makes the schedule of document `id` match it and removes `mark` (a later change's mark stays).
+   * `sync` is given the document as it is now (null once it is gone), and is called again while
+   * what the schedule follows (`follows`) moved since: of two changes saved at once, each request
+   * reads the other's or syncs after it, so the last schedule update made is of the newest document.
+   */
+  async settle(id: string, mark: ScheduleSyncMark, sync: (doc: T | null) => Promise<unknown>, follows: (doc: T) => unknown[]): Promise<void> {
+    const followed = (doc: T | null) => (doc === null ? null : JSON.stringify(follows(doc)));
+    let synced: T | null = null;
+    for (let current = await this.get(id); synced === null || followed(current) !== followed(synced); current = await this.get(id)) {
+      await sync(current);
+      if (current === null) break;
+      synced = current;
+    }
     await this.exclusive(id, () => this.collection.updateOne({ _id: id, 'scheduleSync.token': mark.token }, { $unset: { scheduleSync: '' } }));
   }
 
   /** Documents marked before `before`: changes whose schedule update an API that stopped left owed (a scan of the collection). */
-  async owedBefore(before: Date): Promise<T[]> {
+  async owedBefore(before: Date): Promise<Array<T & { scheduleSync: ScheduleSyncMark }>> {
     const marked = await this.collection.find({ scheduleSync: { $exists: true } }).toArray();
-    return marked.filter((doc) => doc.scheduleSync !== undefined && doc.scheduleSync.at < before) as unknown as T[];
+    return marked.filter((doc) => doc.scheduleSync !== undefined && doc.scheduleSync.at < before) as unknown as Array<T & { scheduleSync: ScheduleSyncMark }>;
   }
 
-  /** The document as it is now, for a sync that must not use what an earlier read saw. */
-  get(id: string): Promise<T | null> {
+  private get(id: string): Promise<T | null> {
     return this.collection.findOne({ _id: id }) as unknown as Promise<T | null>;
   }
 }

@@ -1,7 +1,9 @@
 import { Client, Connection, isGrpcServiceError, ServiceError, type WorkflowHandle, type ScheduleOptions, type ScheduleOptionsAction, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type ScheduleSpec } from '@temporalio/client';
 import type { QueryDefinition, SignalDefinition } from '@temporalio/common';
 import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeScheduleId, lookalikeWorkflowId, privacyRequestWorkflowId, crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId, feedPullWorkflowId, feedScheduleId, identityGraphWorkflowId, profilePartitionWorkflowId, retentionScheduleId, segmentRunWorkflowId, segmentScheduleId, sourceWorkflowId } from '../domain/workflowIds';
-import type { DestinationDoc } from '../store/destinations';
+import type { DestinationDefinition, DestinationDoc } from '../store/destinations';
+import type { LookalikeRunDoc } from '../store/lookalikeRuns';
+import type { ScheduleSyncMark, ScheduleSyncs } from '../store/scheduleSyncs';
 import type { StartGates } from '../store/startGates';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
@@ -184,6 +186,12 @@ export async function syncLookalikeSchedule(client: Client, databaseName: string
   await putSchedule(client, scheduleId, schedule && { spec: scheduleSpec(schedule), action: { workflowType: lookalikeRetrain, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ firstRunId }] } });
 }
 
+/** Makes a lookalike's re-training schedule match its saved run and removes the change's mark (ScheduleSyncs.settle). A failed run re-trains nothing. */
+export function settleLookalikeSchedule(client: Client, databaseName: string, runs: ScheduleSyncs<LookalikeRunDoc>, runId: string, mark: ScheduleSyncMark, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  const retrainOf = (run: LookalikeRunDoc | null) => (run && run.state !== 'failed' ? (run.retrain ?? null) : null);
+  return runs.settle(runId, mark, (run) => syncLookalikeSchedule(client, databaseName, runId, retrainOf(run), config), (run) => [retrainOf(run)]);
+}
+
 /** Starts a recorded privacy request under its deterministic id; finding it started is success. */
 export async function startPrivacyRequest(client: Client, databaseName: string, requestId: string, type: PrivacyRequestType, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
   try {
@@ -257,14 +265,17 @@ export async function queryWithin<T>(client: Client, handle: WorkflowHandle, que
  * gone) counts as ended without a status; any other error is thrown, for the caller's retry.
  */
 export async function workflowIsRunning(client: Client, workflowId: string): Promise<boolean> {
-  return (await runningWorkflowMemo(client, workflowId)) !== null;
+  return (await latestWorkflowRun(client, workflowId))?.closedAt === null;
 }
 
-/** The memo of the workflow's run while it runs (which of several pieces of work under one id it is on); null when it does not run. */
-export async function runningWorkflowMemo(client: Client, workflowId: string): Promise<Record<string, unknown> | null> {
+/**
+ * The latest run of a workflow id: its memo (which of several pieces of work under one id it is
+ * on) and when it closed (null while it runs); null when Temporal does not know the id.
+ */
+export async function latestWorkflowRun(client: Client, workflowId: string): Promise<{ memo: Record<string, unknown>; closedAt: Date | null } | null> {
   try {
     const description = await client.workflow.getHandle(workflowId).describe();
-    return description.status.name === 'RUNNING' ? (description.memo ?? {}) : null;
+    return { memo: description.memo ?? {}, closedAt: description.status.name === 'RUNNING' ? null : (description.closeTime ?? new Date(0)) };
   } catch (error) {
     if (error instanceof WorkflowNotFoundError) return null;
     throw error;
@@ -396,6 +407,16 @@ export function deleteDestinationSchedule(client: Client, databaseName: string, 
   return putSchedule(client, destinationScheduleId(databaseName, destinationId), null);
 }
 
+/** Makes a destination's schedule match its saved definition (none once it is gone) and removes the change's mark (ScheduleSyncs.settle). */
+export function settleDestinationSchedule(client: Client, databaseName: string, destinations: ScheduleSyncs<DestinationDefinition>, destinationId: string, mark: ScheduleSyncMark, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  return destinations.settle(
+    destinationId,
+    mark,
+    (doc) => (doc ? syncDestinationSchedule(client, databaseName, doc, config) : deleteDestinationSchedule(client, databaseName, destinationId)),
+    (doc) => [doc.schedule, doc.nearRealTime, doc.state],
+  );
+}
+
 /** Starts the import of a received CRM upload under its deterministic id; finding it started is success. */
 export async function startCrmImport(client: Client, databaseName: string, uploadId: string, source: SourceIdentity, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
   try {
@@ -437,6 +458,20 @@ export async function syncFeedSchedule(
   ];
   const action = { workflowType: scheduledFeedPull, workflowId: scheduleId, taskQueue: config.DMP_TASK_QUEUE, args: [{ sourceId: source._id, databaseName }], typedSearchAttributes: searchAttributes };
   await putSchedule(client, scheduleId, { spec, action, paused: source.state === 'paused', typedSearchAttributes: searchAttributes });
+}
+
+export function deleteFeedSchedule(client: Client, databaseName: string, sourceId: string): Promise<void> {
+  return putSchedule(client, feedScheduleId(databaseName, sourceId), null);
+}
+
+/** Makes a feed source's schedule match it as saved (none once it is gone) and removes the change's mark (ScheduleSyncs.settle). */
+export function settleFeedSchedule(client: Client, databaseName: string, sources: ScheduleSyncs<SourceDoc>, sourceId: string, mark: ScheduleSyncMark, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+  return sources.settle(
+    sourceId,
+    mark,
+    (doc) => (doc ? syncFeedSchedule(client, databaseName, doc, config) : deleteFeedSchedule(client, databaseName, sourceId)),
+    (doc) => [doc.feed?.schedule, doc.state],
+  );
 }
 
 /**

@@ -6,6 +6,7 @@ import { storeRetention } from '../../workflows/storeRetention';
 import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
 import { UploadStore } from '../../store/uploads';
 import { FeedServer } from '../support/feeds';
+import { FeedStore, newFeedPull, newPullId } from '../../store/feeds';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
 import { sourceLogEventIds } from '../support/sourceLog';
@@ -336,9 +337,9 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect((await admin(platform.api, '/v1/segments')).body.segments.length).toBe(segmentsBefore);
     expect((await admin(platform.api, `/v1/segments/${segmentId}/runs/${run.body.runId}`)).body).toMatchObject({ state: 'failed', error: 'could not start: its workflow could not be started', evaluated: 0 });
   }, 180_000);
-  it('fails at the next retention run a feed pull whose workflow was terminated, and leaves a pull its workflow is on alone', async () => {
+  it('fails at the next retention run a feed pull whose workflow was terminated, and one recorded while another ran, and leaves the pull its workflow is on alone', async () => {
     // A slow but steady partner: the pull's fetch is still reading when the retention runs come.
-    const slow = await new FeedServer({ throttleBytes: 16, throttleMs: 1_000 }).start();
+    const slow = await new FeedServer({ throttleBytes: 8, throttleMs: 1_000 }).start();
     feedServers.push(slow);
     slow.publish('/slow.csv', CSV);
     const feedId = await newFeed(slow, '/slow.csv');
@@ -346,9 +347,14 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect(started.status).toBe(202);
     const pullPath = `/v1/sources/${feedId}/pulls/${started.body.pullId}`;
     await waitFor('the partner to be asked for the file', async () => slow.requests.length > 0);
+    // Recorded by an API that stopped before starting it, while the other pull of the feed ran.
+    const feeds = new FeedStore(platform.store);
+    const lost = newFeedPull(newPullId(), feedId, 'api', { from: null, to: null }, new Date());
+    await feeds.createPull(lost);
     const retention = () => platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
 
-    expect(await retention()).toMatchObject({ feedPullsAbandoned: 0 });
+    expect(await retention()).toMatchObject({ feedPullsAbandoned: 1 });
+    expect((await admin(platform.api, `/v1/sources/${feedId}/pulls/${lost._id}`)).body).toMatchObject({ state: 'failed', error: 'abandoned: its workflow never started' });
     expect((await admin(platform.api, pullPath)).body).toMatchObject({ state: 'running' });
 
     await platform.temporal.workflow.getHandle(feedPullWorkflowId(platform.store.db.databaseName, feedId)).terminate('stopped from the Temporal UI');
@@ -356,6 +362,7 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect((await admin(platform.api, pullPath)).body).toMatchObject({ state: 'failed', error: 'abandoned: its workflow ended before it finished' });
     expect(await retention()).toMatchObject({ feedPullsAbandoned: 0 });
   }, 180_000);
+
   it("makes at the next retention run the schedules of changes an API saved and stopped before making (a pause, a new feed, a lookalike's re-training), and leaves one paused from the Temporal UI alone", async () => {
     const databaseName = platform.store.db.databaseName;
     const hourly = async () => {
@@ -416,5 +423,20 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect((await schedule(lookalikeScheduleId(databaseName, runId))).state.paused).toBe(false);
     expect(await retention()).toMatchObject({ schedulesResynced: 1 });
     await expect(schedule(lookalikeScheduleId(databaseName, runId))).rejects.toThrow(/not found/i);
+  }, 180_000);
+  it('keeps a destination\'s schedule in step with it when pauses and resumes arrive at once, leaving no change owed', async () => {
+    const created = await admin(platform.api, '/v1/destinations', {
+      body: { name: 'contended', segments: [segmentId], connector: 'webhook', idType: 'cookie_id', schedule: { every: 'PT1H' }, config: { url: 'http://127.0.0.1:9/dmp', secret: 'webhook-secret-0123456789' } },
+    });
+    expect(created.status).toBe(201);
+    const id = created.body.id as string;
+    const scheduleHandle = platform.temporal.schedule.getHandle(destinationScheduleId(platform.store.db.databaseName, id));
+    for (let round = 0; round < 3; round++) {
+      const answers = await Promise.all(Array.from({ length: 8 }, (_, k) => admin(platform.api, `/v1/destinations/${id}/${k % 2 === 0 ? 'pause' : 'resume'}`, { method: 'POST' })));
+      expect(answers.map((answer) => answer.status)).toEqual(Array(8).fill(200));
+      const state = (await admin(platform.api, `/v1/destinations/${id}`)).body.state;
+      expect({ round, paused: (await scheduleHandle.describe()).state.paused }).toEqual({ round, paused: state === 'paused' });
+      expect(await platform.store.db.collection('destinations').findOne({ _id: id as never })).not.toHaveProperty('scheduleSync');
+    }
   }, 180_000);
 });

@@ -405,6 +405,33 @@ describe('draining a source into profiles', () => {
     await handle.terminate('test finished');
   });
 
+  it('pauses a busy source, woken again and again, within an idle poll once its saved state is paused, though the pause signal never came', async () => {
+    const { sourceId, sources, handle } = await foldedSource('busy');
+    // Events keep coming, each chunk announced: the source never waits for its idle look.
+    let busy = true;
+    let round = 0;
+    const feeding = (async () => {
+      while (busy) {
+        await appendToLog(store, sourceId, Array.from({ length: 5 }, (_, n) => userEvent(n, round, 'busy-more')), 5);
+        await handle.signal(sourceLogGrewSignal);
+        round++;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+    })();
+    try {
+      await waitFor('the source busy', async () => (await handle.query(sourceStatusQuery)).eventsProcessed >= 40, 30_000);
+      await sources.setState(sourceId, 'paused');
+      await waitFor('the pause found', async () => (await handle.query(sourceStatusQuery)).state === 'paused', 30_000);
+      const routed = (await handle.query(sourceStatusQuery)).eventsProcessed;
+      await new Promise((resolve) => setTimeout(resolve, 3_000)); // more announced chunks: none routed
+      expect((await handle.query(sourceStatusQuery)).eventsProcessed).toBe(routed);
+    } finally {
+      busy = false;
+      await feeding;
+    }
+    await handle.terminate('test finished');
+  });
+
   it('routes a chunk left pending right after a full batch once its grace runs out, without waiting for the idle look', async () => {
     const taskQueue = uniqueName('drain-pending');
     const sourceId = uniqueName('src');
