@@ -318,7 +318,9 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     /** Closes a request with its result; the subject's identity key leaves the store with it. */
     async completePrivacyRequest(input: { requestId: string; result: PrivacyResult }): Promise<void> {
       const request = await requests.get(input.requestId);
-      if (!request || request.state === 'completed') return;
+      if (!request) return;
+      // Completed by an attempt cut short before it removed the subject: removed now.
+      if (request.state === 'completed') return requests.forgetSubject(request._id);
       let result = input.result;
       const subject = await requests.subjectOf(request._id);
       let marked = 0;

@@ -371,14 +371,16 @@ export function createRetentionActivities(deps: RetentionDeps) {
      * Privacy requests and unlinks the API recorded but whose workflow never started or stopped
      * short (the API died between the record and the start, or a run was terminated): started
      * again, or asked for again, as the API does when the same request comes twice. Only those older
-     * than `graceMs` (else RUN_START_GRACE_MS) whose workflow is not running; safe to repeat.
+     * than `graceMs` (else RUN_START_GRACE_MS) whose workflow is not running; safe to repeat. And
+     * what requests kept of their subjects after they ended, or when they were never recorded.
      */
-    resumeLostStarts(input: { graceMs?: number } = {}): Promise<{ privacyRequests: number; unlinks: number }> {
+    resumeLostStarts(input: { graceMs?: number } = {}): Promise<{ privacyRequests: number; unlinks: number; privacySubjects: number }> {
       return withHeartbeats(async () => {
         const databaseName = deps.store.db.databaseName;
         const before = new Date(now().getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
+        const privacy = new PrivacyStore(deps.store);
         let privacyRequests = 0;
-        for (const request of await new PrivacyStore(deps.store).openBefore(before)) {
+        for (const request of await privacy.openBefore(before)) {
           if (await workflowIsRunning(deps.temporal, privacyRequestWorkflowId(databaseName, request._id))) continue;
           await startPrivacyRequest(deps.temporal, databaseName, request._id, request.type, deps.config);
           privacyRequests++;
@@ -392,7 +394,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
           unlinks++;
           heartbeat({ unlinkId });
         }
-        return { privacyRequests, unlinks };
+        return { privacyRequests, unlinks, privacySubjects: await privacy.forgetOrphanSubjects(before) };
       });
     },
 

@@ -87,6 +87,8 @@ export interface PrivacyAuditDoc {
 export interface SubjectDoc {
   _id: string;
   key: string;
+  /** When the API recorded it (absent on subjects recorded before): one whose request never was is removed a while after. */
+  at?: Date;
   partnerIds?: Record<string, string[]>;
   /** An erasure's closure: every identity key and profile document of the subject found so far (it only grows). */
   keys?: string[];
@@ -146,7 +148,7 @@ export class PrivacyStore {
 
   /** Records a request and its subject's key; returns false when the id was taken (a concurrent repeat). */
   async create(doc: PrivacyRequestDoc, key: string): Promise<boolean> {
-    await insertKeyed(this.subjects, [{ _id: doc._id, key }]);
+    await insertKeyed(this.subjects, [{ _id: doc._id, key, at: doc.receivedAt }]);
     return (await insertKeyed(this.requests, [doc])).size === 0;
   }
 
@@ -202,7 +204,31 @@ export class PrivacyStore {
 
   async finish(id: string, set: Pick<PrivacyRequestDoc, 'state' | 'completedAt' | 'error' | 'result'>): Promise<void> {
     await this.requests.updateOne({ _id: id }, { $set: set });
+    await this.forgetSubject(id);
+  }
+
+  /** Removes what a request kept of its subject (its identity key, and an erasure's closure); safe to repeat. */
+  async forgetSubject(id: string): Promise<void> {
     await this.subjects.deleteOne({ _id: id });
+  }
+
+  /**
+   * Removes the subjects of ended requests (a finish cut short between its two writes) and of
+   * requests never recorded that were received before `before` (the API stopped between the two
+   * inserts of `create`). One read of the subjects (one per open request) and of their requests.
+   */
+  async forgetOrphanSubjects(before: Date): Promise<number> {
+    const subjects = await this.subjects.find({}, { projection: { _id: 1, at: 1 } }).toArray();
+    const requests = await this.getMany(subjects.map((subject) => subject._id));
+    let forgotten = 0;
+    for (const subject of subjects) {
+      const request = requests.get(subject._id);
+      const orphan = request ? request.state === 'completed' || request.state === 'failed' : (subject.at ?? new Date(0)) < before;
+      if (!orphan) continue;
+      await this.forgetSubject(subject._id);
+      forgotten++;
+    }
+    return forgotten;
   }
 
   async auditOf(request: PrivacyRequestDoc): Promise<PrivacyAuditDoc[]> {

@@ -68,6 +68,8 @@ export interface RetentionReport {
   /** Privacy requests whose workflow never started or stopped short, started again; unlinks asked for again. */
   privacyRequestsResumed: number;
   unlinksResumed: number;
+  /** What ended (or never recorded) privacy requests kept of their subjects, removed. */
+  privacySubjectsForgotten: number;
   /** Work the API recorded whose workflow never started, or ended without recording how: failed. */
   exportsAbandoned: number;
   importsAbandoned: number;
@@ -153,6 +155,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     inactiveLinksRemoved: inactive?.linksRemoved ?? 0,
     privacyRequestsResumed: resumed?.privacyRequests ?? 0,
     unlinksResumed: resumed?.unlinks ?? 0,
+    privacySubjectsForgotten: resumed?.privacySubjects ?? 0,
     exportsAbandoned: failedWork?.exports ?? 0,
     importsAbandoned: failedWork?.imports ?? 0,
     feedPullsAbandoned: failedWork?.feedPulls ?? 0,

@@ -3,6 +3,7 @@ import { crmImportWorkflowId, destinationExportWorkflowId, destinationScheduleId
 import { LOOKALIKE_COLLECTIONS, LookalikeRunStore, type LookalikeRunDoc } from '../../store/lookalikeRuns';
 import { newScheduleSyncMark } from '../../store/scheduleSyncs';
 import { storeRetention } from '../../workflows/storeRetention';
+import { PRIVACY_COLLECTIONS, type SubjectDoc } from '../../store/privacy';
 import { START_GATES, StartGates, startGateKey } from '../../store/startGates';
 import { UploadStore } from '../../store/uploads';
 import { FeedServer } from '../support/feeds';
@@ -438,5 +439,21 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
       expect({ round, paused: (await scheduleHandle.describe()).state.paused }).toEqual({ round, paused: state === 'paused' });
       expect(await platform.store.db.collection('destinations').findOne({ _id: id as never })).not.toHaveProperty('scheduleSync');
     }
+  }, 180_000);
+  it('removes at the next retention run what an ended privacy request, or one never recorded, kept of its subject', async () => {
+    const asked = await admin(platform.api, '/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: 'ck-1' } } });
+    expect(asked.status).toBe(202);
+    const requestId = asked.body.id as string;
+    expect(await ended(`/v1/privacy/requests/${requestId}`, 'received').then(() => ended(`/v1/privacy/requests/${requestId}`, 'running'))).toMatchObject({ state: 'completed' });
+    const subjects = platform.store.db.collection<SubjectDoc>(PRIVACY_COLLECTIONS.subjects);
+    expect(await subjects.findOne({ _id: requestId })).toBeNull();
+    // A finish cut short between its two writes, and an API stopped between the subject's insert and the request's.
+    await subjects.insertMany([
+      { _id: requestId, key: 'cookie_id:ck-1' },
+      { _id: 'prq_never_recorded', key: 'cookie_id:ck-2', at: new Date(Date.now() - 60_000) },
+    ]);
+    const report = await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
+    expect(report).toMatchObject({ privacySubjectsForgotten: 2 });
+    expect(await subjects.find({ _id: { $in: [requestId, 'prq_never_recorded'] } }).toArray()).toEqual([]);
   }, 180_000);
 });
