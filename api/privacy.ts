@@ -73,16 +73,17 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
     }
     const subject = subjectHash(await saltOf(), key);
     const candidates = Array.from({ length: MAX_REQUESTS_PER_SUBJECT }, (_, n) => privacyRequestId(body.type, subject, n + 1));
+    const open = (doc: PrivacyRequestDoc | null | undefined): doc is PrivacyRequestDoc => !!doc && doc.state !== 'completed' && doc.state !== 'failed';
+    /** The same request, still open (its workflow started again if an earlier attempt stopped short). */
+    const answerOpen = async (doc: PrivacyRequestDoc) => {
+      await startPrivacyRequest(temporal, store.db.databaseName, doc._id, doc.type, config);
+      res.status(202).location(`/v1/privacy/requests/${doc._id}`).json({ id: doc._id, statusUrl: `/v1/privacy/requests/${doc._id}` });
+    };
     for (let n = 0; n < candidates.length; n += 10) {
       const existing = await requests.getMany(candidates.slice(n, n + 10));
       for (const id of candidates.slice(n, n + 10)) {
         const doc = existing.get(id);
-        if (doc && doc.state !== 'completed' && doc.state !== 'failed') {
-          // Still open: the same request (its workflow started again if an earlier attempt stopped short).
-          await startPrivacyRequest(temporal, store.db.databaseName, doc._id, doc.type, config);
-          res.status(202).location(`/v1/privacy/requests/${doc._id}`).json({ id: doc._id, statusUrl: `/v1/privacy/requests/${doc._id}` });
-          return;
-        }
+        if (open(doc)) return answerOpen(doc);
         if (doc) continue;
         const receivedAt = new Date();
         const request: PrivacyRequestDoc = {
@@ -100,8 +101,12 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
           error: null,
           result: null,
         };
-        // A concurrent request made this one first: take the next place.
-        if (!(await requests.create(request, key))) continue;
+        if (!(await requests.create(request, key))) {
+          // A concurrent repeat made this one first: the same request while it is open, else the next place.
+          const made = await requests.get(id);
+          if (open(made)) return answerOpen(made);
+          continue;
+        }
         await startPrivacyRequest(temporal, store.db.databaseName, id, body.type, config);
         res.status(202).location(`/v1/privacy/requests/${id}`).json({ id, statusUrl: `/v1/privacy/requests/${id}` });
         return;

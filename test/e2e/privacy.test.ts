@@ -119,6 +119,14 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect((await settledRequest(later)).state).toBe('completed');
   });
 
+  it('answers requests of one subject sent at once with one request', async () => {
+    const ask = () => admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: 'ck-at-once' } } });
+    const answers = await Promise.all(Array.from({ length: 6 }, ask));
+    expect(answers.map((answer) => answer.status)).toEqual(Array(6).fill(202));
+    expect(new Set(answers.map((answer) => answer.body.id))).toEqual(new Set([answers[0].body.id]));
+    expect((await settledRequest(answers[0].body.id)).state).toBe('completed');
+  });
+
   it('completes an access request about an identity nobody holds, with nothing found', async () => {
     const id = (await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'email', value: 'nobody@example.com' } } })).body.id;
     const view = await settledRequest(id);
