@@ -254,8 +254,9 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
 
   router.delete('/v1/destinations/:id', admin, async (req, res) => {
     const doc = await requireDestination(req.params.id as string);
-    // Marked first: a destination left without its schedule (the API stopped before removing it) gets it back.
-    await destinations.update(doc._id, { scheduleSync: newScheduleSyncMark() });
+    // Paused and marked first: one whose removal was cut short (the API stopped) exports nothing and
+    // gets its schedule back, paused, until the same DELETE finishes it.
+    await destinations.update(doc._id, { state: 'paused', scheduleSync: newScheduleSyncMark() });
     await deleteDestinationSchedule(temporal, databaseName, doc._id);
     await destinations.remove(doc._id);
     // Again: a change saved meanwhile may have made the schedule anew (it removes it too once it reads the destination gone).

@@ -230,9 +230,16 @@ export class DestinationStore {
     await this.scheduleSyncs.exclusive(id, () => this.destinations.updateOne({ _id: id }, { $set: set }));
   }
 
+  /**
+   * Removes a destination with what its exports kept: the partner's state (the ids it holds), its
+   * holdings, last export and turns, the definition last — so a removal cut short leaves the
+   * destination listed, for the same DELETE to finish. Safe to repeat.
+   */
   async remove(id: string): Promise<void> {
-    await this.destinations.deleteOne({ _id: id });
+    const doc = await this.get(id);
+    for (const [segmentId, held] of Object.entries(doc?.held ?? {})) await this.dropState(id, segmentId, held);
     await Promise.all([this.holdings.deleteOne({ _id: id }), this.lastExports.deleteOne({ _id: id }), this.turns.deleteMany({ destinationId: id })]);
+    await this.destinations.deleteOne({ _id: id });
   }
 
   /** Every segment some destination exports: the batch runs keep export facts for their members. */

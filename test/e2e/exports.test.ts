@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { sha256Hex } from '../../domain/identity';
 import { SA } from '../../domain/searchAttributes';
 import { destinationScheduleId } from '../../domain/workflowIds';
+import { DESTINATION_COLLECTIONS } from '../../store/destinations';
 import { call } from '../support/http';
 import { applyFile, PartnerServer } from '../support/partners';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
@@ -299,8 +300,13 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(runs.length).toBeGreaterThan(0);
     expect(runs.every((workflowId) => workflowId.startsWith(view.scheduleId))).toBe(true);
 
+    // What the partner holds was kept for the next export's delta; it goes with the destination.
+    const partnerState = platform.store.db.collection(DESTINATION_COLLECTIONS.partnerState);
+    const stateOf = () => partnerState.countDocuments({ _id: { $regex: `^${id}:` } as never });
+    expect(await stateOf()).toBeGreaterThan(0);
     expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
     await expect(handle.describe()).rejects.toThrow();
+    expect(await stateOf()).toBe(0);
   }, 180_000);
 
   it('exports near real time: a membership change reaches the partner within about a minute, by the schedule alone', async () => {
