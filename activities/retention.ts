@@ -17,7 +17,7 @@ import { SourceStore } from '../store/sources';
 import { startGateKey, StartGates } from '../store/startGates';
 import { UploadStore } from '../store/uploads';
 import { VersionClaims } from '../store/versionClaims';
-import { crmImportWorkflowId, destinationExportWorkflowId, feedPullWorkflowId, identityUnlinkWorkflowId, lookalikeWorkflowId, privacyRequestWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
+import { crmImportWorkflowId, destinationExportWorkflowId, feedPullWorkflowId, identityUnlinkWorkflowId, lookalikeWorkflowId, privacyRequestWorkflowId, segmentRunWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
 import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
@@ -32,6 +32,7 @@ import {
   settleFeedSchedule,
   settleLookalikeSchedule,
   startPrivacyRequest,
+  terminateIfRunning,
   wakeProfilePartition,
   workflowIsRunning,
   type PartitionWorkflowConfig,
@@ -241,33 +242,46 @@ export function createRetentionActivities(deps: RetentionDeps) {
     /**
      * Destination, feed and lookalike re-training schedules a change was saved for but never made
      * (the API stopped between saving it and updating the schedule): made to match the destination,
-     * source or run as it is now. Only changes older than `graceMs` (else RUN_START_GRACE_MS), so none the API is still
-     * making; schedules no change is owed to are left alone, paused from the Temporal UI or not.
+     * source or run as it is now. A destination or feed source whose create was never answered is
+     * removed with its schedule instead, as the API removes one whose create failed: its client,
+     * answered with an error, asks again. Only changes older than `graceMs` (else
+     * RUN_START_GRACE_MS), so none the API is still making; schedules no change is owed to are left
+     * alone, paused from the Temporal UI or not.
      */
-    resyncSchedules(input: { graceMs?: number } = {}): Promise<{ schedules: number }> {
+    resyncSchedules(input: { graceMs?: number } = {}): Promise<{ schedules: number; createsUndone: number }> {
       return withHeartbeats(async () => {
         const databaseName = deps.store.db.databaseName;
         const before = new Date(now().getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
-        let schedules = 0;
-        const destinations = new DestinationStore(deps.store).scheduleSyncs;
-        for (const owed of await destinations.owedBefore(before)) {
-          await settleDestinationSchedule(deps.temporal, databaseName, destinations, owed._id, owed.scheduleSync, deps.config);
-          schedules++;
+        const result = { schedules: 0, createsUndone: 0 };
+        const destinations = new DestinationStore(deps.store);
+        for (const owed of await destinations.scheduleSyncs.owedBefore(before)) {
+          if (owed.scheduleSync.create) {
+            await destinations.remove(owed._id);
+            result.createsUndone++;
+          }
+          await settleDestinationSchedule(deps.temporal, databaseName, destinations.scheduleSyncs, owed._id, owed.scheduleSync, deps.config);
+          result.schedules++;
           heartbeat({ destinationId: owed._id });
         }
-        const sources = new SourceStore(deps.store).scheduleSyncs;
-        for (const owed of await sources.owedBefore(before)) {
-          await settleFeedSchedule(deps.temporal, databaseName, sources, owed._id, owed.scheduleSync, deps.config);
-          schedules++;
+        const sources = new SourceStore(deps.store);
+        for (const owed of await sources.scheduleSyncs.owedBefore(before)) {
+          if (owed.scheduleSync.create) {
+            await sources.remove(owed);
+            // Its connection workflow, started before the schedule, has no source to drain.
+            await terminateIfRunning(deps.temporal, sourceWorkflowId(owed._id), 'its source was never created');
+            result.createsUndone++;
+          }
+          await settleFeedSchedule(deps.temporal, databaseName, sources.scheduleSyncs, owed._id, owed.scheduleSync, deps.config);
+          result.schedules++;
           heartbeat({ sourceId: owed._id });
         }
         const lookalikes = new LookalikeRunStore(deps.store).scheduleSyncs;
         for (const owed of await lookalikes.owedBefore(before)) {
           await settleLookalikeSchedule(deps.temporal, databaseName, lookalikes, owed._id, owed.scheduleSync, deps.config);
-          schedules++;
+          result.schedules++;
           heartbeat({ runId: owed._id });
         }
-        return { schedules };
+        return result;
       });
     },
 

@@ -111,11 +111,13 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     const body = parseOr400(CreateSourceRequestSchema, req.body, 'source');
     await feeds.check(body);
     const writeKey = newWriteKey();
-    const source: SourceDoc = { _id: newSourceId(), ...body, writeKeyHash: hashSecret(writeKey), createdAt: new Date(), ...(body.kind === 'feed' && { scheduleSync: newScheduleSyncMark() }) };
+    const createdAt = new Date();
+    const source: SourceDoc = { _id: newSourceId(), ...body, writeKeyHash: hashSecret(writeKey), createdAt, ...(body.kind === 'feed' && { scheduleSync: newScheduleSyncMark(createdAt, true) }) };
     await sources.create(source);
     try {
       await ensureSourceWorkflow(temporal, source, config);
-      if (source.scheduleSync) await feeds.settleSchedule(source._id, source.scheduleSync);
+      // Gone meanwhile: a create this slow was taken for one never answered, and undone (retention).
+      if (source.scheduleSync && !(await feeds.settleSchedule(source._id, source.scheduleSync)).exists) throw new ProblemError(503, 'unavailable', 'The source took too long to create and was undone; send it again');
     } catch (error) {
       await sources.remove(source);
       // Nor a schedule of a source that is not there (one whose creation answered too late).

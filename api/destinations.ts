@@ -190,13 +190,15 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       consent: body.consent ?? DestinationConsentSchema.parse({}),
       holdoutShare: body.holdoutShare ?? 0,
       state: 'active',
-      scheduleSync: newScheduleSyncMark(at),
+      scheduleSync: newScheduleSyncMark(at, true),
       createdAt: at,
       updatedAt: at,
     };
     await destinations.create(doc);
     try {
-      await settleDestinationSchedule(temporal, databaseName, destinations.scheduleSyncs, doc._id, doc.scheduleSync as ScheduleSyncMark, config);
+      const { exists } = await settleDestinationSchedule(temporal, databaseName, destinations.scheduleSyncs, doc._id, doc.scheduleSync as ScheduleSyncMark, config);
+      // Gone meanwhile: a create this slow was taken for one never answered, and undone (retention).
+      if (!exists) throw new ProblemError(503, 'unavailable', 'The destination took too long to create and was undone; send it again');
     } catch (error) {
       // No destination without the schedule it asked for (nor a schedule whose creation answered too late).
       await destinations.remove(doc._id);

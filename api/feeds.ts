@@ -93,7 +93,7 @@ export function feedSourceHooks({ store, temporal, config }: FeedDeps) {
     },
 
     /** Makes a feed source's schedule match the source as saved with `mark` (created, paused or resumed), then removes the mark. */
-    settleSchedule(sourceId: string, mark: ScheduleSyncMark): Promise<void> {
+    settleSchedule(sourceId: string, mark: ScheduleSyncMark): Promise<{ exists: boolean }> {
       return settleFeedSchedule(temporal, databaseName, sources.scheduleSyncs, sourceId, mark, config);
     },
 

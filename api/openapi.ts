@@ -89,6 +89,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       401: problem('No admin key'),
       403: problem("A feed's `feed.url` resolves to a private, loopback or link-local address (not in `DMP_DESTINATION_ALLOWLIST`), or is plain http to a host not allowlisted"),
       404: problem("A feed's `feed.url` host does not resolve, or a `partner:<id>` column of `feed.mapping.identities` names no sync partner"),
+      503: problem('Temporal is unavailable, or the create took so long it was undone: nothing was created; send it again'),
     },
   });
   registry.registerPath({
@@ -331,7 +332,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Create a destination: a partner, the segments it receives, as which ids, on which schedule (a Temporal Schedule per destination)',
       request: { body: json(createDestinationRequestSchema(new Set(config.DMP_DESTINATION_ALLOWLIST))) },
       ok: [201, 'Created', DestinationViewSchema],
-      extra: { 400: destinationProblem, 403: destinationForbidden, 404: problem(`Not found: ${destinationReferences}`) },
+      extra: { 400: destinationProblem, 403: destinationForbidden, 404: problem(`Not found: ${destinationReferences}`), 503: problem('Temporal is unavailable, or the create took so long it was undone: nothing was created; send it again') },
     },
     { method: 'get', path: '/v1/destinations', summary: 'Every destination (secrets never shown)', ok: [200, 'Destinations', z.object({ destinations: z.array(DestinationViewSchema) })] },
     { method: 'get', path: '/v1/destinations/{id}', summary: 'A destination, with what the partner holds per segment', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },

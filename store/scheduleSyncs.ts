@@ -5,17 +5,20 @@ import { VersionClaims } from './versionClaims';
 
 /**
  * A change saved whose Temporal Schedule is still to be made to match it. The API writes the mark
- * with the change (a destination's or a feed source's) and removes it once the schedule is updated;
- * one an API that stopped in between left is the retention run's to finish. A schedule no change
- * is owed to is left as it is, paused from the Temporal UI or not.
+ * with the change (a destination's, a feed source's, a lookalike run's) and removes it once the
+ * schedule is updated; one an API that stopped in between left is the retention run's to finish —
+ * or, for a create never answered, to undo, as the API does when its create fails. A schedule no
+ * change is owed to is left as it is, paused from the Temporal UI or not.
  */
 export interface ScheduleSyncMark {
   token: string;
   at: Date;
+  /** The mark of a create: one left owed is of a create never answered, undone rather than finished. */
+  create?: true;
 }
 
-export function newScheduleSyncMark(at = new Date()): ScheduleSyncMark {
-  return { token: randomBytes(8).toString('hex'), at };
+export function newScheduleSyncMark(at = new Date(), create = false): ScheduleSyncMark {
+  return { token: randomBytes(8).toString('hex'), at, ...(create && { create: true as const }) };
 }
 
 interface Marked {
@@ -48,15 +51,16 @@ export class ScheduleSyncs<T extends Marked> {
    * what the schedule follows (`follows`) moved since: of two changes saved at once, each request
    * reads the other's or syncs after it, so the last schedule update made is of the newest document.
    */
-  async settle(id: string, mark: ScheduleSyncMark, sync: (doc: T | null) => Promise<unknown>, follows: (doc: T) => unknown[]): Promise<void> {
+  async settle(id: string, mark: ScheduleSyncMark, sync: (doc: T | null) => Promise<unknown>, follows: (doc: T) => unknown[]): Promise<{ exists: boolean }> {
     const followed = (doc: T | null) => (doc === null ? null : JSON.stringify(follows(doc)));
     let synced: T | null = null;
     for (let current = await this.get(id); synced === null || followed(current) !== followed(synced); current = await this.get(id)) {
       await sync(current);
-      if (current === null) break;
+      if (current === null) return { exists: false };
       synced = current;
     }
     await this.exclusive(id, () => this.collection.updateOne({ _id: id, 'scheduleSync.token': mark.token }, { $unset: { scheduleSync: '' } }));
+    return { exists: true };
   }
 
   /** Documents marked before `before`: changes whose schedule update an API that stopped left owed (a scan of the collection). */

@@ -187,7 +187,7 @@ export async function syncLookalikeSchedule(client: Client, databaseName: string
 }
 
 /** Makes a lookalike's re-training schedule match its saved run and removes the change's mark (ScheduleSyncs.settle). A failed run re-trains nothing. */
-export function settleLookalikeSchedule(client: Client, databaseName: string, runs: ScheduleSyncs<LookalikeRunDoc>, runId: string, mark: ScheduleSyncMark, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+export function settleLookalikeSchedule(client: Client, databaseName: string, runs: ScheduleSyncs<LookalikeRunDoc>, runId: string, mark: ScheduleSyncMark, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<{ exists: boolean }> {
   const retrainOf = (run: LookalikeRunDoc | null) => (run && run.state !== 'failed' ? (run.retrain ?? null) : null);
   return runs.settle(runId, mark, (run) => syncLookalikeSchedule(client, databaseName, runId, retrainOf(run), config), (run) => [retrainOf(run)]);
 }
@@ -266,6 +266,16 @@ export async function queryWithin<T>(client: Client, handle: WorkflowHandle, que
  */
 export async function workflowIsRunning(client: Client, workflowId: string): Promise<boolean> {
   return (await latestWorkflowRun(client, workflowId))?.closedAt === null;
+}
+
+/** Terminates a workflow's run if it runs (safe to repeat). */
+export async function terminateIfRunning(client: Client, workflowId: string, reason: string): Promise<void> {
+  try {
+    await client.workflow.getHandle(workflowId).terminate(reason);
+  } catch (error) {
+    // Not found: never started, or already closed.
+    if (!(error instanceof WorkflowNotFoundError)) throw error;
+  }
 }
 
 /**
@@ -408,7 +418,7 @@ export function deleteDestinationSchedule(client: Client, databaseName: string, 
 }
 
 /** Makes a destination's schedule match its saved definition (none once it is gone) and removes the change's mark (ScheduleSyncs.settle). */
-export function settleDestinationSchedule(client: Client, databaseName: string, destinations: ScheduleSyncs<DestinationDefinition>, destinationId: string, mark: ScheduleSyncMark, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+export function settleDestinationSchedule(client: Client, databaseName: string, destinations: ScheduleSyncs<DestinationDefinition>, destinationId: string, mark: ScheduleSyncMark, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<{ exists: boolean }> {
   return destinations.settle(
     destinationId,
     mark,
@@ -465,7 +475,7 @@ export function deleteFeedSchedule(client: Client, databaseName: string, sourceI
 }
 
 /** Makes a feed source's schedule match it as saved (none once it is gone) and removes the change's mark (ScheduleSyncs.settle). */
-export function settleFeedSchedule(client: Client, databaseName: string, sources: ScheduleSyncs<SourceDoc>, sourceId: string, mark: ScheduleSyncMark, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+export function settleFeedSchedule(client: Client, databaseName: string, sources: ScheduleSyncs<SourceDoc>, sourceId: string, mark: ScheduleSyncMark, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<{ exists: boolean }> {
   return sources.settle(
     sourceId,
     mark,

@@ -77,6 +77,8 @@ export interface RetentionReport {
   lookalikesAbandoned: number;
   /** Destination and feed schedules a saved change was never made to (the API stopped in between): made to match. */
   schedulesResynced: number;
+  /** Destinations and feed sources whose create was never answered (the API stopped in between): removed, as a failed create is. */
+  unansweredCreatesUndone: number;
 }
 
 /** How often an expiry asks again for shares its partitions have not finished (a writer may have restarted). */
@@ -161,6 +163,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     feedPullsAbandoned: failedWork?.feedPulls ?? 0,
     lookalikesAbandoned: failedWork?.lookalikes ?? 0,
     schedulesResynced: resynced?.schedules ?? 0,
+    unansweredCreatesUndone: resynced?.createsUndone ?? 0,
   };
   upsertMemo({ report });
   return report;

@@ -364,7 +364,7 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect(await retention()).toMatchObject({ feedPullsAbandoned: 0 });
   }, 180_000);
 
-  it("makes at the next retention run the schedules of changes an API saved and stopped before making (a pause, a new feed, a lookalike's re-training), and leaves one paused from the Temporal UI alone", async () => {
+  it("makes at the next retention run the schedules of changes an API saved and stopped before making (a pause, a lookalike's re-training), undoes creates it never answered (a feed, a destination), and leaves a schedule paused from the Temporal UI alone", async () => {
     const databaseName = platform.store.db.databaseName;
     const hourly = async () => {
       const created = await admin(platform.api, '/v1/destinations', {
@@ -394,29 +394,43 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const calls = [
       admin(api, `/v1/destinations/${paused}/pause`, { method: 'POST' }),
       admin(api, '/v1/sources', { body: { name: 'unscheduled', kind: 'feed', party: 'third', consent: { mode: 'not_required' }, feed: { url: `${feedServer.url}/rows.csv`, schedule: { every: 'PT1H' }, mapping: MAPPING } } }),
+      admin(api, '/v1/destinations', {
+        body: { name: 'unanswered', segments: [segmentId], connector: 'webhook', idType: 'cookie_id', schedule: { every: 'PT1H' }, config: { url: 'http://127.0.0.1:9/dmp', secret: 'webhook-secret-0123456789' } },
+      }),
       admin(api, `/v1/segments/${segmentId}/lookalike`, { body: { reach: 4, retrain: { every: 'P1D' } } }),
     ];
-    const { feedId, runId } = await waitFor('the pause, the feed and the lookalike saved', async () => {
+    const { feedId, destinationId, runId } = await waitFor('the pause, the feed, the destination and the lookalike saved', async () => {
       const feed = (await admin(platform.api, '/v1/sources')).body.sources.find((source: { name: string }) => source.name === 'unscheduled');
+      const destination = (await admin(platform.api, '/v1/destinations')).body.destinations.find((view: { name: string }) => view.name === 'unanswered');
       const run = await platform.store.db.collection<LookalikeRunDoc>(LOOKALIKE_COLLECTIONS.runs).findOne({ seedId: segmentId, reach: 4 });
-      return (await admin(platform.api, `/v1/destinations/${paused}`)).body.state === 'paused' && feed && run ? { feedId: feed.id as string, runId: run._id } : null;
+      const pausedSaved = (await admin(platform.api, `/v1/destinations/${paused}`)).body.state === 'paused';
+      return pausedSaved && feed && destination && run ? { feedId: feed.id as string, destinationId: destination.id as string, runId: run._id } : null;
     });
     expect((await schedule(destinationScheduleId(databaseName, paused))).state.paused).toBe(false);
-    await expect(schedule(feedScheduleId(databaseName, feedId))).rejects.toThrow(/not found/i);
-    await expect(schedule(lookalikeScheduleId(databaseName, runId))).rejects.toThrow(/not found/i);
+    for (const scheduleId of [feedScheduleId(databaseName, feedId), destinationScheduleId(databaseName, destinationId), lookalikeScheduleId(databaseName, runId)]) {
+      await expect(schedule(scheduleId)).rejects.toThrow(/not found/i);
+    }
 
+    // The changes' schedules are made; the creates never answered are undone, as a failed create is.
     const retention = () => platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
-    expect(await retention()).toMatchObject({ schedulesResynced: 3 });
+    expect(await retention()).toMatchObject({ schedulesResynced: 4, unansweredCreatesUndone: 2 });
     expect((await schedule(destinationScheduleId(databaseName, paused))).state.paused).toBe(true);
-    expect((await schedule(feedScheduleId(databaseName, feedId))).state.paused).toBe(false);
     expect((await schedule(lookalikeScheduleId(databaseName, runId))).state.paused).toBe(false);
     expect((await schedule(destinationScheduleId(databaseName, operatorPaused))).state).toMatchObject({ paused: true, note: 'paused by an operator' });
-    expect(await retention()).toMatchObject({ schedulesResynced: 0 });
+    expect((await admin(platform.api, `/v1/sources/${feedId}`)).status).toBe(404);
+    expect((await admin(platform.api, `/v1/destinations/${destinationId}`)).status).toBe(404);
+    for (const scheduleId of [feedScheduleId(databaseName, feedId), destinationScheduleId(databaseName, destinationId)]) {
+      await expect(schedule(scheduleId)).rejects.toThrow(/not found/i);
+    }
+    expect(await retention()).toMatchObject({ schedulesResynced: 0, unansweredCreatesUndone: 0 });
 
-    // The API, going on at last, makes the same schedules.
+    // The API, going on at last, makes the same schedules, and answers the undone creates with a 503.
     release();
-    expect((await Promise.all(calls)).map((response) => response.status)).toEqual([200, 201, 202]);
+    expect((await Promise.all(calls)).map((response) => response.status)).toEqual([200, 503, 503, 202]);
     expect((await schedule(destinationScheduleId(databaseName, paused))).state.paused).toBe(true);
+    for (const scheduleId of [feedScheduleId(databaseName, feedId), destinationScheduleId(databaseName, destinationId)]) {
+      await expect(schedule(scheduleId)).rejects.toThrow(/not found/i);
+    }
     expect(await retention()).toMatchObject({ schedulesResynced: 0 });
 
     // A re-training stopped by an API that stopped right after saving that: its schedule goes at the next run.
