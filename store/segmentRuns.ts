@@ -264,7 +264,7 @@ export class SegmentRunStore {
    * Drops the snapshot chunks of ended runs no segment reads (`segments` is every segment), removes
    * the records of runs that ended before `forgetBefore` and that no segment reads or shows as its
    * last run (their counts stay in `history`), and folds real-time changes of past days into history
-   * once every segment has a snapshot newer than them. Records are kept bounded because every edit
+   * once every segment's snapshot, or first run under way, is newer than them. Records are kept bounded because every edit
    * and every run looks among them for the live ones. Safe to repeat: a record goes only after its
    * chunks.
    */
@@ -283,8 +283,11 @@ export class SegmentRunStore {
         result.forgotten++;
       }
     }
-    if (segments.some((segment) => !segment.current)) return result;
-    const cutoff = segments.reduce((min, segment) => (segment.current!.startedAt < min ? segment.current!.startedAt : min), now);
+    // Changes since the oldest snapshot a segment reads, or a first run under way will read, stay. A
+    // segment never evaluated, with no run under way, reads none: its first run starts after the
+    // hour's margin below.
+    const since = (segment: SegmentDoc) => segment.current?.startedAt ?? (segment.lastRun?.state === 'running' ? segment.lastRun.startedAt : now);
+    const cutoff = segments.reduce((min, segment) => (since(segment) < min ? since(segment) : min), now);
     await this.foldChangesIntoHistory(new Date(cutoff.getTime() - 3_600_000));
     return result;
   }

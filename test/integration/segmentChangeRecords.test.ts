@@ -2,6 +2,7 @@ import { Binary } from 'mongodb';
 import type { Store } from '../../store/db';
 import { MatchTableStore } from '../../store/matchTables';
 import { SEGMENT_COLLECTIONS, SegmentRunStore, type ChangeDoc } from '../../store/segmentRuns';
+import type { SegmentDoc } from '../../store/segments';
 import { SubjectErasure } from '../../store/subjectErasure';
 import { testStore } from '../support/services';
 
@@ -60,5 +61,22 @@ describe('segment change records as stored', () => {
     });
     expect(untouched).toEqual(other);
     expect((await store.db.collection(SEGMENT_COLLECTIONS.changes).findOne({ _id: fold._id as never }))?.body).toBeInstanceOf(Binary);
+  });
+  it('folds past days of changes into history once every segment reads a newer snapshot, a segment never evaluated holding back only while its first run is under way', async () => {
+    const at = (n: number) => new Date(Date.UTC(2026, 11, n, 12));
+    const ids = ['rel:a', 'rel:b'];
+    await runs.recordChanges({ _id: ids[0], at: at(2), changes: { seg_read: { entered: ['prf_fay'], exited: [] } } });
+    await runs.recordChanges({ _id: ids[1], at: at(5), changes: { seg_read: { entered: ['prf_gus'], exited: [] } } });
+    const left = async () => (await runs.changesSince(at(1))).map((change) => change._id).filter((id) => ids.includes(id));
+    const summary = (runId: string, startedAt: Date, state: 'running' | 'completed' | 'failed') => ({ runId, state, startedAt, finishedAt: state === 'running' ? null : startedAt });
+    const evaluated = { _id: 'seg_read', current: { runId: 'run_read', version: 1, size: 2, now: at(10), startedAt: at(10), finishedAt: at(10) }, lastRun: summary('run_read', at(10), 'completed') };
+    const underWay = { _id: 'seg_new_running', current: null, lastRun: summary('run_first', at(4), 'running') };
+    const neverRun = { _id: 'seg_new_failed', current: null, lastRun: summary('run_failed', at(1), 'failed') };
+    const release = (segments: object[]) => runs.releaseUnread(segments as SegmentDoc[], at(12), new Date(0));
+
+    await release([evaluated, underWay, neverRun]);
+    expect(await left()).toEqual([ids[1]]);
+    await release([evaluated, neverRun, { ...neverRun, _id: 'seg_new_unrun', lastRun: null }]);
+    expect(await left()).toEqual([]);
   });
 });
