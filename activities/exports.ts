@@ -481,6 +481,8 @@ export function createExportActivities(deps: ExportDeps) {
       }
     }
     if (current) await destinations.release(current._id, exp._id);
+    // Deleted while it ran: what it wrote of the partner's state goes too.
+    else await destinations.remove(exp.destinationId);
     if (plan) await destinations.dropBatches(plan.id, plan.batches);
     return exp;
   }

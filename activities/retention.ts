@@ -22,7 +22,10 @@ import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
 import {
+  deleteDestinationSchedule,
+  deleteFeedSchedule,
   ensureSegmentSchedule,
+  ensureSourceWorkflow,
   listSegmentSchedules,
   releaseSegmentSchedule,
   requestPartitionExpiry,
@@ -36,6 +39,7 @@ import {
   wakeProfilePartition,
   workflowIsRunning,
   type PartitionWorkflowConfig,
+  type SourceWorkflowConfig,
 } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
 import { passPeople, peoplePassStores } from './peoplePass';
@@ -43,7 +47,7 @@ import { passPeople, peoplePassStores } from './peoplePass';
 export interface RetentionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS'>;
+  config: PartitionWorkflowConfig & SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS'>;
   now?: () => Date;
 }
 
@@ -55,11 +59,6 @@ const PER_STREAM = 20_000;
  * it right after): one younger than this may still be about to start.
  */
 const RUN_START_GRACE_MS = 15 * 60_000;
-/**
- * How long after a feed pull's workflow ended its record is left as it is (at most the grace): past
- * its fetch's heartbeat timeout (20 s), so no attempt of it still writes to the record.
- */
-const ENDED_PULL_SETTLE_MS = 5 * 60_000;
 
 /**
  * A start gate is in question until its workflow's first activity runs: seconds, or as long as the
@@ -253,11 +252,16 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const databaseName = deps.store.db.databaseName;
         const before = new Date(now().getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
         const result = { schedules: 0, createsUndone: 0 };
+        // An unanswered create's schedule (and workflow) go first, the document last and only while
+        // still marked: a retry finds it again, and one a late API answered meanwhile is made again below.
         const destinations = new DestinationStore(deps.store);
         for (const owed of await destinations.scheduleSyncs.owedBefore(before)) {
           if (owed.scheduleSync.create) {
-            await destinations.remove(owed._id);
-            result.createsUndone++;
+            await deleteDestinationSchedule(deps.temporal, databaseName, owed._id);
+            if (await destinations.scheduleSyncs.deleteIfMarked(owed._id, owed.scheduleSync)) {
+              await destinations.remove(owed._id);
+              result.createsUndone++;
+            }
           }
           await settleDestinationSchedule(deps.temporal, databaseName, destinations.scheduleSyncs, owed._id, owed.scheduleSync, deps.config);
           result.schedules++;
@@ -266,10 +270,13 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const sources = new SourceStore(deps.store);
         for (const owed of await sources.scheduleSyncs.owedBefore(before)) {
           if (owed.scheduleSync.create) {
-            await sources.remove(owed);
-            // Its connection workflow, started before the schedule, has no source to drain.
+            // Its connection workflow, started before the schedule, would have no source to drain.
             await terminateIfRunning(deps.temporal, sourceWorkflowId(owed._id), 'its source was never created');
-            result.createsUndone++;
+            await deleteFeedSchedule(deps.temporal, databaseName, owed._id);
+            if (await sources.scheduleSyncs.deleteIfMarked(owed._id, owed.scheduleSync)) {
+              await sources.remove(owed);
+              result.createsUndone++;
+            } else await ensureSourceWorkflow(deps.temporal, owed, deps.config);
           }
           await settleFeedSchedule(deps.temporal, databaseName, sources.scheduleSyncs, owed._id, owed.scheduleSync, deps.config);
           result.schedules++;
@@ -328,8 +335,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
       return withHeartbeats(async () => {
         const databaseName = deps.store.db.databaseName;
         const at = now();
-        const graceMs = input.graceMs ?? RUN_START_GRACE_MS;
-        const before = new Date(at.getTime() - graceMs);
+        const before = new Date(at.getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
         const gates = new StartGates(deps.store);
         /**
          * Why the work is no longer under way, or null while its workflow runs it: never begun (now
@@ -361,10 +367,8 @@ export function createRetentionActivities(deps: RetentionDeps) {
         for (const pull of await feeds.runningBefore(before)) {
           // A feed's pulls run one at a time under one workflow id; its memo names the pull it is on.
           const run = await latestWorkflowRun(deps.temporal, feedPullWorkflowId(databaseName, pull.sourceId));
-          const ours = run?.memo.pullId === pull._id;
-          // A fetch attempt of a pull whose workflow just ended may still write to it until its next heartbeat.
-          if (ours && run.closedAt !== null && run.closedAt.getTime() > at.getTime() - Math.min(graceMs, ENDED_PULL_SETTLE_MS)) continue;
-          const error = await gone(ours && run.closedAt === null, pull.trigger === 'schedule' ? null : startGateKey.feedPull(pull._id));
+          // A fetch attempt a terminated pull left running writes nothing more once it is failed (its writes are conditional on a running pull).
+          const error = await gone(run?.memo.pullId === pull._id && run.closedAt === null, pull.trigger === 'schedule' ? null : startGateKey.feedPull(pull._id));
           if (error === null || !(await feeds.failRunning(pull._id, error, at))) continue;
           result.feedPulls++;
           heartbeat({ pullId: pull._id });

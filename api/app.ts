@@ -26,7 +26,7 @@ import { SegmentStore } from '../store/segments';
 import { newScheduleSyncMark } from '../store/scheduleSyncs';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { ChannelRejections } from '../store/channelRejections';
-import { ensureSourceWorkflow, queryWithin, wakeSourceWorkflow } from '../temporal/client';
+import { ensureSourceWorkflow, queryWithin, terminateIfRunning, wakeSourceWorkflow } from '../temporal/client';
 import { pauseSourceSignal, resumeSourceSignal, sourceStatusQuery } from '../workflows/sourceConnection';
 import { requireAdmin, WriteKeys } from './auth';
 import { Collector } from './collector';
@@ -120,7 +120,8 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
       if (source.scheduleSync && !(await feeds.settleSchedule(source._id, source.scheduleSync)).exists) throw new ProblemError(503, 'unavailable', 'The source took too long to create and was undone; send it again');
     } catch (error) {
       await sources.remove(source);
-      // Nor a schedule of a source that is not there (one whose creation answered too late).
+      // Nor a workflow or schedule of a source that is not there (one whose start answered too late).
+      await terminateIfRunning(temporal, sourceWorkflowId(source._id), 'its source could not be created').catch(() => undefined);
       if (source.scheduleSync) await feeds.removeSchedule(source._id).catch(() => undefined);
       throw error;
     }

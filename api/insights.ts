@@ -269,7 +269,12 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
     summary: "Stop a lookalike's re-training schedule (the extension segment keeps the model it holds)",
     security,
     request: { params: runParams },
-    responses: { 204: { description: 'Stopped (or there was none)' }, ...admin, 404: problem('No such run of this segment') },
+    responses: {
+      204: { description: 'Stopped (or there was none)' },
+      ...admin,
+      404: problem('No such run of this segment'),
+      503: problem('Temporal is unavailable: the stop is saved and its schedule removed by the next retention run; sending it again removes it now'),
+    },
   });
   registry.registerPath({
     method: 'post',

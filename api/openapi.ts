@@ -325,6 +325,8 @@ export function buildOpenApiDocument(config: DocumentConfig) {
   const destinationForbidden = problem('Not an admin key, or `config.url` resolves to a private, loopback or link-local address (allow the host with DMP_DESTINATION_ALLOWLIST)');
   const destinationReferences = 'a segment (`segments.<i>`) or the sync partner of a `partner:<id>` idType (`idType`) does not exist, or the host of `config.url` does not resolve';
   const exportIdParam = z.object({ id: z.string(), exportId: z.string() });
+  /** A change saved whose schedule update Temporal did not take: the retention run makes it (schedulesResynced). */
+  const scheduleOwed = problem('Temporal is unavailable: the change is saved and its schedule is made to match by the next retention run; sending it again makes it now');
   segmentPaths.push(
     {
       method: 'post',
@@ -347,11 +349,19 @@ export function buildOpenApiDocument(config: DocumentConfig) {
         403: destinationForbidden,
         404: problem(`No such destination, or ${destinationReferences}`),
         409: problem("The config does not fit the destination's connector (naming `config.<field>`), or changes the address without sending the secret again"),
+        503: scheduleOwed,
       },
     },
-    { method: 'delete', path: '/v1/destinations/{id}', summary: 'Delete a destination and its schedule', request: { params: idParam }, ok: [204, 'Deleted', null], extra: { 404: problem('No such destination') } },
-    { method: 'post', path: '/v1/destinations/{id}/pause', summary: 'Pause its schedule; manual exports are refused while paused', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },
-    { method: 'post', path: '/v1/destinations/{id}/resume', summary: 'Resume its schedule', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },
+    {
+      method: 'delete',
+      path: '/v1/destinations/{id}',
+      summary: 'Delete a destination, its schedule and the partner state its exports kept',
+      request: { params: idParam },
+      ok: [204, 'Deleted', null],
+      extra: { 404: problem('No such destination'), 503: problem('Temporal is unavailable: the destination is left paused; send the DELETE again') },
+    },
+    { method: 'post', path: '/v1/destinations/{id}/pause', summary: 'Pause its schedule; manual exports are refused while paused', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination'), 503: scheduleOwed } },
+    { method: 'post', path: '/v1/destinations/{id}/resume', summary: 'Resume its schedule', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination'), 503: scheduleOwed } },
     {
       method: 'post',
       path: '/v1/destinations/{id}/exports',

@@ -57,6 +57,8 @@ export interface DestinationDefinition {
   addressChangedAt?: Date | null;
   /** A change whose schedule update is still owed (see ScheduleSyncs). */
   scheduleSync?: ScheduleSyncMark;
+  /** While it is removed: the partner states to drop (see `remove`). */
+  dropping?: Array<{ segmentId: string; held: HeldState }>;
   createdAt: Date;
   updatedAt: Date;
 }
@@ -231,14 +233,20 @@ export class DestinationStore {
   }
 
   /**
-   * Removes a destination with what its exports kept: the partner's state (the ids it holds), its
-   * holdings, last export and turns, the definition last — so a removal cut short leaves the
-   * destination listed, for the same DELETE to finish. Safe to repeat.
+   * Removes a destination with what its exports kept: its holdings, last export and turns, then the
+   * partner's state (the ids it holds) they named, the definition last — so a removal cut short
+   * leaves the destination listed, for the same DELETE to finish, and readers never meet holdings
+   * whose state is gone. The states to drop are first noted on the definition (`dropping`), for a
+   * repeat to find once the holdings are gone. Also what an export that finished after the removal
+   * wrote (no definition then). Safe to repeat.
    */
   async remove(id: string): Promise<void> {
-    const doc = await this.get(id);
-    for (const [segmentId, held] of Object.entries(doc?.held ?? {})) await this.dropState(id, segmentId, held);
+    const [definition, holdings] = await Promise.all([this.destinations.findOne({ _id: id }), this.holdings.findOne({ _id: id })]);
+    const named = [...Object.entries(definition?.held ?? {}), ...Object.entries(holdings?.held ?? {})].map(([segmentId, held]) => ({ segmentId, held }));
+    const dropping = [...(definition?.dropping ?? []), ...named].filter((entry, n, all) => all.findIndex((other) => other.segmentId === entry.segmentId && other.held.exportId === entry.held.exportId) === n);
+    if (definition && named.length > 0) await this.update(id, { dropping });
     await Promise.all([this.holdings.deleteOne({ _id: id }), this.lastExports.deleteOne({ _id: id }), this.turns.deleteMany({ destinationId: id })]);
+    for (const { segmentId, held } of dropping) await this.dropState(id, segmentId, held);
     await this.destinations.deleteOne({ _id: id });
   }
 

@@ -101,8 +101,9 @@ function emptyFeedState(sourceId: string): FeedStateDoc {
  * Feed states and pulls. Both are read and written by exact `_id`, and have one writer at a time:
  * a feed's pulls run one after the other under one workflow id, and the API only creates a pull
  * before starting that workflow — except a fetch attempt Temporal gave up on that still runs,
- * which the pull's `fetchedBy` fence shuts out, and the retention run, which fails a pull only
- * once its workflow is gone and its fetch attempts have stopped (`failRunning`). Listing a
+ * which the pull's `fetchedBy` fence shuts out, and the retention run, which fails a pull whose
+ * workflow is gone (`failRunning`; on FerretDB a fetch attempt of it still running may write over
+ * that, and the next run fails it again). Listing a
  * source's pulls reads them by the index on `sourceId`.
  */
 export class FeedStore {

@@ -224,7 +224,8 @@ export class PrivacyStore {
     for (const subject of subjects) {
       const request = requests.get(subject._id);
       const orphan = request ? request.state === 'completed' || request.state === 'failed' : (subject.at ?? new Date(0)) < before;
-      if (!orphan) continue;
+      // A request recorded since the read above (a repeat reusing a lost create's subject) keeps it.
+      if (!orphan || (!request && (await this.get(subject._id)))) continue;
       await this.forgetSubject(subject._id);
       forgotten++;
     }

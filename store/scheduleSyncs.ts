@@ -59,8 +59,14 @@ export class ScheduleSyncs<T extends Marked> {
       if (current === null) return { exists: false };
       synced = current;
     }
-    await this.exclusive(id, () => this.collection.updateOne({ _id: id, 'scheduleSync.token': mark.token }, { $unset: { scheduleSync: '' } }));
-    return { exists: true };
+    const cleared = await this.exclusive(id, () => this.collection.updateOne({ _id: id, 'scheduleSync.token': mark.token }, { $unset: { scheduleSync: '' } }));
+    // Removed between the last read and the mark's removal (an unanswered create undone): gone.
+    return { exists: cleared.matchedCount === 1 || (await this.get(id)) !== null };
+  }
+
+  /** Removes the document while it still holds `mark` (no request answered for it meanwhile); whether it did. */
+  async deleteIfMarked(id: string, mark: ScheduleSyncMark): Promise<boolean> {
+    return (await this.exclusive(id, () => this.collection.deleteOne({ _id: id, 'scheduleSync.token': mark.token }))).deletedCount === 1;
   }
 
   /** Documents marked before `before`: changes whose schedule update an API that stopped left owed (a scan of the collection). */

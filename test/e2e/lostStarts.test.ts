@@ -462,12 +462,14 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const subjects = platform.store.db.collection<SubjectDoc>(PRIVACY_COLLECTIONS.subjects);
     expect(await subjects.findOne({ _id: requestId })).toBeNull();
     // A finish cut short between its two writes, and an API stopped between the subject's insert and the request's.
+    // One an API is about to record its request for stays.
     await subjects.insertMany([
       { _id: requestId, key: 'cookie_id:ck-1' },
       { _id: 'prq_never_recorded', key: 'cookie_id:ck-2', at: new Date(Date.now() - 60_000) },
+      { _id: 'prq_being_recorded', key: 'cookie_id:ck-3', at: new Date(Date.now() + 60_000) },
     ]);
     const report = await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
     expect(report).toMatchObject({ privacySubjectsForgotten: 2 });
-    expect(await subjects.find({ _id: { $in: [requestId, 'prq_never_recorded'] } }).toArray()).toEqual([]);
+    expect((await subjects.find({ _id: { $in: [requestId, 'prq_never_recorded', 'prq_being_recorded'] } }).toArray()).map((subject) => subject._id)).toEqual(['prq_being_recorded']);
   }, 180_000);
 });

@@ -405,7 +405,7 @@ describe('draining a source into profiles', () => {
     await handle.terminate('test finished');
   });
 
-  it('pauses a busy source, woken again and again, within an idle poll once its saved state is paused, though the pause signal never came', async () => {
+  it('pauses a busy source, woken again and again, once its saved state is paused, though the pause signal never came', async () => {
     const { sourceId, sources, handle } = await foldedSource('busy');
     // Events keep coming, each chunk announced: the source never waits for its idle look.
     let busy = true;
