@@ -103,8 +103,8 @@ function emptyFeedState(sourceId: string): FeedStateDoc {
  * before starting that workflow — except a fetch attempt Temporal gave up on that still runs,
  * which the pull's `fetchedBy` fence shuts out, and the retention run, which fails a pull whose
  * workflow is gone (`failRunning`; on FerretDB a fetch attempt of it still running may write over
- * that, and the next run fails it again). Listing a
- * source's pulls reads them by the index on `sourceId`.
+ * that, and the next run fails it again). Listing a source's pulls reads them by the index on
+ * `sourceId`.
  */
 export class FeedStore {
   private readonly states: Collection<FeedStateDoc>;

@@ -264,9 +264,9 @@ export class SegmentRunStore {
    * Drops the snapshot chunks of ended runs no segment reads (`segments` is every segment), removes
    * the records of runs that ended before `forgetBefore` and that no segment reads or shows as its
    * last run (their counts stay in `history`), and folds real-time changes of past days into history
-   * once every segment's snapshot, or first run under way, is newer than them. Records are kept bounded because every edit
-   * and every run looks among them for the live ones. Safe to repeat: a record goes only after its
-   * chunks.
+   * once every segment's snapshot, or first run under way, is newer than them. Records are kept
+   * bounded because every edit and every run looks among them for the live ones. Safe to repeat: a
+   * record goes only after its chunks.
    */
   async releaseUnread(segments: SegmentDoc[], now: Date, forgetBefore: Date): Promise<{ released: number; forgotten: number }> {
     const read = new Set(segments.flatMap((segment) => (segment.current ? [segment.current.runId] : [])));
