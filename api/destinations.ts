@@ -29,6 +29,7 @@ import { newScheduleSyncMark, type ScheduleSyncMark } from '../store/scheduleSyn
 import { deleteDestinationSchedule, settleDestinationSchedule, startDestinationExport, startGated } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import { checkOutboundUrl } from './outboundUrl';
+import { createIdentity, sameCreate } from './idempotency';
 import { parseOr400, ProblemError } from './problem';
 
 /** What the API shows in place of a secret. */
@@ -177,8 +178,9 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     const connectorConfig = body.config as Record<string, unknown>;
     await checkDeliveryUrls(connector, connectorConfig, allowlist);
     const at = new Date();
+    const { id, createdWith } = createIdentity(req, 'dst', newDestinationId);
     const doc: DestinationDefinition = {
-      _id: newDestinationId(),
+      _id: id,
       name: body.name,
       connector: connector.name,
       config: connectorConfig,
@@ -193,19 +195,25 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       scheduleSync: newScheduleSyncMark(at, true),
       createdAt: at,
       updatedAt: at,
+      ...(createdWith && { createdWith }),
     };
-    await destinations.create(doc);
+    let made: DestinationDoc = { ...doc, held: {}, resend: false, resentFor: null, lastExport: null };
+    if (!(await destinations.create(doc))) {
+      // The same create again: answered as the first was, finishing it if it stopped before its schedule was made.
+      made = sameCreate(await destinations.get(id), createdWith);
+      if (!made.scheduleSync?.create) return void res.status(201).json(destinationView(made, databaseName));
+    }
     try {
-      const { exists } = await settleDestinationSchedule(temporal, databaseName, destinations.scheduleSyncs, doc._id, doc.scheduleSync as ScheduleSyncMark, config);
+      const { exists } = await settleDestinationSchedule(temporal, databaseName, destinations.scheduleSyncs, id, made.scheduleSync as ScheduleSyncMark, config);
       // Gone meanwhile: a create this slow was taken for one never answered, and undone (retention).
       if (!exists) throw new ProblemError(503, 'unavailable', 'The destination took too long to create and was undone; send it again');
     } catch (error) {
       // No destination without the schedule it asked for (nor a schedule whose creation answered too late).
-      await destinations.remove(doc._id);
-      await deleteDestinationSchedule(temporal, databaseName, doc._id).catch(() => undefined);
+      await destinations.remove(id);
+      await deleteDestinationSchedule(temporal, databaseName, id).catch(() => undefined);
       throw error;
     }
-    res.status(201).json(destinationView({ ...doc, held: {}, resend: false, resentFor: null, lastExport: null }, databaseName));
+    res.status(201).json(destinationView(made, databaseName));
   });
 
   router.get('/v1/destinations', admin, async (_req, res) => {

@@ -1,5 +1,6 @@
 import { OpenAPIRegistry, OpenApiGeneratorV31 } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
+import { IdempotencyKeySchema } from '../domain/idempotency';
 import {
   collectRequestSchema,
   CollectResponseSchema,
@@ -215,14 +216,17 @@ export function buildOpenApiDocument(config: DocumentConfig) {
   const runIdParam = z.object({ id: z.string(), runId: z.string() });
   /** A start that failed: its work was recorded as failed and never runs (a start that went through despite the error is answered as started). */
   const notStarted = (what: string) => problem(`Temporal is unavailable: ${what} was recorded as failed and will not run; ask again`);
+  /** Creates a client may send again (its answer lost) take an Idempotency-Key (api/idempotency). */
+  const idempotencyHeader = z.object({ 'idempotency-key': IdempotencyKeySchema.optional() });
+  const keyReused = problem('The Idempotency-Key came with another request (naming `headers.idempotency-key`)');
   const segmentPaths: Array<{ method: 'get' | 'post' | 'patch' | 'delete'; path: string; summary: string; request?: object; ok: [number, string, z.ZodType | null]; extra?: object }> = [
     {
       method: 'post',
       path: '/v1/segments',
       summary: 'Create a segment; a batch run evaluates it over every existing profile at once, and partition writers keep it current in real time',
-      request: { body: json(CreateSegmentRequestSchema) },
-      ok: [201, 'Created', SegmentViewSchema],
-      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`), 503: problem('Temporal is unavailable: the segment was stored (listed by GET /v1/segments) and its first run recorded as failed; start one with POST /v1/segments/{id}/runs') },
+      request: { headers: idempotencyHeader, body: json(CreateSegmentRequestSchema) },
+      ok: [201, 'Created (or, sent again with its Idempotency-Key, the segment the first request made)', SegmentViewSchema],
+      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`), 409: keyReused, 503: problem('Temporal is unavailable: the segment was stored (listed by GET /v1/segments) and its first run recorded as failed; start one with POST /v1/segments/{id}/runs') },
     },
     {
       method: 'get',
@@ -332,9 +336,9 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       method: 'post',
       path: '/v1/destinations',
       summary: 'Create a destination: a partner, the segments it receives, as which ids, on which schedule (a Temporal Schedule per destination)',
-      request: { body: json(createDestinationRequestSchema(new Set(config.DMP_DESTINATION_ALLOWLIST))) },
-      ok: [201, 'Created', DestinationViewSchema],
-      extra: { 400: destinationProblem, 403: destinationForbidden, 404: problem(`Not found: ${destinationReferences}`), 503: problem('Temporal is unavailable, or the create took so long it was undone: nothing was created; send it again') },
+      request: { headers: idempotencyHeader, body: json(createDestinationRequestSchema(new Set(config.DMP_DESTINATION_ALLOWLIST))) },
+      ok: [201, 'Created (or, sent again with its Idempotency-Key, the destination the first request made)', DestinationViewSchema],
+      extra: { 400: destinationProblem, 403: destinationForbidden, 404: problem(`Not found: ${destinationReferences}`), 409: keyReused, 503: problem('Temporal is unavailable, or the create took so long it was undone: nothing was created; send it again') },
     },
     { method: 'get', path: '/v1/destinations', summary: 'Every destination (secrets never shown)', ok: [200, 'Destinations', z.object({ destinations: z.array(DestinationViewSchema) })] },
     { method: 'get', path: '/v1/destinations/{id}', summary: 'A destination, with what the partner holds per segment', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },

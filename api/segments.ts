@@ -27,6 +27,7 @@ import { failRun, prepareRun, SegmentRunStore, type RunDoc } from '../store/segm
 import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc, type SegmentEdit } from '../store/segments';
 import { ensureSegmentSchedule, releaseSegmentSchedule, startGated, startSegmentRun } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
+import { createIdentity, sameCreate } from './idempotency';
 import { parseOr400, ProblemError } from './problem';
 
 /** Profiles read for an estimate before any run has kept a sample. */
@@ -169,8 +170,9 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     const referenced = await segments.withReferences(referencedSegments(body.rule));
     const rule = checkReferences(referenced, body.rule, null);
     const now = new Date();
+    const { id, createdWith } = createIdentity(req, 'seg', newSegmentId);
     const doc: SegmentDoc = {
-      _id: newSegmentId(),
+      _id: id,
       name: body.name,
       description: body.description ?? null,
       taxonomyPath: body.taxonomyPath ?? null,
@@ -181,11 +183,14 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
       updatedAt: now,
       current: null,
       lastRun: null,
+      ...(createdWith && { createdWith }),
     };
-    await segments.create(doc);
-    await moveSchedule(null, doc.schedule);
-    await startRun(doc._id);
-    res.status(201).location(`/v1/segments/${doc._id}`).json((await views([await load(doc._id)]))[0]);
+    // The same create again is answered as the first was, finishing what that one left undone.
+    const made = (await segments.create(doc)) ? doc : sameCreate(await segments.get(id), createdWith);
+    await moveSchedule(null, made.schedule);
+    // Never evaluated, and no run under way (the first request stopped before it, or its start failed): one now.
+    if (made === doc || (!made.current && made.lastRun?.state !== 'running')) await startRun(id);
+    res.status(201).location(`/v1/segments/${id}`).json((await views([await load(id)]))[0]);
   });
 
   router.get('/v1/segments', admin, async (req, res) => {

@@ -57,6 +57,8 @@ export interface DestinationDefinition {
   addressChangedAt?: Date | null;
   /** A change whose schedule update is still owed (see ScheduleSyncs). */
   scheduleSync?: ScheduleSyncMark;
+  /** The fingerprint of the request that created it under an Idempotency-Key (api/idempotency). */
+  createdWith?: string;
   /** While it is removed: the partner states to drop (see `remove`). */
   dropping?: Array<{ segmentId: string; held: HeldState }>;
   createdAt: Date;
@@ -219,8 +221,9 @@ export class DestinationStore {
     return definitions.map((definition) => withExportState(definition, holdingsOf.get(definition._id) ?? null, lastOf.get(definition._id) ?? null));
   }
 
-  async create(doc: DestinationDefinition): Promise<void> {
-    await this.destinations.insertOne(doc);
+  /** Whether it was created: false when its id is taken (a create repeated under its Idempotency-Key). */
+  async create(doc: DestinationDefinition): Promise<boolean> {
+    return (await insertKeyed(this.destinations, [doc])).size === 0;
   }
 
   /**

@@ -46,6 +46,8 @@ export interface SegmentDoc {
   lastRun: RunSummary | null;
   /** The segments the rule refers to, written by the store with the rule: finds a segment's dependents by exact match. */
   refersTo?: string[];
+  /** The fingerprint of the request that created it under an Idempotency-Key (api/idempotency). */
+  createdWith?: string;
 }
 
 /** A document as stored: with the segments its rule refers to. */
@@ -286,9 +288,11 @@ export class SegmentStore {
     }
   }
 
-  async create(doc: SegmentDoc): Promise<void> {
-    await this.segments.insertOne(withRefersTo(doc));
+  /** Whether it was created: false when its id is taken (a create repeated under its Idempotency-Key). */
+  async create(doc: SegmentDoc): Promise<boolean> {
+    if ((await insertKeyed(this.segments, [withRefersTo(doc)])).size > 0) return false;
     await this.changed();
+    return true;
   }
 
   /**

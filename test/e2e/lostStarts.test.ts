@@ -472,4 +472,45 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect(report).toMatchObject({ privacySubjectsForgotten: 2 });
     expect((await subjects.find({ _id: { $in: [requestId, 'prq_never_recorded', 'prq_being_recorded'] } }).toArray()).map((subject) => subject._id)).toEqual(['prq_being_recorded']);
   }, 180_000);
+  it('answers a create sent again under its Idempotency-Key with what the first made, finishing one that stopped half way; another request under the key is a 409', async () => {
+    const databaseName = platform.store.db.databaseName;
+    const segment = { name: 'Gold again', rule: { trait: 'plan', op: 'eq', value: 'gold' } };
+    const under = (key: string) => ({ 'idempotency-key': key });
+    const first = await admin(platform.api, '/v1/segments', { body: segment, headers: under('segment-sync-1') });
+    expect(first.status).toBe(201);
+    const again = await admin(platform.api, '/v1/segments', { body: segment, headers: under('segment-sync-1') });
+    expect([again.status, again.body.id]).toEqual([201, first.body.id]);
+    expect((await admin(platform.api, '/v1/segments')).body.segments.filter((view: { name: string }) => view.name === 'Gold again')).toHaveLength(1);
+    const other = await admin(platform.api, '/v1/segments', { body: { ...segment, name: 'Silver' }, headers: under('segment-sync-1') });
+    expect(other.status).toBe(409);
+    expect(other.body.errors).toEqual([expect.objectContaining({ path: 'headers.idempotency-key' })]);
+    const badKey = await admin(platform.api, '/v1/segments', { body: segment, headers: under('with space') });
+    expect(badKey.status).toBe(400);
+    expect(badKey.body.errors).toEqual([expect.objectContaining({ path: 'headers.idempotency-key' })]);
+
+    // A destination create whose API stalls before making its schedule, sent again to another API.
+    let release = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const stalled = await startApi({
+      store: platform.store,
+      temporal: new Client({ connection: platform.temporal.connection, namespace: baseConfig.TEMPORAL_NAMESPACE, interceptors: { schedule: [{ create: async (input, next) => (await released, next(input)) }] } }),
+      taskQueue: platform.taskQueue,
+      config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] },
+    });
+    apis.push(stalled);
+    const destination = {
+      body: { name: 'sent twice', segments: [segmentId], connector: 'webhook', idType: 'cookie_id', schedule: { every: 'PT1H' }, config: { url: 'http://127.0.0.1:9/dmp', secret: 'webhook-secret-0123456789' } },
+      headers: under('destination-sync-1'),
+    };
+    const lost = admin(stalled, '/v1/destinations', destination);
+    const saved = await waitFor('the first create saved', async () => (await admin(platform.api, '/v1/destinations')).body.destinations.find((view: { name: string }) => view.name === 'sent twice'));
+    await expect(platform.temporal.schedule.getHandle(destinationScheduleId(databaseName, saved.id)).describe()).rejects.toThrow(/not found/i);
+    const resent = await admin(platform.api, '/v1/destinations', destination);
+    expect([resent.status, resent.body.id]).toEqual([201, saved.id]);
+    expect((await platform.temporal.schedule.getHandle(destinationScheduleId(databaseName, saved.id)).describe()).state.paused).toBe(false);
+    expect(await platform.store.db.collection('destinations').findOne({ _id: saved.id })).not.toHaveProperty('scheduleSync');
+    release();
+    expect(await lost).toMatchObject({ status: 201, body: { id: saved.id } });
+    expect((await admin(platform.api, '/v1/destinations')).body.destinations.filter((view: { name: string }) => view.name === 'sent twice')).toHaveLength(1);
+  }, 180_000);
 });

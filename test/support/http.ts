@@ -1,9 +1,9 @@
 /** A small JSON client for the API under test. */
 export async function call(
   url: string,
-  options: { method?: string; key?: string; body?: unknown; rawBody?: string; contentType?: string; closeConnection?: boolean; timeoutMs?: number } = {},
+  options: { method?: string; key?: string; body?: unknown; rawBody?: string; contentType?: string; closeConnection?: boolean; timeoutMs?: number; headers?: Record<string, string> } = {},
 ): Promise<{ status: number; contentType: string; body: any }> {
-  const headers: Record<string, string> = {};
+  const headers: Record<string, string> = { ...options.headers };
   if (options.key) headers.authorization = `Bearer ${options.key}`;
   const payload = options.rawBody ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
   if (payload !== undefined) headers['content-type'] = options.contentType ?? 'application/json';
