@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import { auc, definingFeatures, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLASS, MIN_FEATURE_SUPPORT, retrainRunId, scoreRow, trainLogistic, type TrainingRow } from '../domain/lookalike';
 import { featuresOf, MAX_MODEL_FEATURES } from '../domain/scoreModel';
 import type { Rule, SubjectNeeds } from '../domain/segmentRules';
-import { isDuplicateKeyError, type Store } from '../store/db';
+import type { Store } from '../store/db';
 import { LookalikeRunStore, type LookalikeOutcome, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { decodeProfile } from '../store/profiles';
 import { SegmentMembership, type RealTimeStates } from '../store/segmentMembership';
@@ -158,23 +158,20 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
         throw new Error(`the extension segment ${segmentId} changed while its model was replaced`);
       }
     } else {
-      try {
-        await segments.create({
-          _id: segmentId,
-          name: `${seed.name} (lookalike)`.slice(0, 200),
-          description,
-          taxonomyPath: seed.taxonomyPath,
-          ruleJson: JSON.stringify(rule),
-          schedule: null,
-          version: 1,
-          createdAt: now,
-          updatedAt: now,
-          current: null,
-          lastRun: null,
-        });
-      } catch (error) {
-        if (!isDuplicateKeyError(error)) throw error;
-      }
+      // A retry finds the one it created (keyed by the run).
+      await segments.create({
+        _id: segmentId,
+        name: `${seed.name} (lookalike)`.slice(0, 200),
+        description,
+        taxonomyPath: seed.taxonomyPath,
+        ruleJson: JSON.stringify(rule),
+        schedule: null,
+        version: 1,
+        createdAt: now,
+        updatedAt: now,
+        current: null,
+        lastRun: null,
+      });
     }
     const segmentRun = await prepareRun(segments, new SegmentRunStore(deps.store), now, now, [segmentId]);
     await startSegmentRun(deps.temporal, deps.store.db.databaseName, segmentRun._id, deps.config);

@@ -259,7 +259,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
           if (owed.scheduleSync.create) {
             await deleteDestinationSchedule(deps.temporal, databaseName, owed._id);
             if (await destinations.scheduleSyncs.deleteIfMarked(owed._id, owed.scheduleSync)) {
-              await destinations.remove(owed._id);
+              await destinations.removeExportState(owed._id);
               result.createsUndone++;
             }
           }

@@ -29,6 +29,7 @@ import { newScheduleSyncMark, type ScheduleSyncMark } from '../store/scheduleSyn
 import { deleteDestinationSchedule, settleDestinationSchedule, startDestinationExport, startGated } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import { checkOutboundUrl } from './outboundUrl';
+import { RetiredIds } from '../store/retiredIds';
 import { createIdentity, sameCreate } from './idempotency';
 import { parseOr400, ProblemError } from './problem';
 
@@ -144,6 +145,7 @@ export function exportView(doc: ExportDoc): ExportView {
 /** Destinations (partners audiences are sent to) and their exports; every route takes the admin key. */
 export function destinationsRouter({ store, temporal, config, admin }: DestinationsRouterDeps): Router {
   const destinations = new DestinationStore(store);
+  const retiredIds = new RetiredIds(store);
   const gates = new StartGates(store);
   const segments = new SegmentStore(store);
   const partners = new PartnerStore(store);
@@ -178,7 +180,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     const connectorConfig = body.config as Record<string, unknown>;
     await checkDeliveryUrls(connector, connectorConfig, allowlist);
     const at = new Date();
-    const { id, createdWith } = createIdentity(req, 'dst', newDestinationId);
+    const { id, createdWith } = await createIdentity(req, 'dst', newDestinationId, retiredIds);
     const doc: DestinationDefinition = {
       _id: id,
       name: body.name,
@@ -208,9 +210,12 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       // Gone meanwhile: a create this slow was taken for one never answered, and undone (retention).
       if (!exists) throw new ProblemError(503, 'unavailable', 'The destination took too long to create and was undone; send it again');
     } catch (error) {
-      // No destination without the schedule it asked for (nor a schedule whose creation answered too late).
-      await destinations.remove(id);
-      await deleteDestinationSchedule(temporal, databaseName, id).catch(() => undefined);
+      // No destination without the schedule it asked for (nor a schedule whose creation answered too
+      // late) — unless a repeat of this create, under its key, finished it meanwhile: then it stands.
+      if (await destinations.scheduleSyncs.deleteIfMarked(id, made.scheduleSync as ScheduleSyncMark)) {
+        await destinations.removeExportState(id);
+        await deleteDestinationSchedule(temporal, databaseName, id).catch(() => undefined);
+      }
       throw error;
     }
     res.status(201).json(destinationView(made, databaseName));
@@ -264,6 +269,8 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
 
   router.delete('/v1/destinations/:id', admin, async (req, res) => {
     const doc = await requireDestination(req.params.id as string);
+    // Its key's id is never made again: an export of it finishing late finds no new destination there.
+    if (doc.createdWith) await retiredIds.retire(doc._id);
     // Paused and marked first: one whose removal was cut short (the API stopped) exports nothing and
     // gets its schedule back, paused, until the same DELETE finishes it.
     await destinations.update(doc._id, { state: 'paused', scheduleSync: newScheduleSyncMark() });

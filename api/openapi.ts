@@ -218,7 +218,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
   const notStarted = (what: string) => problem(`Temporal is unavailable: ${what} was recorded as failed and will not run; ask again`);
   /** Creates a client may send again (its answer lost) take an Idempotency-Key (api/idempotency). */
   const idempotencyHeader = z.object({ 'idempotency-key': IdempotencyKeySchema.optional() });
-  const keyReused = problem('The Idempotency-Key came with another request (naming `headers.idempotency-key`)');
+  const keyReused = problem('The Idempotency-Key came with another request, or what it made was deleted (naming `headers.idempotency-key`)');
   const segmentPaths: Array<{ method: 'get' | 'post' | 'patch' | 'delete'; path: string; summary: string; request?: object; ok: [number, string, z.ZodType | null]; extra?: object }> = [
     {
       method: 'post',
@@ -338,7 +338,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Create a destination: a partner, the segments it receives, as which ids, on which schedule (a Temporal Schedule per destination)',
       request: { headers: idempotencyHeader, body: json(createDestinationRequestSchema(new Set(config.DMP_DESTINATION_ALLOWLIST))) },
       ok: [201, 'Created (or, sent again with its Idempotency-Key, the destination the first request made)', DestinationViewSchema],
-      extra: { 400: destinationProblem, 403: destinationForbidden, 404: problem(`Not found: ${destinationReferences}`), 409: keyReused, 503: problem('Temporal is unavailable, or the create took so long it was undone: nothing was created; send it again') },
+      extra: { 400: destinationProblem, 403: destinationForbidden, 404: problem(`Not found: ${destinationReferences}`), 409: keyReused, 503: problem('Temporal is unavailable, or the create took so long it was undone: send it again (under its Idempotency-Key, a repeat answers with what was made)') },
     },
     { method: 'get', path: '/v1/destinations', summary: 'Every destination (secrets never shown)', ok: [200, 'Destinations', z.object({ destinations: z.array(DestinationViewSchema) })] },
     { method: 'get', path: '/v1/destinations/{id}', summary: 'A destination, with what the partner holds per segment', request: { params: idParam }, ok: [200, 'The destination', DestinationViewSchema], extra: { 404: problem('No such destination') } },

@@ -27,6 +27,7 @@ import { failRun, prepareRun, SegmentRunStore, type RunDoc } from '../store/segm
 import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc, type SegmentEdit } from '../store/segments';
 import { ensureSegmentSchedule, releaseSegmentSchedule, startGated, startSegmentRun } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
+import { RetiredIds } from '../store/retiredIds';
 import { createIdentity, sameCreate } from './idempotency';
 import { parseOr400, ProblemError } from './problem';
 
@@ -115,6 +116,7 @@ export interface SegmentsRouterDeps {
  */
 export function segmentsRouter({ store, temporal, config, admin }: SegmentsRouterDeps): Router {
   const segments = new SegmentStore(store);
+  const retiredIds = new RetiredIds(store);
   const runs = new SegmentRunStore(store);
   const gates = new StartGates(store);
   const reports = new AudienceReportStore(store);
@@ -170,7 +172,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     const referenced = await segments.withReferences(referencedSegments(body.rule));
     const rule = checkReferences(referenced, body.rule, null);
     const now = new Date();
-    const { id, createdWith } = createIdentity(req, 'seg', newSegmentId);
+    const { id, createdWith } = await createIdentity(req, 'seg', newSegmentId, retiredIds);
     const doc: SegmentDoc = {
       _id: id,
       name: body.name,
@@ -258,6 +260,8 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     if (users.length > 0) {
       throw new ProblemError(409, 'segment-in-use', 'Other segments refer to this one', users.map((user) => ({ path: 'params.id', message: `used by segment ${user._id}` })));
     }
+    // Its key's id is never made again: a run's states written late find no new segment there.
+    if (doc.createdWith) await retiredIds.retire(doc._id);
     // Removed first: the shared schedule goes only when no segment has it.
     await segments.remove(doc._id);
     await moveSchedule(doc.schedule, null);

@@ -244,13 +244,18 @@ export class DestinationStore {
    * wrote (no definition then). Safe to repeat.
    */
   async remove(id: string): Promise<void> {
+    await this.removeExportState(id);
+    await this.destinations.deleteOne({ _id: id });
+  }
+
+  /** What `remove` removes before the definition: for a definition removed already (an undone create). */
+  async removeExportState(id: string): Promise<void> {
     const [definition, holdings] = await Promise.all([this.destinations.findOne({ _id: id }), this.holdings.findOne({ _id: id })]);
     const named = [...Object.entries(definition?.held ?? {}), ...Object.entries(holdings?.held ?? {})].map(([segmentId, held]) => ({ segmentId, held }));
     const dropping = [...(definition?.dropping ?? []), ...named].filter((entry, n, all) => all.findIndex((other) => other.segmentId === entry.segmentId && other.held.exportId === entry.held.exportId) === n);
     if (definition && named.length > 0) await this.update(id, { dropping });
     await Promise.all([this.holdings.deleteOne({ _id: id }), this.lastExports.deleteOne({ _id: id }), this.turns.deleteMany({ destinationId: id })]);
     for (const { segmentId, held } of dropping) await this.dropState(id, segmentId, held);
-    await this.destinations.deleteOne({ _id: id });
   }
 
   /** Every segment some destination exports: the batch runs keep export facts for their members. */

@@ -290,9 +290,10 @@ export class SegmentStore {
 
   /** Whether it was created: false when its id is taken (a create repeated under its Idempotency-Key). */
   async create(doc: SegmentDoc): Promise<boolean> {
-    if ((await insertKeyed(this.segments, [withRefersTo(doc)])).size > 0) return false;
+    const created = (await insertKeyed(this.segments, [withRefersTo(doc)])).size === 0;
+    // Also for a repeat: the first may have stopped before it said the definitions changed.
     await this.changed();
-    return true;
+    return created;
   }
 
   /**

@@ -484,6 +484,11 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const other = await admin(platform.api, '/v1/segments', { body: { ...segment, name: 'Silver' }, headers: under('segment-sync-1') });
     expect(other.status).toBe(409);
     expect(other.body.errors).toEqual([expect.objectContaining({ path: 'headers.idempotency-key' })]);
+    // Deleted, what a key made is not made again under it.
+    expect((await admin(platform.api, `/v1/segments/${first.body.id}`, { method: 'DELETE' })).status).toBe(204);
+    const afterDelete = await admin(platform.api, '/v1/segments', { body: segment, headers: under('segment-sync-1') });
+    expect(afterDelete.status).toBe(409);
+    expect(afterDelete.body.errors).toEqual([expect.objectContaining({ path: 'headers.idempotency-key', message: expect.stringContaining('deleted') })]);
     const badKey = await admin(platform.api, '/v1/segments', { body: segment, headers: under('with space') });
     expect(badKey.status).toBe(400);
     expect(badKey.body.errors).toEqual([expect.objectContaining({ path: 'headers.idempotency-key' })]);
@@ -512,5 +517,28 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     release();
     expect(await lost).toMatchObject({ status: 201, body: { id: saved.id } });
     expect((await admin(platform.api, '/v1/destinations')).body.destinations.filter((view: { name: string }) => view.name === 'sent twice')).toHaveLength(1);
+
+    // A first request whose schedule call fails after a repeat finished the create leaves it standing.
+    let fail = () => {};
+    const failing = new Promise<void>((resolve) => (fail = resolve));
+    const doomed = await startApi({
+      store: platform.store,
+      temporal: new Client({
+        connection: platform.temporal.connection,
+        namespace: baseConfig.TEMPORAL_NAMESPACE,
+        interceptors: { schedule: [{ create: async () => (await failing, Promise.reject(new ServiceError('the schedule call timed out'))) }] },
+      }),
+      taskQueue: platform.taskQueue,
+      config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] },
+    });
+    apis.push(doomed);
+    const kept = { ...destination, body: { ...destination.body, name: 'kept' }, headers: under('destination-sync-2') };
+    const failed = admin(doomed, '/v1/destinations', kept);
+    const keptId = (await waitFor('the first create saved', async () => (await admin(platform.api, '/v1/destinations')).body.destinations.find((view: { name: string }) => view.name === 'kept'))).id;
+    expect(await admin(platform.api, '/v1/destinations', kept)).toMatchObject({ status: 201, body: { id: keptId } });
+    fail();
+    expect((await failed).status).toBe(503);
+    expect((await admin(platform.api, `/v1/destinations/${keptId}`)).status).toBe(200);
+    expect((await platform.temporal.schedule.getHandle(destinationScheduleId(databaseName, keptId)).describe()).state.paused).toBe(false);
   }, 180_000);
 });
