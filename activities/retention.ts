@@ -35,6 +35,7 @@ import {
   settleFeedSchedule,
   settleLookalikeSchedule,
   startPrivacyRequest,
+  startRunOfSegments,
   terminateIfRunning,
   wakeProfilePartition,
   workflowIsRunning,
@@ -47,7 +48,7 @@ import { passPeople, peoplePassStores } from './peoplePass';
 export interface RetentionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS'>;
+  config: PartitionWorkflowConfig & SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_SOURCE_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS'>;
   now?: () => Date;
 }
 
@@ -413,6 +414,49 @@ export function createRetentionActivities(deps: RetentionDeps) {
           heartbeat({ unlinkId });
         }
         return { privacyRequests, unlinks, privacySubjects: await privacy.forgetOrphanSubjects(before) };
+      });
+    },
+
+    /**
+     * Records of feed pulls and uploads that ended more than `ttlMs` (else DMP_SOURCE_HISTORY_DAYS)
+     * ago: a feed pulled every few minutes adds one of each per pull. A feed's last completed pull
+     * (and the upload it read) and each source's newest upload stay. Safe to repeat.
+     */
+    expireSourceRecords(input: { ttlMs?: number } = {}): Promise<{ feedPulls: number; uploads: number }> {
+      return withHeartbeats(async () => {
+        const before = new Date(now().getTime() - (input.ttlMs ?? deps.config.DMP_SOURCE_HISTORY_DAYS * 86_400_000));
+        const feeds = new FeedStore(deps.store);
+        const feedPulls = await feeds.expirePulls(before, PER_STREAM);
+        heartbeat({ feedPulls });
+        return { feedPulls, uploads: await new UploadStore(deps.store).expire(before, await feeds.shownUploads(), PER_STREAM) };
+      });
+    },
+
+    /**
+     * Segments whose definition as it is now was never evaluated and that no run is under way for —
+     * the API stopped between saving a new segment (or a changed rule) and starting its run, or the
+     * run never began — get one run of them all. A segment whose last run began and failed is left to
+     * its next scheduled run or edit, so a failing run is not repeated every hour. Only segments
+     * saved, and runs ended, more than `graceMs` (else RUN_START_GRACE_MS) ago.
+     */
+    startOwedSegmentRuns(input: { graceMs?: number } = {}): Promise<{ runs: number; segments: number }> {
+      return withHeartbeats(async () => {
+        const before = new Date(now().getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
+        const segments = new SegmentStore(deps.store);
+        const gates = new StartGates(deps.store);
+        const owed: string[] = [];
+        for (const doc of await segments.list()) {
+          const last = doc.lastRun;
+          if (doc.current?.version === doc.version || doc.updatedAt >= before || last?.state === 'running') continue;
+          if (last && (last.finishedAt ?? last.startedAt) >= before) continue;
+          // A run's gate is begun by its workflow (and kept a week): a failed run that began it ran.
+          if (last?.state === 'failed' && (await gates.outcome(startGateKey.segmentRun(last.runId))) === 'begun') continue;
+          owed.push(doc._id);
+        }
+        if (owed.length === 0) return { runs: 0, segments: 0 };
+        const runId = await startRunOfSegments(deps.temporal, deps.store.db.databaseName, { segments, runs: new SegmentRunStore(deps.store), gates }, owed, deps.config);
+        heartbeat({ runId });
+        return { runs: 1, segments: owed.length };
       });
     },
 

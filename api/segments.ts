@@ -23,10 +23,10 @@ import { AudienceReportStore } from '../store/audienceReports';
 import type { Store } from '../store/db';
 import { decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
-import { failRun, prepareRun, SegmentRunStore, type RunDoc } from '../store/segmentRuns';
+import { SegmentRunStore, type RunDoc } from '../store/segmentRuns';
 import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc, type SegmentEdit } from '../store/segments';
-import { ensureSegmentSchedule, releaseSegmentSchedule, startGated, startSegmentRun } from '../temporal/client';
-import { StartGates, startGateKey } from '../store/startGates';
+import { ensureSegmentSchedule, releaseSegmentSchedule, startRunOfSegments } from '../temporal/client';
+import { StartGates } from '../store/startGates';
 import { RetiredIds } from '../store/retiredIds';
 import { createIdentity, sameCreate } from './idempotency';
 import { parseOr400, ProblemError } from './problem';
@@ -137,18 +137,8 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     return cachedSample.sample;
   }
 
-  /** Starts a run of the segment and of those its change touches (dependents, and what they refer to); returns its id. */
-  async function startRun(segmentId: string): Promise<string> {
-    const run = await prepareRun(segments, runs, new Date(), new Date(), [segmentId]);
-    // A run that never starts must not stand for its segments (nor supersede another run).
-    await startGated(
-      gates,
-      startGateKey.segmentRun(run._id),
-      () => startSegmentRun(temporal, databaseName, run._id, config),
-      (error) => failRun(segments, runs, run._id, `could not start: ${String(error)}`, new Date()),
-    );
-    return run._id;
-  }
+  /** Starts a run of the segment and of those its change touches; returns its id. */
+  const startRun = (segmentId: string): Promise<string> => startRunOfSegments(temporal, databaseName, { segments, runs, gates }, [segmentId], config);
 
   /**
    * A segment's schedule changed from `before` to `after`: the schedule it now shares exists, and the

@@ -234,6 +234,6 @@ export function registerUploadPaths({ registry, problem, json, adminKey }: OpenA
     summary: 'Where an upload stands: rows received, imported and refused (the first ones with their reasons)',
     security,
     request: { params: z.object({ id: z.string(), uploadId: z.string() }) },
-    responses: { 200: { description: 'The upload', ...json(UploadViewSchema) }, ...admin, 404: problem('No such source or upload') },
+    responses: { 200: { description: 'The upload', ...json(UploadViewSchema) }, ...admin, 404: problem('No such source or upload (the records of uploads ended more than DMP_SOURCE_HISTORY_DAYS ago are removed, except a source’s newest and the one its feed’s last completed pull read)') },
   });
 }

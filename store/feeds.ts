@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import type { CursorWindow, FeedPullState, FeedTrigger } from '../domain/feeds';
-import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { COLLECTIONS, deleteByIds, isDuplicateKeyError, type Store } from './db';
 
 /** A file of a drop folder, as listed: a file is new while no pull imported this name, size and modification time. */
 export interface FeedFile {
@@ -197,6 +197,26 @@ export class FeedStore {
   /** Forgets a pull that never started (its workflow could not be started because another pull runs). */
   async removePull(pullId: string): Promise<void> {
     await this.pulls.deleteOne({ _id: pullId });
+  }
+
+  /**
+   * Removes the records of pulls that ended before `before`, at most `limit`, except each feed's
+   * last completed pull (its status shows it); returns how many. One query on the pulls and a scan
+   * of the feed states: a small document per pull and per feed.
+   */
+  async expirePulls(before: Date, limit: number): Promise<number> {
+    const shown = new Set((await this.states.find({}, { projection: { lastPullId: 1 } }).toArray()).map((state) => state.lastPullId));
+    const ended = (await this.pulls.find({ finishedAt: { $lt: before } }, { projection: { _id: 1, state: 1 } }).limit(limit + shown.size).toArray())
+      .filter((pull) => pull.state !== 'running' && !shown.has(pull._id))
+      .slice(0, limit);
+    return deleteByIds(this.pulls, ended.map((pull) => pull._id));
+  }
+
+  /** The uploads the feeds' last completed pulls read (their status shows them). */
+  async shownUploads(): Promise<Set<string>> {
+    const shown = (await this.states.find({}, { projection: { lastPullId: 1 } }).toArray()).flatMap((state) => (state.lastPullId ? [state.lastPullId] : []));
+    const pulls = await Promise.all(shown.map((pullId) => this.getPull(pullId)));
+    return new Set(pulls.flatMap((pull) => (pull?.uploadId ? [pull.uploadId] : [])));
   }
 
   /** A source's pulls, newest first (a scan of the pulls collection: one small document per pull). */

@@ -44,6 +44,11 @@ export class StartGates {
     return (await this.settle(key, 'abandoned')) === 'abandoned';
   }
 
+  /** Read-only: how the gate was settled, or null while it is not (or no longer kept). */
+  async outcome(key: string): Promise<Outcome | null> {
+    return (await this.gates.findOne({ _id: key }))?.outcome ?? null;
+  }
+
   /**
    * Removes gates settled before `before` (a scan of the gates: one small document per started piece
    * of work). An abandoned start's workflow, if it ever runs after its gate is gone, still finds its

@@ -4,7 +4,9 @@ import { audienceReportsWorkflowId, itemModelWorkflowId, lookalikeScheduleId, lo
 import type { DestinationDefinition, DestinationDoc } from '../store/destinations';
 import type { LookalikeRunDoc } from '../store/lookalikeRuns';
 import type { ScheduleSyncMark, ScheduleSyncs } from '../store/scheduleSyncs';
-import type { StartGates } from '../store/startGates';
+import { failRun, prepareRun, type SegmentRunStore } from '../store/segmentRuns';
+import type { SegmentStore } from '../store/segments';
+import { startGateKey, type StartGates } from '../store/startGates';
 import { destinationExport, type DestinationExportInput } from '../workflows/destinationExport';
 import { durationMs } from '../domain/segmentRules';
 import { scheduleKey, type SegmentSchedule } from '../domain/segments';
@@ -299,6 +301,29 @@ export async function startSegmentRun(client: Client, databaseName: string, runI
   } catch (error) {
     if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
   }
+}
+
+/**
+ * Prepares a run of `segmentIds` and of what their change touches (dependents, and what they refer
+ * to), and starts it behind its start gate; returns its id. A run that never starts is recorded
+ * failed, so it neither stands for its segments nor supersedes another.
+ */
+export async function startRunOfSegments(
+  client: Client,
+  databaseName: string,
+  stores: { segments: SegmentStore; runs: SegmentRunStore; gates: StartGates },
+  segmentIds: readonly string[],
+  config: Pick<Config, 'DMP_TASK_QUEUE'>,
+): Promise<string> {
+  const at = new Date();
+  const run = await prepareRun(stores.segments, stores.runs, at, at, segmentIds);
+  await startGated(
+    stores.gates,
+    startGateKey.segmentRun(run._id),
+    () => startSegmentRun(client, databaseName, run._id, config),
+    (error) => failRun(stores.segments, stores.runs, run._id, `could not start: ${String(error)}`, new Date()),
+  );
+  return run._id;
 }
 
 /**

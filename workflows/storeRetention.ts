@@ -11,6 +11,8 @@ const {
   resumeLostStarts,
   failAbandonedWork,
   resyncSchedules,
+  expireSourceRecords,
+  startOwedSegmentRuns,
   expireExportRecords,
   expireStartGates,
   dropLeftovers,
@@ -32,6 +34,7 @@ export interface RetentionInput {
   /** How old a run recorded as running must be before its workflow's absence makes it failed. */
   runStartGraceMs?: number;
   exportHistoryTtlMs?: number;
+  sourceHistoryTtlMs?: number;
   /** People last seen longer ago than this leave the store (0: nobody). */
   inactiveProfileTtlMs?: number;
 }
@@ -79,6 +82,11 @@ export interface RetentionReport {
   schedulesResynced: number;
   /** Destinations and feed sources whose create was never answered (the API stopped in between): removed, as a failed create is. */
   unansweredCreatesUndone: number;
+  /** Records of feed pulls and uploads past DMP_SOURCE_HISTORY_DAYS. */
+  feedPullRecordsRemoved: number;
+  uploadRecordsRemoved: number;
+  /** Segments whose definition no run had evaluated or was evaluating (a run the API never started): one run started for them. */
+  owedSegmentsRun: number;
 }
 
 /** How often an expiry asks again for shares its partitions have not finished (a writer may have restarted). */
@@ -112,7 +120,8 @@ async function expireInactivePeople(ttlMs: number | undefined): Promise<{ people
  * half way left behind (stalled uploads are failed), and people inactive past DMP_INACTIVE_PROFILE_DAYS
  * (expireInactivePeople); privacy requests and unlinks the API recorded but never started are
  * started, exports, imports, feed pulls and lookalike runs it never started are failed, and destination and
- * feed schedules a saved change never reached are made to match — and the run reports how much
+ * feed schedules a saved change never reached are made to match, records of feed pulls and uploads
+ * past DMP_SOURCE_HISTORY_DAYS leave, and segments whose definition no run evaluated get one — and the run reports how much
  * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
  * partition writers' compaction, not here.
  */
@@ -131,6 +140,8 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const resumed = patched('lost-starts') ? await resumeLostStarts({ graceMs: input.runStartGraceMs }) : null;
   const failedWork = patched('abandoned-work') ? await failAbandonedWork({ graceMs: input.runStartGraceMs }) : null;
   const resynced = patched('resync-schedules') ? await resyncSchedules({ graceMs: input.runStartGraceMs }) : null;
+  const sourceRecords = patched('source-history') ? await expireSourceRecords({ ttlMs: input.sourceHistoryTtlMs }) : null;
+  const owedRuns = patched('source-history') ? await startOwedSegmentRuns({ graceMs: input.runStartGraceMs }) : null;
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -164,6 +175,9 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     lookalikesAbandoned: failedWork?.lookalikes ?? 0,
     schedulesResynced: resynced?.schedules ?? 0,
     unansweredCreatesUndone: resynced?.createsUndone ?? 0,
+    feedPullRecordsRemoved: sourceRecords?.feedPulls ?? 0,
+    uploadRecordsRemoved: sourceRecords?.uploads ?? 0,
+    owedSegmentsRun: owedRuns?.segments ?? 0,
   };
   upsertMemo({ report });
   return report;

@@ -4,8 +4,10 @@ import { retentionScheduleId, segmentScheduleId } from '../../domain/workflowIds
 import { COLLECTIONS } from '../../store/db';
 import { batchId, DestinationStore, type ExportDoc } from '../../store/destinations';
 import { EventIdGenerations } from '../../store/eventIds';
-import { prepareRunOf, SEGMENT_COLLECTIONS, SegmentRunStore } from '../../store/segmentRuns';
-import { SegmentStore } from '../../store/segments';
+import { failRun, prepareRunOf, SEGMENT_COLLECTIONS, SegmentRunStore } from '../../store/segmentRuns';
+import { newSegmentId, SegmentStore } from '../../store/segments';
+import { StartGates, startGateKey } from '../../store/startGates';
+import { FeedStore, newFeedPull, type FeedPullDoc } from '../../store/feeds';
 import { UploadStore, type UploadDoc } from '../../store/uploads';
 import { VERSION_CLAIMS } from '../../store/versionClaims';
 import { newUpload } from '../../activities/uploadStaging';
@@ -158,6 +160,92 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     const live = (await admin(`/v1/segments/${created.id}/runs`, { method: 'POST' })).body.runId as string;
     expect((await retain(3_600_000, undefined, 0)).segmentRunsAbandoned).toBe(0);
     await waitFor('the live run to complete', async () => (await run(live)).state === 'completed', 30_000, 200);
+  });
+
+  it('starts one run for the segments whose definition no run evaluated (the API stopped before starting it, or the run never began), and leaves one whose run began and failed', async () => {
+    const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
+    const own = await newSource(platform.api);
+    await own.send([
+      { id: 'owed-1', type: 'owed_check', identities: { cookie_id: 'owed-1' } },
+      { id: 'owed-2', type: 'owed_change', identities: { cookie_id: 'owed-2' } },
+    ]);
+    await own.folded(2);
+    const segments = new SegmentStore(platform.store);
+    const runs = new SegmentRunStore(platform.store);
+    const gates = new StartGates(platform.store);
+    const saved = async (name: string): Promise<string> => {
+      const at = new Date();
+      const doc = { _id: newSegmentId(), name, description: null, taxonomyPath: null, ruleJson: JSON.stringify({ event: 'owed_check' }), schedule: null, version: 1, createdAt: at, updatedAt: at, current: null, lastRun: null };
+      expect(await segments.create(doc)).toBe(true);
+      return doc._id;
+    };
+    /** A run of the segment recorded, its gate settled as `outcome`, then failed as its start's failure or its workflow's end records it. */
+    const failedRun = async (segmentId: string, outcome: 'begun' | 'abandoned'): Promise<string> => {
+      const run = await prepareRunOf(segments, runs, [(await segments.get(segmentId))!], new Date(), new Date());
+      expect(outcome === 'begun' ? await gates.begin(startGateKey.segmentRun(run._id)) : await gates.abandon(startGateKey.segmentRun(run._id))).toBe(true);
+      await failRun(segments, runs, run._id, 'failed in the test', new Date());
+      return run._id;
+    };
+    // Saved, and the API stopped before starting its run.
+    const neverRun = await saved('Saved, never run');
+    // Its rule changed and saved, and the API stopped before starting the new version's run.
+    const changed = (await admin('/v1/segments', { body: { name: 'Changed, never rerun', rule: { event: 'owed_check' } } })).body.id as string;
+    await waitFor('its first run to complete', async () => (await admin(`/v1/segments/${changed}`)).body.currentRun?.version === 1, 30_000, 200);
+    expect(await segments.edit(changed, 1, { ruleJson: JSON.stringify({ event: 'owed_change' }), version: 2, updatedAt: new Date() })).toBe(true);
+    // Its run's start was given up before the workflow began.
+    const neverBegan = await saved('Run never began');
+    await failedRun(neverBegan, 'abandoned');
+    // Its run began and failed: it waits for its next edit or scheduled run.
+    const beganAndFailed = await saved('Run began and failed');
+    const failedRunId = await failedRun(beganAndFailed, 'begun');
+
+    // Saved less than the grace ago: the API may still be starting their runs.
+    expect((await retain(3_600_000)).owedSegmentsRun).toBe(0);
+    expect((await retain(3_600_000, undefined, 0)).owedSegmentsRun).toBe(3);
+    const evaluated = (segmentId: string, version: number, size: number) =>
+      waitFor(`${segmentId} evaluated`, async () => {
+        const view = (await admin(`/v1/segments/${segmentId}`)).body;
+        return view.currentRun?.version === version && view.currentRun.size === size;
+      }, 60_000, 200);
+    await evaluated(neverRun, 1, 1);
+    await evaluated(changed, 2, 1);
+    await evaluated(neverBegan, 1, 1);
+    expect((await admin(`/v1/segments/${changed}/members`)).body.members).toEqual([(await own.lookup('cookie_id', 'owed-2')).body.id]);
+    expect((await admin(`/v1/segments/${beganAndFailed}`)).body).toMatchObject({ currentRun: null, lastRun: { runId: failedRunId, state: 'failed' } });
+    // Nothing is owed any more.
+    expect((await retain(3_600_000, undefined, 0)).owedSegmentsRun).toBe(0);
+  });
+
+  it('removes the records of feed pulls and uploads ended past their age, and keeps running and recent ones, a feed\'s last completed pull with its upload and a source\'s newest upload', async () => {
+    const feeds = new FeedStore(platform.store);
+    const uploads = new UploadStore(platform.store);
+    const day = 86_400_000;
+    const ago = (days: number) => new Date(Date.now() - days * day);
+    const pull = async (id: string, state: FeedPullDoc['state'], startedDaysAgo: number, finishedDaysAgo: number | null, uploadId: string | null) => {
+      expect(await feeds.createPull({ ...newFeedPull(id, 'src_feed_aged', 'schedule', { from: null, to: null }, ago(startedDaysAgo)), state, uploadId, uploads: uploadId ? [uploadId] : [], finishedAt: finishedDaysAgo === null ? null : ago(finishedDaysAgo) })).toBe(true);
+    };
+    const upload = (id: string, sourceId: string, state: UploadDoc['state'], startedDaysAgo: number, finishedDaysAgo: number | null) =>
+      uploads.create({ ...newUpload(id, sourceId, ago(startedDaysAgo)), state, finishedAt: finishedDaysAgo === null ? null : ago(finishedDaysAgo) });
+    await pull('pul_aged_old', 'completed', 120, 120, 'upl_aged_pulled_old');
+    await pull('pul_aged_failed', 'failed', 110, 110, null);
+    await pull('pul_aged_shown', 'completed', 100, 100, 'upl_aged_pulled_shown');
+    await pull('pul_aged_recent', 'completed', 2, 2, 'upl_aged_pulled_recent');
+    await pull('pul_aged_running', 'running', 100, null, null);
+    await feeds.saveState({ _id: 'src_feed_aged', cursor: null, etag: null, lastModified: null, files: [], lastPullId: 'pul_aged_shown', lastSuccessAt: ago(100) });
+    await upload('upl_aged_pulled_old', 'src_feed_aged', 'completed', 120, 120);
+    await upload('upl_aged_pulled_shown', 'src_feed_aged', 'completed', 100, 100);
+    await upload('upl_aged_pulled_recent', 'src_feed_aged', 'completed', 2, 2);
+    await upload('upl_aged_crm_old', 'src_crm_aged', 'failed', 200, 200);
+    await upload('upl_aged_crm_importing', 'src_crm_aged', 'importing', 150, null);
+    await upload('upl_aged_crm_newest', 'src_crm_aged', 'completed', 140, 140);
+
+    const report = await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ sourceHistoryTtlMs: 90 * day }] });
+    expect(report).toMatchObject({ feedPullRecordsRemoved: 2, uploadRecordsRemoved: 2 });
+    expect((await feeds.listPulls('src_feed_aged', 10)).map((doc) => doc._id).sort()).toEqual(['pul_aged_recent', 'pul_aged_running', 'pul_aged_shown']);
+    expect((await uploads.listForSource('src_feed_aged', 10)).map((doc) => doc._id).sort()).toEqual(['upl_aged_pulled_recent', 'upl_aged_pulled_shown']);
+    expect((await uploads.listForSource('src_crm_aged', 10)).map((doc) => doc._id).sort()).toEqual(['upl_aged_crm_importing', 'upl_aged_crm_newest']);
+    // The default keeps 90 days: a run with it removes nothing more.
+    expect(await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{}] })).toMatchObject({ feedPullRecordsRemoved: 0, uploadRecordsRemoved: 0 });
   });
 
   it('removes the records of exports ended past their age with their receipts, and keeps running, recent and shown ones', async () => {
