@@ -25,6 +25,7 @@ import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns'
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
 import { newScheduleSyncMark } from '../store/scheduleSyncs';
+import { logger } from '../logger';
 import { requestAudienceReports, settleLookalikeSchedule, startGated, startLookalike } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
@@ -145,7 +146,12 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
       () => startLookalike(temporal, store.db.databaseName, runId, config),
       () => lookalikes.saveOutcome(runId, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }),
     );
-    if (run.scheduleSync) await settleLookalikeSchedule(temporal, store.db.databaseName, lookalikes.scheduleSyncs, runId, run.scheduleSync, config);
+    if (run.scheduleSync) {
+      // The run is under way: asking again would start another. Its mark stays, and the retention run makes the schedule.
+      await settleLookalikeSchedule(temporal, store.db.databaseName, lookalikes.scheduleSyncs, runId, run.scheduleSync, config).catch((error: unknown) =>
+        logger.warn({ runId, err: error }, 'lookalike started; its re-training schedule is left to the retention run'),
+      );
+    }
     res.status(202).location(`/v1/segments/${seed._id}/lookalike/${runId}`).json({ runId });
   });
 
@@ -252,7 +258,7 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
       ...admin,
       404: problem('No such segment (`params.id`, or `base`)'),
       409: problem("The seed's or the base's first batch run has not completed"),
-      503: problem('Temporal is unavailable: the run was recorded as failed and will not run; ask again'),
+      503: problem('Temporal is unavailable: the run was recorded as failed and will not run; ask again (a run that started is answered 202 even when its re-training schedule could not be made yet: the hourly retention run makes it)'),
     },
   });
   registry.registerPath({

@@ -439,6 +439,28 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect(await retention()).toMatchObject({ schedulesResynced: 1 });
     await expect(schedule(lookalikeScheduleId(databaseName, runId))).rejects.toThrow(/not found/i);
   }, 180_000);
+  it('answers 202 a lookalike whose run started though its re-training schedule could not be made (asking again would start another), and the next retention run makes the schedule', async () => {
+    const databaseName = platform.store.db.databaseName;
+    const refusing = new Client({
+      connection: platform.temporal.connection,
+      namespace: baseConfig.TEMPORAL_NAMESPACE,
+      interceptors: { schedule: [{ create: async () => Promise.reject(new ServiceError('Temporal is unavailable')) }] },
+    });
+    // Its workflow waits on a task queue no worker polls: the run stays running.
+    const api = await startApi({ store: platform.store, temporal: refusing, taskQueue: uniqueName('lost-retrain'), config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] } });
+    apis.push(api);
+    const answered = await admin(api, `/v1/segments/${segmentId}/lookalike`, { body: { reach: 5, retrain: { every: 'P1D' } } });
+    expect(answered.status).toBe(202);
+    const runId = answered.body.runId as string;
+    expect((await admin(platform.api, `/v1/segments/${segmentId}/lookalike/${runId}`)).body).toMatchObject({ state: 'running', retrain: { every: 'P1D' } });
+    const schedule = () => platform.temporal.schedule.getHandle(lookalikeScheduleId(databaseName, runId)).describe();
+    await expect(schedule()).rejects.toThrow(/not found/i);
+
+    const retention = () => platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ runStartGraceMs: 0 }] });
+    expect(await retention()).toMatchObject({ schedulesResynced: 1 });
+    expect((await schedule()).state.paused).toBe(false);
+    expect(await retention()).toMatchObject({ schedulesResynced: 0 });
+  }, 120_000);
   it('keeps a destination\'s schedule in step with it when pauses and resumes arrive at once, leaving no change owed', async () => {
     const created = await admin(platform.api, '/v1/destinations', {
       body: { name: 'contended', segments: [segmentId], connector: 'webhook', idType: 'cookie_id', schedule: { every: 'PT1H' }, config: { url: 'http://127.0.0.1:9/dmp', secret: 'webhook-secret-0123456789' } },
