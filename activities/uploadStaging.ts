@@ -161,10 +161,10 @@ export class UploadStaging {
     return { rowsReceived: this.counts.received, rowsRejected: this.counts.rejected, rowsNonProfiling: this.counts.nonProfiling, rejections: this.rejections };
   }
 
-  /** Every file is staged: the upload moves on to its import. */
-  async complete(): Promise<UploadDoc> {
+  /** Every file is staged: the upload moves on to its import (`createdWith`: what a repeat under its key is compared by). */
+  async complete(createdWith?: string): Promise<UploadDoc> {
     await this.staging;
-    const received = { ...this.received(), chunks: this.counts.chunks, receivedAt: new Date() };
+    const received = { ...this.received(), chunks: this.counts.chunks, receivedAt: new Date(), ...(createdWith !== undefined && { createdWith }) };
     await this.updateReceiving({ ...received, state: 'importing' });
     return { ...this.upload, ...received, state: 'importing' };
   }

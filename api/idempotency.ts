@@ -8,16 +8,23 @@ import { ProblemError } from './problem';
  * id, or, under an `Idempotency-Key` header, one derived from the key, which a repeat finds taken.
  */
 export async function createIdentity(req: Request, prefix: string, newId: () => string, retired: RetiredIds): Promise<{ id: string; createdWith?: string }> {
-  const header = req.headers['idempotency-key'];
-  if (header === undefined) return { id: newId() };
-  const parsed = IdempotencyKeySchema.safeParse(header);
-  if (!parsed.success) throw new ProblemError(400, 'validation', 'Invalid Idempotency-Key header', [{ path: 'headers.idempotency-key', message: parsed.error.issues[0]?.message ?? 'invalid' }]);
-  const id = idForKey(prefix, parsed.data);
+  const key = idempotencyKeyOf(req);
+  if (key === undefined) return { id: newId() };
+  const id = idForKey(prefix, key);
   if (await retired.isRetired(id)) throw keyUsed('what this key made was deleted; a new resource needs a new key');
   return { id, createdWith: requestFingerprint(req.body) };
 }
 
-function keyUsed(message: string): ProblemError {
+/** The request's `Idempotency-Key` header, checked (400 naming it); undefined without one. */
+export function idempotencyKeyOf(req: Request): string | undefined {
+  const header = req.headers['idempotency-key'];
+  if (header === undefined) return undefined;
+  const parsed = IdempotencyKeySchema.safeParse(header);
+  if (!parsed.success) throw new ProblemError(400, 'validation', 'Invalid Idempotency-Key header', [{ path: 'headers.idempotency-key', message: parsed.error.issues[0]?.message ?? 'invalid' }]);
+  return parsed.data;
+}
+
+export function keyUsed(message: string): ProblemError {
   return new ProblemError(409, 'idempotency-key-reused', 'This Idempotency-Key was used for something else', [{ path: 'headers.idempotency-key', message }]);
 }
 

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Readable, Transform } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Router, type Request } from 'express';
@@ -24,6 +25,9 @@ import { SourceStore, type SourceDoc } from '../store/sources';
 import { newUploadId, UploadStore, type UploadDoc } from '../store/uploads';
 import { startCrmImport, startGated } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
+import { UploadKeys } from '../store/uploadKeys';
+import { idForKey, IdempotencyKeySchema } from '../domain/idempotency';
+import { idempotencyKeyOf, keyUsed } from './idempotency';
 import type { OpenApiParts } from './openapi';
 import { parseOr400, ProblemError } from './problem';
 import { requireSource } from './requireSource';
@@ -72,18 +76,39 @@ function invalidFile(errors: Array<{ path: string; message: string }>): ProblemE
   return new ProblemError(status, 'invalid-file', 'The file cannot be read as CSV', errors);
 }
 
-/** The request body as a stream of CSV text: refuses other types, charsets and encodings (415). */
-function csvBody(req: Request): Readable {
+/**
+ * Opens the request body as a stream of CSV text, once checked: refuses other types, charsets and
+ * encodings (415) at once; the stream opens (and flows) when its reader is ready for its errors.
+ */
+function csvBody(req: Request): () => Readable {
   const unsupported = (path: string, message: string) => new ProblemError(415, 'unsupported-media-type', 'Send the file as text/csv', [{ path, message }]);
   if (!req.is('text/csv')) throw unsupported('headers.content-type', 'expected text/csv');
   const charset = /;\s*charset="?([^";]+)"?/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase();
   if (charset && charset !== 'utf-8' && charset !== 'utf8' && charset !== 'us-ascii') throw unsupported('headers.content-type', `charset ${charset}; expected utf-8`);
   const encoding = (req.headers['content-encoding'] ?? 'identity').toLowerCase();
-  if (encoding === 'identity') return req;
+  if (encoding === 'identity') return () => req;
   const decompress = Object.hasOwn(DECOMPRESSORS, encoding) ? DECOMPRESSORS[encoding] : undefined;
   if (!decompress) throw unsupported('headers.content-encoding', `${encoding}; expected gzip, deflate, br or none`);
-  return req.pipe(decompress());
+  return () => req.pipe(decompress());
 }
+
+/** What a repeat under an upload's Idempotency-Key is compared by: a hash of the file's text (as inflated), read alongside whoever reads the body. */
+function fingerprintOf(body: Readable): Promise<string> {
+  const sha = createHash('sha256');
+  body.on('data', (chunk: Buffer) => sha.update(chunk));
+  return new Promise((resolve, reject) => {
+    body.on('end', () => resolve(sha.digest('base64url').slice(0, 22)));
+    body.on('error', reject);
+  });
+}
+
+/** An upload's key document (store/uploadKeys): per source, so two sources may use the same key. */
+function uploadKeyId(sourceId: string, key: string): string {
+  return idForKey('uplkey', `${sourceId}\u0000${key}`);
+}
+
+/** A keyed upload receiving with no progress for this long was left by its reader (progress is written every few seconds while rows arrive). */
+const KEYED_STALL_MS = 10 * 60_000;
 
 /** Ends reading a request whose answer is already decided: the rest of its body is read and dropped. */
 function discardRest(req: Request, body: Readable): void {
@@ -96,6 +121,7 @@ function discardRest(req: Request, body: Readable): void {
 export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): Router {
   const uploads = new UploadStore(store);
   const gates = new StartGates(store);
+  const keys = new UploadKeys(store);
   const sources = new SourceStore(store);
   const databaseName = store.db.databaseName;
   const router = Router();
@@ -109,12 +135,14 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
   }
 
   /**
-   * Reads the file as it streams in and stages its rows (see UploadStaging). Resolves with the
-   * upload once every row is staged. A file refused for its header leaves nothing; one that stops
-   * being readable later leaves a failed upload, named by its row, and no staged rows.
+   * Reads the file as it streams in and stages its rows into `upload`, recorded before reading (a
+   * parse error may come before the header is handed over, and is still this upload's; see
+   * UploadStaging). Resolves with the upload once every row is staged. A file refused for its
+   * header leaves nothing; one that stops being readable later leaves a failed upload, named by its
+   * row, and no staged rows.
    */
-  async function receive(req: Request, source: SourceDoc & { mapping: CrmMapping }): Promise<UploadDoc> {
-    const body = csvBody(req);
+  async function receive(req: Request, openBody: () => Readable, source: SourceDoc & { mapping: CrmMapping }, upload: UploadDoc): Promise<UploadDoc> {
+    const body = openBody();
     const parser = parse(crmCsvOptions(source.mapping));
     const interrupted = () => parser.destroy(new FileUnreadable('(body)', 'the upload was interrupted'));
     req.on('error', interrupted);
@@ -124,10 +152,8 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
     if (body !== req) body.on('error', (error) => parser.destroy(new FileUnreadable('(body)', `the body could not be decompressed: ${error.message}`)));
     // Errors reach the reading loop through its iterator; this keeps one that comes after it (a late abort) from going unhandled.
     parser.on('error', () => undefined);
-
-    // Recorded before reading: a parse error may come before the header is handed over, and is still this upload's.
-    const upload = newUpload(newUploadId(), source._id, new Date());
-    await uploads.create(upload);
+    const fingerprint = upload.keyId === undefined ? null : fingerprintOf(body);
+    fingerprint?.catch(() => undefined); // a body that fails fails the file too, reported by the parser
     body.pipe(parser);
     const options: PrepareOptions = { now: upload.startedAt, defaultPhoneRegion: config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent };
     const staging = new UploadStaging(uploads, upload, config.DMP_CHUNK_MAX_EVENTS);
@@ -136,7 +162,7 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
         const read = readCrmHeader(header, source.mapping);
         return 'errors' in read ? read : { prepare: (rows) => prepareCrmRows(rows, read.columns, upload._id, options) };
       });
-      return await staging.complete();
+      return await staging.complete(fingerprint ? await fingerprint : undefined);
     } catch (error) {
       discardRest(req, body);
       const problems = fileProblems(error);
@@ -145,10 +171,8 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
     }
   }
 
-  router.post('/v1/sources/:id/uploads', admin, async (req, res) => {
-    const source = await requireCrmSource(String(req.params.id));
-    const upload = await receive(req, source);
-    // Nothing will import an abandoned start: recorded as failed, its staged rows removed.
+  /** Starts a received upload's import. Nothing will import an abandoned start: recorded as failed, its staged rows removed. */
+  async function startImport(upload: UploadDoc, source: SourceDoc): Promise<void> {
     await startGated(
       gates,
       startGateKey.import(upload._id),
@@ -158,6 +182,67 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
         await uploads.dropChunks(upload._id, upload.chunks);
       },
     );
+  }
+
+  /**
+   * The upload a request under an Idempotency-Key makes (`fresh`, recorded before its key is
+   * claimed, so a key never names an upload not yet made), or the one it repeats. The key passes
+   * to this request from an upload that imported nothing: gone (refused before any row), failed
+   * before its import began, or left receiving by a reader that stopped. One still receiving is a 409.
+   */
+  async function keyedUpload(source: SourceDoc, key: string): Promise<{ fresh: UploadDoc } | { repeat: UploadDoc }> {
+    const keyId = uploadKeyId(source._id, key);
+    const ours: UploadDoc = { ...newUpload(newUploadId(), source._id, new Date()), keyId };
+    await uploads.create(ours);
+    for (;;) {
+      const held = await keys.claim(keyId, ours._id);
+      if (held === ours._id) return { fresh: ours };
+      const upload = await uploads.get(held);
+      const stalled = upload?.state === 'receiving' && (upload.progressAt ?? upload.startedAt).getTime() < Date.now() - KEYED_STALL_MS;
+      if (upload && !stalled && (upload.state !== 'failed' || (await gates.outcome(startGateKey.import(upload._id))) === 'begun')) {
+        await uploads.remove(ours._id);
+        if (upload.state === 'receiving') {
+          throw new ProblemError(409, 'upload-in-progress', 'The upload under this Idempotency-Key is still being received', [{ path: 'headers.idempotency-key', message: `upload ${upload._id} is receiving its file; ask again once it is received` }]);
+        }
+        return { repeat: upload };
+      }
+      if (stalled) await uploads.failUnfinished(held, 'abandoned: its file stopped arriving; it was sent again under its Idempotency-Key', new Date());
+      if (await keys.takeOver(keyId, held, ours._id)) return { fresh: ours };
+    }
+  }
+
+  /** The same file sent again under its key: read whole and compared, then answered as the first (its import started if that one stopped before). */
+  async function repeatUpload(req: Request, openBody: () => Readable, source: SourceDoc, upload: UploadDoc): Promise<UploadDoc> {
+    const body = openBody();
+    const fingerprint = await new Promise<string>((resolve, reject) => {
+      req.on('close', () => !req.complete && reject(invalidFile([{ path: '(body)', message: 'the upload was interrupted' }])));
+      fingerprintOf(body).then(resolve, (error: Error) => {
+        discardRest(req, body);
+        reject(invalidFile([{ path: '(body)', message: `the body could not be decompressed: ${error.message}` }]));
+      });
+    });
+    if (fingerprint !== upload.createdWith) throw keyUsed(`it came with another file (upload ${upload._id}); a new file needs a new key`);
+    if (upload.state === 'importing') await startImport(upload, source);
+    return (await uploads.get(upload._id)) ?? upload;
+  }
+
+  router.post('/v1/sources/:id/uploads', admin, async (req, res) => {
+    const source = await requireCrmSource(String(req.params.id));
+    const openBody = csvBody(req);
+    const key = idempotencyKeyOf(req);
+    const keyed = key === undefined ? null : await keyedUpload(source, key);
+    if (keyed && 'repeat' in keyed) {
+      const upload = await repeatUpload(req, openBody, source, keyed.repeat);
+      res.status(202).location(`/v1/sources/${source._id}/uploads/${upload._id}`).json(uploadView(upload, databaseName));
+      return;
+    }
+    let upload = keyed?.fresh;
+    if (!upload) {
+      upload = newUpload(newUploadId(), source._id, new Date());
+      await uploads.create(upload);
+    }
+    upload = await receive(req, openBody, source, upload);
+    await startImport(upload, source);
     logger.info({ sourceId: source._id, uploadId: upload._id, workflowId: crmImportWorkflowId(databaseName, upload._id), rows: upload.rowsReceived, rejected: upload.rowsRejected }, 'upload received');
     res.status(202).location(`/v1/sources/${source._id}/uploads/${upload._id}`).json(uploadView(upload, databaseName));
   });
@@ -196,17 +281,22 @@ export function registerUploadPaths({ registry, problem, json, adminKey }: OpenA
       '— each row under the event id `<uploadId>:<row>`, so a resumed import appends no row twice — and the source drains them into profiles.',
       'Every upload is a fresh set of records: sending the same file again imports its rows again, into the same profiles (found by their identities), with their traits',
       "as the newer file has them; only the count of the `eventType` event grows, by one per file that lists the person.",
+      'A client that may send a file twice (its answer lost) sends an `Idempotency-Key`: the same file again under the key answers with the upload it made (starting its import',
+      'if that request stopped before); until that upload is received whole, a 409. A key whose upload imported nothing (refused, interrupted, not started, or left receiving',
+      'for 10 minutes by a stopped API) passes to the next upload under it. Keys are per source, and kept as long as their upload\'s record.',
     ].join(' '),
     security,
-    request: { params: sourceParam, body: { description: 'The CSV file', required: true, content: { 'text/csv': { schema: z.string().min(1).openapi({ example: 'customer_id,email\nc-1,ada@example.com\n' }) } } } },
+    request: { params: sourceParam, headers: z.object({ 'idempotency-key': IdempotencyKeySchema.optional() }), body: { description: 'The CSV file', required: true, content: { 'text/csv': { schema: z.string().min(1).openapi({ example: 'customer_id,email\nc-1,ada@example.com\n' }) } } } },
     responses: {
       202: {
         description: 'Every row read and staged; the import runs in the background. Follow `Location`.',
         ...json(UploadViewSchema),
         links: { upload: { operationId: 'getUpload', parameters: { id: '$request.path.id', uploadId: '$response.body#/uploadId' } } },
       },
-      400: problem('An empty file, or a body that could not be inflated or was cut off (`(body)`)'),
-      409: problem('Not a crm source (`kind`), or the header does not fit the source\'s mapping: it lacks a mapped column (`mapping.identities.email: column "Email" is not in the header`) or has it twice'),
+      400: problem('An empty file, or a body that could not be inflated or was cut off (`(body)`), or an invalid Idempotency-Key (`headers.idempotency-key`)'),
+      409: problem(
+        'Not a crm source (`kind`); the header does not fit the source\'s mapping: it lacks a mapped column (`mapping.identities.email: column "Email" is not in the header`) or has it twice; or, under an Idempotency-Key (`headers.idempotency-key`), the upload it made is still receiving (`upload-in-progress`) or came with another file (`idempotency-key-reused`)',
+      ),
       ...admin,
       404: problem('No such source'),
       415: problem('Not `text/csv` or not UTF-8 (`headers.content-type`), or an unknown `Content-Encoding` (`headers.content-encoding`)'),

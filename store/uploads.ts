@@ -4,6 +4,7 @@ import type { StoredEvent } from '../domain/event';
 import type { UploadRejection, UploadState } from '../domain/uploads';
 import { COLLECTIONS, deleteByIds, forEachConcurrently, idsByOwner, insertKeyed, type Store } from './db';
 import { decodeEvents, encodeEvents } from './deflatedBson';
+import { UploadKeys } from './uploadKeys';
 
 /** Where an import stands: saved after each staged chunk is appended, so a retried import resumes there. */
 export interface ImportCheckpoint {
@@ -49,6 +50,9 @@ export interface UploadDoc {
   importedBy?: ImportAttempt & { stepDone: boolean };
   /** The last progress write while receiving: an upload silent for long was left by its reader. */
   progressAt?: Date;
+  /** Sent under an `Idempotency-Key`: the key's document (store/uploadKeys), and, once received whole, the file's fingerprint. */
+  keyId?: string;
+  createdWith?: string;
 }
 
 /** A staged chunk: its events as one binary value (see store/deflatedBson), never read field by field. */
@@ -74,10 +78,12 @@ function stagedChunkId(uploadId: string, n: number): string {
 export class UploadStore {
   private readonly uploads: Collection<UploadDoc>;
   private readonly rows: Collection<StagedChunk>;
+  private readonly keys: UploadKeys;
 
   constructor(store: Store) {
     this.uploads = store.db.collection<UploadDoc>(COLLECTIONS.uploads);
     this.rows = store.db.collection<StagedChunk>(COLLECTIONS.uploadRows);
+    this.keys = new UploadKeys(store);
   }
 
   async create(doc: UploadDoc): Promise<void> {
@@ -96,19 +102,24 @@ export class UploadStore {
 
   /**
    * Removes the records of uploads that ended before `before`, at most `limit`, except each
-   * source's newest and those in `keep`; returns how many. One scan of the uploads: a small
-   * document per file. Their staged chunks left already (`dropLeftChunks`).
+   * source's newest and those in `keep`, and the Idempotency-Keys they hold; returns how many. One
+   * scan of the uploads: a small document per file. Their staged chunks left already (`dropLeftChunks`).
    */
   async expire(before: Date, keep: ReadonlySet<string>, limit: number): Promise<number> {
-    const all = await this.uploads.find({}, { projection: { _id: 1, sourceId: 1, state: 1, startedAt: 1, finishedAt: 1 } }).toArray();
+    const all = await this.uploads.find({}, { projection: { _id: 1, sourceId: 1, state: 1, startedAt: 1, finishedAt: 1, keyId: 1 } }).toArray();
     const newest = new Map<string, Pick<UploadDoc, '_id' | 'startedAt'>>();
     for (const upload of all) {
       const known = newest.get(upload.sourceId);
       if (!known || upload.startedAt > known.startedAt) newest.set(upload.sourceId, upload);
     }
     const kept = new Set([...keep, ...[...newest.values()].map((upload) => upload._id)]);
-    const ended = all.filter((upload) => (upload.state === 'completed' || upload.state === 'failed') && upload.finishedAt && upload.finishedAt < before && !kept.has(upload._id));
-    return deleteByIds(this.uploads, ended.slice(0, limit).map((upload) => upload._id));
+    const ended = all.filter((upload) => (upload.state === 'completed' || upload.state === 'failed') && upload.finishedAt && upload.finishedAt < before && !kept.has(upload._id)).slice(0, limit);
+    // A key goes with the record it stands for (after it, for a run stopped in between leaves a key whose upload is gone: free, as after a refused file).
+    const removed = await deleteByIds(this.uploads, ended.map((upload) => upload._id));
+    await forEachConcurrently(ended, 8, async (upload) => {
+      if (upload.keyId !== undefined) await this.keys.release(upload.keyId, upload._id);
+    });
+    return removed;
   }
 
   /** Forgets an upload refused before any row was read. */

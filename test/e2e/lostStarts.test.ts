@@ -439,6 +439,51 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect(await retention()).toMatchObject({ schedulesResynced: 1 });
     await expect(schedule(lookalikeScheduleId(databaseName, runId))).rejects.toThrow(/not found/i);
   }, 180_000);
+  it('starts, for the same file sent again under its Idempotency-Key, an import its API stopped before starting; a key whose import was given up passes to the file sent again', async () => {
+    const keyed = (api: RunningApi, key: string, csv: string) => admin(api, `/v1/sources/${crmSourceId}/uploads`, { method: 'POST', rawBody: csv, contentType: 'text/csv', headers: { 'idempotency-key': key } });
+    const logged = async (uploadId: string) => (await sourceLogEventIds(platform.store, crmSourceId)).filter((id) => id.startsWith(`${uploadId}:`)).length;
+    // An API whose import starts hang (as one that stopped after staging the file), then fail.
+    let release = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const stopping = await startApi({
+      store: platform.store,
+      temporal: clientWith(platform, {
+        async startWithDetails(input, next) {
+          if (input.workflowType !== 'crmImport') return next(input);
+          await released;
+          throw new ServiceError('the API stopped before it started the workflow');
+        },
+      }),
+      taskQueue: platform.taskQueue,
+    });
+    apis.push(stopping);
+    const csv = CSV.replace(/c-/g, 'k-');
+    const first = keyed(stopping, 'lost-start-file', csv);
+    const staged = await waitFor('the file staged', async () => (await admin(platform.api, `/v1/sources/${crmSourceId}/uploads`)).body.uploads.find((view: { state: string }) => view.state === 'importing'));
+    const again = await keyed(platform.api, 'lost-start-file', csv);
+    expect(again.status).toBe(202);
+    expect(again.body.uploadId).toBe(staged.uploadId);
+    expect(await ended(`/v1/sources/${crmSourceId}/uploads/${staged.uploadId}`, 'importing')).toMatchObject({ state: 'completed', rowsImported: 40 });
+    // The stopped API's start, failing at last, finds the import begun and answers as if it had started it.
+    release();
+    expect((await first).status).toBe(202);
+    expect(await logged(staged.uploadId)).toBe(40);
+
+    // An import given up (503): nothing of it ran, and the same key makes a new upload of the file.
+    const later = uniqueName('lost-starts-keyed');
+    const losing = await losingApi(async () => undefined, later);
+    const given = await keyed(losing, 'given-up-file', csv.replace(/k-/g, 'g-'));
+    expect(given.status).toBe(503);
+    const [givenUp] = (await admin(platform.api, `/v1/sources/${crmSourceId}/uploads`)).body.uploads;
+    expect(givenUp).toMatchObject({ state: 'failed', error: 'its import workflow could not be started' });
+    const retried = await keyed(platform.api, 'given-up-file', csv.replace(/k-/g, 'g-'));
+    expect(retried.status).toBe(202);
+    expect(retried.body.uploadId).not.toBe(givenUp.uploadId);
+    expect(await ended(`/v1/sources/${crmSourceId}/uploads/${retried.body.uploadId}`, 'importing')).toMatchObject({ state: 'completed', rowsImported: 40 });
+    expect(await logged(retried.body.uploadId)).toBe(40);
+    expect(await logged(givenUp.uploadId)).toBe(0);
+  }, 180_000);
+
   it('answers 202 a lookalike whose run started though its re-training schedule could not be made (asking again would start another), and the next retention run makes the schedule', async () => {
     const databaseName = platform.store.db.databaseName;
     const refusing = new Client({

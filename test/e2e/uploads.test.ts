@@ -272,11 +272,87 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
     expect(((await unknown.json()) as { errors: unknown[] }).errors).toEqual([{ path: 'headers.content-encoding', message: 'zstd; expected gzip, deflate, br or none' }]);
   });
 
+  describe('under an Idempotency-Key', () => {
+    const keyed = (key: string, csv: string, headers: Record<string, string> = {}) =>
+      admin(`/v1/sources/${sourceId}/uploads`, { method: 'POST', rawBody: csv, contentType: 'text/csv', headers: { 'idempotency-key': key, ...headers } });
+    const keyFile = (prefix: string, rows = 20) => [HEADER, ...Array.from({ length: rows }, (_, i) => `${prefix}-${i},${prefix}${i}@example.com,gold,Oslo`)].join('\n') + '\n';
+    const loggedOf = async (uploadId: string) => (await sourceLogEventIds(store, sourceId)).filter((id) => id.startsWith(`${uploadId}:`)).length;
+    const uploadCount = async () => (await admin(`/v1/sources/${sourceId}/uploads?limit=200`)).body.uploads.length as number;
+    /** A sender that writes the first rows of `csv` under `key`, and waits; the upload is receiving once this resolves. */
+    async function hangingSender(key: string, csv: string) {
+      const sender = request(`${api.url}/v1/sources/${sourceId}/uploads`, { method: 'POST', headers: { authorization: `Bearer ${api.adminKey}`, 'content-type': 'text/csv', 'idempotency-key': key } });
+      sender.on('error', () => undefined); // hanging up is the point
+      sender.write(csv.slice(0, csv.length - 40));
+      const uploadId = await waitFor('rows staged', async () => {
+        const doc = await store.db.collection(COLLECTIONS.uploads).findOne({ sourceId, state: 'receiving', keyId: { $exists: true } });
+        return doc && (await store.db.collection(COLLECTIONS.uploadRows).countDocuments({ uploadId: doc._id })) > 0 ? String(doc._id) : null;
+      }, 30_000, 20);
+      return { sender, uploadId };
+    }
+
+    it('answers the same file sent again (inflated or not) with the upload it made, importing its rows once; another file under the key is a 409', async () => {
+      const csv = keyFile('k1');
+      const before = await uploadCount();
+      const first = await keyed('crm-file-k1', csv);
+      expect(first.status).toBe(202);
+      const again = await keyed('crm-file-k1', csv);
+      expect(again.status).toBe(202);
+      expect(again.body.uploadId).toBe(first.body.uploadId);
+      expect(await finished(first.body.uploadId)).toMatchObject({ state: 'completed', rowsImported: 20 });
+      const gzipped = await fetch(`${api.url}/v1/sources/${sourceId}/uploads`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${api.adminKey}`, 'content-type': 'text/csv', 'content-encoding': 'gzip', 'idempotency-key': 'crm-file-k1' },
+        body: gzipSync(csv),
+      });
+      expect(gzipped.status).toBe(202);
+      expect(((await gzipped.json()) as { uploadId: string; state: string })).toMatchObject({ uploadId: first.body.uploadId, state: 'completed' });
+      const other = await keyed('crm-file-k1', keyFile('k1-other'));
+      expect(other.status).toBe(409);
+      expect(other.body).toMatchObject({ type: '/problems/idempotency-key-reused', errors: [{ path: 'headers.idempotency-key', message: expect.stringContaining('another file') }] });
+      expect(await loggedOf(first.body.uploadId)).toBe(20);
+      expect(await uploadCount()).toBe(before + 1);
+      const badKey = await keyed('two words', csv);
+      expect(badKey.status).toBe(400);
+      expect(badKey.body.errors).toEqual([{ path: 'headers.idempotency-key', message: 'visible ASCII characters, no spaces' }]);
+    }, 120_000);
+
+    it('passes the key of an upload whose sender hung up half-way to the file sent again, which imports every row once', async () => {
+      const csv = keyFile('k2', 5_000);
+      const { sender, uploadId: interrupted } = await hangingSender('crm-file-k2', csv);
+      // Still receiving: the same key is busy.
+      const busy = await keyed('crm-file-k2', csv);
+      expect(busy.status).toBe(409);
+      expect(busy.body).toMatchObject({ type: '/problems/upload-in-progress', errors: [{ path: 'headers.idempotency-key', message: expect.stringContaining(interrupted) }] });
+      sender.destroy();
+      await waitFor('the interrupted upload failed', async () => (await new UploadStore(store).get(interrupted))?.state === 'failed', 30_000, 100);
+      const retried = await keyed('crm-file-k2', csv);
+      expect(retried.status).toBe(202);
+      expect(retried.body.uploadId).not.toBe(interrupted);
+      expect(await finished(retried.body.uploadId)).toMatchObject({ state: 'completed', rowsImported: 5_000 });
+      expect(await loggedOf(retried.body.uploadId)).toBe(5_000);
+      expect(await loggedOf(interrupted)).toBe(0);
+      expect((await keyed('crm-file-k2', csv)).body.uploadId).toBe(retried.body.uploadId);
+    }, 120_000);
+
+    it('makes one upload of the same file sent twice at once', async () => {
+      const csv = keyFile('k3', 3_000);
+      const before = await uploadCount();
+      const answers = await Promise.all([keyed('crm-file-k3', csv), keyed('crm-file-k3', csv)]);
+      const made = answers.filter((answer) => answer.status === 202).map((answer) => answer.body.uploadId as string);
+      expect(answers.map((answer) => answer.status).every((status) => status === 202 || status === 409)).toBe(true);
+      expect(new Set(made).size).toBe(1);
+      expect(await finished(made[0])).toMatchObject({ state: 'completed', rowsImported: 3_000 });
+      expect(await loggedOf(made[0])).toBe(3_000);
+      expect(await uploadCount()).toBe(before + 1);
+    }, 120_000);
+  });
+
   it('documents the upload routes with a text/csv body and every status', async () => {
     const doc = (await call(`${api.url}/openapi.json`)).body;
     const post = doc.paths['/v1/sources/{id}/uploads'].post;
     expect(Object.keys(post.requestBody.content)).toEqual(['text/csv']);
-    expect(Object.keys(post.responses)).toEqual(expect.arrayContaining(['202', '400', '401', '403', '404', '415', '503']));
+    expect(Object.keys(post.responses)).toEqual(expect.arrayContaining(['202', '400', '401', '403', '404', '409', '415', '503']));
+    expect(post.parameters).toEqual(expect.arrayContaining([expect.objectContaining({ in: 'header', name: 'idempotency-key', required: false })]));
     expect(Object.keys(doc.paths['/v1/sources/{id}/uploads'].get.responses)).toEqual(expect.arrayContaining(['200', '400', '401', '403', '404']));
     expect(Object.keys(doc.paths['/v1/sources/{id}/uploads/{uploadId}'].get.responses)).toEqual(expect.arrayContaining(['200', '401', '403', '404']));
     expect(doc.components.schemas.Upload.properties.rejections).toBeDefined();

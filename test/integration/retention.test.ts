@@ -9,6 +9,7 @@ import { newSegmentId, SegmentStore } from '../../store/segments';
 import { StartGates, startGateKey } from '../../store/startGates';
 import { FeedStore, newFeedPull, type FeedPullDoc } from '../../store/feeds';
 import { UploadStore, type UploadDoc } from '../../store/uploads';
+import { UploadKeys } from '../../store/uploadKeys';
 import { VERSION_CLAIMS } from '../../store/versionClaims';
 import { newUpload } from '../../activities/uploadStaging';
 import { ensureRetentionSchedule } from '../../temporal/client';
@@ -235,7 +236,9 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     await upload('upl_aged_pulled_old', 'src_feed_aged', 'completed', 120, 120);
     await upload('upl_aged_pulled_shown', 'src_feed_aged', 'completed', 100, 100);
     await upload('upl_aged_pulled_recent', 'src_feed_aged', 'completed', 2, 2);
-    await upload('upl_aged_crm_old', 'src_crm_aged', 'failed', 200, 200);
+    await uploads.create({ ...newUpload('upl_aged_crm_old', 'src_crm_aged', ago(200)), state: 'failed', finishedAt: ago(200), keyId: 'uplkey_aged' });
+    const keys = new UploadKeys(platform.store);
+    expect(await keys.claim('uplkey_aged', 'upl_aged_crm_old')).toBe('upl_aged_crm_old');
     await upload('upl_aged_crm_importing', 'src_crm_aged', 'importing', 150, null);
     await upload('upl_aged_crm_newest', 'src_crm_aged', 'completed', 140, 140);
 
@@ -244,6 +247,8 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect((await feeds.listPulls('src_feed_aged', 10)).map((doc) => doc._id).sort()).toEqual(['pul_aged_recent', 'pul_aged_running', 'pul_aged_shown']);
     expect((await uploads.listForSource('src_feed_aged', 10)).map((doc) => doc._id).sort()).toEqual(['upl_aged_pulled_recent', 'upl_aged_pulled_shown']);
     expect((await uploads.listForSource('src_crm_aged', 10)).map((doc) => doc._id).sort()).toEqual(['upl_aged_crm_importing', 'upl_aged_crm_newest']);
+    // The Idempotency-Key of a removed upload goes with it: free for a new upload.
+    expect(await keys.claim('uplkey_aged', 'upl_aged_crm_next')).toBe('upl_aged_crm_next');
     // The default keeps 90 days: a run with it removes nothing more.
     expect(await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{}] })).toMatchObject({ feedPullRecordsRemoved: 0, uploadRecordsRemoved: 0 });
   });
