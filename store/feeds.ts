@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import type { CursorWindow, FeedPullState, FeedTrigger } from '../domain/feeds';
 import { COLLECTIONS, deleteByIds, isDuplicateKeyError, type Store } from './db';
+import { VersionClaims } from './versionClaims';
 
 /** A file of a drop folder, as listed: a file is new while no pull imported this name, size and modification time. */
 export interface FeedFile {
@@ -102,17 +103,19 @@ function emptyFeedState(sourceId: string): FeedStateDoc {
  * a feed's pulls run one after the other under one workflow id, and the API only creates a pull
  * before starting that workflow — except a fetch attempt Temporal gave up on that still runs,
  * which the pull's `fetchedBy` fence shuts out, and the retention run, which fails a pull whose
- * workflow is gone (`failRunning`; on FerretDB a fetch attempt of it still running may write over
- * that, and the next run fails it again). Listing a source's pulls reads them by the index on
- * `sourceId`.
+ * workflow is gone (`failRunning`). Pull updates take turns under a claim of the pull (on FerretDB;
+ * a claim's insert and delete per update, a handful per pull), so a fence's condition holds on
+ * every store. Listing a source's pulls reads them by the index on `sourceId`.
  */
 export class FeedStore {
   private readonly states: Collection<FeedStateDoc>;
   private readonly pulls: Collection<FeedPullDoc>;
+  private readonly claims: VersionClaims;
 
   constructor(store: Store) {
     this.states = store.db.collection<FeedStateDoc>(COLLECTIONS.feedStates);
     this.pulls = store.db.collection<FeedPullDoc>(COLLECTIONS.feedPulls);
+    this.claims = new VersionClaims(store);
   }
 
   async state(sourceId: string): Promise<FeedStateDoc> {
@@ -141,7 +144,16 @@ export class FeedStore {
   }
 
   async updatePull(pullId: string, set: Partial<Omit<FeedPullDoc, '_id' | 'sourceId'>>): Promise<void> {
-    await this.pulls.updateOne({ _id: pullId }, { $set: set });
+    await this.exclusive(pullId, () => this.pulls.updateOne({ _id: pullId }, { $set: set }));
+  }
+
+  /**
+   * Runs `write` as the one writer of the pull among this class's writers: on FerretDB a conditional
+   * update reads, changes and writes back, so a fetch attempt given up on that still runs could
+   * otherwise write a pull failed meanwhile back to running (store/versionClaims).
+   */
+  private exclusive<T>(pullId: string, write: () => Promise<T>): Promise<T> {
+    return this.claims.exclusive(`${COLLECTIONS.feedPulls}/${pullId}`, write);
   }
 
   /**
@@ -151,13 +163,16 @@ export class FeedStore {
    */
   async claimFetch(pullId: string, by: FetchAttempt): Promise<boolean> {
     for (;;) {
-      const pull = await this.getPull(pullId);
-      if (!pull || pull.state !== 'running') return false;
-      const owner = pull.fetchedBy;
-      if (owner && owner.runId === by.runId && owner.attempt >= by.attempt) return false;
-      const unchanged = owner ? { 'fetchedBy.runId': owner.runId, 'fetchedBy.attempt': owner.attempt } : { fetchedBy: { $exists: false } };
-      const result = await this.pulls.updateOne({ _id: pullId, state: 'running', ...unchanged }, { $set: { fetchedBy: by, ...NOTHING_FETCHED } });
-      if (result.matchedCount === 1) return true;
+      const claimed = await this.exclusive(pullId, async () => {
+        const pull = await this.getPull(pullId);
+        if (!pull || pull.state !== 'running') return false;
+        const owner = pull.fetchedBy;
+        if (owner && owner.runId === by.runId && owner.attempt >= by.attempt) return false;
+        const unchanged = owner ? { 'fetchedBy.runId': owner.runId, 'fetchedBy.attempt': owner.attempt } : { fetchedBy: { $exists: false } };
+        const result = await this.pulls.updateOne({ _id: pullId, state: 'running', ...unchanged }, { $set: { fetchedBy: by, ...NOTHING_FETCHED } });
+        return result.matchedCount === 1 ? true : null;
+      });
+      if (claimed !== null) return claimed;
     }
   }
 
@@ -168,19 +183,21 @@ export class FeedStore {
 
   /** Lists an upload the owning attempt stages into (so a later attempt removes it); false when `by` no longer owns the pull. */
   async addUpload(pullId: string, by: FetchAttempt, uploadId: string): Promise<boolean> {
-    return (await this.pulls.updateOne(this.owned(pullId, by), { $addToSet: { uploads: uploadId } })).matchedCount === 1;
+    return this.exclusive(pullId, async () => (await this.pulls.updateOne(this.owned(pullId, by), { $addToSet: { uploads: uploadId } })).matchedCount === 1);
   }
 
   /** Records what the owning attempt fetched; false when `by` no longer owns the pull. */
   async recordFetched(pullId: string, by: FetchAttempt, fetched: Partial<FetchedFields>): Promise<boolean> {
-    return (await this.pulls.updateOne(this.owned(pullId, by), { $set: fetched })).matchedCount === 1;
+    return this.exclusive(pullId, async () => (await this.pulls.updateOne(this.owned(pullId, by), { $set: fetched })).matchedCount === 1);
   }
 
   /** Records a failed attempt while it owns the pull, keeping the first MAX_ATTEMPTS_KEPT. */
   async recordAttempt(pullId: string, by: FetchAttempt, failure: { at: Date; error: string }): Promise<void> {
-    const pull = await this.getPull(pullId);
-    if (!pull || pull.attempts.length >= MAX_ATTEMPTS_KEPT || pull.attempts.some((known) => known.attempt === by.attempt)) return;
-    await this.pulls.updateOne(this.owned(pullId, by), { $set: { attempts: [...pull.attempts, { attempt: by.attempt, ...failure }] } });
+    await this.exclusive(pullId, async () => {
+      const pull = await this.getPull(pullId);
+      if (!pull || pull.attempts.length >= MAX_ATTEMPTS_KEPT || pull.attempts.some((known) => known.attempt === by.attempt)) return;
+      await this.pulls.updateOne(this.owned(pullId, by), { $set: { attempts: [...pull.attempts, { attempt: by.attempt, ...failure }] } });
+    });
   }
 
   /** Pulls recorded as running since before `before` (by the index on `state`). */
@@ -191,7 +208,7 @@ export class FeedStore {
 
   /** Records a pull still running as failed; false when it ended meanwhile (it keeps its outcome). */
   async failRunning(pullId: string, error: string, at: Date): Promise<boolean> {
-    return (await this.pulls.updateOne({ _id: pullId, state: 'running' }, { $set: { state: 'failed', error, finishedAt: at } })).matchedCount === 1;
+    return this.exclusive(pullId, async () => (await this.pulls.updateOne({ _id: pullId, state: 'running' }, { $set: { state: 'failed', error, finishedAt: at } })).matchedCount === 1);
   }
 
   /** Forgets a pull that never started (its workflow could not be started because another pull runs). */
@@ -201,7 +218,7 @@ export class FeedStore {
 
   /**
    * Removes the records of pulls that ended before `before`, at most `limit`, except each feed's
-   * last completed pull (its status shows it); returns how many. One query on the pulls and a scan
+   * last pull (`lastPullId`: its status shows it); returns how many. One query on the pulls and a scan
    * of the feed states: a small document per pull and per feed.
    */
   async expirePulls(before: Date, limit: number): Promise<number> {
@@ -212,7 +229,7 @@ export class FeedStore {
     return deleteByIds(this.pulls, ended.map((pull) => pull._id));
   }
 
-  /** The uploads the feeds' last completed pulls read (their status shows them). */
+  /** The uploads the feeds' last pulls read (their status shows them). */
   async shownUploads(): Promise<Set<string>> {
     const shown = (await this.states.find({}, { projection: { lastPullId: 1 } }).toArray()).flatMap((state) => (state.lastPullId ? [state.lastPullId] : []));
     const pulls = await Promise.all(shown.map((pullId) => this.getPull(pullId)));

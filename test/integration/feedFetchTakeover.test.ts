@@ -4,6 +4,7 @@ import { sha256Hex } from '../../domain/identity';
 import { feedPullWorkflowId, sourceWorkflowId } from '../../domain/workflowIds';
 import { COLLECTIONS, type Store } from '../../store/db';
 import { UploadStore } from '../../store/uploads';
+import { FeedStore, newFeedPull, newPullId } from '../../store/feeds';
 import { FeedServer } from '../support/feeds';
 import { call } from '../support/http';
 import { freeze, killHard, spawnWorker, thaw } from '../support/processes';
@@ -113,4 +114,30 @@ describe('a feed fetch attempt given up on that runs on', () => {
     expect(await sourceLogEventIds(store, sourceId)).toHaveLength(ROWS);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   }, 1_800_000);
+
+  it('keeps a pull failed while a fetch attempt given up on writes to it, and a claim taken once, when they race', async () => {
+    const feeds = new FeedStore(store);
+    for (let round = 0; round < 5; round++) {
+      const pullId = newPullId();
+      expect(await feeds.createPull(newFeedPull(pullId, 'src_racing', 'schedule', { from: null, to: null }, new Date()))).toBe(true);
+      const zombie = { runId: 'run-a', attempt: 1 };
+      expect(await feeds.claimFetch(pullId, zombie)).toBe(true);
+      // The zombie's writes and the retention run's fail at once: the fail lands, and whatever the zombie writes after it misses.
+      const [failed] = await Promise.all([
+        feeds.failRunning(pullId, 'abandoned: its workflow ended before it finished', new Date()),
+        ...Array.from({ length: 20 }, (_, n) => feeds.recordFetched(pullId, zombie, { rowsSkipped: n })),
+      ]);
+      expect(failed).toBe(true);
+      expect(await feeds.getPull(pullId)).toMatchObject({ state: 'failed', error: 'abandoned: its workflow ended before it finished' });
+      // Two later attempts claiming at once: one owns the pull.
+      const racing = `${pullId}-claims`;
+      expect(await feeds.createPull(newFeedPull(racing, 'src_racing', 'schedule', { from: null, to: null }, new Date()))).toBe(true);
+      const claims = await Promise.all(Array.from({ length: 6 }, (_, n) => feeds.claimFetch(racing, { runId: `run-${n}`, attempt: 1 })));
+      const owner = (await feeds.getPull(racing))?.fetchedBy;
+      // Each claim takes the pull from the one before it: the last to win owns it, and every win was in turn.
+      expect(claims.filter(Boolean).length).toBeGreaterThanOrEqual(1);
+      expect(owner).toBeDefined();
+      expect(await Promise.all(Array.from({ length: 6 }, (_, n) => feeds.recordFetched(racing, { runId: `run-${n}`, attempt: 1 }, { rowsSkipped: n })))).toEqual(Array.from({ length: 6 }, (_, n) => `run-${n}` === owner!.runId));
+    }
+  });
 });
