@@ -73,7 +73,7 @@ export const ConfigSchema = z.object({
   DMP_SEGMENT_RUN_DAYS: z.coerce.number().min(0).default(30),
   /** How long the record of an ended export (and its batches' receipts) is kept. */
   DMP_EXPORT_HISTORY_DAYS: z.coerce.number().min(0).default(90),
-  /** How long the record of an ended feed pull or upload is kept (a feed's last completed pull and a source's newest upload stay). */
+  /** How long the record of an ended feed pull or upload is kept (a feed's last pull and a source's newest ended upload stay). */
   DMP_SOURCE_HISTORY_DAYS: z.coerce.number().min(0).default(90),
   /**
    * People last seen more than this many days ago leave the store at the next retention run: their

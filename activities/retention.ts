@@ -419,7 +419,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
 
     /**
      * Records of feed pulls and uploads that ended more than `ttlMs` (else DMP_SOURCE_HISTORY_DAYS)
-     * ago: a feed pulled every few minutes adds one of each per pull. A feed's last completed pull
+     * ago: a feed pulled every few minutes adds one of each per pull. A feed's last pull
      * (and the upload it read) and each source's newest upload stay. Safe to repeat.
      */
     expireSourceRecords(input: { ttlMs?: number } = {}): Promise<{ feedPulls: number; uploads: number }> {
@@ -435,8 +435,9 @@ export function createRetentionActivities(deps: RetentionDeps) {
     /**
      * Segments whose definition as it is now was never evaluated and that no run is under way for —
      * the API stopped between saving a new segment (or a changed rule) and starting its run, or the
-     * run never began — get one run of them all. A segment whose last run began and failed is left to
-     * its next scheduled run or edit, so a failing run is not repeated every hour. Only segments
+     * run never began — get one run of them all. A segment whose last run, of its version as it is,
+     * began and failed is left to its next scheduled run or edit, so a failing run is not repeated
+     * every hour (once its gate is gone, after a week, it is tried once more). Only segments
      * saved, and runs ended, more than `graceMs` (else RUN_START_GRACE_MS) ago.
      */
     startOwedSegmentRuns(input: { graceMs?: number } = {}): Promise<{ runs: number; segments: number }> {
@@ -449,8 +450,8 @@ export function createRetentionActivities(deps: RetentionDeps) {
           const last = doc.lastRun;
           if (doc.current?.version === doc.version || doc.updatedAt >= before || last?.state === 'running') continue;
           if (last && (last.finishedAt ?? last.startedAt) >= before) continue;
-          // A run's gate is begun by its workflow (and kept a week): a failed run that began it ran.
-          if (last?.state === 'failed' && (await gates.outcome(startGateKey.segmentRun(last.runId))) === 'begun') continue;
+          // A run's gate is begun by its workflow (and kept a week): a failed run of this version that began it ran.
+          if (last?.state === 'failed' && (last.version ?? doc.version) === doc.version && (await gates.outcome(startGateKey.segmentRun(last.runId))) === 'begun') continue;
           owed.push(doc._id);
         }
         if (owed.length === 0) return { runs: 0, segments: 0 };

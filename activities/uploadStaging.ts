@@ -4,8 +4,9 @@ import type { StoredEvent } from '../domain/event';
 import { FileRefused, FileUnreadable, UPLOAD_REJECTIONS_KEPT, type UploadRejection } from '../domain/uploads';
 import { NOTHING_IMPORTED, type UploadDoc, type UploadStore } from '../store/uploads';
 
-/** While a file is read, its counts on the upload are brought up to date every this many chunks. */
+/** While a file is read, its counts on the upload are brought up to date every this many chunks, or this often while chunks are staged. */
 const PROGRESS_EVERY_CHUNKS = 25;
+const PROGRESS_EVERY_MS = 30_000;
 
 /**
  * The upload stopped receiving while its rows were still being staged: a later attempt of its
@@ -94,6 +95,8 @@ export class UploadStaging {
   private readonly counts = { received: 0, rejected: 0, nonProfiling: 0, chunks: 0 };
   private readonly rejections: UploadRejection[] = [];
   private staging: Promise<void> = Promise.resolve();
+  /** When progress was last written (the upload's start, before any). */
+  private progressAt = Date.now();
 
   constructor(
     private readonly uploads: UploadStore,
@@ -149,11 +152,12 @@ export class UploadStaging {
     const n = this.counts.chunks++;
     this.staging = this.uploads.stageChunk(this.upload._id, n, prepared.events);
     this.staging.catch(() => undefined); // awaited before the next chunk, and at the end
-    if (this.counts.chunks % PROGRESS_EVERY_CHUNKS === 0) await this.updateReceiving(this.received());
+    if (this.counts.chunks % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - this.progressAt >= PROGRESS_EVERY_MS) await this.updateReceiving(this.received());
   }
 
   /** Every progress write also checks the upload is still this reader's to fill. */
   private async updateReceiving(set: Parameters<UploadStore['updateReceiving']>[1]): Promise<void> {
+    this.progressAt = Date.now();
     if (!(await this.uploads.updateReceiving(this.upload._id, set))) throw new UploadSuperseded(this.upload._id);
   }
 

@@ -296,6 +296,6 @@ export function registerFeedPaths({ registry, problem, json, adminKey }: OpenApi
     summary: 'Where a pull stands: what the partner answered, rows read, skipped, unmatched, refused, imported and duplicate, and the attempts retried',
     security,
     request: { params: z.object({ id: z.string(), pullId: z.string() }) },
-    responses: { 200: { description: 'The pull', ...json(FeedPullViewSchema) }, ...admin, 404: problem('No such source or pull (the records of pulls ended more than DMP_SOURCE_HISTORY_DAYS ago are removed, except a feed’s last completed one)') },
+    responses: { 200: { description: 'The pull', ...json(FeedPullViewSchema) }, ...admin, 404: problem('No such source or pull (the records of pulls ended more than DMP_SOURCE_HISTORY_DAYS ago are removed, except a feed’s last one, which its status shows)') },
   });
 }

@@ -4,7 +4,7 @@ import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { Router, type Request } from 'express';
 import { parse } from 'csv-parse';
 import { z } from 'zod';
-import { newUpload, prepareMappedRows, UploadStaging, type NumberedRow, type PreparedRows } from '../activities/uploadStaging';
+import { newUpload, prepareMappedRows, UploadStaging, UploadSuperseded, type NumberedRow, type PreparedRows } from '../activities/uploadStaging';
 import type { PrepareOptions } from '../domain/collect';
 import {
   columnOf,
@@ -107,7 +107,7 @@ function uploadKeyId(sourceId: string, key: string): string {
   return idForKey('uplkey', `${sourceId}\u0000${key}`);
 }
 
-/** A keyed upload receiving with no progress for this long was left by its reader (progress is written every few seconds while rows arrive). */
+/** A keyed upload receiving with no progress for this long was left by its reader (progress is written at least every 30 seconds while rows are staged). */
 const KEYED_STALL_MS = 10 * 60_000;
 
 /** Ends reading a request whose answer is already decided: the rest of its body is read and dropped. */
@@ -167,6 +167,9 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
       discardRest(req, body);
       const problems = fileProblems(error);
       await staging.abandon(error, problems ? `${problems[0].path}: ${problems[0].message}` : 'the file could not be staged');
+      if (error instanceof UploadSuperseded) {
+        throw new ProblemError(409, 'upload-superseded', 'The upload was failed while its file was arriving', [{ path: '(body)', message: `upload ${upload._id} made no progress for 10 minutes and was sent again under its Idempotency-Key` }]);
+      }
       throw problems ? invalidFile(problems) : error;
     }
   }
@@ -194,21 +197,32 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
     const keyId = uploadKeyId(source._id, key);
     const ours: UploadDoc = { ...newUpload(newUploadId(), source._id, new Date()), keyId };
     await uploads.create(ours);
-    for (;;) {
-      const held = await keys.claim(keyId, ours._id);
-      if (held === ours._id) return { fresh: ours };
-      const upload = await uploads.get(held);
-      const stalled = upload?.state === 'receiving' && (upload.progressAt ?? upload.startedAt).getTime() < Date.now() - KEYED_STALL_MS;
-      if (upload && !stalled && (upload.state !== 'failed' || (await gates.outcome(startGateKey.import(upload._id))) === 'begun')) {
-        await uploads.remove(ours._id);
-        if (upload.state === 'receiving') {
-          throw new ProblemError(409, 'upload-in-progress', 'The upload under this Idempotency-Key is still being received', [{ path: 'headers.idempotency-key', message: `upload ${upload._id} is receiving its file; ask again once it is received` }]);
+    try {
+      for (;;) {
+        const held = await keys.claim(keyId, ours._id);
+        if (held === ours._id) return { fresh: ours };
+        const upload = await uploads.get(held);
+        if (upload?.state === 'receiving') {
+          if ((upload.progressAt ?? upload.startedAt).getTime() > Date.now() - KEYED_STALL_MS) {
+            throw new ProblemError(409, 'upload-in-progress', 'The upload under this Idempotency-Key is still being received', [{ path: 'headers.idempotency-key', message: `upload ${upload._id} is receiving its file; ask again once it is received` }]);
+          }
+          // Failed only while still receiving: one its reader moved on to its import meanwhile is looked at again.
+          if (!(await uploads.finish(held, 'receiving', 'failed', 'abandoned: its file stopped arriving; it was sent again under its Idempotency-Key', new Date()))) continue;
+        } else if (upload && !(await importedNothing(upload))) {
+          await uploads.remove(ours._id);
+          return { repeat: upload };
         }
-        return { repeat: upload };
+        if (await keys.takeOver(keyId, held, ours._id)) return { fresh: ours };
       }
-      if (stalled) await uploads.failUnfinished(held, 'abandoned: its file stopped arriving; it was sent again under its Idempotency-Key', new Date());
-      if (await keys.takeOver(keyId, held, ours._id)) return { fresh: ours };
+    } catch (error) {
+      await uploads.remove(ours._id);
+      throw error;
     }
+  }
+
+  /** A failed upload imported nothing when it failed while receiving, or its import's start was given up (its workflow never began). */
+  async function importedNothing(upload: UploadDoc): Promise<boolean> {
+    return upload.state === 'failed' && (upload.receivedAt === null || (await gates.outcome(startGateKey.import(upload._id))) === 'abandoned');
   }
 
   /** The same file sent again under its key: read whole and compared, then answered as the first (its import started if that one stopped before). */
@@ -295,7 +309,7 @@ export function registerUploadPaths({ registry, problem, json, adminKey }: OpenA
       },
       400: problem('An empty file, or a body that could not be inflated or was cut off (`(body)`), or an invalid Idempotency-Key (`headers.idempotency-key`)'),
       409: problem(
-        'Not a crm source (`kind`); the header does not fit the source\'s mapping: it lacks a mapped column (`mapping.identities.email: column "Email" is not in the header`) or has it twice; or, under an Idempotency-Key (`headers.idempotency-key`), the upload it made is still receiving (`upload-in-progress`) or came with another file (`idempotency-key-reused`)',
+        'Not a crm source (`kind`); the header does not fit the source\'s mapping: it lacks a mapped column (`mapping.identities.email: column "Email" is not in the header`) or has it twice; or, under an Idempotency-Key (`headers.idempotency-key`), the upload it made is still receiving (`upload-in-progress`) or came with another file (`idempotency-key-reused`), or this upload was failed while its file arrived because it made no progress for 10 minutes and was sent again under its key (`upload-superseded`)',
       ),
       ...admin,
       404: problem('No such source'),
@@ -324,6 +338,6 @@ export function registerUploadPaths({ registry, problem, json, adminKey }: OpenA
     summary: 'Where an upload stands: rows received, imported and refused (the first ones with their reasons)',
     security,
     request: { params: z.object({ id: z.string(), uploadId: z.string() }) },
-    responses: { 200: { description: 'The upload', ...json(UploadViewSchema) }, ...admin, 404: problem('No such source or upload (the records of uploads ended more than DMP_SOURCE_HISTORY_DAYS ago are removed, except a source’s newest and the one its feed’s last completed pull read)') },
+    responses: { 200: { description: 'The upload', ...json(UploadViewSchema) }, ...admin, 404: problem('No such source or upload (the records of uploads ended more than DMP_SOURCE_HISTORY_DAYS ago are removed, except a source’s newest ended one and the one its feed’s last pull read)') },
   });
 }

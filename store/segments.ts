@@ -25,6 +25,8 @@ export interface RunSummary {
   state: 'running' | 'completed' | 'failed' | 'superseded';
   startedAt: Date;
   finishedAt: Date | null;
+  /** The segment version the run evaluates (absent on summaries stored before it was kept). */
+  version?: number;
 }
 
 export interface SegmentDoc {
@@ -139,7 +141,7 @@ export function runStateOf(doc: SegmentDoc, states: RunStateDoc[]): SegmentDoc {
   const read = snapshotOf(states, doc.version);
   return {
     ...doc,
-    lastRun: { runId: last.runId, state: last.state, startedAt: last.startedAt, finishedAt: last.finishedAt },
+    lastRun: { runId: last.runId, state: last.state, startedAt: last.startedAt, finishedAt: last.finishedAt, version: last.version },
     current: read
       ? { runId: read.runId, version: read.version, size: read.size ?? 0, now: read.now ?? read.startedAt, startedAt: read.startedAt, finishedAt: read.finishedAt ?? read.startedAt }
       : doc.current,

@@ -5,6 +5,7 @@ import type { UploadRejection, UploadState } from '../domain/uploads';
 import { COLLECTIONS, deleteByIds, forEachConcurrently, idsByOwner, insertKeyed, type Store } from './db';
 import { decodeEvents, encodeEvents } from './deflatedBson';
 import { UploadKeys } from './uploadKeys';
+import { VersionClaims } from './versionClaims';
 
 /** Where an import stands: saved after each staged chunk is appended, so a retried import resumes there. */
 export interface ImportCheckpoint {
@@ -72,18 +73,22 @@ function stagedChunkId(uploadId: string, n: number): string {
 
 /**
  * Uploads and their staged rows. An upload document has one writer at a time — the API while it
- * receives the file, then the import workflow's activities — so its updates by `_id` never race.
- * Staged chunks are read and written by exact `_id` only.
+ * receives the file, then the import workflow's activities — except whoever fails one that stopped
+ * (the retention run, a later fetch attempt of its feed, a request sent again under its key):
+ * state changes take turns under a claim of the upload. Staged chunks are read and written by
+ * exact `_id` only.
  */
 export class UploadStore {
   private readonly uploads: Collection<UploadDoc>;
   private readonly rows: Collection<StagedChunk>;
   private readonly keys: UploadKeys;
+  private readonly claims: VersionClaims;
 
   constructor(store: Store) {
     this.uploads = store.db.collection<UploadDoc>(COLLECTIONS.uploads);
     this.rows = store.db.collection<StagedChunk>(COLLECTIONS.uploadRows);
     this.keys = new UploadKeys(store);
+    this.claims = new VersionClaims(store);
   }
 
   async create(doc: UploadDoc): Promise<void> {
@@ -102,21 +107,23 @@ export class UploadStore {
 
   /**
    * Removes the records of uploads that ended before `before`, at most `limit`, except each
-   * source's newest and those in `keep`, and the Idempotency-Keys they hold; returns how many. One
+   * source's newest ended one and those in `keep`, and the Idempotency-Keys they hold; returns how many. One
    * scan of the uploads: a small document per file. Their staged chunks left already (`dropLeftChunks`).
    */
   async expire(before: Date, keep: ReadonlySet<string>, limit: number): Promise<number> {
     const all = await this.uploads.find({}, { projection: { _id: 1, sourceId: 1, state: 1, startedAt: 1, finishedAt: 1, keyId: 1 } }).toArray();
+    const ended = (upload: Pick<UploadDoc, 'state'>) => upload.state === 'completed' || upload.state === 'failed';
     const newest = new Map<string, Pick<UploadDoc, '_id' | 'startedAt'>>();
     for (const upload of all) {
+      if (!ended(upload)) continue;
       const known = newest.get(upload.sourceId);
       if (!known || upload.startedAt > known.startedAt) newest.set(upload.sourceId, upload);
     }
     const kept = new Set([...keep, ...[...newest.values()].map((upload) => upload._id)]);
-    const ended = all.filter((upload) => (upload.state === 'completed' || upload.state === 'failed') && upload.finishedAt && upload.finishedAt < before && !kept.has(upload._id)).slice(0, limit);
+    const old = all.filter((upload) => ended(upload) && upload.finishedAt && upload.finishedAt < before && !kept.has(upload._id)).slice(0, limit);
     // A key goes with the record it stands for (after it, for a run stopped in between leaves a key whose upload is gone: free, as after a refused file).
-    const removed = await deleteByIds(this.uploads, ended.map((upload) => upload._id));
-    await forEachConcurrently(ended, 8, async (upload) => {
+    const removed = await deleteByIds(this.uploads, old.map((upload) => upload._id));
+    await forEachConcurrently(old, 8, async (upload) => {
       if (upload.keyId !== undefined) await this.keys.release(upload.keyId, upload._id);
     });
     return removed;
@@ -133,7 +140,17 @@ export class UploadStore {
 
   /** Updates an upload still receiving its rows; false when it is not (a later attempt of its feed's fetch failed it). */
   async updateReceiving(uploadId: string, set: Partial<Omit<UploadDoc, '_id' | 'sourceId' | 'state'>> & { state?: 'importing' }): Promise<boolean> {
-    return (await this.uploads.updateOne({ _id: uploadId, state: 'receiving' }, { $set: { ...set, progressAt: new Date() } })).matchedCount === 1;
+    return this.exclusive(uploadId, async () => (await this.uploads.updateOne({ _id: uploadId, state: 'receiving' }, { $set: { ...set, progressAt: new Date() } })).matchedCount === 1);
+  }
+
+  /**
+   * Runs a change of an upload's state as its one writer among these: on FerretDB a conditional
+   * update reads, changes and writes back, so a reader's move to importing and another's fail of
+   * the same receiving upload could both pass (store/versionClaims). A claim's insert and delete per
+   * change: a few per upload, and one per progress write.
+   */
+  private exclusive<T>(uploadId: string, write: () => Promise<T>): Promise<T> {
+    return this.claims.exclusive(`${COLLECTIONS.uploads}/${uploadId}`, write);
   }
 
   /**
@@ -145,7 +162,7 @@ export class UploadStore {
     let failed = 0;
     for (const upload of receiving) {
       if ((upload.progressAt ?? upload.startedAt) >= before) continue;
-      if (await this.failUnfinished(upload._id, 'abandoned: its file stopped arriving before it was read whole', at)) failed++;
+      if (await this.finish(upload._id, 'receiving', 'failed', 'abandoned: its file stopped arriving before it was read whole', at)) failed++;
     }
     return failed;
   }
@@ -210,8 +227,7 @@ export class UploadStore {
 
   /** Moves an upload from `from` to a final state; false when it was not in `from` (already moved). */
   async finish(uploadId: string, from: UploadState, state: 'completed' | 'failed', error: string | null, at: Date): Promise<boolean> {
-    const result = await this.uploads.updateOne({ _id: uploadId, state: from }, { $set: { state, error, finishedAt: at } });
-    return result.matchedCount === 1;
+    return this.exclusive(uploadId, async () => (await this.uploads.updateOne({ _id: uploadId, state: from }, { $set: { state, error, finishedAt: at } })).matchedCount === 1);
   }
 
   /** Stages chunk `n` of an upload; writing it again (a retry) leaves the first write. */

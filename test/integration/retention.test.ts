@@ -199,10 +199,14 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     // Its run began and failed: it waits for its next edit or scheduled run.
     const beganAndFailed = await saved('Run began and failed');
     const failedRunId = await failedRun(beganAndFailed, 'begun');
+    // Its run of version 1 began and failed, then its rule changed and the API stopped before starting version 2's run.
+    const changedAfterFailure = await saved('Failed, then changed');
+    await failedRun(changedAfterFailure, 'begun');
+    expect(await segments.edit(changedAfterFailure, 1, { ruleJson: JSON.stringify({ event: 'owed_change' }), version: 2, updatedAt: new Date() })).toBe(true);
 
     // Saved less than the grace ago: the API may still be starting their runs.
     expect((await retain(3_600_000)).owedSegmentsRun).toBe(0);
-    expect((await retain(3_600_000, undefined, 0)).owedSegmentsRun).toBe(3);
+    expect((await retain(3_600_000, undefined, 0)).owedSegmentsRun).toBe(4);
     const evaluated = (segmentId: string, version: number, size: number) =>
       waitFor(`${segmentId} evaluated`, async () => {
         const view = (await admin(`/v1/segments/${segmentId}`)).body;
@@ -211,13 +215,14 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     await evaluated(neverRun, 1, 1);
     await evaluated(changed, 2, 1);
     await evaluated(neverBegan, 1, 1);
+    await evaluated(changedAfterFailure, 2, 1);
     expect((await admin(`/v1/segments/${changed}/members`)).body.members).toEqual([(await own.lookup('cookie_id', 'owed-2')).body.id]);
     expect((await admin(`/v1/segments/${beganAndFailed}`)).body).toMatchObject({ currentRun: null, lastRun: { runId: failedRunId, state: 'failed' } });
     // Nothing is owed any more.
     expect((await retain(3_600_000, undefined, 0)).owedSegmentsRun).toBe(0);
   });
 
-  it('removes the records of feed pulls and uploads ended past their age, and keeps running and recent ones, a feed\'s last completed pull with its upload and a source\'s newest upload', async () => {
+  it('removes the records of feed pulls and uploads ended past their age, and keeps running and recent ones, a feed\'s last pull with its upload and a source\'s newest ended upload', async () => {
     const feeds = new FeedStore(platform.store);
     const uploads = new UploadStore(platform.store);
     const day = 86_400_000;
@@ -239,14 +244,14 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     await uploads.create({ ...newUpload('upl_aged_crm_old', 'src_crm_aged', ago(200)), state: 'failed', finishedAt: ago(200), keyId: 'uplkey_aged' });
     const keys = new UploadKeys(platform.store);
     expect(await keys.claim('uplkey_aged', 'upl_aged_crm_old')).toBe('upl_aged_crm_old');
-    await upload('upl_aged_crm_importing', 'src_crm_aged', 'importing', 150, null);
+    await upload('upl_aged_crm_receiving', 'src_crm_aged', 'receiving', 0, null); // newer, but not ended
     await upload('upl_aged_crm_newest', 'src_crm_aged', 'completed', 140, 140);
 
     const report = await platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [{ sourceHistoryTtlMs: 90 * day }] });
     expect(report).toMatchObject({ feedPullRecordsRemoved: 2, uploadRecordsRemoved: 2 });
     expect((await feeds.listPulls('src_feed_aged', 10)).map((doc) => doc._id).sort()).toEqual(['pul_aged_recent', 'pul_aged_running', 'pul_aged_shown']);
     expect((await uploads.listForSource('src_feed_aged', 10)).map((doc) => doc._id).sort()).toEqual(['upl_aged_pulled_recent', 'upl_aged_pulled_shown']);
-    expect((await uploads.listForSource('src_crm_aged', 10)).map((doc) => doc._id).sort()).toEqual(['upl_aged_crm_importing', 'upl_aged_crm_newest']);
+    expect((await uploads.listForSource('src_crm_aged', 10)).map((doc) => doc._id).sort()).toEqual(['upl_aged_crm_newest', 'upl_aged_crm_receiving']);
     // The Idempotency-Key of a removed upload goes with it: free for a new upload.
     expect(await keys.claim('uplkey_aged', 'upl_aged_crm_next')).toBe('upl_aged_crm_next');
     // The default keeps 90 days: a run with it removes nothing more.

@@ -22,7 +22,7 @@ describe('a segment’s run state, derived from the states its runs recorded', (
 
   it('shows the run started last as its last run, whatever order the runs ended in', () => {
     const shown = runStateOf(doc(), [state('run_b', 2, 'running'), state('run_a', 1, 'completed', 1, 5)]);
-    expect(shown.lastRun).toEqual({ runId: 'run_b', state: 'running', startedAt: at(2), finishedAt: null });
+    expect(shown.lastRun).toEqual({ runId: 'run_b', state: 'running', startedAt: at(2), finishedAt: null, version: 1 });
     expect(shown.current).toMatchObject({ runId: 'run_a', version: 1, size: 5, startedAt: at(1) });
   });
 
