@@ -144,10 +144,10 @@ export class UploadStore {
   }
 
   /**
-   * Runs a change of an upload's state as its one writer among these: on FerretDB a conditional
-   * update reads, changes and writes back, so a reader's move to importing and another's fail of
-   * the same receiving upload could both pass (store/versionClaims). A claim's insert and delete per
-   * change: a few per upload, and one per progress write.
+   * Runs a change of an upload's state, or of its import's owner and checkpoint, as its one writer
+   * among these: on FerretDB a conditional update reads, changes and writes back, so a reader's move
+   * to importing and another's fail of the same receiving upload could both pass (store/versionClaims).
+   * A claim's insert and delete per change: a few per upload, one per progress write and checkpoint.
    */
   private exclusive<T>(uploadId: string, write: () => Promise<T>): Promise<T> {
     return this.claims.exclusive(`${COLLECTIONS.uploads}/${uploadId}`, write);
@@ -193,21 +193,24 @@ export class UploadStore {
    */
   async claimImport(uploadId: string, by: ImportAttempt): Promise<{ upload: UploadDoc; interrupted: boolean } | null> {
     for (;;) {
-      const upload = await this.get(uploadId);
-      if (!upload || upload.state !== 'importing') return null;
-      const owner = upload.importedBy;
-      if (owner && owner.runId === by.runId && owner.activityId === by.activityId && owner.attempt >= by.attempt) return null;
-      const unchanged = owner ? { 'importedBy.runId': owner.runId, 'importedBy.activityId': owner.activityId, 'importedBy.attempt': owner.attempt } : { importedBy: { $exists: false } };
-      const result = await this.uploads.updateOne({ _id: uploadId, state: 'importing', ...unchanged }, { $set: { importedBy: { ...by, stepDone: false } } });
-      // An upload imported before steps claimed it has no owner: one with chunks appended may have been interrupted.
-      if (result.matchedCount === 1) return { upload, interrupted: owner ? !owner.stepDone : upload.imported.chunks > 0 };
+      const claimed = await this.exclusive(uploadId, async () => {
+        const upload = await this.get(uploadId);
+        if (!upload || upload.state !== 'importing') return { taken: null };
+        const owner = upload.importedBy;
+        if (owner && owner.runId === by.runId && owner.activityId === by.activityId && owner.attempt >= by.attempt) return { taken: null };
+        const unchanged = owner ? { 'importedBy.runId': owner.runId, 'importedBy.activityId': owner.activityId, 'importedBy.attempt': owner.attempt } : { importedBy: { $exists: false } };
+        const result = await this.uploads.updateOne({ _id: uploadId, state: 'importing', ...unchanged }, { $set: { importedBy: { ...by, stepDone: false } } });
+        // An upload imported before steps claimed it has no owner: one with chunks appended may have been interrupted.
+        return result.matchedCount === 1 ? { taken: { upload, interrupted: owner ? !owner.stepDone : upload.imported.chunks > 0 } } : null;
+      });
+      if (claimed) return claimed.taken;
     }
   }
 
   /** Saves the checkpoint of the import step `by` (and whether the step ended); false when it no longer owns the import. */
   async saveCheckpoint(uploadId: string, by: ImportAttempt, imported: ImportCheckpoint, stepDone = false): Promise<boolean> {
     const owned = { _id: uploadId, state: 'importing' as const, 'importedBy.runId': by.runId, 'importedBy.activityId': by.activityId, 'importedBy.attempt': by.attempt };
-    return (await this.uploads.updateOne(owned, { $set: { imported, 'importedBy.stepDone': stepDone } })).matchedCount === 1;
+    return this.exclusive(uploadId, async () => (await this.uploads.updateOne(owned, { $set: { imported, 'importedBy.stepDone': stepDone } })).matchedCount === 1);
   }
 
   /** Fails an upload that has not ended, whichever state it is in as this runs; false when it had already ended. */
