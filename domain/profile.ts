@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { cloneData } from './cloneData';
-import type { StoredConsent } from './consent';
+import type { StoredConsent, StoredGpp } from './consent';
 import type { StoredEvent } from './event';
 import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
 import { identityKey, type Identity } from './identity';
@@ -377,8 +377,23 @@ function newerConsent(a: ProfileConsent | null, b: ProfileConsent): boolean {
 
 function applyConsent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
   if (!event.consent) return;
-  const consent = { ...event.consent, sourceId: origin.sourceId, at: event.timestamp };
-  if (newerConsent(profile.consent, consent)) profile.consent = consent;
+  profile.consent = withConsentSignal(profile.consent, { ...event.consent, sourceId: origin.sourceId, at: event.timestamp });
+}
+
+/**
+ * A document's consent once `signal` is taken in: the newest signal of each kind stands — the TC
+ * string, the GPP string and each purpose flag apart — so a later event carrying one kind does not
+ * erase another kind's withdrawal. A signal older than the consent kept only fills in kinds it lacks.
+ * `sourceId` and `at` are the newest signal's.
+ */
+export function withConsentSignal(kept: ProfileConsent | null, signal: ProfileConsent): ProfileConsent {
+  if (!kept) return signal;
+  const [older, newer] = newerConsent(kept, signal) ? [kept, signal] : [signal, kept];
+  const merged: ProfileConsent = { ...newer };
+  if (!merged.tcf && older.tcf) merged.tcf = older.tcf;
+  if (!merged.gpp && older.gpp) merged.gpp = older.gpp;
+  if (older.purposes) merged.purposes = { ...older.purposes, ...newer.purposes };
+  return merged;
 }
 
 /**
@@ -447,21 +462,36 @@ function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
 
 const intersect = (a: number[], b: number[]) => a.filter((id) => b.includes(id));
 
+/** A GPP opt-out across documents: recorded when any records it, else declined when any applies. */
+function anyOptOut(gpps: StoredGpp[], key: 'saleOptOut' | 'sharingOptOut' | 'targetedAdvertisingOptOut'): boolean | undefined {
+  return gpps.some((gpp) => gpp[key] === true) ? true : gpps.some((gpp) => gpp[key] === false) ? false : undefined;
+}
+
 /**
  * Across merged documents consent is the most restrictive: a TCF purpose or vendor counts only when
- * every document that carries a TCF signal consents to it, an explicit purpose flag only when no
- * document says no. The newest signal's own fields (string, CMP, GPP) are kept for reference.
+ * every document that carries a TCF signal consents to it, a GPP opt-out stands when any document
+ * records it, an explicit purpose flag counts only when no document says no — whichever document's
+ * signal is the newest. The newest TC and GPP strings (and the newest signal's source and time) are
+ * kept for reference.
  */
 export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConsent | null {
   if (consents.length === 0) return null;
   const sorted = [...consents].sort((a, b) => (newerConsent(a, b) ? -1 : 1));
-  const newest = sorted[sorted.length - 1];
-  const result: ProfileConsent = structuredClone(newest);
-  const tcfs = consents.flatMap((consent) => (consent.tcf ? [consent.tcf] : []));
-  if (result.tcf) {
-    result.tcf.purposeConsents = tcfs.map((tcf) => tcf.purposeConsents).reduce(intersect);
-    result.tcf.purposeLegitimateInterests = tcfs.map((tcf) => tcf.purposeLegitimateInterests).reduce(intersect);
-    result.tcf.vendorConsents = tcfs.map((tcf) => tcf.vendorConsents).reduce(intersect);
+  const result: ProfileConsent = structuredClone(sorted[sorted.length - 1]);
+  const tcfs = sorted.flatMap((consent) => (consent.tcf ? [consent.tcf] : []));
+  if (tcfs.length > 0) {
+    result.tcf = {
+      ...structuredClone(tcfs[tcfs.length - 1]),
+      purposeConsents: tcfs.map((tcf) => tcf.purposeConsents).reduce(intersect),
+      purposeLegitimateInterests: tcfs.map((tcf) => tcf.purposeLegitimateInterests).reduce(intersect),
+      vendorConsents: tcfs.map((tcf) => tcf.vendorConsents).reduce(intersect),
+    };
+  }
+  const gpps = sorted.flatMap((consent) => (consent.gpp ? [consent.gpp] : []));
+  if (gpps.length > 0) {
+    const { saleOptOut, sharingOptOut, targetedAdvertisingOptOut, ...newest } = gpps[gpps.length - 1];
+    const optOuts = { saleOptOut: anyOptOut(gpps, 'saleOptOut'), sharingOptOut: anyOptOut(gpps, 'sharingOptOut'), targetedAdvertisingOptOut: anyOptOut(gpps, 'targetedAdvertisingOptOut') };
+    result.gpp = { ...newest, ...Object.fromEntries(Object.entries(optOuts).filter(([, value]) => value !== undefined)) };
   }
   const flags = consents.flatMap((consent) => Object.entries(consent.purposes ?? {}));
   if (flags.length > 0) {

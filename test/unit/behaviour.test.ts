@@ -144,6 +144,22 @@ describe('mostRestrictiveConsent', () => {
     expect(merged?.purposes).toEqual({ ads: false, analytics: true });
   });
 
+  it('keeps an older document\'s TCF restrictions and GPP opt-outs when the newest signal carries neither', () => {
+    const gpp = (saleOptOut: boolean | undefined, when: string, sourceId = 'src_web'): ProfileConsent => ({
+      gpp: { gppString: `gpp-${when}`, sectionIds: [7], ...(saleOptOut !== undefined && { saleOptOut }) },
+      sourceId,
+      at: at(when),
+    });
+    const newestFlagsOnly: ProfileConsent = { purposes: { ads: true }, sourceId: 'src_crm', at: at('2026-03-01T00:00:00Z') };
+    const merged = mostRestrictiveConsent([gpp(true, '2026-01-01T00:00:00Z'), tcf([1, 3], [20], '2026-02-01T00:00:00Z'), newestFlagsOnly, gpp(false, '2026-02-15T00:00:00Z', 'src_app')]);
+    expect(merged).toMatchObject({ sourceId: 'src_crm', at: at('2026-03-01T00:00:00Z'), purposes: { ads: true } });
+    expect(merged?.tcf).toMatchObject({ tcString: 'tc-2026-02-01T00:00:00Z', purposeConsents: [1, 3], vendorConsents: [20] });
+    // One document's opt-out stands against another's decline; the newest string is kept for reference.
+    expect(merged?.gpp).toEqual({ gppString: 'gpp-2026-02-15T00:00:00Z', sectionIds: [7], saleOptOut: true });
+    expect(mostRestrictiveConsent([gpp(false, '2026-01-01T00:00:00Z'), gpp(undefined, '2026-02-01T00:00:00Z')])?.gpp).toEqual({ gppString: 'gpp-2026-02-01T00:00:00Z', sectionIds: [7], saleOptOut: false });
+    expect(mostRestrictiveConsent([gpp(undefined, '2026-01-01T00:00:00Z')])?.gpp).toEqual({ gppString: 'gpp-2026-01-01T00:00:00Z', sectionIds: [7] });
+  });
+
   it('is null without any consent signal', () => {
     expect(mostRestrictiveConsent([])).toBeNull();
   });
