@@ -33,7 +33,7 @@ import { Collector } from './collector';
 import { GroupCommitter } from './groupCommit';
 import { methodNotAllowed } from './methodNotAllowed';
 import { buildOpenApiDocument } from './openapi';
-import { bodySent, notFound, parseOr400, problemHandler, ProblemError } from './problem';
+import { bodySent, jsonDepthLimit, notFound, parseOr400, problemHandler, ProblemError } from './problem';
 import { requireSource } from './requireSource';
 import { pendingWork } from './pendingWork';
 import { PrivacyMarks } from '../store/privacyMarks';
@@ -92,6 +92,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   app.use((req, res, next) => (req.path.includes('%00') ? notFound(req, res, next) : next()));
   // An empty JSON body is left unread, not read as `{}`: a route that requires one then names it missing (parseOr400).
   app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: (req) => bodySent(req) && Boolean((req as Request).is(['application/json', 'application/*+json'])) }));
+  app.use(jsonDepthLimit);
 
   app.get('/healthz', async (_req, res) => {
     const checks = await Promise.allSettled([pingStore(store), temporal.workflowService.getSystemInfo({})]);

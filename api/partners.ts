@@ -2,7 +2,8 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { DMP_COOKIE_NAME, newCookieId } from '../domain/cookies';
 import { partnerOfIdType } from '../domain/destinations';
-import { partnerUserIdProblem } from '../domain/identity';
+import { identityKey, partnerUserIdProblem } from '../domain/identity';
+import { identityBlocklist } from '../domain/identityBlocklist';
 import {
   cookieSyncEventId,
   expandRedirect,
@@ -53,6 +54,7 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
   const sources = new SourceStore(store);
   const destinations = new DestinationStore(store);
   const matches = new MatchTableStore(store, matchLimits(config));
+  const blocked = identityBlocklist(config.DMP_IDENTITY_BLOCKLIST);
   const requests = partnerRequestSchemas(new Set(config.DMP_DESTINATION_ALLOWLIST));
   const cache = new Map<string, { partner: PartnerDoc; source: SourceDoc | null; until: number }>();
   const router = Router();
@@ -163,7 +165,10 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
       const at = new Date();
       const known = platformCookieOf(req);
       cookieId = known ?? newCookieId();
-      await Promise.all([matches.record(partner._id, sync.puid, cookieId, at), source && appendSyncEvent(source, partner, sync, cookieId, at)]);
+      // A placeholder the partner sends for users it does not know matches nobody: recorded, it would map that partner's every unknown user to this cookie.
+      const partnerUserId = `${partner._id}:${sync.puid}`;
+      const matchable = partnerUserIdProblem(partnerUserId) === null && !blocked(identityKey({ type: 'partner_uid', value: partnerUserId }));
+      await Promise.all([matchable && matches.record(partner._id, sync.puid, cookieId, at), source && appendSyncEvent(source, partner, sync, cookieId, at)]);
       // Only once recorded: a sync that failed leaves the browser as it was.
       if (!known) setPlatformCookie(req, res, cookieId, config.DMP_COOKIE_DOMAIN);
     }

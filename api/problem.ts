@@ -30,6 +30,36 @@ export function bodySent(req: IncomingMessage): boolean {
   return req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0;
 }
 
+/** How deeply a JSON body may nest: far beyond any message's need, well within what recursive readers (flattening, validation, `JSON.stringify`) take. */
+export const MAX_JSON_DEPTH = 64;
+
+/** Whether `value` nests objects or lists more than `max` levels deep (walked without recursion, stopping there). */
+export function nestsDeeperThan(value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]];
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop()!;
+    if (item === null || typeof item !== 'object') continue;
+    if (depth >= max) return true;
+    for (const inner of Array.isArray(item) ? item : Object.values(item)) if (inner !== null && typeof inner === 'object') stack.push([inner, depth + 1]);
+  }
+  return false;
+}
+
+/** Refuses a parsed JSON body nested deeper than MAX_JSON_DEPTH (400 naming the body). */
+export function checkJsonDepth(body: unknown): void {
+  if (nestsDeeperThan(body, MAX_JSON_DEPTH)) throw new ProblemError(400, 'validation', 'Invalid body', [{ path: '(body)', message: `nested more than ${MAX_JSON_DEPTH} levels deep` }]);
+}
+
+/** checkJsonDepth for the bodies the app's JSON parser read, before any route reads them. */
+export const jsonDepthLimit: RequestHandler = (req, _res, next) => {
+  try {
+    checkJsonDepth(req.body);
+    next();
+  } catch (error) {
+    next(error);
+  }
+};
+
 /**
  * Parses with a zod schema or throws a 400 naming each offending field. A request body that was never
  * sent is `undefined` here and named as missing, after the route's own authentication has run.

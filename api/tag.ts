@@ -8,10 +8,22 @@ import { collectRequestSchema, CollectResponseSchema } from '../domain/schemas';
 import type { SourceDoc } from '../store/sources';
 import type { OpenApiParts } from './openapi';
 import { PIXEL_PATH, pixelHandler } from './pixel';
-import { bodySent, parseOr400, ProblemError } from './problem';
+import { bodySent, checkJsonDepth, parseOr400, ProblemError } from './problem';
+import { DEFAULT_CONSENT_POLICY } from '../domain/schemas';
 import type { RouterDeps } from './routerDeps';
 
 export const TAG_SCRIPT_PATH = '/v1/tag.js';
+/** The purpose flag the tag sends (public/tag.js `consentSignal`): `false` where the GDPR applies and no TC string consents. */
+const TAG_PURPOSE_FLAG = 'profiling';
+
+/** An event as sent by the tag (not yet validated), its `profiling` purpose flag renamed `flag`. */
+function withPurposeFlag(event: unknown, flag: string): unknown {
+  const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+  if (!isObject(event) || !isObject(event.consent) || !isObject(event.consent.purposes) || !Object.hasOwn(event.consent.purposes, TAG_PURPOSE_FLAG)) return event;
+  const { [TAG_PURPOSE_FLAG]: noConsent, ...others } = event.consent.purposes;
+  return { ...event, consent: { ...event.consent, purposes: { ...others, [flag]: noConsent } } };
+}
+
 /** Where the tag sends its batches: its own path with `tag.js` replaced by `tag/events`. */
 export const TAG_EVENTS_PATH = '/v1/tag/events';
 
@@ -22,11 +34,14 @@ const TAG_CACHE_CONTROL = 'public, max-age=3600';
 
 function tagEventsBody(req: Request): unknown {
   if (typeof req.body === 'string') {
+    let body: unknown;
     try {
-      return JSON.parse(req.body);
+      body = JSON.parse(req.body);
     } catch (error) {
       throw new ProblemError(400, 'malformed-json', 'Body is not valid JSON', [{ path: '(body)', message: (error as Error).message }]);
     }
+    checkJsonDepth(body);
+    return body;
   }
   // JSON content types were parsed by the app; anything else sent was not read.
   if (req.body === undefined && bodySent(req)) {
@@ -79,7 +94,9 @@ export function tagRouter(deps: RouterDeps): Router {
   const collectBatch: RequestHandler = async (req, res) => {
     const source = req.source as SourceDoc;
     const { events } = parseOr400(collectRequest, tagEventsBody(req), 'tag events');
-    const result = await collector.collect(source, events);
+    // The tag marks a visitor who has not consented with the `profiling` flag; the source's policy may name its own.
+    const flag = (source.consent ?? DEFAULT_CONSENT_POLICY).purposeFlag;
+    const result = await collector.collect(source, flag === TAG_PURPOSE_FLAG ? events : events.map((event) => withPurposeFlag(event, flag)));
     if (result.rejected.length > 0) {
       const sample = result.rejected[0];
       rejections.count(source._id, 'tag', sample.errors.map((error) => ({ path: `events.${sample.index}.${error.path}`, message: error.message })), result.rejected.length);

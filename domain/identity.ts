@@ -117,6 +117,15 @@ export function partnerUserIdProblem(value: string): string | null {
 }
 
 /** Turns one client-sent identity into its stored form: hashed when it is PII, validated always. */
+/** Why `raw` is no mobile advertising id (IDFA/GAID), or null when it is one. */
+export function maidProblem(raw: string): string | null {
+  const value = raw.trim().toLowerCase();
+  if (!UUID.test(value)) return 'not a mobile advertising id (IDFA/GAID UUID)';
+  // What iOS and Android report when the user limits ad tracking: shared by millions, never an id.
+  if (/^[0-]+$/.test(value)) return 'is all zeros: the device limits ad tracking';
+  return null;
+}
+
 export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPhoneRegion: string): Identity {
   switch (type) {
     case 'email': {
@@ -133,11 +142,9 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
     case 'phone_sha256':
       return { type, value: normalizeSha256(raw) };
     case 'maid': {
-      const value = raw.trim().toLowerCase();
-      if (!UUID.test(value)) throw new IdentityError('not a mobile advertising id (IDFA/GAID UUID)');
-      // What iOS and Android report when the user limits ad tracking: shared by millions, never an id.
-      if (/^[0-]+$/.test(value)) throw new IdentityError('is all zeros: the device limits ad tracking');
-      return { type, value };
+      const problem = maidProblem(raw);
+      if (problem) throw new IdentityError(problem);
+      return { type, value: raw.trim().toLowerCase() };
     }
     case 'partner_uid': {
       const value = raw.trim();

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from './collect';
-import type { InputIdentityType } from './identity';
+import { maidProblem, type InputIdentityType } from './identity';
 import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
 import { nameText } from './text';
 
@@ -343,8 +343,9 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
     if (typeof value === 'string' || (type === 'phone' && typeof value === 'number')) identify(type, String(value), messageField);
     else errors.push({ path: messageField, message: 'must be a string' });
   }
+  // Device context, not what the message is about: an id that is none (all zeros when ad tracking is limited) is left out, the message kept.
   const advertisingId = context.device?.adTrackingEnabled === false ? undefined : idText(context.device?.advertisingId);
-  identify('maid', advertisingId, 'context.device.advertisingId');
+  if (advertisingId !== undefined && maidProblem(advertisingId) === null) identify('maid', advertisingId, 'context.device.advertisingId');
   if (Object.keys(identities).length === 0 && errors.length === 0) {
     errors.push({ path: 'userId', message: 'a message needs a userId or an anonymousId (or an email, phone or advertising id)' });
   }

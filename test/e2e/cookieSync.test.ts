@@ -302,6 +302,9 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
 
     expect((await source.lookup('cookie_id', cookie(972))).body.id).not.toBe((await source.lookup('cookie_id', cookie(973))).body.id);
     expect((await source.lookup('partner_uid', 'ramp:undefined')).status).toBe(404);
+    // Nor is it matched to the cookies it came with: feeds and exports would map every unknown user of the partner to one of them.
+    expect(await matches.cookieIdsOf('ramp', 'undefined')).toEqual([]);
+    expect(await matches.partnerIdsOf('ramp', [cookie(972), cookie(973)])).toEqual(new Map());
     // A malformed partner user id is no identity at all.
     expect((await source.lookup('partner_uid', 'no-colon')).status).toBe(404);
 

@@ -279,6 +279,21 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     expectProblem(await post('/v1/batch', { batch: [{ type: 'track', event: 'x', anonymousId: 'a' }], context: 'web' }), 400, 'validation', 'context');
   });
 
+  it('refuses a body nested deeper than 64 levels with 400 naming the body, on every JSON route, never a 5xx', async () => {
+    // Deep enough that recursive readers (flattening, JSON.stringify, a rule's validation) would overflow their stack; written as text, for the same reason.
+    const deep = (depth: number) => `${'['.repeat(depth)}1${']'.repeat(depth)}`;
+    const message = (depth: number) => `{"type":"track","event":"Deep","anonymousId":"deep-1","properties":{"nested":${deep(depth)}}}`;
+    expectProblem(await post('/v1/batch', `{"batch":[${message(8_000)}]}`), 400, 'validation', '(body)');
+    expectProblem(await post('/v1/track', message(8_000)), 400, 'validation', '(body)');
+    expectProblem(await post('/v1/collect', `{"events":[{"type":"deep","identities":{"cookie_id":"deep-1"},"properties":{"nested":${deep(8_000)}}}]}`, { authorization: `Bearer ${writeKey}` }), 400, 'validation', '(body)');
+    const rule = `${'{"not":'.repeat(8_000)}{"trait":"plan","op":"exists"}${'}'.repeat(8_000)}`;
+    expectProblem(await post('/v1/segments', `{"name":"Deep","rule":${rule}}`, { authorization: `Bearer ${api.adminKey}`, 'idempotency-key': 'deep-segment' }), 400, 'validation', '(body)');
+    // Fewer than 64 levels are read as usual.
+    const shallow = await post('/v1/batch', `{"batch":[${message(50)}]}`);
+    expect(shallow.status).toBe(200);
+    expect(shallow.body).toMatchObject({ success: true, accepted: 1 });
+  });
+
   it('a missing or wrong write key → 401 problem on every route, and the SDK is told', async () => {
     for (const path of ['/v1/batch', '/v1/track', '/v1/identify', '/v1/page', '/v1/screen', '/v1/alias', '/v1/group']) {
       expectProblem(await post(path, { batch: [] }, {}), 401, 'unauthorized', 'headers.authorization');

@@ -292,6 +292,20 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     }
   });
 
+  it("marks a visitor without consent by the source's own purpose flag, so a source that names another keeps them out of profiles", async () => {
+    const source = (await call(`${platform.api.url}/v1/sources`, { key: platform.api.adminKey, body: { name: 'own flag', kind: 'events', party: 'first', consent: { mode: 'when_present', purposeFlag: 'personalised_ads' } } })).body;
+    // What the tag sends where the GDPR applies and no TC string consents.
+    const response = await fetch(`${platform.api.url}/v1/tag/events?writeKey=${source.writeKey}`, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain;charset=UTF-8' },
+      body: JSON.stringify({ events: [{ type: 'page_view', identities: { cookie_id: 'cookie-own-flag-0123456789' }, consent: { purposes: { profiling: false } } }] }),
+    });
+    expect(response.status).toBe(202);
+    expect(await response.json()).toMatchObject({ accepted: 1, nonProfiling: 1 });
+    await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.purpose_flag === 1);
+    expect((await lookup('cookie_id', 'cookie-own-flag-0123456789')).status).toBe(404);
+  });
+
   it('a CMP still waiting for the visitor: events go after the bounded wait, without a cookie, marked not for profiling', async () => {
     const source = await createSource('eu site, undecided');
     const context = await browser.newContext();

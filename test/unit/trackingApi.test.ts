@@ -74,6 +74,15 @@ describe('identities', () => {
     expect(JSON.stringify(event)).not.toContain('6d92078a');
   });
 
+  it('keeps a message whose advertising id is none (all zeros, or not an IDFA/GAID), leaving the id out', () => {
+    for (const advertisingId of ['00000000-0000-0000-0000-000000000000', 'not-an-ad-id']) {
+      const event = mapped({ type: 'track', event: 'Order Completed', anonymousId: 'a', userId: 'u-1', context: { device: { advertisingId } } });
+      expect(event.identities).toEqual({ cookie_id: 'a', crm_id: 'u-1' });
+      expect(event.type).toBe('Order Completed');
+    }
+    expect(refusedPaths({ type: 'track', event: 'x', context: { device: { advertisingId: '00000000-0000-0000-0000-000000000000' } } })).toEqual(['userId']);
+  });
+
   it('refuses a message that names nobody', () => {
     expect(refusedPaths({ type: 'track', event: 'x', properties: { a: 1 } })).toEqual(['userId']);
   });
