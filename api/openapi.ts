@@ -145,7 +145,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       401: problem('Missing or unknown write key'),
       413: problem('Body larger than DMP_MAX_BODY_BYTES'),
       415: problem('Not JSON'),
-      503: problem('Store unavailable; nothing was acknowledged'),
+      503: problem('Store unavailable or too slow; nothing was acknowledged, yet what was written may still be applied: send the same request again — events with an `id` are dropped as repeats when folded, events without one may then count twice'),
     },
   });
   const adminProblems = { 401: problem('No admin key'), 403: problem('Not an admin key') };

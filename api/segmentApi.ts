@@ -151,7 +151,7 @@ export function registerSegmentApiPaths({ registry, problem, json, writeKey, con
   const common = {
     401: problem('No write key (`headers.authorization`), or one no source has'),
     415: problem('A Content-Encoding other than gzip, deflate or br'),
-    503: problem('The store is too slow to acknowledge right now; nothing was kept, send again'),
+    503: problem('The store is too slow to acknowledge right now; nothing was acknowledged, yet what was written may still be applied: send again (messages are dropped as repeats by their `messageId`, which the SDKs always set)'),
   };
   registry.registerPath({
     method: 'post',

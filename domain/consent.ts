@@ -140,7 +140,9 @@ export function profilingRefusal(consent: StoredConsent | undefined, policy: Con
   if (policy.mode === 'not_required') return null;
   const tcf = consent?.tcf;
   const gpp = consent?.gpp;
-  if (!tcf && !gpp && consent?.purposes?.[policy.purposeFlag] === undefined) {
+  // A GPP string is a signal only where a US section applies (its TCF EU section comes as `tcf`): one with none decides nothing.
+  const gppDecides = gpp !== undefined && (gpp.saleOptOut !== undefined || gpp.sharingOptOut !== undefined || gpp.targetedAdvertisingOptOut !== undefined);
+  if (!tcf && !gppDecides && consent?.purposes?.[policy.purposeFlag] === undefined) {
     return policy.mode === 'require' ? 'no_consent_signal' : null;
   }
   if (consent?.purposes?.[policy.purposeFlag] === false) return 'purpose_flag';

@@ -50,6 +50,16 @@ export function normalizeEmail(raw: string): string {
   return email;
 }
 
+/** Whether `raw` reads as an email address (normalizeEmail takes it). */
+export function isEmailAddress(raw: string): boolean {
+  try {
+    normalizeEmail(raw);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** E.164 (`+<country><number>`); numbers without a country code are read in `defaultRegion`. */
 export function normalizePhone(raw: string, defaultRegion: string): string {
   const parsed = parsePhoneNumberFromString(raw.trim(), defaultRegion.toUpperCase() as CountryCode);

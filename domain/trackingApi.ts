@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from './collect';
-import { maidProblem, type InputIdentityType } from './identity';
+import { isEmailAddress, maidProblem, type InputIdentityType } from './identity';
 import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
 import { nameText } from './text';
 
@@ -335,7 +335,9 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
   } else {
     identify('cookie_id', idText(message.anonymousId), 'anonymousId');
   }
-  identify('crm_id', idText(message.userId), 'userId');
+  // Many setups use the email address as the userId: kept as the hashed email (a trait's email wins), never raw.
+  const userId = idText(message.userId);
+  identify(userId !== undefined && isEmailAddress(userId) ? 'email' : 'crm_id', userId, 'userId');
   const ownTraits = message.type === 'identify' ? message.traits : undefined;
   for (const type of IDENTITY_TRAITS) {
     const [value, messageField] = ownTraits?.[type] != null ? [ownTraits[type], `traits.${type}`] : [context.traits?.[type], `context.traits.${type}`];

@@ -118,6 +118,13 @@ describe('profilingRefusal', () => {
     expect(profilingRefusal(optedOut, policy({ honorGppOptOuts: false }))).toBeNull();
   });
 
+  it('takes a GPP string as a signal only where a US section decides something', () => {
+    const undecided = decodeConsent({ gpp: gppString({ usnat: { SaleOptOut: 0, SharingOptOut: 0, TargetedAdvertisingOptOut: 0 } }) });
+    expect(undecided.gpp).toBeDefined();
+    expect(profilingRefusal(undecided, policy({ mode: 'require' }))).toBe('no_consent_signal');
+    expect(profilingRefusal(undecided, policy())).toBeNull();
+  });
+
   it('reads the explicit purpose flag', () => {
     expect(profilingRefusal({ purposes: { profiling: false } }, policy())).toBe('purpose_flag');
     expect(profilingRefusal({ purposes: { profiling: true } }, policy({ mode: 'require' }))).toBeNull();
