@@ -25,6 +25,9 @@ import { ProfileStore, type StoredVersion } from '../store/profiles';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { definitionsOf, SegmentStore } from '../store/segments';
 import { ExpiredProfiles } from '../store/expiredProfiles';
+import { SourceStore } from '../store/sources';
+import { profilingRefusal } from '../domain/consent';
+import { DEFAULT_CONSENT_POLICY, type ConsentPolicy } from '../domain/schemas';
 import { ProfileExpiries } from '../store/profileExpiries';
 import { withHeartbeats, heartbeat } from './heartbeat';
 import { claimForSuccessors, createExpiryStep, type LateArrival } from './profileExpiry';
@@ -55,6 +58,8 @@ export interface FoldResult {
   alreadyApplied: number;
   /** Events of people who opted out: only their consent signals were applied. */
   eventsOptedOut: number;
+  /** Events without a consent signal of their own whose document's consent refuses profiling under their source's policy (a withdrawal recorded earlier): not applied. */
+  eventsWithoutConsent: number;
   /** Events of an erased subject routed before the erasure: dropped, never folded. */
   eventsErased: number;
   /** Repeats of events their documents had already folded (see ProfileDoc.recentEventIds): dropped. */
@@ -123,6 +128,9 @@ export interface ProfileWriterDeps {
 }
 
 /** The activities of a partition's writer: folding routed events into the profile documents it owns. */
+/** How long a writer keeps a source's consent policy before reading it again. */
+const POLICY_KEPT_MS = 30_000;
+
 export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const now = deps.now ?? (() => new Date());
   const routedEvents = new ProfileEventLog(deps.store);
@@ -146,6 +154,17 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const segmentRuns = new SegmentRunStore(deps.store);
   const itemModels = new ItemModelStore(deps.store);
   const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
+  const sources = new SourceStore(deps.store);
+  /** Sources' consent policies as last read: a change reaches folds within POLICY_KEPT_MS. */
+  const policies = new Map<string, { policy: ConsentPolicy; at: number }>();
+  async function consentPolicy(sourceId: string): Promise<ConsentPolicy> {
+    const kept = policies.get(sourceId);
+    if (kept && Date.now() - kept.at < POLICY_KEPT_MS) return kept.policy;
+    // A removed source's: the default.
+    const policy = (await sources.get(sourceId))?.consent ?? DEFAULT_CONSENT_POLICY;
+    policies.set(sourceId, { policy, at: Date.now() });
+    return policy;
+  }
   const itemTypes = deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES;
   const profileGraph = new ProfileGraph(identities, profiles);
   const expiry = createExpiryStep({ profiles, identities, caps, expiries: new ProfileExpiries(deps.store), expired: new ExpiredProfiles(deps.store), partitions: deps.config.DMP_PROFILE_PARTITIONS, now });
@@ -179,6 +198,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       applied: 0,
       alreadyApplied: 0,
       eventsOptedOut: 0,
+      eventsWithoutConsent: 0,
       eventsErased: 0,
       duplicates: 0,
       profilesWritten: 0,
@@ -230,6 +250,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
 
     const changed = new Map<string, ProfileDoc>();
     const duplicatesBySource = new Map<string, number>();
+    const policyOf = new Map(await Promise.all([...new Set(batches.map((batch) => batch.sourceId))].map(async (id) => [id, await consentPolicy(id)] as const)));
     for (const batch of batches) {
       for (const event of batch.events) {
         const target = targets.get(event) ?? event.profileId;
@@ -253,13 +274,16 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         }
         // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
         const optedOut = marks.optedOut({ profileId: target, ancestors: doc.ancestors });
-        if (!applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq })) {
+        // An event with no signal of its own is held to the consent its document keeps: a withdrawal recorded earlier stands.
+        const withdrawn = !optedOut && !event.consentOnly && !event.consent && doc.consent !== null && profilingRefusal(doc.consent, policyOf.get(batch.sourceId)!) !== null;
+        if (!applyEvent(doc, optedOut || withdrawn ? { ...event, consentOnly: true } : event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq })) {
           result.duplicates++;
           duplicatesBySource.set(batch.sourceId, (duplicatesBySource.get(batch.sourceId) ?? 0) + 1);
           if (fresh) changed.delete(target);
           continue;
         }
         if (optedOut && !event.consentOnly) result.eventsOptedOut++;
+        if (withdrawn) result.eventsWithoutConsent++;
         result.applied++;
       }
       // Consent signals of events that were not profiled are not events applied.

@@ -16,12 +16,21 @@ export const TAG_SCRIPT_PATH = '/v1/tag.js';
 /** The purpose flag the tag sends (public/tag.js `consentSignal`): `false` where the GDPR applies and no TC string consents. */
 const TAG_PURPOSE_FLAG = 'profiling';
 
-/** An event as sent by the tag (not yet validated), its `profiling` purpose flag renamed `flag`. */
+/**
+ * An event as sent by the tag (not yet validated), with the source's purpose `flag`: the tag's
+ * no-consent mark (`profiling: false`) renamed, and `true` beside a TC string — the visitor has
+ * decided, and the string says what — so a profile that kept an earlier mark lets it go.
+ */
 function withPurposeFlag(event: unknown, flag: string): unknown {
   const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
-  if (!isObject(event) || !isObject(event.consent) || !isObject(event.consent.purposes) || !Object.hasOwn(event.consent.purposes, TAG_PURPOSE_FLAG)) return event;
-  const { [TAG_PURPOSE_FLAG]: noConsent, ...others } = event.consent.purposes;
-  return { ...event, consent: { ...event.consent, purposes: { ...others, [flag]: noConsent } } };
+  if (!isObject(event) || !isObject(event.consent)) return event;
+  const { consent } = event;
+  if (isObject(consent.purposes) && Object.hasOwn(consent.purposes, TAG_PURPOSE_FLAG)) {
+    const { [TAG_PURPOSE_FLAG]: noConsent, ...others } = consent.purposes;
+    return { ...event, consent: { ...consent, purposes: { ...others, [flag]: noConsent } } };
+  }
+  if (typeof consent.tcf !== 'string' || (isObject(consent.purposes) && Object.hasOwn(consent.purposes, flag))) return event;
+  return { ...event, consent: { ...consent, purposes: { ...(isObject(consent.purposes) ? consent.purposes : {}), [flag]: true } } };
 }
 
 /** Where the tag sends its batches: its own path with `tag.js` replaced by `tag/events`. */
@@ -94,9 +103,8 @@ export function tagRouter(deps: RouterDeps): Router {
   const collectBatch: RequestHandler = async (req, res) => {
     const source = req.source as SourceDoc;
     const { events } = parseOr400(collectRequest, tagEventsBody(req), 'tag events');
-    // The tag marks a visitor who has not consented with the `profiling` flag; the source's policy may name its own.
     const flag = (source.consent ?? DEFAULT_CONSENT_POLICY).purposeFlag;
-    const result = await collector.collect(source, flag === TAG_PURPOSE_FLAG ? events : events.map((event) => withPurposeFlag(event, flag)));
+    const result = await collector.collect(source, events.map((event) => withPurposeFlag(event, flag)));
     if (result.rejected.length > 0) {
       const sample = result.rejected[0];
       rejections.count(source._id, 'tag', sample.errors.map((error) => ({ path: `events.${sample.index}.${error.path}`, message: error.message })), result.rejected.length);

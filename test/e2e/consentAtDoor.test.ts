@@ -85,6 +85,38 @@ describe('consent at the door', () => {
     expect(status.profiles.eventsApplied).toBe(1);
   });
 
+  it('holds later events without a signal of their own to a withdrawal the profile recorded, on a source enforcing the signals present; a source needing no consent goes on', async () => {
+    const { api } = platform;
+    const web = await newSource(api, 'eu-web', { consent: { mode: 'require' } });
+    const server = await newSource(api, 'eu-server');
+    const crm = await newSource(api, 'eu-crm', { consent: { mode: 'not_required' } });
+    await web.send([{ id: 'k-1', type: 'page_view', identities: { cookie_id: 'kept-out' }, consent: { tcf: buildTcString({ purposeConsents: [1, 3, 4] }) } }]);
+    await web.folded(1);
+    await server.send([{ id: 'k-2', type: 'order', identities: { cookie_id: 'kept-out' }, traits: { tier: 'gold' } }]);
+    await server.folded(1);
+    expect((await web.lookup('cookie_id', 'kept-out')).body.counters.order.count).toBe(1);
+
+    // The visitor withdraws on the site; the server goes on sending their orders without a signal.
+    const later = (seconds: number) => new Date(Date.now() + seconds * 1000).toISOString();
+    await web.send([{ id: 'k-3', type: 'page_view', timestamp: later(1), identities: { cookie_id: 'kept-out' }, consent: { tcf: buildTcString({ purposeConsents: [1] }) } }]);
+    await waitFor('the withdrawal on the profile', async () => (await web.lookup('cookie_id', 'kept-out')).body.consent?.tcf?.purposeConsents?.length === 1);
+    await server.send([{ id: 'k-4', type: 'order', timestamp: later(2), identities: { cookie_id: 'kept-out' }, traits: { tier: 'platinum' } }]);
+    await server.folded(2);
+    await crm.send([{ id: 'k-5', type: 'crm_record', timestamp: later(3), identities: { cookie_id: 'kept-out' } }]);
+    await crm.folded(1);
+    const profile = (await web.lookup('cookie_id', 'kept-out')).body;
+    expect(profile.counters.order.count).toBe(1);
+    expect(profile.traits.tier).toBe('gold');
+    expect(profile.counters.crm_record.count).toBe(1);
+
+    // Consent given again on the site: the server's next order counts.
+    await web.send([{ id: 'k-6', type: 'page_view', timestamp: later(4), identities: { cookie_id: 'kept-out' }, consent: { tcf: buildTcString({ purposeConsents: [1, 3, 4] }) } }]);
+    await web.folded(2);
+    await server.send([{ id: 'k-7', type: 'order', timestamp: later(5), identities: { cookie_id: 'kept-out' } }]);
+    await server.folded(3);
+    expect((await web.lookup('cookie_id', 'kept-out')).body.counters.order.count).toBe(2);
+  });
+
   it('profiles events without a signal on a source whose policy enforces only the signals present', async () => {
     const { api } = platform;
     const source = await newSource(api, 'us-app');

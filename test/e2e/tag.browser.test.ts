@@ -306,6 +306,38 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     expect((await lookup('cookie_id', 'cookie-own-flag-0123456789')).status).toBe(404);
   });
 
+  it("lets a profile's earlier no-consent mark go once the visitor's TC string arrives, so signal-less events of other sources count again", async () => {
+    const source = await createSource('eu site, deciding');
+    const server = (await call(`${platform.api.url}/v1/sources`, { key: platform.api.adminKey, body: { name: 'eu server', kind: 'events', party: 'first' } })).body;
+    const cookieId = 'cookie-deciding-0123456789';
+    const fromTag = async (consent: object) => {
+      const response = await fetch(`${platform.api.url}/v1/tag/events?writeKey=${source.writeKey}`, {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain;charset=UTF-8' },
+        body: JSON.stringify({ events: [{ type: 'page_view', identities: { cookie_id: cookieId }, consent }] }),
+      });
+      expect(response.status).toBe(202);
+    };
+    const profile = async () => (await lookup('cookie_id', cookieId)).body;
+    const orders = async () => (await profile()).counters?.order?.count ?? 0;
+    const fromServer = async (n: number) => {
+      await call(`${platform.api.url}/v1/collect`, { key: server.writeKey, body: { events: [{ id: `deciding-order-${n}`, type: 'order', identities: { cookie_id: cookieId } }] } });
+      await waitFor(`order ${n} folded`, async () => (await status(server.id)).profiles?.eventsApplied >= n);
+    };
+    await fromTag({ tcf: grantedTc });
+    await waitFor('the profile', async () => (await lookup('cookie_id', cookieId)).status === 200);
+    // A later page whose CMP had not answered: the mark reaches the profile, and the server's order does not count.
+    await fromTag({ purposes: { profiling: false } });
+    await waitFor('the mark on the profile', async () => (await profile()).consent?.purposes?.profiling === false);
+    await fromServer(1);
+    expect(await orders()).toBe(0);
+    // The visitor's choice arrives: the mark goes, and the next order counts.
+    await fromTag({ tcf: grantedTc });
+    await waitFor('the choice on the profile', async () => (await profile()).consent?.purposes?.profiling === true);
+    await fromServer(2);
+    expect(await orders()).toBe(1);
+  });
+
   it('a CMP still waiting for the visitor: events go after the bounded wait, without a cookie, marked not for profiling', async () => {
     const source = await createSource('eu site, undecided');
     const context = await browser.newContext();
