@@ -292,6 +292,7 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     const shallow = await post('/v1/batch', `{"batch":[${message(50)}]}`);
     expect(shallow.status).toBe(200);
     expect(shallow.body).toMatchObject({ success: true, accepted: 1 });
+    await allFolded(1);
   });
 
   it('a missing or wrong write key → 401 problem on every route, and the SDK is told', async () => {
