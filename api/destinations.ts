@@ -7,6 +7,7 @@ import { CONNECTORS } from '../connectors/registry';
 import type { Connector } from '../connectors/connector';
 import { zodIssuesToFieldErrors } from '../domain/collect';
 import {
+  changedConsent,
   CreateDestinationRequestSchema,
   DestinationConsentSchema,
   ExportListQuerySchema,
@@ -260,7 +261,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     if (patch.schedule !== undefined) set.schedule = patch.schedule;
     if (patch.nearRealTime !== undefined) set.nearRealTime = patch.nearRealTime;
     if (patch.labelsAllowed !== undefined) set.labelsAllowed = patch.labelsAllowed;
-    if (patch.consent !== undefined) set.consent = patch.consent;
+    if (patch.consent !== undefined) set.consent = changedConsent(doc.consent, patch.consent);
     if (patch.holdoutShare !== undefined) set.holdoutShare = patch.holdoutShare;
     await destinations.update(doc._id, set);
     await settleDestinationSchedule(temporal, databaseName, destinations.scheduleSyncs, doc._id, set.scheduleSync as ScheduleSyncMark, config);

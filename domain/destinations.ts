@@ -76,6 +76,25 @@ export const DestinationConsentSchema = z
   .openapi('DestinationConsent');
 export type DestinationConsent = z.infer<typeof DestinationConsentSchema>;
 
+/** A change of a destination's consent settings: the fields sent replace those stored, the others stay. */
+export const DestinationConsentChangeSchema = z
+  .object({
+    tcfPurposes: DestinationConsentSchema.shape.tcfPurposes.removeDefault().optional(),
+    tcfVendorId: z.number().int().min(1).max(65535).nullable().optional().openapi({ description: "The partner's IAB vendor id; null stops checking one" }),
+    requireTcf: DestinationConsentSchema.shape.requireTcf.removeDefault().optional(),
+    honorGppOptOuts: DestinationConsentSchema.shape.honorGppOptOuts.removeDefault().optional(),
+  })
+  .strict()
+  .openapi('DestinationConsentChange', { description: 'The consent settings to change (see DestinationConsent); those left out stay as they are' });
+
+/** `stored` with `change` made: fields left out stay, a null vendor id goes. */
+export function changedConsent(stored: DestinationConsent, change: z.infer<typeof DestinationConsentChangeSchema>): DestinationConsent {
+  const { tcfVendorId, ...fields } = change;
+  const { tcfVendorId: storedVendor, ...kept } = stored;
+  const vendor = tcfVendorId === undefined ? storedVendor : (tcfVendorId ?? undefined);
+  return { ...kept, ...Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)), ...(vendor !== undefined && { tcfVendorId: vendor }) };
+}
+
 const SegmentIds = listedOnce(z.array(z.string().min(1).max(64)).min(1).max(50), (id) => id, 'segments are listed once each');
 
 export const CreateDestinationRequestSchema = z
@@ -114,7 +133,7 @@ export const PatchDestinationRequestSchema = nonEmptyChange(
       schedule: NullableScheduleSchema.optional(),
       nearRealTime: z.boolean().optional(),
       labelsAllowed: z.array(UsageLabelSchema).max(64).optional(),
-      consent: DestinationConsentSchema.optional(),
+      consent: DestinationConsentChangeSchema.optional(),
       holdoutShare: z.number().min(0).max(0.5).optional(),
     })
     .strict(),

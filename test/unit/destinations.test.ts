@@ -8,7 +8,9 @@ import { CONNECTORS } from '../../connectors/registry';
 import { fileContent } from '../../connectors/segmentFile';
 import { signature, webhook } from '../../connectors/webhook';
 import {
+  changedConsent,
   CreateDestinationRequestSchema,
+  DestinationConsentSchema,
   decide,
   delta,
   exportFacts,
@@ -636,5 +638,23 @@ describe('Outbound.send against a local partner', () => {
     expect(request.headers['idempotency-key']).toBe('exp_1-0');
     expect(request.headers['x-dmp-signature']).toBe(`sha256=${createHmac('sha256', secret).update(request.body, 'utf8').digest('hex')}`);
     expect(JSON.parse(request.body)).toMatchObject({ destinationId: 'dst_x', exportId: 'exp_1', batchId: 'exp_1-0', adds: ['crm-é'], removes: ['crm-2'] });
+  });
+});
+
+describe('a change of a destination\'s consent settings', () => {
+  const stored = DestinationConsentSchema.parse({ tcfPurposes: [1, 3, 4, 7], tcfVendorId: 755, requireTcf: false });
+
+  it('replaces the fields sent and keeps the others (a PATCH no longer resets them to their defaults)', () => {
+    const change = PatchDestinationRequestSchema.parse({ consent: { requireTcf: true } }).consent!;
+    expect(change).toEqual({ requireTcf: true });
+    expect(changedConsent(stored, change)).toEqual({ tcfPurposes: [1, 3, 4, 7], tcfVendorId: 755, requireTcf: true, honorGppOptOuts: true });
+    expect(changedConsent(stored, { tcfPurposes: [1] })).toEqual({ ...stored, tcfPurposes: [1] });
+  });
+
+  it('stops checking a vendor id when sent null', () => {
+    expect(changedConsent(stored, { tcfVendorId: null })).toEqual({ tcfPurposes: [1, 3, 4, 7], requireTcf: false, honorGppOptOuts: true });
+    expect(changedConsent(stored, { tcfVendorId: 8 }).tcfVendorId).toBe(8);
+    expect(PatchDestinationRequestSchema.safeParse({ consent: { tcfVendorId: 0 } }).success).toBe(false);
+    expect(PatchDestinationRequestSchema.safeParse({ consent: { unknown: true } }).success).toBe(false);
   });
 });
