@@ -8,7 +8,7 @@ import { identityKey } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
-import { applyEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { applyEvent, hasApplied, holdEvent, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
@@ -58,7 +58,7 @@ export interface FoldResult {
   alreadyApplied: number;
   /** Events of people who opted out: only their consent signals were applied. */
   eventsOptedOut: number;
-  /** Events without a consent signal of their own whose document's consent refuses profiling under their source's policy (a withdrawal recorded earlier): not applied. */
+  /** Of `applied`: events without a consent signal of their own whose document's consent refuses profiling under their source's policy (a withdrawal recorded earlier), held back — their ids remembered, nothing of them applied. */
   eventsWithoutConsent: number;
   /** Events of an erased subject routed before the erasure: dropped, never folded. */
   eventsErased: number;
@@ -276,7 +276,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         const optedOut = marks.optedOut({ profileId: target, ancestors: doc.ancestors });
         // An event with no signal of its own is held to the consent its document keeps: a withdrawal recorded earlier stands.
         const withdrawn = !optedOut && !event.consentOnly && !event.consent && doc.consent !== null && profilingRefusal(doc.consent, policyOf.get(batch.sourceId)!) !== null;
-        if (!applyEvent(doc, optedOut || withdrawn ? { ...event, consentOnly: true } : event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq })) {
+        const origin = { sourceId: batch.sourceId, party: batch.party, seq: event.seq };
+        if (!(withdrawn ? holdEvent(doc, event, origin) : applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, origin))) {
           result.duplicates++;
           duplicatesBySource.set(batch.sourceId, (duplicatesBySource.get(batch.sourceId) ?? 0) + 1);
           if (fresh) changed.delete(target);

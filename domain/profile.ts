@@ -377,23 +377,8 @@ function newerConsent(a: ProfileConsent | null, b: ProfileConsent): boolean {
 
 function applyConsent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
   if (!event.consent) return;
-  profile.consent = withConsentSignal(profile.consent, { ...event.consent, sourceId: origin.sourceId, at: event.timestamp });
-}
-
-/**
- * A document's consent once `signal` is taken in: the newest signal of each kind stands — the TC
- * string, the GPP string and each purpose flag apart — so a later event carrying one kind does not
- * erase another kind's withdrawal. A signal older than the consent kept only fills in kinds it lacks.
- * `sourceId` and `at` are the newest signal's.
- */
-export function withConsentSignal(kept: ProfileConsent | null, signal: ProfileConsent): ProfileConsent {
-  if (!kept) return signal;
-  const [older, newer] = newerConsent(kept, signal) ? [kept, signal] : [signal, kept];
-  const merged: ProfileConsent = { ...newer };
-  if (!merged.tcf && older.tcf) merged.tcf = older.tcf;
-  if (!merged.gpp && older.gpp) merged.gpp = older.gpp;
-  if (older.purposes) merged.purposes = { ...older.purposes, ...newer.purposes };
-  return merged;
+  const consent = { ...event.consent, sourceId: origin.sourceId, at: event.timestamp };
+  if (newerConsent(profile.consent, consent)) profile.consent = consent;
 }
 
 /**
@@ -447,6 +432,19 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: Eve
   if (!profile.sources.includes(origin.sourceId)) profile.sources.push(origin.sourceId);
   if (at < profile.firstSeen) profile.firstSeen = at;
   if (at > profile.lastSeen) profile.lastSeen = at;
+  profile.applied[origin.sourceId] = Math.max(profile.applied[origin.sourceId] ?? -1, origin.seq);
+  return true;
+}
+
+/**
+ * Holds back an event its document's consent refuses (a withdrawal recorded earlier): nothing of it
+ * is applied, but its id is remembered, so a retry of it is a repeat — also once consent is given
+ * again. Returns false for a repeat, as applyEvent does.
+ */
+export function holdEvent(profile: ProfileDoc, event: Pick<ProfileEvent, 'id'>, origin: EventOrigin): boolean {
+  const token = eventIdToken(origin.sourceId, event.id);
+  if (remembers(profile, token)) return false;
+  remember(profile, token);
   profile.applied[origin.sourceId] = Math.max(profile.applied[origin.sourceId] ?? -1, origin.seq);
   return true;
 }

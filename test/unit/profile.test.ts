@@ -9,6 +9,7 @@ import {
   combineProfiles,
   EVENT_IDS_KEPT,
   hasApplied,
+  holdEvent,
   newProfile,
   nextVersion,
   type ProfileDoc,
@@ -276,22 +277,22 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(doc.consent?.sourceId).toBe('src_new');
     expect(doc.consent?.at).toEqual(at('2025-06-05T00:00:00Z'));
 
-    applyEvent(doc, event({ timestamp: at('2025-06-07T00:00:00Z'), consent: tcfConsent([3]) }), { sourceId: 'src_old', party: 'first', seq: 1 });
-    expect(doc.consent).toEqual({ ...tcfConsent([3]), sourceId: 'src_old', at: at('2025-06-07T00:00:00Z') });
+    applyEvent(doc, event({ timestamp: at('2025-06-07T00:00:00Z'), consent: { purposes: { ads: false } } }), { sourceId: 'src_old', party: 'first', seq: 1 });
+    expect(doc.consent).toEqual({ purposes: { ads: false }, sourceId: 'src_old', at: at('2025-06-07T00:00:00Z') });
   });
 
-  it('keeps the newest signal of each kind: a later event with another kind of signal does not erase a withdrawal', () => {
+  it('holds back an event (a withdrawal recorded earlier): nothing of it applied, and a retry of it is a repeat even once consent is given again', () => {
     const doc = profile();
-    const gpp = (saleOptOut: boolean) => ({ gppString: `gpp-${saleOptOut}`, sectionIds: [7], saleOptOut });
-    applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: { ...tcfConsent([1, 3, 4]), gpp: gpp(false), purposes: { ads: true } } }), { sourceId: 'src_a', party: 'first', seq: 0 });
-    // A withdrawal by TC string, then messages carrying only a purpose flag, or only a GPP string.
-    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), consent: tcfConsent([]) }), { sourceId: 'src_a', party: 'first', seq: 1 });
-    applyEvent(doc, event({ timestamp: at('2025-06-04T00:00:00Z'), consent: { purposes: { analytics: true } } }), { sourceId: 'src_b', party: 'first', seq: 0 });
-    applyEvent(doc, event({ timestamp: at('2025-06-05T00:00:00Z'), consent: { gpp: gpp(true) } }), { sourceId: 'src_b', party: 'first', seq: 1 });
-    expect(doc.consent).toEqual({ ...tcfConsent([]), gpp: gpp(true), purposes: { ads: true, analytics: true }, sourceId: 'src_b', at: at('2025-06-05T00:00:00Z') });
-    // An older signal arriving late fills in only what no newer one said.
-    applyEvent(doc, event({ timestamp: at('2025-06-01T00:00:00Z'), consent: { ...tcfConsent([1, 2, 3, 4]), gpp: gpp(false), purposes: { ads: false, email: false } } }), { sourceId: 'src_c', party: 'first', seq: 0 });
-    expect(doc.consent).toEqual({ ...tcfConsent([]), gpp: gpp(true), purposes: { ads: true, analytics: true, email: false }, sourceId: 'src_b', at: at('2025-06-05T00:00:00Z') });
+    const origin = { sourceId: 'src_server', party: 'first' as const, seq: 4 };
+    const order = event({ id: 'order-1', type: 'order', timestamp: at('2025-06-03T00:00:00Z'), traits: { tier: 'gold' } });
+    expect(holdEvent(doc, order, origin)).toBe(true);
+    expect(doc.counters).toEqual({});
+    expect(doc.traits).toEqual({});
+    expect(doc.applied).toEqual({ src_server: 4 });
+    expect(holdEvent(doc, order, origin)).toBe(false);
+    applyEvent(doc, event({ timestamp: at('2025-06-04T00:00:00Z'), consent: tcfConsent([1, 3]) }), { sourceId: 'src_web', party: 'first', seq: 0 });
+    expect(applyEvent(doc, order, { ...origin, seq: 5 })).toBe(false);
+    expect(doc.counters.order).toBeUndefined();
   });
 
   it('keeps consent when a newer event carries none', () => {
