@@ -1,4 +1,4 @@
-import express, { Router, type Request } from 'express';
+import express, { Router, type Request, type RequestHandler } from 'express';
 import { z } from 'zod';
 import type { RejectedEvent } from '../domain/collect';
 import type { EventInput } from '../domain/schemas';
@@ -23,7 +23,7 @@ import {
 } from '../domain/trackingApi';
 import type { SourceDoc } from '../store/sources';
 import type { OpenApiParts } from './openapi';
-import { bodySent, parseOr400, ProblemError } from './problem';
+import { bodySent, jsonDepthLimit, parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
 /**
@@ -81,7 +81,8 @@ export function segmentApiRouter(deps: RouterDeps): Router {
   const router = Router();
   const auth = writeKeys.require(['basic', 'bearer']);
   // Bodies the app's JSON parser leaves, such as RudderStack's gzipped JSON sent as a form, are read here whatever their type.
-  const body = express.json({ type: () => true, limit: MAX_BATCH_BYTES });
+  const parse = express.json({ type: () => true, limit: MAX_BATCH_BYTES });
+  const body: RequestHandler = (req, res, next) => parse(req, res, (error?: unknown) => (error ? next(error) : jsonDepthLimit(req, res, next)));
   const batchRequest = segmentBatchSchema(config.DMP_MAX_BATCH_EVENTS);
 
   router.post('/v1/batch', auth, body, async (req, res) => {

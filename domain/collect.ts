@@ -58,7 +58,9 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
     const identities: Identity[] = [];
     for (const [type, value] of Object.entries(input.identities) as Array<[InputIdentityType, string]>) {
       try {
-        identities.push(toStoredIdentity(type, value, options.defaultPhoneRegion));
+        const identity = toStoredIdentity(type, value, options.defaultPhoneRegion);
+        // A crm_id that is an email address is stored as the email: the same one may come as both.
+        if (!identities.some((known) => known.type === identity.type && known.value === identity.value)) identities.push(identity);
       } catch (error) {
         if (!(error instanceof IdentityError)) throw error;
         errors.push({ path: `identities.${type}`, message: error.message });

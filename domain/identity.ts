@@ -126,7 +126,6 @@ export function partnerUserIdProblem(value: string): string | null {
   return null;
 }
 
-/** Turns one client-sent identity into its stored form: hashed when it is PII, validated always. */
 /** Why `raw` is no mobile advertising id (IDFA/GAID), or null when it is one. */
 export function maidProblem(raw: string): string | null {
   const value = raw.trim().toLowerCase();
@@ -136,6 +135,7 @@ export function maidProblem(raw: string): string | null {
   return null;
 }
 
+/** Turns one client-sent identity into its stored form: hashed when it is PII, validated always. */
 export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPhoneRegion: string): Identity {
   switch (type) {
     case 'email': {
@@ -165,6 +165,8 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
     case 'cookie_id':
     case 'crm_id': {
       const value = raw.trim();
+      // Many systems use the email address as the customer id: kept as the hashed email, never raw.
+      if (type === 'crm_id' && isEmailAddress(value)) return toStoredIdentity('email', value, defaultPhoneRegion);
       if (value.length === 0 || value.length > 256) throw new IdentityError('must be 1 to 256 characters');
       // Kept as it is sent, and the store holds no NUL (hashed and UUID types never carry one).
       if (value.includes('\u0000')) throw new IdentityError('must not hold the NUL character');

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from './collect';
-import { isEmailAddress, maidProblem, type InputIdentityType } from './identity';
+import { maidProblem, type InputIdentityType } from './identity';
 import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
 import { nameText } from './text';
 
@@ -38,7 +38,7 @@ const ContextSchema = z
     }),
     device: z
       .looseObject({
-        advertisingId: z.string().nullish().openapi({ description: 'IDFA/GAID: the `maid` identity — unless `adTrackingEnabled` is false' }),
+        advertisingId: z.string().nullish().openapi({ description: 'IDFA/GAID: the `maid` identity — unless `adTrackingEnabled` is false, or it is no id (all zeros, not a UUID): then left out, the message kept' }),
         adTrackingEnabled: z.boolean().nullish().openapi({ description: 'false (the user limited ad tracking): the advertising id is not used at all' }),
       })
       .nullish(),
@@ -59,7 +59,7 @@ const ContextSchema = z
 const common = {
   messageId: z.string().min(1).max(128).nullish().openapi({ description: 'The event id: a message sent again with the same id is a duplicate' }),
   anonymousId: Id.nullish().openapi({ description: 'The `cookie_id` identity' }),
-  userId: Id.nullish().openapi({ description: 'The `crm_id` identity' }),
+  userId: Id.nullish().openapi({ description: 'The `crm_id` identity (an email address is kept as the hashed email instead)' }),
   timestamp: Iso.nullish().openapi({ description: "When it happened, by the sender's clock" }),
   originalTimestamp: Iso.nullish().openapi({ description: 'Read when `timestamp` is absent' }),
   sentAt: Iso.nullish().openapi({ description: "When it was sent, by the sender's clock: with it, the time is corrected for clock skew: receivedAt − (sentAt − timestamp)" }),
@@ -288,7 +288,7 @@ function oversize(message: Record<string, unknown>, bytes: number): FieldError {
  * - `messageId` → `id` (a message sent again is a duplicate); `anonymousId` → `cookie_id`,
  *   `userId` → `crm_id`; the `email`/`phone` trait (identify: `traits` over `context.traits`, other
  *   types: `context.traits`) → the `email`/`phone` identity, hashed by the collector and dropped from
- *   the traits; `context.device.advertisingId` → `maid` unless `adTrackingEnabled` is false;
+ *   the traits; `context.device.advertisingId` → `maid` unless `adTrackingEnabled` is false or it is no id;
  * - track: the event name is the type, `properties` the properties; page/screen: type `page`/`screen`,
  *   properties from `context.page`, then `properties`, then `name` and `category`; identify: type
  *   `identify`, the traits; alias: type `alias` holding `userId` (`crm_id`) and `previousId`
@@ -335,9 +335,7 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
   } else {
     identify('cookie_id', idText(message.anonymousId), 'anonymousId');
   }
-  // Many setups use the email address as the userId: kept as the hashed email (a trait's email wins), never raw.
-  const userId = idText(message.userId);
-  identify(userId !== undefined && isEmailAddress(userId) ? 'email' : 'crm_id', userId, 'userId');
+  identify('crm_id', idText(message.userId), 'userId');
   const ownTraits = message.type === 'identify' ? message.traits : undefined;
   for (const type of IDENTITY_TRAITS) {
     const [value, messageField] = ownTraits?.[type] != null ? [ownTraits[type], `traits.${type}`] : [context.traits?.[type], `context.traits.${type}`];

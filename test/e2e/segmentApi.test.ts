@@ -285,6 +285,8 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     const message = (depth: number) => `{"type":"track","event":"Deep","anonymousId":"deep-1","properties":{"nested":${deep(depth)}}}`;
     expectProblem(await post('/v1/batch', `{"batch":[${message(8_000)}]}`), 400, 'validation', '(body)');
     expectProblem(await post('/v1/track', message(8_000)), 400, 'validation', '(body)');
+    // As RudderStack's SDK sends it: gzipped, typed as a form, read by the Segment routes' own parser.
+    expectProblem(await post('/v1/batch', gzipSync(`{"batch":[${message(8_000)}]}`), { authorization: basic(writeKey), 'content-type': 'application/x-www-form-urlencoded', 'content-encoding': 'gzip' }), 400, 'validation', '(body)');
     expectProblem(await post('/v1/collect', `{"events":[{"type":"deep","identities":{"cookie_id":"deep-1"},"properties":{"nested":${deep(8_000)}}}]}`, { authorization: `Bearer ${writeKey}` }), 400, 'validation', '(body)');
     const rule = `${'{"not":'.repeat(8_000)}{"trait":"plan","op":"exists"}${'}'.repeat(8_000)}`;
     expectProblem(await post('/v1/segments', `{"name":"Deep","rule":${rule}}`, { authorization: `Bearer ${api.adminKey}`, 'idempotency-key': 'deep-segment' }), 400, 'validation', '(body)');

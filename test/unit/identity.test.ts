@@ -113,6 +113,12 @@ describe('normalizeSha256', () => {
 });
 
 describe('toStoredIdentity', () => {
+  it('keeps a crm_id that is an email address as the hashed email, never raw', () => {
+    expect(toStoredIdentity('crm_id', ' Ada@Example.com ', 'US')).toEqual(toStoredIdentity('email', 'ada@example.com', 'US'));
+    expect(toStoredIdentity('crm_id', 'user@host', 'US')).toEqual({ type: 'crm_id', value: 'user@host' });
+    expect(toStoredIdentity('crm_id', 'C-1001', 'US')).toEqual({ type: 'crm_id', value: 'C-1001' });
+  });
+
   const rawEmail = '  Jane.Doe@Example.COM ';
   const rawPhone = '(202) 555-0143';
 

@@ -74,12 +74,6 @@ describe('identities', () => {
     expect(JSON.stringify(event)).not.toContain('6d92078a');
   });
 
-  it('takes a userId that is an email address as the email (hashed by the collector), never as a raw crm_id; a trait\'s email wins', () => {
-    expect(mapped({ type: 'track', event: 'x', anonymousId: 'a', userId: ' Ada@Example.com ' }).identities).toEqual({ cookie_id: 'a', email: 'Ada@Example.com' });
-    expect(mapped({ type: 'identify', userId: 'ada@example.com', traits: { email: 'ada.work@example.com' } }).identities).toEqual({ email: 'ada.work@example.com' });
-    expect(mapped({ type: 'track', event: 'x', userId: 'user@host' }).identities).toEqual({ crm_id: 'user@host' });
-  });
-
   it('keeps a message whose advertising id is none (all zeros, or not an IDFA/GAID), leaving the id out', () => {
     for (const advertisingId of ['00000000-0000-0000-0000-000000000000', 'not-an-ad-id']) {
       const event = mapped({ type: 'track', event: 'Order Completed', anonymousId: 'a', userId: 'u-1', context: { device: { advertisingId } } });
