@@ -127,10 +127,10 @@ export interface ProfileWriterDeps {
   onFoldStep?: (step: FoldStep, group: string) => void | Promise<void>;
 }
 
-/** The activities of a partition's writer: folding routed events into the profile documents it owns. */
 /** How long a writer keeps a source's consent policy before reading it again. */
 const POLICY_KEPT_MS = 30_000;
 
+/** The activities of a partition's writer: folding routed events into the profile documents it owns. */
 export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const now = deps.now ?? (() => new Date());
   const routedEvents = new ProfileEventLog(deps.store);
