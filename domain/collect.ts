@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import { ConsentError, decodeConsent, profilingRefusal } from './consent';
+import { redactContactData } from './contactRedaction';
 import { encodeKeys } from './fieldNames';
 import { IdentityError, toStoredIdentity, type Identity, type InputIdentityType } from './identity';
-import { DEFAULT_CONSENT_POLICY, EventInputSchema, type ConsentPolicy } from './schemas';
+import { DEFAULT_CONSENT_POLICY, EventInputSchema, type ConsentPolicy, type EventInput } from './schemas';
 import type { StoredEvent } from './event';
 
 export interface FieldError {
@@ -43,6 +44,33 @@ export function zodIssuesToFieldErrors(issues: z.core.$ZodIssue[], prefix: strin
  * normalized and hashed here, consent is decoded and checked against the source's policy,
  * client-chosen names are encoded. Nothing raw leaves this function.
  */
+/** The traits that name the person's contact: identities, as in the Segment spec, never kept as traits. */
+const IDENTITY_TRAITS = [
+  ['email', ['email', 'email_sha256']],
+  ['phone', ['phone', 'phone_sha256']],
+] as const satisfies ReadonlyArray<readonly [InputIdentityType, readonly InputIdentityType[]]>;
+
+/**
+ * The traits without `email` and `phone`; each becomes the identity of its name unless the event
+ * names one of that kind itself (a trait then never overrides it).
+ */
+function withIdentityTraitsTaken(
+  traits: NonNullable<EventInput['traits']>,
+  given: EventInput['identities'],
+  identify: (type: InputIdentityType, value: string, path: string) => void,
+): NonNullable<EventInput['traits']> {
+  if (!IDENTITY_TRAITS.some(([name]) => Object.hasOwn(traits, name))) return traits;
+  const rest = { ...traits };
+  for (const [name, kinds] of IDENTITY_TRAITS) {
+    if (!Object.hasOwn(rest, name)) continue;
+    const value = rest[name];
+    delete rest[name];
+    if (kinds.some((kind) => given[kind] !== undefined) || value === null) continue;
+    identify(name, Array.isArray(value) ? '' : String(value), `traits.${name}`);
+  }
+  return rest;
+}
+
 export function prepareEvents(events: unknown[], options: PrepareOptions): PreparedEvents {
   const maxFutureSkewMs = options.maxFutureSkewMs ?? 24 * 3600 * 1000;
   const accepted: PreparedEvents['accepted'] = [];
@@ -56,16 +84,18 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
     const input = parsed.data;
     const errors: FieldError[] = [];
     const identities: Identity[] = [];
-    for (const [type, value] of Object.entries(input.identities) as Array<[InputIdentityType, string]>) {
+    const identify = (type: InputIdentityType, value: string, path: string) => {
       try {
         const identity = toStoredIdentity(type, value, options.defaultPhoneRegion);
         // A crm_id that is an email address is stored as the email: the same one may come as both.
         if (!identities.some((known) => known.type === identity.type && known.value === identity.value)) identities.push(identity);
       } catch (error) {
         if (!(error instanceof IdentityError)) throw error;
-        errors.push({ path: `identities.${type}`, message: error.message });
+        errors.push({ path, message: error.message });
       }
-    }
+    };
+    for (const [type, value] of Object.entries(input.identities) as Array<[InputIdentityType, string]>) identify(type, value, `identities.${type}`);
+    const traits = input.traits && withIdentityTraitsTaken(input.traits, input.identities, identify);
     const timestamp = input.timestamp === undefined ? options.now : new Date(input.timestamp);
     if (timestamp.getTime() - options.now.getTime() > maxFutureSkewMs) {
       errors.push({ path: 'timestamp', message: 'is too far in the future' });
@@ -90,8 +120,8 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
       receivedAt: options.now,
       identities,
     };
-    if (input.traits) event.traits = encodeKeys(input.traits);
-    if (input.properties) event.properties = encodeKeys(input.properties);
+    if (traits && Object.keys(traits).length > 0) event.traits = encodeKeys(redactContactData(traits));
+    if (input.properties) event.properties = encodeKeys(redactContactData(input.properties));
     if (consent) event.consent = consent;
     const refusal = profilingRefusal(consent, options.consentPolicy ?? DEFAULT_CONSENT_POLICY);
     if (refusal) event.nonProfiling = refusal;

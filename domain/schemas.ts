@@ -204,8 +204,15 @@ export const EventInputSchema = z
     type: storableText(128).min(1),
     timestamp: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative()]).optional(),
     identities: IdentitiesInputSchema,
-    traits: keyedRecord(FieldName, FlatValue).optional(),
-    properties: keyedRecord(FieldName, FlatValue).optional(),
+    traits: keyedRecord(FieldName, FlatValue)
+      .optional()
+      .openapi({
+        description:
+          'Traits. `email` and `phone` become the identities of those names (hashed; never kept as traits) unless `identities` holds one of that kind. Email addresses elsewhere, and phone numbers under phone-named traits, are stored as `(redacted)`.',
+      }),
+    properties: keyedRecord(FieldName, FlatValue)
+      .optional()
+      .openapi({ description: 'Properties. Email addresses in them, and phone numbers under phone-named properties, are stored as `(redacted)`.' }),
     consent: ConsentInputSchema.optional(),
   })
   .strict()

@@ -121,6 +121,37 @@ describe('profiles through the API: merges, the 360° view and the event history
     expect(await history((await lookup('email', 'ben@example.net')).body.id)).toEqual(['u7', 'u4', 'u3']);
   });
 
+  it('keeps no email address or phone number sent outside the identity fields: contact traits become identities, the rest reads (redacted)', async () => {
+    const leaky = await newSource(api, 'leaky');
+    await leaky.send([
+      {
+        id: 'r1',
+        type: 'signup',
+        timestamp: '2026-05-10T10:00:00Z',
+        identities: { cookie_id: 'leaky-1' },
+        traits: { email: 'Cleo@Example.com', phone: '+1 202 555 0199', 'work.email': 'cleo@corp.example', mobilePhone: '+44 7700 900123', plan: 'gold' },
+        properties: { url: 'https://shop.example/thanks?email=cleo%40example.com', invitees: ['max@example.com', 'sam'] },
+      },
+    ]);
+    // The Segment API's track: its properties are no identity fields either.
+    const segment = await fetch(`${api.url}/v1/track`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Basic ${Buffer.from(`${leaky.writeKey}:`).toString('base64')}` },
+      body: JSON.stringify({ messageId: 'r2', anonymousId: 'leaky-1', event: 'Invite Sent', timestamp: '2026-05-11T10:00:00Z', properties: { to: 'max@example.com' } }),
+    });
+    expect(segment.status).toBe(200);
+    await leaky.folded(2);
+    const byEmail = (await leaky.lookup('email', 'cleo@example.com')).body;
+    expect((await leaky.lookup('phone', '+12025550199')).body.id).toBe(byEmail.id);
+    expect(byEmail.traits).toEqual({ 'work.email': '(redacted)', mobilePhone: '(redacted)', plan: 'gold' });
+    const events = (await call(`${api.url}/v1/profiles/${byEmail.id}/events`, { key: api.adminKey })).body.events;
+    expect(Object.fromEntries(events.map((event: any) => [event.id, event.properties]))).toEqual({
+      r1: { url: 'https://shop.example/thanks?email=(redacted)', invitees: ['(redacted)', 'sam'] },
+      r2: { to: '(redacted)' },
+    });
+    expect(JSON.stringify([byEmail, events])).not.toMatch(/example\.com|corp\.example|555 ?0199|900 ?123/i);
+  });
+
   it('answers 404 for a profile that does not exist and 400 for a bad page query', async () => {
     const missing = await call(`${api.url}/v1/profiles/p_nobody`, { key: api.adminKey });
     expect(missing.status).toBe(404);

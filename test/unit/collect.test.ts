@@ -144,6 +144,42 @@ describe('prepareEvents: accepted events', () => {
     expect(event.properties).toEqual({ 'page%2Eurl': '/home' });
   });
 
+  it('takes the email and phone traits as identities, hashed, and never keeps them as traits', () => {
+    const { event } = prepareEvents(
+      [{ type: 'signup', identities: { cookie_id: 'c' }, traits: { email: ' Jane@Example.com ', phone: 2025550143, plan: 'gold' } }],
+      OPTIONS,
+    ).accepted[0];
+    expect(event.identities).toEqual([
+      { type: 'cookie_id', value: 'c' },
+      { type: 'email_sha256', value: sha256Hex('jane@example.com') },
+      { type: 'phone_sha256', value: sha256Hex('+12025550143'), digits: sha256Hex('12025550143') },
+    ]);
+    expect(event.traits).toEqual({ plan: 'gold' });
+  });
+
+  it('drops an email trait without using it when the event names an email identity itself', () => {
+    const { event } = prepareEvents(
+      [{ type: 'x', identities: { email_sha256: sha256Hex('a@example.com') }, traits: { email: 'b@example.com' } }],
+      OPTIONS,
+    ).accepted[0];
+    expect(event.identities).toEqual([{ type: 'email_sha256', value: sha256Hex('a@example.com') }]);
+    expect('traits' in event).toBe(false);
+  });
+
+  it('refuses an email trait that is no email address, naming the trait', () => {
+    const result = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, traits: { email: 'nobody' } }], OPTIONS);
+    expect(result.rejected).toEqual([{ index: 0, errors: [{ path: 'traits.email', message: 'not a valid email address' }] }]);
+  });
+
+  it('stores email addresses found in other traits and in properties as (redacted)', () => {
+    const { event } = prepareEvents(
+      [{ type: 'page_view', identities: { cookie_id: 'c' }, traits: { 'work.email': 'jane@corp.example' }, properties: { url: 'https://x.example/?e=jane@corp.example' } }],
+      OPTIONS,
+    ).accepted[0];
+    expect(event.traits).toEqual({ 'work%2Eemail': '(redacted)' });
+    expect(event.properties).toEqual({ url: 'https://x.example/?e=(redacted)' });
+  });
+
   it('leaves traits, properties and consent out when the event has none', () => {
     const { event } = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' } }], OPTIONS).accepted[0];
     expect('traits' in event).toBe(false);

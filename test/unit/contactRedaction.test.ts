@@ -1,0 +1,47 @@
+import { REDACTED, redactContactData } from '../../domain/contactRedaction';
+
+describe('redactContactData', () => {
+  it('replaces every email address inside a text, its @ also percent-encoded', () => {
+    const fields = {
+      url: 'https://shop.example/confirm?email=jane.doe%40example.com&step=2',
+      referrer: 'mailto:O\'Brien+news@mail.example.co.uk',
+      note: 'from a@b.io and c.d@e-f.example.org',
+    };
+    expect(redactContactData(fields)).toEqual({
+      url: `https://shop.example/confirm?email=${REDACTED}&step=2`,
+      referrer: `mailto:${REDACTED}`,
+      note: `from ${REDACTED} and ${REDACTED}`,
+    });
+  });
+
+  it('replaces addresses in lists and in field names', () => {
+    expect(redactContactData({ invited: ['ann@example.com', 'bob'], 'ann@example.com': true })).toEqual({ invited: [REDACTED, 'bob'], [REDACTED]: true });
+  });
+
+  it('replaces phone numbers under phone-named fields, text or number', () => {
+    const fields = { phone_number: '+1 (650) 555-1234', mobilePhone: 4915123456789, 'company.tel': '030 1234567', fax: ['0800 123 4567'] };
+    expect(redactContactData(fields)).toEqual({ phone_number: REDACTED, mobilePhone: REDACTED, 'company.tel': REDACTED, fax: [REDACTED] });
+  });
+
+  it('keeps what only looks close: short numbers, phone-less names, text without an address', () => {
+    const fields = { isMobile: true, mobileOs: 'iOS 17.2', phoneVerified: false, hotel: '1234567', order: 'A-1234567', title: 'Contact us @ the shop', handle: '@jane' };
+    expect(redactContactData(fields)).toBe(fields);
+  });
+
+  it('returns the same record when nothing is redacted, a new one when something is', () => {
+    const clean = { a: 'x', b: 1 };
+    expect(redactContactData(clean)).toBe(clean);
+    const leaky = { a: 'x', b: 'x@y.example' };
+    const redacted = redactContactData(leaky);
+    expect(redacted).not.toBe(leaky);
+    expect(leaky.b).toBe('x@y.example');
+    expect(Object.keys(redacted)).toEqual(['a', 'b']);
+  });
+
+  it('keeps a __proto__ field a plain field', () => {
+    const fields = JSON.parse('{"__proto__": "x", "e": "me@example.com"}') as Record<string, unknown>;
+    const redacted = redactContactData(fields);
+    expect(Object.keys(redacted)).toEqual(['__proto__', 'e']);
+    expect(Object.getPrototypeOf(redacted)).toBe(Object.prototype);
+  });
+});
