@@ -28,6 +28,12 @@ export interface StoredGpp {
   saleOptOut?: boolean;
   sharingOptOut?: boolean;
   targetedAdvertisingOptOut?: boolean;
+  /**
+   * A US section's `Gpc` field: the browser sent a Global Privacy Control signal, which California
+   * and the states with universal opt-out mechanisms treat as an opt-out of sale, sharing and
+   * targeted advertising — so all three read as opted out, whatever the section's own fields say.
+   */
+  gpc?: true;
 }
 
 export class ConsentError extends Error {
@@ -99,7 +105,9 @@ export function decodeGpp(gppString: string): { gpp: StoredGpp; tcfString?: stri
     if (name === US_PRIVACY_SECTION && (section.OptOutSale === 'Y' || section.OptOutSale === 'N')) {
       gpp.saleOptOut = gpp.saleOptOut === true || section.OptOutSale === 'Y';
     }
+    if (section.Gpc === true) gpp.gpc = true;
   }
+  if (gpp.gpc) for (const key of Object.keys(US_OPT_OUT_FIELDS) as Array<keyof typeof US_OPT_OUT_FIELDS>) gpp[key] = true;
   // The EU section is a TC string in its own right: read it (as sent) as one, so both signals mean the same.
   const tcfIndex = gpp.sectionIds.indexOf(TCF_EU_SECTION_ID);
   const tcfString = sections[TCF_EU_SECTION] && tcfIndex !== -1 ? gppString.split('~')[tcfIndex + 1] : undefined;

@@ -487,9 +487,10 @@ export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConse
   }
   const gpps = sorted.flatMap((consent) => (consent.gpp ? [consent.gpp] : []));
   if (gpps.length > 0) {
-    const { saleOptOut, sharingOptOut, targetedAdvertisingOptOut, ...newest } = gpps[gpps.length - 1];
+    const { saleOptOut, sharingOptOut, targetedAdvertisingOptOut, gpc, ...newest } = gpps[gpps.length - 1];
     const optOuts = { saleOptOut: anyOptOut(gpps, 'saleOptOut'), sharingOptOut: anyOptOut(gpps, 'sharingOptOut'), targetedAdvertisingOptOut: anyOptOut(gpps, 'targetedAdvertisingOptOut') };
     result.gpp = { ...newest, ...Object.fromEntries(Object.entries(optOuts).filter(([, value]) => value !== undefined)) };
+    if (gpps.some((one) => one.gpc)) result.gpp.gpc = true;
   }
   const flags = consents.flatMap((consent) => Object.entries(consent.purposes ?? {}));
   if (flags.length > 0) {

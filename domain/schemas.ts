@@ -41,7 +41,7 @@ export const ConsentPolicySchema = z
       .default([1, 3])
       .openapi({ description: 'TCF purposes a TC string must allow (default: store/access on a device, create a personalised-ads profile). Purposes 1 and 3–6 count only with consent; others also with legitimate interest.' }),
     tcfVendorId: z.number().int().min(1).max(65535).optional().openapi({ description: "Our IAB vendor id: when set, a TC string must also consent to this vendor" }),
-    honorGppOptOuts: z.boolean().default(true).openapi({ description: "A GPP string whose US section (US National, a state, or US Privacy) records an opt-out of sale, sharing or targeted advertising makes the event non-profiling" }),
+    honorGppOptOuts: z.boolean().default(true).openapi({ description: "A GPP string whose US section (US National, a state, or US Privacy) records an opt-out of sale, sharing or targeted advertising, or a Global Privacy Control signal (`Gpc`), makes the event non-profiling" }),
     purposeFlag: z
       .string()
       .regex(/^[a-z0-9_]{1,64}$/)

@@ -158,6 +158,9 @@ describe('mostRestrictiveConsent', () => {
     expect(merged?.gpp).toEqual({ gppString: 'gpp-2026-02-15T00:00:00Z', sectionIds: [7], saleOptOut: true });
     expect(mostRestrictiveConsent([gpp(false, '2026-01-01T00:00:00Z'), gpp(undefined, '2026-02-01T00:00:00Z')])?.gpp).toEqual({ gppString: 'gpp-2026-02-01T00:00:00Z', sectionIds: [7], saleOptOut: false });
     expect(mostRestrictiveConsent([gpp(undefined, '2026-01-01T00:00:00Z')])?.gpp).toEqual({ gppString: 'gpp-2026-01-01T00:00:00Z', sectionIds: [7] });
+    // An older document's Global Privacy Control signal stands too, not only the opt-outs it implies.
+    const withGpc: ProfileConsent = { ...gpp(true, '2026-01-01T00:00:00Z'), gpp: { gppString: 'gpc', sectionIds: [7], saleOptOut: true, gpc: true } };
+    expect(mostRestrictiveConsent([withGpc, gpp(false, '2026-02-01T00:00:00Z')])?.gpp).toEqual({ gppString: 'gpp-2026-02-01T00:00:00Z', sectionIds: [7], saleOptOut: true, gpc: true });
   });
 
   it('is null without any consent signal', () => {

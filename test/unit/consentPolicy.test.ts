@@ -54,6 +54,15 @@ describe('decodeGpp', () => {
     expect(decodeGpp(gppString({ usnat: { SaleOptOut: 2 }, usca: { SaleOptOut: 1 } })).gpp.saleOptOut).toBe(true);
   });
 
+  it('reads a Global Privacy Control signal as an opt-out of sale, sharing and targeted advertising', () => {
+    const { gpp } = decodeGpp(gppString({ usnat: { SaleOptOut: 2, SharingOptOut: 2, TargetedAdvertisingOptOut: 2, GpcSegmentIncluded: true, Gpc: true } }));
+    expect(gpp).toMatchObject({ gpc: true, saleOptOut: true, sharingOptOut: true, targetedAdvertisingOptOut: true });
+    expect(profilingRefusal({ gpp }, policy())).toBe('gpp_opt_out');
+    const without = decodeGpp(gppString({ usnat: { SaleOptOut: 2, GpcSegmentIncluded: true, Gpc: false } })).gpp;
+    expect(without.gpc).toBeUndefined();
+    expect(without.saleOptOut).toBe(false);
+  });
+
   it('reads the TCF EU section as a TC string', () => {
     const tcString = buildTcString({ purposeConsents: [1, 3, 4], vendorConsents: [755], isServiceSpecific: true });
     const model = new GppModel();
