@@ -168,9 +168,16 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
       // A placeholder the partner sends for users it does not know matches nobody: recorded, it would map that partner's every unknown user to this cookie.
       const partnerUserId = `${partner._id}:${sync.puid}`;
       const matchable = partnerUserIdProblem(partnerUserId) === null && !blocked(identityKey({ type: 'partner_uid', value: partnerUserId }));
-      await Promise.all([matchable && matches.record(partner._id, sync.puid, cookieId, at), source && appendSyncEvent(source, partner, sync, cookieId, at)]);
-      // Only once recorded: a sync that failed leaves the browser as it was.
-      if (!known) setPlatformCookie(req, res, cookieId, config.DMP_COOKIE_DOMAIN);
+      const outcomes = await Promise.allSettled([matchable && matches.record(partner._id, sync.puid, cookieId, at), source && appendSyncEvent(source, partner, sync, cookieId, at)]);
+      const failure = outcomes.find((outcome) => outcome.status === 'rejected');
+      if (failure) {
+        // The partner's chain still ends normally, as without consent: with an empty id, so it keeps no id we did not record. Its next sync records it.
+        logger.error({ err: failure.reason, partnerId: partner._id }, 'cookie sync not recorded; redirected without our id');
+        cookieId = null;
+      } else if (!known) {
+        // Only once recorded: a sync that failed leaves the browser as it was.
+        setPlatformCookie(req, res, cookieId, config.DMP_COOKIE_DOMAIN);
+      }
     }
     res.set('Cache-Control', 'no-store');
     res.redirect(302, expandRedirect(partner.redirectUrl, cookieId, sync.signals));
@@ -241,7 +248,8 @@ export function registerPartnerPaths({ registry, problem, json, adminKey, config
     request: { params: z.object({ partner: z.string().openapi({ description: 'The partner id' }) }), query: SyncQuerySchema },
     responses: {
       302: {
-        description: "To the partner's match URL, our id (or, without consent, nothing) in place of `${DMP_UID}`",
+        description:
+          "To the partner's match URL, our id in place of `${DMP_UID}`; nothing in its place without consent, or when the store could not record the sync (the browser's cookie is then left as it was)",
         headers: {
           Location: { description: "The partner's configured match URL, expanded", schema: { type: 'string' } },
           'Set-Cookie': { description: `\`${DMP_COOKIE_NAME}\`, when the browser had no cookie id we set (never without consent)`, schema: { type: 'string' } },
@@ -249,7 +257,7 @@ export function registerPartnerPaths({ registry, problem, json, adminKey, config
       },
       400: problem('Invalid query, naming the parameter: `query.puid` missing or not printable ASCII (≤ 256), `query.gdpr_consent`/`query.gpp` not made of a TC/GPP string\'s characters, `query.redirect` (or another target) given'),
       404: problem('No such partner'),
-      503: problem('The store is unavailable or too slow to acknowledge; retry later'),
+      503: problem("The store could not be read, so the partner's match URL is unknown; retry later"),
     },
   });
 }

@@ -2,7 +2,8 @@ import { cookieSyncEventId, matchLimits } from '../../domain/partners';
 import { MatchTableStore } from '../../store/matchTables';
 import { call } from '../support/http';
 import { settledRequest } from '../support/privacyRequests';
-import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { connectStore } from '../../store/db';
+import { baseConfig, startApi, startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource } from '../support/sourceClient';
 import { sourceLogEventIds } from '../support/sourceLog';
 import { buildTcString } from '../unit/tcfFixture';
@@ -317,6 +318,30 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     expect(await matches.cookieIdsOf('ramp', 'r-7')).toEqual([]);
     expect(await matches.partnerIdsOf('ramp', [cookie(970), cookie(971)])).toEqual(new Map());
   }, 240_000);
+
+  it('redirects a sync the store cannot record with an empty id, leaving the browser as it was and the match tables without it', async () => {
+    // An API of its own, whose store connection is then closed: its partner read is cached, its writes fail.
+    const store = await connectStore(baseConfig.MONGODB_URI, platform.store.db.databaseName);
+    const failing = await startApi({ store, temporal: platform.temporal, taskQueue: platform.taskQueue });
+    try {
+      const hit = (query: Record<string, string>, headers: Record<string, string> = {}) =>
+        fetch(`${failing.url}/v1/sync/ttd?${new URLSearchParams(query)}`, { redirect: 'manual', headers });
+      expect(uidOf(await hit({ puid: 'before-outage' }, { cookie: `dmp_uid=${cookie(940)}` }))).toBe(cookie(940));
+      await store.close();
+      for (const headers of [{ cookie: `dmp_uid=${cookie(941)}` }, {}] as Array<Record<string, string>>) {
+        const response = await hit({ puid: 'during-outage' }, headers);
+        expect(response.status).toBe(302);
+        expect((response.headers.get('location') as string).startsWith(`${MATCH_URL}?`)).toBe(true);
+        expect(uidOf(response)).toBe('');
+        expect(setCookies(response)).toEqual([]);
+      }
+      expect(await matches.cookieIdsOf('ttd', 'during-outage')).toEqual([]);
+      expect(await matches.cookieIdsOf('ttd', 'before-outage')).toEqual([cookie(940)]);
+    } finally {
+      await failing.close();
+      await store.close();
+    }
+  });
 
   it('documents every route and status in the OpenAPI document', async () => {
     const doc = (await call(`${api.url}/openapi.json`)).body;
