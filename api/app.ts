@@ -199,8 +199,8 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     if (bodySent(req) && !req.is('application/json') && !req.is('application/*+json')) {
       throw new ProblemError(415, 'unsupported-media-type', 'Send JSON', [{ path: 'headers.content-type', message: 'expected application/json' }]);
     }
-    const { events } = parseOr400(collectRequest, req.body, 'collect request');
-    res.status(202).json(await collector.collect(req.source as SourceDoc, events));
+    const { events, sentAt } = parseOr400(collectRequest, req.body, 'collect request');
+    res.status(202).json(await collector.collect(req.source as SourceDoc, events, new Date(), sentAt));
   });
 
   // ---- profiles ------------------------------------------------------------------------------

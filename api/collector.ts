@@ -26,8 +26,13 @@ export class Collector {
    * Events naming an erased subject are counted and dropped here, never stored — and answered as
    * accepted, so the answer does not tell a sender who was erased.
    */
-  async collect(source: SourceDoc, events: unknown[], now = new Date()): Promise<CollectResponse> {
-    const prepared = prepareEvents(events, { now, defaultPhoneRegion: this.config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent });
+  async collect(source: SourceDoc, events: unknown[], now = new Date(), sentAt?: string): Promise<CollectResponse> {
+    const prepared = prepareEvents(events, {
+      now,
+      defaultPhoneRegion: this.config.DMP_DEFAULT_PHONE_REGION,
+      consentPolicy: source.consent,
+      ...(sentAt !== undefined && { sentAt: new Date(sentAt) }),
+    });
     await this.marks.refresh();
     const late = new Map<string, number>();
     const erased = new Set<number>();

@@ -102,9 +102,14 @@ export function tagRouter(deps: RouterDeps): Router {
   };
   const collectBatch: RequestHandler = async (req, res) => {
     const source = req.source as SourceDoc;
-    const { events } = parseOr400(collectRequest, tagEventsBody(req), 'tag events');
+    const { events, sentAt } = parseOr400(collectRequest, tagEventsBody(req), 'tag events');
     const flag = (source.consent ?? DEFAULT_CONSENT_POLICY).purposeFlag;
-    const result = await collector.collect(source, events.map((event) => withPurposeFlag(event, flag)));
+    const result = await collector.collect(
+      source,
+      events.map((event) => withPurposeFlag(event, flag)),
+      new Date(),
+      sentAt,
+    );
     if (result.rejected.length > 0) {
       const sample = result.rejected[0];
       rejections.count(source._id, 'tag', sample.errors.map((error) => ({ path: `events.${sample.index}.${error.path}`, message: error.message })), result.rejected.length);

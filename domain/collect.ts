@@ -26,6 +26,8 @@ export interface PreparedEvents {
 export interface PrepareOptions {
   now: Date;
   defaultPhoneRegion: string;
+  /** When the sender sent the events, by the clock their timestamps are read on: timestamps are corrected by `now − sentAt`. */
+  sentAt?: Date;
   /** Events stamped further in the future than this are refused as a clock error. */
   maxFutureSkewMs?: number;
   /** The source's consent policy: events it does not allow to be profiled are marked so. */
@@ -73,6 +75,7 @@ function withIdentityTraitsTaken(
 
 export function prepareEvents(events: unknown[], options: PrepareOptions): PreparedEvents {
   const maxFutureSkewMs = options.maxFutureSkewMs ?? 24 * 3600 * 1000;
+  const skewMs = options.sentAt ? options.now.getTime() - options.sentAt.getTime() : 0;
   const accepted: PreparedEvents['accepted'] = [];
   const rejected: RejectedEvent[] = [];
   events.forEach((raw, index) => {
@@ -96,7 +99,7 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
     };
     for (const [type, value] of Object.entries(input.identities) as Array<[InputIdentityType, string]>) identify(type, value, `identities.${type}`);
     const traits = input.traits && withIdentityTraitsTaken(input.traits, input.identities, identify);
-    const timestamp = input.timestamp === undefined ? options.now : new Date(input.timestamp);
+    const timestamp = input.timestamp === undefined ? options.now : new Date(new Date(input.timestamp).getTime() + skewMs);
     if (timestamp.getTime() - options.now.getTime() > maxFutureSkewMs) {
       errors.push({ path: 'timestamp', message: 'is too far in the future' });
     }

@@ -222,7 +222,13 @@ export type EventInput = z.infer<typeof EventInputSchema>;
 /** The envelope is checked as a whole (1 to `maxEvents` events); each event is then checked on its own. */
 export function collectRequestSchema(maxEvents: number) {
   return z
-    .object({ events: z.array(z.unknown().openapi({ description: 'An Event; one that is not is refused in `rejected`' })).min(1).max(maxEvents, `at most ${maxEvents} events in one request`) })
+    .object({
+      events: z.array(z.unknown().openapi({ description: 'An Event; one that is not is refused in `rejected`' })).min(1).max(maxEvents, `at most ${maxEvents} events in one request`),
+      sentAt: z.iso
+        .datetime({ offset: true })
+        .optional()
+        .openapi({ description: "When the request was sent, by the sender's clock: each event's `timestamp` (same clock) is then corrected for the clock's skew — receivedAt − (sentAt − timestamp)" }),
+    })
     .strict()
     .openapi('CollectRequest', { example: { events: [{ type: 'page_view', identities: { cookie_id: 'c-123' } }] } });
 }

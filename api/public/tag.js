@@ -246,7 +246,8 @@
   }
 
   function send(events) {
-    var body = JSON.stringify({ events: events });
+    // The browser's clock may be far off: the server corrects each timestamp by how far its sentAt is.
+    var body = JSON.stringify({ events: events, sentAt: new Date().toISOString() });
     if (events.length > 1 && (events.length > MAX_EVENTS || new TextEncoder().encode(body).length > MAX_BYTES)) {
       var half = Math.ceil(events.length / 2);
       send(events.slice(0, half));

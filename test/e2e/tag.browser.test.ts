@@ -31,7 +31,8 @@ function gppCmp(gppString: string): string {
 
 interface Beacon {
   contentType: string;
-  events: Array<{ id: string; type: string; identities: Record<string, string>; properties?: Record<string, unknown>; traits?: Record<string, unknown>; consent?: Record<string, unknown> }>;
+  sentAt?: string;
+  events: Array<{ id: string; type: string; timestamp?: string; identities: Record<string, string>; properties?: Record<string, unknown>; traits?: Record<string, unknown>; consent?: Record<string, unknown> }>;
 }
 
 describe('the JS tag in Chromium, on a site of another origin', () => {
@@ -106,7 +107,8 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     context.on('weberror', (error) => pageErrors.push(error.error().message));
     context.on('request', (request) => {
       if (request.method() === 'POST' && request.url().startsWith(`${platform.api.url}/v1/tag/events`)) {
-        beacons.push({ contentType: request.headers()['content-type'] ?? '', events: JSON.parse(request.postData() ?? '{}').events });
+        const body = JSON.parse(request.postData() ?? '{}');
+        beacons.push({ contentType: request.headers()['content-type'] ?? '', sentAt: body.sentAt, events: body.events });
       }
     });
     return beacons;
@@ -150,6 +152,29 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     expect(byCookie.body.identities).toEqual(expect.arrayContaining([expect.objectContaining({ type: 'email_sha256', value: sha256Hex('jane.doe@example.com') })]));
     const byEmail = await lookup('email', 'jane.doe@example.com');
     expect(byEmail.body.id).toBe(byCookie.body.id);
+  });
+
+  it("corrects a browser clock days off: each batch's sentAt moves its events' times onto the server's clock", async () => {
+    const source = await createSource('skewed');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    const skewMs = 3 * 24 * 3600 * 1000;
+    await tab.clock.setSystemTime(new Date(Date.now() - skewMs));
+    await tab.goto(`${siteUrl}/shop/second.html?k=${source.writeKey}`);
+    await waitForEvents(beacons, 1);
+    const sentBack = Date.now();
+    await context.close();
+    const [beacon] = beacons;
+    const [event] = beacon.events;
+    // As the browser stamped them, both days behind; the batch's sentAt and the event's time agree.
+    expect(sentBack - Date.parse(beacon.sentAt as string)).toBeGreaterThan(skewMs - 60_000);
+    expect(Math.abs(Date.parse(beacon.sentAt as string) - Date.parse(event.timestamp as string))).toBeLessThan(60_000);
+    await waitFor('the event folded', async () => (await status(source.id)).profiles.eventsApplied >= 1);
+    const profile = (await lookup('cookie_id', event.identities.cookie_id)).body;
+    const stored = (await call(`${platform.api.url}/v1/profiles/${profile.id}/events`, { key: platform.api.adminKey })).body.events;
+    expect(stored.map((one: { id: string }) => one.id)).toEqual([event.id]);
+    expect(Math.abs(Date.parse(stored[0].timestamp) - sentBack)).toBeLessThan(60_000);
   });
 
   it('keeps the cookie for a later visit', async () => {

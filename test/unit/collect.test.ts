@@ -180,6 +180,22 @@ describe('prepareEvents: accepted events', () => {
     expect(event.properties).toEqual({ url: 'https://x.example/?e=(redacted)' });
   });
 
+  it("corrects timestamps by the sender's clock skew when sentAt is known: receivedAt − (sentAt − timestamp)", () => {
+    const behind = { ...OPTIONS, sentAt: new Date(NOW.getTime() - 3 * 86_400_000) };
+    const result = prepareEvents(
+      [
+        { type: 'x', identities: { cookie_id: 'c' }, timestamp: new Date(behind.sentAt.getTime() - 5_000).toISOString() },
+        { type: 'x', identities: { cookie_id: 'c' } },
+      ],
+      behind,
+    );
+    expect(result.accepted.map(({ event }) => event.timestamp.getTime())).toEqual([NOW.getTime() - 5_000, NOW.getTime()]);
+    // A clock days ahead is no future event once corrected; a timestamp far ahead of its own sentAt still is.
+    const ahead = { ...OPTIONS, sentAt: new Date(NOW.getTime() + 3 * 86_400_000) };
+    expect(prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, timestamp: ahead.sentAt.toISOString() }], ahead).accepted[0].event.timestamp).toEqual(NOW);
+    expect(pathsOf(prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, timestamp: new Date(ahead.sentAt.getTime() + 2 * 86_400_000).toISOString() }], ahead), 0)).toEqual(['timestamp']);
+  });
+
   it('leaves traits, properties and consent out when the event has none', () => {
     const { event } = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' } }], OPTIONS).accepted[0];
     expect('traits' in event).toBe(false);
