@@ -77,13 +77,13 @@ async function collectMessages({ collector, rejections }: Pick<RouterDeps, 'coll
  * unchanged: the write key as the HTTP Basic user (or a Bearer token), `{"success": true}` back.
  */
 export function segmentApiRouter(deps: RouterDeps): Router {
-  const { writeKeys, config } = deps;
+  const { writeKeys } = deps;
   const router = Router();
   const auth = writeKeys.require(['basic', 'bearer']);
   // Bodies the app's JSON parser leaves, such as RudderStack's gzipped JSON sent as a form, are read here whatever their type.
   const parse = express.json({ type: () => true, limit: MAX_BATCH_BYTES });
   const body: RequestHandler = (req, res, next) => parse(req, res, (error?: unknown) => (error ? next(error) : jsonDepthLimit(req, res, next)));
-  const batchRequest = segmentBatchSchema(config.DMP_MAX_BATCH_EVENTS);
+  const batchRequest = segmentBatchSchema();
 
   router.post('/v1/batch', auth, body, async (req, res) => {
     const bodyBytes = checkBodySize(req);
@@ -141,7 +141,7 @@ const MAPPING = [
   '`context.consent.tcf`/`gpp` → the TCF/GPP strings. Messages over 32 KB are refused.',
 ].join(' ');
 
-export function registerSegmentApiPaths({ registry, problem, json, writeKey, config }: OpenApiParts): void {
+export function registerSegmentApiPaths({ registry, problem, json, writeKey }: OpenApiParts): void {
   registry.register('SegmentMessage', SegmentMessageSchema);
   const basic = registry.registerComponent('securitySchemes', 'writeKeyBasic', {
     type: 'http',
@@ -160,14 +160,14 @@ export function registerSegmentApiPaths({ registry, problem, json, writeKey, con
     summary: 'Segment/RudderStack batch: many messages of any type in one request',
     description: `${MAPPING} Each message is checked on its own: one refused does not fail the others. The body is read as JSON whatever its Content-Type, gzip or not.`,
     security,
-    request: { body: { content: { 'application/json': { schema: segmentBatchSchema(config.DMP_MAX_BATCH_EVENTS) } } } },
+    request: { body: { content: { 'application/json': { schema: segmentBatchSchema() } } } },
     responses: {
       200: {
         description:
           'The messages kept (`accepted`), repeats of messages stored with them (`duplicates`) and refused (`rejected`, by index, naming the fields). A message repeating one acknowledged earlier is kept and dropped when folded into its profile (`profiles.duplicatesDropped` on the source)',
         ...json(SegmentResponseSchema),
       },
-      400: problem('Malformed JSON (`(body)`) or envelope (`batch`: 1 to `DMP_MAX_BATCH_EVENTS` messages, `sentAt`, `context`)'),
+      400: problem('Malformed JSON (`(body)`) or envelope (`batch`: at least one message, `sentAt`, `context`)'),
       413: problem('Body larger than 500 KB (`(body)`; a compressed body as inflated)'),
       ...common,
     },

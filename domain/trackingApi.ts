@@ -127,13 +127,11 @@ export const SegmentMessageSchema = z.discriminatedUnion('type', [
 export type SegmentMessage = z.infer<typeof SegmentMessageSchema>;
 
 /** The envelope is checked as a whole (1 to `maxMessages` messages); each message in it is then checked on its own. */
-export function segmentBatchSchema(maxMessages: number) {
+/** As Segment's own: as many messages as fit its 500 KB (`MAX_BATCH_BYTES`), so any batch an SDK sends is taken. */
+export function segmentBatchSchema() {
   return z
     .looseObject({
-      batch: z
-        .array(z.unknown().openapi({ description: 'A message (SegmentMessage); one that is not is refused in `rejected`, naming its fields' }))
-        .min(1)
-        .max(maxMessages, `at most ${maxMessages} messages in one request`),
+      batch: z.array(z.unknown().openapi({ description: 'A message (SegmentMessage); one that is not is refused in `rejected`, naming its fields' })).min(1),
       sentAt: Iso.nullish().openapi({ description: "Send time by the sender's clock, for messages without their own" }),
       context: Fields.openapi({ description: 'Context for every message; a message\'s own context fields win (objects such as `device` merged one level deep)' }),
     })

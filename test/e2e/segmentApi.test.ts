@@ -5,7 +5,7 @@ import { sha256Hex } from '../../domain/identity';
 import type { Store } from '../../store/db';
 import { call } from '../support/http';
 import { latestProfiles } from '../support/profiles';
-import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { baseConfig, startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 
 /** What Segment's and RudderStack's Node SDKs have in common: one message object per call. */
 interface TrackingClient {
@@ -270,6 +270,17 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
       'body-too-large',
       '(body)',
     );
+  });
+
+  it('takes a batch of more messages than DMP_MAX_BATCH_EVENTS allows /v1/collect, as long as it fits 500 KB, as Segment does', async () => {
+    const count = 2_500;
+    const batch = Array.from({ length: count }, (_, n) => ({ type: 'track', event: 'Tiny', anonymousId: `tiny-${n % 50}`, messageId: `tiny-${n}` }));
+    expect(count).toBeGreaterThan(baseConfig.DMP_MAX_BATCH_EVENTS);
+    const response = await post('/v1/batch', { batch });
+    expect(response.status).toBe(200);
+    expect(response.body).toMatchObject({ success: true, accepted: count, duplicates: 0, rejected: [] });
+    await allFolded(count);
+    expect((await lookup('cookie_id', 'tiny-7')).counters.Tiny.count).toBe(count / 50);
   });
 
   it('refuses a malformed envelope with 400 naming the field', async () => {
