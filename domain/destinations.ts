@@ -58,6 +58,10 @@ export function partnerIdsOf(ids: readonly string[], matched: ReadonlyMap<string
 /** The cookie ids among what `memberIdReader` read for a partner: those to look up in the match table. */
 export const cookieIdsAmong = (ids: readonly string[]) => ids.filter((id) => !id.startsWith(HELD_PARTNER_ID));
 
+const PurposeFlag = z.string().regex(/^[a-z0-9_]{1,64}$/, 'a purpose flag: lowercase letters, digits and _ (at most 64)');
+/** The flags a destination withholds declined profiles by unless told otherwise; also for destinations made before the setting. */
+export const DEFAULT_PURPOSE_FLAGS = ['profiling', 'advertising', 'data_sharing'] as const;
+
 export const DestinationConsentSchema = z
   .object({
     tcfPurposes: z
@@ -71,6 +75,12 @@ export const DestinationConsentSchema = z
       .boolean()
       .default(true)
       .openapi({ description: "Withhold profiles whose GPP string records a US opt-out of sale, sharing or targeted advertising (US National, a state section, or US Privacy)" }),
+    purposeFlags: listedOnce(z.array(PurposeFlag).max(32), (flag) => flag, 'flags are listed once each')
+      .default([...DEFAULT_PURPOSE_FLAGS])
+      .openapi({
+        description:
+          "Explicit purpose flags (`consent.purposes.<flag>`, as sources and the tag send them, Segment's consent categories lowercased) a profile must not have declined: one whose consent says false to any is withheld. Default: `profiling` (the sources' default flag, and the tag's), `advertising` and `data_sharing` (Segment's categories); [] to ignore flags.",
+      }),
   })
   .strict()
   .openapi('DestinationConsent');
@@ -83,6 +93,7 @@ export const DestinationConsentChangeSchema = z
     tcfVendorId: z.number().int().min(1).max(65535).nullable().optional().openapi({ description: "The partner's IAB vendor id; null stops checking one" }),
     requireTcf: DestinationConsentSchema.shape.requireTcf.removeDefault().optional(),
     honorGppOptOuts: DestinationConsentSchema.shape.honorGppOptOuts.removeDefault().optional(),
+    purposeFlags: DestinationConsentSchema.shape.purposeFlags.removeDefault().optional(),
   })
   .strict()
   .openapi('DestinationConsentChange', { description: 'The consent settings to change (see DestinationConsent); those left out stay as they are' });
@@ -229,12 +240,14 @@ export interface ExportFacts {
   ids: string[];
   tcf: { purposes: number[]; vendors: number[] } | null;
   usOptOut?: true;
+  /** The explicit purpose flags its consent says false to, sorted (absent: none). */
+  declined?: string[];
   sources: string[];
 }
 
-type ConsentFacts = Pick<ExportFacts, 'tcf' | 'usOptOut'>;
+type ConsentFacts = Pick<ExportFacts, 'tcf' | 'usOptOut' | 'declined'>;
 
-/** Reads a packed consent: `{tcf, usOptOut}`, or the bare `tcf` that runs made before opt-outs were kept. */
+/** Reads a packed consent: `{tcf, usOptOut, declined}`, or the bare `tcf` that runs made before opt-outs were kept. */
 function consentFacts(json: string): ConsentFacts {
   const value = JSON.parse(json);
   return value !== null && 'tcf' in value ? value : { tcf: value };
@@ -243,10 +256,15 @@ function consentFacts(json: string): ConsentFacts {
 export function exportFacts(subject: { identities: Identity[]; consent: ProfileConsent | null; sources: string[] }): ExportFacts {
   const tcf = subject.consent?.tcf;
   const gpp = subject.consent?.gpp;
+  const declined = Object.entries(subject.consent?.purposes ?? {})
+    .filter(([, granted]) => granted === false)
+    .map(([flag]) => flag)
+    .sort();
   return {
     ids: subject.identities.flatMap(exportKeys),
     tcf: tcf ? { purposes: tcf.purposeConsents, vendors: tcf.vendorConsents } : null,
     ...(gpp && (gpp.saleOptOut || gpp.sharingOptOut || gpp.targetedAdvertisingOptOut) && { usOptOut: true as const }),
+    ...(declined.length > 0 && { declined }),
     sources: subject.sources,
   };
 }
@@ -268,7 +286,7 @@ export interface FlatFacts {
 }
 
 export function flattenFacts(facts: ExportFacts): FlatFacts {
-  const consent: ConsentFacts = facts.usOptOut ? { tcf: facts.tcf, usOptOut: true } : { tcf: facts.tcf };
+  const consent: ConsentFacts = { tcf: facts.tcf, ...(facts.usOptOut && { usOptOut: true }), ...(facts.declined && { declined: facts.declined }) };
   return { ids: facts.ids.join('\n'), consent: JSON.stringify(consent), sources: JSON.stringify(facts.sources) };
 }
 
@@ -382,13 +400,14 @@ export type Decision = { withheld: 'consent' } | { withheld: 'label'; label: str
  * Whether a member may leave for this partner and with which ids. Consent comes first (a profile
  * whose TC string lacks a required purpose or the vendor is withheld; no TC string passes unless the
  * destination requires one; a US opt-out of sale, sharing or targeted advertising is withheld unless
- * the destination says otherwise), then export controls (every label of every source that contributed
+ * the destination says otherwise, and so is a declined purpose flag the destination names), then export controls (every label of every source that contributed
  * must be allowed: the data that qualified a profile is not traceable to one source, so all count).
  * For a `partner:` id type the ids are as `memberIdReader` reads them: the member's cookie ids,
  * which the export maps through the match table, and the partner's ids it holds itself.
  */
 export function decide(facts: ExportFacts, policy: ExportPolicy): Decision {
   if (facts.usOptOut && policy.consent.honorGppOptOuts !== false) return { withheld: 'consent' };
+  if (facts.declined?.some((flag) => policy.consent.purposeFlags.includes(flag))) return { withheld: 'consent' };
   if (facts.tcf === null) {
     if (policy.consent.requireTcf) return { withheld: 'consent' };
   } else {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Binary, BSON, type Collection } from 'mongodb';
-import type { DestinationConsent, ExportState, IdType, PartnerState, SegmentExport } from '../domain/destinations';
+import { DestinationConsentSchema, type DestinationConsent, type ExportState, type IdType, type PartnerState, type SegmentExport } from '../domain/destinations';
 import type { SegmentSchedule } from '../domain/segments';
 import { deleteByIds, findByIds, forEachConcurrently, idsByOwner, insertKeyed, type Store } from './db';
 import { ScheduleSyncs, type ScheduleSyncMark } from './scheduleSyncs';
@@ -502,6 +502,8 @@ function withExportState(definition: DestinationDefinition & LegacyExportFields,
   const resentFor = holdings?.resentFor ?? null;
   return {
     ...rest,
+    // Settings added since a destination was made read as their defaults.
+    consent: DestinationConsentSchema.parse(rest.consent),
     held: holdings?.held ?? legacyHeld ?? {},
     resend: changedAt !== null && (resentFor === null || resentFor <= changedAt),
     resentFor,

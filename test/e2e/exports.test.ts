@@ -363,4 +363,23 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     // Addresses UID2 normalizes as we do are our own digest in base64.
     expect(sent).toContain(Buffer.from(sha256Hex('user4@example.com'), 'hex').toString('base64'));
   }, 120_000);
+
+  it('withholds a profile that declined an explicit purpose flag the destination names (advertising by default), and exports it once the flag is no longer named', async () => {
+    // A server-side event with Segment-style consent categories: no TC string, no GPP, advertising declined.
+    await shop.send([{ id: 'nora', type: 'purchase', identities: { cookie_id: 'ck-nora' }, traits: { plan: 'gold' }, consent: { purposes: { advertising: false } } }]);
+    const nora = await waitFor('nora folded', async () => (await shop.lookup('cookie_id', 'ck-nora')).body.id as string | undefined);
+    await waitFor('nora in the segment', async () => (await members()).includes(nora));
+    const server = await partner({ kind: 'webhook', secret: 'flags-secret-0123456789a' });
+    const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', config: { url: server.url, secret: 'flags-secret-0123456789a' } });
+    expect((await admin(`/v1/destinations/${id}`)).body.consent.purposeFlags).toEqual(['profiling', 'advertising', 'data_sharing']);
+    const withheld = await exportNow(id);
+    expect(withheld.state).toBe('completed');
+    expect(server.audience(segmentId)).not.toContain('ck-nora');
+    expect(server.audience(segmentId)).toContain('ck-3');
+
+    expect((await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { consent: { purposeFlags: ['data_sharing'] } } })).body.consent).toMatchObject({ purposeFlags: ['data_sharing'], tcfPurposes: [1, 3, 4] });
+    const exported = await exportNow(id);
+    expect(exported).toMatchObject({ state: 'completed', adds: 1, removes: 0, withheld: { consent: withheld.withheld.consent - 1 } });
+    expect(server.audience(segmentId)).toContain('ck-nora');
+  }, 120_000);
 });

@@ -10,6 +10,7 @@ import { signature, webhook } from '../../connectors/webhook';
 import {
   changedConsent,
   CreateDestinationRequestSchema,
+  DEFAULT_PURPOSE_FLAGS,
   DestinationConsentSchema,
   decide,
   delta,
@@ -128,7 +129,7 @@ describe('decide', () => {
     labelsAllowed: [],
     labelsOf: (source) => LABELS[source] ?? [],
     ...overrides,
-    consent: { tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true, ...overrides.consent },
+    consent: { tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true, purposeFlags: [...DEFAULT_PURPOSE_FLAGS], ...overrides.consent },
   });
   const facts = (overrides: Partial<ExportFacts> = {}): ExportFacts => ({
     ids: ['cookie_id:ck1', 'email_sha256:abc', 'cookie_id:ck2', 'maid:m1'],
@@ -169,6 +170,14 @@ describe('decide', () => {
     expect(decide(facts({ usOptOut: true }), { ...policy(), consent: { tcfPurposes: [], requireTcf: false } as never })).toEqual({ withheld: 'consent' });
   });
 
+  it('withholds a profile that declined a purpose flag the destination names, and only those', () => {
+    expect(decide(facts({ declined: ['advertising'] }), policy())).toEqual({ withheld: 'consent' });
+    expect(decide(facts({ declined: ['data_sharing'] }), policy())).toEqual({ withheld: 'consent' });
+    expect(decide(facts({ declined: ['analytics'] }), policy())).toMatchObject({ withheld: null });
+    expect(decide(facts({ declined: ['advertising'] }), policy({ consent: { purposeFlags: [] } }))).toMatchObject({ withheld: null });
+    expect(decide(facts({ declined: ['analytics'] }), policy({ consent: { purposeFlags: ['analytics'] } }))).toEqual({ withheld: 'consent' });
+  });
+
   it('withholds a profile holding data of a source with a label not allowed, naming that label', () => {
     expect(decide(facts({ sources: ['src_shop', 'src_crm'] }), policy())).toEqual({ withheld: 'label', label: 'crm' });
     expect(decide(facts({ sources: ['src_shop', 'src_broker'] }), policy({ labelsAllowed: ['crm'] }))).toEqual({ withheld: 'label', label: 'partner_data' });
@@ -193,7 +202,12 @@ describe('decide', () => {
 // ---- export facts -----------------------------------------------------------------------------
 
 describe('packed export facts', () => {
-  const policy: ExportPolicy = { idType: 'cookie_id', labelsAllowed: [], labelsOf: (source) => (source === 'src_broker' ? ['partner_data'] : []), consent: { tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true } };
+  const policy: ExportPolicy = {
+    idType: 'cookie_id',
+    labelsAllowed: [],
+    labelsOf: (source) => (source === 'src_broker' ? ['partner_data'] : []),
+    consent: { tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true, purposeFlags: ['advertising'] },
+  };
   const members: Array<ExportFacts | null> = [
     { ids: ['cookie_id:a', 'email_sha256:e1'], tcf: { purposes: [1, 3, 4], vendors: [] }, sources: ['src_shop'] },
     null,
@@ -202,13 +216,15 @@ describe('packed export facts', () => {
     { ids: ['cookie_id:e'], tcf: null, sources: ['src_broker', 'src_shop'] },
     { ids: ['maid:m'], tcf: null, sources: ['src_shop'] },
     { ids: ['cookie_id:f'], tcf: { purposes: [1, 3, 4], vendors: [] }, usOptOut: true, sources: ['src_shop'] },
+    { ids: ['cookie_id:g'], tcf: null, declined: ['advertising'], sources: ['src_shop'] },
+    { ids: ['cookie_id:h'], tcf: null, declined: ['analytics'], sources: ['src_shop'] },
   ];
 
   it('keeps each distinct consent and source list once, and -1 for ids without facts', () => {
     const packed = packFacts(members.map((facts) => facts && flattenFacts(facts)));
-    expect(packed.consents).toHaveLength(4);
+    expect(packed.consents).toHaveLength(6);
     expect(packed.sources).toHaveLength(2);
-    expect([...packed.consentOf]).toEqual([0, -1, 0, 1, 2, 2, 3]);
+    expect([...packed.consentOf]).toEqual([0, -1, 0, 1, 2, 2, 3, 4, 5]);
     expect(packed.ids[1]).toBe('');
   });
 
@@ -216,6 +232,8 @@ describe('packed export facts', () => {
     const decisions = new PackedDecisions(packFacts(members.map((facts) => facts && flattenFacts(facts))), policy);
     members.forEach((facts, i) => expect(decisions.decide(i)).toEqual(facts && decide(facts, policy)));
     expect(decisions.decide(6)).toEqual({ withheld: 'consent' });
+    expect(decisions.decide(7)).toEqual({ withheld: 'consent' });
+    expect(decisions.decide(8)).toEqual({ withheld: null, ids: ['h'] });
   });
 
   it('reads consents packed by runs made before opt-outs were kept (the bare TCF facts)', () => {
@@ -264,6 +282,12 @@ describe('exportFacts and factsChanged', () => {
     expect(exportFacts(doc({ consent: gpp({ targetedAdvertisingOptOut: true }) })).usOptOut).toBe(true);
     expect(exportFacts(doc({ consent: gpp({ saleOptOut: false, sharingOptOut: false }) }))).not.toHaveProperty('usOptOut');
     expect(factsChanged(doc({ consent: gpp({}) }), doc({ consent: consent({ tcf: tcf('TC-A'), gpp: { gppString: 'DBABL~y', sectionIds: [7], saleOptOut: true } }) }))).toBe(true);
+  });
+
+  it('lists the purpose flags the consent declines, sorted, and nothing when none is declined', () => {
+    expect(exportFacts(doc({ consent: consent({ purposes: { profiling: true, data_sharing: false, advertising: false } }) })).declined).toEqual(['advertising', 'data_sharing']);
+    expect(exportFacts(doc())).not.toHaveProperty('declined');
+    expect(factsChanged(doc(), doc({ consent: consent({ tcf: tcf('TC-A'), purposes: { analytics: true, advertising: false } }) }))).toBe(true);
   });
 
   it('has no TCF facts when the profile never sent a TC string', () => {
@@ -328,7 +352,8 @@ describe('destination request schemas', () => {
 
   it('accepts a valid creation request, and fills the consent defaults', () => {
     expect(CreateDestinationRequestSchema.safeParse({ ...valid, schedule: { every: 'PT1H' } }).success).toBe(true);
-    expect(CreateDestinationRequestSchema.parse({ ...valid, consent: {} }).consent).toEqual({ tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true });
+    expect(CreateDestinationRequestSchema.parse({ ...valid, consent: {} }).consent).toEqual({ tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true, purposeFlags: ['profiling', 'advertising', 'data_sharing'] });
+    expect(issuePaths(CreateDestinationRequestSchema.safeParse({ ...valid, consent: { purposeFlags: ['Ads'] } }))).toEqual(['consent.purposeFlags.0']);
   });
 
   it('refuses unknown fields, at the top and in consent', () => {
@@ -647,12 +672,13 @@ describe('a change of a destination\'s consent settings', () => {
   it('replaces the fields sent and keeps the others (a PATCH no longer resets them to their defaults)', () => {
     const change = PatchDestinationRequestSchema.parse({ consent: { requireTcf: true } }).consent!;
     expect(change).toEqual({ requireTcf: true });
-    expect(changedConsent(stored, change)).toEqual({ tcfPurposes: [1, 3, 4, 7], tcfVendorId: 755, requireTcf: true, honorGppOptOuts: true });
+    expect(changedConsent(stored, change)).toEqual({ tcfPurposes: [1, 3, 4, 7], tcfVendorId: 755, requireTcf: true, honorGppOptOuts: true, purposeFlags: [...DEFAULT_PURPOSE_FLAGS] });
+    expect(changedConsent(stored, { purposeFlags: ['marketing'] }).purposeFlags).toEqual(['marketing']);
     expect(changedConsent(stored, { tcfPurposes: [1] })).toEqual({ ...stored, tcfPurposes: [1] });
   });
 
   it('stops checking a vendor id when sent null', () => {
-    expect(changedConsent(stored, { tcfVendorId: null })).toEqual({ tcfPurposes: [1, 3, 4, 7], requireTcf: false, honorGppOptOuts: true });
+    expect(changedConsent(stored, { tcfVendorId: null })).toEqual({ tcfPurposes: [1, 3, 4, 7], requireTcf: false, honorGppOptOuts: true, purposeFlags: [...DEFAULT_PURPOSE_FLAGS] });
     expect(changedConsent(stored, { tcfVendorId: 8 }).tcfVendorId).toBe(8);
     expect(PatchDestinationRequestSchema.safeParse({ consent: { tcfVendorId: 0 } }).success).toBe(false);
     expect(PatchDestinationRequestSchema.safeParse({ consent: { unknown: true } }).success).toBe(false);

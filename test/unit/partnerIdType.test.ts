@@ -19,7 +19,7 @@ import {
 
 const policy = (idType: IdType, overrides: Partial<ExportPolicy> = {}): ExportPolicy => ({
   idType,
-  consent: { tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true },
+  consent: { tcfPurposes: [1, 3, 4], requireTcf: false, honorGppOptOuts: true, purposeFlags: [] },
   labelsAllowed: [],
   labelsOf: () => [],
   ...overrides,
