@@ -26,7 +26,7 @@ import { SegmentRunStore } from '../store/segmentRuns';
 import { definitionsOf, SegmentStore } from '../store/segments';
 import { ExpiredProfiles } from '../store/expiredProfiles';
 import { SourceStore } from '../store/sources';
-import { profilingRefusal } from '../domain/consent';
+import { carriesSignal, profilingRefusal } from '../domain/consent';
 import { DEFAULT_CONSENT_POLICY, type ConsentPolicy } from '../domain/schemas';
 import { ProfileExpiries } from '../store/profileExpiries';
 import { withHeartbeats, heartbeat } from './heartbeat';
@@ -274,8 +274,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         }
         // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
         const optedOut = marks.optedOut({ profileId: target, ancestors: doc.ancestors });
-        // An event with no signal of its own is held to the consent its document keeps: a withdrawal recorded earlier stands.
-        const withdrawn = !optedOut && !event.consentOnly && !event.consent && doc.consent !== null && profilingRefusal(doc.consent, policyOf.get(batch.sourceId)!) !== null;
+        // An event with no signal of its own (none its source's policy reads) is held to the consent its document keeps: a withdrawal recorded earlier stands.
+        const policy = policyOf.get(batch.sourceId)!;
+        const withdrawn = !optedOut && !event.consentOnly && !carriesSignal(event.consent, policy) && doc.consent !== null && profilingRefusal(doc.consent, policy) !== null;
         const origin = { sourceId: batch.sourceId, party: batch.party, seq: event.seq };
         if (!(withdrawn ? holdEvent(doc, event, origin) : applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, origin))) {
           result.duplicates++;

@@ -133,6 +133,16 @@ export function decodeConsent(input: ConsentInput): StoredConsent {
   return consent;
 }
 
+/** Whether a GPP string is a signal: only where a US section applies (its TCF EU section comes as `tcf`); one with none decides nothing. */
+export function gppDecides(gpp: StoredGpp): boolean {
+  return gpp.saleOptOut !== undefined || gpp.sharingOptOut !== undefined || gpp.targetedAdvertisingOptOut !== undefined;
+}
+
+/** Whether a consent says anything a source's policy reads: a TC string, a deciding GPP string, or the policy's purpose flag. */
+export function carriesSignal(consent: StoredConsent | undefined, policy: ConsentPolicy): boolean {
+  return consent !== undefined && (consent.tcf !== undefined || (consent.gpp !== undefined && gppDecides(consent.gpp)) || consent.purposes?.[policy.purposeFlag] !== undefined);
+}
+
 /** Purposes a vendor may only base on consent under TCF 2.2 (storage, and building or using profiles). */
 const CONSENT_ONLY_PURPOSES = new Set([1, 3, 4, 5, 6]);
 
@@ -148,9 +158,7 @@ export function profilingRefusal(consent: StoredConsent | undefined, policy: Con
   if (policy.mode === 'not_required') return null;
   const tcf = consent?.tcf;
   const gpp = consent?.gpp;
-  // A GPP string is a signal only where a US section applies (its TCF EU section comes as `tcf`): one with none decides nothing.
-  const gppDecides = gpp !== undefined && (gpp.saleOptOut !== undefined || gpp.sharingOptOut !== undefined || gpp.targetedAdvertisingOptOut !== undefined);
-  if (!tcf && !gppDecides && consent?.purposes?.[policy.purposeFlag] === undefined) {
+  if (!carriesSignal(consent, policy)) {
     return policy.mode === 'require' ? 'no_consent_signal' : null;
   }
   if (consent?.purposes?.[policy.purposeFlag] === false) return 'purpose_flag';

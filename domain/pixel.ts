@@ -131,7 +131,9 @@ export function readPixelQuery(query: PixelQuery, purposeFlag: string): PixelReq
     }
   }
   if (errors.length > 0) return { ok: false, errors };
+  // Without a TC string where the GDPR applies: not for profiling. With one, the visitor decided and the string says what: the flag goes true, so an earlier such mark does not outlive the decision (a document keeps each flag's newest).
   if (gdpr === '1' && storageConsent === undefined) event.consent = { ...event.consent, purposes: { [purposeFlag]: false } };
+  else if (storageConsent !== undefined) event.consent = { ...event.consent, purposes: { [purposeFlag]: true } };
   // gdpr=1 needs a TC string that consents; gdpr=0 needs nothing; unknown follows a TC string if there is one.
   const storageAllowed = gdpr === '0' ? true : gdpr === '1' ? storageConsent === true : storageConsent !== false;
   return { ok: true, event, storageAllowed };

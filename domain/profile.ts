@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { cloneData } from './cloneData';
-import type { StoredConsent, StoredGpp } from './consent';
+import { gppDecides, type StoredConsent, type StoredGpp } from './consent';
 import type { StoredEvent } from './event';
 import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
 import { identityKey, type Identity } from './identity';
@@ -63,7 +63,19 @@ export interface TraitOrigin {
   party: Party;
 }
 
-export type ProfileConsent = StoredConsent & { sourceId: string; at: Date };
+/**
+ * A document's consent: per kind of signal — the TC string, the GPP string's US opt-outs, each
+ * explicit purpose flag — the newest the person gave, `since` dating each; `sourceId` and `at` name
+ * the newest signal. A merged profile's consent carries no `since` (see mostRestrictiveConsent).
+ */
+export type ProfileConsent = StoredConsent & { sourceId: string; at: Date; since?: ConsentSince };
+
+/** When each kind of a document's consent was set. Absent on documents folded before kinds were dated: each kind there dates from `at`. */
+export interface ConsentSince {
+  tcf?: Date;
+  gpp?: Date;
+  purposes?: Record<string, Date>;
+}
 
 /**
  * One stored profile document. Versions are never updated, only added: `_id` is
@@ -370,15 +382,63 @@ function setTrait(profile: Pick<ProfileDoc, 'traits' | 'traitOrigins'>, name: st
   setOwn(profile.traitOrigins, name, origin);
 }
 
-/** Within one document the newest consent signal stands (a person changing their mind). */
+/** Which of two consents is the newer signal: by time, then (for a fold in any order to end alike) by content. */
 function newerConsent(a: ProfileConsent | null, b: ProfileConsent): boolean {
   return !a || b.at > a.at || (b.at.getTime() === a.at.getTime() && JSON.stringify(b) > JSON.stringify(a));
 }
 
+/** Whether a signal of one kind given at `at` replaces the one dated `since` (content `than`): the newer stands; at the same time, the larger `rank`, so any fold order ends alike. */
+function replaces(at: Date, since: Date | undefined, rank: string, than: string): boolean {
+  return since === undefined || at > since || (at.getTime() === since.getTime() && rank > than);
+}
+
+function sinceOf(consent: ProfileConsent): ConsentSince {
+  if (consent.since) return consent.since;
+  const purposes: Record<string, Date> = {};
+  for (const flag of Object.keys(consent.purposes ?? {})) setOwn(purposes, flag, consent.at);
+  return { ...(consent.tcf && { tcf: consent.at }), ...(consent.gpp && { gpp: consent.at }), purposes };
+}
+
+/**
+ * Within one document, each kind of signal keeps the newest the person gave (a person changing their
+ * mind): a signal replaces only the kinds it carries, so a later message holding only purpose flags,
+ * or a GPP string without a US section, leaves a TCF withdrawal standing. A flag that says no wins a
+ * tie with one that says yes.
+ */
 function applyConsent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
-  if (!event.consent) return;
-  const consent = { ...event.consent, sourceId: origin.sourceId, at: event.timestamp };
-  if (newerConsent(profile.consent, consent)) profile.consent = consent;
+  const signal = event.consent;
+  if (!signal) return;
+  const at = event.timestamp;
+  const current = profile.consent;
+  // Copies, not the stored objects: the document read is the previous version's.
+  const since: ConsentSince = current ? { ...sinceOf(current) } : {};
+  const next: ProfileConsent = current ? { ...current, since } : { sourceId: origin.sourceId, at, since };
+  let changed = false;
+  if (signal.tcf && replaces(at, since.tcf, signal.tcf.tcString, next.tcf?.tcString ?? '')) {
+    next.tcf = signal.tcf;
+    since.tcf = at;
+    changed = true;
+  }
+  if (signal.gpp && gppDecides(signal.gpp) && replaces(at, since.gpp, signal.gpp.gppString, next.gpp?.gppString ?? '')) {
+    next.gpp = signal.gpp;
+    since.gpp = at;
+    changed = true;
+  }
+  for (const [flag, granted] of Object.entries(signal.purposes ?? {})) {
+    const held = next.purposes && Object.hasOwn(next.purposes, flag) ? next.purposes[flag] : undefined;
+    if (!replaces(at, since.purposes && Object.hasOwn(since.purposes, flag) ? since.purposes[flag] : undefined, String(!granted), String(!held))) continue;
+    next.purposes = { ...next.purposes };
+    setOwn(next.purposes, flag, granted);
+    since.purposes = { ...since.purposes };
+    setOwn(since.purposes, flag, at);
+    changed = true;
+  }
+  if (!changed) return;
+  if (current && (at > current.at || (at.getTime() === current.at.getTime() && origin.sourceId > current.sourceId))) {
+    next.sourceId = origin.sourceId;
+    next.at = at;
+  }
+  profile.consent = next;
 }
 
 /**
@@ -438,13 +498,14 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: Eve
 
 /**
  * Holds back an event its document's consent refuses (a withdrawal recorded earlier): nothing of it
- * is applied, but its id is remembered, so a retry of it is a repeat — also once consent is given
- * again. Returns false for a repeat, as applyEvent does.
+ * is applied but a consent signal it carries, and its id is remembered, so a retry of it is a repeat
+ * — also once consent is given again. Returns false for a repeat, as applyEvent does.
  */
-export function holdEvent(profile: ProfileDoc, event: Pick<ProfileEvent, 'id'>, origin: EventOrigin): boolean {
+export function holdEvent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): boolean {
   const token = eventIdToken(origin.sourceId, event.id);
   if (remembers(profile, token)) return false;
   remember(profile, token);
+  applyConsent(profile, event, origin);
   profile.applied[origin.sourceId] = Math.max(profile.applied[origin.sourceId] ?? -1, origin.seq);
   return true;
 }
@@ -475,7 +536,8 @@ function anyOptOut(gpps: StoredGpp[], key: 'saleOptOut' | 'sharingOptOut' | 'tar
 export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConsent | null {
   if (consents.length === 0) return null;
   const sorted = [...consents].sort((a, b) => (newerConsent(a, b) ? -1 : 1));
-  const result: ProfileConsent = structuredClone(sorted[sorted.length - 1]);
+  const { since: _dates, ...newestSignal } = sorted[sorted.length - 1];
+  const result: ProfileConsent = structuredClone(newestSignal);
   const tcfs = sorted.flatMap((consent) => (consent.tcf ? [consent.tcf] : []));
   if (tcfs.length > 0) {
     result.tcf = {

@@ -117,6 +117,41 @@ describe('consent at the door', () => {
     expect((await web.lookup('cookie_id', 'kept-out')).body.counters.order.count).toBe(2);
   });
 
+  it('keeps a TCF withdrawal standing against later messages whose consent holds only other kinds: Segment consent categories, a GPP string without a US section', async () => {
+    const { api } = platform;
+    const web = await newSource(api, 'eu-web-2', { consent: { mode: 'require' } });
+    const app = await newSource(api, 'eu-app');
+    const segment = (await call(`${api.url}/v1/segments`, { key: api.adminKey, body: { name: 'Ads profiling allowed (2)', rule: { consent: { purpose: 3 } } } })).body;
+    const members = async () => (await call(`${api.url}/v1/segments/${segment.id}/members`, { key: api.adminKey })).body.members as string[];
+    const later = (seconds: number) => new Date(Date.now() + seconds * 1000).toISOString();
+    await web.send([{ id: 'p-1', type: 'page_view', identities: { cookie_id: 'partial-later' }, consent: { tcf: buildTcString({ purposeConsents: [1, 3, 4] }) } }]);
+    await web.folded(1);
+    const id = (await web.lookup('cookie_id', 'partial-later')).body.id;
+    await waitFor('the member to enter', async () => (await members()).includes(id));
+    await web.send([{ id: 'p-2', type: 'page_view', timestamp: later(1), identities: { cookie_id: 'partial-later' }, consent: { tcf: buildTcString({ purposeConsents: [1] }) } }]);
+    await waitFor('the withdrawal on the profile', async () => (await web.lookup('cookie_id', 'partial-later')).body.consent?.tcf?.purposeConsents?.length === 1);
+
+    // The app's Segment SDK sends its consent categories only, then a GPP string with a Canadian section alone.
+    const basic = `Basic ${Buffer.from(`${app.writeKey}:`).toString('base64')}`;
+    const track = (messageId: string, timestamp: string, consent: object) =>
+      fetch(`${api.url}/v1/track`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: basic },
+        body: JSON.stringify({ messageId, anonymousId: 'partial-later', event: 'Order Completed', timestamp, context: { consent } }),
+      });
+    const canada = new GppModel();
+    canada.setFieldValue('tcfcav1', 'CmpId', 31);
+    expect((await track('p-3', later(2), { categoryPreferences: { Analytics: true } })).status).toBe(200);
+    expect((await track('p-4', later(3), { gpp: canada.encode() })).status).toBe(200);
+    await app.folded(2);
+    const profile = (await web.lookup('cookie_id', 'partial-later')).body;
+    expect(profile.consent.tcf.purposeConsents).toEqual([1]);
+    expect(profile.consent.purposes).toEqual({ analytics: true });
+    // Neither message said anything the policy reads: both were held to the withdrawal.
+    expect(profile.counters['Order Completed']).toBeUndefined();
+    await waitFor('the member to exit', async () => !(await members()).includes(id));
+  });
+
   it('profiles events without a signal on a source whose policy enforces only the signals present', async () => {
     const { api } = platform;
     const source = await newSource(api, 'us-app');

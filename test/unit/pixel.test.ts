@@ -96,7 +96,7 @@ describe('readPixelQuery: consent and the cookie', () => {
     model.setFieldValue('usnat', 'SaleOptOut', 2);
     const gpp = model.encode();
     const { event } = accepted(read({ gdpr: '1', gdpr_consent: consented, gpp }));
-    expect(event.consent).toEqual({ tcf: consented, gpp });
+    expect(event.consent).toEqual({ tcf: consented, gpp, purposes: { [FLAG]: true } });
   });
 
   it('allows the cookie where the GDPR does not apply, or is not said to', () => {
@@ -126,8 +126,9 @@ describe('readPixelQuery: consent and the cookie', () => {
     expect(request.event.consent).toEqual({ purposes: { ads: false } });
   });
 
-  it('adds no purpose flag when a TC string speaks for itself', () => {
-    expect(accepted(read({ gdpr: '1', gdpr_consent: refused })).event.consent).toEqual({ tcf: refused });
+  it('sets the purpose flag true beside a TC string, whatever it says: the visitor decided, the string says what (an earlier mark goes)', () => {
+    expect(accepted(read({ gdpr: '1', gdpr_consent: refused })).event.consent).toEqual({ tcf: refused, purposes: { [FLAG]: true } });
+    expect(accepted(read({ gdpr: '0', gdpr_consent: consented })).event.consent).toEqual({ tcf: consented, purposes: { [FLAG]: true } });
   });
 });
 

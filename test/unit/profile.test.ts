@@ -1,4 +1,5 @@
-import type { StoredConsent } from '../../domain/consent';
+import { profilingRefusal, type StoredConsent } from '../../domain/consent';
+import { DEFAULT_CONSENT_POLICY } from '../../domain/schemas';
 import { encodeFieldName } from '../../domain/fieldNames';
 import type { Identity } from '../../domain/identity';
 import {
@@ -258,7 +259,7 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'c1' }], traits: { plan: 'gold' }, consent: tcfConsent([1, 3]) }), { sourceId: 'src_a', party: 'first', seq: 1 });
     const before = structuredClone(doc);
     applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), traits: { plan: 'silver' }, consent: tcfConsent([1]), consentOnly: true }), { sourceId: 'src_b', party: 'first', seq: 7 });
-    expect(doc.consent).toEqual({ ...tcfConsent([1]), sourceId: 'src_b', at: at('2025-06-03T00:00:00Z') });
+    expect(doc.consent).toEqual({ ...tcfConsent([1]), sourceId: 'src_b', at: at('2025-06-03T00:00:00Z'), since: { tcf: at('2025-06-03T00:00:00Z') } });
     expect({ ...doc, consent: null, applied: {} }).toEqual({ ...before, consent: null, applied: {} });
     expect(doc.applied).toEqual({ src_a: 1, src_b: 7 });
   });
@@ -266,7 +267,7 @@ describe('applyEvent: consent, identities, sources, applied', () => {
   it('takes consent from an event and records its source and time', () => {
     const doc = profile();
     applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent: tcfConsent([1]) }), { sourceId: 'src_a', party: 'first', seq: 0 });
-    expect(doc.consent).toEqual({ ...tcfConsent([1]), sourceId: 'src_a', at: at('2025-06-02T00:00:00Z') });
+    expect(doc.consent).toEqual({ ...tcfConsent([1]), sourceId: 'src_a', at: at('2025-06-02T00:00:00Z'), since: { tcf: at('2025-06-02T00:00:00Z') } });
   });
 
   it('keeps the consent of the newest event, whatever the order of application', () => {
@@ -277,8 +278,50 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(doc.consent?.sourceId).toBe('src_new');
     expect(doc.consent?.at).toEqual(at('2025-06-05T00:00:00Z'));
 
+    // A later signal of another kind names the newest signal, and leaves the TC string as it was.
     applyEvent(doc, event({ timestamp: at('2025-06-07T00:00:00Z'), consent: { purposes: { ads: false } } }), { sourceId: 'src_old', party: 'first', seq: 1 });
-    expect(doc.consent).toEqual({ purposes: { ads: false }, sourceId: 'src_old', at: at('2025-06-07T00:00:00Z') });
+    expect(doc.consent).toMatchObject({ purposes: { ads: false }, tcf: { purposeConsents: [1, 2] }, sourceId: 'src_old', at: at('2025-06-07T00:00:00Z') });
+  });
+
+  it('keeps each kind of signal the newest the person gave: flags alone, or a GPP string without a US section, leave a TCF withdrawal standing', () => {
+    const withdrawal = event({ timestamp: at('2025-06-03T00:00:00Z'), consent: tcfConsent([]) });
+    const flagsOnly = event({ timestamp: at('2025-06-04T00:00:00Z'), consent: { purposes: { analytics: true } } });
+    const noUsSection = event({ timestamp: at('2025-06-05T00:00:00Z'), consent: { gpp: { gppString: 'DBAA', sectionIds: [] } } });
+    const grant = event({ timestamp: at('2025-06-01T00:00:00Z'), consent: tcfConsent([1, 3]) });
+    const docs = [
+      [grant, withdrawal, flagsOnly, noUsSection],
+      [noUsSection, flagsOnly, withdrawal, grant],
+      [flagsOnly, grant, noUsSection, withdrawal],
+    ].map((order) => {
+      const doc = profile();
+      for (const one of order) applyEvent(doc, { ...one, consentOnly: true }, { sourceId: 'src_a', party: 'first', seq: 0 });
+      return doc.consent;
+    });
+    expect(docs[0]).toMatchObject({ tcf: { purposeConsents: [] }, purposes: { analytics: true }, at: at('2025-06-04T00:00:00Z') });
+    expect(docs[0]?.gpp).toBeUndefined();
+    // Folded in any order, the same.
+    expect(docs[1]).toEqual(docs[0]);
+    expect(docs[2]).toEqual(docs[0]);
+    expect(profilingRefusal(docs[0] ?? undefined, DEFAULT_CONSENT_POLICY)).toBe('tcf_purpose');
+  });
+
+  it('keeps the newest answer per purpose flag; a no wins a tie with a yes', () => {
+    const doc = profile();
+    const flags = (when: string, purposes: Record<string, boolean>) => applyEvent(doc, event({ timestamp: at(when), consent: { purposes }, consentOnly: true }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    flags('2025-06-02T00:00:00Z', { profiling: false, ads: true });
+    flags('2025-06-03T00:00:00Z', { profiling: true });
+    flags('2025-06-01T00:00:00Z', { ads: false });
+    flags('2025-06-03T00:00:00Z', { analytics: true });
+    flags('2025-06-03T00:00:00Z', { analytics: false });
+    flags('2025-06-03T00:00:00Z', { analytics: true });
+    expect(doc.consent?.purposes).toEqual({ profiling: true, ads: true, analytics: false });
+  });
+
+  it('reads a document folded before kinds were dated as if each kind it holds dates from its consent time', () => {
+    const doc = profile();
+    doc.consent = { ...tcfConsent([]), purposes: { ads: true }, sourceId: 'src_old', at: at('2025-06-05T00:00:00Z') };
+    applyEvent(doc, event({ timestamp: at('2025-06-04T00:00:00Z'), consent: { ...tcfConsent([1, 3]), purposes: { ads: false, crm: true } }, consentOnly: true }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    expect(doc.consent).toMatchObject({ tcf: { purposeConsents: [] }, purposes: { ads: true, crm: true }, sourceId: 'src_old', at: at('2025-06-05T00:00:00Z') });
   });
 
   it('holds back an event (a withdrawal recorded earlier): nothing of it applied, and a retry of it is a repeat even once consent is given again', () => {
