@@ -97,7 +97,10 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
         errors.push({ path, message: error.message });
       }
     };
-    for (const [type, value] of Object.entries(input.identities) as Array<[InputIdentityType, string]>) identify(type, value, `identities.${type}`);
+    for (const [type, value] of Object.entries(input.identities) as Array<[InputIdentityType, string | string[]]>) {
+      if (Array.isArray(value)) value.forEach((one, i) => identify(type, one, `identities.${type}.${i}`));
+      else identify(type, value, `identities.${type}`);
+    }
     const traits = input.traits && withIdentityTraitsTaken(input.traits, input.identities, identify);
     const timestamp = input.timestamp === undefined ? options.now : new Date(new Date(input.timestamp).getTime() + skewMs);
     if (timestamp.getTime() - options.now.getTime() > maxFutureSkewMs) {

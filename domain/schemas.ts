@@ -179,6 +179,9 @@ export type SourceStatus = z.infer<typeof SourceStatusSchema>;
 
 // ---- collection ------------------------------------------------------------------------------
 
+/** Ids of one type an event may carry: an event names one person, however many ids they hold. */
+export const MAX_IDS_PER_TYPE = 10;
+
 const Scalar = z.union([storableText(1024), z.number().finite(), z.boolean(), z.null()]);
 /** Flat values only: the store refuses nested arrays, and flat values are what segment rules test. */
 const FlatValue = z.union([Scalar, z.array(z.union([storableText(1024), z.number().finite(), z.boolean()])).max(100)]);
@@ -194,8 +197,14 @@ export const ConsentInputSchema = z
   .openapi('Consent');
 export type ConsentInput = z.infer<typeof ConsentInputSchema>;
 
+const IdentityValue = z.string().min(1).max(512);
 export const IdentitiesInputSchema = z
-  .partialRecord(z.enum(INPUT_IDENTITY_TYPES), z.string().min(1).max(512))
+  .partialRecord(
+    z.enum(INPUT_IDENTITY_TYPES),
+    z.union([IdentityValue, z.array(IdentityValue).min(1).max(MAX_IDS_PER_TYPE)]).openapi({
+      description: `The id, or up to ${MAX_IDS_PER_TYPE} ids of this type the event joins (two customer ids an alias makes one person)`,
+    }),
+  )
   .refine((ids) => Object.keys(ids).length > 0, 'at least one identity is required');
 
 export const EventInputSchema = z

@@ -101,9 +101,10 @@ export const AliasMessageSchema = z
     ...common,
     userId: Id.openapi({ description: 'The `crm_id` identity the person is known by from now on' }),
     previousId: Id.openapi({
-      description: 'The anonymous id the person had before, as the `cookie_id` identity: one alias event holds both, which joins their profiles',
+      description:
+        'The id the person had before: their anonymous id (`cookie_id`) when no `anonymousId` differs from it, else — as browser SDKs send an alias after an identify — their earlier user id (a second `crm_id`). One alias event holds them all, which joins their profiles',
     }),
-    anonymousId: Id.nullish().openapi({ description: 'If given, the same as `previousId` (an event holds one cookie id)' }),
+    anonymousId: Id.nullish().openapi({ description: 'The cookie id; when it differs from `previousId`, that is the earlier user id' }),
   })
   .openapi('SegmentAlias');
 
@@ -290,7 +291,8 @@ function oversize(message: Record<string, unknown>, bytes: number): FieldError {
  * - track: the event name is the type, `properties` the properties; page/screen: type `page`/`screen`,
  *   properties from `context.page`, then `properties`, then `name` and `category`; identify: type
  *   `identify`, the traits; alias: type `alias` holding `userId` (`crm_id`) and `previousId`
- *   (`cookie_id`), which joins their profiles; group: type `group`, `groupId` and the group's
+ *   (`cookie_id`; or, when an `anonymousId` differs from it, the earlier user id, a second
+ *   `crm_id`, beside that cookie id), which joins their profiles; group: type `group`, `groupId` and the group's
  *   traits as traits under `group.`; every type: `context.traits` as traits (under the message's own);
  * - time: `timestamp` (or `originalTimestamp`) corrected for the sender's clock skew when `sentAt`
  *   is known: receivedAt − (sentAt − timestamp);
@@ -321,19 +323,28 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
     identities[type] = value;
     origins?.set(`identities.${type}`, messageField);
   };
+  const userId = idText(message.userId);
   if (message.type === 'alias') {
     const previousId = idText(message.previousId);
     const anonymousId = idText(message.anonymousId);
-    if (anonymousId !== undefined && anonymousId !== previousId) {
-      errors.push({ path: 'anonymousId', message: 'differs from previousId: an alias joins previousId (the cookie id) to userId; send another anonymousId with an identify' });
-    }
-    identify('cookie_id', previousId, 'previousId');
     if (previousId === undefined) errors.push({ path: 'previousId', message: 'must not be empty' });
-    if (idText(message.userId) === undefined) errors.push({ path: 'userId', message: 'must not be empty' });
+    if (userId === undefined) errors.push({ path: 'userId', message: 'must not be empty' });
+    if (anonymousId !== undefined && anonymousId !== previousId) {
+      // After an identify, browser SDKs alias the earlier user id to the new one, with the cookie as anonymousId: all three are one person.
+      identify('cookie_id', anonymousId, 'anonymousId');
+      if (previousId !== undefined && userId !== undefined && previousId !== userId) {
+        identities.crm_id = [previousId, userId];
+        origins?.set('identities.crm_id.0', 'previousId');
+        origins?.set('identities.crm_id.1', 'userId');
+      } else identify('crm_id', userId, 'userId');
+    } else {
+      identify('cookie_id', previousId, 'previousId');
+      identify('crm_id', userId, 'userId');
+    }
   } else {
     identify('cookie_id', idText(message.anonymousId), 'anonymousId');
+    identify('crm_id', userId, 'userId');
   }
-  identify('crm_id', idText(message.userId), 'userId');
   const ownTraits = message.type === 'identify' ? message.traits : undefined;
   for (const type of IDENTITY_TRAITS) {
     const [value, messageField] = ownTraits?.[type] != null ? [ownTraits[type], `traits.${type}`] : [context.traits?.[type], `context.traits.${type}`];

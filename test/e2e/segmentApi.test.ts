@@ -227,7 +227,7 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     // A message as documented whose data is refused is answered as in a batch: 200, refused in `rejected`.
     for (const [route, message, path] of [
       ['/v1/identify', { userId: 'single-1', traits: { email: 'not-an-email' } }, 'traits.email'],
-      ['/v1/alias', { userId: 'single-1', previousId: 'a', anonymousId: 'b' }, 'anonymousId'],
+      ['/v1/alias', { userId: 'single-1', previousId: 'old\u0000id', anonymousId: 'b' }, 'previousId'],
       ['/v1/track', { event: 'Nobody' }, 'userId'],
     ] as const) {
       const refused = await post(route, message);
@@ -281,6 +281,25 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     expect(response.body).toMatchObject({ success: true, accepted: count, duplicates: 0, rejected: [] });
     await allFolded(count);
     expect((await lookup('cookie_id', 'tiny-7')).counters.Tiny.count).toBe(count / 50);
+  });
+
+  it("joins the earlier user id, the new one and the cookie when a browser SDK aliases after an identify", async () => {
+    // As analytics.js sends them: the identify under the old user id, orders under the new one, then alias(newUserId).
+    const sent = await post('/v1/batch', {
+      batch: [
+        { type: 'identify', messageId: 'ai-1', userId: 'user-old-7', anonymousId: 'browser-7', traits: { plan: 'trial' } },
+        { type: 'track', messageId: 'ai-2', userId: 'user-new-7', event: 'Order Completed' },
+        { type: 'alias', messageId: 'ai-3', previousId: 'user-old-7', userId: 'user-new-7', anonymousId: 'browser-7' },
+      ],
+    });
+    expect(sent.body).toMatchObject({ success: true, accepted: 3, rejected: [] });
+    await allFolded(3);
+    const byCookie = await lookup('cookie_id', 'browser-7');
+    expect((await lookup('crm_id', 'user-old-7')).id).toBe(byCookie.id);
+    expect((await lookup('crm_id', 'user-new-7')).id).toBe(byCookie.id);
+    expect(byCookie.identities.filter((identity: { type: string }) => identity.type === 'crm_id').map((identity: { value: string }) => identity.value).sort()).toEqual(['user-new-7', 'user-old-7']);
+    expect(byCookie.counters['Order Completed'].count).toBe(1);
+    expect(byCookie.traits.plan).toBe('trial');
   });
 
   it('refuses a malformed envelope with 400 naming the field', async () => {

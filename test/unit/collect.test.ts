@@ -144,6 +144,18 @@ describe('prepareEvents: accepted events', () => {
     expect(event.properties).toEqual({ 'page%2Eurl': '/home' });
   });
 
+  it('takes several ids of one type, naming each refused one by its place', () => {
+    const { event } = prepareEvents([{ type: 'alias', identities: { crm_id: ['u-1', 'u-2'], cookie_id: 'c' } }], OPTIONS).accepted[0];
+    expect(event.identities).toEqual([
+      { type: 'crm_id', value: 'u-1' },
+      { type: 'crm_id', value: 'u-2' },
+      { type: 'cookie_id', value: 'c' },
+    ]);
+    expect(pathsOf(prepareEvents([{ type: 'x', identities: { crm_id: ['u-1', 'u\u0000'] } }], OPTIONS), 0)).toEqual(['identities.crm_id.1']);
+    expect(pathsOf(prepareEvents([{ type: 'x', identities: { crm_id: [] } }], OPTIONS), 0)).toEqual(['identities.crm_id']);
+    expect(pathsOf(prepareEvents([{ type: 'x', identities: { crm_id: Array.from({ length: 11 }, (_, i) => `u-${i}`) } }], OPTIONS), 0)).toEqual(['identities.crm_id']);
+  });
+
   it('takes the email and phone traits as identities, hashed, and never keeps them as traits', () => {
     const { event } = prepareEvents(
       [{ type: 'signup', identities: { cookie_id: 'c' }, traits: { email: ' Jane@Example.com ', phone: 2025550143, plan: 'gold' } }],

@@ -142,11 +142,16 @@ describe('message types', () => {
     expect(mapped({ type: 'alias', userId: 'u-9', previousId: 'anon-9', anonymousId: 'anon-9' }).identities).toEqual({ crm_id: 'u-9', cookie_id: 'anon-9' });
   });
 
-  it('an alias needs both ids, and an anonymousId other than previousId is refused', () => {
+  it('an alias needs both ids', () => {
     expect(refusedPaths({ type: 'alias', userId: 'u-9' })).toEqual(['previousId']);
     expect(refusedPaths({ type: 'alias', previousId: 'anon-9' })).toEqual(['userId']);
     expect(refusedPaths({ type: 'alias', userId: '', previousId: 'anon-9' })).toEqual(['userId']);
-    expect(refusedPaths({ type: 'alias', userId: 'u-9', previousId: 'anon-9', anonymousId: 'anon-other' })).toEqual(['anonymousId']);
+    expect(refusedPaths({ type: 'alias', userId: '', previousId: 'u-8', anonymousId: 'anon-9' })).toEqual(['userId']);
+  });
+
+  it('an alias after an identify (previousId the earlier user id, anonymousId the cookie) holds both user ids and the cookie', () => {
+    expect(mapped({ type: 'alias', userId: 'u-9', previousId: 'u-8', anonymousId: 'anon-9' }).identities).toEqual({ cookie_id: 'anon-9', crm_id: ['u-8', 'u-9'] });
+    expect(mapped({ type: 'alias', userId: 'u-9', previousId: 'u-9', anonymousId: 'anon-9' }).identities).toEqual({ cookie_id: 'anon-9', crm_id: 'u-9' });
   });
 
   it("a group keeps groupId and the group's traits under `group.`, beside the user's context traits, without the group's email", () => {
