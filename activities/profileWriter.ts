@@ -8,7 +8,7 @@ import { identityKey } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
-import { applyEvent, hasApplied, holdEvent, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { applyEvent, consentAfter, hasApplied, holdEvent, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
@@ -26,7 +26,7 @@ import { SegmentRunStore } from '../store/segmentRuns';
 import { definitionsOf, SegmentStore } from '../store/segments';
 import { ExpiredProfiles } from '../store/expiredProfiles';
 import { SourceStore } from '../store/sources';
-import { carriesSignal, profilingRefusal } from '../domain/consent';
+import { profilingRefusal } from '../domain/consent';
 import { DEFAULT_CONSENT_POLICY, type ConsentPolicy } from '../domain/schemas';
 import { ProfileExpiries } from '../store/profileExpiries';
 import { withHeartbeats, heartbeat } from './heartbeat';
@@ -274,9 +274,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         }
         // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
         const optedOut = marks.optedOut({ profileId: target, ancestors: doc.ancestors });
-        // An event with no signal of its own (none its source's policy reads) is held to the consent its document keeps: a withdrawal recorded earlier stands.
-        const policy = policyOf.get(batch.sourceId)!;
-        const withdrawn = !optedOut && !event.consentOnly && !carriesSignal(event.consent, policy) && doc.consent !== null && profilingRefusal(doc.consent, policy) !== null;
+        // An event is held to the consent its document keeps once the event's own signal is in: a withdrawal recorded earlier stands until a newer signal of its kind.
+        const after = optedOut || event.consentOnly ? null : consentAfter(doc.consent, event.consent, event.timestamp, batch.sourceId);
+        const withdrawn = after !== null && profilingRefusal(after, policyOf.get(batch.sourceId)!) !== null;
         const origin = { sourceId: batch.sourceId, party: batch.party, seq: event.seq };
         if (!(withdrawn ? holdEvent(doc, event, origin) : applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, origin))) {
           result.duplicates++;

@@ -1,7 +1,6 @@
 import type { Request, RequestHandler, Response } from 'express';
 import { newCookieId } from '../domain/cookies';
 import { pixelParamOf, readPixelQuery } from '../domain/pixel';
-import { DEFAULT_CONSENT_POLICY } from '../domain/schemas';
 import { logger } from '../logger';
 import { WriteKeys } from './auth';
 import { platformCookieId } from './platformCookie';
@@ -23,7 +22,7 @@ export function pixelHandler(deps: RouterDeps): RequestHandler {
     const key = WriteKeys.keyOf(req, ['query']);
     const source = key ? await deps.writeKeys.resolve(key) : null;
     if (!source) return;
-    const read = readPixelQuery(req.query, (source.consent ?? DEFAULT_CONSENT_POLICY).purposeFlag);
+    const read = readPixelQuery(req.query);
     if (!read.ok) {
       rejections.count(source._id, 'pixel', read.errors);
       return;

@@ -9,28 +9,26 @@ import type { SourceDoc } from '../store/sources';
 import type { OpenApiParts } from './openapi';
 import { PIXEL_PATH, pixelHandler } from './pixel';
 import { bodySent, checkJsonDepth, parseOr400, ProblemError } from './problem';
-import { DEFAULT_CONSENT_POLICY } from '../domain/schemas';
 import type { RouterDeps } from './routerDeps';
 
 export const TAG_SCRIPT_PATH = '/v1/tag.js';
-/** The purpose flag the tag sends (public/tag.js `consentSignal`): `false` where the GDPR applies and no TC string consents. */
-const TAG_PURPOSE_FLAG = 'profiling';
+/** The mark the tag sends (public/tag.js `consentSignal`) where the GDPR applies and it has no TC string yet. */
+const TAG_PENDING_MARK = 'profiling';
 
 /**
- * An event as sent by the tag (not yet validated), with the source's purpose `flag`: the tag's
- * no-consent mark (`profiling: false`) renamed, and `true` beside a TC string — the visitor has
- * decided, and the string says what — so a profile that kept an earlier mark lets it go.
+ * An event as sent by the tag (not yet validated), its no-decision mark (`purposes.profiling:
+ * false` without a TC string) read as what it says: the GDPR applies and the visitor has not decided
+ * (`tcfPending`) — a TCF statement, which the visitor's TC string replaces on whatever channel it
+ * comes, not a purpose the visitor refused.
  */
-function withPurposeFlag(event: unknown, flag: string): unknown {
+function withPendingMark(event: unknown): unknown {
   const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
   if (!isObject(event) || !isObject(event.consent)) return event;
   const { consent } = event;
-  if (isObject(consent.purposes) && Object.hasOwn(consent.purposes, TAG_PURPOSE_FLAG)) {
-    const { [TAG_PURPOSE_FLAG]: noConsent, ...others } = consent.purposes;
-    return { ...event, consent: { ...consent, purposes: { ...others, [flag]: noConsent } } };
-  }
-  if (typeof consent.tcf !== 'string' || (isObject(consent.purposes) && Object.hasOwn(consent.purposes, flag))) return event;
-  return { ...event, consent: { ...consent, purposes: { ...(isObject(consent.purposes) ? consent.purposes : {}), [flag]: true } } };
+  if (consent.tcf !== undefined || !isObject(consent.purposes) || consent.purposes[TAG_PENDING_MARK] !== false || !Object.hasOwn(consent.purposes, TAG_PENDING_MARK)) return event;
+  const { [TAG_PENDING_MARK]: _mark, ...others } = consent.purposes;
+  const { purposes: _purposes, ...rest } = consent;
+  return { ...event, consent: { ...rest, ...(Object.keys(others).length > 0 && { purposes: others }), tcfPending: true } };
 }
 
 /** Where the tag sends its batches: its own path with `tag.js` replaced by `tag/events`. */
@@ -103,13 +101,7 @@ export function tagRouter(deps: RouterDeps): Router {
   const collectBatch: RequestHandler = async (req, res) => {
     const source = req.source as SourceDoc;
     const { events, sentAt } = parseOr400(collectRequest, tagEventsBody(req), 'tag events');
-    const flag = (source.consent ?? DEFAULT_CONSENT_POLICY).purposeFlag;
-    const result = await collector.collect(
-      source,
-      events.map((event) => withPurposeFlag(event, flag)),
-      new Date(),
-      sentAt,
-    );
+    const result = await collector.collect(source, events.map(withPendingMark), new Date(), sentAt);
     if (result.rejected.length > 0) {
       const sample = result.rejected[0];
       rejections.count(source._id, 'tag', sample.errors.map((error) => ({ path: `events.${sample.index}.${error.path}`, message: error.message })), result.rejected.length);

@@ -13,6 +13,12 @@ export interface StoredConsent {
     purposeLegitimateInterests: number[];
     vendorConsents: number[];
   };
+  /**
+   * The GDPR applies and the person has not decided yet: no TC string (a consent tool still loading,
+   * a pixel without one). A TCF statement of its own — consent to nothing — that a later TC string
+   * replaces; never beside one.
+   */
+  tcfPending?: true;
   gpp?: StoredGpp;
   purposes?: Record<string, boolean>;
 }
@@ -40,7 +46,7 @@ export class ConsentError extends Error {
   constructor(
     message: string,
     /** The input field the problem is in. */
-    readonly field: 'tcf' | 'gpp' = 'tcf',
+    readonly field: 'tcf' | 'gpp' | 'tcfPending' = 'tcf',
   ) {
     super(message);
   }
@@ -129,8 +135,18 @@ export function decodeConsent(input: ConsentInput): StoredConsent {
     }
   }
   if (input.tcf !== undefined) consent.tcf = decodeTcf(input.tcf);
+  if (input.tcfPending) {
+    if (input.tcf !== undefined) throw new ConsentError('cannot come with a TC string', 'tcfPending');
+    // A GPP string's TCF EU section is the decision the mark says is missing: it stands.
+    if (!consent.tcf) consent.tcfPending = true;
+  }
   if (input.purposes !== undefined) consent.purposes = input.purposes;
   return consent;
+}
+
+/** A purpose flag's answer, reading only the record's own fields (a flag named `constructor` is no inherited one). */
+export function purposeAnswer(consent: Pick<StoredConsent, 'purposes'> | undefined, flag: string): boolean | undefined {
+  return consent?.purposes && Object.hasOwn(consent.purposes, flag) ? consent.purposes[flag] : undefined;
 }
 
 /** Whether a GPP string is a signal: only where a US section applies (its TCF EU section comes as `tcf`); one with none decides nothing. */
@@ -138,16 +154,19 @@ export function gppDecides(gpp: StoredGpp): boolean {
   return gpp.saleOptOut !== undefined || gpp.sharingOptOut !== undefined || gpp.targetedAdvertisingOptOut !== undefined;
 }
 
-/** Whether a consent says anything a source's policy reads: a TC string, a deciding GPP string, or the policy's purpose flag. */
+/** Whether a consent says anything a source's policy reads: a TC string (or that none was given yet), a deciding GPP string, or the policy's purpose flag. */
 export function carriesSignal(consent: StoredConsent | undefined, policy: ConsentPolicy): boolean {
-  return consent !== undefined && (consent.tcf !== undefined || (consent.gpp !== undefined && gppDecides(consent.gpp)) || consent.purposes?.[policy.purposeFlag] !== undefined);
+  return (
+    consent !== undefined &&
+    (consent.tcf !== undefined || consent.tcfPending === true || (consent.gpp !== undefined && gppDecides(consent.gpp)) || purposeAnswer(consent, policy.purposeFlag) !== undefined)
+  );
 }
 
 /** Purposes a vendor may only base on consent under TCF 2.2 (storage, and building or using profiles). */
 const CONSENT_ONLY_PURPOSES = new Set([1, 3, 4, 5, 6]);
 
 /** Why an event may not be profiled under its source's policy; the values are stable, counted per source. */
-export type NonProfilingReason = 'no_consent_signal' | 'tcf_purpose' | 'tcf_vendor' | 'gpp_opt_out' | 'purpose_flag';
+export type NonProfilingReason = 'no_consent_signal' | 'tcf_pending' | 'tcf_purpose' | 'tcf_vendor' | 'gpp_opt_out' | 'purpose_flag';
 
 /**
  * Whether an event with this consent may build a profile under its source's policy; null when it
@@ -161,7 +180,8 @@ export function profilingRefusal(consent: StoredConsent | undefined, policy: Con
   if (!carriesSignal(consent, policy)) {
     return policy.mode === 'require' ? 'no_consent_signal' : null;
   }
-  if (consent?.purposes?.[policy.purposeFlag] === false) return 'purpose_flag';
+  if (purposeAnswer(consent, policy.purposeFlag) === false) return 'purpose_flag';
+  if (consent?.tcfPending) return 'tcf_pending';
   if (tcf) {
     for (const purpose of policy.tcfPurposes) {
       const granted = tcf.purposeConsents.includes(purpose) || (!CONSENT_ONLY_PURPOSES.has(purpose) && tcf.purposeLegitimateInterests.includes(purpose));

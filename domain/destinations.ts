@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import type { StoredGpp } from './consent';
 import { identityKey, PARTNER_ID, uid2Of, type Identity } from './identity';
 import type { ProfileConsent, ProfileDoc } from './profile';
 import { listedOnce, nonEmptyChange } from './schemaChecks';
@@ -242,15 +243,22 @@ export interface ExportFacts {
   usOptOut?: true;
   /** The explicit purpose flags its consent says false to, sorted (absent: none). */
   declined?: string[];
+  /** The GDPR applies and the person has not decided yet (no TC string): nothing leaves. */
+  tcfPending?: true;
   sources: string[];
 }
 
-type ConsentFacts = Pick<ExportFacts, 'tcf' | 'usOptOut' | 'declined'>;
+type ConsentFacts = Pick<ExportFacts, 'tcf' | 'usOptOut' | 'declined' | 'tcfPending'>;
 
-/** Reads a packed consent: `{tcf, usOptOut, declined}`, or the bare `tcf` that runs made before opt-outs were kept. */
+/** Reads a packed consent: `{tcf, usOptOut, declined, tcfPending}`, or the bare `tcf` that runs made before opt-outs were kept. */
 function consentFacts(json: string): ConsentFacts {
   const value = JSON.parse(json);
   return value !== null && 'tcf' in value ? value : { tcf: value };
+}
+
+/** Whether a GPP string records a US opt-out of sale, sharing or targeted advertising. */
+function usOptOut(gpp: StoredGpp | undefined): boolean {
+  return gpp !== undefined && (gpp.saleOptOut === true || gpp.sharingOptOut === true || gpp.targetedAdvertisingOptOut === true);
 }
 
 export function exportFacts(subject: { identities: Identity[]; consent: ProfileConsent | null; sources: string[] }): ExportFacts {
@@ -263,8 +271,9 @@ export function exportFacts(subject: { identities: Identity[]; consent: ProfileC
   return {
     ids: subject.identities.flatMap(exportKeys),
     tcf: tcf ? { purposes: tcf.purposeConsents, vendors: tcf.vendorConsents } : null,
-    ...(gpp && (gpp.saleOptOut || gpp.sharingOptOut || gpp.targetedAdvertisingOptOut) && { usOptOut: true as const }),
+    ...(usOptOut(gpp) && { usOptOut: true as const }),
     ...(declined.length > 0 && { declined }),
+    ...(subject.consent?.tcfPending && { tcfPending: true as const }),
     sources: subject.sources,
   };
 }
@@ -286,7 +295,7 @@ export interface FlatFacts {
 }
 
 export function flattenFacts(facts: ExportFacts): FlatFacts {
-  const consent: ConsentFacts = { tcf: facts.tcf, ...(facts.usOptOut && { usOptOut: true }), ...(facts.declined && { declined: facts.declined }) };
+  const consent: ConsentFacts = { tcf: facts.tcf, ...(facts.usOptOut && { usOptOut: true }), ...(facts.declined && { declined: facts.declined }), ...(facts.tcfPending && { tcfPending: true }) };
   return { ids: facts.ids.join('\n'), consent: JSON.stringify(consent), sources: JSON.stringify(facts.sources) };
 }
 
@@ -367,7 +376,9 @@ export function factsChanged(before: FactFields | null, after: FactFields): bool
     before.identities.length !== after.identities.length ||
     before.sources.length !== after.sources.length ||
     before.consent?.tcf?.tcString !== after.consent?.tcf?.tcString ||
+    before.consent?.tcfPending !== after.consent?.tcfPending ||
     before.consent?.gpp?.gppString !== after.consent?.gpp?.gppString ||
+    usOptOut(before.consent?.gpp) !== usOptOut(after.consent?.gpp) ||
     sortedJson(before.consent?.purposes) !== sortedJson(after.consent?.purposes)
   );
 }
@@ -408,6 +419,7 @@ export type Decision = { withheld: 'consent' } | { withheld: 'label'; label: str
 export function decide(facts: ExportFacts, policy: ExportPolicy): Decision {
   if (facts.usOptOut && policy.consent.honorGppOptOuts !== false) return { withheld: 'consent' };
   if (facts.declined?.some((flag) => policy.consent.purposeFlags.includes(flag))) return { withheld: 'consent' };
+  if (facts.tcfPending) return { withheld: 'consent' };
   if (facts.tcf === null) {
     if (policy.consent.requireTcf) return { withheld: 'consent' };
   } else {

@@ -86,10 +86,10 @@ function valuesOf(value: unknown): string | string[] | undefined {
 
 /**
  * Maps the pixel's query to an event; errors name the query parameter. Where the GDPR applies and
- * no TC string came, nothing was consented: the event says so with the source's purpose flag
- * (`purposeFlag: false`), so it is kept but not profiled.
+ * no TC string came, the visitor has not decided: the event says so (`tcfPending`), so it is kept
+ * but not profiled.
  */
-export function readPixelQuery(query: PixelQuery, purposeFlag: string): PixelRequest {
+export function readPixelQuery(query: PixelQuery): PixelRequest {
   const errors: FieldError[] = [];
   const event: PixelEvent = { type: single(query, 'e', errors) ?? PIXEL_DEFAULT_EVENT_TYPE, identities: {} };
   const id = single(query, 'id', errors);
@@ -131,9 +131,8 @@ export function readPixelQuery(query: PixelQuery, purposeFlag: string): PixelReq
     }
   }
   if (errors.length > 0) return { ok: false, errors };
-  // Without a TC string where the GDPR applies: not for profiling. With one, the visitor decided and the string says what: the flag goes true, so an earlier such mark does not outlive the decision (a document keeps each flag's newest).
-  if (gdpr === '1' && storageConsent === undefined) event.consent = { ...event.consent, purposes: { [purposeFlag]: false } };
-  else if (storageConsent !== undefined) event.consent = { ...event.consent, purposes: { [purposeFlag]: true } };
+  // Without a TC string where the GDPR applies the visitor has not decided: not for profiling, until a TC string says otherwise.
+  if (gdpr === '1' && storageConsent === undefined) event.consent = { ...event.consent, tcfPending: true };
   // gdpr=1 needs a TC string that consents; gdpr=0 needs nothing; unknown follows a TC string if there is one.
   const storageAllowed = gdpr === '0' ? true : gdpr === '1' ? storageConsent === true : storageConsent !== false;
   return { ok: true, event, storageAllowed };

@@ -64,16 +64,20 @@ export interface TraitOrigin {
 }
 
 /**
- * A document's consent: per kind of signal — the TC string, the GPP string's US opt-outs, each
- * explicit purpose flag — the newest the person gave, `since` dating each; `sourceId` and `at` name
- * the newest signal. A merged profile's consent carries no `since` (see mostRestrictiveConsent).
+ * A document's consent: per kind of signal — the TCF statement, each GPP US opt-out, each explicit
+ * purpose flag — the newest the person gave, `since` dating each (see consentAfter); `sourceId` and
+ * `at` name the newest signal. A merged profile's consent carries no `since` (see mostRestrictiveConsent).
  */
 export type ProfileConsent = StoredConsent & { sourceId: string; at: Date; since?: ConsentSince };
 
 /** When each kind of a document's consent was set. Absent on documents folded before kinds were dated: each kind there dates from `at`. */
 export interface ConsentSince {
+  /** The TCF statement: a TC string, or `tcfPending`. */
   tcf?: Date;
+  /** The GPP string kept for reference (the newest deciding one). */
   gpp?: Date;
+  /** Each GPP opt-out field and `gpc`. */
+  gppFields?: Partial<Record<'saleOptOut' | 'sharingOptOut' | 'targetedAdvertisingOptOut' | 'gpc', Date>>;
   purposes?: Record<string, Date>;
 }
 
@@ -392,37 +396,70 @@ function replaces(at: Date, since: Date | undefined, rank: string, than: string)
   return since === undefined || at > since || (at.getTime() === since.getTime() && rank > than);
 }
 
+const GPP_FIELDS = ['saleOptOut', 'sharingOptOut', 'targetedAdvertisingOptOut', 'gpc'] as const;
+type GppField = (typeof GPP_FIELDS)[number];
+
+/** Dates a document folded before kinds were dated: each kind it holds from its consent's time. */
 function sinceOf(consent: ProfileConsent): ConsentSince {
   if (consent.since) return consent.since;
   const purposes: Record<string, Date> = {};
   for (const flag of Object.keys(consent.purposes ?? {})) setOwn(purposes, flag, consent.at);
-  return { ...(consent.tcf && { tcf: consent.at }), ...(consent.gpp && { gpp: consent.at }), purposes };
+  const gpp = consent.gpp && gppDecides(consent.gpp) ? consent.gpp : undefined;
+  const gppFields: Partial<Record<GppField, Date>> = {};
+  for (const field of GPP_FIELDS) if (gpp?.[field] !== undefined) gppFields[field] = consent.at;
+  return { ...((consent.tcf || consent.tcfPending) && { tcf: consent.at }), ...(gpp && { gpp: consent.at, gppFields }), purposes };
+}
+
+/** A TCF statement's rank at a tie: the more restrictive wins — none given yet, then fewer purposes consented. */
+function tcfRank(consent: Pick<StoredConsent, 'tcf' | 'tcfPending'>): string {
+  if (consent.tcfPending) return '~';
+  if (!consent.tcf) return '';
+  return `${String(99 - consent.tcf.purposeConsents.length).padStart(2, '0')}${String(99999 - consent.tcf.vendorConsents.length).padStart(5, '0')}${consent.tcf.tcString}`;
+}
+
+/** Whether a consent holds anything a document keeps: a TCF statement, a deciding GPP string, a purpose flag. */
+function keepsAnything(signal: StoredConsent): boolean {
+  return signal.tcf !== undefined || signal.tcfPending === true || (signal.gpp !== undefined && gppDecides(signal.gpp)) || Object.keys(signal.purposes ?? {}).length > 0;
 }
 
 /**
- * Within one document, each kind of signal keeps the newest the person gave (a person changing their
- * mind): a signal replaces only the kinds it carries, so a later message holding only purpose flags,
- * or a GPP string without a US section, leaves a TCF withdrawal standing. A flag that says no wins a
- * tie with one that says yes.
+ * A document's consent once a signal given at `at` is folded in. Each kind keeps the newest the
+ * person gave (a person changing their mind): the TCF statement (a TC string, or none given yet),
+ * each GPP opt-out field (and Global Privacy Control), each purpose flag. A signal replaces only what
+ * it carries, so a later message holding only purpose flags, or a GPP string without a US section,
+ * leaves a TCF withdrawal standing. At a tie the more restrictive wins; `sourceId` and `at` name the
+ * newest signal. The same result in any fold order.
  */
-function applyConsent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
-  const signal = event.consent;
-  if (!signal) return;
-  const at = event.timestamp;
-  const current = profile.consent;
+export function consentAfter(current: ProfileConsent | null, signal: StoredConsent | undefined, at: Date, sourceId: string): ProfileConsent | null {
+  if (!signal || !keepsAnything(signal)) return current;
   // Copies, not the stored objects: the document read is the previous version's.
   const since: ConsentSince = current ? { ...sinceOf(current) } : {};
-  const next: ProfileConsent = current ? { ...current, since } : { sourceId: origin.sourceId, at, since };
-  let changed = false;
-  if (signal.tcf && replaces(at, since.tcf, signal.tcf.tcString, next.tcf?.tcString ?? '')) {
-    next.tcf = signal.tcf;
+  const next: ProfileConsent = current ? { ...current, since } : { sourceId, at, since };
+  if ((signal.tcf || signal.tcfPending) && replaces(at, since.tcf, tcfRank(signal), tcfRank(next))) {
+    delete next.tcf;
+    delete next.tcfPending;
+    if (signal.tcf) next.tcf = signal.tcf;
+    else next.tcfPending = true;
     since.tcf = at;
-    changed = true;
   }
-  if (signal.gpp && gppDecides(signal.gpp) && replaces(at, since.gpp, signal.gpp.gppString, next.gpp?.gppString ?? '')) {
-    next.gpp = signal.gpp;
-    since.gpp = at;
-    changed = true;
+  if (signal.gpp && gppDecides(signal.gpp)) {
+    const gpp: StoredGpp = { ...(next.gpp ?? { gppString: '', sectionIds: [] }) };
+    const fields = { ...since.gppFields };
+    for (const field of GPP_FIELDS) {
+      // A deciding string without Global Privacy Control says the browser sent none: gpc follows each string.
+      const value = field === 'gpc' ? signal.gpp.gpc === true : signal.gpp[field];
+      if (value === undefined || !replaces(at, fields[field], String(value), String(gpp[field] ?? false))) continue;
+      if (field === 'gpc' && !value) delete gpp.gpc;
+      else (gpp as Record<GppField, boolean | undefined>)[field] = value;
+      fields[field] = at;
+    }
+    if (replaces(at, since.gpp, signal.gpp.gppString, gpp.gppString)) {
+      gpp.gppString = signal.gpp.gppString;
+      gpp.sectionIds = signal.gpp.sectionIds;
+      since.gpp = at;
+    }
+    next.gpp = gpp;
+    since.gppFields = fields;
   }
   for (const [flag, granted] of Object.entries(signal.purposes ?? {})) {
     const held = next.purposes && Object.hasOwn(next.purposes, flag) ? next.purposes[flag] : undefined;
@@ -431,14 +468,17 @@ function applyConsent(profile: ProfileDoc, event: ProfileEvent, origin: EventOri
     setOwn(next.purposes, flag, granted);
     since.purposes = { ...since.purposes };
     setOwn(since.purposes, flag, at);
-    changed = true;
   }
-  if (!changed) return;
-  if (current && (at > current.at || (at.getTime() === current.at.getTime() && origin.sourceId > current.sourceId))) {
-    next.sourceId = origin.sourceId;
+  // Every signal counts toward the newest, changed or not: which source names it must not depend on the order of the fold.
+  if (current && (at > current.at || (at.getTime() === current.at.getTime() && sourceId > current.sourceId))) {
+    next.sourceId = sourceId;
     next.at = at;
   }
-  profile.consent = next;
+  return next;
+}
+
+function applyConsent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin): void {
+  profile.consent = consentAfter(profile.consent, event.consent, event.timestamp, origin.sourceId);
 }
 
 /**
@@ -539,14 +579,19 @@ export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConse
   const { since: _dates, ...newestSignal } = sorted[sorted.length - 1];
   const result: ProfileConsent = structuredClone(newestSignal);
   const tcfs = sorted.flatMap((consent) => (consent.tcf ? [consent.tcf] : []));
+  // A document whose person has not decided yet consents to nothing: the person has not either.
+  const pending = sorted.some((consent) => consent.tcfPending);
   if (tcfs.length > 0) {
+    const none = (list: number[][]) => (pending ? [] : list.reduce(intersect));
     result.tcf = {
       ...structuredClone(tcfs[tcfs.length - 1]),
-      purposeConsents: tcfs.map((tcf) => tcf.purposeConsents).reduce(intersect),
-      purposeLegitimateInterests: tcfs.map((tcf) => tcf.purposeLegitimateInterests).reduce(intersect),
-      vendorConsents: tcfs.map((tcf) => tcf.vendorConsents).reduce(intersect),
+      purposeConsents: none(tcfs.map((tcf) => tcf.purposeConsents)),
+      purposeLegitimateInterests: none(tcfs.map((tcf) => tcf.purposeLegitimateInterests)),
+      vendorConsents: none(tcfs.map((tcf) => tcf.vendorConsents)),
     };
   }
+  if (pending) result.tcfPending = true;
+  else delete result.tcfPending;
   const gpps = sorted.flatMap((consent) => (consent.gpp ? [consent.gpp] : []));
   if (gpps.length > 0) {
     const { saleOptOut, sharingOptOut, targetedAdvertisingOptOut, gpc, ...newest } = gpps[gpps.length - 1];

@@ -95,7 +95,7 @@ export const DrainPositionSchema = z.object({
     .openapi({ description: 'Blocklisted junk identities (built-in, or DMP_IDENTITY_BLOCKLIST) dropped from events, those of refused events included: they join no profile. Absent until the first batch drained since it was counted.' }),
   eventsNonProfiling: z
     .record(z.string(), z.number().int())
-    .openapi({ description: "Events the source's consent policy does not allow to be profiled, per reason (no_consent_signal, tcf_purpose, tcf_vendor, gpp_opt_out, purpose_flag): kept in the log, never applied to profiles or segments." }),
+    .openapi({ description: "Events the source's consent policy does not allow to be profiled, per reason (no_consent_signal, tcf_pending, tcf_purpose, tcf_vendor, gpp_opt_out, purpose_flag): kept in the log, never applied to profiles or segments." }),
   duplicatesSkipped: z.number().int().openapi({ description: 'Events the drain skipped as repeats found at collection or import (repeats of earlier acknowledged events are dropped later: `profiles.duplicatesDropped`).' }),
   batchesApplied: z.number().int(),
   lastDrainAt: z.string().nullable(),
@@ -191,6 +191,13 @@ export const ConsentInputSchema = z
   .object({
     tcf: z.string().min(1).max(4096).optional().openapi({ description: 'IAB TCF v2 TC string' }),
     gpp: z.string().regex(/^D[A-Za-z0-9_~.-]+$/, 'not a GPP string').max(4096).optional().openapi({ description: 'IAB GPP string' }),
+    tcfPending: z
+      .literal(true)
+      .optional()
+      .openapi({
+        description:
+          'The GDPR applies and the person has not decided yet: no TC string (a consent tool still loading). The event is not profiled (`tcf_pending`), and the profile it reaches stays out of profiling and exports until a TC string newer than it arrives. Not with `tcf`.',
+      }),
     purposes: keyedRecord(z.string().regex(/^[a-z0-9_]{1,64}$/), z.boolean()).optional().openapi({ description: 'Explicit purpose flags' }),
   })
   .strict()

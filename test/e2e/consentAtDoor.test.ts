@@ -143,11 +143,13 @@ describe('consent at the door', () => {
     canada.setFieldValue('tcfcav1', 'CmpId', 31);
     expect((await track('p-3', later(2), { categoryPreferences: { Analytics: true } })).status).toBe(200);
     expect((await track('p-4', later(3), { gpp: canada.encode() })).status).toBe(200);
-    await app.folded(2);
+    // Even a flag the app's policy reads, granting, says nothing about TCF: the withdrawal still stands.
+    expect((await track('p-5', later(4), { categoryPreferences: { Profiling: true } })).status).toBe(200);
+    await app.folded(3);
     const profile = (await web.lookup('cookie_id', 'partial-later')).body;
     expect(profile.consent.tcf.purposeConsents).toEqual([1]);
-    expect(profile.consent.purposes).toEqual({ analytics: true });
-    // Neither message said anything the policy reads: both were held to the withdrawal.
+    expect(profile.consent.purposes).toEqual({ analytics: true, profiling: true });
+    // All three were held to the withdrawal; their consent signals were kept.
     expect(profile.counters['Order Completed']).toBeUndefined();
     await waitFor('the member to exit', async () => !(await members()).includes(id));
   });

@@ -168,7 +168,7 @@ describe('the pixel, end to end', () => {
     const drained = await waitFor('both hits drained', async () => {
       const body = await status(created.id);
       const nonProfiling = body.progress?.eventsNonProfiling ?? {};
-      return nonProfiling.tcf_purpose === 1 && nonProfiling.purpose_flag === 1 ? body : undefined;
+      return nonProfiling.tcf_purpose === 1 && nonProfiling.tcf_pending === 1 ? body : undefined;
     });
     expect(drained.progress.eventsProcessed).toBe(0);
     expect((await lookup('cookie_id', known)).status).toBe(404);

@@ -317,7 +317,7 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     }
   });
 
-  it("marks a visitor without consent by the source's own purpose flag, so a source that names another keeps them out of profiles", async () => {
+  it("reads the tag's no-decision mark as the visitor not having decided, whatever purpose flag the source names, and keeps them out of profiles", async () => {
     const source = (await call(`${platform.api.url}/v1/sources`, { key: platform.api.adminKey, body: { name: 'own flag', kind: 'events', party: 'first', consent: { mode: 'when_present', purposeFlag: 'personalised_ads' } } })).body;
     // What the tag sends where the GDPR applies and no TC string consents.
     const response = await fetch(`${platform.api.url}/v1/tag/events?writeKey=${source.writeKey}`, {
@@ -327,7 +327,7 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     });
     expect(response.status).toBe(202);
     expect(await response.json()).toMatchObject({ accepted: 1, nonProfiling: 1 });
-    await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.purpose_flag === 1);
+    await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.tcf_pending === 1);
     expect((await lookup('cookie_id', 'cookie-own-flag-0123456789')).status).toBe(404);
   });
 
@@ -353,14 +353,23 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await waitFor('the profile', async () => (await lookup('cookie_id', cookieId)).status === 200);
     // A later page whose CMP had not answered: the mark reaches the profile, and the server's order does not count.
     await fromTag({ purposes: { profiling: false } });
-    await waitFor('the mark on the profile', async () => (await profile()).consent?.purposes?.profiling === false);
+    await waitFor('the mark on the profile', async () => (await profile()).consent?.tcfPending === true);
+    expect((await profile()).consent.purposes).toBeUndefined();
     await fromServer(1);
     expect(await orders()).toBe(0);
     // The visitor's choice arrives: the mark goes, and the next order counts.
     await fromTag({ tcf: grantedTc });
-    await waitFor('the choice on the profile', async () => (await profile()).consent?.purposes?.profiling === true);
+    await waitFor('the choice on the profile', async () => (await profile()).consent?.tcfPending === undefined);
     await fromServer(2);
     expect(await orders()).toBe(1);
+    // Marked again, then the choice comes from the server's own channel: a TC string ends the mark whatever brings it.
+    await fromTag({ purposes: { profiling: false } });
+    await waitFor('the mark again', async () => (await profile()).consent?.tcfPending === true);
+    await call(`${platform.api.url}/v1/collect`, { key: server.writeKey, body: { events: [{ id: 'deciding-login', type: 'login', identities: { cookie_id: cookieId }, consent: { tcf: grantedTc } }] } });
+    await waitFor('the login folded', async () => (await status(server.id)).profiles?.eventsApplied >= 3);
+    expect((await profile()).consent.tcfPending).toBeUndefined();
+    await fromServer(4);
+    expect(await orders()).toBe(2);
   });
 
   it('a CMP still waiting for the visitor: events go after the bounded wait, without a cookie, marked not for profiling', async () => {
@@ -375,6 +384,6 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     expect(await tagCookies(context)).toEqual([]);
     await context.close();
     expect(sent(beacons)[0].consent).toEqual({ purposes: { profiling: false } });
-    await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.purpose_flag === 1);
+    await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.tcf_pending === 1);
   });
 });

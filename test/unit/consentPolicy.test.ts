@@ -141,6 +141,19 @@ describe('profilingRefusal', () => {
     expect(profilingRefusal({ purposes: { ads: false } }, policy({ purposeFlag: 'ads' }))).toBe('purpose_flag');
   });
 
+  it('refuses a person who has not decided yet (tcfPending) whatever the mode needs, and only with a TC string beside it refuses the input', () => {
+    expect(profilingRefusal({ tcfPending: true }, policy())).toBe('tcf_pending');
+    expect(profilingRefusal({ tcfPending: true, purposes: { profiling: true } }, policy({ mode: 'require' }))).toBe('tcf_pending');
+    expect(profilingRefusal({ tcfPending: true }, policy({ mode: 'not_required' }))).toBeNull();
+    expect(() => decodeConsent({ tcf: buildTcString({ purposeConsents: [1] }), tcfPending: true })).toThrow('cannot come with a TC string');
+    expect(decodeConsent({ tcfPending: true })).toEqual({ tcfPending: true });
+  });
+
+  it('reads a purpose flag named like an inherited property as absent', () => {
+    expect(profilingRefusal({ purposes: {} }, policy({ purposeFlag: 'constructor' }))).toBeNull();
+    expect(profilingRefusal({ purposes: {} }, policy({ mode: 'require', purposeFlag: 'constructor' }))).toBe('no_consent_signal');
+  });
+
   it('ignores every signal when consent is not required', () => {
     expect(profilingRefusal(tcf([]), policy({ mode: 'not_required' }))).toBeNull();
   });

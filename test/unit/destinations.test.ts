@@ -176,6 +176,8 @@ describe('decide', () => {
     expect(decide(facts({ declined: ['analytics'] }), policy())).toMatchObject({ withheld: null });
     expect(decide(facts({ declined: ['advertising'] }), policy({ consent: { purposeFlags: [] } }))).toMatchObject({ withheld: null });
     expect(decide(facts({ declined: ['analytics'] }), policy({ consent: { purposeFlags: ['analytics'] } }))).toEqual({ withheld: 'consent' });
+    // Not decided yet: nothing leaves, whatever the destination asks.
+    expect(decide(facts({ tcfPending: true }), policy({ consent: { purposeFlags: [] } }))).toEqual({ withheld: 'consent' });
   });
 
   it('withholds a profile holding data of a source with a label not allowed, naming that label', () => {

@@ -4,8 +4,7 @@ import { sha256Hex } from '../../domain/identity';
 import { pixelParamOf, PIXEL_DEFAULT_EVENT_TYPE, readPixelQuery, type PixelQuery, type PixelRequest } from '../../domain/pixel';
 import { buildTcString } from './tcfFixture';
 
-const FLAG = 'profiling';
-const read = (query: PixelQuery) => readPixelQuery(query, FLAG);
+const read = (query: PixelQuery) => readPixelQuery(query);
 
 function accepted(request: PixelRequest) {
   if (!request.ok) throw new Error(`refused: ${JSON.stringify(request.errors)}`);
@@ -96,7 +95,7 @@ describe('readPixelQuery: consent and the cookie', () => {
     model.setFieldValue('usnat', 'SaleOptOut', 2);
     const gpp = model.encode();
     const { event } = accepted(read({ gdpr: '1', gdpr_consent: consented, gpp }));
-    expect(event.consent).toEqual({ tcf: consented, gpp, purposes: { [FLAG]: true } });
+    expect(event.consent).toEqual({ tcf: consented, gpp });
   });
 
   it('allows the cookie where the GDPR does not apply, or is not said to', () => {
@@ -120,15 +119,14 @@ describe('readPixelQuery: consent and the cookie', () => {
     expect(accepted(read({ gdpr: '1', gpp: model.encode() })).storageAllowed).toBe(false);
   });
 
-  it('where the GDPR applies without a TC string: no cookie, and the source purpose flag says no profiling', () => {
-    const request = accepted(readPixelQuery({ gdpr: '1' }, 'ads'));
+  it('where the GDPR applies without a TC string: no cookie, and the event says the visitor has not decided', () => {
+    const request = accepted(read({ gdpr: '1' }));
     expect(request.storageAllowed).toBe(false);
-    expect(request.event.consent).toEqual({ purposes: { ads: false } });
+    expect(request.event.consent).toEqual({ tcfPending: true });
   });
 
-  it('sets the purpose flag true beside a TC string, whatever it says: the visitor decided, the string says what (an earlier mark goes)', () => {
-    expect(accepted(read({ gdpr: '1', gdpr_consent: refused })).event.consent).toEqual({ tcf: refused, purposes: { [FLAG]: true } });
-    expect(accepted(read({ gdpr: '0', gdpr_consent: consented })).event.consent).toEqual({ tcf: consented, purposes: { [FLAG]: true } });
+  it('adds nothing beside a TC string: it speaks for itself', () => {
+    expect(accepted(read({ gdpr: '1', gdpr_consent: refused })).event.consent).toEqual({ tcf: refused });
   });
 });
 

@@ -317,6 +317,58 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(doc.consent?.purposes).toEqual({ profiling: true, ads: true, analytics: false });
   });
 
+  it("lets any later TC string end a mark that the person had not decided yet, whatever its channel; an older mark folded late changes nothing", () => {
+    const fold = (order: Array<[string, StoredConsent, string]>) => {
+      const doc = profile();
+      for (const [when, consent, sourceId] of order) applyEvent(doc, event({ timestamp: at(when), consent, consentOnly: true }), { sourceId, party: 'first', seq: 0 });
+      return doc.consent;
+    };
+    const mark: [string, StoredConsent, string] = ['2025-06-02T00:00:00Z', { tcfPending: true }, 'src_tag'];
+    const decision: [string, StoredConsent, string] = ['2025-06-03T00:00:00Z', tcfConsent([1, 3]), 'src_server'];
+    const lateOldMark: [string, StoredConsent, string] = ['2025-06-01T00:00:00Z', { tcfPending: true }, 'src_pixel'];
+    const decided = fold([mark, decision, lateOldMark]);
+    expect(decided?.tcfPending).toBeUndefined();
+    expect(decided?.tcf?.purposeConsents).toEqual([1, 3]);
+    expect(fold([lateOldMark, decision, mark])).toEqual(decided);
+    expect(profilingRefusal(decided ?? undefined, DEFAULT_CONSENT_POLICY)).toBeNull();
+    // Not decided again later (a consent tool asking anew): held out until the next TC string.
+    const again = fold([decision, ['2025-06-04T00:00:00Z', { tcfPending: true }, 'src_tag']]);
+    expect(again).toMatchObject({ tcfPending: true, sourceId: 'src_tag' });
+    expect(again?.tcf).toBeUndefined();
+    expect(profilingRefusal(again ?? undefined, DEFAULT_CONSENT_POLICY)).toBe('tcf_pending');
+  });
+
+  it('names the same newest source in any fold order, and at a tie keeps the more restrictive TC string', () => {
+    const fold = (order: Array<[StoredConsent, string]>) => {
+      const doc = profile();
+      for (const [consent, sourceId] of order) applyEvent(doc, event({ timestamp: at('2025-06-02T00:00:00Z'), consent, consentOnly: true }), { sourceId, party: 'first', seq: 0 });
+      return doc.consent;
+    };
+    const a: [StoredConsent, string] = [{ purposes: { profiling: false } }, 'src_a'];
+    const z: [StoredConsent, string] = [{ purposes: { profiling: true } }, 'src_z'];
+    expect(fold([a, z])).toEqual(fold([z, a]));
+    expect(fold([a, z])).toMatchObject({ sourceId: 'src_z', purposes: { profiling: false } });
+    const grant: [StoredConsent, string] = [tcfConsent([1, 3, 4]), 'src_a'];
+    const withdrawal: [StoredConsent, string] = [tcfConsent([1]), 'src_b'];
+    expect(fold([grant, withdrawal])?.tcf?.purposeConsents).toEqual([1]);
+    expect(fold([withdrawal, grant])?.tcf?.purposeConsents).toEqual([1]);
+  });
+
+  it('keeps each GPP opt-out the newest the person gave: a later string saying less leaves the others standing', () => {
+    const doc = profile();
+    const gpp = (when: string, fields: object) =>
+      applyEvent(doc, event({ timestamp: at(when), consent: { gpp: { gppString: `gpp-${when}`, sectionIds: [7], ...fields } }, consentOnly: true }), { sourceId: 'src_a', party: 'first', seq: 0 });
+    gpp('2025-06-02T00:00:00Z', { saleOptOut: false, targetedAdvertisingOptOut: true });
+    gpp('2025-06-03T00:00:00Z', { saleOptOut: false });
+    gpp('2025-06-01T00:00:00Z', { sharingOptOut: true, saleOptOut: true });
+    expect(doc.consent?.gpp).toEqual({ gppString: 'gpp-2025-06-03T00:00:00Z', sectionIds: [7], saleOptOut: false, targetedAdvertisingOptOut: true, sharingOptOut: true });
+    // Global Privacy Control follows each deciding string: the browser stopped sending it.
+    gpp('2025-06-04T00:00:00Z', { saleOptOut: true, sharingOptOut: true, targetedAdvertisingOptOut: true, gpc: true });
+    expect(doc.consent?.gpp?.gpc).toBe(true);
+    gpp('2025-06-05T00:00:00Z', { saleOptOut: false, sharingOptOut: false, targetedAdvertisingOptOut: false });
+    expect(doc.consent?.gpp).toEqual({ gppString: 'gpp-2025-06-05T00:00:00Z', sectionIds: [7], saleOptOut: false, sharingOptOut: false, targetedAdvertisingOptOut: false });
+  });
+
   it('reads a document folded before kinds were dated as if each kind it holds dates from its consent time', () => {
     const doc = profile();
     doc.consent = { ...tcfConsent([]), purposes: { ads: true }, sourceId: 'src_old', at: at('2025-06-05T00:00:00Z') };
