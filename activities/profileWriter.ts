@@ -8,7 +8,7 @@ import { identityKey } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
-import { applyEvent, consentAfter, hasApplied, holdEvent, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { foldEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
@@ -26,7 +26,6 @@ import { SegmentRunStore } from '../store/segmentRuns';
 import { definitionsOf, SegmentStore } from '../store/segments';
 import { ExpiredProfiles } from '../store/expiredProfiles';
 import { SourceStore } from '../store/sources';
-import { profilingRefusal } from '../domain/consent';
 import { DEFAULT_CONSENT_POLICY, type ConsentPolicy } from '../domain/schemas';
 import { ProfileExpiries } from '../store/profileExpiries';
 import { withHeartbeats, heartbeat } from './heartbeat';
@@ -58,7 +57,7 @@ export interface FoldResult {
   alreadyApplied: number;
   /** Events of people who opted out: only their consent signals were applied. */
   eventsOptedOut: number;
-  /** Of `applied`: events without a consent signal of their own whose document's consent refuses profiling under their source's policy (a withdrawal recorded earlier), held back — their ids remembered, nothing of them applied. */
+  /** Of `applied`: events whose document's consent, once their own signal was in, refuses profiling under their source's policy (a withdrawal recorded earlier), held back — their ids and consent signals kept, nothing else of them applied (domain/profile foldEvent). */
   eventsWithoutConsent: number;
   /** Events of an erased subject routed before the erasure: dropped, never folded. */
   eventsErased: number;
@@ -274,18 +273,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         }
         // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
         const optedOut = marks.optedOut({ profileId: target, ancestors: doc.ancestors });
-        // An event is held to the consent its document keeps once the event's own signal is in: a withdrawal recorded earlier stands until a newer signal of its kind.
-        const after = optedOut || event.consentOnly ? null : consentAfter(doc.consent, event.consent, event.timestamp, batch.sourceId);
-        const withdrawn = after !== null && profilingRefusal(after, policyOf.get(batch.sourceId)!) !== null;
-        const origin = { sourceId: batch.sourceId, party: batch.party, seq: event.seq };
-        if (!(withdrawn ? holdEvent(doc, event, origin) : applyEvent(doc, optedOut ? { ...event, consentOnly: true } : event, origin))) {
+        const outcome = foldEvent(doc, event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq }, policyOf.get(batch.sourceId)!, optedOut);
+        if (outcome === 'repeat') {
           result.duplicates++;
           duplicatesBySource.set(batch.sourceId, (duplicatesBySource.get(batch.sourceId) ?? 0) + 1);
           if (fresh) changed.delete(target);
           continue;
         }
-        if (optedOut && !event.consentOnly) result.eventsOptedOut++;
-        if (withdrawn) result.eventsWithoutConsent++;
+        if (outcome === 'opted-out') result.eventsOptedOut++;
+        if (outcome === 'held') result.eventsWithoutConsent++;
         result.applied++;
       }
       // Consent signals of events that were not profiled are not events applied.
@@ -551,7 +547,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         const doc = current.get(profileId) ?? (await profiles.get(profileId, { trustSince }));
         if (!doc || doc.retired) continue;
         const held = await routedEvents.heldBy(doc);
-        const made = splitDocument(doc, held, { sideOf, sides: plan.sides }, unlinkId, deps.config.DMP_PROFILE_PARTITIONS, now());
+        const policies = new Map(await Promise.all([...new Set(held.map((event) => event.sourceId))].map(async (id) => [id, await consentPolicy(id)] as const)));
+        const rule = { policyOf: (sourceId: string) => policies.get(sourceId) ?? DEFAULT_CONSENT_POLICY, optedOut: marks.optedOut({ profileId, ancestors: doc.ancestors }) };
+        const made = splitDocument(doc, held, { sideOf, sides: plan.sides }, unlinkId, deps.config.DMP_PROFILE_PARTITIONS, now(), rule);
         await routedEvents.writeMoved(partition, `${unlinkId}:${profileId}`, [...made.moved.values()].flat());
         const existing = await profiles.load(made.parts.map((part) => part.profileId), { trustSince });
         for (const part of made.parts) {

@@ -3,8 +3,8 @@ import type { StoredEvent } from './event';
 import { byTypePriority, identityKey, type StoredIdentityType } from './identity';
 import { linkId } from './identityResolution';
 import { partitionOf } from './partition';
-import { applyEvent, newProfile, nextVersion, type ProfileDoc, type ProfileLink } from './profile';
-import type { Party } from './schemas';
+import { foldEvent, newProfile, nextVersion, type ProfileDoc, type ProfileLink } from './profile';
+import type { ConsentPolicy, Party } from './schemas';
 
 /** An event as a profile document holds it: where it came from, and the document it was folded into. */
 export interface HeldEvent extends StoredEvent {
@@ -151,6 +151,12 @@ export function partId(profileId: string, rebuildId: string, side: number, parti
   }
 }
 
+/** How the writers fold, which a split folds its parts by: each source's consent policy, and whether the person opted out. */
+export interface FoldRule {
+  policyOf: (sourceId: string) => ConsentPolicy;
+  optedOut: boolean;
+}
+
 export interface DocumentSplit {
   parts: ProfileDoc[];
   /** The next version of the document: empty, marked retired, pointing at its parts. */
@@ -171,6 +177,7 @@ export function splitDocument(
   rebuildId: string,
   partitions: number,
   now: Date,
+  rule: FoldRule,
 ): DocumentSplit {
   const counts = new Map<number, number>();
   for (const event of held) {
@@ -212,7 +219,7 @@ export function splitDocument(
     const part = newProfile(id, now, folded[0]?.timestamp ?? doc.firstSeen);
     for (const event of events) {
       const relocated = { ...event, profileId: id };
-      if (!event.evidenceOnly) applyEvent(part, relocated, { sourceId: event.sourceId, party: event.party, seq: event.seq });
+      if (!event.evidenceOnly) foldEvent(part, relocated, { sourceId: event.sourceId, party: event.party, seq: event.seq }, rule.policyOf(event.sourceId), rule.optedOut);
       movedById.set(id, [...(movedById.get(id) ?? []), relocated]);
     }
     // Identities whose events have expired still belong to someone: keep them on their side.

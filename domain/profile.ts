@@ -1,11 +1,11 @@
 import { hash } from 'node:crypto';
 import { cloneData } from './cloneData';
-import { gppDecides, type StoredConsent, type StoredGpp } from './consent';
+import { gppDecides, profilingRefusal, type StoredConsent, type StoredGpp } from './consent';
 import type { StoredEvent } from './event';
 import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
 import { identityKey, type Identity } from './identity';
 import type { RetiredMarker } from './identitySplit';
-import type { Party, ProfileView } from './schemas';
+import type { ConsentPolicy, Party, ProfileView } from './schemas';
 
 /** Days of per-type behaviour kept on a profile: segment windows ("≥ 2 purchases in 30 days") read them. */
 export const BEHAVIOUR_DAYS = 90;
@@ -399,15 +399,36 @@ function replaces(at: Date, since: Date | undefined, rank: string, than: string)
 const GPP_FIELDS = ['saleOptOut', 'sharingOptOut', 'targetedAdvertisingOptOut', 'gpc'] as const;
 type GppField = (typeof GPP_FIELDS)[number];
 
-/** Dates a document folded before kinds were dated: each kind it holds from its consent's time. */
+/** When a document's GPP fields were set: each that its (deciding) string holds, and `gpc`, from when that string was. */
+function gppFieldsAt(gpp: StoredGpp | undefined, at: Date): Partial<Record<GppField, Date>> {
+  const fields: Partial<Record<GppField, Date>> = {};
+  if (gpp && gppDecides(gpp)) for (const field of GPP_FIELDS) if (gpp[field] !== undefined || field === 'gpc') fields[field] = at;
+  return fields;
+}
+
+/** A document's dates, those of one folded before kinds were dated (or before GPP fields were) read from its consent's time. */
 function sinceOf(consent: ProfileConsent): ConsentSince {
-  if (consent.since) return consent.since;
+  if (consent.since) return consent.since.gppFields || !consent.since.gpp ? consent.since : { ...consent.since, gppFields: gppFieldsAt(consent.gpp, consent.since.gpp) };
   const purposes: Record<string, Date> = {};
   for (const flag of Object.keys(consent.purposes ?? {})) setOwn(purposes, flag, consent.at);
-  const gpp = consent.gpp && gppDecides(consent.gpp) ? consent.gpp : undefined;
-  const gppFields: Partial<Record<GppField, Date>> = {};
-  for (const field of GPP_FIELDS) if (gpp?.[field] !== undefined) gppFields[field] = consent.at;
-  return { ...((consent.tcf || consent.tcfPending) && { tcf: consent.at }), ...(gpp && { gpp: consent.at, gppFields }), purposes };
+  const gpp = consent.gpp && gppDecides(consent.gpp);
+  return { ...((consent.tcf || consent.tcfPending) && { tcf: consent.at }), ...(gpp && { gpp: consent.at, gppFields: gppFieldsAt(consent.gpp, consent.at) }), purposes };
+}
+
+/** The flag the tag and the pixel used to mark a visitor who had not decided (the sources' default purpose flag). */
+const FORMER_PENDING_MARK = 'profiling';
+
+/**
+ * A document's consent as kinds read it. Before, the tag and the pixel marked a visitor who had not
+ * decided with the purpose flag alone set false, and any newer signal replaced a document's whole
+ * consent: such a mark, undated, is read as the TCF statement it stood for, so a TC string still ends it.
+ */
+function undatedAsKinds(consent: ProfileConsent): ProfileConsent {
+  if (consent.since || consent.tcf || !consent.purposes) return consent;
+  const flags = Object.entries(consent.purposes);
+  if (flags.length !== 1 || flags[0][0] !== FORMER_PENDING_MARK || flags[0][1] !== false) return consent;
+  const { purposes: _mark, ...rest } = consent;
+  return { ...rest, tcfPending: true };
 }
 
 /** A TCF statement's rank at a tie: the more restrictive wins — none given yet, then fewer purposes consented. */
@@ -432,9 +453,10 @@ function keepsAnything(signal: StoredConsent): boolean {
  */
 export function consentAfter(current: ProfileConsent | null, signal: StoredConsent | undefined, at: Date, sourceId: string): ProfileConsent | null {
   if (!signal || !keepsAnything(signal)) return current;
+  const kept = current && undatedAsKinds(current);
   // Copies, not the stored objects: the document read is the previous version's.
-  const since: ConsentSince = current ? { ...sinceOf(current) } : {};
-  const next: ProfileConsent = current ? { ...current, since } : { sourceId, at, since };
+  const since: ConsentSince = kept ? { ...sinceOf(kept) } : {};
+  const next: ProfileConsent = kept ? { ...kept, since } : { sourceId, at, since };
   if ((signal.tcf || signal.tcfPending) && replaces(at, since.tcf, tcfRank(signal), tcfRank(next))) {
     delete next.tcf;
     delete next.tcfPending;
@@ -550,6 +572,23 @@ export function holdEvent(profile: ProfileDoc, event: ProfileEvent, origin: Even
   return true;
 }
 
+/** What became of an event folded into a document (see foldEvent). */
+export type FoldOutcome = 'applied' | 'opted-out' | 'held' | 'repeat';
+
+/**
+ * Folds one event into a document as the writers do — and unlink rebuilds, so a part holds what its
+ * document did. A person who opted out gets its consent signal alone. An event is held back (its id
+ * and consent signal kept, nothing else) when the document's consent, once the event's own signal is
+ * in, refuses it under its source's `policy`: a withdrawal recorded earlier stands until a newer
+ * signal of its kind. A document that holds no one yet takes the event its door let in.
+ */
+export function foldEvent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin, policy: ConsentPolicy, optedOut: boolean): FoldOutcome {
+  if (optedOut || event.consentOnly) return applyEvent(profile, { ...event, consentOnly: true }, origin) ? (event.consentOnly ? 'applied' : 'opted-out') : 'repeat';
+  const after = profile.identities.length === 0 ? null : consentAfter(profile.consent, event.consent, event.timestamp, origin.sourceId);
+  if (after !== null && profilingRefusal(after, policy) !== null) return holdEvent(profile, event, origin) ? 'held' : 'repeat';
+  return applyEvent(profile, event, origin) ? 'applied' : 'repeat';
+}
+
 /**
  * Assigns a plain own property even for the name `__proto__`, the one accessor plain objects inherit
  * (any other name assigns an own property; defining each was several times slower).
@@ -575,23 +614,25 @@ function anyOptOut(gpps: StoredGpp[], key: 'saleOptOut' | 'sharingOptOut' | 'tar
  */
 export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConsent | null {
   if (consents.length === 0) return null;
-  const sorted = [...consents].sort((a, b) => (newerConsent(a, b) ? -1 : 1));
+  const sorted = consents.map(undatedAsKinds).sort((a, b) => (newerConsent(a, b) ? -1 : 1));
   const { since: _dates, ...newestSignal } = sorted[sorted.length - 1];
   const result: ProfileConsent = structuredClone(newestSignal);
   const tcfs = sorted.flatMap((consent) => (consent.tcf ? [consent.tcf] : []));
-  // A document whose person has not decided yet consents to nothing: the person has not either.
-  const pending = sorted.some((consent) => consent.tcfPending);
-  if (tcfs.length > 0) {
-    const none = (list: number[][]) => (pending ? [] : list.reduce(intersect));
+  // Not decided yet, on the document whose TCF statement is the person's newest: they have not decided. A TC string given since, on any document, ends it.
+  const tcfAt = (consent: ProfileConsent) => (consent.since?.tcf ?? consent.at).getTime();
+  const newestTc = Math.max(-Infinity, ...sorted.filter((consent) => consent.tcf).map(tcfAt));
+  const pending = sorted.some((consent) => consent.tcfPending && tcfAt(consent) >= newestTc);
+  delete result.tcf;
+  delete result.tcfPending;
+  if (pending) result.tcfPending = true;
+  else if (tcfs.length > 0) {
     result.tcf = {
       ...structuredClone(tcfs[tcfs.length - 1]),
-      purposeConsents: none(tcfs.map((tcf) => tcf.purposeConsents)),
-      purposeLegitimateInterests: none(tcfs.map((tcf) => tcf.purposeLegitimateInterests)),
-      vendorConsents: none(tcfs.map((tcf) => tcf.vendorConsents)),
+      purposeConsents: tcfs.map((tcf) => tcf.purposeConsents).reduce(intersect),
+      purposeLegitimateInterests: tcfs.map((tcf) => tcf.purposeLegitimateInterests).reduce(intersect),
+      vendorConsents: tcfs.map((tcf) => tcf.vendorConsents).reduce(intersect),
     };
   }
-  if (pending) result.tcfPending = true;
-  else delete result.tcfPending;
   const gpps = sorted.flatMap((consent) => (consent.gpp ? [consent.gpp] : []));
   if (gpps.length > 0) {
     const { saleOptOut, sharingOptOut, targetedAdvertisingOptOut, gpc, ...newest } = gpps[gpps.length - 1];
@@ -599,10 +640,10 @@ export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConse
     result.gpp = { ...newest, ...Object.fromEntries(Object.entries(optOuts).filter(([, value]) => value !== undefined)) };
     if (gpps.some((one) => one.gpc)) result.gpp.gpc = true;
   }
-  const flags = consents.flatMap((consent) => Object.entries(consent.purposes ?? {}));
+  const flags = sorted.flatMap((consent) => Object.entries(consent.purposes ?? {}));
   if (flags.length > 0) {
     const purposes: Record<string, boolean> = {};
-    for (const [name, allowed] of flags) setOwn(purposes, name, (purposes[name] ?? true) && allowed);
+    for (const [name, allowed] of flags) setOwn(purposes, name, (Object.hasOwn(purposes, name) ? purposes[name] : true) && allowed);
     result.purposes = purposes;
   }
   return result;

@@ -163,6 +163,18 @@ describe('mostRestrictiveConsent', () => {
     expect(mostRestrictiveConsent([withGpc, gpp(false, '2026-02-01T00:00:00Z')])?.gpp).toEqual({ gppString: 'gpp-2026-02-01T00:00:00Z', sectionIds: [7], saleOptOut: true, gpc: true });
   });
 
+  it('lets a document not decided yet hold the person out only while no TC string on any document is newer', () => {
+    const pending = (when: string): ProfileConsent => ({ tcfPending: true, sourceId: 'src_tag', at: at(when), since: { tcf: at(when) } });
+    const granted = tcf([1, 3, 4], [20], '2026-02-01T00:00:00Z');
+    const decided = mostRestrictiveConsent([pending('2026-01-01T00:00:00Z'), granted]);
+    expect(decided?.tcfPending).toBeUndefined();
+    expect(decided?.tcf?.purposeConsents).toEqual([1, 3, 4]);
+    const undecided = mostRestrictiveConsent([pending('2026-03-01T00:00:00Z'), granted]);
+    expect(undecided?.tcfPending).toBe(true);
+    expect(undecided?.tcf).toBeUndefined();
+    expect(undecided).not.toHaveProperty('since');
+  });
+
   it('is null without any consent signal', () => {
     expect(mostRestrictiveConsent([])).toBeNull();
   });

@@ -15,6 +15,7 @@ import {
   type RetiredMarker,
   type Severance,
 } from '../../domain/identitySplit';
+import { DEFAULT_CONSENT_POLICY } from '../../domain/schemas';
 import { applyEvent, combineProfiles, hasApplied, newProfile, nextVersion, type ProfileDoc, type ProfileLink } from '../../domain/profile';
 
 /**
@@ -141,7 +142,7 @@ class Platform {
     for (const id of ids) {
       const doc = this.docs.get(id) as ProfileDoc;
       const held = (this.history.get(id) ?? []).filter((event) => hasApplied(doc.applied, event.sourceId, event.seq));
-      const split = splitDocument(doc, held, plan, unlinkId, PARTITIONS, new Date(0));
+      const split = splitDocument(doc, held, plan, unlinkId, PARTITIONS, new Date(0), { policyOf: () => DEFAULT_CONSENT_POLICY, optedOut: false });
       for (const part of split.parts) this.docs.set(part.profileId, part);
       for (const [part, moved] of split.moved) this.history.set(part, moved);
       this.docs.set(id, split.retired);

@@ -15,6 +15,8 @@ import {
   nextVersion,
   type ProfileDoc,
   type ProfileEvent,
+  foldEvent,
+  mostRestrictiveConsent,
 } from '../../domain/profile';
 
 const CREATED_AT = new Date('2025-06-15T12:00:00.000Z');
@@ -367,6 +369,40 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(doc.consent?.gpp?.gpc).toBe(true);
     gpp('2025-06-05T00:00:00Z', { saleOptOut: false, sharingOptOut: false, targetedAdvertisingOptOut: false });
     expect(doc.consent?.gpp).toEqual({ gppString: 'gpp-2025-06-05T00:00:00Z', sectionIds: [7], saleOptOut: false, sharingOptOut: false, targetedAdvertisingOptOut: false });
+  });
+
+  it("reads a former tag or pixel mark (profiling false alone, undated) as not decided yet, so a later TC string ends it", () => {
+    const doc = profile();
+    doc.consent = { purposes: { profiling: false }, sourceId: 'src_tag', at: at('2025-06-02T00:00:00Z') };
+    expect(mostRestrictiveConsent([doc.consent])).toMatchObject({ tcfPending: true });
+    applyEvent(doc, event({ timestamp: at('2025-06-03T00:00:00Z'), consent: tcfConsent([1, 3]), consentOnly: true }), { sourceId: 'src_server', party: 'first', seq: 0 });
+    expect(doc.consent).toMatchObject({ tcf: { purposeConsents: [1, 3] }, sourceId: 'src_server' });
+    expect(doc.consent?.tcfPending).toBeUndefined();
+    expect(doc.consent?.purposes).toBeUndefined();
+    // An undated refusal of another flag is a refusal.
+    const other = profile();
+    other.consent = { purposes: { ads: false }, sourceId: 'src_api', at: at('2025-06-02T00:00:00Z') };
+    applyEvent(other, event({ timestamp: at('2025-06-03T00:00:00Z'), consent: tcfConsent([1, 3]), consentOnly: true }), { sourceId: 'src_server', party: 'first', seq: 0 });
+    expect(other.consent?.purposes).toEqual({ ads: false });
+  });
+
+  it('folds or holds as the writers do: held once the event\'s own signal is in and the document still refuses; a document holding no one takes it', () => {
+    const origin = { sourceId: 'src_app', party: 'first' as const, seq: 1 };
+    const withdrawn = profile();
+    applyEvent(withdrawn, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'c1' }], consent: tcfConsent([1]) }), { sourceId: 'src_web', party: 'first', seq: 0 });
+    const granting = event({ id: 'flag-only', type: 'order', timestamp: at('2025-06-03T00:00:00Z'), consent: { purposes: { profiling: true } } });
+    expect(foldEvent(withdrawn, granting, origin, DEFAULT_CONSENT_POLICY, false)).toBe('held');
+    expect(withdrawn.counters.order).toBeUndefined();
+    expect(withdrawn.consent?.purposes).toEqual({ profiling: true });
+    expect(foldEvent(withdrawn, granting, origin, DEFAULT_CONSENT_POLICY, false)).toBe('repeat');
+    expect(foldEvent(withdrawn, event({ type: 'order', timestamp: at('2025-06-04T00:00:00Z') }), origin, { ...DEFAULT_CONSENT_POLICY, mode: 'not_required' }, false)).toBe('applied');
+    expect(foldEvent(withdrawn, event({ type: 'order', timestamp: at('2025-06-05T00:00:00Z'), consent: tcfConsent([1, 3]) }), origin, DEFAULT_CONSENT_POLICY, false)).toBe('applied');
+    expect(withdrawn.counters.order.count).toBe(2);
+    expect(foldEvent(withdrawn, event({ type: 'order', timestamp: at('2025-06-06T00:00:00Z') }), origin, DEFAULT_CONSENT_POLICY, true)).toBe('opted-out');
+    expect(withdrawn.counters.order.count).toBe(2);
+    const fresh = profile();
+    fresh.consent = { ...tcfConsent([1]), sourceId: 'src_web', at: at('2025-06-02T00:00:00Z') };
+    expect(foldEvent(fresh, event({ timestamp: at('2025-06-03T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'c2' }] }), origin, DEFAULT_CONSENT_POLICY, false)).toBe('applied');
   });
 
   it('reads a document folded before kinds were dated as if each kind it holds dates from its consent time', () => {
