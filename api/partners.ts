@@ -18,6 +18,7 @@ import {
   type SyncDecision,
 } from '../domain/partners';
 import { logger } from '../logger';
+import { sentGpc } from './globalPrivacyControl';
 import { DestinationStore } from '../store/destinations';
 import { MatchTableStore } from '../store/matchTables';
 import { PartnerStore, type PartnerDoc } from '../store/partners';
@@ -157,7 +158,7 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
 
   router.get(SYNC_PATH, async (req, res) => {
     const { partner, source } = await syncTarget(req.params.partner as string);
-    const read = readSyncQuery(req.query as Record<string, unknown>);
+    const read = readSyncQuery(req.query as Record<string, unknown>, { gpc: sentGpc(req) });
     if (!read.ok) throw new ProblemError(400, 'validation', 'Invalid sync request', read.errors);
     const { sync } = read;
     let cookieId: string | null = null;

@@ -2,6 +2,7 @@ import type { Request, RequestHandler, Response } from 'express';
 import { newCookieId } from '../domain/cookies';
 import { pixelParamOf, readPixelQuery } from '../domain/pixel';
 import { logger } from '../logger';
+import { sentGpc, withBrowserGpc } from './globalPrivacyControl';
 import { WriteKeys } from './auth';
 import { platformCookieId } from './platformCookie';
 import type { RouterDeps } from './routerDeps';
@@ -29,7 +30,7 @@ export function pixelHandler(deps: RouterDeps): RequestHandler {
     }
     // Without consent to storage the cookie is neither read nor set: the hit gets an id of its own.
     const cookieId = read.storageAllowed ? platformCookieId(req, res, deps.config.DMP_COOKIE_DOMAIN) : newCookieId();
-    const result = await deps.collector.collect(source, [{ ...read.event, identities: { ...read.event.identities, cookie_id: cookieId } }]);
+    const result = await deps.collector.collect(source, [withBrowserGpc({ ...read.event, identities: { ...read.event.identities, cookie_id: cookieId } }, sentGpc(req))]);
     for (const rejected of result.rejected) {
       rejections.count(source._id, 'pixel', rejected.errors.map((error) => ({ path: pixelParamOf(error.path), message: error.message })));
     }

@@ -22,6 +22,7 @@ import {
   type SegmentResponse,
 } from '../domain/trackingApi';
 import type { SourceDoc } from '../store/sources';
+import { sentGpc, withBrowserGpc } from './globalPrivacyControl';
 import type { OpenApiParts } from './openapi';
 import { bodySent, jsonDepthLimit, parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
@@ -41,7 +42,13 @@ function checkBodySize(req: Request): number {
 }
 
 /** Maps each message on its own, collects the valid ones, and reports every refusal at the message field it concerns. */
-async function collectMessages({ collector, rejections }: Pick<RouterDeps, 'collector' | 'rejections'>, source: SourceDoc, messages: unknown[], envelope: MessageEnvelope): Promise<SegmentResponse> {
+async function collectMessages(
+  { collector, rejections }: Pick<RouterDeps, 'collector' | 'rejections'>,
+  source: SourceDoc,
+  messages: unknown[],
+  envelope: MessageEnvelope,
+  gpc: boolean,
+): Promise<SegmentResponse> {
   const receivedAt = new Date();
   const rejected: RejectedEvent[] = [];
   const mapped: Array<{ index: number; event: EventInput }> = [];
@@ -54,7 +61,12 @@ async function collectMessages({ collector, rejections }: Pick<RouterDeps, 'coll
   let duplicates = 0;
   let nonProfiling = 0;
   if (mapped.length > 0) {
-    const result = await collector.collect(source, mapped.map((m) => m.event), receivedAt);
+    // Browser SDKs (analytics.js) post from the page: its Global Privacy Control comes with the request.
+    const result = await collector.collect(
+      source,
+      mapped.map((m) => withBrowserGpc(m.event, gpc)),
+      receivedAt,
+    );
     ({ accepted, duplicates, nonProfiling } = result);
     for (const refusal of result.rejected) {
       const { index } = mapped[refusal.index];
@@ -88,7 +100,7 @@ export function segmentApiRouter(deps: RouterDeps): Router {
   router.post('/v1/batch', auth, body, async (req, res) => {
     const bodyBytes = checkBodySize(req);
     const envelope = parseOr400(batchRequest, req.body, 'batch request');
-    res.json(await collectMessages(deps, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context, bodyBytes }));
+    res.json(await collectMessages(deps, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context, bodyBytes }, sentGpc(req)));
   });
 
   for (const type of MESSAGE_TYPES) {
@@ -101,7 +113,7 @@ export function segmentApiRouter(deps: RouterDeps): Router {
       // What the document says a message is, checked here (400); what only the data can tell (no id
       // at all, an email that is not one) is refused in `rejected`, as in a batch, and counted.
       parseOr400(singleMessageSchema(type), req.body, `${type} message`);
-      res.json(await collectMessages(deps, req.source as SourceDoc, [req.body], { type, bodyBytes }));
+      res.json(await collectMessages(deps, req.source as SourceDoc, [req.body], { type, bodyBytes }, sentGpc(req)));
     });
   }
   return router;

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { PixelQuerySchema } from '../domain/pixel';
 import { collectRequestSchema, CollectResponseSchema } from '../domain/schemas';
 import type { SourceDoc } from '../store/sources';
+import { sentGpc, withBrowserGpc } from './globalPrivacyControl';
 import type { OpenApiParts } from './openapi';
 import { PIXEL_PATH, pixelHandler } from './pixel';
 import { bodySent, checkJsonDepth, parseOr400, ProblemError } from './problem';
@@ -101,7 +102,13 @@ export function tagRouter(deps: RouterDeps): Router {
   const collectBatch: RequestHandler = async (req, res) => {
     const source = req.source as SourceDoc;
     const { events, sentAt } = parseOr400(collectRequest, tagEventsBody(req), 'tag events');
-    const result = await collector.collect(source, events.map(withPendingMark), new Date(), sentAt);
+    const gpc = sentGpc(req);
+    const result = await collector.collect(
+      source,
+      events.map((event) => withBrowserGpc(withPendingMark(event), gpc)),
+      new Date(),
+      sentAt,
+    );
     if (result.rejected.length > 0) {
       const sample = result.rejected[0];
       rejections.count(source._id, 'tag', sample.errors.map((error) => ({ path: `events.${sample.index}.${error.path}`, message: error.message })), result.rejected.length);

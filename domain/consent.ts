@@ -20,6 +20,12 @@ export interface StoredConsent {
    */
   tcfPending?: true;
   gpp?: StoredGpp;
+  /**
+   * Global Privacy Control as the browser sent it with the request (`Sec-GPC: 1`): true is an opt-out
+   * of sale, sharing and targeted advertising, as California and the states with universal opt-out
+   * mechanisms require; false, that a browser request came without it.
+   */
+  gpc?: boolean;
   purposes?: Record<string, boolean>;
 }
 
@@ -140,8 +146,15 @@ export function decodeConsent(input: ConsentInput): StoredConsent {
     // A GPP string's TCF EU section is the decision the mark says is missing: it stands.
     if (!consent.tcf) consent.tcfPending = true;
   }
+  if (input.gpc !== undefined) consent.gpc = input.gpc;
   if (input.purposes !== undefined) consent.purposes = input.purposes;
   return consent;
+}
+
+/** Whether a consent records a US opt-out of sale, sharing or targeted advertising: in its GPP string, or by Global Privacy Control. */
+export function usOptedOut(consent: Pick<StoredConsent, 'gpp' | 'gpc'> | null | undefined): boolean {
+  const gpp = consent?.gpp;
+  return consent?.gpc === true || gpp?.saleOptOut === true || gpp?.sharingOptOut === true || gpp?.targetedAdvertisingOptOut === true;
 }
 
 /** A purpose flag's answer, reading only the record's own fields (a flag named `constructor` is no inherited one). */
@@ -154,11 +167,15 @@ export function gppDecides(gpp: StoredGpp): boolean {
   return gpp.saleOptOut !== undefined || gpp.sharingOptOut !== undefined || gpp.targetedAdvertisingOptOut !== undefined;
 }
 
-/** Whether a consent says anything a source's policy reads: a TC string (or that none was given yet), a deciding GPP string, or the policy's purpose flag. */
+/** Whether a consent says anything a source's policy reads: a TC string (or that none was given yet), a deciding GPP string, Global Privacy Control, or the policy's purpose flag. */
 export function carriesSignal(consent: StoredConsent | undefined, policy: ConsentPolicy): boolean {
   return (
     consent !== undefined &&
-    (consent.tcf !== undefined || consent.tcfPending === true || (consent.gpp !== undefined && gppDecides(consent.gpp)) || purposeAnswer(consent, policy.purposeFlag) !== undefined)
+    (consent.tcf !== undefined ||
+      consent.tcfPending === true ||
+      (consent.gpp !== undefined && gppDecides(consent.gpp)) ||
+      consent.gpc === true ||
+      purposeAnswer(consent, policy.purposeFlag) !== undefined)
   );
 }
 
@@ -176,7 +193,6 @@ export type NonProfilingReason = 'no_consent_signal' | 'tcf_pending' | 'tcf_purp
 export function profilingRefusal(consent: StoredConsent | undefined, policy: ConsentPolicy): NonProfilingReason | null {
   if (policy.mode === 'not_required') return null;
   const tcf = consent?.tcf;
-  const gpp = consent?.gpp;
   if (!carriesSignal(consent, policy)) {
     return policy.mode === 'require' ? 'no_consent_signal' : null;
   }
@@ -189,6 +205,6 @@ export function profilingRefusal(consent: StoredConsent | undefined, policy: Con
     }
     if (policy.tcfVendorId !== undefined && !tcf.vendorConsents.includes(policy.tcfVendorId)) return 'tcf_vendor';
   }
-  if (gpp && policy.honorGppOptOuts && (gpp.saleOptOut || gpp.sharingOptOut || gpp.targetedAdvertisingOptOut)) return 'gpp_opt_out';
+  if (policy.honorGppOptOuts && usOptedOut(consent)) return 'gpp_opt_out';
   return null;
 }

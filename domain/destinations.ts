@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import type { StoredGpp } from './consent';
+import { usOptedOut } from './consent';
 import { identityKey, PARTNER_ID, uid2Of, type Identity } from './identity';
 import type { ProfileConsent, ProfileDoc } from './profile';
 import { listedOnce, nonEmptyChange } from './schemaChecks';
@@ -256,14 +256,8 @@ function consentFacts(json: string): ConsentFacts {
   return value !== null && 'tcf' in value ? value : { tcf: value };
 }
 
-/** Whether a GPP string records a US opt-out of sale, sharing or targeted advertising. */
-function usOptOut(gpp: StoredGpp | undefined): boolean {
-  return gpp !== undefined && (gpp.saleOptOut === true || gpp.sharingOptOut === true || gpp.targetedAdvertisingOptOut === true);
-}
-
 export function exportFacts(subject: { identities: Identity[]; consent: ProfileConsent | null; sources: string[] }): ExportFacts {
   const tcf = subject.consent?.tcf;
-  const gpp = subject.consent?.gpp;
   const declined = Object.entries(subject.consent?.purposes ?? {})
     .filter(([, granted]) => granted === false)
     .map(([flag]) => flag)
@@ -271,7 +265,7 @@ export function exportFacts(subject: { identities: Identity[]; consent: ProfileC
   return {
     ids: subject.identities.flatMap(exportKeys),
     tcf: tcf ? { purposes: tcf.purposeConsents, vendors: tcf.vendorConsents } : null,
-    ...(usOptOut(gpp) && { usOptOut: true as const }),
+    ...(usOptedOut(subject.consent) && { usOptOut: true as const }),
     ...(declined.length > 0 && { declined }),
     ...(subject.consent?.tcfPending && { tcfPending: true as const }),
     sources: subject.sources,
@@ -378,7 +372,7 @@ export function factsChanged(before: FactFields | null, after: FactFields): bool
     before.consent?.tcf?.tcString !== after.consent?.tcf?.tcString ||
     before.consent?.tcfPending !== after.consent?.tcfPending ||
     before.consent?.gpp?.gppString !== after.consent?.gpp?.gppString ||
-    usOptOut(before.consent?.gpp) !== usOptOut(after.consent?.gpp) ||
+    usOptedOut(before.consent) !== usOptedOut(after.consent) ||
     sortedJson(before.consent?.purposes) !== sortedJson(after.consent?.purposes)
   );
 }

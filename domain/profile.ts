@@ -78,6 +78,8 @@ export interface ConsentSince {
   gpp?: Date;
   /** Each GPP opt-out field and `gpc`. */
   gppFields?: Partial<Record<'saleOptOut' | 'sharingOptOut' | 'targetedAdvertisingOptOut' | 'gpc', Date>>;
+  /** Global Privacy Control as a browser sent it (`gpc`). */
+  gpc?: Date;
   purposes?: Record<string, Date>;
 }
 
@@ -412,7 +414,12 @@ function sinceOf(consent: ProfileConsent): ConsentSince {
   const purposes: Record<string, Date> = {};
   for (const flag of Object.keys(consent.purposes ?? {})) setOwn(purposes, flag, consent.at);
   const gpp = consent.gpp && gppDecides(consent.gpp);
-  return { ...((consent.tcf || consent.tcfPending) && { tcf: consent.at }), ...(gpp && { gpp: consent.at, gppFields: gppFieldsAt(consent.gpp, consent.at) }), purposes };
+  return {
+    ...((consent.tcf || consent.tcfPending) && { tcf: consent.at }),
+    ...(gpp && { gpp: consent.at, gppFields: gppFieldsAt(consent.gpp, consent.at) }),
+    ...(consent.gpc !== undefined && { gpc: consent.at }),
+    purposes,
+  };
 }
 
 /** The flag the tag and the pixel used to mark a visitor who had not decided (the sources' default purpose flag). */
@@ -440,7 +447,13 @@ function tcfRank(consent: Pick<StoredConsent, 'tcf' | 'tcfPending'>): string {
 
 /** Whether a consent holds anything a document keeps: a TCF statement, a deciding GPP string, a purpose flag. */
 function keepsAnything(signal: StoredConsent): boolean {
-  return signal.tcf !== undefined || signal.tcfPending === true || (signal.gpp !== undefined && gppDecides(signal.gpp)) || Object.keys(signal.purposes ?? {}).length > 0;
+  return (
+    signal.tcf !== undefined ||
+    signal.tcfPending === true ||
+    (signal.gpp !== undefined && gppDecides(signal.gpp)) ||
+    signal.gpc !== undefined ||
+    Object.keys(signal.purposes ?? {}).length > 0
+  );
 }
 
 /**
@@ -482,6 +495,10 @@ export function consentAfter(current: ProfileConsent | null, signal: StoredConse
     }
     next.gpp = gpp;
     since.gppFields = fields;
+  }
+  if (signal.gpc !== undefined && replaces(at, since.gpc, String(signal.gpc), String(next.gpc ?? false))) {
+    next.gpc = signal.gpc;
+    since.gpc = at;
   }
   for (const [flag, granted] of Object.entries(signal.purposes ?? {})) {
     const held = next.purposes && Object.hasOwn(next.purposes, flag) ? next.purposes[flag] : undefined;
@@ -640,6 +657,10 @@ export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConse
     result.gpp = { ...newest, ...Object.fromEntries(Object.entries(optOuts).filter(([, value]) => value !== undefined)) };
     if (gpps.some((one) => one.gpc)) result.gpp.gpc = true;
   }
+  // Global Privacy Control from any document's browser stands, as a GPP opt-out does.
+  const gpc = sorted.some((consent) => consent.gpc === true) ? true : sorted.some((consent) => consent.gpc === false) ? false : undefined;
+  if (gpc === undefined) delete result.gpc;
+  else result.gpc = gpc;
   const flags = sorted.flatMap((consent) => Object.entries(consent.purposes ?? {}));
   if (flags.length > 0) {
     const purposes: Record<string, boolean> = {};

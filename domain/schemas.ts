@@ -198,6 +198,13 @@ export const ConsentInputSchema = z
         description:
           'The GDPR applies and the person has not decided yet: no TC string (a consent tool still loading). The event is not profiled (`tcf_pending`), and the profile it reaches stays out of profiling and exports until a TC string newer than it arrives. Not with `tcf`.',
       }),
+    gpc: z
+      .boolean()
+      .optional()
+      .openapi({
+        description:
+          "Global Privacy Control as the person's browser sent it (`Sec-GPC: 1`): true is an opt-out of sale, sharing and targeted advertising (non-profiling as `gpp_opt_out` under `honorGppOptOuts`, withheld from exports); false, that it sent none. The tag, the pixel and the Segment routes set it from the request's header.",
+      }),
     purposes: keyedRecord(z.string().regex(/^[a-z0-9_]{1,64}$/), z.boolean()).optional().openapi({ description: 'Explicit purpose flags' }),
   })
   .strict()

@@ -149,6 +149,14 @@ describe('profilingRefusal', () => {
     expect(decodeConsent({ tcfPending: true })).toEqual({ tcfPending: true });
   });
 
+  it("reads a browser's Global Privacy Control as an opt-out of sale, sharing and targeted advertising, and its absence as no signal", () => {
+    expect(profilingRefusal({ gpc: true }, policy())).toBe('gpp_opt_out');
+    expect(profilingRefusal({ gpc: true, tcf: decodeTcf(buildTcString({ purposeConsents: [1, 3] })) }, policy())).toBe('gpp_opt_out');
+    expect(profilingRefusal({ gpc: true }, policy({ honorGppOptOuts: false }))).toBeNull();
+    expect(profilingRefusal({ gpc: false }, policy({ mode: 'require' }))).toBe('no_consent_signal');
+    expect(decodeConsent({ gpc: true })).toEqual({ gpc: true });
+  });
+
   it('reads a purpose flag named like an inherited property as absent', () => {
     expect(profilingRefusal({ purposes: {} }, policy({ purposeFlag: 'constructor' }))).toBeNull();
     expect(profilingRefusal({ purposes: {} }, policy({ mode: 'require', purposeFlag: 'constructor' }))).toBe('no_consent_signal');

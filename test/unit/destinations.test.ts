@@ -283,6 +283,8 @@ describe('exportFacts and factsChanged', () => {
     expect(exportFacts(doc({ consent: gpp({ saleOptOut: true }) })).usOptOut).toBe(true);
     expect(exportFacts(doc({ consent: gpp({ targetedAdvertisingOptOut: true }) })).usOptOut).toBe(true);
     expect(exportFacts(doc({ consent: gpp({ saleOptOut: false, sharingOptOut: false }) }))).not.toHaveProperty('usOptOut');
+    expect(exportFacts(doc({ consent: consent({ gpc: true }) })).usOptOut).toBe(true);
+    expect(factsChanged(doc({ consent: consent({ gpc: false }) }), doc({ consent: consent({ gpc: true }) }))).toBe(true);
     expect(factsChanged(doc({ consent: gpp({}) }), doc({ consent: consent({ tcf: tcf('TC-A'), gpp: { gppString: 'DBABL~y', sectionIds: [7], saleOptOut: true } }) }))).toBe(true);
   });
 

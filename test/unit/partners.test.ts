@@ -159,6 +159,13 @@ describe('readSyncQuery', () => {
     expect(refusal({ gpp: gppString({ usca: { SharingOptOut: 1 } }), gpp_sid: '8' })).toBe('us_opt_out');
     expect(refusal({ gpp: gppString({ usnat: { SaleOptOut: 2, SharingOptOut: 2, TargetedAdvertisingOptOut: 2 } }), gpp_sid: '7' })).toBeNull();
   });
+
+  it("honours the browser's Global Privacy Control as an opt-out", () => {
+    const read = readSyncQuery({ puid: 'p-1' }, { gpc: true });
+    expect(read.ok && read.sync.refused).toBe('us_opt_out');
+    const without = readSyncQuery({ puid: 'p-1' }, { gpc: false });
+    expect(without.ok && without.sync.refused).toBeNull();
+  });
 });
 
 describe('cookieSyncEventId', () => {

@@ -405,6 +405,18 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(foldEvent(fresh, event({ timestamp: at('2025-06-03T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'c2' }] }), origin, DEFAULT_CONSENT_POLICY, false)).toBe('applied');
   });
 
+  it("keeps the browser's newest Global Privacy Control: a later request without it ends the opt-out; across documents any stands", () => {
+    const doc = profile();
+    const gpc = (when: string, value: boolean) => applyEvent(doc, event({ timestamp: at(when), consent: { gpc: value }, consentOnly: true }), { sourceId: 'src_tag', party: 'first', seq: 0 });
+    gpc('2025-06-03T00:00:00Z', true);
+    gpc('2025-06-02T00:00:00Z', false);
+    expect(doc.consent?.gpc).toBe(true);
+    expect(profilingRefusal(doc.consent ?? undefined, DEFAULT_CONSENT_POLICY)).toBe('gpp_opt_out');
+    gpc('2025-06-04T00:00:00Z', false);
+    expect(doc.consent?.gpc).toBe(false);
+    expect(mostRestrictiveConsent([doc.consent!, { gpc: true, sourceId: 'src_app', at: at('2025-06-01T00:00:00Z') }])?.gpc).toBe(true);
+  });
+
   it('reads a document folded before kinds were dated as if each kind it holds dates from its consent time', () => {
     const doc = profile();
     doc.consent = { ...tcfConsent([]), purposes: { ads: true }, sourceId: 'src_old', at: at('2025-06-05T00:00:00Z') };
