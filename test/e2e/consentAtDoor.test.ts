@@ -154,6 +154,40 @@ describe('consent at the door', () => {
     await waitFor('the member to exit', async () => !(await members()).includes(id));
   });
 
+  it("takes a browser's Global Privacy Control (Sec-GPC: 1) on the tag and the Segment routes as an opt-out, until a request without it states consent again", async () => {
+    const { api } = platform;
+    const site = await newSource(api, 'us-site');
+    const tag = (headers: Record<string, string>, event: object) =>
+      fetch(`${api.url}/v1/tag/events?writeKey=${site.writeKey}`, { method: 'POST', headers: { 'content-type': 'text/plain;charset=UTF-8', ...headers }, body: JSON.stringify({ events: [event] }) });
+    const visit = (id: string, seconds: number, consent?: object) => ({ id, type: 'page_view', timestamp: new Date(Date.now() + seconds * 1000).toISOString(), identities: { cookie_id: 'gpc-browser' }, ...(consent && { consent }) });
+    expect(await (await tag({}, visit('g-1', 0))).json()).toMatchObject({ accepted: 1, nonProfiling: 0 });
+    await site.folded(1);
+    expect(await (await tag({ 'sec-gpc': '1' }, visit('g-2', 1))).json()).toMatchObject({ accepted: 1, nonProfiling: 1 });
+    await waitFor('the opt-out on the profile', async () => (await site.lookup('cookie_id', 'gpc-browser')).body.consent?.gpc === true);
+    // The Segment routes, as analytics.js posts from the page.
+    const segment = await fetch(`${api.url}/v1/track`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'sec-gpc': '1', authorization: `Basic ${Buffer.from(`${site.writeKey}:`).toString('base64')}` },
+      body: JSON.stringify({ messageId: 'g-3', anonymousId: 'gpc-browser', event: 'Order Completed' }),
+    });
+    expect(await segment.json()).toMatchObject({ success: true, accepted: 1, nonProfiling: 1 });
+    // Held out meanwhile: a page view without a signal is held to the opt-out.
+    await tag({}, visit('g-4', 2));
+    await site.folded(2);
+    expect((await site.lookup('cookie_id', 'gpc-browser')).body.counters.page_view.count).toBe(1);
+    // The browser stopped sending it, and its consent tool speaks: the opt-out ends, and the visit counts.
+    const noOptOut = new GppModel();
+    noOptOut.setFieldValue('usnat', 'SaleOptOutNotice', 1);
+    noOptOut.setFieldValue('usnat', 'SaleOptOut', 2);
+    expect(await (await tag({}, visit('g-5', 3, { gpp: noOptOut.encode() }))).json()).toMatchObject({ accepted: 1, nonProfiling: 0 });
+    await site.folded(3);
+    const profile = (await site.lookup('cookie_id', 'gpc-browser')).body;
+    expect(profile.consent.gpc).toBe(false);
+    expect(profile.counters.page_view.count).toBe(2);
+    const status = (await call(`${api.url}/v1/sources/${site.sourceId}`, { key: api.adminKey })).body;
+    expect(status.progress.eventsNonProfiling.gpp_opt_out).toBe(2);
+  });
+
   it('profiles events without a signal on a source whose policy enforces only the signals present', async () => {
     const { api } = platform;
     const source = await newSource(api, 'us-app');

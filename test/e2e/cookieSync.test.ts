@@ -176,6 +176,10 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     expect(uidOf(silent)).toBe('');
     const optedOut = await sync('ttd', { puid: 'us-user', us_privacy: '1YYN' }, { cookie: `dmp_uid=${cookie(903)}` });
     expect(uidOf(optedOut)).toBe('');
+    // The browser's Global Privacy Control is an opt-out too.
+    const gpc = await sync('ttd', { puid: 'gpc-user' }, { 'sec-gpc': '1' });
+    expect({ uid: uidOf(gpc), cookies: setCookies(gpc) }).toEqual({ uid: '', cookies: [] });
+    expect(await matches.cookieIdsOf('ttd', 'gpc-user')).toEqual([]);
     expect(await matches.cookieIdsOf('ttd', 'eu-user')).toEqual([]);
     expect(await matches.cookieIdsOf('ttd', 'us-user')).toEqual([]);
     expect(await matches.partnerIdsOf('ttd', [cookie(902), cookie(903)])).toEqual(new Map());
