@@ -174,4 +174,11 @@ describe('the pixel, end to end', () => {
     expect((await lookup('cookie_id', known)).status).toBe(404);
     expect((await lookup('email_sha256', sha256Hex('eu@example.com'))).status).toBe(404);
   });
+
+  it("takes the browser's Global Privacy Control (Sec-GPC: 1) as an opt-out: the hit is kept, not profiled", async () => {
+    const created = await createSource('us pixel');
+    expectGif(await pixel({ writeKey: created.writeKey, e: 'impression' }, { 'sec-gpc': '1', cookie: `${DMP_COOKIE_NAME}=gpc-cookie-0123456789` }));
+    await waitFor('the hit drained as non-profiling', async () => (await status(created.id)).progress?.eventsNonProfiling?.gpp_opt_out === 1);
+    expect((await lookup('cookie_id', 'gpc-cookie-0123456789')).status).toBe(404);
+  });
 });
