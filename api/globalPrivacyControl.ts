@@ -5,17 +5,21 @@ export function sentGpc(req: Request): boolean {
   return req.get('sec-gpc')?.trim() === '1';
 }
 
+const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+
 /**
  * An event as a browser channel received it (not yet validated), its consent stating the browser's
- * Global Privacy Control: true when the request carried it; false when it did not and the event
- * states consent otherwise, so a browser that stopped sending it ends the opt-out (a document keeps
- * the newest). An event without consent from a browser without it stays as it was: a profile gains
- * no consent record from every page view.
+ * Global Privacy Control: true when the request carried it. With `absenceSaysOff` (a channel only
+ * browsers call, the tag's), a request without it states false beside consent the event carries
+ * otherwise, so a browser that stopped sending it ends the opt-out (a document keeps the newest);
+ * channels servers call too (the Segment routes, a pixel an ad server fires) never state false. An
+ * event whose consent is no object, or whose own `gpc` is no boolean, is left for validation to refuse.
  */
-export function withBrowserGpc(event: unknown, gpc: boolean): unknown {
-  const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+export function withBrowserGpc(event: unknown, gpc: boolean, absenceSaysOff: boolean): unknown {
   if (!isObject(event)) return event;
-  if (gpc) return { ...event, consent: { ...(isObject(event.consent) ? event.consent : {}), gpc: true } };
-  if (!isObject(event.consent) || event.consent.gpc !== undefined) return event;
-  return { ...event, consent: { ...event.consent, gpc: false } };
+  const consent = event.consent;
+  if (consent !== undefined && (!isObject(consent) || (consent.gpc !== undefined && typeof consent.gpc !== 'boolean'))) return event;
+  if (gpc) return { ...event, consent: { ...consent, gpc: true } };
+  if (!absenceSaysOff || consent === undefined || consent.gpc !== undefined) return event;
+  return { ...event, consent: { ...consent, gpc: false } };
 }

@@ -30,7 +30,7 @@ export function pixelHandler(deps: RouterDeps): RequestHandler {
     }
     // Without consent to storage the cookie is neither read nor set: the hit gets an id of its own.
     const cookieId = read.storageAllowed ? platformCookieId(req, res, deps.config.DMP_COOKIE_DOMAIN) : newCookieId();
-    const result = await deps.collector.collect(source, [withBrowserGpc({ ...read.event, identities: { ...read.event.identities, cookie_id: cookieId } }, sentGpc(req))]);
+    const result = await deps.collector.collect(source, [withBrowserGpc({ ...read.event, identities: { ...read.event.identities, cookie_id: cookieId } }, sentGpc(req), false)]);
     for (const rejected of result.rejected) {
       rejections.count(source._id, 'pixel', rejected.errors.map((error) => ({ path: pixelParamOf(error.path), message: error.message })));
     }

@@ -64,7 +64,7 @@ async function collectMessages(
     // Browser SDKs (analytics.js) post from the page: its Global Privacy Control comes with the request.
     const result = await collector.collect(
       source,
-      mapped.map((m) => withBrowserGpc(m.event, gpc)),
+      mapped.map((m) => withBrowserGpc(m.event, gpc, false)),
       receivedAt,
     );
     ({ accepted, duplicates, nonProfiling } = result);

@@ -105,7 +105,7 @@ export function tagRouter(deps: RouterDeps): Router {
     const gpc = sentGpc(req);
     const result = await collector.collect(
       source,
-      events.map((event) => withBrowserGpc(withPendingMark(event), gpc)),
+      events.map((event) => withBrowserGpc(withPendingMark(event), gpc, true)),
       new Date(),
       sentAt,
     );

@@ -67,7 +67,8 @@ function withIdentityTraitsTaken(
     if (!Object.hasOwn(rest, name)) continue;
     const value = rest[name];
     delete rest[name];
-    if (kinds.some((kind) => given[kind] !== undefined) || value === null) continue;
+    // Blank is no value (an empty form field): nothing to take.
+    if (kinds.some((kind) => given[kind] !== undefined) || value === null || (typeof value === 'string' && value.trim() === '')) continue;
     identify(name, Array.isArray(value) ? '' : String(value), `traits.${name}`);
   }
   return rest;

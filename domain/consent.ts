@@ -174,7 +174,8 @@ export function carriesSignal(consent: StoredConsent | undefined, policy: Consen
     (consent.tcf !== undefined ||
       consent.tcfPending === true ||
       (consent.gpp !== undefined && gppDecides(consent.gpp)) ||
-      consent.gpc === true ||
+      // An opt-out, never a permission: a signal only where the policy honours it.
+      (consent.gpc === true && policy.honorGppOptOuts) ||
       purposeAnswer(consent, policy.purposeFlag) !== undefined)
   );
 }

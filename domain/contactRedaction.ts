@@ -9,25 +9,64 @@
 export const REDACTED = '(redacted)';
 
 /**
- * An email address anywhere in a text, its `@` also percent-encoded (`%40`, as in a URL). The domain's
- * labels each end at a dot, so the match never backtracks between them.
+ * An email address anywhere in a text, its `@` also percent-encoded (`%40`, as in a URL). A match
+ * starts only where a run of address characters does and every part is bounded, so a long run
+ * costs linear time; the domain's labels each end at a dot.
  */
-const EMAIL_IN_TEXT = /[\p{L}\p{N}._%+'-]+(?:@|%40)(?:[\p{L}\p{N}-]+\.)+\p{L}{2,}/giu;
-/** Field names that hold phone numbers: `phone`, `mobilePhone`, `phone_number`, `mobile`, `tel`, `fax`, `msisdn`. */
-const PHONE_FIELD = /phone|mobile|(?:^|[^a-z])(?:tel|fax|msisdn)(?:[^a-z]|$)/i;
-/** As many digits as the shortest national numbers hold: fewer read as a flag, a count or a version. */
-const PHONE_DIGITS = /(?:\d\D{0,3}){7}/;
+const EMAIL_IN_TEXT = /(?<![\p{L}\p{N}._%+'-])[\p{L}\p{N}._%+'-]{1,64}(?:@|%40)(?:[\p{L}\p{N}-]{1,63}\.){1,8}\p{L}{2,24}(?![\p{L}\p{N}-])/giu;
+/** What reads as an address but names a file: an image at a pixel density (`logo@2x.png`), a versioned script. */
+const FILE_NAME = /\.(?:png|jpe?g|gif|svg|webp|avif|ico|css|js|mjs|json|html?|pdf|woff2?|ttf|mp4|webm)$/i;
+/** Words of a field name that hold phone numbers (`phone`, `mobilePhone`, `phone_number`, `workTel`, `fax`, `msisdn`). */
+const PHONE_WORDS = new Set(['phone', 'phones', 'telephone', 'tel', 'mobile', 'cell', 'cellphone', 'fax', 'msisdn', 'whatsapp']);
+/** A value that is a phone number as written: digits with the usual separators, 7 to 15 digits. */
+const PHONE_VALUE = /^\+?[\d\s().\/-]{7,24}$/;
+/** A URL query parameter whose name holds a phone word: `?phone=`, `&mobile_number=`, `&phoneNumber=`. */
+const PHONE_PARAM = /([?&;#](?:[a-z]{1,32}_)?(?:phone[a-z_]{0,32}|tel|mobile(?:_[a-z_]{1,32})?|msisdn)=)([^&;#]*)/gi;
 
 type FlatValue = unknown;
 
-function withoutEmails(text: string): string {
-  if (!text.includes('@') && !text.includes('%40')) return text;
-  return text.replace(EMAIL_IN_TEXT, REDACTED);
+/** Field names already read: events repeat the same few, and every event passes here. */
+const phoneFields = new Map<string, boolean>();
+const PHONE_FIELDS_KEPT = 10_000;
+
+function isPhoneField(name: string): boolean {
+  let known = phoneFields.get(name);
+  if (known === undefined) {
+    known = name
+      .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
+      .toLowerCase()
+      .split(/[^a-z]+/)
+      .some((word) => PHONE_WORDS.has(word));
+    if (phoneFields.size >= PHONE_FIELDS_KEPT) phoneFields.clear();
+    phoneFields.set(name, known);
+  }
+  return known;
+}
+
+function isPhoneNumber(text: string): boolean {
+  if (!PHONE_VALUE.test(text)) return false;
+  const digits = text.replace(/\D/g, '').length;
+  return digits >= 7 && digits <= 15;
+}
+
+function withoutContacts(text: string): string {
+  let result = text;
+  if (result.includes('@') || result.includes('%40')) result = result.replace(EMAIL_IN_TEXT, (match) => (FILE_NAME.test(match) ? match : REDACTED));
+  if (result.includes('=')) result = result.replace(PHONE_PARAM, (match, name: string, value: string) => (isPhoneNumber(decodeURIComponentSafe(value)) ? `${name}${REDACTED}` : match));
+  return result;
+}
+
+function decodeURIComponentSafe(text: string): string {
+  try {
+    return decodeURIComponent(text.replace(/\+/g, ' '));
+  } catch {
+    return text;
+  }
 }
 
 function redactValue(value: FlatValue, phoneField: boolean): FlatValue {
-  if (typeof value === 'string') return phoneField && PHONE_DIGITS.test(value) ? REDACTED : withoutEmails(value);
-  if (typeof value === 'number') return phoneField && PHONE_DIGITS.test(String(value)) ? REDACTED : value;
+  if (typeof value === 'string') return phoneField && isPhoneNumber(value) ? REDACTED : withoutContacts(value);
+  if (typeof value === 'number') return phoneField && isPhoneNumber(String(value)) ? REDACTED : value;
   if (Array.isArray(value)) {
     const redacted = value.map((item) => redactValue(item, phoneField));
     return redacted.some((item, i) => item !== value[i]) ? redacted : value;
@@ -44,8 +83,8 @@ export function redactContactData<T extends Record<string, FlatValue>>(fields: T
   let redacted: Record<string, FlatValue> | undefined;
   const keys = Object.keys(fields);
   keys.forEach((key, index) => {
-    const name = withoutEmails(key);
-    const value = redactValue(fields[key], PHONE_FIELD.test(key));
+    const name = withoutContacts(key);
+    const value = redactValue(fields[key], isPhoneField(key));
     if (redacted === undefined && name === key && value === fields[key]) return;
     if (redacted === undefined) {
       redacted = {};

@@ -41,7 +41,7 @@ export const ConsentPolicySchema = z
       .default([1, 3])
       .openapi({ description: 'TCF purposes a TC string must allow (default: store/access on a device, create a personalised-ads profile). Purposes 1 and 3–6 count only with consent; others also with legitimate interest.' }),
     tcfVendorId: z.number().int().min(1).max(65535).optional().openapi({ description: "Our IAB vendor id: when set, a TC string must also consent to this vendor" }),
-    honorGppOptOuts: z.boolean().default(true).openapi({ description: "A GPP string whose US section (US National, a state, or US Privacy) records an opt-out of sale, sharing or targeted advertising, or a Global Privacy Control signal (`Gpc`), makes the event non-profiling" }),
+    honorGppOptOuts: z.boolean().default(true).openapi({ description: "A GPP string whose US section (US National, a state, or US Privacy) records an opt-out of sale, sharing or targeted advertising, or a Global Privacy Control signal (a GPP section's `Gpc`, or `consent.gpc` from the browser's `Sec-GPC: 1` header), makes the event non-profiling" }),
     purposeFlag: z
       .string()
       .regex(/^[a-z0-9_]{1,64}$/)
@@ -179,8 +179,8 @@ export type SourceStatus = z.infer<typeof SourceStatusSchema>;
 
 // ---- collection ------------------------------------------------------------------------------
 
-/** Ids of one type an event may carry: an event names one person, however many ids they hold. */
-export const MAX_IDS_PER_TYPE = 10;
+/** Ids of one type an event may carry: two, as an alias joins a person's earlier id to the new one (more would pass the caps per type unchecked). */
+export const MAX_IDS_PER_TYPE = 2;
 
 const Scalar = z.union([storableText(1024), z.number().finite(), z.boolean(), z.null()]);
 /** Flat values only: the store refuses nested arrays, and flat values are what segment rules test. */
@@ -203,7 +203,7 @@ export const ConsentInputSchema = z
       .optional()
       .openapi({
         description:
-          "Global Privacy Control as the person's browser sent it (`Sec-GPC: 1`): true is an opt-out of sale, sharing and targeted advertising (non-profiling as `gpp_opt_out` under `honorGppOptOuts`, withheld from exports); false, that it sent none. The tag, the pixel and the Segment routes set it from the request's header.",
+          "Global Privacy Control as the person's browser sent it (`Sec-GPC: 1`): true is an opt-out of sale, sharing and targeted advertising (non-profiling as `gpp_opt_out` under `honorGppOptOuts`, withheld from exports); false, that the browser no longer sends it. The tag, the pixel and the Segment routes set true from the request's header; only the tag, which browsers alone call, states false.",
       }),
     purposes: keyedRecord(z.string().regex(/^[a-z0-9_]{1,64}$/), z.boolean()).optional().openapi({ description: 'Explicit purpose flags' }),
   })
@@ -216,7 +216,7 @@ export const IdentitiesInputSchema = z
   .partialRecord(
     z.enum(INPUT_IDENTITY_TYPES),
     z.union([IdentityValue, z.array(IdentityValue).min(1).max(MAX_IDS_PER_TYPE)]).openapi({
-      description: `The id, or up to ${MAX_IDS_PER_TYPE} ids of this type the event joins (two customer ids an alias makes one person)`,
+      description: `The id, or a list of up to ${MAX_IDS_PER_TYPE} ids of this type the event joins (two customer ids an alias makes one person)`,
     }),
   )
   .refine((ids) => Object.keys(ids).length > 0, 'at least one identity is required');

@@ -18,7 +18,10 @@ const RAW_PII_TYPES: readonly InputIdentityType[] = ['email', 'phone'];
 export const MappingFields = {
   traits: keyedRecord(ColumnName, TraitName)
     .default({})
-    .openapi({ description: 'Column → trait name, e.g. `{"Tier": "loyalty_tier"}`; other columns are ignored. A column mapped as a raw `email` or `phone` cannot also be a trait.' }),
+    .openapi({
+      description:
+        'Column → trait name, e.g. `{"Tier": "loyalty_tier"}`; other columns are ignored. A column mapped as a raw `email` or `phone` cannot also be a trait; a trait named `email` or `phone` becomes that identity, hashed, unless the mapping has one of that kind (a value that is none refuses the row). Email addresses in other traits, and phone numbers in phone-named ones, are stored as `(redacted)`.',
+    }),
   delimiter: z.enum([',', ';', '\t', '|']).default(','),
 };
 

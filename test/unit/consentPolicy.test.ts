@@ -153,6 +153,8 @@ describe('profilingRefusal', () => {
     expect(profilingRefusal({ gpc: true }, policy())).toBe('gpp_opt_out');
     expect(profilingRefusal({ gpc: true, tcf: decodeTcf(buildTcString({ purposeConsents: [1, 3] })) }, policy())).toBe('gpp_opt_out');
     expect(profilingRefusal({ gpc: true }, policy({ honorGppOptOuts: false }))).toBeNull();
+    // An opt-out never stands in for consent a policy requires.
+    expect(profilingRefusal({ gpc: true }, policy({ mode: 'require', honorGppOptOuts: false }))).toBe('no_consent_signal');
     expect(profilingRefusal({ gpc: false }, policy({ mode: 'require' }))).toBe('no_consent_signal');
     expect(decodeConsent({ gpc: true })).toEqual({ gpc: true });
   });

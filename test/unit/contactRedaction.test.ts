@@ -18,13 +18,28 @@ describe('redactContactData', () => {
     expect(redactContactData({ invited: ['ann@example.com', 'bob'], 'ann@example.com': true })).toEqual({ invited: [REDACTED, 'bob'], [REDACTED]: true });
   });
 
-  it('replaces phone numbers under phone-named fields, text or number', () => {
-    const fields = { phone_number: '+1 (650) 555-1234', mobilePhone: 4915123456789, 'company.tel': '030 1234567', fax: ['0800 123 4567'] };
-    expect(redactContactData(fields)).toEqual({ phone_number: REDACTED, mobilePhone: REDACTED, 'company.tel': REDACTED, fax: [REDACTED] });
+  it('replaces phone numbers under phone-named fields, text or number, and in URL parameters named so', () => {
+    const fields = { phone_number: '+1 (650) 555-1234', mobilePhone: 4915123456789, 'company.tel': '030 1234567', fax: ['0800 123 4567'], workTel: '555-123-4567', homeFax: '030/1234567' };
+    expect(redactContactData(fields)).toEqual({ phone_number: REDACTED, mobilePhone: REDACTED, 'company.tel': REDACTED, fax: [REDACTED], workTel: REDACTED, homeFax: REDACTED });
+    expect(redactContactData({ url: 'https://x.example/call?phone=%2B1%20650%20555%201234&ref=ad&mobile_number=07700900123' })).toEqual({
+      url: `https://x.example/call?phone=${REDACTED}&ref=ad&mobile_number=${REDACTED}`,
+    });
   });
 
-  it('keeps what only looks close: short numbers, phone-less names, text without an address', () => {
-    const fields = { isMobile: true, mobileOs: 'iOS 17.2', phoneVerified: false, hotel: '1234567', order: 'A-1234567', title: 'Contact us @ the shop', handle: '@jane' };
+  it('keeps what only looks close: short numbers, phone-less names, dates, device ids, image names, text without an address', () => {
+    const fields = {
+      isMobile: true,
+      mobileOs: 'iOS 17.2',
+      phoneVerified: false,
+      phone_verified_at: '2026-01-05T10:00:00Z',
+      mobile_device_id: '6d92078a-8246-4ba4-ae5b-76104861e7dc',
+      hotel: '1234567',
+      order: 'A-1234567',
+      title: 'Contact us @ the shop',
+      handle: '@jane',
+      image: 'https://cdn.example/img/logo@2x.png',
+      telemetry: 'https://x.example/?telemetry=1234567',
+    };
     expect(redactContactData(fields)).toBe(fields);
   });
 
