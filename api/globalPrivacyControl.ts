@@ -1,11 +1,10 @@
 import type { Request } from 'express';
+import { isRecord } from '../domain/records';
 
 /** Whether the browser sent Global Privacy Control with the request (`Sec-GPC: 1`). */
 export function sentGpc(req: Request): boolean {
   return req.get('sec-gpc')?.trim() === '1';
 }
-
-const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
 
 /**
  * An event as a browser channel received it (not yet validated), its consent stating the browser's
@@ -16,9 +15,9 @@ const isObject = (value: unknown): value is Record<string, unknown> => value !==
  * event whose consent is no object, or whose own `gpc` is no boolean, is left for validation to refuse.
  */
 export function withBrowserGpc(event: unknown, gpc: boolean, absenceSaysOff: boolean): unknown {
-  if (!isObject(event)) return event;
+  if (!isRecord(event)) return event;
   const consent = event.consent;
-  if (consent !== undefined && (!isObject(consent) || (consent.gpc !== undefined && typeof consent.gpc !== 'boolean'))) return event;
+  if (consent !== undefined && (!isRecord(consent) || (consent.gpc !== undefined && typeof consent.gpc !== 'boolean'))) return event;
   if (gpc) return { ...event, consent: { ...consent, gpc: true } };
   if (!absenceSaysOff || consent === undefined || consent.gpc !== undefined) return event;
   return { ...event, consent: { ...consent, gpc: false } };

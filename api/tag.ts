@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import express, { Router, type ErrorRequestHandler, type Request, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { PixelQuerySchema } from '../domain/pixel';
+import { isRecord } from '../domain/records';
 import { collectRequestSchema, CollectResponseSchema } from '../domain/schemas';
 import type { SourceDoc } from '../store/sources';
 import { sentGpc, withBrowserGpc } from './globalPrivacyControl';
@@ -23,10 +24,9 @@ const TAG_PENDING_MARK = 'profiling';
  * comes, not a purpose the visitor refused.
  */
 function withPendingMark(event: unknown): unknown {
-  const isObject = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
-  if (!isObject(event) || !isObject(event.consent)) return event;
+  if (!isRecord(event) || !isRecord(event.consent)) return event;
   const { consent } = event;
-  if (consent.tcf !== undefined || !isObject(consent.purposes) || consent.purposes[TAG_PENDING_MARK] !== false || !Object.hasOwn(consent.purposes, TAG_PENDING_MARK)) return event;
+  if (consent.tcf !== undefined || !isRecord(consent.purposes) || consent.purposes[TAG_PENDING_MARK] !== false || !Object.hasOwn(consent.purposes, TAG_PENDING_MARK)) return event;
   const { [TAG_PENDING_MARK]: _mark, ...others } = consent.purposes;
   const { purposes: _purposes, ...rest } = consent;
   return { ...event, consent: { ...rest, ...(Object.keys(others).length > 0 && { purposes: others }), tcfPending: true } };

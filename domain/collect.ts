@@ -41,11 +41,6 @@ export function zodIssuesToFieldErrors(issues: z.core.$ZodIssue[], prefix: strin
   }));
 }
 
-/**
- * Validates each event on its own and turns it into its stored form: raw emails and phones are
- * normalized and hashed here, consent is decoded and checked against the source's policy,
- * client-chosen names are encoded. Nothing raw leaves this function.
- */
 /** The traits that name the person's contact: identities, as in the Segment spec, never kept as traits. */
 const IDENTITY_TRAITS = [
   ['email', ['email', 'email_sha256']],
@@ -74,6 +69,12 @@ function withIdentityTraitsTaken(
   return rest;
 }
 
+/**
+ * Validates each event on its own and turns it into its stored form: raw emails and phones are
+ * normalized and hashed here (contact data outside the identity fields redacted), consent is
+ * decoded and checked against the source's policy, client-chosen names are encoded. Nothing raw
+ * leaves this function.
+ */
 export function prepareEvents(events: unknown[], options: PrepareOptions): PreparedEvents {
   const maxFutureSkewMs = options.maxFutureSkewMs ?? 24 * 3600 * 1000;
   const skewMs = options.sentAt ? options.now.getTime() - options.sentAt.getTime() : 0;

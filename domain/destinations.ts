@@ -405,8 +405,10 @@ export type Decision = { withheld: 'consent' } | { withheld: 'label'; label: str
  * Whether a member may leave for this partner and with which ids. Consent comes first (a profile
  * whose TC string lacks a required purpose or the vendor is withheld; no TC string passes unless the
  * destination requires one; a US opt-out of sale, sharing or targeted advertising is withheld unless
- * the destination says otherwise, and so is a declined purpose flag the destination names), then export controls (every label of every source that contributed
- * must be allowed: the data that qualified a profile is not traceable to one source, so all count).
+ * the destination says otherwise; so are a declined purpose flag the destination names, and a
+ * person who has not decided yet), then export controls (every label of every source that
+ * contributed must be allowed: the data that qualified a profile is not traceable to one source, so
+ * all count).
  * For a `partner:` id type the ids are as `memberIdReader` reads them: the member's cookie ids,
  * which the export maps through the match table, and the partner's ids it holds itself.
  */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from './collect';
 import { maidProblem, type InputIdentityType } from './identity';
+import { isRecord } from './records';
 import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
 import { nameText } from './text';
 
@@ -162,10 +163,6 @@ export interface MessageEnvelope {
   context?: Record<string, unknown> | null;
   /** The request body's size when known: no message in it is larger, so one within it need not be measured. */
   bodyBytes?: number;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /**
