@@ -31,54 +31,50 @@ export function inflateDocument<T>(binary: Binary): T {
 }
 
 /**
- * Events decoded with their bytes kept, and events made from one of those by adding fields: what
- * each is stored as, so that storing it again copies bytes instead of encoding it anew. Routing
- * stores each event it reads again with its target added; copying took ~4 of the ~9 µs an event
- * that encoding and deflating a routed batch took (see README). An object in here is never changed.
+ * An event to be stored as the bytes it was read as (see `decodeEventsWithBytes`) followed by
+ * `added`, whose names the event must not have. Routing stores each event it reads again with its
+ * target added: copying its bytes took ~4 of the ~9 µs an event that encoding and deflating a
+ * routed batch took (see README).
  */
-const storedAs = new WeakMap<object, { bytes: Uint8Array; added?: object }>();
+export class ExtendedEvent<A extends object = object> {
+  constructor(
+    readonly stored: Uint8Array,
+    readonly added: A,
+  ) {}
+}
 
 /** A batch of events as one stored value. */
-export function encodeEvents<T extends object>(events: T[]): Binary {
-  if (!events.some((event) => storedAs.get(event)?.added)) return deflateDocument({ events });
+export function encodeEvents(events: object[]): Binary {
+  if (!events.some((event) => event instanceof ExtendedEvent)) return deflateDocument({ events });
   return new Binary(deflateRawSync(eventsDocument(events), { level: 1 }), DEFLATED_BSON);
 }
 
-/** Decodes a stored batch; with `keepBytes`, its events can be stored again, extended, by copying (see `extendEvent`). */
-export function decodeEvents<T>(binary: Binary, { keepBytes = false } = {}): T[] {
-  const bytes = storedBytes(binary);
-  const { events } = BSON.deserialize(bytes) as { events: T[] };
-  if (keepBytes) {
-    const array = [...parseToElements(bytes)].find(([type, nameOffset, nameLength]) => type === BSON_ARRAY && ByteUtils.toUTF8(bytes, nameOffset, nameOffset + nameLength, false) === 'events');
-    if (!array) throw new Error('a stored batch without events');
-    let index = 0;
-    for (const [, , , offset, length] of parseToElements(bytes, array[3])) storedAs.set(events[index++] as object, { bytes: bytes.subarray(offset, offset + length) });
-  }
-  return events;
+/** Decodes a stored batch. */
+export function decodeEvents<T>(binary: Binary): T[] {
+  return (BSON.deserialize(storedBytes(binary)) as { events: T[] }).events;
+}
+
+/** Decodes a stored batch, and the bytes each event is stored as (to store it again extended, see `ExtendedEvent`). */
+export function decodeEventsWithBytes<T>(binary: Binary): { events: T[]; bytes: Uint8Array[] } {
+  const stored = storedBytes(binary);
+  const { events } = BSON.deserialize(stored) as { events: T[] };
+  const array = [...parseToElements(stored)].find(([type, nameOffset, nameLength]) => type === BSON_ARRAY && ByteUtils.toUTF8(stored, nameOffset, nameOffset + nameLength, false) === 'events');
+  if (!array) throw new Error('a stored batch without events');
+  const bytes: Uint8Array[] = [];
+  for (const [, , , offset, length] of parseToElements(stored, array[3])) bytes.push(stored.subarray(offset, offset + length));
+  return { events, bytes };
 }
 
 /**
- * `{...event, ...added}`: when the event was decoded with its bytes kept, the result is stored by
- * copying those and encoding only `added` (whose names the event must not have). Neither object
- * may change afterwards.
- */
-export function extendEvent<T extends object, A extends object>(event: T, added: A): T & A {
-  const extended = { ...event, ...added };
-  const stored = storedAs.get(event);
-  if (stored && !stored.added) storedAs.set(extended, { bytes: stored.bytes, added });
-  return extended;
-}
-
-/**
- * `{ events: [...] }` laid out as `BSON.serialize` would: an extended event as its kept bytes' elements
- * followed by the added fields', any other event encoded anew.
+ * `{ events: [...] }` laid out as `BSON.serialize` would lay out the events with their additions:
+ * an extended event as its stored bytes' elements followed by the added fields', any other event
+ * encoded anew.
  */
 function eventsDocument(events: object[]): Uint8Array {
   const parts = events.map((event, index) => {
-    const stored = storedAs.get(event);
-    if (!stored?.added) return { key: indexKey(index), head: BSON.serialize(event), tail: null, size: 0 };
-    const tail = BSON.serialize(stored.added);
-    return { key: indexKey(index), head: stored.bytes, tail, size: stored.bytes.length + tail.length - 5 };
+    if (!(event instanceof ExtendedEvent)) return { key: indexKey(index), head: BSON.serialize(event), tail: null, size: 0 };
+    const tail = BSON.serialize(event.added);
+    return { key: indexKey(index), head: event.stored, tail, size: event.stored.length + tail.length - 5 };
   });
   let arraySize = 5;
   for (const part of parts) arraySize += 1 + part.key.length + (part.tail ? part.size : part.head.length);

@@ -5,7 +5,7 @@ import { EventIdGenerations } from './eventIds';
 
 /** How long an event id stays a duplicate when nothing else is said (DMP_DEDUPE_WINDOW_HOURS). */
 export const DEFAULT_DEDUPE_WINDOW_HOURS = 168;
-import { decodeEvents, encodeEvents } from './deflatedBson';
+import { decodeEventsWithBytes, encodeEvents } from './deflatedBson';
 import { firstAbsent } from './keyedSequence';
 
 /**
@@ -47,6 +47,8 @@ interface ChunkSeal {
 }
 
 export interface ReadChunk extends EventChunk {
+  /** Each event's bytes as stored: routing stores each again with its target added (see deflatedBson.ExtendedEvent). */
+  eventBytes: Uint8Array[];
   state: 'pending' | 'sealed';
   duplicates: number[];
 }
@@ -194,11 +196,10 @@ export class EventLog {
     const id = chunkId(sourceId, seq);
     const chunk = await this.chunks.findOne({ _id: id });
     if (!chunk) return null;
-    // Kept for routing, which stores each event again with its target (see deflatedBson.extendEvent).
-    const events = decodeEvents<StoredEvent>(chunk.events, { keepBytes: true });
-    if (chunk.claimed === false) return { ...chunk, events, state: 'sealed', duplicates: [...repeatsWithin(events)] };
+    const { events, bytes: eventBytes } = decodeEventsWithBytes<StoredEvent>(chunk.events);
+    if (chunk.claimed === false) return { ...chunk, events, eventBytes, state: 'sealed', duplicates: [...repeatsWithin(events)] };
     const seal = await this.seals.findOne({ _id: id });
-    return { ...chunk, events, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
+    return { ...chunk, events, eventBytes, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
   }
 
   /**

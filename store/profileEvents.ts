@@ -7,7 +7,7 @@ import type { HeldEvent } from '../domain/identitySplit';
 import { hasApplied, type ProfileDoc } from '../domain/profile';
 import type { Party } from '../domain/schemas';
 import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
-import { decodeEvents, encodeEvents } from './deflatedBson';
+import { decodeEvents, encodeEvents, type ExtendedEvent } from './deflatedBson';
 import { SharedRewrites } from './sharedRewrites';
 
 /** An event as routed to its profile document's partition. */
@@ -52,12 +52,17 @@ export interface RoutedBatch {
   createdAt: Date;
 }
 
+/** A routed batch as a drain writes it: an event may be one read from the log, its target added (see deflatedBson.ExtendedEvent). */
+export interface RoutedBatchToWrite extends Omit<RoutedBatch, 'events'> {
+  events: Array<RoutedEvent | ExtendedEvent<Pick<RoutedEvent, 'seq' | 'profileId'>>>;
+}
+
 /** As stored: the events as one binary value (see store/deflatedBson). */
 export interface RoutedBatchDoc extends Omit<RoutedBatch, 'events'> {
   events: Binary;
 }
 
-function encodeBatch(batch: RoutedBatch): RoutedBatchDoc {
+function encodeBatch(batch: RoutedBatchToWrite): RoutedBatchDoc {
   return { ...batch, events: encodeEvents(batch.events) };
 }
 
@@ -154,7 +159,7 @@ export class ProfileEventLog {
   }
 
   /** Safe to repeat: documents an earlier attempt wrote are skipped as duplicates. */
-  async write(batches: RoutedBatch[]): Promise<void> {
+  async write(batches: RoutedBatchToWrite[]): Promise<void> {
     await insertKeyed(this.batches, batches.map(encodeBatch));
   }
 
