@@ -32,6 +32,7 @@ export function expiredVersion(doc: Readonly<ProfileDoc>, expiryId: string, part
   // Late events are folded into the successor, whose own retry guard and recent ids serve them.
   expired.applied = {};
   delete expired.recentEventIds;
+  delete expired.recentEventIdsTail;
   return expired;
 }
 

@@ -1,3 +1,4 @@
+import { BSON } from 'mongodb';
 import { profilingRefusal, type StoredConsent } from '../../domain/consent';
 import { DEFAULT_CONSENT_POLICY } from '../../domain/schemas';
 import { encodeFieldName } from '../../domain/fieldNames';
@@ -502,7 +503,6 @@ describe('applyEvent: repeats of events already folded', () => {
   it(`remembers the newest ${EVENT_IDS_KEPT} ids: the oldest is forgotten first, and a repeat of it counts again`, () => {
     const doc = profile();
     for (let n = 0; n <= EVENT_IDS_KEPT; n++) expect(applyEvent(doc, event({ id: `m-${n}`, timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(true);
-    expect((doc.recentEventIds ?? '').length).toBe(EVENT_IDS_KEPT * 12);
     // m-0 was pushed out by m-500; m-1 … m-500 are still remembered.
     expect(applyEvent(doc, event({ id: `m-${EVENT_IDS_KEPT}`, timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(false);
     expect(applyEvent(doc, event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(false);
@@ -512,12 +512,28 @@ describe('applyEvent: repeats of events already folded', () => {
     expect(applyEvent(nextVersion(doc), event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(true);
   });
 
+  it(`remembers exactly the newest ${EVENT_IDS_KEPT} ids after any number of events, across versions and a store round trip, in ~6 KB`, () => {
+    let doc = profile();
+    const total = 3 * EVENT_IDS_KEPT + 17;
+    for (let n = 0; n < total; n++) {
+      if (n % 97 === 0) doc = BSON.deserialize(BSON.serialize(nextVersion(doc))) as ProfileDoc;
+      expect(applyEvent(doc, event({ id: `m-${n}`, timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(true);
+      if (n % 41 !== 0 && n !== total - 1) continue;
+      for (const back of [0, 1, EVENT_IDS_KEPT - 1, EVENT_IDS_KEPT, EVENT_IDS_KEPT + 1, 2 * EVENT_IDS_KEPT].filter((k) => k <= n)) {
+        const repeated = applyEvent(structuredClone(doc), event({ id: `m-${n - back}`, timestamp: at('2025-06-02T00:00:00Z') }), origin());
+        expect({ n, back, applied: repeated }).toEqual({ n, back, applied: back >= EVENT_IDS_KEPT });
+      }
+      expect((doc.recentEventIds ?? '').length + (doc.recentEventIdsTail ?? '').length).toBeLessThanOrEqual((EVENT_IDS_KEPT + 32) * 12);
+    }
+  });
+
   it('applies a repeated consent signal again (harmless) and does not remember it', () => {
     const doc = profile();
     const signal = event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z'), consentOnly: true, consent: { purposes: { analytics: false } } as StoredConsent });
     expect(applyEvent(doc, signal, origin())).toBe(true);
     expect(applyEvent(doc, signal, origin())).toBe(true);
     expect(doc.recentEventIds).toBeUndefined();
+    expect(doc.recentEventIdsTail).toBeUndefined();
   });
 });
 
