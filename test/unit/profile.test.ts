@@ -10,6 +10,7 @@ import {
   RECENT_PROPERTIES_KEPT,
   combineProfiles,
   EVENT_IDS_KEPT,
+  eventIdToken,
   hasApplied,
   holdEvent,
   newProfile,
@@ -525,6 +526,15 @@ describe('applyEvent: repeats of events already folded', () => {
       }
       expect((doc.recentEventIds ?? '').length + (doc.recentEventIdsTail ?? '').length).toBeLessThanOrEqual((EVENT_IDS_KEPT + 32) * 12);
     }
+  });
+
+  it('reads a document stored before the tail existed (its newest 500 ids in one string) the same way', () => {
+    const stored = { ...profile(), recentEventIds: Array.from({ length: EVENT_IDS_KEPT }, (_, n) => eventIdToken('src_a', `m-${n}`)).join('') };
+    expect(applyEvent(structuredClone(stored), event({ id: 'm-0', timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(false);
+    expect(applyEvent(stored, event({ id: `m-${EVENT_IDS_KEPT}`, timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(true);
+    // m-500 pushed out m-0, the oldest; m-1 is still remembered.
+    expect(applyEvent(structuredClone(stored), event({ id: 'm-1', timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(false);
+    expect(applyEvent(structuredClone(stored), event({ id: 'm-0', timestamp: at('2025-06-02T00:00:00Z') }), origin())).toBe(true);
   });
 
   it('applies a repeated consent signal again (harmless) and does not remember it', () => {
