@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { z } from 'zod';
 import { ConsentError, decodeConsent, profilingRefusal } from './consent';
-import { redactContactData } from './contactRedaction';
+import { redactContactData, redactContactId, redactContactText } from './contactRedaction';
 import { encodeKeys } from './fieldNames';
 import { IdentityError, toStoredIdentity, type Identity, type InputIdentityType } from './identity';
 import { DEFAULT_CONSENT_POLICY, EventInputSchema, type ConsentPolicy, type EventInput } from './schemas';
@@ -122,8 +122,8 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
       return;
     }
     const event: StoredEvent = {
-      id: input.id ?? randomUUID(),
-      type: input.type,
+      id: input.id === undefined ? randomUUID() : redactContactId(input.id),
+      type: redactContactText(input.type),
       timestamp,
       receivedAt: options.now,
       identities,

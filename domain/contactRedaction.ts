@@ -1,6 +1,9 @@
+import { hash } from 'node:crypto';
+
 /**
  * Email addresses and phone numbers that arrive outside the fields made for them — a page URL's
- * query string, a `properties.email`, a trait column or a nested `company.phone` — are never stored:
+ * query string, a `properties.email`, a trait column, a nested `company.phone`, an event's name or
+ * id — are never stored:
  * they are replaced by a marker, as Google Analytics' data redaction does. Only the identity fields
  * (and the top-level `email`/`phone` traits, which become identities) carry them, hashed.
  */
@@ -13,7 +16,7 @@ export const REDACTED = '(redacted)';
  * starts only where a run of address characters does and every part is bounded, so a long run
  * costs linear time; the domain's labels each end at a dot.
  */
-const EMAIL_IN_TEXT = /(?<![\p{L}\p{N}._%+'-])[\p{L}\p{N}._%+'-]{1,64}(?:@|%40)(?:[\p{L}\p{N}-]{1,63}\.){1,8}\p{L}{2,24}(?![\p{L}\p{N}-])/giu;
+const EMAIL_IN_TEXT = /(?<![\p{L}\p{N}._%+'-])[\p{L}\p{N}._%+'-]{1,64}(?:@|%40)(?:[\p{L}\p{N}-]{1,63}\.){1,8}\p{L}{2,24}(?![\p{L}\p{N}])/giu;
 /** What reads as an address but names a file: an image at a pixel density (`logo@2x.png`), a versioned script. */
 const FILE_NAME = /\.(?:png|jpe?g|gif|svg|webp|avif|ico|css|js|mjs|json|html?|pdf|woff2?|ttf|mp4|webm)$/i;
 /** Words of a field name that hold phone numbers (`phone`, `mobilePhone`, `phone_number`, `workTel`, `fax`, `msisdn`). */
@@ -49,7 +52,8 @@ function isPhoneNumber(text: string): boolean {
   return digits >= 7 && digits <= 15;
 }
 
-function withoutContacts(text: string): string {
+/** A text (a value, a field name, an event's type) with every email address and phone URL parameter in it replaced by `REDACTED`. */
+export function redactContactText(text: string): string {
   let result = text;
   if (result.includes('@') || result.includes('%40')) result = result.replace(EMAIL_IN_TEXT, (match) => (FILE_NAME.test(match) ? match : REDACTED));
   if (result.includes('=')) result = result.replace(PHONE_PARAM, (match, name: string, value: string) => (isPhoneNumber(decodeURIComponentSafe(value)) ? `${name}${REDACTED}` : match));
@@ -65,7 +69,7 @@ function decodeURIComponentSafe(text: string): string {
 }
 
 function redactValue(value: FlatValue, phoneField: boolean): FlatValue {
-  if (typeof value === 'string') return phoneField && isPhoneNumber(value) ? REDACTED : withoutContacts(value);
+  if (typeof value === 'string') return phoneField && isPhoneNumber(value) ? REDACTED : redactContactText(value);
   if (typeof value === 'number') return phoneField && isPhoneNumber(String(value)) ? REDACTED : value;
   if (Array.isArray(value)) {
     const redacted = value.map((item) => redactValue(item, phoneField));
@@ -83,7 +87,7 @@ export function redactContactData<T extends Record<string, FlatValue>>(fields: T
   let redacted: Record<string, FlatValue> | undefined;
   const keys = Object.keys(fields);
   keys.forEach((key, index) => {
-    const name = withoutContacts(key);
+    const name = redactContactText(key);
     const value = redactValue(fields[key], isPhoneField(key));
     if (redacted === undefined && name === key && value === fields[key]) return;
     if (redacted === undefined) {
@@ -93,6 +97,15 @@ export function redactContactData<T extends Record<string, FlatValue>>(fields: T
     define(redacted, name, value);
   });
   return (redacted ?? fields) as T;
+}
+
+/**
+ * An event id with every email address in it replaced by a digest of the address: ids that named
+ * different addresses stay different, and a client's retry of the same id still reads as a repeat.
+ */
+export function redactContactId(id: string): string {
+  if (!id.includes('@') && !id.includes('%40')) return id;
+  return id.replace(EMAIL_IN_TEXT, (match) => (FILE_NAME.test(match) ? match : `(redacted:${hash('sha256', match.toLowerCase(), 'hex').slice(0, 16)})`));
 }
 
 /** A plain own key, `__proto__` too (an assignment would take it for the prototype). */

@@ -195,6 +195,17 @@ describe('prepareEvents: accepted events', () => {
     expect(event.properties).toEqual({ url: 'https://x.example/?e=(redacted)' });
   });
 
+  it('stores an email address in an event name as (redacted), and in an event id as a digest that keeps ids apart and repeats alike', () => {
+    const events = ['jane@corp.example', 'john@corp.example', 'JANE@corp.example'].map((email) => ({ id: `order:${email}:1`, type: `Invite sent to ${email}`, identities: { cookie_id: 'c' } }));
+    const [jane, john, janeAgain] = prepareEvents(events, OPTIONS).accepted.map(({ event }) => event);
+    expect(jane.type).toBe('Invite sent to (redacted)');
+    expect(jane.id).toMatch(/^order:\(redacted:[0-9a-f]{16}\):1$/);
+    expect(john.id).not.toBe(jane.id);
+    expect(janeAgain.id).toBe(jane.id);
+    expect(JSON.stringify([jane, john, janeAgain])).not.toMatch(/@|corp\.example/);
+    expect(prepareEvents([{ id: 'evt-1', type: 'page_view', identities: { cookie_id: 'c' } }], OPTIONS).accepted[0].event).toMatchObject({ id: 'evt-1', type: 'page_view' });
+  });
+
   it("corrects timestamps by the sender's clock skew when sentAt is known: receivedAt − (sentAt − timestamp)", () => {
     const behind = { ...OPTIONS, sentAt: new Date(NOW.getTime() - 3 * 86_400_000) };
     const result = prepareEvents(

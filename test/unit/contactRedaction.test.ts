@@ -1,4 +1,4 @@
-import { REDACTED, redactContactData } from '../../domain/contactRedaction';
+import { REDACTED, redactContactData, redactContactId, redactContactText } from '../../domain/contactRedaction';
 
 describe('redactContactData', () => {
   it('replaces every email address inside a text, its @ also percent-encoded', () => {
@@ -58,5 +58,24 @@ describe('redactContactData', () => {
     const redacted = redactContactData(fields);
     expect(Object.keys(redacted)).toEqual(['__proto__', 'e']);
     expect(Object.getPrototypeOf(redacted)).toBe(Object.prototype);
+  });
+});
+
+describe('redactContactText and redactContactId', () => {
+  it('replaces an address in a text, and leaves a text without one as it is', () => {
+    expect(redactContactText('Newsletter for ann@example.com')).toBe(`Newsletter for ${REDACTED}`);
+    expect(redactContactText('Order Completed')).toBe('Order Completed');
+  });
+
+  it('replaces an address in an id by a digest of it, the same for the same address in any case, and keeps file names', () => {
+    const id = redactContactId('msg:ann@example.com:7');
+    expect(id).toMatch(/^msg:\(redacted:[0-9a-f]{16}\):7$/);
+    expect(redactContactId('msg:ANN@Example.com:7')).toBe(id);
+    expect(redactContactId('msg:bob@example.com:7')).not.toBe(id);
+    expect(redactContactId('msg:ann%40example.com:7')).not.toContain('example.com');
+    // An address followed by a hyphen ends before it; one the hyphen precedes may start with the prefix.
+    expect(redactContactId('ann@example.com-7')).toMatch(/^\(redacted:[0-9a-f]{16}\)-7$/);
+    expect(redactContactId('banner-logo@2x.png')).toBe('banner-logo@2x.png');
+    expect(redactContactId('2f1c7e0a-uuid')).toBe('2f1c7e0a-uuid');
   });
 });
