@@ -223,7 +223,7 @@ export const IdentitiesInputSchema = z
 
 export const EventInputSchema = z
   .object({
-    id: storableText(128).min(1).optional().openapi({ description: 'Idempotency id; a repeated id is a duplicate. An email address in it is stored as `(redacted:<digest>)`, a digest of the address.' }),
+    id: storableText(128).min(1).optional().openapi({ description: 'Idempotency id; a repeated id is a duplicate. An email address in it is stored as `(redacted:<digest>)`, a digest of the whole id.' }),
     type: storableText(128).min(1).openapi({ description: 'The event name. An email address in it is stored as `(redacted)`.' }),
     timestamp: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative()]).optional(),
     identities: IdentitiesInputSchema,

@@ -58,7 +58,7 @@ const ContextSchema = z
   .openapi('SegmentContext', { description: 'Other context fields (library, ip, userAgent, …) are accepted and not kept' });
 
 const common = {
-  messageId: z.string().min(1).max(128).nullish().openapi({ description: 'The event id: a message sent again with the same id is a duplicate' }),
+  messageId: z.string().min(1).max(128).nullish().openapi({ description: 'The event id: a message sent again with the same id is a duplicate. An email address in it is stored as `(redacted:<digest of the id>)`' }),
   anonymousId: Id.nullish().openapi({ description: 'The `cookie_id` identity' }),
   userId: Id.nullish().openapi({ description: 'The `crm_id` identity (an email address is kept as the hashed email instead)' }),
   timestamp: Iso.nullish().openapi({ description: "When it happened, by the sender's clock" }),
@@ -71,7 +71,7 @@ const common = {
 export const TrackMessageSchema = z
   .looseObject({
     type: z.literal('track'),
-    event: nameText(128).openapi({ description: 'The event type, kept as named (`Order Completed`)' }),
+    event: nameText(128).openapi({ description: 'The event type, kept as named (`Order Completed`); an email address in it is stored as `(redacted)`' }),
     properties: Fields.openapi({ description: 'Properties; nested objects flattened into dotted names' }),
     ...common,
   })

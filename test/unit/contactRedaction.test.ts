@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { REDACTED, redactContactData, redactContactId, redactContactText } from '../../domain/contactRedaction';
 
 describe('redactContactData', () => {
@@ -67,15 +68,26 @@ describe('redactContactText and redactContactId', () => {
     expect(redactContactText('Order Completed')).toBe('Order Completed');
   });
 
-  it('replaces an address in an id by a digest of it, the same for the same address in any case, and keeps file names', () => {
+  it('replaces an address in an id by a digest, the same for the same id and another for another, and keeps file names', () => {
     const id = redactContactId('msg:ann@example.com:7');
     expect(id).toMatch(/^msg:\(redacted:[0-9a-f]{16}\):7$/);
-    expect(redactContactId('msg:ANN@Example.com:7')).toBe(id);
+    expect(redactContactId('msg:ann@example.com:7')).toBe(id);
     expect(redactContactId('msg:bob@example.com:7')).not.toBe(id);
-    expect(redactContactId('msg:ann%40example.com:7')).not.toContain('example.com');
-    // An address followed by a hyphen ends before it; one the hyphen precedes may start with the prefix.
-    expect(redactContactId('ann@example.com-7')).toMatch(/^\(redacted:[0-9a-f]{16}\)-7$/);
+    expect(redactContactId('msg:ann%40example.com:7')).toMatch(/^msg:\(redacted:[0-9a-f]{16}\):7$/);
     expect(redactContactId('banner-logo@2x.png')).toBe('banner-logo@2x.png');
-    expect(redactContactId('2f1c7e0a-uuid')).toBe('2f1c7e0a-uuid');
+    expect(redactContactId('banner-logo@2x.png-ann@example.com')).toMatch(/^banner-logo@2x\.png\(redacted:[0-9a-f]{16}\)$/);
+  });
+
+  it("digests the whole id, not the address alone: the digest is not the start of the address's hashed-email identity", () => {
+    const id = redactContactId('msg:ann@example.com:7');
+    expect(id).not.toContain(createHash('sha256').update('ann@example.com').digest('hex').slice(0, 16));
+    expect(redactContactId('msg:ANN@example.com:7')).not.toBe(id);
+  });
+
+  it('finds each of several addresses chained by a hyphen, a plus, a dot or an encoded comma, and one followed by a hyphen', () => {
+    expect(redactContactText('ref:alice@x.com-bob@y.com')).toBe(`ref:${REDACTED}${REDACTED}`);
+    expect(redactContactText('?to=a@x.com%2Cb@y.com&cc=c@z.org+d@w.org.e@v.net')).toBe(`?to=${REDACTED}${REDACTED}&cc=${REDACTED}${REDACTED}${REDACTED}`);
+    expect(redactContactText('jane@mail.example-shop.de-3 and admin@corp.host-01')).toBe(`${REDACTED}-3 and ${REDACTED}-01`);
+    expect(redactContactText(Array.from({ length: 200 }, (_, n) => `u${n}@x${n}.com`).join('-'))).toBe(REDACTED.repeat(200));
   });
 });
