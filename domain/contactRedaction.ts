@@ -3,9 +3,9 @@ import { hash } from 'node:crypto';
 /**
  * Email addresses and phone numbers that arrive outside the fields made for them — a page URL's
  * query string, a `properties.email`, a trait column, a nested `company.phone`, an event's name or
- * id — are never stored:
- * they are replaced by a marker, as Google Analytics' data redaction does. Only the identity fields
- * (and the top-level `email`/`phone` traits, which become identities) carry them, hashed.
+ * id — are never stored: they are replaced by a marker, as Google Analytics' data redaction does.
+ * Only the identity fields (and the top-level `email`/`phone` traits, which become identities)
+ * carry them, hashed.
  */
 
 /** What stands in for a removed email address or phone number. */
@@ -18,7 +18,7 @@ const ADDRESS = String.raw`[\p{L}\p{N}._%+'-]{1,64}(?:@|%40)(?:[\p{L}\p{N}-]{1,6
  * does, so a long run costs linear time (starting anywhere in one cost ~100 times as much).
  */
 const EMAIL_IN_TEXT = new RegExp(String.raw`(?<![\p{L}\p{N}._%+'-])${ADDRESS}`, 'giu');
-/** An address that starts right where the one before it ended: joined to it by a `-`, a `+` or a `%2C` (sticky). */
+/** An address that starts right where the one before it ended: joined to it by a `-`, `+`, `.` or `%2C` (sticky). */
 const EMAIL_RIGHT_AFTER = new RegExp(ADDRESS, 'iuy');
 /** What reads as an address but names a file: an image at a pixel density (`logo@2x.png`), a versioned script. */
 const FILE_NAME = /\.(?:png|jpe?g|gif|svg|webp|avif|ico|css|js|mjs|json|html?|pdf|woff2?|ttf|mp4|webm)$/i;
