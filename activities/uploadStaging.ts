@@ -182,8 +182,10 @@ export class UploadStaging {
     if (error instanceof FileRefused && this.counts.received === 0) {
       await this.uploads.remove(this.upload._id);
     } else {
-      await this.uploads.finish(this.upload._id, 'receiving', 'failed', reason, new Date());
+      // Removed before the upload reads as failed, so whoever sees it failed sees nothing staged; a
+      // writer stopped in between leaves it receiving, and the stalled-upload sweep fails it.
       await this.uploads.dropChunks(this.upload._id, this.counts.chunks);
+      await this.uploads.finish(this.upload._id, 'receiving', 'failed', reason, new Date());
     }
   }
 }
