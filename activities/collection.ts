@@ -102,7 +102,7 @@ export function createCollectionActivities(deps: CollectionDeps) {
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
   const partitions = deps.config.DMP_PROFILE_PARTITIONS;
   const blocked = identityBlocklist(deps.config.DMP_IDENTITY_BLOCKLIST);
-  const resolver = createIdentityResolver({ identities, capStore, blocked, now });
+  const resolver = createIdentityResolver({ identities, capStore, caps: deps.config.DMP_IDENTITY_CAPS, blocked, now });
   const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
 
   /** Reads chunks from `from` on: up to `maxEvents`, or exactly up to `until` when the range is fixed. */

@@ -1,5 +1,6 @@
 import type { StoredEvent } from '../domain/event';
 import { identityKey, type StoredIdentityType } from '../domain/identity';
+import type { IdentityCaps } from '../domain/identityCaps';
 import { linkId, resolveIdentities, type CappedCheck, type IdentityClaim, type LinkSpec, type Resolution } from '../domain/identityResolution';
 import { profileIdForEvent } from '../domain/ids';
 import type { IdentityCapStore } from '../store/identityCaps';
@@ -64,6 +65,7 @@ export interface MissLimits {
 export interface IdentityResolverDeps {
   identities: IdentityIndex;
   capStore: IdentityCapStore;
+  caps: IdentityCaps;
   blocked: (key: string) => boolean;
   now: () => Date;
   /** Runs each step; the identity benchmark times them with it. */
@@ -95,7 +97,7 @@ export function linkDocs(links: LinkSpec[], sourceId: string, createdAt: Date): 
  * to see. One per process: its estimate of cache misses is the process's experience.
  */
 export function createIdentityResolver(deps: IdentityResolverDeps) {
-  const { identities, capStore, blocked, now } = deps;
+  const { identities, capStore, caps: limits, blocked, now } = deps;
   const step = deps.step ?? (<T>(_: ResolveStep, work: () => Promise<T>) => work());
   const misses = deps.misses ?? new MissEstimate();
 
@@ -126,7 +128,7 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
     const checked = new Set<string>();
     const capped: CappedCheck = (profileId, type) => caps.get(profileId)?.has(type) ?? false;
     const pass = async (owners: Map<string, string>, existing: Set<string>) => {
-      const resolve = () => step('resolve', async () => resolveIdentities(events, new Map(owners), newProfileId, blocked, capped));
+      const resolve = () => step('resolve', async () => resolveIdentities(events, new Map(owners), newProfileId, blocked, capped, limits));
       const resolution = await resolve();
       const joined = [...resolution.claims.map((claim) => claim.profileId), ...resolution.links.flatMap((link) => link.profiles)];
       const unchecked = [...new Set(joined)].filter((profileId) => existing.has(profileId) && !checked.has(profileId));
@@ -134,11 +136,17 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
       for (const profileId of unchecked) checked.add(profileId);
       const marked = await step('caps', () => capStore.capped(unchecked));
       if (marked.size === 0) return resolution;
-      for (const [profileId, types] of marked) caps.set(profileId, types);
+      for (const [profileId, types] of marked) capAlso(profileId, types);
       return resolve();
     };
+    const capAlso = (profileId: string, types: Iterable<StoredIdentityType>) => caps.set(profileId, new Set([...(caps.get(profileId) ?? []), ...types]));
 
     let resolution = await pass(known, new Set(known.values()));
+    if (resolution.capsReached.length > 0) {
+      // Marked before the claims go in: a retry that finds them made then refuses what this pass refused, instead of linking it.
+      await step('caps', () => capStore.mark(resolution.capsReached, now()));
+      for (const { profileId, types } of resolution.capsReached) capAlso(profileId, types);
+    }
     const claimed = await step('claim', () => identities.claim(resolution.claims, now()));
     // Keys judged: those read when all were, else those the claims tried (a sample's absent keys among them).
     misses.observe(found.size + claimed.refused, read.length > 0 && read.length === missing.length ? read.length : claimed.sent);

@@ -4,7 +4,7 @@ import { Context } from '@temporalio/activity';
 import type { Config } from '../config';
 import { factsChanged } from '../domain/destinations';
 import { cappedTypes } from '../domain/identityCaps';
-import { identityKey } from '../domain/identity';
+import { identityKey, type StoredIdentityType } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
@@ -720,12 +720,14 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
 
   /** Marks documents that reached a cap of some identity type in this fold, so drains stop joining to them. */
   async function markCaps(saved: ProfileDoc[], ...before: Array<Map<string, StoredVersion>>): Promise<void> {
+    const reached: Array<{ profileId: string; types: StoredIdentityType[] }> = [];
     for (const doc of saved) {
       if (doc.retired) continue;
       const types = cappedTypes(doc, deps.config.DMP_IDENTITY_CAPS);
       const previous = before.map((versions) => versions.get(doc.profileId)).find(Boolean);
-      if (types.length > (previous ? cappedTypes(previous, deps.config.DMP_IDENTITY_CAPS).length : 0)) await caps.mark(doc.profileId, types, now());
+      if (types.length > (previous ? cappedTypes(previous, deps.config.DMP_IDENTITY_CAPS).length : 0)) reached.push({ profileId: doc.profileId, types });
     }
+    if (reached.length > 0) await caps.mark(reached, now());
   }
 
   async function saveInGroup(docs: ProfileDoc[], group: string): Promise<void> {

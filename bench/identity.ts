@@ -244,11 +244,13 @@ async function resolveBatch(resolver: IdentityResolver, index: IdentityIndex, so
 async function resolveAll(store: Store, population: Population, stopAt: number): Promise<ResolveFigures> {
   const index = new IdentityIndex(store);
   const steps: StepSeconds = { lookup: 0, caps: 0, resolve: 0, claim: 0, reload: 0, links: 0 };
+  const config = loadConfig({ ...process.env, LOG_LEVEL: 'warn' });
   // One resolver for both drains, as one worker process serves every source's drain.
   const resolver = createIdentityResolver({
     identities: index,
     capStore: new IdentityCapStore(store),
-    blocked: identityBlocklist(loadConfig({ ...process.env, LOG_LEVEL: 'warn' }).DMP_IDENTITY_BLOCKLIST),
+    caps: config.DMP_IDENTITY_CAPS,
+    blocked: identityBlocklist(config.DMP_IDENTITY_BLOCKLIST),
     now: () => new Date(),
     step: (step, work) => timed(steps, step, work),
   });

@@ -1,5 +1,6 @@
 import type { StoredEvent } from './event';
 import { byTypePriority, identityKey, type Identity } from './identity';
+import type { IdentityCaps } from './identityCaps';
 
 /** An identity to be claimed for a profile document: the first claim of a key wins, for ever. */
 export interface IdentityClaim {
@@ -39,6 +40,8 @@ export interface Resolution {
   claims: IdentityClaim[];
   links: LinkSpec[];
   refusals: Refusal[];
+  /** Documents this batch's claims alone brought to the cap of some types (sorted), to be marked capped. */
+  capsReached: Array<{ profileId: string; types: Array<Identity['type']> }>;
 }
 
 /** Whether a profile document holds its cap of identities of a type (see domain/identityCaps). */
@@ -54,7 +57,9 @@ const byPriority = (a: Identity, b: Identity) => byTypePriority(a.type, b.type);
  * `known` maps identity keys to owning documents and is extended with this batch's claims, so later
  * events in the batch see them. Over-merge protection: an identity that would join a document
  * `capped` for its type is refused — an unknown one is claimed for a document of its own (derived
- * from the event and the identity) and left off the event, a known one is not linked. Pure: the
+ * from the event and the identity) and left off the event, a known one is not linked. With `caps`,
+ * a document whose claims in this batch reach a cap is capped for the rest of the batch too: a burst
+ * of one junk id's cookies cannot all land before the document's writer marks it. Pure: the
  * same input gives the same output, which makes retries safe.
  */
 export function resolveIdentities(
@@ -63,11 +68,24 @@ export function resolveIdentities(
   newProfileId: (event: StoredEvent, key?: string) => string,
   blocked: (key: string) => boolean = () => false,
   capped: CappedCheck = () => false,
+  caps?: IdentityCaps,
 ): Resolution {
   const targets: Array<string | null> = [];
   const claims: IdentityClaim[] = [];
   const links = new Map<string, LinkSpec>();
   const refusals: Refusal[] = [];
+  const claimedHere = new Map<string, Map<Identity['type'], number>>();
+  const reached = new Map<string, Set<Identity['type']>>();
+  const isCapped: CappedCheck = (profileId, type) => capped(profileId, type) || (reached.get(profileId)?.has(type) ?? false);
+  const claim = (key: string, type: Identity['type'], profileId: string) => {
+    known.set(key, profileId);
+    claims.push({ key, type, profileId });
+    if (!caps) return;
+    const counts = claimedHere.get(profileId) ?? new Map<Identity['type'], number>();
+    const count = (counts.get(type) ?? 0) + 1;
+    claimedHere.set(profileId, counts.set(type, count));
+    if (count >= caps[type]) reached.set(profileId, (reached.get(profileId) ?? new Set()).add(type));
+  };
   events.forEach((event, eventIndex) => {
     // Junk values (all-zero ad ids, shared test emails) would join strangers into one profile: they join nothing.
     const identities = event.identities.filter((identity) => !blocked(identityKey(identity))).sort(byPriority);
@@ -80,16 +98,13 @@ export function resolveIdentities(
     identities.forEach((identity, index) => {
       const owner = owners[index];
       const key = identityKey(identity);
-      if (owner === undefined && capped(target, identity.type)) {
-        const own = newProfileId(event, key);
-        known.set(key, own);
-        claims.push({ key, type: identity.type, profileId: own });
+      if (owner === undefined && isCapped(target, identity.type)) {
+        claim(key, identity.type, newProfileId(event, key));
         refusals.push({ profileId: target, key, type: identity.type, event: eventIndex, eventId: event.id });
       } else if (owner === undefined) {
-        known.set(key, target);
-        claims.push({ key, type: identity.type, profileId: target });
-      } else if (owner !== target && (capped(target, identity.type) || capped(owner, identity.type))) {
-        refusals.push({ profileId: capped(target, identity.type) ? target : owner, key, type: identity.type, event: eventIndex, eventId: event.id });
+        claim(key, identity.type, target);
+      } else if (owner !== target && (isCapped(target, identity.type) || isCapped(owner, identity.type))) {
+        refusals.push({ profileId: isCapped(target, identity.type) ? target : owner, key, type: identity.type, event: eventIndex, eventId: event.id });
       } else if (owner !== target) {
         const pair = [target, owner].sort() as [string, string];
         const id = linkId(pair, key);
@@ -98,5 +113,6 @@ export function resolveIdentities(
     });
     targets.push(target);
   });
-  return { targets, claims, links: [...links.values()], refusals };
+  const capsReached = [...reached].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([profileId, types]) => ({ profileId, types: [...types].sort() }));
+  return { targets, claims, links: [...links.values()], refusals, capsReached };
 }

@@ -100,9 +100,16 @@ export class IdentityCapStore {
     return found;
   }
 
-  /** Only the document's partition writer marks it; the stamp changes after the marker is in. */
-  async mark(profileId: string, types: StoredIdentityType[], at: Date): Promise<void> {
-    await this.markers.replaceOne({ _id: profileId }, { types, at }, { upsert: true });
+  /**
+   * Marks documents capped for types: their partition writers when a fold brings them to a cap, a
+   * drain when its batch's claims alone do. A marker only gains types, as a document's identities
+   * only grow, so two markers of one document written at once both stand. The stamp changes after
+   * the markers are in.
+   */
+  async mark(docs: Array<{ profileId: string; types: StoredIdentityType[] }>, at: Date): Promise<void> {
+    await forEachConcurrently(docs, 16, async ({ profileId, types }) => {
+      await this.markers.updateOne({ _id: profileId }, { $addToSet: { types: { $each: types } }, $set: { at } }, { upsert: true });
+    });
     await this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true });
   }
 

@@ -51,6 +51,24 @@ describe('over-merge protection: identity caps per profile, and the record of re
     expect((await call(`${api.url}/v1/identity/refusals?limit=0`, { key: api.adminKey })).body.errors[0].path).toBe('limit');
   });
 
+  it("holds a burst of one CRM id's new cookies, sent together, to the cap: the rest are refused and recorded, and the next batch finds the profile capped", async () => {
+    const burst = await newSource(api, 'web-burst');
+    const login = (id: string, cookie: string) => ({ id, type: 'login', timestamp: '2026-07-06T10:00:00Z', identities: { crm_id: 'burst-1', cookie_id: cookie } });
+    await burst.send(['a', 'b', 'c', 'd'].map((c, n) => login(`b${n}`, `ck-burst-${c}`)));
+    await burst.folded(4);
+    const crm = (await burst.lookup('crm_id', 'burst-1')).body;
+    expect(cookies(crm)).toEqual(['ck-burst-a', 'ck-burst-b']);
+    expect(crm.counters.login.count).toBe(4);
+    for (const c of ['c', 'd']) expect((await burst.lookup('cookie_id', `ck-burst-${c}`)).body.id).not.toBe(crm.id);
+    const refused = async () => (await call(`${api.url}/v1/identity/refusals?profileId=${crm.id}`, { key: api.adminKey })).body.refusals.map((refusal: any) => refusal.eventId).sort();
+    expect(await refused()).toEqual(['b2', 'b3']);
+
+    await burst.send([login('b4', 'ck-burst-e')]);
+    await burst.folded(5);
+    expect(cookies((await burst.lookup('crm_id', 'burst-1')).body)).toEqual(['ck-burst-a', 'ck-burst-b']);
+    expect(await refused()).toEqual(['b2', 'b3', 'b4']);
+  });
+
   it("keeps strangers who share blocklisted junk (a test email, an 'undefined' CRM id, a listed kiosk cookie) apart, and counts what it dropped", async () => {
     const other = await newSource(api, 'app');
     const sent = await other.send([

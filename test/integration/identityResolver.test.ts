@@ -1,6 +1,7 @@
 import { createIdentityResolver, MissEstimate } from '../../activities/identityResolver';
 import type { StoredEvent } from '../../domain/event';
 import { identityKey, type Identity } from '../../domain/identity';
+import { parseIdentityCaps } from '../../domain/identityCaps';
 import { COLLECTIONS, type Store } from '../../store/db';
 import { IdentityCapStore } from '../../store/identityCaps';
 import { IdentityIndex } from '../../store/identities';
@@ -26,7 +27,7 @@ describe('identity resolver: cache misses left to the claims, and claims settled
   function resolverOn(identities: IdentityIndex) {
     // Small limits, so a few batches teach it that misses are new.
     const misses = new MissEstimate({ horizon: 100, evidence: 40, rare: 0.02 });
-    return createIdentityResolver({ identities, capStore: new IdentityCapStore(store), blocked: () => false, now: () => at, misses });
+    return createIdentityResolver({ identities, capStore: new IdentityCapStore(store), caps: parseIdentityCaps(''), blocked: () => false, now: () => at, misses });
   }
 
   /** Puts identity documents in the store as another process would: this process has not cached them. */
@@ -69,7 +70,7 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     const source = uniqueName('src');
     const sampling = () => new MissEstimate({ horizon: 1000, evidence: 1000, rare: 0.01, sample: 8 });
     // A new process, a batch of 40 new people (80 keys): 8 keys read, the other 72 claimed unread.
-    const fresh = createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), blocked: () => false, now: () => at, misses: sampling() });
+    const fresh = createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), caps: parseIdentityCaps(''), blocked: () => false, now: () => at, misses: sampling() });
     const first = await fresh.resolve(source, people('s', 40));
     expect(first.unread).toBe(72);
     expect(first.lostClaims).toBe(0);
@@ -77,7 +78,7 @@ describe('identity resolver: cache misses left to the claims, and claims settled
 
     // Another new process (a restart) meets the same people again with 10 new ones: the sample finds
     // held keys, so every miss is read and no claim is lost; the known people go to their documents.
-    const restarted = createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), blocked: () => false, now: () => at, misses: sampling() });
+    const restarted = createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), caps: parseIdentityCaps(''), blocked: () => false, now: () => at, misses: sampling() });
     const again = await restarted.resolve(source, [...people('s', 40), ...people('t', 10)]);
     expect(again.unread).toBe(0);
     expect(again.lostClaims).toBe(0);
@@ -94,7 +95,7 @@ describe('identity resolver: cache misses left to the claims, and claims settled
 
     const full = uniqueName('p_full');
     await claimElsewhere([identityKey(crm('y-0'))], full);
-    await new IdentityCapStore(store).mark(full, ['cookie_id'], at);
+    await new IdentityCapStore(store).mark([{ profileId: full, types: ['cookie_id'] }], at);
     const result = await resolver.resolve(source, [event('y-0', [crm('y-0'), cookie('y-c0')])]);
     expect(result.unread).toBe(2);
     expect(result.lostClaims).toBe(1);
@@ -103,23 +104,45 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     expect(result.refusals).toEqual([expect.objectContaining({ profileId: full, key: identityKey(cookie('y-c0')) })]);
   });
 
+  it("marks a document its batch's claims bring to a cap, so a retry of that batch in another process refuses the same joins instead of linking them", async () => {
+    const source = uniqueName('src');
+    const shared = crm(uniqueName('burst'));
+    const burst = ['a', 'b', 'c', 'd'].map((c) => event(uniqueName('e'), [shared, cookie(uniqueName(`ck-${c}`))]));
+    const resolverWith = () => createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), caps: parseIdentityCaps('cookie_id=2'), blocked: () => false, now: () => at });
+    const first = await resolverWith().resolve(source, burst);
+    const owner = first.targets[0] as string;
+    expect(first.claimed.filter((claim) => claim.profileId === owner)).toHaveLength(3); // the CRM id and two cookies
+    expect(first.refusals.map((refusal) => refusal.eventId)).toEqual([burst[2].id, burst[3].id]);
+    expect((await new IdentityCapStore(store).capped([owner])).get(owner)).toEqual(new Set(['cookie_id']));
+
+    // The retry finds every claim made: nothing is new to count, and the marker still refuses.
+    const retry = await resolverWith().resolve(source, burst);
+    expect(retry.targets).toEqual(first.targets);
+    expect(retry.claims).toEqual([]);
+    expect(retry.links).toEqual([]);
+    expect(retry.refusals).toEqual(first.refusals);
+  });
+
   it('keeps every cap marker while they are few, and sees one another process writes on its next call; past the limit it reads them by document', async () => {
     const [a, b, c] = [uniqueName('p_cap'), uniqueName('p_cap'), uniqueName('p_cap')];
     const writer = new IdentityCapStore(store);
     const drain = new IdentityCapStore(store);
     expect([...(await drain.capped([a, b, c])).keys()]).toEqual([]);
-    await writer.mark(a, ['cookie_id'], at);
+    await writer.mark([{ profileId: a, types: ['cookie_id'] }], at);
     expect([...(await drain.capped([a, b, c])).entries()]).toEqual([[a, new Set(['cookie_id'])]]);
     // A marker written without the stamp changing is not seen by a drain keeping them all: the stamp is what it reads.
     await store.db.collection(COLLECTIONS.identityCaps).replaceOne({ _id: b } as never, { types: ['maid'], at }, { upsert: true });
     expect([...(await drain.capped([b])).keys()]).toEqual([]);
-    await writer.mark(c, ['crm_id'], at);
+    await writer.mark([{ profileId: c, types: ['crm_id'] }], at);
     expect(new Map(await drain.capped([a, b, c]))).toEqual(new Map([[a, new Set(['cookie_id'])], [b, new Set(['maid'])], [c, new Set(['crm_id'])]]));
     // With more markers than it keeps (the test store holds at least these three), each document's is read by `_id`.
     const reader = new IdentityCapStore(store, 2);
     const fresh = uniqueName('p_cap');
     await store.db.collection(COLLECTIONS.identityCaps).replaceOne({ _id: fresh } as never, { types: ['email_sha256'], at }, { upsert: true });
     expect(new Map(await reader.capped([a, fresh, uniqueName('p_none')]))).toEqual(new Map([[a, new Set(['cookie_id'])], [fresh, new Set(['email_sha256'])]]));
+    // A later marker of a document adds its types to the earlier one's (a drain and the writer may both mark it).
+    await drain.mark([{ profileId: c, types: ['cookie_id', 'crm_id'] }], at);
+    expect((await writer.capped([c])).get(c)).toEqual(new Set(['cookie_id', 'crm_id']));
   });
 
   it('waits for a claim of the same keys in flight in this process instead of sending them again', async () => {

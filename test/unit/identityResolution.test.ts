@@ -66,6 +66,46 @@ describe('resolveIdentities', () => {
     expect(emails.claims).toEqual([{ key: identityKey(email('b@x.org')), type: 'email_sha256', profileId: 'p_full' }]);
     expect(emails.refusals).toEqual([]);
   });
+
+  it("caps a document's claims within one batch: a burst of one id's cookies stops at the cap, and what it refused stays unlinked", () => {
+    const caps = parseIdentityCaps('cookie_id=2');
+    const newIdFor = (e: StoredEvent, key?: string) => (key ? `p_${e.id}_${key}` : `p_${e.id}`);
+    const crm: Identity = { type: 'crm_id', value: 'shared' };
+    const burst = ['a', 'b', 'c', 'd'].map((c, n) => event(`e${n}`, [crm, cookie(c)]));
+    // The refused cookie seen again with the CRM id later in the batch: known now, and still not linked.
+    const result = resolveIdentities([...burst, event('e4', [crm, cookie('c')])], new Map(), newIdFor, () => false, () => false, caps);
+    expect(result.targets).toEqual(['p_e0', 'p_e0', 'p_e0', 'p_e0', 'p_e0']);
+    expect(result.claims.filter((claim) => claim.profileId === 'p_e0').map((claim) => claim.key)).toEqual(['crm_id:shared', 'cookie_id:a', 'cookie_id:b']);
+    expect(result.claims.filter((claim) => claim.profileId !== 'p_e0')).toEqual([
+      { key: 'cookie_id:c', type: 'cookie_id', profileId: 'p_e2_cookie_id:c' },
+      { key: 'cookie_id:d', type: 'cookie_id', profileId: 'p_e3_cookie_id:d' },
+    ]);
+    expect(result.links).toEqual([]);
+    expect(result.refusals.map((refusal) => [refusal.eventId, refusal.key])).toEqual([['e2', 'cookie_id:c'], ['e3', 'cookie_id:d'], ['e4', 'cookie_id:c']]);
+    expect(result.capsReached).toEqual([{ profileId: 'p_e0', types: ['cookie_id'] }]);
+
+    // A document that existed before the batch takes at most the cap's worth of new ids in it; without caps, all of them.
+    const known = new Map([['crm_id:shared', 'p_old']]);
+    const existing = resolveIdentities(burst, new Map(known), newIdFor, () => false, () => false, caps);
+    expect(existing.claims.filter((claim) => claim.profileId === 'p_old')).toHaveLength(2);
+    expect(existing.capsReached).toEqual([{ profileId: 'p_old', types: ['cookie_id'] }]);
+    expect(resolveIdentities(burst, new Map(known), newIdFor).claims.filter((claim) => claim.profileId === 'p_old')).toHaveLength(4);
+  });
+
+  it("refuses an alias's second new CRM id when the cap is one, and marks nothing below a cap", () => {
+    const newIdFor = (e: StoredEvent, key?: string) => (key ? `p_${e.id}_${key}` : `p_${e.id}`);
+    const alias = event('e1', [{ type: 'crm_id', value: 'old' }, { type: 'crm_id', value: 'new' }, cookie('k')]);
+    const result = resolveIdentities([alias], new Map(), newIdFor, () => false, () => false, parseIdentityCaps('crm_id=1'));
+    expect(result.claims.map((claim) => [claim.key, claim.profileId])).toEqual([
+      ['crm_id:old', 'p_e1'],
+      ['crm_id:new', 'p_e1_crm_id:new'],
+      ['cookie_id:k', 'p_e1'],
+    ]);
+    expect(result.refusals).toEqual([{ profileId: 'p_e1', key: 'crm_id:new', type: 'crm_id', event: 0, eventId: 'e1' }]);
+    // The refused id's own document holds one CRM id too: at the cap of one.
+    expect(result.capsReached).toEqual([{ profileId: 'p_e1', types: ['crm_id'] }, { profileId: 'p_e1_crm_id:new', types: ['crm_id'] }]);
+    expect(resolveIdentities([alias], new Map(), newIdFor, () => false, () => false, parseIdentityCaps('crm_id=3')).capsReached).toEqual([]);
+  });
 });
 
 describe('identity caps', () => {
