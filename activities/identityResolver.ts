@@ -142,10 +142,11 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
     const capAlso = (profileId: string, types: Iterable<StoredIdentityType>) => caps.set(profileId, new Set([...(caps.get(profileId) ?? []), ...types]));
 
     let resolution = await pass(known, new Set(known.values()));
-    if (resolution.capsReached.length > 0) {
-      // Marked before the claims go in: a retry that finds them made then refuses what this pass refused, instead of linking it.
-      await step('caps', () => capStore.mark(resolution.capsReached, now()));
-      for (const { profileId, types } of resolution.capsReached) capAlso(profileId, types);
+    if (resolution.capsHit.length > 0) {
+      // Marked before the claims go in: a retry finds the claims made and counts none, and the marker
+      // is what still refuses a refused identity that a later event of the batch brings again.
+      await step('caps', () => capStore.mark(resolution.capsHit, now()));
+      for (const { profileId, types } of resolution.capsHit) capAlso(profileId, types);
     }
     const claimed = await step('claim', () => identities.claim(resolution.claims, now()));
     // Keys judged: those read when all were, else those the claims tried (a sample's absent keys among them).

@@ -40,8 +40,11 @@ export interface Resolution {
   claims: IdentityClaim[];
   links: LinkSpec[];
   refusals: Refusal[];
-  /** Documents this batch's claims alone brought to the cap of some types (sorted), to be marked capped. */
-  capsReached: Array<{ profileId: string; types: Array<Identity['type']> }>;
+  /**
+   * Documents that refused joins of some types (sorted) because this batch's own claims had brought
+   * them to the cap: no marker says so yet, so the drain writes one before its claims.
+   */
+  capsHit: Array<{ profileId: string; types: Array<Identity['type']> }>;
 }
 
 /** Whether a profile document holds its cap of identities of a type (see domain/identityCaps). */
@@ -54,13 +57,17 @@ const byPriority = (a: Identity, b: Identity) => byTypePriority(a.type, b.type);
  * the document that owns its highest-priority known identity, or to a new document whose id derives
  * from the event; its unknown identities are claimed for that document; every other document that
  * owns one of its identities is linked to it, once per such identity (a merge: the profile is the connected component).
+ * `newProfileId(event)` names the document an event makes, `newProfileId(event, key)` the document
+ * of its own a refused identity gets: each distinct from the other and from every other event's.
  * `known` maps identity keys to owning documents and is extended with this batch's claims, so later
  * events in the batch see them. Over-merge protection: an identity that would join a document
  * `capped` for its type is refused — an unknown one is claimed for a document of its own (derived
  * from the event and the identity) and left off the event, a known one is not linked. With `caps`,
  * a document whose claims in this batch reach a cap is capped for the rest of the batch too: a burst
- * of one junk id's cookies cannot all land before the document's writer marks it. Pure: the
- * same input gives the same output, which makes retries safe.
+ * of one junk id's cookies cannot all land before the document's writer marks it. A known identity
+ * owned by the document of its own this very event would give it was refused before (by an
+ * earlier attempt at the batch), and is refused again. Pure: the same input gives the same
+ * output, which makes retries safe.
  */
 export function resolveIdentities(
   events: StoredEvent[],
@@ -76,7 +83,13 @@ export function resolveIdentities(
   const refusals: Refusal[] = [];
   const claimedHere = new Map<string, Map<Identity['type'], number>>();
   const reached = new Map<string, Set<Identity['type']>>();
+  const hit = new Map<string, Set<Identity['type']>>();
   const isCapped: CappedCheck = (profileId, type) => capped(profileId, type) || (reached.get(profileId)?.has(type) ?? false);
+  const add = (sets: Map<string, Set<Identity['type']>>, profileId: string, type: Identity['type']) => sets.set(profileId, (sets.get(profileId) ?? new Set()).add(type));
+  const refuse = (profileId: string, key: string, type: Identity['type'], event: number, eventId: string) => {
+    refusals.push({ profileId, key, type, event, eventId });
+    if (!capped(profileId, type) && reached.get(profileId)?.has(type)) add(hit, profileId, type);
+  };
   const claim = (key: string, type: Identity['type'], profileId: string) => {
     known.set(key, profileId);
     claims.push({ key, type, profileId });
@@ -84,7 +97,7 @@ export function resolveIdentities(
     const counts = claimedHere.get(profileId) ?? new Map<Identity['type'], number>();
     const count = (counts.get(type) ?? 0) + 1;
     claimedHere.set(profileId, counts.set(type, count));
-    if (count >= caps[type]) reached.set(profileId, (reached.get(profileId) ?? new Set()).add(type));
+    if (count >= caps[type]) add(reached, profileId, type);
   };
   events.forEach((event, eventIndex) => {
     // Junk values (all-zero ad ids, shared test emails) would join strangers into one profile: they join nothing.
@@ -100,11 +113,13 @@ export function resolveIdentities(
       const key = identityKey(identity);
       if (owner === undefined && isCapped(target, identity.type)) {
         claim(key, identity.type, newProfileId(event, key));
-        refusals.push({ profileId: target, key, type: identity.type, event: eventIndex, eventId: event.id });
+        refuse(target, key, identity.type, eventIndex, event.id);
       } else if (owner === undefined) {
         claim(key, identity.type, target);
       } else if (owner !== target && (isCapped(target, identity.type) || isCapped(owner, identity.type))) {
-        refusals.push({ profileId: isCapped(target, identity.type) ? target : owner, key, type: identity.type, event: eventIndex, eventId: event.id });
+        refuse(isCapped(target, identity.type) ? target : owner, key, identity.type, eventIndex, event.id);
+      } else if (owner !== target && owner === newProfileId(event, key)) {
+        refusals.push({ profileId: target, key, type: identity.type, event: eventIndex, eventId: event.id });
       } else if (owner !== target) {
         const pair = [target, owner].sort() as [string, string];
         const id = linkId(pair, key);
@@ -113,6 +128,6 @@ export function resolveIdentities(
     });
     targets.push(target);
   });
-  const capsReached = [...reached].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([profileId, types]) => ({ profileId, types: [...types].sort() }));
-  return { targets, claims, links: [...links.values()], refusals, capsReached };
+  const capsHit = [...hit].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([profileId, types]) => ({ profileId, types: [...types].sort() }));
+  return { targets, claims, links: [...links.values()], refusals, capsHit };
 }

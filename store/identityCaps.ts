@@ -109,6 +109,8 @@ export class IdentityCapStore {
   async mark(docs: Array<{ profileId: string; types: StoredIdentityType[] }>, at: Date): Promise<void> {
     await forEachConcurrently(docs, 16, async ({ profileId, types }) => {
       await this.markers.updateOne({ _id: profileId }, { $addToSet: { types: { $each: types } }, $set: { at } }, { upsert: true });
+      const seen = this.seen.get(profileId);
+      if (seen) for (const type of types) seen.add(type);
     });
     await this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true });
   }

@@ -104,23 +104,32 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     expect(result.refusals).toEqual([expect.objectContaining({ profileId: full, key: identityKey(cookie('y-c0')) })]);
   });
 
-  it("marks a document its batch's claims bring to a cap, so a retry of that batch in another process refuses the same joins instead of linking them", async () => {
+  it("marks a document its batch's claims bring past a cap before claiming, so a retry after a crash refuses the same joins instead of linking them", async () => {
     const source = uniqueName('src');
     const shared = crm(uniqueName('burst'));
-    const burst = ['a', 'b', 'c', 'd'].map((c) => event(uniqueName('e'), [shared, cookie(uniqueName(`ck-${c}`))]));
-    const resolverWith = () => createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), caps: parseIdentityCaps('cookie_id=2'), blocked: () => false, now: () => at });
-    const first = await resolverWith().resolve(source, burst);
-    const owner = first.targets[0] as string;
-    expect(first.claimed.filter((claim) => claim.profileId === owner)).toHaveLength(3); // the CRM id and two cookies
-    expect(first.refusals.map((refusal) => refusal.eventId)).toEqual([burst[2].id, burst[3].id]);
-    expect((await new IdentityCapStore(store).capped([owner])).get(owner)).toEqual(new Set(['cookie_id']));
+    const cookies = ['a', 'b', 'c', 'd'].map((c) => cookie(uniqueName(`ck-${c}`)));
+    // Four new cookies with one CRM id, then the third again: refused, it must not be linked either.
+    const batch = [...cookies.map((c) => event(uniqueName('e'), [shared, c])), event(uniqueName('e'), [shared, cookies[2]])];
+    const resolverWith = (step?: Parameters<typeof createIdentityResolver>[0]['step']) =>
+      createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), caps: parseIdentityCaps('cookie_id=2'), blocked: () => false, now: () => at, step });
 
-    // The retry finds every claim made: nothing is new to count, and the marker still refuses.
-    const retry = await resolverWith().resolve(source, burst);
-    expect(retry.targets).toEqual(first.targets);
+    // The first attempt stops right after its claims went in (a worker killed there).
+    const crash = async <T>(name: string, work: () => Promise<T>): Promise<T> => {
+      const result = await work();
+      if (name === 'claim') throw new Error('killed after claiming');
+      return result;
+    };
+    await expect(resolverWith(crash).resolve(source, batch)).rejects.toThrow('killed after claiming');
+
+    const retry = await resolverWith().resolve(source, batch);
+    const owner = retry.targets[0] as string;
+    expect(retry.targets).toEqual(Array(5).fill(owner));
     expect(retry.claims).toEqual([]);
     expect(retry.links).toEqual([]);
-    expect(retry.refusals).toEqual(first.refusals);
+    expect(retry.refusals.map((refusal) => [refusal.eventId, refusal.key])).toEqual([2, 3, 4].map((n) => [batch[n].id, identityKey(batch[n].identities[1])]));
+    expect((await new IdentityCapStore(store).capped([owner])).get(owner)).toEqual(new Set(['cookie_id']));
+    // Each refused cookie has a document of its own.
+    for (const c of [cookies[2], cookies[3]]) expect((await new IdentityIndex(store).reload([identityKey(c)])).get(identityKey(c))).not.toBe(owner);
   });
 
   it('keeps every cap marker while they are few, and sees one another process writes on its next call; past the limit it reads them by document', async () => {
@@ -141,7 +150,7 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     await store.db.collection(COLLECTIONS.identityCaps).replaceOne({ _id: fresh } as never, { types: ['email_sha256'], at }, { upsert: true });
     expect(new Map(await reader.capped([a, fresh, uniqueName('p_none')]))).toEqual(new Map([[a, new Set(['cookie_id'])], [fresh, new Set(['email_sha256'])]]));
     // A later marker of a document adds its types to the earlier one's (a drain and the writer may both mark it).
-    await drain.mark([{ profileId: c, types: ['cookie_id', 'crm_id'] }], at);
+    await drain.mark([{ profileId: c, types: ['cookie_id'] }], at);
     expect((await writer.capped([c])).get(c)).toEqual(new Set(['cookie_id', 'crm_id']));
   });
 

@@ -52,7 +52,8 @@ function resolveAll(batches: StoredEvent[][], concurrent: boolean[]) {
   const claimed = new Map<string, string>();
   const targets = new Map<string, string>();
   const links: LinkSpec[] = [];
-  const newId = (event: StoredEvent) => `p_${event.id}`;
+  // As in the drains: a refused identity's own document differs from the event's.
+  const newId = (event: StoredEvent, key?: string) => (key === undefined ? `p_${event.id}` : `p_${event.id}_${key}`);
   const claimAll = (resolution: ReturnType<typeof resolveIdentities>) => {
     for (const claim of resolution.claims) if (!claimed.has(claim.key)) claimed.set(claim.key, claim.profileId);
   };

@@ -82,17 +82,17 @@ describe('resolveIdentities', () => {
     ]);
     expect(result.links).toEqual([]);
     expect(result.refusals.map((refusal) => [refusal.eventId, refusal.key])).toEqual([['e2', 'cookie_id:c'], ['e3', 'cookie_id:d'], ['e4', 'cookie_id:c']]);
-    expect(result.capsReached).toEqual([{ profileId: 'p_e0', types: ['cookie_id'] }]);
+    expect(result.capsHit).toEqual([{ profileId: 'p_e0', types: ['cookie_id'] }]);
 
     // A document that existed before the batch takes at most the cap's worth of new ids in it; without caps, all of them.
     const known = new Map([['crm_id:shared', 'p_old']]);
     const existing = resolveIdentities(burst, new Map(known), newIdFor, () => false, () => false, caps);
     expect(existing.claims.filter((claim) => claim.profileId === 'p_old')).toHaveLength(2);
-    expect(existing.capsReached).toEqual([{ profileId: 'p_old', types: ['cookie_id'] }]);
+    expect(existing.capsHit).toEqual([{ profileId: 'p_old', types: ['cookie_id'] }]);
     expect(resolveIdentities(burst, new Map(known), newIdFor).claims.filter((claim) => claim.profileId === 'p_old')).toHaveLength(4);
   });
 
-  it("refuses an alias's second new CRM id when the cap is one, and marks nothing below a cap", () => {
+  it("refuses an alias's second new CRM id when the cap is one, and names for marking only documents that refused something", () => {
     const newIdFor = (e: StoredEvent, key?: string) => (key ? `p_${e.id}_${key}` : `p_${e.id}`);
     const alias = event('e1', [{ type: 'crm_id', value: 'old' }, { type: 'crm_id', value: 'new' }, cookie('k')]);
     const result = resolveIdentities([alias], new Map(), newIdFor, () => false, () => false, parseIdentityCaps('crm_id=1'));
@@ -102,9 +102,23 @@ describe('resolveIdentities', () => {
       ['cookie_id:k', 'p_e1'],
     ]);
     expect(result.refusals).toEqual([{ profileId: 'p_e1', key: 'crm_id:new', type: 'crm_id', event: 0, eventId: 'e1' }]);
-    // The refused id's own document holds one CRM id too: at the cap of one.
-    expect(result.capsReached).toEqual([{ profileId: 'p_e1', types: ['crm_id'] }, { profileId: 'p_e1_crm_id:new', types: ['crm_id'] }]);
-    expect(resolveIdentities([alias], new Map(), newIdFor, () => false, () => false, parseIdentityCaps('crm_id=3')).capsReached).toEqual([]);
+    // The refused id's own document is at the cap of one too, but refused nothing: its writer marks it.
+    expect(result.capsHit).toEqual([{ profileId: 'p_e1', types: ['crm_id'] }]);
+    expect(resolveIdentities([alias], new Map(), newIdFor, () => false, () => false, parseIdentityCaps('crm_id=2')).capsHit).toEqual([]);
+    // A document already marked capped refuses without being named again.
+    const marked = resolveIdentities([alias], new Map(), newIdFor, () => false, (profileId) => profileId === 'p_e1', parseIdentityCaps('crm_id=1'));
+    expect(marked.refusals.length).toBeGreaterThan(0);
+    expect(marked.capsHit).toEqual([]);
+  });
+
+  it('refuses again, without caps or markers, an identity owned by the document of its own an earlier attempt at the same event gave it', () => {
+    const newIdFor = (e: StoredEvent, key?: string) => (key ? `p_${e.id}_${key}` : `p_${e.id}`);
+    const known = new Map([['crm_id:shared', 'p_full'], ['cookie_id:c', 'p_e2_cookie_id:c']]);
+    const again = resolveIdentities([event('e2', [{ type: 'crm_id', value: 'shared' }, cookie('c')])], new Map(known), newIdFor);
+    expect(again.links).toEqual([]);
+    expect(again.refusals).toEqual([{ profileId: 'p_full', key: 'cookie_id:c', type: 'cookie_id', event: 0, eventId: 'e2' }]);
+    // Another event bringing the two together is a link, as ever (markers are what refuse it).
+    expect(resolveIdentities([event('e9', [{ type: 'crm_id', value: 'shared' }, cookie('c')])], new Map(known), newIdFor).links).toHaveLength(1);
   });
 });
 

@@ -56,7 +56,7 @@ class Platform {
       const owner = this.routerCache.get(key) ?? this.claimed.get(key);
       if (owner) known.set(key, owner);
     }
-    const resolution = resolveIdentities(events, known, (event) => `p${event.id}`);
+    const resolution = resolveIdentities(events, known, (event, key) => (key === undefined ? `p${event.id}` : `p${event.id}_${key}`));
     for (const claim of resolution.claims) {
       this.claimed.set(claim.key, claim.profileId);
       this.routerCache.set(claim.key, claim.profileId);
