@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { StoredEvent } from '../domain/event';
-import { byTypePriority, identityKey, type Identity } from '../domain/identity';
+import { byTypePriority, identityKey, withoutReadingMark, type Identity } from '../domain/identity';
 import { identityBlocklist } from '../domain/identityBlocklist';
 import type { IdentityClaim } from '../domain/identityResolution';
 import { partitionOf } from '../domain/partition';
@@ -214,12 +214,13 @@ export function createCollectionActivities(deps: CollectionDeps) {
     }
     let refused = 0;
     let blockedIdentities = 0;
-    // A refused identity stays off the event: the document it would have joined is full of its type.
-    const refusedKeys = new Map<number, Set<string>>();
-    for (const refusal of resolution.refusals) refusedKeys.set(refusal.event, (refusedKeys.get(refusal.event) ?? new Set()).add(refusal.key));
+    // A refused identity stays off the event (the document it would have joined is full of its
+    // type), as does a reading of an id of unknown type that joins nothing.
+    const leftOff = new Map<number, Set<string>>();
+    for (const { event, key } of [...resolution.refusals, ...resolution.unmatched]) leftOff.set(event, (leftOff.get(event) ?? new Set()).add(key));
     const keep = (index: number) => (identity: Identity) => {
       const key = identityKey(identity);
-      if (!blocked(key)) return !refusedKeys.get(index)?.has(key);
+      if (!blocked(key)) return !leftOff.get(index)?.has(key);
       blockedIdentities++;
       return false;
     };
@@ -243,12 +244,13 @@ export function createCollectionActivities(deps: CollectionDeps) {
         return;
       }
       const kept = event.identities.filter(keep(index));
-      targetOf(profileId).events.push(kept.length === event.identities.length ? new ExtendedEvent(bytes, { seq, profileId }) : { ...event, identities: kept, seq, profileId });
+      const asStored = kept.length === event.identities.length && !kept.some((identity) => identity.previous);
+      targetOf(profileId).events.push(asStored ? new ExtendedEvent(bytes, { seq, profileId }) : { ...event, identities: kept.map(withoutReadingMark), seq, profileId });
     });
     const consent = await consentUpdates(batch.consentOnly);
     for (const { seq, event, profileId } of consent) {
       const { id, type, timestamp, receivedAt, consent } = event;
-      targetOf(profileId).events.push({ id, type, timestamp, receivedAt, identities: [], evidence: event.identities, consent, consentOnly: true, seq, profileId });
+      targetOf(profileId).events.push({ id, type, timestamp, receivedAt, identities: [], evidence: event.identities.map(withoutReadingMark), consent, consentOnly: true, seq, profileId });
     }
     const created = new Set(resolution.created);
     for (const target of routed) {

@@ -3,7 +3,7 @@ import type { z } from 'zod';
 import { ConsentError, decodeConsent, profilingRefusal } from './consent';
 import { redactContactData, redactContactId, redactContactText } from './contactRedaction';
 import { encodeKeys } from './fieldNames';
-import { IdentityError, toStoredIdentity, type Identity, type InputIdentityType } from './identity';
+import { IdentityError, previousIdReadings, toStoredIdentity, type Identity, type InputIdentityType } from './identity';
 import { DEFAULT_CONSENT_POLICY, EventInputSchema, type ConsentPolicy, type EventInput } from './schemas';
 import type { StoredEvent } from './event';
 
@@ -89,21 +89,23 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
     const input = parsed.data;
     const errors: FieldError[] = [];
     const identities: Identity[] = [];
-    const identify = (type: InputIdentityType, value: string, path: string) => {
+    const identified = (read: () => Identity[], path: string) => {
       try {
-        const identity = toStoredIdentity(type, value, options.defaultPhoneRegion);
         // A crm_id that is an email address is stored as the email: the same one may come as both.
-        if (!identities.some((known) => known.type === identity.type && known.value === identity.value)) identities.push(identity);
+        for (const identity of read()) if (!identities.some((known) => known.type === identity.type && known.value === identity.value)) identities.push(identity);
       } catch (error) {
         if (!(error instanceof IdentityError)) throw error;
         errors.push({ path, message: error.message });
       }
     };
+    const identify = (type: InputIdentityType, value: string, path: string) => identified(() => [toStoredIdentity(type, value, options.defaultPhoneRegion)], path);
     for (const [type, value] of Object.entries(input.identities) as Array<[InputIdentityType, string | string[]]>) {
       if (Array.isArray(value)) value.forEach((one, i) => identify(type, one, `identities.${type}.${i}`));
       else identify(type, value, `identities.${type}`);
     }
     const traits = input.traits && withIdentityTraitsTaken(input.traits, input.identities, identify);
+    // After the named identities: a reading the same as one of them is that identity.
+    if (input.previousId !== undefined) identified(() => previousIdReadings(input.previousId as string, options.defaultPhoneRegion), 'previousId');
     const timestamp = input.timestamp === undefined ? options.now : new Date(new Date(input.timestamp).getTime() + skewMs);
     if (timestamp.getTime() - options.now.getTime() > maxFutureSkewMs) {
       errors.push({ path: 'timestamp', message: 'is too far in the future' });

@@ -24,6 +24,12 @@ export interface Identity {
    * since the raw number is never stored; absent for a phone sent already hashed.
    */
   digits?: string;
+  /**
+   * Only on a stored event, never on a profile: one reading of an id whose type its sender did not
+   * know (`previousId`, see `previousIdReadings`). Drains join by the readings the graph knows and
+   * leave the others off the event — unless it knows none, when the first is claimed as any identity.
+   */
+  previous?: true;
 }
 
 /** The order in which an event's identities choose its profile when they point at different ones. */
@@ -173,6 +179,23 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
       return { type, value };
     }
   }
+}
+
+/**
+ * The readings of an id whose type its sender did not know — a Segment alias's `previousId` sent
+ * from a server, an anonymous id or an earlier user id: as a cookie id first (what it is kept as
+ * while the graph knows neither, as such an alias always was), then as a customer id. An address
+ * reads only as its hashed email: never kept raw as a cookie id.
+ */
+export function previousIdReadings(raw: string, defaultPhoneRegion: string): Identity[] {
+  const asCustomer: Identity = { ...toStoredIdentity('crm_id', raw, defaultPhoneRegion), previous: true };
+  if (asCustomer.type !== 'crm_id') return [asCustomer];
+  return [{ ...toStoredIdentity('cookie_id', raw, defaultPhoneRegion), previous: true }, asCustomer];
+}
+
+/** An identity as a profile holds it: without the mark of a reading (see `Identity.previous`). */
+export function withoutReadingMark({ previous: _reading, ...identity }: Identity): Identity {
+  return identity;
 }
 
 /** The identity index key: `<type>:<value>`; also the `_id` of the identity document. */

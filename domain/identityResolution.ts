@@ -45,6 +45,8 @@ export interface Resolution {
    * them to the cap: no marker says so yet, so the drain writes one before its claims.
    */
   capsHit: Array<{ profileId: string; types: Array<Identity['type']> }>;
+  /** Readings of an id of unknown type (`Identity.previous`) that join nothing: left off their events, never claimed. */
+  unmatched: Array<{ event: number; key: string }>;
 }
 
 /** Whether a profile document holds its cap of identities of a type (see domain/identityCaps). */
@@ -66,7 +68,9 @@ const byPriority = (a: Identity, b: Identity) => byTypePriority(a.type, b.type);
  * a document whose claims in this batch reach a cap is capped for the rest of the batch too: a burst
  * of one junk id's cookies cannot all land before the document's writer marks it. A known identity
  * owned by the document of its own this very event would give it was refused before (by an
- * earlier attempt at the batch), and is refused again. Pure: the same input gives the same
+ * earlier attempt at the batch), and is refused again. Of the readings of an id of unknown type,
+ * those the graph knows join; the rest are `unmatched` — all of them, unless none is known: then
+ * the event's first is taken as an identity like any other. Pure: the same input gives the same
  * output, which makes retries safe.
  */
 export function resolveIdentities(
@@ -81,6 +85,7 @@ export function resolveIdentities(
   const claims: IdentityClaim[] = [];
   const links = new Map<string, LinkSpec>();
   const refusals: Refusal[] = [];
+  const unmatched: Resolution['unmatched'] = [];
   const claimedHere = new Map<string, Map<Identity['type'], number>>();
   const reached = new Map<string, Set<Identity['type']>>();
   const hit = new Map<string, Set<Identity['type']>>();
@@ -108,10 +113,14 @@ export function resolveIdentities(
     }
     const owners = identities.map((identity) => known.get(identityKey(identity)));
     const target = owners.find((owner) => owner !== undefined) ?? newProfileId(event);
+    const readingKnown = identities.some((identity, index) => identity.previous && owners[index] !== undefined);
+    const kept = readingKnown ? undefined : event.identities.find((identity) => identity.previous && !blocked(identityKey(identity)));
     identities.forEach((identity, index) => {
       const owner = owners[index];
       const key = identityKey(identity);
-      if (owner === undefined && isCapped(target, identity.type)) {
+      if (identity.previous && owner === undefined && identity !== kept) {
+        unmatched.push({ event: eventIndex, key });
+      } else if (owner === undefined && isCapped(target, identity.type)) {
         claim(key, identity.type, newProfileId(event, key));
         refuse(target, key, identity.type, eventIndex, event.id);
       } else if (owner === undefined) {
@@ -129,5 +138,5 @@ export function resolveIdentities(
     targets.push(target);
   });
   const capsHit = [...hit].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([profileId, types]) => ({ profileId, types: [...types].sort() }));
-  return { targets, claims, links: [...links.values()], refusals, capsHit };
+  return { targets, claims, links: [...links.values()], refusals, capsHit, unmatched };
 }

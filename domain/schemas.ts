@@ -227,6 +227,10 @@ export const EventInputSchema = z
     type: storableText(128).min(1).openapi({ description: 'The event name. An email address in it is stored as `(redacted)`.' }),
     timestamp: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative()]).optional(),
     identities: IdentitiesInputSchema,
+    previousId: IdentityValue.optional().openapi({
+      description:
+        "An id the person had before, of a type the sender does not know — a Segment alias's `previousId` sent from a server: an anonymous id or an earlier user id. It joins the profile that holds it as a `cookie_id` or a `crm_id` (an email address: as its hash); while neither is known, it is kept as a `cookie_id` (an address: as the email's hash).",
+    }),
     traits: keyedRecord(FieldName, FlatValue)
       .optional()
       .openapi({

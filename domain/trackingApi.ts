@@ -103,7 +103,7 @@ export const AliasMessageSchema = z
     userId: Id.openapi({ description: 'The `crm_id` identity the person is known by from now on' }),
     previousId: Id.openapi({
       description:
-        'The id the person had before: their anonymous id (`cookie_id`) when no `anonymousId` differs from it, else — as browser SDKs send an alias after an identify — their earlier user id (a second `crm_id`). One alias event holds them all, which joins their profiles',
+        'The id the person had before. With an `anonymousId` equal to it: their anonymous id (`cookie_id`). With an `anonymousId` that differs — as browser SDKs send an alias after an identify — their earlier user id (a second `crm_id`). With no `anonymousId`, as servers send it: either; the profile holding it as a `cookie_id` or a `crm_id` is joined, and while neither is known it is kept as a `cookie_id` (see the Event\'s `previousId`). One alias event holds them all, which joins their profiles',
     }),
     anonymousId: Id.nullish().openapi({ description: 'The cookie id; when it differs from `previousId`, that is the earlier user id' }),
   })
@@ -288,8 +288,9 @@ function oversize(message: Record<string, unknown>, bytes: number): FieldError {
  * - track: the event name is the type, `properties` the properties; page/screen: type `page`/`screen`,
  *   properties from `context.page`, then `properties`, then `name` and `category`; identify: type
  *   `identify`, the traits; alias: type `alias` holding `userId` (`crm_id`) and `previousId`
- *   (`cookie_id`; or, when an `anonymousId` differs from it, the earlier user id, a second
- *   `crm_id`, beside that cookie id), which joins their profiles; group: type `group`, `groupId` and the group's
+ *   (`cookie_id` when it is the `anonymousId`; when an `anonymousId` differs from it, the earlier
+ *   user id, a second `crm_id`, beside that cookie id; with no `anonymousId`, as a server sends it,
+ *   the event's `previousId`, joined as whichever the graph knows it as), which joins their profiles; group: type `group`, `groupId` and the group's
  *   traits as traits under `group.`; every type: `context.traits` as traits (under the message's own);
  * - time: `timestamp` (or `originalTimestamp`) corrected for the sender's clock skew when `sentAt`
  *   is known: receivedAt − (sentAt − timestamp);
@@ -321,6 +322,7 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
     origins?.set(`identities.${type}`, messageField);
   };
   const userId = idText(message.userId);
+  let previousIdOf: string | undefined;
   if (message.type === 'alias') {
     const previousId = idText(message.previousId);
     const anonymousId = idText(message.anonymousId);
@@ -334,9 +336,13 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
         origins?.set('identities.crm_id.0', 'previousId');
         origins?.set('identities.crm_id.1', 'userId');
       } else identify('crm_id', userId, 'userId');
-    } else {
+    } else if (anonymousId !== undefined) {
       identify('cookie_id', previousId, 'previousId');
       identify('crm_id', userId, 'userId');
+    } else {
+      // From a server (no anonymousId): the earlier id may be an anonymous one or a user id; the drain joins whichever the graph knows.
+      identify('crm_id', userId, 'userId');
+      previousIdOf = previousId;
     }
   } else {
     identify('cookie_id', idText(message.anonymousId), 'anonymousId');
@@ -359,6 +365,10 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
   // ---- type and time
   const event: EventInput = { type: message.type === 'track' ? message.event : message.type, identities };
   origins?.set('type', message.type === 'track' ? 'event' : 'type');
+  if (previousIdOf !== undefined) {
+    event.previousId = previousIdOf;
+    origins?.set('previousId', 'previousId');
+  }
   if (message.messageId) {
     event.id = message.messageId;
     origins?.set('id', 'messageId');

@@ -302,6 +302,27 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     expect(byCookie.traits.plan).toBe('trial');
   });
 
+  it("joins a server's alias to whichever profile knows its previousId — an earlier user id, an anonymous visitor — and keeps neither as the other type", async () => {
+    // As server SDKs send it: no anonymousId, and previousId either kind of id.
+    const sent = await post('/v1/batch', {
+      batch: [
+        { type: 'identify', messageId: 'sv-1', userId: 'acct-old-9', traits: { plan: 'gold' } },
+        { type: 'track', messageId: 'sv-2', anonymousId: 'visitor-9', event: 'Viewed' },
+        { type: 'alias', messageId: 'sv-3', previousId: 'acct-old-9', userId: 'acct-new-9' },
+        { type: 'track', messageId: 'sv-4', userId: 'acct-new-9', event: 'Order Completed' },
+        { type: 'alias', messageId: 'sv-5', previousId: 'visitor-9', userId: 'acct-new-9' },
+      ],
+    });
+    expect(sent.body).toMatchObject({ success: true, accepted: 5, rejected: [] });
+    await allFolded(5);
+    const person = await lookup('crm_id', 'acct-new-9');
+    expect((await lookup('crm_id', 'acct-old-9')).id).toBe(person.id);
+    expect((await lookup('cookie_id', 'visitor-9')).id).toBe(person.id);
+    expect(person.identities.map((identity: { type: string; value: string }) => `${identity.type}:${identity.value}`).sort()).toEqual(['cookie_id:visitor-9', 'crm_id:acct-new-9', 'crm_id:acct-old-9']);
+    expect(person.traits.plan).toBe('gold');
+    expect(Object.fromEntries(Object.entries(person.counters).map(([type, counter]) => [type, (counter as { count: number }).count]))).toEqual({ identify: 1, Viewed: 1, alias: 2, 'Order Completed': 1 });
+  });
+
   it('refuses a malformed envelope with 400 naming the field', async () => {
     expectProblem(await post('/v1/batch', { batch: 'many' }), 400, 'validation', 'batch');
     expectProblem(await post('/v1/batch', { batch: [] }), 400, 'validation', 'batch');

@@ -156,6 +156,22 @@ describe('prepareEvents: accepted events', () => {
     expect(pathsOf(prepareEvents([{ type: 'x', identities: { crm_id: ['u-1', 'u-2', 'u-3'] } }], OPTIONS), 0)).toEqual(['identities.crm_id']);
   });
 
+  it('reads a previousId both as a cookie id (first) and as a customer id, marked as readings; an address only as its hash', () => {
+    const read = (input: object) => prepareEvents([{ type: 'alias', identities: { crm_id: 'u-9' }, ...input }], OPTIONS).accepted[0].event.identities;
+    expect(read({ previousId: 'u-8' })).toEqual([
+      { type: 'crm_id', value: 'u-9' },
+      { type: 'cookie_id', value: 'u-8', previous: true },
+      { type: 'crm_id', value: 'u-8', previous: true },
+    ]);
+    const hashed = read({ previousId: ' Jane.Doe@Example.com ' });
+    expect(hashed).toEqual([{ type: 'crm_id', value: 'u-9' }, { type: 'email_sha256', value: sha256Hex('jane.doe@example.com'), previous: true }]);
+    expect(JSON.stringify(hashed)).not.toMatch(/example/i);
+    // A reading that is one of the event's own identities is that identity, unmarked.
+    expect(read({ previousId: 'u-9' })).toEqual([{ type: 'crm_id', value: 'u-9' }, { type: 'cookie_id', value: 'u-9', previous: true }]);
+    expect(pathsOf(prepareEvents([{ type: 'alias', identities: { crm_id: 'u-9' }, previousId: 'x\u0000' }], OPTIONS), 0)).toEqual(['previousId']);
+    expect(pathsOf(prepareEvents([{ type: 'alias', identities: { crm_id: 'u-9' }, previousId: '' }], OPTIONS), 0)).toEqual(['previousId']);
+  });
+
   it('takes the email and phone traits as identities, hashed, and never keeps them as traits', () => {
     const { event } = prepareEvents(
       [{ type: 'signup', identities: { cookie_id: 'c' }, traits: { email: ' Jane@Example.com ', phone: 2025550143, plan: 'gold' } }],

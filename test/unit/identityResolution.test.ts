@@ -122,6 +122,45 @@ describe('resolveIdentities', () => {
   });
 });
 
+describe('resolveIdentities: an id of unknown type (a server alias\'s previousId)', () => {
+  const reading = (identity: Identity): Identity => ({ ...identity, previous: true });
+  const alias = (previous: string) => event('a1', [{ type: 'crm_id', value: 'new' }, reading(cookie(previous)), reading({ type: 'crm_id', value: previous })]);
+
+  it('joins the profile that knows it as a customer id, and leaves its cookie reading off, unclaimed', () => {
+    const result = resolveIdentities([alias('old')], new Map([['crm_id:old', 'p_user']]), newId);
+    expect(result.targets).toEqual(['p_user']);
+    expect(result.claims).toEqual([{ key: 'crm_id:new', type: 'crm_id', profileId: 'p_user' }]);
+    expect(result.unmatched).toEqual([{ event: 0, key: 'cookie_id:old' }]);
+    expect(result.links).toEqual([]);
+  });
+
+  it('joins the profile that knows it as a cookie id, and leaves its customer reading off', () => {
+    const result = resolveIdentities([alias('anon')], new Map([['crm_id:new', 'p_user'], ['cookie_id:anon', 'p_anon']]), newId);
+    expect(result.targets).toEqual(['p_user']);
+    expect(result.claims).toEqual([]);
+    expect(result.links).toEqual([{ profiles: ['p_anon', 'p_user'], via: 'cookie_id:anon', eventId: 'a1' }]);
+    expect(result.unmatched).toEqual([{ event: 0, key: 'crm_id:anon' }]);
+  });
+
+  it('keeps it as a cookie id while the graph knows neither reading, and later events of the batch find it so', () => {
+    const result = resolveIdentities([alias('anon'), event('t2', [cookie('anon')])], new Map(), newId);
+    expect(result.targets).toEqual(['p_a1', 'p_a1']);
+    expect(result.claims.map((claim) => claim.key)).toEqual(['crm_id:new', 'cookie_id:anon']);
+    expect(result.unmatched).toEqual([{ event: 0, key: 'crm_id:anon' }]);
+  });
+
+  it('joins both profiles when each reading is known, and never keeps a blocklisted reading', () => {
+    const both = resolveIdentities([alias('x')], new Map([['cookie_id:x', 'p_c'], ['crm_id:x', 'p_u']]), newId);
+    expect(both.targets).toEqual(['p_u']);
+    expect(both.links).toEqual([{ profiles: ['p_c', 'p_u'], via: 'cookie_id:x', eventId: 'a1' }]);
+    expect(both.unmatched).toEqual([]);
+    // The cookie reading is junk: the customer reading is the one kept.
+    const junk = resolveIdentities([alias('kiosk')], new Map(), newId, identityBlocklist(['cookie_id:kiosk']));
+    expect(junk.claims.map((claim) => claim.key)).toEqual(['crm_id:new', 'crm_id:kiosk']);
+    expect(junk.unmatched).toEqual([]);
+  });
+});
+
 describe('identity caps', () => {
   it('parses `type=n` lists over the defaults and names what is wrong', () => {
     expect(parseIdentityCaps('')).toEqual({ cookie_id: 1000, maid: 100, email_sha256: 20, phone_sha256: 20, crm_id: 5, partner_uid: 1000 });

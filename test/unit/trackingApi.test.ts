@@ -137,9 +137,16 @@ describe('message types', () => {
     expect(mapped({ type: 'identify', userId: 'u', traits: { plan: 'pro' } })).toMatchObject({ type: 'identify', traits: { plan: 'pro' } });
   });
 
-  it('an alias holds userId as crm_id and previousId as cookie_id in one event, which joins them', () => {
-    expect(mapped({ type: 'alias', userId: 'u-9', previousId: 'anon-9' })).toMatchObject({ type: 'alias', identities: { crm_id: 'u-9', cookie_id: 'anon-9' } });
-    expect(mapped({ type: 'alias', userId: 'u-9', previousId: 'anon-9', anonymousId: 'anon-9' }).identities).toEqual({ crm_id: 'u-9', cookie_id: 'anon-9' });
+  it('an alias holds userId as crm_id and previousId as cookie_id when it is the anonymousId, in one event, which joins them', () => {
+    expect(mapped({ type: 'alias', userId: 'u-9', previousId: 'anon-9', anonymousId: 'anon-9' })).toMatchObject({ type: 'alias', identities: { crm_id: 'u-9', cookie_id: 'anon-9' } });
+  });
+
+  it("a server's alias (no anonymousId) passes previousId on as an id of unknown type: the drain joins whichever the graph knows it as", () => {
+    const event = mapped({ type: 'alias', userId: 'u-9', previousId: 'u-8' });
+    expect(event).toMatchObject({ type: 'alias', identities: { crm_id: 'u-9' }, previousId: 'u-8' });
+    expect(event.identities).toEqual({ crm_id: 'u-9' });
+    // A refused previousId is named as the message's field.
+    expect(collectorPaths({ type: 'alias', userId: 'u-9', previousId: 'old\u0000id' })).toEqual(['previousId']);
   });
 
   it('an alias needs both ids', () => {
