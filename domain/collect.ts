@@ -42,7 +42,7 @@ export function zodIssuesToFieldErrors(issues: z.core.$ZodIssue[], prefix: strin
 }
 
 /** The traits that name the person's contact: identities, as in the Segment spec, never kept as traits. */
-const IDENTITY_TRAITS = [
+export const IDENTITY_TRAITS = [
   ['email', ['email', 'email_sha256']],
   ['phone', ['phone', 'phone_sha256']],
 ] as const satisfies ReadonlyArray<readonly [InputIdentityType, readonly InputIdentityType[]]>;

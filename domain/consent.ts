@@ -168,7 +168,7 @@ export function gppDecides(gpp: StoredGpp): boolean {
 }
 
 /** Whether a consent says anything a source's policy reads: a TC string (or that none was given yet), a deciding GPP string, Global Privacy Control, or the policy's purpose flag. */
-export function carriesSignal(consent: StoredConsent | undefined, policy: ConsentPolicy): boolean {
+function carriesSignal(consent: StoredConsent | undefined, policy: ConsentPolicy): boolean {
   return (
     consent !== undefined &&
     (consent.tcf !== undefined ||

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { zodIssuesToFieldErrors, type FieldError } from './collect';
+import { IDENTITY_TRAITS, zodIssuesToFieldErrors, type FieldError } from './collect';
 import { maidProblem, type InputIdentityType } from './identity';
 import { isRecord } from './records';
 import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
@@ -246,12 +246,12 @@ class FlatFields {
   }
 }
 
-/** Reserved traits that are identities: taken out of the traits, so the raw value is never kept. */
-const IDENTITY_TRAITS = ['email', 'phone'] as const satisfies readonly InputIdentityType[];
+/** Reserved traits that are identities (the collector's): taken out of the traits, so the raw value is never kept. */
+const IDENTITY_TRAIT_NAMES = IDENTITY_TRAITS.map(([name]) => name);
 
 function withoutIdentityTraits(traits: Record<string, unknown> | null | undefined): Record<string, unknown> | undefined {
-  if (!traits || !IDENTITY_TRAITS.some((name) => Object.hasOwn(traits, name))) return traits ?? undefined;
-  return Object.fromEntries(Object.entries(traits).filter(([name]) => !(IDENTITY_TRAITS as readonly string[]).includes(name)));
+  if (!traits || !IDENTITY_TRAIT_NAMES.some((name) => Object.hasOwn(traits, name))) return traits ?? undefined;
+  return Object.fromEntries(Object.entries(traits).filter(([name]) => !(IDENTITY_TRAIT_NAMES as readonly string[]).includes(name)));
 }
 
 /** Merges the batch's context under the message's own, objects one level deep. */
@@ -349,7 +349,7 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
     identify('crm_id', userId, 'userId');
   }
   const ownTraits = message.type === 'identify' ? message.traits : undefined;
-  for (const type of IDENTITY_TRAITS) {
+  for (const type of IDENTITY_TRAIT_NAMES) {
     const [value, messageField] = ownTraits?.[type] != null ? [ownTraits[type], `traits.${type}`] : [context.traits?.[type], `context.traits.${type}`];
     if (value === undefined || value === null) continue;
     if (typeof value === 'string' || (type === 'phone' && typeof value === 'number')) identify(type, String(value), messageField);
