@@ -161,15 +161,17 @@ export function createCollectionActivities(deps: CollectionDeps) {
    * highest-priority identity, if one does already — such an event never creates a profile, links
    * documents or claims an identity. Owners come from the index's cache, else one read by `_id` per key.
    */
-  async function consentUpdates(events: LogBatch['consentOnly']): Promise<Array<{ seq: number; event: StoredEvent; profileId: string }>> {
+  async function consentUpdates(events: LogBatch['consentOnly']): Promise<Array<{ seq: number; event: StoredEvent; profileId: string; evidence: Identity[] }>> {
     if (events.length === 0) return [];
     const keysOf = (event: StoredEvent) =>
       [...event.identities].sort((a, b) => byTypePriority(a.type, b.type)).map(identityKey).filter((key) => !blocked(key));
     const { owners, missing } = identities.cached([...new Set(events.flatMap(({ event }) => keysOf(event)))]);
     for (const [key, owner] of await identities.reload(missing)) owners.set(key, owner);
+    // The evidence of whose it is: what the event named, and those readings of an id of unknown type that someone holds.
+    const evidenceOf = (event: StoredEvent) => event.identities.filter((identity) => !identity.previous || owners.has(identityKey(identity))).map(withoutReadingMark);
     return events.flatMap(({ seq, event }) => {
       const owned = keysOf(event).find((key) => owners.has(key));
-      return owned ? [{ seq, event, profileId: owners.get(owned) as string }] : [];
+      return owned ? [{ seq, event, profileId: owners.get(owned) as string, evidence: evidenceOf(event) }] : [];
     });
   }
 
@@ -218,11 +220,22 @@ export function createCollectionActivities(deps: CollectionDeps) {
     // type), as does a reading of an id of unknown type that joins nothing.
     const leftOff = new Map<number, Set<string>>();
     for (const { event, key } of [...resolution.refusals, ...resolution.unmatched]) leftOff.set(event, (leftOff.get(event) ?? new Set()).add(key));
-    const keep = (index: number) => (identity: Identity) => {
-      const key = identityKey(identity);
-      if (!blocked(key)) return !leftOff.get(index)?.has(key);
-      blockedIdentities++;
-      return false;
+    /** The identities an event keeps; counts the blocklisted ones, an id of unknown type as one when all its readings are. */
+    const keptOf = (index: number, identities: Identity[]): Identity[] => {
+      const left = leftOff.get(index);
+      const kept: Identity[] = [];
+      let readings = 0;
+      let readingsBlocked = 0;
+      for (const identity of identities) {
+        const key = identityKey(identity);
+        if (identity.previous) readings++;
+        if (!blocked(key)) {
+          if (!left?.has(key)) kept.push(identity);
+        } else if (identity.previous) readingsBlocked++;
+        else blockedIdentities++;
+      }
+      if (readings > 0 && readingsBlocked === readings) blockedIdentities++;
+      return kept;
     };
     // A document's batch, found once: a range holds tens of thousands of events of a few thousand
     // documents (a batch's list searched per event took ~1 µs of each event's routing).
@@ -238,19 +251,18 @@ export function createCollectionActivities(deps: CollectionDeps) {
     };
     batch.events.forEach(({ seq, event, bytes }, index) => {
       const profileId = resolution.targets[index];
+      const kept = keptOf(index, event.identities);
       if (profileId === null) {
         refused++; // only blocklisted identities: nothing to attach it to
-        blockedIdentities += event.identities.length;
         return;
       }
-      const kept = event.identities.filter(keep(index));
       const asStored = kept.length === event.identities.length && !kept.some((identity) => identity.previous);
       targetOf(profileId).events.push(asStored ? new ExtendedEvent(bytes, { seq, profileId }) : { ...event, identities: kept.map(withoutReadingMark), seq, profileId });
     });
     const consent = await consentUpdates(batch.consentOnly);
-    for (const { seq, event, profileId } of consent) {
+    for (const { seq, event, profileId, evidence } of consent) {
       const { id, type, timestamp, receivedAt, consent } = event;
-      targetOf(profileId).events.push({ id, type, timestamp, receivedAt, identities: [], evidence: event.identities.map(withoutReadingMark), consent, consentOnly: true, seq, profileId });
+      targetOf(profileId).events.push({ id, type, timestamp, receivedAt, identities: [], evidence, consent, consentOnly: true, seq, profileId });
     }
     const created = new Set(resolution.created);
     for (const target of routed) {

@@ -111,7 +111,15 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
    */
   async function resolve(sourceId: string, events: StoredEvent[]): Promise<BatchResolution> {
     const keys = [...new Set(events.flatMap((event) => event.identities.map(identityKey)))];
-    const { owners: known, missing } = identities.cached(keys);
+    const { owners: known, missing: uncached } = identities.cached(keys);
+    // Readings of an id of unknown type are always read: one the graph holds unread would never be
+    // found, since only a reading that none is known beside gets claimed.
+    const readings = new Set<string>();
+    for (const event of events) for (const identity of event.identities) if (identity.previous) readings.add(identityKey(identity));
+    const missing = readings.size === 0 ? uncached : uncached.filter((key) => !readings.has(key));
+    if (missing.length < uncached.length) {
+      for (const [key, owner] of await step('lookup', () => identities.reload(uncached.filter((key) => readings.has(key))))) known.set(key, owner);
+    }
     let read = misses.firstReads(missing);
     const found = read.length > 0 ? await step('lookup', () => identities.reload(read)) : new Map<string, string>();
     if (read.length < missing.length && found.size > 0) {

@@ -138,7 +138,7 @@ const SINGLE_MESSAGE_SUMMARIES: Record<MessageType, string> = {
   identify: 'An identify: the traits of a user (type `identify`)',
   page: 'A page view (type `page`): properties from `context.page`, `properties`, `name` and `category`',
   screen: 'A screen view (type `screen`): properties from `context.page`, `properties`, `name` and `category`',
-  alias: 'An alias (type `alias`): `previousId` (as `cookie_id` when it is the `anonymousId`; as the earlier `crm_id` when an `anonymousId` differs from it, as browser SDKs send an alias after an identify; with no `anonymousId`, as servers send it, as whichever of the two the graph knows it as, else as `cookie_id`) and `userId` (as `crm_id`) in one event, which joins their profiles',
+  alias: 'An alias (type `alias`): `previousId` (as `cookie_id` when it is the `anonymousId`; as the earlier `crm_id` when an `anonymousId` differs from it, as browser SDKs send an alias after an identify; with no `anonymousId`, as servers send it, as whichever of the two the graph knows it as, else as `cookie_id` — an address as its hash) and `userId` (as `crm_id`) in one event, which joins their profiles',
   group: 'A group (type `group`): `groupId` and the group traits as traits under `group.` (`group.id`, `group.name`)',
 };
 

@@ -89,10 +89,11 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
     const input = parsed.data;
     const errors: FieldError[] = [];
     const identities: Identity[] = [];
+    const named = (identity: Identity) => identities.some((known) => known.type === identity.type && known.value === identity.value);
     const identified = (read: () => Identity[], path: string) => {
       try {
         // A crm_id that is an email address is stored as the email: the same one may come as both.
-        for (const identity of read()) if (!identities.some((known) => known.type === identity.type && known.value === identity.value)) identities.push(identity);
+        for (const identity of read()) if (!named(identity)) identities.push(identity);
       } catch (error) {
         if (!(error instanceof IdentityError)) throw error;
         errors.push({ path, message: error.message });
@@ -104,8 +105,13 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
       else identify(type, value, `identities.${type}`);
     }
     const traits = input.traits && withIdentityTraitsTaken(input.traits, input.identities, identify);
-    // After the named identities: a reading the same as one of them is that identity.
-    if (input.previousId !== undefined) identified(() => previousIdReadings(input.previousId as string, options.defaultPhoneRegion), 'previousId');
+    // After the named identities: an id of unknown type that is one of them is that identity, and none of its other readings.
+    if (input.previousId !== undefined) {
+      identified(() => {
+        const readings = previousIdReadings(input.previousId as string, options.defaultPhoneRegion);
+        return readings.some(named) ? [] : readings;
+      }, 'previousId');
+    }
     const timestamp = input.timestamp === undefined ? options.now : new Date(new Date(input.timestamp).getTime() + skewMs);
     if (timestamp.getTime() - options.now.getTime() > maxFutureSkewMs) {
       errors.push({ path: 'timestamp', message: 'is too far in the future' });

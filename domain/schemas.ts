@@ -229,7 +229,7 @@ export const EventInputSchema = z
     identities: IdentitiesInputSchema,
     previousId: IdentityValue.optional().openapi({
       description:
-        "An id the person had before, of a type the sender does not know — a Segment alias's `previousId` sent from a server: an anonymous id or an earlier user id. It joins the profile that holds it as a `cookie_id` or a `crm_id` (an email address: as its hash); while neither is known, it is kept as a `cookie_id` (an address: as the email's hash).",
+        "An id the person had before, of a type the sender does not know — a Segment alias's `previousId` sent from a server: an anonymous id or an earlier user id. It joins the profiles that hold it as a `cookie_id` or a `crm_id` (an email address: as its hash), and is never kept as a type no one holds it as; while neither is known, it is kept as a `cookie_id` (an email address: as its hash; a blocklisted cookie id: as the `crm_id`). The same as one of the event's identities, it is that identity.",
     }),
     traits: keyedRecord(FieldName, FlatValue)
       .optional()

@@ -3,6 +3,7 @@ import { Analytics } from '@segment/analytics-node';
 import RudderAnalytics from '@rudderstack/rudder-sdk-node';
 import { sha256Hex } from '../../domain/identity';
 import type { Store } from '../../store/db';
+import { ProfileEventLog } from '../../store/profileEvents';
 import { call } from '../support/http';
 import { latestProfiles } from '../support/profiles';
 import { baseConfig, startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
@@ -321,7 +322,17 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     expect(person.identities.map((identity: { type: string; value: string }) => `${identity.type}:${identity.value}`).sort()).toEqual(['cookie_id:visitor-9', 'crm_id:acct-new-9', 'crm_id:acct-old-9']);
     expect(person.traits.plan).toBe('gold');
     expect(Object.fromEntries(Object.entries(person.counters).map(([type, counter]) => [type, (counter as { count: number }).count]))).toEqual({ identify: 1, Viewed: 1, alias: 2, 'Order Completed': 1 });
+    // The events the person's documents hold carry no reading (nor any reading that joined nothing), only identities.
+    const held = await new ProfileEventLog(store).eventsOf(person.profileIds);
+    const aliases = held.filter((event) => event.type === 'alias').map((event) => event.identities.map((identity) => `${JSON.stringify(identity)}`).sort());
+    expect(aliases.sort()).toEqual(
+      [
+        ['{"type":"crm_id","value":"acct-new-9"}', '{"type":"crm_id","value":"acct-old-9"}'],
+        ['{"type":"cookie_id","value":"visitor-9"}', '{"type":"crm_id","value":"acct-new-9"}'],
+      ].sort(),
+    );
   });
+
 
   it('refuses a malformed envelope with 400 naming the field', async () => {
     expectProblem(await post('/v1/batch', { batch: 'many' }), 400, 'validation', 'batch');

@@ -132,6 +132,23 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     for (const c of [cookies[2], cookies[3]]) expect((await new IdentityIndex(store).reload([identityKey(c)])).get(identityKey(c))).not.toBe(owner);
   });
 
+  it("always reads the readings of an id of unknown type, so a server alias joins a user id only the store knows, while other misses go unread", async () => {
+    const source = uniqueName('src');
+    const resolver = resolverOn(new IdentityIndex(store));
+    await resolver.resolve(source, people(uniqueName('g'), 30));
+    expect((await resolver.resolve(source, people(uniqueName('h'), 30))).unread).toBe(60); // misses now go unread
+
+    const old = crm(uniqueName('acct-old'));
+    await claimElsewhere([identityKey(old)], 'p_old_user');
+    const renamed = crm(uniqueName('acct-new'));
+    const alias = event(uniqueName('alias'), [renamed, { ...cookie(old.value), previous: true }, { ...old, previous: true }]);
+    const result = await resolver.resolve(source, [alias, ...people(uniqueName('i'), 5)]);
+    expect(result.targets[0]).toBe('p_old_user');
+    expect(result.claimed.filter((claim) => claim.profileId === 'p_old_user')).toEqual([{ key: identityKey(renamed), type: 'crm_id', profileId: 'p_old_user' }]);
+    expect(result.unmatched).toEqual([{ event: 0, key: identityKey(cookie(old.value)) }]);
+    expect(result.unread).toBe(11); // the alias's new id and the five people's ids: unread as before
+  });
+
   it('keeps every cap marker while they are few, and sees one another process writes on its next call; past the limit it reads them by document', async () => {
     const [a, b, c] = [uniqueName('p_cap'), uniqueName('p_cap'), uniqueName('p_cap')];
     const writer = new IdentityCapStore(store);

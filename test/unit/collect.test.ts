@@ -166,8 +166,9 @@ describe('prepareEvents: accepted events', () => {
     const hashed = read({ previousId: ' Jane.Doe@Example.com ' });
     expect(hashed).toEqual([{ type: 'crm_id', value: 'u-9' }, { type: 'email_sha256', value: sha256Hex('jane.doe@example.com'), previous: true }]);
     expect(JSON.stringify(hashed)).not.toMatch(/example/i);
-    // A reading that is one of the event's own identities is that identity, unmarked.
-    expect(read({ previousId: 'u-9' })).toEqual([{ type: 'crm_id', value: 'u-9' }, { type: 'cookie_id', value: 'u-9', previous: true }]);
+    // An id of unknown type that is one of the event's own identities is that identity: no other reading of it is kept.
+    expect(read({ previousId: 'u-9' })).toEqual([{ type: 'crm_id', value: 'u-9' }]);
+    expect(prepareEvents([{ type: 'alias', identities: { cookie_id: 'c-1' }, previousId: 'c-1' }], OPTIONS).accepted[0].event.identities).toEqual([{ type: 'cookie_id', value: 'c-1' }]);
     expect(pathsOf(prepareEvents([{ type: 'alias', identities: { crm_id: 'u-9' }, previousId: 'x\u0000' }], OPTIONS), 0)).toEqual(['previousId']);
     expect(pathsOf(prepareEvents([{ type: 'alias', identities: { crm_id: 'u-9' }, previousId: '' }], OPTIONS), 0)).toEqual(['previousId']);
   });
