@@ -103,7 +103,7 @@ export const AliasMessageSchema = z
     userId: Id.openapi({ description: 'The `crm_id` identity the person is known by from now on' }),
     previousId: Id.openapi({
       description:
-        'The id the person had before. With an `anonymousId` equal to it: their anonymous id (`cookie_id`). With an `anonymousId` that differs — as browser SDKs send an alias after an identify — their earlier user id (a second `crm_id`). With no `anonymousId`, as servers send it: either; the profile holding it as a `cookie_id` or a `crm_id` is joined, and while neither is known it is kept as a `cookie_id` (see the Event\'s `previousId`). One alias event holds them all, which joins their profiles',
+        'The id the person had before. With an `anonymousId` equal to it: their anonymous id (`cookie_id`). With an `anonymousId` that differs — as browser SDKs send an alias after an identify — their earlier user id (a second `crm_id`). With no `anonymousId`, as servers send it: either; the profiles holding it as a `cookie_id` or a `crm_id` are joined, and while no one holds it, it is kept as a `cookie_id`, an email address as its hash (see the Event\'s `previousId`). One alias event holds them all, which joins their profiles',
     }),
     anonymousId: Id.nullish().openapi({ description: 'The cookie id; when it differs from `previousId`, that is the earlier user id' }),
   })
@@ -337,6 +337,7 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
         origins?.set('identities.crm_id.1', 'userId');
       } else identify('crm_id', userId, 'userId');
     } else if (anonymousId !== undefined) {
+      // The anonymousId is the previousId: an anonymous id.
       identify('cookie_id', previousId, 'previousId');
       identify('crm_id', userId, 'userId');
     } else {

@@ -102,7 +102,7 @@ export class IdentityCapStore {
 
   /**
    * Marks documents capped for types: their partition writers when a fold brings them to a cap, a
-   * drain when its batch's claims alone do. A marker only gains types, as a document's identities
+   * drain when its batch refused joins to them because its own claims had. A marker only gains types, as a document's identities
    * only grow, so two markers of one document written at once both stand. The stamp changes after
    * the markers are in.
    */
