@@ -40,7 +40,7 @@ export class IdentityCapStore {
   private readonly markers: Collection<CapMarkerDoc>;
   private readonly stamp: Collection<CapsStampDoc>;
   private readonly refusals: Collection<RefusalDoc>;
-  /** A marker seen is kept: a document's identities only grow (a split retires it, marker and all, for new parts). */
+  /** Markers read by `_id`, kept until the stamp changes: a marker only gains types, and every marking changes the stamp. */
   private readonly seen = new BoundedCache<string, Set<StoredIdentityType>>(100_000);
   /** Every marker as of a stamp (null: more than `keepAllMax`). */
   private all: { token: string | null; markers: Map<string, Set<StoredIdentityType>> | null } | null = null;
@@ -77,6 +77,8 @@ export class IdentityCapStore {
   private async allMarkers(): Promise<Map<string, Set<StoredIdentityType>> | null> {
     const token = (await this.stamp.findOne({ _id: 'caps' }))?.token ?? null;
     if (!this.all || this.all.token !== token) {
+      // Some document was marked or unmarked since: a marker kept may have gained types.
+      this.seen.clear();
       const docs = await this.markers.find({}, { projection: { types: 1 } }).limit(this.keepAllMax + 1).toArray();
       this.all = { token, markers: docs.length > this.keepAllMax ? null : new Map(docs.map((doc) => [doc._id, new Set(doc.types)])) };
     }
@@ -109,8 +111,6 @@ export class IdentityCapStore {
   async mark(docs: Array<{ profileId: string; types: StoredIdentityType[] }>, at: Date): Promise<void> {
     await forEachConcurrently(docs, 16, async ({ profileId, types }) => {
       await this.markers.updateOne({ _id: profileId }, { $addToSet: { types: { $each: types } }, $set: { at } }, { upsert: true });
-      const seen = this.seen.get(profileId);
-      if (seen) for (const type of types) seen.add(type);
     });
     await this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true });
   }

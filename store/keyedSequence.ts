@@ -50,4 +50,9 @@ export class BoundedCache<K, V> {
   delete(key: K): void {
     this.entries.delete(key);
   }
+
+  clear(): void {
+    this.entries.clear();
+    this.oldest = this.entries.keys();
+  }
 }

@@ -169,6 +169,10 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     // A later marker of a document adds its types to the earlier one's (a drain and the writer may both mark it).
     await drain.mark([{ profileId: c, types: ['cookie_id'] }], at);
     expect((await writer.capped([c])).get(c)).toEqual(new Set(['cookie_id', 'crm_id']));
+    // A reader past the limit sees the types another process's marking added to a marker it had read.
+    expect((await reader.capped([fresh])).get(fresh)).toEqual(new Set(['email_sha256']));
+    await writer.mark([{ profileId: fresh, types: ['maid'] }], at);
+    expect((await reader.capped([fresh])).get(fresh)).toEqual(new Set(['email_sha256', 'maid']));
   });
 
   it('waits for a claim of the same keys in flight in this process instead of sending them again', async () => {
