@@ -85,36 +85,57 @@ describe('consent at the door', () => {
     expect(status.profiles.eventsApplied).toBe(1);
   });
 
-  it('holds later events without a signal of their own to a withdrawal the profile recorded, on a source enforcing the signals present; a source needing no consent goes on', async () => {
+  it("holds later events without a signal of their own to a withdrawal the profile recorded, on a source enforcing the signals present, while their identities still lead to the person; a source needing no consent goes on", async () => {
     const { api } = platform;
     const web = await newSource(api, 'eu-web', { consent: { mode: 'require' } });
     const server = await newSource(api, 'eu-server');
     const crm = await newSource(api, 'eu-crm', { consent: { mode: 'not_required' } });
     await web.send([{ id: 'k-1', type: 'page_view', identities: { cookie_id: 'kept-out' }, consent: { tcf: buildTcString({ purposeConsents: [1, 3, 4] }) } }]);
     await web.folded(1);
-    await server.send([{ id: 'k-2', type: 'order', identities: { cookie_id: 'kept-out' }, traits: { tier: 'gold' } }]);
-    await server.folded(1);
+    await server.send([
+      { id: 'k-2', type: 'order', identities: { cookie_id: 'kept-out' }, traits: { tier: 'gold' } },
+      { id: 'k-2b', type: 'order', identities: { crm_id: 'their-account' }, traits: { tier: 'bronze' } },
+    ]);
+    await server.folded(2);
     expect((await web.lookup('cookie_id', 'kept-out')).body.counters.order.count).toBe(1);
 
-    // The visitor withdraws on the site; the server goes on sending their orders without a signal.
+    // The visitor withdraws on the site; the server goes on sending their orders without a signal,
+    // one with a new device id of theirs, one under their account's profile.
     const later = (seconds: number) => new Date(Date.now() + seconds * 1000).toISOString();
     await web.send([{ id: 'k-3', type: 'page_view', timestamp: later(1), identities: { cookie_id: 'kept-out' }, consent: { tcf: buildTcString({ purposeConsents: [1] }) } }]);
     await waitFor('the withdrawal on the profile', async () => (await web.lookup('cookie_id', 'kept-out')).body.consent?.tcf?.purposeConsents?.length === 1);
-    await server.send([{ id: 'k-4', type: 'order', timestamp: later(2), identities: { cookie_id: 'kept-out' }, traits: { tier: 'platinum' } }]);
-    await server.folded(2);
+    const device = '6d8f1c2a-3b4e-4f5a-9b6c-7d8e9fa0b1c2';
+    await server.send([{ id: 'k-4', type: 'order', timestamp: later(2), identities: { cookie_id: 'kept-out', maid: device }, traits: { tier: 'platinum' } }]);
+    await server.folded(3);
     await crm.send([{ id: 'k-5', type: 'crm_record', timestamp: later(3), identities: { cookie_id: 'kept-out' } }]);
     await crm.folded(1);
     const profile = (await web.lookup('cookie_id', 'kept-out')).body;
     expect(profile.counters.order.count).toBe(1);
     expect(profile.traits.tier).toBe('gold');
     expect(profile.counters.crm_record.count).toBe(1);
+    // The held order's device id leads to the profile that held it, without being on it: a later
+    // event bringing it alone is held there too.
+    const byDevice = (await web.lookup('maid', device)).body;
+    expect(byDevice.id).toBe(profile.id);
+    expect(byDevice.identities.map((identity: { value: string }) => identity.value)).not.toContain(device);
+    await server.send([{ id: 'k-4b', type: 'order', timestamp: later(2), identities: { maid: device } }]);
+    await server.folded(4);
+    expect((await web.lookup('cookie_id', 'kept-out')).body.counters.order.count).toBe(1);
+    // An order showing the withdrawn cookie with their account joins the account's profile to them:
+    // the withdrawal then holds for the person, in segments and exports (the most restrictive consent).
+    await server.send([{ id: 'k-4c', type: 'order', timestamp: later(2), identities: { cookie_id: 'kept-out', crm_id: 'their-account' } }]);
+    const person = await waitFor('the account joined to the withdrawn profile', async () => {
+      const view = (await web.lookup('crm_id', 'their-account')).body;
+      return view.profileIds.includes(profile.id) ? view : null;
+    });
+    expect(person.consent.tcf.purposeConsents).toEqual([1]);
 
-    // Consent given again on the site: the server's next order counts.
+    // Consent given again on the site: the server's next order counts — the person's fourth, two of them the account's.
     await web.send([{ id: 'k-6', type: 'page_view', timestamp: later(4), identities: { cookie_id: 'kept-out' }, consent: { tcf: buildTcString({ purposeConsents: [1, 3, 4] }) } }]);
     await web.folded(2);
     await server.send([{ id: 'k-7', type: 'order', timestamp: later(5), identities: { cookie_id: 'kept-out' } }]);
-    await server.folded(3);
-    expect((await web.lookup('cookie_id', 'kept-out')).body.counters.order.count).toBe(2);
+    await server.folded(6);
+    expect((await web.lookup('cookie_id', 'kept-out')).body.counters.order.count).toBe(4);
   });
 
   it('keeps a TCF withdrawal standing against later messages whose consent holds only other kinds: Segment consent categories, a GPP string without a US section', async () => {
