@@ -13,7 +13,8 @@
  *
  * The visitor's id is a first-party cookie `_dmp_id` on the site's registrable domain (13 months, SameSite=Lax), sent as
  * `cookie_id`. Consent is read from the page's CMP, through `__tcfapi` (TCF v2) and `__gpp` (GPP), and attached to every event
- * as `consent: {tcf, gpp}`; events wait up to a second for the CMP. Where the GDPR applies and purpose 1 (storing information on
+ * as `consent: {tcf, gpp}`; events wait for the CMP's answer — the visitor's choice where its banner is up — until the page is
+ * hidden or left, and at most 30 seconds, so a returning visitor's slow CMP still tags them with their choice. Where the GDPR applies and purpose 1 (storing information on
  * a device) is not consented, the cookie is neither read nor written (a withdrawal removes it) and events carry an id for the page
  * only; while a TCF CMP on the page has no TC string to give (the visitor has not chosen yet), events also say
  * `purposes: {profiling: false}`. Events are sent together a second after the first, and at once when the page is hidden or
@@ -25,7 +26,8 @@
   var COOKIE_MAX_AGE = 395 * 24 * 3600;
   var COOKIE_ID = /^[A-Za-z0-9_-]{16,64}$/;
   var FLUSH_MS = 1000;
-  var CMP_WAIT_MS = 1000;
+  // A bound for a CMP that never answers, or a banner left open: the page hidden or left sends at once.
+  var CMP_WAIT_MS = 30000;
   var MAX_EVENTS = 100;
   var MAX_BYTES = 60000; // a beacon or keepalive request may carry 64 KiB
   var MAX_TEXT = 1024;
@@ -54,6 +56,7 @@
   }
   var pageId = newId();
   var queue = []; // events not sent yet, with the identities they were given
+  var firstQueuedAt = 0;
   var timer = null;
 
   // ---- consent --------------------------------------------------------------------------------
@@ -98,7 +101,11 @@
 
   function onConsentChange() {
     if (tcfDecided && gppDecided && !storageAllowed()) forgetCookie();
-    if (queue.length) schedule(0);
+    if (!queue.length || !consentKnown()) return;
+    // Waiting for this answer: send a second after the first event, not when the wait would have run out.
+    if (timer) clearTimeout(timer);
+    timer = null;
+    schedule(firstQueuedAt + FLUSH_MS - new Date().getTime());
   }
 
   if (hasTcf) {
@@ -211,6 +218,7 @@
     var event = { id: newId(), type: type, timestamp: new Date().toISOString() };
     if (properties) event.properties = properties;
     if (traits) event.traits = traits;
+    if (!queue.length) firstQueuedAt = new Date().getTime();
     queue.push({ event: event, identities: identities });
     schedule(FLUSH_MS);
   }

@@ -16,11 +16,22 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 /** The queueing stub the tag's header documents, as a site pastes it. */
 const STUB = `window.dmp=window.dmp||{q:[]};['track','identify','page'].forEach(function(m){dmp[m]=dmp[m]||function(){dmp.q.push([m,[].slice.call(arguments)])}})`;
 
-/** A TCF CMP on the page: answers `addEventListener` after `delayMs` with the given TC string, as a real one would. */
-function tcfCmp(tcString: string, purposeConsents: number[], delayMs: number, eventStatus = 'tcloaded'): string {
-  const consents = Object.fromEntries(purposeConsents.map((purpose) => [purpose, true]));
-  const data = { tcString, gdprApplies: true, eventStatus, cmpStatus: 'loaded', listenerId: 1, purpose: { consents, legitimateInterests: {} } };
-  return `window.__tcfapi=function(command,version,callback){if(command==='addEventListener')setTimeout(function(){callback(${JSON.stringify(data)},true)},${delayMs})};`;
+/** What a TCF CMP tells its `addEventListener` callbacks, and when. */
+interface TcfAnswer {
+  tcString: string;
+  purposeConsents: number[];
+  delayMs: number;
+  eventStatus?: string;
+}
+
+/** A TCF CMP on the page: answers `addEventListener` after `delayMs` with the given TC string, as a real one would — or with each of `later` in turn. */
+function tcfCmp(tcString: string, purposeConsents: number[], delayMs: number, eventStatus = 'tcloaded', later: TcfAnswer[] = []): string {
+  const calls = [{ tcString, purposeConsents, delayMs, eventStatus }, ...later].map((answer) => {
+    const consents = Object.fromEntries(answer.purposeConsents.map((purpose) => [purpose, true]));
+    const data = { tcString: answer.tcString, gdprApplies: true, eventStatus: answer.eventStatus ?? 'tcloaded', cmpStatus: 'loaded', listenerId: 1, purpose: { consents, legitimateInterests: {} } };
+    return `setTimeout(function(){callback(${JSON.stringify(data)},true)},${answer.delayMs});`;
+  });
+  return `window.__tcfapi=function(command,version,callback){if(command==='addEventListener'){${calls.join('')}}};`;
 }
 
 /** A GPP CMP (v1.1): `ping` and `addEventListener` report the GPP string once its signal is ready. */
@@ -66,6 +77,12 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
           <script>dmp.track('article_read', { section: 'sport' });</script></head><body>eu</body></html>`;
       case '/eu/undecided.html':
         return `<!doctype html><html><head><title>Undecided</title><script>${tcfCmp('', [], 10, 'cmpuishown')}</script>${tag}</head><body>eu</body></html>`;
+      case '/eu/deciding.html':
+        // The banner is up at once; the visitor accepts after 2.5 s.
+        return `<!doctype html><html><head><title>Deciding</title><script>${tcfCmp('', [], 10, 'cmpuishown', [{ tcString: grantedTc, purposeConsents: [1, 3, 4], delayMs: 2500, eventStatus: 'useractioncomplete' }])}</script>${tag}</head><body>eu</body></html>`;
+      case '/eu/slow.html':
+        // A returning visitor's CMP that takes 3 s to load their stored choice.
+        return `<!doctype html><html><head><title>Slow CMP</title><script>${tcfCmp(grantedTc, [1, 3, 4], 3000)}</script>${tag}</head><body>eu</body></html>`;
       default:
         return null;
     }
@@ -372,15 +389,38 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     expect(await orders()).toBe(2);
   });
 
-  it('a CMP still waiting for the visitor: events go after the bounded wait, without a cookie, marked not for profiling', async () => {
-    const source = await createSource('eu site, undecided');
+  it('waits for the CMP: a slow one of a returning visitor, and a visitor choosing in its banner, have their events sent with their choice and profiled', async () => {
+    const source = await createSource('eu site, slow cmp');
     const context = await browser.newContext();
     const beacons = recordBeacons(context);
     const tab = await context.newPage();
     const started = Date.now();
-    await tab.goto(`${siteUrl}/eu/undecided.html?k=${source.writeKey}`);
+    await tab.goto(`${siteUrl}/eu/slow.html?k=${source.writeKey}`);
     await waitForEvents(beacons, 1);
-    expect(Date.now() - started).toBeLessThan(5000);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(3000);
+    await tab.goto(`${siteUrl}/eu/deciding.html?k=${source.writeKey}`);
+    await waitForEvents(beacons, 2);
+    const [cookie] = await tagCookies(context);
+    await context.close();
+    expect(sent(beacons).map((event) => [event.properties?.title, event.consent])).toEqual([
+      ['Slow CMP', { tcf: grantedTc }],
+      ['Deciding', { tcf: grantedTc }],
+    ]);
+    await waitFor('the events folded', async () => (await status(source.id)).profiles.eventsApplied >= 2);
+    expect((await lookup('cookie_id', cookie.value)).body.counters.page_view.count).toBe(2);
+  });
+
+  it('a CMP still waiting for the visitor: events go when the page is hidden or left (or after 30 s), without a cookie, marked not for profiling', async () => {
+    const source = await createSource('eu site, undecided');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}/eu/undecided.html?k=${source.writeKey}`);
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    expect(sent(beacons)).toEqual([]);
+    // The visitor switches tabs: the page is hidden.
+    await tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
+    await waitForEvents(beacons, 1);
     expect(await tagCookies(context)).toEqual([]);
     await context.close();
     expect(sent(beacons)[0].consent).toEqual({ purposes: { profiling: false } });
