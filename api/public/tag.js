@@ -14,10 +14,11 @@
  * The visitor's id is a first-party cookie `_dmp_id` on the site's registrable domain (13 months, SameSite=Lax), sent as
  * `cookie_id`. Consent is read from the page's CMP, through `__tcfapi` (TCF v2) and `__gpp` (GPP), and attached to every event
  * as `consent: {tcf, gpp}`; events wait for the CMP's answer — the visitor's choice where its banner is up — until the page is
- * hidden or left, and at most 30 seconds, so a returning visitor's slow CMP still tags them with their choice. Where the GDPR applies and purpose 1 (storing information on
+ * hidden or left, and at most 10 seconds from the tag's load for a CMP that has not answered, 30 while its banner is up, so a
+ * returning visitor's slow CMP still tags them with their choice. Where the GDPR applies and purpose 1 (storing information on
  * a device) is not consented, the cookie is neither read nor written (a withdrawal removes it) and events carry an id for the page
  * only; while a TCF CMP on the page has no TC string to give (the visitor has not chosen yet), events also say
- * `purposes: {profiling: false}`. Events are sent together a second after the first, and at once when the page is hidden or
+ * `purposes: {profiling: false}`. Events are sent together a second after the first (once consent is known), and at once when the page is hidden or
  * left, with navigator.sendBeacon (a text/plain body, so no CORS preflight) or else fetch with keepalive.
  */
 (function (window, document) {
@@ -26,8 +27,10 @@
   var COOKIE_MAX_AGE = 395 * 24 * 3600;
   var COOKIE_ID = /^[A-Za-z0-9_-]{16,64}$/;
   var FLUSH_MS = 1000;
-  // A bound for a CMP that never answers, or a banner left open: the page hidden or left sends at once.
-  var CMP_WAIT_MS = 30000;
+  // Bounds, from the tag's load, for a CMP that has not answered at all (a slow or blocked one) and for a banner left open
+  // (the visitor still choosing); the page hidden or left sends at once.
+  var CMP_LOAD_WAIT_MS = 10000;
+  var CMP_CHOICE_WAIT_MS = 30000;
   var MAX_EVENTS = 100;
   var MAX_BYTES = 60000; // a beacon or keepalive request may carry 64 KiB
   var MAX_TEXT = 1024;
@@ -66,7 +69,8 @@
   var tcfDecided = !hasTcf;
   var gpp = null; // { gppString, euStorage }: euStorage is null unless the GPP string's EU TCF section applies
   var gppDecided = !hasGpp;
-  var waitUntil = new Date().getTime() + CMP_WAIT_MS;
+  var loadedAt = new Date().getTime();
+  var waitUntil = loadedAt + CMP_LOAD_WAIT_MS;
 
   function consentKnown() {
     return (tcfDecided && gppDecided) || new Date().getTime() >= waitUntil;
@@ -114,8 +118,9 @@
         if (!success || !data) return;
         var consents = data.purpose && data.purpose.consents;
         tcf = { applies: data.gdprApplies !== false, tcString: data.tcString || '', storage: !!(consents && consents[1]) };
-        // 'cmpuishown' is an answer too, but the visitor is still choosing: wait (up to the bound) for their choice.
+        // 'cmpuishown' is an answer too, but the visitor is still choosing: wait (up to the longer bound) for their choice.
         if (data.eventStatus === 'tcloaded' || data.eventStatus === 'useractioncomplete' || data.gdprApplies === false) tcfDecided = true;
+        else waitUntil = loadedAt + CMP_CHOICE_WAIT_MS;
         onConsentChange();
       });
     } catch (error) {
@@ -124,7 +129,14 @@
   }
 
   function onGpp(ping) {
-    if (!ping || typeof ping.gppString !== 'string') return;
+    if (!ping) return;
+    var ready = ping.signalStatus === 'ready' || (!ping.signalStatus && ping.cmpStatus === 'loaded') || ping.cmpStatus === 'error';
+    if (typeof ping.gppString !== 'string') {
+      // A GPP 1.0 ping carries no string: no signal to wait for once the CMP has loaded.
+      if (ready) gppDecided = true;
+      onConsentChange();
+      return;
+    }
     var eu = null;
     if (ping.applicableSections && ping.applicableSections.indexOf(2) !== -1 && ping.parsedSections && ping.parsedSections.tcfeuv2) {
       var section = ping.parsedSections.tcfeuv2;
@@ -132,7 +144,7 @@
       eu = !!(core && core.PurposeConsents && core.PurposeConsents[0]);
     }
     gpp = { gppString: ping.gppString, euStorage: eu };
-    if (ping.signalStatus === 'ready' || (!ping.signalStatus && ping.cmpStatus === 'loaded') || ping.cmpStatus === 'error') gppDecided = true;
+    if (ready) gppDecided = true;
     onConsentChange();
   }
 
@@ -227,7 +239,9 @@
     if (timer) return;
     timer = setTimeout(function () {
       timer = null;
-      flush(false);
+      // A timer may fire a little before the wall clock says the wait is over: wait the rest.
+      if (consentKnown()) flush(false);
+      else schedule(0);
     }, Math.max(delay, consentKnown() ? 0 : waitUntil - new Date().getTime()));
   }
 

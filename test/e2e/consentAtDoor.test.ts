@@ -94,7 +94,7 @@ describe('consent at the door', () => {
     await web.folded(1);
     await server.send([
       { id: 'k-2', type: 'order', identities: { cookie_id: 'kept-out' }, traits: { tier: 'gold' } },
-      { id: 'k-2b', type: 'order', identities: { crm_id: 'their-account' }, traits: { tier: 'bronze' } },
+      { id: 'k-2b', type: 'order', identities: { crm_id: 'their-account' }, traits: { tier: 'bronze' }, consent: { tcf: buildTcString({ purposeConsents: [1, 3, 4] }) } },
     ]);
     await server.folded(2);
     expect((await web.lookup('cookie_id', 'kept-out')).body.counters.order.count).toBe(1);
@@ -122,13 +122,17 @@ describe('consent at the door', () => {
     await server.folded(4);
     expect((await web.lookup('cookie_id', 'kept-out')).body.counters.order.count).toBe(1);
     // An order showing the withdrawn cookie with their account joins the account's profile to them:
-    // the withdrawal then holds for the person, in segments and exports (the most restrictive consent).
+    // the person's consent is then the most restrictive of their documents', which segments with
+    // consent rules and exports read. The hold reads one document: the order goes to the account's
+    // (a CRM id outranks a cookie), which consented, and is folded there.
     await server.send([{ id: 'k-4c', type: 'order', timestamp: later(2), identities: { cookie_id: 'kept-out', crm_id: 'their-account' } }]);
     const person = await waitFor('the account joined to the withdrawn profile', async () => {
       const view = (await web.lookup('crm_id', 'their-account')).body;
       return view.profileIds.includes(profile.id) ? view : null;
     });
     expect(person.consent.tcf.purposeConsents).toEqual([1]);
+    await server.folded(5);
+    expect((await web.lookup('crm_id', 'their-account')).body.counters.order.count).toBe(3);
 
     // Consent given again on the site: the server's next order counts — the person's fourth, two of them the account's.
     await web.send([{ id: 'k-6', type: 'page_view', timestamp: later(4), identities: { cookie_id: 'kept-out' }, consent: { tcf: buildTcString({ purposeConsents: [1, 3, 4] }) } }]);

@@ -80,6 +80,9 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
       case '/eu/deciding.html':
         // The banner is up at once; the visitor accepts after 2.5 s.
         return `<!doctype html><html><head><title>Deciding</title><script>${tcfCmp('', [], 10, 'cmpuishown', [{ tcString: grantedTc, purposeConsents: [1, 3, 4], delayMs: 2500, eventStatus: 'useractioncomplete' }])}</script>${tag}</head><body>eu</body></html>`;
+      case '/us/gpp-1-0.html':
+        // A GPP 1.0 CMP: its ping says it has loaded, and carries no GPP string.
+        return `<!doctype html><html><head><title>GPP 1.0</title><script>window.__gpp=function(command,callback){if(command==='ping')callback({gppVersion:'1.0',cmpStatus:'loaded',cmpDisplayStatus:'hidden',apiSupport:['uspv1'],currentAPI:'uspv1'},true)};</script>${tag}</head><body>us</body></html>`;
       case '/eu/slow.html':
         // A returning visitor's CMP that takes 3 s to load their stored choice.
         return `<!doctype html><html><head><title>Slow CMP</title><script>${tcfCmp(grantedTc, [1, 3, 4], 3000)}</script>${tag}</head><body>eu</body></html>`;
@@ -410,7 +413,20 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     expect((await lookup('cookie_id', cookie.value)).body.counters.page_view.count).toBe(2);
   });
 
-  it('a CMP still waiting for the visitor: events go when the page is hidden or left (or after 30 s), without a cookie, marked not for profiling', async () => {
+  it('takes a GPP 1.0 CMP that has loaded as an answer: its ping carries no string to wait for', async () => {
+    const source = await createSource('us site, gpp 1.0');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    const started = Date.now();
+    await tab.goto(`${siteUrl}/us/gpp-1-0.html?k=${source.writeKey}`);
+    await waitForEvents(beacons, 1);
+    expect(Date.now() - started).toBeLessThan(5000);
+    await context.close();
+    expect(sent(beacons)[0].consent).toBeUndefined();
+  });
+
+  it('a CMP still waiting for the visitor: events go when the page is hidden, without a cookie, marked not for profiling', async () => {
     const source = await createSource('eu site, undecided');
     const context = await browser.newContext();
     const beacons = recordBeacons(context);
