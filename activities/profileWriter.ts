@@ -8,7 +8,7 @@ import { identityKey, type StoredIdentityType } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
-import { foldEvent, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { foldEvent, foldOrder, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
@@ -128,6 +128,11 @@ export interface ProfileWriterDeps {
 
 /** How long a writer keeps a source's consent policy before reading it again. */
 const POLICY_KEPT_MS = 30_000;
+
+/** A fold's events across its batches in fold order (domain/profile foldOrder; a stable sort: ties keep the batches' order). */
+function inFoldOrder<B extends { events: ReadonlyArray<{ timestamp: Date }> }>(batches: readonly B[]): Array<{ batch: B; event: B['events'][number] }> {
+  return batches.flatMap((batch) => batch.events.map((event) => ({ batch, event, timestamp: event.timestamp }))).sort(foldOrder);
+}
 
 /** The activities of a partition's writer: folding routed events into the profile documents it owns. */
 export function createProfileWriterActivities(deps: ProfileWriterDeps) {
@@ -250,43 +255,41 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const changed = new Map<string, ProfileDoc>();
     const duplicatesBySource = new Map<string, number>();
     const policyOf = new Map(await Promise.all([...new Set(batches.map((batch) => batch.sourceId))].map(async (id) => [id, await consentPolicy(id)] as const)));
-    for (const batch of batches) {
-      for (const event of batch.events) {
-        const target = targets.get(event) ?? event.profileId;
-        // The retry guard compares with what was stored, not with this fold's own progress.
-        const current = stored.get(target);
-        if (current && hasApplied(current.applied, batch.sourceId, event.seq)) {
-          result.alreadyApplied++;
-          continue;
-        }
-        if (marks.erasedBy(event.evidence ? [...event.identities, ...event.evidence] : event.identities)) {
-          result.eventsErased++;
-          continue;
-        }
-        let doc = changed.get(target);
-        const fresh = !doc;
-        if (!doc) {
-          doc = current ? nextVersion(current) : newProfile(target, now(), event.timestamp);
-          // A successor descends from the expired documents: an opt-out of theirs holds for it.
-          if (!current && successors.has(target)) doc.ancestors = successors.get(target);
-          changed.set(target, doc);
-        }
-        // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
-        const optedOut = marks.optedOut({ profileId: target, ancestors: doc.ancestors });
-        const outcome = foldEvent(doc, event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq }, policyOf.get(batch.sourceId)!, optedOut);
-        if (outcome === 'repeat') {
-          result.duplicates++;
-          duplicatesBySource.set(batch.sourceId, (duplicatesBySource.get(batch.sourceId) ?? 0) + 1);
-          if (fresh) changed.delete(target);
-          continue;
-        }
-        if (outcome === 'opted-out') result.eventsOptedOut++;
-        if (outcome === 'held') result.eventsWithoutConsent++;
-        result.applied++;
+    for (const { batch, event } of inFoldOrder(batches)) {
+      const target = targets.get(event) ?? event.profileId;
+      // The retry guard compares with what was stored, not with this fold's own progress.
+      const current = stored.get(target);
+      if (current && hasApplied(current.applied, batch.sourceId, event.seq)) {
+        result.alreadyApplied++;
+        continue;
       }
-      // Consent signals of events that were not profiled are not events applied.
-      position.applied[batch.sourceId] = (position.applied[batch.sourceId] ?? 0) + batch.events.filter((event) => !event.consentOnly).length;
+      if (marks.erasedBy(event.evidence ? [...event.identities, ...event.evidence] : event.identities)) {
+        result.eventsErased++;
+        continue;
+      }
+      let doc = changed.get(target);
+      const fresh = !doc;
+      if (!doc) {
+        doc = current ? nextVersion(current) : newProfile(target, now(), event.timestamp);
+        // A successor descends from the expired documents: an opt-out of theirs holds for it.
+        if (!current && successors.has(target)) doc.ancestors = successors.get(target);
+        changed.set(target, doc);
+      }
+      // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
+      const optedOut = marks.optedOut({ profileId: target, ancestors: doc.ancestors });
+      const outcome = foldEvent(doc, event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq }, policyOf.get(batch.sourceId)!, optedOut);
+      if (outcome === 'repeat') {
+        result.duplicates++;
+        duplicatesBySource.set(batch.sourceId, (duplicatesBySource.get(batch.sourceId) ?? 0) + 1);
+        if (fresh) changed.delete(target);
+        continue;
+      }
+      if (outcome === 'opted-out') result.eventsOptedOut++;
+      if (outcome === 'held') result.eventsWithoutConsent++;
+      result.applied++;
     }
+    // Consent signals of events that were not profiled are not events applied.
+    for (const batch of batches) position.applied[batch.sourceId] = (position.applied[batch.sourceId] ?? 0) + batch.events.filter((event) => !event.consentOnly).length;
     for (const [sourceId, count] of duplicatesBySource) position.duplicates[sourceId] = (position.duplicates[sourceId] ?? 0) + count;
 
     for (const id of linkedNow) {

@@ -3,7 +3,7 @@ import type { StoredEvent } from './event';
 import { byTypePriority, identityKey, type StoredIdentityType } from './identity';
 import { linkId } from './identityResolution';
 import { partitionOf } from './partition';
-import { foldEvent, newProfile, nextVersion, type ProfileDoc, type ProfileLink } from './profile';
+import { foldEvent, foldOrder, newProfile, nextVersion, type ProfileDoc, type ProfileLink } from './profile';
 import type { ConsentPolicy, Party } from './schemas';
 
 /** An event as a profile document holds it: where it came from, and the document it was folded into. */
@@ -215,9 +215,10 @@ export function splitDocument(
   const partsBySide: Record<string, string> = {};
   for (const [side, events] of [...moved].sort((a, b) => a[0] - b[0])) {
     const id = partId(doc.profileId, rebuildId, side, partitions);
-    const folded = events.filter((event) => !event.evidenceOnly);
+    const inOrder = [...events].sort(foldOrder);
+    const folded = inOrder.filter((event) => !event.evidenceOnly);
     const part = newProfile(id, now, folded[0]?.timestamp ?? doc.firstSeen);
-    for (const event of events) {
+    for (const event of inOrder) {
       const relocated = { ...event, profileId: id };
       if (!event.evidenceOnly) foldEvent(part, relocated, { sourceId: event.sourceId, party: event.party, seq: event.seq }, rule.policyOf(event.sourceId), rule.optedOut);
       movedById.set(id, [...(movedById.get(id) ?? []), relocated]);

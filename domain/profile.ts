@@ -614,6 +614,12 @@ export function holdEvent(profile: ProfileDoc, event: ProfileEvent, origin: Even
   return true;
 }
 
+/**
+ * The order events fold in, oldest first: whether one is held depends on the consent folded before
+ * it, so the writers' folds and an unlink's rebuild, each taking events as they come, order them alike.
+ */
+export const foldOrder = (a: Pick<ProfileEvent, 'timestamp'>, b: Pick<ProfileEvent, 'timestamp'>): number => a.timestamp.getTime() - b.timestamp.getTime();
+
 /** What became of an event folded into a document (see foldEvent). */
 export type FoldOutcome = 'applied' | 'opted-out' | 'held' | 'repeat';
 

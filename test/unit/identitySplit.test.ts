@@ -9,7 +9,7 @@ const cookie = (value: string) => ({ type: 'cookie_id' as const, value });
 const tcf = (purposes: number[]) => ({ tcf: decodeTcf(buildTcString({ purposeConsents: purposes })) });
 
 describe('splitDocument', () => {
-  it('folds each part as the writers do: an event held back by a withdrawal stays held in its part', () => {
+  it('folds each part as the writers do, in time order: an event held back by a withdrawal stays held in its part', () => {
     const events: HeldEvent[] = [
       { id: 'e1', type: 'login', timestamp: at(1), receivedAt: at(1), identities: [cookie('a'), cookie('b')], consent: tcf([1, 3]) },
       // The withdrawal: not profiled at the door, its consent routed alone.
@@ -21,7 +21,8 @@ describe('splitDocument', () => {
     expect(outcomes).toEqual(['applied', 'applied', 'held']);
 
     const rule = { policyOf: () => DEFAULT_CONSENT_POLICY, optedOut: false };
-    const { parts } = splitDocument(doc, events, { sideOf: { 'cookie_id:a': 0, 'cookie_id:b': 1 }, sides: 2 }, 'u1', 4, at(9), rule);
+    // Newest first, as the store reads a document's events (ProfileEventLog.heldBy).
+    const { parts } = splitDocument(doc, [...events].reverse(), { sideOf: { 'cookie_id:a': 0, 'cookie_id:b': 1 }, sides: 2 }, 'u1', 4, at(9), rule);
     const sideA = parts.find((part) => part.identities.some((identity) => identity.value === 'a'))!;
     expect(Object.keys(sideA.counters)).toEqual(['login']);
     expect(sideA.consent?.tcf?.purposeConsents).toEqual([1]);
