@@ -8,7 +8,7 @@ import { identityKey, type StoredIdentityType } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
-import { foldEvent, foldOrder, hasApplied, newProfile, nextVersion, type ProfileDoc } from '../domain/profile';
+import { foldEvent, foldOrder, hasApplied, newProfile, nextVersion, type ProfileDoc, type ProfileEvent } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
@@ -129,9 +129,11 @@ export interface ProfileWriterDeps {
 /** How long a writer keeps a source's consent policy before reading it again. */
 const POLICY_KEPT_MS = 30_000;
 
-/** A fold's events across its batches in fold order (domain/profile foldOrder; a stable sort: ties keep the batches' order). */
-function inFoldOrder<B extends { events: ReadonlyArray<{ timestamp: Date }> }>(batches: readonly B[]): Array<{ batch: B; event: B['events'][number] }> {
-  return batches.flatMap((batch) => batch.events.map((event) => ({ batch, event, timestamp: event.timestamp }))).sort(foldOrder);
+/** A fold's events across its batches in fold order (domain/profile foldOrder). */
+function inFoldOrder<B extends { events: ReadonlyArray<Pick<ProfileEvent, 'timestamp' | 'consent' | 'id'>> }>(batches: readonly B[]): Array<{ batch: B; event: B['events'][number] }> {
+  return batches
+    .flatMap((batch) => batch.events.map((event) => ({ batch, event })))
+    .sort((a, b) => foldOrder(a.event, b.event));
 }
 
 /** The activities of a partition's writer: folding routed events into the profile documents it owns. */

@@ -218,11 +218,13 @@ export function splitDocument(
     const inOrder = [...events].sort(foldOrder);
     const folded = inOrder.filter((event) => !event.evidenceOnly);
     const part = newProfile(id, now, folded[0]?.timestamp ?? doc.firstSeen);
+    const relocatedHere: HeldEvent[] = [];
     for (const event of inOrder) {
       const relocated = { ...event, profileId: id };
       if (!event.evidenceOnly) foldEvent(part, relocated, { sourceId: event.sourceId, party: event.party, seq: event.seq }, rule.policyOf(event.sourceId), rule.optedOut);
-      movedById.set(id, [...(movedById.get(id) ?? []), relocated]);
+      relocatedHere.push(relocated);
     }
+    movedById.set(id, relocatedHere);
     // Identities whose events have expired still belong to someone: keep them on their side.
     for (const entry of doc.identities) {
       const key = identityKey(entry);
@@ -234,7 +236,6 @@ export function splitDocument(
     part.ancestors = [doc.profileId, ...(doc.ancestors ?? [])];
     parts.push(part);
     partsBySide[String(side)] = id;
-    if (!movedById.has(id)) movedById.set(id, []);
   }
 
   const retired = emptiedVersion(doc, { rebuildId, parts: partsBySide, keys, fallback: partsBySide[String(fallbackSide)] });

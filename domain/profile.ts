@@ -615,10 +615,14 @@ export function holdEvent(profile: ProfileDoc, event: ProfileEvent, origin: Even
 }
 
 /**
- * The order events fold in, oldest first: whether one is held depends on the consent folded before
- * it, so the writers' folds and an unlink's rebuild, each taking events as they come, order them alike.
+ * The order events fold in: oldest first; at the same time one carrying a consent signal first (so
+ * a withdrawal given with an event holds it, as the more restrictive wins a tie between signals);
+ * then by id. Whether an event is held depends on the consent folded before it, so the writers'
+ * folds and an unlink's rebuild, each taking events as they come, order them alike.
  */
-export const foldOrder = (a: Pick<ProfileEvent, 'timestamp'>, b: Pick<ProfileEvent, 'timestamp'>): number => a.timestamp.getTime() - b.timestamp.getTime();
+export function foldOrder(a: Pick<ProfileEvent, 'timestamp' | 'consent' | 'id'>, b: Pick<ProfileEvent, 'timestamp' | 'consent' | 'id'>): number {
+  return a.timestamp.getTime() - b.timestamp.getTime() || Number(b.consent !== undefined) - Number(a.consent !== undefined) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
 
 /** What became of an event folded into a document (see foldEvent). */
 export type FoldOutcome = 'applied' | 'opted-out' | 'held' | 'repeat';
@@ -628,11 +632,12 @@ export type FoldOutcome = 'applied' | 'opted-out' | 'held' | 'repeat';
  * document did. A person who opted out gets its consent signal alone. An event is held back (its id
  * and consent signal kept, nothing else) when the document's consent, once the event's own signal is
  * in, refuses it under its source's `policy`: a withdrawal recorded earlier stands until a newer
- * signal of its kind. A document that holds no one yet takes the event its door let in.
+ * signal of its kind. A document that holds no one and no consent yet takes the event its door let in.
  */
 export function foldEvent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin, policy: ConsentPolicy, optedOut: boolean): FoldOutcome {
   if (optedOut || event.consentOnly) return applyEvent(profile, { ...event, consentOnly: true }, origin) ? (event.consentOnly ? 'applied' : 'opted-out') : 'repeat';
-  const after = profile.identities.length === 0 ? null : consentAfter(profile.consent, event.consent, event.timestamp, origin.sourceId);
+  // A new document takes the event its door let in; one that holds only consent (a rebuild's part whose first events were consent signals) does not.
+  const after = profile.identities.length === 0 && profile.consent === null ? null : consentAfter(profile.consent, event.consent, event.timestamp, origin.sourceId);
   if (after !== null && profilingRefusal(after, policy) !== null) return holdEvent(profile, event, origin) ? 'held' : 'repeat';
   return applyEvent(profile, event, origin) ? 'applied' : 'repeat';
 }

@@ -1,6 +1,6 @@
 import { decodeTcf } from '../../domain/consent';
 import { splitDocument, type HeldEvent } from '../../domain/identitySplit';
-import { foldEvent, newProfile } from '../../domain/profile';
+import { foldEvent, foldOrder, newProfile } from '../../domain/profile';
 import { DEFAULT_CONSENT_POLICY } from '../../domain/schemas';
 import { buildTcString } from './tcfFixture';
 
@@ -26,8 +26,24 @@ describe('splitDocument', () => {
     const sideA = parts.find((part) => part.identities.some((identity) => identity.value === 'a'))!;
     expect(Object.keys(sideA.counters)).toEqual(['login']);
     expect(sideA.consent?.tcf?.purposeConsents).toEqual([1]);
+    // Unlinked from the login's email, the cookie's part starts with the withdrawal alone: it holds
+    // no one yet, but its consent refuses, so the order is held there too.
+    const email = { type: 'email_sha256' as const, value: 'b'.repeat(64) };
+    const byEmail = events.map((event) => (event.id === 'e1' ? { ...event, identities: [email, cookie('a')] } : event));
+    const emailDoc = newProfile('p1', at(1), at(1));
+    for (const event of byEmail) foldEvent(emailDoc, event, { sourceId: 'src', party: 'first', seq: event.seq }, DEFAULT_CONSENT_POLICY, false);
+    const apart = splitDocument(emailDoc, [...byEmail].reverse(), { sideOf: { [`email_sha256:${email.value}`]: 0, 'cookie_id:a': 1 }, sides: 2 }, 'u3', 4, at(9), rule);
+    const cookiePart = apart.parts.find((part) => part.identities.some((identity) => identity.value === 'a'))!;
+    expect(cookiePart.counters).toEqual({});
+    expect(cookiePart.consent?.tcf?.purposeConsents).toEqual([1]);
     // A person who opted out: the parts get consent signals alone.
     const optedOut = splitDocument(doc, events, { sideOf: { 'cookie_id:a': 0, 'cookie_id:b': 1 }, sides: 2 }, 'u2', 4, at(9), { ...rule, optedOut: true });
     for (const part of optedOut.parts) expect(part.counters).toEqual({});
+  });
+
+  it('orders events by time, then a consent signal first, then id, whatever order they come in', () => {
+    const event = (id: string, day: number, consent?: boolean) => ({ id, timestamp: at(day), ...(consent && { consent: tcf([1]) }) });
+    const shuffled = [event('z', 2), event('b', 1), event('y', 2, true), event('a', 2)];
+    expect(shuffled.sort(foldOrder).map((e) => e.id)).toEqual(['b', 'y', 'a', 'z']);
   });
 });

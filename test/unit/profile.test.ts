@@ -403,8 +403,11 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(foldEvent(withdrawn, event({ type: 'order', timestamp: at('2025-06-06T00:00:00Z') }), origin, DEFAULT_CONSENT_POLICY, true)).toBe('opted-out');
     expect(withdrawn.counters.order.count).toBe(2);
     const fresh = profile();
-    fresh.consent = { ...tcfConsent([1]), sourceId: 'src_web', at: at('2025-06-02T00:00:00Z') };
     expect(foldEvent(fresh, event({ timestamp: at('2025-06-03T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'c2' }] }), origin, DEFAULT_CONSENT_POLICY, false)).toBe('applied');
+    // A document holding no one but a withdrawal (a split's part whose first event was a consent signal) holds it.
+    const consentOnly = profile();
+    consentOnly.consent = { ...tcfConsent([1]), sourceId: 'src_web', at: at('2025-06-02T00:00:00Z') };
+    expect(foldEvent(consentOnly, event({ timestamp: at('2025-06-03T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'c3' }] }), origin, DEFAULT_CONSENT_POLICY, false)).toBe('held');
   });
 
   it("keeps the browser's newest Global Privacy Control: a later request without it ends the opt-out; across documents any stands", () => {
