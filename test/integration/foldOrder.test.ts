@@ -24,19 +24,19 @@ describe('a fold of several sources at once', () => {
   });
   afterAll(() => store.close());
 
-  const writer = () => createProfileWriterActivities({ store, config: baseConfig });
   const at = (minute: number) => new Date(Date.UTC(2026, 5, 1, 0, minute));
   const cookie = (profileId: string) => [{ type: 'cookie_id' as StoredIdentityType, value: `ck-${profileId}` }];
 
   /** Routes one batch of a source to partition 0; returns the source. */
-  async function route(events: Array<Omit<RoutedEvent, 'seq'>>, sourceId = uniqueName('src')): Promise<string> {
+  async function route(events: Array<Omit<RoutedEvent, 'seq'>>): Promise<string> {
+    const sourceId = uniqueName('src');
     const profiles = [...new Set(events.map((event) => event.profileId))];
     await log.write([{ _id: routedBatchId(PARTITION, sourceId, 0), partition: PARTITION, sourceId, party: 'first', from: 0, to: 1, events: events.map((event) => ({ ...event, seq: 0 })), profiles, createdAt: at(0) }]);
     return sourceId;
   }
 
   it("holds an event to a withdrawal dated before it that another source's batch brought into the same fold, whichever batch is read first", async () => {
-    const activities = writer();
+    const activities = createProfileWriterActivities({ store, config: baseConfig });
     const people = idsInPartition(uniqueName('order'), 2, PARTITION, baseConfig.DMP_PROFILE_PARTITIONS);
     const granted = decodeConsent({ tcf: buildTcString({ purposeConsents: [1, 3, 4] }) });
     const withdrawn = decodeConsent({ tcf: buildTcString({ purposeConsents: [1] }) });

@@ -1,6 +1,6 @@
 import { decodeTcf } from '../../domain/consent';
 import { splitDocument, type HeldEvent } from '../../domain/identitySplit';
-import { foldEvent, foldOrder, newProfile } from '../../domain/profile';
+import { foldEvent, newProfile } from '../../domain/profile';
 import { DEFAULT_CONSENT_POLICY } from '../../domain/schemas';
 import { buildTcString } from './tcfFixture';
 
@@ -39,11 +39,5 @@ describe('splitDocument', () => {
     // A person who opted out: the parts get consent signals alone.
     const optedOut = splitDocument(doc, events, { sideOf: { 'cookie_id:a': 0, 'cookie_id:b': 1 }, sides: 2 }, 'u2', 4, at(9), { ...rule, optedOut: true });
     for (const part of optedOut.parts) expect(part.counters).toEqual({});
-  });
-
-  it('orders events by time, then a consent signal first, then id, whatever order they come in', () => {
-    const event = (id: string, day: number, consent?: boolean) => ({ id, timestamp: at(day), ...(consent && { consent: tcf([1]) }) });
-    const shuffled = [event('z', 2), event('b', 1), event('y', 2, true), event('a', 2)];
-    expect(shuffled.sort(foldOrder).map((e) => e.id)).toEqual(['b', 'y', 'a', 'z']);
   });
 });

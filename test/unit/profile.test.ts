@@ -18,6 +18,7 @@ import {
   type ProfileDoc,
   type ProfileEvent,
   foldEvent,
+  foldOrder,
   mostRestrictiveConsent,
 } from '../../domain/profile';
 
@@ -547,6 +548,14 @@ describe('applyEvent: repeats of events already folded', () => {
     expect(applyEvent(doc, signal, origin())).toBe(true);
     expect(doc.recentEventIds).toBeUndefined();
     expect(doc.recentEventIdsTail).toBeUndefined();
+  });
+});
+
+describe('foldOrder', () => {
+  it('orders events by time, then a consent signal first, then id, whatever order they come in', () => {
+    const event = (id: string, day: string, consent?: boolean) => ({ id, timestamp: at(day), ...(consent && { consent: tcfConsent([1]) }) });
+    const shuffled = [event('z', '2025-06-02T00:00:00Z'), event('b', '2025-06-01T00:00:00Z'), event('y', '2025-06-02T00:00:00Z', true), event('a', '2025-06-02T00:00:00Z')];
+    expect(shuffled.sort(foldOrder).map((e) => e.id)).toEqual(['b', 'y', 'a', 'z']);
   });
 });
 
