@@ -77,6 +77,9 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
           <script>dmp.track('article_read', { section: 'sport' });</script></head><body>eu</body></html>`;
       case '/eu/undecided.html':
         return `<!doctype html><html><head><title>Undecided</title><script>${tcfCmp('', [], 10, 'cmpuishown')}</script>${tag}</head><body>eu</body></html>`;
+      case '/eu/blocked.html':
+        // A CMP stub whose script never loads: \`__tcfapi\` is there, and never answers.
+        return `<!doctype html><html><head><title>Blocked CMP</title><script>window.__tcfapi=function(){};</script>${tag}</head><body>eu</body></html>`;
       case '/eu/deciding.html':
         // The banner is up at once; the visitor accepts after 2.5 s.
         return `<!doctype html><html><head><title>Deciding</title><script>${tcfCmp('', [], 10, 'cmpuishown', [{ tcString: grantedTc, purposeConsents: [1, 3, 4], delayMs: 2500, eventStatus: 'useractioncomplete' }])}</script>${tag}</head><body>eu</body></html>`;
@@ -441,5 +444,62 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await context.close();
     expect(sent(beacons)[0].consent).toEqual({ purposes: { profiling: false } });
     await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.tcf_pending === 1);
+  });
+
+  it("bounds the wait, from the tag's load: 10 s for a CMP that never answers, 30 s while its banner is up; then sends, marked not for profiling", async () => {
+    const source = await createSource('eu site, bounds');
+    const context = await browser.newContext();
+    // The page's clock runs on, and the test jumps it ahead instead of waiting half a minute.
+    await context.clock.install();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    const settle = () => new Promise((resolve) => setTimeout(resolve, 300));
+
+    await tab.goto(`${siteUrl}/eu/blocked.html?k=${source.writeKey}`);
+    await context.clock.fastForward(8_500);
+    await settle();
+    expect(sent(beacons)).toEqual([]);
+    await context.clock.fastForward(2_000);
+    await waitForEvents(beacons, 1);
+    expect(sent(beacons)[0]).toMatchObject({ properties: { title: 'Blocked CMP' }, consent: { purposes: { profiling: false } } });
+
+    await tab.goto(`${siteUrl}/eu/undecided.html?k=${source.writeKey}`);
+    // Past the first bound: the banner is up, so the visitor may still choose.
+    await context.clock.fastForward(12_000);
+    await settle();
+    await context.clock.fastForward(16_000);
+    await settle();
+    expect(sent(beacons)).toHaveLength(1);
+    await context.clock.fastForward(3_000);
+    await waitForEvents(beacons, 2);
+    expect(sent(beacons)[1]).toMatchObject({ properties: { title: 'Undecided' }, consent: { purposes: { profiling: false } } });
+    expect(await tagCookies(context)).toEqual([]);
+    await context.close();
+    await waitFor('both drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.tcf_pending === 2);
+  });
+
+  it('a CMP still waiting for the visitor: events go when the page is put away or left for another, marked not for profiling', async () => {
+    const source = await createSource('eu site, leaving');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}/eu/undecided.html?k=${source.writeKey}`);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(sent(beacons)).toEqual([]);
+    // \`pagehide\` alone, as a browser fires it when it puts the page in its back-forward cache.
+    await tab.evaluate("window.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: true }))");
+    await waitForEvents(beacons, 1);
+    expect(sent(beacons)[0]).toMatchObject({ type: 'page_view', consent: { purposes: { profiling: false } } });
+
+    await tab.evaluate("dmp.track('video_start', { id: 'v1' })");
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    expect(sent(beacons)).toHaveLength(1);
+    // The browser reports no request a page sends while it unloads: the source's counts show what arrived.
+    await tab.goto(`${siteUrl}/shop/second.html?k=${source.writeKey}`);
+    await waitFor("both of the first page's events drained as non-profiling, and the next page's profiled", async () => {
+      const progress = (await status(source.id)).progress;
+      return progress?.eventsNonProfiling?.tcf_pending === 2 && progress.eventsProcessed === 1;
+    });
+    await context.close();
   });
 });
