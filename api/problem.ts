@@ -97,6 +97,11 @@ export const problemHandler: ErrorRequestHandler = (error, req, res, next) => {
   if (parserType === 'encoding.unsupported' || parserType === 'charset.unsupported') {
     return sendProblem(res, new ProblemError(415, 'unsupported-encoding', 'Unsupported body encoding', [{ path: '(body)', message: (error as Error).message }]));
   }
+  // Any other request error a body parser names as the client's (a compressed body that does not inflate, a request cut short).
+  const status = (error as { status?: unknown }).status;
+  if (typeof status === 'number' && status >= 400 && status < 500 && (error as { expose?: unknown }).expose === true) {
+    return sendProblem(res, new ProblemError(400, 'unreadable-body', 'Body could not be read', [{ path: '(body)', message: (error as Error).message }]));
+  }
   if (isUnavailable(error)) {
     logger.warn({ err: error, path: req.path }, 'dependency unavailable');
     return sendProblem(res, new ProblemError(503, 'unavailable', 'A backing service is unavailable; retry later'));

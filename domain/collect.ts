@@ -113,7 +113,9 @@ export function prepareEvents(events: unknown[], options: PrepareOptions): Prepa
       }, 'previousId');
     }
     const timestamp = input.timestamp === undefined ? options.now : new Date(new Date(input.timestamp).getTime() + skewMs);
-    if (timestamp.getTime() - options.now.getTime() > maxFutureSkewMs) {
+    // A time moved by the batch's sentAt may leave the range of dates: no date at all, stored as 1970 if let through.
+    if (!Number.isFinite(timestamp.getTime())) errors.push({ path: 'timestamp', message: 'is outside the range of dates once corrected by sentAt' });
+    else if (timestamp.getTime() - options.now.getTime() > maxFutureSkewMs) {
       errors.push({ path: 'timestamp', message: 'is too far in the future' });
     }
     let consent: StoredEvent['consent'];

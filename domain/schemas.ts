@@ -225,7 +225,8 @@ export const EventInputSchema = z
   .object({
     id: storableText(128).min(1).optional().openapi({ description: 'Idempotency id; a repeated id is a duplicate. An email address in it is stored as `(redacted:<digest>)`, a digest of the whole id.' }),
     type: storableText(128).min(1).openapi({ description: 'The event name. An email address in it is stored as `(redacted)`.' }),
-    timestamp: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative()]).optional(),
+    // Milliseconds since the epoch, up to the last a date can hold.
+    timestamp: z.union([z.iso.datetime({ offset: true }), z.number().int().nonnegative().max(8_640_000_000_000_000)]).optional(),
     identities: IdentitiesInputSchema,
     previousId: IdentityValue.optional().openapi({
       description:

@@ -38,6 +38,17 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     expectProblem(await collect({ rawBody: '{"events": [' }), 400, 'malformed-json', '(body)');
   });
 
+  it('a compressed body that does not inflate → 400 unreadable-body, on the collect and Segment routes alike', async () => {
+    const before = await storedChunks();
+    for (const encoding of ['gzip', 'deflate', 'br']) {
+      expectProblem(await collect({ rawBody: 'this is not compressed', headers: { 'content-encoding': encoding } }), 400, 'unreadable-body', '(body)');
+    }
+    const basic = `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`;
+    const segment = await call(`${api.url}/v1/batch`, { rawBody: 'this is not compressed', headers: { authorization: basic, 'content-encoding': 'gzip' } });
+    expectProblem(segment, 400, 'unreadable-body', '(body)');
+    expect(await storedChunks()).toBe(before);
+  });
+
   it('no body where the document requires a JSON one → 400 naming the body, not read as an empty object', async () => {
     // The JSON parser would read nothing as `{}`: the answer names the missing body, not each missing field.
     const response = await call(`${api.url}/v1/sources`, { key: api.adminKey, method: 'POST' });

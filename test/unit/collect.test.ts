@@ -346,6 +346,15 @@ describe('prepareEvents: rejected events', () => {
     expect(pathsOf(result, 0)).toEqual(['timestamp']);
   });
 
+  it('reports a timestamp past the range of dates, given or once corrected by sentAt, at "timestamp", never as a date it is not', () => {
+    const beyond = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, timestamp: 8_700_000_000_000_000 }], OPTIONS);
+    expect(pathsOf(beyond, 0)).toEqual(['timestamp']);
+    // The last millisecond a date holds, sent by a clock 26 years behind: corrected past that.
+    const pushed = prepareEvents([{ type: 'x', identities: { cookie_id: 'c' }, timestamp: 8_640_000_000_000_000 }], { ...OPTIONS, sentAt: new Date('2000-01-01T00:00:00Z') });
+    expect(pushed.accepted).toEqual([]);
+    expect(pushed.rejected[0].errors).toEqual([{ path: 'timestamp', message: 'is outside the range of dates once corrected by sentAt' }]);
+  });
+
   it('applies a custom future skew', () => {
     const result = prepareEvents(
       [{ type: 'x', identities: { cookie_id: 'c' }, timestamp: new Date(NOW.getTime() + 5_000).toISOString() }],
