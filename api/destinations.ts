@@ -240,15 +240,13 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       if (!connector) throw new ProblemError(409, 'config-mismatch', 'The destination\'s connector is not one this version knows', [{ path: 'config', message: `connector ${doc.connector}` }]);
       // Secrets left out (or sent back as shown) keep their stored value: the API never hands them out.
       const given = { ...patch.config };
-      const moved = JSON.stringify(connector.urls(doc.config)) !== JSON.stringify(connector.urls(connector.config.safeParse({ ...doc.config, ...given }).data ?? doc.config));
-      for (const field of connector.secrets) {
-        if ((given[field] === undefined || given[field] === SECRET_SET) && doc.config[field] !== undefined) {
-          // A kept secret never goes to another address than the one it was given for.
-          if (moved) throw new ProblemError(409, 'secret-needed', 'The address changes: send the secret again', [{ path: `config.${field}`, message: 'send the secret again when the address changes' }]);
-          given[field] = doc.config[field];
-        }
-      }
+      const kept = connector.secrets.filter((field) => (given[field] === undefined || given[field] === SECRET_SET) && doc.config[field] !== undefined);
+      for (const field of kept) given[field] = doc.config[field];
       set.config = configOf(connector, given, allowlist);
+      // A kept secret never goes to another address than the one it was given for (compared on the whole new config, once valid).
+      if (kept.length > 0 && JSON.stringify(connector.urls(doc.config)) !== JSON.stringify(connector.urls(set.config))) {
+        throw new ProblemError(409, 'secret-needed', 'The address changes: send the secret again', kept.map((field) => ({ path: `config.${field}`, message: 'send the secret again when the address changes' })));
+      }
       await checkDeliveryUrls(connector, set.config, allowlist);
       // Another partner list or address holds none of what the old one did: the next export sends everything.
       const where = (config: Record<string, unknown>) => JSON.stringify(Object.entries(config).filter(([field]) => !TUNING.has(field) && !connector.secrets.includes(field)).sort());

@@ -118,6 +118,11 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     const moved = await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: 'http://127.0.0.1:2/hook' } } });
     expect(moved.status).toBe(409);
     expect(moved.body.errors).toEqual([{ path: 'config.secret', message: 'send the secret again when the address changes' }]);
+    // Nor when it is sent back as shown.
+    const movedAsShown = await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: 'http://127.0.0.1:2/hook', secret: '(set)' } } });
+    expect(movedAsShown.status).toBe(409);
+    expect(movedAsShown.body.errors).toEqual([{ path: 'config.secret', message: 'send the secret again when the address changes' }]);
+    expect((await admin(`/v1/destinations/${id}`)).body.config.url).toBe('http://127.0.0.1:1/hook');
     expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
   });
 
