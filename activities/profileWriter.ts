@@ -8,7 +8,7 @@ import { identityKey, type StoredIdentityType } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
-import { foldEvent, foldOrder, hasApplied, newProfile, nextVersion, othersConsent, type ProfileDoc, type ProfileEvent } from '../domain/profile';
+import { foldEvent, foldOrder, hasApplied, newProfile, nextVersion, type ProfileDoc, type ProfileEvent } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
@@ -136,11 +136,6 @@ function inFoldOrder<B extends { events: ReadonlyArray<Pick<ProfileEvent, 'times
     .sort((a, b) => foldOrder(a.event, b.event));
 }
 
-/** A live document a link or an expiry joined to others: its person is more than itself. */
-function joinedToOthers(doc: Readonly<ProfileDoc> | undefined): boolean {
-  return !!doc && !doc.retired && (!!doc.linked || !!doc.ancestors?.length);
-}
-
 /** The activities of a partition's writer: folding routed events into the profile documents it owns. */
 export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const now = deps.now ?? (() => new Date());
@@ -262,10 +257,6 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const changed = new Map<string, ProfileDoc>();
     const duplicatesBySource = new Map<string, number>();
     const policyOf = new Map(await Promise.all([...new Set(batches.map((batch) => batch.sourceId))].map(async (id) => [id, await consentPolicy(id)] as const)));
-    // An event reaching a document linked to others is held to the person's consent: their documents are read once, for
-    // the fold and its segment changes.
-    const linkedTargets = batches.flatMap((batch) => batch.events.filter((event) => !event.consentOnly).map((event) => targets.get(event) ?? event.profileId));
-    const components = await readComponents(new Set(linkedTargets.filter((id) => linkedNow.has(id) || joinedToOthers(stored.get(id)))));
     for (const { batch, event } of inFoldOrder(batches)) {
       const target = targets.get(event) ?? event.profileId;
       // The retry guard compares with what was stored, not with this fold's own progress.
@@ -288,9 +279,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       }
       // A person who opted out is profiled no more: only consent signals still reach them (a withdrawal must).
       const optedOut = marks.optedOut({ profileId: target, ancestors: doc.ancestors });
-      const person = components.get(target);
-      const others = person ? othersConsent(person.map((member) => changed.get(member.profileId) ?? member), target) : null;
-      const outcome = foldEvent(doc, event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq }, policyOf.get(batch.sourceId)!, optedOut, others);
+      const outcome = foldEvent(doc, event, { sourceId: batch.sourceId, party: batch.party, seq: event.seq }, policyOf.get(batch.sourceId)!, optedOut);
       if (outcome === 'repeat') {
         result.duplicates++;
         duplicatesBySource.set(batch.sourceId, (duplicatesBySource.get(batch.sourceId) ?? 0) + 1);
@@ -372,7 +361,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     // the records before these are written: they name none of its documents.
     const kept = new Map([...changed].filter(([id]) => !marks.erased(id)));
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
-    await recordSegmentChanges(group, kept, stored, [...linkedNow].filter((id) => !marks.erased(id) && (stored.has(id) || kept.has(id))), components);
+    await recordSegmentChanges(group, kept, stored, [...linkedNow].filter((id) => !marks.erased(id) && (stored.has(id) || kept.has(id))));
     await recordItemChanges(group, kept, stored);
     return result;
   }
@@ -687,7 +676,6 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     changed: Map<string, ProfileDoc>,
     stored: Map<string, StoredVersion>,
     relinked: string[],
-    read: Map<string, ProfileDoc[]>,
   ): Promise<void> {
     const segments = await segmentStore.definitions();
     if (segments.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
@@ -695,8 +683,13 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const versions = new Map(segments.map((doc) => [doc._id, doc.version]));
     const evaluator = evaluatorFor(definitions);
     const at = new EvaluationTime(now());
-    const linked = [...changed.values()].filter((doc) => joinedToOthers(doc)).map((doc) => doc.profileId);
-    const components = await readComponents([...linked, ...relinked], read);
+    const components = new Map<string, ProfileDoc[]>();
+    const linked = [...changed.values()].filter((doc) => !doc.retired && (doc.linked || doc.ancestors?.length)).map((doc) => doc.profileId);
+    for (const id of [...linked, ...relinked]) {
+      if (components.has(id)) continue;
+      const component = await profileGraph.component(id);
+      for (const member of component.ids) components.set(member, component.docs);
+    }
     const changes = foldChanges({
       segments: evaluator.ids,
       evaluate: (subject) => evaluator.evaluate(withOptOut(subject, marks.optedOut(subject)), at),
@@ -712,26 +705,13 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   }
 
   /**
-   * The live documents of the people `ids` belong to (profileGraph.component), by each of their
-   * documents' ids, added to `read`: a person read already is not read again.
-   */
-  async function readComponents(ids: Iterable<string>, read = new Map<string, ProfileDoc[]>()): Promise<Map<string, ProfileDoc[]>> {
-    for (const id of ids) {
-      if (read.has(id)) continue;
-      const component = await profileGraph.component(id);
-      for (const member of component.ids) read.set(member, component.docs);
-    }
-    return read;
-  }
-
-  /**
    * The incremental path of the item model (activities/itemModel): each person whose items this
    * fold changed, with their items before and after, recorded under the attempt's write group (a
    * retry writes the same record). Documents joined to others are left to the next full build: their
    * person's items are the component's.
    */
   async function recordItemChanges(group: string, changed: Map<string, ProfileDoc>, stored: Map<string, StoredVersion>): Promise<void> {
-    const single = (doc: Readonly<ProfileDoc> | undefined) => !!doc && !doc.retired && !joinedToOthers(doc);
+    const single = (doc: Readonly<ProfileDoc> | undefined) => !!doc && !doc.retired && !doc.linked && !doc.ancestors?.length;
     const people: ItemChange[] = [];
     for (const doc of changed.values()) {
       const previous = stored.get(doc.profileId);

@@ -633,23 +633,11 @@ export type FoldOutcome = 'applied' | 'opted-out' | 'held' | 'repeat';
  * and consent signal kept, nothing else) when the document's consent, once the event's own signal is
  * in, refuses it under its source's `policy`: a withdrawal recorded earlier stands until a newer
  * signal of its kind. A document that holds no one and no consent yet takes the event its door let in.
- * `othersConsent` is the consent of the person's other documents (see mostRestrictiveConsent), for a
- * document linked to others: the event is then held to the person's consent, most restrictive, as
- * segments and exports read it — a withdrawal given on one device holds what another brings.
  */
-export function foldEvent(
-  profile: ProfileDoc,
-  event: ProfileEvent,
-  origin: EventOrigin,
-  policy: ConsentPolicy,
-  optedOut: boolean,
-  othersConsent: ProfileConsent | null = null,
-): FoldOutcome {
+export function foldEvent(profile: ProfileDoc, event: ProfileEvent, origin: EventOrigin, policy: ConsentPolicy, optedOut: boolean): FoldOutcome {
   if (optedOut || event.consentOnly) return applyEvent(profile, { ...event, consentOnly: true }, origin) ? (event.consentOnly ? 'applied' : 'opted-out') : 'repeat';
   // A new document takes the event its door let in; one that holds only consent (a rebuild's part whose first events were consent signals) does not.
-  const fresh = profile.identities.length === 0 && profile.consent === null;
-  const own = fresh && othersConsent === null ? null : consentAfter(profile.consent, event.consent, event.timestamp, origin.sourceId);
-  const after = othersConsent === null ? own : mostRestrictiveConsent(own === null ? [othersConsent] : [own, othersConsent]);
+  const after = profile.identities.length === 0 && profile.consent === null ? null : consentAfter(profile.consent, event.consent, event.timestamp, origin.sourceId);
   if (after !== null && profilingRefusal(after, policy) !== null) return holdEvent(profile, event, origin) ? 'held' : 'repeat';
   return applyEvent(profile, event, origin) ? 'applied' : 'repeat';
 }
@@ -716,15 +704,6 @@ export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConse
     result.purposes = purposes;
   }
   return result;
-}
-
-/**
- * The consent of a person's documents other than `profileId`, most restrictive (null when none holds
- * any): what an event folded into `profileId` is held to beside its own document's (see foldEvent).
- */
-export function othersConsent(docs: ReadonlyArray<Readonly<ProfileDoc>>, profileId: string): ProfileConsent | null {
-  const consents = docs.flatMap((doc) => (doc.profileId !== profileId && !doc.retired && doc.consent ? [doc.consent] : []));
-  return mostRestrictiveConsent(consents);
 }
 
 /** A merge recorded in the identity graph: the two documents an identity (or an event) joined. */

@@ -20,7 +20,6 @@ import {
   foldEvent,
   foldOrder,
   mostRestrictiveConsent,
-  othersConsent,
 } from '../../domain/profile';
 
 const CREATED_AT = new Date('2025-06-15T12:00:00.000Z');
@@ -410,36 +409,6 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     const consentOnly = profile();
     consentOnly.consent = { ...tcfConsent([1]), sourceId: 'src_web', at: at('2025-06-02T00:00:00Z') };
     expect(foldEvent(consentOnly, event({ timestamp: at('2025-06-03T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'c3' }] }), origin, DEFAULT_CONSENT_POLICY, false)).toBe('held');
-  });
-
-  it("holds an event to the person's consent when its document is linked to others: a withdrawal on one device holds what another brings, until every document grants", () => {
-    const origin = { sourceId: 'src_app', party: 'first' as const, seq: 1 };
-    const phone = newProfile('p_phone', CREATED_AT, at('2025-06-01T00:00:00Z'));
-    applyEvent(phone, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'phone' }], consent: tcfConsent([1]) }), { sourceId: 'src_web', party: 'first', seq: 0 });
-    const laptop = newProfile('p_laptop', CREATED_AT, at('2025-06-01T00:00:00Z'));
-    applyEvent(laptop, event({ timestamp: at('2025-06-02T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'laptop' }], consent: tcfConsent([1, 3, 4]) }), { sourceId: 'src_web', party: 'first', seq: 0 });
-    const retired: ProfileDoc = { ...newProfile('p_split', CREATED_AT, at('2025-06-01T00:00:00Z')), consent: { ...tcfConsent([]), sourceId: 'src_web', at: at('2025-06-01T00:00:00Z') }, retired: { rebuildId: 'r1', parts: {}, keys: {}, fallback: 'p_part' } };
-    // The person's other documents, not the one folded into, and no retired one.
-    expect(othersConsent([phone, laptop, retired], 'p_laptop')?.tcf?.purposeConsents).toEqual([1]);
-    expect(othersConsent([laptop], 'p_laptop')).toBeNull();
-    const others = othersConsent([phone, laptop], 'p_laptop');
-
-    const order = (day: string, consent?: StoredConsent) => event({ type: 'order', timestamp: at(`2025-06-${day}T00:00:00Z`), ...(consent && { consent }) });
-    expect(foldEvent(laptop, order('03'), origin, DEFAULT_CONSENT_POLICY, false)).toBe('applied');
-    expect(foldEvent(laptop, order('04'), origin, DEFAULT_CONSENT_POLICY, false, others)).toBe('held');
-    // A newer grant on this device is recorded, and still held while the other device's withdrawal stands.
-    expect(foldEvent(laptop, order('05', tcfConsent([1, 3, 4])), origin, DEFAULT_CONSENT_POLICY, false, others)).toBe('held');
-    expect(laptop.consent?.since?.tcf).toEqual(at('2025-06-05T00:00:00Z'));
-    expect(foldEvent(laptop, order('06'), origin, { ...DEFAULT_CONSENT_POLICY, mode: 'not_required' }, false, others)).toBe('applied');
-    expect(laptop.counters.order.count).toBe(2);
-    // A new document linked to the person at once: the event its door let in is held all the same.
-    const tablet = newProfile('p_tablet', CREATED_AT, at('2025-06-01T00:00:00Z'));
-    expect(foldEvent(tablet, event({ timestamp: at('2025-06-03T00:00:00Z'), identities: [{ type: 'cookie_id', value: 'tablet' }] }), origin, DEFAULT_CONSENT_POLICY, false, others)).toBe('held');
-    expect(tablet.counters).toEqual({});
-    // The phone grants again: the person's documents all consent, and the next event counts.
-    applyEvent(phone, event({ timestamp: at('2025-06-07T00:00:00Z'), consent: tcfConsent([1, 3, 4]), consentOnly: true }), { sourceId: 'src_web', party: 'first', seq: 1 });
-    expect(foldEvent(laptop, order('08'), origin, DEFAULT_CONSENT_POLICY, false, othersConsent([phone, laptop], 'p_laptop'))).toBe('applied');
-    expect(laptop.counters.order.count).toBe(3);
   });
 
   it("keeps the browser's newest Global Privacy Control: a later request without it ends the opt-out; across documents any stands", () => {
