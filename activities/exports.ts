@@ -6,7 +6,7 @@ import type { Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
 import type { Connector, ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
-import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
+import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, withoutSecrets, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
 import { combineDocuments } from '../domain/profile';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
@@ -38,7 +38,10 @@ const CHANGE_MARGIN_MS = 10_000;
 const READ_AHEAD = 6;
 /** Planned ids a worker keeps in memory for delivering and finishing its own plans (~130 MB of 36-character ids). */
 const KEEP_BATCH_IDS = 2_000_000;
-/** The longest wait between attempts, whatever the partner's Retry-After says. */
+/**
+ * The longest wait between attempts. A partner whose Retry-After asks for longer stops the export
+ * instead, and scheduled exports of the destination wait until the time it named.
+ */
 const MAX_WAIT_MS = 5 * 60_000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -74,15 +77,9 @@ export function connectorOf(destination: Pick<DestinationDoc, 'connector'>): Con
   return connector;
 }
 
-/** An error text without the connector's secrets (a partner or a library may quote a header back). */
-function redact(message: string | null, connector: Connector, config: Record<string, unknown>): string | null {
-  if (message === null) return null;
-  let text = message;
-  for (const field of connector.secrets) {
-    const secret = config[field];
-    if (typeof secret === 'string' && secret.length > 0) text = text.split(secret).join('(secret)');
-  }
-  return text;
+/** An error text without the connector's secrets (see withoutSecrets). */
+function redact(message: string, connector: Connector, config: Record<string, unknown>): string {
+  return withoutSecrets(message, connector.secrets.map((field) => config[field]).filter((secret): secret is string => typeof secret === 'string'));
 }
 
 /** Exponential backoff with jitter: 1 s, 2 s, 4 s… up to a minute. */
@@ -148,6 +145,8 @@ export function createExportActivities(deps: ExportDeps) {
     // A removal a privacy request owes is sent even to a paused destination.
     if (destination.state === 'paused' && input.trigger !== 'api' && input.trigger !== 'privacy') return null;
     if (input.trigger === 'near_real_time' && !(await changedSince(destination))) return null;
+    // The partner asked (Retry-After) to be left alone until then: a schedule's turn passes.
+    if ((input.trigger === 'schedule' || input.trigger === 'near_real_time') && destination.partnerWaitUntil && destination.partnerWaitUntil > now()) return null;
     // The same window asked for another way (the API in the same second) is another export: the next second's.
     for (let at = Math.floor(input.at / 1000) * 1000; ; at += 1000) {
       const exportId = exportIdFor(destination._id, new Date(at));
@@ -401,21 +400,29 @@ export function createExportActivities(deps: ExportDeps) {
           } catch (error) {
             if (!(error instanceof DeliveryError)) throw error;
             const last = !error.retryable || attempt >= MAX_ATTEMPTS;
-            await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'failed', attempts, rejected: 0, status: error.status, error: redact(error.message, connector, config), at: now() });
+            // Redacted on its own: the partner's answer may end in a secret cut short.
+            const message = redact(error.message, connector, config);
+            await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'failed', attempts, rejected: 0, status: error.status, error: message, at: now() });
             if (last) {
               // A refused batch leaves the others to go (removals above all); a partner still failing stops the export.
-              refusals.push(`batch ${n}: ${error.message}`);
-              if (error.retryable) stopped = `batch ${n}: ${error.message} (after ${attempt} attempts)`;
+              refusals.push(`batch ${n}: ${message}`);
+              if (error.retryable) stopped = `batch ${n}: ${message} (after ${attempt} attempts)`;
               return;
             }
-            const wait = Math.min(MAX_WAIT_MS, error.retryAfterMs ?? backoffMs(attempt));
+            if (error.retryAfterMs !== null && error.retryAfterMs > MAX_WAIT_MS) {
+              const until = new Date(now().getTime() + error.retryAfterMs);
+              await destinations.update(destination._id, { partnerWaitUntil: until });
+              stopped = `batch ${n}: ${message}; the partner asked to wait until ${until.toISOString()}`;
+              return;
+            }
+            const wait = error.retryAfterMs ?? Math.min(MAX_WAIT_MS, backoffMs(attempt));
             if (error.retryAfterMs !== null) pacer.pause(wait);
             await sleep(wait);
           }
         }
       }),
     );
-    return { confirmed, error: redact(stopped ?? (refusals.length > 0 ? refusals.join('; ').slice(0, 2000) : null), connector, config) };
+    return { confirmed, error: stopped ?? (refusals.length > 0 ? refusals.join('; ').slice(0, 2000) : null) };
   }
 
   /**

@@ -167,12 +167,29 @@ async function refusal(response: Response): Promise<DeliveryError> {
 /** Longer than this, a Retry-After is read as "much later" and capped by the caller's own limit. */
 const RETRY_AFTER_CAP_MS = 86_400_000;
 
+const IMF_FIXDATE = /^[A-Za-z]{3}, (\d{2}) ([A-Za-z]{3}) (\d{4}) (\d{2}:\d{2}:\d{2}) GMT$/;
+const RFC850_DATE = /^[A-Za-z]{6,9}, (\d{2})-([A-Za-z]{3})-(\d{2}) (\d{2}:\d{2}:\d{2}) GMT$/;
+const ASCTIME_DATE = /^[A-Za-z]{3} ([A-Za-z]{3}) ( \d|\d{2}) (\d{2}:\d{2}:\d{2}) (\d{4})$/;
+
+/** An HTTP-date in any of the three forms RFC 9110 has recipients accept, in ms since the epoch; NaN when it is none. */
+function httpDate(text: string, now: number): number {
+  const at = (day: string, month: string, year: string | number, time: string) => Date.parse(`${day.trim().padStart(2, '0')} ${month} ${year} ${time} GMT`);
+  let match = IMF_FIXDATE.exec(text);
+  if (match) return at(match[1], match[2], match[3], match[4]);
+  match = ASCTIME_DATE.exec(text);
+  if (match) return at(match[2], match[1], match[4], match[3]);
+  match = RFC850_DATE.exec(text);
+  if (!match) return NaN;
+  // A two-digit year more than 50 years ahead is of the century before (RFC 9110 §5.6.7).
+  const century = Number(match[3]) + 2000 > new Date(now).getUTCFullYear() + 50 ? 1900 : 2000;
+  return at(match[1], match[2], century + Number(match[3]), match[4]);
+}
+
 /** `Retry-After` as delay-seconds or an HTTP-date (RFC 9110), in milliseconds from now; null when absent or unreadable. */
 export function retryAfterMs(header: string | null, now = Date.now()): number | null {
   const text = header?.trim();
   if (!text) return null;
   if (/^\d+$/.test(text)) return Math.min(RETRY_AFTER_CAP_MS, Number(text) * 1000);
-  if (!/^[A-Za-z]{3}, \d{2} [A-Za-z]{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(text)) return null;
-  const at = Date.parse(text);
+  const at = httpDate(text, now);
   return Number.isNaN(at) ? null : Math.min(RETRY_AFTER_CAP_MS, Math.max(0, at - now));
 }

@@ -172,6 +172,7 @@ export const DestinationViewSchema = z
     held: z.record(z.string(), z.object({ ids: z.number().int(), uncertain: z.number().int() })).openapi({ description: 'Per segment, the ids the partner confirmed holding, and those whose last delivery is unconfirmed' }),
     lastExport: z.object({ exportId: z.string(), state: ExportStateSchema, startedAt: Iso, finishedAt: Iso.nullable() }).nullable(),
     scheduleId: z.string().nullable().openapi({ description: 'The Temporal Schedule that starts its exports' }),
+    partnerWaitUntil: Iso.nullable().openapi({ description: "Until when the partner asked (a Retry-After longer than 5 minutes) not to be sent to: scheduled and near-real-time exports skip until then" }),
     createdAt: Iso,
     updatedAt: Iso,
   })
@@ -559,4 +560,26 @@ export function toBatches(adds: readonly string[], removes: readonly string[], s
 /** Deterministic export ids: one per destination and window (the second it was asked for, or the scheduled time). */
 export function exportIdFor(destinationId: string, window: Date): string {
   return `${destinationId}-${window.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z')}`;
+}
+
+/** Of a secret cut short at the end of a text, this much or more is masked (less tells next to nothing). */
+const SECRET_PREFIX_MASKED = 4;
+
+/**
+ * A text without the given secrets (a partner or a library may quote a header back), nor the start
+ * of one where the text was cut short (a partner's answer is kept to its first 300 characters).
+ */
+export function withoutSecrets(text: string, secrets: readonly string[]): string {
+  let result = text;
+  for (const secret of secrets) {
+    if (secret.length === 0) continue;
+    result = result.split(secret).join('(secret)');
+    for (let length = Math.min(secret.length - 1, result.length); length >= SECRET_PREFIX_MASKED; length--) {
+      if (result.endsWith(secret.slice(0, length))) {
+        result = `${result.slice(0, -length)}(secret)`;
+        break;
+      }
+    }
+  }
+  return result;
 }

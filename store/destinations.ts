@@ -53,6 +53,8 @@ export interface DestinationDefinition {
   /** The share of each segment held out from the partner (domain/destinations isHeldOut); absent on destinations made before holdouts. */
   holdoutShare?: number;
   state: 'active' | 'paused';
+  /** Until when the partner asked, by a Retry-After longer than a delivery waits, not to be sent to: scheduled exports skip. */
+  partnerWaitUntil?: Date;
   /** When the partner's address last changed: exports planned before it did not send everything to the new one. */
   addressChangedAt?: Date | null;
   /** A change whose schedule update is still owed (see ScheduleSyncs). */

@@ -266,6 +266,30 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(server.applied).toHaveLength(1);
   });
 
+  it("stops an export whose partner asks (Retry-After) for longer than a delivery waits, and lets the schedule's turns pass until then; an operator's export still goes", async () => {
+    const server = await partner({ kind: 'webhook', secret: 'long-wait-secret-0123456789', faults: ['http429'], retryAfterSeconds: 3600 });
+    const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', schedule: { every: 'PT1H' }, config: { url: server.url, secret: 'long-wait-secret-0123456789' } });
+    const started = Date.now();
+    const stopped = await exportNow(id);
+    expect(stopped).toMatchObject({ state: 'failed', batchesConfirmed: 0 });
+    expect(stopped.error).toMatch(/HTTP 429.*the partner asked to wait until \d{4}-/);
+    expect(server.rateLimited).toBe(1);
+    expect(server.retryGaps).toEqual([]);
+    const view = (await admin(`/v1/destinations/${id}`)).body;
+    expect(Date.parse(view.partnerWaitUntil)).toBeGreaterThanOrEqual(started + 3_600_000 - 1000);
+
+    const handle = platform.temporal.schedule.getHandle(view.scheduleId);
+    await handle.trigger();
+    const action = await waitFor('the scheduled run', async () => (await handle.describe()).info.recentActions[0]?.action);
+    expect(await platform.temporal.workflow.getHandle(action.workflow.workflowId).result()).toEqual({ exportId: null, state: 'skipped' });
+    expect((await admin(`/v1/destinations/${id}/exports`)).body.exports).toHaveLength(1);
+    // Asked for by the operator, an export is sent all the same: the partner answers for itself.
+    const sent = await exportNow(id);
+    expect(sent).toMatchObject({ state: 'completed', batchesConfirmed: 1 });
+    expect(server.audience(segmentId)).toHaveLength(sent.adds);
+    expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
+  });
+
   it('runs exports from a Temporal Schedule per destination, paused and resumed through the API', async () => {
     const server = await partner({ kind: 'webhook', secret: 'schedule-secret-0123456789' });
     const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', schedule: { every: 'PT1H' }, config: { url: server.url, secret: 'schedule-secret-0123456789' } });

@@ -25,6 +25,7 @@ import {
   packFacts,
   PatchDestinationRequestSchema,
   toBatches,
+  withoutSecrets,
   type ExportFacts,
   type ExportPolicy,
 } from '../../domain/destinations';
@@ -478,6 +479,18 @@ describe('segment file content', () => {
 
 // ---- connectors: outbound HTTP ----------------------------------------------------------------
 
+describe('withoutSecrets', () => {
+  it('masks every secret in a text, and the start of one the text was cut short in', () => {
+    const secrets = ['tok_0123456789abcdef', 'hook-secret-0123456789'];
+    expect(withoutSecrets('HTTP 401: bad Authorization: Bearer tok_0123456789abcdef (again tok_0123456789abcdef)', secrets)).toBe('HTTP 401: bad Authorization: Bearer (secret) (again (secret))');
+    expect(withoutSecrets('HTTP 401: you sent Bearer tok_01234', secrets)).toBe('HTTP 401: you sent Bearer (secret)');
+    expect(withoutSecrets('HTTP 401: you sent hook-secret-0', secrets)).toBe('HTTP 401: you sent (secret)');
+    // Fewer than four characters of one tell next to nothing, and a text may well end so.
+    expect(withoutSecrets('HTTP 500: tok', secrets)).toBe('HTTP 500: tok');
+    expect(withoutSecrets('anything', [''])).toBe('anything');
+  });
+});
+
 describe('retryAfterMs', () => {
   const now = Date.parse('2026-06-30T12:00:00Z');
 
@@ -492,8 +505,17 @@ describe('retryAfterMs', () => {
     expect(retryAfterMs('Tue, 30 Jun 2026 11:00:00 GMT', now)).toBe(0);
   });
 
+  it("reads the obsolete forms RFC 9110 has recipients accept: RFC 850's (two-digit year) and asctime's (GMT without saying so)", () => {
+    expect(retryAfterMs('Tuesday, 30-Jun-26 12:00:30 GMT', now)).toBe(30_000);
+    expect(retryAfterMs('Tue Jun 30 12:01:00 2026', now)).toBe(60_000);
+    expect(retryAfterMs('Wed Jul  1 12:00:00 2026', now)).toBe(86_400_000);
+    // More than 50 years ahead is the century before: long past, no wait.
+    expect(retryAfterMs('Sunday, 06-Nov-94 08:49:37 GMT', now)).toBe(0);
+  });
+
   it('is null when absent or unreadable', () => {
     expect(retryAfterMs(null, now)).toBeNull();
+    expect(retryAfterMs('Tue, 31 Foo 2026 12:00:30 GMT', now)).toBeNull();
     expect(retryAfterMs('', now)).toBeNull();
     expect(retryAfterMs('soon', now)).toBeNull();
   });
