@@ -151,6 +151,16 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     return held.map((destination) => destination.id);
   }
 
+  /**
+   * Where the subject stands at the destination's partner by what it confirmed: still held, removed
+   * (`acknowledged` on the ledger), or out of reach because the destination was deleted.
+   */
+  async function removalStanding(input: { requestId: string; destinationId: string }): Promise<'held' | 'acknowledged' | 'destination_deleted'> {
+    const destination = await destinations.get(input.destinationId);
+    if (!destination) return 'destination_deleted';
+    return (await stillHeld(destination, new Set(await requests.partnerIdsOf(input.requestId, input.destinationId)))) ? 'held' : 'acknowledged';
+  }
+
   return {
     /** Finds the profile the subject's identity belongs to (its documents, through the identity graph). */
     async resolvePrivacySubject(input: { requestId: string }): Promise<{ found: boolean; profiles: number }> {
@@ -308,11 +318,11 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
       await requests.setRemoval(request._id, { ...line, state: input.state, round: input.round, exportId: input.exportId, lastError: input.error, updatedAt: new Date() });
     },
 
-    /** Whether the destination's partner still holds the subject by what it confirmed (a destination deleted holds nothing of ours to remove). */
+    removalStanding,
+
+    /** Whether the partner still holds the subject: what requests begun before `removalStanding` ask. */
     async removalPending(input: { requestId: string; destinationId: string }): Promise<boolean> {
-      const destination = await destinations.get(input.destinationId);
-      if (!destination) return false;
-      return stillHeld(destination, new Set(await requests.partnerIdsOf(input.requestId, input.destinationId)));
+      return (await removalStanding(input)) === 'held';
     },
 
     /** Closes a request with its result; the subject's identity key leaves the store with it. */

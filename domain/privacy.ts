@@ -71,8 +71,11 @@ export const STEPS_OF: Record<PrivacyRequestType, readonly PrivacyStepName[]> = 
   erase: ['resolve', 'tombstone', 'erase', 'verify', 'remove', 'complete'],
 };
 
-/** Where a partner's removal of the subject stands: planned, sent in an export, confirmed, or failed and to be tried again. */
-export const REMOVAL_STATES = ['pending', 'sent', 'acknowledged', 'failed_retrying'] as const;
+/**
+ * Where a partner's removal of the subject stands: planned, sent in an export, confirmed, failed and
+ * to be tried again — or given up because the destination was deleted (its partner cannot be told).
+ */
+export const REMOVAL_STATES = ['pending', 'sent', 'acknowledged', 'failed_retrying', 'destination_deleted'] as const;
 export type RemovalState = (typeof REMOVAL_STATES)[number];
 
 export const RemovalSchema = z

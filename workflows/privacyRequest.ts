@@ -1,4 +1,4 @@
-import { ActivityFailure, ApplicationFailure, ChildWorkflowFailure, executeChild, proxyActivities, sleep, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, ChildWorkflowFailure, executeChild, patched, proxyActivities, sleep, workflowInfo } from '@temporalio/workflow';
 import type { PrivacyActivities } from '../activities/privacy';
 import type { PrivacyRequestType, PrivacyResult } from '../domain/privacy';
 import { destinationExport } from './destinationExport';
@@ -12,6 +12,7 @@ const {
   findRemovals,
   recordRemoval,
   removalPending,
+  removalStanding,
   completePrivacyRequest,
   failPrivacyRequest,
 } = proxyActivities<PrivacyActivities>({
@@ -39,8 +40,20 @@ const MAX_ERASE_PASSES = 10;
 /** Seconds before a failed removal is sent again: 15 s, doubling, at most an hour. */
 const retryAfter = (round: number) => Math.min(3600, 15 * 2 ** (round - 1));
 
-const reason = (error: unknown) =>
-  (error instanceof ActivityFailure || error instanceof ChildWorkflowFailure) && error.cause instanceof ApplicationFailure ? error.cause.message : error instanceof Error ? error.message : String(error);
+/** The failure an activity or a child workflow failed with, through the layers that carry it. */
+function rootFailure(error: unknown): unknown {
+  let failure = error;
+  while ((failure instanceof ActivityFailure || failure instanceof ChildWorkflowFailure) && failure.cause) failure = failure.cause;
+  return failure;
+}
+
+const reason = (error: unknown) => {
+  const root = rootFailure(error);
+  return root instanceof Error ? root.message : String(root);
+};
+
+/** A removal is decided by the partner's confirmed state even when its export failed (see removeAt). */
+const REMOVAL_DECIDED_BY_STATE = 'removal-decided-by-partner-state';
 
 /**
  * One destination's removal of the subject: an export of the destination (the subject withheld, so
@@ -62,7 +75,16 @@ async function removeAt(input: PrivacyRequestInput, destinationId: string): Prom
     } catch (failure) {
       error = reason(failure);
     }
-    if (!error && !(await removalPending({ requestId: input.requestId, destinationId }))) {
+    if (patched(REMOVAL_DECIDED_BY_STATE)) {
+      // Whatever else the export met — a batch of other people refused, the destination deleted — the partner's
+      // confirmed state says whether the subject is still held there.
+      const standing = await removalStanding({ requestId: input.requestId, destinationId });
+      if (standing !== 'held') {
+        const deleted = standing === 'destination_deleted';
+        await recordRemoval({ requestId: input.requestId, destinationId, state: standing, round, exportId, error: deleted ? 'the destination was deleted: its partner was not told' : null });
+        return;
+      }
+    } else if (!error && !(await removalPending({ requestId: input.requestId, destinationId }))) {
       await recordRemoval({ requestId: input.requestId, destinationId, state: 'acknowledged', round, exportId, error: null });
       return;
     }

@@ -243,4 +243,15 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect((await admin('/v1/privacy/requests?state=lost')).status).toBe(400);
     expect((await call(`${api.url}/v1/privacy/requests`, { body: { type: 'access', identity: { type: 'email', value: ALICE_EMAIL } } })).status).toBe(401);
   });
+
+  it('ends a removal at a destination deleted while it was retrying: the ledger says its partner was not told, and the request completes', async () => {
+    partner.failNext('http400');
+    const started = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'ck-bob' } } });
+    await waitFor('the refused removal on the ledger', async () => (await admin(`/v1/privacy/requests/${started.body.id}`)).body.destinations[0]?.state === 'failed_retrying', 60_000);
+    expect((await admin(`/v1/destinations/${destinationId}`, { method: 'DELETE' })).status).toBe(204);
+    const view = await settledRequest(started.body.id);
+    expect(view).toMatchObject({ state: 'completed', error: null });
+    expect(view.destinations).toEqual([expect.objectContaining({ destinationId, state: 'destination_deleted', round: 2, lastError: 'the destination was deleted: its partner was not told' })]);
+    expect(partner.audience(segmentId)).toEqual(['ck-bob']);
+  });
 });
