@@ -282,8 +282,10 @@ export function createExportActivities(deps: ExportDeps) {
     const exp = await requireExport(exportId);
     if (exp.plan) return { ready: true, batches: exp.plan.batches };
     if (exp.state !== 'running') return { ready: true, batches: 0 };
-    const destination = await requireDestination(exp.destinationId);
+    await requireDestination(exp.destinationId);
     await claim(exp);
+    // Read once the turn is taken: taking it over finishes an abandoned export, which moves the partner's state.
+    const destination = await requireDestination(exp.destinationId);
     await marks.refresh(true);
     const connector = connectorOf(destination);
     const config = connector.config.parse(destination.config);

@@ -168,6 +168,15 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     if (missing.length > 0) throw new ProblemError(404, 'segment-not-found', 'No such segment', missing.map(({ id, index }) => ({ path: `segments.${index}`, message: `segment ${id} does not exist` })));
   }
 
+  /** A connector whose partner keeps one audience per destination takes that many segments at most. */
+  function checkSegmentCount(connector: Connector, ids: string[]): void {
+    if (connector.maxSegments !== undefined && ids.length > connector.maxSegments) {
+      throw new ProblemError(400, 'validation', 'Too many segments for the connector', [
+        { path: 'segments', message: `a ${connector.name} destination sends at most ${connector.maxSegments} segment${connector.maxSegments === 1 ? '' : 's'} to its list: make one destination per segment` },
+      ]);
+    }
+  }
+
   /** A partner id type needs the sync partner whose match table it reads. */
   async function checkPartner(idType: IdType): Promise<void> {
     const partner = partnerOfIdType(idType);
@@ -177,6 +186,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
   router.post('/v1/destinations', admin, async (req, res) => {
     const body = parseOr400(createRequest, req.body, 'destination');
     const connector = CONNECTORS[body.connector];
+    checkSegmentCount(connector, body.segments);
     await checkPartner(body.idType);
     await checkSegments(body.segments);
     const connectorConfig = body.config as Record<string, unknown>;
@@ -254,6 +264,8 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       if (where(set.config) !== where(doc.config)) set.addressChangedAt = set.updatedAt;
     }
     if (patch.segments !== undefined) {
+      const connector = Object.hasOwn(CONNECTORS, doc.connector) ? CONNECTORS[doc.connector] : undefined;
+      if (connector) checkSegmentCount(connector, patch.segments);
       await checkSegments(patch.segments);
       set.segments = patch.segments;
     }

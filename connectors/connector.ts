@@ -47,6 +47,8 @@ export interface Connector<C extends Record<string, unknown> = Record<string, un
   urls(config: C): string[];
   /** Fewest matched ids a segment must have before the partner may receive it (people-based lists). */
   minAudience?(config: C): number;
+  /** The most segments one destination may send, when its partner keeps one audience per destination (a people-based list). */
+  maxSegments?: number;
   /** Delivers one batch; resolves when the partner confirmed it, with the ids it refused inside it. Throws DeliveryError. */
   deliver(batch: ExportBatch, config: C, context: DeliveryContext): Promise<{ rejected: number }>;
 }

@@ -22,7 +22,8 @@ const SCHEMAS = { email_sha256: 'EMAIL_SHA256', phone_sha256: 'PHONE_SHA256', ph
  * SHA-256 hex of the email trimmed and lowercased, or of the phone in E.164 (`phone_sha256`, Google's
  * rule) or as digits without `+` (`phone_sha256_digits`, Meta's) — the hashes collection already
  * keeps — posted to `members:add` / `members:remove` with bearer auth. A segment with fewer
- * matched ids than `minAudience` is not sent at all (counted on the export).
+ * matched ids than `minAudience` is not sent at all (counted on the export). A destination sends one
+ * segment to its list: one destination per segment.
  */
 export const peopleList = defineConnector({
   name: 'people_list',
@@ -33,6 +34,8 @@ export const peopleList = defineConnector({
   limits: (config) => ({ batchSize: config.batchSize, requestsPerSecond: config.requestsPerSecond, concurrency: config.concurrency }),
   urls: (config) => [config.url],
   minAudience: (config) => config.minAudience,
+  // One list holds one audience: a second segment's removals would take people off the first's.
+  maxSegments: 1,
   async deliver(batch, config, { http }) {
     const schema = SCHEMAS[batch.idType as keyof typeof SCHEMAS];
     const base = `${config.url.replace(/\/$/, '')}/audiences/${config.listId}/members`;

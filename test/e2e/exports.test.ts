@@ -201,7 +201,12 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
   it('refuses a people-based list under its minimum audience, then sends SHA-256 email hashes', async () => {
     const server = await partner({ kind: 'people', token: 'list-token' });
     const config = { url: server.url, token: 'list-token', listId: 'gold_buyers', minAudience: 50 };
+    // One list, one audience: a second segment's removals would take people off the first's.
+    const two = await admin('/v1/destinations', { body: { name: 'list', connector: 'people_list', idType: 'email_sha256', config, segments: [segmentId, 'seg_another'] } });
+    expect(two.status).toBe(400);
+    expect(two.body.errors).toEqual([{ path: 'segments', message: 'a people_list destination sends at most 1 segment to its list: make one destination per segment' }]);
     const id = await createDestination({ connector: 'people_list', idType: 'email_sha256', config });
+    expect((await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { segments: [segmentId, 'seg_another'] } })).body.errors).toEqual(two.body.errors);
     const refusedExport = await exportNow(id);
     expect(refusedExport).toMatchObject({ state: 'completed', adds: 0, batches: 0 });
     expect(refusedExport.segments[0].refused).toMatch(/minimum audience of 50/);

@@ -1,7 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
 import type { Client } from '@temporalio/client';
 import { newExport } from '../../activities/exports';
-import { DestinationConsentSchema } from '../../domain/destinations';
+import { DestinationConsentSchema, isHeldOut } from '../../domain/destinations';
+import type { ProfileDoc } from '../../domain/profile';
 import { destinationExportWorkflowId } from '../../domain/workflowIds';
 import type { Store } from '../../store/db';
 import { batchId, DestinationStore } from '../../store/destinations';
@@ -19,6 +20,8 @@ describe('a worker killed mid export', () => {
   let temporal: Client;
   let partner: PartnerServer;
   const children: ChildProcess[] = [];
+  /** The profiles the first test writes: the segment `seg_all` holds them all. */
+  let docs: ProfileDoc[] = [];
 
   beforeAll(async () => {
     store = await testStore('exportkill');
@@ -35,7 +38,7 @@ describe('a worker killed mid export', () => {
   it('ends, after another worker takes over, with the partner holding exactly the segment and one applied batch per receipt', async () => {
     const random = seededRandom(11);
     const now = Date.now();
-    const docs = Array.from({ length: 3_000 }, (_, n) => syntheticProfile(n, random, now));
+    docs = Array.from({ length: 3_000 }, (_, n) => syntheticProfile(n, random, now));
     const profiles = new ProfileStore(store, 0);
     for (let start = 0; start < docs.length; start += 1000) await profiles.saveVersions(docs.slice(start, start + 1000), 'fixture');
     const at = new Date(now);
@@ -86,5 +89,58 @@ describe('a worker killed mid export', () => {
     const destination = await destinations.get('dst_kill');
     expect(destination?.held.seg_all).toMatchObject({ exportId, ids: 3000, uncertain: 0 });
     expect(await destinations.holder('dst_kill')).toBeNull();
+  }, 300_000);
+
+  it("plans after taking over from an export whose workflow ended mid delivery from what that one confirmed: the partner loses who should go", async () => {
+    const abandonedPartner = await new PartnerServer({ kind: 'webhook', secret: 'abandon-test-secret-0123456789', delayMs: 60 }).start();
+    const destinations = new DestinationStore(store);
+    const at = new Date();
+    await destinations.create({
+      _id: 'dst_abandon',
+      name: 'webhook',
+      connector: 'webhook',
+      config: { url: `${abandonedPartner.url}/hook`, secret: 'abandon-test-secret-0123456789', batchSize: 50, requestsPerSecond: 1000, concurrency: 2 },
+      segments: ['seg_all'],
+      idType: 'cookie_id',
+      schedule: null,
+      nearRealTime: false,
+      labelsAllowed: [],
+      consent: DestinationConsentSchema.parse({ tcfPurposes: [] }),
+      state: 'active',
+      createdAt: at,
+      updatedAt: at,
+    });
+    const taskQueue = uniqueName('exportabandon');
+    const env = { DMP_TASK_QUEUE: taskQueue, DMP_DESTINATION_ALLOWLIST: '127.0.0.1' };
+    children.push(spawnWorker(store, env));
+    try {
+      // The first export of the segment: its workflow is ended while it delivers, so no finish records what it confirmed.
+      const first = 'dst_abandon-20260101T000000Z';
+      await destinations.openExport(newExport(first, 'dst_abandon', false, 'api', at));
+      await startDestinationExport(temporal, store.db.databaseName, 'dst_abandon', first, false, { DMP_TASK_QUEUE: taskQueue });
+      await waitFor('delivery under way', async () => abandonedPartner.applied.length >= 10, 120_000, 20);
+      await temporal.workflow.getHandle(destinationExportWorkflowId(store.db.databaseName, first)).terminate('ended mid delivery');
+      const confirmedFirst = abandonedPartner.audience('seg_all');
+      expect(confirmedFirst.length).toBeGreaterThan(0);
+      expect(confirmedFirst.length).toBeLessThan(3000);
+
+      // Half the segment is held out from now on: whoever the first export sent of that half must go.
+      await destinations.update('dst_abandon', { holdoutShare: 0.5 });
+      const second = 'dst_abandon-20260101T000100Z';
+      await destinations.openExport(newExport(second, 'dst_abandon', false, 'api', new Date(at.getTime() + 60_000)));
+      await startDestinationExport(temporal, store.db.databaseName, 'dst_abandon', second, false, { DMP_TASK_QUEUE: taskQueue });
+      await temporal.workflow.getHandle(destinationExportWorkflowId(store.db.databaseName, second)).result();
+
+      expect(await destinations.getExport(first)).toMatchObject({ state: 'failed', error: 'abandoned: its workflow ended before it finished' });
+      const done = await destinations.getExport(second);
+      expect(done).toMatchObject({ state: 'completed', error: null });
+      const kept = docs.filter((doc) => !isHeldOut('dst_abandon', doc.profileId, 0.5)).map((doc) => doc.identities.find((identity) => identity.type === 'cookie_id')!.value).sort();
+      expect(kept.length).toBeGreaterThan(1000);
+      expect(kept.length).toBeLessThan(2000);
+      expect(abandonedPartner.audience('seg_all')).toEqual(kept);
+      expect(done?.plan?.segments[0].before).toMatchObject({ exportId: first });
+    } finally {
+      await abandonedPartner.stop();
+    }
   }, 300_000);
 });
