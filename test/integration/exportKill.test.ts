@@ -15,6 +15,25 @@ import { seededRandom } from '../support/random';
 import { syntheticProfile } from '../support/segmentFixtures';
 import { testStore, testTemporal, uniqueName, waitFor } from '../support/services';
 
+/** A webhook destination of segment `seg_all` to `partner`, in small batches so that delivery takes a while. */
+function createWebhookDestination(destinations: DestinationStore, id: string, partner: PartnerServer, at: Date): Promise<boolean> {
+  return destinations.create({
+    _id: id,
+    name: 'webhook',
+    connector: 'webhook',
+    config: { url: `${partner.url}/hook`, secret: partner.options.secret, batchSize: 50, requestsPerSecond: 1000, concurrency: 2 },
+    segments: ['seg_all'],
+    idType: 'cookie_id',
+    schedule: null,
+    nearRealTime: false,
+    labelsAllowed: [],
+    consent: DestinationConsentSchema.parse({ tcfPurposes: [] }),
+    state: 'active',
+    createdAt: at,
+    updatedAt: at,
+  });
+}
+
 describe('a worker killed mid export', () => {
   let store: Store;
   let temporal: Client;
@@ -44,21 +63,7 @@ describe('a worker killed mid export', () => {
     const at = new Date(now);
     await new SegmentStore(store).create({ _id: 'seg_all', name: 'All', description: null, taxonomyPath: null, ruleJson: JSON.stringify({ identity: 'cookie_id' }), schedule: null, version: 1, createdAt: at, updatedAt: at, current: null, lastRun: null });
     const destinations = new DestinationStore(store);
-    await destinations.create({
-      _id: 'dst_kill',
-      name: 'webhook',
-      connector: 'webhook',
-      config: { url: `${partner.url}/hook`, secret: 'kill-test-secret-0123456789', batchSize: 50, requestsPerSecond: 1000, concurrency: 2 },
-      segments: ['seg_all'],
-      idType: 'cookie_id',
-      schedule: null,
-      nearRealTime: false,
-      labelsAllowed: [],
-      consent: DestinationConsentSchema.parse({ tcfPurposes: [] }),
-      state: 'active',
-      createdAt: at,
-      updatedAt: at,
-    });
+    await createWebhookDestination(destinations, 'dst_kill', partner, at);
 
     const taskQueue = uniqueName('exportkill');
     const env = { DMP_TASK_QUEUE: taskQueue, DMP_DESTINATION_ALLOWLIST: '127.0.0.1' };
@@ -95,21 +100,7 @@ describe('a worker killed mid export', () => {
     const abandonedPartner = await new PartnerServer({ kind: 'webhook', secret: 'abandon-test-secret-0123456789', delayMs: 60 }).start();
     const destinations = new DestinationStore(store);
     const at = new Date();
-    await destinations.create({
-      _id: 'dst_abandon',
-      name: 'webhook',
-      connector: 'webhook',
-      config: { url: `${abandonedPartner.url}/hook`, secret: 'abandon-test-secret-0123456789', batchSize: 50, requestsPerSecond: 1000, concurrency: 2 },
-      segments: ['seg_all'],
-      idType: 'cookie_id',
-      schedule: null,
-      nearRealTime: false,
-      labelsAllowed: [],
-      consent: DestinationConsentSchema.parse({ tcfPurposes: [] }),
-      state: 'active',
-      createdAt: at,
-      updatedAt: at,
-    });
+    await createWebhookDestination(destinations, 'dst_abandon', abandonedPartner, at);
     const taskQueue = uniqueName('exportabandon');
     const env = { DMP_TASK_QUEUE: taskQueue, DMP_DESTINATION_ALLOWLIST: '127.0.0.1' };
     children.push(spawnWorker(store, env));
