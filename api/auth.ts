@@ -38,8 +38,12 @@ declare module 'express-serve-static-core' {
   }
 }
 
-/** Where a route accepts the write key: `Authorization: Bearer`, HTTP Basic user, or the `writeKey` query parameter (tags, pixels). */
-export type WriteKeyCarrier = 'bearer' | 'basic' | 'query';
+/**
+ * Where a route accepts the write key: `Authorization: Bearer`, HTTP Basic user, the `writeKey` query
+ * parameter (tags, pixels), or the JSON body's `writeKey` (the Segment API's writeKey authentication;
+ * the body must be parsed first).
+ */
+export type WriteKeyCarrier = 'bearer' | 'basic' | 'query' | 'body';
 
 /**
  * Resolves write keys to their sources. Keys are looked up by hash and remembered briefly, so the
@@ -68,27 +72,54 @@ export class WriteKeys {
     return source;
   }
 
-  /** The write key a request carries in one of `carriers`, or null. */
-  static keyOf(req: Request, carriers: readonly WriteKeyCarrier[]): string | null {
+  /** The write keys a request carries in `carriers`, in their order, each once. */
+  static keysOf(req: Request, carriers: readonly WriteKeyCarrier[]): string[] {
+    const keys: string[] = [];
     for (const carrier of carriers) {
+      const body = req.body as { writeKey?: unknown } | undefined;
       const key =
-        carrier === 'bearer' ? bearer(req.headers.authorization) : carrier === 'basic' ? basicUser(req.headers.authorization) : typeof req.query.writeKey === 'string' ? req.query.writeKey : null;
-      if (key) return key;
+        carrier === 'bearer'
+          ? bearer(req.headers.authorization)
+          : carrier === 'basic'
+            ? basicUser(req.headers.authorization)
+            : carrier === 'query'
+              ? typeof req.query.writeKey === 'string' ? req.query.writeKey : null
+              : body && typeof body === 'object' && typeof body.writeKey === 'string' ? body.writeKey : null;
+      if (key && !keys.includes(key)) keys.push(key);
     }
-    return null;
+    return keys;
   }
 
-  /** Middleware: sets `req.source` or answers 401 naming where the key was expected. */
+  /** The write key a request carries in one of `carriers` (the first), or null. */
+  static keyOf(req: Request, carriers: readonly WriteKeyCarrier[]): string | null {
+    return WriteKeys.keysOf(req, carriers)[0] ?? null;
+  }
+
+  /**
+   * Middleware: sets `req.source` or answers 401 naming where the key was expected. Of several keys
+   * (a Segment SDK under OAuth sends its access token as the Bearer and the write key in the body),
+   * the first a source has counts.
+   */
   require(carriers: readonly WriteKeyCarrier[] = ['bearer']): RequestHandler {
-    const expected = carriers.map((c) => (c === 'bearer' ? '"Authorization: Bearer <write key>"' : c === 'basic' ? 'HTTP Basic with the write key as user' : 'the writeKey query parameter')).join(' or ');
+    const names: Record<WriteKeyCarrier, string> = {
+      bearer: '"Authorization: Bearer <write key>"',
+      basic: 'HTTP Basic with the write key as user',
+      query: 'the writeKey query parameter',
+      body: "the body's writeKey",
+    };
+    const expected = carriers.map((carrier) => names[carrier]).join(' or ');
     const path = carriers.includes('query') && carriers.length === 1 ? 'query.writeKey' : 'headers.authorization';
     return async (req, _res, next) => {
-      const key = WriteKeys.keyOf(req, carriers);
-      if (!key) throw new ProblemError(401, 'unauthorized', 'Missing write key', [{ path, message: `expected ${expected}` }]);
-      const source = await this.resolve(key);
-      if (!source) throw new ProblemError(401, 'unknown-write-key', 'Unknown write key', [{ path, message: 'no source has this write key' }]);
-      req.source = source;
-      next();
+      const keys = WriteKeys.keysOf(req, carriers);
+      if (keys.length === 0) throw new ProblemError(401, 'unauthorized', 'Missing write key', [{ path, message: `expected ${expected}` }]);
+      for (const key of keys) {
+        const source = await this.resolve(key);
+        if (source) {
+          req.source = source;
+          return next();
+        }
+      }
+      throw new ProblemError(401, 'unknown-write-key', 'Unknown write key', [{ path, message: 'no source has this write key' }]);
     };
   }
 }

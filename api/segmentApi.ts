@@ -86,25 +86,26 @@ async function collectMessages(
 
 /**
  * The Segment HTTP Tracking API (which RudderStack implements too), so their server SDKs send here
- * unchanged: the write key as the HTTP Basic user (or a Bearer token), `{"success": true}` back.
+ * unchanged: the write key as the HTTP Basic user (or a Bearer token, or the body's `writeKey`), `{"success": true}` back.
  */
 export function segmentApiRouter(deps: RouterDeps): Router {
   const { writeKeys } = deps;
   const router = Router();
-  const auth = writeKeys.require(['basic', 'bearer']);
+  // The body is parsed first: a message may carry the write key itself (Segment's writeKey authentication).
+  const auth = writeKeys.require(['basic', 'bearer', 'body']);
   // Bodies the app's JSON parser leaves, such as RudderStack's gzipped JSON sent as a form, are read here whatever their type.
   const parse = express.json({ type: () => true, limit: MAX_BATCH_BYTES });
   const body: RequestHandler = (req, res, next) => parse(req, res, (error?: unknown) => (error ? next(error) : jsonDepthLimit(req, res, next)));
   const batchRequest = segmentBatchSchema();
 
-  router.post('/v1/batch', auth, body, async (req, res) => {
+  router.post('/v1/batch', body, auth, async (req, res) => {
     const bodyBytes = checkBodySize(req);
     const envelope = parseOr400(batchRequest, req.body, 'batch request');
     res.json(await collectMessages(deps, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context, bodyBytes }, sentGpc(req)));
   });
 
   for (const type of MESSAGE_TYPES) {
-    router.post(`/v1/${type}`, auth, body, async (req, res) => {
+    router.post(`/v1/${type}`, body, auth, async (req, res) => {
       const bodyBytes = checkBodySize(req);
       // The JSON parser reads an empty body as `{}`: a message never sent is not an empty one.
       if (!bodySent(req) || typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) {

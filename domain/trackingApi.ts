@@ -137,7 +137,7 @@ export function segmentBatchSchema() {
       sentAt: Iso.nullish().openapi({ description: "Send time by the sender's clock, for messages without their own" }),
       context: Fields.openapi({ description: 'Context for every message; a message\'s own context fields win (objects such as `device` merged one level deep)' }),
     })
-    .openapi('SegmentBatch', { description: 'Other fields (writeKey, integrations, …) are accepted and ignored: the write key is read from the Authorization header' });
+    .openapi('SegmentBatch', { description: "Other fields (integrations, …) are accepted and ignored. `writeKey` is the source's write key when no Authorization header names a source (Segment's writeKey authentication)" });
 }
 
 export const SegmentResponseSchema = CollectResponseSchema.extend({

@@ -371,6 +371,16 @@ describe('the Segment tracking API, with the real Segment and RudderStack SDKs',
     expect(errors.map((error) => error.response?.status)).toEqual([401]);
   });
 
+  it("takes the write key from the body (Segment's writeKey authentication), alone or beside an OAuth access token in the Authorization header", async () => {
+    const message = (n: number) => ({ type: 'track', event: 'Body Key', anonymousId: `body-key-${n}`, messageId: `body-key-${n}` });
+    expect(await post('/v1/track', { ...message(1), writeKey }, {})).toMatchObject({ status: 200, body: { success: true } });
+    expect(await post('/v1/batch', { batch: [message(2)], writeKey }, { authorization: 'Bearer an-oauth-access-token' })).toMatchObject({ status: 200, body: { success: true, accepted: 1 } });
+    expectProblem(await post('/v1/track', { ...message(3), writeKey: 'wk_not_a_key' }, {}), 401, 'unknown-write-key', 'headers.authorization');
+    await allFolded(2);
+    expect((await lookup('cookie_id', 'body-key-1')).counters['Body Key'].count).toBe(1);
+    expect((await lookup('cookie_id', 'body-key-2')).counters['Body Key'].count).toBe(1);
+  });
+
   it('documents every route with the Basic write-key scheme and each status it answers', async () => {
     const doc = (await call(`${api.url}/openapi.json`)).body;
     expect(doc.components.securitySchemes.writeKeyBasic).toEqual(expect.objectContaining({ type: 'http', scheme: 'basic' }));
