@@ -182,9 +182,11 @@ export type SourceStatus = z.infer<typeof SourceStatusSchema>;
 /** Ids of one type an event may carry: two, as an alias joins a person's earlier id to the new one (more would pass the caps per type unchecked). */
 export const MAX_IDS_PER_TYPE = 2;
 
-const Scalar = z.union([storableText(1024), z.number().finite(), z.boolean(), z.null()]);
+/** The longest text a trait or property value holds. */
+export const FLAT_TEXT_MAX = 1024;
+const Scalar = z.union([storableText(FLAT_TEXT_MAX), z.number().finite(), z.boolean(), z.null()]);
 /** Flat values only: the store refuses nested arrays, and flat values are what segment rules test. */
-const FlatValue = z.union([Scalar, z.array(z.union([storableText(1024), z.number().finite(), z.boolean()])).max(100)]);
+const FlatValue = z.union([Scalar, z.array(z.union([storableText(FLAT_TEXT_MAX), z.number().finite(), z.boolean()])).max(100)]);
 const FieldName = z.string().min(1).max(128);
 
 export const ConsentInputSchema = z

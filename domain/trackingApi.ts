@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { IDENTITY_TRAITS, zodIssuesToFieldErrors, type FieldError } from './collect';
 import { maidProblem, type InputIdentityType } from './identity';
 import { isRecord } from './records';
-import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
+import { CollectResponseSchema, FLAT_TEXT_MAX, type ConsentInput, type EventInput } from './schemas';
 import { nameText } from './text';
 
 /**
@@ -246,6 +246,16 @@ class FlatFields {
   }
 }
 
+/**
+ * What a browser reports of its page (URL, referrer, search, title) is the visitor's, not the
+ * sender's to fit: a text longer than a property holds (a URL with click ids) is cut to it, as the
+ * JS tag cuts it, instead of refusing the page view.
+ */
+function pageContext(page: Record<string, unknown> | null | undefined): Record<string, unknown> | null | undefined {
+  if (!page || !Object.values(page).some((value) => typeof value === 'string' && value.length > FLAT_TEXT_MAX)) return page;
+  return Object.fromEntries(Object.entries(page).map(([name, value]) => [name, typeof value === 'string' && value.length > FLAT_TEXT_MAX ? value.slice(0, FLAT_TEXT_MAX) : value]));
+}
+
 /** Reserved traits that are identities (the collector's): taken out of the traits, so the raw value is never kept. */
 const IDENTITY_TRAIT_NAMES = IDENTITY_TRAITS.map(([name]) => name);
 
@@ -394,7 +404,7 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
   const properties = new FlatFields(origins, 'properties');
   if (message.type === 'track') properties.add(message.properties, 'properties');
   if (message.type === 'page' || message.type === 'screen') {
-    properties.add(context.page, 'context.page');
+    properties.add(pageContext(context.page), 'context.page');
     properties.add(message.properties, 'properties');
     if (message.name != null) properties.set('name', message.name, 'name');
     if (message.category != null) properties.set('category', message.category, 'category');

@@ -315,4 +315,15 @@ describe('limits', () => {
     const over = { ...under, properties: { text: 'é'.repeat(MAX_MESSAGE_BYTES / 2) } };
     expect(refusedPaths(over)).toEqual(['properties']);
   });
+
+  it("cuts a page's URL, referrer or title longer than a property holds, as the JS tag does, instead of refusing the page view; a sender's own property is still refused", () => {
+    const url = `https://shop.example/landing?gclid=${'g'.repeat(1500)}`;
+    const page = { type: 'page', anonymousId: 'a', name: 'Landing', context: { page: { url, referrer: 'https://search.example/', title: 't'.repeat(2000) } } };
+    expect(collectorPaths(page)).toEqual([]);
+    const properties = mapped(page).properties as Record<string, string>;
+    expect(properties.url).toBe(url.slice(0, 1024));
+    expect(properties.title).toHaveLength(1024);
+    expect(properties.referrer).toBe('https://search.example/');
+    expect(collectorPaths({ type: 'track', event: 'x', anonymousId: 'a', properties: { note: 'n'.repeat(1025) } })).toEqual(['properties.note']);
+  });
 });
