@@ -1,7 +1,7 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
-import { auc, definingFeatures, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLASS, MIN_FEATURE_SUPPORT, retrainRunId, scoreRow, trainLogistic, type TrainingRow } from '../domain/lookalike';
+import { auc, definingFeatures, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLASS, MIN_FEATURE_SUPPORT, MIN_SEED_MEMBERS, retrainRunId, scoreRow, trainLogistic, type TrainingRow } from '../domain/lookalike';
 import { featuresOf, MAX_MODEL_FEATURES } from '../domain/scoreModel';
 import type { Rule, SubjectNeeds } from '../domain/segmentRules';
 import type { Store } from '../store/db';
@@ -112,11 +112,20 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     if (positives.length === 0 || negatives.length === 0) {
       throw ApplicationFailure.nonRetryable(positives.length === 0 ? 'the seed has no members in the base' : 'the base has no profiles outside the seed', 'NothingToLearn');
     }
+    if (positives.length < MIN_SEED_MEMBERS) {
+      throw ApplicationFailure.nonRetryable(`the seed has ${positives.length} members in the base: a model is trained on ${MIN_SEED_MEMBERS} at least`, 'NothingToLearn');
+    }
     const sampled = (list: string[]) => list.filter((id) => hashUnit(id, `sample:${run._id}`) < MAX_PER_CLASS / list.length);
     const labelled = [...sampled(positives).map((id) => ({ id, label: 1 as const })), ...sampled(negatives).map((id) => ({ id, label: 0 as const }))];
     const isHoldout = (id: string) => hashUnit(id, `holdout:${run._id}`) < HOLDOUT_SHARE;
     const training = labelled.filter((row) => !isHoldout(row.id));
     const holdout = labelled.filter((row) => isHoldout(row.id));
+    // A seed (or base) so small that the holdout took all of it leaves one class to learn: such a model would take everyone.
+    for (const [label, name] of [[1, 'seed'], [0, 'base outside the seed']] as const) {
+      if (!training.some((row) => row.label === label)) {
+        throw ApplicationFailure.nonRetryable(`too few profiles in the ${name} to learn from: none is left once ${HOLDOUT_SHARE * 100}% are held out to measure the model`, 'NothingToLearn');
+      }
+    }
 
     // Features too rare in training carry no weight (their index maps to none).
     const support = new Int32Array(names.length);
@@ -133,6 +142,8 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
       .filter(([, weight]) => weight !== 0)
       .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]) || (keptNames[a[0]] < keptNames[b[0]] ? -1 : 1))
       .slice(0, MAX_MODEL_FEATURES);
+    // No feature tells the seed apart (too few of them, or none seen often enough): a rule of the intercept alone would take everyone.
+    if (stated.length === 0) throw ApplicationFailure.nonRetryable('no feature tells the seed apart from the base: nothing to score others by', 'NothingToLearn');
     const statedModel = { intercept: model.intercept, weights: new Float64Array(keptNames.length) };
     for (const [f, weight] of stated) statedModel.weights[f] = weight;
     const score = (id: string) => scoreRow(statedModel, rowOf({ id, label: 0 }).features);

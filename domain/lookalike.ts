@@ -19,6 +19,8 @@ export const MIN_FEATURE_SUPPORT = 5;
 export const MAX_PER_CLASS = 20_000;
 /** The share of training profiles held out to measure the AUC on. */
 export const HOLDOUT_SHARE = 0.2;
+/** Fewest seed members in the base a model is trained on: fewer tell nothing, and may all fall in the holdout. */
+export const MIN_SEED_MEMBERS = 10;
 const ITERATIONS = 300;
 const LEARNING_RATE = 0.5;
 const L2 = 1e-3;

@@ -168,6 +168,16 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     expect(started.map((event) => event.activityTaskStartedEventAttributes?.attempt)).toEqual([1, 1]);
   });
 
+  it('fails, naming why, when the seed is too small to learn from (a model of it would take everyone)', async () => {
+    // Buyers in the north who do not read the alpine magazine: every 120th person, 9 of them.
+    const rule = { all: [{ event: 'gear_purchase' }, { trait: 'region', op: 'eq', value: 'north' }, { not: { trait: 'magazine', op: 'eq', value: 'alpine' } }] };
+    const few = (await admin('/v1/segments', { body: { name: 'Northern buyers, not alpine', rule } })).body.id;
+    expect((await settled(few)).size).toBe(9);
+    const run = await lookalike(few, { reach: 50 });
+    expect(run).toMatchObject({ state: 'failed', segmentId: null });
+    expect(run.error).toContain('the seed has 9 members in the base: a model is trained on 10 at least');
+  });
+
   it('refuses what it cannot run, naming the field', async () => {
     const both = await admin(`/v1/segments/${seeds.buyers}/lookalike`, { body: { reach: 10, accuracy: 0.5 } });
     expect(both.status).toBe(400);
