@@ -182,7 +182,12 @@ export function createFeedActivities(deps: FeedDeps) {
         };
         const stream = file.open();
         try {
-          await staging.readFile(feedRecords(stream, file.path, source.feed), readHeader, { file: file.label, lineNumbers: source.feed.format === 'ndjson' });
+          await staging.readFile(feedRecords(stream, source.feed), readHeader, { file: file.label, lineNumbers: source.feed.format === 'ndjson' });
+        } catch (error) {
+          // A folder's file refused whole (a header the mapping does not fit, an empty file) stages nothing: the others import, it
+          // is listed with the rejections, and is read again only once it changes. (A URL feed's one file fails its pull.)
+          if (!('files' in found && error instanceof FileRefused)) throw error;
+          staging.refuseFile(file.label ?? file.path, error.errors);
         } finally {
           stream.destroy(); // a file left unread (a refused header, a broken row) is let go of
         }

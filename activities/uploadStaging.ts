@@ -140,6 +140,11 @@ export class UploadStaging {
     await this.stage(reader, rows, file);
   }
 
+  /** One file of several refused whole (its header does not fit, it is empty): listed with the rejections, its header as the row. */
+  refuseFile(file: string, errors: FieldError[]): void {
+    if (this.rejections.length < UPLOAD_REJECTIONS_KEPT) this.rejections.push({ file, row: 1, errors });
+  }
+
   private async stage(reader: RowReader, rows: NumberedRow[], file: string | undefined): Promise<void> {
     const prepared = await reader.prepare(rows);
     this.counts.received += rows.length;

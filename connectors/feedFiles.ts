@@ -13,8 +13,8 @@ import { describeFailure } from './outbound';
 /** A line longer than this is refused: a file without line breaks must not be read into one string. */
 const MAX_LINE_CHARS = 1_048_576;
 
-/** Names of files still being written by the usual conventions (and hidden files): never read. */
-const IN_PROGRESS = /^\.|\.(tmp|part|partial|crdownload)$/i;
+/** Names of files still being written by the usual conventions, hidden files and job markers (Hadoop's and Spark's `_SUCCESS`): never read. */
+const NOT_DATA = /^[._]|\.(tmp|part|partial|crdownload)$/i;
 
 /** Remembers whether the last byte through was a line break: a file cut off mid-row ends without one. */
 class LastByte extends Transform {
@@ -39,18 +39,44 @@ async function* transferred(body: Readable): AsyncGenerator<Buffer> {
   }
 }
 
-/** A feed file's bytes as the text of its format: `.gz` files decompressed, a body that is not gzip ending the reading. */
-function feedText(body: Readable, name: string): { text: Readable; tail: LastByte } {
-  const tail = new LastByte();
-  const bytes = Readable.from(transferred(body));
-  bytes.on('error', (error) => tail.destroy(error));
-  if (/\.gz$/i.test(name)) {
-    const gunzip = createGunzip();
-    gunzip.on('error', (error) => tail.destroy(new FileUnreadable('(body)', `not gzip: ${error.message}`)));
-    bytes.pipe(gunzip).pipe(tail);
-  } else {
-    bytes.pipe(tail);
+/** gzip's first two bytes: no CSV or JSON text starts with them. */
+const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
+
+/**
+ * A body's bytes, inflated when they are gzip — told by their first bytes, not the file's name, as a
+ * `.gz` file served with `Content-Encoding: gzip` arrives inflated already — a gzip stream that breaks
+ * off ending the reading.
+ */
+async function* inflated(body: Readable): AsyncGenerator<Buffer> {
+  const chunks = transferred(body);
+  let head = Buffer.alloc(0);
+  while (head.length < GZIP_MAGIC.length) {
+    const next = await chunks.next();
+    if (next.done) break;
+    head = Buffer.concat([head, next.value]);
   }
+  async function* all(): AsyncGenerator<Buffer> {
+    if (head.length > 0) yield head;
+    yield* chunks;
+  }
+  if (!head.subarray(0, GZIP_MAGIC.length).equals(GZIP_MAGIC)) return yield* all();
+  const gunzip = createGunzip();
+  const compressed = Readable.from(all());
+  compressed.on('error', (error) => gunzip.destroy(error));
+  compressed.pipe(gunzip);
+  try {
+    for await (const chunk of gunzip) yield chunk as Buffer;
+  } catch (error) {
+    throw error instanceof FileUnreadable ? error : new FileUnreadable('(body)', `not gzip: ${(error as Error).message}`);
+  }
+}
+
+/** A feed file's text (see `inflated`), and whether it ended with a line break. */
+function feedText(body: Readable): { text: Readable; tail: LastByte } {
+  const tail = new LastByte();
+  const bytes = Readable.from(inflated(body));
+  bytes.on('error', (error) => tail.destroy(error));
+  bytes.pipe(tail);
   return { text: tail, tail };
 }
 
@@ -59,8 +85,8 @@ function feedText(body: Readable, name: string): { text: Readable; tail: LastByt
  * break after it is a file cut off mid-row: the whole file is refused as unreadable (and its pull
  * retried) rather than its last row taken for a row.
  */
-async function* csvRecords(body: Readable, name: string, feed: FeedConfig): AsyncGenerator<string[]> {
-  const { text, tail } = feedText(body, name);
+async function* csvRecords(body: Readable, feed: FeedConfig): AsyncGenerator<string[]> {
+  const { text, tail } = feedText(body);
   const parser = parse(crmCsvOptions(feed.mapping));
   text.on('error', (error) => parser.destroy(error));
   // Errors reach the loop below through the iterator; this keeps a late one from going unhandled.
@@ -102,13 +128,15 @@ async function* lines(text: Readable): AsyncGenerator<string> {
  * header), then each line's object read by those names. A line that is not a JSON object (a file
  * cut off inside its last line is one) makes the whole file unreadable.
  */
-async function* ndjsonRecords(body: Readable, name: string, feed: FeedConfig): AsyncGenerator<string[]> {
+async function* ndjsonRecords(body: Readable, feed: FeedConfig): AsyncGenerator<string[]> {
   const names = feedColumnNames(feed);
   yield names;
   const separator = feed.taxonomy?.separator ?? '|';
   let line = 0;
-  for await (const text of lines(feedText(body, name).text)) {
+  for await (const read of lines(feedText(body).text)) {
     line++;
+    // A byte-order mark before the first line, as CSV files are read with.
+    const text = line === 1 && read.startsWith('\uFEFF') ? read.slice(1) : read;
     if (text.trim() === '') {
       yield [''];
       continue;
@@ -125,8 +153,8 @@ async function* ndjsonRecords(body: Readable, name: string, feed: FeedConfig): A
 }
 
 /** A feed file's records in its format, the header first (NDJSON: the names the feed reads). */
-export function feedRecords(body: Readable, name: string, feed: FeedConfig): AsyncGenerator<string[]> {
-  return feed.format === 'ndjson' ? ndjsonRecords(body, name, feed) : csvRecords(body, name, feed);
+export function feedRecords(body: Readable, feed: FeedConfig): AsyncGenerator<string[]> {
+  return feed.format === 'ndjson' ? ndjsonRecords(body, feed) : csvRecords(body, feed);
 }
 
 /** The drop folder of a feed, resolved under the root and refused when a link leads out of it. */
@@ -141,18 +169,19 @@ export async function feedFolder(root: string, folder: string): Promise<string> 
   return dir;
 }
 
-/** The files of a drop folder, oldest first: plain files only (no links, no hidden or half-written ones). */
+/** The files of a drop folder, oldest first: plain files only (no links, no hidden, empty, half-written ones or job markers). */
 export async function listFeedFiles(dir: string): Promise<FeedFile[]> {
   const entries = await readdir(dir, { withFileTypes: true });
   const files = await Promise.all(
     entries
-      .filter((entry) => entry.isFile() && !IN_PROGRESS.test(entry.name))
+      .filter((entry) => entry.isFile() && !NOT_DATA.test(entry.name))
       .map(async (entry) => {
         const info = await stat(join(dir, entry.name));
         return { name: entry.name, size: info.size, modifiedAt: new Date(Math.floor(info.mtimeMs)) };
       }),
   );
-  return files.sort((a, b) => a.modifiedAt.getTime() - b.modifiedAt.getTime() || (a.name < b.name ? -1 : 1));
+  // An empty file is nothing yet (just made, its writer about to write): it is read once it holds something.
+  return files.filter((file) => file.size > 0).sort((a, b) => a.modifiedAt.getTime() - b.modifiedAt.getTime() || (a.name < b.name ? -1 : 1));
 }
 
 export function openFeedFile(dir: string, file: FeedFile): Readable {

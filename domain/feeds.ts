@@ -131,14 +131,31 @@ function providerSegmentsTrait(provider: string): string {
 
 const INTEGER = /^-?\d+$/;
 const DECIMAL = /^-?\d+(\.\d+)?$/;
+/** An ISO 8601 date, or date and time with an optional fraction and offset. */
+const ISO_TIME = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+/** The time an ISO 8601 cursor value names, or NaN. */
+function cursorTime(value: string): number {
+  return ISO_TIME.test(value) ? Date.parse(value.replace(' ', 'T')) : NaN;
+}
 
 /**
- * Orders cursor values: numbers by value (integers exactly, however long), anything else as text —
- * which orders ISO 8601 timestamps written alike (`2026-03-01T09:00:00Z`) by time.
+ * What a cursor value must be: a number, or an ISO 8601 date or time. Text ordered as text would let
+ * one stray cell (`N/A`, a shifted column) sort past every time and stall the feed.
+ */
+export function cursorValueProblem(value: string): string | null {
+  return DECIMAL.test(value) || !Number.isNaN(cursorTime(value)) ? null : 'is not a number or an ISO 8601 date or time, so it cannot order rows';
+}
+
+/**
+ * Orders cursor values: numbers by value (integers exactly, however long), ISO 8601 times by the
+ * time they name (`…09:00:00.5Z` after `…09:00:00Z`, offsets counted), anything else as text.
  */
 export function compareCursors(a: string, b: string): number {
   if (INTEGER.test(a) && INTEGER.test(b)) return Math.sign(Number(BigInt(a) - BigInt(b)));
   if (DECIMAL.test(a) && DECIMAL.test(b)) return Math.sign(Number(a) - Number(b));
+  const [at, bt] = [cursorTime(a), cursorTime(b)];
+  if (!Number.isNaN(at) && !Number.isNaN(bt) && at !== bt) return Math.sign(at - bt);
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
@@ -159,7 +176,9 @@ export function laterCursor(a: string | null, b: string | null): string | null {
   return compareCursors(a, b) >= 0 ? a : b;
 }
 
-const CursorValue = storableText(256).min(1);
+const CursorValue = storableText(256)
+  .min(1)
+  .refine((value) => cursorValueProblem(value) === null, 'must be a number or an ISO 8601 date or time');
 
 export const BackfillRequestSchema = z
   .object({
@@ -267,6 +286,8 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
   if (columns.cursor) {
     const cursor = fields[columns.cursor.index].trim();
     if (cursor === '') return { errors: [{ path: columns.cursor.column, message: 'is empty: every row needs its cursor value' }] };
+    const problem = cursorValueProblem(cursor);
+    if (problem !== null) return { errors: [{ path: columns.cursor.column, message: problem }] };
     if (!inCursorWindow(cursor, window)) return { skipped: true };
   }
   const identities: EventInput['identities'] = {};
@@ -306,10 +327,15 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
   return unmatched ? { event, unmatched: true } : { event };
 }
 
-/** The cursor value of a row the pull reads (in its window), or null: how far a pull has read, whatever became of the row. */
+/**
+ * The cursor value of a row the pull reads (in its window), or null: how far a pull has read, whatever
+ * became of the row — unless the row is not one to trust it from (its fields do not fit the header,
+ * or its value is no cursor value).
+ */
 export function rowCursor(fields: string[], columns: FeedColumns, window: CursorWindow): string | null {
-  const value = columns.cursor ? (fields[columns.cursor.index] ?? '').trim() : '';
-  return value !== '' && inCursorWindow(value, window) ? value : null;
+  if (!columns.cursor || fields.length !== columns.width) return null;
+  const value = fields[columns.cursor.index].trim();
+  return value !== '' && cursorValueProblem(value) === null && inCursorWindow(value, window) ? value : null;
 }
 
 /** Names the column an event field came from (`identities.cookie_id` → the partner id column), so a rejection points into the file. */

@@ -374,6 +374,26 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect((await lookup('email', 'person108@example.com')).traits).toMatchObject({ interest: 'cars', 'provider_segments.acme': ['IAB-1', 'IAB-2'] });
   });
 
+  it("imports the rest of a drop folder when one file is refused whole (a header the mapping does not fit), lists it, and reads it again only once it changes; job markers and empty files are not read", async () => {
+    const folder = join(feedDir, 'partner-d');
+    mkdirSync(folder);
+    writeFileSync(join(folder, 'good.csv'), `hash,interest\n${hash(200)},news\n`);
+    writeFileSync(join(folder, 'bad.csv'), `email_hash,interest\n${hash(201)},sport\n`);
+    writeFileSync(join(folder, '_SUCCESS'), '');
+    writeFileSync(join(folder, 'empty.csv'), '');
+    const dropped = await createFeed({ name: 'Drop folder, CSV', party: 'third', feed: { folder: 'partner-d', schedule: YEARLY, mapping: { identities: { email_sha256: 'hash' }, traits: { interest: 'interest' } } } });
+    const first = await pull(dropped);
+    expect(first).toMatchObject({ state: 'completed', rowsReceived: 1, rowsImported: 1, rowsRejected: 0 });
+    expect(first.files.map((file: { name: string }) => file.name).sort()).toEqual(['bad.csv', 'good.csv']);
+    expect(first.rejections).toEqual([{ file: 'bad.csv', row: 1, errors: [{ path: expect.stringContaining('mapping'), message: expect.stringContaining('"hash"') }] }]);
+    expect(await pull(dropped)).toMatchObject({ state: 'completed', files: [], rowsReceived: 0 });
+    // The partner sends it again, fixed.
+    writeFileSync(join(folder, 'bad.csv'), `hash,interest\n${hash(201)},sport\n`);
+    const fixed = await pull(dropped);
+    expect(fixed).toMatchObject({ state: 'completed', rowsImported: 1, rejections: [] });
+    expect(fixed.files.map((file: { name: string }) => file.name)).toEqual(['bad.csv']);
+  });
+
   it('names what is wrong with a pull request', async () => {
     const { sourceId: events } = await newSource(api, 'plain');
     expect((await admin('/v1/sources/src_nope/pulls', { method: 'POST' })).status).toBe(404);

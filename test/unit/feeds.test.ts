@@ -5,6 +5,7 @@ import { feedRecords } from '../../connectors/feedFiles';
 import {
   BackfillRequestSchema,
   compareCursors,
+  cursorValueProblem,
   FeedConfigSchema,
   feedColumnOf,
   feedRowToEvent,
@@ -39,9 +40,12 @@ function columnsOf(header: string[] = HEADER, feed: FeedConfig = FEED): FeedColu
 /** The match table as the rows see it: partner user id → our newest cookie id. */
 const matched = (table: Record<string, string>) => (id: string) => table[id] ?? null;
 
-async function recordsOf(text: string | Buffer, name: string, feed: FeedConfig): Promise<string[][]> {
+async function recordsOf(text: string | Buffer, feed: FeedConfig, chunkBytes = Infinity): Promise<string[][]> {
+  const bytes = Buffer.from(text);
+  const chunks: Buffer[] = [];
+  for (let start = 0; start < bytes.length; start += Math.min(chunkBytes, bytes.length)) chunks.push(bytes.subarray(start, start + chunkBytes));
   const records: string[][] = [];
-  for await (const record of feedRecords(Readable.from([Buffer.from(text)]), name, feed)) records.push(record);
+  for await (const record of feedRecords(Readable.from(chunks), feed)) records.push(record);
   return records;
 }
 
@@ -76,6 +80,15 @@ describe('feed cursors', () => {
     expect(compareCursors('2.5', '10')).toBeLessThan(0);
     expect(compareCursors('2026-03-01T09:00:00Z', '2026-03-01T10:00:00Z')).toBeLessThan(0);
     expect(compareCursors('7', '7')).toBe(0);
+    // By the time named, not the text: a fraction after the whole second, an offset counted, a date at its midnight.
+    expect(compareCursors('2026-03-01T09:00:00.5Z', '2026-03-01T09:00:00Z')).toBeGreaterThan(0);
+    expect(compareCursors('2026-03-01T10:00:00+02:00', '2026-03-01T09:00:00Z')).toBeLessThan(0);
+    expect(compareCursors('2026-03-01', '2026-03-01T00:00:01Z')).toBeLessThan(0);
+  });
+
+  it('takes numbers and ISO 8601 dates or times as cursor values, and nothing else: a stray cell must not sort past every time', () => {
+    for (const value of ['42', '-3', '2.5', '2026-03-01', '2026-03-01T09:00:00Z', '2026-03-01 09:00:00', '2026-03-01T09:00:00.123456+0100']) expect(cursorValueProblem(value)).toBeNull();
+    for (const value of ['N/A', 'NULL', 'Platinum', '2026-13-45T99:00:00Z', '1e5']) expect(cursorValueProblem(value)).toBe('is not a number or an ISO 8601 date or time, so it cannot order rows');
   });
 
   it('reads a window with both ends included and an open end for null', () => {
@@ -145,6 +158,9 @@ describe('feed rows as events', () => {
     expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', '2026-03-01T10:00:00Z', ''], columns, window, matched({}))).toMatchObject({ event: { identities: { email_sha256: EMAIL_HASH } } });
     expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', ' ', ''], columns, window, matched({}))).toEqual({ errors: [{ path: 'updated_at', message: 'is empty: every row needs its cursor value' }] });
     expect(feedRowToEvent(['tdid-1', EMAIL_HASH], columns, window, matched({}))).toEqual({ errors: [{ path: '(row)', message: 'has 2 fields; the header has 6' }] });
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', 'N/A', ''], columns, window, matched({}))).toEqual({
+      errors: [{ path: 'updated_at', message: 'is not a number or an ISO 8601 date or time, so it cannot order rows' }],
+    });
   });
 
   it("reads a row's cursor value when the row is in the window, whatever becomes of it", () => {
@@ -152,6 +168,9 @@ describe('feed rows as events', () => {
     expect(rowCursor(['tdid-9', '', '', '', ' 2026-03-01T11:00:00Z ', ''], columns, window)).toBe('2026-03-01T11:00:00Z');
     expect(rowCursor(['tdid-9', '', '', '', '2026-03-01T09:00:00Z', ''], columns, window)).toBeNull();
     expect(rowCursor(['tdid-9'], columns, window)).toBeNull();
+    // Nor from a row whose cells do not fit the header (a comma unquoted shifts the cursor column), nor a value no cursor is.
+    expect(rowCursor(['tdid-9', '', 'high', 'Gold', ' Platinum', '2026-03-01T11:00:00Z', ''], columns, window)).toBeNull();
+    expect(rowCursor(['tdid-9', '', '', '', 'N/A', ''], columns, window)).toBeNull();
     expect(rowCursor(['tdid-9', '', '', '', '5', ''], columnsOf(HEADER, { ...FEED, cursorColumn: undefined }), OPEN)).toBeNull();
   });
 
@@ -183,7 +202,7 @@ describe('feed files as records', () => {
   it('reads NDJSON objects by the names the feed reads, lists as segment ids', () => {
     const ndjson = { ...FEED, format: 'ndjson' as const };
     expect(ndjsonFields({ tdid: 'a', hashed_email: null, income: 3, segments: ['1', 2], updated_at: true }, ['tdid', 'hashed_email', 'income', 'segments', 'updated_at'], '|')).toEqual(['a', '', '3', '1|2', 'true']);
-    return expect(recordsOf('{"tdid":"a","updated_at":"1"}\n\n{"tdid":"b","segments":["x","y"],"updated_at":"2"}\n', 'f.ndjson', ndjson)).resolves.toEqual([
+    return expect(recordsOf('{"tdid":"a","updated_at":"1"}\n\n{"tdid":"b","segments":["x","y"],"updated_at":"2"}\n', ndjson)).resolves.toEqual([
       ['tdid', 'hashed_email', 'income', 'segments', 'updated_at'],
       ['a', '', '', '', '1'],
       [''],
@@ -193,19 +212,28 @@ describe('feed files as records', () => {
 
   it('refuses a CSV file cut off inside its last row, and takes one whose last row simply lacks a line break', async () => {
     const whole = 'tdid,hashed_email,income,segments,updated_at,notes\na,,high,,1,\nb,,low,,2,';
-    expect(await recordsOf(whole, 'f.csv', FEED)).toHaveLength(3);
-    await expect(recordsOf('tdid,hashed_email,income,segments,updated_at,notes\na,,high,,1,\nb,,lo', 'f.csv', FEED)).rejects.toEqual(new FileUnreadable('row 3', 'the file ends inside this row: it was cut short'));
-    await expect(recordsOf('tdid,hashed_email,income,segments,updated_at,notes\na,,"high', 'f.csv', FEED)).rejects.toMatchObject({ code: 'CSV_QUOTE_NOT_CLOSED' });
+    expect(await recordsOf(whole, FEED)).toHaveLength(3);
+    await expect(recordsOf('tdid,hashed_email,income,segments,updated_at,notes\na,,high,,1,\nb,,lo', FEED)).rejects.toEqual(new FileUnreadable('row 3', 'the file ends inside this row: it was cut short'));
+    await expect(recordsOf('tdid,hashed_email,income,segments,updated_at,notes\na,,"high', FEED)).rejects.toMatchObject({ code: 'CSV_QUOTE_NOT_CLOSED' });
   });
 
   it('refuses an NDJSON line that is not a JSON object, naming the line', async () => {
     const ndjson = { ...FEED, format: 'ndjson' as const };
-    await expect(recordsOf('{"tdid":"a"}\n{"tdid":"b",', 'f.ndjson', ndjson)).rejects.toEqual(new FileUnreadable('line 2', 'not valid JSON'));
-    await expect(recordsOf('{"tdid":"a"}\n[1]\n', 'f.ndjson', ndjson)).rejects.toEqual(new FileUnreadable('line 2', 'not a JSON object'));
+    await expect(recordsOf('{"tdid":"a"}\n{"tdid":"b",', ndjson)).rejects.toEqual(new FileUnreadable('line 2', 'not valid JSON'));
+    await expect(recordsOf('{"tdid":"a"}\n[1]\n', ndjson)).rejects.toEqual(new FileUnreadable('line 2', 'not a JSON object'));
   });
 
-  it('decompresses .gz files, and refuses one that is not gzip', async () => {
-    expect(await recordsOf(gzipSync('tdid,hashed_email,income,segments,updated_at,notes\na,,high,,1,\n'), 'f.csv.gz', FEED)).toHaveLength(2);
-    await expect(recordsOf('plain text', 'f.csv.gz', FEED)).rejects.toThrow(/^not gzip/);
+  it('decompresses gzip, told by its first bytes (a .gz file may arrive inflated already), even when they come one at a time, and refuses gzip cut short', async () => {
+    const csv = 'tdid,hashed_email,income,segments,updated_at,notes\na,,high,,1,\n';
+    expect(await recordsOf(gzipSync(csv), FEED)).toHaveLength(2);
+    expect(await recordsOf(gzipSync(csv), FEED, 1)).toHaveLength(2);
+    expect(await recordsOf(csv, FEED)).toHaveLength(2);
+    const compressed = gzipSync(csv);
+    await expect(recordsOf(compressed.subarray(0, compressed.length - 12), FEED)).rejects.toThrow(/^not gzip/);
+  });
+
+  it('reads an NDJSON file that starts with a byte-order mark, as CSV files are read', async () => {
+    const ndjson = { ...FEED, format: 'ndjson' as const };
+    expect(await recordsOf('\uFEFF{"tdid":"a","updated_at":"1"}\n', ndjson)).toEqual([['tdid', 'hashed_email', 'income', 'segments', 'updated_at'], ['a', '', '', '', '1']]);
   });
 });
