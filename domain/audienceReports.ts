@@ -35,6 +35,8 @@ export interface PersonFeatures {
   values: Int32Array;
   /** Interned trait names the person holds a countable value of. */
   traits: Int32Array;
+  /** Interned trait names the person holds a value of beyond the VALUES_COUNTED_PER_TRAIT the dictionary counts. */
+  overflow: Int32Array;
   /** Pairs of (interned event type, total events of that type). */
   events: Float64Array;
   /** Bit per STORED_IDENTITY_TYPES entry. */
@@ -62,8 +64,6 @@ export class FeatureDictionary {
   readonly valueOf: Array<{ trait: number; value: string | number | boolean }> = [];
   readonly eventTypes: string[] = [];
   readonly campaigns: string[] = [];
-  /** Per trait, how many people held a value beyond VALUES_COUNTED_PER_TRAIT. */
-  readonly uncounted = new Map<number, number>();
   private readonly traitIds = new Map<string, number>();
   private readonly valueIds = new Map<number, Map<string, number>>();
   private readonly eventIds = new Map<string, number>();
@@ -100,18 +100,19 @@ export class FeatureDictionary {
   features(subject: CountedSubject): PersonFeatures {
     const values = new Set<number>();
     const traits = new Set<number>();
+    const overflow: number[] = [];
     for (const [key, raw] of Object.entries(subject.traits)) {
       const countable = countableValues(raw);
       if (countable.length === 0) continue;
       const trait = this.trait(key);
       traits.add(trait);
-      let overflow = false;
+      let overflowed = false;
       for (const value of countable) {
         const id = this.value(trait, value);
-        if (id === null) overflow = true;
+        if (id === null) overflowed = true;
         else values.add(id);
       }
-      if (overflow) this.uncounted.set(trait, (this.uncounted.get(trait) ?? 0) + 1);
+      if (overflowed) overflow.push(trait);
     }
     const events: number[] = [];
     for (const [key, counter] of Object.entries(subject.counters)) if (counter.count > 0) events.push(this.event(key), counter.count);
@@ -126,7 +127,7 @@ export class FeatureDictionary {
     for (const [key, counter] of Object.entries(subject.campaigns ?? {})) {
       campaigns.push(intern(this.campaignIds, this.campaigns, key), counter.impressions, counter.clicks, counter.conversions, counter.value);
     }
-    return { values: Int32Array.from(values), traits: Int32Array.from(traits), events: Float64Array.from(events), identities, purposes, campaigns: Float64Array.from(campaigns) };
+    return { values: Int32Array.from(values), traits: Int32Array.from(traits), overflow: Int32Array.from(overflow), events: Float64Array.from(events), identities, purposes, campaigns: Float64Array.from(campaigns) };
   }
 }
 
@@ -146,6 +147,8 @@ export interface CampaignFigures {
   impressions: number;
   clicks: number;
   converters: number;
+  /** Converters the campaign reached (absent on reports counted before it was). */
+  convertersReached?: number;
   conversions: number;
   value: number;
 }
@@ -160,10 +163,11 @@ export class CampaignTally {
     const figures = features.campaigns;
     for (let i = 0; i < figures.length; i += CAMPAIGN_FIGURES) {
       let tally = this.campaigns.get(figures[i]);
-      if (!tally) this.campaigns.set(figures[i], (tally = { reach: 0, impressions: 0, clicks: 0, converters: 0, conversions: 0, value: 0 }));
+      if (!tally) this.campaigns.set(figures[i], (tally = { reach: 0, impressions: 0, clicks: 0, converters: 0, convertersReached: 0, conversions: 0, value: 0 }));
       const [impressions, clicks, conversions, value] = [figures[i + 1], figures[i + 2], figures[i + 3], figures[i + 4]];
       if (impressions > 0) tally.reach++;
       if (conversions > 0) tally.converters++;
+      if (conversions > 0 && impressions > 0) tally.convertersReached = (tally.convertersReached ?? 0) + 1;
       tally.impressions += impressions;
       tally.clicks += clicks;
       tally.conversions += conversions;
@@ -212,6 +216,8 @@ export class AudienceTally {
   size = 0;
   private readonly values = new Map<number, number>();
   private readonly traits = new Map<number, number>();
+  /** Per trait, the members holding a value of it beyond those the dictionary counts. */
+  private readonly uncounted = new Map<number, number>();
   private readonly events = new Map<number, { profiles: number; total: number }>();
   private readonly identities = new Array<number>(STORED_IDENTITY_TYPES.length).fill(0);
   private readonly purposes = new Array<number>(TCF_PURPOSES).fill(0);
@@ -222,6 +228,7 @@ export class AudienceTally {
     this.campaigns.add(features);
     for (const id of features.values) this.values.set(id, (this.values.get(id) ?? 0) + 1);
     for (const id of features.traits) this.traits.set(id, (this.traits.get(id) ?? 0) + 1);
+    for (const id of features.overflow) this.uncounted.set(id, (this.uncounted.get(id) ?? 0) + 1);
     for (let i = 0; i < features.events.length; i += 2) {
       const event = this.events.get(features.events[i]);
       if (event) {
@@ -249,7 +256,7 @@ export class AudienceTally {
       .slice(0, REPORT_TRAITS_KEPT)
       .map(([trait, profiles]) => {
         const values = (byTrait.get(trait) ?? []).sort((a, b) => b.count - a.count || compareText(valueKey(a.value), valueKey(b.value)));
-        return { name: decodeFieldName(dictionary.traitNames[trait]), profiles, distinct: values.length, uncounted: dictionary.uncounted.get(trait) ?? 0, values: values.slice(0, REPORT_VALUES_KEPT) };
+        return { name: decodeFieldName(dictionary.traitNames[trait]), profiles, distinct: values.length, uncounted: this.uncounted.get(trait) ?? 0, values: values.slice(0, REPORT_VALUES_KEPT) };
       });
     const events = [...this.events]
       .map(([type, event]) => ({ type: decodeFieldName(dictionary.eventTypes[type]), ...event }))
@@ -321,17 +328,21 @@ function coverage(report: Pick<AudienceReport, 'size' | 'identities' | 'consent'
 }
 
 export function insightsOf(segmentId: string, report: AudienceReport, stale: boolean, top: number): Insights {
-  const traits: Insights['traits'] = {};
-  for (const trait of report.traits) {
-    traits[trait.name] = {
-      profiles: trait.profiles,
-      distinct: trait.distinct,
-      uncounted: trait.uncounted,
-      top: trait.values.slice(0, top).map(({ value, count }) => ({ value, count, share: share(count, report.size) })),
-    };
-  }
-  const events: Insights['events'] = {};
-  for (const event of report.events) events[event.type] = { profiles: event.profiles, share: share(event.profiles, report.size), meanCount: share(event.total, event.profiles) };
+  // Built from entries: a trait or event named `__proto__` stays a field, as everywhere else.
+  const traits: Insights['traits'] = Object.fromEntries(
+    report.traits.map((trait) => [
+      trait.name,
+      {
+        profiles: trait.profiles,
+        distinct: trait.distinct,
+        uncounted: trait.uncounted,
+        top: trait.values.slice(0, top).map(({ value, count }) => ({ value, count, share: share(count, report.size) })),
+      },
+    ]),
+  );
+  const events: Insights['events'] = Object.fromEntries(
+    report.events.map((event) => [event.type, { profiles: event.profiles, share: share(event.profiles, report.size), meanCount: share(event.total, event.profiles) }]),
+  );
   return { segmentId, asOf: report.at.toISOString(), stale, size: report.size, traits, events, ...coverage(report) };
 }
 

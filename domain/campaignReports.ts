@@ -36,8 +36,9 @@ export const CampaignReportSchema = z
     clicks: z.number().int(),
     ctr: Rate.openapi({ description: 'clicks / impressions' }),
     conversions: z.number().int(),
-    converters: z.number().int().openapi({ description: 'Members with a conversion' }),
-    conversionRate: Rate.openapi({ description: 'converters / reach' }),
+    converters: z.number().int().openapi({ description: 'Members with a conversion, reached or not (a conversion may come through another channel)' }),
+    convertersReached: z.number().int().openapi({ description: 'Members with an impression and a conversion' }),
+    conversionRate: Rate.openapi({ description: 'convertersReached / reach: of the members reached, the share that converted' }),
     value: z.number().openapi({ description: "Sum of the conversions' `properties.value`" }),
     holdout: GroupSchema.extend({ destinationId: z.string(), share: z.number() }).optional().openapi({ description: "Members the destination held out (its `holdoutShare`)" }),
     treated: GroupSchema.optional().openapi({ description: 'Members exported to the destination' }),
@@ -48,6 +49,9 @@ export const CampaignReportSchema = z
 export type CampaignReport = z.infer<typeof CampaignReportSchema>;
 
 const ratio = (a: number, b: number) => (b === 0 ? null : a / b);
+
+/** A report counted before reached converters were knows no more than that they are at most both. */
+const reachedConverters = (figures: Omit<CampaignFigures, 'campaign'>) => figures.convertersReached ?? Math.min(figures.converters, figures.reach);
 
 function figuresOf(campaigns: CampaignFigures[] | undefined, campaign: string): Omit<CampaignFigures, 'campaign'> {
   const found = campaigns?.find((figures) => figures.campaign === campaign);
@@ -86,7 +90,8 @@ export function campaignReportOf(campaign: string, segmentId: string, report: Au
     ctr: ratio(figures.clicks, figures.impressions),
     conversions: figures.conversions,
     converters: figures.converters,
-    conversionRate: ratio(figures.converters, figures.reach),
+    convertersReached: reachedConverters(figures),
+    conversionRate: ratio(reachedConverters(figures), figures.reach),
     value: figures.value,
   };
   if (!holdout) return result;

@@ -44,6 +44,15 @@ describe('audience reports', () => {
     expect(trait.values[0]).toEqual({ value: 'v0', count: 2 });
   });
 
+  it("count a segment's uncounted among its own members, not the whole pass's", () => {
+    const dictionary = new FeatureDictionary();
+    const everyone = Array.from({ length: VALUES_COUNTED_PER_TRAIT + 50 }, (_, i) => dictionary.features(subject({ traits: { zip: `z${i}` } })));
+    const segment = new AudienceTally();
+    // Ten members: five whose zip the dictionary counts, five past its bound.
+    for (const features of [...everyone.slice(0, 5), ...everyone.slice(-5)]) segment.add(features);
+    expect(segment.report(dictionary, 'seg', at, 'run').traits[0]).toMatchObject({ name: 'zip', profiles: 10, distinct: 5, uncounted: 5 });
+  });
+
   it('cover identities by type and consent by TCF purpose', () => {
     const tcf = (purposeConsents: number[]) => ({ sourceId: 's', at, tcf: { tcString: '', policyVersion: 4, cmpId: 1, created: at, purposeConsents, purposeLegitimateInterests: [], vendorConsents: [] } });
     const identity = (type: 'email_sha256' | 'cookie_id') => ({ type, value: 'x', firstSeen: at, lastSeen: at, sourceId: 's' });
