@@ -116,7 +116,9 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     const facts = new Map<string, FlatFacts>();
 
     const sample = new BottomSample();
-    // People who opted out are in no segment, and no estimate counts them.
+    // People who opted out are in no segment, and no estimate counts them: not in its sample, nor in the population it scales to.
+    const optedOutPeople = new Set<string>();
+    const noteOptOut = (id: string, optedOut: boolean) => (optedOut ? optedOutPeople.add(id) : optedOutPeople.delete(id));
     await marks.refresh(true);
     const { people, documentsScanned } = await passPeople(stores, needs, {
       document(stored, fields) {
@@ -124,6 +126,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
         const bits = bitsOf(withOptOut(fields, optedOut));
         if (isExported(bits)) facts.set(stored.profileId, flattenFacts(exportFacts(decodeForExport(stored))));
         else facts.delete(stored.profileId);
+        noteOptOut(stored.profileId, optedOut);
         if (optedOut) sample.remove(stored.profileId);
         else if (sample.wants(stored.profileId)) sample.offer(stored.profileId, decodeProfile(stored));
         return bits;
@@ -131,11 +134,13 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       dropped(profileId) {
         facts.delete(profileId);
         sample.remove(profileId);
+        optedOutPeople.delete(profileId);
       },
       person(person) {
         const optedOut = marks.optedOut(person);
         const bits = bitsOf(withOptOut(person, optedOut));
         if (isExported(bits)) facts.set(person.id, flattenFacts(exportFacts(person)));
+        noteOptOut(person.id, optedOut);
         if (!optedOut) sample.offer(person.id, person);
         return bits;
       },
@@ -176,7 +181,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       run.exited[id] = previousSize[k] - counts[k].kept;
     });
     const { subjects, maxRank } = sample.subjects();
-    await runs.writeSample(run._id, run.passStartedAt ?? run.now, ids.length, subjects, maxRank);
+    await runs.writeSample(run._id, run.passStartedAt ?? run.now, ids.filter((id) => !optedOutPeople.has(id)).length, subjects, maxRank);
     await runs.saveRun(run);
     return { evaluated: ids.length, documentsScanned };
   }

@@ -16,6 +16,7 @@ import {
   PartnerIdTypeSchema,
   PatchDestinationRequestSchema,
   partnerOfIdType,
+  segmentIdList,
   type DestinationView,
   type ExportView,
   type IdType,
@@ -64,7 +65,15 @@ function idTypeSchema(connector: Connector) {
 /** One shape per connector, as the document states it (`oneOf` on `connector`): its config and the id types it takes. */
 export function createDestinationRequestSchema(allowlist: ReadonlySet<string>) {
   const shapes = Object.values(CONNECTORS).map((connector) =>
-    z.object({ ...CreateDestinationRequestSchema.shape, connector: z.literal(connector.name), config: configSchema(connector, allowlist), idType: idTypeSchema(connector) }).strict(),
+    z
+      .object({
+        ...CreateDestinationRequestSchema.shape,
+        connector: z.literal(connector.name),
+        config: configSchema(connector, allowlist),
+        idType: idTypeSchema(connector),
+        ...(connector.maxSegments !== undefined && { segments: segmentIdList(connector.maxSegments).openapi({ description: 'One segment a destination: its partner list is one audience' }) }),
+      })
+      .strict(),
   );
   return z.discriminatedUnion('connector', shapes as [(typeof shapes)[number], ...typeof shapes]).openapi('CreateDestinationRequest', {
     example: { name: 'CRM webhook', connector: 'webhook', config: { url: 'https://crm.example.com/dmp', secret: 'a-long-shared-secret' }, segments: ['seg_0123456789abcdef'], idType: 'crm_id', schedule: { every: 'PT1H' } },
@@ -168,10 +177,10 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     if (missing.length > 0) throw new ProblemError(404, 'segment-not-found', 'No such segment', missing.map(({ id, index }) => ({ path: `segments.${index}`, message: `segment ${id} does not exist` })));
   }
 
-  /** A connector whose partner keeps one audience per destination takes that many segments at most. */
+  /** A change of segments a destination's connector cannot take (its partner keeps one audience per destination) conflicts with it. */
   function checkSegmentCount(connector: Connector, ids: string[]): void {
     if (connector.maxSegments !== undefined && ids.length > connector.maxSegments) {
-      throw new ProblemError(400, 'validation', 'Too many segments for the connector', [
+      throw new ProblemError(409, 'config-mismatch', "The segments do not fit the destination's connector", [
         { path: 'segments', message: `a ${connector.name} destination sends at most ${connector.maxSegments} segment${connector.maxSegments === 1 ? '' : 's'} to its list: make one destination per segment` },
       ]);
     }
@@ -186,7 +195,6 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
   router.post('/v1/destinations', admin, async (req, res) => {
     const body = parseOr400(createRequest, req.body, 'destination');
     const connector = CONNECTORS[body.connector];
-    checkSegmentCount(connector, body.segments);
     await checkPartner(body.idType);
     await checkSegments(body.segments);
     const connectorConfig = body.config as Record<string, unknown>;

@@ -352,7 +352,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
         400: problem('Invalid body, naming the field'),
         403: destinationForbidden,
         404: problem(`No such destination, or ${destinationReferences}`),
-        409: problem("The config does not fit the destination's connector (naming `config.<field>`), or changes the address without sending the secret again"),
+        409: problem("The config or the segments do not fit the destination's connector (naming `config.<field>` or `segments`: a people-based list takes one), or the address changes without the secret sent again"),
         503: scheduleOwed,
       },
     },

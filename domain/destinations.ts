@@ -107,7 +107,11 @@ export function changedConsent(stored: DestinationConsent, change: z.infer<typeo
   return { ...kept, ...Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)), ...(vendor !== undefined && { tcfVendorId: vendor }) };
 }
 
-const SegmentIds = listedOnce(z.array(z.string().min(1).max(64)).min(1).max(50), (id) => id, 'segments are listed once each');
+/** The segments a destination sends, each once: at most `max` (a connector may take fewer, see Connector.maxSegments). */
+export function segmentIdList(max: number) {
+  return listedOnce(z.array(z.string().min(1).max(64)).min(1).max(max), (id) => id, 'segments are listed once each');
+}
+const SegmentIds = segmentIdList(50);
 
 export const CreateDestinationRequestSchema = z
   .object({

@@ -204,9 +204,11 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     // One list, one audience: a second segment's removals would take people off the first's.
     const two = await admin('/v1/destinations', { body: { name: 'list', connector: 'people_list', idType: 'email_sha256', config, segments: [segmentId, 'seg_another'] } });
     expect(two.status).toBe(400);
-    expect(two.body.errors).toEqual([{ path: 'segments', message: 'a people_list destination sends at most 1 segment to its list: make one destination per segment' }]);
+    expect(two.body.errors).toEqual([{ path: 'segments', message: expect.stringMatching(/<=1/) }]);
     const id = await createDestination({ connector: 'people_list', idType: 'email_sha256', config });
-    expect((await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { segments: [segmentId, 'seg_another'] } })).body.errors).toEqual(two.body.errors);
+    const patched = await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { segments: [segmentId, 'seg_another'] } });
+    expect(patched.status).toBe(409);
+    expect(patched.body.errors).toEqual([{ path: 'segments', message: 'a people_list destination sends at most 1 segment to its list: make one destination per segment' }]);
     const refusedExport = await exportNow(id);
     expect(refusedExport).toMatchObject({ state: 'completed', adds: 0, batches: 0 });
     expect(refusedExport.segments[0].refused).toMatch(/minimum audience of 50/);

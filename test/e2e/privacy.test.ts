@@ -184,6 +184,9 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
       return state.state === 'completed' ? state : null;
     }, 60_000);
     expect(done.members).toBe(3);
+    // An estimate neither samples her nor counts her in the population it scales to: Bob, Dave and Carol's two documents.
+    const estimate = await admin('/v1/segments/estimate', { body: { rule: { trait: 'plan', op: 'exists' } } });
+    expect(estimate.body).toMatchObject({ estimate: 3, sampled: 4, population: 4 });
     await exportNow();
     expect(partner.audience(segmentId)).toEqual(['ck-bob', 'ck-carol-web', 'ck-dave']);
     // Models built from people leave her out: the recommendations' item model holds Bob's pen alone, not her tent.
