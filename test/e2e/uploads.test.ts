@@ -208,6 +208,9 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
     const empty = await upload(sourceId, '');
     expect(empty.status).toBe(400);
     expect(empty.body.errors).toEqual([{ path: '(body)', message: 'empty file: expected a header row' }]);
+    // Nor any body at all: no type to check, an empty file all the same.
+    const none = await call(`${api.url}/v1/sources/${sourceId}/uploads`, { method: 'POST', key: api.adminKey });
+    expect({ status: none.status, errors: none.body.errors }).toEqual({ status: 400, errors: empty.body.errors });
 
     const noKey = await call(`${api.url}/v1/sources/${sourceId}/uploads`, { method: 'POST', rawBody: customerFile(), contentType: 'text/csv' });
     expect(noKey.status).toBe(401);
