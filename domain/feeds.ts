@@ -3,7 +3,7 @@ import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { FieldError } from './collect';
 import { INPUT_IDENTITY_TYPES, type InputIdentityType, partnerUserIdProblem } from './identity';
-import type { EventInput } from './schemas';
+import { FLAT_LIST_MAX, type EventInput } from './schemas';
 import { SegmentScheduleSchema } from './segments';
 import { storableText } from './text';
 import { ColumnName, locateColumns, MappingFields, refuseRawPiiTraits, UploadRejectionSchema } from './uploads';
@@ -320,6 +320,7 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
   if (columns.taxonomy) {
     const { trait, index, separator } = columns.taxonomy;
     const ids = [...new Set(fields[index].split(separator).map((id) => id.trim()).filter((id) => id !== ''))];
+    if (ids.length > FLAT_LIST_MAX) return { errors: [{ path: columns.taxonomy.column, message: `holds ${ids.length} segment ids; a profile keeps at most ${FLAT_LIST_MAX} of a provider's` }] };
     if (ids.length > 0) traits[trait] = ids;
   }
   const event: EventInput = { id: feedRowEventId(fields, columns), type: columns.eventType, identities };

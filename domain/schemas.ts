@@ -186,7 +186,9 @@ export const MAX_IDS_PER_TYPE = 2;
 export const FLAT_TEXT_MAX = 1024;
 const Scalar = z.union([storableText(FLAT_TEXT_MAX), z.number().finite(), z.boolean(), z.null()]);
 /** Flat values only: the store refuses nested arrays, and flat values are what segment rules test. */
-const FlatValue = z.union([Scalar, z.array(z.union([storableText(FLAT_TEXT_MAX), z.number().finite(), z.boolean()])).max(100)]);
+/** The most values a list trait or property holds. */
+export const FLAT_LIST_MAX = 100;
+const FlatValue = z.union([Scalar, z.array(z.union([storableText(FLAT_TEXT_MAX), z.number().finite(), z.boolean()])).max(FLAT_LIST_MAX)]);
 const FieldName = z.string().min(1).max(128);
 
 export const ConsentInputSchema = z

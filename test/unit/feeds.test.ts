@@ -152,6 +152,13 @@ describe('feed rows as events', () => {
     expect(feedRowToEvent(['0000-0000', '', 'low', '', '1', ''], holding, OPEN, matched({ '0000-0000': 'cookie-0' }))).toEqual({ event: expect.objectContaining({ identities: { cookie_id: 'cookie-0' } }) });
   });
 
+  it("refuses a row with more of a provider's segment ids than a profile keeps, saying so at the column", () => {
+    const many = Array.from({ length: 101 }, (_, i) => `IAB-${i}`).join('|');
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', many, '2026-03-01T10:00:00Z', ''], columns, OPEN, matched({}))).toEqual({
+      errors: [{ path: 'segments', message: "holds 101 segment ids; a profile keeps at most 100 of a provider's" }],
+    });
+  });
+
   it('skips rows outside the cursor window, and refuses a row without a cursor value, naming the column', () => {
     const window = { from: '2026-03-01T10:00:00Z', to: null };
     expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', '2026-03-01T09:59:59Z', ''], columns, window, matched({}))).toEqual({ skipped: true });
