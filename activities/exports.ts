@@ -392,6 +392,8 @@ export function createExportActivities(deps: ExportDeps) {
         let attempts = receipts.get(n)?.attempts ?? 0;
         for (let attempt = 1; !stopped; attempt++) {
           await pacer.wait();
+          // Stopped while this batch waited its turn (a partner asking to be left alone): it is not sent.
+          if (stopped) return;
           attempts++;
           try {
             const { rejected } = await connector.deliver(batch, config, context);
@@ -480,6 +482,8 @@ export function createExportActivities(deps: ExportDeps) {
       exp.finishedAt = now();
       await destinations.saveExport(exp);
       if (destination) await destinations.saveLastExport(destination._id, { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt });
+      // The partner took every batch: whatever wait it asked for is over.
+      if (destination?.partnerWaitUntil && exp.state === 'completed' && exp.batchesConfirmed > 0) await destinations.update(destination._id, { partnerWaitUntil: null });
     }
     // Also on a repeat: an attempt interrupted after recording the outcome left these to do. States
     // this export replaced go only now — until the outcome is recorded, a repeat computes from them.

@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import { checkUnchanged, feedFolder, feedRecords, listFeedFiles, openFeedFile } from '../connectors/feedFiles';
 import { DeliveryError, Outbound } from '../connectors/outbound';
 import type { PrepareOptions } from '../domain/collect';
-import { feedColumnOf, feedRowToEvent, laterCursor, readFeedHeader, rowCursor, type CursorWindow, type FeedColumns, type FeedConfig, type FeedTrigger } from '../domain/feeds';
+import { cursorKind, feedColumnOf, feedRowToEvent, laterCursor, readFeedHeader, rowCursor, windowKind, type CursorKind, type CursorWindow, type FeedColumns, type FeedConfig, type FeedTrigger } from '../domain/feeds';
 import { matchLimits } from '../domain/partners';
 import { fileProblems, FileRefused } from '../domain/uploads';
 import { forEachConcurrently, type Store } from '../store/db';
@@ -33,7 +33,7 @@ export interface FeedPullOutcome {
 /** The longest a partner's Retry-After holds a fetch back; the next scheduled pull comes anyway. */
 const MAX_RETRY_AFTER_MS = 10 * 60_000;
 
-/** A file of a pull: where it is (its name tells `.gz`), how it is opened, and a check once it is read. */
+/** A file of a pull: where it is, how it is opened, and a check once it is read. */
 interface PulledFile {
   path: string;
   /** Names the file in rejections when a pull reads several (a folder's). */
@@ -47,6 +47,8 @@ interface ReadCounts {
   skipped: number;
   unmatched: number;
   cursor: string | null;
+  /** The kind of value the feed's cursor holds, once known (see prepareFeedRows). */
+  kind: CursorKind | null;
 }
 
 type FeedSource = SourceDoc & { feed: FeedConfig };
@@ -149,8 +151,11 @@ export function createFeedActivities(deps: FeedDeps) {
     const cookieIds = await matchPartnerIds(rows, columns, window);
     const mapped: MappedRow[] = [];
     for (const { row, fields } of rows) {
-      read.cursor = laterCursor(read.cursor, rowCursor(fields, columns, window));
-      const result = feedRowToEvent(fields, columns, window, (id) => cookieIds.get(id) ?? null);
+      // The feed's cursor holds one kind of value: its window's, else the first this pull reads (a row of another is refused).
+      if (columns.cursor && read.kind === null) read.kind = windowKind(window) ?? (fields.length === columns.width ? cursorKind(fields[columns.cursor.index].trim()) : null);
+      const kinded = { ...window, kind: read.kind };
+      read.cursor = laterCursor(read.cursor, rowCursor(fields, columns, kinded));
+      const result = feedRowToEvent(fields, columns, kinded, (id) => cookieIds.get(id) ?? null);
       if ('unmatched' in result) read.unmatched++;
       if ('skipped' in result) read.skipped++;
       else if ('event' in result || 'errors' in result) mapped.push({ row, mapped: result });
@@ -172,7 +177,7 @@ export function createFeedActivities(deps: FeedDeps) {
       throw new FetchSuperseded(pull._id, by);
     }
     const staging = new UploadStaging(uploads, upload, deps.config.DMP_CHUNK_MAX_EVENTS);
-    const read: ReadCounts = { skipped: 0, unmatched: 0, cursor: null };
+    const read: ReadCounts = { skipped: 0, unmatched: 0, cursor: null, kind: null };
     const options: PrepareOptions = { now: upload.startedAt, defaultPhoneRegion: deps.config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent };
     try {
       for (const file of files) {
@@ -279,7 +284,8 @@ export function createFeedActivities(deps: FeedDeps) {
         });
       }
       const state = await feeds.state(input.sourceId);
-      const window = input.window ?? { from: state.cursor, to: null };
+      // A cursor saved before values were checked may be none (a stray `N/A` that stalled the feed): the pull reads from the start.
+      const window = input.window ?? { from: state.cursor !== null && cursorKind(state.cursor) !== null ? state.cursor : null, to: null };
       if (!known) await feeds.createPull(newFeedPull(input.pullId, input.sourceId, input.trigger, window, now()));
       else if (known.state === 'running') await feeds.updatePull(input.pullId, { window });
       if (state.lastPullId !== input.pullId) await feeds.saveState({ ...state, lastPullId: input.pullId });

@@ -157,7 +157,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
    */
   async function removalStanding(input: { requestId: string; destinationId: string }): Promise<'held' | 'acknowledged' | 'destination_deleted'> {
     const destination = await destinations.get(input.destinationId);
-    if (!destination) return 'destination_deleted';
+    // Being deleted (`dropping`: its holdings may be gone already, the partner untold) is deleted.
+    if (!destination || destination.dropping) return 'destination_deleted';
     return (await stillHeld(destination, new Set(await requests.partnerIdsOf(input.requestId, input.destinationId)))) ? 'held' : 'acknowledged';
   }
 

@@ -140,9 +140,12 @@ export class UploadStaging {
     await this.stage(reader, rows, file);
   }
 
-  /** One file of several refused whole (its header does not fit, it is empty): listed with the rejections, its header as the row. */
+  /**
+   * One file of several refused whole (its header does not fit, it is empty): listed with the
+   * rejections, its header as the row — past their bound too, as nothing else tells of it.
+   */
   refuseFile(file: string, errors: FieldError[]): void {
-    if (this.rejections.length < UPLOAD_REJECTIONS_KEPT) this.rejections.push({ file, row: 1, errors });
+    this.rejections.push({ file, row: 1, errors });
   }
 
   private async stage(reader: RowReader, rows: NumberedRow[], file: string | undefined): Promise<void> {
@@ -150,7 +153,7 @@ export class UploadStaging {
     this.counts.received += rows.length;
     this.counts.rejected += prepared.rejections.length;
     this.counts.nonProfiling += prepared.nonProfiling;
-    const kept = prepared.rejections.slice(0, UPLOAD_REJECTIONS_KEPT - this.rejections.length);
+    const kept = prepared.rejections.slice(0, Math.max(0, UPLOAD_REJECTIONS_KEPT - this.rejections.length));
     this.rejections.push(...(file === undefined ? kept : kept.map((rejection) => ({ file, ...rejection }))));
     await this.staging;
     if (prepared.events.length === 0) return;

@@ -63,6 +63,8 @@ function idTypeSchema(connector: Connector) {
 }
 
 /** One shape per connector, as the document states it (`oneOf` on `connector`): its config and the id types it takes. */
+const tooManySegments = (connector: string, max: number) => `a ${connector} destination sends at most ${max} segment${max === 1 ? '' : 's'} to its list: make one destination per segment`;
+
 export function createDestinationRequestSchema(allowlist: ReadonlySet<string>) {
   const shapes = Object.values(CONNECTORS).map((connector) =>
     z
@@ -71,13 +73,23 @@ export function createDestinationRequestSchema(allowlist: ReadonlySet<string>) {
         connector: z.literal(connector.name),
         config: configSchema(connector, allowlist),
         idType: idTypeSchema(connector),
-        ...(connector.maxSegments !== undefined && { segments: segmentIdList(connector.maxSegments).openapi({ description: 'One segment a destination: its partner list is one audience' }) }),
+        ...(connector.maxSegments !== undefined && {
+          segments: segmentIdList(connector.maxSegments, tooManySegments(connector.name, connector.maxSegments)).openapi({ description: 'One segment a destination: its partner list is one audience' }),
+        }),
       })
       .strict(),
   );
   return z.discriminatedUnion('connector', shapes as [(typeof shapes)[number], ...typeof shapes]).openapi('CreateDestinationRequest', {
     example: { name: 'CRM webhook', connector: 'webhook', config: { url: 'https://crm.example.com/dmp', secret: 'a-long-shared-secret' }, segments: ['seg_0123456789abcdef'], idType: 'crm_id', schedule: { every: 'PT1H' } },
   });
+}
+
+/** A secret sent as the API shows a stored one (`"(set)"`) where none is stored: it would be kept as the secret. */
+function refuseSecretPlaceholders(connector: Connector, config: Record<string, unknown>): void {
+  const placeholders = connector.secrets.filter((field) => config[field] === SECRET_SET);
+  if (placeholders.length > 0) {
+    throw new ProblemError(409, 'secret-needed', 'No secret is stored to keep: send it', placeholders.map((field) => ({ path: `config.${field}`, message: `"${SECRET_SET}" stands for a stored secret, and none is stored: send the secret itself` })));
+  }
 }
 
 /** The config's delivery URLs resolved; see checkOutboundUrl (the document's pattern leaves only what resolving tells). */
@@ -180,9 +192,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
   /** A change of segments a destination's connector cannot take (its partner keeps one audience per destination) conflicts with it. */
   function checkSegmentCount(connector: Connector, ids: string[]): void {
     if (connector.maxSegments !== undefined && ids.length > connector.maxSegments) {
-      throw new ProblemError(409, 'config-mismatch', "The segments do not fit the destination's connector", [
-        { path: 'segments', message: `a ${connector.name} destination sends at most ${connector.maxSegments} segment${connector.maxSegments === 1 ? '' : 's'} to its list: make one destination per segment` },
-      ]);
+      throw new ProblemError(409, 'config-mismatch', "The segments do not fit the destination's connector", [{ path: 'segments', message: tooManySegments(connector.name, connector.maxSegments) }]);
     }
   }
 
@@ -198,6 +208,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     await checkPartner(body.idType);
     await checkSegments(body.segments);
     const connectorConfig = body.config as Record<string, unknown>;
+    refuseSecretPlaceholders(connector, connectorConfig);
     await checkDeliveryUrls(connector, connectorConfig, allowlist);
     const at = new Date();
     const { id, createdWith } = await createIdentity(req, 'dst', newDestinationId, retiredIds);
@@ -261,6 +272,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       const given = { ...patch.config };
       const kept = connector.secrets.filter((field) => (given[field] === undefined || given[field] === SECRET_SET) && doc.config[field] !== undefined);
       for (const field of kept) given[field] = doc.config[field];
+      refuseSecretPlaceholders(connector, given);
       set.config = configOf(connector, given, allowlist);
       // A kept secret never goes to another address than the one it was given for (compared on the whole new config, once valid).
       if (kept.length > 0 && JSON.stringify(connector.urls(doc.config)) !== JSON.stringify(connector.urls(set.config))) {

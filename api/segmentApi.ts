@@ -163,7 +163,7 @@ export function registerSegmentApiPaths({ registry, problem, json, writeKey }: O
   });
   const security = [{ [basic.name]: [] }, { [writeKey]: [] }];
   const common = {
-    401: problem('No write key (`headers.authorization`), or one no source has'),
+    401: problem("No write key (in `headers.authorization` as Basic or Bearer, or the body's `writeKey`), or one no source has"),
     415: problem('A Content-Encoding other than gzip, deflate or br'),
     503: problem('The store is too slow to acknowledge right now; nothing was acknowledged, yet what was written may still be applied: send again (messages are dropped as repeats by their `messageId`, which the SDKs always set)'),
   };

@@ -107,9 +107,9 @@ export function changedConsent(stored: DestinationConsent, change: z.infer<typeo
   return { ...kept, ...Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)), ...(vendor !== undefined && { tcfVendorId: vendor }) };
 }
 
-/** The segments a destination sends, each once: at most `max` (a connector may take fewer, see Connector.maxSegments). */
-export function segmentIdList(max: number) {
-  return listedOnce(z.array(z.string().min(1).max(64)).min(1).max(max), (id) => id, 'segments are listed once each');
+/** The segments a destination sends, each once: at most `max` (a connector may take fewer, see Connector.maxSegments; `why` says so). */
+export function segmentIdList(max: number, why?: string) {
+  return listedOnce(z.array(z.string().min(1).max(64)).min(1).max(max, why), (id) => id, 'segments are listed once each');
 }
 const SegmentIds = segmentIdList(50);
 
@@ -176,7 +176,7 @@ export const DestinationViewSchema = z
     held: z.record(z.string(), z.object({ ids: z.number().int(), uncertain: z.number().int() })).openapi({ description: 'Per segment, the ids the partner confirmed holding, and those whose last delivery is unconfirmed' }),
     lastExport: z.object({ exportId: z.string(), state: ExportStateSchema, startedAt: Iso, finishedAt: Iso.nullable() }).nullable(),
     scheduleId: z.string().nullable().openapi({ description: 'The Temporal Schedule that starts its exports' }),
-    partnerWaitUntil: Iso.nullable().openapi({ description: "Until when the partner asked (a Retry-After longer than 5 minutes) not to be sent to: scheduled and near-real-time exports skip until then" }),
+    partnerWaitUntil: Iso.nullable().openapi({ description: "Until when the partner asked (a Retry-After longer than 5 minutes) not to be sent to: scheduled and near-real-time exports skip until then, and an export the partner takes whole clears it" }),
     createdAt: Iso,
     updatedAt: Iso,
   })

@@ -3,9 +3,9 @@ import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { FieldError } from './collect';
 import { INPUT_IDENTITY_TYPES, type InputIdentityType, partnerUserIdProblem } from './identity';
-import { FLAT_LIST_MAX, type EventInput } from './schemas';
+import type { EventInput } from './schemas';
 import { SegmentScheduleSchema } from './segments';
-import { storableText } from './text';
+import { compareText, FLAT_LIST_MAX, storableText } from './text';
 import { ColumnName, locateColumns, MappingFields, refuseRawPiiTraits, UploadRejectionSchema } from './uploads';
 
 extendZodWithOpenApi(z);
@@ -94,7 +94,7 @@ const FeedConfigFields = {
     .optional()
     .openapi({ description: 'Where the file is fetched (GET): https, or http to a host in DMP_DESTINATION_ALLOWLIST; never a private, loopback or link-local address unless allowlisted' }),
   folder: FolderSchema.optional().openapi({ description: 'A drop folder under DMP_FEED_DIR: every new file in it (by name, size and modification time) is imported once' }),
-  format: z.enum(FEED_FORMATS).default('csv').openapi({ description: '`csv` (a header row first) or `ndjson` (one JSON object per line, read by the mapped names); `.gz` files are decompressed' }),
+  format: z.enum(FEED_FORMATS).default('csv').openapi({ description: '`csv` (a header row first) or `ndjson` (one JSON object per line, read by the mapped names); gzip is decompressed (told by its first bytes)' }),
   schedule: SegmentScheduleSchema.openapi({ description: 'When the feed is pulled: `{"every": "PT1H"}` or `{"cron": "0 * * * *"}` (a Temporal Schedule)' }),
   mapping: FeedMappingSchema,
   cursorColumn: ColumnName.optional().openapi({
@@ -131,38 +131,78 @@ function providerSegmentsTrait(provider: string): string {
 
 const INTEGER = /^-?\d+$/;
 const DECIMAL = /^-?\d+(\.\d+)?$/;
-/** An ISO 8601 date, or date and time with an optional fraction and offset. */
-const ISO_TIME = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+/**
+ * An ISO 8601 date, or date and time (`T` or a space between), with an optional fraction and an
+ * optional offset: `Z`, `±HH`, `±HHMM` or `±HH:MM`, a space before it allowed (as databases print it).
+ */
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?\s?(Z|[+-]\d{2}(?::?\d{2})?)?)?$/;
 
-/** The time an ISO 8601 cursor value names, or NaN. */
+/** The time an ISO 8601 cursor value names (one without an offset read as UTC, whatever the process's zone), or NaN — also for a day or time that does not exist. */
 function cursorTime(value: string): number {
-  return ISO_TIME.test(value) ? Date.parse(value.replace(' ', 'T')) : NaN;
+  const match = ISO_TIME.exec(value);
+  if (!match) return NaN;
+  const [year, month, day, hour = 0, minute = 0, second = 0] = match.slice(1, 7).map((part) => (part === undefined ? undefined : Number(part))) as number[];
+  const millis = Number((match[7] ?? '').padEnd(3, '0').slice(0, 3));
+  const at = Date.UTC(year, month - 1, day, hour, minute, second, millis);
+  const date = new Date(at);
+  if (date.getUTCMonth() !== month - 1 || date.getUTCDate() !== day || hour > 23 || minute > 59 || second > 59) return NaN;
+  const offset = match[8];
+  if (!offset || offset === 'Z') return at;
+  const [hours, minutes = '0'] = [offset.slice(1, 3), offset.slice(3).replace(':', '')];
+  if (Number(hours) > 23 || Number(minutes) > 59) return NaN;
+  return at - (offset[0] === '-' ? -1 : 1) * (Number(hours) * 60 + Number(minutes)) * 60_000;
+}
+
+/** What a feed's cursor holds: numbers or times, never both (a stray one of the other would sort anywhere). */
+export type CursorKind = 'number' | 'time';
+
+/** A cursor value's kind, or null for one that is neither. */
+export function cursorKind(value: string): CursorKind | null {
+  return DECIMAL.test(value) ? 'number' : Number.isNaN(cursorTime(value)) ? null : 'time';
 }
 
 /**
- * What a cursor value must be: a number, or an ISO 8601 date or time. Text ordered as text would let
- * one stray cell (`N/A`, a shifted column) sort past every time and stall the feed.
+ * What a cursor value must be: a number, or an ISO 8601 date or time — and of the kind the feed's
+ * cursor holds, when known. Text ordered as text would let one stray cell (`N/A`, a shifted column)
+ * sort past every time and stall the feed.
  */
-export function cursorValueProblem(value: string): string | null {
-  return DECIMAL.test(value) || !Number.isNaN(cursorTime(value)) ? null : 'is not a number or an ISO 8601 date or time, so it cannot order rows';
+export function cursorValueProblem(value: string, kind: CursorKind | null = null): string | null {
+  const found = cursorKind(value);
+  if (found === null) return 'is not a number or an ISO 8601 date or time, so it cannot order rows';
+  if (kind !== null && found !== kind) return `is a ${found} where this feed's cursor values are ${kind}s`;
+  return null;
 }
 
 /**
  * Orders cursor values: numbers by value (integers exactly, however long), ISO 8601 times by the
- * time they name (`…09:00:00.5Z` after `…09:00:00Z`, offsets counted), anything else as text.
+ * time they name (`…09:00:00.5Z` after `…09:00:00Z`, offsets counted, UTC without one), anything
+ * else as text.
  */
 export function compareCursors(a: string, b: string): number {
   if (INTEGER.test(a) && INTEGER.test(b)) return Math.sign(Number(BigInt(a) - BigInt(b)));
   if (DECIMAL.test(a) && DECIMAL.test(b)) return Math.sign(Number(a) - Number(b));
   const [at, bt] = [cursorTime(a), cursorTime(b)];
-  if (!Number.isNaN(at) && !Number.isNaN(bt) && at !== bt) return Math.sign(at - bt);
+  if (!Number.isNaN(at) && !Number.isNaN(bt)) return Math.sign(at - bt) || compareText(subMillisecond(a), subMillisecond(b));
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The digits of a time's fraction past the millisecond, padded alike: what orders two times in one millisecond. */
+function subMillisecond(value: string): string {
+  return (ISO_TIME.exec(value)?.[7] ?? '').slice(3).padEnd(12, '0');
 }
 
 /** The cursor values a pull reads, both ends included; null leaves an end open. */
 export interface CursorWindow {
   from: string | null;
   to: string | null;
+  /** The kind of value the feed's cursor holds: its ends', else the first a pull read (see `windowKind`); not stored. */
+  kind?: CursorKind | null;
+}
+
+/** The kind of value a window's ends hold (null when open at both ends, or of no kind: a cursor saved before kinds were checked). */
+export function windowKind(window: CursorWindow): CursorKind | null {
+  const end = window.from ?? window.to;
+  return end === null ? null : cursorKind(end);
 }
 
 export function inCursorWindow(value: string, window: CursorWindow): boolean {
@@ -186,6 +226,7 @@ export const BackfillRequestSchema = z
     to: CursorValue.openapi({ description: 'The last cursor value re-read (included)', example: '2026-03-02T00:00:00Z' }),
   })
   .strict()
+  .refine((window) => cursorKind(window.from) === cursorKind(window.to), { path: ['to'], message: 'must be of the kind `from` is: both numbers, or both times' })
   .refine((window) => compareCursors(window.from, window.to) <= 0, { path: ['to'], message: 'must not come before `from`' })
   .openapi('BackfillRequest');
 
@@ -286,7 +327,7 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
   if (columns.cursor) {
     const cursor = fields[columns.cursor.index].trim();
     if (cursor === '') return { errors: [{ path: columns.cursor.column, message: 'is empty: every row needs its cursor value' }] };
-    const problem = cursorValueProblem(cursor);
+    const problem = cursorValueProblem(cursor, window.kind ?? null);
     if (problem !== null) return { errors: [{ path: columns.cursor.column, message: problem }] };
     if (!inCursorWindow(cursor, window)) return { skipped: true };
   }
@@ -336,7 +377,7 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
 export function rowCursor(fields: string[], columns: FeedColumns, window: CursorWindow): string | null {
   if (!columns.cursor || fields.length !== columns.width) return null;
   const value = fields[columns.cursor.index].trim();
-  return value !== '' && cursorValueProblem(value) === null && inCursorWindow(value, window) ? value : null;
+  return value !== '' && cursorValueProblem(value, window.kind ?? null) === null && inCursorWindow(value, window) ? value : null;
 }
 
 /** Names the column an event field came from (`identities.cookie_id` → the partner id column), so a rejection points into the file. */

@@ -6,7 +6,7 @@ import { CrmMappingSchema } from './uploads';
 import { FeedConfigSchema, FeedStatusSchema } from './feeds';
 import { keyedRecord } from './keyedRecord';
 import { listedOnce } from './schemaChecks';
-import { nameText, storableText } from './text';
+import { FLAT_LIST_MAX, FLAT_TEXT_MAX, nameText, storableText } from './text';
 
 extendZodWithOpenApi(z);
 
@@ -182,12 +182,8 @@ export type SourceStatus = z.infer<typeof SourceStatusSchema>;
 /** Ids of one type an event may carry: two, as an alias joins a person's earlier id to the new one (more would pass the caps per type unchecked). */
 export const MAX_IDS_PER_TYPE = 2;
 
-/** The longest text a trait or property value holds. */
-export const FLAT_TEXT_MAX = 1024;
 const Scalar = z.union([storableText(FLAT_TEXT_MAX), z.number().finite(), z.boolean(), z.null()]);
 /** Flat values only: the store refuses nested arrays, and flat values are what segment rules test. */
-/** The most values a list trait or property holds. */
-export const FLAT_LIST_MAX = 100;
 const FlatValue = z.union([Scalar, z.array(z.union([storableText(FLAT_TEXT_MAX), z.number().finite(), z.boolean()])).max(FLAT_LIST_MAX)]);
 const FieldName = z.string().min(1).max(128);
 

@@ -22,6 +22,11 @@ export function compareText(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** The longest text a trait or property value holds. */
+export const FLAT_TEXT_MAX = 1024;
+/** The most values a list trait or property holds. */
+export const FLAT_LIST_MAX = 100;
+
 /** Any text the store can hold, up to `max` characters. */
 export function storableText(max: number) {
   return z.string().max(max).regex(STORABLE_TEXT, NUL_MESSAGE);

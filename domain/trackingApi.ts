@@ -2,8 +2,8 @@ import { z } from 'zod';
 import { IDENTITY_TRAITS, zodIssuesToFieldErrors, type FieldError } from './collect';
 import { maidProblem, type InputIdentityType } from './identity';
 import { isRecord } from './records';
-import { CollectResponseSchema, FLAT_TEXT_MAX, type ConsentInput, type EventInput } from './schemas';
-import { nameText } from './text';
+import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
+import { FLAT_TEXT_MAX, nameText } from './text';
 
 /**
  * The Segment HTTP Tracking API (also RudderStack's): its message types as zod schemas, and the pure
@@ -246,14 +246,26 @@ class FlatFields {
   }
 }
 
+/** The page fields a browser SDK reports, in `context.page` and (analytics.js) copied into a page's `properties`. */
+const PAGE_FIELDS = new Set(['url', 'path', 'referrer', 'search', 'title']);
+
+/** A text cut to `max` characters, never through the middle of a character (a surrogate pair). */
+function cutText(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const cut = text.slice(0, max);
+  return /[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut;
+}
+
 /**
- * What a browser reports of its page (URL, referrer, search, title) is the visitor's, not the
+ * What a browser reports of its page (URL, path, referrer, search, title) is the visitor's, not the
  * sender's to fit: a text longer than a property holds (a URL with click ids) is cut to it, as the
- * JS tag cuts it, instead of refusing the page view.
+ * JS tag cuts it, instead of refusing the page view — all of `context.page`, and those fields of a
+ * page's `properties`, where analytics.js copies them.
  */
-function pageContext(page: Record<string, unknown> | null | undefined): Record<string, unknown> | null | undefined {
-  if (!page || !Object.values(page).some((value) => typeof value === 'string' && value.length > FLAT_TEXT_MAX)) return page;
-  return Object.fromEntries(Object.entries(page).map(([name, value]) => [name, typeof value === 'string' && value.length > FLAT_TEXT_MAX ? value.slice(0, FLAT_TEXT_MAX) : value]));
+function cutPageFields(fields: Record<string, unknown> | null | undefined, only?: ReadonlySet<string>): Record<string, unknown> | null | undefined {
+  const long = (name: string, value: unknown) => typeof value === 'string' && value.length > FLAT_TEXT_MAX && (!only || only.has(name));
+  if (!fields || !Object.entries(fields).some(([name, value]) => long(name, value))) return fields;
+  return Object.fromEntries(Object.entries(fields).map(([name, value]) => [name, long(name, value) ? cutText(value as string, FLAT_TEXT_MAX) : value]));
 }
 
 /** Reserved traits that are identities (the collector's): taken out of the traits, so the raw value is never kept. */
@@ -404,8 +416,8 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
   const properties = new FlatFields(origins, 'properties');
   if (message.type === 'track') properties.add(message.properties, 'properties');
   if (message.type === 'page' || message.type === 'screen') {
-    properties.add(pageContext(context.page), 'context.page');
-    properties.add(message.properties, 'properties');
+    properties.add(cutPageFields(context.page), 'context.page');
+    properties.add(cutPageFields(message.properties, PAGE_FIELDS), 'properties');
     if (message.name != null) properties.set('name', message.name, 'name');
     if (message.category != null) properties.set('category', message.category, 'category');
   }

@@ -7,7 +7,7 @@ import { ScheduleSyncs, type ScheduleSyncMark } from './scheduleSyncs';
 import { VersionClaims } from './versionClaims';
 
 export const DESTINATION_COLLECTIONS = {
-  /** Destination definitions, written by the API alone. */
+  /** Destination definitions, written by the API alone (but for `partnerWaitUntil`, see DestinationDefinition). */
   destinations: 'destinations',
   /** One per destination: what its partner holds per segment, written by the export holding the destination's turn. */
   holdings: 'destination_holdings',
@@ -53,8 +53,12 @@ export interface DestinationDefinition {
   /** The share of each segment held out from the partner (domain/destinations isHeldOut); absent on destinations made before holdouts. */
   holdoutShare?: number;
   state: 'active' | 'paused';
-  /** Until when the partner asked, by a Retry-After longer than a delivery waits, not to be sent to: scheduled exports skip. */
-  partnerWaitUntil?: Date;
+  /**
+   * Until when the partner asked, by a Retry-After longer than a delivery waits, not to be sent to:
+   * scheduled exports skip; an export the partner then takes whole clears it. The one field exports
+   * write on the definition, through the same exclusive write as the API's.
+   */
+  partnerWaitUntil?: Date | null;
   /** When the partner's address last changed: exports planned before it did not send everything to the new one. */
   addressChangedAt?: Date | null;
   /** A change whose schedule update is still owed (see ScheduleSyncs). */

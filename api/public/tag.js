@@ -222,8 +222,10 @@
     return any ? copy : null;
   }
 
+  /** Cut to MAX_TEXT characters, never through the middle of one (a surrogate pair): the API refuses longer. */
   function text(value) {
-    return String(value || '').slice(0, MAX_TEXT);
+    var cut = String(value || '').slice(0, MAX_TEXT);
+    return /[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut;
   }
 
   function enqueue(type, identities, properties, traits) {

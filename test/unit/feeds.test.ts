@@ -6,6 +6,7 @@ import {
   BackfillRequestSchema,
   compareCursors,
   cursorValueProblem,
+  windowKind,
   FeedConfigSchema,
   feedColumnOf,
   feedRowToEvent,
@@ -87,8 +88,28 @@ describe('feed cursors', () => {
   });
 
   it('takes numbers and ISO 8601 dates or times as cursor values, and nothing else: a stray cell must not sort past every time', () => {
-    for (const value of ['42', '-3', '2.5', '2026-03-01', '2026-03-01T09:00:00Z', '2026-03-01 09:00:00', '2026-03-01T09:00:00.123456+0100']) expect(cursorValueProblem(value)).toBeNull();
-    for (const value of ['N/A', 'NULL', 'Platinum', '2026-13-45T99:00:00Z', '1e5']) expect(cursorValueProblem(value)).toBe('is not a number or an ISO 8601 date or time, so it cannot order rows');
+    const values = ['42', '-3', '2.5', '2026-03-01', '2026-03-01T09:00:00Z', '2026-03-01 09:00:00', '2026-03-01T09:00:00.123456+0100', '2026-03-01 09:00:00+00', '2026-03-01 09:00:00 +0000'];
+    for (const value of values) expect(cursorValueProblem(value)).toBeNull();
+    for (const value of ['N/A', 'NULL', 'Platinum', '2026-13-45T99:00:00Z', '2026-02-30', '2026-02-31T10:00:00Z', '2026-03-01T24:00:00Z', '1e5']) {
+      expect(cursorValueProblem(value)).toBe('is not a number or an ISO 8601 date or time, so it cannot order rows');
+    }
+    // Of one kind: a number in a feed of times (an epoch, a spreadsheet's date serial) would sort anywhere among them.
+    expect(cursorValueProblem('46082', 'time')).toBe("is a number where this feed's cursor values are times");
+    expect(cursorValueProblem('2026-03-01', 'number')).toBe("is a time where this feed's cursor values are numbers");
+    expect(windowKind({ from: '2026-03-01T00:00:00Z', to: null })).toBe('time');
+    expect(windowKind({ from: null, to: '17' })).toBe('number');
+    expect(windowKind({ from: 'N/A', to: null })).toBeNull();
+  });
+
+  it('reads a time without an offset as UTC, whatever the zone the process runs in, and offsets of every ISO form', () => {
+    expect(compareCursors('2026-03-01T00:30:00', '2026-03-01')).toBeGreaterThan(0);
+    expect(compareCursors('2026-03-01T00:30:00', '2026-03-01T00:30:00Z')).toBe(0);
+    expect(compareCursors('2026-03-01 10:00:00+01', '2026-03-01T09:00:00Z')).toBe(0);
+    expect(compareCursors('2026-03-01 10:00:00 +0100', '2026-03-01T09:00:00Z')).toBe(0);
+    expect(compareCursors('2026-03-01T04:00:00-05:00', '2026-03-01T09:00:00Z')).toBe(0);
+    // Within one millisecond, by the digits past it.
+    expect(compareCursors('2026-03-01T09:00:00.0001Z', '2026-03-01T09:00:00.0002Z')).toBeLessThan(0);
+    expect(compareCursors('2026-03-01T09:00:00.0001Z', '2026-03-01T09:00:00.00010Z')).toBe(0);
   });
 
   it('reads a window with both ends included and an open end for null', () => {
@@ -168,6 +189,9 @@ describe('feed rows as events', () => {
     expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', 'N/A', ''], columns, window, matched({}))).toEqual({
       errors: [{ path: 'updated_at', message: 'is not a number or an ISO 8601 date or time, so it cannot order rows' }],
     });
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', '46082', ''], columns, { ...window, kind: 'time' }, matched({}))).toEqual({
+      errors: [{ path: 'updated_at', message: "is a number where this feed's cursor values are times" }],
+    });
   });
 
   it("reads a row's cursor value when the row is in the window, whatever becomes of it", () => {
@@ -178,6 +202,7 @@ describe('feed rows as events', () => {
     // Nor from a row whose cells do not fit the header (a comma unquoted shifts the cursor column), nor a value no cursor is.
     expect(rowCursor(['tdid-9', '', 'high', 'Gold', ' Platinum', '2026-03-01T11:00:00Z', ''], columns, window)).toBeNull();
     expect(rowCursor(['tdid-9', '', '', '', 'N/A', ''], columns, window)).toBeNull();
+    expect(rowCursor(['tdid-9', '', '', '', '46082', ''], columns, { from: null, to: null, kind: 'time' })).toBeNull();
     expect(rowCursor(['tdid-9', '', '', '', '5', ''], columnsOf(HEADER, { ...FEED, cursorColumn: undefined }), OPEN)).toBeNull();
   });
 

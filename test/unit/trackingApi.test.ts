@@ -326,4 +326,19 @@ describe('limits', () => {
     expect(properties.referrer).toBe('https://search.example/');
     expect(collectorPaths({ type: 'track', event: 'x', anonymousId: 'a', properties: { note: 'n'.repeat(1025) } })).toEqual(['properties.note']);
   });
+
+  it("cuts them where analytics.js copies them into the page's properties too, and never through the middle of a character", () => {
+    const url = `https://shop.example/landing?fbclid=${'f'.repeat(2000)}`;
+    const search = `?fbclid=${'f'.repeat(2000)}`;
+    const title = `${'t'.repeat(1023)}🏔️ peaks`;
+    const page = { type: 'page', anonymousId: 'a', properties: { url, search, title, note: 'kept' }, context: { page: { url, search, title } } };
+    expect(collectorPaths(page)).toEqual([]);
+    const properties = mapped(page).properties as Record<string, string>;
+    expect(properties.url).toBe(url.slice(0, 1024));
+    expect(properties.search).toHaveLength(1024);
+    // The mountain's surrogate pair would be split at 1,024: the cut stops before it.
+    expect(properties.title).toBe('t'.repeat(1023));
+    expect(properties.note).toBe('kept');
+    expect(collectorPaths({ type: 'page', anonymousId: 'a', properties: { note: 'n'.repeat(1025) } })).toEqual(['properties.note']);
+  });
 });
