@@ -407,19 +407,20 @@ export function createExportActivities(deps: ExportDeps) {
             // Redacted on its own: the partner's answer may end in a secret cut short.
             const message = redact(error.message, connector, config);
             await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'failed', attempts, rejected: 0, status: error.status, error: message, at: now() });
-            if (last) {
-              // A refused batch leaves the others to go (removals above all); a partner still failing stops the export.
-              refusals.push(`batch ${n}: ${message}`);
-              if (error.retryable) stopped = `batch ${n}: ${message} (after ${attempt} attempts)`;
-              return;
-            }
+            // Asked to wait longer than a delivery does (on its last attempt too): recorded, and the export stops.
             if (error.retryAfterMs !== null && error.retryAfterMs > MAX_WAIT_MS) {
               const until = new Date(now().getTime() + error.retryAfterMs);
               await destinations.update(destination._id, { partnerWaitUntil: until });
               stopped = `batch ${n}: ${message}; the partner asked to wait until ${until.toISOString()}`;
               return;
             }
-            const wait = error.retryAfterMs ?? Math.min(MAX_WAIT_MS, backoffMs(attempt));
+            if (last) {
+              // A refused batch leaves the others to go (removals above all); a partner still failing stops the export.
+              refusals.push(`batch ${n}: ${message}`);
+              if (error.retryable) stopped = `batch ${n}: ${message} (after ${attempt} attempts)`;
+              return;
+            }
+            const wait = error.retryAfterMs ?? backoffMs(attempt);
             if (error.retryAfterMs !== null) pacer.pause(wait);
             await sleep(wait);
           }
@@ -482,12 +483,12 @@ export function createExportActivities(deps: ExportDeps) {
       exp.finishedAt = now();
       await destinations.saveExport(exp);
       if (destination) await destinations.saveLastExport(destination._id, { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt });
-      // The partner took every batch: whatever wait it asked for is over.
-      if (destination?.partnerWaitUntil && exp.state === 'completed' && exp.batchesConfirmed > 0) await destinations.update(destination._id, { partnerWaitUntil: null });
     }
     // Also on a repeat: an attempt interrupted after recording the outcome left these to do. States
     // this export replaced go only now — until the outcome is recorded, a repeat computes from them.
     const current = await destinations.get(exp.destinationId);
+    // The partner took every batch: whatever wait it asked for is over.
+    if (current?.partnerWaitUntil && exp.state === 'completed' && exp.batchesConfirmed > 0) await destinations.update(current._id, { partnerWaitUntil: null });
     if (current && plan) {
       for (const segment of plan.segments) {
         if (segment.before && segment.before.exportId !== exp._id && current.held[segment.id]?.exportId !== segment.before.exportId) await destinations.dropState(current._id, segment.id, segment.before);

@@ -150,10 +150,13 @@ export function createFeedActivities(deps: FeedDeps) {
   async function prepareFeedRows(rows: NumberedRow[], columns: FeedColumns, window: CursorWindow, read: ReadCounts, options: PrepareOptions): Promise<PreparedRows> {
     const cookieIds = await matchPartnerIds(rows, columns, window);
     const mapped: MappedRow[] = [];
+    let kinded = { ...window, kind: read.kind };
     for (const { row, fields } of rows) {
-      // The feed's cursor holds one kind of value: its window's, else the first this pull reads (a row of another is refused).
-      if (columns.cursor && read.kind === null) read.kind = windowKind(window) ?? (fields.length === columns.width ? cursorKind(fields[columns.cursor.index].trim()) : null);
-      const kinded = { ...window, kind: read.kind };
+      // The feed's cursor holds one kind of value: its window's (read.kind from the start), else the first this pull reads.
+      if (columns.cursor && read.kind === null && fields.length === columns.width) {
+        read.kind = cursorKind(fields[columns.cursor.index].trim());
+        kinded = { ...window, kind: read.kind };
+      }
       read.cursor = laterCursor(read.cursor, rowCursor(fields, columns, kinded));
       const result = feedRowToEvent(fields, columns, kinded, (id) => cookieIds.get(id) ?? null);
       if ('unmatched' in result) read.unmatched++;
@@ -177,7 +180,7 @@ export function createFeedActivities(deps: FeedDeps) {
       throw new FetchSuperseded(pull._id, by);
     }
     const staging = new UploadStaging(uploads, upload, deps.config.DMP_CHUNK_MAX_EVENTS);
-    const read: ReadCounts = { skipped: 0, unmatched: 0, cursor: null, kind: null };
+    const read: ReadCounts = { skipped: 0, unmatched: 0, cursor: null, kind: windowKind(pull.window) };
     const options: PrepareOptions = { now: upload.startedAt, defaultPhoneRegion: deps.config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent };
     try {
       for (const file of files) {
@@ -189,7 +192,7 @@ export function createFeedActivities(deps: FeedDeps) {
         try {
           await staging.readFile(feedRecords(stream, source.feed), readHeader, { file: file.label, lineNumbers: source.feed.format === 'ndjson' });
         } catch (error) {
-          // A folder's file refused whole (a header the mapping does not fit, an empty file) stages nothing: the others import, it
+          // A folder's file refused whole (a header the mapping does not fit) stages nothing: the others import, it
           // is listed with the rejections, and is read again only once it changes. (A URL feed's one file fails its pull.)
           if (!('files' in found && error instanceof FileRefused)) throw error;
           staging.refuseFile(file.label ?? file.path, error.errors);

@@ -62,9 +62,12 @@ function idTypeSchema(connector: Connector) {
   return connector.partnerIds ? z.union([own, PartnerIdTypeSchema], { error }) : own;
 }
 
-/** One shape per connector, as the document states it (`oneOf` on `connector`): its config and the id types it takes. */
+/** A stored destination's connector, unless this version does not know it. */
+const knownConnector = (name: string): Connector | undefined => (Object.hasOwn(CONNECTORS, name) ? CONNECTORS[name] : undefined);
+
 const tooManySegments = (connector: string, max: number) => `a ${connector} destination sends at most ${max} segment${max === 1 ? '' : 's'} to its list: make one destination per segment`;
 
+/** One shape per connector, as the document states it (`oneOf` on `connector`): its config and the id types it takes. */
 export function createDestinationRequestSchema(allowlist: ReadonlySet<string>) {
   const shapes = Object.values(CONNECTORS).map((connector) =>
     z
@@ -108,7 +111,7 @@ function configOf(connector: Connector, value: Record<string, unknown>, allowlis
 }
 
 export function destinationView(doc: DestinationDoc, databaseName: string): DestinationView {
-  const connector = Object.hasOwn(CONNECTORS, doc.connector) ? CONNECTORS[doc.connector] : undefined;
+  const connector = knownConnector(doc.connector);
   // A connector this version does not know: its secrets are unknown too, so nothing of its config is shown.
   const config = connector ? { ...doc.config } : {};
   for (const field of connector?.secrets ?? []) if (config[field] !== undefined) config[field] = SECRET_SET;
@@ -264,9 +267,9 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
     const doc = await requireDestination(req.params.id as string);
     const patch = parseOr400(PatchDestinationRequestSchema, req.body, 'destination change');
     const set: Partial<DestinationDefinition> = { updatedAt: new Date(), scheduleSync: newScheduleSyncMark() };
+    const connector = knownConnector(doc.connector);
     if (patch.name !== undefined) set.name = patch.name;
     if (patch.config !== undefined) {
-      const connector = Object.hasOwn(CONNECTORS, doc.connector) ? CONNECTORS[doc.connector] : undefined;
       if (!connector) throw new ProblemError(409, 'config-mismatch', 'The destination\'s connector is not one this version knows', [{ path: 'config', message: `connector ${doc.connector}` }]);
       // Secrets left out (or sent back as shown) keep their stored value: the API never hands them out.
       const given = { ...patch.config };
@@ -284,7 +287,6 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       if (where(set.config) !== where(doc.config)) set.addressChangedAt = set.updatedAt;
     }
     if (patch.segments !== undefined) {
-      const connector = Object.hasOwn(CONNECTORS, doc.connector) ? CONNECTORS[doc.connector] : undefined;
       if (connector) checkSegmentCount(connector, patch.segments);
       await checkSegments(patch.segments);
       set.segments = patch.segments;

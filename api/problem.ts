@@ -100,7 +100,7 @@ export const problemHandler: ErrorRequestHandler = (error, req, res, next) => {
   // Any other request error a body parser names as the client's (a compressed body that does not inflate, a request cut short).
   const status = (error as { status?: unknown }).status;
   if (typeof status === 'number' && status >= 400 && status < 500 && (error as { expose?: unknown }).expose === true) {
-    return sendProblem(res, new ProblemError(400, 'unreadable-body', 'Body could not be read', [{ path: '(body)', message: (error as Error).message }]));
+    return sendProblem(res, new ProblemError(status, 'unreadable-body', 'Body could not be read', [{ path: '(body)', message: (error as Error).message }]));
   }
   if (isUnavailable(error)) {
     logger.warn({ err: error, path: req.path }, 'dependency unavailable');

@@ -29,7 +29,7 @@ import { UploadKeys } from '../store/uploadKeys';
 import { idForKey, IdempotencyKeySchema } from '../domain/idempotency';
 import { idempotencyKeyOf, keyUsed } from './idempotency';
 import type { OpenApiParts } from './openapi';
-import { parseOr400, ProblemError } from './problem';
+import { bodySent, parseOr400, ProblemError } from './problem';
 import { requireSource } from './requireSource';
 import type { RouterDeps } from './routerDeps';
 
@@ -83,7 +83,7 @@ function invalidFile(errors: Array<{ path: string; message: string }>): ProblemE
 function csvBody(req: Request): () => Readable {
   const unsupported = (path: string, message: string) => new ProblemError(415, 'unsupported-media-type', 'Send the file as text/csv', [{ path, message }]);
   // No body at all, whatever its type says (or without one): an empty file.
-  if (req.headers['transfer-encoding'] === undefined && Number(req.headers['content-length'] ?? 0) === 0) throw invalidFile([{ path: '(body)', message: 'empty file: expected a header row' }]);
+  if (!bodySent(req)) throw invalidFile([{ path: '(body)', message: 'empty file: expected a header row' }]);
   if (!req.is('text/csv')) throw unsupported('headers.content-type', 'expected text/csv');
   const charset = /;\s*charset="?([^";]+)"?/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase();
   if (charset && charset !== 'utf-8' && charset !== 'utf8' && charset !== 'us-ascii') throw unsupported('headers.content-type', `charset ${charset}; expected utf-8`);

@@ -59,6 +59,9 @@ export type CountedSubject = Pick<SegmentSubject, 'traits' | 'identities' | 'con
 };
 
 /** Interns trait names, (trait, value) pairs and event types met during one pass. */
+/** The overflow of the many who hold no value past the bound, shared: every person's features are kept until a pass ends. */
+const NO_OVERFLOW = new Int32Array(0);
+
 export class FeatureDictionary {
   readonly traitNames: string[] = [];
   readonly valueOf: Array<{ trait: number; value: string | number | boolean }> = [];
@@ -127,7 +130,7 @@ export class FeatureDictionary {
     for (const [key, counter] of Object.entries(subject.campaigns ?? {})) {
       campaigns.push(intern(this.campaignIds, this.campaigns, key), counter.impressions, counter.clicks, counter.conversions, counter.value);
     }
-    return { values: Int32Array.from(values), traits: Int32Array.from(traits), overflow: Int32Array.from(overflow), events: Float64Array.from(events), identities, purposes, campaigns: Float64Array.from(campaigns) };
+    return { values: Int32Array.from(values), traits: Int32Array.from(traits), overflow: overflow.length > 0 ? Int32Array.from(overflow) : NO_OVERFLOW, events: Float64Array.from(events), identities, purposes, campaigns: Float64Array.from(campaigns) };
   }
 }
 

@@ -37,7 +37,7 @@ export const CampaignReportSchema = z
     ctr: Rate.openapi({ description: 'clicks / impressions' }),
     conversions: z.number().int(),
     converters: z.number().int().openapi({ description: 'Members with a conversion, reached or not (a conversion may come through another channel)' }),
-    convertersReached: z.number().int().openapi({ description: 'Members with an impression and a conversion' }),
+    convertersReached: z.number().int().openapi({ description: 'Members with an impression and a conversion (on a report counted before this figure was: at most the converters and the reach, whichever is fewer, until the next pass)' }),
     conversionRate: Rate.openapi({ description: 'convertersReached / reach: of the members reached, the share that converted' }),
     value: z.number().openapi({ description: "Sum of the conversions' `properties.value`" }),
     holdout: GroupSchema.extend({ destinationId: z.string(), share: z.number() }).optional().openapi({ description: "Members the destination held out (its `holdoutShare`)" }),
@@ -50,7 +50,7 @@ export type CampaignReport = z.infer<typeof CampaignReportSchema>;
 
 const ratio = (a: number, b: number) => (b === 0 ? null : a / b);
 
-/** A report counted before reached converters were knows no more than that they are at most both. */
+/** Reached converters; a report counted before they were tells only that they are at most the converters and the reach. */
 const reachedConverters = (figures: Omit<CampaignFigures, 'campaign'>) => figures.convertersReached ?? Math.min(figures.converters, figures.reach);
 
 function figuresOf(campaigns: CampaignFigures[] | undefined, campaign: string): Omit<CampaignFigures, 'campaign'> {
@@ -77,6 +77,7 @@ export function liftOf(treated: { converters: number; size: number }, held: { co
 
 export function campaignReportOf(campaign: string, segmentId: string, report: AudienceReport, stale: boolean, holdout: HoldoutReport | null): CampaignReport {
   const figures = figuresOf(report.campaigns, campaign);
+  const reached = reachedConverters(figures);
   const result: CampaignReport = {
     campaign,
     segmentId,
@@ -90,8 +91,8 @@ export function campaignReportOf(campaign: string, segmentId: string, report: Au
     ctr: ratio(figures.clicks, figures.impressions),
     conversions: figures.conversions,
     converters: figures.converters,
-    convertersReached: reachedConverters(figures),
-    conversionRate: ratio(reachedConverters(figures), figures.reach),
+    convertersReached: reached,
+    conversionRate: ratio(reached, figures.reach),
     value: figures.value,
   };
   if (!holdout) return result;
