@@ -78,7 +78,7 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
       case '/eu/undecided.html':
         return `<!doctype html><html><head><title>Undecided</title><script>${tcfCmp('', [], 10, 'cmpuishown')}</script>${tag}</head><body>eu</body></html>`;
       case '/eu/blocked.html':
-        // A CMP stub whose script never loads: \`__tcfapi\` is there, and never answers.
+        // A CMP stub whose script never loads: `__tcfapi` is there, and never answers.
         return `<!doctype html><html><head><title>Blocked CMP</title><script>window.__tcfapi=function(){};</script>${tag}</head><body>eu</body></html>`;
       case '/eu/deciding.html':
         // The banner is up at once; the visitor accepts after 2.5 s.
@@ -486,7 +486,7 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await tab.goto(`${siteUrl}/eu/undecided.html?k=${source.writeKey}`);
     await new Promise((resolve) => setTimeout(resolve, 1500));
     expect(sent(beacons)).toEqual([]);
-    // \`pagehide\` alone, as a browser fires it when it puts the page in its back-forward cache.
+    // `pagehide` alone, as a browser fires it when it puts the page in its back-forward cache.
     await tab.evaluate("window.dispatchEvent(new PageTransitionEvent('pagehide', { persisted: true }))");
     await waitForEvents(beacons, 1);
     expect(sent(beacons)[0]).toMatchObject({ type: 'page_view', consent: { purposes: { profiling: false } } });
