@@ -157,10 +157,11 @@ export class UploadStaging {
     this.rejections.push(...(file === undefined ? kept : kept.map((rejection) => ({ file, ...rejection }))));
     await this.staging;
     if (prepared.events.length === 0) return;
+    // Checked before the chunk is written: a reader given up on while it hung stages nothing more once it runs again.
+    if ((this.counts.chunks + 1) % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - this.progressAt >= PROGRESS_EVERY_MS) await this.updateReceiving(this.received());
     const n = this.counts.chunks++;
     this.staging = this.uploads.stageChunk(this.upload._id, n, prepared.events);
     this.staging.catch(() => undefined); // awaited before the next chunk, and at the end
-    if (this.counts.chunks % PROGRESS_EVERY_CHUNKS === 0 || Date.now() - this.progressAt >= PROGRESS_EVERY_MS) await this.updateReceiving(this.received());
   }
 
   /** Every progress write also checks the upload is still this reader's to fill. */

@@ -43,7 +43,7 @@ describe('a feed fetch attempt given up on that runs on', () => {
     await temporal.connection.close();
   });
 
-  it('stops at its next write once a later attempt failed its upload, removes what it staged, and leaves the pull as the later attempt made it', async () => {
+  it('stops at its next chunk once a later attempt failed its upload, leaves nothing staged, and leaves the pull as the later attempt made it', async () => {
     const taskQueue = uniqueName('feedtakeover');
     api = await startApi({ store, temporal, taskQueue, config: { DMP_CHUNK_MAX_EVENTS: CHUNK_ROWS, DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] } });
     const lines = Array.from({ length: ROWS }, (_, i) => `c-${i},${sha256Hex(`customer${i}@example.com`)},${i}`);
@@ -60,7 +60,8 @@ describe('a feed fetch attempt given up on that runs on', () => {
 
     // A body that stalls while the worker hangs is not given up on by the worker itself.
     const env = { DMP_TASK_QUEUE: taskQueue, DMP_CHUNK_MAX_EVENTS: String(CHUNK_ROWS), DMP_DESTINATION_ALLOWLIST: '127.0.0.1', DMP_DESTINATION_TIMEOUT_SECONDS: '900' };
-    const hung = spawnWorker(store, env);
+    const hungLog: string[] = [];
+    const hung = spawnWorker(store, env, hungLog);
     children.push(hung);
     const started = await call(`${api.url}/v1/sources/${sourceId}/pulls`, { key: api.adminKey, method: 'POST' });
     expect(started.status).toBe(202);
@@ -87,11 +88,12 @@ describe('a feed fetch attempt given up on that runs on', () => {
     expect(await uploads.get(first)).toMatchObject({ state: 'failed' });
     expect(await stagedOf(first)).toBe(0);
 
-    // The hung worker comes back: its first attempt reads on and stages past where it stopped…
+    // The hung worker comes back: its first attempt reads on until its upload tells it another attempt
+    // took over (checked before a chunk is written, at once after a long gap) and stops there…
     thaw(hung);
-    await waitFor('the first attempt staging again', async () => (await stagedOf(first)) > 0, 120_000, 20);
-    // …until its upload tells it another attempt took over: then what it staged goes.
-    await waitFor('the first attempt gone, leaving nothing staged', async () => (await stagedOf(first)) === 0, 120_000, 100);
+    await waitFor('the first attempt told its upload was taken over', async () => hungLog.join('').includes(`upload ${first} is no longer receiving: a later attempt took its place`), 120_000, 100);
+    // …leaving nothing staged, and the upload as the later attempt failed it.
+    expect(await stagedOf(first)).toBe(0);
     expect(await uploads.get(first)).toMatchObject({ state: 'failed', error: 'a later attempt of its pull read the file again' });
 
     // Nothing the hung worker's attempts do afterwards shows: none fetches again, stages, or touches the pull.

@@ -4,15 +4,18 @@ import type { Store } from '../../store/db';
 import { baseConfig, startApi, testStore, testTemporal, uniqueName, type RunningApi } from './services';
 
 /** The real worker entry point on `store`'s database, as its own process group so it can be killed outright. */
-export function spawnWorker(store: Store, env: Record<string, string>): ChildProcess {
+/** A worker process on the test's store; `output`, when given, collects what it logs (warnings and worse). */
+export function spawnWorker(store: Store, env: Record<string, string>, output?: string[]): ChildProcess {
   const uri = new URL(baseConfig.MONGODB_URI);
   uri.pathname = `/${store.db.databaseName}`;
-  return spawn('npx', ['tsx', 'workers/main.ts'], {
+  const child = spawn('npx', ['tsx', 'workers/main.ts'], {
     cwd: `${__dirname}/../..`,
     env: { ...process.env, MONGODB_URI: uri.toString(), TEMPORAL_ADDRESS: baseConfig.TEMPORAL_ADDRESS, ...env, LOG_LEVEL: 'warn' },
     detached: true,
-    stdio: 'ignore',
+    stdio: output ? ['ignore', 'pipe', 'pipe'] : 'ignore',
   });
+  for (const stream of [child.stdout, child.stderr]) stream?.on('data', (data: Buffer) => output?.push(data.toString()));
+  return child;
 }
 
 export function killHard(child: ChildProcess): Promise<void> {
