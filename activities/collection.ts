@@ -59,7 +59,7 @@ export type DrainStep = 'events-read' | 'identities-claimed' | 'events-routed' |
 export interface CollectionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_DRAIN_CONCURRENCY' | 'DMP_PRIVACY_SALT'>;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_DRAIN_CONCURRENCY' | 'DMP_PRIVACY_SALT'>;
   now?: () => Date;
   /** How long a chunk may stay pending (its writer mid-append) before the drain treats it as abandoned. */
   pendingGraceMs?: number;
@@ -94,7 +94,7 @@ interface LogBatch {
 /** The activities of a source's workflow: where its drain stands, and routing its log to the profile partitions. */
 export function createCollectionActivities(deps: CollectionDeps) {
   const now = deps.now ?? (() => new Date());
-  const log = new EventLog(deps.store, { now: () => now().getTime(), dedupeWindowHours: deps.config.DMP_DEDUPE_WINDOW_HOURS });
+  const log = new EventLog(deps.store, { now: () => now().getTime(), dedupeWindowHours: deps.config.DMP_DEDUPE_WINDOW_HOURS, rawEventTtlHours: deps.config.DMP_RAW_EVENT_TTL_HOURS });
   const identities = new IdentityIndex(deps.store, undefined, () => now().getTime());
   const capStore = new IdentityCapStore(deps.store);
   const routedEvents = new ProfileEventLog(deps.store);

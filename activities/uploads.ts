@@ -14,7 +14,7 @@ import { beginGated } from './startGate';
 export interface UploadDeps {
   store: Store;
   temporal: Client;
-  config: SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_PRIVACY_SALT'>;
+  config: SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_PRIVACY_SALT'>;
   now?: () => Date;
 }
 
@@ -54,7 +54,7 @@ export function createUploadActivities(deps: UploadDeps) {
   const uploads = new UploadStore(deps.store);
   const gates = new StartGates(deps.store);
   const sources = new SourceStore(deps.store);
-  const log = new EventLog(deps.store, { dedupeWindowHours: deps.config.DMP_DEDUPE_WINDOW_HOURS, ackDeadlineMs: APPEND_DEADLINE_MS });
+  const log = new EventLog(deps.store, { dedupeWindowHours: deps.config.DMP_DEDUPE_WINDOW_HOURS, rawEventTtlHours: deps.config.DMP_RAW_EVENT_TTL_HOURS, ackDeadlineMs: APPEND_DEADLINE_MS });
   const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
 
   async function requireUpload(uploadId: string): Promise<UploadDoc> {

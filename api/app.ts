@@ -66,7 +66,7 @@ export interface ApiDeps {
 
 export function createApp({ config, store, temporal }: ApiDeps): Express {
   const sources = new SourceStore(store);
-  const log = new EventLog(store, { dedupeWindowHours: config.DMP_DEDUPE_WINDOW_HOURS });
+  const log = new EventLog(store, { dedupeWindowHours: config.DMP_DEDUPE_WINDOW_HOURS, rawEventTtlHours: config.DMP_RAW_EVENT_TTL_HOURS });
   const profiles = new ProfileReader(store);
   const routedEvents = new ProfileEventLog(store);
   const unlinks = new Unlinks(store, temporal, config);

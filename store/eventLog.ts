@@ -5,6 +5,7 @@ import { EventIdGenerations } from './eventIds';
 
 /** How long an event id stays a duplicate when nothing else is said (DMP_DEDUPE_WINDOW_HOURS). */
 export const DEFAULT_DEDUPE_WINDOW_HOURS = 168;
+export const DEFAULT_RAW_EVENT_TTL_HOURS = 24;
 import { decodeEventsWithBytes, encodeEvents } from './deflatedBson';
 import { firstAbsent } from './keyedSequence';
 
@@ -92,8 +93,8 @@ export class EventLog {
   private readonly seals: Collection<ChunkSeal>;
   private readonly drainPositions: Collection<{ _id: string; cursor: number }>;
   private readonly eventIds: EventIdGenerations;
-  /** Where this process expects the next free slot of each source; a hint, corrected on conflict. */
-  private readonly nextSlot = new Map<string, number>();
+  /** Where this process expects the next free slot of each source, and when it last took a slot there; a hint, corrected on conflict. */
+  private readonly nextSlot = new Map<string, { seq: number; at: number }>();
   /**
    * Per source another process appends to as well (it took a slot from under this one lately): how
    * many more appends look for the head before inserting. One read by `_id` is far cheaper than an
@@ -102,7 +103,7 @@ export class EventLog {
    */
   private readonly contended = new Map<string, number>();
 
-  constructor(store: Store, private readonly options: { ackDeadlineMs?: number; now?: () => number; dedupeWindowHours?: number } = {}) {
+  constructor(store: Store, private readonly options: { ackDeadlineMs?: number; now?: () => number; dedupeWindowHours?: number; rawEventTtlHours?: number } = {}) {
     this.chunks = store.db.collection<StoredChunk>(COLLECTIONS.events);
     this.seals = store.db.collection<ChunkSeal>(COLLECTIONS.eventSeals);
     this.drainPositions = store.db.collection(COLLECTIONS.drainPositions);
@@ -141,7 +142,8 @@ export class EventLog {
   }
 
   private async claimSlot(sourceId: string, body: Omit<EventChunk, '_id' | 'sourceId' | 'seq'>): Promise<number> {
-    let seq = this.nextSlot.get(sourceId) ?? (await this.findHead(sourceId, await this.drainedUpTo(sourceId)));
+    const hint = this.nextSlot.get(sourceId);
+    let seq = hint && body.createdAt.getTime() - hint.at < this.hintTrustMs() ? hint.seq : await this.findHead(sourceId, await this.drainedUpTo(sourceId));
     const probesLeft = this.contended.get(sourceId) ?? 0;
     if (probesLeft > 0) {
       this.contended.set(sourceId, probesLeft - 1);
@@ -150,7 +152,7 @@ export class EventLog {
     for (;;) {
       try {
         await this.chunks.insertOne(encodeChunk({ _id: chunkId(sourceId, seq), sourceId, seq, ...body }));
-        this.nextSlot.set(sourceId, seq + 1);
+        this.nextSlot.set(sourceId, { seq: seq + 1, at: body.createdAt.getTime() });
         return seq;
       } catch (error) {
         if (!isDuplicateKeyError(error)) throw error;
@@ -159,6 +161,17 @@ export class EventLog {
         seq = await this.findHead(sourceId, seq + 1);
       }
     }
+  }
+
+  /**
+   * How long a hint is trusted. Once others have appended after it, the drain may pass the slots they
+   * took and retention remove them, leaving the hinted slot free behind the drain: a chunk written
+   * there would never be read. Retention removes only chunks older than the raw event time to live,
+   * so a hint younger than that (half of it, for clocks that differ) cannot point into removed slots;
+   * an older one is found again from the drain's cursor.
+   */
+  private hintTrustMs(): number {
+    return ((this.options.rawEventTtlHours ?? DEFAULT_RAW_EVENT_TTL_HOURS) * 3_600_000) / 2;
   }
 
   /**

@@ -2,6 +2,7 @@ import type { StoredEvent } from '../../domain/event';
 import { COLLECTIONS, connectStore, type Store } from '../../store/db';
 import { decodeEvents } from '../../store/deflatedBson';
 import { EventIdGenerations } from '../../store/eventIds';
+import { RetentionStore } from '../../store/retention';
 import { AckDeadlineExceeded, chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
 import { baseConfig, testStore } from '../support/services';
 
@@ -91,6 +92,20 @@ describe('source event log', () => {
     await store.db.collection<StoredChunk>(COLLECTIONS.events).deleteMany({ _id: { $in: [0, 1, 2].map((seq) => chunkId('s7', seq)) } });
     const fresh = await new EventLog(store).append('s7', events(['after-restart']));
     expect(fresh.seq).toBe(5);
+  });
+
+  it('never writes into a slot retention removed behind the drain after others took the slots this process expected', async () => {
+    let clock = Date.now();
+    const quiet = new EventLog(store, { rawEventTtlHours: 1, now: () => clock });
+    expect((await quiet.append('s10', events(['q0']))).seq).toBe(0);
+    // Another process appends meanwhile; the drain folds it all and retention removes every chunk.
+    const busy = new EventLog(store);
+    for (let n = 0; n < 3; n++) await busy.append('s10', events([`b${n}`]));
+    await store.db.collection(COLLECTIONS.drainPositions).insertOne({ _id: 's10' as never, cursor: 4 });
+    expect(await new RetentionStore(store).expireRawChunks('s10', 4, new Date(Date.now() + 60_000), 100)).toMatchObject({ chunks: 4 });
+    // The quiet process comes back later than a chunk can outlive retention: slot 1, where it expected to write, is free but behind the drain.
+    clock += 31 * 60_000;
+    expect((await quiet.append('s10', events(['q1']))).seq).toBe(4);
   });
 
   it('treats the ids an abandoned pending chunk did not claim as not its own', async () => {
