@@ -178,8 +178,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
      * erasure starts from (their documents, any linked to or split from them, every identity key
      * any version held); the keys not tombstoned yet tombstoned — salted hashes in a mark slot that
      * also withholds the documents from segments and exports at once — after recording where each
-     * source's drain stands (the events after it may never reach a routed batch); and, the first
-     * time, the destinations holding the subject given their ledger lines.
+     * source's drain stands (the events after it may never reach a routed batch); and, with the
+     * closure, the destinations holding the subject given their ledger lines.
      */
     async prepareErasure(input: { requestId: string }): Promise<{ found: boolean; holders: string[] }> {
       return withHeartbeats(async () => {
@@ -188,7 +188,10 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const resolving = !subject.documents;
         if (resolving) {
           const closure = await closureOf(key);
-          subject = { ...subject, ...closure, undrained: {} };
+          // The partners are found while the subject's identities and match entries are still there to map
+          // them, and kept with the closure: an attempt after it is saved (its scrub may have run) reads them there.
+          const holders = await findRemovals(request._id);
+          subject = { ...(await requests.subjectOf(request._id))!, ...closure, undrained: {}, holders };
           for (const source of await sources.list()) subject.undrained![source._id] = (await sources.loadPosition(source._id))?.cursor ?? 0;
           await requests.saveSubject(subject);
           await done(request, 'resolve', { identities: closure.keys.length, profiles: closure.documents.length, drain_positions: Object.keys(subject.undrained!).length });
@@ -200,8 +203,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
           await requests.saveSubject({ ...subject, tombstoned: [...(subject.tombstoned ?? []), ...keys] });
         }
         await done(request, 'tombstone', { privacy_marks: keys.length > 0 ? 1 : 0 });
-        // The partners are found while the subject's identities and match entries are still there to map them.
-        const holders = resolving || !request.destinations ? await findRemovals(request._id) : request.destinations.map((line) => line.destinationId);
+        // A subject saved before its holders were kept with it has them on the ledger.
+        const holders = subject.holders ?? (request.destinations ?? []).map((line) => line.destinationId);
         return { found: (subject.documents ?? []).length > 0, holders };
       });
     },

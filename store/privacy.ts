@@ -93,6 +93,8 @@ export interface SubjectDoc {
   /** An erasure's closure: every identity key and profile document of the subject found so far (it only grows). */
   keys?: string[];
   documents?: string[];
+  /** The destinations whose partner held the subject when the erasure began (each has its ledger line). */
+  holders?: string[];
   /** Keys whose tombstones are written. */
   tombstoned?: string[];
   /** Per source, where its drain stood before the first tombstones: events from there on may be in no routed batch. */

@@ -192,11 +192,13 @@ export class SubjectErasure {
     const running: string[] = [];
     const ids = [...subject.documents].sort();
     for (const run of await runs.runs.find({}, { projection: { _id: 1, state: 1, chunks: 1, segments: 1, members: 1 } }).toArray()) {
-      if (run.chunks.length === 0) continue;
+      // A run under way keeps what its pass read in memory until it ends, the subject's documents
+      // too if it read them before they went: it is waited for, chunks or none yet.
       if (run.state === 'running') {
         running.push(run._id);
         continue;
       }
+      if (run.chunks.length === 0) continue;
       if (await this.snapshot(runs, run as RunDoc, ids)) add(touched, SEGMENT_COLLECTIONS.runs, 1);
     }
     const changes = this.collection<StoredChange & { erasures?: number }>(SEGMENT_COLLECTIONS.changes);

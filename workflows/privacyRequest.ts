@@ -34,8 +34,14 @@ export interface PrivacyRequestInput {
  * new tombstones within a second, and this lets a batch that began before them end.
  */
 const TOMBSTONE_SETTLE = '5 seconds';
-/** Erasure passes before the request fails (and is retried as a whole): each pass only follows what the last one found. */
+/** Erasure passes before the request fails: each pass only follows what the last one found. */
 const MAX_ERASE_PASSES = 10;
+/**
+ * Passes that only waited for segment runs under way (30 s apart), not counted as passes: a batch
+ * run at 1M profiles takes minutes, and one whose worker died is failed by the hourly retention run.
+ */
+const MAX_RUN_WAITS = 240;
+const WAITS_UNCOUNTED = 'erasure-waits-for-runs-uncounted';
 
 /** Seconds before a failed removal is sent again: 15 s, doubling, at most an hour. */
 const retryAfter = (round: number) => Math.min(3600, 15 * 2 ** (round - 1));
@@ -103,6 +109,8 @@ async function erase(input: PrivacyRequestInput): Promise<PrivacyResult> {
   let removals: Promise<void[]> | null = null;
   let prepared: { found: boolean; holders: string[] } | null = null;
   let events = 0;
+  let searched = 0;
+  let waited = 0;
   for (let pass = 1; ; pass++) {
     prepared = await prepareErasure(input);
     removals ??= Promise.all(prepared.holders.map((destinationId) => removeAt(input, destinationId)));
@@ -110,9 +118,14 @@ async function erase(input: PrivacyRequestInput): Promise<PrivacyResult> {
     const erased = await eraseSubject(input);
     events += erased.events;
     if (erased.clean) break;
-    if (pass === MAX_ERASE_PASSES) throw ApplicationFailure.nonRetryable(`the subject was still found after ${pass} erasure passes`);
     // A segment run under way is waited for: its snapshot is rewritten when it ends.
-    if (erased.waiting > 0 && !erased.grew) await sleep('30 seconds');
+    const waiting = erased.waiting > 0 && !erased.grew;
+    if (patched(WAITS_UNCOUNTED)) {
+      if (waiting ? ++waited > MAX_RUN_WAITS : ++searched === MAX_ERASE_PASSES) {
+        throw ApplicationFailure.nonRetryable(waiting ? `segment runs were still under way after ${MAX_RUN_WAITS} waits` : `the subject was still found after ${searched} erasure passes`);
+      }
+    } else if (pass === MAX_ERASE_PASSES) throw ApplicationFailure.nonRetryable(`the subject was still found after ${pass} erasure passes`);
+    if (waiting) await sleep('30 seconds');
   }
   await removals;
   return { found: prepared.found, profiles: 0, identities: 0, events, segments: 0, destinations: prepared.holders.length, exportUrl: null };
