@@ -135,9 +135,13 @@ export class CooccurrenceCounter {
     for (const [key, count] of this.pairs) {
       const low = Math.floor(key / 2 ** 26);
       const high = key - low * 2 ** 26;
-      const similarity = count / Math.sqrt(this.people[low] * this.people[high]);
-      lists[low].push([high, similarity, count]);
-      lists[high].push([low, similarity, count]);
+      // Counts kept up by changes can drift below a pass's (a change whose `before` was never counted):
+      // an item nobody holds has no neighbours, and no pair is shared by more people than hold either item.
+      if (this.people[low] <= 0 || this.people[high] <= 0) continue;
+      const shared = Math.min(count, this.people[low], this.people[high]);
+      const similarity = shared / Math.sqrt(this.people[low] * this.people[high]);
+      lists[low].push([high, similarity, shared]);
+      lists[high].push([low, similarity, shared]);
     }
     return lists.flatMap((list, id) => (this.people[id] > 0 ? [{
       item: this.names[id],

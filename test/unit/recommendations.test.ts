@@ -59,4 +59,20 @@ describe('recommendations', () => {
     const byItem = (counter: CooccurrenceCounter) => counter.neighbours().sort((a, b) => catalogue.indexOf(a.item) - catalogue.indexOf(b.item));
     expect(byItem(refreshed)).toEqual(byItem(recounted));
   });
+
+  it('keep similarities finite and at most 1 when applied changes took away more than was counted', () => {
+    const counter = new CooccurrenceCounter();
+    counter.add(['cap', 'yoyo']); // only Q holds the cap
+    counter.add(['yoyo', 'ball']);
+    // P's change names the cap among what it held, though the count never had it from P: the cap drops to 0 people.
+    counter.change(['cap', 'kite'], ['kite']);
+    const neighbours = counter.neighbours();
+    expect(neighbours.find((entry) => entry.item === 'cap')).toBeUndefined();
+    const yoyo = neighbours.find((entry) => entry.item === 'yoyo')!;
+    expect(yoyo.neighbours.map(([item]) => item)).not.toContain('cap');
+    const similarities = neighbours.flatMap((entry) => entry.neighbours.map(([, similarity]) => similarity));
+    expect(similarities.length).toBeGreaterThan(0);
+    expect(similarities.every((similarity) => similarity > 0 && similarity <= 1)).toBe(true);
+    expect(recommend(new Map(neighbours.map((entry) => [entry.item, entry])), ['yoyo'], 5).every(({ score }) => Number.isFinite(score))).toBe(true);
+  });
 });
