@@ -64,6 +64,16 @@ export interface ApiDeps {
   temporal: Client;
 }
 
+/** Whether every percent-escape of a path decodes (the router decodes its parameters before any handler runs). */
+function decodes(path: string): boolean {
+  try {
+    decodeURIComponent(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export function createApp({ config, store, temporal }: ApiDeps): Express {
   const sources = new SourceStore(store);
   const log = new EventLog(store, { dedupeWindowHours: config.DMP_DEDUPE_WINDOW_HOURS, rawEventTtlHours: config.DMP_RAW_EVENT_TTL_HOURS });
@@ -88,8 +98,8 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.use(methodNotAllowed(openApi));
-  // No resource has an id holding NUL, and the store cannot even look one up (domain/text.ts).
-  app.use((req, res, next) => (req.path.includes('%00') ? notFound(req, res, next) : next()));
+  // No resource has an id holding NUL, and the store cannot even look one up (domain/text.ts); nor one whose escapes do not decode.
+  app.use((req, res, next) => (req.path.includes('%00') || !decodes(req.path) ? notFound(req, res, next) : next()));
   // An empty JSON body is left unread, not read as `{}`: a route that requires one then names it missing (parseOr400).
   app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: (req) => bodySent(req) && Boolean((req as Request).is(['application/json', 'application/*+json'])) }));
   app.use(jsonDepthLimit);

@@ -52,6 +52,12 @@ export class Collector {
     return this.append(source, prepared);
   }
 
+  /** Whether any of these identity keys names an erased subject: what a channel would record of them apart from events is dropped too. */
+  async namesErased(keys: string[]): Promise<boolean> {
+    await this.marks.refresh();
+    return this.marks.erasedByKeys(keys) !== null;
+  }
+
   private async append(source: SourceDoc, prepared: ReturnType<typeof prepareEvents>): Promise<CollectResponse> {
     let duplicates = new Set<number>();
     if (prepared.accepted.length > 0) {

@@ -162,13 +162,16 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
     if (!read.ok) throw new ProblemError(400, 'validation', 'Invalid sync request', read.errors);
     const { sync } = read;
     let cookieId: string | null = null;
-    if (!sync.refused) {
+    // A HEAD (a link checker, a prefetch) is answered as a sync without consent is, recording nothing.
+    if (!sync.refused && req.method === 'GET') {
       const at = new Date();
       const known = platformCookieOf(req);
       cookieId = known ?? newCookieId();
       // A placeholder the partner sends for users it does not know matches nobody: recorded, it would map that partner's every unknown user to this cookie.
       const partnerUserId = `${partner._id}:${sync.puid}`;
-      const matchable = partnerUserIdProblem(partnerUserId) === null && !blocked(identityKey({ type: 'partner_uid', value: partnerUserId }));
+      const partnerKey = identityKey({ type: 'partner_uid', value: partnerUserId });
+      // An erased subject's browser or partner id syncing again: its event is dropped at the door, and its match is not recorded either.
+      const matchable = partnerUserIdProblem(partnerUserId) === null && !blocked(partnerKey) && !(await collector.namesErased([partnerKey, identityKey({ type: 'cookie_id', value: cookieId })]));
       const outcomes = await Promise.allSettled([matchable && matches.record(partner._id, sync.puid, cookieId, at), source && appendSyncEvent(source, partner, sync, cookieId, at)]);
       const failure = outcomes.find((outcome) => outcome.status === 'rejected');
       if (failure) {

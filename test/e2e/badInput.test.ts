@@ -115,6 +115,9 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     expectProblem(await call(`${api.url}/v1/profiles/lookup?type=fax&value=1`, { key: api.adminKey }), 400, 'validation', 'type');
     expectProblem(await call(`${api.url}/v1/profiles/lookup?type=maid&value=0`, { key: api.adminKey }), 404, 'profile-not-found', 'value');
     expectProblem(await call(`${api.url}/v1/nowhere`, { key: api.adminKey }), 404, 'not-found');
+    // A path whose escapes do not decode names no resource, with a key or without one.
+    expectProblem(await call(`${api.url}/v1/sources/%ZZ`, { key: api.adminKey }), 404, 'not-found');
+    expectProblem(await call(`${api.url}/v1/sync/%E0%A4`), 404, 'not-found');
   });
 
   it('arbitrary junk never gets a 5xx', async () => {

@@ -130,6 +130,15 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     }
   });
 
+  it('answers a HEAD (a link checker, a prefetch) as a sync recording nothing: no match, no cookie', async () => {
+    const head = await fetch(`${api.url}/v1/sync/ttd?puid=ttd-user-head`, { method: 'HEAD', redirect: 'manual', headers: { cookie: `dmp_uid=${cookie(990)}` } });
+    expect(head.status).toBe(302);
+    expect(uidOf(head)).toBe('');
+    expect(setCookies(head)).toEqual([]);
+    expect(await matches.cookieIdsOf('ttd', 'ttd-user-head')).toEqual([]);
+    expect(await matches.partnerIdsOf('ttd', [cookie(990)])).toEqual(new Map());
+  });
+
   it('answers an unknown partner with a 404 problem, not a redirect', async () => {
     const response = await sync('nobody', { puid: 'x' });
     expect(response.status).toBe(404);

@@ -147,7 +147,11 @@ describe('privacy requests: erasure from every store and every partner', () => {
     expect((await admin(`/v1/profiles/${bobId}/events`)).body.events).toHaveLength(2);
     expect((await lookup('cookie_id', ALICE_COOKIE)).status).toBe(404);
     expect((await admin(`/v1/privacy/requests/${erasure.id}`)).body.lateEventsDropped).toBe(1);
-    expect(await findResidue(platform.store.db, aliceNeedles())).toEqual([]);
+    // Her browser syncing with a partner again is redirected as any other, and no match of her cookie is recorded.
+    expect((await admin('/v1/partners', { body: { id: 'ttd2', name: 'Another partner', redirectUrl: 'https://sync.partner.example/match?dmp_uid=${DMP_UID}' } })).status).toBe(201);
+    const synced = await fetch(`${platform.api.url}/v1/sync/ttd2?puid=alice-again`, { redirect: 'manual', headers: { cookie: `dmp_uid=${ALICE_COOKIE}` } });
+    expect(synced.status).toBe(302);
+    expect(await findResidue(platform.store.db, [...aliceNeedles(), 'alice-again'])).toEqual([]);
   });
 
   it('drops at the drain an event that was already in the log when its tombstone came, and counts it', async () => {
