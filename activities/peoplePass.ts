@@ -2,7 +2,7 @@ import { combineDocuments, type CombinedProfile } from '../domain/profile';
 import type { SubjectNeeds } from '../domain/segmentRules';
 import { forEachConcurrently, type Store } from '../store/db';
 import { IdentityIndex } from '../store/identities';
-import { ProfileGraph } from '../store/profileGraph';
+import { ProfileGraph, type Component } from '../store/profileGraph';
 import { decodeForSegments, ProfileStore, type SegmentFields, type StoredProfile } from '../store/profiles';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { heartbeat } from './heartbeat';
@@ -28,8 +28,8 @@ export interface PersonVisitor<T> {
   document(stored: StoredProfile, fields: SegmentFields): T;
   /** A document visited as a whole person turned out split or joined to others: what was done for it is void. */
   dropped?(profileId: string): void;
-  /** A person of several documents joined by links, combined (its id is the smallest document id). */
-  person(person: CombinedProfile): T;
+  /** A person of several documents joined by links, combined (its id is the smallest document id), and the component read for it. */
+  person(person: CombinedProfile, component: Component): T;
 }
 
 /**
@@ -83,7 +83,7 @@ export async function passPeople<T>(
     if (component.docs.length === 0) return;
     const person = combineDocuments(component.docs);
     if (skipped({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) })) return;
-    people.set(person.id, visitor.person(person));
+    people.set(person.id, visitor.person(person, component));
   });
   for (const [id, seen] of results) if (seen.kind === 'single' && !done.has(id)) people.set(id, seen.result as T);
   heartbeat({ phase: 'linked', profiles: people.size });

@@ -110,26 +110,23 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const at = now();
         const cutoff = new Date(at.getTime() - ttlMs);
         const stores = peoplePassStores(deps.store);
-        type Planned = Array<{ id: string; version?: number }>;
+        type Planned = { docs: Array<{ id: string; version: number }>; links: string[] };
+        // A person of linked (or split, or succeeding) documents: each document at the version the pass read, and the links the pass walked.
         const { people } = await passPeople<Planned | null>(stores, { traits: false, identities: false, consent: false, events: new Map() }, {
-          document: (stored, fields) => (fields.lastSeen < cutoff ? [{ id: stored.profileId, version: stored.version }] : null),
-          person: (person) => (person.lastSeen < cutoff ? person.profileIds.map((id) => ({ id })) : null),
-        });
-        const byPartition = new Map<number, Planned>();
+          document: (stored, fields) => (fields.lastSeen < cutoff ? { docs: [{ id: stored.profileId, version: stored.version }], links: [] } : null),
+          person: (person, component) => (person.lastSeen < cutoff ? { docs: component.docs.map((doc) => ({ id: doc.profileId, version: doc.version })), links: component.links.map((link) => link._id) } : null),
+          // Not those who opted out: their mark names their documents, and one made afresh for them once their claims went would not carry it.
+        }, { skipOptedOut: true });
+        const byPartition = new Map<number, Planned['docs']>();
         const links = new Set<string>();
         let planned = 0;
-        for (const docs of people.values()) {
-          if (!docs) continue;
+        for (const person of people.values()) {
+          if (!person) continue;
+          const { docs } = person;
           const partitions = docs.map(({ id }) => partitionOf(id, deps.config.DMP_PROFILE_PARTITIONS));
           // A person is planned whole or not at all, so no share of them is left behind for lack of room.
           if (partitions.some((partition) => (byPartition.get(partition)?.length ?? 0) + docs.length > PER_STREAM)) continue;
-          if (docs.length > 1) {
-            // A person of several documents (few): each one's version and links read by `_id` and indexed field.
-            for (const doc of docs) {
-              doc.version = (await stores.profiles.get(doc.id))?.version;
-              for (const link of await stores.identities.linksOf(doc.id)) links.add(link._id);
-            }
-          }
+          for (const link of person.links) links.add(link);
           docs.forEach((doc, n) => {
             const list = byPartition.get(partitions[n]) ?? [];
             list.push(doc);
@@ -148,7 +145,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
             partition,
             cutoff,
             docs: docs.map((doc) => doc.id),
-            versions: docs.map((doc) => doc.version ?? -1),
+            versions: docs.map((doc) => doc.version),
             next: 0,
             expired: 0,
             skipped: 0,

@@ -114,19 +114,30 @@ describe('inactive people leave the store: profile documents, identity claims an
     // It is active now: the next run keeps it, and the active person stays untouched.
     expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(0);
     expect(withoutUpdatedAt((await lookup('cookie_id', 'new-c')).body)).toEqual(withoutUpdatedAt(before));
+    // Inactive in turn (here: everyone is, past a cutoff of a moment ago), the successor — a document
+    // with an ancestor, visited as a person — leaves like anyone else.
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(await retain(1)).toMatchObject({ inactivePeoplePlanned: 2, inactiveDocumentsExpired: 2, inactiveDocumentsKept: 0 });
+    expect((await lookup('cookie_id', 'back-d')).status).toBe(404);
+    expect((await lookup('cookie_id', 'new-c')).status).toBe(404);
   });
 
-  it('keeps an opt-out: a person who opted out and expired is not profiled when they come back', async () => {
+  it('keeps an opt-out: a person who opted out is not expired (the mark names their document), and is not profiled when they come back', async () => {
     await send([{ id: 'e1', days: 40, identities: { cookie_id: 'opt-e' } }]);
     const opted = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'opt-e' } } });
     expect(opted.status).toBe(202);
     expect(await settledRequest((path) => admin(path), opted.body.id)).toMatchObject({ state: 'completed' });
-    expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(1);
+    const before = (await lookup('cookie_id', 'opt-e')).body;
+    expect(await retain(30 * DAY)).toMatchObject({ inactivePeoplePlanned: 0, inactiveDocumentsExpired: 0 });
+    // Their cookie still names the marked document, whichever process routes their next event.
+    expect((await lookup('cookie_id', 'opt-e')).body.id).toBe(before.id);
 
     await send([{ id: 'e2', days: 0, identities: { cookie_id: 'opt-e' }, traits: { plan: 'gold' } }]);
     const back = (await lookup('cookie_id', 'opt-e')).body;
     // Only consent reaches an opted-out person: the event is not counted, its traits not kept.
-    expect(back.counters).toEqual({});
+    expect(back.id).toBe(before.id);
+    expect(back.counters).toEqual(before.counters);
+    expect(back.counters.page_view.count).toBe(1);
     expect(back.traits).toEqual({});
   });
 
