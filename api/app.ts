@@ -33,7 +33,7 @@ import { Collector } from './collector';
 import { GroupCommitter } from './groupCommit';
 import { methodNotAllowed } from './methodNotAllowed';
 import { buildOpenApiDocument } from './openapi';
-import { bodySent, jsonDepthLimit, notFound, parseOr400, problemHandler, ProblemError } from './problem';
+import { bodySent, jsonDepthLimit, notFound, parseOr400, problemHandler, ProblemError, refuseNul } from './problem';
 import { requireSource } from './requireSource';
 import { pendingWork } from './pendingWork';
 import { PrivacyMarks } from '../store/privacyMarks';
@@ -63,6 +63,9 @@ export interface ApiDeps {
   store: Store;
   temporal: Client;
 }
+
+/** The routes that manage the platform (not those that collect events). */
+const MANAGEMENT_PATHS = ['/v1/campaigns', '/v1/destinations', '/v1/identity', '/v1/insights', '/v1/partners', '/v1/privacy', '/v1/profiles', '/v1/recommendations', '/v1/segments', '/v1/sources', '/v1/taxonomy'];
 
 /** Whether every percent-escape of a path decodes (the router decodes its parameters before any handler runs). */
 function decodes(path: string): boolean {
@@ -103,6 +106,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   // An empty JSON body is left unread, not read as `{}`: a route that requires one then names it missing (parseOr400).
   app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: (req) => bodySent(req) && Boolean((req as Request).is(['application/json', 'application/*+json'])) }));
   app.use(jsonDepthLimit);
+  app.use(MANAGEMENT_PATHS, refuseNul);
 
   app.get('/healthz', async (_req, res) => {
     const checks = await Promise.allSettled([pingStore(store), temporal.workflowService.getSystemInfo({})]);

@@ -3,6 +3,7 @@ import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from '../domain/collect';
 import type { Problem } from '../domain/schemas';
+import { NUL_MESSAGE } from '../domain/text';
 import { logger } from '../logger';
 
 /** An error the API answers as `application/problem+json`; `type` is stable, clients may switch on it. */
@@ -58,6 +59,31 @@ export const jsonDepthLimit: RequestHandler = (req, _res, next) => {
   } catch (error) {
     next(error);
   }
+};
+
+/** Where in a parsed body or query a string or key holds NUL (dotted, as field errors name paths), or null. */
+function nulAt(value: unknown, path: string[] = []): string | null {
+  if (typeof value === 'string') return value.includes('\u0000') ? path.join('.') : null;
+  if (value === null || typeof value !== 'object') return null;
+  for (const [key, inner] of Object.entries(value)) {
+    if (key.includes('\u0000')) return [...path, key.replaceAll('\u0000', '\\0')].join('.');
+    const found = nulAt(inner, [...path, key]);
+    if (found !== null) return found;
+  }
+  return null;
+}
+
+/**
+ * Management requests are stored as documents, and the store cannot hold NUL anywhere in one (nor
+ * look one up by it: domain/text.ts): a body or query holding one is refused, naming where. (Events
+ * are stored deflated, where NUL is kept: collection routes are not checked.)
+ */
+export const refuseNul: RequestHandler = (req, _res, next) => {
+  const inBody = nulAt(req.body);
+  const inQuery = nulAt(req.query);
+  if (inBody === null && inQuery === null) return next();
+  const path = inBody !== null ? inBody || '(body)' : inQuery || '(query)';
+  next(new ProblemError(400, 'validation', 'Invalid request', [{ path, message: NUL_MESSAGE }]));
 };
 
 /**

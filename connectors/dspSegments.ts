@@ -8,7 +8,7 @@ const Config = z
     token: HeaderToken,
     advertiserId: z.string().min(1).max(64),
     /** The partner's code for each of our segment ids; a segment without one is sent under its id. */
-    segmentCodes: z.record(z.string(), z.string().min(1).max(128)).default({}),
+    segmentCodes: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'must be a segment id'), z.string().min(1).max(128)).default({}),
     ttlMinutes: z.number().int().min(1).max(259_200).default(43_200),
     batchSize: z.number().int().min(1).max(10_000).default(5_000),
     requestsPerSecond: z.number().positive().max(100).default(10),

@@ -4,6 +4,7 @@ import type { FeedConfig } from '../domain/feeds';
 import type { CrmMapping } from '../domain/uploads';
 import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
 import { ScheduleSyncs, type ScheduleSyncMark } from './scheduleSyncs';
+import { decodeFieldName, encodeFieldName } from '../domain/fieldNames';
 
 export interface SourceDoc {
   _id: string;
@@ -45,6 +46,18 @@ interface SourceKeyDoc {
   sourceId: string;
 }
 
+/**
+ * The columns a mapping reads traits from are named by clients and are keys of the stored mapping:
+ * stored encoded as field names are (a `.` or leading `$` is refused by the store), read back decoded.
+ */
+function withTraitColumns(doc: SourceDoc, code: (name: string) => string): SourceDoc {
+  const recoded = <M extends { traits: Record<string, string> }>(mapping: M): M => ({ ...mapping, traits: Object.fromEntries(Object.entries(mapping.traits).map(([column, trait]) => [code(column), trait])) });
+  return { ...doc, ...(doc.mapping && { mapping: recoded(doc.mapping) }), ...(doc.feed && { feed: { ...doc.feed, mapping: recoded(doc.feed.mapping) } }) };
+}
+
+const stored = (doc: SourceDoc) => withTraitColumns(doc, encodeFieldName);
+const read = (doc: SourceDoc) => withTraitColumns(doc, decodeFieldName);
+
 export class SourceStore {
   private readonly sources: Collection<SourceDoc>;
   private readonly keys: Collection<SourceKeyDoc>;
@@ -59,7 +72,7 @@ export class SourceStore {
   }
 
   async create(source: SourceDoc): Promise<void> {
-    await this.sources.insertOne(source);
+    await this.sources.insertOne(stored(source));
     try {
       await this.keys.insertOne({ _id: source.writeKeyHash, sourceId: source._id });
     } catch (error) {
@@ -74,16 +87,17 @@ export class SourceStore {
     await this.sources.deleteOne({ _id: source._id });
   }
 
-  get(id: string): Promise<SourceDoc | null> {
-    return this.sources.findOne({ _id: id });
+  async get(id: string): Promise<SourceDoc | null> {
+    const doc = await this.sources.findOne({ _id: id });
+    return doc && read(doc);
   }
 
   async sourceIdForKeyHash(keyHash: string): Promise<string | null> {
     return (await this.keys.findOne({ _id: keyHash }))?.sourceId ?? null;
   }
 
-  list(): Promise<SourceDoc[]> {
-    return this.sources.find({}).sort({ createdAt: 1 }).toArray();
+  async list(): Promise<SourceDoc[]> {
+    return (await this.sources.find({}).sort({ createdAt: 1 }).toArray()).map(read);
   }
 
   /** Saves a pause or resume, with the mark of its schedule update when the source has a schedule. */

@@ -120,6 +120,30 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     expectProblem(await call(`${api.url}/v1/sync/%E0%A4`), 404, 'not-found');
   });
 
+  it('a NUL anywhere in a management body or query → 400 naming where (the store can neither hold nor look one up)', async () => {
+    const admin = (path: string, options: Parameters<typeof call>[1] = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+    expectProblem(await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: 'c-1' }, requestedBy: 'ticket\u00001' } }), 400, 'validation', 'requestedBy');
+    expectProblem(await admin('/v1/identity/refusals?profileId=%00'), 400, 'validation', 'profileId');
+    expectProblem(await admin('/v1/insights/overlap', { body: { segments: ['seg_a\u0000', 'seg_b'] } }), 400, 'validation', 'segments.0');
+    expectProblem(await admin('/v1/sources', { body: { name: 'crm', kind: 'crm', party: 'first', mapping: { identities: { crm_id: 'id' }, traits: { 'Tier\u0000': 'tier' } } } }), 400, 'validation', 'mapping.traits.Tier\\0');
+  });
+
+  it('keeps the columns a mapping names as sent, `.` and `$` included', async () => {
+    const traits = { 'Unit.Price': 'price', $cost: 'cost', '50%': 'half' };
+    const created = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'crm dotted', kind: 'crm', party: 'first', mapping: { identities: { crm_id: 'id' }, traits } } });
+    expect(created.status).toBe(201);
+    expect((await call(`${api.url}/v1/sources/${created.body.id}`, { key: api.adminKey })).body.mapping.traits).toEqual(traits);
+  });
+
+  it('a partner segment code for something that is no segment id → 400 naming it', async () => {
+    const response = await call(`${api.url}/v1/destinations`, {
+      key: api.adminKey,
+      body: { name: 'dsp', segments: [], connector: 'dsp_segments', idType: 'cookie_id', config: { url: 'https://dsp.example/data', token: 'tok', advertiserId: 'adv1', segmentCodes: { 'a.b': 'code' } } },
+    });
+    expectProblem(response, 400, 'validation');
+    expect(JSON.stringify(response.body.errors)).toContain('segmentCodes');
+  });
+
   it('arbitrary junk never gets a 5xx', async () => {
     const junk: unknown[] = [null, 0, 'x', true, {}, { events: null }, { events: [null] }, { events: [[]] }, { events: [{ type: {}, identities: { cookie_id: 1 } }] },
       { events: [{ type: 'x', identities: { cookie_id: 'c' }, timestamp: 'yesterday' }] }, { events: [{ type: 'x', identities: { maid: 'nope' }, consent: { tcf: 'garbage' } }] },
