@@ -1,9 +1,9 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
-import { auc, definingFeatures, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLASS, MIN_FEATURE_SUPPORT, MIN_SEED_MEMBERS, retrainRunId, scoreRow, trainLogistic, type TrainingRow } from '../domain/lookalike';
+import { auc, definingFeatures, definitionsOverlap, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLASS, MIN_FEATURE_SUPPORT, MIN_SEED_MEMBERS, retrainRunId, scoreRow, trainLogistic, type TrainingRow } from '../domain/lookalike';
 import { featuresOf, MAX_MODEL_FEATURES } from '../domain/scoreModel';
-import type { Rule, SubjectNeeds } from '../domain/segmentRules';
+import { findCycle, type Rule, type SubjectNeeds } from '../domain/segmentRules';
 import type { Store } from '../store/db';
 import { LookalikeRunStore, type LookalikeOutcome, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { decodeProfile } from '../store/profiles';
@@ -74,8 +74,11 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     const ruleOfId = (id: string) => rules.get(id) ?? null;
     const excluded = definingFeatures(ruleOf(seed), ruleOfId);
     // Taxonomy features: membership of the other evaluated segments — except those whose own rules
-    // read what defines the seed (or refer to it): they would give its definition away.
-    const taxonomy = all.filter((doc) => doc.current && doc._id !== seed._id && doc._id !== base?._id && !definingFeatures(ruleOf(doc), ruleOfId).some((prefix) => prefix === `segment:${seed._id}` || excluded.includes(prefix)));
+    // read what defines the seed (or refer to it): they would give its definition away; and those
+    // that refer to the extension itself (another lookalike's model reading it): it would refer to them in turn.
+    const extensionId = extensionSegmentId(run.retrainOf ?? run._id);
+    const withheld = [...excluded, `segment:${seed._id}`, `segment:${extensionId}`];
+    const taxonomy = all.filter((doc) => doc.current && doc._id !== seed._id && doc._id !== base?._id && doc._id !== extensionId && !definitionsOverlap(definingFeatures(ruleOf(doc), ruleOfId), withheld));
 
     const names: string[] = [];
     const ids = new Map<string, number>();
@@ -158,7 +161,9 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
 
     const scoreRule = { score: { intercept: model.intercept, weights: stated.map(([f, weight]) => [keptNames[f], weight] as [string, number]), min: threshold } };
     const rule: Rule = { all: [scoreRule, { not: { segment: seed._id } }, ...(base ? [{ segment: base._id }] : [])] };
-    const segmentId = extensionSegmentId(run.retrainOf ?? run._id);
+    const segmentId = extensionId;
+    const cycle = findCycle(new Map([...rules, [segmentId, rule]]));
+    if (cycle) throw ApplicationFailure.nonRetryable(`the model would make segments refer to each other: ${cycle.join(' → ')}`, 'SegmentCycle');
     const now = new Date();
     const description = `Profiles like ${seed._id}${base ? ` within ${base._id}` : ''}, by lookalike run ${run._id}`;
     if (run.retrainOf) {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { segmentOfFeature } from './scoreModel';
 import { STORED_TYPE_OF_KIND, type Rule } from './segmentRules';
 import { NullableScheduleSchema, SegmentScheduleSchema } from './segments';
 import './schemaChecks';
@@ -58,8 +59,14 @@ export function definingFeatures(rule: Rule, ruleOf: (segmentId: string) => Rule
       prefixes.add(`event:${node.event}`);
       prefixes.add(`recent:${node.event}`);
     } else if ('identity' in node) prefixes.add(`identity:${STORED_TYPE_OF_KIND[node.identity]}`);
-    else if ('score' in node) for (const [feature] of node.score.weights) prefixes.add(feature);
-    else if ('segment' in node && !seen.has(node.segment)) {
+    else if ('score' in node) {
+      for (const [feature] of node.score.weights) {
+        prefixes.add(feature);
+        // A score reads a segment's membership as a `{segment}` rule does: what defines that segment defines this one.
+        const segment = segmentOfFeature(feature);
+        if (segment !== null) walk({ segment });
+      }
+    } else if ('segment' in node && !seen.has(node.segment)) {
       seen.add(node.segment);
       prefixes.add(`segment:${node.segment}`);
       const referenced = ruleOf(node.segment);
@@ -73,6 +80,11 @@ export function definingFeatures(rule: Rule, ruleOf: (segmentId: string) => Rule
 /** Whether a feature is one of the defining ones (an exact event feature, or a trait's `trait:<name>=` prefix). */
 export function isDefining(feature: string, defining: string[]): boolean {
   return defining.some((prefix) => (prefix.endsWith('=') ? feature.startsWith(prefix) : feature === prefix));
+}
+
+/** Whether two sets of defining features share any (a trait's prefix shares each of its values). */
+export function definitionsOverlap(a: string[], b: string[]): boolean {
+  return a.some((feature) => isDefining(feature, b)) || b.some((feature) => isDefining(feature, a));
 }
 
 export interface TrainingRow {

@@ -1,4 +1,4 @@
-import { auc, definingFeatures, isDefining, trainLogistic, type TrainingRow } from '../../domain/lookalike';
+import { auc, definingFeatures, definitionsOverlap, isDefining, trainLogistic, type TrainingRow } from '../../domain/lookalike';
 import { compileScore, featuresOf, ScoreRuleSchema } from '../../domain/scoreModel';
 import { encodeFieldName } from '../../domain/fieldNames';
 import { parseRule, SegmentEvaluator, EvaluationTime, segmentReferences, subjectNeeds, type Rule } from '../../domain/segmentRules';
@@ -35,6 +35,23 @@ describe('lookalike models', () => {
     expect(isDefining('trait:tier="vip"', defining)).toBe(true);
     expect(isDefining('trait:tiered="x"', defining)).toBe(false);
     expect(isDefining('event:purchase_return', defining)).toBe(false);
+  });
+
+  it('the features defining a score rule include what defines the segments its weights read', () => {
+    // Another lookalike's extension: its model weighs a trait value and membership of extension E1, whose rule leaves out seed S1.
+    const rules = new Map<string, Rule>([
+      ['seg_e1', { all: [{ score: { intercept: 0, weights: [['event:purchase', 1]], min: 0.5 } }, { not: { segment: 'seg_s1' } }] }],
+      ['seg_s1', { trait: 'interest', op: 'eq', value: 'golf' }],
+    ]);
+    const e2 = { all: [{ score: { intercept: 0, weights: [['segment:seg_e1', 1], ['trait:colour="red"', 1]] as Array<[string, number]>, min: 0.5 } }, { not: { segment: 'seg_s2' } }] } as Rule;
+    const defining = definingFeatures(e2, (id) => rules.get(id) ?? null);
+    expect(defining).toEqual(expect.arrayContaining(['segment:seg_e1', 'segment:seg_s1', 'trait:interest=', 'trait:colour="red"', 'segment:seg_s2']));
+    // So a re-train of E1 (seed S1) sees E2 refers to its seed (and to E1 itself): E2 is no feature of it.
+    expect(definitionsOverlap(defining, ['segment:seg_s1'])).toBe(true);
+    // A trait value a score weighs overlaps a seed defined by the whole trait, and the other way round.
+    expect(definitionsOverlap(['trait:interest="golf"'], ['trait:interest='])).toBe(true);
+    expect(definitionsOverlap(['trait:interest='], ['trait:interest="golf"'])).toBe(true);
+    expect(definitionsOverlap(['trait:interests="golf"'], ['trait:interest='])).toBe(false);
   });
 });
 
