@@ -33,7 +33,7 @@ import { Collector } from './collector';
 import { GroupCommitter } from './groupCommit';
 import { methodNotAllowed } from './methodNotAllowed';
 import { buildOpenApiDocument } from './openapi';
-import { bodySent, jsonDepthLimit, notFound, parseOr400, problemHandler, ProblemError, refuseNul } from './problem';
+import { bodySent, jsonDepthLimit, MANAGEMENT_PATHS, notFound, parseOr400, problemHandler, ProblemError, refuseNul, requireJsonType } from './problem';
 import { requireSource } from './requireSource';
 import { pendingWork } from './pendingWork';
 import { PrivacyMarks } from '../store/privacyMarks';
@@ -63,9 +63,6 @@ export interface ApiDeps {
   store: Store;
   temporal: Client;
 }
-
-/** The routes that manage the platform (not those that collect events). */
-const MANAGEMENT_PATHS = ['/v1/campaigns', '/v1/destinations', '/v1/identity', '/v1/insights', '/v1/partners', '/v1/privacy', '/v1/profiles', '/v1/recommendations', '/v1/segments', '/v1/sources', '/v1/taxonomy'];
 
 /** Whether every percent-escape of a path decodes (the router decodes its parameters before any handler runs). */
 function decodes(path: string): boolean {
@@ -210,9 +207,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   // ---- collection ----------------------------------------------------------------------------
 
   app.post('/v1/collect', writeKeys.require(), async (req, res) => {
-    if (bodySent(req) && !req.is('application/json') && !req.is('application/*+json')) {
-      throw new ProblemError(415, 'unsupported-media-type', 'Send JSON', [{ path: 'headers.content-type', message: 'expected application/json' }]);
-    }
+    requireJsonType(req);
     const { events, sentAt } = parseOr400(collectRequest, req.body, 'collect request');
     res.status(202).json(await collector.collect(req.source as SourceDoc, events, new Date(), sentAt));
   });

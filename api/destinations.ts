@@ -33,7 +33,7 @@ import { StartGates, startGateKey } from '../store/startGates';
 import { checkOutboundUrl } from './outboundUrl';
 import { RetiredIds } from '../store/retiredIds';
 import { createIdentity, sameCreate } from './idempotency';
-import { parseOr400, ProblemError } from './problem';
+import { optionalJsonBody, parseOr400, ProblemError } from './problem';
 
 /** What the API shows in place of a secret. */
 const SECRET_SET = '(set)';
@@ -327,7 +327,7 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
 
   router.post('/v1/destinations/:id/exports', admin, async (req, res) => {
     const doc = await requireDestination(req.params.id as string);
-    const body = parseOr400(ExportRequestSchema, req.body ?? {}, 'export request');
+    const body = parseOr400(ExportRequestSchema, optionalJsonBody(req), 'export request');
     if (doc.state === 'paused') throw new ProblemError(409, 'paused', 'The destination is paused', [{ path: 'id', message: 'resume it first' }]);
     // One export per destination and second: a second asked for within the same second is the next second's.
     const startedAt = new Date();

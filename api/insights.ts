@@ -29,7 +29,7 @@ import { logger } from '../logger';
 import { requestAudienceReports, settleLookalikeSchedule, startGated, startLookalike } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
-import { parseOr400, ProblemError } from './problem';
+import { optionalJsonBody, parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
 /** Seconds a client is asked to wait before asking again for a report still being counted. */
@@ -128,7 +128,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
   });
 
   router.post('/v1/segments/:id/lookalike', admin, async (req, res) => {
-    const body = parseOr400(LookalikeRequestSchema, req.body ?? {}, 'lookalike request');
+    const body = parseOr400(LookalikeRequestSchema, optionalJsonBody(req), 'lookalike request');
     const seed = await evaluated(String(req.params.id), 'params.id');
     const base = body.base ?? ALL_PROFILES;
     if (base !== ALL_PROFILES) {

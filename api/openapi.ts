@@ -41,6 +41,7 @@ import { registerPartnerPaths } from './partners';
 import { registerSegmentApiPaths } from './segmentApi';
 import { createDestinationRequestSchema } from './destinations';
 import { PIXEL_PATH } from './pixel';
+import { MANAGEMENT_PATHS } from './problem';
 import { registerTagPaths } from './tag';
 import { TAXONOMY_FILE_TYPES } from './taxonomy';
 import { registerUploadPaths } from './uploads';
@@ -425,7 +426,7 @@ type Operation = { security?: Array<Record<string, string[]>>; parameters?: unkn
  * Adds what every route of a kind shares where its own registration left it out: a body is
  * required (a route that reads none without one says so); 401 (and 403 for the admin key) on
  * secured routes, 400 on routes that read parameters or a body (each problem names its field) and
- * 413 on routes with a JSON body (the body limit).
+ * on every management route, and 413 and 415 on routes with a JSON body.
  */
 function documentCommonProblems(document: ReturnType<OpenApiGeneratorV31['generateDocument']>, adminScheme: string): void {
   const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } });
@@ -446,7 +447,12 @@ function documentCommonProblems(document: ReturnType<OpenApiGeneratorV31['genera
       if (schemes.length > 0) add(401, 'Missing or unknown key');
       if (schemes.includes(adminScheme)) add(403, 'Not an admin key');
       if ((operation.parameters?.length ?? 0) > 0 || operation.requestBody) add(400, 'Invalid request: each problem names its field');
-      if (operation.requestBody?.content?.['application/json']) add(413, 'Body too large');
+      if (operation.requestBody?.content?.['application/json']) {
+        add(413, 'Body too large');
+        add(415, 'Body not sent as JSON, or in a charset or encoding the API does not read');
+      }
+      // Management routes refuse a NUL anywhere in a query or body (the store can hold none).
+      if (MANAGEMENT_PATHS.some((prefix) => path.startsWith(prefix))) add(400, 'Invalid request: each problem names its field');
     }
   }
 }

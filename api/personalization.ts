@@ -7,7 +7,7 @@ import { definitionsOf, SegmentStore } from '../store/segments';
 import { requestItemModel } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
 import { ProfileReader } from '../store/profileReader';
-import { parseOr400, ProblemError } from './problem';
+import { optionalJsonBody, parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
 /** How long a page's answer may use segment definitions or an item model already read: one read per period, not per request. */
@@ -82,7 +82,7 @@ export function personalizationRouter({ store, temporal, config, admin }: Pick<R
   });
 
   router.post('/v1/recommendations/model', admin, async (req, res) => {
-    const body = parseOr400(ItemModelRequestSchema, req.body ?? {}, 'item model request');
+    const body = parseOr400(ItemModelRequestSchema, optionalJsonBody(req), 'item model request');
     const handle = await requestItemModel(temporal, store.db.databaseName, body.full, config);
     res.status(202).json({ workflowId: handle.workflowId });
   });

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { ErrorRequestHandler, RequestHandler, Response } from 'express';
+import type { ErrorRequestHandler, Request, RequestHandler, Response } from 'express';
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from '../domain/collect';
 import type { Problem } from '../domain/schemas';
@@ -73,6 +73,9 @@ function nulAt(value: unknown, path: string[] = []): string | null {
   return null;
 }
 
+/** The routes that manage the platform (not those that collect events). */
+export const MANAGEMENT_PATHS = ['/v1/campaigns', '/v1/destinations', '/v1/identity', '/v1/insights', '/v1/partners', '/v1/privacy', '/v1/profiles', '/v1/recommendations', '/v1/segments', '/v1/sources', '/v1/taxonomy'];
+
 /**
  * Management requests are stored as documents, and the store cannot hold NUL anywhere in one (nor
  * look one up by it: domain/text.ts): a body or query holding one is refused, naming where. (Events
@@ -85,6 +88,19 @@ export const refuseNul: RequestHandler = (req, _res, next) => {
   const path = inBody !== null ? inBody || '(body)' : inQuery || '(query)';
   next(new ProblemError(400, 'validation', 'Invalid request', [{ path, message: NUL_MESSAGE }]));
 };
+
+/** A body sent as anything but JSON is refused (415), not read as none. */
+export function requireJsonType(req: Request): void {
+  if (bodySent(req) && !req.is(['application/json', 'application/*+json'])) {
+    throw new ProblemError(415, 'unsupported-media-type', 'Send JSON', [{ path: 'headers.content-type', message: 'expected application/json' }]);
+  }
+}
+
+/** A route's optional JSON body: `{}` when none was sent. */
+export function optionalJsonBody(req: Request): unknown {
+  requireJsonType(req);
+  return req.body ?? {};
+}
 
 /**
  * Parses with a zod schema or throws a 400 naming each offending field. A request body that was never

@@ -66,6 +66,11 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     expectProblem(await collect({ rawBody: 'events=1', contentType: 'text/plain' }), 415, 'unsupported-media-type', 'headers.content-type');
   });
 
+  it('a body sent as anything but JSON where one may be left out → 415, not run as if none were sent', async () => {
+    // curl's default content type: the body would otherwise be unread, and the default (a full rebuild) run.
+    expectProblem(await call(`${api.url}/v1/recommendations/model`, { key: api.adminKey, rawBody: '{"full":false}', contentType: 'application/x-www-form-urlencoded' }), 415, 'unsupported-media-type', 'headers.content-type');
+  });
+
   it('no write key → 401, an unknown one → 401 unknown-write-key', async () => {
     expectProblem(await call(`${api.url}/v1/collect`, { body: { events: [] } }), 401, 'unauthorized', 'headers.authorization');
     expectProblem(await call(`${api.url}/v1/collect`, { key: 'wk_nope', body: { events: [{ type: 'x', identities: { cookie_id: 'c' } }] } }), 401, 'unknown-write-key');
