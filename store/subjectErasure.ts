@@ -19,6 +19,7 @@ import { ProfileEventLog, type RoutedBatchDoc, type RoutedEvent } from './profil
 import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, storedChange, type StoredChange, type RunChunk, type RunDoc } from './segmentRuns';
 import { SegmentStore } from './segments';
 import { SharedRewrites } from './sharedRewrites';
+import type { UnlinkDoc } from './identityUnlinks';
 
 /** Per collection, the documents an erasure step deleted or rewrote (counts for the audit, never values). */
 export type Touched = Record<string, number>;
@@ -158,6 +159,14 @@ export class SubjectErasure {
       add(touched, COLLECTIONS.identityCaps, (await caps.deleteOne({ _id: documentId })).deletedCount);
     });
     add(touched, EXPIRED_PROFILES_COLLECTION, await this.expired.forget([...subject.documents]));
+    // Ended unlink requests that name the subject (its identities, its documents) go whole. Read in
+    // full: unlinks are operator actions, few. One still running is its workflow's to finish.
+    const unlinks = this.collection<UnlinkDoc>(COLLECTIONS.identityUnlinks);
+    for (const unlink of await unlinks.find({ state: { $in: ['completed', 'failed'] } }).toArray()) {
+      const named = [...unlink.keys, ...(unlink.plan?.sideOf.map((entry) => entry.key) ?? [])].some((key) => subject.keys.has(key));
+      const holds = [...(unlink.plan?.docs.map((doc) => doc.profileId) ?? []), ...(unlink.result?.sides.flatMap((side) => side.profileIds) ?? [])].some((id) => subject.documents.has(id));
+      if (named || holds) add(touched, COLLECTIONS.identityUnlinks, (await unlinks.deleteOne({ _id: unlink._id })).deletedCount);
+    }
   }
 
   /** The subject's cookie ids and partner user ids out of the cookie-sync match tables, on both sides. */
