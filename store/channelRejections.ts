@@ -67,7 +67,9 @@ export class ChannelRejections {
       this.pending.set(key, entry);
     }
     entry.counts[channel] += n;
-    entry.last = { channel, at, errors: errors.slice(0, SAMPLE_ERRORS) };
+    // A sample names what the sender sent, NUL included, which the store cannot hold: it is shown escaped.
+    const storable = (text: string) => text.replaceAll('\u0000', '\\0');
+    entry.last = { channel, at, errors: errors.slice(0, SAMPLE_ERRORS).map((error) => ({ ...error, path: storable(error.path), message: storable(error.message) })) };
   }
 
   /** Writes what was counted since the last flush; counts whose write failed are kept for the next (one whose answer was lost may count twice). */

@@ -145,6 +145,14 @@ describe('the pixel, end to end', () => {
       expect(totals.last?.channel).toBe('pixel');
       expect(totals.last?.errors.map((error) => error.path)).toEqual(['em']);
       expect((await rejections.totalsFor(sourceId)).total.pixel).toBe(0);
+      // A parameter named with a NUL is counted too, its sample shown escaped (the store holds no NUL).
+      expectGif(await pixel({ writeKey: bad.writeKey, 'p.a\u0000': '\u0000' }));
+      const withNul = await waitFor('the NUL-named rejection to be flushed', async () => {
+        const found = await rejections.totalsFor(bad.id);
+        return found.total.pixel === 4 ? found : undefined;
+      });
+      expect(JSON.stringify(withNul.last?.errors)).not.toContain('\\u0000');
+      expect(withNul.last?.errors.some((error) => error.path.includes('\\0'))).toBe(true);
     } finally {
       await rejections.close();
     }
