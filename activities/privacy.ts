@@ -294,10 +294,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         await done(request, 'mark', {});
         return { found: false, profiles: 0, segments: 0 };
       }
-      const { person } = found;
-      // Their own documents, not those they descend from: a document an unlink split is also an ancestor of
-      // the other side, who did not opt out. (A mark on a document holds for all that descend from it.)
-      await marks.add(request._id, documentIdsOf({ profileIds: person.profileIds }));
+      const { component, person } = found;
+      await marks.add(request._id, documentIdsOf({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) }));
       const evaluated = (await segments.list()).filter((segment) => segment.current);
       const membership = new SegmentMembership(deps.store);
       const states = await membership.realTime(evaluated);

@@ -1,5 +1,4 @@
 import { call } from '../support/http';
-import { settledRequest } from '../support/privacyRequests';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
@@ -120,21 +119,6 @@ describe('profiles through the API: merges, the 360° view and the event history
     expect(counts((await lookup('cookie_id', 'tablet-9')).body)).toEqual({ purchase: 1, page_view: 3 });
     expect(counts((await lookup('email', 'ben@example.net')).body)).toEqual({ login: 1, purchase: 2 });
     expect(await history((await lookup('email', 'ben@example.net')).body.id)).toEqual(['u7', 'u4', 'u3']);
-
-    // Ana opts out: Ben, split from the same document, is not opted out with her.
-    const optOut = await call(`${api.url}/v1/privacy/requests`, { key: api.adminKey, body: { type: 'opt_out', identity: { type: 'email', value: 'ana@example.net' } } });
-    expect(optOut.status).toBe(202);
-    expect(await settledRequest((path) => call(`${api.url}${path}`, { key: api.adminKey }), optOut.body.id)).toMatchObject({ state: 'completed' });
-    // Every process reads new marks at most once a second.
-    await new Promise((resolve) => setTimeout(resolve, 1_500));
-    await send([
-      { id: 'u8', type: 'page_view', timestamp: '2026-06-08T10:00:00Z', identities: { email: 'ana@example.net' }, traits: { tier: 'a' } },
-      { id: 'u9', type: 'page_view', timestamp: '2026-06-08T10:00:00Z', identities: { email: 'ben@example.net' }, traits: { tier: 'b' } },
-    ]);
-    await folded(13);
-    expect((await lookup('email', 'ana@example.net')).body.traits).toEqual({ name: 'Ana' });
-    expect((await lookup('email', 'ben@example.net')).body).toMatchObject({ traits: { plan: 'team', tier: 'b' } });
-    expect(counts((await lookup('email', 'ben@example.net')).body)).toEqual({ login: 1, purchase: 2, page_view: 1 });
   });
 
   it('keeps no email address or phone number sent outside the identity fields: contact traits become identities, the rest reads (redacted)', async () => {
