@@ -3,7 +3,7 @@ import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import { auc, definingFeatures, definitionsOverlap, HOLDOUT_SHARE, hashUnit, isDefining, MAX_PER_CLASS, MIN_FEATURE_SUPPORT, MIN_SEED_MEMBERS, retrainRunId, scoreRow, trainLogistic, type TrainingRow } from '../domain/lookalike';
 import { featuresOf, MAX_MODEL_FEATURES } from '../domain/scoreModel';
-import { findCycle, type Rule, type SubjectNeeds } from '../domain/segmentRules';
+import { cycleThrough, type Rule, type SubjectNeeds } from '../domain/segmentRules';
 import type { Store } from '../store/db';
 import { LookalikeRunStore, type LookalikeOutcome, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { decodeProfile } from '../store/profiles';
@@ -162,7 +162,7 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     const scoreRule = { score: { intercept: model.intercept, weights: stated.map(([f, weight]) => [keptNames[f], weight] as [string, number]), min: threshold } };
     const rule: Rule = { all: [scoreRule, { not: { segment: seed._id } }, ...(base ? [{ segment: base._id }] : [])] };
     const segmentId = extensionId;
-    const cycle = findCycle(new Map([...rules, [segmentId, rule]]));
+    const cycle = cycleThrough(segmentId, new Map([...rules, [segmentId, rule]]));
     if (cycle) throw ApplicationFailure.nonRetryable(`the model would make segments refer to each other: ${cycle.join(' → ')}`, 'SegmentCycle');
     const now = new Date();
     const description = `Profiles like ${seed._id}${base ? ` within ${base._id}` : ''}, by lookalike run ${run._id}`;

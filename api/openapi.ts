@@ -449,7 +449,7 @@ function documentCommonProblems(document: ReturnType<OpenApiGeneratorV31['genera
       if ((operation.parameters?.length ?? 0) > 0 || operation.requestBody) add(400, 'Invalid request: each problem names its field');
       if (operation.requestBody?.content?.['application/json']) {
         add(413, 'Body too large');
-        add(415, 'Body not sent as JSON, or in a charset or encoding the API does not read');
+        add(415, 'A charset or Content-Encoding the API does not read (where the body may be left out, also a body not sent as JSON)');
       }
       // Management routes refuse a NUL anywhere in a query or body (the store can hold none).
       if (MANAGEMENT_PATHS.some((prefix) => path.startsWith(prefix))) add(400, 'Invalid request: each problem names its field');

@@ -8,7 +8,8 @@ const Config = z
     token: HeaderToken,
     advertiserId: z.string().min(1).max(64),
     /** The partner's code for each of our segment ids; a segment without one is sent under its id. */
-    segmentCodes: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, 'must be a segment id'), z.string().min(1).max(128)).default({}),
+    // Keyed by segment id; a key the store refuses (a `.`, a leading `$`) names no segment.
+    segmentCodes: z.record(z.string().regex(/^[^.$][^.]*$/, 'must be a segment id (no `.`, no leading `$`)'), z.string().min(1).max(128)).default({}),
     ttlMinutes: z.number().int().min(1).max(259_200).default(43_200),
     batchSize: z.number().int().min(1).max(10_000).default(5_000),
     requestsPerSecond: z.number().positive().max(100).default(10),

@@ -264,6 +264,26 @@ export function findCycle(rules: ReadonlyMap<string, Rule>): string[] | null {
   return null;
 }
 
+/** A cycle of segment references through `id` (`[id, …, id]`), or null: loops elsewhere are not its own. */
+export function cycleThrough(id: string, rules: ReadonlyMap<string, Rule>): string[] | null {
+  const seen = new Set<string>();
+  const path = [id];
+  const walk = (from: string): string[] | null => {
+    const rule = rules.get(from);
+    for (const next of rule ? referencedSegments(rule) : []) {
+      if (next === id) return [...path, id];
+      if (seen.has(next)) continue;
+      seen.add(next);
+      path.push(next);
+      const cycle = walk(next);
+      if (cycle) return cycle;
+      path.pop();
+    }
+    return null;
+  };
+  return walk(id);
+}
+
 /** What of a profile a set of rules reads: a batch run decodes only that much of each document. */
 export interface SubjectNeeds {
   traits: boolean;

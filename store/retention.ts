@@ -22,7 +22,7 @@ interface SealDoc {
  */
 export class RetentionStore {
   private readonly positions: Collection<RetentionPositionDoc>;
-  private readonly chunks: Collection<{ _id: string }>;
+  private readonly chunks: Collection<{ _id: string; createdAt: Date }>;
   private readonly seals: Collection<SealDoc>;
   private readonly batches: Collection<{ _id: string; to: number; createdAt: Date }>;
 
@@ -52,7 +52,9 @@ export class RetentionStore {
     while (seq < cursor && removed.chunks < limit) {
       const id = chunkId(sourceId, seq);
       const seal = await this.seals.findOne({ _id: id }, { projection: { accepted: 1, chunkCreatedAt: 1 } });
-      if (seal && seal.chunkCreatedAt >= before) break;
+      // A chunk whose writer died before sealing it is as old as the chunk says (writers trust a slot hint that young).
+      const createdAt = seal?.chunkCreatedAt ?? (await this.chunks.findOne({ _id: id }, { projection: { createdAt: 1 } }))?.createdAt;
+      if (createdAt && createdAt >= before) break;
       await this.chunks.deleteOne({ _id: id });
       await this.seals.deleteOne({ _id: id });
       removed.chunks++;

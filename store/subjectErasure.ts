@@ -200,10 +200,11 @@ export class SubjectErasure {
     const runs = new SegmentRunStore(this.store);
     const running: string[] = [];
     const ids = [...subject.documents].sort();
-    for (const run of await runs.runs.find({}, { projection: { _id: 1, state: 1, chunks: 1, segments: 1, members: 1 } }).toArray()) {
+    for (const run of await runs.runs.find({}, { projection: { _id: 1, state: 1, chunks: 1, segments: 1, members: 1, passStartedAt: 1 } }).toArray()) {
       // A run under way keeps what its pass read in memory until it ends, the subject's documents
-      // too if it read them before they went: it is waited for, chunks or none yet.
-      if (run.state === 'running') {
+      // too if it read them before they went: one whose pass has begun is waited for, chunks or none
+      // yet. (One whose pass has not begun reads the profiles after their scrub, just done.)
+      if (run.state === 'running' && run.passStartedAt) {
         running.push(run._id);
         continue;
       }

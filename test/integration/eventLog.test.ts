@@ -108,6 +108,15 @@ describe('source event log', () => {
     expect((await quiet.append('s10', events(['q1']))).seq).toBe(4);
   });
 
+  it('keeps a drained chunk its writer never sealed until it is as old as the time to live, as a sealed one', async () => {
+    const chunks = store.db.collection<StoredChunk>(COLLECTIONS.events);
+    await chunks.insertOne(encodeChunk({ _id: chunkId('s11', 0), sourceId: 's11', seq: 0, createdAt: new Date(), events: events(['u0']), claimed: false }));
+    const retention = new RetentionStore(store);
+    expect(await retention.expireRawChunks('s11', 1, new Date(Date.now() - 3_600_000), 100)).toEqual({ chunks: 0, events: 0 });
+    expect(await new EventLog(store).exists('s11', 0)).toBe(true);
+    expect(await retention.expireRawChunks('s11', 1, new Date(Date.now() + 60_000), 100)).toMatchObject({ chunks: 1 });
+  });
+
   it('treats the ids an abandoned pending chunk did not claim as not its own', async () => {
     const log = new EventLog(store);
     await log.append('s4', events(['x']));

@@ -62,12 +62,12 @@ describe('segment change records as stored', () => {
     expect(untouched).toEqual(other);
     expect((await store.db.collection(SEGMENT_COLLECTIONS.changes).findOne({ _id: fold._id as never }))?.body).toBeInstanceOf(Binary);
   });
-  it('has an erasure wait for a run still reading the profiles, before it has written any chunk', async () => {
-    const run = { _id: 'run_mid_pass', segments: {}, now: day(3), state: 'running', startedAt: day(3), finishedAt: null, documentsScanned: 0, evaluated: 0, chunks: [], members: {}, entered: {}, exited: {}, error: null };
-    await store.db.collection(SEGMENT_COLLECTIONS.runs).insertOne(run as never);
+  it('has an erasure wait for a run still reading the profiles, before it has written any chunk, and not for one yet to begin its pass', async () => {
+    const run = (id: string, passStartedAt?: Date) => ({ _id: id, segments: {}, now: day(3), state: 'running', startedAt: day(3), ...(passStartedAt && { passStartedAt }), finishedAt: null, documentsScanned: 0, evaluated: 0, chunks: [], members: {}, entered: {}, exited: {}, error: null });
+    await store.db.collection(SEGMENT_COLLECTIONS.runs).insertMany([run('run_mid_pass', day(3)), run('run_not_begun')] as never[]);
     const erasure = new SubjectErasure(store, new MatchTableStore(store, { cap: 10, ttlMs: 86_400_000 }));
     expect(await erasure.segments({ keys: new Set(), documents: new Set(['prf_ann']) }, {})).toEqual(['run_mid_pass']);
-    await store.db.collection(SEGMENT_COLLECTIONS.runs).deleteOne({ _id: run._id as never });
+    await store.db.collection(SEGMENT_COLLECTIONS.runs).deleteMany({ _id: { $in: ['run_mid_pass', 'run_not_begun'] } as never });
   });
   it('folds past days of changes into history once every segment reads a newer snapshot, a segment never evaluated holding back only while its first run is under way', async () => {
     const at = (n: number) => new Date(Date.UTC(2026, 11, n, 12));

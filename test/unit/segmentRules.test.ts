@@ -1,5 +1,5 @@
 import { applyEvent, newProfile, type ProfileDoc } from '../../domain/profile';
-import { compare, durationMs, EvaluationTime, findCycle, parseRule, SegmentEvaluator, type Rule } from '../../domain/segmentRules';
+import { compare, cycleThrough, durationMs, EvaluationTime, findCycle, parseRule, SegmentEvaluator, type Rule } from '../../domain/segmentRules';
 import { Bitmap, segmentRunId, wilson } from '../../domain/segments';
 
 const NOW = new Date('2026-06-30T12:00:00Z');
@@ -45,8 +45,13 @@ describe('segment rules: validation', () => {
       ['c', { any: [{ segment: 'a' }] }],
     ]);
     expect(findCycle(rules)).toEqual(['a', 'b', 'c', 'a']);
+    expect(cycleThrough('b', rules)).toEqual(['b', 'c', 'a', 'b']);
+    // A loop the segment only reaches is not one through it.
+    const reaching = new Map<string, Rule>([...rules, ['d', { segment: 'a' }]]);
+    expect(cycleThrough('d', reaching)).toBeNull();
     rules.set('c', { identity: 'maid' });
     expect(findCycle(rules)).toBeNull();
+    expect(cycleThrough('a', rules)).toBeNull();
     // Two edits at once could still store a cycle: its segments have no members, the others evaluate on.
     const evaluator = new SegmentEvaluator([
       { id: 'x', rule: { segment: 'x' } },
