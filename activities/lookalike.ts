@@ -225,7 +225,7 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
      */
     async beginRetrain(input: { firstRunId: string; at: number }): Promise<string | null> {
       const first = await runs.get(input.firstRunId);
-      const alive = first?.retrain && first.state === 'completed' && (await segments.get(first.seedId))?.current && (await segments.get(extensionSegmentId(first._id)));
+      const alive = first?.retrain && first.state === 'completed' && (await segments.get(first.seedId))?.current && (await segments.get(extensionSegmentId(first._id))) && (first.base === 'all' || (await segments.get(first.base)));
       if (!first || !alive) {
         await syncLookalikeSchedule(deps.temporal, deps.store.db.databaseName, input.firstRunId, null, deps.config);
         return null;
