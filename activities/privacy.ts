@@ -178,8 +178,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
      * erasure starts from (their documents, any linked to or split from them, every identity key
      * any version held); the keys not tombstoned yet tombstoned — salted hashes in a mark slot that
      * also withholds the documents from segments and exports at once — after recording where each
-     * source's drain stands (the events after it may never reach a routed batch); and, with the
-     * closure, the destinations holding the subject given their ledger lines.
+     * source's drain stands (the events after it may never reach a routed batch); and, the first
+     * time, the destinations holding the subject given their ledger lines (kept with the closure).
      */
     async prepareErasure(input: { requestId: string }): Promise<{ found: boolean; holders: string[] }> {
       return withHeartbeats(async () => {
@@ -188,10 +188,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const resolving = !subject.documents;
         if (resolving) {
           const closure = await closureOf(key);
-          // The partners are found while the subject's identities and match entries are still there to map
-          // them, and kept with the closure: an attempt after it is saved (its scrub may have run) reads them there.
-          const holders = await findRemovals(request._id);
-          subject = { ...(await requests.subjectOf(request._id))!, ...closure, undrained: {}, holders };
+          subject = { ...subject, ...closure, undrained: {}, findingHolders: true };
           for (const source of await sources.list()) subject.undrained![source._id] = (await sources.loadPosition(source._id))?.cursor ?? 0;
           await requests.saveSubject(subject);
           await done(request, 'resolve', { identities: closure.keys.length, profiles: closure.documents.length, drain_positions: Object.keys(subject.undrained!).length });
@@ -203,8 +200,17 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
           await requests.saveSubject({ ...subject, tombstoned: [...(subject.tombstoned ?? []), ...keys] });
         }
         await done(request, 'tombstone', { privacy_marks: keys.length > 0 ? 1 : 0 });
+        let holders = subject.holders;
+        if (!holders && subject.findingHolders) {
+          // Found once the tombstones withhold the subject from exports, while their identities and match
+          // entries are still there to map them (the scrub runs only after this returns), and kept: a later
+          // attempt or pass reads them here.
+          holders = await findRemovals(request._id);
+          const { findingHolders: _found, ...found } = (await requests.subjectOf(request._id))!;
+          await requests.saveSubject({ ...found, holders });
+        }
         // A subject saved before its holders were kept with it has them on the ledger.
-        const holders = subject.holders ?? (request.destinations ?? []).map((line) => line.destinationId);
+        holders ??= (request.destinations ?? []).map((line) => line.destinationId);
         return { found: (subject.documents ?? []).length > 0, holders };
       });
     },

@@ -95,6 +95,8 @@ export interface SubjectDoc {
   documents?: string[];
   /** The destinations whose partner held the subject when the erasure began (each has its ledger line). */
   holders?: string[];
+  /** Set with the closure until `holders` are found: while it is, nothing of the subject has been scrubbed. */
+  findingHolders?: boolean;
   /** Keys whose tombstones are written. */
   tombstoned?: string[];
   /** Per source, where its drain stood before the first tombstones: events from there on may be in no routed batch. */
