@@ -112,7 +112,9 @@ export function resolveIdentities(
       return;
     }
     const owners = identities.map((identity) => known.get(identityKey(identity)));
-    const target = owners.find((owner) => owner !== undefined) ?? newProfileId(event);
+    // Not a document of its own an earlier resolution of this event gave an identity it refused: the
+    // event stays where it went (and the identity refused), whatever that identity's priority.
+    const target = owners.find((owner, index) => owner !== undefined && owner !== newProfileId(event, identityKey(identities[index]))) ?? newProfileId(event);
     const readingKnown = identities.some((identity, index) => identity.previous && owners[index] !== undefined);
     const kept = readingKnown ? undefined : event.identities.find((identity) => identity.previous && !blocked(identityKey(identity)));
     identities.forEach((identity, index) => {

@@ -120,6 +120,22 @@ describe('resolveIdentities', () => {
     // Another event bringing the two together is a link, as ever (markers are what refuse it).
     expect(resolveIdentities([event('e9', [{ type: 'crm_id', value: 'shared' }, cookie('c')])], new Map(known), newIdFor).links).toHaveLength(1);
   });
+
+  it('keeps an event on the same document when it is resolved again after its refused identity, of higher priority, was claimed for a document of its own', () => {
+    // A shared device's document holds its cap of emails; a new email arrives on it.
+    const newIdFor = (e: StoredEvent, key?: string) => (key ? `p_${e.id}_${key}` : `p_${e.id}`);
+    const capped = (profileId: string, type: Identity['type']) => profileId === 'p_device' && type === 'email_sha256';
+    const sent = event('e3', [email('new@x.org'), cookie('shared-device')]);
+    const known = new Map([[identityKey(cookie('shared-device')), 'p_device']]);
+    const first = resolveIdentities([sent], known, newIdFor, () => false, capped);
+    expect(first.targets).toEqual(['p_device']);
+    expect(first.links).toEqual([]);
+    // Resolved again (a lost claim in its batch, a retry, the event sent again): the email is known now, as its own document's.
+    const again = resolveIdentities([sent], new Map(known), newIdFor, () => false, capped);
+    expect(again.targets).toEqual(['p_device']);
+    expect(again.links).toEqual([]);
+    expect(again.refusals).toEqual([{ profileId: 'p_device', key: identityKey(email('new@x.org')), type: 'email_sha256', event: 0, eventId: 'e3' }]);
+  });
 });
 
 describe('resolveIdentities: an id of unknown type (a server alias\'s previousId)', () => {
