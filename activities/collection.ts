@@ -404,6 +404,10 @@ export function createCollectionActivities(deps: CollectionDeps) {
     const owed = await sources.owedWakes(sourceId);
     if (results.length === 0) {
       if (owed) await wakePartitions(sourceId, owed.cursor, owed.partitions);
+      // Nothing at this turn's cursor, yet a turn saved a later one (it died before answering, or a stalled one
+      // saved past it): the workflow goes on from there — retention may have removed the chunks between.
+      const saved = await sources.loadPosition(sourceId);
+      if (saved && saved.cursor > start) return { ...result, position: saved, more: true, retryInMs: null };
       return result;
     }
     await withoutErasedSince(marksRead, sourceId, results.map((range) => range.writes));

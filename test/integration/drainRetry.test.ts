@@ -16,6 +16,7 @@ import { ProfileStore } from '../../store/profiles';
 import { ensureSourceWorkflow, wakeProfilePartition } from '../../temporal/client';
 import { pauseSourceSignal, resumeSourceSignal, sourceLogGrewSignal, sourceStatusQuery } from '../../workflows/sourceConnection';
 import { SourceStore } from '../../store/sources';
+import { RetentionStore } from '../../store/retention';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
 import { eventsFolded, groupAccounts, profileDifferences, unrecordedGroups } from '../support/profiles';
@@ -146,6 +147,23 @@ describe('draining a source into profiles', () => {
     const retried = await turn(taking, second.position);
     expect(retried.position).toMatchObject({ cursor: 3, eventsProcessed: 300 });
     expect((await taking.loadDrainPosition(sourceId)).position).toEqual(retried.position);
+  });
+
+  it('goes on from the saved position when its own is behind it and retention has removed the chunks between', async () => {
+    const sourceId = uniqueName('src');
+    await appendToLog(store, sourceId, Array.from({ length: 300 }, (_, n) => userEvent(n % 60, Math.floor(n / 60), 'behind')), 100);
+    const config = { ...baseConfig, DMP_TASK_QUEUE: uniqueName('behind'), DMP_DRAIN_CONCURRENCY: 1 };
+    const activities = createCollectionActivities({ store, temporal, config });
+    const turn = (position: DrainPosition) => activities.routeSourceBatch({ sourceId, party: 'first', position, maxEvents: 1000 });
+    // A turn saved cursor 3 and its answer was lost: the workflow still holds the start. Retention then removed the drained chunks.
+    const saved = (await turn(INITIAL_DRAIN_POSITION)).position;
+    expect(saved).toMatchObject({ cursor: 3, eventsProcessed: 300 });
+    expect(await new RetentionStore(store).expireRawChunks(sourceId, 3, new Date(Date.now() + 60_000), 100)).toMatchObject({ chunks: 3 });
+    const caughtUp = await turn(INITIAL_DRAIN_POSITION);
+    expect(caughtUp).toMatchObject({ chunks: 0, more: true, position: saved });
+    // And drains what comes next from there.
+    await appendToLog(store, sourceId, [userEvent(0, 99, 'behind2')], 1);
+    expect(await turn(caughtUp.position)).toMatchObject({ chunks: 1, routed: 1, position: { cursor: 4, eventsProcessed: 301 } });
   });
 
   it('wakes the partitions a turn saved its position for and died before waking, at the next turn, whether it finds nothing new to route or more', async () => {
