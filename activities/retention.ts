@@ -111,11 +111,12 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const cutoff = new Date(at.getTime() - ttlMs);
         const stores = peoplePassStores(deps.store);
         type Planned = { docs: Array<{ id: string; version: number }>; links: string[] };
-        // A person of linked (or split, or succeeding) documents: each document at the version the pass read, and the links the pass walked.
+        // A person of linked (or split, or succeeding) documents: each document at the version the pass read,
+        // and the links the pass walked. Not those who opted out: their mark names their documents, and one
+        // made afresh for them once their claims went would not carry it.
         const { people } = await passPeople<Planned | null>(stores, { traits: false, identities: false, consent: false, events: new Map() }, {
           document: (stored, fields) => (fields.lastSeen < cutoff ? { docs: [{ id: stored.profileId, version: stored.version }], links: [] } : null),
           person: (person, component) => (person.lastSeen < cutoff ? { docs: component.docs.map((doc) => ({ id: doc.profileId, version: doc.version })), links: component.links.map((link) => link._id) } : null),
-          // Not those who opted out: their mark names their documents, and one made afresh for them once their claims went would not carry it.
         }, { skipOptedOut: true });
         const byPartition = new Map<number, Planned['docs']>();
         const links = new Set<string>();
