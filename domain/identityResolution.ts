@@ -113,8 +113,10 @@ export function resolveIdentities(
     }
     const owners = identities.map((identity) => known.get(identityKey(identity)));
     // Not a document of its own an earlier resolution of this event gave an identity it refused: the
-    // event stays where it went (and the identity refused), whatever that identity's priority.
-    const target = owners.find((owner, index) => owner !== undefined && owner !== newProfileId(event, identityKey(identities[index]))) ?? newProfileId(event);
+    // event stays where it went (and the identity refused), whatever that identity's priority. Such a
+    // document differs from another owner of the event, so most events need no id worked out here.
+    const disagree = owners.some((owner) => owner !== undefined && owner !== owners.find((first) => first !== undefined));
+    const target = owners.find((owner, index) => owner !== undefined && !(disagree && owner === newProfileId(event, identityKey(identities[index])))) ?? newProfileId(event);
     const readingKnown = identities.some((identity, index) => identity.previous && owners[index] !== undefined);
     const kept = readingKnown ? undefined : event.identities.find((identity) => identity.previous && !blocked(identityKey(identity)));
     identities.forEach((identity, index) => {
