@@ -129,8 +129,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
       if (!chunk) break;
       let skip: Set<number>;
       const waited = now().getTime() - chunk.createdAt.getTime();
-      if (chunk.state === 'sealed') skip = new Set(chunk.duplicates ?? []);
-      else if (waited >= pendingGraceMs) skip = await log.unclaimedIndexes(chunk);
+      if (chunk.state === 'sealed' && !chunk.fenced) skip = new Set(chunk.duplicates ?? []);
+      else if (chunk.state === 'sealed' || waited >= pendingGraceMs) skip = await log.fence(chunk);
       else {
         batch.retryInMs = pendingGraceMs - waited;
         break;

@@ -1,5 +1,6 @@
 import type { Collection, Db } from 'mongodb';
 import { insertKeyed } from './db';
+import type { VersionClaims } from './versionClaims';
 
 export interface EventIdDoc {
   _id: string;
@@ -7,6 +8,26 @@ export interface EventIdDoc {
 }
 
 const PREFIX = 'event_ids_';
+
+/**
+ * The ids a drain found unclaimed in a chunk whose writer it gave up waiting for (`_id` = the chunk's
+ * id). The drain skipped them; if the writer claims them afterwards, its append fails unacknowledged,
+ * and the retry takes those claims back from the fenced chunk instead of finding them duplicates.
+ * Few and small: read by `sourceId` without an index.
+ */
+interface FenceDoc {
+  _id: string;
+  sourceId: string;
+  chunk: number;
+  /** Claim keys, as in the generations. */
+  ids: string[];
+  /** The chunk's creation: its claims were made in the generations of this time. */
+  at: Date;
+  /** Written before the drain's seal, which may lose to the writer's: confirmed once the drain's is known to stand. */
+  confirmed: boolean;
+}
+
+export const EVENT_ID_FENCES = 'event_id_fences';
 
 /**
  * The ids of accepted events, kept for the dedupe window and no longer. On FerretDB a delete costs a
@@ -56,6 +77,77 @@ export class EventIdGenerations {
     return held;
   }
 
+  /**
+   * Records the ids a chunk is about to skip, before the drain's seal decides it (see
+   * EventLog.fence): unconfirmed until that seal is known to be the drain's. Safe to repeat.
+   */
+  async recordFence(doc: Omit<FenceDoc, 'confirmed'>): Promise<void> {
+    if (doc.ids.length === 0) return;
+    await insertKeyed(this.fences(), [{ ...doc, confirmed: false }]);
+  }
+
+  /** The drain's seal won: the fence holds. Writes it whole if it went missing. */
+  async confirmFence(doc: Omit<FenceDoc, 'confirmed'>): Promise<void> {
+    if (doc.ids.length === 0) return;
+    if ((await this.fences().updateOne({ _id: doc._id }, { $set: { confirmed: true } })).matchedCount === 0) await insertKeyed(this.fences(), [{ ...doc, confirmed: true }]);
+  }
+
+  /** The writer's seal won: nothing was skipped for want of a claim. */
+  async dropFence(id: string): Promise<void> {
+    await this.fences().deleteOne({ _id: id });
+  }
+
+  /**
+   * Of the `held` indexes of a claim for `docs`, takes back those a fenced chunk of `sourceId`
+   * claimed and skipped: they are claimed for `docs`' chunk instead and leave `held`. One look at the
+   * source's fences (few: only chunks whose writer stalled past the drain's grace) when anything is
+   * held; `sealedByDrain` settles a fence not confirmed yet.
+   */
+  async takeBack(sourceId: string, docs: EventIdDoc[], held: Set<number>, at: number, sealedByDrain: (chunk: number) => Promise<boolean>, claims: VersionClaims): Promise<void> {
+    if (held.size === 0) return;
+    const fencedBy = new Map<string, number[]>();
+    for (const fence of await this.fences().find({ sourceId }).toArray()) {
+      if (!fence.confirmed && !(await sealedByDrain(fence.chunk))) continue;
+      for (const id of fence.ids) fencedBy.set(id, [...(fencedBy.get(id) ?? []), fence.chunk]);
+    }
+    if (fencedBy.size === 0) return;
+    const current = this.number(at);
+    for (const index of [...held]) {
+      const { _id, chunk } = docs[index];
+      for (const fenced of fencedBy.get(_id) ?? []) {
+        // Conditional on the fenced chunk still holding the claim: a repeat within `docs`, or another
+        // retry that took it first, finds it held by someone else and stays a duplicate. Through a
+        // claim of the change, as FerretDB's conditional updates are not atomic.
+        const took = await claims.hold(`${EVENT_ID_FENCES}/${_id}@${fenced}`, async () => {
+          let taken = false;
+          for (const generation of [current, current - 1]) {
+            taken = (await this.collection(generation).updateOne({ _id, chunk: fenced }, { $set: { chunk } })).modifiedCount > 0 || taken;
+          }
+          return taken;
+        });
+        if (took?.value) {
+          held.delete(index);
+          break;
+        }
+      }
+    }
+  }
+
+  /** Removes erased ids from the fences (see SubjectErasure.forgetIds): how many fences changed. */
+  static async forgetFenced(db: Db, ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const fences = db.collection<FenceDoc>(EVENT_ID_FENCES);
+    let changed = 0;
+    for (const fence of await fences.find({ ids: { $in: ids } }, { projection: { _id: 1 } }).toArray()) {
+      changed += (await fences.updateOne({ _id: fence._id }, { $pullAll: { ids } })).modifiedCount;
+    }
+    return changed;
+  }
+
+  private fences(): Collection<FenceDoc> {
+    return this.db.collection<FenceDoc>(EVENT_ID_FENCES);
+  }
+
   /** Who claimed an id around time `at`: the current generation answers first (a claim writes the previous one first). */
   async owner(id: string, at: number): Promise<EventIdDoc | null> {
     const current = this.number(at);
@@ -74,6 +166,8 @@ export class EventIdGenerations {
       ids += await this.db.collection(name).estimatedDocumentCount();
       await this.db.collection(name).drop();
     }
+    // A fence matters while its chunk's claims can: they live in the generations kept.
+    await this.fences().deleteMany({ at: { $lt: new Date((this.number(now) - 1) * this.windowMs) } });
     return { generations: names.length, ids };
   }
 }

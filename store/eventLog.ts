@@ -2,6 +2,7 @@ import type { Binary, Collection } from 'mongodb';
 import type { StoredEvent } from '../domain/event';
 import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
 import { EventIdGenerations } from './eventIds';
+import { VersionClaims } from './versionClaims';
 
 /** How long an event id stays a duplicate when nothing else is said (DMP_DEDUPE_WINDOW_HOURS). */
 export const DEFAULT_DEDUPE_WINDOW_HOURS = 168;
@@ -45,6 +46,8 @@ interface ChunkSeal {
   accepted: number;
   chunkCreatedAt: Date;
   sealedAt: Date;
+  /** Sealed by a drain that gave up waiting for the writer (see EventLog.fence), not by the writer. */
+  fenced?: true;
 }
 
 export interface ReadChunk extends EventChunk {
@@ -52,9 +55,14 @@ export interface ReadChunk extends EventChunk {
   eventBytes: Uint8Array[];
   state: 'pending' | 'sealed';
   duplicates: number[];
+  /** Sealed by a drain, not by its writer (see EventLog.fence). */
+  fenced: boolean;
 }
 
 export class AckDeadlineExceeded extends Error {}
+
+/** The append's chunk was sealed by a drain that gave up on it: nothing of it is acknowledged (see EventLog.fence). */
+export class ChunkFenced extends Error {}
 
 /** Appends that look for the head first after another process took a slot (see EventLog.contended). */
 const CONTENDED_APPENDS = 100;
@@ -68,6 +76,13 @@ function repeatsWithin(events: StoredEvent[]): Set<number> {
     seen.add(event.id);
   });
   return repeats;
+}
+
+/** What a fenced chunk skipped, for the fence: an id also applied from it (a repeat within it) is not the retry's to take back. */
+function fenceOf(chunk: EventChunk, skipped: Set<number>) {
+  const applied = new Set(chunk.events.filter((_, index) => !skipped.has(index)).map((event) => event.id));
+  const ids = new Set(chunk.events.filter((event, index) => skipped.has(index) && !applied.has(event.id)).map((event) => eventIdKey(chunk.sourceId, event.id)));
+  return { _id: chunk._id, sourceId: chunk.sourceId, chunk: chunk.seq, ids: [...ids], at: chunk.createdAt };
 }
 
 export function chunkId(sourceId: string, seq: number): string {
@@ -93,6 +108,7 @@ export class EventLog {
   private readonly seals: Collection<ChunkSeal>;
   private readonly drainPositions: Collection<{ _id: string; cursor: number }>;
   private readonly eventIds: EventIdGenerations;
+  private readonly versionClaims: VersionClaims;
   /** Where this process expects the next free slot of each source, and when it last took a slot there; a hint, corrected on conflict. */
   private readonly nextSlot = new Map<string, { seq: number; at: number }>();
   /**
@@ -108,6 +124,7 @@ export class EventLog {
     this.seals = store.db.collection<ChunkSeal>(COLLECTIONS.eventSeals);
     this.drainPositions = store.db.collection(COLLECTIONS.drainPositions);
     this.eventIds = new EventIdGenerations(store.db, options.dedupeWindowHours ?? DEFAULT_DEDUPE_WINDOW_HOURS);
+    this.versionClaims = new VersionClaims(store);
   }
 
   private now(): number {
@@ -127,13 +144,19 @@ export class EventLog {
     const claimIds = options.claimIds ?? true;
     const seq = await this.claimSlot(sourceId, { createdAt: new Date(started), events, ...(claimIds ? {} : { claimed: false as const }) });
     const duplicateIndexes = claimIds ? await this.claimEventIds(sourceId, seq, events, started) : repeatsWithin(events);
-    await this.seals.insertOne({
-      _id: chunkId(sourceId, seq),
-      duplicates: [...duplicateIndexes],
-      accepted: events.length - duplicateIndexes.size,
-      chunkCreatedAt: new Date(started),
-      sealedAt: new Date(this.now()),
-    });
+    try {
+      await this.seals.insertOne({
+        _id: chunkId(sourceId, seq),
+        duplicates: [...duplicateIndexes],
+        accepted: events.length - duplicateIndexes.size,
+        chunkCreatedAt: new Date(started),
+        sealedAt: new Date(this.now()),
+      });
+    } catch (error) {
+      // Only a drain seals a chunk besides its writer: it skipped what was not claimed in time.
+      if (isDuplicateKeyError(error)) throw new ChunkFenced(`chunk ${seq} of ${sourceId} was sealed by its drain before this append finished: append it again`);
+      throw error;
+    }
     const deadlineMs = this.options.ackDeadlineMs ?? 10_000;
     if (this.now() - started > deadlineMs) {
       throw new AckDeadlineExceeded(`chunk ${seq} of ${sourceId} took longer than ${deadlineMs} ms to seal`);
@@ -183,12 +206,13 @@ export class EventLog {
     return (await this.drainPositions.findOne({ _id: sourceId }, { projection: { cursor: 1 } }))?.cursor ?? 0;
   }
 
-  /** The indexes of events whose ids an earlier chunk already claimed: the duplicates. */
-  private claimEventIds(sourceId: string, seq: number, events: StoredEvent[], at: number): Promise<Set<number>> {
-    return this.eventIds.claim(
-      events.map((event) => ({ _id: eventIdKey(sourceId, event.id), chunk: seq })),
-      at,
-    );
+  /** The indexes of events whose ids an earlier chunk already claimed (and did not skip): the duplicates. */
+  private async claimEventIds(sourceId: string, seq: number, events: StoredEvent[], at: number): Promise<Set<number>> {
+    const docs = events.map((event) => ({ _id: eventIdKey(sourceId, event.id), chunk: seq }));
+    const held = await this.eventIds.claim(docs, at);
+    const sealedByDrain = async (fenced: number) => (await this.seals.findOne({ _id: chunkId(sourceId, fenced) }, { projection: { fenced: 1 } }))?.fenced === true;
+    await this.eventIds.takeBack(sourceId, docs, held, at, sealedByDrain, this.versionClaims);
+    return held;
   }
 
   async exists(sourceId: string, seq: number): Promise<boolean> {
@@ -210,9 +234,9 @@ export class EventLog {
     const chunk = await this.chunks.findOne({ _id: id });
     if (!chunk) return null;
     const { events, bytes: eventBytes } = decodeEventsWithBytes<StoredEvent>(chunk.events);
-    if (chunk.claimed === false) return { ...chunk, events, eventBytes, state: 'sealed', duplicates: [...repeatsWithin(events)] };
+    if (chunk.claimed === false) return { ...chunk, events, eventBytes, state: 'sealed', duplicates: [...repeatsWithin(events)], fenced: false };
     const seal = await this.seals.findOne({ _id: id });
-    return { ...chunk, events, eventBytes, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [] };
+    return { ...chunk, events, eventBytes, state: seal ? 'sealed' : 'pending', duplicates: seal?.duplicates ?? [], fenced: seal?.fenced === true };
   }
 
   /**
@@ -238,6 +262,37 @@ export class EventLog {
   /** The chunk that claimed an event id around time `at`, or null: tells a resumed append's own events from earlier appends'. */
   async claimingChunk(sourceId: string, eventId: string, at: number): Promise<number | null> {
     return (await this.eventIds.owner(eventIdKey(sourceId, eventId), at))?.chunk ?? null;
+  }
+
+  /**
+   * For a chunk pending past the drain's grace: seals it in its writer's place, so that what the
+   * drain skips is fixed — the events whose ids the chunk had not claimed yet. The writer's own seal
+   * then fails and its append is not acknowledged (ChunkFenced); the skipped ids are recorded so that
+   * the append's retry takes their claims back. Returns the indexes to skip; when the writer sealed
+   * first, its duplicates. A chunk read already fenced is passed again (after a crash in between).
+   */
+  async fence(chunk: ReadChunk): Promise<Set<number>> {
+    if (chunk.state === 'sealed') {
+      const skipped = new Set(chunk.duplicates);
+      if (chunk.fenced) await this.eventIds.confirmFence(fenceOf(chunk, skipped));
+      return skipped;
+    }
+    const unclaimed = await this.unclaimedIndexes(chunk);
+    const fence = fenceOf(chunk, unclaimed);
+    // Recorded before the seal: the writer's retry may come as soon as its own seal is refused.
+    await this.eventIds.recordFence(fence);
+    try {
+      await this.seals.insertOne({ _id: chunk._id, duplicates: [...unclaimed], accepted: chunk.events.length - unclaimed.size, chunkCreatedAt: chunk.createdAt, sealedAt: new Date(this.now()), fenced: true });
+    } catch (error) {
+      if (!isDuplicateKeyError(error)) throw error;
+      const seal = await this.seals.findOne({ _id: chunk._id });
+      if (!seal) throw new Error(`the seal of chunk ${chunk._id} was refused as a duplicate but cannot be read`);
+      if (seal.fenced) return this.fence({ ...chunk, state: 'sealed', duplicates: seal.duplicates, fenced: true });
+      await this.eventIds.dropFence(chunk._id);
+      return new Set(seal.duplicates);
+    }
+    await this.eventIds.confirmFence(fence);
+    return unclaimed;
   }
 
   /** For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim. */

@@ -7,7 +7,7 @@ import { identityKey } from '../domain/identity';
 import { sampleRank } from '../domain/segments';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
 import { decodeEvents, encodeEvents } from './deflatedBson';
-import { EventIdGenerations } from './eventIds';
+import { EVENT_ID_FENCES, EventIdGenerations } from './eventIds';
 import { EXPIRED_PROFILES_COLLECTION, ExpiredProfiles } from './expiredProfiles';
 import { chunkId, eventIdKey, type StoredChunk } from './eventLog';
 import { ITEM_MODEL_COLLECTIONS } from './itemModel';
@@ -134,6 +134,7 @@ export class SubjectErasure {
       const collection = this.collection<{ _id: string }>(name);
       await forEachConcurrently([...ids], IN_FLIGHT, async (id) => add(touched, 'event_ids', (await collection.deleteOne({ _id: id })).deletedCount));
     }
+    add(touched, EVENT_ID_FENCES, await EventIdGenerations.forgetFenced(this.db, [...ids]));
   }
 
   /** Identities, links, cap markers, refusals, severances and expired-document records of the subject. */

@@ -1,14 +1,40 @@
 import type { StoredEvent } from '../../domain/event';
 import { COLLECTIONS, connectStore, type Store } from '../../store/db';
 import { decodeEvents } from '../../store/deflatedBson';
-import { EventIdGenerations } from '../../store/eventIds';
+import { EVENT_ID_FENCES, EventIdGenerations } from '../../store/eventIds';
 import { RetentionStore } from '../../store/retention';
-import { AckDeadlineExceeded, chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
+import { AckDeadlineExceeded, ChunkFenced, chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
 import { baseConfig, testStore } from '../support/services';
 
 function events(ids: string[]): StoredEvent[] {
   const now = new Date();
   return ids.map((id) => ({ id, type: 'page_view', timestamp: now, receivedAt: now, identities: [{ type: 'cookie_id', value: `c-${id}` }] }));
+}
+
+/** The store, with every claim of event ids held back until `gate` resolves: a writer stalled mid-append. */
+function withStalledClaims(store: Store, gate: Promise<void>): Store {
+  const bound = <T extends object>(target: T, prop: string | symbol) => {
+    const value = Reflect.get(target, prop);
+    return typeof value === 'function' ? value.bind(target) : value;
+  };
+  const db = new Proxy(store.db, {
+    get(target, prop) {
+      if (prop !== 'collection') return bound(target, prop);
+      return (name: string) => {
+        const collection = target.collection(name);
+        if (!name.startsWith('event_ids_')) return collection;
+        return new Proxy(collection, {
+          get: (inner, innerProp) => (innerProp === 'insertMany' ? async (...args: Parameters<typeof collection.insertMany>) => (await gate, inner.insertMany(...args)) : bound(inner, innerProp)),
+        });
+      };
+    },
+  });
+  return { ...store, db };
+}
+
+function claimGeneration(store: Store, at = Date.now()) {
+  const generations = new EventIdGenerations(store.db, DEFAULT_DEDUPE_WINDOW_HOURS);
+  return store.db.collection<{ _id: string; chunk: number }>(generations.collectionName(Math.floor(at / (DEFAULT_DEDUPE_WINDOW_HOURS * 3_600_000))));
 }
 
 describe('source event log', () => {
@@ -125,6 +151,71 @@ describe('source event log', () => {
     // The writer died after claiming `y` only; `x` belongs to chunk 0 and `z` was never claimed.
     await store.db.collection(new EventIdGenerations(store.db, DEFAULT_DEDUPE_WINDOW_HOURS).collectionName(0)).insertOne({ _id: eventIdKey('s4', 'y') as never, chunk: 1 });
     expect([...(await log.unclaimedIndexes(chunk))].sort()).toEqual([0, 2, 3]);
+  });
+
+  it('seals a chunk whose writer stalled past the grace itself: the writer is refused, and its retry takes back the claims that came too late', async () => {
+    let release = () => undefined as void;
+    const stalled = new EventLog(withStalledClaims(store, new Promise<void>((resolve) => (release = resolve))));
+    const log = new EventLog(store);
+    const appending = stalled.append('f1', events(['a', 'b', 'c']));
+    appending.catch(() => undefined); // awaited below
+    let chunk = await log.read('f1', 0);
+    while (!chunk) chunk = (await new Promise((resolve) => setTimeout(resolve, 10)), await log.read('f1', 0));
+    expect(chunk.state).toBe('pending');
+    // The drain gives up on the writer: nothing was claimed, so all three are skipped — for good.
+    expect([...(await log.fence(chunk))].sort()).toEqual([0, 1, 2]);
+    expect(await log.read('f1', 0)).toMatchObject({ state: 'sealed', fenced: true, duplicates: [0, 1, 2] });
+    release();
+    await expect(appending).rejects.toBeInstanceOf(ChunkFenced);
+    expect(await log.claimingChunk('f1', 'a', Date.now())).toBe(0);
+    // Appended again, none is a duplicate: the claims the stalled writer made are taken back.
+    const retry = await log.append('f1', events(['a', 'b', 'c']));
+    expect(retry).toEqual({ seq: 1, duplicateIndexes: new Set() });
+    expect(await log.claimingChunk('f1', 'a', Date.now())).toBe(1);
+    // Once taken back, they are duplicates like any other.
+    expect([...(await log.append('f1', events(['c', 'd']))).duplicateIndexes]).toEqual([0]);
+  });
+
+  it('fences only what a pending chunk had not claimed, and takes back only the fenced chunk\'s own skipped claims', async () => {
+    const log = new EventLog(store);
+    await log.append('f2', events(['x']));
+    const chunk: EventChunk = { _id: chunkId('f2', 1), sourceId: 'f2', seq: 1, createdAt: new Date(), events: events(['x', 'y', 'z', 'y']) };
+    await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk(chunk));
+    // Claimed in time: `y` (applied from index 1, its repeat at 3 skipped); `x` belongs to chunk 0.
+    await claimGeneration(store).insertOne({ _id: eventIdKey('f2', 'y'), chunk: 1 });
+    const read = await log.read('f2', 1);
+    expect([...(await log.fence(read as NonNullable<typeof read>))].sort()).toEqual([0, 2, 3]);
+    // The stalled writer's claim of `z` lands after the fence.
+    await claimGeneration(store).insertOne({ _id: eventIdKey('f2', 'z'), chunk: 1 });
+    const retry = await log.append('f2', events(['x', 'y', 'z']));
+    expect([...retry.duplicateIndexes].sort()).toEqual([0, 1]);
+    expect(await log.claimingChunk('f2', 'z', Date.now())).toBe(retry.seq);
+    expect(await log.claimingChunk('f2', 'x', Date.now())).toBe(0);
+    expect(await log.claimingChunk('f2', 'y', Date.now())).toBe(1);
+  });
+
+  it('keeps to the writer\'s seal when it lands as the drain gives up, and keeps no fence', async () => {
+    const log = new EventLog(store);
+    await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk({ _id: chunkId('f3', 0), sourceId: 'f3', seq: 0, createdAt: new Date(), events: events(['m', 'n']) }));
+    const read = await log.read('f3', 0);
+    expect(read?.state).toBe('pending');
+    // The writer claims both and seals between the drain's read and its seal.
+    await claimGeneration(store).insertMany([{ _id: eventIdKey('f3', 'm'), chunk: 0 }, { _id: eventIdKey('f3', 'n'), chunk: 0 }]);
+    await store.db.collection(COLLECTIONS.eventSeals).insertOne({ _id: chunkId('f3', 0) as never, duplicates: [], accepted: 2, chunkCreatedAt: new Date(), sealedAt: new Date() });
+    expect([...(await log.fence({ ...(read as NonNullable<typeof read>), duplicates: [] }))]).toEqual([]);
+    expect(await store.db.collection(EVENT_ID_FENCES).countDocuments({ sourceId: 'f3' })).toBe(0);
+    expect((await log.append('f3', events(['m']))).duplicateIndexes).toEqual(new Set([0]));
+  });
+
+  it('lets a fence go with its chunk\'s claims, and forgets erased ids in it', async () => {
+    const generations = new EventIdGenerations(store.db, DEFAULT_DEDUPE_WINDOW_HOURS);
+    const fences = store.db.collection<{ _id: string; ids: string[] }>(EVENT_ID_FENCES);
+    await generations.recordFence({ _id: chunkId('f4', 0), sourceId: 'f4', chunk: 0, ids: ['f4:old'], at: new Date(0) });
+    await generations.recordFence({ _id: chunkId('f4', 1), sourceId: 'f4', chunk: 1, ids: ['f4:kept', 'f4:erased'], at: new Date() });
+    expect(await EventIdGenerations.forgetFenced(store.db, ['f4:erased'])).toBe(1);
+    expect((await fences.findOne({ _id: chunkId('f4', 1) }))?.ids).toEqual(['f4:kept']);
+    await generations.dropExpired(Date.now());
+    expect((await fences.find({ _id: { $in: [chunkId('f4', 0), chunkId('f4', 1)] } }).toArray()).map((fence) => fence._id)).toEqual([chunkId('f4', 1)]);
   });
 
   it('refuses to acknowledge an append that outlived its deadline', async () => {
