@@ -118,6 +118,11 @@ interface PartitionPositionDoc extends PartitionPosition {
   _id: string;
 }
 
+/** The range a source batch starting at chunk `from` routed (see ProfileEventLog.fixRange). */
+export function routeId(sourceId: string, from: number): string {
+  return `${sourceId}:${from}`;
+}
+
 export function routedBatchId(partition: number, sourceId: string, from: number): string {
   return `${partition}:${sourceId}:${from.toString().padStart(12, '0')}`;
 }
@@ -146,7 +151,7 @@ export class ProfileEventLog {
    * so a retried drain that now sees more (or fewer) ready chunks routes exactly what it routed before.
    */
   async fixRange(sourceId: string, from: number, to: number): Promise<number> {
-    const _id = `${sourceId}:${from}`;
+    const _id = routeId(sourceId, from);
     try {
       await this.routes.insertOne({ _id, to });
       return to;

@@ -1,7 +1,7 @@
 import type { Collection } from 'mongodb';
 import { chunkId } from './eventLog';
 import { COLLECTIONS, type Store } from './db';
-import { routedBatchId } from './profileEvents';
+import { routedBatchId, routeId } from './profileEvents';
 
 interface RetentionPositionDoc {
   _id: string;
@@ -25,12 +25,14 @@ export class RetentionStore {
   private readonly chunks: Collection<{ _id: string; createdAt: Date }>;
   private readonly seals: Collection<SealDoc>;
   private readonly batches: Collection<{ _id: string; to: number; createdAt: Date }>;
+  private readonly routes: Collection<{ _id: string }>;
 
   constructor(store: Store) {
     this.positions = store.db.collection<RetentionPositionDoc>(COLLECTIONS.retentionPositions);
     this.chunks = store.db.collection(COLLECTIONS.events);
     this.seals = store.db.collection<SealDoc>(COLLECTIONS.eventSeals);
     this.batches = store.db.collection(COLLECTIONS.profileEvents);
+    this.routes = store.db.collection(COLLECTIONS.eventRoutes);
   }
 
   private async from(stream: string): Promise<number> {
@@ -42,8 +44,10 @@ export class RetentionStore {
   }
 
   /**
-   * Removes a source's drained chunks (below `cursor`) sealed before `before`, at most `limit`.
-   * A chunk goes after its seal is read and before the seal goes, so an interrupted run resumes.
+   * Removes a source's drained chunks (below `cursor`) sealed before `before`, at most `limit`, and
+   * the range a batch starting at one of them routed: only a retry of that batch's turn reads it,
+   * and such a turn ended before the drain moved past it. A chunk goes after its seal is read and
+   * before the seal goes, so an interrupted run resumes.
    */
   async expireRawChunks(sourceId: string, cursor: number, before: Date, limit: number): Promise<{ chunks: number; events: number }> {
     const stream = `raw:${sourceId}`;
@@ -55,6 +59,7 @@ export class RetentionStore {
       // A chunk whose writer died before sealing it is as old as the chunk says (writers trust a slot hint that young).
       const createdAt = seal?.chunkCreatedAt ?? (await this.chunks.findOne({ _id: id }, { projection: { createdAt: 1 } }))?.createdAt;
       if (createdAt && createdAt >= before) break;
+      await this.routes.deleteOne({ _id: routeId(sourceId, seq) });
       await this.chunks.deleteOne({ _id: id });
       await this.seals.deleteOne({ _id: id });
       removed.chunks++;

@@ -3,6 +3,7 @@ import { COLLECTIONS, connectStore, type Store } from '../../store/db';
 import { decodeEvents } from '../../store/deflatedBson';
 import { EVENT_ID_FENCES, EventIdGenerations } from '../../store/eventIds';
 import { RetentionStore } from '../../store/retention';
+import { ProfileEventLog, routeId } from '../../store/profileEvents';
 import { AckDeadlineExceeded, ChunkFenced, chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
 import { baseConfig, testStore } from '../support/services';
 
@@ -132,6 +133,20 @@ describe('source event log', () => {
     // The quiet process comes back later than a chunk can outlive retention: slot 1, where it expected to write, is free but behind the drain.
     clock += 31 * 60_000;
     expect((await quiet.append('s10', events(['q1']))).seq).toBe(4);
+  });
+
+  it('removes with drained chunks the ranges batches starting at them routed, and no later one', async () => {
+    const log = new EventLog(store);
+    for (let n = 0; n < 5; n++) await log.append('s12', events([`r${n}`]));
+    const routed = new ProfileEventLog(store);
+    expect(await routed.fixRange('s12', 0, 2)).toBe(2);
+    expect(await routed.fixRange('s12', 2, 4)).toBe(4);
+    expect(await routed.fixRange('s12', 4, 5)).toBe(5);
+    const routes = store.db.collection(COLLECTIONS.eventRoutes);
+    // Drained up to 4: the batches from 0 and 2 are done with; the one from 4 may still be retried.
+    expect(await new RetentionStore(store).expireRawChunks('s12', 4, new Date(Date.now() + 60_000), 100)).toMatchObject({ chunks: 4 });
+    expect((await routes.find({ _id: { $in: [routeId('s12', 0), routeId('s12', 2), routeId('s12', 4)] as never[] } }).toArray()).map((route) => route._id)).toEqual([routeId('s12', 4)]);
+    expect(await routed.fixRange('s12', 4, 6)).toBe(5);
   });
 
   it('keeps a drained chunk its writer never sealed until it is as old as the time to live, as a sealed one', async () => {
