@@ -109,7 +109,6 @@ export function createCollectionActivities(deps: CollectionDeps) {
   async function readLog(sourceId: string, from: number, limit: { maxEvents: number } | { until: number }): Promise<LogBatch> {
     const batch: LogBatch = { events: [], end: from, duplicates: 0, nonProfiling: {}, consentOnly: [], more: false, retryInMs: null };
     await marks.refresh();
-    const late = new Map<string, number>();
     // Chunks are read a few at a time, in parallel: one by one, the round trips were most of a drain.
     let ahead: Array<Promise<ReadChunk | null>> = [];
     for (;;) {
@@ -118,7 +117,6 @@ export function createCollectionActivities(deps: CollectionDeps) {
         const next = await log.readiness(sourceId, batch.end, pendingGraceMs);
         batch.more = next.ready;
         batch.retryInMs = next.retryInMs;
-        await marks.countLate(late);
         return batch;
       }
       if (ahead.length === 0) {
@@ -135,23 +133,25 @@ export function createCollectionActivities(deps: CollectionDeps) {
         batch.retryInMs = pendingGraceMs - waited;
         break;
       }
+      const lateHere = new Map<string, number>();
       chunk.events.forEach((event, index) => {
         // An erased subject's events go nowhere: not the placeholders an erasure left, nor late ones.
         const erasedBy = event.erased ? null : marks.erasedBy(event.identities);
         if (skip.has(index)) batch.duplicates++;
         else if (event.erased) return;
-        else if (erasedBy) late.set(erasedBy, (late.get(erasedBy) ?? 0) + 1);
+        else if (erasedBy) lateHere.set(erasedBy, (lateHere.get(erasedBy) ?? 0) + 1);
         else if (event.nonProfiling) {
           batch.nonProfiling[event.nonProfiling] = (batch.nonProfiling[event.nonProfiling] ?? 0) + 1;
           if (event.consent) batch.consentOnly.push({ seq: batch.end, event });
         }
         else batch.events.push({ seq: batch.end, event, bytes: chunk.eventBytes[index] });
       });
+      // Counted once per chunk: a retried turn reads the same chunks again.
+      if (lateHere.size > 0) await marks.countLateOnce(chunk._id, lateHere);
       batch.end++;
       heartbeat({ seq: batch.end });
     }
     await Promise.allSettled(ahead); // reads past the end are dropped, but not left unawaited
-    await marks.countLate(late);
     if ('until' in limit && batch.end < limit.until) throw new Error(`chunk ${batch.end} of ${sourceId} was routed once but cannot be read now`);
     return batch;
   }

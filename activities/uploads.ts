@@ -84,7 +84,8 @@ export function createUploadActivities(deps: UploadDeps) {
       if (requestId) late.set(requestId, (late.get(requestId) ?? 0) + 1);
       return !requestId;
     });
-    await marks.countLate(late);
+    // Once per staged chunk: a retried step reads it again.
+    await marks.countLateOnce(`${upload._id}:${n}`, late);
     if (events.length === 0) return { rows: staged.length, resumed: 0, duplicates: 0 };
     const { duplicateIndexes } = await log.append(upload.sourceId, events);
     let resumed = 0;

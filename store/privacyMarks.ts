@@ -196,8 +196,8 @@ export class PrivacyMarks {
   }
 
   /**
-   * Counts events of an erased subject that were dropped, in this process's own document per
-   * request. Requests and drains of the process count at once: their writes go in turn, as an
+   * Counts events of an erased subject that were dropped (sent to the API), in this process's own
+   * document per request. Requests and drains of the process count at once: their writes go in turn, as an
    * increment on FerretDB is a read and a write back, and two first upserts would collide.
    */
   async countLate(counts: Map<string, number>): Promise<void> {
@@ -207,6 +207,15 @@ export class PrivacyMarks {
         await this.late.updateOne({ _id }, { $inc: { events }, $setOnInsert: { requestId } }, { upsert: true });
       });
     }
+  }
+
+  /**
+   * Counts late events found in a part of the log that may be read again (a retried drain turn, a
+   * retried import step): once per request and `part` (a chunk's id, a staged chunk's), in a
+   * document of their own, so a second reading counts nothing.
+   */
+  async countLateOnce(part: string, counts: Map<string, number>): Promise<void> {
+    await insertKeyed(this.late, [...counts].map(([requestId, events]) => ({ _id: `${requestId}:${part}`, requestId, events })));
   }
 
   /** Late events dropped for a request, over every process (a scan of a collection that holds a few documents per erasure). */

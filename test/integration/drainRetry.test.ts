@@ -17,6 +17,9 @@ import { ensureSourceWorkflow, wakeProfilePartition } from '../../temporal/clien
 import { pauseSourceSignal, resumeSourceSignal, sourceLogGrewSignal, sourceStatusQuery } from '../../workflows/sourceConnection';
 import { SourceStore } from '../../store/sources';
 import { RetentionStore } from '../../store/retention';
+import { subjectHash } from '../../domain/privacy';
+import { PrivacyStore } from '../../store/privacy';
+import { PrivacyMarks } from '../../store/privacyMarks';
 import { appendToLog } from '../support/appendEvents';
 import { expectedProfiles, userEvent } from '../support/audience';
 import { eventsFolded, groupAccounts, profileDifferences, unrecordedGroups } from '../support/profiles';
@@ -122,6 +125,40 @@ describe('draining a source into profiles', () => {
     expect(status.eventsProcessed).toBe(generated.length);
     expect(await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)).toBe(generated.length);
     expect(await profileDifferences(store, expectedProfiles(generated))).toEqual([]);
+    await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
+  });
+
+  it('counts the late events of an erased subject once when the turn that read them is retried', async () => {
+    const taskQueue = uniqueName('late-retry');
+    const sourceId = uniqueName('src');
+    const store = await testStore('late_retry');
+    cleanups.push(async () => {
+      await stopPartitionWriters(temporal, store);
+      await store.close();
+    });
+    // User 0 was erased before their events reached the drain: 5 of them, dropped and counted.
+    const tombstone = subjectHash(await new PrivacyStore(store).salt(), identityKey({ type: 'cookie_id', value: 'c-0' }));
+    await new PrivacyMarks(store).add('pr_late_retry', [], [tombstone]);
+    const generated = Array.from({ length: 500 }, (_, n) => userEvent(n % 100, Math.floor(n / 100), 'lr'));
+    await appendToLog(store, sourceId, generated, 100);
+    let failed = false;
+    worker = await startWorker({
+      store,
+      temporal,
+      taskQueue,
+      activityOverrides: {
+        onDrainStep: (step) => {
+          if (step === 'events-read' && !failed) {
+            failed = true;
+            throw new Error('injected failure after reading the events');
+          }
+        },
+      },
+    });
+    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 1000 });
+    await waitFor('the partitions to fold every other event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length - 5);
+    expect(failed).toBe(true);
+    expect(await new PrivacyMarks(store).lateEventsOf('pr_late_retry')).toBe(5);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
   });
 
