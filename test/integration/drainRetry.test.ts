@@ -45,6 +45,15 @@ describe('draining a source into profiles', () => {
     await store.close();
     await temporal.connection.close();
   });
+  /** A database of the test's own, its partition writers stopped and closed after it. */
+  async function ownStore(name: string): Promise<Store> {
+    const own = await testStore(name);
+    cleanups.push(async () => {
+      await stopPartitionWriters(temporal, own);
+      await own.close();
+    });
+    return own;
+  }
 
   it('converges to the clean result when an activity fails after writing half a batch and is retried', async () => {
     const taskQueue = uniqueName('drain-retry');
@@ -96,11 +105,7 @@ describe('draining a source into profiles', () => {
   it('converges when routing fails after claiming identities, again after writing routed batches, and after saving its position', async () => {
     const taskQueue = uniqueName('route-retry');
     const sourceId = uniqueName('src');
-    const store = await testStore('route_retry');
-    cleanups.push(async () => {
-      await stopPartitionWriters(temporal, store);
-      await store.close();
-    });
+    const store = await ownStore('route_retry');
     const generated = Array.from({ length: 1200 }, (_, n) => userEvent(n % 240, Math.floor(n / 240), 'rr'));
     await appendToLog(store, sourceId, generated, 200);
     const injected: DrainStep[] = [];
@@ -131,11 +136,7 @@ describe('draining a source into profiles', () => {
   it('counts the late events of an erased subject once when the turn that read them is retried', async () => {
     const taskQueue = uniqueName('late-retry');
     const sourceId = uniqueName('src');
-    const store = await testStore('late_retry');
-    cleanups.push(async () => {
-      await stopPartitionWriters(temporal, store);
-      await store.close();
-    });
+    const store = await ownStore('late_retry');
     // User 0 was erased before their events reached the drain: 5 of them, dropped and counted.
     const tombstone = subjectHash(await new PrivacyStore(store).salt(), identityKey({ type: 'cookie_id', value: 'c-0' }));
     await new PrivacyMarks(store).add('pr_late_retry', [], [tombstone]);
@@ -206,11 +207,7 @@ describe('draining a source into profiles', () => {
   it('wakes the partitions a turn saved its position for and died before waking, at the next turn, whether it finds nothing new to route or more', async () => {
     const taskQueue = uniqueName('owed-wakes');
     const sourceId = uniqueName('src');
-    const store = await testStore('owed_wakes'); // its own database: the same people as other tests
-    cleanups.push(async () => {
-      await stopPartitionWriters(temporal, store);
-      await store.close();
-    });
+    const store = await ownStore('owed_wakes'); // its own database: the same people as other tests
     const generated = Array.from({ length: 300 }, (_, n) => userEvent(n % 60, Math.floor(n / 60), 'owed'));
     await appendToLog(store, sourceId, generated, 100);
     worker = await startWorker({ store, temporal, taskQueue });
@@ -259,13 +256,9 @@ describe('draining a source into profiles', () => {
   async function drainEveryoneEveryChunk(name: string, stepsIn: (store: Store) => NonNullable<ProfileWriterDeps['onFoldStep']>) {
     const taskQueue = uniqueName(name);
     const sourceId = uniqueName('src');
-    const store = await testStore(name); // its own database: the same people as other tests
+    const store = await ownStore(name); // its own database: the same people as other tests
     const generated = Array.from({ length: 6000 }, (_, n) => userEvent(n % 200, Math.floor(n / 200), name));
     await appendToLog(store, sourceId, generated, 200);
-    cleanups.push(async () => {
-      await stopPartitionWriters(temporal, store);
-      await store.close();
-    });
     worker = await startWorker({ store, temporal, taskQueue, config: { DMP_DRAIN_CONCURRENCY: 1 }, activityOverrides: { onFoldStep: stepsIn(store) } });
     await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 400 });
     await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length, 120_000);
