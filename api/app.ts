@@ -2,7 +2,9 @@ import express, { type Express, type Request } from 'express';
 import type { Client } from '@temporalio/client';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Config } from '../config';
-import { hashSecret, newSourceId, newWriteKey } from '../domain/ids';
+import { hashSecret, keyedWriteKey, newSourceId, newWriteKey } from '../domain/ids';
+import { RetiredIds } from '../store/retiredIds';
+import { createIdentity, keyUsed, sameCreate } from './idempotency';
 import { sourceWorkflowId } from '../domain/workflowIds';
 import { summarizeHealth } from '../domain/sourceHealth';
 import { toStoredIdentity, identityKey, IdentityError } from '../domain/identity';
@@ -90,6 +92,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   const collector = new Collector(committer, config, new PrivacyMarks(store, config.DMP_PRIVACY_SALT));
   const rejections = new ChannelRejections(store);
   const writeKeys = new WriteKeys(sources);
+  const retiredIds = new RetiredIds(store);
   const admin = requireAdmin(config.DMP_ADMIN_KEY);
   const openApi = buildOpenApiDocument(config);
   const collectRequest = collectRequestSchema(config.DMP_MAX_BATCH_EVENTS);
@@ -122,15 +125,27 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     parseOr400(SourceFieldsSchema, req.body, 'source');
     const body = parseOr400(CreateSourceRequestSchema, req.body, 'source');
     await feeds.check(body);
-    const writeKey = newWriteKey();
+    const { id, createdWith } = await createIdentity(req, 'src', newSourceId, retiredIds);
+    const writeKey = createdWith ? keyedWriteKey(config.DMP_ADMIN_KEY, id, createdWith) : newWriteKey();
     const createdAt = new Date();
-    const source: SourceDoc = { _id: newSourceId(), ...body, writeKeyHash: hashSecret(writeKey), createdAt, ...(body.kind === 'feed' && { scheduleSync: newScheduleSyncMark(createdAt, true) }) };
-    await sources.create(source);
+    const source: SourceDoc = { _id: id, ...body, writeKeyHash: hashSecret(writeKey), createdAt, ...(body.kind === 'feed' && { scheduleSync: newScheduleSyncMark(createdAt, true) }), ...(createdWith && { createdWith }) };
+    if (!(await sources.create(source))) {
+      // The same create again: answered as the first was, finishing what it may have left undone.
+      const made = sameCreate(await sources.get(id), createdWith);
+      if (made.writeKeyHash !== source.writeKeyHash) throw keyUsed('the source it made has a write key this server cannot give again (its admin key changed since)');
+      await sources.ensureKey(made);
+      await ensureSourceWorkflow(temporal, made, config);
+      if (made.scheduleSync?.create && !(await feeds.settleSchedule(id, made.scheduleSync)).exists) throw new ProblemError(503, 'unavailable', 'The source took too long to create and was undone; send it again');
+      return void res.status(201).json({ id, writeKey });
+    }
     try {
       await ensureSourceWorkflow(temporal, source, config);
       // Gone meanwhile: a create this slow was taken for one never answered, and undone (retention).
       if (source.scheduleSync && !(await feeds.settleSchedule(source._id, source.scheduleSync)).exists) throw new ProblemError(503, 'unavailable', 'The source took too long to create and was undone; send it again');
     } catch (error) {
+      // Under a key, what was made stays for the request sent again to finish (a feed's is undone
+      // by retention if none comes): a repeat may have finished it already.
+      if (createdWith) throw error;
       await sources.remove(source);
       // Nor a workflow or schedule of a source that is not there (one whose start answered too late).
       await terminateIfRunning(temporal, sourceWorkflowId(source._id), 'its source could not be created').catch(() => undefined);

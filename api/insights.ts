@@ -30,6 +30,8 @@ import { requestAudienceReports, settleLookalikeSchedule, startGated, startLooka
 import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
 import { optionalJsonBody, parseOr400, ProblemError } from './problem';
+import { idempotencyKeyOf, sameCreate } from './idempotency';
+import { idForKey, IdempotencyKeySchema, requestFingerprint } from '../domain/idempotency';
 import type { RouterDeps } from './routerDeps';
 
 /** Seconds a client is asked to wait before asking again for a report still being counted. */
@@ -136,9 +138,17 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
       await evaluated(base, 'base');
     }
     const startedAt = new Date();
-    const runId = lookalikeRunId(seed._id, body, startedAt);
-    const run: LookalikeRunDoc = { _id: runId, seedId: seed._id, base, reach: body.reach ?? null, accuracy: body.accuracy ?? null, state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: body.retrain ?? null, retrainOf: null, latestRetrain: null, ...(body.retrain && { scheduleSync: newScheduleSyncMark(startedAt) }), startedAt, finishedAt: null };
-    await lookalikes.create(run);
+    // Under an Idempotency-Key the run's id is the key's; else the same request within a second is the same run.
+    const key = idempotencyKeyOf(req);
+    const createdWith = key === undefined ? undefined : requestFingerprint({ seed: seed._id, ...body });
+    const runId = key === undefined ? lookalikeRunId(seed._id, body, startedAt) : idForKey('lk', key);
+    const run: LookalikeRunDoc = { _id: runId, ...(createdWith && { createdWith }), seedId: seed._id, base, reach: body.reach ?? null, accuracy: body.accuracy ?? null, state: 'running', auc: null, holdoutSize: 0, trainingSize: 0, threshold: null, reachFound: null, segmentId: null, topFeatures: [], excluded: [], error: null, retrain: body.retrain ?? null, retrainOf: null, latestRetrain: null, ...(body.retrain && { scheduleSync: newScheduleSyncMark(startedAt) }), startedAt, finishedAt: null };
+    let made = run;
+    if (!(await lookalikes.create(run)) && createdWith !== undefined) {
+      // Sent again: answered as the first was, starting it if that one stopped before its start; an ended run is not trained again.
+      made = sameCreate(await lookalikes.get(runId), createdWith);
+      if (made.state !== 'running') return void res.status(202).location(`/v1/segments/${seed._id}/lookalike/${runId}`).json({ runId });
+    }
     // Nothing will train an abandoned start: recorded as failed, not left running for ever.
     await startGated(
       gates,
@@ -146,9 +156,9 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
       () => startLookalike(temporal, store.db.databaseName, runId, config),
       () => lookalikes.saveOutcome(runId, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }),
     );
-    if (run.scheduleSync) {
+    if (made.scheduleSync) {
       // The run is under way: asking again would start another. Its mark stays, and the retention run makes the schedule.
-      await settleLookalikeSchedule(temporal, store.db.databaseName, lookalikes.scheduleSyncs, runId, run.scheduleSync, config).catch((error: unknown) =>
+      await settleLookalikeSchedule(temporal, store.db.databaseName, lookalikes.scheduleSyncs, runId, made.scheduleSync, config).catch((error: unknown) =>
         logger.warn({ runId, err: error }, 'lookalike started; its re-training schedule is left to the retention run'),
       );
     }
@@ -251,13 +261,13 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
     description:
       "A durable workflow passes over every profile once, trains a logistic regression of membership on binary features (trait values, event types, events in the last 30 days, identity types) — never those the seed's rule is defined by — on the seed against the rest of the base (up to 20,000 profiles a class, 20% held out to measure the AUC), scores the base, and creates the extension: a segment whose rule is the model (a `score` rule) and not the seed, holding the `reach` best-scored base profiles (or those at `accuracy` probability or more). Follow `Location`.",
     security,
-    request: { params: idParam, body: { required: false, content: { 'application/json': { schema: LookalikeRequestSchema } } } },
+    request: { params: idParam, headers: z.object({ 'idempotency-key': IdempotencyKeySchema.optional() }), body: { required: false, content: { 'application/json': { schema: LookalikeRequestSchema } } } },
     responses: {
-      202: { description: 'The run started', ...json(z.object({ runId: z.string() })) },
-      400: problem('Invalid body (the field is named), or the base is the seed'),
+      202: { description: 'The run started (or, sent again with its Idempotency-Key, the run the first request started, trained once)', ...json(z.object({ runId: z.string() })) },
+      400: problem('Invalid body (the field is named), or the base is the seed; or an invalid Idempotency-Key (`headers.idempotency-key`)'),
       ...admin,
       404: problem('No such segment (`params.id`, or `base`)'),
-      409: problem("The seed's or the base's first batch run has not completed"),
+      409: problem("The seed's or the base's first batch run has not completed; or the Idempotency-Key came with another request (naming `headers.idempotency-key`)"),
       503: problem('Temporal is unavailable: the run was recorded as failed and will not run; ask again (a run that started is answered 202 even when its re-training schedule could not be made yet: the hourly retention run makes it)'),
     },
   });

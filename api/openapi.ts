@@ -84,14 +84,15 @@ export function buildOpenApiDocument(config: DocumentConfig) {
     path: '/v1/sources',
     summary: "Create a source connection and start its workflow (`source:<id>`)",
     security: [{ [admin.name]: [] }],
-    request: { body: json(CreateSourceRequestSchema) },
+    request: { headers: z.object({ 'idempotency-key': IdempotencyKeySchema.optional() }), body: json(CreateSourceRequestSchema) },
     responses: {
-      201: { description: 'Created', ...json(CreateSourceResponseSchema) },
-      400: problem('Invalid body, naming each field'),
+      201: { description: 'Created (or, sent again with its Idempotency-Key, the source the first request made, with the same write key)', ...json(CreateSourceResponseSchema) },
+      400: problem('Invalid body, naming each field; or an invalid Idempotency-Key (`headers.idempotency-key`)'),
       401: problem('No admin key'),
       403: problem("A feed's `feed.url` resolves to a private, loopback or link-local address (not in `DMP_DESTINATION_ALLOWLIST`), or is plain http to a host not allowlisted"),
       404: problem("A feed's `feed.url` host does not resolve, or a `partner:<id>` column of `feed.mapping.identities` names no sync partner"),
-      503: problem('Temporal is unavailable, or the create took so long it was undone: nothing was created; send it again'),
+      409: problem('The Idempotency-Key came with another request, or the source it made has a write key this server cannot give again (its admin key changed since), naming `headers.idempotency-key`'),
+      503: problem('Temporal is unavailable, or the create took so long it was undone: nothing was created (under an Idempotency-Key, maybe only part of it); send it again'),
     },
   });
   registry.registerPath({

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 
 export function newSourceId(): string {
   return `src_${randomBytes(10).toString('hex')}`;
@@ -6,6 +6,15 @@ export function newSourceId(): string {
 
 export function newWriteKey(): string {
   return `wk_${randomBytes(24).toString('base64url')}`;
+}
+
+/**
+ * The write key of a source made under an Idempotency-Key: derived from the request (its id and
+ * fingerprint) and a secret of the server's, so a repeat answers with the key the first one made
+ * though only its hash is stored.
+ */
+export function keyedWriteKey(secret: string, sourceId: string, createdWith: string): string {
+  return `wk_${createHmac('sha256', secret).update(`write-key\u0000${sourceId}\u0000${createdWith}`).digest('base64url')}`;
 }
 
 export function hashSecret(secret: string): string {

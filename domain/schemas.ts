@@ -77,7 +77,7 @@ export const CreateSourceRequestSchema = z
 export type CreateSourceRequest = z.infer<typeof CreateSourceRequestSchema>;
 
 export const CreateSourceResponseSchema = z
-  .object({ id: z.string(), writeKey: z.string().openapi({ description: 'Shown once; only its hash is stored.' }) })
+  .object({ id: z.string(), writeKey: z.string().openapi({ description: 'Shown once (and to a repeat of the create under its Idempotency-Key); only its hash is stored.' }) })
   .openapi('CreateSourceResponse');
 
 export const SourceStateSchema = z.enum(['active', 'paused']);

@@ -11,6 +11,8 @@ export const LOOKALIKE_COLLECTIONS = {
 export interface LookalikeRunDoc {
   _id: string;
   seedId: string;
+  /** Started under an Idempotency-Key: what tells a repeat of its request from another (api/idempotency). */
+  createdWith?: string;
   /** `all` or a segment id. */
   base: string;
   reach: number | null;
@@ -56,8 +58,9 @@ export class LookalikeRunStore {
   }
 
   /** Records a run once: asking again within the same second finds the same run. */
-  async create(doc: LookalikeRunDoc): Promise<void> {
-    await insertKeyed(this.runs, [doc]);
+  /** False when a run of its id is there already (the same request again). */
+  async create(doc: LookalikeRunDoc): Promise<boolean> {
+    return (await insertKeyed(this.runs, [doc])).size === 0;
   }
 
   /** Records how a run ended. Only these fields: a schedule stopped while it trained stays stopped. */

@@ -2,7 +2,7 @@ import type { Collection } from 'mongodb';
 import type { ConsentPolicy, DrainPosition, Party, SourceKind, SourceState } from '../domain/schemas';
 import type { FeedConfig } from '../domain/feeds';
 import type { CrmMapping } from '../domain/uploads';
-import { COLLECTIONS, isDuplicateKeyError, type Store } from './db';
+import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
 import { ScheduleSyncs, type ScheduleSyncMark } from './scheduleSyncs';
 import { decodeFieldName, encodeFieldName } from '../domain/fieldNames';
 
@@ -24,6 +24,8 @@ export interface SourceDoc {
   state?: SourceState;
   /** A feed source's change whose schedule update is still owed (see ScheduleSyncs). */
   scheduleSync?: ScheduleSyncMark;
+  /** Made under an Idempotency-Key: what tells a repeat of its request from another (api/idempotency). */
+  createdWith?: string;
 }
 
 /**
@@ -71,14 +73,26 @@ export class SourceStore {
     this.positions = store.db.collection<DrainPositionDoc>(COLLECTIONS.drainPositions);
   }
 
-  async create(source: SourceDoc): Promise<void> {
-    await this.sources.insertOne(stored(source));
+  /** False when a source of its id is there already (a create under the same Idempotency-Key). */
+  async create(source: SourceDoc): Promise<boolean> {
+    try {
+      await this.sources.insertOne(stored(source));
+    } catch (error) {
+      if (isDuplicateKeyError(error)) return false;
+      throw error;
+    }
     try {
       await this.keys.insertOne({ _id: source.writeKeyHash, sourceId: source._id });
     } catch (error) {
       await this.sources.deleteOne({ _id: source._id });
       throw error;
     }
+    return true;
+  }
+
+  /** The write key's lookup of a source a create under a key made, written again if that create stopped before it. */
+  async ensureKey(source: SourceDoc): Promise<void> {
+    await insertKeyed(this.keys, [{ _id: source.writeKeyHash, sourceId: source._id }]);
   }
 
   /** Undoes `create` when the source's workflow could not be started, so nothing is left half-made. */

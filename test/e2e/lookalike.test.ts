@@ -178,6 +178,27 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     expect(run.error).toContain('the seed has 9 members in the base: a model is trained on 10 at least');
   });
 
+  it('answers a request sent again under its Idempotency-Key with the run the first started, trained once; another request under the key is a 409', async () => {
+    const under = (body: unknown) => call(`${api.url}/v1/segments/${seeds.lucky}/lookalike`, { key: api.adminKey, body, headers: { 'idempotency-key': 'lookalike-sync-1' } });
+    const first = await under({ reach: 50 });
+    expect(first.status).toBe(202);
+    expect(await under({ reach: 50 })).toMatchObject({ status: 202, body: { runId: first.body.runId } });
+    const ended = await waitFor('the run to end', async () => {
+      const view = (await admin(`/v1/segments/${seeds.lucky}/lookalike/${first.body.runId}`)).body;
+      return view.state === 'running' ? null : view;
+    }, 120_000);
+    const workflow = platform.temporal.workflow.getHandle(lookalikeWorkflowId(platform.store.db.databaseName, first.body.runId));
+    const trained = (await workflow.describe()).runId;
+    // Later than a second, and after the run ended: the same run, not trained again.
+    await new Promise((resolve) => setTimeout(resolve, 1_100));
+    expect(await under({ reach: 50 })).toMatchObject({ status: 202, body: { runId: first.body.runId } });
+    expect((await workflow.describe()).runId).toBe(trained);
+    expect((await admin(`/v1/segments/${seeds.lucky}/lookalike/${first.body.runId}`)).body).toEqual(ended);
+    const other = await under({ reach: 60 });
+    expect(other.status).toBe(409);
+    expect(other.body.errors).toEqual([expect.objectContaining({ path: 'headers.idempotency-key' })]);
+  }, 150_000);
+
   it('refuses what it cannot run, naming the field', async () => {
     const both = await admin(`/v1/segments/${seeds.buyers}/lookalike`, { body: { reach: 10, accuracy: 0.5 } });
     expect(both.status).toBe(400);

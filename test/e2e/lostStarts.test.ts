@@ -539,6 +539,38 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     expect(report).toMatchObject({ privacySubjectsForgotten: 2 });
     expect((await subjects.find({ _id: { $in: [requestId, 'prq_never_recorded', 'prq_being_recorded'] } }).toArray()).map((subject) => subject._id)).toEqual(['prq_being_recorded']);
   }, 180_000);
+  it('answers a source create sent again under its Idempotency-Key with the same source and write key, finishing one whose first request stopped half way', async () => {
+    const body = { name: 'sent twice', kind: 'events', party: 'first', consent: { mode: 'not_required' } };
+    const under = { 'idempotency-key': 'source-sync-1' };
+    // The first request stalls at its workflow's start, after storing the source; its write key's lookup is lost, as if it stopped between the two.
+    let release = () => {};
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const stalling: WorkflowClientInterceptor = { start: async (input, next) => (input.workflowType === 'sourceConnection' && (await released), next(input)) };
+    const stalled = await startApi({ store: platform.store, temporal: new Client({ connection: platform.temporal.connection, namespace: baseConfig.TEMPORAL_NAMESPACE, interceptors: { workflow: [stalling] } }), taskQueue: platform.taskQueue });
+    apis.push(stalled);
+    const lost = admin(stalled, '/v1/sources', { body, headers: under });
+    const saved = await waitFor('the first create saved', async () => (await admin(platform.api, '/v1/sources')).body.sources.find((view: { name: string }) => view.name === 'sent twice'));
+    expect((await platform.store.db.collection('source_keys').deleteMany({ sourceId: saved.id })).deletedCount).toBe(1);
+
+    const resent = await admin(platform.api, '/v1/sources', { body, headers: under });
+    expect(resent.status).toBe(201);
+    expect(resent.body.id).toBe(saved.id);
+    // The write key it answers with is the source's: collected events reach profiles.
+    const sent = await call(`${platform.api.url}/v1/collect`, { key: resent.body.writeKey, body: { events: [{ id: 'twice-1', type: 'visit', identities: { cookie_id: 'ck-twice' } }] } });
+    expect(sent.status).toBe(202);
+    await waitFor('the event folded', async () => (await admin(platform.api, `/v1/sources/${saved.id}`)).body.profiles?.eventsApplied === 1);
+    release();
+    expect(await lost).toMatchObject({ status: 201, body: { id: saved.id, writeKey: resent.body.writeKey } });
+    expect((await admin(platform.api, '/v1/sources')).body.sources.filter((view: { name: string }) => view.name === 'sent twice')).toHaveLength(1);
+    // Another request under the key is refused; without a key, each create makes its own source and key.
+    const other = await admin(platform.api, '/v1/sources', { body: { ...body, name: 'another' }, headers: under });
+    expect(other.status).toBe(409);
+    expect(other.body.errors).toEqual([expect.objectContaining({ path: 'headers.idempotency-key' })]);
+    const [a, b] = [await admin(platform.api, '/v1/sources', { body }), await admin(platform.api, '/v1/sources', { body })];
+    expect(a.body.id).not.toBe(b.body.id);
+    expect(a.body.writeKey).not.toBe(b.body.writeKey);
+  }, 120_000);
+
   it('answers a create sent again under its Idempotency-Key with what the first made, finishing one that stopped half way; another request under the key is a 409', async () => {
     const databaseName = platform.store.db.databaseName;
     const segment = { name: 'Gold again', rule: { trait: 'plan', op: 'eq', value: 'gold' } };
