@@ -10,11 +10,19 @@ import { passPeople, peoplePassStores } from './peoplePass';
 export interface ItemModelDeps {
   store: Store;
   config: Pick<Config, 'DMP_ITEM_EVENT_TYPES' | 'DMP_ITEM_MODEL_EVERY_MINUTES'>;
+  now?: () => Date;
 }
 
+/** How long a full build's mark holds without being renewed (a build that died lets refreshes go on after this). */
+const FULL_BUILD_MARK_MS = 120_000;
+const FULL_BUILD_RENEW_MS = 30_000;
+
 export interface ItemModelResult {
-  /** `build`: a pass over every person; `refresh`: the changes folds recorded since, applied; `unchanged`: none. */
-  kind: 'build' | 'refresh' | 'unchanged';
+  /**
+   * `build`: a pass over every person; `refresh`: the changes folds recorded since, applied;
+   * `unchanged`: none; `deferred`: a full build is under way, and what it publishes holds them.
+   */
+  kind: 'build' | 'refresh' | 'unchanged' | 'deferred';
   buildId: string;
   items: number;
   people: number;
@@ -26,6 +34,7 @@ export interface ItemModelResult {
 export function createItemModelActivities(deps: ItemModelDeps) {
   const stores = peoplePassStores(deps.store);
   const models = new ItemModelStore(deps.store);
+  const now = deps.now ?? (() => new Date());
   const sameTypes = (head: ItemModelHead) => head.eventTypes.join('\u0000') === deps.config.DMP_ITEM_EVENT_TYPES.join('\u0000');
 
   /**
@@ -106,6 +115,20 @@ export function createItemModelActivities(deps: ItemModelDeps) {
     return { kind: 'refresh', buildId, items: counter.items, people, documentsScanned: 0, changesApplied };
   }
 
+  /** Runs a full build under its mark, renewed while it runs and ended after. */
+  async function marked(at: Date, work: () => Promise<ItemModelResult>): Promise<ItemModelResult> {
+    const renew = () => models.markFullBuild(at, new Date(now().getTime() + FULL_BUILD_MARK_MS));
+    await renew();
+    const timer = setInterval(() => void renew().catch(() => undefined), FULL_BUILD_RENEW_MS);
+    try {
+      return await work();
+    } finally {
+      clearInterval(timer);
+      // Left behind, the mark runs out by itself: not worth failing (and repeating) a finished build for.
+      await models.endFullBuild(at).catch(() => undefined);
+    }
+  }
+
   return {
     /**
      * Brings the item model up to date at `at` (ms, fixed by its workflow): the changes since the
@@ -117,8 +140,13 @@ export function createItemModelActivities(deps: ItemModelDeps) {
         const at = new Date(input.at);
         const head = await models.head();
         const due = !head?.fullAt || at.getTime() - head.fullAt.getTime() >= deps.config.DMP_ITEM_MODEL_EVERY_MINUTES * 60_000;
-        const refreshed = !input.full && head && !due && sameTypes(head) ? await refresh(at, head) : null;
-        return refreshed ?? build(at);
+        if (!input.full && head && !due && sameTypes(head)) {
+          // Published first with a later time, a refresh would have the build dropped when it ends.
+          if (await models.fullBuildUnderWay(now())) return { kind: 'deferred', buildId: head.buildId, items: head.items, people: head.people, documentsScanned: 0, changesApplied: 0 };
+          const refreshed = await refresh(at, head);
+          if (refreshed) return refreshed;
+        }
+        return marked(at, () => build(at));
       });
     },
   };

@@ -10,12 +10,20 @@ export const ITEM_MODEL_COLLECTIONS = {
   head: 'item_model_head',
   /** A build's counts (items, people per item, pair counts), `<buildId>:<n>`, that refreshes apply changes to. */
   state: 'item_model_state',
+  /** `full`: a full build under way, renewed while it runs: refreshes wait for it (see ItemModelStore.beginFullBuild). */
+  builds: 'item_model_builds',
   /** Per fold that changed someone's items (`_id` its write group): who, and their items before and after (objects: the store takes no nested arrays). */
   changes: 'item_changes',
 } as const;
 
 /** Pair counts per stored state chunk (16 bytes each: a chunk stays well under a document's 16 MB). */
 const PAIRS_PER_CHUNK = 400_000;
+
+interface BuildUnderWay {
+  _id: 'full';
+  at: Date;
+  until: Date;
+}
 
 /** A build's stored parts: its neighbour chunks and its state chunks. */
 export interface ItemModelBuild {
@@ -66,6 +74,7 @@ export class ItemModelStore {
   readonly heads: Collection<ItemModelHead>;
   readonly states: Collection<StateChunk>;
   readonly changes: Collection<ItemChangesDoc>;
+  private readonly builds: Collection<BuildUnderWay>;
   private readonly claims: VersionClaims;
 
   constructor(store: Store) {
@@ -73,6 +82,7 @@ export class ItemModelStore {
     this.heads = store.db.collection<ItemModelHead>(ITEM_MODEL_COLLECTIONS.head);
     this.states = store.db.collection<StateChunk>(ITEM_MODEL_COLLECTIONS.state);
     this.changes = store.db.collection<ItemChangesDoc>(ITEM_MODEL_COLLECTIONS.changes);
+    this.builds = store.db.collection<BuildUnderWay>(ITEM_MODEL_COLLECTIONS.builds);
     this.claims = new VersionClaims(store);
   }
 
@@ -137,6 +147,25 @@ export class ItemModelStore {
         await this.chunks.replaceOne({ _id: `${buildId}:${n}` }, { body: new Binary(BSON.serialize({ items })) }, { upsert: true });
       },
     );
+  }
+
+  /**
+   * Marks a full build begun at `at` as under way until `until`: a refresh begun meanwhile would be
+   * published before it with a later time, and the build then dropped as older. Renewed while it runs.
+   */
+  async markFullBuild(at: Date, until: Date): Promise<void> {
+    await this.builds.replaceOne({ _id: 'full' }, { at, until }, { upsert: true });
+  }
+
+  /** Ends the mark of the full build begun at `at` (not one begun since). */
+  async endFullBuild(at: Date): Promise<void> {
+    await this.builds.deleteOne({ _id: 'full', at });
+  }
+
+  /** Whether a full build is under way at `now`: marked and renewed lately. */
+  async fullBuildUnderWay(now: Date): Promise<boolean> {
+    const mark = await this.builds.findOne({ _id: 'full' });
+    return mark !== null && mark.until > now;
   }
 
   /** Makes a build the served one, unless a build begun later is served already. */

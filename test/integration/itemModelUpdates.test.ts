@@ -1,0 +1,43 @@
+import { createItemModelActivities } from '../../activities/itemModel';
+import type { Store } from '../../store/db';
+import { ITEM_MODEL_COLLECTIONS, ItemModelStore } from '../../store/itemModel';
+import { testStore } from '../support/services';
+
+describe('item model updates: a refresh never gets a full build under way dropped', () => {
+  let store: Store;
+  let models: ItemModelStore;
+  const config = { DMP_ITEM_EVENT_TYPES: ['purchase'], DMP_ITEM_MODEL_EVERY_MINUTES: 1440 };
+  beforeAll(async () => {
+    store = await testStore('item_model_updates');
+    models = new ItemModelStore(store);
+  });
+  afterAll(() => store.close());
+
+  it('defers a refresh while a full build is marked under way, and applies its changes once the build has ended', async () => {
+    const { updateItemModel } = createItemModelActivities({ store, config });
+    const t0 = Date.now() - 60_000;
+    expect(await updateItemModel({ at: t0, full: true })).toMatchObject({ kind: 'build', buildId: String(t0) });
+    // The build leaves no mark behind.
+    expect(await store.db.collection(ITEM_MODEL_COLLECTIONS.builds).countDocuments({})).toBe(0);
+    await models.recordChanges({ _id: 'g-1', at: new Date(t0 + 1_000), people: [{ personId: 'p-1', before: [], after: ['boots', 'tent'] }] });
+
+    // A full build begun at t1 is under way: a refresh begun later would be published first, and the build dropped.
+    const t1 = t0 + 2_000;
+    await models.markFullBuild(new Date(t1), new Date(Date.now() + 60_000));
+    expect(await updateItemModel({ at: t1 + 1_000 })).toMatchObject({ kind: 'deferred', buildId: String(t0) });
+    expect((await models.head())?.buildId).toBe(String(t0));
+    expect((await models.pendingChanges()).map((record) => record._id)).toEqual(['g-1']);
+
+    await models.endFullBuild(new Date(t1));
+    expect(await updateItemModel({ at: t1 + 2_000 })).toMatchObject({ kind: 'refresh', buildId: String(t1 + 2_000), changesApplied: 1, people: 1 });
+  });
+
+  it('goes on refreshing once the mark of a build that stopped renewing it has run out', async () => {
+    const { updateItemModel } = createItemModelActivities({ store, config });
+    const head = await models.head();
+    const at = Number(head?.buildId) + 1_000;
+    await models.recordChanges({ _id: 'g-2', at: new Date(at - 500), people: [{ personId: 'p-2', before: [], after: ['boots'] }] });
+    await models.markFullBuild(new Date(at - 100), new Date(Date.now() - 1));
+    expect(await updateItemModel({ at })).toMatchObject({ kind: 'refresh', changesApplied: 1, people: 2 });
+  });
+});
