@@ -19,7 +19,7 @@ interface FenceDoc {
   _id: string;
   sourceId: string;
   chunk: number;
-  /** Claim keys, as in the generations. */
+  /** Claim keys, as in the generations (none until confirmed). */
   ids: string[];
   /** The chunk's creation: its claims were made in the generations of this time. */
   at: Date;
@@ -78,18 +78,16 @@ export class EventIdGenerations {
   }
 
   /**
-   * Records the ids a chunk is about to skip, before the drain's seal decides it (see
-   * EventLog.fence): unconfirmed until that seal is known to be the drain's. Safe to repeat.
+   * Records that a chunk is about to be fenced, before the drain's seal decides it (see
+   * EventLog.fence): unconfirmed, and without ids, until that seal is known to be the drain's. Safe to repeat.
    */
-  async recordFence(doc: Omit<FenceDoc, 'confirmed'>): Promise<void> {
-    if (doc.ids.length === 0) return;
-    await insertKeyed(this.fences(), [{ ...doc, confirmed: false }]);
+  async recordFence(doc: Omit<FenceDoc, 'confirmed' | 'ids'>): Promise<void> {
+    await insertKeyed(this.fences(), [{ ...doc, ids: [], confirmed: false }]);
   }
 
-  /** The drain's seal won: the fence holds. Writes it whole if it went missing. */
+  /** The drain's seal stands: the fence holds the ids it skipped (written whole if it went missing). */
   async confirmFence(doc: Omit<FenceDoc, 'confirmed'>): Promise<void> {
-    if (doc.ids.length === 0) return;
-    if ((await this.fences().updateOne({ _id: doc._id }, { $set: { confirmed: true } })).matchedCount === 0) await insertKeyed(this.fences(), [{ ...doc, confirmed: true }]);
+    if ((await this.fences().updateOne({ _id: doc._id }, { $set: { confirmed: true, ids: doc.ids } })).matchedCount === 0) await insertKeyed(this.fences(), [{ ...doc, confirmed: true }]);
   }
 
   /** The writer's seal won: nothing was skipped for want of a claim. */
@@ -101,14 +99,14 @@ export class EventIdGenerations {
    * Of the `held` indexes of a claim for `docs`, takes back those a fenced chunk of `sourceId`
    * claimed and skipped: they are claimed for `docs`' chunk instead and leave `held`. One look at the
    * source's fences (few: only chunks whose writer stalled past the drain's grace) when anything is
-   * held; `sealedByDrain` settles a fence not confirmed yet.
+   * held; `skippedBy` answers for a fence not confirmed yet (from its seal: null when the writer's).
    */
-  async takeBack(sourceId: string, docs: EventIdDoc[], held: Set<number>, at: number, sealedByDrain: (chunk: number) => Promise<boolean>, claims: VersionClaims): Promise<void> {
+  async takeBack(sourceId: string, docs: EventIdDoc[], held: Set<number>, at: number, skippedBy: (chunk: number) => Promise<string[] | null>, claims: VersionClaims): Promise<void> {
     if (held.size === 0) return;
     const fencedBy = new Map<string, number[]>();
     for (const fence of await this.fences().find({ sourceId }).toArray()) {
-      if (!fence.confirmed && !(await sealedByDrain(fence.chunk))) continue;
-      for (const id of fence.ids) fencedBy.set(id, [...(fencedBy.get(id) ?? []), fence.chunk]);
+      const ids = fence.confirmed ? fence.ids : ((await skippedBy(fence.chunk)) ?? []);
+      for (const id of ids) fencedBy.set(id, [...(fencedBy.get(id) ?? []), fence.chunk]);
     }
     if (fencedBy.size === 0) return;
     const current = this.number(at);

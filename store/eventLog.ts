@@ -78,11 +78,10 @@ function repeatsWithin(events: StoredEvent[]): Set<number> {
   return repeats;
 }
 
-/** What a fenced chunk skipped, for the fence: an id also applied from it (a repeat within it) is not the retry's to take back. */
-function fenceOf(chunk: EventChunk, skipped: Set<number>) {
+/** The claim keys a fenced chunk skipped: an id also applied from it (a repeat within it) is not the retry's to take back. */
+function takeBackIds(chunk: EventChunk, skipped: Set<number>): string[] {
   const applied = new Set(chunk.events.filter((_, index) => !skipped.has(index)).map((event) => event.id));
-  const ids = new Set(chunk.events.filter((event, index) => skipped.has(index) && !applied.has(event.id)).map((event) => eventIdKey(chunk.sourceId, event.id)));
-  return { _id: chunk._id, sourceId: chunk.sourceId, chunk: chunk.seq, ids: [...ids], at: chunk.createdAt };
+  return [...new Set(chunk.events.filter((event, index) => skipped.has(index) && !applied.has(event.id)).map((event) => eventIdKey(chunk.sourceId, event.id)))];
 }
 
 export function chunkId(sourceId: string, seq: number): string {
@@ -210,8 +209,7 @@ export class EventLog {
   private async claimEventIds(sourceId: string, seq: number, events: StoredEvent[], at: number): Promise<Set<number>> {
     const docs = events.map((event) => ({ _id: eventIdKey(sourceId, event.id), chunk: seq }));
     const held = await this.eventIds.claim(docs, at);
-    const sealedByDrain = async (fenced: number) => (await this.seals.findOne({ _id: chunkId(sourceId, fenced) }, { projection: { fenced: 1 } }))?.fenced === true;
-    await this.eventIds.takeBack(sourceId, docs, held, at, sealedByDrain, this.versionClaims);
+    await this.eventIds.takeBack(sourceId, docs, held, at, (fenced) => this.skippedByFence(sourceId, fenced), this.versionClaims);
     return held;
   }
 
@@ -274,11 +272,11 @@ export class EventLog {
   async fence(chunk: ReadChunk): Promise<Set<number>> {
     if (chunk.state === 'sealed') {
       const skipped = new Set(chunk.duplicates);
-      if (chunk.fenced) await this.eventIds.confirmFence(fenceOf(chunk, skipped));
+      if (chunk.fenced) await this.confirmFence(chunk, skipped);
       return skipped;
     }
     const unclaimed = await this.unclaimedIndexes(chunk);
-    const fence = fenceOf(chunk, unclaimed);
+    const fence = { _id: chunk._id, sourceId: chunk.sourceId, chunk: chunk.seq, at: chunk.createdAt };
     // Recorded before the seal: the writer's retry may come as soon as its own seal is refused.
     await this.eventIds.recordFence(fence);
     try {
@@ -291,8 +289,21 @@ export class EventLog {
       await this.eventIds.dropFence(chunk._id);
       return new Set(seal.duplicates);
     }
-    await this.eventIds.confirmFence(fence);
+    await this.confirmFence(chunk, unclaimed);
     return unclaimed;
+  }
+
+  private confirmFence(chunk: EventChunk, skipped: Set<number>): Promise<void> {
+    return this.eventIds.confirmFence({ _id: chunk._id, sourceId: chunk.sourceId, chunk: chunk.seq, at: chunk.createdAt, ids: takeBackIds(chunk, skipped) });
+  }
+
+  /** For a fence not confirmed yet: the ids its chunk skipped, from the drain's seal and the chunk; null when the seal is the writer's (or the chunk is gone). */
+  private async skippedByFence(sourceId: string, seq: number): Promise<string[] | null> {
+    const id = chunkId(sourceId, seq);
+    const seal = await this.seals.findOne({ _id: id }, { projection: { duplicates: 1, fenced: 1 } });
+    if (seal?.fenced !== true) return null;
+    const chunk = await this.chunks.findOne({ _id: id });
+    return chunk && takeBackIds({ ...chunk, events: decodeEventsWithBytes<StoredEvent>(chunk.events).events }, new Set(seal.duplicates));
   }
 
   /** For a chunk abandoned while pending: the indexes of events whose ids this chunk did not claim. */

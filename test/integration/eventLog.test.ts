@@ -209,6 +209,30 @@ describe('source event log', () => {
     expect(await log.claimingChunk('f2', 'y', Date.now())).toBe(1);
   });
 
+  it('takes back only what the seal that stands skipped, when a drain fenced a chunk again after stopping half way', async () => {
+    const log = new EventLog(store);
+    const generations = new EventIdGenerations(store.db, DEFAULT_DEDUPE_WINDOW_HOURS);
+    const pending = async (sourceId: string, ids: string[]) => {
+      await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk({ _id: chunkId(sourceId, 0), sourceId, seq: 0, createdAt: new Date(), events: events(ids) }));
+      return (await log.read(sourceId, 0)) as NonNullable<Awaited<ReturnType<EventLog['read']>>>;
+    };
+    // A drain recorded its fence and stopped before sealing; the writer's claim of `q` landed before the drain's retry fenced again.
+    const chunk = await pending('f5', ['p', 'q']);
+    await generations.recordFence({ _id: chunk._id, sourceId: 'f5', chunk: 0, at: chunk.createdAt });
+    await claimGeneration(store).insertOne({ _id: eventIdKey('f5', 'q'), chunk: 0 });
+    expect([...(await log.fence(chunk))]).toEqual([0]);
+    await claimGeneration(store).insertOne({ _id: eventIdKey('f5', 'p'), chunk: 0 });
+    expect([...(await log.append('f5', events(['p', 'q']))).duplicateIndexes]).toEqual([1]);
+
+    // A drain sealed and stopped before confirming its fence: the seal and the chunk say what was skipped.
+    const unconfirmed = await pending('f6', ['r', 's']);
+    await claimGeneration(store).insertOne({ _id: eventIdKey('f6', 's'), chunk: 0 });
+    await generations.recordFence({ _id: unconfirmed._id, sourceId: 'f6', chunk: 0, at: unconfirmed.createdAt });
+    await store.db.collection(COLLECTIONS.eventSeals).insertOne({ _id: chunkId('f6', 0) as never, duplicates: [0], accepted: 1, chunkCreatedAt: unconfirmed.createdAt, sealedAt: new Date(), fenced: true });
+    await claimGeneration(store).insertOne({ _id: eventIdKey('f6', 'r'), chunk: 0 });
+    expect([...(await log.append('f6', events(['r', 's']))).duplicateIndexes]).toEqual([1]);
+  });
+
   it('keeps to the writer\'s seal when it lands as the drain gives up, and keeps no fence', async () => {
     const log = new EventLog(store);
     await store.db.collection<StoredChunk>(COLLECTIONS.events).insertOne(encodeChunk({ _id: chunkId('f3', 0), sourceId: 'f3', seq: 0, createdAt: new Date(), events: events(['m', 'n']) }));
@@ -225,8 +249,8 @@ describe('source event log', () => {
   it('lets a fence go with its chunk\'s claims, and forgets erased ids in it', async () => {
     const generations = new EventIdGenerations(store.db, DEFAULT_DEDUPE_WINDOW_HOURS);
     const fences = store.db.collection<{ _id: string; ids: string[] }>(EVENT_ID_FENCES);
-    await generations.recordFence({ _id: chunkId('f4', 0), sourceId: 'f4', chunk: 0, ids: ['f4:old'], at: new Date(0) });
-    await generations.recordFence({ _id: chunkId('f4', 1), sourceId: 'f4', chunk: 1, ids: ['f4:kept', 'f4:erased'], at: new Date() });
+    await generations.confirmFence({ _id: chunkId('f4', 0), sourceId: 'f4', chunk: 0, ids: ['f4:old'], at: new Date(0) });
+    await generations.confirmFence({ _id: chunkId('f4', 1), sourceId: 'f4', chunk: 1, ids: ['f4:kept', 'f4:erased'], at: new Date() });
     expect(await EventIdGenerations.forgetFenced(store.db, ['f4:erased'])).toBe(1);
     expect((await fences.findOne({ _id: chunkId('f4', 1) }))?.ids).toEqual(['f4:kept']);
     await generations.dropExpired(Date.now());
