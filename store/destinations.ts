@@ -131,7 +131,11 @@ export interface ExportDoc {
   trigger: 'api' | 'schedule' | 'near_real_time' | 'privacy';
   /** The workflow running it, once it started: a later export waits only for a live one. */
   workflowId?: string;
-  /** Set once planned. */
+  /**
+   * The workflow that opened it for its window (scheduled, near-real-time and privacy exports): a
+   * retry of that workflow's open finds it; another workflow opening the same second takes the next.
+   */
+  openedBy?: string;
   /** Set once planned; `plannedAt` is when planning began (changes after it are the next export's). */
   plan: { id: string; segments: PlannedSegment[]; batches: number; plannedAt: Date; /** Whether it sends everything again (the partner's address changed). */ resent: boolean; /** How long planning took. */ tookMs: number } | null;
   batchesConfirmed: number;

@@ -48,7 +48,7 @@ export interface DestinationExportInput {
  */
 export async function destinationExport(input: DestinationExportInput): Promise<{ exportId: string | null; state: string }> {
   const info = workflowInfo();
-  const exportId = input.exportId ?? (await openExport({ destinationId: input.destinationId, at: info.startTime.getTime(), full: input.full, trigger: input.trigger }));
+  const exportId = input.exportId ?? (await openExport({ destinationId: input.destinationId, at: info.startTime.getTime(), full: input.full, trigger: input.trigger, openedBy: info.workflowId }));
   if (!exportId) return { exportId: null, state: 'skipped' };
   upsertMemo({ exportId, destinationId: input.destinationId });
   await attachExport({ exportId, workflowId: info.workflowId });

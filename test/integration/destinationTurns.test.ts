@@ -1,7 +1,8 @@
 import type { Store } from '../../store/db';
 import { DestinationConsentSchema } from '../../domain/destinations';
 import { DestinationStore, type DestinationDefinition } from '../../store/destinations';
-import { testStore } from '../support/services';
+import { createExportActivities } from '../../activities/exports';
+import { baseConfig, testStore } from '../support/services';
 
 describe('a destination’s export turns and what its exports record beside it', () => {
   let store: Store;
@@ -29,6 +30,18 @@ describe('a destination’s export turns and what its exports record beside it',
     updatedAt: at,
   });
   const held = (exportId: string, ids: number) => ({ seg_a: { exportId, chunks: 1, ids, uncertain: 0 } });
+
+  it('opens one export per workflow for a window: two privacy removals in the same second never share one, and a retried open finds its own', async () => {
+    await destinations.create(definition('dst_opens'));
+    // Opening an export needs no Temporal client.
+    const { openExport } = createExportActivities({ store, temporal: undefined as never, config: { ...baseConfig } });
+    const open = (openedBy: string) => openExport({ destinationId: 'dst_opens', at: at.getTime(), trigger: 'privacy', openedBy });
+    const first = await open('privacy:pr_1:dst_opens:r1');
+    const second = await open('privacy:pr_2:dst_opens:r1');
+    expect(second).not.toBe(first);
+    expect(await open('privacy:pr_1:dst_opens:r1')).toBe(first);
+    expect(await open('privacy:pr_2:dst_opens:r1')).toBe(second);
+  });
 
   it('gives each turn to exactly one of the exports claiming it at once, round after round', async () => {
     const ids = Array.from({ length: 12 }, (_, n) => `dst_turns_${n}`);
