@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import { referencedSegments, type Rule, type SegmentDefinition } from '../domain/segmentRules';
 import { scheduleKey, type SegmentSchedule } from '../domain/segments';
-import { COLLECTIONS, findByParents, forEachConcurrently, insertKeyed, type Store } from './db';
+import { COLLECTIONS, findByParents, forEachConcurrently, insertKeyed, isDuplicateKeyError, type Store } from './db';
 import { VersionClaims } from './versionClaims';
 
 export const SEGMENTS = COLLECTIONS.segments;
@@ -333,7 +333,18 @@ export class SegmentStore {
   async setLastRuns(segments: ReadonlyArray<{ id: string; version: number }>, lastRun: RunSummary): Promise<void> {
     const states = segments.map((segment) => runStateDoc(segment, lastRun));
     if (lastRun.state === 'running') await insertKeyed(this.runStates, states);
-    else await forEachConcurrently(states, RUN_STATE_WRITES_AT_ONCE, async (state) => void (await this.runStates.replaceOne({ _id: state._id }, state, { upsert: true })));
+    else if (lastRun.state === 'completed') await forEachConcurrently(states, RUN_STATE_WRITES_AT_ONCE, async (state) => void (await this.runStates.replaceOne({ _id: state._id }, state, { upsert: true })));
+    else {
+      // A run that fails after completing some of its segments (its completion cut short) fails
+      // only the rest: those it completed read its snapshot, and would lose it to a failed state.
+      await forEachConcurrently(states, RUN_STATE_WRITES_AT_ONCE, async (state) => {
+        try {
+          await this.runStates.replaceOne({ _id: state._id, state: { $ne: 'completed' } }, state, { upsert: true });
+        } catch (error) {
+          if (!isDuplicateKeyError(error)) throw error;
+        }
+      });
+    }
   }
 
   /**

@@ -86,6 +86,17 @@ describe('segment definitions as a frequent reader keeps them', () => {
     expect((await writer.get('shown'))?.lastRun).toMatchObject({ runId: 'run_b', state: 'running' });
   });
 
+  it('keeps the segments a run completed reading its snapshot when the run fails before completing the rest', async () => {
+    for (const id of ['cut_done', 'cut_left']) await writer.create(segmentDoc(id, { event: 'purchase' }));
+    const startedAt = new Date('2026-05-03T10:00:00Z');
+    const both = [{ id: 'cut_done', version: 1 }, { id: 'cut_left', version: 1 }];
+    await writer.setLastRuns(both, { runId: 'run_cut', state: 'running', startedAt, finishedAt: null });
+    await writer.completeRun('cut_done', { runId: 'run_cut', version: 1, size: 3, now: startedAt, startedAt, finishedAt: startedAt }, { runId: 'run_cut', state: 'completed', startedAt, finishedAt: startedAt });
+    await writer.setLastRuns(both, { runId: 'run_cut', state: 'failed', startedAt, finishedAt: startedAt });
+    expect(await writer.get('cut_done')).toMatchObject({ current: { runId: 'run_cut', size: 3 }, lastRun: { runId: 'run_cut', state: 'completed' } });
+    expect(await writer.get('cut_left')).toMatchObject({ current: null, lastRun: { runId: 'run_cut', state: 'failed' } });
+  });
+
   it('shows the later of two runs that complete a segment at the same moment as its last run and its snapshot', async () => {
     // Two runs completing the same segments at once, as overlapping runs do: neither's record of
     // the run may be lost to the other's write, whatever order the store applies them in.
