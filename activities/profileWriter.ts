@@ -8,7 +8,7 @@ import { identityKey, type StoredIdentityType } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
 import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
-import { foldEvent, foldOrder, hasApplied, newProfile, nextVersion, type ProfileDoc, type ProfileEvent } from '../domain/profile';
+import { foldEvent, foldOrder, hasApplied, newProfile, nextVersion, type CombinedProfile, type ProfileDoc, type ProfileEvent } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf, type ItemChange } from '../domain/recommendations';
 import { foldChanges, withVersions } from '../domain/segmentChanges';
@@ -690,9 +690,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       const component = await profileGraph.component(id);
       for (const member of component.ids) components.set(member, component.docs);
     }
+    // Parts an unlink split from an opted-out document, and successors of one, are opted out with it:
+    // a combined subject's documents name their ancestors.
+    const markedSubject = (subject: ProfileDoc | CombinedProfile) =>
+      'profileIds' in subject
+        ? { profileIds: subject.profileIds, ancestors: subject.profileIds.flatMap((id) => (changed.get(id) ?? components.get(id)?.find((doc) => doc.profileId === id))?.ancestors ?? []) }
+        : { profileId: subject.profileId, ancestors: subject.ancestors };
     const changes = foldChanges({
       segments: evaluator.ids,
-      evaluate: (subject) => evaluator.evaluate(withOptOut(subject, marks.optedOut(subject)), at),
+      evaluate: (subject) => evaluator.evaluate(withOptOut(subject, marks.optedOut(markedSubject(subject))), at),
       changed,
       previousOf: (id) => stored.get(id) ?? null,
       components,

@@ -136,8 +136,9 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
         sample.remove(profileId);
         optedOutPeople.delete(profileId);
       },
-      person(person) {
-        const optedOut = marks.optedOut(person);
+      person(person, component) {
+        // Parts an unlink split from an opted-out document, and successors of one, are opted out with it.
+        const optedOut = marks.optedOut({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) });
         const bits = bitsOf(withOptOut(person, optedOut));
         if (isExported(bits)) facts.set(person.id, flattenFacts(exportFacts(person)));
         noteOptOut(person.id, optedOut);

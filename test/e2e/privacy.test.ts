@@ -217,6 +217,34 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect(partner.audience(segmentId)).toEqual(['ck-bob', 'ck-dave']);
   });
 
+  it('keeps the mark through an unlink: the parts an opted-out person splits into stay out of segments, in real time and in batch runs', async () => {
+    const aliceId = (await source.lookup('cookie_id', 'ck-alice')).body.id;
+    // Everyone with a cookie: a part of hers would qualify but for the mark.
+    const cookied = (await admin('/v1/segments', { body: { name: 'Has a cookie', rule: { identity: 'cookie_id' } } })).body.id;
+    const members = async () => (await admin(`/v1/segments/${cookied}/members?limit=100`)).body.members as string[];
+    await waitFor('the segment evaluated', async () => (await admin(`/v1/segments/${cookied}`)).body.lastRun?.state === 'completed');
+    expect(await members()).not.toContain(aliceId);
+    // Her second cookie came with her email (a4): unlinked, it is a part of its own that descends from her document.
+    const accepted = await admin('/v1/identity/unlink', { body: { identities: [{ type: 'cookie_id', value: 'ck-alice-2' }, { type: 'email', value: ALICE_EMAIL }] } });
+    expect(accepted.status).toBe(202);
+    await waitFor('the unlink to complete', async () => (await admin(accepted.body.statusUrl)).body.state === 'completed', 60_000);
+    const part = await waitFor('the part of its own', async () => {
+      const view = (await source.lookup('cookie_id', 'ck-alice-2')).body;
+      return view.id && view.id !== aliceId ? view : null;
+    });
+    expect(part.segments).toEqual([]);
+    // A later event of the part is folded as hers are: it enters nothing in real time.
+    expect((await source.send([{ id: 'a5', type: 'page_view', timestamp: minutesAgo(1), identities: { cookie_id: 'ck-alice-2' } }])).body.accepted).toBe(1);
+    await source.folded(INITIAL_EVENTS + 4);
+    expect(await members()).not.toContain(part.id);
+    const run = await admin(`/v1/segments/${cookied}/runs`, { method: 'POST' });
+    await waitFor('the batch run', async () => (await admin(`/v1/segments/${cookied}/runs/${run.body.runId}`)).body.state === 'completed', 60_000);
+    const after = await members();
+    expect(after).not.toContain(part.id);
+    expect(after).not.toContain(aliceId);
+    expect(after).toContain((await source.lookup('cookie_id', 'ck-bob')).body.id);
+  });
+
   it('keeps a removal on the ledger as failed and retrying until the partner confirms it', async () => {
     partner.failNext('http400');
     const started = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'ck-dave' } } });
