@@ -153,13 +153,16 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
 
   /**
    * Where the subject stands at the destination's partner by what it confirmed: still held, removed
-   * (`acknowledged` on the ledger), or out of reach because the destination was deleted.
+   * (`acknowledged` on the ledger), or out of reach because the destination was deleted. Reads the
+   * partner state of every segment the destination exports, so it heartbeats: that takes a while at scale.
    */
-  async function removalStanding(input: { requestId: string; destinationId: string }): Promise<'held' | 'acknowledged' | 'destination_deleted'> {
-    const destination = await destinations.get(input.destinationId);
-    // Being deleted (`dropping`: its holdings may be gone already, the partner untold) is deleted.
-    if (!destination || destination.dropping) return 'destination_deleted';
-    return (await stillHeld(destination, new Set(await requests.partnerIdsOf(input.requestId, input.destinationId)))) ? 'held' : 'acknowledged';
+  function removalStanding(input: { requestId: string; destinationId: string }): Promise<'held' | 'acknowledged' | 'destination_deleted'> {
+    return withHeartbeats(async () => {
+      const destination = await destinations.get(input.destinationId);
+      // Being deleted (`dropping`: its holdings may be gone already, the partner untold) is deleted.
+      if (!destination || destination.dropping) return 'destination_deleted';
+      return (await stillHeld(destination, new Set(await requests.partnerIdsOf(input.requestId, input.destinationId)))) ? 'held' : 'acknowledged';
+    });
   }
 
   return {
@@ -293,26 +296,34 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
      * now on folds apply only their consent signals, rules place them in no segment, and exports
      * withhold them; and they leave every segment they are in at once, as a real-time change.
      */
-    async markOptOut(input: { requestId: string }): Promise<{ found: boolean; profiles: number; segments: number }> {
-      const { request, key } = await open(input.requestId);
-      const found = await personOf(key);
-      if (!found) {
-        await done(request, 'mark', {});
-        return { found: false, profiles: 0, segments: 0 };
-      }
-      const { component, person } = found;
-      await marks.add(request._id, documentIdsOf({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) }));
-      const evaluated = (await segments.list()).filter((segment) => segment.current);
-      const membership = new SegmentMembership(deps.store);
-      const states = await membership.realTime(evaluated);
-      const changes: ChangeSet = {};
-      for (const segment of evaluated) {
-        const state = states.get(segment._id)?.get(person.id);
-        if (state ?? (await membership.inSnapshot(segment, person.id))) changes[segment._id] = { entered: [], exited: [person.id], version: segment.current?.version ?? segment.version };
-      }
-      if (Object.keys(changes).length > 0) await segmentRuns.recordChanges({ _id: `privacy:${request._id}`, at: new Date(), changes, touched: [person.id] });
-      await done(request, 'mark', { profiles: person.profileIds.length, privacy_marks: 1, segment_changes: Object.keys(changes).length > 0 ? 1 : 0 });
-      return { found: true, profiles: person.profileIds.length, segments: Object.keys(changes).length };
+    markOptOut(input: { requestId: string }): Promise<{ found: boolean; profiles: number; segments: number }> {
+      return withHeartbeats(async () => {
+        const { request, key } = await open(input.requestId);
+        const found = await personOf(key);
+        if (!found) {
+          await done(request, 'mark', {});
+          return { found: false, profiles: 0, segments: 0 };
+        }
+        const { component, person } = found;
+        await marks.add(request._id, documentIdsOf({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) }));
+        const all = await segments.list();
+        const membership = new SegmentMembership(deps.store);
+        const states = await membership.realTime(all.filter((segment) => segment.current));
+        // Out of every segment, under whatever version of its rule: a run whose pass read the marks
+        // before this one (of a rule edited since, a segment's first, or one the person newly
+        // qualifies for) applies it on top of its snapshot once it completes. Where they were a
+        // member it is an exit; elsewhere a stated membership.
+        const changes: ChangeSet = {};
+        let left = 0;
+        for (const segment of all) {
+          const member = segment.current !== null && (states.get(segment._id)?.get(person.id) ?? (await membership.inSnapshot(segment, person.id)));
+          changes[segment._id] = member ? { entered: [], exited: [person.id] } : { entered: [], exited: [], statedOut: [person.id] };
+          if (member) left++;
+        }
+        if (all.length > 0) await segmentRuns.recordChanges({ _id: `privacy:${request._id}`, at: new Date(), changes, touched: [person.id] });
+        await done(request, 'mark', { profiles: person.profileIds.length, privacy_marks: 1, segment_changes: all.length > 0 ? 1 : 0 });
+        return { found: true, profiles: person.profileIds.length, segments: left };
+      });
     },
 
     /** Finds the destinations holding the subject and opens their ledger lines. */

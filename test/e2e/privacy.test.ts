@@ -3,6 +3,7 @@ import { AccessExportSchema } from '../../domain/privacy';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
 import { settledRequest as settled } from '../support/privacyRequests';
+import { SegmentRunStore } from '../../store/segmentRuns';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
@@ -159,6 +160,9 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect((await admin(`/v1/segments/${segmentId}/members?limit=10`)).body.members).not.toContain(aliceId);
     expect((await admin(`/v1/segments/${segmentId}/members?limit=10`)).body.members).toContain(bobId);
     expect((await admin(`/v1/profiles/${aliceId}`)).body.segments).toEqual([]);
+    // Recorded for every segment under any version of its rule, so a run under way when she was marked takes her out too.
+    const recorded = await new SegmentRunStore(platform.store).changesSince(new Date(0));
+    expect(recorded.find((change) => change._id === `privacy:${started.body.id}`)?.changes).toEqual({ [segmentId]: { entered: [], exited: [aliceId] } });
   });
 
   it('profiles an opted-out subject no more: later events change nothing but consent, a new identity joins the mark, batch runs and exports leave them out', async () => {

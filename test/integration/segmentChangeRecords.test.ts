@@ -3,6 +3,7 @@ import type { Store } from '../../store/db';
 import { MatchTableStore } from '../../store/matchTables';
 import { SEGMENT_COLLECTIONS, SegmentRunStore, type ChangeDoc } from '../../store/segmentRuns';
 import type { SegmentDoc } from '../../store/segments';
+import { SegmentMembership } from '../../store/segmentMembership';
 import { SubjectErasure } from '../../store/subjectErasure';
 import { testStore } from '../support/services';
 
@@ -61,6 +62,17 @@ describe('segment change records as stored', () => {
     });
     expect(untouched).toEqual(other);
     expect((await store.db.collection(SEGMENT_COLLECTIONS.changes).findOne({ _id: fold._id as never }))?.body).toBeInstanceOf(Binary);
+  });
+  it('takes a person an opt-out stated out of a segment out of a snapshot of any rule version begun before it, and not of one begun after', async () => {
+    const membership = new SegmentMembership(runs);
+    const optOut: ChangeDoc = { _id: 'privacy:pr_opt', at: day(6), changes: { seg_edited: { entered: [], exited: [], statedOut: ['prf_opt'] } } };
+    const versioned: ChangeDoc = { _id: 'p1:src_a:99', at: day(6), changes: { seg_edited: { entered: [], exited: ['prf_old'], version: 1 } } };
+    // A run of version 2 of the rule (an edit's), whose pass read the marks before the opt-out, completed after it.
+    const snapshot = (startedAt: Date) => ({ _id: 'seg_edited', version: 2, current: { runId: 'run_v2', version: 2, size: 2, now: startedAt, startedAt, finishedAt: day(7) } }) as unknown as SegmentDoc;
+    const before = (await membership.realTime([snapshot(day(5))], [versioned, optOut])).get('seg_edited');
+    expect([...(before ?? [])]).toEqual([['prf_opt', false]]);
+    // A run begun after it read the mark itself.
+    expect([...((await membership.realTime([snapshot(day(6, 13))], [versioned, optOut])).get('seg_edited') ?? [])]).toEqual([]);
   });
   it('has an erasure wait for a run still reading the profiles, before it has written any chunk, and not for one yet to begin its pass', async () => {
     const run = (id: string, passStartedAt?: Date) => ({ _id: id, segments: {}, now: day(3), state: 'running', startedAt: day(3), ...(passStartedAt && { passStartedAt }), finishedAt: null, documentsScanned: 0, evaluated: 0, chunks: [], members: {}, entered: {}, exited: {}, error: null });
