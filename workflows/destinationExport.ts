@@ -19,8 +19,9 @@ const { finishExport } = proxyActivities<ExportActivities>({
 const { planExport } = proxyActivities<ExportActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '30 seconds',
-  // Also how an export waits for another export of the same destination to end (`DestinationBusy`).
-  retry: { initialInterval: '5 seconds', maximumInterval: '30 seconds', maximumAttempts: 200 },
+  // Also how an export waits for another export of the same destination to end (`DestinationBusy`):
+  // ~8 hours of tries, past the longest a live delivery may hold the destination (6 hours, below).
+  retry: { initialInterval: '5 seconds', maximumInterval: '30 seconds', maximumAttempts: 1000 },
 });
 
 const { deliverExport, awaitSegmentRun } = proxyActivities<ExportActivities>({
