@@ -1,3 +1,5 @@
+import { randomUUID } from 'node:crypto';
+import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { workflowIsRunning } from '../temporal/client';
 import type { Config } from '../config';
@@ -94,7 +96,14 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       return { evaluated: 0, documentsScanned: 0 };
     }
     run.passStartedAt ??= now();
-    await runs.markPassStarted(run._id, run.passStartedAt);
+    // An attempt given up on (its heartbeats lost) may still be going: each checks it still makes the
+    // pass before it writes, so it never writes over the chunks or the record of the attempt after it.
+    // (Retryable: should a stale attempt take the pass back, the live one passes again.)
+    const token = randomUUID();
+    const stillMine = async () => {
+      if (!(await runs.holdsPass(run._id, token))) throw ApplicationFailure.retryable(`a later attempt makes the pass of run ${run._id}`, 'PassTakenOver');
+    };
+    await runs.markPassStarted(run._id, run.passStartedAt, token);
     const rules = rulesOfRun(run);
     const evaluator = new SegmentEvaluator(rules);
     const needs = subjectNeeds(rules.map((definition) => definition.rule));
@@ -170,6 +179,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
           if (wasMember(k, slice[i])) counts[k].kept++;
         }
       }
+      await stillMine();
       await runs.writeChunk(run._id, n, chunk);
       run.chunks.push({ first: slice[0], last: slice[slice.length - 1], counts: chunkCounts });
       heartbeat({ phase: 'write', chunk: n });
@@ -182,8 +192,9 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
       run.exited[id] = previousSize[k] - counts[k].kept;
     });
     const { subjects, maxRank } = sample.subjects();
+    await stillMine();
     await runs.writeSample(run._id, run.passStartedAt ?? run.now, ids.filter((id) => !optedOutPeople.has(id)).length, subjects, maxRank);
-    await runs.saveRun(run);
+    if (!(await runs.savePass(run, token))) throw ApplicationFailure.retryable(`a later attempt makes the pass of run ${run._id}, or it ended`, 'PassTakenOver');
     return { evaluated: ids.length, documentsScanned };
   }
 

@@ -49,6 +49,8 @@ export interface RunDoc {
   factsFor?: string[];
   /** When its pass over the profiles began (not superseded by then); absent before. */
   passStartedAt?: Date;
+  /** The attempt now making the pass: an earlier one still going (given up on, not stopped) writes nothing more. */
+  passToken?: string;
   /** Prepared of every segment (a scheduled or an export's run), not for an edit: edits leave it be. */
   ofEverySegment?: boolean;
 }
@@ -233,9 +235,22 @@ export class SegmentRunStore {
     return running.filter((run) => run.startedAt < before).map((run) => run._id);
   }
 
-  /** Marks a run's pass as begun: later runs no longer take in its segments (see prepareRun). */
-  async markPassStarted(runId: string, at: Date): Promise<void> {
-    await this.runs.updateOne({ _id: runId }, { $set: { passStartedAt: at } });
+  /**
+   * Marks a run's pass as begun (later runs no longer take in its segments, see prepareRun) by the
+   * attempt holding `token`: the latest to begin, which an earlier attempt still going gives way to.
+   */
+  async markPassStarted(runId: string, at: Date, token: string): Promise<void> {
+    await this.runs.updateOne({ _id: runId }, { $set: { passStartedAt: at, passToken: token } });
+  }
+
+  /** Whether the attempt holding `token` still makes the run's pass (one read by `_id`). */
+  async holdsPass(runId: string, token: string): Promise<boolean> {
+    return (await this.runs.findOne({ _id: runId }, { projection: { passToken: 1, state: 1 } }))?.passToken === token;
+  }
+
+  /** Saves the pass's result if the attempt holding `token` still makes it and the run is still running. */
+  async savePass(run: RunDoc, token: string): Promise<boolean> {
+    return (await this.runs.replaceOne({ _id: run._id, state: 'running', passToken: token }, { ...run, passToken: token })).matchedCount === 1;
   }
 
   /** A run prepared later that evaluates every segment of `run` at the same or a newer version, if any. */

@@ -56,9 +56,24 @@ describe('the segments a run holds', () => {
 
   it('leaves a run whose pass has begun to finish, not taking in its segments', async () => {
     const begun = await prepareRun(segments, runs, new Date(), new Date(), ['alone']);
-    await runs.markPassStarted(begun._id, new Date());
+    await runs.markPassStarted(begun._id, new Date(), 'attempt-1');
     expect(await scopeOf(['unrelated'])).toEqual(['base', 'unrelated']);
     await runs.saveRun({ ...begun, state: 'completed', finishedAt: new Date() });
+  });
+
+  it('lets only the latest attempt at a pass write its result: an earlier one still going finds it taken over', async () => {
+    const run = await prepareRun(segments, runs, new Date(Date.now() + 20_000), new Date(), ['alone']);
+    await runs.markPassStarted(run._id, new Date(), 'attempt-1');
+    expect(await runs.holdsPass(run._id, 'attempt-1')).toBe(true);
+    // Given up on, attempt 1 goes on while attempt 2 begins the pass again.
+    await runs.markPassStarted(run._id, new Date(), 'attempt-2');
+    expect(await runs.holdsPass(run._id, 'attempt-1')).toBe(false);
+    expect(await runs.savePass({ ...run, evaluated: 1 }, 'attempt-1')).toBe(false);
+    expect(await runs.savePass({ ...run, evaluated: 2 }, 'attempt-2')).toBe(true);
+    expect(await runs.getRun(run._id)).toMatchObject({ evaluated: 2, passToken: 'attempt-2', state: 'running' });
+    // Once the run has ended, not even the latest writes over it.
+    await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
+    expect(await runs.savePass({ ...run, evaluated: 3 }, 'attempt-2')).toBe(false);
   });
 
   it('holds every segment in a run for all', async () => {
