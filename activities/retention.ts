@@ -60,6 +60,8 @@ const PER_STREAM = 20_000;
  * it right after): one younger than this may still be about to start.
  */
 const RUN_START_GRACE_MS = 15 * 60_000;
+/** How old the snapshot of a segment without a schedule may grow before the retention run evaluates it again. */
+const SNAPSHOT_MAX_AGE_MS = 24 * 3_600_000;
 
 /**
  * A start gate is in question until its workflow's first activity runs: seconds, or as long as the
@@ -436,17 +438,22 @@ export function createRetentionActivities(deps: RetentionDeps) {
      * run never began — get one run of them all. A segment whose last run, of its version as it is,
      * began and failed is left to its next scheduled run or edit, so a failing run is not repeated
      * every hour (once its gate is gone, after a week, it is tried once more). Only segments
-     * saved, and runs ended, more than `graceMs` (else RUN_START_GRACE_MS) ago.
+     * saved, and runs ended, more than `graceMs` (else RUN_START_GRACE_MS) ago. So is a segment with
+     * no schedule whose snapshot began more than `snapshotMaxAgeMs` (else a day) ago: real-time
+     * changes since the oldest snapshot a segment reads are kept (and read by every segment read),
+     * so one never evaluated again would keep them growing for ever.
      */
-    startOwedSegmentRuns(input: { graceMs?: number } = {}): Promise<{ runs: number; segments: number }> {
+    startOwedSegmentRuns(input: { graceMs?: number; snapshotMaxAgeMs?: number } = {}): Promise<{ runs: number; segments: number }> {
       return withHeartbeats(async () => {
         const before = new Date(now().getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
+        const staleBefore = new Date(now().getTime() - (input.snapshotMaxAgeMs ?? SNAPSHOT_MAX_AGE_MS));
         const segments = new SegmentStore(deps.store);
         const gates = new StartGates(deps.store);
         const owed: string[] = [];
         for (const doc of await segments.list()) {
           const last = doc.lastRun;
-          if (doc.current?.version === doc.version || doc.updatedAt >= before || last?.state === 'running') continue;
+          const stale = doc.current !== null && doc.schedule === null && doc.current.startedAt < staleBefore;
+          if ((doc.current?.version === doc.version && !stale) || doc.updatedAt >= before || last?.state === 'running') continue;
           if (last && (last.finishedAt ?? last.startedAt) >= before) continue;
           // A run's gate is begun by its workflow (and kept a week): a failed run of this version that began it ran.
           if (last?.state === 'failed' && (last.version ?? doc.version) === doc.version && (await gates.outcome(startGateKey.segmentRun(last.runId))) === 'begun') continue;

@@ -37,6 +37,8 @@ export interface RetentionInput {
   sourceHistoryTtlMs?: number;
   /** People last seen longer ago than this leave the store (0: nobody). */
   inactiveProfileTtlMs?: number;
+  /** How old the snapshot of a segment without a schedule may grow before the run evaluates it again. */
+  snapshotMaxAgeMs?: number;
 }
 
 export interface RetentionReport {
@@ -141,7 +143,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const failedWork = patched('abandoned-work') ? await failAbandonedWork({ graceMs: input.runStartGraceMs }) : null;
   const resynced = patched('resync-schedules') ? await resyncSchedules({ graceMs: input.runStartGraceMs }) : null;
   const sourceRecords = patched('source-history') ? await expireSourceRecords({ ttlMs: input.sourceHistoryTtlMs }) : null;
-  const owedRuns = patched('source-history') ? await startOwedSegmentRuns({ graceMs: input.runStartGraceMs }) : null;
+  const owedRuns = patched('source-history') ? await startOwedSegmentRuns({ graceMs: input.runStartGraceMs, snapshotMaxAgeMs: input.snapshotMaxAgeMs }) : null;
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,

@@ -13,7 +13,7 @@ import { UploadKeys } from '../../store/uploadKeys';
 import { VERSION_CLAIMS } from '../../store/versionClaims';
 import { newUpload } from '../../activities/uploadStaging';
 import { ensureRetentionSchedule } from '../../temporal/client';
-import { storeRetention } from '../../workflows/storeRetention';
+import { storeRetention, type RetentionInput } from '../../workflows/storeRetention';
 import { call } from '../support/http';
 import { startPlatform, testStore, uniqueName, waitFor, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
@@ -30,11 +30,11 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
 
   const send = (ids: string[]) => source.send(ids.map((id) => ({ id, type: 'page_view', timestamp: '2026-08-01T10:00:00Z', identities: { cookie_id: 'kept-1' } })));
   const folded = (count: number) => source.folded(count);
-  const retain = (ttlMs: number, segmentRunTtlMs?: number, runStartGraceMs?: number) =>
+  const retain = (ttlMs: number, segmentRunTtlMs?: number, runStartGraceMs?: number, more: Partial<RetentionInput> = {}) =>
     platform.temporal.workflow.execute(storeRetention, {
       workflowId: uniqueName('retention'),
       taskQueue: platform.taskQueue,
-      args: [{ rawEventTtlMs: ttlMs, eventHistoryTtlMs: ttlMs, segmentRunTtlMs, runStartGraceMs }],
+      args: [{ rawEventTtlMs: ttlMs, eventHistoryTtlMs: ttlMs, segmentRunTtlMs, runStartGraceMs, ...more }],
     });
   const lookup = async () => (await source.lookup('cookie_id', 'kept-1')).body;
 
@@ -220,6 +220,19 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect((await admin(`/v1/segments/${beganAndFailed}`)).body).toMatchObject({ currentRun: null, lastRun: { runId: failedRunId, state: 'failed' } });
     // Nothing is owed any more.
     expect((await retain(3_600_000, undefined, 0)).owedSegmentsRun).toBe(0);
+  });
+
+  it('evaluates again a segment without a schedule whose snapshot has grown older than its age, so the real-time changes it holds fold into history', async () => {
+    const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
+    const created = (await admin('/v1/segments', { body: { name: 'Never scheduled', rule: { event: 'owed_check' } } })).body.id as string;
+    const firstRun = await waitFor('its first run', async () => (await admin(`/v1/segments/${created}`)).body.currentRun?.runId as string | undefined, 30_000, 200);
+    // A day old by default: nothing yet.
+    expect((await retain(3_600_000, undefined, 0)).owedSegmentsRun).toBe(0);
+    expect((await retain(3_600_000, undefined, 0, { snapshotMaxAgeMs: 0 })).owedSegmentsRun).toBeGreaterThanOrEqual(1);
+    await waitFor('a newer snapshot', async () => {
+      const current = (await admin(`/v1/segments/${created}`)).body.currentRun;
+      return current && current.runId !== firstRun && current.size === 1;
+    }, 60_000, 200);
   });
 
   it('removes the records of feed pulls and uploads ended past their age, and keeps running and recent ones, a feed\'s last pull with its upload and a source\'s newest ended upload', async () => {
