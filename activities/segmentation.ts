@@ -166,6 +166,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     run.chunks = [];
     for (let start = 0, n = 0; start < ids.length; start += CHUNK_PROFILES, n++) {
       const slice = ids.slice(start, start + CHUNK_PROFILES);
+      await wasMember.reach(slice[slice.length - 1]);
       const chunk: SnapshotChunk = { ids: slice, bits: order.map(() => new Uint8Array(Math.ceil(slice.length / 8))) };
       if (run.factsFor.length > 0) chunk.facts = packFacts(slice.map((id) => facts.get(id) ?? null));
       const chunkCounts = order.map(() => 0);
@@ -176,7 +177,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
           new Bitmap(chunk.bits[k]).set(i);
           chunkCounts[k]++;
           counts[k].members++;
-          if (wasMember(k, slice[i])) counts[k].kept++;
+          if (wasMember.has(k, slice[i])) counts[k].kept++;
         }
       }
       await stillMine();

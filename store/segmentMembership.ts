@@ -72,30 +72,32 @@ export class SegmentMembership {
 
   /**
    * Membership now of each of `segments` (null for none), for profile ids asked in ascending order:
-   * each snapshot involved is read whole once and walked alongside, so a run's comparison of its
-   * result with what stood before costs no read per profile.
+   * each snapshot involved is walked alongside, a chunk at a time (`reach` reads the chunks ids up to
+   * a given one may be in, and lets go of those passed), so a run's comparison of its result with
+   * what stood before costs no read per profile, and holds a few chunks of each snapshot at once.
    */
-  async ascending(segments: Array<SegmentDoc | null>, states: RealTimeStates): Promise<(k: number, id: string) => boolean> {
+  async ascending(segments: Array<SegmentDoc | null>, states: RealTimeStates): Promise<{ reach(id: string): Promise<void>; has(k: number, id: string): boolean }> {
     const walks = new Map<string, { walk: AscendingSnapshot; run: RunDoc }>();
     for (const segment of segments) {
       if (!segment?.current || walks.has(segment.current.runId)) continue;
       const run = await this.runs.getRun(segment.current.runId);
-      if (!run) continue;
-      const chunks = await Promise.all(run.chunks.map((_, n) => this.runs.readChunk(run._id, n)));
-      walks.set(run._id, { walk: new AscendingSnapshot(chunks.flatMap((chunk) => (chunk ? [chunk] : []))), run });
+      if (run) walks.set(run._id, { walk: new AscendingSnapshot(run, (n) => this.runs.readChunk(run._id, n)), run });
     }
     const bySegment = segments.map((segment) => {
       const found = segment?.current ? walks.get(segment.current.runId) : undefined;
       return found && segment ? { walk: found.walk, index: found.run.segments.findIndex((s) => s.id === segment._id) } : null;
     });
-    return (k, id) => {
-      const segment = segments[k];
-      const state = segment ? states.get(segment._id)?.get(id) : undefined;
-      if (state !== undefined) return state;
-      const at = bySegment[k];
-      if (!at || at.index < 0) return false;
-      const position = at.walk.seek(id);
-      return position !== null && new Bitmap(position.chunk.bits[at.index]).has(position.index);
+    return {
+      reach: async (id) => void (await Promise.all([...walks.values()].map(({ walk }) => walk.reach(id)))),
+      has: (k, id) => {
+        const segment = segments[k];
+        const state = segment ? states.get(segment._id)?.get(id) : undefined;
+        if (state !== undefined) return state;
+        const at = bySegment[k];
+        if (!at || at.index < 0) return false;
+        const position = at.walk.seek(id);
+        return position !== null && new Bitmap(position.chunk.bits[at.index]).has(position.index);
+      },
     };
   }
 
@@ -142,15 +144,43 @@ export class SegmentMembership {
 class AscendingSnapshot {
   private c = 0;
   private i = 0;
+  /** Chunks read (or being read) from the walk's position on; the next one is read ahead. */
+  private readonly chunks = new Map<number, Promise<SnapshotChunk | null>>();
+  private readonly ready = new Map<number, SnapshotChunk | null>();
 
-  constructor(private readonly chunks: SnapshotChunk[]) {}
+  constructor(
+    private readonly run: RunDoc,
+    private readonly read: (n: number) => Promise<SnapshotChunk | null>,
+  ) {}
 
-  /** Where `id` is, or null; ids are asked in ascending order (asking the same id again is fine). */
+  /** Reads the chunks ids up to `id` may be in (by the run's record of each chunk's first id), and lets go of those passed. */
+  async reach(id: string): Promise<void> {
+    for (const n of [...this.chunks.keys()]) {
+      if (n >= this.c) continue;
+      this.chunks.delete(n);
+      this.ready.delete(n);
+    }
+    const load = (n: number) => {
+      if (n < this.run.chunks.length && !this.chunks.has(n)) this.chunks.set(n, this.read(n));
+    };
+    let n = this.c;
+    for (; n < this.run.chunks.length && this.run.chunks[n].first <= id; n++) {
+      load(n);
+      load(n + 1);
+      this.ready.set(n, await (this.chunks.get(n) as Promise<SnapshotChunk | null>));
+    }
+  }
+
+  /** Where `id` is, or null; ids are asked in ascending order (asking the same id again is fine), each after a `reach` at or past it. */
   seek(id: string): { chunk: SnapshotChunk; index: number } | null {
-    while (this.c < this.chunks.length) {
-      const chunk = this.chunks[this.c];
-      while (this.i < chunk.ids.length && chunk.ids[this.i] < id) this.i++;
-      if (this.i < chunk.ids.length) return chunk.ids[this.i] === id ? { chunk, index: this.i } : null;
+    while (this.c < this.run.chunks.length) {
+      if (this.run.chunks[this.c].first > id) return null;
+      const chunk = this.ready.get(this.c);
+      if (chunk === undefined) throw new Error(`snapshot chunk ${this.c} of run ${this.run._id} was asked for before it was reached`);
+      if (chunk !== null) {
+        while (this.i < chunk.ids.length && chunk.ids[this.i] < id) this.i++;
+        if (this.i < chunk.ids.length) return chunk.ids[this.i] === id ? { chunk, index: this.i } : null;
+      }
       this.c++;
       this.i = 0;
     }

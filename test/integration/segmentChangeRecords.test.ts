@@ -4,6 +4,7 @@ import { MatchTableStore } from '../../store/matchTables';
 import { SEGMENT_COLLECTIONS, SegmentRunStore, type ChangeDoc } from '../../store/segmentRuns';
 import type { SegmentDoc } from '../../store/segments';
 import { SegmentMembership } from '../../store/segmentMembership';
+import { Bitmap } from '../../domain/segments';
 import { SubjectErasure } from '../../store/subjectErasure';
 import { testStore } from '../support/services';
 
@@ -74,6 +75,45 @@ describe('segment change records as stored', () => {
     // A run begun after it read the mark itself.
     expect([...((await membership.realTime([snapshot(day(6, 13))], [versioned, optOut])).get('seg_edited') ?? [])]).toEqual([]);
   });
+  it('walks a snapshot of many chunks a few at a time, in ascending order, with real-time states over it', async () => {
+    // Members of seg_walk: every third of 30 ids, 10 ids a chunk; chunk 1 has gone missing.
+    const ids = Array.from({ length: 30 }, (_, n) => `prf_${String(n).padStart(2, '0')}`);
+    const chunkIds = [0, 1, 2].map((n) => ids.slice(n * 10, n * 10 + 10));
+    const bitsOf = (slice: string[]) => {
+      const bits = new Bitmap(slice.length);
+      slice.forEach((id, i) => Number(id.slice(4)) % 3 === 0 && bits.set(i));
+      return bits.bytes;
+    };
+    await runs.writeChunk('run_walk', 0, { ids: chunkIds[0], bits: [bitsOf(chunkIds[0])] });
+    await runs.writeChunk('run_walk', 2, { ids: chunkIds[2], bits: [bitsOf(chunkIds[2])] });
+    const at = day(8);
+    const chunks = chunkIds.map((slice) => ({ first: slice[0], last: slice[slice.length - 1], counts: [0] }));
+    await store.db.collection(SEGMENT_COLLECTIONS.runs).insertOne({ _id: 'run_walk', segments: [{ id: 'seg_walk', version: 1, ruleJson: '{}' }], now: at, state: 'completed', startedAt: at, finishedAt: at, documentsScanned: 30, evaluated: 30, chunks, members: {}, entered: {}, exited: {}, error: null } as never);
+    const segment = { _id: 'seg_walk', version: 1, current: { runId: 'run_walk', version: 1, size: 7, now: at, startedAt: at, finishedAt: at } } as unknown as SegmentDoc;
+    const read: number[] = [];
+    const membership = new SegmentMembership(runs);
+    const readChunk = runs.readChunk.bind(runs);
+    runs.readChunk = (runId, n) => (read.push(n), readChunk(runId, n));
+    try {
+      const walk = await membership.ascending([segment, null], new Map([['seg_walk', new Map([['prf_04', true], ['prf_06', false]])]]));
+      const found: string[] = [];
+      for (const slice of [ids.slice(0, 8), ids.slice(8, 16), ids.slice(16, 30)]) {
+        await walk.reach(slice[slice.length - 1]);
+        for (const id of slice) {
+          if (walk.has(0, id)) found.push(id);
+          expect(walk.has(1, id)).toBe(false);
+        }
+        // The first slice lies in chunk 0: that one is read, and the next ahead, not the last.
+        if (slice[0] === ids[0]) expect(read.sort()).toEqual([0, 1]);
+      }
+      // prf_04 entered and prf_06 left in real time; chunk 1's members are not known.
+      expect(found).toEqual(['prf_00', 'prf_03', 'prf_04', 'prf_09', 'prf_21', 'prf_24', 'prf_27']);
+      expect(read.sort()).toEqual([0, 1, 2]);
+    } finally {
+      runs.readChunk = readChunk;
+    }
+  });
+
   it('has an erasure wait for a run still reading the profiles, before it has written any chunk, and not for one yet to begin its pass', async () => {
     const run = (id: string, passStartedAt?: Date) => ({ _id: id, segments: {}, now: day(3), state: 'running', startedAt: day(3), ...(passStartedAt && { passStartedAt }), finishedAt: null, documentsScanned: 0, evaluated: 0, chunks: [], members: {}, entered: {}, exited: {}, error: null });
     await store.db.collection(SEGMENT_COLLECTIONS.runs).insertMany([run('run_mid_pass', day(3)), run('run_not_begun')] as never[]);
