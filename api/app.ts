@@ -125,7 +125,8 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     parseOr400(SourceFieldsSchema, req.body, 'source');
     const body = parseOr400(CreateSourceRequestSchema, req.body, 'source');
     await feeds.check(body);
-    const { id, createdWith } = await createIdentity(req, 'src', newSourceId, retiredIds);
+    // Scoped to the store: a source's workflow id names no database, and stores may share a Temporal namespace.
+    const { id, createdWith } = await createIdentity(req, 'src', newSourceId, retiredIds, store.db.databaseName);
     const writeKey = createdWith ? keyedWriteKey(config.DMP_ADMIN_KEY, id, createdWith) : newWriteKey();
     const createdAt = new Date();
     const source: SourceDoc = { _id: id, ...body, writeKeyHash: hashSecret(writeKey), createdAt, ...(body.kind === 'feed' && { scheduleSync: newScheduleSyncMark(createdAt, true) }), ...(createdWith && { createdWith }) };

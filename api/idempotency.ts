@@ -5,12 +5,13 @@ import { ProblemError } from './problem';
 
 /**
  * The id a create makes, and what its resource records of the request (`createdWith`): a random
- * id, or, under an `Idempotency-Key` header, one derived from the key, which a repeat finds taken.
+ * id, or, under an `Idempotency-Key` header, one derived from the key (and `scope`), which a repeat
+ * finds taken.
  */
-export async function createIdentity(req: Request, prefix: string, newId: () => string, retired: RetiredIds): Promise<{ id: string; createdWith?: string }> {
+export async function createIdentity(req: Request, prefix: string, newId: () => string, retired: RetiredIds, scope?: string): Promise<{ id: string; createdWith?: string }> {
   const key = idempotencyKeyOf(req);
   if (key === undefined) return { id: newId() };
-  const id = idForKey(prefix, key);
+  const id = idForKey(prefix, scope === undefined ? key : `${scope}\u0000${key}`);
   if (await retired.isRetired(id)) throw keyUsed('what this key made was deleted; a new resource needs a new key');
   return { id, createdWith: requestFingerprint(req.body) };
 }

@@ -30,9 +30,12 @@ import { requestAudienceReports, settleLookalikeSchedule, startGated, startLooka
 import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
 import { optionalJsonBody, parseOr400, ProblemError } from './problem';
-import { idempotencyKeyOf, sameCreate } from './idempotency';
+import { idempotencyKeyOf, keyUsed, sameCreate } from './idempotency';
 import { idForKey, IdempotencyKeySchema, requestFingerprint } from '../domain/idempotency';
 import type { RouterDeps } from './routerDeps';
+
+/** What a lookalike run whose workflow could not be started is failed with. */
+const START_FAILED = 'its workflow could not be started';
 
 /** Seconds a client is asked to wait before asking again for a report still being counted. */
 const RETRY_AFTER_SECONDS = 10;
@@ -147,6 +150,8 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     if (!(await lookalikes.create(run)) && createdWith !== undefined) {
       // Sent again: answered as the first was, starting it if that one stopped before its start; an ended run is not trained again.
       made = sameCreate(await lookalikes.get(runId), createdWith);
+      // Its start failed (answered 503), and a run given up at its start never runs: the key is spent.
+      if (made.state === 'failed' && made.error === START_FAILED) throw keyUsed('the run it started could not be started (answered 503); a new run needs a new key');
       if (made.state !== 'running') return void res.status(202).location(`/v1/segments/${seed._id}/lookalike/${runId}`).json({ runId });
     }
     // Nothing will train an abandoned start: recorded as failed, not left running for ever.
@@ -154,7 +159,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
       gates,
       startGateKey.lookalike(runId),
       () => startLookalike(temporal, store.db.databaseName, runId, config),
-      () => lookalikes.saveOutcome(runId, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }),
+      () => lookalikes.saveOutcome(runId, { state: 'failed', error: START_FAILED, finishedAt: new Date() }),
     );
     if (made.scheduleSync) {
       // The run is under way: asking again would start another. Its mark stays, and the retention run makes the schedule.
@@ -267,7 +272,7 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
       400: problem('Invalid body (the field is named), or the base is the seed; or an invalid Idempotency-Key (`headers.idempotency-key`)'),
       ...admin,
       404: problem('No such segment (`params.id`, or `base`)'),
-      409: problem("The seed's or the base's first batch run has not completed; or the Idempotency-Key came with another request (naming `headers.idempotency-key`)"),
+      409: problem("The seed's or the base's first batch run has not completed; or the Idempotency-Key came with another request, or with one whose run could not be started (naming `headers.idempotency-key`)"),
       503: problem('Temporal is unavailable: the run was recorded as failed and will not run; ask again (a run that started is answered 202 even when its re-training schedule could not be made yet: the hourly retention run makes it)'),
     },
   });

@@ -1,5 +1,5 @@
 import type { Collection, Db } from 'mongodb';
-import { insertKeyed } from './db';
+import { forEachConcurrently, insertKeyed } from './db';
 import type { VersionClaims } from './versionClaims';
 
 export interface EventIdDoc {
@@ -28,6 +28,7 @@ interface FenceDoc {
 }
 
 export const EVENT_ID_FENCES = 'event_id_fences';
+const TAKE_BACKS_AT_ONCE = 16;
 
 /**
  * The ids of accepted events, kept for the dedupe window and no longer. On FerretDB a delete costs a
@@ -110,7 +111,8 @@ export class EventIdGenerations {
     }
     if (fencedBy.size === 0) return;
     const current = this.number(at);
-    for (const index of [...held]) {
+    // Concurrently: a chunk whose claims all came late has thousands to take back, each a few round trips.
+    await forEachConcurrently([...held], TAKE_BACKS_AT_ONCE, async (index) => {
       const { _id, chunk } = docs[index];
       for (const fenced of fencedBy.get(_id) ?? []) {
         // Conditional on the fenced chunk still holding the claim: a repeat within `docs`, or another
@@ -121,6 +123,8 @@ export class EventIdGenerations {
           for (const generation of [current, current - 1]) {
             taken = (await this.collection(generation).updateOne({ _id, chunk: fenced }, { $set: { chunk } })).modifiedCount > 0 || taken;
           }
+          // A generation the fenced chunk's writer had not claimed in yet is claimed now, so its late claim there is refused.
+          if (taken) for (const generation of [current, current - 1]) await insertKeyed(this.collection(generation), [{ _id, chunk }]);
           return taken;
         });
         if (took?.value) {
@@ -128,7 +132,7 @@ export class EventIdGenerations {
           break;
         }
       }
-    }
+    });
   }
 
   /** Removes erased ids from the fences (see SubjectErasure.forgetIds): how many fences changed. */

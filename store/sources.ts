@@ -84,6 +84,8 @@ export class SourceStore {
     try {
       await this.keys.insertOne({ _id: source.writeKeyHash, sourceId: source._id });
     } catch (error) {
+      // Written already for this source: a repeat of its create under the same key finished it first.
+      if (isDuplicateKeyError(error) && (await this.keys.findOne({ _id: source.writeKeyHash }))?.sourceId === source._id) return true;
       await this.sources.deleteOne({ _id: source._id });
       throw error;
     }

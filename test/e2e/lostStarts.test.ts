@@ -181,10 +181,15 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const [uploadRecord] = (await admin(platform.api, `/v1/sources/${crmSourceId}/uploads`)).body.uploads;
     expect(uploadRecord).toMatchObject({ state: 'failed', error: 'its import workflow could not be started' });
 
-    const lookalike = await admin(api, `/v1/segments/${segmentId}/lookalike`, { body: {} });
+    const keyed = { body: {}, headers: { 'idempotency-key': 'lookalike-lost-1' } };
+    const lookalike = await admin(api, `/v1/segments/${segmentId}/lookalike`, keyed);
     expect(lookalike.status).toBe(503);
     const run = await platform.store.db.collection<LookalikeRunDoc>(LOOKALIKE_COLLECTIONS.runs).findOne({ seedId: segmentId });
     expect(run).toMatchObject({ state: 'failed', error: 'its workflow could not be started' });
+    // Sent again under its key, it is not answered as started: that run never runs.
+    const again = await admin(platform.api, `/v1/segments/${segmentId}/lookalike`, keyed);
+    expect(again.status).toBe(409);
+    expect(again.body.errors).toEqual([expect.objectContaining({ path: 'headers.idempotency-key', message: expect.stringContaining('new key') })]);
     const segmentsBefore = (await admin(platform.api, '/v1/segments')).body.segments.length;
 
     workers.push(await startWorker({ store: platform.store, temporal: platform.temporal, taskQueue: later, config: { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] } }));
@@ -549,18 +554,22 @@ describe('starts whose answer is lost: the work either runs and is accepted, or 
     const stalled = await startApi({ store: platform.store, temporal: new Client({ connection: platform.temporal.connection, namespace: baseConfig.TEMPORAL_NAMESPACE, interceptors: { workflow: [stalling] } }), taskQueue: platform.taskQueue });
     apis.push(stalled);
     const lost = admin(stalled, '/v1/sources', { body, headers: under });
-    const saved = await waitFor('the first create saved', async () => (await admin(platform.api, '/v1/sources')).body.sources.find((view: { name: string }) => view.name === 'sent twice'));
-    expect((await platform.store.db.collection('source_keys').deleteMany({ sourceId: saved.id })).deletedCount).toBe(1);
+    try {
+      const saved = await waitFor('the first create saved', async () => (await admin(platform.api, '/v1/sources')).body.sources.find((view: { name: string }) => view.name === 'sent twice'));
+      expect((await platform.store.db.collection('source_keys').deleteMany({ sourceId: saved.id })).deletedCount).toBe(1);
 
-    const resent = await admin(platform.api, '/v1/sources', { body, headers: under });
-    expect(resent.status).toBe(201);
-    expect(resent.body.id).toBe(saved.id);
-    // The write key it answers with is the source's: collected events reach profiles.
-    const sent = await call(`${platform.api.url}/v1/collect`, { key: resent.body.writeKey, body: { events: [{ id: 'twice-1', type: 'visit', identities: { cookie_id: 'ck-twice' } }] } });
-    expect(sent.status).toBe(202);
-    await waitFor('the event folded', async () => (await admin(platform.api, `/v1/sources/${saved.id}`)).body.profiles?.eventsApplied === 1);
-    release();
-    expect(await lost).toMatchObject({ status: 201, body: { id: saved.id, writeKey: resent.body.writeKey } });
+      const resent = await admin(platform.api, '/v1/sources', { body, headers: under });
+      expect(resent.status).toBe(201);
+      expect(resent.body.id).toBe(saved.id);
+      // The write key it answers with is the source's: collected events reach profiles.
+      const sent = await call(`${platform.api.url}/v1/collect`, { key: resent.body.writeKey, body: { events: [{ id: 'twice-1', type: 'visit', identities: { cookie_id: 'ck-twice' } }] } });
+      expect(sent.status).toBe(202);
+      await waitFor('the event folded', async () => (await admin(platform.api, `/v1/sources/${saved.id}`)).body.profiles?.eventsApplied === 1, 60_000);
+      release();
+      expect(await lost).toMatchObject({ status: 201, body: { id: saved.id, writeKey: resent.body.writeKey } });
+    } finally {
+      release();
+    }
     expect((await admin(platform.api, '/v1/sources')).body.sources.filter((view: { name: string }) => view.name === 'sent twice')).toHaveLength(1);
     // Another request under the key is refused; without a key, each create makes its own source and key.
     const other = await admin(platform.api, '/v1/sources', { body: { ...body, name: 'another' }, headers: under });
