@@ -117,9 +117,9 @@ export function createItemModelActivities(deps: ItemModelDeps) {
 
   /** Runs a full build under its mark, renewed while it runs and ended after. */
   async function marked(at: Date, work: () => Promise<ItemModelResult>): Promise<ItemModelResult> {
-    const renew = () => models.markFullBuild(at, new Date(now().getTime() + FULL_BUILD_MARK_MS));
-    await renew();
-    const timer = setInterval(() => void renew().catch(() => undefined), FULL_BUILD_RENEW_MS);
+    const until = () => new Date(now().getTime() + FULL_BUILD_MARK_MS);
+    await models.markFullBuild(at, until());
+    const timer = setInterval(() => void models.renewFullBuild(at, until()).catch(() => undefined), FULL_BUILD_RENEW_MS);
     try {
       return await work();
     } finally {

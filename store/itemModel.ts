@@ -10,7 +10,7 @@ export const ITEM_MODEL_COLLECTIONS = {
   head: 'item_model_head',
   /** A build's counts (items, people per item, pair counts), `<buildId>:<n>`, that refreshes apply changes to. */
   state: 'item_model_state',
-  /** `full`: a full build under way, renewed while it runs: refreshes wait for it (see ItemModelStore.beginFullBuild). */
+  /** `full:<at>`: a full build under way, renewed while it runs: refreshes wait for it (see ItemModelStore.markFullBuild). */
   builds: 'item_model_builds',
   /** Per fold that changed someone's items (`_id` its write group): who, and their items before and after (objects: the store takes no nested arrays). */
   changes: 'item_changes',
@@ -20,10 +20,12 @@ export const ITEM_MODEL_COLLECTIONS = {
 const PAIRS_PER_CHUNK = 400_000;
 
 interface BuildUnderWay {
-  _id: 'full';
+  _id: string;
   at: Date;
   until: Date;
 }
+
+const buildMarkId = (at: Date) => `full:${at.getTime()}`;
 
 /** A build's stored parts: its neighbour chunks and its state chunks. */
 export interface ItemModelBuild {
@@ -150,22 +152,29 @@ export class ItemModelStore {
   }
 
   /**
-   * Marks a full build begun at `at` as under way until `until`: a refresh begun meanwhile would be
-   * published before it with a later time, and the build then dropped as older. Renewed while it runs.
+   * Marks a full build begun at `at` as under way until `until` (one mark per build: two may run at
+   * once): a refresh begun meanwhile would be published before it with a later time, and the build
+   * then dropped as older.
    */
   async markFullBuild(at: Date, until: Date): Promise<void> {
-    await this.builds.replaceOne({ _id: 'full' }, { at, until }, { upsert: true });
+    await this.builds.replaceOne({ _id: buildMarkId(at) }, { at, until }, { upsert: true });
+    // Marks of builds that died ran out long before: they go (a scan of a mark or two).
+    await this.builds.deleteMany({ until: { $lt: at } });
   }
 
-  /** Ends the mark of the full build begun at `at` (not one begun since). */
+  /** Renews the mark of the build begun at `at`; one already ended is not made again. */
+  async renewFullBuild(at: Date, until: Date): Promise<void> {
+    await this.builds.updateOne({ _id: buildMarkId(at) }, { $set: { until } });
+  }
+
+  /** Ends the mark of the full build begun at `at`. */
   async endFullBuild(at: Date): Promise<void> {
-    await this.builds.deleteOne({ _id: 'full', at });
+    await this.builds.deleteOne({ _id: buildMarkId(at) });
   }
 
-  /** Whether a full build is under way at `now`: marked and renewed lately. */
+  /** Whether a full build is under way at `now`: one marked and renewed lately (a scan of a collection of a mark or two). */
   async fullBuildUnderWay(now: Date): Promise<boolean> {
-    const mark = await this.builds.findOne({ _id: 'full' });
-    return mark !== null && mark.until > now;
+    return (await this.builds.find({}).toArray()).some((mark) => mark.until > now);
   }
 
   /** Makes a build the served one, unless a build begun later is served already. */

@@ -28,7 +28,13 @@ describe('item model updates: a refresh never gets a full build under way droppe
     expect((await models.head())?.buildId).toBe(String(t0));
     expect((await models.pendingChanges()).map((record) => record._id)).toEqual(['g-1']);
 
+    // Another full build runs beside it (one asked for while a scheduled one was due): each holds its own mark.
+    await models.markFullBuild(new Date(t1 + 500), new Date(Date.now() + 60_000));
     await models.endFullBuild(new Date(t1));
+    expect(await updateItemModel({ at: t1 + 1_500 })).toMatchObject({ kind: 'deferred' });
+    await models.endFullBuild(new Date(t1 + 500));
+    // A renewal landing after its build ended makes no mark again.
+    await models.renewFullBuild(new Date(t1 + 500), new Date(Date.now() + 60_000));
     expect(await updateItemModel({ at: t1 + 2_000 })).toMatchObject({ kind: 'refresh', buildId: String(t1 + 2_000), changesApplied: 1, people: 1 });
   });
 
