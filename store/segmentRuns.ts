@@ -248,9 +248,19 @@ export class SegmentRunStore {
     return (await this.runs.findOne({ _id: runId }, { projection: { passToken: 1, state: 1 } }))?.passToken === token;
   }
 
-  /** Saves the pass's result if the attempt holding `token` still makes it and the run is still running. */
+  /**
+   * Saves the pass's result if the attempt holding `token` still makes it and the run is still
+   * running (under a claim on FerretDB, whose conditional writes are not atomic). Chunks past its
+   * last, which an attempt given up on wrote when it found more people, go: nothing would read them.
+   */
   async savePass(run: RunDoc, token: string): Promise<boolean> {
-    return (await this.runs.replaceOne({ _id: run._id, state: 'running', passToken: token }, { ...run, passToken: token })).matchedCount === 1;
+    const save = () => this.runs.replaceOne({ _id: run._id, state: 'running', passToken: token }, { ...run, passToken: token });
+    const saved = await this.claims.hold(`${SEGMENT_COLLECTIONS.runs}/${run._id}@pass`, save);
+    if (saved?.value.matchedCount !== 1) return false;
+    for (let n = run.chunks.length; (await this.snapshots.findOne({ _id: `${run._id}:${n}` }, { projection: { _id: 1 } })) !== null; n++) {
+      await this.snapshots.deleteOne({ _id: `${run._id}:${n}` });
+    }
+    return true;
   }
 
   /** A run prepared later that evaluates every segment of `run` at the same or a newer version, if any. */

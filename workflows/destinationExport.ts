@@ -20,7 +20,7 @@ const { planExport } = proxyActivities<ExportActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '30 seconds',
   // Also how an export waits for another export of the same destination to end (`DestinationBusy`):
-  // ~8 hours of tries, past the longest a live delivery may hold the destination (6 hours, below).
+  // ~8 hours of tries, longer than one attempt of a live delivery may take (6 hours, below).
   retry: { initialInterval: '5 seconds', maximumInterval: '30 seconds', maximumAttempts: 1000 },
 });
 

@@ -69,7 +69,12 @@ describe('the segments a run holds', () => {
     await runs.markPassStarted(run._id, new Date(), 'attempt-2');
     expect(await runs.holdsPass(run._id, 'attempt-1')).toBe(false);
     expect(await runs.savePass({ ...run, evaluated: 1 }, 'attempt-1')).toBe(false);
-    expect(await runs.savePass({ ...run, evaluated: 2 }, 'attempt-2')).toBe(true);
+    // Attempt 1 had written three chunks; attempt 2 found people for one.
+    for (let n = 0; n < 3; n++) await runs.writeChunk(run._id, n, { ids: [`prf_${n}`], bits: [new Uint8Array([1])] });
+    expect(await runs.savePass({ ...run, evaluated: 2, chunks: [{ first: 'prf_0', last: 'prf_0', counts: [1] }] }, 'attempt-2')).toBe(true);
+    expect(await runs.readChunk(run._id, 0)).not.toBeNull();
+    expect(await runs.readChunk(run._id, 1)).toBeNull();
+    expect(await runs.readChunk(run._id, 2)).toBeNull();
     expect(await runs.getRun(run._id)).toMatchObject({ evaluated: 2, passToken: 'attempt-2', state: 'running' });
     // Once the run has ended, not even the latest writes over it.
     await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
