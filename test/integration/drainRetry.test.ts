@@ -45,6 +45,12 @@ describe('draining a source into profiles', () => {
     await store.close();
     await temporal.connection.close();
   });
+  /** Drains the source by a worker whose drain steps pass `onDrainStep` (which may fail them), in batches of `batchEvents`. */
+  async function drainThrough(store: Store, sourceId: string, batchEvents: number, onDrainStep: (step: DrainStep) => void): Promise<void> {
+    const taskQueue = uniqueName('drain-through');
+    worker = await startWorker({ store, temporal, taskQueue, activityOverrides: { onDrainStep } });
+    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: batchEvents });
+  }
   /** A database of the test's own, its partition writers stopped and closed after it. */
   async function ownStore(name: string): Promise<Store> {
     const own = await testStore(name);
@@ -103,26 +109,17 @@ describe('draining a source into profiles', () => {
   });
 
   it('converges when routing fails after claiming identities, again after writing routed batches, and after saving its position', async () => {
-    const taskQueue = uniqueName('route-retry');
     const sourceId = uniqueName('src');
     const store = await ownStore('route_retry');
     const generated = Array.from({ length: 1200 }, (_, n) => userEvent(n % 240, Math.floor(n / 240), 'rr'));
     await appendToLog(store, sourceId, generated, 200);
     const injected: DrainStep[] = [];
-    worker = await startWorker({
-      store,
-      temporal,
-      taskQueue,
-      activityOverrides: {
-        onDrainStep: (step) => {
-          if (!injected.includes(step)) {
-            injected.push(step);
-            throw new Error(`injected failure at ${step}`);
-          }
-        },
-      },
+    await drainThrough(store, sourceId, 400, (step) => {
+      if (!injected.includes(step)) {
+        injected.push(step);
+        throw new Error(`injected failure at ${step}`);
+      }
     });
-    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 400 });
     await waitFor('the partitions to fold every event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length);
     const status = await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).query(sourceStatusQuery);
 
@@ -134,7 +131,6 @@ describe('draining a source into profiles', () => {
   });
 
   it('counts the late events of an erased subject once when the turn that read them is retried', async () => {
-    const taskQueue = uniqueName('late-retry');
     const sourceId = uniqueName('src');
     const store = await ownStore('late_retry');
     // User 0 was erased before their events reached the drain: 5 of them, dropped and counted.
@@ -143,20 +139,12 @@ describe('draining a source into profiles', () => {
     const generated = Array.from({ length: 500 }, (_, n) => userEvent(n % 100, Math.floor(n / 100), 'lr'));
     await appendToLog(store, sourceId, generated, 100);
     let failed = false;
-    worker = await startWorker({
-      store,
-      temporal,
-      taskQueue,
-      activityOverrides: {
-        onDrainStep: (step) => {
-          if (step === 'events-read' && !failed) {
-            failed = true;
-            throw new Error('injected failure after reading the events');
-          }
-        },
-      },
+    await drainThrough(store, sourceId, 1000, (step) => {
+      if (step === 'events-read' && !failed) {
+        failed = true;
+        throw new Error('injected failure after reading the events');
+      }
     });
-    await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue, DMP_DRAIN_BATCH_EVENTS: 1000 });
     await waitFor('the partitions to fold every other event', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= generated.length - 5);
     expect(failed).toBe(true);
     expect(await new PrivacyMarks(store).lateEventsOf('pr_late_retry')).toBe(5);
