@@ -412,7 +412,53 @@ export function buildOpenApiDocument(config: DocumentConfig) {
     info: { title: 'DMP API', version: '0.1.0', description: 'Collection, sources, profiles, segments and destinations of the Data Management Platform' },
   });
   documentCommonProblems(document, admin.name);
+  documentNulRefusal(document);
   return document;
+}
+
+/** What management routes accept in a string or a key: anything but NUL (api/problem `refuseNul`). */
+const WITHOUT_NUL = '^[^\\u0000]*$';
+const NUL_FREE_VALUE = 'NulFreeValue';
+
+/**
+ * States in the schemas of management routes' bodies and queries what `refuseNul` refuses: every
+ * string and every key of a free-form object is without NUL. Those schemas are theirs alone (no
+ * collection route reads one), so the components they refer to are marked in place.
+ */
+function documentNulRefusal(document: ReturnType<OpenApiGeneratorV31['generateDocument']>): void {
+  const components = (document.components?.schemas ?? {}) as Record<string, Record<string, unknown>>;
+  const freeForm = { $ref: `#/components/schemas/${NUL_FREE_VALUE}` };
+  components[NUL_FREE_VALUE] = { description: 'Any JSON value without NUL in a string or a key', pattern: WITHOUT_NUL, propertyNames: { pattern: WITHOUT_NUL }, additionalProperties: freeForm, items: freeForm };
+  const marked = new Set<object>([components[NUL_FREE_VALUE]]);
+  const constrain = (schema: Record<string, unknown>, keyword: 'pattern' | 'propertyNames', value: unknown) => {
+    if (schema[keyword] === undefined) return void (schema[keyword] = value);
+    const added = { [keyword]: value };
+    marked.add(added);
+    schema.allOf = [...((schema.allOf as unknown[]) ?? []), added];
+  };
+  const mark = (node: unknown): void => {
+    if (!node || typeof node !== 'object' || Array.isArray(node) || marked.has(node)) return;
+    marked.add(node);
+    const schema = node as Record<string, unknown>;
+    if (typeof schema.$ref === 'string') return mark(components[schema.$ref.split('/').pop() as string]);
+    // A free-form value (a connector's config, `{}`): NUL nowhere in it, at any depth.
+    if (Object.keys(schema).length === 0) return void (schema.$ref = `#/components/schemas/${NUL_FREE_VALUE}`);
+    const types = ([] as unknown[]).concat(schema.type ?? []);
+    if (types.includes('string')) constrain(schema, 'pattern', WITHOUT_NUL);
+    if (types.includes('object') && schema.additionalProperties !== false) constrain(schema, 'propertyNames', { pattern: WITHOUT_NUL });
+    // Not into `not`: what it refuses must stay refused (`not: {}`, a field that must be absent).
+    for (const keyword of ['additionalProperties', 'items', 'contains']) mark(schema[keyword]);
+    for (const keyword of ['anyOf', 'oneOf', 'allOf', 'prefixItems']) for (const sub of (schema[keyword] as unknown[] | undefined) ?? []) mark(sub);
+    for (const keyword of ['properties', 'patternProperties']) for (const sub of Object.values((schema[keyword] as Record<string, unknown> | undefined) ?? {})) mark(sub);
+  };
+  for (const [path, item] of Object.entries(document.paths ?? {})) {
+    if (!MANAGEMENT_PATHS.some((prefix) => path.startsWith(prefix))) continue;
+    for (const operation of Object.values(item) as Operation[]) {
+      if (!operation || typeof operation !== 'object') continue;
+      for (const parameter of (operation.parameters ?? []) as Array<{ in?: string; schema?: unknown }>) if (parameter.in === 'query') mark(parameter.schema);
+      for (const content of Object.values(operation.requestBody?.content ?? {})) mark((content as { schema?: unknown }).schema);
+    }
+  }
 }
 
 /** A zod schema's input as JSON Schema, for a parameter the registry's `request` cannot describe. */

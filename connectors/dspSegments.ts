@@ -1,6 +1,9 @@
+import type { ZodOpenAPIMetadata } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import { defineConnector, HeaderToken } from './connector';
 import { partnerOfIdType } from '../domain/destinations';
+
+const SEGMENT_CODE_KEY = /^[^.$][^.]*$/;
 
 const Config = z
   .object({
@@ -9,7 +12,11 @@ const Config = z
     advertiserId: z.string().min(1).max(64),
     /** The partner's code for each of our segment ids; a segment without one is sent under its id. */
     // Keyed by segment id; a key the store refuses (a `.`, a leading `$`) names no segment.
-    segmentCodes: z.record(z.string().regex(/^[^.$][^.]*$/, 'must be a segment id (no `.`, no leading `$`)'), z.string().min(1).max(128)).default({}),
+    segmentCodes: z
+      .record(z.string().regex(SEGMENT_CODE_KEY, 'must be a segment id (no `.`, no leading `$`)'), z.string().min(1).max(128))
+      // The generator states no key schema of a record: JSON Schema's `propertyNames` says it.
+      .openapi({ propertyNames: { pattern: SEGMENT_CODE_KEY.source } } as Partial<ZodOpenAPIMetadata>)
+      .default({}),
     ttlMinutes: z.number().int().min(1).max(259_200).default(43_200),
     batchSize: z.number().int().min(1).max(10_000).default(5_000),
     requestsPerSecond: z.number().positive().max(100).default(10),
