@@ -130,19 +130,17 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
     const writeKey = createdWith ? keyedWriteKey(config.DMP_ADMIN_KEY, id, createdWith) : newWriteKey();
     const createdAt = new Date();
     const source: SourceDoc = { _id: id, ...body, writeKeyHash: hashSecret(writeKey), createdAt, ...(body.kind === 'feed' && { scheduleSync: newScheduleSyncMark(createdAt, true) }), ...(createdWith && { createdWith }) };
+    let made = source;
     if (!(await sources.create(source))) {
-      // The same create again: answered as the first was, finishing what it may have left undone.
-      const made = sameCreate(await sources.get(id), createdWith);
+      // The same create again (only a keyed one can be): answered as the first was, finishing what it may have left undone.
+      made = sameCreate(await sources.get(id), createdWith);
       if (made.writeKeyHash !== source.writeKeyHash) throw keyUsed('the source it made has a write key this server cannot give again (its admin key changed since)');
       await sources.ensureKey(made);
-      await ensureSourceWorkflow(temporal, made, config);
-      if (made.scheduleSync?.create && !(await feeds.settleSchedule(id, made.scheduleSync)).exists) throw new ProblemError(503, 'unavailable', 'The source took too long to create and was undone; send it again');
-      return void res.status(201).json({ id, writeKey });
     }
     try {
-      await ensureSourceWorkflow(temporal, source, config);
+      await ensureSourceWorkflow(temporal, made, config);
       // Gone meanwhile: a create this slow was taken for one never answered, and undone (retention).
-      if (source.scheduleSync && !(await feeds.settleSchedule(source._id, source.scheduleSync)).exists) throw new ProblemError(503, 'unavailable', 'The source took too long to create and was undone; send it again');
+      if (made.scheduleSync?.create && !(await feeds.settleSchedule(id, made.scheduleSync)).exists) throw new ProblemError(503, 'unavailable', 'The source took too long to create and was undone; send it again');
     } catch (error) {
       // Under a key, what was made stays for the request sent again to finish (a feed's is undone
       // by retention if none comes): a repeat may have finished it already.
