@@ -99,6 +99,8 @@ export const ConfigSchema = z.object({
   DMP_PRIVACY_SALT: z.string().min(16).optional(),
   /** Region assumed for phone numbers written without a country code. */
   DMP_DEFAULT_PHONE_REGION: z.string().length(2).default('US'),
+  /** Rounds a privacy request's removal at one destination retries in one workflow run before it goes on as new (its history stays short). */
+  DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN: z.coerce.number().int().min(1).default(40),
   /** Partner hosts (exact names or addresses) exports may reach even though they resolve to private or loopback addresses. */
   DMP_DESTINATION_ALLOWLIST: z
     .string()

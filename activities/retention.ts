@@ -48,7 +48,7 @@ import { passPeople, peoplePassStores } from './peoplePass';
 export interface RetentionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_SOURCE_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS'>;
+  config: PartitionWorkflowConfig & SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_SOURCE_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS' | 'DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN'>;
   now?: () => Date;
 }
 

@@ -92,6 +92,11 @@ export function privacyRequestWorkflowId(databaseName: string, requestId: string
   return `privacy-request:${databaseName}:${requestId}`;
 }
 
+/** A privacy request's removal at one destination (its rounds' exports are `<request workflow>:<destination>:r<round>`). */
+export function privacyRemovalWorkflowId(requestWorkflowId: string, destinationId: string): string {
+  return `${requestWorkflowId}:removal:${destinationId}`;
+}
+
 /** One lookalike run (`runId` derives from the seed, the request and the second). */
 export function lookalikeWorkflowId(databaseName: string, runId: string): string {
   return `lookalike:${databaseName}:${runId}`;

@@ -195,9 +195,14 @@ export function settleLookalikeSchedule(client: Client, databaseName: string, ru
 }
 
 /** Starts a recorded privacy request under its deterministic id; finding it started is success. */
-export async function startPrivacyRequest(client: Client, databaseName: string, requestId: string, type: PrivacyRequestType, config: Pick<Config, 'DMP_TASK_QUEUE'>): Promise<void> {
+export async function startPrivacyRequest(client: Client, databaseName: string, requestId: string, type: PrivacyRequestType, config: Pick<Config, 'DMP_TASK_QUEUE' | 'DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN'>): Promise<void> {
   try {
-    await client.workflow.start(privacyRequest, { workflowId: privacyRequestWorkflowId(databaseName, requestId), taskQueue: config.DMP_TASK_QUEUE, args: [{ requestId, type, databaseName }], memo: { requestId, type } });
+    await client.workflow.start(privacyRequest, {
+      workflowId: privacyRequestWorkflowId(databaseName, requestId),
+      taskQueue: config.DMP_TASK_QUEUE,
+      args: [{ requestId, type, databaseName, removalRoundsPerRun: config.DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN }],
+      memo: { requestId, type },
+    });
   } catch (error) {
     if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
   }

@@ -9,4 +9,4 @@ export { feedPull, scheduledFeedPull } from './feedPull';
 export { audienceReports } from './audienceReports';
 export { itemModel } from './itemModel';
 export { lookalike, lookalikeRetrain } from './lookalike';
-export { privacyRequest } from './privacyRequest';
+export { privacyRemoval, privacyRequest } from './privacyRequest';

@@ -1,6 +1,7 @@
-import { ActivityFailure, ApplicationFailure, ChildWorkflowFailure, executeChild, patched, proxyActivities, sleep, workflowInfo } from '@temporalio/workflow';
+import { ActivityFailure, ApplicationFailure, ChildWorkflowFailure, continueAsNew, executeChild, patched, proxyActivities, sleep, workflowInfo } from '@temporalio/workflow';
 import type { PrivacyActivities } from '../activities/privacy';
 import type { PrivacyRequestType, PrivacyResult } from '../domain/privacy';
+import { privacyRemovalWorkflowId } from '../domain/workflowIds';
 import { destinationExport } from './destinationExport';
 
 const {
@@ -27,6 +28,8 @@ export interface PrivacyRequestInput {
   type: PrivacyRequestType;
   /** The store's database: the removal exports name their segmentation runs with it. */
   databaseName: string;
+  /** Rounds a removal at one destination makes per workflow run (DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN; absent: 40). */
+  removalRoundsPerRun?: number;
 }
 
 /**
@@ -64,16 +67,18 @@ const REMOVAL_DECIDED_BY_STATE = 'removal-decided-by-partner-state';
 /**
  * One destination's removal of the subject: an export of the destination (the subject withheld, so
  * its delta removes them) per round, until the partner's confirmed state no longer holds them. The
- * ledger line says where it stands.
+ * ledger line says where it stands. Rounds from `round` on; with `roundsLeft`, it stops after that
+ * many and says so (`false`) instead of going on.
  */
-async function removeAt(input: PrivacyRequestInput, destinationId: string): Promise<void> {
-  for (let round = 1; ; round++) {
+async function removalRounds(removal: PrivacyRemovalInput, roundsLeft = Infinity): Promise<boolean> {
+  const { request: input, destinationId } = removal;
+  for (let round = removal.round; roundsLeft > 0; round++, roundsLeft--) {
     await recordRemoval({ requestId: input.requestId, destinationId, state: 'sent', round, exportId: null, error: null });
     let exportId: string | null = null;
     let error: string | null = null;
     try {
       const exported = await executeChild(destinationExport, {
-        workflowId: `${workflowInfo().workflowId}:${destinationId}:r${round}`,
+        workflowId: `${removal.requestWorkflowId}:${destinationId}:r${round}`,
         args: [{ destinationId, trigger: 'privacy', databaseName: input.databaseName }],
       });
       exportId = exported.exportId;
@@ -88,15 +93,51 @@ async function removeAt(input: PrivacyRequestInput, destinationId: string): Prom
       if (standing !== 'held') {
         const deleted = standing === 'destination_deleted';
         await recordRemoval({ requestId: input.requestId, destinationId, state: standing, round, exportId, error: deleted ? 'the destination was deleted: its partner was not told' : null });
-        return;
+        return true;
       }
     } else if (!error && !(await removalPending({ requestId: input.requestId, destinationId }))) {
       await recordRemoval({ requestId: input.requestId, destinationId, state: 'acknowledged', round, exportId, error: null });
-      return;
+      return true;
     }
     await recordRemoval({ requestId: input.requestId, destinationId, state: 'failed_retrying', round, exportId, error: error ?? 'the partner has not confirmed the removal' });
     await sleep(retryAfter(round) * 1000);
   }
+  return false;
+}
+
+export interface PrivacyRemovalInput {
+  request: PrivacyRequestInput;
+  /** The request's workflow: each round's export is named after it, whichever run of the removal starts it. */
+  requestWorkflowId: string;
+  destinationId: string;
+  /** The round this run starts at (a removal that went on as new counts on). */
+  round: number;
+}
+
+/** Rounds of one run of a removal: each is ~25 history events, and a partner down for days retries hourly. */
+const ROUNDS_PER_RUN = 40;
+
+/**
+ * One destination's removal, as a workflow of its own (visible per destination in the Temporal UI):
+ * a partner refusing for weeks would otherwise grow the request's history past its limit, so every
+ * `removalRoundsPerRun` rounds it goes on as new, counting its rounds on.
+ */
+export async function privacyRemoval(removal: PrivacyRemovalInput): Promise<void> {
+  const rounds = removal.request.removalRoundsPerRun ?? ROUNDS_PER_RUN;
+  if (await removalRounds(removal, rounds)) return;
+  await continueAsNew<typeof privacyRemoval>({ ...removal, round: removal.round + rounds });
+}
+
+const REMOVALS_AS_WORKFLOWS = 'privacy-removals-as-workflows';
+
+/** The subject's removal at one destination: a child workflow, or (a request started before those) in the request's own history. */
+async function removeAt(input: PrivacyRequestInput, destinationId: string): Promise<void> {
+  const removal: PrivacyRemovalInput = { request: input, requestWorkflowId: workflowInfo().workflowId, destinationId, round: 1 };
+  if (!patched(REMOVALS_AS_WORKFLOWS)) {
+    await removalRounds(removal);
+    return;
+  }
+  await executeChild(privacyRemoval, { workflowId: privacyRemovalWorkflowId(removal.requestWorkflowId, destinationId), args: [removal] });
 }
 
 /**

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { AccessExportSchema } from '../../domain/privacy';
+import { privacyRemovalWorkflowId, privacyRequestWorkflowId } from '../../domain/workflowIds';
 import { call } from '../support/http';
 import { PartnerServer } from '../support/partners';
 import { settledRequest as settled } from '../support/privacyRequests';
@@ -31,7 +32,8 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
   const settledRequest = (id: string) => settled(admin, id);
 
   beforeAll(async () => {
-    platform = await startPlatform('privacy', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'], DMP_DESTINATION_TIMEOUT_SECONDS: 2 });
+    // One round per removal run: a retried removal goes on as new, as one does after 40 rounds by default.
+    platform = await startPlatform('privacy', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'], DMP_DESTINATION_TIMEOUT_SECONDS: 2, DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN: 1 });
     ({ api } = platform);
     source = await newSource(api, 'shop');
     // Alice's cookie and her email meet on one event: one profile, with two identities from this source.
@@ -249,7 +251,7 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect(after).toContain((await source.lookup('cookie_id', 'ck-bob')).body.id);
   });
 
-  it('keeps a removal on the ledger as failed and retrying until the partner confirms it', async () => {
+  it('keeps a removal on the ledger as failed and retrying until the partner confirms it, its workflow going on as new between rounds', async () => {
     partner.failNext('http400');
     const started = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'ck-dave' } } });
     const failing = await waitFor('the refused removal on the ledger', async () => {
@@ -261,6 +263,14 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     const view = await settledRequest(started.body.id);
     expect(view.destinations).toEqual([expect.objectContaining({ destinationId, state: 'acknowledged', round: 2, lastError: null })]);
     expect(partner.audience(segmentId)).toEqual(['ck-bob']);
+    // The removal is a workflow per destination: round 1 in one run, round 2 in the run it went on as.
+    const removalId = privacyRemovalWorkflowId(privacyRequestWorkflowId(platform.store.db.databaseName, started.body.id), destinationId);
+    const runs = await waitFor('both runs of the removal listed', async () => {
+      const statuses: string[] = [];
+      for await (const execution of platform.temporal.workflow.list({ query: `WorkflowId = "${removalId}"` })) statuses.push(execution.status.name);
+      return statuses.length === 2 ? statuses.sort() : null;
+    });
+    expect(runs).toEqual(['COMPLETED', 'CONTINUED_AS_NEW']);
   });
 
   it('refuses what it cannot take, naming the field', async () => {
