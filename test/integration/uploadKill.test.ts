@@ -89,7 +89,8 @@ describe('a worker killed mid-import of a CRM upload', () => {
     const mapping = { identities: { crm_id: 'customer_id' }, traits: { tier: 'tier' } };
     const created = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'CRM 2', kind: 'crm', party: 'first', mapping, consent: { mode: 'not_required' } } });
     const sourceId = created.body.id as string;
-    const hung = spawnWorker(store, { DMP_TASK_QUEUE: taskQueue });
+    const hungLog: string[] = [];
+    const hung = spawnWorker(store, { DMP_TASK_QUEUE: taskQueue }, hungLog);
     children.push(hung);
     const lines = Array.from({ length: ROWS }, (_, i) => `h-${i},${i % 2 ? 'gold' : 'silver'}`);
     const answer = await call(`${api.url}/v1/sources/${sourceId}/uploads`, { key: api.adminKey, rawBody: ['customer_id,tier', ...lines].join('\n'), contentType: 'text/csv' });
@@ -107,7 +108,8 @@ describe('a worker killed mid-import of a CRM upload', () => {
 
     // The hung worker comes back: its appends in flight finish, and its next checkpoint write is refused.
     thaw(hung);
-    await new Promise((resolve) => setTimeout(resolve, 8_000));
+    // It did come back, and was refused: a checkpoint write lost to the attempt that took over, or an append to a chunk its drain fenced.
+    await waitFor('the hung worker refused', async () => new RegExp(`another attempt imports upload ${uploadId}|was sealed by its drain before this append finished`).test(hungLog.join('')), 60_000, 100);
     expect(await uploads.get(uploadId)).toEqual(done);
     const logged = await sourceLogEventIds(store, sourceId);
     expect(logged).toHaveLength(ROWS);
