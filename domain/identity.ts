@@ -127,8 +127,11 @@ export function partnerUserIdProblem(value: string): string | null {
   if (colon < 1 || !PARTNER_ID.test(value.slice(0, colon)) || !PARTNER_USER_ID.test(value.slice(colon + 1))) {
     return 'must be <partner>:<partner user id>: a partner id (lowercase slug), a colon, then printable ASCII without spaces, at most 256';
   }
+  const userId = value.slice(colon + 1);
   // What partners send for users who opted out or are unknown (The Trade Desk's all-zero UUID): shared by millions.
-  if (/^[0-]+$/.test(value.slice(colon + 1))) return 'is all zeros: a partner placeholder, never a user';
+  if (/^[0-]+$/.test(userId)) return 'is all zeros: a partner placeholder, never a user';
+  // A partner id is a pseudonym: an address or a phone number in its place would be kept raw.
+  if (isEmailAddress(userId) || (INTERNATIONAL_PHONE.test(userId) && isPossiblePhone(userId, 'US'))) return 'is an email address or a phone number, not a partner\'s pseudonymous user id';
   return null;
 }
 
@@ -139,6 +142,21 @@ export function maidProblem(raw: string): string | null {
   // What iOS and Android report when the user limits ad tracking: shared by millions, never an id.
   if (/^[0-]+$/.test(value)) return 'is all zeros: the device limits ad tracking';
   return null;
+}
+
+/** A phone number as an id holds one: a `+`, the country code, then digits with the usual separators. */
+const INTERNATIONAL_PHONE = /^\+[1-9][0-9 ().-]{5,24}$/;
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
+
+function isPossiblePhone(raw: string, defaultRegion: string): boolean {
+  try {
+    normalizePhone(raw, defaultRegion);
+    return true;
+  } catch (error) {
+    if (error instanceof IdentityError) return false;
+    throw error;
+  }
 }
 
 /** Turns one client-sent identity into its stored form: hashed when it is PII, validated always. */
@@ -171,11 +189,14 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
     case 'cookie_id':
     case 'crm_id': {
       const value = raw.trim();
-      // Many systems use the email address as the customer id: kept as the hashed email, never raw.
-      if (type === 'crm_id' && isEmailAddress(value)) return toStoredIdentity('email', value, defaultPhoneRegion);
+      // Many systems use the email address or the phone number as the customer id (and some senders
+      // put one in the anonymous id): kept as the hashed email or phone, never raw.
+      if (isEmailAddress(value)) return toStoredIdentity('email', value, defaultPhoneRegion);
+      if (INTERNATIONAL_PHONE.test(value) && isPossiblePhone(value, defaultPhoneRegion)) return toStoredIdentity('phone', value, defaultPhoneRegion);
       if (value.length === 0 || value.length > 256) throw new IdentityError('must be 1 to 256 characters');
-      // Kept as it is sent, and the store holds no NUL (hashed and UUID types never carry one).
-      if (value.includes('\u0000')) throw new IdentityError('must not hold the NUL character');
+      // Kept as it is sent: no control character, since identity keys are joined on newlines where
+      // a segment's export facts pack them, and the store holds no NUL.
+      if (CONTROL_CHARACTER.test(value)) throw new IdentityError('must not hold control characters (NUL, tab, newline and the like)');
       return { type, value };
     }
   }

@@ -119,6 +119,31 @@ describe('toStoredIdentity', () => {
     expect(toStoredIdentity('crm_id', 'C-1001', 'US')).toEqual({ type: 'crm_id', value: 'C-1001' });
   });
 
+  it('keeps a cookie id that is an email address, and a cookie or customer id that is an international phone number, hashed, never raw', () => {
+    expect(toStoredIdentity('cookie_id', 'Jane@Example.com', 'US')).toEqual(toStoredIdentity('email', 'jane@example.com', 'US'));
+    expect(toStoredIdentity('crm_id', '+1 415 555 0100', 'US')).toEqual(toStoredIdentity('phone', '+14155550100', 'US'));
+    expect(toStoredIdentity('cookie_id', '+4915112345678', 'US')).toEqual(toStoredIdentity('phone', '+49 151 12345678', 'US'));
+    // Ids that only look numeric stay as they are: no '+', or no possible number after it.
+    expect(toStoredIdentity('crm_id', '4155550100', 'US')).toEqual({ type: 'crm_id', value: '4155550100' });
+    expect(toStoredIdentity('crm_id', '+12', 'US')).toEqual({ type: 'crm_id', value: '+12' });
+  });
+
+  it.each([
+    ['a newline', 'x\nemail_sha256:abc'],
+    ['a tab', 'a\tb'],
+    ['a carriage return', 'a\rb'],
+    ['NUL', 'a\u0000b'],
+    ['DEL', 'a\u007fb'],
+  ])('refuses a cookie or customer id holding %s: identity keys are packed on newlines', (_, raw) => {
+    for (const type of ['cookie_id', 'crm_id'] as const) expect(() => toStoredIdentity(type, raw, 'US')).toThrow('must not hold control characters');
+  });
+
+  it('refuses a partner user id that is an email address or a phone number', () => {
+    expect(() => toStoredIdentity('partner_uid', 'dsp-x:jane.doe@example.com', 'US')).toThrow('is an email address or a phone number');
+    expect(() => toStoredIdentity('partner_uid', 'dsp-x:+14155550100', 'US')).toThrow('is an email address or a phone number');
+    expect(toStoredIdentity('partner_uid', 'dsp-x:4155550100', 'US')).toEqual({ type: 'partner_uid', value: 'dsp-x:4155550100' });
+  });
+
   const rawEmail = '  Jane.Doe@Example.COM ';
   const rawPhone = '(202) 555-0143';
 
