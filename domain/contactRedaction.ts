@@ -11,23 +11,24 @@ import { hash } from 'node:crypto';
 /** What stands in for a removed email address or phone number. */
 export const REDACTED = '(redacted)';
 
-/** An email address, its `@` also percent-encoded (`%40`, as in a URL): every part bounded, the domain's labels each ending at a dot. */
-const ADDRESS = String.raw`[\p{L}\p{N}._%+'-]{1,64}(?:@|%40)(?:[\p{L}\p{N}-]{1,63}\.){1,8}\p{L}{2,24}(?![\p{L}\p{N}])`;
-/**
- * An email address anywhere in a text. A match starts only where a run of address characters
- * does, so a long run costs linear time (starting anywhere in one cost ~100 times as much).
- */
-const EMAIL_IN_TEXT = new RegExp(String.raw`(?<![\p{L}\p{N}._%+'-])${ADDRESS}`, 'giu');
-/** An address that starts right where the one before it ended: joined to it by a `-`, `+`, `.` or `%2C` (sticky). */
-const EMAIL_RIGHT_AFTER = new RegExp(ADDRESS, 'iuy');
+/** A character of an address's local part (`%` too: a local part inside a URL is percent-encoded). */
+const LOCAL_CHAR = /[\p{L}\p{N}._%+'-]/u;
+/** Longest local part (RFC 5321). */
+const LOCAL_MAX = 64;
+/** An `@`, or one percent-encoded (`%40`, as in a URL). */
+const AT_SIGN = /@|%40/gi;
+/** What follows a local part: the `@`, then a domain, every part bounded, its labels each ending at a dot (sticky, read at an `@`). */
+const AT_DOMAIN = /(?:@|%40)(?:[\p{L}\p{N}-]{1,63}\.){1,8}\p{L}{2,24}(?![\p{L}\p{N}])/iuy;
 /** What reads as an address but names a file: an image at a pixel density (`logo@2x.png`), a versioned script. */
 const FILE_NAME = /\.(?:png|jpe?g|gif|svg|webp|avif|ico|css|js|mjs|json|html?|pdf|woff2?|ttf|mp4|webm)$/i;
 /** Words of a field name that hold phone numbers (`phone`, `mobilePhone`, `phone_number`, `workTel`, `fax`, `msisdn`). */
 const PHONE_WORDS = new Set(['phone', 'phones', 'telephone', 'tel', 'mobile', 'cell', 'cellphone', 'fax', 'msisdn', 'whatsapp']);
 /** A value that is a phone number as written: digits with the usual separators, 7 to 15 digits. */
 const PHONE_VALUE = /^\+?[\d\s().\/-]{7,24}$/;
-/** A URL query parameter whose name holds a phone word: `?phone=`, `&mobile_number=`, `&phoneNumber=`. */
-const PHONE_PARAM = /([?&;#](?:[a-z]{1,32}_)?(?:phone[a-z_]{0,32}|tel|mobile(?:_[a-z_]{1,32})?|msisdn)=)([^&;#]*)/gi;
+/** Whether a text may hold a parameter named by a phone word: most URLs hold none, and are spared reading each parameter. */
+const PHONE_WORD_IN_TEXT = /phone|tel|mobile|cell|fax|msisdn|whatsapp/i;
+/** A URL query parameter and its value (the name read as field names are: `?phone=`, `&mobileNumber=`, `&telephone=`). */
+const URL_PARAM = /([?&;#]([A-Za-z][A-Za-z0-9_.-]{0,63})=)([^&;#]*)/g;
 
 type FlatValue = unknown;
 
@@ -55,21 +56,27 @@ function isPhoneNumber(text: string): boolean {
   return digits >= 7 && digits <= 15;
 }
 
-/** The text with each email address in it (a file name aside) replaced by `replacement`. */
+/**
+ * The text with each email address in it (a file name aside) replaced by `replacement`. Found from
+ * each `@`: its local part is the run of address characters before it, at most 64 — so an address
+ * at the end of a longer run (a form-encoded sentence, a percent-encoded URL nested in a query
+ * string) is found too, taking up to 64 characters of what precedes it along. Linear in the text.
+ */
 function replaceAddresses(text: string, replacement: string): string {
   let out = '';
   let copied = 0;
-  EMAIL_IN_TEXT.lastIndex = 0;
-  for (let found = EMAIL_IN_TEXT.exec(text); found; found = EMAIL_IN_TEXT.exec(text)) {
-    out += text.slice(copied, found.index) + (FILE_NAME.test(found[0]) ? found[0] : replacement);
-    let end = found.index + found[0].length;
-    // Addresses chained to it: the run they are in began before them, so EMAIL_IN_TEXT cannot start one there.
-    for (EMAIL_RIGHT_AFTER.lastIndex = end; (found = EMAIL_RIGHT_AFTER.exec(text)); EMAIL_RIGHT_AFTER.lastIndex = end) {
-      out += FILE_NAME.test(found[0]) ? found[0] : replacement;
-      end += found[0].length;
-    }
+  AT_SIGN.lastIndex = 0;
+  for (let at = AT_SIGN.exec(text); at; at = AT_SIGN.exec(text)) {
+    let start = at.index;
+    while (start > copied && at.index - start < LOCAL_MAX && LOCAL_CHAR.test(text[start - 1])) start--;
+    AT_DOMAIN.lastIndex = at.index;
+    const domain = start < at.index ? AT_DOMAIN.exec(text) : null;
+    if (!domain) continue;
+    const end = at.index + domain[0].length;
+    const found = text.slice(start, end);
+    out += text.slice(copied, start) + (FILE_NAME.test(found) ? found : replacement);
     copied = end;
-    EMAIL_IN_TEXT.lastIndex = end;
+    AT_SIGN.lastIndex = end;
   }
   return copied === 0 ? text : out + text.slice(copied);
 }
@@ -78,7 +85,7 @@ function replaceAddresses(text: string, replacement: string): string {
 export function redactContactText(text: string): string {
   let result = text;
   if (result.includes('@') || result.includes('%40')) result = replaceAddresses(result, REDACTED);
-  if (result.includes('=')) result = result.replace(PHONE_PARAM, (match, name: string, value: string) => (isPhoneNumber(decodeURIComponentSafe(value)) ? `${name}${REDACTED}` : match));
+  if (result.includes('=') && PHONE_WORD_IN_TEXT.test(result)) result = result.replace(URL_PARAM, (match, prefix: string, name: string, value: string) => (isPhoneField(name) && isPhoneNumber(decodeURIComponentSafe(value)) ? `${prefix}${REDACTED}` : match));
   return result;
 }
 

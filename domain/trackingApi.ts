@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { IDENTITY_TRAITS, zodIssuesToFieldErrors, type FieldError } from './collect';
 import { maidProblem, type InputIdentityType } from './identity';
+import { redactContactText } from './contactRedaction';
 import { isRecord } from './records';
 import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
 import { FLAT_TEXT_MAX, nameText } from './text';
@@ -265,7 +266,8 @@ function cutText(text: string, max: number): string {
 function cutPageFields(fields: Record<string, unknown> | null | undefined, only?: ReadonlySet<string>): Record<string, unknown> | null | undefined {
   const long = (name: string, value: unknown) => typeof value === 'string' && value.length > FLAT_TEXT_MAX && (!only || only.has(name));
   if (!fields || !Object.entries(fields).some(([name, value]) => long(name, value))) return fields;
-  return Object.fromEntries(Object.entries(fields).map(([name, value]) => [name, long(name, value) ? cutText(value as string, FLAT_TEXT_MAX) : value]));
+  // Addresses go before the cut: one cut through would no longer read as an address when the event's fields are redacted.
+  return Object.fromEntries(Object.entries(fields).map(([name, value]) => [name, long(name, value) ? cutText(redactContactText(value as string), FLAT_TEXT_MAX) : value]));
 }
 
 /** Reserved traits that are identities (the collector's): taken out of the traits, so the raw value is never kept. */

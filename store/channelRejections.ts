@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import type { FieldError } from '../domain/collect';
+import { redactContactText } from '../domain/contactRedaction';
 import { logger } from '../logger';
 import { REJECTION_CHANNELS, type ChannelRejectionTotals, type RejectionChannel } from '../domain/schemas';
 import { COLLECTIONS, type Store } from './db';
@@ -67,8 +68,9 @@ export class ChannelRejections {
       this.pending.set(key, entry);
     }
     entry.counts[channel] += n;
-    // A sample names what the sender sent, NUL included, which the store cannot hold: it is shown escaped.
-    const storable = (text: string) => text.replaceAll('\u0000', '\\0');
+    // A sample names what the sender sent: NUL, which the store cannot hold, is shown escaped, and an
+    // email address or phone number (a field named by one, a value quoted in a message) is not kept.
+    const storable = (text: string) => redactContactText(text.replaceAll('\u0000', '\\0'));
     entry.last = { channel, at, errors: errors.slice(0, SAMPLE_ERRORS).map((error) => ({ ...error, path: storable(error.path), message: storable(error.message) })) };
   }
 

@@ -222,10 +222,19 @@
     return any ? copy : null;
   }
 
-  /** Cut to MAX_TEXT characters, never through the middle of one (a surrogate pair): the API refuses longer. */
+  /**
+   * Cut to MAX_TEXT characters, never through the middle of one (a surrogate pair): the API refuses
+   * longer. Nor through an email address: the API removes whole ones, and one cut would no longer
+   * read as an address there, so what is left of it goes too.
+   */
   function text(value) {
-    var cut = String(value || '').slice(0, MAX_TEXT);
-    return /[\ud800-\udbff]$/.test(cut) ? cut.slice(0, -1) : cut;
+    var full = String(value || '');
+    var cut = full.slice(0, MAX_TEXT);
+    if (/[\ud800-\udbff]$/.test(cut)) cut = cut.slice(0, -1);
+    if (cut.length < full.length) {
+      cut = /^[\w.%+'-]*(?:@|%40)/i.test(full.slice(cut.length)) ? cut.replace(/[\w.%+'-]*$/, '') : cut.replace(/[\w.%+'-]*(?:@|%40)[\w.%-]*$/i, '');
+    }
+    return cut;
   }
 
   function enqueue(type, identities, properties, traits) {

@@ -153,6 +153,13 @@ describe('the pixel, end to end', () => {
       });
       expect(JSON.stringify(withNul.last?.errors)).not.toContain('\\u0000');
       expect(withNul.last?.errors.some((error) => error.path.includes('\\0'))).toBe(true);
+      // A sample keeps no address the sender put in a name.
+      expectGif(await pixel({ writeKey: bad.writeKey, 'p.jane.doe@example.com': '\u0000' }));
+      const named = await waitFor('the address-named rejection to be flushed', async () => {
+        const found = await rejections.totalsFor(bad.id);
+        return found.total.pixel === 5 ? found : undefined;
+      });
+      expect(named.last?.errors.map((error) => error.path)).toEqual(['(redacted)']);
     } finally {
       await rejections.close();
     }

@@ -177,6 +177,25 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     expect(byEmail.body.id).toBe(byCookie.body.id);
   });
 
+  it('cuts a long page URL short of an email address it would have cut through, so no part of the address is sent', async () => {
+    const source = await createSource('long urls');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab: Page = await context.newPage();
+    const start = `${siteUrl}/shop/first.html?k=${source.writeKey}&pad=`;
+    // The 1,024th character falls inside the domain of one address, and inside the local part of the other.
+    const inDomain = `${start}${'x'.repeat(1024 - start.length - '&to=jane.doe@exa'.length)}&to=jane.doe@example.com`;
+    const inLocalPart = `${start}${'x'.repeat(1024 - start.length - '&to=jane.d'.length)}&to=jane.doe@example.com`;
+    const pageViews = () => sent(beacons).filter((event) => event.type === 'page_view');
+    for (const [n, url] of [inDomain, inLocalPart].entries()) {
+      await tab.goto(url);
+      await waitFor('the page view sent', async () => pageViews().length > n, 15_000, 100);
+    }
+    await context.close();
+    const urls = pageViews().map((event) => event.properties?.url as string);
+    expect(urls).toEqual([inDomain.slice(0, inDomain.indexOf('&to=') + 4), inLocalPart.slice(0, inLocalPart.indexOf('&to=') + 4)]);
+  });
+
   it("corrects a browser clock days off: each batch's sentAt moves its events' times onto the server's clock", async () => {
     const source = await createSource('skewed');
     const context = await browser.newContext();

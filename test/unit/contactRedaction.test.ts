@@ -27,6 +27,29 @@ describe('redactContactData', () => {
     });
   });
 
+  it('finds an address at the end of a run of address characters longer than a local part: a nested percent-encoded URL, a form-encoded sentence', () => {
+    const nested = 'https://shop.example/login?return_to=https%3A%2F%2Fshop.example%2Faccount%2Fnewsletter%3Fsource%3Dfooter%26email%3Djane.doe%40example.com';
+    const sentence = '?q=please+send+the+quote+for+the+order+to+my+work+address+which+is+jane.doe@example.com&x=1';
+    for (const text of [nested, sentence]) {
+      const redacted = redactContactText(text);
+      expect(redacted).toContain(REDACTED);
+      expect(redacted).not.toContain('jane.doe');
+      expect(redacted).not.toContain('example.com');
+    }
+    // At most a local part's length of what precedes it goes along.
+    expect(redactContactText(sentence).length).toBeGreaterThanOrEqual(sentence.length - 'jane.doe@example.com'.length - 64);
+    // Chained, and each with what is its own.
+    expect(redactContactText('a@x.example-b@y.example c@z.example')).toBe(`${REDACTED}${REDACTED} ${REDACTED}`);
+    expect(redactContactText(`${'x'.repeat(100)}@example.com`)).toBe(`${'x'.repeat(36)}${REDACTED}`);
+  });
+
+  it('replaces a phone number in a URL parameter whatever phone word names it', () => {
+    for (const name of ['telephone', 'mobileNumber', 'userPhone', 'cell', 'whatsapp', 'fax', 'x_phone', 'tel']) {
+      expect(redactContactText(`https://x.example/?${name}=%2B4915112345678&ref=1`)).toBe(`https://x.example/?${name}=${REDACTED}&ref=1`);
+    }
+    expect(redactContactText('https://x.example/?hotel=4915112345678&order=4915112345678')).toBe('https://x.example/?hotel=4915112345678&order=4915112345678');
+  });
+
   it('keeps what only looks close: short numbers, phone-less names, dates, device ids, image names, text without an address', () => {
     const fields = {
       isMobile: true,

@@ -341,4 +341,13 @@ describe('limits', () => {
     expect(properties.note).toBe('kept');
     expect(collectorPaths({ type: 'page', anonymousId: 'a', properties: { note: 'n'.repeat(1025) } })).toEqual(['properties.note']);
   });
+
+  it('removes an email address from a long page URL before cutting it, so no part of an address cut through is kept', () => {
+    const start = 'https://shop.example/landing?to=';
+    const url = `${start}${'x'.repeat(1024 - start.length - 'jane.doe@exa'.length)}&to=jane.doe@example.com&gclid=${'g'.repeat(100)}`;
+    const properties = mapped({ type: 'page', anonymousId: 'a', context: { page: { url } } }).properties as Record<string, string>;
+    expect(properties.url).not.toContain('jane');
+    expect(properties.url).toHaveLength(1024);
+    expect(properties.url.endsWith('&to=(redacte')).toBe(true);
+  });
 });
