@@ -379,53 +379,64 @@ export function createExportActivities(deps: ExportDeps) {
     const refusals: string[] = [];
     const segmentOf = (n: number) => plan.segments.find((segment) => n >= segment.batches[0] && n < segment.batches[1]) as PlannedSegment;
 
+    /** One batch delivered, or given up on. */
+    const deliverBatch = async (n: number) => {
+      const stored = await destinations.readBatch(plan.id, n);
+      const segment = segmentOf(n);
+      if (!stored || stored.segmentId !== segment.id) throw new Error(`planned batch ${n} of export ${exp._id} is missing or not the plan's`);
+      // An export that lost the destination (taken over as abandoned) sends nothing more.
+      if ((await destinations.holder(destination._id)) !== exp._id) {
+        stopped = 'the export no longer holds the destination';
+        return;
+      }
+      const batch: ExportBatch = { destinationId: destination._id, exportId: exp._id, batchId: batchId(exp._id, n), segment: { id: segment.id, name: segment.name }, idType: destination.idType, adds: stored.adds, removes: stored.removes };
+      let attempts = receipts.get(n)?.attempts ?? 0;
+      for (let attempt = 1; !stopped; attempt++) {
+        await pacer.wait();
+        // Stopped while this batch waited its turn (a partner asking to be left alone): it is not sent.
+        if (stopped) return;
+        attempts++;
+        try {
+          const { rejected } = await connector.deliver(batch, config, context);
+          await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'applied', attempts, rejected, status: null, error: null, at: now() });
+          confirmed++;
+          heartbeat({ phase: 'deliver', confirmed });
+          return;
+        } catch (error) {
+          if (!(error instanceof DeliveryError)) throw error;
+          const last = !error.retryable || attempt >= MAX_ATTEMPTS;
+          // Redacted on its own: the partner's answer may end in a secret cut short.
+          const message = redact(error.message, connector, config);
+          await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'failed', attempts, rejected: 0, status: error.status, error: message, at: now() });
+          // Asked to wait longer than a delivery does (on its last attempt too): recorded, and the export stops. A
+          // refusal's Retry-After is not such a request: the batch is refused, and the others go.
+          if (error.retryable && error.retryAfterMs !== null && error.retryAfterMs > MAX_WAIT_MS) {
+            const until = new Date(now().getTime() + error.retryAfterMs);
+            await destinations.update(destination._id, { partnerWaitUntil: until });
+            stopped = `batch ${n}: ${message}; the partner asked to wait until ${until.toISOString()}`;
+            return;
+          }
+          if (last) {
+            // A refused batch leaves the others to go (removals above all); a partner still failing stops the export.
+            refusals.push(`batch ${n}: ${message}`);
+            if (error.retryable) stopped = `batch ${n}: ${message} (after ${attempt} attempts)`;
+            return;
+          }
+          const wait = error.retryAfterMs ?? backoffMs(attempt);
+          if (error.retryAfterMs !== null) pacer.pause(wait);
+          await sleep(wait);
+        }
+      }
+    };
     await withHeartbeats(() =>
       forEachConcurrently(pending, limits.concurrency, async (n) => {
         if (stopped) return;
-        const stored = await destinations.readBatch(plan.id, n);
-        const segment = segmentOf(n);
-        if (!stored || stored.segmentId !== segment.id) throw new Error(`planned batch ${n} of export ${exp._id} is missing or not the plan's`);
-        // An export that lost the destination (taken over as abandoned) sends nothing more.
-        if ((await destinations.holder(destination._id)) !== exp._id) {
-          stopped = 'the export no longer holds the destination';
-          return;
-        }
-        const batch: ExportBatch = { destinationId: destination._id, exportId: exp._id, batchId: batchId(exp._id, n), segment: { id: segment.id, name: segment.name }, idType: destination.idType, adds: stored.adds, removes: stored.removes };
-        let attempts = receipts.get(n)?.attempts ?? 0;
-        for (let attempt = 1; !stopped; attempt++) {
-          await pacer.wait();
-          // Stopped while this batch waited its turn (a partner asking to be left alone): it is not sent.
-          if (stopped) return;
-          attempts++;
-          try {
-            const { rejected } = await connector.deliver(batch, config, context);
-            await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'applied', attempts, rejected, status: null, error: null, at: now() });
-            confirmed++;
-            heartbeat({ phase: 'deliver', confirmed });
-            return;
-          } catch (error) {
-            if (!(error instanceof DeliveryError)) throw error;
-            const last = !error.retryable || attempt >= MAX_ATTEMPTS;
-            // Redacted on its own: the partner's answer may end in a secret cut short.
-            const message = redact(error.message, connector, config);
-            await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'failed', attempts, rejected: 0, status: error.status, error: message, at: now() });
-            // Asked to wait longer than a delivery does (on its last attempt too): recorded, and the export stops.
-            if (error.retryAfterMs !== null && error.retryAfterMs > MAX_WAIT_MS) {
-              const until = new Date(now().getTime() + error.retryAfterMs);
-              await destinations.update(destination._id, { partnerWaitUntil: until });
-              stopped = `batch ${n}: ${message}; the partner asked to wait until ${until.toISOString()}`;
-              return;
-            }
-            if (last) {
-              // A refused batch leaves the others to go (removals above all); a partner still failing stops the export.
-              refusals.push(`batch ${n}: ${message}`);
-              if (error.retryable) stopped = `batch ${n}: ${message} (after ${attempt} attempts)`;
-              return;
-            }
-            const wait = error.retryAfterMs ?? backoffMs(attempt);
-            if (error.retryAfterMs !== null) pacer.pause(wait);
-            await sleep(wait);
-          }
+        try {
+          await deliverBatch(n);
+        } catch (error) {
+          // The attempt fails (a store error, a folder that cannot be written): the other batches under way send nothing more.
+          stopped ??= `batch ${n}: ${error instanceof Error ? error.message : String(error)}`;
+          throw error;
         }
       }),
     );

@@ -230,7 +230,7 @@ async function main(): Promise<void> {
   const client = new Outbound(new Set(config.DMP_DESTINATION_ALLOWLIST), config.DMP_DESTINATION_TIMEOUT_SECONDS * 1000);
   const ceilingStart = performance.now();
   await forEachConcurrently(requests, SETTINGS.concurrency, async (request) => {
-    await (await client.send(`${partner}/dmp`, { method: 'POST', ...request })).arrayBuffer();
+    await client.send(`${partner}/dmp`, { method: 'POST', ...request });
   });
   const ceilingSeconds = (performance.now() - ceilingStart) / 1000;
   await client.close();

@@ -50,12 +50,12 @@ export const dspSegments = defineConnector({
       AdvertiserId: config.advertiserId,
       Items: [...batch.adds.map((id) => item(id, config.ttlMinutes)), ...batch.removes.map((id) => item(id, 0))],
     });
-    const response = await http.send(config.url, {
+    const { answer } = await http.send(config.url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${config.token}`, 'idempotency-key': batch.batchId },
       body,
     });
-    const result = (await response.json().catch(() => ({}))) as { FailedLines?: unknown[] };
-    return { rejected: Array.isArray(result.FailedLines) ? result.FailedLines.length : 0 };
+    const failed = (answer as { FailedLines?: unknown } | null)?.FailedLines;
+    return { rejected: Array.isArray(failed) ? failed.length : 0 };
   },
 });

@@ -113,10 +113,19 @@ export class Outbound {
    * slower than `timeoutMs` is abandoned (retryable: it may have applied the batch, so the retry
    * carries the same idempotency key).
    */
-  async send(url: string, init: { method: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<Response> {
+  async send(url: string, init: { method: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<Accepted> {
     const response = await this.request(this.agent, url, { ...init, signal: AbortSignal.timeout(this.timeoutMs) });
-    if (response.status >= 200 && response.status < 300) return response;
-    throw await refusal(response);
+    if (response.status < 200 || response.status >= 300) throw await refusal(response);
+    // Read always (an unread body holds its connection until the timeout), and only so far: an answer
+    // larger than any partner's report is none. One that breaks off after the 2xx is still an applied batch.
+    const body = await boundedText(response, ANSWER_MAX_BYTES).catch(() => null);
+    let answer: unknown = null;
+    try {
+      if (body?.complete && body.text) answer = JSON.parse(body.text);
+    } catch {
+      // Not JSON: a partner that says nothing more than its status.
+    }
+    return { status: response.status, answer };
   }
 
   /**
@@ -151,15 +160,51 @@ export class Outbound {
   }
 }
 
+/** `path` under a partner's base URL: its own path kept, and its query (a signed URL's signature); a fragment, which is never sent, dropped. */
+export function urlUnder(base: string, path: string): string {
+  const url = new URL(base);
+  url.pathname = `${url.pathname.replace(/\/$/, '')}/${path}`;
+  url.hash = '';
+  return url.toString();
+}
+
 /** A fetch or stream error with its cause (undici says "fetch failed" or "terminated" and puts the reason in `cause`). */
 export function describeFailure(error: unknown): string {
   const cause = (error as { cause?: Error }).cause;
   return `${(error as Error).message}${cause ? `: ${cause.message}` : ''}`;
 }
 
+/** A partner's success: its status, and its body as JSON (null when empty, unreadable, or larger than a report is). */
+export interface Accepted {
+  status: number;
+  answer: unknown;
+}
+
+/** The most of a successful answer read (a partner's report of ids it could not take). */
+const ANSWER_MAX_BYTES = 1 << 20;
+/** The most of a refusal's body read: its start is kept on the receipt. */
+const REFUSAL_MAX_BYTES = 4096;
+
+/** The start of a body, at most `maxBytes` (the rest is not read, and let go), and whether that was all of it. */
+async function boundedText(response: Response, maxBytes: number): Promise<{ text: string; complete: boolean }> {
+  if (!response.body) return { text: '', complete: true };
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of response.body) {
+    const room = maxBytes - bytes;
+    bytes += chunk.byteLength;
+    chunks.push(Buffer.from(chunk).subarray(0, Math.max(0, room)));
+    if (bytes > maxBytes) {
+      await response.body.cancel().catch(() => undefined);
+      return { text: Buffer.concat(chunks).toString('utf8'), complete: false };
+    }
+  }
+  return { text: Buffer.concat(chunks).toString('utf8'), complete: true };
+}
+
 /** A partner's answer other than success: 408, 425, 429 and 5xx may be tried again (after its Retry-After). */
 async function refusal(response: Response): Promise<DeliveryError> {
-  const text = (await response.text().catch(() => '')).slice(0, 300);
+  const text = (await boundedText(response, REFUSAL_MAX_BYTES).catch(() => ({ text: '' }))).text.slice(0, 300);
   const retryable = response.status === 408 || response.status === 425 || response.status === 429 || response.status >= 500;
   return new DeliveryError(`HTTP ${response.status}${text ? `: ${text}` : ''}`, retryable, response.status, retryAfterMs(response.headers.get('retry-after')));
 }

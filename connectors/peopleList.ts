@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { defineConnector, HeaderToken } from './connector';
+import { urlUnder } from './outbound';
 
 const Config = z
   .object({
@@ -38,14 +39,14 @@ export const peopleList = defineConnector({
   maxSegments: 1,
   async deliver(batch, config, { http }) {
     const schema = SCHEMAS[batch.idType as keyof typeof SCHEMAS];
-    const base = `${config.url.replace(/\/$/, '')}/audiences/${config.listId}/members`;
+    const members = (operation: string) => urlUnder(config.url, `audiences/${config.listId}/members:${operation}`);
     const headers = { 'content-type': 'application/json', authorization: `Bearer ${config.token}`, 'idempotency-key': batch.batchId };
     let rejected = 0;
     for (const [operation, ids] of [['add', batch.adds], ['remove', batch.removes]] as const) {
       if (ids.length === 0) continue;
-      const response = await http.send(`${base}:${operation}`, { method: 'POST', headers, body: JSON.stringify({ schema, data: ids }) });
-      const result = (await response.json().catch(() => ({}))) as { invalid?: number };
-      rejected += typeof result.invalid === 'number' ? result.invalid : 0;
+      const { answer } = await http.send(members(operation), { method: 'POST', headers, body: JSON.stringify({ schema, data: ids }) });
+      const invalid = (answer as { invalid?: unknown } | null)?.invalid;
+      rejected += typeof invalid === 'number' ? invalid : 0;
     }
     return { rejected };
   },

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { ID_TYPES } from '../domain/destinations';
 import { exactlyOneOf } from '../domain/schemaChecks';
 import { defineConnector, HeaderToken, type ExportBatch } from './connector';
+import { urlUnder } from './outbound';
 
 const Config = exactlyOneOf(
   z.object({
@@ -56,7 +57,7 @@ export const segmentFile = defineConnector({
     }
     const headers: Record<string, string> = { 'content-type': config.format === 'csv' ? 'text/csv' : 'application/x-ndjson', 'idempotency-key': batch.batchId };
     if (config.token) headers.authorization = `Bearer ${config.token}`;
-    await http.send(`${(config.url as string).replace(/\/$/, '')}/${encodeURIComponent(name)}`, { method: 'PUT', headers, body: content });
+    await http.send(urlUnder(config.url as string, encodeURIComponent(name)), { method: 'PUT', headers, body: content });
     return { rejected: 0 };
   },
 });

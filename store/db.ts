@@ -135,13 +135,25 @@ export function isDuplicateKeyError(error: unknown): boolean {
   return error instanceof MongoServerError && error.code === 11000;
 }
 
-/** Runs `work` over `items` with at most `concurrency` in flight. */
+/**
+ * Runs `work` over `items` with at most `concurrency` in flight. Once one fails, no more are taken,
+ * those under way end, and then the first failure is thrown: nothing goes on working after the
+ * call has failed (an activity's retry would otherwise run beside it).
+ */
 export async function forEachConcurrently<T>(items: T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
+  let failure: { error: unknown } | null = null;
   const worker = async () => {
-    while (next < items.length) await work(items[next++]);
+    while (next < items.length && !failure) {
+      try {
+        await work(items[next++]);
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, worker));
+  if (failure) throw (failure as { error: unknown }).error;
 }
 
 /** Reads keys concurrently, each by exact `_id` (a `$in` would scan the whole table on FerretDB). */

@@ -5,7 +5,8 @@ import type { z } from 'zod';
 import { type ExportBatch } from '../../connectors/connector';
 import { DeliveryError, Outbound, retryAfterMs, urlRefusal } from '../../connectors/outbound';
 import { CONNECTORS } from '../../connectors/registry';
-import { fileContent } from '../../connectors/segmentFile';
+import { peopleList } from '../../connectors/peopleList';
+import { fileContent, segmentFile } from '../../connectors/segmentFile';
 import { signature, webhook } from '../../connectors/webhook';
 import {
   changedConsent,
@@ -580,11 +581,17 @@ describe('Outbound.send against a local partner', () => {
   const handle = (req: IncomingMessage, res: ServerResponse, body: string) => {
     received.push({ url: req.url ?? '', method: req.method ?? '', headers: req.headers, body });
     const reply = (status: number, headers: Record<string, string> = {}, text = '') => res.writeHead(status, headers).end(text);
+    if (req.url?.startsWith('/drop/')) return reply(201);
     switch (req.url) {
       case '/ok':
         return reply(200, { 'content-type': 'application/json' }, '{"FailedLines":[]}');
       case '/accepted':
         return reply(202);
+      case '/echo':
+        // A partner that answers with far more than a report: read only so far, and the connection let go.
+        return reply(200, { 'content-type': 'application/json' }, JSON.stringify({ echoed: 'x'.repeat(3 << 20) }));
+      case '/huge-refusal':
+        return reply(500, {}, `${'e'.repeat(400)}${'f'.repeat(8 << 20)}`);
       case '/busy':
         return reply(429, { 'retry-after': '3' }, 'slow down');
       case '/broken':
@@ -627,12 +634,25 @@ describe('Outbound.send against a local partner', () => {
     return error as DeliveryError;
   };
 
-  it('resolves with the response on a 2xx, sending the method, headers and body given', async () => {
+  it('resolves with the status and the JSON answer on a 2xx, sending the method, headers and body given', async () => {
     const response = await allowed.send(`${base}/ok`, { method: 'POST', headers: { 'x-test': 'yes' }, body: 'payload' });
-    expect(response.status).toBe(200);
-    expect(await response.json()).toEqual({ FailedLines: [] });
+    expect(response).toEqual({ status: 200, answer: { FailedLines: [] } });
     expect(received.at(-1)).toMatchObject({ url: '/ok', method: 'POST', headers: expect.objectContaining({ 'x-test': 'yes' }), body: 'payload' });
-    expect((await allowed.send(`${base}/accepted`, { method: 'PUT', body: 'x' })).status).toBe(202);
+    expect(await allowed.send(`${base}/accepted`, { method: 'PUT', body: 'x' })).toEqual({ status: 202, answer: null });
+  });
+
+  it("sends a segment file and a list's members under the partner's URL, keeping its query and dropping its fragment", async () => {
+    const batch: ExportBatch = { destinationId: 'dst_u', exportId: 'exp_u', batchId: 'exp_u:0', segment: { id: 'seg_1', name: 'S' }, idType: 'email_sha256', adds: ['a'.repeat(64)], removes: [] };
+    await segmentFile.deliver(batch, segmentFile.config.parse({ url: `${base}/drop/in/?sig=abc%2B1&se=2030#frag`, format: 'csv' }), { http: allowed, exportDir: '' });
+    expect(received.at(-1)?.url).toBe('/drop/in/exp_u%3A0.csv?sig=abc%2B1&se=2030');
+    await peopleList.deliver(batch, peopleList.config.parse({ url: `${base}/drop/v1?key=k#x`, token: 'tok', listId: 'list-1' }), { http: allowed, exportDir: '' });
+    expect(received.at(-1)?.url).toBe('/drop/v1/audiences/list-1/members:add?key=k');
+  });
+
+  it('reads no more of an answer than a report takes: a larger 2xx is applied with no answer, a larger refusal keeps its start', async () => {
+    expect(await allowed.send(`${base}/echo`, { method: 'POST', body: '{}' })).toEqual({ status: 200, answer: null });
+    const error = await failure(allowed.send(`${base}/huge-refusal`, { method: 'POST', body: '{}' }));
+    expect(error.message).toBe(`HTTP 500: ${'e'.repeat(300)}`);
   });
 
   it("makes a 429 retryable, with the partner's Retry-After", async () => {
