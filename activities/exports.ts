@@ -316,8 +316,12 @@ export function createExportActivities(deps: ExportDeps) {
       const refused = exported && target.length < minimum ? `${target.length} matched ids, under the partner's minimum audience of ${minimum}: nothing added` : null;
       const before = destination.held[ids[k]] ?? null;
       const state = await destinations.readState(destination._id, ids[k], before);
-      // After the partner's address changed, what it holds is unknown: everything is sent again.
-      const change = delta(refused ? [] : target, state, exp.full || destination.resend === true);
+      // After the partner's address changed, what it holds is unknown: everything is sent again. So it is when the
+      // partner's memberships would lapse before the next renewal (a DSP's TTL).
+      const renewAfter = connector.renewAfterMs?.(config);
+      const renewing = renewAfter !== undefined && before !== null && (before.sentAllAt === undefined || startedAt.getTime() - before.sentAllAt.getTime() >= renewAfter);
+      const sendAll = exp.full || destination.resend === true || renewing || before === null;
+      const change = delta(refused ? [] : target, state, sendAll);
       // Under the minimum nothing is added, but whatever the partner holds that should not be is still removed.
       if (refused) change.removes = change.removes.filter((id) => !target.includes(id));
       const batches = toBatches(change.adds, change.removes, limits.batchSize);
@@ -330,7 +334,7 @@ export function createExportActivities(deps: ExportDeps) {
       n += batches.length;
       heartbeat({ phase: 'plan', segment: ids[k], batches: n });
       const matchRate = stats.matched + stats.unmatched > 0 ? stats.matched / (stats.matched + stats.unmatched) : null;
-      planned.push({ id: ids[k], name: doc?.name ?? ids[k], ...stats, matchRate, adds: change.adds.length, removes: change.removes.length, ids: 0, before, batches: [from, n], refused, runId: doc?.current?.runId ?? null });
+      planned.push({ id: ids[k], name: doc?.name ?? ids[k], ...stats, matchRate, adds: change.adds.length, removes: change.removes.length, ids: 0, before, batches: [from, n], refused, runId: doc?.current?.runId ?? null, sentAll: sendAll && !refused });
     }
     // A plan once saved stands: an attempt that lost a race with another saves nothing.
     const saved = await destinations.savePlan(exp._id, { id: planId, segments: planned, batches: n, plannedAt: startedAt, resent: destination.resend === true, tookMs: now().getTime() - startedAt.getTime() });
@@ -481,8 +485,9 @@ export function createExportActivities(deps: ExportDeps) {
           const state = nextState(await destinations.readState(destination._id, segment.id, segment.before), outcomes);
           segment.ids = state.held.length;
           const written = await destinations.writeState(destination._id, segment.id, exp._id, state);
+          const sentAllAt = segment.sentAll && outcomes.every((outcome) => outcome.confirmed) ? plan.plannedAt : segment.before?.sentAllAt;
           if (written.ids === 0 && written.uncertain === 0 && !destination.segments.includes(segment.id)) delete held[segment.id];
-          else held[segment.id] = written;
+          else held[segment.id] = sentAllAt ? { ...written, sentAllAt } : written;
         }
         exp.batchesConfirmed = [...receipts.values()].filter((receipt) => receipt.state === 'applied').length;
         exp.rejected = [...receipts.values()].reduce((sum, receipt) => sum + (receipt.state === 'applied' ? receipt.rejected : 0), 0);

@@ -129,7 +129,7 @@ export function destinationView(doc: DestinationDoc, databaseName: string): Dest
     consent: doc.consent,
     holdoutShare: doc.holdoutShare ?? 0,
     state: doc.state,
-    held: Object.fromEntries(Object.entries(doc.held).map(([segment, held]) => [segment, { ids: held.ids, uncertain: held.uncertain }])),
+    held: Object.fromEntries(Object.entries(doc.held).map(([segment, held]) => [segment, { ids: held.ids, uncertain: held.uncertain, sentAllAt: held.sentAllAt?.toISOString() ?? null }])),
     lastExport: doc.lastExport && { exportId: doc.lastExport.exportId, state: doc.lastExport.state, startedAt: iso(doc.lastExport.startedAt), finishedAt: doc.lastExport.finishedAt && iso(doc.lastExport.finishedAt) },
     scheduleId: doc.schedule || doc.nearRealTime ? destinationScheduleId(databaseName, doc._id) : null,
     partnerWaitUntil: doc.partnerWaitUntil ? iso(doc.partnerWaitUntil) : null,

@@ -47,6 +47,11 @@ export interface Connector<C extends Record<string, unknown> = Record<string, un
   urls(config: C): string[];
   /** Fewest matched ids a segment must have before the partner may receive it (people-based lists). */
   minAudience?(config: C): number;
+  /**
+   * How long after an id was added the partner must be sent it again, when its adds expire (a DSP's
+   * TTL): every id of a segment is sent again once this long has passed since they last all were.
+   */
+  renewAfterMs?(config: C): number;
   /** The most segments one destination may send, when its partner keeps one audience per destination (a people-based list). */
   maxSegments?: number;
   /** Delivers one batch; resolves when the partner confirmed it, with the ids it refused inside it. Throws DeliveryError. */

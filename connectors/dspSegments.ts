@@ -42,6 +42,8 @@ export const dspSegments = defineConnector({
   partnerIds: true,
   limits: (config) => ({ batchSize: config.batchSize, requestsPerSecond: config.requestsPerSecond, concurrency: config.concurrency }),
   urls: (config) => [config.url],
+  // The DSP drops an id from a segment when its TTL runs out: members held for longer are added again half way.
+  renewAfterMs: (config) => (config.ttlMinutes * 60_000) / 2,
   async deliver(batch, config, { http }) {
     const key = partnerOfIdType(batch.idType) !== null ? ID_KEYS.cookie_id : ID_KEYS[batch.idType as keyof typeof ID_KEYS];
     const name = config.segmentCodes[batch.segment.id] ?? batch.segment.id;

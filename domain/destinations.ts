@@ -173,7 +173,16 @@ export const DestinationViewSchema = z
     consent: DestinationConsentSchema,
     holdoutShare: z.number().openapi({ description: 'The share of each segment held out from this partner (0: none)' }),
     state: z.enum(['active', 'paused']),
-    held: z.record(z.string(), z.object({ ids: z.number().int(), uncertain: z.number().int() })).openapi({ description: 'Per segment, the ids the partner confirmed holding, and those whose last delivery is unconfirmed' }),
+    held: z
+      .record(
+        z.string(),
+        z.object({
+          ids: z.number().int(),
+          uncertain: z.number().int(),
+          sentAllAt: z.string().datetime().nullable().openapi({ description: "When every id held was last sent, all confirmed (a first or full export, a resend, or a renewal of a partner whose memberships expire: a DSP's ids are sent again once half their TTL has passed since)" }),
+        }),
+      )
+      .openapi({ description: 'Per segment, the ids the partner confirmed holding, and those whose last delivery is unconfirmed' }),
     lastExport: z.object({ exportId: z.string(), state: ExportStateSchema, startedAt: Iso, finishedAt: Iso.nullable() }).nullable(),
     scheduleId: z.string().nullable().openapi({ description: 'The Temporal Schedule that starts its exports' }),
     partnerWaitUntil: Iso.nullable().openapi({ description: "Until when the partner asked (a Retry-After longer than 5 minutes) not to be sent to: scheduled and near-real-time exports skip until then, and an export the partner takes whole clears it" }),

@@ -31,6 +31,8 @@ export interface HeldState {
   chunks: number;
   ids: number;
   uncertain: number;
+  /** When every id held was last sent, all confirmed (a first or full export, a resend, a renewal): a connector whose adds expire renews from it. */
+  sentAllAt?: Date;
 }
 
 /**
@@ -121,6 +123,8 @@ export interface PlannedSegment extends Omit<SegmentExport, 'refused'> {
   refused: string | null;
   /** The segment snapshot the plan read (a near-real-time check compares it). */
   runId: string | null;
+  /** The plan sends every id of the segment's target, not only the changes. */
+  sentAll?: boolean;
 }
 
 export interface ExportDoc {

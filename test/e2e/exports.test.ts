@@ -173,7 +173,11 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(server.applied.length).toBe(first.batches + second.batches + full.batches + labelled.batches);
 
     const destination = (await admin(`/v1/destinations/${id}`)).body;
-    expect(destination.held[segmentId]).toEqual({ ids: now.length + 1, uncertain: 0 });
+    const { sentAllAt, ...held } = destination.held[segmentId];
+    expect(held).toEqual({ ids: now.length + 1, uncertain: 0 });
+    // Every id it holds was last sent by the full export.
+    expect(Date.parse(sentAllAt)).toBeGreaterThanOrEqual(Date.parse(full.startedAt));
+    expect(Date.parse(sentAllAt)).toBeLessThanOrEqual(Date.parse(full.finishedAt));
     const listed = (await admin(`/v1/destinations/${id}/exports`)).body.exports;
     expect(listed.map((view: { exportId: string }) => view.exportId)).toEqual([labelled.exportId, full.exportId, second.exportId, first.exportId]);
 
@@ -202,6 +206,29 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(done.matchRate).toBeCloseTo(withMaid.length / allowed.length, 5);
     expect(server.audience('dmp-gold')).toEqual(withMaid.map(maid).sort());
     expect(server.rateLimited).toBeGreaterThan(0); // paced at 5/s against a partner taking 2/s: it said 429, and we waited
+  }, 120_000);
+
+  it("adds a DSP's members again once half their TTL has passed, before the DSP lets them lapse; a delta before that sends nothing", async () => {
+    const server = await partner({ kind: 'dsp', token: 'dsp-token' });
+    const id = await createDestination({
+      connector: 'dsp_segments',
+      idType: 'maid',
+      config: { url: `${server.url}/data/advertiser`, token: 'dsp-token', advertiserId: 'adv1', segmentCodes: { [segmentId]: 'dmp-ttl' }, ttlMinutes: 1 },
+    });
+    const first = await exportNow(id);
+    const held = server.audience('dmp-ttl');
+    expect(first.adds).toBe(held.length);
+    expect(held.length).toBeGreaterThan(0);
+    const firstSent = (await admin(`/v1/destinations/${id}`)).body.held[segmentId].sentAllAt;
+    expect(Date.parse(firstSent)).toBeLessThanOrEqual(Date.parse(first.startedAt) + 1000);
+    const lapsing = Math.max(...held.map((maidId) => server.expiresAt('dmp-ttl', maidId) as number));
+    expect((await exportNow(id)).adds).toBe(0);
+    await new Promise((resolve) => setTimeout(resolve, 30_500 - (Date.now() - Date.parse(firstSent))));
+    const renewal = await exportNow(id);
+    expect(renewal).toMatchObject({ state: 'completed', adds: held.length, removes: 0 });
+    expect(server.audience('dmp-ttl')).toEqual(held);
+    for (const maidId of held) expect(server.expiresAt('dmp-ttl', maidId)).toBeGreaterThan(lapsing + 25_000);
+    expect(Date.parse((await admin(`/v1/destinations/${id}`)).body.held[segmentId].sentAllAt)).toBeGreaterThan(Date.parse(firstSent) + 29_000);
   }, 120_000);
 
   it('refuses a people-based list under its minimum audience, then sends SHA-256 email hashes', async () => {

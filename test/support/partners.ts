@@ -31,6 +31,8 @@ export interface PartnerOptions {
 export class PartnerServer extends LocalServer {
   /** Per audience (segment or list), the ids held. */
   readonly audiences = new Map<string, Set<string>>();
+  /** Per DSP audience and id, when its membership lapses: a DSP keeps an id in a segment only for the TTL its last add gave. */
+  private readonly expiries = new Map<string, number>();
   /** Idempotency keys applied, in order: a key twice would be a batch applied twice. */
   readonly applied: string[] = [];
   /** Requests whose key was applied before (answered 200, not applied again). */
@@ -58,7 +60,13 @@ export class PartnerServer extends LocalServer {
   }
 
   audience(name: string): string[] {
-    return [...(this.audiences.get(name) ?? [])].sort();
+    const now = Date.now();
+    return [...(this.audiences.get(name) ?? [])].filter((id) => (this.expiries.get(`${name}\n${id}`) ?? Infinity) > now).sort();
+  }
+
+  /** When a DSP membership lapses unless added again (its TTL from the last add), in ms since the epoch. */
+  expiresAt(name: string, id: string): number | undefined {
+    return this.expiries.get(`${name}\n${id}`);
   }
 
   private set(name: string): Set<string> {
@@ -150,8 +158,10 @@ export class PartnerServer extends LocalServer {
             const data = item.Data as Array<{ Name: string; TTLInMinutes: number }>;
             if (!id || !Array.isArray(data)) return void failed.push({ Index: index, ErrorCode: 'MissingId' });
             for (const entry of data) {
-              if (entry.TTLInMinutes > 0) this.set(entry.Name).add(id);
-              else this.set(entry.Name).delete(id);
+              if (entry.TTLInMinutes > 0) {
+                this.set(entry.Name).add(id);
+                this.expiries.set(`${entry.Name}\n${id}`, Date.now() + entry.TTLInMinutes * 60_000);
+              } else this.set(entry.Name).delete(id);
             }
           });
           return { FailedLines: failed };
