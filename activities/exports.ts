@@ -304,14 +304,26 @@ export function createExportActivities(deps: ExportDeps) {
     for (const source of await sources.list()) labels.set(source._id, source.labels);
     const policy: ExportPolicy = { idType: destination.idType, consent: destination.consent, labelsAllowed: destination.labelsAllowed, labelsOf: (id) => labels.get(id) ?? [] };
 
+    // A segment no longer exported (or deleted) is emptied at the partner: its target is nothing.
+    const targetAt = (k: number) => {
+      const doc = docs[k];
+      return doc !== null && destination.segments.includes(ids[k]) ? targetOf(doc, policy, { destinationId: destination._id, share: destination.holdoutShare ?? 0 }) : Promise.resolve(null);
+    };
+    // Segments filling one partner audience (a list, a shared code) are read first: each keeps the ids the others send.
+    const audienceOf = (segmentId: string) => connector.audienceOf?.(config, segmentId) ?? segmentId;
+    const sharing = (k: number) => ids.flatMap((other, j) => (j !== k && audienceOf(other) === audienceOf(ids[k]) ? [j] : []));
+    const sharedTargets = new Map<number, Awaited<ReturnType<typeof targetAt>>>();
+    for (let k = 0; k < ids.length; k++) if (sharing(k).length > 0) sharedTargets.set(k, await targetAt(k));
+
     const planned: PlannedSegment[] = [];
     const planId = `${exp._id}:${randomBytes(4).toString('hex')}`;
     let n = 0;
     for (let k = 0; k < ids.length; k++) {
       const doc = docs[k];
-      // A segment no longer exported (or deleted) is emptied at the partner: its target is nothing.
       const exported = doc !== null && destination.segments.includes(ids[k]);
-      const { ids: target, stats } = exported ? await targetOf(doc, policy, { destinationId: destination._id, share: destination.holdoutShare ?? 0 }) : { ids: [], stats: { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {}, holdout: 0, optOut: 0 } } };
+      const found = sharedTargets.has(k) ? sharedTargets.get(k) : await targetAt(k);
+      const target = found?.ids ?? [];
+      const stats = found?.stats ?? { members: 0, matched: 0, unmatched: 0, withheld: { consent: 0, labels: {}, holdout: 0, optOut: 0 } };
       const minimum = connector.minAudience?.(config) ?? 0;
       const refused = exported && target.length < minimum ? `${target.length} matched ids, under the partner's minimum audience of ${minimum}: nothing added` : null;
       const before = destination.held[ids[k]] ?? null;
@@ -324,6 +336,8 @@ export function createExportActivities(deps: ExportDeps) {
       const change = delta(refused ? [] : target, state, sendAll);
       // Under the minimum nothing is added, but whatever the partner holds that should not be is still removed.
       if (refused) change.removes = change.removes.filter((id) => !target.includes(id));
+      const keptByOthers = new Set(sharing(k).flatMap((j) => sharedTargets.get(j)?.ids ?? []));
+      if (keptByOthers.size > 0) change.removes = change.removes.filter((id) => !keptByOthers.has(id));
       const batches = toBatches(change.adds, change.removes, limits.batchSize);
       const from = n;
       await forEachConcurrently(

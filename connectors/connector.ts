@@ -52,6 +52,12 @@ export interface Connector<C extends Record<string, unknown> = Record<string, un
    * TTL): every id of a segment is sent again once this long has passed since they last all were.
    */
   renewAfterMs?(config: C): number;
+  /**
+   * The partner's audience a segment fills (default: one of its own). Segments that share one (a
+   * list, one code for two segments) keep each other's ids: one no longer sent removes none the
+   * other still sends.
+   */
+  audienceOf?(config: C, segmentId: string): string;
   /** The most segments one destination may send, when its partner keeps one audience per destination (a people-based list). */
   maxSegments?: number;
   /** Delivers one batch; resolves when the partner confirmed it, with the ids it refused inside it. Throws DeliveryError. */

@@ -44,6 +44,7 @@ export const dspSegments = defineConnector({
   urls: (config) => [config.url],
   // The DSP drops an id from a segment when its TTL runs out: members held for longer are added again half way.
   renewAfterMs: (config) => (config.ttlMinutes * 60_000) / 2,
+  audienceOf: (config, segmentId) => config.segmentCodes[segmentId] ?? segmentId,
   async deliver(batch, config, { http }) {
     const key = partnerOfIdType(batch.idType) !== null ? ID_KEYS.cookie_id : ID_KEYS[batch.idType as keyof typeof ID_KEYS];
     const name = config.segmentCodes[batch.segment.id] ?? batch.segment.id;

@@ -37,6 +37,8 @@ export const peopleList = defineConnector({
   minAudience: (config) => config.minAudience,
   // One list holds one audience: a second segment's removals would take people off the first's.
   maxSegments: 1,
+  // Swapping its segment for another, the old one's removals spare whoever the new one adds.
+  audienceOf: (config) => config.listId,
   async deliver(batch, config, { http }) {
     const schema = SCHEMAS[batch.idType as keyof typeof SCHEMAS];
     const members = (operation: string) => urlUnder(config.url, `audiences/${config.listId}/members:${operation}`);

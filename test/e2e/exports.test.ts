@@ -252,6 +252,14 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     const hashes = GOLD_NOW.filter((i) => i % 2 === 0 && i !== 2).map((i) => sha256Hex(`user${i}@example.com`)).sort();
     expect(sent).toMatchObject({ state: 'completed', adds: hashes.length });
     expect(server.audience('gold_buyers')).toEqual(hashes);
+
+    // The list sent another segment holding the same people instead: the one left removes none of them from the list both fill.
+    const again = (await admin('/v1/segments', { body: { name: 'Gold again', rule: { trait: 'plan', op: 'eq', value: 'gold' } } })).body.id;
+    await waitFor('the second segment evaluated', async () => (await admin(`/v1/segments/${again}`)).body.lastRun?.state === 'completed');
+    expect((await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { segments: [again] } })).status).toBe(200);
+    const swapped = await exportNow(id);
+    expect(swapped).toMatchObject({ state: 'completed', adds: hashes.length, removes: 0 });
+    expect(server.audience('gold_buyers')).toEqual(hashes);
   }, 120_000);
 
   it('delivers to a people-based list through a dropped connection, a 5xx, a timeout and a 429, applying no request twice; a refused batch fails the export', async () => {
