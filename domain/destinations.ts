@@ -579,12 +579,14 @@ export function exportIdFor(destinationId: string, window: Date): string {
 const SECRET_PREFIX_MASKED = 4;
 
 /**
- * A text without the given secrets (a partner or a library may quote a header back), nor the start
- * of one where the text was cut short (a partner's answer is kept to its first 300 characters).
+ * A text without the given secrets (a partner or a library may quote a header back, as it is or
+ * escaped in JSON or a URL), nor the start of one where the text was cut short (a partner's answer is kept to its first 300 characters).
  */
 export function withoutSecrets(text: string, secrets: readonly string[]): string {
   let result = text;
-  for (const secret of secrets) {
+  // As quoted back in JSON or in a URL, too: a secret may hold `"`, `\` or `%`.
+  const forms = secrets.flatMap((secret) => [secret, JSON.stringify(secret).slice(1, -1), encodeURIComponent(secret)]);
+  for (const secret of new Set(forms)) {
     if (secret.length === 0) continue;
     result = result.split(secret).join('(secret)');
     for (let length = Math.min(secret.length - 1, result.length); length >= SECRET_PREFIX_MASKED; length--) {

@@ -490,6 +490,12 @@ describe('withoutSecrets', () => {
     expect(withoutSecrets('HTTP 500: tok', secrets)).toBe('HTTP 500: tok');
     expect(withoutSecrets('anything', [''])).toBe('anything');
   });
+
+  it('masks a secret quoted back escaped in JSON or in a URL', () => {
+    const secret = 'tok"with\\quote%and/slash';
+    expect(withoutSecrets(`HTTP 401: {"got":${JSON.stringify(`Bearer ${secret}`)}}`, [secret])).toBe('HTTP 401: {"got":"Bearer (secret)"}');
+    expect(withoutSecrets(`HTTP 401: see /auth?token=${encodeURIComponent(secret)}&x=1`, [secret])).toBe('HTTP 401: see /auth?token=(secret)&x=1');
+  });
 });
 
 describe('retryAfterMs', () => {
