@@ -77,12 +77,12 @@
   }
 
   /**
-   * Whether the cookie may be read and written: not where the GDPR applies without consent to purpose 1, nor while a TCF CMP
+   * Whether the cookie may be read and written: not where the GDPR applies without consent to purpose 1, nor while the CMP
    * has not answered. (A GPP string's EU section is read for CMPs without `__tcfapi`; TCF CMPs must offer it.)
    */
   function storageAllowed() {
     if (hasTcf) return !!tcf && (!tcf.applies || tcf.storage);
-    return !gpp || gpp.euStorage !== false;
+    return gppDecided && (!gpp || gpp.euStorage !== false);
   }
 
   function consentSignal() {

@@ -86,6 +86,9 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
       case '/us/gpp-1-0.html':
         // A GPP 1.0 CMP: its ping says it has loaded, and carries no GPP string.
         return `<!doctype html><html><head><title>GPP 1.0</title><script>window.__gpp=function(command,callback){if(command==='ping')callback({gppVersion:'1.0',cmpStatus:'loaded',cmpDisplayStatus:'hidden',apiSupport:['uspv1'],currentAPI:'uspv1'},true)};</script>${tag}</head><body>us</body></html>`;
+      case '/eu/gpp-stub.html':
+        // A GPP CMP's stub whose script never loads, the only CMP on the page: its ping says it is not ready yet.
+        return `<!doctype html><html><head><title>GPP stub</title><script>window.__gpp=function(command,callback){var ping={gppVersion:'1.1',cmpStatus:'stub',signalStatus:'not ready',gppString:'',applicableSections:[-1],parsedSections:{}};if(command==='ping')callback(ping,true)};</script>${tag}</head><body>eu</body></html>`;
       case '/eu/slow.html':
         // A returning visitor's CMP that takes 3 s to load their stored choice.
         return `<!doctype html><html><head><title>Slow CMP</title><script>${tcfCmp(grantedTc, [1, 3, 4], 3000)}</script>${tag}</head><body>eu</body></html>`;
@@ -463,6 +466,19 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await context.close();
     expect(sent(beacons)[0].consent).toEqual({ purposes: { profiling: false } });
     await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.tcf_pending === 1);
+  });
+
+  it('sets no cookie while a GPP CMP, the only one on the page, has not answered', async () => {
+    const source = await createSource('gpp stub');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}/eu/gpp-stub.html?k=${source.writeKey}`);
+    await tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
+    await waitForEvents(beacons, 1);
+    expect(sent(beacons)[0]).toMatchObject({ type: 'page_view', properties: { title: 'GPP stub' } });
+    expect(await tagCookies(context)).toEqual([]);
+    await context.close();
   });
 
   it("bounds the wait, from the tag's load: 10 s for a CMP that never answers, 30 s while its banner is up; then sends, marked not for profiling", async () => {
