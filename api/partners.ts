@@ -158,7 +158,7 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
 
   router.get(SYNC_PATH, async (req, res) => {
     const { partner, source } = await syncTarget(req.params.partner as string);
-    const read = readSyncQuery(req.query as Record<string, unknown>, { gpc: sentGpc(req) });
+    const read = readSyncQuery(req.query as Record<string, unknown>, { gpc: sentGpc(req) }, source?.consent?.tcfVendorId);
     if (!read.ok) throw new ProblemError(400, 'validation', 'Invalid sync request', read.errors);
     const { sync } = read;
     let cookieId: string | null = null;

@@ -23,7 +23,7 @@ export function pixelHandler(deps: RouterDeps): RequestHandler {
     const key = WriteKeys.keyOf(req, ['query']);
     const source = key ? await deps.writeKeys.resolve(key) : null;
     if (!source) return;
-    const read = readPixelQuery(req.query);
+    const read = readPixelQuery(req.query, source.consent?.tcfVendorId);
     if (!read.ok) {
       rejections.count(source._id, 'pixel', read.errors);
       return;

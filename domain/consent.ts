@@ -180,6 +180,11 @@ function carriesSignal(consent: StoredConsent | undefined, policy: ConsentPolicy
   );
 }
 
+/** Whether a TC string lets the platform store and read its cookie: purpose 1, and our vendor id when the source names one. */
+export function storageConsented(tcf: NonNullable<StoredConsent['tcf']>, vendorId?: number): boolean {
+  return tcf.purposeConsents.includes(1) && (vendorId === undefined || tcf.vendorConsents.includes(vendorId));
+}
+
 /** Purposes a vendor may only base on consent under TCF 2.2 (storage, and building or using profiles). */
 const CONSENT_ONLY_PURPOSES = new Set([1, 3, 4, 5, 6]);
 

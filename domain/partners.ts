@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from './collect';
-import { ConsentError, decodeConsent, usOptedOut, type StoredConsent } from './consent';
+import { ConsentError, decodeConsent, storageConsented, usOptedOut, type StoredConsent } from './consent';
 import { escapeRegex, originPattern } from './outboundUrls';
 import { nonEmptyChange } from './schemaChecks';
 import { nameText, storableText } from './text';
@@ -182,7 +182,7 @@ export type SyncSignals = Omit<z.infer<typeof SyncQuerySchema>, 'puid'>;
 export type SyncDecision = { puid: string; signals: SyncSignals; refused: null | 'tcf_storage' | 'us_opt_out' | 'unreadable_consent' };
 
 /** Reads a sync request's query (and whether the browser sent Global Privacy Control, `Sec-GPC: 1`); errors name `query.<parameter>`. */
-export function readSyncQuery(query: Record<string, unknown>, browser: { gpc: boolean } = { gpc: false }): { ok: true; sync: SyncDecision } | { ok: false; errors: FieldError[] } {
+export function readSyncQuery(query: Record<string, unknown>, browser: { gpc: boolean } = { gpc: false }, vendorId?: number): { ok: true; sync: SyncDecision } | { ok: false; errors: FieldError[] } {
   const errors: FieldError[] = [];
   for (const param of REDIRECT_PARAMS) {
     if (query[param] !== undefined) errors.push({ path: `query.${param}`, message: "a sync redirects only to the partner's configured match URL; the request cannot choose where" });
@@ -201,7 +201,7 @@ export function readSyncQuery(query: Record<string, unknown>, browser: { gpc: bo
     return { ok: true, sync: { puid, signals, refused: 'unreadable_consent' } };
   }
   // gdpr=1 needs a TC string granting storage; gdpr=0 needs none; unknown follows a TC string if there is one.
-  const storage = consent.tcf?.purposeConsents.includes(1);
+  const storage = consent.tcf && storageConsented(consent.tcf, vendorId);
   const storageAllowed = signals.gdpr === '0' ? true : signals.gdpr === '1' ? storage === true : storage !== false;
   const optedOut = usOptedOut({ ...consent, gpc: browser.gpc }) || signals.us_privacy?.[2]?.toUpperCase() === 'Y';
   return { ok: true, sync: { puid, signals, refused: !storageAllowed ? 'tcf_storage' : optedOut ? 'us_opt_out' : null } };

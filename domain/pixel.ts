@@ -1,7 +1,7 @@
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { FieldError } from './collect';
-import { ConsentError, decodeConsent } from './consent';
+import { ConsentError, decodeConsent, storageConsented } from './consent';
 import type { ConsentInput, EventInput } from './schemas';
 
 extendZodWithOpenApi(z);
@@ -89,7 +89,7 @@ function valuesOf(value: unknown): string | string[] | undefined {
  * no TC string came, the visitor has not decided: the event says so (`tcfPending`), so it is kept
  * but not profiled.
  */
-export function readPixelQuery(query: PixelQuery): PixelRequest {
+export function readPixelQuery(query: PixelQuery, vendorId?: number): PixelRequest {
   const errors: FieldError[] = [];
   const event: PixelEvent = { type: single(query, 'e', errors) ?? PIXEL_DEFAULT_EVENT_TYPE, identities: {} };
   const id = single(query, 'id', errors);
@@ -124,7 +124,7 @@ export function readPixelQuery(query: PixelQuery): PixelRequest {
     event.consent = consentInput;
     try {
       const decoded = decodeConsent(consentInput).tcf;
-      if (decoded) storageConsent = decoded.purposeConsents.includes(1);
+      if (decoded) storageConsent = storageConsented(decoded, vendorId);
     } catch (error) {
       if (!(error instanceof ConsentError)) throw error;
       errors.push({ path: error.field === 'gpp' ? 'gpp' : 'gdpr_consent', message: error.message });

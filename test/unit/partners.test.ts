@@ -125,6 +125,18 @@ describe('readSyncQuery', () => {
     expect(paths(readSyncQuery({ puid: 'p', gpp_sid: '7;8' }))).toEqual(['query.gpp_sid']);
   });
 
+  it("where the GDPR applies, needs the source's own vendor consented too, when the source names its vendor id", () => {
+    const others = buildTcString({ purposeConsents: [1], vendorConsents: [10], gvlVendors: [10, 755] });
+    const decision = (tc: string, vendorId?: number) => {
+      const read = readSyncQuery({ puid: 'p', gdpr: '1', gdpr_consent: tc }, { gpc: false }, vendorId);
+      if (!read.ok) throw new Error('refused');
+      return read.sync.refused;
+    };
+    expect(decision(others, 755)).toBe('tcf_storage');
+    expect(decision(others)).toBeNull();
+    expect(decision(buildTcString({ purposeConsents: [1], vendorConsents: [755] }), 755)).toBeNull();
+  });
+
   it('takes a consent string that cannot be read as no consent', () => {
     expect(refusal({ gdpr: '1', gdpr_consent: 'not-a-tc-string' })).toBe('unreadable_consent');
     expect(refusal({ gdpr_consent: 'not-a-tc-string' })).toBe('unreadable_consent');

@@ -108,6 +108,14 @@ describe('readPixelQuery: consent and the cookie', () => {
     expect(accepted(read({ gdpr: '1', gdpr_consent: refused })).storageAllowed).toBe(false);
   });
 
+  it("needs the source's own vendor consented too, when the source names its vendor id", () => {
+    const ours = buildTcString({ purposeConsents: [1, 3], vendorConsents: [755] });
+    const others = buildTcString({ purposeConsents: [1, 3], vendorConsents: [10], gvlVendors: [10, 755] });
+    expect(accepted(readPixelQuery({ gdpr: '1', gdpr_consent: ours }, 755)).storageAllowed).toBe(true);
+    expect(accepted(readPixelQuery({ gdpr: '1', gdpr_consent: others }, 755)).storageAllowed).toBe(false);
+    expect(accepted(readPixelQuery({ gdpr: '1', gdpr_consent: others })).storageAllowed).toBe(true);
+  });
+
   it('follows a TC string that refuses purpose 1 even without gdpr, but not when gdpr=0', () => {
     expect(accepted(read({ gdpr_consent: refused })).storageAllowed).toBe(false);
     expect(accepted(read({ gdpr: '0', gdpr_consent: refused })).storageAllowed).toBe(true);
