@@ -136,6 +136,19 @@ export function isDuplicateKeyError(error: unknown): boolean {
 }
 
 /**
+ * Runs an upsert by `_id` again when it lost a race to insert the same document: MongoDB retries
+ * such an upsert itself, FerretDB answers a duplicate key error. The second finds the document.
+ */
+export async function upsertRacing<T>(upsert: () => Promise<T>): Promise<T> {
+  try {
+    return await upsert();
+  } catch (error) {
+    if (!isDuplicateKeyError(error)) throw error;
+    return upsert();
+  }
+}
+
+/**
  * Runs `work` over `items` with at most `concurrency` in flight. Once one fails, no more are taken,
  * those under way end, and then the first failure is thrown: nothing goes on working after the
  * call has failed (an activity's retry would otherwise run beside it).

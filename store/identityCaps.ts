@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import type { StoredIdentityType } from '../domain/identity';
 import type { Refusal } from '../domain/identityResolution';
-import { COLLECTIONS, findByIds, forEachConcurrently, insertKeyed, type Store } from './db';
+import { COLLECTIONS, findByIds, forEachConcurrently, insertKeyed, upsertRacing, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
 
 interface CapMarkerDoc {
@@ -110,9 +110,9 @@ export class IdentityCapStore {
    */
   async mark(docs: Array<{ profileId: string; types: StoredIdentityType[] }>, at: Date): Promise<void> {
     await forEachConcurrently(docs, 16, async ({ profileId, types }) => {
-      await this.markers.updateOne({ _id: profileId }, { $addToSet: { types: { $each: types } }, $set: { at } }, { upsert: true });
+      await upsertRacing(() => this.markers.updateOne({ _id: profileId }, { $addToSet: { types: { $each: types } }, $set: { at } }, { upsert: true }));
     });
-    await this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true });
+    await upsertRacing(() => this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true }));
   }
 
   /** Returns the refusals this call inserted (the rest were recorded already). */
@@ -152,7 +152,7 @@ export class IdentityCapStore {
       const refusals = await this.refusals.find({ profileId }, { projection: { _id: 1 } }).toArray();
       await this.removeRefusals(refusals.map((refusal) => refusal._id));
     });
-    if (markers > 0) await this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true });
+    if (markers > 0) await upsertRacing(() => this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true }));
   }
 
   /** Refusals of one document (indexed), or the latest overall. */

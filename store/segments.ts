@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type { Collection } from 'mongodb';
 import { referencedSegments, type Rule, type SegmentDefinition } from '../domain/segmentRules';
 import { scheduleKey, type SegmentSchedule } from '../domain/segments';
-import { COLLECTIONS, findByParents, forEachConcurrently, insertKeyed, isDuplicateKeyError, type Store } from './db';
+import { COLLECTIONS, findByParents, forEachConcurrently, insertKeyed, isDuplicateKeyError, upsertRacing, type Store } from './db';
 import { VersionClaims } from './versionClaims';
 
 export const SEGMENTS = COLLECTIONS.segments;
@@ -202,7 +202,7 @@ export class SegmentStore {
 
   /** After a definition changed: readers that keep the definitions read them again. */
   private async changed(): Promise<void> {
-    await this.stamp.replaceOne({ _id: 'definitions' }, { token: randomUUID() }, { upsert: true });
+    await upsertRacing(() => this.stamp.replaceOne({ _id: 'definitions' }, { token: randomUUID() }, { upsert: true }));
   }
 
   /** The schedules segments have, by key (domain/segments `scheduleKey`): one Temporal Schedule each. */

@@ -131,6 +131,9 @@ describe('a feed fetch attempt given up on that runs on', () => {
       ]);
       expect(failed).toBe(true);
       expect(await feeds.getPull(pullId)).toMatchObject({ state: 'failed', error: 'abandoned: its workflow ended before it finished' });
+      // A write of the zombie's after the fail misses too, and leaves nothing of it.
+      expect(await feeds.recordFetched(pullId, zombie, { rowsSkipped: 99 })).toBe(false);
+      expect((await feeds.getPull(pullId))?.rowsSkipped).not.toBe(99);
       // Two later attempts claiming at once: one owns the pull.
       const racing = `${pullId}-claims`;
       expect(await feeds.createPull(newFeedPull(racing, 'src_racing', 'schedule', { from: null, to: null }, new Date()))).toBe(true);
@@ -138,7 +141,7 @@ describe('a feed fetch attempt given up on that runs on', () => {
       const owner = (await feeds.getPull(racing))?.fetchedBy;
       // Each claim takes the pull from the one before it: the last to win owns it, and every win was in turn.
       expect(claims.filter(Boolean).length).toBeGreaterThanOrEqual(1);
-      expect(owner).toBeDefined();
+      expect(claims[Number(owner!.runId.slice('run-'.length))]).toBe(true);
       expect(await Promise.all(Array.from({ length: 6 }, (_, n) => feeds.recordFetched(racing, { runId: `run-${n}`, attempt: 1 }, { rowsSkipped: n })))).toEqual(Array.from({ length: 6 }, (_, n) => `run-${n}` === owner!.runId));
     }
   });

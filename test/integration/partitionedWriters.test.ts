@@ -83,6 +83,9 @@ describe('partition writers in two worker processes', () => {
         children.push(workers[0]);
       } else {
         freeze(workers[0]);
+        const [webFolded, crmFolded] = await folded();
+        // Stalled with folds still to come, as the kill above.
+        if (webFolded === webEvents.length && crmFolded === crmEvents.length) throw new Error('the worker stalled after the drain had ended');
         await new Promise((resolve) => setTimeout(resolve, fault.stallMs));
         thaw(workers[0]);
       }

@@ -54,7 +54,8 @@ describe('taxonomy store: a taxonomy is replaced whole, and readers only ever se
     }
     await replace;
     seen.push(`${[...labelsOf((await taxonomies.list()).filter((node) => node.source === 'provider-a'))].join('+')}`);
-    expect(seen.length).toBeGreaterThan(1);
+    // Read more than once while the replace was under way (the last view is read after it).
+    expect(seen.length - 1).toBeGreaterThan(1);
     expect(seen.slice(0, -1).every((view) => view === 'Before:3000' || view === 'After:2000')).toBe(true);
     expect(seen[seen.length - 1]).toBe('After');
   });
