@@ -87,7 +87,19 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
   });
 
   it('refused requests stored nothing', async () => {
-    expect(await storedChunks()).toBe(0);
+    const before = await storedChunks();
+    const event = { type: 'x', identities: { cookie_id: 'c' }, traits: { blob: 'x'.repeat(1000) } };
+    const refusals = [
+      await collect({ rawBody: '{"events": [' }),
+      await collect({ body: { events: 'many' } }),
+      await collect({ rawBody: 'events=1', contentType: 'text/plain' }),
+      await collect({ rawBody: 'not compressed', headers: { 'content-encoding': 'gzip' } }),
+      await collect({ body: { events: Array(5).fill(event) } }),
+      await collect({ body: { events: Array.from({ length: 6 }, (_, n) => ({ type: 'x', identities: { cookie_id: `c${n}` } })) } }),
+      await call(`${api.url}/v1/collect`, { key: 'wk_nope', body: { events: [{ type: 'x', identities: { cookie_id: 'c' } }] } }),
+    ];
+    expect(refusals.map((response) => response.status)).toEqual([400, 400, 415, 400, 413, 400, 401]);
+    expect(await storedChunks()).toBe(before);
   });
 
   it('inside an accepted request, each invalid event is rejected on its own with its index and reasons', async () => {
@@ -111,6 +123,7 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
   });
 
   it('management endpoints want the admin key and name bad fields', async () => {
+    const sourcesBefore = (await call(`${api.url}/v1/sources`, { key: api.adminKey })).body.sources.length;
     expectProblem(await call(`${api.url}/v1/sources`, { body: { name: 'x', kind: 'events', party: 'first' } }), 401, 'unauthorized');
     expectProblem(await call(`${api.url}/v1/sources`, { key: 'adm_wrong_key_000000', body: {} }), 403, 'forbidden');
     const bad = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: '', kind: 'ftp', party: 'fourth' } });
@@ -123,14 +136,18 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     // A path whose escapes do not decode names no resource, with a key or without one.
     expectProblem(await call(`${api.url}/v1/sources/%ZZ`, { key: api.adminKey }), 404, 'not-found');
     expectProblem(await call(`${api.url}/v1/sync/%E0%A4`), 404, 'not-found');
+    expect((await call(`${api.url}/v1/sources`, { key: api.adminKey })).body.sources).toHaveLength(sourcesBefore);
   });
 
   it('a NUL anywhere in a management body or query → 400 naming where (the store can neither hold nor look one up)', async () => {
     const admin = (path: string, options: Parameters<typeof call>[1] = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+    const counts = async () => [(await admin('/v1/sources')).body.sources.length, (await admin('/v1/privacy/requests')).body.requests.length];
+    const before = await counts();
     expectProblem(await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: 'c-1' }, requestedBy: 'ticket\u00001' } }), 400, 'validation', 'requestedBy');
     expectProblem(await admin('/v1/identity/refusals?profileId=%00'), 400, 'validation', 'profileId');
     expectProblem(await admin('/v1/insights/overlap', { body: { segments: ['seg_a\u0000', 'seg_b'] } }), 400, 'validation', 'segments.0');
     expectProblem(await admin('/v1/sources', { body: { name: 'crm', kind: 'crm', party: 'first', mapping: { identities: { crm_id: 'id' }, traits: { 'Tier\u0000': 'tier' } } } }), 400, 'validation', 'mapping.traits.Tier\\0');
+    expect(await counts()).toEqual(before);
   });
 
   it('keeps the columns a mapping names as sent, `.` and `$` included', async () => {
@@ -147,6 +164,7 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     });
     expectProblem(response, 400, 'validation');
     expect(JSON.stringify(response.body.errors)).toContain('segmentCodes');
+    expect((await call(`${api.url}/v1/destinations`, { key: api.adminKey })).body.destinations).toEqual([]);
   });
 
   it('arbitrary junk never gets a 5xx', async () => {
