@@ -19,6 +19,8 @@ export interface StoredConsent {
    * replaces; never beside one.
    */
   tcfPending?: true;
+  /** The GDPR does not apply to the person, as their consent tool said: a TCF statement of its own that ends `tcfPending`; never beside a TC string. */
+  tcfNotApplicable?: true;
   gpp?: StoredGpp;
   /**
    * Global Privacy Control as the browser sent it with the request (`Sec-GPC: 1`): true is an opt-out
@@ -52,7 +54,7 @@ export class ConsentError extends Error {
   constructor(
     message: string,
     /** The input field the problem is in. */
-    readonly field: 'tcf' | 'gpp' | 'tcfPending' = 'tcf',
+    readonly field: 'tcf' | 'gpp' | 'tcfPending' | 'tcfNotApplicable' = 'tcf',
   ) {
     super(message);
   }
@@ -146,6 +148,11 @@ export function decodeConsent(input: ConsentInput): StoredConsent {
     // A GPP string's TCF EU section is the decision the mark says is missing: it stands.
     if (!consent.tcf) consent.tcfPending = true;
   }
+  if (input.tcfNotApplicable) {
+    if (input.tcf !== undefined || input.tcfPending) throw new ConsentError('cannot come with a TC string or tcfPending', 'tcfNotApplicable');
+    // A GPP string's TCF EU section says the GDPR applies after all: it stands.
+    if (!consent.tcf) consent.tcfNotApplicable = true;
+  }
   if (input.gpc !== undefined) consent.gpc = input.gpc;
   if (input.purposes !== undefined) consent.purposes = input.purposes;
   return consent;
@@ -167,12 +174,13 @@ export function gppDecides(gpp: StoredGpp): boolean {
   return gpp.saleOptOut !== undefined || gpp.sharingOptOut !== undefined || gpp.targetedAdvertisingOptOut !== undefined;
 }
 
-/** Whether a consent says anything a source's policy reads: a TC string (or that none was given yet), a deciding GPP string, Global Privacy Control, or the policy's purpose flag. */
+/** Whether a consent says anything a source's policy reads: a TC string (or that none was given yet, or that none applies), a deciding GPP string, Global Privacy Control, or the policy's purpose flag. */
 function carriesSignal(consent: StoredConsent | undefined, policy: ConsentPolicy): boolean {
   return (
     consent !== undefined &&
     (consent.tcf !== undefined ||
       consent.tcfPending === true ||
+      consent.tcfNotApplicable === true ||
       (consent.gpp !== undefined && gppDecides(consent.gpp)) ||
       // An opt-out, never a permission: a signal only where the policy honours it.
       (consent.gpc === true && policy.honorGppOptOuts) ||

@@ -133,6 +133,8 @@ export function readPixelQuery(query: PixelQuery, vendorId?: number): PixelReque
   if (errors.length > 0) return { ok: false, errors };
   // Without a TC string where the GDPR applies the visitor has not decided: not for profiling, until a TC string says otherwise.
   if (gdpr === '1' && storageConsent === undefined) event.consent = { ...event.consent, tcfPending: true };
+  // Told the GDPR does not apply (and no TC string says otherwise): that ends an earlier hit's no-decision mark.
+  if (gdpr === '0' && consentInput.tcf === undefined) event.consent = { ...event.consent, tcfNotApplicable: true };
   // gdpr=1 needs a TC string that consents; gdpr=0 needs nothing; unknown follows a TC string if there is one.
   const storageAllowed = gdpr === '0' ? true : gdpr === '1' ? storageConsent === true : storageConsent !== false;
   return { ok: true, event, storageAllowed };

@@ -72,7 +72,7 @@ export type ProfileConsent = StoredConsent & { sourceId: string; at: Date; since
 
 /** When each kind of a document's consent was set. Absent on documents folded before kinds were dated: each kind there dates from `at`. */
 export interface ConsentSince {
-  /** The TCF statement: a TC string, or `tcfPending`. */
+  /** The TCF statement: a TC string, `tcfPending` or `tcfNotApplicable`. */
   tcf?: Date;
   /** The GPP string kept for reference (the newest deciding one). */
   gpp?: Date;
@@ -419,7 +419,7 @@ function sinceOf(consent: ProfileConsent): ConsentSince {
   for (const flag of Object.keys(consent.purposes ?? {})) setOwn(purposes, flag, consent.at);
   const gpp = consent.gpp && gppDecides(consent.gpp);
   return {
-    ...((consent.tcf || consent.tcfPending) && { tcf: consent.at }),
+    ...((consent.tcf || consent.tcfPending || consent.tcfNotApplicable) && { tcf: consent.at }),
     ...(gpp && { gpp: consent.at, gppFields: gppFieldsAt(consent.gpp, consent.at) }),
     ...(consent.gpc !== undefined && { gpc: consent.at }),
     purposes,
@@ -442,7 +442,7 @@ function undatedAsKinds(consent: ProfileConsent): ProfileConsent {
   return { ...rest, tcfPending: true };
 }
 
-/** A TCF statement's rank at a tie: the more restrictive wins — none given yet, then fewer purposes consented. */
+/** A TCF statement's rank at a tie: the more restrictive wins — none given yet, then fewer purposes consented; the GDPR not applying last. */
 function tcfRank(consent: Pick<StoredConsent, 'tcf' | 'tcfPending'>): string {
   if (consent.tcfPending) return '~';
   if (!consent.tcf) return '';
@@ -454,6 +454,7 @@ function keepsAnything(signal: StoredConsent): boolean {
   return (
     signal.tcf !== undefined ||
     signal.tcfPending === true ||
+    signal.tcfNotApplicable === true ||
     (signal.gpp !== undefined && gppDecides(signal.gpp)) ||
     signal.gpc !== undefined ||
     Object.keys(signal.purposes ?? {}).length > 0
@@ -474,11 +475,13 @@ export function consentAfter(current: ProfileConsent | null, signal: StoredConse
   // Copies, not the stored objects: the document read is the previous version's.
   const since: ConsentSince = kept ? { ...sinceOf(kept) } : {};
   const next: ProfileConsent = kept ? { ...kept, since } : { sourceId, at, since };
-  if ((signal.tcf || signal.tcfPending) && replaces(at, since.tcf, tcfRank(signal), tcfRank(next))) {
+  if ((signal.tcf || signal.tcfPending || signal.tcfNotApplicable) && replaces(at, since.tcf, tcfRank(signal), tcfRank(next))) {
     delete next.tcf;
     delete next.tcfPending;
+    delete next.tcfNotApplicable;
     if (signal.tcf) next.tcf = signal.tcf;
-    else next.tcfPending = true;
+    else if (signal.tcfPending) next.tcfPending = true;
+    else next.tcfNotApplicable = true;
     since.tcf = at;
   }
   if (signal.gpp && gppDecides(signal.gpp)) {
@@ -671,13 +674,16 @@ export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConse
   const { since: _dates, ...newestSignal } = sorted[sorted.length - 1];
   const result: ProfileConsent = structuredClone(newestSignal);
   const tcfs = sorted.flatMap((consent) => (consent.tcf ? [consent.tcf] : []));
-  // Not decided yet, on the document whose TCF statement is the person's newest: they have not decided. A TC string given since, on any document, ends it.
+  // Not decided yet, on the document whose TCF statement is the person's newest: they have not decided. A TC string given since
+  // (or word that the GDPR does not apply to them), on any document, ends it.
   const tcfAt = (consent: ProfileConsent) => (consent.since?.tcf ?? consent.at).getTime();
-  const newestTc = Math.max(-Infinity, ...sorted.filter((consent) => consent.tcf).map(tcfAt));
+  const newestTc = Math.max(-Infinity, ...sorted.filter((consent) => consent.tcf || consent.tcfNotApplicable).map(tcfAt));
   const pending = sorted.some((consent) => consent.tcfPending && tcfAt(consent) >= newestTc);
   delete result.tcf;
   delete result.tcfPending;
+  delete result.tcfNotApplicable;
   if (pending) result.tcfPending = true;
+  else if (tcfs.length === 0 && sorted.some((consent) => consent.tcfNotApplicable)) result.tcfNotApplicable = true;
   else if (tcfs.length > 0) {
     result.tcf = {
       ...structuredClone(tcfs[tcfs.length - 1]),

@@ -196,7 +196,14 @@ export const ConsentInputSchema = z
       .optional()
       .openapi({
         description:
-          'The GDPR applies and the person has not decided yet: no TC string (a consent tool still loading). The event is not profiled (`tcf_pending`), and the profile it reaches stays out of profiling and exports until a TC string newer than it arrives. Not with `tcf`.',
+          'The GDPR applies and the person has not decided yet: no TC string (a consent tool still loading). The event is not profiled (`tcf_pending`), and the profile it reaches stays out of profiling and exports until a TC string (or `tcfNotApplicable`) newer than it arrives. Not with `tcf`.',
+      }),
+    tcfNotApplicable: z
+      .literal(true)
+      .optional()
+      .openapi({
+        description:
+          "The consent tool said the GDPR does not apply to this person (`gdprApplies: false`; the pixel's `gdpr=0`): a TCF statement of its own, with no TC string, that replaces an earlier `tcfPending` of theirs. Not with `tcf` or `tcfPending`.",
       }),
     gpc: z
       .boolean()

@@ -95,6 +95,10 @@
       // The GDPR applies (or the CMP has not said) and there is no TC string yet: nothing was consented.
       consent.purposes = { profiling: false };
       signal = true;
+    } else if (tcf && !tcf.applies) {
+      // The CMP says the GDPR does not apply: this ends a no-decision mark an earlier page sent before it answered.
+      consent.tcfNotApplicable = true;
+      signal = true;
     }
     if (gpp && GPP_STRING.test(gpp.gppString) && gpp.gppString.length <= 4096) {
       consent.gpp = gpp.gppString;

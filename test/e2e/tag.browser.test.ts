@@ -89,6 +89,9 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
       case '/eu/gpp-stub.html':
         // A GPP CMP's stub whose script never loads, the only CMP on the page: its ping says it is not ready yet.
         return `<!doctype html><html><head><title>GPP stub</title><script>window.__gpp=function(command,callback){var ping={gppVersion:'1.1',cmpStatus:'stub',signalStatus:'not ready',gppString:'',applicableSections:[-1],parsedSections:{}};if(command==='ping')callback(ping,true)};</script>${tag}</head><body>eu</body></html>`;
+      case '/us/not-applicable.html':
+        // A TCF CMP that tells a visitor outside the EU the GDPR does not apply to them.
+        return `<!doctype html><html><head><title>Not applicable</title><script>window.__tcfapi=function(command,version,callback){if(command==='addEventListener')setTimeout(function(){callback({tcString:'',gdprApplies:false,eventStatus:'tcloaded',cmpStatus:'loaded',listenerId:1},true)},50)};</script>${tag}</head><body>us</body></html>`;
       case '/eu/slow.html':
         // A returning visitor's CMP that takes 3 s to load their stored choice.
         return `<!doctype html><html><head><title>Slow CMP</title><script>${tcfCmp(grantedTc, [1, 3, 4], 3000)}</script>${tag}</head><body>eu</body></html>`;
@@ -374,6 +377,38 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     expect(await response.json()).toMatchObject({ accepted: 1, nonProfiling: 1 });
     await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.tcf_pending === 1);
     expect((await lookup('cookie_id', 'cookie-own-flag-0123456789')).status).toBe(404);
+  });
+
+  it("lets a profile's earlier no-consent mark go once the CMP says the GDPR does not apply to the visitor", async () => {
+    const source = await createSource('cmp outside the eu');
+    const cookieId = '3f1c2b4a-8d6e-4f70-9a1b-2c3d4e5f6a7b';
+    const fromTag = async (event: object) => {
+      const response = await fetch(`${platform.api.url}/v1/tag/events?writeKey=${source.writeKey}`, {
+        method: 'POST',
+        headers: { 'content-type': 'text/plain;charset=UTF-8' },
+        body: JSON.stringify({ events: [{ type: 'page_view', identities: { cookie_id: cookieId }, ...event }] }),
+      });
+      expect(response.status).toBe(202);
+    };
+    // A first visit profiled; then a page whose CMP never answered left the mark on the profile.
+    await fromTag({});
+    await waitFor('the profile', async () => (await lookup('cookie_id', cookieId)).status === 200);
+    await fromTag({ consent: { purposes: { profiling: false } } });
+    const consent = async () => (await lookup('cookie_id', cookieId)).body.consent;
+    await waitFor('the mark on the profile', async () => (await consent())?.tcfPending === true);
+
+    const context = await browser.newContext();
+    await context.addCookies([{ name: TAG_COOKIE, value: cookieId, url: siteUrl }]);
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}/us/not-applicable.html?k=${source.writeKey}`);
+    await waitForEvents(beacons, 1);
+    await context.close();
+    expect(sent(beacons)[0]).toMatchObject({ identities: { cookie_id: cookieId }, consent: { tcfNotApplicable: true } });
+    await waitFor('the mark gone from the profile', async () => (await consent())?.tcfPending === undefined);
+    expect(await consent()).toMatchObject({ tcfNotApplicable: true });
+    // The first visit and the last counted; the marked one held.
+    expect((await lookup('cookie_id', cookieId)).body.counters.page_view.count).toBe(2);
   });
 
   it("lets a profile's earlier no-consent mark go once the visitor's TC string arrives, so signal-less events of other sources count again", async () => {

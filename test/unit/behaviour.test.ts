@@ -173,6 +173,14 @@ describe('mostRestrictiveConsent', () => {
     expect(undecided?.tcfPending).toBe(true);
     expect(undecided?.tcf).toBeUndefined();
     expect(undecided).not.toHaveProperty('since');
+    // Word on another document that the GDPR does not apply to them, newer than the mark, ends it too.
+    const notApplicable: ProfileConsent = { tcfNotApplicable: true, sourceId: 'src_pixel', at: at('2026-04-01T00:00:00Z'), since: { tcf: at('2026-04-01T00:00:00Z') } };
+    const ended = mostRestrictiveConsent([pending('2026-03-01T00:00:00Z'), notApplicable]);
+    expect(ended?.tcfPending).toBeUndefined();
+    expect(ended?.tcfNotApplicable).toBe(true);
+    // A TC string on any document is the statement that stands beside it.
+    expect(mostRestrictiveConsent([notApplicable, granted])?.tcfNotApplicable).toBeUndefined();
+    expect(mostRestrictiveConsent([pending('2026-05-01T00:00:00Z'), notApplicable])?.tcfPending).toBe(true);
   });
 
   it('is null without any consent signal', () => {

@@ -149,6 +149,13 @@ describe('profilingRefusal', () => {
     expect(decodeConsent({ tcfPending: true })).toEqual({ tcfPending: true });
   });
 
+  it('takes word that the GDPR does not apply as a signal that refuses nothing, never beside a TC string or the no-decision mark', () => {
+    expect(decodeConsent({ tcfNotApplicable: true })).toEqual({ tcfNotApplicable: true });
+    expect(profilingRefusal({ tcfNotApplicable: true }, policy({ mode: 'require' }))).toBeNull();
+    expect(() => decodeConsent({ tcf: buildTcString({ purposeConsents: [1] }), tcfNotApplicable: true })).toThrow('cannot come with a TC string or tcfPending');
+    expect(() => decodeConsent({ tcfPending: true, tcfNotApplicable: true })).toThrow('cannot come with a TC string or tcfPending');
+  });
+
   it("reads a browser's Global Privacy Control as an opt-out of sale, sharing and targeted advertising, and its absence as no signal", () => {
     expect(profilingRefusal({ gpc: true }, policy())).toBe('gpp_opt_out');
     expect(profilingRefusal({ gpc: true, tcf: decodeTcf(buildTcString({ purposeConsents: [1, 3] })) }, policy())).toBe('gpp_opt_out');

@@ -101,6 +101,9 @@ describe('readPixelQuery: consent and the cookie', () => {
   it('allows the cookie where the GDPR does not apply, or is not said to', () => {
     expect(accepted(read({ gdpr: '0' })).storageAllowed).toBe(true);
     expect(accepted(read({})).storageAllowed).toBe(true);
+    // Told the GDPR does not apply: said on the event, where it ends an earlier hit's no-decision mark.
+    expect(accepted(read({ gdpr: '0' })).event.consent).toEqual({ tcfNotApplicable: true });
+    expect(accepted(read({})).event.consent).toBeUndefined();
   });
 
   it('allows the cookie where the GDPR applies only with consent to purpose 1', () => {

@@ -343,6 +343,24 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(profilingRefusal(again ?? undefined, DEFAULT_CONSENT_POLICY)).toBe('tcf_pending');
   });
 
+  it('lets word that the GDPR does not apply end an older no-decision mark, and a newer mark stand over it', () => {
+    const fold = (order: Array<[string, StoredConsent, string]>) => {
+      const doc = profile();
+      for (const [when, consent, sourceId] of order) applyEvent(doc, event({ timestamp: at(when), consent, consentOnly: true }), { sourceId, party: 'first', seq: 0 });
+      return doc.consent;
+    };
+    const mark: [string, StoredConsent, string] = ['2025-06-02T00:00:00Z', { tcfPending: true }, 'src_tag'];
+    const notApplicable: [string, StoredConsent, string] = ['2025-06-03T00:00:00Z', { tcfNotApplicable: true }, 'src_tag'];
+    const ended = fold([mark, notApplicable]);
+    expect(ended).toMatchObject({ tcfNotApplicable: true });
+    expect(ended?.tcfPending).toBeUndefined();
+    expect(fold([notApplicable, mark])).toEqual(ended);
+    expect(profilingRefusal(ended ?? undefined, DEFAULT_CONSENT_POLICY)).toBeNull();
+    const markedAgain = fold([notApplicable, ['2025-06-04T00:00:00Z', { tcfPending: true }, 'src_tag']]);
+    expect(markedAgain).toMatchObject({ tcfPending: true });
+    expect(markedAgain?.tcfNotApplicable).toBeUndefined();
+  });
+
   it('names the same newest source in any fold order, and at a tie keeps the more restrictive TC string', () => {
     const fold = (order: Array<[StoredConsent, string]>) => {
       const doc = profile();
