@@ -10,6 +10,7 @@ import { DestinationStore } from '../store/destinations';
 import { FeedStore } from '../store/feeds';
 import { UnlinkStore } from '../store/identityUnlinks';
 import { LookalikeRunStore } from '../store/lookalikeRuns';
+import { MatchTableStore } from '../store/matchTables';
 import { PrivacyStore } from '../store/privacy';
 import { failRun, SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
@@ -20,6 +21,7 @@ import { VersionClaims } from '../store/versionClaims';
 import { crmImportWorkflowId, destinationExportWorkflowId, feedPullWorkflowId, identityUnlinkWorkflowId, lookalikeWorkflowId, privacyRequestWorkflowId, segmentRunWorkflowId, sourceWorkflowId } from '../domain/workflowIds';
 import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
+import { matchLimits } from '../domain/partners';
 import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
 import {
   deleteDestinationSchedule,
@@ -48,9 +50,12 @@ import { passPeople, peoplePassStores } from './peoplePass';
 export interface RetentionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_SOURCE_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS' | 'DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN'>;
+  config: PartitionWorkflowConfig & SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_SOURCE_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS' | 'DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN' | 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>;
   now?: () => Date;
 }
+
+/** How often the match tables are swept of keys past their TTL: a pass over both sides of the tables, so daily. */
+const MATCH_SWEEP_EVERY_MS = 24 * 3_600_000;
 
 /** Most removals per stream and run: a backlog is worked off over several runs, each bounded. */
 const PER_STREAM = 20_000;
@@ -463,6 +468,21 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const runId = await startRunOfSegments(deps.temporal, deps.store.db.databaseName, { segments, runs: new SegmentRunStore(deps.store), gates }, owed, deps.config);
         heartbeat({ runId });
         return { runs: 1, segments: owed.length };
+      });
+    },
+
+    /**
+     * Cookie-sync match keys whose every entry is past DMP_MATCH_TTL_DAYS (ids never synced again):
+     * reads skip them, and this removes them — at most once a day (`everyMs`), as it reads every key.
+     */
+    expireMatches(input: { everyMs?: number } = {}): Promise<{ keys: number }> {
+      return withHeartbeats(async () => {
+        const at = now();
+        const lastSwept = await retention.lastSwept('matches');
+        if (lastSwept !== null && at.getTime() - lastSwept < (input.everyMs ?? MATCH_SWEEP_EVERY_MS)) return { keys: 0 };
+        const swept = await new MatchTableStore(deps.store, matchLimits(deps.config), now).sweepExpired((keys) => heartbeat({ matchKeysSwept: keys }));
+        await retention.swept('matches', at);
+        return { keys: swept.byPartnerId + swept.byCookie };
       });
     },
 

@@ -271,7 +271,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
     {
       method: 'post',
       path: '/v1/segments/{id}/runs',
-      summary: 'Start a batch run now (it evaluates every segment in one pass); its id derives from the segment versions and the second',
+      summary: 'Start a batch run now of this segment, the segments that refer to it, and those of runs whose pass has not begun (one pass for all of them); its id derives from the segment versions and the second',
       request: { params: idParam },
       ok: [202, 'Started', z.object({ runId: z.string() })],
       extra: { 404: problem('No such segment'), 503: notStarted('the run') },

@@ -246,7 +246,7 @@ export function registerPartnerPaths({ registry, problem, json, adminKey, config
       'Records the pair both ways (newest DMP_MATCH_CAP kept per id, for DMP_MATCH_TTL_DAYS since last seen) and, when the partner has a `sourceId`, a `cookie_sync` event (one per partner id, cookie and day) carrying the partner\'s user id as identity `partner_uid`, which joins the cookie\'s profile in the identity graph. ' +
       "The redirect target only ever comes from the partner's config: a request naming one (" +
       REDIRECT_PARAMS.map((param) => `\`${param}\``).join(', ') +
-      ') is refused. Consent: where the GDPR applies (`gdpr=1`, or a TC string is sent) without consent to TCF purpose 1, or a GPP US section or US Privacy string records an opt-out, or a TC or GPP string cannot be read, ' +
+      ') is refused. Consent: where the GDPR applies (`gdpr=1`, or a TC string is sent) without consent to TCF purpose 1 (or to the vendor its source names in `tcfVendorId`), or a GPP US section or US Privacy string records an opt-out, or a TC or GPP string cannot be read, ' +
       "the cookie is neither read nor set and nothing is recorded; the partner still gets its redirect, with an empty id, so its sync chain ends normally and it sees the same consent signal. " +
       'Empty parameters and unexpanded macros (`${GDPR}`, `[GDPR]`, `%%GDPR%%`) count as absent; other parameters (cache busters) are ignored.',
     request: { params: z.object({ partner: z.string().openapi({ description: 'The partner id' }) }), query: SyncQuerySchema },

@@ -19,7 +19,7 @@ export const IdTypeSchema = z
   .openapi({
     description:
       'The ids the partner receives; emails and phones only ever hashed: `email_sha256` is hex SHA-256 of the trimmed, lowercased address, `email_uid2` the base64 hash after UID2\'s normalization (gmail dots and +suffix dropped); `phone_sha256` is hex SHA-256 of the number in E.164 (`+16505551234`, Google\'s rule), `phone_sha256_digits` of its digits with the country code and no `+` (`16505551234`, Meta\'s and TikTok\'s rule; only for phones collected raw, not sent hashed). ' +
-      '`partner:<partner id>` sends a sync partner\'s own user ids: those the cookie-sync match table holds for the member\'s cookie ids (a member without one counts as unmatched); the partner must exist, and connectors that take it: `webhook`, `segment_file`, and `dsp_segments` (sent as TDID).',
+      '`partner:<partner id>` sends a sync partner\'s own user ids: the member\'s own `partner_uid` of that partner and those the cookie-sync match table holds for its cookie ids (a member with neither counts as unmatched); the partner must exist, and connectors that take it: `webhook`, `segment_file`, and `dsp_segments` (sent as TDID).',
   });
 export type IdType = z.infer<typeof IdTypeSchema>;
 

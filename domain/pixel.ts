@@ -43,7 +43,7 @@ export const PixelQuerySchema = z.object({
   uid: z.string().optional().openapi({ description: 'Identity `crm_id`' }),
   em: z.string().optional().openapi({ description: 'Identity `email_sha256`: SHA-256 (hex or base64) of the trimmed, lowercased email; raw addresses are refused' }),
   ph: z.string().optional().openapi({ description: 'Identity `phone_sha256`: SHA-256 (hex or base64) of the E.164 number' }),
-  gdpr: z.string().optional().openapi({ description: '`1` when the GDPR applies (the cookie is then read and set only with a TC string consenting to purpose 1), `0` when not' }),
+  gdpr: z.string().optional().openapi({ description: '`1` when the GDPR applies (the cookie is then read and set only with a TC string consenting to purpose 1, and to the source\'s `tcfVendorId` when it names one), `0` when not (the event then says so: `tcfNotApplicable`)' }),
   gdpr_consent: z.string().optional().openapi({ description: 'TCF v2 TC string' }),
   gpp: z.string().optional().openapi({ description: 'GPP string' }),
   gpp_sid: z.string().optional().openapi({ description: 'Accepted and ignored: the GPP string names its sections' }),

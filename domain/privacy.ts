@@ -52,7 +52,7 @@ export function privacyRequestId(type: PrivacyRequestType, subject: string, n: n
 export const PrivacyRequestSchema = z
   .object({
     type: z.enum(PRIVACY_REQUEST_TYPES).openapi({
-      description: '`access`: a JSON export of everything held about the subject; `opt_out`: no profiling, segments or exports of them from now on, and a removal at every partner holding them; `erase` is not carried out yet (501)',
+      description: '`access`: a JSON export of everything held about the subject; `opt_out`: no profiling, segments or exports of them from now on, and a removal at every partner holding them; `erase`: removed from every collection and every partner holding them, a salted tombstone of each identity kept so late events are dropped',
     }),
     identity: IdentityRefSchema.openapi({ description: 'One identity of the subject; the request covers the whole profile it belongs to. Raw `email`/`phone` values are normalized and hashed as at collection, never stored.' }),
     requestedBy: z.string().trim().min(1).max(200).optional().openapi({ description: 'Who asked, for the audit trail (an operator, a ticket)' }),

@@ -77,6 +77,26 @@ export class MatchTableStore {
   }
 
   /**
+   * Removes the keys whose every entry has outlived the TTL (a browser or partner id never synced
+   * again): reads skip them already, and nothing else would ever remove them. One pass over both
+   * sides, reading each key's entries only; each removal is a change by version, so a sighting that
+   * lands meanwhile stays.
+   */
+  async sweepExpired(onProgress: (swept: number) => void = () => undefined): Promise<{ byPartnerId: number; byCookie: number }> {
+    const swept = { byPartnerId: 0, byCookie: 0 };
+    for (const [side, collection] of [['byPartnerId', this.byPartnerId], ['byCookie', this.byCookie]] as const) {
+      for await (const doc of collection.find({}, { projection: { entries: 1 } })) {
+        if (liveEntries(doc.entries, this.now(), this.limits).length > 0) continue;
+        if (await this.change(collection, doc._id, (entries) => liveEntries(entries, this.now(), this.limits))) {
+          swept[side]++;
+          onProgress(swept.byPartnerId + swept.byCookie);
+        }
+      }
+    }
+    return swept;
+  }
+
+  /**
    * Our cookie ids out of both sides of the tables (an erasure): each one's own entries with every
    * partner, and its place among the cookies a partner id was seen with. Returns documents changed.
    */

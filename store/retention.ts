@@ -5,7 +5,7 @@ import { routedBatchId, routeId } from './profileEvents';
 
 interface RetentionPositionDoc {
   _id: string;
-  /** The first chunk (raw log) or routed batch start (routed events) still in the store. */
+  /** The first chunk (raw log) or routed batch start (routed events) still in the store; for a sweep, when it last finished. */
   from: number;
 }
 
@@ -33,6 +33,15 @@ export class RetentionStore {
     this.seals = store.db.collection<SealDoc>(COLLECTIONS.eventSeals);
     this.batches = store.db.collection(COLLECTIONS.profileEvents);
     this.routes = store.db.collection(COLLECTIONS.eventRoutes);
+  }
+
+  /** When a periodic sweep (`name`) last finished, in ms since the epoch; null before its first. */
+  async lastSwept(name: string): Promise<number | null> {
+    return (await this.positions.findOne({ _id: `sweep:${name}` }))?.from ?? null;
+  }
+
+  async swept(name: string, at: Date): Promise<void> {
+    await this.advance(`sweep:${name}`, at.getTime());
   }
 
   private async from(stream: string): Promise<number> {

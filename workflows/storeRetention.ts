@@ -20,6 +20,7 @@ const {
   requestExpiries,
   pendingExpiries,
   finishInactiveExpiry,
+  expireMatches,
 } = proxyActivities<RetentionActivities>({
   startToCloseTimeout: '30 minutes',
   heartbeatTimeout: '1 minute',
@@ -39,6 +40,8 @@ export interface RetentionInput {
   inactiveProfileTtlMs?: number;
   /** How old the snapshot of a segment without a schedule may grow before the run evaluates it again. */
   snapshotMaxAgeMs?: number;
+  /** How long after the last sweep of the match tables the next is made (default: a day). */
+  matchSweepEveryMs?: number;
 }
 
 export interface RetentionReport {
@@ -89,6 +92,8 @@ export interface RetentionReport {
   uploadRecordsRemoved: number;
   /** Segments whose definition no run had evaluated or was evaluating (a run the API never started): one run started for them. */
   owedSegmentsRun: number;
+  /** Cookie-sync match keys whose every entry was past DMP_MATCH_TTL_DAYS (swept at most daily). */
+  matchKeysRemoved: number;
 }
 
 /** How often an expiry asks again for shares its partitions have not finished (a writer may have restarted). */
@@ -123,7 +128,8 @@ async function expireInactivePeople(ttlMs: number | undefined): Promise<{ people
  * (expireInactivePeople); privacy requests and unlinks the API recorded but never started are
  * started, exports, imports, feed pulls and lookalike runs it never started are failed, and destination and
  * feed schedules a saved change never reached are made to match, records of feed pulls and uploads
- * past DMP_SOURCE_HISTORY_DAYS leave, and segments whose definition no run evaluated get one — and the run reports how much
+ * past DMP_SOURCE_HISTORY_DAYS leave, segments whose definition no run evaluated get one, and (daily) cookie-sync match
+ * keys past DMP_MATCH_TTL_DAYS leave — and the run reports how much
  * (its result, and its memo in the Temporal UI). Superseded profile versions leave through the
  * partition writers' compaction, not here.
  */
@@ -144,6 +150,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
   const resynced = patched('resync-schedules') ? await resyncSchedules({ graceMs: input.runStartGraceMs }) : null;
   const sourceRecords = patched('source-history') ? await expireSourceRecords({ ttlMs: input.sourceHistoryTtlMs }) : null;
   const owedRuns = patched('source-history') ? await startOwedSegmentRuns({ graceMs: input.runStartGraceMs, snapshotMaxAgeMs: input.snapshotMaxAgeMs }) : null;
+  const matches = patched('match-sweep') ? await expireMatches({ everyMs: input.matchSweepEveryMs }) : null;
   const report: RetentionReport = {
     eventIdGenerationsDropped: ids.generations,
     eventIdsRemoved: ids.ids,
@@ -180,6 +187,7 @@ export async function storeRetention(input: RetentionInput = {}): Promise<Retent
     feedPullRecordsRemoved: sourceRecords?.feedPulls ?? 0,
     uploadRecordsRemoved: sourceRecords?.uploads ?? 0,
     owedSegmentsRun: owedRuns?.segments ?? 0,
+    matchKeysRemoved: matches?.keys ?? 0,
   };
   upsertMemo({ report });
   return report;

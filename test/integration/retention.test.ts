@@ -4,6 +4,8 @@ import { retentionScheduleId, segmentScheduleId } from '../../domain/workflowIds
 import { COLLECTIONS } from '../../store/db';
 import { batchId, DestinationStore, type ExportDoc } from '../../store/destinations';
 import { EventIdGenerations } from '../../store/eventIds';
+import { MatchTableStore } from '../../store/matchTables';
+import { matchLimits } from '../../domain/partners';
 import { failRun, prepareRunOf, SEGMENT_COLLECTIONS, SegmentRunStore } from '../../store/segmentRuns';
 import { newSegmentId, SegmentStore } from '../../store/segments';
 import { StartGates, startGateKey } from '../../store/startGates';
@@ -15,7 +17,7 @@ import { newUpload } from '../../activities/uploadStaging';
 import { ensureRetentionSchedule } from '../../temporal/client';
 import { storeRetention, type RetentionInput } from '../../workflows/storeRetention';
 import { call } from '../support/http';
-import { startPlatform, testStore, uniqueName, waitFor, type RunningPlatform } from '../support/services';
+import { baseConfig, startPlatform, testStore, uniqueName, waitFor, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
 describe('retention: what has aged out leaves the store, whole or by key, and the run says how much', () => {
@@ -358,6 +360,29 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect(await batchesLeft('exp_swept_gone')).toBe(0);
     expect(await batchesLeft('exp_swept_fresh')).toBe(1);
     expect(await batchesLeft('exp_swept_running')).toBe(2);
+  });
+
+  it('removes cookie-sync match keys whose every entry is past the TTL, at most once a day, and keeps those with a live entry', async () => {
+    const day = 86_400_000;
+    const matches = new MatchTableStore(platform.store, matchLimits(baseConfig));
+    const old = new Date(Date.now() - (baseConfig.DMP_MATCH_TTL_DAYS + 10) * day);
+    await matches.record('ttd', 'gone-user', 'ck-gone', old);
+    await matches.record('ttd', 'kept-user', 'ck-kept');
+    await matches.record('ttd', 'half-user', 'ck-half-old', old);
+    await matches.record('ttd', 'half-user', 'ck-half-new');
+    const keys = async () => ({
+      byPartnerId: (await matches.byPartnerId.find({}).toArray()).map((doc) => doc._id).sort(),
+      byCookie: (await matches.byCookie.find({}).toArray()).map((doc) => doc._id).sort(),
+    });
+    const sweep = (more: Partial<RetentionInput>) => platform.temporal.workflow.execute(storeRetention, { workflowId: uniqueName('retention'), taskQueue: platform.taskQueue, args: [more] });
+    // The gone pair's two keys, and the old cookie's key beside the partner id that has a newer one.
+    expect((await sweep({ matchSweepEveryMs: 0 })).matchKeysRemoved).toBe(3);
+    expect(await keys()).toEqual({ byPartnerId: ['ttd:half-user', 'ttd:kept-user'], byCookie: ['ck-half-new:ttd', 'ck-kept:ttd'] });
+    expect(await matches.cookieIdsOf('ttd', 'half-user')).toEqual(['ck-half-new']);
+    // Within a day of the sweep, the next run reads none of them.
+    await matches.record('ttd', 'gone-again', 'ck-gone-again', old);
+    expect((await sweep({})).matchKeysRemoved).toBe(0);
+    expect((await keys()).byPartnerId).toContain('ttd:gone-again');
   });
 
   it('keeps an event id a duplicate for at least the dedupe window, and drops whole generations past it', async () => {
