@@ -97,7 +97,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     const found = await reportOf(segment);
     const base = baseSegment ? await reportOf(baseSegment) : await reports.get(ALL_PROFILES).then((report) => report && { report, stale: false });
     if (!found || !base) return stillCounting(res);
-    res.json(affinityOf(segment._id, query.base, found.report, base.report, query.minSupport, query.limit));
+    res.json(affinityOf(segment._id, query.base, found.report, base.report, found.stale || base.stale, query.minSupport, query.limit));
   });
 
   router.get('/v1/segments/:id/trend', admin, async (req, res) => {

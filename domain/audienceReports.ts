@@ -360,6 +360,7 @@ export const AffinitySchema = z
     segmentId: z.string(),
     base: z.string(),
     asOf: Iso,
+    stale: z.boolean().openapi({ description: 'True when the segment (or the base segment) has completed a run since its report, and a new report did not finish in time to answer' }),
     audienceSize: z.number().int(),
     baseSize: z.number().int(),
     items: z.array(
@@ -381,7 +382,7 @@ export type Affinity = z.infer<typeof AffinitySchema>;
  * 100, highest first (ties: the better supported first). A value the base's report does not list
  * among its kept values is left out, as is one held by fewer than `minSupport` members.
  */
-export function affinityOf(segmentId: string, base: string, audience: AudienceReport, baseReport: AudienceReport, minSupport: number, limit: number): Affinity {
+export function affinityOf(segmentId: string, base: string, audience: AudienceReport, baseReport: AudienceReport, stale: boolean, minSupport: number, limit: number): Affinity {
   const baseCounts = new Map<string, number>();
   for (const trait of baseReport.traits) for (const { value, count } of trait.values) baseCounts.set(`${trait.name}\u0000${valueKey(value)}`, count);
   const items: Affinity['items'] = [];
@@ -396,7 +397,7 @@ export function affinityOf(segmentId: string, base: string, audience: AudienceRe
     }
   }
   items.sort((a, b) => b.index - a.index || b.support - a.support || compareText(a.trait, b.trait) || compareText(valueKey(a.value), valueKey(b.value)));
-  return { segmentId, base, asOf: audience.at.toISOString(), audienceSize: audience.size, baseSize: baseReport.size, items: items.slice(0, limit) };
+  return { segmentId, base, asOf: audience.at.toISOString(), stale, audienceSize: audience.size, baseSize: baseReport.size, items: items.slice(0, limit) };
 }
 
 export const OverlapRequestSchema = z

@@ -109,7 +109,7 @@ describe('audience insights: composition, overlap, affinity and trend of segment
     // Email holders (i % 5 = 0): red is i % 10 = 0, so half of them (20 of 40) against a tenth of everyone.
     const response = await get(`/v1/segments/${segments.email}/affinity?minSupport=10`);
     expect(response.status).toBe(200);
-    expect(response.body).toMatchObject({ segmentId: segments.email, base: 'all', audienceSize: 40, baseSize: PEOPLE });
+    expect(response.body).toMatchObject({ segmentId: segments.email, base: 'all', stale: false, audienceSize: 40, baseSize: PEOPLE });
     const items = response.body.items;
     expect(items[0]).toEqual({ trait: 'color', value: 'red', audienceShare: 0.5, baseShare: 0.1, index: 500, support: 20 });
     expect(items[1]).toEqual({ trait: 'interests', value: 'chess', audienceShare: 0.5, baseShare: 0.1, index: 500, support: 20 });

@@ -75,12 +75,13 @@ describe('audience reports', () => {
       all.add(f);
       if (i < 10 || i % 3 === 0) audience.add(f); // every red, and 10 of the blue
     });
-    const result = affinityOf('seg', 'all', audience.report(dictionary, 'seg', at, 'run'), all.report(dictionary, 'all', at, null), 5, 10);
+    const result = affinityOf('seg', 'all', audience.report(dictionary, 'seg', at, 'run'), all.report(dictionary, 'all', at, null), false, 5, 10);
+    expect(result.stale).toBe(false);
     expect(result.items).toEqual([
       { trait: 'color', value: 'red', audienceShare: 0.5, baseShare: 0.25, index: 200, support: 10 },
       { trait: 'color', value: 'blue', audienceShare: 0.5, baseShare: 0.75, index: (0.5 / 0.75) * 100, support: 10 },
     ]);
-    expect(affinityOf('seg', 'all', audience.report(dictionary, 'seg', at, 'run'), all.report(dictionary, 'all', at, null), 11, 10).items).toEqual([]);
+    expect(affinityOf('seg', 'all', audience.report(dictionary, 'seg', at, 'run'), all.report(dictionary, 'all', at, null), true, 11, 10).items).toEqual([]);
   });
 
   it('overlap counts every pair from membership masks', () => {
