@@ -27,6 +27,8 @@ const PHONE_WORDS = new Set(['phone', 'phones', 'telephone', 'tel', 'mobile', 'c
 const PHONE_VALUE = /^\+?[\d\s().\/-]{7,24}$/;
 /** Whether a text may hold a parameter named by a phone word: most URLs hold none, and are spared reading each parameter. */
 const PHONE_WORD_IN_TEXT = /phone|tel|mobile|cell|fax|msisdn|whatsapp/i;
+/** A parameter name that runs a phone word into others (`phonenumber`, `x_phoneno`): field names split on case and separators miss it. */
+const PHONE_PARAM_NAME = /^(?:[a-z]{1,32}_)?(?:phone|mobile|msisdn)[a-z_]{0,32}$/i;
 /** A URL query parameter and its value (the name read as field names are: `?phone=`, `&mobileNumber=`, `&telephone=`). */
 const URL_PARAM = /([?&;#]([A-Za-z][A-Za-z0-9_.-]{0,63})=)([^&;#]*)/g;
 
@@ -85,7 +87,7 @@ function replaceAddresses(text: string, replacement: string): string {
 export function redactContactText(text: string): string {
   let result = text;
   if (result.includes('@') || result.includes('%40')) result = replaceAddresses(result, REDACTED);
-  if (result.includes('=') && PHONE_WORD_IN_TEXT.test(result)) result = result.replace(URL_PARAM, (match, prefix: string, name: string, value: string) => (isPhoneField(name) && isPhoneNumber(decodeURIComponentSafe(value)) ? `${prefix}${REDACTED}` : match));
+  if (result.includes('=') && PHONE_WORD_IN_TEXT.test(result)) result = result.replace(URL_PARAM, (match, prefix: string, name: string, value: string) => ((isPhoneField(name) || PHONE_PARAM_NAME.test(name)) && isPhoneNumber(decodeURIComponentSafe(value)) ? `${prefix}${REDACTED}` : match));
   return result;
 }
 

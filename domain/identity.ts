@@ -131,7 +131,7 @@ export function partnerUserIdProblem(value: string): string | null {
   // What partners send for users who opted out or are unknown (The Trade Desk's all-zero UUID): shared by millions.
   if (/^[0-]+$/.test(userId)) return 'is all zeros: a partner placeholder, never a user';
   // A partner id is a pseudonym: an address or a phone number in its place would be kept raw.
-  if (isEmailAddress(userId) || (INTERNATIONAL_PHONE.test(userId) && isPossiblePhone(userId, 'US'))) return 'is an email address or a phone number, not a partner\'s pseudonymous user id';
+  if ((userId.includes('@') && isEmailAddress(userId)) || (INTERNATIONAL_PHONE.test(userId) && isPossiblePhone(userId, 'US'))) return 'is an email address or a phone number, not a partner\'s pseudonymous user id';
   return null;
 }
 
@@ -191,7 +191,7 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
       const value = raw.trim();
       // Many systems use the email address or the phone number as the customer id (and some senders
       // put one in the anonymous id): kept as the hashed email or phone, never raw.
-      if (isEmailAddress(value)) return toStoredIdentity('email', value, defaultPhoneRegion);
+      if (value.includes('@') && isEmailAddress(value)) return toStoredIdentity('email', value, defaultPhoneRegion);
       if (INTERNATIONAL_PHONE.test(value) && isPossiblePhone(value, defaultPhoneRegion)) return toStoredIdentity('phone', value, defaultPhoneRegion);
       if (value.length === 0 || value.length > 256) throw new IdentityError('must be 1 to 256 characters');
       // Kept as it is sent: no control character, since identity keys are joined on newlines where

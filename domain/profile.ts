@@ -475,7 +475,9 @@ export function consentAfter(current: ProfileConsent | null, signal: StoredConse
   // Copies, not the stored objects: the document read is the previous version's.
   const since: ConsentSince = kept ? { ...sinceOf(kept) } : {};
   const next: ProfileConsent = kept ? { ...kept, since } : { sourceId, at, since };
-  if ((signal.tcf || signal.tcfPending || signal.tcfNotApplicable) && replaces(at, since.tcf, tcfRank(signal), tcfRank(next))) {
+  // Word that the GDPR does not apply ends a no-decision mark, never a TC string the person gave (a pixel's `gdpr=0` may be a server's guess).
+  const tcfStatement = signal.tcf || signal.tcfPending || (signal.tcfNotApplicable && !next.tcf);
+  if (tcfStatement && replaces(at, since.tcf, tcfRank(signal), tcfRank(next))) {
     delete next.tcf;
     delete next.tcfPending;
     delete next.tcfNotApplicable;

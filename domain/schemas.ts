@@ -33,7 +33,7 @@ export const ConsentPolicySchema = z
       .default('when_present')
       .openapi({
         description:
-          '`require`: an event is profiled only when a consent signal it carries allows it; `when_present` (default): signals an event carries are enforced, events without one are profiled (e.g. traffic outside the GDPR); `not_required`: signals are kept but not enforced (data with its own legal basis, e.g. a CRM).',
+          '`require`: an event is profiled only when a consent signal it carries allows it (`tcfNotApplicable` is one); `when_present` (default): signals an event carries are enforced, events without one are profiled (e.g. traffic outside the GDPR); `not_required`: signals are kept but not enforced (data with its own legal basis, e.g. a CRM).',
       }),
     tcfPurposes: z
       .array(z.number().int().min(1).max(11))
@@ -203,7 +203,7 @@ export const ConsentInputSchema = z
       .optional()
       .openapi({
         description:
-          "The consent tool said the GDPR does not apply to this person (`gdprApplies: false`; the pixel's `gdpr=0`): a TCF statement of its own, with no TC string, that replaces an earlier `tcfPending` of theirs. Not with `tcf` or `tcfPending`.",
+          "The consent tool said the GDPR does not apply to this person (`gdprApplies: false`; the pixel's `gdpr=0`): a TCF statement of its own, with no TC string, that replaces an earlier `tcfPending` of theirs (never a TC string they gave). Not with `tcf` or `tcfPending`.",
       }),
     gpc: z
       .boolean()

@@ -192,14 +192,16 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     // The 1,024th character falls inside the domain of one address, and inside the local part of the other.
     const inDomain = `${start}${'x'.repeat(1024 - start.length - '&to=jane.doe@exa'.length)}&to=jane.doe@example.com`;
     const inLocalPart = `${start}${'x'.repeat(1024 - start.length - '&to=jane.d'.length)}&to=jane.doe@example.com`;
+    // Percent-encoded, with the cut between the `%` and the `40`.
+    const inEscape = `${start}${'x'.repeat(1024 - start.length - '&to=jane.doe%'.length)}&to=jane.doe%40example.com`;
     const pageViews = () => sent(beacons).filter((event) => event.type === 'page_view');
-    for (const [n, url] of [inDomain, inLocalPart].entries()) {
+    for (const [n, url] of [inDomain, inLocalPart, inEscape].entries()) {
       await tab.goto(url);
       await waitFor('the page view sent', async () => pageViews().length > n, 15_000, 100);
     }
     await context.close();
     const urls = pageViews().map((event) => event.properties?.url as string);
-    expect(urls).toEqual([inDomain.slice(0, inDomain.indexOf('&to=') + 4), inLocalPart.slice(0, inLocalPart.indexOf('&to=') + 4)]);
+    expect(urls).toEqual([inDomain, inLocalPart, inEscape].map((url) => url.slice(0, url.indexOf('&to=') + 4)));
   });
 
   it("corrects a browser clock days off: each batch's sentAt moves its events' times onto the server's clock", async () => {

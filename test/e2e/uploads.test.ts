@@ -185,6 +185,7 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
   it('names what is wrong with a bad request, and keeps nothing of it', async () => {
     const { id: eventsSource } = (await admin('/v1/sources', { body: { name: 'web', kind: 'events', party: 'first' } })).body;
     const uploadsBefore = (await admin(`/v1/sources/${sourceId}/uploads?limit=200`)).body.uploads.length;
+    const stagedBefore = await store.db.collection(COLLECTIONS.uploadRows).countDocuments({});
 
     const unknown = await upload('src_nope', customerFile());
     expect(unknown.status).toBe(404);
@@ -221,8 +222,10 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
     const rawTrait = await admin('/v1/sources', { body: { name: 'leaky', kind: 'crm', party: 'first', mapping: { identities: { email: 'Email' }, traits: { Email: 'email' } } } });
     expect(rawTrait.status).toBe(400);
     expect(rawTrait.body.errors).toEqual([{ path: 'mapping.traits.Email', message: 'column "Email" holds raw emails (identities.email); it cannot also be a trait' }]);
-    // None of these left an upload behind.
+    // None of these left an upload or a staged row behind, at either source.
     expect((await admin(`/v1/sources/${sourceId}/uploads?limit=200`)).body.uploads).toHaveLength(uploadsBefore);
+    expect((await admin(`/v1/sources/${eventsSource}/uploads`)).body.uploads).toEqual([]);
+    expect(await store.db.collection(COLLECTIONS.uploadRows).countDocuments({})).toBe(stagedBefore);
   });
 
   it('fails an upload whose text stops being CSV, naming the row, with nothing staged and nothing imported', async () => {

@@ -44,7 +44,7 @@ describe('redactContactData', () => {
   });
 
   it('replaces a phone number in a URL parameter whatever phone word names it', () => {
-    for (const name of ['telephone', 'mobileNumber', 'userPhone', 'cell', 'whatsapp', 'fax', 'x_phone', 'tel']) {
+    for (const name of ['telephone', 'mobileNumber', 'userPhone', 'cell', 'whatsapp', 'fax', 'x_phone', 'tel', 'phonenumber', 'PHONENUMBER', 'x_phoneno']) {
       expect(redactContactText(`https://x.example/?${name}=%2B4915112345678&ref=1`)).toBe(`https://x.example/?${name}=${REDACTED}&ref=1`);
     }
     expect(redactContactText('https://x.example/?hotel=4915112345678&order=4915112345678')).toBe('https://x.example/?hotel=4915112345678&order=4915112345678');

@@ -356,6 +356,12 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(ended?.tcfPending).toBeUndefined();
     expect(fold([notApplicable, mark])).toEqual(ended);
     expect(profilingRefusal(ended ?? undefined, DEFAULT_CONSENT_POLICY)).toBeNull();
+    // It never replaces a TC string the person gave: a refusal stands.
+    const refusal: [string, StoredConsent, string] = ['2025-06-01T00:00:00Z', tcfConsent([]), 'src_tag'];
+    const refused = fold([refusal, notApplicable]);
+    expect(refused?.tcf?.purposeConsents).toEqual([]);
+    expect(refused?.tcfNotApplicable).toBeUndefined();
+    expect(profilingRefusal(refused ?? undefined, DEFAULT_CONSENT_POLICY)).toBe('tcf_purpose');
     const markedAgain = fold([notApplicable, ['2025-06-04T00:00:00Z', { tcfPending: true }, 'src_tag']]);
     expect(markedAgain).toMatchObject({ tcfPending: true });
     expect(markedAgain?.tcfNotApplicable).toBeUndefined();
