@@ -56,6 +56,8 @@ export interface RetentionDeps {
 
 /** How often the match tables are swept of keys past their TTL: a pass over both sides of the tables, so daily. */
 const MATCH_SWEEP_EVERY_MS = 24 * 3_600_000;
+/** The longest one run's part of a sweep reads and removes: a third of the retention step's timeout. */
+const MATCH_SWEEP_BUDGET_MS = 10 * 60_000;
 
 /** Most removals per stream and run: a backlog is worked off over several runs, each bounded. */
 const PER_STREAM = 20_000;
@@ -473,16 +475,21 @@ export function createRetentionActivities(deps: RetentionDeps) {
 
     /**
      * Cookie-sync match keys whose every entry is past DMP_MATCH_TTL_DAYS (ids never synced again):
-     * reads skip them, and this removes them — at most once a day (`everyMs`), as it reads every key.
+     * reads skip them, and this removes them — a pass over every key, so at most once a day
+     * (`everyMs`) once a pass completes. Each run removes at most PER_STREAM keys within
+     * MATCH_SWEEP_BUDGET_MS (well inside the step's timeout); a pass that stops is taken up by the
+     * next run, so a backlog (the first sweep of a store that synced for a year) goes over many.
      */
     expireMatches(input: { everyMs?: number } = {}): Promise<{ keys: number }> {
       return withHeartbeats(async () => {
         const at = now();
         const lastSwept = await retention.lastSwept('matches');
         if (lastSwept !== null && at.getTime() - lastSwept < (input.everyMs ?? MATCH_SWEEP_EVERY_MS)) return { keys: 0 };
-        const swept = await new MatchTableStore(deps.store, matchLimits(deps.config), now).sweepExpired((keys) => heartbeat({ matchKeysSwept: keys }));
-        await retention.swept('matches', at);
-        return { keys: swept.byPartnerId + swept.byCookie };
+        const until = new Date(at.getTime() + MATCH_SWEEP_BUDGET_MS);
+        const swept = await new MatchTableStore(deps.store, matchLimits(deps.config), now).sweepExpired({ limit: PER_STREAM, until }, (keys) => heartbeat({ matchKeysSwept: keys }));
+        // Only a whole pass counts as the day's; a later one never moves the mark back.
+        if (swept.complete && (lastSwept === null || at.getTime() > lastSwept)) await retention.swept('matches', at);
+        return { keys: swept.keys };
       });
     },
 

@@ -7,7 +7,7 @@ import { RetiredIds } from '../store/retiredIds';
 import { createIdentity, keyUsed, sameCreate } from './idempotency';
 import { sourceWorkflowId } from '../domain/workflowIds';
 import { summarizeHealth } from '../domain/sourceHealth';
-import { toStoredIdentity, identityKey, IdentityError } from '../domain/identity';
+import { identityKeysOf, IdentityError } from '../domain/identity';
 import {
   collectRequestSchema,
   CreateSourceRequestSchema,
@@ -230,15 +230,16 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
 
   app.get('/v1/profiles/lookup', admin, async (req, res) => {
     const query = parseOr400(LookupQuerySchema, req.query, 'lookup query');
-    let key: string;
+    let keys: string[];
     try {
-      key = identityKey(toStoredIdentity(query.type, query.value, config.DMP_DEFAULT_PHONE_REGION));
+      keys = identityKeysOf(query.type, query.value, config.DMP_DEFAULT_PHONE_REGION);
     } catch (error) {
       if (!(error instanceof IdentityError)) throw error;
       // Well-formed as a query, but no profile can hold such an identity: not found, and why.
       throw new ProblemError(404, 'profile-not-found', 'No profile can have this identity', [{ path: 'value', message: error.message }]);
     }
-    const profile = await profiles.byIdentity(key);
+    let profile = null;
+    for (const key of keys) if ((profile = await profiles.byIdentity(key))) break;
     if (!profile) throw new ProblemError(404, 'profile-not-found', 'No profile has this identity', [{ path: 'value', message: 'not found' }]);
     res.json(profile);
   });

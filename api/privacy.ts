@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { identityKey, IdentityError, toStoredIdentity } from '../domain/identity';
+import { IdentityError, identityKeysOf } from '../domain/identity';
 import {
   AccessExportSchema,
   deadlineOf,
@@ -14,6 +14,7 @@ import {
   type PrivacyRequestView,
 } from '../domain/privacy';
 import { PrivacyMarks } from '../store/privacyMarks';
+import { ProfileGraph } from '../store/profileGraph';
 import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
 import { startPrivacyRequest } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
@@ -52,6 +53,7 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
   const router = Router();
   const requests = new PrivacyStore(store);
   const marks = new PrivacyMarks(store, config.DMP_PRIVACY_SALT);
+  const graph = ProfileGraph.open(store);
   let salt: Promise<string> | null = null;
   const saltOf = () => (salt ??= config.DMP_PRIVACY_SALT ? Promise.resolve(config.DMP_PRIVACY_SALT) : requests.salt().catch((error) => ((salt = null), Promise.reject(error))));
 
@@ -63,14 +65,16 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
 
   router.post('/v1/privacy/requests', admin, async (req, res) => {
     const body = parseOr400(PrivacyRequestSchema, req.body, 'privacy request');
-    let key: string;
+    let keys: string[];
     try {
-      key = identityKey(toStoredIdentity(body.identity.type, body.identity.value, config.DMP_DEFAULT_PHONE_REGION));
+      keys = identityKeysOf(body.identity.type, body.identity.value, config.DMP_DEFAULT_PHONE_REGION);
     } catch (error) {
       if (!(error instanceof IdentityError)) throw error;
       // Well-formed as a request, but no profile can hold such an identity (as for a lookup or an unlink).
       throw new ProblemError(404, 'identity-not-found', 'No profile can have this identity', [{ path: 'identity.value', message: error.message }]);
     }
+    // The key a document holds, when the identity may be stored under more than one (an id an older version kept as sent).
+    const key = keys.length === 1 ? keys[0] : ((await graph.ownerOfFirst(keys))?.key ?? keys[0]);
     const subject = subjectHash(await saltOf(), key);
     const candidates = Array.from({ length: MAX_REQUESTS_PER_SUBJECT }, (_, n) => privacyRequestId(body.type, subject, n + 1));
     const open = (doc: PrivacyRequestDoc | null | undefined): doc is PrivacyRequestDoc => !!doc && doc.state !== 'completed' && doc.state !== 'failed';

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Client } from '@temporalio/client';
-import { identityKey, IdentityError, toStoredIdentity } from '../domain/identity';
+import { IdentityError, identityKeysOf, type InputIdentityType } from '../domain/identity';
 import type { UnlinkView } from '../domain/schemas';
 import type { Store } from '../store/db';
 import { UnlinkStore, type UnlinkDoc } from '../store/identityUnlinks';
@@ -44,17 +44,20 @@ export class Unlinks {
 
   private readonly databaseName: string;
 
-  async request(identities: Array<{ type: Parameters<typeof toStoredIdentity>[0]; value: string }>): Promise<UnlinkDoc> {
-    const keys = identities.map((identity, index) => {
+  async request(identities: Array<{ type: InputIdentityType; value: string }>): Promise<UnlinkDoc> {
+    const readings = identities.map((identity, index) => {
       try {
-        return identityKey(toStoredIdentity(identity.type, identity.value, this.config.DMP_DEFAULT_PHONE_REGION));
+        return identityKeysOf(identity.type, identity.value, this.config.DMP_DEFAULT_PHONE_REGION);
       } catch (error) {
         if (!(error instanceof IdentityError)) throw error;
         // Well-formed as a request, but no profile can hold such an identity (as for a lookup).
         throw new ProblemError(404, 'identity-not-found', 'No profile can have this identity', [{ path: `identities.${index}.value`, message: error.message }]);
       }
     });
-    const owners = await Promise.all(keys.map((key) => this.graph.ownerOf(key)));
+    // Each identity's key a document holds (the stored form's, or the id as an older version kept it).
+    const found = await Promise.all(readings.map((candidates) => this.graph.ownerOfFirst(candidates)));
+    const keys = found.map((reading, index) => reading?.key ?? readings[index][0]);
+    const owners = found.map((reading) => reading?.owner ?? null);
     const unknown = owners.findIndex((owner) => !owner);
     if (unknown >= 0) throw new ProblemError(404, 'identity-not-found', 'No profile has this identity', [{ path: `identities.${unknown}`, message: 'not found' }]);
     // Sent differently, read as one (an email's case, a hash's encoding): the document cannot tell them apart.

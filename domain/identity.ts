@@ -223,3 +223,26 @@ export function withoutReadingMark({ previous: _reading, ...identity }: Identity
 export function identityKey(identity: Identity): string {
   return `${identity.type}:${identity.value}`;
 }
+
+/**
+ * The keys an identity an operator names (a lookup, an unlink, a privacy request) may be stored
+ * under, in the order to try them: its stored form's, then — for a cookie or customer id — the id
+ * as sent, which is how one that is an address or a phone number (or holds a control character)
+ * was kept before such ids were hashed (or refused), so what was stored then is still found. Throws
+ * as toStoredIdentity does when there is neither.
+ */
+export function identityKeysOf(type: InputIdentityType, raw: string, defaultPhoneRegion: string): string[] {
+  let stored: string | null = null;
+  let failure: unknown = null;
+  try {
+    stored = identityKey(toStoredIdentity(type, raw, defaultPhoneRegion));
+  } catch (error) {
+    if (!(error instanceof IdentityError)) throw error;
+    failure = error;
+  }
+  const asSent = type === 'cookie_id' || type === 'crm_id' ? raw.trim() : '';
+  const legacy = asSent.length > 0 && asSent.length <= 256 && !asSent.includes('\u0000') ? `${type}:${asSent}` : null;
+  const keys = [...(stored === null ? [] : [stored]), ...(legacy !== null && legacy !== stored ? [legacy] : [])];
+  if (keys.length === 0) throw failure;
+  return keys;
+}

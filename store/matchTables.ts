@@ -78,22 +78,22 @@ export class MatchTableStore {
 
   /**
    * Removes the keys whose every entry has outlived the TTL (a browser or partner id never synced
-   * again): reads skip them already, and nothing else would ever remove them. One pass over both
-   * sides, reading each key's entries only; each removal is a change by version, so a sighting that
-   * lands meanwhile stays.
+   * again): reads skip them already, and nothing else would ever remove them. A pass over both sides,
+   * reading each key's entries only; each removal is a change by version, so a sighting that lands
+   * meanwhile stays. Bounded: it stops after `limit` removals or at `until`, and says whether it read
+   * everything (`complete`) — a pass that stopped is made again from the start, where the keys it
+   * removed are gone.
    */
-  async sweepExpired(onProgress: (swept: number) => void = () => undefined): Promise<{ byPartnerId: number; byCookie: number }> {
-    const swept = { byPartnerId: 0, byCookie: 0 };
-    for (const [side, collection] of [['byPartnerId', this.byPartnerId], ['byCookie', this.byCookie]] as const) {
+  async sweepExpired(bounds: { limit: number; until: Date }, onProgress: (swept: number) => void = () => undefined): Promise<{ keys: number; complete: boolean }> {
+    let keys = 0;
+    for (const collection of [this.byPartnerId, this.byCookie]) {
       for await (const doc of collection.find({}, { projection: { entries: 1 } })) {
+        if (keys >= bounds.limit || this.now() >= bounds.until) return { keys, complete: false };
         if (liveEntries(doc.entries, this.now(), this.limits).length > 0) continue;
-        if (await this.change(collection, doc._id, (entries) => liveEntries(entries, this.now(), this.limits))) {
-          swept[side]++;
-          onProgress(swept.byPartnerId + swept.byCookie);
-        }
+        if (await this.change(collection, doc._id, (entries) => liveEntries(entries, this.now(), this.limits))) onProgress(++keys);
       }
     }
-    return swept;
+    return { keys, complete: true };
   }
 
   /**

@@ -45,6 +45,15 @@ export class ProfileGraph {
     throw new Error(`profile ${profileId} is split more than ${MAX_HOPS} times over`);
   }
 
+  /** The first of `keys` a document holds, with that document (see identityKeysOf: the keys one identity may be stored under). */
+  async ownerOfFirst(keys: readonly string[]): Promise<{ key: string; owner: { id: string; doc: StoredVersion | null } } | null> {
+    for (const key of keys) {
+      const owner = await this.ownerOf(key);
+      if (owner) return { key, owner };
+    }
+    return null;
+  }
+
   /** The live document holding an identity (see `live`), or null when no document holds it. */
   async ownerOf(key: string): Promise<{ id: string; doc: StoredVersion | null } | null> {
     const owner = (await this.identities.reload([key])).get(key);

@@ -1,3 +1,5 @@
+import { prepareEvents } from '../../domain/collect';
+import { EventLog } from '../../store/eventLog';
 import { call } from '../support/http';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
@@ -150,6 +152,23 @@ describe('profiles through the API: merges, the 360° view and the event history
       r2: { to: '(redacted)' },
     });
     expect(JSON.stringify([byEmail, events])).not.toMatch(/example\.com|corp\.example|555 ?0199|900 ?123/i);
+  });
+
+  it('finds, by lookup and unlink, what an older version stored under a cookie id that was an email address, kept as sent then', async () => {
+    // Written to the log as an older version stored it: the address raw, as a cookie id.
+    const { accepted } = prepareEvents([{ id: 'legacy-1', type: 'page_view', identities: { cookie_id: 'placeholder' } }], { now: new Date(), defaultPhoneRegion: 'US' });
+    const legacy = { ...accepted[0].event, identities: [{ type: 'cookie_id' as const, value: 'Legacy.Person@example.com' }, { type: 'cookie_id' as const, value: 'legacy-device' }] };
+    await new EventLog(platform.store).append(source.sourceId, [legacy]);
+    await send([{ id: 'legacy-wake', type: 'page_view', identities: { cookie_id: 'legacy-wake' } }]);
+    const found = await waitFor('the older profile found by the id as sent', async () => {
+      const response = await lookup('cookie_id', 'Legacy.Person@example.com');
+      return response.status === 200 ? response.body : null;
+    });
+    expect(found.id).toBe((await lookup('cookie_id', 'legacy-device')).body.id);
+    // The same id sent today is stored hashed: a new profile would be that of the hashed email.
+    expect(found.identities.map((identity: { type: string; value: string }) => `${identity.type}:${identity.value}`)).toContain('cookie_id:Legacy.Person@example.com');
+    const unlink = await call(`${api.url}/v1/identity/unlink`, { key: api.adminKey, body: { identities: [{ type: 'cookie_id', value: 'Legacy.Person@example.com' }, { type: 'cookie_id', value: 'legacy-device' }] } });
+    expect(unlink.status).toBe(202);
   });
 
   it('answers 404 for a profile that does not exist and 400 for a bad page query', async () => {

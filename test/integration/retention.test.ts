@@ -383,6 +383,12 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     await matches.record('ttd', 'gone-again', 'ck-gone-again', old);
     expect((await sweep({})).matchKeysRemoved).toBe(0);
     expect((await keys()).byPartnerId).toContain('ttd:gone-again');
+    // A pass stopped at its bound says so, and the next, from the start, removes the rest.
+    const later = new Date(Date.now() + 3_600_000);
+    expect(await matches.sweepExpired({ limit: 1, until: later })).toEqual({ keys: 1, complete: false });
+    expect(await matches.sweepExpired({ limit: 10, until: later })).toEqual({ keys: 1, complete: true });
+    expect(await matches.sweepExpired({ limit: 10, until: new Date(0) })).toEqual({ keys: 0, complete: false });
+    expect(await keys()).toEqual({ byPartnerId: ['ttd:half-user', 'ttd:kept-user'], byCookie: ['ck-half-new:ttd', 'ck-kept:ttd'] });
   });
 
   it('keeps an event id a duplicate for at least the dedupe window, and drops whole generations past it', async () => {

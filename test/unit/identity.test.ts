@@ -4,6 +4,7 @@ import {
   IdentityError,
   STORED_IDENTITY_TYPES,
   identityKey,
+  identityKeysOf,
   normalizeEmail,
   normalizePhone,
   normalizeSha256,
@@ -136,6 +137,16 @@ describe('toStoredIdentity', () => {
     ['DEL', 'a\u007fb'],
   ])('refuses a cookie or customer id holding %s: identity keys are packed on newlines', (_, raw) => {
     for (const type of ['cookie_id', 'crm_id'] as const) expect(() => toStoredIdentity(type, raw, 'US')).toThrow('must not hold control characters');
+  });
+
+  it('gives the keys an operator\'s identity may be stored under: its stored form, then a cookie or customer id as an older version kept it', () => {
+    expect(identityKeysOf('cookie_id', ' Jane@Example.com ', 'US')).toEqual([identityKey(toStoredIdentity('email', 'jane@example.com', 'US')), 'cookie_id:Jane@Example.com']);
+    expect(identityKeysOf('crm_id', '+1 415 555 0100', 'US')).toEqual([identityKey(toStoredIdentity('phone', '+14155550100', 'US')), 'crm_id:+1 415 555 0100']);
+    expect(identityKeysOf('cookie_id', 'a\nb', 'US')).toEqual(['cookie_id:a\nb']);
+    expect(identityKeysOf('cookie_id', 'c-1', 'US')).toEqual(['cookie_id:c-1']);
+    expect(identityKeysOf('email', 'jane@example.com', 'US')).toEqual([identityKey(toStoredIdentity('email', 'jane@example.com', 'US'))]);
+    expect(() => identityKeysOf('email', 'not an email', 'US')).toThrow(IdentityError);
+    expect(() => identityKeysOf('cookie_id', '   ', 'US')).toThrow(IdentityError);
   });
 
   it('refuses a partner user id that is an email address or a phone number', () => {
