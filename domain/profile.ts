@@ -72,8 +72,10 @@ export type ProfileConsent = StoredConsent & { sourceId: string; at: Date; since
 
 /** When each kind of a document's consent was set. Absent on documents folded before kinds were dated: each kind there dates from `at`. */
 export interface ConsentSince {
-  /** The TCF statement: a TC string, `tcfPending` or `tcfNotApplicable`. */
+  /** The TCF statement: a TC string, or `tcfPending`. */
   tcf?: Date;
+  /** The newest word that the GDPR does not apply (`tcfNotApplicable`): it ends a `tcfPending` older than it. */
+  notApplicable?: Date;
   /** The GPP string kept for reference (the newest deciding one). */
   gpp?: Date;
   /** Each GPP opt-out field and `gpc`. */
@@ -419,7 +421,8 @@ function sinceOf(consent: ProfileConsent): ConsentSince {
   for (const flag of Object.keys(consent.purposes ?? {})) setOwn(purposes, flag, consent.at);
   const gpp = consent.gpp && gppDecides(consent.gpp);
   return {
-    ...((consent.tcf || consent.tcfPending || consent.tcfNotApplicable) && { tcf: consent.at }),
+    ...((consent.tcf || consent.tcfPending) && { tcf: consent.at }),
+    ...(consent.tcfNotApplicable && { notApplicable: consent.at }),
     ...(gpp && { gpp: consent.at, gppFields: gppFieldsAt(consent.gpp, consent.at) }),
     ...(consent.gpc !== undefined && { gpc: consent.at }),
     purposes,
@@ -475,16 +478,22 @@ export function consentAfter(current: ProfileConsent | null, signal: StoredConse
   // Copies, not the stored objects: the document read is the previous version's.
   const since: ConsentSince = kept ? { ...sinceOf(kept) } : {};
   const next: ProfileConsent = kept ? { ...kept, since } : { sourceId, at, since };
-  // Word that the GDPR does not apply ends a no-decision mark, never a TC string the person gave (a pixel's `gdpr=0` may be a server's guess).
-  const tcfStatement = signal.tcf || signal.tcfPending || (signal.tcfNotApplicable && !next.tcf);
-  if (tcfStatement && replaces(at, since.tcf, tcfRank(signal), tcfRank(next))) {
+  // A no-decision mark ended by word that the GDPR does not apply still ranks as the mark it was (only a mark dates `since.tcf` without a TC string).
+  const heldRank = next.tcf ? tcfRank(next) : since.tcf ? tcfRank({ tcfPending: true }) : '';
+  if ((signal.tcf || signal.tcfPending) && replaces(at, since.tcf, tcfRank(signal), heldRank)) {
     delete next.tcf;
     delete next.tcfPending;
-    delete next.tcfNotApplicable;
     if (signal.tcf) next.tcf = signal.tcf;
-    else if (signal.tcfPending) next.tcfPending = true;
-    else next.tcfNotApplicable = true;
+    else next.tcfPending = true;
     since.tcf = at;
+  }
+  if (signal.tcfNotApplicable && (since.notApplicable === undefined || at > since.notApplicable)) since.notApplicable = at;
+  // Word that the GDPR does not apply ends a no-decision mark older than it, never a TC string the person gave (a pixel's
+  // `gdpr=0` may be a server's guess). Dated on its own, so whichever order the signals fold in, the outcome is one.
+  delete next.tcfNotApplicable;
+  if (since.notApplicable && !next.tcf && (!next.tcfPending || since.notApplicable > (since.tcf as Date))) {
+    delete next.tcfPending;
+    next.tcfNotApplicable = true;
   }
   if (signal.gpp && gppDecides(signal.gpp)) {
     const gpp: StoredGpp = { ...(next.gpp ?? { gppString: '', sectionIds: [] }) };
@@ -679,7 +688,8 @@ export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConse
   // Not decided yet, on the document whose TCF statement is the person's newest: they have not decided. A TC string given since
   // (or word that the GDPR does not apply to them), on any document, ends it.
   const tcfAt = (consent: ProfileConsent) => (consent.since?.tcf ?? consent.at).getTime();
-  const newestTc = Math.max(-Infinity, ...sorted.filter((consent) => consent.tcf || consent.tcfNotApplicable).map(tcfAt));
+  const notApplicableAt = (consent: ProfileConsent) => (consent.since?.notApplicable ?? consent.at).getTime();
+  const newestTc = Math.max(-Infinity, ...sorted.filter((consent) => consent.tcf).map(tcfAt), ...sorted.filter((consent) => consent.tcfNotApplicable).map(notApplicableAt));
   const pending = sorted.some((consent) => consent.tcfPending && tcfAt(consent) >= newestTc);
   delete result.tcf;
   delete result.tcfPending;

@@ -362,6 +362,19 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(refused?.tcf?.purposeConsents).toEqual([]);
     expect(refused?.tcfNotApplicable).toBeUndefined();
     expect(profilingRefusal(refused ?? undefined, DEFAULT_CONSENT_POLICY)).toBe('tcf_purpose');
+    expect(fold([notApplicable, refusal])).toEqual(refused);
+    // In any order the same: a mark between the refusal and that word is ended by it; a refusal at the mark's moment outranks nothing.
+    const between: [string, StoredConsent, string] = ['2025-06-02T00:00:00Z', { tcfPending: true }, 'src_pixel'];
+    const tie: [string, StoredConsent, string] = ['2025-06-02T00:00:00Z', tcfConsent([1, 3]), 'src_server'];
+    const signals = [refusal, between, notApplicable, tie];
+    const orders = (list: typeof signals): Array<typeof signals> => (list.length <= 1 ? [list] : list.flatMap((first, i) => orders([...list.slice(0, i), ...list.slice(i + 1)]).map((rest) => [first, ...rest])));
+    const outcomes = orders(signals).map((order) => {
+      const { sourceId: _source, at: _at, ...outcome } = fold(order) ?? {};
+      return outcome;
+    });
+    expect(outcomes).toHaveLength(24);
+    for (const outcome of outcomes) expect(outcome).toEqual(outcomes[0]);
+    expect(fold(signals)).toMatchObject({ tcfNotApplicable: true });
     const markedAgain = fold([notApplicable, ['2025-06-04T00:00:00Z', { tcfPending: true }, 'src_tag']]);
     expect(markedAgain).toMatchObject({ tcfPending: true });
     expect(markedAgain?.tcfNotApplicable).toBeUndefined();
