@@ -43,12 +43,12 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
 
   const actorOf = (request: PrivacyRequestDoc) => `admin${request.requestedBy ? ` for ${request.requestedBy}` : ''}`;
 
-  async function open(requestId: string): Promise<{ request: PrivacyRequestDoc; key: string }> {
+  async function open(requestId: string): Promise<{ request: PrivacyRequestDoc; keys: string[] }> {
     const request = await requests.get(requestId);
     if (!request) throw ApplicationFailure.nonRetryable(`no privacy request ${requestId}`);
-    const key = await requests.keyOf(requestId);
-    if (!key) throw ApplicationFailure.nonRetryable(`the subject of ${requestId} is no longer held`);
-    return { request, key };
+    const keys = await requests.keysOf(requestId);
+    if (!keys) throw ApplicationFailure.nonRetryable(`the subject of ${requestId} is no longer held`);
+    return { request, keys };
   }
 
   async function done(request: PrivacyRequestDoc, step: PrivacyStepName, touched: Record<string, number>): Promise<void> {
@@ -90,9 +90,9 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     return false;
   }
 
-  /** The subject's person (their documents combined), or null when no profile holds the identity. */
-  async function personOf(key: string) {
-    const owner = await graph.ownerOf(key);
+  /** The subject's person (their documents combined), or null when no profile holds the identity under any of its keys. */
+  async function personOf(keys: string[]) {
+    const owner = (await graph.ownerOfFirst(keys))?.owner ?? null;
     const component = owner ? await graph.component(owner.id) : null;
     return component && component.docs.length > 0 ? { component, person: combineDocuments(component.docs) } : null;
   }
@@ -101,14 +101,18 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
    * Everything of the subject an erasure starts from: the documents of their person (and any that
    * linked or split into them), and every identity key any version of those documents ever held.
    */
-  async function closureOf(key: string): Promise<{ keys: string[]; documents: string[] }> {
-    const owner = await graph.ownerOf(key);
-    const component = owner ? await graph.component(owner.id) : null;
-    const documents = new Set([...(component?.ids ?? []), ...(owner ? [owner.id] : [])]);
-    for (const link of component?.links ?? []) for (const end of link.profiles) documents.add(end);
-    const subject = { keys: new Set([key]), documents };
+  async function closureOf(keys: string[]): Promise<{ keys: string[]; documents: string[] }> {
+    const documents = new Set<string>();
+    // From every key the identity may be stored under: an older version's document and a newer one may both hold it.
+    for (const key of keys) {
+      const owner = await graph.ownerOf(key);
+      const component = owner ? await graph.component(owner.id) : null;
+      for (const id of [...(component?.ids ?? []), ...(owner ? [owner.id] : [])]) documents.add(id);
+      for (const link of component?.links ?? []) for (const end of link.profiles) documents.add(end);
+    }
+    const subject = { keys: new Set(keys), documents };
     const more = await erasure.remaining(subject, { batches: false });
-    return { keys: [key, ...more.keys], documents: [...documents, ...more.documents] };
+    return { keys: [...keys, ...more.keys.filter((key) => !keys.includes(key))], documents: [...documents, ...more.documents] };
   }
 
   /** Access requests made about any of these identity keys (each asked for by id, in order, until one is missing). */
@@ -139,8 +143,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
 
   /** The destinations whose partner holds (or may hold) the subject: each gets a ledger line, pending. */
   async function findRemovals(requestId: string): Promise<string[]> {
-    const { request, key } = await open(requestId);
-    const found = await personOf(key);
+    const { request, keys } = await open(requestId);
+    const found = await personOf(keys);
     const { held, ids } = found ? await heldBy(exportFacts(found.person)) : { held: [], ids: {} };
     await requests.setPartnerIds(request._id, ids);
     for (const destination of held) {
@@ -168,8 +172,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
   return {
     /** Finds the profile the subject's identity belongs to (its documents, through the identity graph). */
     async resolvePrivacySubject(input: { requestId: string }): Promise<{ found: boolean; profiles: number }> {
-      const { request, key } = await open(input.requestId);
-      const owner = await graph.ownerOf(key);
+      const { request, keys } = await open(input.requestId);
+      const owner = (await graph.ownerOfFirst(keys))?.owner ?? null;
       const component = owner ? await graph.component(owner.id) : null;
       const profiles = component?.docs.length ?? 0;
       await done(request, 'resolve', { identities: 1, profiles, identity_links: component?.links.length ?? 0 });
@@ -186,11 +190,11 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
      */
     async prepareErasure(input: { requestId: string }): Promise<{ found: boolean; holders: string[] }> {
       return withHeartbeats(async () => {
-        const { request, key } = await open(input.requestId);
+        const { request, keys: subjectKeys } = await open(input.requestId);
         let subject = (await requests.subjectOf(request._id))!;
         const resolving = !subject.documents;
         if (resolving) {
-          const closure = await closureOf(key);
+          const closure = await closureOf(subjectKeys);
           subject = { ...subject, ...closure, undrained: {}, findingHolders: true };
           for (const source of await sources.list()) subject.undrained![source._id] = (await sources.loadPosition(source._id))?.cursor ?? 0;
           await requests.saveSubject(subject);
@@ -260,10 +264,11 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
      */
     async collectAccessExport(input: { requestId: string }): Promise<PrivacyResult> {
       return withHeartbeats(async () => {
-        const { request, key } = await open(input.requestId);
-        const view = await reader.byIdentity(key);
+        const { request, keys } = await open(input.requestId);
+        let view = null;
+        for (const key of keys) if ((view = await reader.byIdentity(key))) break;
         const person = view ? await reader.person(view.id) : null;
-        const expired = await expiredProfiles.naming(key);
+        const expired = (await Promise.all(keys.map((key) => expiredProfiles.naming(key)))).flat();
         const documents = [...(view?.profileIds ?? []), ...expired.map((record) => record._id)];
         const events = (documents.length > 0 ? await reader.eventsOfDocuments(documents) : []).map(collectedEvent);
         const names = new Map((await segments.list()).map((segment) => [segment._id, segment.name]));
@@ -298,8 +303,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
      */
     markOptOut(input: { requestId: string }): Promise<{ found: boolean; profiles: number; segments: number }> {
       return withHeartbeats(async () => {
-        const { request, key } = await open(input.requestId);
-        const found = await personOf(key);
+        const { request, keys } = await open(input.requestId);
+        const found = await personOf(keys);
         if (!found) {
           await done(request, 'mark', {});
           return { found: false, profiles: 0, segments: 0 };

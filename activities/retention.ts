@@ -477,16 +477,18 @@ export function createRetentionActivities(deps: RetentionDeps) {
      * Cookie-sync match keys whose every entry is past DMP_MATCH_TTL_DAYS (ids never synced again):
      * reads skip them, and this removes them — a pass over every key, so at most once a day
      * (`everyMs`) once a pass completes. Each run removes at most PER_STREAM keys within
-     * MATCH_SWEEP_BUDGET_MS (well inside the step's timeout); a pass that stops is taken up by the
-     * next run, so a backlog (the first sweep of a store that synced for a year) goes over many.
+     * MATCH_SWEEP_BUDGET_MS (well inside the step's timeout), half of each for either side; a pass
+     * that stops is made again by the next run, where the keys removed are gone, so a backlog (the
+     * first sweep of a store that synced for a year) goes over many. A side whose live keys alone
+     * take longer than its half to read is swept only as far as that.
      */
     expireMatches(input: { everyMs?: number } = {}): Promise<{ keys: number }> {
       return withHeartbeats(async () => {
         const at = now();
         const lastSwept = await retention.lastSwept('matches');
         if (lastSwept !== null && at.getTime() - lastSwept < (input.everyMs ?? MATCH_SWEEP_EVERY_MS)) return { keys: 0 };
-        const until = new Date(at.getTime() + MATCH_SWEEP_BUDGET_MS);
-        const swept = await new MatchTableStore(deps.store, matchLimits(deps.config), now).sweepExpired({ limit: PER_STREAM, until }, (keys) => heartbeat({ matchKeysSwept: keys }));
+        const bounds = { limit: PER_STREAM / 2, ms: MATCH_SWEEP_BUDGET_MS / 2 };
+        const swept = await new MatchTableStore(deps.store, matchLimits(deps.config), now).sweepExpired(bounds, (keys) => heartbeat({ matchKeysSwept: keys }));
         // Only a whole pass counts as the day's; a later one never moves the mark back.
         if (swept.complete && (lastSwept === null || at.getTime() > lastSwept)) await retention.swept('matches', at);
         return { keys: swept.keys };

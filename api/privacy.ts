@@ -14,7 +14,6 @@ import {
   type PrivacyRequestView,
 } from '../domain/privacy';
 import { PrivacyMarks } from '../store/privacyMarks';
-import { ProfileGraph } from '../store/profileGraph';
 import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
 import { startPrivacyRequest } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
@@ -53,7 +52,6 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
   const router = Router();
   const requests = new PrivacyStore(store);
   const marks = new PrivacyMarks(store, config.DMP_PRIVACY_SALT);
-  const graph = ProfileGraph.open(store);
   let salt: Promise<string> | null = null;
   const saltOf = () => (salt ??= config.DMP_PRIVACY_SALT ? Promise.resolve(config.DMP_PRIVACY_SALT) : requests.salt().catch((error) => ((salt = null), Promise.reject(error))));
 
@@ -73,8 +71,9 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
       // Well-formed as a request, but no profile can hold such an identity (as for a lookup or an unlink).
       throw new ProblemError(404, 'identity-not-found', 'No profile can have this identity', [{ path: 'identity.value', message: error.message }]);
     }
-    // The key a document holds, when the identity may be stored under more than one (an id an older version kept as sent).
-    const key = keys.length === 1 ? keys[0] : ((await graph.ownerOfFirst(keys))?.key ?? keys[0]);
+    // Named by the stored form's key, whatever the store holds now (a repeat finds the same request); the
+    // workflow also looks under the others (an id an older version kept as sent).
+    const [key, ...alsoKeys] = keys;
     const subject = subjectHash(await saltOf(), key);
     const candidates = Array.from({ length: MAX_REQUESTS_PER_SUBJECT }, (_, n) => privacyRequestId(body.type, subject, n + 1));
     const open = (doc: PrivacyRequestDoc | null | undefined): doc is PrivacyRequestDoc => !!doc && doc.state !== 'completed' && doc.state !== 'failed';
@@ -105,7 +104,7 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
           error: null,
           result: null,
         };
-        if (!(await requests.create(request, key))) {
+        if (!(await requests.create(request, key, alsoKeys))) {
           // A concurrent repeat made this one first: the same request while it is open, else the next place.
           const made = await requests.get(id);
           if (open(made)) return answerOpen(made);

@@ -54,8 +54,18 @@ export class Unlinks {
         throw new ProblemError(404, 'identity-not-found', 'No profile can have this identity', [{ path: `identities.${index}.value`, message: error.message }]);
       }
     });
-    // Each identity's key a document holds (the stored form's, or the id as an older version kept it).
-    const found = await Promise.all(readings.map((candidates) => this.graph.ownerOfFirst(candidates)));
+    // Each identity's key a document holds (the stored form's, or the id as an older version kept it): where an
+    // identity has two, the one in the profile of the others' (the first of identities.0's that has them all).
+    const held = await Promise.all(readings.map(async (candidates) => (await Promise.all(candidates.map(async (key) => ({ key, owner: await this.graph.ownerOf(key) })))).filter((reading) => reading.owner !== null)));
+    let found: Array<(typeof held)[number][number] | null> = held.map((readings) => readings[0] ?? null);
+    for (const start of held[0].length > 1 || held.some((readings) => readings.length > 1) ? held[0] : []) {
+      const { ids } = await this.graph.component(start.owner!.id);
+      const together = held.map((readings, index) => (index === 0 ? start : (readings.find((reading) => ids.includes(reading.owner!.id)) ?? null)));
+      if (together.every(Boolean)) {
+        found = together;
+        break;
+      }
+    }
     const keys = found.map((reading, index) => reading?.key ?? readings[index][0]);
     const owners = found.map((reading) => reading?.owner ?? null);
     const unknown = owners.findIndex((owner) => !owner);

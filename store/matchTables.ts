@@ -80,20 +80,29 @@ export class MatchTableStore {
    * Removes the keys whose every entry has outlived the TTL (a browser or partner id never synced
    * again): reads skip them already, and nothing else would ever remove them. A pass over both sides,
    * reading each key's entries only; each removal is a change by version, so a sighting that lands
-   * meanwhile stays. Bounded: it stops after `limit` removals or at `until`, and says whether it read
-   * everything (`complete`) — a pass that stopped is made again from the start, where the keys it
-   * removed are gone.
+   * meanwhile stays. Bounded per side, so neither starves the other: each stops after `limit`
+   * removals or `ms`, and the result says whether both were read to the end (`complete`). A pass that
+   * stopped is made again from the start, where the keys it removed are gone.
    */
-  async sweepExpired(bounds: { limit: number; until: Date }, onProgress: (swept: number) => void = () => undefined): Promise<{ keys: number; complete: boolean }> {
+  async sweepExpired(bounds: { limit: number; ms: number }, onProgress: (swept: number) => void = () => undefined): Promise<{ keys: number; complete: boolean }> {
     let keys = 0;
+    let complete = true;
     for (const collection of [this.byPartnerId, this.byCookie]) {
+      const until = this.now().getTime() + bounds.ms;
+      let removed = 0;
       for await (const doc of collection.find({}, { projection: { entries: 1 } })) {
-        if (keys >= bounds.limit || this.now() >= bounds.until) return { keys, complete: false };
+        if (removed >= bounds.limit || this.now().getTime() >= until) {
+          complete = false;
+          break;
+        }
         if (liveEntries(doc.entries, this.now(), this.limits).length > 0) continue;
-        if (await this.change(collection, doc._id, (entries) => liveEntries(entries, this.now(), this.limits))) onProgress(++keys);
+        if (await this.change(collection, doc._id, (entries) => liveEntries(entries, this.now(), this.limits))) {
+          removed++;
+          onProgress(++keys);
+        }
       }
     }
-    return { keys, complete: true };
+    return { keys, complete };
   }
 
   /**

@@ -87,6 +87,8 @@ export interface PrivacyAuditDoc {
 export interface SubjectDoc {
   _id: string;
   key: string;
+  /** Keys the same identity may be stored under too: a cookie or customer id an older version kept as sent (domain/identity identityKeysOf). */
+  alsoKeys?: string[];
   /** When the API recorded it (absent on subjects recorded before): one whose request never was is removed a while after. */
   at?: Date;
   partnerIds?: Record<string, string[]>;
@@ -150,9 +152,9 @@ export class PrivacyStore {
     return findByIds(this.requests, ids, 4);
   }
 
-  /** Records a request and its subject's key; returns false when the id was taken (a concurrent repeat). */
-  async create(doc: PrivacyRequestDoc, key: string): Promise<boolean> {
-    await insertKeyed(this.subjects, [{ _id: doc._id, key, at: doc.receivedAt }]);
+  /** Records a request and its subject's key (and the keys it may also be stored under); returns false when the id was taken (a concurrent repeat). */
+  async create(doc: PrivacyRequestDoc, key: string, alsoKeys: string[] = []): Promise<boolean> {
+    await insertKeyed(this.subjects, [{ _id: doc._id, key, ...(alsoKeys.length > 0 && { alsoKeys }), at: doc.receivedAt }]);
     return (await insertKeyed(this.requests, [doc])).size === 0;
   }
 
@@ -166,8 +168,10 @@ export class PrivacyStore {
     return this.requests.find({ state: { $in: ['received', 'running'] }, receivedAt: { $lt: before } }, { projection: { _id: 1, type: 1 } }).toArray();
   }
 
-  async keyOf(id: string): Promise<string | null> {
-    return (await this.subjects.findOne({ _id: id }))?.key ?? null;
+  /** The subject's keys: the one its request is named by first, then those it may also be stored under. */
+  async keysOf(id: string): Promise<string[] | null> {
+    const subject = await this.subjects.findOne({ _id: id });
+    return subject ? [subject.key, ...(subject.alsoKeys ?? [])] : null;
   }
 
   subjectOf(id: string): Promise<SubjectDoc | null> {

@@ -236,8 +236,9 @@
     var cut = full.slice(0, MAX_TEXT);
     if (/[\ud800-\udbff]$/.test(cut)) cut = cut.slice(0, -1);
     if (cut.length < full.length) {
-      // Read from two characters back, so an `%40` the cut split in two is seen.
-      cut = /^[\w.%+'-]*(?:@|%40)/i.test(full.slice(Math.max(0, cut.length - 2))) ? cut.replace(/[\w.%+'-]*$/, '') : cut.replace(/[\w.%+'-]*(?:@|%40)[\w.%-]*$/i, '');
+      // An `%40` the cut split in two is read whole.
+      var back = (/%4?$/.exec(cut) || [''])[0].length;
+      cut = /^[\w.%+'-]*(?:@|%40)/i.test(full.slice(cut.length - back)) ? cut.replace(/[\w.%+'-]*$/, '') : cut.replace(/[\w.%+'-]*(?:@|%40)[\w.%-]*$/i, '');
     }
     return cut;
   }

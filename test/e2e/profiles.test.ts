@@ -1,6 +1,7 @@
 import { prepareEvents } from '../../domain/collect';
 import { EventLog } from '../../store/eventLog';
 import { call } from '../support/http';
+import { settledRequest } from '../support/privacyRequests';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
@@ -167,6 +168,11 @@ describe('profiles through the API: merges, the 360° view and the event history
     expect(found.id).toBe((await lookup('cookie_id', 'legacy-device')).body.id);
     // The same id sent today is stored hashed: a new profile would be that of the hashed email.
     expect(found.identities.map((identity: { type: string; value: string }) => `${identity.type}:${identity.value}`)).toContain('cookie_id:Legacy.Person@example.com');
+    // A privacy request naming it finds that profile too.
+    const admin = (path: string, options: Parameters<typeof call>[1] = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+    const access = await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'cookie_id', value: 'Legacy.Person@example.com' } } });
+    expect(access.status).toBe(202);
+    expect((await settledRequest(admin, access.body.id)).result).toMatchObject({ found: true, profiles: 1, identities: 2 });
     const unlink = await call(`${api.url}/v1/identity/unlink`, { key: api.adminKey, body: { identities: [{ type: 'cookie_id', value: 'Legacy.Person@example.com' }, { type: 'cookie_id', value: 'legacy-device' }] } });
     expect(unlink.status).toBe(202);
   });

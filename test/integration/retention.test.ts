@@ -383,11 +383,11 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     await matches.record('ttd', 'gone-again', 'ck-gone-again', old);
     expect((await sweep({})).matchKeysRemoved).toBe(0);
     expect((await keys()).byPartnerId).toContain('ttd:gone-again');
-    // A pass stopped at its bound says so, and the next, from the start, removes the rest.
-    const later = new Date(Date.now() + 3_600_000);
-    expect(await matches.sweepExpired({ limit: 1, until: later })).toEqual({ keys: 1, complete: false });
-    expect(await matches.sweepExpired({ limit: 10, until: later })).toEqual({ keys: 1, complete: true });
-    expect(await matches.sweepExpired({ limit: 10, until: new Date(0) })).toEqual({ keys: 0, complete: false });
+    // A pass stopped at its bounds (on each side) says so, and the next, from the start, removes the rest.
+    await matches.record('ttd', 'gone-third', 'ck-gone-third', old);
+    expect(await matches.sweepExpired({ limit: 10, ms: 0 })).toEqual({ keys: 0, complete: false });
+    expect(await matches.sweepExpired({ limit: 1, ms: 3_600_000 })).toEqual({ keys: 2, complete: false });
+    expect(await matches.sweepExpired({ limit: 10, ms: 3_600_000 })).toEqual({ keys: 2, complete: true });
     expect(await keys()).toEqual({ byPartnerId: ['ttd:half-user', 'ttd:kept-user'], byCookie: ['ck-half-new:ttd', 'ck-kept:ttd'] });
   });
 
