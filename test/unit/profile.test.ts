@@ -322,12 +322,14 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(doc.consent?.purposes).toEqual({ profiling: true, ads: true, analytics: false });
   });
 
+  /** A document's consent once these signals (time, consent, source) fold into it, in this order. */
+  const fold = (order: Array<[string, StoredConsent, string]>) => {
+    const doc = profile();
+    for (const [when, consent, sourceId] of order) applyEvent(doc, event({ timestamp: at(when), consent, consentOnly: true }), { sourceId, party: 'first', seq: 0 });
+    return doc.consent;
+  };
+
   it("lets any later TC string end a mark that the person had not decided yet, whatever its channel; an older mark folded late changes nothing", () => {
-    const fold = (order: Array<[string, StoredConsent, string]>) => {
-      const doc = profile();
-      for (const [when, consent, sourceId] of order) applyEvent(doc, event({ timestamp: at(when), consent, consentOnly: true }), { sourceId, party: 'first', seq: 0 });
-      return doc.consent;
-    };
     const mark: [string, StoredConsent, string] = ['2025-06-02T00:00:00Z', { tcfPending: true }, 'src_tag'];
     const decision: [string, StoredConsent, string] = ['2025-06-03T00:00:00Z', tcfConsent([1, 3]), 'src_server'];
     const lateOldMark: [string, StoredConsent, string] = ['2025-06-01T00:00:00Z', { tcfPending: true }, 'src_pixel'];
@@ -344,11 +346,6 @@ describe('applyEvent: consent, identities, sources, applied', () => {
   });
 
   it('lets word that the GDPR does not apply end an older no-decision mark, and a newer mark stand over it', () => {
-    const fold = (order: Array<[string, StoredConsent, string]>) => {
-      const doc = profile();
-      for (const [when, consent, sourceId] of order) applyEvent(doc, event({ timestamp: at(when), consent, consentOnly: true }), { sourceId, party: 'first', seq: 0 });
-      return doc.consent;
-    };
     const mark: [string, StoredConsent, string] = ['2025-06-02T00:00:00Z', { tcfPending: true }, 'src_tag'];
     const notApplicable: [string, StoredConsent, string] = ['2025-06-03T00:00:00Z', { tcfNotApplicable: true }, 'src_tag'];
     const ended = fold([mark, notApplicable]);
