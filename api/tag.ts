@@ -37,6 +37,24 @@ export const TAG_EVENTS_PATH = '/v1/tag/events';
 
 /** The browser script, served as it is in the repository (read at start, so a missing file fails the start). */
 const TAG_SCRIPT_FILE = join(__dirname, 'public', 'tag.js');
+/** Where the script holds its source's IAB vendor id: the server writes a source's `tcfVendorId` in, so its cookie needs that vendor's consent. */
+const TAG_VENDOR_MARK = '/*tcfVendorId*/ null';
+
+/** The script as served for one vendor id (null: the source names none), with its ETag; one per vendor id, made once. */
+function tagScripts(): (vendorId: number | null) => { body: Buffer; etag: string } {
+  const template = readFileSync(TAG_SCRIPT_FILE, 'utf8');
+  if (template.split(TAG_VENDOR_MARK).length !== 2) throw new Error(`${TAG_SCRIPT_FILE} must hold ${TAG_VENDOR_MARK} once`);
+  const made = new Map<number | null, { body: Buffer; etag: string }>();
+  return (vendorId) => {
+    let script = made.get(vendorId);
+    if (!script) {
+      const body = Buffer.from(vendorId === null ? template : template.replace(TAG_VENDOR_MARK, String(vendorId)));
+      script = { body, etag: `"${createHash('sha256').update(body).digest('base64url').slice(0, 27)}"` };
+      made.set(vendorId, script);
+    }
+    return script;
+  };
+}
 /** Sites embed one URL for good; an hour bounds how long a new version takes to reach them. */
 const TAG_CACHE_CONTROL = 'public, max-age=3600';
 
@@ -62,12 +80,14 @@ function tagEventsBody(req: Request): unknown {
 export function tagRouter(deps: RouterDeps): Router {
   const { config, collector, writeKeys } = deps;
   const { rejections } = deps;
-  const script = readFileSync(TAG_SCRIPT_FILE);
-  const etag = `"${createHash('sha256').update(script).digest('base64url').slice(0, 27)}"`;
+  const scriptFor = tagScripts();
   const collectRequest = collectRequestSchema(config.DMP_MAX_BATCH_EVENTS);
   const router = Router();
 
-  router.get(TAG_SCRIPT_PATH, (req, res) => {
+  router.get(TAG_SCRIPT_PATH, async (req, res) => {
+    const key = typeof req.query.writeKey === 'string' ? req.query.writeKey : null;
+    const source = key ? await writeKeys.resolve(key) : null;
+    const { body: script, etag } = scriptFor(source?.consent?.tcfVendorId ?? null);
     res.set({
       'Content-Type': 'application/javascript; charset=utf-8',
       'Cache-Control': TAG_CACHE_CONTROL,
@@ -134,10 +154,11 @@ export function registerTagPaths({ registry, problem, json, config }: OpenApiPar
     path: TAG_SCRIPT_PATH,
     summary:
       'The JS tag. Embed `<script async src="…/v1/tag.js?writeKey=…"></script>`; it reads its endpoint and write key from its own src, keeps a first-party cookie id, sends a page view and `dmp.track`/`dmp.identify` calls with the page\'s TCF/GPP consent in batches (sendBeacon) to `/v1/tag/events`. Its header documents the stub that queues calls made before it loads.',
-    request: { query: z.object({ writeKey: z.string().optional().openapi({ description: "The source's write key, which the script reads from its own src; the server serves the same script whatever the query" }) }) },
+    request: { query: z.object({ writeKey: z.string().optional().openapi({ description: "The source's write key, which the script reads from its own src; the server writes in the source's \`tcfVendorId\`, so the cookie also needs that vendor's consent (an unknown key gets the script without one, which warns on the page only when the key is missing)" }) }) },
     responses: {
       200: { description: `The script (\`Cache-Control: ${TAG_CACHE_CONTROL}\`)`, content: { 'application/javascript': { schema: z.string() } } },
       304: { description: 'Not modified (`If-None-Match` with its ETag)' },
+      503: problem('A backing service is unavailable (the write key could not be looked up); retry later'),
     },
   });
   const collectRequest = collectRequestSchema(config.DMP_MAX_BATCH_EVENTS);

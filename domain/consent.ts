@@ -1,4 +1,4 @@
-import { TCString } from '@iabtcf/core';
+import { PurposeRestriction, RestrictionType, TCString, type PurposeRestrictionVector } from '@iabtcf/core';
 import { GppModel } from '@iabgpp/cmpapi';
 import type { ConsentInput, ConsentPolicy } from './schemas';
 
@@ -12,6 +12,8 @@ export interface StoredConsent {
     purposeConsents: number[];
     purposeLegitimateInterests: number[];
     vendorConsents: number[];
+    /** The publisher's restrictions that take consent away as a vendor's basis for a purpose (absent: none). */
+    restrictions?: TcfRestriction[];
   };
   /**
    * The GDPR applies and the person has not decided yet: no TC string (a consent tool still loading,
@@ -50,6 +52,17 @@ export interface StoredGpp {
   gpc?: true;
 }
 
+/**
+ * Vendors a publisher does not let rely on consent for one purpose: "not allowed" at all, or "require
+ * legitimate interest" (the platform reads a vendor's consent only, so such a vendor counts as not
+ * consented for that purpose). Vendor ids as inclusive ranges, sorted: a restriction may cover
+ * thousands of ids.
+ */
+export interface TcfRestriction {
+  purpose: number;
+  vendors: Array<[number, number]>;
+}
+
 export class ConsentError extends Error {
   constructor(
     message: string,
@@ -62,6 +75,43 @@ export class ConsentError extends Error {
 
 /** TCF 2.2 strings carry policy version 4; older ones were issued under rules the IAB has retired. */
 const MIN_TCF_POLICY_VERSION = 4;
+
+/** The restrictions of a TC string that take consent away, per purpose (see `TcfRestriction`). */
+function consentRestrictions(vector: PurposeRestrictionVector): TcfRestriction[] {
+  return vector.getPurposes().flatMap((purpose) => {
+    const vendors = [RestrictionType.NOT_ALLOWED, RestrictionType.REQUIRE_LI].flatMap((type) => vector.getVendors(new PurposeRestriction(purpose, type)));
+    return vendors.length > 0 ? [{ purpose, vendors: mergedRanges(vendors.map((id): [number, number] => [id, id])) }] : [];
+  });
+}
+
+/** Several TC strings' restrictions as one: a vendor restricted for a purpose by any of them is restricted. */
+export function unitedRestrictions(lists: ReadonlyArray<TcfRestriction[] | undefined>): TcfRestriction[] {
+  const byPurpose = new Map<number, Array<[number, number]>>();
+  for (const restriction of lists.flatMap((list) => list ?? [])) byPurpose.set(restriction.purpose, [...(byPurpose.get(restriction.purpose) ?? []), ...restriction.vendors]);
+  return [...byPurpose.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([purpose, ranges]) => ({ purpose, vendors: mergedRanges(ranges) }));
+}
+
+/** Ranges sorted, with overlapping and adjacent ones joined. */
+function mergedRanges(ranges: Array<[number, number]>): Array<[number, number]> {
+  const merged: Array<[number, number]> = [];
+  for (const [from, to] of [...ranges].sort(([a], [b]) => a - b)) {
+    const last = merged[merged.length - 1];
+    if (last && from <= last[1] + 1) last[1] = Math.max(last[1], to);
+    else merged.push([from, to]);
+  }
+  return merged;
+}
+
+/**
+ * Whether a vendor may rely on a TC string's consent for every purpose given: it is consented, and no
+ * publisher restriction takes consent away from it for one of them.
+ */
+export function vendorConsented(tcf: { vendors: readonly number[]; restrictions?: readonly TcfRestriction[] }, vendorId: number, purposes: readonly number[]): boolean {
+  if (!tcf.vendors.includes(vendorId)) return false;
+  return !tcf.restrictions?.some((restriction) => purposes.includes(restriction.purpose) && restriction.vendors.some(([from, to]) => vendorId >= from && vendorId <= to));
+}
 
 function idsOf(vector: { forEach(cb: (value: boolean, id: number) => void): void }): number[] {
   const ids: number[] = [];
@@ -82,6 +132,7 @@ export function decodeTcf(tcString: string): NonNullable<StoredConsent['tcf']> {
   if (model.version !== 2) throw new ConsentError(`TCF version ${model.version} is not supported`);
   const policyVersion = Number(model.policyVersion);
   if (policyVersion < MIN_TCF_POLICY_VERSION) throw new ConsentError(`TCF policy version ${policyVersion} is invalid; TCF v2.2 needs ${MIN_TCF_POLICY_VERSION} or later`);
+  const restrictions = consentRestrictions(model.publisherRestrictions);
   return {
     tcString,
     policyVersion,
@@ -90,6 +141,7 @@ export function decodeTcf(tcString: string): NonNullable<StoredConsent['tcf']> {
     purposeConsents: idsOf(model.purposeConsents),
     purposeLegitimateInterests: idsOf(model.purposeLegitimateInterests),
     vendorConsents: idsOf(model.vendorConsents),
+    ...(restrictions.length > 0 && { restrictions }),
   };
 }
 
@@ -188,9 +240,9 @@ function carriesSignal(consent: StoredConsent | undefined, policy: ConsentPolicy
   );
 }
 
-/** Whether a TC string lets the platform store and read its cookie: purpose 1, and our vendor id when the source names one. */
+/** Whether a TC string lets the platform store and read its cookie: purpose 1, and our vendor id for it when the source names one. */
 export function storageConsented(tcf: NonNullable<StoredConsent['tcf']>, vendorId?: number): boolean {
-  return tcf.purposeConsents.includes(1) && (vendorId === undefined || tcf.vendorConsents.includes(vendorId));
+  return tcf.purposeConsents.includes(1) && (vendorId === undefined || vendorConsented({ vendors: tcf.vendorConsents, restrictions: tcf.restrictions }, vendorId, [1]));
 }
 
 /** Purposes a vendor may only base on consent under TCF 2.2 (storage, and building or using profiles). */
@@ -217,7 +269,7 @@ export function profilingRefusal(consent: StoredConsent | undefined, policy: Con
       const granted = tcf.purposeConsents.includes(purpose) || (!CONSENT_ONLY_PURPOSES.has(purpose) && tcf.purposeLegitimateInterests.includes(purpose));
       if (!granted) return 'tcf_purpose';
     }
-    if (policy.tcfVendorId !== undefined && !tcf.vendorConsents.includes(policy.tcfVendorId)) return 'tcf_vendor';
+    if (policy.tcfVendorId !== undefined && !vendorConsented({ vendors: tcf.vendorConsents, restrictions: tcf.restrictions }, policy.tcfVendorId, policy.tcfPurposes)) return 'tcf_vendor';
   }
   if (policy.honorGppOptOuts && usOptedOut(consent)) return 'gpp_opt_out';
   return null;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { usOptedOut } from './consent';
+import { usOptedOut, vendorConsented, type TcfRestriction } from './consent';
 import { identityKey, PARTNER_ID, uid2Of, type Identity } from './identity';
 import type { ProfileConsent, ProfileDoc } from './profile';
 import { listedOnce, nonEmptyChange } from './schemaChecks';
@@ -70,7 +70,7 @@ export const DestinationConsentSchema = z
       .max(24)
       .default([1, 3, 4])
       .openapi({ description: 'TCF purposes a profile with a TC string must have consented to (default: store/access, build and use a personalised-ads profile)' }),
-    tcfVendorId: z.number().int().min(1).max(65535).optional().openapi({ description: "The partner's IAB vendor id: when set, a profile's TC string must also consent to this vendor" }),
+    tcfVendorId: z.number().int().min(1).max(65535).optional().openapi({ description: "The partner's IAB vendor id: when set, a profile's TC string must also consent to this vendor, and no publisher restriction in it may bar the vendor from one of `tcfPurposes` (\"not allowed\", or \"require legitimate interest\": only vendor consent is read)" }),
     requireTcf: z.boolean().default(false).openapi({ description: 'Withhold profiles that carry no TC string at all (e.g. for EU-only audiences)' }),
     honorGppOptOuts: z
       .boolean()
@@ -253,7 +253,8 @@ export const ExportListQuerySchema = z.object({ limit: z.coerce.number().int().m
  */
 export interface ExportFacts {
   ids: string[];
-  tcf: { purposes: number[]; vendors: number[] } | null;
+  /** Its TCF consent; `restrictions`, the publisher's that take consent away from vendors (absent: none). */
+  tcf: { purposes: number[]; vendors: number[]; restrictions?: TcfRestriction[] } | null;
   usOptOut?: true;
   /** The explicit purpose flags its consent says false to, sorted (absent: none). */
   declined?: string[];
@@ -278,7 +279,7 @@ export function exportFacts(subject: { identities: Identity[]; consent: ProfileC
     .sort();
   return {
     ids: subject.identities.flatMap(exportKeys),
-    tcf: tcf ? { purposes: tcf.purposeConsents, vendors: tcf.vendorConsents } : null,
+    tcf: tcf ? { purposes: tcf.purposeConsents, vendors: tcf.vendorConsents, ...(tcf.restrictions && { restrictions: tcf.restrictions }) } : null,
     ...(usOptedOut(subject.consent) && { usOptOut: true as const }),
     ...(declined.length > 0 && { declined }),
     ...(subject.consent?.tcfPending && { tcfPending: true as const }),
@@ -417,8 +418,8 @@ export type Decision = { withheld: 'consent' } | { withheld: 'label'; label: str
 
 /**
  * Whether a member may leave for this partner and with which ids. Consent comes first (a profile
- * whose TC string lacks a required purpose or the vendor is withheld; no TC string passes unless the
- * destination requires one; a US opt-out of sale, sharing or targeted advertising is withheld unless
+ * whose TC string lacks a required purpose, or the vendor's consent for them — which a publisher
+ * restriction can take away — is withheld; no TC string passes unless the destination requires one; a US opt-out of sale, sharing or targeted advertising is withheld unless
  * the destination says otherwise; so are a declined purpose flag the destination names, and a
  * person who has not decided yet), then export controls (every label of every source that
  * contributed must be allowed: the data that qualified a profile is not traceable to one source, so
@@ -435,7 +436,7 @@ export function decide(facts: ExportFacts, policy: ExportPolicy): Decision {
   } else {
     const tcf = facts.tcf;
     if (!policy.consent.tcfPurposes.every((purpose) => tcf.purposes.includes(purpose))) return { withheld: 'consent' };
-    if (policy.consent.tcfVendorId !== undefined && !tcf.vendors.includes(policy.consent.tcfVendorId)) return { withheld: 'consent' };
+    if (policy.consent.tcfVendorId !== undefined && !vendorConsented(tcf, policy.consent.tcfVendorId, policy.consent.tcfPurposes)) return { withheld: 'consent' };
   }
   for (const source of facts.sources) {
     const label = policy.labelsOf(source).find((l) => !policy.labelsAllowed.includes(l));

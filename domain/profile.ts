@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { cloneData } from './cloneData';
-import { gppDecides, profilingRefusal, type StoredConsent, type StoredGpp } from './consent';
+import { gppDecides, profilingRefusal, unitedRestrictions, type StoredConsent, type StoredGpp } from './consent';
 import type { StoredEvent } from './event';
 import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
 import { identityKey, type Identity } from './identity';
@@ -703,6 +703,9 @@ export function mostRestrictiveConsent(consents: ProfileConsent[]): ProfileConse
       purposeLegitimateInterests: tcfs.map((tcf) => tcf.purposeLegitimateInterests).reduce(intersect),
       vendorConsents: tcfs.map((tcf) => tcf.vendorConsents).reduce(intersect),
     };
+    const restrictions = unitedRestrictions(tcfs.map((tcf) => tcf.restrictions));
+    if (restrictions.length > 0) result.tcf.restrictions = restrictions;
+    else delete result.tcf.restrictions;
   }
   const gpps = sorted.flatMap((consent) => (consent.gpp ? [consent.gpp] : []));
   if (gpps.length > 0) {

@@ -40,7 +40,7 @@ export const ConsentPolicySchema = z
       .max(11)
       .default([1, 3])
       .openapi({ description: 'TCF purposes a TC string must allow (default: store/access on a device, create a personalised-ads profile). Purposes 1 and 3–6 count only with consent; others also with legitimate interest.' }),
-    tcfVendorId: z.number().int().min(1).max(65535).optional().openapi({ description: "Our IAB vendor id: when set, a TC string must also consent to this vendor" }),
+    tcfVendorId: z.number().int().min(1).max(65535).optional().openapi({ description: "Our IAB vendor id: when set, a TC string must also consent to this vendor, and no publisher restriction in it may bar the vendor from one of `tcfPurposes` (\"not allowed\", or \"require legitimate interest\": only vendor consent is read); the JS tag, pixel and cookie sync also need it for purpose 1 to use the cookie" }),
     honorGppOptOuts: z.boolean().default(true).openapi({ description: "A GPP string whose US section (US National, a state, or US Privacy) records an opt-out of sale, sharing or targeted advertising, or a Global Privacy Control signal (a GPP section's `Gpc`, or `consent.gpc` from the browser's `Sec-GPC: 1` header), makes the event non-profiling" }),
     purposeFlag: z
       .string()

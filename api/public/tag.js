@@ -16,7 +16,8 @@
  * as `consent: {tcf, gpp}`; events wait for the CMP's answer — the visitor's choice where its banner is up — until the page is
  * hidden or left, and at most 10 seconds from the tag's load for a CMP that has not answered, 30 while its banner is up, so a
  * returning visitor's slow CMP still tags them with their choice. Where the GDPR applies and purpose 1 (storing information on
- * a device) is not consented, the cookie is neither read nor written (a withdrawal removes it) and events carry an id for the page
+ * a device) is not consented (nor, when the source names its IAB vendor id, consented to that vendor without a publisher
+ * restriction barring it), the cookie is neither read nor written (a withdrawal removes it) and events carry an id for the page
  * only; while a TCF CMP on the page has no TC string to give (the visitor has not chosen yet), events also say
  * `purposes: {profiling: false}`. Events are sent together a second after the first (once consent is known), and at once when the page is hidden or
  * left, with navigator.sendBeacon (a text/plain body, so no CORS preflight) or else fetch with keepalive.
@@ -36,6 +37,8 @@
   var MAX_TEXT = 1024;
   var IDENTITY_TYPES = ['email', 'phone', 'crm_id', 'email_sha256', 'phone_sha256', 'maid'];
   var GPP_STRING = /^D[A-Za-z0-9_~.-]+$/;
+  // The source's IAB vendor id (its consent policy's tcfVendorId), written in by the server that serves the script.
+  var VENDOR_ID = /*tcfVendorId*/ null;
 
   var stub = window.dmp;
   if (stub && stub.loaded) return;
@@ -74,6 +77,14 @@
 
   function consentKnown() {
     return (tcfDecided && gppDecided) || new Date().getTime() >= waitUntil;
+  }
+
+  /**
+   * Whether the source's vendor, when it names one, may rely on consent for purpose 1: consented to, and not barred by a
+   * publisher restriction of purpose 1 of type 0 ("not allowed") or 2 ("require legitimate interest", which consent cannot meet).
+   */
+  function vendorMayStore(vendorConsented, restrictionTypes) {
+    return VENDOR_ID === null || (!!vendorConsented && restrictionTypes.indexOf(0) === -1 && restrictionTypes.indexOf(2) === -1);
   }
 
   /**
@@ -121,7 +132,10 @@
       window.__tcfapi('addEventListener', 2, function (data, success) {
         if (!success || !data) return;
         var consents = data.purpose && data.purpose.consents;
-        tcf = { applies: data.gdprApplies !== false, tcString: data.tcString || '', storage: !!(consents && consents[1]) };
+        var vendors = data.vendor && data.vendor.consents;
+        var restrictions = data.publisher && data.publisher.restrictions && data.publisher.restrictions[1];
+        var storage = !!(consents && consents[1]) && vendorMayStore(vendors && vendors[VENDOR_ID], restrictions ? [restrictions[VENDOR_ID]] : []);
+        tcf = { applies: data.gdprApplies !== false, tcString: data.tcString || '', storage: storage };
         // 'cmpuishown' is an answer too, but the visitor is still choosing: wait (up to the longer bound) for their choice.
         if (data.eventStatus === 'tcloaded' || data.eventStatus === 'useractioncomplete' || data.gdprApplies === false) tcfDecided = true;
         else waitUntil = loadedAt + CMP_CHOICE_WAIT_MS;
@@ -145,7 +159,12 @@
     if (ping.applicableSections && ping.applicableSections.indexOf(2) !== -1 && ping.parsedSections && ping.parsedSections.tcfeuv2) {
       var section = ping.parsedSections.tcfeuv2;
       var core = section instanceof Array ? section[0] : section;
-      eu = !!(core && core.PurposeConsents && core.PurposeConsents[0]);
+      var types = [];
+      var ranges = (core && core.PublisherRestrictions) || [];
+      for (var r = 0; r < ranges.length; r++) {
+        if (ranges[r].key === 1 && ranges[r].ids && ranges[r].ids.indexOf(VENDOR_ID) !== -1) types.push(ranges[r].type);
+      }
+      eu = !!(core && core.PurposeConsents && core.PurposeConsents[0]) && vendorMayStore(core && core.VendorConsents && core.VendorConsents.indexOf(VENDOR_ID) !== -1, types);
     }
     gpp = { gppString: ping.gppString, euStorage: eu };
     if (ready) gppDecided = true;

@@ -50,6 +50,26 @@ describe('consent at the door', () => {
     }
   });
 
+  it("reads the publisher's restrictions: a vendor barred from a purpose it needs is not profiled, and a profile keeps the restrictions its TC string carries", async () => {
+    const { api } = platform;
+    const source = await newSource(api, 'eu-news', { consent: { mode: 'require', tcfPurposes: [1, 3], tcfVendorId: 755 } });
+    const tcString = (barred: number) =>
+      buildTcString({ purposeConsents: [1, 3, 4], vendorConsents: [755, 900], publisherRestrictions: [{ purpose: 3, type: 'not_allowed', vendors: [barred] }] });
+    const response = await source.send([
+      { type: 'page_view', identities: { cookie_id: 'us-barred' }, consent: { tcf: tcString(755) } },
+      { type: 'page_view', identities: { cookie_id: 'other-barred' }, consent: { tcf: tcString(900) } },
+    ]);
+    expect(response.body).toMatchObject({ accepted: 2, nonProfiling: 1, rejected: [] });
+    const status = await waitFor('the drain to pass both events', async () => {
+      const body = (await call(`${api.url}/v1/sources/${source.sourceId}`, { key: api.adminKey })).body;
+      return body.progress?.cursor >= 1 && body.profiles.eventsApplied >= 1 ? body : null;
+    });
+    expect(status.progress.eventsNonProfiling).toEqual({ tcf_vendor: 1 });
+    expect((await source.lookup('cookie_id', 'us-barred')).status).toBe(404);
+    const profile = (await source.lookup('cookie_id', 'other-barred')).body;
+    expect(profile.consent.tcf.restrictions).toEqual([{ purpose: 3, vendors: [[900, 900]] }]);
+  });
+
   it('applies a withdrawal to the profile it belongs to: its consent changes, nothing else does, and segments follow', async () => {
     const { api } = platform;
     const source = await newSource(api, 'eu-shop', { consent: { mode: 'require' } });

@@ -22,13 +22,30 @@ interface TcfAnswer {
   purposeConsents: number[];
   delayMs: number;
   eventStatus?: string;
+  vendorConsents?: number[];
+  /** The publisher's restrictions as the CMP API gives them: purpose → vendor → restriction type. */
+  restrictions?: Record<number, Record<number, number>>;
 }
 
 /** A TCF CMP on the page: answers `addEventListener` after `delayMs` with the given TC string, as a real one would — or with each of `later` in turn. */
 function tcfCmp(tcString: string, purposeConsents: number[], delayMs: number, eventStatus = 'tcloaded', later: TcfAnswer[] = []): string {
-  const calls = [{ tcString, purposeConsents, delayMs, eventStatus }, ...later].map((answer) => {
+  return tcfCmpAnswering([{ tcString, purposeConsents, delayMs, eventStatus }, ...later]);
+}
+
+function tcfCmpAnswering(answers: TcfAnswer[]): string {
+  const calls = answers.map((answer) => {
     const consents = Object.fromEntries(answer.purposeConsents.map((purpose) => [purpose, true]));
-    const data = { tcString: answer.tcString, gdprApplies: true, eventStatus: answer.eventStatus ?? 'tcloaded', cmpStatus: 'loaded', listenerId: 1, purpose: { consents, legitimateInterests: {} } };
+    const vendors = Object.fromEntries((answer.vendorConsents ?? []).map((vendor) => [vendor, true]));
+    const data = {
+      tcString: answer.tcString,
+      gdprApplies: true,
+      eventStatus: answer.eventStatus ?? 'tcloaded',
+      cmpStatus: 'loaded',
+      listenerId: 1,
+      purpose: { consents, legitimateInterests: {} },
+      vendor: { consents: vendors, legitimateInterests: {} },
+      publisher: { consents: {}, legitimateInterests: {}, restrictions: answer.restrictions ?? {} },
+    };
     return `setTimeout(function(){callback(${JSON.stringify(data)},true)},${answer.delayMs});`;
   });
   return `window.__tcfapi=function(command,version,callback){if(command==='addEventListener'){${calls.join('')}}};`;
@@ -36,7 +53,8 @@ function tcfCmp(tcString: string, purposeConsents: number[], delayMs: number, ev
 
 /** A GPP CMP (v1.1): `ping` and `addEventListener` report the GPP string once its signal is ready. */
 function gppCmp(gppString: string): string {
-  const ping = { gppVersion: '1.1', cmpStatus: 'loaded', signalStatus: 'ready', applicableSections: [7], gppString, parsedSections: {} };
+  const model = new GppModel(gppString);
+  const ping = { gppVersion: '1.1', cmpStatus: 'loaded', signalStatus: 'ready', applicableSections: model.getSectionIds(), gppString, parsedSections: model.toObject() };
   return `window.__gpp=function(command,callback){var ping=${JSON.stringify(ping)};if(command==='ping')callback(ping,true);if(command==='addEventListener')callback({eventName:'signalStatus',listenerId:1,data:'ready',pingData:ping},true)};`;
 }
 
@@ -58,6 +76,19 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     model.setFieldValue('usnat', 'SaleOptOut', 2);
     return model.encode();
   })();
+
+  /** TC strings for vendor 755: consented; consented but barred from purpose 1 by the publisher; not consented (another vendor is). */
+  const vendorTc = {
+    ok: buildTcString({ purposeConsents: [1, 3, 4], vendorConsents: [755], isServiceSpecific: true }),
+    barred: buildTcString({ purposeConsents: [1, 3, 4], vendorConsents: [755], isServiceSpecific: true, publisherRestrictions: [{ purpose: 1, type: 'not_allowed', vendors: [755] }] }),
+    other: buildTcString({ purposeConsents: [1, 3, 4], vendorConsents: [10], gvlVendors: [10, 755], isServiceSpecific: true }),
+  };
+  /** A GPP string whose only section is the TC string, as a GPP-only CMP carries it. */
+  const gppOf = (tcString: string) => {
+    const model = new GppModel();
+    model.decodeSection('tcfeuv2', tcString);
+    return model.encode();
+  };
 
   /** The site's pages; `k` in the page's query is the source's write key. */
   function page(path: string, writeKey: string): string | null {
@@ -92,6 +123,16 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
       case '/us/not-applicable.html':
         // A TCF CMP that tells a visitor outside the EU the GDPR does not apply to them.
         return `<!doctype html><html><head><title>Not applicable</title><script>window.__tcfapi=function(command,version,callback){if(command==='addEventListener')setTimeout(function(){callback({tcString:'',gdprApplies:false,eventStatus:'tcloaded',cmpStatus:'loaded',listenerId:1},true)},50)};</script>${tag}</head><body>us</body></html>`;
+      case '/eu/vendor-ok.html':
+        return `<!doctype html><html><head><title>Vendor</title><script>${tcfCmpAnswering([{ tcString: vendorTc.ok, purposeConsents: [1, 3, 4], vendorConsents: [755], delayMs: 10 }])}</script>${tag}</head><body>eu</body></html>`;
+      case '/eu/vendor-barred.html':
+        return `<!doctype html><html><head><title>Vendor</title><script>${tcfCmpAnswering([{ tcString: vendorTc.barred, purposeConsents: [1, 3, 4], vendorConsents: [755], restrictions: { 1: { 755: 0 } }, delayMs: 10 }])}</script>${tag}</head><body>eu</body></html>`;
+      case '/eu/vendor-other.html':
+        return `<!doctype html><html><head><title>Vendor</title><script>${tcfCmpAnswering([{ tcString: vendorTc.other, purposeConsents: [1, 3, 4], vendorConsents: [10], delayMs: 10 }])}</script>${tag}</head><body>eu</body></html>`;
+      case '/eu/gpp-vendor-ok.html':
+        return `<!doctype html><html><head><title>Vendor</title><script>${gppCmp(gppOf(vendorTc.ok))}</script>${tag}</head><body>eu</body></html>`;
+      case '/eu/gpp-vendor-barred.html':
+        return `<!doctype html><html><head><title>Vendor</title><script>${gppCmp(gppOf(vendorTc.barred))}</script>${tag}</head><body>eu</body></html>`;
       case '/eu/slow.html':
         // A returning visitor's CMP that takes 3 s to load their stored choice.
         return `<!doctype html><html><head><title>Slow CMP</title><script>${tcfCmp(grantedTc, [1, 3, 4], 3000)}</script>${tag}</head><body>eu</body></html>`;
@@ -118,8 +159,8 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await platform?.stop();
   });
 
-  async function createSource(name: string): Promise<{ id: string; writeKey: string }> {
-    return (await call(`${platform.api.url}/v1/sources`, { key: platform.api.adminKey, body: { name, kind: 'events', party: 'first' } })).body;
+  async function createSource(name: string, extra: Record<string, unknown> = {}): Promise<{ id: string; writeKey: string }> {
+    return (await call(`${platform.api.url}/v1/sources`, { key: platform.api.adminKey, body: { name, kind: 'events', party: 'first', ...extra } })).body;
   }
   const status = async (id: string) => (await call(`${platform.api.url}/v1/sources/${id}`, { key: platform.api.adminKey })).body;
   const lookup = (type: string, value: string) => call(`${platform.api.url}/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`, { key: platform.api.adminKey });
@@ -293,6 +334,32 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     const profile = await lookup('cookie_id', cookie.value);
     expect(profile.status).toBe(200);
     expect(profile.body.consent.tcf.purposeConsents).toEqual([1, 3, 4]);
+  });
+
+  it("needs the source's vendor consented, and not barred from purpose 1 by the publisher, for its cookie: from a TCF CMP or a GPP string's EU section", async () => {
+    const source = await createSource('eu site, vendor', { consent: { tcfVendorId: 755 } });
+    const served = await fetch(`${platform.api.url}/v1/tag.js?writeKey=${source.writeKey}`);
+    const generic = await fetch(`${platform.api.url}/v1/tag.js?writeKey=unknown`);
+    expect(await served.text()).toContain('var VENDOR_ID = 755;');
+    expect(await generic.text()).toContain('var VENDOR_ID = /*tcfVendorId*/ null;');
+    expect(served.headers.get('etag')).not.toBe(generic.headers.get('etag'));
+    const cookieSet = async (path: string, writeKey: string) => {
+      const context = await browser.newContext();
+      const beacons = recordBeacons(context);
+      const tab = await context.newPage();
+      await tab.goto(`${siteUrl}${path}?k=${writeKey}`);
+      await waitForEvents(beacons, 1);
+      const cookies = await tagCookies(context);
+      await context.close();
+      return cookies.length === 1 && cookies[0].value === sent(beacons)[0].identities.cookie_id;
+    };
+    const pages = ['/eu/vendor-ok.html', '/eu/vendor-barred.html', '/eu/vendor-other.html', '/eu/gpp-vendor-ok.html', '/eu/gpp-vendor-barred.html'];
+    const outcomes: Record<string, boolean> = {};
+    for (const path of pages) outcomes[path] = await cookieSet(path, source.writeKey);
+    expect(outcomes).toEqual({ '/eu/vendor-ok.html': true, '/eu/vendor-barred.html': false, '/eu/vendor-other.html': false, '/eu/gpp-vendor-ok.html': true, '/eu/gpp-vendor-barred.html': false });
+    // A source naming no vendor speaks for none: a restriction of some vendor leaves its cookie alone.
+    const plain = await createSource('eu site, no vendor');
+    expect(await cookieSet('/eu/vendor-barred.html', plain.writeKey)).toBe(true);
   });
 
   it('serves the script as JavaScript, cacheable, and revalidates by ETag', async () => {

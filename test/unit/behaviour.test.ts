@@ -136,6 +136,23 @@ describe('mostRestrictiveConsent', () => {
     expect(merged?.tcf?.tcString).toBe('tc-2026-02-01T00:00:00Z');
   });
 
+  it("keeps every document's publisher restrictions, whichever string is newest", () => {
+    const older = tcf([1, 3], [10, 20], '2026-01-01T00:00:00Z');
+    older.tcf!.restrictions = [{ purpose: 3, vendors: [[10, 12], [40, 40]] }];
+    const newer = tcf([1, 3], [10, 20], '2026-02-01T00:00:00Z');
+    newer.tcf!.restrictions = [
+      { purpose: 1, vendors: [[20, 20]] },
+      { purpose: 3, vendors: [[13, 15]] },
+    ];
+    for (const order of [[older, newer], [newer, older]]) {
+      expect(mostRestrictiveConsent(order)?.tcf?.restrictions).toEqual([
+        { purpose: 1, vendors: [[20, 20]] },
+        { purpose: 3, vendors: [[10, 15], [40, 40]] },
+      ]);
+    }
+    expect(mostRestrictiveConsent([tcf([1], [10], '2026-01-01T00:00:00Z'), tcf([1], [10], '2026-02-01T00:00:00Z')])?.tcf).not.toHaveProperty('restrictions');
+  });
+
   it('lets one "no" among explicit purpose flags win', () => {
     const merged = mostRestrictiveConsent([
       { purposes: { ads: true, analytics: true }, sourceId: 'src_a', at: at('2026-01-01T00:00:00Z') },

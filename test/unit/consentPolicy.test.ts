@@ -26,6 +26,27 @@ describe('TCF policy version', () => {
   });
 });
 
+describe('TCF publisher restrictions', () => {
+  it('keeps the vendors a publisher takes consent away from, per purpose, as ranges', () => {
+    const tcString = buildTcString({
+      purposeConsents: [1, 3],
+      vendorConsents: [5],
+      gvlVendors: [5, 6, 7, 8, 10, 20],
+      publisherRestrictions: [
+        { purpose: 3, type: 'not_allowed', vendors: [5, 6, 7, 10] },
+        { purpose: 7, type: 'require_li', vendors: [8] },
+        { purpose: 7, type: 'not_allowed', vendors: [7] },
+        { purpose: 2, type: 'require_consent', vendors: [20] },
+      ],
+    });
+    expect(decodeTcf(tcString).restrictions).toEqual([
+      { purpose: 3, vendors: [[5, 7], [10, 10]] },
+      { purpose: 7, vendors: [[7, 8]] },
+    ]);
+    expect(decodeTcf(buildTcString({ purposeConsents: [1] })).restrictions).toBeUndefined();
+  });
+});
+
 describe('decodeGpp', () => {
   it('reads a US National sale opt-out', () => {
     const { gpp } = decodeGpp(gppString({ usnat: { SaleOptOutNotice: 1, SaleOptOut: 1 } }));
@@ -117,6 +138,21 @@ describe('profilingRefusal', () => {
   it('checks the vendor when the policy names one', () => {
     expect(profilingRefusal(tcf([1, 3], { vendors: [755] }), policy({ tcfVendorId: 755 }))).toBeNull();
     expect(profilingRefusal(tcf([1, 3], { vendors: [8] }), policy({ tcfVendorId: 755 }))).toBe('tcf_vendor');
+  });
+
+  it("refuses a consented vendor that a publisher restriction bars from one of the policy's purposes", () => {
+    const restricted = (purpose: number, type: 'not_allowed' | 'require_consent' | 'require_li', vendors = [755]): StoredConsent =>
+      decodeConsent({ tcf: buildTcString({ purposeConsents: [1, 3, 7], vendorConsents: [755, 756], publisherRestrictions: [{ purpose, type, vendors }] }) });
+    expect(profilingRefusal(restricted(3, 'not_allowed'), policy({ tcfVendorId: 755 }))).toBe('tcf_vendor');
+    expect(profilingRefusal(restricted(1, 'not_allowed'), policy({ tcfVendorId: 755 }))).toBe('tcf_vendor');
+    // Sent to legitimate interest, consent no longer counts for the vendor; only vendor consent is read.
+    expect(profilingRefusal(restricted(7, 'require_li'), policy({ tcfVendorId: 755, tcfPurposes: [1, 7] }))).toBe('tcf_vendor');
+    // Requiring consent is what is checked anyway; other purposes and other vendors are not touched.
+    expect(profilingRefusal(restricted(7, 'require_consent'), policy({ tcfVendorId: 755, tcfPurposes: [1, 7] }))).toBeNull();
+    expect(profilingRefusal(restricted(7, 'not_allowed'), policy({ tcfVendorId: 755 }))).toBeNull();
+    expect(profilingRefusal(restricted(3, 'not_allowed', [756]), policy({ tcfVendorId: 755 }))).toBeNull();
+    // Without a vendor id the policy speaks for no vendor: restrictions name vendors, so none applies.
+    expect(profilingRefusal(restricted(3, 'not_allowed'), policy())).toBeNull();
   });
 
   it('honours GPP opt-outs of sale, sharing and targeted advertising unless told not to', () => {

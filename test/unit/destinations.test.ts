@@ -163,6 +163,13 @@ describe('decide', () => {
     expect(decide(facts(), policy({ consent: { tcfVendorId: 30 } }))).toMatchObject({ withheld: null });
   });
 
+  it("withholds a profile whose publisher restrictions bar the partner's vendor from a required purpose", () => {
+    const tcf = (purpose: number) => ({ purposes: [1, 3, 4, 7], vendors: [10, 20], restrictions: [{ purpose, vendors: [[15, 25]] as Array<[number, number]> }] });
+    expect(decide(facts({ tcf: tcf(4) }), policy({ consent: { tcfVendorId: 20 } }))).toEqual({ withheld: 'consent' });
+    expect(decide(facts({ tcf: tcf(7) }), policy({ consent: { tcfVendorId: 20 } }))).toMatchObject({ withheld: null });
+    expect(decide(facts({ tcf: tcf(4) }), policy({ consent: { tcfVendorId: 10 } }))).toMatchObject({ withheld: null });
+  });
+
   it('withholds a profile whose GPP string records a US opt-out, unless the destination does not honour them', () => {
     const granted = { purposes: [1, 3, 4], vendors: [] };
     expect(decide(facts({ tcf: granted, usOptOut: true }), policy())).toEqual({ withheld: 'consent' });

@@ -135,6 +135,7 @@ describe('readSyncQuery', () => {
     expect(decision(others, 755)).toBe('tcf_storage');
     expect(decision(others)).toBeNull();
     expect(decision(buildTcString({ purposeConsents: [1], vendorConsents: [755] }), 755)).toBeNull();
+    expect(decision(buildTcString({ purposeConsents: [1], vendorConsents: [755], publisherRestrictions: [{ purpose: 1, type: 'not_allowed', vendors: [755] }] }), 755)).toBe('tcf_storage');
   });
 
   it('takes a consent string that cannot be read as no consent', () => {

@@ -117,6 +117,9 @@ describe('readPixelQuery: consent and the cookie', () => {
     expect(accepted(readPixelQuery({ gdpr: '1', gdpr_consent: ours }, 755)).storageAllowed).toBe(true);
     expect(accepted(readPixelQuery({ gdpr: '1', gdpr_consent: others }, 755)).storageAllowed).toBe(false);
     expect(accepted(readPixelQuery({ gdpr: '1', gdpr_consent: others })).storageAllowed).toBe(true);
+    // The publisher may bar the vendor from purpose 1 though it consented.
+    const barred = buildTcString({ purposeConsents: [1, 3], vendorConsents: [755], publisherRestrictions: [{ purpose: 1, type: 'not_allowed', vendors: [755] }] });
+    expect(accepted(readPixelQuery({ gdpr: '1', gdpr_consent: barred }, 755)).storageAllowed).toBe(false);
   });
 
   it('follows a TC string that refuses purpose 1 even without gdpr, but not when gdpr=0', () => {

@@ -1,4 +1,4 @@
-import { GVL, TCModel, TCString, type Purpose, type Vendor, type VendorList } from '@iabtcf/core';
+import { GVL, PurposeRestriction, RestrictionType, TCModel, TCString, type Purpose, type Vendor, type VendorList } from '@iabtcf/core';
 
 /**
  * Builds real TCF v2 TC strings for unit tests. Encoding needs a Global Vendor List; a small one is
@@ -16,7 +16,11 @@ export interface TcfFixtureOptions {
   policyVersion?: number;
   /** Service-specific strings are what GPP's TCF EU section carries. */
   isServiceSpecific?: boolean;
+  /** Publisher restrictions: each vendor listed (it must be in the vendor list) restricted for the purpose. */
+  publisherRestrictions?: Array<{ purpose: number; type: 'not_allowed' | 'require_consent' | 'require_li'; vendors: number[] }>;
 }
+
+const RESTRICTION_TYPES = { not_allowed: RestrictionType.NOT_ALLOWED, require_consent: RestrictionType.REQUIRE_CONSENT, require_li: RestrictionType.REQUIRE_LI } as const;
 
 function vendor(id: number): Vendor {
   return {
@@ -24,7 +28,8 @@ function vendor(id: number): Vendor {
     name: `Vendor ${id}`,
     purposes: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
     legIntPurposes: [2, 7, 8, 9, 10],
-    flexiblePurposes: [],
+    // A publisher may only switch the legal basis of flexible purposes.
+    flexiblePurposes: [2, 7, 8, 9, 10],
     specialPurposes: [],
     features: [],
     specialFeatures: [],
@@ -66,5 +71,8 @@ export function buildTcString(options: TcfFixtureOptions = {}): string {
   model.purposeConsents.set(options.purposeConsents ?? []);
   model.purposeLegitimateInterests.set(options.purposeLegitimateInterests ?? []);
   model.vendorConsents.set(vendorConsents);
+  for (const restriction of options.publisherRestrictions ?? []) {
+    for (const vendorId of restriction.vendors) model.publisherRestrictions.add(vendorId, new PurposeRestriction(restriction.purpose, RESTRICTION_TYPES[restriction.type]));
+  }
   return TCString.encode(model);
 }
