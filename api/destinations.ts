@@ -275,6 +275,8 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       const given = { ...patch.config };
       const kept = connector.secrets.filter((field) => (given[field] === undefined || given[field] === SECRET_SET) && doc.config[field] !== undefined);
       for (const field of kept) given[field] = doc.config[field];
+      // null drops a stored secret, for a connector that can do without it (a required one is then missing: a 409 naming it, as any config that does not fit).
+      for (const field of connector.secrets) if (given[field] === null) delete given[field];
       refuseSecretPlaceholders(connector, given);
       set.config = configOf(connector, given, allowlist);
       // A kept secret never goes to another address than the one it was given for (compared on the whole new config, once valid).

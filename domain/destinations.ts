@@ -144,7 +144,7 @@ export const PatchDestinationRequestSchema = nonEmptyChange(
       config: z
         .record(z.string(), z.unknown())
         .optional()
-        .openapi({ description: "Replaces the connector's configuration (its schema in CreateDestinationRequest); secret fields left out keep their stored value. One that does not fit the destination's connector is a 409." }),
+        .openapi({ description: "Replaces the connector's configuration (its schema in CreateDestinationRequest); secret fields left out (or sent back as `\"(set)\"`) keep their stored value, and null drops one the connector can do without (e.g. `segment_file`'s `token`). One that does not fit the destination's connector is a 409." }),
       segments: SegmentIds.optional(),
       schedule: NullableScheduleSchema.optional(),
       nearRealTime: z.boolean().optional(),

@@ -129,7 +129,19 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(movedAsShown.status).toBe(409);
     expect(movedAsShown.body.errors).toEqual([{ path: 'config.secret', message: 'send the secret again when the address changes' }]);
     expect((await admin(`/v1/destinations/${id}`)).body.config.url).toBe('http://127.0.0.1:1/hook');
+    // null drops a stored secret a connector can do without; a required one is then missing.
+    const dropped = await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: 'http://127.0.0.1:1/hook', secret: null } } });
+    expect(dropped.status).toBe(409);
+    expect(dropped.body.errors.map((error: { path: string }) => error.path)).toEqual(['config.secret']);
+    expect((await admin(`/v1/destinations/${id}`)).body.config.secret).toBe('(set)');
     expect((await admin(`/v1/destinations/${id}`, { method: 'DELETE' })).status).toBe(204);
+    const upload = await createDestination({ connector: 'segment_file', idType: 'cookie_id', config: { url: 'http://127.0.0.1:1/incoming', token: 'upload-token' } });
+    expect((await admin(`/v1/destinations/${upload}`)).body.config.token).toBe('(set)');
+    const untokened = await admin(`/v1/destinations/${upload}`, { method: 'PATCH', body: { config: { url: 'http://127.0.0.1:1/incoming', token: null } } });
+    expect(untokened.status).toBe(200);
+    expect(untokened.body.config).not.toHaveProperty('token');
+    expect((await admin(`/v1/destinations/${upload}`)).body.config).not.toHaveProperty('token');
+    expect((await admin(`/v1/destinations/${upload}`, { method: 'DELETE' })).status).toBe(204);
   });
 
   it('delivers a signed webhook export through a dropped connection, a 5xx, a partner past the timeout and a 429, applying no batch twice, then sends deltas', async () => {
