@@ -7,6 +7,12 @@ import { NOTHING_IMPORTED, type UploadDoc, type UploadStore } from '../store/upl
 /** While a file is read, its counts on the upload are brought up to date every this many chunks, or this often while chunks are staged. */
 const PROGRESS_EVERY_CHUNKS = 25;
 const PROGRESS_EVERY_MS = 30_000;
+/**
+ * A chunk is staged once its rows hold this much text, however few they are: wide rows (a record may
+ * hold 64K characters) would otherwise make a chunk larger than a stored document may be. At three
+ * bytes a character, with the names and hashes that become of it, well under 16 MB.
+ */
+const CHUNK_TEXT_CHARS = 2_000_000;
 
 /**
  * The upload stopped receiving while its rows were still being staged: a later attempt of its
@@ -115,6 +121,7 @@ export class UploadStaging {
     let reader: RowReader | null = null;
     let row = options.lineNumbers ? -1 : 0;
     let rows: NumberedRow[] = [];
+    let chars = 0;
     try {
       for await (const fields of records) {
         row++;
@@ -126,9 +133,11 @@ export class UploadStaging {
         }
         if (fields.length === 1 && fields[0].trim() === '') continue;
         rows.push({ row, fields });
-        if (rows.length >= this.chunkRows) {
+        for (const field of fields) chars += field.length;
+        if (rows.length >= this.chunkRows || chars >= CHUNK_TEXT_CHARS) {
           await this.stage(reader, rows, file);
           rows = [];
+          chars = 0;
         }
       }
     } catch (error) {

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { newUpload, prepareMappedRows, UploadStaging, UploadSuperseded, type NumberedRow, type PreparedRows } from '../activities/uploadStaging';
 import type { PrepareOptions } from '../domain/collect';
 import {
+  BoundedLines,
   columnOf,
   crmCsvOptions,
   crmRowToEvent,
@@ -156,7 +157,9 @@ export function uploadsRouter({ store, temporal, config, admin }: RouterDeps): R
     parser.on('error', () => undefined);
     const fingerprint = upload.keyId === undefined ? null : fingerprintOf(body);
     fingerprint?.catch(() => undefined); // a body that fails fails the file too, reported by the parser
-    body.pipe(parser);
+    const bounded = new BoundedLines();
+    bounded.on('error', (error) => parser.destroy(error));
+    body.pipe(bounded).pipe(parser);
     const options: PrepareOptions = { now: upload.startedAt, defaultPhoneRegion: config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent };
     const staging = new UploadStaging(uploads, upload, config.DMP_CHUNK_MAX_EVENTS);
     try {

@@ -6,7 +6,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { createGunzip } from 'node:zlib';
 import { parse } from 'csv-parse';
 import { feedColumnNames, ndjsonFields, type FeedConfig } from '../domain/feeds';
-import { crmCsvOptions, FileUnreadable } from '../domain/uploads';
+import { BoundedLines, crmCsvOptions, FileUnreadable } from '../domain/uploads';
 import type { FeedFile } from '../store/feeds';
 import { describeFailure } from './outbound';
 
@@ -88,10 +88,11 @@ function feedText(body: Readable): { text: Readable; tail: LastByte } {
 async function* csvRecords(body: Readable, feed: FeedConfig): AsyncGenerator<string[]> {
   const { text, tail } = feedText(body);
   const parser = parse(crmCsvOptions(feed.mapping));
-  text.on('error', (error) => parser.destroy(error));
+  const bounded = new BoundedLines();
+  for (const stream of [text, bounded]) stream.on('error', (error) => parser.destroy(error));
   // Errors reach the loop below through the iterator; this keeps a late one from going unhandled.
   parser.on('error', () => undefined);
-  text.pipe(parser);
+  text.pipe(bounded).pipe(parser);
   let row = 0;
   let width = 0;
   let last: string[] = [];

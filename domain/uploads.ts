@@ -1,3 +1,4 @@
+import { Transform, type TransformCallback } from 'node:stream';
 import { z } from 'zod';
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import type { Options as CsvOptions } from 'csv-parse';
@@ -66,6 +67,37 @@ const MAX_RECORD_CHARS = 65_536;
  */
 export function crmCsvOptions(mapping: Pick<CrmMapping, 'delimiter'>): CsvOptions {
   return { delimiter: mapping.delimiter, bom: true, relax_column_count: true, relax_quotes: true, max_record_size: MAX_RECORD_CHARS };
+}
+
+/**
+ * A line longer than this is refused before csv-parse reads it: its record bound counts the text of
+ * fields only, so a line of delimiters alone would grow one record (an array of empty fields) until
+ * memory runs out. Room for a record at its bound with a delimiter after every character.
+ */
+const MAX_LINE_BYTES = 8 * MAX_RECORD_CHARS;
+
+/** A file's bytes passed on as they are, failing (FileUnreadable, naming the line) at the first line longer than MAX_LINE_BYTES. */
+export class BoundedLines extends Transform {
+  private line = 1;
+  private length = 0;
+  private lastByte = -1;
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    let start = 0;
+    for (let i = 0; i < chunk.length; i++) {
+      const byte = chunk[i];
+      if (byte !== 0x0a && byte !== 0x0d) continue;
+      if (this.length + i - start > MAX_LINE_BYTES) break;
+      // A CRLF pair ends one line, not two.
+      if (!(byte === 0x0a && (i > 0 ? chunk[i - 1] : this.lastByte) === 0x0d)) this.line++;
+      this.length = 0;
+      start = i + 1;
+    }
+    this.length += chunk.length - start;
+    if (chunk.length > 0) this.lastByte = chunk[chunk.length - 1];
+    if (this.length > MAX_LINE_BYTES) return callback(new FileUnreadable(`line ${this.line}`, `longer than ${MAX_LINE_BYTES} bytes`));
+    callback(null, chunk);
+  }
 }
 
 /** Where the mapped columns are in one file's header. */

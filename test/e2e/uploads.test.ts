@@ -238,6 +238,10 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
     expect(failed).toMatchObject({ state: 'failed', error: 'row 3: not valid CSV (CSV_QUOTE_NOT_CLOSED)', rowsImported: 0 });
     expect(await store.db.collection(COLLECTIONS.uploadRows).countDocuments({ uploadId: failed.uploadId })).toBe(0);
     expect(await sourceLogEventIds(store, sourceId)).toHaveLength(logged);
+    // A line of delimiters alone (which the parser's record bound does not see) is refused too, not read into memory.
+    const commas = await upload(sourceId, `${HEADER}\nq-3,q3@example.com,gold,Rome\n${','.repeat(600_000)}\n`);
+    expect({ status: commas.status, errors: commas.body.errors }).toEqual({ status: 422, errors: [{ path: 'line 3', message: 'longer than 524288 bytes' }] });
+    expect(await sourceLogEventIds(store, sourceId)).toHaveLength(logged);
   });
 
   it('fails an upload whose sender hangs up half-way, its staged rows removed, and goes on answering', async () => {

@@ -48,4 +48,31 @@ describe('staging an upload', () => {
     expect(await uploads.readChunk(upload._id, 1)).not.toBeNull();
     expect(await uploads.readChunk(upload._id, 2)).toBeNull();
   });
+
+  it('stages wide rows in chunks a stored document can hold, cutting by text as well as by rows', async () => {
+    const uploads = new UploadStore(store);
+    const upload = newUpload('upl_wide', 'src_wide', new Date());
+    await uploads.create(upload);
+    const staging = new UploadStaging(uploads, upload, 2000);
+    // Ten trait cells of 1,000 CJK characters a row: 2,000 rows of them would be some 60 MB in one chunk.
+    const wide = '\u4e2d'.repeat(1_000);
+    const reader = {
+      prepare: (rows: NumberedRow[]): PreparedRows => ({
+        events: rows.map(({ fields }) => ({ id: fields[0], type: 'crm_record', timestamp: new Date(), receivedAt: new Date(), identities: [{ type: 'crm_id', value: fields[0] }], traits: Object.fromEntries(fields.slice(1).map((cell, i) => [`t${i}`, cell])) }) as StoredEvent),
+        rejections: [],
+        nonProfiling: 0,
+      }),
+    };
+    async function* records() {
+      yield ['id', ...Array.from({ length: 10 }, (_, i) => `t${i}`)];
+      for (let row = 0; row < 2000; row++) yield [`w-${row}`, ...Array.from({ length: 10 }, () => wide)];
+    }
+    await staging.readFile(records(), () => reader);
+    const done = await staging.complete();
+    expect(done.rowsReceived).toBe(2000);
+    expect(done.chunks).toBeGreaterThan(1);
+    let staged = 0;
+    for (let n = 0; n < done.chunks; n++) staged += (await uploads.readChunk(upload._id, n))?.length ?? 0;
+    expect(staged).toBe(2000);
+  });
 });

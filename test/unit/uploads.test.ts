@@ -3,7 +3,8 @@ import { prepareCrmRows } from '../../api/uploads';
 import type { PrepareOptions } from '../../domain/collect';
 import { sha256Hex } from '../../domain/identity';
 import { ConsentPolicySchema } from '../../domain/schemas';
-import { crmCsvOptions, CrmMappingSchema, crmRowToEvent, readCrmHeader, type CrmColumns, type CrmMapping } from '../../domain/uploads';
+import { Readable } from 'node:stream';
+import { BoundedLines, crmCsvOptions, CrmMappingSchema, crmRowToEvent, FileUnreadable, readCrmHeader, type CrmColumns, type CrmMapping } from '../../domain/uploads';
 
 const NOW = new Date('2026-03-01T09:00:00.000Z');
 const OPTIONS: PrepareOptions = { now: NOW, defaultPhoneRegion: 'US' };
@@ -148,5 +149,32 @@ describe('CRM uploads: reading a file with the source delimiter', () => {
     const mapping = CrmMappingSchema.parse({ identities: { crm_id: 'id' }, delimiter: ';' });
     const [header] = parse('id,name\nc-1,Ada\n', crmCsvOptions(mapping)) as string[][];
     expect(readCrmHeader(header, mapping)).toEqual({ errors: [{ path: 'mapping.identities.crm_id', message: 'column "id" is not in the header' }] });
+  });
+
+  /** What BoundedLines lets through of these chunks, or the error it stops with. */
+  async function bounded(chunks: Buffer[]): Promise<{ bytes: number } | { error: FileUnreadable }> {
+    const stream = Readable.from(chunks).pipe(new BoundedLines());
+    let bytes = 0;
+    try {
+      for await (const chunk of stream) bytes += (chunk as Buffer).length;
+      return { bytes };
+    } catch (error) {
+      return { error: error as FileUnreadable };
+    }
+  }
+
+  it('refuses a line of delimiters alone, which the record bound does not see, naming the line', async () => {
+    // csv-parse's own bound counts field text only: a line of commas would grow one record without end.
+    const commas = Buffer.from(','.repeat(100_000));
+    const result = await bounded([Buffer.from('a,b\r\nc,d\n'), ...Array.from({ length: 10 }, () => commas)]);
+    expect(result).toEqual({ error: expect.any(FileUnreadable) });
+    expect('error' in result && { path: result.error.path, message: result.error.message }).toEqual({ path: 'line 3', message: 'longer than 524288 bytes' });
+  });
+
+  it('passes long files of ordinary lines, and a record at the bound with a delimiter after every character, as they are', async () => {
+    const row = Buffer.from(`${'x,'.repeat(65_536)}\r\n`);
+    expect(await bounded(Array.from({ length: 20 }, () => row))).toEqual({ bytes: row.length * 20 });
+    // Old Mac line breaks (CR alone) end lines too.
+    expect(await bounded([Buffer.from(`${'y'.repeat(400_000)}\r`), Buffer.from(`${'z'.repeat(400_000)}\r`)])).toEqual({ bytes: 800_002 });
   });
 });
