@@ -73,7 +73,7 @@ export function createItemModelActivities(deps: ItemModelDeps) {
     const { people, documentsScanned } = await passPeople(stores, needs, {
       document: (_stored, fields) => itemsOf(fields, types),
       person: (person) => itemsOf(person, types),
-    }, { skipOptedOut: true });
+    }, { skipOptedOut: true, skipRefused: true });
     const counter = new CooccurrenceCounter();
     let withItems = 0;
     for (const items of people.values()) {

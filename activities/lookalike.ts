@@ -94,7 +94,7 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     const { people } = await passPeople(stores, NO_RULE_NEEDS, {
       document: (stored) => featuresOfPerson(decodeProfile(stored)),
       person: (person) => featuresOfPerson(person),
-    }, { skipOptedOut: true });
+    }, { skipOptedOut: true, skipRefused: true });
     const membership = new SegmentMembership(deps.store);
     const states = await membership.realTime([...taxonomy, seed, ...(base ? [base] : [])]);
     for (const segment of taxonomy) {

@@ -5,6 +5,8 @@ import { IdentityIndex } from '../store/identities';
 import { ProfileGraph, type Component } from '../store/profileGraph';
 import { decodeForSegments, ProfileStore, type SegmentFields, type StoredProfile } from '../store/profiles';
 import { PrivacyMarks } from '../store/privacyMarks';
+import { policiesOf } from '../store/sourcePolicies';
+import { SourceStore } from '../store/sources';
 import { heartbeat } from './heartbeat';
 
 export interface PeoplePassStores {
@@ -12,11 +14,12 @@ export interface PeoplePassStores {
   graph: ProfileGraph;
   identities: IdentityIndex;
   marks: PrivacyMarks;
+  sources: SourceStore;
 }
 
 /** What a pass reads, over a store: profile documents, the graph that joins them, and its links. */
 export function peoplePassStores(store: Store): PeoplePassStores {
-  return { profiles: new ProfileStore(store, 0), graph: ProfileGraph.open(store), identities: new IdentityIndex(store, 0), marks: new PrivacyMarks(store) };
+  return { profiles: new ProfileStore(store, 0), graph: ProfileGraph.open(store), identities: new IdentityIndex(store, 0), marks: new PrivacyMarks(store), sources: new SourceStore(store) };
 }
 
 /** What a pass does with each person; what it returns is kept per person until the pass ends. */
@@ -43,11 +46,15 @@ export async function passPeople<T>(
   stores: PeoplePassStores,
   needs: SubjectNeeds,
   visitor: PersonVisitor<T>,
-  options: { skipOptedOut?: boolean } = {},
+  options: { skipOptedOut?: boolean; skipRefused?: boolean } = {},
 ): Promise<{ people: Map<string, T>; documentsScanned: number }> {
-  // Models built from people (recommendations, lookalikes) leave out those who opted out of profiling.
+  // Models built from people (recommendations, lookalikes) leave out those who opted out of profiling,
+  // and those whose consent refuses it under their sources' policies (consent and sources are read then).
   await stores.marks.refresh(true);
   const skipped = (subject: Parameters<PrivacyMarks['optedOut']>[0]) => options.skipOptedOut === true && stores.marks.optedOut(subject);
+  const policies = options.skipRefused ? policiesOf(await stores.sources.list()) : null;
+  const refused = (subject: SegmentFields | CombinedProfile) => policies?.refuses(subject) === true;
+  if (policies) needs = { ...needs, consent: true };
   const linked = new Set<string>();
   for await (const link of stores.identities.links.find({}, { projection: { profiles: 1 } })) for (const id of link.profiles) linked.add(id);
   heartbeat({ phase: 'links', links: linked.size });
@@ -62,7 +69,7 @@ export async function passPeople<T>(
       if (fields.retired || fields.linked || fields.ancestors?.length || linked.has(stored.profileId)) {
         results.set(stored.profileId, { version: stored.version, kind: fields.retired ? 'retired' : 'linked', result: null });
         if (seen?.kind === 'single') visitor.dropped?.(stored.profileId);
-      } else if (skipped({ profileId: stored.profileId })) {
+      } else if (skipped({ profileId: stored.profileId }) || refused(fields)) {
         results.set(stored.profileId, { version: stored.version, kind: 'skipped', result: null });
         if (seen?.kind === 'single') visitor.dropped?.(stored.profileId);
       } else {
@@ -82,7 +89,7 @@ export async function passPeople<T>(
     for (const member of component.ids) done.add(member);
     if (component.docs.length === 0) return;
     const person = combineDocuments(component.docs);
-    if (skipped({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) })) return;
+    if (skipped({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) }) || refused(person)) return;
     people.set(person.id, visitor.person(person, component));
   });
   for (const [id, seen] of results) if (seen.kind === 'single' && !done.has(id)) people.set(id, seen.result as T);

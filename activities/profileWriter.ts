@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { Context } from '@temporalio/activity';
 import type { Config } from '../config';
 import { factsChanged } from '../domain/destinations';
+import type { ConsentPolicies } from '../domain/consentGate';
 import { cappedTypes } from '../domain/identityCaps';
 import { identityKey, type StoredIdentityType } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
@@ -25,6 +26,7 @@ import { ProfileStore, type StoredVersion } from '../store/profiles';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { definitionsOf, SegmentStore } from '../store/segments';
 import { ExpiredProfiles } from '../store/expiredProfiles';
+import { SourcePolicies } from '../store/sourcePolicies';
 import { SourceStore } from '../store/sources';
 import { DEFAULT_CONSENT_POLICY, type ConsentPolicy } from '../domain/schemas';
 import { ProfileExpiries } from '../store/profileExpiries';
@@ -174,10 +176,11 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const itemTypes = deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES;
   const profileGraph = new ProfileGraph(identities, profiles);
   const expiry = createExpiryStep({ profiles, identities, caps, expiries: new ProfileExpiries(deps.store), expired: new ExpiredProfiles(deps.store), partitions: deps.config.DMP_PROFILE_PARTITIONS, now });
-  let compiled: { key: string; evaluator: SegmentEvaluator } | null = null;
-  const evaluatorFor = (definitions: SegmentDefinition[]): SegmentEvaluator => {
+  const sourcePolicies = new SourcePolicies(deps.store, POLICY_KEPT_MS);
+  let compiled: { key: string; policies: ConsentPolicies; evaluator: SegmentEvaluator } | null = null;
+  const evaluatorFor = (definitions: SegmentDefinition[], policies: ConsentPolicies): SegmentEvaluator => {
     const key = JSON.stringify(definitions);
-    if (compiled?.key !== key) compiled = { key, evaluator: new SegmentEvaluator(definitions) };
+    if (compiled?.key !== key || compiled.policies !== policies) compiled = { key, policies, evaluator: new SegmentEvaluator(definitions, policies) };
     return compiled.evaluator;
   };
 
@@ -681,7 +684,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     if (segments.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
     const definitions = definitionsOf(segments);
     const versions = new Map(segments.map((doc) => [doc._id, doc.version]));
-    const evaluator = evaluatorFor(definitions);
+    const evaluator = evaluatorFor(definitions, await sourcePolicies.read(new Set([...changed.values()].flatMap((doc) => doc.sources))));
     const at = new EvaluationTime(now());
     const components = new Map<string, ProfileDoc[]>();
     const linked = [...changed.values()].filter((doc) => !doc.retired && (doc.linked || doc.ancestors?.length)).map((doc) => doc.profileId);
@@ -714,16 +717,19 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * The incremental path of the item model (activities/itemModel): each person whose items this
    * fold changed, with their items before and after, recorded under the attempt's write group (a
    * retry writes the same record). Documents joined to others are left to the next full build: their
-   * person's items are the component's.
+   * person's items are the component's. A person whose consent refuses profiling counts no items, so
+   * a withdrawal takes theirs out and a newer consent puts them back.
    */
   async function recordItemChanges(group: string, changed: Map<string, ProfileDoc>, stored: Map<string, StoredVersion>): Promise<void> {
     const single = (doc: Readonly<ProfileDoc> | undefined) => !!doc && !doc.retired && !doc.linked && !doc.ancestors?.length;
+    const policies = await sourcePolicies.read(new Set([...changed.values()].flatMap((doc) => doc.sources)));
+    const counted = (doc: Readonly<ProfileDoc>) => (policies.refuses(doc) ? [] : itemsOf(doc, itemTypes));
     const people: ItemChange[] = [];
     for (const doc of changed.values()) {
       const previous = stored.get(doc.profileId);
       if (!single(doc) || (previous && !single(previous))) continue;
-      const before = previous ? itemsOf(previous, itemTypes) : [];
-      const after = itemsOf(doc, itemTypes);
+      const before = previous ? counted(previous) : [];
+      const after = counted(doc);
       if (before.join('\u0000') !== after.join('\u0000')) people.push({ personId: doc.profileId, before, after });
     }
     if (people.length > 0) await itemModels.recordChanges({ _id: group, at: now(), people });

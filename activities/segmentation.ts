@@ -16,6 +16,7 @@ import { SegmentMembership } from '../store/segmentMembership';
 import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type SnapshotChunk } from '../store/segmentRuns';
 import { StartGates, startGateKey } from '../store/startGates';
 import { SegmentStore } from '../store/segments';
+import { policiesOf } from '../store/sourcePolicies';
 import { heartbeat, withHeartbeats } from './heartbeat';
 import { beginGated } from './startGate';
 import { passPeople, peoplePassStores } from './peoplePass';
@@ -60,7 +61,7 @@ class BottomSample {
   subjects(): { subjects: SegmentSubject[]; maxRank: number } {
     const kept = [...this.kept].sort((a, b) => a[1].rank - b[1].rank || (a[0] < b[0] ? -1 : 1)).slice(0, SAMPLE_SIZE);
     return {
-      subjects: kept.map(([, { subject }]) => ({ identities: subject.identities, traits: subject.traits, counters: subject.counters, consent: subject.consent, lastSeen: subject.lastSeen })),
+      subjects: kept.map(([, { subject }]) => ({ identities: subject.identities, traits: subject.traits, counters: subject.counters, consent: subject.consent, lastSeen: subject.lastSeen, sources: subject.sources })),
       maxRank: kept.length > 0 ? kept[kept.length - 1][1].rank : -1,
     };
   }
@@ -105,7 +106,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     };
     await runs.markPassStarted(run._id, run.passStartedAt, token);
     const rules = rulesOfRun(run);
-    const evaluator = new SegmentEvaluator(rules);
+    const evaluator = new SegmentEvaluator(rules, policiesOf(await stores.sources.list()));
     const needs = subjectNeeds(rules.map((definition) => definition.rule));
     const order = run.segments.map((segment) => segment.id);
     const at = new EvaluationTime(run.now);

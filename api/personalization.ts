@@ -4,6 +4,7 @@ import { ItemModelRequestSchema, ItemModelSchema, itemsOf, ProfileSegmentsSchema
 import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
 import { ItemModelStore, type ItemModelHead } from '../store/itemModel';
 import { definitionsOf, SegmentStore } from '../store/segments';
+import { SourcePolicies } from '../store/sourcePolicies';
 import { requestItemModel } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
 import { ProfileReader } from '../store/profileReader';
@@ -42,10 +43,12 @@ class Refreshed<T> {
 export function personalizationRouter({ store, temporal, config, admin }: Pick<RouterDeps, 'store' | 'temporal' | 'config' | 'admin'>): Router {
   const reader = new ProfileReader(store);
   const segmentStore = new SegmentStore(store);
+  // Read with the segment definitions: a changed policy reaches answers as soon as a changed segment does.
+  const sourcePolicies = new SourcePolicies(store, REFRESH_MS);
   const models = new ItemModelStore(store);
   const segments = new Refreshed(async () => {
-    const docs = await segmentStore.list();
-    return { evaluator: new SegmentEvaluator(definitionsOf(docs)), names: new Map(docs.map((doc) => [doc._id, doc.name])) };
+    const [docs, policies] = await Promise.all([segmentStore.list(), sourcePolicies.read()]);
+    return { evaluator: new SegmentEvaluator(definitionsOf(docs), policies), names: new Map(docs.map((doc) => [doc._id, doc.name])) };
   });
   // The model is read whole only when a new build is published; otherwise one read of its head.
   const model = new Refreshed<{ head: ItemModelHead | null; items: Map<string, ItemNeighbours> }>(async (previous) => {
@@ -70,9 +73,9 @@ export function personalizationRouter({ store, temporal, config, admin }: Pick<R
 
   router.get('/v1/profiles/:id/recommendations', admin, async (req, res) => {
     const query = parseOr400(RecommendationsQuerySchema, req.query, 'recommendations query');
-    const [person, current] = await Promise.all([personOf(String(req.params.id)), model.get()]);
-    // A person who opted out of profiling is recommended nothing from what they did.
-    const items = current.head && !person.optOut ? recommend(current.items, itemsOf(person, current.head.eventTypes), query.limit) : [];
+    const [person, current, policies] = await Promise.all([personOf(String(req.params.id)), model.get(), sourcePolicies.read()]);
+    // A person who opted out of profiling, or whose consent refuses it, is recommended nothing from what they did.
+    const items = current.head && !person.optOut && !policies.refuses(person) ? recommend(current.items, itemsOf(person, current.head.eventTypes), query.limit) : [];
     res.json({ profileId: person.id, modelBuiltAt: current.head?.at.toISOString() ?? null, items });
   });
 

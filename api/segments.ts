@@ -24,6 +24,7 @@ import type { Store } from '../store/db';
 import { decodeProfile, ProfileStore } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentRunStore, type RunDoc } from '../store/segmentRuns';
+import { SourcePolicies } from '../store/sourcePolicies';
 import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc, type SegmentEdit } from '../store/segments';
 import { ensureSegmentSchedule, releaseSegmentSchedule, startRunOfSegments } from '../temporal/client';
 import { StartGates } from '../store/startGates';
@@ -121,6 +122,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
   const gates = new StartGates(store);
   const reports = new AudienceReportStore(store);
   const profiles = new ProfileStore(store, 0);
+  const sourcePolicies = new SourcePolicies(store);
   const databaseName = store.db.databaseName;
   const router = Router();
 
@@ -198,7 +200,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     const body = parseSegmentRequest(EstimateRequestSchema, req.body, 'estimate request');
     const referenced = await segments.withReferences(referencedSegments(body.rule));
     const rule = checkReferences(referenced, body.rule, null);
-    const evaluator = new SegmentEvaluator([...definitionsOf(referenced), { id: '(estimate)', rule }]);
+    const evaluator = new SegmentEvaluator([...definitionsOf(referenced), { id: '(estimate)', rule }], await sourcePolicies.read());
     let sample = await latestSample();
     if (!sample) {
       // No run has kept a sample yet (no segment exists): the first documents read stand in, each on its own.

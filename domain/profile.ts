@@ -132,7 +132,7 @@ export interface ProfileDoc {
 export type ProfileEvent = Pick<StoredEvent, 'id' | 'type' | 'timestamp' | 'identities' | 'traits' | 'properties' | 'consent' | 'consentOnly'>;
 
 /** What segment rules read: one document, or a person's documents combined (`combineDocuments`). Keys encoded. */
-export type SegmentSubject = Pick<ProfileDoc, 'identities' | 'traits' | 'counters' | 'consent' | 'lastSeen'> & {
+export type SegmentSubject = Pick<ProfileDoc, 'identities' | 'traits' | 'counters' | 'consent' | 'lastSeen' | 'sources'> & {
   /** The person opted out of profiling ("do not sell or share"): no rule places them in a segment. */
   optOut?: boolean;
 };

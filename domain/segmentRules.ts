@@ -1,6 +1,7 @@
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { FieldError } from './collect';
+import type { ConsentPolicies } from './consentGate';
 import { encodeFieldName } from './fieldNames';
 import type { StoredIdentityType } from './identity';
 import { BEHAVIOUR_DAYS, dayKey, type SegmentSubject } from './profile';
@@ -288,20 +289,21 @@ export function cycleThrough(id: string, rules: ReadonlyMap<string, Rule>): stri
 export interface SubjectNeeds {
   traits: boolean;
   identities: boolean;
+  /** Consent and the sources whose policies read it (see ConsentPolicies). */
   consent: boolean;
   /** Per event type (encoded), whether its recent events (for property filters) are read too. */
   events: Map<string, boolean>;
 }
 
 export function subjectNeeds(rules: Rule[]): SubjectNeeds {
-  const needs: SubjectNeeds = { traits: false, identities: false, consent: false, events: new Map() };
+  // Consent (with the sources, whose policies read it) always: a profile whose consent refuses profiling is in no segment.
+  const needs: SubjectNeeds = { traits: false, identities: false, consent: true, events: new Map() };
   const walk = (rule: Rule): void => {
     if ('all' in rule) rule.all.forEach(walk);
     else if ('any' in rule) rule.any.forEach(walk);
     else if ('not' in rule) walk(rule.not);
     else if ('trait' in rule) needs.traits = true;
     else if ('identity' in rule) needs.identities = true;
-    else if ('consent' in rule) needs.consent = true;
     else if ('score' in rule) {
       const model = modelNeeds(rule.score.weights);
       needs.traits ||= model.traits;
@@ -469,7 +471,11 @@ export class SegmentEvaluator {
   private readonly predicates = new Map<string, Predicate>();
   private memo = new WeakMap<SegmentSubject, Map<string, boolean>>();
 
-  constructor(definitions: SegmentDefinition[]) {
+  /** `policies`: the sources' consent policies, by which a profile whose consent refuses profiling is in no segment. */
+  constructor(
+    definitions: SegmentDefinition[],
+    private readonly policies: ConsentPolicies,
+  ) {
     this.ids = definitions.map((definition) => definition.id).sort();
     const rules = new Map(definitions.map((definition) => [definition.id, definition.rule]));
     // The API refuses cycles, but two edits at once could still make one: its segments then have
@@ -497,9 +503,9 @@ export class SegmentEvaluator {
 
   readonly member: (id: string, subject: SegmentSubject, at: EvaluationTime) => boolean;
 
-  /** The segments the subject is a member of at `at`, sorted. */
+  /** The segments the subject is a member of at `at`, sorted: none for a person who opted out or whose consent refuses profiling. */
   evaluate(subject: SegmentSubject, at: EvaluationTime): string[] {
-    if (subject.optOut) return [];
+    if (subject.optOut || this.policies.refuses(subject)) return [];
     const members = this.ids.filter((id) => this.member(id, subject, at));
     this.memo.delete(subject);
     return members;

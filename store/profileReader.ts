@@ -10,6 +10,7 @@ import { PrivacyMarks } from './privacyMarks';
 import { ProfileGraph } from './profileGraph';
 import type { StoredVersion } from './profiles';
 import { definitionsOf, SegmentStore } from './segments';
+import { policiesOf } from './sourcePolicies';
 import { SourceStore } from './sources';
 
 /** A retained event as the API shows it: its names as collected, without the log position and party it was folded with. */
@@ -50,7 +51,7 @@ export class ProfileReader {
   private async view(docs: StoredVersion[], links: ProfileLink[]): Promise<ProfileView> {
     const [list, sources] = await Promise.all([this.segments.list(), this.sources.list()]);
     const definitions = definitionsOf(list);
-    const segments = definitions.length > 0 ? new SegmentEvaluator(definitions).evaluate(await this.combined(docs), new EvaluationTime(new Date())) : [];
+    const segments = definitions.length > 0 ? new SegmentEvaluator(definitions, policiesOf(sources)).evaluate(await this.combined(docs), new EvaluationTime(new Date())) : [];
     const view = combineProfiles(docs, links, segments);
     const labels = new Map(sources.map((source) => [source._id, source.labels]));
     for (const origin of Object.values(view.traitOrigins)) origin.labels = labels.get(origin.sourceId) ?? [];

@@ -112,7 +112,8 @@ export function decodeForSegments(stored: StoredProfile, needs: SubjectNeeds): S
   const view: SegmentFields = {
     identities: needs.identities ? identityTypes(bytes, sub('identities', [BSON_ARRAY])) : [],
     traits: needs.traits ? decode(sub('traits', [BSON_DOCUMENT]), {}) : {},
-    consent: needs.consent ? purposeConsents(bytes, sub('consent', [BSON_DOCUMENT])) : null,
+    consent: needs.consent ? decode(sub('consent', [BSON_DOCUMENT]), null) : null,
+    sources: needs.consent ? Object.values(decode<Record<string, string>>(sub('sources', [BSON_ARRAY]), {})) : [],
     lastSeen: new Date(lastSeen ? Number(NumberUtils.getBigInt64LE(bytes, lastSeen[1])) : 0),
     counters: {},
   };

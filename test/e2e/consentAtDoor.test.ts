@@ -70,16 +70,17 @@ describe('consent at the door', () => {
     expect(profile.consent.tcf.restrictions).toEqual([{ purpose: 3, vendors: [[900, 900]] }]);
   });
 
-  it('applies a withdrawal to the profile it belongs to: its consent changes, nothing else does, and segments follow', async () => {
+  it('applies a withdrawal to the profile it belongs to: its consent changes, nothing else does, and segments follow — every one, not only those with consent rules', async () => {
     const { api } = platform;
     const source = await newSource(api, 'eu-shop', { consent: { mode: 'require' } });
     const segment = (await call(`${api.url}/v1/segments`, { key: api.adminKey, body: { name: 'Ads profiling allowed', rule: { consent: { purpose: 3 } } } })).body;
+    const visitors = (await call(`${api.url}/v1/segments`, { key: api.adminKey, body: { name: 'Page viewers', rule: { event: 'page_view' } } })).body;
     const granted = buildTcString({ purposeConsents: [1, 3, 4] });
     await source.send([{ id: 'w-1', type: 'page_view', identities: { cookie_id: 'withdrawer' }, traits: { plan: 'gold' }, consent: { tcf: granted } }]);
     await source.folded(1);
-    const members = async () => (await call(`${api.url}/v1/segments/${segment.id}/members`, { key: api.adminKey })).body.members as string[];
+    const members = async (id = segment.id) => (await call(`${api.url}/v1/segments/${id}/members`, { key: api.adminKey })).body.members as string[];
     const before = (await source.lookup('cookie_id', 'withdrawer')).body;
-    await waitFor('the member to enter', async () => (await members()).includes(before.id));
+    await waitFor('the member to enter', async () => (await members()).includes(before.id) && (await members(visitors.id)).includes(before.id));
 
     const withdrawn = buildTcString({ purposeConsents: [1] });
     const later = new Date(Date.now() + 1000).toISOString();
@@ -101,8 +102,18 @@ describe('consent at the door', () => {
     const history = (await call(`${api.url}/v1/profiles/${after.id}/events`, { key: api.adminKey })).body.events;
     expect(history.map((event: { id: string }) => event.id)).toEqual(['w-1']);
     await waitFor('the member to exit', async () => !(await members()).includes(after.id));
+    await waitFor('the member to exit a segment without a consent rule', async () => !(await members(visitors.id)).includes(after.id));
+    expect((await call(`${api.url}/v1/profiles/${after.id}/segments`, { key: api.adminKey })).body.segments).toEqual([]);
+    expect(after.segments).toEqual([]);
     const status = (await call(`${api.url}/v1/sources/${source.sourceId}`, { key: api.adminKey })).body;
     expect(status.profiles.eventsApplied).toBe(1);
+    // A batch run agrees with the real-time path; consent given again brings the person back.
+    const run = await call(`${api.url}/v1/segments/${visitors.id}/runs`, { key: api.adminKey, body: {} });
+    expect(run.status).toBe(202);
+    await waitFor('the run to complete', async () => (await call(`${api.url}/v1/segments/${visitors.id}/runs/${run.body.runId}`, { key: api.adminKey })).body.state === 'completed');
+    expect(await members(visitors.id)).not.toContain(after.id);
+    await source.send([{ id: 'w-4', type: 'page_view', timestamp: new Date(Date.now() + 2000).toISOString(), identities: { cookie_id: 'withdrawer' }, consent: { tcf: granted } }]);
+    await waitFor('the member to enter again', async () => (await members(visitors.id)).includes(after.id));
   });
 
   it("holds later events without a signal of their own to a withdrawal the profile recorded, on a source enforcing the signals present, while their identities still lead to the person; a source needing no consent goes on", async () => {

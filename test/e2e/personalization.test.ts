@@ -115,6 +115,26 @@ describe('personalization: recommended items from co-occurrence, and a profile�
     expect(await update(false)).toMatchObject({ kind: 'unchanged' });
   });
 
+  it('takes out the items of a person whose consent refuses profiling — the refresh as a full build does — and recommends them nothing', async () => {
+    const update = (full: boolean) => platform.temporal.workflow.execute('itemModel', { workflowId: `item-model-${full ? 'full' : 'refresh'}-withdrawn-${Date.now()}`, taskQueue: platform.taskQueue, args: [{ full }] });
+    const before = (await get('/v1/recommendations/model')).body;
+    expect(before.people).toBe(28);
+    // hiker0 (tent, lamp) says no to profiling: the fold keeps the signal alone.
+    const withdrawal = { id: 'hiker0-no', type: 'consent_update', timestamp: minutesAgo(1), identities: { cookie_id: 'hiker0' }, consent: { purposes: { profiling: false } } };
+    expect((await source.send([withdrawal])).body).toMatchObject({ accepted: 1, nonProfiling: 1 });
+    await waitFor('the withdrawal on the profile', async () => (await get(`/v1/profiles/${ids.hiker0}`)).body.consent?.purposes?.profiling === false);
+    const refreshed = await update(false);
+    expect(refreshed).toMatchObject({ kind: 'refresh', changesApplied: 1, people: 27 });
+    const served = await waitFor('the refreshed model served', async () => {
+      const body = (await get(`/v1/profiles/${ids.hiker0}/recommendations`)).body;
+      return body.modelBuiltAt !== before.builtAt ? body : null;
+    });
+    expect(served.items).toEqual([]);
+    // Now tent 16 people, lamp 7; tent–lamp 4: solo's lamp score says so.
+    expect((await get(`/v1/profiles/${ids.solo}/recommendations`)).body.items).toContainEqual({ item: 'lamp', score: 4 / Math.sqrt(16 * 7) });
+    expect(await update(true)).toMatchObject({ kind: 'build', people: 27 });
+  });
+
   it("lists the profile's segments now, by id and name", async () => {
     const created = await call(`${api.url}/v1/segments`, { key: api.adminKey, body: { name: 'Buyers', rule: { event: 'purchase' } } });
     expect(created.status).toBe(201);

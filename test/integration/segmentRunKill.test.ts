@@ -12,6 +12,10 @@ import { killHard, spawnWorker } from '../support/processes';
 import { seededRandom } from '../support/random';
 import { mixedSegments, syntheticProfile } from '../support/segmentFixtures';
 import { testStore, testTemporal, uniqueName, waitFor } from '../support/services';
+import { ConsentPolicies } from '../../domain/consentGate';
+
+/** No source has a policy of its own: each reads as the default. */
+const NO_POLICIES = new ConsentPolicies([]);
 
 describe('a worker killed mid segmentation run', () => {
   let store: Store;
@@ -62,7 +66,7 @@ describe('a worker killed mid segmentation run', () => {
     expect(done).toMatchObject({ state: 'completed', evaluated: docs.length });
 
     // The reference: every profile evaluated on its own (none is linked) at the run's time.
-    const evaluator = new SegmentEvaluator(definitionsOf(await segments.list()));
+    const evaluator = new SegmentEvaluator(definitionsOf(await segments.list()), NO_POLICIES);
     const at = new EvaluationTime(done!.now);
     const expected = new Map<string, string[]>(evaluator.ids.map((id) => [id, []]));
     for (const doc of docs) for (const id of evaluator.evaluate(doc, at)) expected.get(id)!.push(doc.profileId);

@@ -2,6 +2,10 @@ import { auc, definingFeatures, definitionsOverlap, isDefining, trainLogistic, t
 import { compileScore, featuresOf, ScoreRuleSchema } from '../../domain/scoreModel';
 import { encodeFieldName } from '../../domain/fieldNames';
 import { parseRule, SegmentEvaluator, EvaluationTime, segmentReferences, subjectNeeds, type Rule } from '../../domain/segmentRules';
+import { ConsentPolicies } from '../../domain/consentGate';
+
+/** No source has a policy of its own: each reads as the default. */
+const NO_POLICIES = new ConsentPolicies([]);
 
 const now = new Date('2026-11-30T12:00:00Z');
 const counter = (count: number, day: string) => ({ count, firstSeen: now, lastSeen: now, days: { [day]: count } });
@@ -78,8 +82,8 @@ describe('the score rule', () => {
     // z = -2 + 1.5 + 1 = 0.5 → p = 0.62 ≥ 0.6
     expect(compileScore(rule.score)(subject, now)).toBe(true);
     expect(compileScore({ ...rule.score, min: 0.65 })(subject, now)).toBe(false);
-    const evaluator = new SegmentEvaluator([{ id: 'ext', rule }]);
-    expect(evaluator.evaluate({ ...subject, consent: null, lastSeen: now }, new EvaluationTime(now))).toEqual(['ext']);
+    const evaluator = new SegmentEvaluator([{ id: 'ext', rule }], NO_POLICIES);
+    expect(evaluator.evaluate({ ...subject, consent: null, lastSeen: now, sources: [] }, new EvaluationTime(now))).toEqual(['ext']);
     const needs = subjectNeeds([rule]);
     expect(needs).toMatchObject({ traits: true, identities: false });
     expect([...needs.events.keys()]).toEqual([encodeFieldName('page.view')]);
@@ -93,9 +97,9 @@ describe('the score rule', () => {
     const evaluator = new SegmentEvaluator([
       { id: 'gold', rule: { trait: 'plan', op: 'eq', value: 'gold' } },
       { id: 'ext', rule },
-    ]);
+    ], NO_POLICIES);
     const at = new EvaluationTime(now);
-    const person = (plan: string) => ({ ...subject, traits: { plan }, consent: null, lastSeen: now });
+    const person = (plan: string) => ({ ...subject, traits: { plan }, consent: null, lastSeen: now, sources: [] });
     expect(evaluator.evaluate(person('gold'), at)).toEqual(['ext', 'gold']);
     expect(evaluator.evaluate(person('tin'), at)).toEqual([]);
     expect(subjectNeeds([rule]).traits).toBe(false);

@@ -1,5 +1,9 @@
 import { deadlineOf, documentIdsOf, privacyRequestId, subjectHash, targetOf, withOptOut } from '../../domain/privacy';
 import { EvaluationTime, SegmentEvaluator } from '../../domain/segmentRules';
+import { ConsentPolicies } from '../../domain/consentGate';
+
+/** No source has a policy of its own: each reads as the default. */
+const NO_POLICIES = new ConsentPolicies([]);
 
 describe('privacy requests', () => {
   it('are due one calendar month from receipt, the month’s last day when it is shorter', () => {
@@ -23,8 +27,8 @@ describe('privacy requests', () => {
   it('mark a person opted out by any of their documents, or one they were split from, and then no rule holds them', () => {
     expect(documentIdsOf({ profileId: 'p_b', ancestors: ['p_a'] })).toEqual(['p_b', 'p_a']);
     expect(documentIdsOf({ profileIds: ['p_a', 'p_c'] })).toEqual(['p_a', 'p_c']);
-    const subject = { identities: [], traits: { plan: 'gold' }, counters: {}, consent: null, lastSeen: new Date() };
-    const evaluator = new SegmentEvaluator([{ id: 'gold', rule: { trait: 'plan', op: 'eq', value: 'gold' } }]);
+    const subject = { identities: [], traits: { plan: "gold" }, counters: {}, consent: null, lastSeen: new Date(), sources: [] };
+    const evaluator = new SegmentEvaluator([{ id: 'gold', rule: { trait: 'plan', op: 'eq', value: 'gold' } }], NO_POLICIES);
     const at = new EvaluationTime(new Date());
     expect(evaluator.evaluate(withOptOut(subject, false), at)).toEqual(['gold']);
     expect(withOptOut(subject, false)).toBe(subject);

@@ -3,6 +3,10 @@ import { FeatureDictionary } from '../../domain/audienceReports';
 import { decodeForReports, decodeForSegments, decodeProfile, encodeProfile } from '../../store/profiles';
 import { seededRandom } from '../support/random';
 import { mixedSegments, syntheticProfile } from '../support/segmentFixtures';
+import { ConsentPolicies } from '../../domain/consentGate';
+
+/** No source has a policy of its own: each reads as the default. */
+const NO_POLICIES = new ConsentPolicies([]);
 
 describe('decoding only what segment rules read', () => {
   const random = seededRandom(3);
@@ -17,7 +21,7 @@ describe('decoding only what segment rules read', () => {
   const at = new EvaluationTime(new Date(now));
 
   it('gives every segment the same members as the whole document does', () => {
-    const evaluator = new SegmentEvaluator(definitions);
+    const evaluator = new SegmentEvaluator(definitions, NO_POLICIES);
     const needs = subjectNeeds(definitions.map((definition) => definition.rule));
     for (const doc of docs) {
       const stored = encodeProfile(doc, 'g');
@@ -28,12 +32,14 @@ describe('decoding only what segment rules read', () => {
     }
   });
 
-  it('reads only the fields the rules need, and always whether a document is linked, a part, or split', () => {
+  it('reads only the fields the rules need, and always consent and sources, and whether a document is linked, a part, or split', () => {
     const doc = { ...docs[0], linked: true, ancestors: ['p_a', 'p_b'] };
     const view = decodeForSegments(encodeProfile(doc, 'g'), subjectNeeds([{ event: 'purchase' }]));
     expect(view.traits).toEqual({});
     expect(view.identities).toEqual([]);
-    expect(view.consent).toBeNull();
+    // Consent and sources always: by them a person whose consent refuses profiling is in no segment.
+    expect(view.consent).toEqual(doc.consent);
+    expect(view.sources).toEqual(doc.sources);
     expect(Object.keys(view.counters)).toEqual(Object.keys(doc.counters).filter((key) => key === 'purchase'));
     expect(view.counters.purchase?.recent).toBeUndefined();
     expect(view).toMatchObject({ linked: true, ancestors: ['p_a', 'p_b'], lastSeen: doc.lastSeen });

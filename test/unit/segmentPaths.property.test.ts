@@ -3,6 +3,10 @@ import type { StoredConsent } from '../../domain/consent';
 import { applyEvent, combineDocuments, newProfile, nextVersion, type ProfileDoc } from '../../domain/profile';
 import { foldChanges } from '../../domain/segmentChanges';
 import { EvaluationTime, parseRule, SegmentEvaluator, type Rule } from '../../domain/segmentRules';
+import { ConsentPolicies } from '../../domain/consentGate';
+
+/** No source has a policy of its own: each reads as the default. */
+const NO_POLICIES = new ConsentPolicies([]);
 
 /**
  * One meaning, two paths: random segments over random profiles that receive random events in random
@@ -91,7 +95,7 @@ describe('segmentation: the real-time and batch paths give identical membership'
       fc.property(segmentsArb, fc.array(foldArb, { minLength: 1, maxLength: 8 }), (rules, folds) => {
         const definitions = rules.map((rule, k) => ({ id: `s${k}`, rule }));
         for (const { rule } of definitions) expect(parseRule(rule).errors).toEqual([]);
-        const evaluator = new SegmentEvaluator(definitions);
+        const evaluator = new SegmentEvaluator(definitions, NO_POLICIES);
         const at = new EvaluationTime(NOW);
         const evaluate = (subject: Parameters<typeof evaluator.evaluate>[0]) => evaluator.evaluate(subject, at);
 

@@ -1,6 +1,10 @@
 import { applyEvent, newProfile, type ProfileDoc } from '../../domain/profile';
 import { compare, cycleThrough, durationMs, EvaluationTime, findCycle, parseRule, SegmentEvaluator, type Rule } from '../../domain/segmentRules';
 import { Bitmap, segmentRunId, wilson } from '../../domain/segments';
+import { ConsentPolicies } from '../../domain/consentGate';
+
+/** No source has a policy of its own: each reads as the default. */
+const NO_POLICIES = new ConsentPolicies([]);
 
 const NOW = new Date('2026-06-30T12:00:00Z');
 const at = new EvaluationTime(NOW);
@@ -14,7 +18,7 @@ function profileWith(events: Array<{ type: string; hoursAgo: number; properties?
   return doc;
 }
 
-const member = (rule: Rule, doc: ProfileDoc) => new SegmentEvaluator([{ id: 's', rule }]).evaluate(doc, at).includes('s');
+const member = (rule: Rule, doc: ProfileDoc) => new SegmentEvaluator([{ id: 's', rule }], NO_POLICIES).evaluate(doc, at).includes('s');
 
 describe('segment rules: validation', () => {
   it('names the exact path of each problem', () => {
@@ -56,7 +60,7 @@ describe('segment rules: validation', () => {
     const evaluator = new SegmentEvaluator([
       { id: 'x', rule: { segment: 'x' } },
       { id: 'y', rule: { not: { segment: 'x' } } },
-    ]);
+    ], NO_POLICIES);
     expect(evaluator.cyclic).toEqual(['x']);
     expect(evaluator.evaluate(newProfile('p', NOW, NOW), at)).toEqual(['y']);
   });
@@ -99,7 +103,7 @@ describe('segment rules: one meaning', () => {
       { id: 'recent', rule: { lastSeen: { within: 'P30D' } } },
       { id: 'lapsing', rule: { all: [{ segment: 'recent' }, { not: { lastSeen: { within: 'P7D' } } }] } },
       { id: 'gone', rule: { segment: 'deleted-one' } },
-    ]);
+    ], NO_POLICIES);
     expect(evaluator.evaluate(doc, at)).toEqual(['lapsing', 'recent']);
   });
 });
@@ -127,5 +131,51 @@ describe('segment runs: identity, storage, estimates', () => {
     expect(high - low).toBeLessThan(0.03);
     expect(wilson(0, 2000).low).toBe(0);
     expect(wilson(0, 0)).toEqual({ low: 0, high: 1 });
+  });
+});
+
+describe('segment rules: consent', () => {
+  const gold: Rule = { trait: 'plan', op: 'eq', value: 'gold' };
+  const person = (consent: ProfileDoc['consent'], sources = ['src_web']): ProfileDoc => {
+    const doc = newProfile('p', NOW, NOW);
+    doc.traits.plan = 'gold';
+    doc.consent = consent;
+    doc.sources = sources;
+    return doc;
+  };
+  const signal = (fields: Partial<NonNullable<ProfileDoc['consent']>>): ProfileDoc['consent'] => ({ sourceId: 'src_web', at: NOW, ...fields });
+  const tcf = (purposeConsents: number[]) => ({ tcString: 'tc', policyVersion: 4, cmpId: 1, created: NOW, purposeConsents, purposeLegitimateInterests: [], vendorConsents: [] });
+
+  it('places a person whose consent refuses profiling in no segment, whatever the rule: a TC string short of a purpose, a declined flag, a US opt-out, no decision yet', () => {
+    const evaluator = new SegmentEvaluator([{ id: 'gold', rule: gold }, { id: 'all', rule: { not: { trait: 'plan', op: 'eq', value: 'tin' } } }], NO_POLICIES);
+    const members = (consent: ProfileDoc['consent']) => evaluator.evaluate(person(consent), at);
+    expect(members(null)).toEqual(['all', 'gold']);
+    expect(members(signal({ tcf: tcf([1, 3]) }))).toEqual(['all', 'gold']);
+    expect(members(signal({ tcf: tcf([1]) }))).toEqual([]);
+    expect(members(signal({ purposes: { profiling: false } }))).toEqual([]);
+    expect(members(signal({ purposes: { profiling: true, email: false } }))).toEqual(['all', 'gold']);
+    expect(members(signal({ gpc: true }))).toEqual([]);
+    expect(members(signal({ gpp: { gppString: 'DBABLA~BVQqAAAAAgA.QA', sectionIds: [7], saleOptOut: true } }))).toEqual([]);
+    expect(members(signal({ tcfPending: true }))).toEqual([]);
+    expect(members(signal({ tcfNotApplicable: true }))).toEqual(['all', 'gold']);
+  });
+
+  it("reads a person's consent under the policy of each source their data came from: one that needs no consent enforces nothing, any other refusing keeps them out", () => {
+    const policies = new ConsentPolicies([
+      ['src_crm', { mode: 'not_required', tcfPurposes: [1, 3], honorGppOptOuts: true, purposeFlag: 'profiling' }],
+      ['src_app', { mode: 'require', tcfPurposes: [1], honorGppOptOuts: false, purposeFlag: 'tracking' }],
+    ]);
+    const evaluator = new SegmentEvaluator([{ id: 'gold', rule: gold }], policies);
+    const members = (consent: ProfileDoc['consent'], sources: string[]) => evaluator.evaluate(person(consent, sources), at);
+    const withdrawn = signal({ tcf: tcf([1]), purposes: { profiling: false } });
+    expect(members(withdrawn, ['src_crm'])).toEqual(['gold']);
+    // src_app needs only purpose 1 and reads its own flag: it refuses neither; a source it does not know reads as the default, which does.
+    expect(members(withdrawn, ['src_app'])).toEqual(['gold']);
+    expect(members(withdrawn, ['src_crm', 'src_app'])).toEqual(['gold']);
+    expect(members(withdrawn, ['src_crm', 'src_gone'])).toEqual([]);
+    expect(members(signal({ purposes: { tracking: false } }), ['src_app'])).toEqual([]);
+    expect(members(signal({ gpc: true }), ['src_app'])).toEqual(['gold']);
+    // A policy that requires a signal does not refuse a profile for holding none it reads: its events brought the signals it holds.
+    expect(members(signal({ gpc: false }), ['src_app'])).toEqual(['gold']);
   });
 });
