@@ -13,6 +13,8 @@ import {
   targetOf,
   type PrivacyRequestView,
 } from '../domain/privacy';
+import { ExpiredProfiles } from '../store/expiredProfiles';
+import { IdentityIndex } from '../store/identities';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
 import { startPrivacyRequest } from '../temporal/client';
@@ -51,6 +53,8 @@ export function privacyView(doc: PrivacyRequestDoc, lateEventsDropped = 0): Priv
 export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDeps, 'store' | 'temporal' | 'config' | 'admin'>): Router {
   const router = Router();
   const requests = new PrivacyStore(store);
+  const identities = new IdentityIndex(store, 0);
+  const expired = new ExpiredProfiles(store);
   const marks = new PrivacyMarks(store, config.DMP_PRIVACY_SALT);
   let salt: Promise<string> | null = null;
   const saltOf = () => (salt ??= config.DMP_PRIVACY_SALT ? Promise.resolve(config.DMP_PRIVACY_SALT) : requests.salt().catch((error) => ((salt = null), Promise.reject(error))));
@@ -72,8 +76,10 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
       throw new ProblemError(404, 'identity-not-found', 'No profile can have this identity', [{ path: 'identity.value', message: error.message }]);
     }
     // Named by the stored form's key, whatever the store holds now (a repeat finds the same request); the
-    // workflow also looks under the others (an id an older version kept as sent).
-    const [key, ...alsoKeys] = keys;
+    // workflow also looks under the others (an id an older version kept as sent) — only those the store
+    // holds: such a key is an address or a phone number as sent, not to be written down for nothing.
+    const [key, ...asSent] = keys;
+    const alsoKeys = (await Promise.all(asSent.map(async (other) => ((await identities.reload([other])).has(other) || (await expired.naming(other)).length > 0 ? [other] : [])))).flat();
     const subject = subjectHash(await saltOf(), key);
     const candidates = Array.from({ length: MAX_REQUESTS_PER_SUBJECT }, (_, n) => privacyRequestId(body.type, subject, n + 1));
     const open = (doc: PrivacyRequestDoc | null | undefined): doc is PrivacyRequestDoc => !!doc && doc.state !== 'completed' && doc.state !== 'failed';
