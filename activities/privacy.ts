@@ -101,7 +101,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
    * Everything of the subject an erasure starts from: the documents of their person (and any that
    * linked or split into them), and every identity key any version of those documents ever held.
    */
-  async function closureOf(keys: string[]): Promise<{ keys: string[]; documents: string[] }> {
+  async function closureOf(keys: string[]): Promise<{ keys: string[]; documents: string[]; splitFrom: string[] }> {
     const documents = new Set<string>();
     // From every key the identity may be stored under: an older version's document and a newer one may both hold it.
     for (const key of keys) {
@@ -112,7 +112,9 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     }
     const subject = { keys: new Set(keys), documents };
     const more = await erasure.remaining(subject, { batches: false });
-    return { keys: [...keys, ...more.keys.filter((key) => !keys.includes(key))], documents: [...documents, ...more.documents] };
+    // A document an unlink split (a part's ancestor) holds other people too: only the subject's share of it goes, and it is not marked.
+    const splitFrom = new Set(more.splitFrom);
+    return { keys: [...keys, ...more.keys.filter((key) => !keys.includes(key))], documents: [...documents, ...more.documents].filter((id) => !splitFrom.has(id)), splitFrom: [...splitFrom] };
   }
 
   /** Access requests made about any of these identity keys (each asked for by id, in order, until one is missing). */
@@ -235,7 +237,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
       return withHeartbeats(async () => {
         const { request } = await open(input.requestId);
         const doc = (await requests.subjectOf(request._id))!;
-        const subject = { keys: new Set(doc.keys ?? []), documents: new Set(doc.documents ?? []) };
+        const subject = { keys: new Set(doc.keys ?? []), documents: new Set(doc.documents ?? []), splitFrom: new Set(doc.splitFrom ?? []) };
         const touched: Record<string, number> = {};
         const events = await erasure.events(subject, doc.undrained ?? {}, touched);
         await erasure.identityGraph(subject, touched);
@@ -249,8 +251,16 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const waiting: string[] = [];
         for (const runId of running) if (!(await erasure.endedRun(runId, subject, verified))) waiting.push(runId);
         const left = await erasure.remaining(subject);
-        const grew = left.keys.length > 0 || left.documents.length > 0;
-        await requests.saveSubject({ ...doc, keys: [...subject.keys, ...left.keys], documents: [...subject.documents, ...left.documents], runsRunning: waiting, events: (doc.events ?? 0) + events });
+        const grew = left.keys.length > 0 || left.documents.length > 0 || left.splitFrom.length > 0;
+        const splitFrom = new Set([...subject.splitFrom, ...left.splitFrom]);
+        await requests.saveSubject({
+          ...doc,
+          keys: [...subject.keys, ...left.keys],
+          documents: [...subject.documents, ...left.documents].filter((id) => !splitFrom.has(id)),
+          ...(splitFrom.size > 0 && { splitFrom: [...splitFrom] }),
+          runsRunning: waiting,
+          events: (doc.events ?? 0) + events,
+        });
         const clean = waiting.length === 0 && !grew && Object.keys(left.found).length === 0;
         if (clean) await done(request, 'verify', verified);
         return { events, clean, grew, waiting: waiting.length };

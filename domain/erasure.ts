@@ -1,5 +1,6 @@
 import type { StoredEvent } from './event';
 import { identityKey, type Identity } from './identity';
+import type { RetiredMarker } from './identitySplit';
 import type { ChangeSet } from './segmentChanges';
 
 /**
@@ -12,6 +13,23 @@ import type { ChangeSet } from './segmentChanges';
 export interface ErasedSubject {
   keys: ReadonlySet<string>;
   documents: ReadonlySet<string>;
+  /**
+   * Documents an unlink split that held the subject beside other people: each side's share now lives
+   * in a part of its own, and the other people's parts still descend from it. Never removed whole:
+   * only the subject's share of them goes (their keys, the links made through those, their events).
+   */
+  splitFrom?: ReadonlySet<string>;
+}
+
+/** The marker of a document an unlink split (not one that expired into a successor), or null. */
+export function splitMarker(version: { retired?: RetiredMarker } | null | undefined): RetiredMarker | null {
+  return version?.retired && !version.retired.expired ? version.retired : null;
+}
+
+/** Whether a split document's identity key went to a part in this closure (see splitFrom). */
+export function keyOfSidesIn(marker: RetiredMarker, key: string, inClosure: (profileId: string) => boolean): boolean {
+  const side = marker.keys[key];
+  return side !== undefined && inClosure(marker.parts[String(side)]);
 }
 
 /** Whether any of these identities is the subject's. */

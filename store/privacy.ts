@@ -95,6 +95,8 @@ export interface SubjectDoc {
   /** An erasure's closure: every identity key and profile document of the subject found so far (it only grows). */
   keys?: string[];
   documents?: string[];
+  /** Documents an unlink split that held the subject among others: only the subject's share of them is erased (domain/erasure ErasedSubject.splitFrom). */
+  splitFrom?: string[];
   /** The destinations whose partner held the subject when the erasure began (each has its ledger line). */
   holders?: string[];
   /** Set with the closure until `holders` are found: while it is, nothing of the subject has been scrubbed. */

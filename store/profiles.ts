@@ -399,6 +399,29 @@ export class ProfileStore {
   }
 
   /**
+   * A document an unlink split, without one person's share, for their erasure: its versions before
+   * the split (every side's data, each side's living on in its part) removed, and its marker — which
+   * still sends the other sides' late events to their parts — kept without that person's keys.
+   * Returns the versions removed or rewritten; a repeat finds nothing left to do.
+   */
+  async eraseKeysFromSplit(profileId: string, keys: ReadonlySet<string>): Promise<number> {
+    this.latest.delete(profileId);
+    const stored = await this.profiles.find({ profileId }).toArray();
+    if (stored.length === 0) return 0;
+    const newest = stored.reduce((a, b) => (b.version > a.version ? b : a));
+    const marker = decodeProfile(newest);
+    if (!marker.retired || marker.retired.expired) return 0;
+    let touched = await deleteByIds(this.profiles, stored.filter((version) => version !== newest).map((version) => version._id));
+    if (Object.keys(marker.retired.keys).some((key) => keys.has(key))) {
+      const { group: _group, ...doc } = marker;
+      const retired = { ...marker.retired, keys: Object.fromEntries(Object.entries(marker.retired.keys).filter(([key]) => !keys.has(key))) };
+      await this.profiles.replaceOne({ _id: newest._id }, encodeProfile({ ...doc, retired }, newest.group, newest.slice));
+      touched++;
+    }
+    return touched;
+  }
+
+  /**
    * Erasures of documents sharing a slice pull from it at once. On FerretDB an update reads the
    * document and writes it back whole, so the later pull would put back what the earlier took out:
    * there each pull is made under a claim of the slice, after any other's.

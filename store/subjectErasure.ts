@@ -1,5 +1,5 @@
 import { Binary, BSON, type Collection } from 'mongodb';
-import { namesSubject, eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, memberCounts, type ErasedSubject } from '../domain/erasure';
+import { namesSubject, eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, keyOfSidesIn, memberCounts, splitMarker, type ErasedSubject } from '../domain/erasure';
 import type { StoredEvent } from '../domain/event';
 import type { SegmentSubject } from '../domain/profile';
 import type { ItemChange } from '../domain/recommendations';
@@ -71,7 +71,8 @@ export class SubjectErasure {
     const generations = await EventIdGenerations.live(this.db);
     const done = new Set<string>();
     const seen = new Set<string>();
-    for (const documentId of subject.documents) {
+    // A split document's batches hold its other sides' events too: only the subject's go (by their identities).
+    for (const documentId of [...subject.documents, ...(subject.splitFrom ?? [])]) {
       for (const doc of await batches.find({ profiles: documentId }).toArray()) {
         if (seen.has(doc._id)) continue;
         seen.add(doc._id);
@@ -140,7 +141,7 @@ export class SubjectErasure {
   /** Identities, links, cap markers, refusals, severances and expired-document records of the subject. */
   async identityGraph(subject: ErasedSubject, touched: Touched): Promise<void> {
     const identities = this.collection<{ _id: string }>(COLLECTIONS.identities);
-    const links = this.collection<{ _id: string; profiles: string[] }>(COLLECTIONS.identityLinks);
+    const links = this.collection<{ _id: string; profiles: string[]; via: string }>(COLLECTIONS.identityLinks);
     const caps = this.collection<{ _id: string }>(COLLECTIONS.identityCaps);
     const refusals = this.collection<{ _id: string; profileId: string }>(COLLECTIONS.identityRefusals);
     const severances = this.collection<{ _id: string; keys: string[] }>(COLLECTIONS.identitySeverances);
@@ -158,6 +159,12 @@ export class SubjectErasure {
         add(touched, COLLECTIONS.identityRefusals, (await refusals.deleteOne({ _id: refusal._id })).deletedCount);
       }
       add(touched, COLLECTIONS.identityCaps, (await caps.deleteOne({ _id: documentId })).deletedCount);
+    });
+    // A split document's links made through the subject's keys go; those through its other sides' stay theirs.
+    await forEachConcurrently([...(subject.splitFrom ?? [])], IN_FLIGHT, async (documentId) => {
+      for (const link of await links.find({ profiles: documentId }).toArray()) {
+        if (subject.keys.has(link.via)) add(touched, COLLECTIONS.identityLinks, (await links.deleteOne({ _id: link._id })).deletedCount);
+      }
     });
     add(touched, EXPIRED_PROFILES_COLLECTION, await this.expired.forget([...subject.documents]));
     // Ended unlink requests that name the subject (its identities, its documents) go whole. Read in
@@ -188,7 +195,9 @@ export class SubjectErasure {
 
   /** Every version of the subject's profile documents (one indexed delete per document), and their names in the write groups' slices. */
   async profiles(subject: ErasedSubject, touched: Touched): Promise<void> {
-    add(touched, COLLECTIONS.profiles, await new ProfileStore(this.store, 1).removeDocuments([...subject.documents], IN_FLIGHT));
+    const profiles = new ProfileStore(this.store, 1);
+    add(touched, COLLECTIONS.profiles, await profiles.removeDocuments([...subject.documents], IN_FLIGHT));
+    await forEachConcurrently([...(subject.splitFrom ?? [])], IN_FLIGHT, async (documentId) => add(touched, COLLECTIONS.profiles, await profiles.eraseKeysFromSplit(documentId, subject.keys)));
   }
 
   /**
@@ -269,27 +278,50 @@ export class SubjectErasure {
    * of the subject not yet in the closure (keys of versions written since, owners of their keys,
    * documents linked to theirs) — the closure grows by it and the erasure goes round again.
    */
-  async remaining(subject: ErasedSubject, options: { batches: boolean } = { batches: true }): Promise<{ found: Touched; keys: string[]; documents: string[] }> {
+  async remaining(subject: ErasedSubject, options: { batches: boolean } = { batches: true }): Promise<{ found: Touched; keys: string[]; documents: string[]; splitFrom: string[] }> {
     const found: Touched = {};
     const keys = new Set<string>();
     const documents = new Set<string>();
+    /** Documents found split by an unlink, the subject's among others: their share is erased, the rest stays (see ErasedSubject.splitFrom). */
+    const splitFrom = new Set<string>();
     const profiles = new ProfileStore(this.store, 1);
     const identities = this.collection<{ _id: string; profileId: string }>(COLLECTIONS.identities);
-    const links = this.collection<{ _id: string; profiles: string[] }>(COLLECTIONS.identityLinks);
+    const links = this.collection<{ _id: string; profiles: string[]; via: string }>(COLLECTIONS.identityLinks);
     const batches = this.collection<{ _id: string }>(COLLECTIONS.profileEvents);
-    await forEachConcurrently([...subject.documents], IN_FLIGHT, async (documentId) => {
-      for (const version of await profiles.versions(documentId)) {
-        add(found, COLLECTIONS.profiles, 1);
-        for (const entry of version.identities) keys.add(identityKey(entry));
-        for (const key of Object.keys(version.retired?.keys ?? {})) keys.add(key);
-        for (const ancestor of version.ancestors ?? []) documents.add(ancestor);
+    const inClosure = (id: string) => subject.documents.has(id) || subject.splitFrom?.has(id) === true || splitFrom.has(id);
+    await forEachConcurrently([...subject.documents, ...(subject.splitFrom ?? [])], IN_FLIGHT, async (documentId) => {
+      const versions = await profiles.versions(documentId);
+      const newest = versions.reduce<(typeof versions)[number] | null>((a, b) => (a && a.version > b.version ? a : b), null);
+      const marker = splitMarker(newest);
+      if (marker) {
+        // Its versions hold every side's identities: only the keys that went to the subject's parts are theirs.
+        if (subject.documents.has(documentId)) splitFrom.add(documentId);
+        const ours = (key: string) => subject.keys.has(key) || keyOfSidesIn(marker, key, inClosure);
+        for (const version of versions) {
+          if (version !== newest || Object.keys(marker.keys).some((key) => subject.keys.has(key))) add(found, COLLECTIONS.profiles, 1);
+          for (const ancestor of version.ancestors ?? []) documents.add(ancestor);
+        }
+        for (const key of Object.keys(marker.keys)) if (ours(key)) keys.add(key);
+        for (const link of await links.find({ profiles: documentId }).toArray()) {
+          if (!ours(link.via)) continue;
+          add(found, COLLECTIONS.identityLinks, 1);
+          for (const end of link.profiles) documents.add(end);
+        }
+      } else {
+        for (const version of versions) {
+          add(found, COLLECTIONS.profiles, 1);
+          for (const entry of version.identities) keys.add(identityKey(entry));
+          for (const key of Object.keys(version.retired?.keys ?? {})) keys.add(key);
+          for (const ancestor of version.ancestors ?? []) documents.add(ancestor);
+        }
+        for (const link of await links.find({ profiles: documentId }).toArray()) {
+          add(found, COLLECTIONS.identityLinks, 1);
+          for (const end of link.profiles) documents.add(end);
+        }
+        // A batch is read whole even for its `_id` (the store projects after reading): only asked for once the subject should be gone from them.
+        // (A split document's batches keep its other sides' events: the subject's leave them by key.)
+        if (options.batches && (await batches.findOne({ profiles: documentId }, { projection: { _id: 1 } }))) add(found, COLLECTIONS.profileEvents, 1);
       }
-      for (const link of await links.find({ profiles: documentId }).toArray()) {
-        add(found, COLLECTIONS.identityLinks, 1);
-        for (const end of link.profiles) documents.add(end);
-      }
-      // A batch is read whole even for its `_id` (the store projects after reading): only asked for once the subject should be gone from them.
-      if (options.batches && (await batches.findOne({ profiles: documentId }, { projection: { _id: 1 } }))) add(found, COLLECTIONS.profileEvents, 1);
     });
     const expired = (records: Iterable<{ _id: string; keys: string[] }>) => {
       for (const record of records) {
@@ -307,7 +339,17 @@ export class SubjectErasure {
       add(found, COLLECTIONS.identities, 1);
       documents.add(identity.profileId);
     });
-    return { found, keys: [...keys].filter((key) => !subject.keys.has(key)), documents: [...documents].filter((id) => !subject.documents.has(id)) };
+    // Documents found now are told apart before the closure takes them: one split apart goes with splitFrom, not to be removed (or marked) whole.
+    const fresh = [...documents].filter((id) => !inClosure(id));
+    await forEachConcurrently(fresh, IN_FLIGHT, async (id) => {
+      if (splitMarker(await profiles.get(id))) splitFrom.add(id);
+    });
+    return {
+      found,
+      keys: [...keys].filter((key) => !subject.keys.has(key)),
+      documents: [...documents].filter((id) => !inClosure(id)),
+      splitFrom: [...splitFrom].filter((id) => !subject.splitFrom?.has(id)),
+    };
   }
 
   /**
