@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { parsePhoneNumberFromString, type CountryCode } from 'libphonenumber-js';
+import { redactContactText } from './contactRedaction';
 
 /** Identity types a client may send. Raw `email`/`phone` never reach the store: they become hashes. */
 export const INPUT_IDENTITY_TYPES = ['cookie_id', 'maid', 'email', 'phone', 'email_sha256', 'phone_sha256', 'crm_id', 'partner_uid'] as const;
@@ -194,6 +195,8 @@ export function toStoredIdentity(type: InputIdentityType, raw: string, defaultPh
       if (value.includes('@') && isEmailAddress(value)) return toStoredIdentity('email', value, defaultPhoneRegion);
       if (INTERNATIONAL_PHONE.test(value) && isPossiblePhone(value, defaultPhoneRegion)) return toStoredIdentity('phone', value, defaultPhoneRegion);
       if (value.length === 0 || value.length > 256) throw new IdentityError('must be 1 to 256 characters');
+      // An address inside an id (`mailto:ada@example.com`, `Ada <ada@example.com>`) would be kept raw.
+      if ((value.includes('@') || value.includes('%40')) && redactContactText(value) !== value) throw new IdentityError('holds an email address: send the address as email, or an id without one');
       // Kept as it is sent: no control character, since identity keys are joined on newlines where
       // a segment's export facts pack them, and the store holds no NUL.
       if (CONTROL_CHARACTER.test(value)) throw new IdentityError('must not hold control characters (NUL, tab, newline and the like)');

@@ -120,6 +120,17 @@ describe('toStoredIdentity', () => {
     expect(toStoredIdentity('crm_id', 'C-1001', 'US')).toEqual({ type: 'crm_id', value: 'C-1001' });
   });
 
+  it('refuses a cookie or customer id that holds an email address inside it, which would be kept raw', () => {
+    for (const [type, value] of [['crm_id', 'Ada <ada@example.com>'], ['cookie_id', 'id=ada%40example.com'], ['crm_id', 'crm:ada@example.com (old)']] as const) {
+      expect(() => toStoredIdentity(type, value, 'US')).toThrow('holds an email address: send the address as email, or an id without one');
+    }
+    // One an address's own syntax allows whole is hashed as one: never raw either.
+    expect(toStoredIdentity('crm_id', 'sso|ada@example.com', 'US').type).toBe('email_sha256');
+    // No address: a name with an @ but no domain.
+    expect(toStoredIdentity('crm_id', 'team@acme', 'US')).toEqual({ type: 'crm_id', value: 'team@acme' });
+    expect(toStoredIdentity('crm_id', 'team@acme (EU)', 'US')).toEqual({ type: 'crm_id', value: 'team@acme (EU)' });
+  });
+
   it('keeps a cookie id that is an email address, and a cookie or customer id that is an international phone number, hashed, never raw', () => {
     expect(toStoredIdentity('cookie_id', 'Jane@Example.com', 'US')).toEqual(toStoredIdentity('email', 'jane@example.com', 'US'));
     expect(toStoredIdentity('crm_id', '+1 415 555 0100', 'US')).toEqual(toStoredIdentity('phone', '+14155550100', 'US'));
