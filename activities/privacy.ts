@@ -4,10 +4,12 @@ import { cookieIdsAmong, exportFacts, memberIdReader, partnerIdsOf, partnerOfIdT
 import { matchLimits } from '../domain/partners';
 import { documentIdsOf, privacyRequestId, subjectHash, type AccessExport, type PrivacyResult, type PrivacyStepName, type RemovalState } from '../domain/privacy';
 import { combineDocuments } from '../domain/profile';
+import { DEFAULT_ITEM_EVENT_TYPES, itemsOf } from '../domain/recommendations';
 import type { ChangeSet } from '../domain/segmentChanges';
 import type { Store } from '../store/db';
 import { DestinationStore, type DestinationDoc } from '../store/destinations';
 import { ExpiredProfiles } from '../store/expiredProfiles';
+import { ItemModelStore } from '../store/itemModel';
 import { MatchTableStore } from '../store/matchTables';
 import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
 import { PrivacyMarks } from '../store/privacyMarks';
@@ -16,13 +18,14 @@ import { collectedEvent, ProfileReader } from '../store/profileReader';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { SegmentStore } from '../store/segments';
+import { SourcePolicies } from '../store/sourcePolicies';
 import { SourceStore } from '../store/sources';
 import { SubjectErasure } from '../store/subjectErasure';
 import { withHeartbeats } from './heartbeat';
 
 export interface PrivacyDeps {
   store: Store;
-  config: Pick<Config, 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP' | 'DMP_PRIVACY_SALT'>;
+  config: Pick<Config, 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP' | 'DMP_PRIVACY_SALT'> & Partial<Pick<Config, 'DMP_ITEM_EVENT_TYPES'>>;
 }
 
 /** The steps of a privacy request: each reads the request, does its part, and records itself done with an audit entry. */
@@ -38,6 +41,8 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
   const erasure = new SubjectErasure(deps.store, matches);
   const sources = new SourceStore(deps.store);
   const expiredProfiles = new ExpiredProfiles(deps.store);
+  const itemModels = new ItemModelStore(deps.store);
+  const sourcePolicies = new SourcePolicies(deps.store);
   let salt: Promise<string> | null = null;
   const saltOf = () => (salt ??= deps.config.DMP_PRIVACY_SALT ? Promise.resolve(deps.config.DMP_PRIVACY_SALT) : requests.salt());
 
@@ -336,6 +341,11 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
           if (member) left++;
         }
         if (all.length > 0) await segmentRuns.recordChanges({ _id: `privacy:${request._id}`, at: new Date(), changes, touched: [person.id] });
+        // Their items leave the item model at its next refresh, as the profile writer records a change (a person of one
+        // document; one of several is the next full build's, which leaves them out). Counted only if their consent let them be.
+        const single = component.docs.length === 1 && !component.docs[0].ancestors?.length;
+        const items = single && !(await sourcePolicies.read(person.sources)).refuses(person) ? itemsOf(person, deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES) : [];
+        if (items.length > 0) await itemModels.recordChanges({ _id: `privacy:${request._id}`, at: new Date(), people: [{ personId: person.id, before: items, after: [] }] });
         await done(request, 'mark', { profiles: person.profileIds.length, privacy_marks: 1, segment_changes: all.length > 0 ? 1 : 0 });
         return { found: true, profiles: person.profileIds.length, segments: left };
       });

@@ -723,7 +723,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   async function recordItemChanges(group: string, changed: Map<string, ProfileDoc>, stored: Map<string, StoredVersion>): Promise<void> {
     const single = (doc: Readonly<ProfileDoc> | undefined) => !!doc && !doc.retired && !doc.linked && !doc.ancestors?.length;
     const policies = await sourcePolicies.read(new Set([...changed.values()].flatMap((doc) => doc.sources)));
-    const counted = (doc: Readonly<ProfileDoc>) => (policies.refuses(doc) ? [] : itemsOf(doc, itemTypes));
+    // An opted-out person's items left with their opt-out (activities/privacy markOptOut).
+    const counted = (doc: Readonly<ProfileDoc>) => (policies.refuses(doc) || marks.optedOut({ profileId: doc.profileId, ancestors: doc.ancestors }) ? [] : itemsOf(doc, itemTypes));
     const people: ItemChange[] = [];
     for (const doc of changed.values()) {
       const previous = stored.get(doc.profileId);

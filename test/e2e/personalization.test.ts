@@ -115,7 +115,7 @@ describe('personalization: recommended items from co-occurrence, and a profile�
     expect(await update(false)).toMatchObject({ kind: 'unchanged' });
   });
 
-  it('takes out the items of a person whose consent refuses profiling — the refresh as a full build does — and recommends them nothing', async () => {
+  it('takes out the items of a person whose consent refuses profiling, or who opted out — the refresh as a full build does — and recommends them nothing', async () => {
     const update = (full: boolean) => platform.temporal.workflow.execute('itemModel', { workflowId: `item-model-${full ? 'full' : 'refresh'}-withdrawn-${Date.now()}`, taskQueue: platform.taskQueue, args: [{ full }] });
     const before = (await get('/v1/recommendations/model')).body;
     expect(before.people).toBe(28);
@@ -133,6 +133,13 @@ describe('personalization: recommended items from co-occurrence, and a profile�
     // Now tent 16 people, lamp 7; tent–lamp 4: solo's lamp score says so.
     expect((await get(`/v1/profiles/${ids.solo}/recommendations`)).body.items).toContainEqual({ item: 'lamp', score: 4 / Math.sqrt(16 * 7) });
     expect(await update(true)).toMatchObject({ kind: 'build', people: 27 });
+
+    // reader0 (book, pen) opts out through a privacy request: the next refresh takes their items out, as the full build does.
+    const optOut = await call(`${api.url}/v1/privacy/requests`, { key: api.adminKey, body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'reader0' } } });
+    expect(optOut.status).toBe(202);
+    await waitFor('the opt-out done', async () => (await get(`/v1/privacy/requests/${optOut.body.id}`)).body.state === 'completed');
+    expect(await update(false)).toMatchObject({ kind: 'refresh', changesApplied: 1, people: 26 });
+    expect(await update(true)).toMatchObject({ kind: 'build', people: 26 });
   });
 
   it("lists the profile's segments now, by id and name", async () => {
