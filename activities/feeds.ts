@@ -189,13 +189,12 @@ export function createFeedActivities(deps: FeedDeps) {
           return 'errors' in located ? located : { prepare: (rows: NumberedRow[]) => prepareFeedRows(rows, located.columns, pull.window, read, options) };
         };
         const stream = file.open();
+        const lineNumbers = source.feed.format === 'ndjson';
         try {
-          await staging.readFile(feedRecords(stream, source.feed), readHeader, { file: file.label, lineNumbers: source.feed.format === 'ndjson' });
-        } catch (error) {
-          // A folder's file refused whole (a header the mapping does not fit) stages nothing: the others import, it
-          // is listed with the rejections, and is read again only once it changes. (A URL feed's one file fails its pull.)
-          if (!('files' in found && error instanceof FileRefused)) throw error;
-          staging.refuseFile(file.label ?? file.path, error.errors);
+          // A folder's file refused whole (a header the mapping does not fit, a row it cannot read) stages nothing: the others
+          // import, it is listed with the rejections, and is read again only once it changes. (A URL feed's one file fails its pull.)
+          if ('files' in found) await staging.readFileWhole(feedRecords(stream, source.feed), readHeader, { file: file.label ?? file.path, lineNumbers });
+          else await staging.readFile(feedRecords(stream, source.feed), readHeader, { file: file.label, lineNumbers });
         } finally {
           stream.destroy(); // a file left unread (a refused header, a broken row) is let go of
         }

@@ -1,7 +1,7 @@
 import { CsvError } from 'csv-parse';
 import { prepareEvents, type FieldError, type PrepareOptions } from '../domain/collect';
 import type { StoredEvent } from '../domain/event';
-import { FileRefused, FileUnreadable, UPLOAD_REJECTIONS_KEPT, type UploadRejection } from '../domain/uploads';
+import { FileRefused, fileProblems, FileUnreadable, TransferBrokeOff, UPLOAD_REJECTIONS_KEPT, type UploadRejection } from '../domain/uploads';
 import { NOTHING_IMPORTED, type UploadDoc, type UploadStore } from '../store/uploads';
 
 /** While a file is read, its counts on the upload are brought up to date every this many chunks, or this often while chunks are staged. */
@@ -147,6 +147,30 @@ export class UploadStaging {
     }
     if (!reader) throw new FileRefused([{ path: file ?? '(body)', message: 'empty file: expected a header row' }]);
     await this.stage(reader, rows, file);
+  }
+
+  /**
+   * Reads one file of several as `readFile` does, all or nothing: one refused for its header, or that
+   * stops being readable partway (a broken quote, a line too long — what reading it again would meet
+   * again), leaves none of its rows staged and is refused whole (`refuseFile`), so the other files go
+   * on. Whether it was read.
+   */
+  async readFileWhole(records: AsyncIterable<string[]>, readHeader: (header: string[]) => RowReader | { errors: FieldError[] }, options: { file: string; lineNumbers?: boolean }): Promise<boolean> {
+    const before = { ...this.counts, rejections: this.rejections.length };
+    try {
+      await this.readFile(records, readHeader, options);
+      return true;
+    } catch (error) {
+      const problems = error instanceof FileRefused || (error instanceof FileUnreadable && !(error instanceof TransferBrokeOff)) ? fileProblems(error) : null;
+      if (!problems) throw error;
+      await this.staging.catch(() => undefined);
+      await this.uploads.dropChunks(this.upload._id, this.counts.chunks, before.chunks);
+      Object.assign(this.counts, { received: before.received, rejected: before.rejected, nonProfiling: before.nonProfiling, chunks: before.chunks });
+      this.rejections.length = before.rejections;
+      this.staging = Promise.resolve();
+      this.refuseFile(options.file, problems);
+      return false;
+    }
   }
 
   /**

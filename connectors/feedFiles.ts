@@ -6,7 +6,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { createGunzip } from 'node:zlib';
 import { parse } from 'csv-parse';
 import { feedColumnNames, ndjsonFields, type FeedConfig } from '../domain/feeds';
-import { BoundedLines, crmCsvOptions, FileUnreadable } from '../domain/uploads';
+import { BoundedLines, crmCsvOptions, FileUnreadable, TransferBrokeOff } from '../domain/uploads';
 import type { FeedFile } from '../store/feeds';
 import { describeFailure } from './outbound';
 
@@ -35,7 +35,7 @@ async function* transferred(body: Readable): AsyncGenerator<Buffer> {
   try {
     for await (const chunk of body) yield chunk as Buffer;
   } catch (error) {
-    throw new FileUnreadable('(body)', `the transfer broke off: ${describeFailure(error)}`);
+    throw new TransferBrokeOff('(body)', `the transfer broke off: ${describeFailure(error)}`);
   }
 }
 

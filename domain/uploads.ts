@@ -202,6 +202,9 @@ export class FileUnreadable extends Error {
   }
 }
 
+/** A file whose transfer broke off (a connection, a read): unlike its content, reading it again may go through. */
+export class TransferBrokeOff extends FileUnreadable {}
+
 /** What is wrong with a file, for its reader (null for other failures, e.g. of the store): never quoting the file. */
 export function fileProblems(error: unknown): FieldError[] | null {
   if (error instanceof FileRefused) return error.errors;

@@ -253,9 +253,9 @@ export class UploadStore {
   }
 
   /** Removes an upload's staged chunks (those already gone are skipped), a few deletes by `_id` at a time. */
-  async dropChunks(uploadId: string, count: number): Promise<void> {
+  async dropChunks(uploadId: string, count: number, from = 0): Promise<void> {
     await forEachConcurrently(
-      Array.from({ length: count }, (_, n) => n),
+      Array.from({ length: count - from }, (_, n) => from + n),
       8,
       async (n) => void (await this.rows.deleteOne({ _id: stagedChunkId(uploadId, n) })),
     );

@@ -394,6 +394,22 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect(fixed.files.map((file: { name: string }) => file.name)).toEqual(['bad.csv']);
   });
 
+  it('sets aside a drop-folder file it cannot read past some row, none of its rows imported though a chunk of them was staged, and reads it again once it changes', async () => {
+    const folder = join(feedDir, 'partner-e');
+    mkdirSync(folder);
+    const rows = Array.from({ length: 2_100 }, (_, i) => `${hash(1_000 + i)},news`);
+    writeFileSync(join(folder, 'good.csv'), `hash,interest\n${hash(999)},sport\n`);
+    // More rows than a staged chunk holds, then a quote that never closes.
+    writeFileSync(join(folder, 'broken.csv'), `hash,interest\n${rows.join('\n')}\n${hash(3_200)},"news\n`);
+    const dropped = await createFeed({ name: 'Drop folder, broken', party: 'third', feed: { folder: 'partner-e', schedule: YEARLY, mapping: { identities: { email_sha256: 'hash' }, traits: { interest: 'interest' } } } });
+    const first = await pull(dropped);
+    expect(first).toMatchObject({ state: 'completed', rowsReceived: 1, rowsImported: 1, rowsRejected: 0 });
+    expect(first.rejections).toEqual([{ file: 'broken.csv', row: 1, errors: [{ path: 'broken.csv row 2102', message: 'not valid CSV (CSV_QUOTE_NOT_CLOSED)' }] }]);
+    expect(await pull(dropped)).toMatchObject({ state: 'completed', files: [], rowsReceived: 0 });
+    writeFileSync(join(folder, 'broken.csv'), `hash,interest\n${rows.join('\n')}\n`);
+    expect(await pull(dropped)).toMatchObject({ state: 'completed', rowsImported: 2_100, rejections: [] });
+  });
+
   it('names what is wrong with a pull request', async () => {
     const { sourceId: events } = await newSource(api, 'plain');
     expect((await admin('/v1/sources/src_nope/pulls', { method: 'POST' })).status).toBe(404);
