@@ -26,10 +26,22 @@ export function splitMarker(version: { retired?: RetiredMarker } | null | undefi
   return version?.retired && !version.retired.expired ? version.retired : null;
 }
 
-/** Whether a split document's identity key went to a part in this closure (see splitFrom). */
-export function keyOfSidesIn(marker: RetiredMarker, key: string, inClosure: (profileId: string) => boolean): boolean {
-  const side = marker.keys[key];
-  return side !== undefined && inClosure(marker.parts[String(side)]);
+/**
+ * The document a split document's identity key went to: part after part, as a part may have been
+ * split again (`markers`, by document, of those known to be split), to one not split since; null
+ * when a split on the way did not hold the key.
+ */
+export function keyHolderAfterSplits(marker: RetiredMarker, key: string, markers: ReadonlyMap<string, RetiredMarker>): string | null {
+  const seen = new Set<RetiredMarker>();
+  for (let at: RetiredMarker | undefined = marker; at && !seen.has(at); ) {
+    seen.add(at);
+    const side = at.keys[key];
+    if (side === undefined) return null;
+    const part = at.parts[String(side)];
+    if (!markers.has(part)) return part;
+    at = markers.get(part);
+  }
+  return null;
 }
 
 /** Whether any of these identities is the subject's. */

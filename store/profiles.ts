@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Binary, BSON, type Collection } from 'mongodb';
 import type { CountedSubject } from '../domain/audienceReports';
-import type { ProfileDoc, RecentEvent, SegmentSubject } from '../domain/profile';
+import { nextVersion, type ProfileDoc, type RecentEvent, type SegmentSubject } from '../domain/profile';
 import type { SubjectNeeds } from '../domain/segmentRules';
 import { COLLECTIONS, deleteByIds, forEachConcurrently, insertKeyed, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
@@ -401,23 +401,29 @@ export class ProfileStore {
   /**
    * A document an unlink split, without one person's share, for their erasure: its versions before
    * the split (every side's data, each side's living on in its part) removed, and its marker — which
-   * still sends the other sides' late events to their parts — kept without that person's keys.
-   * Returns the versions removed or rewritten; a repeat finds nothing left to do.
+   * still sends the other sides' late events to their parts — kept without that person's keys, as a
+   * new version: a writer holding the old one in its cache fails to write over it, and reads again.
+   * Returns the versions removed or written; a repeat finds nothing left to do.
    */
   async eraseKeysFromSplit(profileId: string, keys: ReadonlySet<string>): Promise<number> {
     this.latest.delete(profileId);
     const stored = await this.profiles.find({ profileId }).toArray();
     if (stored.length === 0) return 0;
-    const newest = stored.reduce((a, b) => (b.version > a.version ? b : a));
+    let newest = stored.reduce((a, b) => (b.version > a.version ? b : a));
     const marker = decodeProfile(newest);
     if (!marker.retired || marker.retired.expired) return 0;
-    let touched = await deleteByIds(this.profiles, stored.filter((version) => version !== newest).map((version) => version._id));
+    let touched = 0;
     if (Object.keys(marker.retired.keys).some((key) => keys.has(key))) {
       const { group: _group, ...doc } = marker;
-      const retired = { ...marker.retired, keys: Object.fromEntries(Object.entries(marker.retired.keys).filter(([key]) => !keys.has(key))) };
-      await this.profiles.replaceOne({ _id: newest._id }, encodeProfile({ ...doc, retired }, newest.group, newest.slice));
+      const next = nextVersion(doc);
+      next.retired = { ...marker.retired, keys: Object.fromEntries(Object.entries(marker.retired.keys).filter(([key]) => !keys.has(key))) };
+      // Refused when a writer wrote the next version first: the retry reads that one.
+      newest = encodeProfile(next, newest.group, newest.slice);
+      await this.profiles.insertOne(newest);
+      this.latest.delete(profileId);
       touched++;
     }
+    touched += await deleteByIds(this.profiles, stored.filter((version) => version._id !== newest._id).map((version) => version._id));
     return touched;
   }
 

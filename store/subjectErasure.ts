@@ -1,5 +1,6 @@
 import { Binary, BSON, type Collection } from 'mongodb';
-import { namesSubject, eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, keyOfSidesIn, memberCounts, splitMarker, type ErasedSubject } from '../domain/erasure';
+import { namesSubject, eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, keyHolderAfterSplits, memberCounts, splitMarker, type ErasedSubject } from '../domain/erasure';
+import type { RetiredMarker } from '../domain/identitySplit';
 import type { StoredEvent } from '../domain/event';
 import type { SegmentSubject } from '../domain/profile';
 import type { ItemChange } from '../domain/recommendations';
@@ -14,7 +15,7 @@ import { ITEM_MODEL_COLLECTIONS } from './itemModel';
 import type { MatchTableStore } from './matchTables';
 import { PartnerStore } from './partners';
 import { PRIVACY_COLLECTIONS } from './privacy';
-import { ProfileStore } from './profiles';
+import { ProfileStore, type StoredVersion } from './profiles';
 import { ProfileEventLog, type RoutedBatchDoc, type RoutedEvent } from './profileEvents';
 import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, storedChange, type StoredChange, type RunChunk, type RunDoc } from './segmentRuns';
 import { SegmentStore } from './segments';
@@ -23,6 +24,15 @@ import type { UnlinkDoc } from './identityUnlinks';
 
 /** Per collection, the documents an erasure step deleted or rewrote (counts for the audit, never values). */
 export type Touched = Record<string, number>;
+
+/**
+ * The profile ids under which segment data (snapshots, changes, samples, item changes) may hold the
+ * subject: their documents, and those an unlink split — a run made before the split holds such a
+ * document whole, every side's identity keys among its export facts; it names no one now.
+ */
+function segmentRows(subject: ErasedSubject): Set<string> {
+  return new Set([...subject.documents, ...(subject.splitFrom ?? [])]);
+}
 
 /** Concurrent deletes and rewrites: each is one statement by `_id` or by an indexed field. */
 const IN_FLIGHT = 16;
@@ -209,7 +219,8 @@ export class SubjectErasure {
   async segments(subject: ErasedSubject, touched: Touched): Promise<string[]> {
     const runs = new SegmentRunStore(this.store);
     const running: string[] = [];
-    const ids = [...subject.documents].sort();
+    const held = segmentRows(subject);
+    const ids = [...held].sort();
     for (const run of await runs.runs.find({}, { projection: { _id: 1, state: 1, chunks: 1, segments: 1, members: 1, passStartedAt: 1 } }).toArray()) {
       // A run under way keeps what its pass read in memory until it ends, the subject's documents
       // too if it read them before they went: one whose pass has begun is waited for, chunks or none
@@ -225,7 +236,7 @@ export class SubjectErasure {
     for (const { _id } of await changes.find({}, { projection: { _id: 1 } }).toArray()) {
       const rewritten = await this.shared.rewrite(changes, _id, (stored) => {
         const change = changeDoc(stored);
-        const erased = eraseFromChanges(change, subject.documents);
+        const erased = eraseFromChanges(change, held);
         return erased && { doc: storedChange({ ...change, ...erased }), result: true };
       });
       if (rewritten) add(touched, SEGMENT_COLLECTIONS.changes, 1);
@@ -234,7 +245,7 @@ export class SubjectErasure {
     const itemChanges = this.collection<{ _id: string; people: ItemChange[]; erasures?: number }>(ITEM_MODEL_COLLECTIONS.changes);
     for (const { _id } of await itemChanges.find({}, { projection: { _id: 1 } }).toArray()) {
       const rewritten = await this.shared.rewrite(itemChanges, _id, (doc) => {
-        const people = doc.people.filter((person) => !subject.documents.has(person.personId));
+        const people = doc.people.filter((person) => !held.has(person.personId));
         return people.length === doc.people.length ? null : { doc: { ...doc, people }, result: true };
       });
       if (rewritten) add(touched, ITEM_MODEL_COLLECTIONS.changes, 1);
@@ -247,7 +258,7 @@ export class SubjectErasure {
     const samples = this.collection<{ _id: string; runId: string; population: number; body?: Binary; maxRank?: number; erasures?: number }>(SEGMENT_COLLECTIONS.samples);
     // The sample keeps the profiles of lowest rank: one whose every document ranks above the highest kept is not in it.
     const header = await samples.findOne({ _id: 'latest' });
-    const maybeSampled = header?.maxRank === undefined || [...subject.documents].some((id) => sampleRank(id) <= header.maxRank!);
+    const maybeSampled = header?.maxRank === undefined || [...segmentRows(subject)].some((id) => sampleRank(id) <= header.maxRank!);
     const parts = maybeSampled ? await samples.find({ body: { $exists: true } }, { projection: { _id: 1 } }).toArray() : [];
     for (const { _id } of parts) {
       const rewritten = await this.shared.rewrite(samples, _id, (part) => {
@@ -265,7 +276,7 @@ export class SubjectErasure {
     const runs = new SegmentRunStore(this.store);
     const run = await runs.getRun(runId);
     if (run?.state === 'running') return false;
-    if (run && run.chunks.length > 0 && (await this.snapshot(runs, run, [...subject.documents].sort()))) add(touched, SEGMENT_COLLECTIONS.runs, 1);
+    if (run && run.chunks.length > 0 && (await this.snapshot(runs, run, [...segmentRows(subject)].sort()))) add(touched, SEGMENT_COLLECTIONS.runs, 1);
     // Its sample was written at its end, from profiles it may have read before they were erased.
     await this.sample(subject, touched);
     return true;
@@ -289,14 +300,22 @@ export class SubjectErasure {
     const links = this.collection<{ _id: string; profiles: string[]; via: string }>(COLLECTIONS.identityLinks);
     const batches = this.collection<{ _id: string }>(COLLECTIONS.profileEvents);
     const inClosure = (id: string) => subject.documents.has(id) || subject.splitFrom?.has(id) === true || splitFrom.has(id);
-    await forEachConcurrently([...subject.documents, ...(subject.splitFrom ?? [])], IN_FLIGHT, async (documentId) => {
-      const versions = await profiles.versions(documentId);
-      const newest = versions.reduce<(typeof versions)[number] | null>((a, b) => (a && a.version > b.version ? a : b), null);
-      const marker = splitMarker(newest);
+    const read = new Map<string, StoredVersion[]>();
+    await forEachConcurrently([...subject.documents, ...(subject.splitFrom ?? [])], IN_FLIGHT, async (documentId) => void read.set(documentId, await profiles.versions(documentId)));
+    const newestOf = (versions: StoredVersion[]) => versions.reduce<StoredVersion | null>((a, b) => (a && a.version > b.version ? a : b), null);
+    const markers = new Map<string, RetiredMarker>();
+    for (const [documentId, versions] of read) {
+      const marker = splitMarker(newestOf(versions));
+      if (marker) markers.set(documentId, marker);
+    }
+    await forEachConcurrently([...read.keys()], IN_FLIGHT, async (documentId) => {
+      const versions = read.get(documentId) as StoredVersion[];
+      const newest = newestOf(versions);
+      const marker = markers.get(documentId);
       if (marker) {
-        // Its versions hold every side's identities: only the keys that went to the subject's parts are theirs.
+        // Its versions hold every side's identities: only the keys that went (part after part) to the subject's documents are theirs.
         if (subject.documents.has(documentId)) splitFrom.add(documentId);
-        const ours = (key: string) => subject.keys.has(key) || keyOfSidesIn(marker, key, inClosure);
+        const ours = (key: string) => subject.keys.has(key) || subject.documents.has(keyHolderAfterSplits(marker, key, markers) ?? '');
         for (const version of versions) {
           if (version !== newest || Object.keys(marker.keys).some((key) => subject.keys.has(key))) add(found, COLLECTIONS.profiles, 1);
           for (const ancestor of version.ancestors ?? []) documents.add(ancestor);

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { linkId } from '../../domain/identityResolution';
+import { ProfileStore } from '../../store/profiles';
 import { call } from '../support/http';
 import { settledRequest } from '../support/privacyRequests';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
@@ -15,6 +16,7 @@ describe('privacy requests: erasing one side of an unlink', () => {
   let platform: RunningPlatform;
   let api: RunningApi;
   let source: SourceClient;
+  let shared: string;
   const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
   const lookup = (type: string, value: string) => admin(`/v1/profiles/lookup?type=${type}&value=${encodeURIComponent(value)}`);
   const counts = (profile: { counters: Record<string, { count: number }> }) => Object.fromEntries(Object.entries(profile.counters).map(([type, counter]) => [type, counter.count]));
@@ -30,7 +32,7 @@ describe('privacy requests: erasing one side of an unlink', () => {
       { id: 's4', type: 'purchase', timestamp: '2026-06-04T10:00:00Z', identities: { email: 'dan@example.net', crm_id: 'dan-1' } },
     ]);
     await source.folded(4);
-    const shared = (await lookup('email', 'cleo@example.net')).body.id;
+    shared = (await lookup('email', 'cleo@example.net')).body.id;
     expect((await lookup('email', 'dan@example.net')).body.id).toBe(shared);
     const unlink = await admin('/v1/identity/unlink', { body: { identities: [{ type: 'cookie_id', value: 'tablet-7' }, { type: 'email', value: 'dan@example.net' }] } });
     expect(unlink.status).toBe(202);
@@ -81,5 +83,9 @@ describe('privacy requests: erasing one side of an unlink', () => {
     expect(await db.collection('identities').countDocuments({ _id: { $in: cleoKeys } as never })).toBe(0);
     const danKeys = [`email_sha256:${sha256('dan@example.net')}`, 'crm_id:dan-1'];
     expect((await db.collection('identities').find({ _id: { $in: danKeys } as never }).toArray()).map((doc) => doc.profileId)).toEqual([dan.id, dan.id]);
+    const split = await new ProfileStore(platform.store, 0).versions(shared);
+    expect(split).toHaveLength(1);
+    expect(Object.keys(split[0].retired?.keys ?? {}).sort()).toEqual(danKeys.sort());
+    expect(JSON.stringify(split)).not.toMatch(/cleo|tablet-7/i);
   });
 });

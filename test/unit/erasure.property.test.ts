@@ -1,5 +1,6 @@
 import fc from 'fast-check';
-import { eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, memberCounts, type ErasableChunk, type ErasedSubject } from '../../domain/erasure';
+import { eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, keyHolderAfterSplits, memberCounts, splitMarker, type ErasableChunk, type ErasedSubject } from '../../domain/erasure';
+import type { RetiredMarker } from '../../domain/identitySplit';
 import type { StoredEvent } from '../../domain/event';
 
 const at = new Date('2026-11-01T10:00:00Z');
@@ -101,5 +102,30 @@ describe('erasure rewrites', () => {
     const doc = { changes: { s1: { entered: ['p_a', 'p_b'], exited: [], statedIn: ['p_a'], version: 2 }, s2: { entered: [], exited: ['p_c'] } }, touched: ['p_a', 'p_c'] };
     expect(eraseFromChanges(doc, new Set(['p_a']))).toEqual({ changes: { s1: { entered: ['p_b'], exited: [], statedIn: [], version: 2 }, s2: { entered: [], exited: ['p_c'] } }, touched: ['p_c'] });
     expect(eraseFromChanges(doc, new Set(['p_z']))).toBeNull();
+  });
+});
+
+describe('a split document: where each of its keys went', () => {
+  const marker = (parts: Record<string, string>, keys: Record<string, number>): RetiredMarker => ({ rebuildId: 'u', parts, keys, fallback: Object.values(parts)[0] });
+  // D held S, Q and O; O was unlinked (D → P1: S and Q, P2: O); then Q from S (P1 → P1a: S, P1b: Q).
+  const d = marker({ 0: 'P1', 1: 'P2' }, { 'k:s': 0, 'k:q': 0, 'k:o': 1 });
+  const p1 = marker({ 0: 'P1a', 1: 'P1b' }, { 'k:s': 0, 'k:q': 1 });
+  const markers = new Map([['D', d], ['P1', p1]]);
+
+  it('follows a key part after part to the document holding it now', () => {
+    expect(keyHolderAfterSplits(d, 'k:s', markers)).toBe('P1a');
+    expect(keyHolderAfterSplits(d, 'k:q', markers)).toBe('P1b');
+    expect(keyHolderAfterSplits(d, 'k:o', markers)).toBe('P2');
+    expect(keyHolderAfterSplits(p1, 'k:q', markers)).toBe('P1b');
+    // Not held by the split: nobody's; a part not known to be split is where the key is now.
+    expect(keyHolderAfterSplits(d, 'k:x', markers)).toBeNull();
+    expect(keyHolderAfterSplits(d, 'k:q', new Map([['D', d]]))).toBe('P1');
+  });
+
+  it('tells a split document apart from one that expired into a successor', () => {
+    expect(splitMarker({ retired: d })).toBe(d);
+    expect(splitMarker({ retired: { ...d, expired: { expiryId: 'x', at } } })).toBeNull();
+    expect(splitMarker({})).toBeNull();
+    expect(splitMarker(null)).toBeNull();
   });
 });
