@@ -1,17 +1,20 @@
 import { profilingRefusal, type StoredConsent } from './consent';
 import { DEFAULT_CONSENT_POLICY, type ConsentPolicy } from './schemas';
 
-/** What the gate reads of a profile: its consent (most restrictive over its documents) and the sources its data came from. */
+/**
+ * What the gate reads of a profile: its consent (most restrictive over its documents; `sourceId`,
+ * the source of its newest signal) and the sources its data came from.
+ */
 export interface GatedSubject {
-  consent: StoredConsent | null;
+  consent: (StoredConsent & { sourceId?: string }) | null;
   sources?: readonly string[];
 }
 
 /**
- * The sources' consent policies as segments, audience insights, lookalikes and the item model read a
- * profile's consent. The door keeps events a policy refuses out of profiles, and a withdrawal given
- * later, on any channel, folds into the profile's consent: from then on the profile is used nowhere
- * (`refuses`) until a newer signal allows it again.
+ * The sources' consent policies as segments (and so the insights and exports of their members),
+ * lookalikes and the item model read a profile's consent. The door keeps events a policy refuses out
+ * of profiles, and a withdrawal given later folds into the profile's consent: from then on the
+ * profile is in none of those (`refuses`) until a newer signal allows it again.
  */
 export class ConsentPolicies {
   /** Per source, its policy as the gate applies it; null for a source that enforces none. */
@@ -37,15 +40,16 @@ export class ConsentPolicies {
 
   /**
    * Whether a profile's consent forbids using it: refused under the policy of any source its data
-   * came from that enforces one (a source no longer there, under the default policy).
+   * came from, or of the source of its newest signal (a withdrawal on a channel that brought nothing
+   * else of the person), that enforces one (a source no longer there, under the default policy).
    */
   refuses(subject: GatedSubject): boolean {
     const consent = subject.consent;
     if (!consent) return false;
-    for (const sourceId of subject.sources ?? []) {
+    const refusedBy = (sourceId: string) => {
       const policy = this.bySource.has(sourceId) ? this.bySource.get(sourceId) : this.fallback;
-      if (policy && profilingRefusal(consent, policy) !== null) return true;
-    }
-    return false;
+      return !!policy && profilingRefusal(consent, policy) !== null;
+    };
+    return (subject.sources ?? []).some(refusedBy) || (consent.sourceId !== undefined && !(subject.sources ?? []).includes(consent.sourceId) && refusedBy(consent.sourceId));
   }
 }

@@ -9,11 +9,12 @@ export function policiesOf(sources: readonly SourceDoc[]): ConsentPolicies {
 
 /**
  * Every source's consent policy, read together and kept a while: a change reaches readers within
- * `keptMs`, and a source not among those read (one made since) brings the next read forward.
+ * `keptMs`, and a source not among those read (one made since) brings the next read forward — once:
+ * a removed source, which profiles still name, is not looked for again until the next full read.
  */
 export class SourcePolicies {
   private readonly sources: SourceStore;
-  private current: { policies: ConsentPolicies; at: number } | null = null;
+  private current: { policies: ConsentPolicies; at: number; missing: Set<string> } | null = null;
 
   constructor(
     store: Store,
@@ -25,10 +26,14 @@ export class SourcePolicies {
 
   /** The policies, known to include `sourceIds` unless read within the last `unknownMs` (a source removed reads as the default). */
   async read(sourceIds: Iterable<string> = []): Promise<ConsentPolicies> {
-    const age = this.current ? Date.now() - this.current.at : Infinity;
-    const unknown = this.current !== null && [...sourceIds].some((id) => !this.current?.policies.knows(id));
-    if (age >= this.keptMs || (unknown && age >= this.unknownMs)) {
-      this.current = { policies: policiesOf(await this.sources.list()), at: Date.now() };
+    const current = this.current;
+    const age = current ? Date.now() - current.at : Infinity;
+    const unknown = current ? [...sourceIds].filter((id) => !current.policies.knows(id) && !current.missing.has(id)) : [];
+    if (age >= this.keptMs) {
+      this.current = { policies: policiesOf(await this.sources.list()), at: Date.now(), missing: new Set() };
+    } else if (current && unknown.length > 0 && age >= this.unknownMs) {
+      const policies = policiesOf(await this.sources.list());
+      this.current = { policies, at: current.at, missing: new Set([...current.missing, ...unknown.filter((id) => !policies.knows(id))]) };
     }
     return (this.current as { policies: ConsentPolicies }).policies;
   }

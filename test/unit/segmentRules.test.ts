@@ -166,7 +166,8 @@ describe('segment rules: consent', () => {
       ['src_app', { mode: 'require', tcfPurposes: [1], honorGppOptOuts: false, purposeFlag: 'tracking' }],
     ]);
     const evaluator = new SegmentEvaluator([{ id: 'gold', rule: gold }], policies);
-    const members = (consent: ProfileDoc['consent'], sources: string[]) => evaluator.evaluate(person(consent, sources), at);
+    // The newest signal came from the first source, unless said otherwise.
+    const members = (consent: ProfileDoc['consent'], sources: string[]) => evaluator.evaluate(person(consent && { ...consent, sourceId: consent.sourceId === 'src_web' ? sources[0] : consent.sourceId }, sources), at);
     const withdrawn = signal({ tcf: tcf([1]), purposes: { profiling: false } });
     expect(members(withdrawn, ['src_crm'])).toEqual(['gold']);
     // src_app needs only purpose 1 and reads its own flag: it refuses neither; a source it does not know reads as the default, which does.
@@ -177,5 +178,8 @@ describe('segment rules: consent', () => {
     expect(members(signal({ gpc: true }), ['src_app'])).toEqual(['gold']);
     // A policy that requires a signal does not refuse a profile for holding none it reads: its events brought the signals it holds.
     expect(members(signal({ gpc: false }), ['src_app'])).toEqual(['gold']);
+    // A withdrawal sent on a channel that brought nothing else of the person is read under that channel's policy.
+    expect(members(signal({ purposes: { tracking: false }, sourceId: 'src_app' }), ['src_web'])).toEqual([]);
+    expect(members(signal({ purposes: { tracking: false }, sourceId: 'src_crm' }), ['src_web'])).toEqual(['gold']);
   });
 });
