@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import { z } from 'zod';
-import { IdentityError, identityKeysOf } from '../domain/identity';
+import { IdentityError, identityKeysOf, toStoredIdentity, type InputIdentityType } from '../domain/identity';
 import {
   AccessExportSchema,
   deadlineOf,
@@ -65,6 +65,17 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
     return doc;
   };
 
+  /** Whether an identity has a stored form today (not only the form an older version kept it as). */
+  const storable = (identity: { type: InputIdentityType; value: string }) => {
+    try {
+      toStoredIdentity(identity.type, identity.value, config.DMP_DEFAULT_PHONE_REGION);
+      return true;
+    } catch (error) {
+      if (error instanceof IdentityError) return false;
+      throw error;
+    }
+  };
+
   router.post('/v1/privacy/requests', admin, async (req, res) => {
     const body = parseOr400(PrivacyRequestSchema, req.body, 'privacy request');
     let keys: string[];
@@ -78,8 +89,13 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
     // Named by the stored form's key, whatever the store holds now (a repeat finds the same request); the
     // workflow also looks under the others (an id an older version kept as sent) — only those the store
     // holds: such a key is an address or a phone number as sent, not to be written down for nothing.
+    const held = async (other: string) => (await identities.reload([other])).has(other) || (await expired.naming(other)).length > 0;
     const [key, ...asSent] = keys;
-    const alsoKeys = (await Promise.all(asSent.map(async (other) => ((await identities.reload([other])).has(other) || (await expired.naming(other)).length > 0 ? [other] : [])))).flat();
+    // An id with no stored form today (one holding an address inside it) is named only as sent: only while the store holds it.
+    if (!storable(body.identity) && !(await held(key))) {
+      throw new ProblemError(404, 'identity-not-found', 'No profile holds this identity', [{ path: 'identity.value', message: 'no profile holds it, and it would not be kept as sent today' }]);
+    }
+    const alsoKeys = (await Promise.all(asSent.map(async (other) => ((await held(other)) ? [other] : [])))).flat();
     const subject = subjectHash(await saltOf(), key);
     const candidates = Array.from({ length: MAX_REQUESTS_PER_SUBJECT }, (_, n) => privacyRequestId(body.type, subject, n + 1));
     const open = (doc: PrivacyRequestDoc | null | undefined): doc is PrivacyRequestDoc => !!doc && doc.state !== 'completed' && doc.state !== 'failed';

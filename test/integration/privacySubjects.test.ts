@@ -49,4 +49,14 @@ describe('privacy request subjects', () => {
     const subject = await subjectOf('Old.Timer@example.com');
     expect(subject.alsoKeys).toEqual(['crm_id:Old.Timer@example.com']);
   });
+
+  it('names an id with no stored form today (an address inside it) only while the store holds it as sent', async () => {
+    const before = await store.db.collection('privacy_subjects').countDocuments({});
+    const unknown = await call(`${api.url}/v1/privacy/requests`, { key: api.adminKey, body: { type: 'erase', identity: { type: 'crm_id', value: 'Ada <ada@example.com>' } } });
+    expect({ status: unknown.status, errors: unknown.body.errors }).toEqual({ status: 404, errors: [{ path: 'identity.value', message: 'no profile holds it, and it would not be kept as sent today' }] });
+    expect(await store.db.collection('privacy_subjects').countDocuments({})).toBe(before);
+    await new IdentityIndex(store, 0).claim([{ key: 'crm_id:Bea <bea@example.com>', type: 'crm_id', profileId: 'p_bea' }], new Date());
+    const subject = await subjectOf('Bea <bea@example.com>');
+    expect(subject.key).toBe('crm_id:Bea <bea@example.com>');
+  });
 });
