@@ -193,8 +193,11 @@ export function createFeedActivities(deps: FeedDeps) {
         try {
           // A folder's file refused whole (a header the mapping does not fit, a row it cannot read) stages nothing: the others
           // import, it is listed with the rejections, and is read again only once it changes. (A URL feed's one file fails its pull.)
-          if ('files' in found) await staging.readFileWhole(feedRecords(stream, source.feed), readHeader, { file: file.label ?? file.path, lineNumbers });
-          else await staging.readFile(feedRecords(stream, source.feed), readHeader, { file: file.label, lineNumbers });
+          if ('files' in found) {
+            // What the file's rows moved (the cursor, its kind, the counts) goes back with them when it is refused.
+            const before = { ...read };
+            if (!(await staging.readFileWhole(feedRecords(stream, source.feed), readHeader, { file: file.label ?? file.path, lineNumbers }))) Object.assign(read, before);
+          } else await staging.readFile(feedRecords(stream, source.feed), readHeader, { file: file.label, lineNumbers });
         } finally {
           stream.destroy(); // a file left unread (a refused header, a broken row) is let go of
         }

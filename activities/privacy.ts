@@ -5,6 +5,7 @@ import { matchLimits } from '../domain/partners';
 import { documentIdsOf, privacyRequestId, subjectHash, type AccessExport, type PrivacyResult, type PrivacyStepName, type RemovalState } from '../domain/privacy';
 import { combineDocuments } from '../domain/profile';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf } from '../domain/recommendations';
+import { gatedSources } from '../domain/consentGate';
 import type { ChangeSet } from '../domain/segmentChanges';
 import type { Store } from '../store/db';
 import { DestinationStore, type DestinationDoc } from '../store/destinations';
@@ -325,7 +326,11 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
           return { found: false, profiles: 0, segments: 0 };
         }
         const { component, person } = found;
-        await marks.add(request._id, documentIdsOf({ profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) }));
+        const marked = { profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) };
+        // Opted out by another request (or an earlier attempt of this one) before: their items left then.
+        await marks.refresh(true);
+        const already = marks.optedOut(marked);
+        await marks.add(request._id, documentIdsOf(marked));
         const all = await segments.list();
         const membership = new SegmentMembership(deps.store);
         const states = await membership.realTime(all.filter((segment) => segment.current));
@@ -344,8 +349,9 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         // Their items leave the item model at its next refresh, as the profile writer records a change (a person of one
         // document; one of several is the next full build's, which leaves them out). Counted only if their consent let them be.
         const single = component.docs.length === 1 && !component.docs[0].ancestors?.length;
-        const items = single && !(await sourcePolicies.read(person.sources)).refuses(person) ? itemsOf(person, deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES) : [];
-        if (items.length > 0) await itemModels.recordChanges({ _id: `privacy:${request._id}`, at: new Date(), people: [{ personId: person.id, before: items, after: [] }] });
+        const policies = await sourcePolicies.read(gatedSources([person]));
+        const items = single && !already && !policies.refuses(person) ? itemsOf(person, deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES) : [];
+        if (items.length > 0) await itemModels.recordChanges({ _id: `optout:${person.id}`, at: new Date(), people: [{ personId: person.id, before: items, after: [] }] });
         await done(request, 'mark', { profiles: person.profileIds.length, privacy_marks: 1, segment_changes: all.length > 0 ? 1 : 0 });
         return { found: true, profiles: person.profileIds.length, segments: left };
       });

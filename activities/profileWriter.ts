@@ -3,7 +3,7 @@ import { hostname } from 'node:os';
 import { Context } from '@temporalio/activity';
 import type { Config } from '../config';
 import { factsChanged } from '../domain/destinations';
-import type { ConsentPolicies } from '../domain/consentGate';
+import { gatedSources, type ConsentPolicies } from '../domain/consentGate';
 import { cappedTypes } from '../domain/identityCaps';
 import { identityKey, type StoredIdentityType } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
@@ -684,7 +684,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     if (segments.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
     const definitions = definitionsOf(segments);
     const versions = new Map(segments.map((doc) => [doc._id, doc.version]));
-    const evaluator = evaluatorFor(definitions, await sourcePolicies.read(new Set([...changed.values()].flatMap((doc) => doc.sources))));
+    const evaluator = evaluatorFor(definitions, await sourcePolicies.read(gatedSources(changed.values())));
     const at = new EvaluationTime(now());
     const components = new Map<string, ProfileDoc[]>();
     const linked = [...changed.values()].filter((doc) => !doc.retired && (doc.linked || doc.ancestors?.length)).map((doc) => doc.profileId);
@@ -722,7 +722,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    */
   async function recordItemChanges(group: string, changed: Map<string, ProfileDoc>, stored: Map<string, StoredVersion>): Promise<void> {
     const single = (doc: Readonly<ProfileDoc> | undefined) => !!doc && !doc.retired && !doc.linked && !doc.ancestors?.length;
-    const policies = await sourcePolicies.read(new Set([...changed.values()].flatMap((doc) => doc.sources)));
+    const policies = await sourcePolicies.read(gatedSources(changed.values()));
     // An opted-out person's items left with their opt-out (activities/privacy markOptOut).
     const counted = (doc: Readonly<ProfileDoc>) => (policies.refuses(doc) || marks.optedOut({ profileId: doc.profileId, ancestors: doc.ancestors }) ? [] : itemsOf(doc, itemTypes));
     const people: ItemChange[] = [];

@@ -156,6 +156,8 @@ export class UploadStaging {
    * on. Whether it was read.
    */
   async readFileWhole(records: AsyncIterable<string[]>, readHeader: (header: string[]) => RowReader | { errors: FieldError[] }, options: { file: string; lineNumbers?: boolean }): Promise<boolean> {
+    // The previous file's last chunk is written (or its failure thrown) before this file's rows count.
+    await this.staging;
     const before = { ...this.counts, rejections: this.rejections.length };
     try {
       await this.readFile(records, readHeader, options);

@@ -91,10 +91,12 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
     // holds: such a key is an address or a phone number as sent, not to be written down for nothing.
     const held = async (other: string) => (await identities.reload([other])).has(other) || (await expired.naming(other)).length > 0;
     const [key, ...asSent] = keys;
-    // An id with no stored form today (one holding an address inside it) is named only as sent: only while the store holds it.
-    if (!storable(body.identity) && !(await held(key))) {
-      throw new ProblemError(404, 'identity-not-found', 'No profile holds this identity', [{ path: 'identity.value', message: 'no profile holds it, and it would not be kept as sent today' }]);
-    }
+    // An id with no stored form today (one holding an address inside it) is named only as sent: a new request only while the store holds it.
+    const refuseUnheld = async () => {
+      if (!storable(body.identity) && !(await held(key))) {
+        throw new ProblemError(404, 'identity-not-found', 'No profile holds this identity', [{ path: 'identity.value', message: 'no profile holds it, and it would not be kept as sent today' }]);
+      }
+    };
     const alsoKeys = (await Promise.all(asSent.map(async (other) => ((await held(other)) ? [other] : [])))).flat();
     const subject = subjectHash(await saltOf(), key);
     const candidates = Array.from({ length: MAX_REQUESTS_PER_SUBJECT }, (_, n) => privacyRequestId(body.type, subject, n + 1));
@@ -110,6 +112,7 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
         const doc = existing.get(id);
         if (open(doc)) return answerOpen(doc);
         if (doc) continue;
+        await refuseUnheld();
         const receivedAt = new Date();
         const request: PrivacyRequestDoc = {
           _id: id,
@@ -178,7 +181,7 @@ export function registerPrivacyPaths({ registry, problem, json, adminKey }: Open
       202: { description: 'The request, recorded and started (or the open one)', ...json(z.object({ id: z.string(), statusUrl: z.string() })) },
       400: problem('Invalid body (the field is named)'),
       ...admin,
-      404: problem('No profile can have this identity: `identity.value` does not normalize as its type (not an email, a phone number, an advertising id…)'),
+      404: problem('No profile can have this identity: `identity.value` does not normalize as its type (not an email, a phone number, an advertising id…); or it has no stored form today (a customer id holding an address inside it) and no profile holds it as an older version kept it'),
       409: problem('Too many requests of this type about this subject'),
     },
   });

@@ -53,3 +53,13 @@ export class ConsentPolicies {
     return (subject.sources ?? []).some(refusedBy) || (consent.sourceId !== undefined && !(subject.sources ?? []).includes(consent.sourceId) && refusedBy(consent.sourceId));
   }
 }
+
+/** The sources whose policies the gate reads for these subjects (see `refuses`). */
+export function gatedSources(subjects: Iterable<GatedSubject>): Set<string> {
+  const ids = new Set<string>();
+  for (const subject of subjects) {
+    for (const id of subject.sources ?? []) ids.add(id);
+    if (subject.consent?.sourceId) ids.add(subject.consent.sourceId);
+  }
+  return ids;
+}

@@ -252,12 +252,9 @@ export class UploadStore {
     while ((await this.rows.deleteOne({ _id: stagedChunkId(uploadId, n) })).deletedCount === 1) n++;
   }
 
-  /** Removes an upload's staged chunks (those already gone are skipped), a few deletes by `_id` at a time. */
+  /** Removes chunks `from`..`count - 1` of an upload (those already gone are skipped). */
   async dropChunks(uploadId: string, count: number, from = 0): Promise<void> {
-    await forEachConcurrently(
-      Array.from({ length: count - from }, (_, n) => from + n),
-      8,
-      async (n) => void (await this.rows.deleteOne({ _id: stagedChunkId(uploadId, n) })),
-    );
+    // Highest first, one at a time: cut short, what is left is still chunks from `from` on, which `dropStaged` finds.
+    for (let n = count - 1; n >= from; n--) await this.rows.deleteOne({ _id: stagedChunkId(uploadId, n) });
   }
 }

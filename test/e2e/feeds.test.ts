@@ -394,20 +394,21 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect(fixed.files.map((file: { name: string }) => file.name)).toEqual(['bad.csv']);
   });
 
-  it('sets aside a drop-folder file it cannot read past some row, none of its rows imported though a chunk of them was staged, and reads it again once it changes', async () => {
+  it('sets aside a drop-folder file it cannot read past some row, none of its rows imported though a chunk of them was staged, nor its cursor kept, and reads it again once it changes', async () => {
     const folder = join(feedDir, 'partner-e');
     mkdirSync(folder);
-    const rows = Array.from({ length: 2_100 }, (_, i) => `${hash(1_000 + i)},news`);
-    writeFileSync(join(folder, 'good.csv'), `hash,interest\n${hash(999)},sport\n`);
-    // More rows than a staged chunk holds, then a quote that never closes.
-    writeFileSync(join(folder, 'broken.csv'), `hash,interest\n${rows.join('\n')}\n${hash(3_200)},"news\n`);
-    const dropped = await createFeed({ name: 'Drop folder, broken', party: 'third', feed: { folder: 'partner-e', schedule: YEARLY, mapping: { identities: { email_sha256: 'hash' }, traits: { interest: 'interest' } } } });
+    const rows = Array.from({ length: 2_100 }, (_, i) => `${hash(1_000 + i)},news,${at(3)}`);
+    writeFileSync(join(folder, 'good.csv'), `hash,interest,updated_at\n${hash(999)},sport,${at(2)}\n`);
+    // More rows than a staged chunk holds, later than the good file's, one later still, then a quote that never closes.
+    writeFileSync(join(folder, 'broken.csv'), `hash,interest,updated_at\n${rows.join('\n')}\n${hash(3_100)},news,${at(5)}\n${hash(3_200)},"news,${at(5)}\n`);
+    const dropped = await createFeed({ name: 'Drop folder, broken', party: 'third', feed: { folder: 'partner-e', schedule: YEARLY, cursorColumn: 'updated_at', mapping: { identities: { email_sha256: 'hash' }, traits: { interest: 'interest' } } } });
     const first = await pull(dropped);
-    expect(first).toMatchObject({ state: 'completed', rowsReceived: 1, rowsImported: 1, rowsRejected: 0 });
-    expect(first.rejections).toEqual([{ file: 'broken.csv', row: 1, errors: [{ path: 'broken.csv row 2102', message: 'not valid CSV (CSV_QUOTE_NOT_CLOSED)' }] }]);
+    expect(first).toMatchObject({ state: 'completed', rowsReceived: 1, rowsImported: 1, rowsRejected: 0, cursor: at(2) });
+    expect(first.rejections).toEqual([{ file: 'broken.csv', row: 1, errors: [{ path: 'broken.csv row 2103', message: 'not valid CSV (CSV_QUOTE_NOT_CLOSED)' }] }]);
     expect(await pull(dropped)).toMatchObject({ state: 'completed', files: [], rowsReceived: 0 });
-    writeFileSync(join(folder, 'broken.csv'), `hash,interest\n${rows.join('\n')}\n`);
-    expect(await pull(dropped)).toMatchObject({ state: 'completed', rowsImported: 2_100, rejections: [] });
+    // Fixed, it is read again from the cursor the good file left, not the one its refused rows reached: none is behind it.
+    writeFileSync(join(folder, 'broken.csv'), `hash,interest,updated_at\n${rows.join('\n')}\n${hash(3_100)},news,${at(5)}\n`);
+    expect(await pull(dropped)).toMatchObject({ state: 'completed', rowsImported: 2_101, rowsSkipped: 0, rejections: [] });
   });
 
   it('names what is wrong with a pull request', async () => {

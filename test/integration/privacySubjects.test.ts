@@ -58,5 +58,9 @@ describe('privacy request subjects', () => {
     await new IdentityIndex(store, 0).claim([{ key: 'crm_id:Bea <bea@example.com>', type: 'crm_id', profileId: 'p_bea' }], new Date());
     const subject = await subjectOf('Bea <bea@example.com>');
     expect(subject.key).toBe('crm_id:Bea <bea@example.com>');
+    // A repeat while that request is open finds it, though the store no longer holds the id (its erasure removed it).
+    await store.db.collection('identities').deleteOne({ _id: 'crm_id:Bea <bea@example.com>' as never });
+    const repeat = await call(`${api.url}/v1/privacy/requests`, { key: api.adminKey, body: { type: 'erase', identity: { type: 'crm_id', value: 'Bea <bea@example.com>' } } });
+    expect({ status: repeat.status, id: repeat.body.id }).toEqual({ status: 202, id: subject._id });
   });
 });
