@@ -9,6 +9,7 @@ import {
   insightsOf,
   InsightsQuerySchema,
   InsightsSchema,
+  membershipMasks,
   overlapOf,
   OverlapRequestSchema,
   OverlapSchema,
@@ -194,12 +195,8 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     const docs = await Promise.all(body.segments.map((id, k) => evaluated(id, `segments.${k}`)));
     const membership = new SegmentMembership(store);
     const states = await membership.realTime(docs);
-    // Each person's mask of the segments holding it: one walk of each segment's members, ids once in memory.
-    const masks = new Map<string, number>();
-    for (const [k, doc] of docs.entries()) {
-      for await (const page of membership.pages(doc, states)) for (const id of page) masks.set(id, (masks.get(id) ?? 0) | (1 << k));
-    }
-    res.json(overlapOf(body.segments, masks.values()));
+    // The segments' members walked side by side in id order: a page of each in memory, not every member.
+    res.json(overlapOf(body.segments, await membershipMasks(docs.map((doc) => membership.pages(doc, states)))));
   });
 
   return router;

@@ -5,6 +5,7 @@ import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
 import { ItemModelStore, type ItemModelHead } from '../store/itemModel';
 import { definitionsOf, SegmentStore } from '../store/segments';
 import { SourcePolicies } from '../store/sourcePolicies';
+import { gatedSources } from '../domain/consentGate';
 import { requestItemModel } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
 import { ProfileReader } from '../store/profileReader';
@@ -73,7 +74,8 @@ export function personalizationRouter({ store, temporal, config, admin }: Pick<R
 
   router.get('/v1/profiles/:id/recommendations', admin, async (req, res) => {
     const query = parseOr400(RecommendationsQuerySchema, req.query, 'recommendations query');
-    const [person, current, policies] = await Promise.all([personOf(String(req.params.id)), model.get(), sourcePolicies.read()]);
+    const [person, current] = await Promise.all([personOf(String(req.params.id)), model.get()]);
+    const policies = await sourcePolicies.read(gatedSources([person]));
     // A person who opted out of profiling, or whose consent refuses it, is recommended nothing from what they did.
     const items = current.head && !person.optOut && !policies.refuses(person) ? recommend(current.items, itemsOf(person, current.head.eventTypes), query.limit) : [];
     res.json({ profileId: person.id, modelBuiltAt: current.head?.at.toISOString() ?? null, items });

@@ -415,15 +415,45 @@ export const OverlapSchema = z
   .openapi('SegmentOverlap');
 export type Overlap = z.infer<typeof OverlapSchema>;
 
-/** Pairwise overlaps from each person's membership mask (bit k: member of `ids[k]`). */
-export function overlapOf(ids: string[], masks: Iterable<number>): Overlap {
+/**
+ * How many people hold each membership mask (bit k: member of the k-th segment), from each segment's
+ * members in ascending id order: a merge that holds one page of each segment at a time, not every
+ * member of every segment.
+ */
+export async function membershipMasks(segments: ReadonlyArray<AsyncIterable<string[]>>): Promise<Map<number, number>> {
+  const cursors = segments.map((pages) => ({ pages: pages[Symbol.asyncIterator](), page: [] as string[], at: 0, done: false }));
+  const people = new Map<number, number>();
+  for (;;) {
+    for (const cursor of cursors) {
+      while (!cursor.done && cursor.at >= cursor.page.length) {
+        const next = await cursor.pages.next();
+        if (next.done) cursor.done = true;
+        else [cursor.page, cursor.at] = [next.value, 0];
+      }
+    }
+    let least: string | null = null;
+    for (const cursor of cursors) if (!cursor.done && (least === null || cursor.page[cursor.at] < least)) least = cursor.page[cursor.at];
+    if (least === null) return people;
+    let mask = 0;
+    cursors.forEach((cursor, k) => {
+      if (!cursor.done && cursor.page[cursor.at] === least) {
+        mask |= 1 << k;
+        cursor.at++;
+      }
+    });
+    people.set(mask, (people.get(mask) ?? 0) + 1);
+  }
+}
+
+/** Pairwise overlaps from how many people hold each membership mask (bit k: member of `ids[k]`). */
+export function overlapOf(ids: string[], people: ReadonlyMap<number, number>): Overlap {
   const sizes = new Array<number>(ids.length).fill(0);
   const pairs = ids.map(() => new Array<number>(ids.length).fill(0));
-  for (const mask of masks) {
+  for (const [mask, count] of people) {
     for (let a = 0; a < ids.length; a++) {
       if (!(mask & (1 << a))) continue;
-      sizes[a]++;
-      for (let b = a + 1; b < ids.length; b++) if (mask & (1 << b)) pairs[a][b]++;
+      sizes[a] += count;
+      for (let b = a + 1; b < ids.length; b++) if (mask & (1 << b)) pairs[a][b] += count;
     }
   }
   const result: Overlap = { sizes: Object.fromEntries(ids.map((id, k) => [id, sizes[k]])), pairs: [] };

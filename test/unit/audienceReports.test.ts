@@ -1,4 +1,5 @@
-import { affinityOf, AffinityQuerySchema, AudienceTally, FeatureDictionary, insightsOf, overlapOf, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
+import fc from 'fast-check';
+import { affinityOf, AffinityQuerySchema, AudienceTally, FeatureDictionary, insightsOf, membershipMasks, overlapOf, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
 import { liftOf } from '../../domain/campaignReports';
 import { isHeldOut } from '../../domain/destinations';
 import { encodeFieldName } from '../../domain/fieldNames';
@@ -84,10 +85,30 @@ describe('audience reports', () => {
     expect(affinityOf('seg', 'all', audience.report(dictionary, 'seg', at, 'run'), all.report(dictionary, 'all', at, null), true, 11, 10).items).toEqual([]);
   });
 
-  it('overlap counts every pair from membership masks', () => {
-    // a: {1,2,3}, b: {2,3,4}, c: {}
-    const masks = [0b001, 0b011, 0b011, 0b010];
-    expect(overlapOf(['a', 'b', 'c'], masks)).toEqual({
+  it('merges members into the same masks as one map of every member would, however they are paged', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.uniqueArray(fc.stringMatching(/^p_[a-d][0-9]$/), { maxLength: 30 }), { minLength: 1, maxLength: 6 }), fc.integer({ min: 1, max: 7 }), async (segments, pageSize) => {
+        const sorted = segments.map((ids) => [...ids].sort());
+        async function* paged(ids: string[]) {
+          for (let i = 0; i < ids.length; i += pageSize) yield ids.slice(i, i + pageSize);
+        }
+        const naive = new Map<string, number>();
+        sorted.forEach((ids, k) => ids.forEach((id) => naive.set(id, (naive.get(id) ?? 0) | (1 << k))));
+        const expected = new Map<number, number>();
+        for (const mask of naive.values()) expected.set(mask, (expected.get(mask) ?? 0) + 1);
+        expect(await membershipMasks(sorted.map(paged))).toEqual(expected);
+      }),
+    );
+  });
+
+  it('overlap counts every pair from membership masks, merged from each segment\'s members in id order a page at a time', async () => {
+    // a: {1,2,3}, b: {2,3,4}, c: {} — pages of any size, empty ones too.
+    async function* pages(...chunks: string[][]) {
+      for (const chunk of chunks) yield chunk;
+    }
+    const people = await membershipMasks([pages(['p1', 'p2'], [], ['p3']), pages(['p2'], ['p3', 'p4']), pages([])]);
+    expect(people).toEqual(new Map([[0b001, 1], [0b011, 2], [0b010, 1]]));
+    expect(overlapOf(['a', 'b', 'c'], people)).toEqual({
       sizes: { a: 3, b: 3, c: 0 },
       pairs: [
         { a: 'a', b: 'b', intersection: 2, jaccard: 0.5 },
