@@ -50,7 +50,8 @@ export function syntheticProfile(n: number, random: () => number, now: number): 
     doc.counters[type] = { count: count + Math.floor(random() * 20), firstSeen, lastSeen: recent[0].at, days, recent };
   }
   if (random() < 0.7) {
-    const purposes = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10].filter(() => random() < 0.8);
+    // The door let these people in: purposes 1 and 3 (the default policy's) granted, the others as they chose.
+    const purposes = [1, 3, ...[2, 4, 5, 6, 7, 8, 9, 10].filter(() => random() < 0.8)].sort((a, b) => a - b);
     doc.consent = {
       tcf: { tcString: 'bench', policyVersion: 4, cmpId: 7, created: lastSeen, purposeConsents: purposes, purposeLegitimateInterests: [], vendorConsents: [] },
       sourceId: source,
