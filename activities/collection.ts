@@ -76,6 +76,12 @@ function addCounts(counts: Array<Record<string, number>>): Record<string, number
 /** Log chunks read in parallel by a drain. */
 const READ_AHEAD = 8;
 
+/**
+ * The most a range's events may take as BSON (after one chunk, which may hold up to ~17 MB): all of
+ * them may go to one partition, and its routed batch, one document, holds 16 MB.
+ */
+const RANGE_BYTES_MAX = 12 * 1024 * 1024;
+
 interface LogBatch {
   /** With the bytes each is stored as in the log: routing stores it again, its target added, by copying them. */
   events: Array<{ seq: number; event: StoredEvent; bytes: Uint8Array }>;
@@ -111,8 +117,10 @@ export function createCollectionActivities(deps: CollectionDeps) {
     await marks.refresh();
     // Chunks are read a few at a time, in parallel: one by one, the round trips were most of a drain.
     let ahead: Array<Promise<ReadChunk | null>> = [];
+    let bytes = 0;
+    let full = false;
     for (;;) {
-      if ('until' in limit ? batch.end >= limit.until : batch.events.length >= limit.maxEvents) {
+      if ('until' in limit ? batch.end >= limit.until : full || batch.events.length >= limit.maxEvents) {
         // A pending chunk right after a full batch says when to come back, as one met mid-batch does.
         const next = await log.readiness(sourceId, batch.end, pendingGraceMs);
         batch.more = next.ready;
@@ -125,6 +133,13 @@ export function createCollectionActivities(deps: CollectionDeps) {
       }
       const chunk = await (ahead.shift() as Promise<ReadChunk | null>);
       if (!chunk) break;
+      const chunkBytes = chunk.eventBytes.reduce((sum, event) => sum + event.length, 0);
+      // A fixed range was cut by this rule when it was first read.
+      if (!('until' in limit) && batch.end > from && bytes + chunkBytes > RANGE_BYTES_MAX) {
+        full = true;
+        continue;
+      }
+      bytes += chunkBytes;
       let skip: Set<number>;
       const waited = now().getTime() - chunk.createdAt.getTime();
       if (chunk.state === 'sealed' && !chunk.fenced) skip = new Set(chunk.duplicates ?? []);

@@ -3,7 +3,7 @@ import { prepareEvents } from '../domain/collect';
 import type { CollectResponse } from '../domain/schemas';
 import { sourceWorkflowId } from '../domain/workflowIds';
 import { logger } from '../logger';
-import { AckDeadlineExceeded } from '../store/eventLog';
+import { AckDeadlineExceeded, CHUNK_STORED_BYTES_MAX, ChunkTooLarge } from '../store/eventLog';
 import type { PrivacyMarks } from '../store/privacyMarks';
 import type { SourceDoc } from '../store/sources';
 import type { GroupCommitter } from './groupCommit';
@@ -67,6 +67,12 @@ export class Collector {
         if (error instanceof AckDeadlineExceeded) {
           logger.warn({ sourceId: source._id, workflowId: sourceWorkflowId(source._id), err: error }, 'append missed its deadline; not acknowledged');
           throw new ProblemError(503, 'unavailable', 'The store is too slow right now; retry later');
+        }
+        // Stored together or not at all: one request is one chunk, never a half-written one.
+        if (error instanceof ChunkTooLarge) {
+          throw new ProblemError(413, 'body-too-large', 'The events are too large to store together', [
+            { path: '(body)', message: `its ${prepared.accepted.length} events take more than a stored chunk holds (${CHUNK_STORED_BYTES_MAX / 1024 / 1024} MB deflated): send fewer in one request` },
+          ]);
         }
         throw error;
       }

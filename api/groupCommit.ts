@@ -1,5 +1,5 @@
 import type { StoredEvent } from '../domain/event';
-import type { EventLog } from '../store/eventLog';
+import { ChunkTooLarge, type AppendResult, type EventLog } from '../store/eventLog';
 
 interface Submission {
   events: StoredEvent[];
@@ -42,24 +42,52 @@ export class GroupCommitter {
       for (let queue = this.queues.get(sourceId); queue && queue.length > 0; queue = this.queues.get(sourceId)) {
         const group = this.takeGroup(queue);
         try {
-          const { duplicateIndexes } = await this.log.append(sourceId, group.flatMap((s) => s.events), { claimIds: false });
-          this.onAppended(sourceId);
-          let offset = 0;
-          for (const submission of group) {
-            const own = new Set<number>();
-            submission.events.forEach((_, index) => {
-              if (duplicateIndexes.has(offset + index)) own.add(index);
-            });
-            offset += submission.events.length;
-            submission.resolve(own);
-          }
+          this.answer(sourceId, group, await this.append(sourceId, group));
         } catch (error) {
-          for (const submission of group) submission.reject(error);
+          await this.refused(sourceId, group, error);
         }
       }
     } finally {
       this.flushing.delete(sourceId);
       this.queues.delete(sourceId);
+    }
+  }
+
+  private append(sourceId: string, group: Submission[]): Promise<AppendResult> {
+    return this.log.append(sourceId, group.flatMap((s) => s.events), { claimIds: false });
+  }
+
+  /** Tells each submission of an appended group which of its events repeat others in the chunk. */
+  private answer(sourceId: string, group: Submission[], { duplicateIndexes }: AppendResult): void {
+    this.onAppended(sourceId);
+    let offset = 0;
+    for (const submission of group) {
+      const own = new Set<number>();
+      submission.events.forEach((_, index) => {
+        if (duplicateIndexes.has(offset + index)) own.add(index);
+      });
+      offset += submission.events.length;
+      submission.resolve(own);
+    }
+  }
+
+  /**
+   * A group's append failed. A group too large for one chunk (large events arriving together) is
+   * appended in two halves, one after the other; otherwise — a single submission too large alone
+   * among them — each submission gets the error.
+   */
+  private async refused(sourceId: string, group: Submission[], error: unknown): Promise<void> {
+    if (!(error instanceof ChunkTooLarge) || group.length === 1) {
+      for (const submission of group) submission.reject(error);
+      return;
+    }
+    const half = Math.ceil(group.length / 2);
+    for (const part of [group.slice(0, half), group.slice(half)]) {
+      try {
+        this.answer(sourceId, part, await this.append(sourceId, part));
+      } catch (partError) {
+        await this.refused(sourceId, part, partError);
+      }
     }
   }
 

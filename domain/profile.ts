@@ -19,6 +19,20 @@ export const BEHAVIOUR_DAYS = 90;
 export const RECENT_EVENTS_KEPT = 32;
 export const RECENT_PROPERTIES_KEPT = 16;
 
+/**
+ * A document's limits, so that it stays well within the 16 MB the store holds in one document
+ * however its events are made (a trait name with a time in it, an event type per page): past them,
+ * what would grow it is counted in `limited` instead of kept.
+ * - The bytes of its traits (names, values as UTF-8, origins; see traitBytes): a new trait, or a
+ *   larger value for one it holds, that would pass them is not kept.
+ * - Event types counted: an event of a type beyond them is applied but not counted.
+ * - The bytes of one recent event's properties: properties are kept by name, each that fits.
+ * Worst case about 1 MB of traits (a few MB as stored, with their origins) and 200 × ~35 KB of counters.
+ */
+export const TRAIT_BYTES_KEPT = 1024 * 1024;
+export const EVENT_TYPES_KEPT = 200;
+export const RECENT_PROPERTY_BYTES = 1024;
+
 export interface RecentEvent {
   at: Date;
   properties: Record<string, unknown>;
@@ -122,10 +136,17 @@ export interface ProfileDoc {
   ancestors?: string[];
   /** Set once a link joins it to another document: its segments are evaluated over its whole profile. */
   linked?: boolean;
+  /** What the document's limits kept out (see TRAIT_BYTES_KEPT): trait values not kept, events of types not counted. */
+  limited?: Limited;
   firstSeen: Date;
   lastSeen: Date;
   createdAt: Date;
   updatedAt: Date;
+}
+
+export interface Limited {
+  traits?: number;
+  eventTypes?: number;
 }
 
 /** The fields of a log event that profile application reads. */
@@ -287,12 +308,62 @@ function isOrdered(events: RecentEvent[]): boolean {
   return true;
 }
 
+/** Up to RECENT_PROPERTIES_KEPT properties in name order, each that fits in RECENT_PROPERTY_BYTES with those before it. */
 function keptProperties(properties: Record<string, unknown> | undefined): Record<string, unknown> {
   if (!properties) return {};
-  const names = Object.keys(properties).sort().slice(0, RECENT_PROPERTIES_KEPT);
   const kept: Record<string, unknown> = {};
-  for (const name of names) setOwn(kept, name, properties[name]);
+  let left = RECENT_PROPERTY_BYTES;
+  let count = 0;
+  for (const name of Object.keys(properties).sort()) {
+    const bytes = Buffer.byteLength(name) + valueBytes(properties[name]);
+    if (bytes > left) continue;
+    setOwn(kept, name, properties[name]);
+    left -= bytes;
+    if (++count === RECENT_PROPERTIES_KEPT) break;
+  }
   return kept;
+}
+
+/** About the bytes a flat value (a trait's or property's) takes as BSON: strings as UTF-8. */
+function valueBytes(value: unknown): number {
+  if (typeof value === 'string') return Buffer.byteLength(value) + 6;
+  if (Array.isArray(value)) return value.reduce((sum: number, item) => sum + 4 + valueBytes(item), 5);
+  return 9;
+}
+
+/** A trait's share of a document: its name twice (value and origin), its value, and its origin. */
+function traitBytes(name: string, value: unknown): number {
+  return 2 * Buffer.byteLength(name) + valueBytes(value) + 64;
+}
+
+/** The trait bytes of a traits record, kept per record object while a fold changes it (every change goes through setTrait). */
+const traitBytesOf = new WeakMap<object, number>();
+
+function traitBytesHeld(traits: Record<string, unknown>): number {
+  let bytes = traitBytesOf.get(traits);
+  if (bytes === undefined) {
+    bytes = 0;
+    for (const name of Object.keys(traits)) bytes += traitBytes(name, traits[name]);
+    traitBytesOf.set(traits, bytes);
+  }
+  return bytes;
+}
+
+function countLimited(profile: Pick<ProfileDoc, 'limited'>, what: keyof Limited): void {
+  profile.limited ??= {};
+  profile.limited[what] = (profile.limited[what] ?? 0) + 1;
+}
+
+/** Whether a trait's new value keeps the document within TRAIT_BYTES_KEPT (it is then counted as held); else counted as limited. */
+function fitsTraitBytes(profile: Pick<ProfileDoc, 'traits' | 'limited'>, name: string, value: unknown, replaces: boolean): boolean {
+  const held = traitBytesHeld(profile.traits);
+  const grows = traitBytes(name, value) - (replaces ? traitBytes(name, profile.traits[name]) : 0);
+  if (grows > 0 && held + grows > TRAIT_BYTES_KEPT) {
+    countLimited(profile, 'traits');
+    return false;
+  }
+  traitBytesOf.set(profile.traits, held + grows);
+  return true;
 }
 
 function addToCounter(counters: Record<string, EventCounter>, key: string, add: EventCounter): void {
@@ -386,10 +457,14 @@ function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
   if (add.lastSeen > entry.lastSeen) entry.lastSeen = add.lastSeen;
 }
 
-/** `origin` is kept as the trait's origin when its value wins: a fresh object for each call. */
-function setTrait(profile: Pick<ProfileDoc, 'traits' | 'traitOrigins'>, name: string, value: unknown, origin: TraitOrigin): void {
+/**
+ * `origin` is kept as the trait's origin when its value wins: a fresh object for each call. `bounded`
+ * keeps a document within TRAIT_BYTES_KEPT; a combination of documents is not bounded.
+ */
+function setTrait(profile: Pick<ProfileDoc, 'traits' | 'traitOrigins' | 'limited'>, name: string, value: unknown, origin: TraitOrigin, bounded = false): void {
   const current = Object.hasOwn(profile.traitOrigins, name) ? profile.traitOrigins[name] : undefined;
   if (current && !outranks(origin, value, current, profile.traits[name])) return;
+  if (bounded && !fitsTraitBytes(profile, name, value, current !== undefined)) return;
   setOwn(profile.traits, name, value);
   setOwn(profile.traitOrigins, name, origin);
 }
@@ -603,9 +678,11 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: Eve
   if (remembers(profile, token)) return false;
   remember(profile, token);
   for (const identity of event.identities) addIdentityEntry(profile.identities, { ...identity, firstSeen: at, lastSeen: at, sourceId: origin.sourceId });
-  countEvent(profile.counters, encodeFieldName(event.type), at, event.properties);
+  const type = encodeFieldName(event.type);
+  if (Object.hasOwn(profile.counters, type) || Object.keys(profile.counters).length < EVENT_TYPES_KEPT) countEvent(profile.counters, type, at, event.properties);
+  else countLimited(profile, 'eventTypes');
   applyCampaign(profile, event);
-  for (const [name, value] of Object.entries(event.traits ?? {})) setTrait(profile, name, value, { at, sourceId: origin.sourceId, party: origin.party });
+  for (const [name, value] of Object.entries(event.traits ?? {})) setTrait(profile, name, value, { at, sourceId: origin.sourceId, party: origin.party }, true);
   applyConsent(profile, event, origin);
   if (!profile.sources.includes(origin.sourceId)) profile.sources.push(origin.sourceId);
   if (at < profile.firstSeen) profile.firstSeen = at;
@@ -805,6 +882,10 @@ export function combineProfiles(docs: ReadonlyArray<Readonly<ProfileDoc>>, links
     ),
     consent: person.consent && { ...person.consent, at: iso(person.consent.at) },
     sources: person.sources,
+    limited: {
+      traits: docs.reduce((sum, doc) => sum + (doc.limited?.traits ?? 0), 0),
+      eventTypes: docs.reduce((sum, doc) => sum + (doc.limited?.eventTypes ?? 0), 0),
+    },
     segments,
     mergeHistory: [...links]
       .sort((a, b) => a.createdAt.getTime() - b.createdAt.getTime())

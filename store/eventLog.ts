@@ -38,6 +38,32 @@ export function encodeChunk(chunk: EventChunk): StoredChunk {
   return { ...chunk, events: encodeEvents(chunk.events) };
 }
 
+/**
+ * The most a chunk's events may take as stored (deflated). A document holds 16 MB, and a chunk's
+ * events are also read back into one routed batch (see activities/collection `readLog`).
+ */
+export const CHUNK_STORED_BYTES_MAX = 8 * 1024 * 1024;
+
+/** The events of one append cannot be stored as one chunk (see CHUNK_STORED_BYTES_MAX): append fewer at a time. */
+export class ChunkTooLarge extends Error {}
+
+/**
+ * The events encoded as a chunk stores them, or ChunkTooLarge — also when their BSON alone passes
+ * what the serializer can hold (~17 MB before deflating), which it reports as a RangeError.
+ */
+function encodeWithin(events: StoredEvent[]): Binary {
+  let encoded: Binary;
+  try {
+    encoded = encodeEvents(events);
+  } catch (error) {
+    // By name: the serializer's RangeError may come from another realm (Node's own, under a test runner's sandbox).
+    if ((error as { name?: unknown } | null)?.name === 'RangeError') throw new ChunkTooLarge(`${events.length} events pass the ~17 MB one document can hold before deflating`);
+    throw error;
+  }
+  if (encoded.length() > CHUNK_STORED_BYTES_MAX) throw new ChunkTooLarge(`${events.length} events take ${encoded.length()} bytes deflated, past ${CHUNK_STORED_BYTES_MAX}`);
+  return encoded;
+}
+
 /** Written once, never updated: FerretDB reads a whole table to update one document, but not to insert. */
 interface ChunkSeal {
   _id: string;
@@ -137,11 +163,13 @@ export class EventLog {
    *
    * With `claimIds: false` no id is claimed — two fewer inserts per event before the answer — and only
    * repeats within the chunk are reported: the profile writer drops repeats of earlier chunks.
+   *
+   * Events too large for one chunk are a ChunkTooLarge before anything is written.
    */
   async append(sourceId: string, events: StoredEvent[], options: { claimIds?: boolean } = {}): Promise<AppendResult> {
     const started = this.now();
     const claimIds = options.claimIds ?? true;
-    const seq = await this.claimSlot(sourceId, { createdAt: new Date(started), events, ...(claimIds ? {} : { claimed: false as const }) });
+    const seq = await this.claimSlot(sourceId, { createdAt: new Date(started), events: encodeWithin(events), ...(claimIds ? {} : { claimed: false as const }) });
     const duplicateIndexes = claimIds ? await this.claimEventIds(sourceId, seq, events, started) : repeatsWithin(events);
     try {
       await this.seals.insertOne({
@@ -163,7 +191,7 @@ export class EventLog {
     return { seq, duplicateIndexes };
   }
 
-  private async claimSlot(sourceId: string, body: Omit<EventChunk, '_id' | 'sourceId' | 'seq'>): Promise<number> {
+  private async claimSlot(sourceId: string, body: Omit<StoredChunk, '_id' | 'sourceId' | 'seq'>): Promise<number> {
     const hint = this.nextSlot.get(sourceId);
     let seq = hint && body.createdAt.getTime() - hint.at < this.hintTrustMs() ? hint.seq : await this.findHead(sourceId, await this.drainedUpTo(sourceId));
     const probesLeft = this.contended.get(sourceId) ?? 0;
@@ -173,7 +201,7 @@ export class EventLog {
     }
     for (;;) {
       try {
-        await this.chunks.insertOne(encodeChunk({ _id: chunkId(sourceId, seq), sourceId, seq, ...body }));
+        await this.chunks.insertOne({ _id: chunkId(sourceId, seq), sourceId, seq, ...body });
         this.nextSlot.set(sourceId, { seq: seq + 1, at: body.createdAt.getTime() });
         return seq;
       } catch (error) {

@@ -4,7 +4,8 @@ import { decodeEvents } from '../../store/deflatedBson';
 import { EVENT_ID_FENCES, EventIdGenerations } from '../../store/eventIds';
 import { RetentionStore } from '../../store/retention';
 import { ProfileEventLog, routeId } from '../../store/profileEvents';
-import { AckDeadlineExceeded, ChunkFenced, chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
+import { AckDeadlineExceeded, ChunkFenced, ChunkTooLarge, chunkId, DEFAULT_DEDUPE_WINDOW_HOURS, encodeChunk, eventIdKey, EventLog, type EventChunk, type StoredChunk } from '../../store/eventLog';
+import { GroupCommitter } from '../../api/groupCommit';
 import { baseConfig, testStore } from '../support/services';
 
 function events(ids: string[]): StoredEvent[] {
@@ -261,5 +262,32 @@ describe('source event log', () => {
     let clock = 0;
     const log = new EventLog(store, { ackDeadlineMs: 1000, now: () => (clock += 1100) });
     await expect(log.append('s5', events(['late']))).rejects.toBeInstanceOf(AckDeadlineExceeded);
+  });
+
+  it('refuses events too large for one chunk before taking a slot, deflated or not, and stores the next append in the slot', async () => {
+    const log = new EventLog(store);
+    const sized = (ids: string[], text: (id: string) => string) => events(ids).map((event) => ({ ...event, properties: { text: text(event.id) } }));
+    // Random text deflates little: 12 events of ~1 MB pass 8 MB deflated.
+    const random = (id: string) => `${id}:${[...Array(1_000_000)].map(() => String.fromCharCode(33 + Math.floor(Math.random() * 90))).join('')}`;
+    await expect(log.append('big', sized(Array.from({ length: 12 }, (_, n) => `r${n}`), random), { claimIds: false })).rejects.toBeInstanceOf(ChunkTooLarge);
+    // Repeated text deflates to almost nothing, but 20 events of ~1 MB pass what one BSON document may hold at all.
+    await expect(log.append('big', sized(Array.from({ length: 20 }, (_, n) => `s${n}`), (id) => id.padEnd(1_000_000, 'x')))).rejects.toBeInstanceOf(ChunkTooLarge);
+    expect(await log.exists('big', 0)).toBe(false);
+    const fits = await log.append('big', sized(['f0', 'f1'], random), { claimIds: false });
+    expect(fits.seq).toBe(0);
+    expect((await log.read('big', 0))?.events.map((event) => event.id)).toEqual(['f0', 'f1']);
+  });
+
+  it('stores every submission of a group too large for one chunk, in order, over several chunks', async () => {
+    const log = new EventLog(store);
+    const committer = new GroupCommitter(log, 2000);
+    const large = (id: string) => events([id]).map((event) => ({ ...event, properties: { text: `${id}:${'x'.repeat(900_000)}`, list: Array.from({ length: 90 }, (_, n) => `${id}:${n}`.padEnd(10_000, 'y')) } }));
+    // The first is written alone; the 23 that wait for it form one group of ~40 MB as BSON.
+    const ids = Array.from({ length: 24 }, (_, n) => `g${n}`);
+    const answers = await Promise.all(ids.map((id) => committer.submit('grouped', large(id))));
+    expect(answers).toEqual(ids.map(() => new Set()));
+    const stored: string[] = [];
+    for (let seq = 0; await log.exists('grouped', seq); seq++) stored.push(...((await log.read('grouped', seq))?.events.map((event) => event.id) ?? []));
+    expect(stored).toEqual(ids);
   });
 });

@@ -1,6 +1,6 @@
 import { GroupCommitter } from '../../api/groupCommit';
 import type { StoredEvent } from '../../domain/event';
-import type { AppendResult, EventLog } from '../../store/eventLog';
+import { ChunkTooLarge, type AppendResult, type EventLog } from '../../store/eventLog';
 
 interface PendingAppend {
   sourceId: string;
@@ -137,6 +137,57 @@ describe('GroupCommitter', () => {
     await settle();
     expect(second.state()).toBe('fulfilled');
     expect(third.state()).toBe('fulfilled');
+    expect(log.appends).toHaveLength(2);
+  });
+
+  it('appends a group too large for one chunk in halves, one after the other, and refuses only a submission too large alone', async () => {
+    const log = new ManualLog();
+    const committer = new GroupCommitter(log.asEventLog(), 100);
+    const head = track(committer.submit('src_a', events('h1')));
+    const a = track(committer.submit('src_a', events('a1', 'a2')));
+    const b = track(committer.submit('src_a', events('b1')));
+    const c = track(committer.submit('src_a', events('c1', 'a1')));
+    log.succeed(0);
+    await settle();
+    expect(log.ids(1)).toEqual(['a1', 'a2', 'b1', 'c1', 'a1']);
+    log.fail(1, new ChunkTooLarge('too large'));
+    await settle();
+    // The first half alone, the second waiting for it: the log keeps their order.
+    expect(log.appends).toHaveLength(3);
+    expect(log.ids(2)).toEqual(['a1', 'a2', 'b1']);
+    log.fail(2, new ChunkTooLarge('still too large'));
+    await settle();
+    expect(log.ids(3)).toEqual(['a1', 'a2']);
+    log.fail(3, new ChunkTooLarge('one submission too large'));
+    await settle();
+    expect(a.state()).toBe('rejected');
+    expect(a.error()).toBeInstanceOf(ChunkTooLarge);
+    expect(log.ids(4)).toEqual(['b1']);
+    log.succeed(4);
+    await settle();
+    expect(b.state()).toBe('fulfilled');
+    expect(c.state()).toBe('pending');
+    expect(log.ids(5)).toEqual(['c1', 'a1']);
+    log.succeed(5, [1]);
+    await settle();
+    // Repeats are told within the chunk each part became.
+    expect(c.value()).toEqual(new Set([1]));
+    expect(head.state()).toBe('fulfilled');
+    expect(log.appends).toHaveLength(6);
+  });
+
+  it('rejects a grouped append with any other error whole, without splitting it', async () => {
+    const log = new ManualLog();
+    const committer = new GroupCommitter(log.asEventLog(), 100);
+    committer.submit('src_a', events('h1')).catch(() => undefined);
+    const a = track(committer.submit('src_a', events('a1')));
+    const b = track(committer.submit('src_a', events('b1')));
+    log.succeed(0);
+    await settle();
+    log.fail(1, new Error('store down'));
+    await settle();
+    expect(a.state()).toBe('rejected');
+    expect(b.state()).toBe('rejected');
     expect(log.appends).toHaveLength(2);
   });
 

@@ -8,6 +8,9 @@ import {
   BEHAVIOUR_DAYS,
   RECENT_EVENTS_KEPT,
   RECENT_PROPERTIES_KEPT,
+  RECENT_PROPERTY_BYTES,
+  EVENT_TYPES_KEPT,
+  TRAIT_BYTES_KEPT,
   combineProfiles,
   EVENT_IDS_KEPT,
   eventIdToken,
@@ -653,5 +656,83 @@ describe('nextVersion', () => {
     fold(second, 1, 5, 2);
     expect(second.counters[encodeFieldName('page_view')].count).toBeGreaterThan(before.counters[encodeFieldName('page_view')].count);
     expect(first).toEqual(before);
+  });
+});
+
+describe('applyEvent: a document stays within the store', () => {
+  const origin = (seq: number) => ({ sourceId: 'src_a', party: 'first' as const, seq });
+  const hour = (k: number) => new Date(Date.UTC(2025, 5, 1) + k * 3_600_000);
+  /** The longest values an event may carry: 100 strings of 1,024 characters (non-ASCII ones take 3 bytes each). */
+  const longList = (k: number) => Array.from({ length: 100 }, (_, n) => `${k}:${n}:`.padEnd(1024, 'é'));
+
+  it('keeps new traits only while their bytes fit, counts the rest, and still lets a held trait change', () => {
+    const doc = profile();
+    for (let k = 0; k < 40; k++) {
+      // Each event names traits no other does, as a client putting a time into trait names would.
+      const traits = Object.fromEntries(Array.from({ length: 5 }, (_, n) => [`t_${k}_${n}`, longList(k)]));
+      applyEvent(doc, event({ timestamp: hour(k), traits }), origin(k));
+    }
+    const held = Object.keys(doc.traits);
+    expect(held.length).toBeGreaterThan(0);
+    expect(held.length).toBeLessThan(200);
+    expect(doc.limited?.traits).toBe(200 - held.length);
+    // The first ones folded are the ones kept.
+    expect(held).toEqual(Array.from({ length: 200 }, (_, n) => `t_${Math.floor(n / 5)}_${n % 5}`).slice(0, held.length));
+    expect(BSON.calculateObjectSize({ traits: doc.traits, traitOrigins: doc.traitOrigins })).toBeLessThan(3 * TRAIT_BYTES_KEPT);
+    // A held trait takes a newer value no larger than its own; a larger one, past the limit, is counted.
+    applyEvent(doc, event({ timestamp: hour(50), traits: { [held[0]]: 'short' } }), origin(50));
+    expect(doc.traits[held[0]]).toBe('short');
+    applyEvent(doc, event({ timestamp: hour(51), traits: { [held[0]]: longList(51) } }), origin(51));
+    expect(doc.traits[held[0]]).toEqual(longList(51)); // into the room 'short' left
+    const refusedBefore = doc.limited?.traits ?? 0;
+    applyEvent(doc, event({ timestamp: hour(52), traits: { new_trait: longList(52), [held[2]]: longList(52) } }), origin(52));
+    expect(doc.traits).not.toHaveProperty('new_trait');
+    expect(doc.traits[held[2]]).toEqual(longList(52)); // same size: replaced
+    expect(doc.limited?.traits).toBe(refusedBefore + 1);
+    expect(combineProfiles([doc]).limited).toEqual({ traits: refusedBefore + 1, eventTypes: 0 });
+  });
+
+  it(`counts at most ${EVENT_TYPES_KEPT} event types and counts the events of the others as limited, applying the rest of them`, () => {
+    const doc = profile();
+    for (let k = 0; k < EVENT_TYPES_KEPT + 30; k++) applyEvent(doc, event({ timestamp: hour(k), type: `type_${k}`, traits: { last: k } }), origin(k));
+    expect(Object.keys(doc.counters)).toHaveLength(EVENT_TYPES_KEPT);
+    expect(doc.counters).not.toHaveProperty(encodeFieldName(`type_${EVENT_TYPES_KEPT}`));
+    expect(doc.limited).toEqual({ eventTypes: 30 });
+    expect(doc.traits.last).toBe(EVENT_TYPES_KEPT + 29);
+    applyEvent(doc, event({ timestamp: hour(900), type: 'type_0' }), origin(900));
+    expect(doc.counters[encodeFieldName('type_0')].count).toBe(2);
+  });
+
+  it(`keeps of a recent event's properties those, by name, that fit in ${RECENT_PROPERTY_BYTES} bytes`, () => {
+    const doc = profile();
+    const properties = { a_list: longList(0), b_small: 'shoes', c_text: 'x'.repeat(900), d_more: 'y'.repeat(200), e_last: 7 };
+    applyEvent(doc, event({ timestamp: hour(0), properties }), origin(0));
+    expect(doc.counters.page_view.recent?.[0].properties).toEqual({ b_small: 'shoes', c_text: 'x'.repeat(900), e_last: 7 });
+  });
+
+  it('stays well under 16 MB when every event is as large as it may be and names new types and traits', () => {
+    const doc = profile();
+    for (let k = 0; k < EVENT_TYPES_KEPT * 2; k++) {
+      const properties = Object.fromEntries(Array.from({ length: RECENT_PROPERTIES_KEPT }, (_, n) => [`p${n}`, n === 0 ? 'small' : longList(n)]));
+      const traits = { [`trait_${k}`]: longList(k) };
+      for (let repeat = 0; repeat < 3; repeat++) applyEvent(doc, event({ timestamp: hour(k * 3 + repeat), type: `type_${k}`, properties, traits }), origin(k * 3 + repeat));
+    }
+    expect(BSON.calculateObjectSize(doc)).toBeLessThan(8 * 1024 * 1024);
+    expect(doc.limited?.eventTypes).toBe(EVENT_TYPES_KEPT * 3);
+  });
+
+  it('ends alike whether the events are folded into one version or across several', () => {
+    const events = Array.from({ length: 60 }, (_, k) => event({ timestamp: hour(k), type: `type_${k % 7}`, traits: { [`t_${k}`]: longList(k) } }));
+    const whole = profile();
+    events.forEach((e, k) => applyEvent(whole, e, origin(k)));
+    let versioned = profile();
+    events.forEach((e, k) => {
+      if (k % 9 === 0) versioned = BSON.deserialize(BSON.serialize(nextVersion(versioned))) as ProfileDoc;
+      applyEvent(versioned, e, origin(k));
+    });
+    expect(whole.limited?.traits).toBeGreaterThan(0);
+    const { _id: _a, version: _b, ...wholeContent } = whole;
+    const { _id: _c, version: _d, ...versionedContent } = versioned;
+    expect(versionedContent).toEqual(wholeContent);
   });
 });
