@@ -40,10 +40,17 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
    */
   async function writeAudienceReports(at: Date): Promise<AudienceReportsResult> {
     const dictionary = new FeatureDictionary();
-    const { people, documentsScanned } = await passPeople(stores, NO_RULE_NEEDS, {
-      document: (stored) => dictionary.features(decodeForReports(stored)),
-      person: (person) => dictionary.features(person),
-    });
+    // Analysing people is profiling them: those who opted out, or whose consent refuses it under
+    // their sources' policies, are counted nowhere — in segments they are no member either.
+    const { people, documentsScanned } = await passPeople(
+      stores,
+      NO_RULE_NEEDS,
+      {
+        document: (stored) => dictionary.features(decodeForReports(stored)),
+        person: (person) => dictionary.features(person),
+      },
+      { skipOptedOut: true, skipRefused: true },
+    );
     const all = new AudienceTally();
     for (const features of people.values()) all.add(features);
     const written: AudienceReport[] = [all.report(dictionary, ALL_PROFILES, at, null)];

@@ -49,7 +49,8 @@ export function redirectUrlPattern(allowlist: ReadonlySet<string>): RegExp {
 function redirectUrlSchema(allowlist: ReadonlySet<string>) {
   return z
     .string()
-    .max(2048)
+    // Too long ends the checks: the pattern's alternatives would backtrack over a long text.
+    .max(2048, { abort: true })
     .regex(redirectUrlPattern(allowlist), {
       error: (issue) => redirectUrlProblem(String(issue.input), allowlist) ?? 'an https URL (http for hosts in DMP_DESTINATION_ALLOWLIST) to a host name or IPv4 address, with ${DMP_UID} in its path or query',
     })

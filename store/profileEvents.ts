@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Binary, Collection } from 'mongodb';
+import { BSON, type Binary, type Collection } from 'mongodb';
 import { eraseFromRoutedBatch, type ErasedSubject } from '../domain/erasure';
 import { newestFirst } from '../domain/eventPages';
 import type { StoredEvent } from '../domain/event';
@@ -24,6 +24,31 @@ export interface RoutedEvent extends StoredEvent {
 
 /** Moved events are kept under their own chain name, which no source id can take (those start `src_`). */
 const MOVED = '~moved';
+
+/** The most a moved batch's events take as BSON: a heavy person's whole history may move at once. */
+const MOVED_BATCH_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Moved events as the batches that keep them, each within MOVED_BATCH_BYTES (at least one event
+ * each), in a fixed order: a retry cuts the same events into the same keyed pieces.
+ */
+function movedPieces(events: HeldEvent[]): HeldEvent[][] {
+  const ordered = [...events].sort((a, b) => compareText(a.profileId, b.profileId) || compareText(a.sourceId, b.sourceId) || a.seq - b.seq || compareText(a.id, b.id));
+  const pieces: HeldEvent[][] = [];
+  let bytes = 0;
+  for (const event of ordered) {
+    const size = BSON.calculateObjectSize(event);
+    if (pieces.length === 0 || bytes + size > MOVED_BATCH_BYTES) {
+      pieces.push([]);
+      bytes = 0;
+    }
+    pieces[pieces.length - 1].push(event);
+    bytes += size;
+  }
+  return pieces;
+}
+
+const compareText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
  * One source batch's events for one partition. Every batch writes one for every partition (empty
@@ -196,19 +221,19 @@ export class ProfileEventLog {
    * what was routed to it plus what was moved to it. `key` names the move, so a retry writes nothing twice.
    */
   async writeMoved(partition: number, key: string, events: HeldEvent[]): Promise<void> {
-    if (events.length === 0) return;
-    const batch: RoutedBatch = {
-      _id: `${partition}:${MOVED}:${key}`,
+    const pieces = movedPieces(events);
+    const batches = pieces.map((piece, n): RoutedBatch => ({
+      _id: `${partition}:${MOVED}:${key}${n === 0 ? '' : `:${n}`}`,
       partition,
       sourceId: MOVED,
       party: 'first',
       from: 0,
       to: 0,
-      events,
-      profiles: [...new Set(events.map((event) => event.profileId))],
+      events: piece,
+      profiles: [...new Set(piece.map((event) => event.profileId))],
       createdAt: new Date(),
-    };
-    await insertKeyed(this.batches, [encodeBatch(batch)]);
+    }));
+    if (batches.length > 0) await insertKeyed(this.batches, batches.map(encodeBatch));
   }
 
   /**

@@ -2,6 +2,7 @@ import { trendPointOf, type AudienceReport } from '../../domain/audienceReports'
 import { dayKey } from '../../domain/profile';
 import { AudienceReportStore } from '../../store/audienceReports';
 import { call } from '../support/http';
+import { settledRequest } from '../support/privacyRequests';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 import { buildTcString } from '../unit/tcfFixture';
@@ -202,5 +203,20 @@ describe('audience insights: composition, overlap, affinity and trend of segment
     expect(unknown.body.errors[0].path).toBe('segments.1');
     expect((await get(`/v1/segments/${segments.gold}/insights?top=0`)).status).toBe(400);
     expect((await call(`${api.url}/v1/segments/${segments.gold}/insights`, { key: 'not-the-admin-key' })).status).toBe(403);
+  });
+
+  it('counts in the report of all profiles only people whose consent allows profiling and who have not opted out', async () => {
+    // p3 withdraws (the signal reaches its profile; the event itself is not profiled), p7 opts out.
+    const withdrawn = await source.send([{ id: 'w3', type: 'page_view', timestamp: hoursAgo(0), identities: { cookie_id: 'p3' }, consent: { purposes: { profiling: false } } }]);
+    expect(withdrawn.body.nonProfiling).toBe(1);
+    const optOut = await call(`${api.url}/v1/privacy/requests`, { key: api.adminKey, body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'p7' } } });
+    expect(optOut.status).toBe(202);
+    expect((await settledRequest(get, optOut.body.id)).state).toBe('completed');
+    await waitFor('the withdrawal folded', async () => (await get('/v1/profiles/lookup?type=cookie_id&value=p3')).body.consent?.purposes?.profiling === false);
+    // A new run of the email segment makes its report, and the one of all profiles, counted again.
+    const { runId } = (await call(`${api.url}/v1/segments/${segments.email}/runs`, { key: api.adminKey, method: 'POST' })).body;
+    await waitFor('the run is current', async () => (await get(`/v1/segments/${segments.email}`)).body.currentRun?.runId === runId);
+    const affinity = (await get(`/v1/segments/${segments.email}/affinity?minSupport=1`)).body;
+    expect(affinity).toMatchObject({ stale: false, audienceSize: 40, baseSize: PEOPLE - 2 });
   });
 });

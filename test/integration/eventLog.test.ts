@@ -290,4 +290,32 @@ describe('source event log', () => {
     for (let seq = 0; await log.exists('grouped', seq); seq++) stored.push(...((await log.read('grouped', seq))?.events.map((event) => event.id) ?? []));
     expect(stored).toEqual(ids);
   });
+
+  it("keeps a heavy person's moved history in batches each a document can hold, written once however often the move is retried", async () => {
+    const routed = new ProfileEventLog(store);
+    const at = new Date();
+    // ~30 MB of events as an unlink would move them to two parts.
+    const moved = Array.from({ length: 300 }, (_, n) => ({
+      id: `mv-${n}`,
+      type: 'page_view',
+      timestamp: new Date(at.getTime() - n * 1000),
+      receivedAt: at,
+      identities: [{ type: 'cookie_id' as const, value: `c-${n % 2}` }],
+      properties: { text: `${n}:`.padEnd(100_000, 'z') },
+      profileId: `p_part_${n % 2}`,
+      sourceId: 'src_moved',
+      party: 'first' as const,
+      seq: n,
+    }));
+    const movedBatches = () => store.db.collection(COLLECTIONS.profileEvents).countDocuments({ sourceId: '~moved' });
+    await routed.writeMoved(3, 'unlink_1:p_split', moved);
+    const written = await movedBatches();
+    expect(written).toBeGreaterThan(3);
+    await routed.writeMoved(3, 'unlink_1:p_split', [...moved].reverse());
+    expect(await movedBatches()).toBe(written);
+    for (const part of ['p_part_0', 'p_part_1']) {
+      const held = await routed.eventsOf([part]);
+      expect(held.map((event) => event.id).sort()).toEqual(moved.filter((event) => event.profileId === part).map((event) => event.id).sort());
+    }
+  });
 });

@@ -1,6 +1,7 @@
 import { prepareEvents } from '../../domain/collect';
 import { EventInputSchema, type EventInput } from '../../domain/schemas';
-import { flattenFields, mapSegmentMessage, MAX_MESSAGE_BYTES, messagePath, purposeName, type FieldOrigins, type MessageEnvelope } from '../../domain/trackingApi';
+import { nameText } from '../../domain/text';
+import { flattenFields, mapSegmentMessage, MAX_MESSAGE_BYTES, messagePath, purposeName, SegmentMessageSchema, type FieldOrigins, type MessageEnvelope } from '../../domain/trackingApi';
 import { buildTcString } from './tcfFixture';
 
 const RECEIVED_AT = new Date('2025-06-15T12:00:00.000Z');
@@ -295,6 +296,15 @@ describe('the batch around a message', () => {
 });
 
 describe('limits', () => {
+  it('refuses a body-sized event name ending in a NUL at once, naming the field', () => {
+    // The whole-body check runs before a message is measured: the name's checks see all of it.
+    const result = SegmentMessageSchema.safeParse({ type: 'track', event: `${'a'.repeat(490_000)}\u0000`, anonymousId: 'a' });
+    expect(result.error?.issues.map((issue) => [issue.path.join('.'), issue.message])).toEqual([['event', 'Too big: expected string to have <=128 characters']]);
+    // Within its length, a name's pattern is linear: a long one ending in a NUL, or all blank, is refused as fast.
+    for (const text of [`${'a'.repeat(1_000_000)}\u0000`, ' '.repeat(1_000_000)]) expect(nameText(2_000_000).safeParse(text).error?.issues[0].message).toMatch(/must not be blank, and must not hold the NUL character/);
+    expect(nameText(10).parse('  a b  ')).toBe('a b');
+  });
+
   it('refuses a message over 32 KB, naming its largest field', () => {
     const message = { type: 'track', event: 'x', anonymousId: 'a', properties: { blob: 'x'.repeat(MAX_MESSAGE_BYTES) } };
     const result = mapSegmentMessage(message, {}, RECEIVED_AT);
