@@ -1,5 +1,5 @@
 import type { Config } from '../config';
-import { CooccurrenceCounter, itemsOf, MODEL_CHUNK_ITEMS } from '../domain/recommendations';
+import { CooccurrenceCounter, itemsOf } from '../domain/recommendations';
 import { encodeFieldName } from '../domain/fieldNames';
 import type { SubjectNeeds } from '../domain/segmentRules';
 import type { Store } from '../store/db';
@@ -45,17 +45,16 @@ export function createItemModelActivities(deps: ItemModelDeps) {
   async function publish(at: Date, counter: CooccurrenceCounter, head: Omit<ItemModelHead, '_id' | 'buildId' | 'at' | 'chunks' | 'items' | 'stateChunks' | 'previous'>): Promise<string> {
     heartbeat({ phase: 'neighbours', items: counter.items });
     const neighbours = counter.neighbours();
-    const chunks = Array.from({ length: Math.ceil(neighbours.length / MODEL_CHUNK_ITEMS) }, (_, n) => neighbours.slice(n * MODEL_CHUNK_ITEMS, (n + 1) * MODEL_CHUNK_ITEMS));
     const buildId = String(at.getTime());
-    await models.writeChunks(buildId, chunks);
+    const chunks = await models.writeChunks(buildId, neighbours);
     const stateChunks = await models.writeState(buildId, counter.state());
     const current = await models.head();
     const previous = current && current.buildId !== buildId ? { buildId: current.buildId, chunks: current.chunks, stateChunks: current.stateChunks } : (current?.previous ?? null);
-    await models.publish({ _id: 'current', buildId, at, chunks: chunks.length, items: neighbours.length, stateChunks, previous, ...head });
+    await models.publish({ _id: 'current', buildId, at, chunks, items: neighbours.length, stateChunks, previous, ...head });
     const served = await models.head();
     // Only the build this one replaced leaves: a newer build served meanwhile keeps what it replaced.
     if (served?.buildId === buildId && previous) await models.drop(previous);
-    if (served?.buildId !== buildId) await models.drop({ buildId, chunks: chunks.length, stateChunks });
+    if (served?.buildId !== buildId) await models.drop({ buildId, chunks, stateChunks });
     else await models.dropChanges(head.applied ?? []);
     return buildId;
   }

@@ -124,9 +124,19 @@ export interface ProfileWriterDeps {
    */
   compactWhenIdleAtShare?: number;
   compactInFoldAtShare?: number;
+  /**
+   * Write groups a partition keeps (GROUPS_KEPT): past them its smallest are merged, however few of
+   * their versions are superseded.
+   */
+  groupsKept?: number;
   /** Told each step of a fold or compaction and the write group it writes under (tests fail it there). */
   onFoldStep?: (step: FoldStep, group: string) => void | Promise<void>;
 }
+
+/** Write groups a partition's position names before its smallest are merged (a position is one document). */
+export const GROUPS_KEPT = 1000;
+/** Groups merged at once while a partition holds too many: a fold that merges them waits for few versions. */
+const CROWDED_GROUPS_MERGED = 16;
 
 /** How long a writer keeps a source's consent policy before reading it again. */
 const POLICY_KEPT_MS = 30_000;
@@ -157,6 +167,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const compactAt = deps.compactAtSupersededShare ?? 0.5;
   const compactWhenIdleAt = deps.compactWhenIdleAtShare ?? 0.25;
   const compactInFoldAt = deps.compactInFoldAtShare ?? 0.5;
+  const groupsKept = deps.groupsKept ?? GROUPS_KEPT;
   const writerId = `${hostname()}:${process.pid}:${randomUUID()}`;
   const segmentStore = new SegmentStore(deps.store);
   const segmentRuns = new SegmentRunStore(deps.store);
@@ -460,15 +471,32 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   /** A group's versions that compaction would remove: those superseded, and, when it purges, the expired documents' that may leave. */
   const removable = (counts: WriteGroupCounts, purge: boolean) => counts.superseded + (purge && purgeable(counts.expiredAt) ? (counts.expired ?? 0) : 0);
 
-  /** The write groups other than `current` most of whose versions have been superseded (or may leave). */
+  /** The groups a compaction may take: all but the one it writes into and the one reserved for the next fold. */
+  const othersThan = (position: PartitionPosition, current: string | null) => Object.entries(position.groups).filter(([group]) => group !== current && group !== position.nextGroup);
+
+  /**
+   * The write groups other than `current` most of whose versions have been superseded (or may leave);
+   * and, while the partition holds more than `groupsKept`, the CROWDED_GROUPS_MERGED of fewest live
+   * versions besides. Every fold of new visitors adds a group few versions of which are ever replaced,
+   * and the position, one document, names them all: merged smallest first, a version is carried again
+   * only when its group is among the smallest, so each is carried a few times at most.
+   */
   function dueGroups(position: PartitionPosition, current: string | null, purge: boolean): string[] {
-    return Object.entries(position.groups)
-      .filter(([group, counts]) => group !== current && group !== position.nextGroup && removable(counts, purge) >= counts.written * compactAt)
+    const others = othersThan(position, current);
+    const due = others.filter(([, counts]) => removable(counts, purge) >= counts.written * compactAt).map(([group]) => group);
+    if (others.length <= groupsKept) return due;
+    const isDue = new Set(due);
+    const smallest = others
+      .filter(([group]) => !isDue.has(group))
+      .sort(([, a], [, b]) => a.written - a.superseded - (b.written - b.superseded))
+      .slice(0, CROWDED_GROUPS_MERGED)
       .map(([group]) => group);
+    return [...due, ...smallest];
   }
 
-  /** The due groups' removable versions as a share of the partition's live ones (0 when none are due). */
+  /** The due groups' removable versions as a share of the partition's live ones (0 when none are due; unbounded while it holds too many groups). */
   function dueShare(position: PartitionPosition, current: string | null, purge: boolean): number {
+    if (othersThan(position, current).length > groupsKept) return Infinity;
     const waiting = dueGroups(position, current, purge).reduce((sum, group) => sum + removable(position.groups[group], purge), 0);
     if (waiting === 0) return 0;
     const live = Object.values(position.groups).reduce((sum, group) => sum + group.written - group.superseded, 0);

@@ -36,7 +36,7 @@ import { partitionOf } from '../domain/partition';
 import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from '../store/db';
 import { chunkId, encodeChunk, eventIdKey } from '../store/eventLog';
 import { EventIdGenerations } from '../store/eventIds';
-import { encodeEvents, storedBytes } from '../store/deflatedBson';
+import { encodeEvents, inflateSequence, storedBytes } from '../store/deflatedBson';
 import { routedBatchId, type RoutedEvent } from '../store/profileEvents';
 import { ProfileStore } from '../store/profiles';
 import { SourceStore } from '../store/sources';
@@ -162,7 +162,12 @@ async function residueOf(store: Store, needles: Set<string>): Promise<{ document
       try {
         decoded = BSON.deserialize(storedBytes(value));
       } catch {
-        return false;
+        // A sequence of documents (see deflateSequence), or bytes that are no BSON at all.
+        try {
+          decoded = inflateSequence(value);
+        } catch {
+          return false;
+        }
       }
       return names(decoded);
     }

@@ -19,8 +19,6 @@ export const DEFAULT_ITEM_EVENT_TYPES = ['product_view', 'add_to_cart', 'purchas
 export const NEIGHBOURS_KEPT = 50;
 /** Items of one person counted together: the pairs of one person grow with its square. */
 export const ITEMS_PER_PERSON = 64;
-/** Items per stored model chunk. */
-export const MODEL_CHUNK_ITEMS = 5_000;
 
 /** The items a person interacted with: `properties.item` of the recent events of the given types (what profiles keep: domain/profile RECENT_EVENTS_KEPT per type, within BEHAVIOUR_DAYS). */
 export function itemsOf(subject: Pick<SegmentSubject, 'counters'>, types: string[]): string[] {

@@ -30,6 +30,25 @@ export function inflateDocument<T>(binary: Binary): T {
   return BSON.deserialize(storedBytes(binary)) as T;
 }
 
+/** A binary subtype of ours too: BSON documents one after another, deflated together. */
+const DEFLATED_BSON_SEQUENCE = 0x81;
+
+/**
+ * Documents stored as one value, each serialized on its own (see deflateDocument): together they may
+ * pass the ~17 MB the serializer holds at once, and still deflate to well within a stored document.
+ */
+export function deflateSequence(docs: object[]): Binary {
+  return new Binary(deflateRawSync(Buffer.concat(docs.map((doc) => BSON.serialize(doc))), { level: 1 }), DEFLATED_BSON_SEQUENCE);
+}
+
+export function inflateSequence<T>(binary: Binary): T[] {
+  if (binary.sub_type !== DEFLATED_BSON_SEQUENCE) throw new Error(`not a sequence of documents (binary subtype ${binary.sub_type})`);
+  const bytes = storedBytes(binary);
+  const docs: T[] = [];
+  for (let at = 0; at < bytes.length; at += NumberUtils.getInt32LE(bytes, at)) docs.push(BSON.deserialize(bytes.subarray(at, at + NumberUtils.getInt32LE(bytes, at))) as T);
+  return docs;
+}
+
 /**
  * An event to be stored as the bytes it was read as (see `decodeEventsWithBytes`) followed by
  * `added`, whose names the event must not have. Routing stores each event it reads again with its
@@ -106,11 +125,12 @@ function eventsDocument(events: object[]): Uint8Array {
 }
 
 /**
- * A stored binary value's bytes as written before deflating: inflated when it is a deflated document,
- * as stored otherwise (batches written before they were deflated, and every other binary value).
+ * A stored binary value's bytes as written before deflating: inflated when it is a deflated document
+ * (or sequence of them), as stored otherwise (batches written before they were deflated, and every
+ * other binary value).
  * Whatever reads binary values generically — a search for an erased subject's residue — reads them
  * through this.
  */
 export function storedBytes(binary: Binary): Uint8Array {
-  return binary.sub_type === DEFLATED_BSON ? inflateRawSync(binary.buffer) : binary.buffer;
+  return binary.sub_type === DEFLATED_BSON || binary.sub_type === DEFLATED_BSON_SEQUENCE ? inflateRawSync(binary.buffer) : binary.buffer;
 }

@@ -4,7 +4,7 @@ import { findByIds, forEachConcurrently, replaceUnlessNewer, type Store } from '
 import { VersionClaims } from './versionClaims';
 
 export const ITEM_MODEL_COLLECTIONS = {
-  /** A build's neighbour lists, `<buildId>:<n>`, MODEL_CHUNK_ITEMS items each (one binary value: the store converts nothing). */
+  /** A build's neighbour lists, `<buildId>:<n>`, up to CHUNK_BYTES each (one binary value: the store converts nothing). */
   chunks: 'item_model_chunks',
   /** `current`: the build the API serves, and the one before it (removed once the new one is published). */
   head: 'item_model_head',
@@ -18,6 +18,27 @@ export const ITEM_MODEL_COLLECTIONS = {
 
 /** Pair counts per stored state chunk (16 bytes each: a chunk stays well under a document's 16 MB). */
 const PAIRS_PER_CHUNK = 400_000;
+
+/** The most a chunk's items (neighbour lists, or item names with their counts) take as BSON: item names are up to 1 KB each. */
+const CHUNK_BYTES = 8 * 1024 * 1024;
+
+/** Cuts `items` into runs whose sizes add up to at most CHUNK_BYTES each (one item at least): their [start, end) ranges. */
+function rangesBySize<T>(items: readonly T[], size: (item: T) => number): Array<[number, number]> {
+  const ranges: Array<[number, number]> = [];
+  let start = 0;
+  let bytes = 0;
+  items.forEach((item, index) => {
+    const itemBytes = size(item);
+    if (index > start && bytes + itemBytes > CHUNK_BYTES) {
+      ranges.push([start, index]);
+      start = index;
+      bytes = 0;
+    }
+    bytes += itemBytes;
+  });
+  if (start < items.length || ranges.length === 0) ranges.push([start, items.length]);
+  return ranges;
+}
 
 interface BuildUnderWay {
   _id: string;
@@ -104,15 +125,20 @@ export class ItemModelStore {
     for (let start = 0; start < ids.length; start += 1000) await this.changes.deleteMany({ _id: { $in: ids.slice(start, start + 1000) } });
   }
 
-  /** Writes a build's counts (the same ids again on a retry); returns how many chunks hold them. */
+  /**
+   * Writes a build's counts (the same ids again on a retry); returns how many chunks hold them. The
+   * pair counts, and the item names with their people, are each spread over the chunks in order.
+   */
   async writeState(buildId: string, state: CooccurrenceState): Promise<number> {
-    const parts = Math.max(1, Math.ceil(state.pairs.length / 2 / PAIRS_PER_CHUNK));
+    const names = rangesBySize(state.names, (name) => Buffer.byteLength(name) + 24);
+    const parts = Math.max(1, Math.ceil(state.pairs.length / 2 / PAIRS_PER_CHUNK), names.length);
     await forEachConcurrently(
       Array.from({ length: parts }, (_, n) => n),
       2,
       async (n) => {
         const pairs = state.pairs.subarray(n * PAIRS_PER_CHUNK * 2, (n + 1) * PAIRS_PER_CHUNK * 2);
-        const body = { pairs: new Binary(new Uint8Array(pairs.buffer, pairs.byteOffset, pairs.byteLength)), ...(n === 0 && { names: state.names, people: state.people }) };
+        const [from, to] = names[n] ?? [0, 0];
+        const body = { pairs: new Binary(new Uint8Array(pairs.buffer, pairs.byteOffset, pairs.byteLength)), names: state.names.slice(from, to), people: state.people.slice(from, to) };
         await this.states.replaceOne({ _id: `${buildId}:${n}` }, body, { upsert: true });
       },
     );
@@ -125,6 +151,9 @@ export class ItemModelStore {
     const found = await findByIds(this.states, Array.from({ length: head.stateChunks }, (_, n) => `${head.buildId}:${n}`), 2);
     const parts = Array.from({ length: head.stateChunks }, (_, n) => found.get(`${head.buildId}:${n}`));
     if (parts.some((part) => !part) || !parts[0]?.names || !parts[0].people) return null;
+    // Builds written before names were spread hold them all in the first chunk.
+    const names = (parts as StateChunk[]).flatMap((part) => part.names ?? []);
+    const people = (parts as StateChunk[]).flatMap((part) => part.people ?? []);
     const pairs = new Float64Array(parts.reduce((sum, part) => sum + (part as StateChunk).pairs.buffer.byteLength / 8, 0));
     let at = 0;
     for (const part of parts as StateChunk[]) {
@@ -133,22 +162,24 @@ export class ItemModelStore {
       pairs.set(new Float64Array(Uint8Array.from(bytes).buffer), at);
       at += bytes.byteLength / 8;
     }
-    return { names: parts[0].names, people: parts[0].people, pairs };
+    return { names, people, pairs };
   }
 
   head(): Promise<ItemModelHead | null> {
     return this.heads.findOne({ _id: 'current' });
   }
 
-  /** Writes a build's chunks (the same ids again on a retry). */
-  async writeChunks(buildId: string, chunks: ItemNeighbours[][]): Promise<void> {
+  /** Writes a build's neighbour lists in chunks of at most CHUNK_BYTES (the same ids again on a retry); returns how many. */
+  async writeChunks(buildId: string, neighbours: ItemNeighbours[]): Promise<number> {
+    const ranges = rangesBySize(neighbours, (item) => BSON.calculateObjectSize(item) + 16);
     await forEachConcurrently(
-      chunks.map((items, n) => ({ n, items })),
+      ranges.map(([from, to], n) => ({ n, items: neighbours.slice(from, to) })),
       4,
       async ({ n, items }) => {
         await this.chunks.replaceOne({ _id: `${buildId}:${n}` }, { body: new Binary(BSON.serialize({ items })) }, { upsert: true });
       },
     );
+    return ranges.length;
   }
 
   /**

@@ -6,7 +6,7 @@ import type { ChangeSet } from '../domain/segmentChanges';
 import type { PackedFacts } from '../domain/destinations';
 import type { Rule } from '../domain/segmentRules';
 import { forEachConcurrently, insertKeyed, type Store } from './db';
-import { deflateDocument, inflateDocument } from './deflatedBson';
+import { deflateSequence, inflateDocument, inflateSequence } from './deflatedBson';
 import type { SegmentDoc, SegmentStore } from './segments';
 import { VersionClaims } from './versionClaims';
 
@@ -101,19 +101,29 @@ export interface ChangeDoc {
 }
 
 /**
- * A change record as stored: its changes and touched profiles as one deflated value (nothing queries
- * inside them; a fold's record names hundreds of segments, read field by field by the store they cost
- * eight times as much). Records written before hold them as fields.
+ * A change record as stored: its touched profiles and each segment's changes as one deflated value
+ * (nothing queries inside them; a fold's record names hundreds of segments, read field by field by
+ * the store they cost eight times as much), each serialized on its own: a fold that relinks thousands
+ * of people states each of them in every segment, more than one BSON document holds before deflating.
+ * Records written before hold them as one deflated document, or as fields.
  */
-export type StoredChange = Pick<ChangeDoc, '_id' | 'at'> & ({ body: Binary } | Pick<ChangeDoc, 'changes' | 'touched'>);
+export type StoredChange = Pick<ChangeDoc, '_id' | 'at'> & ({ parts: Binary } | { body: Binary } | Pick<ChangeDoc, 'changes' | 'touched'>);
+
+type ChangePart = { touched: string[] } | { segment: string; change: ChangeSet[string] };
 
 export function storedChange({ _id, at, changes, touched }: ChangeDoc): StoredChange {
-  return { _id, at, body: deflateDocument({ changes, ...(touched && { touched }) }) };
+  return { _id, at, parts: deflateSequence([...(touched ? [{ touched }] : []), ...Object.entries(changes).map(([segment, change]) => ({ segment, change }))]) };
 }
 
 export function changeDoc(stored: StoredChange): ChangeDoc {
-  if (!('body' in stored)) return stored;
-  return { _id: stored._id, at: stored.at, ...inflateDocument<Pick<ChangeDoc, 'changes' | 'touched'>>(stored.body) };
+  if ('body' in stored) return { _id: stored._id, at: stored.at, ...inflateDocument<Pick<ChangeDoc, 'changes' | 'touched'>>(stored.body) };
+  if (!('parts' in stored)) return stored;
+  const doc: ChangeDoc = { _id: stored._id, at: stored.at, changes: {} };
+  for (const part of inflateSequence<ChangePart>(stored.parts)) {
+    if ('segment' in part) doc.changes[part.segment] = part.change;
+    else doc.touched = part.touched;
+  }
+  return doc;
 }
 
 export interface HistoryDoc {

@@ -46,4 +46,23 @@ describe('item model updates: a refresh never gets a full build under way droppe
     await models.markFullBuild(new Date(at - 100), new Date(Date.now() - 1));
     expect(await updateItemModel({ at })).toMatchObject({ kind: 'refresh', changesApplied: 1, people: 2 });
   });
+
+  it('keeps a catalogue of long item names in as many chunks as it takes, and reads it back whole', async () => {
+    // 4,000 items named by 200-character URLs, 50 neighbours each: ~45 MB of neighbour lists, ~1 MB of names.
+    const name = (n: number) => `https://shop.example/products/${n}/`.padEnd(200, 'x');
+    const neighbours = Array.from({ length: 4_000 }, (_, n) => ({ item: name(n), people: n + 1, neighbours: Array.from({ length: 50 }, (_, k): [string, number] => [name((n + k + 1) % 4_000), 1 / (k + 1)]) }));
+    const chunks = await models.writeChunks('long', neighbours);
+    expect(chunks).toBeGreaterThan(3);
+    const head = { _id: 'current' as const, buildId: 'long', at: new Date(), chunks, items: neighbours.length, people: 1, eventTypes: ['purchase'], previous: null };
+    const read = await models.read(head);
+    expect(read.size).toBe(4_000);
+    expect(read.get(name(17))).toEqual(neighbours[17]);
+    // The counts' item names are spread over the chunks too: 60,000 names of 1 KB pass one document.
+    const names = Array.from({ length: 60_000 }, (_, n) => `${n}:`.padEnd(1_024, 'y'));
+    const state = { names, people: names.map((_, n) => n % 7), pairs: new Float64Array([0, 1, 1, 2, 2, 3]) };
+    const stateChunks = await models.writeState('long', state);
+    expect(stateChunks).toBeGreaterThan(1);
+    expect(await models.readState({ ...head, stateChunks })).toEqual(state);
+    await models.drop({ buildId: 'long', chunks, stateChunks });
+  });
 });

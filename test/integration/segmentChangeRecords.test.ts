@@ -1,5 +1,6 @@
 import { Binary } from 'mongodb';
 import type { Store } from '../../store/db';
+import { deflateDocument } from '../../store/deflatedBson';
 import { MatchTableStore } from '../../store/matchTables';
 import { SEGMENT_COLLECTIONS, SegmentRunStore, type ChangeDoc } from '../../store/segmentRuns';
 import type { SegmentDoc } from '../../store/segments';
@@ -27,14 +28,25 @@ describe('segment change records as stored', () => {
   /** Written by a version that kept the changes as fields. */
   const legacy: ChangeDoc = { _id: 'p1:src_a:40', at: day(1), changes: { seg_gold: { entered: ['prf_eve'], exited: [] } } };
 
-  it('keeps a fold\'s changes as one deflated value, read back whole beside records written as fields', async () => {
+  it('keeps a fold\'s changes as one deflated value, read back whole beside records written as one deflated document or as fields', async () => {
     await runs.recordChanges(fold);
     await store.db.collection(SEGMENT_COLLECTIONS.changes).insertOne({ ...legacy } as never);
+    const deflatedWhole: ChangeDoc = { _id: 'p2:src_a:80', at: day(1, 18), changes: { seg_gold: { entered: [], exited: ['prf_eve'] } }, touched: ['prf_fay'] };
+    await store.db.collection(SEGMENT_COLLECTIONS.changes).insertOne({ _id: deflatedWhole._id, at: deflatedWhole.at, body: deflateDocument({ changes: deflatedWhole.changes, touched: deflatedWhole.touched }) } as never);
     const stored = await store.db.collection(SEGMENT_COLLECTIONS.changes).findOne({ _id: fold._id as never });
-    expect(Object.keys(stored ?? {}).sort()).toEqual(['_id', 'at', 'body']);
-    expect(stored?.body).toBeInstanceOf(Binary);
-    expect(await runs.changesSince(day(1, 0))).toEqual([legacy, fold]);
+    expect(Object.keys(stored ?? {}).sort()).toEqual(['_id', 'at', 'parts']);
+    expect(stored?.parts).toBeInstanceOf(Binary);
+    expect(await runs.changesSince(day(1, 0))).toEqual([legacy, deflatedWhole, fold]);
     expect(await runs.changesSince(day(2, 0))).toEqual([fold]);
+    await store.db.collection(SEGMENT_COLLECTIONS.changes).deleteOne({ _id: deflatedWhole._id as never });
+  });
+
+  it('keeps a fold that states thousands of relinked people in hundreds of segments, more than one BSON document holds before deflating', async () => {
+    const people = Array.from({ length: 2_000 }, (_, n) => `prf_relinked_${n}`);
+    const large: ChangeDoc = { _id: 'p5:src_c:9', at: day(9), changes: Object.fromEntries(Array.from({ length: 500 }, (_, s) => [`seg_${s}`, { entered: [], exited: [], ...(s % 2 === 0 ? { statedIn: people } : { statedOut: people }) }])) };
+    await runs.recordChanges(large);
+    expect(await runs.changesSince(day(9, 0))).toEqual([large]);
+    await store.db.collection(SEGMENT_COLLECTIONS.changes).deleteOne({ _id: large._id as never });
   });
 
   it('counts both kinds into history by day, then removes them', async () => {
@@ -62,7 +74,7 @@ describe('segment change records as stored', () => {
       touched: [],
     });
     expect(untouched).toEqual(other);
-    expect((await store.db.collection(SEGMENT_COLLECTIONS.changes).findOne({ _id: fold._id as never }))?.body).toBeInstanceOf(Binary);
+    expect((await store.db.collection(SEGMENT_COLLECTIONS.changes).findOne({ _id: fold._id as never }))?.parts).toBeInstanceOf(Binary);
   });
   it('takes a person an opt-out stated out of a segment out of a snapshot of any rule version begun before it, and not of one begun after', async () => {
     const membership = new SegmentMembership(runs);

@@ -1,5 +1,5 @@
 import { Binary, BSON, type Db } from 'mongodb';
-import { storedBytes } from '../../store/deflatedBson';
+import { inflateSequence, storedBytes } from '../../store/deflatedBson';
 
 /** Where a needle was found: collection, document and the path inside it. */
 export interface Residue {
@@ -27,7 +27,12 @@ export async function findResidue(db: Db, needles: string[]): Promise<Residue[]>
       try {
         decoded = BSON.deserialize(bytes);
       } catch {
-        decoded = null;
+        // A sequence of documents (see deflateSequence), or bytes that are no BSON at all.
+        try {
+          decoded = value instanceof Binary ? inflateSequence(value) : null;
+        } catch {
+          decoded = null;
+        }
       }
       if (decoded) walk(collection, id, `${path}<bson>`, decoded);
       else look(collection, id, path, Buffer.from(bytes).toString('latin1'));
