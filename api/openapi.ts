@@ -35,7 +35,7 @@ import {
 } from '../domain/segments';
 import { DestinationViewSchema, ExportListQuerySchema, ExportRequestSchema, ExportViewSchema, PatchDestinationRequestSchema } from '../domain/destinations';
 import { RuleSchema } from '../domain/segmentRules';
-import { TaxonomyImportQuerySchema, TaxonomyImportResponseSchema, TaxonomyTreeSchema } from '../domain/taxonomy';
+import { MAX_TAXONOMY_CELL, TaxonomyImportQuerySchema, TaxonomyImportResponseSchema, TaxonomyTreeSchema } from '../domain/taxonomy';
 import type { ApiConfig } from './app';
 import { registerPartnerPaths } from './partners';
 import { registerSegmentApiPaths } from './segmentApi';
@@ -323,7 +323,10 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       409: problem('A later import of the same taxonomy replaced this one'),
       413: problem('File larger than 20 MB'),
       415: problem('Not a text file'),
-      422: problem('Refused for what only its rows tell — empty or repeated ids, unknown parents, cycles, too deep, a header without the columns: nothing was imported (an import is all or nothing), and each problem (`errors`, at most 100) names its row and column (`row 4.parent_id`), its header (`header.Parent ID`) or the whole file (`(body)`)'),
+      422: problem(
+        `Refused for what only its rows tell — empty or repeated ids, unknown parents, cycles, too deep, an id longer than ${MAX_TAXONOMY_CELL.id} characters (a name ${MAX_TAXONOMY_CELL.name}, a description ${MAX_TAXONOMY_CELL.description}) or a cell holding a NUL, a header without the columns: ` +
+          'nothing was imported (an import is all or nothing), and each problem (`errors`, at most 100) names its row and column (`row 4.parent_id`), its header (`header.Parent ID`) or the whole file (`(body)`)',
+      ),
     },
   });
   // ---- destinations -----------------------------------------------------------------------------

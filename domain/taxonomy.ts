@@ -18,6 +18,8 @@ export const MAX_TAXONOMY_ROWS = 50_000;
 export const MAX_TAXONOMY_DEPTH = 16;
 /** Enough to fix a file by; a wholly wrong file would otherwise answer with 50k of them. */
 const MAX_REPORTED_ERRORS = 100;
+/** The longest cells a category keeps: each node also holds the names on its path, and nodes are written a thousand at a time. */
+export const MAX_TAXONOMY_CELL = { id: 256, name: 1024, description: 4096 } as const;
 
 // ---- schemas -----------------------------------------------------------------------------------
 
@@ -219,6 +221,13 @@ function buildNodes(rows: CategoryRow[], taxonomy: string, labels: { id: string;
   const errors: FieldError[] = [];
   const byId = new Map<string, CategoryRow>();
   for (const row of rows) {
+    // The store holds no NUL, and a category longer than these would make its node, or a batch of them, too large to store.
+    for (const [field, label] of [['id', labels.id], ['parentId', labels.parentId], ['name', labels.name], ['description', 'description']] as const) {
+      const text = row[field];
+      const max = MAX_TAXONOMY_CELL[field === 'parentId' ? 'id' : field];
+      if (text && text.length > max) errors.push({ path: `row ${row.row}.${label}`, message: `longer than ${max} characters` });
+      else if (text?.includes('\u0000')) errors.push({ path: `row ${row.row}.${label}`, message: 'must not hold the NUL character' });
+    }
     if (!row.id) errors.push({ path: `row ${row.row}.${labels.id}`, message: 'empty id' });
     else if (byId.has(row.id)) errors.push({ path: `row ${row.row}.${labels.id}`, message: `duplicate id "${row.id}" (first on row ${byId.get(row.id)!.row})` });
     else byId.set(row.id, row);

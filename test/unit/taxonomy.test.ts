@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import {
   buildTaxonomyTree,
   IAB_AUDIENCE_TAXONOMY,
+  MAX_TAXONOMY_CELL,
   MAX_TAXONOMY_DEPTH,
   MAX_TAXONOMY_ROWS,
   parseIabAudienceTaxonomy,
@@ -136,6 +137,17 @@ describe('parseProviderTaxonomy: id,parent_id,name[,description]', () => {
   it('names the missing column and the offending row by its header', () => {
     expect(errorsOf(parseProviderTaxonomy('id,name\n1,A\n', 'acme'))).toEqual([{ path: 'header.parent_id', message: 'missing column "parent_id"' }]);
     expect(errorsOf(parseProviderTaxonomy('ID,Parent_ID,Name\n1,,A\n2,1, \n', 'acme'))).toEqual([{ path: 'row 3.Name', message: 'empty name' }]);
+  });
+
+  it('refuses a cell longer than a category keeps, or holding a NUL, naming its row and column', () => {
+    const long = (n: number) => 'x'.repeat(n);
+    const csv = ['id,parent_id,name,description', `a,,${long(MAX_TAXONOMY_CELL.name)},${long(MAX_TAXONOMY_CELL.description)}`, `${long(MAX_TAXONOMY_CELL.id + 1)},a,B,`, `c,a,${long(9_000_000)},`, 'd,a,D\u0000E,', `e,a,E,${long(MAX_TAXONOMY_CELL.description + 1)}`].join('\n');
+    expect(errorsOf(parseProviderTaxonomy(csv, 'acme'))).toEqual([
+      { path: 'row 3.id', message: `longer than ${MAX_TAXONOMY_CELL.id} characters` },
+      { path: 'row 4.name', message: `longer than ${MAX_TAXONOMY_CELL.name} characters` },
+      { path: 'row 5.name', message: 'must not hold the NUL character' },
+      { path: 'row 6.description', message: `longer than ${MAX_TAXONOMY_CELL.description} characters` },
+    ]);
   });
 
   it('refuses a chain deeper than any taxonomy, naming the first row too deep', () => {
