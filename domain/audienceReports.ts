@@ -16,6 +16,10 @@ import { compareText } from './text';
 export const REPORT_TRAITS_KEPT = 100;
 /** Values a report keeps per trait, the most held first: insights show the top ones, affinity reads them all. */
 export const REPORT_VALUES_KEPT = 1000;
+/** Bytes of text a report keeps of one trait's values (values are up to 1 KB): 100 traits' stay within a stored document. */
+export const REPORT_VALUE_BYTES = 64 * 1024;
+/** Event types a report keeps, those held by the most members first (a site naming an event per page has thousands). */
+export const REPORT_EVENT_TYPES_KEPT = 1000;
 /** Distinct values one pass counts per trait name; values first met after that are counted in `uncounted`. */
 export const VALUES_COUNTED_PER_TRAIT = 10_000;
 /** The id of the report over every profile: the base of affinity when none is named. */
@@ -259,15 +263,27 @@ export class AudienceTally {
       .slice(0, REPORT_TRAITS_KEPT)
       .map(([trait, profiles]) => {
         const values = (byTrait.get(trait) ?? []).sort((a, b) => b.count - a.count || compareText(valueKey(a.value), valueKey(b.value)));
-        return { name: decodeFieldName(dictionary.traitNames[trait]), profiles, distinct: values.length, uncounted: this.uncounted.get(trait) ?? 0, values: values.slice(0, REPORT_VALUES_KEPT) };
+        return { name: decodeFieldName(dictionary.traitNames[trait]), profiles, distinct: values.length, uncounted: this.uncounted.get(trait) ?? 0, values: mostHeld(values) };
       });
     const events = [...this.events]
       .map(([type, event]) => ({ type: decodeFieldName(dictionary.eventTypes[type]), ...event }))
-      .sort((a, b) => b.profiles - a.profiles || compareText(a.type, b.type));
+      .sort((a, b) => b.profiles - a.profiles || compareText(a.type, b.type))
+      .slice(0, REPORT_EVENT_TYPES_KEPT);
     const identities = Object.fromEntries(STORED_IDENTITY_TYPES.map((type, bit) => [type, this.identities[bit]])) as AudienceReport['identities'];
     const consent = this.purposes.flatMap((profiles, bit) => (profiles > 0 ? [{ purpose: bit + 1, profiles }] : []));
     return { _id: id, at, runId, size: this.size, traits, events, identities, consent, campaigns: this.campaigns.figures(dictionary), holdouts };
   }
+}
+
+/** The first REPORT_VALUES_KEPT values (most held first) within REPORT_VALUE_BYTES of text. */
+function mostHeld<V extends { value: string | number | boolean }>(values: V[]): V[] {
+  let bytes = 0;
+  let kept = 0;
+  for (; kept < Math.min(values.length, REPORT_VALUES_KEPT); kept++) {
+    bytes += typeof values[kept].value === 'string' ? Buffer.byteLength(values[kept].value as string) : 8;
+    if (bytes > REPORT_VALUE_BYTES) break;
+  }
+  return values.slice(0, kept);
 }
 
 function valueKey(value: string | number | boolean): string {

@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { affinityOf, AffinityQuerySchema, AudienceTally, FeatureDictionary, insightsOf, membershipMasks, overlapOf, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
+import { affinityOf, AffinityQuerySchema, AudienceTally, FeatureDictionary, insightsOf, membershipMasks, overlapOf, REPORT_EVENT_TYPES_KEPT, REPORT_VALUE_BYTES, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
 import { liftOf } from '../../domain/campaignReports';
 import { isHeldOut } from '../../domain/destinations';
 import { encodeFieldName } from '../../domain/fieldNames';
@@ -43,6 +43,19 @@ describe('audience reports', () => {
     expect(trait).toMatchObject({ name: 'id', profiles: VALUES_COUNTED_PER_TRAIT + 6, distinct: VALUES_COUNTED_PER_TRAIT, uncounted: 5 });
     expect(trait.values).toHaveLength(REPORT_VALUES_KEPT);
     expect(trait.values[0]).toEqual({ value: 'v0', count: 2 });
+  });
+
+  it('keep of long values and of many event types what a stored report holds, the most held first', () => {
+    // A trait of URLs of 1 KB, each held by fewer than the one before; a site naming an event per page.
+    const subjects = Array.from({ length: 300 }, (_, i) => subject({ traits: { url: `https://shop.example/${i}/`.padEnd(1024, 'x') }, counters: Object.fromEntries(Array.from({ length: 10 }, (_, k) => [`viewed_${i * 10 + k}`, counter(1)])) }));
+    subjects.push(...Array.from({ length: 5 }, () => subject({ traits: { url: 'https://shop.example/0/'.padEnd(1024, 'x') }, counters: { viewed_0: counter(1) } })));
+    const report = reportOf(subjects);
+    const url = report.traits[0];
+    expect(url).toMatchObject({ name: 'url', distinct: 300 });
+    expect(url.values).toHaveLength(Math.floor(REPORT_VALUE_BYTES / 1024));
+    expect(url.values[0]).toEqual({ value: 'https://shop.example/0/'.padEnd(1024, 'x'), count: 6 });
+    expect(report.events).toHaveLength(REPORT_EVENT_TYPES_KEPT);
+    expect(report.events[0]).toEqual({ type: 'viewed_0', profiles: 6, total: 6 });
   });
 
   it("count a segment's uncounted among its own members, not the whole pass's", () => {
