@@ -121,6 +121,8 @@ export function createCollectionActivities(deps: CollectionDeps) {
     let full = false;
     for (;;) {
       if ('until' in limit ? batch.end >= limit.until : full || batch.events.length >= limit.maxEvents) {
+        // Reads ahead of a full batch are dropped (the next range reads them again); a failure of one is not this range's.
+        for (const read of ahead) read.catch(() => undefined);
         // A pending chunk right after a full batch says when to come back, as one met mid-batch does.
         const next = await log.readiness(sourceId, batch.end, pendingGraceMs);
         batch.more = next.ready;

@@ -355,7 +355,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await withoutErasedSince(marksRead, input.partition, toSave);
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
-    if (dueShare(position, group, false) >= compactInFoldAt) {
+    if (dueShare(position, group, false, 2 * groupsKept) >= compactInFoldAt) {
       // The fold's counts are saved first, with the group the compaction carries into: it deletes only
       // groups that saved counts make due, so one interrupted leaves no count standing for versions it deleted.
       delete position.nextGroup;
@@ -471,8 +471,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   /** A group's versions that compaction would remove: those superseded, and, when it purges, the expired documents' that may leave. */
   const removable = (counts: WriteGroupCounts, purge: boolean) => counts.superseded + (purge && purgeable(counts.expiredAt) ? (counts.expired ?? 0) : 0);
 
-  /** The groups a compaction may take: all but the one it writes into and the one reserved for the next fold. */
-  const othersThan = (position: PartitionPosition, current: string | null) => Object.entries(position.groups).filter(([group]) => group !== current && group !== position.nextGroup);
+  /** The groups a compaction may take: all but the one it writes into, the one reserved for the next fold, and a fold's own (`spare`). */
+  const othersThan = (position: PartitionPosition, current: string | null, spare?: string) =>
+    Object.entries(position.groups).filter(([group]) => group !== current && group !== position.nextGroup && group !== spare);
 
   /**
    * The write groups other than `current` most of whose versions have been superseded (or may leave);
@@ -481,8 +482,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * and the position, one document, names them all: merged smallest first, a version is carried again
    * only when its group is among the smallest, so each is carried a few times at most.
    */
-  function dueGroups(position: PartitionPosition, current: string | null, purge: boolean): string[] {
-    const others = othersThan(position, current);
+  function dueGroups(position: PartitionPosition, current: string | null, purge: boolean, spare?: string): string[] {
+    const others = othersThan(position, current, spare);
     const due = others.filter(([, counts]) => removable(counts, purge) >= counts.written * compactAt).map(([group]) => group);
     if (others.length <= groupsKept) return due;
     const isDue = new Set(due);
@@ -494,9 +495,14 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     return [...due, ...smallest];
   }
 
-  /** The due groups' removable versions as a share of the partition's live ones (0 when none are due; unbounded while it holds too many groups). */
-  function dueShare(position: PartitionPosition, current: string | null, purge: boolean): number {
-    if (othersThan(position, current).length > groupsKept) return Infinity;
+  /**
+   * The due groups' removable versions as a share of the partition's live ones (0 when none are due),
+   * unbounded while it holds more than `crowded` groups: past `groupsKept` an idle partition merges
+   * them, and a fold only past twice as many (merging is kept off the way from an event to its
+   * segments, but a partition that never idles stays bounded).
+   */
+  function dueShare(position: PartitionPosition, current: string | null, purge: boolean, crowded = groupsKept): number {
+    if (othersThan(position, current).length > crowded) return Infinity;
     const waiting = dueGroups(position, current, purge).reduce((sum, group) => sum + removable(position.groups[group], purge), 0);
     if (waiting === 0) return 0;
     const live = Object.values(position.groups).reduce((sum, group) => sum + group.written - group.superseded, 0);
@@ -807,7 +813,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     /** A group left alone as well: a fold's own, just written. */
     spare?: string,
   ): Promise<number> {
-    const groups = dueGroups(position, current, purge).filter((group) => group !== spare).slice(0, maxGroups);
+    const groups = dueGroups(position, current, purge, spare).slice(0, maxGroups);
     for (const group of groups) {
       const members = await profiles.groupMembers(group);
       const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustSince });

@@ -23,15 +23,22 @@ export const RECENT_PROPERTIES_KEPT = 16;
  * A document's limits, so that it stays well within the 16 MB the store holds in one document
  * however its events are made (a trait name with a time in it, an event type per page): past them,
  * what would grow it is counted in `limited` instead of kept.
+ * - Event types counted: the EVENT_TYPES_KEPT first by (encoded) name. A type past them is not
+ *   counted (its event is applied otherwise); one that comes before them in name order takes the
+ *   place of the last, whose count goes to `limited`. Which types are kept never depends on the
+ *   order events come in: a rebuild keeps the same.
  * - The bytes of its traits (names, values as UTF-8, origins; see traitBytes): a new trait, or a
- *   larger value for one it holds, that would pass them is not kept.
- * - Event types counted: an event of a type beyond them is applied but not counted.
- * - The bytes of one recent event's properties: properties are kept by name, each that fits.
- * Worst case about 1 MB of traits (a few MB as stored, with their origins) and 200 × ~35 KB of counters.
+ *   larger value for one it holds, that would pass them is not kept. A safety valve far above what
+ *   a profile holds: past it, which traits stay depends on the order events were folded in.
+ * - The bytes of one recent event's properties: `item` (what recommendations read) first, then
+ *   the others smallest first, each that fits.
+ * Worst case about 1 MB of traits (~4 MB as stored, with their origins) and 150 × ~50 KB of counters.
  */
 export const TRAIT_BYTES_KEPT = 1024 * 1024;
-export const EVENT_TYPES_KEPT = 200;
-export const RECENT_PROPERTY_BYTES = 1024;
+export const EVENT_TYPES_KEPT = 150;
+export const RECENT_PROPERTY_BYTES = 1536;
+/** The property an event names its item by (see domain/recommendations). */
+export const ITEM_PROPERTY = 'item';
 
 export interface RecentEvent {
   at: Date;
@@ -308,14 +315,18 @@ function isOrdered(events: RecentEvent[]): boolean {
   return true;
 }
 
-/** Up to RECENT_PROPERTIES_KEPT properties in name order, each that fits in RECENT_PROPERTY_BYTES with those before it. */
+/**
+ * Up to RECENT_PROPERTIES_KEPT properties within RECENT_PROPERTY_BYTES: `item` first, then the
+ * others smallest first (ties by name), each that fits with those before it.
+ */
 function keptProperties(properties: Record<string, unknown> | undefined): Record<string, unknown> {
   if (!properties) return {};
+  const sized = Object.keys(properties).map((name) => ({ name, bytes: Buffer.byteLength(name) + valueBytes(properties[name]) }));
+  sized.sort((a, b) => Number(b.name === ITEM_PROPERTY) - Number(a.name === ITEM_PROPERTY) || a.bytes - b.bytes || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const kept: Record<string, unknown> = {};
   let left = RECENT_PROPERTY_BYTES;
   let count = 0;
-  for (const name of Object.keys(properties).sort()) {
-    const bytes = Buffer.byteLength(name) + valueBytes(properties[name]);
+  for (const { name, bytes } of sized) {
     if (bytes > left) continue;
     setOwn(kept, name, properties[name]);
     left -= bytes;
@@ -352,6 +363,22 @@ function traitBytesHeld(traits: Record<string, unknown>): number {
 function countLimited(profile: Pick<ProfileDoc, 'limited'>, what: keyof Limited): void {
   profile.limited ??= {};
   profile.limited[what] = (profile.limited[what] ?? 0) + 1;
+}
+
+/**
+ * Whether a document counts events of a type: it holds it, or holds fewer than EVENT_TYPES_KEPT, or
+ * the type comes before the last it holds in name order — which then leaves, its count to `limited`.
+ */
+function keepsType(profile: ProfileDoc, type: string): boolean {
+  if (Object.hasOwn(profile.counters, type)) return true;
+  const held = Object.keys(profile.counters);
+  if (held.length < EVENT_TYPES_KEPT) return true;
+  const last = held.reduce((max, key) => (key > max ? key : max));
+  if (type > last) return false;
+  profile.limited ??= {};
+  profile.limited.eventTypes = (profile.limited.eventTypes ?? 0) + profile.counters[last].count;
+  delete profile.counters[last];
+  return true;
 }
 
 /** Whether a trait's new value keeps the document within TRAIT_BYTES_KEPT (it is then counted as held); else counted as limited. */
@@ -679,7 +706,7 @@ export function applyEvent(profile: ProfileDoc, event: ProfileEvent, origin: Eve
   remember(profile, token);
   for (const identity of event.identities) addIdentityEntry(profile.identities, { ...identity, firstSeen: at, lastSeen: at, sourceId: origin.sourceId });
   const type = encodeFieldName(event.type);
-  if (Object.hasOwn(profile.counters, type) || Object.keys(profile.counters).length < EVENT_TYPES_KEPT) countEvent(profile.counters, type, at, event.properties);
+  if (keepsType(profile, type)) countEvent(profile.counters, type, at, event.properties);
   else countLimited(profile, 'eventTypes');
   applyCampaign(profile, event);
   for (const [name, value] of Object.entries(event.traits ?? {})) setTrait(profile, name, value, { at, sourceId: origin.sourceId, party: origin.party }, true);

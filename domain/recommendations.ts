@@ -1,7 +1,7 @@
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import { encodeFieldName } from './fieldNames';
-import type { SegmentSubject } from './profile';
+import { ITEM_PROPERTY, type SegmentSubject } from './profile';
 
 extendZodWithOpenApi(z);
 
@@ -27,7 +27,7 @@ export function itemsOf(subject: Pick<SegmentSubject, 'counters'>, types: string
     const key = encodeFieldName(type);
     const counter = Object.hasOwn(subject.counters, key) ? subject.counters[key] : undefined;
     for (const event of counter?.recent ?? []) {
-      const item = event.properties.item;
+      const item = event.properties[ITEM_PROPERTY];
       if ((typeof item === 'string' && item.length > 0) || (typeof item === 'number' && Number.isFinite(item))) items.add(String(item));
     }
   }

@@ -42,9 +42,10 @@ export function nameText(max: number) {
       .string()
       // Too long ends the checks: the pattern is not run over a body-sized string.
       .max(max, { abort: true })
-      // A lookahead for the one non-blank character, then one run: linear in the length. Two runs
-      // around that character backtracked quadratically on text ending in a NUL (minutes at 500 KB).
-      .regex(new RegExp(`^(?=${STORABLE_CHAR}*[^\\u0000${TRIMMED_CHARS}])${STORABLE_CHAR}*$`), `must not be blank, and ${NUL_MESSAGE}`)
+      // Blanks, the first other character, then the rest: runs of disjoint classes, linear in the
+      // length (and no lookahead, which some engines reading the document lack). Two runs of the same
+      // class around that character backtracked quadratically on text ending in a NUL (minutes at 500 KB).
+      .regex(new RegExp(`^[${TRIMMED_CHARS}]*[^\\u0000${TRIMMED_CHARS}]${STORABLE_CHAR}*$`), `must not be blank, and ${NUL_MESSAGE}`)
       .trim()
   );
 }

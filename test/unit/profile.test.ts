@@ -692,33 +692,54 @@ describe('applyEvent: a document stays within the store', () => {
     expect(combineProfiles([doc]).limited).toEqual({ traits: refusedBefore + 1, eventTypes: 0 });
   });
 
-  it(`counts at most ${EVENT_TYPES_KEPT} event types and counts the events of the others as limited, applying the rest of them`, () => {
+  it(`counts the ${EVENT_TYPES_KEPT} event types first by name, whatever order their events come in, and the events of the others as limited`, () => {
+    const types = Array.from({ length: EVENT_TYPES_KEPT + 30 }, (_, k) => `type_${String(k).padStart(3, '0')}`);
+    // Two events of each type, the later types first: each new early type pushes out the last kept.
+    const events = types.flatMap((type, k) => [0, 1].map((n) => event({ timestamp: hour(1000 - k * 2 - n), type, traits: { last: k } })));
     const doc = profile();
-    for (let k = 0; k < EVENT_TYPES_KEPT + 30; k++) applyEvent(doc, event({ timestamp: hour(k), type: `type_${k}`, traits: { last: k } }), origin(k));
-    expect(Object.keys(doc.counters)).toHaveLength(EVENT_TYPES_KEPT);
-    expect(doc.counters).not.toHaveProperty(encodeFieldName(`type_${EVENT_TYPES_KEPT}`));
-    expect(doc.limited).toEqual({ eventTypes: 30 });
-    expect(doc.traits.last).toBe(EVENT_TYPES_KEPT + 29);
-    applyEvent(doc, event({ timestamp: hour(900), type: 'type_0' }), origin(900));
-    expect(doc.counters[encodeFieldName('type_0')].count).toBe(2);
+    events.forEach((e, k) => applyEvent(doc, e, origin(k)));
+    const kept = types.slice(0, EVENT_TYPES_KEPT).map(encodeFieldName);
+    expect(Object.keys(doc.counters).sort()).toEqual(kept);
+    expect(doc.limited).toEqual({ eventTypes: 60 });
+    expect(doc.counters[kept[0]].count).toBe(2);
+    expect(doc.traits.last).toBe(0); // every event applied otherwise: the newest set it
+    // In time order, and across versions, the same.
+    let ordered = profile();
+    [...events].reverse().forEach((e, k) => {
+      if (k % 50 === 0) ordered = nextVersion(ordered);
+      applyEvent(ordered, e, origin(k));
+    });
+    expect(ordered.counters).toEqual(doc.counters);
+    expect(ordered.limited).toEqual(doc.limited);
   });
 
-  it(`keeps of a recent event's properties those, by name, that fit in ${RECENT_PROPERTY_BYTES} bytes`, () => {
+  it(`keeps of a recent event's properties the item first, then the smallest, within ${RECENT_PROPERTY_BYTES} bytes`, () => {
     const doc = profile();
-    const properties = { a_list: longList(0), b_small: 'shoes', c_text: 'x'.repeat(900), d_more: 'y'.repeat(200), e_last: 7 };
+    const item = `https://shop.example/${'p'.repeat(1000)}`;
+    const properties = { a_list: longList(0), b_small: 'shoes', c_text: 'x'.repeat(900), d_more: 'y'.repeat(200), e_last: 7, item };
     applyEvent(doc, event({ timestamp: hour(0), properties }), origin(0));
-    expect(doc.counters.page_view.recent?.[0].properties).toEqual({ b_small: 'shoes', c_text: 'x'.repeat(900), e_last: 7 });
+    expect(doc.counters.page_view.recent?.[0].properties).toEqual({ item, e_last: 7, b_small: 'shoes', d_more: 'y'.repeat(200) });
   });
 
-  it('stays well under 16 MB when every event is as large as it may be and names new types and traits', () => {
+  it('stays well under 16 MB when every kept type holds its recent events full and traits fill their bytes', () => {
     const doc = profile();
-    for (let k = 0; k < EVENT_TYPES_KEPT * 2; k++) {
-      const properties = Object.fromEntries(Array.from({ length: RECENT_PROPERTIES_KEPT }, (_, n) => [`p${n}`, n === 0 ? 'small' : longList(n)]));
-      const traits = { [`trait_${k}`]: longList(k) };
-      for (let repeat = 0; repeat < 3; repeat++) applyEvent(doc, event({ timestamp: hour(k * 3 + repeat), type: `type_${k}`, properties, traits }), origin(k * 3 + repeat));
+    const sourceId = `src_${'s'.repeat(36)}`;
+    let seq = 0;
+    // 16 properties of ~95 bytes fill a recent event's bytes; each type holds its newest 32 events.
+    const properties = Object.fromEntries(Array.from({ length: RECENT_PROPERTIES_KEPT }, (_, n) => [`p${String(n).padStart(2, '0')}`, 'v'.repeat(85)]));
+    for (let type = 0; type < EVENT_TYPES_KEPT; type++) {
+      for (let n = 0; n < RECENT_EVENTS_KEPT + 1; n++) applyEvent(doc, event({ timestamp: hour(n), type: `type_${type}`, properties }), { sourceId, party: 'first', seq: seq++ });
     }
-    expect(BSON.calculateObjectSize(doc)).toBeLessThan(8 * 1024 * 1024);
-    expect(doc.limited?.eventTypes).toBe(EVENT_TYPES_KEPT * 3);
+    // Tiny traits carry the most overhead (names twice, origins) for their bytes.
+    for (let batch = 0; batch < 40; batch++) {
+      const traits = Object.fromEntries(Array.from({ length: 500 }, (_, n) => [`t${batch * 500 + n}`, n]));
+      applyEvent(doc, event({ timestamp: hour(batch), traits }), { sourceId, party: 'first', seq: seq++ });
+    }
+    expect(doc.counters.type_0.recent?.[0].properties).toEqual(properties);
+    expect(doc.limited?.traits).toBeGreaterThan(0);
+    const bytes = BSON.serialize(doc).length;
+    expect(bytes).toBeLessThan(12 * 1024 * 1024);
+    expect(bytes).toBeGreaterThan(6 * 1024 * 1024); // the limits, not the test's events, are what bound it
   });
 
   it('ends alike whether the events are folded into one version or across several', () => {
