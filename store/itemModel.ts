@@ -1,6 +1,7 @@
 import { Binary, BSON, type Collection } from 'mongodb';
 import type { CooccurrenceState, ItemChange, ItemNeighbours } from '../domain/recommendations';
 import { findByIds, forEachConcurrently, replaceUnlessNewer, type Store } from './db';
+import { deflateSequence, inflateSequence } from './deflatedBson';
 import { VersionClaims } from './versionClaims';
 
 export const ITEM_MODEL_COLLECTIONS = {
@@ -61,6 +62,21 @@ export interface ItemChangesDoc {
   people: ItemChange[];
 }
 
+/**
+ * An item change record as stored: its people as a deflated sequence (see deflateSequence), each
+ * serialized on its own — thousands of people with dozens of long item names each pass what one
+ * BSON document holds. Records written before hold them as a field.
+ */
+export type StoredItemChanges = Pick<ItemChangesDoc, '_id' | 'at'> & ({ parts: Binary } | Pick<ItemChangesDoc, 'people'>);
+
+export function storedItemChanges({ _id, at, people }: ItemChangesDoc): StoredItemChanges {
+  return { _id, at, parts: deflateSequence(people) };
+}
+
+export function itemChangesDoc(stored: StoredItemChanges): ItemChangesDoc {
+  return 'parts' in stored ? { _id: stored._id, at: stored.at, people: inflateSequence<ItemChange>(stored.parts) } : stored;
+}
+
 export interface ItemModelHead {
   _id: 'current';
   buildId: string;
@@ -96,7 +112,7 @@ export class ItemModelStore {
   readonly chunks: Collection<ModelChunk>;
   readonly heads: Collection<ItemModelHead>;
   readonly states: Collection<StateChunk>;
-  readonly changes: Collection<ItemChangesDoc>;
+  readonly changes: Collection<StoredItemChanges>;
   private readonly builds: Collection<BuildUnderWay>;
   private readonly claims: VersionClaims;
 
@@ -104,19 +120,19 @@ export class ItemModelStore {
     this.chunks = store.db.collection<ModelChunk>(ITEM_MODEL_COLLECTIONS.chunks);
     this.heads = store.db.collection<ItemModelHead>(ITEM_MODEL_COLLECTIONS.head);
     this.states = store.db.collection<StateChunk>(ITEM_MODEL_COLLECTIONS.state);
-    this.changes = store.db.collection<ItemChangesDoc>(ITEM_MODEL_COLLECTIONS.changes);
+    this.changes = store.db.collection<StoredItemChanges>(ITEM_MODEL_COLLECTIONS.changes);
     this.builds = store.db.collection<BuildUnderWay>(ITEM_MODEL_COLLECTIONS.builds);
     this.claims = new VersionClaims(store);
   }
 
   /** Records a fold's item changes under its write group (a retry writes the same record). */
   async recordChanges(doc: ItemChangesDoc): Promise<void> {
-    await this.changes.replaceOne({ _id: doc._id }, doc, { upsert: true });
+    await this.changes.replaceOne({ _id: doc._id }, storedItemChanges(doc), { upsert: true });
   }
 
   /** Every change record not yet folded into a build, oldest first. A scan: the collection holds only those. */
   async pendingChanges(): Promise<ItemChangesDoc[]> {
-    const docs = await this.changes.find({}).toArray();
+    const docs = (await this.changes.find({}).toArray()).map(itemChangesDoc);
     return docs.sort((a, b) => a.at.getTime() - b.at.getTime() || (a._id < b._id ? -1 : 1));
   }
 

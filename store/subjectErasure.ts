@@ -3,7 +3,6 @@ import { namesSubject, eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, e
 import type { RetiredMarker } from '../domain/identitySplit';
 import type { StoredEvent } from '../domain/event';
 import type { SegmentSubject } from '../domain/profile';
-import type { ItemChange } from '../domain/recommendations';
 import { identityKey } from '../domain/identity';
 import { sampleRank } from '../domain/segments';
 import { COLLECTIONS, forEachConcurrently, type Store } from './db';
@@ -11,7 +10,7 @@ import { decodeEvents, encodeEvents } from './deflatedBson';
 import { EVENT_ID_FENCES, EventIdGenerations } from './eventIds';
 import { EXPIRED_PROFILES_COLLECTION, ExpiredProfiles } from './expiredProfiles';
 import { chunkId, eventIdKey, type StoredChunk } from './eventLog';
-import { ITEM_MODEL_COLLECTIONS } from './itemModel';
+import { ITEM_MODEL_COLLECTIONS, itemChangesDoc, storedItemChanges, type StoredItemChanges } from './itemModel';
 import type { MatchTableStore } from './matchTables';
 import { PartnerStore } from './partners';
 import { PRIVACY_COLLECTIONS } from './privacy';
@@ -242,11 +241,12 @@ export class SubjectErasure {
       if (rewritten) add(touched, SEGMENT_COLLECTIONS.changes, 1);
     }
     await this.sample(subject, touched);
-    const itemChanges = this.collection<{ _id: string; people: ItemChange[]; erasures?: number }>(ITEM_MODEL_COLLECTIONS.changes);
+    const itemChanges = this.collection<StoredItemChanges & { erasures?: number }>(ITEM_MODEL_COLLECTIONS.changes);
     for (const { _id } of await itemChanges.find({}, { projection: { _id: 1 } }).toArray()) {
-      const rewritten = await this.shared.rewrite(itemChanges, _id, (doc) => {
+      const rewritten = await this.shared.rewrite(itemChanges, _id, (stored) => {
+        const doc = itemChangesDoc(stored);
         const people = doc.people.filter((person) => !held.has(person.personId));
-        return people.length === doc.people.length ? null : { doc: { ...doc, people }, result: true };
+        return people.length === doc.people.length ? null : { doc: storedItemChanges({ ...doc, people }), result: true };
       });
       if (rewritten) add(touched, ITEM_MODEL_COLLECTIONS.changes, 1);
     }

@@ -65,4 +65,13 @@ describe('item model updates: a refresh never gets a full build under way droppe
     expect(await models.readState({ ...head, stateChunks })).toEqual(state);
     await models.drop({ buildId: 'long', chunks, stateChunks });
   });
+
+  it("keeps a fold's item changes of thousands of people with long item names, more than one BSON document holds before deflating", async () => {
+    const item = (n: number) => `https://shop.example/products/${n}/`.padEnd(120, 'x');
+    const people = Array.from({ length: 3_000 }, (_, p) => ({ personId: `p-many-${p}`, before: Array.from({ length: 30 }, (_, k) => item(p + k)), after: Array.from({ length: 30 }, (_, k) => item(p + k + 1)) }));
+    await models.recordChanges({ _id: 'g-many', at: new Date(0), people });
+    const [record] = (await models.pendingChanges()).filter((found) => found._id === 'g-many');
+    expect(record.people).toEqual(people);
+    await models.dropChanges(['g-many']);
+  });
 });
