@@ -121,8 +121,6 @@ export function createCollectionActivities(deps: CollectionDeps) {
     let full = false;
     for (;;) {
       if ('until' in limit ? batch.end >= limit.until : full || batch.events.length >= limit.maxEvents) {
-        // Reads ahead of a full batch are dropped (the next range reads them again); a failure of one is not this range's.
-        for (const read of ahead) read.catch(() => undefined);
         // A pending chunk right after a full batch says when to come back, as one met mid-batch does.
         const next = await log.readiness(sourceId, batch.end, pendingGraceMs);
         batch.more = next.ready;
@@ -131,7 +129,12 @@ export function createCollectionActivities(deps: CollectionDeps) {
       }
       if (ahead.length === 0) {
         const count = 'until' in limit ? Math.min(READ_AHEAD, limit.until - batch.end) : READ_AHEAD;
-        ahead = Array.from({ length: count }, (_, k) => log.read(sourceId, batch.end + k));
+        ahead = Array.from({ length: count }, (_, k) => {
+          const read = log.read(sourceId, batch.end + k);
+          // Handled here: reads a full batch drops (the next range reads them again) are never awaited.
+          read.catch(() => undefined);
+          return read;
+        });
       }
       const chunk = await (ahead.shift() as Promise<ReadChunk | null>);
       if (!chunk) break;

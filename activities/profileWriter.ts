@@ -360,7 +360,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       // groups that saved counts make due, so one interrupted leaves no count standing for versions it deleted.
       delete position.nextGroup;
       const carriedTo = await recordGroup(input.partition, position);
-      await compact(position, carriedTo, trustSince, result, Infinity, false, group);
+      await compact(position, carriedTo, trustSince, result, Infinity, false, group, 2 * groupsKept);
       if (position.groups[carriedTo].written === 0) delete position.groups[carriedTo];
     }
     result.compactionDue = dueShare(position, group, true) >= compactWhenIdleAt;
@@ -477,15 +477,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
 
   /**
    * The write groups other than `current` most of whose versions have been superseded (or may leave);
-   * and, while the partition holds more than `groupsKept`, the CROWDED_GROUPS_MERGED of fewest live
+   * and, while the partition holds more than `crowded` (see dueShare), the CROWDED_GROUPS_MERGED of fewest live
    * versions besides. Every fold of new visitors adds a group few versions of which are ever replaced,
    * and the position, one document, names them all: merged smallest first, a version is carried again
    * only when its group is among the smallest, so each is carried a few times at most.
    */
-  function dueGroups(position: PartitionPosition, current: string | null, purge: boolean, spare?: string): string[] {
+  function dueGroups(position: PartitionPosition, current: string | null, purge: boolean, spare?: string, crowded = groupsKept): string[] {
     const others = othersThan(position, current, spare);
     const due = others.filter(([, counts]) => removable(counts, purge) >= counts.written * compactAt).map(([group]) => group);
-    if (others.length <= groupsKept) return due;
+    if (others.length <= crowded) return due;
     const isDue = new Set(due);
     const smallest = others
       .filter(([group]) => !isDue.has(group))
@@ -503,7 +503,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    */
   function dueShare(position: PartitionPosition, current: string | null, purge: boolean, crowded = groupsKept): number {
     if (othersThan(position, current).length > crowded) return Infinity;
-    const waiting = dueGroups(position, current, purge).reduce((sum, group) => sum + removable(position.groups[group], purge), 0);
+    const waiting = dueGroups(position, current, purge, undefined, crowded).reduce((sum, group) => sum + removable(position.groups[group], purge), 0);
     if (waiting === 0) return 0;
     const live = Object.values(position.groups).reduce((sum, group) => sum + group.written - group.superseded, 0);
     return live > 0 ? waiting / live : Infinity;
@@ -812,8 +812,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     purge: boolean,
     /** A group left alone as well: a fold's own, just written. */
     spare?: string,
+    /** Groups past which the smallest are merged too (see dueShare). */
+    crowded = groupsKept,
   ): Promise<number> {
-    const groups = dueGroups(position, current, purge, spare).slice(0, maxGroups);
+    const groups = dueGroups(position, current, purge, spare, crowded).slice(0, maxGroups);
     for (const group of groups) {
       const members = await profiles.groupMembers(group);
       const newest = await profiles.load([...new Set(members.map((member) => member.profileId))], { trustSince });

@@ -23,16 +23,15 @@ export const RECENT_PROPERTIES_KEPT = 16;
  * A document's limits, so that it stays well within the 16 MB the store holds in one document
  * however its events are made (a trait name with a time in it, an event type per page): past them,
  * what would grow it is counted in `limited` instead of kept.
- * - Event types counted: the EVENT_TYPES_KEPT first by (encoded) name. A type past them is not
- *   counted (its event is applied otherwise); one that comes before them in name order takes the
- *   place of the last, whose count goes to `limited`. Which types are kept never depends on the
- *   order events come in: a rebuild keeps the same.
+ * - Event types counted: the first EVENT_TYPES_KEPT to come. An event of a type past them is
+ *   applied (identities, traits, consent) but not counted, so the types a profile has long held stay.
  * - The bytes of its traits (names, values as UTF-8, origins; see traitBytes): a new trait, or a
- *   larger value for one it holds, that would pass them is not kept. A safety valve far above what
- *   a profile holds: past it, which traits stay depends on the order events were folded in.
+ *   larger value for one it holds, that would pass them is not kept.
  * - The bytes of one recent event's properties: `item` (what recommendations read) first, then
  *   the others smallest first, each that fits.
- * Worst case about 1 MB of traits (~4 MB as stored, with their origins) and 150 × ~50 KB of counters.
+ * The first two are safety valves far above what a profile holds; past one, what stays depends on
+ * the order events were folded in (a late event, or a rebuild after an unlink, may keep others).
+ * Worst case under 12 MB a document: ~1 MB of traits (~4 MB as stored, with their origins) and 150 × ~50 KB of counters.
  */
 export const TRAIT_BYTES_KEPT = 1024 * 1024;
 export const EVENT_TYPES_KEPT = 150;
@@ -365,20 +364,9 @@ function countLimited(profile: Pick<ProfileDoc, 'limited'>, what: keyof Limited)
   profile.limited[what] = (profile.limited[what] ?? 0) + 1;
 }
 
-/**
- * Whether a document counts events of a type: it holds it, or holds fewer than EVENT_TYPES_KEPT, or
- * the type comes before the last it holds in name order — which then leaves, its count to `limited`.
- */
+/** Whether a document counts events of a type: it holds it, or holds fewer than EVENT_TYPES_KEPT. */
 function keepsType(profile: ProfileDoc, type: string): boolean {
-  if (Object.hasOwn(profile.counters, type)) return true;
-  const held = Object.keys(profile.counters);
-  if (held.length < EVENT_TYPES_KEPT) return true;
-  const last = held.reduce((max, key) => (key > max ? key : max));
-  if (type > last) return false;
-  profile.limited ??= {};
-  profile.limited.eventTypes = (profile.limited.eventTypes ?? 0) + profile.counters[last].count;
-  delete profile.counters[last];
-  return true;
+  return Object.hasOwn(profile.counters, type) || Object.keys(profile.counters).length < EVENT_TYPES_KEPT;
 }
 
 /** Whether a trait's new value keeps the document within TRAIT_BYTES_KEPT (it is then counted as held); else counted as limited. */

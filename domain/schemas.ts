@@ -313,7 +313,7 @@ export const ProfileSchema = z
     limited: z
       .object({
         traits: z.number().int().openapi({ description: 'Trait values not kept: a profile document holds about 1 MB of traits, and a new trait (or a larger value) past that is dropped' }),
-        eventTypes: z.number().int().openapi({ description: 'Events not counted: a profile document counts at most 150 event types, the first by name, and events of the others are applied (identities, traits, consent) but not counted' }),
+        eventTypes: z.number().int().openapi({ description: 'Events not counted: a profile document counts the first 150 event types to come, and events of other types are applied (identities, traits, consent) but not counted' }),
       })
       .openapi({ description: "What the profile's documents kept out to stay within a stored document's size; both 0 for almost every profile" }),
     segments: z.array(z.string()).openapi({ description: 'The segments it is a member of now (ids, sorted)' }),
