@@ -6,6 +6,7 @@ import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
 import { identityKey, type Identity } from './identity';
 import type { RetiredMarker } from './identitySplit';
 import type { ConsentPolicy, Party, ProfileView } from './schemas';
+import { compareText } from './text';
 
 /** Days of per-type behaviour kept on a profile: segment windows ("≥ 2 purchases in 30 days") read them. */
 export const BEHAVIOUR_DAYS = 90;
@@ -321,7 +322,7 @@ function isOrdered(events: RecentEvent[]): boolean {
 function keptProperties(properties: Record<string, unknown> | undefined): Record<string, unknown> {
   if (!properties) return {};
   const sized = Object.keys(properties).map((name) => ({ name, bytes: Buffer.byteLength(name) + valueBytes(properties[name]) }));
-  sized.sort((a, b) => Number(b.name === ITEM_PROPERTY) - Number(a.name === ITEM_PROPERTY) || a.bytes - b.bytes || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  sized.sort((a, b) => Number(b.name === ITEM_PROPERTY) - Number(a.name === ITEM_PROPERTY) || a.bytes - b.bytes || compareText(a.name, b.name));
   const kept: Record<string, unknown> = {};
   let left = RECENT_PROPERTY_BYTES;
   let count = 0;

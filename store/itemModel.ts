@@ -20,17 +20,19 @@ export const ITEM_MODEL_COLLECTIONS = {
 /** Pair counts per stored state chunk (16 bytes each: a chunk stays well under a document's 16 MB). */
 const PAIRS_PER_CHUNK = 400_000;
 
-/** The most a chunk's items (neighbour lists, or item names with their counts) take as BSON: item names are up to 1 KB each. */
+/** The most a chunk's neighbour lists take as BSON: item names are up to 1 KB each. */
 const CHUNK_BYTES = 8 * 1024 * 1024;
+/** The most a state chunk's item names and their people take: beside up to PAIRS_PER_CHUNK pairs (6.4 MB). */
+const STATE_NAME_BYTES = 4 * 1024 * 1024;
 
-/** Cuts `items` into runs whose sizes add up to at most CHUNK_BYTES each (one item at least): their [start, end) ranges. */
-function rangesBySize<T>(items: readonly T[], size: (item: T) => number): Array<[number, number]> {
+/** Cuts `items` into runs whose sizes add up to at most `limit` each (one item at least): their [start, end) ranges. */
+function rangesBySize<T>(items: readonly T[], size: (item: T) => number, limit: number): Array<[number, number]> {
   const ranges: Array<[number, number]> = [];
   let start = 0;
   let bytes = 0;
   items.forEach((item, index) => {
     const itemBytes = size(item);
-    if (index > start && bytes + itemBytes > CHUNK_BYTES) {
+    if (index > start && bytes + itemBytes > limit) {
       ranges.push([start, index]);
       start = index;
       bytes = 0;
@@ -146,7 +148,7 @@ export class ItemModelStore {
    * pair counts, and the item names with their people, are each spread over the chunks in order.
    */
   async writeState(buildId: string, state: CooccurrenceState): Promise<number> {
-    const names = rangesBySize(state.names, (name) => Buffer.byteLength(name) + 24);
+    const names = rangesBySize(state.names, (name) => Buffer.byteLength(name) + 24, STATE_NAME_BYTES);
     const parts = Math.max(1, Math.ceil(state.pairs.length / 2 / PAIRS_PER_CHUNK), names.length);
     await forEachConcurrently(
       Array.from({ length: parts }, (_, n) => n),
@@ -187,7 +189,7 @@ export class ItemModelStore {
 
   /** Writes a build's neighbour lists in chunks of at most CHUNK_BYTES (the same ids again on a retry); returns how many. */
   async writeChunks(buildId: string, neighbours: ItemNeighbours[]): Promise<number> {
-    const ranges = rangesBySize(neighbours, (item) => BSON.calculateObjectSize(item) + 16);
+    const ranges = rangesBySize(neighbours, (item) => BSON.calculateObjectSize(item) + 16, CHUNK_BYTES);
     await forEachConcurrently(
       ranges.map(([from, to], n) => ({ n, items: neighbours.slice(from, to) })),
       4,

@@ -6,6 +6,7 @@ import type { StoredEvent } from '../domain/event';
 import type { HeldEvent } from '../domain/identitySplit';
 import { hasApplied, type ProfileDoc } from '../domain/profile';
 import type { Party } from '../domain/schemas';
+import { compareText } from '../domain/text';
 import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
 import { decodeEvents, encodeEvents, type ExtendedEvent } from './deflatedBson';
 import { SharedRewrites } from './sharedRewrites';
@@ -47,8 +48,6 @@ function movedPieces(events: HeldEvent[]): HeldEvent[][] {
   }
   return pieces;
 }
-
-const compareText = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
  * One source batch's events for one partition. Every batch writes one for every partition (empty
