@@ -60,10 +60,16 @@ describe('a fold under way when an erasure begins', () => {
     try {
       await ensureSourceWorkflow(temporal, { _id: sourceId, kind: 'events', party: 'first' }, { ...baseConfig, DMP_TASK_QUEUE: taskQueue });
       await waitFor('the first events folded', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= 600, 120_000);
-      const recordedBefore = await findResidue(store.db, (await store.db.collection<{ profileId: string }>(COLLECTIONS.profiles).find({}).toArray()).map((doc) => doc.profileId));
+      // A fold records its changes just after saving its position (which the count above reads): waited for.
+      const recorded = async () => findResidue(store.db, (await store.db.collection<{ profileId: string }>(COLLECTIONS.profiles).find({}).toArray()).map((doc) => doc.profileId));
+      const namedIn = (found: Awaited<ReturnType<typeof recorded>>, collection: string) => found.some((residue) => residue.collection === collection);
+      const recordedBefore = await waitFor('the first folds to record their changes', async () => {
+        const found = await recorded();
+        return namedIn(found, SEGMENT_COLLECTIONS.changes) && namedIn(found, ITEM_MODEL_COLLECTIONS.changes) ? found : null;
+      }, 30_000, 200).catch(() => recorded());
       // Both kinds of record name the people they concern: what an erased one must not be named in.
-      expect(recordedBefore.some((found) => found.collection === SEGMENT_COLLECTIONS.changes)).toBe(true);
-      expect(recordedBefore.some((found) => found.collection === ITEM_MODEL_COLLECTIONS.changes)).toBe(true);
+      expect(namedIn(recordedBefore, SEGMENT_COLLECTIONS.changes)).toBe(true);
+      expect(namedIn(recordedBefore, ITEM_MODEL_COLLECTIONS.changes)).toBe(true);
 
       armed = true;
       await appendToLog(store, sourceId, events(1), 200);
