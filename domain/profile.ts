@@ -14,8 +14,8 @@ export const BEHAVIOUR_DAYS = 90;
 /**
  * Per event type, the newest events kept with their properties, for segment rules that filter on
  * properties ("a purchase with category shoes in 30 days"): at most RECENT_EVENTS_KEPT events, within
- * BEHAVIOUR_DAYS of the type's last event, each with at most RECENT_PROPERTIES_KEPT properties (the
- * first by name). A filtered count therefore counts among these events only.
+ * BEHAVIOUR_DAYS of the type's last event, each with at most RECENT_PROPERTIES_KEPT properties (see
+ * keptProperties). A filtered count therefore counts among these events only.
  */
 export const RECENT_EVENTS_KEPT = 32;
 export const RECENT_PROPERTIES_KEPT = 16;
