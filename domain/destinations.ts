@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
+import { rangesBySize, storedStringBytes } from './bySize';
 import { usOptedOut, vendorConsented, type TcfRestriction } from './consent';
 import { identityKey, PARTNER_ID, uid2Of, type Identity } from './identity';
 import type { ProfileConsent, ProfileDoc } from './profile';
@@ -563,12 +564,19 @@ function touchedBy(batches: readonly BatchOutcome[], pick: (batch: BatchOutcome)
   return sorted;
 }
 
-/** Cuts a segment's changes into batches of at most `size` ids: removes first (who left or withdrew consent goes before anyone is added), then adds. */
-export function toBatches(adds: readonly string[], removes: readonly string[], size: number): Array<{ adds: string[]; removes: string[] }> {
-  const batches: Array<{ adds: string[]; removes: string[] }> = [];
-  for (let i = 0; i < removes.length; i += size) batches.push({ adds: [], removes: removes.slice(i, i + size) });
-  for (let i = 0; i < adds.length; i += size) batches.push({ adds: adds.slice(i, i + size), removes: [] });
-  return batches;
+/**
+ * The most a batch's ids take (UTF-8, as stored): ids are up to 512 characters, so a batch of a
+ * connector's largest size could otherwise pass what a stored document or a partner's request holds.
+ */
+export const BATCH_ID_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Cuts a segment's changes into batches of at most `size` ids and BATCH_ID_BYTES of them: removes
+ * first (who left or withdrew consent goes before anyone is added), then adds.
+ */
+export function toBatches(adds: readonly string[], removes: readonly string[], size: number, bytes = BATCH_ID_BYTES): Array<{ adds: string[]; removes: string[] }> {
+  const cut = (ids: readonly string[]) => (ids.length === 0 ? [] : rangesBySize(ids, storedStringBytes, bytes, size).map(([from, to]) => ids.slice(from, to)));
+  return [...cut(removes).map((ids) => ({ adds: [], removes: ids })), ...cut(adds).map((ids) => ({ adds: ids, removes: [] }))];
 }
 
 /** Deterministic export ids: one per destination and window (the second it was asked for, or the scheduled time). */

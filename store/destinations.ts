@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Binary, BSON, type Collection } from 'mongodb';
 import { DestinationConsentSchema, type DestinationConsent, type ExportState, type IdType, type PartnerState, type SegmentExport } from '../domain/destinations';
+import { rangesBySize, storedStringBytes } from '../domain/bySize';
 import type { SegmentSchedule } from '../domain/segments';
 import { deleteByIds, findByIds, forEachConcurrently, idsByOwner, insertKeyed, type Store } from './db';
 import { ScheduleSyncs, type ScheduleSyncMark } from './scheduleSyncs';
@@ -172,8 +173,9 @@ interface StoredBinary {
   body: Binary;
 }
 
-/** Ids per stored partner-state chunk: ~65 bytes an id at most, so a chunk stays a few megabytes. */
+/** Ids per stored partner-state chunk, and the most their text takes (ids are up to 512 characters): a chunk stays a few megabytes. */
 const STATE_CHUNK = 50_000;
+const STATE_CHUNK_BYTES = 4 * 1024 * 1024;
 
 export function newDestinationId(): string {
   return `dst_${randomBytes(8).toString('hex')}`;
@@ -489,19 +491,18 @@ export class DestinationStore {
 
   /** Writes a segment's new partner state under the export that made it; a retry writes the same ids. */
   async writeState(destinationId: string, segmentId: string, exportId: string, state: PartnerState): Promise<HeldState> {
-    const chunks = Math.max(1, Math.ceil((state.held.length + state.uncertain.length) / STATE_CHUNK));
-    // Each chunk holds a slice of both lists; readers concatenate them in order, which keeps them sorted.
-    const heldPer = Math.ceil(state.held.length / chunks);
-    const uncertainPer = Math.ceil(state.uncertain.length / chunks);
+    // The held ids' chunks, then the uncertain ones': readers concatenate each list in chunk order, which keeps it sorted.
+    const cut = (ids: string[]) => (ids.length === 0 ? [] : rangesBySize(ids, storedStringBytes, STATE_CHUNK_BYTES, STATE_CHUNK).map(([from, to]) => ids.slice(from, to)));
+    const bodies: PartnerState[] = [...cut(state.held).map((held) => ({ held, uncertain: [] })), ...cut(state.uncertain).map((uncertain) => ({ held: [], uncertain }))];
+    if (bodies.length === 0) bodies.push({ held: [], uncertain: [] });
     await forEachConcurrently(
-      Array.from({ length: chunks }, (_, n) => n),
+      bodies.map((body, n) => ({ body, n })),
       4,
-      async (n) => {
-        const body = { held: state.held.slice(n * heldPer, (n + 1) * heldPer), uncertain: state.uncertain.slice(n * uncertainPer, (n + 1) * uncertainPer) };
+      async ({ body, n }) => {
         await this.partnerState.replaceOne({ _id: stateChunkId(destinationId, segmentId, exportId, n) }, { body: new Binary(BSON.serialize(body)) }, { upsert: true });
       },
     );
-    return { exportId, chunks, ids: state.held.length, uncertain: state.uncertain.length };
+    return { exportId, chunks: bodies.length, ids: state.held.length, uncertain: state.uncertain.length };
   }
 
   async dropState(destinationId: string, segmentId: string, held: HeldState): Promise<void> {

@@ -1,4 +1,5 @@
 import { Binary, BSON, type Collection } from 'mongodb';
+import { rangesBySize } from '../domain/bySize';
 import type { CooccurrenceState, ItemChange, ItemNeighbours } from '../domain/recommendations';
 import { findByIds, forEachConcurrently, replaceUnlessNewer, type Store } from './db';
 import { deflateSequence, inflateSequence } from './deflatedBson';
@@ -24,24 +25,6 @@ const PAIRS_PER_CHUNK = 400_000;
 const CHUNK_BYTES = 8 * 1024 * 1024;
 /** The most a state chunk's item names and their people take: beside up to PAIRS_PER_CHUNK pairs (6.4 MB). */
 const STATE_NAME_BYTES = 4 * 1024 * 1024;
-
-/** Cuts `items` into runs whose sizes add up to at most `limit` each (one item at least): their [start, end) ranges. */
-function rangesBySize<T>(items: readonly T[], size: (item: T) => number, limit: number): Array<[number, number]> {
-  const ranges: Array<[number, number]> = [];
-  let start = 0;
-  let bytes = 0;
-  items.forEach((item, index) => {
-    const itemBytes = size(item);
-    if (index > start && bytes + itemBytes > limit) {
-      ranges.push([start, index]);
-      start = index;
-      bytes = 0;
-    }
-    bytes += itemBytes;
-  });
-  if (start < items.length || ranges.length === 0) ranges.push([start, items.length]);
-  return ranges;
-}
 
 interface BuildUnderWay {
   _id: string;

@@ -163,4 +163,14 @@ describe('a destination’s export turns and what its exports record beside it',
     expect(written.chunks).toBeGreaterThan(2);
     expect(await destinations.readState('dst_state', 'seg_a', written)).toEqual(state);
   });
+
+  it('keeps each chunk of a partner state of long ids a few megabytes: 40,000 ids of 512 characters (20 MB) store and read back', async () => {
+    // Ids are up to 512 characters; 50,000 a chunk by count alone would be 25 MB, more than a document holds.
+    const held = Array.from({ length: 40_000 }, (_, n) => `${String(n).padStart(6, '0')}${'c'.repeat(506)}`);
+    const state = { held, uncertain: held.slice(0, 3).map((id) => `${id}-u`) };
+    const written = await destinations.writeState('dst_long', 'seg_a', 'exp_long', state);
+    expect(written).toMatchObject({ ids: 40_000, uncertain: 3 });
+    expect(written.chunks).toBeGreaterThanOrEqual(6);
+    expect(await destinations.readState('dst_long', 'seg_a', written)).toEqual(state);
+  });
 });

@@ -2,6 +2,7 @@ import { createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { z } from 'zod';
+import { BSON } from 'mongodb';
 import { type ExportBatch } from '../../connectors/connector';
 import { DeliveryError, Outbound, retryAfterMs, urlRefusal } from '../../connectors/outbound';
 import { CONNECTORS } from '../../connectors/registry';
@@ -26,6 +27,7 @@ import {
   packFacts,
   PatchDestinationRequestSchema,
   toBatches,
+  BATCH_ID_BYTES,
   withoutSecrets,
   type ExportFacts,
   type ExportPolicy,
@@ -119,6 +121,18 @@ describe('toBatches', () => {
   it('makes no batch of nothing', () => {
     expect(toBatches([], [], 10)).toEqual([]);
     expect(toBatches([], ['x'], 10)).toEqual([{ adds: [], removes: ['x'] }]);
+  });
+
+  it('keeps a batch of long ids within BATCH_ID_BYTES, so a stored batch and a partner request stay bounded', () => {
+    // 50,000 ids of 512 characters, a webhook's largest batch: 25 MB of ids in one batch before.
+    const adds = Array.from({ length: 50_000 }, (_, n) => `${String(n).padStart(6, '0')}${'x'.repeat(506)}`);
+    const batches = toBatches(adds, [], 50_000);
+    expect(batches.length).toBeGreaterThan(1);
+    for (const batch of batches) expect(BSON.calculateObjectSize(batch)).toBeLessThanOrEqual(BATCH_ID_BYTES + 1024);
+    expect(batches.flatMap((batch) => batch.adds)).toEqual(adds);
+    // Multi-byte characters count as their UTF-8 bytes.
+    const wide = Array.from({ length: 10 }, (_, n) => `${n}${'é'.repeat(99)}`);
+    expect(toBatches(wide, [], 10, 1000).map((batch) => batch.adds.length)).toEqual([4, 4, 2]);
   });
 });
 
