@@ -22,7 +22,7 @@ import { crmImportWorkflowId, destinationExportWorkflowId, feedPullWorkflowId, i
 import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import { matchLimits } from '../domain/partners';
-import { expiryPartId, ProfileExpiries, type ExpiryDoc, type ExpiryPartDoc } from '../store/profileExpiries';
+import { expiryPartId, ProfileExpiries, type ExpiryPartDoc } from '../store/profileExpiries';
 import {
   deleteDestinationSchedule,
   deleteFeedSchedule,
@@ -163,8 +163,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
             done: false,
           };
         });
-        const expiry: ExpiryDoc = { _id: input.expiryId, cutoff, plannedAt: at, people: planned, partitions, links: [...links] };
-        await expiries.plan(expiry, parts);
+        await expiries.plan({ _id: input.expiryId, cutoff, plannedAt: at, people: planned, partitions }, parts, [...links]);
         return { expiryId: input.expiryId, partitions, people: planned, documents: parts.reduce((sum, part) => sum + part.docs.length, 0) };
       });
     },
@@ -197,14 +196,16 @@ export function createRetentionActivities(deps: RetentionDeps) {
           result.identitiesReleased += part.identities;
         }
         const stores = peoplePassStores(deps.store);
-        for (const id of expiry.links) {
-          const link = await stores.identities.links.findOne({ _id: id });
-          if (!link) continue;
-          const ends = await Promise.all(link.profiles.map((end) => stores.profiles.get(end)));
-          if (!ends.every(isExpired)) continue;
-          await stores.identities.removeLinks([id]);
-          result.linksRemoved++;
-          heartbeat({ linksRemoved: result.linksRemoved });
+        for await (const links of expiries.links(expiry)) {
+          for (const id of links) {
+            const link = await stores.identities.links.findOne({ _id: id });
+            if (!link) continue;
+            const ends = await Promise.all(link.profiles.map((end) => stores.profiles.get(end)));
+            if (!ends.every(isExpired)) continue;
+            await stores.identities.removeLinks([id]);
+            result.linksRemoved++;
+            heartbeat({ linksRemoved: result.linksRemoved });
+          }
         }
         await expiries.forget(expiry);
         return result;

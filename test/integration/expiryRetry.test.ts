@@ -52,8 +52,9 @@ describe('a partition writer interrupted while it expires inactive documents', (
     const expiryId = uniqueName('x');
     const cutoff = new Date('2026-04-01T00:00:00Z');
     await expiries.plan(
-      { _id: expiryId, cutoff, plannedAt: new Date(), people: 2, partitions: [PARTITION], links: [] },
+      { _id: expiryId, cutoff, plannedAt: new Date(), people: 2, partitions: [PARTITION] },
       [{ _id: expiryPartId(expiryId, PARTITION), expiryId, partition: PARTITION, cutoff, docs: [gone, kept, changed].sort(), versions: [0, 0, 0], next: 0, expired: 0, skipped: 0, identities: 0, done: false }],
+      [],
     );
     // `changed` gets a new version after it was planned (an event from long ago, folded before the expiry): it is no longer what was planned.
     const later = await route(changed, [{ type: 'cookie_id', value: `ck-${changed}` }], LONG_AGO, false);
