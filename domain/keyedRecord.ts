@@ -3,12 +3,51 @@ import { z } from 'zod';
 
 extendZodWithOpenApi(z);
 
+const PROTO = '__proto__';
+
 /**
- * A record whose document states its keys too (OpenAPI 3.1 `propertyNames`): the generator shows
- * only the values' schema, which let a request the document allowed (an empty column name) be refused.
+ * A record of client-chosen names, parsed as zod parses a record, except that a key named
+ * `__proto__` is kept (checked like any other, as a plain own key): zod leaves it out, which
+ * dropped such a trait from an accepted event without a word.
+ *
+ * Its document states its keys too (OpenAPI 3.1 `propertyNames`): the generator shows only the
+ * values' schema, which let a request the document allowed (an empty column name) be refused.
  */
-export function keyedRecord<V extends z.ZodType>(key: z.ZodString, value: V) {
+export function keyedRecord<K extends z.ZodString, V extends z.ZodType>(key: K, value: V) {
+  const record = z.record(key, value);
   const { $schema: _, ...propertyNames } = z.toJSONSchema(key);
-  // `propertyNames` is OpenAPI 3.1; the metadata type knows 3.0's fields only.
-  return z.record(key, value).openapi({ ...({ propertyNames } as object) });
+  const { $schema: __, ...values } = z.toJSONSchema(value, { io: 'input', unrepresentable: 'any' });
+  // The `__proto__` entry of the record being parsed, checked, until the record's other entries are.
+  // Parsing is synchronous and one record's values hold no record of this schema, so the entry set
+  // before a record's entries are parsed is that record's; each record sets it afresh.
+  let carried: { value: z.output<V> } | null = null;
+  return z
+    .unknown()
+    .transform((input, ctx) => {
+      carried = null;
+      // Most records hold no such key: passed on as they are, at the cost of one test.
+      if (typeof input !== 'object' || input === null || !Object.hasOwn(input, PROTO)) return input;
+      const rest: Record<string, unknown> = {};
+      for (const name of Object.keys(input)) if (name !== PROTO) rest[name] = (input as Record<string, unknown>)[name];
+      const name = key.safeParse(PROTO);
+      const kept = value.safeParse((input as Record<string, unknown>)[PROTO]);
+      if (name.success && kept.success) {
+        carried = { value: kept.data };
+        return rest;
+      }
+      // Any issue here stops the pipe before the other entries are checked: they are checked here, so every issue is told.
+      const raise = (issues: readonly z.core.$ZodIssue[], under: PropertyKey[] = []) => ctx.issues.push(...issues.map((issue) => ({ ...issue, path: [...under, ...issue.path] }) as z.core.$ZodRawIssue));
+      const others = record.safeParse(rest);
+      if (!others.success) raise(others.error.issues);
+      if (!name.success) ctx.issues.push({ code: 'invalid_key', origin: 'record', issues: name.error.issues, path: [PROTO], input: PROTO, message: 'Invalid key in record' });
+      if (!kept.success) raise(kept.error.issues, [PROTO]);
+      return z.NEVER;
+    })
+    .pipe(record)
+    .transform((record) => {
+      if (carried) Object.defineProperty(record, PROTO, { value: carried.value, enumerable: true, writable: true, configurable: true });
+      carried = null;
+      return record;
+    })
+    .openapi({ type: 'object', ...({ additionalProperties: values, propertyNames } as object) });
 }

@@ -20,6 +20,7 @@ export const MappingFields = {
   traits: keyedRecord(ColumnName, TraitName)
     .default({})
     .openapi({
+      default: {},
       description:
         'Column → trait name, e.g. `{"Tier": "loyalty_tier"}`; other columns are ignored. A column mapped as a raw `email` or `phone` cannot also be a trait; a trait named `email` or `phone` becomes that identity, hashed, unless the mapping has one of that kind (a value that is none refuses the row). Email addresses in other traits, and phone numbers in phone-named ones, are stored as `(redacted)`.',
     }),

@@ -150,8 +150,8 @@ describe('bad input is refused with a 4xx problem naming the field, and stores n
     expect(await counts()).toEqual(before);
   });
 
-  it('keeps the columns a mapping names as sent, `.` and `$` included', async () => {
-    const traits = { 'Unit.Price': 'price', $cost: 'cost', '50%': 'half' };
+  it('keeps the columns a mapping names as sent, `.`, `$` and `__proto__` included', async () => {
+    const traits = JSON.parse('{"Unit.Price": "price", "$cost": "cost", "50%": "half", "__proto__": "proto"}') as Record<string, string>;
     const created = await call(`${api.url}/v1/sources`, { key: api.adminKey, body: { name: 'crm dotted', kind: 'crm', party: 'first', mapping: { identities: { crm_id: 'id' }, traits } } });
     expect(created.status).toBe(201);
     expect((await call(`${api.url}/v1/sources/${created.body.id}`, { key: api.adminKey })).body.mapping.traits).toEqual(traits);

@@ -22,7 +22,7 @@ describe('the links an expiry plan names', () => {
     for await (const links of expiries.links(expiry!)) chunks.push(links);
     return chunks;
   };
-  const stored = (expiryId: string) => store.db.collection(PROFILE_EXPIRY_COLLECTION).countDocuments({ _id: { $regex: `^${expiryId}` } });
+  const stored = (expiryId: string) => store.db.collection<{ _id: string }>(PROFILE_EXPIRY_COLLECTION).countDocuments({ _id: { $regex: `^${expiryId}` } });
 
   it('plans 160,000 links of 150 characters (24 MB, more than a document holds) and reads them all back in order', async () => {
     const expiries = new ProfileExpiries(store);

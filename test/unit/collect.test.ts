@@ -299,6 +299,19 @@ describe('prepareEvents: rejected events', () => {
     expect(pathsOf(result, 0).sort()).toEqual(['identities.cookie_id', 'timestamp', 'traits.score', 'type']);
   });
 
+  it('keeps a trait or property named __proto__ as a plain field, and checks its value like any other', () => {
+    const event = JSON.parse('{"type": "page_view", "identities": {"cookie_id": "c-1"}, "traits": {"__proto__": "gold", "plan": "a"}, "properties": {"__proto__": 3}}');
+    const result = prepareEvents([event], OPTIONS);
+    expect(result.rejected).toEqual([]);
+    const { traits, properties } = result.accepted[0].event;
+    expect(Object.entries(traits ?? {})).toEqual([['plan', 'a'], ['__proto__', 'gold']]);
+    expect(Object.entries(properties ?? {})).toEqual([['__proto__', 3]]);
+    expect(Object.getPrototypeOf(traits)).toBe(Object.prototype);
+
+    const refused = prepareEvents([JSON.parse('{"type": "x", "identities": {"cookie_id": "c"}, "traits": {"__proto__": {"nested": 1}, "score": {"n": 2}}}')], OPTIONS);
+    expect(pathsOf(refused, 0).sort()).toEqual(['traits.__proto__', 'traits.score']);
+  });
+
   it('reports a body that is not an object at "(body)"', () => {
     const result = prepareEvents(['not an event', null, 42], OPTIONS);
     expect(result.accepted).toEqual([]);
