@@ -16,7 +16,7 @@ import { PartnerStore } from './partners';
 import { PRIVACY_COLLECTIONS } from './privacy';
 import { ProfileStore, type StoredVersion } from './profiles';
 import { ProfileEventLog, type RoutedBatchDoc, type RoutedEvent } from './profileEvents';
-import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, storedChange, type StoredChange, type RunChunk, type RunDoc } from './segmentRuns';
+import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, runOfStored, storedChange, storedRun, type StoredChange, type StoredRun, type RunChunk, type RunDoc } from './segmentRuns';
 import { SegmentStore } from './segments';
 import { SharedRewrites } from './sharedRewrites';
 import type { UnlinkDoc } from './identityUnlinks';
@@ -229,7 +229,7 @@ export class SubjectErasure {
         continue;
       }
       if (run.chunks.length === 0) continue;
-      if (await this.snapshot(runs, run as RunDoc, ids)) add(touched, SEGMENT_COLLECTIONS.runs, 1);
+      if (await this.snapshot(runs, runOfStored(run) as RunDoc, ids)) add(touched, SEGMENT_COLLECTIONS.runs, 1);
     }
     const changes = this.collection<StoredChange & { erasures?: number }>(SEGMENT_COLLECTIONS.changes);
     for (const { _id } of await changes.find({}, { projection: { _id: 1 } }).toArray()) {
@@ -392,12 +392,13 @@ export class SubjectErasure {
       rewritten.set(n, { first: chunk.ids[0] ?? boundary!, last: chunk.ids[chunk.ids.length - 1] ?? boundary!, counts: memberCounts(chunk) });
     }
     if (rewritten.size === 0) return false;
-    const index = await this.shared.rewrite(runs.runs as Collection<RunDoc & { erasures?: number }>, run._id, (current) => {
+    const index = await this.shared.rewrite(runs.runs as Collection<StoredRun & { erasures?: number }>, run._id, (stored) => {
+      const current = runOfStored(stored);
       if (current.chunks.length !== run.chunks.length) return null; // its chunks were let go meanwhile
       const next = current.chunks.map((chunk, n) => rewritten.get(n) ?? chunk);
       const members = Object.fromEntries(current.segments.map((segment, i) => [segment.id, next.reduce((sum, chunk) => sum + (chunk.counts[i] ?? 0), 0)]));
       const changed = Object.fromEntries(Object.entries(members).filter(([id, size]) => current.members[id] !== size));
-      return { doc: { ...current, chunks: next, members }, result: changed };
+      return { doc: storedRun({ ...current, chunks: next, members }), result: changed };
     });
     // Segments reading this run count its members without the subject: the size its run state holds
     // (and, for segments stored before run states were kept apart, their own record of it).

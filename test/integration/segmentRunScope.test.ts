@@ -1,5 +1,5 @@
 import { COLLECTIONS, type Store } from '../../store/db';
-import { prepareRun, SegmentRunStore } from '../../store/segmentRuns';
+import { prepareRun, runOfStored, SegmentRunStore } from '../../store/segmentRuns';
 import { SegmentStore } from '../../store/segments';
 import { segmentDoc } from '../support/segmentFixtures';
 import { testStore } from '../support/services';
@@ -48,7 +48,7 @@ describe('the segments a run holds', () => {
     // same second are ordered by id, not by when they were asked for.
     const latest = await prepareRun(segments, runs, new Date(Date.now() + 10_000), new Date(), ['other']);
     expect(latest.segments.map((s) => s.id).sort()).toEqual(['alone', 'base', 'other', 'target', 'unrelated', 'uses-target', 'uses-user']);
-    const running = await runs.runs.find({ state: 'running' }).toArray();
+    const running = (await runs.runs.find({ state: 'running' }).toArray()).map(runOfStored);
     const supersededBy = await Promise.all(running.filter((run) => run._id !== latest._id).map((run) => runs.supersededBy(run)));
     for (const run of running) await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
     expect(supersededBy).toEqual([latest._id, latest._id]);
@@ -110,6 +110,6 @@ describe('the segments a run holds', () => {
     for (const id of burst) await scopeOf([id], true);
     // Past a few dozen segments they are read at once, but the run still holds only these.
     expect(await scopeOf(['unrelated'])).toEqual([...burst, 'base', 'unrelated'].sort());
-    for (const run of await runs.runs.find({ state: 'running' }).toArray()) await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
+    for (const run of (await runs.runs.find({ state: 'running' }).toArray()).map(runOfStored)) await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
   });
 });
