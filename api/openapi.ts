@@ -410,10 +410,13 @@ export function buildOpenApiDocument(config: DocumentConfig) {
   registerPersonalizationPaths(parts);
   registerPrivacyPaths(parts);
 
-  const document = new OpenApiGeneratorV31(registry.definitions).generateDocument({
-    openapi: '3.1.0',
-    info: { title: 'DMP API', version: '0.1.0', description: 'Collection, sources, profiles, segments and destinations of the Data Management Platform' },
-  });
+  // A copy: the generator's nodes can be the schemas' own metadata objects, which the marking below would change for every later document.
+  const document = structuredClone(
+    new OpenApiGeneratorV31(registry.definitions).generateDocument({
+      openapi: '3.1.0',
+      info: { title: 'DMP API', version: '0.1.0', description: 'Collection, sources, profiles, segments and destinations of the Data Management Platform' },
+    }),
+  );
   documentCommonProblems(document, admin.name);
   documentNulRefusal(document);
   return document;

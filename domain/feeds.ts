@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { FieldError } from './collect';
+import { setOwn } from './fieldNames';
 import { INPUT_IDENTITY_TYPES, type InputIdentityType, partnerUserIdProblem } from './identity';
 import type { EventInput } from './schemas';
 import { SegmentScheduleSchema } from './segments';
@@ -356,13 +357,13 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
   const traits: Record<string, string | string[]> = {};
   for (const { trait, index } of columns.traits) {
     const value = fields[index].trim();
-    if (value !== '') traits[trait] = value;
+    if (value !== '') setOwn(traits, trait, value);
   }
   if (columns.taxonomy) {
     const { trait, index, separator } = columns.taxonomy;
     const ids = [...new Set(fields[index].split(separator).map((id) => id.trim()).filter((id) => id !== ''))];
     if (ids.length > FLAT_LIST_MAX) return { errors: [{ path: columns.taxonomy.column, message: `holds ${ids.length} segment ids; a profile keeps at most ${FLAT_LIST_MAX} of a provider's` }] };
-    if (ids.length > 0) traits[trait] = ids;
+    if (ids.length > 0) setOwn(traits, trait, ids);
   }
   const event: EventInput = { id: feedRowEventId(fields, columns), type: columns.eventType, identities };
   if (Object.keys(traits).length > 0) event.traits = traits;

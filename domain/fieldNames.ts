@@ -25,12 +25,17 @@ export function decodeFieldName(key: string): string {
  */
 function renameKeys<T>(record: Record<string, T>, rename: (key: string) => string): Record<string, T> {
   const renamed: Record<string, T> = {};
-  for (const key of Object.keys(record)) {
-    const name = rename(key);
-    if (name === '__proto__') Object.defineProperty(renamed, name, { value: record[key], enumerable: true, writable: true, configurable: true });
-    else renamed[name] = record[key];
-  }
+  for (const key of Object.keys(record)) setOwn(renamed, rename(key), record[key]);
   return renamed;
+}
+
+/**
+ * Assigns a plain own property even for the name `__proto__`, the one accessor plain objects inherit
+ * (any other name assigns an own property; defining each was several times slower).
+ */
+export function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
+  if (key === '__proto__') Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
+  else record[key] = value;
 }
 
 export function encodeKeys<T>(record: Record<string, T>): Record<string, T> {

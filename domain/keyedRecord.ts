@@ -17,22 +17,22 @@ export function keyedRecord<K extends z.ZodString, V extends z.ZodType>(key: K, 
   const record = z.record(key, value);
   const { $schema: _, ...propertyNames } = z.toJSONSchema(key);
   const { $schema: __, ...values } = z.toJSONSchema(value, { io: 'input', unrepresentable: 'any' });
-  // The `__proto__` entry of the record being parsed, checked, until the record's other entries are.
-  // Parsing is synchronous and one record's values hold no record of this schema, so the entry set
-  // before a record's entries are parsed is that record's; each record sets it afresh.
-  let carried: { value: z.output<V> } | null = null;
+  // A record's checked `__proto__` entry, from the step that takes it out to the step that puts it
+  // back once zod has parsed the others. Keyed by the parse's list of issues, which zod hands from
+  // each step of a pipe to the next: one record's parse, whatever else is parsed in between.
+  const carried = new WeakMap<object, z.output<V>>();
   return z
     .unknown()
     .transform((input, ctx) => {
-      carried = null;
       // Most records hold no such key: passed on as they are, at the cost of one test.
       if (typeof input !== 'object' || input === null || !Object.hasOwn(input, PROTO)) return input;
       const rest: Record<string, unknown> = {};
       for (const name of Object.keys(input)) if (name !== PROTO) rest[name] = (input as Record<string, unknown>)[name];
       const name = key.safeParse(PROTO);
-      const kept = value.safeParse((input as Record<string, unknown>)[PROTO]);
-      if (name.success && kept.success) {
-        carried = { value: kept.data };
+      // As zod's record does, a value is checked only under a key it takes.
+      const kept = name.success ? value.safeParse((input as Record<string, unknown>)[PROTO]) : null;
+      if (kept?.success) {
+        carried.set(ctx.issues, kept.data);
         return rest;
       }
       // Any issue here stops the pipe before the other entries are checked: they are checked here, so every issue is told.
@@ -40,13 +40,12 @@ export function keyedRecord<K extends z.ZodString, V extends z.ZodType>(key: K, 
       const others = record.safeParse(rest);
       if (!others.success) raise(others.error.issues);
       if (!name.success) ctx.issues.push({ code: 'invalid_key', origin: 'record', issues: name.error.issues, path: [PROTO], input: PROTO, message: 'Invalid key in record' });
-      if (!kept.success) raise(kept.error.issues, [PROTO]);
+      if (kept && !kept.success) raise(kept.error.issues, [PROTO]);
       return z.NEVER;
     })
     .pipe(record)
-    .transform((record) => {
-      if (carried) Object.defineProperty(record, PROTO, { value: carried.value, enumerable: true, writable: true, configurable: true });
-      carried = null;
+    .transform((record, ctx) => {
+      if (carried.has(ctx.issues)) Object.defineProperty(record, PROTO, { value: carried.get(ctx.issues), enumerable: true, writable: true, configurable: true });
       return record;
     })
     .openapi({ type: 'object', ...({ additionalProperties: values, propertyNames } as object) });

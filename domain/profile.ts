@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import { cloneData } from './cloneData';
 import { gppDecides, profilingRefusal, unitedRestrictions, type StoredConsent, type StoredGpp } from './consent';
 import type { StoredEvent } from './event';
-import { decodeFieldName, decodeKeys, encodeFieldName } from './fieldNames';
+import { decodeFieldName, decodeKeys, encodeFieldName, setOwn } from './fieldNames';
 import { identityKey, type Identity } from './identity';
 import type { RetiredMarker } from './identitySplit';
 import type { ConsentPolicy, Party, ProfileView } from './schemas';
@@ -747,15 +747,6 @@ export function foldEvent(profile: ProfileDoc, event: ProfileEvent, origin: Even
   const after = profile.identities.length === 0 && profile.consent === null ? null : consentAfter(profile.consent, event.consent, event.timestamp, origin.sourceId);
   if (after !== null && profilingRefusal(after, policy) !== null) return holdEvent(profile, event, origin) ? 'held' : 'repeat';
   return applyEvent(profile, event, origin) ? 'applied' : 'repeat';
-}
-
-/**
- * Assigns a plain own property even for the name `__proto__`, the one accessor plain objects inherit
- * (any other name assigns an own property; defining each was several times slower).
- */
-function setOwn<T>(record: Record<string, T>, key: string, value: T): void {
-  if (key === '__proto__') Object.defineProperty(record, key, { value, writable: true, enumerable: true, configurable: true });
-  else record[key] = value;
 }
 
 const intersect = (a: number[], b: number[]) => a.filter((id) => b.includes(id));

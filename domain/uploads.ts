@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import type { Options as CsvOptions } from 'csv-parse';
 import type { FieldError } from './collect';
+import { setOwn } from './fieldNames';
 import { INPUT_IDENTITY_TYPES, type InputIdentityType } from './identity';
 import { keyedRecord } from './keyedRecord';
 import type { EventInput } from './schemas';
@@ -172,7 +173,7 @@ export function crmRowToEvent(fields: string[], row: number, columns: CrmColumns
   const traits: Record<string, string> = {};
   for (const { trait, index } of columns.traits) {
     const value = fields[index].trim();
-    if (value !== '') traits[trait] = value;
+    if (value !== '') setOwn(traits, trait, value);
   }
   const event: EventInput = { id: crmEventId(uploadId, row), type: columns.eventType, identities };
   if (Object.keys(traits).length > 0) event.traits = traits;

@@ -160,6 +160,12 @@ describe('feed rows as events', () => {
     });
   });
 
+  it('keeps a trait mapped to the name __proto__ as a plain trait', () => {
+    const feed = FeedConfigSchema.parse({ ...FEED, mapping: { ...FEED.mapping, traits: { income: '__proto__' } } });
+    const row = feedRowToEvent(['', EMAIL_HASH, 'high', '', '1', ''], columnsOf(HEADER, feed), OPEN, matched({}));
+    expect('event' in row && Object.entries(row.event.traits ?? {})).toEqual([['__proto__', 'high']]);
+  });
+
   it('counts a row whose only identity is an unmatched partner id as unmatched, and imports one with another identity with its partner_uid', () => {
     expect(feedRowToEvent(['tdid-9', '', 'low', '', '1', ''], columns, OPEN, matched({}))).toEqual({ unmatched: true });
     const withEmail = feedRowToEvent(['tdid-9', EMAIL_HASH, 'low', '', '1', ''], columns, OPEN, matched({}));

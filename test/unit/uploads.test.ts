@@ -67,6 +67,12 @@ describe('CRM uploads: a row as an event', () => {
     });
   });
 
+  it('keeps a trait named __proto__ as a plain trait, from a column of that name or to a trait of that name', () => {
+    const mapping = CrmMappingSchema.parse(JSON.parse('{"identities": {"crm_id": "customer_id"}, "traits": {"Tier": "__proto__", "__proto__": "odd"}}'));
+    const row = crmRowToEvent(['c-1', 'gold', 'x'], 2, columnsOf(['customer_id', 'Tier', '__proto__'], mapping), 'upl_p');
+    expect('event' in row && Object.entries(row.event.traits ?? {}).sort()).toEqual([['__proto__', 'gold'], ['odd', 'x']]);
+  });
+
   it('leaves traits out when every trait cell is empty', () => {
     expect(crmRowToEvent(['c-8', '', '', '', '', ''], 3, columns, 'upl_1')).toEqual({ event: { id: 'upl_1:3', type: 'crm_customer', identities: { crm_id: 'c-8' } } });
   });
