@@ -36,8 +36,8 @@ const MAX_ATTEMPTS = 8;
 const CHANGE_MARGIN_MS = 10_000;
 /** Snapshot chunks read ahead while one is decoded. */
 const READ_AHEAD = 6;
-/** Planned ids a worker keeps in memory for delivering and finishing its own plans (~130 MB of 36-character ids). */
-const KEEP_BATCH_IDS = 2_000_000;
+/** What a worker keeps in memory of the batches it planned, for delivering and finishing its own plans: 2M ids of 40 characters. */
+const KEEP_BATCH_BYTES = 160 * 1024 * 1024;
 /**
  * The longest wait between attempts. A partner whose Retry-After asks for longer stops the export
  * instead, and scheduled exports of the destination wait until the time it named.
@@ -96,7 +96,7 @@ function backoffMs(attempt: number): number {
  */
 export function createExportActivities(deps: ExportDeps) {
   const now = deps.now ?? (() => new Date());
-  const destinations = new DestinationStore(deps.store, { keepBatchIds: KEEP_BATCH_IDS });
+  const destinations = new DestinationStore(deps.store, { keepBatchBytes: KEEP_BATCH_BYTES });
   const gates = new StartGates(deps.store);
   const segments = new SegmentStore(deps.store);
   const runs = new SegmentRunStore(deps.store);

@@ -177,6 +177,13 @@ interface StoredBinary {
 const STATE_CHUNK = 50_000;
 const STATE_CHUNK_BYTES = 4 * 1024 * 1024;
 
+/** About what a list of ids takes in memory: a string's characters and its header and slot (ids are up to 512 characters: counting ids alone let long ones take gigabytes). */
+function keptBytes(ids: string[]): number {
+  let bytes = 0;
+  for (const id of ids) bytes += id.length + 40;
+  return bytes;
+}
+
 export function newDestinationId(): string {
   return `dst_${randomBytes(8).toString('hex')}`;
 }
@@ -202,16 +209,16 @@ export class DestinationStore {
   private readonly claims: VersionClaims;
   readonly scheduleSyncs: ScheduleSyncs<DestinationDefinition>;
   /**
-   * Planned batches this process wrote or read, newest last, up to `keepBatchIds` ids in all: a
-   * batch is written once under its plan's id and never changed, so delivering and finishing an
-   * export planned here read it without the store's round trip (a few hundred KB each).
+   * Planned batches this process wrote or read, newest last, up to `keepBatchBytes` of memory in
+   * all (as keptBytes counts it): a batch is written once under its plan's id and never changed,
+   * so delivering and finishing an export planned here read it without the store's round trip.
    */
-  private readonly keptBatches = new Map<string, BatchDoc>();
-  private keptIds = 0;
+  private readonly keptBatches = new Map<string, { batch: BatchDoc; bytes: number }>();
+  private keptBytes = 0;
 
   constructor(
     store: Store,
-    private readonly options: { keepBatchIds?: number } = {},
+    private readonly options: { keepBatchBytes?: number } = {},
   ) {
     this.claims = new VersionClaims(store);
     this.destinations = store.db.collection(DESTINATION_COLLECTIONS.destinations);
@@ -400,7 +407,7 @@ export class DestinationStore {
 
   async readBatch(planId: string, n: number): Promise<BatchDoc | null> {
     const kept = this.keptBatches.get(`${planId}:${n}`);
-    if (kept) return kept;
+    if (kept) return kept.batch;
     const stored = await this.batches.findOne({ _id: `${planId}:${n}` });
     const batch = stored ? (BSON.deserialize(stored.body.buffer) as BatchDoc) : null;
     if (batch) this.keepBatch(`${planId}:${n}`, batch);
@@ -437,14 +444,14 @@ export class DestinationStore {
   }
 
   private keepBatch(id: string, batch: BatchDoc): void {
-    const limit = this.options.keepBatchIds ?? 0;
-    const size = batch.adds.length + batch.removes.length;
-    if (size > limit) return;
+    const limit = this.options.keepBatchBytes ?? 0;
+    const bytes = keptBytes(batch.adds) + keptBytes(batch.removes);
+    if (bytes > limit) return;
     this.forgetBatch(id);
-    this.keptBatches.set(id, batch);
-    this.keptIds += size;
+    this.keptBatches.set(id, { batch, bytes });
+    this.keptBytes += bytes;
     for (const [oldest] of this.keptBatches) {
-      if (this.keptIds <= limit) break;
+      if (this.keptBytes <= limit) break;
       this.forgetBatch(oldest);
     }
   }
@@ -453,7 +460,7 @@ export class DestinationStore {
     const kept = this.keptBatches.get(id);
     if (!kept) return;
     this.keptBatches.delete(id);
-    this.keptIds -= kept.adds.length + kept.removes.length;
+    this.keptBytes -= kept.bytes;
   }
 
   /** The receipts of an export's batches, by batch number. */
@@ -481,7 +488,7 @@ export class DestinationStore {
         bodies[n] = BSON.deserialize(stored.body.buffer) as PartnerState;
       },
     );
-    // In chunk order: each chunk holds the next slice of both sorted lists.
+    // In chunk order: each list comes back whole and sorted (a chunk holds the next slice of either list, or of both as states written before did).
     for (const body of bodies) {
       for (const id of body.held) state.held.push(id);
       for (const id of body.uncertain) state.uncertain.push(id);

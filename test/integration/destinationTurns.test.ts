@@ -140,13 +140,14 @@ describe('a destination’s export turns and what its exports record beside it',
     for (const id of ids) expect(await destinations.get(id)).toMatchObject({ state: 'paused', labelsAllowed: ['first_party'], nearRealTime: true, segments: ['seg_b'] });
   });
 
-  it('keeps the planned batches it wrote, up to its limit of ids, and forgets the ones it drops', async () => {
-    const keeping = new DestinationStore(store, { keepBatchIds: 25 });
+  it('keeps the planned batches it wrote, up to its limit of memory, and forgets the ones it drops', async () => {
+    // Each batch of 10 ids of 6 characters counts 460 bytes: two fit, not three.
+    const keeping = new DestinationStore(store, { keepBatchBytes: 1200 });
     const batch = (n: number) => ({ segmentId: 'seg_a', adds: Array.from({ length: 10 }, (_, k) => `ck-${n}-${k}`), removes: [] });
     for (const n of [0, 1, 2]) await keeping.writeBatch('plan_kept', n, batch(n));
     // Read back whole by a process that kept nothing.
     expect(await destinations.readBatch('plan_kept', 1)).toEqual(batch(1));
-    // With the stored copies gone, what is kept still reads: the two newest batches (20 of at most 25 ids), not the first.
+    // With the stored copies gone, what is kept still reads: the two newest batches, not the first.
     await destinations.batches.deleteMany({ _id: { $in: ['plan_kept:0', 'plan_kept:1', 'plan_kept:2'] } });
     expect(await keeping.readBatch('plan_kept', 0)).toBeNull();
     expect(await keeping.readBatch('plan_kept', 1)).toEqual(batch(1));
