@@ -1,7 +1,7 @@
 import type { Client } from '@temporalio/client';
 import { partitionOf } from '../../domain/partition';
 import { ensureSourceWorkflow } from '../../temporal/client';
-import { sourceWorkflowId } from '../../domain/workflowIds';
+import { profilePartitionWorkflowId, sourceWorkflowId } from '../../domain/workflowIds';
 import { sourceLogGrewSignal } from '../../workflows/sourceConnection';
 import { COLLECTIONS, type Store } from '../../store/db';
 import { ITEM_MODEL_COLLECTIONS } from '../../store/itemModel';
@@ -33,6 +33,8 @@ describe('a fold under way when an erasure begins', () => {
 
   it('records no segment or item change about the documents erased after it wrote their versions', async () => {
     await new SegmentStore(store).create(segmentDoc('seg_visitors', { identity: 'cookie_id' }));
+    // Entered only by the second round's purchases (five a person each round): the erased fold's change record would name its members.
+    await new SegmentStore(store).create(segmentDoc('seg_repeat', { event: 'purchase', count: { op: 'gte', value: 6 } }));
     const sourceId = uniqueName('src');
     const taskQueue = uniqueName('fold-erasure');
     // Purchases of items: each fold records the people whose items changed, and the segment's members.
@@ -41,6 +43,7 @@ describe('a fold under way when an erasure begins', () => {
     await appendToLog(store, sourceId, events(0), 200);
 
     let armed = false;
+    let armedGroup = '';
     const erased: string[] = [];
     const worker = await startWorker({
       store,
@@ -51,6 +54,7 @@ describe('a fold under way when an erasure begins', () => {
         // erasure whose scrub ran meanwhile would leave them: members of the segment, which they would exit.
         onFoldStep: async (step, group) => {
           if (step !== 'versions-written' || !armed || erased.length > 0) return;
+          armedGroup = group;
           const written = await store.db.collection<{ profileId: string }>(COLLECTIONS.profiles).find({ group }).toArray();
           erased.push(...written.map((version) => version.profileId));
           await new PrivacyMarks(store, 'fold-erasure-salt').add('pr_fold_erasure', erased, ['tombstone-of-the-subject']);
@@ -76,6 +80,12 @@ describe('a fold under way when an erasure begins', () => {
       await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).signal(sourceLogGrewSignal);
       await waitFor('the next events folded', async () => (await eventsFolded(store, sourceId, baseConfig.DMP_PROFILE_PARTITIONS)) >= 1200, 120_000);
       expect(erased.length).toBeGreaterThan(0);
+      // That fold records its changes after saving the position the count above reads: its partition's
+      // writer is waited for until no activity of it is under way, so what it records is there to find.
+      const partition = Number(/^p(\d+)-/.exec(armedGroup)?.[1]);
+      expect(Number.isInteger(partition)).toBe(true);
+      const writer = temporal.workflow.getHandle(profilePartitionWorkflowId(store.db.databaseName, partition));
+      await waitFor('the erased fold to finish', async () => ((await writer.describe()).raw.pendingActivities ?? []).length === 0, 30_000, 100);
       const residue = await findResidue(store.db, erased);
       const recordedAfter = residue.filter((found) => (found.collection === SEGMENT_COLLECTIONS.changes || found.collection === ITEM_MODEL_COLLECTIONS.changes) && !recordedBefore.some((before) => before.id === found.id));
       expect(recordedAfter).toEqual([]);
