@@ -36,7 +36,7 @@ const MAX_ATTEMPTS = 8;
 const CHANGE_MARGIN_MS = 10_000;
 /** Snapshot chunks read ahead while one is decoded. */
 const READ_AHEAD = 6;
-/** What a worker keeps in memory of the batches it planned, for delivering and finishing its own plans: 2M ids of 40 characters. */
+/** What a worker keeps in memory of the batches it planned, for delivering and finishing its own plans: 1.3M ids of 40 characters. */
 const KEEP_BATCH_BYTES = 160 * 1024 * 1024;
 /**
  * The longest wait between attempts. A partner whose Retry-After asks for longer stops the export

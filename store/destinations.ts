@@ -177,10 +177,13 @@ interface StoredBinary {
 const STATE_CHUNK = 50_000;
 const STATE_CHUNK_BYTES = 4 * 1024 * 1024;
 
-/** About what a list of ids takes in memory: a string's characters and its header and slot (ids are up to 512 characters: counting ids alone let long ones take gigabytes). */
+/**
+ * At most what a list of ids takes in memory: two bytes a character (one for most ids), a string's
+ * header and its slot. Ids are up to 512 characters: counting ids alone let long ones take gigabytes.
+ */
 function keptBytes(ids: string[]): number {
   let bytes = 0;
-  for (const id of ids) bytes += id.length + 40;
+  for (const id of ids) bytes += 2 * id.length + 40;
   return bytes;
 }
 

@@ -70,8 +70,7 @@ export class ProfileExpiries {
    */
   async plan(expiry: Omit<ExpiryDoc, 'linkChunks' | 'links'>, parts: ExpiryPartDoc[], links: string[]): Promise<ExpiryDoc> {
     const chunks = links.length === 0 ? [] : rangesBySize(links, storedStringBytes, this.linkChunkBytes).map(([from, to], n) => ({ _id: linkChunkId(expiry._id, n), expiryId: expiry._id, links: links.slice(from, to) }));
-    // `links: []`: a worker of the version before reads it (and finds no link to remove).
-    const planned: ExpiryDoc = { ...expiry, linkChunks: chunks.length, links: [] };
+    const planned: ExpiryDoc = { ...expiry, linkChunks: chunks.length };
     await insertKeyed(this.docs as Collection<ExpiryDoc>, [planned]);
     await insertKeyed(this.docs as Collection<ExpiryLinksDoc>, chunks);
     await insertKeyed(this.docs as Collection<ExpiryPartDoc>, parts);

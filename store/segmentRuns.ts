@@ -33,36 +33,38 @@ export interface RunChunk {
 /**
  * A chunk's entry in a run's stored index: its counts packed as 16-bit integers (32-bit should a
  * chunk ever hold more people than that counts), not as an array of numbers — ~10 bytes each, which
- * put a run of 1,000 chunks (10M profiles) and 1,600 segments past a document's 16 MB. Runs stored
- * before hold arrays.
+ * put a run of 1,000 chunks (10M profiles) and 1,600 segments past a document's 16 MB. Under a field
+ * of their own: a worker of a version before reads no `counts` and fails (and its activity is tried
+ * again) instead of reading every chunk as empty. Runs stored before hold `counts` arrays.
  */
-interface StoredRunChunk {
-  first: string;
-  last: string;
-  counts: Binary | number[];
-}
+type StoredRunChunk = { first: string; last: string } & ({ packed: Binary } | { counts: number[] });
 
 /** A run as stored: its index packed (see StoredRunChunk). */
 export type StoredRun = Omit<RunDoc, 'chunks'> & { chunks: StoredRunChunk[] };
 
+/** Binary subtypes (user-defined range) telling the width of packed counts. */
+const COUNTS_16 = 0x82;
+const COUNTS_32 = 0x83;
+
 export function storedRun(run: RunDoc): StoredRun {
-  return { ...run, chunks: run.chunks.map(({ first, last, counts }) => ({ first, last, counts: packCounts(counts) })) };
+  return { ...run, chunks: run.chunks.map(({ first, last, counts }) => ({ first, last, packed: packCounts(counts) })) };
 }
 
 export function runOfStored<T extends Partial<StoredRun>>(stored: T): Omit<T, 'chunks'> & Pick<RunDoc, 'chunks'> {
-  return { ...stored, chunks: (stored.chunks ?? []).map(({ first, last, counts }) => ({ first, last, counts: Array.isArray(counts) ? counts : unpackCounts(counts, stored.segments?.length ?? 0) })) };
+  return { ...stored, chunks: (stored.chunks ?? []).map((chunk) => ({ first: chunk.first, last: chunk.last, counts: 'packed' in chunk ? unpackCounts(chunk.packed) : chunk.counts })) };
 }
 
 function packCounts(counts: ArrayLike<number>): Binary {
   const wide = Array.prototype.some.call(counts, (count: number) => count > 0xffff);
   const packed = wide ? Uint32Array.from(counts) : Uint16Array.from(counts);
-  return new Binary(new Uint8Array(packed.buffer, packed.byteOffset, packed.byteLength));
+  return new Binary(new Uint8Array(packed.buffer, packed.byteOffset, packed.byteLength), wide ? COUNTS_32 : COUNTS_16);
 }
 
-function unpackCounts(binary: Binary, segments: number): Uint16Array | Uint32Array {
-  // Copied: the decoded bytes need not sit at an aligned offset.
-  const bytes = new Uint8Array(binary.buffer).slice();
-  return segments > 0 && bytes.byteLength === segments * 4 ? new Uint32Array(bytes.buffer) : new Uint16Array(bytes.buffer);
+function unpackCounts(binary: Binary): Uint16Array | Uint32Array {
+  if (binary.sub_type !== COUNTS_16 && binary.sub_type !== COUNTS_32) throw new Error(`packed segment counts of an unknown kind (binary subtype ${binary.sub_type})`);
+  // A copy of its own (the driver's bytes can be a view into a larger, shared buffer, at any offset).
+  const bytes = Uint8Array.from(binary.buffer.subarray(0, binary.length()));
+  return binary.sub_type === COUNTS_32 ? new Uint32Array(bytes.buffer) : new Uint16Array(bytes.buffer);
 }
 
 export interface RunDoc {

@@ -141,7 +141,7 @@ describe('a destination’s export turns and what its exports record beside it',
   });
 
   it('keeps the planned batches it wrote, up to its limit of memory, and forgets the ones it drops', async () => {
-    // Each batch of 10 ids of 6 characters counts 460 bytes: two fit, not three.
+    // Each batch of 10 ids of 6 characters counts 520 bytes: two fit, not three.
     const keeping = new DestinationStore(store, { keepBatchBytes: 1200 });
     const batch = (n: number) => ({ segmentId: 'seg_a', adds: Array.from({ length: 10 }, (_, k) => `ck-${n}-${k}`), removes: [] });
     for (const n of [0, 1, 2]) await keeping.writeBatch('plan_kept', n, batch(n));
