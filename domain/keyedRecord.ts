@@ -44,9 +44,9 @@ export function keyedRecord<K extends z.ZodString, V extends z.ZodType>(key: K, 
       return z.NEVER;
     })
     .pipe(record)
-    .transform((record, ctx) => {
-      if (carried.has(ctx.issues)) Object.defineProperty(record, PROTO, { value: carried.get(ctx.issues), enumerable: true, writable: true, configurable: true });
-      return record;
+    .transform((parsed, ctx) => {
+      if (carried.has(ctx.issues)) Object.defineProperty(parsed, PROTO, { value: carried.get(ctx.issues), enumerable: true, writable: true, configurable: true });
+      return parsed;
     })
     .openapi({ type: 'object', ...({ additionalProperties: values, propertyNames } as object) });
 }
