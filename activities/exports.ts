@@ -6,7 +6,7 @@ import type { Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
 import type { Connector, ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
-import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, withoutSecrets, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
+import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, exportPolicyOf, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, withoutSecrets, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
 import { combineDocuments } from '../domain/profile';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
@@ -302,7 +302,7 @@ export function createExportActivities(deps: ExportDeps) {
     }
     const labels = new Map<string, string[]>();
     for (const source of await sources.list()) labels.set(source._id, source.labels);
-    const policy: ExportPolicy = { idType: destination.idType, consent: destination.consent, labelsAllowed: destination.labelsAllowed, labelsOf: (id) => labels.get(id) ?? [] };
+    const policy = exportPolicyOf(destination, labels);
 
     // A segment no longer exported (or deleted) is emptied at the partner: its target is nothing.
     const targetAt = (k: number) => {

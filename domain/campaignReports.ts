@@ -40,8 +40,8 @@ export const CampaignReportSchema = z
     convertersReached: z.number().int().openapi({ description: 'Members with an impression and a conversion (on a report counted before this figure was: at most the converters and the reach, whichever is fewer, until the next pass)' }),
     conversionRate: Rate.openapi({ description: 'convertersReached / reach: of the members reached, the share that converted' }),
     value: z.number().openapi({ description: "Sum of the conversions' `properties.value`" }),
-    holdout: GroupSchema.extend({ destinationId: z.string(), share: z.number() }).optional().openapi({ description: "Members the destination held out (its `holdoutShare`)" }),
-    treated: GroupSchema.optional().openapi({ description: 'Members exported to the destination' }),
+    holdout: GroupSchema.extend({ destinationId: z.string(), share: z.number() }).optional().openapi({ description: "Members the destination held out (its `holdoutShare`) that it would otherwise send: its consent settings, export controls and id type let them through, on the profiles as the report read them (a partner id type: members with a cookie id; the match table is not read)" }),
+    treated: GroupSchema.optional().openapi({ description: 'Members the destination sends: not held out, and let through by its consent settings, export controls and id type, decided as for `holdout`' }),
     lift: Rate.optional().openapi({ description: "treated.conversionRate / holdout.conversionRate − 1; null while the holdout has no converter" }),
     liftInterval: z.object({ low: z.number(), high: z.number() }).nullable().optional().openapi({ description: '95% interval of the lift (log relative risk); null while either group has no converter' }),
   })

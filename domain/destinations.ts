@@ -417,6 +417,11 @@ export interface ExportPolicy {
 
 export type Decision = { withheld: 'consent' } | { withheld: 'label'; label: string } | { withheld: null; ids: string[] };
 
+/** A destination's policy, given each source's labels. */
+export function exportPolicyOf(destination: Pick<ExportPolicy, 'idType' | 'consent' | 'labelsAllowed'>, labels: ReadonlyMap<string, readonly string[]>): ExportPolicy {
+  return { idType: destination.idType, consent: destination.consent, labelsAllowed: destination.labelsAllowed, labelsOf: (id) => labels.get(id) ?? [] };
+}
+
 /**
  * Whether a member may leave for this partner and with which ids. Consent comes first (a profile
  * whose TC string lacks a required purpose, or the vendor's consent for them — which a publisher

@@ -8,22 +8,29 @@ import { newSource, type SourceClient } from '../support/sourceClient';
 const PEOPLE = 400;
 const HOLDOUT = 0.25;
 const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000).toISOString();
+const WITH_MAID = 100;
+const maidOf = (i: number) => `6d5c4b3a-0000-4000-8000-${String(i).padStart(12, '0')}`;
 
 describe('campaign response: reach, frequency, CTR and conversions of a segment, and lift against a destination holdout', () => {
   let platform: RunningPlatform;
   let api: RunningApi;
   let source: SourceClient;
   let partner: PartnerServer;
+  let mobilePartner: PartnerServer | undefined;
   let segmentId: string;
   let destinationId: string;
   const profileIds: string[] = [];
+  /** Who saw the campaign and who converted, as the second test plants them. */
+  const reached = new Set<number>();
+  const converted = new Set<number>();
   const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
 
   beforeAll(async () => {
     platform = await startPlatform('campaigns', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] });
     ({ api } = platform);
     source = await newSource(api, 'site');
-    const visits = Array.from({ length: PEOPLE }, (_, i) => ({ id: `v${i}`, type: 'page_view', timestamp: minutesAgo(30), identities: { cookie_id: `ck-${i}` }, traits: { audience: 'outdoor' } }));
+    // The first WITH_MAID people also have a mobile ad id: the only ones a destination of maids can send.
+    const visits = Array.from({ length: PEOPLE }, (_, i) => ({ id: `v${i}`, type: 'page_view', timestamp: minutesAgo(30), identities: { cookie_id: `ck-${i}`, ...(i < WITH_MAID && { maid: maidOf(i) }) }, traits: { audience: 'outdoor' } }));
     for (let start = 0; start < PEOPLE; start += 100) await source.send(visits.slice(start, start + 100));
     await source.folded(PEOPLE);
     for (let i = 0; i < PEOPLE; i++) profileIds.push((await source.lookup('cookie_id', `ck-${i}`)).body.id);
@@ -32,6 +39,7 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
     partner = await new PartnerServer({ kind: 'webhook', secret: 'a-secret-of-16-chars' }).start();
   }, 120_000);
   afterAll(async () => {
+    await mobilePartner?.stop();
     await partner.stop();
     await platform.stop();
   });
@@ -69,11 +77,13 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
       if (isHeldOut(destinationId, id, HOLDOUT)) {
         if (held.size++ % 10 === 0) {
           held.converters++;
+          converted.add(i);
           events.push({ id: `c${i}`, type: 'conversion', timestamp: minutesAgo(1), identities, properties: { campaign: 'spring', value: 20 } });
         }
         return;
       }
       const rank = treated.size++;
+      reached.add(i);
       events.push({ id: `i${i}`, type: 'impression', timestamp: minutesAgo(10), identities, properties: { campaign: 'spring', creative: 'tent-300x250' } });
       if (rank % 5 === 0) {
         treated.clicks++;
@@ -81,6 +91,7 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
       }
       if (rank % 10 < 3) {
         treated.converters++;
+        converted.add(i);
         events.push({ id: `c${i}`, type: 'conversion', timestamp: minutesAgo(1), identities, properties: { campaign: 'spring', value: 20 } });
       }
     });
@@ -124,6 +135,48 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
     const unknown = (await admin(`/v1/campaigns/winter/report?segment=${segmentId}`)).body;
     expect(unknown).toMatchObject({ reach: 0, impressions: 0, frequency: null, ctr: null, conversionRate: null });
   });
+
+  it("compares only members a destination would send: one of mobile ad ids splits those who have one, and no one else", async () => {
+    mobilePartner = await new PartnerServer({ kind: 'webhook', secret: 'a-secret-of-16-chars' }).start();
+    const created = await admin('/v1/destinations', {
+      body: { name: 'Mobile DSP', connector: 'webhook', config: { url: `${mobilePartner.url}/hook`, secret: 'a-secret-of-16-chars' }, segments: [segmentId], idType: 'maid', holdoutShare: HOLDOUT },
+    });
+    expect(created.status).toBe(201);
+    const mobileId = created.body.id as string;
+    // A report counts the holdouts of the run it reads: a new run makes a new report.
+    const run = (await admin(`/v1/segments/${segmentId}/runs`, { method: 'POST' })).body.runId as string;
+    await waitFor('the run', async () => (await admin(`/v1/segments/${segmentId}/runs/${run}`)).body.state === 'completed');
+    const group = (people: number[]) => {
+      const converters = people.filter((i) => converted.has(i)).length;
+      return { size: people.length, reach: people.filter((i) => reached.has(i)).length, converters, conversionRate: converters / people.length };
+    };
+    const withMaid = Array.from({ length: WITH_MAID }, (_, i) => i);
+    const heldOut = withMaid.filter((i) => isHeldOut(mobileId, profileIds[i], HOLDOUT));
+    const sent = withMaid.filter((i) => !isHeldOut(mobileId, profileIds[i], HOLDOUT));
+    expect(heldOut.length).toBeGreaterThan(5);
+    expect(sent.length).toBeGreaterThan(50);
+    const mobile = await waitFor('the report of the new run', async () => {
+      const response = await admin(`/v1/campaigns/spring/report?segment=${segmentId}&destination=${mobileId}`);
+      return response.status === 200 && !response.body.stale ? response.body : null;
+    });
+    // Before, every member went into one group or the other: 400 people, of whom 300 it can never send.
+    expect(mobile).toMatchObject({ members: PEOPLE, holdout: { destinationId: mobileId, share: HOLDOUT, ...group(heldOut) }, treated: group(sent) });
+    // What its export sends is the treated group: their maids, and no one else's.
+    const started = await admin(`/v1/destinations/${mobileId}/exports`, { body: {} });
+    const exported = await waitFor('the export', async () => {
+      const body = (await admin(`/v1/destinations/${mobileId}/exports/${started.body.exportId}`)).body;
+      return body.state === 'running' ? null : body;
+    });
+    expect(exported).toMatchObject({ state: 'completed', adds: sent.length });
+    expect([...(mobilePartner.audiences.get(segmentId) ?? [])].sort()).toEqual(sent.map(maidOf).sort());
+    // The destination of cookie ids sends everyone it does not hold out, as before.
+    const everyone = Array.from({ length: PEOPLE }, (_, i) => i);
+    const cookies = (await admin(`/v1/campaigns/spring/report?segment=${segmentId}&destination=${destinationId}`)).body;
+    expect(cookies).toMatchObject({
+      holdout: group(everyone.filter((i) => isHeldOut(destinationId, profileIds[i], HOLDOUT))),
+      treated: group(everyone.filter((i) => !isHeldOut(destinationId, profileIds[i], HOLDOUT))),
+    });
+  }, 180_000);
 
   it('refuses a report it cannot give, naming the field', async () => {
     const noSegment = await admin('/v1/campaigns/spring/report');
