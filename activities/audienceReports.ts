@@ -1,10 +1,13 @@
 import { ALL_PROFILES, AudienceTally, CampaignTally, FeatureDictionary, trendPointOf, type AudienceReport, type PersonFeatures } from '../domain/audienceReports';
-import { decide, exportFacts, exportPolicyOf, isHeldOut, type ExportFacts } from '../domain/destinations';
+import type { Config } from '../config';
+import { decide, exportFacts, exportPolicyOf, HELD_PARTNER_ID, isHeldOut, partnerOfIdType, type ExportFacts } from '../domain/destinations';
+import { matchLimits } from '../domain/partners';
 import { dayKey } from '../domain/profile';
 import type { SubjectNeeds } from '../domain/segmentRules';
 import { AudienceReportStore } from '../store/audienceReports';
 import type { Store } from '../store/db';
 import { DestinationStore } from '../store/destinations';
+import { MatchTableStore } from '../store/matchTables';
 import { decodeForExport, decodeForReports } from '../store/profiles';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore } from '../store/segments';
@@ -13,17 +16,34 @@ import { passPeople, peoplePassStores } from './peoplePass';
 
 export interface AudienceReportDeps {
   store: Store;
+  config: Pick<Config, 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>;
 }
 
 /** Per destination with a holdout (in their order), whether it would send a person: bits of a number, or bytes past MASK_BITS destinations. */
 type Sendable = number | Uint8Array;
 const MASK_BITS = 30;
 
+/**
+ * Destinations of a sync partner's ids that would send a person if the match table maps one of
+ * their cookie ids to that partner (looked up once the person turns up as a member), and those ids.
+ */
+interface AwaitingMatch {
+  indexes: number[];
+  cookies: string[];
+}
+
 /** What the pass keeps of a person: what reports count, and which destinations with a holdout would send them. */
 interface Counted {
   features: PersonFeatures;
   sendable: Sendable;
+  awaiting?: AwaitingMatch;
 }
+
+const withSent = (sendable: Sendable, index: number): Sendable => {
+  if (typeof sendable === 'number') return sendable | (1 << index);
+  sendable[index] = 1;
+  return sendable;
+};
 
 /** The pass reads whole documents itself: nothing is decoded for rules. */
 const NO_RULE_NEEDS: SubjectNeeds = { traits: false, identities: false, consent: false, events: new Map() };
@@ -51,22 +71,52 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
   async function writeAudienceReports(at: Date): Promise<AudienceReportsResult> {
     const dictionary = new FeatureDictionary();
     // A holdout compares those a destination sends with those it holds out, and it would send: whom
-    // its consent settings, export controls and id type let through (partner ids: a cookie id to
-    // match), decided as its exports decide, on the documents as the pass reads them.
+    // its consent settings, export controls and id type let through, decided as its exports decide,
+    // on the documents as the pass reads them (a partner's ids: one the person holds, or a cookie id
+    // the match table maps as the report is written).
     const holdoutsNow = async () => (await destinations.list()).filter((destination) => (destination.holdoutShare ?? 0) > 0);
     const withHoldouts = await holdoutsNow();
     const runsBefore = new Map((await segments.list()).map((segment) => [segment._id, segment.current?.runId ?? null]));
     const labels = new Map((await stores.sources.list()).map((source) => [source._id, source.labels]));
     const policies = withHoldouts.map((destination) => exportPolicyOf(destination, labels));
-    const sendable = (facts: () => ExportFacts): Sendable => {
-      if (policies.length === 0) return 0;
+    const partners = policies.map((policy) => partnerOfIdType(policy.idType));
+    const sendable = (facts: () => ExportFacts): Pick<Counted, 'sendable' | 'awaiting'> => {
+      if (policies.length === 0) return { sendable: 0 };
       const read = facts();
-      const sends = policies.map((policy) => {
+      let awaiting: AwaitingMatch | undefined;
+      const sends = policies.map((policy, index) => {
         const decision = decide(read, policy);
-        return decision.withheld === null && decision.ids.length > 0;
+        if (decision.withheld !== null || decision.ids.length === 0) return false;
+        if (partners[index] === null || decision.ids.some((id) => id.startsWith(HELD_PARTNER_ID))) return true;
+        // Only cookie ids (the same for every partner): sent if the match table maps one.
+        awaiting ??= { indexes: [], cookies: decision.ids };
+        awaiting.indexes.push(index);
+        return false;
       });
       // A bit each, in a number kept inline (a million typed arrays would take ~100 MB), unless there are more destinations than bits.
-      return sends.length <= MASK_BITS ? sends.reduce((mask, sent, index) => (sent ? mask | (1 << index) : mask), 0) : Uint8Array.from(sends, Number);
+      const mask = sends.length <= MASK_BITS ? sends.reduce((bits, sent, index) => (sent ? bits | (1 << index) : bits), 0) : Uint8Array.from(sends, Number);
+      return awaiting ? { sendable: mask, awaiting } : { sendable: mask };
+    };
+    const matches = new MatchTableStore(deps.store, matchLimits(deps.config), () => at);
+    /** Settles, for a page of members, whether the partner-id destinations `indexes` send them: one match-table read per cookie id, once per person. */
+    const settleMatches = async (page: string[], indexes: number[]) => {
+      for (const partner of new Set(indexes.map((index) => partners[index]))) {
+        if (partner === null) continue;
+        const waiting = page.flatMap((id) => {
+          const person = people.get(id);
+          return person?.awaiting?.indexes.some((index) => partners[index] === partner) ? [person] : [];
+        });
+        if (waiting.length === 0) continue;
+        const found = await matches.partnerIdsOf(partner, waiting.flatMap((person) => person.awaiting!.cookies));
+        for (const person of waiting) {
+          const { indexes: pending, cookies } = person.awaiting!;
+          const matched = cookies.some((cookie) => found.has(cookie));
+          const rest = pending.filter((index) => partners[index] !== partner);
+          if (matched) for (const index of pending) if (partners[index] === partner) person.sendable = withSent(person.sendable, index);
+          if (rest.length > 0) person.awaiting = { indexes: rest, cookies };
+          else delete person.awaiting;
+        }
+      }
     };
     const sends = (person: Counted, index: number) => (typeof person.sendable === 'number' ? (person.sendable & (1 << index)) !== 0 : person.sendable[index] === 1);
     // Analysing people is profiling them: those who opted out, or whose consent refuses it under
@@ -75,8 +125,8 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
       stores,
       NO_RULE_NEEDS,
       {
-        document: (stored) => ({ features: dictionary.features(decodeForReports(stored)), sendable: sendable(() => exportFacts(decodeForExport(stored))) }),
-        person: (person) => ({ features: dictionary.features(person), sendable: sendable(() => exportFacts(person)) }),
+        document: (stored) => ({ features: dictionary.features(decodeForReports(stored)), ...sendable(() => exportFacts(decodeForExport(stored))) }),
+        person: (person) => ({ features: dictionary.features(person), ...sendable(() => exportFacts(person)) }),
       },
       { skipOptedOut: true, skipRefused: true },
     );
@@ -103,6 +153,7 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
         destination.segments.includes(segment._id) ? [{ index, destinationId: destination._id, share: destination.holdoutShare as number, held: new CampaignTally(), treated: new CampaignTally() }] : [],
       );
       for await (const page of membership.pages(segment, states)) {
+        await settleMatches(page, splits.map((split) => split.index));
         for (const id of page) {
           const person = people.get(id);
           if (!person) continue;

@@ -178,6 +178,62 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
     });
   }, 180_000);
 
+  it("compares only members a sync partner's destination would send: those the match table maps, or who hold the partner's id", async () => {
+    expect((await admin('/v1/partners', { body: { id: 'dsp', name: 'A DSP', redirectUrl: 'https://sync.dsp.example/match?dmp=${DMP_UID}' } })).status).toBe(201);
+    // New members with cookies the sync route reads: a third synced, one in ten holding the partner's id themselves, the rest neither.
+    const COUNT = 60;
+    const cookieOf = (i: number) => `cookie-partner-${String(i).padStart(4, '0')}`;
+    const synced = (i: number) => i % 3 === 0;
+    const holdsId = (i: number) => i % 10 === 1;
+    const visits = Array.from({ length: COUNT }, (_, i) => ({ id: `p${i}`, type: 'page_view', timestamp: minutesAgo(30), identities: { cookie_id: cookieOf(i), ...(holdsId(i) && { partner_uid: `dsp:HELD-${i}` }) }, traits: { audience: 'outdoor' } }));
+    await source.send(visits);
+    const ids: string[] = [];
+    for (let i = 0; i < COUNT; i++) {
+      ids.push(await waitFor(`p${i} folded`, async () => {
+        const found = await source.lookup('cookie_id', cookieOf(i));
+        return found.status === 200 ? (found.body.id as string) : null;
+      }));
+    }
+    for (let i = 0; i < COUNT; i++) {
+      if (!synced(i)) continue;
+      const response = await fetch(`${api.url}/v1/sync/dsp?puid=P-${i}`, { redirect: 'manual', headers: { cookie: `dmp_uid=${cookieOf(i)}` } });
+      expect(response.status).toBe(302);
+    }
+    const dspPartner = await new PartnerServer({ kind: 'webhook', secret: 'a-secret-of-16-chars' }).start();
+    try {
+      const share = 0.5;
+      const created = await admin('/v1/destinations', {
+        body: { name: 'Synced DSP', connector: 'webhook', config: { url: `${dspPartner.url}/hook`, secret: 'a-secret-of-16-chars' }, segments: [segmentId], idType: 'partner:dsp', holdoutShare: share },
+      });
+      expect(created.status).toBe(201);
+      const dspId = created.body.id as string;
+      const run = (await admin(`/v1/segments/${segmentId}/runs`, { method: 'POST' })).body.runId as string;
+      await waitFor('the run', async () => (await admin(`/v1/segments/${segmentId}/runs/${run}`)).body.state === 'completed');
+      const matched = Array.from({ length: COUNT }, (_, i) => i).filter((i) => synced(i) || holdsId(i));
+      const heldOut = matched.filter((i) => isHeldOut(dspId, ids[i], share));
+      const sent = matched.filter((i) => !isHeldOut(dspId, ids[i], share));
+      expect(heldOut.length).toBeGreaterThan(3);
+      expect(sent.length).toBeGreaterThan(3);
+      const report = await waitFor('the report of the new run', async () => {
+        const response = await admin(`/v1/campaigns/spring/report?segment=${segmentId}&destination=${dspId}`);
+        return response.status === 200 && !response.body.stale ? response.body : null;
+      });
+      // Every one of the 460 members has a cookie id: before, all of them went into one group or the other.
+      expect(report).toMatchObject({ members: PEOPLE + COUNT, holdout: { destinationId: dspId, share, size: heldOut.length, reach: 0, converters: 0 }, treated: { size: sent.length, reach: 0, converters: 0 } });
+      // Its export sends exactly the treated group's partner ids.
+      const started = await admin(`/v1/destinations/${dspId}/exports`, { body: {} });
+      const exported = await waitFor('the export', async () => {
+        const body = (await admin(`/v1/destinations/${dspId}/exports/${started.body.exportId}`)).body;
+        return body.state === 'running' ? null : body;
+      });
+      expect(exported).toMatchObject({ state: 'completed', adds: sent.length, withheld: { holdout: expect.any(Number) } });
+      const partnerIdOf = (i: number) => (holdsId(i) && !synced(i) ? [`HELD-${i}`] : holdsId(i) ? [`HELD-${i}`, `P-${i}`] : [`P-${i}`]);
+      expect([...(dspPartner.audiences.get(segmentId) ?? [])].sort()).toEqual(sent.flatMap(partnerIdOf).sort());
+    } finally {
+      await dspPartner.stop();
+    }
+  }, 180_000);
+
   it('refuses a report it cannot give, naming the field', async () => {
     const noSegment = await admin('/v1/campaigns/spring/report');
     expect(noSegment.status).toBe(400);
