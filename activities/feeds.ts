@@ -4,12 +4,12 @@ import type { Config } from '../config';
 import { checkUnchanged, feedFolder, feedRecords, listFeedFiles, openFeedFile } from '../connectors/feedFiles';
 import { DeliveryError, Outbound } from '../connectors/outbound';
 import type { PrepareOptions } from '../domain/collect';
-import { cursorKind, feedColumnOf, feedRowToEvent, laterCursor, readFeedHeader, rowCursor, windowKind, type CursorKind, type CursorWindow, type FeedColumns, type FeedConfig, type FeedTrigger } from '../domain/feeds';
+import { compareCursors, cursorKind, feedColumnOf, feedRowToEvent, laterCursor, readFeedHeader, rowCursor, seenAtCursorAfter, windowKind, type CursorKind, type CursorWindow, type FeedColumns, type FeedConfig, type FeedTrigger } from '../domain/feeds';
 import { matchLimits } from '../domain/partners';
 import { fileProblems, FileRefused } from '../domain/uploads';
 import { forEachConcurrently, type Store } from '../store/db';
 import { StartGates, startGateKey } from '../store/startGates';
-import { FeedStore, feedFileKey, newFeedPull, type FeedFile, type FeedPullDoc, type FeedStateDoc, type FetchAttempt } from '../store/feeds';
+import { FeedStore, feedFileKey, newFeedPull, SEEN_AT_CURSOR_MAX, type FeedFile, type FeedPullDoc, type FeedStateDoc, type FetchAttempt } from '../store/feeds';
 import { MatchTableStore } from '../store/matchTables';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { UploadStore } from '../store/uploads';
@@ -47,6 +47,8 @@ interface ReadCounts {
   skipped: number;
   unmatched: number;
   cursor: string | null;
+  /** Event ids of the rows staged at `cursor`, up to SEEN_AT_CURSOR_MAX. */
+  seen: Set<string>;
   /** The kind of value the feed's cursor holds, once known (see prepareFeedRows). */
   kind: CursorKind | null;
 }
@@ -157,8 +159,11 @@ export function createFeedActivities(deps: FeedDeps) {
         read.kind = cursorKind(fields[columns.cursor.index].trim());
         kinded = { ...window, kind: read.kind };
       }
-      read.cursor = laterCursor(read.cursor, rowCursor(fields, columns, kinded));
+      const cursor = rowCursor(fields, columns, kinded);
+      if (cursor !== null && (read.cursor === null || compareCursors(cursor, read.cursor) > 0)) read.seen.clear();
+      read.cursor = laterCursor(read.cursor, cursor);
       const result = feedRowToEvent(fields, columns, kinded, (id) => cookieIds.get(id) ?? null);
+      if (cursor !== null && 'event' in result && result.event.id !== undefined && read.seen.size < SEEN_AT_CURSOR_MAX && compareCursors(cursor, read.cursor!) === 0) read.seen.add(result.event.id);
       if ('unmatched' in result) read.unmatched++;
       if ('skipped' in result) read.skipped++;
       else if ('event' in result || 'errors' in result) mapped.push({ row, mapped: result });
@@ -171,7 +176,7 @@ export function createFeedActivities(deps: FeedDeps) {
    * recorded on the pull first so that a later attempt removes whatever this one leaves. Only a
    * pull whose files were all read whole records what it read and the upload to import.
    */
-  async function stage(pull: FeedPullDoc, source: FeedSource, by: FetchAttempt, files: PulledFile[], found: Pick<FeedPullDoc, 'http'> | Pick<FeedPullDoc, 'files'>): Promise<{ uploadId: string }> {
+  async function stage(pull: FeedPullDoc, source: FeedSource, state: FeedStateDoc, by: FetchAttempt, files: PulledFile[], found: Pick<FeedPullDoc, 'http'> | Pick<FeedPullDoc, 'files'>): Promise<{ uploadId: string }> {
     const upload = newUpload(`${pull._id}_${by.attempt}`, source._id, now());
     // Created before it is listed on the pull, so a later attempt's discard never misses it.
     await uploads.create(upload);
@@ -180,13 +185,15 @@ export function createFeedActivities(deps: FeedDeps) {
       throw new FetchSuperseded(pull._id, by);
     }
     const staging = new UploadStaging(uploads, upload, deps.config.DMP_CHUNK_MAX_EVENTS);
-    const read: ReadCounts = { skipped: 0, unmatched: 0, cursor: null, kind: windowKind(pull.window) };
+    const read: ReadCounts = { skipped: 0, unmatched: 0, cursor: null, seen: new Set(), kind: windowKind(pull.window) };
+    // Rows at the feed's cursor that its completed pulls imported are skipped (a backfill re-reads its window whole).
+    const window: CursorWindow = pull.trigger !== 'backfill' && state.cursorSeen?.length && state.cursor === pull.window.from ? { ...pull.window, seen: new Set(state.cursorSeen) } : pull.window;
     const options: PrepareOptions = { now: upload.startedAt, defaultPhoneRegion: deps.config.DMP_DEFAULT_PHONE_REGION, consentPolicy: source.consent };
     try {
       for (const file of files) {
         const readHeader = (header: string[]) => {
           const located = readFeedHeader(header, source.feed);
-          return 'errors' in located ? located : { prepare: (rows: NumberedRow[]) => prepareFeedRows(rows, located.columns, pull.window, read, options) };
+          return 'errors' in located ? located : { prepare: (rows: NumberedRow[]) => prepareFeedRows(rows, located.columns, window, read, options) };
         };
         const stream = file.open();
         const lineNumbers = source.feed.format === 'ndjson';
@@ -195,7 +202,7 @@ export function createFeedActivities(deps: FeedDeps) {
           // import, it is listed with the rejections, and is read again only once it changes. (A URL feed's one file fails its pull.)
           if ('files' in found) {
             // What the file's rows moved (the cursor, its kind, the counts) goes back with them when it is refused.
-            const before = { ...read };
+            const before = { ...read, seen: new Set(read.seen) };
             if (!(await staging.readFileWhole(feedRecords(stream, source.feed), readHeader, { file: file.label ?? file.path, lineNumbers }))) Object.assign(read, before);
           } else await staging.readFile(feedRecords(stream, source.feed), readHeader, { file: file.label, lineNumbers });
         } finally {
@@ -204,7 +211,7 @@ export function createFeedActivities(deps: FeedDeps) {
         await file.verify?.();
       }
       // What was read is recorded while this attempt owns the pull; then the upload moves on, unless a later attempt failed it meanwhile.
-      if (!(await feeds.recordFetched(pull._id, by, { ...found, uploadId: upload._id, cursor: read.cursor, rowsSkipped: read.skipped, rowsUnmatched: read.unmatched }))) throw new FetchSuperseded(pull._id, by);
+      if (!(await feeds.recordFetched(pull._id, by, { ...found, uploadId: upload._id, cursor: read.cursor, cursorSeen: [...read.seen], rowsSkipped: read.skipped, rowsUnmatched: read.unmatched }))) throw new FetchSuperseded(pull._id, by);
       await staging.complete();
     } catch (error) {
       const problems = fileProblems(error);
@@ -229,7 +236,7 @@ export function createFeedActivities(deps: FeedDeps) {
       return { uploadId: null };
     }
     try {
-      return await stage(pull, source, by, [{ path: new URL(url).pathname, open: () => body }], { http });
+      return await stage(pull, source, state, by, [{ path: new URL(url).pathname, open: () => body }], { http });
     } finally {
       body.destroy(); // also when staging failed before reading it: the connection is let go of
     }
@@ -242,7 +249,7 @@ export function createFeedActivities(deps: FeedDeps) {
     const files = (await listFeedFiles(dir)).filter((file) => pull.trigger === 'backfill' || !imported.has(feedFileKey(file)));
     if (files.length === 0) return { uploadId: null };
     const pulled = files.map((file) => ({ path: file.name, label: file.name, open: () => openFeedFile(dir, file), verify: () => checkUnchanged(dir, file) }));
-    return stage(pull, source, by, pulled, { files });
+    return stage(pull, source, state, by, pulled, { files });
   }
 
   /**
@@ -322,6 +329,7 @@ export function createFeedActivities(deps: FeedDeps) {
       const next: FeedStateDoc = { ...state, lastSuccessAt: at };
       if (pull.trigger !== 'backfill') {
         next.cursor = laterCursor(state.cursor, pull.cursor);
+        next.cursorSeen = seenAtCursorAfter({ cursor: state.cursor, seen: state.cursorSeen }, { cursor: pull.cursor, seen: pull.cursorSeen }, SEEN_AT_CURSOR_MAX);
         if (pull.http && pull.http.status !== 304) Object.assign(next, { etag: pull.http.etag, lastModified: pull.http.lastModified });
         if (source.feed.folder !== undefined) next.files = await filesKept(source.feed.folder, [...state.files, ...pull.files]);
       }

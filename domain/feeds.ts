@@ -198,6 +198,8 @@ export interface CursorWindow {
   to: string | null;
   /** The kind of value the feed's cursor holds: its ends', else the first a pull read (see `windowKind`); not stored. */
   kind?: CursorKind | null;
+  /** Event ids of rows at `from` imported already, which the pull skips (see FeedStateDoc `cursorSeen`); not stored. */
+  seen?: ReadonlySet<string>;
 }
 
 /** The kind of value a window's ends hold (null when open at both ends, or of no kind: a cursor saved before kinds were checked). */
@@ -215,6 +217,18 @@ export function laterCursor(a: string | null, b: string | null): string | null {
   if (a === null) return b;
   if (b === null) return a;
   return compareCursors(a, b) >= 0 ? a : b;
+}
+
+/**
+ * The rows a feed remembers as imported at its cursor once a pull completes (at most `max`): the
+ * pull's, when it moved the cursor on; both, when it read up to the same value; else the feed's.
+ */
+export function seenAtCursorAfter(saved: { cursor: string | null; seen?: readonly string[] }, read: { cursor: string | null; seen?: readonly string[] }, max: number): string[] {
+  if (read.cursor === null) return [...(saved.seen ?? [])];
+  const order = saved.cursor === null ? 1 : compareCursors(read.cursor, saved.cursor);
+  if (order > 0) return [...(read.seen ?? [])];
+  if (order < 0) return [...(saved.seen ?? [])];
+  return [...new Set([...(saved.seen ?? []), ...(read.seen ?? [])])].slice(0, max);
 }
 
 const CursorValue = storableText(256)
@@ -311,7 +325,7 @@ export type FeedRow =
   | { event: EventInput; unmatched?: true }
   /** `unmatched`: a row the mapping would hold that cannot be. */
   | { errors: FieldError[]; unmatched?: true }
-  /** Outside the pull's cursor window: read, not imported. */
+  /** Outside the pull's cursor window, or at its start and imported already: read, not imported. */
   | { skipped: true }
   /** Its only identity is a partner id the match table does not hold, and the mapping skips such rows: not imported. */
   | { unmatched: true };
@@ -331,6 +345,7 @@ export function feedRowToEvent(fields: string[], columns: FeedColumns, window: C
     const problem = cursorValueProblem(cursor, window.kind ?? null);
     if (problem !== null) return { errors: [{ path: columns.cursor.column, message: problem }] };
     if (!inCursorWindow(cursor, window)) return { skipped: true };
+    if (window.seen?.size && window.from !== null && compareCursors(cursor, window.from) === 0 && window.seen.has(feedRowEventId(fields, columns))) return { skipped: true };
   }
   const identities: EventInput['identities'] = {};
   for (const { type, index } of columns.identities) {
@@ -441,7 +456,7 @@ export const FeedPullViewSchema = z
       .openapi({ description: 'A folder feed: the new files read (a backfill reads them all)' }),
     cursor: z.string().nullable().openapi({ description: 'The highest cursor value read; the feed continues from it once the pull completes (a backfill leaves the feed where it was)' }),
     rowsReceived: Count.openapi({ description: 'Data rows read (headers not counted)' }),
-    rowsSkipped: Count.openapi({ description: 'Rows outside the cursor window' }),
+    rowsSkipped: Count.openapi({ description: 'Rows outside the cursor window, and rows at its start that an earlier pull imported' }),
     rowsUnmatched: Count.openapi({ description: 'Rows whose only identity is a partner id without a match in the cookie-sync match table' }),
     rowsRejected: Count,
     rowsImported: Count.openapi({ description: 'Rows appended to the source log as new events, each exactly once' }),

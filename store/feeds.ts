@@ -20,6 +20,11 @@ export interface FeedStateDoc {
   _id: string;
   /** The highest cursor value of the completed pulls; the next pull reads rows at or past it. */
   cursor: string | null;
+  /**
+   * Event ids of rows at `cursor` that completed pulls imported (at most SEEN_AT_CURSOR_MAX): the next
+   * pull skips them whatever the dedupe window. Absent from states saved before.
+   */
+  cursorSeen?: string[];
   /** From the last completed pull's response: sent back as If-None-Match / If-Modified-Since. */
   etag: string | null;
   lastModified: string | null;
@@ -44,6 +49,8 @@ export interface FeedPullDoc {
   files: FeedFile[];
   /** The highest cursor value read. */
   cursor: string | null;
+  /** Event ids of the rows at `cursor` it staged (see FeedStateDoc). */
+  cursorSeen?: string[];
   rowsSkipped: number;
   rowsUnmatched: number;
   /** Attempts that failed, the first ones (see MAX_ATTEMPTS_KEPT). */
@@ -66,9 +73,16 @@ export interface FetchAttempt {
 }
 
 /** What an attempt's fetch records on its pull; a claim clears them for the attempt that takes over. */
-export type FetchedFields = Pick<FeedPullDoc, 'uploadId' | 'http' | 'files' | 'cursor' | 'rowsSkipped' | 'rowsUnmatched'>;
+export type FetchedFields = Pick<FeedPullDoc, 'uploadId' | 'http' | 'files' | 'cursor' | 'cursorSeen' | 'rowsSkipped' | 'rowsUnmatched'>;
 
-const NOTHING_FETCHED: FetchedFields = { uploadId: null, http: null, files: [], cursor: null, rowsSkipped: 0, rowsUnmatched: 0 };
+const NOTHING_FETCHED: FetchedFields = { uploadId: null, http: null, files: [], cursor: null, cursorSeen: [], rowsSkipped: 0, rowsUnmatched: 0 };
+
+/**
+ * Most rows at the cursor a feed remembers as imported (~35 bytes each in its state and pull). Past
+ * it, as when many rows share a coarse cursor (a date), the rest are told apart from those imported
+ * before only by their event ids, within DMP_DEDUPE_WINDOW_HOURS.
+ */
+export const SEEN_AT_CURSOR_MAX = 50_000;
 
 /** Failed attempts a pull keeps (its activity's retries are bounded well below). */
 const MAX_ATTEMPTS_KEPT = 20;

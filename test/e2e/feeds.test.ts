@@ -5,10 +5,11 @@ import { gzipSync } from 'node:zlib';
 import { sha256Hex } from '../../domain/identity';
 import { feedScheduleId } from '../../domain/workflowIds';
 import { COLLECTIONS } from '../../store/db';
+import { EventIdGenerations } from '../../store/eventIds';
 import { FeedServer } from '../support/feeds';
 import { call } from '../support/http';
 import { sourceLogEventIds } from '../support/sourceLog';
-import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { baseConfig, startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource } from '../support/sourceClient';
 
 const TOKEN = 'partner-token-0123456789';
@@ -183,19 +184,31 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect(await logged(broker)).toHaveLength(20);
   });
 
-  it('imports only rows at or past the cursor of the last completed pull: those at it come back as duplicates', async () => {
-    // Person 0 moved up a band at hour 5, and five people joined.
-    server.publish('/broker.csv', brokerFile([...FIRST_ROWS, brokerRow(0, 5, 'medium'), ...Array.from({ length: 5 }, (_, k) => brokerRow(20 + k, 5))]));
+  it('imports only rows at or past the cursor of the last completed pull, skipping those at it that it imported', async () => {
+    // Person 0 moved up a band at hour 5, and five people joined; a sixth appears at hour 4, the cursor.
+    server.publish('/broker.csv', brokerFile([...FIRST_ROWS, brokerRow(0, 5, 'medium'), ...Array.from({ length: 5 }, (_, k) => brokerRow(20 + k, 5)), brokerRow(90, 4)]));
     const next = await pull(broker);
-    // Hours 0–3 (16 people and the two bad rows) are behind the cursor; hour 4 (4 people) was imported already.
-    expect(next).toMatchObject({ state: 'completed', http: { status: 200 }, window: { from: at(4), to: null }, cursor: at(5), rowsReceived: 28, rowsSkipped: 18, rowsDuplicate: 4, rowsImported: 6, rowsRejected: 0 });
-    await folded(broker, 26);
+    // Hours 0–3 (16 people and the two bad rows) are behind the cursor; hour 4's 4 people were imported already (remembered by the feed, not
+    // found duplicates), and the new one at hour 4 is not one of them.
+    expect(next).toMatchObject({ state: 'completed', http: { status: 200 }, window: { from: at(4), to: null }, cursor: at(5), rowsReceived: 29, rowsSkipped: 22, rowsDuplicate: 0, rowsImported: 7, rowsRejected: 0 });
+    await folded(broker, 27);
     expect((await lookup('cookie_id', 'ck-0')).traits.income_band).toBe('medium');
     expect((await lookup('email', 'person24@example.com')).traits['provider_segments.iab']).toEqual(['609']);
     const ids = await logged(broker);
-    expect(ids).toHaveLength(26);
-    expect(new Set(ids).size).toBe(26);
+    expect(ids).toHaveLength(27);
+    expect(new Set(ids).size).toBe(27);
     expect((await admin(`/v1/sources/${broker}`)).body.feed.cursor).toBe(at(5));
+  });
+
+  it('imports the rows at its cursor no second time once the dedupe window has passed and their event ids are forgotten', async () => {
+    // The retention run drops the event-id generations once the window has passed: as a week later.
+    const generations = new EventIdGenerations(platform.store.db, baseConfig.DMP_DEDUPE_WINDOW_HOURS);
+    expect((await generations.dropExpired(Date.now() + 3 * baseConfig.DMP_DEDUPE_WINDOW_HOURS * 3_600_000)).generations).toBeGreaterThan(0);
+    // The partner's file changes behind the cursor only (a correction at hour 1): its rows at the cursor, hour 5, are those imported.
+    server.publish('/broker.csv', brokerFile([...FIRST_ROWS, brokerRow(0, 5, 'medium'), ...Array.from({ length: 5 }, (_, k) => brokerRow(20 + k, 5)), brokerRow(90, 4), brokerRow(91, 1)]));
+    const again = await pull(broker);
+    expect(again).toMatchObject({ state: 'completed', http: { status: 200 }, window: { from: at(5), to: null }, cursor: at(5), rowsReceived: 30, rowsSkipped: 30, rowsDuplicate: 0, rowsImported: 0 });
+    expect(await logged(broker)).toHaveLength(27);
   });
 
   it('retries a partner that answers 5xx, honouring its Retry-After, and imports the file once', async () => {
@@ -207,7 +220,7 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
       [1, 'HTTP 500: partner down'],
       [2, 'HTTP 503: partner down'],
     ]);
-    expect(await logged(broker)).toHaveLength(28);
+    expect(await logged(broker)).toHaveLength(29);
   });
 
   it('gives up on a partner that stalls before answering or in the middle of the file, and retries', async () => {
@@ -218,7 +231,7 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect(done.attempts).toHaveLength(2);
     expect(done.attempts[0].error).toMatch(/Headers Timeout/);
     expect(done.attempts[1].error).toMatch(/^\(body\): the transfer broke off: .*Body Timeout/);
-    expect(await logged(broker)).toHaveLength(30);
+    expect(await logged(broker)).toHaveLength(31);
   });
 
   it('imports nothing of a transfer cut short or a file cut inside a row, and the good retry imports each row once', async () => {
@@ -236,8 +249,8 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect(await platform.store.db.collection(COLLECTIONS.uploadRows).countDocuments({ uploadId: { $in: [`${done.pullId}_1`, `${done.pullId}_2`] } })).toBe(0);
     expect(done.uploadId).toBe(`${done.pullId}_3`);
     const ids = await logged(broker);
-    expect(ids).toHaveLength(70);
-    expect(new Set(ids).size).toBe(70);
+    expect(ids).toHaveLength(71);
+    expect(new Set(ids).size).toBe(71);
   });
 
   it("maps a partner's user ids to our cookies through a real cookie sync, counts the unmatched, and backfills a window without duplicates", async () => {

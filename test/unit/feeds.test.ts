@@ -15,6 +15,7 @@ import {
   ndjsonFields,
   readFeedHeader,
   rowCursor,
+  seenAtCursorAfter,
   type FeedColumns,
   type FeedConfig,
 } from '../../domain/feeds';
@@ -205,6 +206,33 @@ describe('feed rows as events', () => {
     expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', '46082', ''], columns, { ...window, kind: 'time' }, matched({}))).toEqual({
       errors: [{ path: 'updated_at', message: "is a number where this feed's cursor values are times" }],
     });
+  });
+
+  it('skips a row at the start of its window that the feed imported already, and no other', () => {
+    const row = ['tdid-1', EMAIL_HASH, '', '', '2026-03-01T10:00:00Z', ''];
+    const imported = feedRowToEvent(row, columns, { from: null, to: null }, matched({})) as { event: { id: string } };
+    const window = { from: '2026-03-01T10:00:00Z', to: null, seen: new Set([imported.event.id]) };
+    expect(feedRowToEvent(row, columns, window, matched({}))).toEqual({ skipped: true });
+    // Another row at the same value, the same row changed, and the same person at a later value are read.
+    expect(feedRowToEvent(['tdid-2', EMAIL_HASH, '', '', '2026-03-01T10:00:00Z', ''], columns, window, matched({}))).toHaveProperty('event');
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH, 'high', '', '2026-03-01T10:00:00Z', ''], columns, window, matched({}))).toHaveProperty('event');
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', '2026-03-01T10:00:01Z', ''], columns, window, matched({}))).toHaveProperty('event');
+    // The same time written otherwise is another row (its id holds the value as written).
+    expect(feedRowToEvent(['tdid-1', EMAIL_HASH, '', '', '2026-03-01T11:00:00+01:00', ''], columns, window, matched({}))).toHaveProperty('event');
+  });
+
+  it('remembers the rows imported at the cursor: those of a pull that moved it on, of both when it stayed, of none that read behind it', () => {
+    const saved = { cursor: '5', seen: ['a', 'b'] };
+    expect(seenAtCursorAfter(saved, { cursor: '7', seen: ['c'] }, 10)).toEqual(['c']);
+    expect(seenAtCursorAfter(saved, { cursor: '5', seen: ['b', 'c'] }, 10)).toEqual(['a', 'b', 'c']);
+    expect(seenAtCursorAfter(saved, { cursor: '5.0', seen: ['c'] }, 10)).toEqual(['a', 'b', 'c']);
+    expect(seenAtCursorAfter(saved, { cursor: '3', seen: ['c'] }, 10)).toEqual(['a', 'b']);
+    expect(seenAtCursorAfter(saved, { cursor: null, seen: [] }, 10)).toEqual(['a', 'b']);
+    expect(seenAtCursorAfter({ cursor: null }, { cursor: '1', seen: ['x'] }, 10)).toEqual(['x']);
+    // A state saved before it remembered rows.
+    expect(seenAtCursorAfter({ cursor: '5' }, { cursor: '5', seen: ['c'] }, 10)).toEqual(['c']);
+    // At most `max`: the rest are told apart by their event ids within the dedupe window, as before.
+    expect(seenAtCursorAfter(saved, { cursor: '5', seen: ['c', 'd'] }, 3)).toEqual(['a', 'b', 'c']);
   });
 
   it("reads a row's cursor value when the row is in the window, whatever becomes of it", () => {
