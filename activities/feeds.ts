@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import { ApplicationFailure, Context } from '@temporalio/activity';
+import type { Binary } from 'mongodb';
 import type { Config } from '../config';
 import { checkUnchanged, feedFolder, feedRecords, listFeedFiles, openFeedFile } from '../connectors/feedFiles';
 import { DeliveryError, Outbound } from '../connectors/outbound';
@@ -9,7 +10,7 @@ import { matchLimits } from '../domain/partners';
 import { fileProblems, FileRefused } from '../domain/uploads';
 import { forEachConcurrently, type Store } from '../store/db';
 import { StartGates, startGateKey } from '../store/startGates';
-import { FeedStore, feedFileKey, newFeedPull, SEEN_AT_CURSOR_MAX, type FeedFile, type FeedPullDoc, type FeedStateDoc, type FetchAttempt } from '../store/feeds';
+import { FeedStore, feedFileDigest, filesFetched, importedFileDigests, newFeedPull, packFileDigests, pulledFileDigests, SEEN_AT_CURSOR_MAX, type FeedPullDoc, type FeedStateDoc, type FetchAttempt } from '../store/feeds';
 import { MatchTableStore } from '../store/matchTables';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { UploadStore } from '../store/uploads';
@@ -176,7 +177,7 @@ export function createFeedActivities(deps: FeedDeps) {
    * recorded on the pull first so that a later attempt removes whatever this one leaves. Only a
    * pull whose files were all read whole records what it read and the upload to import.
    */
-  async function stage(pull: FeedPullDoc, source: FeedSource, state: FeedStateDoc, by: FetchAttempt, files: PulledFile[], found: Pick<FeedPullDoc, 'http'> | Pick<FeedPullDoc, 'files'>): Promise<{ uploadId: string }> {
+  async function stage(pull: FeedPullDoc, source: FeedSource, state: FeedStateDoc, by: FetchAttempt, files: PulledFile[], found: Pick<FeedPullDoc, 'http'> | ReturnType<typeof filesFetched>): Promise<{ uploadId: string }> {
     const upload = newUpload(`${pull._id}_${by.attempt}`, source._id, now());
     // Created before it is listed on the pull, so a later attempt's discard never misses it.
     await uploads.create(upload);
@@ -245,24 +246,23 @@ export function createFeedActivities(deps: FeedDeps) {
   /** The folder's files no completed pull imported (a backfill reads them all). */
   async function readFolder(pull: FeedPullDoc, source: FeedSource, folder: string, state: FeedStateDoc, by: FetchAttempt): Promise<{ uploadId: string | null }> {
     const dir = await feedFolder(deps.config.DMP_FEED_DIR, folder);
-    const imported = new Set(state.files.map(feedFileKey));
-    const files = (await listFeedFiles(dir)).filter((file) => pull.trigger === 'backfill' || !imported.has(feedFileKey(file)));
+    const imported = new Set(importedFileDigests(state));
+    const files = (await listFeedFiles(dir)).filter((file) => pull.trigger === 'backfill' || !imported.has(feedFileDigest(file)));
     if (files.length === 0) return { uploadId: null };
     const pulled = files.map((file) => ({ path: file.name, label: file.name, open: () => openFeedFile(dir, file), verify: () => checkUnchanged(dir, file) }));
-    return stage(pull, source, state, by, pulled, { files });
+    return stage(pull, source, state, by, pulled, filesFetched(files));
   }
 
   /**
-   * The files the feed has imported, less those gone from its folder (a file gone will not come
-   * back as the same file); all of them when the folder cannot be listed now.
+   * The digests of the files the feed has imported, less those gone from its folder (a file gone
+   * will not come back as the same file); all of them when the folder cannot be listed now.
    */
-  async function filesKept(folder: string, files: FeedFile[]): Promise<FeedFile[]> {
+  async function filesKept(folder: string, digests: string[]): Promise<Binary> {
     const listed = await feedFolder(deps.config.DMP_FEED_DIR, folder)
       .then(listFeedFiles)
       .catch(() => null);
-    const present = listed && new Set(listed.map(feedFileKey));
-    const kept = new Map(files.filter((file) => !present || present.has(feedFileKey(file))).map((file) => [feedFileKey(file), file]));
-    return [...kept.values()];
+    const present = listed && new Set(listed.map(feedFileDigest));
+    return packFileDigests(new Set(digests.filter((digest) => !present || present.has(digest))));
   }
 
   async function fetchStep(pullId: string): Promise<{ uploadId: string | null }> {
@@ -331,7 +331,10 @@ export function createFeedActivities(deps: FeedDeps) {
         next.cursor = laterCursor(state.cursor, pull.cursor);
         next.cursorSeen = seenAtCursorAfter({ cursor: state.cursor, seen: state.cursorSeen }, { cursor: pull.cursor, seen: pull.cursorSeen }, SEEN_AT_CURSOR_MAX);
         if (pull.http && pull.http.status !== 304) Object.assign(next, { etag: pull.http.etag, lastModified: pull.http.lastModified });
-        if (source.feed.folder !== undefined) next.files = await filesKept(source.feed.folder, [...state.files, ...pull.files]);
+        if (source.feed.folder !== undefined) {
+          next.fileDigests = await filesKept(source.feed.folder, [...importedFileDigests(state), ...pulledFileDigests(pull)]);
+          delete next.files;
+        }
       }
       await feeds.saveState(next);
       await feeds.updatePull(pull._id, { state: 'completed', uploadId: input.uploadId, finishedAt: at });

@@ -8,7 +8,7 @@ import { UploadListQuerySchema } from '../domain/uploads';
 import { feedPullWorkflowId, feedScheduleId } from '../domain/workflowIds';
 import { logger } from '../logger';
 import type { Store } from '../store/db';
-import { FeedStore, newFeedPull, newPullId, type FeedPullDoc } from '../store/feeds';
+import { FeedStore, importedFileDigests, newFeedPull, newPullId, type FeedPullDoc } from '../store/feeds';
 import { PartnerStore } from '../store/partners';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { UploadStore } from '../store/uploads';
@@ -44,6 +44,7 @@ async function pullView(doc: FeedPullDoc, uploads: UploadStore, databaseName: st
     window: doc.window,
     http: doc.http,
     files: doc.files.map((file) => ({ name: file.name, size: file.size, modifiedAt: iso(file.modifiedAt) })),
+    filesRead: doc.filesRead ?? doc.files.length,
     cursor: doc.cursor,
     rowsReceived: upload?.rowsReceived ?? 0,
     rowsSkipped: doc.rowsSkipped,
@@ -114,7 +115,7 @@ export function feedSourceHooks({ store, temporal, config }: FeedDeps) {
         cursor: state.cursor,
         etag: state.etag,
         lastModified: state.lastModified,
-        filesImported: state.files.length,
+        filesImported: importedFileDigests(state).length,
         lastSuccessAt: state.lastSuccessAt && state.lastSuccessAt.toISOString(),
         lastPull: last && (await pullView(last, uploads, databaseName)),
       };

@@ -453,7 +453,8 @@ export const FeedPullViewSchema = z
       .openapi({ description: 'A URL feed: what the partner last answered' }),
     files: z
       .array(z.object({ name: z.string(), size: Count, modifiedAt: Iso }))
-      .openapi({ description: 'A folder feed: the new files read (a backfill reads them all)' }),
+      .openapi({ description: 'A folder feed: the new files read (a backfill reads them all), the first 1,000 of them' }),
+    filesRead: Count.openapi({ description: 'A folder feed: how many new files it read' }),
     cursor: z.string().nullable().openapi({ description: 'The highest cursor value read; the feed continues from it once the pull completes (a backfill leaves the feed where it was)' }),
     rowsReceived: Count.openapi({ description: 'Data rows read (headers not counted)' }),
     rowsSkipped: Count.openapi({ description: 'Rows outside the cursor window, and rows at its start that an earlier pull imported' }),

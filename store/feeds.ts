@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import type { Collection } from 'mongodb';
+import { createHash, randomBytes } from 'node:crypto';
+import { Binary, type Collection } from 'mongodb';
 import type { CursorWindow, FeedPullState, FeedTrigger } from '../domain/feeds';
 import { COLLECTIONS, deleteByIds, isDuplicateKeyError, type Store } from './db';
 import { VersionClaims } from './versionClaims';
@@ -15,6 +15,40 @@ export function feedFileKey(file: FeedFile): string {
   return `${file.name}|${file.size}|${file.modifiedAt.getTime()}`;
 }
 
+/** Bytes of a file's digest (the first of SHA-256 over its key): what a feed keeps of each file it imported. */
+const FILE_DIGEST_BYTES = 16;
+
+/** A file's digest, as text to look up. */
+export function feedFileDigest(file: FeedFile): string {
+  return createHash('sha256').update(feedFileKey(file)).digest().subarray(0, FILE_DIGEST_BYTES).toString('base64');
+}
+
+/** Digests as stored: one binary value, 16 bytes each (a file's name alone can take 255). */
+export function packFileDigests(digests: Iterable<string>): Binary {
+  const list = [...digests];
+  const bytes = Buffer.alloc(list.length * FILE_DIGEST_BYTES);
+  list.forEach((digest, n) => Buffer.from(digest, 'base64').copy(bytes, n * FILE_DIGEST_BYTES));
+  return new Binary(bytes);
+}
+
+function unpackFileDigests(packed: Binary): string[] {
+  const bytes = Buffer.from(packed.buffer.subarray(0, packed.length()));
+  return Array.from({ length: bytes.length / FILE_DIGEST_BYTES }, (_, n) => bytes.subarray(n * FILE_DIGEST_BYTES, (n + 1) * FILE_DIGEST_BYTES).toString('base64'));
+}
+
+/** The digests of the files a feed imported, of those still in its folder (states saved before digests list the files). */
+export function importedFileDigests(state: Pick<FeedStateDoc, 'files' | 'fileDigests'>): string[] {
+  return state.fileDigests ? unpackFileDigests(state.fileDigests) : (state.files ?? []).map(feedFileDigest);
+}
+
+/** The digests of the files a pull read (pulls recorded before digests list the files). */
+export function pulledFileDigests(pull: Pick<FeedPullDoc, 'files' | 'fileDigests'>): string[] {
+  return pull.fileDigests ? unpackFileDigests(pull.fileDigests) : pull.files.map(feedFileDigest);
+}
+
+/** Files a pull lists by name; it counts them all (`filesRead`) and keeps all their digests. */
+export const FILES_LISTED = 1_000;
+
 /** Where a feed stands (`_id` = its source id): what the next pull asks for and reads from. Written by its pulls, one at a time. */
 export interface FeedStateDoc {
   _id: string;
@@ -28,8 +62,12 @@ export interface FeedStateDoc {
   /** From the last completed pull's response: sent back as If-None-Match / If-Modified-Since. */
   etag: string | null;
   lastModified: string | null;
-  /** A folder feed's files imported, of those still in the folder. */
-  files: FeedFile[];
+  /**
+   * A folder feed's files imported, of those still in the folder: their digests (feedFileDigest),
+   * ~16 bytes a file, so a document holds ~1M. States saved before list the files in `files`.
+   */
+  fileDigests?: Binary;
+  files?: FeedFile[];
   lastPullId: string | null;
   lastSuccessAt: Date | null;
 }
@@ -46,7 +84,10 @@ export interface FeedPullDoc {
   /** Every upload a fetch attempt staged into; those of attempts that failed or were cut short are removed. */
   uploads: string[];
   http: { status: number; etag: string | null; lastModified: string | null } | null;
+  /** A folder feed: the first FILES_LISTED new files read, how many there were, and all their digests. */
   files: FeedFile[];
+  filesRead?: number;
+  fileDigests?: Binary;
   /** The highest cursor value read. */
   cursor: string | null;
   /** Event ids of the rows at `cursor` it staged (see FeedStateDoc). */
@@ -73,9 +114,14 @@ export interface FetchAttempt {
 }
 
 /** What an attempt's fetch records on its pull; a claim clears them for the attempt that takes over. */
-export type FetchedFields = Pick<FeedPullDoc, 'uploadId' | 'http' | 'files' | 'cursor' | 'cursorSeen' | 'rowsSkipped' | 'rowsUnmatched'>;
+export type FetchedFields = Pick<FeedPullDoc, 'uploadId' | 'http' | 'files' | 'filesRead' | 'fileDigests' | 'cursor' | 'cursorSeen' | 'rowsSkipped' | 'rowsUnmatched'>;
 
-const NOTHING_FETCHED: FetchedFields = { uploadId: null, http: null, files: [], cursor: null, cursorSeen: [], rowsSkipped: 0, rowsUnmatched: 0 };
+const NOTHING_FETCHED: FetchedFields = { uploadId: null, http: null, files: [], filesRead: 0, fileDigests: packFileDigests([]), cursor: null, cursorSeen: [], rowsSkipped: 0, rowsUnmatched: 0 };
+
+/** What a pull records of the folder's new files it read. */
+export function filesFetched(files: FeedFile[]): Pick<FetchedFields, 'files' | 'filesRead' | 'fileDigests'> {
+  return { files: files.slice(0, FILES_LISTED), filesRead: files.length, fileDigests: packFileDigests(files.map(feedFileDigest)) };
+}
 
 /**
  * Most rows at the cursor a feed remembers as imported (~35 bytes each in its state and pull). Past
@@ -109,7 +155,7 @@ export function newFeedPull(pullId: string, sourceId: string, trigger: FeedTrigg
 }
 
 function emptyFeedState(sourceId: string): FeedStateDoc {
-  return { _id: sourceId, cursor: null, etag: null, lastModified: null, files: [], lastPullId: null, lastSuccessAt: null };
+  return { _id: sourceId, cursor: null, etag: null, lastModified: null, fileDigests: packFileDigests([]), lastPullId: null, lastSuccessAt: null };
 }
 
 /**

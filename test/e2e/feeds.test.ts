@@ -371,9 +371,10 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
       feed: { folder: 'partner-c', format: 'ndjson', schedule: YEARLY, mapping: { identities: { email_sha256: 'hash' }, traits: { interest: 'interest' } }, taxonomy: { column: 'segments', provider: 'acme' } },
     });
     const first = await pull(dropped);
-    expect(first).toMatchObject({ state: 'completed', http: null, rowsReceived: 5, rowsImported: 5 });
+    expect(first).toMatchObject({ state: 'completed', http: null, filesRead: 2, rowsReceived: 5, rowsImported: 5 });
     expect(first.files.map((file: { name: string }) => file.name).sort()).toEqual(['day1.ndjson', 'day2.ndjson.gz']);
-    expect(await pull(dropped)).toMatchObject({ state: 'completed', files: [], uploadId: null, rowsReceived: 0 });
+    expect(await pull(dropped)).toMatchObject({ state: 'completed', files: [], filesRead: 0, uploadId: null, rowsReceived: 0 });
+    expect((await admin(`/v1/sources/${dropped}`)).body.feed.filesImported).toBe(2);
 
     // A new file, and day1 written again with one more line: both read, day1's old lines duplicates.
     writeFileSync(join(folder, 'day1.ndjson'), [0, 1, 2, 7].map((i) => line(i, 'news')).join('\n') + '\n');
