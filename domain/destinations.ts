@@ -575,12 +575,21 @@ function touchedBy(batches: readonly BatchOutcome[], pick: (batch: BatchOutcome)
  */
 export const BATCH_ID_BYTES = 4 * 1024 * 1024;
 
+/** Characters JSON writes escaped: a quote or backslash takes two bytes, a control character six. */
+const JSON_ESCAPED = /["\\\u0000-\u001f]/;
+
+/** An id's bytes in a batch: as stored, or as a JSON request carries it when that is more. */
+function batchIdBytes(id: string): number {
+  const stored = storedStringBytes(id);
+  return JSON_ESCAPED.test(id) ? Math.max(stored, Buffer.byteLength(JSON.stringify(id)) + 1) : stored;
+}
+
 /**
  * Cuts a segment's changes into batches of at most `size` ids and BATCH_ID_BYTES of them: removes
  * first (who left or withdrew consent goes before anyone is added), then adds.
  */
 export function toBatches(adds: readonly string[], removes: readonly string[], size: number, bytes = BATCH_ID_BYTES): Array<{ adds: string[]; removes: string[] }> {
-  const cut = (ids: readonly string[]) => (ids.length === 0 ? [] : rangesBySize(ids, storedStringBytes, bytes, size).map(([from, to]) => ids.slice(from, to)));
+  const cut = (ids: readonly string[]) => (ids.length === 0 ? [] : rangesBySize(ids, batchIdBytes, bytes, size).map(([from, to]) => ids.slice(from, to)));
   return [...cut(removes).map((ids) => ({ adds: [], removes: ids })), ...cut(adds).map((ids) => ({ adds: ids, removes: [] }))];
 }
 

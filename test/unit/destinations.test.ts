@@ -133,6 +133,11 @@ describe('toBatches', () => {
     // Multi-byte characters count as their UTF-8 bytes.
     const wide = Array.from({ length: 10 }, (_, n) => `${n}${'é'.repeat(99)}`);
     expect(toBatches(wide, [], 10, 1000).map((batch) => batch.adds.length)).toEqual([4, 4, 2]);
+    // Ids of characters JSON escapes (a control character takes six bytes there) keep the request within bounds too.
+    const escaped = Array.from({ length: 20_000 }, (_, n) => `${String(n).padStart(6, '0')}${'\u0001"\\'.repeat(168)}`);
+    const requests = toBatches(escaped, [], 50_000);
+    for (const batch of requests) expect(Buffer.byteLength(JSON.stringify(batch))).toBeLessThanOrEqual(BATCH_ID_BYTES + 1024);
+    expect(requests.flatMap((batch) => batch.adds)).toEqual(escaped);
   });
 });
 
