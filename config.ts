@@ -71,6 +71,8 @@ export const ConfigSchema = z.object({
   DMP_EVENT_HISTORY_DAYS: z.coerce.number().min(1).default(395),
   /** How long the record of an ended segment run is kept (its counts stay in the segment's history). */
   DMP_SEGMENT_RUN_DAYS: z.coerce.number().min(0).default(30),
+  /** Most segments a run of every segment evaluates: more are evaluated in several runs, one after the other (see runGroups). */
+  DMP_SEGMENTS_PER_RUN: z.coerce.number().int().min(1).default(4000),
   /** How long the record of an ended export (and its batches' receipts) is kept. */
   DMP_EXPORT_HISTORY_DAYS: z.coerce.number().min(0).default(90),
   /** How long the record of an ended feed pull or upload is kept (a feed's last pull and a source's newest ended upload stay). */

@@ -17,7 +17,7 @@ import { StartGates, startGateKey } from '../store/startGates';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
 import { SegmentMembership } from '../store/segmentMembership';
-import { prepareRun, SegmentRunStore, SnapshotReader } from '../store/segmentRuns';
+import { prepareRuns, SegmentRunStore, SnapshotReader } from '../store/segmentRuns';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
 import { SourceStore } from '../store/sources';
 import { beginGated } from './startGate';
@@ -26,7 +26,7 @@ import { heartbeat, withHeartbeats } from './heartbeat';
 export interface ExportDeps {
   store: Store;
   temporal: Client;
-  config: Pick<Config, 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_EXPORT_DIR' | 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>;
+  config: Pick<Config, 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_EXPORT_DIR' | 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP' | 'DMP_SEGMENTS_PER_RUN'>;
   now?: () => Date;
 }
 
@@ -359,10 +359,10 @@ export function createExportActivities(deps: ExportDeps) {
     return { ready: true, batches: n };
   }
 
-  /** Prepares a batch run of every segment (it records export facts for the exported ones). */
-  async function prepareExportRun(): Promise<string> {
+  /** Prepares the batch runs of every segment (they record export facts for the exported ones); returns their ids. */
+  async function prepareExportRun(): Promise<string[]> {
     const at = now();
-    return (await prepareRun(segments, runs, at, at))._id;
+    return (await prepareRuns(segments, runs, at, at, deps.config.DMP_SEGMENTS_PER_RUN)).map((run) => run._id);
   }
 
   /** Waits for a segmentation run another workflow executes (or until that workflow is gone: planning then tells). */

@@ -13,7 +13,7 @@ import { decodeForExport, decodeProfile } from '../store/profiles';
 import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/destinations';
 import { DestinationStore } from '../store/destinations';
 import { SegmentMembership } from '../store/segmentMembership';
-import { failRun, prepareRun, rulesOfRun, SegmentRunStore, type SnapshotChunk } from '../store/segmentRuns';
+import { failRun, prepareRuns, rulesOfRun, SegmentRunStore, type SnapshotChunk } from '../store/segmentRuns';
 import { StartGates, startGateKey } from '../store/startGates';
 import { SegmentStore } from '../store/segments';
 import { policiesOf } from '../store/sourcePolicies';
@@ -29,7 +29,7 @@ export const SAMPLE_SIZE = 2_000;
 export interface SegmentationDeps {
   store: Store;
   temporal: Client;
-  config: Pick<Config, 'DMP_PROFILE_PARTITIONS'>;
+  config: Pick<Config, 'DMP_PROFILE_PARTITIONS' | 'DMP_SEGMENTS_PER_RUN'>;
   now?: () => Date;
 }
 
@@ -232,9 +232,9 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   }
 
   return {
-    /** Records a run of every segment as it is now, evaluated at `evaluatedAt` (ms); returns its id. */
-    async prepareSegmentRun(input: { evaluatedAt: number }): Promise<string> {
-      return (await prepareRun(segments, runs, new Date(input.evaluatedAt), now()))._id;
+    /** Records the runs of every segment as it is now (one, or several of at most DMP_SEGMENTS_PER_RUN), evaluated at `evaluatedAt` (ms); returns their ids. */
+    async prepareSegmentRun(input: { evaluatedAt: number }): Promise<string[]> {
+      return (await prepareRuns(segments, runs, new Date(input.evaluatedAt), now(), deps.config.DMP_SEGMENTS_PER_RUN)).map((run) => run._id);
     },
 
     /** See evaluate. */

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { CronExpressionParser } from 'cron-parser';
 import { z } from 'zod';
 import { cronPattern, MINUTE_FIELD } from './cronPattern';
-import { durationMs, DurationSchema, RuleSchema } from './segmentRules';
+import { durationMs, DurationSchema, referencedSegments, RuleSchema, type Rule } from './segmentRules';
 import { exactlyOneOf, nonEmptyChange } from './schemaChecks';
 import { nameText, storableText, TRIMMED_CHARS } from './text';
 
@@ -181,6 +181,46 @@ export function segmentRunId(segments: ReadonlyArray<{ id: string; version: numb
   const versions = [...segments].sort((a, b) => (a.id < b.id ? -1 : 1)).map((s) => `${s.id}@${s.version}`).join(',');
   const window = evaluatedAt.toISOString().slice(0, 19).replace(/[-:]/g, '');
   return `run_${window}_${createHash('sha256').update(versions).digest('hex').slice(0, 12)}`;
+}
+
+/**
+ * Splits the segments of a run of every segment into runs of at most `max`: a run's record and its
+ * snapshot chunks hold something per segment, so one run of every segment of a large taxonomy
+ * outgrew a document. A segment stays in one run with every segment its rule refers to, and with
+ * those that refer to it (however many that makes). Deterministic: the groups follow segment ids.
+ * Always at least one group (of nothing, when there are no segments).
+ */
+export function runGroups<T extends { _id: string; ruleJson: string }>(docs: readonly T[], max: number): T[][] {
+  const sorted = [...docs].sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0));
+  const index = new Map(sorted.map((doc, n) => [doc._id, n]));
+  const parent = sorted.map((_, n) => n);
+  const root = (n: number): number => {
+    while (parent[n] !== n) n = parent[n] = parent[parent[n]];
+    return n;
+  };
+  sorted.forEach((doc, n) => {
+    for (const id of referencedSegments(JSON.parse(doc.ruleJson) as Rule)) {
+      const other = index.get(id);
+      if (other === undefined) continue;
+      const [a, b] = [root(n), root(other)];
+      // The smaller index roots a set: its first segment in id order.
+      parent[Math.max(a, b)] = Math.min(a, b);
+    }
+  });
+  // Each set of joined segments, in the order of its first id.
+  const sets = new Map<number, T[]>();
+  sorted.forEach((doc, n) => {
+    const set = sets.get(root(n)) ?? [];
+    set.push(doc);
+    sets.set(root(n), set);
+  });
+  const groups: T[][] = [[]];
+  for (const set of sets.values()) {
+    const last = groups[groups.length - 1];
+    if (last.length > 0 && last.length + set.length > max) groups.push([...set]);
+    else last.push(...set);
+  }
+  return groups;
 }
 
 export function windowStart(at: Date): Date {

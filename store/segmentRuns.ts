@@ -1,6 +1,6 @@
 import { Binary, BSON, type Collection } from 'mongodb';
 import { dayKey } from '../domain/profile';
-import { Bitmap, segmentRunId, windowStart } from '../domain/segments';
+import { Bitmap, runGroups, segmentRunId, windowStart } from '../domain/segments';
 import type { SegmentSubject } from '../domain/profile';
 import type { ChangeSet } from '../domain/segmentChanges';
 import type { PackedFacts } from '../domain/destinations';
@@ -519,16 +519,25 @@ export function binarySearch(sorted: string[], value: string): number {
 }
 
 /**
- * Prepares a run of every segment as it is now, or of those a change of `only` touches — the
- * segments named, those whose rules lead to them, and what all of those refer to (read by id, not
- * by reading every segment) — and shows it on each.
+ * Prepares the runs of every segment as it is now: one, or several of at most `perRun` segments each
+ * (runGroups), which are then evaluated one after the other. Each is shown on its segments.
  */
-export async function prepareRun(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date, only?: readonly string[]): Promise<RunDoc> {
+export async function prepareRuns(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date, perRun: number): Promise<RunDoc[]> {
+  const prepared: RunDoc[] = [];
+  for (const group of runGroups(await segments.list(), perRun)) prepared.push(await prepareRunOf(segments, runs, group, evaluatedAt, startedAt, true));
+  return prepared;
+}
+
+/**
+ * Prepares a run of those segments a change of `only` touches — the segments named, those whose
+ * rules lead to them, and what all of those refer to (read by id, not by reading every segment) —
+ * and shows it on each.
+ */
+export async function prepareRun(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date, only: readonly string[]): Promise<RunDoc> {
   // The segments of runs whose pass has not begun join this one, so it supersedes them: edits in
   // quick succession still cost one pass over the profiles, not one each. Runs already passing are
   // left to finish: taking them in too would chain every run of a steady stream of edits to the
   // first run of every segment, and make each hold them all.
-  if (!only) return prepareRunOf(segments, runs, await segments.list(), evaluatedAt, startedAt, true);
   const touched = [...only, ...(await segments.dependentsOf(only)).map((doc) => doc._id), ...(await runs.runningSegmentIds())];
   const all = touched.length > RUN_BY_ID_AT_MOST ? await segments.list() : undefined;
   return prepareRunOf(segments, runs, await segments.withReferences(touched, all), evaluatedAt, startedAt);

@@ -56,13 +56,15 @@ export async function destinationExport(input: DestinationExportInput): Promise<
   try {
     for (let pass = 0; !(await planExport({ exportId })).ready; pass++) {
       if (pass >= 3) throw ApplicationFailure.nonRetryable('the segments have no snapshot with export facts after three batch runs', 'NoSnapshot');
-      const runId = await prepareExportRun();
-      try {
-        await executeChild(segmentRun, { workflowId: segmentRunWorkflowId(input.databaseName, runId), args: [{ runId }] });
-      } catch (error) {
-        // The same run was started by another caller: wait for it to end instead.
-        if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
-        await awaitSegmentRun({ runId });
+      // The runs of every segment, one after the other (a history recorded before runs were split holds one id).
+      for (const runId of ([] as string[]).concat(await prepareExportRun())) {
+        try {
+          await executeChild(segmentRun, { workflowId: segmentRunWorkflowId(input.databaseName, runId), args: [{ runId }] });
+        } catch (error) {
+          // The same run was started by another caller: wait for it to end instead.
+          if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+          await awaitSegmentRun({ runId });
+        }
       }
     }
     const delivered = await deliverExport({ exportId });

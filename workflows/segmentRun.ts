@@ -1,4 +1,4 @@
-import { ApplicationFailure, executeChild, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, ChildWorkflowFailure, executeChild, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType, WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
 import { scheduledSegmentRunWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
 import type { SegmentationActivities } from '../activities/segmentation';
@@ -33,7 +33,7 @@ const SCHEDULED_START = defineSearchAttributeKey('TemporalScheduledStartTime', S
  * snapshot until the run is complete, never a half run. Its id derives from the segment versions and
  * the second evaluated (domain/segments `segmentRunId`).
  */
-export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: string | null; evaluated: number }> {
+export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: string | null; runIds?: string[]; evaluated: number }> {
   if (!input.runId && input.nominalTime === undefined) {
     // A segment schedule fired. Distinct schedules fire at the same nominal time (an hourly cron
     // and an interval; a store's one-per-segment schedules until retention removes them), and
@@ -53,15 +53,24 @@ export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: 
     }
   }
   if (!input.runId) {
-    // The scheduled run of a nominal time: one run of every segment as they are now, under its own
-    // id (the API's run of the same versions and second is the same run, found started).
-    const runId = await prepareSegmentRun({ evaluatedAt: Date.now() });
-    try {
-      return await executeChild(segmentRun, { workflowId: segmentRunWorkflowId(input.databaseName ?? '', runId), args: [{ runId }] });
-    } catch (error) {
-      if (error instanceof WorkflowExecutionAlreadyStartedError) return { runId, evaluated: 0 };
-      throw error;
+    // The scheduled run of a nominal time: the runs of every segment as they are now (several past
+    // DMP_SEGMENTS_PER_RUN), one after the other, each under its own id (the API's run of the same
+    // versions and second is the same run, found started). One that fails leaves the others to run.
+    // (A history recorded before runs were split holds one id.)
+    const runIds = ([] as string[]).concat(await prepareSegmentRun({ evaluatedAt: Date.now() }));
+    let evaluated = 0;
+    const failed: string[] = [];
+    for (const runId of runIds) {
+      try {
+        evaluated += (await executeChild(segmentRun, { workflowId: segmentRunWorkflowId(input.databaseName ?? '', runId), args: [{ runId }] })).evaluated;
+      } catch (error) {
+        if (error instanceof WorkflowExecutionAlreadyStartedError) continue;
+        if (!(error instanceof ChildWorkflowFailure)) throw error;
+        failed.push(runId);
+      }
     }
+    if (failed.length > 0) throw ApplicationFailure.nonRetryable(`segment runs ${failed.join(', ')} failed`, 'SegmentRunFailed');
+    return { runId: runIds[0] ?? null, runIds, evaluated };
   }
   const runId = input.runId;
   upsertMemo({ runId });
