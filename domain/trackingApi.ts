@@ -374,9 +374,11 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
     identify('crm_id', userId, 'userId');
   }
   const ownTraits = message.type === 'identify' ? message.traits : undefined;
+  // Blank is no value (an empty form field), as at /v1/collect: the message keeps its other ids.
+  const blank = (value: unknown) => value === undefined || value === null || (typeof value === 'string' && value.trim() === '');
   for (const type of IDENTITY_TRAIT_NAMES) {
-    const [value, messageField] = ownTraits?.[type] != null ? [ownTraits[type], `traits.${type}`] : [context.traits?.[type], `context.traits.${type}`];
-    if (value === undefined || value === null) continue;
+    const [value, messageField] = !blank(ownTraits?.[type]) ? [ownTraits![type], `traits.${type}`] : [context.traits?.[type], `context.traits.${type}`];
+    if (blank(value)) continue;
     if (typeof value === 'string' || (type === 'phone' && typeof value === 'number')) identify(type, String(value), messageField);
     else errors.push({ path: messageField, message: 'must be a string' });
   }

@@ -55,6 +55,14 @@ describe('identities', () => {
     expect(event.traits).toBeUndefined();
   });
 
+  it('treats a blank email or phone trait as none: the message keeps its other ids and traits, and the collector takes it', () => {
+    const event = mapped({ type: 'identify', userId: 'u1', traits: { email: '', phone: '  ', name: 'Ada' }, context: { traits: { email: 'ada@example.com' } } });
+    expect(event.identities).toEqual({ crm_id: 'u1', email: 'ada@example.com' });
+    expect(event.traits).toEqual({ name: 'Ada' });
+    expect(collectorPaths({ type: 'identify', userId: 'u1', traits: { email: '', name: 'Ada' } })).toEqual([]);
+    expect(collectorPaths({ type: 'track', event: 'x', anonymousId: 'a', context: { traits: { phone: ' ' } } })).toEqual([]);
+  });
+
   it('refuses an email trait that is not a string, naming it', () => {
     expect(refusedPaths({ type: 'identify', userId: 'u', traits: { email: ['a@b.c'] } })).toEqual(['traits.email']);
   });
