@@ -171,8 +171,13 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
       const partnerUserId = `${partner._id}:${sync.puid}`;
       const partnerKey = identityKey({ type: 'partner_uid', value: partnerUserId });
       // An erased subject's browser or partner id syncing again: its event is dropped at the door, and its match is not recorded either.
-      const matchable = partnerUserIdProblem(partnerUserId) === null && !blocked(partnerKey) && !(await collector.namesErased([partnerKey, identityKey({ type: 'cookie_id', value: cookieId })]));
-      const outcomes = await Promise.allSettled([matchable && matches.record(partner._id, sync.puid, cookieId, at), source && appendSyncEvent(source, partner, sync, cookieId, at)]);
+      const recordMatch = async (id: string) => {
+        if (partnerUserIdProblem(partnerUserId) !== null || blocked(partnerKey)) return;
+        if (await collector.namesErased([partnerKey, identityKey({ type: 'cookie_id', value: id })])) return;
+        await matches.record(partner._id, sync.puid, id, at);
+      };
+      // A store that fails any of these (the erasure marks' read too) ends the chain as below, never in a 5xx.
+      const outcomes = await Promise.allSettled([recordMatch(cookieId), source && appendSyncEvent(source, partner, sync, cookieId, at)]);
       const failure = outcomes.find((outcome) => outcome.status === 'rejected');
       if (failure) {
         // The partner's chain still ends normally, as without consent: with an empty id, so it keeps no id we did not record. Its next sync records it.
