@@ -126,6 +126,10 @@ export function createExportActivities(deps: ExportDeps) {
   async function changedSince(destination: DestinationDoc): Promise<boolean> {
     const last = destination.lastExport && (await destinations.getExport(destination.lastExport.exportId));
     if (!last?.plan || last.state === 'failed' || destination.updatedAt >= last.plan.plannedAt) return true;
+    // A partner whose memberships lapse (a DSP's TTL) is due its renewal even when nothing changed.
+    const connector = connectorOf(destination);
+    const renewAfter = connector.renewAfterMs?.(connector.config.parse(destination.config));
+    if (renewAfter !== undefined && Object.values(destination.held).some((held) => held.sentAllAt === undefined || now().getTime() - held.sentAllAt.getTime() >= renewAfter)) return true;
     const planned = new Map(last.plan.segments.map((segment) => [segment.id, segment.runId]));
     for (const id of destination.segments) {
       const segment = await segments.get(id);

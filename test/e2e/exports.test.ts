@@ -243,6 +243,38 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(Date.parse((await admin(`/v1/destinations/${id}`)).body.held[segmentId].sentAllAt)).toBeGreaterThan(Date.parse(firstSent) + 29_000);
   }, 120_000);
 
+  it("renews a near-real-time DSP's members when half their TTL has passed, though nothing changed", async () => {
+    const server = await partner({ kind: 'dsp', token: 'dsp-token' });
+    const id = await createDestination({
+      connector: 'dsp_segments',
+      idType: 'maid',
+      nearRealTime: true,
+      config: { url: `${server.url}/data/advertiser`, token: 'dsp-token', advertiserId: 'adv1', segmentCodes: { [segmentId]: 'dmp-rt-ttl' }, ttlMinutes: 1 },
+    });
+    const handle = platform.temporal.schedule.getHandle((await admin(`/v1/destinations/${id}`)).body.scheduleId);
+    const exports = async () => (await admin(`/v1/destinations/${id}/exports`)).body.exports as Array<{ exportId: string; state: string; trigger: string; adds: number }>;
+    // Its schedule checks every minute; a check is also started here, rather than waited for.
+    await handle.trigger();
+    const [first] = await waitFor('the first export', async () => ((await exports())[0]?.state === 'completed' ? exports() : null), 90_000, 250);
+    const held = server.audience('dmp-rt-ttl');
+    expect(held.length).toBeGreaterThan(0);
+    expect(first).toMatchObject({ trigger: 'near_real_time', adds: held.length });
+    const firstSent = Date.parse((await admin(`/v1/destinations/${id}`)).body.held[segmentId].sentAllAt);
+    // Before half the TTL, a check with nothing changed exports nothing.
+    await handle.trigger();
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect((await exports())[0].exportId).toBe(first.exportId);
+    await new Promise((resolve) => setTimeout(resolve, Math.max(0, 30_500 - (Date.now() - firstSent))));
+    await handle.trigger();
+    const [renewal] = await waitFor('the renewal', async () => {
+      const listed = await exports();
+      return listed[0].exportId !== first.exportId && listed[0].state !== 'running' ? listed : null;
+    }, 60_000, 250);
+    expect(renewal).toMatchObject({ trigger: 'near_real_time', state: 'completed', adds: held.length });
+    expect(server.audience('dmp-rt-ttl')).toEqual(held);
+    await admin(`/v1/destinations/${id}`, { method: 'DELETE' });
+  }, 180_000);
+
   it('refuses a people-based list under its minimum audience, then sends SHA-256 email hashes', async () => {
     const server = await partner({ kind: 'people', token: 'list-token' });
     const config = { url: server.url, token: 'list-token', listId: 'gold_buyers', minAudience: 50 };
