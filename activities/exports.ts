@@ -336,7 +336,7 @@ export function createExportActivities(deps: ExportDeps) {
       // partner's memberships would lapse before the next renewal (a DSP's TTL).
       const renewAfter = connector.renewAfterMs?.(config);
       const renewing = renewAfter !== undefined && before !== null && (before.sentAllAt === undefined || startedAt.getTime() - before.sentAllAt.getTime() >= renewAfter);
-      const sendAll = exp.full || destination.resend === true || renewing || before === null;
+      const sendAll = exp.full || destination.resend === true || renewing || before === null || before.resendOwed === true;
       const change = delta(refused ? [] : target, state, sendAll);
       // Under the minimum nothing is added, but whatever the partner holds that should not be is still removed.
       if (refused) change.removes = change.removes.filter((id) => !target.includes(id));
@@ -490,6 +490,8 @@ export function createExportActivities(deps: ExportDeps) {
             // destination no longer exports, once the partner holds none of it, is forgotten.
             segment.ids = segment.before?.ids ?? 0;
             if (!destination.segments.includes(segment.id) && segment.ids === 0 && (segment.before?.uncertain ?? 0) === 0) delete held[segment.id];
+            // A resend refused under the minimum audience is owed until the segment is sent whole.
+            else if (segment.refused && plan.resent && held[segment.id]) held[segment.id] = { ...held[segment.id], resendOwed: true };
             continue;
           }
           const numbers = Array.from({ length: segment.batches[1] - segment.batches[0] }, (_, k) => segment.batches[0] + k);
@@ -503,9 +505,11 @@ export function createExportActivities(deps: ExportDeps) {
           const state = nextState(await destinations.readState(destination._id, segment.id, segment.before), outcomes);
           segment.ids = state.held.length;
           const written = await destinations.writeState(destination._id, segment.id, exp._id, state);
-          const sentAllAt = segment.sentAll && outcomes.every((outcome) => outcome.confirmed) ? plan.plannedAt : segment.before?.sentAllAt;
+          const sentAll = segment.sentAll && outcomes.every((outcome) => outcome.confirmed);
+          const sentAllAt = sentAll ? plan.plannedAt : segment.before?.sentAllAt;
+          const resendOwed = segment.refused ? plan.resent || segment.before?.resendOwed === true : segment.before?.resendOwed === true && !sentAll;
           if (written.ids === 0 && written.uncertain === 0 && !destination.segments.includes(segment.id)) delete held[segment.id];
-          else held[segment.id] = sentAllAt ? { ...written, sentAllAt } : written;
+          else held[segment.id] = { ...written, ...(sentAllAt && { sentAllAt }), ...(resendOwed && { resendOwed }) };
         }
         exp.batchesConfirmed = [...receipts.values()].filter((receipt) => receipt.state === 'applied').length;
         exp.rejected = [...receipts.values()].reduce((sum, receipt) => sum + (receipt.state === 'applied' ? receipt.rejected : 0), 0);

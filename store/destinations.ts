@@ -34,6 +34,11 @@ export interface HeldState {
   uncertain: number;
   /** When every id held was last sent, all confirmed (a first or full export, a resend, a renewal): a connector whose adds expire renews from it. */
   sentAllAt?: Date;
+  /**
+   * A resend (the partner's address changed) found the segment under the partner's minimum
+   * audience and sent none of it: the segment's next export that may add sends it all.
+   */
+  resendOwed?: boolean;
 }
 
 /**

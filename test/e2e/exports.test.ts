@@ -304,6 +304,20 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     const swapped = await exportNow(id);
     expect(swapped).toMatchObject({ state: 'completed', adds: hashes.length, removes: 0 });
     expect(server.audience('gold_buyers')).toEqual(hashes);
+
+    // Another list, which holds none of them, while the segment is under the minimum: nothing is sent to it,
+    // and once the segment may be sent, the whole of it goes, not only what changed since.
+    await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { ...config, token: undefined, listId: 'gold_buyers_2', minAudience: 50 } } });
+    const refusedResend = await exportNow(id);
+    expect(refusedResend).toMatchObject({ state: 'completed', adds: 0 });
+    expect(refusedResend.segments[0].refused).toMatch(/minimum audience of 50/);
+    expect(server.audience('gold_buyers_2')).toEqual([]);
+    await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { ...config, token: undefined, listId: 'gold_buyers_2', minAudience: 3 } } });
+    const owed = await exportNow(id);
+    expect(owed).toMatchObject({ state: 'completed', adds: hashes.length });
+    expect(server.audience('gold_buyers_2')).toEqual(hashes);
+    // Sent whole once: the next export sends only what changed.
+    expect(await exportNow(id)).toMatchObject({ state: 'completed', adds: 0, removes: 0 });
   }, 120_000);
 
   it('delivers to a people-based list through a dropped connection, a 5xx, a timeout and a 429, applying no request twice; a refused batch fails the export', async () => {
