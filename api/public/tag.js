@@ -13,7 +13,7 @@
  *
  * The visitor's id is a first-party cookie `_dmp_id` on the site's registrable domain (13 months, SameSite=Lax), sent as
  * `cookie_id`. Consent is read from the page's CMP, through `__tcfapi` (TCF v2) and `__gpp` (GPP), and attached to every event
- * as `consent: {tcf, gpp}`; events wait for the CMP's answer — the visitor's choice where its banner is up — until the page is
+ * as `consent: {tcf, gpp}` (a CMP whose stub comes after the tag is looked for again before each send); events wait for the CMP's answer — the visitor's choice where its banner is up — until the page is
  * hidden or left, and at most 10 seconds from the tag's load for a CMP that has not answered, 30 while its banner is up, so a
  * returning visitor's slow CMP still tags them with their choice. Where the GDPR applies and purpose 1 (storing information on
  * a device) is not consented (nor, when the source names its IAB vendor id, consented to that vendor without a publisher
@@ -127,7 +127,7 @@
     schedule(firstQueuedAt + FLUSH_MS - new Date().getTime());
   }
 
-  if (hasTcf) {
+  function listenToTcf() {
     try {
       window.__tcfapi('addEventListener', 2, function (data, success) {
         if (!success || !data) return;
@@ -145,6 +145,7 @@
       tcfDecided = true;
     }
   }
+  if (hasTcf) listenToTcf();
 
   function onGpp(ping) {
     if (!ping) return;
@@ -171,7 +172,7 @@
     onConsentChange();
   }
 
-  if (hasGpp) {
+  function listenToGpp() {
     try {
       window.__gpp('addEventListener', function (event, success) {
         if (success && event) onGpp(event.pingData);
@@ -181,6 +182,28 @@
       });
     } catch (error) {
       gppDecided = true;
+    }
+  }
+  if (hasGpp) listenToGpp();
+
+  /**
+   * A CMP whose stub came after the tag (a tag manager loading them out of order) is looked for
+   * again before each send, and waited for as one found at load: the wait runs from when it is found.
+   */
+  function lookForCmp() {
+    var lateTcf = !hasTcf && typeof window.__tcfapi === 'function';
+    var lateGpp = !hasGpp && typeof window.__gpp === 'function';
+    if (!lateTcf && !lateGpp) return;
+    waitUntil = Math.max(waitUntil, new Date().getTime() + CMP_LOAD_WAIT_MS);
+    if (lateTcf) {
+      hasTcf = true;
+      tcfDecided = false;
+      listenToTcf();
+    }
+    if (lateGpp) {
+      hasGpp = true;
+      gppDecided = false;
+      listenToGpp();
     }
   }
 
@@ -275,6 +298,7 @@
     if (timer) return;
     timer = setTimeout(function () {
       timer = null;
+      lookForCmp();
       // A timer may fire a little before the wall clock says the wait is over: wait the rest.
       if (consentKnown()) flush(false);
       else schedule(0);
@@ -283,6 +307,7 @@
 
   /** Sends what is queued; before consent is known only when the page is going away. */
   function flush(leaving) {
+    lookForCmp();
     if (!queue.length || (!leaving && !consentKnown())) return;
     if (timer) {
       clearTimeout(timer);

@@ -106,6 +106,10 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
       case '/eu/granted.html':
         return `<!doctype html><html><head><title>Consent</title><script>${tcfCmp(grantedTc, [1, 3, 4], 300)}${gppCmp(gppString)}${STUB}</script>${tag}
           <script>dmp.track('article_read', { section: 'sport' });</script></head><body>eu</body></html>`;
+      case '/eu/late-cmp.html':
+        // A tag manager's order: the CMP's stub arrives only after the tag has loaded (and before its first send).
+        return `<!doctype html><html><head><title>Late CMP</title><script>${STUB}</script>${tag}
+          <script>(function wait(){if(window.dmp&&window.dmp.loaded)setTimeout(function(){${tcfCmp(refusedTc, [3, 4], 100)}},200);else setTimeout(wait,10)})();</script></head><body>eu</body></html>`;
       case '/eu/undecided.html':
         return `<!doctype html><html><head><title>Undecided</title><script>${tcfCmp('', [], 10, 'cmpuishown')}</script>${tag}</head><body>eu</body></html>`;
       case '/eu/blocked.html':
@@ -312,6 +316,20 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     });
     expect(drained.progress.eventsProcessed).toBe(0);
     expect((await lookup('cookie_id', events[0].identities.cookie_id)).status).toBe(404);
+  });
+
+  it('finds a CMP whose stub came after the tag, and waits for it: no consent, no cookie', async () => {
+    const source = await createSource('eu site, late CMP');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}/eu/late-cmp.html?k=${source.writeKey}`);
+    await waitForEvents(beacons, 1);
+    expect(await tagCookies(context)).toEqual([]);
+    await context.close();
+    const [event] = sent(beacons);
+    expect(event.consent).toEqual({ tcf: refusedTc });
+    expect(event.identities.cookie_id).toMatch(UUID);
   });
 
   it('with consent, waits for the CMP, sets its cookie and attaches {tcf, gpp} to every event', async () => {
