@@ -146,15 +146,22 @@ export function createExportActivities(deps: ExportDeps) {
    */
   async function openExport(input: { destinationId: string; at: number; full?: boolean; trigger: ExportDoc['trigger']; openedBy?: string }): Promise<string | null> {
     const destination = await requireDestination(input.destinationId);
+    // The same window asked for another way (the API, or another privacy request's removal, in the
+    // same second) is another export: the next second's. Two workflows never run one export.
+    const mine = (open: ExportDoc) => open.trigger === input.trigger && (open.openedBy === undefined || input.openedBy === undefined || open.openedBy === input.openedBy);
+    const first = Math.floor(input.at / 1000) * 1000;
+    // A retry of an attempt that opened its record finds it, whatever changed since (a pause, a partner's wait).
+    for (let at = first; ; at += 1000) {
+      const known = await destinations.getExport(exportIdFor(destination._id, new Date(at)));
+      if (!known) break;
+      if (mine(known)) return known._id;
+    }
     // A removal a privacy request owes is sent even to a paused destination.
     if (destination.state === 'paused' && input.trigger !== 'api' && input.trigger !== 'privacy') return null;
     if (input.trigger === 'near_real_time' && !(await changedSince(destination))) return null;
     // The partner asked (Retry-After) to be left alone until then: a schedule's turn passes.
     if ((input.trigger === 'schedule' || input.trigger === 'near_real_time') && destination.partnerWaitUntil && destination.partnerWaitUntil > now()) return null;
-    // The same window asked for another way (the API, or another privacy request's removal, in the
-    // same second) is another export: the next second's. Two workflows never run one export.
-    const mine = (open: ExportDoc) => open.trigger === input.trigger && (open.openedBy === undefined || input.openedBy === undefined || open.openedBy === input.openedBy);
-    for (let at = Math.floor(input.at / 1000) * 1000; ; at += 1000) {
+    for (let at = first; ; at += 1000) {
       const exportId = exportIdFor(destination._id, new Date(at));
       if (mine(await destinations.openExport({ ...newExport(exportId, destination._id, input.full ?? false, input.trigger, now()), ...(input.openedBy && { openedBy: input.openedBy }) }))) return exportId;
     }

@@ -43,6 +43,19 @@ describe('a destination’s export turns and what its exports record beside it',
     expect(await open('privacy:pr_2:dst_opens:r1')).toBe(second);
   });
 
+  it('finds the export a retried scheduled open recorded, though the destination was paused since', async () => {
+    await destinations.create(definition('dst_reopen'));
+    const { openExport } = createExportActivities({ store, temporal: undefined as never, config: { ...baseConfig } });
+    const open = () => openExport({ destinationId: 'dst_reopen', at: at.getTime(), trigger: 'schedule', openedBy: 'destination-schedule:dst_reopen-2026' });
+    const first = await open();
+    expect(first).not.toBeNull();
+    await destinations.update('dst_reopen', { state: 'paused' });
+    // The first attempt's answer was lost: its retry finds the record, which its workflow goes on to run (else it stayed running for ever).
+    expect(await open()).toBe(first);
+    // Another workflow's turn of a paused destination passes.
+    expect(await openExport({ destinationId: 'dst_reopen', at: at.getTime() + 60_000, trigger: 'schedule', openedBy: 'destination-schedule:dst_reopen-later' })).toBeNull();
+  });
+
   it('gives each turn to exactly one of the exports claiming it at once, round after round', async () => {
     const ids = Array.from({ length: 12 }, (_, n) => `dst_turns_${n}`);
     await Promise.all(ids.map((id) => destinations.create(definition(id))));
