@@ -9,7 +9,6 @@ import { DeliveryError, Outbound } from '../connectors/outbound';
 import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, exportPolicyOf, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, withoutSecrets, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
 import { combineDocuments } from '../domain/profile';
-import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { forEachConcurrently, type Store } from '../store/db';
 import { batchId, DestinationStore, type DestinationDoc, type ExportDoc, type PlannedSegment } from '../store/destinations';
 import { MatchTableStore } from '../store/matchTables';
@@ -17,7 +16,7 @@ import { StartGates, startGateKey } from '../store/startGates';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
 import { SegmentMembership } from '../store/segmentMembership';
-import { prepareRuns, SegmentRunStore, SnapshotReader } from '../store/segmentRuns';
+import { prepareNextRun, SegmentRunStore, SnapshotReader, type PreparedRun } from '../store/segmentRuns';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
 import { SourceStore } from '../store/sources';
 import { beginGated } from './startGate';
@@ -370,20 +369,11 @@ export function createExportActivities(deps: ExportDeps) {
     return { ready: true, batches: n };
   }
 
-  /** Prepares the batch runs of every segment (they record export facts for the exported ones); returns their ids. */
-  async function prepareExportRun(): Promise<string[]> {
+  /** Prepares the next batch run of every segment (they record export facts for the exported ones), after the group `after` keys; null once none is left. */
+  async function prepareExportRun(input: { after?: string | null } = {}): Promise<PreparedRun | null> {
     const at = now();
-    return (await prepareRuns(segments, runs, at, at, deps.config.DMP_SEGMENTS_PER_RUN)).map((run) => run._id);
-  }
-
-  /** Waits for a segmentation run another workflow executes (or until that workflow is gone: planning then tells). */
-  async function awaitSegmentRun(input: { runId: string }): Promise<void> {
-    for (;;) {
-      const run = await runs.getRun(input.runId);
-      if (!run || run.state !== 'running' || !(await isRunning(segmentRunWorkflowId(deps.store.db.databaseName, input.runId)))) return;
-      heartbeat();
-      await sleep(2000);
-    }
+    const prepared = await prepareNextRun(segments, runs, at, at, deps.config.DMP_SEGMENTS_PER_RUN, input.after ?? null);
+    return prepared && { runId: prepared.run._id, key: prepared.key };
   }
 
   /**
@@ -499,6 +489,8 @@ export function createExportActivities(deps: ExportDeps) {
             if (!destination.segments.includes(segment.id) && segment.ids === 0 && (segment.before?.uncertain ?? 0) === 0) delete held[segment.id];
             // A resend refused under the minimum audience is owed until the segment is sent whole.
             else if (segment.refused && plan.resent && held[segment.id]) held[segment.id] = { ...held[segment.id], resendOwed: true };
+            // Sending all of it took nothing (the partner holds none, and should): a renewal is as good as made.
+            else if (segment.sentAll && held[segment.id]) held[segment.id] = { ...held[segment.id], sentAllAt: plan.plannedAt };
             continue;
           }
           const numbers = Array.from({ length: segment.batches[1] - segment.batches[0] }, (_, k) => segment.batches[0] + k);
@@ -564,7 +556,7 @@ export function createExportActivities(deps: ExportDeps) {
     await destinations.exports.updateOne({ _id: input.exportId }, { $set: { workflowId: input.workflowId } });
   }
 
-  return { openExport, attachExport, planExport, prepareExportRun, awaitSegmentRun, deliverExport, finishExport };
+  return { openExport, attachExport, planExport, prepareExportRun, deliverExport, finishExport };
 }
 
 export function newExport(exportId: string, destinationId: string, full: boolean, trigger: ExportDoc['trigger'], at: Date): ExportDoc {

@@ -13,7 +13,8 @@ import { LookalikeRunStore } from '../store/lookalikeRuns';
 import { MatchTableStore } from '../store/matchTables';
 import { PrivacyStore } from '../store/privacy';
 import { failRun, SegmentRunStore } from '../store/segmentRuns';
-import { SegmentStore } from '../store/segments';
+import { SegmentStore, type SegmentDoc } from '../store/segments';
+import { runGroups } from '../domain/segments';
 import { SourceStore } from '../store/sources';
 import { startGateKey, StartGates } from '../store/startGates';
 import { UploadStore } from '../store/uploads';
@@ -50,7 +51,7 @@ import { passPeople, peoplePassStores } from './peoplePass';
 export interface RetentionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_SOURCE_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS' | 'DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN' | 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>;
+  config: PartitionWorkflowConfig & SourceWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_EVENT_HISTORY_DAYS' | 'DMP_SEGMENT_RUN_DAYS' | 'DMP_EXPORT_HISTORY_DAYS' | 'DMP_SOURCE_HISTORY_DAYS' | 'DMP_INACTIVE_PROFILE_DAYS' | 'DMP_PRIVACY_REMOVAL_ROUNDS_PER_RUN' | 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP' | 'DMP_SEGMENTS_PER_RUN'>;
   now?: () => Date;
 }
 
@@ -467,7 +468,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const staleBefore = new Date(now().getTime() - (input.snapshotMaxAgeMs ?? SNAPSHOT_MAX_AGE_MS));
         const segments = new SegmentStore(deps.store);
         const gates = new StartGates(deps.store);
-        const owed: string[] = [];
+        const owed: SegmentDoc[] = [];
         for (const doc of await segments.list()) {
           const last = doc.lastRun;
           const stale = doc.current !== null && doc.schedule === null && doc.current.startedAt < staleBefore;
@@ -475,12 +476,16 @@ export function createRetentionActivities(deps: RetentionDeps) {
           if (last && (last.finishedAt ?? last.startedAt) >= before) continue;
           // A run's gate is begun by its workflow (and kept a week): a failed run of this version that began it ran.
           if (last?.state === 'failed' && (last.version ?? doc.version) === doc.version && (await gates.outcome(startGateKey.segmentRun(last.runId))) === 'begun') continue;
-          owed.push(doc._id);
+          owed.push(doc);
         }
         if (owed.length === 0) return { runs: 0, segments: 0 };
-        const runId = await startRunOfSegments(deps.temporal, deps.store.db.databaseName, { segments, runs: new SegmentRunStore(deps.store), gates }, owed, deps.config);
+        // At most a run's worth (DMP_SEGMENTS_PER_RUN, with what their rules join) each time, the one
+        // holding the oldest snapshot (or none) first: the rest are still owed at the next.
+        const oldest = (group: SegmentDoc[]) => Math.min(...group.map((doc) => doc.current?.startedAt.getTime() ?? 0));
+        const group = runGroups(owed, deps.config.DMP_SEGMENTS_PER_RUN).reduce((best, next) => (oldest(next) < oldest(best) ? next : best));
+        const runId = await startRunOfSegments(deps.temporal, deps.store.db.databaseName, { segments, runs: new SegmentRunStore(deps.store), gates }, group.map((doc) => doc._id), deps.config);
         heartbeat({ runId });
-        return { runs: 1, segments: owed.length };
+        return { runs: 1, segments: group.length };
       });
     },
 

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { workflowIsRunning } from '../temporal/client';
@@ -13,7 +14,7 @@ import { decodeForExport, decodeProfile } from '../store/profiles';
 import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/destinations';
 import { DestinationStore } from '../store/destinations';
 import { SegmentMembership } from '../store/segmentMembership';
-import { failRun, prepareRuns, rulesOfRun, SegmentRunStore, type SnapshotChunk } from '../store/segmentRuns';
+import { failRun, prepareNextRun, rulesOfRun, SegmentRunStore, type PreparedRun, type SnapshotChunk } from '../store/segmentRuns';
 import { StartGates, startGateKey } from '../store/startGates';
 import { SegmentStore } from '../store/segments';
 import { policiesOf } from '../store/sourcePolicies';
@@ -232,9 +233,23 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
   }
 
   return {
-    /** Records the runs of every segment as it is now (one, or several of at most DMP_SEGMENTS_PER_RUN), evaluated at `evaluatedAt` (ms); returns their ids. */
-    async prepareSegmentRun(input: { evaluatedAt: number }): Promise<string[]> {
-      return (await prepareRuns(segments, runs, new Date(input.evaluatedAt), now(), deps.config.DMP_SEGMENTS_PER_RUN)).map((run) => run._id);
+    /**
+     * Records the next run of every segment as they are now (of at most DMP_SEGMENTS_PER_RUN, after
+     * the group `after` keys), evaluated at `evaluatedAt` (ms); its id and key, or null once none is left.
+     */
+    async prepareSegmentRun(input: { evaluatedAt: number; after?: string | null }): Promise<PreparedRun | null> {
+      const prepared = await prepareNextRun(segments, runs, new Date(input.evaluatedAt), now(), deps.config.DMP_SEGMENTS_PER_RUN, input.after ?? null);
+      return prepared && { runId: prepared.run._id, key: prepared.key };
+    },
+
+    /** Waits for a segmentation run another workflow executes (or until that workflow is gone). */
+    async awaitSegmentRun(input: { runId: string }): Promise<void> {
+      for (;;) {
+        const run = await runs.getRun(input.runId);
+        if (!run || run.state !== 'running' || !(await workflowIsRunning(deps.temporal, segmentRunWorkflowId(deps.store.db.databaseName, input.runId)))) return;
+        heartbeat();
+        await sleep(2000);
+      }
     },
 
     /** See evaluate. */

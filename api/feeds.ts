@@ -8,7 +8,7 @@ import { UploadListQuerySchema } from '../domain/uploads';
 import { feedPullWorkflowId, feedScheduleId } from '../domain/workflowIds';
 import { logger } from '../logger';
 import type { Store } from '../store/db';
-import { FeedStore, importedFileDigests, newFeedPull, newPullId, type FeedPullDoc } from '../store/feeds';
+import { FeedStore, importedFileCount, newFeedPull, newPullId, type FeedPullDoc } from '../store/feeds';
 import { PartnerStore } from '../store/partners';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { UploadStore } from '../store/uploads';
@@ -115,7 +115,7 @@ export function feedSourceHooks({ store, temporal, config }: FeedDeps) {
         cursor: state.cursor,
         etag: state.etag,
         lastModified: state.lastModified,
-        filesImported: importedFileDigests(state).length,
+        filesImported: importedFileCount(state),
         lastSuccessAt: state.lastSuccessAt && state.lastSuccessAt.toISOString(),
         lastPull: last && (await pullView(last, uploads, databaseName)),
       };

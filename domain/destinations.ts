@@ -575,8 +575,8 @@ function touchedBy(batches: readonly BatchOutcome[], pick: (batch: BatchOutcome)
  */
 export const BATCH_ID_BYTES = 4 * 1024 * 1024;
 
-/** Characters JSON writes escaped: a quote or backslash takes two bytes, a control character six. */
-const JSON_ESCAPED = /["\\\u0000-\u001f]/;
+/** Characters JSON writes escaped: a quote or backslash takes two bytes, a control character or a lone surrogate six. */
+const JSON_ESCAPED = /["\\\u0000-\u001f\ud800-\udfff]/;
 
 /** An id's bytes in a batch: as stored, or as a JSON request carries it when that is more. */
 function batchIdBytes(id: string): number {

@@ -41,6 +41,11 @@ export function importedFileDigests(state: Pick<FeedStateDoc, 'files' | 'fileDig
   return state.fileDigests ? unpackFileDigests(state.fileDigests) : (state.files ?? []).map(feedFileDigest);
 }
 
+/** How many files a feed imported, of those still in its folder. */
+export function importedFileCount(state: Pick<FeedStateDoc, 'files' | 'fileDigests'>): number {
+  return state.fileDigests ? state.fileDigests.length() / FILE_DIGEST_BYTES : (state.files ?? []).length;
+}
+
 /** The digests of the files a pull read (pulls recorded before digests list the files). */
 export function pulledFileDigests(pull: Pick<FeedPullDoc, 'files' | 'fileDigests'>): string[] {
   return pull.fileDigests ? unpackFileDigests(pull.fileDigests) : pull.files.map(feedFileDigest);
@@ -64,7 +69,7 @@ export interface FeedStateDoc {
   lastModified: string | null;
   /**
    * A folder feed's files imported, of those still in the folder: their digests (feedFileDigest),
-   * ~16 bytes a file, so a document holds ~1M. States saved before list the files in `files`.
+   * 16 bytes a file, so a state holds ~900,000. States saved before list the files in `files`.
    */
   fileDigests?: Binary;
   files?: FeedFile[];

@@ -518,14 +518,24 @@ export function binarySearch(sorted: string[], value: string): number {
   return -1;
 }
 
+/** A run of every segment prepared for a workflow to execute, and its group's key (see prepareNextRun). */
+export interface PreparedRun {
+  runId: string;
+  key: string;
+}
+
 /**
- * Prepares the runs of every segment as it is now: one, or several of at most `perRun` segments each
- * (runGroups), which are then evaluated one after the other. Each is shown on its segments.
+ * Prepares the next run of every segment as they are now: the segments fall into groups of at most
+ * `perRun` (runGroups), evaluated one after the other, and each group's run is prepared only once the
+ * one before it has ended (a run prepared long before its pass begins would be failed as abandoned).
+ * `after` is the key of the group prepared before (null: the first); the key returned is this one's
+ * (its first segment id: groups follow segment ids). Null once none is left. Shown on its segments.
  */
-export async function prepareRuns(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date, perRun: number): Promise<RunDoc[]> {
-  const prepared: RunDoc[] = [];
-  for (const group of runGroups(await segments.list(), perRun)) prepared.push(await prepareRunOf(segments, runs, group, evaluatedAt, startedAt, true));
-  return prepared;
+export async function prepareNextRun(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date, perRun: number, after: string | null): Promise<{ run: RunDoc; key: string } | null> {
+  const groups = runGroups(await segments.list(), perRun);
+  const group = after === null ? groups[0] : groups.find((candidate) => candidate.length > 0 && candidate[0]._id > after);
+  if (!group) return null;
+  return { run: await prepareRunOf(segments, runs, group, evaluatedAt, startedAt, true), key: group[0]?._id ?? '' };
 }
 
 /**

@@ -1,8 +1,6 @@
-import { ApplicationFailure, executeChild, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
-import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
-import { segmentRunWorkflowId } from '../domain/workflowIds';
+import { ApplicationFailure, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
 import type { ExportActivities } from '../activities/exports';
-import { segmentRun } from './segmentRun';
+import { runEverySegment } from './everySegment';
 
 const { openExport, attachExport, prepareExportRun } = proxyActivities<ExportActivities>({
   startToCloseTimeout: '5 minutes',
@@ -24,7 +22,7 @@ const { planExport } = proxyActivities<ExportActivities>({
   retry: { initialInterval: '5 seconds', maximumInterval: '30 seconds', maximumAttempts: 1000 },
 });
 
-const { deliverExport, awaitSegmentRun } = proxyActivities<ExportActivities>({
+const { deliverExport } = proxyActivities<ExportActivities>({
   startToCloseTimeout: '6 hours',
   // A killed worker's delivery is taken over within this and resumes after the last receipt.
   heartbeatTimeout: '20 seconds',
@@ -56,16 +54,8 @@ export async function destinationExport(input: DestinationExportInput): Promise<
   try {
     for (let pass = 0; !(await planExport({ exportId })).ready; pass++) {
       if (pass >= 3) throw ApplicationFailure.nonRetryable('the segments have no snapshot with export facts after three batch runs', 'NoSnapshot');
-      // The runs of every segment, one after the other (a history recorded before runs were split holds one id).
-      for (const runId of ([] as string[]).concat(await prepareExportRun())) {
-        try {
-          await executeChild(segmentRun, { workflowId: segmentRunWorkflowId(input.databaseName, runId), args: [{ runId }] });
-        } catch (error) {
-          // The same run was started by another caller: wait for it to end instead.
-          if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
-          await awaitSegmentRun({ runId });
-        }
-      }
+      // The runs of every segment, one after the other; planning then tells whether this destination's segments have their facts.
+      await runEverySegment(input.databaseName, (after) => prepareExportRun({ after }));
     }
     const delivered = await deliverExport({ exportId });
     const result = await finishExport({ exportId, error: delivered.error });

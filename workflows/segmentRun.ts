@@ -1,7 +1,8 @@
-import { ApplicationFailure, ChildWorkflowFailure, executeChild, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, executeChild, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType, WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
-import { scheduledSegmentRunWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
+import { scheduledSegmentRunWorkflowId } from '../domain/workflowIds';
 import type { SegmentationActivities } from '../activities/segmentation';
+import { runEverySegment } from './everySegment';
 
 const { prepareSegmentRun, completeSegmentRun, failSegmentRun } = proxyActivities<SegmentationActivities>({
   startToCloseTimeout: '5 minutes',
@@ -54,21 +55,8 @@ export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: 
   }
   if (!input.runId) {
     // The scheduled run of a nominal time: the runs of every segment as they are now (several past
-    // DMP_SEGMENTS_PER_RUN), one after the other, each under its own id (the API's run of the same
-    // versions and second is the same run, found started). One that fails leaves the others to run.
-    // (A history recorded before runs were split holds one id.)
-    const runIds = ([] as string[]).concat(await prepareSegmentRun({ evaluatedAt: Date.now() }));
-    let evaluated = 0;
-    const failed: string[] = [];
-    for (const runId of runIds) {
-      try {
-        evaluated += (await executeChild(segmentRun, { workflowId: segmentRunWorkflowId(input.databaseName ?? '', runId), args: [{ runId }] })).evaluated;
-      } catch (error) {
-        if (error instanceof WorkflowExecutionAlreadyStartedError) continue;
-        if (!(error instanceof ChildWorkflowFailure)) throw error;
-        failed.push(runId);
-      }
-    }
+    // DMP_SEGMENTS_PER_RUN). One that fails leaves the others to run.
+    const { runIds, evaluated, failed } = await runEverySegment(input.databaseName ?? '', (after) => prepareSegmentRun({ evaluatedAt: Date.now(), after }));
     if (failed.length > 0) throw ApplicationFailure.nonRetryable(`segment runs ${failed.join(', ')} failed`, 'SegmentRunFailed');
     return { runId: runIds[0] ?? null, runIds, evaluated };
   }
@@ -84,3 +72,4 @@ export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: 
     throw ApplicationFailure.nonRetryable(`segment run ${runId} failed`, 'SegmentRunFailed');
   }
 }
+

@@ -59,10 +59,11 @@ describe('runs of every segment split past DMP_SEGMENTS_PER_RUN', () => {
     expect(await members(ids.gold)).toEqual([p0, p1].sort());
     expect(await members(ids.buyers)).toEqual([p1]);
     expect(await members(ids.mobile)).toEqual([p2]);
-    for (const runId of [runs.gold, runs.mobile]) {
-      const run = (await admin(`/v1/segments/${runId === runs.gold ? ids.gold : ids.mobile}/runs/${runId}`)).body;
-      expect(run).toMatchObject({ state: 'completed' });
-    }
+    // One after the other, each prepared once the one before it had ended (a run prepared early and left waiting would be failed as abandoned).
+    const views = await Promise.all([[ids.gold, runs.gold], [ids.mobile, runs.mobile]].map(async ([segment, runId]) => (await admin(`/v1/segments/${segment}/runs/${runId}`)).body));
+    expect(views.map((view) => view.state)).toEqual(['completed', 'completed']);
+    const [earlier, later] = views.sort((a, b) => Date.parse(a.startedAt) - Date.parse(b.startedAt));
+    expect(Date.parse(later.startedAt)).toBeGreaterThanOrEqual(Date.parse(earlier.finishedAt));
   });
 
   it("exports segments of both runs: the export's runs of every segment record the facts each one needs", async () => {

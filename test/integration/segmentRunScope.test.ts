@@ -1,5 +1,5 @@
 import { COLLECTIONS, type Store } from '../../store/db';
-import { prepareRun, prepareRuns, runOfStored, SegmentRunStore } from '../../store/segmentRuns';
+import { prepareNextRun, prepareRun, runOfStored, SegmentRunStore, type RunDoc } from '../../store/segmentRuns';
 import { SegmentStore } from '../../store/segments';
 import { segmentDoc } from '../support/segmentFixtures';
 import { testStore } from '../support/services';
@@ -28,7 +28,7 @@ describe('the segments a run holds', () => {
 
   /** The segments of a run prepared for `only`; the run is then ended, as a worker would, so the next stands alone. */
   const scopeOf = async (only?: string[], keepRunning = false) => {
-    const run = only ? await prepareRun(segments, runs, new Date(), new Date(), only) : (await prepareRuns(segments, runs, new Date(), new Date(), 4000))[0];
+    const run = only ? await prepareRun(segments, runs, new Date(), new Date(), only) : (await prepareNextRun(segments, runs, new Date(), new Date(), 4000, null))!.run;
     if (!keepRunning) await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
     return run.segments.map((s) => s.id).sort();
   };
@@ -87,21 +87,29 @@ describe('the segments a run holds', () => {
 
   it('splits the segments of a run of every segment into runs of at most so many, each holding the segments its rules refer to', async () => {
     const at = new Date(Date.now() + 30_000);
-    const split = await prepareRuns(segments, runs, at, new Date(), 3);
+    // Each run is prepared once the one before has ended, after its key.
+    const split: RunDoc[] = [];
+    const keys: string[] = [];
+    for (let after: string | null = null; ; ) {
+      const next = await prepareNextRun(segments, runs, at, new Date(), 3, after);
+      if (!next) break;
+      // Prepared again (a retried activity), the same run is found.
+      expect((await prepareNextRun(segments, runs, at, new Date(), 3, after))!.run._id).toBe(next.run._id);
+      expect(next.run.state).toBe('running');
+      for (const { id } of next.run.segments) expect((await segments.get(id))?.lastRun).toMatchObject({ runId: next.run._id, state: 'running' });
+      await runs.saveRun({ ...next.run, state: 'completed', finishedAt: new Date() });
+      split.push(next.run);
+      keys.push(next.key);
+      after = next.key;
+    }
     // `alone` refers to nothing and nothing to it; the other six are joined by their references, so they stay together past the three.
     expect(split.map((run) => run.segments.map((s) => s.id))).toEqual([['alone'], ['base', 'other', 'target', 'unrelated', 'uses-target', 'uses-user']]);
-    expect(new Set(split.map((run) => run._id)).size).toBe(2);
-    for (const run of split) {
-      expect(run.ofEverySegment).toBe(true);
-      for (const { id } of run.segments) expect((await segments.get(id))?.lastRun).toMatchObject({ runId: run._id, state: 'running' });
-    }
-    // Prepared again in the same second, the same runs are found.
-    expect((await prepareRuns(segments, runs, at, new Date(), 3)).map((run) => run._id)).toEqual(split.map((run) => run._id));
-    for (const run of split) await runs.saveRun({ ...run, state: 'completed', finishedAt: new Date() });
+    expect(keys).toEqual(['alone', 'base']);
+    expect(split.every((run) => run.ofEverySegment)).toBe(true);
   });
 
   it("does not take a run of every segment into an edit's run, even before its pass begins", async () => {
-    const [everySegment] = await prepareRuns(segments, runs, new Date(), new Date(), 4000);
+    const everySegment = (await prepareNextRun(segments, runs, new Date(), new Date(), 4000, null))!.run;
     expect(everySegment.segments).toHaveLength(7);
     expect(await scopeOf(['alone'])).toEqual(['alone']);
     expect(await runs.supersededBy(everySegment)).toBeNull();
