@@ -480,9 +480,13 @@ export function createRetentionActivities(deps: RetentionDeps) {
         }
         if (owed.length === 0) return { runs: 0, segments: 0 };
         // At most a run's worth (DMP_SEGMENTS_PER_RUN, with what their rules join) each time, the one
-        // holding the oldest snapshot (or none) first: the rest are still owed at the next.
-        const oldest = (group: SegmentDoc[]) => Math.min(...group.map((doc) => doc.current?.startedAt.getTime() ?? 0));
-        const group = runGroups(owed, deps.config.DMP_SEGMENTS_PER_RUN).reduce((best, next) => (oldest(next) < oldest(best) ? next : best));
+        // holding the segment run least recently first (so one whose start keeps failing does not
+        // hold back the rest): the rest are still owed at the next.
+        const tried = (doc: SegmentDoc) => Math.max(doc.current?.startedAt.getTime() ?? 0, doc.lastRun?.startedAt.getTime() ?? 0);
+        const leastRecently = (docs: SegmentDoc[]) => docs.reduce((least, doc) => Math.min(least, tried(doc)), Infinity);
+        const group = runGroups(owed, deps.config.DMP_SEGMENTS_PER_RUN)
+          .map(({ segments: docs }) => docs)
+          .reduce((best, next) => (leastRecently(next) < leastRecently(best) ? next : best));
         const runId = await startRunOfSegments(deps.temporal, deps.store.db.databaseName, { segments, runs: new SegmentRunStore(deps.store), gates }, group.map((doc) => doc._id), deps.config);
         heartbeat({ runId });
         return { runs: 1, segments: group.length };

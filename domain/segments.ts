@@ -187,10 +187,14 @@ export function segmentRunId(segments: ReadonlyArray<{ id: string; version: numb
  * Splits the segments of a run of every segment into runs of at most `max`: a run's record and its
  * snapshot chunks hold something per segment, so one run of every segment of a large taxonomy
  * outgrew a document. A segment stays in one run with every segment its rule refers to, and with
- * those that refer to it (however many that makes). Deterministic: the groups follow segment ids.
- * Always at least one group (of nothing, when there are no segments).
+ * those that refer to it (however many that makes). Deterministic: the groups follow segment ids,
+ * each set of joined segments by its first. With `after`, only the sets whose first id comes after
+ * it are grouped (what is left of a round whose earlier groups ran: segments deleted or edited in
+ * those meanwhile move nothing between the rest). Without it, always at least one group (of
+ * nothing, when there are no segments). Each group's `key` is the first id of its last set: what
+ * the next group comes `after`.
  */
-export function runGroups<T extends { _id: string; ruleJson: string }>(docs: readonly T[], max: number): T[][] {
+export function runGroups<T extends { _id: string; ruleJson: string }>(docs: readonly T[], max: number, after: string | null = null): Array<{ segments: T[]; key: string }> {
   const sorted = [...docs].sort((a, b) => (a._id < b._id ? -1 : a._id > b._id ? 1 : 0));
   const index = new Map(sorted.map((doc, n) => [doc._id, n]));
   const parent = sorted.map((_, n) => n);
@@ -214,13 +218,17 @@ export function runGroups<T extends { _id: string; ruleJson: string }>(docs: rea
     set.push(doc);
     sets.set(root(n), set);
   });
-  const groups: T[][] = [[]];
+  const groups = [{ segments: [] as T[], key: '' }];
   for (const set of sets.values()) {
+    if (after !== null && set[0]._id <= after) continue;
     const last = groups[groups.length - 1];
-    if (last.length > 0 && last.length + set.length > max) groups.push([...set]);
-    else last.push(...set);
+    if (last.segments.length > 0 && last.segments.length + set.length > max) groups.push({ segments: [...set], key: set[0]._id });
+    else {
+      last.segments.push(...set);
+      last.key = set[0]._id;
+    }
   }
-  return groups;
+  return after !== null && groups[0].segments.length === 0 ? [] : groups;
 }
 
 export function windowStart(at: Date): Date {

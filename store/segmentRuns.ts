@@ -529,13 +529,12 @@ export interface PreparedRun {
  * `perRun` (runGroups), evaluated one after the other, and each group's run is prepared only once the
  * one before it has ended (a run prepared long before its pass begins would be failed as abandoned).
  * `after` is the key of the group prepared before (null: the first); the key returned is this one's
- * (its first segment id: groups follow segment ids). Null once none is left. Shown on its segments.
+ * (see runGroups). Null once none is left. Shown on its segments.
  */
 export async function prepareNextRun(segments: SegmentStore, runs: SegmentRunStore, evaluatedAt: Date, startedAt: Date, perRun: number, after: string | null): Promise<{ run: RunDoc; key: string } | null> {
-  const groups = runGroups(await segments.list(), perRun);
-  const group = after === null ? groups[0] : groups.find((candidate) => candidate.length > 0 && candidate[0]._id > after);
+  const [group] = runGroups(await segments.list(), perRun, after);
   if (!group) return null;
-  return { run: await prepareRunOf(segments, runs, group, evaluatedAt, startedAt, true), key: group[0]?._id ?? '' };
+  return { run: await prepareRunOf(segments, runs, group.segments, evaluatedAt, startedAt, true), key: group.key };
 }
 
 /**

@@ -74,6 +74,7 @@
   var gppDecided = !hasGpp;
   var loadedAt = new Date().getTime();
   var waitUntil = loadedAt + CMP_LOAD_WAIT_MS;
+  var cmpFoundAt = loadedAt; // when a CMP was found: at load, or later (lookForCmp)
 
   function consentKnown() {
     return (tcfDecided && gppDecided) || new Date().getTime() >= waitUntil;
@@ -138,7 +139,7 @@
         tcf = { applies: data.gdprApplies !== false, tcString: data.tcString || '', storage: storage };
         // 'cmpuishown' is an answer too, but the visitor is still choosing: wait (up to the longer bound) for their choice.
         if (data.eventStatus === 'tcloaded' || data.eventStatus === 'useractioncomplete' || data.gdprApplies === false) tcfDecided = true;
-        else waitUntil = loadedAt + CMP_CHOICE_WAIT_MS;
+        else waitUntil = Math.max(waitUntil, cmpFoundAt + CMP_CHOICE_WAIT_MS);
         onConsentChange();
       });
     } catch (error) {
@@ -194,7 +195,8 @@
     var lateTcf = !hasTcf && typeof window.__tcfapi === 'function';
     var lateGpp = !hasGpp && typeof window.__gpp === 'function';
     if (!lateTcf && !lateGpp) return;
-    waitUntil = Math.max(waitUntil, new Date().getTime() + CMP_LOAD_WAIT_MS);
+    cmpFoundAt = new Date().getTime();
+    waitUntil = Math.max(waitUntil, cmpFoundAt + CMP_LOAD_WAIT_MS);
     if (lateTcf) {
       hasTcf = true;
       tcfDecided = false;
