@@ -55,7 +55,7 @@ export async function destinationExport(input: DestinationExportInput): Promise<
     for (let pass = 0; !(await planExport({ exportId })).ready; pass++) {
       if (pass >= 3) throw ApplicationFailure.nonRetryable('the segments have no snapshot with export facts after three batch runs', 'NoSnapshot');
       // The runs of every segment, one after the other; planning then tells whether this destination's segments have their facts.
-      await runEverySegment(input.databaseName, (after) => prepareExportRun({ after }));
+      await runEverySegment(input.databaseName, (after) => prepareExportRun({ after }), { awaitStarted: true });
     }
     const delivered = await deliverExport({ exportId });
     const result = await finishExport({ exportId, error: delivered.error });

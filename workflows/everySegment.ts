@@ -1,4 +1,4 @@
-import { ChildWorkflowFailure, executeChild, proxyActivities } from '@temporalio/workflow';
+import { ChildWorkflowFailure, executeChild, patched, proxyActivities } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import { segmentRunWorkflowId } from '../domain/workflowIds';
 import type { SegmentationActivities } from '../activities/segmentation';
@@ -17,13 +17,28 @@ const { awaitSegmentRun } = proxyActivities<SegmentationActivities>({
  * of the same versions and second) is waited for. Returns the runs, what they evaluated, and those
  * that failed. (Not a workflow: a step of the scheduled run's and of an export's.)
  */
-export async function runEverySegment(databaseName: string, prepare: (after: string | null) => Promise<PreparedRun | null>): Promise<{ runIds: string[]; evaluated: number; failed: string[] }> {
+export async function runEverySegment(
+  databaseName: string,
+  prepare: (after: string | null) => Promise<PreparedRun | null>,
+  before: { awaitStarted: boolean },
+): Promise<{ runIds: string[]; evaluated: number; failed: string[] }> {
   const result = { runIds: [] as string[], evaluated: 0, failed: [] as string[] };
+  if (!patched('segment-run-groups')) {
+    // A history recorded before runs were split: its one run, as its code ran it (a failed run failed the caller).
+    const runId = (await prepare(null)) as unknown as string;
+    result.runIds.push(runId);
+    try {
+      result.evaluated = (await executeChild<typeof segmentRun>('segmentRun', { workflowId: segmentRunWorkflowId(databaseName, runId), args: [{ runId }] })).evaluated;
+    } catch (error) {
+      if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+      if (before.awaitStarted) await awaitSegmentRun({ runId });
+    }
+    return result;
+  }
   for (let after: string | null = null; ; ) {
-    // A history recorded before runs were split holds one run id, and no key.
-    const prepared = (await prepare(after)) as PreparedRun | string | null;
+    const prepared = await prepare(after);
     if (prepared === null) return result;
-    const { runId, key } = typeof prepared === 'string' ? { runId: prepared, key: null } : prepared;
+    const { runId, key } = prepared;
     result.runIds.push(runId);
     try {
       result.evaluated += (await executeChild<typeof segmentRun>('segmentRun', { workflowId: segmentRunWorkflowId(databaseName, runId), args: [{ runId }] })).evaluated;
@@ -32,7 +47,6 @@ export async function runEverySegment(databaseName: string, prepare: (after: str
       else if (error instanceof ChildWorkflowFailure) result.failed.push(runId);
       else throw error;
     }
-    if (key === null) return result;
     after = key;
   }
 }

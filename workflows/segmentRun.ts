@@ -56,7 +56,7 @@ export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: 
   if (!input.runId) {
     // The scheduled run of a nominal time: the runs of every segment as they are now (several past
     // DMP_SEGMENTS_PER_RUN). One that fails leaves the others to run.
-    const { runIds, evaluated, failed } = await runEverySegment(input.databaseName ?? '', (after) => prepareSegmentRun({ evaluatedAt: Date.now(), after }));
+    const { runIds, evaluated, failed } = await runEverySegment(input.databaseName ?? '', (after) => prepareSegmentRun({ evaluatedAt: Date.now(), after }), { awaitStarted: false });
     if (failed.length > 0) throw ApplicationFailure.nonRetryable(`segment runs ${failed.join(', ')} failed`, 'SegmentRunFailed');
     return { runId: runIds[0] ?? null, runIds, evaluated };
   }
