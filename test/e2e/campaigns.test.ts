@@ -24,6 +24,19 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
   const reached = new Set<number>();
   const converted = new Set<number>();
   const admin = (path: string, options: { method?: string; body?: unknown } = {}) => call(`${api.url}${path}`, { key: api.adminKey, ...options });
+  /** Starts an export of the destination and waits for it to end. */
+  const exportNow = async (destinationId: string) => {
+    const started = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
+    return waitFor('the export', async () => {
+      const body = (await admin(`/v1/destinations/${destinationId}/exports/${started.body.exportId}`)).body;
+      return body.state === 'running' ? null : body;
+    });
+  };
+  /** A new batch run of the segment (a report counts the holdouts of the run it reads: a new run makes a new report). */
+  const runSegment = async () => {
+    const run = (await admin(`/v1/segments/${segmentId}/runs`, { method: 'POST' })).body.runId as string;
+    await waitFor('the run', async () => (await admin(`/v1/segments/${segmentId}/runs/${run}`)).body.state === 'completed');
+  };
 
   beforeAll(async () => {
     platform = await startPlatform('campaigns', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'] });
@@ -51,11 +64,7 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
     expect(created.status).toBe(201);
     expect(created.body.holdoutShare).toBe(HOLDOUT);
     destinationId = created.body.id;
-    const started = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
-    const view = await waitFor('the export', async () => {
-      const body = (await admin(`/v1/destinations/${destinationId}/exports/${started.body.exportId}`)).body;
-      return body.state === 'running' ? null : body;
-    });
+    const view = await exportNow(destinationId);
     const held = profileIds.filter((id) => isHeldOut(destinationId, id, HOLDOUT));
     // A quarter, give or take what chance gives 400 draws.
     expect(held.length).toBeGreaterThan(PEOPLE * 0.15);
@@ -143,9 +152,7 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
     });
     expect(created.status).toBe(201);
     const mobileId = created.body.id as string;
-    // A report counts the holdouts of the run it reads: a new run makes a new report.
-    const run = (await admin(`/v1/segments/${segmentId}/runs`, { method: 'POST' })).body.runId as string;
-    await waitFor('the run', async () => (await admin(`/v1/segments/${segmentId}/runs/${run}`)).body.state === 'completed');
+    await runSegment();
     const group = (people: number[]) => {
       const converters = people.filter((i) => converted.has(i)).length;
       return { size: people.length, reach: people.filter((i) => reached.has(i)).length, converters, conversionRate: converters / people.length };
@@ -162,11 +169,7 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
     // Before, every member went into one group or the other: 400 people, of whom 300 it can never send.
     expect(mobile).toMatchObject({ members: PEOPLE, holdout: { destinationId: mobileId, share: HOLDOUT, ...group(heldOut) }, treated: group(sent) });
     // What its export sends is the treated group: their maids, and no one else's.
-    const started = await admin(`/v1/destinations/${mobileId}/exports`, { body: {} });
-    const exported = await waitFor('the export', async () => {
-      const body = (await admin(`/v1/destinations/${mobileId}/exports/${started.body.exportId}`)).body;
-      return body.state === 'running' ? null : body;
-    });
+    const exported = await exportNow(mobileId);
     expect(exported).toMatchObject({ state: 'completed', adds: sent.length });
     expect([...(mobilePartner.audiences.get(segmentId) ?? [])].sort()).toEqual(sent.map(maidOf).sort());
     // The destination of cookie ids sends everyone it does not hold out, as before.
@@ -207,8 +210,7 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
       });
       expect(created.status).toBe(201);
       const dspId = created.body.id as string;
-      const run = (await admin(`/v1/segments/${segmentId}/runs`, { method: 'POST' })).body.runId as string;
-      await waitFor('the run', async () => (await admin(`/v1/segments/${segmentId}/runs/${run}`)).body.state === 'completed');
+      await runSegment();
       const matched = Array.from({ length: COUNT }, (_, i) => i).filter((i) => synced(i) || holdsId(i));
       const heldOut = matched.filter((i) => isHeldOut(dspId, ids[i], share));
       const sent = matched.filter((i) => !isHeldOut(dspId, ids[i], share));
@@ -221,11 +223,7 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
       // Every one of the 460 members has a cookie id: before, all of them went into one group or the other.
       expect(report).toMatchObject({ members: PEOPLE + COUNT, holdout: { destinationId: dspId, share, size: heldOut.length, reach: 0, converters: 0 }, treated: { size: sent.length, reach: 0, converters: 0 } });
       // Its export sends exactly the treated group's partner ids.
-      const started = await admin(`/v1/destinations/${dspId}/exports`, { body: {} });
-      const exported = await waitFor('the export', async () => {
-        const body = (await admin(`/v1/destinations/${dspId}/exports/${started.body.exportId}`)).body;
-        return body.state === 'running' ? null : body;
-      });
+      const exported = await exportNow(dspId);
       // Adds count ids: a member holding the partner's id and synced too sends both.
       const partnerIdOf = (i: number) => (holdsId(i) && !synced(i) ? [`HELD-${i}`] : holdsId(i) ? [`HELD-${i}`, `P-${i}`] : [`P-${i}`]);
       expect(exported).toMatchObject({ state: 'completed', adds: sent.flatMap(partnerIdOf).length, matched: sent.length });
