@@ -23,6 +23,8 @@ export interface StoredConsent {
   tcfPending?: true;
   /** The GDPR does not apply to the person, as their consent tool said: a TCF statement of its own that ends `tcfPending`; never beside a TC string. */
   tcfNotApplicable?: true;
+  /** A GPP consent tool had not answered: refuses this event alone (see `profilingRefusal`); never beside a GPP string, never kept on a profile. */
+  gppPending?: true;
   gpp?: StoredGpp;
   /**
    * Global Privacy Control as the browser sent it with the request (`Sec-GPC: 1`): true is an opt-out
@@ -67,7 +69,7 @@ export class ConsentError extends Error {
   constructor(
     message: string,
     /** The input field the problem is in. */
-    readonly field: 'tcf' | 'gpp' | 'tcfPending' | 'tcfNotApplicable' = 'tcf',
+    readonly field: 'tcf' | 'gpp' | 'tcfPending' | 'tcfNotApplicable' | 'gppPending' = 'tcf',
   ) {
     super(message);
   }
@@ -181,6 +183,7 @@ export function decodeGpp(gppString: string): { gpp: StoredGpp; tcfString?: stri
 }
 
 export function decodeConsent(input: ConsentInput): StoredConsent {
+  if (input.gppPending && input.gpp !== undefined) throw new ConsentError('cannot come with a GPP string', 'gppPending');
   const consent: StoredConsent = {};
   if (input.gpp !== undefined) {
     const { gpp, tcfString } = decodeGpp(input.gpp);
@@ -205,6 +208,7 @@ export function decodeConsent(input: ConsentInput): StoredConsent {
     // A GPP string's TCF EU section says the GDPR applies after all: it stands.
     if (!consent.tcf) consent.tcfNotApplicable = true;
   }
+  if (input.gppPending) consent.gppPending = true;
   if (input.gpc !== undefined) consent.gpc = input.gpc;
   if (input.purposes !== undefined) consent.purposes = input.purposes;
   return consent;
@@ -233,6 +237,7 @@ function carriesSignal(consent: StoredConsent | undefined, policy: ConsentPolicy
     (consent.tcf !== undefined ||
       consent.tcfPending === true ||
       consent.tcfNotApplicable === true ||
+      consent.gppPending === true ||
       (consent.gpp !== undefined && gppDecides(consent.gpp)) ||
       // An opt-out, never a permission: a signal only where the policy honours it.
       (consent.gpc === true && policy.honorGppOptOuts) ||
@@ -249,7 +254,7 @@ export function storageConsented(tcf: NonNullable<StoredConsent['tcf']>, vendorI
 const CONSENT_ONLY_PURPOSES = new Set([1, 3, 4, 5, 6]);
 
 /** Why an event may not be profiled under its source's policy; the values are stable, counted per source. */
-export type NonProfilingReason = 'no_consent_signal' | 'tcf_pending' | 'tcf_purpose' | 'tcf_vendor' | 'gpp_opt_out' | 'purpose_flag';
+export type NonProfilingReason = 'no_consent_signal' | 'tcf_pending' | 'gpp_pending' | 'tcf_purpose' | 'tcf_vendor' | 'gpp_opt_out' | 'purpose_flag';
 
 /**
  * Whether an event with this consent may build a profile under its source's policy; null when it
@@ -264,6 +269,8 @@ export function profilingRefusal(consent: StoredConsent | undefined, policy: Con
   }
   if (purposeAnswer(consent, policy.purposeFlag) === false) return 'purpose_flag';
   if (consent?.tcfPending) return 'tcf_pending';
+  // A GPP tool that has not answered may hold an EU decision (its TCF section) or a US opt-out.
+  if (consent?.gppPending && ((!tcf && !consent.tcfNotApplicable) || policy.honorGppOptOuts)) return 'gpp_pending';
   if (tcf) {
     for (const purpose of policy.tcfPurposes) {
       const granted = tcf.purposeConsents.includes(purpose) || (!CONSENT_ONLY_PURPOSES.has(purpose) && tcf.purposeLegitimateInterests.includes(purpose));

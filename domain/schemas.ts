@@ -95,7 +95,7 @@ export const DrainPositionSchema = z.object({
     .openapi({ description: 'Blocklisted junk identities (built-in, or DMP_IDENTITY_BLOCKLIST) dropped from events, those of refused events included: they join no profile. Absent until the first batch drained since it was counted.' }),
   eventsNonProfiling: z
     .record(z.string(), z.number().int())
-    .openapi({ description: "Events the source's consent policy does not allow to be profiled, per reason (no_consent_signal, tcf_pending, tcf_purpose, tcf_vendor, gpp_opt_out, purpose_flag): kept in the log, never applied to profiles or segments." }),
+    .openapi({ description: "Events the source's consent policy does not allow to be profiled, per reason (no_consent_signal, tcf_pending, gpp_pending, tcf_purpose, tcf_vendor, gpp_opt_out, purpose_flag): kept in the log, never applied to profiles or segments." }),
   duplicatesSkipped: z.number().int().openapi({ description: 'Events the drain skipped as repeats found at collection or import (repeats of earlier acknowledged events are dropped later: `profiles.duplicatesDropped`).' }),
   batchesApplied: z.number().int(),
   lastDrainAt: z.string().nullable(),
@@ -197,6 +197,13 @@ export const ConsentInputSchema = z
       .openapi({
         description:
           'The GDPR applies and the person has not decided yet: no TC string (a consent tool still loading). The event is not profiled (`tcf_pending`), and the profile it reaches stays out of profiling and exports until a TC string (or `tcfNotApplicable`) newer than it arrives. Not with `tcf`.',
+      }),
+    gppPending: z
+      .literal(true)
+      .optional()
+      .openapi({
+        description:
+          "A GPP consent tool on the page had not answered (no GPP string): the person may be under the GDPR or have opted out under a US law, and it did not say. The event is not profiled (`gpp_pending`) where no TC string or `tcfNotApplicable` beside it settles the GDPR, and wherever the source honours GPP opt-outs; unlike `tcfPending` it leaves no mark on the profile (a US site's tool never sends the TC string that would end one). Not with `gpp`.",
       }),
     tcfNotApplicable: z
       .literal(true)

@@ -19,7 +19,7 @@
  * a device) is not consented (nor, when the source names its IAB vendor id, consented to that vendor without a publisher
  * restriction barring it), the cookie is neither read nor written (a withdrawal removes it) and events carry an id for the page
  * only; while a TCF CMP on the page has no TC string to give (the visitor has not chosen yet), events also say
- * `purposes: {profiling: false}`. Events are sent together a second after the first (once consent is known), and at once when the page is hidden or
+ * `purposes: {profiling: false}`, and while a GPP CMP has no GPP string to give, `gppPending: true`. Events are sent together a second after the first (once consent is known), and at once when the page is hidden or
  * left, with navigator.sendBeacon (a text/plain body, so no CORS preflight) or else fetch with keepalive.
  */
 (function (window, document) {
@@ -114,6 +114,10 @@
     }
     if (gpp && GPP_STRING.test(gpp.gppString) && gpp.gppString.length <= 4096) {
       consent.gpp = gpp.gppString;
+      signal = true;
+    } else if (hasGpp && !gppDecided) {
+      // A GPP CMP that has not answered may hold the EU decision or a US opt-out: the server decides what that leaves.
+      consent.gppPending = true;
       signal = true;
     }
     return signal ? consent : null;

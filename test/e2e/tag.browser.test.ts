@@ -590,7 +590,7 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.tcf_pending === 1);
   });
 
-  it('sets no cookie while a GPP CMP, the only one on the page, has not answered', async () => {
+  it('sets no cookie while a GPP CMP, the only one on the page, has not answered, and its events say so: not profiled', async () => {
     const source = await createSource('gpp stub');
     const context = await browser.newContext();
     const beacons = recordBeacons(context);
@@ -598,9 +598,10 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await tab.goto(`${siteUrl}/eu/gpp-stub.html?k=${source.writeKey}`);
     await tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
     await waitForEvents(beacons, 1);
-    expect(sent(beacons)[0]).toMatchObject({ type: 'page_view', properties: { title: 'GPP stub' } });
+    expect(sent(beacons)[0]).toMatchObject({ type: 'page_view', properties: { title: 'GPP stub' }, consent: { gppPending: true } });
     expect(await tagCookies(context)).toEqual([]);
     await context.close();
+    await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.gpp_pending === 1);
   });
 
   it("bounds the wait, from the tag's load: 10 s for a CMP that never answers, 30 s while its banner is up; then sends, marked not for profiling", async () => {

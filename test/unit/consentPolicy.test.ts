@@ -185,6 +185,19 @@ describe('profilingRefusal', () => {
     expect(decodeConsent({ tcfPending: true })).toEqual({ tcfPending: true });
   });
 
+  it('refuses an event whose GPP tool had not answered where no TCF statement settles the GDPR, or where GPP opt-outs are honoured; never beside a GPP string', () => {
+    const granted = decodeConsent({ tcf: buildTcString({ purposeConsents: [1, 3, 4] }) });
+    expect(decodeConsent({ gppPending: true })).toEqual({ gppPending: true });
+    expect(() => decodeConsent({ gppPending: true, gpp: 'DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA' })).toThrow('cannot come with a GPP string');
+    expect(profilingRefusal({ gppPending: true }, policy())).toBe('gpp_pending');
+    expect(profilingRefusal({ gppPending: true }, policy({ mode: 'require' }))).toBe('gpp_pending');
+    expect(profilingRefusal({ gppPending: true }, policy({ mode: 'not_required' }))).toBeNull();
+    expect(profilingRefusal({ gppPending: true, tcfNotApplicable: true }, policy())).toBe('gpp_pending');
+    expect(profilingRefusal({ gppPending: true, tcfNotApplicable: true }, policy({ honorGppOptOuts: false }))).toBeNull();
+    expect(profilingRefusal({ ...granted, gppPending: true }, policy({ honorGppOptOuts: false }))).toBeNull();
+    expect(profilingRefusal({ gppPending: true }, policy({ honorGppOptOuts: false }))).toBe('gpp_pending');
+  });
+
   it('takes word that the GDPR does not apply as a signal that refuses nothing, never beside a TC string or the no-decision mark', () => {
     expect(decodeConsent({ tcfNotApplicable: true })).toEqual({ tcfNotApplicable: true });
     expect(profilingRefusal({ tcfNotApplicable: true }, policy({ mode: 'require' }))).toBeNull();

@@ -348,6 +348,13 @@ describe('applyEvent: consent, identities, sources, applied', () => {
     expect(profilingRefusal(again ?? undefined, DEFAULT_CONSENT_POLICY)).toBe('tcf_pending');
   });
 
+  it("keeps no mark of a GPP tool that had not answered: the profile's consent stays as the person's signals made it", () => {
+    const decision: [string, StoredConsent, string] = ['2025-06-02T00:00:00Z', tcfConsent([1, 3]), 'src_server'];
+    const unanswered: [string, StoredConsent, string] = ['2025-06-03T00:00:00Z', { gppPending: true }, 'src_tag'];
+    expect(fold([decision, unanswered])).toEqual(fold([decision]));
+    expect(fold([unanswered])).toBeNull();
+  });
+
   it('lets word that the GDPR does not apply end an older no-decision mark, and a newer mark stand over it', () => {
     const mark: [string, StoredConsent, string] = ['2025-06-02T00:00:00Z', { tcfPending: true }, 'src_tag'];
     const notApplicable: [string, StoredConsent, string] = ['2025-06-03T00:00:00Z', { tcfNotApplicable: true }, 'src_tag'];
