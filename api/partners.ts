@@ -13,9 +13,11 @@ import {
   readSyncQuery,
   REDIRECT_PARAMS,
   SyncQuerySchema,
+  syncAnswer,
   syncPathOf,
   type PartnerView,
   type SyncDecision,
+  type SyncWrite,
 } from '../domain/partners';
 import { logger } from '../logger';
 import { sentGpc } from './globalPrivacyControl';
@@ -140,7 +142,7 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
    * duplicates). It carries the partner's user id as an identity (`partner_uid`), so the sync is an
    * edge of the identity graph: two of our cookies the partner knows as one user are one person.
    */
-  async function appendSyncEvent(source: SourceDoc, partner: PartnerDoc, sync: SyncDecision, cookieId: string, at: Date): Promise<void> {
+  async function appendSyncEvent(source: SourceDoc, partner: PartnerDoc, sync: SyncDecision, cookieId: string, at: Date): Promise<SyncWrite> {
     const { gdpr_consent: tcf, gpp } = sync.signals;
     // A placeholder the partner sends for users it does not know is no identity: the sync is still an event of the cookie.
     const partnerUserId = `${partner._id}:${sync.puid}`;
@@ -153,7 +155,9 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
       ...((tcf !== undefined || gpp !== undefined) && { consent: { ...(tcf !== undefined && { tcf }), ...(gpp !== undefined && { gpp }) } }),
     };
     const result = await collector.collect(source, [event], at);
-    if (result.rejected.length > 0) logger.warn({ sourceId: source._id, partnerId: partner._id, errors: result.rejected[0].errors }, 'cookie_sync event refused');
+    if (result.rejected.length === 0) return 'done';
+    logger.warn({ sourceId: source._id, partnerId: partner._id, errors: result.rejected[0].errors }, 'cookie_sync event refused');
+    return 'none';
   }
 
   router.get(SYNC_PATH, async (req, res) => {
@@ -171,22 +175,23 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
       const partnerUserId = `${partner._id}:${sync.puid}`;
       const partnerKey = identityKey({ type: 'partner_uid', value: partnerUserId });
       // An erased subject's browser or partner id syncing again: its event is dropped at the door, and its match is not recorded either.
-      const recordMatch = async (id: string) => {
-        if (partnerUserIdProblem(partnerUserId) !== null || blocked(partnerKey)) return;
-        if (await collector.namesErased([partnerKey, identityKey({ type: 'cookie_id', value: id })])) return;
+      const recordMatch = async (id: string): Promise<SyncWrite> => {
+        if (partnerUserIdProblem(partnerUserId) !== null || blocked(partnerKey)) return 'none';
+        if (await collector.namesErased([partnerKey, identityKey({ type: 'cookie_id', value: id })])) return 'none';
         await matches.record(partner._id, sync.puid, id, at);
+        return 'done';
       };
-      // A store that fails any of these (the erasure marks' read too) ends the chain as below, never in a 5xx.
-      const outcomes = await Promise.allSettled([recordMatch(cookieId), source && appendSyncEvent(source, partner, sync, cookieId, at)]);
-      const failure = outcomes.find((outcome) => outcome.status === 'rejected');
-      if (failure) {
-        // The partner's chain still ends normally, as without consent: with an empty id, so it keeps no id we did not record. Its next sync records it.
-        logger.error({ err: failure.reason, partnerId: partner._id }, 'cookie sync not recorded; redirected without our id');
-        cookieId = null;
-      } else if (!known) {
-        // Only once recorded: a sync that failed leaves the browser as it was.
-        setPlatformCookie(req, res, cookieId, config.DMP_COOKIE_DOMAIN);
+      const appendEvent = async (id: string): Promise<SyncWrite> => (source ? appendSyncEvent(source, partner, sync, id, at) : 'none');
+      // A store that fails any of these (the erasure marks' read too) ends the chain as a sync without consent does, never in a 5xx.
+      const [match, event] = await Promise.allSettled([recordMatch(cookieId), appendEvent(cookieId)]);
+      const written = (outcome: PromiseSettledResult<SyncWrite>): SyncWrite => (outcome.status === 'fulfilled' ? outcome.value : 'failed');
+      for (const outcome of [match, event]) {
+        if (outcome.status === 'rejected') logger.error({ err: outcome.reason, partnerId: partner._id }, 'cookie sync not fully recorded');
       }
+      const answer = syncAnswer(known !== null, written(match), written(event));
+      if (answer.setCookie) setPlatformCookie(req, res, cookieId, config.DMP_COOKIE_DOMAIN);
+      // With an empty id, as without consent: the partner's chain ends normally, and its next sync records the match.
+      if (!answer.sendId) cookieId = null;
     }
     res.set('Cache-Control', 'no-store');
     res.redirect(302, expandRedirect(partner.redirectUrl, cookieId, sync.signals));

@@ -214,6 +214,19 @@ export function cookieSyncEventId(partnerId: string, puid: string, cookieId: str
   return `cookie_sync:${createHash('sha256').update(`${partnerId}\n${puid}\n${cookieId}\n${day}`, 'utf8').digest('hex').slice(0, 40)}`;
 }
 
+/** How one of a sync's two writes went: `none` when it had nothing to write (no source; an id that is not recorded). */
+export type SyncWrite = 'done' | 'none' | 'failed';
+
+/**
+ * What a sync answers once its writes are settled: the browser keeps a new cookie that anything
+ * was recorded under (else a match or an event would name a cookie no browser holds), and the
+ * partner gets our id only when its match is recorded (else it would keep an id we cannot map).
+ */
+export function syncAnswer(knownCookie: boolean, match: SyncWrite, event: SyncWrite): { setCookie: boolean; sendId: boolean } {
+  const recorded = match !== 'failed' || event === 'done';
+  return { setCookie: !knownCookie && recorded, sendId: match !== 'failed' };
+}
+
 // ---- match tables ------------------------------------------------------------------------------
 
 /** One side of a match: an id of the other side and when the pair was last seen. */

@@ -8,6 +8,7 @@ import {
   readSyncQuery,
   redirectUrlPattern,
   redirectUrlProblem,
+  syncAnswer,
   withSighting,
   type MatchEntry,
   type MatchLimits,
@@ -201,6 +202,25 @@ describe('cookieSyncEventId', () => {
   it('is a valid event id', () => {
     const id = cookieSyncEventId('ttd', 'x'.repeat(256), 'c'.repeat(64), at);
     expect(EventInputSchema.safeParse({ id, type: 'cookie_sync', identities: { cookie_id: 'c'.repeat(64) } }).success).toBe(true);
+  });
+});
+
+describe('syncAnswer', () => {
+  it('gives a new cookie to the browser when anything was recorded under it, so no match or event names a cookie nobody holds', () => {
+    expect(syncAnswer(false, 'done', 'done').setCookie).toBe(true);
+    expect(syncAnswer(false, 'done', 'failed').setCookie).toBe(true);
+    expect(syncAnswer(false, 'failed', 'done').setCookie).toBe(true);
+    expect(syncAnswer(false, 'none', 'none').setCookie).toBe(true);
+    expect(syncAnswer(false, 'failed', 'failed').setCookie).toBe(false);
+    expect(syncAnswer(false, 'failed', 'none').setCookie).toBe(false);
+    expect(syncAnswer(true, 'done', 'done').setCookie).toBe(false);
+  });
+
+  it('sends the partner our id only when its match is recorded (or deliberately not: a placeholder, an erased id)', () => {
+    expect(syncAnswer(false, 'done', 'failed').sendId).toBe(true);
+    expect(syncAnswer(true, 'none', 'done').sendId).toBe(true);
+    expect(syncAnswer(false, 'failed', 'done').sendId).toBe(false);
+    expect(syncAnswer(true, 'failed', 'failed').sendId).toBe(false);
   });
 });
 
