@@ -520,14 +520,14 @@ export function createExportActivities(deps: ExportDeps) {
       exp.state = error ? 'failed' : 'completed';
       exp.error = error;
       exp.finishedAt = now();
+      // The partner took every batch: whatever wait it asked for is over (cleared before the outcome shows, so nobody reads the two apart).
+      if (destination?.partnerWaitUntil && exp.state === 'completed' && exp.batchesConfirmed > 0) await destinations.update(destination._id, { partnerWaitUntil: null });
       await destinations.saveExport(exp);
       if (destination) await destinations.saveLastExport(destination._id, { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt });
     }
     // Also on a repeat: an attempt interrupted after recording the outcome left these to do. States
     // this export replaced go only now — until the outcome is recorded, a repeat computes from them.
     const current = await destinations.get(exp.destinationId);
-    // The partner took every batch: whatever wait it asked for is over.
-    if (current?.partnerWaitUntil && exp.state === 'completed' && exp.batchesConfirmed > 0) await destinations.update(current._id, { partnerWaitUntil: null });
     if (current && plan) {
       for (const segment of plan.segments) {
         if (segment.before && segment.before.exportId !== exp._id && current.held[segment.id]?.exportId !== segment.before.exportId) await destinations.dropState(current._id, segment.id, segment.before);

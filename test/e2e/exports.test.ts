@@ -275,6 +275,50 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     await admin(`/v1/destinations/${id}`, { method: 'DELETE' });
   }, 180_000);
 
+  it("records a renewal that had nothing to send (the DSP holds none of an emptied segment), so it is not made again every minute", async () => {
+    const server = await partner({ kind: 'dsp', token: 'dsp-token' });
+    const emptied = (await admin('/v1/segments', { body: { name: 'Silver', rule: { trait: 'plan', op: 'eq', value: 'silver' } } })).body.id as string;
+    await waitFor('the segment evaluated', async () => (await admin(`/v1/segments/${emptied}`)).body.lastRun?.state === 'completed');
+    const id = await createDestination({
+      segments: [emptied],
+      connector: 'dsp_segments',
+      idType: 'maid',
+      nearRealTime: true,
+      config: { url: `${server.url}/data/advertiser`, token: 'dsp-token', advertiserId: 'adv1', segmentCodes: { [emptied]: 'dmp-silver' }, ttlMinutes: 1 },
+    });
+    expect(await exportNow(id)).toMatchObject({ state: 'completed', adds: 3 });
+    const before = (await admin(`/v1/segments/${emptied}`)).body.lastRun.runId;
+    await admin(`/v1/segments/${emptied}`, { method: 'PATCH', body: { rule: { trait: 'plan', op: 'eq', value: 'platinum' } } });
+    await waitFor('the emptied segment evaluated', async () => {
+      const run = (await admin(`/v1/segments/${emptied}`)).body.lastRun;
+      return run?.runId !== before && run?.state === 'completed';
+    });
+    const exports = async () => (await admin(`/v1/destinations/${id}/exports`)).body.exports as Array<{ exportId: string; state: string; adds: number; removes: number }>;
+    // Exported now, rather than at the schedule's next check (which may also come first).
+    await exportNow(id);
+    await waitFor('no export running', async () => (await exports()).every((listed) => listed.state !== 'running'));
+    expect((await exports()).some((listed) => listed.removes === 3 && listed.state === 'completed')).toBe(true);
+    expect(server.audience('dmp-silver')).toEqual([]);
+    // Half the TTL passes (set back, rather than waited for): the renewal is due, with nothing to send.
+    const holdings = platform.store.db.collection<{ _id: string; held: Record<string, { sentAllAt?: Date }> }>(DESTINATION_COLLECTIONS.holdings);
+    const dueAt = new Date(Date.now() - 31_000);
+    await holdings.updateOne({ _id: id }, { $set: { [`held.${emptied}.sentAllAt`]: dueAt } });
+    const handle = platform.temporal.schedule.getHandle((await admin(`/v1/destinations/${id}`)).body.scheduleId);
+    const last = (await exports())[0].exportId;
+    await handle.trigger();
+    const [renewal] = await waitFor('the renewal', async () => {
+      const listed = await exports();
+      return listed[0].exportId !== last && listed[0].state !== 'running' ? listed : null;
+    }, 60_000, 250);
+    expect(renewal).toMatchObject({ state: 'completed', adds: 0, removes: 0 });
+    expect(Date.parse((await admin(`/v1/destinations/${id}`)).body.held[emptied].sentAllAt)).toBeGreaterThan(dueAt.getTime() + 20_000);
+    // The next check, within half the TTL of it, exports nothing.
+    await handle.trigger();
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    expect((await exports())[0].exportId).toBe(renewal.exportId);
+    await admin(`/v1/destinations/${id}`, { method: 'DELETE' });
+  }, 180_000);
+
   it('refuses a people-based list under its minimum audience, then sends SHA-256 email hashes', async () => {
     const server = await partner({ kind: 'people', token: 'list-token' });
     const config = { url: server.url, token: 'list-token', listId: 'gold_buyers', minAudience: 50 };
