@@ -376,14 +376,23 @@ export class PackedDecisions {
 
 type FactFields = Pick<ProfileDoc, 'identities' | 'consent' | 'sources'>;
 
+/** How many hashed forms of its own a document's identities hold: a UID2 email hash, a phone's digits (learned once its raw value came). */
+function platformForms(identities: FactFields['identities']): number {
+  let forms = 0;
+  for (const identity of identities) forms += (identity.uid2 ? 1 : 0) + (identity.digits ? 1 : 0);
+  return forms;
+}
+
 /**
- * Whether a fold changed what an export reads of a document it already had: an identity or a source
- * added, or a new consent signal. Exports re-read such members instead of trusting the snapshot.
+ * Whether a fold changed what an export reads of a document it already had: an identity, a platform's
+ * hashed form of one, or a source added, or a new consent signal. Exports re-read such members
+ * instead of trusting the snapshot.
  */
 export function factsChanged(before: FactFields | null, after: FactFields): boolean {
   if (!before) return false;
   return (
     before.identities.length !== after.identities.length ||
+    platformForms(before.identities) !== platformForms(after.identities) ||
     before.sources.length !== after.sources.length ||
     before.consent?.tcf?.tcString !== after.consent?.tcf?.tcString ||
     before.consent?.tcfPending !== after.consent?.tcfPending ||

@@ -306,6 +306,14 @@ describe('exportFacts and factsChanged', () => {
     expect(exportFacts(doc({ identities })).ids).toEqual(['phone_sha256:e164hash', 'phone_sha256_digits:digitshash', 'phone_sha256:sentHashed', 'email_sha256:ab', 'email_uid2:qw==']);
   });
 
+  it("counts a platform's hashed form learned for an identity already held (its raw value came later) as changed facts", () => {
+    const phone = { type: 'phone_sha256' as const, value: 'e164hash', firstSeen: AT, lastSeen: AT, sourceId: 'src_shop' };
+    const email = { type: 'email_sha256' as const, value: 'ab', firstSeen: AT, lastSeen: AT, sourceId: 'src_shop' };
+    expect(factsChanged(doc({ identities: [phone, email] }), doc({ identities: [{ ...phone, digits: 'digitshash' }, email] }))).toBe(true);
+    expect(factsChanged(doc({ identities: [phone, email] }), doc({ identities: [phone, { ...email, uid2: 'uid2hash' }] }))).toBe(true);
+    expect(factsChanged(doc({ identities: [phone, { ...email, uid2: 'uid2hash' }] }), doc({ identities: [{ ...phone, lastSeen: new Date(AT.getTime() + 1) }, { ...email, uid2: 'uid2hash' }] }))).toBe(false);
+  });
+
   it('marks a US opt-out of sale, sharing or targeted advertising from the GPP string, and nothing else', () => {
     const gpp = (extra: object) => consent({ tcf: tcf('TC-A'), gpp: { gppString: 'DBABL~x', sectionIds: [7], ...extra } });
     expect(exportFacts(doc({ consent: gpp({ saleOptOut: true }) })).usOptOut).toBe(true);
