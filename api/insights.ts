@@ -22,6 +22,7 @@ import { campaignReportOf, CampaignReportQuerySchema, CampaignReportSchema } fro
 import { LookalikeRequestSchema, lookalikeRunId, LookalikeViewSchema, type LookalikeView } from '../domain/lookalike';
 import { dayKey } from '../domain/profile';
 import { AudienceReportStore } from '../store/audienceReports';
+import { DestinationStore } from '../store/destinations';
 import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
 import { SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
@@ -50,6 +51,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
   const segments = new SegmentStore(store);
   const reports = new AudienceReportStore(store);
   const lookalikes = new LookalikeRunStore(store);
+  const destinations = new DestinationStore(store);
   const gates = new StartGates(store);
   const router = Router();
 
@@ -130,7 +132,9 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
       throw new ProblemError(400, 'validation', 'Several holdouts: name one', [{ path: 'query.destination', message: `destinations ${holdouts.map((h) => h.destinationId).join(', ')} hold out members of ${segment._id}` }]);
     }
     holdout ??= holdouts[0] ?? null;
-    res.json(campaignReportOf(String(req.params.campaign), segment._id, found.report, found.stale, holdout));
+    const destination = holdout && (await destinations.get(holdout.destinationId));
+    const delivery = destination ? { state: destination.state, partnerHolds: destination.held[segment._id]?.ids ?? 0 } : null;
+    res.json(campaignReportOf(String(req.params.campaign), segment._id, found.report, found.stale, holdout, delivery));
   });
 
   router.post('/v1/segments/:id/lookalike', admin, async (req, res) => {

@@ -42,8 +42,16 @@ export const CampaignReportSchema = z
     value: z.number().openapi({ description: "Sum of the conversions' `properties.value`" }),
     holdout: GroupSchema.extend({ destinationId: z.string(), share: z.number() }).optional().openapi({ description: "Members the destination held out (its `holdoutShare`) that it would otherwise send: its consent settings, export controls and id type let them through, on the profiles as the report read them (a partner id type: members holding one of the partner's ids, or a cookie id the match table maps to one when the report is written)" }),
     treated: GroupSchema.optional().openapi({ description: 'Members the destination sends: not held out, and let through by its consent settings, export controls and id type, decided as for `holdout`' }),
-    lift: Rate.optional().openapi({ description: "treated.conversionRate / holdout.conversionRate − 1; null while the holdout has no converter" }),
-    liftInterval: z.object({ low: z.number(), high: z.number() }).nullable().optional().openapi({ description: '95% interval of the lift (log relative risk); null while either group has no converter' }),
+    delivery: z
+      .object({
+        state: z.enum(['active', 'paused']).openapi({ description: "The destination's state now" }),
+        partnerHolds: z.number().int().openapi({ description: "Ids of the segment the partner has confirmed holding now, from the destination's receipts" }),
+      })
+      .nullable()
+      .optional()
+      .openapi({ description: "Whether the treated group was sent at all: the destination as it stands (null once it was deleted). `treated` is who it would send (intent to treat, so the groups compare like with like); a partner that holds none of the segment — never exported, paused before its first export, refused under a minimum audience — treated no one" }),
+    lift: Rate.optional().openapi({ description: "treated.conversionRate / holdout.conversionRate − 1; null while the holdout has no converter, or while the partner holds none of the segment (`delivery`)" }),
+    liftInterval: z.object({ low: z.number(), high: z.number() }).nullable().optional().openapi({ description: '95% interval of the lift (log relative risk); null while either group has no converter, or the lift is null' }),
   })
   .openapi('CampaignReport');
 export type CampaignReport = z.infer<typeof CampaignReportSchema>;
@@ -75,7 +83,10 @@ export function liftOf(treated: { converters: number; size: number }, held: { co
   return { lift: relative - 1, interval: { low: relative * Math.exp(-1.96 * se) - 1, high: relative * Math.exp(1.96 * se) - 1 } };
 }
 
-export function campaignReportOf(campaign: string, segmentId: string, report: AudienceReport, stale: boolean, holdout: HoldoutReport | null): CampaignReport {
+/** The holdout's destination as it stands: its state and how many of the segment's ids its partner holds; null once deleted. */
+export type CampaignDelivery = NonNullable<CampaignReport['delivery']>;
+
+export function campaignReportOf(campaign: string, segmentId: string, report: AudienceReport, stale: boolean, holdout: HoldoutReport | null, delivery: CampaignDelivery | null = null): CampaignReport {
   const figures = figuresOf(report.campaigns, campaign);
   const reached = reachedConverters(figures);
   const result: CampaignReport = {
@@ -98,6 +109,7 @@ export function campaignReportOf(campaign: string, segmentId: string, report: Au
   if (!holdout) return result;
   const held = groupOf(holdout.held, campaign);
   const treated = groupOf(holdout.treated, campaign);
-  const { lift, interval } = liftOf(treated, held);
-  return { ...result, holdout: { destinationId: holdout.destinationId, share: holdout.share, ...held }, treated, lift, liftInterval: interval };
+  // A partner holding none of the segment showed the campaign to no one the platform sent: no lift to measure.
+  const { lift, interval } = delivery?.partnerHolds === 0 ? { lift: null, interval: null } : liftOf(treated, held);
+  return { ...result, holdout: { destinationId: holdout.destinationId, share: holdout.share, ...held }, treated, delivery, lift, liftInterval: interval };
 }

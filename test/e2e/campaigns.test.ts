@@ -131,6 +131,7 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
       value: 20 * converters,
       holdout: { destinationId, share: HOLDOUT, size: held.size, reach: 0, converters: held.converters, conversionRate: held.converters / held.size },
       treated: { size: treated.size, reach: treated.size, converters: treated.converters, conversionRate: treated.converters / treated.size },
+      delivery: { state: 'active', partnerHolds: treated.size },
     });
     const expected = liftOf(treated, held);
     expect(report.lift).toBeCloseTo((treated.converters / treated.size) / (held.converters / held.size) - 1, 12);
@@ -168,10 +169,18 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
     });
     // Before, every member went into one group or the other: 400 people, of whom 300 it can never send.
     expect(mobile).toMatchObject({ members: PEOPLE, holdout: { destinationId: mobileId, share: HOLDOUT, ...group(heldOut) }, treated: group(sent) });
+    // Not exported yet: the partner holds none of them, so no one was treated and there is no lift to tell.
+    expect(mobile).toMatchObject({ delivery: { state: 'active', partnerHolds: 0 }, lift: null, liftInterval: null });
     // What its export sends is the treated group: their maids, and no one else's.
     const exported = await exportNow(mobileId);
     expect(exported).toMatchObject({ state: 'completed', adds: sent.length });
     expect([...(mobilePartner.audiences.get(segmentId) ?? [])].sort()).toEqual(sent.map(maidOf).sort());
+    const delivered = (await admin(`/v1/campaigns/spring/report?segment=${segmentId}&destination=${mobileId}`)).body;
+    const expected = liftOf(group(sent), group(heldOut));
+    expect(delivered).toMatchObject({ delivery: { state: 'active', partnerHolds: sent.length }, lift: expected.lift, liftInterval: expected.interval });
+    // Paused, the partner still holds what it was sent: the lift stands, and the state says it is paused.
+    expect((await admin(`/v1/destinations/${mobileId}/pause`, { method: 'POST' })).status).toBe(200);
+    expect((await admin(`/v1/campaigns/spring/report?segment=${segmentId}&destination=${mobileId}`)).body).toMatchObject({ delivery: { state: 'paused', partnerHolds: sent.length }, lift: expected.lift });
     // The destination of cookie ids sends everyone it does not hold out, as before.
     const everyone = Array.from({ length: PEOPLE }, (_, i) => i);
     const cookies = (await admin(`/v1/campaigns/spring/report?segment=${segmentId}&destination=${destinationId}`)).body;

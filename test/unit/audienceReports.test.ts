@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { affinityOf, AffinityQuerySchema, AudienceTally, FeatureDictionary, insightsOf, membershipMasks, overlapOf, REPORT_EVENT_TYPES_KEPT, REPORT_VALUE_BYTES, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
-import { liftOf } from '../../domain/campaignReports';
+import { campaignReportOf, liftOf } from '../../domain/campaignReports';
 import { isHeldOut } from '../../domain/destinations';
 import { encodeFieldName } from '../../domain/fieldNames';
 import { applyEvent, CAMPAIGNS_KEPT, newProfile, type SegmentSubject } from '../../domain/profile';
@@ -151,6 +151,18 @@ describe('campaign response', () => {
     expect(interval?.high).toBeGreaterThan(2);
     expect(interval?.low).toBeGreaterThan(0);
     expect(liftOf({ converters: 5, size: 10 }, { converters: 0, size: 10 })).toEqual({ lift: null, interval: null });
+  });
+
+  it('gives no lift while the partner holds none of the segment: nobody was treated', () => {
+    const figures = (converters: number) => [{ campaign: 'spring', reach: 0, impressions: 0, clicks: 0, converters, conversions: converters, value: 0 }];
+    const holdout = { destinationId: 'dst_a', share: 0.25, held: { size: 100, campaigns: figures(10) }, treated: { size: 300, campaigns: figures(90) } };
+    const report = { _id: 'seg', at, runId: 'run', size: 400, traits: [], events: [], identities: {}, consent: [], campaigns: [], holdouts: [holdout] } as unknown as AudienceReport;
+    const sent = campaignReportOf('spring', 'seg', report, false, holdout, { state: 'paused', partnerHolds: 300 });
+    expect(sent.lift).toBeCloseTo(2, 12);
+    expect(sent.delivery).toEqual({ state: 'paused', partnerHolds: 300 });
+    expect(campaignReportOf('spring', 'seg', report, false, holdout, { state: 'active', partnerHolds: 0 })).toMatchObject({ lift: null, liftInterval: null, treated: { size: 300, converters: 90 } });
+    // A destination since deleted: the report stands as counted.
+    expect(campaignReportOf('spring', 'seg', report, false, holdout, null)).toMatchObject({ delivery: null, lift: sent.lift });
   });
 
   it('a holdout takes about its share of members, the same ones every time, different ones per destination', () => {
