@@ -457,10 +457,11 @@ export function createRetentionActivities(deps: RetentionDeps) {
      * run never began — get one run of them all. A segment whose last run, of its version as it is,
      * began and failed is left to its next scheduled run or edit, so a failing run is not repeated
      * every hour (once its gate is gone, after a week, it is tried once more). Only segments
-     * saved, and runs ended, more than `graceMs` (else RUN_START_GRACE_MS) ago. So is a segment with
-     * no schedule whose snapshot began more than `snapshotMaxAgeMs` (else a day) ago: real-time
-     * changes since the oldest snapshot a segment reads are kept (and read by every segment read),
-     * so one never evaluated again would keep them growing for ever.
+     * saved, and runs ended, more than `graceMs` (else RUN_START_GRACE_MS) ago. So is a segment whose
+     * snapshot began more than `snapshotMaxAgeMs` (else a day) ago — without a schedule, or with one
+     * that runs less often or is paused: real-time changes since the oldest snapshot a segment reads
+     * are kept (and read by every segment read), so one not evaluated again would keep them growing.
+     * Its members do not change for it: they already follow the changes in real time.
      */
     startOwedSegmentRuns(input: { graceMs?: number; snapshotMaxAgeMs?: number } = {}): Promise<{ runs: number; segments: number }> {
       return withHeartbeats(async () => {
@@ -471,7 +472,7 @@ export function createRetentionActivities(deps: RetentionDeps) {
         const owed: SegmentDoc[] = [];
         for (const doc of await segments.list()) {
           const last = doc.lastRun;
-          const stale = doc.current !== null && doc.schedule === null && doc.current.startedAt < staleBefore;
+          const stale = doc.current !== null && doc.current.startedAt < staleBefore;
           if ((doc.current?.version === doc.version && !stale) || doc.updatedAt >= before || last?.state === 'running') continue;
           if (last && (last.finishedAt ?? last.startedAt) >= before) continue;
           // A run's gate is begun by its workflow (and kept a week): a failed run of this version that began it ran.

@@ -228,19 +228,21 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
     expect((await retain(3_600_000, undefined, 0)).owedSegmentsRun).toBe(0);
   });
 
-  it('evaluates again a segment without a schedule whose snapshot has grown older than its age, so the real-time changes it holds fold into history', async () => {
+  it('evaluates again a segment whose snapshot has grown older than its age (no schedule, or a monthly one), so the real-time changes it holds fold into history', async () => {
     const admin = (path: string, init: { method?: string; body?: unknown } = {}) => call(`${platform.api.url}${path}`, { key: platform.api.adminKey, ...init });
     const created = (await admin('/v1/segments', { body: { name: 'Never scheduled', rule: { event: 'owed_check' } } })).body.id as string;
-    const firstRun = await waitFor('its first run', async () => (await admin(`/v1/segments/${created}`)).body.currentRun?.runId as string | undefined, 30_000, 200);
+    const monthly = (await admin('/v1/segments', { body: { name: 'Monthly', rule: { event: 'owed_check' }, schedule: { cron: '0 3 1 * *' } } })).body.id as string;
+    const firstRun = async (id: string) => waitFor('its first run', async () => (await admin(`/v1/segments/${id}`)).body.currentRun?.runId as string | undefined, 30_000, 200);
+    const firstRuns = new Map([[created, await firstRun(created)], [monthly, await firstRun(monthly)]]);
     // A day old by default: nothing yet.
     expect((await retain(3_600_000, undefined, 0)).owedSegmentsRun).toBe(0);
-    // Every segment without a schedule is owed now, a run's worth (three) at a time, the oldest snapshots first.
-    await waitFor('a newer snapshot', async () => {
-      const current = (await admin(`/v1/segments/${created}`)).body.currentRun;
-      if (current && current.runId !== firstRun && current.size === 1) return true;
+    // Every such segment is owed now, a run's worth (three) at a time, the oldest snapshots first.
+    await waitFor('newer snapshots', async () => {
+      const views = await Promise.all([created, monthly].map(async (id) => [id, (await admin(`/v1/segments/${id}`)).body.currentRun] as const));
+      if (views.every(([id, current]) => current && current.runId !== firstRuns.get(id) && current.size === 1)) return true;
       expect((await retain(3_600_000, undefined, 0, { snapshotMaxAgeMs: 0 })).owedSegmentsRun).toBeLessThanOrEqual(3);
       return false;
-    }, 90_000, 200);
+    }, 120_000, 200);
   });
 
   it('removes the records of feed pulls and uploads ended past their age, and keeps running and recent ones, a feed\'s last pull with its upload and a source\'s newest ended upload', async () => {
