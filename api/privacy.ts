@@ -1,6 +1,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { IdentityError, identityKeysOf, toStoredIdentity, type InputIdentityType } from '../domain/identity';
+import { identityBlocklist } from '../domain/identityBlocklist';
 import {
   AccessExportSchema,
   deadlineOf,
@@ -54,6 +55,7 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
   const router = Router();
   const requests = new PrivacyStore(store);
   const identities = new IdentityIndex(store, 0);
+  const blocked = identityBlocklist(config.DMP_IDENTITY_BLOCKLIST);
   const expired = new ExpiredProfiles(store);
   const marks = new PrivacyMarks(store, config.DMP_PRIVACY_SALT);
   let salt: Promise<string> | null = null;
@@ -85,6 +87,10 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
       if (!(error instanceof IdentityError)) throw error;
       // Well-formed as a request, but no profile can hold such an identity (as for a lookup or an unlink).
       throw new ProblemError(404, 'identity-not-found', 'No profile can have this identity', [{ path: 'identity.value', message: error.message }]);
+    }
+    // A placeholder many people send (`0`, `test@example.com`) joins no profile: erasing it would drop every later event carrying it, real ids beside it too.
+    if (keys.some(blocked)) {
+      throw new ProblemError(404, 'identity-not-found', 'No profile can have this identity', [{ path: 'identity.value', message: 'a placeholder value many people send (the identity blocklist): it names no one' }]);
     }
     // Named by the stored form's key, whatever the store holds now (a repeat finds the same request); the
     // workflow also looks under the others (an id an older version kept as sent) — only those the store
@@ -181,7 +187,7 @@ export function registerPrivacyPaths({ registry, problem, json, adminKey }: Open
       202: { description: 'The request, recorded and started (or the open one)', ...json(z.object({ id: z.string(), statusUrl: z.string() })) },
       400: problem('Invalid body (the field is named)'),
       ...admin,
-      404: problem('No profile can have this identity: `identity.value` does not normalize as its type (not an email, a phone number, an advertising id…); or it has no stored form today (a customer id holding an address inside it) and no profile holds it as an older version kept it'),
+      404: problem('No profile can have this identity: `identity.value` does not normalize as its type (not an email, a phone number, an advertising id…); or it is a placeholder many people send, on the identity blocklist (`0`, `test@example.com`, an all-zero ad id, DMP_IDENTITY_BLOCKLIST), which joins no profile — erasing it would drop every later event carrying it; or it has no stored form today (a customer id holding an address inside it) and no profile holds it as an older version kept it'),
       409: problem('Too many requests of this type about this subject'),
     },
   });

@@ -281,6 +281,12 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     const badEmail = await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'email', value: 'not an email' } } });
     expect(badEmail.status).toBe(404);
     expect(badEmail.body.errors[0].path).toBe('identity.value');
+    // A placeholder many people send names no one: erased, every later event carrying it would be dropped.
+    for (const identity of [{ type: 'crm_id', value: '0' }, { type: 'email', value: ' Test@Example.com' }, { type: 'phone', value: '+1 555 555 5555' }]) {
+      const placeholder = await admin('/v1/privacy/requests', { body: { type: 'erase', identity } });
+      expect({ identity, status: placeholder.status, path: placeholder.body.errors?.[0]?.path }).toEqual({ identity, status: 404, path: 'identity.value' });
+      expect(placeholder.body.errors[0].message).toMatch(/placeholder/);
+    }
     const noIdentity = await admin('/v1/privacy/requests', { body: { type: 'erase', identity: { type: 'email' } } });
     expect(noIdentity.status).toBe(400);
     expect(noIdentity.body.errors[0].path).toBe('identity.value');
