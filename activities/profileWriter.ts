@@ -267,6 +267,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const madeRetired = new Set(split.written.filter((doc) => doc.retired).map((doc) => doc.profileId));
     const { targets, relearned, relearnedFrom, joined, successors } = await redirectLateEvents(input.partition, batches, stored, madeRetired, trustSince, result);
     for (const id of joined) linkedNow.add(id);
+    await spreadOptOuts(linkedNow);
 
     const changed = new Map<string, ProfileDoc>();
     const duplicatesBySource = new Map<string, number>();
@@ -698,6 +699,30 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     result.eventsRedirected += targets.size;
     const joined = claimed.links.flatMap((link) => link.profiles.filter((id) => partitionOf(id, deps.config.DMP_PROFILE_PARTITIONS) === partition));
     return { targets, relearned: [...relearned.values()], relearnedFrom, joined, successors };
+  }
+
+  /**
+   * A document newly linked to a person who opted out is marked with them, before this fold's events
+   * reach it: its events are theirs (a new device they signed in on). One component read per newly
+   * linked document, and only while anyone has opted out.
+   */
+  async function spreadOptOuts(linkedNow: ReadonlySet<string>): Promise<void> {
+    if (linkedNow.size === 0 || !marks.anyMarked) return;
+    const walked = new Set<string>();
+    const adding = new Map<string, string[]>();
+    for (const id of linkedNow) {
+      if (walked.has(id)) continue;
+      const component = await profileGraph.component(id);
+      for (const member of component.ids) walked.add(member);
+      const subjects = component.ids.map((member) => ({ profileId: member, ancestors: component.docs.find((doc) => doc.profileId === member)?.ancestors }));
+      const requestId = subjects.map((subject) => marks.optOutOf(subject)).find((found) => found !== null);
+      if (!requestId) continue;
+      const unmarked = subjects.filter((subject) => !marks.optedOut(subject)).map((subject) => subject.profileId);
+      if (unmarked.length > 0) adding.set(requestId, [...(adding.get(requestId) ?? []), ...unmarked]);
+    }
+    if (adding.size === 0) return;
+    for (const [requestId, documents] of adding) await marks.add(requestId, documents);
+    await marks.refresh(true);
   }
 
   /**

@@ -122,6 +122,21 @@ export class PrivacyMarks {
     return documentIdsOf(subject).some((id) => this.documents.has(id));
   }
 
+  /** Whether anyone is marked (as of the last refresh). */
+  get anyMarked(): boolean {
+    return this.documents.size > 0;
+  }
+
+  /** The opt-out request that marked this subject, or null (as of the last refresh; an erasure's documents are gone, not marked). */
+  optOutOf(subject: Parameters<typeof documentIdsOf>[0]): string | null {
+    if (this.documents.size === 0) return null;
+    for (const id of documentIdsOf(subject)) {
+      const requestId = this.documents.get(id);
+      if (requestId && !this.erasedDocuments.has(id)) return requestId;
+    }
+    return null;
+  }
+
   /** Whether an erasure marked this document (as of the last refresh): nothing may be recorded about it. */
   erased(profileId: string): boolean {
     return this.erasedDocuments.has(profileId);

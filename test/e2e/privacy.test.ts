@@ -221,6 +221,12 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect((await admin(`/v1/segments/${segmentId}/members?limit=10`)).body.members).not.toContain(joined.id);
     await exportNow();
     expect(partner.audience(segmentId)).toEqual(['ck-bob', 'ck-dave']);
+    // Her web document, joined to her after the opt-out, is hers: its later events are not profiled either.
+    expect((await source.send([{ id: 'c4', type: 'purchase', timestamp: minutesAgo(1), identities: { cookie_id: 'ck-carol-web' }, traits: { plan: 'platinum' } }])).body.accepted).toBe(1);
+    await source.folded(INITIAL_EVENTS + 4);
+    const after = (await source.lookup('cookie_id', 'ck-carol-web')).body;
+    expect(after.counters).toEqual(joined.counters);
+    expect(after.traits).toEqual(joined.traits);
   });
 
   it('keeps the mark through an unlink: the parts an opted-out person splits into stay out of segments, in real time and in batch runs', async () => {
