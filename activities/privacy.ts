@@ -299,6 +299,14 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
           destinations: held,
         };
         const parts = await requests.writeExport(request._id, JSON.stringify(document));
+        // An erasure of the subject that began meanwhile (its tombstones come first) may have looked for
+        // this export before it was counted on the request: it goes, and nothing is held any more.
+        await marks.refresh(true);
+        if (marks.erasedByKeys(keys) !== null) {
+          await requests.dropExport(request._id, parts);
+          await done(request, 'collect', { privacy_exports: 0 });
+          return { found: false, profiles: 0, identities: 0, events: 0, segments: 0, destinations: 0, exportUrl: null };
+        }
         await done(request, 'collect', { profiles: view?.profileIds.length ?? 0, expired_profiles: expired.length, profile_events: events.length, segments: names.size, partner_state: read, privacy_exports: parts });
         return {
           found: view !== null || expired.length > 0,

@@ -259,6 +259,12 @@ export class PrivacyStore {
     return parts;
   }
 
+  /** Removes an access export written (`parts` of it) and its count on the request. */
+  async dropExport(id: string, parts: number): Promise<void> {
+    await this.requests.updateOne({ _id: id }, { $unset: { exportParts: '' } });
+    for (let n = 0; n < parts; n++) await this.exports.deleteOne({ _id: `${id}:${n}` });
+  }
+
   /** An access export as JSON text; null when it is not (or no longer) there. */
   async readExport(request: PrivacyRequestDoc): Promise<string | null> {
     if (!request.exportParts) return null;

@@ -122,6 +122,15 @@ describe('privacy requests: erasure from every store and every partner', () => {
     for (const id of aliceDocuments) expect((await admin(`/v1/profiles/${id}`)).status).toBe(404);
   });
 
+  it('keeps no access export written once she is erased, as one running while the erasure began would be', async () => {
+    const access = await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'email', value: ALICE_EMAIL } } });
+    expect(access.status).toBe(202);
+    const view = await settledRequest(access.body.id);
+    expect(view).toMatchObject({ state: 'completed', result: { found: false, exportUrl: null } });
+    expect((await admin(`/v1/privacy/requests/${access.body.id}/export`)).status).toBe(404);
+    expect(await platform.store.db.collection('privacy_exports').countDocuments({ _id: { $regex: `^${access.body.id}:` } } as object)).toBe(0);
+  });
+
   it("keeps other people's data in the same chunks, batches and snapshots intact", async () => {
     const bob = (await lookup('cookie_id', BOB_COOKIE)).body;
     expect(bob).toMatchObject({ id: bobId, traits: { plan: 'gold' } });
