@@ -244,7 +244,7 @@ export function outranks(a: TraitOrigin, aValue: unknown, b: TraitOrigin, bValue
   return JSON.stringify(aValue) > JSON.stringify(bValue);
 }
 
-const DAY_MS = 86_400_000;
+export const DAY_MS = 86_400_000;
 const twoDigits = (n: number) => (n < 10 ? `0${n}` : String(n));
 
 /** The UTC day as `YYYYMMDD` (every fold counts each event under one; built from fields, not an ISO string). */

@@ -4,7 +4,7 @@ import type { FieldError } from './collect';
 import type { ConsentPolicies } from './consentGate';
 import { encodeFieldName } from './fieldNames';
 import type { StoredIdentityType } from './identity';
-import { BEHAVIOUR_DAYS, dayKey, type SegmentSubject } from './profile';
+import { BEHAVIOUR_DAYS, DAY_MS, dayKey, type SegmentSubject } from './profile';
 import { oneOfRequired } from './schemaChecks';
 import { compileScore, modelNeeds, ScoreRuleSchema, segmentOfFeature } from './scoreModel';
 import { numberPattern, storableText } from './text';
@@ -369,6 +369,11 @@ export class EvaluationTime {
     this.today = dayKey(now);
   }
 
+  /** When the oldest UTC day a window reaching back `ms` from now covers begins (ms since the epoch). */
+  firstDayStart(ms: number): number {
+    return Math.floor((this.now.getTime() - ms) / DAY_MS) * DAY_MS;
+  }
+
   /** The oldest UTC day a window reaching back `ms` from now covers: windows count whole days of the daily buckets. */
   firstDay(ms: number): string {
     let day = this.firstDays.get(ms);
@@ -393,8 +398,8 @@ function compileEvent(rule: EventRule): Predicate {
     const counter = Object.hasOwn(subject.counters, key) ? subject.counters[key] : undefined;
     let n = 0;
     if (counter && filters.length > 0) {
-      // Property filters read the recent events kept per type: exact times, so the window is exact too.
-      const since = windowMs === null ? -Infinity : at.now.getTime() - windowMs;
+      // Property filters read the recent events kept per type; their window covers the same whole UTC days as the daily buckets'.
+      const since = windowMs === null ? -Infinity : at.firstDayStart(windowMs);
       for (const event of counter.recent ?? []) {
         if (event.at.getTime() < since || event.at.getTime() > at.now.getTime()) continue;
         if (filters.every((filter) => compare(Object.hasOwn(event.properties, filter.key) ? event.properties[filter.key] : undefined, filter.op, filter.value))) n++;

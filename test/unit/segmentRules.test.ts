@@ -93,6 +93,11 @@ describe('segment rules: one meaning', () => {
     expect(member({ event: 'buy', where: [{ property: 'total', op: 'gt', value: 100 }, { property: 'cat', op: 'eq', value: 'shoes' }] }, doc)).toBe(true);
     expect(member({ event: 'view' }, doc)).toBe(false);
     expect(member({ event: 'view', count: { op: 'eq', value: 0 } }, doc)).toBe(true);
+    // A filtered window covers the same whole days: PT1H is all of today, P1D all of yesterday too (30 hours back), with or without a filter.
+    for (const [within, count] of [['PT1H', 1], ['P1D', 2]] as const) {
+      expect(member({ event: 'buy', within, count: { op: 'eq', value: count } }, doc)).toBe(true);
+      expect(member({ event: 'buy', within, where: [{ property: 'total', op: 'exists' }], count: { op: 'eq', value: count } }, doc)).toBe(true);
+    }
   });
 
   it('tests recency with exact times, and segment membership through the same evaluator', () => {
