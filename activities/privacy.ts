@@ -3,6 +3,7 @@ import type { Config } from '../config';
 import { cookieIdsAmong, exportFacts, memberIdReader, partnerIdsOf, partnerOfIdType } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
 import { documentIdsOf, privacyRequestId, subjectHash, type AccessExport, type PrivacyResult, type PrivacyStepName, type RemovalState } from '../domain/privacy';
+import { identityKey } from '../domain/identity';
 import { combineDocuments } from '../domain/profile';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf } from '../domain/recommendations';
 import { gatedSources } from '../domain/consentGate';
@@ -284,9 +285,12 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         let view = null;
         for (const key of keys) if ((view = await reader.byIdentity(key))) break;
         const person = view ? await reader.person(view.id) : null;
-        const expired = (await Promise.all(keys.map((key) => expiredProfiles.naming(key)))).flat();
+        // Documents that expired for inactivity, named by any identity the person holds (as an erasure finds them), not the request's alone.
+        const personKeys = [...new Set([...keys, ...(view?.identities ?? []).map((identity) => identityKey({ type: identity.type, value: identity.value }))])];
+        const expired = [...new Map((await Promise.all(personKeys.map((key) => expiredProfiles.naming(key)))).flat().map((record) => [record._id, record])).values()];
         const documents = [...(view?.profileIds ?? []), ...expired.map((record) => record._id)];
-        const events = (documents.length > 0 ? await reader.eventsOfDocuments(documents) : []).map(collectedEvent);
+        // An event redirected from an expired document to its successor is held under both: listed once.
+        const events = [...new Map((documents.length > 0 ? await reader.eventsOfDocuments(documents) : []).map((event) => [event.id, collectedEvent(event)])).values()];
         const names = new Map((await segments.list()).map((segment) => [segment._id, segment.name]));
         const { held, read } = person ? await heldBy(exportFacts(person)) : { held: [], read: 0 };
         const document: AccessExport = {

@@ -170,4 +170,19 @@ describe('inactive people leave the store: profile documents, identity claims an
     expect(erased.steps.find((step: { name: string }) => step.name === 'erase').touched).toMatchObject({ expired_profiles: 1 });
     expect(await findResidue(platform.store.db, needles)).toEqual([]);
   });
+
+  it('lists in an access request the expired documents of any identity the person holds now, not only the one asked about', async () => {
+    await send([{ id: 'ev-gone-g1', days: 40, identities: { cookie_id: 'gone-g' } }]);
+    const anonymous = (await lookup('cookie_id', 'gone-g')).body;
+    expect((await retain(30 * DAY)).inactiveDocumentsExpired).toBe(1);
+    // The same browser signs in today: the person holds its cookie again, with an email.
+    const email = 'back.g@example.org';
+    await send([{ id: 'ev-gone-g2', days: 0, identities: { cookie_id: 'gone-g', email } }]);
+    expect((await lookup('email', email)).body.identities.map((identity: { type: string }) => identity.type).sort()).toEqual(['cookie_id', 'email_sha256']);
+    const access = (await admin('/v1/privacy/requests', { body: { type: 'access', identity: { type: 'email', value: email } } })).body.id;
+    const accessed = await settledRequest((path) => admin(path), access);
+    const exported = (await admin(accessed.result.exportUrl)).body;
+    expect(exported.expired).toEqual([{ profileId: anonymous.id, expiredAt: expect.any(String) }]);
+    expect(exported.events.map((event: { id: string }) => event.id).sort()).toEqual(['ev-gone-g1', 'ev-gone-g2']);
+  });
 });
