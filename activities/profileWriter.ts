@@ -106,7 +106,7 @@ function firstAttempt(): boolean {
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
-export type FoldStep = 'versions-writing' | 'profiles-partly-written' | 'group-carried' | 'group-dropped' | 'split-parts-written' | 'versions-written';
+export type FoldStep = 'versions-writing' | 'profiles-partly-written' | 'group-carried' | 'group-dropped' | 'split-parts-written' | 'versions-written' | 'position-saved';
 
 export interface ProfileWriterDeps {
   store: Store;
@@ -161,6 +161,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const savedPositions = new Map<number, PartitionPosition>();
   /** Each partition's group this process reserved for its next attempt and no attempt has written to yet (see attemptGroup). */
   const reservedHere = new Map<number, string>();
+  /** Each partition's last group whose real-time segment changes this process recorded (see changesMaybeUnrecorded). */
+  const changesRecordedHere = new Map<number, string>();
   /** Per partition, the cache point (ProfileStore.cachePoint) since which this process's caches of it are current. */
   const trustedSince = new Map<number, number>();
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
@@ -208,7 +210,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const position = await loadPosition(input.partition, trustSince);
     // Each attempt writes under a group of its own, recorded before its first write (below).
     const { group, recorded } = attemptGroup(input.partition, position, trustSince);
+    const unrecorded = changesMaybeUnrecorded(input.partition, position, group);
     await settleInterrupted(position, group);
+    for (const earlier of unrecorded) await recordChangesCutShort(earlier);
     const saved = structuredClone(position);
     const sourceIds = input.includeKnown ? [...new Set([...input.sourceIds, ...Object.keys(position.cursors)])] : input.sourceIds;
     const result: FoldResult = {
@@ -366,8 +370,11 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     }
     result.compactionDue = dueShare(position, group, true) >= compactWhenIdleAt;
     // Saved before the changes are recorded: a fold whose writer was taken over meanwhile (its save
-    // refused) records nothing, so the writer that took over is the only one to record them.
+    // refused) records nothing, so the writer that took over is the only one to record them — for
+    // this one too, should it stop before it has (`changesPending`).
+    position.changesPending = group;
     await savePosition(input.partition, reserveNextGroup(input.partition, position));
+    await deps.onFoldStep?.('position-saved', group);
     // After the save: a writer taken over stops at it and leaves the plan to the one that took over.
     // An erasure may have run to its end since the marks were last read: they are read again first.
     if (expiring.slices.length > 0) await marks.refresh(true);
@@ -377,8 +384,53 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const kept = new Map([...changed].filter(([id]) => !marks.erased(id)));
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
     await recordSegmentChanges(group, kept, stored, [...linkedNow].filter((id) => !marks.erased(id) && (stored.has(id) || kept.has(id))));
+    changesRecordedHere.set(input.partition, group);
     await recordItemChanges(group, kept, stored);
     return result;
+  }
+
+  /**
+   * Groups an earlier attempt may have written versions to without recording their real-time
+   * segment changes: those settleInterrupted settles, and the last fold's (`changesPending`) unless
+   * this process recorded them.
+   */
+  function changesMaybeUnrecorded(partition: number, position: PartitionPosition, own: string): string[] {
+    const groups = new Set(position.writing ?? []);
+    if (position.nextGroup && position.nextGroup !== own) groups.add(position.nextGroup);
+    if (position.changesPending && changesRecordedHere.get(partition) !== position.changesPending) groups.add(position.changesPending);
+    return [...groups].filter((group) => Object.hasOwn(position.groups, group));
+  }
+
+  /**
+   * Records the real-time segment changes of a group whose fold stopped after writing its versions
+   * and before recording them (its retry finds the events applied, and would record none): each
+   * version in it against the one before, evaluated and dated as of its write. Nothing when they are
+   * recorded, when there are no segments, or when every segment's snapshot began after the write
+   * (the snapshots hold it; its changes, once recorded, may already be counted in history). A version
+   * whose predecessor compaction removed is left to the next batch run.
+   */
+  async function recordChangesCutShort(group: string): Promise<void> {
+    const segments = await segmentStore.definitions();
+    if (segments.length === 0 || (await segmentRuns.hasChanges(group))) return;
+    const members = await profiles.groupMembers(group);
+    if (members.length === 0) return;
+    const changed = new Map<string, ProfileDoc>();
+    const stored = new Map<string, StoredVersion>();
+    let writtenAt = 0;
+    await forEachConcurrently([...new Set(members.map((member) => member.profileId))], 16, async (profileId) => {
+      if (marks.erased(profileId)) return;
+      const versions = await profiles.versions(profileId);
+      const written = versions.filter((version) => version.group === group).reduce<StoredVersion | null>((newest, version) => (!newest || version.version > newest.version ? version : newest), null);
+      if (!written || written.retired) return;
+      const previous = versions.find((version) => version.version === written.version - 1);
+      if (written.version > 0 && !previous) return;
+      changed.set(profileId, written as ProfileDoc);
+      if (previous) stored.set(profileId, previous);
+      writtenAt = Math.max(writtenAt, written.updatedAt.getTime());
+    });
+    const oldestSnapshot = Math.min(...segments.map((segment) => segment.current?.startedAt.getTime() ?? 0));
+    if (changed.size === 0 || writtenAt < oldestSnapshot) return;
+    await recordSegmentChanges(group, changed, stored, [], new Date(writtenAt));
   }
 
   /**
@@ -730,21 +782,22 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * evaluated before and after with the same evaluator as batch runs, and the changes recorded
    * under the attempt's write group. Runs after the fold's versions are written, so the components
    * read here hold them, and a retry compares with what an interrupted attempt wrote: nothing is
-   * counted twice. (An attempt interrupted between writing its versions and this record — the
-   * position saved after them is part of that — loses these changes; the next batch run counts them.)
+   * counted twice. An attempt interrupted between writing its versions and this record leaves them
+   * to the next fold of the partition (recordChangesCutShort).
    */
   async function recordSegmentChanges(
     group: string,
     changed: Map<string, ProfileDoc>,
     stored: Map<string, StoredVersion>,
     relinked: string[],
+    writtenAt: Date = now(),
   ): Promise<void> {
     const segments = await segmentStore.definitions();
     if (segments.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
     const definitions = definitionsOf(segments);
     const versions = new Map(segments.map((doc) => [doc._id, doc.version]));
     const evaluator = evaluatorFor(definitions, await sourcePolicies.read(gatedSources(changed.values())));
-    const at = new EvaluationTime(now());
+    const at = new EvaluationTime(writtenAt);
     const components = new Map<string, ProfileDoc[]>();
     const linked = [...changed.values()].filter((doc) => !doc.retired && (doc.linked || doc.ancestors?.length)).map((doc) => doc.profileId);
     for (const id of [...linked, ...relinked]) {

@@ -132,6 +132,12 @@ export interface PartitionPosition {
    * it) was preceded by one interrupted after it may have written: it settles their counts from the store.
    */
   writing?: string[];
+  /**
+   * The group of the last fold whose versions were written and counted, saved just before it
+   * records its real-time segment changes: a fold that finds no record of them (an attempt cut
+   * short there) records them for it.
+   */
+  changesPending?: string;
   /** Superseded versions removed so far. */
   versionsRemoved: number;
   /** Set anew by every save (absent before the first): a save is refused unless the position it replaces is the one it was loaded as. */
@@ -279,6 +285,7 @@ export class ProfileEventLog {
       groups: doc?.groups ?? {},
       ...(doc?.nextGroup && { nextGroup: doc.nextGroup }),
       ...(doc?.writing?.length && { writing: doc.writing }),
+      ...(doc?.changesPending && { changesPending: doc.changesPending }),
       versionsRemoved: doc?.versionsRemoved ?? 0,
       ...(doc?.token && { token: doc.token }),
     };

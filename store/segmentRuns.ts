@@ -394,6 +394,11 @@ export class SegmentRunStore {
     await this.changes.replaceOne({ _id: doc._id }, storedChange(doc), { upsert: true });
   }
 
+  /** Whether a fold's changes are recorded under its write group (one read by `_id`). */
+  async hasChanges(id: string): Promise<boolean> {
+    return (await this.changes.findOne({ _id: id }, { projection: { _id: 1 } })) !== null;
+  }
+
   /** Real-time changes since `since`, oldest first. A scan: the collection holds only changes not yet folded into history. */
   async changesSince(since: Date): Promise<ChangeDoc[]> {
     const docs = await this.changes.find({}).toArray();
