@@ -290,7 +290,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const expired = [...new Map((await Promise.all(personKeys.map((key) => expiredProfiles.naming(key)))).flat().map((record) => [record._id, record])).values()];
         const documents = [...(view?.profileIds ?? []), ...expired.map((record) => record._id)];
         // An event redirected from an expired document to its successor is held under both: listed once.
-        const events = [...new Map((documents.length > 0 ? await reader.eventsOfDocuments(documents) : []).map((event) => [event.id, collectedEvent(event)])).values()];
+        const events = [...new Map((documents.length > 0 ? await reader.eventsOfDocuments(documents) : []).map((event) => [`${event.sourceId}\n${event.id}`, collectedEvent(event)])).values()];
         const names = new Map((await segments.list()).map((segment) => [segment._id, segment.name]));
         const { held, read } = person ? await heldBy(exportFacts(person)) : { held: [], read: 0 };
         const document: AccessExport = {

@@ -161,8 +161,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const savedPositions = new Map<number, PartitionPosition>();
   /** Each partition's group this process reserved for its next attempt and no attempt has written to yet (see attemptGroup). */
   const reservedHere = new Map<number, string>();
-  /** Each partition's last group whose real-time segment changes this process recorded (see changesMaybeUnrecorded). */
-  const changesRecordedHere = new Map<number, string>();
+  /** Per partition, the latest groups whose real-time segment changes this process recorded or looked for (see changesMaybeUnrecorded). */
+  const changesSettledHere = new Map<number, Set<string>>();
+  const settleChanges = (partition: number, group: string) => {
+    const settled = changesSettledHere.get(partition) ?? new Set<string>();
+    settled.add(group);
+    // A few are enough: only the last fold's group and those an interrupted attempt wrote are ever looked for.
+    if (settled.size > 16) settled.delete(settled.values().next().value as string);
+    changesSettledHere.set(partition, settled);
+  };
   /** Per partition, the cache point (ProfileStore.cachePoint) since which this process's caches of it are current. */
   const trustedSince = new Map<number, number>();
   const profileWriteBatch = deps.profileWriteBatch ?? 500;
@@ -212,7 +219,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const { group, recorded } = attemptGroup(input.partition, position, trustSince);
     const unrecorded = changesMaybeUnrecorded(input.partition, position, group);
     await settleInterrupted(position, group);
-    for (const earlier of unrecorded) await recordChangesCutShort(earlier);
+    for (const earlier of unrecorded) {
+      await recordChangesCutShort(earlier);
+      settleChanges(input.partition, earlier);
+    }
     const saved = structuredClone(position);
     const sourceIds = input.includeKnown ? [...new Set([...input.sourceIds, ...Object.keys(position.cursors)])] : input.sourceIds;
     const result: FoldResult = {
@@ -357,6 +367,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (counts && previous?._id !== doc._id && previous?.group !== group) counts.superseded++;
     }
     await deps.onFoldStep?.('versions-written', group);
+    // Every save from here on names this fold's group as one whose changes may be unrecorded (a compaction's too).
+    position.changesPending = group;
     await withoutErasedSince(marksRead, input.partition, toSave);
     result.profilesWritten = toSave.length;
     // Compaction is off the way from an event to its segments: left until nothing waits to be folded, unless overdue.
@@ -371,8 +383,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     result.compactionDue = dueShare(position, group, true) >= compactWhenIdleAt;
     // Saved before the changes are recorded: a fold whose writer was taken over meanwhile (its save
     // refused) records nothing, so the writer that took over is the only one to record them — for
-    // this one too, should it stop before it has (`changesPending`).
-    position.changesPending = group;
+    // this one too, should it stop before it has (`changesPending`, set above).
     await savePosition(input.partition, reserveNextGroup(input.partition, position));
     await deps.onFoldStep?.('position-saved', group);
     // After the save: a writer taken over stops at it and leaves the plan to the one that took over.
@@ -384,7 +395,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const kept = new Map([...changed].filter(([id]) => !marks.erased(id)));
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
     await recordSegmentChanges(group, kept, stored, [...linkedNow].filter((id) => !marks.erased(id) && (stored.has(id) || kept.has(id))));
-    changesRecordedHere.set(input.partition, group);
+    settleChanges(input.partition, group);
     await recordItemChanges(group, kept, stored);
     return result;
   }
@@ -397,40 +408,49 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   function changesMaybeUnrecorded(partition: number, position: PartitionPosition, own: string): string[] {
     const groups = new Set(position.writing ?? []);
     if (position.nextGroup && position.nextGroup !== own) groups.add(position.nextGroup);
-    if (position.changesPending && changesRecordedHere.get(partition) !== position.changesPending) groups.add(position.changesPending);
-    return [...groups].filter((group) => Object.hasOwn(position.groups, group));
+    if (position.changesPending) groups.add(position.changesPending);
+    const settled = changesSettledHere.get(partition);
+    return [...groups].filter((group) => Object.hasOwn(position.groups, group) && !settled?.has(group));
   }
 
   /**
    * Records the real-time segment changes of a group whose fold stopped after writing its versions
    * and before recording them (its retry finds the events applied, and would record none): each
-   * version in it against the one before, evaluated and dated as of its write. Nothing when they are
-   * recorded, when there are no segments, or when every segment's snapshot began after the write
-   * (the snapshots hold it; its changes, once recorded, may already be counted in history). A version
-   * whose predecessor compaction removed is left to the next batch run.
+   * version in it against the one before, as the fold would have — an expired document's exit too,
+   * and nothing for an unlink's split (its parts, and the document retired for them). Nothing when
+   * they are recorded or there are no segments; nothing for a segment whose snapshot began after
+   * the write (the snapshot holds it, and its run counted it). Recorded as of now: no fold of the
+   * partition has come between. A version whose predecessor compaction removed is left to the next
+   * batch run.
    */
   async function recordChangesCutShort(group: string): Promise<void> {
     const segments = await segmentStore.definitions();
     if (segments.length === 0 || (await segmentRuns.hasChanges(group))) return;
     const members = await profiles.groupMembers(group);
     if (members.length === 0) return;
-    const changed = new Map<string, ProfileDoc>();
-    const stored = new Map<string, StoredVersion>();
-    let writtenAt = 0;
+    const pairs: Array<{ written: StoredVersion; previous?: StoredVersion }> = [];
     await forEachConcurrently([...new Set(members.map((member) => member.profileId))], 16, async (profileId) => {
       if (marks.erased(profileId)) return;
       const versions = await profiles.versions(profileId);
       const written = versions.filter((version) => version.group === group).reduce<StoredVersion | null>((newest, version) => (!newest || version.version > newest.version ? version : newest), null);
-      if (!written || written.retired) return;
+      if (!written) return;
       const previous = versions.find((version) => version.version === written.version - 1);
       if (written.version > 0 && !previous) return;
-      changed.set(profileId, written as ProfileDoc);
-      if (previous) stored.set(profileId, previous);
-      writtenAt = Math.max(writtenAt, written.updatedAt.getTime());
+      pairs.push({ written, previous });
     });
-    const oldestSnapshot = Math.min(...segments.map((segment) => segment.current?.startedAt.getTime() ?? 0));
-    if (changed.size === 0 || writtenAt < oldestSnapshot) return;
-    await recordSegmentChanges(group, changed, stored, [], new Date(writtenAt));
+    const splitApart = new Set(pairs.filter(({ written }) => written.retired && !written.retired.expired).map(({ written }) => written.profileId));
+    const changed = new Map<string, ProfileDoc>();
+    const stored = new Map<string, StoredVersion>();
+    let writtenAt = 0;
+    for (const { written, previous } of pairs) {
+      if (splitApart.has(written.profileId) || written.ancestors?.some((id) => splitApart.has(id))) continue;
+      changed.set(written.profileId, written as ProfileDoc);
+      if (previous) stored.set(written.profileId, previous);
+      writtenAt = Math.max(writtenAt, written.updatedAt.getTime());
+    }
+    if (changed.size === 0) return;
+    const snapshotAfter = new Set(segments.filter((segment) => segment.current && segment.current.startedAt.getTime() > writtenAt).map((segment) => segment._id));
+    await recordSegmentChanges(group, changed, stored, [], (segmentId) => !snapshotAfter.has(segmentId));
   }
 
   /**
@@ -759,7 +779,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * linked document, and only while anyone has opted out.
    */
   async function spreadOptOuts(linkedNow: ReadonlySet<string>): Promise<void> {
-    if (linkedNow.size === 0 || !marks.anyMarked) return;
+    if (linkedNow.size === 0 || !marks.anyOptedOut) return;
     const walked = new Set<string>();
     const adding = new Map<string, string[]>();
     for (const id of linkedNow) {
@@ -790,14 +810,14 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     changed: Map<string, ProfileDoc>,
     stored: Map<string, StoredVersion>,
     relinked: string[],
-    writtenAt: Date = now(),
+    among: (segmentId: string) => boolean = () => true,
   ): Promise<void> {
     const segments = await segmentStore.definitions();
     if (segments.length === 0 || (changed.size === 0 && relinked.length === 0)) return;
     const definitions = definitionsOf(segments);
     const versions = new Map(segments.map((doc) => [doc._id, doc.version]));
     const evaluator = evaluatorFor(definitions, await sourcePolicies.read(gatedSources(changed.values())));
-    const at = new EvaluationTime(writtenAt);
+    const at = new EvaluationTime(now());
     const components = new Map<string, ProfileDoc[]>();
     const linked = [...changed.values()].filter((doc) => !doc.retired && (doc.linked || doc.ancestors?.length)).map((doc) => doc.profileId);
     for (const id of [...linked, ...relinked]) {
@@ -819,6 +839,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       components,
       relinked,
     });
+    for (const segmentId of Object.keys(changes)) if (!among(segmentId)) delete changes[segmentId];
     const personOf = (id: string) => components.get(id)?.reduce((min, doc) => (doc.profileId < min ? doc.profileId : min), id) ?? id;
     const touched = [...new Set([...changed.values()].filter((doc) => !doc.retired && factsChanged(stored.get(doc.profileId) ?? null, doc)).map((doc) => personOf(doc.profileId)))];
     if (Object.keys(changes).length === 0 && touched.length === 0) return;

@@ -72,6 +72,8 @@ const LINKS_AT_ONCE = 16;
 const RUN_START_GRACE_MS = 15 * 60_000;
 /** How old the snapshot of a segment without a schedule may grow before the retention run evaluates it again. */
 const SNAPSHOT_MAX_AGE_MS = 24 * 3_600_000;
+/** A scheduled segment's snapshot counts as stale only past this many of those ages: longer than a monthly cron's gap, so no run doubles a scheduled one. */
+const SCHEDULED_SNAPSHOT_AGES = 32;
 
 /**
  * A start gate is in question until its workflow's first activity runs: seconds, or as long as the
@@ -457,22 +459,24 @@ export function createRetentionActivities(deps: RetentionDeps) {
      * run never began — get one run of them all. A segment whose last run, of its version as it is,
      * began and failed is left to its next scheduled run or edit, so a failing run is not repeated
      * every hour (once its gate is gone, after a week, it is tried once more). Only segments
-     * saved, and runs ended, more than `graceMs` (else RUN_START_GRACE_MS) ago. So is a segment whose
-     * snapshot began more than `snapshotMaxAgeMs` (else a day) ago — without a schedule, or with one
-     * that runs less often or is paused: real-time changes since the oldest snapshot a segment reads
-     * are kept (and read by every segment read), so one not evaluated again would keep them growing.
-     * Its members do not change for it: they already follow the changes in real time.
+     * saved, and runs ended, more than `graceMs` (else RUN_START_GRACE_MS) ago. So is a segment
+     * without a schedule whose snapshot began more than `snapshotMaxAgeMs` (else a day) ago, and one
+     * with a schedule past SCHEDULED_SNAPSHOT_AGES of those (its schedule paused or broken): real-time
+     * changes since the oldest snapshot a segment reads are kept (and read by every segment read), so
+     * one not evaluated again would keep them growing.
      */
     startOwedSegmentRuns(input: { graceMs?: number; snapshotMaxAgeMs?: number } = {}): Promise<{ runs: number; segments: number }> {
       return withHeartbeats(async () => {
         const before = new Date(now().getTime() - (input.graceMs ?? RUN_START_GRACE_MS));
         const staleBefore = new Date(now().getTime() - (input.snapshotMaxAgeMs ?? SNAPSHOT_MAX_AGE_MS));
+        const scheduledStaleBefore = new Date(now().getTime() - SCHEDULED_SNAPSHOT_AGES * (input.snapshotMaxAgeMs ?? SNAPSHOT_MAX_AGE_MS));
         const segments = new SegmentStore(deps.store);
         const gates = new StartGates(deps.store);
         const owed: SegmentDoc[] = [];
         for (const doc of await segments.list()) {
           const last = doc.lastRun;
-          const stale = doc.current !== null && doc.current.startedAt < staleBefore;
+          // A scheduled segment only once its schedule has clearly stopped (paused, broken): past a monthly cron's longest gap.
+          const stale = doc.current !== null && doc.current.startedAt < (doc.schedule === null ? staleBefore : scheduledStaleBefore);
           if ((doc.current?.version === doc.version && !stale) || doc.updatedAt >= before || last?.state === 'running') continue;
           if (last && (last.finishedAt ?? last.startedAt) >= before) continue;
           // A run's gate is begun by its workflow (and kept a week): a failed run of this version that began it ran.

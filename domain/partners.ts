@@ -223,7 +223,8 @@ export type SyncWrite = 'done' | 'none' | 'failed';
  * partner gets our id only when its match is recorded (else it would keep an id we cannot map).
  */
 export function syncAnswer(knownCookie: boolean, match: SyncWrite, event: SyncWrite): { setCookie: boolean; sendId: boolean } {
-  const recorded = match !== 'failed' || event === 'done';
+  // Something was written under it, or nothing had to be (no source, an id not recorded): not when all that was to be written failed.
+  const recorded = match === 'done' || event === 'done' || (match === 'none' && event === 'none');
   return { setCookie: !knownCookie && recorded, sendId: match !== 'failed' };
 }
 

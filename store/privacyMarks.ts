@@ -71,6 +71,8 @@ export class PrivacyMarks {
   /** Salted hashes of identity keys seen lately: the keys of active people recur, their HMACs need not. */
   private readonly hashes = new BoundedCache<string, string>(200_000);
   private read = 0;
+  /** Documents marked by opt-outs, counted when first asked after new slots were read. */
+  private optOuts: number | null = null;
   private refreshedAt = 0;
   private refreshing: Promise<void> | null = null;
   private readonly process = randomBytes(6).toString('hex');
@@ -102,6 +104,7 @@ export class PrivacyMarks {
             if (entry.tombstones?.length) this.salt ??= this.configuredSalt ?? (await new PrivacyStore(this.store).salt());
           }
           this.read++;
+          this.optOuts = null;
         }
         this.refreshedAt = Date.now();
       } finally {
@@ -122,9 +125,10 @@ export class PrivacyMarks {
     return documentIdsOf(subject).some((id) => this.documents.has(id));
   }
 
-  /** Whether anyone is marked (as of the last refresh). */
-  get anyMarked(): boolean {
-    return this.documents.size > 0;
+  /** Whether anyone has opted out (as of the last refresh): documents marked by an opt-out, not by an erasure. */
+  get anyOptedOut(): boolean {
+    this.optOuts ??= [...this.documents.keys()].filter((id) => !this.erasedDocuments.has(id)).length;
+    return this.optOuts > 0;
   }
 
   /** The opt-out request that marked this subject, or null (as of the last refresh; an erasure's documents are gone, not marked). */

@@ -78,6 +78,11 @@ describe('real-time segment changes of a fold cut short after writing its versio
       for (const change of await runs.changesSince(new Date(0))) for (const id of change.changes.pro?.entered ?? []) counts.set(id, (counts.get(id) ?? 0) + 1);
       return counts.size >= pro.length ? counts : null;
     }, 30_000, 200);
+    // Read again once the writers had time for more folds: nothing is recorded a second time.
+    await new Promise((resolve) => setTimeout(resolve, 2_000));
+    const again = new Map<string, number>();
+    for (const change of await runs.changesSince(new Date(0))) for (const id of change.changes.pro?.entered ?? []) again.set(id, (again.get(id) ?? 0) + 1);
+    expect(again).toEqual(entered);
     await temporal.workflow.getHandle(sourceWorkflowId(sourceId)).terminate('test finished');
     return { pro, entered };
   }

@@ -213,6 +213,8 @@ describe('syncAnswer', () => {
     expect(syncAnswer(false, 'none', 'none').setCookie).toBe(true);
     expect(syncAnswer(false, 'failed', 'failed').setCookie).toBe(false);
     expect(syncAnswer(false, 'failed', 'none').setCookie).toBe(false);
+    expect(syncAnswer(false, 'none', 'failed').setCookie).toBe(false);
+    expect(syncAnswer(false, 'none', 'done').setCookie).toBe(true);
     expect(syncAnswer(true, 'done', 'done').setCookie).toBe(false);
   });
 
