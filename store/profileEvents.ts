@@ -133,9 +133,9 @@ export interface PartitionPosition {
    */
   writing?: string[];
   /**
-   * The group of the last fold whose versions were written and counted, saved just before it
-   * records its real-time segment changes: a fold that finds no record of them (an attempt cut
-   * short there) records them for it.
+   * The group of the last fold whose versions were written, saved with every save after that (a
+   * compaction's, the fold's last) and before it records its real-time segment changes: a fold that
+   * finds no record of them (an attempt cut short there) records them for it.
    */
   changesPending?: string;
   /** Superseded versions removed so far. */
