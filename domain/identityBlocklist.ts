@@ -1,7 +1,9 @@
 import { identityKey, sha256Hex, type Identity } from './identity';
 
 /** Values forms, SDKs and partners send in place of an id they do not have. */
-const PLACEHOLDERS = ['', 'undefined', 'null', '0', '-1', 'none', 'unknown', 'anonymous', 'NaN'];
+const PLACEHOLDERS = ['', 'undefined', 'null', '0', '-1', 'none', 'unknown', 'anonymous', 'NaN', 'n/a'];
+/** No placeholder is longer: a longer value is not lower-cased to be looked for. */
+const MAX_PLACEHOLDER_LENGTH = Math.max(...PLACEHOLDERS.map((value) => value.length));
 
 /**
  * Identity values that many unrelated people share: linking on them would merge strangers into one
@@ -10,10 +12,6 @@ const PLACEHOLDERS = ['', 'undefined', 'null', '0', '-1', 'none', 'unknown', 'an
  */
 const JUNK: Identity[] = [
   { type: 'maid', value: '00000000-0000-0000-0000-000000000000' },
-  ...PLACEHOLDERS.flatMap((value) => [
-    { type: 'cookie_id' as const, value },
-    { type: 'crm_id' as const, value },
-  ]),
   ...['test@test.com', 'test@example.com', 'example@example.com', 'email@example.com', 'user@example.com', 'noreply@example.com', 'a@a.com', 'no@email.com', 'none@none.com'].map(
     (email) => ({ type: 'email_sha256' as const, value: sha256Hex(email) }),
   ),
@@ -21,14 +19,26 @@ const JUNK: Identity[] = [
 ];
 
 const PARTNER_UID = 'partner_uid:';
+/** Types whose values are kept as sent, so a placeholder comes in any case. */
+const PLACEHOLDER_TYPES = ['cookie_id:', 'crm_id:'];
 
 /**
  * A check for identity keys (`<type>:<value>`) that never join profiles: the built-in junk plus
- * `extra`, and a placeholder as any partner's user id (`partner_uid:<partner>:<placeholder>`).
+ * `extra`, and a placeholder as a cookie id, a customer id or any partner's user id
+ * (`partner_uid:<partner>:<placeholder>`).
  */
 export function identityBlocklist(extra: string[] = []): (key: string) => boolean {
   const keys = new Set([...JUNK.map(identityKey), ...extra]);
-  // Partners spell them in any case (`NULL`, `Undefined`).
+  // Spelt in any case (`NULL` from an SQL export, `None` from Python, `Undefined` from a partner).
   const placeholders = new Set(PLACEHOLDERS.map((value) => value.toLowerCase()));
-  return (key) => keys.has(key) || (key.startsWith(PARTNER_UID) && placeholders.has(key.slice(key.indexOf(':', PARTNER_UID.length) + 1).toLowerCase()));
+  const placeholderOf = (key: string): string | null => {
+    if (key.startsWith(PARTNER_UID)) return key.slice(key.indexOf(':', PARTNER_UID.length) + 1);
+    const type = PLACEHOLDER_TYPES.find((prefix) => key.startsWith(prefix));
+    return type ? key.slice(type.length) : null;
+  };
+  return (key) => {
+    if (keys.has(key)) return true;
+    const value = placeholderOf(key);
+    return value !== null && value.length <= MAX_PLACEHOLDER_LENGTH && placeholders.has(value.toLowerCase());
+  };
 }

@@ -49,6 +49,16 @@ describe('resolveIdentities', () => {
     expect(blocked('cookie_id:ttd:undefined')).toBe(false);
   });
 
+  it('blocks a placeholder cookie or customer id in any case, and no real one', () => {
+    const blocked = identityBlocklist();
+    for (const placeholder of ['NULL', 'None', 'Undefined', 'nan', 'N/A', '0', '']) {
+      expect(blocked(`crm_id:${placeholder}`)).toBe(true);
+      expect(blocked(`cookie_id:${placeholder}`)).toBe(true);
+    }
+    for (const real of ['NULL-1', 'nancy', 'n/a/b', '00']) expect(blocked(`crm_id:${real}`)).toBe(false);
+    expect(blocked('email_sha256:null')).toBe(false);
+  });
+
   it('refuses joins to a document that holds its cap of the type: a new identity gets its own document, a known one is not linked', () => {
     const known = new Map([[identityKey(email('a@x.org')), 'p_full'], [identityKey(cookie('c7')), 'p_other']]);
     const capped = (profileId: string, type: Identity['type']) => profileId === 'p_full' && type === 'cookie_id';
