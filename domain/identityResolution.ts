@@ -65,8 +65,9 @@ const byPriority = (a: Identity, b: Identity) => byTypePriority(a.type, b.type);
  * events in the batch see them. Over-merge protection: an identity that would join a document
  * `capped` for its type is refused — an unknown one is claimed for a document of its own (derived
  * from the event and the identity) and left off the event, a known one is not linked. With `caps`,
- * a document whose claims in this batch reach a cap is capped for the rest of the batch too: a burst
- * of one junk id's cookies cannot all land before the document's writer marks it. A known identity
+ * a document whose claims and links in this batch reach a cap is capped for the rest of the batch too: a
+ * burst of one junk id's cookies, or of known people's emails beside one shared customer id, cannot all
+ * land before the document's writer marks it. A known identity
  * owned by the document of its own this very event would give it was refused before (by an
  * earlier attempt at the batch), and is refused again. Of the readings of an id of unknown type,
  * those the graph knows join; the rest are `unmatched` — all of them, unless none is known: then
@@ -95,14 +96,18 @@ export function resolveIdentities(
     refusals.push({ profileId, key, type, event, eventId });
     if (!capped(profileId, type) && reached.get(profileId)?.has(type)) add(hit, profileId, type);
   };
-  const claim = (key: string, type: Identity['type'], profileId: string) => {
-    known.set(key, profileId);
-    claims.push({ key, type, profileId });
+  /** Counts an identity a document gains in this batch, claimed or linked to: at the cap, it is capped for the rest of the batch. */
+  const gains = (profileId: string, type: Identity['type']) => {
     if (!caps) return;
     const counts = claimedHere.get(profileId) ?? new Map<Identity['type'], number>();
     const count = (counts.get(type) ?? 0) + 1;
     claimedHere.set(profileId, counts.set(type, count));
     if (count >= caps[type]) add(reached, profileId, type);
+  };
+  const claim = (key: string, type: Identity['type'], profileId: string) => {
+    known.set(key, profileId);
+    claims.push({ key, type, profileId });
+    gains(profileId, type);
   };
   events.forEach((event, eventIndex) => {
     // Junk values (all-zero ad ids, shared test emails) would join strangers into one profile: they join nothing.
@@ -136,7 +141,10 @@ export function resolveIdentities(
       } else if (owner !== target) {
         const pair = [target, owner].sort() as [string, string];
         const id = linkId(pair, key);
-        if (!links.has(id)) links.set(id, { profiles: pair, via: key, eventId: event.id });
+        if (links.has(id)) return;
+        links.set(id, { profiles: pair, via: key, eventId: event.id });
+        // The target folds the identity in with the event: a shared id linking to many known people stops at the cap too.
+        gains(target, identity.type);
       }
     });
     targets.push(target);

@@ -77,6 +77,21 @@ describe('resolveIdentities', () => {
     expect(emails.refusals).toEqual([]);
   });
 
+  it("caps a document's links within one batch too: one shared customer id beside many known people's emails joins the cap's worth of them", () => {
+    const caps = parseIdentityCaps('email_sha256=2');
+    const crm: Identity = { type: 'crm_id', value: 'test-account' };
+    const known = new Map<string, string>([[identityKey(crm), 'p_shared'], ...['a', 'b', 'c', 'd'].map((n) => [identityKey(email(`${n}@x.org`)), `p_${n}`] as [string, string])]);
+    const rows = ['a', 'b', 'c', 'd'].map((n, i) => event(`r${i}`, [crm, email(`${n}@x.org`)]));
+    // The same pair again is no new identity for the document.
+    const result = resolveIdentities([rows[0], ...rows], new Map(known), newId, () => false, () => false, caps);
+    expect(result.targets).toEqual(['p_shared', 'p_shared', 'p_shared', 'p_shared', 'p_shared']);
+    expect(result.links.map((link) => link.profiles)).toEqual([['p_a', 'p_shared'], ['p_b', 'p_shared']]);
+    expect(result.refusals.map((refusal) => [refusal.eventId, refusal.profileId, refusal.type])).toEqual([['r2', 'p_shared', 'email_sha256'], ['r3', 'p_shared', 'email_sha256']]);
+    expect(result.capsHit).toEqual([{ profileId: 'p_shared', types: ['email_sha256'] }]);
+    // Without caps, every one of them joins.
+    expect(resolveIdentities(rows, new Map(known), newId).links).toHaveLength(4);
+  });
+
   it("caps a document's claims within one batch: a burst of one id's cookies stops at the cap, and what it refused stays unlinked", () => {
     const caps = parseIdentityCaps('cookie_id=2');
     const newIdFor = (e: StoredEvent, key?: string) => (key ? `p_${e.id}_${key}` : `p_${e.id}`);
