@@ -1,14 +1,17 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { identityKey } from '../domain/identity';
-import { evidenceOf, linksFromEvidence, planSplit, redirectLinkEnd, relinkToParts, type RetiredMarker, type Severance } from '../domain/identitySplit';
+import { evidenceOf, linksFromEvidence, planSplit, redirectLateEvent, redirectLinkEnd, relinkToParts, severedIn, type HeldEvent, type RetiredMarker, type Severance } from '../domain/identitySplit';
+import { hasApplied } from '../domain/profile';
 import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
+import { compareText } from '../domain/text';
 import type { Store } from '../store/db';
 import { forEachConcurrently } from '../store/db';
 import { UnlinkStore, type UnlinkDoc, type UnlinkResult } from '../store/identityUnlinks';
 import { ProfileEventLog } from '../store/profileEvents';
 import { ProfileGraph } from '../store/profileGraph';
+import type { StoredVersion } from '../store/profiles';
 import { requestPartitionSplit, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
 
@@ -47,14 +50,34 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     await unlinks.save({ ...doc, state: 'completed', result, completedAt: now() });
   }
 
-  /** The planned documents' retired markers (each must be split by now). */
-  async function markers(doc: UnlinkDoc): Promise<Map<string, RetiredMarker>> {
-    const found = new Map<string, RetiredMarker>();
+  /** The planned documents this unlink has split, as their retired versions. */
+  async function splitVersions(doc: UnlinkDoc): Promise<Map<string, StoredVersion & { retired: RetiredMarker }>> {
+    const found = new Map<string, StoredVersion & { retired: RetiredMarker }>();
     await forEachConcurrently(doc.plan?.docs ?? [], 16, async ({ profileId }) => {
-      const marker = (await graph.profiles.get(profileId))?.retired;
-      if (marker?.rebuildId === doc._id) found.set(profileId, marker);
+      const version = await graph.profiles.get(profileId);
+      if (version?.retired?.rebuildId === doc._id) found.set(profileId, version as StoredVersion & { retired: RetiredMarker });
     });
     return found;
+  }
+
+  /** The planned documents' retired markers (each must be split by now). */
+  async function markers(doc: UnlinkDoc): Promise<Map<string, RetiredMarker>> {
+    return new Map([...(await splitVersions(doc))].map(([id, version]) => [id, version.retired]));
+  }
+
+  /**
+   * Events routed to the split documents that their writers had not folded when they split them:
+   * each as it will be held once its writer redirects it (redirectLateEvent), so the links it shows
+   * are made now, not lost to a relink that ran first.
+   */
+  async function lateEvents(split: ReadonlyMap<string, StoredVersion & { retired: RetiredMarker }>): Promise<HeldEvent[]> {
+    const late = (await events.eventsOf([...split.keys()])).filter((event) => !hasApplied(split.get(event.profileId)!.applied, event.sourceId, event.seq));
+    if (late.length === 0) return [];
+    const severances = await unlinks.severancesOf([...new Set(late.flatMap((event) => event.identities.map(identityKey)))]);
+    return late.map((event) => {
+      const placed = redirectLateEvent(split.get(event.profileId)!.retired, event, severedIn(event.id, severances));
+      return { ...event, profileId: placed.target, identities: placed.identities, evidence: evidenceOf(event) };
+    });
   }
 
   /**
@@ -116,12 +139,17 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
   async function relink(unlinkId: string): Promise<UnlinkResult> {
     const doc = await load(unlinkId);
     if (doc.state === 'completed' && doc.result) return doc.result;
-    const retired = await markers(doc);
+    const split = await splitVersions(doc);
+    const retired = new Map([...split].map(([id, version]) => [id, version.retired]));
     const sideOf = new Map((doc.plan?.sideOf ?? []).map(({ key, side }) => [key, side]));
     const owners = await graph.identities.reload([...sideOf.keys()]);
+    // A key its owner's marker does not know (claimed for it by a drain, its events elsewhere) goes to a part of its planned side.
+    const partOnSide = new Map<number, string>();
+    for (const [, marker] of [...retired].sort((a, b) => compareText(a[0], b[0]))) for (const [side, part] of Object.entries(marker.parts)) if (!partOnSide.has(Number(side))) partOnSide.set(Number(side), part);
     const newOwner = (key: string, owner: string) => {
       const marker = retired.get(owner);
-      return marker ? redirectLinkEnd(marker, key) : owner;
+      if (!marker) return owner;
+      return Object.hasOwn(marker.keys, key) ? redirectLinkEnd(marker, key) : (marker.parts[String(sideOf.get(key))] ?? partOnSide.get(sideOf.get(key)!) ?? marker.fallback);
     };
     const moves = [...owners].flatMap(([key, owner]) => (retired.has(owner) ? [{ key, from: owner, to: newOwner(key, owner) }] : []));
     await graph.identities.reassign(moves);
@@ -131,7 +159,8 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     const parts = [...new Set([...retired.values()].flatMap((marker) => Object.values(marker.parts)))];
     const ownerOf = new Map(owners);
     for (const move of moves) ownerOf.set(move.key, move.to);
-    const links = new Map(linksFromEvidence(await events.eventsOf(parts), (key) => ownerOf.get(key), (key) => sideOf.get(key), now()).map((link) => [link._id, link]));
+    const evidence = [...(await events.eventsOf(parts)), ...(await lateEvents(split))];
+    const links = new Map(linksFromEvidence(evidence, (key) => ownerOf.get(key), (key) => sideOf.get(key), now()).map((link) => [link._id, link]));
     // Every link of a split document is replaced. Between split documents the parts' evidence has
     // made them again (severed co-occurrences left out); a link to a document not split (not written
     // yet, or made after the plan was taken) keeps its evidence, its split ends moved to the part on

@@ -7,7 +7,7 @@ import { gatedSources, type ConsentPolicies } from '../domain/consentGate';
 import { cappedTypes } from '../domain/identityCaps';
 import { identityKey, type StoredIdentityType } from '../domain/identity';
 import { linkId } from '../domain/identityResolution';
-import { redirectLateEvent, splitDocument, type HeldEvent, type RetiredMarker } from '../domain/identitySplit';
+import { redirectLateEvent, severedIn, splitDocument, type HeldEvent, type RetiredMarker, type Severance } from '../domain/identitySplit';
 import { partitionOf } from '../domain/partition';
 import { foldEvent, foldOrder, hasApplied, newProfile, nextVersion, type CombinedProfile, type ProfileDoc, type ProfileEvent } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
@@ -106,7 +106,7 @@ function firstAttempt(): boolean {
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
-export type FoldStep = 'versions-writing' | 'profiles-partly-written' | 'group-carried' | 'group-dropped' | 'split-parts-written' | 'versions-written' | 'position-saved';
+export type FoldStep = 'events-read' | 'versions-writing' | 'profiles-partly-written' | 'group-carried' | 'group-dropped' | 'split-parts-written' | 'versions-written' | 'position-saved';
 
 export interface ProfileWriterDeps {
   store: Store;
@@ -259,6 +259,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       position.cursors[sourceId] = from;
     }
     heartbeat({ read: result.events });
+    if (batches.length > 0) await deps.onFoldStep?.('events-read', group);
     // A document with events in this fold is active, and one split in it is no longer what was planned: both are left out of any expiry.
     const active = new Set([...batches.flatMap((batch) => [...batch.profiles, ...(batch.linked ?? [])]), ...split.current.keys()]);
     const expiring = await expiry.prepare(input.partition, input.expiries ?? [], active, trustSince);
@@ -279,15 +280,16 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     for (const [id, doc] of expiring.superseded) stored.set(id, doc);
     heartbeat({ loaded: stored.size });
     const madeRetired = new Set(split.written.filter((doc) => doc.retired).map((doc) => doc.profileId));
-    const { targets, relearned, relearnedFrom, joined, successors } = await redirectLateEvents(input.partition, batches, stored, madeRetired, trustSince, result);
+    const { targets, narrowed, relearned, relearnedFrom, joined, successors } = await redirectLateEvents(input.partition, batches, stored, madeRetired, trustSince, result);
     for (const id of joined) linkedNow.add(id);
     await spreadOptOuts(linkedNow);
 
     const changed = new Map<string, ProfileDoc>();
     const duplicatesBySource = new Map<string, number>();
     const policyOf = new Map(await Promise.all([...new Set(batches.map((batch) => batch.sourceId))].map(async (id) => [id, await consentPolicy(id)] as const)));
-    for (const { batch, event } of inFoldOrder(batches)) {
-      const target = targets.get(event) ?? event.profileId;
+    for (const { batch, event: routed } of inFoldOrder(batches)) {
+      const target = targets.get(routed) ?? routed.profileId;
+      const event = narrowed.get(routed) ?? routed;
       // The retry guard compares with what was stored, not with this fold's own progress.
       const current = stored.get(target);
       if (current && hasApplied(current.applied, batch.sourceId, event.seq)) {
@@ -661,10 +663,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       for (const { profileId } of plan.docs.filter((doc) => doc.partition === partition)) {
         const doc = current.get(profileId) ?? (await profiles.get(profileId, { trustSince }));
         if (!doc || doc.retired) continue;
-        const held = await routedEvents.heldBy(doc);
+        const routed = await routedEvents.eventsOf([profileId]);
+        const held = routed.filter((event) => hasApplied(doc.applied, event.sourceId, event.seq));
+        const pending = routed.filter((event) => !hasApplied(doc.applied, event.sourceId, event.seq));
         const policies = new Map(await Promise.all([...new Set(held.map((event) => event.sourceId))].map(async (id) => [id, await consentPolicy(id)] as const)));
         const rule = { policyOf: (sourceId: string) => policies.get(sourceId) ?? DEFAULT_CONSENT_POLICY, optedOut: marks.optedOut({ profileId, ancestors: doc.ancestors }) };
-        const made = splitDocument(doc, held, { sideOf, sides: plan.sides }, unlinkId, deps.config.DMP_PROFILE_PARTITIONS, now(), rule);
+        const made = splitDocument(doc, held, { sideOf, sides: plan.sides }, unlinkId, deps.config.DMP_PROFILE_PARTITIONS, now(), rule, pending);
         await routedEvents.writeMoved(partition, `${unlinkId}:${profileId}`, [...made.moved.values()].flat());
         const existing = await profiles.load(made.parts.map((part) => part.profileId), { trustSince });
         for (const part of made.parts) {
@@ -701,6 +705,17 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const relearnedFrom = new Map<string, StoredVersion>();
     /** Per redirected event, every retired document it went through (split or expired). */
     const passed = new Map<RoutedEvent, string[]>();
+    /** Redirected events that take fewer identities than they carry: severed from their side, the others stay with theirs. */
+    const narrowed = new Map<RoutedEvent, RoutedEvent>();
+    const severances = new Map<string, Severance[]>();
+    const severancesOf = async (keys: string[]) => {
+      const unread = keys.filter((key) => !severances.has(key));
+      if (unread.length > 0) {
+        const found = await unlinks.severancesOf(unread);
+        for (const key of unread) severances.set(key, found.filter((severance) => severance.keys.includes(key)));
+      }
+      return keys.flatMap((key) => severances.get(key) ?? []);
+    };
     for (let hop = 0; ; hop++) {
       const missing = new Set<string>();
       for (const batch of batches) {
@@ -714,7 +729,12 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
             if (!stored.has(marker.fallback)) missing.add(marker.fallback);
             continue;
           }
-          const { target: to, joins, learned } = redirectLateEvent(marker, event);
+          // An event showing several of the document's sides may have been counted by the plan, which severed some of its co-occurrences.
+          const current = narrowed.get(event) ?? event;
+          const sides = new Set(current.identities.map(identityKey).filter((key) => Object.hasOwn(marker.keys, key)).map((key) => marker.keys[key]));
+          const severed = sides.size > 1 ? severedIn(event.id, await severancesOf(current.identities.map(identityKey))) : undefined;
+          const { target: to, identities: kept, joins, learned } = redirectLateEvent(marker, current, severed);
+          if (kept.length < current.identities.length) narrowed.set(event, { ...current, identities: kept, evidence: event.evidence ?? event.identities });
           targets.set(event, to);
           if (!stored.has(to)) missing.add(to);
           if (Object.keys(learned).length > 0) {
@@ -741,7 +761,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       if (hop > 64) throw new Error('split documents point at each other');
       for (const [id, doc] of await profiles.load([...missing], { trustSince })) stored.set(id, doc);
     }
-    if (targets.size === 0) return { targets, relearned: [], relearnedFrom, joined: [], successors: new Map<string, string[]>() };
+    if (targets.size === 0) return { targets, narrowed, relearned: [], relearnedFrom, joined: [], successors: new Map<string, string[]>() };
     const arrivals: LateArrival[] = [];
     const successors = new Map<string, string[]>();
     for (const batch of batches) {
@@ -750,7 +770,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
         const last = [...through].reverse().find((id) => stored.get(id)?.retired?.expired);
         if (!last) continue;
         const successor = targets.get(event)!;
-        const identities = event.identities.map((identity) => ({ key: identityKey(identity), type: identity.type }));
+        const identities = (narrowed.get(event) ?? event).identities.map((identity) => ({ key: identityKey(identity), type: identity.type }));
         arrivals.push({ successor, passed: through, eventId: event.id, sourceId: batch.sourceId, identities });
         successors.set(successor, [last, ...(stored.get(last)?.ancestors ?? [])]);
       }
@@ -762,7 +782,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     for (const batch of batches) {
       const moved: HeldEvent[] = batch.events.flatMap((event) => {
         const to = targets.get(event);
-        return to ? [{ ...event, profileId: to, sourceId: batch.sourceId, party: batch.party }] : [];
+        return to ? [{ ...(narrowed.get(event) ?? event), profileId: to, sourceId: batch.sourceId, party: batch.party }] : [];
       });
       await routedEvents.writeMoved(partition, `late:${batch._id}`, moved);
     }
@@ -770,7 +790,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     await identities.addLinks([...links.values()]);
     result.eventsRedirected += targets.size;
     const joined = claimed.links.flatMap((link) => link.profiles.filter((id) => partitionOf(id, deps.config.DMP_PROFILE_PARTITIONS) === partition));
-    return { targets, relearned: [...relearned.values()], relearnedFrom, joined, successors };
+    return { targets, narrowed, relearned: [...relearned.values()], relearnedFrom, joined, successors };
   }
 
   /**

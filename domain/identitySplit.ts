@@ -3,7 +3,7 @@ import type { StoredEvent } from './event';
 import { byTypePriority, identityKey, type StoredIdentityType } from './identity';
 import { linkId } from './identityResolution';
 import { partitionOf } from './partition';
-import { foldEvent, foldOrder, newProfile, nextVersion, type ProfileDoc, type ProfileLink } from './profile';
+import { addIdentityEntry, foldEvent, foldOrder, newProfile, nextVersion, type IdentityEntry, type ProfileDoc, type ProfileLink } from './profile';
 import type { ConsentPolicy, Party } from './schemas';
 
 /** An event as a profile document holds it: where it came from, and the document it was folded into. */
@@ -168,7 +168,10 @@ export interface DocumentSplit {
 /**
  * Splits one profile document by a plan: each of its events goes to the part of its side, without
  * the identities of other sides, and each part is folded from its events alone — so each side holds
- * exactly its own history. Identities without retained events go to the part of their side. Pure.
+ * exactly its own history. Identities without retained events go to the part of their side. So do
+ * those of events routed to the document but not folded yet (`pending`, which the plan counted), as
+ * if folded before the split: the marker knows them by their planned side, and each such side has a
+ * part, to take the events when they arrive. Pure.
  */
 export function splitDocument(
   doc: Readonly<ProfileDoc>,
@@ -178,6 +181,7 @@ export function splitDocument(
   partitions: number,
   now: Date,
   rule: FoldRule,
+  pending: ReadonlyArray<HeldEvent> = [],
 ): DocumentSplit {
   const counts = new Map<number, number>();
   for (const event of held) {
@@ -208,6 +212,18 @@ export function splitDocument(
     keys[key] = plan.sideOf[key] ?? fallbackSide;
     if (!moved.has(keys[key])) moved.set(keys[key], []);
   }
+  const pendingEntries = new Map<string, IdentityEntry>();
+  for (const event of pending) {
+    for (const identity of evidenceOf(event)) {
+      const key = identityKey(identity);
+      if (!Object.hasOwn(plan.sideOf, key) || (Object.hasOwn(keys, key) && !pendingEntries.has(key))) continue;
+      keys[key] = plan.sideOf[key];
+      if (!moved.has(keys[key])) moved.set(keys[key], []);
+      const entries = pendingEntries.has(key) ? [pendingEntries.get(key)!] : [];
+      addIdentityEntry(entries, { ...identity, firstSeen: event.timestamp, lastSeen: event.timestamp, sourceId: event.sourceId });
+      pendingEntries.set(key, entries[0]);
+    }
+  }
   if (!moved.has(fallbackSide)) moved.set(fallbackSide, []);
 
   const parts: ProfileDoc[] = [];
@@ -226,7 +242,7 @@ export function splitDocument(
     }
     movedById.set(id, relocatedHere);
     // Identities whose events have expired still belong to someone: keep them on their side.
-    for (const entry of doc.identities) {
+    for (const entry of [...doc.identities, ...pendingEntries.values()]) {
       const key = identityKey(entry);
       if (keys[key] === side && !part.identities.some((own) => identityKey(own) === key)) part.identities.push({ ...entry });
     }
@@ -250,28 +266,58 @@ export function emptiedVersion(doc: Readonly<ProfileDoc>, marker: RetiredMarker)
   return next;
 }
 
+/** The pairs of identity keys whose co-occurrence in event `eventId` an unlink severed. */
+export function severedIn(eventId: string, severances: ReadonlyArray<Severance>): Set<string> {
+  return new Set(severances.filter((severance) => severance.eventIds.includes(eventId)).map((severance) => pairKey(...severance.keys)));
+}
+
+/** Where a late event goes (redirectLateEvent). */
+export interface LatePlacement {
+  target: string;
+  /** The event's identities the target takes: those it shows together with the target's side. */
+  identities: StoredEvent['identities'];
+  /** Parts of other sides the event shows together with the target's again (new evidence), and the identity that does. */
+  joins: Array<{ part: string; via: string }>;
+  /** Identities the document did not know, now known to be on the target's side. */
+  learned: Record<string, number>;
+}
+
 /**
  * Where an event that arrives at a split document (routed there by a drain that did not know of the
  * split yet) goes: the part of its side. When it also carries identities of the document's other
- * sides it shows them together again — new evidence — so it links its part to theirs. Identities the
- * document did not know (claimed for it by such a drain) join the event's side: `learned`, which the
- * writer adds to the marker so that later events carrying only them go there too.
+ * sides it shows them together again — new evidence — so it links its part to theirs, unless an
+ * unlink severed that co-occurrence (`severed`, see severedIn: the event was routed before the plan,
+ * which counted it). Identities it shows only severed from the target's side are left out of what the
+ * target takes, as a split leaves them out. Identities the document did not know (claimed for it by
+ * such a drain) join the event's side: `learned`, which the writer adds to the marker so that later
+ * events carrying only them go there too.
  */
-export function redirectLateEvent(marker: RetiredMarker, event: Pick<StoredEvent, 'identities'>): { target: string; joins: Array<{ part: string; via: string }>; learned: Record<string, number> } {
+export function redirectLateEvent(marker: RetiredMarker, event: Pick<StoredEvent, 'identities'>, severed: ReadonlySet<string> = new Set()): LatePlacement {
   const side = sideOfEvent(event, marker.keys);
   const target = (side !== undefined && marker.parts[String(side)]) || marker.fallback;
   const targetSide = Number(Object.keys(marker.parts).find((s) => marker.parts[s] === target));
+  const keys = event.identities.map(identityKey);
+  const together = new UnionFind();
+  keys.forEach((key, i) => {
+    together.find(key);
+    for (const other of keys.slice(i + 1)) if (!severed.has(pairKey(key, other))) together.union(key, other);
+  });
+  // The identity that chose the target: the highest-priority one the document knows (any, when it knows none).
+  const known = keys.filter((key) => Object.hasOwn(marker.keys, key));
+  const anchor = [...(known.length > 0 ? known : keys)].sort(byPriority)[0];
   const joins = new Map<string, string>();
   const learned: Record<string, number> = {};
-  for (const key of event.identities.map(identityKey)) {
-    if (!Object.hasOwn(marker.keys, key)) {
-      learned[key] = targetSide;
-      continue;
+  const identities = event.identities.filter((_, i) => {
+    const key = keys[i];
+    if (together.find(key) !== together.find(anchor)) return false;
+    if (!Object.hasOwn(marker.keys, key)) learned[key] = targetSide;
+    else {
+      const part = marker.parts[String(marker.keys[key])] ?? marker.fallback;
+      if (part !== target && !joins.has(part)) joins.set(part, key);
     }
-    const part = marker.parts[String(marker.keys[key])] ?? marker.fallback;
-    if (part !== target && !joins.has(part)) joins.set(part, key);
-  }
-  return { target, joins: [...joins].map(([part, via]) => ({ part, via })), learned };
+    return true;
+  });
+  return { target, identities, joins: [...joins].map(([part, via]) => ({ part, via })), learned };
 }
 
 /** Where a link's end at a retired document goes: the part on the side of the identity the link was made through. */

@@ -457,7 +457,8 @@ function applyCampaign(profile: ProfileDoc, event: ProfileEvent): void {
   delete campaigns[oldest];
 }
 
-function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
+/** Adds an identity to a profile's list, or widens the time span of the entry it has. */
+export function addIdentityEntry(entries: IdentityEntry[], add: IdentityEntry): void {
   // Type and value compared apart: the same as comparing identity keys, without building one per entry.
   const entry = entries.find((existing) => existing.type === add.type && existing.value === add.value);
   if (!entry) {

@@ -4,7 +4,6 @@ import { eraseFromRoutedBatch, type ErasedSubject } from '../domain/erasure';
 import { newestFirst } from '../domain/eventPages';
 import type { StoredEvent } from '../domain/event';
 import type { HeldEvent } from '../domain/identitySplit';
-import { hasApplied, type ProfileDoc } from '../domain/profile';
 import type { Party } from '../domain/schemas';
 import { compareText } from '../domain/text';
 import { COLLECTIONS, insertKeyed, isDuplicateKeyError, type Store } from './db';
@@ -16,7 +15,10 @@ export interface RoutedEvent extends StoredEvent {
   /** The source log chunk that held it: the retry guard of the document it is folded into. */
   seq: number;
   profileId: string;
-  /** Only on consent-only events (see StoredEvent.consentOnly): the identities they were collected with. */
+  /**
+   * The identities it was collected with, when it carries fewer: on consent-only events (see
+   * StoredEvent.consentOnly), and on a late event whose severed co-occurrences leave some on another side.
+   */
   evidence?: StoredEvent['identities'];
   /** Only on events moved to another document (see `writeMoved`): where they came from. */
   sourceId?: string;
@@ -265,15 +267,6 @@ export class ProfileEventLog {
       }
     }
     return [...events.values()].sort(newestFirst);
-  }
-
-  /**
-   * The events a document version holds: routed or moved to it, and covered by its retry guard (an
-   * event routed but not folded yet is not in it). A document that is still being written may be
-   * given more later.
-   */
-  async heldBy(doc: Pick<ProfileDoc, 'profileId' | 'applied'>): Promise<HeldEvent[]> {
-    return (await this.eventsOf([doc.profileId])).filter((event) => hasApplied(doc.applied, event.sourceId, event.seq));
   }
 
   async loadPosition(partition: number): Promise<PartitionPosition> {

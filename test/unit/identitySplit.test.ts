@@ -1,5 +1,5 @@
 import { decodeTcf } from '../../domain/consent';
-import { splitDocument, type HeldEvent } from '../../domain/identitySplit';
+import { redirectLateEvent, severedIn, splitDocument, type HeldEvent, type RetiredMarker } from '../../domain/identitySplit';
 import { foldEvent, newProfile } from '../../domain/profile';
 import { DEFAULT_CONSENT_POLICY } from '../../domain/schemas';
 import { buildTcString } from './tcfFixture';
@@ -21,7 +21,7 @@ describe('splitDocument', () => {
     expect(outcomes).toEqual(['applied', 'applied', 'held']);
 
     const rule = { policyOf: () => DEFAULT_CONSENT_POLICY, optedOut: false };
-    // Newest first, as the store reads a document's events (ProfileEventLog.heldBy).
+    // Newest first, as the store reads a document's events (ProfileEventLog.eventsOf).
     const { parts } = splitDocument(doc, [...events].reverse(), { sideOf: { 'cookie_id:a': 0, 'cookie_id:b': 1 }, sides: 2 }, 'u1', 4, at(9), rule);
     const sideA = parts.find((part) => part.identities.some((identity) => identity.value === 'a'))!;
     expect(Object.keys(sideA.counters)).toEqual(['login']);
@@ -39,5 +39,49 @@ describe('splitDocument', () => {
     // A person who opted out: the parts get consent signals alone.
     const optedOut = splitDocument(doc, events, { sideOf: { 'cookie_id:a': 0, 'cookie_id:b': 1 }, sides: 2 }, 'u2', 4, at(9), { ...rule, optedOut: true });
     for (const part of optedOut.parts) expect(part.counters).toEqual({});
+  });
+});
+
+describe('an event routed to a document before an unlink split it, folded after', () => {
+  const crm = (value: string) => ({ type: 'crm_id' as const, value });
+  const rule = { policyOf: () => DEFAULT_CONSENT_POLICY, optedOut: false };
+  const held: HeldEvent = { id: 'e1', type: 'login', timestamp: at(1), receivedAt: at(1), identities: [crm('kim'), cookie('a')], profileId: 'p1', sourceId: 'src', party: 'first', seq: 0 };
+  const doc = newProfile('p1', at(1), at(1));
+  foldEvent(doc, held, { sourceId: 'src', party: 'first', seq: 0 }, DEFAULT_CONSENT_POLICY, false);
+  // The unlink of cookie b from kim counted e2 (routed, not folded) and severed it; cookie b is on a side of its own.
+  const plan = { sideOf: { 'crm_id:kim': 0, 'cookie_id:a': 0, 'cookie_id:b': 1 }, sides: 2 };
+  const late = { id: 'e2', identities: [crm('kim'), cookie('b')] };
+  const pending: HeldEvent = { ...late, type: 'page_view', timestamp: at(2), receivedAt: at(2), profileId: 'p1', sourceId: 'src', party: 'first', seq: 1 };
+  const severances = [{ keys: ['cookie_id:b', 'crm_id:kim'] as [string, string], eventIds: ['e2'] }];
+
+  it('is known to the marker by its planned side, which has a part holding its identities there', () => {
+    const without = splitDocument(doc, [held], plan, 'u1', 4, at(9), rule).retired.retired as RetiredMarker;
+    expect(Object.keys(without.parts)).toEqual(['0']);
+    const split = splitDocument(doc, [held], plan, 'u1', 4, at(9), rule, [pending]);
+    const marker = split.retired.retired as RetiredMarker;
+    expect(marker.keys['cookie_id:b']).toBe(1);
+    expect(Object.keys(marker.parts).sort()).toEqual(['0', '1']);
+    const identitiesOf = (side: string) => split.parts.find((part) => part.profileId === marker.parts[side])!.identities.map(({ type, value, firstSeen }) => ({ type, value, firstSeen }));
+    expect(identitiesOf('1')).toEqual([{ ...cookie('b'), firstSeen: at(2) }]);
+    expect(identitiesOf('0')).toEqual([{ ...crm('kim'), firstSeen: at(1) }, { ...cookie('a'), firstSeen: at(1) }]);
+    expect(redirectLateEvent(marker, { identities: [cookie('b')] }).target).toBe(marker.parts['1']);
+  });
+
+  it('goes to its side without rejoining the sides when the plan severed its co-occurrence, and rejoins them as new evidence when not', () => {
+    const marker = splitDocument(doc, [held], plan, 'u1', 4, at(9), rule, [pending]).retired.retired as RetiredMarker;
+    const severed = redirectLateEvent(marker, late, severedIn('e2', severances));
+    expect(severed).toEqual({ target: marker.parts['0'], identities: [crm('kim')], joins: [], learned: {} });
+    // Another event's severance does not count for this one.
+    expect(severedIn('e3', severances).size).toBe(0);
+    const seenAgain = redirectLateEvent(marker, late, severedIn('e3', severances));
+    expect(seenAgain).toEqual({ target: marker.parts['0'], identities: late.identities, joins: [{ part: marker.parts['1'], via: 'cookie_id:b' }], learned: {} });
+  });
+
+  it('learns only the unknown identities it shows together with its side', () => {
+    const marker = splitDocument(doc, [held], plan, 'u1', 4, at(9), rule, [pending]).retired.retired as RetiredMarker;
+    const event = { identities: [crm('kim'), cookie('b'), cookie('n')] };
+    // n was seen with kim (not severed) and with b (severed): it joins kim's side, b stays apart.
+    const placed = redirectLateEvent(marker, event, new Set(['cookie_id:b|crm_id:kim', 'cookie_id:b|cookie_id:n']));
+    expect(placed).toEqual({ target: marker.parts['0'], identities: [crm('kim'), cookie('n')], joins: [], learned: { 'cookie_id:n': 0 } });
   });
 });
