@@ -2,13 +2,13 @@ import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { identityKey } from '../domain/identity';
 import { evidenceOf, linksFromEvidence, planSplit, redirectLateEvent, redirectLinkEnd, relinkToParts, severedIn, type HeldEvent, type RetiredMarker, type Severance } from '../domain/identitySplit';
-import { hasApplied } from '../domain/profile';
 import { isExpired } from '../domain/profileExpiry';
 import { partitionOf } from '../domain/partition';
 import { compareText } from '../domain/text';
 import type { Store } from '../store/db';
 import { forEachConcurrently } from '../store/db';
 import { UnlinkStore, type UnlinkDoc, type UnlinkResult } from '../store/identityUnlinks';
+import { DocumentEvents } from '../store/documentEvents';
 import { ProfileEventLog } from '../store/profileEvents';
 import { ProfileGraph } from '../store/profileGraph';
 import type { StoredVersion } from '../store/profiles';
@@ -38,6 +38,7 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
   const unlinks = new UnlinkStore(deps.store);
   const graph = ProfileGraph.open(deps.store);
   const events = new ProfileEventLog(deps.store);
+  const documentEvents = new DocumentEvents(deps.store);
   const partitions = deps.config.DMP_PROFILE_PARTITIONS;
 
   async function load(unlinkId: string): Promise<UnlinkDoc> {
@@ -66,12 +67,12 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
   }
 
   /**
-   * Events routed to the split documents that their writers had not folded when they split them:
-   * each as it will be held once its writer redirects it (redirectLateEvent), so the links it shows
-   * are made now, not lost to a relink that ran first.
+   * Events on their way to the split documents that their writers had not folded when they split
+   * them (DocumentEvents): each as it will be held once its writer sends it on to a part
+   * (redirectLateEvent), so the links it shows are made now, not lost to a relink that ran first.
    */
   async function lateEvents(split: ReadonlyMap<string, StoredVersion & { retired: RetiredMarker }>): Promise<HeldEvent[]> {
-    const late = (await events.eventsOf([...split.keys()])).filter((event) => !hasApplied(split.get(event.profileId)!.applied, event.sourceId, event.seq));
+    const late = [...(await documentEvents.read([...split.values()])).values()].flatMap((sets) => sets.waiting);
     if (late.length === 0) return [];
     const severances = await unlinks.severancesOf([...new Set(late.flatMap((event) => event.identities.map(identityKey)))]);
     return late.map((event) => {
@@ -102,8 +103,8 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     // Documents not written yet hold no events and are not split; the relink keeps their identities joined by evidence.
     const ids = component.docs.map((d) => d.profileId);
     heartbeat({ component: ids.length });
-    // Routed but not yet folded events count too: their links are already in the graph.
-    const all = await events.eventsOf(ids);
+    // Events on their way to the documents count too: their links are already in the graph.
+    const all = [...(await documentEvents.read(component.docs)).values()].flatMap((sets) => [...sets.held, ...sets.waiting]);
     const severed: Severance[] = [];
     for (let i = 0; i < doc.keys.length; i++) {
       for (let j = i + 1; j < doc.keys.length; j++) {

@@ -25,6 +25,7 @@ import { ProfileGraph } from '../store/profileGraph';
 import { ProfileStore, type StoredVersion } from '../store/profiles';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { definitionsOf, SegmentStore } from '../store/segments';
+import { DocumentEvents } from '../store/documentEvents';
 import { ExpiredProfiles } from '../store/expiredProfiles';
 import { SourcePolicies } from '../store/sourcePolicies';
 import { SourceStore } from '../store/sources';
@@ -154,6 +155,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   const routedEvents = new ProfileEventLog(deps.store);
   const identities = new IdentityIndex(deps.store, 0);
   const unlinks = new UnlinkStore(deps.store);
+  const documentEvents = new DocumentEvents(deps.store);
   const caps = new IdentityCapStore(deps.store);
   // One ProfileStore per process: its cache of newest versions serves every fold here.
   const profiles = new ProfileStore(deps.store);
@@ -663,12 +665,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       for (const { profileId } of plan.docs.filter((doc) => doc.partition === partition)) {
         const doc = current.get(profileId) ?? (await profiles.get(profileId, { trustSince }));
         if (!doc || doc.retired) continue;
-        const routed = await routedEvents.eventsOf([profileId]);
-        const held = routed.filter((event) => hasApplied(doc.applied, event.sourceId, event.seq));
-        const pending = routed.filter((event) => !hasApplied(doc.applied, event.sourceId, event.seq));
+        const { held, waiting } = (await documentEvents.read([doc])).get(profileId)!;
         const policies = new Map(await Promise.all([...new Set(held.map((event) => event.sourceId))].map(async (id) => [id, await consentPolicy(id)] as const)));
         const rule = { policyOf: (sourceId: string) => policies.get(sourceId) ?? DEFAULT_CONSENT_POLICY, optedOut: marks.optedOut({ profileId, ancestors: doc.ancestors }) };
-        const made = splitDocument(doc, held, { sideOf, sides: plan.sides }, unlinkId, deps.config.DMP_PROFILE_PARTITIONS, now(), rule, pending);
+        const made = splitDocument(doc, held, { sideOf, sides: plan.sides }, unlinkId, deps.config.DMP_PROFILE_PARTITIONS, now(), rule, waiting);
         await routedEvents.writeMoved(partition, `${unlinkId}:${profileId}`, [...made.moved.values()].flat());
         const existing = await profiles.load(made.parts.map((part) => part.profileId), { trustSince });
         for (const part of made.parts) {

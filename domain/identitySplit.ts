@@ -169,9 +169,9 @@ export interface DocumentSplit {
  * Splits one profile document by a plan: each of its events goes to the part of its side, without
  * the identities of other sides, and each part is folded from its events alone — so each side holds
  * exactly its own history. Identities without retained events go to the part of their side. So do
- * those of events routed to the document but not folded yet (`pending`, which the plan counted), as
- * if folded before the split: the marker knows them by their planned side, and each such side has a
- * part, to take the events when they arrive. Pure.
+ * those of events on their way to the document, not folded yet (`waiting`, which the plan counted;
+ * store/documentEvents), as if folded before the split: the marker knows them by their planned side,
+ * and each such side has a part, to take the events when they arrive. Pure.
  */
 export function splitDocument(
   doc: Readonly<ProfileDoc>,
@@ -181,7 +181,7 @@ export function splitDocument(
   partitions: number,
   now: Date,
   rule: FoldRule,
-  pending: ReadonlyArray<HeldEvent> = [],
+  waiting: ReadonlyArray<HeldEvent> = [],
 ): DocumentSplit {
   const counts = new Map<number, number>();
   for (const event of held) {
@@ -212,16 +212,17 @@ export function splitDocument(
     keys[key] = plan.sideOf[key] ?? fallbackSide;
     if (!moved.has(keys[key])) moved.set(keys[key], []);
   }
-  const pendingEntries = new Map<string, IdentityEntry>();
-  for (const event of pending) {
-    for (const identity of evidenceOf(event)) {
+  const waitingEntries = new Map<string, IdentityEntry>();
+  for (const event of waiting) {
+    // Its own identities: those it lost on its way here are another side's of an earlier split.
+    for (const identity of event.identities) {
       const key = identityKey(identity);
-      if (!Object.hasOwn(plan.sideOf, key) || (Object.hasOwn(keys, key) && !pendingEntries.has(key))) continue;
+      if (!Object.hasOwn(plan.sideOf, key) || (Object.hasOwn(keys, key) && !waitingEntries.has(key))) continue;
       keys[key] = plan.sideOf[key];
       if (!moved.has(keys[key])) moved.set(keys[key], []);
-      const entries = pendingEntries.has(key) ? [pendingEntries.get(key)!] : [];
+      const entries = waitingEntries.has(key) ? [waitingEntries.get(key)!] : [];
       addIdentityEntry(entries, { ...identity, firstSeen: event.timestamp, lastSeen: event.timestamp, sourceId: event.sourceId });
-      pendingEntries.set(key, entries[0]);
+      waitingEntries.set(key, entries[0]);
     }
   }
   if (!moved.has(fallbackSide)) moved.set(fallbackSide, []);
@@ -242,7 +243,7 @@ export function splitDocument(
     }
     movedById.set(id, relocatedHere);
     // Identities whose events have expired still belong to someone: keep them on their side.
-    for (const entry of [...doc.identities, ...pendingEntries.values()]) {
+    for (const entry of [...doc.identities, ...waitingEntries.values()]) {
       const key = identityKey(entry);
       if (keys[key] === side && !part.identities.some((own) => identityKey(own) === key)) part.identities.push({ ...entry });
     }
@@ -297,20 +298,27 @@ export function redirectLateEvent(marker: RetiredMarker, event: Pick<StoredEvent
   const target = (side !== undefined && marker.parts[String(side)]) || marker.fallback;
   const targetSide = Number(Object.keys(marker.parts).find((s) => marker.parts[s] === target));
   const keys = event.identities.map(identityKey);
+  const knows = (key: string) => Object.hasOwn(marker.keys, key);
+  // What the event shows together: its identities, less the severed pairs between sides this marker
+  // tells apart. Keys of one side stay together (the plan joined them); a key the marker does not know
+  // joins the rest (a later marker on the event's way, which knows it, decides).
   const together = new UnionFind();
   keys.forEach((key, i) => {
     together.find(key);
-    for (const other of keys.slice(i + 1)) if (!severed.has(pairKey(key, other))) together.union(key, other);
+    for (const other of keys.slice(i + 1)) {
+      const apart = knows(key) && knows(other) && marker.keys[key] !== marker.keys[other] && severed.has(pairKey(key, other));
+      if (!apart) together.union(key, other);
+    }
   });
   // The identity that chose the target: the highest-priority one the document knows (any, when it knows none).
-  const known = keys.filter((key) => Object.hasOwn(marker.keys, key));
+  const known = keys.filter(knows);
   const anchor = [...(known.length > 0 ? known : keys)].sort(byPriority)[0];
   const joins = new Map<string, string>();
   const learned: Record<string, number> = {};
   const identities = event.identities.filter((_, i) => {
     const key = keys[i];
     if (together.find(key) !== together.find(anchor)) return false;
-    if (!Object.hasOwn(marker.keys, key)) learned[key] = targetSide;
+    if (!knows(key)) learned[key] = targetSide;
     else {
       const part = marker.parts[String(marker.keys[key])] ?? marker.fallback;
       if (part !== target && !joins.has(part)) joins.set(part, key);

@@ -85,18 +85,25 @@ export class ProfileGraph {
     // The start's document and its links are read together: a profile read is these two reads when nothing joins it.
     const [first, startLinks] = await Promise.all([this.profiles.get(start), this.identities.linksOf(start)]);
     if (first && !first.retired) docs.set(start, first);
-    const seenEnds = new Set([start]);
+    // A split document leads to the part of the identity a link reaches it through: each (end, identity)
+    // pair is followed once, or the walk would depend on which link met it first.
+    const seenEnds = new Set<string>();
+    const endKey = (end: { id: string; via: string }) => `${end.id}\0${end.via}`;
     const live = new Set([start]);
     const links = new Map<string, IdentityLinkDoc>();
     let frontier = [start];
     while (frontier.length > 0) {
       const found = (await Promise.all(frontier.map((id) => this.linksOf(id, docs.get(id), id === start ? startLinks : undefined)))).flat();
       frontier = [];
-      const ends = found.flatMap((link) => {
+      const ends: Array<{ id: string; via: string }> = [];
+      for (const link of found) {
         links.set(link._id, link);
-        return link.profiles.filter((id) => !seenEnds.has(id)).map((id) => ({ id, via: link.via }));
-      });
-      for (const end of ends) seenEnds.add(end.id);
+        for (const end of link.profiles.map((id) => ({ id, via: link.via }))) {
+          if (live.has(end.id) || seenEnds.has(endKey(end))) continue;
+          seenEnds.add(endKey(end));
+          ends.push(end);
+        }
+      }
       for (const reached of await Promise.all(ends.map((end) => this.live(end.id, end.via)))) {
         if (live.has(reached.id)) continue;
         live.add(reached.id);
