@@ -7,7 +7,7 @@ import { partitionOf } from '../domain/partition';
 import { compareText } from '../domain/text';
 import type { Store } from '../store/db';
 import { forEachConcurrently } from '../store/db';
-import { UnlinkStore, type UnlinkDoc, type UnlinkResult } from '../store/identityUnlinks';
+import { oversized, UnlinkStore, type UnlinkDoc, type UnlinkResult } from '../store/identityUnlinks';
 import { DocumentEvents } from '../store/documentEvents';
 import { ProfileEventLog } from '../store/profileEvents';
 import { ProfileGraph } from '../store/profileGraph';
@@ -113,17 +113,25 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
         if (eventIds.length > 0) severed.push({ keys: pair, eventIds });
       }
     }
-    await unlinks.sever(unlinkId, severed, now());
     const docIdentities = new Map(component.docs.map((d) => [d.profileId, d.identities.map(identityKey)]));
     const keys = [...new Set([...all.flatMap((event) => event.identities.map(identityKey)), ...[...docIdentities.values()].flat()])];
-    const split = planSplit(all, docIdentities, await unlinks.severancesOf(keys));
-    doc.plan = {
+    const split = planSplit(all, docIdentities, [...(await unlinks.severancesOf(keys)), ...severed]);
+    const planned = {
       sides: split.sides,
       sideOf: Object.entries(split.sideOf).map(([key, side]) => ({ key, side })),
       docs: ids.map((profileId) => ({ profileId, partition: partitionOf(profileId, partitions) })),
       links: component.links.map((link) => link._id),
     };
+    // Checked before anything is recorded: an unlink too large to store severs nothing.
+    const bytes = oversized({ ...doc, plan: planned }, severed);
+    if (bytes !== null) {
+      const reason = `the profile is too large to unlink: its plan takes ${(bytes / 2 ** 20).toFixed(1)} MiB (${ids.length} documents, ${keys.length} identities, ${all.length} events), over the 15 MiB the store keeps in one document`;
+      await unlinks.save({ ...doc, state: 'failed', result: { split: false, sides: [], eventsSevered: 0, reason }, completedAt: now() });
+      return { split: false, partitions: [] };
+    }
+    doc.plan = planned;
     const eventsSevered = new Set(severed.flatMap((s) => s.eventIds)).size;
+    await unlinks.sever(unlinkId, severed, now());
     if (split.sides > 1) {
       await unlinks.save({ ...doc, state: 'splitting', result: { split: true, sides: [], eventsSevered } });
     } else {

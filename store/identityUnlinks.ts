@@ -1,4 +1,4 @@
-import type { Collection } from 'mongodb';
+import { BSON, type Collection } from 'mongodb';
 import type { Severance } from '../domain/identitySplit';
 import type { UnlinkState } from '../domain/schemas';
 import { COLLECTIONS, forEachConcurrently, insertKeyed, type Store } from './db';
@@ -32,6 +32,21 @@ export interface UnlinkDoc {
   plan?: UnlinkPlan;
   result?: UnlinkResult;
   completedAt?: Date;
+}
+
+/** The most an unlink stores in one document: the store's limit is 16 MiB, less room for the envelope. */
+const MAX_DOCUMENT_BYTES = 15 * 1024 * 1024;
+
+/**
+ * The size in bytes of the largest document an unlink would store — its request with the plan, or a
+ * severance — when it is over what the store takes; null when every one fits. An over-merged profile
+ * (a junk id that joined millions) plans more than that: such an unlink fails at once, rather than
+ * retrying for ever in front of every later one.
+ */
+export function oversized(doc: UnlinkDoc, severances: Severance[]): number | null {
+  const sizes = [BSON.calculateObjectSize(doc), ...severances.map((severance) => BSON.calculateObjectSize(severance))];
+  const largest = Math.max(...sizes);
+  return largest > MAX_DOCUMENT_BYTES ? largest : null;
 }
 
 interface SeveranceDoc extends Severance {
