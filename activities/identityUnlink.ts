@@ -1,8 +1,14 @@
 import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
+import type { Config } from '../config';
+import { gatedSources } from '../domain/consentGate';
 import { identityKey } from '../domain/identity';
 import { evidenceOf, linksFromEvidence, planSplit, redirectLateEvent, redirectLinkEnd, relinkToParts, severedIn, type HeldEvent, type RetiredMarker, type Severance } from '../domain/identitySplit';
+import { combineDocuments, type ProfileDoc } from '../domain/profile';
 import { isExpired } from '../domain/profileExpiry';
+import { withOptOut } from '../domain/privacy';
+import { foldChanges, withVersions } from '../domain/segmentChanges';
+import { EvaluationTime, SegmentEvaluator } from '../domain/segmentRules';
 import { partitionOf } from '../domain/partition';
 import { compareText } from '../domain/text';
 import type { Store } from '../store/db';
@@ -10,8 +16,12 @@ import { forEachConcurrently } from '../store/db';
 import { oversized, UnlinkStore, type UnlinkDoc, type UnlinkResult } from '../store/identityUnlinks';
 import { DocumentEvents } from '../store/documentEvents';
 import { ProfileEventLog } from '../store/profileEvents';
+import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
 import type { StoredVersion } from '../store/profiles';
+import { SegmentRunStore } from '../store/segmentRuns';
+import { definitionsOf, SegmentStore } from '../store/segments';
+import { SourcePolicies } from '../store/sourcePolicies';
 import { requestPartitionSplit, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
 
@@ -21,7 +31,7 @@ export type UnlinkStep = 'identities-moved';
 export interface UnlinkDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_PRIVACY_SALT'>;
   now?: () => Date;
   onUnlinkStep?: (step: UnlinkStep) => void | Promise<void>;
 }
@@ -40,6 +50,10 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
   const events = new ProfileEventLog(deps.store);
   const documentEvents = new DocumentEvents(deps.store);
   const partitions = deps.config.DMP_PROFILE_PARTITIONS;
+  const segmentStore = new SegmentStore(deps.store);
+  const segmentRuns = new SegmentRunStore(deps.store);
+  const sourcePolicies = new SourcePolicies(deps.store, 30_000);
+  const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
 
   async function load(unlinkId: string): Promise<UnlinkDoc> {
     const doc = await unlinks.get(unlinkId);
@@ -114,7 +128,8 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
       }
     }
     const docIdentities = new Map(component.docs.map((d) => [d.profileId, d.identities.map(identityKey)]));
-    const keys = [...new Set([...all.flatMap((event) => event.identities.map(identityKey)), ...[...docIdentities.values()].flat()])];
+    // Every key the events show, evidence included: an earlier unlink may have severed two keys an event moved away from as evidence.
+    const keys = [...new Set([...all.flatMap((event) => evidenceOf(event).map(identityKey)), ...[...docIdentities.values()].flat()])];
     const split = planSplit(all, docIdentities, [...(await unlinks.severancesOf(keys)), ...severed]);
     const planned = {
       sides: split.sides,
@@ -197,8 +212,46 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
       sides: [...sides.entries()].sort((a, b) => Number(a[0]) - Number(b[0])).map(([, ids]) => ({ profileIds: [...new Set(ids)].sort() })),
       eventsSevered: doc.result?.eventsSevered ?? 0,
     };
+    await recordSplitChanges(unlinkId, [...retired.keys()], parts);
     await finish(doc, result);
     return result;
+  }
+
+  /**
+   * The real-time segment changes of a split, once its links are made: the person of each side states
+   * its membership whole (domain/segmentChanges), and the split documents' ids — one of them was the
+   * person's id — are out of every segment. Near-real-time exports hear of the new people at once,
+   * not at the next batch run. Keyed by the unlink: a retried relink writes the same record.
+   */
+  async function recordSplitChanges(unlinkId: string, splitIds: string[], parts: string[]): Promise<void> {
+    const segments = await segmentStore.definitions();
+    if (segments.length === 0) return;
+    await marks.refresh();
+    const components = new Map<string, StoredVersion[]>();
+    const changed = new Map<string, ProfileDoc>();
+    for (const part of parts) {
+      if (components.has(part)) continue;
+      const component = await graph.component(part);
+      for (const member of component.ids) components.set(member, component.docs as StoredVersion[]);
+      for (const member of component.docs) if (parts.includes(member.profileId)) changed.set(member.profileId, member as ProfileDoc);
+    }
+    const evaluator = new SegmentEvaluator(definitionsOf(segments), await sourcePolicies.read(gatedSources(changed.values())));
+    const at = new EvaluationTime(now());
+    const ancestorsOf = (ids: string[]) => ids.flatMap((id) => components.get(id)?.find((doc) => doc.profileId === id)?.ancestors ?? []);
+    const changes = foldChanges({
+      segments: evaluator.ids,
+      evaluate: (subject) => {
+        const ids = 'profileIds' in subject ? subject.profileIds : [subject.profileId];
+        return evaluator.evaluate(withOptOut(subject, marks.optedOut({ profileIds: ids, ancestors: ancestorsOf(ids) })), at);
+      },
+      changed,
+      previousOf: () => null,
+      components: new Map([...components].map(([id, docs]) => [id, docs as ProfileDoc[]])),
+      relinked: [...changed.keys()],
+    });
+    for (const segmentId of evaluator.ids) ((changes[segmentId] ??= { entered: [], exited: [] }).statedOut ??= []).push(...splitIds);
+    const people = [...new Set([...components.values()].filter((docs) => docs.length > 0).map((docs) => combineDocuments(docs).id))];
+    await segmentRuns.recordChanges({ _id: `unlink-${unlinkId}`, at: at.now, changes: withVersions(changes, new Map(segments.map((segment) => [segment._id, segment.version]))), touched: people });
   }
 
   return {

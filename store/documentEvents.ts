@@ -1,10 +1,10 @@
 import { identityKey } from '../domain/identity';
-import { evidenceOf, redirectLateEvent, severedIn, type HeldEvent, type RetiredMarker, type Severance } from '../domain/identitySplit';
+import { evidenceOf, redirectLateEvent, severedIn, type HeldEvent, type Severance } from '../domain/identitySplit';
 import { hasApplied, type ProfileDoc } from '../domain/profile';
 import type { Store } from './db';
 import { UnlinkStore } from './identityUnlinks';
 import { ProfileEventLog } from './profileEvents';
-import { ProfileStore } from './profiles';
+import { ProfileStore, type StoredVersion } from './profiles';
 
 /** How many retired documents in a row an event is followed through: each unlink or expiry adds at most one. */
 const MAX_HOPS = 64;
@@ -37,25 +37,34 @@ export class DocumentEvents {
     this.unlinks = new UnlinkStore(store);
   }
 
-  /** Reads every routed and moved event of the documents and of their ancestors (one indexed read each), and a retired ancestor's marker per hop. */
+  /**
+   * Reads every routed and moved event of the documents and of their ancestors (one indexed read
+   * each), each ancestor's version, and — when any event waits at an ancestor — the severances of
+   * those events' identities (one indexed read per identity).
+   */
   async read(docs: ReadonlyArray<EventHolder>): Promise<Map<string, DocumentEventSets>> {
     const byId = new Map(docs.map((doc) => [doc.profileId, doc]));
     const sets = new Map<string, DocumentEventSets>(docs.map((doc) => [doc.profileId, { held: [], waiting: [] }]));
     const ancestors = [...new Set(docs.flatMap((doc) => doc.ancestors ?? []))].filter((id) => !byId.has(id));
-    const routed = await this.events.eventsOf([...byId.keys(), ...ancestors]);
-    const markers = new Map<string, RetiredMarker | undefined>();
-    const markerOf = async (id: string) => {
-      if (!markers.has(id)) markers.set(id, (await this.profiles.get(id))?.retired);
-      return markers.get(id);
+    const versions = new Map<string, StoredVersion | null>();
+    const versionOf = async (id: string) => {
+      if (!versions.has(id)) versions.set(id, await this.profiles.get(id));
+      return versions.get(id) ?? null;
     };
+    // An ancestor's own events, folded before it was retired, are history its parts hold already.
+    const routed: HeldEvent[] = [];
+    for (const event of await this.events.eventsOf([...byId.keys(), ...ancestors])) {
+      const ancestor = byId.has(event.profileId) ? null : await versionOf(event.profileId);
+      if (!ancestor || !hasApplied(ancestor.applied, event.sourceId, event.seq)) routed.push(event);
+    }
     let severances: Severance[] | undefined;
     // In about the order the writers redirect them: an event that teaches a marker a key (`learned`)
     // changes where a later one carrying that key goes.
-    for (const event of [...routed].reverse().sort((a, b) => a.seq - b.seq)) {
+    for (const event of routed.reverse().sort((a, b) => a.seq - b.seq)) {
       let at = event.profileId;
       let placed: HeldEvent = event;
       for (let hop = 0; !byId.has(at) && hop < MAX_HOPS; hop++) {
-        const marker = await markerOf(at);
+        const marker = (await versionOf(at))?.retired;
         if (!marker) break;
         if (marker.expired) {
           at = marker.fallback;

@@ -78,7 +78,8 @@ export class ProfileGraph {
 
   /**
    * Every live document reachable from the live document `start` over links, and the links walked.
-   * One indexed read per document. A document not written yet is walked through all the same.
+   * One indexed read per document (a split one: per identity it is reached through). A document not
+   * written yet is walked through all the same.
    */
   async component(start: string): Promise<Component> {
     const docs = new Map<string, StoredVersion>();
@@ -104,7 +105,16 @@ export class ProfileGraph {
           ends.push(end);
         }
       }
-      for (const reached of await Promise.all(ends.map((end) => this.live(end.id, end.via)))) {
+      // One read per end; a second identity leads elsewhere only from a split document.
+      const byEnd = new Map<string, string[]>();
+      for (const end of ends) byEnd.set(end.id, [...(byEnd.get(end.id) ?? []), end.via]);
+      const reachedAll = await Promise.all(
+        [...byEnd].map(async ([id, vias]) => {
+          const first = await this.live(id, vias[0]);
+          return first.id === id ? [first] : [first, ...(await Promise.all(vias.slice(1).map((via) => this.live(id, via))))];
+        }),
+      );
+      for (const reached of reachedAll.flat()) {
         if (live.has(reached.id)) continue;
         live.add(reached.id);
         if (reached.doc) docs.set(reached.id, reached.doc);

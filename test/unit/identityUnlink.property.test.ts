@@ -38,7 +38,7 @@ const eventArb = fc.record({
 });
 const stepArb = fc.oneof(
   { weight: 3, arbitrary: fc.record({ link: fc.array(eventArb, { minLength: 1, maxLength: 4 }) }) },
-  { weight: 2, arbitrary: fc.record({ unlink: fc.tuple(fc.nat(), fc.nat()) }) },
+  { weight: 2, arbitrary: fc.record({ unlink: fc.array(fc.nat(), { minLength: 2, maxLength: 3 }) }) },
   // The writers catch up with the drains: until then routed events wait, and unlinks plan and split around them.
   { weight: 2, arbitrary: fc.constant({ fold: true as const }) },
 );
@@ -156,21 +156,28 @@ class Platform {
     return owner && this.live(owner, key);
   }
 
-  unlink(a: string, b: string): void {
-    const start = this.ownerOf(a);
-    if (!start || a === b) return;
+  /** An unlink of 2–3 identities: every pair among them is severed. */
+  unlink(unlinked: string[]): void {
+    const start = this.ownerOf(unlinked[0]);
+    if (!start || new Set(unlinked).size < unlinked.length) return;
     const component = this.component(start);
-    if (!component.includes(this.ownerOf(b) as string)) return;
+    if (!unlinked.every((key) => component.includes(this.ownerOf(key) as string))) return;
     // Documents not written yet hold no events and are not split.
     const ids = component.filter((id) => this.docs.has(id));
     const unlinkId = `ul${++this.unlinks}`;
     // Routed events not folded yet count too, as the plan reads them.
     const all = [...ids.flatMap((id) => this.history.get(id) ?? []), ...this.waitingFor(new Set(ids))];
-    const keys = [a, b].sort() as [string, string];
-    const eventIds = [...new Set(all.filter((event) => keys.every((key) => evidenceOf(event).some((identity) => identityKey(identity) === key))).map((event) => event.id))];
-    if (eventIds.length > 0) this.severances.push({ keys, eventIds });
+    for (let i = 0; i < unlinked.length; i++) {
+      for (let j = i + 1; j < unlinked.length; j++) {
+        const keys = [unlinked[i], unlinked[j]].sort() as [string, string];
+        const eventIds = [...new Set(all.filter((event) => keys.every((key) => evidenceOf(event).some((identity) => identityKey(identity) === key))).map((event) => event.id))];
+        if (eventIds.length > 0) this.severances.push({ keys, eventIds });
+      }
+    }
     const docIdentities = new Map(ids.map((id) => [id, (this.docs.get(id) as ProfileDoc).identities.map(identityKey)]));
-    const plan = planSplit(all, docIdentities, this.severances);
+    // As the store is asked: the severances touching a key the events show (evidence included) or the documents hold.
+    const shown = new Set([...all.flatMap((event) => evidenceOf(event).map(identityKey)), ...[...docIdentities.values()].flat()]);
+    const plan = planSplit(all, docIdentities, this.severances.filter((severance) => severance.keys.some((key) => shown.has(key))));
     if (plan.sides < 2) return;
     const plannedLinks = new Set([...this.links].filter(([, link]) => link.profiles.some((end) => ids.includes(end))).map(([id]) => id));
 
@@ -242,8 +249,7 @@ describe('the identity graph under links and unlinks, against a reference', () =
           } else {
             const keys = [...new Set(events.flatMap((event) => event.identities.map(identityKey)))].sort();
             if (keys.length < 2) continue;
-            const [a, b] = [keys[step.unlink[0] % keys.length], keys[step.unlink[1] % keys.length]];
-            platform.unlink(a, b);
+            platform.unlink(step.unlink.map((n) => keys[n % keys.length]));
             // The reference severs the same co-occurrences: those of events seen so far that the unlink reached.
             for (const severance of platform.severances) for (const id of severance.eventIds) severed.add(`${id}|${severance.keys.join('|')}`);
           }
