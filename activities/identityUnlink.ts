@@ -1,4 +1,5 @@
 import { ApplicationFailure } from '@temporalio/activity';
+import { BSON } from 'mongodb';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import { gatedSources } from '../domain/consentGate';
@@ -22,8 +23,12 @@ import type { StoredVersion } from '../store/profiles';
 import { SegmentRunStore } from '../store/segmentRuns';
 import { definitionsOf, SegmentStore } from '../store/segments';
 import { SourcePolicies } from '../store/sourcePolicies';
+import { logger } from '../logger';
 import { requestPartitionSplit, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
+
+/** The most a split's change record may take before deflating (the store keeps 16 MiB a document). */
+const MAX_CHANGE_BYTES = 15 * 1024 * 1024;
 
 /** Named points inside an unlink where tests may interrupt it, to prove a retry converges. */
 export type UnlinkStep = 'identities-moved';
@@ -221,22 +226,27 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
    * The real-time segment changes of a split, once its links are made: the person of each side states
    * its membership whole (domain/segmentChanges), and the split documents' ids — one of them was the
    * person's id — are out of every segment. Near-real-time exports hear of the new people at once,
-   * not at the next batch run. Keyed by the unlink: a retried relink writes the same record.
+   * not at the next batch run. Keyed by the unlink: a retried relink writes the same record. Dated
+   * before the reads, as a fold's are: a fold of a part recorded meanwhile is the newer word. A record
+   * too large to store (an over-merged profile in hundreds of segments) is left to the batch runs, so
+   * it cannot hold up the unlinks queued behind.
    */
   async function recordSplitChanges(unlinkId: string, splitIds: string[], parts: string[]): Promise<void> {
     const segments = await segmentStore.definitions();
-    if (segments.length === 0) return;
+    if (segments.length === 0 || parts.length === 0) return;
+    const at = new EvaluationTime(now());
     await marks.refresh();
+    const partSet = new Set(parts);
     const components = new Map<string, StoredVersion[]>();
     const changed = new Map<string, ProfileDoc>();
     for (const part of parts) {
       if (components.has(part)) continue;
       const component = await graph.component(part);
       for (const member of component.ids) components.set(member, component.docs as StoredVersion[]);
-      for (const member of component.docs) if (parts.includes(member.profileId)) changed.set(member.profileId, member as ProfileDoc);
+      // A document erased meanwhile is named in no record: the erasure's scrub may have run already.
+      for (const member of component.docs) if (partSet.has(member.profileId) && !marks.erased(member.profileId)) changed.set(member.profileId, member as ProfileDoc);
     }
     const evaluator = new SegmentEvaluator(definitionsOf(segments), await sourcePolicies.read(gatedSources(changed.values())));
-    const at = new EvaluationTime(now());
     const ancestorsOf = (ids: string[]) => ids.flatMap((id) => components.get(id)?.find((doc) => doc.profileId === id)?.ancestors ?? []);
     const changes = foldChanges({
       segments: evaluator.ids,
@@ -249,9 +259,15 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
       components: new Map([...components].map(([id, docs]) => [id, docs as ProfileDoc[]])),
       relinked: [...changed.keys()],
     });
-    for (const segmentId of evaluator.ids) ((changes[segmentId] ??= { entered: [], exited: [] }).statedOut ??= []).push(...splitIds);
-    const people = [...new Set([...components.values()].filter((docs) => docs.length > 0).map((docs) => combineDocuments(docs).id))];
-    await segmentRuns.recordChanges({ _id: `unlink-${unlinkId}`, at: at.now, changes: withVersions(changes, new Map(segments.map((segment) => [segment._id, segment.version]))), touched: people });
+    const gone = splitIds.filter((id) => !marks.erased(id));
+    for (const segmentId of evaluator.ids) ((changes[segmentId] ??= { entered: [], exited: [] }).statedOut ??= []).push(...gone);
+    const people = [...new Set([...components.values()].filter((docs) => docs.length > 0).map((docs) => combineDocuments(docs).id))].filter((id) => !marks.erased(id));
+    const record = { _id: `unlink-${unlinkId}`, at: at.now, changes: withVersions(changes, new Map(segments.map((segment) => [segment._id, segment.version]))), touched: people };
+    if (BSON.calculateObjectSize(record) > MAX_CHANGE_BYTES) {
+      logger.warn({ unlinkId, people: people.length, segments: segments.length }, 'split too large for a real-time change record: its segments change at their next batch runs');
+      return;
+    }
+    await segmentRuns.recordChanges(record);
   }
 
   return {
