@@ -1,9 +1,11 @@
 import { ApplicationFailure } from '@temporalio/activity';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Config } from '../config';
 import { cookieIdsAmong, exportFacts, memberIdReader, partnerIdsOf, partnerOfIdType } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
 import { documentIdsOf, privacyRequestId, subjectHash, type AccessExport, type PrivacyResult, type PrivacyStepName, type RemovalState } from '../domain/privacy';
-import { identityKey } from '../domain/identity';
+import { identityKey, identityTypeOfKey } from '../domain/identity';
+import { profileIdForOptOut } from '../domain/ids';
 import { combineDocuments } from '../domain/profile';
 import { DEFAULT_ITEM_EVENT_TYPES, itemsOf } from '../domain/recommendations';
 import { gatedSources } from '../domain/consentGate';
@@ -14,7 +16,7 @@ import { ExpiredProfiles } from '../store/expiredProfiles';
 import { ItemModelStore } from '../store/itemModel';
 import { MatchTableStore } from '../store/matchTables';
 import { PrivacyStore, type PrivacyRequestDoc } from '../store/privacy';
-import { PrivacyMarks } from '../store/privacyMarks';
+import { MARKS_REFRESH_MS, PrivacyMarks } from '../store/privacyMarks';
 import { ProfileGraph } from '../store/profileGraph';
 import { collectedEvent, ProfileReader } from '../store/profileReader';
 import { SegmentMembership } from '../store/segmentMembership';
@@ -102,6 +104,28 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     const owner = (await graph.ownerOfFirst(keys))?.owner ?? null;
     const component = owner ? await graph.component(owner.id) : null;
     return component && component.docs.length > 0 ? { component, person: combineDocuments(component.docs) } : null;
+  }
+
+  /**
+   * Opts out someone no profile holds yet, so that their first events are not profiled either: the
+   * document that claimed their identity (a drain routed their events, none is folded yet) is marked;
+   * when none has, one of their own is marked and, once every process can have read the mark, claims
+   * the identity (stored form, as events name it), so their events go to it. Whether this claimed it.
+   */
+  async function markUnprofiled(request: PrivacyRequestDoc, key: string): Promise<boolean> {
+    let owner = await graph.ownerOf(key);
+    if (!owner) {
+      const own = profileIdForOptOut(request._id);
+      await marks.add(request._id, [own]);
+      await sleep(MARKS_REFRESH_MS + 250);
+      const { held } = await graph.identities.claim([{ key, type: identityTypeOfKey(key), profileId: own }], new Date());
+      if (held.length === 0) return true;
+      owner = await graph.ownerOf(key);
+      // An erasure of the identity took the claim back meanwhile: its tombstone keeps the events out.
+      if (!owner) return false;
+    }
+    await marks.add(request._id, [owner.id]);
+    return false;
   }
 
   /**
@@ -332,10 +356,15 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     markOptOut(input: { requestId: string }): Promise<{ found: boolean; profiles: number; segments: number }> {
       return withHeartbeats(async () => {
         const { request, keys } = await open(input.requestId);
-        const found = await personOf(keys);
+        let found = await personOf(keys);
         if (!found) {
-          await done(request, 'mark', {});
-          return { found: false, profiles: 0, segments: 0 };
+          const claimed = await markUnprofiled(request, keys[0]);
+          // Claimed meanwhile by a drain whose document is written by now: opted out as anyone with a profile is.
+          found = claimed ? null : await personOf(keys);
+          if (!found) {
+            await done(request, 'mark', { identities: claimed ? 1 : 0, privacy_marks: 1 });
+            return { found: false, profiles: 0, segments: 0 };
+          }
         }
         const { component, person } = found;
         const marked = { profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) };

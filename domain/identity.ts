@@ -227,6 +227,11 @@ export function identityKey(identity: Identity): string {
   return `${identity.type}:${identity.value}`;
 }
 
+/** The type an identity index key (see identityKey) is of. */
+export function identityTypeOfKey(key: string): StoredIdentityType {
+  return key.slice(0, key.indexOf(':')) as StoredIdentityType;
+}
+
 /**
  * The keys an identity an operator names (a lookup, an unlink, a privacy request) may be stored
  * under, in the order to try them: its stored form's, then — for a cookie or customer id — the id

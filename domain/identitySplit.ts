@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { StoredEvent } from './event';
-import { byTypePriority, identityKey, type StoredIdentityType } from './identity';
+import { byTypePriority, identityKey, identityTypeOfKey } from './identity';
 import { linkId } from './identityResolution';
 import { partitionOf } from './partition';
 import { addIdentityEntry, foldEvent, foldOrder, newProfile, nextVersion, type IdentityEntry, type ProfileDoc, type ProfileLink } from './profile';
@@ -114,8 +114,7 @@ export function planSplit(events: ReadonlyArray<HeldEvent>, docIdentities: Reado
   return { sideOf, sides: sides.length };
 }
 
-const typeOf = (key: string) => key.slice(0, key.indexOf(':')) as StoredIdentityType;
-const byPriority = (a: string, b: string) => byTypePriority(typeOf(a), typeOf(b)) || (a < b ? -1 : 1);
+const byPriority = (a: string, b: string) => byTypePriority(identityTypeOfKey(a), identityTypeOfKey(b)) || (a < b ? -1 : 1);
 
 /** The side an event belongs to: that of its highest-priority identity the plan knows; undefined when it knows none. */
 export function sideOfEvent(event: Pick<StoredEvent, 'identities'>, sideOf: Readonly<Record<string, number>>): number | undefined {

@@ -28,3 +28,12 @@ export function hashSecret(secret: string): string {
 export function profileIdForEvent(sourceId: string, eventId: string): string {
   return `p_${createHash('sha256').update(`${sourceId}\u0000${eventId}`).digest('base64url').slice(0, 22)}`;
 }
+
+/**
+ * The document an opt-out of someone nobody holds yet claims their identity for (see
+ * activities/privacy `markOptOut`): one per request, so a retried request claims the same one.
+ * Hashed as an empty source's would be, and no source id is empty: it never meets an event's document.
+ */
+export function profileIdForOptOut(requestId: string): string {
+  return profileIdForEvent('\u0000opt_out', requestId);
+}

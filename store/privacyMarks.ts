@@ -48,8 +48,11 @@ interface LateEventsDoc {
 
 const slotId = (n: number) => String(n).padStart(12, '0');
 
-/** How often a process looks for new opt-outs: one read by `_id` when there is none. */
-const REFRESH_MS = 1000;
+/**
+ * How often a process looks for new opt-outs: one read by `_id` when there is none. A mark added
+ * this long ago is seen by every process's next refresh-checked read (a refresh counts from when it began).
+ */
+export const MARKS_REFRESH_MS = 1000;
 
 /**
  * The documents of people who opted out ("do not sell or share") and the tombstones of those
@@ -91,8 +94,10 @@ export class PrivacyMarks {
 
   /** Reads the slots written since the last read (if the last was more than a second ago). */
   refresh(force = false): Promise<void> {
-    if (!force && Date.now() - this.refreshedAt < REFRESH_MS) return Promise.resolve();
+    if (!force && Date.now() - this.refreshedAt < MARKS_REFRESH_MS) return Promise.resolve();
     this.refreshing ??= (async () => {
+      // Dated from its start: a slot inserted while the reads ran may have been missed by them.
+      const began = Date.now();
       try {
         for (;;) {
           const slot = await this.slots.findOne({ _id: slotId(this.read + 1) });
@@ -106,7 +111,7 @@ export class PrivacyMarks {
           this.read++;
           this.optOuts = null;
         }
-        this.refreshedAt = Date.now();
+        this.refreshedAt = began;
       } finally {
         this.refreshing = null;
       }

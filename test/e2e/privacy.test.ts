@@ -279,6 +279,48 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect(runs).toEqual(['COMPLETED', 'CONTINUED_AS_NEW']);
   });
 
+  it('opts out someone no profile holds yet: their first events are not profiled, and a profile they join later leaves its segments', async () => {
+    const shop = await newSource(api, 'erin-shop');
+    // Erin's tablet is known, by its cookie alone: a gold-plan member. Her email is known to no one.
+    expect((await shop.send([{ id: 'e1', type: 'page_view', timestamp: minutesAgo(5), identities: { cookie_id: 'ck-erin-tab' }, traits: { plan: 'gold' } }])).body.accepted).toBe(1);
+    await shop.folded(1);
+    const tablet = await waitFor('the tablet in its segment', async () => {
+      const view = (await shop.lookup('cookie_id', 'ck-erin-tab')).body;
+      return view.segments?.includes(segmentId) ? view : null;
+    });
+    const opted = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'email', value: 'Erin@Example.com' } } });
+    const view = await settledRequest(opted.body.id);
+    expect(view).toMatchObject({ state: 'completed', result: { found: false, profiles: 0, destinations: 0 } });
+    // Her first events, with her email: the document they make is hers, opted out before it was written.
+    const first = [
+      { id: 'e2', type: 'purchase', timestamp: minutesAgo(3), identities: { cookie_id: 'ck-erin', email: 'erin@example.com' }, traits: { plan: 'gold' }, properties: { item: 'tent' } },
+      { id: 'e3', type: 'page_view', timestamp: minutesAgo(2), identities: { cookie_id: 'ck-erin' }, traits: { plan: 'gold' } },
+    ];
+    expect((await shop.send(first)).body.accepted).toBe(first.length);
+    await shop.folded(3);
+    const erin = (await shop.lookup('cookie_id', 'ck-erin')).body;
+    expect(erin).toMatchObject({ traits: {}, segments: [] });
+    expect(erin.counters.events ?? 0).toBe(0);
+    expect((await shop.lookup('email', 'erin@example.com')).body.id).toBe(erin.id);
+    // Her tablet shows up with her email: joined to her, it is opted out with her and leaves its segment at once.
+    expect((await shop.send([{ id: 'e4', type: 'page_view', timestamp: minutesAgo(1), identities: { cookie_id: 'ck-erin-tab', email: 'erin@example.com' } }])).body.accepted).toBe(1);
+    await shop.folded(4);
+    const joined = await waitFor('the tablet joined to her', async () => {
+      const view = (await shop.lookup('cookie_id', 'ck-erin-tab')).body;
+      return view.profileIds?.length === 2 ? view : null;
+    });
+    expect(joined.profileIds).toEqual(expect.arrayContaining([tablet.id, erin.id]));
+    expect(joined.segments).toEqual([]);
+    const run = await admin(`/v1/segments/${segmentId}/runs`, { method: 'POST' });
+    await waitFor('the batch run', async () => (await admin(`/v1/segments/${segmentId}/runs/${run.body.runId}`)).body.state === 'completed', 60_000);
+    const members = (await admin(`/v1/segments/${segmentId}/members?limit=100`)).body.members as string[];
+    expect(members).not.toContain(joined.id);
+    expect(members).not.toContain(tablet.id);
+    expect(members).not.toContain(erin.id);
+    // The request claimed her email for a document of its own: the one her first events made.
+    expect(view.steps.find((step: { name: string }) => step.name === 'mark').touched).toMatchObject({ identities: 1, privacy_marks: 1 });
+  });
+
   it('refuses what it cannot take, naming the field', async () => {
     const bad = await admin('/v1/privacy/requests', { body: { type: 'forget', identity: { type: 'email', value: 'a@b.co' } } });
     expect(bad.status).toBe(400);
