@@ -174,18 +174,42 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
     return new Set(partnerIdsOf(ids, await matches.partnerIdsOf(partner, cookieIdsAmong(ids))));
   }
 
-  /** The destinations whose partner holds (or may hold) the subject: each gets a ledger line, pending. */
+  /**
+   * The destinations whose partner holds (or may hold) the subject, and those an export is under way
+   * to that may add them: each gets a ledger line, pending. Such an export may have planned before
+   * the subject was withheld; the removal goes after it (a destination's exports take turns) and
+   * finds them held or not by what it confirmed.
+   */
   async function findRemovals(requestId: string): Promise<string[]> {
     const { request, keys } = await open(requestId);
     const found = await personOf(keys);
-    const { held, ids } = found ? await heldBy(exportFacts(found.person)) : { held: [], ids: {} };
+    const facts = found ? exportFacts(found.person) : null;
+    // Read before what partners hold: an export that ends in between has saved its holdings by then,
+    // and one that takes its turn later reads the marks once it has it.
+    const busy = facts ? await exportsUnderWay() : [];
+    const { held, ids }: { held: AccessExport['destinations']; ids: Record<string, string[]> } = facts ? await heldBy(facts) : { held: [], ids: {} };
+    const lines = held.map(({ id, name }) => ({ id, name }));
+    for (const destination of busy) {
+      if (ids[destination._id]) continue;
+      const at = await idsAt(destination, facts!);
+      if (at.size === 0) continue;
+      ids[destination._id] = [...at];
+      lines.push({ id: destination._id, name: destination.name });
+    }
     await requests.setPartnerIds(request._id, ids);
-    for (const destination of held) {
+    for (const destination of lines) {
       if (!(request.destinations ?? []).some((line) => line.destinationId === destination.id)) {
         await requests.setRemoval(request._id, { destinationId: destination.id, name: destination.name, state: 'pending', round: 0, exportId: null, lastError: null, updatedAt: new Date() });
       }
     }
-    return held.map((destination) => destination.id);
+    return lines.map((destination) => destination.id);
+  }
+
+  /** Destinations with an export holding their turn (one indexed read of each one's turns). */
+  async function exportsUnderWay(): Promise<DestinationDoc[]> {
+    const all = await destinations.list();
+    const holders = await Promise.all(all.map((destination) => destinations.holder(destination._id)));
+    return all.filter((_, n) => holders[n] !== null);
   }
 
   /**

@@ -321,6 +321,35 @@ describe('privacy requests: access and opt-out, with every step audited', () => 
     expect(view.steps.find((step: { name: string }) => step.name === 'mark').touched).toMatchObject({ identities: 1, privacy_marks: 1 });
   });
 
+  it('removes a subject an export under way when they opted out adds at its partner: the removal goes after it, on the ledger', async () => {
+    const shop = await newSource(api, 'frank-shop');
+    expect((await shop.send([{ id: 'f1', type: 'page_view', timestamp: minutesAgo(5), identities: { cookie_id: 'ck-frank' }, traits: { plan: 'gold' } }])).body.accepted).toBe(1);
+    await shop.folded(1);
+    const run = await admin(`/v1/segments/${segmentId}/runs`, { method: 'POST' });
+    await waitFor('the batch run', async () => (await admin(`/v1/segments/${segmentId}/runs/${run.body.runId}`)).body.state === 'completed', 60_000);
+    // The export plans with Frank in it, and its first batch waits at the partner.
+    const release = partner.hold();
+    const asked = partner.requests;
+    const exported = await admin(`/v1/destinations/${destinationId}/exports`, { body: {} });
+    await waitFor('the export at the partner', async () => partner.requests > asked);
+    const opted = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'ck-frank' } } });
+    const read = await waitFor('the request past finding the partners', async () => {
+      const view = (await admin(`/v1/privacy/requests/${opted.body.id}`)).body;
+      return view.destinations.length > 0 || view.state === 'completed' ? view : null;
+    }, 60_000);
+    release();
+    const done = await waitFor('the export', async () => {
+      const view = (await admin(`/v1/destinations/${destinationId}/exports/${exported.body.exportId}`)).body;
+      return view.state === 'completed' ? view : null;
+    }, 60_000);
+    expect(done).toMatchObject({ adds: 1, removes: 0 });
+    const view = await settledRequest(opted.body.id);
+    expect(partner.audience(segmentId)).toEqual(['ck-bob']);
+    // The destination was on the ledger as soon as the request looked for partners, before the export ended.
+    expect(read.destinations).toEqual([expect.objectContaining({ destinationId })]);
+    expect(view.destinations).toEqual([expect.objectContaining({ destinationId, state: 'acknowledged', lastError: null })]);
+  });
+
   it('refuses what it cannot take, naming the field', async () => {
     const bad = await admin('/v1/privacy/requests', { body: { type: 'forget', identity: { type: 'email', value: 'a@b.co' } } });
     expect(bad.status).toBe(400);

@@ -54,6 +54,19 @@ export class PartnerServer extends LocalServer {
     this.faults = [...(options.faults ?? [])];
   }
 
+  /** Requests wait for this before they are handled, while a test holds the partner (see `hold`). */
+  private held: Promise<void> | null = null;
+
+  /** Holds every request (counted as it arrives) until the returned function lets them all go on. */
+  hold(): () => void {
+    let release = () => {};
+    this.held = new Promise<void>((resolve) => (release = resolve));
+    return () => {
+      this.held = null;
+      release();
+    };
+  }
+
   /** Faults served in turn by the next requests, after those still queued. */
   failNext(...faults: Fault[]): void {
     this.faults.push(...faults);
@@ -80,6 +93,7 @@ export class PartnerServer extends LocalServer {
     for await (const chunk of req) chunks.push(chunk as Buffer);
     const raw = Buffer.concat(chunks).toString('utf8');
     this.requests++;
+    if (this.held) await this.held;
     const key = String(req.headers['idempotency-key'] ?? '');
     const asked = this.retryAsked.get(key);
     if (asked !== undefined) {
