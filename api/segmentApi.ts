@@ -84,8 +84,27 @@ async function collectMessages(
   return { success: true, accepted, duplicates, nonProfiling, rejected };
 }
 
+/** The one-letter paths Segment's browser SDK (analytics.js) posts each type to: `/v1/t` a track, `/v1/b` a batch. */
+const SHORT_PATHS: Record<MessageType, string> = { track: '/v1/t', identify: '/v1/i', page: '/v1/p', screen: '/v1/s', alias: '/v1/a', group: '/v1/g' };
+const BATCH_PATHS = ['/v1/batch', '/v1/b'];
+const messagePaths = (type: MessageType) => [`/v1/${type}`, SHORT_PATHS[type]];
+
+/** Request headers browser SDKs send: analytics.js its Basic write key (batches) and `X-Retry-Count`, RudderStack's `AnonymousId`. */
+const PREFLIGHT_HEADERS = 'Authorization, Content-Type, Content-Encoding, X-Retry-Count, AnonymousId';
+
 /**
- * The Segment HTTP Tracking API (which RudderStack implements too), so their server SDKs send here
+ * Browser SDKs post from the page's origin: analytics.js sends each message as text/plain with the
+ * write key in the body (no preflight), a batch with it as the Basic user (preflighted). Any origin
+ * may post — the write key says whose the data is, and no cookie is read — and may read the answer,
+ * errors included, so an SDK can tell a refusal from a network failure.
+ */
+const anyOrigin: RequestHandler = (_req, res, next) => {
+  res.set('Access-Control-Allow-Origin', '*');
+  next();
+};
+
+/**
+ * The Segment HTTP Tracking API (which RudderStack implements too), so their SDKs send here
  * unchanged: the write key as the HTTP Basic user (or a Bearer token, or the body's `writeKey`), `{"success": true}` back.
  */
 export function segmentApiRouter(deps: RouterDeps): Router {
@@ -98,14 +117,18 @@ export function segmentApiRouter(deps: RouterDeps): Router {
   const body: RequestHandler = (req, res, next) => parse(req, res, (error?: unknown) => (error ? next(error) : jsonDepthLimit(req, res, next)));
   const batchRequest = segmentBatchSchema();
 
-  router.post('/v1/batch', body, auth, async (req, res) => {
+  router.options([...BATCH_PATHS, ...MESSAGE_TYPES.flatMap(messagePaths)], anyOrigin, (_req, res) => {
+    res.set({ 'Access-Control-Allow-Methods': 'POST', 'Access-Control-Allow-Headers': PREFLIGHT_HEADERS, 'Access-Control-Max-Age': '86400' }).status(204).end();
+  });
+
+  router.post(BATCH_PATHS, anyOrigin, body, auth, async (req, res) => {
     const bodyBytes = checkBodySize(req);
     const envelope = parseOr400(batchRequest, req.body, 'batch request');
     res.json(await collectMessages(deps, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context, bodyBytes }, sentGpc(req)));
   });
 
   for (const type of MESSAGE_TYPES) {
-    router.post(`/v1/${type}`, body, auth, async (req, res) => {
+    router.post(messagePaths(type), anyOrigin, body, auth, async (req, res) => {
       const bodyBytes = checkBodySize(req);
       // The JSON parser reads an empty body as `{}`: a message never sent is not an empty one.
       if (!bodySent(req) || typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) {
@@ -167,42 +190,56 @@ export function registerSegmentApiPaths({ registry, problem, json, writeKey }: O
     415: problem('A Content-Encoding other than gzip, deflate or br'),
     503: problem('The store is too slow to acknowledge right now; nothing was acknowledged, yet what was written may still be applied: send again (messages are dropped as repeats by their `messageId`, which the SDKs always set)'),
   };
-  registry.registerPath({
-    method: 'post',
-    path: '/v1/batch',
-    summary: 'Segment/RudderStack batch: many messages of any type in one request',
-    description: `${MAPPING} Each message is checked on its own: one refused does not fail the others. The body is read as JSON whatever its Content-Type, gzip or not.`,
-    security,
-    request: { body: { content: { 'application/json': { schema: segmentBatchSchema() } } } },
-    responses: {
-      200: {
-        description:
-          'The messages kept (`accepted`), repeats of messages stored with them (`duplicates`) and refused (`rejected`, by index, naming the fields). A message repeating one acknowledged earlier is kept and dropped when folded into its profile (`profiles.duplicatesDropped` on the source)',
-        ...json(SegmentResponseSchema),
-      },
-      400: problem('Malformed JSON (`(body)`) or envelope (`batch`: at least one message, `sentAt`, `context`)'),
-      413: problem('Body larger than 500 KB (`(body)`; a compressed body as inflated)'),
-      ...common,
-    },
-  });
-  for (const type of MESSAGE_TYPES) {
+  const preflight = (path: string) =>
+    registry.registerPath({
+      method: 'options',
+      path,
+      summary: 'CORS preflight: any origin may POST, with the headers browser SDKs send',
+      responses: { 204: { description: `Allowed: POST, with ${PREFLIGHT_HEADERS}` } },
+    });
+  const short = (path: string, long: string) => (path === long ? '' : ` The path Segment's browser SDK (analytics.js) posts to; the same as \`${long}\`.`);
+  for (const path of BATCH_PATHS) {
+    preflight(path);
     registry.registerPath({
       method: 'post',
-      path: `/v1/${type}`,
-      summary: SINGLE_MESSAGE_SUMMARIES[type],
-      description: `${MAPPING} \`type\` may be left out.`,
+      path,
+      summary: 'Segment/RudderStack batch: many messages of any type in one request',
+      description: `${MAPPING} Each message is checked on its own: one refused does not fail the others. The body is read as JSON whatever its Content-Type (analytics.js sends text/plain), gzip or not.${short(path, '/v1/batch')}`,
       security,
-      request: { body: { content: { 'application/json': { schema: singleMessageSchema(type) } } } },
+      request: { body: { content: { 'application/json': { schema: segmentBatchSchema() } } } },
       responses: {
         200: {
           description:
-            'Kept (`accepted: 1`), already kept (`duplicates: 1`), or refused for what only its data can tell — no identity at all, an email that is not one, over 32 KB — in `rejected`, naming the message field (`userId`, `traits.email`, …), as in a batch',
+            'The messages kept (`accepted`), repeats of messages stored with them (`duplicates`) and refused (`rejected`, by index, naming the fields). A message repeating one acknowledged earlier is kept and dropped when folded into its profile (`profiles.duplicatesDropped` on the source)',
           ...json(SegmentResponseSchema),
         },
-        400: problem('Malformed JSON, not an object (`(body)`), or not a message of this type as documented, each problem naming the field (`event`, `timestamp`, …)'),
-        413: problem('Body larger than 500 KB (`(body)`)'),
+        400: problem('Malformed JSON (`(body)`) or envelope (`batch`: at least one message, `sentAt`, `context`)'),
+        413: problem('Body larger than 500 KB (`(body)`; a compressed body as inflated)'),
         ...common,
       },
     });
+  }
+  for (const type of MESSAGE_TYPES) {
+    for (const path of messagePaths(type)) {
+      preflight(path);
+      registry.registerPath({
+        method: 'post',
+        path,
+        summary: SINGLE_MESSAGE_SUMMARIES[type],
+        description: `${MAPPING} \`type\` may be left out.${short(path, `/v1/${type}`)}`,
+        security,
+        request: { body: { content: { 'application/json': { schema: singleMessageSchema(type) } } } },
+        responses: {
+          200: {
+            description:
+              'Kept (`accepted: 1`), already kept (`duplicates: 1`), or refused for what only its data can tell — no identity at all, an email that is not one, over 32 KB — in `rejected`, naming the message field (`userId`, `traits.email`, …), as in a batch',
+            ...json(SegmentResponseSchema),
+          },
+          400: problem('Malformed JSON, not an object (`(body)`), or not a message of this type as documented, each problem naming the field (`event`, `timestamp`, …)'),
+          413: problem('Body larger than 500 KB (`(body)`)'),
+          ...common,
+        },
+      });
+    }
   }
 }

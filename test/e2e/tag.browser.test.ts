@@ -1,15 +1,13 @@
-import { createServer, get, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { get } from 'node:http';
 import { GppModel } from '@iabgpp/cmpapi';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { sha256Hex } from '../../domain/identity';
 import { ChannelRejections } from '../../store/channelRejections';
+import { startBrowserSite, type BrowserSite } from '../support/browserSite';
 import { call } from '../support/http';
 import { startPlatform, waitFor, type RunningPlatform } from '../support/services';
 import { buildTcString } from '../unit/tcfFixture';
 
-/** Debian's chromium (scripts/install.sh installs it). */
-const CHROMIUM = '/usr/bin/chromium';
 const TAG_COOKIE = '_dmp_id';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -67,7 +65,7 @@ interface Beacon {
 describe('the JS tag in Chromium, on a site of another origin', () => {
   let platform: RunningPlatform;
   let browser: Browser;
-  let site: Server;
+  let site: BrowserSite;
   let siteUrl: string;
   const refusedTc = buildTcString({ purposeConsents: [3, 4] });
   const grantedTc = buildTcString({ purposeConsents: [1, 3, 4] });
@@ -147,19 +145,15 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
 
   beforeAll(async () => {
     platform = await startPlatform('tag');
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
-    site = createServer((req, res) => {
+    site = await startBrowserSite((req, res) => {
       const url = new URL(req.url ?? '/', 'http://localhost');
       const html = page(url.pathname, url.searchParams.get('k') ?? '');
       res.writeHead(html ? 200 : 404, { 'content-type': 'text/html; charset=utf-8' }).end(html ?? 'not found');
     });
-    await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve));
-    // `localhost`, not 127.0.0.1 where the API is: the site is another origin, as in real life.
-    siteUrl = `http://localhost:${(site.address() as AddressInfo).port}`;
+    ({ browser, url: siteUrl } = site);
   });
   afterAll(async () => {
-    await browser?.close();
-    await new Promise((resolve) => site?.close(resolve));
+    await site?.close();
     await platform?.stop();
   });
 
