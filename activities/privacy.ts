@@ -32,6 +32,9 @@ export interface PrivacyDeps {
   config: Pick<Config, 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP' | 'DMP_PRIVACY_SALT'> & Partial<Pick<Config, 'DMP_ITEM_EVENT_TYPES'>>;
 }
 
+/** Seconds an opt-out waits for an expiring document's claim on the subject's identity to go (its writer saves its fold first). */
+const RELEASE_WAITS = 60;
+
 /** The steps of a privacy request: each reads the request, does its part, and records itself done with an audit entry. */
 export function createPrivacyActivities(deps: PrivacyDeps) {
   const requests = new PrivacyStore(deps.store);
@@ -110,22 +113,43 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
    * Opts out someone no profile holds yet, so that their first events are not profiled either: the
    * document that claimed their identity (a drain routed their events, none is folded yet) is marked;
    * when none has, one of their own is marked and, once every process can have read the mark, claims
-   * the identity (stored form, as events name it), so their events go to it. Whether this claimed it.
+   * the identity (stored form, as events name it), so their events go to it. An erased identity is
+   * not claimed: its tombstone keeps their events out, and a claim would put the key back in the
+   * store. Whether the identity is claimed for the request's own document.
    */
   async function markUnprofiled(request: PrivacyRequestDoc, key: string): Promise<boolean> {
-    let owner = await graph.ownerOf(key);
-    if (!owner) {
-      const own = profileIdForOptOut(request._id);
+    const own = profileIdForOptOut(request._id);
+    for (let attempt = 1; ; attempt++) {
+      const owner = await graph.ownerOf(key);
+      if (owner) {
+        await marks.add(request._id, [owner.id]);
+        // A document expiring for inactivity leads to its successor, but its claim is about to go and the person's
+        // next events would make a document of their own, unmarked: the claim is made once it has gone.
+        if (owner.id === own) return true;
+        if (attempt >= RELEASE_WAITS || !(await expiring(key))) return false;
+        await sleep(1000);
+        continue;
+      }
+      if (attempt > RELEASE_WAITS) return false;
+      await marks.refresh(true);
+      if (marks.erasedByKeys([key]) !== null) return false;
       await marks.add(request._id, [own]);
       await sleep(MARKS_REFRESH_MS + 250);
       const { held } = await graph.identities.claim([{ key, type: identityTypeOfKey(key), profileId: own }], new Date());
-      if (held.length === 0) return true;
-      owner = await graph.ownerOf(key);
-      // An erasure of the identity took the claim back meanwhile: its tombstone keeps the events out.
-      if (!owner) return false;
+      // Claimed meanwhile by a drain: that document is marked instead.
+      if (held.length > 0) continue;
+      // Tombstoned meanwhile by an erasure, whose scrub may have passed the key already: the claim goes again.
+      await marks.refresh(true);
+      if (marks.erasedByKeys([key]) === null) return true;
+      await graph.identities.removeClaims([{ key, profileId: own }]);
+      return false;
     }
-    await marks.add(request._id, [owner.id]);
-    return false;
+  }
+
+  /** Whether the identity's claim names a document that expired for inactivity (the claim goes once its writer saves its fold). */
+  async function expiring(key: string): Promise<boolean> {
+    const claimedBy = (await graph.identities.reload([key])).get(key);
+    return claimedBy !== undefined && Boolean((await graph.profiles.get(claimedBy))?.retired?.expired);
   }
 
   /**
@@ -195,6 +219,13 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
       if (at.size === 0) continue;
       ids[destination._id] = [...at];
       lines.push({ id: destination._id, name: destination.name });
+    }
+    // A line an earlier attempt opened stays, with its ids: its export may have ended since, and its removal is still owed.
+    const earlier = (await requests.subjectOf(request._id))?.partnerIds ?? {};
+    for (const line of request.destinations ?? []) {
+      if (lines.some(({ id }) => id === line.destinationId)) continue;
+      lines.push({ id: line.destinationId, name: line.name });
+      ids[line.destinationId] = earlier[line.destinationId] ?? [];
     }
     await requests.setPartnerIds(request._id, ids);
     for (const destination of lines) {

@@ -261,6 +261,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       position.cursors[sourceId] = from;
     }
     heartbeat({ read: result.events });
+    // Read again (if a second has passed) once the events are in: an opt-out marks a document of its
+    // own a second before claiming the identity its events are routed by (activities/privacy).
+    await marks.refresh();
     if (batches.length > 0) await deps.onFoldStep?.('events-read', group);
     // A document with events in this fold is active, and one split in it is no longer what was planned: both are left out of any expiry.
     const active = new Set([...batches.flatMap((batch) => [...batch.profiles, ...(batch.linked ?? [])]), ...split.current.keys()]);

@@ -47,7 +47,7 @@ import { insightsRouter } from './insights';
 import { personalizationRouter } from './personalization';
 import { privacyRouter } from './privacy';
 import { partnersRouter } from './partners';
-import { segmentApiRouter } from './segmentApi';
+import { allowAnyOrigin, SEGMENT_API_PATHS, segmentApiRouter } from './segmentApi';
 import { tagRouter } from './tag';
 import { segmentsRouter } from './segments';
 import { taxonomyRouter } from './taxonomy';
@@ -103,6 +103,7 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   app.use(methodNotAllowed(openApi));
   // No resource has an id holding NUL, and the store cannot even look one up (domain/text.ts); nor one whose escapes do not decode.
   app.use((req, res, next) => (req.path.includes('%00') || !decodes(req.path) ? notFound(req, res, next) : next()));
+  app.use(SEGMENT_API_PATHS, allowAnyOrigin);
   // An empty JSON body is left unread, not read as `{}`: a route that requires one then names it missing (parseOr400).
   app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: (req) => bodySent(req) && Boolean((req as Request).is(['application/json', 'application/*+json'])) }));
   app.use(jsonDepthLimit);

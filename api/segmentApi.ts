@@ -88,6 +88,8 @@ async function collectMessages(
 const SHORT_PATHS: Record<MessageType, string> = { track: '/v1/t', identify: '/v1/i', page: '/v1/p', screen: '/v1/s', alias: '/v1/a', group: '/v1/g' };
 const BATCH_PATHS = ['/v1/batch', '/v1/b'];
 const messagePaths = (type: MessageType) => [`/v1/${type}`, SHORT_PATHS[type]];
+/** Every Segment route: the app answers CORS on them (`allowAnyOrigin`) before it reads a body, so refusals of the body carry it too. */
+export const SEGMENT_API_PATHS = [...BATCH_PATHS, ...MESSAGE_TYPES.flatMap(messagePaths)];
 
 /** Request headers browser SDKs send: analytics.js its Basic write key (batches) and `X-Retry-Count`, RudderStack's `AnonymousId`. */
 const PREFLIGHT_HEADERS = 'Authorization, Content-Type, Content-Encoding, X-Retry-Count, AnonymousId';
@@ -98,7 +100,7 @@ const PREFLIGHT_HEADERS = 'Authorization, Content-Type, Content-Encoding, X-Retr
  * may post — the write key says whose the data is, and no cookie is read — and may read the answer,
  * errors included, so an SDK can tell a refusal from a network failure.
  */
-const anyOrigin: RequestHandler = (_req, res, next) => {
+export const allowAnyOrigin: RequestHandler = (_req, res, next) => {
   res.set('Access-Control-Allow-Origin', '*');
   next();
 };
@@ -117,18 +119,18 @@ export function segmentApiRouter(deps: RouterDeps): Router {
   const body: RequestHandler = (req, res, next) => parse(req, res, (error?: unknown) => (error ? next(error) : jsonDepthLimit(req, res, next)));
   const batchRequest = segmentBatchSchema();
 
-  router.options([...BATCH_PATHS, ...MESSAGE_TYPES.flatMap(messagePaths)], anyOrigin, (_req, res) => {
+  router.options(SEGMENT_API_PATHS, (_req, res) => {
     res.set({ 'Access-Control-Allow-Methods': 'POST', 'Access-Control-Allow-Headers': PREFLIGHT_HEADERS, 'Access-Control-Max-Age': '86400' }).status(204).end();
   });
 
-  router.post(BATCH_PATHS, anyOrigin, body, auth, async (req, res) => {
+  router.post(BATCH_PATHS, body, auth, async (req, res) => {
     const bodyBytes = checkBodySize(req);
     const envelope = parseOr400(batchRequest, req.body, 'batch request');
     res.json(await collectMessages(deps, req.source as SourceDoc, envelope.batch, { sentAt: envelope.sentAt, context: envelope.context, bodyBytes }, sentGpc(req)));
   });
 
   for (const type of MESSAGE_TYPES) {
-    router.post(messagePaths(type), anyOrigin, body, auth, async (req, res) => {
+    router.post(messagePaths(type), body, auth, async (req, res) => {
       const bodyBytes = checkBodySize(req);
       // The JSON parser reads an empty body as `{}`: a message never sent is not an empty one.
       if (!bodySent(req) || typeof req.body !== 'object' || req.body === null || Array.isArray(req.body)) {

@@ -78,6 +78,7 @@ export class PrivacyMarks {
   private optOuts: number | null = null;
   private refreshedAt = 0;
   private refreshing: Promise<void> | null = null;
+  private refreshingBegan = 0;
   private readonly process = randomBytes(6).toString('hex');
   /** Marks waiting for the next slot this process writes. */
   private readonly adding: Array<{ entry: MarkEntry; resolve: () => void; reject: (error: unknown) => void }> = [];
@@ -92,12 +93,17 @@ export class PrivacyMarks {
     this.rewrites = new SharedRewrites(store);
   }
 
-  /** Reads the slots written since the last read (if the last was more than a second ago). */
+  /**
+   * Reads the slots written since the last read (if the last began more than a second ago, or when
+   * forced): one under way is shared only while it began recently enough to see what the caller must.
+   */
   refresh(force = false): Promise<void> {
-    if (!force && Date.now() - this.refreshedAt < MARKS_REFRESH_MS) return Promise.resolve();
+    const now = Date.now();
+    if (!force && now - this.refreshedAt < MARKS_REFRESH_MS) return Promise.resolve();
+    if (this.refreshing && (force || now - this.refreshingBegan >= MARKS_REFRESH_MS)) return this.refreshing.then(() => this.refresh(force));
     this.refreshing ??= (async () => {
       // Dated from its start: a slot inserted while the reads ran may have been missed by them.
-      const began = Date.now();
+      const began = (this.refreshingBegan = Date.now());
       try {
         for (;;) {
           const slot = await this.slots.findOne({ _id: slotId(this.read + 1) });

@@ -172,4 +172,12 @@ describe('privacy requests: erasure from every store and every partner', () => {
     expect((await lookup('cookie_id', ALICE_COOKIE)).status).toBe(404);
     expect(await platform.store.db.collection('identities').countDocuments({ _id: `cookie_id:${ALICE_COOKIE}` as never })).toBe(0);
   });
+
+  it('puts nothing of her back when she opts out after her erasure: her identity is not claimed for anyone', async () => {
+    const opted = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'cookie_id', value: ALICE_COOKIE } } });
+    expect(await settledRequest(opted.body.id)).toMatchObject({ state: 'completed', result: { found: false } });
+    expect(await platform.store.db.collection('identities').countDocuments({ _id: `cookie_id:${ALICE_COOKIE}` as never })).toBe(0);
+    // The raw log still holds the event the test before appended past the door: dropped at the drain, it leaves with the log's retention.
+    expect((await findResidue(platform.store.db, aliceNeedles())).filter((hit) => hit.collection !== 'events')).toEqual([]);
+  });
 });

@@ -135,6 +135,10 @@ describe("Segment's browser SDK, unchanged, from a page of another origin", () =
     const refused = await fetch(`${platform.api.url}/v1/t`, { method: 'POST', headers: { origin: siteUrl, 'content-type': 'text/plain' }, body: JSON.stringify({ writeKey: 'wk_nobody', event: 'x', anonymousId: 'a' }) });
     expect(refused.status).toBe(401);
     expect(refused.headers.get('access-control-allow-origin')).toBe('*');
+    // So does a body refused before any route reads it, as RudderStack's browser SDK sends JSON.
+    const malformed = await fetch(`${platform.api.url}/v1/track`, { method: 'POST', headers: { origin: siteUrl, 'content-type': 'application/json', authorization: basic(source.writeKey) }, body: '{"event": ' });
+    expect(malformed.status).toBe(400);
+    expect(malformed.headers.get('access-control-allow-origin')).toBe('*');
     const doc = (await call(`${platform.api.url}/openapi.json`)).body;
     for (const route of ['/v1/b', '/v1/t', '/v1/i', '/v1/p', '/v1/s', '/v1/a', '/v1/g']) {
       expect(Object.keys(doc.paths[route]).sort()).toEqual(['options', 'post']);
