@@ -421,8 +421,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   }
 
   /**
-   * Records the real-time segment changes of a group whose fold stopped after writing its versions
-   * and before recording them (its retry finds the events applied, and would record none): each
+   * Records the real-time segment changes, and the item model's, of a group whose fold stopped after
+   * writing its versions and before recording them (its retry finds the events applied, and would record none): each
    * version in it against the one before, as the fold would have — an expired document's exit too,
    * and nothing for an unlink's split (its parts, and the document retired for them). Nothing when
    * they are recorded or there are no segments; nothing for a segment whose snapshot began after
@@ -432,7 +432,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    */
   async function recordChangesCutShort(group: string): Promise<void> {
     const segments = await segmentStore.definitions();
-    if (segments.length === 0 || (await segmentRuns.hasChanges(group))) return;
+    const segmentsOwed = segments.length > 0 && !(await segmentRuns.hasChanges(group));
+    const itemsOwed = !(await itemModels.hasChanges(group));
+    if (!segmentsOwed && !itemsOwed) return;
     const members = await profiles.groupMembers(group);
     if (members.length === 0) return;
     const pairs: Array<{ written: StoredVersion; previous?: StoredVersion }> = [];
@@ -456,6 +458,8 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       writtenAt = Math.max(writtenAt, written.updatedAt.getTime());
     }
     if (changed.size === 0) return;
+    if (itemsOwed && (await itemModels.neverApplied(group, new Date(writtenAt)))) await recordItemChanges(group, changed, stored);
+    if (!segmentsOwed) return;
     const snapshotAfter = new Set(segments.filter((segment) => segment.current && segment.current.startedAt.getTime() > writtenAt).map((segment) => segment._id));
     await recordSegmentChanges(group, changed, stored, [], (segmentId) => !snapshotAfter.has(segmentId));
   }

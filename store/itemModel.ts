@@ -115,6 +115,22 @@ export class ItemModelStore {
     await this.changes.replaceOne({ _id: doc._id }, storedItemChanges(doc), { upsert: true });
   }
 
+  /** Whether a fold's change record is held (not yet folded into a build, or never written). */
+  async hasChanges(id: string): Promise<boolean> {
+    return (await this.changes.findOne({ _id: id }, { projection: { _id: 1 } })) !== null;
+  }
+
+  /**
+   * Whether no build can have folded in a change record `id` written after `writtenAt`, once
+   * `hasChanges` found it absent: every build or refresh since began before then, and the served
+   * one did not apply it. A build that took it in is served before the record goes, and each later
+   * one begins after that.
+   */
+  async neverApplied(id: string, writtenAt: Date): Promise<boolean> {
+    const head = await this.head();
+    return !head || (head.at < writtenAt && !(head.applied ?? []).includes(id));
+  }
+
   /** Every change record not yet folded into a build, oldest first. A scan: the collection holds only those. */
   async pendingChanges(): Promise<ItemChangesDoc[]> {
     const docs = (await this.changes.find({}).toArray()).map(itemChangesDoc);

@@ -10,6 +10,7 @@ export interface GeneratedEvent {
   timestamp: string;
   identities: Record<string, string>;
   traits?: Record<string, unknown>;
+  properties?: Record<string, unknown>;
 }
 
 export interface ExpectedProfile {
