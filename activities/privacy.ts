@@ -117,30 +117,32 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
    * not claimed: its tombstone keeps their events out, and a claim would put the key back in the
    * store. Whether the identity is claimed for the request's own document.
    */
-  async function markUnprofiled(request: PrivacyRequestDoc, key: string): Promise<boolean> {
+  async function markUnprofiled(request: PrivacyRequestDoc, keys: string[]): Promise<boolean> {
+    const [key] = keys;
     const own = profileIdForOptOut(request._id);
+    let marked: string | null = null;
     for (let attempt = 1; ; attempt++) {
       const owner = await graph.ownerOf(key);
       if (owner) {
-        await marks.add(request._id, [owner.id]);
+        if (owner.id !== marked) await marks.add(request._id, [(marked = owner.id)]);
+        if (owner.id === own) return true;
         // A document expiring for inactivity leads to its successor, but its claim is about to go and the person's
         // next events would make a document of their own, unmarked: the claim is made once it has gone.
-        if (owner.id === own) return true;
         if (attempt >= RELEASE_WAITS || !(await expiring(key))) return false;
         await sleep(1000);
         continue;
       }
       if (attempt > RELEASE_WAITS) return false;
       await marks.refresh(true);
-      if (marks.erasedByKeys([key]) !== null) return false;
-      await marks.add(request._id, [own]);
+      if (marks.erasedByKeys(keys) !== null) return false;
+      if (marked !== own) await marks.add(request._id, [(marked = own)]);
       await sleep(MARKS_REFRESH_MS + 250);
       const { held } = await graph.identities.claim([{ key, type: identityTypeOfKey(key), profileId: own }], new Date());
       // Claimed meanwhile by a drain: that document is marked instead.
       if (held.length > 0) continue;
       // Tombstoned meanwhile by an erasure, whose scrub may have passed the key already: the claim goes again.
       await marks.refresh(true);
-      if (marks.erasedByKeys([key]) === null) return true;
+      if (marks.erasedByKeys(keys) === null) return true;
       await graph.identities.removeClaims([{ key, profileId: own }]);
       return false;
     }
@@ -220,13 +222,13 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
       ids[destination._id] = [...at];
       lines.push({ id: destination._id, name: destination.name });
     }
-    // A line an earlier attempt opened stays, with its ids: its export may have ended since, and its removal is still owed.
+    // A line an earlier attempt opened stays, and so do the ids it found (a match entry may have lapsed since):
+    // its export may have ended meanwhile, and its removal is still owed.
     const earlier = (await requests.subjectOf(request._id))?.partnerIds ?? {};
     for (const line of request.destinations ?? []) {
-      if (lines.some(({ id }) => id === line.destinationId)) continue;
-      lines.push({ id: line.destinationId, name: line.name });
-      ids[line.destinationId] = earlier[line.destinationId] ?? [];
+      if (!lines.some(({ id }) => id === line.destinationId)) lines.push({ id: line.destinationId, name: line.name });
     }
+    for (const { id } of lines) ids[id] = [...new Set([...(ids[id] ?? []), ...(earlier[id] ?? [])])];
     await requests.setPartnerIds(request._id, ids);
     for (const destination of lines) {
       if (!(request.destinations ?? []).some((line) => line.destinationId === destination.id)) {
@@ -413,7 +415,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const { request, keys } = await open(input.requestId);
         let found = await personOf(keys);
         if (!found) {
-          const claimed = await markUnprofiled(request, keys[0]);
+          const claimed = await markUnprofiled(request, keys);
           // Claimed meanwhile by a drain whose document is written by now: opted out as anyone with a profile is.
           found = claimed ? null : await personOf(keys);
           if (!found) {

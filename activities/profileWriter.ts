@@ -402,8 +402,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const kept = new Map([...changed].filter(([id]) => !marks.erased(id)));
     // After the versions are in: a segment created meanwhile is either read here, or its backfill run reads these versions.
     await recordSegmentChanges(group, kept, stored, [...linkedNow].filter((id) => !marks.erased(id) && (stored.has(id) || kept.has(id))));
-    settleChanges(input.partition, group);
     await recordItemChanges(group, kept, stored);
+    // Settled once both are recorded: a retry in this process after either failed looks for them again.
+    settleChanges(input.partition, group);
     return result;
   }
 
@@ -433,7 +434,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
   async function recordChangesCutShort(group: string): Promise<void> {
     const segments = await segmentStore.definitions();
     const segmentsOwed = segments.length > 0 && !(await segmentRuns.hasChanges(group));
-    const itemsOwed = !(await itemModels.hasChanges(group));
+    // Before any build the first one counts everyone afresh: no change record is owed to it.
+    const itemModel = await itemModels.head();
+    const itemsOwed = itemModel !== null && !(await itemModels.hasChanges(group));
     if (!segmentsOwed && !itemsOwed) return;
     const members = await profiles.groupMembers(group);
     if (members.length === 0) return;
@@ -458,7 +461,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       writtenAt = Math.max(writtenAt, written.updatedAt.getTime());
     }
     if (changed.size === 0) return;
-    if (itemsOwed && (await itemModels.neverApplied(group, new Date(writtenAt)))) await recordItemChanges(group, changed, stored);
+    if (itemsOwed && (await itemModels.neverApplied(itemModel, group, new Date(writtenAt)))) await recordItemChanges(group, changed, stored);
     if (!segmentsOwed) return;
     const snapshotAfter = new Set(segments.filter((segment) => segment.current && segment.current.startedAt.getTime() > writtenAt).map((segment) => segment._id));
     await recordSegmentChanges(group, changed, stored, [], (segmentId) => !snapshotAfter.has(segmentId));

@@ -91,12 +91,12 @@ const messagePaths = (type: MessageType) => [`/v1/${type}`, SHORT_PATHS[type]];
 /** Every Segment route: the app answers CORS on them (`allowAnyOrigin`) before it reads a body, so refusals of the body carry it too. */
 export const SEGMENT_API_PATHS = [...BATCH_PATHS, ...MESSAGE_TYPES.flatMap(messagePaths)];
 
-/** Request headers browser SDKs send: analytics.js its Basic write key (batches) and `X-Retry-Count`, RudderStack's `AnonymousId`. */
+/** Request headers browser SDKs send: analytics.js its Basic write key and `X-Retry-Count`, RudderStack's `AnonymousId`. */
 const PREFLIGHT_HEADERS = 'Authorization, Content-Type, Content-Encoding, X-Retry-Count, AnonymousId';
 
 /**
- * Browser SDKs post from the page's origin: analytics.js sends each message as text/plain with the
- * write key in the body (no preflight), a batch with it as the Basic user (preflighted). Any origin
+ * Browser SDKs post from the page's origin: analytics.js sends each message or batch as text/plain
+ * with the write key in the body and as the Basic user, so the browser asks a preflight. Any origin
  * may post — the write key says whose the data is, and no cookie is read — and may read the answer,
  * errors included, so an SDK can tell a refusal from a network failure.
  */

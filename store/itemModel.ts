@@ -121,14 +121,14 @@ export class ItemModelStore {
   }
 
   /**
-   * Whether no build can have folded in a change record `id` written after `writtenAt`, once
-   * `hasChanges` found it absent: every build or refresh since began before then, and the served
-   * one did not apply it. A build that took it in is served before the record goes, and each later
-   * one begins after that.
+   * Whether no build can have folded in, or be folding in, a change record `id` written after
+   * `writtenAt`, once `hasChanges` found it absent: the served build (`head`) and every full build
+   * under way began before then, and the served one did not apply it. A build that took it in is
+   * served before the record goes, and each later one begins after that.
    */
-  async neverApplied(id: string, writtenAt: Date): Promise<boolean> {
-    const head = await this.head();
-    return !head || (head.at < writtenAt && !(head.applied ?? []).includes(id));
+  async neverApplied(head: ItemModelHead, id: string, writtenAt: Date): Promise<boolean> {
+    if (head.at >= writtenAt || (head.applied ?? []).includes(id)) return false;
+    return (await this.builds.find({}).toArray()).every((mark) => mark.at < writtenAt);
   }
 
   /** Every change record not yet folded into a build, oldest first. A scan: the collection holds only those. */

@@ -79,6 +79,8 @@ export class PrivacyMarks {
   private refreshedAt = 0;
   private refreshing: Promise<void> | null = null;
   private refreshingBegan = 0;
+  /** A read to begin once the one under way ends (see refresh). */
+  private following: Promise<void> | null = null;
   private readonly process = randomBytes(6).toString('hex');
   /** Marks waiting for the next slot this process writes. */
   private readonly adding: Array<{ entry: MarkEntry; resolve: () => void; reject: (error: unknown) => void }> = [];
@@ -100,8 +102,20 @@ export class PrivacyMarks {
   refresh(force = false): Promise<void> {
     const now = Date.now();
     if (!force && now - this.refreshedAt < MARKS_REFRESH_MS) return Promise.resolve();
-    if (this.refreshing && (force || now - this.refreshingBegan >= MARKS_REFRESH_MS)) return this.refreshing.then(() => this.refresh(force));
-    this.refreshing ??= (async () => {
+    if (!this.refreshing) return this.readNewSlots();
+    if (!force && now - this.refreshingBegan < MARKS_REFRESH_MS) return this.refreshing;
+    // The next read, begun once this one ends, is shared by every caller that comes meanwhile.
+    this.following ??= this.refreshing
+      .catch(() => undefined)
+      .then(() => {
+        this.following = null;
+        return this.refreshing ?? this.readNewSlots();
+      });
+    return this.following;
+  }
+
+  private readNewSlots(): Promise<void> {
+    this.refreshing = (async () => {
       // Dated from its start: a slot inserted while the reads ran may have been missed by them.
       const began = (this.refreshingBegan = Date.now());
       try {

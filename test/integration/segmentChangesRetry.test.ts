@@ -40,10 +40,11 @@ describe('the real-time segment and item model changes of a fold cut short after
    * Appends the events to a new source's log, in a store with a segment of pro users, and drains them
    * by a worker whose first fold in each partition fails at `step`.
    */
-  async function drainFailingAt(step: FoldStep, generated: GeneratedEvent[]): Promise<{ store: Store; sourceId: string }> {
+  async function drainFailingAt(step: FoldStep, generated: GeneratedEvent[], before: (store: Store) => Promise<void> = async () => {}): Promise<{ store: Store; sourceId: string }> {
     const store = await testStore(uniqueName('segchg').replace(/-/g, '_').slice(0, 40));
     stores.push(store);
     await new SegmentStore(store).create(segmentDoc('pro', { trait: 'plan.tier', op: 'eq', value: 'pro' }));
+    await before(store);
     const sourceId = uniqueName('src');
     await appendToLog(store, sourceId, generated, generated.length);
     const failed = new Set<string>();
@@ -100,7 +101,9 @@ describe('the real-time segment and item model changes of a fold cut short after
   it.each<FoldStep>(['versions-written', 'position-saved'])("records the item model's changes once when it failed at %s and was retried", async (step) => {
     // Every user buys one item: a person of one document, whose items the item model takes in as a change.
     const purchases = Array.from({ length: USERS }, (_, user) => ({ ...userEvent(user, 1, 'it'), type: 'purchase', properties: { item: `sku-${user % 3}` } }));
-    const { store, sourceId } = await drainFailingAt(step, purchases);
+    // An item model built (empty) a minute ago: its next refresh takes in what folds record from now on.
+    const built = (store: Store) => new ItemModelStore(store).publish({ _id: 'current', buildId: 'empty', at: new Date(Date.now() - 60_000), chunks: 0, items: 0, people: 0, eventTypes: ['purchase'], applied: [], previous: null });
+    const { store, sourceId } = await drainFailingAt(step, purchases, built);
     const buyers = await Promise.all(purchases.map((_, user) => ownerOf(store, `c-${user}`)));
     const models = new ItemModelStore(store);
     const changed = await settledCounts('the item changes recorded', async () => {
