@@ -425,9 +425,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * Records the real-time segment changes, and the item model's, of a group whose fold stopped after
    * writing its versions and before recording them (its retry finds the events applied, and would record none): each
    * version in it against the one before, as the fold would have — an expired document's exit too,
-   * and nothing for an unlink's split (its parts, and the document retired for them). Nothing when
-   * they are recorded or there are no segments; nothing for a segment whose snapshot began after
-   * the write (the snapshot holds it, and its run counted it). Recorded as of now: no fold of the
+   * and nothing for an unlink's split (its parts, and the document retired for them). Segment
+   * changes only when there are segments and none are recorded, nor for a segment whose snapshot
+   * began after the write (the snapshot holds it, and its run counted it); item changes only as
+   * `ItemModelStore.neverApplied` allows. Recorded as of now: no fold of the
    * partition has come between. A version whose predecessor compaction removed is left to the next
    * batch run.
    */
