@@ -100,10 +100,11 @@ export function createApp({ config, store, temporal }: ApiDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // First, so that every answer on those paths (a 405 or 404 below too) may be read by a page.
+  app.use(SEGMENT_API_PATHS, allowAnyOrigin);
   app.use(methodNotAllowed(openApi));
   // No resource has an id holding NUL, and the store cannot even look one up (domain/text.ts); nor one whose escapes do not decode.
   app.use((req, res, next) => (req.path.includes('%00') || !decodes(req.path) ? notFound(req, res, next) : next()));
-  app.use(SEGMENT_API_PATHS, allowAnyOrigin);
   // An empty JSON body is left unread, not read as `{}`: a route that requires one then names it missing (parseOr400).
   app.use(express.json({ limit: config.DMP_MAX_BODY_BYTES, type: (req) => bodySent(req) && Boolean((req as Request).is(['application/json', 'application/*+json'])) }));
   app.use(jsonDepthLimit);

@@ -91,8 +91,14 @@ const messagePaths = (type: MessageType) => [`/v1/${type}`, SHORT_PATHS[type]];
 /** Every Segment route: the app answers CORS on them (`allowAnyOrigin`) before it reads a body, so refusals of the body carry it too. */
 export const SEGMENT_API_PATHS = [...BATCH_PATHS, ...MESSAGE_TYPES.flatMap(messagePaths)];
 
-/** Request headers browser SDKs send: analytics.js its Basic write key and `X-Retry-Count`, RudderStack's `AnonymousId`. */
-const PREFLIGHT_HEADERS = 'Authorization, Content-Type, Content-Encoding, X-Retry-Count, AnonymousId';
+/**
+ * Request headers browser SDKs send: analytics.js its Basic write key and `X-Retry-Count`; RudderStack's
+ * its `AnonymousId`, `SentAt`, and on a retry the attempt's number, reason and timings (`Rsa-*`).
+ */
+const PREFLIGHT_HEADERS = [
+  'Authorization, Content-Type, Content-Encoding, X-Retry-Count',
+  'AnonymousId, SentAt, Rsa-Retry-Attempt, Rsa-Retry-Reason, Rsa-Since-First-Attempt, Rsa-Since-Last-Attempt, Rsa-Recovered',
+].join(', ');
 
 /**
  * Browser SDKs post from the page's origin: analytics.js sends each message or batch as text/plain

@@ -1,17 +1,12 @@
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Browser, BrowserContext } from 'playwright-core';
+import type { BrowserContext } from 'playwright-core';
 import { sha256Hex } from '../../domain/identity';
-import { startBrowserSite, type BrowserSite } from '../support/browserSite';
 import { call } from '../support/http';
-import { startPlatform, waitFor, type RunningPlatform } from '../support/services';
-import { newSource, type SourceClient } from '../support/sourceClient';
+import { basicWriteKey as basic, useSdkSite } from '../support/sdkSite';
+import { waitFor } from '../support/services';
 
 /** Segment's browser SDK as its npm package builds it for a script tag (it loads its chunks from beside itself). */
 const SDK_DIR = path.resolve(__dirname, '../../node_modules/@segment/analytics-next/dist/umd');
-
-/** How the SDK sends its write key: as the HTTP Basic user, with an empty password. */
-const basic = (writeKey: string) => `Basic ${Buffer.from(`${writeKey}:`).toString('base64')}`;
 
 interface Sent {
   method: string;
@@ -26,15 +21,13 @@ interface Sent {
  * through the one-letter paths it posts to, across origins, and are counted exactly in profiles.
  */
 describe("Segment's browser SDK, unchanged, from a page of another origin", () => {
-  let platform: RunningPlatform;
-  let source: SourceClient;
-  let browser: Browser;
-  let site: BrowserSite;
-  let siteUrl: string;
-  const pageErrors: string[] = [];
-
   /** A page loading the SDK with the settings Segment's CDN would give it, Segment.io's api host being ours. */
-  const page = (writeKey: string, delivery: object | null) => `<!doctype html><html><head><title>Tents</title>
+  const site = useSdkSite(
+    'segbrowser',
+    (query, { platform }) => {
+      const writeKey = query.get('k') ?? '';
+      const delivery = query.get('batching') ? { strategy: 'batching', config: { size: 3, timeout: 200 } } : null;
+      return `<!doctype html><html><head><title>Tents</title>
 <script src="/index.js"></script>
 <script>
   AnalyticsNext.AnalyticsBrowser.load({
@@ -42,51 +35,26 @@ describe("Segment's browser SDK, unchanged, from a page of another origin", () =
     cdnSettings: { integrations: { 'Segment.io': ${JSON.stringify({ apiKey: writeKey, apiHost: `${new URL(platform.api.url).host}/v1`, protocol: 'http', ...(delivery && { deliveryStrategy: delivery }) })} } },
   }).then(([analytics]) => (window.analytics = analytics));
 </script></head><body>shop</body></html>`;
-
-  beforeAll(async () => {
-    platform = await startPlatform('segbrowser');
-    source = await newSource(platform.api, 'web');
-    site = await startBrowserSite(async (req, res) => {
-      const url = new URL(req.url ?? '/', 'http://localhost');
-      if (url.pathname === '/') {
-        const delivery = url.searchParams.get('batching') ? { strategy: 'batching', config: { size: 3, timeout: 200 } } : null;
-        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(page(url.searchParams.get('k') ?? '', delivery));
-        return;
-      }
-      const script = await readFile(path.join(SDK_DIR, path.basename(url.pathname))).catch(() => null);
-      if (script) res.writeHead(200, { 'content-type': 'text/javascript' }).end(script);
-      else res.writeHead(404).end();
-    });
-    ({ browser, url: siteUrl } = site);
-  });
-  afterAll(async () => {
-    await site?.close();
-    await platform?.stop();
-  });
-  afterEach(() => {
-    expect(pageErrors.splice(0)).toEqual([]);
-  });
+    },
+    (file) => path.join(SDK_DIR, path.basename(file)),
+  );
 
   /** A fresh browser profile on the page, and every request it makes to the API. */
   async function visit(query: string): Promise<{ context: BrowserContext; sent: Sent[]; anonymousId: string; run: (script: string) => Promise<unknown> }> {
-    const context = await browser.newContext();
     const sent: Sent[] = [];
-    context.on('weberror', (error) => pageErrors.push(error.error().message));
-    context.on('request', (request) => {
-      if (!request.url().startsWith(platform.api.url)) return;
-      const headers = request.headers();
-      sent.push({ method: request.method(), path: new URL(request.url()).pathname, contentType: headers['content-type'] ?? '', authorization: headers.authorization ?? '' });
-    });
-    const tab = await context.newPage();
-    await tab.goto(`${siteUrl}/?${query}`);
-    await tab.waitForFunction('window.analytics !== undefined');
-    const run = (script: string) => tab.evaluate(script);
+    const { context, run } = await site.visit(query, (context) =>
+      context.on('request', (request) => {
+        if (!request.url().startsWith(site.platform.api.url)) return;
+        const headers = request.headers();
+        sent.push({ method: request.method(), path: new URL(request.url()).pathname, contentType: headers['content-type'] ?? '', authorization: headers.authorization ?? '' });
+      }),
+    );
     const anonymousId = (await run('analytics.user().anonymousId()')) as string;
     return { context, sent, anonymousId, run };
   }
 
   it('sends identify, track and page one by one as text/plain with the write key as the Basic user (preflighted, across origins): each accepted, one profile with exact counters', async () => {
-    const { context, sent, anonymousId, run } = await visit(`k=${source.writeKey}`);
+    const { context, sent, anonymousId, run } = await visit(`k=${site.source.writeKey}`);
     // Each call resolves once its message is delivered (or has failed for good).
     const failures = await run(`Promise.all([
       analytics.identify('user-42', { email: 'Grace@Example.com', plan: 'pro' }),
@@ -96,9 +64,9 @@ describe("Segment's browser SDK, unchanged, from a page of another origin", () =
     expect(failures).toEqual([null, null, null]);
     const posts = sent.filter((request) => request.method === 'POST');
     expect(posts.map((request) => request.path).sort()).toEqual(['/v1/i', '/v1/p', '/v1/t']);
-    for (const request of posts) expect(request).toMatchObject({ contentType: 'text/plain', authorization: basic(source.writeKey) });
-    await source.folded(3);
-    const profile = (await source.lookup('crm_id', 'user-42')).body;
+    for (const request of posts) expect(request).toMatchObject({ contentType: 'text/plain', authorization: basic(site.source.writeKey) });
+    await site.source.folded(3);
+    const profile = (await site.source.lookup('crm_id', 'user-42')).body;
     expect(Object.fromEntries(Object.entries(profile.counters).map(([type, counter]) => [type, (counter as { count: number }).count]))).toEqual({ identify: 1, 'Added To Cart': 1, page: 1 });
     expect(profile.identities.map((identity: { type: string; value: string }) => `${identity.type}:${identity.value}`).sort()).toEqual(
       [`cookie_id:${anonymousId}`, 'crm_id:user-42', `email_sha256:${sha256Hex('grace@example.com')}`].sort(),
@@ -108,22 +76,22 @@ describe("Segment's browser SDK, unchanged, from a page of another origin", () =
   });
 
   it('sends a batch to /v1/b with the write key as the Basic user: preflighted, allowed, and every message counted', async () => {
-    const { context, sent, anonymousId, run } = await visit(`k=${source.writeKey}&batching=1`);
+    const { context, sent, anonymousId, run } = await visit(`k=${site.source.writeKey}&batching=1`);
     await run(`Promise.all([analytics.track('Viewed', { sku: 'a' }), analytics.track('Viewed', { sku: 'b' }), analytics.track('Viewed', { sku: 'c' })])`);
     await waitFor('the batch sent', async () => sent.some((request) => request.method === 'POST' && request.path === '/v1/b'));
     const batch = sent.find((request) => request.method === 'POST')!;
-    expect(batch).toMatchObject({ path: '/v1/b', contentType: 'text/plain', authorization: basic(source.writeKey) });
-    await source.folded(6);
-    const profile = (await source.lookup('cookie_id', anonymousId)).body;
+    expect(batch).toMatchObject({ path: '/v1/b', contentType: 'text/plain', authorization: basic(site.source.writeKey) });
+    await site.source.folded(6);
+    const profile = (await site.source.lookup('cookie_id', anonymousId)).body;
     expect(profile.counters.Viewed.count).toBe(3);
     await context.close();
   });
 
   it('answers preflights and refusals so a page may read them: any origin, the headers browser SDKs send', async () => {
     for (const route of ['/v1/b', '/v1/batch', '/v1/t', '/v1/track', '/v1/i', '/v1/p', '/v1/s', '/v1/a', '/v1/g']) {
-      const preflight = await fetch(`${platform.api.url}${route}`, {
+      const preflight = await fetch(`${site.platform.api.url}${route}`, {
         method: 'OPTIONS',
-        headers: { origin: siteUrl, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type,x-retry-count' },
+        headers: { origin: site.url, 'access-control-request-method': 'POST', 'access-control-request-headers': 'authorization,content-type,x-retry-count' },
       });
       expect({ route, status: preflight.status }).toEqual({ route, status: 204 });
       expect(preflight.headers.get('access-control-allow-origin')).toBe('*');
@@ -132,14 +100,18 @@ describe("Segment's browser SDK, unchanged, from a page of another origin", () =
       expect(preflight.headers.get('access-control-allow-headers')?.toLowerCase()).toEqual(expect.stringContaining('x-retry-count'));
     }
     // A refusal carries the header too: the SDK reads a 401 as one, not as the network failing.
-    const refused = await fetch(`${platform.api.url}/v1/t`, { method: 'POST', headers: { origin: siteUrl, 'content-type': 'text/plain' }, body: JSON.stringify({ writeKey: 'wk_nobody', event: 'x', anonymousId: 'a' }) });
+    const refused = await fetch(`${site.platform.api.url}/v1/t`, { method: 'POST', headers: { origin: site.url, 'content-type': 'text/plain' }, body: JSON.stringify({ writeKey: 'wk_nobody', event: 'x', anonymousId: 'a' }) });
     expect(refused.status).toBe(401);
     expect(refused.headers.get('access-control-allow-origin')).toBe('*');
     // So does a body refused before any route reads it, as RudderStack's browser SDK sends JSON.
-    const malformed = await fetch(`${platform.api.url}/v1/track`, { method: 'POST', headers: { origin: siteUrl, 'content-type': 'application/json', authorization: basic(source.writeKey) }, body: '{"event": ' });
+    const malformed = await fetch(`${site.platform.api.url}/v1/track`, { method: 'POST', headers: { origin: site.url, 'content-type': 'application/json', authorization: basic(site.source.writeKey) }, body: '{"event": ' });
     expect(malformed.status).toBe(400);
     expect(malformed.headers.get('access-control-allow-origin')).toBe('*');
-    const doc = (await call(`${platform.api.url}/openapi.json`)).body;
+    // And a method the route does not take.
+    const wrongMethod = await fetch(`${site.platform.api.url}/v1/t`, { headers: { origin: site.url } });
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get('access-control-allow-origin')).toBe('*');
+    const doc = (await call(`${site.platform.api.url}/openapi.json`)).body;
     for (const route of ['/v1/b', '/v1/t', '/v1/i', '/v1/p', '/v1/s', '/v1/a', '/v1/g']) {
       expect(Object.keys(doc.paths[route]).sort()).toEqual(['options', 'post']);
       expect(doc.paths[route].post.security).toContainEqual({ writeKeyBasic: [] });
