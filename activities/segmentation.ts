@@ -13,7 +13,7 @@ import { forEachConcurrently, type Store } from '../store/db';
 import { decodeForExport, decodeProfile } from '../store/profiles';
 import { exportFacts, flattenFacts, packFacts, type FlatFacts } from '../domain/destinations';
 import { DestinationStore } from '../store/destinations';
-import { SegmentMembership } from '../store/segmentMembership';
+import { SegmentMembership, statedSince } from '../store/segmentMembership';
 import { failRun, prepareNextRun, rulesOfRun, SegmentRunStore, type PreparedRun, type SnapshotChunk } from '../store/segmentRuns';
 import { StartGates, startGateKey } from '../store/startGates';
 import { SegmentStore } from '../store/segments';
@@ -161,10 +161,16 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     const ids = [...people.keys()].sort();
     const membership = new SegmentMembership(runs);
     const segmentDocs = await Promise.all(order.map((id) => segments.get(id)));
-    const states = await membership.realTime(segmentDocs.flatMap((doc) => (doc ? [doc] : [])));
+    const changes = await runs.changesSince(new Date(0));
+    const states = await membership.realTime(segmentDocs.flatMap((doc) => (doc ? [doc] : [])), changes);
     const previousSize = await Promise.all(segmentDocs.map(async (doc) => (doc ? ((await membership.size(doc, states)) ?? 0) : 0)));
     const wasMember = await membership.ascending(segmentDocs, states);
-    const counts = order.map(() => ({ members: 0, kept: 0 }));
+    // People a real-time change since the run began states are counted by the history of that change,
+    // and stay as it states: the run counts none of them entered or exited (`unmoved` holds the
+    // members and non-members among them whom the comparison below would count).
+    const stated = statedSince(changes, run.segments, run.startedAt);
+    const anyStated = new Set(stated.flatMap((ids) => [...ids]));
+    const counts = order.map(() => ({ members: 0, kept: 0, unmoved: { in: 0, out: 0 } }));
     run.chunks = [];
     for (let start = 0, n = 0; start < ids.length; start += CHUNK_PROFILES, n++) {
       const slice = ids.slice(start, start + CHUNK_PROFILES);
@@ -181,6 +187,13 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
           counts[k].members++;
           if (wasMember.has(k, slice[i])) counts[k].kept++;
         }
+        if (anyStated.has(slice[i])) {
+          for (let k = 0; k < order.length; k++) {
+            if (!stated[k].has(slice[i]) || bits.has(k) === wasMember.has(k, slice[i])) continue;
+            if (bits.has(k)) counts[k].unmoved.in++;
+            else counts[k].unmoved.out++;
+          }
+        }
       }
       await stillMine();
       await runs.writeChunk(run._id, n, chunk);
@@ -189,10 +202,18 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     }
     run.evaluated = ids.length;
     run.documentsScanned = documentsScanned;
+    // Stated people the pass found no document of were members before, by their change, or not.
+    for (const [k, ids] of stated.entries()) {
+      const segment = segmentDocs[k];
+      for (const id of ids) {
+        if (people.has(id) || !segment) continue;
+        if (states.get(segment._id)?.get(id) ?? (await membership.inSnapshot(segment, id))) counts[k].unmoved.out++;
+      }
+    }
     order.forEach((id, k) => {
       run.members[id] = counts[k].members;
-      run.entered[id] = counts[k].members - counts[k].kept;
-      run.exited[id] = previousSize[k] - counts[k].kept;
+      run.entered[id] = counts[k].members - counts[k].kept - counts[k].unmoved.in;
+      run.exited[id] = previousSize[k] - counts[k].kept - counts[k].unmoved.out;
     });
     const { subjects, maxRank } = sample.subjects();
     await stillMine();

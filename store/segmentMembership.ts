@@ -10,6 +10,24 @@ const MEMBER_PAGE = 10_000;
 export type RealTimeStates = Map<string, Map<string, boolean>>;
 
 /**
+ * Per segment of a run begun at `startedAt` (in the run's order), the profiles a real-time change
+ * recorded since then states, under the run's version of the segment. Once the run completes, their
+ * membership is that change's and not the run's (see SegmentMembership): a pass that read one of
+ * them before the change holds its state from before.
+ */
+export function statedSince(changes: readonly ChangeDoc[], segments: ReadonlyArray<{ id: string; version: number }>, startedAt: Date): Array<Set<string>> {
+  return segments.map(({ id, version }) => {
+    const stated = new Set<string>();
+    for (const change of changes) {
+      const entry = Object.hasOwn(change.changes, id) ? change.changes[id] : undefined;
+      if (!entry || change.at < startedAt || (entry.version !== undefined && entry.version !== version)) continue;
+      for (const ids of [entry.entered, entry.exited, entry.statedIn ?? [], entry.statedOut ?? []]) for (const profileId of ids) stated.add(profileId);
+    }
+    return stated;
+  });
+}
+
+/**
  * A segment's membership now: the snapshot of its last completed batch run, overridden per profile
  * by the real-time changes recorded since that run started (the later evaluation of a profile wins:
  * a change recorded after the run started saw the profile no earlier than the run did).

@@ -4,6 +4,7 @@ import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '.
 import { newSource, type SourceClient } from '../support/sourceClient';
 import { scheduledSegmentRunWorkflowId, segmentRunWorkflowId, segmentScheduleId } from '../../domain/workflowIds';
 import { scheduleKey, type SegmentSchedule } from '../../domain/segments';
+import { SegmentRunStore } from '../../store/segmentRuns';
 import { buildTcString } from '../unit/tcfFixture';
 
 const daysAgo = (days: number) => new Date(Date.now() - days * 86_400_000).toISOString();
@@ -84,6 +85,28 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     });
     expect(run).toMatchObject({ members: 2, evaluated: 3 });
     expect(await membersOf(id)).toEqual([ids.ann, ids.bob].sort());
+  });
+
+  it("counts no one a run's pass read before a real-time change of theirs as entering or leaving: the change counts them once, and its state stands", async () => {
+    const id = (await create({ name: 'Gold now', rule: { trait: 'plan', op: 'eq', value: 'gold' } })).body.id;
+    await settled(id);
+    expect(await membersOf(id)).toEqual([ids.ann]);
+    // Folds record ann leaving, and cy and a newcomer entering, after the next run begins. The run's
+    // pass read ann's and cy's documents before those folds wrote them, and found none of the
+    // newcomer's yet: its pass holds ann in, and cy and the newcomer out.
+    const runs = new SegmentRunStore(platform.store);
+    await runs.recordChanges({ _id: `race:${id}`, at: new Date(Date.now() + 60_000), changes: { [id]: { entered: [ids.cy, 'prf_newcomer'], exited: [ids.ann], version: 1 } } });
+    const { runId } = (await call(`${segmentsUrl()}/${id}/runs`, { key: api.adminKey, method: 'POST' })).body;
+    const run = await waitFor('run done', async () => {
+      const view = (await call(`${segmentsUrl()}/${id}/runs/${runId}`, { key: api.adminKey })).body;
+      return view.state === 'completed' ? view : null;
+    });
+    expect(run).toMatchObject({ members: 1, entered: 0, exited: 0 });
+    expect(await membersOf(id)).toEqual([ids.cy, 'prf_newcomer'].sort());
+    const days = (await call(`${segmentsUrl()}/${id}/history`, { key: api.adminKey })).body.days;
+    const total = (field: 'entered' | 'exited') => days.reduce((sum: number, day: Record<string, number>) => sum + day[field], 0);
+    // ann entered by the first run and left in real time; cy and the newcomer entered in real time.
+    expect({ entered: total('entered'), exited: total('exited') }).toEqual({ entered: 3, exited: 1 });
   });
 
   it('evaluates every rule kind with one meaning', async () => {
