@@ -567,7 +567,8 @@ export function createRetentionActivities(deps: RetentionDeps) {
     },
 
     /**
-     * Folded routed batches older than `ttlMs` (else DMP_EVENT_HISTORY_DAYS), per partition and source: the history window. A
+     * Folded routed batches older than `ttlMs` (else DMP_EVENT_HISTORY_DAYS), per partition and source: the history window
+     * (and batches of moved events as long after their move). A
      * partition that has only empty batches of a source waiting (its writer is woken only for
      * events) is woken to step over them, so they can leave on a later run. The records of
      * documents expired before the window leave too, once no stream has a backlog left: their
@@ -595,6 +596,9 @@ export function createRetentionActivities(deps: RetentionDeps) {
             heartbeat({ partition, sourceId: source._id });
           }
         }
+        const moved = await retention.expireMovedBatches(before, PER_STREAM);
+        batches += moved;
+        backlog ||= moved === PER_STREAM;
         // Every other partition is woken too: a quiet one then looks whether expired documents have come of age to leave.
         if (all.length > 0) {
           for (const partition of positions.keys()) {

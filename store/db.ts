@@ -53,6 +53,8 @@ export const COLLECTIONS = {
   eventRoutes: 'event_routes',
   /** Events routed to a profile partition, one document per partition and source batch; kept for the profile's event history. */
   profileEvents: 'profile_events',
+  /** Each batch of events moved to another document (store/profileEvents `writeMoved`), by `_id`, and when: how retention finds them. */
+  movedEventBatches: 'moved_event_batches',
   /** One per partition: how far its writer has folded each source's routed events. */
   partitionPositions: 'partition_positions',
   /** Where each retention stream's removals stand (see store/retention). Event ids live in generations: store/eventIds. */

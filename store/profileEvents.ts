@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { BSON, type Binary, type Collection } from 'mongodb';
 import { eraseFromRoutedBatch, type ErasedSubject } from '../domain/erasure';
 import { newestFirst } from '../domain/eventPages';
@@ -26,7 +26,13 @@ export interface RoutedEvent extends StoredEvent {
 }
 
 /** Moved events are kept under their own chain name, which no source id can take (those start `src_`). */
-const MOVED = '~moved';
+export const MOVED_SOURCE = '~moved';
+
+/** A moved batch's registration: its `_id` and when it was written. */
+export interface MovedBatchDoc {
+  _id: string;
+  createdAt: Date;
+}
 
 /** The most a moved batch's events take as BSON: a heavy person's whole history may move at once. */
 const MOVED_BATCH_BYTES = 8 * 1024 * 1024;
@@ -168,6 +174,7 @@ export class ProfileEventLog {
   private readonly routes: Collection<RouteDoc>;
   private readonly batches: Collection<RoutedBatchDoc>;
   private readonly positions: Collection<PartitionPositionDoc>;
+  private readonly moved: Collection<MovedBatchDoc>;
   /** Routed batches hold many people, whose erasures may rewrite one batch at the same moment. */
   private readonly shared: SharedRewrites;
 
@@ -175,6 +182,7 @@ export class ProfileEventLog {
     this.routes = store.db.collection<RouteDoc>(COLLECTIONS.eventRoutes);
     this.batches = store.db.collection<RoutedBatchDoc>(COLLECTIONS.profileEvents);
     this.positions = store.db.collection<PartitionPositionDoc>(COLLECTIONS.partitionPositions);
+    this.moved = store.db.collection<MovedBatchDoc>(COLLECTIONS.movedEventBatches);
     this.shared = new SharedRewrites(store);
   }
 
@@ -229,10 +237,12 @@ export class ProfileEventLog {
    */
   async writeMoved(partition: number, key: string, events: HeldEvent[]): Promise<void> {
     const pieces = movedPieces(events);
+    // Named by a hash of the move's key, which may hold a document's id: the name must not (an erasure keeps the batch's `_id`).
+    const name = createHash('sha256').update(key).digest('hex').slice(0, 32);
     const batches = pieces.map((piece, n): RoutedBatch => ({
-      _id: `${partition}:${MOVED}:${key}${n === 0 ? '' : `:${n}`}`,
+      _id: `${partition}:${MOVED_SOURCE}:${name}${n === 0 ? '' : `:${n}`}`,
       partition,
-      sourceId: MOVED,
+      sourceId: MOVED_SOURCE,
       party: 'first',
       from: 0,
       to: 0,
@@ -240,7 +250,10 @@ export class ProfileEventLog {
       profiles: [...new Set(piece.map((event) => event.profileId))],
       createdAt: new Date(),
     }));
-    if (batches.length > 0) await insertKeyed(this.batches, batches.map(encodeBatch));
+    if (batches.length === 0) return;
+    // Registered first, so that no moved batch is ever in the store unregistered: retention finds them by it (RetentionStore.expireMovedBatches).
+    await insertKeyed(this.moved, batches.map(({ _id, createdAt }) => ({ _id, createdAt })));
+    await insertKeyed(this.batches, batches.map(encodeBatch));
   }
 
   /**

@@ -1,7 +1,10 @@
 import type { Collection } from 'mongodb';
 import { chunkId } from './eventLog';
-import { COLLECTIONS, type Store } from './db';
-import { routedBatchId, routeId } from './profileEvents';
+import { COLLECTIONS, insertKeyed, type Store } from './db';
+import { MOVED_SOURCE, routedBatchId, routeId, type MovedBatchDoc } from './profileEvents';
+
+/** The sweep that registered moved batches written before they were registered when written. */
+const UNREGISTERED_MOVES = 'moved-batches-registered';
 
 interface RetentionPositionDoc {
   _id: string;
@@ -24,8 +27,9 @@ export class RetentionStore {
   private readonly positions: Collection<RetentionPositionDoc>;
   private readonly chunks: Collection<{ _id: string; createdAt: Date }>;
   private readonly seals: Collection<SealDoc>;
-  private readonly batches: Collection<{ _id: string; to: number; createdAt: Date }>;
+  private readonly batches: Collection<{ _id: string; to: number; createdAt: Date; sourceId: string }>;
   private readonly routes: Collection<{ _id: string }>;
+  private readonly moved: Collection<MovedBatchDoc>;
 
   constructor(store: Store) {
     this.positions = store.db.collection<RetentionPositionDoc>(COLLECTIONS.retentionPositions);
@@ -33,6 +37,7 @@ export class RetentionStore {
     this.seals = store.db.collection<SealDoc>(COLLECTIONS.eventSeals);
     this.batches = store.db.collection(COLLECTIONS.profileEvents);
     this.routes = store.db.collection(COLLECTIONS.eventRoutes);
+    this.moved = store.db.collection<MovedBatchDoc>(COLLECTIONS.movedEventBatches);
   }
 
   /** When a periodic sweep (`name`) last finished, in ms since the epoch; null before its first. */
@@ -77,6 +82,34 @@ export class RetentionStore {
     }
     if (removed.chunks > 0) await this.advance(stream, seq);
     return removed;
+  }
+
+  /**
+   * Removes batches of moved events (an unlink's split, late events after it) written before
+   * `before`, at most `limit`: they leave one history window after their move, however old their
+   * events. Found through their registrations, a collection of one small document per move that
+   * is read whole (moves are rare); each batch goes before its registration, so an interrupted run
+   * resumes.
+   */
+  async expireMovedBatches(before: Date, limit: number): Promise<number> {
+    if ((await this.lastSwept(UNREGISTERED_MOVES)) === null) await this.registerEarlierMoves();
+    const due = await this.moved.find({ createdAt: { $lt: before } }, { projection: { _id: 1 } }).limit(limit).toArray();
+    for (const { _id } of due) {
+      await this.batches.deleteOne({ _id });
+      await this.moved.deleteOne({ _id });
+    }
+    return due.length;
+  }
+
+  /**
+   * Registers the moved batches written before moves were registered, once per store: one scan of
+   * the routed events (by a field no index serves), the first time the retention run looks for
+   * moved batches.
+   */
+  private async registerEarlierMoves(): Promise<void> {
+    const earlier = await this.batches.find({ sourceId: MOVED_SOURCE }, { projection: { _id: 1, createdAt: 1 } }).toArray();
+    await insertKeyed(this.moved, earlier.map(({ _id, createdAt }) => ({ _id, createdAt })));
+    await this.swept(UNREGISTERED_MOVES, new Date());
   }
 
   /** Removes a partition's routed batches of a source that are folded (end at or below `cursor`) and older than `before`. */

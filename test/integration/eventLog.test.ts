@@ -317,5 +317,24 @@ describe('source event log', () => {
       const held = await routed.eventsOf([part]);
       expect(held.map((event) => event.id).sort()).toEqual(moved.filter((event) => event.profileId === part).map((event) => event.id).sort());
     }
+    // No batch is named after the document the move came from: an erasure of it keeps the batch's name.
+    const names = (await store.db.collection(COLLECTIONS.profileEvents).find({ sourceId: '~moved' }, { projection: { _id: 1 } }).toArray()).map((doc) => String(doc._id));
+    expect(names.filter((name) => name.includes('p_split'))).toEqual([]);
+
+    // Each moved batch is registered, and leaves one history window after its move.
+    const registered = store.db.collection(COLLECTIONS.movedEventBatches);
+    expect((await registered.find({}).toArray()).map((doc) => String(doc._id)).sort()).toEqual([...names].sort());
+    // So does one written before moves were registered, found by the first look for them.
+    const legacy = { _id: '3:~moved:unlink_0:p_old', partition: 3, sourceId: '~moved', party: 'first', from: 0, to: 0, profiles: ['p_old'], createdAt: new Date(at.getTime() - 10 * 86_400_000) };
+    await store.db.collection(COLLECTIONS.profileEvents).insertOne(legacy as never);
+    const retention = new RetentionStore(store);
+    expect(await retention.expireMovedBatches(new Date(at.getTime() - 60_000), 100)).toBe(1);
+    expect(await store.db.collection(COLLECTIONS.profileEvents).countDocuments({ _id: legacy._id as never })).toBe(0);
+    expect(await movedBatches()).toBe(written);
+    expect(await retention.expireMovedBatches(new Date(Date.now() + 60_000), 2)).toBe(2);
+    expect(await retention.expireMovedBatches(new Date(Date.now() + 60_000), 100)).toBe(written - 2);
+    expect(await movedBatches()).toBe(0);
+    expect(await registered.countDocuments({})).toBe(0);
+    expect(await routed.eventsOf(['p_part_0', 'p_part_1'])).toEqual([]);
   });
 });

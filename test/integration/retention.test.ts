@@ -4,6 +4,7 @@ import { retentionScheduleId, segmentScheduleId } from '../../domain/workflowIds
 import { COLLECTIONS } from '../../store/db';
 import { batchId, DestinationStore, type ExportDoc } from '../../store/destinations';
 import { EventIdGenerations } from '../../store/eventIds';
+import { ProfileEventLog } from '../../store/profileEvents';
 import { MatchTableStore } from '../../store/matchTables';
 import { matchLimits } from '../../domain/partners';
 import { failRun, prepareRunOf, SEGMENT_COLLECTIONS, SegmentRunStore } from '../../store/segmentRuns';
@@ -44,9 +45,15 @@ describe('retention: what has aged out leaves the store, whole or by key, and th
   it('removes drained raw chunks and folded routed events past their age, leaves profiles whole, and the drain goes on after it', async () => {
     for (const batch of [['r1', 'r2', 'r3'], ['r4', 'r5'], ['r6']]) await send(batch);
     await folded(6);
+    // Events an unlink moved to another document leave after the same window, counted with the routed ones.
+    const movedLeft = () => platform.store.db.collection(COLLECTIONS.profileEvents).countDocuments({ sourceId: '~moved' });
+    const event = { id: 'm1', type: 'page_view', timestamp: new Date('2026-08-01T10:00:00Z'), receivedAt: new Date(), identities: [{ type: 'cookie_id' as const, value: 'moved-1' }] };
+    await new ProfileEventLog(platform.store).writeMoved(0, 'unlink_r:p_split', [{ ...event, profileId: 'p_part', sourceId: source.sourceId, party: 'first', seq: 0 }]);
     expect((await retain(3_600_000)).rawEventsRemoved).toBe(0); // nothing is an hour old yet
+    expect(await movedLeft()).toBe(1);
 
     const report = await retain(0);
+    expect(await movedLeft()).toBe(0);
     expect(report.rawEventsRemoved).toBe(6);
     expect(report.rawChunksRemoved).toBeGreaterThanOrEqual(1);
     expect(report.routedBatchesRemoved).toBeGreaterThanOrEqual(1);
