@@ -72,6 +72,55 @@ describe('over-merge protection: identity caps per profile, and the record of re
     expect(await refused()).toEqual(['b2', 'b3', 'b4']);
   });
 
+  it('caps a profile of several documents by what they hold together: once a link brings it to the cap, no document of it takes another', async () => {
+    const joined = await newSource(api, 'web-joined');
+    const fold = async (n: number, events: unknown[]) => {
+      await joined.send(events);
+      await joined.folded(n);
+    };
+    // One cookie each on two documents, one known by a CRM id and the other by an email.
+    await fold(1, [{ id: 'j-1', type: 'login', timestamp: '2026-07-07T10:00:00Z', identities: { crm_id: 'joined-1', cookie_id: 'ck-joined-a' } }]);
+    await fold(2, [{ id: 'j-2', type: 'signup', timestamp: '2026-07-07T11:00:00Z', identities: { email: 'joined@example.com', cookie_id: 'ck-joined-b' } }]);
+    const crmDoc = (await joined.lookup('crm_id', 'joined-1')).body.id;
+    expect((await joined.lookup('email', 'joined@example.com')).body.id).not.toBe(crmDoc);
+    // An event showing both links the documents: the profile holds two cookies, its cap, though neither document does.
+    await fold(3, [{ id: 'j-3', type: 'login', timestamp: '2026-07-07T12:00:00Z', identities: { crm_id: 'joined-1', email: 'joined@example.com' } }]);
+    expect(cookies((await joined.lookup('crm_id', 'joined-1')).body)).toEqual(['ck-joined-a', 'ck-joined-b']);
+    // A third cookie seen with either document's identity is refused, and recorded against that document.
+    await fold(5, [
+      { id: 'j-4', type: 'login', timestamp: '2026-07-07T13:00:00Z', identities: { crm_id: 'joined-1', cookie_id: 'ck-joined-c' } },
+      { id: 'j-5', type: 'login', timestamp: '2026-07-07T14:00:00Z', identities: { email: 'joined@example.com', cookie_id: 'ck-joined-d' } },
+    ]);
+    const profile = (await joined.lookup('crm_id', 'joined-1')).body;
+    expect(cookies(profile)).toEqual(['ck-joined-a', 'ck-joined-b']);
+    expect(profile.counters.login.count).toBe(4);
+    const refusals = (await call(`${api.url}/v1/identity/refusals?limit=100`, { key: api.adminKey })).body.refusals.filter((refusal: any) => refusal.sourceId === joined.sourceId);
+    expect(refusals.map((refusal: any) => refusal.identity).sort()).toEqual(['cookie_id:ck-joined-c', 'cookie_id:ck-joined-d']);
+  });
+
+  it('caps a profile of several documents when a document of it gains an identity that brings the profile to the cap', async () => {
+    const grown = await newSource(api, 'web-grown');
+    const fold = async (n: number, events: unknown[]) => {
+      await grown.send(events);
+      await grown.folded(n);
+    };
+    // Linked while they hold one cookie between them: under the cap.
+    await fold(1, [{ id: 'g-1', type: 'login', timestamp: '2026-07-08T10:00:00Z', identities: { crm_id: 'grown-1', cookie_id: 'ck-grown-a' } }]);
+    await fold(2, [{ id: 'g-2', type: 'signup', timestamp: '2026-07-08T11:00:00Z', identities: { email: 'grown@example.com' } }]);
+    await fold(3, [{ id: 'g-3', type: 'login', timestamp: '2026-07-08T12:00:00Z', identities: { crm_id: 'grown-1', email: 'grown@example.com' } }]);
+    // Each document has been folded as linked since (the email's may sit in another partition).
+    await fold(5, [
+      { id: 'g-4', type: 'visit', timestamp: '2026-07-08T12:30:00Z', identities: { email: 'grown@example.com' } },
+      { id: 'g-5', type: 'visit', timestamp: '2026-07-08T12:40:00Z', identities: { crm_id: 'grown-1' } },
+    ]);
+    // The email's document takes a second cookie: the profile now holds its cap.
+    await fold(6, [{ id: 'g-6', type: 'visit', timestamp: '2026-07-08T13:00:00Z', identities: { email: 'grown@example.com', cookie_id: 'ck-grown-b' } }]);
+    expect(cookies((await grown.lookup('crm_id', 'grown-1')).body)).toEqual(['ck-grown-a', 'ck-grown-b']);
+    // So the CRM id's document, which holds one cookie itself, takes no more.
+    await fold(7, [{ id: 'g-7', type: 'login', timestamp: '2026-07-08T14:00:00Z', identities: { crm_id: 'grown-1', cookie_id: 'ck-grown-c' } }]);
+    expect(cookies((await grown.lookup('crm_id', 'grown-1')).body)).toEqual(['ck-grown-a', 'ck-grown-b']);
+  });
+
   it("keeps strangers who share blocklisted junk (a test email, an 'undefined' CRM id, a listed kiosk cookie) apart, and counts what it dropped", async () => {
     const other = await newSource(api, 'app');
     const sent = await other.send([
