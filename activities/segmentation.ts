@@ -16,7 +16,7 @@ import { DestinationStore } from '../store/destinations';
 import { SegmentMembership, statedSince } from '../store/segmentMembership';
 import { failRun, prepareNextRun, rulesOfRun, SegmentRunStore, type PreparedRun, type SnapshotChunk } from '../store/segmentRuns';
 import { StartGates, startGateKey } from '../store/startGates';
-import { SegmentStore } from '../store/segments';
+import { SegmentStore, type SegmentDoc } from '../store/segments';
 import { policiesOf } from '../store/sourcePolicies';
 import { heartbeat, withHeartbeats } from './heartbeat';
 import { beginGated } from './startGate';
@@ -163,11 +163,13 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     const segmentDocs = await Promise.all(order.map((id) => segments.get(id)));
     const changes = await runs.changesSince(new Date(0));
     const states = await membership.realTime(segmentDocs.flatMap((doc) => (doc ? [doc] : [])), changes);
-    const previousSize = await Promise.all(segmentDocs.map(async (doc) => (doc ? ((await membership.size(doc, states)) ?? 0) : 0)));
+    // Before a segment's first run completes, its members are those real-time changes put in (as `wasMember` reads them).
+    const enteredOnly = (doc: SegmentDoc) => [...(states.get(doc._id)?.values() ?? [])].filter(Boolean).length;
+    const previousSize = await Promise.all(segmentDocs.map(async (doc) => (doc ? ((await membership.size(doc, states)) ?? enteredOnly(doc)) : 0)));
     const wasMember = await membership.ascending(segmentDocs, states);
-    // People a real-time change since the run began states are counted by the history of that change,
-    // and stay as it states: the run counts none of them entered or exited (`unmoved` holds the
-    // members and non-members among them whom the comparison below would count).
+    // People a real-time change since the run began states stay as it states, and are that change's
+    // to count (an entry or exit is in its history; a stated membership is counted by neither): the
+    // run counts none of them (`unmoved` holds those the comparison below would count).
     const stated = statedSince(changes, run.segments, run.startedAt);
     const anyStated = new Set(stated.flatMap((ids) => [...ids]));
     const counts = order.map(() => ({ members: 0, kept: 0, unmoved: { in: 0, out: 0 } }));

@@ -26,7 +26,7 @@ export interface RoutedEvent extends StoredEvent {
 }
 
 /** Moved events are kept under their own chain name, which no source id can take (those start `src_`). */
-export const MOVED_SOURCE = '~moved';
+const MOVED = '~moved';
 
 /** A moved batch's registration: its `_id` and when it was written. */
 export interface MovedBatchDoc {
@@ -240,9 +240,9 @@ export class ProfileEventLog {
     // Named by a hash of the move's key, which may hold a document's id: the name must not (an erasure keeps the batch's `_id`).
     const name = createHash('sha256').update(key).digest('hex').slice(0, 32);
     const batches = pieces.map((piece, n): RoutedBatch => ({
-      _id: `${partition}:${MOVED_SOURCE}:${name}${n === 0 ? '' : `:${n}`}`,
+      _id: `${partition}:${MOVED}:${name}${n === 0 ? '' : `:${n}`}`,
       partition,
-      sourceId: MOVED_SOURCE,
+      sourceId: MOVED,
       party: 'first',
       from: 0,
       to: 0,

@@ -1,10 +1,7 @@
 import type { Collection } from 'mongodb';
 import { chunkId } from './eventLog';
-import { COLLECTIONS, insertKeyed, type Store } from './db';
-import { MOVED_SOURCE, routedBatchId, routeId, type MovedBatchDoc } from './profileEvents';
-
-/** The sweep that registered moved batches written before they were registered when written. */
-const UNREGISTERED_MOVES = 'moved-batches-registered';
+import { COLLECTIONS, type Store } from './db';
+import { routedBatchId, routeId, type MovedBatchDoc } from './profileEvents';
 
 interface RetentionPositionDoc {
   _id: string;
@@ -27,7 +24,7 @@ export class RetentionStore {
   private readonly positions: Collection<RetentionPositionDoc>;
   private readonly chunks: Collection<{ _id: string; createdAt: Date }>;
   private readonly seals: Collection<SealDoc>;
-  private readonly batches: Collection<{ _id: string; to: number; createdAt: Date; sourceId: string }>;
+  private readonly batches: Collection<{ _id: string; to: number; createdAt: Date }>;
   private readonly routes: Collection<{ _id: string }>;
   private readonly moved: Collection<MovedBatchDoc>;
 
@@ -92,24 +89,12 @@ export class RetentionStore {
    * resumes.
    */
   async expireMovedBatches(before: Date, limit: number): Promise<number> {
-    if ((await this.lastSwept(UNREGISTERED_MOVES)) === null) await this.registerEarlierMoves();
     const due = await this.moved.find({ createdAt: { $lt: before } }, { projection: { _id: 1 } }).limit(limit).toArray();
     for (const { _id } of due) {
       await this.batches.deleteOne({ _id });
       await this.moved.deleteOne({ _id });
     }
     return due.length;
-  }
-
-  /**
-   * Registers the moved batches written before moves were registered, once per store: one scan of
-   * the routed events (by a field no index serves), the first time the retention run looks for
-   * moved batches.
-   */
-  private async registerEarlierMoves(): Promise<void> {
-    const earlier = await this.batches.find({ sourceId: MOVED_SOURCE }, { projection: { _id: 1, createdAt: 1 } }).toArray();
-    await insertKeyed(this.moved, earlier.map(({ _id, createdAt }) => ({ _id, createdAt })));
-    await this.swept(UNREGISTERED_MOVES, new Date());
   }
 
   /** Removes a partition's routed batches of a source that are folded (end at or below `cursor`) and older than `before`. */

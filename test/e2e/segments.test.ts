@@ -5,6 +5,7 @@ import { newSource, type SourceClient } from '../support/sourceClient';
 import { scheduledSegmentRunWorkflowId, segmentRunWorkflowId, segmentScheduleId } from '../../domain/workflowIds';
 import { scheduleKey, type SegmentSchedule } from '../../domain/segments';
 import { SegmentRunStore } from '../../store/segmentRuns';
+import { newSegmentId, SegmentStore } from '../../store/segments';
 import { buildTcString } from '../unit/tcfFixture';
 
 const daysAgo = (days: number) => new Date(Date.now() - days * 86_400_000).toISOString();
@@ -107,6 +108,22 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     const total = (field: 'entered' | 'exited') => days.reduce((sum: number, day: Record<string, number>) => sum + day[field], 0);
     // ann entered by the first run and left in real time; cy and the newcomer entered in real time.
     expect({ entered: total('entered'), exited: total('exited') }).toEqual({ entered: 3, exited: 1 });
+  });
+
+  it("counts no one its first run finds where real-time changes put them before it as entering, nor anyone as leaving", async () => {
+    // A segment whose first run has not begun, and a fold that put ann in it meanwhile.
+    const id = newSegmentId();
+    const now = new Date();
+    const rule = { trait: 'plan', op: 'eq', value: 'gold' };
+    await new SegmentStore(platform.store).create({ _id: id, name: 'Gold first', description: null, taxonomyPath: null, ruleJson: JSON.stringify(rule), schedule: null, version: 1, createdAt: now, updatedAt: now, current: null, lastRun: null });
+    await new SegmentRunStore(platform.store).recordChanges({ _id: `early:${id}`, at: new Date(now.getTime() - 60_000), changes: { [id]: { entered: [ids.ann], exited: [], version: 1 } } });
+    const { runId } = (await call(`${segmentsUrl()}/${id}/runs`, { key: api.adminKey, method: 'POST' })).body;
+    const run = await waitFor('run done', async () => {
+      const view = (await call(`${segmentsUrl()}/${id}/runs/${runId}`, { key: api.adminKey })).body;
+      return view.state === 'completed' ? view : null;
+    });
+    expect(run).toMatchObject({ members: 1, entered: 0, exited: 0 });
+    expect(await membersOf(id)).toEqual([ids.ann]);
   });
 
   it('evaluates every rule kind with one meaning', async () => {
