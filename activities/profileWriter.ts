@@ -904,34 +904,39 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * Marks documents that reached a cap of some identity type in this fold, so drains stop joining to
    * them. A document joined to others is one profile with them, and the cap is the profile's: when a
    * fold links a document or adds identities to a linked one, the profile's identities are counted
-   * over all its documents, and each document not yet marked for a type the profile holds its cap of
-   * is marked (one walk of the profile, and the markers as drains read them).
+   * over all its written documents, and each one not yet marked for a type the profile holds its cap
+   * of is marked (one walk of the profile, and the markers as drains read them). Profiles holding a
+   * part of an unlink's split or an expiry's successor are left to their documents' own caps: until
+   * the unlink's relink, a walk from a part reaches documents that still hold both sides, and a
+   * marker, which only gains types, would keep both people refusing joins for good.
    */
   async function markCaps(saved: ProfileDoc[], ...before: Array<Map<string, StoredVersion>>): Promise<void> {
     const limits = deps.config.DMP_IDENTITY_CAPS;
     const reached = new Map<string, Set<StoredIdentityType>>();
     const reach = (profileId: string, types: Iterable<StoredIdentityType>) => reached.set(profileId, new Set([...(reached.get(profileId) ?? []), ...types]));
-    const savedNow = new Map(saved.filter((doc) => !doc.retired).map((doc) => [doc.profileId, doc]));
+    // A document saved twice (a part a split wrote, then changed by this fold's events) is its later version.
+    const latest = new Map<string, ProfileDoc>();
+    for (const doc of saved) if ((latest.get(doc.profileId)?.version ?? -1) < doc.version) latest.set(doc.profileId, doc);
     const walked = new Set<string>();
-    for (const doc of savedNow.values()) {
+    for (const doc of latest.values()) {
+      if (doc.retired) continue;
       const types = cappedTypes(doc, limits);
       const previous = before.map((versions) => versions.get(doc.profileId)).find(Boolean);
       if (types.length > (previous ? cappedTypes(previous, limits).length : 0)) reach(doc.profileId, types);
-      const joined = doc.linked || (doc.ancestors?.length ?? 0) > 0;
       const grew = !previous || doc.identities.length > previous.identities.length || (doc.linked && !previous.linked);
-      if (!joined || !grew || walked.has(doc.profileId)) continue;
+      if (!doc.linked || doc.ancestors?.length || !grew || walked.has(doc.profileId)) continue;
       const component = await profileGraph.component(doc.profileId);
       for (const id of component.ids) walked.add(id);
-      if (component.ids.length < 2) continue;
-      // The profile as this fold leaves it: its versions in place of the stored ones.
-      const docs = new Map<string, Pick<ProfileDoc, 'identities'>>(component.docs.map((member) => [member.profileId, member]));
-      for (const id of component.ids) if (savedNow.has(id)) docs.set(id, savedNow.get(id)!);
-      const profileTypes = cappedTypes({ identities: [...docs.values()].flatMap((member) => member.identities) }, limits);
+      // The profile as this fold leaves it: its versions in place of the stored ones, without those it retires or an erasure took.
+      const docs = new Map<string, ProfileDoc | StoredVersion>(component.docs.map((member) => [member.profileId, latest.get(member.profileId) ?? member]));
+      const members = [...docs.values()].filter((member) => !member.retired && !marks.erased(member.profileId));
+      if (members.length < 2 || members.some((member) => member.ancestors?.length)) continue;
+      const profileTypes = cappedTypes({ identities: members.flatMap((member) => member.identities) }, limits);
       if (profileTypes.length === 0) continue;
-      const marked = await caps.capped(component.ids);
-      for (const id of component.ids) {
-        const missing = profileTypes.filter((type) => !marked.get(id)?.has(type));
-        if (missing.length > 0) reach(id, missing);
+      const marked = await caps.capped(members.map((member) => member.profileId));
+      for (const { profileId } of members) {
+        const missing = profileTypes.filter((type) => !marked.get(profileId)?.has(type));
+        if (missing.length > 0) reach(profileId, missing);
       }
     }
     if (reached.size > 0) await caps.mark([...reached].map(([profileId, types]) => ({ profileId, types: [...types].sort() })), now());
