@@ -17,6 +17,11 @@ describe('over-merge protection: identity caps per profile, and the record of re
   const lookup = (type: string, value: string) => source.lookup(type, value);
   const send = (events: unknown[]) => source.send(events);
   const folded = (count: number) => source.folded(count);
+  /** Sends events through a source and waits until it has folded `count` events in all: each step lands before the next. */
+  const foldingAt = (through: SourceClient) => async (count: number, events: unknown[]) => {
+    await through.send(events);
+    await through.folded(count);
+  };
   const cookies = (profile: any) => profile.identities.filter((identity: any) => identity.type === 'cookie_id').map((identity: any) => identity.value).sort();
 
   it('stops joining cookies to a profile that holds its cap, gives the next one a profile of its own, and records each refusal', async () => {
@@ -74,10 +79,7 @@ describe('over-merge protection: identity caps per profile, and the record of re
 
   it('caps a profile of several documents by what they hold together: once a link brings it to the cap, no document of it takes another', async () => {
     const joined = await newSource(api, 'web-joined');
-    const fold = async (n: number, events: unknown[]) => {
-      await joined.send(events);
-      await joined.folded(n);
-    };
+    const fold = foldingAt(joined);
     // One cookie each on two documents, one known by a CRM id and the other by an email.
     await fold(1, [{ id: 'j-1', type: 'login', timestamp: '2026-07-07T10:00:00Z', identities: { crm_id: 'joined-1', cookie_id: 'ck-joined-a' } }]);
     await fold(2, [{ id: 'j-2', type: 'signup', timestamp: '2026-07-07T11:00:00Z', identities: { email: 'joined@example.com', cookie_id: 'ck-joined-b' } }]);
@@ -100,10 +102,7 @@ describe('over-merge protection: identity caps per profile, and the record of re
 
   it('caps a profile of several documents when a document of it gains an identity that brings the profile to the cap', async () => {
     const grown = await newSource(api, 'web-grown');
-    const fold = async (n: number, events: unknown[]) => {
-      await grown.send(events);
-      await grown.folded(n);
-    };
+    const fold = foldingAt(grown);
     // Linked while they hold one cookie between them: under the cap.
     await fold(1, [{ id: 'g-1', type: 'login', timestamp: '2026-07-08T10:00:00Z', identities: { crm_id: 'grown-1', cookie_id: 'ck-grown-a' } }]);
     await fold(2, [{ id: 'g-2', type: 'signup', timestamp: '2026-07-08T11:00:00Z', identities: { email: 'grown@example.com' } }]);
