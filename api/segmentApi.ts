@@ -181,7 +181,7 @@ const MAPPING = [
   '`context.traits` (and an identify’s `traits` over them) → traits; nested objects in traits and properties are flattened into dotted names (`address.city`),',
   'a list of objects into one list per field (`products.sku: ["a", "b"]`); values then follow the Event schema (strings ≤ 1,024 characters, lists ≤ 100);',
   'the time is `timestamp` (or `originalTimestamp`) corrected for clock skew when `sentAt` (the message’s or the batch’s) is known: receivedAt − (sentAt − timestamp),',
-  'and refused more than a day in the future; `context.consent.categoryPreferences` → consent purposes (names lowercased, `DataSharing` → `data_sharing`),',
+  'and refused more than a day in the future; `context.consent.categoryPreferences` → consent purposes (names lowercased, `DataSharing` → `data_sharing`; one with no Latin letter or digit, or too long, gets a hash suffix),',
   '`context.consent.tcf`/`gpp` → the TCF/GPP strings. Messages over 32 KB are refused.',
 ].join(' ');
 

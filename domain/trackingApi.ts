@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { IDENTITY_TRAITS, zodIssuesToFieldErrors, type FieldError } from './collect';
-import { maidProblem, type InputIdentityType } from './identity';
+import { maidProblem, sha256Hex, type InputIdentityType } from './identity';
 import { redactContactText } from './contactRedaction';
 import { isRecord } from './records';
 import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
@@ -49,7 +49,7 @@ const ContextSchema = z
       .looseObject({
         categoryPreferences: z.record(z.string(), z.boolean()).nullish().openapi({
           description:
-            'Consent per category, as Segment Consent Management sends it: our consent `purposes`, each name lowercased (`DataSharing` → `data_sharing`). OneTrust\'s `C0004` becomes `c0004`.',
+            'Consent per category, as Segment Consent Management sends it: our consent `purposes`, each name lowercased (`DataSharing` → `data_sharing`). OneTrust\'s `C0004` becomes `c0004`. A name with no Latin letter or digit, or longer than 64 characters once lowercased, ends in 8 hex digits of its SHA-256 instead (`広告` → `category_<hash>`).',
         }),
         tcf: z.string().nullish().openapi({ description: 'An IAB TCF v2 TC string the client read from its CMP' }),
         gpp: z.string().nullish().openapi({ description: 'An IAB GPP string the client read from its CMP' }),
@@ -201,13 +201,25 @@ export function flattenFields(record: Record<string, unknown>): Map<string, Flat
   return flat;
 }
 
-/** A Segment consent category as one of our purpose names: `DataSharing` → `data_sharing`, `Functional Cookies` → `functional_cookies`. */
+/** The longest purpose name a consent holds (schemas ConsentInputSchema). */
+const PURPOSE_NAME_MAX = 64;
+
+/**
+ * A Segment consent category as one of our purpose names: `DataSharing` → `data_sharing`,
+ * `Functional Cookies` → `functional_cookies`. A name with no Latin letter or digit (`広告`), or too
+ * long for a purpose, ends in 8 hex digits of the category's SHA-256 (`category_…`, or its first
+ * 55 characters and the hash): every category keeps a purpose of its own, and a site's consent
+ * never costs it the message.
+ */
 export function purposeName(category: string): string {
-  return category
+  const name = category
     .replace(/([a-z0-9])([A-Z])/g, '$1_$2')
     .toLowerCase()
     .replace(/[^a-z0-9]+/g, '_')
     .replace(/^_+|_+$/g, '');
+  if (name.length > 0 && name.length <= PURPOSE_NAME_MAX) return name;
+  const hash = sha256Hex(category).slice(0, 8);
+  return `${name.slice(0, PURPOSE_NAME_MAX - hash.length - 1).replace(/_+$/, '') || 'category'}_${hash}`;
 }
 
 /** The message field an error about `path` of the mapped event is about; the longest known prefix wins. */

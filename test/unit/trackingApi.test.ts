@@ -290,6 +290,23 @@ describe('consent', () => {
     expect(purposeName('ANALYTICS')).toBe('analytics');
     expect(purposeName('C0004')).toBe('c0004');
   });
+
+  it('gives a category with no Latin letter or digit, or too long a name, a purpose of its own ending in a hash', () => {
+    const japanese = purposeName('広告');
+    expect(japanese).toMatch(/^category_[0-9a-f]{8}$/);
+    expect(purposeName('分析')).not.toBe(japanese);
+    const long = 'Functional Cookies And Similar Technologies For Site Performance Measurement';
+    expect(purposeName(long)).toMatch(/^functional_cookies_and_similar_technologies_for_site_pe_[0-9a-f]{8}$/);
+    expect(purposeName(long)).toHaveLength(64);
+    expect(purposeName(long)).not.toBe(purposeName(`${long} Too`));
+  });
+
+  it('keeps a message whose consent categories are not Latin or are long, with their answers as purposes', () => {
+    const long = 'Functional Cookies And Similar Technologies For Site Performance Measurement';
+    const message = { type: 'track', event: 'x', anonymousId: 'a', context: { consent: { categoryPreferences: { 広告: false, [long]: true, Analytics: true } } } };
+    expect(collectorPaths(message)).toEqual([]);
+    expect(mapped(message).consent?.purposes).toEqual({ [purposeName('広告')]: false, [purposeName(long)]: true, analytics: true });
+  });
 });
 
 describe('the batch around a message', () => {
