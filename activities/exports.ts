@@ -4,7 +4,7 @@ import type { Client } from '@temporalio/client';
 import { workflowIsRunning } from '../temporal/client';
 import type { Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
-import type { Connector, ExportBatch } from '../connectors/connector';
+import { linesNotApplied, type Connector, type ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
 import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, exportPolicyOf, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, withoutSecrets, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
@@ -416,8 +416,9 @@ export function createExportActivities(deps: ExportDeps) {
         if (stopped) return;
         attempts++;
         try {
-          const { rejected } = await connector.deliver(batch, config, context);
-          await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'applied', attempts, rejected, status: null, error: null, at: now() });
+          const delivered = await connector.deliver(batch, config, context);
+          const refusedLines = linesNotApplied(batch, delivered);
+          await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'applied', attempts, rejected: delivered.rejected, ...(refusedLines.length > 0 && { refusedLines }), status: null, error: null, at: now() });
           confirmed++;
           heartbeat({ phase: 'deliver', confirmed });
           return;
@@ -498,7 +499,10 @@ export function createExportActivities(deps: ExportDeps) {
           await forEachConcurrently(numbers, 4, async (n) => {
             const batch = await destinations.readBatch(plan.id, n);
             if (!batch) throw new Error(`planned batch ${n} of export ${exp._id} is missing`);
-            outcomes.push({ adds: batch.adds, removes: batch.removes, confirmed: receipts.get(n)?.state === 'applied' });
+            const receipt = receipts.get(n);
+            const lines = [...batch.adds, ...batch.removes];
+            const refused = receipt?.refusedLines?.length ? new Set(receipt.refusedLines.map((line) => lines[line])) : undefined;
+            outcomes.push({ adds: batch.adds, removes: batch.removes, confirmed: receipt?.state === 'applied', ...(refused && { refused }) });
           });
           heartbeat({ phase: 'finish', segment: segment.id });
           const state = nextState(await destinations.readState(destination._id, segment.id, segment.before), outcomes);

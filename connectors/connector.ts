@@ -61,7 +61,37 @@ export interface Connector<C extends Record<string, unknown> = Record<string, un
   /** The most segments one destination may send, when its partner keeps one audience per destination (a people-based list). */
   maxSegments?: number;
   /** Delivers one batch; resolves when the partner confirmed it, with the ids it refused inside it. Throws DeliveryError. */
-  deliver(batch: ExportBatch, config: C, context: DeliveryContext): Promise<{ rejected: number }>;
+  deliver(batch: ExportBatch, config: C, context: DeliveryContext): Promise<Delivered>;
+}
+
+/**
+ * What a partner's confirmation of a batch says. Ids it refused inside the batch are not applied:
+ * the export counts them rejected and leaves them uncertain in the partner's state, so the next
+ * export sends each again as its target then says (a refused removal is sent again). When the
+ * partner does not name every id it refused, or its answer could not be read, every id of the batch is.
+ */
+export interface Delivered {
+  /** Ids the partner refused inside the batch. */
+  rejected: number;
+  /** Those ids, when the partner named them. */
+  refused?: readonly string[];
+  /** The partner's answer could not be read whole: what it refused is unknown. */
+  unread?: boolean;
+}
+
+/**
+ * The lines of a batch (its adds, then its removes, by position) the partner confirmed without
+ * applying: those it named as refused, or every line when it refused ids it did not name (or named
+ * ids the batch does not hold), or its answer could not be read.
+ */
+export function linesNotApplied(batch: Pick<ExportBatch, 'adds' | 'removes'>, delivered: Delivered): number[] {
+  const lines = [...batch.adds, ...batch.removes];
+  const every = () => lines.map((_, line) => line);
+  if (delivered.unread) return every();
+  if (delivered.rejected === 0) return [];
+  const refused = new Set(delivered.refused ?? []);
+  const named = lines.flatMap((id, line) => (refused.has(id) ? [line] : []));
+  return delivered.refused !== undefined && refused.size >= delivered.rejected && named.length >= refused.size ? named : every();
 }
 
 /** Identity for typing a connector module while keeping its config type. */

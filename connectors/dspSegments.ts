@@ -2,6 +2,7 @@ import type { ZodOpenAPIMetadata } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import { defineConnector, HeaderToken } from './connector';
 import { partnerOfIdType } from '../domain/destinations';
+import { isRecord } from '../domain/records';
 
 const SEGMENT_CODE_KEY = /^[^.$][^.]*$/;
 
@@ -31,7 +32,8 @@ const ID_KEYS = { cookie_id: 'TDID', maid: 'DAID' } as const;
  * A DSP segment-data API modelled on The Trade Desk's Data API (`POST /data/advertiser`): items of
  * one id each carry the segments it holds with a TTL in minutes; a TTL of 0 takes the id out of the
  * segment. Bearer auth; the partner's rate limit is `requestsPerSecond` (429 with Retry-After past
- * it). Ids it cannot take come back as `FailedLines` in a 200 and count as rejected.
+ * it). Ids it cannot take come back as `FailedLines` in a 200, each naming its id as the item did:
+ * they count as rejected, and the next export sends them again.
  */
 export const dspSegments = defineConnector({
   name: 'dsp_segments',
@@ -53,12 +55,19 @@ export const dspSegments = defineConnector({
       AdvertiserId: config.advertiserId,
       Items: [...batch.adds.map((id) => item(id, config.ttlMinutes)), ...batch.removes.map((id) => item(id, 0))],
     });
-    const { answer } = await http.send(config.url, {
+    const { answer, complete } = await http.send(config.url, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${config.token}`, 'idempotency-key': batch.batchId },
       body,
     });
+    if (!complete) return { rejected: 0, unread: true };
     const failed = (answer as { FailedLines?: unknown } | null)?.FailedLines;
-    return { rejected: Array.isArray(failed) ? failed.length : 0 };
+    if (!Array.isArray(failed)) return { rejected: 0 };
+    // A failed line names its id as the item did (TDID or DAID); one that names none leaves the batch's every id in doubt.
+    const refused = failed.flatMap((line) => {
+      const id = isRecord(line) ? line[key] : undefined;
+      return typeof id === 'string' ? [id] : [];
+    });
+    return { rejected: failed.length, ...(refused.length === failed.length && { refused }) };
   },
 });

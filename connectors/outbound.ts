@@ -125,7 +125,7 @@ export class Outbound {
     } catch {
       // Not JSON: a partner that says nothing more than its status.
     }
-    return { status: response.status, answer };
+    return { status: response.status, answer, complete: body?.complete === true };
   }
 
   /**
@@ -178,6 +178,8 @@ export function describeFailure(error: unknown): string {
 export interface Accepted {
   status: number;
   answer: unknown;
+  /** The body was read whole (not larger than a report is, nor broken off). */
+  complete: boolean;
 }
 
 /** The most of a successful answer read (a partner's report of ids it could not take). */

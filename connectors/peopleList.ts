@@ -44,12 +44,15 @@ export const peopleList = defineConnector({
     const members = (operation: string) => urlUnder(config.url, `audiences/${config.listId}/members:${operation}`);
     const headers = { 'content-type': 'application/json', authorization: `Bearer ${config.token}`, 'idempotency-key': batch.batchId };
     let rejected = 0;
+    let unread = false;
     for (const [operation, ids] of [['add', batch.adds], ['remove', batch.removes]] as const) {
       if (ids.length === 0) continue;
-      const { answer } = await http.send(members(operation), { method: 'POST', headers, body: JSON.stringify({ schema, data: ids }) });
+      const { answer, complete } = await http.send(members(operation), { method: 'POST', headers, body: JSON.stringify({ schema, data: ids }) });
       const invalid = (answer as { invalid?: unknown } | null)?.invalid;
       rejected += typeof invalid === 'number' ? invalid : 0;
+      unread ||= !complete;
     }
-    return { rejected };
+    // The platform counts the members it could not take without naming them: the batch's every id stays in doubt.
+    return { rejected, ...(unread && { unread }) };
   },
 });

@@ -509,12 +509,14 @@ export interface BatchOutcome {
   removes: readonly string[];
   /** The partner confirmed it (a 2xx); otherwise it may or may not have applied it. */
   confirmed: boolean;
+  /** Of a confirmed batch, the ids the partner refused inside it: not applied. */
+  refused?: ReadonlySet<string>;
 }
 
 /**
  * The partner's state after an export's batches: confirmed adds are held, confirmed removes gone,
- * and every id of an unconfirmed batch uncertain — the next export resends whichever way the target
- * then says. Ids no batch touched keep their state.
+ * and every id of an unconfirmed batch, or refused inside a confirmed one, uncertain — the next
+ * export resends whichever way the target then says. Ids no batch touched keep their state.
  */
 export function nextState(state: PartnerState, batches: readonly BatchOutcome[]): PartnerState {
   // One pass over sorted lists: a 1M-id state settles in a fraction of what maps and a sort took.
@@ -531,12 +533,13 @@ export function nextState(state: PartnerState, batches: readonly BatchOutcome[])
     // An id two batches touched is settled by the later one; within one batch its remove is applied last.
     let settled: 'held' | 'gone' | 'uncertain' | null = null;
     let by = -1;
+    const applied = (batch: BatchOutcome) => batch.confirmed && !batch.refused?.has(id);
     if (adds.ids[a] === id) {
       by = adds.batch[a++];
-      settled = batches[by].confirmed ? 'held' : 'uncertain';
+      settled = applied(batches[by]) ? 'held' : 'uncertain';
     }
     if (removes.ids[r] === id) {
-      if (removes.batch[r] >= by) settled = batches[removes.batch[r]].confirmed ? 'gone' : 'uncertain';
+      if (removes.batch[r] >= by) settled = applied(batches[removes.batch[r]]) ? 'gone' : 'uncertain';
       r++;
     }
     const wasHeld = state.held[h] === id;

@@ -168,6 +168,8 @@ export interface ReceiptDoc {
   state: 'applied' | 'failed';
   attempts: number;
   rejected: number;
+  /** Of an applied batch, the lines (its adds, then its removes, by position) the partner may not have applied: those it refused. */
+  refusedLines?: number[];
   status: number | null;
   error: string | null;
   at: Date;

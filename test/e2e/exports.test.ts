@@ -220,6 +220,32 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(server.rateLimited).toBeGreaterThan(0); // paced at 5/s against a partner taking 2/s: it said 429, and we waited
   }, 120_000);
 
+  it("sends again what a DSP refused inside a batch it took (FailedLines): a refused add with the next export, and a refused removal, until the DSP holds exactly the segment", async () => {
+    const server = await partner({ kind: 'dsp', token: 'dsp-token' });
+    const withMaid = GOLD_NOW.filter((i) => ![2, 5, 7].includes(i) && i % 4 === 0).map(maid).sort();
+    const id = await createDestination({
+      connector: 'dsp_segments',
+      idType: 'maid',
+      config: { url: `${server.url}/data/advertiser`, token: 'dsp-token', advertiserId: 'adv1', segmentCodes: { [segmentId]: 'dmp-refusing' } },
+    });
+    server.refusing.add(withMaid[0]);
+    expect(await exportNow(id)).toMatchObject({ state: 'completed', adds: withMaid.length, rejected: 1 });
+    expect(server.audience('dmp-refusing')).toEqual(withMaid.slice(1));
+    server.refusing.clear();
+    expect(await exportNow(id)).toMatchObject({ state: 'completed', adds: 1, removes: 0, rejected: 0 });
+    expect(server.audience('dmp-refusing')).toEqual(withMaid);
+    // Its segment swapped for one nobody is in: every member is removed, one removal refused, then sent again.
+    const nobody = (await admin('/v1/segments', { body: { name: 'Platinum', rule: { trait: 'plan', op: 'eq', value: 'platinum' } } })).body.id;
+    await waitFor('the empty segment evaluated', async () => (await admin(`/v1/segments/${nobody}`)).body.lastRun?.state === 'completed');
+    expect((await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { segments: [nobody] } })).status).toBe(200);
+    server.refusing.add(withMaid[1]);
+    expect(await exportNow(id)).toMatchObject({ state: 'completed', removes: withMaid.length, rejected: 1 });
+    expect(server.audience('dmp-refusing')).toEqual([withMaid[1]]);
+    server.refusing.clear();
+    expect(await exportNow(id)).toMatchObject({ state: 'completed', adds: 0, removes: 1, rejected: 0 });
+    expect(server.audience('dmp-refusing')).toEqual([]);
+  }, 120_000);
+
   it("adds a DSP's members again once half their TTL has passed, before the DSP lets them lapse; a delta before that sends nothing", async () => {
     const server = await partner({ kind: 'dsp', token: 'dsp-token' });
     const id = await createDestination({

@@ -43,6 +43,8 @@ export class PartnerServer extends LocalServer {
   /** For each request answered by an `http429` fault, the milliseconds until its batch (idempotency key) came again. */
   readonly retryGaps: number[] = [];
   private readonly retryAsked = new Map<string, number>();
+  /** dsp: ids whose lines it refuses inside a 200 (`FailedLines`), applying the rest of the request. */
+  readonly refusing = new Set<string>();
   /** Files received (files kind): name → content. */
   readonly files = new Map<string, string>();
   private readonly faults: Fault[];
@@ -170,7 +172,9 @@ export class PartnerServer extends LocalServer {
           body.Items.forEach((item: Record<string, unknown>, index: number) => {
             const id = (item.TDID ?? item.DAID) as string | undefined;
             const data = item.Data as Array<{ Name: string; TTLInMinutes: number }>;
-            if (!id || !Array.isArray(data)) return void failed.push({ Index: index, ErrorCode: 'MissingId' });
+            // Failed lines as The Trade Desk reports them: the id as the item gave it, when it gave one.
+            if (!id || !Array.isArray(data)) return void failed.push({ ItemNumber: String(index + 1), ErrorCode: 'MissingData' });
+            if (this.refusing.has(id)) return void failed.push({ [item.TDID ? 'TDID' : 'DAID']: id, ItemNumber: String(index + 1), ErrorCode: 'InvalidId', Message: 'not taken' });
             for (const entry of data) {
               if (entry.TTLInMinutes > 0) {
                 this.set(entry.Name).add(id);

@@ -83,14 +83,16 @@ describe('destination deltas: properties', () => {
     const applied = (state: PartnerState, batches: BatchOutcome[]): PartnerState => {
       const now = new Map<string, 'held' | 'gone' | 'uncertain'>([...state.held.map((id) => [id, 'held'] as const), ...state.uncertain.map((id) => [id, 'uncertain'] as const)]);
       for (const batch of batches) {
-        for (const id of batch.adds) now.set(id, batch.confirmed ? 'held' : 'uncertain');
-        for (const id of batch.removes) now.set(id, batch.confirmed ? 'gone' : 'uncertain');
+        const applies = (id: string) => batch.confirmed && !batch.refused?.has(id);
+        for (const id of batch.adds) now.set(id, applies(id) ? 'held' : 'uncertain');
+        for (const id of batch.removes) now.set(id, applies(id) ? 'gone' : 'uncertain');
       }
       const having = (wanted: string) => sorted([...now].filter(([, value]) => value === wanted).map(([id]) => id));
       return { held: having('held'), uncertain: having('uncertain') };
     };
     const anyIds = fc.array(fc.constantFrom(...UNIVERSE), { maxLength: 6 });
-    const batchArb: fc.Arbitrary<BatchOutcome> = fc.record({ adds: anyIds, removes: anyIds, confirmed: fc.boolean() });
+    // A confirmed batch may carry ids its partner refused inside it.
+    const batchArb: fc.Arbitrary<BatchOutcome> = fc.record({ adds: anyIds, removes: anyIds, confirmed: fc.boolean(), refused: fc.subarray(UNIVERSE).map((ids) => new Set(ids)) }, { requiredKeys: ['adds', 'removes', 'confirmed'] });
     fc.assert(
       fc.property(stateArb, fc.array(batchArb, { maxLength: 6 }), (state, batches) => {
         expect(nextState(state, batches)).toEqual(applied(state, batches));
@@ -103,6 +105,21 @@ describe('destination deltas: properties', () => {
     fc.assert(
       fc.property(idsArb, stateArb, fc.boolean(), sizeArb, (target, state, full, size) => {
         expect(nextState(state, plan(target, state, full, size, allConfirmed))).toEqual({ held: target, uncertain: [] });
+      }),
+    );
+  });
+
+  it('sends again, adds or removes as the target says, every id a partner refused inside a confirmed batch, and then reaches the target', () => {
+    fc.assert(
+      fc.property(idsArb, stateArb, fc.boolean(), sizeArb, fc.subarray(UNIVERSE), (target, state, full, size, refusedIds) => {
+        const refused = new Set(refusedIds);
+        const first = nextState(state, plan(target, state, full, size, allConfirmed).map((batch) => ({ ...batch, refused })));
+        const sentFirst = new Set([...delta(target, state, full).adds, ...delta(target, state, full).removes]);
+        const again = delta(target, first, false);
+        for (const id of refusedIds.filter((id) => sentFirst.has(id))) {
+          expect([id, target.includes(id) ? again.adds.includes(id) : again.removes.includes(id)]).toEqual([id, true]);
+        }
+        expect(nextState(first, plan(target, first, false, size, allConfirmed))).toEqual({ held: target, uncertain: [] });
       }),
     );
   });

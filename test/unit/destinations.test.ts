@@ -3,7 +3,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { z } from 'zod';
 import { BSON } from 'mongodb';
-import { type ExportBatch } from '../../connectors/connector';
+import { linesNotApplied, type ExportBatch } from '../../connectors/connector';
+import { dspSegments } from '../../connectors/dspSegments';
 import { DeliveryError, Outbound, retryAfterMs, urlRefusal } from '../../connectors/outbound';
 import { CONNECTORS } from '../../connectors/registry';
 import { peopleList } from '../../connectors/peopleList';
@@ -627,6 +628,11 @@ describe('Outbound.send against a local partner', () => {
         return reply(200, { 'content-type': 'application/json' }, '{"FailedLines":[]}');
       case '/accepted':
         return reply(202);
+      case '/dsp-failed':
+        // The Trade Desk's shape: each failed line names its id as the item did.
+        return reply(200, { 'content-type': 'application/json' }, JSON.stringify({ FailedLines: [{ DAID: 'm-2', ErrorCode: 'InvalidId', Message: 'bad id', ItemNumber: '2' }] }));
+      case '/dsp-unnamed':
+        return reply(200, { 'content-type': 'application/json' }, JSON.stringify({ FailedLines: [{ ErrorCode: 'MissingData', ItemNumber: '1' }, { DAID: 'm-3', ErrorCode: 'InvalidId' }] }));
       case '/echo':
         // A partner that answers with far more than a report: read only so far, and the connection let go.
         return reply(200, { 'content-type': 'application/json' }, JSON.stringify({ echoed: 'x'.repeat(3 << 20) }));
@@ -676,9 +682,9 @@ describe('Outbound.send against a local partner', () => {
 
   it('resolves with the status and the JSON answer on a 2xx, sending the method, headers and body given', async () => {
     const response = await allowed.send(`${base}/ok`, { method: 'POST', headers: { 'x-test': 'yes' }, body: 'payload' });
-    expect(response).toEqual({ status: 200, answer: { FailedLines: [] } });
+    expect(response).toEqual({ status: 200, answer: { FailedLines: [] }, complete: true });
     expect(received.at(-1)).toMatchObject({ url: '/ok', method: 'POST', headers: expect.objectContaining({ 'x-test': 'yes' }), body: 'payload' });
-    expect(await allowed.send(`${base}/accepted`, { method: 'PUT', body: 'x' })).toEqual({ status: 202, answer: null });
+    expect(await allowed.send(`${base}/accepted`, { method: 'PUT', body: 'x' })).toEqual({ status: 202, answer: null, complete: true });
   });
 
   it("sends a segment file and a list's members under the partner's URL, keeping its query and dropping its fragment", async () => {
@@ -689,10 +695,34 @@ describe('Outbound.send against a local partner', () => {
     expect(received.at(-1)?.url).toBe('/drop/v1/audiences/list-1/members:add?key=k');
   });
 
-  it('reads no more of an answer than a report takes: a larger 2xx is applied with no answer, a larger refusal keeps its start', async () => {
-    expect(await allowed.send(`${base}/echo`, { method: 'POST', body: '{}' })).toEqual({ status: 200, answer: null });
+  it('reads no more of an answer than a report takes: a larger 2xx is applied with no answer, and says so; a larger refusal keeps its start', async () => {
+    expect(await allowed.send(`${base}/echo`, { method: 'POST', body: '{}' })).toEqual({ status: 200, answer: null, complete: false });
     const error = await failure(allowed.send(`${base}/huge-refusal`, { method: 'POST', body: '{}' }));
     expect(error.message).toBe(`HTTP 500: ${'e'.repeat(300)}`);
+  });
+
+  it("takes the ids a DSP names in its FailedLines as refused; a line naming none, or an answer too large to read, leaves the batch's every id in doubt", async () => {
+    const batch: ExportBatch = { destinationId: 'dst_d', exportId: 'exp_d', batchId: 'exp_d:0', segment: { id: 'seg_1', name: 'S' }, idType: 'maid', adds: ['m-1', 'm-2'], removes: ['m-3'] };
+    const config = (path: string) => dspSegments.config.parse({ url: `${base}${path}`, token: 't', advertiserId: 'adv1' });
+    const context = { http: allowed, exportDir: '' };
+    const named = await dspSegments.deliver(batch, config('/dsp-failed'), context);
+    expect(named).toEqual({ rejected: 1, refused: ['m-2'] });
+    expect(linesNotApplied(batch, named)).toEqual([1]);
+    const unnamed = await dspSegments.deliver(batch, config('/dsp-unnamed'), context);
+    expect(unnamed).toEqual({ rejected: 2 });
+    expect(linesNotApplied(batch, unnamed)).toEqual([0, 1, 2]);
+    const unread = await dspSegments.deliver(batch, config('/echo'), context);
+    expect(unread).toEqual({ rejected: 0, unread: true });
+    expect(linesNotApplied(batch, unread)).toEqual([0, 1, 2]);
+    expect(linesNotApplied(batch, await dspSegments.deliver(batch, config('/ok'), context))).toEqual([]);
+  });
+
+  it('leaves every line of a batch in doubt when the partner names ids the batch does not hold, or fewer than it refused', () => {
+    const batch = { adds: ['a', 'b'], removes: ['c'] };
+    expect(linesNotApplied(batch, { rejected: 1, refused: ['c'] })).toEqual([2]);
+    expect(linesNotApplied(batch, { rejected: 1, refused: ['z'] })).toEqual([0, 1, 2]);
+    expect(linesNotApplied(batch, { rejected: 2, refused: ['a'] })).toEqual([0, 1, 2]);
+    expect(linesNotApplied(batch, { rejected: 0 })).toEqual([]);
   });
 
   it("makes a 429 retryable, with the partner's Retry-After", async () => {
