@@ -155,7 +155,7 @@ export const SyncQuerySchema = z.object({
     .string()
     .regex(PARTNER_USER_ID, 'printable ASCII without spaces, at most 256, not an unexpanded macro')
     .openapi({ description: "The partner's own user id (required)" }),
-  gdpr: signal(z.enum(['0', '1']), '1 when the GDPR applies: the sync then needs a TC string consenting to purpose 1 (storage and access on a device)'),
+  gdpr: signal(z.enum(['0', '1']), '1 when the GDPR applies: the sync then needs a TC string consenting to purpose 1 (storage and access on a device); 0 when not: its `cookie_sync` event then says so (`tcfNotApplicable`), a consent signal a `require` source profiles'),
   gdpr_consent: signal(
     z.string().regex(/^[A-Za-z0-9_.+/=-]{1,4096}$/, 'a TC string: base64 characters and `.`, at most 4096'),
     'TCF v2 TC string; one that cannot be read grants nothing: the sync is then answered as without consent',

@@ -332,6 +332,19 @@ describe('cookie sync: partner ids matched with our cookie ids, and the redirect
     expect(await matches.partnerIdsOf('ramp', [cookie(970), cookie(971)])).toEqual(new Map());
   }, 240_000);
 
+  it('profiles a sync saying the GDPR does not apply (gdpr=0) on a source that requires a consent signal, so it joins the cookies as any sync does', async () => {
+    const source = await newSource(api, 'syncs needing consent', { consent: { mode: 'require' } });
+    expect((await admin('/v1/partners', { body: { id: 'strict', name: 'Strict', redirectUrl: 'https://sync.strict.example/m?u=${DMP_UID}', sourceId: source.sourceId } })).status).toBe(201);
+    await sync('strict', { puid: 's-1', gdpr: '0' }, { cookie: `dmp_uid=${cookie(980)}` });
+    await sync('strict', { puid: 's-1', gdpr: '0' }, { cookie: `dmp_uid=${cookie(981)}` });
+    await source.folded(2);
+    const person = (await source.lookup('partner_uid', 'strict:s-1')).body;
+    expect((await source.lookup('cookie_id', cookie(980))).body.id).toBe(person.id);
+    expect((await source.lookup('cookie_id', cookie(981))).body.id).toBe(person.id);
+    expect(person.counters.cookie_sync.count).toBe(2);
+    expect((await admin(`/v1/sources/${source.sourceId}`)).body.progress.eventsNonProfiling ?? {}).toEqual({});
+  }, 120_000);
+
   it('redirects a sync the store cannot record with an empty id, leaving the browser as it was and the match tables without it', async () => {
     // An API of its own, whose store connection is then closed: its partner read is cached, its writes fail.
     const store = await connectStore(baseConfig.MONGODB_URI, platform.store.db.databaseName);
