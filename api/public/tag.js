@@ -112,7 +112,8 @@
       consent.tcfNotApplicable = true;
       signal = true;
     }
-    if (gpp && GPP_STRING.test(gpp.gppString) && gpp.gppString.length <= 4096) {
+    // A string from before the CMP is ready (an empty "DBAA" while it loads) is not the visitor's decision.
+    if (gpp && gppDecided && GPP_STRING.test(gpp.gppString) && gpp.gppString.length <= 4096) {
       consent.gpp = gpp.gppString;
       signal = true;
     } else if (hasGpp && !gppDecided) {

@@ -122,6 +122,9 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
       case '/eu/gpp-stub.html':
         // A GPP CMP's stub whose script never loads, the only CMP on the page: its ping says it is not ready yet.
         return `<!doctype html><html><head><title>GPP stub</title><script>window.__gpp=function(command,callback){var ping={gppVersion:'1.1',cmpStatus:'stub',signalStatus:'not ready',gppString:'',applicableSections:[-1],parsedSections:{}};if(command==='ping')callback(ping,true)};</script>${tag}</head><body>eu</body></html>`;
+      case '/us/gpp-loading.html':
+        // A GPP CMP still loading its settings: its ping already carries a string, empty ("DBAA", as the IAB's cmpapi encodes no section), not yet the visitor's.
+        return `<!doctype html><html><head><title>GPP loading</title><script>window.__gpp=function(command,callback){var ping={gppVersion:'1.1',cmpStatus:'loaded',signalStatus:'not ready',gppString:'DBAA',applicableSections:[-1],parsedSections:{}};if(command==='ping')callback(ping,true);if(command==='addEventListener')callback({eventName:'listenerRegistered',listenerId:1,data:true,pingData:ping},true)};</script>${tag}</head><body>us</body></html>`;
       case '/us/not-applicable.html':
         // A TCF CMP that tells a visitor outside the EU the GDPR does not apply to them.
         return `<!doctype html><html><head><title>Not applicable</title><script>window.__tcfapi=function(command,version,callback){if(command==='addEventListener')setTimeout(function(){callback({tcString:'',gdprApplies:false,eventStatus:'tcloaded',cmpStatus:'loaded',listenerId:1},true)},50)};</script>${tag}</head><body>us</body></html>`;
@@ -594,6 +597,21 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await waitForEvents(beacons, 1);
     expect(sent(beacons)[0]).toMatchObject({ type: 'page_view', properties: { title: 'GPP stub' }, consent: { gppPending: true } });
     expect(await tagCookies(context)).toEqual([]);
+    await context.close();
+    await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.gpp_pending === 1);
+  });
+
+  it("sends no GPP string a CMP gave before it was ready: its events say it has not answered, and are not profiled", async () => {
+    const source = await createSource('gpp loading');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}/us/gpp-loading.html?k=${source.writeKey}`);
+    await tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
+    await waitForEvents(beacons, 1);
+    const [event] = sent(beacons);
+    expect(event).toMatchObject({ type: 'page_view', properties: { title: 'GPP loading' }, consent: { gppPending: true } });
+    expect(event.consent.gpp).toBeUndefined();
     await context.close();
     await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.gpp_pending === 1);
   });
