@@ -245,6 +245,12 @@ export function outranks(a: TraitOrigin, aValue: unknown, b: TraitOrigin, bValue
 }
 
 export const DAY_MS = 86_400_000;
+/**
+ * How far back from a type's last event its daily buckets and recent events reach: the longest
+ * window a rule may name (BEHAVIOUR_DAYS) counts every UTC day it touches (domain/segmentRules
+ * EvaluationTime.firstDay), BEHAVIOUR_DAYS + 1 of them, and each must still be there.
+ */
+const BEHAVIOUR_REACH_MS = BEHAVIOUR_DAYS * DAY_MS;
 const twoDigits = (n: number) => (n < 10 ? `0${n}` : String(n));
 
 /** The UTC day as `YYYYMMDD` (every fold counts each event under one; built from fields, not an ISO string). */
@@ -254,9 +260,9 @@ export function dayKey(at: Date): string {
   return `${year}${twoDigits(at.getUTCMonth() + 1)}${twoDigits(at.getUTCDate())}`;
 }
 
-/** Drops daily buckets and recent events older than BEHAVIOUR_DAYS before `lastSeen`. */
+/** Drops daily buckets and recent events of days before the one BEHAVIOUR_DAYS before `lastSeen`. */
 function pruneDays(counter: EventCounter): void {
-  const oldestMs = Math.floor((counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * DAY_MS) / DAY_MS) * DAY_MS;
+  const oldestMs = Math.floor((counter.lastSeen.getTime() - BEHAVIOUR_REACH_MS) / DAY_MS) * DAY_MS;
   const oldest = dayKey(new Date(oldestMs));
   for (const day of Object.keys(counter.days)) if (day < oldest) delete counter.days[day];
   // At or after the oldest day's midnight is that day or later: no day key per event needed.
@@ -426,7 +432,7 @@ function widenSpan(counter: EventCounter, firstSeen: Date, lastSeen: Date): bool
   if (firstSeen < counter.firstSeen) counter.firstSeen = firstSeen;
   const windowMoved = lastSeen > counter.lastSeen;
   if (windowMoved) counter.lastSeen = lastSeen;
-  return windowMoved || firstSeen.getTime() < counter.lastSeen.getTime() - (BEHAVIOUR_DAYS - 1) * DAY_MS;
+  return windowMoved || firstSeen.getTime() < counter.lastSeen.getTime() - BEHAVIOUR_REACH_MS;
 }
 
 function addToCampaign(campaigns: Record<string, CampaignCounter>, key: string, add: CampaignCounter): void {

@@ -611,7 +611,7 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await waitForEvents(beacons, 1);
     const [event] = sent(beacons);
     expect(event).toMatchObject({ type: 'page_view', properties: { title: 'GPP loading' }, consent: { gppPending: true } });
-    expect(event.consent.gpp).toBeUndefined();
+    expect(event.consent?.gpp).toBeUndefined();
     await context.close();
     await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.gpp_pending === 1);
   });

@@ -78,6 +78,18 @@ describe('segment rules: one meaning', () => {
     expect(compare(['a'], 'eq', ['a'])).toBe(true);
   });
 
+  it('counts, over the longest window a rule may name, every day it touches, whether or not the type was seen since', () => {
+    // 90 days back from NOW (12:00) is a day whose morning the window does not reach: its whole day counts, as for any window.
+    const early = profileWith([{ type: 'buy', hoursAgo: 90 * 24 + 2, properties: { cat: 'shoes' } }]);
+    const both = profileWith([
+      { type: 'buy', hoursAgo: 90 * 24 + 2, properties: { cat: 'shoes' } },
+      { type: 'buy', hoursAgo: 1, properties: { cat: 'shoes' } },
+    ]);
+    expect(member({ event: 'buy', within: 'P90D' }, early)).toBe(true);
+    expect(member({ event: 'buy', count: { op: 'eq', value: 2 }, within: 'P90D' }, both)).toBe(true);
+    expect(member({ event: 'buy', count: { op: 'eq', value: 2 }, within: 'P90D', where: [{ property: 'cat', op: 'eq', value: 'shoes' }] }, both)).toBe(true);
+  });
+
   it('counts events in whole days of the daily buckets, and filters on the recent events kept with their properties', () => {
     const doc = profileWith([
       { type: 'buy', hoursAgo: 1, properties: { cat: 'shoes', total: 120 } },
