@@ -13,7 +13,7 @@ import { StartGates, startGateKey } from '../store/startGates';
 import { FeedStore, feedFileDigest, filesFetched, importedFileDigests, newFeedPull, packFileDigests, pulledFileDigests, SEEN_AT_CURSOR_MAX, type FeedPullDoc, type FeedStateDoc, type FetchAttempt } from '../store/feeds';
 import { MatchTableStore } from '../store/matchTables';
 import { SourceStore, type SourceDoc } from '../store/sources';
-import { UploadStore } from '../store/uploads';
+import { rowsImported, UploadStore } from '../store/uploads';
 import { withHeartbeats } from './heartbeat';
 import { beginGated } from './startGate';
 import { newUpload, prepareMappedRows, UploadStaging, UploadSuperseded, type MappedRow, type NumberedRow, type PreparedRows } from './uploadStaging';
@@ -320,7 +320,7 @@ export function createFeedActivities(deps: FeedDeps) {
     async finishFeedPull(input: { pullId: string; uploadId: string | null }): Promise<FeedPullOutcome> {
       const pull = await requirePull(input.pullId);
       const upload = input.uploadId ? await uploads.get(input.uploadId) : null;
-      const outcome: FeedPullOutcome = { pullId: pull._id, state: 'completed', rowsImported: upload ? upload.imported.rows - upload.imported.duplicates : 0, rowsDuplicate: upload?.imported.duplicates ?? 0 };
+      const outcome: FeedPullOutcome = { pullId: pull._id, state: 'completed', rowsImported: upload ? rowsImported(upload.imported) : 0, rowsDuplicate: upload?.imported.duplicates ?? 0 };
       if (pull.state === 'completed') return outcome;
       if (pull.state !== 'running') throw ApplicationFailure.nonRetryable(`pull ${pull._id} is ${pull.state}`, 'PullNotRunning');
       const source = await requireFeedSource(pull.sourceId);

@@ -5,7 +5,7 @@ import { forEachConcurrently, type Store } from '../store/db';
 import { EventLog } from '../store/eventLog';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { SourceStore } from '../store/sources';
-import { UploadStore, type ImportAttempt, type ImportCheckpoint, type UploadDoc } from '../store/uploads';
+import { rowsImported, UploadStore, type ImportAttempt, type ImportCheckpoint, type UploadDoc } from '../store/uploads';
 import { StartGates, startGateKey } from '../store/startGates';
 import { wakeSourceWorkflow, type SourceWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
@@ -26,9 +26,12 @@ export interface ImportProgress extends ImportCheckpoint {
 
 /** What appending one staged chunk did (see ImportCheckpoint). */
 interface Appended {
+  /** Rows of the chunk in the log. */
   rows: number;
   resumed: number;
   duplicates: number;
+  /** Rows of an erased subject, dropped. */
+  erased: number;
 }
 
 /** How long one import step appends before it returns to its workflow, which records the progress. */
@@ -86,7 +89,8 @@ export function createUploadActivities(deps: UploadDeps) {
     });
     // Once per staged chunk: a retried step reads it again.
     await marks.countLateOnce(`${upload._id}:${n}`, late);
-    if (events.length === 0) return { rows: staged.length, resumed: 0, duplicates: 0 };
+    const erased = staged.length - events.length;
+    if (events.length === 0) return { rows: 0, resumed: 0, duplicates: 0, erased };
     const { duplicateIndexes } = await log.append(upload.sourceId, events);
     let resumed = 0;
     if (mayBeResumed) {
@@ -95,7 +99,7 @@ export function createUploadActivities(deps: UploadDeps) {
         if (claimedBy !== null && claimedBy >= logFrom) resumed++;
       });
     }
-    return { rows: staged.length, resumed, duplicates: duplicateIndexes.size - resumed };
+    return { rows: events.length, resumed, duplicates: duplicateIndexes.size - resumed, erased };
   }
 
   async function importStep(uploadId: string): Promise<ImportProgress> {
@@ -146,6 +150,7 @@ export function createUploadActivities(deps: UploadDeps) {
           rows: checkpoint.rows + appended.rows,
           resumed: checkpoint.resumed + appended.resumed,
           duplicates: checkpoint.duplicates + appended.duplicates,
+          erased: (checkpoint.erased ?? 0) + appended.erased,
         };
         await save(checkpoint);
         heartbeat(checkpoint);
@@ -185,7 +190,7 @@ export function createUploadActivities(deps: UploadDeps) {
         await withHeartbeats(() => uploads.dropChunks(upload._id, upload.chunks));
         await uploads.finish(upload._id, 'importing', 'completed', null, now());
       }
-      return { state: 'completed', rowsImported: upload.imported.rows - upload.imported.duplicates, rowsRejected: upload.rowsRejected };
+      return { state: 'completed', rowsImported: rowsImported(upload.imported), rowsRejected: upload.rowsRejected };
     },
 
     /** Records why an import failed and removes its staged rows; rows it appended stay in the log. Safe to retry. */

@@ -11,7 +11,7 @@ import type { Store } from '../store/db';
 import { FeedStore, importedFileCount, newFeedPull, newPullId, type FeedPullDoc } from '../store/feeds';
 import { PartnerStore } from '../store/partners';
 import { SourceStore, type SourceDoc } from '../store/sources';
-import { UploadStore } from '../store/uploads';
+import { rowsImported, UploadStore } from '../store/uploads';
 import { deleteFeedSchedule, settleFeedSchedule, startFeedPull, startGated } from '../temporal/client';
 import type { ScheduleSyncMark } from '../store/scheduleSyncs';
 import { StartGates, startGateKey } from '../store/startGates';
@@ -50,7 +50,7 @@ async function pullView(doc: FeedPullDoc, uploads: UploadStore, databaseName: st
     rowsSkipped: doc.rowsSkipped,
     rowsUnmatched: doc.rowsUnmatched,
     rowsRejected: upload?.rowsRejected ?? 0,
-    rowsImported: upload ? upload.imported.rows - upload.imported.duplicates : 0,
+    rowsImported: upload ? rowsImported(upload.imported) : 0,
     rowsDuplicate: upload?.imported.duplicates ?? 0,
     rowsNonProfiling: upload?.rowsNonProfiling ?? 0,
     rejections: upload?.rejections ?? [],

@@ -23,7 +23,7 @@ import {
 import { crmImportWorkflowId } from '../domain/workflowIds';
 import { logger } from '../logger';
 import { SourceStore, type SourceDoc } from '../store/sources';
-import { newUploadId, UploadStore, type UploadDoc } from '../store/uploads';
+import { newUploadId, rowsImported, UploadStore, type UploadDoc } from '../store/uploads';
 import { startCrmImport, startGated } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import { UploadKeys } from '../store/uploadKeys';
@@ -51,8 +51,9 @@ export function uploadView(doc: UploadDoc, databaseName: string): UploadView {
     sourceId: doc.sourceId,
     state: doc.state,
     rowsReceived: doc.rowsReceived,
-    rowsImported: doc.imported.rows - doc.imported.duplicates,
+    rowsImported: rowsImported(doc.imported),
     rowsDuplicate: doc.imported.duplicates,
+    rowsErased: doc.imported.erased ?? 0,
     rowsRejected: doc.rowsRejected,
     rowsNonProfiling: doc.rowsNonProfiling,
     rejections: doc.rejections,

@@ -244,6 +244,10 @@ export const UploadViewSchema = z
       .number()
       .int()
       .openapi({ description: "Rows whose event id the source log held already from an earlier import (a feed's rows pulled again within DMP_DEDUPE_WINDOW_HOURS): not imported again" }),
+    rowsErased: z
+      .number()
+      .int()
+      .openapi({ description: 'Rows naming an identity an erasure tombstoned (POST /v1/privacy/requests): dropped, never appended, and counted on that request as late events' }),
     rowsRejected: z.number().int().openapi({ description: 'Rows refused; the first ones are listed in `rejections`' }),
     rowsNonProfiling: z.number().int().openapi({ description: "Of the rows kept, those the source's consent policy keeps from profiling (a CRM source usually sets `consent.mode: not_required`)" }),
     rejections: z.array(UploadRejectionSchema).openapi({ description: `The first ${UPLOAD_REJECTIONS_KEPT} rows refused, with the column and the reason` }),

@@ -17,8 +17,15 @@ export interface ImportCheckpoint {
   resumed: number;
   /** Of `rows`, those the log held from an earlier import (a feed's rows pulled again): not imported by this one. */
   duplicates: number;
+  /** Rows of those chunks dropped, not appended: their subject was erased (absent: none, or counted in `rows` before this was kept). */
+  erased?: number;
   /** The source log's head when this import began: a duplicate claimed at or past it was claimed by this import. */
   logFrom?: number;
+}
+
+/** Rows an import appended to the log itself: in the log, and not there before it. */
+export function rowsImported(imported: ImportCheckpoint): number {
+  return imported.rows - imported.duplicates;
 }
 
 /** An attempt at an import step: its workflow run, the step's activity in that run, and the attempt's number. */

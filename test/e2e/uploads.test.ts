@@ -9,6 +9,7 @@ import { COLLECTIONS } from '../../store/db';
 import { decodeEvents, storedBytes } from '../../store/deflatedBson';
 import { UploadStore } from '../../store/uploads';
 import { call } from '../support/http';
+import { settledRequest } from '../support/privacyRequests';
 import { latestProfiles } from '../support/profiles';
 import { sourceLogEventIds } from '../support/sourceLog';
 import { startApi, startWorker, testStore, testTemporal, uniqueName, waitFor, type RunningApi, type RunningWorker } from '../support/services';
@@ -355,6 +356,19 @@ describe('CRM uploads: a CSV into a crm source, hashed at the edge, imported by 
       expect(await loggedOf(made[0])).toBe(3_000);
       expect(await uploadCount()).toBe(before + 1);
     }, 120_000);
+  });
+
+  it("drops and counts the rows of an erased subject: never appended, and not counted as imported", async () => {
+    // The first test starts the worker once its rows are staged; alone, this one starts it.
+    worker ??= await startWorker({ store, temporal, taskQueue });
+    const erasure = await admin('/v1/privacy/requests', { body: { type: 'erase', identity: { type: 'email', value: 'Erased.Person@Example.com' } } });
+    expect(erasure.status).toBe(202);
+    expect((await settledRequest(admin, erasure.body.id, 120_000)).state).toBe('completed');
+    const response = await upload(sourceId, `${HEADER}\nc-erased,Erased.Person@Example.com,gold,Oslo\nc-kept,Kept.Person@Example.com,gold,Oslo\n`);
+    expect(response.status).toBe(202);
+    expect(await finished(response.body.uploadId)).toMatchObject({ state: 'completed', rowsReceived: 2, rowsImported: 1, rowsDuplicate: 0, rowsErased: 1, rowsRejected: 0 });
+    expect((await admin(`/v1/privacy/requests/${erasure.body.id}`)).body.lateEventsDropped).toBe(1);
+    expect(await documentsHolding(store, ['c-erased', sha256Hex('erased.person@example.com')])).toEqual([]);
   });
 
   it('documents the upload routes with a text/csv body and every status', async () => {
