@@ -20,7 +20,7 @@ import { prepareNextRun, SegmentRunStore, SnapshotReader, type PreparedRun } fro
 import { SegmentStore, type SegmentDoc } from '../store/segments';
 import { SourceStore } from '../store/sources';
 import { beginGated } from './startGate';
-import { heartbeat, withHeartbeats } from './heartbeat';
+import { attemptSignal, heartbeat, withHeartbeats } from './heartbeat';
 
 export interface ExportDeps {
   store: Store;
@@ -43,7 +43,18 @@ const KEEP_BATCH_BYTES = 160 * 1024 * 1024;
  */
 const MAX_WAIT_MS = 5 * 60_000;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Resolves after `ms`, or at once when `until` aborts. */
+const sleep = (ms: number, until?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    if (until?.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      until?.removeEventListener('abort', done);
+      resolve();
+    }
+    until?.addEventListener('abort', done);
+  });
 
 /** Paces requests to a partner's rate, and holds every request back while the partner asked us to wait. */
 class Pacer {
@@ -396,6 +407,9 @@ export function createExportActivities(deps: ExportDeps) {
     const pacer = new Pacer(limits.requestsPerSecond);
     let stopped: string | null = null;
     const refusals: string[] = [];
+    // An attempt Temporal gave up (unheard for the heartbeat timeout: its retry delivers the same batches) sends and records nothing more.
+    const givenUp = attemptSignal();
+    const attemptContext = { ...context, http: outbound.until(givenUp) };
     const segmentOf = (n: number) => plan.segments.find((segment) => n >= segment.batches[0] && n < segment.batches[1]) as PlannedSegment;
 
     /** One batch delivered, or given up on. */
@@ -410,13 +424,13 @@ export function createExportActivities(deps: ExportDeps) {
       }
       const batch: ExportBatch = { destinationId: destination._id, exportId: exp._id, batchId: batchId(exp._id, n), segment: { id: segment.id, name: segment.name }, idType: destination.idType, adds: stored.adds, removes: stored.removes };
       let attempts = receipts.get(n)?.attempts ?? 0;
-      for (let attempt = 1; !stopped; attempt++) {
+      for (let attempt = 1; !stopped && !givenUp.aborted; attempt++) {
         await pacer.wait();
         // Stopped while this batch waited its turn (a partner asking to be left alone): it is not sent.
-        if (stopped) return;
+        if (stopped || givenUp.aborted) return;
         attempts++;
         try {
-          const delivered = await connector.deliver(batch, config, context);
+          const delivered = await connector.deliver(batch, config, attemptContext);
           const refusedLines = linesNotApplied(batch, delivered);
           await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'applied', attempts, rejected: delivered.rejected, ...(refusedLines.length > 0 && { refusedLines }), status: null, error: null, at: now() });
           confirmed++;
@@ -424,6 +438,8 @@ export function createExportActivities(deps: ExportDeps) {
           return;
         } catch (error) {
           if (!(error instanceof DeliveryError)) throw error;
+          // Abandoned with its attempt: the attempt that replaced it owns the batch's receipt.
+          if (givenUp.aborted) return;
           const last = !error.retryable || attempt >= MAX_ATTEMPTS;
           // Redacted on its own: the partner's answer may end in a secret cut short.
           const message = redact(error.message, connector, config);
@@ -444,13 +460,13 @@ export function createExportActivities(deps: ExportDeps) {
           }
           const wait = error.retryAfterMs ?? backoffMs(attempt);
           if (error.retryAfterMs !== null) pacer.pause(wait);
-          await sleep(wait);
+          await sleep(wait, givenUp);
         }
       }
     };
     await withHeartbeats(() =>
       forEachConcurrently(pending, limits.concurrency, async (n) => {
-        if (stopped) return;
+        if (stopped || givenUp.aborted) return;
         try {
           await deliverBatch(n);
         } catch (error) {
@@ -460,6 +476,8 @@ export function createExportActivities(deps: ExportDeps) {
         }
       }),
     );
+    // Given up: nobody hears what it returns (or it is the shutdown's, and the attempt is tried again).
+    if (givenUp.aborted) throw givenUp.reason;
     return { confirmed, error: stopped ?? (refusals.length > 0 ? refusals.join('; ').slice(0, 2000) : null) };
   }
 

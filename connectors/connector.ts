@@ -4,7 +4,8 @@ import type { Outbound } from './outbound';
 
 /** What a delivery may use: the guarded HTTP client, and the folder root file destinations write under. */
 export interface DeliveryContext {
-  http: Outbound;
+  /** Its requests are abandoned once the delivery's attempt is given up. */
+  http: Pick<Outbound, 'send'>;
   exportDir: string;
 }
 

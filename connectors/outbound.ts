@@ -113,8 +113,9 @@ export class Outbound {
    * slower than `timeoutMs` is abandoned (retryable: it may have applied the batch, so the retry
    * carries the same idempotency key).
    */
-  async send(url: string, init: { method: string; headers?: Record<string, string>; body?: string | Buffer }): Promise<Accepted> {
-    const response = await this.request(this.agent, url, { ...init, signal: AbortSignal.timeout(this.timeoutMs) });
+  async send(url: string, init: { method: string; headers?: Record<string, string>; body?: string | Buffer }, until?: AbortSignal): Promise<Accepted> {
+    const timeout = AbortSignal.timeout(this.timeoutMs);
+    const response = await this.request(this.agent, url, { ...init, signal: until ? AbortSignal.any([timeout, until]) : timeout });
     if (response.status < 200 || response.status >= 300) throw await refusal(response);
     // Read always (an unread body holds its connection until the timeout), and only so far: an answer
     // larger than any partner's report is none. One that breaks off after the 2xx is still an applied batch.
@@ -153,6 +154,11 @@ export class Outbound {
       const reason = (error as Error).name === 'TimeoutError' ? `no response within ${this.timeoutMs} ms` : describeFailure(error);
       throw new DeliveryError(reason, !/may not reach|private address/.test(reason));
     }
+  }
+
+  /** This client's requests, each abandoned once `until` aborts as well (an activity attempt given up). */
+  until(until: AbortSignal): Pick<Outbound, 'send'> {
+    return { send: (url, init) => this.send(url, init, until) };
   }
 
   async close(): Promise<void> {

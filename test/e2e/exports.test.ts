@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sha256Hex } from '../../domain/identity';
 import { SA } from '../../domain/searchAttributes';
-import { destinationScheduleId } from '../../domain/workflowIds';
+import { destinationExportWorkflowId, destinationScheduleId } from '../../domain/workflowIds';
 import { DESTINATION_COLLECTIONS } from '../../store/destinations';
 import { call } from '../support/http';
 import { applyFile, PartnerServer } from '../support/partners';
@@ -244,6 +244,25 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     server.refusing.clear();
     expect(await exportNow(id)).toMatchObject({ state: 'completed', adds: 0, removes: 1, rejected: 0 });
     expect(server.audience('dmp-refusing')).toEqual([]);
+  }, 120_000);
+
+  it('sends nothing more from a delivery Temporal gave up (its export workflow ended under it): its requests are abandoned, its batches left', async () => {
+    const server = await partner({ kind: 'webhook', secret: 'given-up-secret-0123' });
+    const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', config: { url: `${server.url}/hook`, secret: 'given-up-secret-0123', batchSize: 1, concurrency: 2 } });
+    const release = server.hold();
+    const started = await admin(`/v1/destinations/${id}/exports`, { body: {} });
+    expect(started.status).toBe(202);
+    await waitFor('the first batches held at the partner', async () => server.requests >= 2);
+    // The attempt's next heartbeat the worker sends on (at most 16 s apart: 0.8 of its 20 s timeout) finds it
+    // gone, as when its heartbeats went unheard and it was tried again. Till then it retries its held batches.
+    await platform.temporal.workflow.getHandle(destinationExportWorkflowId(platform.store.db.databaseName, started.body.exportId)).terminate('the delivery is given up');
+    await new Promise((resolve) => setTimeout(resolve, 20_000));
+    const held = server.requests;
+    release();
+    // Longer than its backoff before a next try (8 s by then), and than the rest of its batches would take.
+    await new Promise((resolve) => setTimeout(resolve, 12_000));
+    expect(server.requests).toBe(held);
+    expect(server.applied.length).toBeLessThan(GOLD_NOW.length);
   }, 120_000);
 
   it("adds a DSP's members again once half their TTL has passed, before the DSP lets them lapse; a delta before that sends nothing", async () => {
