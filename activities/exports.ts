@@ -431,6 +431,8 @@ export function createExportActivities(deps: ExportDeps) {
         attempts++;
         try {
           const delivered = await connector.deliver(batch, config, attemptContext);
+          // Given up while the partner answered: the attempt that replaced it sends the batch again under its key, and keeps its receipt.
+          if (givenUp.aborted) return;
           const refusedLines = linesNotApplied(batch, delivered);
           await destinations.writeReceipt({ _id: batch.batchId, exportId: exp._id, destinationId: destination._id, state: 'applied', attempts, rejected: delivered.rejected, ...(refusedLines.length > 0 && { refusedLines }), status: null, error: null, at: now() });
           confirmed++;

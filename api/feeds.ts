@@ -52,6 +52,7 @@ async function pullView(doc: FeedPullDoc, uploads: UploadStore, databaseName: st
     rowsRejected: upload?.rowsRejected ?? 0,
     rowsImported: upload ? rowsImported(upload.imported) : 0,
     rowsDuplicate: upload?.imported.duplicates ?? 0,
+    rowsErased: upload?.imported.erased ?? 0,
     rowsNonProfiling: upload?.rowsNonProfiling ?? 0,
     rejections: upload?.rejections ?? [],
     attempts: doc.attempts.map(({ attempt, at, error }) => ({ attempt, at: iso(at), error })),

@@ -74,7 +74,7 @@ export interface Connector<C extends Record<string, unknown> = Record<string, un
 export interface Delivered {
   /** Ids the partner refused inside the batch. */
   rejected: number;
-  /** Those ids, when the partner named them. */
+  /** Those ids, when the partner named them; or the ids of a request it counted refusals in without naming them (or gave no answer to read). */
   refused?: readonly string[];
   /** The partner's answer could not be read whole: what it refused is unknown. */
   unread?: boolean;
@@ -89,8 +89,8 @@ export function linesNotApplied(batch: Pick<ExportBatch, 'adds' | 'removes'>, de
   const lines = [...batch.adds, ...batch.removes];
   const every = () => lines.map((_, line) => line);
   if (delivered.unread) return every();
-  if (delivered.rejected === 0) return [];
   const refused = new Set(delivered.refused ?? []);
+  if (delivered.rejected === 0 && refused.size === 0) return [];
   const named = lines.flatMap((id, line) => (refused.has(id) ? [line] : []));
   return delivered.refused !== undefined && refused.size >= delivered.rejected && named.length >= refused.size ? named : every();
 }

@@ -44,15 +44,16 @@ export const peopleList = defineConnector({
     const members = (operation: string) => urlUnder(config.url, `audiences/${config.listId}/members:${operation}`);
     const headers = { 'content-type': 'application/json', authorization: `Bearer ${config.token}`, 'idempotency-key': batch.batchId };
     let rejected = 0;
-    let unread = false;
+    const refused: string[] = [];
     for (const [operation, ids] of [['add', batch.adds], ['remove', batch.removes]] as const) {
       if (ids.length === 0) continue;
       const { answer, complete } = await http.send(members(operation), { method: 'POST', headers, body: JSON.stringify({ schema, data: ids }) });
       const invalid = (answer as { invalid?: unknown } | null)?.invalid;
-      rejected += typeof invalid === 'number' ? invalid : 0;
-      unread ||= !complete;
+      const count = typeof invalid === 'number' && invalid > 0 ? invalid : 0;
+      rejected += count;
+      // The platform counts the members it could not take without naming them: that request's every id stays in doubt.
+      if (count > 0 || !complete) refused.push(...ids);
     }
-    // The platform counts the members it could not take without naming them: the batch's every id stays in doubt.
-    return { rejected, ...(unread && { unread }) };
+    return { rejected, ...(refused.length > 0 && { refused }) };
   },
 });

@@ -462,6 +462,7 @@ export const FeedPullViewSchema = z
     rowsRejected: Count,
     rowsImported: Count.openapi({ description: 'Rows appended to the source log as new events, each exactly once' }),
     rowsDuplicate: Count.openapi({ description: 'Rows an earlier pull imported already (found by their event id within DMP_DEDUPE_WINDOW_HOURS)' }),
+    rowsErased: Count.openapi({ description: 'Rows naming an identity an erasure tombstoned: dropped, never appended, and counted on that request as late events' }),
     rowsNonProfiling: Count,
     rejections: z.array(UploadRejectionSchema).openapi({ description: 'The first rows refused, with the column and the reason' }),
     attempts: z

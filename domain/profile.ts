@@ -49,7 +49,7 @@ export interface EventCounter {
   count: number;
   firstSeen: Date;
   lastSeen: Date;
-  /** Events per UTC day (`YYYYMMDD`), for the BEHAVIOUR_DAYS days up to `lastSeen`. */
+  /** Events per UTC day (`YYYYMMDD`), back to the day BEHAVIOUR_DAYS before `lastSeen` (see BEHAVIOUR_REACH_MS). */
   days: Record<string, number>;
   /** Newest first. Absent on documents written before properties were kept. */
   recent?: RecentEvent[];

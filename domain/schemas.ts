@@ -312,7 +312,7 @@ export const ProfileSchema = z
         count: z.number().int(),
         firstSeen: Iso,
         lastSeen: Iso,
-        days: z.record(z.string(), z.number().int()).openapi({ description: 'Events per UTC day (YYYYMMDD) for the 90 days up to lastSeen' }),
+        days: z.record(z.string(), z.number().int()).openapi({ description: 'Events per UTC day (YYYYMMDD), back to the day 90 days before lastSeen (the 91 days a 90-day window touches)' }),
       }),
     ),
     consent: z.unknown().nullable(),

@@ -17,7 +17,7 @@ export interface ImportCheckpoint {
   resumed: number;
   /** Of `rows`, those the log held from an earlier import (a feed's rows pulled again): not imported by this one. */
   duplicates: number;
-  /** Rows of those chunks dropped, not appended: their subject was erased (absent: none, or counted in `rows` before this was kept). */
+  /** Rows of those chunks dropped, not appended: their subject was erased (absent: none). */
   erased?: number;
   /** The source log's head when this import began: a duplicate claimed at or past it was claimed by this import. */
   logFrom?: number;

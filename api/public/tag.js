@@ -156,6 +156,8 @@
   function onGpp(ping) {
     if (!ping) return;
     var ready = ping.signalStatus === 'ready' || (!ping.signalStatus && ping.cmpStatus === 'loaded') || ping.cmpStatus === 'error';
+    // A CMP updating its string (the visitor choosing again) says 'not ready' meanwhile: the last ready answer stands until the next one.
+    if (!ready && gppDecided) return;
     if (typeof ping.gppString !== 'string') {
       // A GPP 1.0 ping carries no string: no signal to wait for once the CMP has loaded.
       if (ready) gppDecided = true;

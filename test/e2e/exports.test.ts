@@ -256,13 +256,16 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     // The attempt's next heartbeat the worker sends on (at most 16 s apart: 0.8 of its 20 s timeout) finds it
     // gone, as when its heartbeats went unheard and it was tried again. Till then it retries its held batches.
     await platform.temporal.workflow.getHandle(destinationExportWorkflowId(platform.store.db.databaseName, started.body.exportId)).terminate('the delivery is given up');
-    await new Promise((resolve) => setTimeout(resolve, 20_000));
+    await new Promise((resolve) => setTimeout(resolve, 25_000));
     const held = server.requests;
     release();
     // Longer than its backoff before a next try (8 s by then), and than the rest of its batches would take.
     await new Promise((resolve) => setTimeout(resolve, 12_000));
     expect(server.requests).toBe(held);
     expect(server.applied.length).toBeLessThan(GOLD_NOW.length);
+    // The partner answered the requests it held once let go, to nobody: no batch is recorded as applied.
+    const receipts = await platform.store.db.collection(DESTINATION_COLLECTIONS.receipts).find({ exportId: started.body.exportId }).toArray();
+    expect(receipts.filter((receipt) => receipt.state === 'applied')).toEqual([]);
   }, 120_000);
 
   it("adds a DSP's members again once half their TTL has passed, before the DSP lets them lapse; a delta before that sends nothing", async () => {

@@ -49,11 +49,15 @@ function tcfCmpAnswering(answers: TcfAnswer[]): string {
   return `window.__tcfapi=function(command,version,callback){if(command==='addEventListener'){${calls.join('')}}};`;
 }
 
-/** A GPP CMP (v1.1): `ping` and `addEventListener` report the GPP string once its signal is ready. */
-function gppCmp(gppString: string): string {
+/**
+ * A GPP CMP (v1.1): `ping` and `addEventListener` report the GPP string once its signal is ready.
+ * `updating`: 100 ms later its listener hears it start again (the visitor choosing anew), not ready, with an interim string.
+ */
+function gppCmp(gppString: string, updating?: string): string {
   const model = new GppModel(gppString);
   const ping = { gppVersion: '1.1', cmpStatus: 'loaded', signalStatus: 'ready', applicableSections: model.getSectionIds(), gppString, parsedSections: model.toObject() };
-  return `window.__gpp=function(command,callback){var ping=${JSON.stringify(ping)};if(command==='ping')callback(ping,true);if(command==='addEventListener')callback({eventName:'signalStatus',listenerId:1,data:'ready',pingData:ping},true)};`;
+  const again = updating ? `setTimeout(function(){callback({eventName:'signalStatus',listenerId:1,data:'not ready',pingData:Object.assign({},ping,{signalStatus:'not ready',gppString:${JSON.stringify(updating)}})},true)},100);` : '';
+  return `window.__gpp=function(command,callback){var ping=${JSON.stringify(ping)};if(command==='ping')callback(ping,true);if(command==='addEventListener'){callback({eventName:'signalStatus',listenerId:1,data:'ready',pingData:ping},true);${again}}};`;
 }
 
 interface Beacon {
@@ -122,6 +126,8 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
       case '/eu/gpp-stub.html':
         // A GPP CMP's stub whose script never loads, the only CMP on the page: its ping says it is not ready yet.
         return `<!doctype html><html><head><title>GPP stub</title><script>window.__gpp=function(command,callback){var ping={gppVersion:'1.1',cmpStatus:'stub',signalStatus:'not ready',gppString:'',applicableSections:[-1],parsedSections:{}};if(command==='ping')callback(ping,true)};</script>${tag}</head><body>eu</body></html>`;
+      case '/us/gpp-updating.html':
+        return `<!doctype html><html><head><title>GPP updating</title><script>${gppCmp(gppString, 'DBAA')}</script>${tag}</head><body>us</body></html>`;
       case '/us/gpp-loading.html':
         // A GPP CMP still loading its settings: its ping already carries a string, empty ("DBAA", as the IAB's cmpapi encodes no section), not yet the visitor's.
         return `<!doctype html><html><head><title>GPP loading</title><script>window.__gpp=function(command,callback){var ping={gppVersion:'1.1',cmpStatus:'loaded',signalStatus:'not ready',gppString:'DBAA',applicableSections:[-1],parsedSections:{}};if(command==='ping')callback(ping,true);if(command==='addEventListener')callback({eventName:'listenerRegistered',listenerId:1,data:true,pingData:ping},true)};</script>${tag}</head><body>us</body></html>`;
@@ -614,6 +620,19 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     expect(event.consent?.gpp).toBeUndefined();
     await context.close();
     await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.gpp_pending === 1);
+  });
+
+  it('keeps the last ready GPP string while the CMP updates it (not ready again, an interim string meanwhile)', async () => {
+    const source = await createSource('gpp updating');
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}/us/gpp-updating.html?k=${source.writeKey}`);
+    await tab.waitForTimeout(400);
+    await tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
+    await waitForEvents(beacons, 1);
+    expect(sent(beacons)[0].consent).toEqual({ gpp: gppString });
+    await context.close();
   });
 
   it("bounds the wait, from the tag's load: 10 s for a CMP that never answers, 30 s while its banner is up; then sends, marked not for profiling", async () => {

@@ -623,6 +623,8 @@ describe('Outbound.send against a local partner', () => {
     received.push({ url: req.url ?? '', method: req.method ?? '', headers: req.headers, body });
     const reply = (status: number, headers: Record<string, string> = {}, text = '') => res.writeHead(status, headers).end(text);
     if (req.url?.startsWith('/drop/')) return reply(201);
+    // A list platform that counts one member of an add invalid, without naming it.
+    if (req.url?.startsWith('/list-invalid/')) return reply(200, { 'content-type': 'application/json' }, JSON.stringify({ invalid: req.url.endsWith(':add') ? 1 : 0 }));
     switch (req.url) {
       case '/ok':
         return reply(200, { 'content-type': 'application/json' }, '{"FailedLines":[]}');
@@ -715,6 +717,13 @@ describe('Outbound.send against a local partner', () => {
     expect(unread).toEqual({ rejected: 0, unread: true });
     expect(linesNotApplied(batch, unread)).toEqual([0, 1, 2]);
     expect(linesNotApplied(batch, await dspSegments.deliver(batch, config('/ok'), context))).toEqual([]);
+  });
+
+  it("leaves in doubt every member of a list request the platform counted invalid members in, and only those", async () => {
+    const batch: ExportBatch = { destinationId: 'dst_l', exportId: 'exp_l', batchId: 'exp_l:0', segment: { id: 'seg_1', name: 'S' }, idType: 'email_sha256', adds: ['a'.repeat(64), 'b'.repeat(64)], removes: ['c'.repeat(64)] };
+    const delivered = await peopleList.deliver(batch, peopleList.config.parse({ url: `${base}/list-invalid/v1`, token: 'tok', listId: 'list-1' }), { http: allowed, exportDir: '' });
+    expect(delivered).toEqual({ rejected: 1, refused: batch.adds });
+    expect(linesNotApplied(batch, delivered)).toEqual([0, 1]);
   });
 
   it('leaves every line of a batch in doubt when the partner names ids the batch does not hold, or fewer than it refused', () => {
