@@ -220,12 +220,14 @@ export type SyncWrite = 'done' | 'none' | 'failed';
 /**
  * What a sync answers once its writes are settled: the browser keeps a new cookie that anything
  * was recorded under (else a match or an event would name a cookie no browser holds), and the
- * partner gets our id only when its match is recorded (else it would keep an id we cannot map).
+ * partner gets our id only when its match is recorded (else it would keep an id we cannot map) and
+ * the browser holds it (else the partner would keep an id nobody has).
  */
 export function syncAnswer(knownCookie: boolean, match: SyncWrite, event: SyncWrite): { setCookie: boolean; sendId: boolean } {
   // Something was written under it, or nothing had to be (no source, an id not recorded): not when all that was to be written failed.
   const recorded = match === 'done' || event === 'done' || (match === 'none' && event === 'none');
-  return { setCookie: !knownCookie && recorded, sendId: match !== 'failed' };
+  const setCookie = !knownCookie && recorded;
+  return { setCookie, sendId: match !== 'failed' && (knownCookie || setCookie) };
 }
 
 // ---- match tables ------------------------------------------------------------------------------

@@ -224,6 +224,11 @@ describe('syncAnswer', () => {
     expect(syncAnswer(false, 'failed', 'done').sendId).toBe(false);
     expect(syncAnswer(true, 'failed', 'failed').sendId).toBe(false);
   });
+
+  it('never sends the partner a new id the browser is not given: no match recorded (a placeholder) and the event failed', () => {
+    expect(syncAnswer(false, 'none', 'failed')).toEqual({ setCookie: false, sendId: false });
+    expect(syncAnswer(true, 'none', 'failed')).toEqual({ setCookie: false, sendId: true });
+  });
 });
 
 describe('match entries', () => {
