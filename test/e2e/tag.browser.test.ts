@@ -193,6 +193,20 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
   const sent = (beacons: Beacon[]) => beacons.flatMap((beacon) => beacon.events);
   const tagCookies = async (context: BrowserContext) => (await context.cookies()).filter((cookie) => cookie.name === TAG_COOKIE);
   const waitForEvents = (beacons: Beacon[], count: number) => waitFor(`${count} events sent`, async () => sent(beacons).length >= count, 15_000, 100);
+  /** The page is hidden (the visitor switches tabs): the tag sends what it holds. */
+  const hide = (tab: Page) => tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
+  /** A page of the site with a new source's tag, hidden once loaded (and `settleMs` after): the source, its context, and what the tag sent. */
+  const sentOnHide = async (name: string, path: string, settleMs = 0) => {
+    const source = await createSource(name);
+    const context = await browser.newContext();
+    const beacons = recordBeacons(context);
+    const tab = await context.newPage();
+    await tab.goto(`${siteUrl}${path}?k=${source.writeKey}`);
+    if (settleMs > 0) await tab.waitForTimeout(settleMs);
+    await hide(tab);
+    await waitForEvents(beacons, 1);
+    return { source, context, events: sent(beacons) };
+  };
 
   it('sends page views with url, referrer and title, queued track and identify calls, and keeps its cookie across page loads', async () => {
     const source = await createSource('site');
@@ -585,7 +599,7 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await new Promise((resolve) => setTimeout(resolve, 2000));
     expect(sent(beacons)).toEqual([]);
     // The visitor switches tabs: the page is hidden.
-    await tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
+    await hide(tab);
     await waitForEvents(beacons, 1);
     expect(await tagCookies(context)).toEqual([]);
     await context.close();
@@ -594,28 +608,16 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
   });
 
   it('sets no cookie while a GPP CMP, the only one on the page, has not answered, and its events say so: not profiled', async () => {
-    const source = await createSource('gpp stub');
-    const context = await browser.newContext();
-    const beacons = recordBeacons(context);
-    const tab = await context.newPage();
-    await tab.goto(`${siteUrl}/eu/gpp-stub.html?k=${source.writeKey}`);
-    await tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
-    await waitForEvents(beacons, 1);
-    expect(sent(beacons)[0]).toMatchObject({ type: 'page_view', properties: { title: 'GPP stub' }, consent: { gppPending: true } });
+    const { source, context, events } = await sentOnHide('gpp stub', '/eu/gpp-stub.html');
+    expect(events[0]).toMatchObject({ type: 'page_view', properties: { title: 'GPP stub' }, consent: { gppPending: true } });
     expect(await tagCookies(context)).toEqual([]);
     await context.close();
     await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.gpp_pending === 1);
   });
 
   it("sends no GPP string a CMP gave before it was ready: its events say it has not answered, and are not profiled", async () => {
-    const source = await createSource('gpp loading');
-    const context = await browser.newContext();
-    const beacons = recordBeacons(context);
-    const tab = await context.newPage();
-    await tab.goto(`${siteUrl}/us/gpp-loading.html?k=${source.writeKey}`);
-    await tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
-    await waitForEvents(beacons, 1);
-    const [event] = sent(beacons);
+    const { source, context, events } = await sentOnHide('gpp loading', '/us/gpp-loading.html');
+    const [event] = events;
     expect(event).toMatchObject({ type: 'page_view', properties: { title: 'GPP loading' }, consent: { gppPending: true } });
     expect(event.consent?.gpp).toBeUndefined();
     await context.close();
@@ -623,15 +625,8 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
   });
 
   it('keeps the last ready GPP string while the CMP updates it (not ready again, an interim string meanwhile)', async () => {
-    const source = await createSource('gpp updating');
-    const context = await browser.newContext();
-    const beacons = recordBeacons(context);
-    const tab = await context.newPage();
-    await tab.goto(`${siteUrl}/us/gpp-updating.html?k=${source.writeKey}`);
-    await tab.waitForTimeout(400);
-    await tab.evaluate("Object.defineProperty(document, 'visibilityState', { value: 'hidden', configurable: true }); document.dispatchEvent(new Event('visibilitychange'))");
-    await waitForEvents(beacons, 1);
-    expect(sent(beacons)[0].consent).toEqual({ gpp: gppString });
+    const { context, events } = await sentOnHide('gpp updating', '/us/gpp-updating.html', 400);
+    expect(events[0].consent).toEqual({ gpp: gppString });
     await context.close();
   });
 
