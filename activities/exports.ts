@@ -557,8 +557,8 @@ export function createExportActivities(deps: ExportDeps) {
         if (segment.before && segment.before.exportId !== exp._id && current.held[segment.id]?.exportId !== segment.before.exportId) await destinations.dropState(current._id, segment.id, segment.before);
       }
     }
-    if (current) await destinations.release(current._id, exp._id);
-    // Deleted while it ran: what it wrote of the partner's state goes too.
+    if (current && !current.dropping) await destinations.release(current._id, exp._id);
+    // Deleted while it ran, or being deleted (a removal marks it before it reads what to drop): what it wrote of the partner's state goes too.
     else await destinations.remove(exp.destinationId);
     if (plan) await destinations.dropBatches(plan.id, plan.batches);
     return exp;

@@ -274,9 +274,12 @@ export class DestinationStore {
    * leaves the destination listed, for the same DELETE to finish, and readers never meet holdings
    * whose state is gone. The states to drop are first noted on the definition (`dropping`), for a
    * repeat to find once the holdings are gone. Also what an export that finished after the removal
-   * wrote (no definition then). Safe to repeat.
+   * wrote (no definition then). Safe to repeat. The definition is marked (`dropping`) before anything
+   * is read: an export finishing meanwhile, which reads its definition after writing its state,
+   * finds the mark and removes what it wrote (`finish`).
    */
   async remove(id: string): Promise<void> {
+    await this.scheduleSyncs.exclusive(id, () => this.destinations.updateOne({ _id: id, dropping: { $exists: false } }, { $set: { dropping: [] } }));
     await this.removeExportState(id);
     await this.destinations.deleteOne({ _id: id });
   }

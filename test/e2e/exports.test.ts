@@ -268,6 +268,22 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(receipts.filter((receipt) => receipt.state === 'applied')).toEqual([]);
   }, 120_000);
 
+  it('removes what an export wrote when its destination is being deleted as it finishes: no holdings or partner state are left behind', async () => {
+    const server = await partner({ kind: 'webhook', secret: 'removed-secret-0123' });
+    const id = await createDestination({ connector: 'webhook', idType: 'cookie_id', config: { url: `${server.url}/hook`, secret: 'removed-secret-0123' } });
+    const release = server.hold();
+    expect((await admin(`/v1/destinations/${id}/exports`, { body: {} })).status).toBe(202);
+    await waitFor('the batch held at the partner', async () => server.requests >= 1);
+    // A DELETE has begun: its first step marks the definition, before it reads what to drop.
+    await platform.store.db.collection(DESTINATION_COLLECTIONS.destinations).updateOne({ _id: id as never }, { $set: { dropping: [] } });
+    release();
+    await waitFor('the export to remove the destination', async () => (await admin(`/v1/destinations/${id}`)).status === 404, 60_000);
+    expect(server.applied.length).toBe(1);
+    expect(await platform.store.db.collection(DESTINATION_COLLECTIONS.holdings).countDocuments({ _id: id as never })).toBe(0);
+    const states = await platform.store.db.collection(DESTINATION_COLLECTIONS.partnerState).find({}, { projection: { _id: 1 } }).toArray();
+    expect(states.filter((doc) => String(doc._id).startsWith(`${id}:`))).toEqual([]);
+  }, 120_000);
+
   it("adds a DSP's members again once half their TTL has passed, before the DSP lets them lapse; a delta before that sends nothing", async () => {
     const server = await partner({ kind: 'dsp', token: 'dsp-token' });
     const id = await createDestination({
