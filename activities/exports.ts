@@ -6,7 +6,8 @@ import type { Config } from '../config';
 import { CONNECTORS } from '../connectors/registry';
 import { linesNotApplied, type Connector, type ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
-import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, exportPolicyOf, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, withoutSecrets, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
+import { querySecrets, withoutSecrets } from '../domain/secrets';
+import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, exportPolicyOf, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
 import { combineDocuments } from '../domain/profile';
 import { forEachConcurrently, type Store } from '../store/db';
@@ -87,9 +88,10 @@ export function connectorOf(destination: Pick<DestinationDoc, 'connector'>): Con
   return connector;
 }
 
-/** An error text without the connector's secrets (see withoutSecrets). */
+/** An error text without the connector's secrets, nor its URLs' query values (see withoutSecrets). */
 function redact(message: string, connector: Connector, config: Record<string, unknown>): string {
-  return withoutSecrets(message, connector.secrets.map((field) => config[field]).filter((secret): secret is string => typeof secret === 'string'));
+  const secrets = connector.secrets.map((field) => config[field]).filter((secret): secret is string => typeof secret === 'string');
+  return withoutSecrets(message, [...secrets, ...connector.urls(config).flatMap(querySecrets)]);
 }
 
 /** Exponential backoff with jitter: 1 s, 2 s, 4 s… up to a minute. */

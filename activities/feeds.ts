@@ -8,6 +8,7 @@ import type { PrepareOptions } from '../domain/collect';
 import { compareCursors, cursorKind, feedColumnOf, feedRowToEvent, laterCursor, readFeedHeader, rowCursor, seenAtCursorAfter, windowKind, type CursorKind, type CursorWindow, type FeedColumns, type FeedConfig, type FeedTrigger } from '../domain/feeds';
 import { matchLimits } from '../domain/partners';
 import { fileProblems, FileRefused } from '../domain/uploads';
+import { querySecrets, withoutSecrets } from '../domain/secrets';
 import { forEachConcurrently, type Store } from '../store/db';
 import { StartGates, startGateKey } from '../store/startGates';
 import { FeedStore, feedFileDigest, filesFetched, importedFileDigests, newFeedPull, packFileDigests, pulledFileDigests, SEEN_AT_CURSOR_MAX, type FeedPullDoc, type FeedStateDoc, type FetchAttempt } from '../store/feeds';
@@ -73,13 +74,14 @@ class FetchSuperseded extends Error {
  * A fetch attempt's failure as the workflow's retry policy should see it: a partner that is down,
  * slow or rate-limiting, and a file cut short or broken, are tried again (after the partner's
  * Retry-After); a refusal (4xx) or a file whose header lacks mapped columns is not — the next
- * scheduled pull tries again.
+ * scheduled pull tries again. A partner's answer quoted in the message loses the feed's `secrets`.
  */
-function asFailure(error: unknown): unknown {
+function asFailure(error: unknown, secrets: readonly string[] = []): unknown {
   if (error instanceof DeliveryError) {
-    if (!error.retryable) return ApplicationFailure.nonRetryable(error.message, 'FeedRefused');
+    const message = withoutSecrets(error.message, secrets);
+    if (!error.retryable) return ApplicationFailure.nonRetryable(message, 'FeedRefused');
     const delay = error.retryAfterMs === null ? undefined : Math.min(error.retryAfterMs, MAX_RETRY_AFTER_MS);
-    return ApplicationFailure.create({ message: error.message, type: 'FeedUnavailable', nextRetryDelay: delay });
+    return ApplicationFailure.create({ message, type: 'FeedUnavailable', nextRetryDelay: delay });
   }
   if (error instanceof FileRefused) return ApplicationFailure.nonRetryable(error.message, 'FeedFileRefused');
   // Retryable: an attempt given up on ends here unheard; a live one that lost its pull to an attempt
@@ -275,13 +277,15 @@ export function createFeedActivities(deps: FeedDeps) {
     const source = await requireFeedSource(pull.sourceId);
     await discardStaged(pullId, 'a later attempt of its pull read the file again');
     const state = await feeds.state(source._id);
+    const { url, folder, bearerToken } = source.feed;
+    const secrets = [...(bearerToken ? [bearerToken] : []), ...(url ? querySecrets(url) : [])];
     try {
-      const { url, folder } = source.feed;
       if (url !== undefined) return await fetchUrl(pull, source, url, state, by);
       return await readFolder(pull, source, folder as string, state, by);
     } catch (error) {
-      if (!(error instanceof FetchSuperseded || error instanceof UploadSuperseded)) await feeds.recordAttempt(pullId, by, { at: now(), error: messageOf(asFailure(error)) });
-      throw asFailure(error);
+      const failure = asFailure(error, secrets);
+      if (!(error instanceof FetchSuperseded || error instanceof UploadSuperseded)) await feeds.recordAttempt(pullId, by, { at: now(), error: messageOf(failure) });
+      throw failure;
     }
   }
 

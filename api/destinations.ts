@@ -31,12 +31,13 @@ import { newScheduleSyncMark, type ScheduleSyncMark } from '../store/scheduleSyn
 import { deleteDestinationSchedule, settleDestinationSchedule, startDestinationExport, startGated } from '../temporal/client';
 import { StartGates, startGateKey } from '../store/startGates';
 import { checkOutboundUrl } from './outboundUrl';
+import { holdsHiddenQuery, SECRET_SET, urlShown } from '../domain/secrets';
 import { RetiredIds } from '../store/retiredIds';
 import { createIdentity, sameCreate } from './idempotency';
 import { optionalJsonBody, parseOr400, ProblemError } from './problem';
 
-/** What the API shows in place of a secret. */
-const SECRET_SET = '(set)';
+/** The config field each connector names its partner's address with: its query values are never echoed (see urlShown). */
+const URL_FIELD = 'url';
 /** Config fields that change how a partner is sent to, not which partner or list receives. */
 const TUNING = new Set(['batchSize', 'requestsPerSecond', 'concurrency', 'minAudience', 'ttlMinutes', 'format']);
 
@@ -89,10 +90,14 @@ export function createDestinationRequestSchema(allowlist: ReadonlySet<string>) {
 
 /** A secret sent as the API shows a stored one (`"(set)"`) where none is stored: it would be kept as the secret. */
 function refuseSecretPlaceholders(connector: Connector, config: Record<string, unknown>): void {
-  const placeholders = connector.secrets.filter((field) => config[field] === SECRET_SET);
-  if (placeholders.length > 0) {
-    throw new ProblemError(409, 'secret-needed', 'No secret is stored to keep: send it', placeholders.map((field) => ({ path: `config.${field}`, message: `"${SECRET_SET}" stands for a stored secret, and none is stored: send the secret itself` })));
+  const placeholders = connector.secrets
+    .filter((field) => config[field] === SECRET_SET)
+    .map((field) => ({ path: `config.${field}`, message: `"${SECRET_SET}" stands for a stored secret, and none is stored: send the secret itself` }));
+  const url = config[URL_FIELD];
+  if (typeof url === 'string' && holdsHiddenQuery(url)) {
+    placeholders.push({ path: `config.${URL_FIELD}`, message: `"${SECRET_SET}" stands for a query value the API hides, and this URL is not the stored one: send the values themselves` });
   }
+  if (placeholders.length > 0) throw new ProblemError(409, 'secret-needed', 'No secret is stored to keep: send it', placeholders);
 }
 
 /** The config's delivery URLs resolved; see checkOutboundUrl (the document's pattern leaves only what resolving tells). */
@@ -115,6 +120,7 @@ export function destinationView(doc: DestinationDoc, databaseName: string): Dest
   // A connector this version does not know: its secrets are unknown too, so nothing of its config is shown.
   const config = connector ? { ...doc.config } : {};
   for (const field of connector?.secrets ?? []) if (config[field] !== undefined) config[field] = SECRET_SET;
+  if (typeof config[URL_FIELD] === 'string') config[URL_FIELD] = urlShown(config[URL_FIELD]);
   const iso = (date: Date) => date.toISOString();
   return {
     id: doc._id,
@@ -273,6 +279,9 @@ export function destinationsRouter({ store, temporal, config, admin }: Destinati
       if (!connector) throw new ProblemError(409, 'config-mismatch', 'The destination\'s connector is not one this version knows', [{ path: 'config', message: `connector ${doc.connector}` }]);
       // Secrets left out (or sent back as shown) keep their stored value: the API never hands them out.
       const given = { ...patch.config };
+      // The address sent back as shown is the stored one, its query values included.
+      const storedUrl = doc.config[URL_FIELD];
+      if (typeof storedUrl === 'string' && given[URL_FIELD] === urlShown(storedUrl)) given[URL_FIELD] = storedUrl;
       const kept = connector.secrets.filter((field) => (given[field] === undefined || given[field] === SECRET_SET) && doc.config[field] !== undefined);
       for (const field of kept) given[field] = doc.config[field];
       // null drops a stored secret, for a connector that can do without it (a required one is then missing: a 409 naming it, as any config that does not fit).

@@ -17,6 +17,7 @@ import type { ScheduleSyncMark } from '../store/scheduleSyncs';
 import { StartGates, startGateKey } from '../store/startGates';
 import type { OpenApiParts } from './openapi';
 import { checkOutboundUrl } from './outboundUrl';
+import { SECRET_SET, urlShown } from '../domain/secrets';
 import { parseOr400, ProblemError } from './problem';
 import { requireSource } from './requireSource';
 import type { RouterDeps } from './routerDeps';
@@ -103,7 +104,7 @@ export function feedSourceHooks({ store, temporal, config }: FeedDeps) {
       return deleteFeedSchedule(temporal, databaseName, sourceId);
     },
 
-    /** A feed source's config (its token never shown), cursor, validators and last pull. */
+    /** A feed source's config (its token and URL query values never shown), cursor, validators and last pull. */
     async describe(source: SourceDoc): Promise<FeedStatus | undefined> {
       if (!source.feed) return undefined;
       const { bearerToken, ...feed } = source.feed;
@@ -111,7 +112,8 @@ export function feedSourceHooks({ store, temporal, config }: FeedDeps) {
       const last = state.lastPullId ? await feeds.getPull(state.lastPullId) : null;
       return {
         ...feed,
-        ...(bearerToken !== undefined && { bearerToken: '(set)' as const }),
+        ...(feed.url !== undefined && { url: urlShown(feed.url) }),
+        ...(bearerToken !== undefined && { bearerToken: SECRET_SET }),
         scheduleId: feedScheduleId(databaseName, source._id),
         cursor: state.cursor,
         etag: state.etag,

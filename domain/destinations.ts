@@ -145,7 +145,7 @@ export const PatchDestinationRequestSchema = nonEmptyChange(
       config: z
         .record(z.string(), z.unknown())
         .optional()
-        .openapi({ description: "Replaces the connector's configuration (its schema in CreateDestinationRequest); secret fields left out (or sent back as `\"(set)\"`) keep their stored value, and null drops one the connector can do without (e.g. `segment_file`'s `token`). One that does not fit the destination's connector is a 409." }),
+        .openapi({ description: "Replaces the connector's configuration (its schema in CreateDestinationRequest); secret fields left out (or sent back as `\"(set)\"`) keep their stored value, and so does a `url` sent back as shown (its query values reading `\"(set)\"`), and null drops one the connector can do without (e.g. `segment_file`'s `token`). One that does not fit the destination's connector is a 409." }),
       segments: SegmentIds.optional(),
       schedule: NullableScheduleSchema.optional(),
       nearRealTime: z.boolean().optional(),
@@ -165,7 +165,7 @@ export const DestinationViewSchema = z
     id: z.string(),
     name: z.string(),
     connector: z.string(),
-    config: z.record(z.string(), z.unknown()).openapi({ description: 'Secret fields read `"(set)"`: they are never echoed' }),
+    config: z.record(z.string(), z.unknown()).openapi({ description: 'Secret fields read `"(set)"`: they are never echoed; nor are the values of `url`\'s query (a signed URL\'s signature is a credential), which read `"(set)"` too' }),
     segments: z.array(z.string()),
     idType: IdTypeSchema,
     schedule: NullableScheduleSchema,
@@ -610,26 +610,3 @@ export function exportIdFor(destinationId: string, window: Date): string {
   return `${destinationId}-${window.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z')}`;
 }
 
-/** Of a secret cut short at the end of a text, this much or more is masked (less tells next to nothing). */
-const SECRET_PREFIX_MASKED = 4;
-
-/**
- * A text without the given secrets (a partner or a library may quote a header back, as it is or
- * escaped in JSON or a URL), nor the start of one where the text was cut short (a partner's answer is kept to its first 300 characters).
- */
-export function withoutSecrets(text: string, secrets: readonly string[]): string {
-  let result = text;
-  // As quoted back in JSON or in a URL, too: a secret may hold `"`, `\` or `%`.
-  const forms = secrets.flatMap((secret) => [secret, JSON.stringify(secret).slice(1, -1), encodeURIComponent(secret)]);
-  for (const secret of new Set(forms)) {
-    if (secret.length === 0) continue;
-    result = result.split(secret).join('(secret)');
-    for (let length = Math.min(secret.length - 1, result.length); length >= SECRET_PREFIX_MASKED; length--) {
-      if (result.endsWith(secret.slice(0, length))) {
-        result = `${result.slice(0, -length)}(secret)`;
-        break;
-      }
-    }
-  }
-  return result;
-}

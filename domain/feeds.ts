@@ -3,6 +3,7 @@ import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import type { FieldError } from './collect';
 import { setOwn } from './fieldNames';
+import { SECRET_SET } from './secrets';
 import { INPUT_IDENTITY_TYPES, type InputIdentityType, partnerUserIdProblem } from './identity';
 import type { EventInput } from './schemas';
 import { SegmentScheduleSchema } from './segments';
@@ -480,7 +481,8 @@ export type FeedPullView = z.infer<typeof FeedPullViewSchema>;
 export const FeedStatusSchema = z
   .object({
     ...FeedConfigFields,
-    bearerToken: z.literal('(set)').optional().openapi({ description: 'Set; never shown' }),
+    url: z.string().optional().openapi({ description: 'Where the file is fetched; each value of its query reads `"(set)"` (a signed URL\'s signature is a credential)' }),
+    bearerToken: z.literal(SECRET_SET).optional().openapi({ description: 'Set; never shown' }),
     scheduleId: z.string().openapi({ description: 'The Temporal Schedule that starts its pulls (paused with the source)' }),
     cursor: z.string().nullable().openapi({ description: 'Where the next pull reads from (the highest cursor value of the last completed pulls)' }),
     etag: z.string().nullable().openapi({ description: 'Sent as If-None-Match by the next pull' }),

@@ -460,12 +460,27 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(folderExport.adds).toBeGreaterThan(0);
     expect([...(fromFiles.get(segmentId) ?? [])].length).toBe(folderExport.adds);
 
-    const server = await partner({ kind: 'files', token: 'upload-token' });
-    const uploadId = await createDestination({ connector: 'segment_file', idType: 'cookie_id', config: { url: `${server.url}/incoming`, token: 'upload-token', format: 'ndjson' } });
+    // Uploaded to a signed URL: its query is a credential, never shown, kept when sent back as shown.
+    const signed = 'sv=2026-01-01&sig=c2lnbmF0dXJlLTAxMjM0NTY3ODk%3D';
+    const server = await partner({ kind: 'files', token: 'upload-token', signedQuery: signed });
+    const uploadId = await createDestination({ connector: 'segment_file', idType: 'cookie_id', config: { url: `${server.url}/incoming?${signed}`, token: 'upload-token', format: 'ndjson' } });
+    const shown = (await admin(`/v1/destinations/${uploadId}`)).body.config.url;
+    expect(shown).toBe(`${server.url}/incoming?sv=(set)&sig=(set)`);
+    const kept = await admin(`/v1/destinations/${uploadId}`, { method: 'PATCH', body: { config: { url: shown, format: 'ndjson', batchSize: 4 } } });
+    expect({ status: kept.status, url: kept.body.config.url, token: kept.body.config.token }).toEqual({ status: 200, url: shown, token: '(set)' });
+    // Hidden values are no values: sent for another address, they are refused, naming the field.
+    const moved = await admin(`/v1/destinations/${uploadId}`, { method: 'PATCH', body: { config: { url: `${server.url}/elsewhere?sv=(set)&sig=(set)`, token: 'upload-token' } } });
+    expect({ status: moved.status, paths: moved.body.errors.map((error: { path: string }) => error.path) }).toEqual({ status: 409, paths: ['config.url'] });
     const uploaded = await exportNow(uploadId);
     expect(uploaded.state).toBe('completed');
     expect([...server.files.keys()].every((name) => name.endsWith('.ndjson'))).toBe(true);
     expect(server.audience(segmentId)).toEqual([...(fromFiles.get(segmentId) ?? [])].sort());
+    // The partner stops taking that signature and quotes it back: the export's error does not.
+    server.options.signedQuery = 'sv=2026-01-01&sig=rotated';
+    const refused = await exportNow(uploadId, { full: true });
+    expect(refused.state).toBe('failed');
+    expect(refused.error).toMatch(/^batch 0: HTTP 403: .*SignatureDoesNotMatch.*sig=\(secret\)/);
+    expect(JSON.stringify(refused)).not.toMatch(/c2lnbmF0dXJlLTAxMjM0NTY3ODk|2026-01-01/);
   }, 120_000);
 
   it("waits as long as a 429's Retry-After asks before sending the batch again, under the same key", async () => {

@@ -212,6 +212,23 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect(await logged(broker)).toHaveLength(27);
   });
 
+  it("never shows a signed feed URL's query values, nor a partner's answer quoting them, and pulls with them", async () => {
+    const signature = 'feed-signature-0123456789';
+    const path = `/signed.csv?expires=2026-12-31&sig=${signature}`;
+    const signed = await createFeed({ name: 'Signed', party: 'third', feed: { url: `${server.url}${path}`, schedule: YEARLY, mapping: { identities: { email_sha256: 'hashed_email' } }, bearerToken: TOKEN } });
+    const status = await admin(`/v1/sources/${signed}`);
+    expect(status.body.feed.url).toBe(`${server.url}/signed.csv?expires=(set)&sig=(set)`);
+    expect(JSON.stringify(status.body)).not.toContain(signature);
+    // Not published yet: the partner's 404 quotes the URL it was asked for, signature and all.
+    const missing = await pull(signed);
+    expect(missing.state).toBe('failed');
+    expect(missing.error).toMatch(/^HTTP 404: no such file: \/signed\.csv\?expires=\(secret\)&sig=\(secret\)/);
+    expect(JSON.stringify(await admin(`/v1/sources/${signed}/pulls/${missing.pullId}`))).not.toContain(signature);
+    expect(server.requests.at(-1)).toMatchObject({ path, status: 404 });
+    server.publish(path, brokerFile([brokerRow(40, 6)]));
+    expect(await pull(signed)).toMatchObject({ state: 'completed', rowsImported: 1 });
+  });
+
   it('retries a partner that answers 5xx, honouring its Retry-After, and imports the file once', async () => {
     server.publish('/broker.csv', brokerFile([brokerRow(30, 6), brokerRow(31, 6)]));
     server.fail('http500', 'http503');

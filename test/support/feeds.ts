@@ -77,8 +77,9 @@ export class FeedServer extends LocalServer {
       return void res.writeHead(401).end('bad token');
     }
     if (!file) {
+      // Quoting what it was asked for, as a storage service's NoSuchKey does.
       this.record(req, 404);
-      return void res.writeHead(404).end('no such file');
+      return void res.writeHead(404).end(`no such file: ${req.url}`);
     }
     const fault = this.faults.shift();
     if (fault === 'http500' || fault === 'http503') {

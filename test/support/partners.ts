@@ -26,6 +26,8 @@ export interface PartnerOptions {
   delayMs?: number;
   /** The `Retry-After` (seconds) of an `http429` fault; 2 unless given. */
   retryAfterSeconds?: number;
+  /** files: the query a request's URL must carry (a signed URL's); one without it is refused 403, quoting the query it got, as a storage service does. */
+  signedQuery?: string;
 }
 
 export class PartnerServer extends LocalServer {
@@ -109,6 +111,11 @@ export class PartnerServer extends LocalServer {
     if (!this.authorized(req, raw)) {
       this.rejectedAuth++;
       return answer(401, { error: 'bad credentials' });
+    }
+    const query = (req.url ?? '').split('?')[1] ?? '';
+    if (this.options.signedQuery !== undefined && query !== this.options.signedQuery) {
+      this.rejectedAuth++;
+      return answer(403, { error: 'SignatureDoesNotMatch', provided: query });
     }
     const now = Date.now();
     if (now - this.windowStart >= 1000) {
@@ -197,7 +204,7 @@ export class PartnerServer extends LocalServer {
           return { received: body.data.length, invalid };
         }
         case 'files': {
-          const name = decodeURIComponent((req.url ?? '').split('/').pop() ?? '');
+          const name = decodeURIComponent((req.url ?? '').split('?')[0].split('/').pop() ?? '');
           this.files.set(name, raw);
           applyFile(raw, name.endsWith('.csv') ? 'csv' : 'ndjson', (segment) => this.set(segment));
           return { ok: true };
