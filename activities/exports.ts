@@ -7,7 +7,7 @@ import { CONNECTORS } from '../connectors/registry';
 import { linesNotApplied, type Connector, type ExportBatch } from '../connectors/connector';
 import { DeliveryError, Outbound } from '../connectors/outbound';
 import { querySecrets, withoutSecrets } from '../domain/secrets';
-import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, exportPolicyOf, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
+import { cookieIdsAmong, decide, delta, exportFacts, exportIdFor, failedExportRetryAt, exportPolicyOf, isHeldOut, nextState, PackedDecisions, partnerIdsOf, partnerOfIdType, toBatches, type BatchOutcome, type Decision, type ExportFacts, type ExportPolicy, type SegmentExport } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
 import { combineDocuments } from '../domain/profile';
 import { forEachConcurrently, type Store } from '../store/db';
@@ -134,10 +134,15 @@ export function createExportActivities(deps: ExportDeps) {
 
   const isRunning = (workflowId: string) => workflowIsRunning(deps.temporal, workflowId);
 
-  /** Whether anything an export would send changed since the destination's last export was planned. */
+  /**
+   * Whether anything an export would send changed since the destination's last export was planned,
+   * or its failed last export is due to be tried again (see failedExportRetryAt).
+   */
   async function changedSince(destination: DestinationDoc): Promise<boolean> {
     const last = destination.lastExport && (await destinations.getExport(destination.lastExport.exportId));
-    if (!last?.plan || last.state === 'failed' || destination.updatedAt >= last.plan.plannedAt) return true;
+    if (!last?.plan) return true;
+    if (last.state === 'failed' && destination.lastExport && now() >= failedExportRetryAt(destination.lastExport)) return true;
+    if (destination.updatedAt >= last.plan.plannedAt) return true;
     // A partner whose memberships lapse (a DSP's TTL) is due its renewal even when nothing changed.
     const connector = connectorOf(destination);
     const renewAfter = connector.renewAfterMs?.(connector.config.parse(destination.config));
@@ -530,7 +535,9 @@ export function createExportActivities(deps: ExportDeps) {
           const state = nextState(await destinations.readState(destination._id, segment.id, segment.before), outcomes);
           segment.ids = state.held.length;
           const written = await destinations.writeState(destination._id, segment.id, exp._id, state);
-          const sentAll = segment.sentAll && outcomes.every((outcome) => outcome.confirmed);
+          // Sent whole: ids the partner did not confirm are uncertain now, and every export after sends them
+          // until it does. Sending all of it again for a batch that failed would resend every id, each time.
+          const sentAll = segment.sentAll;
           const sentAllAt = sentAll ? plan.plannedAt : segment.before?.sentAllAt;
           const resendOwed = segment.refused ? plan.resent || segment.before?.resendOwed === true : segment.before?.resendOwed === true && !sentAll;
           if (written.ids === 0 && written.uncertain === 0 && !destination.segments.includes(segment.id)) delete held[segment.id];
@@ -539,8 +546,8 @@ export function createExportActivities(deps: ExportDeps) {
         exp.batchesConfirmed = [...receipts.values()].filter((receipt) => receipt.state === 'applied').length;
         exp.rejected = [...receipts.values()].reduce((sum, receipt) => sum + (receipt.state === 'applied' ? receipt.rejected : 0), 0);
         if (!error && exp.batchesConfirmed < plan.batches) error = `${plan.batches - exp.batchesConfirmed} of ${plan.batches} batches unconfirmed`;
-        // Everything was sent again to the partner's address as it was when planning began.
-        const resentFor = !error && plan.resent && (destination.resentFor === null || destination.resentFor < plan.plannedAt) ? plan.plannedAt : destination.resentFor;
+        // Everything was sent again to the partner's address as it was when planning began (what it did not confirm is uncertain, as above).
+        const resentFor = plan.resent && (destination.resentFor === null || destination.resentFor < plan.plannedAt) ? plan.plannedAt : destination.resentFor;
         await destinations.saveHoldings(destination._id, held, resentFor);
       }
       exp.state = error ? 'failed' : 'completed';
@@ -549,7 +556,11 @@ export function createExportActivities(deps: ExportDeps) {
       // The partner took every batch: whatever wait it asked for is over (cleared before the outcome shows, so nobody reads the two apart).
       if (destination?.partnerWaitUntil && exp.state === 'completed' && exp.batchesConfirmed > 0) await destinations.update(destination._id, { partnerWaitUntil: null });
       await destinations.saveExport(exp);
-      if (destination) await destinations.saveLastExport(destination._id, { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt });
+      if (destination) {
+        const before = destination.lastExport;
+        const failingSince = exp.state === 'failed' ? (before?.state === 'failed' ? (before.failingSince ?? before.startedAt) : exp.startedAt) : undefined;
+        await destinations.saveLastExport(destination._id, { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt, ...(failingSince && { failingSince }) });
+      }
     }
     // Also on a repeat: an attempt interrupted after recording the outcome left these to do. States
     // this export replaced go only now — until the outcome is recorded, a repeat computes from them.

@@ -180,11 +180,19 @@ export const DestinationViewSchema = z
         z.object({
           ids: z.number().int(),
           uncertain: z.number().int(),
-          sentAllAt: z.string().datetime().nullable().openapi({ description: "When every id held was last sent, all confirmed (a first or full export, a resend, or a renewal of a partner whose memberships expire: a DSP's ids are sent again once half their TTL has passed since)" }),
+          sentAllAt: z.string().datetime().nullable().openapi({ description: "When every id was last sent (a first or full export, a resend, or a renewal of a partner whose memberships expire: a DSP's ids are sent again once half their TTL has passed since). Ids the partner did not confirm then are uncertain: every export after sends them until it does" }),
         }),
       )
       .openapi({ description: 'Per segment, the ids the partner confirmed holding, and those whose last delivery is unconfirmed' }),
-    lastExport: z.object({ exportId: z.string(), state: ExportStateSchema, startedAt: Iso, finishedAt: Iso.nullable() }).nullable(),
+    lastExport: z
+      .object({
+        exportId: z.string(),
+        state: ExportStateSchema,
+        startedAt: Iso,
+        finishedAt: Iso.nullable(),
+        failingSince: Iso.nullable().openapi({ description: 'When the exports failing in a row up to this one began (null once one completes). With nothing else changed, a near-real-time destination tries again after as long as they have been failing: at least a minute, at most an hour' }),
+      })
+      .nullable(),
     scheduleId: z.string().nullable().openapi({ description: 'The Temporal Schedule that starts its exports' }),
     partnerWaitUntil: Iso.nullable().openapi({ description: "Until when the partner asked (a Retry-After longer than 5 minutes) not to be sent to: scheduled and near-real-time exports skip until then, and an export the partner takes whole clears it" }),
     createdAt: Iso,
@@ -603,6 +611,21 @@ function batchIdBytes(id: string): number {
 export function toBatches(adds: readonly string[], removes: readonly string[], size: number, bytes = BATCH_ID_BYTES): Array<{ adds: string[]; removes: string[] }> {
   const cut = (ids: readonly string[]) => (ids.length === 0 ? [] : rangesBySize(ids, batchIdBytes, bytes, size).map(([from, to]) => ids.slice(from, to)));
   return [...cut(removes).map((ids) => ({ adds: [], removes: ids })), ...cut(adds).map((ids) => ({ adds: ids, removes: [] }))];
+}
+
+/** The shortest and longest waits before a near-real-time destination tries a failed export again with nothing else changed. */
+export const FAILED_RETRY_MIN_MS = 60_000;
+export const FAILED_RETRY_MAX_MS = 3_600_000;
+
+/**
+ * When a near-real-time destination whose last export failed, with nothing else changed, tries again:
+ * after as long as its exports have been failing in a row (at least a minute, at most an hour), so a
+ * partner that keeps refusing is asked at doubling intervals, not every minute.
+ */
+export function failedExportRetryAt(last: { startedAt: Date; finishedAt: Date | null; failingSince?: Date }): Date {
+  const finished = (last.finishedAt ?? last.startedAt).getTime();
+  const streak = finished - (last.failingSince ?? last.startedAt).getTime();
+  return new Date(finished + Math.min(Math.max(streak, FAILED_RETRY_MIN_MS), FAILED_RETRY_MAX_MS));
 }
 
 /** Deterministic export ids: one per destination and window (the second it was asked for, or the scheduled time). */

@@ -86,7 +86,8 @@ interface LegacyExportFields {
   resend?: boolean;
 }
 
-type LastExport = { exportId: string; state: ExportState; startedAt: Date; finishedAt: Date | null };
+/** The destination's last export; `failingSince`: when the exports failing in a row up to it began (absent after a completed one). */
+type LastExport = { exportId: string; state: ExportState; startedAt: Date; finishedAt: Date | null; failingSince?: Date };
 
 interface HoldingsDoc {
   _id: string;

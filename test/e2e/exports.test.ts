@@ -194,9 +194,17 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     expect(listed.map((view: { exportId: string }) => view.exportId)).toEqual([labelled.exportId, full.exportId, second.exportId, first.exportId]);
 
     // Another address holds none of what the old one did: the next export sends everything again, once.
+    // A batch the new address refused outright fails that export, and goes again alone: not the whole segment with it.
     expect((await admin(`/v1/destinations/${id}`, { method: 'PATCH', body: { config: { url: `${server.url}/moved`, secret: 'webhook-secret-0123456789', batchSize: 3 } } })).status).toBe(200);
+    server.failNext('http400');
     const resent = await exportNow(id);
-    expect(resent).toMatchObject({ state: 'completed', adds: now.length + 1, removes: 0 });
+    expect(resent).toMatchObject({ state: 'failed', adds: now.length + 1, removes: 0, batchesConfirmed: resent.batches - 1 });
+    expect((await admin(`/v1/destinations/${id}`)).body.lastExport).toMatchObject({ exportId: resent.exportId, state: 'failed', failingSince: resent.startedAt });
+    const retried = await exportNow(id);
+    expect(retried).toMatchObject({ state: 'completed', removes: 0, batches: 1 });
+    expect(retried.adds).toBeGreaterThan(0);
+    expect(retried.adds).toBeLessThanOrEqual(3);
+    expect((await admin(`/v1/destinations/${id}`)).body.lastExport).toMatchObject({ exportId: retried.exportId, state: 'completed', failingSince: null });
     expect(await exportNow(id)).toMatchObject({ state: 'completed', adds: 0, removes: 0 });
     expect(server.audience(segmentId)).toEqual(cookies([...now, 5]));
   }, 240_000);

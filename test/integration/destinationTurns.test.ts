@@ -103,7 +103,7 @@ describe('a destination’s export turns and what its exports record beside it',
     expect([...(await destinations.exportedSegments())]).toEqual(expect.arrayContaining(['seg_a', 'seg_b']));
   });
 
-  it('resends everything after an address change until an export planned after it completes', async () => {
+  it('resends everything after an address change until an export planned after it finishes', async () => {
     await destinations.create(definition('dst_moved'));
     expect((await destinations.get('dst_moved'))?.resend).toBe(false);
     const changedAt = new Date(at.getTime() + 60_000);
@@ -118,6 +118,39 @@ describe('a destination’s export turns and what its exports record beside it',
     await destinations.update('dst_moved', { addressChangedAt: new Date(changedAt.getTime() + 5_000) });
     await destinations.saveHoldings('dst_moved', held('exp_x', 3), new Date(changedAt.getTime() + 1));
     expect((await destinations.get('dst_moved'))?.resend).toBe(true);
+  });
+
+  it("tries a near-real-time destination's failed export again, with nothing else changed, after as long as its exports have been failing", async () => {
+    const changeless = { ...definition('dst_backoff'), segments: [], nearRealTime: true };
+    await destinations.create(changeless);
+    const plannedAt = new Date(at.getTime() + 60_000);
+    await destinations.openExport({ _id: 'exp_backoff', destinationId: 'dst_backoff', state: 'running', full: false, trigger: 'near_real_time', plan: null, batchesConfirmed: 0, rejected: 0, startedAt: plannedAt, finishedAt: null, error: 'partner down' });
+    expect(await destinations.savePlan('exp_backoff', { id: 'exp_backoff:plan', segments: [], batches: 1, plannedAt, resent: false, tookMs: 1 })).toBe(true);
+    await destinations.exports.updateOne({ _id: 'exp_backoff' }, { $set: { state: 'failed' } });
+    const finishedAt = new Date(plannedAt.getTime() + 10_000);
+    const check = async (after: number) => {
+      const { openExport } = createExportActivities({ store, temporal: undefined as never, config: { ...baseConfig }, now: () => new Date(finishedAt.getTime() + after) });
+      return openExport({ destinationId: 'dst_backoff', at: finishedAt.getTime() + after, trigger: 'near_real_time' });
+    };
+    // Its first failure: a minute.
+    await destinations.saveLastExport('dst_backoff', { exportId: 'exp_backoff', state: 'failed', startedAt: plannedAt, finishedAt, failingSince: plannedAt });
+    expect(await check(59_000)).toBeNull();
+    const retry = await check(60_000);
+    expect(retry).not.toBeNull();
+    await destinations.exports.deleteOne({ _id: retry as string });
+    // Failing for 20 minutes: 20 more.
+    await destinations.saveLastExport('dst_backoff', { exportId: 'exp_backoff', state: 'failed', startedAt: plannedAt, finishedAt, failingSince: new Date(finishedAt.getTime() - 20 * 60_000) });
+    expect(await check(19 * 60_000)).toBeNull();
+    // A change of the destination goes at once, whatever the wait.
+    await destinations.update('dst_backoff', { updatedAt: new Date(finishedAt.getTime() + 60_000) });
+    const changed = await check(5 * 60_000);
+    expect(changed).not.toBeNull();
+    await destinations.exports.deleteOne({ _id: changed as string });
+    await destinations.update('dst_backoff', { updatedAt: at });
+    expect(await check(20 * 60_000)).not.toBeNull();
+    // Failing for a day: an hour at most.
+    await destinations.saveLastExport('dst_backoff', { exportId: 'exp_backoff', state: 'failed', startedAt: plannedAt, finishedAt, failingSince: new Date(finishedAt.getTime() - 86_400_000) });
+    expect(await check(59 * 60_000)).toBeNull();
   });
 
   it('reads destinations stored before exports kept their own documents', async () => {

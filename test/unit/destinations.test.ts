@@ -21,6 +21,7 @@ import {
   ExportListQuerySchema,
   ExportRequestSchema,
   exportIdFor,
+  failedExportRetryAt,
   factsChanged,
   flattenFacts,
   nextState,
@@ -788,5 +789,22 @@ describe('a change of a destination\'s consent settings', () => {
     expect(changedConsent(stored, { tcfVendorId: 8 }).tcfVendorId).toBe(8);
     expect(PatchDestinationRequestSchema.safeParse({ consent: { tcfVendorId: 0 } }).success).toBe(false);
     expect(PatchDestinationRequestSchema.safeParse({ consent: { unknown: true } }).success).toBe(false);
+  });
+});
+
+describe('failedExportRetryAt', () => {
+  const started = new Date('2026-12-01T10:00:00Z');
+  const finished = new Date('2026-12-01T10:00:30Z');
+  const after = (last: Parameters<typeof failedExportRetryAt>[0]) => failedExportRetryAt(last).getTime() - (last.finishedAt ?? last.startedAt).getTime();
+
+  it('waits a minute after a first failure', () => {
+    expect(after({ startedAt: started, finishedAt: finished, failingSince: started })).toBe(60_000);
+    expect(after({ startedAt: started, finishedAt: finished })).toBe(60_000);
+    expect(after({ startedAt: started, finishedAt: null })).toBe(60_000);
+  });
+
+  it('waits as long as the exports have been failing, at most an hour', () => {
+    expect(after({ startedAt: started, finishedAt: finished, failingSince: new Date(finished.getTime() - 7 * 60_000) })).toBe(7 * 60_000);
+    expect(after({ startedAt: started, finishedAt: finished, failingSince: new Date(finished.getTime() - 86_400_000) })).toBe(3_600_000);
   });
 });
