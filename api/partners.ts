@@ -14,6 +14,7 @@ import {
   REDIRECT_PARAMS,
   SyncQuerySchema,
   syncAnswer,
+  syncConsentInput,
   syncPathOf,
   type PartnerView,
   type SyncDecision,
@@ -143,9 +144,9 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
    * edge of the identity graph: two of our cookies the partner knows as one user are one person.
    */
   async function appendSyncEvent(source: SourceDoc, partner: PartnerDoc, sync: SyncDecision, cookieId: string, at: Date): Promise<SyncWrite> {
-    const { gdpr: gdprApplies, gdpr_consent: tcf, gpp } = sync.signals;
+    const signals = syncConsentInput(sync.signals);
     // `gdpr=0` is a consent signal of its own, as on the pixel: a source that requires one profiles the sync.
-    const notApplicable = gdprApplies === '0' && tcf === undefined;
+    const notApplicable = sync.signals.gdpr === '0' && signals.tcf === undefined;
     // A placeholder the partner sends for users it does not know is no identity: the sync is still an event of the cookie.
     const partnerUserId = `${partner._id}:${sync.puid}`;
     const event = {
@@ -154,9 +155,7 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
       timestamp: at.toISOString(),
       identities: { cookie_id: cookieId, ...(partnerUserIdProblem(partnerUserId) === null && { partner_uid: partnerUserId }) },
       properties: { partner: partner._id },
-      ...((tcf !== undefined || gpp !== undefined || notApplicable) && {
-        consent: { ...(tcf !== undefined && { tcf }), ...(gpp !== undefined && { gpp }), ...(notApplicable && { tcfNotApplicable: true as const }) },
-      }),
+      ...((Object.keys(signals).length > 0 || notApplicable) && { consent: { ...signals, ...(notApplicable && { tcfNotApplicable: true as const }) } }),
     };
     const result = await collector.collect(source, [event], at);
     if (result.rejected.length === 0) return 'done';

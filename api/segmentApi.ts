@@ -182,7 +182,7 @@ const MAPPING = [
   'a list of objects into one list per field (`products.sku: ["a", "b"]`); values then follow the Event schema (strings ≤ 1,024 characters, lists ≤ 100);',
   'the time is `timestamp` (or `originalTimestamp`) corrected for clock skew when `sentAt` (the message’s or the batch’s) is known: receivedAt − (sentAt − timestamp),',
   'and refused more than a day in the future; `context.consent.categoryPreferences` → consent purposes (names lowercased, `DataSharing` → `data_sharing`; one with no Latin letter or digit, or too long, gets a hash suffix),',
-  '`context.consent.tcf`/`gpp` → the TCF/GPP strings. Messages over 32 KB are refused.',
+  '`context.consent.tcf`/`gpp` → the TCF/GPP strings (`gppSid`: the GPP sections in force). Messages over 32 KB are refused.',
 ].join(' ');
 
 export function registerSegmentApiPaths({ registry, problem, json, writeKey }: OpenApiParts): void {

@@ -1,5 +1,5 @@
 import { PurposeRestriction, RestrictionType, TCString, type PurposeRestrictionVector } from '@iabtcf/core';
-import { GppModel } from '@iabgpp/cmpapi';
+import { GppModel, Sections } from '@iabgpp/cmpapi';
 import type { ConsentInput, ConsentPolicy } from './schemas';
 
 /** Consent as stored on an event and a profile: what the signal said, decoded once at the edge. */
@@ -43,6 +43,8 @@ export interface StoredConsent {
 export interface StoredGpp {
   gppString: string;
   sectionIds: number[];
+  /** The sections in force, as the consent tool said (`gppSid`); absent: all of the string's. */
+  applicableSections?: number[];
   saleOptOut?: boolean;
   sharingOptOut?: boolean;
   targetedAdvertisingOptOut?: boolean;
@@ -69,7 +71,7 @@ export class ConsentError extends Error {
   constructor(
     message: string,
     /** The input field the problem is in. */
-    readonly field: 'tcf' | 'gpp' | 'tcfPending' | 'tcfNotApplicable' | 'gppPending' = 'tcf',
+    readonly field: 'tcf' | 'gpp' | 'gppSid' | 'tcfPending' | 'tcfNotApplicable' | 'gppPending' = 'tcf',
   ) {
     super(message);
   }
@@ -153,8 +155,34 @@ const TCF_EU_SECTION = 'tcfeuv2';
 const TCF_EU_SECTION_ID = 2;
 const US_PRIVACY_SECTION = 'uspv1';
 
-/** Decodes a GPP string with the IAB's library (every section, so a corrupt one is refused here, not later). */
-export function decodeGpp(gppString: string): { gpp: StoredGpp; tcfString?: string } {
+/** A list of GPP section ids as URL macros expand it (`${GPP_SID}`: `7` or `2,6`). */
+const GPP_SID_LIST = /^-?\d{1,3}(,-?\d{1,3}){0,31}$/;
+
+/** A `gpp_sid` query value as `gppSid`; null when it is not a list of section ids (-1 to 255). */
+export function parseGppSid(text: string): number[] | null {
+  if (!GPP_SID_LIST.test(text)) return null;
+  const ids = text.split(',').map(Number);
+  return ids.every((id) => id >= -1 && id <= 255) ? ids : null;
+}
+
+/** GPP section names as the IAB's library has them, to their ids. */
+const SECTION_IDS = new Map([...Sections.SECTION_ID_NAME_MAP].map(([id, name]) => [name, id]));
+
+/**
+ * Whether a section is in force for the event: every section is when the consent tool did not say
+ * which (no `applicable`, an empty list, or -1: it could not tell); otherwise those it listed (0 is none).
+ */
+function inForce(name: string, applicable: readonly number[] | undefined): boolean {
+  if (applicable === undefined || applicable.length === 0 || applicable.includes(-1)) return true;
+  const id = SECTION_IDS.get(name);
+  return id !== undefined && applicable.includes(id);
+}
+
+/**
+ * Decodes a GPP string with the IAB's library (every section, so a corrupt one is refused here, not
+ * later), reading only the sections in force (see inForce).
+ */
+export function decodeGpp(gppString: string, applicable?: readonly number[]): { gpp: StoredGpp; tcfString?: string } {
   let sections: Record<string, Record<string, unknown>>;
   let model: GppModel;
   try {
@@ -163,8 +191,9 @@ export function decodeGpp(gppString: string): { gpp: StoredGpp; tcfString?: stri
   } catch (error) {
     throw new ConsentError(`not a readable GPP string: ${(error as Error).message}`, 'gpp');
   }
-  const gpp: StoredGpp = { gppString, sectionIds: model.getSectionIds() as number[] };
+  const gpp: StoredGpp = { gppString, sectionIds: model.getSectionIds() as number[], ...(applicable !== undefined && { applicableSections: [...applicable] }) };
   for (const [name, section] of Object.entries(sections)) {
+    if (!inForce(name, applicable)) continue;
     for (const [key, field] of Object.entries(US_OPT_OUT_FIELDS) as Array<[keyof typeof US_OPT_OUT_FIELDS, string]>) {
       const value = section[field];
       if (value === 1) gpp[key] = true;
@@ -178,15 +207,16 @@ export function decodeGpp(gppString: string): { gpp: StoredGpp; tcfString?: stri
   if (gpp.gpc) for (const key of Object.keys(US_OPT_OUT_FIELDS) as Array<keyof typeof US_OPT_OUT_FIELDS>) gpp[key] = true;
   // The EU section is a TC string in its own right: read it (as sent) as one, so both signals mean the same.
   const tcfIndex = gpp.sectionIds.indexOf(TCF_EU_SECTION_ID);
-  const tcfString = sections[TCF_EU_SECTION] && tcfIndex !== -1 ? gppString.split('~')[tcfIndex + 1] : undefined;
+  const tcfString = sections[TCF_EU_SECTION] && tcfIndex !== -1 && inForce(TCF_EU_SECTION, applicable) ? gppString.split('~')[tcfIndex + 1] : undefined;
   return tcfString ? { gpp, tcfString } : { gpp };
 }
 
 export function decodeConsent(input: ConsentInput): StoredConsent {
   if (input.gppPending && input.gpp !== undefined) throw new ConsentError('cannot come with a GPP string', 'gppPending');
+  if (input.gppSid !== undefined && input.gpp === undefined) throw new ConsentError('names the sections in force of a GPP string, and none came', 'gppSid');
   const consent: StoredConsent = {};
   if (input.gpp !== undefined) {
-    const { gpp, tcfString } = decodeGpp(input.gpp);
+    const { gpp, tcfString } = decodeGpp(input.gpp, input.gppSid);
     consent.gpp = gpp;
     if (tcfString && input.tcf === undefined) {
       try {

@@ -2,8 +2,9 @@ import { createHash } from 'node:crypto';
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
 import { zodIssuesToFieldErrors, type FieldError } from './collect';
-import { ConsentError, decodeConsent, storageConsented, usOptedOut, type StoredConsent } from './consent';
+import { ConsentError, decodeConsent, parseGppSid, storageConsented, usOptedOut, type StoredConsent } from './consent';
 import { escapeRegex, originPattern } from './outboundUrls';
+import type { ConsentInput } from './schemas';
 import { nonEmptyChange } from './schemaChecks';
 import { nameText, storableText } from './text';
 import { PARTNER_ID, PARTNER_USER_ID } from './identity';
@@ -164,7 +165,10 @@ export const SyncQuerySchema = z.object({
     z.string().regex(/^D[A-Za-z0-9_~.-]{1,4095}$/, 'a GPP string, at most 4096 characters'),
     "GPP string (its US sections' opt-outs and TCF EU section are honoured); one that cannot be read grants nothing: the sync is then answered as without consent",
   ),
-  gpp_sid: signal(z.string().regex(/^-?\d{1,3}(,-?\d{1,3}){0,31}$/, 'comma-separated section ids'), 'GPP section ids that apply; passed on to the partner'),
+  gpp_sid: signal(
+    z.string().refine((text) => parseGppSid(text) !== null, 'comma-separated section ids, each -1 to 255'),
+    'GPP section ids in force (the consent tool\'s `applicableSections`): only those sections of `gpp` are read (see `gppSid` in Consent); passed on to the partner',
+  ),
   us_privacy: signal(
     z.string().regex(/^1[YNyn-]{3}$/, 'a US Privacy string such as 1YNN'),
     'IAB US Privacy string; an opt-out of sale (third character Y) stops the sync like a missing consent',
@@ -182,6 +186,13 @@ export type SyncSignals = Omit<z.infer<typeof SyncQuerySchema>, 'puid'>;
  */
 export type SyncDecision = { puid: string; signals: SyncSignals; refused: null | 'tcf_storage' | 'us_opt_out' | 'unreadable_consent' };
 
+/** A sync's consent signals as collection takes them (its section ids only beside a GPP string: a macro left without one says nothing). */
+export function syncConsentInput(signals: SyncSignals): ConsentInput {
+  const { gdpr_consent: tcf, gpp, gpp_sid: sid } = signals;
+  const gppSid = gpp !== undefined && sid !== undefined ? parseGppSid(sid) : null;
+  return { ...(tcf !== undefined && { tcf }), ...(gpp !== undefined && { gpp }), ...(gppSid && { gppSid }) };
+}
+
 /** Reads a sync request's query (and whether the browser sent Global Privacy Control, `Sec-GPC: 1`); errors name `query.<parameter>`. */
 export function readSyncQuery(query: Record<string, unknown>, browser: { gpc: boolean } = { gpc: false }, vendorId?: number): { ok: true; sync: SyncDecision } | { ok: false; errors: FieldError[] } {
   const errors: FieldError[] = [];
@@ -195,7 +206,7 @@ export function readSyncQuery(query: Record<string, unknown>, browser: { gpc: bo
 
   let consent: StoredConsent;
   try {
-    consent = decodeConsent({ ...(signals.gdpr_consent !== undefined && { tcf: signals.gdpr_consent }), ...(signals.gpp !== undefined && { gpp: signals.gpp }) });
+    consent = decodeConsent(syncConsentInput(signals));
   } catch (error) {
     if (!(error instanceof ConsentError)) throw error;
     // A signal that cannot be read proves no consent (and hides no opt-out): as without consent, the partner still gets its redirect.

@@ -191,6 +191,14 @@ export const ConsentInputSchema = z
   .object({
     tcf: z.string().min(1).max(4096).optional().openapi({ description: 'IAB TCF v2 TC string' }),
     gpp: z.string().regex(/^D[A-Za-z0-9_~.-]+$/, 'not a GPP string').max(4096).optional().openapi({ description: 'IAB GPP string' }),
+    gppSid: z
+      .array(z.number().int().min(-1).max(255))
+      .max(32)
+      .optional()
+      .openapi({
+        description:
+          "The GPP sections in force for this event, as the consent tool said (its `applicableSections`; OpenRTB's `regs.gpp_sid`): only those of the string are read — a TCF EU section (2) not listed is no TC string, a US section not listed no opt-out. `[0]`: none is in force. Left out, empty, or holding -1 (the tool could not tell): every section of the string is read. Only with `gpp`.",
+      }),
     tcfPending: z
       .literal(true)
       .optional()

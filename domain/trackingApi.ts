@@ -53,6 +53,7 @@ const ContextSchema = z
         }),
         tcf: z.string().nullish().openapi({ description: 'An IAB TCF v2 TC string the client read from its CMP' }),
         gpp: z.string().nullish().openapi({ description: 'An IAB GPP string the client read from its CMP' }),
+        gppSid: z.array(z.number()).nullish().openapi({ description: "The GPP sections in force, as the CMP said (its `applicableSections`): our consent `gppSid`" }),
       })
       .nullish(),
   })
@@ -330,7 +331,7 @@ function oversize(message: Record<string, unknown>, bytes: number): FieldError {
  *   traits as traits under `group.`; every type: `context.traits` as traits (under the message's own);
  * - time: `timestamp` (or `originalTimestamp`) corrected for the sender's clock skew when `sentAt`
  *   is known: receivedAt − (sentAt − timestamp);
- * - consent: `context.consent.categoryPreferences` → `purposes`, `context.consent.tcf`/`gpp` as given.
+ * - consent: `context.consent.categoryPreferences` → `purposes`, `context.consent.tcf`/`gpp`/`gppSid` as given.
  *
  * Given `origins`, it records which message field each event field came from. Only a refused event
  * needs them: mapping it again with them (same message, same `receivedAt`) gives the same event.
@@ -459,6 +460,11 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
   if (signals?.gpp) {
     consent.gpp = signals.gpp;
     origins?.set('consent.gpp', 'context.consent.gpp');
+    // Beside a string only: sections in force of none say nothing.
+    if (signals.gppSid) {
+      consent.gppSid = signals.gppSid;
+      origins?.set('consent.gppSid', 'context.consent.gppSid');
+    }
   }
   if (Object.keys(consent).length > 0) event.consent = consent;
 

@@ -13,7 +13,7 @@
  *
  * The visitor's id is a first-party cookie `_dmp_id` on the site's registrable domain (13 months, SameSite=Lax), sent as
  * `cookie_id`. Consent is read from the page's CMP, through `__tcfapi` (TCF v2) and `__gpp` (GPP), and attached to every event
- * as `consent: {tcf, gpp}` (a CMP whose stub comes after the tag is looked for again before each send); events wait for the CMP's answer — the visitor's choice where its banner is up — until the page is
+ * as `consent: {tcf, gpp, gppSid}` (a CMP whose stub comes after the tag is looked for again before each send); events wait for the CMP's answer — the visitor's choice where its banner is up — until the page is
  * hidden or left, and at most 10 seconds from the tag's load for a CMP that has not answered, 30 while its banner is up, so a
  * returning visitor's slow CMP still tags them with their choice. Where the GDPR applies and purpose 1 (storing information on
  * a device) is not consented (nor, when the source names its IAB vendor id, consented to that vendor without a publisher
@@ -70,7 +70,7 @@
   var hasGpp = typeof window.__gpp === 'function';
   var tcf = null; // the CMP's latest answer: { applies, tcString, storage }
   var tcfDecided = !hasTcf;
-  var gpp = null; // { gppString, euStorage }: euStorage is null unless the GPP string's EU TCF section applies
+  var gpp = null; // { gppString, euStorage, sid }: euStorage is null unless the GPP string's EU TCF section applies; sid, the sections in force
   var gppDecided = !hasGpp;
   var loadedAt = new Date().getTime();
   var waitUntil = loadedAt + CMP_LOAD_WAIT_MS;
@@ -115,6 +115,7 @@
     // A string from before the CMP is ready (an empty "DBAA" while it loads) is not the visitor's decision.
     if (gpp && gppDecided && GPP_STRING.test(gpp.gppString) && gpp.gppString.length <= 4096) {
       consent.gpp = gpp.gppString;
+      if (gpp.sid) consent.gppSid = gpp.sid;
       signal = true;
     } else if (hasGpp && !gppDecided) {
       // A GPP CMP that has not answered may hold the EU decision or a US opt-out: the server decides what that leaves.
@@ -175,9 +176,18 @@
       }
       eu = !!(core && core.PurposeConsents && core.PurposeConsents[0]) && vendorMayStore(core && core.VendorConsents && core.VendorConsents.indexOf(VENDOR_ID) !== -1, types);
     }
-    gpp = { gppString: ping.gppString, euStorage: eu };
+    gpp = { gppString: ping.gppString, euStorage: eu, sid: sectionsInForce(ping.applicableSections) };
     if (ready) gppDecided = true;
     onConsentChange();
+  }
+
+  /** The CMP's `applicableSections` as the server takes them (up to 32 ids, -1 to 255); null when it gave none. */
+  function sectionsInForce(sections) {
+    if (!(sections instanceof Array) || sections.length === 0 || sections.length > 32) return null;
+    for (var i = 0; i < sections.length; i++) {
+      if (typeof sections[i] !== 'number' || sections[i] % 1 !== 0 || sections[i] < -1 || sections[i] > 255) return null;
+    }
+    return sections.slice();
   }
 
   function listenToGpp() {

@@ -52,10 +52,11 @@ function tcfCmpAnswering(answers: TcfAnswer[]): string {
 /**
  * A GPP CMP (v1.1): `ping` and `addEventListener` report the GPP string once its signal is ready.
  * `updating`: 100 ms later its listener hears it start again (the visitor choosing anew), not ready, with an interim string.
+ * `applicableSections`: the sections in force it says (every section of the string unless given).
  */
-function gppCmp(gppString: string, updating?: string): string {
+function gppCmp(gppString: string, updating?: string, applicableSections?: number[]): string {
   const model = new GppModel(gppString);
-  const ping = { gppVersion: '1.1', cmpStatus: 'loaded', signalStatus: 'ready', applicableSections: model.getSectionIds(), gppString, parsedSections: model.toObject() };
+  const ping = { gppVersion: '1.1', cmpStatus: 'loaded', signalStatus: 'ready', applicableSections: applicableSections ?? model.getSectionIds(), gppString, parsedSections: model.toObject() };
   const again = updating ? `setTimeout(function(){callback({eventName:'signalStatus',listenerId:1,data:'not ready',pingData:Object.assign({},ping,{signalStatus:'not ready',gppString:${JSON.stringify(updating)}})},true)},100);` : '';
   return `window.__gpp=function(command,callback){var ping=${JSON.stringify(ping)};if(command==='ping')callback(ping,true);if(command==='addEventListener'){callback({eventName:'signalStatus',listenerId:1,data:'ready',pingData:ping},true);${again}}};`;
 }
@@ -75,6 +76,14 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
   const grantedTc = buildTcString({ purposeConsents: [1, 3, 4] });
   const gppString = (() => {
     const model = new GppModel();
+    model.setFieldValue('usnat', 'SaleOptOut', 2);
+    return model.encode();
+  })();
+
+  /** A string of a CMP serving both regions: an EU section refusing storage and profiling, and a US National section that did not opt out. */
+  const bothRegions = (() => {
+    const model = new GppModel();
+    model.decodeSection('tcfeuv2', buildTcString({ purposeConsents: [3], isServiceSpecific: true }));
     model.setFieldValue('usnat', 'SaleOptOut', 2);
     return model.encode();
   })();
@@ -126,6 +135,9 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
       case '/eu/gpp-stub.html':
         // A GPP CMP's stub whose script never loads, the only CMP on the page: its ping says it is not ready yet.
         return `<!doctype html><html><head><title>GPP stub</title><script>window.__gpp=function(command,callback){var ping={gppVersion:'1.1',cmpStatus:'stub',signalStatus:'not ready',gppString:'',applicableSections:[-1],parsedSections:{}};if(command==='ping')callback(ping,true)};</script>${tag}</head><body>eu</body></html>`;
+      case '/us/gpp-both-regions.html':
+        // A US visitor: the CMP says only the US National section is in force.
+        return `<!doctype html><html><head><title>GPP both regions</title><script>${gppCmp(bothRegions, undefined, [7])}</script>${tag}</head><body>us</body></html>`;
       case '/us/gpp-updating.html':
         return `<!doctype html><html><head><title>GPP updating</title><script>${gppCmp(gppString, 'DBAA')}</script>${tag}</head><body>us</body></html>`;
       case '/us/gpp-loading.html':
@@ -361,8 +373,8 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
 
     const events = sent(beacons);
     expect(events.map((event) => event.consent)).toEqual([
-      { tcf: grantedTc, gpp: gppString },
-      { tcf: grantedTc, gpp: gppString },
+      { tcf: grantedTc, gpp: gppString, gppSid: [7] },
+      { tcf: grantedTc, gpp: gppString, gppSid: [7] },
     ]);
     expect(events.map((event) => event.identities.cookie_id)).toEqual([cookie.value, cookie.value]);
     await waitFor('the events folded', async () => (await status(source.id)).profiles.eventsApplied >= 2);
@@ -624,9 +636,20 @@ describe('the JS tag in Chromium, on a site of another origin', () => {
     await waitFor('the event drained as non-profiling', async () => (await status(source.id)).progress?.eventsNonProfiling?.gpp_pending === 1);
   });
 
+  it("reads only the GPP sections the CMP says are in force: a US visitor's refusing EU section neither blocks the cookie nor the profile", async () => {
+    const { source, context, events } = await sentOnHide('gpp both regions', '/us/gpp-both-regions.html');
+    expect(events[0].consent).toEqual({ gpp: bothRegions, gppSid: [7] });
+    const [cookie] = await tagCookies(context);
+    expect(cookie?.value).toBe(events[0].identities.cookie_id);
+    await context.close();
+    await waitFor('the event folded', async () => (await status(source.id)).profiles.eventsApplied >= 1);
+    expect((await status(source.id)).progress?.eventsNonProfiling ?? {}).toEqual({});
+    expect((await lookup('cookie_id', cookie.value)).status).toBe(200);
+  });
+
   it('keeps the last ready GPP string while the CMP updates it (not ready again, an interim string meanwhile)', async () => {
     const { context, events } = await sentOnHide('gpp updating', '/us/gpp-updating.html', 400);
-    expect(events[0].consent).toEqual({ gpp: gppString });
+    expect(events[0].consent).toEqual({ gpp: gppString, gppSid: [7] });
     await context.close();
   });
 

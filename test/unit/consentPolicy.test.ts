@@ -100,6 +100,44 @@ describe('decodeGpp', () => {
     expect(consent.tcf?.purposeConsents).toEqual([1, 3]);
   });
 
+  describe('with the sections in force (gppSid)', () => {
+    /** A string with both an EU section refusing everything and a US National section opting out of sale. */
+    const both = () => {
+      const model = new GppModel();
+      model.decodeSection('tcfeuv2', buildTcString({ purposeConsents: [], isServiceSpecific: true }));
+      model.setFieldValue('usnat', 'SaleOptOutNotice', 1);
+      model.setFieldValue('usnat', 'SaleOptOut', 1);
+      return model.encode();
+    };
+
+    it('reads only the sections listed: a US visitor\'s EU section is no TC string, an EU visitor\'s US section no opt-out', () => {
+      const us = decodeConsent({ gpp: both(), gppSid: [7] });
+      expect(us.tcf).toBeUndefined();
+      expect(us.gpp).toMatchObject({ sectionIds: [2, 7], applicableSections: [7], saleOptOut: true });
+      const eu = decodeConsent({ gpp: both(), gppSid: [2] });
+      expect(eu.tcf?.purposeConsents).toEqual([]);
+      expect(eu.gpp?.saleOptOut).toBeUndefined();
+      // So a US visitor on a site that reads TCF purposes is not refused by the EU section, but by the US opt-out where honoured.
+      expect(profilingRefusal(us, policy({ mode: 'require', honorGppOptOuts: false }))).toBeNull();
+      expect(profilingRefusal(us, policy({ mode: 'require', honorGppOptOuts: true }))).toBe('gpp_opt_out');
+      expect(profilingRefusal(eu, policy({ mode: 'require', honorGppOptOuts: true }))).toBe('tcf_purpose');
+    });
+
+    it('reads none with [0]; every section when the tool could not tell (-1) or gave an empty list', () => {
+      const none = decodeConsent({ gpp: both(), gppSid: [0] });
+      expect(none.tcf).toBeUndefined();
+      expect(none.gpp?.saleOptOut).toBeUndefined();
+      for (const gppSid of [[-1], [], undefined]) {
+        const all = decodeConsent({ gpp: both(), ...(gppSid && { gppSid }) });
+        expect({ gppSid, purposes: all.tcf?.purposeConsents, sale: all.gpp?.saleOptOut }).toEqual({ gppSid, purposes: [], sale: true });
+      }
+    });
+
+    it('refuses section ids without a GPP string, naming gppSid', () => {
+      expect(() => decodeConsent({ gppSid: [7] })).toThrow(expect.objectContaining({ field: 'gppSid' }));
+    });
+  });
+
   it.each([['garbage sections', 'DBABMA~garbage'], ['a truncated header', 'DBA']])('refuses %s with ConsentError naming gpp', (_, value) => {
     let error: unknown;
     try {

@@ -6,6 +6,7 @@ import {
   liveEntries,
   partnerRequestSchemas,
   readSyncQuery,
+  syncConsentInput,
   redirectUrlPattern,
   redirectUrlProblem,
   syncAnswer,
@@ -163,6 +164,20 @@ describe('readSyncQuery', () => {
     const granted = new GppModel();
     granted.decodeSection('tcfeuv2', buildTcString({ purposeConsents: [1], isServiceSpecific: true }));
     expect(refusal({ gdpr: '1', gpp: granted.encode(), gpp_sid: '2' })).toBeNull();
+    // Not in force for a US visitor: the EU section grants and refuses nothing (gdpr unknown: storage follows no TC string).
+    expect(refusal({ gpp: model.encode(), gpp_sid: '7' })).toBeNull();
+    expect(refusal({ gpp: model.encode() })).toBe('tcf_storage');
+  });
+
+  it('reads only the GPP sections gpp_sid says are in force, as collection does', () => {
+    const optedOut = gppString({ usnat: { SaleOptOut: 1 } });
+    expect(refusal({ gpp: optedOut, gpp_sid: '2' })).toBeNull();
+    expect(refusal({ gpp: optedOut, gpp_sid: '0' })).toBeNull();
+    expect(refusal({ gpp: optedOut, gpp_sid: '-1' })).toBe('us_opt_out');
+    expect(syncConsentInput({ gpp: optedOut, gpp_sid: '7,8' })).toEqual({ gpp: optedOut, gppSid: [7, 8] });
+    // Section ids without a string say nothing.
+    expect(syncConsentInput({ gpp_sid: '7' })).toEqual({});
+    expect(paths(readSyncQuery({ puid: 'p', gpp_sid: '256' }))).toEqual(['query.gpp_sid']);
   });
 
   it('honours US opt-outs of sale, sharing or targeted advertising (GPP and US Privacy)', () => {

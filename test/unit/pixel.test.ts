@@ -43,7 +43,7 @@ describe('readPixelQuery: the event', () => {
     expect(Object.entries(event.properties ?? {})).toEqual([['__proto__', ['a', 'b']]]);
   });
 
-  it('ignores cb, gpp_sid and parameters it does not know', () => {
+  it('ignores cb, gpp_sid without a GPP string, and parameters it does not know', () => {
     const { event } = accepted(read({ cb: '1', gpp_sid: '7', utm_source: 'x', writeKey: 'wk' }));
     expect(event).toEqual({ type: 'pixel', identities: {} });
   });
@@ -131,6 +131,20 @@ describe('readPixelQuery: consent and the cookie', () => {
     const model = new GppModel();
     model.decodeSection('tcfeuv2', buildTcString({ purposeConsents: [2], isServiceSpecific: true }));
     expect(accepted(read({ gdpr: '1', gpp: model.encode() })).storageAllowed).toBe(false);
+  });
+
+  it('reads only the GPP sections gpp_sid says are in force, and names a bad list', () => {
+    const model = new GppModel();
+    model.decodeSection('tcfeuv2', buildTcString({ purposeConsents: [2], isServiceSpecific: true }));
+    model.setFieldValue('usnat', 'SaleOptOut', 2);
+    const gpp = model.encode();
+    // A US visitor: the EU section refusing storage is not in force.
+    const us = accepted(read({ gpp, gpp_sid: '7' }));
+    expect(us.storageAllowed).toBe(true);
+    expect(us.event.consent).toEqual({ gpp, gppSid: [7] });
+    expect(accepted(read({ gpp, gpp_sid: '2,6' })).storageAllowed).toBe(false);
+    expect(accepted(read({ gpp, gpp_sid: '${GPP_SID}' })).storageAllowed).toBe(false);
+    for (const bad of ['7;8', '300', 'x']) expect(refusedPaths(read({ gpp, gpp_sid: bad }))).toEqual(['gpp_sid']);
   });
 
   it('where the GDPR applies without a TC string: no cookie, and the event says the visitor has not decided', () => {
