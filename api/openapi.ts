@@ -215,12 +215,12 @@ export function buildOpenApiDocument(config: DocumentConfig) {
   registry.register('Rule', RuleSchema);
   const ruleProblem = problem('Invalid body or rule: each problem names its path (`rule.all[1].within`), e.g. an unknown field, a window longer than the 90 days kept, more than 500 conditions');
   const missingSegment = 'a segment the rule refers to does not exist (named by its path, `rule.all[1].segment`)';
+  const deletedMeanwhile = 'a segment the rule refers to was deleted while the request was stored (`segment-deleted`, named by its path): nothing is changed';
   const runIdParam = z.object({ id: z.string(), runId: z.string() });
   /** A start that failed: its work was recorded as failed and never runs (a start that went through despite the error is answered as started). */
   const notStarted = (what: string) => problem(`Temporal is unavailable: ${what} was recorded as failed and will not run; ask again`);
   /** Creates a client may send again (its answer lost) take an Idempotency-Key (api/idempotency). */
   const idempotencyHeader = z.object({ 'idempotency-key': IdempotencyKeySchema.optional() });
-  const keyReused = problem('The Idempotency-Key came with another request, or what it made was deleted (naming `headers.idempotency-key`)');
   const segmentPaths: Array<{ method: 'get' | 'post' | 'patch' | 'delete'; path: string; summary: string; request?: object; ok: [number, string, z.ZodType | null]; extra?: object }> = [
     {
       method: 'post',
@@ -228,7 +228,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Create a segment; a batch run evaluates it over every existing profile at once, and partition writers keep it current in real time',
       request: { headers: idempotencyHeader, body: json(CreateSegmentRequestSchema) },
       ok: [201, 'Created (or, sent again with its Idempotency-Key, the segment the first request made)', SegmentViewSchema],
-      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`), 409: keyReused, 503: problem('Temporal is unavailable: the segment was stored (listed by GET /v1/segments) and its first run recorded as failed; start one with POST /v1/segments/{id}/runs') },
+      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`), 409: problem(`The Idempotency-Key came with another request, or what it made was deleted (naming \`headers.idempotency-key\`); or ${deletedMeanwhile}`), 503: problem('Temporal is unavailable: the segment was stored (listed by GET /v1/segments) and its first run recorded as failed; start one with POST /v1/segments/{id}/runs') },
     },
     {
       method: 'get',
@@ -248,7 +248,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       extra: {
         400: ruleProblem,
         404: problem(`No such segment, or ${missingSegment}`),
-        409: problem('Changed meanwhile, or the rule would make segments refer to each other (`rule`, naming the cycle)'),
+        409: problem(`Changed meanwhile, or the rule would make segments refer to each other (\`rule\`, naming the cycle), or ${deletedMeanwhile}`),
         503: problem('Temporal is unavailable: the change was stored and its run recorded as failed; send the change again to start the run'),
       },
     },

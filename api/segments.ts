@@ -66,6 +66,14 @@ function checkReferences(referenced: SegmentDoc[], rule: Rule, selfId: string | 
   return rule;
 }
 
+/** A rule's references to segments deleted since it was checked (see SegmentStore.markDeleting): a 409 naming each. */
+function deletedMeanwhile(rule: Rule, gone: readonly string[]): ProblemError {
+  const errors = segmentReferences(rule)
+    .filter(({ id }) => gone.includes(id))
+    .map(({ id, path }) => ({ path, message: `segment ${id} was deleted meanwhile` }));
+  return new ProblemError(409, 'segment-deleted', 'A segment the rule refers to was deleted meanwhile: nothing was changed', errors);
+}
+
 function segmentView(doc: SegmentDoc, size: number | null): SegmentView {
   const iso = (date: Date) => date.toISOString();
   return {
@@ -181,6 +189,12 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     };
     // The same create again is answered as the first was, finishing what that one left undone.
     const made = (await segments.create(doc)) ? doc : sameCreate(await segments.get(id), createdWith);
+    // A segment it refers to deleted since the check above: undone, before anything evaluates it.
+    const gone = await segments.gone(referencedSegments(rule));
+    if (gone.length > 0) {
+      await segments.remove(id);
+      throw deletedMeanwhile(rule, gone);
+    }
     await moveSchedule(null, made.schedule);
     // Never evaluated, and no run under way (the first request stopped before it, or its start failed): one now.
     if (made === doc || (!made.current && made.lastRun?.state !== 'running')) await startRun(id);
@@ -238,6 +252,14 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     if (!(await segments.edit(doc._id, doc.version, change))) {
       throw new ProblemError(409, 'segment-changed', 'The segment was changed meanwhile; read it and try again');
     }
+    const gone = ruleChanged ? await segments.gone(referencedSegments(patch.rule as Rule)) : [];
+    if (gone.length > 0) {
+      // Put back as it was (under a newer version, which a run then evaluates), before anything evaluates the new rule.
+      const undo: SegmentEdit = { updatedAt: new Date(), version: next.version + 1 };
+      for (const field of ['name', 'description', 'taxonomyPath', 'schedule', 'ruleJson'] as const) if (change[field] !== undefined) Object.assign(undo, { [field]: doc[field] });
+      if (await segments.edit(doc._id, next.version, undo)) await startRun(doc._id);
+      throw deletedMeanwhile(patch.rule as Rule, gone);
+    }
     // A request cut short after the change was stored (Temporal unreachable: a 503) is made whole by
     // sending it again: the run of a version that has none yet starts then, and the schedule is set.
     const unevaluated = next.current?.version !== next.version && next.lastRun?.state !== 'running';
@@ -248,14 +270,18 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
 
   router.delete('/v1/segments/:id', admin, async (req, res) => {
     const doc = await load(String(req.params.id));
+    // Marked before looking: a segment made to refer to it meanwhile either shows up below or sees the mark and undoes itself.
+    await segments.markDeleting(doc._id);
     const users = (await segments.list()).filter((other) => other._id !== doc._id && referencedSegments(ruleOf(other)).includes(doc._id));
     if (users.length > 0) {
+      await segments.unmarkDeleting(doc._id);
       throw new ProblemError(409, 'segment-in-use', 'Other segments refer to this one', users.map((user) => ({ path: 'params.id', message: `used by segment ${user._id}` })));
     }
     // Its key's id is never made again: a run's states written late find no new segment there.
     if (doc.createdWith) await retiredIds.retire(doc._id);
     // Removed first: the shared schedule goes only when no segment has it.
     await segments.remove(doc._id);
+    await segments.unmarkDeleting(doc._id);
     await moveSchedule(doc.schedule, null);
     await reports.remove(doc._id);
     res.status(204).end();

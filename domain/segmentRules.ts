@@ -466,13 +466,16 @@ export interface SegmentDefinition {
  * Compiles segments into one evaluator: the single meaning of every rule, used by the real-time
  * path (a partition writer, per profile it changes), the batch run (per profile it streams), the
  * estimate (per sampled profile) and the profile view. A segment referred to by another is
- * evaluated once per subject and time, whichever refers to it. Segments referred to but not given
- * count as no member (a deleted segment).
+ * evaluated once per subject and time, whichever refers to it. A segment whose rule leads to one
+ * not given (deleted meanwhile) has no members, as one in a cycle has: `not` of a deleted segment
+ * would otherwise take in everyone.
  */
 export class SegmentEvaluator {
   readonly ids: string[];
   /** Segments left without members because they refer to each other. */
   readonly cyclic: string[];
+  /** Segments left without members because their rules lead to a segment not given. */
+  readonly dangling: string[];
   private readonly predicates = new Map<string, Predicate>();
   private memo = new WeakMap<SegmentSubject, Map<string, boolean>>();
 
@@ -491,6 +494,20 @@ export class SegmentEvaluator {
       cyclic.push(...cycle.slice(0, -1));
     }
     this.cyclic = cyclic.sort();
+    const dangling: string[] = [];
+    const usable = new Set(this.ids);
+    for (let found = true; found; ) {
+      found = false;
+      for (const [id, rule] of rules) {
+        if (referencedSegments(rule).some((other) => !usable.has(other))) {
+          usable.delete(id);
+          rules.delete(id);
+          dangling.push(id);
+          found = true;
+        }
+      }
+    }
+    this.dangling = dangling.sort();
     const memoized = (id: string): Predicate => (subject, at) => {
       let results = this.memo.get(subject);
       if (!results) this.memo.set(subject, (results = new Map()));

@@ -16,6 +16,8 @@ export const COLLECTIONS = {
   segmentRunStates: 'segment_run_states',
   /** One document, replaced after every change of a segment definition: a reader that keeps the definitions compares it. */
   segmentDefinitionsStamp: 'segment_definitions_stamp',
+  /** Segments a DELETE is removing (`_id`: the segment's), marked before it checks no segment refers to them. */
+  segmentDeletions: 'segment_deletions',
   /** Cookie-sync partners (`_id` = the partner's slug). */
   partners: 'partners',
   /** `<partner>:<puid>` → our cookie ids seen with that partner id. */

@@ -153,6 +153,14 @@ interface DefinitionsStamp {
   token: string;
 }
 
+/** A DELETE checks and removes within seconds; a mark older than this was left by one that stopped. */
+const DELETION_MARK_STALE_MS = 10 * 60_000;
+
+interface DeletionMark {
+  _id: string;
+  at: Date;
+}
+
 /**
  * Segment definitions, one document per segment, written by the API's edits; runs record their
  * state in run states of their own, read with the segments. Every write is by `_id`. Readers read
@@ -164,6 +172,7 @@ export class SegmentStore {
   readonly segments: Collection<SegmentDoc>;
   private readonly runStates: Collection<RunStateDoc>;
   private readonly stamp: Collection<DefinitionsStamp>;
+  private readonly deletions: Collection<DeletionMark>;
   private readonly claims: VersionClaims;
   /** The definitions as of a stamp: `definitions` reads them again only when the stamp changed. */
   private kept: { token: string | null; docs: SegmentDoc[]; at: number } | null = null;
@@ -172,6 +181,7 @@ export class SegmentStore {
     this.segments = store.db.collection<SegmentDoc>(SEGMENTS);
     this.runStates = store.db.collection<RunStateDoc>(COLLECTIONS.segmentRunStates);
     this.stamp = store.db.collection<DefinitionsStamp>(COLLECTIONS.segmentDefinitionsStamp);
+    this.deletions = store.db.collection<DeletionMark>(COLLECTIONS.segmentDeletions);
     this.claims = new VersionClaims(store);
   }
 
@@ -313,6 +323,32 @@ export class SegmentStore {
       if (edited) await this.changed();
       return edited;
     }
+  }
+
+  /**
+   * Marks a segment as being deleted, before its DELETE looks for segments that refer to it. A
+   * create or edit that stored a reference checks afterwards that its segments are there and not
+   * marked (`gone`): one of the two always sees the other, so no rule is left naming a deleted segment.
+   */
+  async markDeleting(id: string): Promise<void> {
+    await this.deletions.replaceOne({ _id: id }, { at: new Date() }, { upsert: true });
+  }
+
+  async unmarkDeleting(id: string): Promise<void> {
+    await this.deletions.deleteOne({ _id: id });
+  }
+
+  /** Of `ids`, those that no longer exist or are being deleted: one read by `_id` each. */
+  async gone(ids: readonly string[]): Promise<string[]> {
+    const checks = await Promise.all(
+      [...new Set(ids)].map(async (id) => {
+        const [segment, mark] = await Promise.all([this.segments.findOne({ _id: id }, { projection: { _id: 1 } }), this.deletions.findOne({ _id: id })]);
+        // A mark this old is a DELETE that stopped half way (its segment still there): it deletes nothing now.
+        const deleting = mark !== null && Date.now() - mark.at.getTime() < DELETION_MARK_STALE_MS;
+        return segment === null || deleting ? [id] : [];
+      }),
+    );
+    return checks.flat();
   }
 
   /** Removes a segment, then its run states (a run completing it meanwhile may leave one: `forgetOrphanRunStates`). */

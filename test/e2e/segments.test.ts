@@ -164,6 +164,31 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     expect(refused.body.errors[0].message).toContain(nested);
   });
 
+  it('never leaves a rule naming a deleted segment: a create or edit racing its DELETE is undone, 409 naming the reference', async () => {
+    const target = (await create({ name: 'soon gone', rule: { identity: 'maid' } })).body.id;
+    const editable = (await create({ name: 'editable', rule: { identity: 'email' } })).body.id;
+    await settled(editable);
+    const before = await get(editable);
+    // A DELETE of the target has marked it and is looking for segments that refer to it.
+    const store = new SegmentStore(platform.store);
+    await store.markDeleting(target);
+    const made = await create({ name: 'everyone but the gone', rule: { all: [{ identity: 'email' }, { not: { segment: target } }] } });
+    expect({ status: made.status, errors: made.body.errors }).toEqual({ status: 409, errors: [{ path: 'rule.all[1].not.segment', message: `segment ${target} was deleted meanwhile` }] });
+    expect((await call(`${segmentsUrl()}?limit=1000`, { key: api.adminKey })).body.segments.map((segment: { name: string }) => segment.name)).not.toContain('everyone but the gone');
+    const edited = await call(`${segmentsUrl()}/${editable}`, { key: api.adminKey, method: 'PATCH', body: { name: 'renamed', rule: { not: { segment: target } } } });
+    expect({ status: edited.status, paths: edited.body.errors.map((error: { path: string }) => error.path) }).toEqual({ status: 409, paths: ['rule.not.segment'] });
+    // Put back whole (the name too), and evaluated again as it was.
+    const after = await settled(editable);
+    expect({ name: after.name, rule: after.rule, version: after.version }).toEqual({ name: before.name, rule: before.rule, version: before.version + 2 });
+    expect(await membersOf(editable)).toEqual([ids.ann]);
+    // A DELETE refused because a segment refers to it leaves no mark: references to it are made again.
+    await store.unmarkDeleting(target);
+    const user = (await create({ name: 'uses it', rule: { segment: target } })).body.id;
+    expect((await call(`${segmentsUrl()}/${target}`, { key: api.adminKey, method: 'DELETE' })).status).toBe(409);
+    expect((await create({ name: 'uses it too', rule: { not: { segment: target } } })).status).toBe(201);
+    expect(user).toMatch(/^seg_/);
+  });
+
   it('re-evaluates every profile when a rule changes, and pages through members', async () => {
     const id = (await create({ name: 'Gold', rule: { trait: 'plan', op: 'eq', value: 'gold' } })).body.id;
     await settled(id);

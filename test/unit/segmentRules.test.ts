@@ -64,6 +64,16 @@ describe('segment rules: validation', () => {
     expect(evaluator.cyclic).toEqual(['x']);
     expect(evaluator.evaluate(newProfile('p', NOW, NOW), at)).toEqual(['y']);
   });
+
+  it('gives no members to a segment whose rule leads to one not given (deleted meanwhile), rather than `not` of it taking in everyone', () => {
+    const evaluator = new SegmentEvaluator([
+      { id: 'n', rule: { not: { segment: 'gone' } } },
+      { id: 'm', rule: { not: { segment: 'n' } } },
+      { id: 'o', rule: { not: { identity: 'email' } } },
+    ], NO_POLICIES);
+    expect(evaluator.dangling).toEqual(['m', 'n']);
+    expect(evaluator.evaluate(newProfile('p', NOW, NOW), at)).toEqual(['o']);
+  });
 });
 
 describe('segment rules: one meaning', () => {
