@@ -365,8 +365,11 @@ export class EvaluationTime {
   private readonly firstDays = new Map<number, string>();
   /** Today's daily bucket: the last day every window covers. */
   readonly today: string;
+  /** When today (UTC) ends (ms since the epoch): the end of every window, as of the daily buckets. */
+  readonly todayEnd: number;
   constructor(readonly now: Date) {
     this.today = dayKey(now);
+    this.todayEnd = (Math.floor(now.getTime() / DAY_MS) + 1) * DAY_MS;
   }
 
   /** When the oldest UTC day a window reaching back `ms` from now covers begins (ms since the epoch). */
@@ -398,10 +401,12 @@ function compileEvent(rule: EventRule): Predicate {
     const counter = Object.hasOwn(subject.counters, key) ? subject.counters[key] : undefined;
     let n = 0;
     if (counter && filters.length > 0) {
-      // Property filters read the recent events kept per type; their window covers the same whole UTC days as the daily buckets'.
+      // Property filters read the recent events kept per type; their window covers the same whole UTC days as the daily
+      // buckets' (today's events stamped a little ahead of the clock too), and no window, every event, as the count does.
       const since = windowMs === null ? -Infinity : at.firstDayStart(windowMs);
+      const until = windowMs === null ? Infinity : at.todayEnd;
       for (const event of counter.recent ?? []) {
-        if (event.at.getTime() < since || event.at.getTime() > at.now.getTime()) continue;
+        if (event.at.getTime() < since || event.at.getTime() >= until) continue;
         if (filters.every((filter) => compare(Object.hasOwn(event.properties, filter.key) ? event.properties[filter.key] : undefined, filter.op, filter.value))) n++;
       }
     } else if (counter && windowMs === null) {

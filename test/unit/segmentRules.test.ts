@@ -122,6 +122,20 @@ describe('segment rules: one meaning', () => {
     }
   });
 
+  it('counts an event stamped a little ahead of the clock the same with or without a property filter', () => {
+    // Three minutes ahead (a client clock collection let through): today's, and one of all the events.
+    const doc = profileWith([
+      { type: 'buy', hoursAgo: 2, properties: { cat: 'shoes' } },
+      { type: 'buy', hoursAgo: -0.05, properties: { cat: 'shoes' } },
+    ]);
+    const shoes = [{ property: 'cat', op: 'eq' as const, value: 'shoes' }];
+    for (const within of [undefined, 'PT1H', 'P7D']) {
+      const plain = member({ event: 'buy', ...(within && { within }), count: { op: 'eq', value: 2 } }, doc);
+      const filtered = member({ event: 'buy', ...(within && { within }), where: shoes, count: { op: 'eq', value: 2 } }, doc);
+      expect({ within, plain, filtered }).toEqual({ within, plain: true, filtered: true });
+    }
+  });
+
   it('tests recency with exact times, and segment membership through the same evaluator', () => {
     const doc = profileWith([{ type: 'visit', hoursAgo: 24 * 10 }]);
     expect(member({ lastSeen: { within: 'P7D' } }, doc)).toBe(false);
