@@ -188,6 +188,12 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
         current: null,
         lastRun: null,
       });
+      // The seed (or base) deleted while the model trained: its DELETE found no extension referring to it, so the extension goes.
+      const gone = await segments.gone([seed._id, ...(base ? [base._id] : [])]);
+      if (gone.length > 0) {
+        await segments.remove(segmentId);
+        throw ApplicationFailure.nonRetryable(`segment ${gone.join(', ')} was deleted while the model trained: no extension is made`, 'SeedDeleted');
+      }
     }
     const segmentRun = await prepareRun(segments, new SegmentRunStore(deps.store), now, now, [segmentId]);
     await startSegmentRun(deps.temporal, deps.store.db.databaseName, segmentRun._id, deps.config);

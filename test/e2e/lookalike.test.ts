@@ -1,6 +1,8 @@
 import { ScheduleNotFoundError } from '@temporalio/client';
 import { lookalikeScheduleId, lookalikeWorkflowId } from '../../domain/workflowIds';
+import { extensionSegmentId } from '../../activities/lookalike';
 import { LookalikeRunStore } from '../../store/lookalikeRuns';
+import { SegmentStore } from '../../store/segments';
 import { call } from '../support/http';
 import { seededRandom } from '../support/random';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
@@ -166,6 +168,17 @@ describe('lookalike: a model trained on a seed against the base, measured on a h
     // Two activities, each on its first attempt: the training, then recording its failure.
     const started = (history.events ?? []).filter((event) => event.activityTaskStartedEventAttributes);
     expect(started.map((event) => event.activityTaskStartedEventAttributes?.attempt)).toEqual([1, 1]);
+  });
+
+  it('makes no extension when its seed is deleted while the model trains: a rule naming the deleted seed would be left', async () => {
+    const doomed = (await admin('/v1/segments', { body: { name: 'Gear buyers, soon deleted', rule: { event: 'gear_purchase' } } })).body.id;
+    await settled(doomed);
+    // The seed's DELETE has marked it and found no segment referring to it yet, as when it comes in while the model trains.
+    await new SegmentStore(platform.store).markDeleting(doomed);
+    const run = await lookalike(doomed, { reach: 50 });
+    expect(run).toMatchObject({ state: 'failed', segmentId: null });
+    expect(run.error).toContain(`segment ${doomed} was deleted while the model trained`);
+    expect((await admin(`/v1/segments/${extensionSegmentId(run.runId)}`)).status).toBe(404);
   });
 
   it('fails, naming why, when the seed is too small to learn from (a model of it would take everyone)', async () => {
