@@ -558,7 +558,7 @@ export function createExportActivities(deps: ExportDeps) {
       await destinations.saveExport(exp);
       if (destination) {
         const before = destination.lastExport;
-        const failingSince = exp.state === 'failed' ? (before?.state === 'failed' ? (before.failingSince ?? before.startedAt) : exp.startedAt) : undefined;
+        const failingSince = exp.state === 'failed' ? (before?.state === 'failed' ? (before.failingSince ?? before.finishedAt ?? before.startedAt) : exp.finishedAt) : undefined;
         await destinations.saveLastExport(destination._id, { exportId: exp._id, state: exp.state, startedAt: exp.startedAt, finishedAt: exp.finishedAt, ...(failingSince && { failingSince }) });
       }
     }

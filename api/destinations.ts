@@ -141,7 +141,7 @@ export function destinationView(doc: DestinationDoc, databaseName: string): Dest
       state: doc.lastExport.state,
       startedAt: iso(doc.lastExport.startedAt),
       finishedAt: doc.lastExport.finishedAt && iso(doc.lastExport.finishedAt),
-      failingSince: doc.lastExport.state === 'failed' ? iso(doc.lastExport.failingSince ?? doc.lastExport.startedAt) : null,
+      failingSince: doc.lastExport.state === 'failed' ? iso(doc.lastExport.failingSince ?? doc.lastExport.finishedAt ?? doc.lastExport.startedAt) : null,
     },
     scheduleId: doc.schedule || doc.nearRealTime ? destinationScheduleId(databaseName, doc._id) : null,
     partnerWaitUntil: doc.partnerWaitUntil ? iso(doc.partnerWaitUntil) : null,

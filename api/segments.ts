@@ -189,8 +189,9 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     };
     // The same create again is answered as the first was, finishing what that one left undone.
     const made = (await segments.create(doc)) ? doc : sameCreate(await segments.get(id), createdWith);
-    // A segment it refers to deleted since the check above: undone, before anything evaluates it.
-    const gone = await segments.gone(referencedSegments(rule));
+    // A segment it refers to deleted since the check above: undone, before anything evaluates it. (The
+    // same create again found the first's segment, which a DELETE since has seen: it stands.)
+    const gone = made === doc ? await segments.gone(referencedSegments(rule)) : [];
     if (gone.length > 0) {
       await segments.remove(id);
       throw deletedMeanwhile(rule, gone);
@@ -234,6 +235,24 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     res.json((await views([await load(String(req.params.id))]))[0]);
   });
 
+  /**
+   * Puts back what an edit changed, field by field, under a newer version (which a run then
+   * evaluates) — also over another edit made since, as long as that one left the rule as this one
+   * set it; one that changed the rule again replaced it, and is checked on its own.
+   */
+  async function undoEdit(before: SegmentDoc, change: SegmentEdit): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const current = await segments.get(before._id);
+      if (!current || current.ruleJson !== change.ruleJson) return;
+      const undo: SegmentEdit = { updatedAt: new Date(), version: current.version + 1 };
+      for (const field of ['name', 'description', 'taxonomyPath', 'schedule', 'ruleJson'] as const) {
+        if (change[field] !== undefined && JSON.stringify(current[field]) === JSON.stringify(change[field])) Object.assign(undo, { [field]: before[field] });
+      }
+      if (await segments.edit(before._id, current.version, undo)) return void (await startRun(before._id));
+    }
+    throw new ProblemError(409, 'segment-changed', 'The segment was changed meanwhile, and its rule names a deleted segment: read it and change the rule');
+  }
+
   router.patch('/v1/segments/:id', admin, async (req, res) => {
     const doc = await load(String(req.params.id));
     const patch = parseSegmentRequest(PatchSegmentRequestSchema, req.body, 'segment change');
@@ -254,10 +273,7 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     }
     const gone = ruleChanged ? await segments.gone(referencedSegments(patch.rule as Rule)) : [];
     if (gone.length > 0) {
-      // Put back as it was (under a newer version, which a run then evaluates), before anything evaluates the new rule.
-      const undo: SegmentEdit = { updatedAt: new Date(), version: next.version + 1 };
-      for (const field of ['name', 'description', 'taxonomyPath', 'schedule', 'ruleJson'] as const) if (change[field] !== undefined) Object.assign(undo, { [field]: doc[field] });
-      if (await segments.edit(doc._id, next.version, undo)) await startRun(doc._id);
+      await undoEdit(doc, change);
       throw deletedMeanwhile(patch.rule as Rule, gone);
     }
     // A request cut short after the change was stored (Temporal unreachable: a 503) is made whole by
@@ -271,17 +287,17 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
   router.delete('/v1/segments/:id', admin, async (req, res) => {
     const doc = await load(String(req.params.id));
     // Marked before looking: a segment made to refer to it meanwhile either shows up below or sees the mark and undoes itself.
-    await segments.markDeleting(doc._id);
+    const mark = await segments.markDeleting(doc._id);
     const users = (await segments.list()).filter((other) => other._id !== doc._id && referencedSegments(ruleOf(other)).includes(doc._id));
     if (users.length > 0) {
-      await segments.unmarkDeleting(doc._id);
+      await segments.unmarkDeleting(mark);
       throw new ProblemError(409, 'segment-in-use', 'Other segments refer to this one', users.map((user) => ({ path: 'params.id', message: `used by segment ${user._id}` })));
     }
     // Its key's id is never made again: a run's states written late find no new segment there.
     if (doc.createdWith) await retiredIds.retire(doc._id);
     // Removed first: the shared schedule goes only when no segment has it.
     await segments.remove(doc._id);
-    await segments.unmarkDeleting(doc._id);
+    await segments.unmarkDeleting(mark);
     await moveSchedule(doc.schedule, null);
     await reports.remove(doc._id);
     res.status(204).end();

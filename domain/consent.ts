@@ -170,10 +170,11 @@ const SECTION_IDS = new Map([...Sections.SECTION_ID_NAME_MAP].map(([id, name]) =
 
 /**
  * Whether a section is in force for the event: every section is when the consent tool did not say
- * which (no `applicable`, an empty list, or -1: it could not tell); otherwise those it listed (0 is none).
+ * which (no `applicable`, an empty list, or 0: a tool still loading); otherwise those it listed
+ * (-1, the GPP CMP API's "no section applies", is none).
  */
 function inForce(name: string, applicable: readonly number[] | undefined): boolean {
-  if (applicable === undefined || applicable.length === 0 || applicable.includes(-1)) return true;
+  if (applicable === undefined || applicable.length === 0 || applicable.includes(0)) return true;
   const id = SECTION_IDS.get(name);
   return id !== undefined && applicable.includes(id);
 }

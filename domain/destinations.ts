@@ -190,7 +190,7 @@ export const DestinationViewSchema = z
         state: ExportStateSchema,
         startedAt: Iso,
         finishedAt: Iso.nullable(),
-        failingSince: Iso.nullable().openapi({ description: 'When the exports failing in a row up to this one began (null once one completes). With nothing else changed, a near-real-time destination tries again after as long as they have been failing: at least a minute, at most an hour' }),
+        failingSince: Iso.nullable().openapi({ description: 'When the first of the exports failing in a row up to this one ended (null once one completes). With nothing else changed, a near-real-time destination tries again after as long as they have been failing: at least a minute, at most an hour' }),
       })
       .nullable(),
     scheduleId: z.string().nullable().openapi({ description: 'The Temporal Schedule that starts its exports' }),
@@ -624,7 +624,7 @@ export const FAILED_RETRY_MAX_MS = 3_600_000;
  */
 export function failedExportRetryAt(last: { startedAt: Date; finishedAt: Date | null; failingSince?: Date }): Date {
   const finished = (last.finishedAt ?? last.startedAt).getTime();
-  const streak = finished - (last.failingSince ?? last.startedAt).getTime();
+  const streak = finished - (last.failingSince?.getTime() ?? finished);
   return new Date(finished + Math.min(Math.max(streak, FAILED_RETRY_MIN_MS), FAILED_RETRY_MAX_MS));
 }
 

@@ -21,7 +21,7 @@ extendZodWithOpenApi(z);
  * | `gdpr`         | `1` when the GDPR applies, `0` when not                                 |
  * | `gdpr_consent` | consent `tcf` (TCF v2 TC string)                                        |
  * | `gpp`          | consent `gpp` (GPP string)                                              |
- * | `gpp_sid`      | consent `gppSid`: the GPP sections in force, comma-separated (only beside `gpp`) |
+ * | `gpp_sid`      | consent `gppSid`: the GPP sections in force, comma-separated (only beside `gpp`; ignored when unreadable) |
  * | `cb`           | ignored (cache-buster)                                                  |
  *
  * The platform's cookie becomes identity `cookie_id`. A macro the ad server left unexpanded
@@ -47,7 +47,7 @@ export const PixelQuerySchema = z.object({
   gdpr: z.string().optional().openapi({ description: '`1` when the GDPR applies (the cookie is then read and set only with a TC string consenting to purpose 1, and to the source\'s `tcfVendorId` when it names one), `0` when not (the event then says so: `tcfNotApplicable`)' }),
   gdpr_consent: z.string().optional().openapi({ description: 'TCF v2 TC string' }),
   gpp: z.string().optional().openapi({ description: 'GPP string' }),
-  gpp_sid: z.string().optional().openapi({ description: 'The GPP sections in force (`${GPP_SID}`, comma-separated ids): only those sections of `gpp` are read (see `gppSid` in Consent); ignored without `gpp`' }),
+  gpp_sid: z.string().optional().openapi({ description: 'The GPP sections in force (`${GPP_SID}`, comma-separated ids): only those sections of `gpp` are read (see `gppSid` in Consent); ignored without `gpp`, or when it is not such a list (every section is then read)' }),
   cb: z.string().optional().openapi({ description: 'Cache-buster, ignored' }),
 });
 
@@ -118,12 +118,9 @@ export function readPixelQuery(query: PixelQuery, vendorId?: number): PixelReque
   if (tcf !== undefined) consentInput.tcf = tcf;
   const gpp = single(query, 'gpp', errors);
   if (gpp !== undefined) consentInput.gpp = gpp;
-  const sid = single(query, 'gpp_sid', errors);
-  if (sid !== undefined && gpp !== undefined) {
-    const gppSid = parseGppSid(sid);
-    if (gppSid) consentInput.gppSid = gppSid;
-    else errors.push({ path: 'gpp_sid', message: 'must be comma-separated GPP section ids, each -1 to 255' });
-  }
+  // Section ids the pixel cannot read are ignored (every section of the string is read): the hit is kept.
+  const sid = typeof query.gpp_sid === 'string' && gpp !== undefined ? parseGppSid(query.gpp_sid) : null;
+  if (sid) consentInput.gppSid = sid;
 
   // Decoded here as well as at collection: whether the cookie may be touched depends on it.
   let storageConsent: boolean | undefined;
@@ -134,7 +131,7 @@ export function readPixelQuery(query: PixelQuery, vendorId?: number): PixelReque
       if (decoded) storageConsent = storageConsented(decoded, vendorId);
     } catch (error) {
       if (!(error instanceof ConsentError)) throw error;
-      errors.push({ path: error.field === 'gpp' ? 'gpp' : error.field === 'gppSid' ? 'gpp_sid' : 'gdpr_consent', message: error.message });
+      errors.push({ path: error.field === 'gpp' ? 'gpp' : 'gdpr_consent', message: error.message });
     }
   }
   if (errors.length > 0) return { ok: false, errors };
@@ -153,7 +150,6 @@ const FIELD_PARAMS: Array<[string, string]> = [
   ['identities.phone_sha256', 'ph'],
   ['identities.cookie_id', 'cookie'],
   ['consent.tcf', 'gdpr_consent'],
-  ['consent.gppSid', 'gpp_sid'],
   ['consent.gpp', 'gpp'],
   ['type', 'e'],
   ['id', 'id'],

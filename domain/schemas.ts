@@ -197,7 +197,7 @@ export const ConsentInputSchema = z
       .optional()
       .openapi({
         description:
-          "The GPP sections in force for this event, as the consent tool said (its `applicableSections`; OpenRTB's `regs.gpp_sid`): only those of the string are read — a TCF EU section (2) not listed is no TC string, a US section not listed no opt-out. `[0]`: none is in force. Left out, empty, or holding -1 (the tool could not tell): every section of the string is read. Only with `gpp`.",
+          "The GPP sections in force for this event, as the consent tool said (its `applicableSections`; OpenRTB's `regs.gpp_sid`): only those of the string are read — a TCF EU section (2) not listed is no TC string, a US section not listed no opt-out. `[-1]` (the GPP CMP API's \"no section applies\"): none is. Left out, empty, or holding 0 (a tool still loading): every section of the string is read. Only with `gpp`.",
       }),
     tcfPending: z
       .literal(true)

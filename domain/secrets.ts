@@ -25,10 +25,22 @@ export function urlShown(url: string): string {
   return `${base}?${pairs.join('&')}${fragment}`;
 }
 
-/** Whether a URL holds a query value hidden as the API shows it (sent back, it would be taken as the value). */
+/** Whether a URL holds a query value hidden as the API shows it, as written or percent-encoded (sent back, it would be taken as the value). */
 export function holdsHiddenQuery(url: string): boolean {
   const query = QUERY.exec(url)?.[2] ?? '';
-  return query.split('&').some((pair) => pair === SECRET_SET || pair.endsWith(`=${SECRET_SET}`));
+  return query.split('&').some((pair) => {
+    const value = decoded(pair.includes('=') ? pair.slice(pair.indexOf('=') + 1) : pair);
+    return value === SECRET_SET;
+  });
+}
+
+/** A query value decoded, or as written when it does not decode. */
+function decoded(value: string): string {
+  try {
+    return decodeURIComponent(value.replace(/\+/g, ' '));
+  } catch {
+    return value;
+  }
 }
 
 /** A credential shorter than this is none: query values this long or longer are kept out of error texts. */
@@ -38,14 +50,7 @@ const QUERY_SECRET_MIN = 8;
 export function querySecrets(url: string): string[] {
   const query = QUERY.exec(url)?.[2] ?? '';
   const values = query.split('&').map((pair) => (pair.includes('=') ? pair.slice(pair.indexOf('=') + 1) : pair));
-  const decoded = values.map((value) => {
-    try {
-      return decodeURIComponent(value.replace(/\+/g, ' '));
-    } catch {
-      return value;
-    }
-  });
-  return [...new Set([...values, ...decoded])].filter((value) => value.length >= QUERY_SECRET_MIN);
+  return [...new Set([...values, ...values.map(decoded)])].filter((value) => value.length >= QUERY_SECRET_MIN);
 }
 
 /** Of a secret cut short at the end of a text, this much or more is masked (less tells next to nothing). */

@@ -3,7 +3,7 @@ import { IDENTITY_TRAITS, zodIssuesToFieldErrors, type FieldError } from './coll
 import { maidProblem, sha256Hex, type InputIdentityType } from './identity';
 import { redactContactText } from './contactRedaction';
 import { isRecord } from './records';
-import { CollectResponseSchema, type ConsentInput, type EventInput } from './schemas';
+import { CollectResponseSchema, ConsentInputSchema, type ConsentInput, type EventInput } from './schemas';
 import { FLAT_TEXT_MAX, nameText } from './text';
 
 /**
@@ -53,7 +53,7 @@ const ContextSchema = z
         }),
         tcf: z.string().nullish().openapi({ description: 'An IAB TCF v2 TC string the client read from its CMP' }),
         gpp: z.string().nullish().openapi({ description: 'An IAB GPP string the client read from its CMP' }),
-        gppSid: z.array(z.number()).nullish().openapi({ description: "The GPP sections in force, as the CMP said (its `applicableSections`): our consent `gppSid`" }),
+        gppSid: z.unknown().optional().openapi({ description: 'The GPP sections in force, as the CMP said (its `applicableSections`, up to 32 ids from -1 to 255): our consent `gppSid`; anything else is ignored (every section is then read)' }),
       })
       .nullish(),
   })
@@ -461,8 +461,9 @@ export function mapSegmentMessage(raw: unknown, envelope: MessageEnvelope, recei
     consent.gpp = signals.gpp;
     origins?.set('consent.gpp', 'context.consent.gpp');
     // Beside a string only: sections in force of none say nothing.
-    if (signals.gppSid) {
-      consent.gppSid = signals.gppSid;
+    const gppSid = ConsentInputSchema.shape.gppSid.safeParse(signals.gppSid);
+    if (gppSid.success && gppSid.data) {
+      consent.gppSid = gppSid.data;
       origins?.set('consent.gppSid', 'context.consent.gppSid');
     }
   }

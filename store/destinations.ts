@@ -86,7 +86,7 @@ interface LegacyExportFields {
   resend?: boolean;
 }
 
-/** The destination's last export; `failingSince`: when the exports failing in a row up to it began (absent after a completed one). */
+/** The destination's last export; `failingSince`: when the first of the exports failing in a row up to it ended (absent after a completed one). */
 type LastExport = { exportId: string; state: ExportState; startedAt: Date; finishedAt: Date | null; failingSince?: Date };
 
 interface HoldingsDoc {

@@ -154,10 +154,12 @@ interface DefinitionsStamp {
 }
 
 /** A DELETE checks and removes within seconds; a mark older than this was left by one that stopped. */
-const DELETION_MARK_STALE_MS = 10 * 60_000;
+const DELETION_MARK_STALE_MS = 2 * 60_000;
 
+/** One DELETE's mark on its segment (`_id`: `<segment>:<random>`): two DELETEs of one segment never clear each other's. */
 interface DeletionMark {
   _id: string;
+  segment: string;
   at: Date;
 }
 
@@ -330,24 +332,25 @@ export class SegmentStore {
    * create or edit that stored a reference checks afterwards that its segments are there and not
    * marked (`gone`): one of the two always sees the other, so no rule is left naming a deleted segment.
    */
-  async markDeleting(id: string): Promise<void> {
-    await this.deletions.replaceOne({ _id: id }, { at: new Date() }, { upsert: true });
+  async markDeleting(id: string): Promise<string> {
+    const mark = { _id: `${id}:${randomUUID()}`, segment: id, at: new Date() };
+    await this.deletions.insertOne(mark);
+    return mark._id;
   }
 
-  async unmarkDeleting(id: string): Promise<void> {
-    await this.deletions.deleteOne({ _id: id });
+  async unmarkDeleting(markId: string): Promise<void> {
+    await this.deletions.deleteOne({ _id: markId });
   }
 
-  /** Of `ids`, those that no longer exist or are being deleted: one read by `_id` each. */
+  /**
+   * Of `ids`, those that no longer exist or are being deleted: one read by `_id` each, and one of the
+   * marks (a collection of the DELETEs under way: a handful of documents, read whole).
+   */
   async gone(ids: readonly string[]): Promise<string[]> {
-    const checks = await Promise.all(
-      [...new Set(ids)].map(async (id) => {
-        const [segment, mark] = await Promise.all([this.segments.findOne({ _id: id }, { projection: { _id: 1 } }), this.deletions.findOne({ _id: id })]);
-        // A mark this old is a DELETE that stopped half way (its segment still there): it deletes nothing now.
-        const deleting = mark !== null && Date.now() - mark.at.getTime() < DELETION_MARK_STALE_MS;
-        return segment === null || deleting ? [id] : [];
-      }),
-    );
+    // A mark this old is a DELETE that stopped half way (its segment still there): it deletes nothing now.
+    const since = new Date(Date.now() - DELETION_MARK_STALE_MS);
+    const deleting = new Set((await this.deletions.find({ at: { $gt: since } }).toArray()).map((mark) => mark.segment));
+    const checks = await Promise.all([...new Set(ids)].map(async (id) => (deleting.has(id) || (await this.segments.findOne({ _id: id }, { projection: { _id: 1 } })) === null ? [id] : [])));
     return checks.flat();
   }
 

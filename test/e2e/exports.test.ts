@@ -199,7 +199,7 @@ describe('destinations: scheduled, receipted exports of segments to partners', (
     server.failNext('http400');
     const resent = await exportNow(id);
     expect(resent).toMatchObject({ state: 'failed', adds: now.length + 1, removes: 0, batchesConfirmed: resent.batches - 1 });
-    expect((await admin(`/v1/destinations/${id}`)).body.lastExport).toMatchObject({ exportId: resent.exportId, state: 'failed', failingSince: resent.startedAt });
+    expect((await admin(`/v1/destinations/${id}`)).body.lastExport).toMatchObject({ exportId: resent.exportId, state: 'failed', failingSince: resent.finishedAt });
     const retried = await exportNow(id);
     expect(retried).toMatchObject({ state: 'completed', removes: 0, batches: 1 });
     expect(retried.adds).toBeGreaterThan(0);

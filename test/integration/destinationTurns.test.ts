@@ -132,8 +132,8 @@ describe('a destination’s export turns and what its exports record beside it',
       const { openExport } = createExportActivities({ store, temporal: undefined as never, config: { ...baseConfig }, now: () => new Date(finishedAt.getTime() + after) });
       return openExport({ destinationId: 'dst_backoff', at: finishedAt.getTime() + after, trigger: 'near_real_time' });
     };
-    // Its first failure: a minute.
-    await destinations.saveLastExport('dst_backoff', { exportId: 'exp_backoff', state: 'failed', startedAt: plannedAt, finishedAt, failingSince: plannedAt });
+    // Its first failure (however long it ran): a minute.
+    await destinations.saveLastExport('dst_backoff', { exportId: 'exp_backoff', state: 'failed', startedAt: new Date(finishedAt.getTime() - 20 * 60_000), finishedAt, failingSince: finishedAt });
     expect(await check(59_000)).toBeNull();
     const retry = await check(60_000);
     expect(retry).not.toBeNull();

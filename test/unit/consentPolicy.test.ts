@@ -123,11 +123,11 @@ describe('decodeGpp', () => {
       expect(profilingRefusal(eu, policy({ mode: 'require', honorGppOptOuts: true }))).toBe('tcf_purpose');
     });
 
-    it('reads none with [0]; every section when the tool could not tell (-1) or gave an empty list', () => {
-      const none = decodeConsent({ gpp: both(), gppSid: [0] });
+    it('reads none with [-1] (no section applies); every section while the tool is loading (0) or with an empty list', () => {
+      const none = decodeConsent({ gpp: both(), gppSid: [-1] });
       expect(none.tcf).toBeUndefined();
       expect(none.gpp?.saleOptOut).toBeUndefined();
-      for (const gppSid of [[-1], [], undefined]) {
+      for (const gppSid of [[0], [], undefined]) {
         const all = decodeConsent({ gpp: both(), ...(gppSid && { gppSid }) });
         expect({ gppSid, purposes: all.tcf?.purposeConsents, sale: all.gpp?.saleOptOut }).toEqual({ gppSid, purposes: [], sale: true });
       }

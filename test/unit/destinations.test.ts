@@ -797,8 +797,8 @@ describe('failedExportRetryAt', () => {
   const finished = new Date('2026-12-01T10:00:30Z');
   const after = (last: Parameters<typeof failedExportRetryAt>[0]) => failedExportRetryAt(last).getTime() - (last.finishedAt ?? last.startedAt).getTime();
 
-  it('waits a minute after a first failure', () => {
-    expect(after({ startedAt: started, finishedAt: finished, failingSince: started })).toBe(60_000);
+  it('waits a minute after a first failure, however long it ran', () => {
+    expect(after({ startedAt: new Date(finished.getTime() - 20 * 60_000), finishedAt: finished, failingSince: finished })).toBe(60_000);
     expect(after({ startedAt: started, finishedAt: finished })).toBe(60_000);
     expect(after({ startedAt: started, finishedAt: null })).toBe(60_000);
   });

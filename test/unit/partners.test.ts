@@ -172,8 +172,8 @@ describe('readSyncQuery', () => {
   it('reads only the GPP sections gpp_sid says are in force, as collection does', () => {
     const optedOut = gppString({ usnat: { SaleOptOut: 1 } });
     expect(refusal({ gpp: optedOut, gpp_sid: '2' })).toBeNull();
-    expect(refusal({ gpp: optedOut, gpp_sid: '0' })).toBeNull();
-    expect(refusal({ gpp: optedOut, gpp_sid: '-1' })).toBe('us_opt_out');
+    expect(refusal({ gpp: optedOut, gpp_sid: '-1' })).toBeNull();
+    expect(refusal({ gpp: optedOut, gpp_sid: '0' })).toBe('us_opt_out');
     expect(syncConsentInput({ gpp: optedOut, gpp_sid: '7,8' })).toEqual({ gpp: optedOut, gppSid: [7, 8] });
     // Section ids without a string say nothing.
     expect(syncConsentInput({ gpp_sid: '7' })).toEqual({});

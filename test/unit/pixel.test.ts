@@ -133,7 +133,7 @@ describe('readPixelQuery: consent and the cookie', () => {
     expect(accepted(read({ gdpr: '1', gpp: model.encode() })).storageAllowed).toBe(false);
   });
 
-  it('reads only the GPP sections gpp_sid says are in force, and names a bad list', () => {
+  it('reads only the GPP sections gpp_sid says are in force, and every section when it cannot read the list', () => {
     const model = new GppModel();
     model.decodeSection('tcfeuv2', buildTcString({ purposeConsents: [2], isServiceSpecific: true }));
     model.setFieldValue('usnat', 'SaleOptOut', 2);
@@ -144,7 +144,10 @@ describe('readPixelQuery: consent and the cookie', () => {
     expect(us.event.consent).toEqual({ gpp, gppSid: [7] });
     expect(accepted(read({ gpp, gpp_sid: '2,6' })).storageAllowed).toBe(false);
     expect(accepted(read({ gpp, gpp_sid: '${GPP_SID}' })).storageAllowed).toBe(false);
-    for (const bad of ['7;8', '300', 'x']) expect(refusedPaths(read({ gpp, gpp_sid: bad }))).toEqual(['gpp_sid']);
+    for (const bad of ['7;8', '300', 'x', ['7', '8']]) {
+      const kept = accepted(read({ gpp, gpp_sid: bad }));
+      expect({ bad, consent: kept.event.consent, storageAllowed: kept.storageAllowed }).toEqual({ bad, consent: { gpp }, storageAllowed: false });
+    }
   });
 
   it('where the GDPR applies without a TC string: no cookie, and the event says the visitor has not decided', () => {

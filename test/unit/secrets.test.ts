@@ -18,6 +18,8 @@ describe('urlShown', () => {
     expect(holdsHiddenQuery(url)).toBe(false);
     expect(holdsHiddenQuery(urlShown(url))).toBe(true);
     expect(holdsHiddenQuery('https://partner.example.com/(set)?a=b')).toBe(false);
+    expect(holdsHiddenQuery('https://partner.example.com/hook?token=%28set%29')).toBe(true);
+    expect(holdsHiddenQuery('https://partner.example.com/hook?token=(set)x')).toBe(false);
   });
 });
 

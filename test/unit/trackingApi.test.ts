@@ -279,6 +279,13 @@ describe('consent', () => {
     expect(event.consent).toEqual({ tcf, gpp: 'DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA' });
   });
 
+  it("passes the GPP sections in force beside the GPP string, and ignores ids it cannot read or that come without one", () => {
+    const gpp = 'DBABMA~CPXxRfAPXxRfAAfKABENB-CgAAAAAAAAAAYgAAAAAAAA';
+    expect(mapped({ type: 'page', anonymousId: 'a', context: { consent: { gpp, gppSid: [2] } } }).consent).toEqual({ gpp, gppSid: [2] });
+    for (const gppSid of ['2', [2.5], [300], null]) expect(mapped({ type: 'page', anonymousId: 'a', context: { consent: { gpp, gppSid } } }).consent).toEqual({ gpp });
+    expect(mapped({ type: 'page', anonymousId: 'a', context: { consent: { gppSid: [2] } } }).consent).toBeUndefined();
+  });
+
   it('names the consent field of the message when the collector cannot read a TC string', () => {
     expect(collectorPaths({ type: 'track', event: 'x', anonymousId: 'a', context: { consent: { tcf: 'not a tc string' } } })).toEqual(['context.consent.tcf']);
   });
