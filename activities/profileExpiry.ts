@@ -58,7 +58,11 @@ export function createExpiryStep(deps: ExpiryDeps) {
     return previous ? keysOf(previous) : [];
   }
 
-  async function prepare(partition: number, expiryIds: string[], active: ReadonlySet<string>, trustSince: number | undefined): Promise<ExpiryWork> {
+  /**
+   * `kept`: documents that must not expire whatever the plan says — those of a person who opted out
+   * since it was made (their mark names their documents; one made afresh once the claims went would not carry it).
+   */
+  async function prepare(partition: number, expiryIds: string[], active: ReadonlySet<string>, trustSince: number | undefined, kept: (doc: StoredVersion) => boolean): Promise<ExpiryWork> {
     const work: ExpiryWork = { slices: [], versions: [], superseded: new Map(), more: [] };
     for (const expiryId of expiryIds) {
       const part = await deps.expiries.part(expiryId, partition);
@@ -76,7 +80,7 @@ export function createExpiryStep(deps: ExpiryDeps) {
         if (doc?.retired?.expired?.expiryId === expiryId) {
           slice.expiring.push({ id, live: null, written: true });
           if (!part.releasing) for (const key of await keysBefore(id, doc)) recovered.push({ profileId: id, key });
-        } else if (doc && expiresBy(doc, part.cutoff) && !active.has(id) && (planned.get(id) ?? doc.version) === doc.version) {
+        } else if (doc && expiresBy(doc, part.cutoff) && !active.has(id) && (planned.get(id) ?? doc.version) === doc.version && !kept(doc)) {
           slice.expiring.push({ id, live: doc, written: false });
         }
       }

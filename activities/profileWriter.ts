@@ -107,7 +107,7 @@ function firstAttempt(): boolean {
 }
 
 /** Named points inside a fold where tests may interrupt it, to prove a retry converges. */
-export type FoldStep = 'events-read' | 'versions-writing' | 'profiles-partly-written' | 'group-carried' | 'group-dropped' | 'split-parts-written' | 'versions-written' | 'position-saved';
+export type FoldStep = 'expiries-asked' | 'events-read' | 'versions-writing' | 'profiles-partly-written' | 'group-carried' | 'group-dropped' | 'split-parts-written' | 'versions-written' | 'position-saved';
 
 export interface ProfileWriterDeps {
   store: Store;
@@ -261,13 +261,15 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       position.cursors[sourceId] = from;
     }
     heartbeat({ read: result.events });
+    if ((input.expiries ?? []).length > 0) await deps.onFoldStep?.('expiries-asked', group);
     // Read again (if a second has passed) once the events are in: an opt-out marks a document of its
-    // own a second before claiming the identity its events are routed by (activities/privacy).
+    // own a second before claiming the identity its events are routed by (activities/privacy), and
+    // keeps its person out of any expiry planned before it.
     await marks.refresh();
     if (batches.length > 0) await deps.onFoldStep?.('events-read', group);
     // A document with events in this fold is active, and one split in it is no longer what was planned: both are left out of any expiry.
     const active = new Set([...batches.flatMap((batch) => [...batch.profiles, ...(batch.linked ?? [])]), ...split.current.keys()]);
-    const expiring = await expiry.prepare(input.partition, input.expiries ?? [], active, trustSince);
+    const expiring = await expiry.prepare(input.partition, input.expiries ?? [], active, trustSince, (doc) => marks.optedOut({ profileId: doc.profileId, ancestors: doc.ancestors }));
     result.expiriesWithMore = expiring.more;
     if (batches.length === 0 && split.written.length === 0 && expiring.slices.length === 0) {
       // Nothing to write; expired documents may have come of age to leave since the last write.

@@ -3,6 +3,7 @@ import { sha256Hex } from '../../domain/identity';
 import { AccessExportSchema } from '../../domain/privacy';
 import { COLLECTIONS } from '../../store/db';
 import { EXPIRED_PROFILES_COLLECTION } from '../../store/expiredProfiles';
+import { MARKS_REFRESH_MS } from '../../store/privacyMarks';
 import { PROFILE_EXPIRY_COLLECTION } from '../../store/profileExpiries';
 import { ProfileStore } from '../../store/profiles';
 import { call } from '../support/http';
@@ -34,8 +35,16 @@ describe('inactive people leave the store: profile documents, identity claims an
   }
   const lookup = async (type: string, value: string) => source.lookup(type, value);
 
+  /** While set, a partition writer asked to expire people waits for it before it reads the opt-outs (`held` says one is waiting). */
+  let hold: Promise<void> | null = null;
+  let held = false;
   beforeAll(async () => {
-    platform = await startPlatform('inactive');
+    const onFoldStep = async (step: string) => {
+      if (step !== 'expiries-asked' || !hold) return;
+      held = true;
+      await hold;
+    };
+    platform = await startPlatform('inactive', {}, { onFoldStep });
     source = await newSource(platform.api);
   });
   afterAll(() => platform.stop());
@@ -139,6 +148,26 @@ describe('inactive people leave the store: profile documents, identity claims an
     expect(back.counters).toEqual(before.counters);
     expect(back.counters.page_view.count).toBe(1);
     expect(back.traits).toEqual({});
+  });
+
+  it('keeps a person who opts out after their expiry was planned: the partition writer reads the mark before it expires anyone', async () => {
+    await send([{ id: 'f1', days: 40, identities: { cookie_id: 'opt-f' } }]);
+    const before = (await lookup('cookie_id', 'opt-f')).body;
+    let release = () => {};
+    hold = new Promise<void>((resolve) => (release = resolve));
+    const running = retain(30 * DAY);
+    try {
+      await waitFor('a partition writer asked to expire', async () => held, 60_000, 100);
+      const opted = await admin('/v1/privacy/requests', { body: { type: 'opt_out', identity: { type: 'cookie_id', value: 'opt-f' } } });
+      expect(await settledRequest((path) => admin(path), opted.body.id)).toMatchObject({ state: 'completed' });
+      // Every process sees a mark once a refresh has passed since it was added.
+      await new Promise((resolve) => setTimeout(resolve, MARKS_REFRESH_MS + 250));
+    } finally {
+      hold = null;
+      release();
+    }
+    expect(await running).toMatchObject({ inactivePeoplePlanned: 1, inactiveDocumentsExpired: 0, inactiveDocumentsKept: 1, inactiveIdentitiesReleased: 0 });
+    expect((await lookup('cookie_id', 'opt-f')).body.id).toBe(before.id);
   });
 
   it("still finds an expired person's retained events by their identities: an access request lists them, an erasure removes them with every trace", async () => {
