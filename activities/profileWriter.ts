@@ -351,7 +351,9 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     const bornBefore = await profiles.recordBirths([...toSave, ...split.written].filter((doc) => doc.version === 0).map((doc) => doc.profileId));
     if ([...created].some((id) => bornBefore.has(id))) throw new Error(`partition ${input.partition}: a document a batch made had been folded before: the retry reads it`);
     // Marked before the versions are written: a retry that finds them written would not mark again.
-    await markCaps([...toSave, ...split.written], split.replaced, stored);
+    // A part a split makes here is new, and has no marker yet, whatever `stored` holds for it (itself).
+    const newParts = new Set(split.written.filter((doc) => !doc.retired).map((doc) => doc.profileId));
+    await markCaps([...toSave, ...split.written], newParts, split.replaced, stored);
     // The expired documents' empty versions this fold writes, counted on its group (see `purgeable`).
     const expiredMark = expiring.versions.length > 0 ? { expired: expiring.versions.length, expiredAt: now() } : {};
     // The group is recorded before anything is written to it: an attempt interrupted mid-write
@@ -910,9 +912,10 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
    * of is marked (one walk of the profile, and the markers as drains read them). Profiles holding a
    * part of an unlink's split or an expiry's successor are left to their documents' own caps: until
    * the unlink's relink, a walk from a part reaches documents that still hold both sides, and a
-   * marker, which only gains types, would keep both people refusing joins for good.
+   * marker, which only gains types, would keep both people refusing joins for good. `unmarked`:
+   * documents made in this fold (a split's parts), marked for every type they hold their cap of.
    */
-  async function markCaps(saved: ProfileDoc[], ...before: Array<Map<string, StoredVersion>>): Promise<void> {
+  async function markCaps(saved: ProfileDoc[], unmarked: ReadonlySet<string>, ...before: Array<Map<string, StoredVersion>>): Promise<void> {
     const limits = deps.config.DMP_IDENTITY_CAPS;
     const reached = new Map<string, Set<StoredIdentityType>>();
     const reach = (profileId: string, types: Iterable<StoredIdentityType>) => reached.set(profileId, new Set([...(reached.get(profileId) ?? []), ...types]));
@@ -923,7 +926,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     for (const doc of latest.values()) {
       if (doc.retired) continue;
       const types = cappedTypes(doc, limits);
-      const previous = before.map((versions) => versions.get(doc.profileId)).find(Boolean);
+      const previous = unmarked.has(doc.profileId) ? undefined : before.map((versions) => versions.get(doc.profileId)).find(Boolean);
       if (types.length > (previous ? cappedTypes(previous, limits).length : 0)) reach(doc.profileId, types);
       const grew = !previous || doc.identities.length > previous.identities.length || (doc.linked && !previous.linked);
       if (!doc.linked || doc.ancestors?.length || !grew || walked.has(doc.profileId)) continue;

@@ -1,5 +1,6 @@
+import { IdentityCapStore } from '../../store/identityCaps';
 import { call } from '../support/http';
-import { startPlatform, type RunningApi, type RunningPlatform } from '../support/services';
+import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
 describe('over-merge protection: identity caps per profile, and the record of refused joins', () => {
@@ -56,6 +57,29 @@ describe('over-merge protection: identity caps per profile, and the record of re
     const listed = (await call(`${api.url}/v1/identity/refusals?profileId=${after.id}`, { key: api.adminKey })).body.refusals;
     expect(listed).toEqual([expect.objectContaining({ profileId: after.id, identity: 'cookie_id:ck-c', type: 'cookie_id', cap: 2, eventId: 'c3', sourceId: source.sourceId })]);
     expect((await call(`${api.url}/v1/identity/refusals?limit=0`, { key: api.adminKey })).body.errors[0].path).toBe('limit');
+  });
+
+  it('keeps the cap of a document an unlink split: the part holding its cap of cookies takes no more', async () => {
+    const web = await newSource(api, 'split-web');
+    const step = foldingAt(web);
+    await step(3, [
+      { id: 'u1', type: 'login', timestamp: '2026-07-01T10:00:00Z', identities: { crm_id: 'split-1', cookie_id: 'sp-a' } },
+      { id: 'u2', type: 'login', timestamp: '2026-07-02T10:00:00Z', identities: { crm_id: 'split-1', cookie_id: 'sp-b' } },
+      { id: 'u3', type: 'login', timestamp: '2026-07-03T10:00:00Z', identities: { crm_id: 'split-1', email: 'split.one@example.com' } },
+    ]);
+    expect(cookies((await lookup('crm_id', 'split-1')).body)).toEqual(['sp-a', 'sp-b']);
+    const unlink = await call(`${api.url}/v1/identity/unlink`, { key: api.adminKey, body: { identities: [{ type: 'crm_id', value: 'split-1' }, { type: 'email', value: 'split.one@example.com' }] } });
+    expect(unlink.status).toBe(202);
+    await waitFor('the unlink to complete', async () => (await call(`${api.url}${unlink.body.statusUrl}`, { key: api.adminKey })).body.state === 'completed');
+    const part = (await lookup('crm_id', 'split-1')).body;
+    expect(cookies(part)).toEqual(['sp-a', 'sp-b']);
+    expect((await lookup('email', 'split.one@example.com')).body.id).not.toBe(part.id);
+    // The part holds its cap of cookies as the split document did: a third one is refused, not joined.
+    await step(4, [{ id: 'u4', type: 'login', timestamp: '2026-07-04T10:00:00Z', identities: { crm_id: 'split-1', cookie_id: 'sp-c' } }]);
+    expect(cookies((await lookup('crm_id', 'split-1')).body)).toEqual(['sp-a', 'sp-b']);
+    expect((await call(`${api.url}/v1/identity/refusals?limit=100`, { key: api.adminKey })).body.refusals).toEqual(expect.arrayContaining([expect.objectContaining({ identity: 'cookie_id:sp-c', eventId: 'u4' })]));
+    // Marked itself, as drains that resolve its CRM id afresh (not through the split document they had cached) read it.
+    expect([...((await new IdentityCapStore(platform.store).capped([part.id])).get(part.id) ?? [])]).toEqual(['cookie_id']);
   });
 
   it("holds a burst of one CRM id's new cookies, sent together, to the cap: the rest are refused and recorded, and the next batch finds the profile capped", async () => {
