@@ -30,6 +30,8 @@ import { withHeartbeats } from './heartbeat';
 export interface PrivacyDeps {
   store: Store;
   config: Pick<Config, 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP' | 'DMP_PRIVACY_SALT'> & Partial<Pick<Config, 'DMP_ITEM_EVENT_TYPES'>>;
+  /** Called once an opt-out's marks are written (tests stop an attempt there). */
+  onOptOutMarked?: (requestId: string) => void | Promise<void>;
 }
 
 /** Seconds an opt-out waits for an expiring document's claim on the subject's identity to go (its writer saves its fold first). */
@@ -425,10 +427,13 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         }
         const { component, person } = found;
         const marked = { profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) };
-        // Opted out by another request (or an earlier attempt of this one) before: their items left then.
+        // Opted out by another request before: their items left then. (Marked by an earlier attempt of this
+        // one, which may have stopped before recording their items' removal: recorded again, under the same id.)
         await marks.refresh(true);
-        const already = marks.optedOut(marked);
+        const markedBy = marks.optOutOf(marked);
+        const already = markedBy !== null && markedBy !== request._id;
         await marks.add(request._id, documentIdsOf(marked));
+        await deps.onOptOutMarked?.(request._id);
         const all = await segments.list();
         const membership = new SegmentMembership(deps.store);
         const states = await membership.realTime(all.filter((segment) => segment.current));
