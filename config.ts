@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { blocklistKey } from './domain/identityBlocklist';
 import { parseIdentityCaps } from './domain/identityCaps';
 
 /** Every setting the platform reads, with its documented default; parsed once at start. */
@@ -34,19 +35,27 @@ export const ConfigSchema = z.object({
    */
   DMP_PROFILE_PARTITIONS: z.coerce.number().int().min(1).max(1024).default(8),
   /**
-   * Identity keys (`<type>:<value>`, as stored: emails and phones as SHA-256 hex) that never join
-   * profiles, beside the built-in junk values: comma-separated, or a JSON array of strings for keys
-   * that hold commas (a partner's user ids may).
+   * Identities (`<type>:<value>`; emails and phones raw or as SHA-256 hex, each normalized as at
+   * collection) that never join profiles, beside the built-in junk values: comma-separated, or a JSON
+   * array of strings for keys that hold commas (a partner's user ids may).
    */
   DMP_IDENTITY_BLOCKLIST: z
     .string()
     .default('')
     .transform((list, ctx) => {
-      if (!list.trim().startsWith('[')) return list.split(',').map((key) => key.trim()).filter(Boolean);
-      const keys = z.array(z.string().min(1)).safeParse(parseJsonOrNull(list));
-      if (keys.success) return keys.data;
-      ctx.addIssue({ code: 'custom', message: 'a JSON array of identity keys (strings), or keys separated by commas' });
-      return z.NEVER;
+      const keys = list.trim().startsWith('[') ? z.array(z.string().min(1)).safeParse(parseJsonOrNull(list)) : { success: true as const, data: list.split(',').map((key) => key.trim()).filter(Boolean) };
+      if (!keys.success) {
+        ctx.addIssue({ code: 'custom', message: 'a JSON array of identity keys (strings), or keys separated by commas' });
+        return z.NEVER;
+      }
+      for (const entry of keys.data) {
+        try {
+          blocklistKey(entry);
+        } catch (error) {
+          ctx.addIssue({ code: 'custom', message: `${entry}: ${(error as Error).message}` });
+        }
+      }
+      return keys.data;
     }),
   /**
    * Most identities of a type one profile document takes (`type=n,…`; unnamed types keep their

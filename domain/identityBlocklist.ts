@@ -1,4 +1,4 @@
-import { identityKey, sha256Hex, type Identity } from './identity';
+import { identityKey, IdentityError, INPUT_IDENTITY_TYPES, sha256Hex, toStoredIdentity, type Identity, type InputIdentityType } from './identity';
 
 /** Values forms, SDKs and partners send in place of an id they do not have. */
 const PLACEHOLDERS = ['', 'undefined', 'null', '0', '-1', 'none', 'unknown', 'anonymous', 'NaN', 'n/a'];
@@ -28,7 +28,7 @@ const PLACEHOLDER_TYPES = ['cookie_id:', 'crm_id:'];
  * (`partner_uid:<partner>:<placeholder>`).
  */
 export function identityBlocklist(extra: string[] = []): (key: string) => boolean {
-  const keys = new Set([...JUNK.map(identityKey), ...extra]);
+  const keys = new Set([...JUNK.map(identityKey), ...extra.map(storedBlocklistKey)]);
   // Spelt in any case (`NULL` from an SQL export, `None` from Python, `Undefined` from a partner).
   const placeholders = new Set(PLACEHOLDERS.map((value) => value.toLowerCase()));
   const placeholderOf = (key: string): string | null => {
@@ -41,4 +41,27 @@ export function identityBlocklist(extra: string[] = []): (key: string) => boolea
     const value = placeholderOf(key);
     return value !== null && value.length <= MAX_PLACEHOLDER_LENGTH && placeholders.has(value.toLowerCase());
   };
+}
+
+/**
+ * An extra blocklist entry (`<type>:<value>`) as the drains key identities: an id as iOS shows it
+ * (upper case), a hash in upper case, or a raw email or phone (`email:…`, `phone:+…`) all match the
+ * stored key. Throws IdentityError for an entry that is none.
+ */
+export function blocklistKey(entry: string): string {
+  const at = entry.indexOf(':');
+  const type = entry.slice(0, Math.max(at, 0));
+  if (!(INPUT_IDENTITY_TYPES as readonly string[]).includes(type)) throw new IdentityError(`not <type>:<value> with a type of ${INPUT_IDENTITY_TYPES.join(', ')}`);
+  // A phone without a country code is read as a US number: write others in E.164 (+…).
+  return identityKey(toStoredIdentity(type as InputIdentityType, entry.slice(at + 1), 'US'));
+}
+
+/** An entry as the drains key it, or as written when it is none (configuration refuses those; see config.ts). */
+function storedBlocklistKey(entry: string): string {
+  try {
+    return blocklistKey(entry);
+  } catch (error) {
+    if (error instanceof IdentityError) return entry;
+    throw error;
+  }
 }

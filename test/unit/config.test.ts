@@ -2,11 +2,17 @@ import { loadConfig } from '../../config';
 
 describe('configuration', () => {
   it('reads the identity blocklist as comma-separated keys, or as a JSON array for keys that hold commas', () => {
-    expect(loadConfig({ DMP_IDENTITY_BLOCKLIST: ' cookie_id:kiosk , maid:abc,' }).DMP_IDENTITY_BLOCKLIST).toEqual(['cookie_id:kiosk', 'maid:abc']);
+    const maid = '6D92078A-8246-4BA4-AE5B-76104861E7DC';
+    expect(loadConfig({ DMP_IDENTITY_BLOCKLIST: ` cookie_id:kiosk , maid:${maid},` }).DMP_IDENTITY_BLOCKLIST).toEqual(['cookie_id:kiosk', `maid:${maid}`]);
     expect(loadConfig({ DMP_IDENTITY_BLOCKLIST: '["partner_uid:ttd:a,b", "cookie_id:kiosk"]' }).DMP_IDENTITY_BLOCKLIST).toEqual(['partner_uid:ttd:a,b', 'cookie_id:kiosk']);
     expect(loadConfig({}).DMP_IDENTITY_BLOCKLIST).toEqual([]);
     for (const bad of ['[cookie_id:kiosk]', '["cookie_id:kiosk", 3]', '[""]']) {
       expect(() => loadConfig({ DMP_IDENTITY_BLOCKLIST: bad })).toThrow('a JSON array of identity keys (strings), or keys separated by commas');
     }
+  });
+
+  it('refuses a blocklist entry that names no identity type, or a value its type cannot hold, naming the entry', () => {
+    expect(() => loadConfig({ DMP_IDENTITY_BLOCKLIST: 'cookie_id:kiosk,maid:abc' })).toThrow('maid:abc: not a mobile advertising id');
+    expect(() => loadConfig({ DMP_IDENTITY_BLOCKLIST: 'kiosk' })).toThrow('kiosk: not <type>:<value>');
   });
 });

@@ -1,6 +1,6 @@
 import type { StoredEvent } from '../../domain/event';
-import { identityKey, sha256Hex, type Identity } from '../../domain/identity';
-import { identityBlocklist } from '../../domain/identityBlocklist';
+import { identityKey, IdentityError, sha256Hex, type Identity } from '../../domain/identity';
+import { blocklistKey, identityBlocklist } from '../../domain/identityBlocklist';
 import { cappedTypes, parseIdentityCaps } from '../../domain/identityCaps';
 import { resolveIdentities } from '../../domain/identityResolution';
 
@@ -40,6 +40,19 @@ describe('resolveIdentities', () => {
     expect(result.targets).toEqual(['p_e1', 'p_e2', null]);
     expect(result.claims.map((claim) => claim.key)).toEqual([identityKey(cookie('c1')), identityKey(cookie('c2'))]);
     expect(result.links).toEqual([]);
+  });
+
+  it('blocks extra entries however they are written: an ad id in upper case, a hash in upper case, a raw email or phone', () => {
+    const maid = '6D92078A-8246-4BA4-AE5B-76104861E7DC';
+    const hash = sha256Hex('shared@company.example');
+    const blocked = identityBlocklist([`maid:${maid}`, `email_sha256:${hash.toUpperCase()}`, 'email:Front.Desk@Company.Example', 'phone:+1 (415) 555-0100']);
+    expect(blocked(identityKey({ type: 'maid', value: maid.toLowerCase() }))).toBe(true);
+    expect(blocked(identityKey({ type: 'email_sha256', value: hash }))).toBe(true);
+    expect(blocked(identityKey({ type: 'email_sha256', value: sha256Hex('front.desk@company.example') }))).toBe(true);
+    expect(blocked(identityKey({ type: 'phone_sha256', value: sha256Hex('+14155550100') }))).toBe(true);
+    expect(blocked(identityKey({ type: 'maid', value: '6d92078a-8246-4ba4-ae5b-76104861e7dd' }))).toBe(false);
+    expect(() => blocklistKey('fax:123')).toThrow(IdentityError);
+    expect(() => blocklistKey('maid:not-an-ad-id')).toThrow(IdentityError);
   });
 
   it("blocks a placeholder as any partner's user id, and no real one", () => {
