@@ -91,6 +91,8 @@ const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.profileEvents, 'profiles'],
   [COLLECTIONS.identitySeverances, 'keys'],
   [COLLECTIONS.identityRefusals, 'profileId'],
+  // An erasure finds the joins refused to its subject's identities under other people's profiles.
+  [COLLECTIONS.identityRefusals, 'key'],
   [COLLECTIONS.segments, 'refersTo'],
   [COLLECTIONS.segmentRunStates, 'segment'],
   // Live segment runs (store/segmentRuns): each edit and run start looks for them, among a month of ended runs.

@@ -152,10 +152,14 @@ export class SubjectErasure {
     const identities = this.collection<{ _id: string }>(COLLECTIONS.identities);
     const links = this.collection<{ _id: string; profiles: string[]; via: string }>(COLLECTIONS.identityLinks);
     const caps = this.collection<{ _id: string }>(COLLECTIONS.identityCaps);
-    const refusals = this.collection<{ _id: string; profileId: string }>(COLLECTIONS.identityRefusals);
+    const refusals = this.collection<{ _id: string; profileId: string; key: string }>(COLLECTIONS.identityRefusals);
     const severances = this.collection<{ _id: string; keys: string[] }>(COLLECTIONS.identitySeverances);
     await forEachConcurrently([...subject.keys], IN_FLIGHT, async (key) => {
       add(touched, COLLECTIONS.identities, (await identities.deleteOne({ _id: key })).deletedCount);
+      // A join of the subject's identity refused under someone else's capped profile names it there.
+      for (const refusal of await refusals.find({ key }, { projection: { _id: 1 } }).toArray()) {
+        add(touched, COLLECTIONS.identityRefusals, (await refusals.deleteOne({ _id: refusal._id })).deletedCount);
+      }
       for (const severance of await severances.find({ keys: key }, { projection: { _id: 1 } }).toArray()) {
         add(touched, COLLECTIONS.identitySeverances, (await severances.deleteOne({ _id: severance._id })).deletedCount);
       }

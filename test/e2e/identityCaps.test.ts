@@ -1,5 +1,6 @@
 import { IdentityCapStore } from '../../store/identityCaps';
 import { call } from '../support/http';
+import { settledRequest } from '../support/privacyRequests';
 import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 
@@ -80,6 +81,24 @@ describe('over-merge protection: identity caps per profile, and the record of re
     expect((await call(`${api.url}/v1/identity/refusals?limit=100`, { key: api.adminKey })).body.refusals).toEqual(expect.arrayContaining([expect.objectContaining({ identity: 'cookie_id:sp-c', eventId: 'u4' })]));
     // Marked itself, as drains that resolve its CRM id afresh (not through the split document they had cached) read it.
     expect([...((await new IdentityCapStore(platform.store).capped([part.id])).get(part.id) ?? [])]).toEqual(['cookie_id']);
+  });
+
+  it("forgets a join refused to an erased person's identity under another profile: the refusal names it", async () => {
+    const shop = await newSource(api, 'erase-web');
+    const step = foldingAt(shop);
+    await step(3, [
+      { id: 'r1', type: 'login', timestamp: '2026-07-01T10:00:00Z', identities: { crm_id: 'kiosk-crm', cookie_id: 'kiosk-a' } },
+      { id: 'r2', type: 'login', timestamp: '2026-07-02T10:00:00Z', identities: { crm_id: 'kiosk-crm', cookie_id: 'kiosk-b' } },
+      { id: 'r3', type: 'login', timestamp: '2026-07-03T10:00:00Z', identities: { crm_id: 'kiosk-crm', cookie_id: 'visitor-z' } },
+    ]);
+    await step(4, [{ id: 'r4', type: 'page_view', timestamp: '2026-07-04T10:00:00Z', identities: { cookie_id: 'visitor-z' } }]);
+    const kiosk = (await lookup('crm_id', 'kiosk-crm')).body.id;
+    const refusalsOf = async () => (await call(`${api.url}/v1/identity/refusals?profileId=${kiosk}`, { key: api.adminKey })).body.refusals.map((refusal: { identity: string }) => refusal.identity);
+    expect(await refusalsOf()).toEqual(['cookie_id:visitor-z']);
+    const erase = await call(`${api.url}/v1/privacy/requests`, { key: api.adminKey, body: { type: 'erase', identity: { type: 'cookie_id', value: 'visitor-z' } } });
+    expect(erase.status).toBe(202);
+    expect(await settledRequest((path) => call(`${api.url}${path}`, { key: api.adminKey }), erase.body.id)).toMatchObject({ state: 'completed' });
+    expect(await refusalsOf()).toEqual([]);
   });
 
   it("holds a burst of one CRM id's new cookies, sent together, to the cap: the rest are refused and recorded, and the next batch finds the profile capped", async () => {
