@@ -12,8 +12,10 @@ import { ExtendedEvent } from '../store/deflatedBson';
 import { EventLog, type ReadChunk } from '../store/eventLog';
 import { IdentityCapStore, type RefusalDoc } from '../store/identityCaps';
 import { IdentityIndex, type IdentityLinkDoc } from '../store/identities';
+import { UnlinkStore } from '../store/identityUnlinks';
 import { PrivacyMarks } from '../store/privacyMarks';
 import { ProfileEventLog, routedBatchId, type RoutedBatchToWrite } from '../store/profileEvents';
+import { Refreshed } from '../store/refreshed';
 import { SourceStore } from '../store/sources';
 import { wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
@@ -75,6 +77,8 @@ function addCounts(counts: Array<Record<string, number>>): Record<string, number
 
 /** Log chunks read in parallel by a drain. */
 const READ_AHEAD = 8;
+/** How long a drain uses the severances it read (see unsevered in identityResolver): one read of them all per period, and only when a batch makes links. */
+const SEVERANCES_REFRESH_MS = 5_000;
 
 /**
  * The most a range's events may take as BSON (after one chunk, which may hold up to ~17 MB): all of
@@ -108,7 +112,9 @@ export function createCollectionActivities(deps: CollectionDeps) {
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
   const partitions = deps.config.DMP_PROFILE_PARTITIONS;
   const blocked = identityBlocklist(deps.config.DMP_IDENTITY_BLOCKLIST);
-  const resolver = createIdentityResolver({ identities, capStore, caps: deps.config.DMP_IDENTITY_CAPS, blocked, now });
+  const unlinks = new UnlinkStore(deps.store);
+  const severances = new Refreshed(SEVERANCES_REFRESH_MS, () => unlinks.allSeverances());
+  const resolver = createIdentityResolver({ identities, capStore, caps: deps.config.DMP_IDENTITY_CAPS, blocked, now, severances: () => severances.get() });
   const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
 
   /** Reads chunks from `from` on: up to `maxEvents`, or exactly up to `until` when the range is fixed. */

@@ -2,6 +2,7 @@ import type { StoredEvent } from '../domain/event';
 import { identityKey, type StoredIdentityType } from '../domain/identity';
 import type { IdentityCaps } from '../domain/identityCaps';
 import { linkId, resolveIdentities, type CappedCheck, type IdentityClaim, type LinkSpec, type Resolution } from '../domain/identityResolution';
+import type { Severance } from '../domain/identitySplit';
 import { profileIdForEvent } from '../domain/ids';
 import type { IdentityCapStore } from '../store/identityCaps';
 import type { IdentityIndex, IdentityLinkDoc } from '../store/identities';
@@ -72,6 +73,8 @@ export interface IdentityResolverDeps {
   step?: <T>(step: ResolveStep, work: () => Promise<T>) => Promise<T>;
   /** Tests pass one with small limits. */
   misses?: MissEstimate;
+  /** The co-occurrences unlinks severed (a few seconds old at most): a repeat of a severed event joins nothing again. */
+  severances?: () => Promise<readonly Severance[]>;
 }
 
 export interface BatchResolution extends Resolution {
@@ -178,7 +181,18 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
     }
     const owned = new Set([...known.values(), ...lostTo.values()]);
     const created = [...held].filter((profileId) => !owned.has(profileId));
-    return { ...resolution, newProfiles, created, claimed: inserted, lostClaims: lost.size, unread: missing.length - read.length };
+    return { ...resolution, links: await unsevered(resolution.links), newProfiles, created, claimed: inserted, lostClaims: lost.size, unread: missing.length - read.length };
+  }
+
+  /**
+   * Links but those an unlink severed: an event sent again under its id after the unlink split its
+   * person (a lost answer, an offline queue) would join the two sides again, though its writer drops it as a repeat.
+   */
+  async function unsevered(links: LinkSpec[]): Promise<LinkSpec[]> {
+    if (links.length === 0 || !deps.severances) return links;
+    const severances = await deps.severances();
+    if (severances.length === 0) return links;
+    return links.filter((link) => !severances.some((severance) => severance.keys.includes(link.via) && severance.eventIds.includes(link.eventId)));
   }
 
   return { resolve };

@@ -9,32 +9,12 @@ import { gatedSources } from '../domain/consentGate';
 import { requestItemModel } from '../temporal/client';
 import type { OpenApiParts } from './openapi';
 import { ProfileReader } from '../store/profileReader';
+import { Refreshed } from '../store/refreshed';
 import { optionalJsonBody, parseOr400, ProblemError } from './problem';
 import type { RouterDeps } from './routerDeps';
 
 /** How long a page's answer may use segment definitions or an item model already read: one read per period, not per request. */
 const REFRESH_MS = 5_000;
-
-/** A value read from the store at most once per REFRESH_MS, concurrent callers sharing the read. */
-class Refreshed<T> {
-  private value: { at: number; value: T } | null = null;
-  private reading: Promise<T> | null = null;
-
-  constructor(private readonly read: (previous: T | null) => Promise<T>) {}
-
-  get(): Promise<T> {
-    if (this.value && Date.now() - this.value.at < REFRESH_MS) return Promise.resolve(this.value.value);
-    this.reading ??= this.read(this.value?.value ?? null)
-      .then((value) => {
-        this.value = { at: Date.now(), value };
-        return value;
-      })
-      .finally(() => {
-        this.reading = null;
-      });
-    return this.reading;
-  }
-}
 
 /**
  * On-page personalization: a profile's segments and recommended items, answered from what the API
@@ -47,12 +27,12 @@ export function personalizationRouter({ store, temporal, config, admin }: Pick<R
   // Read with the segment definitions: a changed policy reaches answers as soon as a changed segment does.
   const sourcePolicies = new SourcePolicies(store, REFRESH_MS);
   const models = new ItemModelStore(store);
-  const segments = new Refreshed(async () => {
+  const segments = new Refreshed(REFRESH_MS, async () => {
     const [docs, policies] = await Promise.all([segmentStore.list(), sourcePolicies.read()]);
     return { evaluator: new SegmentEvaluator(definitionsOf(docs), policies), names: new Map(docs.map((doc) => [doc._id, doc.name])) };
   });
   // The model is read whole only when a new build is published; otherwise one read of its head.
-  const model = new Refreshed<{ head: ItemModelHead | null; items: Map<string, ItemNeighbours> }>(async (previous) => {
+  const model = new Refreshed<{ head: ItemModelHead | null; items: Map<string, ItemNeighbours> }>(REFRESH_MS, async (previous) => {
     const head = await models.head();
     if (!head) return { head: null, items: new Map() };
     if (previous?.head?.buildId === head.buildId) return previous;

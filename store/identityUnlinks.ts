@@ -93,6 +93,11 @@ export class UnlinkStore {
   }
 
   /** Every severance touching one of `keys`: one indexed read per key. */
+  /** Every severance: unlinks are operator actions, so they are few (each naming the events it severed). */
+  async allSeverances(): Promise<Severance[]> {
+    return (await this.severances.find({}, { projection: { keys: 1, eventIds: 1 } }).toArray()).map((doc) => ({ keys: doc.keys, eventIds: doc.eventIds }));
+  }
+
   async severancesOf(keys: string[]): Promise<Severance[]> {
     const found = new Map<string, Severance>();
     await forEachConcurrently(keys, 16, async (key) => {

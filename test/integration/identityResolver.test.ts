@@ -36,6 +36,19 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     await other.claim(keys.map((key) => ({ key, type: key.startsWith('crm_id:') ? 'crm_id' : 'cookie_id', profileId })), at);
   }
 
+  it("makes no link an unlink severed: a severed event sent again joins the two sides no more, another event still does", async () => {
+    const source = uniqueName('src');
+    const [tablet, ben] = [identityKey(cookie('sev-tablet')), identityKey(crm('sev-ben'))];
+    await claimElsewhere([tablet], 'p_ana_part');
+    await claimElsewhere([ben], 'p_ben_part');
+    const severances = [{ keys: [tablet, ben] as [string, string], eventIds: ['sev-u3'] }];
+    const resolver = createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), caps: parseIdentityCaps(''), blocked: () => false, now: () => at, severances: async () => severances });
+    const repeat = await resolver.resolve(source, [event('sev-u3', [crm('sev-ben'), cookie('sev-tablet')])]);
+    expect(repeat.links).toEqual([]);
+    const fresh = await resolver.resolve(source, [event('sev-u9', [crm('sev-ben'), cookie('sev-tablet')])]);
+    expect(fresh.links).toEqual([expect.objectContaining({ profiles: ['p_ana_part', 'p_ben_part'], eventId: 'sev-u9' })]);
+  });
+
   it('stops reading misses once they prove new, settles the few held ones through their claims, and reads again after', async () => {
     const source = uniqueName('src');
     const identities = new IdentityIndex(store);
