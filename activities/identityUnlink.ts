@@ -68,6 +68,19 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
 
   async function finish(doc: UnlinkDoc, result: UnlinkResult): Promise<void> {
     await unlinks.save({ ...doc, state: 'completed', result, completedAt: now() });
+    await forgetIfErased(doc, result);
+  }
+
+  /**
+   * An erasure of someone the unlink names, run while it was under way, left it to its workflow
+   * (store/subjectErasure): once ended it goes whole, with the severances it recorded naming them.
+   */
+  async function forgetIfErased(doc: UnlinkDoc, result: UnlinkResult | undefined): Promise<void> {
+    await marks.refresh(true);
+    const keys = [...new Set([...doc.keys, ...(doc.plan?.sideOf.map((entry) => entry.key) ?? [])])];
+    const erasedKeys = keys.filter((key) => marks.erasedByKeys([key]) !== null);
+    const documents = [...(doc.plan?.docs.map((planned) => planned.profileId) ?? []), ...(result?.sides.flatMap((side) => side.profileIds) ?? [])];
+    if (erasedKeys.length > 0 || documents.some((id) => marks.erased(id))) await unlinks.forget(doc._id, erasedKeys);
   }
 
   /** The planned documents this unlink has split, as their retired versions. */
@@ -300,7 +313,9 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     async failUnlink(input: { unlinkId: string; reason: string }): Promise<void> {
       const doc = await unlinks.get(input.unlinkId);
       if (!doc || doc.state === 'completed') return;
-      await unlinks.save({ ...doc, state: 'failed', result: { split: false, sides: [], eventsSevered: doc.result?.eventsSevered ?? 0, ...doc.result, reason: input.reason }, completedAt: now() });
+      const result = { split: false, sides: [], eventsSevered: doc.result?.eventsSevered ?? 0, ...doc.result, reason: input.reason };
+      await unlinks.save({ ...doc, state: 'failed', result, completedAt: now() });
+      await forgetIfErased(doc, result);
     },
 
     /** Read-only. Unlink requests not finished yet, oldest first (picked up again after a restart). */

@@ -92,12 +92,22 @@ export class UnlinkStore {
     );
   }
 
-  /** Every severance touching one of `keys`: one indexed read per key. */
   /** Every severance: unlinks are operator actions, so they are few (each naming the events it severed). */
   async allSeverances(): Promise<Severance[]> {
     return (await this.severances.find({}, { projection: { keys: 1, eventIds: 1 } }).toArray()).map((doc) => ({ keys: doc.keys, eventIds: doc.eventIds }));
   }
 
+  /** Removes an unlink request, and the severances it recorded that name any of `keys` (one indexed read per key). */
+  async forget(unlinkId: string, keys: string[]): Promise<void> {
+    await this.unlinks.deleteOne({ _id: unlinkId });
+    await forEachConcurrently(keys, 16, async (key) => {
+      for (const doc of await this.severances.find({ keys: key }, { projection: { unlinkId: 1 } }).toArray()) {
+        if (doc.unlinkId === unlinkId) await this.severances.deleteOne({ _id: doc._id });
+      }
+    });
+  }
+
+  /** Every severance touching one of `keys`: one indexed read per key. */
   async severancesOf(keys: string[]): Promise<Severance[]> {
     const found = new Map<string, Severance>();
     await forEachConcurrently(keys, 16, async (key) => {

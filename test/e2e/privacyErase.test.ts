@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import { eventIdToken } from '../../domain/profile';
+import { createUnlinkActivities } from '../../activities/identityUnlink';
+import { identityKey } from '../../domain/identity';
 import { COLLECTIONS } from '../../store/db';
+import { UnlinkStore } from '../../store/identityUnlinks';
 import { SourceStore } from '../../store/sources';
 import { wakeSourceWorkflow } from '../../temporal/client';
 import { appendToLog } from '../support/appendEvents';
@@ -120,6 +123,17 @@ describe('privacy requests: erasure from every store and every partner', () => {
     expect((await lookup('email', ALICE_EMAIL)).status).toBe(404);
     expect((await lookup('cookie_id', ALICE_COOKIE)).status).toBe(404);
     for (const id of aliceDocuments) expect((await admin(`/v1/profiles/${id}`)).status).toBe(404);
+  });
+
+  it('removes an unlink naming her that was still queued when her erasure ran, once it ends', async () => {
+    // Asked for (by the same support ticket, say) while the erasure ran: an unlink under way is its workflow's to finish.
+    const unlinks = new UnlinkStore(platform.store);
+    const keys = [identityKey({ type: 'cookie_id', value: ALICE_COOKIE }), identityKey({ type: 'email_sha256', value: aliceHash })];
+    await unlinks.create({ _id: 'ul_queued_during_erasure', keys, state: 'pending', requestedAt: new Date() });
+    const activities = createUnlinkActivities({ store: platform.store, temporal: platform.temporal, config: { ...baseConfig, DMP_TASK_QUEUE: platform.taskQueue } });
+    expect(await activities.planUnlink('ul_queued_during_erasure')).toEqual({ split: false, partitions: [] });
+    expect(await unlinks.get('ul_queued_during_erasure')).toBeNull();
+    expect(await findResidue(platform.store.db, aliceNeedles())).toEqual([]);
   });
 
   it('keeps no access export written once she is erased, as one running while the erasure began would be', async () => {
