@@ -207,7 +207,8 @@ export class PrivacyStore {
     await insertKeyed(this.audit, [{ _id: `${request._id}:${String(n).padStart(2, '0')}:${name}`, requestId: request._id, step: name, at, actor, touched }]);
     const steps = request.steps.map((step) => (step.name === name && step.state !== 'done' ? { ...step, state: 'done' as const, at, touched } : step));
     const state = request.state === 'received' ? 'running' : request.state;
-    await this.requests.updateOne({ _id: request._id }, { $set: { steps, state } });
+    // Not over an ended request: an attempt Temporal replaced may still be running from an older copy of it.
+    await this.requests.updateOne({ _id: request._id, state: { $nin: ['completed', 'failed'] } }, { $set: { steps, state } });
     // The caller's copy follows, so its next step is recorded on top of this one.
     Object.assign(request, { steps, state });
   }

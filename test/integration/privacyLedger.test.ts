@@ -28,6 +28,14 @@ describe('a privacy request’s ledger of removals at the partners', () => {
   });
   const line = (destinationId: string, state: RemovalDoc['state'], round = 0): RemovalDoc => ({ destinationId, name: destinationId, state, round, exportId: null, lastError: null, updatedAt: at });
 
+  it('never takes an ended request back to running: an attempt replaced meanwhile records its step on an old copy', async () => {
+    const stale = { ...request('prq_stale_attempt'), state: 'received' as const, steps: [{ name: 'resolve' as const, state: 'pending' as const, at: null, touched: {} }, { name: 'mark' as const, state: 'pending' as const, at: null, touched: {} }] };
+    await requests.create(stale, 'email:stale');
+    await requests.finish('prq_stale_attempt', { state: 'completed', completedAt: at, error: null, result: null });
+    await requests.stepDone(structuredClone(stale), 'mark', { privacy_marks: 1 }, at, 'worker');
+    expect(await requests.get('prq_stale_attempt')).toMatchObject({ state: 'completed', completedAt: at });
+  });
+
   it('keeps every destination’s line when the removals write them at once', async () => {
     await requests.create(request('prq_at_once'), 'email:x');
     const destinations = Array.from({ length: 8 }, (_, n) => `dst_${n}`);
