@@ -4,6 +4,7 @@ import type { StoredIdentityType } from '../domain/identity';
 import type { Refusal } from '../domain/identityResolution';
 import { COLLECTIONS, findByIds, forEachConcurrently, insertKeyed, upsertRacing, type Store } from './db';
 import { BoundedCache } from './keyedSequence';
+import { VersionClaims } from './versionClaims';
 
 interface CapMarkerDoc {
   _id: string;
@@ -40,6 +41,7 @@ export class IdentityCapStore {
   private readonly markers: Collection<CapMarkerDoc>;
   private readonly stamp: Collection<CapsStampDoc>;
   private readonly refusals: Collection<RefusalDoc>;
+  private readonly claims: VersionClaims;
   /** Markers read by `_id`, kept until the stamp changes: a marker only gains types, and every marking changes the stamp. */
   private readonly seen = new BoundedCache<string, Set<StoredIdentityType>>(100_000);
   /** Every marker as of a stamp (null: more than `keepAllMax`). */
@@ -52,6 +54,7 @@ export class IdentityCapStore {
     this.markers = store.db.collection<CapMarkerDoc>(COLLECTIONS.identityCaps);
     this.stamp = store.db.collection<CapsStampDoc>(COLLECTIONS.identityCapsStamp);
     this.refusals = store.db.collection<RefusalDoc>(COLLECTIONS.identityRefusals);
+    this.claims = new VersionClaims(store);
   }
 
   /**
@@ -104,13 +107,16 @@ export class IdentityCapStore {
 
   /**
    * Marks documents capped for types: their partition writers when a fold brings them to a cap, a
-   * drain when its batch refused joins to them because its own claims had. A marker only gains types, as a document's identities
-   * only grow, so two markers of one document written at once both stand. The stamp changes after
-   * the markers are in.
+   * drain when its batch refused joins to them because its own claims had. A marker only gains
+   * types, as a document's identities only grow; two processes marking one document at once take
+   * turns (store/versionClaims), as FerretDB's `$addToSet` reads the marker and writes it back, and
+   * would lose the types of the one written first. The stamp changes after the markers are in.
    */
   async mark(docs: Array<{ profileId: string; types: StoredIdentityType[] }>, at: Date): Promise<void> {
     await forEachConcurrently(docs, 16, async ({ profileId, types }) => {
-      await upsertRacing(() => this.markers.updateOne({ _id: profileId }, { $addToSet: { types: { $each: types } }, $set: { at } }, { upsert: true }));
+      await this.claims.exclusive(`${COLLECTIONS.identityCaps}/${profileId}`, () =>
+        upsertRacing(() => this.markers.updateOne({ _id: profileId }, { $addToSet: { types: { $each: types } }, $set: { at } }, { upsert: true })),
+      );
     });
     await upsertRacing(() => this.stamp.replaceOne({ _id: 'caps' }, { token: randomUUID() }, { upsert: true }));
   }

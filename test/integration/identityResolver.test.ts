@@ -165,6 +165,15 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     expect(result.unread).toBe(11); // the alias's new id and the five people's ids: unread as before
   });
 
+  it('keeps every type that processes mark on one document at once', async () => {
+    const types = ['cookie_id', 'email_sha256', 'maid', 'crm_id'] as const;
+    for (let round = 0; round < 8; round++) {
+      const profileId = `p_marked_at_once_${round}`;
+      await Promise.all(types.map((type) => new IdentityCapStore(store).mark([{ profileId, types: [type] }], at)));
+      expect({ round, types: [...((await new IdentityCapStore(store).capped([profileId])).get(profileId) ?? [])].sort() }).toEqual({ round, types: [...types].sort() });
+    }
+  });
+
   it('keeps every cap marker while they are few, and sees one another process writes on its next call; past the limit it reads them by document', async () => {
     const [a, b, c] = [uniqueName('p_cap'), uniqueName('p_cap'), uniqueName('p_cap')];
     const writer = new IdentityCapStore(store);
