@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { blocklistKey } from './domain/identityBlocklist';
+import { blocklistKeys } from './domain/identityBlocklist';
 import { parseIdentityCaps } from './domain/identityCaps';
 
 /** Every setting the platform reads, with its documented default; parsed once at start. */
@@ -35,8 +35,8 @@ export const ConfigSchema = z.object({
    */
   DMP_PROFILE_PARTITIONS: z.coerce.number().int().min(1).max(1024).default(8),
   /**
-   * Identities (`<type>:<value>`; emails and phones raw or as SHA-256 hex, each normalized as at
-   * collection) that never join profiles, beside the built-in junk values: comma-separated, or a JSON
+   * Identities (`<type>:<value>`; emails and phones raw or as SHA-256 hex, each blocked as written and
+   * normalized as at collection) that never join profiles, beside the built-in junk values: comma-separated, or a JSON
    * array of strings for keys that hold commas (a partner's user ids may).
    */
   DMP_IDENTITY_BLOCKLIST: z
@@ -48,9 +48,10 @@ export const ConfigSchema = z.object({
         ctx.addIssue({ code: 'custom', message: 'a JSON array of identity keys (strings), or keys separated by commas' });
         return z.NEVER;
       }
+      // An entry naming no identity type blocks nothing: a typo the operator should hear of at once.
       for (const entry of keys.data) {
         try {
-          blocklistKey(entry);
+          blocklistKeys(entry, 'US');
         } catch (error) {
           ctx.addIssue({ code: 'custom', message: `${entry}: ${(error as Error).message}` });
         }

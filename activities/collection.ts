@@ -19,7 +19,7 @@ import { Refreshed } from '../store/refreshed';
 import { SourceStore } from '../store/sources';
 import { wakeProfilePartition, type PartitionWorkflowConfig } from '../temporal/client';
 import { heartbeat, withHeartbeats } from './heartbeat';
-import { createIdentityResolver, linkDocs, type BatchResolution } from './identityResolver';
+import { createIdentityResolver, linkDocs, severedLinkKeys, type BatchResolution } from './identityResolver';
 
 export interface DrainInput {
   sourceId: string;
@@ -61,7 +61,7 @@ export type DrainStep = 'events-read' | 'identities-claimed' | 'events-routed' |
 export interface CollectionDeps {
   store: Store;
   temporal: Client;
-  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_DRAIN_CONCURRENCY' | 'DMP_PRIVACY_SALT'>;
+  config: PartitionWorkflowConfig & Pick<Config, 'DMP_DEDUPE_WINDOW_HOURS' | 'DMP_RAW_EVENT_TTL_HOURS' | 'DMP_DRAIN_CONCURRENCY' | 'DMP_PRIVACY_SALT' | 'DMP_DEFAULT_PHONE_REGION'>;
   now?: () => Date;
   /** How long a chunk may stay pending (its writer mid-append) before the drain treats it as abandoned. */
   pendingGraceMs?: number;
@@ -111,10 +111,10 @@ export function createCollectionActivities(deps: CollectionDeps) {
   const sources = new SourceStore(deps.store);
   const pendingGraceMs = deps.pendingGraceMs ?? 60_000;
   const partitions = deps.config.DMP_PROFILE_PARTITIONS;
-  const blocked = identityBlocklist(deps.config.DMP_IDENTITY_BLOCKLIST);
+  const blocked = identityBlocklist(deps.config.DMP_IDENTITY_BLOCKLIST, deps.config.DMP_DEFAULT_PHONE_REGION);
   const unlinks = new UnlinkStore(deps.store);
-  const severances = new Refreshed(SEVERANCES_REFRESH_MS, () => unlinks.allSeverances());
-  const resolver = createIdentityResolver({ identities, capStore, caps: deps.config.DMP_IDENTITY_CAPS, blocked, now, severances: () => severances.get() });
+  const severed = new Refreshed(SEVERANCES_REFRESH_MS, async () => severedLinkKeys(await unlinks.allSeverances()));
+  const resolver = createIdentityResolver({ identities, capStore, caps: deps.config.DMP_IDENTITY_CAPS, blocked, now, severed: () => severed.get() });
   const marks = new PrivacyMarks(deps.store, deps.config.DMP_PRIVACY_SALT);
 
   /** Reads chunks from `from` on: up to `maxEvents`, or exactly up to `until` when the range is fixed. */

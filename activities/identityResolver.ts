@@ -73,8 +73,8 @@ export interface IdentityResolverDeps {
   step?: <T>(step: ResolveStep, work: () => Promise<T>) => Promise<T>;
   /** Tests pass one with small limits. */
   misses?: MissEstimate;
-  /** The co-occurrences unlinks severed (a few seconds old at most): a repeat of a severed event joins nothing again. */
-  severances?: () => Promise<readonly Severance[]>;
+  /** The co-occurrences unlinks severed, as `severedLinkKey`s (a few seconds old at most): a repeat of a severed event joins nothing again. */
+  severed?: () => Promise<ReadonlySet<string>>;
 }
 
 export interface BatchResolution extends Resolution {
@@ -189,13 +189,22 @@ export function createIdentityResolver(deps: IdentityResolverDeps) {
    * person (a lost answer, an offline queue) would join the two sides again, though its writer drops it as a repeat.
    */
   async function unsevered(links: LinkSpec[]): Promise<LinkSpec[]> {
-    if (links.length === 0 || !deps.severances) return links;
-    const severances = await deps.severances();
-    if (severances.length === 0) return links;
-    return links.filter((link) => !severances.some((severance) => severance.keys.includes(link.via) && severance.eventIds.includes(link.eventId)));
+    if (links.length === 0 || !deps.severed) return links;
+    const severed = await deps.severed();
+    return severed.size === 0 ? links : links.filter((link) => !severed.has(severedLinkKey(link.via, link.eventId)));
   }
 
   return { resolve };
 }
 
 export type IdentityResolver = ReturnType<typeof createIdentityResolver>;
+
+/** An identity and an event whose co-occurrence with another identity an unlink severed. */
+export function severedLinkKey(key: string, eventId: string): string {
+  return `${key}\u0000${eventId}`;
+}
+
+/** The `severedLinkKey`s of severances: each of their keys with each event they name. */
+export function severedLinkKeys(severances: readonly Severance[]): Set<string> {
+  return new Set(severances.flatMap((severance) => severance.keys.flatMap((key) => severance.eventIds.map((eventId) => severedLinkKey(key, eventId)))));
+}

@@ -121,7 +121,11 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
   async function plan(unlinkId: string): Promise<PlannedUnlink> {
     const doc = await load(unlinkId);
     const summary = () => ({ split: doc.plan !== undefined && doc.plan.sides > 1, partitions: [...new Set(doc.plan?.docs.map((d) => d.partition))].sort((a, b) => a - b) });
-    if (doc.plan || doc.state !== 'pending') return summary();
+    if (doc.plan || doc.state !== 'pending') {
+      // A retry after an ended attempt stopped before it looked for an erasure.
+      if (doc.state === 'completed' || doc.state === 'failed') await forgetIfErased(doc, doc.result);
+      return summary();
+    }
     const owners = await Promise.all(doc.keys.map((key) => graph.ownerOf(key)));
     if (owners.some((owner) => !owner)) {
       await finish(doc, { split: false, sides: [], eventsSevered: 0, reason: 'an identity has no profile (any more)' });
@@ -159,7 +163,9 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
     const bytes = oversized({ ...doc, plan: planned }, severed);
     if (bytes !== null) {
       const reason = `the profile is too large to unlink: its plan takes ${(bytes / 2 ** 20).toFixed(1)} MiB (${ids.length} documents, ${keys.length} identities, ${all.length} events), over the 15 MiB the store keeps in one document`;
-      await unlinks.save({ ...doc, state: 'failed', result: { split: false, sides: [], eventsSevered: 0, reason }, completedAt: now() });
+      const result = { split: false, sides: [], eventsSevered: 0, reason };
+      await unlinks.save({ ...doc, state: 'failed', result, completedAt: now() });
+      await forgetIfErased(doc, result);
       return { split: false, partitions: [] };
     }
     doc.plan = planned;
@@ -180,7 +186,10 @@ export function createUnlinkActivities(deps: UnlinkDeps) {
    */
   async function relink(unlinkId: string): Promise<UnlinkResult> {
     const doc = await load(unlinkId);
-    if (doc.state === 'completed' && doc.result) return doc.result;
+    if (doc.state === 'completed' && doc.result) {
+      await forgetIfErased(doc, doc.result);
+      return doc.result;
+    }
     const split = await splitVersions(doc);
     const retired = new Map([...split].map(([id, version]) => [id, version.retired]));
     const sideOf = new Map((doc.plan?.sideOf ?? []).map(({ key, side }) => [key, side]));

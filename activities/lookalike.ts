@@ -189,7 +189,8 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
         lastRun: null,
       });
       // The seed (or base) deleted while the model trained: its DELETE found no extension referring to it, so the extension goes.
-      const gone = await segments.gone([seed._id, ...(base ? [base._id] : [])]);
+      const { missing, deleting } = await segments.gone([seed._id, ...(base ? [base._id] : [])]);
+      const gone = [...missing, ...deleting];
       if (gone.length > 0) {
         await segments.remove(segmentId);
         throw ApplicationFailure.nonRetryable(`segment ${gone.join(', ')} was deleted while the model trained: no extension is made`, 'SeedDeleted');

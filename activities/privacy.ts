@@ -427,11 +427,19 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         }
         const { component, person } = found;
         const marked = { profileIds: person.profileIds, ancestors: component.docs.flatMap((doc) => doc.ancestors ?? []) };
-        // Opted out by another request before: their items left then. (Marked by an earlier attempt of this
-        // one, which may have stopped before recording their items' removal: recorded again, under the same id.)
+        // Opted out by another request before: their items left then. Marked by an earlier attempt of this
+        // one (or by this one over another's): recorded (again, under the same id) only while no build can
+        // have taken that record in — else their items might leave twice.
         await marks.refresh(true);
         const markedBy = marks.optOutOf(marked);
-        const already = markedBy !== null && markedBy !== request._id;
+        const removalId = `optout:${person.id}`;
+        const owed = async () => {
+          if (markedBy === null) return true;
+          if (markedBy !== request._id) return false;
+          const head = await itemModels.head();
+          return (await itemModels.hasChanges(removalId)) || head === null || (await itemModels.neverApplied(head, removalId, request.receivedAt));
+        };
+        const already = !(await owed());
         await marks.add(request._id, documentIdsOf(marked));
         await deps.onOptOutMarked?.(request._id);
         const all = await segments.list();
@@ -454,7 +462,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const single = component.docs.length === 1 && !component.docs[0].ancestors?.length;
         const policies = await sourcePolicies.read(gatedSources([person]));
         const items = single && !already && !policies.refuses(person) ? itemsOf(person, deps.config.DMP_ITEM_EVENT_TYPES ?? DEFAULT_ITEM_EVENT_TYPES) : [];
-        if (items.length > 0) await itemModels.recordChanges({ _id: `optout:${person.id}`, at: new Date(), people: [{ personId: person.id, before: items, after: [] }] });
+        if (items.length > 0) await itemModels.recordChanges({ _id: removalId, at: new Date(), people: [{ personId: person.id, before: items, after: [] }] });
         await done(request, 'mark', { profiles: person.profileIds.length, privacy_marks: 1, segment_changes: all.length > 0 ? 1 : 0 });
         return { found: true, profiles: person.profileIds.length, segments: left };
       });

@@ -228,7 +228,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Create a segment; a batch run evaluates it over every existing profile at once, and partition writers keep it current in real time',
       request: { headers: idempotencyHeader, body: json(CreateSegmentRequestSchema) },
       ok: [201, 'Created (or, sent again with its Idempotency-Key, the segment the first request made)', SegmentViewSchema],
-      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`), 409: problem(`The Idempotency-Key came with another request, or what it made was deleted (naming \`headers.idempotency-key\`); or ${deletedMeanwhile}`), 503: problem('Temporal is unavailable: the segment was stored (listed by GET /v1/segments) and its first run recorded as failed; start one with POST /v1/segments/{id}/runs') },
+      extra: { 400: ruleProblem, 404: problem(`Not found: ${missingSegment}`), 409: problem(`The Idempotency-Key came with another request, or what it made was deleted (naming \`headers.idempotency-key\`); or ${deletedMeanwhile}`), 503: problem('Temporal is unavailable: the segment was stored (listed by GET /v1/segments) and its first run recorded as failed; start one with POST /v1/segments/{id}/runs. Or the same create sent again while a segment its rule refers to is being deleted (`segment-deleting`): send it again') },
     },
     {
       method: 'get',

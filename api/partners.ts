@@ -58,7 +58,7 @@ export function partnersRouter({ store, config, admin, collector }: RouterDeps):
   const sources = new SourceStore(store);
   const destinations = new DestinationStore(store);
   const matches = new MatchTableStore(store, matchLimits(config));
-  const blocked = identityBlocklist(config.DMP_IDENTITY_BLOCKLIST);
+  const blocked = identityBlocklist(config.DMP_IDENTITY_BLOCKLIST, config.DMP_DEFAULT_PHONE_REGION);
   const requests = partnerRequestSchemas(new Set(config.DMP_DESTINATION_ALLOWLIST));
   const cache = new Map<string, { partner: PartnerDoc; source: SourceDoc | null; until: number }>();
   const router = Router();

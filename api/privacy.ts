@@ -55,7 +55,7 @@ export function privacyRouter({ store, temporal, config, admin }: Pick<RouterDep
   const router = Router();
   const requests = new PrivacyStore(store);
   const identities = new IdentityIndex(store, 0);
-  const blocked = identityBlocklist(config.DMP_IDENTITY_BLOCKLIST);
+  const blocked = identityBlocklist(config.DMP_IDENTITY_BLOCKLIST, config.DMP_DEFAULT_PHONE_REGION);
   const expired = new ExpiredProfiles(store);
   const marks = new PrivacyMarks(store, config.DMP_PRIVACY_SALT);
   let salt: Promise<string> | null = null;

@@ -189,12 +189,16 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     };
     // The same create again is answered as the first was, finishing what that one left undone.
     const made = (await segments.create(doc)) ? doc : sameCreate(await segments.get(id), createdWith);
-    // A segment it refers to deleted since the check above: undone, before anything evaluates it. (The
-    // same create again found the first's segment, which a DELETE since has seen: it stands.)
-    const gone = made === doc ? await segments.gone(referencedSegments(rule)) : [];
-    if (gone.length > 0) {
+    // A segment it refers to deleted since the check above: undone, before anything evaluates it.
+    const { missing, deleting } = await segments.gone(referencedSegments(rule));
+    if (made !== doc && missing.length === 0 && deleting.length > 0) {
+      // The same create again, while a DELETE of a segment it refers to is under way: that DELETE may
+      // yet find the first request's segment and be refused; only once it is done can this one tell.
+      throw new ProblemError(503, 'segment-deleting', 'A segment the rule refers to is being deleted: send the request again', deleting.map((other) => ({ path: 'rule', message: `segment ${other} is being deleted` })));
+    }
+    if (missing.length > 0 || deleting.length > 0) {
       await segments.remove(id);
-      throw deletedMeanwhile(rule, gone);
+      throw deletedMeanwhile(rule, [...missing, ...deleting]);
     }
     await moveSchedule(null, made.schedule);
     // Never evaluated, and no run under way (the first request stopped before it, or its start failed): one now.
@@ -271,7 +275,8 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     if (!(await segments.edit(doc._id, doc.version, change))) {
       throw new ProblemError(409, 'segment-changed', 'The segment was changed meanwhile; read it and try again');
     }
-    const gone = ruleChanged ? await segments.gone(referencedSegments(patch.rule as Rule)) : [];
+    const found = ruleChanged ? await segments.gone(referencedSegments(patch.rule as Rule)) : { missing: [], deleting: [] };
+    const gone = [...found.missing, ...found.deleting];
     if (gone.length > 0) {
       await undoEdit(doc, change);
       throw deletedMeanwhile(patch.rule as Rule, gone);

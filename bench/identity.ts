@@ -250,7 +250,7 @@ async function resolveAll(store: Store, population: Population, stopAt: number):
     identities: index,
     capStore: new IdentityCapStore(store),
     caps: config.DMP_IDENTITY_CAPS,
-    blocked: identityBlocklist(config.DMP_IDENTITY_BLOCKLIST),
+    blocked: identityBlocklist(config.DMP_IDENTITY_BLOCKLIST, config.DMP_DEFAULT_PHONE_REGION),
     now: () => new Date(),
     step: (step, work) => timed(steps, step, work),
   });

@@ -27,8 +27,8 @@ const PLACEHOLDER_TYPES = ['cookie_id:', 'crm_id:'];
  * `extra`, and a placeholder as a cookie id, a customer id or any partner's user id
  * (`partner_uid:<partner>:<placeholder>`).
  */
-export function identityBlocklist(extra: string[] = []): (key: string) => boolean {
-  const keys = new Set([...JUNK.map(identityKey), ...extra.map(storedBlocklistKey)]);
+export function identityBlocklist(extra: string[] = [], phoneRegion = 'US'): (key: string) => boolean {
+  const keys = new Set([...JUNK.map(identityKey), ...extra.flatMap((entry) => storedBlocklistKeys(entry, phoneRegion))]);
   // Spelt in any case (`NULL` from an SQL export, `None` from Python, `Undefined` from a partner).
   const placeholders = new Set(PLACEHOLDERS.map((value) => value.toLowerCase()));
   const placeholderOf = (key: string): string | null => {
@@ -44,24 +44,30 @@ export function identityBlocklist(extra: string[] = []): (key: string) => boolea
 }
 
 /**
- * An extra blocklist entry (`<type>:<value>`) as the drains key identities: an id as iOS shows it
- * (upper case), a hash in upper case, or a raw email or phone (`email:…`, `phone:+…`) all match the
- * stored key. Throws IdentityError for an entry that is none.
+ * The keys an extra blocklist entry (`<type>:<value>`) blocks: as written, and as the drains key
+ * that identity (an id as iOS shows it, in upper case; a hash in upper case; a raw email or phone,
+ * read in `phoneRegion` without a country code) when it normalizes. Throws IdentityError for an
+ * entry that names no identity type.
  */
-export function blocklistKey(entry: string): string {
+export function blocklistKeys(entry: string, phoneRegion: string): string[] {
   const at = entry.indexOf(':');
   const type = entry.slice(0, Math.max(at, 0));
   if (!(INPUT_IDENTITY_TYPES as readonly string[]).includes(type)) throw new IdentityError(`not <type>:<value> with a type of ${INPUT_IDENTITY_TYPES.join(', ')}`);
-  // A phone without a country code is read as a US number: write others in E.164 (+…).
-  return identityKey(toStoredIdentity(type as InputIdentityType, entry.slice(at + 1), 'US'));
+  try {
+    return [...new Set([entry, identityKey(toStoredIdentity(type as InputIdentityType, entry.slice(at + 1), phoneRegion))])];
+  } catch (error) {
+    // A value collection refuses (an all-zero ad id, a macro) never reaches the store: blocked as written, which harms nothing.
+    if (error instanceof IdentityError) return [entry];
+    throw error;
+  }
 }
 
-/** An entry as the drains key it, or as written when it is none (configuration refuses those; see config.ts). */
-function storedBlocklistKey(entry: string): string {
+/** An entry's keys, or the entry as written when it names no type (configuration refuses those; see config.ts). */
+function storedBlocklistKeys(entry: string, phoneRegion: string): string[] {
   try {
-    return blocklistKey(entry);
+    return blocklistKeys(entry, phoneRegion);
   } catch (error) {
-    if (error instanceof IdentityError) return entry;
+    if (error instanceof IdentityError) return [entry];
     throw error;
   }
 }

@@ -97,14 +97,17 @@ export class UnlinkStore {
     return (await this.severances.find({}, { projection: { keys: 1, eventIds: 1 } }).toArray()).map((doc) => ({ keys: doc.keys, eventIds: doc.eventIds }));
   }
 
-  /** Removes an unlink request, and the severances it recorded that name any of `keys` (one indexed read per key). */
+  /**
+   * Removes an unlink request, and the severances it recorded that name any of `keys` (one indexed
+   * read per key) — those first: a retry cut short in between still finds the request, and repeats this.
+   */
   async forget(unlinkId: string, keys: string[]): Promise<void> {
-    await this.unlinks.deleteOne({ _id: unlinkId });
     await forEachConcurrently(keys, 16, async (key) => {
       for (const doc of await this.severances.find({ keys: key }, { projection: { unlinkId: 1 } }).toArray()) {
         if (doc.unlinkId === unlinkId) await this.severances.deleteOne({ _id: doc._id });
       }
     });
+    await this.unlinks.deleteOne({ _id: unlinkId });
   }
 
   /** Every severance touching one of `keys`: one indexed read per key. */

@@ -343,15 +343,16 @@ export class SegmentStore {
   }
 
   /**
-   * Of `ids`, those that no longer exist or are being deleted: one read by `_id` each, and one of the
-   * marks (a collection of the DELETEs under way: a handful of documents, read whole).
+   * Of `ids`, those that no longer exist (`missing`) and those a DELETE under way marked
+   * (`deleting`): one read by `_id` each, and one of the marks (a handful of documents, read whole).
    */
-  async gone(ids: readonly string[]): Promise<string[]> {
+  async gone(ids: readonly string[]): Promise<{ missing: string[]; deleting: string[] }> {
     // A mark this old is a DELETE that stopped half way (its segment still there): it deletes nothing now.
     const since = new Date(Date.now() - DELETION_MARK_STALE_MS);
-    const deleting = new Set((await this.deletions.find({ at: { $gt: since } }).toArray()).map((mark) => mark.segment));
-    const checks = await Promise.all([...new Set(ids)].map(async (id) => (deleting.has(id) || (await this.segments.findOne({ _id: id }, { projection: { _id: 1 } })) === null ? [id] : [])));
-    return checks.flat();
+    const marked = new Set((await this.deletions.find({ at: { $gt: since } }).toArray()).map((mark) => mark.segment));
+    const unique = [...new Set(ids)];
+    const exists = await Promise.all(unique.map(async (id) => (await this.segments.findOne({ _id: id }, { projection: { _id: 1 } })) !== null));
+    return { missing: unique.filter((_, n) => !exists[n]), deleting: unique.filter((id, n) => exists[n] && marked.has(id)) };
   }
 
   /** Removes a segment, then its run states (a run completing it meanwhile may leave one: `forgetOrphanRunStates`). */

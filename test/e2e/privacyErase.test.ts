@@ -133,6 +133,11 @@ describe('privacy requests: erasure from every store and every partner', () => {
     const activities = createUnlinkActivities({ store: platform.store, temporal: platform.temporal, config: { ...baseConfig, DMP_TASK_QUEUE: platform.taskQueue } });
     expect(await activities.planUnlink('ul_queued_during_erasure')).toEqual({ split: false, partitions: [] });
     expect(await unlinks.get('ul_queued_during_erasure')).toBeNull();
+    // One whose attempt recorded its end and stopped before looking for an erasure: its retry removes it.
+    const result = { split: false, sides: [], eventsSevered: 0, reason: 'an identity has no profile (any more)' };
+    await unlinks.create({ _id: 'ul_ended_unforgotten', keys, state: 'completed', requestedAt: new Date(), result, completedAt: new Date() });
+    await activities.planUnlink('ul_ended_unforgotten');
+    expect(await unlinks.get('ul_ended_unforgotten')).toBeNull();
     expect(await findResidue(platform.store.db, aliceNeedles())).toEqual([]);
   });
 

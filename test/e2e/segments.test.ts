@@ -183,8 +183,20 @@ describe('segments: rules evaluated over every profile by batch runs and kept cu
     const after = await settled(editable);
     expect({ name: after.name, rule: after.rule, version: after.version }).toEqual({ name: before.name, rule: before.rule, version: before.version + 2 });
     expect(await membersOf(editable)).toEqual([ids.ann]);
-    // A DELETE refused because a segment refers to it leaves no mark: references to it are made again.
+    // The same create sent again (its answer lost) while a DELETE of the target is under way: the first
+    // request's segment stands — the DELETE may yet find it — and the client is told to send it again.
     await store.unmarkDeleting(mark);
+    const keyed = (body: unknown) => call(segmentsUrl(), { key: api.adminKey, body, headers: { 'idempotency-key': 'create-keyed-referrer' } });
+    const referrer = { name: 'keyed referrer', rule: { segment: target } };
+    const first = await keyed(referrer);
+    expect(first.status).toBe(201);
+    const during = await store.markDeleting(target);
+    const again = await keyed(referrer);
+    expect({ status: again.status, type: again.body.type }).toEqual({ status: 503, type: '/problems/segment-deleting' });
+    expect((await get(first.body.id)).rule).toEqual({ segment: target });
+    await store.unmarkDeleting(during);
+    expect((await keyed(referrer)).body.id).toBe(first.body.id);
+    // A DELETE refused because a segment refers to it leaves no mark: references to it are made again.
     const user = (await create({ name: 'uses it', rule: { segment: target } })).body.id;
     expect((await call(`${segmentsUrl()}/${target}`, { key: api.adminKey, method: 'DELETE' })).status).toBe(409);
     expect((await create({ name: 'uses it too', rule: { not: { segment: target } } })).status).toBe(201);

@@ -1,4 +1,4 @@
-import { createIdentityResolver, MissEstimate } from '../../activities/identityResolver';
+import { createIdentityResolver, MissEstimate, severedLinkKeys } from '../../activities/identityResolver';
 import type { StoredEvent } from '../../domain/event';
 import { identityKey, type Identity } from '../../domain/identity';
 import { parseIdentityCaps } from '../../domain/identityCaps';
@@ -42,7 +42,7 @@ describe('identity resolver: cache misses left to the claims, and claims settled
     await claimElsewhere([tablet], 'p_ana_part');
     await claimElsewhere([ben], 'p_ben_part');
     const severances = [{ keys: [tablet, ben] as [string, string], eventIds: ['sev-u3'] }];
-    const resolver = createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), caps: parseIdentityCaps(''), blocked: () => false, now: () => at, severances: async () => severances });
+    const resolver = createIdentityResolver({ identities: new IdentityIndex(store), capStore: new IdentityCapStore(store), caps: parseIdentityCaps(''), blocked: () => false, now: () => at, severed: async () => severedLinkKeys(severances) });
     const repeat = await resolver.resolve(source, [event('sev-u3', [crm('sev-ben'), cookie('sev-tablet')])]);
     expect(repeat.links).toEqual([]);
     const fresh = await resolver.resolve(source, [event('sev-u9', [crm('sev-ben'), cookie('sev-tablet')])]);

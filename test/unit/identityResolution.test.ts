@@ -1,6 +1,6 @@
 import type { StoredEvent } from '../../domain/event';
 import { identityKey, IdentityError, sha256Hex, type Identity } from '../../domain/identity';
-import { blocklistKey, identityBlocklist } from '../../domain/identityBlocklist';
+import { blocklistKeys, identityBlocklist } from '../../domain/identityBlocklist';
 import { cappedTypes, parseIdentityCaps } from '../../domain/identityCaps';
 import { resolveIdentities } from '../../domain/identityResolution';
 
@@ -51,8 +51,11 @@ describe('resolveIdentities', () => {
     expect(blocked(identityKey({ type: 'email_sha256', value: sha256Hex('front.desk@company.example') }))).toBe(true);
     expect(blocked(identityKey({ type: 'phone_sha256', value: sha256Hex('+14155550100') }))).toBe(true);
     expect(blocked(identityKey({ type: 'maid', value: '6d92078a-8246-4ba4-ae5b-76104861e7dd' }))).toBe(false);
-    expect(() => blocklistKey('fax:123')).toThrow(IdentityError);
-    expect(() => blocklistKey('maid:not-an-ad-id')).toThrow(IdentityError);
+    // Values collection refuses are blocked as written; a phone without a country code is read in the region given.
+    expect(blocklistKeys('maid:00000000-0000-0000-0000-000000000000', 'US')).toEqual(['maid:00000000-0000-0000-0000-000000000000']);
+    expect(blocklistKeys('partner_uid:ttd:${UID}', 'US')).toEqual(['partner_uid:ttd:${UID}']);
+    expect(identityBlocklist(['phone:020 7946 0018'], 'GB')(identityKey({ type: 'phone_sha256', value: sha256Hex('+442079460018') }))).toBe(true);
+    expect(() => blocklistKeys('fax:123', 'US')).toThrow(IdentityError);
   });
 
   it("blocks a placeholder as any partner's user id, and no real one", () => {
