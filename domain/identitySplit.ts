@@ -90,14 +90,16 @@ export function planSplit(events: ReadonlyArray<HeldEvent>, docIdentities: Reado
       for (let j = i + 1; j < keys.length; j++) if (!cut?.has(pairKey(key, keys[j]))) graph.union(key, keys[j]);
     });
   }
-  // Identities without evidence follow their document's bulk; a document with no events at all keeps its identities together.
+  // Identities without evidence follow their document's bulk — its events, each on the side of its
+  // highest-priority identity as a split places it (evidence copies are no events of it); a document
+  // with no events at all keeps its identities together.
   for (const [profileId, keys] of docIdentities) {
     const orphans = keys.filter((key) => !evidenced.has(key));
     if (orphans.length === 0) continue;
     const weights = new Map<string, number>();
     for (const event of events) {
-      if (event.profileId !== profileId || evidenceOf(event).length === 0) continue;
-      const root = graph.find(identityKey(evidenceOf(event)[0]));
+      if (event.profileId !== profileId || event.evidenceOnly || evidenceOf(event).length === 0) continue;
+      const root = graph.find(evidenceOf(event).map(identityKey).sort(byPriority)[0]);
       weights.set(root, (weights.get(root) ?? 0) + 1);
     }
     const bulk = [...weights].sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))[0]?.[0] ?? orphans[0];

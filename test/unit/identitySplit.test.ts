@@ -1,5 +1,6 @@
 import { decodeTcf } from '../../domain/consent';
-import { redirectLateEvent, severedIn, splitDocument, type HeldEvent, type RetiredMarker } from '../../domain/identitySplit';
+import { planSplit, redirectLateEvent, severedIn, splitDocument, type HeldEvent, type RetiredMarker } from '../../domain/identitySplit';
+import { identityKey } from '../../domain/identity';
 import { foldEvent, newProfile } from '../../domain/profile';
 import { DEFAULT_CONSENT_POLICY } from '../../domain/schemas';
 import { buildTcString } from './tcfFixture';
@@ -39,6 +40,20 @@ describe('splitDocument', () => {
     // A person who opted out: the parts get consent signals alone.
     const optedOut = splitDocument(doc, events, { sideOf: { 'cookie_id:a': 0, 'cookie_id:b': 1 }, sides: 2 }, 'u2', 4, at(9), { ...rule, optedOut: true });
     for (const part of optedOut.parts) expect(part.counters).toEqual({});
+  });
+});
+
+describe('planSplit', () => {
+  it("sends an identity no retained event shows to the side holding most of its document's events, each by its highest-priority identity", () => {
+    // Every event carries the tablet's cookie first and Ben's email; the old cookie's events have expired.
+    const email = { type: 'email_sha256' as const, value: 'b'.repeat(64) };
+    const events: HeldEvent[] = [1, 2, 3].map((n) => ({ id: `e${n}`, type: 'login', timestamp: at(n), receivedAt: at(n), identities: [cookie('tablet'), email], profileId: 'p1', sourceId: 'src', party: 'first', seq: n }));
+    const [tabletKey, emailKey, oldKey] = [identityKey(cookie('tablet')), identityKey(email), identityKey(cookie('old'))];
+    const plan = planSplit(events, new Map([['p1', [tabletKey, emailKey, oldKey]]]), [{ keys: [tabletKey, emailKey].sort() as [string, string], eventIds: ['e1', 'e2', 'e3'] }]);
+    expect(plan.sides).toBe(2);
+    // A split puts each event on the email's side: the old cookie goes there too.
+    expect(plan.sideOf[oldKey]).toBe(plan.sideOf[emailKey]);
+    expect(plan.sideOf[tabletKey]).not.toBe(plan.sideOf[emailKey]);
   });
 });
 
