@@ -413,7 +413,8 @@ export function createExportActivities(deps: ExportDeps) {
     let confirmed = plan.batches - pending.length;
     const pacer = new Pacer(limits.requestsPerSecond);
     let stopped: string | null = null;
-    const refusals: string[] = [];
+    // By batch number: batches sent side by side end in any order, and the error reads the same whichever came back first.
+    const refusals = new Map<number, string>();
     // An attempt Temporal gave up (unheard for the heartbeat timeout: its retry delivers the same batches) sends and records nothing more.
     const givenUp = attemptSignal();
     const attemptContext = { ...context, http: outbound.until(givenUp) };
@@ -463,7 +464,7 @@ export function createExportActivities(deps: ExportDeps) {
           }
           if (last) {
             // A refused batch leaves the others to go (removals above all); a partner still failing stops the export.
-            refusals.push(`batch ${n}: ${message}`);
+            refusals.set(n, `batch ${n}: ${message}`);
             if (error.retryable) stopped = `batch ${n}: ${message} (after ${attempt} attempts)`;
             return;
           }
@@ -487,7 +488,7 @@ export function createExportActivities(deps: ExportDeps) {
     );
     // Given up: nobody hears what it returns (or it is the shutdown's, and the attempt is tried again).
     if (givenUp.aborted) throw givenUp.reason;
-    return { confirmed, error: stopped ?? (refusals.length > 0 ? refusals.join('; ').slice(0, 2000) : null) };
+    return { confirmed, error: stopped ?? (refusals.size > 0 ? [...refusals].sort(([a], [b]) => a - b).map(([, refusal]) => refusal).join('; ').slice(0, 2000) : null) };
   }
 
   /**

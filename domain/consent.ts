@@ -1,6 +1,6 @@
 import { PurposeRestriction, RestrictionType, TCString, type PurposeRestrictionVector } from '@iabtcf/core';
 import { GppModel, Sections } from '@iabgpp/cmpapi';
-import type { ConsentInput, ConsentPolicy } from './schemas';
+import { ConsentInputSchema, type ConsentInput, type ConsentPolicy } from './schemas';
 
 /** Consent as stored on an event and a profile: what the signal said, decoded once at the edge. */
 export interface StoredConsent {
@@ -156,13 +156,13 @@ const TCF_EU_SECTION_ID = 2;
 const US_PRIVACY_SECTION = 'uspv1';
 
 /** A list of GPP section ids as URL macros expand it (`${GPP_SID}`: `7` or `2,6`). */
-const GPP_SID_LIST = /^-?\d{1,3}(,-?\d{1,3}){0,31}$/;
+const GPP_SID_LIST = /^-?\d{1,3}(,-?\d{1,3})*$/;
 
-/** A `gpp_sid` query value as `gppSid`; null when it is not a list of section ids (-1 to 255). */
+/** A `gpp_sid` query value as `gppSid`; null when it is not a list the consent input takes. */
 export function parseGppSid(text: string): number[] | null {
   if (!GPP_SID_LIST.test(text)) return null;
-  const ids = text.split(',').map(Number);
-  return ids.every((id) => id >= -1 && id <= 255) ? ids : null;
+  const ids = ConsentInputSchema.shape.gppSid.safeParse(text.split(',').map(Number));
+  return ids.success && ids.data ? ids.data : null;
 }
 
 /** GPP section names as the IAB's library has them, to their ids. */

@@ -144,7 +144,7 @@ describe('readPixelQuery: consent and the cookie', () => {
     expect(us.event.consent).toEqual({ gpp, gppSid: [7] });
     expect(accepted(read({ gpp, gpp_sid: '2,6' })).storageAllowed).toBe(false);
     expect(accepted(read({ gpp, gpp_sid: '${GPP_SID}' })).storageAllowed).toBe(false);
-    for (const bad of ['7;8', '300', 'x', ['7', '8']]) {
+    for (const bad of ['7;8', '300', '-2', 'x', ['7', '8'], Array(33).fill('7').join(',')]) {
       const kept = accepted(read({ gpp, gpp_sid: bad }));
       expect({ bad, consent: kept.event.consent, storageAllowed: kept.storageAllowed }).toEqual({ bad, consent: { gpp }, storageAllowed: false });
     }
