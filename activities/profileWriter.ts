@@ -142,6 +142,20 @@ const CROWDED_GROUPS_MERGED = 16;
 /** How long a writer keeps a source's consent policy before reading it again. */
 const POLICY_KEPT_MS = 30_000;
 
+/** How long a document linked before its first version waits for it, and how many wait per partition (a position is one document). */
+const LINKED_AHEAD_KEPT_MS = 86_400_000;
+const LINKED_AHEAD_MAX = 10_000;
+
+/** Drops the notes of documents linked before their first version past their day, then the oldest past the bound. */
+function pruneLinkedAhead(position: PartitionPosition, at: Date): void {
+  if (!position.linkedAhead) return;
+  const since = new Date(at.getTime() - LINKED_AHEAD_KEPT_MS).toISOString();
+  const kept = Object.entries(position.linkedAhead).filter(([, noted]) => noted >= since);
+  kept.sort(([, a], [, b]) => a.localeCompare(b));
+  position.linkedAhead = Object.fromEntries(kept.slice(-LINKED_AHEAD_MAX));
+  if (kept.length === 0) delete position.linkedAhead;
+}
+
 /** A fold's events across its batches in fold order (domain/profile foldOrder). */
 function inFoldOrder<B extends { events: ReadonlyArray<Pick<ProfileEvent, 'timestamp' | 'consent' | 'id'>> }>(batches: readonly B[]): Array<{ batch: B; event: B['events'][number] }> {
   return batches
@@ -332,13 +346,21 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
     for (const batch of batches) position.applied[batch.sourceId] = (position.applied[batch.sourceId] ?? 0) + batch.events.filter((event) => !event.consentOnly).length;
     for (const [sourceId, count] of duplicatesBySource) position.duplicates[sourceId] = (position.duplicates[sourceId] ?? 0) + count;
 
+    // Linked before their first version (by another source's batch folded first): linked once they have one.
+    for (const id of Object.keys(position.linkedAhead ?? {})) if (changed.has(id) || stored.has(id)) linkedNow.add(id);
     for (const id of linkedNow) {
       const current = stored.get(id);
       const doc = changed.get(id) ?? (current && !current.retired && !current.linked ? nextVersion(current) : undefined);
-      if (!doc) continue;
+      if (!doc) {
+        if (!current) (position.linkedAhead ??= {})[id] ??= now().toISOString();
+        else if (position.linkedAhead) delete position.linkedAhead[id];
+        continue;
+      }
       doc.linked = true;
       changed.set(id, doc);
+      if (position.linkedAhead) delete position.linkedAhead[id];
     }
+    pruneLinkedAhead(position, now());
     // Events redirected here may have reached a document planned to expire: it stays.
     expiry.withhold(expiring, new Set([...changed.keys()].filter((id) => expiring.superseded.has(id))));
     for (const doc of expiring.versions) changed.set(doc.profileId, doc);

@@ -1,6 +1,7 @@
 import { PurposeRestriction, RestrictionType, TCString, type PurposeRestrictionVector } from '@iabtcf/core';
 import { GppModel, Sections } from '@iabgpp/cmpapi';
-import { ConsentInputSchema, type ConsentInput, type ConsentPolicy } from './schemas';
+import { z } from 'zod';
+import type { ConsentInput, ConsentPolicy } from './schemas';
 
 /** Consent as stored on an event and a profile: what the signal said, decoded once at the edge. */
 export interface StoredConsent {
@@ -158,11 +159,14 @@ const US_PRIVACY_SECTION = 'uspv1';
 /** A list of GPP section ids as URL macros expand it (`${GPP_SID}`: `7` or `2,6`). */
 const GPP_SID_LIST = /^-?\d{1,3}(,-?\d{1,3})*$/;
 
+/** The GPP sections in force (consent `gppSid`): the GPP CMP API's section ids, -1 to 255. */
+export const GppSidSchema = z.array(z.number().int().min(-1).max(255)).max(32);
+
 /** A `gpp_sid` query value as `gppSid`; null when it is not a list the consent input takes. */
 export function parseGppSid(text: string): number[] | null {
   if (!GPP_SID_LIST.test(text)) return null;
-  const ids = ConsentInputSchema.shape.gppSid.safeParse(text.split(',').map(Number));
-  return ids.success && ids.data ? ids.data : null;
+  const ids = GppSidSchema.safeParse(text.split(',').map(Number));
+  return ids.success ? ids.data : null;
 }
 
 /** GPP section names as the IAB's library has them, to their ids. */

@@ -1,5 +1,6 @@
 import { extendZodWithOpenApi } from '@asteasolutions/zod-to-openapi';
 import { z } from 'zod';
+import { GppSidSchema } from './consent';
 import { EVENT_CURSOR } from './eventPages';
 import { INPUT_IDENTITY_TYPES, STORED_IDENTITY_TYPES } from './identity';
 import { CrmMappingSchema } from './uploads';
@@ -191,11 +192,7 @@ export const ConsentInputSchema = z
   .object({
     tcf: z.string().min(1).max(4096).optional().openapi({ description: 'IAB TCF v2 TC string' }),
     gpp: z.string().regex(/^D[A-Za-z0-9_~.-]+$/, 'not a GPP string').max(4096).optional().openapi({ description: 'IAB GPP string' }),
-    gppSid: z
-      .array(z.number().int().min(-1).max(255))
-      .max(32)
-      .optional()
-      .openapi({
+    gppSid: GppSidSchema.optional().openapi({
         description:
           "The GPP sections in force for this event, as the consent tool said (its `applicableSections`; OpenRTB's `regs.gpp_sid`): only those of the string are read — a TCF EU section (2) not listed is no TC string, a US section not listed no opt-out. `[-1]` (the GPP CMP API's \"no section applies\"): none is. Left out, empty, or holding 0 (a tool still loading): every section of the string is read. Only with `gpp`.",
       }),

@@ -146,6 +146,11 @@ export interface PartitionPosition {
    * finds no record of them (an attempt cut short there) records them for it.
    */
   changesPending?: string;
+  /**
+   * Documents a link named before they had a version (the batch that makes one folded after the
+   * link's, another source's), with when: their first version is written `linked`. Kept a day.
+   */
+  linkedAhead?: Record<string, string>;
   /** Superseded versions removed so far. */
   versionsRemoved: number;
   /** Set anew by every save (absent before the first): a save is refused unless the position it replaces is the one it was loaded as. */
@@ -292,6 +297,7 @@ export class ProfileEventLog {
       ...(doc?.nextGroup && { nextGroup: doc.nextGroup }),
       ...(doc?.writing?.length && { writing: doc.writing }),
       ...(doc?.changesPending && { changesPending: doc.changesPending }),
+      ...(doc?.linkedAhead && { linkedAhead: doc.linkedAhead }),
       versionsRemoved: doc?.versionsRemoved ?? 0,
       ...(doc?.token && { token: doc.token }),
     };

@@ -27,11 +27,11 @@ describe('a fold of several sources at once', () => {
   const at = (minute: number) => new Date(Date.UTC(2026, 5, 1, 0, minute));
   const cookie = (profileId: string) => [{ type: 'cookie_id' as StoredIdentityType, value: `ck-${profileId}` }];
 
-  /** Routes one batch of a source to partition 0; returns the source. */
-  async function route(events: Array<Omit<RoutedEvent, 'seq'>>): Promise<string> {
+  /** Routes one batch of a source to partition 0, with the documents it links; returns the source. */
+  async function route(events: Array<Omit<RoutedEvent, 'seq'>>, linked?: string[]): Promise<string> {
     const sourceId = uniqueName('src');
     const profiles = [...new Set(events.map((event) => event.profileId))];
-    await log.write([{ _id: routedBatchId(PARTITION, sourceId, 0), partition: PARTITION, sourceId, party: 'first', from: 0, to: 1, events: events.map((event) => ({ ...event, seq: 0 })), profiles, createdAt: at(0) }]);
+    await log.write([{ _id: routedBatchId(PARTITION, sourceId, 0), partition: PARTITION, sourceId, party: 'first', from: 0, to: 1, events: events.map((event) => ({ ...event, seq: 0 })), profiles, ...(linked && { linked }), createdAt: at(0) }]);
     return sourceId;
   }
 
@@ -57,5 +57,23 @@ describe('a fold of several sources at once', () => {
       expect(doc?.counters.order).toBeUndefined();
       expect(doc?.consent?.tcf?.purposeConsents).toEqual([1]);
     }
+  });
+
+  it("marks linked a document linked before its first version, when the batch that makes it is folded after the link's", async () => {
+    const activities = createProfileWriterActivities({ store, config: baseConfig });
+    const [known, newcomer] = idsInPartition(uniqueName('ahead'), 2, PARTITION, baseConfig.DMP_PROFILE_PARTITIONS);
+    const visit = (profileId: string, minute: number, identities = cookie(profileId)) => ({ id: uniqueName('visit'), type: 'page_view', timestamp: at(minute), receivedAt: at(minute), identities, profileId });
+    // Another source's event joined the two: it went to the known document, and both are linked.
+    const link = await route([visit(known, 2, [...cookie(known), ...cookie(newcomer)])], [known, newcomer]);
+    let folded = await activities.foldPartitionBatch({ partition: PARTITION, sourceIds: [link], includeKnown: false, maxEvents: 1000, lastWriter: null });
+    const profiles = new ProfileStore(store);
+    expect({ known: (await profiles.get(known))?.linked, newcomer: await profiles.get(newcomer) }).toEqual({ known: true, newcomer: null });
+    expect(Object.keys((await log.loadPosition(PARTITION)).linkedAhead ?? {})).toContain(newcomer);
+    // The batch that makes the newcomer's document, routed first, is folded after.
+    const first = await route([visit(newcomer, 1)]);
+    folded = await activities.foldPartitionBatch({ partition: PARTITION, sourceIds: [first], includeKnown: false, maxEvents: 1000, lastWriter: folded.writer });
+    expect(folded.applied).toBe(1);
+    expect((await profiles.get(newcomer))?.linked).toBe(true);
+    expect(Object.keys((await log.loadPosition(PARTITION)).linkedAhead ?? {})).not.toContain(newcomer);
   });
 });
