@@ -119,18 +119,36 @@ export class SegmentMembership {
     };
   }
 
-  /** Every member, in ascending id order, a page at a time (a snapshot chunk's worth is read per page). */
+  /**
+   * Every member, in ascending id order, a page at a time (a snapshot chunk's worth is read per page).
+   * Holds one chunk at a time, the one a page ended in kept for the next: a walk of many snapshots
+   * of a million people each (an overlap, a report pass) does not keep them.
+   */
   async *pages(segment: SegmentDoc, states: RealTimeStates): AsyncGenerator<string[]> {
+    let last: { n: number; chunk: Promise<SnapshotChunk | null> } | null = null;
+    const read = (runId: string, n: number) => {
+      if (last?.n !== n) last = { n, chunk: this.runs.readChunk(runId, n) };
+      return last.chunk;
+    };
     for (let after = ''; ; ) {
-      const page = await this.members(segment, states, after, MEMBER_PAGE);
+      const page = await this.members(segment, states, after, MEMBER_PAGE, read);
       yield page.members;
       if (!page.next) return;
       after = page.next;
     }
   }
 
-  /** A page of members in ascending id order after `after`, and the cursor of the next page (null on the last). */
-  async members(segment: SegmentDoc, states: RealTimeStates, after: string, limit: number): Promise<{ members: string[]; next: string | null }> {
+  /**
+   * A page of members in ascending id order after `after`, and the cursor of the next page (null on
+   * the last). The chunks it reads are not kept (unlike those `inSnapshot` reads), unless `read` keeps them.
+   */
+  async members(
+    segment: SegmentDoc,
+    states: RealTimeStates,
+    after: string,
+    limit: number,
+    read: (runId: string, n: number) => Promise<SnapshotChunk | null> = (runId, n) => this.runs.readChunk(runId, n),
+  ): Promise<{ members: string[]; next: string | null }> {
     const state = states.get(segment._id) ?? new Map<string, boolean>();
     const entered = [...state].filter(([id, member]) => member && id > after).map(([id]) => id).sort();
     const page: string[] = [];
@@ -140,7 +158,7 @@ export class SegmentMembership {
     if (reader && index >= 0) {
       for (let n = reader.chunkAfter(after); n < reader.run.chunks.length && page.length <= limit; n++) {
         if (reader.run.chunks[n].counts[index] === 0) continue;
-        const chunk = await reader.chunk(n);
+        const chunk = await read(reader.run._id, n);
         if (!chunk) continue;
         const bits = new Bitmap(chunk.bits[index]);
         for (let i = 0; i < chunk.ids.length && page.length <= limit; i++) {

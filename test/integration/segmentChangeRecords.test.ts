@@ -1,4 +1,6 @@
 import { Binary } from 'mongodb';
+import { setFlagsFromString } from 'v8';
+import { runInNewContext } from 'vm';
 import type { Store } from '../../store/db';
 import { deflateDocument } from '../../store/deflatedBson';
 import { MatchTableStore } from '../../store/matchTables';
@@ -121,6 +123,45 @@ describe('segment change records as stored', () => {
       // prf_04 entered and prf_06 left in real time; chunk 1's members are not known.
       expect(found).toEqual(['prf_00', 'prf_03', 'prf_04', 'prf_09', 'prf_21', 'prf_24', 'prf_27']);
       expect(read.sort()).toEqual([0, 1, 2]);
+    } finally {
+      runs.readChunk = readChunk;
+    }
+  });
+
+  it('walks every member of a snapshot holding one chunk at a time, letting go of those passed', async () => {
+    // Three chunks of 10 ids, every id a member of seg_pages.
+    const ids = Array.from({ length: 30 }, (_, n) => `prf_pg_${String(n).padStart(2, '0')}`);
+    const chunkIds = [0, 1, 2].map((n) => ids.slice(n * 10, n * 10 + 10));
+    const all = (slice: string[]) => {
+      const bits = new Bitmap(slice.length);
+      slice.forEach((_, i) => bits.set(i));
+      return bits.bytes;
+    };
+    for (const [n, slice] of chunkIds.entries()) await runs.writeChunk('run_pages', n, { ids: slice, bits: [all(slice)] });
+    const at = day(8);
+    const chunks = chunkIds.map((slice) => ({ first: slice[0], last: slice[slice.length - 1], counts: [10] }));
+    await store.db.collection(SEGMENT_COLLECTIONS.runs).insertOne({ _id: 'run_pages', segments: [{ id: 'seg_pages', version: 1, ruleJson: '{}' }], now: at, state: 'completed', startedAt: at, finishedAt: at, documentsScanned: 30, evaluated: 30, chunks, members: {}, entered: {}, exited: {}, error: null } as never);
+    const segment = { _id: 'seg_pages', version: 1, current: { runId: 'run_pages', version: 1, size: 30, now: at, startedAt: at, finishedAt: at } } as unknown as SegmentDoc;
+    setFlagsFromString('--expose_gc');
+    const collect = runInNewContext('gc') as () => void;
+    const readChunks: Array<WeakRef<object>> = [];
+    const readChunk = runs.readChunk.bind(runs);
+    runs.readChunk = async (runId, n) => {
+      const chunk = await readChunk(runId, n);
+      if (chunk) readChunks.push(new WeakRef(chunk));
+      return chunk;
+    };
+    const membership = new SegmentMembership(runs);
+    try {
+      const walked: string[] = [];
+      for await (const page of membership.pages(segment, new Map())) walked.push(...page);
+      expect(walked).toEqual(ids);
+      // The walk is over, the membership still in use: none of the chunks it read is held any more.
+      await new Promise((resolve) => setImmediate(resolve));
+      collect();
+      await new Promise((resolve) => setImmediate(resolve));
+      expect({ read: readChunks.length, held: readChunks.filter((chunk) => chunk.deref() !== undefined).length }).toEqual({ read: 3, held: 0 });
+      expect(await membership.members(segment, new Map(), ids[14], 3)).toEqual({ members: ids.slice(15, 18), next: ids[17] });
     } finally {
       runs.readChunk = readChunk;
     }
