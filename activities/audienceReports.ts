@@ -165,14 +165,8 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
         }
         heartbeat({ phase: 'segments', segment: segment._id, counted: tally.size });
       }
-      const holdouts = splits.map((split) => ({
-        destinationId: split.destinationId,
-        share: split.share,
-        held: { size: split.held.size, campaigns: split.held.figures(dictionary) },
-        treated: { size: split.treated.size, campaigns: split.treated.figures(dictionary) },
-      }));
       const runId = missed.has(segment._id) ? (runsBefore.get(segment._id) ?? null) : (segment.current?.runId ?? null);
-      written.push(tally.report(dictionary, segment._id, at, runId, holdouts));
+      written.push(tally.report(dictionary, segment._id, at, runId, splits));
     }
     const day = dayKey(at);
     await reports.write(written, written.filter((report) => report._id !== ALL_PROFILES).map((report) => trendPointOf(report, day)));

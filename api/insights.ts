@@ -16,6 +16,7 @@ import {
   trendDayOf,
   TrendQuerySchema,
   TrendSchema,
+  REPORT_CAMPAIGNS_KEPT,
   type AudienceReport,
 } from '../domain/audienceReports';
 import { campaignReportOf, CampaignReportQuerySchema, CampaignReportSchema } from '../domain/campaignReports';
@@ -65,13 +66,14 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
   /**
    * The segment's report, counted over the members of its current run: when the stored one predates
    * that run, a report is started (or the running one joined) and awaited for up to
-   * DMP_REPORT_WAIT_SECONDS. Null when none was ever counted and none finished in time.
+   * DMP_REPORT_WAIT_SECONDS (0: started, not awaited). Null when none was ever counted and none finished in time.
    */
   async function reportOf(segment: SegmentDoc & { current: NonNullable<SegmentDoc['current']> }): Promise<{ report: AudienceReport; stale: boolean } | null> {
     let report = await reports.get(segment._id);
     const deadline = Date.now() + config.DMP_REPORT_WAIT_SECONDS * 1000;
-    while (report?.runId !== segment.current.runId && Date.now() < deadline) {
+    while (report?.runId !== segment.current.runId) {
       const handle = await requestAudienceReports(temporal, store.db.databaseName, config);
+      if (Date.now() >= deadline) break;
       // A report that started before the run completed does not count it: the loop asks for the next one.
       const waited = new AbortController();
       await Promise.race([handle.result().catch(() => undefined), sleep(Math.max(0, deadline - Date.now()), undefined, { signal: waited.signal }).catch(() => undefined)]);
@@ -123,6 +125,12 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     const segment = await evaluated(query.segment, 'query.segment');
     const found = await reportOf(segment);
     if (!found) return stillCounting(res);
+    const campaign = String(req.params.campaign);
+    // Its members' campaigns past the report's list were not counted: zeros would be a measure.
+    const counted = found.report.campaigns ?? [];
+    if (counted.length >= REPORT_CAMPAIGNS_KEPT && !counted.some((figures) => figures.campaign === campaign)) {
+      throw new ProblemError(404, 'campaign-not-counted', 'Campaign not counted', [{ path: 'params.campaign', message: `not among the ${REPORT_CAMPAIGNS_KEPT} campaigns reaching the most members of ${segment._id}, which alone the report counts` }]);
+    }
     const holdouts = found.report.holdouts ?? [];
     let holdout = query.destination === undefined ? null : (holdouts.find((candidate) => candidate.destinationId === query.destination) ?? null);
     if (query.destination !== undefined && !holdout) {
@@ -134,7 +142,7 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     holdout ??= holdouts[0] ?? null;
     const destination = holdout && (await destinations.get(holdout.destinationId));
     const delivery = destination ? { state: destination.state, partnerHolds: destination.held[segment._id]?.ids ?? 0 } : null;
-    res.json(campaignReportOf(String(req.params.campaign), segment._id, found.report, found.stale, holdout, delivery));
+    res.json(campaignReportOf(campaign, segment._id, found.report, found.stale, holdout, delivery));
   });
 
   router.post('/v1/segments/:id/lookalike', admin, async (req, res) => {
@@ -255,7 +263,7 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
       202: counting,
       400: problem('Invalid query; or `query.destination` holds out none of the segment, or is needed because several destinations do'),
       ...admin,
-      404: problem('No such segment (`query.segment`)'),
+      404: problem(`No such segment (\`query.segment\`); or \`params.campaign\` is not among the ${REPORT_CAMPAIGNS_KEPT} campaigns reaching the most of its members, which alone a report counts (\`campaign-not-counted\`: a campaign with no response among fewer is a 200 of zeros)`),
       409: notEvaluated,
     },
   });

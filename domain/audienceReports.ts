@@ -182,13 +182,24 @@ export class CampaignTally {
     }
   }
 
-  /** The REPORT_CAMPAIGNS_KEPT campaigns reaching the most members (then the most converting). */
-  figures(dictionary: FeatureDictionary): CampaignFigures[] {
-    return [...this.campaigns]
-      .map(([id, tally]) => ({ campaign: decodeFieldName(dictionary.campaigns[id]), ...tally }))
-      .sort((a, b) => b.reach - a.reach || b.converters - a.converters || compareText(a.campaign, b.campaign))
-      .slice(0, REPORT_CAMPAIGNS_KEPT);
+  /**
+   * The REPORT_CAMPAIGNS_KEPT campaigns reaching the most members (then the most converting); or
+   * those `among` names (a holdout group's, the audience's campaigns): a campaign that reached
+   * none of the group still converted some of it.
+   */
+  figures(dictionary: FeatureDictionary, among?: ReadonlySet<string>): CampaignFigures[] {
+    const all = [...this.campaigns].map(([id, tally]) => ({ campaign: decodeFieldName(dictionary.campaigns[id]), ...tally }));
+    if (among) return all.filter((figures) => among.has(figures.campaign)).sort((a, b) => compareText(a.campaign, b.campaign));
+    return all.sort((a, b) => b.reach - a.reach || b.converters - a.converters || compareText(a.campaign, b.campaign)).slice(0, REPORT_CAMPAIGNS_KEPT);
   }
+}
+
+/** A destination's holdout of a segment as it is counted. */
+export interface HoldoutTallies {
+  destinationId: string;
+  share: number;
+  held: CampaignTally;
+  treated: CampaignTally;
 }
 
 /** A destination's holdout of a segment: its held-out and its treated (exported) members' campaign response. */
@@ -250,7 +261,8 @@ export class AudienceTally {
   }
 
   /** The report: the REPORT_TRAITS_KEPT most held traits, each with its REPORT_VALUES_KEPT most held values. */
-  report(dictionary: FeatureDictionary, id: string, at: Date, runId: string | null, holdouts: HoldoutReport[] = []): AudienceReport {
+  /** Holdout groups are counted for the audience's campaigns: the lift of each is measured on both sides. */
+  report(dictionary: FeatureDictionary, id: string, at: Date, runId: string | null, holdoutTallies: readonly HoldoutTallies[] = []): AudienceReport {
     const byTrait = new Map<number, Array<{ value: string | number | boolean; count: number }>>();
     for (const [valueId, count] of this.values) {
       const { trait, value } = dictionary.valueOf[valueId];
@@ -271,7 +283,15 @@ export class AudienceTally {
       .slice(0, REPORT_EVENT_TYPES_KEPT);
     const identities = Object.fromEntries(STORED_IDENTITY_TYPES.map((type, bit) => [type, this.identities[bit]])) as AudienceReport['identities'];
     const consent = this.purposes.flatMap((profiles, bit) => (profiles > 0 ? [{ purpose: bit + 1, profiles }] : []));
-    return { _id: id, at, runId, size: this.size, traits, events, identities, consent, campaigns: this.campaigns.figures(dictionary), holdouts };
+    const campaigns = this.campaigns.figures(dictionary);
+    const among = new Set(campaigns.map((figures) => figures.campaign));
+    const holdouts = holdoutTallies.map(({ destinationId, share, held, treated }) => ({
+      destinationId,
+      share,
+      held: { size: held.size, campaigns: held.figures(dictionary, among) },
+      treated: { size: treated.size, campaigns: treated.figures(dictionary, among) },
+    }));
+    return { _id: id, at, runId, size: this.size, traits, events, identities, consent, campaigns, holdouts };
   }
 }
 

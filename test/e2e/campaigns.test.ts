@@ -253,4 +253,23 @@ describe('campaign response: reach, frequency, CTR and conversions of a segment,
     expect(notHolding.status).toBe(400);
     expect(notHolding.body.errors[0].path).toBe('query.destination');
   });
+
+  it('answers 404 for a campaign past those a report counts, rather than zeros for one it did not count', async () => {
+    // Eleven members see a hundred campaigns each, before spring (a profile keeps the hundred it saw last): more than a report keeps.
+    const impressions = Array.from({ length: 11 }, (_, member) => Array.from({ length: 100 }, (_, n) => ({ id: `many-${member}-${n}`, type: 'impression', timestamp: minutesAgo(20), identities: { cookie_id: `ck-${member}` }, properties: { campaign: `many-${member}-${n}` } }))).flat();
+    const applied = async () => (await admin(`/v1/sources/${source.sourceId}`)).body.profiles.eventsApplied as number;
+    const before = await applied();
+    for (let start = 0; start < impressions.length; start += 100) await source.send(impressions.slice(start, start + 100));
+    await source.folded(before + impressions.length);
+    await runSegment();
+    const uncounted = await waitFor('a report counting more campaigns than it keeps', async () => {
+      const response = await admin(`/v1/campaigns/winter/report?segment=${segmentId}`);
+      return response.status === 404 ? response : null;
+    });
+    expect(uncounted.body).toMatchObject({ type: expect.stringContaining('campaign-not-counted'), errors: [{ path: 'params.campaign', message: expect.stringContaining('1000 campaigns') }] });
+    // Those it counts are still told: spring reached the most members.
+    const spring = await admin(`/v1/campaigns/spring/report?segment=${segmentId}&destination=${destinationId}`);
+    expect(spring.status).toBe(200);
+    expect(spring.body.reach).toBe(reached.size);
+  }, 180_000);
 });

@@ -3,7 +3,7 @@ import { dayKey } from '../../domain/profile';
 import { AudienceReportStore } from '../../store/audienceReports';
 import { call } from '../support/http';
 import { settledRequest } from '../support/privacyRequests';
-import { startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
+import { startApi, startPlatform, waitFor, type RunningApi, type RunningPlatform } from '../support/services';
 import { newSource, type SourceClient } from '../support/sourceClient';
 import { buildTcString } from '../unit/tcfFixture';
 
@@ -150,6 +150,22 @@ describe('audience insights: composition, overlap, affinity and trend of segment
       { value: 'south', count: 35, share: 35 / 51 },
       { value: 'north', count: 16, share: 16 / 51 },
     ]);
+  });
+
+  it('an API that waits for no report still starts one: a stale answer at once, the new count soon after', async () => {
+    const hasty = await startApi({ store: platform.store, temporal: platform.temporal, taskQueue: platform.taskQueue, config: { DMP_REPORT_WAIT_SECONDS: 0 } });
+    try {
+      const { runId } = (await call(`${api.url}/v1/segments/${segments.gold}/runs`, { key: api.adminKey, method: 'POST' })).body;
+      await waitFor('run done', async () => (await get(`/v1/segments/${segments.gold}/runs/${runId}`)).body.state === 'completed');
+      await waitFor('the run is current', async () => (await get(`/v1/segments/${segments.gold}`)).body.currentRun?.runId === runId);
+      const insights = () => call(`${hasty.url}/v1/segments/${segments.gold}/insights`, { key: hasty.adminKey });
+      expect((await insights()).body).toMatchObject({ size: 51, stale: true });
+      // Nothing else asks for a report meanwhile (the daily pass is hours away): the one the answer started counts it.
+      expect(await waitFor('the report of the new run', async () => ((await insights()).body.stale === false ? true : null), 30_000, 500)).toBe(true);
+      expect(await new AudienceReportStore(platform.store).get(segments.gold)).toMatchObject({ runId, size: 51 });
+    } finally {
+      await hasty.close();
+    }
   });
 
   it('the trend has a point for today from the day’s report', async () => {

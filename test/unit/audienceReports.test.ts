@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { affinityOf, AffinityQuerySchema, AudienceTally, FeatureDictionary, insightsOf, membershipMasks, overlapOf, REPORT_EVENT_TYPES_KEPT, REPORT_VALUE_BYTES, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
+import { affinityOf, AffinityQuerySchema, AudienceTally, CampaignTally, FeatureDictionary, insightsOf, membershipMasks, overlapOf, REPORT_CAMPAIGNS_KEPT, REPORT_EVENT_TYPES_KEPT, REPORT_VALUE_BYTES, REPORT_VALUES_KEPT, VALUES_COUNTED_PER_TRAIT, type AudienceReport } from '../../domain/audienceReports';
 import { campaignReportOf, liftOf } from '../../domain/campaignReports';
 import { isHeldOut } from '../../domain/destinations';
 import { encodeFieldName } from '../../domain/fieldNames';
@@ -163,6 +163,36 @@ describe('campaign response', () => {
     expect(campaignReportOf('spring', 'seg', report, false, holdout, { state: 'active', partnerHolds: 0 })).toMatchObject({ lift: null, liftInterval: null, treated: { size: 300, converters: 90 } });
     // A destination since deleted: the report stands as counted.
     expect(campaignReportOf('spring', 'seg', report, false, holdout, null)).toMatchObject({ delivery: null, lift: sent.lift });
+  });
+
+  it("counts a holdout's groups for the audience's campaigns, a campaign that reached none of the held-out members among them", () => {
+    const dictionary = new FeatureDictionary();
+    const audience = new AudienceTally();
+    const held = new CampaignTally();
+    const treated = new CampaignTally();
+    const counter = (impressions: number, conversions: number) => ({ impressions, clicks: 0, conversions, value: 0, lastSeen: at });
+    // Held-out members see more than a report keeps of other campaigns, and convert without ever seeing spring.
+    const busy = Object.fromEntries(Array.from({ length: REPORT_CAMPAIGNS_KEPT + 5 }, (_, n) => [`other${n}`, counter(1, 0)]));
+    const person = (campaigns: Record<string, ReturnType<typeof counter>>) => dictionary.features({ ...subject({}), campaigns });
+    for (let n = 0; n < 10; n++) {
+      const features = person({ ...busy, spring: counter(0, n < 2 ? 1 : 0) });
+      audience.add(features);
+      held.add(features);
+    }
+    for (let n = 0; n < 30; n++) {
+      const features = person({ spring: counter(3, n < 12 ? 1 : 0) });
+      audience.add(features);
+      treated.add(features);
+    }
+    const report = audience.report(dictionary, 'seg', at, 'run', [{ destinationId: 'dst_a', share: 0.25, held, treated }]);
+    expect(report.campaigns).toHaveLength(REPORT_CAMPAIGNS_KEPT);
+    expect(report.campaigns?.[0]).toMatchObject({ campaign: 'spring', reach: 30, converters: 14 });
+    const holdout = report.holdouts?.[0];
+    expect(holdout?.held.campaigns.find((figures) => figures.campaign === 'spring')).toMatchObject({ reach: 0, converters: 2 });
+    expect(holdout?.held.campaigns.length).toBe(REPORT_CAMPAIGNS_KEPT);
+    const measured = campaignReportOf('spring', 'seg', report, false, holdout ?? null, { state: 'active', partnerHolds: 30 });
+    expect(measured.holdout).toMatchObject({ size: 10, converters: 2 });
+    expect(measured.lift).toBeCloseTo(12 / 30 / (2 / 10) - 1, 12);
   });
 
   it('a holdout takes about its share of members, the same ones every time, different ones per destination', () => {
