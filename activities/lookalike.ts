@@ -218,11 +218,14 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
     /** See train; a run already finished is left as it is. */
     async trainLookalike(input: { runId: string }): Promise<void> {
       const run = await runs.get(input.runId);
-      if (!run || run.state !== 'running') return;
-      // A re-train's run is recorded by its own workflow; only the API's runs can have their start given up.
-      if (!run.retrainOf) await beginGated(gates, startGateKey.lookalike(run._id), () => runs.saveOutcome(run._id, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }));
-      await runs.saveOutcome(run._id, await withHeartbeats(() => train(run)));
-      if (run.retrainOf) await runs.set(run.retrainOf, { latestRetrain: run._id });
+      if (!run) return;
+      if (run.state === 'running') {
+        // A re-train's run is recorded by its own workflow; only the API's runs can have their start given up.
+        if (!run.retrainOf) await beginGated(gates, startGateKey.lookalike(run._id), () => runs.saveOutcome(run._id, { state: 'failed', error: 'its workflow could not be started', finishedAt: new Date() }));
+        await runs.saveOutcome(run._id, await withHeartbeats(() => train(run)));
+      }
+      // Also on a retry that finds the outcome saved: the attempt before may have stopped in between.
+      if (run.retrainOf && (await runs.get(run._id))?.state === 'completed') await runs.set(run.retrainOf, { latestRetrain: run._id });
     },
 
     /**

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { AudienceReport, CampaignFigures, HoldoutReport } from './audienceReports';
+import { CAMPAIGN_VALUE_MAX } from './profile';
 import './schemaChecks';
 
 /**
@@ -39,7 +40,7 @@ export const CampaignReportSchema = z
     converters: z.number().int().openapi({ description: 'Members with a conversion, reached or not (a conversion may come through another channel)' }),
     convertersReached: z.number().int().openapi({ description: 'Members with an impression and a conversion (on a report counted before this figure was: at most the converters and the reach, whichever is fewer, until the next pass)' }),
     conversionRate: Rate.openapi({ description: 'convertersReached / reach: of the members reached, the share that converted' }),
-    value: z.number().openapi({ description: "Sum of the conversions' `properties.value`" }),
+    value: z.number().openapi({ description: `Sum of the conversions' \`properties.value\` (a value beyond ±${CAMPAIGN_VALUE_MAX.toExponential()} counts as none)` }),
     holdout: GroupSchema.extend({ destinationId: z.string(), share: z.number() }).optional().openapi({ description: "Members the destination held out (its `holdoutShare`) that it would otherwise send: its consent settings, export controls and id type let them through, on the profiles as the report read them (a partner id type: members holding one of the partner's ids, or a cookie id the match table maps to one when the report is written)" }),
     treated: GroupSchema.optional().openapi({ description: 'Members the destination sends: not held out, and let through by its consent settings, export controls and id type, decided as for `holdout`' }),
     delivery: z

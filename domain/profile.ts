@@ -60,6 +60,8 @@ export const CAMPAIGN_EVENT_FIELDS = { impression: 'impressions', click: 'clicks
 /** Campaigns kept per document, the most recently seen: the oldest campaign leaves first. */
 export const CAMPAIGNS_KEPT = 100;
 const CAMPAIGN_NAME_MAX = 200;
+/** A conversion's `properties.value` beyond this (either way) is no order's: not counted, so sums stay finite. */
+export const CAMPAIGN_VALUE_MAX = 1e12;
 
 /** One campaign's response on a profile: its impressions, clicks and conversions (with their `properties.value`). */
 export interface CampaignCounter {
@@ -453,7 +455,8 @@ function applyCampaign(profile: ProfileDoc, event: ProfileEvent): void {
   const field = Object.hasOwn(CAMPAIGN_EVENT_FIELDS, event.type) ? CAMPAIGN_EVENT_FIELDS[event.type as keyof typeof CAMPAIGN_EVENT_FIELDS] : undefined;
   const campaign = event.properties?.campaign;
   if (!field || typeof campaign !== 'string' || campaign.length === 0 || campaign.length > CAMPAIGN_NAME_MAX) return;
-  const value = field === 'conversions' && typeof event.properties?.value === 'number' && Number.isFinite(event.properties.value) ? event.properties.value : 0;
+  const stated = field === 'conversions' ? event.properties?.value : undefined;
+  const value = typeof stated === 'number' && Math.abs(stated) <= CAMPAIGN_VALUE_MAX ? stated : 0;
   profile.campaigns ??= {};
   addToCampaign(profile.campaigns, encodeFieldName(campaign), { impressions: 0, clicks: 0, conversions: 0, [field]: 1, value, lastSeen: event.timestamp });
   const keys = Object.keys(profile.campaigns);

@@ -1,6 +1,7 @@
+import { createLookalikeActivities } from '../../activities/lookalike';
 import type { Store } from '../../store/db';
 import { LookalikeRunStore, type LookalikeRunDoc } from '../../store/lookalikeRuns';
-import { testStore } from '../support/services';
+import { baseConfig, testStore, testTemporal } from '../support/services';
 
 describe('lookalike runs written by a training and the API at once', () => {
   let store: Store;
@@ -42,5 +43,23 @@ describe('lookalike runs written by a training and the API at once', () => {
       ]),
     );
     for (const id of ids) expect(await runs.get(id)).toMatchObject({ state: 'completed', auc: 0.81, segmentId: `seg_${id}`, retrain: null });
+  });
+
+  it("names a re-train its first run's latest on a retry that finds its outcome saved (the attempt before stopped in between)", async () => {
+    const runs = new LookalikeRunStore(store);
+    await runs.create({ ...run('lal_first'), state: 'completed', finishedAt: at });
+    await runs.create({ ...run('lal_first:retrain'), retrain: null, retrainOf: 'lal_first', state: 'completed', finishedAt: at, segmentId: 'seg_ext' });
+    await runs.create({ ...run('lal_first:failed'), retrain: null, retrainOf: 'lal_first', state: 'failed', error: 'seed gone', finishedAt: at });
+    const temporal = await testTemporal();
+    try {
+      const activities = createLookalikeActivities({ store, temporal, config: baseConfig });
+      await activities.trainLookalike({ runId: 'lal_first:retrain' });
+      expect((await runs.get('lal_first'))?.latestRetrain).toBe('lal_first:retrain');
+      // A failed re-train holds no model: the latest stays the one that completed.
+      await activities.trainLookalike({ runId: 'lal_first:failed' });
+      expect((await runs.get('lal_first'))?.latestRetrain).toBe('lal_first:retrain');
+    } finally {
+      await temporal.connection.close();
+    }
   });
 });

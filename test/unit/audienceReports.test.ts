@@ -3,7 +3,7 @@ import { affinityOf, AffinityQuerySchema, AudienceTally, CampaignTally, FeatureD
 import { campaignReportOf, liftOf } from '../../domain/campaignReports';
 import { isHeldOut } from '../../domain/destinations';
 import { encodeFieldName } from '../../domain/fieldNames';
-import { applyEvent, CAMPAIGNS_KEPT, newProfile, type SegmentSubject } from '../../domain/profile';
+import { applyEvent, CAMPAIGN_VALUE_MAX, CAMPAIGNS_KEPT, newProfile, type SegmentSubject } from '../../domain/profile';
 
 const at = new Date('2026-11-30T00:00:00Z');
 const counter = (count: number) => ({ count, firstSeen: at, lastSeen: at, days: {} });
@@ -139,6 +139,9 @@ describe('campaign response', () => {
     const origin = { sourceId: 's', party: 'first' as const, seq: 0 };
     for (const e of [event('1', 'impression', 'spring', 1), event('2', 'click', 'spring', 2), event('3', 'conversion', 'spring', 3, 25), event('4', 'conversion', 'spring', 4, 'x'), event('5', 'impression', 7, 5), event('6', 'page_view', 'spring', 6)]) applyEvent(profile, e, origin);
     expect(profile.campaigns).toEqual({ spring: { impressions: 1, clicks: 1, conversions: 2, value: 25, lastSeen: new Date(at.getTime() + 4 * 60_000) } });
+    // No order is worth 1e308: two such values would sum to Infinity, which JSON writes as null.
+    for (const e of [event('7', 'conversion', 'spring', 4, 1e308), event('8', 'conversion', 'spring', 4, -1e308), event('9', 'conversion', 'spring', 4, CAMPAIGN_VALUE_MAX)]) applyEvent(profile, e, origin);
+    expect(profile.campaigns?.spring).toMatchObject({ conversions: 5, value: 25 + CAMPAIGN_VALUE_MAX });
     for (let n = 0; n < CAMPAIGNS_KEPT; n++) applyEvent(profile, event(`c${n}`, 'impression', `c${n}`, 10 + n), origin);
     expect(Object.keys(profile.campaigns ?? {})).toHaveLength(CAMPAIGNS_KEPT);
     expect(profile.campaigns?.spring).toBeUndefined();
