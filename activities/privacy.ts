@@ -329,7 +329,7 @@ export function createPrivacyActivities(deps: PrivacyDeps) {
         const doc = (await requests.subjectOf(request._id))!;
         const subject = { keys: new Set(doc.keys ?? []), documents: new Set(doc.documents ?? []), splitFrom: new Set(doc.splitFrom ?? []) };
         const touched: Record<string, number> = {};
-        const events = await erasure.events(subject, doc.undrained ?? {}, touched);
+        const events = (await erasure.events(subject, doc.undrained ?? {}, touched)) + (await erasure.stagedRows(subject, touched));
         await erasure.identityGraph(subject, touched);
         await erasure.matchTables(subject, touched);
         await erasure.profiles(subject, touched);

@@ -1,6 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
+import { rowsToAppend } from '../domain/erasure';
 import { forEachConcurrently, type Store } from '../store/db';
 import { EventLog } from '../store/eventLog';
 import { PrivacyMarks } from '../store/privacyMarks';
@@ -81,12 +82,7 @@ export function createUploadActivities(deps: UploadDeps) {
     if (!staged) throw ApplicationFailure.nonRetryable(`staged chunk ${n} of upload ${upload._id} is missing`, 'StagedChunkMissing');
     // Rows of an erased subject are counted and dropped, never appended (as at the API's door).
     await marks.refresh();
-    const late = new Map<string, number>();
-    const events = staged.filter((event) => {
-      const requestId = marks.erasedBy(event.identities);
-      if (requestId) late.set(requestId, (late.get(requestId) ?? 0) + 1);
-      return !requestId;
-    });
+    const { events, late } = rowsToAppend(staged, (identities) => marks.erasedBy(identities));
     // Once per staged chunk: a retried step reads it again.
     await marks.countLateOnce(`${upload._id}:${n}`, late);
     const erased = staged.length - events.length;

@@ -73,6 +73,21 @@ export function eraseFromChunk(events: StoredEvent[], subject: ErasedSubject): {
   return erased.length > 0 ? { events: kept, erased } : null;
 }
 
+/**
+ * A staged upload chunk's rows to append: without the placeholders an erasure left there, nor rows
+ * naming a subject erased since (`erasedBy` gives their request, and `late` counts them per request).
+ */
+export function rowsToAppend(staged: StoredEvent[], erasedBy: (identities: Identity[]) => string | null): { events: StoredEvent[]; late: Map<string, number> } {
+  const late = new Map<string, number>();
+  const events = staged.filter((event) => {
+    if (event.erased) return false;
+    const requestId = erasedBy(event.identities);
+    if (requestId) late.set(requestId, (late.get(requestId) ?? 0) + 1);
+    return !requestId;
+  });
+  return { events, late };
+}
+
 /** A routed batch without the subject's events and documents; null when it held none of them. */
 export function eraseFromRoutedBatch<E extends Parameters<typeof isSubjectEvent>[0]>(
   batch: { events: E[]; profiles: string[]; linked?: string[]; created?: string[] },

@@ -301,9 +301,8 @@ export class FeedStore {
     return new Set(pulls.flatMap((pull) => (pull?.uploadId ? [pull.uploadId] : [])));
   }
 
-  /** A source's pulls, newest first (a scan of the pulls collection: one small document per pull). */
-  async listPulls(sourceId: string, limit: number): Promise<FeedPullDoc[]> {
-    const docs = await this.pulls.find({ sourceId }).toArray();
-    return docs.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime()).slice(0, limit);
+  /** A source's pulls, newest first: sorted and cut by the store, so a feed pulled every few minutes does not send its whole history for a page. */
+  listPulls(sourceId: string, limit: number): Promise<FeedPullDoc[]> {
+    return this.pulls.find({ sourceId }).sort({ startedAt: -1, _id: 1 }).limit(limit).toArray();
   }
 }

@@ -19,6 +19,7 @@ import { ProfileEventLog, type RoutedBatchDoc, type RoutedEvent } from './profil
 import { decodeSnapshotChunk, encodeSnapshotChunk, SEGMENT_COLLECTIONS, SegmentRunStore, changeDoc, runOfStored, storedChange, storedRun, type StoredChange, type StoredRun, type RunChunk, type RunDoc } from './segmentRuns';
 import { SegmentStore } from './segments';
 import { SharedRewrites } from './sharedRewrites';
+import { stagedChunkId } from './uploads';
 import type { UnlinkDoc } from './identityUnlinks';
 
 /** Per collection, the documents an erasure step deleted or rewrote (counts for the audit, never values). */
@@ -112,6 +113,40 @@ export class SubjectErasure {
       }
     }
     return events;
+  }
+
+  /**
+   * Rows of uploads in flight (receiving or importing), staged until their import appends them: the
+   * subject's become placeholders, which the import drops as erased. Rows staged after this are
+   * dropped by the import too (it reads the marks); those of ended uploads left with their chunks.
+   * One scan of the uploads, then one read by `_id` per staged chunk. How many rows were the subject's.
+   */
+  async stagedRows(subject: ErasedSubject, touched: Touched): Promise<number> {
+    const uploads = this.collection<{ _id: string; state: string; chunks: number }>(COLLECTIONS.uploads);
+    const rows = this.collection<{ _id: string; uploadId: string; events: Binary }>(COLLECTIONS.uploadRows);
+    let erased = 0;
+    for (const upload of await uploads.find({ state: { $in: ['receiving', 'importing'] } }, { projection: { _id: 1 } }).toArray()) {
+      // Staged one after the other from 0, and all dropped together once the import ends.
+      for (let n = 0; ; n++) {
+        const id = stagedChunkId(upload._id, n);
+        const doc = await rows.findOne({ _id: id });
+        if (!doc) break;
+        const found = eraseFromChunk(decodeEvents<StoredEvent>(doc.events), subject);
+        if (!found) continue;
+        erased += found.erased.length;
+        const rewritten = await this.shared.rewrite(
+          rows,
+          id,
+          (current) => {
+            const again = current === doc ? found : eraseFromChunk(decodeEvents<StoredEvent>(current.events), subject);
+            return again && { doc: { ...current, events: encodeEvents(again.events) }, result: again.erased.length };
+          },
+          doc,
+        );
+        if (rewritten) add(touched, COLLECTIONS.uploadRows, 1);
+      }
+    }
+    return erased;
   }
 
   /**

@@ -74,7 +74,7 @@ export function newUploadId(): string {
   return `upl_${randomBytes(8).toString('hex')}`;
 }
 
-function stagedChunkId(uploadId: string, n: number): string {
+export function stagedChunkId(uploadId: string, n: number): string {
   return `${uploadId}:${n}`;
 }
 
@@ -106,10 +106,9 @@ export class UploadStore {
     return this.uploads.findOne({ _id: uploadId });
   }
 
-  /** A source's uploads, newest first (a scan of the uploads collection: one small document per file). */
-  async listForSource(sourceId: string, limit: number): Promise<UploadDoc[]> {
-    const docs = await this.uploads.find({ sourceId }).toArray();
-    return docs.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime()).slice(0, limit);
+  /** A source's uploads, newest first: sorted and cut by the store, so a long history is not all sent for a page. */
+  listForSource(sourceId: string, limit: number): Promise<UploadDoc[]> {
+    return this.uploads.find({ sourceId }).sort({ startedAt: -1, _id: 1 }).limit(limit).toArray();
   }
 
   /**

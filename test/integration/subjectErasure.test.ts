@@ -2,6 +2,8 @@ import { COLLECTIONS, type Store } from '../../store/db';
 import { UnlinkStore, type UnlinkDoc } from '../../store/identityUnlinks';
 import { MatchTableStore } from '../../store/matchTables';
 import { SubjectErasure } from '../../store/subjectErasure';
+import { NOTHING_IMPORTED, UploadStore, type UploadDoc } from '../../store/uploads';
+import type { StoredEvent } from '../../domain/event';
 import { testStore } from '../support/services';
 
 describe('an erasure of the identity graph', () => {
@@ -32,5 +34,33 @@ describe('an erasure of the identity graph', () => {
     expect(await unlinks.get('unl_by_doc')).toBeNull();
     expect(await unlinks.get('unl_running')).not.toBeNull();
     expect(await unlinks.get('unl_others')).not.toBeNull();
+  });
+
+  it("makes the subject's rows staged by an upload in flight erased placeholders, and leaves ended uploads' and other people's rows", async () => {
+    const uploads = new UploadStore(store);
+    const at = new Date();
+    const upload = (id: string, state: UploadDoc['state']): UploadDoc => ({ _id: id, sourceId: 'src_crm', state, rowsReceived: 4, rowsRejected: 0, rowsNonProfiling: 0, rejections: [], chunks: 2, imported: NOTHING_IMPORTED, startedAt: at, receivedAt: at, finishedAt: state === 'completed' ? at : null, error: null });
+    const row = (id: string, crm: string): StoredEvent => ({ id, type: 'identify', timestamp: at, receivedAt: at, identities: [{ type: 'crm_id', value: crm }], traits: { tier: 'gold' } });
+    for (const [id, state] of [['upl_importing', 'importing'], ['upl_receiving', 'receiving'], ['upl_ended', 'completed']] as const) {
+      await uploads.create(upload(id, state));
+      await uploads.stageChunk(id, 0, [row(`${id}-1`, 'other'), row(`${id}-2`, 'c-subject')]);
+      await uploads.stageChunk(id, 1, [row(`${id}-3`, 'c-subject'), row(`${id}-4`, 'another')]);
+    }
+    const touched: Record<string, number> = {};
+    const erasure = new SubjectErasure(store, new MatchTableStore(store, { cap: 10, ttlMs: 86_400_000 }));
+    const subject = { keys: new Set(['crm_id:c-subject']), documents: new Set<string>() };
+    expect(await erasure.stagedRows(subject, touched)).toBe(4);
+    expect(touched[COLLECTIONS.uploadRows]).toBe(4);
+    for (const id of ['upl_importing', 'upl_receiving']) {
+      const [first, second] = [await uploads.readChunk(id, 0), await uploads.readChunk(id, 1)];
+      expect(first?.map((event) => event.erased === true)).toEqual([false, true]);
+      expect(second?.map((event) => event.erased === true)).toEqual([true, false]);
+      expect(JSON.stringify([first, second])).not.toContain('c-subject');
+      expect(first?.[0]).toEqual(row(`${id}-1`, 'other'));
+    }
+    // An ended upload's chunks are the retention's to drop: no import reads them again.
+    expect(JSON.stringify(await uploads.readChunk('upl_ended', 1))).toContain('c-subject');
+    // Repeated, it finds nothing more.
+    expect(await erasure.stagedRows(subject, {})).toBe(0);
   });
 });

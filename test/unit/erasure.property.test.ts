@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, keyHolderAfterSplits, memberCounts, splitMarker, type ErasableChunk, type ErasedSubject } from '../../domain/erasure';
+import { eraseFromChanges, eraseFromChunk, eraseFromRoutedBatch, eraseFromSnapshotChunk, keyHolderAfterSplits, memberCounts, rowsToAppend, splitMarker, type ErasableChunk, type ErasedSubject } from '../../domain/erasure';
 import type { RetiredMarker } from '../../domain/identitySplit';
 import type { StoredEvent } from '../../domain/event';
 
@@ -96,6 +96,15 @@ describe('erasure rewrites', () => {
     expect(eraseFromRoutedBatch({ events: [batch.events[1]], profiles: ['p_b'] }, subject(['cookie_id:ck-a'], ['p_a']))).toBeNull();
     // A batch that names the subject's document only as made by it is rewritten too.
     expect(eraseFromRoutedBatch({ events: [batch.events[1]], profiles: ['p_b'], created: ['p_a'] }, subject(['cookie_id:ck-a'], ['p_a']))?.created).toEqual([]);
+  });
+
+  it("leaves out of an upload's append the placeholders an erasure made of staged rows, and rows naming a subject erased since, counting those per request", () => {
+    const staged = [event('e1', 'kept'), event('e2', 'gone'), event('e3', 'kept-too'), event('e4', 'gone')];
+    const scrubbed = eraseFromChunk(staged, subject(['cookie_id:gone']))!.events;
+    const erasedSince = (identities: Array<{ value: string }>) => (identities.some((identity) => identity.value === 'kept-too') ? 'req_late' : null);
+    const { events, late } = rowsToAppend(scrubbed, erasedSince);
+    expect(events.map((row) => row.id)).toEqual(['e1']);
+    expect([...late]).toEqual([['req_late', 1]]);
   });
 
   it('takes the subject out of real-time changes, stated memberships and touched profiles alike', () => {
