@@ -124,6 +124,11 @@ export const ConfigSchema = z.object({
   DMP_EXPORT_DIR: z.string().default('.data/exports'),
   /** The root of feed sources' drop folders (`feed.folder` is a folder under it). */
   DMP_FEED_DIR: z.string().default('.data/feeds'),
+  /**
+   * A drop folder's file is read once unmodified this long: one modified since may be one whose
+   * writer paused mid-row. Writers that move a finished file in (or name it `.part` until done) are never read half-written.
+   */
+  DMP_FEED_SETTLE_SECONDS: z.coerce.number().min(0).max(600).default(30),
   /** Domain attribute of the platform's own cookie (set by the pixel and cookie syncs); host-only when empty. */
   DMP_COOKIE_DOMAIN: z.string().default(''),
   /** How long a cookie-sync match (partner id ↔ our cookie id) lives without being seen again. */

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Binary } from 'mongodb';
 import type { Config } from '../config';
@@ -21,7 +22,7 @@ import { newUpload, prepareMappedRows, UploadStaging, UploadSuperseded, type Map
 
 export interface FeedDeps {
   store: Store;
-  config: Pick<Config, 'DMP_FEED_DIR' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION' | 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>;
+  config: Pick<Config, 'DMP_FEED_DIR' | 'DMP_FEED_SETTLE_SECONDS' | 'DMP_CHUNK_MAX_EVENTS' | 'DMP_DEFAULT_PHONE_REGION' | 'DMP_DESTINATION_ALLOWLIST' | 'DMP_DESTINATION_TIMEOUT_SECONDS' | 'DMP_MATCH_TTL_DAYS' | 'DMP_MATCH_CAP'>;
   now?: () => Date;
 }
 
@@ -103,6 +104,9 @@ function messageOf(error: unknown): string {
  * row fetched again by a retry, a later pull or a backfill is a duplicate in the log, never a
  * second event; the feed's cursor and validators move only when a pull completes.
  */
+/** How long a pull waits at most for a drop folder's files to settle (see readFolder). */
+const SETTLE_WAIT_MAX_MS = 5 * 60_000;
+
 export function createFeedActivities(deps: FeedDeps) {
   const now = deps.now ?? (() => new Date());
   const feeds = new FeedStore(deps.store);
@@ -245,11 +249,24 @@ export function createFeedActivities(deps: FeedDeps) {
     }
   }
 
-  /** The folder's files no completed pull imported (a backfill reads them all). */
+  /**
+   * The folder's files no completed pull imported (a backfill reads them all), once settled: a file
+   * modified within DMP_FEED_SETTLE_SECONDS may be one whose writer paused mid-row, and its cut last
+   * row would read as a whole one. The pull waits for them (file times are the wall clock's), up to
+   * SETTLE_WAIT_MAX_MS; a file still changing then is left to the next pull.
+   */
   async function readFolder(pull: FeedPullDoc, source: FeedSource, folder: string, state: FeedStateDoc, by: FetchAttempt): Promise<{ uploadId: string | null }> {
     const dir = await feedFolder(deps.config.DMP_FEED_DIR, folder);
     const imported = new Set(importedFileDigests(state));
-    const files = (await listFeedFiles(dir)).filter((file) => pull.trigger === 'backfill' || !imported.has(feedFileDigest(file)));
+    const settleMs = deps.config.DMP_FEED_SETTLE_SECONDS * 1000;
+    const unread = async () => (await listFeedFiles(dir)).filter((file) => pull.trigger === 'backfill' || !imported.has(feedFileDigest(file)));
+    let files = await unread();
+    for (const giveUpAt = Date.now() + SETTLE_WAIT_MAX_MS; ; files = await unread()) {
+      const settledAt = files.reduce((latest, file) => Math.max(latest, file.modifiedAt.getTime() + settleMs), 0);
+      if (settledAt <= Date.now() || settledAt > giveUpAt) break;
+      await sleep(settledAt - Date.now());
+    }
+    files = files.filter((file) => file.modifiedAt.getTime() + settleMs <= Date.now());
     if (files.length === 0) return { uploadId: null };
     const pulled = files.map((file) => ({ path: file.name, label: file.name, open: () => openFeedFile(dir, file), verify: () => checkUnchanged(dir, file) }));
     return stage(pull, source, state, by, pulled, filesFetched(files));

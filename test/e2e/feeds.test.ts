@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -59,7 +59,8 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
   const logged = (sourceId: string) => sourceLogEventIds(platform.store, sourceId);
 
   beforeAll(async () => {
-    platform = await startPlatform('feeds', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'], DMP_DESTINATION_TIMEOUT_SECONDS: 1, DMP_FEED_DIR: feedDir });
+    // Drop-folder files settle in 2 s here (30 s by default).
+    platform = await startPlatform('feeds', { DMP_DESTINATION_ALLOWLIST: ['127.0.0.1'], DMP_DESTINATION_TIMEOUT_SECONDS: 1, DMP_FEED_DIR: feedDir, DMP_FEED_SETTLE_SECONDS: 2 });
     ({ api } = platform);
     server = await new FeedServer({ token: TOKEN, stallMs: 3000 }).start();
     server.publish('/broker.csv', brokerFile(FIRST_ROWS), new Date('2026-03-01T05:00:00Z'));
@@ -404,6 +405,21 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     expect((await admin(`/v1/sources/${dropped}`)).body.feed.filesImported).toBe(3);
     await folded(dropped, 7);
     expect((await lookup('email', 'person108@example.com')).traits).toMatchObject({ interest: 'cars', 'provider_segments.acme': ['IAB-1', 'IAB-2'] });
+  });
+
+  it("waits for a drop-folder file whose writer paused mid-row to settle, and reads its last row whole", async () => {
+    const folder = join(feedDir, 'partner-slow');
+    mkdirSync(folder);
+    // The writer stops half way through a row's last value: "spo" would read as a whole row.
+    writeFileSync(join(folder, 'slow.csv'), `hash,interest\n${hash(300)},news\n${hash(301)},spo`);
+    const slow = await createFeed({ name: 'Drop folder, slow writer', party: 'third', feed: { folder: 'partner-slow', schedule: YEARLY, mapping: { identities: { email_sha256: 'hash' }, traits: { interest: 'interest' } } } });
+    const started = await admin(`/v1/sources/${slow}/pulls`, { method: 'POST' });
+    expect(started.status).toBe(202);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    appendFileSync(join(folder, 'slow.csv'), 'rt\n');
+    expect(await finished(slow, started.body.pullId)).toMatchObject({ state: 'completed', filesRead: 1, rowsReceived: 2, rowsImported: 2 });
+    await folded(slow, 2);
+    expect((await lookup('email', 'person301@example.com')).traits).toMatchObject({ interest: 'sport' });
   });
 
   it("imports the rest of a drop folder when one file is refused whole (a header the mapping does not fit), lists it, and reads it again only once it changes; job markers and empty files are not read", async () => {
