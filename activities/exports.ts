@@ -154,7 +154,17 @@ export function createExportActivities(deps: ExportDeps) {
     }
     // A fold stamps its record before writing it: records a little older than the plan may have landed after it read them.
     const since = new Date(last.plan.plannedAt.getTime() - CHANGE_MARGIN_MS);
-    return (await runs.changesSince(since)).some((change) => ((change.touched?.length ?? 0) > 0 || destination.segments.some((id) => Object.hasOwn(change.changes, id))));
+    const changes = await runs.changesSince(since);
+    if (changes.some((change) => destination.segments.some((id) => Object.hasOwn(change.changes, id)))) return true;
+    // Profiles whose ids, consent or sources changed matter only as members: any fold touches some, and
+    // an export reads its segments whole. Members by the snapshot, or by real time since (one read of the changes).
+    const touched = new Set(changes.flatMap((change) => change.touched ?? []));
+    if (touched.size === 0) return false;
+    const membership = new SegmentMembership(runs);
+    const docs = (await Promise.all(destination.segments.map((id) => segments.get(id)))).filter((segment): segment is SegmentDoc => segment !== null);
+    for (const segment of docs) for (const id of touched) if (await membership.inSnapshot(segment, id)) return true;
+    const states = await membership.realTime(docs);
+    return docs.some((segment) => [...touched].some((id) => states.get(segment._id)?.get(id) === true));
   }
 
   /**

@@ -2,6 +2,8 @@ import type { Store } from '../../store/db';
 import { DestinationConsentSchema } from '../../domain/destinations';
 import { DestinationStore, type DestinationDefinition } from '../../store/destinations';
 import { createExportActivities } from '../../activities/exports';
+import { Bitmap } from '../../domain/segments';
+import { SEGMENT_COLLECTIONS, SegmentRunStore } from '../../store/segmentRuns';
 import { baseConfig, testStore } from '../support/services';
 
 describe('a destination’s export turns and what its exports record beside it', () => {
@@ -151,6 +153,37 @@ describe('a destination’s export turns and what its exports record beside it',
     // Failing for a day: an hour at most.
     await destinations.saveLastExport('dst_backoff', { exportId: 'exp_backoff', state: 'failed', startedAt: plannedAt, finishedAt, failingSince: new Date(finishedAt.getTime() - 86_400_000) });
     expect(await check(59 * 60_000)).toBeNull();
+  });
+
+  it("opens a near-real-time export for a profile whose ids or consent changed only when it is a member of the destination's segments", async () => {
+    const runs = new SegmentRunStore(store);
+    // seg_touch's snapshot: prf_member is in, prf_stranger out; prf_newcomer entered in real time since.
+    const bits = new Bitmap(2);
+    bits.set(0);
+    await runs.writeChunk('run_touch', 0, { ids: ['prf_member', 'prf_stranger'], bits: [bits.bytes] });
+    await store.db.collection(SEGMENT_COLLECTIONS.runs).insertOne({ _id: 'run_touch', segments: [{ id: 'seg_touch', version: 1, ruleJson: '{}' }], now: at, state: 'completed', startedAt: at, finishedAt: at, documentsScanned: 2, evaluated: 2, chunks: [{ first: 'prf_member', last: 'prf_stranger', counts: [1] }], members: {}, entered: {}, exited: {}, error: null } as never);
+    await store.db.collection('segments').insertOne({ _id: 'seg_touch', name: 'touch', description: null, taxonomyPath: null, ruleJson: '{"trait":"plan","op":"eq","value":"gold"}', schedule: null, version: 1, createdAt: at, updatedAt: at, current: { runId: 'run_touch', version: 1, size: 1, now: at, startedAt: at, finishedAt: at }, lastRun: null } as never);
+    const plannedAt = new Date(at.getTime() + 3_600_000);
+    await runs.recordChanges({ _id: 'p0:src:entered', at: new Date(at.getTime() + 60_000), changes: { seg_touch: { entered: ['prf_newcomer'], exited: [] } } });
+    await destinations.create({ ...definition('dst_touch'), segments: ['seg_touch'], nearRealTime: true });
+    await destinations.openExport({ _id: 'exp_touch', destinationId: 'dst_touch', state: 'running', full: false, trigger: 'near_real_time', plan: null, batchesConfirmed: 1, rejected: 0, startedAt: plannedAt, finishedAt: null, error: null });
+    expect(await destinations.savePlan('exp_touch', { id: 'exp_touch:plan', segments: [{ id: 'seg_touch', runId: 'run_touch' }] as never, batches: 1, plannedAt, resent: false, tookMs: 1 })).toBe(true);
+    await destinations.exports.updateOne({ _id: 'exp_touch' }, { $set: { state: 'completed', finishedAt: plannedAt } });
+    await destinations.saveLastExport('dst_touch', { exportId: 'exp_touch', state: 'completed', startedAt: plannedAt, finishedAt: plannedAt });
+    const later = plannedAt.getTime() + 120_000;
+    const { openExport } = createExportActivities({ store, temporal: undefined as never, config: { ...baseConfig }, now: () => new Date(later) });
+    const check = () => openExport({ destinationId: 'dst_touch', at: later, trigger: 'near_real_time' });
+    const touch = (id: string, profileId: string) => runs.recordChanges({ _id: id, at: new Date(plannedAt.getTime() + 60_000), changes: {}, touched: [profileId] });
+    // A fold changed a stranger's consent: nothing the destination sends changed.
+    await touch('p0:src:stranger', 'prf_stranger');
+    expect(await check()).toBeNull();
+    for (const profileId of ['prf_member', 'prf_newcomer']) {
+      await touch(`p0:src:${profileId}`, profileId);
+      const opened = await check();
+      expect({ profileId, opened: opened !== null }).toEqual({ profileId, opened: true });
+      await destinations.exports.deleteOne({ _id: opened as string });
+      await store.db.collection(SEGMENT_COLLECTIONS.changes).deleteOne({ _id: `p0:src:${profileId}` as never });
+    }
   });
 
   it('reads destinations stored before exports kept their own documents', async () => {
