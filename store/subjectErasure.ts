@@ -128,22 +128,12 @@ export class SubjectErasure {
     for (const upload of await uploads.find({ state: { $in: ['receiving', 'importing'] } }, { projection: { _id: 1 } }).toArray()) {
       // Staged one after the other from 0, and all dropped together once the import ends.
       for (let n = 0; ; n++) {
-        const id = stagedChunkId(upload._id, n);
-        const doc = await rows.findOne({ _id: id });
+        const doc = await rows.findOne({ _id: stagedChunkId(upload._id, n) });
         if (!doc) break;
         const found = eraseFromChunk(decodeEvents<StoredEvent>(doc.events), subject);
         if (!found) continue;
         erased += found.erased.length;
-        const rewritten = await this.shared.rewrite(
-          rows,
-          id,
-          (current) => {
-            const again = current === doc ? found : eraseFromChunk(decodeEvents<StoredEvent>(current.events), subject);
-            return again && { doc: { ...current, events: encodeEvents(again.events) }, result: again.erased.length };
-          },
-          doc,
-        );
-        if (rewritten) add(touched, COLLECTIONS.uploadRows, 1);
+        if (await this.rewriteEvents(rows, doc, found, subject)) add(touched, COLLECTIONS.uploadRows, 1);
       }
     }
     return erased;
@@ -160,17 +150,22 @@ export class SubjectErasure {
     const erased = eraseFromChunk(decodeEvents<StoredEvent>(doc.events), subject);
     if (!erased) return 0;
     await this.forgetIds(new Set(erased.erased.map((eventId) => eventIdKey(doc.sourceId, eventId))), generations, touched);
+    if (await this.rewriteEvents(chunks, doc, erased, subject)) add(touched, COLLECTIONS.events, 1);
+    return erased.erased.length;
+  }
+
+  /** A document of events (a raw or a staged chunk) rewritten as `erased` has it, or as found again if another rewrite came first; whether it was written. */
+  private async rewriteEvents<T extends { _id: string; events: Binary }>(collection: Collection<T>, doc: T, erased: { events: StoredEvent[]; erased: string[] }, subject: ErasedSubject): Promise<boolean> {
     const rewritten = await this.shared.rewrite(
-      chunks,
-      id,
+      collection,
+      doc._id,
       (current) => {
         const again = current === doc ? erased : eraseFromChunk(decodeEvents<StoredEvent>(current.events), subject);
         return again && { doc: { ...current, events: encodeEvents(again.events) }, result: again.erased.length };
       },
       doc,
     );
-    if (rewritten) add(touched, COLLECTIONS.events, 1);
-    return erased.erased.length;
+    return Boolean(rewritten);
   }
 
   /** Event ids out of every live dedupe generation (a late repeat is then dropped as erased, not kept as a duplicate). */
