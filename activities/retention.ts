@@ -245,19 +245,22 @@ export function createRetentionActivities(deps: RetentionDeps) {
      * and those no segment has (left by a request cut short, or one per segment from before they
      * were shared) are removed.
      */
-    async reconcileSegmentSchedules(): Promise<{ created: number; removed: number }> {
-      const databaseName = deps.store.db.databaseName;
-      const segments = new SegmentStore(deps.store);
-      const wanted = await segments.schedules();
-      const existing = new Set(await listSegmentSchedules(deps.temporal, databaseName));
-      const result = { created: 0, removed: 0 };
-      for (const [key, schedule] of wanted) {
-        if (!existing.has(key) && (await ensureSegmentSchedule(deps.temporal, databaseName, schedule, deps.config))) result.created++;
-      }
-      for (const key of existing) {
-        if (!wanted.has(key) && (await releaseSegmentSchedule(deps.temporal, databaseName, key, () => segments.schedules(), deps.config))) result.removed++;
-      }
-      return result;
+    reconcileSegmentSchedules(): Promise<{ created: number; removed: number }> {
+      // Many leftover schedules (one per segment, from before they were shared) take longer than a heartbeat's wait.
+      return withHeartbeats(async () => {
+        const databaseName = deps.store.db.databaseName;
+        const segments = new SegmentStore(deps.store);
+        const wanted = await segments.schedules();
+        const existing = new Set(await listSegmentSchedules(deps.temporal, databaseName));
+        const result = { created: 0, removed: 0 };
+        for (const [key, schedule] of wanted) {
+          if (!existing.has(key) && (await ensureSegmentSchedule(deps.temporal, databaseName, schedule, deps.config))) result.created++;
+        }
+        for (const key of existing) {
+          if (!wanted.has(key) && (await releaseSegmentSchedule(deps.temporal, databaseName, key, () => segments.schedules(), deps.config))) result.removed++;
+        }
+        return result;
+      });
     },
 
     /**

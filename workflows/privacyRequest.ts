@@ -154,7 +154,12 @@ async function erase(input: PrivacyRequestInput): Promise<PrivacyResult> {
   let waited = 0;
   for (let pass = 1; ; pass++) {
     prepared = await prepareErasure(input);
-    removals ??= Promise.all(prepared.holders.map((destinationId) => removeAt(input, destinationId)));
+    if (!removals) {
+      removals = Promise.all(prepared.holders.map((destinationId) => removeAt(input, destinationId)));
+      // Awaited once the scrub is done, which may wait hours for segment runs: a removal failing meanwhile must not
+      // reject unheard (the workflow task would fail on every replay), only when it is awaited.
+      removals.catch(() => undefined);
+    }
     await sleep(TOMBSTONE_SETTLE);
     const erased = await eraseSubject(input);
     events += erased.events;
