@@ -4,7 +4,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { workflowIsRunning } from '../temporal/client';
 import type { Config } from '../config';
-import { segmentRunWorkflowId } from '../domain/workflowIds';
+import { scheduledSegmentRunWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
 import { dayKey, type SegmentSubject } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { EvaluationTime, SegmentEvaluator, subjectNeeds } from '../domain/segmentRules';
@@ -263,6 +263,16 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
     async prepareSegmentRun(input: { evaluatedAt: number; after?: string | null }): Promise<PreparedRun | null> {
       const prepared = await prepareNextRun(segments, runs, new Date(input.evaluatedAt), now(), deps.config.DMP_SEGMENTS_PER_RUN, input.after ?? null);
       return prepared && { runId: prepared.run._id, key: prepared.key };
+    },
+
+    /**
+     * Whether a segment schedule's firing (`by`, its workflow) runs the pass of its nominal time:
+     * not when another firing took that time, nor while the last pass that went still runs — a
+     * daily schedule's long pass and an hourly one's next would otherwise read every profile at once.
+     */
+    claimScheduledPass(input: { nominalTime: number; by: string }): Promise<boolean> {
+      const databaseName = deps.store.db.databaseName;
+      return runs.claimScheduledPass(new Date(input.nominalTime), input.by, (nominalTime) => workflowIsRunning(deps.temporal, scheduledSegmentRunWorkflowId(databaseName, nominalTime)));
     },
 
     /** Waits for a segmentation run another workflow executes (or until that workflow is gone). */

@@ -21,7 +21,20 @@ export const SEGMENT_COLLECTIONS = {
   history: 'segment_history',
   /** The uniform sample of profiles the latest run kept for estimates. */
   samples: 'segment_samples',
+  /** Scheduled passes of every segment, by nominal time: which schedule's firing claimed each, and whether it went. */
+  scheduledPasses: 'segment_scheduled_passes',
 } as const;
+
+/** A scheduled pass of every segment (`_id`: its nominal time, ISO): the firing that claimed it, and whether it was skipped for an earlier pass still running. */
+interface ScheduledPassDoc {
+  _id: string;
+  by: string;
+  skipped: boolean;
+  at: Date;
+}
+
+/** How long claims of scheduled passes are kept: far longer than any pass runs. */
+const SCHEDULED_PASSES_KEPT_MS = 7 * 86_400_000;
 
 export interface RunChunk {
   first: string;
@@ -198,6 +211,7 @@ export class SegmentRunStore {
   readonly changes: Collection<StoredChange>;
   readonly history: Collection<HistoryDoc>;
   readonly samples: Collection<StoredSample>;
+  private readonly passes: Collection<ScheduledPassDoc>;
   private readonly claims: VersionClaims;
 
   constructor(store: Store) {
@@ -207,6 +221,27 @@ export class SegmentRunStore {
     this.changes = store.db.collection<StoredChange>(SEGMENT_COLLECTIONS.changes);
     this.history = store.db.collection<HistoryDoc>(SEGMENT_COLLECTIONS.history);
     this.samples = store.db.collection<StoredSample>(SEGMENT_COLLECTIONS.samples);
+    this.passes = store.db.collection<ScheduledPassDoc>(SEGMENT_COLLECTIONS.scheduledPasses);
+  }
+
+  /**
+   * Claims the scheduled pass of `nominalTime` for the firing `by`: true when it is to run — no other
+   * firing claimed that time (schedules firing together meet in one pass), and the last pass that went
+   * is no longer running (`running`, by its nominal time): passes of different schedules never overlap.
+   * Repeated by the same firing, it answers the same. One keyed insert, and a read of the few claims kept.
+   */
+  async claimScheduledPass(nominalTime: Date, by: string, running: (nominalTime: Date) => Promise<boolean>): Promise<boolean> {
+    const _id = nominalTime.toISOString();
+    const known = await this.passes.findOne({ _id });
+    if (known) return known.by === by && !known.skipped;
+    const [last] = await this.passes.find({ skipped: false, _id: { $lt: _id } }).sort({ _id: -1 }).limit(1).toArray();
+    const skipped = last !== undefined && (await running(new Date(last._id)));
+    if ((await insertKeyed(this.passes, [{ _id, by, skipped, at: new Date() }])).size > 0) {
+      const claimed = await this.passes.findOne({ _id });
+      return claimed?.by === by && !claimed.skipped;
+    }
+    await this.passes.deleteMany({ _id: { $lt: new Date(nominalTime.getTime() - SCHEDULED_PASSES_KEPT_MS).toISOString() } });
+    return !skipped;
   }
 
   async getRun(runId: string): Promise<RunDoc | null> {

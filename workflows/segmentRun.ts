@@ -1,10 +1,10 @@
-import { ApplicationFailure, executeChild, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, executeChild, patched, proxyActivities, upsertMemo, workflowInfo } from '@temporalio/workflow';
 import { defineSearchAttributeKey, SearchAttributeType, WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy } from '@temporalio/common';
 import { scheduledSegmentRunWorkflowId } from '../domain/workflowIds';
 import type { SegmentationActivities } from '../activities/segmentation';
 import { runEverySegment } from './everySegment';
 
-const { prepareSegmentRun, completeSegmentRun, failSegmentRun } = proxyActivities<SegmentationActivities>({
+const { prepareSegmentRun, completeSegmentRun, failSegmentRun, claimScheduledPass } = proxyActivities<SegmentationActivities>({
   startToCloseTimeout: '5 minutes',
   retry: { initialInterval: '2 seconds', maximumInterval: '30 seconds', maximumAttempts: 20 },
 });
@@ -25,6 +25,9 @@ export interface SegmentRunInput {
   nominalTime?: number;
 }
 
+/** Scheduled passes claim their turn first (histories from before replay without the claim). */
+const SCHEDULED_PASSES_TAKE_TURNS = 'scheduled-passes-take-turns';
+
 /** Set by Temporal on each workflow a schedule starts: the time the schedule was due, not when the workflow ran. */
 const SCHEDULED_START = defineSearchAttributeKey('TemporalScheduledStartTime', SearchAttributeType.DATETIME);
 
@@ -42,6 +45,8 @@ export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: 
     // buried the store. So they meet in one workflow per nominal time; only the first starts it,
     // and a schedule firing late finds it started or done.
     const nominalTime = workflowInfo().typedSearchAttributes.get(SCHEDULED_START) ?? new Date(Date.now());
+    // Each schedule skips its own firings while its pass runs; firings of other schedules wait their turn here.
+    if (patched(SCHEDULED_PASSES_TAKE_TURNS) && !(await claimScheduledPass({ nominalTime: nominalTime.getTime(), by: workflowInfo().workflowId }))) return { runId: null, evaluated: 0 };
     try {
       return await executeChild(segmentRun, {
         workflowId: scheduledSegmentRunWorkflowId(input.databaseName ?? '', nominalTime),
