@@ -128,7 +128,7 @@ export const ConfigSchema = z.object({
    * A drop folder's file is read once unmodified this long: one modified since may be one whose
    * writer paused mid-row. Writers that move a finished file in (or name it `.part` until done) are never read half-written.
    */
-  DMP_FEED_SETTLE_SECONDS: z.coerce.number().min(0).max(600).default(30),
+  DMP_FEED_SETTLE_SECONDS: z.coerce.number().min(0).max(300).default(30),
   /** Domain attribute of the platform's own cookie (set by the pixel and cookie syncs); host-only when empty. */
   DMP_COOKIE_DOMAIN: z.string().default(''),
   /** How long a cookie-sync match (partner id ↔ our cookie id) lives without being seen again. */

@@ -8,15 +8,15 @@ import { DeliveryError, Outbound } from '../connectors/outbound';
 import type { PrepareOptions } from '../domain/collect';
 import { compareCursors, cursorKind, feedColumnOf, feedRowToEvent, laterCursor, readFeedHeader, rowCursor, seenAtCursorAfter, windowKind, type CursorKind, type CursorWindow, type FeedColumns, type FeedConfig, type FeedTrigger } from '../domain/feeds';
 import { matchLimits } from '../domain/partners';
-import { fileProblems, FileRefused } from '../domain/uploads';
+import { fileProblems, FileRefused, FileUnreadable } from '../domain/uploads';
 import { querySecrets, withoutSecrets } from '../domain/secrets';
 import { forEachConcurrently, type Store } from '../store/db';
 import { StartGates, startGateKey } from '../store/startGates';
-import { FeedStore, feedFileDigest, filesFetched, importedFileDigests, newFeedPull, packFileDigests, pulledFileDigests, SEEN_AT_CURSOR_MAX, type FeedPullDoc, type FeedStateDoc, type FetchAttempt } from '../store/feeds';
+import { FeedStore, feedFileDigest, filesFetched, importedFileDigests, newFeedPull, packFileDigests, pulledFileDigests, SEEN_AT_CURSOR_MAX, type FeedFile, type FeedPullDoc, type FeedStateDoc, type FetchAttempt } from '../store/feeds';
 import { MatchTableStore } from '../store/matchTables';
 import { SourceStore, type SourceDoc } from '../store/sources';
 import { rowsImported, UploadStore } from '../store/uploads';
-import { withHeartbeats } from './heartbeat';
+import { attemptSignal, withHeartbeats } from './heartbeat';
 import { beginGated } from './startGate';
 import { newUpload, prepareMappedRows, UploadStaging, UploadSuperseded, type MappedRow, type NumberedRow, type PreparedRows } from './uploadStaging';
 
@@ -93,6 +93,9 @@ function asFailure(error: unknown, secrets: readonly string[] = []): unknown {
   return error;
 }
 
+/** How long a pull waits at most for a drop folder's files to settle (see readFolder). */
+const SETTLE_WAIT_MAX_MS = 5 * 60_000;
+
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -104,9 +107,6 @@ function messageOf(error: unknown): string {
  * row fetched again by a retry, a later pull or a backfill is a duplicate in the log, never a
  * second event; the feed's cursor and validators move only when a pull completes.
  */
-/** How long a pull waits at most for a drop folder's files to settle (see readFolder). */
-const SETTLE_WAIT_MAX_MS = 5 * 60_000;
-
 export function createFeedActivities(deps: FeedDeps) {
   const now = deps.now ?? (() => new Date());
   const feeds = new FeedStore(deps.store);
@@ -262,11 +262,16 @@ export function createFeedActivities(deps: FeedDeps) {
     const unread = async () => (await listFeedFiles(dir)).filter((file) => pull.trigger === 'backfill' || !imported.has(feedFileDigest(file)));
     let files = await unread();
     for (const giveUpAt = Date.now() + SETTLE_WAIT_MAX_MS; ; files = await unread()) {
-      const settledAt = files.reduce((latest, file) => Math.max(latest, file.modifiedAt.getTime() + settleMs), 0);
-      if (settledAt <= Date.now() || settledAt > giveUpAt) break;
-      await sleep(settledAt - Date.now());
+      // Files that settle within the wait are waited for; one stamped later (a writer's clock ahead) is not.
+      const settledAt = files.map((file) => file.modifiedAt.getTime() + settleMs).filter((at) => at > Date.now() && at <= giveUpAt);
+      if (settledAt.length === 0) break;
+      await sleep(Math.max(...settledAt) - Date.now(), undefined, { signal: attemptSignal() });
     }
-    files = files.filter((file) => file.modifiedAt.getTime() + settleMs <= Date.now());
+    const settled = (file: FeedFile) => file.modifiedAt.getTime() + settleMs <= Date.now();
+    const writing = files.find((file) => !settled(file));
+    // A cursor feed reads none then: the cursor the others would move may pass that file's rows.
+    if (writing && source.feed.cursorColumn) throw new FileUnreadable(writing.name, `modified ${writing.modifiedAt.toISOString()}, not settled within ${SETTLE_WAIT_MAX_MS / 60_000} minutes of waiting: the folder is read once it has`);
+    files = files.filter(settled);
     if (files.length === 0) return { uploadId: null };
     const pulled = files.map((file) => ({ path: file.name, label: file.name, open: () => openFeedFile(dir, file), verify: () => checkUnchanged(dir, file) }));
     return stage(pull, source, state, by, pulled, filesFetched(files));

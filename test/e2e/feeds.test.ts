@@ -1,4 +1,4 @@
-import { appendFileSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -411,15 +411,43 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
     const folder = join(feedDir, 'partner-slow');
     mkdirSync(folder);
     // The writer stops half way through a row's last value: "spo" would read as a whole row.
-    writeFileSync(join(folder, 'slow.csv'), `hash,interest\n${hash(300)},news\n${hash(301)},spo`);
     const slow = await createFeed({ name: 'Drop folder, slow writer', party: 'third', feed: { folder: 'partner-slow', schedule: YEARLY, mapping: { identities: { email_sha256: 'hash' }, traits: { interest: 'interest' } } } });
+    const file = join(folder, 'slow.csv');
+    writeFileSync(file, `hash,interest\n${hash(300)},news\n${hash(301)},spo`);
+    // Stamped 4 s ahead (a clock a little fast), the file settles 6 s from now: the pull waits that long,
+    // and the rest of the row comes meanwhile, whatever the pull's start takes.
+    const ahead = new Date(Date.now() + 4_000);
+    utimesSync(file, ahead, ahead);
     const started = await admin(`/v1/sources/${slow}/pulls`, { method: 'POST' });
     expect(started.status).toBe(202);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
-    appendFileSync(join(folder, 'slow.csv'), 'rt\n');
+    appendFileSync(file, 'rt\n');
     expect(await finished(slow, started.body.pullId)).toMatchObject({ state: 'completed', filesRead: 1, rowsReceived: 2, rowsImported: 2 });
     await folded(slow, 2);
     expect((await lookup('email', 'person301@example.com')).traits).toMatchObject({ interest: 'sport' });
+  });
+
+  it("reads none of a cursor feed's folder while a file in it has not settled, so that the cursor the others move does not pass its rows", async () => {
+    const folder = join(feedDir, 'partner-skewed');
+    mkdirSync(folder);
+    writeFileSync(join(folder, 'early.csv'), `hash,interest,updated_at\n${hash(310)},news,${at(6)}\n`);
+    // Stamped an hour ahead (a writer's clock far off): it cannot settle within the pull's wait.
+    const skewed = join(folder, 'skewed.csv');
+    writeFileSync(skewed, `hash,interest,updated_at\n${hash(311)},sport,${at(5)}\n`);
+    const hourAhead = new Date(Date.now() + 3_600_000);
+    utimesSync(skewed, hourAhead, hourAhead);
+    const feed = await createFeed({ name: 'Drop folder, cursor', party: 'third', feed: { folder: 'partner-skewed', schedule: YEARLY, cursorColumn: 'updated_at', mapping: { identities: { email_sha256: 'hash' }, traits: { interest: 'interest' } } } });
+    const started = await admin(`/v1/sources/${feed}/pulls`, { method: 'POST' });
+    expect(started.status).toBe(202);
+    const refused = await waitFor('an attempt refused for the unsettled file', async () => {
+      const view = (await admin(`/v1/sources/${feed}/pulls/${started.body.pullId}`)).body;
+      return view.attempts?.length > 0 ? view : null;
+    });
+    expect(refused).toMatchObject({ state: 'running', attempts: [{ error: expect.stringContaining('skewed.csv') }] });
+    // Its clock put right, the next attempt reads both files: the row at 05:00 is not behind a cursor moved to 06:00.
+    const now = new Date();
+    utimesSync(skewed, new Date(now.getTime() - 60_000), new Date(now.getTime() - 60_000));
+    expect(await finished(feed, started.body.pullId)).toMatchObject({ state: 'completed', filesRead: 2, rowsImported: 2, cursor: at(6) });
   });
 
   it("imports the rest of a drop folder when one file is refused whole (a header the mapping does not fit), lists it, and reads it again only once it changes; job markers and empty files are not read", async () => {
