@@ -146,11 +146,11 @@ const POLICY_KEPT_MS = 30_000;
 const LINKED_AHEAD_KEPT_MS = 86_400_000;
 const LINKED_AHEAD_MAX = 10_000;
 
-/** Drops the notes of documents linked before their first version past their day, then the oldest past the bound. */
-function pruneLinkedAhead(position: PartitionPosition, at: Date): void {
+/** Drops the notes of documents linked before their first version past their day or erased since, then the oldest past the bound. */
+function pruneLinkedAhead(position: PartitionPosition, at: Date, erased: (profileId: string) => boolean): void {
   if (!position.linkedAhead) return;
   const since = new Date(at.getTime() - LINKED_AHEAD_KEPT_MS).toISOString();
-  const kept = Object.entries(position.linkedAhead).filter(([, noted]) => noted >= since);
+  const kept = Object.entries(position.linkedAhead).filter(([id, noted]) => noted >= since && !erased(id));
   kept.sort(([, a], [, b]) => a.localeCompare(b));
   position.linkedAhead = Object.fromEntries(kept.slice(-LINKED_AHEAD_MAX));
   if (kept.length === 0) delete position.linkedAhead;
@@ -360,7 +360,7 @@ export function createProfileWriterActivities(deps: ProfileWriterDeps) {
       changed.set(id, doc);
       if (position.linkedAhead) delete position.linkedAhead[id];
     }
-    pruneLinkedAhead(position, now());
+    pruneLinkedAhead(position, now(), (id) => marks.erased(id));
     // Events redirected here may have reached a document planned to expire: it stays.
     expiry.withhold(expiring, new Set([...changed.keys()].filter((id) => expiring.superseded.has(id))));
     for (const doc of expiring.versions) changed.set(doc.profileId, doc);
