@@ -116,17 +116,18 @@ export class SubjectErasure {
   }
 
   /**
-   * Rows of uploads in flight (receiving or importing), staged until their import appends them: the
-   * subject's become placeholders, which the import drops as erased. Rows staged after this are
-   * dropped by the import too (it reads the marks); those of ended uploads left with their chunks.
-   * One scan of the uploads, then one read by `_id` per staged chunk. How many rows were the subject's.
+   * Rows of uploads importing, staged until their import appends them: the subject's become
+   * placeholders, which the import drops as erased. An upload still receiving may drop and stage its
+   * chunks again (a feed's file refused part way), so its rows are left to the import, which drops the
+   * subject's too (it reads the marks); those of ended uploads left with their chunks. One scan of
+   * the uploads, then one read by `_id` per staged chunk. How many rows were the subject's.
    */
   async stagedRows(subject: ErasedSubject, touched: Touched): Promise<number> {
     const uploads = this.collection<{ _id: string; state: string; chunks: number }>(COLLECTIONS.uploads);
     const rows = this.collection<{ _id: string; uploadId: string; events: Binary }>(COLLECTIONS.uploadRows);
     let erased = 0;
-    for (const upload of await uploads.find({ state: { $in: ['receiving', 'importing'] } }, { projection: { _id: 1 } }).toArray()) {
-      // Staged one after the other from 0, and all dropped together once the import ends.
+    for (const upload of await uploads.find({ state: 'importing' }, { projection: { _id: 1 } }).toArray()) {
+      // Staged one after the other from 0, final, and all dropped together once the import ends.
       for (let n = 0; ; n++) {
         const doc = await rows.findOne({ _id: stagedChunkId(upload._id, n) });
         if (!doc) break;

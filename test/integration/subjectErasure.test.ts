@@ -36,7 +36,7 @@ describe('an erasure of the identity graph', () => {
     expect(await unlinks.get('unl_others')).not.toBeNull();
   });
 
-  it("makes the subject's rows staged by an upload in flight erased placeholders, and leaves ended uploads' and other people's rows", async () => {
+  it("makes the subject's rows staged by an upload importing erased placeholders, and leaves other people's rows, and those of uploads still receiving (their chunks may be staged again) or ended", async () => {
     const uploads = new UploadStore(store);
     const at = new Date();
     const upload = (id: string, state: UploadDoc['state']): UploadDoc => ({ _id: id, sourceId: 'src_crm', state, rowsReceived: 4, rowsRejected: 0, rowsNonProfiling: 0, rejections: [], chunks: 2, imported: NOTHING_IMPORTED, startedAt: at, receivedAt: at, finishedAt: state === 'completed' ? at : null, error: null });
@@ -49,16 +49,17 @@ describe('an erasure of the identity graph', () => {
     const touched: Record<string, number> = {};
     const erasure = new SubjectErasure(store, new MatchTableStore(store, { cap: 10, ttlMs: 86_400_000 }));
     const subject = { keys: new Set(['crm_id:c-subject']), documents: new Set<string>() };
-    expect(await erasure.stagedRows(subject, touched)).toBe(4);
-    expect(touched[COLLECTIONS.uploadRows]).toBe(4);
-    for (const id of ['upl_importing', 'upl_receiving']) {
+    expect(await erasure.stagedRows(subject, touched)).toBe(2);
+    expect(touched[COLLECTIONS.uploadRows]).toBe(2);
+    for (const id of ['upl_importing']) {
       const [first, second] = [await uploads.readChunk(id, 0), await uploads.readChunk(id, 1)];
       expect(first?.map((event) => event.erased === true)).toEqual([false, true]);
       expect(second?.map((event) => event.erased === true)).toEqual([true, false]);
       expect(JSON.stringify([first, second])).not.toContain('c-subject');
       expect(first?.[0]).toEqual(row(`${id}-1`, 'other'));
     }
-    // An ended upload's chunks are the retention's to drop: no import reads them again.
+    // A receiving upload's rows are the import's to drop; an ended upload's chunks the retention's (no import reads them again).
+    expect(JSON.stringify(await uploads.readChunk('upl_receiving', 1))).toContain('c-subject');
     expect(JSON.stringify(await uploads.readChunk('upl_ended', 1))).toContain('c-subject');
     // Repeated, it finds nothing more.
     expect(await erasure.stagedRows(subject, {})).toBe(0);
