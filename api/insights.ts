@@ -128,7 +128,9 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
     const campaign = String(req.params.campaign);
     // Its members' campaigns past the report's list were not counted: zeros would be a measure.
     const counted = found.report.campaigns ?? [];
-    if (counted.length >= REPORT_CAMPAIGNS_KEPT && !counted.some((figures) => figures.campaign === campaign)) {
+    // Reports counted before the flag was kept: a full list may have been cut.
+    const cut = found.report.campaignsCut ?? counted.length >= REPORT_CAMPAIGNS_KEPT;
+    if (cut && !counted.some((figures) => figures.campaign === campaign)) {
       throw new ProblemError(404, 'campaign-not-counted', 'Campaign not counted', [{ path: 'params.campaign', message: `not among the ${REPORT_CAMPAIGNS_KEPT} campaigns reaching the most members of ${segment._id}, which alone the report counts` }]);
     }
     const holdouts = found.report.holdouts ?? [];
@@ -263,7 +265,7 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
       202: counting,
       400: problem('Invalid query; or `query.destination` holds out none of the segment, or is needed because several destinations do'),
       ...admin,
-      404: problem(`No such segment (\`query.segment\`); or \`params.campaign\` is not among the ${REPORT_CAMPAIGNS_KEPT} campaigns reaching the most of its members, which alone a report counts (\`campaign-not-counted\`: a campaign with no response among fewer is a 200 of zeros)`),
+      404: problem(`No such segment (\`query.segment\`); or its members' profiles record more than ${REPORT_CAMPAIGNS_KEPT} campaigns and \`params.campaign\` is not among the ${REPORT_CAMPAIGNS_KEPT} reaching the most of them, which alone a report counts (\`campaign-not-counted\`; a campaign with no response among no more than that is a 200 of zeros)`),
       409: notEvaluated,
     },
   });

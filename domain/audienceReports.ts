@@ -165,6 +165,11 @@ export class CampaignTally {
   size = 0;
   private readonly campaigns = new Map<number, Omit<CampaignFigures, 'campaign'>>();
 
+  /** How many campaigns its members' profiles record. */
+  get count(): number {
+    return this.campaigns.size;
+  }
+
   add(features: PersonFeatures): void {
     this.size++;
     const figures = features.campaigns;
@@ -225,6 +230,8 @@ export interface AudienceReport {
   consent: Array<{ purpose: number; profiles: number }>;
   /** Absent on reports counted before campaigns were. */
   campaigns?: CampaignFigures[];
+  /** The members' campaigns were more than `campaigns` keeps (REPORT_CAMPAIGNS_KEPT): one not listed was not counted. */
+  campaignsCut?: boolean;
   /** Per destination holding out members of the segment. */
   holdouts?: HoldoutReport[];
 }
@@ -291,7 +298,7 @@ export class AudienceTally {
       held: { size: held.size, campaigns: held.figures(dictionary, among) },
       treated: { size: treated.size, campaigns: treated.figures(dictionary, among) },
     }));
-    return { _id: id, at, runId, size: this.size, traits, events, identities, consent, campaigns, holdouts };
+    return { _id: id, at, runId, size: this.size, traits, events, identities, consent, campaigns, ...(this.campaigns.count > campaigns.length && { campaignsCut: true }), holdouts };
   }
 }
 

@@ -168,6 +168,19 @@ describe('campaign response', () => {
     expect(campaignReportOf('spring', 'seg', report, false, holdout, null)).toMatchObject({ delivery: null, lift: sent.lift });
   });
 
+  it('says whether its campaigns were cut: not when the members had exactly as many as it keeps', () => {
+    const dictionary = new FeatureDictionary();
+    const counter = { impressions: 1, clicks: 0, conversions: 0, value: 0, lastSeen: at };
+    const reportOf = (campaigns: number) => {
+      const tally = new AudienceTally();
+      tally.add(dictionary.features({ ...subject({}), campaigns: Object.fromEntries(Array.from({ length: campaigns }, (_, n) => [`c${n}`, counter])) }));
+      return tally.report(dictionary, 'seg', at, 'run');
+    };
+    expect(reportOf(REPORT_CAMPAIGNS_KEPT).campaignsCut).toBeUndefined();
+    expect(reportOf(REPORT_CAMPAIGNS_KEPT + 1)).toMatchObject({ campaignsCut: true, campaigns: expect.any(Array) });
+    expect(reportOf(REPORT_CAMPAIGNS_KEPT + 1).campaigns).toHaveLength(REPORT_CAMPAIGNS_KEPT);
+  });
+
   it("counts a holdout's groups for the audience's campaigns, a campaign that reached none of the held-out members among them", () => {
     const dictionary = new FeatureDictionary();
     const audience = new AudienceTally();
@@ -189,6 +202,7 @@ describe('campaign response', () => {
     }
     const report = audience.report(dictionary, 'seg', at, 'run', [{ destinationId: 'dst_a', share: 0.25, held, treated }]);
     expect(report.campaigns).toHaveLength(REPORT_CAMPAIGNS_KEPT);
+    expect(report.campaignsCut).toBe(true);
     expect(report.campaigns?.[0]).toMatchObject({ campaign: 'spring', reach: 30, converters: 14 });
     const holdout = report.holdouts?.[0];
     expect(holdout?.held.campaigns.find((figures) => figures.campaign === 'spring')).toMatchObject({ reach: 0, converters: 2 });
