@@ -157,14 +157,18 @@ export function createExportActivities(deps: ExportDeps) {
     const changes = await runs.changesSince(since);
     if (changes.some((change) => destination.segments.some((id) => Object.hasOwn(change.changes, id)))) return true;
     // Profiles whose ids, consent or sources changed matter only as members: any fold touches some, and
-    // an export reads its segments whole. Members by the snapshot, or by real time since (one read of the changes).
-    const touched = new Set(changes.flatMap((change) => change.touched ?? []));
-    if (touched.size === 0) return false;
+    // an export reads its segments whole. Members as the snapshots stand with the real-time changes since
+    // (read since the oldest snapshot began), walked in id order a few chunks at a time.
+    const touched = [...new Set(changes.flatMap((change) => change.touched ?? []))].sort();
+    if (touched.length === 0) return false;
     const membership = new SegmentMembership(runs);
     const docs = (await Promise.all(destination.segments.map((id) => segments.get(id)))).filter((segment): segment is SegmentDoc => segment !== null);
-    for (const segment of docs) for (const id of touched) if (await membership.inSnapshot(segment, id)) return true;
-    const states = await membership.realTime(docs);
-    return docs.some((segment) => [...touched].some((id) => states.get(segment._id)?.get(id) === true));
+    const walk = await membership.ascending(docs, await membership.realTime(docs));
+    for (const id of touched) {
+      await walk.reach(id);
+      if (docs.some((_, k) => walk.has(k, id))) return true;
+    }
+    return false;
   }
 
   /**
