@@ -1,4 +1,5 @@
 import { ALL_PROFILES, AudienceTally, CampaignTally, FeatureDictionary, trendPointOf, type AudienceReport, type PersonFeatures } from '../domain/audienceReports';
+import { compareText } from '../domain/text';
 import type { Config } from '../config';
 import { decide, exportFacts, exportPolicyOf, HELD_PARTNER_ID, isHeldOut, partnerOfIdType, type ExportFacts } from '../domain/destinations';
 import { matchLimits } from '../domain/partners';
@@ -146,13 +147,17 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
     const missed = new Set(changed.flatMap((destination) => destination.segments));
     const membership = new SegmentMembership(deps.store);
     const states = await membership.realTime(evaluated);
-    for (const segment of evaluated) {
+    // By run: a run's chunks, read once for all its segments, are let go before the next run's are read.
+    evaluated.sort((a, b) => compareText(a.current?.runId ?? '', b.current?.runId ?? ''));
+    for (const [k, segment] of evaluated.entries()) {
+      const previousRun = evaluated[k - 1]?.current?.runId;
+      if (previousRun && previousRun !== segment.current?.runId) membership.forget(previousRun);
       const tally = new AudienceTally();
       // Each destination holding out members of the segment splits those it would send in two: held out, and exported.
       const splits = withHoldouts.flatMap((destination, index) =>
         destination.segments.includes(segment._id) ? [{ index, destinationId: destination._id, share: destination.holdoutShare as number, held: new CampaignTally(), treated: new CampaignTally() }] : [],
       );
-      for await (const page of membership.pages(segment, states)) {
+      for await (const page of membership.pages(segment, states, { keepRun: true })) {
         await settleMatches(page, splits.map((split) => split.index));
         for (const id of page) {
           const person = people.get(id);

@@ -60,6 +60,11 @@ export class SegmentMembership {
     return states;
   }
 
+  /** Lets go of a run's reader and the chunks it kept. */
+  forget(runId: string): void {
+    this.readers.delete(runId);
+  }
+
   private reader(segment: SegmentDoc): Promise<SnapshotReader | null> {
     if (!segment.current) return Promise.resolve(null);
     const { runId } = segment.current;
@@ -122,11 +127,14 @@ export class SegmentMembership {
   /**
    * Every member, in ascending id order, a page at a time (a snapshot chunk's worth is read per page).
    * Holds one chunk at a time, the one a page ended in kept for the next: a walk of many snapshots
-   * of a million people each (an overlap, a report pass) does not keep them.
+   * of a million people each (an overlap) does not keep them. With `keepRun`, the chunks read stay
+   * with the run's reader for walks of its other segments, until `forget` lets the run go.
    */
-  async *pages(segment: SegmentDoc, states: RealTimeStates): AsyncGenerator<string[]> {
+  async *pages(segment: SegmentDoc, states: RealTimeStates, options: { keepRun?: boolean } = {}): AsyncGenerator<string[]> {
+    const reader = options.keepRun ? await this.reader(segment) : null;
     let last: { n: number; chunk: Promise<SnapshotChunk | null> } | null = null;
     const read = (runId: string, n: number) => {
+      if (reader) return reader.chunk(n);
       if (last?.n !== n) last = { n, chunk: this.runs.readChunk(runId, n) };
       return last.chunk;
     };

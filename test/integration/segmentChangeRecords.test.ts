@@ -162,6 +162,15 @@ describe('segment change records as stored', () => {
       await new Promise((resolve) => setImmediate(resolve));
       expect({ read: readChunks.length, held: readChunks.filter((chunk) => chunk.deref() !== undefined).length }).toEqual({ read: 3, held: 0 });
       expect(await membership.members(segment, new Map(), ids[14], 3)).toEqual({ members: ids.slice(15, 18), next: ids[17] });
+      // A report pass walks each of a run's segments: kept with the run, its chunks are read once for all, until it is let go.
+      const walks = async () => {
+        const before = readChunks.length;
+        for (let walk = 0; walk < 2; walk++) for await (const page of membership.pages(segment, new Map(), { keepRun: true })) expect(page).toHaveLength(30);
+        return readChunks.length - before;
+      };
+      expect(await walks()).toBe(3);
+      membership.forget('run_pages');
+      expect(await walks()).toBe(3);
     } finally {
       runs.readChunk = readChunk;
     }
