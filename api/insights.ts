@@ -25,7 +25,7 @@ import { dayKey } from '../domain/profile';
 import { AudienceReportStore } from '../store/audienceReports';
 import { DestinationStore } from '../store/destinations';
 import { LookalikeRunStore, type LookalikeRunDoc } from '../store/lookalikeRuns';
-import { SegmentMembership } from '../store/segmentMembership';
+import { onCurrentSnapshots, SegmentMembership } from '../store/segmentMembership';
 import { SegmentStore, type SegmentDoc } from '../store/segments';
 import { newScheduleSyncMark } from '../store/scheduleSyncs';
 import { logger } from '../logger';
@@ -206,11 +206,14 @@ export function insightsRouter({ store, temporal, config, admin }: Pick<RouterDe
 
   router.post('/v1/insights/overlap', admin, async (req, res) => {
     const body = parseOr400(OverlapRequestSchema, req.body, 'overlap request');
-    const docs = await Promise.all(body.segments.map((id, k) => evaluated(id, `segments.${k}`)));
-    const membership = new SegmentMembership(store);
-    const states = await membership.realTime(docs);
-    // The segments' members walked side by side in id order: a page of each in memory, not every member.
-    res.json(overlapOf(body.segments, await membershipMasks(docs.map((doc) => membership.pages(doc, states)))));
+    const masks = await onCurrentSnapshots(async () => {
+      const docs = await Promise.all(body.segments.map((id, k) => evaluated(id, `segments.${k}`)));
+      const membership = new SegmentMembership(store);
+      const states = await membership.realTime(docs);
+      // The segments' members walked side by side in id order: a page of each in memory, not every member.
+      return membershipMasks(docs.map((doc) => membership.pages(doc, states)));
+    });
+    res.json(overlapOf(body.segments, masks));
   });
 
   return router;
@@ -314,7 +317,14 @@ export function registerInsightPaths({ registry, problem, json, adminKey }: Open
     summary: 'Pairwise overlaps of 2 to 20 segments: sizes, intersections and Jaccard indexes, from memberships as they stand now',
     security,
     request: { body: { content: { 'application/json': { schema: OverlapRequestSchema } } } },
-    responses: { 200: { description: 'The overlaps', ...json(OverlapSchema) }, 400: problem('Invalid body (`segments`)'), ...admin, 404: problem('No such segment (`segments.<i>`)'), 409: notEvaluated },
+    responses: {
+      200: { description: 'The overlaps', ...json(OverlapSchema) },
+      400: problem('Invalid body (`segments`)'),
+      ...admin,
+      404: problem('No such segment (`segments.<i>`)'),
+      409: notEvaluated,
+      503: problem("A segment's snapshot was replaced while it was read, three times in a row (`snapshot-replaced`): retry"),
+    },
   });
 }
 

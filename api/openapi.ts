@@ -266,7 +266,7 @@ export function buildOpenApiDocument(config: DocumentConfig) {
       summary: 'Members in ascending profile id order, in pages: the last completed run with real-time changes since',
       request: { params: idParam, query: MembersQuerySchema },
       ok: [200, 'A page of members', MembersSchema],
-      extra: { 400: problem('Invalid query'), 404: problem('No such segment') },
+      extra: { 400: problem('Invalid query'), 404: problem('No such segment'), 503: problem("The segment's snapshot was replaced while it was read, three times in a row (`snapshot-replaced`): retry") },
     },
     {
       method: 'post',

@@ -5,6 +5,7 @@ import { zodIssuesToFieldErrors, type FieldError } from '../domain/collect';
 import type { Problem } from '../domain/schemas';
 import { NUL_MESSAGE } from '../domain/text';
 import { logger } from '../logger';
+import { SnapshotReleased } from '../store/segmentMembership';
 
 /** An error the API answers as `application/problem+json`; `type` is stable, clients may switch on it. */
 export class ProblemError extends Error {
@@ -143,6 +144,10 @@ export const problemHandler: ErrorRequestHandler = (error, req, res, next) => {
   const status = (error as { status?: unknown }).status;
   if (typeof status === 'number' && status >= 400 && status < 500 && (error as { expose?: unknown }).expose === true) {
     return sendProblem(res, new ProblemError(status, 'unreadable-body', 'Body could not be read', [{ path: '(body)', message: (error as Error).message }]));
+  }
+  if (error instanceof SnapshotReleased) {
+    // Replaced under three reads in a row: a burst of runs.
+    return sendProblem(res, new ProblemError(503, 'snapshot-replaced', "The segment's snapshot was replaced while it was read; retry", [{ path: 'segment', message: error.message }]));
   }
   if (isUnavailable(error)) {
     logger.warn({ err: error, path: req.path }, 'dependency unavailable');

@@ -22,7 +22,7 @@ import {
 import { AudienceReportStore } from '../store/audienceReports';
 import type { Store } from '../store/db';
 import { decodeProfile, ProfileStore } from '../store/profiles';
-import { SegmentMembership } from '../store/segmentMembership';
+import { onCurrentSnapshots, SegmentMembership } from '../store/segmentMembership';
 import { SegmentRunStore, type RunDoc } from '../store/segmentRuns';
 import { SourcePolicies } from '../store/sourcePolicies';
 import { definitionsOf, newSegmentId, ruleOf, SegmentStore, type SegmentDoc, type SegmentEdit } from '../store/segments';
@@ -309,11 +309,13 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
   });
 
   router.get('/v1/segments/:id/members', admin, async (req, res) => {
-    const doc = await load(String(req.params.id));
     const query = parseOr400(MembersQuerySchema, req.query, 'members query');
-    const membership = new SegmentMembership(runs);
-    const states = await membership.realTime([doc]);
-    res.json(await membership.members(doc, states, query.cursor ?? '', query.limit));
+    const page = await onCurrentSnapshots(async () => {
+      const doc = await load(String(req.params.id));
+      const membership = new SegmentMembership(runs);
+      return membership.members(doc, await membership.realTime([doc]), query.cursor ?? '', query.limit);
+    });
+    res.json(page);
   });
 
   router.post('/v1/segments/:id/runs', admin, async (req, res) => {

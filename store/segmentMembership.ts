@@ -6,6 +6,28 @@ import type { SegmentDoc } from './segments';
 /** Members per page when all of a segment's members are walked. */
 const MEMBER_PAGE = 10_000;
 
+/**
+ * The snapshot a walk of a segment's members read was let go meanwhile (a newer run replaced it, and
+ * retention dropped its chunks): its members are not known from it. Read the segment again and walk
+ * its current snapshot.
+ */
+export class SnapshotReleased extends Error {
+  constructor(readonly segmentId: string, readonly runId: string) {
+    super(`segment ${segmentId}'s snapshot (run ${runId}) was let go while it was read: read the segment again`);
+  }
+}
+
+/** Reads segments' members again, up to 3 times, while their snapshot is let go under the read: `read` reads the segments afresh. */
+export async function onCurrentSnapshots<T>(read: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await read();
+    } catch (error) {
+      if (!(error instanceof SnapshotReleased) || attempt >= 3) throw error;
+    }
+  }
+}
+
 /** Per segment, each profile's latest real-time state since the segment's snapshot: true entered, false exited. */
 export type RealTimeStates = Map<string, Map<string, boolean>>;
 
@@ -162,12 +184,14 @@ export class SegmentMembership {
     const page: string[] = [];
     let e = 0;
     const reader = await this.reader(segment);
+    // A run no longer stored, or whose chunks were dropped though it has members: a walk would give the real-time changes only.
+    if (segment.current && (!reader || (reader.run.chunks.length === 0 && segment.current.size > 0))) throw new SnapshotReleased(segment._id, segment.current.runId);
     const index = reader?.segmentIndex(segment._id) ?? -1;
     if (reader && index >= 0) {
       for (let n = reader.chunkAfter(after); n < reader.run.chunks.length && page.length <= limit; n++) {
         if (reader.run.chunks[n].counts[index] === 0) continue;
         const chunk = await read(reader.run._id, n);
-        if (!chunk) continue;
+        if (!chunk) throw new SnapshotReleased(segment._id, reader.run._id);
         const bits = new Bitmap(chunk.bits[index]);
         for (let i = 0; i < chunk.ids.length && page.length <= limit; i++) {
           const id = chunk.ids[i];

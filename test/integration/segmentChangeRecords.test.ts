@@ -6,7 +6,7 @@ import { deflateDocument } from '../../store/deflatedBson';
 import { MatchTableStore } from '../../store/matchTables';
 import { SEGMENT_COLLECTIONS, SegmentRunStore, type ChangeDoc } from '../../store/segmentRuns';
 import type { SegmentDoc } from '../../store/segments';
-import { SegmentMembership } from '../../store/segmentMembership';
+import { onCurrentSnapshots, SegmentMembership, SnapshotReleased } from '../../store/segmentMembership';
 import { Bitmap } from '../../domain/segments';
 import { SubjectErasure } from '../../store/subjectErasure';
 import { testStore } from '../support/services';
@@ -174,6 +174,24 @@ describe('segment change records as stored', () => {
     } finally {
       runs.readChunk = readChunk;
     }
+  });
+
+  it("refuses to walk a snapshot retention let go under the walk, rather than give only the real-time members, and reads the segment's current one again", async () => {
+    const at = day(9);
+    const bits = new Bitmap(2);
+    bits.set(0);
+    bits.set(1);
+    const run = (id: string, chunks: number) => ({ _id: id, segments: [{ id: 'seg_gone', version: 1, ruleJson: '{}' }], now: at, state: 'completed', startedAt: at, finishedAt: at, documentsScanned: 2, evaluated: 2, chunks: Array.from({ length: chunks }, () => ({ first: 'prf_g1', last: 'prf_g2', counts: [2] })), members: {}, entered: {}, exited: {}, error: null });
+    // run_old's chunks were dropped by retention (its index emptied); run_cut's index names a chunk that is gone; run_new is whole.
+    await store.db.collection(SEGMENT_COLLECTIONS.runs).insertMany([run('run_old', 0), run('run_cut', 1), run('run_new', 1)] as never[]);
+    await runs.writeChunk('run_new', 0, { ids: ['prf_g1', 'prf_g2'], bits: [bits.bytes] });
+    const segment = (runId: string) => ({ _id: 'seg_gone', version: 1, current: { runId, version: 1, size: 2, now: at, startedAt: at, finishedAt: at } }) as unknown as SegmentDoc;
+    const membership = new SegmentMembership(runs);
+    const entered = new Map([['seg_gone', new Map([['prf_g3', true]])]]);
+    for (const runId of ['run_old', 'run_cut', 'run_forgotten']) await expect(membership.members(segment(runId), entered, '', 10)).rejects.toBeInstanceOf(SnapshotReleased);
+    // Read again, the segment names its current run.
+    const current = ['run_cut', 'run_new'];
+    expect(await onCurrentSnapshots(() => membership.members(segment(current.shift()!), entered, '', 10))).toEqual({ members: ['prf_g1', 'prf_g2', 'prf_g3'], next: null });
   });
 
   it('has an erasure wait for a run still reading the profiles, before it has written any chunk, and not for one yet to begin its pass', async () => {
