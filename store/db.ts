@@ -97,6 +97,8 @@ const INDEXES: Array<[string, string]> = [
   [COLLECTIONS.segmentRunStates, 'segment'],
   // Live segment runs (store/segmentRuns): each edit and run start looks for them, among a month of ended runs.
   ['segment_runs', 'state'],
+  // Real-time changes since a snapshot began: the collection holds every change no segment's snapshot yet took in.
+  ['segment_changes', 'at'],
   // Privacy collections (store/privacy, store/privacyMarks): few documents per request, read per request.
   ['privacy_requests', 'state'],
   ['privacy_marks', 'requestIds'],

@@ -434,10 +434,13 @@ export class SegmentRunStore {
     return (await this.changes.findOne({ _id: id }, { projection: { _id: 1 } })) !== null;
   }
 
-  /** Real-time changes since `since`, oldest first. A scan: the collection holds only changes not yet folded into history. */
+  /**
+   * Real-time changes since `since`, oldest first: only those are sent and inflated (by the index on
+   * `at`; a scan on FerretDB), while the collection holds every change since the oldest snapshot began.
+   */
   async changesSince(since: Date): Promise<ChangeDoc[]> {
-    const docs = await this.changes.find({}).toArray();
-    return docs.filter((doc) => doc.at >= since).map(changeDoc).sort((a, b) => a.at.getTime() - b.at.getTime() || (a._id < b._id ? -1 : 1));
+    const docs = await this.changes.find({ at: { $gte: since } }).toArray();
+    return docs.map(changeDoc).sort((a, b) => a.at.getTime() - b.at.getTime() || (a._id < b._id ? -1 : 1));
   }
 
   async writeHistory(docs: HistoryDoc[]): Promise<void> {
