@@ -49,7 +49,7 @@ export interface EventCounter {
   count: number;
   firstSeen: Date;
   lastSeen: Date;
-  /** Events per UTC day (`YYYYMMDD`), back to the day BEHAVIOUR_DAYS before `lastSeen` (see BEHAVIOUR_REACH_MS). */
+  /** Events per UTC day (`YYYYMMDD`), back to the day BEHAVIOUR_DAYS + 1 days before `lastSeen` (see BEHAVIOUR_REACH_MS). */
   days: Record<string, number>;
   /** Newest first. Absent on documents written before properties were kept. */
   recent?: RecentEvent[];
@@ -250,9 +250,11 @@ export const DAY_MS = 86_400_000;
 /**
  * How far back from a type's last event its daily buckets and recent events reach: the longest
  * window a rule may name (BEHAVIOUR_DAYS) counts every UTC day it touches (domain/segmentRules
- * EvaluationTime.firstDay), BEHAVIOUR_DAYS + 1 of them, and each must still be there.
+ * EvaluationTime.firstDay), BEHAVIOUR_DAYS + 1 of them, and each must still be there — also when
+ * the last event is stamped up to a day ahead of the clock the window is read by (collection
+ * accepts that much: a source sending local time as UTC).
  */
-const BEHAVIOUR_REACH_MS = BEHAVIOUR_DAYS * DAY_MS;
+const BEHAVIOUR_REACH_MS = (BEHAVIOUR_DAYS + 1) * DAY_MS;
 const twoDigits = (n: number) => (n < 10 ? `0${n}` : String(n));
 
 /** The UTC day as `YYYYMMDD` (every fold counts each event under one; built from fields, not an ISO string). */
@@ -262,7 +264,7 @@ export function dayKey(at: Date): string {
   return `${year}${twoDigits(at.getUTCMonth() + 1)}${twoDigits(at.getUTCDate())}`;
 }
 
-/** Drops daily buckets and recent events of days before the one BEHAVIOUR_DAYS before `lastSeen`. */
+/** Drops daily buckets and recent events of days before the one BEHAVIOUR_REACH_MS before `lastSeen`. */
 function pruneDays(counter: EventCounter): void {
   const oldestMs = Math.floor((counter.lastSeen.getTime() - BEHAVIOUR_REACH_MS) / DAY_MS) * DAY_MS;
   const oldest = dayKey(new Date(oldestMs));

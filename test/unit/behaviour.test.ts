@@ -21,10 +21,10 @@ describe('daily behaviour buckets', () => {
     expect(doc.counters.purchase.count).toBe(3);
   });
 
-  it(`keeps only the days a ${BEHAVIOUR_DAYS}-day window back from the newest event touches, and the total of all`, () => {
+  it(`keeps only the days a ${BEHAVIOUR_DAYS}-day window back from the newest event touches (a day more, for an event stamped ahead), and the total of all`, () => {
     const doc = docWith('p', [
-      { type: 'page_view', at: '2025-12-31T12:00:00Z' },
-      { type: 'page_view', at: '2026-04-01T12:00:00Z' }, // 91 days later: the first day falls out
+      { type: 'page_view', at: '2025-12-30T12:00:00Z' },
+      { type: 'page_view', at: '2026-04-01T12:00:00Z' }, // 92 days later: the first day falls out
     ]);
     expect(doc.counters.page_view.days).toEqual({ '20260401': 1 });
     expect(doc.counters.page_view.count).toBe(2);
@@ -33,6 +33,12 @@ describe('daily behaviour buckets', () => {
       { type: 'page_view', at: '2026-04-01T23:00:00Z' }, // 90 days later: its day is one a P90D window counts
     ]);
     expect(Object.keys(edge.counters.page_view.days)).toEqual(['20260101', '20260401']);
+    // At 2026-04-01T23:00 a P90D window still counts 2026-01-01; an event stamped two hours ahead (04-02T01:00) keeps it.
+    const ahead = docWith('r', [
+      { type: 'page_view', at: '2026-01-01T12:00:00Z' },
+      { type: 'page_view', at: '2026-04-02T01:00:00Z' },
+    ]);
+    expect(Object.keys(ahead.counters.page_view.days)).toEqual(['20260101', '20260402']);
   });
 
   it('gives the same buckets whatever the order events arrive in', () => {
@@ -65,7 +71,7 @@ describe('daily behaviour buckets', () => {
           return doc.counters.page_view.recent;
         };
         const newest = Math.max(...events.map((e) => e.at.getTime()));
-        const oldestDay = Math.floor((newest - BEHAVIOUR_DAYS * 86_400_000) / 86_400_000) * 86_400_000;
+        const oldestDay = Math.floor((newest - (BEHAVIOUR_DAYS + 1) * 86_400_000) / 86_400_000) * 86_400_000;
         const expected = events
           .filter((e) => e.at.getTime() >= oldestDay)
           .sort((x, y) => y.at.getTime() - x.at.getTime() || (x.page < y.page ? -1 : x.page > y.page ? 1 : 0))
