@@ -143,7 +143,8 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
   // The sample is a few megabytes: kept here for a while rather than read for every estimate.
   let cachedSample: { at: number; sample: Awaited<ReturnType<SegmentRunStore['readSample']>> } | null = null;
   async function latestSample() {
-    if (!cachedSample || Date.now() - cachedSample.at > SAMPLE_CACHE_MS) cachedSample = { at: Date.now(), sample: await runs.readSample() };
+    // None yet is not kept: the first run's sample is used as soon as it is written.
+    if (!cachedSample?.sample || Date.now() - cachedSample.at > SAMPLE_CACHE_MS) cachedSample = { at: Date.now(), sample: await runs.readSample() };
     return cachedSample.sample;
   }
 
@@ -222,10 +223,14 @@ export function segmentsRouter({ store, temporal, config, admin }: SegmentsRoute
     const evaluator = new SegmentEvaluator([...definitionsOf(referenced), { id: '(estimate)', rule }], await sourcePolicies.read());
     let sample = await latestSample();
     if (!sample) {
-      // No run has kept a sample yet (no segment exists): the first documents read stand in, each on its own.
-      const docs = await profiles.profiles.find({}).limit(FIRST_SAMPLE).toArray();
-      const population = await profiles.profiles.estimatedDocumentCount();
-      sample = { runId: '', population, subjects: docs.map(decodeProfile) };
+      // No run has kept a sample yet (no segment exists): the newest of the first versions read stand in, a
+      // document each (retired ones, split or expired, are no one), scaled to the versions stored.
+      const read = (await profiles.profiles.find({}).limit(FIRST_SAMPLE).toArray()).map(decodeProfile);
+      const newest = new Map<string, (typeof read)[number]>();
+      for (const doc of read) if ((newest.get(doc.profileId)?.version ?? -1) < doc.version) newest.set(doc.profileId, doc);
+      const subjects = [...newest.values()].filter((doc) => !doc.retired);
+      const population = Math.round(((await profiles.profiles.estimatedDocumentCount()) * subjects.length) / Math.max(1, read.length));
+      sample = { runId: '', population, subjects };
     }
     const at = new EvaluationTime(new Date());
     const hits = sample.subjects.filter((subject) => evaluator.evaluate(subject, at).includes('(estimate)')).length;
