@@ -158,16 +158,13 @@ export function createExportActivities(deps: ExportDeps) {
     if (changes.some((change) => destination.segments.some((id) => Object.hasOwn(change.changes, id)))) return true;
     // Profiles whose ids, consent or sources changed matter only as members: any fold touches some, and
     // an export reads its segments whole. Members as the snapshots stand with the real-time changes since
-    // (read since the oldest snapshot began), walked in id order a few chunks at a time.
+    // (read since the oldest snapshot began): the chunks the touched ids fall in, one at a time.
     const touched = [...new Set(changes.flatMap((change) => change.touched ?? []))].sort();
     if (touched.length === 0) return false;
     const membership = new SegmentMembership(runs);
     const docs = (await Promise.all(destination.segments.map((id) => segments.get(id)))).filter((segment): segment is SegmentDoc => segment !== null);
-    const walk = await membership.ascending(docs, await membership.realTime(docs));
-    for (const id of touched) {
-      await walk.reach(id);
-      if (docs.some((_, k) => walk.has(k, id))) return true;
-    }
+    const states = await membership.realTime(docs);
+    for (const segment of docs) if (await membership.anyMember(segment, states, touched)) return true;
     return false;
   }
 

@@ -265,12 +265,12 @@ export function createFeedActivities(deps: FeedDeps) {
       // Files that settle within the wait are waited for; one stamped later (a writer's clock ahead) is not.
       const settledAt = files.map((file) => file.modifiedAt.getTime() + settleMs).filter((at) => at > Date.now() && at <= giveUpAt);
       if (settledAt.length === 0) break;
-      await sleep(Math.max(...settledAt) - Date.now(), undefined, { signal: attemptSignal() });
+      await sleep(settledAt.reduce((latest, at) => Math.max(latest, at)) - Date.now(), undefined, { signal: attemptSignal() });
     }
     const settled = (file: FeedFile) => file.modifiedAt.getTime() + settleMs <= Date.now();
     const writing = files.find((file) => !settled(file));
-    // A cursor feed reads none then: the cursor the others would move may pass that file's rows.
-    if (writing && source.feed.cursorColumn) throw new FileUnreadable(writing.name, `modified ${writing.modifiedAt.toISOString()}, not settled within ${SETTLE_WAIT_MAX_MS / 60_000} minutes of waiting: the folder is read once it has`);
+    // A cursor feed reads none then: the cursor the others would move may pass that file's rows (a backfill moves none).
+    if (writing && source.feed.cursorColumn && pull.trigger !== 'backfill') throw new FileUnreadable(writing.name, `modified ${writing.modifiedAt.toISOString()}, not settled within ${SETTLE_WAIT_MAX_MS / 60_000} minutes of waiting: the folder is read once it has`);
     files = files.filter(settled);
     if (files.length === 0) return { uploadId: null };
     const pulled = files.map((file) => ({ path: file.name, label: file.name, open: () => openFeedFile(dir, file), verify: () => checkUnchanged(dir, file) }));

@@ -4,7 +4,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { workflowIsRunning } from '../temporal/client';
 import type { Config } from '../config';
-import { scheduledSegmentRunWorkflowId, segmentRunWorkflowId } from '../domain/workflowIds';
+import { segmentRunWorkflowId } from '../domain/workflowIds';
 import { dayKey, type SegmentSubject } from '../domain/profile';
 import { withOptOut } from '../domain/privacy';
 import { EvaluationTime, SegmentEvaluator, subjectNeeds } from '../domain/segmentRules';
@@ -271,8 +271,7 @@ export function createSegmentationActivities(deps: SegmentationDeps) {
      * daily schedule's long pass and an hourly one's next would otherwise read every profile at once.
      */
     claimScheduledPass(input: { nominalTime: number; by: string }): Promise<boolean> {
-      const databaseName = deps.store.db.databaseName;
-      return runs.claimScheduledPass(new Date(input.nominalTime), input.by, (nominalTime) => workflowIsRunning(deps.temporal, scheduledSegmentRunWorkflowId(databaseName, nominalTime)));
+      return runs.claimScheduledPass(new Date(input.nominalTime), input.by, (firing) => workflowIsRunning(deps.temporal, firing));
     },
 
     /** Waits for a segmentation run another workflow executes (or until that workflow is gone). */

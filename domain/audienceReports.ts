@@ -230,7 +230,7 @@ export interface AudienceReport {
   consent: Array<{ purpose: number; profiles: number }>;
   /** Absent on reports counted before campaigns were. */
   campaigns?: CampaignFigures[];
-  /** The members' campaigns were more than `campaigns` keeps (REPORT_CAMPAIGNS_KEPT): one not listed was not counted. */
+  /** The members' campaigns were more than `campaigns` keeps (REPORT_CAMPAIGNS_KEPT): one not listed was not counted. Absent on reports counted before it was kept. */
   campaignsCut?: boolean;
   /** Per destination holding out members of the segment. */
   holdouts?: HoldoutReport[];
@@ -298,7 +298,7 @@ export class AudienceTally {
       held: { size: held.size, campaigns: held.figures(dictionary, among) },
       treated: { size: treated.size, campaigns: treated.figures(dictionary, among) },
     }));
-    return { _id: id, at, runId, size: this.size, traits, events, identities, consent, campaigns, ...(this.campaigns.count > campaigns.length && { campaignsCut: true }), holdouts };
+    return { _id: id, at, runId, size: this.size, traits, events, identities, consent, campaigns, campaignsCut: this.campaigns.count > campaigns.length, holdouts };
   }
 }
 

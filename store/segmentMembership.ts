@@ -1,6 +1,6 @@
 import { Bitmap } from '../domain/segments';
 import type { Store } from './db';
-import { SegmentRunStore, SnapshotReader, type ChangeDoc, type RunDoc, type SnapshotChunk } from './segmentRuns';
+import { binarySearch, SegmentRunStore, SnapshotReader, type ChangeDoc, type RunDoc, type SnapshotChunk } from './segmentRuns';
 import type { SegmentDoc } from './segments';
 
 /** Members per page when all of a segment's members are walked. */
@@ -101,6 +101,31 @@ export class SegmentMembership {
   async inSnapshot(segment: SegmentDoc, profileId: string): Promise<boolean> {
     const reader = await this.reader(segment);
     return reader ? reader.isMember(segment._id, profileId) : false;
+  }
+
+  /**
+   * Whether any of `ids` (ascending) is a member now: by its real-time state, else by the snapshot —
+   * each chunk they fall in read once, one held at a time, none between them.
+   */
+  async anyMember(segment: SegmentDoc, states: RealTimeStates, ids: readonly string[]): Promise<boolean> {
+    const state = states.get(segment._id);
+    const reader = await this.reader(segment);
+    const index = reader?.segmentIndex(segment._id) ?? -1;
+    let held = null as { n: number; chunk: SnapshotChunk | null } | null;
+    for (const id of ids) {
+      const now = state?.get(id);
+      if (now !== undefined) {
+        if (now) return true;
+        continue;
+      }
+      if (!reader || index < 0) continue;
+      const n = reader.chunkOf(id);
+      if (n >= reader.run.chunks.length || reader.run.chunks[n].counts[index] === 0) continue;
+      if (held?.n !== n) held = { n, chunk: await this.runs.readChunk(reader.run._id, n) };
+      const at = held.chunk ? binarySearch(held.chunk.ids, id) : -1;
+      if (at >= 0 && new Bitmap(held.chunk!.bits[index]).has(at)) return true;
+    }
+    return false;
   }
 
   /** Members now; null before the segment's first run completes. */

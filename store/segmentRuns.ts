@@ -23,13 +23,26 @@ export const SEGMENT_COLLECTIONS = {
   samples: 'segment_samples',
   /** Scheduled passes of every segment, by nominal time: which schedule's firing claimed each, and whether it went. */
   scheduledPasses: 'segment_scheduled_passes',
+  /** The turn of scheduled passes: one document, the firing whose pass went last. */
+  passTurns: 'segment_pass_turns',
 } as const;
 
-/** A scheduled pass of every segment (`_id`: its nominal time, ISO): the firing that claimed it, and whether it was skipped for an earlier pass still running. */
+/**
+ * A scheduled pass of every segment (`_id`: its nominal time, ISO): the firing that claimed it (its
+ * workflow), and whether it went or was skipped for a pass still running (absent while it decides).
+ */
 interface ScheduledPassDoc {
   _id: string;
   by: string;
-  skipped: boolean;
+  went?: boolean;
+  at: Date;
+}
+
+/** The turn of scheduled passes (`_id: 'turn'`): the firing whose pass went last, as version n of the turn. */
+interface PassTurnDoc {
+  _id: 'turn';
+  version: number;
+  by: string;
   at: Date;
 }
 
@@ -212,6 +225,7 @@ export class SegmentRunStore {
   readonly history: Collection<HistoryDoc>;
   readonly samples: Collection<StoredSample>;
   private readonly passes: Collection<ScheduledPassDoc>;
+  private readonly turns: Collection<PassTurnDoc>;
   private readonly claims: VersionClaims;
 
   constructor(store: Store) {
@@ -222,26 +236,41 @@ export class SegmentRunStore {
     this.history = store.db.collection<HistoryDoc>(SEGMENT_COLLECTIONS.history);
     this.samples = store.db.collection<StoredSample>(SEGMENT_COLLECTIONS.samples);
     this.passes = store.db.collection<ScheduledPassDoc>(SEGMENT_COLLECTIONS.scheduledPasses);
+    this.turns = store.db.collection<PassTurnDoc>(SEGMENT_COLLECTIONS.passTurns);
   }
 
   /**
-   * Claims the scheduled pass of `nominalTime` for the firing `by`: true when it is to run — no other
-   * firing claimed that time (schedules firing together meet in one pass), and the last pass that went
-   * is no longer running (`running`, by its nominal time): passes of different schedules never overlap.
-   * Repeated by the same firing, it answers the same. One keyed insert, and a read of the few claims kept.
+   * Claims the scheduled pass of `nominalTime` for the firing `by` (its workflow, running from before
+   * the claim until its pass ends): true when it is to run. The first firing to claim a time owns it
+   * (schedules firing together meet in one pass); its owner goes unless the firing whose pass went
+   * last is still running (`running`) — passes of different schedules, whatever their times, never
+   * overlap. The turn moves by a conditional write of its next version, so of two owners deciding at
+   * once one goes. Repeated by the same firing, it answers the same.
    */
-  async claimScheduledPass(nominalTime: Date, by: string, running: (nominalTime: Date) => Promise<boolean>): Promise<boolean> {
+  async claimScheduledPass(nominalTime: Date, by: string, running: (by: string) => Promise<boolean>): Promise<boolean> {
     const _id = nominalTime.toISOString();
-    const known = await this.passes.findOne({ _id });
-    if (known) return known.by === by && !known.skipped;
-    const [last] = await this.passes.find({ skipped: false, _id: { $lt: _id } }).sort({ _id: -1 }).limit(1).toArray();
-    const skipped = last !== undefined && (await running(new Date(last._id)));
-    if ((await insertKeyed(this.passes, [{ _id, by, skipped, at: new Date() }])).size > 0) {
-      const claimed = await this.passes.findOne({ _id });
-      return claimed?.by === by && !claimed.skipped;
+    await insertKeyed(this.passes, [{ _id, by, at: new Date() }]);
+    const claimed = await this.passes.findOne({ _id });
+    if (claimed?.by !== by) return false;
+    if (claimed.went !== undefined) return claimed.went;
+    for (;;) {
+      const turn = await this.turns.findOne({ _id: 'turn' });
+      // Taken by this firing's earlier attempt, which stopped before recording it.
+      const went = turn?.by === by || !(turn && (await running(turn.by)));
+      if (!went || turn?.by === by) {
+        await this.passes.updateOne({ _id }, { $set: { went } });
+        return went;
+      }
+      const next: PassTurnDoc = { _id: 'turn', version: (turn?.version ?? 0) + 1, by, at: new Date() };
+      const taken = turn
+        ? await this.claims.hold(`${SEGMENT_COLLECTIONS.passTurns}/turn@${turn.version}`, async () => (await this.turns.replaceOne({ _id: 'turn', version: turn.version }, next)).modifiedCount === 1)
+        : { value: (await insertKeyed(this.turns, [next])).size === 0 };
+      // Lost to another owner deciding at once: read the turn again (its firing runs now).
+      if (!taken?.value) continue;
+      await this.passes.updateOne({ _id }, { $set: { went: true } });
+      await this.passes.deleteMany({ _id: { $lt: new Date(nominalTime.getTime() - SCHEDULED_PASSES_KEPT_MS).toISOString() } });
+      return true;
     }
-    await this.passes.deleteMany({ _id: { $lt: new Date(nominalTime.getTime() - SCHEDULED_PASSES_KEPT_MS).toISOString() } });
-    return !skipped;
   }
 
   async getRun(runId: string): Promise<RunDoc | null> {
@@ -539,9 +568,14 @@ export class SnapshotReader {
     return chunk;
   }
 
+  /** The chunk `profileId` would be in (the run's chunk count when it is past them all). */
+  chunkOf(profileId: string): number {
+    return this.firstChunk((last) => last < profileId);
+  }
+
   async isMember(segmentId: string, profileId: string): Promise<boolean> {
     const index = this.segmentIndex(segmentId);
-    const n = this.firstChunk((last) => last < profileId);
+    const n = this.chunkOf(profileId);
     const chunk = index >= 0 && n < this.run.chunks.length ? await this.chunk(n) : null;
     if (!chunk) return false;
     const at = binarySearch(chunk.ids, profileId);

@@ -45,7 +45,7 @@ export async function segmentRun(input: SegmentRunInput = {}): Promise<{ runId: 
     // buried the store. So they meet in one workflow per nominal time; only the first starts it,
     // and a schedule firing late finds it started or done.
     const nominalTime = workflowInfo().typedSearchAttributes.get(SCHEDULED_START) ?? new Date(Date.now());
-    // Each schedule skips its own firings while its pass runs; firings of other schedules wait their turn here.
+    // Each schedule skips its own firings while its pass runs; a firing of another schedule skips its turn here.
     if (patched(SCHEDULED_PASSES_TAKE_TURNS) && !(await claimScheduledPass({ nominalTime: nominalTime.getTime(), by: workflowInfo().workflowId }))) return { runId: null, evaluated: 0 };
     try {
       return await executeChild(segmentRun, {

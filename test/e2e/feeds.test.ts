@@ -443,7 +443,8 @@ describe('feeds: partner and provider files pulled on a schedule, incrementally,
       const view = (await admin(`/v1/sources/${feed}/pulls/${started.body.pullId}`)).body;
       return view.attempts?.length > 0 ? view : null;
     });
-    expect(refused).toMatchObject({ state: 'running', attempts: [{ error: expect.stringContaining('skewed.csv') }] });
+    expect(refused.state).toBe('running');
+    expect(refused.attempts[0].error).toContain('skewed.csv');
     // Its clock put right, the next attempt reads both files: the row at 05:00 is not behind a cursor moved to 06:00.
     const now = new Date();
     utimesSync(skewed, new Date(now.getTime() - 60_000), new Date(now.getTime() - 60_000));

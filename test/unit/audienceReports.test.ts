@@ -176,7 +176,7 @@ describe('campaign response', () => {
       tally.add(dictionary.features({ ...subject({}), campaigns: Object.fromEntries(Array.from({ length: campaigns }, (_, n) => [`c${n}`, counter])) }));
       return tally.report(dictionary, 'seg', at, 'run');
     };
-    expect(reportOf(REPORT_CAMPAIGNS_KEPT).campaignsCut).toBeUndefined();
+    expect(reportOf(REPORT_CAMPAIGNS_KEPT).campaignsCut).toBe(false);
     expect(reportOf(REPORT_CAMPAIGNS_KEPT + 1)).toMatchObject({ campaignsCut: true, campaigns: expect.any(Array) });
     expect(reportOf(REPORT_CAMPAIGNS_KEPT + 1).campaigns).toHaveLength(REPORT_CAMPAIGNS_KEPT);
   });
