@@ -152,25 +152,29 @@ export function createAudienceReportActivities(deps: AudienceReportDeps) {
     for (const [k, segment] of evaluated.entries()) {
       const previousRun = evaluated[k - 1]?.current?.runId;
       if (previousRun && previousRun !== segment.current?.runId) membership.forget(previousRun);
-      const tally = new AudienceTally();
-      // Each destination holding out members of the segment splits those it would send in two: held out, and exported.
-      const splits = withHoldouts.flatMap((destination, index) =>
-        destination.segments.includes(segment._id) ? [{ index, destinationId: destination._id, share: destination.holdoutShare as number, held: new CampaignTally(), treated: new CampaignTally() }] : [],
-      );
-      for await (const page of membership.pages(segment, states, { keepRun: true })) {
-        await settleMatches(page, splits.map((split) => split.index));
-        for (const id of page) {
-          const person = people.get(id);
-          if (!person) continue;
-          tally.add(person.features);
-          for (const split of splits) {
-            if (!sends(person, split.index)) continue;
-            (isHeldOut(split.destinationId, id, split.share) ? split.held : split.treated).add(person.features);
+      // Walked again from the segment's current snapshot if the one read is let go meanwhile (a run completed during the pass).
+      const { tally, splits, walked } = await membership.walkCurrent(segment, states, (id) => segments.get(id), async (doc, docStates) => {
+        const tally = new AudienceTally();
+        // Each destination holding out members of the segment splits those it would send in two: held out, and exported.
+        const splits = withHoldouts.flatMap((destination, index) =>
+          destination.segments.includes(doc._id) ? [{ index, destinationId: destination._id, share: destination.holdoutShare as number, held: new CampaignTally(), treated: new CampaignTally() }] : [],
+        );
+        for await (const page of membership.pages(doc, docStates, { keepRun: true })) {
+          await settleMatches(page, splits.map((split) => split.index));
+          for (const id of page) {
+            const person = people.get(id);
+            if (!person) continue;
+            tally.add(person.features);
+            for (const split of splits) {
+              if (!sends(person, split.index)) continue;
+              (isHeldOut(split.destinationId, id, split.share) ? split.held : split.treated).add(person.features);
+            }
           }
+          heartbeat({ phase: 'segments', segment: doc._id, counted: tally.size });
         }
-        heartbeat({ phase: 'segments', segment: segment._id, counted: tally.size });
-      }
-      const runId = missed.has(segment._id) ? (runsBefore.get(segment._id) ?? null) : (segment.current?.runId ?? null);
+        return { tally, splits, walked: doc };
+      });
+      const runId = missed.has(segment._id) ? (runsBefore.get(segment._id) ?? null) : (walked.current?.runId ?? null);
       written.push(tally.report(dictionary, segment._id, at, runId, splits));
     }
     const day = dayKey(at);

@@ -42,14 +42,16 @@ export function createLookalikeActivities(deps: LookalikeDeps) {
   const runs = new LookalikeRunStore(deps.store);
   const gates = new StartGates(deps.store);
 
-  /** A segment's members now (one membership reader per run: the segments of one batch run share its snapshot chunks). */
-  async function membersOf(segment: SegmentDoc, membership: SegmentMembership, states: RealTimeStates): Promise<Set<string>> {
-    const members = new Set<string>();
-    for await (const page of membership.pages(segment, states)) {
-      for (const id of page) members.add(id);
-      heartbeat({ phase: 'members', segment: segment._id, members: members.size });
-    }
-    return members;
+  /** A segment's members now (walked again from its current snapshot if the one read is let go meanwhile). */
+  function membersOf(segment: SegmentDoc, membership: SegmentMembership, states: RealTimeStates): Promise<Set<string>> {
+    return membership.walkCurrent(segment, states, (id) => segments.get(id), async (doc, docStates) => {
+      const members = new Set<string>();
+      for await (const page of membership.pages(doc, docStates)) {
+        for (const id of page) members.add(id);
+        heartbeat({ phase: 'members', segment: doc._id, members: members.size });
+      }
+      return members;
+    });
   }
 
   async function evaluatedSegment(id: string, role: string): Promise<SegmentDoc> {

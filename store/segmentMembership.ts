@@ -82,6 +82,25 @@ export class SegmentMembership {
     return states;
   }
 
+  /**
+   * Runs `walk` over a segment's members; while its snapshot is let go under the walk (up to three
+   * times), reads the segment again (`reread`) with its real-time changes, and walks anew.
+   */
+  async walkCurrent<T>(segment: SegmentDoc, states: RealTimeStates, reread: (id: string) => Promise<SegmentDoc | null>, walk: (segment: SegmentDoc, states: RealTimeStates) => Promise<T>): Promise<T> {
+    let current = { segment, states };
+    return onCurrentSnapshots(async () => {
+      try {
+        return await walk(current.segment, current.states);
+      } catch (error) {
+        if (error instanceof SnapshotReleased) {
+          const again = (await reread(segment._id)) ?? current.segment;
+          current = { segment: again, states: await this.realTime([again]) };
+        }
+        throw error;
+      }
+    });
+  }
+
   /** Lets go of a run's reader and the chunks it kept. */
   forget(runId: string): void {
     this.readers.delete(runId);

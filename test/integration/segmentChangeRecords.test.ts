@@ -192,6 +192,9 @@ describe('segment change records as stored', () => {
     // Read again, the segment names its current run.
     const current = ['run_cut', 'run_new'];
     expect(await onCurrentSnapshots(() => membership.members(segment(current.shift()!), entered, '', 10))).toEqual({ members: ['prf_g1', 'prf_g2', 'prf_g3'], next: null });
+    // An activity's walk reads the segment again, with its own real-time changes (none recorded here).
+    const walked = await membership.walkCurrent(segment('run_old'), entered, async () => segment('run_new'), (doc, states) => membership.members(doc, states, '', 10));
+    expect(walked).toEqual({ members: ['prf_g1', 'prf_g2'], next: null });
   });
 
   it('has an erasure wait for a run still reading the profiles, before it has written any chunk, and not for one yet to begin its pass', async () => {
